@@ -1,0 +1,219 @@
+"""Weights, the per-GPU memory budget, and what fits in it: pure functions, integer bytes."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from kvcalc.errors import InvalidInput
+from kvcalc.kvcache import sequence_bytes
+from kvcalc.spec import GpuSpec, ModelSpec, Workload
+from kvcalc.units import PACKING, DType, GiB, format_bytes
+
+DEFAULT_UTILIZATION = 0.90  # vLLM's gpu_memory_utilization default
+DEFAULT_RESERVE_BYTES = 1 * GiB  # CUDA context + cuBLAS workspace + a chunked prefill's activations
+
+
+class ParamCount(BaseModel):
+    """Parameters in total, touched per token (MoE: active experts only), and in routed experts."""
+
+    model_config = ConfigDict(frozen=True)
+    total: int
+    active: int
+    routed_experts: int  # parameters of all routed experts together (0 for dense models)
+    from_shapes: bool  # True when counted from the shapes, False when the preset gives it
+
+
+def _attention_params(model: ModelSpec, h: int) -> int:
+    if model.mla is not None:
+        mla, H = model.mla, model.heads
+        qk = mla.qk_nope_head_dim + mla.qk_rope_head_dim
+        q = h * mla.q_lora_rank + mla.q_lora_rank + mla.q_lora_rank * H * qk if mla.q_lora_rank else h * H * qk
+        kv = h * (mla.kv_lora_rank + mla.qk_rope_head_dim) + mla.kv_lora_rank  # down-projection + latent norm
+        kv += mla.kv_lora_rank * H * (mla.qk_nope_head_dim + mla.v_head_dim)  # up-projection to K_nope and V
+        return q + kv + H * mla.v_head_dim * h
+    # q and o: H heads; k and v: Hkv heads (GQA)
+    return h * model.heads * model.key_dim + h * model.kv_heads * (model.key_dim + model.value_dim) + model.heads * model.value_dim * h
+
+
+def count_params(model: ModelSpec) -> ParamCount | None:
+    """Parameters from the shapes (DESIGN.md section 4), or the preset's published count when given.
+
+    Returns None when the model has neither `params` nor hidden/intermediate/vocab.
+    """
+    h, inter, vocab = model.hidden, model.intermediate, model.vocab
+    if h is None or inter is None or vocab is None:
+        if model.params is None:
+            return None
+        return ParamCount(total=model.params, active=model.active_params or model.params, routed_experts=0, from_shapes=False)
+    matrices = 3 if model.mlp == "gated" else 2  # gate, up, down; or up, down
+    dense_mlp = matrices * h * inter
+    embeddings = vocab * h * (1 if model.tied_embeddings else 2)  # input table + untied LM head
+    per_layer = _attention_params(model, h) + 2 * h  # two norms
+    total = embeddings + h + model.layers * per_layer  # + final norm
+    active, routed = total, 0
+    moe = model.moe
+    if moe is None:
+        total += model.layers * dense_mlp
+        active = total
+    else:
+        expert = matrices * h * moe.expert_intermediate
+        moe_layers = model.layers - moe.dense_layers
+        routed = moe_layers * moe.experts * expert
+        shared_and_router = moe_layers * (moe.shared_experts * expert + h * moe.experts)
+        base = total + moe.dense_layers * dense_mlp + shared_and_router
+        total = base + routed
+        active = base + moe_layers * moe.experts_per_token * expert
+    if model.params is not None:  # a published count wins; scale the split to it
+        active = model.active_params or active + (model.params - total)
+        total = model.params
+    return ParamCount(total=total, active=active, routed_experts=routed, from_shapes=model.params is None)
+
+
+def weight_bytes(params: int, dtype: DType) -> int:
+    """Bytes of `params` weights stored as `dtype` (4-bit formats include their group scales)."""
+    return PACKING[dtype].bytes_for(params)
+
+
+class Budget(BaseModel):
+    """Memory of one GPU and what is left for the KV cache."""
+
+    model_config = ConfigDict(frozen=True)
+    memory_bytes: int
+    utilization: float
+    reserve_bytes: int
+    weights_bytes: int  # on this GPU
+    usable_bytes: int  # for the KV cache; negative when the weights do not fit
+    explain: list[str]
+
+
+def budget(
+    model: ModelSpec,
+    workload: Workload,
+    memory_bytes: int,
+    weight_dtype: DType = DType.bf16,
+    utilization: float = DEFAULT_UTILIZATION,
+    reserve_bytes: int = DEFAULT_RESERVE_BYTES,
+) -> Budget:
+    """usable = memory * utilization - weights per GPU - reserve."""
+    if not 0 < utilization <= 1:
+        raise InvalidInput(f"--utilization {utilization} must be in (0, 1]")
+    if reserve_bytes < 0:
+        raise InvalidInput("--reserve must not be negative")
+    params = count_params(model)
+    if params is None:
+        raise InvalidInput(f"{model.name} gives neither params nor hidden/intermediate/vocab: its weights are unknown")
+    gpus = workload.tp * workload.pp
+    weights = -(-weight_bytes(params.total, weight_dtype) // gpus)
+    allowed = int(memory_bytes * utilization)
+    usable = allowed - weights - reserve_bytes
+    explain = [
+        f"weights = {params.total:,} params * {weight_dtype.value} / (tp {workload.tp} * pp {workload.pp})"
+        f" = {weights:,} B ({format_bytes(weights)}) per GPU",
+        f"usable = memory * utilization - weights - reserve = {memory_bytes:,} * {utilization} - {weights:,}"
+        f" - {reserve_bytes:,} = {usable:,} B ({format_bytes(usable)})",
+    ]
+    return Budget(
+        memory_bytes=memory_bytes,
+        utilization=utilization,
+        reserve_bytes=reserve_bytes,
+        weights_bytes=weights,
+        usable_bytes=usable,
+        explain=explain,
+    )
+
+
+def max_batch(model: ModelSpec, workload: Workload, usable_bytes: int) -> int:
+    """The largest B with B * per-GPU bytes per sequence <= usable (0 when none fits)."""
+    per_seq = sequence_bytes(model, workload).per_gpu
+    return max(usable_bytes, 0) // per_seq
+
+
+def max_context(model: ModelSpec, workload: Workload, usable_bytes: int, limit: int) -> int:
+    """The largest s <= limit with batch * per-GPU bytes(s) <= usable, solved exactly by bisection
+    (bytes grow monotonically with s, but not linearly once window layers saturate)."""
+
+    def fits(seq: int) -> bool:
+        return workload.batch * sequence_bytes(model, workload, seq).per_gpu <= usable_bytes
+
+    if not fits(1):
+        return 0
+    low, high = 1, limit
+    if fits(high):
+        return high
+    while high - low > 1:  # invariant: fits(low), not fits(high)
+        mid = (low + high) // 2
+        low, high = (mid, high) if fits(mid) else (low, mid)
+    return low
+
+
+def weight_dtype_for(model: ModelSpec, requested: DType | None) -> DType:
+    """Weights are stored in the requested dtype, else the model's checkpoint dtype."""
+    return requested or model.dtype
+
+
+def gpu_memory(gpu: GpuSpec | None, memory_bytes: int | None) -> int:
+    """The memory to budget: an explicit --memory wins over the GPU preset's."""
+    if memory_bytes is not None:
+        return memory_bytes
+    if gpu is None:
+        raise InvalidInput("give --gpu NAME or --memory SIZE")
+    return gpu.memory_bytes
+
+
+STANDARD_CONTEXTS = (2048, 8192, 32768, 131072)
+UNBOUNDED_CONTEXT = 2**31  # search limit for models that state no max positions
+
+
+class FitReport(BaseModel):
+    """What fits on one GPU of the deployment: the budget, max batch and max context, and why."""
+
+    model_config = ConfigDict(frozen=True)
+    budget: Budget
+    seq: int
+    batch: int
+    bytes_per_sequence_per_gpu: int
+    exact_bytes_per_sequence_per_gpu: int
+    kv_bytes_per_gpu: int  # the workload's batch
+    fits: bool  # weights and the batch's KV within the budget
+    weights_fit: bool
+    shortfall_bytes: int  # how much more memory the workload needs (0 when it fits)
+    max_batch: int
+    max_batch_limit: Literal["memory", "max_seqs"]
+    max_context: int
+    max_context_limit: Literal["memory", "max_positions"]
+    paging_waste_bytes_at_max_batch: int
+    max_batch_by_context: dict[int, int]
+
+
+def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | None = None) -> FitReport:
+    """Max batch at the workload's seq, max context at its batch, and which limit binds each."""
+    usable = budget_.usable_bytes
+    per_seq = sequence_bytes(model, workload).per_gpu
+    exact = sequence_bytes(model, workload.model_copy(update={"block_size": None})).per_gpu
+    by_memory = max_batch(model, workload, usable)
+    best_batch = min(by_memory, max_seqs) if max_seqs else by_memory
+    limit = model.max_positions or UNBOUNDED_CONTEXT
+    context = max_context(model, workload, usable, limit)
+    need = workload.batch * per_seq
+    contexts = sorted({s for s in STANDARD_CONTEXTS if s <= limit} | ({model.max_positions} if model.max_positions else set()))
+    return FitReport(
+        budget=budget_,
+        seq=workload.seq,
+        batch=workload.batch,
+        bytes_per_sequence_per_gpu=per_seq,
+        exact_bytes_per_sequence_per_gpu=exact,
+        kv_bytes_per_gpu=need,
+        fits=need <= usable,
+        weights_fit=usable >= 0,
+        shortfall_bytes=max(0, need - usable),
+        max_batch=best_batch,
+        max_batch_limit="max_seqs" if max_seqs and max_seqs < by_memory else "memory",
+        max_context=context,
+        max_context_limit="max_positions" if model.max_positions and context == limit else "memory",
+        paging_waste_bytes_at_max_batch=best_batch * (per_seq - exact),
+        max_batch_by_context={
+            s: max_batch(model, workload.model_copy(update={"seq": s}), usable) for s in contexts
+        },
+    )

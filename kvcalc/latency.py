@@ -1,0 +1,189 @@
+"""Decode and prefill rooflines: time = max(bytes / bandwidth, FLOPs / peak). Pure functions."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from kvcalc.capacity import count_params, weight_bytes
+from kvcalc.errors import InvalidInput
+from kvcalc.kvcache import kv_dtype, layer_caches, sequence_bytes, tokens_held
+from kvcalc.spec import GpuSpec, ModelSpec, Workload
+from kvcalc.units import PACKING, DType, format_bytes, format_seconds
+
+Bound = Literal["memory", "compute"]
+
+
+class Roofline(BaseModel):
+    """One step's bytes and FLOPs on one GPU of the TP group, and the time each would take."""
+
+    model_config = ConfigDict(frozen=True)
+    bytes_moved: int
+    flops: int
+    bandwidth_bytes_per_s: float
+    peak_flops: float
+    memory_seconds: float
+    compute_seconds: float
+    seconds: float
+    bound: Bound
+    arithmetic_intensity: float  # FLOPs per byte
+    ridge_point: float  # the GPU's FLOPs per byte where the bound changes
+
+
+def roofline(bytes_moved: int, flops: int, bandwidth: float, peak_flops: float) -> Roofline:
+    """The larger of the memory time and the compute time, and which it is."""
+    memory_s, compute_s = bytes_moved / bandwidth, flops / peak_flops
+    return Roofline(
+        bytes_moved=bytes_moved,
+        flops=flops,
+        bandwidth_bytes_per_s=bandwidth,
+        peak_flops=peak_flops,
+        memory_seconds=memory_s,
+        compute_seconds=compute_s,
+        seconds=max(memory_s, compute_s),
+        bound="memory" if memory_s >= compute_s else "compute",
+        arithmetic_intensity=flops / bytes_moved,
+        ridge_point=peak_flops / bandwidth,
+    )
+
+
+def attention_flops(model: ModelSpec, workload: Workload, context: int) -> int:
+    """FLOPs of one query token attending to `context` earlier tokens in every layer, for the batch:
+    2 * B * H * (q.k width + p.v width) * tokens held per layer (= 4*B*s*H*d*L for plain MHA/GQA)."""
+    if model.mla is not None:  # absorbed MLA decode attends in the latent space
+        qk, pv = model.mla.kv_lora_rank + model.mla.qk_rope_head_dim, model.mla.kv_lora_rank
+    else:
+        qk, pv = model.key_dim, model.value_dim
+    held = sum(tokens_held(layer, context) for layer in layer_caches(model))
+    return 2 * workload.batch * model.heads * (qk + pv) * held
+
+
+def expected_experts_touched(experts: int, per_token: int, tokens: int) -> float:
+    """Experts a batch of `tokens` touches in expectation with uniform routing: E * (1 - (1 - k/E)^B).
+
+    >>> round(expected_experts_touched(8, 2, 1), 3), round(expected_experts_touched(8, 2, 64), 3)
+    (2.0, 8.0)
+    """
+    return experts * (1 - (1 - per_token / experts) ** tokens)
+
+
+class DecodeEstimate(BaseModel):
+    """Time per output token for a batch at a context, with its roofline."""
+
+    model_config = ConfigDict(frozen=True)
+    model: str
+    gpu: str
+    batch: int
+    seq: int
+    tp: int
+    efficiency: float
+    weights_read_bytes: int  # per GPU per step
+    kv_read_bytes: int  # per GPU per step
+    roofline: Roofline
+    seconds_per_token: float
+    tokens_per_s_per_sequence: float
+    tokens_per_s: float
+    explain: list[str]
+
+
+def peak_flops_for(gpu: GpuSpec, weight_dtype: DType) -> int:
+    """The GPU's dense peak for the weights' dtype: FP8 tensor cores for 8-bit weights when it has them."""
+    if PACKING[weight_dtype].block_bytes == 1 and gpu.fp8_flops:
+        return gpu.fp8_flops
+    return gpu.bf16_flops
+
+
+def decode(
+    model: ModelSpec, workload: Workload, gpu: GpuSpec, weight_dtype: DType, efficiency: float = 1.0
+) -> DecodeEstimate:
+    """One decode step of `batch` sequences at context `seq`: every GPU of the TP group reads its
+    share of the weights (MoE: only the experts the batch touches) and of the KV cache."""
+    if not 0 < efficiency <= 1:
+        raise InvalidInput(f"--efficiency {efficiency} must be in (0, 1]")
+    params = count_params(model)
+    if params is None:
+        raise InvalidInput(f"{model.name} gives neither params nor hidden/intermediate/vocab: its weights are unknown")
+    touched = params.total - params.routed_experts
+    if model.moe is not None and params.routed_experts:
+        moe = model.moe
+        share = expected_experts_touched(moe.experts, moe.experts_per_token, workload.batch) / moe.experts
+        touched += round(params.routed_experts * share)
+    weights_read = -(-weight_bytes(touched, weight_dtype) // workload.tp)
+    kv_read = workload.batch * sequence_bytes(model, workload).total // workload.tp
+    flops = (2 * params.active * workload.batch + attention_flops(model, workload, workload.seq)) // workload.tp
+    line = roofline(
+        weights_read + kv_read, flops, gpu.bandwidth_bytes_per_s * efficiency, peak_flops_for(gpu, weight_dtype) * efficiency
+    )
+    explain = [
+        f"bytes read per step = weights {weights_read:,} + KV {kv_read:,} = {line.bytes_moved:,} B ({format_bytes(line.bytes_moved)})"
+        + (f", per GPU of tp {workload.tp}" if workload.tp > 1 else ""),
+        f"t_memory = bytes / (bandwidth * efficiency) = {line.bytes_moved:,} / {line.bandwidth_bytes_per_s:.4g} = {format_seconds(line.memory_seconds)}",
+        f"FLOPs = 2 * active params * B + attention = 2 * {params.active:,} * {workload.batch} + attention = {flops:,}",
+        f"t_compute = FLOPs / (peak * efficiency) = {flops:,} / {line.peak_flops:.4g} = {format_seconds(line.compute_seconds)}",
+        f"time per token = max(t_memory, t_compute) = {format_seconds(line.seconds)} ({line.bound}-bound;"
+        f" intensity {line.arithmetic_intensity:.1f} FLOP/B vs ridge {line.ridge_point:.0f})",
+    ]
+    return DecodeEstimate(
+        model=model.name,
+        gpu=gpu.name,
+        batch=workload.batch,
+        seq=workload.seq,
+        tp=workload.tp,
+        efficiency=efficiency,
+        weights_read_bytes=weights_read,
+        kv_read_bytes=kv_read,
+        roofline=line,
+        seconds_per_token=line.seconds,
+        tokens_per_s_per_sequence=1 / line.seconds,
+        tokens_per_s=workload.batch / line.seconds,
+        explain=explain,
+    )
+
+
+def causal_tokens_attended(seq: int, window: int | None) -> int:
+    """Sum over positions i = 1..s of the tokens position i attends to: min(i, W).
+
+    >>> causal_tokens_attended(4, None), causal_tokens_attended(4, 2)
+    (10, 7)
+    """
+    if window is None or seq <= window:
+        return seq * (seq + 1) // 2
+    return window * (window + 1) // 2 + (seq - window) * window
+
+
+class PrefillEstimate(BaseModel):
+    """Time to first token for a prompt of `seq` tokens, and the attention scores' memory."""
+
+    model_config = ConfigDict(frozen=True)
+    seq: int
+    batch: int
+    roofline: Roofline
+    seconds: float
+    naive_scores_bytes_per_layer: int  # B * H * s^2 scores materialised by non-Flash attention
+    flash_stats_bytes_per_layer: int  # B * H * s * (max + sum in fp32): FlashAttention's O(s)
+
+
+def prefill(model: ModelSpec, workload: Workload, gpu: GpuSpec, weight_dtype: DType, efficiency: float = 1.0) -> PrefillEstimate:
+    """Compute-bound prefill: 2 * active params * B * s + causal attention FLOPs."""
+    params = count_params(model)
+    if params is None:
+        raise InvalidInput(f"{model.name} gives neither params nor hidden/intermediate/vocab: its weights are unknown")
+    if model.mla is not None:  # prefill runs MLA decompressed: K of nope + rope, V of v_head_dim
+        qk, pv = model.mla.qk_nope_head_dim + model.mla.qk_rope_head_dim, model.mla.v_head_dim
+    else:
+        qk, pv = model.key_dim, model.value_dim
+    attended = sum(causal_tokens_attended(workload.seq, layer.window) for layer in layer_caches(model))
+    flops = (2 * params.active * workload.batch * workload.seq + 2 * workload.batch * model.heads * (qk + pv) * attended) // workload.tp
+    bytes_moved = weight_bytes(params.total, weight_dtype) // workload.tp + workload.batch * sequence_bytes(model, workload).total // workload.tp
+    line = roofline(bytes_moved, flops, gpu.bandwidth_bytes_per_s * efficiency, peak_flops_for(gpu, weight_dtype) * efficiency)
+    score_bytes = PACKING[kv_dtype(model, workload)].block_bytes
+    rows = workload.batch * model.heads * workload.seq
+    return PrefillEstimate(
+        seq=workload.seq,
+        batch=workload.batch,
+        roofline=line,
+        seconds=line.seconds,
+        naive_scores_bytes_per_layer=rows * workload.seq * score_bytes,
+        flash_stats_bytes_per_layer=rows * 2 * 4,
+    )

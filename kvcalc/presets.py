@@ -1,0 +1,159 @@
+"""Finding and reading presets: shipped YAML, user YAML files and folders, Hugging Face config.json.
+
+The only module that reads files. YAML is read with safe loading only; every failure becomes an
+InvalidPreset or PresetNotFound naming the file (and line or field) and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from kvcalc.errors import InvalidPreset, PresetNotFound
+from kvcalc.spec import GpuSpec, ModelSpec
+
+Kind = Literal["models", "gpus"]
+Spec = TypeVar("Spec", ModelSpec, GpuSpec)
+PRESETS_ENV = "KVCALC_PRESETS"
+_SPEC_TYPES: dict[str, type[BaseModel]] = {"models": ModelSpec, "gpus": GpuSpec}
+
+
+def shipped_presets_dir() -> Path:
+    """The presets inside the installed wheel, or the repository's presets/ in a source checkout."""
+    packaged = Path(str(resources.files("kvcalc"))) / "presets"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "presets"
+
+
+def user_presets_dirs(extra: list[Path] | None = None) -> list[Path]:
+    """Folders named by --presets and by KVCALC_PRESETS (os.pathsep-separated), in that order."""
+    dirs = list(extra or [])
+    dirs += [Path(p) for p in os.environ.get(PRESETS_ENV, "").split(os.pathsep) if p]
+    for folder in dirs:
+        if not folder.is_dir():
+            raise InvalidPreset(f"{folder}: presets folder does not exist (from --presets or ${PRESETS_ENV})")
+    return dirs
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidPreset(f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
+    except OSError as exc:
+        raise InvalidPreset(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def read_mapping(path: Path) -> dict[str, Any]:
+    """Parse a YAML (safe loader) or JSON file that must hold one mapping."""
+    text = _read_text(path)
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InvalidPreset(f"{path}{where}: invalid YAML: {problem}") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidPreset(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+    if not isinstance(data, dict):
+        found = "an empty file" if data is None else f"a {type(data).__name__}"
+        raise InvalidPreset(f"{path}: expected a mapping of fields, found {found}")
+    return data
+
+
+def validate(kind: Kind, data: dict[str, Any], origin: str) -> Any:
+    """Validate a mapping as a model or GPU spec; errors name the origin, the field and the problem."""
+    spec_type = _SPEC_TYPES[kind]
+    try:
+        return spec_type.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(p) for p in error["loc"]) or "(spec)"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(error["loc"][-1]), list(spec_type.model_fields), n=1)
+            message = "unknown field" + (f"; did you mean {close[0]!r}?" if close else "")
+        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        raise InvalidPreset(f"{origin}: {field}: {message}{more}") from None
+
+
+def load_file(kind: Kind, path: Path) -> Any:
+    """A spec from a YAML file, or (models only) a Hugging Face config.json."""
+    data = read_mapping(path)
+    if kind == "models" and path.suffix == ".json":
+        from kvcalc.hf_config import model_fields_from_hf
+
+        data = model_fields_from_hf(data, default_name=path.parent.name or path.stem, origin=str(path))
+    return validate(kind, data, str(path))
+
+
+class PresetEntry(BaseModel):
+    """A preset's name and the file it comes from."""
+
+    name: str
+    path: Path
+    origin: Literal["shipped", "user"]
+
+
+def _folder_entries(kind: Kind, folder: Path, origin: Literal["shipped", "user"]) -> dict[str, PresetEntry]:
+    sub = folder / kind
+    files = sorted(sub.glob("*.y*ml")) if sub.is_dir() else sorted(folder.glob("*.y*ml"))
+    entries: dict[str, PresetEntry] = {}
+    for path in files:
+        data = read_mapping(path)
+        if origin == "user" and _looks_like(data) != kind:
+            continue  # a user folder may mix models and GPUs
+        name = str(data.get("name") or path.stem)
+        if name in entries:
+            raise InvalidPreset(f"{path}: preset name {name!r} is also defined in {entries[name].path}")
+        entries[name] = PresetEntry(name=name, path=path, origin=origin)
+    return entries
+
+
+def _looks_like(data: dict[str, Any]) -> Kind:
+    return "gpus" if "memory_bytes" in data or "bandwidth_bytes_per_s" in data else "models"
+
+
+def list_presets(kind: Kind, extra_dirs: list[Path] | None = None) -> list[PresetEntry]:
+    """Shipped presets, overridden by user presets of the same name."""
+    entries = _folder_entries(kind, shipped_presets_dir(), "shipped")
+    for folder in reversed(user_presets_dirs(extra_dirs)):
+        entries.update(_folder_entries(kind, folder, "user"))
+    return sorted(entries.values(), key=lambda e: e.name)
+
+
+def _is_path(ref: str) -> bool:
+    return ref.endswith((".yaml", ".yml", ".json")) or os.sep in ref or "/" in ref
+
+
+def resolve(kind: Kind, ref: str, extra_dirs: list[Path] | None = None) -> Any:
+    """A spec by preset name (user presets first) or by file path."""
+    if _is_path(ref):
+        path = Path(ref)
+        if not path.is_file():
+            raise PresetNotFound(f"{ref}: no such file")
+        return load_file(kind, path)
+    entries = {e.name: e for e in list_presets(kind, extra_dirs)}
+    if ref not in entries:
+        close = difflib.get_close_matches(ref.lower(), list(entries), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; `kvcalc presets list` shows all {len(entries)}"
+        what = "model" if kind == "models" else "GPU"
+        raise PresetNotFound(f"unknown {what} {ref!r}{hint}")
+    return load_file(kind, entries[ref].path)
+
+
+def load_model(ref: str, extra_dirs: list[Path] | None = None) -> ModelSpec:
+    """A model by preset name, YAML path or config.json path."""
+    return resolve("models", ref, extra_dirs)  # type: ignore[no-any-return]
+
+
+def load_gpu(ref: str, extra_dirs: list[Path] | None = None) -> GpuSpec:
+    """A GPU by preset name or YAML path."""
+    return resolve("gpus", ref, extra_dirs)  # type: ignore[no-any-return]

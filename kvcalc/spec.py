@@ -1,0 +1,139 @@
+"""Validated descriptions of models, GPUs and workloads (pydantic, frozen, extra keys forbidden)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+
+from kvcalc.errors import InvalidInput
+from kvcalc.units import DType, parse_dtype
+
+LayerKind = Literal["full", "sliding"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class MlaSpec(_Frozen):
+    """Multi-head latent attention (DeepSeek-V2/V3): one compressed latent per token per layer."""
+
+    kv_lora_rank: PositiveInt
+    qk_rope_head_dim: PositiveInt
+    qk_nope_head_dim: PositiveInt = 128
+    v_head_dim: PositiveInt = 128
+    q_lora_rank: PositiveInt | None = None
+
+
+class MoeSpec(_Frozen):
+    """Mixture of experts: routed experts of `expert_intermediate`, `experts_per_token` active."""
+
+    experts: PositiveInt
+    experts_per_token: PositiveInt
+    expert_intermediate: PositiveInt
+    shared_experts: int = Field(default=0, ge=0)
+    dense_layers: int = Field(default=0, ge=0, description="the first N layers use a dense MLP")
+
+    @model_validator(mode="after")
+    def _top_k_within_experts(self) -> MoeSpec:
+        if self.experts_per_token > self.experts:
+            raise ValueError(f"experts_per_token {self.experts_per_token} exceeds experts {self.experts}")
+        return self
+
+
+class ModelSpec(_Frozen):
+    """A model's shape. The KV cache needs only layers, heads, kv_heads, head_dim and dtype;
+    the optional fields unlock weights, limits and MoE/MLA/window figures."""
+
+    name: str = Field(min_length=1)
+    layers: PositiveInt
+    heads: PositiveInt
+    kv_heads: PositiveInt
+    head_dim: PositiveInt | None = None
+    k_head_dim: PositiveInt | None = None
+    v_head_dim: PositiveInt | None = None
+    dtype: DType = DType.bf16
+    max_positions: PositiveInt | None = None
+    hidden: PositiveInt | None = None
+    intermediate: PositiveInt | None = None
+    vocab: PositiveInt | None = None
+    tied_embeddings: bool = False
+    mlp: Literal["gated", "plain"] = "gated"
+    sliding_window: PositiveInt | None = None
+    layer_pattern: list[LayerKind] | None = None
+    mla: MlaSpec | None = None
+    moe: MoeSpec | None = None
+    params: PositiveInt | None = None
+    active_params: PositiveInt | None = None
+    source: str | None = None
+    notes: str | None = None
+
+    @field_validator("dtype", mode="before")
+    @classmethod
+    def _read_dtype(cls, value: object) -> object:
+        try:
+            return parse_dtype(value) if isinstance(value, str) else value
+        except InvalidInput as exc:
+            raise ValueError(str(exc)) from None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_head_dim(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("head_dim") is None:
+            hidden, heads = data.get("hidden"), data.get("heads")
+            if isinstance(hidden, int) and isinstance(heads, int) and heads > 0 and hidden % heads == 0:
+                return {**data, "head_dim": hidden // heads}
+        return data
+
+    @model_validator(mode="after")
+    def _check_shape(self) -> ModelSpec:
+        if self.head_dim is None:
+            raise ValueError("head_dim is missing (give head_dim, or hidden divisible by heads)")
+        if self.heads % self.kv_heads:
+            raise ValueError(f"heads ({self.heads}) must be divisible by kv_heads ({self.kv_heads})")
+        if self.layer_pattern is not None and not self.layer_pattern:
+            raise ValueError("layer_pattern must list at least one layer kind")
+        if self.sliding_window is None and "sliding" in (self.layer_pattern or []):
+            raise ValueError("layer_pattern has sliding layers but sliding_window is not set")
+        return self
+
+    @property
+    def key_dim(self) -> int:
+        """Width of one K head (differs from V's in DeepSeek's decompressed MLA)."""
+        return self.k_head_dim or self.head_dim or 0
+
+    @property
+    def value_dim(self) -> int:
+        """Width of one V head."""
+        return self.v_head_dim or self.head_dim or 0
+
+    def layer_kinds(self) -> list[LayerKind]:
+        """Each layer's attention kind: the pattern repeated over the layers; all sliding when
+        a window is given without a pattern (Mistral-7B-v0.1), all full otherwise."""
+        pattern: list[LayerKind] = self.layer_pattern or (["sliding"] if self.sliding_window else ["full"])
+        return [pattern[i % len(pattern)] for i in range(self.layers)]
+
+
+class GpuSpec(_Frozen):
+    """An accelerator: memory in bytes, peak bandwidth in bytes/s, dense FLOP/s."""
+
+    name: str = Field(min_length=1)
+    memory_bytes: PositiveInt
+    bandwidth_bytes_per_s: PositiveInt
+    bf16_flops: PositiveInt
+    fp8_flops: PositiveInt | None = None
+    memory_note: str | None = None
+    source: str | None = None
+    notes: str | None = None
+
+
+class Workload(_Frozen):
+    """What is being served: context, batch, cache dtype and how the model is split."""
+
+    seq: PositiveInt
+    batch: PositiveInt = 1
+    kv_dtype: DType | None = Field(default=None, description="None: the model's dtype")
+    tp: PositiveInt = 1
+    pp: PositiveInt = 1
+    block_size: PositiveInt | None = Field(default=None, description="paged allocation; None = exact")

@@ -1,0 +1,160 @@
+"""Sizes, rates and element types: parsing user input and rendering integer bytes.
+
+The only module that knows GiB = 2**30 and GB = 10**9. Everything else works in exact
+integer bytes and converts here, at the edge.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from enum import Enum
+
+from pydantic import BaseModel, ConfigDict
+
+from kvcalc.errors import InvalidInput
+
+KiB, MiB, GiB, TiB = 2**10, 2**20, 2**30, 2**40
+KB, MB, GB, TB = 10**3, 10**6, 10**9, 10**12
+
+_SIZE_SUFFIXES = {
+    "": 1,
+    "b": 1,
+    "k": KiB, "kib": KiB, "kb": KB,
+    "m": MiB, "mib": MiB, "mb": MB,
+    "g": GiB, "gib": GiB, "gb": GB,
+    "t": TiB, "tib": TiB, "tb": TB,
+}  # fmt: skip
+_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?(?:e[0-9]+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+
+SIZE_HELP = "80GB = 80*10^9 bytes, 80GiB = 80*2^30, a bare G/M/K is binary (24G = 24GiB), a plain number is bytes"
+
+
+def parse_size(text: str) -> int:
+    """Parse a memory size into integer bytes.
+
+    >>> parse_size("80GB"), parse_size("80GiB"), parse_size("24G"), parse_size("1024")
+    (80000000000, 85899345920, 25769803776, 1024)
+    """
+    match = _SIZE_RE.match(text)
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _SIZE_SUFFIXES:
+        raise InvalidInput(f"cannot read size {text!r}: use e.g. 80GB, 80GiB or 24G ({SIZE_HELP})")
+    value = float(match.group(1)) * _SIZE_SUFFIXES[unit]
+    if not math.isfinite(value) or value <= 0:
+        raise InvalidInput(f"size {text!r} must be positive")
+    return round(value)
+
+
+def format_bytes(n: int | float, decimal: bool = False) -> str:
+    """Render bytes in the largest fitting unit, binary (GiB) unless decimal (GB).
+
+    >>> format_bytes(1073741824), format_bytes(1073741824, decimal=True), format_bytes(512)
+    ('1.00 GiB', '1.07 GB', '512 B')
+    """
+    base, names = (1000, ["B", "KB", "MB", "GB", "TB"]) if decimal else (1024, ["B", "KiB", "MiB", "GiB", "TiB"])
+    value, unit = float(abs(n)), 0
+    while value >= base and unit < len(names) - 1:
+        value /= base
+        unit += 1
+    sign = "-" if n < 0 else ""
+    return f"{sign}{value:.0f} {names[0]}" if unit == 0 else f"{sign}{value:.2f} {names[unit]}"
+
+
+def format_seconds(seconds: float) -> str:
+    """Render a duration in s, ms or µs.
+
+    >>> format_seconds(0.00511), format_seconds(2.5), format_seconds(3e-6)
+    ('5.11 ms', '2.50 s', '3.00 µs')
+    """
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.2f} µs"
+
+
+class DType(str, Enum):
+    """Element types of weights and KV caches."""
+
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+    fp8 = "fp8"
+    fp8_e4m3 = "fp8_e4m3"
+    fp8_e5m2 = "fp8_e5m2"
+    int8 = "int8"
+    int4 = "int4"
+    q8_0 = "q8_0"
+    q4_0 = "q4_0"
+    q4_1 = "q4_1"
+    q5_0 = "q5_0"
+    q5_1 = "q5_1"
+    iq4_nl = "iq4_nl"
+    mxfp4 = "mxfp4"
+
+
+class Packing(BaseModel):
+    """`block_bytes` bytes store `block_values` values (scales included)."""
+
+    model_config = ConfigDict(frozen=True)
+    block_values: int
+    block_bytes: int
+
+    def bytes_for(self, values: int) -> int:
+        """Exact bytes of one row of `values` elements: whole blocks, rounded up."""
+        return -(-values // self.block_values) * self.block_bytes
+
+
+# Sources: llama.cpp ggml/src/ggml-common.h (block_q8_0 = fp16 scale + 32 int8 = 34 B;
+# q4_0 = 2 + 16; q4_1 = 2 + 2 + 16; q5_0 = 2 + 4 + 16; q5_1 = 2 + 2 + 4 + 16; iq4_nl = 2 + 16).
+# int4: group-wise with an fp16 scale and an fp16 zero point per 128 values (GPTQ/AWQ style):
+# 64 + 4 = 68 B per 128, i.e. bits/8 + 4/G bytes per value. mxfp4: 16 B + one e8m0 scale per 32.
+PACKING: dict[DType, Packing] = {
+    DType.fp32: Packing(block_values=1, block_bytes=4),
+    DType.fp16: Packing(block_values=1, block_bytes=2),
+    DType.bf16: Packing(block_values=1, block_bytes=2),
+    DType.fp8: Packing(block_values=1, block_bytes=1),
+    DType.fp8_e4m3: Packing(block_values=1, block_bytes=1),
+    DType.fp8_e5m2: Packing(block_values=1, block_bytes=1),
+    DType.int8: Packing(block_values=1, block_bytes=1),
+    DType.int4: Packing(block_values=128, block_bytes=68),
+    DType.q8_0: Packing(block_values=32, block_bytes=34),
+    DType.q4_0: Packing(block_values=32, block_bytes=18),
+    DType.q4_1: Packing(block_values=32, block_bytes=20),
+    DType.q5_0: Packing(block_values=32, block_bytes=22),
+    DType.q5_1: Packing(block_values=32, block_bytes=24),
+    DType.iq4_nl: Packing(block_values=32, block_bytes=18),
+    DType.mxfp4: Packing(block_values=32, block_bytes=17),
+}
+
+_DTYPE_ALIASES = {
+    "float32": DType.fp32, "f32": DType.fp32,
+    "float16": DType.fp16, "f16": DType.fp16, "half": DType.fp16,
+    "bfloat16": DType.bf16,
+    "float8": DType.fp8, "float8_e4m3fn": DType.fp8_e4m3, "e4m3": DType.fp8_e4m3, "e5m2": DType.fp8_e5m2,
+}  # fmt: skip
+
+
+def parse_dtype(text: str | DType) -> DType:
+    """Read a dtype name, accepting torch/HF spellings (bfloat16, float16).
+
+    >>> parse_dtype("bfloat16"), parse_dtype("Q8_0")
+    (<DType.bf16: 'bf16'>, <DType.q8_0: 'q8_0'>)
+    """
+    if isinstance(text, DType):
+        return text
+    key = text.strip().lower()
+    if key in _DTYPE_ALIASES:
+        return _DTYPE_ALIASES[key]
+    try:
+        return DType(key)
+    except ValueError:
+        names = ", ".join(d.value for d in DType)
+        raise InvalidInput(f"unknown dtype {text!r}: choose one of {names}") from None
+
+
+def bytes_per_value(dtype: DType) -> float:
+    """Average bytes per value, scales included; for display and rates only."""
+    packing = PACKING[dtype]
+    return packing.block_bytes / packing.block_values

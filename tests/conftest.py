@@ -1,0 +1,40 @@
+"""Shared fixtures: an isolated presets environment and a CLI runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kvcalc.cli import app
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TEST_PRESETS = FIXTURES / "presets"
+HF_CONFIGS = FIXTURES / "hf"
+
+
+@pytest.fixture(autouse=True)
+def _no_user_presets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KVCALC_PRESETS", raising=False)
+
+
+class Cli:
+    """Runs kvcalc through Typer's CliRunner; `json` parses stdout."""
+
+    def __init__(self) -> None:
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str):  # noqa: ANN204
+        return self.runner.invoke(app, [str(a) for a in args])
+
+    def json(self, *args: str) -> dict:
+        result = self(*args, "--json")
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+
+@pytest.fixture
+def cli() -> Cli:
+    return Cli()

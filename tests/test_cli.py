@@ -1,0 +1,157 @@
+"""The CLI through Typer's CliRunner: outputs, JSON, exit codes and every bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .conftest import HF_CONFIGS, TEST_PRESETS
+
+
+def test_size_table_and_explain(cli) -> None:
+    result = cli("size", "--model", "llama3-8b", "--seq", "8192", "--explain")
+    assert result.exit_code == 0, result.output
+    assert "1,073,741,824 B" in result.stdout and "1.00 GiB" in result.stdout
+    assert "(d_k + d_v) * Hkv * b = (128 + 128) * 8 * b = 4,096 B" in result.stdout
+
+
+def test_size_json_has_integer_bytes(cli) -> None:
+    doc = cli.json("size", "--model", "llama3-8b", "--seq", "8192", "--batch", "16", "--kv-dtype", "fp8")
+    assert doc["kv"]["bytes_per_batch"] == 16 * 8192 * 65_536
+    assert doc["kv"]["kv_dtype"] == "fp8"
+    assert doc["weights"]["bytes"] == 16_060_522_496
+
+
+def test_size_units_gb(cli) -> None:
+    result = cli("size", "--model", "llama3-8b", "--seq", "8192", "--units", "gb")
+    assert "1.07 GB" in result.stdout
+
+
+def test_size_with_gpu_fits_and_decodes(cli) -> None:
+    doc = cli.json("size", "--model", "llama3-8b", "--seq", "8192", "--gpu", "h100-sxm")
+    assert doc["fit"]["fits"] is True
+    assert doc["decode"]["roofline"]["bound"] == "memory"
+
+
+def test_size_per_layer_kind_for_hybrid_models(cli) -> None:
+    result = cli("size", "--model", "gemma2-9b", "--seq", "8192")
+    assert result.exit_code == 0
+    assert "sliding W=4,096" in result.stdout and "Per layer kind" in result.stdout
+
+
+def test_size_paged_shows_waste(cli) -> None:
+    result = cli("size", "--model", "llama3-8b", "--seq", "1000", "--block-size", "16")
+    assert "paging waste" in result.stdout and "1,048,576 B" in result.stdout
+
+
+def test_size_from_user_yaml_and_hf_config(cli) -> None:
+    assert cli.json("size", "--model", TEST_PRESETS / "seed-7b.yaml", "--seq", "1024")["kv"]["bytes_per_sequence"] == 536_870_912
+    doc = cli.json("size", "--model", HF_CONFIGS / "llama3-8b-config.json", "--seq", "4096")
+    assert doc["kv"]["bytes_per_token"] == 131_072
+    assert doc["weights"]["params"]["total"] == 8_030_261_248
+
+
+def test_python_dash_m(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "kvcalc", "size", "--model", "llama3-8b", "--seq", "8192", "--json"],
+                         capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert '"bytes_per_token": 131072' in out.stdout
+
+
+def test_presets_list_and_show(cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    doc = cli.json("presets", "list")
+    assert len(doc["models"]) >= 20 and len(doc["gpus"]) >= 12
+    shown = cli.json("presets", "show", "gemma2-9b")
+    assert shown["sliding_window"] == 4096 and shown["source"]
+    assert cli.json("presets", "show", "h100-sxm")["bandwidth_bytes_per_s"] == 3_350_000_000_000
+
+
+def test_user_presets_folder_wins_and_is_listed(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "ours.yaml").write_text("name: llama3-8b\nlayers: 1\nheads: 8\nkv_heads: 8\nhead_dim: 64\ndtype: fp16\n")
+    monkeypatch.setenv("KVCALC_PRESETS", str(tmp_path))
+    assert cli.json("size", "--model", "llama3-8b", "--seq", "1")["kv"]["bytes_per_token"] == 2 * 8 * 64 * 2
+    listed = {e["name"]: e for e in cli.json("presets", "list")["models"]}
+    assert listed["llama3-8b"]["origin"] == "user"
+    monkeypatch.delenv("KVCALC_PRESETS")
+    assert cli.json("size", "--model", "llama3-8b", "--seq", "1", "--presets", tmp_path)["kv"]["bytes_per_token"] == 2048
+
+
+def test_seq_beyond_max_positions_warns_and_still_prints(cli) -> None:
+    result = cli("size", "--model", "llama3-8b", "--seq", "32768")
+    assert result.exit_code == 0
+    assert "exceeds llama3-8b's max positions 8,192" in result.stderr
+    assert "4,294,967,296 B" in result.stdout
+
+
+def _write(tmp_path: Path, name: str, text: str | bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+GOOD = "name: x\nlayers: 2\nheads: 8\nkv_heads: 2\nhead_dim: 64\ndtype: bf16\n"
+
+
+@pytest.mark.parametrize(
+    "file_text, expected",
+    [
+        ("name: x\nlayers: 2\nheads: 8\nkv_heads: 3\nhead_dim: 64\n", "heads (8) must be divisible by kv_heads (3)"),
+        ("name: x\nlayers: 2\nheads: 8\nkv_heads: 2\n", "head_dim is missing"),
+        ("name: x\nheads: 8\nkv_heads: 2\nhead_dim: 64\n", "layers: Field required"),
+        ("name: x\nlayers: 0\nheads: 8\nkv_heads: 2\nhead_dim: 64\n", "layers: Input should be greater than 0"),
+        ("name: x\nlayers: -4\nheads: 8\nkv_heads: 2\nhead_dim: 64\n", "layers: Input should be greater than 0"),
+        (GOOD.replace("bf16", "fp12"), "unknown dtype 'fp12'"),
+        (GOOD + "layerz: 3\n", "layerz: unknown field"),
+        (GOOD + "kv_head: 3\n", "did you mean 'kv_heads'?"),
+        ("name: x\nlayers: [1, 2\n", ":3: invalid YAML"),
+        ("- 1\n- 2\n", "expected a mapping of fields, found a list"),
+        ("", "found an empty file"),
+        ("!!python/object/apply:os.system ['echo hi']\n", "invalid YAML"),
+        (b"name: \xff\xfe\n", "not UTF-8"),
+        (GOOD.replace("layers: 2", "layers: two"), "layers: Input should be a valid integer"),
+    ],
+)
+def test_bad_model_files(cli, tmp_path: Path, file_text: str | bytes, expected: str) -> None:
+    path = _write(tmp_path, "m.yaml", file_text)
+    result = cli("size", "--model", path, "--seq", "128")
+    assert result.exit_code == 2, result.output
+    assert expected in result.stderr
+    assert str(path) in result.stderr
+    assert "Traceback" not in result.output and result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--model", "llama3-8", "--seq", "1"], "unknown model 'llama3-8'; did you mean llama3-8b"),
+        (["--model", "./missing.yaml", "--seq", "1"], "no such file"),
+        (["--model", "llama3-8b", "--seq", "0"], "--seq must be a positive integer"),
+        (["--model", "llama3-8b", "--seq", "-5"], "--seq must be a positive integer"),
+        (["--model", "llama3-8b", "--seq", "8", "--batch", "0"], "--batch must be a positive integer"),
+        (["--model", "llama3-8b", "--seq", "8", "--kv-dtype", "fp7"], "unknown dtype 'fp7'"),
+        (["--model", "llama3-8b", "--seq", "8", "--tp", "3"], "--tp 3 does not divide the 32 attention heads"),
+        (["--model", "llama3-8b", "--seq", "8", "--tp", "4", "--pp", "64"], "--pp 64 exceeds the model's 32 layers"),
+        (["--model", "llama3-8b", "--seq", "8", "--memory", "80XB"], "cannot read size '80XB'"),
+        (["--model", "llama3-8b", "--seq", "8", "--units", "kb"], "--units 'kb'"),
+        (["--model", HF_CONFIGS / "bert-config.json", "--seq", "8"], "model_type 'bert' is not supported"),
+        (["--model", "llama3-8b", "--seq", "8", "--presets", "/nonexistent"], "presets folder does not exist"),
+    ],
+)
+def test_bad_size_arguments(cli, args: list, expected: str) -> None:
+    result = cli("size", *args)
+    assert result.exit_code == 2, result.output
+    assert expected in result.stderr
+    assert "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_duplicate_names_in_one_folder(cli, tmp_path: Path) -> None:
+    _write(tmp_path, "a.yaml", GOOD)
+    _write(tmp_path, "b.yaml", GOOD)
+    result = cli("presets", "list", "--presets", tmp_path)
+    assert result.exit_code == 2
+    assert "preset name 'x' is also defined in" in result.stderr

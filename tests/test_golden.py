@@ -1,0 +1,115 @@
+"""Golden figures, each with its source, through the core and through the CLI."""
+
+from __future__ import annotations
+
+import pytest
+
+from kvcalc import ModelSpec, Workload, count_params, estimate_kv
+from kvcalc.capacity import budget, fit
+from kvcalc.latency import decode
+from kvcalc.presets import load_gpu, load_model
+from kvcalc.spec import GpuSpec
+from kvcalc.units import GiB, DType
+
+from .conftest import TEST_PRESETS
+
+
+def seven_b(kv_heads: int) -> ModelSpec:
+    return ModelSpec(name="7b", layers=32, heads=32, kv_heads=kv_heads, head_dim=128, dtype="fp16")
+
+
+# Source: shared/seeds (MHA/GQA/MQA notes), a 7B with 32 layers, 32 heads of 128, fp16, 1024 tokens.
+@pytest.mark.parametrize("kv_heads, expected", [(32, 536_870_912), (8, 134_217_728), (1, 16_777_216)])
+def test_seed_7b_cache_at_1024_tokens(kv_heads: int, expected: int) -> None:
+    assert estimate_kv(seven_b(kv_heads), Workload(seq=1024)).bytes_per_sequence == expected
+
+
+# Source: shared/seeds, hidden 512, 8 heads of 64, int8: per token per layer MHA 1024, 4 KV heads 512, MQA 128.
+@pytest.mark.parametrize("kv_heads, expected", [(8, 1024), (4, 512), (1, 128)])
+def test_seed_per_token_per_layer_int8(kv_heads: int, expected: int) -> None:
+    model = ModelSpec(name="tiny", layers=1, heads=8, kv_heads=kv_heads, hidden=512, dtype="int8")
+    assert estimate_kv(model, Workload(seq=1)).groups[0].bytes_per_token_per_layer == expected
+
+
+def test_seed_through_cli(cli) -> None:
+    doc = cli.json("size", "--model", TEST_PRESETS / "seed-7b.yaml", "--seq", "1024")
+    assert doc["kv"]["bytes_per_sequence"] == 536_870_912
+
+
+def test_llama3_8b_published_shape() -> None:
+    # Source: meta-llama/Meta-Llama-3-8B config.json; 2 * 32 layers * 8 KV heads * 128 * 2 B = 131,072 B per token.
+    model = load_model("llama3-8b")
+    kv = estimate_kv(model, Workload(seq=8192))
+    assert kv.bytes_per_token == 131_072
+    assert kv.bytes_per_sequence == 1 * GiB
+    # Published parameter count 8,030,261,248 (Meta's model card), recomputed from the shapes.
+    assert count_params(model.model_copy(update={"params": None})).total == 8_030_261_248
+
+
+def test_llama3_8b_max_batch_57_on_80gib() -> None:
+    # Derivation: 80 GiB * 0.9 = 77,309,411,328; minus 16,060,522,496 B of bf16 weights = 61,248,888,832;
+    # / 1 GiB per 8192-token sequence = 57.04 -> 57.
+    model, work = load_model("llama3-8b"), Workload(seq=8192)
+    report = fit(model, work, budget(model, work, 80 * GiB, DType.bf16, 0.9, 0))
+    assert report.budget.usable_bytes == 61_248_888_832
+    assert report.max_batch == 57
+
+
+def test_llama3_8b_decode_5_11_ms_on_3_35_tbps() -> None:
+    # Derivation: (16,060,522,496 + 1,073,741,824) B / 3.35e12 B/s = 5.1147 ms, bandwidth-bound.
+    gpu = GpuSpec(name="g", memory_bytes=80 * GiB, bandwidth_bytes_per_s=3_350_000_000_000, bf16_flops=989 * 10**12)
+    step = decode(load_model("llama3-8b"), Workload(seq=8192), gpu, DType.bf16)
+    assert step.roofline.bytes_moved == 16_060_522_496 + 1_073_741_824
+    assert step.seconds_per_token == pytest.approx(5.1147e-3, rel=1e-4)
+    assert step.roofline.bound == "memory"
+
+
+def test_h100_preset_bandwidth_gives_same_decode() -> None:
+    gpu = load_gpu("h100-sxm")
+    assert gpu.bandwidth_bytes_per_s == 3_350_000_000_000
+
+
+# Source: shared/reference/models.md worked figures (bf16, textbook, per token).
+@pytest.mark.parametrize(
+    "preset, per_token",
+    [("llama3-70b", 327_680), ("deepseek-v3", 70_272), ("gpt2", 73_728), ("llama2-7b", 524_288)],
+)
+def test_reference_per_token_bytes(preset: str, per_token: int) -> None:
+    model = load_model(preset)
+    assert estimate_kv(model, Workload(seq=1)).bytes_per_token == per_token
+
+
+def test_deepseek_v3_decompressed_heads_would_be_4_997_120() -> None:
+    # Source: models.md: 61 x 128 x (192 + 128) x 2 = 4,997,120 B per token without the latent.
+    model = load_model("deepseek-v3").model_copy(update={"mla": None})
+    assert estimate_kv(model, Workload(seq=1)).bytes_per_token == 4_997_120
+
+
+def test_gemma2_9b_sliding_layers_hold_the_window() -> None:
+    # 42 layers alternate sliding (W=4096) and full; 8 KV heads of 256, bf16: 8192 B per token per layer.
+    kv = estimate_kv(load_model("gemma2-9b"), Workload(seq=8192))
+    per_layer = 2 * 8 * 256 * 2
+    assert kv.bytes_per_sequence == 21 * per_layer * 4096 + 21 * per_layer * 8192
+
+
+def test_q8_0_block_bytes() -> None:
+    # llama.cpp block_q8_0: 32 int8 + one fp16 scale = 34 B per 32 values (ggml-common.h).
+    model = load_model(str(TEST_PRESETS / "seed-7b.yaml"))
+    kv = estimate_kv(model, Workload(seq=1, kv_dtype=DType.q8_0))
+    assert kv.bytes_per_token == 32 * 2 * (32 * 128 // 32) * 34
+
+
+def test_tp_replicates_kv_heads_beyond_their_count() -> None:
+    # vLLM: each rank holds max(1, Hkv // tp) heads; llama3-8b at tp 16 keeps one head on each of 16 ranks.
+    model = load_model("llama3-8b")
+    kv = estimate_kv(model, Workload(seq=1, tp=16))
+    assert kv.replicated_kv_heads
+    assert kv.bytes_per_gpu == 32 * 2 * 1 * 128 * 2
+    assert kv.bytes_per_token == 16 * kv.bytes_per_gpu
+
+
+def test_paged_rounding_and_waste() -> None:
+    model = load_model("llama3-8b")
+    kv = estimate_kv(model, Workload(seq=1000, block_size=16))
+    assert kv.bytes_per_sequence == 131_072 * 1008
+    assert kv.paging_waste_bytes == 131_072 * 8

@@ -1,0 +1,102 @@
+"""Every shipped preset validates and agrees with the reference architectures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kvcalc import Workload, count_params, estimate_kv
+from kvcalc.hf_config import model_fields_from_hf
+from kvcalc.presets import list_presets, load_file, load_gpu, load_model, shipped_presets_dir
+
+from .conftest import HF_CONFIGS
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "models.json"
+
+REQUIRED_MODELS = {
+    "llama2-7b", "gpt2", "llama3-8b", "llama3-70b", "llama3.1-405b", "llama3.2-1b", "mistral-7b", "qwen2.5-7b",
+    "qwen2.5-72b", "qwen3-8b", "falcon-7b", "starcoder", "deepseek-v2-lite", "deepseek-v3", "mistral-7b-v0.1",
+    "gemma2-9b", "gemma2-27b", "gemma3-27b", "gpt-oss-20b", "gpt-oss-120b", "mixtral-8x7b", "qwen3-30b-a3b",
+}  # fmt: skip
+REQUIRED_GPUS = {"h100-sxm", "h100-pcie", "h200", "a100-40gb", "a100-80gb", "l4", "l40s", "a10g", "t4", "rtx4090", "mi300x", "b200"}
+
+
+def test_required_presets_ship() -> None:
+    assert REQUIRED_MODELS <= {e.name for e in list_presets("models")}
+    assert REQUIRED_GPUS <= {e.name for e in list_presets("gpus")}
+
+
+@pytest.mark.parametrize("entry", list_presets("models"), ids=lambda e: e.name)
+def test_every_model_preset_validates_and_names_its_source(entry) -> None:
+    model = load_file("models", entry.path)
+    assert model.name == entry.path.stem and model.source
+    assert estimate_kv(model, Workload(seq=4096)).bytes_per_sequence > 0
+    assert count_params(model) is not None
+
+
+@pytest.mark.parametrize("entry", list_presets("gpus"), ids=lambda e: e.name)
+def test_every_gpu_preset_validates(entry) -> None:
+    gpu = load_file("gpus", entry.path)
+    assert gpu.name == entry.path.stem and gpu.source
+    assert gpu.bf16_flops / gpu.bandwidth_bytes_per_s > 10  # a sane ridge point
+
+
+@pytest.mark.skipif(not REFERENCE.is_file(), reason="shared/reference is not beside this checkout")
+def test_presets_match_reference_kv_per_token() -> None:
+    # shared/reference/models.json gives, per model, bf16 bytes per token with every layer full attention.
+    checked = 0
+    for ref in json.loads(REFERENCE.read_text()):
+        per_token = ref.get("kv_bytes_per_token_bf16_all_layers_full")
+        hf_id = ref["hf_id"].lower()
+        match = [e for e in list_presets("models") if (load_model(e.name).source or "").lower().find(hf_id) >= 0]
+        if not per_token or not match:
+            continue
+        model = load_model(match[0].name)
+        full = model.model_copy(update={"sliding_window": None, "layer_pattern": None})
+        assert estimate_kv(full, Workload(seq=1, kv_dtype="bf16")).bytes_per_token == per_token, model.name
+        checked += 1
+    assert checked >= 15
+
+
+def test_shipped_dir_exists() -> None:
+    assert (shipped_presets_dir() / "models" / "llama3-8b.yaml").is_file()
+
+
+def test_hf_gemma2_pattern_and_head_dim() -> None:
+    model = load_file("models", HF_CONFIGS / "gemma2-9b-config.json")
+    assert model.head_dim == 256  # explicit, not hidden / heads = 224
+    assert model.layer_kinds()[:4] == ["sliding", "full", "sliding", "full"]
+    assert model.tied_embeddings and model.sliding_window == 4096
+
+
+def test_hf_deepseek_v3_mla_latent() -> None:
+    model = load_file("models", HF_CONFIGS / "deepseek-v3-config.json")
+    assert estimate_kv(model, Workload(seq=1)).bytes_per_token == 61 * (512 + 64) * 2
+    assert model.moe is not None and model.moe.dense_layers == 3
+
+
+@pytest.mark.parametrize(
+    "config, kv_heads, mlp",
+    [
+        ({"model_type": "falcon", "hidden_size": 4544, "num_attention_heads": 71, "num_hidden_layers": 32, "multi_query": True}, 1, "plain"),
+        ({"model_type": "falcon", "hidden_size": 8192, "num_attention_heads": 128, "num_hidden_layers": 60,
+          "new_decoder_architecture": True, "num_kv_heads": 8}, 8, "plain"),
+        ({"model_type": "gpt_bigcode", "n_embd": 6144, "n_head": 48, "n_layer": 40, "multi_query": True}, 1, "plain"),
+        ({"model_type": "gpt2", "n_embd": 768, "n_head": 12, "n_layer": 12}, 12, "plain"),
+        ({"model_type": "qwen2", "hidden_size": 3584, "num_attention_heads": 28, "num_key_value_heads": 4,
+          "num_hidden_layers": 28, "sliding_window": 131072, "use_sliding_window": False}, 4, "gated"),
+    ],
+)
+def test_hf_architectures(config: dict, kv_heads: int, mlp: str) -> None:
+    fields = model_fields_from_hf(config, default_name="x", origin="config.json")
+    assert fields["kv_heads"] == kv_heads and fields["mlp"] == mlp
+    assert "sliding_window" not in fields  # qwen2's window is off; the others have none
+
+
+def test_unknown_gpu_suggests(cli) -> None:
+    result = cli("fit", "--model", "llama3-8b", "--gpu", "h100", "--seq", "8192")
+    assert result.exit_code == 2
+    assert "unknown GPU 'h100'; did you mean" in result.stderr and "h100-sxm" in result.stderr
+    assert load_gpu("h100-sxm").name == "h100-sxm"

@@ -1,0 +1,100 @@
+"""Invariants over random shapes (hypothesis)."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kvcalc import ModelSpec, Workload, estimate_kv, sequence_bytes
+from kvcalc.capacity import max_batch, max_context
+from kvcalc.latency import decode
+from kvcalc.spec import GpuSpec
+from kvcalc.units import DType
+
+dtypes = st.sampled_from([DType.fp32, DType.bf16, DType.fp8, DType.q8_0, DType.q4_0, DType.int4])
+
+
+@st.composite
+def models(draw: st.DrawFn, window: bool = False) -> ModelSpec:
+    kv_heads = draw(st.sampled_from([1, 2, 4, 8]))
+    groups = draw(st.sampled_from([1, 2, 4]))
+    return ModelSpec(
+        name="m",
+        layers=draw(st.integers(1, 48)),
+        heads=kv_heads * groups,
+        kv_heads=kv_heads,
+        head_dim=draw(st.sampled_from([32, 64, 128])),
+        dtype=draw(dtypes),
+        sliding_window=draw(st.integers(1, 4096)) if window else None,
+        layer_pattern=draw(st.sampled_from([["sliding"], ["sliding", "full"], ["full", "sliding"]])) if window else None,
+        hidden=1024,
+        intermediate=4096,
+        vocab=32000,
+    )
+
+
+@given(models(), st.integers(1, 100_000), st.integers(1, 100_000), st.integers(1, 64))
+def test_bytes_grow_with_seq_and_batch(model: ModelSpec, s1: int, s2: int, batch: int) -> None:
+    small, large = sorted((s1, s2))
+    assert sequence_bytes(model, Workload(seq=small)).total <= sequence_bytes(model, Workload(seq=large)).total
+    one = estimate_kv(model, Workload(seq=small)).bytes_per_batch
+    assert estimate_kv(model, Workload(seq=small, batch=batch)).bytes_per_batch == batch * one
+
+
+@given(models(), st.integers(1, 50_000))
+def test_mqa_le_gqa_le_mha(model: ModelSpec, seq: int) -> None:
+    def with_kv(n: int) -> int:
+        return estimate_kv(model.model_copy(update={"kv_heads": n}), Workload(seq=seq)).bytes_per_sequence
+
+    assert with_kv(1) <= with_kv(model.kv_heads) <= with_kv(model.heads)
+
+
+@given(models(window=True), st.integers(1, 50_000))
+def test_window_never_exceeds_full_twin(model: ModelSpec, seq: int) -> None:
+    twin = model.model_copy(update={"sliding_window": None, "layer_pattern": None})
+    assert estimate_kv(model, Workload(seq=seq)).bytes_per_sequence <= estimate_kv(twin, Workload(seq=seq)).bytes_per_sequence
+
+
+@given(models(window=True), st.integers(1, 50_000), st.sampled_from([1, 16, 32, 256]))
+def test_paged_at_least_exact(model: ModelSpec, seq: int, block: int) -> None:
+    kv = estimate_kv(model, Workload(seq=seq, block_size=block))
+    assert kv.bytes_per_batch >= kv.exact_bytes_per_batch
+    assert kv.paging_waste_bytes == kv.bytes_per_batch - kv.exact_bytes_per_batch
+
+
+@settings(max_examples=50)
+@given(models(window=True), st.integers(1, 40_000), st.integers(10**6, 10**11))
+def test_fit_never_overcommits(model: ModelSpec, seq: int, usable: int) -> None:
+    work = Workload(seq=seq)
+    per_seq = sequence_bytes(model, work).per_gpu
+    batch = max_batch(model, work, usable)
+    assert batch * per_seq <= usable < (batch + 1) * per_seq
+
+
+@settings(max_examples=50)
+@given(models(window=True), st.integers(1, 64), st.integers(10**6, 10**10))
+def test_max_context_is_exact(model: ModelSpec, batch: int, usable: int) -> None:
+    work, limit = Workload(seq=1, batch=batch), 1_000_000
+    context = max_context(model, work, usable, limit)
+    if context:
+        assert batch * sequence_bytes(model, work, context).per_gpu <= usable
+    if context < limit:
+        assert batch * sequence_bytes(model, work, context + 1).per_gpu > usable
+
+
+@given(models(), st.integers(1, 32_000), st.integers(1, 64))
+def test_max_batch_monotone_in_seq_and_kv_heads(model: ModelSpec, seq: int, extra: int) -> None:
+    usable = 40 * 2**30
+    assert max_batch(model, Workload(seq=seq + extra), usable) <= max_batch(model, Workload(seq=seq), usable)
+    mha = model.model_copy(update={"kv_heads": model.heads})
+    assert max_batch(mha, Workload(seq=seq), usable) <= max_batch(model, Workload(seq=seq), usable)
+
+
+GPU = GpuSpec(name="g", memory_bytes=80 * 2**30, bandwidth_bytes_per_s=3_350_000_000_000, bf16_flops=989 * 10**12)
+
+
+@given(models(), st.integers(1, 32_000), st.integers(1, 256))
+def test_decode_time_monotone_in_batch_and_seq(model: ModelSpec, seq: int, batch: int) -> None:
+    base = decode(model, Workload(seq=seq, batch=batch), GPU, DType.bf16).seconds_per_token
+    assert decode(model, Workload(seq=seq + 1, batch=batch), GPU, DType.bf16).seconds_per_token >= base
+    assert decode(model, Workload(seq=seq, batch=batch + 1), GPU, DType.bf16).seconds_per_token >= base
