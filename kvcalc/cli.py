@@ -84,7 +84,9 @@ def _gpu_and_budget(
 ) -> tuple[GpuSpec | None, capacity.Budget]:  # fmt: skip
     gpu_spec = presets.load_gpu(gpu, extra) if gpu else None
     total = capacity.gpu_memory(gpu_spec, parse_size(memory) if memory else None)
-    reserve_bytes = 0 if reserve.strip() in ("0", "0B") else parse_size(reserve)
+    if reserve.strip().startswith("-"):
+        raise InvalidInput(f"--reserve {reserve} must not be negative")
+    reserve_bytes = 0 if reserve.strip().upper() in ("0", "0B") else parse_size(reserve)
     return gpu_spec, capacity.budget(model, workload, total, weight_dtype, utilization, reserve_bytes)
 
 
@@ -153,7 +155,7 @@ def size(
 @reports_errors
 def fit(
     model: ModelOpt,
-    seq: SeqOpt = 8192,
+    seq: Annotated[int | None, typer.Option("--seq", "-s", help="Context for max batch (default: 8192, or the model's max if smaller).")] = None,
     batch: BatchOpt = 1,
     gpu: GpuOpt = None,
     memory: MemoryOpt = None,
@@ -172,11 +174,13 @@ def fit(
 ) -> None:
     """How many sequences of --seq tokens fit per GPU, and how long a context fits for --batch.
 
-    Exit code 1 when the weights or the batch do not fit (the shortfall is printed).
+    Exit code 1 when the weights do not fit, or the batch does not fit at --seq (or at any context
+    when --seq is not given); the shortfall is printed.
     """
     decimal = _decimal(units)
     spec = presets.load_model(model, presets_dir)
-    work = _workload(spec, seq, batch, kv_dtype, tp, pp, block_size)
+    default_seq = min(8192, spec.max_positions or 8192)
+    work = _workload(spec, default_seq if seq is None else seq, batch, kv_dtype, tp, pp, block_size)
     _positive(max_seqs=max_seqs)
     wdtype = capacity.weight_dtype_for(spec, parse_dtype(weight_dtype) if weight_dtype else None)
     gpu_spec, budget = _gpu_and_budget(spec, work, gpu, memory, wdtype, utilization, reserve, presets_dir)
@@ -185,7 +189,7 @@ def fit(
         render.print_json({"model": spec.name, "gpu": _gpu_label(gpu_spec, memory), **report.model_dump(mode="json")})
     else:
         render.fit_tables(report, spec.name, _gpu_label(gpu_spec, memory), decimal, explain)
-    if not report.fits:
+    if not (report.fits if seq is not None else report.max_context > 0):
         raise typer.Exit(DoesNotFit.exit_code)
 
 

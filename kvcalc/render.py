@@ -108,8 +108,8 @@ def fit_tables(report: FitReport, model: str, gpu: str, decimal: bool, explain: 
     if report.paging_waste_bytes_at_max_batch:
         console.print(f"paging waste at max batch: {format_bytes(report.paging_waste_bytes_at_max_batch, decimal)} against the exact need")
     if report.max_batch_by_context:
-        ctx = _table("Max batch by context", *[f"{s:,}" for s in report.max_batch_by_context])
-        ctx.add_row(*[str(v) for v in report.max_batch_by_context.values()])
+        ctx = _table("Max batch by context", "context", *[f"{s:,}" for s in report.max_batch_by_context])
+        ctx.add_row("max batch", *[str(v) for v in report.max_batch_by_context.values()])
         console.print(ctx)
 
 

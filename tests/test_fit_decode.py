@@ -1,0 +1,126 @@
+"""`fit` and `decode` through the CLI: budgets, limits, exit codes and bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from kvcalc import Workload
+from kvcalc.capacity import budget, count_params, fit
+from kvcalc.latency import decode, expected_experts_touched
+from kvcalc.presets import load_gpu, load_model
+from kvcalc.units import DType, GiB
+
+from .conftest import TEST_PRESETS
+
+
+def test_fit_golden_57_through_cli(cli) -> None:
+    # 80 GiB * 0.9 - 16,060,522,496 B weights = 61,248,888,832 B; / 1 GiB per sequence -> 57 (see test_golden).
+    doc = cli.json("fit", "--model", "llama3-8b", "--memory", "80GiB", "--reserve", "0", "--seq", "8192")
+    assert doc["max_batch"] == 57 and doc["budget"]["usable_bytes"] == 61_248_888_832
+    assert doc["max_batch_by_context"]["2048"] == 61_248_888_832 // (131_072 * 2048)
+
+
+def test_fit_max_context_at_batch_limited_by_positions_or_memory(cli) -> None:
+    doc = cli.json("fit", "--model", "llama3-8b", "--memory", "80GiB", "--reserve", "0", "--batch", "32")
+    assert doc["max_context_limit"] == "max_positions" and doc["max_context"] == 8192
+    doc = cli.json("fit", "--model", "llama3-8b", "--memory", "80GiB", "--reserve", "0", "--batch", "64")
+    # 61,248,888,832 // (64 * 131,072) = 7,301 tokens
+    assert doc["max_context_limit"] == "memory" and doc["max_context"] == 7301
+
+
+def test_fit_sliding_model_context_is_exact() -> None:
+    # mistral-7b-v0.1: every layer holds min(s, 4096): past the window a sequence costs no more,
+    # so with room for 4096 tokens the context reaches the model's limit.
+    model = load_model("mistral-7b-v0.1")
+    work = Workload(seq=4096, batch=1)
+    report = fit(model, work, budget(model, work, 80 * GiB, DType.bf16, 0.9, 0))
+    assert report.max_context == model.max_positions and report.max_context_limit == "max_positions"
+
+
+def test_fit_tp_and_weight_dtype(cli) -> None:
+    doc = cli.json("fit", "--model", "llama3-70b", "--gpu", "h100-sxm", "--tp", "4", "--batch", "32")
+    params = count_params(load_model("llama3-70b")).total
+    assert doc["budget"]["weights_bytes"] == -(-params * 2 // 4)
+    doc = cli.json("fit", "--model", "llama3-8b", "--memory", "24GiB", "--seq", "4096", "--kv-dtype", "fp8", "--weight-dtype", "int4")
+    assert doc["budget"]["weights_bytes"] == -(-8_030_261_248 // 128) * 68  # 4.25 bits per weight
+
+
+def test_fit_paged_waste(cli) -> None:
+    doc = cli.json("fit", "--model", "llama3-8b", "--gpu", "h100-sxm", "--seq", "1000", "--block-size", "16")
+    assert doc["bytes_per_sequence_per_gpu"] == 131_072 * 1008
+    assert doc["paging_waste_bytes_at_max_batch"] == doc["max_batch"] * 131_072 * 8
+
+
+def test_fit_max_seqs_binds(cli) -> None:
+    doc = cli.json("fit", "--model", "llama3-8b", "--gpu", "h100-sxm", "--seq", "512", "--max-seqs", "256")
+    assert doc["max_batch"] == 256 and doc["max_batch_limit"] == "max_seqs"
+
+
+def test_weights_too_big_is_an_answer_exit_1(cli) -> None:
+    result = cli("fit", "--model", "llama3-70b", "--gpu", "l4", "--seq", "4096")
+    assert result.exit_code == 1
+    assert "weights exceed the budget by" in result.stdout and "--tp" in result.stdout
+    doc = cli("fit", "--model", "llama3-70b", "--gpu", "l4", "--seq", "4096", "--json")
+    assert doc.exit_code == 1 and '"shortfall_bytes"' in doc.stdout
+
+
+def test_batch_too_big_exit_1_with_shortfall(cli) -> None:
+    result = cli("fit", "--model", "llama3-8b", "--memory", "80GiB", "--reserve", "0", "--batch", "58", "--seq", "8192")
+    assert result.exit_code == 1 and "does not fit" in result.stdout
+    assert cli("size", "--model", "llama3-8b", "--seq", "8192", "--batch", "58", "--memory", "80GiB", "--reserve", "0").exit_code == 1
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["fit", "--model", "llama3-8b", "--gpu", "h100"], "unknown GPU 'h100'; did you mean h100-"),
+        (["fit", "--model", "llama3-8b", "--gpu", "h100-sxm", "--utilization", "1.5"], "--utilization 1.5 must be in (0, 1]"),
+        (["fit", "--model", "llama3-8b", "--gpu", "h100-sxm", "--utilization", "0"], "--utilization 0.0 must be in (0, 1]"),
+        (["fit", "--model", "llama3-8b", "--gpu", "h100-sxm", "--reserve", "-1GiB"], "--reserve -1GiB must not be negative"),
+        (["fit", "--model", "llama3-8b", "--gpu", "h100-sxm", "--tp", "5"], "--tp 5 does not divide"),
+        (["fit", "--model", "llama3-8b", "--gpu", "h100-sxm", "--batch", "0"], "--batch must be a positive integer"),
+        (["fit", "--model", "llama3-8b", "--gpu", "h100-sxm", "--seq", "0"], "--seq must be a positive integer"),
+        (["fit", "--model", "llama3-8b"], "give --gpu NAME or --memory SIZE"),
+        (["fit", "--model", TEST_PRESETS / "seed-7b.yaml", "--gpu", "h100-sxm"], "its weights are unknown"),
+        (["fit", "--model", "llama3-8b", "--gpu", TEST_PRESETS / "seed-7b.yaml"], "memory_bytes: Field required"),
+        (["decode", "--model", "llama3-8b", "--gpu", "h100-sxm", "--efficiency", "0"], "--efficiency 0.0 must be in (0, 1]"),
+        (["decode", "--model", "llama3-8b", "--gpu", "a100"], "unknown GPU 'a100'; did you mean"),
+        (["decode", "--model", "llama3-8b", "--gpu", "h100-sxm", "--batch", "0"], "--batch must be a positive integer"),
+    ],
+)
+def test_bad_fit_and_decode_input(cli, args: list, expected: str) -> None:
+    result = cli(*args)
+    assert result.exit_code == 2, result.output
+    assert expected in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+def test_decode_golden_through_cli(cli) -> None:
+    doc = cli.json("decode", "--model", "llama3-8b", "--gpu", "h100-sxm", "--seq", "8192", "--batch", "1")
+    assert doc["decode"]["roofline"]["bytes_moved"] == 16_060_522_496 + 1_073_741_824
+    assert doc["decode"]["seconds_per_token"] == pytest.approx(5.1147e-3, rel=1e-4)
+    assert doc["prefill"]["roofline"]["bound"] == "compute"
+    # naive attention materialises B * H * s^2 scores per layer: 1 * 32 * 8192^2 * 2 B
+    assert doc["prefill"]["naive_scores_bytes_per_layer"] == 32 * 8192**2 * 2
+
+
+def test_decode_efficiency_derates(cli) -> None:
+    ideal = cli.json("decode", "--model", "llama3-8b", "--gpu", "h100-sxm")["decode"]["seconds_per_token"]
+    derated = cli.json("decode", "--model", "llama3-8b", "--gpu", "h100-sxm", "--efficiency", "0.8")["decode"]["seconds_per_token"]
+    assert derated == pytest.approx(ideal / 0.8)
+
+
+def test_decode_moe_reads_only_touched_experts() -> None:
+    # mixtral-8x7b: one token touches 2 of 8 experts; 64 tokens touch all 8 in expectation (8 * (1 - 0.75^64)).
+    model, gpu = load_model("mixtral-8x7b"), load_gpu("a100-80gb")
+    one = decode(model, Workload(seq=4096, batch=1, tp=2), gpu, DType.bf16)
+    many = decode(model, Workload(seq=4096, batch=64, tp=2), gpu, DType.bf16)
+    params = count_params(model)
+    assert one.weights_read_bytes < many.weights_read_bytes <= -(-params.total * 2 // 2)
+    assert expected_experts_touched(8, 2, 64) == pytest.approx(8.0, abs=1e-6)
+
+
+def test_decode_batch_turns_compute_bound() -> None:
+    model, gpu = load_model("llama3-8b"), load_gpu("h100-sxm")
+    assert decode(model, Workload(seq=128, batch=1), gpu, DType.bf16).roofline.bound == "memory"
+    assert decode(model, Workload(seq=128, batch=1024), gpu, DType.bf16).roofline.bound == "compute"
