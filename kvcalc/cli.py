@@ -5,12 +5,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
 from kvcalc import capacity, latency, presets, render
-from kvcalc.errors import DoesNotFit, InvalidInput, KvcalcError
+from kvcalc.compare import DEFAULT_KV_LORA_RANK, DEFAULT_ROPE_DIM, VARIANT_HELP, Subject, compare as compare_rows, derive, parse_variant
+from kvcalc.errors import DoesNotFit, InvalidInput, KvcalcError, PresetNotFound
 from kvcalc.kvcache import estimate_kv
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
 from kvcalc.units import SIZE_HELP, DType, parse_dtype, parse_size
@@ -44,6 +45,7 @@ ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Preset name, a mod
 SeqOpt = Annotated[int, typer.Option("--seq", "-s", help="Context length in tokens (prompt + generated).")]
 BatchOpt = Annotated[int, typer.Option("--batch", "-b", help="Concurrent sequences.")]
 KvDtypeOpt = Annotated[str | None, typer.Option("--kv-dtype", help=f"KV-cache dtype (default: the model's): {', '.join(d.value for d in DType)}.")]
+KvDtypesOpt = Annotated[str | None, typer.Option("--kv-dtype", help="KV-cache dtypes, comma-separated (fp16,fp8,q4_0), each compared (default: the model's).")]
 WeightDtypeOpt = Annotated[str | None, typer.Option("--weight-dtype", help="Weights dtype (default: the model's checkpoint dtype); int4 counts group scales (4.25 bits).")]
 TpOpt = Annotated[int, typer.Option("--tp", help="Tensor-parallel GPUs: KV heads split across them (replicated when tp > KV heads).")]
 PpOpt = Annotated[int, typer.Option("--pp", help="Pipeline-parallel stages: layers split across them.")]
@@ -224,6 +226,97 @@ def decode(
         render.decode_tables(step, first, decimal, explain)
 
 
+COMPARE_MODEL = "llama3-8b"  # the variants' model when --model is not given: a Llama-3-8B shape
+
+
+def _kv_dtypes(text: str | None) -> list[DType | None]:
+    """--kv-dtype as a comma list; [None] (each model's own dtype) when not given."""
+    return [parse_dtype(part) for part in text.split(",")] if text else [None]
+
+
+def _reject_mixing(variants: list[str], others: list[str], extra: list[Path] | None) -> NoReturn:
+    """Names that are neither variants nor models are unknown variants; else the two kinds are mixed."""
+    for name in others:
+        try:
+            presets.load_model(name, extra)
+        except PresetNotFound:
+            raise InvalidInput(f"unknown variant {name!r}: choose {VARIANT_HELP}, or give only model names") from None
+    raise InvalidInput(
+        f"cannot mix variants ({', '.join(variants)}) with models ({', '.join(others)}):"
+        " compare the variants of one --model, or models only"
+    )
+
+
+def _compared_models(
+    names: list[str], model: str, kv_lora_rank: int, rope_dim: int, extra: list[Path] | None
+) -> tuple[ModelSpec | None, list[tuple[str, ModelSpec]]]:
+    """The base model and its variants, or (None and) the models named."""
+    parsed = [(name, parse_variant(name)) for name in names]
+    variants = [variant for _, variant in parsed if variant is not None]
+    others = [name for name, variant in parsed if variant is None]
+    if not others:
+        base = presets.load_model(model, extra)
+        return base, [(v.name, derive(base, v, kv_lora_rank, rope_dim)) for v in variants]
+    if variants:
+        _reject_mixing([v.name for v in variants], others, extra)
+    if model != COMPARE_MODEL:
+        raise InvalidInput("--model names the model whose variants are compared: leave it out when comparing models")
+    specs = [presets.load_model(name, extra) for name in others]
+    return None, [(spec.name, spec) for spec in specs]
+
+
+def _shared_workload(models: list[ModelSpec], seq: int, batch: int, tp: int) -> Workload:
+    """One workload for every compared model; each warns when --seq exceeds its max positions."""
+    return [_workload(model, seq, batch, None, tp, 1, None) for model in models][0]
+
+
+def _subject(name: str, spec: ModelSpec, work: Workload, wanted: DType | None, hardware: dict[str, Any] | None) -> Subject:
+    """One compared model with its weights' dtype and, given --gpu or --memory, its budget per GPU."""
+    wdtype = capacity.weight_dtype_for(spec, wanted)
+    budget = _gpu_and_budget(spec, work, weight_dtype=wdtype, **hardware)[1] if hardware else None
+    return Subject(name=name, spec=spec, weight_dtype=wdtype, budget=budget)
+
+
+@app.command()
+@reports_errors
+def compare(
+    names: Annotated[list[str], typer.Argument(help=f"Variants of --model ({VARIANT_HELP}), or model names and files.", show_default=False)],
+    model: ModelOpt = COMPARE_MODEL,
+    seq: SeqOpt = 8192,
+    batch: BatchOpt = 1,
+    kv_dtype: KvDtypesOpt = None,
+    weight_dtype: WeightDtypeOpt = None,
+    tp: TpOpt = 1,
+    gpu: GpuOpt = None,
+    memory: MemoryOpt = None,
+    utilization: UtilOpt = capacity.DEFAULT_UTILIZATION,
+    reserve: ReserveOpt = "1GiB",
+    kv_lora_rank: Annotated[int, typer.Option("--kv-lora-rank", help="mla: latent values cached per token per layer (DeepSeek-V2/V3: 512).")] = DEFAULT_KV_LORA_RANK,
+    rope_dim: Annotated[int, typer.Option("--rope-dim", help="mla: decoupled RoPE key values cached beside the latent (DeepSeek: 64).")] = DEFAULT_ROPE_DIM,
+    presets_dir: PresetsOpt = None,
+    json_out: JsonOpt = False,
+    units: UnitsOpt = "gib",
+) -> None:
+    """Attention variants of one model side by side (KV bytes, savings; with --gpu what fits and decode), or several models.
+
+    Examples: kvcalc compare mha gqa:4 gqa:8 mqa mla --model llama3-8b; kvcalc compare llama3-8b mistral-7b --gpu l40s
+    """
+    decimal = _decimal(units)
+    _positive(kv_lora_rank=kv_lora_rank, rope_dim=rope_dim)
+    base, named = _compared_models(names, model, kv_lora_rank, rope_dim, presets_dir)
+    work = _shared_workload([base] if base else [spec for _, spec in named], seq, batch, tp)
+    hardware = {"gpu": gpu, "memory": memory, "utilization": utilization, "reserve": reserve, "extra": presets_dir} if gpu or memory else None
+    wanted = parse_dtype(weight_dtype) if weight_dtype else None
+    subjects = [_subject(name, spec, work, wanted, hardware) for name, spec in named]
+    gpu_spec = presets.load_gpu(gpu, presets_dir) if gpu else None
+    result = compare_rows(subjects, work, _kv_dtypes(kv_dtype), gpu_spec, base)
+    label = _gpu_label(gpu_spec, memory) if gpu or memory else None
+    if json_out:
+        render.print_json({"gpu": label, **result.model_dump(mode="json")})
+    else:
+        render.compare_tables(result, label, decimal)
+
+
 @presets_app.command("list")
 @reports_errors
 def presets_list(presets_dir: PresetsOpt = None, json_out: JsonOpt = False) -> None:
@@ -254,3 +347,51 @@ def presets_show(name: Annotated[str, typer.Argument(help="A model or GPU preset
         render.print_json(document)
     else:
         render.spec_table(document)
+
+
+@app.command()
+@reports_errors
+def measure(
+    gpu_flag: Annotated[bool, typer.Option("--gpu", help="Measure on the CUDA GPU (same as --device cuda).")] = False,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda[:N].")] = "cpu",
+    model: Annotated[str, typer.Option("--model", "-m", help="Preset name or model file (default: llama3-8b).")] = "llama3-8b",
+    seq: Annotated[int | None, typer.Option("--seq", "-s", help="Context in tokens (default: 8192 on GPU, 2048 on CPU).")] = None,
+    batch: Annotated[int | None, typer.Option("--batch", "-b", help="Sequences (default: 8 on GPU, 1 on CPU).")] = None,
+    layers: Annotated[int | None, typer.Option("--layers", help="Measure only the first N layers (predictions scale alike).")] = None,
+    kv_dtype: Annotated[str | None, typer.Option("--kv-dtype", help="fp32, fp16 or bf16 (default: bf16 on GPU, fp32 on CPU).")] = None,
+    variants: Annotated[str | None, typer.Option("--variants", help="Comma list of attention variants to measure: mha, gqa, gqa:G, mqa, mla.")] = None,
+    gpu_preset: Annotated[str | None, typer.Option("--gpu-preset", help="GPU preset for the peak-bandwidth prediction (default: recognised from the device name).")] = None,
+    max_memory: Annotated[str | None, typer.Option("--max-memory", help=f"Take at most this much memory: {SIZE_HELP}.")] = None,
+    presets_dir: PresetsOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Allocate the predicted KV cache on a real device, check its bytes, and time SDPA GQA decode
+    against the roofline (needs torch: pip install "kvcalc[measure]").
+
+    When the cache does not fit in free memory it measures fewer layers, then a smaller batch, and says so.
+    Out of memory is reported (exit 1) after freeing every tensor.
+    """
+    from kvcalc.compare import derive, parse_variant
+    from kvcalc.measure.runner import measure as run_measure
+
+    device = "cuda" if gpu_flag else device
+    on_gpu = device.startswith("cuda")
+    _positive(seq=seq, batch=batch, layers=layers)
+    spec = presets.load_model(model, presets_dir)
+    default_dtype = "bf16" if on_gpu else "fp32"
+    work = _workload(spec, seq or (8192 if on_gpu else 2048), batch or (8 if on_gpu else 1), kv_dtype or default_dtype, 1, 1, None)
+    subjects = [(spec.name, spec)]
+    if variants:
+        parsed = [(name, parse_variant(name)) for name in variants.split(",")]
+        unknown = [name for name, v in parsed if v is None]
+        if unknown:
+            raise InvalidInput(f"unknown variant {unknown[0]!r}: choose mha, gqa, gqa:G, mqa or mla")
+        subjects = [(v.name, derive(spec, v)) for _, v in parsed if v is not None]
+    peak = presets.load_gpu(gpu_preset, presets_dir) if gpu_preset else None
+    limit = parse_size(max_memory) if max_memory else None
+    with render.progress(enabled=not json_out) as step:
+        report = run_measure(subjects, work, device, layers, limit, peak, step)
+    if json_out:
+        render.print_json(report.flat())
+    else:
+        render.measure_tables(report, decimal=False)

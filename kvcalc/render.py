@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from kvcalc.capacity import FitReport, ParamCount
+from kvcalc.compare import CompareRow, Comparison, RowDecode, RowFit
 from kvcalc.kvcache import KvEstimate
 from kvcalc.latency import DecodeEstimate, PrefillEstimate
 from kvcalc.units import format_bytes, format_seconds
@@ -25,12 +30,12 @@ def print_json(document: dict[str, Any]) -> None:
 
 def warn(message: str) -> None:
     """A one-line warning on stderr."""
-    err_console.print(f"[yellow]warning:[/] {message}")
+    err_console.print(f"[yellow]warning:[/] {escape(message)}")
 
 
 def error(message: str) -> None:
     """A one-line error on stderr."""
-    err_console.print(f"[red]Error:[/] {message}", markup=True)
+    err_console.print(f"[red]Error:[/] {escape(message)}")
 
 
 def _bytes_cell(n: int, decimal: bool) -> str:
@@ -151,3 +156,155 @@ def spec_table(document: dict[str, Any]) -> None:
     for key, value in document.items():
         table.add_row(key, f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value))
     console.print(table)
+
+
+def measure_tables(report: Any, decimal: bool) -> None:
+    """Predicted vs measured, one row per variant (report: kvcalc.measure.report.MeasureReport)."""
+    console.print(
+        f"device: {report.device_name} ({report.device}), torch {report.torch_version}, {report.threads} threads,"
+        f" load {report.load_average:.2f}; copy bandwidth measured {format_bytes(report.copy_bandwidth_bytes_per_s, True)}/s",
+        soft_wrap=True,
+    )
+    bytes_table = _table("Cache bytes: predicted vs allocated", "variant", "KV heads", "layers", "batch x seq", "predicted", "allocated", "diff")
+    for v in report.variants:
+        bytes_table.add_row(v.variant, str(v.kv_heads) if v.kv_heads else "latent", f"{v.layers_measured}/{v.layers_total}",
+                            f"{v.batch} x {v.seq:,}", f"{v.predicted_bytes:,}", f"{v.allocated_bytes:,}", f"{v.bytes_difference:+,}")
+    console.print(bytes_table)
+    times = _table(f"Decode step ({report.variants[0].dtype}): predicted vs measured", "variant", "at peak BW", "at copy BW",
+                   "roofline", "bound", "SDPA", "grouped", "repeat_kv", "SDPA/roofline", "of copy BW")
+    base = report.variants[0]
+    for v in report.variants:
+        peak = format_seconds(v.predicted_seconds_at_peak) if v.predicted_seconds_at_peak else "-"
+        times.add_row(v.variant, peak, format_seconds(v.predicted_seconds_at_copy_bandwidth), format_seconds(v.predicted_seconds),
+                      v.bound, format_seconds(v.measured_seconds), format_seconds(v.grouped_seconds), format_seconds(v.repeat_kv_seconds),
+                      f"{v.measured_over_predicted:.2f}x", f"{v.share_of_copy_bandwidth:.0%}")
+    console.print(times)
+    if len(report.variants) > 1:
+        for v in report.variants[1:]:
+            console.print(f"{v.variant} over {base.variant}: measured SDPA speed-up {base.measured_seconds / v.measured_seconds:.2f}x,"
+                          f" byte ratio {base.predicted_bytes / v.predicted_bytes:.2f}x", soft_wrap=True)
+    for v in report.variants:
+        console.print(f"{v.variant}: SDPA backend {v.sdpa_backend}; fastest path {v.fastest_path}", soft_wrap=True)
+        for note in v.notes:
+            console.print(f"  note: {note}", soft_wrap=True)
+    if any(v.bytes_difference for v in report.variants):
+        console.print("allocated differs from predicted: the caching allocator rounds each block up (512 B, or 2 MiB for large ones)", soft_wrap=True)
+    if report.busy or any(v.noisy for v in report.variants):
+        warn(f"the machine was busy or the timings spread widely (load {report.load_average:.2f}); treat the times as rough")
+
+
+@contextmanager
+def progress(enabled: bool) -> Iterator[Callable[[str], None]]:
+    """A Rich spinner with the current step, shown only on a terminal and when enabled."""
+    if not (enabled and err_console.is_terminal):
+        yield lambda _step: None
+        return
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console, transient=True) as bar:
+        task = bar.add_task("starting")
+        yield lambda step: bar.update(task, description=step)
+
+
+_EIGHTHS = " ▏▎▍▌▋▊▉"  # partial blocks, 1/8 to 7/8 of a cell
+CHART_WIDTH = 40  # cells of the longest bar
+
+
+def bar(value: float, largest: float, width: int = CHART_WIDTH) -> str:
+    """A bar of block characters, `width` cells for `largest`, to the nearest eighth of a cell.
+
+    >>> bar(1, 4, 8), bar(4, 4, 8), bar(0, 4, 8)
+    ('██', '████████', '')
+    """
+    eighths = round(8 * width * value / largest) if largest > 0 else 0
+    full, part = divmod(eighths, 8)
+    return "█" * full + (_EIGHTHS[part] if part else "")
+
+
+def _label(row: CompareRow, dtypes: bool) -> str:
+    return f"{row.name} {row.kv_dtype.value}" if dtypes else row.name
+
+
+def _kv_heads_cell(row: CompareRow) -> str:
+    return f"latent {row.latent_width}" if row.latent_width is not None else str(row.kv_heads)
+
+
+def _saved_cells(row: CompareRow, baseline: CompareRow, decimal: bool) -> tuple[str, str]:
+    if row is baseline:
+        return "baseline", ""
+    return format_bytes(row.saved_bytes, decimal), f"{row.saved_percent:.1f}%"
+
+
+def _compare_kv_table(c: Comparison, baseline: CompareRow, dtypes: bool, decimal: bool) -> Table:
+    subject = f"attention variant: {c.model}, " if c.model else "model: "
+    dtype = "" if dtypes else f"{c.variants[0].kv_dtype.value}, "
+    tp = f", tp {c.tp}" if c.tp > 1 else ""
+    batch = [f"batch of {c.batch}"] if c.batch > 1 else []  # a batch of 1 is the sequence column again
+    table = _table(
+        f"KV cache by {subject}{dtype}seq {c.seq:,}, batch {c.batch}{tp}; saved: per batch vs {_label(baseline, dtypes)}",
+        "variant" if c.model else "model", "KV heads", "B/token/layer", "B/token", "per sequence", *batch, "saved", "%",
+    )  # fmt: skip
+    for row in c.variants:
+        table.add_row(
+            _label(row, dtypes), _kv_heads_cell(row), f"{row.bytes_per_token_per_layer:,}", f"{row.bytes_per_token:,}",
+            format_bytes(row.bytes_per_sequence, decimal), *[format_bytes(row.bytes_per_batch, decimal)] * len(batch),
+            *_saved_cells(row, baseline, decimal),
+        )  # fmt: skip
+    return table
+
+
+def _fit_cells(fit: RowFit) -> list[str]:
+    context = f"{fit.max_context:,} ({fit.max_context_limit.replace('_', ' ')})" if fit.max_context else "0"
+    return [f"{fit.max_batch:,}", context]
+
+
+def _decode_cells(step: RowDecode | None) -> list[str]:
+    return [format_seconds(step.seconds_per_token), step.bound] if step else []
+
+
+def _compare_fit_table(c: Comparison, gpu: str, dtypes: bool) -> Table:
+    decode = ["decode / token", "bound"] if any(row.decode for row in c.variants) else []  # --memory alone: no bandwidth
+    table = _table(f"On {gpu}" + (f", tp {c.tp}" if c.tp > 1 else ""), "variant" if c.model else "model", f"max batch at {c.seq:,}", f"max context at batch {c.batch}", *decode)
+    for row in c.variants:
+        if row.fit:
+            table.add_row(_label(row, dtypes), *_fit_cells(row.fit), *_decode_cells(row.decode))
+    return table
+
+
+def _weights_do_not_fit(c: Comparison, dtypes: bool, decimal: bool) -> None:
+    short: dict[int, list[str]] = {}  # weights per GPU -> the rows they leave no room for
+    for row in c.variants:
+        if row.fit and not row.fit.weights_fit:
+            short.setdefault(row.fit.weights_bytes, []).append(_label(row, dtypes))
+    for weights, labels in short.items():
+        console.print(f"[red]does not fit:[/] {format_bytes(weights, decimal)} of weights per GPU leave nothing for the KV cache of"
+                      f" {', '.join(labels)}; try a larger --tp or a smaller --weight-dtype (fp8, int4)")
+
+
+def _compare_chart(c: Comparison, dtypes: bool, decimal: bool) -> Table:
+    """Max batch per row when a GPU or memory is given and anything fits, else KV bytes per token."""
+    by_batch = any(row.fit and row.fit.max_batch for row in c.variants)
+    values = [(row.fit.max_batch if row.fit else 0) if by_batch else row.bytes_per_token for row in c.variants]
+    title = f"max batch at {c.seq:,} tokens" if by_batch else "KV bytes per token (all layers)"
+    chart = Table.grid(padding=(0, 1))
+    chart.title, chart.title_justify, chart.title_style = title, "left", "bold"
+    chart.add_column()
+    chart.add_column()
+    chart.add_column(justify="right")
+    for row, value in zip(c.variants, values):
+        chart.add_row(_label(row, dtypes), bar(value, max(values)), f"{value:,}" if by_batch else format_bytes(value, decimal))
+    return chart
+
+
+def compare_tables(c: Comparison, gpu: str | None, decimal: bool) -> None:
+    """The comparison's KV table and footnote, what fits and decodes on the GPU, and a bar chart."""
+    dtypes = len({row.kv_dtype for row in c.variants}) > 1
+    baseline = next(r for r in c.variants if r.name == c.baseline.name and r.kv_dtype == c.baseline.kv_dtype)
+    console.print(_compare_kv_table(c, baseline, dtypes, decimal))
+    if c.note:
+        console.print(c.note, style="dim", markup=False)
+    replicated = [_label(row, dtypes) for row in c.variants if row.replicated_kv_heads]
+    if replicated:
+        warn(f"tp {c.tp} exceeds the KV heads of {', '.join(replicated)}: each GPU keeps a replica of one KV head, counted in the totals")
+    if gpu is not None:
+        console.print(_compare_fit_table(c, gpu, dtypes))
+        _weights_do_not_fit(c, dtypes, decimal)
+    console.print(_compare_chart(c, dtypes, decimal))
