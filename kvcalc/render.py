@@ -301,9 +301,9 @@ def compare_tables(c: Comparison, gpu: str | None, decimal: bool) -> None:
     console.print(_compare_kv_table(c, baseline, dtypes, decimal))
     if c.note:
         console.print(c.note, style="dim", markup=False)
-    replicated = [_label(row, dtypes) for row in c.variants if row.replicated_kv_heads]
-    if replicated:
-        warn(f"tp {c.tp} exceeds the KV heads of {', '.join(replicated)}: each GPU keeps a replica of one KV head, counted in the totals")
+    copied = [_label(row, dtypes) for row in c.variants if row.replicated_kv_heads or (row.latent_width and c.tp > 1)]
+    if copied:
+        warn(f"tp {c.tp}: every GPU keeps a copy of one KV head or of the MLA latent for {', '.join(copied)}, counted in the totals")
     if gpu is not None:
         console.print(_compare_fit_table(c, gpu, dtypes))
         _weights_do_not_fit(c, dtypes, decimal)

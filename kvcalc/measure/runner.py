@@ -8,6 +8,7 @@ from kvcalc.kvcache import layer_caches
 from kvcalc.measure import require_torch
 from kvcalc.measure.plan import plan_measurement
 from kvcalc.measure.report import MeasureReport, variant_result
+from kvcalc.presets import load_gpu, recognise_gpu
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
 from kvcalc.units import GiB, MiB
 
@@ -30,6 +31,8 @@ def measure(
 
     device = bench.pick_device(device_name)
     env = bench.environment(device)
+    if peak is None and device.type == "cuda" and (preset := recognise_gpu(env["device_name"])):
+        peak = load_gpu(preset)
     free = bench.free_bytes(device)
     allowed = int(free * SAFETY)
     if device.type == "cpu":
