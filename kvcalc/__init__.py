@@ -7,17 +7,23 @@ The core is importable without the CLI and never imports torch:
 134217728
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
 from kvcalc.capacity import budget, count_params, fit, max_batch, max_context, weight_bytes
 from kvcalc.kvcache import estimate_kv, layer_caches, sequence_bytes, tokens_held
 from kvcalc.latency import decode, prefill
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
 
-try:
-    __version__ = version("kvcalc")
-except PackageNotFoundError:  # a source checkout that was never installed
-    __version__ = "0.0.0"
+
+
+def __getattr__(name: str) -> str:
+    """`kvcalc.__version__`, read from the installed metadata only when asked (it costs start-up time)."""
+    if name != "__version__":
+        raise AttributeError(f"module 'kvcalc' has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("kvcalc")
+    except PackageNotFoundError:  # a source checkout that was never installed
+        return "0.0.0"
 
 __all__ = [
     "GpuSpec", "ModelSpec", "Workload", "budget", "count_params", "decode", "estimate_kv", "fit",

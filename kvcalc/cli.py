@@ -10,7 +10,8 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 
 from kvcalc import capacity, latency, presets, render
-from kvcalc.compare import DEFAULT_KV_LORA_RANK, DEFAULT_ROPE_DIM, VARIANT_HELP, Subject, compare as compare_rows, derive, parse_variant
+from kvcalc.compare import DEFAULT_KV_LORA_RANK, DEFAULT_ROPE_DIM, VARIANT_HELP, Subject, derive, parse_variant
+from kvcalc.compare import compare as compare_rows
 from kvcalc.errors import DoesNotFit, InvalidInput, KvcalcError, PresetNotFound
 from kvcalc.kvcache import estimate_kv
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
@@ -227,6 +228,9 @@ def decode(
 
 
 COMPARE_MODEL = "llama3-8b"  # the variants' model when --model is not given: a Llama-3-8B shape
+NamesArg = Annotated[list[str], typer.Argument(help=f"Variants of --model ({VARIANT_HELP}), or models.", show_default=False)]
+KvLoraRankOpt = Annotated[int, typer.Option("--kv-lora-rank", help="mla: latent values per token per layer (DeepSeek: 512).")]
+RopeDimOpt = Annotated[int, typer.Option("--rope-dim", help="mla: RoPE key values cached beside the latent (DeepSeek: 64).")]
 
 
 def _kv_dtypes(text: str | None) -> list[DType | None]:
@@ -280,7 +284,7 @@ def _subject(name: str, spec: ModelSpec, work: Workload, wanted: DType | None, h
 @app.command()
 @reports_errors
 def compare(
-    names: Annotated[list[str], typer.Argument(help=f"Variants of --model ({VARIANT_HELP}), or model names and files.", show_default=False)],
+    names: NamesArg,
     model: ModelOpt = COMPARE_MODEL,
     seq: SeqOpt = 8192,
     batch: BatchOpt = 1,
@@ -291,8 +295,8 @@ def compare(
     memory: MemoryOpt = None,
     utilization: UtilOpt = capacity.DEFAULT_UTILIZATION,
     reserve: ReserveOpt = "1GiB",
-    kv_lora_rank: Annotated[int, typer.Option("--kv-lora-rank", help="mla: latent values cached per token per layer (DeepSeek-V2/V3: 512).")] = DEFAULT_KV_LORA_RANK,
-    rope_dim: Annotated[int, typer.Option("--rope-dim", help="mla: decoupled RoPE key values cached beside the latent (DeepSeek: 64).")] = DEFAULT_ROPE_DIM,
+    kv_lora_rank: KvLoraRankOpt = DEFAULT_KV_LORA_RANK,
+    rope_dim: RopeDimOpt = DEFAULT_ROPE_DIM,
     presets_dir: PresetsOpt = None,
     json_out: JsonOpt = False,
     units: UnitsOpt = "gib",
@@ -305,9 +309,9 @@ def compare(
     _positive(kv_lora_rank=kv_lora_rank, rope_dim=rope_dim)
     base, named = _compared_models(names, model, kv_lora_rank, rope_dim, presets_dir)
     work = _shared_workload([base] if base else [spec for _, spec in named], seq, batch, tp)
-    hardware = {"gpu": gpu, "memory": memory, "utilization": utilization, "reserve": reserve, "extra": presets_dir} if gpu or memory else None
+    hardware = {"gpu": gpu, "memory": memory, "utilization": utilization, "reserve": reserve, "extra": presets_dir}
     wanted = parse_dtype(weight_dtype) if weight_dtype else None
-    subjects = [_subject(name, spec, work, wanted, hardware) for name, spec in named]
+    subjects = [_subject(name, spec, work, wanted, hardware if gpu or memory else None) for name, spec in named]
     gpu_spec = presets.load_gpu(gpu, presets_dir) if gpu else None
     result = compare_rows(subjects, work, _kv_dtypes(kv_dtype), gpu_spec, base)
     label = _gpu_label(gpu_spec, memory) if gpu or memory else None

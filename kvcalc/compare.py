@@ -202,7 +202,8 @@ def _kept_note(base: ModelSpec, subjects: list[Subject]) -> str:
     )
     mla = next((s.spec.mla for s in subjects if s.spec.mla), None)
     if mla is not None:
-        note += f" mla caches one latent of kv_lora_rank {mla.kv_lora_rank} + rope {mla.qk_rope_head_dim} per token per layer."
+        note += f" mla caches one latent of kv_lora_rank {mla.kv_lora_rank} + rope {mla.qk_rope_head_dim} per token per layer"
+        note += ", in every layer for the whole sequence (no window)." if windows else "."
     return note
 
 

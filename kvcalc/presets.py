@@ -9,7 +9,6 @@ from __future__ import annotations
 import difflib
 import json
 import os
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -22,13 +21,14 @@ from kvcalc.spec import GpuSpec, ModelSpec
 Kind = Literal["models", "gpus"]
 Spec = TypeVar("Spec", ModelSpec, GpuSpec)
 PRESETS_ENV = "KVCALC_PRESETS"
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's safe loader when built in: same rules, faster
 _SPEC_TYPES: dict[str, type[BaseModel]] = {"models": ModelSpec, "gpus": GpuSpec}
 
 
 def shipped_presets_dir() -> Path:
     """The presets inside the installed wheel, or the repository's presets/ in a source checkout."""
-    packaged = Path(str(resources.files("kvcalc"))) / "presets"
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "presets"
+    packaged = Path(__file__).resolve().parent / "presets"  # the wheel maps presets/ here
+    return packaged if packaged.is_dir() else packaged.parent.parent / "presets"
 
 
 def user_presets_dirs(extra: list[Path] | None = None) -> list[Path]:
@@ -54,7 +54,7 @@ def read_mapping(path: Path) -> dict[str, Any]:
     """Parse a YAML (safe loader) or JSON file that must hold one mapping."""
     text = _read_text(path)
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=_SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
@@ -140,6 +140,14 @@ def resolve(kind: Kind, ref: str, extra_dirs: list[Path] | None = None) -> Any:
         if not path.is_file():
             raise PresetNotFound(f"{ref}: no such file")
         return load_file(kind, path)
+    user = {}
+    for folder in reversed(user_presets_dirs(extra_dirs)):
+        user.update(_folder_entries(kind, folder, "user"))
+    if ref in user:
+        return load_file(kind, user[ref].path)
+    shipped = shipped_presets_dir() / kind / f"{ref}.yaml"  # shipped presets are named by their file
+    if shipped.is_file():
+        return load_file(kind, shipped)
     entries = {e.name: e for e in list_presets(kind, extra_dirs)}
     if ref not in entries:
         prefixed = [n for n in entries if n.startswith(ref.lower())]

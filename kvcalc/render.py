@@ -10,7 +10,6 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from kvcalc.capacity import FitReport, ParamCount
@@ -199,6 +198,7 @@ def progress(enabled: bool) -> Iterator[Callable[[str], None]]:
     if not (enabled and err_console.is_terminal):
         yield lambda _step: None
         return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console, transient=True) as bar:
         task = bar.add_task("starting")
         yield lambda step: bar.update(task, description=step)
@@ -239,8 +239,8 @@ def _compare_kv_table(c: Comparison, baseline: CompareRow, dtypes: bool, decimal
     tp = f", tp {c.tp}" if c.tp > 1 else ""
     batch = [f"batch of {c.batch}"] if c.batch > 1 else []  # a batch of 1 is the sequence column again
     table = _table(
-        f"KV cache by {subject}{dtype}seq {c.seq:,}, batch {c.batch}{tp}; saved: per batch vs {_label(baseline, dtypes)}",
-        "variant" if c.model else "model", "KV heads", "B/token/layer", "B/token", "per sequence", *batch, "saved", "%",
+        f"KV cache by {subject}{dtype}seq {c.seq:,}, batch {c.batch}{tp}",
+        "variant" if c.model else "model", "KV heads", "B/token per layer", "B/token", "per sequence", *batch, "saved", "%",
     )  # fmt: skip
     for row in c.variants:
         table.add_row(
@@ -252,7 +252,8 @@ def _compare_kv_table(c: Comparison, baseline: CompareRow, dtypes: bool, decimal
 
 
 def _fit_cells(fit: RowFit) -> list[str]:
-    context = f"{fit.max_context:,} ({fit.max_context_limit.replace('_', ' ')})" if fit.max_context else "0"
+    limit = "model max" if fit.max_context_limit == "max_positions" else "memory"
+    context = f"{fit.max_context:,} ({limit})" if fit.max_context else "0"
     return [f"{fit.max_batch:,}", context]
 
 
@@ -262,7 +263,9 @@ def _decode_cells(step: RowDecode | None) -> list[str]:
 
 def _compare_fit_table(c: Comparison, gpu: str, dtypes: bool) -> Table:
     decode = ["decode / token", "bound"] if any(row.decode for row in c.variants) else []  # --memory alone: no bandwidth
-    table = _table(f"On {gpu}" + (f", tp {c.tp}" if c.tp > 1 else ""), "variant" if c.model else "model", f"max batch at {c.seq:,}", f"max context at batch {c.batch}", *decode)
+    title = f"On {gpu}" + (f", tp {c.tp}" if c.tp > 1 else "")
+    first = "variant" if c.model else "model"
+    table = _table(title, first, f"max batch at {c.seq:,}", f"max context at batch {c.batch}", *decode)
     for row in c.variants:
         if row.fit:
             table.add_row(_label(row, dtypes), *_fit_cells(row.fit), *_decode_cells(row.decode))
@@ -275,8 +278,10 @@ def _weights_do_not_fit(c: Comparison, dtypes: bool, decimal: bool) -> None:
         if row.fit and not row.fit.weights_fit:
             short.setdefault(row.fit.weights_bytes, []).append(_label(row, dtypes))
     for weights, labels in short.items():
-        console.print(f"[red]does not fit:[/] {format_bytes(weights, decimal)} of weights per GPU leave nothing for the KV cache of"
-                      f" {', '.join(labels)}; try a larger --tp or a smaller --weight-dtype (fp8, int4)")
+        console.print(
+            f"[red]does not fit:[/] {format_bytes(weights, decimal)} of weights per GPU leave nothing for the KV cache"
+            f" of {', '.join(labels)}; try a larger --tp or a smaller --weight-dtype (fp8, int4)"
+        )
 
 
 def _compare_chart(c: Comparison, dtypes: bool, decimal: bool) -> Table:
@@ -289,7 +294,7 @@ def _compare_chart(c: Comparison, dtypes: bool, decimal: bool) -> Table:
     chart.add_column()
     chart.add_column()
     chart.add_column(justify="right")
-    for row, value in zip(c.variants, values):
+    for row, value in zip(c.variants, values, strict=True):
         chart.add_row(_label(row, dtypes), bar(value, max(values)), f"{value:,}" if by_batch else format_bytes(value, decimal))
     return chart
 
@@ -299,11 +304,11 @@ def compare_tables(c: Comparison, gpu: str | None, decimal: bool) -> None:
     dtypes = len({row.kv_dtype for row in c.variants}) > 1
     baseline = next(r for r in c.variants if r.name == c.baseline.name and r.kv_dtype == c.baseline.kv_dtype)
     console.print(_compare_kv_table(c, baseline, dtypes, decimal))
-    if c.note:
-        console.print(c.note, style="dim", markup=False)
+    note = f"saved: per batch, against {_label(baseline, dtypes)}." + (f" {c.note}" if c.note else "")
+    console.print(note, style="dim", markup=False)
     copied = [_label(row, dtypes) for row in c.variants if row.replicated_kv_heads or (row.latent_width and c.tp > 1)]
     if copied:
-        warn(f"tp {c.tp}: every GPU keeps a copy of one KV head or of the MLA latent for {', '.join(copied)}, counted in the totals")
+        warn(f"tp {c.tp}: every GPU keeps a copy of one KV head or of the MLA latent for {', '.join(copied)}; totals count it")
     if gpu is not None:
         console.print(_compare_fit_table(c, gpu, dtypes))
         _weights_do_not_fit(c, dtypes, decimal)

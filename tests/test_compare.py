@@ -90,11 +90,12 @@ def test_mla_caches_one_latent(cli) -> None:
 def test_table_footnote_and_chart(cli) -> None:
     result = cli("compare", "mha", "gqa:4", "gqa:8", "mqa", "mla", "--units", "gb")
     assert result.exit_code == 0, result.output
-    out = result.stdout
+    out = " ".join(result.stdout.split())  # the footnote wraps at the runner's 80 columns
     assert "KV cache by attention variant: llama3-8b, bf16, seq 8,192" in out
     assert "latent 576" in out and "baseline" in out and "75.0%" in out
     assert "4.29 GB" in out  # MHA: 4,294,967,296 B per sequence, in decimal units
-    assert "keep everything but the KV layout" in out and "kv_lora_rank 512 + rope 64" in out
+    assert "saved: per batch, against mha" in out and "keep everything but the KV layout" in out
+    assert "mla caches one latent of kv_lora_rank 512 + rope 64" in out
     assert "KV bytes per token (all layers)" in out and "█" * 40 in out
 
 
@@ -116,7 +117,7 @@ def test_models_side_by_side_agree_with_size(cli) -> None:
     doc = cli.json("compare", *names, "--seq", "8192", "--gpu", "l40s")
     assert rows(doc, "name") == names and doc["model"] is None and doc["note"] is None
     assert doc["baseline"]["name"] == "llama3-8b"
-    for name, row in zip(names, doc["variants"]):
+    for name, row in zip(names, doc["variants"], strict=True):
         size = cli.json("size", "--model", name, "--seq", "8192", "--gpu", "l40s")
         assert row["bytes_per_sequence"] == size["kv"]["bytes_per_sequence"]
         assert row["fit"]["max_batch"] == size["fit"]["max_batch"]
@@ -126,7 +127,7 @@ def test_models_side_by_side_agree_with_size(cli) -> None:
 def test_gpu_table_and_max_batch_chart(cli) -> None:
     result = cli("compare", "mha", "gqa", "mqa", "--gpu", "h100-sxm")
     assert result.exit_code == 0, result.output
-    assert "On h100-sxm" in result.stdout and "max context at batch 1" in result.stdout
+    assert "On h100-sxm" in result.stdout and "8,192 (model max)" in result.stdout
     assert "max batch at 8,192 tokens" in result.stdout and "memory" in result.stdout
 
 
@@ -152,7 +153,7 @@ def test_memory_alone_gives_fit_without_decode(cli) -> None:
 def test_tp_beyond_the_kv_heads_warns_of_replicas(cli) -> None:
     result = cli("compare", "gqa", "mqa", "--tp", "8")
     assert result.exit_code == 0, result.output
-    assert "tp 8: every GPU keeps a copy of one KV head or of the MLA latent for mqa" in result.stderr
+    assert "tp 8: every GPU keeps a copy of one KV head or of the MLA latent for mqa;" in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -57,6 +57,7 @@ def device_name(device: torch.device) -> str:
 def free_bytes(device: torch.device) -> int:
     """Free device memory (CUDA), or available RAM (MemAvailable)."""
     if device.type == "cuda":
+        torch.cuda.empty_cache()  # hand cached blocks of earlier runs back before asking
         return int(torch.cuda.mem_get_info(device)[0])
     try:
         with open("/proc/meminfo", encoding="utf-8") as info:
@@ -104,13 +105,23 @@ def copy_bandwidth(device: torch.device, nbytes: int) -> float:
 
 
 def compute_rate(device: torch.device, dtype: torch.dtype, groups: int, key_dim: int, value_dim: int) -> float:
-    """FLOP/s of the grouped decode kernel (q.K^T, softmax, P.V batched matmuls, shaped like the
-    measured variant) on a small cache that stays in a CPU core's L2 or the GPU's L2, so that DRAM
-    bandwidth does not limit it."""
-    resident = 1 * 2**20 if device.type == "cpu" else 32 * 2**20  # within a CPU core's L2 / the GPU's L2
+    """Achievable FLOP/s of decode's attention matmuls in `dtype`, on data that DRAM does not limit.
+
+    CPU: the grouped decode kernel itself (q.K^T, softmax, P.V with G = H/Hkv query rows per KV
+    head) on a block that stays in a core's L2, so the skinny shapes' real efficiency counts.
+    CUDA: such a block takes microseconds and launch overhead would dominate, so the rate is that
+    of a (n, 128, d) @ (n, d, t) batched matmul, decode's q.K^T with a full tile of query rows:
+    an upper bound on what decode's matmuls can reach.
+    """
+    if device.type == "cuda":
+        pairs, rows, tokens = 256, 128, 4096
+        q = torch.randn(pairs, rows, key_dim, device=device, dtype=dtype)
+        k = torch.randn(pairs, key_dim, tokens, device=device, dtype=dtype)
+        times = time_runs(lambda: torch.bmm(q, k), device, min_seconds=0.2)
+        return 2 * pairs * rows * key_dim * tokens / statistics.median(times)
     tokens = 256
     element = torch.finfo(dtype).bits // 8
-    pairs = max(1, resident // (tokens * (key_dim + value_dim) * element))  # (batch * kv heads) pairs
+    pairs = max(1, 2**20 // (tokens * (key_dim + value_dim) * element))  # (batch * kv heads) pairs in 1 MiB
     q = torch.randn(pairs, groups, 1, key_dim, device=device, dtype=dtype)  # (B*Hkv, G, 1, d)
     k = torch.randn(pairs, 1, tokens, key_dim, device=device, dtype=dtype)  # (B*Hkv, 1, t, d)
     v = torch.randn(pairs, 1, tokens, value_dim, device=device, dtype=dtype)
@@ -228,6 +239,8 @@ def run_variant(plan: MeasurePlan, device: torch.device, progress: Progress) -> 
         backend = sdpa_backend(q, cache)
         del q
     cache.release()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     return {"allocated_bytes": allocated, "sdpa": sdpa, "grouped": grouped, "repeat_kv": naive, "sdpa_backend": backend}
 
 
