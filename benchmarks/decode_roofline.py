@@ -38,8 +38,10 @@ def main() -> None:
     model = load_model(args.model)
     subjects = [(name, derive(model, parse_variant(name))) for name in args.variants.split(",")]
     peak = load_gpu(args.gpu_preset) if args.gpu_preset else None
-    print(f"{'dtype':6} {'variant':8} {'KV':>11} {'SDPA':>10} {'grouped':>10} {'repeat_kv':>10} {'roofline':>10} {'bound':8}"
-          f" {'best/pred':>9} {'SDPA/copyBW':>11} {'speed-up':>9} {'bytes':>7}")
+    print(
+        f"{'dtype':6} {'variant':8} {'KV':>11} {'SDPA':>10} {'grouped':>10} {'repeat_kv':>10} {'roofline':>10} {'bound':8}"
+        f" {'best/pred':>9} {'SDPA/copyBW':>11} {'speed-up':>9} {'bytes':>7}"
+    )
     for dtype in args.dtypes.split(","):
         work = Workload(seq=args.seq, batch=args.batch, kv_dtype=parse_dtype(dtype))
         report = measure(subjects, work, args.device, args.layers, None, peak, lambda _s: None)
@@ -48,14 +50,18 @@ def main() -> None:
         base = report.variants[0]
         for v in report.variants:
             best = min(v.measured_seconds, v.grouped_seconds)
-            print(f"{dtype:6} {v.variant:8} {format_bytes(v.predicted_bytes):>11} {v.measured_seconds * 1e3:9.3f}ms"
-                  f" {v.grouped_seconds * 1e3:9.3f}ms {v.repeat_kv_seconds * 1e3:9.3f}ms {v.predicted_seconds * 1e3:9.3f}ms {v.bound:8}"
-                  f" {best / v.predicted_seconds:8.2f}x {v.share_of_copy_bandwidth:10.0%} {base.measured_seconds / v.measured_seconds:8.2f}x"
-                  f" {base.predicted_bytes / v.predicted_bytes:6.1f}x")
-        print(f"# {report.device_name}, torch {report.torch_version}, {report.threads} threads, load {report.load_average:.2f},"
-              f" copy bandwidth {report.copy_bandwidth_bytes_per_s / 1e9:.1f} GB/s, SDPA backend {base.sdpa_backend},"
-              f" layers {base.layers_measured}/{base.layers_total}, batch {base.batch}, seq {base.seq}"
-              + ("; NOISY" if report.busy or any(v.noisy for v in report.variants) else ""))
+            print(
+                f"{dtype:6} {v.variant:8} {format_bytes(v.predicted_bytes):>11} {v.measured_seconds * 1e3:9.3f}ms"
+                f" {v.grouped_seconds * 1e3:9.3f}ms {v.repeat_kv_seconds * 1e3:9.3f}ms {v.predicted_seconds * 1e3:9.3f}ms {v.bound:8}"
+                f" {best / v.predicted_seconds:8.2f}x {v.share_of_copy_bandwidth:10.0%} {base.measured_seconds / v.measured_seconds:8.2f}x"
+                f" {base.predicted_bytes / v.predicted_bytes:6.1f}x"
+            )
+        print(
+            f"# {report.device_name}, torch {report.torch_version}, {report.threads} threads, load {report.load_average:.2f},"
+            f" copy bandwidth {report.copy_bandwidth_bytes_per_s / 1e9:.1f} GB/s, SDPA backend {base.sdpa_backend},"
+            f" layers {base.layers_measured}/{base.layers_total}, batch {base.batch}, seq {base.seq}"
+            + ("; NOISY" if report.busy or any(v.noisy for v in report.variants) else "")
+        )
 
 
 if __name__ == "__main__":

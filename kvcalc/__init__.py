@@ -13,7 +13,6 @@ from kvcalc.latency import decode, prefill
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
 
 
-
 def __getattr__(name: str) -> str:
     """`kvcalc.__version__`, read from the installed metadata only when asked (it costs start-up time)."""
     if name != "__version__":
@@ -24,6 +23,7 @@ def __getattr__(name: str) -> str:
         return version("kvcalc")
     except PackageNotFoundError:  # a source checkout that was never installed
         return "0.0.0"
+
 
 __all__ = [
     "GpuSpec", "ModelSpec", "Workload", "budget", "count_params", "decode", "estimate_kv", "fit",

@@ -34,7 +34,11 @@ def _attention_params(model: ModelSpec, h: int) -> int:
         kv += mla.kv_lora_rank * H * (mla.qk_nope_head_dim + mla.v_head_dim)  # up-projection to K_nope and V
         return q + kv + H * mla.v_head_dim * h
     # q and o: H heads; k and v: Hkv heads (GQA)
-    return h * model.heads * model.key_dim + h * model.kv_heads * (model.key_dim + model.value_dim) + model.heads * model.value_dim * h
+    return (
+        h * model.heads * model.key_dim
+        + h * model.kv_heads * (model.key_dim + model.value_dim)
+        + model.heads * model.value_dim * h
+    )
 
 
 def count_params(model: ModelSpec) -> ParamCount | None:
@@ -213,7 +217,5 @@ def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | N
         max_context=context,
         max_context_limit="max_positions" if model.max_positions and context == limit else "memory",
         paging_waste_bytes_at_max_batch=best_batch * (per_seq - exact),
-        max_batch_by_context={
-            s: max_batch(model, workload.model_copy(update={"seq": s}), usable) for s in contexts
-        },
+        max_batch_by_context={s: max_batch(model, workload.model_copy(update={"seq": s}), usable) for s in contexts},
     )

@@ -45,21 +45,47 @@ def reports_errors(command: F) -> F:
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Preset name, a model YAML file, or a Hugging Face config.json.")]
 SeqOpt = Annotated[int, typer.Option("--seq", "-s", help="Context length in tokens (prompt + generated).")]
 BatchOpt = Annotated[int, typer.Option("--batch", "-b", help="Concurrent sequences.")]
-KvDtypeOpt = Annotated[str | None, typer.Option("--kv-dtype", help=f"KV-cache dtype (default: the model's): {', '.join(d.value for d in DType)}.")]
-KvDtypesOpt = Annotated[str | None, typer.Option("--kv-dtype", help="KV-cache dtypes, comma-separated (fp16,fp8,q4_0), each compared (default: the model's).")]
-WeightDtypeOpt = Annotated[str | None, typer.Option("--weight-dtype", help="Weights dtype (default: the model's checkpoint dtype); int4 counts group scales (4.25 bits).")]
-TpOpt = Annotated[int, typer.Option("--tp", help="Tensor-parallel GPUs: KV heads split across them (replicated when tp > KV heads).")]
+KvDtypeOpt = Annotated[
+    str | None, typer.Option("--kv-dtype", help=f"KV-cache dtype (default: the model's): {', '.join(d.value for d in DType)}.")
+]
+KvDtypesOpt = Annotated[
+    str | None,
+    typer.Option("--kv-dtype", help="KV-cache dtypes, comma-separated (fp16,fp8,q4_0), each compared (default: the model's)."),
+]
+WeightDtypeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--weight-dtype", help="Weights dtype (default: the model's checkpoint dtype); int4 counts group scales (4.25 bits)."
+    ),
+]
+TpOpt = Annotated[
+    int, typer.Option("--tp", help="Tensor-parallel GPUs: KV heads split across them (replicated when tp > KV heads).")
+]
 PpOpt = Annotated[int, typer.Option("--pp", help="Pipeline-parallel stages: layers split across them.")]
-BlockOpt = Annotated[int | None, typer.Option("--block-size", help="Paged allocation: round each layer's tokens up to pages of N (vLLM: 16). Default: exact.")]
+BlockOpt = Annotated[
+    int | None,
+    typer.Option("--block-size", help="Paged allocation: round each layer's tokens up to pages of N (vLLM: 16). Default: exact."),
+]
 GpuOpt = Annotated[str | None, typer.Option("--gpu", "-g", help="GPU preset name or GPU YAML file.")]
 MemoryOpt = Annotated[str | None, typer.Option("--memory", help=f"GPU memory, overriding the preset's: {SIZE_HELP}.")]
-UtilOpt = Annotated[float, typer.Option("--utilization", help="Share of GPU memory the engine may use, in (0, 1] (vLLM's default 0.90).")]
-ReserveOpt = Annotated[str, typer.Option("--reserve", help="Memory per GPU kept for the CUDA context, workspaces and activations (default 1GiB).")]
-PresetsOpt = Annotated[list[Path] | None, typer.Option("--presets", help="Extra presets folder (also $KVCALC_PRESETS); user presets win over shipped ones.")]
+UtilOpt = Annotated[
+    float, typer.Option("--utilization", help="Share of GPU memory the engine may use, in (0, 1] (vLLM's default 0.90).")
+]
+ReserveOpt = Annotated[
+    str, typer.Option("--reserve", help="Memory per GPU kept for the CUDA context, workspaces and activations (default 1GiB).")
+]
+PresetsOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--presets", help="Extra presets folder (also $KVCALC_PRESETS); user presets win over shipped ones."),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document (integer bytes) instead of tables.")]
 ExplainOpt = Annotated[bool, typer.Option("--explain", help="Show each formula with its values filled in.")]
-UnitsOpt = Annotated[str, typer.Option("--units", help="Human units: gib (2^30, default) or gb (10^9). Exact bytes are always shown.")]
-EfficiencyOpt = Annotated[float, typer.Option("--efficiency", help="Derate peak bandwidth and FLOP/s, in (0, 1]; 1 = ideal roofline.")]
+UnitsOpt = Annotated[
+    str, typer.Option("--units", help="Human units: gib (2^30, default) or gb (10^9). Exact bytes are always shown.")
+]
+EfficiencyOpt = Annotated[
+    float, typer.Option("--efficiency", help="Derate peak bandwidth and FLOP/s, in (0, 1]; 1 = ideal roofline.")
+]
 
 
 def _positive(**values: int | None) -> None:
@@ -78,7 +104,9 @@ def _workload(model: ModelSpec, seq: int, batch: int, kv_dtype: str | None, tp: 
     _positive(seq=seq, batch=batch, tp=tp, pp=pp, block_size=block_size)
     if model.max_positions and seq > model.max_positions:
         render.warn(f"--seq {seq:,} exceeds {model.name}'s max positions {model.max_positions:,}; figures computed anyway")
-    return Workload(seq=seq, batch=batch, kv_dtype=parse_dtype(kv_dtype) if kv_dtype else None, tp=tp, pp=pp, block_size=block_size)
+    return Workload(
+        seq=seq, batch=batch, kv_dtype=parse_dtype(kv_dtype) if kv_dtype else None, tp=tp, pp=pp, block_size=block_size
+    )
 
 
 def _gpu_and_budget(
@@ -158,7 +186,9 @@ def size(
 @reports_errors
 def fit(
     model: ModelOpt,
-    seq: Annotated[int | None, typer.Option("--seq", "-s", help="Context for max batch (default: 8192, or the model's max if smaller).")] = None,
+    seq: Annotated[
+        int | None, typer.Option("--seq", "-s", help="Context for max batch (default: 8192, or the model's max if smaller).")
+    ] = None,
     batch: BatchOpt = 1,
     gpu: GpuOpt = None,
     memory: MemoryOpt = None,
@@ -169,7 +199,9 @@ def fit(
     block_size: BlockOpt = None,
     utilization: UtilOpt = capacity.DEFAULT_UTILIZATION,
     reserve: ReserveOpt = "1GiB",
-    max_seqs: Annotated[int | None, typer.Option("--max-seqs", help="The engine's cap on concurrent sequences (vLLM max_num_seqs).")] = None,
+    max_seqs: Annotated[
+        int | None, typer.Option("--max-seqs", help="The engine's cap on concurrent sequences (vLLM max_num_seqs).")
+    ] = None,
     presets_dir: PresetsOpt = None,
     json_out: JsonOpt = False,
     explain: ExplainOpt = False,
@@ -337,7 +369,11 @@ def presets_list(presets_dir: PresetsOpt = None, json_out: JsonOpt = False) -> N
 
 @presets_app.command("show")
 @reports_errors
-def presets_show(name: Annotated[str, typer.Argument(help="A model or GPU preset name, or a file.")], presets_dir: PresetsOpt = None, json_out: JsonOpt = False) -> None:
+def presets_show(
+    name: Annotated[str, typer.Argument(help="A model or GPU preset name, or a file.")],
+    presets_dir: PresetsOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
     """One preset's fields, validated, with its source."""
     try:
         spec: ModelSpec | GpuSpec = presets.load_model(name, presets_dir)
@@ -361,10 +397,21 @@ def measure(
     model: Annotated[str, typer.Option("--model", "-m", help="Preset name or model file (default: llama3-8b).")] = "llama3-8b",
     seq: Annotated[int | None, typer.Option("--seq", "-s", help="Context in tokens (default: 8192 on GPU, 2048 on CPU).")] = None,
     batch: Annotated[int | None, typer.Option("--batch", "-b", help="Sequences (default: 8 on GPU, 1 on CPU).")] = None,
-    layers: Annotated[int | None, typer.Option("--layers", help="Measure only the first N layers (predictions scale alike).")] = None,
-    kv_dtype: Annotated[str | None, typer.Option("--kv-dtype", help="fp32, fp16 or bf16 (default: bf16 on GPU, fp32 on CPU).")] = None,
-    variants: Annotated[str | None, typer.Option("--variants", help="Comma list of attention variants to measure: mha, gqa, gqa:G, mqa, mla.")] = None,
-    gpu_preset: Annotated[str | None, typer.Option("--gpu-preset", help="GPU preset for the peak-bandwidth prediction (default: recognised from the device name).")] = None,
+    layers: Annotated[
+        int | None, typer.Option("--layers", help="Measure only the first N layers (predictions scale alike).")
+    ] = None,
+    kv_dtype: Annotated[
+        str | None, typer.Option("--kv-dtype", help="fp32, fp16 or bf16 (default: bf16 on GPU, fp32 on CPU).")
+    ] = None,
+    variants: Annotated[
+        str | None, typer.Option("--variants", help="Comma list of attention variants to measure: mha, gqa, gqa:G, mqa, mla.")
+    ] = None,
+    gpu_preset: Annotated[
+        str | None,
+        typer.Option(
+            "--gpu-preset", help="GPU preset for the peak-bandwidth prediction (default: recognised from the device name)."
+        ),
+    ] = None,
     max_memory: Annotated[str | None, typer.Option("--max-memory", help=f"Take at most this much memory: {SIZE_HELP}.")] = None,
     presets_dir: PresetsOpt = None,
     json_out: JsonOpt = False,
@@ -383,7 +430,9 @@ def measure(
     _positive(seq=seq, batch=batch, layers=layers)
     spec = presets.load_model(model, presets_dir)
     default_dtype = "bf16" if on_gpu else "fp32"
-    work = _workload(spec, seq or (8192 if on_gpu else 2048), batch or (8 if on_gpu else 1), kv_dtype or default_dtype, 1, 1, None)
+    work = _workload(
+        spec, seq or (8192 if on_gpu else 2048), batch or (8 if on_gpu else 1), kv_dtype or default_dtype, 1, 1, None
+    )
     subjects = [(spec.name, spec)]
     if variants:
         parsed = [(name, parse_variant(name)) for name in variants.split(",")]

@@ -218,9 +218,7 @@ def _group_layers(caches: list[LayerCache], dtype: DType, workload: Workload) ->
     return result
 
 
-def _explain(
-    model: ModelSpec, workload: Workload, dtype: DType, groups: list[LayerGroup], seq_bytes: SequenceBytes
-) -> list[str]:
+def _explain(model: ModelSpec, workload: Workload, dtype: DType, groups: list[LayerGroup], seq_bytes: SequenceBytes) -> list[str]:
     packing = PACKING[dtype]
     if packing.block_values == 1:
         b = f"{packing.block_bytes} B ({dtype.value})"

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict
 
 from kvcalc.capacity import count_params, weight_bytes
 from kvcalc.errors import InvalidInput
-from kvcalc.kvcache import kv_dtype, layer_caches, sequence_bytes, tokens_held
+from kvcalc.kvcache import layer_caches, sequence_bytes, tokens_held
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
 from kvcalc.units import PACKING, DType, format_bytes, format_seconds
 
@@ -94,9 +94,7 @@ def peak_flops_for(gpu: GpuSpec, weight_dtype: DType) -> int:
     return gpu.bf16_flops
 
 
-def decode(
-    model: ModelSpec, workload: Workload, gpu: GpuSpec, weight_dtype: DType, efficiency: float = 1.0
-) -> DecodeEstimate:
+def decode(model: ModelSpec, workload: Workload, gpu: GpuSpec, weight_dtype: DType, efficiency: float = 1.0) -> DecodeEstimate:
     """One decode step of `batch` sequences at context `seq`: every GPU of the TP group reads its
     share of the weights (MoE: only the experts the batch touches) and of the KV cache."""
     if not 0 < efficiency <= 1:
@@ -174,10 +172,15 @@ def prefill(model: ModelSpec, workload: Workload, gpu: GpuSpec, weight_dtype: DT
     else:
         qk, pv = model.key_dim, model.value_dim
     attended = sum(causal_tokens_attended(workload.seq, layer.window) for layer in layer_caches(model))
-    flops = (2 * params.active * workload.batch * workload.seq + 2 * workload.batch * model.heads * (qk + pv) * attended) // workload.tp
-    bytes_moved = weight_bytes(params.total, weight_dtype) // workload.tp + workload.batch * sequence_bytes(model, workload).total // workload.tp
+    flops = (
+        2 * params.active * workload.batch * workload.seq + 2 * workload.batch * model.heads * (qk + pv) * attended
+    ) // workload.tp
+    bytes_moved = (
+        weight_bytes(params.total, weight_dtype) // workload.tp
+        + workload.batch * sequence_bytes(model, workload).total // workload.tp
+    )
     line = roofline(bytes_moved, flops, gpu.bandwidth_bytes_per_s * efficiency, peak_flops_for(gpu, weight_dtype) * efficiency)
-    score_bytes = PACKING[kv_dtype(model, workload)].block_bytes
+    score_bytes = PACKING[model.dtype].block_bytes  # scores live in the compute dtype, not the cache's
     rows = workload.batch * model.heads * workload.seq
     return PrefillEstimate(
         seq=workload.seq,

@@ -151,7 +151,9 @@ def resolve(kind: Kind, ref: str, extra_dirs: list[Path] | None = None) -> Any:
     entries = {e.name: e for e in list_presets(kind, extra_dirs)}
     if ref not in entries:
         prefixed = [n for n in entries if n.startswith(ref.lower())]
-        close = (prefixed + [n for n in difflib.get_close_matches(ref.lower(), list(entries), n=3, cutoff=0.5) if n not in prefixed])[:3]
+        close = (
+            prefixed + [n for n in difflib.get_close_matches(ref.lower(), list(entries), n=3, cutoff=0.5) if n not in prefixed]
+        )[:3]
         hint = f"; did you mean {', '.join(close)}?" if close else f"; `kvcalc presets list` shows all {len(entries)}"
         what = "model" if kind == "models" else "GPU"
         raise PresetNotFound(f"unknown {what} {ref!r}{hint}")

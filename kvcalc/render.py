@@ -71,7 +71,13 @@ def kv_table(kv: KvEstimate, decimal: bool, explain: bool) -> None:
         groups = _table("Per layer kind", "kind", "layers", "B/token/layer", "tokens held", "per sequence")
         for g in kv.groups:
             kind = f"sliding W={g.window:,}" if g.kind == "sliding" else g.kind
-            groups.add_row(kind, str(g.layers), f"{g.bytes_per_token_per_layer:,}", f"{g.tokens_held:,}", format_bytes(g.bytes_per_sequence, decimal))
+            groups.add_row(
+                kind,
+                str(g.layers),
+                f"{g.bytes_per_token_per_layer:,}",
+                f"{g.tokens_held:,}",
+                format_bytes(g.bytes_per_sequence, decimal),
+            )
         console.print(groups)
     if kv.replicated_kv_heads:
         warn(f"tp {kv.tp} exceeds the KV heads: each GPU keeps a replica of one KV head")
@@ -94,7 +100,9 @@ def fit_tables(report: FitReport, model: str, gpu: str, decimal: bool, explain: 
     b = report.budget
     table = _table(f"Budget per GPU: {gpu}", "", "bytes")
     table.add_row("memory", _bytes_cell(b.memory_bytes, decimal))
-    table.add_row(f"not used (utilization {b.utilization:g})", _bytes_cell(b.memory_bytes - int(b.memory_bytes * b.utilization), decimal))
+    table.add_row(
+        f"not used (utilization {b.utilization:g})", _bytes_cell(b.memory_bytes - int(b.memory_bytes * b.utilization), decimal)
+    )
     table.add_row("reserve (runtime, activations)", _bytes_cell(b.reserve_bytes, decimal))
     table.add_row("weights", _bytes_cell(b.weights_bytes, decimal))
     table.add_row("left for KV cache", _bytes_cell(b.usable_bytes, decimal))
@@ -102,15 +110,27 @@ def fit_tables(report: FitReport, model: str, gpu: str, decimal: bool, explain: 
     if explain:
         _explain(b.explain)
     if not report.weights_fit:
-        console.print(f"[red]does not fit:[/] the weights exceed the budget by {-b.usable_bytes:,} B ({format_bytes(-b.usable_bytes, decimal)}); try a larger --tp or a smaller --weight-dtype (fp8, int4)")
+        console.print(
+            f"[red]does not fit:[/] the weights exceed the budget by {-b.usable_bytes:,} B ({format_bytes(-b.usable_bytes, decimal)}); try a larger --tp or a smaller --weight-dtype (fp8, int4)"
+        )
         return
-    verdict = "[green]fits[/]" if report.fits else f"[red]does not fit[/] (short by {format_bytes(report.shortfall_bytes, decimal)})"
-    console.print(f"batch {report.batch} at {report.seq:,} tokens needs {format_bytes(report.kv_bytes_per_gpu, decimal)} of KV per GPU: {verdict}")
-    console.print(f"max batch at {report.seq:,} tokens: [bold]{report.max_batch}[/] (limited by {report.max_batch_limit.replace('_', ' ')};"
-                  f" {report.bytes_per_sequence_per_gpu:,} B per sequence per GPU)")
-    console.print(f"max context at batch {report.batch}: [bold]{report.max_context:,}[/] tokens (limited by {report.max_context_limit.replace('_', ' ')})")
+    verdict = (
+        "[green]fits[/]" if report.fits else f"[red]does not fit[/] (short by {format_bytes(report.shortfall_bytes, decimal)})"
+    )
+    console.print(
+        f"batch {report.batch} at {report.seq:,} tokens needs {format_bytes(report.kv_bytes_per_gpu, decimal)} of KV per GPU: {verdict}"
+    )
+    console.print(
+        f"max batch at {report.seq:,} tokens: [bold]{report.max_batch}[/] (limited by {report.max_batch_limit.replace('_', ' ')};"
+        f" {report.bytes_per_sequence_per_gpu:,} B per sequence per GPU)"
+    )
+    console.print(
+        f"max context at batch {report.batch}: [bold]{report.max_context:,}[/] tokens (limited by {report.max_context_limit.replace('_', ' ')})"
+    )
     if report.paging_waste_bytes_at_max_batch:
-        console.print(f"paging waste at max batch: {format_bytes(report.paging_waste_bytes_at_max_batch, decimal)} against the exact need")
+        console.print(
+            f"paging waste at max batch: {format_bytes(report.paging_waste_bytes_at_max_batch, decimal)} against the exact need"
+        )
     if report.max_batch_by_context:
         ctx = _table("Max batch by context", "context", *[f"{s:,}" for s in report.max_batch_by_context])
         ctx.add_row("max batch", *[str(v) for v in report.max_batch_by_context.values()])
@@ -120,17 +140,26 @@ def fit_tables(report: FitReport, model: str, gpu: str, decimal: bool, explain: 
 def decode_tables(step: DecodeEstimate, first: PrefillEstimate | None, decimal: bool, explain: bool) -> None:
     """Decode roofline and, when given, prefill."""
     r = step.roofline
-    table = _table(f"Decode: {step.model} on {step.gpu}, batch {step.batch}, context {step.seq:,}"
-                   + (f", tp {step.tp}" if step.tp > 1 else "") + (f", efficiency {step.efficiency:g}" if step.efficiency < 1 else ""), "", "value")
+    table = _table(
+        f"Decode: {step.model} on {step.gpu}, batch {step.batch}, context {step.seq:,}"
+        + (f", tp {step.tp}" if step.tp > 1 else "")
+        + (f", efficiency {step.efficiency:g}" if step.efficiency < 1 else ""),
+        "",
+        "value",
+    )
     table.add_row("bytes read per step (per GPU)", _bytes_cell(r.bytes_moved, decimal))
-    table.add_row("  weights / KV", f"{format_bytes(step.weights_read_bytes, decimal)} / {format_bytes(step.kv_read_bytes, decimal)}")
+    table.add_row(
+        "  weights / KV", f"{format_bytes(step.weights_read_bytes, decimal)} / {format_bytes(step.kv_read_bytes, decimal)}"
+    )
     table.add_row("memory time", format_seconds(r.memory_seconds))
     table.add_row("compute time", format_seconds(r.compute_seconds))
     table.add_row("time per output token", f"[bold]{format_seconds(step.seconds_per_token)}[/] ({r.bound}-bound)")
     table.add_row("tokens/s per sequence / total", f"{step.tokens_per_s_per_sequence:,.1f} / {step.tokens_per_s:,.1f}")
     table.add_row("arithmetic intensity vs ridge", f"{r.arithmetic_intensity:,.1f} vs {r.ridge_point:,.0f} FLOP/B")
     if first is not None:
-        table.add_row(f"prefill of {first.seq:,} tokens (TTFT)", f"{format_seconds(first.seconds)} ({first.roofline.bound}-bound)")
+        table.add_row(
+            f"prefill of {first.seq:,} tokens (TTFT)", f"{format_seconds(first.seconds)} ({first.roofline.bound}-bound)"
+        )
         table.add_row("naive attention scores per layer", format_bytes(first.naive_scores_bytes_per_layer, decimal))
         table.add_row("FlashAttention row stats per layer", format_bytes(first.flash_stats_bytes_per_layer, decimal))
     console.print(table)
@@ -164,30 +193,65 @@ def measure_tables(report: Any, decimal: bool) -> None:
         f" load {report.load_average:.2f}; copy bandwidth measured {format_bytes(report.copy_bandwidth_bytes_per_s, True)}/s",
         soft_wrap=True,
     )
-    bytes_table = _table("Cache bytes: predicted vs allocated", "variant", "KV heads", "layers", "batch x seq", "predicted", "allocated", "diff")
+    bytes_table = _table(
+        "Cache bytes: predicted vs allocated", "variant", "KV heads", "layers", "batch x seq", "predicted", "allocated", "diff"
+    )
     for v in report.variants:
-        bytes_table.add_row(v.variant, str(v.kv_heads) if v.kv_heads else "latent", f"{v.layers_measured}/{v.layers_total}",
-                            f"{v.batch} x {v.seq:,}", f"{v.predicted_bytes:,}", f"{v.allocated_bytes:,}", f"{v.bytes_difference:+,}")
+        bytes_table.add_row(
+            v.variant,
+            str(v.kv_heads) if v.kv_heads else "latent",
+            f"{v.layers_measured}/{v.layers_total}",
+            f"{v.batch} x {v.seq:,}",
+            f"{v.predicted_bytes:,}",
+            f"{v.allocated_bytes:,}",
+            f"{v.bytes_difference:+,}",
+        )
     console.print(bytes_table)
-    times = _table(f"Decode step ({report.variants[0].dtype}): predicted vs measured", "variant", "at peak BW", "at copy BW",
-                   "roofline", "bound", "SDPA", "grouped", "repeat_kv", "SDPA/roofline", "of copy BW")
+    times = _table(
+        f"Decode step ({report.variants[0].dtype}): predicted vs measured",
+        "variant",
+        "at peak BW",
+        "at copy BW",
+        "roofline",
+        "bound",
+        "SDPA",
+        "grouped",
+        "repeat_kv",
+        "SDPA/roofline",
+        "of copy BW",
+    )
     base = report.variants[0]
     for v in report.variants:
         peak = format_seconds(v.predicted_seconds_at_peak) if v.predicted_seconds_at_peak else "-"
-        times.add_row(v.variant, peak, format_seconds(v.predicted_seconds_at_copy_bandwidth), format_seconds(v.predicted_seconds),
-                      v.bound, format_seconds(v.measured_seconds), format_seconds(v.grouped_seconds), format_seconds(v.repeat_kv_seconds),
-                      f"{v.measured_over_predicted:.2f}x", f"{v.share_of_copy_bandwidth:.0%}")
+        times.add_row(
+            v.variant,
+            peak,
+            format_seconds(v.predicted_seconds_at_copy_bandwidth),
+            format_seconds(v.predicted_seconds),
+            v.bound,
+            format_seconds(v.measured_seconds),
+            format_seconds(v.grouped_seconds),
+            format_seconds(v.repeat_kv_seconds),
+            f"{v.measured_over_predicted:.2f}x",
+            f"{v.share_of_copy_bandwidth:.0%}",
+        )
     console.print(times)
     if len(report.variants) > 1:
         for v in report.variants[1:]:
-            console.print(f"{v.variant} over {base.variant}: measured SDPA speed-up {base.measured_seconds / v.measured_seconds:.2f}x,"
-                          f" byte ratio {base.predicted_bytes / v.predicted_bytes:.2f}x", soft_wrap=True)
+            console.print(
+                f"{v.variant} over {base.variant}: measured SDPA speed-up {base.measured_seconds / v.measured_seconds:.2f}x,"
+                f" byte ratio {base.predicted_bytes / v.predicted_bytes:.2f}x",
+                soft_wrap=True,
+            )
     for v in report.variants:
         console.print(f"{v.variant}: SDPA backend {v.sdpa_backend}; fastest path {v.fastest_path}", soft_wrap=True)
         for note in v.notes:
             console.print(f"  note: {note}", soft_wrap=True)
     if any(v.bytes_difference for v in report.variants):
-        console.print("allocated differs from predicted: the caching allocator rounds each block up (512 B, or 2 MiB for large ones)", soft_wrap=True)
+        console.print(
+            "allocated differs from predicted: the caching allocator rounds each block up (512 B, or 2 MiB for large ones)",
+            soft_wrap=True,
+        )
     if report.busy or any(v.noisy for v in report.variants):
         warn(f"the machine was busy or the timings spread widely (load {report.load_average:.2f}); treat the times as rough")
 
@@ -199,7 +263,10 @@ def progress(enabled: bool) -> Iterator[Callable[[str], None]]:
         yield lambda _step: None
         return
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console, transient=True) as bar:
+
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console, transient=True
+    ) as bar:
         task = bar.add_task("starting")
         yield lambda step: bar.update(task, description=step)
 

@@ -56,8 +56,13 @@ def test_python_dash_m(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "kvcalc", "size", "--model", "llama3-8b", "--seq", "8192", "--json"],
-                         capture_output=True, text=True, check=True, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-m", "kvcalc", "size", "--model", "llama3-8b", "--seq", "8192", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    )
     assert '"bytes_per_token": 131072' in out.stdout
 
 

@@ -41,7 +41,9 @@ def test_fit_tp_and_weight_dtype(cli) -> None:
     doc = cli.json("fit", "--model", "llama3-70b", "--gpu", "h100-sxm", "--tp", "4", "--batch", "32")
     params = count_params(load_model("llama3-70b")).total
     assert doc["budget"]["weights_bytes"] == -(-params * 2 // 4)
-    doc = cli.json("fit", "--model", "llama3-8b", "--memory", "24GiB", "--seq", "4096", "--kv-dtype", "fp8", "--weight-dtype", "int4")
+    doc = cli.json(
+        "fit", "--model", "llama3-8b", "--memory", "24GiB", "--seq", "4096", "--kv-dtype", "fp8", "--weight-dtype", "int4"
+    )
     assert doc["budget"]["weights_bytes"] == -(-8_030_261_248 // 128) * 68  # 4.25 bits per weight
 
 
@@ -67,7 +69,10 @@ def test_weights_too_big_is_an_answer_exit_1(cli) -> None:
 def test_batch_too_big_exit_1_with_shortfall(cli) -> None:
     result = cli("fit", "--model", "llama3-8b", "--memory", "80GiB", "--reserve", "0", "--batch", "58", "--seq", "8192")
     assert result.exit_code == 1 and "does not fit" in result.stdout
-    assert cli("size", "--model", "llama3-8b", "--seq", "8192", "--batch", "58", "--memory", "80GiB", "--reserve", "0").exit_code == 1
+    assert (
+        cli("size", "--model", "llama3-8b", "--seq", "8192", "--batch", "58", "--memory", "80GiB", "--reserve", "0").exit_code
+        == 1
+    )
 
 
 @pytest.mark.parametrize(
@@ -106,7 +111,9 @@ def test_decode_golden_through_cli(cli) -> None:
 
 def test_decode_efficiency_derates(cli) -> None:
     ideal = cli.json("decode", "--model", "llama3-8b", "--gpu", "h100-sxm")["decode"]["seconds_per_token"]
-    derated = cli.json("decode", "--model", "llama3-8b", "--gpu", "h100-sxm", "--efficiency", "0.8")["decode"]["seconds_per_token"]
+    derated = cli.json("decode", "--model", "llama3-8b", "--gpu", "h100-sxm", "--efficiency", "0.8")["decode"][
+        "seconds_per_token"
+    ]
     assert derated == pytest.approx(ideal / 0.8)
 
 

@@ -9,7 +9,7 @@ from kvcalc.capacity import budget, fit
 from kvcalc.latency import decode
 from kvcalc.presets import load_gpu, load_model
 from kvcalc.spec import GpuSpec
-from kvcalc.units import GiB, DType
+from kvcalc.units import DType, GiB
 
 from .conftest import TEST_PRESETS
 

@@ -27,7 +27,13 @@ def test_cpu_measure_allocates_exactly_the_prediction(cli) -> None:
     # 2 layers x 8 KV heads x (128 + 128) x 256 tokens x 4 B (fp32 on the CPU)
     assert doc["predicted_bytes"] == doc["allocated_bytes"] == 2 * 8 * 256 * 256 * 4
     assert doc["layers_measured"] == 2 and doc["device"] == "cpu" and doc["dtype"] == "fp32"
-    for key in ("copy_bandwidth_bytes_per_s", "predicted_seconds", "measured_seconds", "repeat_kv_seconds", "measured_over_predicted"):
+    for key in (
+        "copy_bandwidth_bytes_per_s",
+        "predicted_seconds",
+        "measured_seconds",
+        "repeat_kv_seconds",
+        "measured_over_predicted",
+    ):
         assert math.isfinite(doc[key]) and doc[key] > 0, key
 
 

@@ -20,7 +20,20 @@ REQUIRED_MODELS = {
     "qwen2.5-72b", "qwen3-8b", "falcon-7b", "starcoder", "deepseek-v2-lite", "deepseek-v3", "mistral-7b-v0.1",
     "gemma2-9b", "gemma2-27b", "gemma3-27b", "gpt-oss-20b", "gpt-oss-120b", "mixtral-8x7b", "qwen3-30b-a3b",
 }  # fmt: skip
-REQUIRED_GPUS = {"h100-sxm", "h100-pcie", "h200", "a100-40gb", "a100-80gb", "l4", "l40s", "a10g", "t4", "rtx4090", "mi300x", "b200"}
+REQUIRED_GPUS = {
+    "h100-sxm",
+    "h100-pcie",
+    "h200",
+    "a100-40gb",
+    "a100-80gb",
+    "l4",
+    "l40s",
+    "a10g",
+    "t4",
+    "rtx4090",
+    "mi300x",
+    "b200",
+}
 
 
 def test_required_presets_ship() -> None:
@@ -80,13 +93,44 @@ def test_hf_deepseek_v3_mla_latent() -> None:
 @pytest.mark.parametrize(
     "config, kv_heads, mlp",
     [
-        ({"model_type": "falcon", "hidden_size": 4544, "num_attention_heads": 71, "num_hidden_layers": 32, "multi_query": True}, 1, "plain"),
-        ({"model_type": "falcon", "hidden_size": 8192, "num_attention_heads": 128, "num_hidden_layers": 60,
-          "new_decoder_architecture": True, "num_kv_heads": 8}, 8, "plain"),
+        (
+            {
+                "model_type": "falcon",
+                "hidden_size": 4544,
+                "num_attention_heads": 71,
+                "num_hidden_layers": 32,
+                "multi_query": True,
+            },
+            1,
+            "plain",
+        ),
+        (
+            {
+                "model_type": "falcon",
+                "hidden_size": 8192,
+                "num_attention_heads": 128,
+                "num_hidden_layers": 60,
+                "new_decoder_architecture": True,
+                "num_kv_heads": 8,
+            },
+            8,
+            "plain",
+        ),
         ({"model_type": "gpt_bigcode", "n_embd": 6144, "n_head": 48, "n_layer": 40, "multi_query": True}, 1, "plain"),
         ({"model_type": "gpt2", "n_embd": 768, "n_head": 12, "n_layer": 12}, 12, "plain"),
-        ({"model_type": "qwen2", "hidden_size": 3584, "num_attention_heads": 28, "num_key_value_heads": 4,
-          "num_hidden_layers": 28, "sliding_window": 131072, "use_sliding_window": False}, 4, "gated"),
+        (
+            {
+                "model_type": "qwen2",
+                "hidden_size": 3584,
+                "num_attention_heads": 28,
+                "num_key_value_heads": 4,
+                "num_hidden_layers": 28,
+                "sliding_window": 131072,
+                "use_sliding_window": False,
+            },
+            4,
+            "gated",
+        ),
     ],
 )
 def test_hf_architectures(config: dict, kv_heads: int, mlp: str) -> None:

@@ -100,7 +100,6 @@ def copy_bandwidth(device: torch.device, nbytes: int) -> float:
     src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).fill_(1.0)
     dst = torch.empty_like(src)
     times = time_runs(lambda: dst.copy_(src), device)
-    del src, dst
     return 2 * nbytes / statistics.median(times)
 
 
@@ -237,7 +236,6 @@ def run_variant(plan: MeasurePlan, device: torch.device, progress: Progress) -> 
         progress(f"{plan.model.name}: timing repeat_kv")
         naive = time_runs(lambda: repeat_kv_step(q, cache), device)
         backend = sdpa_backend(q, cache)
-        del q
     cache.release()
     if device.type == "cuda":
         torch.cuda.empty_cache()

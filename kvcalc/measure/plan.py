@@ -70,7 +70,9 @@ def plan_measurement(model: ModelSpec, workload: Workload, allowed_bytes: int, m
             f" more than the {format_bytes(allowed_bytes)} allowed; nothing was allocated"
         )
     if layers < min(model.layers, max_layers or model.layers):
-        notes.append(f"measuring {layers} of {model.layers} layers to fit {format_bytes(allowed_bytes)}; predictions scaled alike")
+        notes.append(
+            f"measuring {layers} of {model.layers} layers to fit {format_bytes(allowed_bytes)}; predictions scaled alike"
+        )
     if work.batch < workload.batch:
         notes.append(f"batch reduced from {workload.batch} to {work.batch} to fit {format_bytes(allowed_bytes)}")
     return MeasurePlan(
