@@ -40,6 +40,11 @@ def measure(
     if max_memory is not None:
         allowed = min(allowed, max_memory)
     plans = [(name, plan_measurement(model, workload, allowed, max_layers)) for name, model in variants]
+    if len(plans) > 1:  # one shape for all variants, so their times compare: the tightest plan's
+        layers = min(plan.model.layers for _, plan in plans)
+        batch = min(plan.workload.batch for _, plan in plans)
+        common = workload.model_copy(update={"batch": batch})
+        plans = [(name, plan_measurement(model, common, allowed, layers)) for name, model in variants]
     progress("measuring copy bandwidth")
     copy_size = max(64 * MiB, min(1 * GiB, allowed // 4)) if device.type == "cuda" else 256 * MiB
     copy_bw = bench.copy_bandwidth(device, min(copy_size, max(allowed // 4, MiB)))
