@@ -70,7 +70,11 @@ def read_mapping(path: Path) -> dict[str, Any]:
 
 def validate(kind: Kind, data: dict[str, Any], origin: str) -> Any:
     """Validate a mapping as a model or GPU spec; errors name the origin, the field and the problem."""
-    spec_type = _SPEC_TYPES[kind]
+    return validate_as(_SPEC_TYPES[kind], data, origin)
+
+
+def validate_as(spec_type: type[BaseModel], data: dict[str, Any], origin: str) -> Any:
+    """Validate a mapping as `spec_type`; the first error names the origin, the field and the problem."""
     try:
         return spec_type.model_validate(data)
     except ValidationError as exc:
@@ -78,10 +82,31 @@ def validate(kind: Kind, data: dict[str, Any], origin: str) -> Any:
         field = ".".join(str(p) for p in error["loc"]) or "(spec)"
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(str(error["loc"][-1]), list(spec_type.model_fields), n=1)
+            owner = _model_at(spec_type, error["loc"][:-1])
+            close = difflib.get_close_matches(str(error["loc"][-1]), list(owner.model_fields), n=1) if owner else []
             message = "unknown field" + (f"; did you mean {close[0]!r}?" if close else "")
         more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
         raise InvalidPreset(f"{origin}: {field}: {message}{more}") from None
+
+
+def _model_at(spec_type: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The nested model a validation error's location points into (for "did you mean")."""
+    current: Any = spec_type
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(str(part)) if isinstance(current, type) and issubclass(current, BaseModel) else None
+        if field is None:
+            return None
+        annotation = field.annotation
+        for candidate in getattr(annotation, "__args__", (annotation,)):
+            inner = getattr(candidate, "__args__", (candidate,))[0] if getattr(candidate, "__origin__", None) is list else candidate
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                current = inner
+                break
+        else:
+            return None
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
 def load_file(kind: Kind, path: Path) -> Any:
@@ -187,3 +212,36 @@ def recognise_gpu(device_name: str) -> str | None:
     """
     name = device_name.lower()
     return next((preset for parts, preset in _DEVICE_NAMES if all(p in name for p in parts)), None)
+
+
+class PlanPresets(BaseModel):
+    """Where a plan's model and GPU names resolve: its folders and its single preset files."""
+
+    base: Path
+    folders: list[Path]
+    files: dict[str, Path]
+
+    def resolve(self, kind: Kind, ref: str) -> Any:
+        """A spec by name (the plan's files, then its folders, user and shipped presets) or by path relative to the plan."""
+        if ref in self.files and _looks_like(read_mapping(self.files[ref])) == kind:
+            return load_file(kind, self.files[ref])
+        if _is_path(ref):
+            return resolve(kind, str(self.base / ref))
+        return resolve(kind, ref, self.folders)
+
+
+def load_plan(path: Path, plan_type: type[BaseModel]) -> tuple[Any, PlanPresets]:
+    """Read and validate a `kvcalc check` plan, and index the presets it names (relative to the plan)."""
+    if not path.is_file():
+        raise InvalidPreset(f"{path}: no such plan file")
+    plan = validate_as(plan_type, read_mapping(path), str(path))
+    folders, files = [], {}
+    for entry in plan.presets:
+        target = path.parent / entry
+        if target.is_dir():
+            folders.append(target)
+        elif target.is_file():
+            files[str(read_mapping(target).get("name") or target.stem)] = target
+        else:
+            raise InvalidPreset(f"{path}: presets: {entry!r} is neither a file nor a folder (paths are relative to the plan)")
+    return plan, PlanPresets(base=path.parent, folders=folders, files=files)

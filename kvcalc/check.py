@@ -1,0 +1,158 @@
+"""`kvcalc check`: assertions that workloads fit the GPUs a team owns. Pure: specs in, verdicts out.
+
+A plan file (YAML) lists workloads, each a model on a GPU with a context and batch, and the
+figures it must keep (`expect`). Every figure comes from the same core as `fit` and `decode`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
+
+from kvcalc import capacity, latency
+from kvcalc.kvcache import estimate_kv
+from kvcalc.spec import GpuSpec, ModelSpec, Workload
+from kvcalc.units import DType, parse_dtype, parse_size
+
+PLAN_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Expect(_Strict):
+    """What a workload must keep. Every key is optional; an empty `expect` asserts nothing but runs."""
+
+    fits: bool | None = None
+    max_batch_at_least: PositiveInt | None = None
+    max_context_at_least: PositiveInt | None = None
+    kv_bytes_at_most: PositiveInt | None = None
+    decode_ms_at_most: PositiveFloat | None = None
+
+
+class PlannedWorkload(_Strict):
+    """One serving configuration: a model on a GPU (or an explicit memory size)."""
+
+    name: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    gpu: str | None = None
+    memory: str | None = None
+    seq: PositiveInt
+    batch: PositiveInt = 1
+    tp: PositiveInt = 1
+    pp: PositiveInt = 1
+    kv_dtype: DType | None = None
+    weight_dtype: DType | None = None
+    block_size: PositiveInt | None = None
+    utilization: float = Field(default=capacity.DEFAULT_UTILIZATION, gt=0, le=1)
+    reserve: str = "1GiB"
+    expect: Expect = Expect()
+
+    @field_validator("kv_dtype", "weight_dtype", mode="before")
+    @classmethod
+    def _read_dtype(cls, value: object) -> object:
+        try:
+            return parse_dtype(value) if isinstance(value, str) else value
+        except Exception as exc:  # InvalidInput: re-raised as a field error naming the key
+            raise ValueError(str(exc)) from None
+
+    @field_validator("memory", "reserve")
+    @classmethod
+    def _read_size(cls, value: str | None) -> str | None:
+        if value is not None and value.strip() not in ("0", "0B"):
+            try:
+                parse_size(value)
+            except Exception as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+
+    @model_validator(mode="after")
+    def _needs_hardware(self) -> PlannedWorkload:
+        if self.gpu is None and self.memory is None:
+            raise ValueError(f"workload {self.name!r} needs gpu or memory")
+        if self.expect.decode_ms_at_most is not None and self.gpu is None:
+            raise ValueError(f"workload {self.name!r}: decode_ms_at_most needs a gpu (its bandwidth)")
+        return self
+
+
+class Plan(_Strict):
+    """A plan file: extra preset files or folders (relative to the plan) and the workloads."""
+
+    presets: list[str] = []
+    workloads: list[PlannedWorkload] = Field(min_length=1)
+
+
+class Assertion(_Strict):
+    """One expectation checked: the figure kvcalc computed against the limit the plan sets."""
+
+    name: str
+    figure: Any
+    limit: Any
+    passed: bool
+
+
+class WorkloadVerdict(_Strict):
+    """One workload's figures and assertions."""
+
+    name: str
+    model: str
+    gpu: str
+    passed: bool
+    fits: bool
+    max_batch: int
+    max_context: int
+    kv_bytes_per_gpu: int
+    usable_bytes: int
+    decode_ms: float | None
+    assertions: list[Assertion]
+
+
+class CheckReport(_Strict):
+    """Every workload's verdict; `passed` only when all are."""
+
+    version: Literal[1] = PLAN_VERSION
+    passed: bool
+    workloads: list[WorkloadVerdict]
+
+
+def check_workload(planned: PlannedWorkload, model: ModelSpec, gpu: GpuSpec | None) -> WorkloadVerdict:
+    """Compute the figures of one workload and test each expectation against them."""
+    work = Workload(seq=planned.seq, batch=planned.batch, kv_dtype=planned.kv_dtype, tp=planned.tp, pp=planned.pp, block_size=planned.block_size)
+    weight_dtype = capacity.weight_dtype_for(model, planned.weight_dtype)
+    memory = capacity.gpu_memory(gpu, parse_size(planned.memory) if planned.memory else None)
+    reserve = 0 if planned.reserve.strip() in ("0", "0B") else parse_size(planned.reserve)
+    budget = capacity.budget(model, work, memory, weight_dtype, planned.utilization, reserve)
+    report = capacity.fit(model, work, budget)
+    kv_bytes = estimate_kv(model, work).bytes_per_gpu
+    decode_ms = latency.decode(model, work, gpu, weight_dtype).seconds_per_token * 1e3 if gpu else None
+    expect = planned.expect
+    checks: list[Assertion] = []
+    if expect.fits is not None:
+        checks.append(Assertion(name="fits", figure=report.fits, limit=expect.fits, passed=report.fits == expect.fits))
+    if expect.max_batch_at_least is not None:
+        checks.append(Assertion(name="max_batch_at_least", figure=report.max_batch, limit=expect.max_batch_at_least, passed=report.max_batch >= expect.max_batch_at_least))
+    if expect.max_context_at_least is not None:
+        checks.append(
+            Assertion(name="max_context_at_least", figure=report.max_context, limit=expect.max_context_at_least, passed=report.max_context >= expect.max_context_at_least)
+        )
+    if expect.kv_bytes_at_most is not None:
+        checks.append(Assertion(name="kv_bytes_at_most", figure=kv_bytes, limit=expect.kv_bytes_at_most, passed=kv_bytes <= expect.kv_bytes_at_most))
+    if expect.decode_ms_at_most is not None:
+        passed = decode_ms is not None and decode_ms <= expect.decode_ms_at_most
+        checks.append(Assertion(name="decode_ms_at_most", figure=decode_ms, limit=expect.decode_ms_at_most, passed=passed))
+    return WorkloadVerdict(
+        name=planned.name,
+        model=model.name,
+        gpu=gpu.name if gpu and not planned.memory else str(planned.memory),
+        passed=all(c.passed for c in checks),
+        fits=report.fits,
+        max_batch=report.max_batch,
+        max_context=report.max_context,
+        kv_bytes_per_gpu=kv_bytes,
+        usable_bytes=budget.usable_bytes,
+        decode_ms=decode_ms,
+        assertions=checks,
+    )

@@ -1,0 +1,80 @@
+"""`kvcalc check`: plan files, pass/fail exit codes, and bad plans."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .conftest import FIXTURES
+
+PLAN = FIXTURES / "check" / "kv-budget.yaml"
+
+
+def test_readme_plan_passes(cli) -> None:
+    doc = cli.json("check", PLAN)
+    assert doc["passed"] is True and doc["version"] == 1
+    chat = doc["workloads"][0]
+    # llama3-8b at 8192 tokens: 1 GiB per sequence, 16 sequences = 16 GiB (test_golden); 55 fit on h100-sxm.
+    assert chat["kv_bytes_per_gpu"] == 16 * 2**30 and chat["max_batch"] == 55
+    ours = doc["workloads"][1]
+    # our-13b: 40 layers x 8 KV heads x 256 values x 1 B (fp8) x 16384 tokens x 4 sequences / tp 2
+    assert ours["model"] == "our-13b" and ours["kv_bytes_per_gpu"] == 40 * 8 * 256 * 16384 * 4 // 2
+
+
+def _plan(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "plan.yaml"
+    path.write_text(body)
+    return path
+
+
+def test_failed_assertion_exits_1_and_says_which(cli, tmp_path: Path) -> None:
+    plan = _plan(tmp_path, "workloads:\n  - {name: big, model: llama3-8b, gpu: l4, seq: 8192, batch: 8, expect: {max_batch_at_least: 8, fits: true}}\n")
+    result = cli("check", plan)
+    assert result.exit_code == 1
+    assert "FAIL big: max_batch_at_least 8" in result.stdout and "fits True" in result.stdout
+    assert "0 of 1 workloads pass" in result.stdout
+    doc = cli("check", plan, "--json")
+    assert doc.exit_code == 1 and '"passed": false' in doc.stdout
+
+
+def test_decode_and_kv_limits(cli, tmp_path: Path) -> None:
+    plan = _plan(
+        tmp_path,
+        "workloads:\n  - name: fast\n    model: llama3-8b\n    gpu: h100-sxm\n    seq: 8192\n"
+        "    expect: {decode_ms_at_most: 5.0, kv_bytes_at_most: 1073741824}\n",
+    )
+    result = cli("check", plan, "--json")
+    assertions = {a["name"]: a for a in __import__("json").loads(result.stdout)["workloads"][0]["assertions"]}
+    assert assertions["kv_bytes_at_most"]["passed"] is True  # exactly 1 GiB
+    assert assertions["decode_ms_at_most"]["passed"] is False  # 5.11 ms (test_golden)
+    assert result.exit_code == 1
+
+
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ("workloads: []\n", "workloads: List should have at least 1 item"),
+        ("workloads:\n  - {name: a, model: llama3-8b, gpu: h100-sxm, seq: 8, expect: {fitz: true}}\n", "workloads.0.expect.fitz: unknown field; did you mean 'fits'?"),
+        ("workloads:\n  - {name: a, model: llama3-8b, seq: 8}\n", "needs gpu or memory"),
+        ("workloads:\n  - {name: a, model: llama3-8b, memory: 80GiB, seq: 8, expect: {decode_ms_at_most: 3}}\n", "decode_ms_at_most needs a gpu"),
+        ("workloads:\n  - {name: a, model: llama3-8b, gpu: h100-sxm, seq: 0}\n", "workloads.0.seq: Input should be greater than 0"),
+        ("workloads:\n  - {name: a, model: llama3-8b, gpu: h100-sxm, seq: 8, kv_dtype: fp9}\n", "unknown dtype 'fp9'"),
+        ("workloads:\n  - {name: a, model: llama3-8b, memory: 80XB, seq: 8}\n", "cannot read size '80XB'"),
+        ("workloads:\n  - {name: a, model: llama3-8b, gpu: h100-sxm, seq: 8, utilization: 1.5}\n", "utilization: Input should be less than or equal to 1"),
+        ("workloads:\n  - {name: a, model: llama9, gpu: h100-sxm, seq: 8}\n", "workload 'a': unknown model 'llama9'"),
+        ("workloads:\n  - {name: a, model: llama3-8b, gpu: h100-sxm, seq: 8, tp: 3}\n", "workload 'a': --tp 3 does not divide"),
+        ("presets: [./nowhere]\nworkloads:\n  - {name: a, model: llama3-8b, gpu: h100-sxm, seq: 8}\n", "'./nowhere' is neither a file nor a folder"),
+        ("- just a list\n", "expected a mapping of fields, found a list"),
+    ],
+)
+def test_bad_plans_exit_2(cli, tmp_path: Path, body: str, expected: str) -> None:
+    result = cli("check", _plan(tmp_path, body))
+    assert result.exit_code == 2, result.output
+    assert expected in result.stderr and "plan.yaml" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
+
+
+def test_missing_plan_file(cli, tmp_path: Path) -> None:
+    result = cli("check", tmp_path / "none.yaml")
+    assert result.exit_code == 2 and "no such plan file" in result.stderr
