@@ -68,7 +68,6 @@ class PlannedWorkload(_Strict):
                 raise ValueError(str(exc)) from None
         return value
 
-
     @model_validator(mode="after")
     def _needs_hardware(self) -> PlannedWorkload:
         if self.gpu is None and self.memory is None:
@@ -120,7 +119,14 @@ class CheckReport(_Strict):
 
 def check_workload(planned: PlannedWorkload, model: ModelSpec, gpu: GpuSpec | None) -> WorkloadVerdict:
     """Compute the figures of one workload and test each expectation against them."""
-    work = Workload(seq=planned.seq, batch=planned.batch, kv_dtype=planned.kv_dtype, tp=planned.tp, pp=planned.pp, block_size=planned.block_size)
+    work = Workload(
+        seq=planned.seq,
+        batch=planned.batch,
+        kv_dtype=planned.kv_dtype,
+        tp=planned.tp,
+        pp=planned.pp,
+        block_size=planned.block_size,
+    )
     weight_dtype = capacity.weight_dtype_for(model, planned.weight_dtype)
     memory = capacity.gpu_memory(gpu, parse_size(planned.memory) if planned.memory else None)
     reserve = 0 if planned.reserve.strip() in ("0", "0B") else parse_size(planned.reserve)
@@ -133,13 +139,32 @@ def check_workload(planned: PlannedWorkload, model: ModelSpec, gpu: GpuSpec | No
     if expect.fits is not None:
         checks.append(Assertion(name="fits", figure=report.fits, limit=expect.fits, passed=report.fits == expect.fits))
     if expect.max_batch_at_least is not None:
-        checks.append(Assertion(name="max_batch_at_least", figure=report.max_batch, limit=expect.max_batch_at_least, passed=report.max_batch >= expect.max_batch_at_least))
+        checks.append(
+            Assertion(
+                name="max_batch_at_least",
+                figure=report.max_batch,
+                limit=expect.max_batch_at_least,
+                passed=report.max_batch >= expect.max_batch_at_least,
+            )
+        )
     if expect.max_context_at_least is not None:
         checks.append(
-            Assertion(name="max_context_at_least", figure=report.max_context, limit=expect.max_context_at_least, passed=report.max_context >= expect.max_context_at_least)
+            Assertion(
+                name="max_context_at_least",
+                figure=report.max_context,
+                limit=expect.max_context_at_least,
+                passed=report.max_context >= expect.max_context_at_least,
+            )
         )
     if expect.kv_bytes_at_most is not None:
-        checks.append(Assertion(name="kv_bytes_at_most", figure=kv_bytes, limit=expect.kv_bytes_at_most, passed=kv_bytes <= expect.kv_bytes_at_most))
+        checks.append(
+            Assertion(
+                name="kv_bytes_at_most",
+                figure=kv_bytes,
+                limit=expect.kv_bytes_at_most,
+                passed=kv_bytes <= expect.kv_bytes_at_most,
+            )
+        )
     if expect.decode_ms_at_most is not None:
         passed = decode_ms is not None and decode_ms <= expect.decode_ms_at_most
         checks.append(Assertion(name="decode_ms_at_most", figure=decode_ms, limit=expect.decode_ms_at_most, passed=passed))

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
+from pydantic import ValidationError
 
 from kvcalc import capacity, latency, presets, render
 from kvcalc.compare import DEFAULT_KV_LORA_RANK, DEFAULT_ROPE_DIM, VARIANT_HELP, Subject, derive, parse_variant
@@ -102,11 +103,14 @@ def _decimal(units: str) -> bool:
 
 def _workload(model: ModelSpec, seq: int, batch: int, kv_dtype: str | None, tp: int, pp: int, block_size: int | None) -> Workload:
     _positive(seq=seq, batch=batch, tp=tp, pp=pp, block_size=block_size)
+    try:
+        work = Workload(seq=seq, batch=batch, kv_dtype=parse_dtype(kv_dtype) if kv_dtype else None, tp=tp, pp=pp, block_size=block_size)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise InvalidInput(f"--{str(error['loc'][0]).replace('_', '-')}: {error['msg']}") from None
     if model.max_positions and seq > model.max_positions:
         render.warn(f"--seq {seq:,} exceeds {model.name}'s max positions {model.max_positions:,}; figures computed anyway")
-    return Workload(
-        seq=seq, batch=batch, kv_dtype=parse_dtype(kv_dtype) if kv_dtype else None, tp=tp, pp=pp, block_size=block_size
-    )
+    return work
 
 
 def _gpu_and_budget(

@@ -54,6 +54,12 @@ def read_mapping(path: Path) -> dict[str, Any]:
     """Parse a YAML (safe loader) or JSON file that must hold one mapping."""
     text = _read_text(path)
     try:
+        if (
+            path.suffix != ".json"
+            and "*" in text
+            and any(isinstance(t, yaml.AliasToken) for t in yaml.scan(text, Loader=yaml.SafeLoader))
+        ):
+            raise InvalidPreset(f"{path}: YAML aliases (*name) are not accepted in presets; write the values out")
         data = json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=_SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -100,7 +106,9 @@ def _model_at(spec_type: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseMode
             return None
         annotation = field.annotation
         for candidate in getattr(annotation, "__args__", (annotation,)):
-            inner = getattr(candidate, "__args__", (candidate,))[0] if getattr(candidate, "__origin__", None) is list else candidate
+            inner = (
+                getattr(candidate, "__args__", (candidate,))[0] if getattr(candidate, "__origin__", None) is list else candidate
+            )
             if isinstance(inner, type) and issubclass(inner, BaseModel):
                 current = inner
                 break

@@ -384,16 +384,32 @@ def compare_tables(c: Comparison, gpu: str | None, decimal: bool) -> None:
 
 def check_table(report: Any) -> None:
     """One row per workload with its figures; a line per failed assertion (report: kvcalc.check.CheckReport)."""
-    table = _table("kvcalc check", "workload", "model", "GPU", "result", "fits", "max batch", "max context", "KV per GPU", "decode/token")
+    table = _table(
+        "kvcalc check", "workload", "model", "GPU", "result", "fits", "max batch", "max context", "KV per GPU", "decode/token"
+    )
     for w in report.workloads:
         result = "[green]pass[/]" if w.passed else "[red]FAIL[/]"
         decode = format_seconds(w.decode_ms / 1e3) if w.decode_ms is not None else "-"
-        table.add_row(w.name, w.model, w.gpu, result, "yes" if w.fits else "no", str(w.max_batch), f"{w.max_context:,}", format_bytes(w.kv_bytes_per_gpu), decode)
+        table.add_row(
+            w.name,
+            w.model,
+            w.gpu,
+            result,
+            "yes" if w.fits else "no",
+            str(w.max_batch),
+            f"{w.max_context:,}",
+            format_bytes(w.kv_bytes_per_gpu),
+            decode,
+        )
     console.print(table)
     for w in report.workloads:
         for a in w.assertions:
             if not a.passed:
-                figure = f"{a.figure:,.2f}" if isinstance(a.figure, float) else (f"{a.figure:,}" if isinstance(a.figure, int) and not isinstance(a.figure, bool) else str(a.figure))
+                figure = (
+                    f"{a.figure:,.2f}"
+                    if isinstance(a.figure, float)
+                    else (f"{a.figure:,}" if isinstance(a.figure, int) and not isinstance(a.figure, bool) else str(a.figure))
+                )
                 console.print(f"[red]FAIL[/] {escape(w.name)}: {a.name} {a.limit} — kvcalc computes {figure}", soft_wrap=True)
     passed = sum(w.passed for w in report.workloads)
     console.print(f"{passed} of {len(report.workloads)} workloads pass")

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from kvcalc.errors import InvalidInput
 from kvcalc.units import DType, parse_dtype
 
 LayerKind = Literal["full", "sliding"]
+Count = Annotated[int, Field(gt=0, le=2**31)]  # a positive count; the bound refuses absurd or overflowing input
+Rate = Annotated[int, Field(gt=0, le=10**20)]  # bytes, bytes/s or FLOP/s
 
 
 class _Frozen(BaseModel):
@@ -19,19 +21,19 @@ class _Frozen(BaseModel):
 class MlaSpec(_Frozen):
     """Multi-head latent attention (DeepSeek-V2/V3): one compressed latent per token per layer."""
 
-    kv_lora_rank: PositiveInt
-    qk_rope_head_dim: PositiveInt
-    qk_nope_head_dim: PositiveInt = 128
-    v_head_dim: PositiveInt = 128
-    q_lora_rank: PositiveInt | None = None
+    kv_lora_rank: Count
+    qk_rope_head_dim: Count
+    qk_nope_head_dim: Count = 128
+    v_head_dim: Count = 128
+    q_lora_rank: Count | None = None
 
 
 class MoeSpec(_Frozen):
     """Mixture of experts: routed experts of `expert_intermediate`, `experts_per_token` active."""
 
-    experts: PositiveInt
-    experts_per_token: PositiveInt
-    expert_intermediate: PositiveInt
+    experts: Count
+    experts_per_token: Count
+    expert_intermediate: Count
     shared_experts: int = Field(default=0, ge=0)
     dense_layers: int = Field(default=0, ge=0, description="the first N layers use a dense MLP")
 
@@ -47,25 +49,25 @@ class ModelSpec(_Frozen):
     the optional fields unlock weights, limits and MoE/MLA/window figures."""
 
     name: str = Field(min_length=1)
-    layers: PositiveInt
-    heads: PositiveInt
-    kv_heads: PositiveInt
-    head_dim: PositiveInt | None = None
-    k_head_dim: PositiveInt | None = None
-    v_head_dim: PositiveInt | None = None
+    layers: Count
+    heads: Count
+    kv_heads: Count
+    head_dim: Count | None = None
+    k_head_dim: Count | None = None
+    v_head_dim: Count | None = None
     dtype: DType = DType.bf16
-    max_positions: PositiveInt | None = None
-    hidden: PositiveInt | None = None
-    intermediate: PositiveInt | None = None
-    vocab: PositiveInt | None = None
+    max_positions: Count | None = None
+    hidden: Count | None = None
+    intermediate: Count | None = None
+    vocab: Count | None = None
     tied_embeddings: bool = False
     mlp: Literal["gated", "plain"] = "gated"
-    sliding_window: PositiveInt | None = None
+    sliding_window: Count | None = None
     layer_pattern: list[LayerKind] | None = None
     mla: MlaSpec | None = None
     moe: MoeSpec | None = None
-    params: PositiveInt | None = None
-    active_params: PositiveInt | None = None
+    params: Rate | None = None
+    active_params: Rate | None = None
     source: str | None = None
     notes: str | None = None
 
@@ -119,10 +121,10 @@ class GpuSpec(_Frozen):
     """An accelerator: memory in bytes, peak bandwidth in bytes/s, dense FLOP/s."""
 
     name: str = Field(min_length=1)
-    memory_bytes: PositiveInt
-    bandwidth_bytes_per_s: PositiveInt
-    bf16_flops: PositiveInt
-    fp8_flops: PositiveInt | None = None
+    memory_bytes: Rate
+    bandwidth_bytes_per_s: Rate
+    bf16_flops: Rate
+    fp8_flops: Rate | None = None
     memory_note: str | None = None
     source: str | None = None
     notes: str | None = None
@@ -131,9 +133,9 @@ class GpuSpec(_Frozen):
 class Workload(_Frozen):
     """What is being served: context, batch, cache dtype and how the model is split."""
 
-    seq: PositiveInt
-    batch: PositiveInt = 1
+    seq: Count
+    batch: Count = 1
     kv_dtype: DType | None = Field(default=None, description="None: the model's dtype")
-    tp: PositiveInt = 1
-    pp: PositiveInt = 1
-    block_size: PositiveInt | None = Field(default=None, description="paged allocation; None = exact")
+    tp: Count = 1
+    pp: Count = 1
+    block_size: Count | None = Field(default=None, description="paged allocation; None = exact")

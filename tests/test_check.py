@@ -29,7 +29,10 @@ def _plan(tmp_path: Path, body: str) -> Path:
 
 
 def test_failed_assertion_exits_1_and_says_which(cli, tmp_path: Path) -> None:
-    plan = _plan(tmp_path, "workloads:\n  - {name: big, model: llama3-8b, gpu: l4, seq: 8192, batch: 8, expect: {max_batch_at_least: 8, fits: true}}\n")
+    plan = _plan(
+        tmp_path,
+        "workloads:\n  - {name: big, model: llama3-8b, gpu: l4, seq: 8192, batch: 8, expect: {max_batch_at_least: 8, fits: true}}\n",
+    )
     result = cli("check", plan)
     assert result.exit_code == 1
     assert "FAIL big: max_batch_at_least 8" in result.stdout and "fits True" in result.stdout
@@ -55,16 +58,31 @@ def test_decode_and_kv_limits(cli, tmp_path: Path) -> None:
     "body, expected",
     [
         ("workloads: []\n", "workloads: List should have at least 1 item"),
-        ("workloads:\n  - {name: a, model: llama3-8b, gpu: h100-sxm, seq: 8, expect: {fitz: true}}\n", "workloads.0.expect.fitz: unknown field; did you mean 'fits'?"),
+        (
+            "workloads:\n  - {name: a, model: llama3-8b, gpu: h100-sxm, seq: 8, expect: {fitz: true}}\n",
+            "workloads.0.expect.fitz: unknown field; did you mean 'fits'?",
+        ),
         ("workloads:\n  - {name: a, model: llama3-8b, seq: 8}\n", "needs gpu or memory"),
-        ("workloads:\n  - {name: a, model: llama3-8b, memory: 80GiB, seq: 8, expect: {decode_ms_at_most: 3}}\n", "decode_ms_at_most needs a gpu"),
-        ("workloads:\n  - {name: a, model: llama3-8b, gpu: h100-sxm, seq: 0}\n", "workloads.0.seq: Input should be greater than 0"),
+        (
+            "workloads:\n  - {name: a, model: llama3-8b, memory: 80GiB, seq: 8, expect: {decode_ms_at_most: 3}}\n",
+            "decode_ms_at_most needs a gpu",
+        ),
+        (
+            "workloads:\n  - {name: a, model: llama3-8b, gpu: h100-sxm, seq: 0}\n",
+            "workloads.0.seq: Input should be greater than 0",
+        ),
         ("workloads:\n  - {name: a, model: llama3-8b, gpu: h100-sxm, seq: 8, kv_dtype: fp9}\n", "unknown dtype 'fp9'"),
         ("workloads:\n  - {name: a, model: llama3-8b, memory: 80XB, seq: 8}\n", "cannot read size '80XB'"),
-        ("workloads:\n  - {name: a, model: llama3-8b, gpu: h100-sxm, seq: 8, utilization: 1.5}\n", "utilization: Input should be less than or equal to 1"),
+        (
+            "workloads:\n  - {name: a, model: llama3-8b, gpu: h100-sxm, seq: 8, utilization: 1.5}\n",
+            "utilization: Input should be less than or equal to 1",
+        ),
         ("workloads:\n  - {name: a, model: llama9, gpu: h100-sxm, seq: 8}\n", "workload 'a': unknown model 'llama9'"),
         ("workloads:\n  - {name: a, model: llama3-8b, gpu: h100-sxm, seq: 8, tp: 3}\n", "workload 'a': --tp 3 does not divide"),
-        ("presets: [./nowhere]\nworkloads:\n  - {name: a, model: llama3-8b, gpu: h100-sxm, seq: 8}\n", "'./nowhere' is neither a file nor a folder"),
+        (
+            "presets: [./nowhere]\nworkloads:\n  - {name: a, model: llama3-8b, gpu: h100-sxm, seq: 8}\n",
+            "'./nowhere' is neither a file nor a folder",
+        ),
         ("- just a list\n", "expected a mapping of fields, found a list"),
     ],
 )
