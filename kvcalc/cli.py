@@ -104,7 +104,9 @@ def _decimal(units: str) -> bool:
 def _workload(model: ModelSpec, seq: int, batch: int, kv_dtype: str | None, tp: int, pp: int, block_size: int | None) -> Workload:
     _positive(seq=seq, batch=batch, tp=tp, pp=pp, block_size=block_size)
     try:
-        work = Workload(seq=seq, batch=batch, kv_dtype=parse_dtype(kv_dtype) if kv_dtype else None, tp=tp, pp=pp, block_size=block_size)
+        work = Workload(
+            seq=seq, batch=batch, kv_dtype=parse_dtype(kv_dtype) if kv_dtype else None, tp=tp, pp=pp, block_size=block_size
+        )
     except ValidationError as exc:
         error = exc.errors()[0]
         raise InvalidInput(f"--{str(error['loc'][0]).replace('_', '-')}: {error['msg']}") from None

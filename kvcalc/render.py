@@ -207,35 +207,28 @@ def measure_tables(report: Any, decimal: bool) -> None:
             f"{v.bytes_difference:+,}",
         )
     console.print(bytes_table)
-    times = _table(
-        f"Decode step ({report.variants[0].dtype}): predicted vs measured",
-        "variant",
-        "at peak BW",
-        "at copy BW",
-        "roofline",
-        "bound",
-        "SDPA",
-        "grouped",
-        "repeat_kv",
-        "SDPA/roofline",
-        "of copy BW",
-    )
-    base = report.variants[0]
-    for v in report.variants:
-        peak = format_seconds(v.predicted_seconds_at_peak) if v.predicted_seconds_at_peak else "-"
-        times.add_row(
-            v.variant,
-            peak,
-            format_seconds(v.predicted_seconds_at_copy_bandwidth),
-            format_seconds(v.predicted_seconds),
-            v.bound,
-            format_seconds(v.measured_seconds),
-            format_seconds(v.grouped_seconds),
-            format_seconds(v.repeat_kv_seconds),
-            f"{v.measured_over_predicted:.2f}x",
-            f"{v.share_of_copy_bandwidth:.0%}",
-        )
+    times = _table(f"Decode step ({report.variants[0].dtype}): predicted vs measured", "", *[v.variant for v in report.variants])
+    rows: list[tuple[str, Callable[[Any], str]]] = [
+        (
+            "peak BW (preset)",
+            lambda v: format_seconds(v.predicted_seconds_at_peak) if v.predicted_seconds_at_peak else "-",
+        ),
+        ("copy BW (measured)", lambda v: format_seconds(v.predicted_seconds_at_copy_bandwidth)),
+        ("roofline", lambda v: f"{format_seconds(v.predicted_seconds)} ({v.bound})"),
+        ("SDPA median", lambda v: f"[bold]{format_seconds(v.measured_seconds)}[/]"),
+        ("SDPA p10-p90", lambda v: f"{v.sdpa.p10 * 1e3:.3g}-{v.sdpa.p90 * 1e3:.3g} ms"),
+        ("grouped matmul", lambda v: format_seconds(v.grouped_seconds)),
+        ("repeat_kv", lambda v: format_seconds(v.repeat_kv_seconds)),
+        ("SDPA / roofline", lambda v: f"{v.measured_over_predicted:.2f}x"),
+        ("SDPA % of copy BW", lambda v: f"{v.share_of_copy_bandwidth:.0%}"),
+        ("fastest", lambda v: v.fastest_path),
+        ("SDPA backend", lambda v: v.sdpa_backend),
+    ]
+    times.columns[0].no_wrap = True
+    for label, cell in rows:
+        times.add_row(label, *[cell(v) for v in report.variants])
     console.print(times)
+    base = report.variants[0]
     if len(report.variants) > 1:
         for v in report.variants[1:]:
             console.print(
@@ -243,10 +236,8 @@ def measure_tables(report: Any, decimal: bool) -> None:
                 f" byte ratio {base.predicted_bytes / v.predicted_bytes:.2f}x",
                 soft_wrap=True,
             )
-    for v in report.variants:
-        console.print(f"{v.variant}: SDPA backend {v.sdpa_backend}; fastest path {v.fastest_path}", soft_wrap=True)
-        for note in v.notes:
-            console.print(f"  note: {note}", soft_wrap=True)
+    for note in dict.fromkeys(n for v in report.variants for n in v.notes):
+        console.print(f"note: {note}", soft_wrap=True)
     if any(v.bytes_difference for v in report.variants):
         console.print(
             "allocated differs from predicted: the caching allocator rounds each block up (512 B, or 2 MiB for large ones)",
