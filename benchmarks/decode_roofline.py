@@ -12,10 +12,10 @@ Ratios come from one run on one machine; absolute times on a shared machine are 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from kvcalc.compare import derive, parse_variant
+from kvcalc.documents import MeasureDocument
 from kvcalc.kvcache import estimate_kv
 from kvcalc.measure.plan import truncated
 from kvcalc.measure.runner import measure
@@ -78,7 +78,7 @@ def main() -> None:
             reports = [measure(subjects, work, args.device, args.layers, None, peak, lambda _s: None)]
         if args.json:
             for report in reports:
-                print(json.dumps(report.flat()), file=sys.stderr)
+                print(MeasureDocument.of(report).model_dump_json(), file=sys.stderr)
         base = reports[0].variants[0]
         same_shape = len(reports) == 1  # speed-ups only compare variants measured at one shape
         for report in reports:

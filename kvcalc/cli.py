@@ -10,7 +10,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from pydantic import ValidationError
 
-from kvcalc import capacity, latency, presets, render
+from kvcalc import capacity, documents, latency, presets, render
 from kvcalc.compare import DEFAULT_KV_LORA_RANK, DEFAULT_ROPE_DIM, VARIANT_HELP, Subject, derive, parse_variant
 from kvcalc.compare import compare as compare_rows
 from kvcalc.errors import DoesNotFit, InvalidInput, KvcalcError, PresetNotFound
@@ -162,21 +162,15 @@ def size(
     wdtype = capacity.weight_dtype_for(spec, parse_dtype(weight_dtype) if weight_dtype else None)
     params = capacity.count_params(spec)
     weights = capacity.weight_bytes(params.total, wdtype) if params else None
-    document: dict[str, Any] = {
-        "model": spec.model_dump(mode="json"),
-        "kv": kv.model_dump(mode="json"),
-        "weights": {"dtype": wdtype.value, "bytes": weights, "params": params.model_dump() if params else None},
-    }
     report = step = None
     if gpu or memory:
         gpu_spec, budget = _gpu_and_budget(spec, work, gpu, memory, wdtype, utilization, reserve, presets_dir)
         report = capacity.fit(spec, work, budget)
-        document["fit"] = report.model_dump(mode="json")
         if gpu_spec is not None:
             step = latency.decode(spec, work, gpu_spec, wdtype)
-            document["decode"] = step.model_dump(mode="json")
     if json_out:
-        render.print_json(document)
+        weights_doc = documents.Weights(dtype=wdtype, bytes=weights, params=params)
+        render.print_json(documents.SizeDocument(model=spec, kv=kv, weights=weights_doc, fit=report, decode=step))
     else:
         render.kv_table(kv, decimal, explain)
         render.weights_line(params, weights, wdtype.value, decimal)
@@ -227,7 +221,7 @@ def fit(
     gpu_spec, budget = _gpu_and_budget(spec, work, gpu, memory, wdtype, utilization, reserve, presets_dir)
     report = capacity.fit(spec, work, budget, max_seqs)
     if json_out:
-        render.print_json({"model": spec.name, "gpu": _gpu_label(gpu_spec, memory), **report.model_dump(mode="json")})
+        render.print_json(documents.FitDocument(**report.model_dump(), model=spec.name, gpu=_gpu_label(gpu_spec, memory)))
     else:
         render.fit_tables(report, spec.name, _gpu_label(gpu_spec, memory), decimal, explain)
     if not (report.fits if seq is not None else report.max_context > 0):
@@ -260,7 +254,7 @@ def decode(
     step = latency.decode(spec, work, gpu_spec, wdtype, efficiency)
     first = latency.prefill(spec, work, gpu_spec, wdtype, efficiency)
     if json_out:
-        render.print_json({"decode": step.model_dump(mode="json"), "prefill": first.model_dump(mode="json")})
+        render.print_json(documents.DecodeDocument(decode=step, prefill=first))
     else:
         render.decode_tables(step, first, decimal, explain)
 
@@ -354,7 +348,7 @@ def compare(
     result = compare_rows(subjects, work, _kv_dtypes(kv_dtype), gpu_spec, base)
     label = _gpu_label(gpu_spec, memory) if gpu or memory else None
     if json_out:
-        render.print_json({"gpu": label, **result.model_dump(mode="json")})
+        render.print_json(documents.CompareDocument(**result.model_dump(), gpu=label))
     else:
         render.compare_tables(result, label, decimal)
 
@@ -363,14 +357,13 @@ def compare(
 @reports_errors
 def presets_list(presets_dir: PresetsOpt = None, json_out: JsonOpt = False) -> None:
     """Every model and GPU preset, and where it comes from (shipped or a user folder)."""
-    document = {
-        kind: [{"name": e.name, "origin": e.origin, "path": str(e.path)} for e in presets.list_presets(kind, presets_dir)]
-        for kind in ("models", "gpus")
-    }
+    document = documents.PresetsDocument(
+        models=presets.list_presets("models", presets_dir), gpus=presets.list_presets("gpus", presets_dir)
+    )
     if json_out:
         render.print_json(document)
     else:
-        render.presets_tables(document)
+        render.presets_tables(document.model_dump(mode="json", exclude={"version"}))
 
 
 @presets_app.command("show")
@@ -388,11 +381,10 @@ def presets_show(
             spec = presets.load_gpu(name, presets_dir)
         except KvcalcError:
             raise model_error from None
-    document = spec.model_dump(mode="json", exclude_none=True)
     if json_out:
-        render.print_json(document)
+        render.print_json(documents.PresetDocument(kind="model" if isinstance(spec, ModelSpec) else "gpu", spec=spec))
     else:
-        render.spec_table(document)
+        render.spec_table(spec.model_dump(mode="json", exclude_none=True))
 
 
 @app.command()
@@ -451,7 +443,7 @@ def measure(
     with render.progress(enabled=not json_out) as step:
         report = run_measure(subjects, work, device, layers, limit, peak, step)
     if json_out:
-        render.print_json(report.flat())
+        render.print_json(documents.MeasureDocument.of(report))
     else:
         render.measure_tables(report, decimal=False)
 
@@ -477,8 +469,19 @@ def check(
             raise type(exc)(f"{where}: {exc}") from None
     report = CheckReport(passed=all(v.passed for v in verdicts), workloads=verdicts)
     if json_out:
-        render.print_json(report.model_dump(mode="json"))
+        render.print_json(report)
     else:
         render.check_table(report)
     if not report.passed:
         raise typer.Exit(DoesNotFit.exit_code)
+
+
+@app.command()
+@reports_errors
+def schema(
+    command: Annotated[str, typer.Argument(help=f"One of: {', '.join(documents.SCHEMAS)}.")],
+) -> None:
+    """The JSON Schema of a command's --json document (generated from its result model; `version` marks breaking changes)."""
+    if command not in documents.SCHEMAS:
+        raise InvalidInput(f"no command {command!r} prints JSON; choose one of {', '.join(documents.SCHEMAS)}")
+    render.print_json(documents.SCHEMAS[command].model_json_schema())

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -22,9 +23,10 @@ console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def print_json(document: dict[str, Any]) -> None:
+def print_json(document: BaseModel | dict[str, Any]) -> None:
     """One JSON document on stdout; bytes stay integers."""
-    sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+    data = document.model_dump(mode="json") if isinstance(document, BaseModel) else document
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
 def warn(message: str) -> None:

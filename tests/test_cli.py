@@ -70,8 +70,9 @@ def test_presets_list_and_show(cli, monkeypatch: pytest.MonkeyPatch) -> None:
     doc = cli.json("presets", "list")
     assert len(doc["models"]) >= 20 and len(doc["gpus"]) >= 12
     shown = cli.json("presets", "show", "gemma2-9b")
-    assert shown["sliding_window"] == 4096 and shown["source"]
-    assert cli.json("presets", "show", "h100-sxm")["bandwidth_bytes_per_s"] == 3_350_000_000_000
+    assert shown["kind"] == "model" and shown["spec"]["sliding_window"] == 4096 and shown["spec"]["source"]
+    gpu = cli.json("presets", "show", "h100-sxm")
+    assert gpu["kind"] == "gpu" and gpu["spec"]["bandwidth_bytes_per_s"] == 3_350_000_000_000
 
 
 def test_user_presets_folder_wins_and_is_listed(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -121,8 +121,3 @@ class MeasureReport(BaseModel):
     gpu_preset: str | None
     copy_bandwidth_bytes_per_s: float
     variants: list[VariantResult]
-
-    def flat(self) -> dict[str, Any]:
-        """JSON document: the run's fields, the first variant's fields at top level, and every variant."""
-        first = self.variants[0].model_dump(mode="json")
-        return {**first, **self.model_dump(mode="json")}

@@ -1,0 +1,121 @@
+"""The JSON documents the commands print with --json, one pydantic model each.
+
+`kvcalc schema COMMAND` prints the JSON Schema generated from these models; a test checks that
+every command's output validates against its model and round-trips to the same JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from kvcalc.capacity import FitReport, ParamCount
+from kvcalc.check import CheckReport
+from kvcalc.compare import Comparison
+from kvcalc.kvcache import KvEstimate
+from kvcalc.latency import DecodeEstimate, PrefillEstimate
+from kvcalc.measure.report import MeasureReport, VariantResult
+from kvcalc.presets import PresetEntry
+from kvcalc.spec import GpuSpec, ModelSpec
+from kvcalc.units import DType
+
+SCHEMA_VERSION = 1  # bump when a key is renamed or removed; adding keys keeps it
+
+
+class Document(BaseModel):
+    """Base of every --json document: frozen, no unknown keys, a schema version."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    version: Literal[1] = SCHEMA_VERSION
+
+
+class Weights(BaseModel):
+    """The weights' dtype, bytes and parameter count (None when the model gives no shapes)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    dtype: DType
+    bytes: int | None
+    params: ParamCount | None
+
+
+class SizeDocument(Document):
+    """`kvcalc size --json`: the model, its KV figures and weights; fit and decode with a GPU."""
+
+    model: ModelSpec
+    kv: KvEstimate
+    weights: Weights
+    fit: FitReport | None = None
+    decode: DecodeEstimate | None = None
+
+
+class FitDocument(FitReport):
+    """`kvcalc fit --json`: the fit report with the model and GPU it is for."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    version: Literal[1] = SCHEMA_VERSION
+    model: str
+    gpu: str
+
+
+class DecodeDocument(Document):
+    """`kvcalc decode --json`: one decode step and the prefill of the same context."""
+
+    decode: DecodeEstimate
+    prefill: PrefillEstimate
+
+
+class CompareDocument(Comparison):
+    """`kvcalc compare --json`: the rows in the order given, and the GPU or memory label."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    version: Literal[1] = SCHEMA_VERSION
+    gpu: str | None
+
+
+class MeasureDocument(VariantResult):
+    """`kvcalc measure --json`: the run's fields, the first variant's at top level, and every variant."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    version: Literal[1] = SCHEMA_VERSION
+    model: str
+    device: str
+    device_name: str
+    torch_version: str
+    threads: int
+    load_average: float
+    busy: bool
+    gpu_preset: str | None
+    copy_bandwidth_bytes_per_s: float
+    variants: list[VariantResult]
+
+    @classmethod
+    def of(cls, report: MeasureReport) -> MeasureDocument:
+        """Flatten a report: its first variant's fields beside the run's."""
+        return cls(**report.variants[0].model_dump(), **report.model_dump(exclude={"variants"}), variants=report.variants)
+
+
+class PresetsDocument(Document):
+    """`kvcalc presets list --json`."""
+
+    models: list[PresetEntry]
+    gpus: list[PresetEntry]
+
+
+class PresetDocument(Document):
+    """`kvcalc presets show --json`: one validated spec."""
+
+    kind: Literal["model", "gpu"]
+    spec: ModelSpec | GpuSpec
+
+
+SCHEMAS: dict[str, type[BaseModel]] = {
+    "size": SizeDocument,
+    "fit": FitDocument,
+    "decode": DecodeDocument,
+    "compare": CompareDocument,
+    "measure": MeasureDocument,
+    "check": CheckReport,
+    "presets-list": PresetsDocument,
+    "presets-show": PresetDocument,
+}

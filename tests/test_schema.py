@@ -1,0 +1,42 @@
+"""Every --json document matches the schema `kvcalc schema COMMAND` prints."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kvcalc.documents import SCHEMAS
+
+from .conftest import FIXTURES
+
+RUNS = {
+    "size": ["size", "--model", "gemma2-9b", "--seq", "8192", "--gpu", "l40s"],
+    "fit": ["fit", "--model", "llama3-8b", "--gpu", "h100-sxm"],
+    "decode": ["decode", "--model", "mixtral-8x7b", "--gpu", "a100-80gb", "--tp", "2"],
+    "compare": ["compare", "mha", "gqa", "mqa", "mla", "--gpu", "h100-sxm", "--kv-dtype", "bf16,fp8"],
+    "measure": ["measure", "--device", "cpu", "--seq", "128", "--layers", "1", "--variants", "gqa,mqa"],
+    "check": ["check", str(FIXTURES / "check" / "kv-budget.yaml")],
+    "presets-list": ["presets", "list"],
+    "presets-show": ["presets", "show", "deepseek-v3"],
+}
+
+
+def test_every_schema_has_a_run() -> None:
+    assert set(RUNS) == set(SCHEMAS)
+
+
+@pytest.mark.parametrize("command", sorted(RUNS))
+def test_output_matches_its_schema(cli, command: str) -> None:
+    printed = cli.json(*RUNS[command])
+    model = SCHEMAS[command]
+    # Validates (no unknown keys anywhere: extra="forbid") and round-trips to the very same JSON.
+    assert model.model_validate(printed).model_dump(mode="json") == printed
+    assert printed["version"] == 1
+    schema = json.loads(cli("schema", command).stdout)
+    assert set(printed) <= set(schema["properties"]) and "version" in schema["properties"]
+
+
+def test_unknown_schema(cli) -> None:
+    result = cli("schema", "sizes")
+    assert result.exit_code == 2 and "no command 'sizes' prints JSON" in result.stderr
