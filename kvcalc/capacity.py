@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
-
+from kvcalc.base import Frozen
 from kvcalc.errors import InvalidInput
 from kvcalc.kvcache import sequence_bytes
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
@@ -15,10 +14,9 @@ DEFAULT_UTILIZATION = 0.90  # vLLM's gpu_memory_utilization default
 DEFAULT_RESERVE_BYTES = 1 * GiB  # CUDA context + cuBLAS workspace + a chunked prefill's activations
 
 
-class ParamCount(BaseModel):
+class ParamCount(Frozen):
     """Parameters in total, touched per token (MoE: active experts only), and in routed experts."""
 
-    model_config = ConfigDict(frozen=True)
     total: int
     active: int
     routed_experts: int  # parameters of all routed experts together (0 for dense models)
@@ -80,10 +78,9 @@ def weight_bytes(params: int, dtype: DType) -> int:
     return PACKING[dtype].bytes_for(params)
 
 
-class Budget(BaseModel):
+class Budget(Frozen):
     """Memory of one GPU and what is left for the KV cache."""
 
-    model_config = ConfigDict(frozen=True)
     memory_bytes: int
     utilization: float
     reserve_bytes: int
@@ -170,10 +167,9 @@ STANDARD_CONTEXTS = (2048, 8192, 32768, 131072)
 UNBOUNDED_CONTEXT = 2**31  # search limit for models that state no max positions
 
 
-class FitReport(BaseModel):
+class FitReport(Frozen):
     """What fits on one GPU of the deployment: the budget, max batch and max context, and why."""
 
-    model_config = ConfigDict(frozen=True)
     budget: Budget
     seq: int
     batch: int

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from kvcalc import capacity, latency
+from kvcalc.base import Strict
 from kvcalc.kvcache import estimate_kv
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
 from kvcalc.units import DType, parse_dtype, parse_size
@@ -18,11 +19,7 @@ from kvcalc.units import DType, parse_dtype, parse_size
 PLAN_VERSION = 1
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Expect(_Strict):
+class Expect(Strict):
     """What a workload must keep. Every key is optional; an empty `expect` asserts nothing but runs."""
 
     fits: bool | None = None
@@ -32,7 +29,7 @@ class Expect(_Strict):
     decode_ms_at_most: PositiveFloat | None = None
 
 
-class PlannedWorkload(_Strict):
+class PlannedWorkload(Strict):
     """One serving configuration: a model on a GPU (or an explicit memory size)."""
 
     name: str = Field(min_length=1)
@@ -77,14 +74,14 @@ class PlannedWorkload(_Strict):
         return self
 
 
-class Plan(_Strict):
+class Plan(Strict):
     """A plan file: extra preset files or folders (relative to the plan) and the workloads."""
 
     presets: list[str] = []
     workloads: list[PlannedWorkload] = Field(min_length=1)
 
 
-class Assertion(_Strict):
+class Assertion(Strict):
     """One expectation checked: the figure kvcalc computed against the limit the plan sets."""
 
     name: str
@@ -93,7 +90,7 @@ class Assertion(_Strict):
     passed: bool
 
 
-class WorkloadVerdict(_Strict):
+class WorkloadVerdict(Strict):
     """One workload's figures and assertions."""
 
     name: str
@@ -109,7 +106,7 @@ class WorkloadVerdict(_Strict):
     assertions: list[Assertion]
 
 
-class CheckReport(_Strict):
+class CheckReport(Strict):
     """Every workload's verdict; `passed` only when all are."""
 
     version: Literal[1] = PLAN_VERSION

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from kvcalc import capacity, latency
+from kvcalc.base import Frozen
 from kvcalc.capacity import Budget
 from kvcalc.errors import InvalidInput
 from kvcalc.kvcache import estimate_kv, layer_bytes_per_token, layer_caches
@@ -25,11 +26,7 @@ DEFAULT_KV_LORA_RANK = 512  # DeepSeek-V2/V3 config.json kv_lora_rank
 DEFAULT_ROPE_DIM = 64  # DeepSeek-V2/V3 config.json qk_rope_head_dim
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
-class Variant(_Frozen):
+class Variant(Frozen):
     """An attention layout to give a model; `gqa:G` carries its G KV heads."""
 
     name: str
@@ -84,7 +81,7 @@ def derive(
         raise InvalidInput(f"{variant.name} of {model.name}: {exc.errors()[0]['msg']}") from None
 
 
-class Subject(_Frozen):
+class Subject(Frozen):
     """One model or variant to compare: its spec, weights' dtype and, given a GPU or memory, its budget."""
 
     name: str
@@ -93,7 +90,7 @@ class Subject(_Frozen):
     budget: Budget | None = None
 
 
-class RowFit(_Frozen):
+class RowFit(Frozen):
     """What fits on one GPU (capacity.fit): max batch at the context, max context at the batch."""
 
     weights_bytes: int  # per GPU
@@ -105,7 +102,7 @@ class RowFit(_Frozen):
     max_context_limit: Literal["memory", "max_positions"]
 
 
-class RowDecode(_Frozen):
+class RowDecode(Frozen):
     """One decode step of the batch at the context (latency.decode)."""
 
     seconds_per_token: float
@@ -113,7 +110,7 @@ class RowDecode(_Frozen):
     tokens_per_s: float
 
 
-class CompareRow(_Frozen):
+class CompareRow(Frozen):
     """One model or variant in one cache dtype. Savings are per batch against the baseline row."""
 
     name: str
@@ -131,14 +128,14 @@ class CompareRow(_Frozen):
     decode: RowDecode | None = None
 
 
-class Baseline(_Frozen):
+class Baseline(Frozen):
     """The row savings are measured against: the mha variant when present, else the first row."""
 
     name: str
     kv_dtype: DType
 
 
-class Comparison(_Frozen):
+class Comparison(Frozen):
     """Rows in the order given (each name, then each cache dtype), with the baseline and a footnote."""
 
     model: str | None  # the model the variants derive from; None when models are compared

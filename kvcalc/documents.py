@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from kvcalc.base import Strict
 from kvcalc.capacity import FitReport, ParamCount
 from kvcalc.check import CheckReport
 from kvcalc.compare import Comparison
@@ -23,17 +24,15 @@ from kvcalc.units import DType
 SCHEMA_VERSION = 1  # bump when a key is renamed or removed; adding keys keeps it
 
 
-class Document(BaseModel):
+class Document(Strict):
     """Base of every --json document: frozen, no unknown keys, a schema version."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
     version: Literal[1] = SCHEMA_VERSION
 
 
-class Weights(BaseModel):
+class Weights(Strict):
     """The weights' dtype, bytes and parameter count (None when the model gives no shapes)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
     dtype: DType
     bytes: int | None
     params: ParamCount | None
@@ -52,7 +51,7 @@ class SizeDocument(Document):
 class FitDocument(FitReport):
     """`kvcalc fit --json`: the fit report with the model and GPU it is for."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(extra="forbid")
     version: Literal[1] = SCHEMA_VERSION
     model: str
     gpu: str
@@ -68,7 +67,7 @@ class DecodeDocument(Document):
 class CompareDocument(Comparison):
     """`kvcalc compare --json`: the rows in the order given, and the GPU or memory label."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(extra="forbid")
     version: Literal[1] = SCHEMA_VERSION
     gpu: str | None
 
@@ -76,7 +75,7 @@ class CompareDocument(Comparison):
 class MeasureDocument(VariantResult):
     """`kvcalc measure --json`: the run's fields, the first variant's at top level, and every variant."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(extra="forbid")
     version: Literal[1] = SCHEMA_VERSION
     model: str
     device: str

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
-
+from kvcalc.base import Frozen
 from kvcalc.errors import InvalidInput
 from kvcalc.spec import ModelSpec, Workload
 from kvcalc.units import PACKING, DType, format_bytes
@@ -18,10 +17,9 @@ from kvcalc.units import PACKING, DType, format_bytes
 CacheKind = Literal["full", "sliding", "mla"]
 
 
-class LayerCache(BaseModel):
+class LayerCache(Frozen):
     """What one layer caches per token on one tensor-parallel rank."""
 
-    model_config = ConfigDict(frozen=True)
     kind: CacheKind
     window: int | None
     kv_heads: int  # per rank; 0 for an MLA latent
@@ -103,10 +101,9 @@ def pipeline_stages(layers: int, pp: int) -> list[range]:
     return stages
 
 
-class SequenceBytes(BaseModel):
+class SequenceBytes(Frozen):
     """KV bytes of one sequence: on the busiest GPU, and over all GPUs."""
 
-    model_config = ConfigDict(frozen=True)
     per_gpu: int
     total: int
 
@@ -128,10 +125,9 @@ def kv_dtype(model: ModelSpec, workload: Workload) -> DType:
     return workload.kv_dtype or model.dtype
 
 
-class LayerGroup(BaseModel):
+class LayerGroup(Frozen):
     """Layers that cache alike (same kind and window), with their share of the figures."""
 
-    model_config = ConfigDict(frozen=True)
     kind: CacheKind
     window: int | None
     layers: int
@@ -143,10 +139,9 @@ class LayerGroup(BaseModel):
     bytes_per_sequence: int  # all layers of the group, all ranks
 
 
-class KvEstimate(BaseModel):
+class KvEstimate(Frozen):
     """KV-cache figures for one model and workload, with the breakdown behind them."""
 
-    model_config = ConfigDict(frozen=True)
     model: str
     seq: int
     batch: int

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
-
+from kvcalc.base import Frozen
 from kvcalc.capacity import count_params, weight_bytes
 from kvcalc.errors import InvalidInput
 from kvcalc.kvcache import layer_caches, sequence_bytes, tokens_held
@@ -15,10 +14,9 @@ from kvcalc.units import PACKING, DType, format_bytes, format_seconds
 Bound = Literal["memory", "compute"]
 
 
-class Roofline(BaseModel):
+class Roofline(Frozen):
     """One step's bytes and FLOPs on one GPU of the TP group, and the time each would take."""
 
-    model_config = ConfigDict(frozen=True)
     bytes_moved: int
     flops: int
     bandwidth_bytes_per_s: float
@@ -68,10 +66,9 @@ def expected_experts_touched(experts: int, per_token: int, tokens: int) -> float
     return experts * (1 - (1 - per_token / experts) ** tokens)
 
 
-class DecodeEstimate(BaseModel):
+class DecodeEstimate(Frozen):
     """Time per output token for a batch at a context, with its roofline."""
 
-    model_config = ConfigDict(frozen=True)
     model: str
     gpu: str
     batch: int
@@ -150,10 +147,9 @@ def causal_tokens_attended(seq: int, window: int | None) -> int:
     return window * (window + 1) // 2 + (seq - window) * window
 
 
-class PrefillEstimate(BaseModel):
+class PrefillEstimate(Frozen):
     """Time to first token for a prompt of `seq` tokens, and the attention scores' memory."""
 
-    model_config = ConfigDict(frozen=True)
     seq: int
     batch: int
     roofline: Roofline

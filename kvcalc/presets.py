@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from kvcalc.base import Frozen
 from kvcalc.errors import InvalidPreset, PresetNotFound
 from kvcalc.spec import GpuSpec, ModelSpec
 
@@ -127,7 +128,7 @@ def load_file(kind: Kind, path: Path) -> Any:
     return validate(kind, data, str(path))
 
 
-class PresetEntry(BaseModel):
+class PresetEntry(Frozen):
     """A preset's name and the file it comes from."""
 
     name: str
@@ -222,7 +223,7 @@ def recognise_gpu(device_name: str) -> str | None:
     return next((preset for parts, preset in _DEVICE_NAMES if all(p in name for p in parts)), None)
 
 
-class PlanPresets(BaseModel):
+class PlanPresets(Frozen):
     """Where a plan's model and GPU names resolve: its folders and its single preset files."""
 
     base: Path

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from kvcalc.base import Strict
 from kvcalc.errors import InvalidInput
 from kvcalc.units import DType, parse_dtype
 
@@ -14,11 +15,7 @@ Count = Annotated[int, Field(gt=0, le=2**31)]  # a positive count; the bound ref
 Rate = Annotated[int, Field(gt=0, le=10**20)]  # bytes, bytes/s or FLOP/s
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class MlaSpec(_Frozen):
+class MlaSpec(Strict):
     """Multi-head latent attention (DeepSeek-V2/V3): one compressed latent per token per layer."""
 
     kv_lora_rank: Count
@@ -28,7 +25,7 @@ class MlaSpec(_Frozen):
     q_lora_rank: Count | None = None
 
 
-class MoeSpec(_Frozen):
+class MoeSpec(Strict):
     """Mixture of experts: routed experts of `expert_intermediate`, `experts_per_token` active."""
 
     experts: Count
@@ -44,7 +41,7 @@ class MoeSpec(_Frozen):
         return self
 
 
-class ModelSpec(_Frozen):
+class ModelSpec(Strict):
     """A model's shape. The KV cache needs only layers, heads, kv_heads, head_dim and dtype;
     the optional fields unlock weights, limits and MoE/MLA/window figures."""
 
@@ -117,7 +114,7 @@ class ModelSpec(_Frozen):
         return [pattern[i % len(pattern)] for i in range(self.layers)]
 
 
-class GpuSpec(_Frozen):
+class GpuSpec(Strict):
     """An accelerator: memory in bytes, peak bandwidth in bytes/s, dense FLOP/s."""
 
     name: str = Field(min_length=1)
@@ -130,7 +127,7 @@ class GpuSpec(_Frozen):
     notes: str | None = None
 
 
-class Workload(_Frozen):
+class Workload(Strict):
     """What is being served: context, batch, cache dtype and how the model is split."""
 
     seq: Count

@@ -10,8 +10,7 @@ import math
 import re
 from enum import Enum
 
-from pydantic import BaseModel, ConfigDict
-
+from kvcalc.base import Frozen
 from kvcalc.errors import InvalidInput
 
 KiB, MiB, GiB, TiB = 2**10, 2**20, 2**30, 2**40
@@ -94,10 +93,9 @@ class DType(str, Enum):
     mxfp4 = "mxfp4"
 
 
-class Packing(BaseModel):
+class Packing(Frozen):
     """`block_bytes` bytes store `block_values` values (scales included)."""
 
-    model_config = ConfigDict(frozen=True)
     block_values: int
     block_bytes: int
 

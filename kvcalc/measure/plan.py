@@ -6,8 +6,7 @@ the core formulas, scaled the same way as the allocation.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
-
+from kvcalc.base import Frozen
 from kvcalc.errors import DoesNotFit, InvalidInput
 from kvcalc.kvcache import layer_bytes_per_token, layer_caches, sequence_bytes, tokens_held
 from kvcalc.spec import ModelSpec, Workload
@@ -16,10 +15,9 @@ from kvcalc.units import PACKING, DType, format_bytes
 MEASURABLE_DTYPES = (DType.fp32, DType.fp16, DType.bf16)
 
 
-class MeasurePlan(BaseModel):
+class MeasurePlan(Frozen):
     """The model and workload actually allocated, and why they differ from the request."""
 
-    model_config = ConfigDict(frozen=True)
     model: ModelSpec  # truncated to the layers measured
     workload: Workload
     requested_layers: int

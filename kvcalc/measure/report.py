@@ -5,8 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
-
+from kvcalc.base import Frozen
 from kvcalc.latency import roofline
 from kvcalc.measure.plan import MeasurePlan
 from kvcalc.spec import GpuSpec
@@ -15,10 +14,9 @@ Path = Literal["sdpa", "grouped", "repeat_kv"]
 NOISY_SPREAD = 1.5  # p90 / p10 above this: the timings are not trustworthy
 
 
-class Timing(BaseModel):
+class Timing(Frozen):
     """Median and spread of repeated runs, in seconds."""
 
-    model_config = ConfigDict(frozen=True)
     median: float
     p10: float
     p90: float
@@ -31,10 +29,9 @@ class Timing(BaseModel):
         return cls(median=statistics.median(ordered), p10=pick(0.1), p90=pick(0.9), runs=len(ordered))
 
 
-class VariantResult(BaseModel):
+class VariantResult(Frozen):
     """One variant: predicted and allocated bytes, predicted and measured decode time."""
 
-    model_config = ConfigDict(frozen=True)
     variant: str
     kv_heads: int
     dtype: str
@@ -107,10 +104,9 @@ def variant_result(
     )
 
 
-class MeasureReport(BaseModel):
+class MeasureReport(Frozen):
     """The whole run: environment, the bandwidth measured in it, and one result per variant."""
 
-    model_config = ConfigDict(frozen=True)
     model: str
     device: str
     device_name: str
