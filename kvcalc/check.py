@@ -6,6 +6,8 @@ figures it must keep (`expect`). Every figure comes from the same core as `fit` 
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
@@ -132,39 +134,19 @@ def check_workload(planned: PlannedWorkload, model: ModelSpec, gpu: GpuSpec | No
     kv_bytes = estimate_kv(model, work).bytes_per_gpu
     decode_ms = latency.decode(model, work, gpu, weight_dtype).seconds_per_token * 1e3 if gpu else None
     expect = planned.expect
-    checks: list[Assertion] = []
-    if expect.fits is not None:
-        checks.append(Assertion(name="fits", figure=report.fits, limit=expect.fits, passed=report.fits == expect.fits))
-    if expect.max_batch_at_least is not None:
-        checks.append(
-            Assertion(
-                name="max_batch_at_least",
-                figure=report.max_batch,
-                limit=expect.max_batch_at_least,
-                passed=report.max_batch >= expect.max_batch_at_least,
-            )
-        )
-    if expect.max_context_at_least is not None:
-        checks.append(
-            Assertion(
-                name="max_context_at_least",
-                figure=report.max_context,
-                limit=expect.max_context_at_least,
-                passed=report.max_context >= expect.max_context_at_least,
-            )
-        )
-    if expect.kv_bytes_at_most is not None:
-        checks.append(
-            Assertion(
-                name="kv_bytes_at_most",
-                figure=kv_bytes,
-                limit=expect.kv_bytes_at_most,
-                passed=kv_bytes <= expect.kv_bytes_at_most,
-            )
-        )
-    if expect.decode_ms_at_most is not None:
-        passed = decode_ms is not None and decode_ms <= expect.decode_ms_at_most
-        checks.append(Assertion(name="decode_ms_at_most", figure=decode_ms, limit=expect.decode_ms_at_most, passed=passed))
+    # (expectation, kvcalc's figure, whether the figure meets the limit)
+    rules: list[tuple[str, Any, Callable[[Any, Any], bool]]] = [
+        ("fits", report.fits, operator.eq),
+        ("max_batch_at_least", report.max_batch, operator.ge),
+        ("max_context_at_least", report.max_context, operator.ge),
+        ("kv_bytes_at_most", kv_bytes, operator.le),
+        ("decode_ms_at_most", decode_ms, operator.le),  # needs a gpu: the plan validator ensures one
+    ]
+    checks = [
+        Assertion(name=name, figure=figure, limit=getattr(expect, name), passed=meets(figure, getattr(expect, name)))
+        for name, figure, meets in rules
+        if getattr(expect, name) is not None
+    ]
     return WorkloadVerdict(
         name=planned.name,
         model=model.name,

@@ -72,21 +72,11 @@ class CompareDocument(Comparison):
     gpu: str | None
 
 
-class MeasureDocument(VariantResult):
+class MeasureDocument(MeasureReport, VariantResult):
     """`kvcalc measure --json`: the run's fields, the first variant's at top level, and every variant."""
 
     model_config = ConfigDict(extra="forbid")
     version: Literal[1] = SCHEMA_VERSION
-    model: str
-    device: str
-    device_name: str
-    torch_version: str
-    threads: int
-    load_average: float
-    busy: bool
-    gpu_preset: str | None
-    copy_bandwidth_bytes_per_s: float
-    variants: list[VariantResult]
 
     @classmethod
     def of(cls, report: MeasureReport) -> MeasureDocument:
