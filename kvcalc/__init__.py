@@ -8,7 +8,7 @@ The core is importable without the CLI and never imports torch:
 """
 
 from kvcalc.capacity import budget, count_params, fit, max_batch, max_context, weight_bytes
-from kvcalc.kvcache import estimate_kv, layer_caches, sequence_bytes, tokens_held
+from kvcalc.kvcache import batch_bytes, estimate_kv, layer_caches, sequence_bytes, tokens_held
 from kvcalc.latency import decode, prefill
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
 
@@ -27,5 +27,5 @@ def __getattr__(name: str) -> str:
 
 __all__ = [
     "GpuSpec", "ModelSpec", "Workload", "budget", "count_params", "decode", "estimate_kv", "fit",
-    "layer_caches", "max_batch", "max_context", "prefill", "sequence_bytes", "tokens_held", "weight_bytes",
+    "batch_bytes", "layer_caches", "max_batch", "max_context", "prefill", "sequence_bytes", "tokens_held", "weight_bytes",
 ]  # fmt: skip

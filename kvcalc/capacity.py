@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
+from kvcalc import engines
 from kvcalc.base import Frozen
 from kvcalc.errors import InvalidInput
-from kvcalc.kvcache import sequence_bytes
+from kvcalc.kvcache import batch_bytes, exact_workload, kv_dtype, layer_bytes_per_token, layer_caches, sequence_bytes
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
 from kvcalc.units import PACKING, DType, GiB, format_bytes
 
@@ -125,10 +126,18 @@ def budget(
     )
 
 
+LLAMACPP_MAX_SEQ = 256  # llama.cpp's cap on parallel sequences (LLAMA_MAX_SEQ, src/llama-cparams.h)
+
+
 def max_batch(model: ModelSpec, workload: Workload, usable_bytes: int) -> int:
-    """The largest B with B * per-GPU bytes per sequence <= usable (0 when none fits)."""
+    """The largest B whose batch fits in `usable` bytes per GPU (0 when none does)."""
+    if workload.engine.name == "llamacpp":  # n_ctx (--seq) is shared by the sequences: not linear in B
+        limit = min(workload.seq, LLAMACPP_MAX_SEQ)
+        fitting = (b for b in range(limit, 0, -1) if batch_bytes(model, workload.model_copy(update={"batch": b})).per_gpu <= usable_bytes)
+        return next(fitting, 0)
     per_seq = sequence_bytes(model, workload).per_gpu
-    return max(usable_bytes, 0) // per_seq
+    fixed = batch_bytes(model, workload.model_copy(update={"batch": 1})).per_gpu - per_seq
+    return max(usable_bytes - fixed, 0) // per_seq
 
 
 def max_context(model: ModelSpec, workload: Workload, usable_bytes: int, limit: int) -> int:
@@ -136,7 +145,7 @@ def max_context(model: ModelSpec, workload: Workload, usable_bytes: int, limit: 
     (bytes grow monotonically with s, but not linearly once window layers saturate)."""
 
     def fits(seq: int) -> bool:
-        return workload.batch * sequence_bytes(model, workload, seq).per_gpu <= usable_bytes
+        return batch_bytes(model, workload, seq).per_gpu <= usable_bytes
 
     if not fits(1):
         return 0
@@ -184,6 +193,7 @@ class FitReport(Frozen):
     max_context: int
     max_context_limit: Literal["memory", "max_positions"]
     paging_waste_bytes_at_max_batch: int
+    vllm_max_concurrency: float | None  # "Maximum concurrency" as vLLM computes and logs it
     max_batch_by_context: dict[int, int]
 
 
@@ -191,12 +201,14 @@ def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | N
     """Max batch at the workload's seq, max context at its batch, and which limit binds each."""
     usable = budget_.usable_bytes
     per_seq = sequence_bytes(model, workload).per_gpu
-    exact = sequence_bytes(model, workload.model_copy(update={"block_size": None})).per_gpu
+    exact = sequence_bytes(model, exact_workload(workload)).per_gpu
     by_memory = max_batch(model, workload, usable)
     best_batch = min(by_memory, max_seqs) if max_seqs else by_memory
     limit = model.max_positions or UNBOUNDED_CONTEXT
     context = max_context(model, workload, usable, limit)
-    need = workload.batch * per_seq
+    need = batch_bytes(model, workload).per_gpu
+    at_best = workload.model_copy(update={"batch": max(best_batch, 1)})
+    waste = batch_bytes(model, at_best).per_gpu - batch_bytes(model, exact_workload(at_best)).per_gpu if best_batch else 0
     contexts = sorted({s for s in STANDARD_CONTEXTS if s <= limit} | ({model.max_positions} if model.max_positions else set()))
     return FitReport(
         budget=budget_,
@@ -212,6 +224,26 @@ def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | N
         max_batch_limit="max_seqs" if max_seqs and max_seqs < by_memory else "memory",
         max_context=context,
         max_context_limit="max_positions" if model.max_positions and context == limit else "memory",
-        paging_waste_bytes_at_max_batch=best_batch * (per_seq - exact),
+        paging_waste_bytes_at_max_batch=waste,
+        vllm_max_concurrency=vllm_max_concurrency(model, workload, usable) if workload.engine.name == "vllm" else None,
         max_batch_by_context={s: max_batch(model, workload.model_copy(update={"seq": s}), usable) for s in contexts},
     )
+
+
+def vllm_max_concurrency(model: ModelSpec, workload: Workload, usable_bytes: int) -> float:
+    """vLLM's "Maximum concurrency for N tokens per request", computed its way
+    (vllm/v1/core/kv_cache_utils.py get_max_concurrency_for_kv_cache_config): layers form groups
+    of the smallest kind's size that share one pool of blocks; num_blocks = usable // (page * group
+    size); a request needs cdiv(s, block) blocks per full group and its sliding reservation per
+    sliding group; concurrency = num_blocks / blocks per request (a fraction, not floored)."""
+    caches = layer_caches(model, workload.tp, workload.engine)
+    block = engines.block_size(workload) or engines.VLLM_BLOCK_SIZE
+    page = block * layer_bytes_per_token(caches[0], kv_dtype(model, workload))
+    counts: dict[int | None, int] = {}
+    for layer in caches:
+        counts[layer.window] = counts.get(layer.window, 0) + 1
+    group = min(counts.values())
+    per_request = sum(
+        -(-count // group) * engines.tokens_per_unit(workload.engine, window, workload.seq, 1, block) // block for window, count in counts.items()
+    )
+    return (max(usable_bytes, 0) // (page * group)) / per_request

@@ -2,16 +2,18 @@
 
 Everything that needs KV bytes (size, fit, decode, compare, measure) goes through
 `layer_caches` (what each layer stores per token) and `tokens_held` (how many tokens it
-keeps). Formulas: DESIGN.md section 4.
+keeps), both following the workload's engine profile (kvcalc.engines). Formulas: DESIGN.md
+section 4.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
+from kvcalc import engines
 from kvcalc.base import Frozen
 from kvcalc.errors import InvalidInput
-from kvcalc.spec import ModelSpec, Workload
+from kvcalc.spec import Engine, ModelSpec, Workload
 from kvcalc.units import PACKING, DType, format_bytes
 
 CacheKind = Literal["full", "sliding", "mla"]
@@ -46,16 +48,18 @@ def kv_heads_per_rank(model: ModelSpec, tp: int) -> int:
     return 1  # replicated: each rank keeps one whole KV head
 
 
-def layer_caches(model: ModelSpec, tp: int = 1) -> list[LayerCache]:
+def layer_caches(model: ModelSpec, tp: int = 1, engine: Engine | None = None) -> list[LayerCache]:
     """Per-layer cache layout on one rank, in layer order."""
-    if model.mla is not None:
+    engine = engine or Engine()
+    if model.mla is not None and not (engine.name == "hf" and engine.hf_version == 4):
         # MLA: one latent (kv_lora_rank) plus the shared rope key per token; replicated on every rank.
-        latent = LayerCache(
-            kind="mla", window=None, kv_heads=0, k_values=model.mla.kv_lora_rank, v_values=model.mla.qk_rope_head_dim
-        )
+        # vLLM and llama.cpp store both as one K-only row of r + rope; transformers 5.x as K (r) and V (rope).
+        rope, rank = model.mla.qk_rope_head_dim, model.mla.kv_lora_rank
+        k_only = engine.name in ("vllm", "llamacpp")
+        latent = LayerCache(kind="mla", window=None, kv_heads=0, k_values=rank + rope if k_only else rank, v_values=0 if k_only else rope)
         kv_heads_per_rank(model, tp)  # still validates the split of the query heads
         return [latent] * model.layers
-    heads = kv_heads_per_rank(model, tp)
+    heads = kv_heads_per_rank(model, tp)  # transformers 4.x decompresses MLA into per-head K and V
     return [
         LayerCache(
             kind=kind,
@@ -74,18 +78,17 @@ def layer_bytes_per_token(layer: LayerCache, dtype: DType) -> int:
     return packing.bytes_for(layer.k_values) + packing.bytes_for(layer.v_values)
 
 
-def tokens_held(layer: LayerCache, seq: int, block_size: int | None = None) -> int:
-    """Tokens a layer keeps for a sequence of `seq`: min(seq, W) in a window layer, rounded up to
-    whole pages of `block_size` tokens when paged.
+def tokens_held(layer: LayerCache, workload: Workload, seq: int | None = None) -> int:
+    """Tokens a layer keeps per allocation unit (a sequence) at context `seq` (default: the
+    workload's), by the workload's engine: textbook min(s, W) in a window layer, rounded up to whole
+    pages when paged.
 
     >>> lc = LayerCache(kind="sliding", window=4096, kv_heads=8, k_values=1024, v_values=1024)
-    >>> tokens_held(lc, 8192), tokens_held(lc, 1000), tokens_held(lc, 1000, block_size=16)
+    >>> tokens_held(lc, Workload(seq=8192)), tokens_held(lc, Workload(seq=1000)), tokens_held(lc, Workload(seq=1000, block_size=16))
     (4096, 1000, 1008)
     """
-    held = min(seq, layer.window) if layer.window is not None else seq
-    if block_size is None:
-        return held
-    return -(-held // block_size) * block_size
+    seq = workload.seq if seq is None else seq
+    return engines.tokens_per_unit(workload.engine, layer.window, seq, workload.batch, engines.block_size(workload))
 
 
 def pipeline_stages(layers: int, pp: int) -> list[range]:
@@ -102,22 +105,33 @@ def pipeline_stages(layers: int, pp: int) -> list[range]:
 
 
 class SequenceBytes(Frozen):
-    """KV bytes of one sequence: on the busiest GPU, and over all GPUs."""
+    """KV bytes on the busiest GPU and over all GPUs."""
 
     per_gpu: int
     total: int
 
 
-def sequence_bytes(model: ModelSpec, workload: Workload, seq: int | None = None) -> SequenceBytes:
-    """KV bytes one sequence of `seq` tokens (default: the workload's) holds."""
-    seq = workload.seq if seq is None else seq
-    dtype = kv_dtype(model, workload)
-    per_layer = [
-        layer_bytes_per_token(layer, dtype) * tokens_held(layer, seq, workload.block_size)
-        for layer in layer_caches(model, workload.tp)
-    ]
+def _over_stages(model: ModelSpec, workload: Workload, per_layer: list[int]) -> SequenceBytes:
     per_stage = [sum(per_layer[i] for i in stage) for stage in pipeline_stages(model.layers, workload.pp)]
     return SequenceBytes(per_gpu=max(per_stage), total=sum(per_stage) * workload.tp)
+
+
+def sequence_bytes(model: ModelSpec, workload: Workload, seq: int | None = None) -> SequenceBytes:
+    """KV bytes one allocation unit (a sequence) holds at context `seq` (default: the workload's)."""
+    dtype = kv_dtype(model, workload)
+    per_layer = [
+        layer_bytes_per_token(layer, dtype) * tokens_held(layer, workload, seq)
+        for layer in layer_caches(model, workload.tp, workload.engine)
+    ]
+    return _over_stages(model, workload, per_layer)
+
+
+def batch_bytes(model: ModelSpec, workload: Workload, seq: int | None = None) -> SequenceBytes:
+    """KV bytes of the whole batch: every allocation unit, plus what does not scale with tokens."""
+    unit = sequence_bytes(model, workload, seq)
+    fixed = _over_stages(model, workload, [engines.fixed_bytes(model, workload, kv_dtype(model, workload)) // model.layers] * model.layers)
+    units = engines.allocation_units(workload)
+    return SequenceBytes(per_gpu=units * unit.per_gpu + fixed.per_gpu, total=units * unit.total + fixed.total)
 
 
 def kv_dtype(model: ModelSpec, workload: Workload) -> DType:
@@ -143,6 +157,7 @@ class KvEstimate(Frozen):
     """KV-cache figures for one model and workload, with the breakdown behind them."""
 
     model: str
+    engine: str
     seq: int
     batch: int
     kv_dtype: DType
@@ -151,41 +166,67 @@ class KvEstimate(Frozen):
     block_size: int | None
     groups: list[LayerGroup]
     bytes_per_token: int  # all layers, all ranks, every layer holding the token
-    bytes_per_sequence: int
+    bytes_per_sequence: int  # one allocation unit: a sequence (llama.cpp unified: the shared buffer)
+    allocation_units: int
     bytes_per_batch: int
     bytes_per_gpu: int  # the batch, on the busiest GPU
-    exact_bytes_per_batch: int  # without page rounding
-    paging_waste_bytes: int
+    exact_bytes_per_batch: int  # the textbook need: no pages, no padding
+    paging_waste_bytes: int  # allocated beyond the exact need (pages, padding, engine reservations)
+    peak_bytes_per_batch: int  # the most held at any moment (transformers right after a long prefill)
     replicated_kv_heads: bool
+    warnings: list[str]
     explain: list[str]
+
+
+def exact_workload(workload: Workload) -> Workload:
+    """The textbook twin of a workload: exact bytes, no pages. llama.cpp's n_ctx (--seq) is the
+    tokens of all its sequences together, so its twin is one sequence of n_ctx tokens."""
+    batch = 1 if workload.engine.name == "llamacpp" else workload.batch
+    return workload.model_copy(update={"block_size": None, "engine": Engine(), "batch": batch})
 
 
 def estimate_kv(model: ModelSpec, workload: Workload) -> KvEstimate:
     """KV bytes per token, per sequence and per batch, per GPU and in total, with an explanation."""
     dtype = kv_dtype(model, workload)
-    caches = layer_caches(model, workload.tp)
-    seq_bytes = sequence_bytes(model, workload)
-    exact = sequence_bytes(model, workload.model_copy(update={"block_size": None}))
+    warnings = engines.check_supported(model, workload, dtype)
+    caches = layer_caches(model, workload.tp, workload.engine)
+    unit = sequence_bytes(model, workload)
+    batch = batch_bytes(model, workload)
+    exact = batch_bytes(model, exact_workload(workload))
+    peak = _peak_batch_bytes(model, workload, caches, dtype)
     groups = _group_layers(caches, dtype, workload)
     per_token = workload.tp * sum(layer_bytes_per_token(layer, dtype) for layer in caches)
     return KvEstimate(
         model=model.name,
+        engine=workload.engine.name,
         seq=workload.seq,
         batch=workload.batch,
         kv_dtype=dtype,
         tp=workload.tp,
         pp=workload.pp,
-        block_size=workload.block_size,
+        block_size=engines.block_size(workload),
         groups=groups,
         bytes_per_token=per_token,
-        bytes_per_sequence=seq_bytes.total,
-        bytes_per_batch=seq_bytes.total * workload.batch,
-        bytes_per_gpu=seq_bytes.per_gpu * workload.batch,
-        exact_bytes_per_batch=exact.total * workload.batch,
-        paging_waste_bytes=(seq_bytes.total - exact.total) * workload.batch,
+        bytes_per_sequence=unit.total,
+        allocation_units=engines.allocation_units(workload),
+        bytes_per_batch=batch.total,
+        bytes_per_gpu=batch.per_gpu,
+        exact_bytes_per_batch=exact.total,
+        paging_waste_bytes=batch.total - exact.total,
+        peak_bytes_per_batch=max(peak, batch.total),
         replicated_kv_heads=model.mla is None and workload.tp > model.kv_heads,
-        explain=_explain(model, workload, dtype, groups, seq_bytes),
+        warnings=warnings,
+        explain=_explain(model, workload, dtype, groups, unit, batch),
     )
+
+
+def _peak_batch_bytes(model: ModelSpec, workload: Workload, caches: list[LayerCache], dtype: DType) -> int:
+    engine, block = workload.engine, engines.block_size(workload)
+    per_unit = sum(
+        layer_bytes_per_token(layer, dtype) * engines.peak_tokens_per_unit(engine, layer.window, workload.seq, workload.batch, block)
+        for layer in caches
+    )
+    return engines.allocation_units(workload) * per_unit * workload.tp + engines.fixed_bytes(model, workload, dtype) * workload.tp
 
 
 def _group_layers(caches: list[LayerCache], dtype: DType, workload: Workload) -> list[LayerGroup]:
@@ -196,7 +237,7 @@ def _group_layers(caches: list[LayerCache], dtype: DType, workload: Workload) ->
     for layers in groups.values():
         first = layers[0]
         per_token = layer_bytes_per_token(first, dtype)
-        held = tokens_held(first, workload.seq, workload.block_size)
+        held = tokens_held(first, workload)
         result.append(
             LayerGroup(
                 kind=first.kind,
@@ -206,20 +247,25 @@ def _group_layers(caches: list[LayerCache], dtype: DType, workload: Workload) ->
                 values_per_token=first.k_values + first.v_values,
                 bytes_per_token_per_layer=per_token,
                 tokens_held=held,
-                tokens_exact=tokens_held(first, workload.seq),
+                tokens_exact=tokens_held(first, exact_workload(workload)),
                 bytes_per_sequence=len(layers) * per_token * held * workload.tp,
             )
         )
     return result
 
 
-def _explain(model: ModelSpec, workload: Workload, dtype: DType, groups: list[LayerGroup], seq_bytes: SequenceBytes) -> list[str]:
+def _explain(
+    model: ModelSpec, workload: Workload, dtype: DType, groups: list[LayerGroup], unit: SequenceBytes, batch: SequenceBytes
+) -> list[str]:
     packing = PACKING[dtype]
     if packing.block_values == 1:
         b = f"{packing.block_bytes} B ({dtype.value})"
     else:
         b = f"{packing.block_bytes} B per {packing.block_values} values ({dtype.value}, scales included)"
-    lines = [f"b = bytes per element = {b}"]
+    lines = [f"rule: {rule}" for rule in engines.rules(model, workload)]
+    lines.append(f"b = bytes per element = {b}")
+    textbook = workload.engine.name == "textbook"
+    block = engines.block_size(workload)
     for g in groups:
         label = {"full": "full attention", "sliding": f"sliding window W={g.window}", "mla": "MLA latent"}[g.kind]
         if g.kind == "mla" and model.mla is not None:
@@ -227,22 +273,25 @@ def _explain(model: ModelSpec, workload: Workload, dtype: DType, groups: list[La
         else:
             formula = f"(d_k + d_v) * Hkv * b = ({model.key_dim} + {model.value_dim}) * {g.kv_heads_per_gpu} * b"
         lines.append(f"{label}, {g.layers} layers: per token per layer = {formula} = {g.bytes_per_token_per_layer:,} B")
-        held = f"min(s, W) = min({workload.seq}, {g.window})" if g.kind == "sliding" else f"s = {workload.seq}"
-        if workload.block_size is not None:
-            held = f"ceil({held.split(' = ')[-1]} / {workload.block_size}) * {workload.block_size} (paged)"
+        if textbook:
+            held = f"min(s, W) = min({workload.seq}, {g.window})" if g.kind == "sliding" else f"s = {workload.seq}"
+            if block is not None:
+                held = f"ceil({held.split(' = ')[-1]} / {block}) * {block} (paged)"
+        else:
+            held = f"{workload.engine.name} rule above (exact need {g.tokens_exact:,})"
         lines.append(f"  tokens held = {held} = {g.tokens_held:,}")
         tp = f" * tp {workload.tp}" if workload.tp > 1 else ""
         lines.append(
             f"  per sequence = {g.layers} * {g.bytes_per_token_per_layer:,} * {g.tokens_held:,}{tp}"
             f" = {g.bytes_per_sequence:,} B ({format_bytes(g.bytes_per_sequence)})"
         )
+    units = engines.allocation_units(workload)
+    fixed = batch.total - units * unit.total
+    extra = f" + {fixed:,} B of scales" if fixed else ""
     lines.append(
-        f"per batch = B * per sequence = {workload.batch} * {seq_bytes.total:,}"
-        f" = {workload.batch * seq_bytes.total:,} B ({format_bytes(workload.batch * seq_bytes.total)})"
+        f"per batch = {units} allocation unit(s) * per sequence{extra} = {units} * {unit.total:,}{extra}"
+        f" = {batch.total:,} B ({format_bytes(batch.total)})"
     )
     if workload.tp > 1 or workload.pp > 1:
-        lines.append(
-            f"per GPU (tp {workload.tp}, pp {workload.pp}, busiest stage) = {workload.batch} * {seq_bytes.per_gpu:,}"
-            f" = {workload.batch * seq_bytes.per_gpu:,} B"
-        )
+        lines.append(f"per GPU (tp {workload.tp}, pp {workload.pp}, busiest stage) = {batch.per_gpu:,} B")
     return lines

@@ -7,7 +7,7 @@ from typing import Literal
 from kvcalc.base import Frozen
 from kvcalc.capacity import count_params, weight_bytes
 from kvcalc.errors import InvalidInput
-from kvcalc.kvcache import layer_caches, sequence_bytes, tokens_held
+from kvcalc.kvcache import batch_bytes, exact_workload, layer_caches, tokens_held
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
 from kvcalc.units import PACKING, DType, format_bytes, format_seconds
 
@@ -53,7 +53,8 @@ def attention_flops(model: ModelSpec, workload: Workload, context: int) -> int:
         qk, pv = model.mla.kv_lora_rank + model.mla.qk_rope_head_dim, model.mla.kv_lora_rank
     else:
         qk, pv = model.key_dim, model.value_dim
-    held = sum(tokens_held(layer, context) for layer in layer_caches(model))
+    exact = exact_workload(workload)  # attention reads the tokens in context, not padding
+    held = sum(tokens_held(layer, exact, context) for layer in layer_caches(model))
     return 2 * workload.batch * model.heads * (qk + pv) * held
 
 
@@ -105,7 +106,7 @@ def decode(model: ModelSpec, workload: Workload, gpu: GpuSpec, weight_dtype: DTy
         share = expected_experts_touched(moe.experts, moe.experts_per_token, workload.batch) / moe.experts
         touched += round(params.routed_experts * share)
     weights_read = -(-weight_bytes(touched, weight_dtype) // workload.tp)
-    kv_read = workload.batch * sequence_bytes(model, workload).total // workload.tp
+    kv_read = batch_bytes(model, exact_workload(workload)).total // workload.tp  # the tokens in context, not padding
     flops = (2 * params.active * workload.batch + attention_flops(model, workload, workload.seq)) // workload.tp
     line = roofline(
         weights_read + kv_read, flops, gpu.bandwidth_bytes_per_s * efficiency, peak_flops_for(gpu, weight_dtype) * efficiency
@@ -173,7 +174,7 @@ def prefill(model: ModelSpec, workload: Workload, gpu: GpuSpec, weight_dtype: DT
     ) // workload.tp
     bytes_moved = (
         weight_bytes(params.total, weight_dtype) // workload.tp
-        + workload.batch * sequence_bytes(model, workload).total // workload.tp
+        + batch_bytes(model, exact_workload(workload)).total // workload.tp
     )
     line = roofline(bytes_moved, flops, gpu.bandwidth_bytes_per_s * efficiency, peak_flops_for(gpu, weight_dtype) * efficiency)
     score_bytes = PACKING[model.dtype].block_bytes  # scores live in the compute dtype, not the cache's

@@ -127,12 +127,49 @@ class GpuSpec(Strict):
     notes: str | None = None
 
 
+EngineName = Literal["textbook", "hf", "vllm", "llamacpp"]
+_ENGINE_OPTIONS: dict[str, EngineName] = {
+    "hf_version": "hf",
+    "max_cache_len": "hf",
+    "swa_full": "llamacpp",
+    "ubatch": "llamacpp",
+    "unified": "llamacpp",
+    "flash_attn": "llamacpp",
+    "max_num_batched_tokens": "vllm",
+}
+
+
+class Engine(Strict):
+    """Which engine's allocation rules to follow, and its options (None: the engine's default).
+
+    textbook: exact bytes, no padding. The rules themselves live in kvcalc.engines.
+    """
+
+    name: EngineName = "textbook"
+    hf_version: Literal[4, 5] | None = None  # transformers major version (5: DeepSeek caches its latent)
+    max_cache_len: Count | None = None  # transformers StaticCache length; None: DynamicCache
+    swa_full: bool | None = None  # llama.cpp --swa-full (default true)
+    ubatch: Count | None = None  # llama.cpp -ub (default 512)
+    unified: bool | None = None  # llama.cpp --kv-unified (default false)
+    flash_attn: bool | None = None  # llama.cpp -fa (default on where supported)
+    max_num_batched_tokens: Count | None = None  # vLLM (default 8192)
+
+    @model_validator(mode="after")
+    def _options_apply(self) -> Engine:
+        for option, owner in _ENGINE_OPTIONS.items():
+            if getattr(self, option) is not None and owner != self.name:
+                flag = "--" + option.replace("_", "-")
+                raise ValueError(f"{flag} applies to --engine {owner}, not {self.name}")
+        return self
+
+
 class Workload(Strict):
-    """What is being served: context, batch, cache dtype and how the model is split."""
+    """What is being served: context, batch, cache dtype, how the model is split, and the engine."""
 
     seq: Count
     batch: Count = 1
     kv_dtype: DType | None = Field(default=None, description="None: the model's dtype")
     tp: Count = 1
     pp: Count = 1
-    block_size: Count | None = Field(default=None, description="paged allocation; None = exact")
+    block_size: Count | None = Field(default=None, description="paged allocation; None = exact (vLLM: 16)")
+    engine: Engine = Engine()

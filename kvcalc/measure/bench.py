@@ -162,10 +162,10 @@ def oom_guard(cache: Cache, device: torch.device):  # noqa: ANN201
 def allocate(plan: MeasurePlan, device: torch.device, cache: Cache) -> int:
     """Allocate the plan's cache into `cache`; return the bytes the allocator reports holding."""
     dtype = TORCH_DTYPES[plan.workload.kv_dtype or plan.model.dtype]
-    batch, seq = plan.workload.batch, plan.workload.seq
+    batch = plan.workload.batch
     before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
     for layer in layer_caches(plan.model):
-        held = tokens_held(layer, seq)
+        held = tokens_held(layer, plan.workload)
         if layer.kind == "mla":  # one latent per token; the rope key part rides along as "V"
             latent = torch.randn(batch, 1, held, layer.k_values + layer.v_values, device=device, dtype=dtype)
             cache.layers.append((latent, latent[..., : layer.k_values]))

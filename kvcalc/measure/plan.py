@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from kvcalc.base import Frozen
 from kvcalc.errors import DoesNotFit, InvalidInput
-from kvcalc.kvcache import layer_bytes_per_token, layer_caches, sequence_bytes, tokens_held
+from kvcalc.kvcache import batch_bytes, layer_bytes_per_token, layer_caches, tokens_held
 from kvcalc.spec import ModelSpec, Workload
 from kvcalc.units import PACKING, DType, format_bytes
 
@@ -35,9 +35,9 @@ def truncated(model: ModelSpec, layers: int) -> ModelSpec:
 def repeat_kv_scratch_bytes(model: ModelSpec, workload: Workload) -> int:
     """Extra memory of the naive path: one layer's K and V expanded to all H query heads."""
     dtype = workload.kv_dtype or model.dtype
-    layer = max(layer_caches(model, workload.tp), key=lambda c: tokens_held(c, workload.seq))
+    layer = max(layer_caches(model, workload.tp), key=lambda c: tokens_held(c, workload))
     groups = model.heads // max(layer.kv_heads, 1)
-    return workload.batch * groups * layer_bytes_per_token(layer, dtype) * tokens_held(layer, workload.seq)
+    return workload.batch * groups * layer_bytes_per_token(layer, dtype) * tokens_held(layer, workload)
 
 
 def plan_measurement(model: ModelSpec, workload: Workload, allowed_bytes: int, max_layers: int | None = None) -> MeasurePlan:
@@ -55,7 +55,7 @@ def plan_measurement(model: ModelSpec, workload: Workload, allowed_bytes: int, m
 
     def need(layers_: int, work_: Workload) -> tuple[int, int]:
         sub = truncated(model, layers_)
-        return work_.batch * sequence_bytes(sub, work_).total, repeat_kv_scratch_bytes(sub, work_)
+        return batch_bytes(sub, work_).total, repeat_kv_scratch_bytes(sub, work_)
 
     while sum(need(layers, work)) > allowed_bytes and layers > 1:
         layers = max(1, layers // 2)

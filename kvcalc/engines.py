@@ -1,0 +1,161 @@
+"""Engine profiles: how transformers, vLLM and llama.cpp really allocate the KV cache. Pure.
+
+Each rule turns a layer's kind and window, the context and the batch into the tokens one
+allocation unit holds (a sequence; llama.cpp's unified cache is one unit for all), and checks the
+combinations the engine itself refuses. kvcache.py consumes these rules, so no command
+special-cases an engine. Measured facts: shared/reference/engines.md; the source file each
+rule follows is named beside it and in docs/engines.md.
+"""
+
+from __future__ import annotations
+
+from kvcalc.errors import InvalidInput
+from kvcalc.spec import Engine, ModelSpec, Workload
+from kvcalc.units import PACKING, DType
+
+LLAMACPP_PAD = 256  # llama.cpp pads the cache to 256 cells (src/llama-context.cpp, llama-kv-cache.cpp)
+LLAMACPP_UBATCH = 512  # llama.cpp's default n_ubatch (common/common.h)
+VLLM_BLOCK_SIZE = 16  # vLLM's default block size on CUDA (vllm/config/cache.py)
+VLLM_MAX_NUM_BATCHED_TOKENS = 8192  # vLLM V1's default on GPU (vllm/engine/arg_utils.py)
+LLAMACPP_DTYPES = {DType.fp32, DType.fp16, DType.bf16, DType.q8_0, DType.q4_0, DType.q4_1, DType.q5_0, DType.q5_1, DType.iq4_nl}
+HF_DTYPES = {DType.fp32, DType.fp16, DType.bf16, DType.fp8}  # fp8: QuantizedCache
+VLLM_DTYPES = {DType.fp32, DType.fp16, DType.bf16, DType.fp8, DType.fp8_e4m3, DType.fp8_e5m2}
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def pad(n: int, to: int) -> int:
+    """Round n up to a multiple of `to` (llama.cpp's GGML_PAD).
+
+    >>> pad(100, 256), pad(1000, 256), pad(256, 256)
+    (256, 1024, 256)
+    """
+    return _cdiv(n, to) * to
+
+
+def allocation_units(workload: Workload) -> int:
+    """Separately sized buffers: one per sequence, or one shared by all (llama.cpp --kv-unified)."""
+    engine = workload.engine
+    return 1 if engine.name == "llamacpp" and engine.unified else workload.batch
+
+
+def block_size(workload: Workload) -> int | None:
+    """Page size in tokens: the workload's, or vLLM's default 16."""
+    if workload.engine.name == "vllm":
+        return workload.block_size or VLLM_BLOCK_SIZE
+    return workload.block_size
+
+
+def tokens_per_unit(engine: Engine, window: int | None, seq: int, batch: int, block: int | None) -> int:
+    """Tokens (cells, slots) one allocation unit keeps in one layer.
+
+    textbook: s, or min(s, W) in a window layer, rounded up to pages when paged.
+    hf: DynamicCache keeps min(s, W - 1) in a sliding layer (cache_utils.py DynamicSlidingWindowLayer);
+        StaticCache preallocates max_cache_len, min(W, max_cache_len) when sliding.
+    llamacpp: `seq` is n_ctx shared by `batch` sequences: PAD256(n_ctx / n_seq) cells each (one unit of
+        PAD256(n_ctx) when unified); a SWA layer with --swa-full false keeps
+        PAD256(min(n_ctx_seq, W * (unified ? n_seq : 1) + n_ubatch)) (llama-kv-cache-iswa.cpp).
+    vllm: whole blocks; a sliding layer reserves cdiv(min(W - 1 + max_num_batched_tokens, s), block) + 1
+        blocks per request (vllm/v1/kv_cache_interface.py SlidingWindowSpec.max_memory_usage_bytes).
+    """
+    if engine.name == "hf":
+        if engine.max_cache_len is not None:
+            return min(window, engine.max_cache_len) if window else engine.max_cache_len
+        return min(seq, window - 1) if window else seq
+    if engine.name == "llamacpp":
+        n_ctx_seq = seq if engine.unified else seq // batch
+        cells = pad(n_ctx_seq, LLAMACPP_PAD)
+        if window and engine.swa_full is False:
+            streams = batch if engine.unified else 1
+            cells = pad(min(n_ctx_seq, window * streams + (engine.ubatch or LLAMACPP_UBATCH)), LLAMACPP_PAD)
+        return cells
+    if engine.name == "vllm":
+        block = block or VLLM_BLOCK_SIZE
+        if window:
+            batched = engine.max_num_batched_tokens or VLLM_MAX_NUM_BATCHED_TOKENS
+            return (_cdiv(min(window - 1 + batched, seq), block) + 1) * block
+        return _cdiv(seq, block) * block
+    held = min(seq, window) if window else seq
+    return held if block is None else _cdiv(held, block) * block
+
+
+def peak_tokens_per_unit(engine: Engine, window: int | None, seq: int, batch: int, block: int | None) -> int:
+    """The most a layer holds at any moment: transformers' sliding layers keep the whole prompt
+    right after prefill (a slice view) until the first decode step; otherwise as held."""
+    if engine.name == "hf" and engine.max_cache_len is None and window:
+        return seq
+    return tokens_per_unit(engine, window, seq, batch, block)
+
+
+def check_supported(model: ModelSpec, workload: Workload, dtype: DType) -> list[str]:
+    """Refuse what the engine refuses (InvalidInput); return warnings for what it only warns about."""
+    engine = workload.engine
+    warnings: list[str] = []
+    sliding = model.mla is None and "sliding" in model.layer_kinds()
+    if engine.name == "hf":
+        if dtype not in HF_DTYPES:
+            raise InvalidInput(f"--engine hf caches {', '.join(sorted(d.value for d in HF_DTYPES))}, not {dtype.value}")
+        if dtype == DType.fp8 and sliding:
+            raise InvalidInput(f"transformers' QuantizedCache (fp8) refuses models with sliding-window layers, as {model.name} has")
+        if engine.max_cache_len is not None and workload.seq > engine.max_cache_len:
+            raise InvalidInput(f"--seq {workload.seq} exceeds the StaticCache's --max-cache-len {engine.max_cache_len}")
+    elif engine.name == "llamacpp":
+        if dtype not in LLAMACPP_DTYPES:
+            raise InvalidInput(f"--engine llamacpp caches {', '.join(sorted(d.value for d in LLAMACPP_DTYPES))}, not {dtype.value}")
+        blocks = PACKING[dtype].block_values
+        if blocks > 1 and model.key_dim % blocks:
+            raise InvalidInput(f"llama.cpp quantizes K in blocks of {blocks}: the K head width {model.key_dim} is not a multiple")
+        if blocks > 1 and engine.flash_attn is False:
+            raise InvalidInput("llama.cpp refuses a quantized V cache without flash attention (--flash-attn)")
+        if workload.seq < workload.batch:
+            raise InvalidInput(f"llama.cpp's n_ctx (--seq {workload.seq}) is shared by --batch {workload.batch} sequences: it must be at least the batch")
+        if workload.block_size is not None:
+            raise InvalidInput("--block-size does not apply to --engine llamacpp (it pads to 256 cells)")
+    elif engine.name == "vllm":
+        if dtype not in VLLM_DTYPES:
+            raise InvalidInput(f"--engine vllm caches {', '.join(sorted(d.value for d in VLLM_DTYPES))}, not {dtype.value}")
+    return warnings
+
+
+def fixed_bytes(model: ModelSpec, workload: Workload, dtype: DType) -> int:
+    """Bytes that do not scale with tokens: transformers' fp8 QuantizedCache keeps one fp32 scale
+    for K and one for V in every layer."""
+    if workload.engine.name == "hf" and dtype == DType.fp8:
+        return 2 * 4 * model.layers
+    return 0
+
+
+def rules(model: ModelSpec, workload: Workload) -> list[str]:
+    """The engine rules behind the figures, each with the source file it follows (for --explain)."""
+    engine = workload.engine
+    if engine.name == "hf":
+        lines = ["transformers: full layers cache every token: 2 * B * Hkv * d * s (cache_utils.py DynamicLayer)"]
+        if engine.max_cache_len is not None:
+            lines.append(f"StaticCache preallocates max_cache_len {engine.max_cache_len}; sliding layers min(W, max_cache_len) (cache_utils.py StaticSlidingWindowLayer)")
+        else:
+            lines.append("DynamicCache: sliding layers keep W - 1 tokens; right after a prefill longer than W they still hold it all (cache_utils.py DynamicSlidingWindowLayer)")
+        if model.mla is not None:
+            lines.append(
+                "DeepSeek MLA: 5.x caches the latent (kv_lora_rank + rope); 4.x caches decompressed per-head K (nope + rope) and V"
+                " (models/deepseek_v3/modeling_deepseek_v3.py)"
+            )
+        return lines
+    if engine.name == "llamacpp":
+        return [
+            f"llama.cpp: --seq is n_ctx, shared by --batch sequences (-np); each gets PAD256(n_ctx / n_seq) cells"
+            f"{' (one unified buffer of PAD256(n_ctx))' if engine.unified else ''} (src/llama-context.cpp, src/llama-kv-cache.cpp)",
+            "cache types are blocks of 32 values: q8_0 34 B, q4_0 18, q4_1 20, q5_0 22, q5_1 24, iq4_nl 18 (ggml/src/ggml.c type_traits)",
+            "SWA layers: as large as the full cache with --swa-full true (the default); else PAD256(min(n_ctx_seq, W * streams + n_ubatch))"
+            " (src/llama-kv-cache-iswa.cpp)",
+            "MLA GGUFs cache a K-only latent of kv_lora_rank + rope per cell (src/llama-model.cpp)",
+        ]
+    if engine.name == "vllm":
+        return [
+            f"vLLM: pages of {block_size(workload)} tokens per layer, block_size * 2 * Hkv * d * bytes (vllm/v1/kv_cache_interface.py AttentionSpec.page_size_bytes)",
+            f"sliding layers reserve cdiv(min(W - 1 + max_num_batched_tokens {engine.max_num_batched_tokens or VLLM_MAX_NUM_BATCHED_TOKENS}, s), block) + 1 blocks"
+            " per request (SlidingWindowSpec.max_memory_usage_bytes)",
+            "MLA caches one K-only latent of kv_lora_rank + rope (MLAAttentionSpec); fp8 is 1 byte per value, no scales",
+        ]
+    return ["textbook: exact bytes, no padding (DESIGN.md section 4)"]
