@@ -126,15 +126,9 @@ def budget(
     )
 
 
-LLAMACPP_MAX_SEQ = 256  # llama.cpp's cap on parallel sequences (LLAMA_MAX_SEQ, src/llama-cparams.h)
-
-
 def max_batch(model: ModelSpec, workload: Workload, usable_bytes: int) -> int:
-    """The largest B whose batch fits in `usable` bytes per GPU (0 when none does)."""
-    if workload.engine.name == "llamacpp":  # n_ctx (--seq) is shared by the sequences: not linear in B
-        limit = min(workload.seq, LLAMACPP_MAX_SEQ)
-        fitting = (b for b in range(limit, 0, -1) if batch_bytes(model, workload.model_copy(update={"batch": b})).per_gpu <= usable_bytes)
-        return next(fitting, 0)
+    """The largest B whose batch fits in `usable` bytes per GPU (0 when none does): B sequences of
+    the workload's per-sequence allocation (llama.cpp: PAD256(n_ctx / n_seq) cells each)."""
     per_seq = sequence_bytes(model, workload).per_gpu
     fixed = batch_bytes(model, workload.model_copy(update={"batch": 1})).per_gpu - per_seq
     return max(usable_bytes - fixed, 0) // per_seq
@@ -244,6 +238,7 @@ def vllm_max_concurrency(model: ModelSpec, workload: Workload, usable_bytes: int
         counts[layer.window] = counts.get(layer.window, 0) + 1
     group = min(counts.values())
     per_request = sum(
-        -(-count // group) * engines.tokens_per_unit(workload.engine, window, workload.seq, 1, block) // block for window, count in counts.items()
+        -(-count // group) * engines.tokens_per_unit(workload.engine, window, workload.seq, 1, block) // block
+        for window, count in counts.items()
     )
     return (max(usable_bytes, 0) // (page * group)) / per_request

@@ -15,7 +15,7 @@ from kvcalc.compare import DEFAULT_KV_LORA_RANK, DEFAULT_ROPE_DIM, VARIANT_HELP,
 from kvcalc.compare import compare as compare_rows
 from kvcalc.errors import DoesNotFit, InvalidInput, KvcalcError, PresetNotFound
 from kvcalc.kvcache import estimate_kv
-from kvcalc.spec import GpuSpec, ModelSpec, Workload
+from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload
 from kvcalc.units import SIZE_HELP, DType, parse_dtype, parse_size
 
 app = typer.Typer(
@@ -89,6 +89,82 @@ EfficiencyOpt = Annotated[
 ]
 
 
+EngineOpt = Annotated[
+    str,
+    typer.Option(
+        "--engine", help="Allocation rules: textbook (exact, default), hf (transformers), vllm, llamacpp. See docs/engines.md."
+    ),
+]
+HfVersionOpt = Annotated[
+    int | None, typer.Option("--hf-version", help="hf: transformers major version, 4 or 5 (default 5; DeepSeek MLA).")
+]
+MaxCacheLenOpt = Annotated[
+    int | None, typer.Option("--max-cache-len", help="hf: StaticCache length in tokens (default: DynamicCache).")
+]
+SwaFullOpt = Annotated[
+    str | None, typer.Option("--swa-full", help="llamacpp: true (default) or false: full-size cache for SWA layers.")
+]
+UbatchOpt = Annotated[
+    int | None, typer.Option("--ubatch", help="llamacpp: n_ubatch (default 512), sizes the SWA cache with --swa-full false.")
+]
+KvUnifiedOpt = Annotated[
+    str | None, typer.Option("--kv-unified", help="llamacpp: true or false (default): one buffer shared by all sequences.")
+]
+FlashAttnOpt = Annotated[
+    str | None, typer.Option("--flash-attn", help="llamacpp: true (default) or false; a quantized V cache needs it.")
+]
+MaxBatchedOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-num-batched-tokens", help="vllm: tokens per scheduler step (default 8192), sizes sliding-window reservations."
+    ),
+]
+
+
+ENGINE_NAMES = ("textbook", "hf", "vllm", "llamacpp")
+ENGINE_OF_OPTION = {
+    "hf_version": "hf",
+    "max_cache_len": "hf",
+    "swa_full": "llamacpp",
+    "ubatch": "llamacpp",
+    "kv_unified": "llamacpp",
+    "flash_attn": "llamacpp",
+    "max_batched": "vllm",
+}
+
+
+def _bool_flag(name: str, text: str | None) -> bool | None:
+    if text is None:
+        return None
+    if text.lower() not in ("true", "false", "1", "0", "on", "off"):
+        raise InvalidInput(f"--{name} {text!r}: use true or false")
+    return text.lower() in ("true", "1", "on")
+
+
+def _engine(
+    name: str, hf_version: int | None = None, max_cache_len: int | None = None, swa_full: str | None = None,
+    ubatch: int | None = None, kv_unified: str | None = None, flash_attn: str | None = None, max_batched: int | None = None,
+) -> Engine:  # fmt: skip
+    """The --engine profile with its options; an option of another engine is an error."""
+    _positive(max_cache_len=max_cache_len, ubatch=ubatch, max_num_batched_tokens=max_batched)
+    options = {
+        "hf_version": hf_version,
+        "max_cache_len": max_cache_len,
+        "swa_full": _bool_flag("swa-full", swa_full),
+        "ubatch": ubatch,
+        "unified": _bool_flag("kv-unified", kv_unified),
+        "flash_attn": _bool_flag("flash-attn", flash_attn),
+        "max_num_batched_tokens": max_batched,
+    }
+    try:
+        return Engine(name=name, **options)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        if error["loc"] == ("name",):
+            raise InvalidInput(f"unknown --engine {name!r}: choose textbook, hf, vllm or llamacpp") from None
+        raise InvalidInput(str(error["msg"]).removeprefix("Value error, ").replace("--unified", "--kv-unified")) from None
+
+
 def _positive(**values: int | None) -> None:
     for name, value in values.items():
         if value is not None and value < 1:
@@ -101,11 +177,26 @@ def _decimal(units: str) -> bool:
     return units.lower() == "gb"
 
 
-def _workload(model: ModelSpec, seq: int, batch: int, kv_dtype: str | None, tp: int, pp: int, block_size: int | None) -> Workload:
+def _workload(
+    model: ModelSpec,
+    seq: int,
+    batch: int,
+    kv_dtype: str | None,
+    tp: int,
+    pp: int,
+    block_size: int | None,
+    engine: Engine | None = None,
+) -> Workload:
     _positive(seq=seq, batch=batch, tp=tp, pp=pp, block_size=block_size)
     try:
         work = Workload(
-            seq=seq, batch=batch, kv_dtype=parse_dtype(kv_dtype) if kv_dtype else None, tp=tp, pp=pp, block_size=block_size
+            seq=seq,
+            batch=batch,
+            kv_dtype=parse_dtype(kv_dtype) if kv_dtype else None,
+            tp=tp,
+            pp=pp,
+            block_size=block_size,
+            engine=engine or Engine(),
         )
     except ValidationError as exc:
         error = exc.errors()[0]
@@ -142,6 +233,14 @@ def size(
     tp: TpOpt = 1,
     pp: PpOpt = 1,
     block_size: BlockOpt = None,
+    engine: EngineOpt = "textbook",
+    hf_version: HfVersionOpt = None,
+    max_cache_len: MaxCacheLenOpt = None,
+    swa_full: SwaFullOpt = None,
+    ubatch: UbatchOpt = None,
+    kv_unified: KvUnifiedOpt = None,
+    flash_attn: FlashAttnOpt = None,
+    max_num_batched_tokens: MaxBatchedOpt = None,
     gpu: GpuOpt = None,
     memory: MemoryOpt = None,
     utilization: UtilOpt = capacity.DEFAULT_UTILIZATION,
@@ -157,7 +256,16 @@ def size(
     """
     decimal = _decimal(units)
     spec = presets.load_model(model, presets_dir)
-    work = _workload(spec, seq, batch, kv_dtype, tp, pp, block_size)
+    work = _workload(
+        spec,
+        seq,
+        batch,
+        kv_dtype,
+        tp,
+        pp,
+        block_size,
+        _engine(engine, hf_version, max_cache_len, swa_full, ubatch, kv_unified, flash_attn, max_num_batched_tokens),
+    )
     kv = estimate_kv(spec, work)
     wdtype = capacity.weight_dtype_for(spec, parse_dtype(weight_dtype) if weight_dtype else None)
     params = capacity.count_params(spec)
@@ -197,6 +305,14 @@ def fit(
     tp: TpOpt = 1,
     pp: PpOpt = 1,
     block_size: BlockOpt = None,
+    engine: EngineOpt = "textbook",
+    hf_version: HfVersionOpt = None,
+    max_cache_len: MaxCacheLenOpt = None,
+    swa_full: SwaFullOpt = None,
+    ubatch: UbatchOpt = None,
+    kv_unified: KvUnifiedOpt = None,
+    flash_attn: FlashAttnOpt = None,
+    max_num_batched_tokens: MaxBatchedOpt = None,
     utilization: UtilOpt = capacity.DEFAULT_UTILIZATION,
     reserve: ReserveOpt = "1GiB",
     max_seqs: Annotated[
@@ -215,7 +331,16 @@ def fit(
     decimal = _decimal(units)
     spec = presets.load_model(model, presets_dir)
     default_seq = min(8192, spec.max_positions or 8192)
-    work = _workload(spec, default_seq if seq is None else seq, batch, kv_dtype, tp, pp, block_size)
+    work = _workload(
+        spec,
+        default_seq if seq is None else seq,
+        batch,
+        kv_dtype,
+        tp,
+        pp,
+        block_size,
+        _engine(engine, hf_version, max_cache_len, swa_full, ubatch, kv_unified, flash_attn, max_num_batched_tokens),
+    )
     _positive(max_seqs=max_seqs)
     wdtype = capacity.weight_dtype_for(spec, parse_dtype(weight_dtype) if weight_dtype else None)
     gpu_spec, budget = _gpu_and_budget(spec, work, gpu, memory, wdtype, utilization, reserve, presets_dir)
@@ -287,6 +412,13 @@ def _compared_models(
     names: list[str], model: str, kv_lora_rank: int, rope_dim: int, extra: list[Path] | None
 ) -> tuple[ModelSpec | None, list[tuple[str, ModelSpec]]]:
     """The base model and its variants, or (None and) the models named."""
+    engines_named = [name for name in names if name in ENGINE_NAMES]
+    if engines_named:
+        if len(engines_named) != len(names):
+            raise InvalidInput(
+                f"cannot mix engines ({', '.join(engines_named)}) with other names: compare engines for one --model"
+            )
+        return presets.load_model(model, extra), []
     parsed = [(name, parse_variant(name)) for name in names]
     variants = [variant for _, variant in parsed if variant is not None]
     others = [name for name, variant in parsed if variant is None]
@@ -327,6 +459,13 @@ def compare(
     memory: MemoryOpt = None,
     utilization: UtilOpt = capacity.DEFAULT_UTILIZATION,
     reserve: ReserveOpt = "1GiB",
+    hf_version: HfVersionOpt = None,
+    max_cache_len: MaxCacheLenOpt = None,
+    swa_full: SwaFullOpt = None,
+    ubatch: UbatchOpt = None,
+    kv_unified: KvUnifiedOpt = None,
+    flash_attn: FlashAttnOpt = None,
+    max_num_batched_tokens: MaxBatchedOpt = None,
     kv_lora_rank: KvLoraRankOpt = DEFAULT_KV_LORA_RANK,
     rope_dim: RopeDimOpt = DEFAULT_ROPE_DIM,
     presets_dir: PresetsOpt = None,
@@ -343,7 +482,27 @@ def compare(
     work = _shared_workload([base] if base else [spec for _, spec in named], seq, batch, tp)
     hardware = {"gpu": gpu, "memory": memory, "utilization": utilization, "reserve": reserve, "extra": presets_dir}
     wanted = parse_dtype(weight_dtype) if weight_dtype else None
-    subjects = [_subject(name, spec, work, wanted, hardware if gpu or memory else None) for name, spec in named]
+    given = {"hf_version": hf_version, "max_cache_len": max_cache_len, "swa_full": swa_full, "ubatch": ubatch}
+    given |= {"kv_unified": kv_unified, "flash_attn": flash_attn, "max_batched": max_num_batched_tokens}
+    if base is not None and not named:  # engines side by side: each takes the options that apply to it
+        named = [(name, base) for name in names]
+        engines_ = [
+            _engine(name, **{k: v for k, v in given.items() if v is not None and ENGINE_OF_OPTION[k] == name}) for name in names
+        ]
+        unused = [k for k, v in given.items() if v is not None and ENGINE_OF_OPTION[k] not in names]
+        if unused:
+            raise InvalidInput(
+                f"--{unused[0].replace('_', '-')} applies to --engine {ENGINE_OF_OPTION[unused[0]]}, which is not compared"
+            )
+    else:  # variants or models: the engine options have nothing to apply to
+        _engine("textbook", **{k: v for k, v in given.items() if v is not None})
+        engines_ = [None] * len(named)
+    subjects = [
+        _subject(
+            name, spec, work.model_copy(update={"engine": eng or Engine()}), wanted, hardware if gpu or memory else None
+        ).model_copy(update={"engine": eng})
+        for (name, spec), eng in zip(named, engines_, strict=True)
+    ]
     gpu_spec = presets.load_gpu(gpu, presets_dir) if gpu else None
     result = compare_rows(subjects, work, _kv_dtypes(kv_dtype), gpu_spec, base)
     label = _gpu_label(gpu_spec, memory) if gpu or memory else None

@@ -16,7 +16,7 @@ from kvcalc.capacity import Budget
 from kvcalc.errors import InvalidInput
 from kvcalc.kvcache import estimate_kv, layer_bytes_per_token, layer_caches
 from kvcalc.latency import Bound
-from kvcalc.spec import GpuSpec, ModelSpec, Workload
+from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload
 from kvcalc.units import DType
 
 VariantKind = Literal["mha", "gqa", "mqa", "mla"]
@@ -88,6 +88,7 @@ class Subject(Frozen):
     spec: ModelSpec
     weight_dtype: DType
     budget: Budget | None = None
+    engine: Engine | None = None  # compared engines: each subject allocates by its own engine
 
 
 class RowFit(Frozen):
@@ -138,7 +139,8 @@ class Baseline(Frozen):
 class Comparison(Frozen):
     """Rows in the order given (each name, then each cache dtype), with the baseline and a footnote."""
 
-    model: str | None  # the model the variants derive from; None when models are compared
+    kind: Literal["variants", "models", "engines"]
+    model: str | None  # the model the variants or engines are of; None when models are compared
     seq: int
     batch: int
     tp: int
@@ -150,7 +152,7 @@ class Comparison(Frozen):
 def _row(subject: Subject, workload: Workload, gpu: GpuSpec | None) -> CompareRow:
     spec = subject.spec
     kv = estimate_kv(spec, workload)
-    layer = layer_caches(spec)[0]  # layers differ only in how many tokens they hold, not per token
+    layer = layer_caches(spec, workload.tp, workload.engine)[0]  # layers differ only in tokens held, not per token
     mla = layer.kind == "mla"
     return CompareRow(
         name=subject.name,
@@ -204,6 +206,13 @@ def _kept_note(base: ModelSpec, subjects: list[Subject]) -> str:
     return note
 
 
+def _engines_note(base: ModelSpec) -> str:
+    return (
+        f"Each engine allocates the cache of {base.name} by its own rules (see --explain on size, and docs/engines.md);"
+        " for llamacpp --seq is n_ctx, shared by --batch sequences."
+    )
+
+
 def compare(
     subjects: list[Subject], workload: Workload, kv_dtypes: list[DType | None], gpu: GpuSpec | None = None,
     base: ModelSpec | None = None,
@@ -211,14 +220,19 @@ def compare(
     """Each subject in each cache dtype (None: the model's own), in the order given, with savings per
     batch against the baseline. `base` is the model variants derive from (None when comparing models);
     a subject's budget adds what fits, `gpu` the decode time."""
-    rows = [_row(s, workload.model_copy(update={"kv_dtype": d}), gpu) for s in subjects for d in kv_dtypes]
-    baseline = next((r for r in rows if r.name == "mha"), rows[0]) if base else rows[0]
+    rows = [
+        _row(s, workload.model_copy(update={"kv_dtype": d, "engine": s.engine or workload.engine}), gpu)
+        for s in subjects
+        for d in kv_dtypes
+    ]
+    baseline = next((r for r in rows if r.name in ("mha", "textbook")), rows[0]) if base else rows[0]
     return Comparison(
+        kind="engines" if subjects[0].engine else "variants" if base else "models",
         model=base.name if base else None,
         seq=workload.seq,
         batch=workload.batch,
         tp=workload.tp,
         baseline=Baseline(name=baseline.name, kv_dtype=baseline.kv_dtype),
-        note=_kept_note(base, subjects) if base else None,
+        note=(_engines_note(base) if subjects[0].engine else _kept_note(base, subjects)) if base else None,
         variants=[_with_savings(r, baseline) for r in rows],
     )

@@ -98,19 +98,25 @@ def check_supported(model: ModelSpec, workload: Workload, dtype: DType) -> list[
         if dtype not in HF_DTYPES:
             raise InvalidInput(f"--engine hf caches {', '.join(sorted(d.value for d in HF_DTYPES))}, not {dtype.value}")
         if dtype == DType.fp8 and sliding:
-            raise InvalidInput(f"transformers' QuantizedCache (fp8) refuses models with sliding-window layers, as {model.name} has")
+            raise InvalidInput(
+                f"transformers' QuantizedCache (fp8) refuses models with sliding-window layers, as {model.name} has"
+            )
         if engine.max_cache_len is not None and workload.seq > engine.max_cache_len:
             raise InvalidInput(f"--seq {workload.seq} exceeds the StaticCache's --max-cache-len {engine.max_cache_len}")
     elif engine.name == "llamacpp":
         if dtype not in LLAMACPP_DTYPES:
-            raise InvalidInput(f"--engine llamacpp caches {', '.join(sorted(d.value for d in LLAMACPP_DTYPES))}, not {dtype.value}")
+            raise InvalidInput(
+                f"--engine llamacpp caches {', '.join(sorted(d.value for d in LLAMACPP_DTYPES))}, not {dtype.value}"
+            )
         blocks = PACKING[dtype].block_values
         if blocks > 1 and model.key_dim % blocks:
             raise InvalidInput(f"llama.cpp quantizes K in blocks of {blocks}: the K head width {model.key_dim} is not a multiple")
         if blocks > 1 and engine.flash_attn is False:
             raise InvalidInput("llama.cpp refuses a quantized V cache without flash attention (--flash-attn)")
         if workload.seq < workload.batch:
-            raise InvalidInput(f"llama.cpp's n_ctx (--seq {workload.seq}) is shared by --batch {workload.batch} sequences: it must be at least the batch")
+            raise InvalidInput(
+                f"llama.cpp's n_ctx (--seq {workload.seq}) is shared by --batch {workload.batch} sequences: it must be at least the batch"
+            )
         if workload.block_size is not None:
             raise InvalidInput("--block-size does not apply to --engine llamacpp (it pads to 256 cells)")
     elif engine.name == "vllm":
@@ -130,12 +136,17 @@ def fixed_bytes(model: ModelSpec, workload: Workload, dtype: DType) -> int:
 def rules(model: ModelSpec, workload: Workload) -> list[str]:
     """The engine rules behind the figures, each with the source file it follows (for --explain)."""
     engine = workload.engine
+    sliding = "sliding" in model.layer_kinds() and model.mla is None
     if engine.name == "hf":
         lines = ["transformers: full layers cache every token: 2 * B * Hkv * d * s (cache_utils.py DynamicLayer)"]
         if engine.max_cache_len is not None:
-            lines.append(f"StaticCache preallocates max_cache_len {engine.max_cache_len}; sliding layers min(W, max_cache_len) (cache_utils.py StaticSlidingWindowLayer)")
-        else:
-            lines.append("DynamicCache: sliding layers keep W - 1 tokens; right after a prefill longer than W they still hold it all (cache_utils.py DynamicSlidingWindowLayer)")
+            lines.append(
+                f"StaticCache preallocates max_cache_len {engine.max_cache_len}; sliding layers min(W, max_cache_len) (cache_utils.py StaticSlidingWindowLayer)"
+            )
+        elif sliding:
+            lines.append(
+                "DynamicCache: sliding layers keep W - 1 tokens; right after a prefill longer than W they still hold it all (cache_utils.py DynamicSlidingWindowLayer)"
+            )
         if model.mla is not None:
             lines.append(
                 "DeepSeek MLA: 5.x caches the latent (kv_lora_rank + rope); 4.x caches decompressed per-head K (nope + rope) and V"
@@ -143,14 +154,19 @@ def rules(model: ModelSpec, workload: Workload) -> list[str]:
             )
         return lines
     if engine.name == "llamacpp":
-        return [
+        lines = [
             f"llama.cpp: --seq is n_ctx, shared by --batch sequences (-np); each gets PAD256(n_ctx / n_seq) cells"
             f"{' (one unified buffer of PAD256(n_ctx))' if engine.unified else ''} (src/llama-context.cpp, src/llama-kv-cache.cpp)",
             "cache types are blocks of 32 values: q8_0 34 B, q4_0 18, q4_1 20, q5_0 22, q5_1 24, iq4_nl 18 (ggml/src/ggml.c type_traits)",
-            "SWA layers: as large as the full cache with --swa-full true (the default); else PAD256(min(n_ctx_seq, W * streams + n_ubatch))"
-            " (src/llama-kv-cache-iswa.cpp)",
-            "MLA GGUFs cache a K-only latent of kv_lora_rank + rope per cell (src/llama-model.cpp)",
         ]
+        if sliding:
+            lines.append(
+                "SWA layers: as large as the full cache with --swa-full true (the default); else"
+                f" PAD256(min(n_ctx_seq, W * streams + n_ubatch {engine.ubatch or LLAMACPP_UBATCH})) (src/llama-kv-cache-iswa.cpp)"
+            )
+        if model.mla is not None:
+            lines.append("MLA GGUFs cache a K-only latent of kv_lora_rank + rope per cell (src/llama-model.cpp)")
+        return lines
     if engine.name == "vllm":
         return [
             f"vLLM: pages of {block_size(workload)} tokens per layer, block_size * 2 * Hkv * d * bytes (vllm/v1/kv_cache_interface.py AttentionSpec.page_size_bytes)",

@@ -56,7 +56,9 @@ def layer_caches(model: ModelSpec, tp: int = 1, engine: Engine | None = None) ->
         # vLLM and llama.cpp store both as one K-only row of r + rope; transformers 5.x as K (r) and V (rope).
         rope, rank = model.mla.qk_rope_head_dim, model.mla.kv_lora_rank
         k_only = engine.name in ("vllm", "llamacpp")
-        latent = LayerCache(kind="mla", window=None, kv_heads=0, k_values=rank + rope if k_only else rank, v_values=0 if k_only else rope)
+        latent = LayerCache(
+            kind="mla", window=None, kv_heads=0, k_values=rank + rope if k_only else rank, v_values=0 if k_only else rope
+        )
         kv_heads_per_rank(model, tp)  # still validates the split of the query heads
         return [latent] * model.layers
     heads = kv_heads_per_rank(model, tp)  # transformers 4.x decompresses MLA into per-head K and V
@@ -129,7 +131,9 @@ def sequence_bytes(model: ModelSpec, workload: Workload, seq: int | None = None)
 def batch_bytes(model: ModelSpec, workload: Workload, seq: int | None = None) -> SequenceBytes:
     """KV bytes of the whole batch: every allocation unit, plus what does not scale with tokens."""
     unit = sequence_bytes(model, workload, seq)
-    fixed = _over_stages(model, workload, [engines.fixed_bytes(model, workload, kv_dtype(model, workload)) // model.layers] * model.layers)
+    fixed = _over_stages(
+        model, workload, [engines.fixed_bytes(model, workload, kv_dtype(model, workload)) // model.layers] * model.layers
+    )
     units = engines.allocation_units(workload)
     return SequenceBytes(per_gpu=units * unit.per_gpu + fixed.per_gpu, total=units * unit.total + fixed.total)
 
@@ -223,7 +227,8 @@ def estimate_kv(model: ModelSpec, workload: Workload) -> KvEstimate:
 def _peak_batch_bytes(model: ModelSpec, workload: Workload, caches: list[LayerCache], dtype: DType) -> int:
     engine, block = workload.engine, engines.block_size(workload)
     per_unit = sum(
-        layer_bytes_per_token(layer, dtype) * engines.peak_tokens_per_unit(engine, layer.window, workload.seq, workload.batch, block)
+        layer_bytes_per_token(layer, dtype)
+        * engines.peak_tokens_per_unit(engine, layer.window, workload.seq, workload.batch, block)
         for layer in caches
     )
     return engines.allocation_units(workload) * per_unit * workload.tp + engines.fixed_bytes(model, workload, dtype) * workload.tp

@@ -60,15 +60,23 @@ def kv_table(kv: KvEstimate, decimal: bool, explain: bool) -> None:
     where = f", tp {kv.tp}" if kv.tp > 1 else ""
     where += f", pp {kv.pp}" if kv.pp > 1 else ""
     paged = f", pages of {kv.block_size}" if kv.block_size else ""
-    table = _table(f"KV cache: {kv.model}, {kv.kv_dtype.value}, seq {kv.seq:,}, batch {kv.batch}{where}{paged}", "", "bytes")
+    engine = f", engine {kv.engine}" if kv.engine != "textbook" else ""
+    table = _table(
+        f"KV cache: {kv.model}, {kv.kv_dtype.value}, seq {kv.seq:,}, batch {kv.batch}{where}{paged}{engine}", "", "bytes"
+    )
     table.add_row("per token (all layers)", _bytes_cell(kv.bytes_per_token, decimal))
-    table.add_row(f"per sequence ({kv.seq:,} tokens)", _bytes_cell(kv.bytes_per_sequence, decimal))
+    unit = "shared buffer" if kv.allocation_units != kv.batch else "per sequence"
+    table.add_row(f"{unit} ({kv.seq:,} tokens)", _bytes_cell(kv.bytes_per_sequence, decimal))
     table.add_row(f"batch of {kv.batch}", _bytes_cell(kv.bytes_per_batch, decimal))
     if kv.tp > 1 or kv.pp > 1:
         table.add_row("per GPU (busiest)", _bytes_cell(kv.bytes_per_gpu, decimal))
-    if kv.block_size:
-        table.add_row("paging waste vs exact", _bytes_cell(kv.paging_waste_bytes, decimal))
+    if kv.paging_waste_bytes:
+        table.add_row("allocated beyond the textbook need", _bytes_cell(kv.paging_waste_bytes, decimal))
+    if kv.peak_bytes_per_batch > kv.bytes_per_batch:
+        table.add_row("peak, right after prefill", _bytes_cell(kv.peak_bytes_per_batch, decimal))
     console.print(table)
+    for message in kv.warnings:
+        warn(message)
     if len(kv.groups) > 1 or kv.groups[0].kind != "full":
         groups = _table("Per layer kind", "kind", "layers", "B/token/layer", "tokens held", "per sequence")
         for g in kv.groups:
@@ -94,7 +102,9 @@ def weights_line(params: ParamCount | None, weights_bytes: int | None, dtype: st
         return
     how = "counted from the shapes" if params.from_shapes else "published"
     active = f", {params.active:,} active per token" if params.active != params.total else ""
-    console.print(f"weights: {params.total:,} params ({how}{active}) in {dtype} = {_bytes_cell(weights_bytes, decimal)}")
+    console.print(
+        f"weights: {params.total:,} params ({how}{active}) in {dtype} = {_bytes_cell(weights_bytes, decimal)}", soft_wrap=True
+    )
 
 
 def fit_tables(report: FitReport, model: str, gpu: str, decimal: bool, explain: bool) -> None:
@@ -131,7 +141,13 @@ def fit_tables(report: FitReport, model: str, gpu: str, decimal: bool, explain: 
     )
     if report.paging_waste_bytes_at_max_batch:
         console.print(
-            f"paging waste at max batch: {format_bytes(report.paging_waste_bytes_at_max_batch, decimal)} against the exact need"
+            f"allocated beyond the textbook need at max batch: {format_bytes(report.paging_waste_bytes_at_max_batch, decimal)} (pages, padding, reservations)"
+        )
+    if report.vllm_max_concurrency is not None:
+        console.print(
+            f"vLLM would log: Maximum concurrency for {report.seq:,} tokens per request: {report.vllm_max_concurrency:.2f}x"
+            " (its own formula: whole blocks of the shared pool over blocks per request)",
+            soft_wrap=True,
         )
     if report.max_batch_by_context:
         ctx = _table("Max batch by context", "context", *[f"{s:,}" for s in report.max_batch_by_context])
@@ -294,13 +310,13 @@ def _saved_cells(row: CompareRow, baseline: CompareRow, decimal: bool) -> tuple[
 
 
 def _compare_kv_table(c: Comparison, baseline: CompareRow, dtypes: bool, decimal: bool) -> Table:
-    subject = f"attention variant: {c.model}, " if c.model else "model: "
+    subject = {"variants": f"attention variant: {c.model}, ", "engines": f"engine: {c.model}, ", "models": "model: "}[c.kind]
     dtype = "" if dtypes else f"{c.variants[0].kv_dtype.value}, "
     tp = f", tp {c.tp}" if c.tp > 1 else ""
     batch = [f"batch of {c.batch}"] if c.batch > 1 else []  # a batch of 1 is the sequence column again
     table = _table(
         f"KV cache by {subject}{dtype}seq {c.seq:,}, batch {c.batch}{tp}",
-        "variant" if c.model else "model", "KV heads", "B/token per layer", "B/token", "per sequence", *batch, "saved", "%",
+        {"variants": "variant", "engines": "engine", "models": "model"}[c.kind], "KV heads", "B/token per layer", "B/token", "per sequence", *batch, "saved", "%",
     )  # fmt: skip
     for row in c.variants:
         table.add_row(
@@ -324,7 +340,7 @@ def _decode_cells(step: RowDecode | None) -> list[str]:
 def _compare_fit_table(c: Comparison, gpu: str, dtypes: bool) -> Table:
     decode = ["decode / token", "bound"] if any(row.decode for row in c.variants) else []  # --memory alone: no bandwidth
     title = f"On {gpu}" + (f", tp {c.tp}" if c.tp > 1 else "")
-    first = "variant" if c.model else "model"
+    first = {"variants": "variant", "engines": "engine", "models": "model"}[c.kind]
     table = _table(title, first, f"max batch at {c.seq:,}", f"max context at batch {c.batch}", *decode)
     for row in c.variants:
         if row.fit:
@@ -347,8 +363,18 @@ def _weights_do_not_fit(c: Comparison, dtypes: bool, decimal: bool) -> None:
 def _compare_chart(c: Comparison, dtypes: bool, decimal: bool) -> Table:
     """Max batch per row when a GPU or memory is given and anything fits, else KV bytes per token."""
     by_batch = any(row.fit and row.fit.max_batch for row in c.variants)
-    values = [(row.fit.max_batch if row.fit else 0) if by_batch else row.bytes_per_token for row in c.variants]
-    title = f"max batch at {c.seq:,} tokens" if by_batch else "KV bytes per token (all layers)"
+    per_batch = c.kind == "engines"  # engines differ in tokens held, not in bytes per token
+    values = [
+        (row.fit.max_batch if row.fit else 0) if by_batch else row.bytes_per_batch if per_batch else row.bytes_per_token
+        for row in c.variants
+    ]
+    title = (
+        f"max batch at {c.seq:,} tokens"
+        if by_batch
+        else f"KV bytes for the batch of {c.batch}"
+        if per_batch
+        else "KV bytes per token (all layers)"
+    )
     chart = Table.grid(padding=(0, 1))
     chart.title, chart.title_justify, chart.title_style = title, "left", "bold"
     chart.add_column()

@@ -42,7 +42,7 @@ def test_size_per_layer_kind_for_hybrid_models(cli) -> None:
 
 def test_size_paged_shows_waste(cli) -> None:
     result = cli("size", "--model", "llama3-8b", "--seq", "1000", "--block-size", "16")
-    assert "paging waste" in result.stdout and "1,048,576 B" in result.stdout
+    assert "allocated beyond the textbook need" in result.stdout and "1,048,576 B" in result.stdout
 
 
 def test_size_from_user_yaml_and_hf_config(cli) -> None:
