@@ -162,7 +162,9 @@ def _engine(
         error = exc.errors()[0]
         if error["loc"] == ("name",):
             raise InvalidInput(f"unknown --engine {name!r}: choose textbook, hf, vllm or llamacpp") from None
-        raise InvalidInput(str(error["msg"]).removeprefix("Value error, ").replace("--unified", "--kv-unified")) from None
+        message = str(error["msg"]).removeprefix("Value error, ").replace("--unified", "--kv-unified")
+        field = "--" + str(error["loc"][0]).replace("_", "-") + ": " if error["loc"] else ""
+        raise InvalidInput(field + message) from None
 
 
 def _positive(**values: int | None) -> None:
