@@ -111,8 +111,12 @@ def check_supported(model: ModelSpec, workload: Workload, dtype: DType) -> list[
         blocks = PACKING[dtype].block_values
         if blocks > 1 and model.key_dim % blocks:
             raise InvalidInput(f"llama.cpp quantizes K in blocks of {blocks}: the K head width {model.key_dim} is not a multiple")
+        if blocks > 1 and engine.flash_attn is None:
+            warnings.append(
+                "llama.cpp needs flash attention for a quantized V cache; its default (-fa auto) enables it only where the backend supports it"
+            )
         if blocks > 1 and engine.flash_attn is False:
-            raise InvalidInput("llama.cpp refuses a quantized V cache without flash attention (--flash-attn)")
+            raise InvalidInput("llama.cpp refuses a quantized V cache without flash attention (\"V cache quantization requires flash_attn\"): drop --flash-attn false")
         if workload.seq < workload.batch:
             raise InvalidInput(
                 f"llama.cpp's n_ctx (--seq {workload.seq}) is shared by --batch {workload.batch} sequences: it must be at least the batch"
