@@ -15,7 +15,7 @@ from kvcalc.compare import DEFAULT_KV_LORA_RANK, DEFAULT_ROPE_DIM, VARIANT_HELP,
 from kvcalc.compare import compare as compare_rows
 from kvcalc.errors import DoesNotFit, InvalidInput, KvcalcError, PresetNotFound
 from kvcalc.kvcache import estimate_kv
-from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload
+from kvcalc.spec import ENGINE_OPTIONS, Engine, GpuSpec, ModelSpec, Workload
 from kvcalc.units import SIZE_HELP, DType, parse_dtype, parse_size
 
 app = typer.Typer(
@@ -122,15 +122,7 @@ MaxBatchedOpt = Annotated[
 
 
 ENGINE_NAMES = ("textbook", "hf", "vllm", "llamacpp")
-ENGINE_OF_OPTION = {
-    "hf_version": "hf",
-    "max_cache_len": "hf",
-    "swa_full": "llamacpp",
-    "ubatch": "llamacpp",
-    "kv_unified": "llamacpp",
-    "flash_attn": "llamacpp",
-    "max_batched": "vllm",
-}
+_BOOL_OPTIONS = ("swa_full", "kv_unified", "flash_attn")
 
 
 def _bool_flag(name: str, text: str | None) -> bool | None:
@@ -141,30 +133,24 @@ def _bool_flag(name: str, text: str | None) -> bool | None:
     return text.lower() in ("true", "1", "on")
 
 
-def _engine(
-    name: str, hf_version: int | None = None, max_cache_len: int | None = None, swa_full: str | None = None,
-    ubatch: int | None = None, kv_unified: str | None = None, flash_attn: str | None = None, max_batched: int | None = None,
-) -> Engine:  # fmt: skip
-    """The --engine profile with its options; an option of another engine is an error."""
-    _positive(max_cache_len=max_cache_len, ubatch=ubatch, max_num_batched_tokens=max_batched)
-    options = {
-        "hf_version": hf_version,
-        "max_cache_len": max_cache_len,
-        "swa_full": _bool_flag("swa-full", swa_full),
-        "ubatch": ubatch,
-        "unified": _bool_flag("kv-unified", kv_unified),
-        "flash_attn": _bool_flag("flash-attn", flash_attn),
-        "max_num_batched_tokens": max_batched,
-    }
+def _engine(name: str, **options: Any) -> Engine:
+    """The --engine profile with its options (Engine's field names; true/false text for the boolean
+    ones); an option of another engine is an error."""
+    _positive(**{k: v for k, v in options.items() if k not in _BOOL_OPTIONS and k != "hf_version"})
+    options = {k: _bool_flag(k.replace("_", "-"), v) if k in _BOOL_OPTIONS else v for k, v in options.items()}
     try:
         return Engine(name=name, **options)
     except ValidationError as exc:
         error = exc.errors()[0]
         if error["loc"] == ("name",):
             raise InvalidInput(f"unknown --engine {name!r}: choose textbook, hf, vllm or llamacpp") from None
-        message = str(error["msg"]).removeprefix("Value error, ").replace("--unified", "--kv-unified")
         field = "--" + str(error["loc"][0]).replace("_", "-") + ": " if error["loc"] else ""
-        raise InvalidInput(field + message) from None
+        raise InvalidInput(field + str(error["msg"]).removeprefix("Value error, ")) from None
+
+
+def _engine_options(**options: Any) -> dict[str, Any]:
+    """The engine options given on the command line, by Engine field name."""
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def _positive(**values: int | None) -> None:
@@ -266,7 +252,18 @@ def size(
         tp,
         pp,
         block_size,
-        _engine(engine, hf_version, max_cache_len, swa_full, ubatch, kv_unified, flash_attn, max_num_batched_tokens),
+        _engine(
+            engine,
+            **_engine_options(
+                hf_version=hf_version,
+                max_cache_len=max_cache_len,
+                swa_full=swa_full,
+                ubatch=ubatch,
+                kv_unified=kv_unified,
+                flash_attn=flash_attn,
+                max_num_batched_tokens=max_num_batched_tokens,
+            ),
+        ),
     )
     kv = estimate_kv(spec, work)
     wdtype = capacity.weight_dtype_for(spec, parse_dtype(weight_dtype) if weight_dtype else None)
@@ -341,7 +338,18 @@ def fit(
         tp,
         pp,
         block_size,
-        _engine(engine, hf_version, max_cache_len, swa_full, ubatch, kv_unified, flash_attn, max_num_batched_tokens),
+        _engine(
+            engine,
+            **_engine_options(
+                hf_version=hf_version,
+                max_cache_len=max_cache_len,
+                swa_full=swa_full,
+                ubatch=ubatch,
+                kv_unified=kv_unified,
+                flash_attn=flash_attn,
+                max_num_batched_tokens=max_num_batched_tokens,
+            ),
+        ),
     )
     _positive(max_seqs=max_seqs)
     wdtype = capacity.weight_dtype_for(spec, parse_dtype(weight_dtype) if weight_dtype else None)
@@ -484,20 +492,20 @@ def compare(
     work = _shared_workload([base] if base else [spec for _, spec in named], seq, batch, tp)
     hardware = {"gpu": gpu, "memory": memory, "utilization": utilization, "reserve": reserve, "extra": presets_dir}
     wanted = parse_dtype(weight_dtype) if weight_dtype else None
-    given = {"hf_version": hf_version, "max_cache_len": max_cache_len, "swa_full": swa_full, "ubatch": ubatch}
-    given |= {"kv_unified": kv_unified, "flash_attn": flash_attn, "max_batched": max_num_batched_tokens}
+    given = _engine_options(
+        hf_version=hf_version, max_cache_len=max_cache_len, swa_full=swa_full, ubatch=ubatch,
+        kv_unified=kv_unified, flash_attn=flash_attn, max_num_batched_tokens=max_num_batched_tokens,
+    )  # fmt: skip
     if base is not None and not named:  # engines side by side: each takes the options that apply to it
         named = [(name, base) for name in names]
-        engines_ = [
-            _engine(name, **{k: v for k, v in given.items() if v is not None and ENGINE_OF_OPTION[k] == name}) for name in names
-        ]
-        unused = [k for k, v in given.items() if v is not None and ENGINE_OF_OPTION[k] not in names]
+        engines_ = [_engine(name, **{k: v for k, v in given.items() if ENGINE_OPTIONS[k] == name}) for name in names]
+        unused = [k for k in given if ENGINE_OPTIONS[k] not in names]
         if unused:
             raise InvalidInput(
-                f"--{unused[0].replace('_', '-')} applies to --engine {ENGINE_OF_OPTION[unused[0]]}, which is not compared"
+                f"--{unused[0].replace('_', '-')} applies to --engine {ENGINE_OPTIONS[unused[0]]}, which is not compared"
             )
     else:  # variants or models: the engine options have nothing to apply to
-        _engine("textbook", **{k: v for k, v in given.items() if v is not None})
+        _engine("textbook", **given)
         engines_ = [None] * len(named)
     subjects = [
         _subject(

@@ -38,7 +38,7 @@ def pad(n: int, to: int) -> int:
 def allocation_units(workload: Workload) -> int:
     """Separately sized buffers: one per sequence, or one shared by all (llama.cpp --kv-unified)."""
     engine = workload.engine
-    return 1 if engine.name == "llamacpp" and engine.unified else workload.batch
+    return 1 if engine.name == "llamacpp" and engine.kv_unified else workload.batch
 
 
 def block_size(workload: Workload) -> int | None:
@@ -54,8 +54,8 @@ def tokens_per_unit(engine: Engine, window: int | None, seq: int, batch: int, bl
     textbook: s, or min(s, W) in a window layer, rounded up to pages when paged.
     hf: DynamicCache keeps min(s, W - 1) in a sliding layer (cache_utils.py DynamicSlidingWindowLayer);
         StaticCache preallocates max_cache_len, min(W, max_cache_len) when sliding.
-    llamacpp: `seq` is n_ctx shared by `batch` sequences: PAD256(n_ctx / n_seq) cells each (one unit of
-        PAD256(n_ctx) when unified); a SWA layer with --swa-full false keeps
+    llamacpp: `seq` is n_ctx, padded to 256 and shared by `batch` sequences: PAD256(PAD256(n_ctx) / n_seq)
+        cells each (one unit of PAD256(n_ctx) when unified); a SWA layer with --swa-full false keeps
         PAD256(min(n_ctx_seq, W * (unified ? n_seq : 1) + n_ubatch)) (llama-kv-cache-iswa.cpp).
     vllm: whole blocks; a sliding layer reserves cdiv(min(W - 1 + max_num_batched_tokens, s), block) + 1
         blocks per request (vllm/v1/kv_cache_interface.py SlidingWindowSpec.max_memory_usage_bytes).
@@ -65,10 +65,10 @@ def tokens_per_unit(engine: Engine, window: int | None, seq: int, batch: int, bl
             return min(window, engine.max_cache_len) if window else engine.max_cache_len
         return min(seq, window - 1) if window else seq
     if engine.name == "llamacpp":
-        n_ctx_seq = seq if engine.unified else seq // batch
-        cells = pad(n_ctx_seq, LLAMACPP_PAD)
+        n_ctx = pad(seq, LLAMACPP_PAD)  # padded first, then shared out and padded again
+        cells = n_ctx_seq = n_ctx if engine.kv_unified else pad(n_ctx // batch, LLAMACPP_PAD)
         if window and engine.swa_full is False:
-            streams = batch if engine.unified else 1
+            streams = batch if engine.kv_unified else 1
             cells = pad(min(n_ctx_seq, window * streams + (engine.ubatch or LLAMACPP_UBATCH)), LLAMACPP_PAD)
         return cells
     if engine.name == "vllm":
@@ -89,44 +89,40 @@ def peak_tokens_per_unit(engine: Engine, window: int | None, seq: int, batch: in
     return tokens_per_unit(engine, window, seq, batch, block)
 
 
-def check_supported(model: ModelSpec, workload: Workload, dtype: DType) -> list[str]:
-    """Refuse what the engine refuses (InvalidInput); return warnings for what it only warns about."""
+def check_supported(model: ModelSpec, workload: Workload, dtype: DType) -> None:
+    """Refuse, as InvalidInput, what the engine itself refuses."""
     engine = workload.engine
-    warnings: list[str] = []
     sliding = model.mla is None and "sliding" in model.layer_kinds()
     if engine.name == "hf":
         if dtype not in HF_DTYPES:
             raise InvalidInput(f"--engine hf caches {', '.join(sorted(d.value for d in HF_DTYPES))}, not {dtype.value}")
-        if dtype == DType.fp8 and sliding:
+        if dtype == DType.fp8 and sliding:  # cache_utils.py QuantizedCache.__init__
             raise InvalidInput(
-                f"transformers' QuantizedCache (fp8) refuses models with sliding-window layers, as {model.name} has"
+                f"transformers' QuantizedCache (fp8) is only supported for models with only full attention layers; {model.name} has sliding ones"
             )
         if engine.max_cache_len is not None and workload.seq > engine.max_cache_len:
             raise InvalidInput(f"--seq {workload.seq} exceeds the StaticCache's --max-cache-len {engine.max_cache_len}")
-    elif engine.name == "llamacpp":
+    elif engine.name == "llamacpp":  # src/llama-context.cpp llama_init_from_model
         if dtype not in LLAMACPP_DTYPES:
             raise InvalidInput(
                 f"--engine llamacpp caches {', '.join(sorted(d.value for d in LLAMACPP_DTYPES))}, not {dtype.value}"
             )
         blocks = PACKING[dtype].block_values
-        if blocks > 1 and model.key_dim % blocks:
-            raise InvalidInput(f"llama.cpp quantizes K in blocks of {blocks}: the K head width {model.key_dim} is not a multiple")
-        if blocks > 1 and engine.flash_attn is None:
-            warnings.append(
-                "llama.cpp needs flash attention for a quantized V cache; its default (-fa auto) enables it only where the backend supports it"
-            )
-        if blocks > 1 and engine.flash_attn is False:
-            raise InvalidInput("llama.cpp refuses a quantized V cache without flash attention (\"V cache quantization requires flash_attn\"): drop --flash-attn false")
+        for part, width in (("K", model.key_dim), ("V", model.value_dim)):
+            if blocks > 1 and engine.flash_attn is not False and width % blocks:
+                raise InvalidInput(
+                    f"llama.cpp: {part} cache type {dtype.value} with block size {blocks} does not divide the {part} head width {width}"
+                )
+        if blocks > 1 and engine.flash_attn is False:  # -fa auto, the default, turns flash attention on by itself
+            raise InvalidInput("llama.cpp: quantized V cache requires flash_attn to be enabled (drop --flash-attn false)")
         if workload.seq < workload.batch:
             raise InvalidInput(
                 f"llama.cpp's n_ctx (--seq {workload.seq}) is shared by --batch {workload.batch} sequences: it must be at least the batch"
             )
         if workload.block_size is not None:
             raise InvalidInput("--block-size does not apply to --engine llamacpp (it pads to 256 cells)")
-    elif engine.name == "vllm":
-        if dtype not in VLLM_DTYPES:
-            raise InvalidInput(f"--engine vllm caches {', '.join(sorted(d.value for d in VLLM_DTYPES))}, not {dtype.value}")
-    return warnings
+    elif engine.name == "vllm" and dtype not in VLLM_DTYPES:
+        raise InvalidInput(f"--engine vllm caches {', '.join(sorted(d.value for d in VLLM_DTYPES))}, not {dtype.value}")
 
 
 def fixed_bytes(model: ModelSpec, workload: Workload, dtype: DType) -> int:
@@ -160,7 +156,7 @@ def rules(model: ModelSpec, workload: Workload) -> list[str]:
     if engine.name == "llamacpp":
         lines = [
             f"llama.cpp: --seq is n_ctx, shared by --batch sequences (-np); each gets PAD256(n_ctx / n_seq) cells"
-            f"{' (one unified buffer of PAD256(n_ctx))' if engine.unified else ''} (src/llama-context.cpp, src/llama-kv-cache.cpp)",
+            f"{' (one unified buffer of PAD256(n_ctx))' if engine.kv_unified else ''} (src/llama-context.cpp, src/llama-kv-cache.cpp)",
             "cache types are blocks of 32 values: q8_0 34 B, q4_0 18, q4_1 20, q5_0 22, q5_1 24, iq4_nl 18 (ggml/src/ggml.c type_traits)",
         ]
         if sliding:

@@ -178,7 +178,6 @@ class KvEstimate(Frozen):
     paging_waste_bytes: int  # allocated beyond the exact need (pages, padding, engine reservations)
     peak_bytes_per_batch: int  # the most held at any moment (transformers right after a long prefill)
     replicated_kv_heads: bool
-    warnings: list[str]
     explain: list[str]
 
 
@@ -192,7 +191,7 @@ def exact_workload(workload: Workload) -> Workload:
 def estimate_kv(model: ModelSpec, workload: Workload) -> KvEstimate:
     """KV bytes per token, per sequence and per batch, per GPU and in total, with an explanation."""
     dtype = kv_dtype(model, workload)
-    warnings = engines.check_supported(model, workload, dtype)
+    engines.check_supported(model, workload, dtype)
     caches = layer_caches(model, workload.tp, workload.engine)
     unit = sequence_bytes(model, workload)
     batch = batch_bytes(model, workload)
@@ -219,7 +218,6 @@ def estimate_kv(model: ModelSpec, workload: Workload) -> KvEstimate:
         paging_waste_bytes=batch.total - exact.total,
         peak_bytes_per_batch=max(peak, batch.total),
         replicated_kv_heads=model.mla is None and workload.tp > model.kv_heads,
-        warnings=warnings,
         explain=_explain(model, workload, dtype, groups, unit, batch),
     )
 

@@ -75,8 +75,6 @@ def kv_table(kv: KvEstimate, decimal: bool, explain: bool) -> None:
     if kv.peak_bytes_per_batch > kv.bytes_per_batch:
         table.add_row("peak, right after prefill", _bytes_cell(kv.peak_bytes_per_batch, decimal))
     console.print(table)
-    for message in kv.warnings:
-        warn(message)
     if len(kv.groups) > 1 or kv.groups[0].kind != "full":
         groups = _table("Per layer kind", "kind", "layers", "B/token/layer", "tokens held", "per sequence")
         for g in kv.groups:

@@ -128,12 +128,12 @@ class GpuSpec(Strict):
 
 
 EngineName = Literal["textbook", "hf", "vllm", "llamacpp"]
-_ENGINE_OPTIONS: dict[str, EngineName] = {
+ENGINE_OPTIONS: dict[str, EngineName] = {
     "hf_version": "hf",
     "max_cache_len": "hf",
     "swa_full": "llamacpp",
     "ubatch": "llamacpp",
-    "unified": "llamacpp",
+    "kv_unified": "llamacpp",
     "flash_attn": "llamacpp",
     "max_num_batched_tokens": "vllm",
 }
@@ -150,13 +150,13 @@ class Engine(Strict):
     max_cache_len: Count | None = None  # transformers StaticCache length; None: DynamicCache
     swa_full: bool | None = None  # llama.cpp --swa-full (default true)
     ubatch: Count | None = None  # llama.cpp -ub (default 512)
-    unified: bool | None = None  # llama.cpp --kv-unified (default false)
+    kv_unified: bool | None = None  # llama.cpp --kv-unified (default false)
     flash_attn: bool | None = None  # llama.cpp -fa (default on where supported)
     max_num_batched_tokens: Count | None = None  # vLLM (default 8192)
 
     @model_validator(mode="after")
     def _options_apply(self) -> Engine:
-        for option, owner in _ENGINE_OPTIONS.items():
+        for option, owner in ENGINE_OPTIONS.items():
             if getattr(self, option) is not None and owner != self.name:
                 flag = "--" + option.replace("_", "-")
                 raise ValueError(f"{flag} applies to --engine {owner}, not {self.name}")

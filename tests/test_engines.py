@@ -59,7 +59,10 @@ def test_hf_fp8_quantized_cache(cli, tmp_path) -> None:
     doc = kv(cli, "--model", str(full), "--seq", "10", "--engine", "hf", "--kv-dtype", "fp8")
     assert doc["bytes_per_batch"] == 4 * 10 * 2 * 2 * 32 * 1 + 4 * 2 * 4
     result = cli("size", "--model", SWA, "--seq", "10", "--engine", "hf", "--kv-dtype", "fp8")
-    assert result.exit_code == 2 and "QuantizedCache (fp8) refuses models with sliding-window layers" in result.stderr
+    assert (
+        result.exit_code == 2
+        and "QuantizedCache (fp8) is only supported for models with only full attention layers" in result.stderr
+    )
 
 
 # llama.cpp (src/llama-context.cpp, src/llama-kv-cache.cpp, src/llama-kv-cache-iswa.cpp)
@@ -83,6 +86,8 @@ def test_llamacpp_sequences_share_n_ctx(cli) -> None:
     doc = kv(cli, "--model", "llama3-8b", "--seq", "512", "--batch", "4", "--engine", "llamacpp")
     assert held(doc) == {"full": 256} and doc["allocation_units"] == 4
     assert doc["bytes_per_batch"] == 1024 * 131_072
+    # n_ctx is padded before it is shared: 770 -> 1024, / 3 = 341 -> 512 cells each (not PAD256(770 / 3) = 256)
+    assert held(kv(cli, "--model", "llama3-8b", "--seq", "770", "--batch", "3", "--engine", "llamacpp")) == {"full": 512}
     unified = kv(cli, "--model", "llama3-8b", "--seq", "512", "--batch", "4", "--engine", "llamacpp", "--kv-unified", "true")
     assert unified["allocation_units"] == 1 and unified["bytes_per_batch"] == 512 * 131_072
 
@@ -120,10 +125,13 @@ def test_llamacpp_refusals(cli, tmp_path) -> None:
     odd = tmp_path / "odd.yaml"
     odd.write_text("name: odd\nlayers: 2\nheads: 4\nkv_heads: 2\nhead_dim: 48\ndtype: bf16\n")
     cases = [
-        (["--model", str(odd), "--seq", "256", "--kv-dtype", "q8_0"], "K head width 48 is not a multiple"),
+        (
+            ["--model", str(odd), "--seq", "256", "--kv-dtype", "q8_0"],
+            "K cache type q8_0 with block size 32 does not divide the K head width 48",
+        ),
         (
             ["--model", "llama3-8b", "--seq", "256", "--kv-dtype", "q4_0", "--flash-attn", "false"],
-            "quantized V cache without flash attention",
+            "quantized V cache requires flash_attn to be enabled",
         ),
         (["--model", "llama3-8b", "--seq", "256", "--kv-dtype", "int4"], "--engine llamacpp caches"),
         (["--model", "llama3-8b", "--seq", "256", "--block-size", "16"], "--block-size does not apply to --engine llamacpp"),
