@@ -10,12 +10,12 @@ import operator
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
+from pydantic import Field, PositiveFloat, PositiveInt, ValidationInfo, field_validator, model_validator
 
 from kvcalc import capacity, latency
 from kvcalc.base import Strict
 from kvcalc.kvcache import estimate_kv
-from kvcalc.spec import GpuSpec, ModelSpec, Workload
+from kvcalc.spec import Count, GpuSpec, ModelSpec, Workload
 from kvcalc.units import DType, parse_dtype, parse_size
 
 PLAN_VERSION = 1
@@ -38,13 +38,13 @@ class PlannedWorkload(Strict):
     model: str = Field(min_length=1)
     gpu: str | None = None
     memory: str | None = None
-    seq: PositiveInt
-    batch: PositiveInt = 1
-    tp: PositiveInt = 1
-    pp: PositiveInt = 1
+    seq: Count
+    batch: Count = 1
+    tp: Count = 1
+    pp: Count = 1
     kv_dtype: DType | None = None
     weight_dtype: DType | None = None
-    block_size: PositiveInt | None = None
+    block_size: Count | None = None
     utilization: float = Field(default=capacity.DEFAULT_UTILIZATION, gt=0, le=1)
     reserve: str = "1GiB"
     expect: Expect = Expect()
@@ -59,10 +59,10 @@ class PlannedWorkload(Strict):
 
     @field_validator("memory", "reserve")
     @classmethod
-    def _read_size(cls, value: str | None) -> str | None:
-        if value is not None and value.strip() not in ("0", "0B"):
+    def _read_size(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
             try:
-                parse_size(value)
+                parse_size(value, allow_zero=info.field_name == "reserve")
             except Exception as exc:
                 raise ValueError(str(exc)) from None
         return value
@@ -128,7 +128,7 @@ def check_workload(planned: PlannedWorkload, model: ModelSpec, gpu: GpuSpec | No
     )
     weight_dtype = capacity.weight_dtype_for(model, planned.weight_dtype)
     memory = capacity.gpu_memory(gpu, parse_size(planned.memory) if planned.memory else None)
-    reserve = 0 if planned.reserve.strip() in ("0", "0B") else parse_size(planned.reserve)
+    reserve = parse_size(planned.reserve, allow_zero=True)
     budget = capacity.budget(model, work, memory, weight_dtype, planned.utilization, reserve)
     report = capacity.fit(model, work, budget)
     kv_bytes = estimate_kv(model, work).bytes_per_gpu

@@ -194,15 +194,21 @@ def _workload(
     return work
 
 
+def _size(flag: str, text: str, allow_zero: bool = False) -> int:
+    """A size option in bytes; its error names the flag."""
+    try:
+        return parse_size(text, allow_zero)
+    except InvalidInput as exc:
+        raise InvalidInput(f"--{flag}: {exc}") from None
+
+
 def _gpu_and_budget(
     model: ModelSpec, workload: Workload, gpu: str | None, memory: str | None, weight_dtype: DType,
     utilization: float, reserve: str, extra: list[Path] | None,
 ) -> tuple[GpuSpec | None, capacity.Budget]:  # fmt: skip
     gpu_spec = presets.load_gpu(gpu, extra) if gpu else None
-    total = capacity.gpu_memory(gpu_spec, parse_size(memory) if memory else None)
-    if reserve.strip().startswith("-"):
-        raise InvalidInput(f"--reserve {reserve} must not be negative")
-    reserve_bytes = 0 if reserve.strip().upper() in ("0", "0B") else parse_size(reserve)
+    total = capacity.gpu_memory(gpu_spec, _size("memory", memory) if memory else None)
+    reserve_bytes = _size("reserve", reserve, allow_zero=True)
     return gpu_spec, capacity.budget(model, workload, total, weight_dtype, utilization, reserve_bytes)
 
 
@@ -608,7 +614,7 @@ def measure(
             raise InvalidInput(f"unknown variant {unknown[0]!r}: choose mha, gqa, gqa:G, mqa or mla")
         subjects = [(v.name, derive(spec, v)) for _, v in parsed if v is not None]
     peak = presets.load_gpu(gpu_preset, presets_dir) if gpu_preset else None
-    limit = parse_size(max_memory) if max_memory else None
+    limit = _size("max-memory", max_memory) if max_memory else None
     with render.progress(enabled=not json_out) as step:
         report = run_measure(subjects, work, device, layers, limit, peak, step)
     if json_out:

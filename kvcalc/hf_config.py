@@ -50,15 +50,27 @@ def _layer_pattern(arch: str, cfg: dict[str, Any]) -> tuple[int | None, list[str
 
 
 def model_fields_from_hf(config: dict[str, Any], default_name: str, origin: str) -> dict[str, Any]:
-    """ModelSpec fields from a config.json mapping; unsupported architectures are refused."""
+    """ModelSpec fields from a config.json mapping; unsupported architectures and configs missing or
+    mistyping a field kvcalc needs are refused (InvalidPreset naming the field)."""
     arch = str(config.get("model_type", ""))
     if arch not in SUPPORTED:
         raise InvalidPreset(f"{origin}: model_type {arch!r} is not supported; supported: {', '.join(SUPPORTED)}")
-    cfg = {**config, **config.get("text_config", {})}  # gemma3 keeps the text model under text_config
+    text = config.get("text_config") or {}  # gemma3 keeps the text model under text_config
+    if not isinstance(text, dict):
+        raise InvalidPreset(f"{origin}: text_config: expected a mapping")
+    try:
+        return _fields(arch, {**config, **text}, default_name, origin)
+    except KeyError as exc:
+        raise InvalidPreset(f"{origin}: {exc.args[0]}: missing, and {arch} configs need it") from None
+    except (TypeError, ValueError, ZeroDivisionError) as exc:
+        raise InvalidPreset(f"{origin}: a field has the wrong type or value ({exc})") from None
+
+
+def _fields(arch: str, cfg: dict[str, Any], default_name: str, origin: str) -> dict[str, Any]:
     heads = _first(cfg, "num_attention_heads", "n_head")
     hidden = _first(cfg, "hidden_size", "n_embd")
-    if not isinstance(heads, int) or not isinstance(hidden, int):
-        raise InvalidPreset(f"{origin}: config has no num_attention_heads/hidden_size")
+    if not isinstance(heads, int) or not isinstance(hidden, int) or heads < 1 or hidden < 1:
+        raise InvalidPreset(f"{origin}: num_attention_heads and hidden_size must be positive integers")
     window, pattern = _layer_pattern(arch, cfg)
     fields: dict[str, Any] = {
         "name": cfg.get("_name_or_path") or default_name,

@@ -6,7 +6,6 @@ integer bytes and converts here, at the edge.
 
 from __future__ import annotations
 
-import math
 import re
 from enum import Enum
 
@@ -29,20 +28,22 @@ _SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?(?:e[0-9]+)?)\s*([a-z]*)\s*$", r
 SIZE_HELP = "80GB = 80*10^9 bytes, 80GiB = 80*2^30, a bare G/M/K is binary (24G = 24GiB), a plain number is bytes"
 
 
-def parse_size(text: str) -> int:
-    """Parse a memory size into integer bytes.
+def parse_size(text: str, allow_zero: bool = False) -> int:
+    """Parse a memory size into integer bytes (at least one byte, or zero when allowed).
 
-    >>> parse_size("80GB"), parse_size("80GiB"), parse_size("24G"), parse_size("1024")
-    (80000000000, 85899345920, 25769803776, 1024)
+    >>> parse_size("80GB"), parse_size("80GiB"), parse_size("24G"), parse_size("1024"), parse_size("0GiB", allow_zero=True)
+    (80000000000, 85899345920, 25769803776, 1024, 0)
     """
+    if text.strip().startswith("-"):
+        raise InvalidInput(f"size {text!r} must not be negative")
     match = _SIZE_RE.match(text)
     unit = match.group(2).lower() if match else None
     if match is None or unit not in _SIZE_SUFFIXES:
         raise InvalidInput(f"cannot read size {text!r}: use e.g. 80GB, 80GiB or 24G ({SIZE_HELP})")
-    value = float(match.group(1)) * _SIZE_SUFFIXES[unit]
-    if not math.isfinite(value) or value <= 0:
-        raise InvalidInput(f"size {text!r} must be positive")
-    return round(value)
+    value = round(float(match.group(1)) * _SIZE_SUFFIXES[unit])
+    if value < 1 and not (allow_zero and value == 0):
+        raise InvalidInput(f"size {text!r} must be at least 1 byte")
+    return value
 
 
 def format_bytes(n: int | float, decimal: bool = False) -> str:

@@ -53,6 +53,10 @@ def test_fit_paged_waste(cli) -> None:
     assert doc["paging_waste_bytes_at_max_batch"] == doc["max_batch"] * 131_072 * 8
 
 
+def test_reserve_zero_in_any_unit(cli) -> None:
+    assert cli.json("fit", "--model", "llama3-8b", "--memory", "80GiB", "--reserve", "0GiB")["max_batch"] == 57
+
+
 def test_fit_max_seqs_binds(cli) -> None:
     doc = cli.json("fit", "--model", "llama3-8b", "--gpu", "h100-sxm", "--seq", "512", "--max-seqs", "256")
     assert doc["max_batch"] == 256 and doc["max_batch_limit"] == "max_seqs"
@@ -81,7 +85,10 @@ def test_batch_too_big_exit_1_with_shortfall(cli) -> None:
         (["fit", "--model", "llama3-8b", "--gpu", "h100"], "unknown GPU 'h100'; did you mean h100-"),
         (["fit", "--model", "llama3-8b", "--gpu", "h100-sxm", "--utilization", "1.5"], "--utilization 1.5 must be in (0, 1]"),
         (["fit", "--model", "llama3-8b", "--gpu", "h100-sxm", "--utilization", "0"], "--utilization 0.0 must be in (0, 1]"),
-        (["fit", "--model", "llama3-8b", "--gpu", "h100-sxm", "--reserve", "-1GiB"], "--reserve -1GiB must not be negative"),
+        (
+            ["fit", "--model", "llama3-8b", "--gpu", "h100-sxm", "--reserve", "-1GiB"],
+            "--reserve: size '-1GiB' must not be negative",
+        ),
         (["fit", "--model", "llama3-8b", "--gpu", "h100-sxm", "--tp", "5"], "--tp 5 does not divide"),
         (["fit", "--model", "llama3-8b", "--gpu", "h100-sxm", "--batch", "0"], "--batch must be a positive integer"),
         (["fit", "--model", "llama3-8b", "--gpu", "h100-sxm", "--seq", "0"], "--seq must be a positive integer"),

@@ -104,6 +104,24 @@ CASES = [
         ["size", "-m", "{f}.json", "-s", "8"],
         "model_type 't5' is not supported",
     ),
+    (
+        "config with zero heads",
+        '{"model_type": "llama", "num_attention_heads": 0, "hidden_size": 4096, "num_hidden_layers": 2}',
+        ["size", "-m", "{f}.json", "-s", "8"],
+        "must be positive integers",
+    ),
+    (
+        "MLA config missing a width",
+        '{"model_type": "deepseek_v3", "kv_lora_rank": 512, "num_attention_heads": 8, "hidden_size": 4096, "num_hidden_layers": 2}',
+        ["size", "-m", "{f}.json", "-s", "8"],
+        "qk_nope_head_dim: missing",
+    ),
+    (
+        "plan with a huge seq",
+        "workloads:\n  - {name: a, model: llama3-8b, gpu: h100-sxm, seq: 4294967296}\n",
+        ["check", "{f}"],
+        "seq: Input should be less than or equal to 2147483648",
+    ),
     ("GPU with a model's fields", GOOD, ["fit", "-m", "llama3-8b", "--gpu", "{f}"], "memory_bytes: Field required"),
     (
         "GPU with zero bandwidth",
@@ -123,6 +141,7 @@ CASES = [
     ("negative batch", None, ["size", "-m", "llama3-8b", "-s", "8", "-b", "-2"], "--batch must be a positive integer"),
     ("bad size text", None, ["fit", "-m", "llama3-8b", "--memory", "eighty"], "cannot read size 'eighty'"),
     ("NaN memory", None, ["fit", "-m", "llama3-8b", "--memory", "nanGB"], "cannot read size 'nanGB'"),
+    ("memory under a byte", None, ["fit", "-m", "llama3-8b", "--memory", "0.4"], "--memory: size '0.4' must be at least 1 byte"),
     ("utilization above 1", None, ["fit", "-m", "llama3-8b", "--gpu", "h100-sxm", "--utilization", "2"], "must be in (0, 1]"),
     ("tp not dividing", None, ["decode", "-m", "llama3-8b", "--gpu", "h100-sxm", "--tp", "6"], "--tp 6 does not divide"),
     ("unknown variant", None, ["compare", "mha", "gqq"], "gqq"),
