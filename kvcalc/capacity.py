@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 from kvcalc import engines
 from kvcalc.base import Frozen
 from kvcalc.errors import InvalidInput
-from kvcalc.kvcache import batch_bytes, exact_workload, kv_dtype, layer_bytes_per_token, layer_caches, sequence_bytes
+from kvcalc.kvcache import (
+    batch_bytes,
+    exact_workload,
+    kv_dtype,
+    layer_bytes_per_token,
+    layer_caches,
+    pipeline_stages,
+    sequence_bytes,
+)
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
 from kvcalc.units import PACKING, DType, GiB, format_bytes
 
 DEFAULT_UTILIZATION = 0.90  # vLLM's gpu_memory_utilization default
-DEFAULT_RESERVE_BYTES = 1 * GiB  # CUDA context + cuBLAS workspace + a chunked prefill's activations
+DEFAULT_RESERVE_BYTES = 1 * GiB
+UNBOUNDED_CONTEXT = (
+    2**31
+)  # search limit: the largest count a workload accepts  # CUDA context + cuBLAS workspace + a chunked prefill's activations
 
 
 class ParamCount(Frozen):
@@ -126,30 +138,40 @@ def budget(
     )
 
 
-def max_batch(model: ModelSpec, workload: Workload, usable_bytes: int) -> int:
-    """The largest B whose batch fits in `usable` bytes per GPU (0 when none does): B sequences of
-    the workload's per-sequence allocation (llama.cpp: PAD256(n_ctx / n_seq) cells each)."""
-    per_seq = sequence_bytes(model, workload).per_gpu
-    fixed = batch_bytes(model, workload.model_copy(update={"batch": 1})).per_gpu - per_seq
-    return max(usable_bytes - fixed, 0) // per_seq
-
-
-def max_context(model: ModelSpec, workload: Workload, usable_bytes: int, limit: int) -> int:
-    """The largest s <= limit with batch * per-GPU bytes(s) <= usable, solved exactly by bisection
-    (bytes grow monotonically with s, but not linearly once window layers saturate)."""
-
-    def fits(seq: int) -> bool:
-        return batch_bytes(model, workload, seq).per_gpu <= usable_bytes
-
+def _largest(fits: Callable[[int], bool], limit: int) -> int:
+    """The largest n in [1, limit] with fits(n), for fits monotone (true, then false); 0 if none."""
     if not fits(1):
         return 0
-    low, high = 1, limit
+    low, high = 1, 2
+    while high < limit and fits(high):  # gallop up, then bisect; invariant: fits(low)
+        low, high = high, min(2 * high, limit)
     if fits(high):
         return high
-    while high - low > 1:  # invariant: fits(low), not fits(high)
+    while high - low > 1:  # fits(low), not fits(high)
         mid = (low + high) // 2
         low, high = (mid, high) if fits(mid) else (low, mid)
     return low
+
+
+def max_batch(model: ModelSpec, workload: Workload, usable_bytes: int) -> int:
+    """The largest number of sequences, each with the workload's context, whose cache fits in
+    `usable` bytes per GPU at its peak (0 when none does)."""
+
+    def fits(batch: int) -> bool:
+        return batch_bytes(model, engines.reshape(workload, batch=batch), peak=True).per_gpu <= usable_bytes
+
+    return _largest(fits, UNBOUNDED_CONTEXT)
+
+
+def max_context(model: ModelSpec, workload: Workload, usable_bytes: int, limit: int) -> int:
+    """The longest context per sequence, up to `limit`, whose cache for the workload's batch fits in
+    `usable` bytes per GPU at its peak; solved exactly by bisection (bytes grow monotonically with
+    the context, but not linearly once window layers saturate)."""
+
+    def fits(context: int) -> bool:
+        return batch_bytes(model, engines.reshape(workload, context=context), peak=True).per_gpu <= usable_bytes
+
+    return _largest(fits, limit)
 
 
 def weight_dtype_for(model: ModelSpec, requested: DType | None) -> DType:
@@ -167,7 +189,6 @@ def gpu_memory(gpu: GpuSpec | None, memory_bytes: int | None) -> int:
 
 
 STANDARD_CONTEXTS = (2048, 8192, 32768, 131072)
-UNBOUNDED_CONTEXT = 2**31  # search limit for models that state no max positions
 
 
 class FitReport(Frozen):
@@ -176,6 +197,7 @@ class FitReport(Frozen):
     budget: Budget
     seq: int
     batch: int
+    context_per_sequence: int  # --seq, or llama.cpp's n_ctx / sequences
     bytes_per_sequence_per_gpu: int
     exact_bytes_per_sequence_per_gpu: int
     kv_bytes_per_gpu: int  # the workload's batch
@@ -185,31 +207,31 @@ class FitReport(Frozen):
     max_batch: int
     max_batch_limit: Literal["memory", "max_seqs"]
     max_context: int
-    max_context_limit: Literal["memory", "max_positions"]
+    max_context_limit: Literal["memory", "max_positions", "max_cache_len", "unbounded"]
     paging_waste_bytes_at_max_batch: int
     vllm_max_concurrency: float | None  # "Maximum concurrency" as vLLM computes and logs it
     max_batch_by_context: dict[int, int]
 
 
 def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | None = None) -> FitReport:
-    """Max batch at the workload's seq, max context at its batch, and which limit binds each."""
+    """Max batch at the workload's context, max context at its batch, and which limit binds each.
+    A batch fits when its peak fits (transformers' sliding layers right after a long prefill)."""
     usable = budget_.usable_bytes
-    per_seq = sequence_bytes(model, workload).per_gpu
-    exact = sequence_bytes(model, exact_workload(workload)).per_gpu
     by_memory = max_batch(model, workload, usable)
     best_batch = min(by_memory, max_seqs) if max_seqs else by_memory
-    limit = model.max_positions or UNBOUNDED_CONTEXT
-    context = max_context(model, workload, usable, limit)
-    need = batch_bytes(model, workload).per_gpu
-    at_best = workload.model_copy(update={"batch": max(best_batch, 1)})
+    limit, limit_reason = engines.context_limit(model, workload)
+    context = max_context(model, workload, usable, limit or UNBOUNDED_CONTEXT)
+    need = batch_bytes(model, workload, peak=True).per_gpu
+    at_best = engines.reshape(workload, batch=max(best_batch, 1))
     waste = batch_bytes(model, at_best).per_gpu - batch_bytes(model, exact_workload(at_best)).per_gpu if best_batch else 0
-    contexts = sorted({s for s in STANDARD_CONTEXTS if s <= limit} | ({model.max_positions} if model.max_positions else set()))
+    contexts = sorted({s for s in STANDARD_CONTEXTS if s <= (limit or UNBOUNDED_CONTEXT)} | ({limit} if limit else set()))
     return FitReport(
         budget=budget_,
         seq=workload.seq,
         batch=workload.batch,
-        bytes_per_sequence_per_gpu=per_seq,
-        exact_bytes_per_sequence_per_gpu=exact,
+        context_per_sequence=engines.context_per_sequence(workload),
+        bytes_per_sequence_per_gpu=sequence_bytes(model, workload, peak=True).per_gpu,
+        exact_bytes_per_sequence_per_gpu=sequence_bytes(model, exact_workload(workload)).per_gpu,
         kv_bytes_per_gpu=need,
         fits=need <= usable,
         weights_fit=usable >= 0,
@@ -217,10 +239,10 @@ def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | N
         max_batch=best_batch,
         max_batch_limit="max_seqs" if max_seqs and max_seqs < by_memory else "memory",
         max_context=context,
-        max_context_limit="max_positions" if model.max_positions and context == limit else "memory",
+        max_context_limit=limit_reason if context == (limit or UNBOUNDED_CONTEXT) else "memory",  # type: ignore[arg-type]
         paging_waste_bytes_at_max_batch=waste,
         vllm_max_concurrency=vllm_max_concurrency(model, workload, usable) if workload.engine.name == "vllm" else None,
-        max_batch_by_context={s: max_batch(model, workload.model_copy(update={"seq": s}), usable) for s in contexts},
+        max_batch_by_context={s: max_batch(model, engines.reshape(workload, context=s), usable) for s in contexts},
     )
 
 
@@ -230,7 +252,8 @@ def vllm_max_concurrency(model: ModelSpec, workload: Workload, usable_bytes: int
     of the smallest kind's size that share one pool of blocks; num_blocks = usable // (page * group
     size); a request needs cdiv(s, block) blocks per full group and its sliding reservation per
     sliding group; concurrency = num_blocks / blocks per request (a fraction, not floored)."""
-    caches = layer_caches(model, workload.tp, workload.engine)
+    all_layers = layer_caches(model, workload.tp, workload.engine)
+    caches = [all_layers[i] for i in pipeline_stages(model.layers, workload.pp)[0]]  # the busiest GPU's layers
     block = engines.block_size(workload) or engines.VLLM_BLOCK_SIZE
     page = block * layer_bytes_per_token(caches[0], kv_dtype(model, workload))
     counts: dict[int | None, int] = {}

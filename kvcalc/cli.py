@@ -10,7 +10,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from pydantic import ValidationError
 
-from kvcalc import capacity, documents, latency, presets, render
+from kvcalc import capacity, documents, engines, latency, presets, render
 from kvcalc.compare import DEFAULT_KV_LORA_RANK, DEFAULT_ROPE_DIM, VARIANT_HELP, Subject, derive, parse_variant
 from kvcalc.compare import compare as compare_rows
 from kvcalc.errors import DoesNotFit, InvalidInput, KvcalcError, PresetNotFound
@@ -189,8 +189,12 @@ def _workload(
     except ValidationError as exc:
         error = exc.errors()[0]
         raise InvalidInput(f"--{str(error['loc'][0]).replace('_', '-')}: {error['msg']}") from None
-    if model.max_positions and seq > model.max_positions:
-        render.warn(f"--seq {seq:,} exceeds {model.name}'s max positions {model.max_positions:,}; figures computed anyway")
+    context = engines.context_per_sequence(work)
+    if model.max_positions and context > model.max_positions:
+        per = f" (n_ctx {seq:,} / {batch} sequences)" if context != seq else ""
+        render.warn(
+            f"context {context:,}{per} exceeds {model.name}'s max positions {model.max_positions:,}; figures computed anyway"
+        )
     return work
 
 

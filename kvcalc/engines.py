@@ -175,3 +175,26 @@ def rules(model: ModelSpec, workload: Workload) -> list[str]:
             "MLA caches one K-only latent of kv_lora_rank + rope (MLAAttentionSpec); fp8 is 1 byte per value, no scales",
         ]
     return ["textbook: exact bytes, no padding (DESIGN.md section 4)"]
+
+
+def context_per_sequence(workload: Workload) -> int:
+    """Tokens of context each sequence gets: --seq, or llama.cpp's n_ctx shared by the sequences."""
+    return workload.seq // workload.batch if workload.engine.name == "llamacpp" else workload.seq
+
+
+def reshape(workload: Workload, context: int | None = None, batch: int | None = None) -> Workload:
+    """The workload with another per-sequence context or number of sequences, the other kept
+    (for llama.cpp, n_ctx = context * sequences)."""
+    context = context_per_sequence(workload) if context is None else context
+    batch = workload.batch if batch is None else batch
+    seq = context * batch if workload.engine.name == "llamacpp" else context
+    return workload.model_copy(update={"seq": seq, "batch": batch})
+
+
+def context_limit(model: ModelSpec, workload: Workload) -> tuple[int | None, str]:
+    """The longest context per sequence and what sets it: the model's max positions, or the
+    transformers StaticCache length; (None, "unbounded") when neither is known."""
+    limits = [(model.max_positions, "max_positions")] if model.max_positions else []
+    if workload.engine.name == "hf" and workload.engine.max_cache_len is not None:
+        limits.append((workload.engine.max_cache_len, "max_cache_len"))
+    return min(limits) if limits else (None, "unbounded")

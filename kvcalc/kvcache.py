@@ -80,7 +80,7 @@ def layer_bytes_per_token(layer: LayerCache, dtype: DType) -> int:
     return packing.bytes_for(layer.k_values) + packing.bytes_for(layer.v_values)
 
 
-def tokens_held(layer: LayerCache, workload: Workload, seq: int | None = None) -> int:
+def tokens_held(layer: LayerCache, workload: Workload, seq: int | None = None, peak: bool = False) -> int:
     """Tokens a layer keeps per allocation unit (a sequence) at context `seq` (default: the
     workload's), by the workload's engine: textbook min(s, W) in a window layer, rounded up to whole
     pages when paged.
@@ -90,7 +90,8 @@ def tokens_held(layer: LayerCache, workload: Workload, seq: int | None = None) -
     (4096, 1000, 1008)
     """
     seq = workload.seq if seq is None else seq
-    return engines.tokens_per_unit(workload.engine, layer.window, seq, workload.batch, engines.block_size(workload))
+    rule = engines.peak_tokens_per_unit if peak else engines.tokens_per_unit
+    return rule(workload.engine, layer.window, seq, workload.batch, engines.block_size(workload))
 
 
 def pipeline_stages(layers: int, pp: int) -> list[range]:
@@ -118,19 +119,20 @@ def _over_stages(model: ModelSpec, workload: Workload, per_layer: list[int]) -> 
     return SequenceBytes(per_gpu=max(per_stage), total=sum(per_stage) * workload.tp)
 
 
-def sequence_bytes(model: ModelSpec, workload: Workload, seq: int | None = None) -> SequenceBytes:
-    """KV bytes one allocation unit (a sequence) holds at context `seq` (default: the workload's)."""
+def sequence_bytes(model: ModelSpec, workload: Workload, seq: int | None = None, peak: bool = False) -> SequenceBytes:
+    """KV bytes one allocation unit (a sequence) holds at context `seq` (default: the workload's);
+    with `peak`, the most it holds at any moment (transformers right after a long prefill)."""
     dtype = kv_dtype(model, workload)
     per_layer = [
-        layer_bytes_per_token(layer, dtype) * tokens_held(layer, workload, seq)
+        layer_bytes_per_token(layer, dtype) * tokens_held(layer, workload, seq, peak)
         for layer in layer_caches(model, workload.tp, workload.engine)
     ]
     return _over_stages(model, workload, per_layer)
 
 
-def batch_bytes(model: ModelSpec, workload: Workload, seq: int | None = None) -> SequenceBytes:
+def batch_bytes(model: ModelSpec, workload: Workload, seq: int | None = None, peak: bool = False) -> SequenceBytes:
     """KV bytes of the whole batch: every allocation unit, plus what does not scale with tokens."""
-    unit = sequence_bytes(model, workload, seq)
+    unit = sequence_bytes(model, workload, seq, peak)
     fixed = _over_stages(
         model, workload, [engines.fixed_bytes(model, workload, kv_dtype(model, workload)) // model.layers] * model.layers
     )
@@ -196,7 +198,7 @@ def estimate_kv(model: ModelSpec, workload: Workload) -> KvEstimate:
     unit = sequence_bytes(model, workload)
     batch = batch_bytes(model, workload)
     exact = batch_bytes(model, exact_workload(workload))
-    peak = _peak_batch_bytes(model, workload, caches, dtype)
+    peak = batch_bytes(model, workload, peak=True)
     groups = _group_layers(caches, dtype, workload)
     per_token = workload.tp * sum(layer_bytes_per_token(layer, dtype) for layer in caches)
     return KvEstimate(
@@ -216,20 +218,10 @@ def estimate_kv(model: ModelSpec, workload: Workload) -> KvEstimate:
         bytes_per_gpu=batch.per_gpu,
         exact_bytes_per_batch=exact.total,
         paging_waste_bytes=batch.total - exact.total,
-        peak_bytes_per_batch=max(peak, batch.total),
+        peak_bytes_per_batch=peak.total,
         replicated_kv_heads=model.mla is None and workload.tp > model.kv_heads,
         explain=_explain(model, workload, dtype, groups, unit, batch),
     )
-
-
-def _peak_batch_bytes(model: ModelSpec, workload: Workload, caches: list[LayerCache], dtype: DType) -> int:
-    engine, block = workload.engine, engines.block_size(workload)
-    per_unit = sum(
-        layer_bytes_per_token(layer, dtype)
-        * engines.peak_tokens_per_unit(engine, layer.window, workload.seq, workload.batch, block)
-        for layer in caches
-    )
-    return engines.allocation_units(workload) * per_unit * workload.tp + engines.fixed_bytes(model, workload, dtype) * workload.tp
 
 
 def _group_layers(caches: list[LayerCache], dtype: DType, workload: Workload) -> list[LayerGroup]:

@@ -66,7 +66,8 @@ def kv_table(kv: KvEstimate, decimal: bool, explain: bool) -> None:
     )
     table.add_row("per token (all layers)", _bytes_cell(kv.bytes_per_token, decimal))
     unit = "shared buffer" if kv.allocation_units != kv.batch else "per sequence"
-    table.add_row(f"{unit} ({kv.seq:,} tokens)", _bytes_cell(kv.bytes_per_sequence, decimal))
+    tokens = f"n_ctx {kv.seq:,} / {kv.batch}" if kv.engine == "llamacpp" and kv.batch > 1 else f"{kv.seq:,} tokens"
+    table.add_row(f"{unit} ({tokens})", _bytes_cell(kv.bytes_per_sequence, decimal))
     table.add_row(f"batch of {kv.batch}", _bytes_cell(kv.bytes_per_batch, decimal))
     if kv.tp > 1 or kv.pp > 1:
         table.add_row("per GPU (busiest)", _bytes_cell(kv.bytes_per_gpu, decimal))
@@ -105,6 +106,14 @@ def weights_line(params: ParamCount | None, weights_bytes: int | None, dtype: st
     )
 
 
+_CONTEXT_LIMITS = {
+    "memory": "limited by memory",
+    "max_positions": "limited by the model's max positions",
+    "max_cache_len": "limited by the StaticCache's --max-cache-len",
+    "unbounded": "no limit found: the model states no max positions and memory allows 2^31 tokens",
+}
+
+
 def fit_tables(report: FitReport, model: str, gpu: str, decimal: bool, explain: bool) -> None:
     """The budget breakdown and what fits."""
     b = report.budget
@@ -128,14 +137,14 @@ def fit_tables(report: FitReport, model: str, gpu: str, decimal: bool, explain: 
         "[green]fits[/]" if report.fits else f"[red]does not fit[/] (short by {format_bytes(report.shortfall_bytes, decimal)})"
     )
     console.print(
-        f"batch {report.batch} at {report.seq:,} tokens needs {format_bytes(report.kv_bytes_per_gpu, decimal)} of KV per GPU: {verdict}"
+        f"batch {report.batch} at {report.context_per_sequence:,} tokens needs {format_bytes(report.kv_bytes_per_gpu, decimal)} of KV per GPU: {verdict}"
     )
     console.print(
-        f"max batch at {report.seq:,} tokens: [bold]{report.max_batch}[/] (limited by {report.max_batch_limit.replace('_', ' ')};"
+        f"max batch at {report.context_per_sequence:,} tokens: [bold]{report.max_batch}[/] (limited by {report.max_batch_limit.replace('_', ' ')};"
         f" {report.bytes_per_sequence_per_gpu:,} B per sequence per GPU)"
     )
     console.print(
-        f"max context at batch {report.batch}: [bold]{report.max_context:,}[/] tokens (limited by {report.max_context_limit.replace('_', ' ')})"
+        f"max context at batch {report.batch}: [bold]{report.max_context:,}[/] tokens per sequence ({_CONTEXT_LIMITS[report.max_context_limit]})"
     )
     if report.paging_waste_bytes_at_max_batch:
         console.print(
@@ -143,7 +152,7 @@ def fit_tables(report: FitReport, model: str, gpu: str, decimal: bool, explain: 
         )
     if report.vllm_max_concurrency is not None:
         console.print(
-            f"vLLM would log: Maximum concurrency for {report.seq:,} tokens per request: {report.vllm_max_concurrency:.2f}x"
+            f"vLLM would log: Maximum concurrency for {report.context_per_sequence:,} tokens per request: {report.vllm_max_concurrency:.2f}x"
             " (its own formula: whole blocks of the shared pool over blocks per request)",
             soft_wrap=True,
         )
@@ -326,7 +335,9 @@ def _compare_kv_table(c: Comparison, baseline: CompareRow, dtypes: bool, decimal
 
 
 def _fit_cells(fit: RowFit) -> list[str]:
-    limit = "model max" if fit.max_context_limit == "max_positions" else "memory"
+    limit = {"max_positions": "model max", "max_cache_len": "cache length", "unbounded": "search limit"}.get(
+        fit.max_context_limit, "memory"
+    )
     context = f"{fit.max_context:,} ({limit})" if fit.max_context else "0"
     return [f"{fit.max_batch:,}", context]
 

@@ -231,3 +231,46 @@ def test_engine_options_that_do_not_apply(cli, args: list[str], expected: str) -
     result = cli(*args)
     assert result.exit_code == 2, result.output
     assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_hf_fit_judges_the_prefill_peak(cli) -> None:
+    # mistral-7b-v0.1 (all layers sliding, W=4096) at 32,768 tokens: 4 GiB per sequence at the peak,
+    # 0.5 GiB after the first decode step; what fits is set by the peak.
+    doc = cli.json("fit", "--model", "mistral-7b-v0.1", "--gpu", "h100-sxm", "--seq", "32768", "--engine", "hf")
+    assert doc["bytes_per_sequence_per_gpu"] == 32768 * 131_072
+    assert doc["max_batch"] == doc["budget"]["usable_bytes"] // (32768 * 131_072)
+    assert (
+        cli(
+            "fit", "--model", "mistral-7b-v0.1", "--gpu", "h100-sxm", "--seq", "32768", "--batch", "20", "--engine", "hf"
+        ).exit_code
+        == 1
+    )
+
+
+def test_hf_static_cache_bounds_the_context(cli) -> None:
+    doc = cli.json(
+        "fit", "--model", "llama3-8b", "--gpu", "h100-sxm", "--engine", "hf", "--max-cache-len", "1024", "--seq", "1024"
+    )
+    assert doc["max_context"] == 1024 and doc["max_context_limit"] == "max_cache_len"
+    assert list(doc["max_batch_by_context"]) == ["1024"]
+
+
+def test_vllm_concurrency_counts_the_busiest_stage(cli) -> None:
+    # with --pp 2 each GPU pools blocks for its own 16 layers: twice the blocks of one GPU holding 32.
+    doc = cli.json(
+        "fit", "--model", "llama3-8b", "--memory", "80GiB", "--reserve", "0", "--seq", "8192", "--engine", "vllm", "--pp", "2"
+    )
+    num_blocks = doc["budget"]["usable_bytes"] // (16 * 4096 * 16)
+    assert doc["vllm_max_concurrency"] == pytest.approx(num_blocks / 512)
+    assert doc["max_batch"] == int(doc["vllm_max_concurrency"])
+
+
+def test_llamacpp_fit_counts_contexts_per_sequence(cli) -> None:
+    # n_ctx 8192 over 4 sequences: 2,048 cells each; max batch counts sequences of 2,048 cells and the
+    # model's max positions bounds each sequence's context, not n_ctx.
+    doc = cli.json("fit", "--model", "llama3-8b", "--gpu", "h100-sxm", "--seq", "8192", "--batch", "4", "--engine", "llamacpp")
+    assert doc["context_per_sequence"] == 2048 and doc["bytes_per_sequence_per_gpu"] == 2048 * 131_072
+    assert doc["max_batch"] == doc["budget"]["usable_bytes"] // (2048 * 131_072)
+    assert doc["max_context"] == 8192 and doc["max_context_limit"] == "max_positions"
+    result = cli("size", "--model", "llama3-8b", "--seq", "32768", "--batch", "4", "--engine", "llamacpp")
+    assert result.exit_code == 0 and "exceeds" not in result.stderr  # 8,192 per sequence is within the model's max

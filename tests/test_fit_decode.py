@@ -138,3 +138,10 @@ def test_decode_batch_turns_compute_bound() -> None:
     model, gpu = load_model("llama3-8b"), load_gpu("h100-sxm")
     assert decode(model, Workload(seq=128, batch=1), gpu, DType.bf16).roofline.bound == "memory"
     assert decode(model, Workload(seq=128, batch=1024), gpu, DType.bf16).roofline.bound == "compute"
+
+
+def test_model_without_max_positions_is_unbounded(cli, tmp_path) -> None:
+    path = tmp_path / "slide.yaml"
+    path.write_text("name: slide\nlayers: 2\nheads: 8\nkv_heads: 2\nhead_dim: 64\nsliding_window: 4096\nparams: 1000000\n")
+    doc = cli.json("fit", "--model", str(path), "--gpu", "h100-sxm")
+    assert doc["max_context_limit"] == "unbounded" and doc["max_context"] == 2**31
