@@ -86,6 +86,19 @@ def count_params(model: ModelSpec) -> ParamCount | None:
     return ParamCount(total=total, active=active, routed_experts=routed, from_shapes=model.params is None)
 
 
+def require_params(model: ModelSpec) -> ParamCount:
+    """The parameter count, or an error saying the weights are unknown."""
+    params = count_params(model)
+    if params is None:
+        raise InvalidInput(f"{model.name} gives neither params nor hidden/intermediate/vocab: its weights are unknown")
+    return params
+
+
+def per_gpu(total_bytes: int, gpus: int) -> int:
+    """One GPU's share of bytes split over `gpus`, rounded up."""
+    return -(-total_bytes // gpus)
+
+
 def weight_bytes(params: int, dtype: DType) -> int:
     """Bytes of `params` weights stored as `dtype` (4-bit formats include their group scales)."""
     return PACKING[dtype].bytes_for(params)
@@ -98,6 +111,7 @@ class Budget(Frozen):
     utilization: float
     reserve_bytes: int
     weights_bytes: int  # on this GPU
+    allowed_bytes: int  # memory * utilization
     usable_bytes: int  # for the KV cache; negative when the weights do not fit
     explain: list[str]
 
@@ -115,11 +129,9 @@ def budget(
         raise InvalidInput(f"--utilization {utilization} must be in (0, 1]")
     if reserve_bytes < 0:
         raise InvalidInput("--reserve must not be negative")
-    params = count_params(model)
-    if params is None:
-        raise InvalidInput(f"{model.name} gives neither params nor hidden/intermediate/vocab: its weights are unknown")
+    params = require_params(model)
     gpus = workload.tp * workload.pp
-    weights = -(-weight_bytes(params.total, weight_dtype) // gpus)
+    weights = per_gpu(weight_bytes(params.total, weight_dtype), gpus)
     allowed = int(memory_bytes * utilization)
     usable = allowed - weights - reserve_bytes
     explain = [
@@ -131,6 +143,7 @@ def budget(
     return Budget(
         memory_bytes=memory_bytes,
         utilization=utilization,
+        allowed_bytes=allowed,
         reserve_bytes=reserve_bytes,
         weights_bytes=weights,
         usable_bytes=usable,

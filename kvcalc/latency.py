@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from kvcalc.base import Frozen
-from kvcalc.capacity import count_params, weight_bytes
+from kvcalc.capacity import per_gpu, require_params, weight_bytes
 from kvcalc.errors import InvalidInput
 from kvcalc.kvcache import batch_bytes, exact_workload, layer_caches, tokens_held
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
@@ -46,13 +46,21 @@ def roofline(bytes_moved: int, flops: int, bandwidth: float, peak_flops: float) 
     )
 
 
+def attention_widths(model: ModelSpec, absorbed: bool) -> tuple[int, int]:
+    """Widths of q.k and p.v per head: MLA decode attends in the latent space (absorbed, r + rope and
+    r); MLA prefill runs decompressed (nope + rope and v_head_dim); others d_k and d_v."""
+    if model.mla is None:
+        return model.key_dim, model.value_dim
+    mla = model.mla
+    if absorbed:
+        return mla.kv_lora_rank + mla.qk_rope_head_dim, mla.kv_lora_rank
+    return mla.qk_nope_head_dim + mla.qk_rope_head_dim, mla.v_head_dim
+
+
 def attention_flops(model: ModelSpec, workload: Workload, context: int) -> int:
     """FLOPs of one query token attending to `context` earlier tokens in every layer, for the batch:
     2 * B * H * (q.k width + p.v width) * tokens held per layer (= 4*B*s*H*d*L for plain MHA/GQA)."""
-    if model.mla is not None:  # absorbed MLA decode attends in the latent space
-        qk, pv = model.mla.kv_lora_rank + model.mla.qk_rope_head_dim, model.mla.kv_lora_rank
-    else:
-        qk, pv = model.key_dim, model.value_dim
+    qk, pv = attention_widths(model, absorbed=True)
     exact = exact_workload(workload)  # attention reads the tokens in context, not padding
     held = sum(tokens_held(layer, exact, context) for layer in layer_caches(model))
     return 2 * workload.batch * model.heads * (qk + pv) * held
@@ -97,23 +105,23 @@ def decode(model: ModelSpec, workload: Workload, gpu: GpuSpec, weight_dtype: DTy
     share of the weights (MoE: only the experts the batch touches) and of the KV cache."""
     if not 0 < efficiency <= 1:
         raise InvalidInput(f"--efficiency {efficiency} must be in (0, 1]")
-    params = count_params(model)
-    if params is None:
-        raise InvalidInput(f"{model.name} gives neither params nor hidden/intermediate/vocab: its weights are unknown")
+    params = require_params(model)
     touched = params.total - params.routed_experts
     if model.moe is not None and params.routed_experts:
         moe = model.moe
         share = expected_experts_touched(moe.experts, moe.experts_per_token, workload.batch) / moe.experts
         touched += round(params.routed_experts * share)
-    weights_read = -(-weight_bytes(touched, weight_dtype) // workload.tp)
-    kv_read = batch_bytes(model, exact_workload(workload)).total // workload.tp  # the tokens in context, not padding
+    # each step walks every pipeline stage in turn: one rank of the TP group reads its share of all of them
+    weights_read = per_gpu(weight_bytes(touched, weight_dtype), workload.tp)
+    kv_read = per_gpu(batch_bytes(model, exact_workload(workload)).total, workload.tp)  # the tokens in context, not padding
     flops = (2 * params.active * workload.batch + attention_flops(model, workload, workload.seq)) // workload.tp
     line = roofline(
         weights_read + kv_read, flops, gpu.bandwidth_bytes_per_s * efficiency, peak_flops_for(gpu, weight_dtype) * efficiency
     )
     explain = [
         f"bytes read per step = weights {weights_read:,} + KV {kv_read:,} = {line.bytes_moved:,} B ({format_bytes(line.bytes_moved)})"
-        + (f", per GPU of tp {workload.tp}" if workload.tp > 1 else ""),
+        + (f", per rank of tp {workload.tp}" if workload.tp > 1 else "")
+        + (f", over all {workload.pp} pipeline stages" if workload.pp > 1 else ""),
         f"t_memory = bytes / (bandwidth * efficiency) = {line.bytes_moved:,} / {line.bandwidth_bytes_per_s:.4g} = {format_seconds(line.memory_seconds)}",
         f"FLOPs = 2 * active params * B + attention = 2 * {params.active:,} * {workload.batch} + attention = {flops:,}",
         f"t_compute = FLOPs / (peak * efficiency) = {flops:,} / {line.peak_flops:.4g} = {format_seconds(line.compute_seconds)}",
@@ -161,20 +169,14 @@ class PrefillEstimate(Frozen):
 
 def prefill(model: ModelSpec, workload: Workload, gpu: GpuSpec, weight_dtype: DType, efficiency: float = 1.0) -> PrefillEstimate:
     """Compute-bound prefill: 2 * active params * B * s + causal attention FLOPs."""
-    params = count_params(model)
-    if params is None:
-        raise InvalidInput(f"{model.name} gives neither params nor hidden/intermediate/vocab: its weights are unknown")
-    if model.mla is not None:  # prefill runs MLA decompressed: K of nope + rope, V of v_head_dim
-        qk, pv = model.mla.qk_nope_head_dim + model.mla.qk_rope_head_dim, model.mla.v_head_dim
-    else:
-        qk, pv = model.key_dim, model.value_dim
+    params = require_params(model)
+    qk, pv = attention_widths(model, absorbed=False)
     attended = sum(causal_tokens_attended(workload.seq, layer.window) for layer in layer_caches(model))
     flops = (
         2 * params.active * workload.batch * workload.seq + 2 * workload.batch * model.heads * (qk + pv) * attended
     ) // workload.tp
-    bytes_moved = (
-        weight_bytes(params.total, weight_dtype) // workload.tp
-        + batch_bytes(model, exact_workload(workload)).total // workload.tp
+    bytes_moved = per_gpu(weight_bytes(params.total, weight_dtype), workload.tp) + per_gpu(
+        batch_bytes(model, exact_workload(workload)).total, workload.tp
     )
     line = roofline(bytes_moved, flops, gpu.bandwidth_bytes_per_s * efficiency, peak_flops_for(gpu, weight_dtype) * efficiency)
     score_bytes = PACKING[model.dtype].block_bytes  # scores live in the compute dtype, not the cache's

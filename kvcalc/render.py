@@ -119,9 +119,7 @@ def fit_tables(report: FitReport, model: str, gpu: str, decimal: bool, explain: 
     b = report.budget
     table = _table(f"Budget per GPU: {gpu}", "", "bytes")
     table.add_row("memory", _bytes_cell(b.memory_bytes, decimal))
-    table.add_row(
-        f"not used (utilization {b.utilization:g})", _bytes_cell(b.memory_bytes - int(b.memory_bytes * b.utilization), decimal)
-    )
+    table.add_row(f"not used (utilization {b.utilization:g})", _bytes_cell(b.memory_bytes - b.allowed_bytes, decimal))
     table.add_row("reserve (runtime, activations)", _bytes_cell(b.reserve_bytes, decimal))
     table.add_row("weights", _bytes_cell(b.weights_bytes, decimal))
     table.add_row("left for KV cache", _bytes_cell(b.usable_bytes, decimal))
@@ -172,7 +170,7 @@ def decode_tables(step: DecodeEstimate, first: PrefillEstimate | None, decimal: 
         "",
         "value",
     )
-    table.add_row("bytes read per step (per GPU)", _bytes_cell(r.bytes_moved, decimal))
+    table.add_row("bytes read per step (per TP rank)", _bytes_cell(r.bytes_moved, decimal))
     table.add_row(
         "  weights / KV", f"{format_bytes(step.weights_read_bytes, decimal)} / {format_bytes(step.kv_read_bytes, decimal)}"
     )

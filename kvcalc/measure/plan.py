@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from kvcalc.base import Frozen
 from kvcalc.errors import DoesNotFit, InvalidInput
-from kvcalc.kvcache import batch_bytes, layer_bytes_per_token, layer_caches, tokens_held
+from kvcalc.kvcache import batch_bytes, kv_dtype, layer_bytes_per_token, layer_caches, tokens_held
 from kvcalc.spec import ModelSpec, Workload
 from kvcalc.units import PACKING, DType, format_bytes
 
@@ -34,7 +34,7 @@ def truncated(model: ModelSpec, layers: int) -> ModelSpec:
 
 def repeat_kv_scratch_bytes(model: ModelSpec, workload: Workload) -> int:
     """Extra memory of the naive path: one layer's K and V expanded to all H query heads."""
-    dtype = workload.kv_dtype or model.dtype
+    dtype = kv_dtype(model, workload)
     layer = max(layer_caches(model, workload.tp), key=lambda c: tokens_held(c, workload))
     groups = model.heads // max(layer.kv_heads, 1)
     return workload.batch * groups * layer_bytes_per_token(layer, dtype) * tokens_held(layer, workload)
@@ -42,7 +42,7 @@ def repeat_kv_scratch_bytes(model: ModelSpec, workload: Workload) -> int:
 
 def plan_measurement(model: ModelSpec, workload: Workload, allowed_bytes: int, max_layers: int | None = None) -> MeasurePlan:
     """Fit the cache in `allowed_bytes`: keep the batch and drop layers first, then halve the batch."""
-    dtype = workload.kv_dtype or model.dtype
+    dtype = kv_dtype(model, workload)
     if dtype not in MEASURABLE_DTYPES:
         raise InvalidInput(f"measure times {', '.join(d.value for d in MEASURABLE_DTYPES)} caches, not {dtype.value}")
     if PACKING[dtype].block_values != 1 or workload.tp != 1 or workload.pp != 1:
