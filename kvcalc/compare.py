@@ -154,12 +154,12 @@ def _row(subject: Subject, workload: Workload, gpu: GpuSpec | None) -> CompareRo
     kv = estimate_kv(spec, workload)
     layer = layer_caches(spec, workload.tp, workload.engine)[0]  # layers differ only in tokens held, not per token
     mla = layer.kind == "mla"
-    return CompareRow(
+    return CompareRow(  # every figure over all GPUs (replicas included), like estimate_kv's
         name=subject.name,
         kv_dtype=kv.kv_dtype,
-        kv_heads=None if mla else layer.kv_heads,
+        kv_heads=None if mla else layer.kv_heads * workload.tp,
         latent_width=layer.k_values + layer.v_values if mla else None,
-        bytes_per_token_per_layer=layer_bytes_per_token(layer, kv.kv_dtype),
+        bytes_per_token_per_layer=layer_bytes_per_token(layer, kv.kv_dtype) * workload.tp,
         bytes_per_token=kv.bytes_per_token,
         bytes_per_sequence=kv.bytes_per_sequence,
         bytes_per_batch=kv.bytes_per_batch,

@@ -182,3 +182,12 @@ def test_bad_compare_arguments(cli, args: list, expected: str) -> None:
     assert expected in result.stderr
     assert "Traceback" not in result.output and result.stdout == ""
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_tp_rows_count_every_gpu_alike(cli) -> None:
+    # llama3-70b at tp 4: MHA keeps 64 KV heads in all (16 per GPU); MQA replicates its one head on
+    # each of 4 GPUs. Per-layer bytes times 80 layers must give the per-token bytes of the same row.
+    doc = cli.json("compare", "mha", "mqa", "--model", "llama3-70b", "--seq", "8192", "--tp", "4")
+    for row in doc["variants"]:
+        assert row["bytes_per_token_per_layer"] * 80 == row["bytes_per_token"]
+    assert [row["kv_heads"] for row in doc["variants"]] == [64, 4]
