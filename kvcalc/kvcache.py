@@ -283,9 +283,9 @@ def _explain(
     units = engines.allocation_units(workload)
     fixed = batch.total - units * unit.total
     extra = f" + {fixed:,} B of scales" if fixed else ""
+    count = "B" if units == workload.batch else "1 shared buffer"
     lines.append(
-        f"per batch = {units} allocation unit(s) * per sequence{extra} = {units} * {unit.total:,}{extra}"
-        f" = {batch.total:,} B ({format_bytes(batch.total)})"
+        f"per batch = {count} * per sequence{extra} = {units} * {unit.total:,}{extra} = {batch.total:,} B ({format_bytes(batch.total)})"
     )
     if workload.tp > 1 or workload.pp > 1:
         lines.append(f"per GPU (tp {workload.tp}, pp {workload.pp}, busiest stage) = {batch.per_gpu:,} B")

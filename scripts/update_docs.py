@@ -1,0 +1,60 @@
+"""Re-run the `$ kvcalc ...` examples in README.md and docs/engines.md and write their real output.
+
+    python scripts/update_docs.py            # rewrite the outputs in place
+    python scripts/update_docs.py --check    # exit 1 when an output is stale (a test runs this)
+
+Each fenced block whose first line is `$ kvcalc ...` is run from the repository root with
+COLUMNS=100 (stdout and stderr, as a terminal shows them); a `$ echo $?` line records the exit code.
+`measure` blocks are left alone: their timings differ from run to run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", ROOT / "docs" / "engines.md"]
+BLOCK = re.compile(r"```\n\$ (kvcalc [^\n]*)\n(.*?)```", re.DOTALL)
+
+
+def run(command: str) -> str:
+    """The command's output as a terminal 100 columns wide shows it."""
+    env = {**os.environ, "COLUMNS": "100", "TERM": "dumb", "NO_COLOR": "1"}
+    argv = [sys.executable, "-m", "kvcalc", *shlex.split(command)[1:]]
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    output = done.stderr + done.stdout
+    return output + (f"$ echo $?\n{done.returncode}\n" if done.returncode else "")
+
+
+def refreshed(text: str) -> str:
+    def replace(match: re.Match[str]) -> str:
+        command = match.group(1)
+        if command.startswith("kvcalc measure"):
+            return match.group(0)
+        return f"```\n$ {command}\n{run(command)}```"
+
+    return BLOCK.sub(replace, text)
+
+
+def main() -> int:
+    check = "--check" in sys.argv
+    stale = []
+    for doc in DOCS:
+        text = doc.read_text(encoding="utf-8")
+        new = refreshed(text)
+        if new != text:
+            stale.append(doc.name)
+            if not check:
+                doc.write_text(new, encoding="utf-8")
+    if stale:
+        print(("stale: " if check else "updated: ") + ", ".join(stale))
+    return 1 if check and stale else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
