@@ -73,7 +73,11 @@ UtilOpt = Annotated[
     float, typer.Option("--utilization", help="Share of GPU memory the engine may use, in (0, 1] (vLLM's default 0.90).")
 ]
 ReserveOpt = Annotated[
-    str, typer.Option("--reserve", help="Memory per GPU kept for the CUDA context, workspaces and activations (default 1GiB).")
+    str,
+    typer.Option(
+        "--reserve",
+        help="Memory per GPU kept for the CUDA context, workspaces and activations, e.g. 1GiB (the default) or 0; units as --memory.",
+    ),
 ]
 PresetsOpt = Annotated[
     list[Path] | None,
@@ -111,7 +115,11 @@ KvUnifiedOpt = Annotated[
     str | None, typer.Option("--kv-unified", help="llamacpp: true or false (default): one buffer shared by all sequences.")
 ]
 FlashAttnOpt = Annotated[
-    str | None, typer.Option("--flash-attn", help="llamacpp: true (default) or false; a quantized V cache needs it.")
+    str | None,
+    typer.Option(
+        "--flash-attn",
+        help="llamacpp: true or false (default auto, which turns it on for a quantized V cache; false refuses one).",
+    ),
 ]
 MaxBatchedOpt = Annotated[
     int | None,
