@@ -15,7 +15,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, ValidationInfo, field_va
 from kvcalc import capacity, latency
 from kvcalc.base import Strict
 from kvcalc.kvcache import estimate_kv
-from kvcalc.spec import Count, GpuSpec, ModelSpec, Workload
+from kvcalc.spec import Count, Engine, GpuSpec, ModelSpec, Workload
 from kvcalc.units import DType, parse_dtype, parse_size
 
 PLAN_VERSION = 1
@@ -45,6 +45,7 @@ class PlannedWorkload(Strict):
     kv_dtype: DType | None = None
     weight_dtype: DType | None = None
     block_size: Count | None = None
+    engine: Engine = Engine()  # a name (vllm) or a mapping with options ({name: vllm, max_num_batched_tokens: 8192})
     utilization: float = Field(default=capacity.DEFAULT_UTILIZATION, gt=0, le=1)
     reserve: str = "1GiB"
     expect: Expect = Expect()
@@ -56,6 +57,11 @@ class PlannedWorkload(Strict):
             return parse_dtype(value) if isinstance(value, str) else value
         except Exception as exc:  # InvalidInput: re-raised as a field error naming the key
             raise ValueError(str(exc)) from None
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _read_engine(cls, value: object) -> object:
+        return {"name": value} if isinstance(value, str) else value
 
     @field_validator("memory", "reserve")
     @classmethod
@@ -125,6 +131,7 @@ def check_workload(planned: PlannedWorkload, model: ModelSpec, gpu: GpuSpec | No
         tp=planned.tp,
         pp=planned.pp,
         block_size=planned.block_size,
+        engine=planned.engine,
     )
     weight_dtype = capacity.weight_dtype_for(model, planned.weight_dtype)
     memory = capacity.gpu_memory(gpu, parse_size(planned.memory) if planned.memory else None)

@@ -96,3 +96,21 @@ def test_bad_plans_exit_2(cli, tmp_path: Path, body: str, expected: str) -> None
 def test_missing_plan_file(cli, tmp_path: Path) -> None:
     result = cli("check", tmp_path / "none.yaml")
     assert result.exit_code == 2 and "no such plan file" in result.stderr
+
+
+def test_workload_engine_by_name_or_with_options(cli, tmp_path: Path) -> None:
+    # vLLM reserves cdiv(min(4095 + 8192, 8192), 16) + 1 = 513 blocks per sliding layer of gemma2-9b.
+    body = (
+        "workloads:\n"
+        "  - {name: a, model: gemma2-9b, gpu: l40s, seq: 8192, engine: vllm}\n"
+        "  - {name: b, model: gemma2-9b, gpu: l40s, seq: 8192, engine: {name: llamacpp, swa_full: false}}\n"
+    )
+    doc = cli.json("check", _plan(tmp_path, body))
+    per_layer = 2 * 8 * 256 * 2
+    assert doc["workloads"][0]["kv_bytes_per_gpu"] == 21 * per_layer * (513 * 16 + 8192)
+    assert doc["workloads"][1]["kv_bytes_per_gpu"] == 21 * per_layer * (4608 + 8192)
+    bad = cli(
+        "check",
+        _plan(tmp_path, "workloads:\n  - {name: c, model: llama3-8b, gpu: l40s, seq: 8, engine: {name: hf, swa_full: false}}\n"),
+    )
+    assert bad.exit_code == 2 and "--swa-full applies to --engine llamacpp, not hf" in bad.stderr
