@@ -10,7 +10,7 @@ import difflib
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -20,7 +20,6 @@ from kvcalc.errors import InvalidPreset, PresetNotFound
 from kvcalc.spec import GpuSpec, ModelSpec
 
 Kind = Literal["models", "gpus"]
-Spec = TypeVar("Spec", ModelSpec, GpuSpec)
 PRESETS_ENV = "KVCALC_PRESETS"
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's safe loader when built in: same rules, faster
 _SPEC_TYPES: dict[str, type[BaseModel]] = {"models": ModelSpec, "gpus": GpuSpec}
