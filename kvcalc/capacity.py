@@ -229,6 +229,7 @@ class FitReport(Frozen):
 def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | None = None) -> FitReport:
     """Max batch at the workload's context, max context at its batch, and which limit binds each.
     A batch fits when its peak fits (transformers' sliding layers right after a long prefill)."""
+    engines.check_supported(model, workload, kv_dtype(model, workload))  # as estimate_kv: what the engine refuses
     usable = budget_.usable_bytes
     by_memory = max_batch(model, workload, usable)
     best_batch = min(by_memory, max_seqs) if max_seqs else by_memory

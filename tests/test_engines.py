@@ -58,6 +58,8 @@ def test_hf_fp8_quantized_cache(cli, tmp_path) -> None:
     full.write_text("name: full\nlayers: 4\nheads: 4\nkv_heads: 2\nhead_dim: 32\ndtype: bf16\n")
     doc = kv(cli, "--model", str(full), "--seq", "10", "--engine", "hf", "--kv-dtype", "fp8")
     assert doc["bytes_per_batch"] == 4 * 10 * 2 * 2 * 32 * 1 + 4 * 2 * 4
+    refused = cli("fit", "--model", "gemma2-9b", "--gpu", "l40s", "--engine", "hf", "--kv-dtype", "fp8")
+    assert refused.exit_code == 2 and "only full attention layers" in refused.stderr  # fit refuses it too
     result = cli("size", "--model", SWA, "--seq", "10", "--engine", "hf", "--kv-dtype", "fp8")
     assert (
         result.exit_code == 2
