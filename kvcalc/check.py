@@ -15,8 +15,8 @@ from pydantic import Field, PositiveFloat, PositiveInt, ValidationInfo, field_va
 from kvcalc import capacity, latency
 from kvcalc.base import Strict
 from kvcalc.kvcache import estimate_kv
-from kvcalc.spec import Count, Engine, GpuSpec, ModelSpec, Workload
-from kvcalc.units import DType, parse_dtype, parse_size
+from kvcalc.spec import Count, DTypeName, Engine, GpuSpec, ModelSpec, Workload
+from kvcalc.units import parse_size
 
 PLAN_VERSION = 1
 
@@ -42,21 +42,13 @@ class PlannedWorkload(Strict):
     batch: Count = 1
     tp: Count = 1
     pp: Count = 1
-    kv_dtype: DType | None = None
-    weight_dtype: DType | None = None
+    kv_dtype: DTypeName | None = None
+    weight_dtype: DTypeName | None = None
     block_size: Count | None = None
     engine: Engine = Engine()  # a name (vllm) or a mapping with options ({name: vllm, max_num_batched_tokens: 8192})
     utilization: float = Field(default=capacity.DEFAULT_UTILIZATION, gt=0, le=1)
     reserve: str = "1GiB"
     expect: Expect = Expect()
-
-    @field_validator("kv_dtype", "weight_dtype", mode="before")
-    @classmethod
-    def _read_dtype(cls, value: object) -> object:
-        try:
-            return parse_dtype(value) if isinstance(value, str) else value
-        except Exception as exc:  # InvalidInput: re-raised as a field error naming the key
-            raise ValueError(str(exc)) from None
 
     @field_validator("engine", mode="before")
     @classmethod

@@ -607,7 +607,6 @@ def measure(
     When the cache does not fit in free memory it measures fewer layers, then a smaller batch, and says so.
     Out of memory is reported (exit 1) after freeing every tensor.
     """
-    from kvcalc.compare import derive, parse_variant
     from kvcalc.measure.runner import measure as run_measure
 
     device = "cuda" if gpu_flag else device

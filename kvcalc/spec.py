@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from kvcalc.base import Strict
 from kvcalc.errors import InvalidInput
@@ -13,6 +13,16 @@ from kvcalc.units import DType, parse_dtype
 LayerKind = Literal["full", "sliding"]
 Count = Annotated[int, Field(gt=0, le=2**31)]  # a positive count; the bound refuses absurd or overflowing input
 Rate = Annotated[int, Field(gt=0, le=10**20)]  # bytes, bytes/s or FLOP/s
+
+
+def _read_dtype(value: object) -> object:
+    try:
+        return parse_dtype(value) if isinstance(value, str) else value
+    except InvalidInput as exc:  # re-raised as a field error, so the message names the field
+        raise ValueError(str(exc)) from None
+
+
+DTypeName = Annotated[DType, BeforeValidator(_read_dtype)]  # a dtype, torch/HF spellings accepted
 
 
 class MlaSpec(Strict):
@@ -52,7 +62,7 @@ class ModelSpec(Strict):
     head_dim: Count | None = None
     k_head_dim: Count | None = None
     v_head_dim: Count | None = None
-    dtype: DType = DType.bf16
+    dtype: DTypeName = DType.bf16
     max_positions: Count | None = None
     hidden: Count | None = None
     intermediate: Count | None = None
@@ -67,14 +77,6 @@ class ModelSpec(Strict):
     active_params: Rate | None = None
     source: str | None = None
     notes: str | None = None
-
-    @field_validator("dtype", mode="before")
-    @classmethod
-    def _read_dtype(cls, value: object) -> object:
-        try:
-            return parse_dtype(value) if isinstance(value, str) else value
-        except InvalidInput as exc:
-            raise ValueError(str(exc)) from None
 
     @model_validator(mode="before")
     @classmethod
