@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import json
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from typer.core import TyperGroup
 
-from kvcalc import capacity, documents, engines, latency, presets, render
+from kvcalc import capacity, engines, latency, presets
 from kvcalc.compare import DEFAULT_KV_LORA_RANK, DEFAULT_ROPE_DIM, VARIANT_HELP, Subject, derive, parse_variant
 from kvcalc.compare import compare as compare_rows
 from kvcalc.errors import DoesNotFit, InvalidInput, KvcalcError, PresetNotFound
@@ -18,15 +21,46 @@ from kvcalc.kvcache import estimate_kv
 from kvcalc.spec import ENGINE_OPTIONS, Engine, GpuSpec, ModelSpec, Workload
 from kvcalc.units import SIZE_HELP, DType, parse_dtype, parse_size
 
+F = TypeVar("F", bound=Callable[..., Any])
+COMMANDS: dict[str, typer.Typer] = {}  # each command in its own Typer app, in the order --help lists them
+
+
+class _BuiltOnDemand(Mapping[str, Any]):
+    """The commands by name, each built from its Typer app when first looked up: Typer builds a
+    command's options from its annotations, which costs start-up time, and a run needs one command."""
+
+    def __init__(self) -> None:
+        self._built: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._built:
+            self._built[name] = typer.main.get_command(COMMANDS[name])
+        return self._built[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(COMMANDS)
+
+    def __len__(self) -> int:
+        return len(COMMANDS)
+
+
+class _KvcalcGroup(TyperGroup):
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self.commands = _BuiltOnDemand()
+
+
 app = typer.Typer(
+    cls=_KvcalcGroup,
     help="KV-cache and GPU-memory calculator for LLM inference. Sizes print in GiB (2^30) unless --units gb (10^9).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-presets_app = typer.Typer(help="List and show the model and GPU presets.", no_args_is_help=True)
-app.add_typer(presets_app, name="presets")
 
-F = TypeVar("F", bound=Callable[..., Any])
+
+@app.callback()
+def _kvcalc() -> None:
+    """The commands are registered in COMMANDS and built on demand; Typer needs a callback to make `app` a group."""
 
 
 def reports_errors(command: F) -> F:
@@ -37,10 +71,31 @@ def reports_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except KvcalcError as exc:
+            from kvcalc import render
+
             render.error(str(exc))
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def command(function: F) -> F:
+    """Register `function` as the kvcalc command of its name (underscores become dashes)."""
+    single = typer.Typer(add_completion=False)
+    single.command()(reports_errors(function))
+    COMMANDS[function.__name__.replace("_", "-")] = single
+    return function
+
+
+presets_app = typer.Typer(
+    name="presets", help="List and show the model and GPU presets.", no_args_is_help=True, add_completion=False
+)
+
+
+def print_json(document: BaseModel | dict[str, Any]) -> None:
+    """One JSON document on stdout; bytes stay integers."""
+    data = document.model_dump(mode="json") if isinstance(document, BaseModel) else document
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Preset name, a model YAML file, or a Hugging Face config.json.")]
@@ -200,6 +255,8 @@ def _workload(
     context = engines.context_per_sequence(work)
     if model.max_positions and context > model.max_positions:
         per = f" (n_ctx {seq:,} / {batch} sequences)" if context != seq else ""
+        from kvcalc import render
+
         render.warn(
             f"context {context:,}{per} exceeds {model.name}'s max positions {model.max_positions:,}; figures computed anyway"
         )
@@ -228,8 +285,7 @@ def _gpu_label(gpu: GpuSpec | None, memory: str | None) -> str:
     return gpu.name if gpu and not memory else f"{memory}" + (f" ({gpu.name})" if gpu else "")
 
 
-@app.command()
-@reports_errors
+@command
 def size(
     model: ModelOpt,
     seq: SeqOpt,
@@ -294,9 +350,13 @@ def size(
         if gpu_spec is not None:
             step = latency.decode(spec, work, gpu_spec, wdtype)
     if json_out:
+        from kvcalc import documents
+
         weights_doc = documents.Weights(dtype=wdtype, bytes=weights, params=params)
-        render.print_json(documents.SizeDocument(model=spec, kv=kv, weights=weights_doc, fit=report, decode=step))
+        print_json(documents.SizeDocument(model=spec, kv=kv, weights=weights_doc, fit=report, decode=step))
     else:
+        from kvcalc import render
+
         render.kv_table(kv, decimal, explain)
         render.weights_line(params, weights, wdtype.value, decimal)
         if report is not None:
@@ -307,8 +367,7 @@ def size(
         raise typer.Exit(DoesNotFit.exit_code)
 
 
-@app.command()
-@reports_errors
+@command
 def fit(
     model: ModelOpt,
     seq: Annotated[
@@ -374,15 +433,18 @@ def fit(
     gpu_spec, budget = _gpu_and_budget(spec, work, gpu, memory, wdtype, utilization, reserve, presets_dir)
     report = capacity.fit(spec, work, budget, max_seqs)
     if json_out:
-        render.print_json(documents.FitDocument(**report.model_dump(), model=spec.name, gpu=_gpu_label(gpu_spec, memory)))
+        from kvcalc import documents
+
+        print_json(documents.FitDocument(**report.model_dump(), model=spec.name, gpu=_gpu_label(gpu_spec, memory)))
     else:
+        from kvcalc import render
+
         render.fit_tables(report, spec.name, _gpu_label(gpu_spec, memory), decimal, explain)
     if not (report.fits if seq is not None else report.max_context > 0):
         raise typer.Exit(DoesNotFit.exit_code)
 
 
-@app.command()
-@reports_errors
+@command
 def decode(
     model: ModelOpt,
     gpu: Annotated[str, typer.Option("--gpu", "-g", help="GPU preset name or GPU YAML file.")],
@@ -407,8 +469,12 @@ def decode(
     step = latency.decode(spec, work, gpu_spec, wdtype, efficiency)
     first = latency.prefill(spec, work, gpu_spec, wdtype, efficiency)
     if json_out:
-        render.print_json(documents.DecodeDocument(decode=step, prefill=first))
+        from kvcalc import documents
+
+        print_json(documents.DecodeDocument(decode=step, prefill=first))
     else:
+        from kvcalc import render
+
         render.decode_tables(step, first, decimal, explain)
 
 
@@ -473,8 +539,7 @@ def _subject(name: str, spec: ModelSpec, work: Workload, wanted: DType | None, h
     return Subject(name=name, spec=spec, weight_dtype=wdtype, budget=budget)
 
 
-@app.command()
-@reports_errors
+@command
 def compare(
     names: NamesArg,
     model: ModelOpt = COMPARE_MODEL,
@@ -535,8 +600,12 @@ def compare(
     result = compare_rows(subjects, work, _kv_dtypes(kv_dtype), gpu_spec, base)
     label = _gpu_label(gpu_spec, memory) if gpu or memory else None
     if json_out:
-        render.print_json(documents.CompareDocument(**result.model_dump(), gpu=label))
+        from kvcalc import documents
+
+        print_json(documents.CompareDocument(**result.model_dump(), gpu=label))
     else:
+        from kvcalc import render
+
         render.compare_tables(result, label, decimal)
 
 
@@ -544,11 +613,13 @@ def compare(
 @reports_errors
 def presets_list(presets_dir: PresetsOpt = None, json_out: JsonOpt = False) -> None:
     """Every model and GPU preset, and where it comes from (shipped or a user folder)."""
+    from kvcalc import documents, render
+
     document = documents.PresetsDocument(
         models=presets.list_presets("models", presets_dir), gpus=presets.list_presets("gpus", presets_dir)
     )
     if json_out:
-        render.print_json(document)
+        print_json(document)
     else:
         render.presets_tables(document.model_dump(mode="json", exclude={"version"}))
 
@@ -569,16 +640,19 @@ def presets_show(
         except KvcalcError:
             raise model_error from None
     if json_out:
-        render.print_json(documents.PresetDocument(kind="model" if isinstance(spec, ModelSpec) else "gpu", spec=spec))
+        from kvcalc import documents
+
+        print_json(documents.PresetDocument(kind="model" if isinstance(spec, ModelSpec) else "gpu", spec=spec))
     else:
+        from kvcalc import render
+
         render.spec_table(spec.model_dump(mode="json", exclude_none=True))
 
 
-@app.command()
-@reports_errors
+@command
 def measure(
     gpu_flag: Annotated[bool, typer.Option("--gpu", help="Measure on the CUDA GPU (same as --device cuda).")] = False,
-    device: Annotated[str, typer.Option("--device", help="cpu or cuda[:N].")] = "cpu",
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda\\[:N].")] = "cpu",
     model: Annotated[str, typer.Option("--model", "-m", help="Preset name or model file (default: llama3-8b).")] = "llama3-8b",
     seq: Annotated[int | None, typer.Option("--seq", "-s", help="Context in tokens (default: 8192 on GPU, 2048 on CPU).")] = None,
     batch: Annotated[int | None, typer.Option("--batch", "-b", help="Sequences (default: 8 on GPU, 1 on CPU).")] = None,
@@ -602,11 +676,12 @@ def measure(
     json_out: JsonOpt = False,
 ) -> None:
     """Allocate the predicted KV cache on a real device, check its bytes, and time SDPA GQA decode
-    against the roofline (needs torch: pip install "kvcalc[measure]").
+    against the roofline (needs torch: pip install "kvcalc\\[measure]").
 
     When the cache does not fit in free memory it measures fewer layers, then a smaller batch, and says so.
     Out of memory is reported (exit 1) after freeing every tensor.
     """
+    from kvcalc import documents, render
     from kvcalc.measure.runner import measure as run_measure
 
     device = "cuda" if gpu_flag else device
@@ -629,13 +704,12 @@ def measure(
     with render.progress(enabled=not json_out) as step:
         report = run_measure(subjects, work, device, layers, limit, peak, step)
     if json_out:
-        render.print_json(documents.MeasureDocument.of(report))
+        print_json(documents.MeasureDocument.of(report))
     else:
         render.measure_tables(report, decimal=False)
 
 
-@app.command()
-@reports_errors
+@command
 def check(
     plan: Annotated[Path, typer.Argument(help="Plan YAML: presets to add and workloads with their expectations (see README).")],
     json_out: JsonOpt = False,
@@ -655,19 +729,28 @@ def check(
             raise type(exc)(f"{where}: {exc}") from None
     report = CheckReport(passed=all(v.passed for v in verdicts), workloads=verdicts)
     if json_out:
-        render.print_json(report)
+        print_json(report)
     else:
+        from kvcalc import render
+
         render.check_table(report)
     if not report.passed:
         raise typer.Exit(DoesNotFit.exit_code)
 
 
-@app.command()
-@reports_errors
+JSON_COMMANDS = ("size", "fit", "decode", "compare", "measure", "check", "presets-list", "presets-show")  # = documents.SCHEMAS
+
+
+@command
 def schema(
-    command: Annotated[str, typer.Argument(help=f"One of: {', '.join(documents.SCHEMAS)}.")],
+    command: Annotated[str, typer.Argument(help=f"One of: {', '.join(JSON_COMMANDS)}.")],
 ) -> None:
     """The JSON Schema of a command's --json document (generated from its result model; `version` marks breaking changes)."""
+    from kvcalc import documents
+
     if command not in documents.SCHEMAS:
         raise InvalidInput(f"no command {command!r} prints JSON; choose one of {', '.join(documents.SCHEMAS)}")
-    render.print_json(documents.SCHEMAS[command].model_json_schema())
+    print_json(documents.SCHEMAS[command].model_json_schema())
+
+
+COMMANDS["presets"] = presets_app

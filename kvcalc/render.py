@@ -1,14 +1,11 @@
-"""Rich tables and JSON for the CLI: the only module that imports rich."""
+"""Rich tables, warnings and errors for the CLI: the only module that imports rich, loaded only to print one."""
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -21,12 +18,6 @@ from kvcalc.units import format_bytes, format_seconds
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def print_json(document: BaseModel | dict[str, Any]) -> None:
-    """One JSON document on stdout; bytes stay integers."""
-    data = document.model_dump(mode="json") if isinstance(document, BaseModel) else document
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
 def warn(message: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,16 @@ def test_duplicate_names_in_one_folder(cli, tmp_path: Path) -> None:
     result = cli("presets", "list", "--presets", tmp_path)
     assert result.exit_code == 2
     assert "preset name 'x' is also defined in" in result.stderr
+
+
+def test_help_lists_commands_in_order_and_keeps_brackets(cli) -> None:
+    commands_panel = cli("--help").stdout.split("Commands")[1]
+    listed = re.findall(r"^│ (\w+) {2,}", commands_panel, flags=re.MULTILINE)
+    assert listed == ["size", "fit", "decode", "compare", "measure", "check", "schema", "presets"]
+    measure_help = cli("measure", "--help").stdout
+    assert "kvcalc[measure]" in measure_help and "cuda[:N]" in measure_help  # not eaten as Rich markup
+
+
+def test_unknown_command_suggests_the_closest(cli) -> None:
+    result = cli("sise", "--model", "llama3-8b")
+    assert result.exit_code == 2 and "Did you mean 'size'?" in result.output

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from kvcalc.cli import JSON_COMMANDS
 from kvcalc.documents import SCHEMAS
 
 from .conftest import FIXTURES
@@ -24,6 +25,12 @@ RUNS = {
 
 def test_every_schema_has_a_run() -> None:
     assert set(RUNS) == set(SCHEMAS)
+
+
+def test_schema_help_names_every_json_command(cli) -> None:
+    """The CLI lists the commands in its help without importing the documents; the two lists agree."""
+    assert JSON_COMMANDS == tuple(SCHEMAS)
+    assert "presets-show" in cli("schema", "--help").stdout
 
 
 @pytest.mark.parametrize("command", sorted(RUNS))
