@@ -211,9 +211,10 @@ def _engine(name: str, **options: Any) -> Engine:
         raise InvalidInput(field + str(error["msg"]).removeprefix("Value error, ")) from None
 
 
-def _engine_options(**options: Any) -> dict[str, Any]:
-    """The engine options given on the command line, by Engine field name."""
-    return {k: v for k, v in options.items() if v is not None}
+def _engine_options(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The engine options given on the command line, picked from a command's arguments (`locals()`):
+    the option parameters are named as Engine's fields."""
+    return {k: v for k, v in arguments.items() if k in ENGINE_OPTIONS and v is not None}
 
 
 def _positive(**values: int | None) -> None:
@@ -318,27 +319,7 @@ def size(
     """
     decimal = _decimal(units)
     spec = presets.load_model(model, presets_dir)
-    work = _workload(
-        spec,
-        seq,
-        batch,
-        kv_dtype,
-        tp,
-        pp,
-        block_size,
-        _engine(
-            engine,
-            **_engine_options(
-                hf_version=hf_version,
-                max_cache_len=max_cache_len,
-                swa_full=swa_full,
-                ubatch=ubatch,
-                kv_unified=kv_unified,
-                flash_attn=flash_attn,
-                max_num_batched_tokens=max_num_batched_tokens,
-            ),
-        ),
-    )
+    work = _workload(spec, seq, batch, kv_dtype, tp, pp, block_size, _engine(engine, **_engine_options(locals())))
     kv = estimate_kv(spec, work)
     wdtype = capacity.weight_dtype_for(spec, parse_dtype(weight_dtype) if weight_dtype else None)
     params = capacity.count_params(spec)
@@ -407,27 +388,8 @@ def fit(
     decimal = _decimal(units)
     spec = presets.load_model(model, presets_dir)
     default_seq = min(8192, spec.max_positions or 8192)
-    work = _workload(
-        spec,
-        default_seq if seq is None else seq,
-        batch,
-        kv_dtype,
-        tp,
-        pp,
-        block_size,
-        _engine(
-            engine,
-            **_engine_options(
-                hf_version=hf_version,
-                max_cache_len=max_cache_len,
-                swa_full=swa_full,
-                ubatch=ubatch,
-                kv_unified=kv_unified,
-                flash_attn=flash_attn,
-                max_num_batched_tokens=max_num_batched_tokens,
-            ),
-        ),
-    )
+    engine_spec = _engine(engine, **_engine_options(locals()))
+    work = _workload(spec, default_seq if seq is None else seq, batch, kv_dtype, tp, pp, block_size, engine_spec)
     _positive(max_seqs=max_seqs)
     wdtype = capacity.weight_dtype_for(spec, parse_dtype(weight_dtype) if weight_dtype else None)
     gpu_spec, budget = _gpu_and_budget(spec, work, gpu, memory, wdtype, utilization, reserve, presets_dir)
@@ -575,10 +537,7 @@ def compare(
     work = _shared_workload([base] if base else [spec for _, spec in named], seq, batch, tp)
     hardware = {"gpu": gpu, "memory": memory, "utilization": utilization, "reserve": reserve, "extra": presets_dir}
     wanted = parse_dtype(weight_dtype) if weight_dtype else None
-    given = _engine_options(
-        hf_version=hf_version, max_cache_len=max_cache_len, swa_full=swa_full, ubatch=ubatch,
-        kv_unified=kv_unified, flash_attn=flash_attn, max_num_batched_tokens=max_num_batched_tokens,
-    )  # fmt: skip
+    given = _engine_options(locals())
     if base is not None and not named:  # engines side by side: each takes the options that apply to it
         named = [(name, base) for name in names]
         engines_ = [_engine(name, **{k: v for k, v in given.items() if ENGINE_OPTIONS[k] == name}) for name in names]

@@ -7,32 +7,36 @@ import sys
 
 import pytest
 
+INVOKE = "import sys; from typer.testing import CliRunner; from kvcalc.cli import COMMANDS, app; "
+SIZE_ARGS = "['size', '--model', 'llama3-8b', '--seq', '8192'"
+
+
+def _python(code: str) -> str:
+    """What a fresh interpreter prints running `code`."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
 
 @pytest.mark.parametrize("statement", ["import kvcalc", "import kvcalc.cli"])
 def test_import_does_not_load_torch(statement: str) -> None:
-    code = f"{statement}; import sys; print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    assert _python(f"{statement}; import sys; print('torch' in sys.modules)") == "False"
 
 
 def test_size_command_does_not_load_torch() -> None:
-    code = (
-        "import sys; from typer.testing import CliRunner; from kvcalc.cli import app; "
-        "r = CliRunner().invoke(app, ['size', '--model', 'llama3-8b', '--seq', '8192', '--gpu', 'h100-sxm']); "
+    code = INVOKE + (
+        f"r = CliRunner().invoke(app, {SIZE_ARGS}, '--gpu', 'h100-sxm']); "
         "assert r.exit_code == 0, r.output; print('torch' in sys.modules)"
     )
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    assert _python(code) == "False"
 
 
 def test_json_output_loads_no_rich_and_builds_one_command() -> None:
     """The start-up path of `kvcalc size --json`: no Rich console (tables only) and no other command's options."""
-    code = (
-        "import sys, typer.main; from typer.testing import CliRunner; from kvcalc.cli import COMMANDS, app; "
-        "built = []; build = typer.main.get_command; "
+    code = INVOKE + (
+        "import typer.main; built = []; build = typer.main.get_command; "
         "typer.main.get_command = lambda typer_app: built.append(typer_app) or build(typer_app); "
-        "r = CliRunner().invoke(app, ['size', '--model', 'llama3-8b', '--seq', '8192', '--json']); "
+        f"r = CliRunner().invoke(app, {SIZE_ARGS}, '--json']); "
         "assert r.exit_code == 0, r.output; "
         "print([name for name, typer_app in COMMANDS.items() if typer_app in built], "
         "sorted(m for m in ('torch', 'numpy', 'rich.console', 'kvcalc.render') if m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == "['size'] []"
+    assert _python(code) == "['size'] []"
