@@ -58,8 +58,20 @@ app = typer.Typer(
 )
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        import kvcalc
+
+        print(f"kvcalc {kvcalc.__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _kvcalc() -> None:
+def _kvcalc(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print kvcalc's version and exit.")
+    ] = False,
+) -> None:
     """The commands are registered in COMMANDS and built on demand; Typer needs a callback to make `app` a group."""
 
 

@@ -175,3 +175,10 @@ def test_help_lists_commands_in_order_and_keeps_brackets(cli) -> None:
 def test_unknown_command_suggests_the_closest(cli) -> None:
     result = cli("sise", "--model", "llama3-8b")
     assert result.exit_code == 2 and "Did you mean 'size'?" in result.output
+
+
+def test_version(cli) -> None:
+    from importlib.metadata import version
+
+    result = cli("--version")
+    assert result.exit_code == 0 and result.stdout == f"kvcalc {version('kvcalc')}\n"
