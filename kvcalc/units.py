@@ -7,6 +7,7 @@ integer bytes and converts here, at the edge.
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from enum import Enum
 
 from kvcalc.base import Frozen
@@ -23,9 +24,10 @@ _SIZE_SUFFIXES = {
     "g": GiB, "gib": GiB, "gb": GB,
     "t": TiB, "tib": TiB, "tb": TB,
 }  # fmt: skip
-_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?(?:e[0-9]+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?(?:e[0-9]{1,3})?)\s*([a-z]*)\s*$", re.IGNORECASE)
 
 SIZE_HELP = "80GB = 80*10^9 bytes, 80GiB = 80*2^30, a bare G/M/K is binary (24G = 24GiB), a plain number is bytes"
+MAX_SIZE = 10**18  # 1 EB: far beyond any accelerator, and it keeps sizes exact integers
 
 
 def parse_size(text: str, allow_zero: bool = False) -> int:
@@ -40,7 +42,10 @@ def parse_size(text: str, allow_zero: bool = False) -> int:
     unit = match.group(2).lower() if match else None
     if match is None or unit not in _SIZE_SUFFIXES:
         raise InvalidInput(f"cannot read size {text!r}: use e.g. 80GB, 80GiB or 24G ({SIZE_HELP})")
-    value = round(float(match.group(1)) * _SIZE_SUFFIXES[unit])
+    exact = Decimal(match.group(1)) * _SIZE_SUFFIXES[unit]  # decimal arithmetic: 9007199254740993 stays itself
+    if exact > MAX_SIZE:
+        raise InvalidInput(f"size {text!r} is more than 1 EB (10^18 bytes)")
+    value = round(exact)
     if value < 1 and not (allow_zero and value == 0):
         raise InvalidInput(f"size {text!r} must be at least 1 byte")
     return value
@@ -49,12 +54,12 @@ def parse_size(text: str, allow_zero: bool = False) -> int:
 def format_bytes(n: int | float, decimal: bool = False) -> str:
     """Render bytes in the largest fitting unit, binary (GiB) unless decimal (GB).
 
-    >>> format_bytes(1073741824), format_bytes(1073741824, decimal=True), format_bytes(512)
-    ('1.00 GiB', '1.07 GB', '512 B')
+    >>> format_bytes(1073741824), format_bytes(1073741824, decimal=True), format_bytes(512), format_bytes(2**30 - 1)
+    ('1.00 GiB', '1.07 GB', '512 B', '1.00 GiB')
     """
     base, names = (1000, ["B", "KB", "MB", "GB", "TB"]) if decimal else (1024, ["B", "KiB", "MiB", "GiB", "TiB"])
     value, unit = float(abs(n)), 0
-    while value >= base and unit < len(names) - 1:
+    while unit < len(names) - 1 and (value >= base or (unit > 0 and round(value, 2) >= base)):  # never "1024.00 MiB"
         value /= base
         unit += 1
     sign = "-" if n < 0 else ""
@@ -95,18 +100,29 @@ class DType(str, Enum):
 
 
 class Packing(Frozen):
-    """`block_bytes` bytes store `block_values` values (scales included)."""
+    """`block_bytes` bytes store `block_values` values, `scale_bytes` of them the block's scales."""
 
     block_values: int
     block_bytes: int
+    scale_bytes: int = 0
 
     def bytes_for(self, values: int) -> int:
-        """Exact bytes of one row of `values` elements: whole blocks, rounded up."""
-        return -(-values // self.block_values) * self.block_bytes
+        """Exact bytes of one row of `values` elements: whole blocks, and a shorter last block
+        with its own scales when the row is not a multiple of the block (a group never spans rows).
+
+        >>> PACKING[DType.int4].bytes_for(256), PACKING[DType.int4].bytes_for(64), PACKING[DType.q4_0].bytes_for(48)
+        (136, 36, 28)
+        """
+        blocks, rest = divmod(values, self.block_values)
+        if rest == 0:
+            return blocks * self.block_bytes
+        data = -(-rest * (self.block_bytes - self.scale_bytes) // self.block_values)
+        return blocks * self.block_bytes + data + self.scale_bytes
 
 
 # Sources: llama.cpp ggml/src/ggml-common.h (block_q8_0 = fp16 scale + 32 int8 = 34 B;
-# q4_0 = 2 + 16; q4_1 = 2 + 2 + 16; q5_0 = 2 + 4 + 16; q5_1 = 2 + 2 + 4 + 16; iq4_nl = 2 + 16).
+# q4_0 = 2 + 16; q4_1 = 2 + 2 + 16; q5_0 = 2 + 4 + 16; q5_1 = 2 + 2 + 4 + 16; iq4_nl = 2 + 16);
+# scale_bytes are each block's fp16 scale (and min), the rest is data.
 # int4: group-wise with an fp16 scale and an fp16 zero point per 128 values (GPTQ/AWQ style):
 # 64 + 4 = 68 B per 128, i.e. bits/8 + 4/G bytes per value. mxfp4: 16 B + one e8m0 scale per 32.
 PACKING: dict[DType, Packing] = {
@@ -117,14 +133,14 @@ PACKING: dict[DType, Packing] = {
     DType.fp8_e4m3: Packing(block_values=1, block_bytes=1),
     DType.fp8_e5m2: Packing(block_values=1, block_bytes=1),
     DType.int8: Packing(block_values=1, block_bytes=1),
-    DType.int4: Packing(block_values=128, block_bytes=68),
-    DType.q8_0: Packing(block_values=32, block_bytes=34),
-    DType.q4_0: Packing(block_values=32, block_bytes=18),
-    DType.q4_1: Packing(block_values=32, block_bytes=20),
-    DType.q5_0: Packing(block_values=32, block_bytes=22),
-    DType.q5_1: Packing(block_values=32, block_bytes=24),
-    DType.iq4_nl: Packing(block_values=32, block_bytes=18),
-    DType.mxfp4: Packing(block_values=32, block_bytes=17),
+    DType.int4: Packing(block_values=128, block_bytes=68, scale_bytes=4),
+    DType.q8_0: Packing(block_values=32, block_bytes=34, scale_bytes=2),
+    DType.q4_0: Packing(block_values=32, block_bytes=18, scale_bytes=2),
+    DType.q4_1: Packing(block_values=32, block_bytes=20, scale_bytes=4),
+    DType.q5_0: Packing(block_values=32, block_bytes=22, scale_bytes=2),
+    DType.q5_1: Packing(block_values=32, block_bytes=24, scale_bytes=4),
+    DType.iq4_nl: Packing(block_values=32, block_bytes=18, scale_bytes=2),
+    DType.mxfp4: Packing(block_values=32, block_bytes=17, scale_bytes=1),
 }
 
 _DTYPE_ALIASES = {

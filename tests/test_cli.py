@@ -143,6 +143,8 @@ def test_bad_model_files(cli, tmp_path: Path, file_text: str | bytes, expected: 
         (["--model", "llama3-8b", "--seq", "8", "--tp", "3"], "--tp 3 does not divide the 32 attention heads"),
         (["--model", "llama3-8b", "--seq", "8", "--tp", "4", "--pp", "64"], "--pp 64 exceeds the model's 32 layers"),
         (["--model", "llama3-8b", "--seq", "8", "--memory", "80XB"], "cannot read size '80XB'"),
+        (["--model", "llama3-8b", "--seq", "8", "--memory", "1e400"], "--memory: size '1e400' is more than 1 EB"),
+        (["--model", "llama3-8b", "--seq", "8", "--memory", "80GB", "--reserve", "1e309"], "more than 1 EB"),
         (["--model", "llama3-8b", "--seq", "8", "--units", "kb"], "--units 'kb'"),
         (["--model", HF_CONFIGS / "bert-config.json", "--seq", "8"], "model_type 'bert' is not supported"),
         (["--model", "llama3-8b", "--seq", "8", "--presets", "/nonexistent"], "presets folder does not exist"),
@@ -182,3 +184,9 @@ def test_version(cli) -> None:
 
     result = cli("--version")
     assert result.exit_code == 0 and result.stdout == f"kvcalc {version('kvcalc')}\n"
+
+
+def test_sizes_are_read_exactly(cli) -> None:
+    """Sizes go through decimal arithmetic, not floats: 2^53 + 1 bytes stays itself."""
+    doc = cli.json("fit", "--model", "llama3-8b", "--memory", "9007199254740993", "--reserve", "0.5GiB")
+    assert doc["budget"]["memory_bytes"] == 9_007_199_254_740_993 and doc["budget"]["reserve_bytes"] == 2**29

@@ -113,3 +113,11 @@ def test_paged_rounding_and_waste() -> None:
     kv = estimate_kv(model, Workload(seq=1000, block_size=16))
     assert kv.bytes_per_sequence == 131_072 * 1008
     assert kv.paging_waste_bytes == 131_072 * 8
+
+
+# DESIGN.md: group-wise int4 costs bits/8 + 4/G per value (G = 128: 68 B per 128 values). A row shorter
+# than the group (head_dim 64) is one short group with its own fp16 scale and zero: 32 + 4 = 36 B.
+@pytest.mark.parametrize("head_dim, expected", [(128, 2 * 68), (64, 2 * 36), (256, 2 * 136)])
+def test_int4_rows_per_token_per_layer(head_dim: int, expected: int) -> None:
+    model = ModelSpec(name="mqa", layers=1, heads=8, kv_heads=1, head_dim=head_dim, dtype="int4")
+    assert estimate_kv(model, Workload(seq=1)).groups[0].bytes_per_token_per_layer == expected
