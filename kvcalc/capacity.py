@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Literal
 
 from kvcalc import engines
@@ -132,7 +133,7 @@ def budget(
     params = require_params(model)
     gpus = workload.tp * workload.pp
     weights = per_gpu(weight_bytes(params.total, weight_dtype), gpus)
-    allowed = int(memory_bytes * utilization)
+    allowed = int(memory_bytes * Decimal(repr(utilization)))  # exact: 3GB * 0.7 = 2,100,000,000, not one byte less
     usable = allowed - weights - reserve_bytes
     explain = [
         f"weights = {params.total:,} params * {weight_dtype.value} / (tp {workload.tp} * pp {workload.pp})"
@@ -155,7 +156,7 @@ def _largest(fits: Callable[[int], bool], limit: int) -> int:
     """The largest n in [1, limit] with fits(n), for fits monotone (true, then false); 0 if none."""
     if not fits(1):
         return 0
-    low, high = 1, 2
+    low, high = 1, min(2, limit)
     while high < limit and fits(high):  # gallop up, then bisect; invariant: fits(low)
         low, high = high, min(2 * high, limit)
     if fits(high):

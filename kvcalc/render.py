@@ -118,9 +118,13 @@ def fit_tables(report: FitReport, model: str, gpu: str, decimal: bool, explain: 
     if explain:
         _explain(b.explain)
     if not report.weights_fit:
-        console.print(
-            f"[red]does not fit:[/] the weights exceed the budget by {-b.usable_bytes:,} B ({format_bytes(-b.usable_bytes, decimal)}); try a larger --tp or a smaller --weight-dtype (fp8, int4)"
-        )
+        short = f"{-b.usable_bytes:,} B ({format_bytes(-b.usable_bytes, decimal)})"
+        if b.weights_bytes <= b.allowed_bytes:  # the weights alone would fit: the reserve is what overflows
+            console.print(f"[red]does not fit:[/] weights + --reserve exceed the budget by {short}; lower --reserve")
+        else:
+            console.print(
+                f"[red]does not fit:[/] the weights exceed the budget by {short}; try a larger --tp or a smaller --weight-dtype (fp8, int4)"
+            )
         return
     verdict = (
         "[green]fits[/]" if report.fits else f"[red]does not fit[/] (short by {format_bytes(report.shortfall_bytes, decimal)})"

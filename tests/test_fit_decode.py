@@ -145,3 +145,19 @@ def test_model_without_max_positions_is_unbounded(cli, tmp_path) -> None:
     path.write_text("name: slide\nlayers: 2\nheads: 8\nkv_heads: 2\nhead_dim: 64\nsliding_window: 4096\nparams: 1000000\n")
     doc = cli.json("fit", "--model", str(path), "--gpu", "h100-sxm")
     assert doc["max_context_limit"] == "unbounded" and doc["max_context"] == 2**31
+
+
+def test_reserve_not_weights_named_when_it_overflows(cli) -> None:
+    result = cli("fit", "--model", "llama3.2-1b", "--gpu", "h100-sxm", "--reserve", "100GiB")
+    assert result.exit_code == 1 and "weights + --reserve exceed the budget" in result.stdout
+    assert "larger --tp" not in result.stdout
+
+
+def test_max_context_never_passes_a_limit_of_one(cli) -> None:
+    doc = cli.json("fit", "--model", "llama3-8b", "--gpu", "h100-sxm", "--engine", "hf", "--max-cache-len", "1", "--seq", "1")
+    assert (doc["max_context"], doc["max_context_limit"]) == (1, "max_cache_len")
+
+
+def test_utilization_share_is_exact(cli) -> None:
+    args = ("--model", "llama3.2-1b", "--memory", "3GB", "--utilization", "0.7", "--reserve", "0", "--weight-dtype", "int4")
+    assert cli.json("fit", *args)["budget"]["allowed_bytes"] == 2_100_000_000  # float math gives 2,099,999,999
