@@ -100,9 +100,42 @@ def per_gpu(total_bytes: int, gpus: int) -> int:
     return -(-total_bytes // gpus)
 
 
-def weight_bytes(params: int, dtype: DType) -> int:
-    """Bytes of `params` weights stored as `dtype` (4-bit formats include their group scales)."""
-    return PACKING[dtype].bytes_for(params)
+class WeightFormat(Frozen):
+    """How the weights are stored: `dtype`, and `experts` for the routed experts of a MoE."""
+
+    dtype: DType
+    experts: DType
+
+    @property
+    def label(self) -> str:
+        return self.dtype.value if self.experts == self.dtype else f"{self.dtype.value}, experts {self.experts.value}"
+
+
+def weight_format(model: ModelSpec, requested: DType | None = None) -> WeightFormat:
+    """The requested dtype for every weight, else the checkpoint's: `weight_dtype` (or `dtype`),
+    and the routed experts' own `moe.expert_dtype` where the checkpoint gives one."""
+    if requested is not None:
+        return WeightFormat(dtype=requested, experts=requested)
+    dense = model.weight_dtype or model.dtype
+    return WeightFormat(dtype=dense, experts=(model.moe.expert_dtype if model.moe else None) or dense)
+
+
+def weight_bytes(params: ParamCount, fmt: WeightFormat, experts_read: int | None = None) -> int:
+    """Bytes of the weights stored as `fmt` (block formats include their scales): the routed
+    experts in `fmt.experts`, the rest in `fmt.dtype`; `experts_read` counts only the expert
+    parameters a decode step touches (default: all of them)."""
+    experts = params.routed_experts if experts_read is None else experts_read
+    return PACKING[fmt.dtype].bytes_for(params.total - params.routed_experts) + PACKING[fmt.experts].bytes_for(experts)
+
+
+def weights_formula(params: ParamCount, fmt: WeightFormat, experts_read: int | None = None) -> str:
+    """`weight_bytes`'s sum in words, for --explain."""
+    experts = params.routed_experts if experts_read is None else experts_read
+    if fmt.experts == fmt.dtype:
+        return f"{params.total - params.routed_experts + experts:,} params * {fmt.dtype.value}"
+    return (
+        f"{params.total - params.routed_experts:,} params * {fmt.dtype.value} + {experts:,} expert params * {fmt.experts.value}"
+    )
 
 
 class Budget(Frozen):
@@ -121,24 +154,26 @@ def budget(
     model: ModelSpec,
     workload: Workload,
     memory_bytes: int,
-    weight_dtype: DType = DType.bf16,
+    weights: WeightFormat | None = None,
     utilization: float = DEFAULT_UTILIZATION,
     reserve_bytes: int = DEFAULT_RESERVE_BYTES,
 ) -> Budget:
-    """usable = memory * utilization - weights per GPU - reserve."""
+    """usable = memory * utilization - weights per GPU - reserve; the weights in the checkpoint's
+    format unless `weights` says otherwise."""
     if not 0 < utilization <= 1:
         raise InvalidInput(f"--utilization {utilization} must be in (0, 1]")
     if reserve_bytes < 0:
         raise InvalidInput("--reserve must not be negative")
     params = require_params(model)
     gpus = workload.tp * workload.pp
-    weights = per_gpu(weight_bytes(params.total, weight_dtype), gpus)
+    fmt = weights or weight_format(model)
+    weights_per_gpu = per_gpu(weight_bytes(params, fmt), gpus)
     allowed = int(memory_bytes * Decimal(repr(utilization)))  # exact: 3GB * 0.7 = 2,100,000,000, not one byte less
-    usable = allowed - weights - reserve_bytes
+    usable = allowed - weights_per_gpu - reserve_bytes
     explain = [
-        f"weights = {params.total:,} params * {weight_dtype.value} / (tp {workload.tp} * pp {workload.pp})"
-        f" = {weights:,} B ({format_bytes(weights)}) per GPU",
-        f"usable = memory * utilization - weights - reserve = {memory_bytes:,} * {utilization} - {weights:,}"
+        f"weights = {weights_formula(params, fmt)} / (tp {workload.tp} * pp {workload.pp})"
+        f" = {weights_per_gpu:,} B ({format_bytes(weights_per_gpu)}) per GPU",
+        f"usable = memory * utilization - weights - reserve = {memory_bytes:,} * {utilization} - {weights_per_gpu:,}"
         f" - {reserve_bytes:,} = {usable:,} B ({format_bytes(usable)})",
     ]
     return Budget(
@@ -146,7 +181,7 @@ def budget(
         utilization=utilization,
         allowed_bytes=allowed,
         reserve_bytes=reserve_bytes,
-        weights_bytes=weights,
+        weights_bytes=weights_per_gpu,
         usable_bytes=usable,
         explain=explain,
     )
@@ -186,11 +221,6 @@ def max_context(model: ModelSpec, workload: Workload, usable_bytes: int, limit: 
         return batch_bytes(model, engines.reshape(workload, context=context), peak=True).per_gpu <= usable_bytes
 
     return _largest(fits, limit)
-
-
-def weight_dtype_for(model: ModelSpec, requested: DType | None) -> DType:
-    """Weights are stored in the requested dtype, else the model's checkpoint dtype."""
-    return requested or model.dtype
 
 
 def gpu_memory(gpu: GpuSpec | None, memory_bytes: int | None) -> int:

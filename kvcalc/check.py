@@ -125,13 +125,13 @@ def check_workload(planned: PlannedWorkload, model: ModelSpec, gpu: GpuSpec | No
         block_size=planned.block_size,
         engine=planned.engine,
     )
-    weight_dtype = capacity.weight_dtype_for(model, planned.weight_dtype)
+    weights = capacity.weight_format(model, planned.weight_dtype)
     memory = capacity.gpu_memory(gpu, parse_size(planned.memory) if planned.memory else None)
     reserve = parse_size(planned.reserve, allow_zero=True)
-    budget = capacity.budget(model, work, memory, weight_dtype, planned.utilization, reserve)
+    budget = capacity.budget(model, work, memory, weights, planned.utilization, reserve)
     report = capacity.fit(model, work, budget)
     kv_bytes = estimate_kv(model, work).bytes_per_gpu
-    decode_ms = latency.decode(model, work, gpu, weight_dtype).seconds_per_token * 1e3 if gpu else None
+    decode_ms = latency.decode(model, work, gpu, weights).seconds_per_token * 1e3 if gpu else None
     expect = planned.expect
     # (expectation, kvcalc's figure, whether the figure meets the limit)
     rules: list[tuple[str, Any, Callable[[Any, Any], bool]]] = [

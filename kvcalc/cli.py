@@ -123,7 +123,8 @@ KvDtypesOpt = Annotated[
 WeightDtypeOpt = Annotated[
     str | None,
     typer.Option(
-        "--weight-dtype", help="Weights dtype (default: the model's checkpoint dtype); int4 counts group scales (4.25 bits)."
+        "--weight-dtype",
+        help="One dtype for every weight (default: the checkpoint's format, e.g. gpt-oss's MXFP4 experts); int4 counts group scales (4.25 bits).",
     ),
 ]
 TpOpt = Annotated[
@@ -285,13 +286,13 @@ def _size(flag: str, text: str, allow_zero: bool = False) -> int:
 
 
 def _gpu_and_budget(
-    model: ModelSpec, workload: Workload, gpu: str | None, memory: str | None, weight_dtype: DType,
+    model: ModelSpec, workload: Workload, gpu: str | None, memory: str | None, weights: capacity.WeightFormat,
     utilization: float, reserve: str, extra: list[Path] | None,
 ) -> tuple[GpuSpec | None, capacity.Budget]:  # fmt: skip
     gpu_spec = presets.load_gpu(gpu, extra) if gpu else None
     total = capacity.gpu_memory(gpu_spec, _size("memory", memory) if memory else None)
     reserve_bytes = _size("reserve", reserve, allow_zero=True)
-    return gpu_spec, capacity.budget(model, workload, total, weight_dtype, utilization, reserve_bytes)
+    return gpu_spec, capacity.budget(model, workload, total, weights, utilization, reserve_bytes)
 
 
 def _gpu_label(gpu: GpuSpec | None, memory: str | None) -> str:
@@ -333,25 +334,26 @@ def size(
     spec = presets.load_model(model, presets_dir)
     work = _workload(spec, seq, batch, kv_dtype, tp, pp, block_size, _engine(engine, **_engine_options(locals())))
     kv = estimate_kv(spec, work)
-    wdtype = capacity.weight_dtype_for(spec, parse_dtype(weight_dtype) if weight_dtype else None)
+    weights_fmt = capacity.weight_format(spec, parse_dtype(weight_dtype) if weight_dtype else None)
     params = capacity.count_params(spec)
-    weights = capacity.weight_bytes(params.total, wdtype) if params else None
+    weights = capacity.weight_bytes(params, weights_fmt) if params else None
     report = step = None
     if gpu or memory:
-        gpu_spec, budget = _gpu_and_budget(spec, work, gpu, memory, wdtype, utilization, reserve, presets_dir)
+        gpu_spec, budget = _gpu_and_budget(spec, work, gpu, memory, weights_fmt, utilization, reserve, presets_dir)
         report = capacity.fit(spec, work, budget)
         if gpu_spec is not None:
-            step = latency.decode(spec, work, gpu_spec, wdtype)
+            step = latency.decode(spec, work, gpu_spec, weights_fmt)
     if json_out:
         from kvcalc import documents
 
-        weights_doc = documents.Weights(dtype=wdtype, bytes=weights, params=params)
+        experts_dtype = weights_fmt.experts if weights_fmt.experts != weights_fmt.dtype else None
+        weights_doc = documents.Weights(dtype=weights_fmt.dtype, experts_dtype=experts_dtype, bytes=weights, params=params)
         print_json(documents.SizeDocument(model=spec, kv=kv, weights=weights_doc, fit=report, decode=step))
     else:
         from kvcalc import render
 
         render.kv_table(kv, decimal, explain)
-        render.weights_line(params, weights, wdtype.value, decimal)
+        render.weights_line(params, weights, weights_fmt.label, decimal)
         if report is not None:
             render.fit_tables(report, spec.name, _gpu_label(gpu_spec, memory), decimal, explain)
         if step is not None:
@@ -403,8 +405,8 @@ def fit(
     engine_spec = _engine(engine, **_engine_options(locals()))
     work = _workload(spec, default_seq if seq is None else seq, batch, kv_dtype, tp, pp, block_size, engine_spec)
     _positive(max_seqs=max_seqs)
-    wdtype = capacity.weight_dtype_for(spec, parse_dtype(weight_dtype) if weight_dtype else None)
-    gpu_spec, budget = _gpu_and_budget(spec, work, gpu, memory, wdtype, utilization, reserve, presets_dir)
+    weights_fmt = capacity.weight_format(spec, parse_dtype(weight_dtype) if weight_dtype else None)
+    gpu_spec, budget = _gpu_and_budget(spec, work, gpu, memory, weights_fmt, utilization, reserve, presets_dir)
     report = capacity.fit(spec, work, budget, max_seqs)
     if json_out:
         from kvcalc import documents
@@ -439,9 +441,9 @@ def decode(
     spec = presets.load_model(model, presets_dir)
     work = _workload(spec, seq, batch, kv_dtype, tp, 1, block_size)
     gpu_spec = presets.load_gpu(gpu, presets_dir)
-    wdtype = capacity.weight_dtype_for(spec, parse_dtype(weight_dtype) if weight_dtype else None)
-    step = latency.decode(spec, work, gpu_spec, wdtype, efficiency)
-    first = latency.prefill(spec, work, gpu_spec, wdtype, efficiency)
+    weights_fmt = capacity.weight_format(spec, parse_dtype(weight_dtype) if weight_dtype else None)
+    step = latency.decode(spec, work, gpu_spec, weights_fmt, efficiency)
+    first = latency.prefill(spec, work, gpu_spec, weights_fmt, efficiency)
     if json_out:
         from kvcalc import documents
 
@@ -508,9 +510,9 @@ def _shared_workload(models: list[ModelSpec], seq: int, batch: int, tp: int) -> 
 
 def _subject(name: str, spec: ModelSpec, work: Workload, wanted: DType | None, hardware: dict[str, Any] | None) -> Subject:
     """One compared model with its weights' dtype and, given --gpu or --memory, its budget per GPU."""
-    wdtype = capacity.weight_dtype_for(spec, wanted)
-    budget = _gpu_and_budget(spec, work, weight_dtype=wdtype, **hardware)[1] if hardware else None
-    return Subject(name=name, spec=spec, weight_dtype=wdtype, budget=budget)
+    weights = capacity.weight_format(spec, wanted)
+    budget = _gpu_and_budget(spec, work, weights=weights, **hardware)[1] if hardware else None
+    return Subject(name=name, spec=spec, weights=weights, budget=budget)
 
 
 @command

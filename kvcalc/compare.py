@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from kvcalc import capacity, latency
 from kvcalc.base import Frozen
-from kvcalc.capacity import Budget
+from kvcalc.capacity import Budget, WeightFormat
 from kvcalc.errors import InvalidInput
 from kvcalc.kvcache import estimate_kv, layer_bytes_per_token, layer_caches
 from kvcalc.latency import Bound
@@ -82,11 +82,11 @@ def derive(
 
 
 class Subject(Frozen):
-    """One model or variant to compare: its spec, weights' dtype and, given a GPU or memory, its budget."""
+    """One model or variant to compare: its spec, weights' format and, given a GPU or memory, its budget."""
 
     name: str
     spec: ModelSpec
-    weight_dtype: DType
+    weights: WeightFormat
     budget: Budget | None = None
     engine: Engine | None = None  # compared engines: each subject allocates by its own engine
 
@@ -165,7 +165,7 @@ def _row(subject: Subject, workload: Workload, gpu: GpuSpec | None) -> CompareRo
         bytes_per_batch=kv.bytes_per_batch,
         replicated_kv_heads=kv.replicated_kv_heads,
         fit=_fit(spec, workload, subject.budget) if subject.budget else None,
-        decode=_decode(spec, workload, gpu, subject.weight_dtype) if gpu else None,
+        decode=_decode(spec, workload, gpu, subject.weights) if gpu else None,
     )
 
 
@@ -182,8 +182,8 @@ def _fit(spec: ModelSpec, workload: Workload, budget: Budget) -> RowFit:
     )
 
 
-def _decode(spec: ModelSpec, workload: Workload, gpu: GpuSpec, weight_dtype: DType) -> RowDecode:
-    step = latency.decode(spec, workload, gpu, weight_dtype)
+def _decode(spec: ModelSpec, workload: Workload, gpu: GpuSpec, weights: WeightFormat) -> RowDecode:
+    step = latency.decode(spec, workload, gpu, weights)
     return RowDecode(seconds_per_token=step.seconds_per_token, bound=step.roofline.bound, tokens_per_s=step.tokens_per_s)
 
 

@@ -31,9 +31,11 @@ class Document(Strict):
 
 
 class Weights(Strict):
-    """The weights' dtype, bytes and parameter count (None when the model gives no shapes)."""
+    """The weights' dtype (the routed experts' when it differs), bytes and parameter count (None
+    when the model gives no shapes)."""
 
     dtype: DType
+    experts_dtype: DType | None = None
     bytes: int | None
     params: ParamCount | None
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Literal
 
 from kvcalc.base import Frozen
-from kvcalc.capacity import per_gpu, require_params, weight_bytes
+from kvcalc.capacity import WeightFormat, per_gpu, require_params, weight_bytes, weight_format, weights_formula
 from kvcalc.errors import InvalidInput
 from kvcalc.kvcache import batch_bytes, exact_workload, layer_caches, tokens_held
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
-from kvcalc.units import PACKING, DType, format_bytes, format_seconds
+from kvcalc.units import PACKING, format_bytes, format_seconds
 
 Bound = Literal["memory", "compute"]
 
@@ -93,32 +93,37 @@ class DecodeEstimate(Frozen):
     explain: list[str]
 
 
-def peak_flops_for(gpu: GpuSpec, weight_dtype: DType) -> int:
+def peak_flops_for(gpu: GpuSpec, weights: WeightFormat) -> int:
     """The GPU's dense peak for the weights' dtype: FP8 tensor cores for 8-bit weights when it has them."""
-    if PACKING[weight_dtype].block_bytes == 1 and gpu.fp8_flops:
+    if PACKING[weights.dtype].block_bytes == 1 and gpu.fp8_flops:
         return gpu.fp8_flops
     return gpu.bf16_flops
 
 
-def decode(model: ModelSpec, workload: Workload, gpu: GpuSpec, weight_dtype: DType, efficiency: float = 1.0) -> DecodeEstimate:
+def decode(
+    model: ModelSpec, workload: Workload, gpu: GpuSpec, weights: WeightFormat | None = None, efficiency: float = 1.0
+) -> DecodeEstimate:
     """One decode step of `batch` sequences at context `seq`: every GPU of the TP group reads its
-    share of the weights (MoE: only the experts the batch touches) and of the KV cache."""
+    share of the weights (MoE: only the experts the batch touches) and of the KV cache. The
+    weights are in the checkpoint's format unless `weights` says otherwise."""
     if not 0 < efficiency <= 1:
         raise InvalidInput(f"--efficiency {efficiency} must be in (0, 1]")
     params = require_params(model)
-    touched = params.total - params.routed_experts
+    fmt = weights or weight_format(model)
+    experts_read = params.routed_experts
     if model.moe is not None and params.routed_experts:
         moe = model.moe
         share = expected_experts_touched(moe.experts, moe.experts_per_token, workload.batch) / moe.experts
-        touched += round(params.routed_experts * share)
+        experts_read = round(params.routed_experts * share)
     # each step walks every pipeline stage in turn: one rank of the TP group reads its share of all of them
-    weights_read = per_gpu(weight_bytes(touched, weight_dtype), workload.tp)
+    weights_read = per_gpu(weight_bytes(params, fmt, experts_read), workload.tp)
     kv_read = per_gpu(batch_bytes(model, exact_workload(workload)).total, workload.tp)  # the tokens in context, not padding
     flops = (2 * params.active * workload.batch + attention_flops(model, workload, workload.seq)) // workload.tp
-    line = roofline(
-        weights_read + kv_read, flops, gpu.bandwidth_bytes_per_s * efficiency, peak_flops_for(gpu, weight_dtype) * efficiency
-    )
+    line = roofline(weights_read + kv_read, flops, gpu.bandwidth_bytes_per_s * efficiency, peak_flops_for(gpu, fmt) * efficiency)
     explain = [
+        f"weights read = {weights_formula(params, fmt, experts_read)}"
+        + (f" / tp {workload.tp}" if workload.tp > 1 else "")
+        + f" = {weights_read:,} B",
         f"bytes read per step = weights {weights_read:,} + KV {kv_read:,} = {line.bytes_moved:,} B ({format_bytes(line.bytes_moved)})"
         + (f", per rank of tp {workload.tp}" if workload.tp > 1 else "")
         + (f", over all {workload.pp} pipeline stages" if workload.pp > 1 else ""),
@@ -167,18 +172,21 @@ class PrefillEstimate(Frozen):
     flash_stats_bytes_per_layer: int  # B * H * s * (max + sum in fp32): FlashAttention's O(s)
 
 
-def prefill(model: ModelSpec, workload: Workload, gpu: GpuSpec, weight_dtype: DType, efficiency: float = 1.0) -> PrefillEstimate:
+def prefill(
+    model: ModelSpec, workload: Workload, gpu: GpuSpec, weights: WeightFormat | None = None, efficiency: float = 1.0
+) -> PrefillEstimate:
     """Compute-bound prefill: 2 * active params * B * s + causal attention FLOPs."""
     params = require_params(model)
+    fmt = weights or weight_format(model)
     qk, pv = attention_widths(model, absorbed=False)
     attended = sum(causal_tokens_attended(workload.seq, layer.window) for layer in layer_caches(model))
     flops = (
         2 * params.active * workload.batch * workload.seq + 2 * workload.batch * model.heads * (qk + pv) * attended
     ) // workload.tp
-    bytes_moved = per_gpu(weight_bytes(params.total, weight_dtype), workload.tp) + per_gpu(
+    bytes_moved = per_gpu(weight_bytes(params, fmt), workload.tp) + per_gpu(
         batch_bytes(model, exact_workload(workload)).total, workload.tp
     )
-    line = roofline(bytes_moved, flops, gpu.bandwidth_bytes_per_s * efficiency, peak_flops_for(gpu, weight_dtype) * efficiency)
+    line = roofline(bytes_moved, flops, gpu.bandwidth_bytes_per_s * efficiency, peak_flops_for(gpu, fmt) * efficiency)
     score_bytes = PACKING[model.dtype].block_bytes  # scores live in the compute dtype, not the cache's
     rows = workload.batch * model.heads * workload.seq
     return PrefillEstimate(

@@ -85,7 +85,7 @@ def kv_table(kv: KvEstimate, decimal: bool, explain: bool) -> None:
         _explain(kv.explain)
 
 
-def weights_line(params: ParamCount | None, weights_bytes: int | None, dtype: str, decimal: bool) -> None:
+def weights_line(params: ParamCount | None, weights_bytes: int | None, fmt: str, decimal: bool) -> None:
     """The weights' size, or why it is unknown."""
     if params is None or weights_bytes is None:
         console.print("weights: unknown (the model gives neither params nor hidden/intermediate/vocab)")
@@ -93,7 +93,7 @@ def weights_line(params: ParamCount | None, weights_bytes: int | None, dtype: st
     how = "counted from the shapes" if params.from_shapes else "published"
     active = f", {params.active:,} active per token" if params.active != params.total else ""
     console.print(
-        f"weights: {params.total:,} params ({how}{active}) in {dtype} = {_bytes_cell(weights_bytes, decimal)}", soft_wrap=True
+        f"weights: {params.total:,} params ({how}{active}) in {fmt} = {_bytes_cell(weights_bytes, decimal)}", soft_wrap=True
     )
 
 

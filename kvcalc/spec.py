@@ -43,6 +43,9 @@ class MoeSpec(Strict):
     expert_intermediate: Count
     shared_experts: int = Field(default=0, ge=0)
     dense_layers: int = Field(default=0, ge=0, description="the first N layers use a dense MLP")
+    expert_dtype: DTypeName | None = Field(
+        default=None, description="the routed experts' checkpoint dtype when it differs from the other weights' (gpt-oss: mxfp4)"
+    )
 
     @model_validator(mode="after")
     def _top_k_within_experts(self) -> MoeSpec:
@@ -63,6 +66,9 @@ class ModelSpec(Strict):
     k_head_dim: Count | None = None
     v_head_dim: Count | None = None
     dtype: DTypeName = DType.bf16
+    weight_dtype: DTypeName | None = Field(
+        default=None, description="the checkpoint's weights dtype when it is not `dtype` (DeepSeek-V3: fp8)"
+    )
     max_positions: Count | None = None
     hidden: Count | None = None
     intermediate: Count | None = None

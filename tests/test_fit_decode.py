@@ -8,7 +8,7 @@ from kvcalc import Workload
 from kvcalc.capacity import budget, count_params, fit
 from kvcalc.latency import decode, expected_experts_touched
 from kvcalc.presets import load_gpu, load_model
-from kvcalc.units import DType, GiB
+from kvcalc.units import GiB
 
 from .conftest import TEST_PRESETS
 
@@ -33,7 +33,7 @@ def test_fit_sliding_model_context_is_exact() -> None:
     # so with room for 4096 tokens the context reaches the model's limit.
     model = load_model("mistral-7b-v0.1")
     work = Workload(seq=4096, batch=1)
-    report = fit(model, work, budget(model, work, 80 * GiB, DType.bf16, 0.9, 0))
+    report = fit(model, work, budget(model, work, 80 * GiB, utilization=0.9, reserve_bytes=0))
     assert report.max_context == model.max_positions and report.max_context_limit == "max_positions"
 
 
@@ -127,8 +127,8 @@ def test_decode_efficiency_derates(cli) -> None:
 def test_decode_moe_reads_only_touched_experts() -> None:
     # mixtral-8x7b: one token touches 2 of 8 experts; 64 tokens touch all 8 in expectation (8 * (1 - 0.75^64)).
     model, gpu = load_model("mixtral-8x7b"), load_gpu("a100-80gb")
-    one = decode(model, Workload(seq=4096, batch=1, tp=2), gpu, DType.bf16)
-    many = decode(model, Workload(seq=4096, batch=64, tp=2), gpu, DType.bf16)
+    one = decode(model, Workload(seq=4096, batch=1, tp=2), gpu)
+    many = decode(model, Workload(seq=4096, batch=64, tp=2), gpu)
     params = count_params(model)
     assert one.weights_read_bytes < many.weights_read_bytes <= -(-params.total * 2 // 2)
     assert expected_experts_touched(8, 2, 64) == pytest.approx(8.0, abs=1e-6)
@@ -136,8 +136,8 @@ def test_decode_moe_reads_only_touched_experts() -> None:
 
 def test_decode_batch_turns_compute_bound() -> None:
     model, gpu = load_model("llama3-8b"), load_gpu("h100-sxm")
-    assert decode(model, Workload(seq=128, batch=1), gpu, DType.bf16).roofline.bound == "memory"
-    assert decode(model, Workload(seq=128, batch=1024), gpu, DType.bf16).roofline.bound == "compute"
+    assert decode(model, Workload(seq=128, batch=1), gpu).roofline.bound == "memory"
+    assert decode(model, Workload(seq=128, batch=1024), gpu).roofline.bound == "compute"
 
 
 def test_model_without_max_positions_is_unbounded(cli, tmp_path) -> None:

@@ -50,7 +50,7 @@ def test_llama3_8b_max_batch_57_on_80gib() -> None:
     # Derivation: 80 GiB * 0.9 = 77,309,411,328; minus 16,060,522,496 B of bf16 weights = 61,248,888,832;
     # / 1 GiB per 8192-token sequence = 57.04 -> 57.
     model, work = load_model("llama3-8b"), Workload(seq=8192)
-    report = fit(model, work, budget(model, work, 80 * GiB, DType.bf16, 0.9, 0))
+    report = fit(model, work, budget(model, work, 80 * GiB, utilization=0.9, reserve_bytes=0))
     assert report.budget.usable_bytes == 61_248_888_832
     assert report.max_batch == 57
 
@@ -58,7 +58,7 @@ def test_llama3_8b_max_batch_57_on_80gib() -> None:
 def test_llama3_8b_decode_5_11_ms_on_3_35_tbps() -> None:
     # Derivation: (16,060,522,496 + 1,073,741,824) B / 3.35e12 B/s = 5.1147 ms, bandwidth-bound.
     gpu = GpuSpec(name="g", memory_bytes=80 * GiB, bandwidth_bytes_per_s=3_350_000_000_000, bf16_flops=989 * 10**12)
-    step = decode(load_model("llama3-8b"), Workload(seq=8192), gpu, DType.bf16)
+    step = decode(load_model("llama3-8b"), Workload(seq=8192), gpu)
     assert step.roofline.bytes_moved == 16_060_522_496 + 1_073_741_824
     assert step.seconds_per_token == pytest.approx(5.1147e-3, rel=1e-4)
     assert step.roofline.bound == "memory"
@@ -121,3 +121,20 @@ def test_paged_rounding_and_waste() -> None:
 def test_int4_rows_per_token_per_layer(head_dim: int, expected: int) -> None:
     model = ModelSpec(name="mqa", layers=1, heads=8, kv_heads=1, head_dim=head_dim, dtype="int4")
     assert estimate_kv(model, Workload(seq=1)).groups[0].bytes_per_token_per_layer == expected
+
+
+# gpt-oss ships its routed experts in MXFP4 (17 B per 32 values) and the rest in bf16
+# (shared/reference/models.md): 36 layers * 128 experts * 3 * 2880^2 = 114,661,785,600 expert params.
+def test_gpt_oss_checkpoint_weights(cli) -> None:
+    experts = 36 * 128 * 3 * 2880 * 2880
+    rest = 116_829_156_672 - experts
+    doc = cli.json("size", "--model", "gpt-oss-120b", "--seq", "8192")
+    assert (doc["weights"]["dtype"], doc["weights"]["experts_dtype"]) == ("bf16", "mxfp4")
+    assert doc["weights"]["bytes"] == rest * 2 + experts * 17 // 32 == 65_248_815_744
+    everything_bf16 = cli.json("size", "--model", "gpt-oss-120b", "--seq", "8192", "--weight-dtype", "bf16")["weights"]
+    assert (everything_bf16["bytes"], everything_bf16["experts_dtype"]) == (116_829_156_672 * 2, None)
+    assert cli("fit", "--model", "gpt-oss-120b", "--gpu", "h100-sxm").exit_code == 0  # fits one 80 GB GPU, as served
+
+
+def test_deepseek_v3_checkpoint_is_fp8(cli) -> None:
+    assert cli.json("size", "--model", "deepseek-v3", "--seq", "4096")["weights"]["bytes"] == 671_026_419_200

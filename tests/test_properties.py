@@ -95,6 +95,6 @@ GPU = GpuSpec(name="g", memory_bytes=80 * 2**30, bandwidth_bytes_per_s=3_350_000
 
 @given(models(), st.integers(1, 32_000), st.integers(1, 256))
 def test_decode_time_monotone_in_batch_and_seq(model: ModelSpec, seq: int, batch: int) -> None:
-    base = decode(model, Workload(seq=seq, batch=batch), GPU, DType.bf16).seconds_per_token
-    assert decode(model, Workload(seq=seq + 1, batch=batch), GPU, DType.bf16).seconds_per_token >= base
-    assert decode(model, Workload(seq=seq, batch=batch + 1), GPU, DType.bf16).seconds_per_token >= base
+    base = decode(model, Workload(seq=seq, batch=batch), GPU).seconds_per_token
+    assert decode(model, Workload(seq=seq + 1, batch=batch), GPU).seconds_per_token >= base
+    assert decode(model, Workload(seq=seq, batch=batch + 1), GPU).seconds_per_token >= base
