@@ -6,11 +6,13 @@ import functools
 import json
 import sys
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
+from typer._click.exceptions import NoArgsIsHelpError, UsageError  # Typer vendors click since 0.29
 from typer.core import TyperGroup
 
 from kvcalc import capacity, engines, latency, presets
@@ -45,9 +47,33 @@ class _BuiltOnDemand(Mapping[str, Any]):
 
 
 class _KvcalcGroup(TyperGroup):
+    """Commands built on demand; a usage error (missing option, bad value) is one line on stderr, exit 2."""
+
     def __init__(self, **attrs: Any) -> None:
         super().__init__(**attrs)
         self.commands = _BuiltOnDemand()
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        with _one_line_usage_errors():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: Any) -> Any:
+        with _one_line_usage_errors():
+            return super().invoke(ctx)
+
+
+@contextmanager
+def _one_line_usage_errors() -> Iterator[None]:
+    try:
+        yield
+    except NoArgsIsHelpError:
+        raise  # `kvcalc` or `kvcalc presets` alone prints its help
+    except UsageError as exc:
+        from kvcalc import render
+
+        where = exc.ctx.command_path if exc.ctx else "kvcalc"
+        render.error(f"{exc.format_message().rstrip('.')} (see {where} --help)")
+        raise typer.Exit(exc.exit_code) from None
 
 
 app = typer.Typer(

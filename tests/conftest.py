@@ -27,7 +27,7 @@ class Cli:
         self.runner = CliRunner()
 
     def __call__(self, *args: str):  # noqa: ANN204
-        return self.runner.invoke(app, [str(a) for a in args])
+        return self.runner.invoke(app, [str(a) for a in args], prog_name="kvcalc")
 
     def json(self, *args: str) -> dict:
         result = self(*args, "--json")

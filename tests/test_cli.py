@@ -190,3 +190,25 @@ def test_sizes_are_read_exactly(cli) -> None:
     """Sizes go through decimal arithmetic, not floats: 2^53 + 1 bytes stays itself."""
     doc = cli.json("fit", "--model", "llama3-8b", "--memory", "9007199254740993", "--reserve", "0.5GiB")
     assert doc["budget"]["memory_bytes"] == 9_007_199_254_740_993 and doc["budget"]["reserve_bytes"] == 2**29
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["size", "--model", "llama3-8b"], "Missing option '--seq' / '-s' (see kvcalc size --help)"),
+        (["size", "--model", "llama3-8b", "--seq", "1.5"], "Invalid value for '--seq'"),
+        (["fit", "--model", "llama3-8b", "--utilization", "90%"], "Invalid value for '--utilization'"),
+        (["size", "--model", "llama3-8b", "--sq", "8"], "No such option: --sq"),
+        (["compare"], "Missing argument 'names' (see kvcalc compare --help)"),
+        (["presets", "show"], "Missing argument 'name' (see kvcalc presets show --help)"),
+        (["--bogus"], "No such option: --bogus (see kvcalc --help)"),
+    ],
+)
+def test_usage_errors_are_one_line(cli, args: list[str], expected: str) -> None:
+    result = cli(*args)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_group_alone_prints_its_help(cli) -> None:
+    assert "Usage: kvcalc presets" in cli("presets").output
