@@ -183,7 +183,7 @@ UnitsOpt = Annotated[
     str, typer.Option("--units", help="Human units: gib (2^30, default) or gb (10^9). Exact bytes are always shown.")
 ]
 EfficiencyOpt = Annotated[
-    float, typer.Option("--efficiency", help="Derate peak bandwidth and FLOP/s, in (0, 1]; 1 = ideal roofline.")
+    float, typer.Option("--efficiency", help="Derate peak bandwidth and FLOP/s, in [0.01, 1]; 1 = ideal roofline.")
 ]
 
 

@@ -12,6 +12,7 @@ from kvcalc.spec import GpuSpec, ModelSpec, Workload
 from kvcalc.units import PACKING, format_bytes, format_seconds
 
 Bound = Literal["memory", "compute"]
+MIN_EFFICIENCY = 0.01  # below 1% of peak the roofline says nothing (and 1e-320 would make times infinite)
 
 
 class Roofline(Frozen):
@@ -106,8 +107,8 @@ def decode(
     """One decode step of `batch` sequences at context `seq`: every GPU of the TP group reads its
     share of the weights (MoE: only the experts the batch touches) and of the KV cache. The
     weights are in the checkpoint's format unless `weights` says otherwise."""
-    if not 0 < efficiency <= 1:
-        raise InvalidInput(f"--efficiency {efficiency} must be in (0, 1]")
+    if not MIN_EFFICIENCY <= efficiency <= 1:
+        raise InvalidInput(f"--efficiency {efficiency} must be in [{MIN_EFFICIENCY}, 1]: a share of the peak")
     params = require_params(model)
     fmt = weights or weight_format(model)
     experts_read = params.routed_experts
