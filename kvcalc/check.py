@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, ValidationInfo, field_validator, model_validator
 
-from kvcalc import capacity, latency
+from kvcalc import capacity, engines, latency
 from kvcalc.base import Strict
 from kvcalc.kvcache import estimate_kv
 from kvcalc.spec import Count, DTypeName, Engine, GpuSpec, ModelSpec, Workload
@@ -54,6 +54,13 @@ class PlannedWorkload(Strict):
     @classmethod
     def _read_engine(cls, value: object) -> object:
         return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("memory", "reserve", mode="before")
+    @classmethod
+    def _size_has_a_unit(cls, value: object) -> object:
+        if isinstance(value, int | float):
+            raise ValueError(f"write a size with its unit, e.g. {value}GiB or {value}GB")
+        return value
 
     @field_validator("memory", "reserve")
     @classmethod
@@ -104,6 +111,7 @@ class WorkloadVerdict(Strict):
     usable_bytes: int
     decode_ms: float | None
     assertions: list[Assertion]
+    warnings: list[str] = []
 
 
 class CheckReport(Strict):
@@ -158,4 +166,5 @@ def check_workload(planned: PlannedWorkload, model: ModelSpec, gpu: GpuSpec | No
         usable_bytes=budget.usable_bytes,
         decode_ms=decode_ms,
         assertions=checks,
+        warnings=[w for w in [engines.beyond_max_positions(model, work)] if w],
     )

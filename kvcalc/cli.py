@@ -292,14 +292,11 @@ def _workload(
     except ValidationError as exc:
         error = exc.errors()[0]
         raise InvalidInput(f"--{str(error['loc'][0]).replace('_', '-')}: {error['msg']}") from None
-    context = engines.context_per_sequence(work)
-    if model.max_positions and context > model.max_positions:
-        per = f" (n_ctx {seq:,} / {batch} sequences)" if context != seq else ""
+    warning = engines.beyond_max_positions(model, work)
+    if warning:
         from kvcalc import render
 
-        render.warn(
-            f"context {context:,}{per} exceeds {model.name}'s max positions {model.max_positions:,}; figures computed anyway"
-        )
+        render.warn(warning)
     return work
 
 
@@ -727,6 +724,11 @@ def check(
         except KvcalcError as exc:
             raise type(exc)(f"{where}: {exc}") from None
     report = CheckReport(passed=all(v.passed for v in verdicts), workloads=verdicts)
+    for verdict in verdicts:
+        for warning in verdict.warnings:
+            from kvcalc import render
+
+            render.warn(f"{plan}: workload {verdict.name!r}: {warning}")
     if json_out:
         print_json(report)
     else:

@@ -182,6 +182,16 @@ def context_per_sequence(workload: Workload) -> int:
     return workload.seq // workload.batch if workload.engine.name == "llamacpp" else workload.seq
 
 
+def beyond_max_positions(model: ModelSpec, workload: Workload) -> str | None:
+    """The warning when each sequence's context exceeds the model's max positions (figures are
+    still computed), else None."""
+    context = context_per_sequence(workload)
+    if not model.max_positions or context <= model.max_positions:
+        return None
+    per = f" (n_ctx {workload.seq:,} / {workload.batch} sequences)" if context != workload.seq else ""
+    return f"context {context:,}{per} exceeds {model.name}'s max positions {model.max_positions:,}; figures computed anyway"
+
+
 def reshape(workload: Workload, context: int | None = None, batch: int | None = None) -> Workload:
     """The workload with another per-sequence context or number of sequences, the other kept
     (for llama.cpp, n_ctx = context * sequences)."""

@@ -11,8 +11,17 @@ from kvcalc.errors import InvalidInput
 from kvcalc.units import DType, parse_dtype
 
 LayerKind = Literal["full", "sliding"]
-Count = Annotated[int, Field(gt=0, le=2**31)]  # a positive count; the bound refuses absurd or overflowing input
-Rate = Annotated[int, Field(gt=0, le=10**20)]  # bytes, bytes/s or FLOP/s
+
+
+def _not_a_boolean(value: object) -> object:
+    if isinstance(value, bool):  # pydantic would read true as 1: `layers: true` is a mistake, not one layer
+        raise ValueError(f"expected a number, got {str(value).lower()}")
+    return value
+
+
+Number = BeforeValidator(_not_a_boolean)
+Count = Annotated[int, Number, Field(gt=0, le=2**31)]  # a positive count; the bound refuses absurd or overflowing input
+Rate = Annotated[int, Number, Field(gt=0, le=10**20)]  # bytes, bytes/s or FLOP/s
 
 
 def _read_dtype(value: object) -> object:
@@ -41,8 +50,8 @@ class MoeSpec(Strict):
     experts: Count
     experts_per_token: Count
     expert_intermediate: Count
-    shared_experts: int = Field(default=0, ge=0)
-    dense_layers: int = Field(default=0, ge=0, description="the first N layers use a dense MLP")
+    shared_experts: Annotated[int, Number] = Field(default=0, ge=0)
+    dense_layers: Annotated[int, Number] = Field(default=0, ge=0, description="the first N layers use a dense MLP")
     expert_dtype: DTypeName | None = Field(
         default=None, description="the routed experts' checkpoint dtype when it differs from the other weights' (gpt-oss: mxfp4)"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,17 @@ def test_workload_engine_by_name_or_with_options(cli, tmp_path: Path) -> None:
         _plan(tmp_path, "workloads:\n  - {name: c, model: llama3-8b, gpu: l40s, seq: 8, engine: {name: hf, swa_full: false}}\n"),
     )
     assert bad.exit_code == 2 and "--swa-full applies to --engine llamacpp, not hf" in bad.stderr
+
+
+def test_context_beyond_max_positions_warns(cli, tmp_path: Path) -> None:
+    plan = _plan(tmp_path, "workloads:\n  - {name: long, model: llama3-8b, gpu: h100-sxm, seq: 100000}\n")
+    result = cli("check", plan, "--json")
+    assert result.exit_code == 0
+    assert "workload 'long': context 100,000 exceeds llama3-8b's max positions 8,192" in result.stderr
+    assert json.loads(result.stdout)["workloads"][0]["warnings"][0].startswith("context 100,000 exceeds")
+
+
+def test_memory_without_a_unit_says_to_add_one(cli, tmp_path: Path) -> None:
+    plan = _plan(tmp_path, "workloads:\n  - {name: a, model: llama3-8b, memory: 80, seq: 8192}\n")
+    result = cli("check", plan)
+    assert result.exit_code == 2 and "write a size with its unit, e.g. 80GiB or 80GB" in result.stderr

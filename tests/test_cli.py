@@ -119,6 +119,8 @@ GOOD = "name: x\nlayers: 2\nheads: 8\nkv_heads: 2\nhead_dim: 64\ndtype: bf16\n"
         ("!!python/object/apply:os.system ['echo hi']\n", "invalid YAML"),
         (b"name: \xff\xfe\n", "not UTF-8"),
         (GOOD.replace("layers: 2", "layers: two"), "layers: Input should be a valid integer"),
+        (GOOD.replace("layers: 2", "layers: true"), "layers: expected a number, got true"),
+        (GOOD + "sliding_window: false\n", "sliding_window: expected a number, got false"),
     ],
 )
 def test_bad_model_files(cli, tmp_path: Path, file_text: str | bytes, expected: str) -> None:
