@@ -174,7 +174,7 @@ ReserveOpt = Annotated[
     ),
 ]
 PresetsOpt = Annotated[
-    list[Path] | None,
+    list[str] | None,
     typer.Option("--presets", help="Extra presets folder (also $KVCALC_PRESETS); user presets win over shipped ones."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document (integer bytes) instead of tables.")]
@@ -310,7 +310,7 @@ def _size(flag: str, text: str, allow_zero: bool = False) -> int:
 
 def _gpu_and_budget(
     model: ModelSpec, workload: Workload, gpu: str | None, memory: str | None, weights: capacity.WeightFormat,
-    utilization: float, reserve: str, extra: list[Path] | None,
+    utilization: float, reserve: str, extra: list[str] | None,
 ) -> tuple[GpuSpec | None, capacity.Budget]:  # fmt: skip
     gpu_spec = presets.load_gpu(gpu, extra) if gpu else None
     total = capacity.gpu_memory(gpu_spec, _size("memory", memory) if memory else None)
@@ -488,7 +488,7 @@ def _kv_dtypes(text: str | None) -> list[DType | None]:
     return [parse_dtype(part) for part in text.split(",")] if text else [None]
 
 
-def _reject_mixing(variants: list[str], others: list[str], extra: list[Path] | None) -> NoReturn:
+def _reject_mixing(variants: list[str], others: list[str], extra: list[str] | None) -> NoReturn:
     """Names that are neither variants nor models are unknown variants; else the two kinds are mixed."""
     for name in others:
         try:
@@ -502,7 +502,7 @@ def _reject_mixing(variants: list[str], others: list[str], extra: list[Path] | N
 
 
 def _compared_models(
-    names: list[str], model: str, kv_lora_rank: int, rope_dim: int, extra: list[Path] | None
+    names: list[str], model: str, kv_lora_rank: int, rope_dim: int, extra: list[str] | None
 ) -> tuple[ModelSpec | None, list[tuple[str, ModelSpec]]]:
     """The base model and its variants, or (None and) the models named."""
     engines_named = [name for name in names if name in ENGINE_NAMES]

@@ -5,6 +5,7 @@ Field names per architecture as in transformers' configuration_<arch>.py files.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from kvcalc.errors import InvalidPreset
@@ -16,6 +17,32 @@ SUPPORTED = (
 _PLAIN_MLP = {"gpt2", "gpt_bigcode", "falcon"}
 _TIED_BY_DEFAULT = {"gpt2", "gpt_bigcode", "falcon", "gemma", "gemma2", "gemma3", "gemma3_text"}
 _HF_DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+_INTEGER_KEYS = {
+    "num_attention_heads", "n_head", "hidden_size", "n_embd", "num_hidden_layers", "n_layer", "num_layers",
+    "num_key_value_heads", "num_kv_heads", "head_dim", "max_position_embeddings", "n_positions", "intermediate_size",
+    "n_inner", "ffn_hidden_size", "vocab_size", "sliding_window", "sliding_window_pattern", "kv_lora_rank",
+    "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "q_lora_rank", "num_local_experts", "num_experts",
+    "n_routed_experts", "num_experts_per_tok", "experts_per_token", "moe_intermediate_size", "n_shared_experts",
+    "first_k_dense_replace",
+}  # fmt: skip
+_FLAG_KEYS = {"new_decoder_architecture", "multi_query", "use_sliding_window", "tie_word_embeddings"}
+
+
+def _check_types(cfg: dict[str, Any], origin: str) -> None:
+    """Refuse a value of the wrong JSON type under a key kvcalc reads: 2.7, true or "8" for an integer, and so on."""
+    for key, value in cfg.items():
+        if value is None:
+            continue
+        if key in _INTEGER_KEYS and (isinstance(value, bool) or not isinstance(value, int)):
+            expected = "an integer"
+        elif key in _FLAG_KEYS and not isinstance(value, bool):
+            expected = "true or false"
+        elif key == "layer_types" and not (isinstance(value, list) and all(isinstance(t, str) for t in value)):
+            expected = 'a list of layer types ("full_attention", "sliding_attention")'
+        else:
+            continue
+        shown = json.dumps(value)
+        raise InvalidPreset(f"{origin}: {key}: expected {expected}, got {shown if len(shown) <= 40 else shown[:37] + '...'}")
 
 
 def _first(cfg: dict[str, Any], *keys: str) -> Any:
@@ -25,25 +52,28 @@ def _first(cfg: dict[str, Any], *keys: str) -> Any:
 def _kv_heads(arch: str, cfg: dict[str, Any], heads: int) -> int:
     if arch == "falcon":  # multi_query: one KV head whatever num_kv_heads says, unless the new decoder
         if cfg.get("new_decoder_architecture"):
-            return int(cfg.get("num_kv_heads") or heads)
+            return cfg.get("num_kv_heads") or heads
         return 1 if cfg.get("multi_query", True) else heads
     if arch == "gpt_bigcode":
         return 1 if cfg.get("multi_query", True) else heads
-    return int(_first(cfg, "num_key_value_heads") or heads)
+    return cfg.get("num_key_value_heads") or heads
 
 
 def _layer_pattern(arch: str, cfg: dict[str, Any]) -> tuple[int | None, list[str] | None]:
     window = cfg.get("sliding_window")
     if layer_types := cfg.get("layer_types"):  # newer configs spell each layer out
-        pattern = ["sliding" if "sliding" in str(t) else "full" for t in layer_types]
+        pattern = ["sliding" if "sliding" in t else "full" for t in layer_types]
         return (window, pattern) if "sliding" in pattern else (None, None)
     if not window or (arch in {"qwen2", "qwen3", "qwen3_moe"} and not cfg.get("use_sliding_window")):
         return None, None  # Qwen2/3 set sliding_window but keep it off
     if arch in {"gemma2", "gpt_oss"}:
         return window, ["sliding", "full"]
     if arch in {"gemma3", "gemma3_text"}:
-        every = int(cfg.get("sliding_window_pattern") or 6)  # layer i is global when (i + 1) % every == 0
-        return window, ["sliding"] * (every - 1) + ["full"]
+        every = cfg.get("sliding_window_pattern") or 6  # layer i is global when (i + 1) % every == 0
+        if every < 0:
+            raise ValueError(f"sliding_window_pattern: expected a positive integer, got {every}")
+        period = min(every, (cfg.get("num_hidden_layers") or 0) + 1)  # a period past the last layer: every layer slides
+        return window, ["sliding"] * (period - 1) + ["full"]
     if arch in {"mistral", "mixtral", "phi3"}:
         return window, None  # every layer slides
     return None, None
@@ -58,12 +88,14 @@ def model_fields_from_hf(config: dict[str, Any], default_name: str, origin: str)
     text = config.get("text_config") or {}  # gemma3 keeps the text model under text_config
     if not isinstance(text, dict):
         raise InvalidPreset(f"{origin}: text_config: expected a mapping")
+    cfg = {**config, **text}
+    _check_types(cfg, origin)
     try:
-        return _fields(arch, {**config, **text}, default_name, origin)
+        return _fields(arch, cfg, default_name, origin)
     except KeyError as exc:
         raise InvalidPreset(f"{origin}: {exc.args[0]}: missing, and {arch} configs need it") from None
-    except (TypeError, ValueError, ZeroDivisionError) as exc:
-        raise InvalidPreset(f"{origin}: a field has the wrong type or value ({exc})") from None
+    except ValueError as exc:
+        raise InvalidPreset(f"{origin}: {exc}") from None
 
 
 def _fields(arch: str, cfg: dict[str, Any], default_name: str, origin: str) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Finding and reading presets: shipped YAML, user YAML files and folders, Hugging Face config.json.
 
 The only module that reads files. YAML is read with safe loading only; every failure becomes an
-InvalidPreset or PresetNotFound naming the file (and line or field) and the fix.
+InvalidPreset or PresetNotFound naming the file (and line or field) and the fix. A model or GPU preset
+file without a `name:` takes its file's stem as its name, both when listed and when loaded.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import stat
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,13 +19,14 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from kvcalc.base import Frozen
-from kvcalc.errors import InvalidPreset, PresetNotFound
+from kvcalc.errors import InvalidPreset, KvcalcError, PresetNotFound
 from kvcalc.spec import GpuSpec, ModelSpec
 
 Kind = Literal["models", "gpus"]
 PRESETS_ENV = "KVCALC_PRESETS"
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's safe loader when built in: same rules, faster
 _SPEC_TYPES: dict[str, type[BaseModel]] = {"models": ModelSpec, "gpus": GpuSpec}
+MAX_NESTING = 64  # presets nest two levels (mla:, moe:); libyaml's composer recurses in C and crashes near 20,000
 
 
 def shipped_presets_dir() -> Path:
@@ -31,13 +35,44 @@ def shipped_presets_dir() -> Path:
     return packaged if packaged.is_dir() else packaged.parent.parent / "presets"
 
 
-def user_presets_dirs(extra: list[Path] | None = None) -> list[Path]:
-    """Folders named by --presets and by KVCALC_PRESETS (os.pathsep-separated), in that order."""
-    dirs = list(extra or [])
+def _what_is(path: Path) -> Literal["file", "folder", "missing", "other"]:
+    """What `path` names; a path the system refuses to look up (too long, no permission) is an InvalidPreset."""
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError, ValueError):  # ValueError: a NUL byte in the path
+        return "missing"
+    except OSError as exc:
+        raise InvalidPreset(f"{path}: cannot open ({exc.strerror}); check the path") from None
+    return "file" if stat.S_ISREG(mode) else "folder" if stat.S_ISDIR(mode) else "other"
+
+
+def _require_file(path: Path, what: str, folder_hint: str, error: type[KvcalcError]) -> None:
+    """Raise `error` saying what `path` names unless it is a regular file."""
+    found = _what_is(path)
+    if found == "missing":
+        raise error(f"{path}: no such {what}")
+    if found == "folder":
+        raise error(f"{path}: is a folder, not a {what}; {folder_hint}")
+    if found == "other":
+        raise error(f"{path}: is not a regular file (a device, pipe or socket); give a {what}")
+
+
+def user_presets_dirs(extra: Sequence[str | Path] | None = None) -> list[Path]:
+    """Folders named by --presets and by KVCALC_PRESETS (os.pathsep-separated, empty entries skipped), in that order."""
+    if "" in (extra or []):
+        raise InvalidPreset("--presets: empty folder name; give a folder (--presets . for the current one)")
+    dirs = [Path(p) for p in extra or []]
     dirs += [Path(p) for p in os.environ.get(PRESETS_ENV, "").split(os.pathsep) if p]
     for folder in dirs:
-        if not folder.is_dir():
-            raise InvalidPreset(f"{folder}: presets folder does not exist (from --presets or ${PRESETS_ENV})")
+        found = _what_is(folder)
+        if found == "file":
+            raise InvalidPreset(
+                f"{folder}: is a file, not a presets folder (from --presets or ${PRESETS_ENV}); "
+                "give the folder holding it, or pass the file to --model or --gpu"
+            )
+        if found != "folder":
+            problem = "does not exist" if found == "missing" else "is not a folder"
+            raise InvalidPreset(f"{folder}: presets folder {problem} (from --presets or ${PRESETS_ENV})")
     return dirs
 
 
@@ -50,17 +85,40 @@ def _read_text(path: Path) -> str:
         raise InvalidPreset(f"{path}: cannot read ({exc.strerror})") from None
 
 
+def _refuse_aliases_and_deep_nesting(path: Path, text: str) -> None:
+    """Refuse YAML aliases and nesting deeper than MAX_NESTING before the (recursive) loader sees them.
+
+    Walks the parser's events, which libyaml produces without recursion, only when the text has a '*'
+    or enough indicators and lines to nest that deep: a few str.count calls for a usual preset.
+    """
+    # Each level opens at a new line or at a '[', '{', '-' or '?' (two levels at most: `- a: 1`), so this bounds the depth.
+    could_nest_too_deep = 2 * sum(map(text.count, "[{-?")) + len(text.splitlines()) + 1 > MAX_NESTING
+    if "*" not in text and not could_nest_too_deep:
+        return
+    depth = 0
+    for event in yaml.parse(text, Loader=_SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            line = event.start_mark.line + 1
+            raise InvalidPreset(f"{path}:{line}: YAML aliases (*name) are not accepted in presets; write the values out")
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_NESTING:
+                raise InvalidPreset(f"{path}: nested too deeply (more than {MAX_NESTING} levels); a preset is a flat mapping")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
 def read_mapping(path: Path) -> dict[str, Any]:
     """Parse a YAML (safe loader) or JSON file that must hold one mapping."""
     text = _read_text(path)
     try:
-        if (
-            path.suffix != ".json"
-            and "*" in text
-            and any(isinstance(t, yaml.AliasToken) for t in yaml.scan(text, Loader=yaml.SafeLoader))
-        ):
-            raise InvalidPreset(f"{path}: YAML aliases (*name) are not accepted in presets; write the values out")
-        data = json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=_SafeLoader)
+        if path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            _refuse_aliases_and_deep_nesting(path, text)
+            data = yaml.load(text, Loader=_SafeLoader)
+    except RecursionError:
+        raise InvalidPreset(f"{path}: nested too deeply; a config.json nests a few levels at most") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
@@ -124,7 +182,14 @@ def load_file(kind: Kind, path: Path) -> Any:
         from kvcalc.hf_config import model_fields_from_hf
 
         data = model_fields_from_hf(data, default_name=path.parent.name or path.stem, origin=str(path))
+    else:
+        data = {**data, "name": _preset_name(data, path)}
     return validate(kind, data, str(path))
+
+
+def _preset_name(data: dict[str, Any], path: Path) -> Any:
+    """The file's `name:`, or its stem when it gives none."""
+    return data.get("name") or path.stem
 
 
 class PresetEntry(Frozen):
@@ -137,13 +202,13 @@ class PresetEntry(Frozen):
 
 def _folder_entries(kind: Kind, folder: Path, origin: Literal["shipped", "user"]) -> dict[str, PresetEntry]:
     sub = folder / kind
-    files = sorted(sub.glob("*.y*ml")) if sub.is_dir() else sorted(folder.glob("*.y*ml"))
+    files = sorted(sub.glob("*.y*ml")) if _what_is(sub) == "folder" else sorted(folder.glob("*.y*ml"))
     entries: dict[str, PresetEntry] = {}
     for path in files:
         data = read_mapping(path)
         if origin == "user" and _looks_like(data) != kind:
             continue  # a user folder may mix models and GPUs
-        name = str(data.get("name") or path.stem)
+        name = str(_preset_name(data, path))
         if name in entries:
             raise InvalidPreset(f"{path}: preset name {name!r} is also defined in {entries[name].path}")
         entries[name] = PresetEntry(name=name, path=path, origin=origin)
@@ -154,7 +219,7 @@ def _looks_like(data: dict[str, Any]) -> Kind:
     return "gpus" if "memory_bytes" in data or "bandwidth_bytes_per_s" in data else "models"
 
 
-def list_presets(kind: Kind, extra_dirs: list[Path] | None = None) -> list[PresetEntry]:
+def list_presets(kind: Kind, extra_dirs: Sequence[str | Path] | None = None) -> list[PresetEntry]:
     """Shipped presets, overridden by user presets of the same name."""
     entries = _folder_entries(kind, shipped_presets_dir(), "shipped")
     for folder in reversed(user_presets_dirs(extra_dirs)):
@@ -166,20 +231,22 @@ def _is_path(ref: str) -> bool:
     return ref.endswith((".yaml", ".yml", ".json")) or os.sep in ref or "/" in ref
 
 
-def resolve(kind: Kind, ref: str, extra_dirs: list[Path] | None = None) -> Any:
+def resolve(kind: Kind, ref: str, extra_dirs: Sequence[str | Path] | None = None) -> Any:
     """A spec by preset name (user presets first) or by file path."""
     if _is_path(ref):
-        path = Path(ref)
-        if not path.is_file():
-            raise PresetNotFound(f"{ref}: no such file")
-        return load_file(kind, path)
+        _require_file(Path(ref), "file", "a folder of presets goes to --presets", PresetNotFound)
+        return load_file(kind, Path(ref))
     user = {}
     for folder in reversed(user_presets_dirs(extra_dirs)):
         user.update(_folder_entries(kind, folder, "user"))
     if ref in user:
         return load_file(kind, user[ref].path)
     shipped = shipped_presets_dir() / kind / f"{ref}.yaml"  # shipped presets are named by their file
-    if shipped.is_file():
+    try:
+        is_shipped = shipped.is_file()
+    except OSError:  # a name the system cannot look up (over 255 bytes) names no shipped preset
+        is_shipped = False
+    if is_shipped:
         return load_file(kind, shipped)
     entries = {e.name: e for e in list_presets(kind, extra_dirs)}
     if ref not in entries:
@@ -193,12 +260,12 @@ def resolve(kind: Kind, ref: str, extra_dirs: list[Path] | None = None) -> Any:
     return load_file(kind, entries[ref].path)
 
 
-def load_model(ref: str, extra_dirs: list[Path] | None = None) -> ModelSpec:
+def load_model(ref: str, extra_dirs: Sequence[str | Path] | None = None) -> ModelSpec:
     """A model by preset name, YAML path or config.json path."""
     return resolve("models", ref, extra_dirs)  # type: ignore[no-any-return]
 
 
-def load_gpu(ref: str, extra_dirs: list[Path] | None = None) -> GpuSpec:
+def load_gpu(ref: str, extra_dirs: Sequence[str | Path] | None = None) -> GpuSpec:
     """A GPU by preset name or YAML path."""
     return resolve("gpus", ref, extra_dirs)  # type: ignore[no-any-return]
 
@@ -240,16 +307,16 @@ class PlanPresets(Frozen):
 
 def load_plan(path: Path, plan_type: type[BaseModel]) -> tuple[Any, PlanPresets]:
     """Read and validate a `kvcalc check` plan, and index the presets it names (relative to the plan)."""
-    if not path.is_file():
-        raise InvalidPreset(f"{path}: no such plan file")
+    _require_file(path, "plan file", "give the plan YAML's path", InvalidPreset)
     plan = validate_as(plan_type, read_mapping(path), str(path))
     folders, files = [], {}
     for entry in plan.presets:
         target = path.parent / entry
-        if target.is_dir():
+        found = _what_is(target)
+        if found == "folder":
             folders.append(target)
-        elif target.is_file():
-            files[str(read_mapping(target).get("name") or target.stem)] = target
+        elif found == "file":
+            files[str(_preset_name(read_mapping(target), target))] = target
         else:
             raise InvalidPreset(f"{path}: presets: {entry!r} is neither a file nor a folder (paths are relative to the plan)")
     return plan, PlanPresets(base=path.parent, folders=folders, files=files)
