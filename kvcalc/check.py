@@ -15,7 +15,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, ValidationInfo, field_va
 from kvcalc import capacity, engines, latency
 from kvcalc.base import Strict
 from kvcalc.kvcache import estimate_kv
-from kvcalc.spec import Count, DTypeName, Engine, GpuSpec, ModelSpec, Workload
+from kvcalc.spec import Count, DTypeName, Engine, GpuSpec, ModelSpec, Name, Workload
 from kvcalc.units import parse_size
 
 PLAN_VERSION = 1
@@ -34,7 +34,7 @@ class Expect(Strict):
 class PlannedWorkload(Strict):
     """One serving configuration: a model on a GPU (or an explicit memory size)."""
 
-    name: str = Field(min_length=1)
+    name: Name
     model: str = Field(min_length=1)
     gpu: str | None = None
     memory: str | None = None

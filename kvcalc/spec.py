@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from kvcalc.base import Strict
 from kvcalc.errors import InvalidInput
@@ -20,6 +20,15 @@ def _not_a_boolean(value: object) -> object:
 
 
 Number = BeforeValidator(_not_a_boolean)
+
+
+def _plain_name(name: str) -> str:
+    if not name or len(name) > 200 or any(ch in "[]" or not ch.isprintable() for ch in name):
+        raise ValueError("a name is 1 to 200 printable characters, without control characters or square brackets")
+    return name
+
+
+Name = Annotated[str, AfterValidator(_plain_name)]  # printed in tables and messages as it is
 Count = Annotated[int, Number, Field(gt=0, le=2**31)]  # a positive count; the bound refuses absurd or overflowing input
 Rate = Annotated[int, Number, Field(gt=0, le=10**20)]  # bytes, bytes/s or FLOP/s
 
@@ -67,7 +76,7 @@ class ModelSpec(Strict):
     """A model's shape. The KV cache needs only layers, heads, kv_heads, head_dim and dtype;
     the optional fields unlock weights, limits and MoE/MLA/window figures."""
 
-    name: str = Field(min_length=1)
+    name: Name
     layers: Count
     heads: Count
     kv_heads: Count
@@ -134,7 +143,7 @@ class ModelSpec(Strict):
 class GpuSpec(Strict):
     """An accelerator: memory in bytes, peak bandwidth in bytes/s, dense FLOP/s."""
 
-    name: str = Field(min_length=1)
+    name: Name
     memory_bytes: Rate
     bandwidth_bytes_per_s: Rate
     bf16_flops: Rate

@@ -120,6 +120,8 @@ GOOD = "name: x\nlayers: 2\nheads: 8\nkv_heads: 2\nhead_dim: 64\ndtype: bf16\n"
         (b"name: \xff\xfe\n", "not UTF-8"),
         (GOOD.replace("layers: 2", "layers: two"), "layers: Input should be a valid integer"),
         (GOOD.replace("layers: 2", "layers: true"), "layers: expected a number, got true"),
+        (GOOD.replace("name: x", 'name: "[red]x[/red]"'), "name: a name is 1 to 200 printable characters"),
+        (GOOD.replace("name: x", 'name: "x\\x1b[31m"'), "without control characters"),
         (GOOD + "sliding_window: false\n", "sliding_window: expected a number, got false"),
     ],
 )
