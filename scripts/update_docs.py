@@ -4,7 +4,7 @@
     python scripts/update_docs.py --check    # exit 1 when an output is stale (a test runs this)
 
 Each fenced block whose first line is `$ kvcalc ...` is run from the repository root with
-COLUMNS=100 (stdout and stderr, as a terminal shows them); a `$ echo $?` line records the exit code.
+COLUMNS=120 (stdout and stderr, as a terminal shows them); a `$ echo $?` line records the exit code.
 `measure` blocks are left alone: their timings differ from run to run.
 """
 
@@ -24,7 +24,7 @@ BLOCK = re.compile(r"```\n\$ (kvcalc [^\n]*)\n(.*?)```", re.DOTALL)
 
 def run(command: str) -> str:
     """The command's output as a terminal 100 columns wide shows it."""
-    env = {**os.environ, "COLUMNS": "100", "TERM": "dumb", "NO_COLOR": "1"}
+    env = {**os.environ, "COLUMNS": "120", "TERM": "dumb", "NO_COLOR": "1"}
     argv = [sys.executable, "-m", "kvcalc", *shlex.split(command)[1:]]
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     output = done.stderr + done.stdout

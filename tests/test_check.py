@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -129,3 +132,12 @@ def test_memory_without_a_unit_says_to_add_one(cli, tmp_path: Path) -> None:
     plan = _plan(tmp_path, "workloads:\n  - {name: a, model: llama3-8b, memory: 80, seq: 8192}\n")
     result = cli("check", plan)
     assert result.exit_code == 2 and "write a size with its unit, e.g. 80GiB or 80GB" in result.stderr
+
+
+def test_piped_table_is_not_cut_to_80_columns() -> None:
+    """CI logs are no terminal: Rich would cut names and figures to fit 80 columns."""
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    out = subprocess.run(
+        [sys.executable, "-m", "kvcalc", "check", str(PLAN)], capture_output=True, text=True, env=env, check=True
+    ).stdout
+    assert "our-13b-long" in out and "decode/token" in out and "…" not in out
