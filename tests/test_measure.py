@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import subprocess
 import sys
 
 import pytest
@@ -116,6 +117,9 @@ def test_gpu_flag_without_cuda(cli) -> None:
     result = cli("measure", "--gpu", *SMALL)
     assert result.exit_code == 2
     assert "no CUDA device is available; use --device cpu" in result.stderr
+    # A fresh process imports torch itself: a torch without numpy must not add its warning to the one line.
+    fresh = subprocess.run([sys.executable, "-m", "kvcalc", "measure", "--gpu"], capture_output=True, text=True)
+    assert fresh.returncode == 2 and len(fresh.stderr.strip().splitlines()) == 1, fresh.stderr
 
 
 def test_missing_torch_names_the_extra(cli, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,12 +6,17 @@ imports lazily; `plan` is pure and torch-free.
 
 from __future__ import annotations
 
+import warnings
+
 from kvcalc.errors import MeasureUnavailable
 
 
 def require_torch() -> None:
-    """Fail with the install hint when torch is missing."""
+    """Import torch (quietly: a torch without numpy warns that it cannot use it, which measure never
+    does), or fail with the install hint when it is missing."""
     try:
-        import torch  # noqa: F401
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Failed to initialize NumPy", category=UserWarning)
+            import torch  # noqa: F401
     except ImportError:
         raise MeasureUnavailable('measure needs torch: pip install "kvcalc[measure]"') from None
