@@ -174,7 +174,7 @@ def rules(model: ModelSpec, workload: Workload) -> list[str]:
             " per request (SlidingWindowSpec.max_memory_usage_bytes)",
             "MLA caches one K-only latent of kv_lora_rank + rope (MLAAttentionSpec); fp8 is 1 byte per value, no scales",
         ]
-    return ["textbook: exact bytes, no padding (DESIGN.md section 4)"]
+    return ["textbook: exact bytes, no padding (every layer holds its tokens, a sliding layer at most its window)"]
 
 
 def context_per_sequence(workload: Workload) -> int:
