@@ -628,13 +628,7 @@ def presets_show(
     json_out: JsonOpt = False,
 ) -> None:
     """One preset's fields, validated, with its source."""
-    try:
-        spec: ModelSpec | GpuSpec = presets.load_model(name, presets_dir)
-    except KvcalcError as model_error:
-        try:
-            spec = presets.load_gpu(name, presets_dir)
-        except KvcalcError:
-            raise model_error from None
+    spec = presets.load_any(name, presets_dir)
     if json_out:
         from kvcalc import documents
 

@@ -11,7 +11,7 @@ import difflib
 import json
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -250,14 +250,32 @@ def resolve(kind: Kind, ref: str, extra_dirs: Sequence[str | Path] | None = None
         return load_file(kind, shipped)
     entries = {e.name: e for e in list_presets(kind, extra_dirs)}
     if ref not in entries:
-        prefixed = [n for n in entries if n.startswith(ref.lower())]
-        close = (
-            prefixed + [n for n in difflib.get_close_matches(ref.lower(), list(entries), n=3, cutoff=0.5) if n not in prefixed]
-        )[:3]
-        hint = f"; did you mean {', '.join(close)}?" if close else f"; `kvcalc presets list` shows all {len(entries)}"
+        hint = f"; did you mean {', '.join(close)}?" if (close := _closest(ref, entries)) else ""
         what = "model" if kind == "models" else "GPU"
-        raise PresetNotFound(f"unknown {what} {ref!r}{hint}")
+        raise PresetNotFound(f"unknown {what} {ref!r}{hint or f'; `kvcalc presets list` shows all {len(entries)}'}")
     return load_file(kind, entries[ref].path)
+
+
+def _closest(ref: str, names: Iterable[str]) -> list[str]:
+    """Up to three names that start like `ref` or are spelled close to it."""
+    names = list(names)
+    prefixed = [n for n in names if n.startswith(ref.lower())]
+    return (prefixed + [n for n in difflib.get_close_matches(ref.lower(), names, n=3, cutoff=0.5) if n not in prefixed])[:3]
+
+
+def load_any(ref: str, extra_dirs: Sequence[str | Path] | None = None) -> ModelSpec | GpuSpec:
+    """A model or a GPU: a file read as what its fields say it is, a name looked up among both."""
+    if _is_path(ref):
+        _require_file(Path(ref), "file", "a folder of presets goes to --presets", PresetNotFound)
+        kind: Kind = "models" if Path(ref).suffix == ".json" else _looks_like(read_mapping(Path(ref)))
+        return resolve(kind, ref, extra_dirs)  # type: ignore[no-any-return]
+    models, gpus = ({e.name for e in list_presets(k, extra_dirs)} for k in ("models", "gpus"))
+    if ref in models or (ref not in gpus and not _closest(ref, gpus)):
+        return load_model(ref, extra_dirs)  # an unknown name: the model error, with its suggestions
+    if ref in gpus:
+        return load_gpu(ref, extra_dirs)
+    close = _closest(ref, models) + _closest(ref, gpus)
+    raise PresetNotFound(f"unknown model or GPU {ref!r}; did you mean {', '.join(close)}?")
 
 
 def load_model(ref: str, extra_dirs: Sequence[str | Path] | None = None) -> ModelSpec:

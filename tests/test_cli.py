@@ -216,3 +216,12 @@ def test_usage_errors_are_one_line(cli, args: list[str], expected: str) -> None:
 
 def test_group_alone_prints_its_help(cli) -> None:
     assert "Usage: kvcalc presets" in cli("presets").output
+
+
+def test_presets_show_finds_gpus_and_says_what_is_wrong_with_one(cli, tmp_path: Path) -> None:
+    assert cli.json("presets", "show", "h100-sxm")["kind"] == "gpu"
+    unknown = cli("presets", "show", "h100")
+    assert unknown.exit_code == 2 and "unknown model or GPU 'h100'; did you mean h100-pcie, h100-sxm" in unknown.stderr
+    gpu = _write(tmp_path, "g.yaml", "name: g\nmemory_bytes: 1000\nbandwidth_bytes_per_s: 0\nbf16_flops: 5\n")
+    bad = cli("presets", "show", gpu)
+    assert bad.exit_code == 2 and "bandwidth_bytes_per_s: Input should be greater than 0" in bad.stderr
