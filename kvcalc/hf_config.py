@@ -140,4 +140,20 @@ def _fields(arch: str, cfg: dict[str, Any], default_name: str, origin: str) -> d
             "shared_experts": cfg.get("n_shared_experts") or 0,
             "dense_layers": cfg.get("first_k_dense_replace") or 0,
         }
+    _checkpoint_format(cfg.get("quantization_config"), fields)
     return {k: v for k, v in fields.items() if v is not None}
+
+
+def _checkpoint_format(quantization: object, fields: dict[str, Any]) -> None:
+    """The weights' format from `quantization_config`: gpt-oss's MXFP4 experts (the rest stays in
+    `torch_dtype`), DeepSeek-V3's FP8 blocks, GPTQ/AWQ 4-bit groups (counted as int4 everywhere:
+    their embeddings and LM head stay 16-bit, a slight undercount). Other methods: `torch_dtype`."""
+    if not isinstance(quantization, dict):
+        return
+    method = quantization.get("quant_method")
+    if method == "mxfp4" and "moe" in fields:
+        fields["moe"]["expert_dtype"] = "mxfp4"
+    elif method == "fp8":
+        fields["weight_dtype"] = "fp8"
+    elif method in ("gptq", "awq") and quantization.get("bits") == 4:
+        fields["weight_dtype"] = "int4"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kvcalc import Workload, count_params, estimate_kv
+from kvcalc import ModelSpec, Workload, count_params, estimate_kv
 from kvcalc.hf_config import model_fields_from_hf
 from kvcalc.presets import list_presets, load_file, load_gpu, load_model, shipped_presets_dir
 
@@ -144,3 +144,36 @@ def test_unknown_gpu_suggests(cli) -> None:
     assert result.exit_code == 2
     assert "unknown GPU 'h100'; did you mean" in result.stderr and "h100-sxm" in result.stderr
     assert load_gpu("h100-sxm").name == "h100-sxm"
+
+
+def test_phi3_preset_and_its_config_json_agree(cli) -> None:
+    """Phi-3-mini-4k's config has sliding_window 2047 and no layer_types: every layer slides, read either way."""
+    by_preset = cli.json("size", "--model", "phi3-mini-4k", "--seq", "4096")["kv"]["bytes_per_sequence"]
+    by_config = cli.json("size", "--model", HF_CONFIGS / "phi3-mini-4k-config.json", "--seq", "4096")["kv"]
+    assert by_preset == by_config["bytes_per_sequence"] == 2047 * 32 * 2 * 32 * 96 * 2
+
+
+@pytest.mark.parametrize(
+    "quantization, expected",
+    [
+        ({"quant_method": "fp8", "fmt": "e4m3", "weight_block_size": [128, 128]}, ("fp8", None)),
+        ({"quant_method": "gptq", "bits": 4, "group_size": 128}, ("int4", None)),
+        ({"quant_method": "awq", "bits": 8}, (None, None)),
+        ({"quant_method": "bitsandbytes"}, (None, None)),
+    ],
+)
+def test_config_quantization_sets_the_weights_format(quantization: dict, expected: tuple) -> None:
+    config = json.loads((HF_CONFIGS / "llama3-8b-config.json").read_text())
+    fields = model_fields_from_hf({**config, "quantization_config": quantization}, "x", "config.json")
+    assert (fields.get("weight_dtype"), fields.get("moe")) == expected
+
+
+def test_gpt_oss_config_has_mxfp4_experts() -> None:
+    config = {
+        "model_type": "gpt_oss", "num_hidden_layers": 24, "num_attention_heads": 64, "num_key_value_heads": 8,
+        "head_dim": 64, "hidden_size": 2880, "intermediate_size": 2880, "vocab_size": 201088, "num_local_experts": 32,
+        "num_experts_per_tok": 4, "sliding_window": 128, "max_position_embeddings": 131072,
+        "quantization_config": {"quant_method": "mxfp4", "modules_to_not_convert": ["model.layers.*.self_attn"]},
+    }  # fmt: skip
+    spec = ModelSpec(**model_fields_from_hf(config, "gpt-oss-20b", "config.json"))
+    assert spec.moe is not None and spec.moe.expert_dtype == "mxfp4" and spec.weight_dtype is None
