@@ -91,7 +91,10 @@ def require_params(model: ModelSpec) -> ParamCount:
     """The parameter count, or an error saying the weights are unknown."""
     params = count_params(model)
     if params is None:
-        raise InvalidInput(f"{model.name} gives neither params nor hidden/intermediate/vocab: its weights are unknown")
+        raise InvalidInput(
+            f"{model.name} gives neither params nor hidden, intermediate and vocab, so its weights are unknown:"
+            " add params (or those three) to its preset"
+        )
     return params
 
 

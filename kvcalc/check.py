@@ -87,6 +87,14 @@ class Plan(Strict):
     presets: list[str] = []
     workloads: list[PlannedWorkload] = Field(min_length=1)
 
+    @model_validator(mode="after")
+    def _names_are_unique(self) -> Plan:
+        names = [w.name for w in self.workloads]
+        twice = next((name for name in names if names.count(name) > 1), None)
+        if twice is not None:
+            raise ValueError(f"workload name {twice!r} is used twice; name each workload once")
+        return self
+
 
 class Assertion(Strict):
     """One expectation checked: the figure kvcalc computed against the limit the plan sets."""

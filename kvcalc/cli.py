@@ -230,9 +230,9 @@ _BOOL_OPTIONS = ("swa_full", "kv_unified", "flash_attn")
 def _bool_flag(name: str, text: str | None) -> bool | None:
     if text is None:
         return None
-    if text.lower() not in ("true", "false", "1", "0", "on", "off"):
+    if text.lower() not in ("true", "false", "yes", "no", "1", "0", "on", "off"):
         raise InvalidInput(f"--{name} {text!r}: use true or false")
-    return text.lower() in ("true", "1", "on")
+    return text.lower() in ("true", "yes", "1", "on")
 
 
 def _engine(name: str, **options: Any) -> Engine:
@@ -241,7 +241,7 @@ def _engine(name: str, **options: Any) -> Engine:
     _positive(**{k: v for k, v in options.items() if k not in _BOOL_OPTIONS and k != "hf_version"})
     options = {k: _bool_flag(k.replace("_", "-"), v) if k in _BOOL_OPTIONS else v for k, v in options.items()}
     try:
-        return Engine(name=name, **options)
+        return Engine(name=name.lower(), **options)
     except ValidationError as exc:
         error = exc.errors()[0]
         if error["loc"] == ("name",):
@@ -283,7 +283,7 @@ def _workload(
         work = Workload(
             seq=seq,
             batch=batch,
-            kv_dtype=parse_dtype(kv_dtype) if kv_dtype else None,
+            kv_dtype=parse_dtype(kv_dtype) if kv_dtype is not None else None,
             tp=tp,
             pp=pp,
             block_size=block_size,
@@ -357,7 +357,7 @@ def size(
     spec = presets.load_model(model, presets_dir)
     work = _workload(spec, seq, batch, kv_dtype, tp, pp, block_size, _engine(engine, **_engine_options(locals())))
     kv = estimate_kv(spec, work)
-    weights_fmt = capacity.weight_format(spec, parse_dtype(weight_dtype) if weight_dtype else None)
+    weights_fmt = capacity.weight_format(spec, parse_dtype(weight_dtype) if weight_dtype is not None else None)
     params = capacity.count_params(spec)
     weights = capacity.weight_bytes(params, weights_fmt) if params else None
     report = step = None
@@ -428,7 +428,7 @@ def fit(
     engine_spec = _engine(engine, **_engine_options(locals()))
     work = _workload(spec, default_seq if seq is None else seq, batch, kv_dtype, tp, pp, block_size, engine_spec)
     _positive(max_seqs=max_seqs)
-    weights_fmt = capacity.weight_format(spec, parse_dtype(weight_dtype) if weight_dtype else None)
+    weights_fmt = capacity.weight_format(spec, parse_dtype(weight_dtype) if weight_dtype is not None else None)
     gpu_spec, budget = _gpu_and_budget(spec, work, gpu, memory, weights_fmt, utilization, reserve, presets_dir)
     report = capacity.fit(spec, work, budget, max_seqs)
     if json_out:
@@ -464,7 +464,7 @@ def decode(
     spec = presets.load_model(model, presets_dir)
     work = _workload(spec, seq, batch, kv_dtype, tp, 1, block_size)
     gpu_spec = presets.load_gpu(gpu, presets_dir)
-    weights_fmt = capacity.weight_format(spec, parse_dtype(weight_dtype) if weight_dtype else None)
+    weights_fmt = capacity.weight_format(spec, parse_dtype(weight_dtype) if weight_dtype is not None else None)
     step = latency.decode(spec, work, gpu_spec, weights_fmt, efficiency)
     first = latency.prefill(spec, work, gpu_spec, weights_fmt, efficiency)
     if json_out:
@@ -485,7 +485,7 @@ RopeDimOpt = Annotated[int, typer.Option("--rope-dim", help="mla: RoPE key value
 
 def _kv_dtypes(text: str | None) -> list[DType | None]:
     """--kv-dtype as a comma list; [None] (each model's own dtype) when not given."""
-    return [parse_dtype(part) for part in text.split(",")] if text else [None]
+    return [parse_dtype(part) for part in text.split(",")] if text is not None else [None]
 
 
 def _reject_mixing(variants: list[str], others: list[str], extra: list[str] | None) -> NoReturn:
@@ -505,6 +505,9 @@ def _compared_models(
     names: list[str], model: str, kv_lora_rank: int, rope_dim: int, extra: list[str] | None
 ) -> tuple[ModelSpec | None, list[tuple[str, ModelSpec]]]:
     """The base model and its variants, or (None and) the models named."""
+    twice = next((name for name in names if names.count(name) > 1), None)
+    if twice is not None:
+        raise InvalidInput(f"{twice!r} is named twice: compare each variant, model or engine once")
     engines_named = [name for name in names if name in ENGINE_NAMES]
     if engines_named:
         if len(engines_named) != len(names):
@@ -573,7 +576,7 @@ def compare(
     base, named = _compared_models(names, model, kv_lora_rank, rope_dim, presets_dir)
     work = _shared_workload([base] if base else [spec for _, spec in named], seq, batch, tp)
     hardware = {"gpu": gpu, "memory": memory, "utilization": utilization, "reserve": reserve, "extra": presets_dir}
-    wanted = parse_dtype(weight_dtype) if weight_dtype else None
+    wanted = parse_dtype(weight_dtype) if weight_dtype is not None else None
     given = _engine_options(locals())
     if base is not None and not named:  # engines side by side: each takes the options that apply to it
         named = [(name, base) for name in names]

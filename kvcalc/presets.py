@@ -11,7 +11,7 @@ import difflib
 import json
 import os
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +25,22 @@ from kvcalc.spec import GpuSpec, ModelSpec
 Kind = Literal["models", "gpus"]
 PRESETS_ENV = "KVCALC_PRESETS"
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's safe loader when built in: same rules, faster
+
+
+class _UniqueKeysLoader(_SafeLoader):  # type: ignore[misc, valid-type]
+    """The safe loader, refusing a key given twice in one mapping (YAML would keep the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, Hashable) and key in seen:  # an unhashable key is the base loader's error
+                raise yaml.constructor.ConstructorError(None, None, f"{key!r} is given twice", key_node.start_mark)
+            if isinstance(key, Hashable):
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 _SPEC_TYPES: dict[str, type[BaseModel]] = {"models": ModelSpec, "gpus": GpuSpec}
 MAX_NESTING = 64  # presets nest two levels (mla:, moe:); libyaml's composer recurses in C and crashes near 20,000
 
@@ -116,7 +132,7 @@ def read_mapping(path: Path) -> dict[str, Any]:
             data = json.loads(text)
         else:
             _refuse_aliases_and_deep_nesting(path, text)
-            data = yaml.load(text, Loader=_SafeLoader)
+            data = yaml.load(text, Loader=_UniqueKeysLoader)
     except RecursionError:
         raise InvalidPreset(f"{path}: nested too deeply; a config.json nests a few levels at most") from None
     except yaml.YAMLError as exc:
@@ -143,14 +159,15 @@ def validate_as(spec_type: type[BaseModel], data: dict[str, Any], origin: str) -
         return spec_type.model_validate(data)
     except ValidationError as exc:
         error = exc.errors()[0]
-        field = ".".join(str(p) for p in error["loc"]) or "(spec)"
+        where = ".".join(str(p) for p in error["loc"])
+        field = f"{where}: " if where else ""  # a rule on the whole spec names no field
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             owner = _model_at(spec_type, error["loc"][:-1])
             close = difflib.get_close_matches(str(error["loc"][-1]), list(owner.model_fields), n=1) if owner else []
             message = "unknown field" + (f"; did you mean {close[0]!r}?" if close else "")
         more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-        raise InvalidPreset(f"{origin}: {field}: {message}{more}") from None
+        raise InvalidPreset(f"{origin}: {field}{message}{more}") from None
 
 
 def _model_at(spec_type: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
@@ -269,7 +286,7 @@ def load_any(ref: str, extra_dirs: Sequence[str | Path] | None = None) -> ModelS
         _require_file(Path(ref), "file", "a folder of presets goes to --presets", PresetNotFound)
         kind: Kind = "models" if Path(ref).suffix == ".json" else _looks_like(read_mapping(Path(ref)))
         return resolve(kind, ref, extra_dirs)  # type: ignore[no-any-return]
-    models, gpus = ({e.name for e in list_presets(k, extra_dirs)} for k in ("models", "gpus"))
+    models, gpus = ([e.name for e in list_presets(k, extra_dirs)] for k in ("models", "gpus"))
     if ref in models or (ref not in gpus and not _closest(ref, gpus)):
         return load_model(ref, extra_dirs)  # an unknown name: the model error, with its suggestions
     if ref in gpus:

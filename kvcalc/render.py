@@ -136,7 +136,7 @@ def fit_tables(report: FitReport, model: str, gpu: str, decimal: bool, explain: 
         f"batch {report.batch} at {report.context_per_sequence:,} tokens needs {format_bytes(report.kv_bytes_per_gpu, decimal)} of KV per GPU: {verdict}"
     )
     console.print(
-        f"max batch at {report.context_per_sequence:,} tokens: [bold]{report.max_batch}[/] (limited by {report.max_batch_limit.replace('_', ' ')};"
+        f"max batch at {report.context_per_sequence:,} tokens: [bold]{report.max_batch:,}[/] (limited by {report.max_batch_limit.replace('_', ' ')};"
         f" {report.bytes_per_sequence_per_gpu:,} B per sequence per GPU)"
     )
     console.print(
@@ -154,7 +154,7 @@ def fit_tables(report: FitReport, model: str, gpu: str, decimal: bool, explain: 
         )
     if report.max_batch_by_context:
         ctx = _table("Max batch by context", "context", *[f"{s:,}" for s in report.max_batch_by_context])
-        ctx.add_row("max batch", *[str(v) for v in report.max_batch_by_context.values()])
+        ctx.add_row("max batch", *[f"{v:,}" for v in report.max_batch_by_context.values()])
         console.print(ctx)
 
 
@@ -406,6 +406,13 @@ def compare_tables(c: Comparison, gpu: str | None, decimal: bool) -> None:
     console.print(_compare_chart(c, dtypes, decimal))
 
 
+def _plain(value: Any) -> str:
+    """A figure or limit as a plan writes it: true/false, 1,234 or 12.34."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:,.2f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
+
+
 def check_table(report: Any) -> None:
     """One row per workload with its figures; a line per failed assertion (report: kvcalc.check.CheckReport)."""
     table = _table(
@@ -420,7 +427,7 @@ def check_table(report: Any) -> None:
             w.gpu,
             result,
             "yes" if w.fits else "no",
-            str(w.max_batch),
+            f"{w.max_batch:,}",
             f"{w.max_context:,}",
             format_bytes(w.kv_bytes_per_gpu),
             decode,
@@ -429,11 +436,9 @@ def check_table(report: Any) -> None:
     for w in report.workloads:
         for a in w.assertions:
             if not a.passed:
-                figure = (
-                    f"{a.figure:,.2f}"
-                    if isinstance(a.figure, float)
-                    else (f"{a.figure:,}" if isinstance(a.figure, int) and not isinstance(a.figure, bool) else str(a.figure))
+                console.print(
+                    f"[red]FAIL[/] {escape(w.name)}: {a.name} {_plain(a.limit)} — kvcalc computes {_plain(a.figure)}",
+                    soft_wrap=True,
                 )
-                console.print(f"[red]FAIL[/] {escape(w.name)}: {a.name} {a.limit} — kvcalc computes {figure}", soft_wrap=True)
     passed = sum(w.passed for w in report.workloads)
     console.print(f"{passed} of {len(report.workloads)} workloads pass")

@@ -39,7 +39,7 @@ def test_failed_assertion_exits_1_and_says_which(cli, tmp_path: Path) -> None:
     )
     result = cli("check", plan)
     assert result.exit_code == 1
-    assert "FAIL big: max_batch_at_least 8" in result.stdout and "fits True" in result.stdout
+    assert "FAIL big: max_batch_at_least 8" in result.stdout and "fits true" in result.stdout
     assert "0 of 1 workloads pass" in result.stdout
     doc = cli("check", plan, "--json")
     assert doc.exit_code == 1 and '"passed": false' in doc.stdout

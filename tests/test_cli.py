@@ -225,3 +225,22 @@ def test_presets_show_finds_gpus_and_says_what_is_wrong_with_one(cli, tmp_path: 
     gpu = _write(tmp_path, "g.yaml", "name: g\nmemory_bytes: 1000\nbandwidth_bytes_per_s: 0\nbf16_flops: 5\n")
     bad = cli("presets", "show", gpu)
     assert bad.exit_code == 2 and "bandwidth_bytes_per_s: Input should be greater than 0" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["compare", "mha", "mha"], "'mha' is named twice"),
+        (["size", "--model", "llama3-8b", "--seq", "8", "--kv-dtype", ""], "unknown dtype ''"),
+        (["fit", "--model", "gpt-oss-20b", "--memory", "80GB", "--weight-dtype", ""], "unknown dtype ''"),
+    ],
+)
+def test_empty_or_repeated_arguments(cli, args: list[str], expected: str) -> None:
+    result = cli(*args)
+    assert result.exit_code == 2 and expected in result.stderr
+
+
+def test_engine_names_and_switches_read_loosely(cli) -> None:
+    assert cli.json("size", "--model", "llama3-8b", "--seq", "8", "--engine", "VLLM")["kv"]["engine"] == "vllm"
+    args = ("size", "--model", "gemma2-9b", "--seq", "8192", "--engine", "llamacpp")
+    assert cli.json(*args, "--swa-full", "no")["kv"] == cli.json(*args, "--swa-full", "false")["kv"]

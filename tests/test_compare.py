@@ -173,7 +173,7 @@ def test_tp_beyond_the_kv_heads_warns_of_replicas(cli) -> None:
         (["mha", "--kv-dtype", "fp16,fp7"], "unknown dtype 'fp7'"),
         (["mqa", "--tp", "3"], "--tp 3 does not divide the 32 attention heads of llama3-8b (mqa)"),
         (["mha", "--seq", "0"], "--seq must be a positive integer"),
-        (["mha", "--model", SEED_TINY, "--gpu", "h100-sxm"], "gives neither params nor hidden/intermediate/vocab"),
+        (["mha", "--model", SEED_TINY, "--gpu", "h100-sxm"], "gives neither params nor hidden, intermediate and vocab"),
     ],
 )
 def test_bad_compare_arguments(cli, args: list, expected: str) -> None:

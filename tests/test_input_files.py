@@ -118,3 +118,19 @@ def test_config_json_negative_sliding_window_pattern(cli, tmp_path: Path) -> Non
     config = {**LLAMA, "model_type": "gemma3_text", "sliding_window": 4, "sliding_window_pattern": -5}
     path.write_text(json.dumps(config))
     _fails(cli("size", "-m", path, "-s", "8"), "sliding_window_pattern: expected a positive integer, got -5")
+
+
+def test_a_key_given_twice_is_refused(cli, tmp_path: Path) -> None:
+    model = tmp_path / "twice.yaml"
+    model.write_text("name: x\nlayers: 2\nheads: 8\nkv_heads: 2\nhead_dim: 64\nlayers: 4\n")
+    _fails(cli("size", "-m", model, "-s", "8"), "twice.yaml:6: invalid YAML: 'layers' is given twice")
+    unhashable = tmp_path / "key.yaml"
+    unhashable.write_text("? [a, b]\n: 1\n")
+    _fails(cli("size", "-m", unhashable, "-s", "8"), "found unhashable key")
+
+
+def test_a_workload_name_used_twice_is_refused(cli, tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    row = "{name: a, model: llama3-8b, gpu: h100-sxm, seq: 8}"
+    plan.write_text(f"workloads:\n  - {row}\n  - {row}\n")
+    _fails(cli("check", plan), "plan.yaml: workload name 'a' is used twice")
