@@ -29,12 +29,14 @@ UNBOUNDED_CONTEXT = (
 
 
 class ParamCount(Frozen):
-    """Parameters in total, touched per token (MoE: active experts only), and in routed experts."""
+    """Parameters in total, touched per token (MoE: active experts only), in routed experts, and in
+    the embedding table and LM head."""
 
     total: int
     active: int
     routed_experts: int  # parameters of all routed experts together (0 for dense models)
     from_shapes: bool  # True when counted from the shapes, False when the preset gives it
+    embeddings: int = 0  # the input table and an untied LM head (0 when the shapes are not given)
 
 
 def _attention_params(model: ModelSpec, h: int) -> int:
@@ -84,7 +86,7 @@ def count_params(model: ModelSpec) -> ParamCount | None:
     if model.params is not None:  # a published count wins; scale the split to it
         active = model.active_params or active + (model.params - total)
         total = model.params
-    return ParamCount(total=total, active=active, routed_experts=routed, from_shapes=model.params is None)
+    return ParamCount(total=total, active=active, routed_experts=routed, from_shapes=model.params is None, embeddings=embeddings)
 
 
 def require_params(model: ModelSpec) -> ParamCount:
@@ -104,41 +106,52 @@ def per_gpu(total_bytes: int, gpus: int) -> int:
 
 
 class WeightFormat(Frozen):
-    """How the weights are stored: `dtype`, and `experts` for the routed experts of a MoE."""
+    """How the weights are stored: `dtype` for the layers' matrices, `embeddings` for the embedding
+    table and LM head (quantized checkpoints keep them 16-bit), `experts` for a MoE's routed experts."""
 
     dtype: DType
+    embeddings: DType
     experts: DType
 
     @property
     def label(self) -> str:
-        return self.dtype.value if self.experts == self.dtype else f"{self.dtype.value}, experts {self.experts.value}"
+        parts = (("embeddings", self.embeddings), ("experts", self.experts))
+        return ", ".join([self.dtype.value, *(f"{part} {dtype.value}" for part, dtype in parts if dtype != self.dtype)])
 
 
 def weight_format(model: ModelSpec, requested: DType | None = None) -> WeightFormat:
-    """The requested dtype for every weight, else the checkpoint's: `weight_dtype` (or `dtype`),
-    and the routed experts' own `moe.expert_dtype` where the checkpoint gives one."""
+    """The requested dtype for every weight, else the checkpoint's: `weight_dtype` (or `dtype`) for
+    the layers, `dtype` for the embeddings, and the routed experts' own `moe.expert_dtype` if given."""
     if requested is not None:
-        return WeightFormat(dtype=requested, experts=requested)
-    dense = model.weight_dtype or model.dtype
-    return WeightFormat(dtype=dense, experts=(model.moe.expert_dtype if model.moe else None) or dense)
+        return WeightFormat(dtype=requested, embeddings=requested, experts=requested)
+    layers = model.weight_dtype or model.dtype
+    experts = (model.moe.expert_dtype if model.moe else None) or layers
+    return WeightFormat(dtype=layers, embeddings=model.dtype, experts=experts)
+
+
+def _weight_parts(params: ParamCount, fmt: WeightFormat, experts_read: int | None) -> list[tuple[str, int, DType]]:
+    """(what, parameters, dtype) of each part stored alike, parts of one dtype merged."""
+    experts = params.routed_experts if experts_read is None else experts_read
+    layers = params.total - params.routed_experts - params.embeddings
+    parts: dict[DType, tuple[str, int]] = {}
+    for what, count, dtype in (("params", layers, fmt.dtype), ("embedding params", params.embeddings, fmt.embeddings),
+                               ("expert params", experts, fmt.experts)):  # fmt: skip
+        if count:
+            label, merged = parts.get(dtype, (what, 0))
+            parts[dtype] = (label, merged + count)
+    return [(what, count, dtype) for dtype, (what, count) in parts.items()]
 
 
 def weight_bytes(params: ParamCount, fmt: WeightFormat, experts_read: int | None = None) -> int:
-    """Bytes of the weights stored as `fmt` (block formats include their scales): the routed
-    experts in `fmt.experts`, the rest in `fmt.dtype`; `experts_read` counts only the expert
-    parameters a decode step touches (default: all of them)."""
-    experts = params.routed_experts if experts_read is None else experts_read
-    return PACKING[fmt.dtype].bytes_for(params.total - params.routed_experts) + PACKING[fmt.experts].bytes_for(experts)
+    """Bytes of the weights stored as `fmt` (block formats include their scales); `experts_read`
+    counts only the expert parameters a decode step touches (default: all of them)."""
+    return sum(PACKING[dtype].bytes_for(count) for _, count, dtype in _weight_parts(params, fmt, experts_read))
 
 
 def weights_formula(params: ParamCount, fmt: WeightFormat, experts_read: int | None = None) -> str:
-    """`weight_bytes`'s sum in words, for --explain."""
-    experts = params.routed_experts if experts_read is None else experts_read
-    if fmt.experts == fmt.dtype:
-        return f"{params.total - params.routed_experts + experts:,} params * {fmt.dtype.value}"
-    return (
-        f"{params.total - params.routed_experts:,} params * {fmt.dtype.value} + {experts:,} expert params * {fmt.experts.value}"
-    )
+    """`weight_bytes`'s sum in words, for --explain (in parentheses when it has several terms)."""
+    terms = [f"{count:,} {what} * {dtype.value}" for what, count, dtype in _weight_parts(params, fmt, experts_read)]
+    return terms[0] if len(terms) == 1 else "(" + " + ".join(terms) + ")"
 
 
 class Budget(Frozen):

@@ -369,8 +369,13 @@ def size(
     if json_out:
         from kvcalc import documents
 
-        experts_dtype = weights_fmt.experts if weights_fmt.experts != weights_fmt.dtype else None
-        weights_doc = documents.Weights(dtype=weights_fmt.dtype, experts_dtype=experts_dtype, bytes=weights, params=params)
+        weights_doc = documents.Weights(
+            dtype=weights_fmt.dtype,
+            embeddings_dtype=weights_fmt.embeddings if weights_fmt.embeddings != weights_fmt.dtype else None,
+            experts_dtype=weights_fmt.experts if weights_fmt.experts != weights_fmt.dtype else None,
+            bytes=weights,
+            params=params,
+        )
         print_json(documents.SizeDocument(model=spec, kv=kv, weights=weights_doc, fit=report, decode=step))
     else:
         from kvcalc import render

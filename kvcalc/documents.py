@@ -31,10 +31,11 @@ class Document(Strict):
 
 
 class Weights(Strict):
-    """The weights' dtype (the routed experts' when it differs), bytes and parameter count (None
-    when the model gives no shapes)."""
+    """The weights' dtype (the embeddings' and routed experts' when they differ), bytes and
+    parameter count (None when the model gives no shapes)."""
 
     dtype: DType
+    embeddings_dtype: DType | None = None
     experts_dtype: DType | None = None
     bytes: int | None
     params: ParamCount | None

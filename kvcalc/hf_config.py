@@ -145,9 +145,10 @@ def _fields(arch: str, cfg: dict[str, Any], default_name: str, origin: str) -> d
 
 
 def _checkpoint_format(quantization: object, fields: dict[str, Any]) -> None:
-    """The weights' format from `quantization_config`: gpt-oss's MXFP4 experts (the rest stays in
-    `torch_dtype`), DeepSeek-V3's FP8 blocks, GPTQ/AWQ 4-bit groups (counted as int4 everywhere:
-    their embeddings and LM head stay 16-bit, a slight undercount). Other methods: `torch_dtype`."""
+    """The weights' format from `quantization_config`: gpt-oss's MXFP4 experts, FP8 blocks
+    (DeepSeek-V3), GPTQ/AWQ 4-bit groups (int4: groups of 128 with a scale and zero point). The
+    embedding table and LM head stay in `torch_dtype`, as these checkpoints keep them. Other
+    methods: everything in `torch_dtype`."""
     if not isinstance(quantization, dict):
         return
     method = quantization.get("quant_method")

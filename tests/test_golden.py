@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from kvcalc import ModelSpec, Workload, count_params, estimate_kv
@@ -11,7 +13,7 @@ from kvcalc.presets import load_gpu, load_model
 from kvcalc.spec import GpuSpec
 from kvcalc.units import DType, GiB
 
-from .conftest import TEST_PRESETS
+from .conftest import HF_CONFIGS, TEST_PRESETS
 
 
 def seven_b(kv_heads: int) -> ModelSpec:
@@ -136,5 +138,18 @@ def test_gpt_oss_checkpoint_weights(cli) -> None:
     assert cli("fit", "--model", "gpt-oss-120b", "--gpu", "h100-sxm").exit_code == 0  # fits one 80 GB GPU, as served
 
 
-def test_deepseek_v3_checkpoint_is_fp8(cli) -> None:
-    assert cli.json("size", "--model", "deepseek-v3", "--seq", "4096")["weights"]["bytes"] == 671_026_419_200
+def test_deepseek_v3_checkpoint_is_fp8_but_its_embeddings(cli) -> None:
+    embeddings = 2 * 129_280 * 7_168  # input table and untied LM head, kept bf16 by the FP8 checkpoint
+    weights = cli.json("size", "--model", "deepseek-v3", "--seq", "4096")["weights"]
+    assert (weights["dtype"], weights["embeddings_dtype"]) == ("fp8", "bf16")
+    assert weights["bytes"] == (671_026_419_200 - embeddings) * 1 + embeddings * 2 == 672_879_777_280
+
+
+def test_gptq_config_keeps_its_embeddings_16_bit(cli, tmp_path) -> None:
+    config = json.loads((HF_CONFIGS / "llama3-8b-config.json").read_text())
+    config["quantization_config"] = {"quant_method": "gptq", "bits": 4, "group_size": 128}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    embeddings = 2 * 128_256 * 4_096  # untied: input table and LM head, bf16
+    layers = 8_030_261_248 - embeddings  # int4: 68 B per 128 values
+    assert cli.json("size", "--model", path, "--seq", "8")["weights"]["bytes"] == layers * 68 // 128 + embeddings * 2
