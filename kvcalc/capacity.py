@@ -89,14 +89,19 @@ def count_params(model: ModelSpec) -> ParamCount | None:
     return ParamCount(total=total, active=active, routed_experts=routed, from_shapes=model.params is None, embeddings=embeddings)
 
 
+def unknown_weights(model: ModelSpec) -> str:
+    """Why the model's weights are unknown, and the fix."""
+    return (
+        f"{model.name} gives neither params nor hidden, intermediate and vocab, so its weights are unknown:"
+        " add params (or those three) to its preset"
+    )
+
+
 def require_params(model: ModelSpec) -> ParamCount:
     """The parameter count, or an error saying the weights are unknown."""
     params = count_params(model)
     if params is None:
-        raise InvalidInput(
-            f"{model.name} gives neither params nor hidden, intermediate and vocab, so its weights are unknown:"
-            " add params (or those three) to its preset"
-        )
+        raise InvalidInput(unknown_weights(model))
     return params
 
 

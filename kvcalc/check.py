@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, ValidationInfo, field_validator, model_validator
 
 from kvcalc import capacity, engines, latency
-from kvcalc.base import Strict
+from kvcalc.base import Strict, first_repeated
 from kvcalc.kvcache import estimate_kv
-from kvcalc.spec import Count, DTypeName, Engine, GpuSpec, ModelSpec, Name, Workload
+from kvcalc.spec import Count, DTypeName, Engine, GpuSpec, ModelSpec, Name, Number, Workload
 from kvcalc.units import parse_size
 
 PLAN_VERSION = 1
@@ -25,10 +25,10 @@ class Expect(Strict):
     """What a workload must keep. Every key is optional; an empty `expect` asserts nothing but runs."""
 
     fits: bool | None = None
-    max_batch_at_least: PositiveInt | None = None
-    max_context_at_least: PositiveInt | None = None
-    kv_bytes_at_most: PositiveInt | None = None
-    decode_ms_at_most: PositiveFloat | None = None
+    max_batch_at_least: Annotated[PositiveInt, Number] | None = None
+    max_context_at_least: Annotated[PositiveInt, Number] | None = None
+    kv_bytes_at_most: Annotated[PositiveInt, Number] | None = None
+    decode_ms_at_most: Annotated[PositiveFloat, Number] | None = None
 
 
 class PlannedWorkload(Strict):
@@ -46,7 +46,7 @@ class PlannedWorkload(Strict):
     weight_dtype: DTypeName | None = None
     block_size: Count | None = None
     engine: Engine = Engine()  # a name (vllm) or a mapping with options ({name: vllm, max_num_batched_tokens: 8192})
-    utilization: float = Field(default=capacity.DEFAULT_UTILIZATION, gt=0, le=1)
+    utilization: Annotated[float, Number] = Field(default=capacity.DEFAULT_UTILIZATION, gt=0, le=1)
     reserve: str = "1GiB"
     expect: Expect = Expect()
 
@@ -58,6 +58,8 @@ class PlannedWorkload(Strict):
     @field_validator("memory", "reserve", mode="before")
     @classmethod
     def _size_has_a_unit(cls, value: object) -> object:
+        if isinstance(value, bool):
+            raise ValueError("write a size with its unit, e.g. 80GiB or 80GB")
         if isinstance(value, int | float):
             raise ValueError(f"write a size with its unit, e.g. {value}GiB or {value}GB")
         return value
@@ -89,8 +91,7 @@ class Plan(Strict):
 
     @model_validator(mode="after")
     def _names_are_unique(self) -> Plan:
-        names = [w.name for w in self.workloads]
-        twice = next((name for name in names if names.count(name) > 1), None)
+        twice = first_repeated([w.name for w in self.workloads])
         if twice is not None:
             raise ValueError(f"workload name {twice!r} is used twice; name each workload once")
         return self

@@ -12,10 +12,18 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
-from typer._click.exceptions import NoArgsIsHelpError, UsageError  # Typer vendors click since 0.29
 from typer.core import TyperGroup
 
+try:  # Typer 0.29 vendors click; should it move these, usage errors keep Typer's own boxes
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+
+    _HELP_ONLY: tuple[type[Exception], ...] = (NoArgsIsHelpError,)
+    _USAGE_ERRORS: tuple[type[Exception], ...] = (UsageError,)
+except ImportError:  # pragma: no cover
+    _HELP_ONLY = _USAGE_ERRORS = ()
+
 from kvcalc import capacity, engines, latency, presets
+from kvcalc.base import first_repeated
 from kvcalc.compare import DEFAULT_KV_LORA_RANK, DEFAULT_ROPE_DIM, VARIANT_HELP, Subject, derive, parse_variant
 from kvcalc.compare import compare as compare_rows
 from kvcalc.errors import DoesNotFit, InvalidInput, KvcalcError, PresetNotFound
@@ -66,9 +74,9 @@ class _KvcalcGroup(TyperGroup):
 def _one_line_usage_errors() -> Iterator[None]:
     try:
         yield
-    except NoArgsIsHelpError:
+    except _HELP_ONLY:
         raise  # `kvcalc` or `kvcalc presets` alone prints its help
-    except UsageError as exc:
+    except _USAGE_ERRORS as exc:
         from kvcalc import render
 
         where = exc.ctx.command_path if exc.ctx else "kvcalc"
@@ -300,6 +308,11 @@ def _workload(
     return work
 
 
+def _weights(spec: ModelSpec, weight_dtype: str | None) -> capacity.WeightFormat:
+    """--weight-dtype for every weight, else the checkpoint's format."""
+    return capacity.weight_format(spec, parse_dtype(weight_dtype) if weight_dtype is not None else None)
+
+
 def _size(flag: str, text: str, allow_zero: bool = False) -> int:
     """A size option in bytes; its error names the flag."""
     try:
@@ -357,7 +370,7 @@ def size(
     spec = presets.load_model(model, presets_dir)
     work = _workload(spec, seq, batch, kv_dtype, tp, pp, block_size, _engine(engine, **_engine_options(locals())))
     kv = estimate_kv(spec, work)
-    weights_fmt = capacity.weight_format(spec, parse_dtype(weight_dtype) if weight_dtype is not None else None)
+    weights_fmt = _weights(spec, weight_dtype)
     params = capacity.count_params(spec)
     weights = capacity.weight_bytes(params, weights_fmt) if params else None
     report = step = None
@@ -381,7 +394,7 @@ def size(
         from kvcalc import render
 
         render.kv_table(kv, decimal, explain)
-        render.weights_line(params, weights, weights_fmt.label, decimal)
+        render.weights_line(params, weights, weights_fmt.label, decimal, capacity.unknown_weights(spec))
         if report is not None:
             render.fit_tables(report, spec.name, _gpu_label(gpu_spec, memory), decimal, explain)
         if step is not None:
@@ -433,7 +446,7 @@ def fit(
     engine_spec = _engine(engine, **_engine_options(locals()))
     work = _workload(spec, default_seq if seq is None else seq, batch, kv_dtype, tp, pp, block_size, engine_spec)
     _positive(max_seqs=max_seqs)
-    weights_fmt = capacity.weight_format(spec, parse_dtype(weight_dtype) if weight_dtype is not None else None)
+    weights_fmt = _weights(spec, weight_dtype)
     gpu_spec, budget = _gpu_and_budget(spec, work, gpu, memory, weights_fmt, utilization, reserve, presets_dir)
     report = capacity.fit(spec, work, budget, max_seqs)
     if json_out:
@@ -469,7 +482,7 @@ def decode(
     spec = presets.load_model(model, presets_dir)
     work = _workload(spec, seq, batch, kv_dtype, tp, 1, block_size)
     gpu_spec = presets.load_gpu(gpu, presets_dir)
-    weights_fmt = capacity.weight_format(spec, parse_dtype(weight_dtype) if weight_dtype is not None else None)
+    weights_fmt = _weights(spec, weight_dtype)
     step = latency.decode(spec, work, gpu_spec, weights_fmt, efficiency)
     first = latency.prefill(spec, work, gpu_spec, weights_fmt, efficiency)
     if json_out:
@@ -510,7 +523,7 @@ def _compared_models(
     names: list[str], model: str, kv_lora_rank: int, rope_dim: int, extra: list[str] | None
 ) -> tuple[ModelSpec | None, list[tuple[str, ModelSpec]]]:
     """The base model and its variants, or (None and) the models named."""
-    twice = next((name for name in names if names.count(name) > 1), None)
+    twice = first_repeated([name.lower() for name in names])
     if twice is not None:
         raise InvalidInput(f"{twice!r} is named twice: compare each variant, model or engine once")
     engines_named = [name for name in names if name in ENGINE_NAMES]
@@ -578,6 +591,7 @@ def compare(
     """
     decimal = _decimal(units)
     _positive(kv_lora_rank=kv_lora_rank, rope_dim=rope_dim)
+    names = [name.lower() if name.lower() in ENGINE_NAMES else name for name in names]  # VLLM, as --engine reads it
     base, named = _compared_models(names, model, kv_lora_rank, rope_dim, presets_dir)
     work = _shared_workload([base] if base else [spec for _, spec in named], seq, batch, tp)
     hardware = {"gpu": gpu, "memory": memory, "utilization": utilization, "reserve": reserve, "extra": presets_dir}
@@ -617,7 +631,7 @@ def compare(
 @reports_errors
 def presets_list(presets_dir: PresetsOpt = None, json_out: JsonOpt = False) -> None:
     """Every model and GPU preset, and where it comes from (shipped or a user folder)."""
-    from kvcalc import documents, render
+    from kvcalc import documents
 
     document = documents.PresetsDocument(
         models=presets.list_presets("models", presets_dir), gpus=presets.list_presets("gpus", presets_dir)
@@ -625,6 +639,8 @@ def presets_list(presets_dir: PresetsOpt = None, json_out: JsonOpt = False) -> N
     if json_out:
         print_json(document)
     else:
+        from kvcalc import render
+
         render.presets_tables(document.model_dump(mode="json", exclude={"version"}))
 
 

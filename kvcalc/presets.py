@@ -194,7 +194,10 @@ def _model_at(spec_type: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseMode
 
 def load_file(kind: Kind, path: Path) -> Any:
     """A spec from a YAML file, or (models only) a Hugging Face config.json."""
-    data = read_mapping(path)
+    return _spec_from(kind, path, read_mapping(path))
+
+
+def _spec_from(kind: Kind, path: Path, data: dict[str, Any]) -> Any:
     if kind == "models" and path.suffix == ".json":
         from kvcalc.hf_config import model_fields_from_hf
 
@@ -283,9 +286,10 @@ def _closest(ref: str, names: Iterable[str]) -> list[str]:
 def load_any(ref: str, extra_dirs: Sequence[str | Path] | None = None) -> ModelSpec | GpuSpec:
     """A model or a GPU: a file read as what its fields say it is, a name looked up among both."""
     if _is_path(ref):
-        _require_file(Path(ref), "file", "a folder of presets goes to --presets", PresetNotFound)
-        kind: Kind = "models" if Path(ref).suffix == ".json" else _looks_like(read_mapping(Path(ref)))
-        return resolve(kind, ref, extra_dirs)  # type: ignore[no-any-return]
+        path = Path(ref)
+        _require_file(path, "file", "a folder of presets goes to --presets", PresetNotFound)
+        data = read_mapping(path)
+        return _spec_from("models" if path.suffix == ".json" else _looks_like(data), path, data)  # type: ignore[no-any-return]
     models, gpus = ([e.name for e in list_presets(k, extra_dirs)] for k in ("models", "gpus"))
     if ref in models or (ref not in gpus and not _closest(ref, gpus)):
         return load_model(ref, extra_dirs)  # an unknown name: the model error, with its suggestions

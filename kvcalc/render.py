@@ -88,10 +88,10 @@ def kv_table(kv: KvEstimate, decimal: bool, explain: bool) -> None:
         _explain(kv.explain)
 
 
-def weights_line(params: ParamCount | None, weights_bytes: int | None, fmt: str, decimal: bool) -> None:
-    """The weights' size, or why it is unknown."""
+def weights_line(params: ParamCount | None, weights_bytes: int | None, fmt: str, decimal: bool, unknown: str) -> None:
+    """The weights' size, or why it is `unknown`."""
     if params is None or weights_bytes is None:
-        console.print("weights: unknown (the model gives neither params nor hidden/intermediate/vocab)")
+        console.print(f"weights: {escape(unknown)}", soft_wrap=True)
         return
     how = "counted from the shapes" if params.from_shapes else "published"
     active = f", {params.active:,} active per token" if params.active != params.total else ""

@@ -141,3 +141,17 @@ def test_piped_table_is_not_cut_to_80_columns() -> None:
         [sys.executable, "-m", "kvcalc", "check", str(PLAN)], capture_output=True, text=True, env=env, check=True
     ).stdout
     assert "our-13b-long" in out and "decode/token" in out and "…" not in out
+
+
+@pytest.mark.parametrize(
+    "field, expected",
+    [
+        ("utilization: true", "utilization: expected a number, got true"),
+        ("expect: {kv_bytes_at_most: true}", "expect.kv_bytes_at_most: expected a number, got true"),
+        ("memory: true", "memory: write a size with its unit, e.g. 80GiB or 80GB"),
+    ],
+)
+def test_booleans_are_not_numbers_in_plans(cli, tmp_path: Path, field: str, expected: str) -> None:
+    plan = _plan(tmp_path, f"workloads:\n  - {{name: a, model: llama3-8b, gpu: h100-sxm, seq: 8, {field}}}\n")
+    result = cli("check", plan)
+    assert result.exit_code == 2 and expected in result.stderr

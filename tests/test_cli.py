@@ -231,6 +231,7 @@ def test_presets_show_finds_gpus_and_says_what_is_wrong_with_one(cli, tmp_path: 
     "args, expected",
     [
         (["compare", "mha", "mha"], "'mha' is named twice"),
+        (["compare", "MHA", "mha"], "'mha' is named twice"),
         (["size", "--model", "llama3-8b", "--seq", "8", "--kv-dtype", ""], "unknown dtype ''"),
         (["fit", "--model", "gpt-oss-20b", "--memory", "80GB", "--weight-dtype", ""], "unknown dtype ''"),
     ],
@@ -242,5 +243,6 @@ def test_empty_or_repeated_arguments(cli, args: list[str], expected: str) -> Non
 
 def test_engine_names_and_switches_read_loosely(cli) -> None:
     assert cli.json("size", "--model", "llama3-8b", "--seq", "8", "--engine", "VLLM")["kv"]["engine"] == "vllm"
+    assert [row["name"] for row in cli.json("compare", "VLLM", "hf")["variants"]] == ["vllm", "hf"]
     args = ("size", "--model", "gemma2-9b", "--seq", "8192", "--engine", "llamacpp")
     assert cli.json(*args, "--swa-full", "no")["kv"] == cli.json(*args, "--swa-full", "false")["kv"]
