@@ -1,12 +1,14 @@
 """Cold start of kvcalc commands against importing its four dependencies bare, measured in one run.
 
-    python benchmarks/startup.py [--runs 15]
+    python benchmarks/startup.py [--runs 15] [--instructions]
 
 Prints the median wall time of each command over interleaved runs and its ratio to the bare
 imports (the issue's floor) and to a minimal pydantic program (import the same four, validate one
 three-field model read from YAML, print it as JSON): `import pydantic` alone is lazy and loads
 none of pydantic's model machinery, which any program that validates a model pays for.
-On a shared machine the ratios are the figures to read, not the absolute times.
+On a shared machine the ratios are the figures to read, not the absolute times; --instructions
+counts each command's instructions once under valgrind's callgrind instead, which the machine's
+load does not change.
 
 kvcalc's modules are byte-compiled first, as pip does for an installed wheel and for the four
 dependencies: with PYTHONDONTWRITEBYTECODE set, an editable checkout would otherwise compile
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import re
 import statistics
 import subprocess
 import sys
@@ -44,22 +47,40 @@ COMMANDS = {
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=15)
-    runs = parser.parse_args().runs
-    compileall.compile_dir(Path(kvcalc.__file__).parent, quiet=1)
+def wall_times(runs: int) -> dict[str, float]:
+    """Median seconds of each command over `runs` interleaved runs (a busy moment hits every command alike)."""
     times: dict[str, list[float]] = {name: [] for name in COMMANDS}
-    for _ in range(runs):  # interleaved, so a busy moment hits every command alike
+    for _ in range(runs):
         for name, command in COMMANDS.items():
             start = time.perf_counter()
             subprocess.run(command, check=True, capture_output=True)
             times[name].append(time.perf_counter() - start)
-    medians = {name: statistics.median(values) for name, values in times.items()}
-    floor, pydantic_floor = medians["bare imports"], medians["one pydantic model"]
-    print(f"{'':20} {'median':>9}  {'/ bare imports':>14}  {'/ one pydantic model':>20}")
-    for name, median in medians.items():
-        print(f"{name:20} {median * 1e3:6.1f} ms  {median / floor:13.2f}x  {median / pydantic_floor:19.2f}x")
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def instructions() -> dict[str, float]:
+    """Instructions each command executes, counted once by valgrind's callgrind."""
+    counts = {}
+    for name, command in COMMANDS.items():
+        run = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *command], capture_output=True, text=True
+        )
+        counts[name] = float(re.search(r"Collected : (\d+)", run.stderr).group(1))  # type: ignore[union-attr]
+    return counts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--instructions", action="store_true", help="count instructions under valgrind instead")
+    args = parser.parse_args()
+    compileall.compile_dir(Path(kvcalc.__file__).parent, quiet=1)
+    figures = instructions() if args.instructions else wall_times(args.runs)
+    scale, unit, label = (1e-6, "M", "instructions") if args.instructions else (1e3, "ms", "median")
+    floor, pydantic_floor = figures["bare imports"], figures["one pydantic model"]
+    print(f"{'':20} {label:>12}  {'/ bare imports':>14}  {'/ one pydantic model':>20}")
+    for name, value in figures.items():
+        print(f"{name:20} {value * scale:9.1f} {unit:2}  {value / floor:13.2f}x  {value / pydantic_floor:19.2f}x")
 
 
 if __name__ == "__main__":
