@@ -437,8 +437,7 @@ def fit(
 ) -> None:
     """How many sequences of --seq tokens fit per GPU, and how long a context fits for --batch.
 
-    Exit code 1 when the weights do not fit, or the batch does not fit at --seq (or at any context
-    when --seq is not given); the shortfall is printed.
+    Exit code 1 when the weights do not fit, or the batch does not fit at --seq (or at any context when --seq is not given); the shortfall is printed.
     """
     decimal = _decimal(units)
     spec = presets.load_model(model, presets_dir)
@@ -689,11 +688,9 @@ def measure(
     presets_dir: PresetsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Allocate the predicted KV cache on a real device, check its bytes, and time SDPA GQA decode
-    against the roofline (needs torch: pip install "kvcalc\\[measure]").
+    """Allocate the predicted KV cache on a real device, check its bytes, and time SDPA GQA decode against the roofline (needs torch: pip install "kvcalc\\[measure]").
 
-    When the cache does not fit in free memory it measures fewer layers, then a smaller batch, and says so.
-    Out of memory is reported (exit 1) after freeing every tensor.
+    When the cache does not fit in free memory it measures fewer layers, then a smaller batch, and says so. Out of memory is reported (exit 1) after freeing every tensor.
     """
     from kvcalc import documents, render
     from kvcalc.measure.runner import measure as run_measure
