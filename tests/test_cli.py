@@ -246,3 +246,14 @@ def test_engine_names_and_switches_read_loosely(cli) -> None:
     assert [row["name"] for row in cli.json("compare", "VLLM", "hf")["variants"]] == ["vllm", "hf"]
     args = ("size", "--model", "gemma2-9b", "--seq", "8192", "--engine", "llamacpp")
     assert cli.json(*args, "--swa-full", "no")["kv"] == cli.json(*args, "--swa-full", "false")["kv"]
+
+
+def test_help_paragraphs_are_single_lines() -> None:
+    """Typer keeps a docstring's line breaks inside a paragraph; one line each lets it reflow."""
+    import inspect
+
+    from kvcalc.cli import COMMANDS
+
+    apps = list(COMMANDS.values())
+    docs = [inspect.cleandoc(c.callback.__doc__ or "") for a in apps for c in a.registered_commands if c.callback]
+    assert len(docs) == 9 and all("\n" not in paragraph for doc in docs for paragraph in doc.split("\n\n"))
