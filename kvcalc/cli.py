@@ -144,7 +144,20 @@ def print_json(document: BaseModel | dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Preset name, a model YAML file, or a Hugging Face config.json.")]
+def _preset_names(kind: presets.Kind) -> Callable[[str], list[str]]:
+    """Shell completion of preset names (files complete as the shell's own)."""
+    return lambda incomplete: [e.name for e in presets.list_presets(kind) if e.name.startswith(incomplete)]
+
+
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Preset name, a model YAML file, or a Hugging Face config.json.",
+        autocompletion=_preset_names("models"),
+    ),
+]
 SeqOpt = Annotated[int, typer.Option("--seq", "-s", help="Context length in tokens (prompt + generated).")]
 BatchOpt = Annotated[int, typer.Option("--batch", "-b", help="Concurrent sequences.")]
 KvDtypeOpt = Annotated[
@@ -169,7 +182,9 @@ BlockOpt = Annotated[
     int | None,
     typer.Option("--block-size", help="Paged allocation: round each layer's tokens up to pages of N (vLLM: 16). Default: exact."),
 ]
-GpuOpt = Annotated[str | None, typer.Option("--gpu", "-g", help="GPU preset name or GPU YAML file.")]
+GpuOpt = Annotated[
+    str | None, typer.Option("--gpu", "-g", help="GPU preset name or GPU YAML file.", autocompletion=_preset_names("gpus"))
+]
 MemoryOpt = Annotated[str | None, typer.Option("--memory", help=f"GPU memory, overriding the preset's: {SIZE_HELP}.")]
 UtilOpt = Annotated[
     float, typer.Option("--utilization", help="Share of GPU memory the engine may use, in (0, 1] (vLLM's default 0.90).")

@@ -257,3 +257,18 @@ def test_help_paragraphs_are_single_lines() -> None:
     apps = list(COMMANDS.values())
     docs = [inspect.cleandoc(c.callback.__doc__ or "") for a in apps for c in a.registered_commands if c.callback]
     assert len(docs) == 9 and all("\n" not in paragraph for doc in docs for paragraph in doc.split("\n\n"))
+
+
+@pytest.mark.parametrize(
+    "words, expected",
+    [("kvcalc size --model llama3.2", ["llama3.2-1b"]), ("kvcalc fit --gpu h100", ["h100-pcie", "h100-sxm"])],
+)
+def test_shell_completes_preset_names(words: str, expected: list[str]) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "_KVCALC_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": "3"}
+    code = "from kvcalc.cli import app; app(prog_name='kvcalc')"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout
+    assert out.split() == expected
