@@ -109,8 +109,17 @@ def _kvcalc(
     """The commands are registered in COMMANDS and built on demand; Typer needs a callback to make `app` a group."""
 
 
+_warnings: list[str] = []  # the running command's warnings, printed when it ends without an input error
+
+
+def warn(message: str) -> None:
+    """A warning on stderr when the command ends, unless an error replaces it (one line per failure)."""
+    _warnings.append(message)
+
+
 def reports_errors(command: F) -> F:
-    """Turn KvcalcError into a one-line message on stderr and its exit code (2 bad input, 1 does not fit)."""
+    """Turn KvcalcError into a one-line message on stderr and its exit code (2 bad input, 1 does not
+    fit); print the command's warnings when it ends otherwise."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -119,8 +128,16 @@ def reports_errors(command: F) -> F:
         except KvcalcError as exc:
             from kvcalc import render
 
+            _warnings.clear()
             render.error(str(exc))
             raise typer.Exit(exc.exit_code) from None
+        finally:
+            if _warnings:
+                from kvcalc import render
+
+                for message in _warnings:
+                    render.warn(message)
+                _warnings.clear()
 
     return wrapper  # type: ignore[return-value]
 
@@ -317,9 +334,7 @@ def _workload(
         raise InvalidInput(f"--{str(error['loc'][0]).replace('_', '-')}: {error['msg']}") from None
     warning = engines.beyond_max_positions(model, work)
     if warning:
-        from kvcalc import render
-
-        render.warn(warning)
+        warn(warning)
     return work
 
 
@@ -756,9 +771,7 @@ def check(
     report = CheckReport(passed=all(v.passed for v in verdicts), workloads=verdicts)
     for verdict in verdicts:
         for warning in verdict.warnings:
-            from kvcalc import render
-
-            render.warn(f"{plan}: workload {verdict.name!r}: {warning}")
+            warn(f"{plan}: workload {verdict.name!r}: {warning}")
     if json_out:
         print_json(report)
     else:

@@ -145,6 +145,7 @@ def test_bad_model_files(cli, tmp_path: Path, file_text: str | bytes, expected: 
         (["--model", "llama3-8b", "--seq", "8", "--batch", "0"], "--batch must be a positive integer"),
         (["--model", "llama3-8b", "--seq", "8", "--kv-dtype", "fp7"], "unknown dtype 'fp7'"),
         (["--model", "llama3-8b", "--seq", "8", "--tp", "3"], "--tp 3 does not divide the 32 attention heads"),
+        (["--model", "llama3-8b", "--seq", "100000", "--tp", "3"], "--tp 3 does not divide"),  # no context warning too
         (["--model", "llama3-8b", "--seq", "8", "--tp", "4", "--pp", "64"], "--pp 64 exceeds the model's 32 layers"),
         (["--model", "llama3-8b", "--seq", "8", "--memory", "80XB"], "cannot read size '80XB'"),
         (["--model", "llama3-8b", "--seq", "8", "--memory", "1e400"], "--memory: size '1e400' is more than 1 EB"),
