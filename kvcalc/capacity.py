@@ -134,9 +134,9 @@ def weight_format(model: ModelSpec, requested: DType | None = None) -> WeightFor
     return WeightFormat(dtype=layers, embeddings=model.dtype, experts=experts)
 
 
-def _weight_parts(params: ParamCount, fmt: WeightFormat, experts_read: int | None) -> list[tuple[str, int, DType]]:
+def _weight_parts(params: ParamCount, fmt: WeightFormat) -> list[tuple[str, int, DType]]:
     """(what, parameters, dtype) of each part stored alike, parts of one dtype merged."""
-    experts = params.routed_experts if experts_read is None else experts_read
+    experts = params.routed_experts
     layers = params.total - params.routed_experts - params.embeddings
     parts: dict[DType, tuple[str, int]] = {}
     for what, count, dtype in (("params", layers, fmt.dtype), ("embedding params", params.embeddings, fmt.embeddings),
@@ -147,15 +147,14 @@ def _weight_parts(params: ParamCount, fmt: WeightFormat, experts_read: int | Non
     return [(what, count, dtype) for dtype, (what, count) in parts.items()]
 
 
-def weight_bytes(params: ParamCount, fmt: WeightFormat, experts_read: int | None = None) -> int:
-    """Bytes of the weights stored as `fmt` (block formats include their scales); `experts_read`
-    counts only the expert parameters a decode step touches (default: all of them)."""
-    return sum(PACKING[dtype].bytes_for(count) for _, count, dtype in _weight_parts(params, fmt, experts_read))
+def weight_bytes(params: ParamCount, fmt: WeightFormat) -> int:
+    """Bytes of the weights stored as `fmt` (block formats include their scales)."""
+    return sum(PACKING[dtype].bytes_for(count) for _, count, dtype in _weight_parts(params, fmt))
 
 
-def weights_formula(params: ParamCount, fmt: WeightFormat, experts_read: int | None = None) -> str:
+def weights_formula(params: ParamCount, fmt: WeightFormat) -> str:
     """`weight_bytes`'s sum in words, for --explain (in parentheses when it has several terms)."""
-    terms = [f"{count:,} {what} * {dtype.value}" for what, count, dtype in _weight_parts(params, fmt, experts_read)]
+    terms = [f"{count:,} {what} * {dtype.value}" for what, count, dtype in _weight_parts(params, fmt)]
     return terms[0] if len(terms) == 1 else "(" + " + ".join(terms) + ")"
 
 

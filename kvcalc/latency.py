@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from kvcalc.base import Frozen
-from kvcalc.capacity import WeightFormat, per_gpu, require_params, weight_bytes, weight_format, weights_formula
+from kvcalc.capacity import ParamCount, WeightFormat, per_gpu, require_params, weight_bytes, weight_format, weights_formula
 from kvcalc.errors import InvalidInput
 from kvcalc.kvcache import batch_bytes, exact_workload, layer_caches, tokens_held
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
@@ -101,6 +101,18 @@ def peak_flops_for(gpu: GpuSpec, weights: WeightFormat) -> int:
     return gpu.bf16_flops
 
 
+def read_per_step(model: ModelSpec, params: ParamCount, batch: int) -> ParamCount:
+    """The parameters one decode step of `batch` tokens reads: all of them but the routed experts,
+    and of those the expected number the tokens touch. The embedding table counts whole, as the
+    golden decode figure requires (tests/test_golden.py); a step really reads the LM head and only
+    `batch` rows of an untied input table, 6.5% fewer weight bytes for llama3-8b."""
+    if model.moe is None or not params.routed_experts:
+        return params
+    moe = model.moe
+    touched = round(params.routed_experts * expected_experts_touched(moe.experts, moe.experts_per_token, batch) / moe.experts)
+    return params.model_copy(update={"total": params.total - params.routed_experts + touched, "routed_experts": touched})
+
+
 def decode(
     model: ModelSpec, workload: Workload, gpu: GpuSpec, weights: WeightFormat | None = None, efficiency: float = 1.0
 ) -> DecodeEstimate:
@@ -111,18 +123,14 @@ def decode(
         raise InvalidInput(f"--efficiency {efficiency} must be in [{MIN_EFFICIENCY}, 1]: a share of the peak")
     params = require_params(model)
     fmt = weights or weight_format(model)
-    experts_read = params.routed_experts
-    if model.moe is not None and params.routed_experts:
-        moe = model.moe
-        share = expected_experts_touched(moe.experts, moe.experts_per_token, workload.batch) / moe.experts
-        experts_read = round(params.routed_experts * share)
+    read = read_per_step(model, params, workload.batch)
     # each step walks every pipeline stage in turn: one rank of the TP group reads its share of all of them
-    weights_read = per_gpu(weight_bytes(params, fmt, experts_read), workload.tp)
+    weights_read = per_gpu(weight_bytes(read, fmt), workload.tp)
     kv_read = per_gpu(batch_bytes(model, exact_workload(workload)).total, workload.tp)  # the tokens in context, not padding
     flops = (2 * params.active * workload.batch + attention_flops(model, workload, workload.seq)) // workload.tp
     line = roofline(weights_read + kv_read, flops, gpu.bandwidth_bytes_per_s * efficiency, peak_flops_for(gpu, fmt) * efficiency)
     explain = [
-        f"weights read = {weights_formula(params, fmt, experts_read)}"
+        f"weights read = {weights_formula(read, fmt)}"
         + (f" / tp {workload.tp}" if workload.tp > 1 else "")
         + f" = {weights_read:,} B",
         f"bytes read per step = weights {weights_read:,} + KV {kv_read:,} = {line.bytes_moved:,} B ({format_bytes(line.bytes_moved)})"
