@@ -83,6 +83,11 @@ def count_params(model: ModelSpec) -> ParamCount | None:
         base = total + moe.dense_layers * dense_mlp + shared_and_router
         total = base + routed
         active = base + moe_layers * moe.experts_per_token * expert
+    if model.params is not None and model.params < embeddings + routed:
+        raise InvalidInput(
+            f"{model.name}: params {model.params:,} is less than its embeddings and routed experts"
+            f" ({embeddings + routed:,}, from vocab, hidden and moe); fix params or the shapes"
+        )
     if model.params is not None:  # a published count wins; scale the split to it
         active = model.active_params or active + (model.params - total)
         total = model.params
@@ -118,6 +123,10 @@ class WeightFormat(Frozen):
     embeddings: DType
     experts: DType
 
+    def other_than_layers(self, dtype: DType) -> DType | None:
+        """`dtype` when it differs from the layers', else None (the JSON names only what differs)."""
+        return dtype if dtype != self.dtype else None
+
     @property
     def label(self) -> str:
         parts = (("embeddings", self.embeddings), ("experts", self.experts))
@@ -126,12 +135,13 @@ class WeightFormat(Frozen):
 
 def weight_format(model: ModelSpec, requested: DType | None = None) -> WeightFormat:
     """The requested dtype for every weight, else the checkpoint's: `weight_dtype` (or `dtype`) for
-    the layers, `dtype` for the embeddings, and the routed experts' own `moe.expert_dtype` if given."""
+    the layers, `embeddings_dtype` (or `dtype`) for the embeddings, and the routed experts' own
+    `moe.expert_dtype` if given."""
     if requested is not None:
         return WeightFormat(dtype=requested, embeddings=requested, experts=requested)
     layers = model.weight_dtype or model.dtype
     experts = (model.moe.expert_dtype if model.moe else None) or layers
-    return WeightFormat(dtype=layers, embeddings=model.dtype, experts=experts)
+    return WeightFormat(dtype=layers, embeddings=model.embeddings_dtype or model.dtype, experts=experts)
 
 
 def _weight_parts(params: ParamCount, fmt: WeightFormat) -> list[tuple[str, int, DType]]:

@@ -10,7 +10,7 @@ import operator
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt, ValidationInfo, field_validator, model_validator
+from pydantic import Field, PositiveFloat, PositiveInt, StrictBool, ValidationInfo, field_validator, model_validator
 
 from kvcalc import capacity, engines, latency
 from kvcalc.base import Strict, first_repeated
@@ -24,11 +24,11 @@ PLAN_VERSION = 1
 class Expect(Strict):
     """What a workload must keep. Every key is optional; an empty `expect` asserts nothing but runs."""
 
-    fits: bool | None = None
+    fits: StrictBool | None = None  # true or false, not 1
     max_batch_at_least: Annotated[PositiveInt, Number] | None = None
     max_context_at_least: Annotated[PositiveInt, Number] | None = None
     kv_bytes_at_most: Annotated[PositiveInt, Number] | None = None
-    decode_ms_at_most: Annotated[PositiveFloat, Number] | None = None
+    decode_ms_at_most: Annotated[PositiveFloat, Number, Field(allow_inf_nan=False)] | None = None
 
 
 class PlannedWorkload(Strict):

@@ -113,7 +113,7 @@ _warnings: list[str] = []  # the running command's warnings, printed when it end
 
 
 def warn(message: str) -> None:
-    """A warning on stderr when the command ends, unless an error replaces it (one line per failure)."""
+    """A warning on stderr when the command ends; an error (any KvcalcError, "does not fit" included) replaces it."""
     _warnings.append(message)
 
 
@@ -161,9 +161,18 @@ def print_json(document: BaseModel | dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
-def _preset_names(kind: presets.Kind) -> Callable[[str], list[str]]:
-    """Shell completion of preset names (files complete as the shell's own)."""
-    return lambda incomplete: [e.name for e in presets.list_presets(kind) if e.name.startswith(incomplete)]
+def _preset_names(*kinds: presets.Kind) -> Callable[[typer.Context, str], list[str]]:
+    """Shell completion of preset names, user folders (--presets, $KVCALC_PRESETS) included; none
+    when a folder cannot be read (completion must not print an error)."""
+
+    def complete(ctx: typer.Context, incomplete: str) -> list[str]:
+        try:
+            entries = [e for kind in kinds for e in presets.list_presets(kind, ctx.params.get("presets_dir"))]
+        except KvcalcError:
+            return []
+        return [e.name for e in entries if e.name.startswith(incomplete)]
+
+    return complete
 
 
 ModelOpt = Annotated[
@@ -414,8 +423,8 @@ def size(
 
         weights_doc = documents.Weights(
             dtype=weights_fmt.dtype,
-            embeddings_dtype=weights_fmt.embeddings if weights_fmt.embeddings != weights_fmt.dtype else None,
-            experts_dtype=weights_fmt.experts if weights_fmt.experts != weights_fmt.dtype else None,
+            embeddings_dtype=weights_fmt.other_than_layers(weights_fmt.embeddings),
+            experts_dtype=weights_fmt.other_than_layers(weights_fmt.experts),
             bytes=weights,
             params=params,
         )
@@ -552,7 +561,7 @@ def _compared_models(
     names: list[str], model: str, kv_lora_rank: int, rope_dim: int, extra: list[str] | None
 ) -> tuple[ModelSpec | None, list[tuple[str, ModelSpec]]]:
     """The base model and its variants, or (None and) the models named."""
-    twice = first_repeated([name.lower() for name in names])
+    twice = first_repeated([name.lower() if parse_variant(name) else name for name in names])  # GQA:4 = gqa:4
     if twice is not None:
         raise InvalidInput(f"{twice!r} is named twice: compare each variant, model or engine once")
     engines_named = [name for name in names if name in ENGINE_NAMES]
@@ -676,7 +685,9 @@ def presets_list(presets_dir: PresetsOpt = None, json_out: JsonOpt = False) -> N
 @presets_app.command("show")
 @reports_errors
 def presets_show(
-    name: Annotated[str, typer.Argument(help="A model or GPU preset name, or a file.")],
+    name: Annotated[
+        str, typer.Argument(help="A model or GPU preset name, or a file.", autocompletion=_preset_names("models", "gpus"))
+    ],
     presets_dir: PresetsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -696,7 +707,12 @@ def presets_show(
 def measure(
     gpu_flag: Annotated[bool, typer.Option("--gpu", help="Measure on the CUDA GPU (same as --device cuda).")] = False,
     device: Annotated[str, typer.Option("--device", help="cpu or cuda\\[:N].")] = "cpu",
-    model: Annotated[str, typer.Option("--model", "-m", help="Preset name or model file (default: llama3-8b).")] = "llama3-8b",
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model", "-m", help="Preset name or model file (default: llama3-8b).", autocompletion=_preset_names("models")
+        ),
+    ] = "llama3-8b",
     seq: Annotated[int | None, typer.Option("--seq", "-s", help="Context in tokens (default: 8192 on GPU, 2048 on CPU).")] = None,
     batch: Annotated[int | None, typer.Option("--batch", "-b", help="Sequences (default: 8 on GPU, 1 on CPU).")] = None,
     layers: Annotated[
@@ -711,7 +727,9 @@ def measure(
     gpu_preset: Annotated[
         str | None,
         typer.Option(
-            "--gpu-preset", help="GPU preset for the peak-bandwidth prediction (default: recognised from the device name)."
+            "--gpu-preset",
+            help="GPU preset for the peak-bandwidth prediction (default: recognised from the device name).",
+            autocompletion=_preset_names("gpus"),
         ),
     ] = None,
     max_memory: Annotated[str | None, typer.Option("--max-memory", help=f"Take at most this much memory: {SIZE_HELP}.")] = None,

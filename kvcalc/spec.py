@@ -85,7 +85,11 @@ class ModelSpec(Strict):
     v_head_dim: Count | None = None
     dtype: DTypeName = DType.bf16
     weight_dtype: DTypeName | None = Field(
-        default=None, description="the checkpoint's weights dtype when it is not `dtype` (DeepSeek-V3: fp8)"
+        default=None, description="the layers' weights dtype in the checkpoint when it is not `dtype` (DeepSeek-V3: fp8)"
+    )
+    embeddings_dtype: DTypeName | None = Field(
+        default=None,
+        description="the embedding table's and LM head's dtype when it is not `dtype` (a GGUF may hold them in q8_0)",
     )
     max_positions: Count | None = None
     hidden: Count | None = None

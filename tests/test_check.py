@@ -149,6 +149,8 @@ def test_piped_table_is_not_cut_to_80_columns() -> None:
         ("utilization: true", "utilization: expected a number, got true"),
         ("expect: {kv_bytes_at_most: true}", "expect.kv_bytes_at_most: expected a number, got true"),
         ("memory: true", "memory: write a size with its unit, e.g. 80GiB or 80GB"),
+        ("expect: {fits: 1}", "expect.fits: Input should be a valid boolean"),
+        ("expect: {decode_ms_at_most: .inf}", "expect.decode_ms_at_most: Input should be a finite number"),
     ],
 )
 def test_booleans_are_not_numbers_in_plans(cli, tmp_path: Path, field: str, expected: str) -> None:

@@ -261,15 +261,47 @@ def test_help_paragraphs_are_single_lines() -> None:
 
 
 @pytest.mark.parametrize(
-    "words, expected",
-    [("kvcalc size --model llama3.2", ["llama3.2-1b"]), ("kvcalc fit --gpu h100", ["h100-pcie", "h100-sxm"])],
+    "words, env, expected",
+    [
+        ("kvcalc size --model llama3.2", {}, ["llama3.2-1b"]),
+        ("kvcalc fit --gpu h100", {}, ["h100-pcie", "h100-sxm"]),
+        ("kvcalc presets show h100", {}, ["h100-pcie", "h100-sxm"]),
+        (f"kvcalc size --presets {TEST_PRESETS} --model seed", {}, ["seed-7b", "seed-tiny"]),
+        ("kvcalc size --model llama3.2", {"KVCALC_PRESETS": "/nonexistent"}, []),  # no error printed mid-completion
+    ],
 )
-def test_shell_completes_preset_names(words: str, expected: list[str]) -> None:
+def test_shell_completes_preset_names(words: str, env: dict[str, str], expected: list[str]) -> None:
     import os
     import subprocess
     import sys
 
-    env = {**os.environ, "_KVCALC_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": "3"}
+    env = {**os.environ, **env, "_KVCALC_COMPLETE": "complete_bash", "COMP_WORDS": words}
+    env["COMP_CWORD"] = str(len(words.split()) - 1)
     code = "from kvcalc.cli import app; app(prog_name='kvcalc')"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout
-    assert out.split() == expected
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.stdout.split() == expected and run.stderr == ""
+
+
+def test_compare_tells_files_apart_by_case(cli, tmp_path: Path) -> None:
+    upper, lower = _write(tmp_path, "A.yaml", GOOD.replace("name: x", "name: big")), _write(tmp_path, "a.yaml", GOOD)
+    assert [row["name"] for row in cli.json("compare", upper, lower)["variants"]] == ["big", "x"]
+
+
+def test_published_params_below_the_embeddings_are_refused(cli, tmp_path: Path) -> None:
+    model = _write(tmp_path, "m.yaml", GOOD + "hidden: 512\nintermediate: 1024\nvocab: 32000\nparams: 1000\n")
+    result = cli("size", "--model", model, "--seq", "8")
+    assert result.exit_code == 2 and "params 1,000 is less than its embeddings" in result.stderr
+
+
+def test_embeddings_dtype_of_a_gguf_like_preset(cli, tmp_path: Path) -> None:
+    shape = "hidden: 512\nintermediate: 1024\nvocab: 32000\nweight_dtype: q4_0\n"
+    plain, quantized = (
+        _write(tmp_path, "p.yaml", GOOD + shape),
+        _write(tmp_path, "q.yaml", GOOD + shape + "embeddings_dtype: q8_0\n"),
+    )
+    embeddings = 2 * 32_000 * 512
+    assert (
+        cli.json("size", "--model", plain, "--seq", "8")["weights"]["bytes"]
+        - cli.json("size", "--model", quantized, "--seq", "8")["weights"]["bytes"]
+        == embeddings * 2 - embeddings * 34 // 32
+    )
