@@ -22,10 +22,8 @@ from kvcalc.spec import GpuSpec, ModelSpec, Workload
 from kvcalc.units import PACKING, DType, GiB, format_bytes
 
 DEFAULT_UTILIZATION = 0.90  # vLLM's gpu_memory_utilization default
-DEFAULT_RESERVE_BYTES = 1 * GiB
-UNBOUNDED_CONTEXT = (
-    2**31
-)  # search limit: the largest count a workload accepts  # CUDA context + cuBLAS workspace + a chunked prefill's activations
+DEFAULT_RESERVE_BYTES = 1 * GiB  # CUDA context + cuBLAS workspace + a chunked prefill's activations
+UNBOUNDED_CONTEXT = 2**31  # search limit: the largest count a workload accepts
 
 
 class ParamCount(Frozen):

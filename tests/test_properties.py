@@ -5,11 +5,11 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvcalc import ModelSpec, Workload, estimate_kv, sequence_bytes
-from kvcalc.capacity import max_batch, max_context
-from kvcalc.latency import decode
-from kvcalc.spec import GpuSpec
-from kvcalc.units import DType
+from kvcalc import ModelSpec, Workload, count_params, estimate_kv, sequence_bytes
+from kvcalc.capacity import UNBOUNDED_CONTEXT, max_batch, max_context, weight_bytes, weight_format
+from kvcalc.latency import decode, read_per_step
+from kvcalc.spec import GpuSpec, MoeSpec
+from kvcalc.units import PACKING, DType
 
 dtypes = st.sampled_from([DType.fp32, DType.bf16, DType.fp8, DType.q8_0, DType.q4_0, DType.int4])
 
@@ -68,7 +68,8 @@ def test_fit_never_overcommits(model: ModelSpec, seq: int, usable: int) -> None:
     work = Workload(seq=seq)
     per_seq = sequence_bytes(model, work).per_gpu
     batch = max_batch(model, work, usable)
-    assert batch * per_seq <= usable < (batch + 1) * per_seq
+    assert batch * per_seq <= usable
+    assert batch == UNBOUNDED_CONTEXT or usable < (batch + 1) * per_seq  # the search stops at 2^31 sequences
 
 
 @settings(max_examples=50)
@@ -98,3 +99,34 @@ def test_decode_time_monotone_in_batch_and_seq(model: ModelSpec, seq: int, batch
     base = decode(model, Workload(seq=seq, batch=batch), GPU).seconds_per_token
     assert decode(model, Workload(seq=seq + 1, batch=batch), GPU).seconds_per_token >= base
     assert decode(model, Workload(seq=seq, batch=batch + 1), GPU).seconds_per_token >= base
+
+
+@st.composite
+def moe_models(draw: st.DrawFn) -> ModelSpec:
+    base = draw(models())
+    moe = {"experts": draw(st.sampled_from([8, 32, 128])), "experts_per_token": 2, "expert_intermediate": 1024}
+    fields = {"weight_dtype": draw(dtypes), "embeddings_dtype": draw(dtypes), "tied_embeddings": draw(st.booleans())}
+    return base.model_copy(update=fields | {"moe": MoeSpec(**moe, expert_dtype=draw(dtypes))})
+
+
+@given(moe_models(), dtypes)
+def test_weights_in_one_dtype_are_that_dtype_of_every_parameter(model: ModelSpec, dtype: DType) -> None:
+    """Counting the weights per part (layers, embeddings, experts) loses no parameter and adds no byte."""
+    params = count_params(model)
+    assert params is not None
+    assert weight_bytes(params, weight_format(model, dtype)) == PACKING[dtype].bytes_for(params.total)
+    mixed = weight_bytes(params, weight_format(model))
+    cheapest, dearest = (
+        min(PACKING[d].bytes_for(params.total) for d in DType),
+        max(PACKING[d].bytes_for(params.total) for d in DType),
+    )
+    assert cheapest - 3 * 64 <= mixed <= dearest  # a short last group per part costs at most its scales
+
+
+@given(moe_models(), st.integers(1, 256))
+def test_a_decode_step_reads_no_more_than_every_weight(model: ModelSpec, batch: int) -> None:
+    params = count_params(model)
+    assert params is not None
+    read = read_per_step(model, params, batch)
+    assert read.routed_experts <= params.routed_experts and read.total <= params.total
+    assert weight_bytes(read, weight_format(model)) <= weight_bytes(params, weight_format(model))
