@@ -1,11 +1,13 @@
-"""Shared fixtures: an isolated presets environment and a CLI runner."""
+"""Shared fixtures: an isolated presets environment and a CLI runner; hypothesis profiles."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from typer.testing import CliRunner
 
 from kvcalc.cli import app
@@ -13,6 +15,11 @@ from kvcalc.cli import app
 FIXTURES = Path(__file__).parent / "fixtures"
 TEST_PRESETS = FIXTURES / "presets"
 HF_CONFIGS = FIXTURES / "hf"
+
+# CI (HYPOTHESIS_PROFILE=ci in .ci/run) replays the same examples every run, so a landing never
+# hangs on a rare draw; a developer's run explores new ones.
+settings.register_profile("ci", derandomize=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(autouse=True)
