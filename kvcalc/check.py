@@ -133,15 +133,7 @@ class CheckReport(Strict):
 
 def check_workload(planned: PlannedWorkload, model: ModelSpec, gpu: GpuSpec | None) -> WorkloadVerdict:
     """Compute the figures of one workload and test each expectation against them."""
-    work = Workload(
-        seq=planned.seq,
-        batch=planned.batch,
-        kv_dtype=planned.kv_dtype,
-        tp=planned.tp,
-        pp=planned.pp,
-        block_size=planned.block_size,
-        engine=planned.engine,
-    )
+    work = Workload(**{field: getattr(planned, field) for field in Workload.model_fields})  # a plan row names them all
     weights = capacity.weight_format(model, planned.weight_dtype)
     memory = capacity.gpu_memory(gpu, parse_size(planned.memory) if planned.memory else None)
     reserve = parse_size(planned.reserve, allow_zero=True)

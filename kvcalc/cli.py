@@ -561,7 +561,7 @@ def _compared_models(
     names: list[str], model: str, kv_lora_rank: int, rope_dim: int, extra: list[str] | None
 ) -> tuple[ModelSpec | None, list[tuple[str, ModelSpec]]]:
     """The base model and its variants, or (None and) the models named."""
-    twice = first_repeated([name.lower() if parse_variant(name) else name for name in names])  # GQA:4 = gqa:4
+    twice = first_repeated(names)
     if twice is not None:
         raise InvalidInput(f"{twice!r} is named twice: compare each variant, model or engine once")
     engines_named = [name for name in names if name in ENGINE_NAMES]
@@ -629,7 +629,8 @@ def compare(
     """
     decimal = _decimal(units)
     _positive(kv_lora_rank=kv_lora_rank, rope_dim=rope_dim)
-    names = [name.lower() if name.lower() in ENGINE_NAMES else name for name in names]  # VLLM, as --engine reads it
+    # engine and variant names are case-blind (VLLM as --engine reads it, GQA:4); model names and paths are not
+    names = [name.lower() if name.lower() in ENGINE_NAMES or parse_variant(name) else name for name in names]
     base, named = _compared_models(names, model, kv_lora_rank, rope_dim, presets_dir)
     work = _shared_workload([base] if base else [spec for _, spec in named], seq, batch, tp)
     hardware = {"gpu": gpu, "memory": memory, "utilization": utilization, "reserve": reserve, "extra": presets_dir}
