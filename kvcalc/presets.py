@@ -34,10 +34,11 @@ class _UniqueKeysLoader(_SafeLoader):  # type: ignore[misc, valid-type]
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, Hashable) and key in seen:  # an unhashable key is the base loader's error
+            if not isinstance(key, Hashable):
+                continue  # the base loader's error
+            if key in seen:
                 raise yaml.constructor.ConstructorError(None, None, f"{key!r} is given twice", key_node.start_mark)
-            if isinstance(key, Hashable):
-                seen.add(key)
+            seen.add(key)
         return super().construct_mapping(node, deep)
 
 
@@ -251,11 +252,16 @@ def _is_path(ref: str) -> bool:
     return ref.endswith((".yaml", ".yml", ".json")) or os.sep in ref or "/" in ref
 
 
+def _preset_file(ref: str) -> Path:
+    """The file a --model or --gpu path names, which must be a regular file."""
+    _require_file(Path(ref), "file", "a folder of presets goes to --presets", PresetNotFound)
+    return Path(ref)
+
+
 def resolve(kind: Kind, ref: str, extra_dirs: Sequence[str | Path] | None = None) -> Any:
     """A spec by preset name (user presets first) or by file path."""
     if _is_path(ref):
-        _require_file(Path(ref), "file", "a folder of presets goes to --presets", PresetNotFound)
-        return load_file(kind, Path(ref))
+        return load_file(kind, _preset_file(ref))
     user = {}
     for folder in reversed(user_presets_dirs(extra_dirs)):
         user.update(_folder_entries(kind, folder, "user"))
@@ -286,8 +292,7 @@ def _closest(ref: str, names: Iterable[str]) -> list[str]:
 def load_any(ref: str, extra_dirs: Sequence[str | Path] | None = None) -> ModelSpec | GpuSpec:
     """A model or a GPU: a file read as what its fields say it is, a name looked up among both."""
     if _is_path(ref):
-        path = Path(ref)
-        _require_file(path, "file", "a folder of presets goes to --presets", PresetNotFound)
+        path = _preset_file(ref)
         data = read_mapping(path)
         return _spec_from("models" if path.suffix == ".json" else _looks_like(data), path, data)  # type: ignore[no-any-return]
     models, gpus = ([e.name for e in list_presets(k, extra_dirs)] for k in ("models", "gpus"))
