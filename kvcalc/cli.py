@@ -109,7 +109,7 @@ def _kvcalc(
     """The commands are registered in COMMANDS and built on demand; Typer needs a callback to make `app` a group."""
 
 
-_warnings: list[str] = []  # the running command's warnings, printed when it ends without an input error
+_warnings: list[str] = []  # the running command's warnings, printed when it ends unless a KvcalcError replaces them
 
 
 def warn(message: str) -> None:
