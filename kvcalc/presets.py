@@ -102,6 +102,15 @@ def _read_text(path: Path) -> str:
         raise InvalidPreset(f"{path}: cannot read ({exc.strerror})") from None
 
 
+def _too_deep(path: Path) -> InvalidPreset:
+    return InvalidPreset(f"{path}: nested too deeply (more than {MAX_NESTING} levels); a preset is a flat mapping")
+
+
+def _flow_depth(text: str) -> int:
+    """An upper bound on the flow nesting ('[' and '{' not yet closed) at the end of `text`."""
+    return text.count("[") + text.count("{") - text.count("]") - text.count("}")
+
+
 def _refuse_aliases_and_deep_nesting(path: Path, text: str) -> None:
     """Refuse YAML aliases and nesting deeper than MAX_NESTING before the (recursive) loader sees them.
 
@@ -113,16 +122,22 @@ def _refuse_aliases_and_deep_nesting(path: Path, text: str) -> None:
     if "*" not in text and not could_nest_too_deep:
         return
     depth = 0
-    for event in yaml.parse(text, Loader=_SafeLoader):
-        if isinstance(event, yaml.AliasEvent):
-            line = event.start_mark.line + 1
-            raise InvalidPreset(f"{path}:{line}: YAML aliases (*name) are not accepted in presets; write the values out")
-        if isinstance(event, yaml.CollectionStartEvent):
-            depth += 1
-            if depth > MAX_NESTING:
-                raise InvalidPreset(f"{path}: nested too deeply (more than {MAX_NESTING} levels); a preset is a flat mapping")
-        elif isinstance(event, yaml.CollectionEndEvent):
-            depth -= 1
+    try:
+        for event in yaml.parse(text, Loader=_SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                line = event.start_mark.line + 1
+                raise InvalidPreset(f"{path}:{line}: YAML aliases (*name) are not accepted in presets; write the values out")
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_NESTING:
+                    raise _too_deep(path)
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError as exc:  # the scanner reads a flow collection's openers before it yields their events
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None and _flow_depth(text[: mark.index + 1]) > MAX_NESTING:
+            raise _too_deep(path) from None
+        raise
 
 
 def read_mapping(path: Path) -> dict[str, Any]:
