@@ -177,3 +177,40 @@ def test_gpt_oss_config_has_mxfp4_experts() -> None:
     }  # fmt: skip
     spec = ModelSpec(**model_fields_from_hf(config, "gpt-oss-20b", "config.json"))
     assert spec.moe is not None and spec.moe.expert_dtype == "mxfp4" and spec.weight_dtype is None
+
+
+# Golden KV figures for new presets, each computed by hand from its published config.json (bf16, 2 B per element).
+@pytest.mark.parametrize(
+    "preset, seq, expected",
+    [
+        # https://huggingface.co/Qwen/Qwen3-14B/blob/main/config.json: 40 layers, 8 KV heads, head_dim 128 (K and V).
+        ("qwen3-14b", 1, 2 * 40 * 8 * 128 * 2),
+        # https://huggingface.co/Qwen/Qwen3-235B-A22B/blob/main/config.json: 94 layers, 4 KV heads, head_dim 128.
+        ("qwen3-235b-a22b", 1, 2 * 94 * 4 * 128 * 2),
+        # https://huggingface.co/zai-org/GLM-4.5/blob/main/config.json: 92 layers, 8 KV heads, head_dim 128
+        # (explicit: 96 heads x 128 = 12288 is not hidden 5120).
+        ("glm-4.5", 1, 2 * 92 * 8 * 128 * 2),
+        # https://huggingface.co/moonshotai/Kimi-K2-Instruct/blob/main/config.json: MLA caches one latent per token
+        # per layer, kv_lora_rank 512 + qk_rope_head_dim 64, over 61 layers (not 64 heads of K and V).
+        ("kimi-k2", 1, 61 * (512 + 64) * 2),
+        # https://huggingface.co/google/gemma-3-12b-it/blob/main/config.json (text_config): 48 layers, 8 KV heads,
+        # head_dim 256, sliding_window 1024, every 6th layer global: at 8192 tokens 40 sliding layers hold 1024
+        # tokens and 8 full layers hold all 8192.
+        ("gemma3-12b", 8192, (40 * 1024 + 8 * 8192) * 2 * 8 * 256 * 2),
+    ],
+)
+def test_new_preset_kv_from_its_config(preset: str, seq: int, expected: int) -> None:
+    assert estimate_kv(load_model(preset), Workload(seq=seq)).bytes_per_sequence == expected
+
+
+@pytest.mark.parametrize(
+    "preset, published",
+    [
+        ("llama3.1-8b", 8_030_261_248),  # keras-hub llama3.1_8b; no biases or extra norms, so the shapes match
+        ("mistral-small-3.1", 23_572_403_200),  # keras-hub magistral_small_2506_en (the same text decoder)
+    ],
+)
+def test_new_preset_shapes_give_the_published_count(preset: str, published: int) -> None:
+    model = load_model(preset)
+    assert model.params == published
+    assert count_params(model.model_copy(update={"params": None})).total == published
