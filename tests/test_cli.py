@@ -263,7 +263,7 @@ def test_help_paragraphs_are_single_lines() -> None:
 @pytest.mark.parametrize(
     "words, env, expected",
     [
-        ("kvcalc size --model llama3.2", {}, ["llama3.2-1b"]),
+        ("kvcalc size --model llama3.2", {}, ["llama3.2-1b", "llama3.2-3b"]),
         ("kvcalc fit --gpu h100", {}, ["h100-pcie", "h100-sxm"]),
         ("kvcalc presets show h100", {}, ["h100-pcie", "h100-sxm"]),
         (f"kvcalc size --presets {TEST_PRESETS} --model seed", {}, ["seed-7b", "seed-tiny"]),
