@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Literal
 
 from kvcalc import engines
 from kvcalc.base import Frozen
+from kvcalc.engines import Budget, EngineLogLine, StageLayer
 from kvcalc.errors import InvalidInput
 from kvcalc.kvcache import (
     batch_bytes,
@@ -166,18 +166,6 @@ def weights_formula(params: ParamCount, fmt: WeightFormat) -> str:
     return terms[0] if len(terms) == 1 else "(" + " + ".join(terms) + ")"
 
 
-class Budget(Frozen):
-    """Memory of one GPU and what is left for the KV cache."""
-
-    memory_bytes: int
-    utilization: float
-    reserve_bytes: int
-    weights_bytes: int  # on this GPU
-    allowed_bytes: int  # memory * utilization
-    usable_bytes: int  # for the KV cache; negative when the weights do not fit
-    explain: list[str]
-
-
 def budget(
     model: ModelSpec,
     workload: Workload,
@@ -186,33 +174,21 @@ def budget(
     utilization: float = DEFAULT_UTILIZATION,
     reserve_bytes: int = DEFAULT_RESERVE_BYTES,
 ) -> Budget:
-    """usable = memory * utilization - weights per GPU - reserve; the weights in the checkpoint's
-    format unless `weights` says otherwise."""
+    """What one GPU leaves for the KV cache, by the engine's budget (today every engine's:
+    memory * utilization - weights per GPU - reserve); the weights in the checkpoint's format
+    unless `weights` says otherwise."""
     if not 0 < utilization <= 1:
         raise InvalidInput(f"--utilization {utilization} must be in (0, 1]")
     if reserve_bytes < 0:
         raise InvalidInput("--reserve must not be negative")
     params = require_params(model)
-    gpus = workload.tp * workload.pp
     fmt = weights or weight_format(model)
-    weights_per_gpu = per_gpu(weight_bytes(params, fmt), gpus)
-    allowed = int(memory_bytes * Decimal(repr(utilization)))  # exact: 3GB * 0.7 = 2,100,000,000, not one byte less
-    usable = allowed - weights_per_gpu - reserve_bytes
+    weights_per_gpu = per_gpu(weight_bytes(params, fmt), workload.tp * workload.pp)
     explain = [
         f"weights = {weights_formula(params, fmt)} / (tp {workload.tp} * pp {workload.pp})"
-        f" = {weights_per_gpu:,} B ({format_bytes(weights_per_gpu)}) per GPU",
-        f"usable = memory * utilization - weights - reserve = {memory_bytes:,} * {utilization} - {weights_per_gpu:,}"
-        f" - {reserve_bytes:,} = {usable:,} B ({format_bytes(usable)})",
+        f" = {weights_per_gpu:,} B ({format_bytes(weights_per_gpu)}) per GPU"
     ]
-    return Budget(
-        memory_bytes=memory_bytes,
-        utilization=utilization,
-        allowed_bytes=allowed,
-        reserve_bytes=reserve_bytes,
-        weights_bytes=weights_per_gpu,
-        usable_bytes=usable,
-        explain=explain,
-    )
+    return engines.profile(workload.engine).budget(memory_bytes, utilization, reserve_bytes, weights_per_gpu, explain)
 
 
 def _largest(fits: Callable[[int], bool], limit: int) -> int:
@@ -233,9 +209,10 @@ def _largest(fits: Callable[[int], bool], limit: int) -> int:
 def max_batch(model: ModelSpec, workload: Workload, usable_bytes: int) -> int:
     """The largest number of sequences, each with the workload's context, whose cache fits in
     `usable` bytes per GPU at its peak (0 when none does)."""
+    reshape = engines.profile(workload.engine).reshape
 
     def fits(batch: int) -> bool:
-        return batch_bytes(model, engines.reshape(workload, batch=batch), peak=True).per_gpu <= usable_bytes
+        return batch_bytes(model, reshape(workload, batch=batch), peak=True).per_gpu <= usable_bytes
 
     return _largest(fits, UNBOUNDED_CONTEXT)
 
@@ -244,9 +221,10 @@ def max_context(model: ModelSpec, workload: Workload, usable_bytes: int, limit: 
     """The longest context per sequence, up to `limit`, whose cache for the workload's batch fits in
     `usable` bytes per GPU at its peak; solved exactly by bisection (bytes grow monotonically with
     the context, but not linearly once window layers saturate)."""
+    reshape = engines.profile(workload.engine).reshape
 
     def fits(context: int) -> bool:
-        return batch_bytes(model, engines.reshape(workload, context=context), peak=True).per_gpu <= usable_bytes
+        return batch_bytes(model, reshape(workload, context=context), peak=True).per_gpu <= usable_bytes
 
     return _largest(fits, limit)
 
@@ -281,28 +259,29 @@ class FitReport(Frozen):
     max_context: int
     max_context_limit: Literal["memory", "max_positions", "max_cache_len", "unbounded"]
     paging_waste_bytes_at_max_batch: int
-    vllm_max_concurrency: float | None  # "Maximum concurrency" as vLLM computes and logs it
+    engine_log: list[EngineLogLine]  # figures the engine itself would log (vLLM: its "Maximum concurrency")
     max_batch_by_context: dict[int, int]
 
 
 def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | None = None) -> FitReport:
     """Max batch at the workload's context, max context at its batch, and which limit binds each.
     A batch fits when its peak fits (transformers' sliding layers right after a long prefill)."""
-    engines.check_supported(model, workload, kv_dtype(model, workload))  # as estimate_kv: what the engine refuses
+    rules = engines.profile(workload.engine)
+    rules.check_supported(model, workload, kv_dtype(model, workload))  # as estimate_kv: what the engine refuses
     usable = budget_.usable_bytes
     by_memory = max_batch(model, workload, usable)
     best_batch = min(by_memory, max_seqs) if max_seqs else by_memory
-    limit, limit_reason = engines.context_limit(model, workload)
+    limit, limit_reason = rules.context_limit(model, workload)
     context = max_context(model, workload, usable, limit or UNBOUNDED_CONTEXT)
     need = batch_bytes(model, workload, peak=True).per_gpu
-    at_best = engines.reshape(workload, batch=max(best_batch, 1))
+    at_best = rules.reshape(workload, batch=max(best_batch, 1))
     waste = batch_bytes(model, at_best).per_gpu - batch_bytes(model, exact_workload(at_best)).per_gpu if best_batch else 0
     contexts = sorted({s for s in STANDARD_CONTEXTS if s <= (limit or UNBOUNDED_CONTEXT)} | ({limit} if limit else set()))
     return FitReport(
         budget=budget_,
         seq=workload.seq,
         batch=workload.batch,
-        context_per_sequence=engines.context_per_sequence(workload),
+        context_per_sequence=rules.context_per_sequence(workload),
         bytes_per_sequence_per_gpu=sequence_bytes(model, workload, peak=True).per_gpu,
         exact_bytes_per_sequence_per_gpu=sequence_bytes(model, exact_workload(workload)).per_gpu,
         kv_bytes_per_gpu=need,
@@ -312,29 +291,18 @@ def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | N
         max_batch=best_batch,
         max_batch_limit="max_seqs" if max_seqs and max_seqs < by_memory else "memory",
         max_context=context,
-        max_context_limit=limit_reason if context == (limit or UNBOUNDED_CONTEXT) else "memory",  # type: ignore[arg-type]
+        max_context_limit=limit_reason if context == (limit or UNBOUNDED_CONTEXT) else "memory",
         paging_waste_bytes_at_max_batch=waste,
-        vllm_max_concurrency=vllm_max_concurrency(model, workload, usable) if workload.engine.name == "vllm" else None,
-        max_batch_by_context={s: max_batch(model, engines.reshape(workload, context=s), usable) for s in contexts},
+        engine_log=rules.log_lines(model, workload, usable, _first_stage_layers(model, workload)),
+        max_batch_by_context={s: max_batch(model, rules.reshape(workload, context=s), usable) for s in contexts},
     )
 
 
-def vllm_max_concurrency(model: ModelSpec, workload: Workload, usable_bytes: int) -> float:
-    """vLLM's "Maximum concurrency for N tokens per request", computed its way
-    (vllm/v1/core/kv_cache_utils.py get_max_concurrency_for_kv_cache_config): layers form groups
-    of the smallest kind's size that share one pool of blocks; num_blocks = usable // (page * group
-    size); a request needs cdiv(s, block) blocks per full group and its sliding reservation per
-    sliding group; concurrency = num_blocks / blocks per request (a fraction, not floored)."""
-    all_layers = layer_caches(model, workload.tp, workload.engine)
-    caches = [all_layers[i] for i in pipeline_stages(model.layers, workload.pp)[0]]  # the busiest GPU's layers
-    block = engines.block_size(workload) or engines.VLLM_BLOCK_SIZE
-    page = block * layer_bytes_per_token(caches[0], kv_dtype(model, workload))
-    counts: dict[int | None, int] = {}
-    for layer in caches:
-        counts[layer.window] = counts.get(layer.window, 0) + 1
-    group = min(counts.values())
-    per_request = sum(
-        -(-count // group) * engines.tokens_per_unit(workload.engine, window, workload.seq, 1, block) // block
-        for window, count in counts.items()
-    )
-    return (max(usable_bytes, 0) // (page * group)) / per_request
+def _first_stage_layers(model: ModelSpec, workload: Workload) -> list[StageLayer]:
+    """The layers of the first pipeline stage, the one with the most layers, on one rank."""
+    dtype = kv_dtype(model, workload)
+    caches = layer_caches(model, workload.tp, workload.engine)
+    return [
+        StageLayer(window=caches[i].window, bytes_per_token=layer_bytes_per_token(caches[i], dtype))
+        for i in pipeline_stages(model.layers, workload.pp)[0]
+    ]
