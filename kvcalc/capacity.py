@@ -53,34 +53,56 @@ def _attention_params(model: ModelSpec, h: int) -> int:
     )
 
 
+class LayerParams(Frozen):
+    """One layer's parameters: its own (attention, norms, dense MLP or shared experts and router),
+    its routed experts, and the routed experts one token touches."""
+
+    own: int
+    routed: int
+    routed_active: int
+
+
+def _layer_params(model: ModelSpec) -> list[LayerParams] | None:
+    """Each layer's parameters from the shapes (DESIGN.md section 4); None without hidden,
+    intermediate and vocab."""
+    h, inter = model.hidden, model.intermediate
+    if h is None or inter is None or model.vocab is None:
+        return None
+    matrices = 3 if model.mlp == "gated" else 2  # gate, up, down; or up, down
+    common = _attention_params(model, h) + 2 * h  # two norms
+    moe = model.moe
+    if moe is None:
+        return [LayerParams(own=common + matrices * h * inter, routed=0, routed_active=0)] * model.layers
+    expert = matrices * h * moe.expert_intermediate
+    dense = LayerParams(own=common + matrices * h * inter, routed=0, routed_active=0)
+    sparse = LayerParams(
+        own=common + moe.shared_experts * expert + h * moe.experts,
+        routed=moe.experts * expert,
+        routed_active=moe.experts_per_token * expert,
+    )
+    return [dense if i < moe.dense_layers else sparse for i in range(model.layers)]
+
+
+def _embedding_table(model: ModelSpec) -> int:
+    """Parameters of the input embedding table (as many again in an untied LM head)."""
+    return (model.vocab or 0) * (model.hidden or 0)
+
+
 def count_params(model: ModelSpec) -> ParamCount | None:
     """Parameters from the shapes (DESIGN.md section 4), or the preset's published count when given.
 
     Returns None when the model has neither `params` nor hidden/intermediate/vocab.
     """
-    h, inter, vocab = model.hidden, model.intermediate, model.vocab
-    if h is None or inter is None or vocab is None:
+    layers = _layer_params(model)
+    if layers is None or model.hidden is None:
         if model.params is None:
             return None
         return ParamCount(total=model.params, active=model.active_params or model.params, routed_experts=0, from_shapes=False)
-    matrices = 3 if model.mlp == "gated" else 2  # gate, up, down; or up, down
-    dense_mlp = matrices * h * inter
-    embeddings = vocab * h * (1 if model.tied_embeddings else 2)  # input table + untied LM head
-    per_layer = _attention_params(model, h) + 2 * h  # two norms
-    total = embeddings + h + model.layers * per_layer  # + final norm
-    active, routed = total, 0
-    moe = model.moe
-    if moe is None:
-        total += model.layers * dense_mlp
-        active = total
-    else:
-        expert = matrices * h * moe.expert_intermediate
-        moe_layers = model.layers - moe.dense_layers
-        routed = moe_layers * moe.experts * expert
-        shared_and_router = moe_layers * (moe.shared_experts * expert + h * moe.experts)
-        base = total + moe.dense_layers * dense_mlp + shared_and_router
-        total = base + routed
-        active = base + moe_layers * moe.experts_per_token * expert
+    embeddings = _embedding_table(model) * (1 if model.tied_embeddings else 2)  # input table + untied LM head
+    base = embeddings + model.hidden + sum(layer.own for layer in layers)  # + final norm
+    routed = sum(layer.routed for layer in layers)
+    total = base + routed
+    active = base + sum(layer.routed_active for layer in layers)
     if model.params is not None and model.params < embeddings + routed:
         raise InvalidInput(
             f"{model.name}: params {model.params:,} is less than its embeddings and routed experts"
@@ -142,12 +164,11 @@ def weight_format(model: ModelSpec, requested: DType | None = None) -> WeightFor
     return WeightFormat(dtype=layers, embeddings=model.embeddings_dtype or model.dtype, experts=experts)
 
 
-def _weight_parts(params: ParamCount, fmt: WeightFormat) -> list[tuple[str, int, DType]]:
-    """(what, parameters, dtype) of each part stored alike, parts of one dtype merged."""
-    experts = params.routed_experts
-    layers = params.total - params.routed_experts - params.embeddings
+def _weight_parts(own: int, embeddings: int, experts: int, fmt: WeightFormat) -> list[tuple[str, int, DType]]:
+    """(what, parameters, dtype) of each part stored alike, parts of one dtype merged: the layers'
+    own parameters, the embedding table and LM head, the routed experts."""
     parts: dict[DType, tuple[str, int]] = {}
-    for what, count, dtype in (("params", layers, fmt.dtype), ("embedding params", params.embeddings, fmt.embeddings),
+    for what, count, dtype in (("params", own, fmt.dtype), ("embedding params", embeddings, fmt.embeddings),
                                ("expert params", experts, fmt.experts)):  # fmt: skip
         if count:
             label, merged = parts.get(dtype, (what, 0))
@@ -155,15 +176,104 @@ def _weight_parts(params: ParamCount, fmt: WeightFormat) -> list[tuple[str, int,
     return [(what, count, dtype) for dtype, (what, count) in parts.items()]
 
 
+def _parts_bytes(parts: list[tuple[str, int, DType]]) -> int:
+    return sum(PACKING[dtype].bytes_for(count) for _, count, dtype in parts)
+
+
+def _parts_formula(parts: list[tuple[str, int, DType]]) -> str:
+    terms = [f"{count:,} {what} * {dtype.value}" for what, count, dtype in parts]
+    return terms[0] if len(terms) == 1 else "(" + " + ".join(terms) + ")"
+
+
+def _count_parts(params: ParamCount, fmt: WeightFormat) -> list[tuple[str, int, DType]]:
+    own = params.total - params.routed_experts - params.embeddings
+    return _weight_parts(own, params.embeddings, params.routed_experts, fmt)
+
+
 def weight_bytes(params: ParamCount, fmt: WeightFormat) -> int:
     """Bytes of the weights stored as `fmt` (block formats include their scales)."""
-    return sum(PACKING[dtype].bytes_for(count) for _, count, dtype in _weight_parts(params, fmt))
+    return _parts_bytes(_count_parts(params, fmt))
 
 
 def weights_formula(params: ParamCount, fmt: WeightFormat) -> str:
     """`weight_bytes`'s sum in words, for --explain (in parentheses when it has several terms)."""
-    terms = [f"{count:,} {what} * {dtype.value}" for what, count, dtype in _weight_parts(params, fmt)]
-    return terms[0] if len(terms) == 1 else "(" + " + ".join(terms) + ")"
+    return _parts_formula(_count_parts(params, fmt))
+
+
+class StageParams(Frozen):
+    """Parameters one pipeline stage holds: its layers' own (the last stage's with the final norm),
+    their routed experts, and its share of the embeddings (the table on the first stage, the LM head
+    on the last)."""
+
+    first_layer: int
+    last_layer: int
+    own: int
+    experts: int
+    embeddings: int
+
+    def parts(self, fmt: WeightFormat) -> list[tuple[str, int, DType]]:
+        return _weight_parts(self.own, self.embeddings, self.experts, fmt)
+
+
+def stage_params(model: ModelSpec, params: ParamCount, pp: int) -> list[StageParams]:
+    """The parameters each of `pp` pipeline stages holds. Each holds its layers; the first also the
+    embedding table, the last the final norm and the LM head, which is a copy of the table when the
+    embeddings are tied and the stages differ (vllm/model_executor/models/llama.py LlamaModel: the
+    last rank builds embed_tokens for a tied head). The layers' own parameters (the published count
+    less the experts and embeddings) are shared in proportion to their shapes, evenly when the
+    preset gives none; one stage holds the whole count.
+
+    >>> from kvcalc.spec import ModelSpec
+    >>> m = ModelSpec(name="x", layers=3, heads=1, kv_heads=1, head_dim=2, hidden=2, intermediate=1, vocab=10)
+    >>> [(s.own, s.embeddings) for s in stage_params(m, count_params(m), 2)]
+    [(52, 20), (28, 20)]
+    """
+    stages = pipeline_stages(model.layers, pp)
+    layers = _layer_params(model)
+    own_total = params.total - params.routed_experts - params.embeddings
+    weight = [layer.own for layer in layers] if layers else [1] * model.layers  # evenly without shapes
+    final_norm = (model.hidden or 0) if layers else 0
+    table = _embedding_table(model) if params.embeddings else 0
+    whole = sum(weight) + final_norm
+    result = []
+    for i, stage in enumerate(stages):
+        first, last = i == 0, i == len(stages) - 1
+        share = sum(weight[j] for j in stage) + (final_norm if last else 0)
+        head = table if last and (not model.tied_embeddings or not first) else 0
+        result.append(
+            StageParams(
+                first_layer=stage.start,
+                last_layer=stage.stop - 1,
+                own=-(-own_total * share // whole),
+                experts=sum(layers[j].routed for j in stage) if layers else 0,
+                embeddings=(table if first else 0) + head,
+            )
+        )
+    return result
+
+
+def _weights_per_gpu(model: ModelSpec, workload: Workload, params: ParamCount, fmt: WeightFormat) -> tuple[int, list[str]]:
+    """Weights on one GPU and their --explain lines: the largest pipeline stage's, split over tp."""
+    tp, pp = workload.tp, workload.pp
+    if pp == 1:
+        weights = per_gpu(weight_bytes(params, fmt), tp)
+        return weights, [
+            f"weights = {weights_formula(params, fmt)} / (tp {tp} * pp {pp}) = {weights:,} B ({format_bytes(weights)}) per GPU"
+        ]
+    stages = stage_params(model, params, pp)
+    sizes = [_parts_bytes(stage.parts(fmt)) for stage in stages]
+    largest = sizes.index(max(sizes))
+    stage = stages[largest]
+    weights = per_gpu(sizes[largest], tp)
+    holds = "its layers; the first also the embedding table, the last the final norm and LM head (a copy of the table when tied)"
+    if not params.embeddings:
+        holds = "its layers' share of the published count (the preset gives no shapes to place the embeddings)"
+    return weights, [
+        f"pipeline stages of {'/'.join(str(s.last_layer - s.first_layer + 1) for s in stages)} layers: each holds {holds};"
+        " a GPU holds the largest stage / tp (vllm/model_executor/models/llama.py)",
+        f"weights = stage {largest + 1} of {pp} (layers {stage.first_layer}-{stage.last_layer}):"
+        f" {_parts_formula(stage.parts(fmt))} / tp {tp} = {weights:,} B ({format_bytes(weights)}) per GPU",
+    ]
 
 
 def budget(
@@ -175,19 +285,14 @@ def budget(
     reserve_bytes: int = DEFAULT_RESERVE_BYTES,
 ) -> Budget:
     """What one GPU leaves for the KV cache, by the engine's budget (today every engine's:
-    memory * utilization - weights per GPU - reserve); the weights in the checkpoint's format
-    unless `weights` says otherwise."""
+    memory * utilization - weights per GPU - reserve); the weights per GPU those of the largest
+    pipeline stage, in the checkpoint's format unless `weights` says otherwise."""
     if not 0 < utilization <= 1:
         raise InvalidInput(f"--utilization {utilization} must be in (0, 1]")
     if reserve_bytes < 0:
         raise InvalidInput("--reserve must not be negative")
     params = require_params(model)
-    fmt = weights or weight_format(model)
-    weights_per_gpu = per_gpu(weight_bytes(params, fmt), workload.tp * workload.pp)
-    explain = [
-        f"weights = {weights_formula(params, fmt)} / (tp {workload.tp} * pp {workload.pp})"
-        f" = {weights_per_gpu:,} B ({format_bytes(weights_per_gpu)}) per GPU"
-    ]
+    weights_per_gpu, explain = _weights_per_gpu(model, workload, params, weights or weight_format(model))
     return engines.profile(workload.engine).budget(memory_bytes, utilization, reserve_bytes, weights_per_gpu, explain)
 
 
