@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Literal
 
 from kvcalc import engines
 from kvcalc.base import Frozen
+from kvcalc.engines import Budget, EngineLogLine, StageLayer
 from kvcalc.errors import InvalidInput
 from kvcalc.kvcache import (
     batch_bytes,
@@ -53,34 +53,56 @@ def _attention_params(model: ModelSpec, h: int) -> int:
     )
 
 
+class LayerParams(Frozen):
+    """One layer's parameters: its own (attention, norms, dense MLP or shared experts and router),
+    its routed experts, and the routed experts one token touches."""
+
+    own: int
+    routed: int
+    routed_active: int
+
+
+def _layer_params(model: ModelSpec) -> list[LayerParams] | None:
+    """Each layer's parameters from the shapes (DESIGN.md section 4); None without hidden,
+    intermediate and vocab."""
+    h, inter = model.hidden, model.intermediate
+    if h is None or inter is None or model.vocab is None:
+        return None
+    matrices = 3 if model.mlp == "gated" else 2  # gate, up, down; or up, down
+    common = _attention_params(model, h) + 2 * h  # two norms
+    moe = model.moe
+    if moe is None:
+        return [LayerParams(own=common + matrices * h * inter, routed=0, routed_active=0)] * model.layers
+    expert = matrices * h * moe.expert_intermediate
+    dense = LayerParams(own=common + matrices * h * inter, routed=0, routed_active=0)
+    sparse = LayerParams(
+        own=common + moe.shared_experts * expert + h * moe.experts,
+        routed=moe.experts * expert,
+        routed_active=moe.experts_per_token * expert,
+    )
+    return [dense if i < moe.dense_layers else sparse for i in range(model.layers)]
+
+
+def _embedding_table(model: ModelSpec) -> int:
+    """Parameters of the input embedding table (as many again in an untied LM head)."""
+    return (model.vocab or 0) * (model.hidden or 0)
+
+
 def count_params(model: ModelSpec) -> ParamCount | None:
     """Parameters from the shapes (DESIGN.md section 4), or the preset's published count when given.
 
     Returns None when the model has neither `params` nor hidden/intermediate/vocab.
     """
-    h, inter, vocab = model.hidden, model.intermediate, model.vocab
-    if h is None or inter is None or vocab is None:
+    layers = _layer_params(model)
+    if layers is None or model.hidden is None:
         if model.params is None:
             return None
         return ParamCount(total=model.params, active=model.active_params or model.params, routed_experts=0, from_shapes=False)
-    matrices = 3 if model.mlp == "gated" else 2  # gate, up, down; or up, down
-    dense_mlp = matrices * h * inter
-    embeddings = vocab * h * (1 if model.tied_embeddings else 2)  # input table + untied LM head
-    per_layer = _attention_params(model, h) + 2 * h  # two norms
-    total = embeddings + h + model.layers * per_layer  # + final norm
-    active, routed = total, 0
-    moe = model.moe
-    if moe is None:
-        total += model.layers * dense_mlp
-        active = total
-    else:
-        expert = matrices * h * moe.expert_intermediate
-        moe_layers = model.layers - moe.dense_layers
-        routed = moe_layers * moe.experts * expert
-        shared_and_router = moe_layers * (moe.shared_experts * expert + h * moe.experts)
-        base = total + moe.dense_layers * dense_mlp + shared_and_router
-        total = base + routed
-        active = base + moe_layers * moe.experts_per_token * expert
+    embeddings = _embedding_table(model) * (1 if model.tied_embeddings else 2)  # input table + untied LM head
+    base = embeddings + model.hidden + sum(layer.own for layer in layers)  # + final norm
+    routed = sum(layer.routed for layer in layers)
+    total = base + routed
+    active = base + sum(layer.routed_active for layer in layers)
     if model.params is not None and model.params < embeddings + routed:
         raise InvalidInput(
             f"{model.name}: params {model.params:,} is less than its embeddings and routed experts"
@@ -142,12 +164,11 @@ def weight_format(model: ModelSpec, requested: DType | None = None) -> WeightFor
     return WeightFormat(dtype=layers, embeddings=model.embeddings_dtype or model.dtype, experts=experts)
 
 
-def _weight_parts(params: ParamCount, fmt: WeightFormat) -> list[tuple[str, int, DType]]:
-    """(what, parameters, dtype) of each part stored alike, parts of one dtype merged."""
-    experts = params.routed_experts
-    layers = params.total - params.routed_experts - params.embeddings
+def _weight_parts(own: int, embeddings: int, experts: int, fmt: WeightFormat) -> list[tuple[str, int, DType]]:
+    """(what, parameters, dtype) of each part stored alike, parts of one dtype merged: the layers'
+    own parameters, the embedding table and LM head, the routed experts."""
     parts: dict[DType, tuple[str, int]] = {}
-    for what, count, dtype in (("params", layers, fmt.dtype), ("embedding params", params.embeddings, fmt.embeddings),
+    for what, count, dtype in (("params", own, fmt.dtype), ("embedding params", embeddings, fmt.embeddings),
                                ("expert params", experts, fmt.experts)):  # fmt: skip
         if count:
             label, merged = parts.get(dtype, (what, 0))
@@ -155,27 +176,104 @@ def _weight_parts(params: ParamCount, fmt: WeightFormat) -> list[tuple[str, int,
     return [(what, count, dtype) for dtype, (what, count) in parts.items()]
 
 
+def _parts_bytes(parts: list[tuple[str, int, DType]]) -> int:
+    return sum(PACKING[dtype].bytes_for(count) for _, count, dtype in parts)
+
+
+def _parts_formula(parts: list[tuple[str, int, DType]]) -> str:
+    terms = [f"{count:,} {what} * {dtype.value}" for what, count, dtype in parts]
+    return terms[0] if len(terms) == 1 else "(" + " + ".join(terms) + ")"
+
+
+def _count_parts(params: ParamCount, fmt: WeightFormat) -> list[tuple[str, int, DType]]:
+    own = params.total - params.routed_experts - params.embeddings
+    return _weight_parts(own, params.embeddings, params.routed_experts, fmt)
+
+
 def weight_bytes(params: ParamCount, fmt: WeightFormat) -> int:
     """Bytes of the weights stored as `fmt` (block formats include their scales)."""
-    return sum(PACKING[dtype].bytes_for(count) for _, count, dtype in _weight_parts(params, fmt))
+    return _parts_bytes(_count_parts(params, fmt))
 
 
 def weights_formula(params: ParamCount, fmt: WeightFormat) -> str:
     """`weight_bytes`'s sum in words, for --explain (in parentheses when it has several terms)."""
-    terms = [f"{count:,} {what} * {dtype.value}" for what, count, dtype in _weight_parts(params, fmt)]
-    return terms[0] if len(terms) == 1 else "(" + " + ".join(terms) + ")"
+    return _parts_formula(_count_parts(params, fmt))
 
 
-class Budget(Frozen):
-    """Memory of one GPU and what is left for the KV cache."""
+class StageParams(Frozen):
+    """Parameters one pipeline stage holds: its layers' own (the last stage's with the final norm),
+    their routed experts, and its share of the embeddings (the table on the first stage, the LM head
+    on the last)."""
 
-    memory_bytes: int
-    utilization: float
-    reserve_bytes: int
-    weights_bytes: int  # on this GPU
-    allowed_bytes: int  # memory * utilization
-    usable_bytes: int  # for the KV cache; negative when the weights do not fit
-    explain: list[str]
+    first_layer: int
+    last_layer: int
+    own: int
+    experts: int
+    embeddings: int
+
+    def parts(self, fmt: WeightFormat) -> list[tuple[str, int, DType]]:
+        return _weight_parts(self.own, self.embeddings, self.experts, fmt)
+
+
+def stage_params(model: ModelSpec, params: ParamCount, pp: int) -> list[StageParams]:
+    """The parameters each of `pp` pipeline stages holds. Each holds its layers; the first also the
+    embedding table, the last the final norm and the LM head, which is a copy of the table when the
+    embeddings are tied and the stages differ (vllm/model_executor/models/llama.py LlamaModel: the
+    last rank builds embed_tokens for a tied head). The layers' own parameters (the published count
+    less the experts and embeddings) are shared in proportion to their shapes, evenly when the
+    preset gives none; one stage holds the whole count.
+
+    >>> from kvcalc.spec import ModelSpec
+    >>> m = ModelSpec(name="x", layers=3, heads=1, kv_heads=1, head_dim=2, hidden=2, intermediate=1, vocab=10)
+    >>> [(s.own, s.embeddings) for s in stage_params(m, count_params(m), 2)]
+    [(52, 20), (28, 20)]
+    """
+    stages = pipeline_stages(model.layers, pp)
+    layers = _layer_params(model)
+    own_total = params.total - params.routed_experts - params.embeddings
+    weight = [layer.own for layer in layers] if layers else [1] * model.layers  # evenly without shapes
+    final_norm = (model.hidden or 0) if layers else 0
+    table = _embedding_table(model) if params.embeddings else 0
+    whole = sum(weight) + final_norm
+    result = []
+    for i, stage in enumerate(stages):
+        first, last = i == 0, i == len(stages) - 1
+        share = sum(weight[j] for j in stage) + (final_norm if last else 0)
+        head = table if last and (not model.tied_embeddings or not first) else 0
+        result.append(
+            StageParams(
+                first_layer=stage.start,
+                last_layer=stage.stop - 1,
+                own=-(-own_total * share // whole),
+                experts=sum(layers[j].routed for j in stage) if layers else 0,
+                embeddings=(table if first else 0) + head,
+            )
+        )
+    return result
+
+
+def _weights_per_gpu(model: ModelSpec, workload: Workload, params: ParamCount, fmt: WeightFormat) -> tuple[int, list[str]]:
+    """Weights on one GPU and their --explain lines: the largest pipeline stage's, split over tp."""
+    tp, pp = workload.tp, workload.pp
+    if pp == 1:
+        weights = per_gpu(weight_bytes(params, fmt), tp)
+        return weights, [
+            f"weights = {weights_formula(params, fmt)} / (tp {tp} * pp {pp}) = {weights:,} B ({format_bytes(weights)}) per GPU"
+        ]
+    stages = stage_params(model, params, pp)
+    sizes = [_parts_bytes(stage.parts(fmt)) for stage in stages]
+    largest = sizes.index(max(sizes))
+    stage = stages[largest]
+    weights = per_gpu(sizes[largest], tp)
+    holds = "its layers; the first also the embedding table, the last the final norm and LM head (a copy of the table when tied)"
+    if not params.embeddings:
+        holds = "its layers' share of the published count (the preset gives no shapes to place the embeddings)"
+    return weights, [
+        f"pipeline stages of {'/'.join(str(s.last_layer - s.first_layer + 1) for s in stages)} layers: each holds {holds};"
+        " a GPU holds the largest stage / tp (vllm/model_executor/models/llama.py)",
+        f"weights = stage {largest + 1} of {pp} (layers {stage.first_layer}-{stage.last_layer}):"
+        f" {_parts_formula(stage.parts(fmt))} / tp {tp} = {weights:,} B ({format_bytes(weights)}) per GPU",
+    ]
 
 
 def budget(
@@ -186,33 +284,16 @@ def budget(
     utilization: float = DEFAULT_UTILIZATION,
     reserve_bytes: int = DEFAULT_RESERVE_BYTES,
 ) -> Budget:
-    """usable = memory * utilization - weights per GPU - reserve; the weights in the checkpoint's
-    format unless `weights` says otherwise."""
+    """What one GPU leaves for the KV cache, by the engine's budget (today every engine's:
+    memory * utilization - weights per GPU - reserve); the weights per GPU those of the largest
+    pipeline stage, in the checkpoint's format unless `weights` says otherwise."""
     if not 0 < utilization <= 1:
         raise InvalidInput(f"--utilization {utilization} must be in (0, 1]")
     if reserve_bytes < 0:
         raise InvalidInput("--reserve must not be negative")
     params = require_params(model)
-    gpus = workload.tp * workload.pp
-    fmt = weights or weight_format(model)
-    weights_per_gpu = per_gpu(weight_bytes(params, fmt), gpus)
-    allowed = int(memory_bytes * Decimal(repr(utilization)))  # exact: 3GB * 0.7 = 2,100,000,000, not one byte less
-    usable = allowed - weights_per_gpu - reserve_bytes
-    explain = [
-        f"weights = {weights_formula(params, fmt)} / (tp {workload.tp} * pp {workload.pp})"
-        f" = {weights_per_gpu:,} B ({format_bytes(weights_per_gpu)}) per GPU",
-        f"usable = memory * utilization - weights - reserve = {memory_bytes:,} * {utilization} - {weights_per_gpu:,}"
-        f" - {reserve_bytes:,} = {usable:,} B ({format_bytes(usable)})",
-    ]
-    return Budget(
-        memory_bytes=memory_bytes,
-        utilization=utilization,
-        allowed_bytes=allowed,
-        reserve_bytes=reserve_bytes,
-        weights_bytes=weights_per_gpu,
-        usable_bytes=usable,
-        explain=explain,
-    )
+    weights_per_gpu, explain = _weights_per_gpu(model, workload, params, weights or weight_format(model))
+    return engines.profile(workload.engine).budget(memory_bytes, utilization, reserve_bytes, weights_per_gpu, explain)
 
 
 def _largest(fits: Callable[[int], bool], limit: int) -> int:
@@ -233,9 +314,10 @@ def _largest(fits: Callable[[int], bool], limit: int) -> int:
 def max_batch(model: ModelSpec, workload: Workload, usable_bytes: int) -> int:
     """The largest number of sequences, each with the workload's context, whose cache fits in
     `usable` bytes per GPU at its peak (0 when none does)."""
+    reshape = engines.profile(workload.engine).reshape
 
     def fits(batch: int) -> bool:
-        return batch_bytes(model, engines.reshape(workload, batch=batch), peak=True).per_gpu <= usable_bytes
+        return batch_bytes(model, reshape(workload, batch=batch), peak=True).per_gpu <= usable_bytes
 
     return _largest(fits, UNBOUNDED_CONTEXT)
 
@@ -244,9 +326,10 @@ def max_context(model: ModelSpec, workload: Workload, usable_bytes: int, limit: 
     """The longest context per sequence, up to `limit`, whose cache for the workload's batch fits in
     `usable` bytes per GPU at its peak; solved exactly by bisection (bytes grow monotonically with
     the context, but not linearly once window layers saturate)."""
+    reshape = engines.profile(workload.engine).reshape
 
     def fits(context: int) -> bool:
-        return batch_bytes(model, engines.reshape(workload, context=context), peak=True).per_gpu <= usable_bytes
+        return batch_bytes(model, reshape(workload, context=context), peak=True).per_gpu <= usable_bytes
 
     return _largest(fits, limit)
 
@@ -281,28 +364,29 @@ class FitReport(Frozen):
     max_context: int
     max_context_limit: Literal["memory", "max_positions", "max_cache_len", "unbounded"]
     paging_waste_bytes_at_max_batch: int
-    vllm_max_concurrency: float | None  # "Maximum concurrency" as vLLM computes and logs it
+    engine_log: list[EngineLogLine]  # figures the engine itself would log (vLLM: its "Maximum concurrency")
     max_batch_by_context: dict[int, int]
 
 
 def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | None = None) -> FitReport:
     """Max batch at the workload's context, max context at its batch, and which limit binds each.
     A batch fits when its peak fits (transformers' sliding layers right after a long prefill)."""
-    engines.check_supported(model, workload, kv_dtype(model, workload))  # as estimate_kv: what the engine refuses
+    rules = engines.profile(workload.engine)
+    rules.check_supported(model, workload, kv_dtype(model, workload))  # as estimate_kv: what the engine refuses
     usable = budget_.usable_bytes
     by_memory = max_batch(model, workload, usable)
     best_batch = min(by_memory, max_seqs) if max_seqs else by_memory
-    limit, limit_reason = engines.context_limit(model, workload)
+    limit, limit_reason = rules.context_limit(model, workload)
     context = max_context(model, workload, usable, limit or UNBOUNDED_CONTEXT)
     need = batch_bytes(model, workload, peak=True).per_gpu
-    at_best = engines.reshape(workload, batch=max(best_batch, 1))
+    at_best = rules.reshape(workload, batch=max(best_batch, 1))
     waste = batch_bytes(model, at_best).per_gpu - batch_bytes(model, exact_workload(at_best)).per_gpu if best_batch else 0
     contexts = sorted({s for s in STANDARD_CONTEXTS if s <= (limit or UNBOUNDED_CONTEXT)} | ({limit} if limit else set()))
     return FitReport(
         budget=budget_,
         seq=workload.seq,
         batch=workload.batch,
-        context_per_sequence=engines.context_per_sequence(workload),
+        context_per_sequence=rules.context_per_sequence(workload),
         bytes_per_sequence_per_gpu=sequence_bytes(model, workload, peak=True).per_gpu,
         exact_bytes_per_sequence_per_gpu=sequence_bytes(model, exact_workload(workload)).per_gpu,
         kv_bytes_per_gpu=need,
@@ -312,29 +396,18 @@ def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | N
         max_batch=best_batch,
         max_batch_limit="max_seqs" if max_seqs and max_seqs < by_memory else "memory",
         max_context=context,
-        max_context_limit=limit_reason if context == (limit or UNBOUNDED_CONTEXT) else "memory",  # type: ignore[arg-type]
+        max_context_limit=limit_reason if context == (limit or UNBOUNDED_CONTEXT) else "memory",
         paging_waste_bytes_at_max_batch=waste,
-        vllm_max_concurrency=vllm_max_concurrency(model, workload, usable) if workload.engine.name == "vllm" else None,
-        max_batch_by_context={s: max_batch(model, engines.reshape(workload, context=s), usable) for s in contexts},
+        engine_log=rules.log_lines(model, workload, usable, _first_stage_layers(model, workload)),
+        max_batch_by_context={s: max_batch(model, rules.reshape(workload, context=s), usable) for s in contexts},
     )
 
 
-def vllm_max_concurrency(model: ModelSpec, workload: Workload, usable_bytes: int) -> float:
-    """vLLM's "Maximum concurrency for N tokens per request", computed its way
-    (vllm/v1/core/kv_cache_utils.py get_max_concurrency_for_kv_cache_config): layers form groups
-    of the smallest kind's size that share one pool of blocks; num_blocks = usable // (page * group
-    size); a request needs cdiv(s, block) blocks per full group and its sliding reservation per
-    sliding group; concurrency = num_blocks / blocks per request (a fraction, not floored)."""
-    all_layers = layer_caches(model, workload.tp, workload.engine)
-    caches = [all_layers[i] for i in pipeline_stages(model.layers, workload.pp)[0]]  # the busiest GPU's layers
-    block = engines.block_size(workload) or engines.VLLM_BLOCK_SIZE
-    page = block * layer_bytes_per_token(caches[0], kv_dtype(model, workload))
-    counts: dict[int | None, int] = {}
-    for layer in caches:
-        counts[layer.window] = counts.get(layer.window, 0) + 1
-    group = min(counts.values())
-    per_request = sum(
-        -(-count // group) * engines.tokens_per_unit(workload.engine, window, workload.seq, 1, block) // block
-        for window, count in counts.items()
-    )
-    return (max(usable_bytes, 0) // (page * group)) / per_request
+def _first_stage_layers(model: ModelSpec, workload: Workload) -> list[StageLayer]:
+    """The layers of the first pipeline stage, the one with the most layers, on one rank."""
+    dtype = kv_dtype(model, workload)
+    caches = layer_caches(model, workload.tp, workload.engine)
+    return [
+        StageLayer(window=caches[i].window, bytes_per_token=layer_bytes_per_token(caches[i], dtype))
+        for i in pipeline_stages(model.layers, workload.pp)[0]
+    ]

@@ -12,7 +12,8 @@ from pydantic import ValidationError
 
 from kvcalc import capacity, latency
 from kvcalc.base import Frozen
-from kvcalc.capacity import Budget, WeightFormat
+from kvcalc.capacity import WeightFormat
+from kvcalc.engines import Budget
 from kvcalc.errors import InvalidInput
 from kvcalc.kvcache import estimate_kv, layer_bytes_per_token, layer_caches
 from kvcalc.latency import Bound
@@ -225,9 +226,11 @@ def compare(
         for s in subjects
         for d in kv_dtypes
     ]
-    baseline = next((r for r in rows if r.name in ("mha", "textbook")), rows[0]) if base else rows[0]
+    kind = "engines" if subjects[0].engine else "variants" if base else "models"
+    baseline_name = {"engines": Engine().name, "variants": "mha"}.get(kind)  # the default engine; full attention
+    baseline = next((r for r in rows if r.name == baseline_name), rows[0])
     return Comparison(
-        kind="engines" if subjects[0].engine else "variants" if base else "models",
+        kind=kind,
         model=base.name if base else None,
         seq=workload.seq,
         batch=workload.batch,

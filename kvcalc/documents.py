@@ -21,13 +21,13 @@ from kvcalc.presets import PresetEntry
 from kvcalc.spec import GpuSpec, ModelSpec
 from kvcalc.units import DType
 
-SCHEMA_VERSION = 1  # bump when a key is renamed or removed; adding keys keeps it
+SCHEMA_VERSION = 2  # bump when a key is renamed or removed; adding keys keeps it
 
 
 class Document(Strict):
     """Base of every --json document: frozen, no unknown keys, a schema version."""
 
-    version: Literal[1] = SCHEMA_VERSION
+    version: Literal[2] = SCHEMA_VERSION
 
 
 class Weights(Strict):
@@ -55,7 +55,7 @@ class FitDocument(FitReport):
     """`kvcalc fit --json`: the fit report with the model and GPU it is for."""
 
     model_config = ConfigDict(extra="forbid")
-    version: Literal[1] = SCHEMA_VERSION
+    version: Literal[2] = SCHEMA_VERSION
     model: str
     gpu: str
 
@@ -71,7 +71,7 @@ class CompareDocument(Comparison):
     """`kvcalc compare --json`: the rows in the order given, and the GPU or memory label."""
 
     model_config = ConfigDict(extra="forbid")
-    version: Literal[1] = SCHEMA_VERSION
+    version: Literal[2] = SCHEMA_VERSION
     gpu: str | None
 
 
@@ -79,7 +79,7 @@ class MeasureDocument(MeasureReport, VariantResult):
     """`kvcalc measure --json`: the run's fields, the first variant's at top level, and every variant."""
 
     model_config = ConfigDict(extra="forbid")
-    version: Literal[1] = SCHEMA_VERSION
+    version: Literal[2] = SCHEMA_VERSION
 
     @classmethod
     def of(cls, report: MeasureReport) -> MeasureDocument:

@@ -2,8 +2,8 @@
 
 Everything that needs KV bytes (size, fit, decode, compare, measure) goes through
 `layer_caches` (what each layer stores per token) and `tokens_held` (how many tokens it
-keeps), both following the workload's engine profile (kvcalc.engines). Formulas: DESIGN.md
-section 4.
+keeps), both asking the workload's engine profile (kvcalc.engines) and never naming an engine.
+Formulas: DESIGN.md section 4.
 """
 
 from __future__ import annotations
@@ -51,17 +51,18 @@ def kv_heads_per_rank(model: ModelSpec, tp: int) -> int:
 def layer_caches(model: ModelSpec, tp: int = 1, engine: Engine | None = None) -> list[LayerCache]:
     """Per-layer cache layout on one rank, in layer order."""
     engine = engine or Engine()
-    if model.mla is not None and not (engine.name == "hf" and engine.hf_version == 4):
-        # MLA: one latent (kv_lora_rank) plus the shared rope key per token; replicated on every rank.
-        # vLLM and llama.cpp store both as one K-only row of r + rope; transformers 5.x as K (r) and V (rope).
+    storage = engines.profile(engine).mla_storage(engine)
+    if model.mla is not None and storage != "decompressed":
+        # MLA: one latent (kv_lora_rank) plus the shared rope key per token; replicated on every rank,
+        # stored as one K-only row of r + rope, or as K (r) and V (rope).
         rope, rank = model.mla.qk_rope_head_dim, model.mla.kv_lora_rank
-        k_only = engine.name in ("vllm", "llamacpp")
+        k_only = storage == "k_only"
         latent = LayerCache(
             kind="mla", window=None, kv_heads=0, k_values=rank + rope if k_only else rank, v_values=0 if k_only else rope
         )
         kv_heads_per_rank(model, tp)  # still validates the split of the query heads
         return [latent] * model.layers
-    heads = kv_heads_per_rank(model, tp)  # transformers 4.x decompresses MLA into per-head K and V
+    heads = kv_heads_per_rank(model, tp)  # decompressed MLA (transformers 4.x): per-head K and V
     return [
         LayerCache(
             kind=kind,
@@ -90,8 +91,8 @@ def tokens_held(layer: LayerCache, workload: Workload, seq: int | None = None, p
     (4096, 1000, 1008)
     """
     seq = workload.seq if seq is None else seq
-    rule = engines.peak_tokens_per_unit if peak else engines.tokens_per_unit
-    return rule(workload.engine, layer.window, seq, workload.batch, engines.block_size(workload))
+    rules = engines.profile(workload.engine)
+    return (rules.peak_tokens_per_unit if peak else rules.tokens_per_unit)(workload, layer.window, seq)
 
 
 def pipeline_stages(layers: int, pp: int) -> list[range]:
@@ -132,11 +133,12 @@ def sequence_bytes(model: ModelSpec, workload: Workload, seq: int | None = None,
 
 def batch_bytes(model: ModelSpec, workload: Workload, seq: int | None = None, peak: bool = False) -> SequenceBytes:
     """KV bytes of the whole batch: every allocation unit, plus what does not scale with tokens."""
+    rules = engines.profile(workload.engine)
     unit = sequence_bytes(model, workload, seq, peak)
     fixed = _over_stages(
-        model, workload, [engines.fixed_bytes(model, workload, kv_dtype(model, workload)) // model.layers] * model.layers
+        model, workload, [rules.fixed_bytes(model, workload, kv_dtype(model, workload)) // model.layers] * model.layers
     )
-    units = engines.allocation_units(workload)
+    units = rules.allocation_units(workload)
     return SequenceBytes(per_gpu=units * unit.per_gpu + fixed.per_gpu, total=units * unit.total + fixed.total)
 
 
@@ -184,16 +186,17 @@ class KvEstimate(Frozen):
 
 
 def exact_workload(workload: Workload) -> Workload:
-    """The textbook twin of a workload: exact bytes, no pages. llama.cpp's n_ctx (--seq) is the
-    tokens of all its sequences together, so its twin is one sequence of n_ctx tokens."""
-    batch = 1 if workload.engine.name == "llamacpp" else workload.batch
+    """The textbook twin of a workload: exact bytes, no pages, the same tokens (llama.cpp's n_ctx
+    is the tokens of all its sequences together: its twin is one sequence of n_ctx tokens)."""
+    batch = engines.profile(workload.engine).exact_batch(workload)
     return workload.model_copy(update={"block_size": None, "engine": Engine(), "batch": batch})
 
 
 def estimate_kv(model: ModelSpec, workload: Workload) -> KvEstimate:
     """KV bytes per token, per sequence and per batch, per GPU and in total, with an explanation."""
     dtype = kv_dtype(model, workload)
-    engines.check_supported(model, workload, dtype)
+    rules = engines.profile(workload.engine)
+    rules.check_supported(model, workload, dtype)
     caches = layer_caches(model, workload.tp, workload.engine)
     unit = sequence_bytes(model, workload)
     batch = batch_bytes(model, workload)
@@ -209,11 +212,11 @@ def estimate_kv(model: ModelSpec, workload: Workload) -> KvEstimate:
         kv_dtype=dtype,
         tp=workload.tp,
         pp=workload.pp,
-        block_size=engines.block_size(workload),
+        block_size=rules.block_size(workload),
         groups=groups,
         bytes_per_token=per_token,
         bytes_per_sequence=unit.total,
-        allocation_units=engines.allocation_units(workload),
+        allocation_units=rules.allocation_units(workload),
         bytes_per_batch=batch.total,
         bytes_per_gpu=batch.per_gpu,
         exact_bytes_per_batch=exact.total,
@@ -257,10 +260,9 @@ def _explain(
         b = f"{packing.block_bytes} B ({dtype.value})"
     else:
         b = f"{packing.block_bytes} B per {packing.block_values} values ({dtype.value}, scales included)"
-    lines = [f"rule: {rule}" for rule in engines.rules(model, workload)]
+    rules = engines.profile(workload.engine)
+    lines = [f"rule: {rule}" for rule in rules.rules(model, workload)]
     lines.append(f"b = bytes per element = {b}")
-    textbook = workload.engine.name == "textbook"
-    block = engines.block_size(workload)
     for g in groups:
         label = {"full": "full attention", "sliding": f"sliding window W={g.window}", "mla": "MLA latent"}[g.kind]
         if g.kind == "mla" and model.mla is not None:
@@ -268,19 +270,14 @@ def _explain(
         else:
             formula = f"(d_k + d_v) * Hkv * b = ({model.key_dim} + {model.value_dim}) * {g.kv_heads_per_gpu} * b"
         lines.append(f"{label}, {g.layers} layers: per token per layer = {formula} = {g.bytes_per_token_per_layer:,} B")
-        if textbook:
-            held = f"min(s, W) = min({workload.seq}, {g.window})" if g.kind == "sliding" else f"s = {workload.seq}"
-            if block is not None:
-                held = f"ceil({held.split(' = ')[-1]} / {block}) * {block} (paged)"
-        else:
-            held = f"{workload.engine.name} rule above (exact need {g.tokens_exact:,})"
+        held = rules.tokens_formula(workload, g.window, g.tokens_exact)
         lines.append(f"  tokens held = {held} = {g.tokens_held:,}")
         tp = f" * tp {workload.tp}" if workload.tp > 1 else ""
         lines.append(
             f"  per sequence = {g.layers} * {g.bytes_per_token_per_layer:,} * {g.tokens_held:,}{tp}"
             f" = {g.bytes_per_sequence:,} B ({format_bytes(g.bytes_per_sequence)})"
         )
-    units = engines.allocation_units(workload)
+    units = rules.allocation_units(workload)
     fixed = batch.total - units * unit.total
     extra = f" + {fixed:,} B of scales" if fixed else ""
     count = "B" if units == workload.batch else "1 shared buffer"

@@ -146,12 +146,8 @@ def fit_tables(report: FitReport, model: str, gpu: str, decimal: bool, explain: 
         console.print(
             f"allocated beyond the textbook need at max batch: {format_bytes(report.paging_waste_bytes_at_max_batch, decimal)} (pages, padding, reservations)"
         )
-    if report.vllm_max_concurrency is not None:
-        console.print(
-            f"vLLM would log: Maximum concurrency for {report.context_per_sequence:,} tokens per request: {report.vllm_max_concurrency:.2f}x"
-            " (its own formula: whole blocks of the shared pool over blocks per request)",
-            soft_wrap=True,
-        )
+    for logged in report.engine_log:
+        console.print(f"{logged.engine} would log: {logged.line} ({logged.note})", soft_wrap=True)
     if report.max_batch_by_context:
         ctx = _table("Max batch by context", "context", *[f"{s:,}" for s in report.max_batch_by_context])
         ctx.add_row("max batch", *[f"{v:,}" for v in report.max_batch_by_context.values()])

@@ -172,7 +172,7 @@ ENGINE_OPTIONS: dict[str, EngineName] = {
 class Engine(Strict):
     """Which engine's allocation rules to follow, and its options (None: the engine's default).
 
-    textbook: exact bytes, no padding. The rules themselves live in kvcalc.engines.
+    textbook: exact bytes, no padding. The rules themselves live in kvcalc.engines, one module each.
     """
 
     name: EngineName = "textbook"

@@ -3,7 +3,16 @@
 
 from __future__ import annotations
 
+import ast
+import re
+from pathlib import Path
+from typing import get_args
+
 import pytest
+
+from kvcalc import engines
+from kvcalc.engines import PROFILES
+from kvcalc.spec import EngineName
 
 from .conftest import TEST_PRESETS
 
@@ -181,7 +190,10 @@ def test_vllm_max_concurrency_its_way(cli) -> None:
     doc = cli.json("fit", "--model", "llama3-8b", "--memory", "80GiB", "--reserve", "0", "--seq", "8192", "--engine", "vllm")
     usable = doc["budget"]["usable_bytes"]
     num_blocks = usable // (16 * 4096 * 32)
-    assert doc["vllm_max_concurrency"] == pytest.approx(num_blocks / (8192 // 16))
+    [logged] = doc["engine_log"]
+    assert logged["engine"] == "vLLM" and logged["name"] == "max_concurrency"
+    assert logged["value"] == pytest.approx(num_blocks / (8192 // 16))
+    assert logged["line"] == f"Maximum concurrency for 8,192 tokens per request: {num_blocks / 512:.2f}x"
     assert doc["max_batch"] == 57  # kvcalc's own, whole sequences
 
 
@@ -263,8 +275,9 @@ def test_vllm_concurrency_counts_the_busiest_stage(cli) -> None:
         "fit", "--model", "llama3-8b", "--memory", "80GiB", "--reserve", "0", "--seq", "8192", "--engine", "vllm", "--pp", "2"
     )
     num_blocks = doc["budget"]["usable_bytes"] // (16 * 4096 * 16)
-    assert doc["vllm_max_concurrency"] == pytest.approx(num_blocks / 512)
-    assert doc["max_batch"] == int(doc["vllm_max_concurrency"])
+    [logged] = doc["engine_log"]
+    assert logged["value"] == pytest.approx(num_blocks / 512)
+    assert doc["max_batch"] == int(logged["value"])
 
 
 def test_llamacpp_fit_counts_contexts_per_sequence(cli) -> None:
@@ -276,3 +289,42 @@ def test_llamacpp_fit_counts_contexts_per_sequence(cli) -> None:
     assert doc["max_context"] == 8192 and doc["max_context_limit"] == "max_positions"
     result = cli("size", "--model", "llama3-8b", "--seq", "32768", "--batch", "4", "--engine", "llamacpp")
     assert result.exit_code == 0 and "exceeds" not in result.stderr  # 8,192 per sequence is within the model's max
+
+
+# The registry and the layering (kvcalc/engines/__init__.py)
+
+
+def test_registry_names_every_engine_the_cli_and_spec_accept() -> None:
+    from kvcalc.cli import ENGINE_NAMES
+
+    assert tuple(PROFILES) == ENGINE_NAMES == get_args(EngineName)
+    assert all(name == rules.name for name, rules in PROFILES.items())
+
+
+def test_engine_modules_import_nothing_above_them() -> None:
+    # An engine module may import the protocol, spec, units, errors and kvcalc.base; never kvcache,
+    # capacity or the CLI, which ask the engines.
+    allowed = {"kvcalc.base", "kvcalc.engines.base", "kvcalc.errors", "kvcalc.spec", "kvcalc.units"}
+    package = Path(engines.__file__).parent
+    for module in package.glob("*.py"):
+        imported = {
+            node.module
+            for node in ast.walk(ast.parse(module.read_text()))
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("kvcalc")
+        }
+        if module.name == "__init__.py":  # the registry imports the engine modules themselves
+            imported -= {f"kvcalc.engines.{name.stem}" for name in package.glob("*.py")}
+        assert imported <= allowed, module.name
+
+
+def test_no_module_outside_the_engines_tests_an_engine_name() -> None:
+    test = re.compile(r"engine\.name\s*(==|!=|in\b)|\.name in \(")
+    root = Path(engines.__file__).parent.parent
+    offenders = [
+        f"{path.relative_to(root)}:{number}"
+        for path in root.rglob("*.py")
+        if "engines" not in path.relative_to(root).parts
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if test.search(line)
+    ]
+    assert offenders == []

@@ -8,6 +8,7 @@ from kvcalc import Workload
 from kvcalc.capacity import budget, count_params, fit
 from kvcalc.latency import decode, expected_experts_touched
 from kvcalc.presets import load_gpu, load_model
+from kvcalc.spec import ModelSpec
 from kvcalc.units import GiB
 
 from .conftest import TEST_PRESETS
@@ -162,3 +163,52 @@ def test_max_context_never_passes_a_limit_of_one(cli) -> None:
 def test_utilization_share_is_exact(cli) -> None:
     args = ("--model", "llama3.2-1b", "--memory", "3GB", "--utilization", "0.7", "--reserve", "0", "--weight-dtype", "int4")
     assert cli.json("fit", *args)["budget"]["allowed_bytes"] == 2_100_000_000  # float math gives 2,099,999,999
+
+
+# Pipeline parallelism: a GPU holds the weights of its stage, the largest one deciding the budget.
+# Stage contents follow vLLM (vllm/model_executor/models/llama.py: embed_tokens on the first rank,
+# and on the last rank too when the LM head is tied to it; norm and lm_head on the last rank).
+
+
+def test_pp_weights_are_the_largest_stage_llama3_8b() -> None:
+    # llama3-8b (meta-llama/Meta-Llama-3-8B config.json), 32 layers over pp 3: stages of 11/11/10 layers.
+    # One layer: q 4096*4096 + k,v 2*4096*8*128 + o 4096*4096 + MLP 3*4096*14336 + 2 norms of 4096
+    # = 218,112,000 params; the embedding table and the untied LM head 128,256*4096 = 525,336,576 each.
+    # Stage 1: 11 * 218,112,000 + 525,336,576 = 2,924,568,576 params; stage 3: 10 layers + final norm
+    # 4,096 + LM head = 2,706,460,672; stage 2: 2,399,232,000. bf16: 5,849,137,152 B per GPU, where
+    # params / 3 would say 5,353,507,499.
+    model = load_model("llama3-8b")
+    work = Workload(seq=8192, pp=3)
+    report = budget(model, work, 80 * GiB, utilization=0.9, reserve_bytes=0)
+    assert report.weights_bytes == 5_849_137_152
+    assert report.usable_bytes == 77_309_411_328 - 5_849_137_152
+    # KV per GPU: the 11 layers of stage 1, 11 * 4,096 B * 8,192 tokens = 369,098,752 B per sequence:
+    # 71,460,274,176 // 369,098,752 = 193 (params / 3 would have allowed 194).
+    assert fit(model, work, report).max_batch == 193
+    assert budget(model, Workload(seq=8192, tp=2, pp=3), 80 * GiB).weights_bytes == 2_924_568_576  # / tp 2
+
+
+def test_pp_last_stage_holds_a_copy_of_a_tied_table() -> None:
+    # 3 layers of 26 params (q 4 + k,v 8 + o 4 + norms 4 + MLP 3*2*1 = 6), a tied table of 10 * 2 = 20,
+    # a final norm of 2: 100 params. pp 3: 46 / 26 / 2 + 26 + 20 = 48 (the last rank builds the table
+    # for its tied LM head), so the last stage is the largest: 96 B in bf16. pp 2: 2 * 26 + 20 = 72 first.
+    model = ModelSpec(name="tiny-tied", layers=3, heads=1, kv_heads=1, head_dim=2, hidden=2, intermediate=1, vocab=10,
+                      tied_embeddings=True)  # fmt: skip
+    assert count_params(model).total == 100
+    assert budget(model, Workload(seq=1, pp=3), GiB).weights_bytes == 96
+    assert budget(model, Workload(seq=1, pp=2), GiB).weights_bytes == 144
+    assert budget(model, Workload(seq=1), GiB).weights_bytes == 200
+
+
+def test_pp_published_count_without_shapes_splits_by_layers() -> None:
+    # 1,000 params and no shapes: 4 layers over pp 3 are stages of 2/1/1 layers, the first holding
+    # ceil(1,000 * 2 / 4) = 500 params = 1,000 B in bf16 (params / 3 would say 667).
+    model = ModelSpec(name="counted", layers=4, heads=2, kv_heads=2, head_dim=8, params=1000)
+    assert budget(model, Workload(seq=1, pp=3), GiB).weights_bytes == 1000
+
+
+def test_pp_explain_states_the_stage_rule(cli) -> None:
+    out = cli("fit", "--model", "llama3-8b", "--memory", "80GiB", "--reserve", "0", "--pp", "3", "--explain").stdout
+    assert "pipeline stages of 11/11/10 layers" in out and "the first also the embedding table" in out
+    assert "weights = stage 1 of 3 (layers 0-10): 2,924,568,576 params * bf16 / tp 1 = 5,849,137,152 B" in out
+    assert cli.json("fit", "--model", "llama3-8b", "--memory", "80GiB", "--reserve", "0", "--pp", "3")["max_batch"] == 193

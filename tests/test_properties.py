@@ -6,10 +6,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvcalc import ModelSpec, Workload, count_params, estimate_kv, sequence_bytes
-from kvcalc.capacity import UNBOUNDED_CONTEXT, max_batch, max_context, weight_bytes, weight_format
+from kvcalc.capacity import UNBOUNDED_CONTEXT, budget, max_batch, max_context, weight_bytes, weight_format
 from kvcalc.latency import decode, read_per_step
 from kvcalc.spec import GpuSpec, MoeSpec
-from kvcalc.units import PACKING, DType
+from kvcalc.units import PACKING, DType, GiB
 
 dtypes = st.sampled_from([DType.fp32, DType.bf16, DType.fp8, DType.q8_0, DType.q4_0, DType.int4])
 
@@ -130,3 +130,39 @@ def test_a_decode_step_reads_no_more_than_every_weight(model: ModelSpec, batch: 
     read = read_per_step(model, params, batch)
     assert read.routed_experts <= params.routed_experts and read.total <= params.total
     assert weight_bytes(read, weight_format(model)) <= weight_bytes(params, weight_format(model))
+
+
+@st.composite
+def weighed_models(draw: st.DrawFn) -> ModelSpec:
+    """Dense or MoE, tied or not, counted from the shapes, with a published count, or with no shapes."""
+    model = draw(st.one_of(models(), moe_models())).model_copy(update={"tied_embeddings": draw(st.booleans())})
+    counted = count_params(model)
+    assert counted is not None
+    source = draw(st.sampled_from(["shapes", "published", "count only"]))
+    if source == "published":
+        least = max(counted.embeddings + counted.routed_experts, 1)  # a count below these is refused
+        return model.model_copy(update={"params": draw(st.integers(least, counted.total + 10**9))})
+    if source == "count only":
+        return model.model_copy(
+            update={"hidden": None, "intermediate": None, "vocab": None, "moe": None, "params": counted.total}
+        )
+    return model
+
+
+@given(weighed_models(), st.sampled_from([1, 2, 4, 8]), st.data())
+def test_pipeline_weights_per_gpu_cover_the_model(model: ModelSpec, tp: int, data: st.DataObject) -> None:
+    """A GPU holds the largest stage / tp: together the GPUs hold at least every weight, one GPU never
+    less than an even share, and never more than the whole model's (with a tied table's copy)."""
+    pp = data.draw(st.integers(1, model.layers))
+    params = count_params(model)
+    assert params is not None
+    fmt = weight_format(model)
+    total = weight_bytes(params, fmt)
+    per_gpu = budget(model, Workload(seq=1, tp=tp, pp=pp), GiB).weights_bytes
+    assert per_gpu * tp * pp >= total
+    assert per_gpu >= total / (tp * pp)
+    copy = params.embeddings if model.tied_embeddings and pp > 1 else 0  # the last stage's copy of the table
+    with_copy = params.model_copy(update={"total": params.total + copy, "embeddings": params.embeddings + copy})
+    assert per_gpu <= -(-weight_bytes(with_copy, fmt) // tp)
+    if pp == 1:
+        assert per_gpu == -(-total // tp)

@@ -1,0 +1,77 @@
+"""transformers (`--engine hf`): DynamicCache by default, StaticCache with --max-cache-len, the fp8
+QuantizedCache, and DeepSeek's MLA cached as its latent (5.x) or decompressed (4.x).
+Sources: src/transformers/cache_utils.py, models/deepseek_v3/modeling_deepseek_v3.py."""
+
+from __future__ import annotations
+
+from kvcalc.engines.base import ContextLimit, EngineProfile, MlaStorage
+from kvcalc.errors import InvalidInput
+from kvcalc.spec import Engine, ModelSpec, Workload
+from kvcalc.units import DType
+
+HF_DTYPES = {DType.fp32, DType.fp16, DType.bf16, DType.fp8}  # fp8: QuantizedCache
+
+
+class Transformers(EngineProfile):
+    name = "hf"
+    label = "transformers"
+
+    def tokens_per_unit(self, workload: Workload, window: int | None, seq: int) -> int:
+        """DynamicCache keeps min(s, W - 1) in a sliding layer (DynamicSlidingWindowLayer); StaticCache
+        preallocates max_cache_len, min(W, max_cache_len) when sliding (StaticSlidingWindowLayer)."""
+        max_cache_len = workload.engine.max_cache_len
+        if max_cache_len is not None:
+            return min(window, max_cache_len) if window else max_cache_len
+        return min(seq, window - 1) if window else seq
+
+    def peak_tokens_per_unit(self, workload: Workload, window: int | None, seq: int) -> int:
+        """DynamicCache's sliding layers keep the whole prompt right after prefill (a slice view)
+        until the first decode step."""
+        if workload.engine.max_cache_len is None and window:
+            return seq
+        return self.tokens_per_unit(workload, window, seq)
+
+    def check_supported(self, model: ModelSpec, workload: Workload, dtype: DType) -> None:
+        if dtype not in HF_DTYPES:
+            raise InvalidInput(f"--engine hf caches {', '.join(sorted(d.value for d in HF_DTYPES))}, not {dtype.value}")
+        if dtype == DType.fp8 and model.mla is None and "sliding" in model.layer_kinds():  # QuantizedCache.__init__
+            raise InvalidInput(
+                f"transformers' QuantizedCache (fp8) is only supported for models with only full attention layers; {model.name} has sliding ones"
+            )
+        max_cache_len = workload.engine.max_cache_len
+        if max_cache_len is not None and workload.seq > max_cache_len:
+            raise InvalidInput(f"--seq {workload.seq} exceeds the StaticCache's --max-cache-len {max_cache_len}")
+
+    def fixed_bytes(self, model: ModelSpec, workload: Workload, dtype: DType) -> int:
+        """The fp8 QuantizedCache keeps one fp32 scale for K and one for V in every layer."""
+        return 2 * 4 * model.layers if dtype == DType.fp8 else 0
+
+    def mla_storage(self, engine: Engine) -> MlaStorage:
+        """5.x caches the latent as K and the rope key as V; 4.x decompresses per-head K and V."""
+        return "decompressed" if engine.hf_version == 4 else "k_and_v"
+
+    def context_limit(self, model: ModelSpec, workload: Workload) -> tuple[int | None, ContextLimit]:
+        """The model's max positions, or the StaticCache's length when that is shorter (or equal)."""
+        limit, reason = super().context_limit(model, workload)
+        max_cache_len = workload.engine.max_cache_len
+        if max_cache_len is not None and (limit is None or max_cache_len <= limit):
+            return max_cache_len, "max_cache_len"
+        return limit, reason
+
+    def rules(self, model: ModelSpec, workload: Workload) -> list[str]:
+        max_cache_len = workload.engine.max_cache_len
+        lines = ["transformers: full layers cache every token: 2 * B * Hkv * d * s (cache_utils.py DynamicLayer)"]
+        if max_cache_len is not None:
+            lines.append(
+                f"StaticCache preallocates max_cache_len {max_cache_len}; sliding layers min(W, max_cache_len) (cache_utils.py StaticSlidingWindowLayer)"
+            )
+        elif model.mla is None and "sliding" in model.layer_kinds():
+            lines.append(
+                "DynamicCache: sliding layers keep W - 1 tokens; right after a prefill longer than W they still hold it all (cache_utils.py DynamicSlidingWindowLayer)"
+            )
+        if model.mla is not None:
+            lines.append(
+                "DeepSeek MLA: 5.x caches the latent (kv_lora_rank + rope); 4.x caches decompressed per-head K (nope + rope) and V"
+                " (models/deepseek_v3/modeling_deepseek_v3.py)"
+            )
+        return lines

@@ -1,0 +1,100 @@
+"""llama.cpp (`--engine llamacpp`): --seq is n_ctx, padded to 256 cells and shared by --batch
+sequences (-np); block-quantized cache types; iSWA with --swa-full; MLA GGUFs cache a K-only latent.
+Sources: src/llama-context.cpp, src/llama-kv-cache.cpp, src/llama-kv-cache-iswa.cpp, ggml/src/ggml.c."""
+
+from __future__ import annotations
+
+from kvcalc.engines.base import EngineProfile, MlaStorage, cdiv
+from kvcalc.errors import InvalidInput
+from kvcalc.spec import Engine, ModelSpec, Workload
+from kvcalc.units import PACKING, DType
+
+LLAMACPP_PAD = 256  # llama.cpp pads the cache to 256 cells (src/llama-context.cpp, llama-kv-cache.cpp)
+LLAMACPP_UBATCH = 512  # llama.cpp's default n_ubatch (common/common.h)
+LLAMACPP_DTYPES = {DType.fp32, DType.fp16, DType.bf16, DType.q8_0, DType.q4_0, DType.q4_1, DType.q5_0, DType.q5_1, DType.iq4_nl}
+
+
+def pad(n: int, to: int) -> int:
+    """Round n up to a multiple of `to` (llama.cpp's GGML_PAD).
+
+    >>> pad(100, 256), pad(1000, 256), pad(256, 256)
+    (256, 1024, 256)
+    """
+    return cdiv(n, to) * to
+
+
+class LlamaCpp(EngineProfile):
+    name = "llamacpp"
+    label = "llama.cpp"
+
+    def tokens_per_unit(self, workload: Workload, window: int | None, seq: int) -> int:
+        """`seq` is n_ctx, padded to 256 and shared by the sequences: PAD256(PAD256(n_ctx) / n_seq)
+        cells each (one unit of PAD256(n_ctx) when unified); a SWA layer with --swa-full false keeps
+        PAD256(min(n_ctx_seq, W * (unified ? n_seq : 1) + n_ubatch)) (llama-kv-cache-iswa.cpp)."""
+        engine, batch = workload.engine, workload.batch
+        n_ctx = pad(seq, LLAMACPP_PAD)  # padded first, then shared out and padded again
+        cells = n_ctx_seq = n_ctx if engine.kv_unified else pad(n_ctx // batch, LLAMACPP_PAD)
+        if window and engine.swa_full is False:
+            streams = batch if engine.kv_unified else 1
+            cells = pad(min(n_ctx_seq, window * streams + (engine.ubatch or LLAMACPP_UBATCH)), LLAMACPP_PAD)
+        return cells
+
+    def allocation_units(self, workload: Workload) -> int:
+        """One buffer per sequence, or one shared by all with --kv-unified."""
+        return 1 if workload.engine.kv_unified else workload.batch
+
+    def check_supported(self, model: ModelSpec, workload: Workload, dtype: DType) -> None:
+        """What llama_init_from_model refuses (src/llama-context.cpp), and flags that do not apply."""
+        engine = workload.engine
+        if dtype not in LLAMACPP_DTYPES:
+            raise InvalidInput(
+                f"--engine llamacpp caches {', '.join(sorted(d.value for d in LLAMACPP_DTYPES))}, not {dtype.value}"
+            )
+        blocks = PACKING[dtype].block_values
+        for part, width in (("K", model.key_dim), ("V", model.value_dim)):
+            if blocks > 1 and engine.flash_attn is not False and width % blocks:
+                raise InvalidInput(
+                    f"llama.cpp: {part} cache type {dtype.value} with block size {blocks} does not divide the {part} head width {width}"
+                )
+        if blocks > 1 and engine.flash_attn is False:  # -fa auto, the default, turns flash attention on by itself
+            raise InvalidInput("llama.cpp: quantized V cache requires flash_attn to be enabled (drop --flash-attn false)")
+        if workload.seq < workload.batch:
+            raise InvalidInput(
+                f"llama.cpp's n_ctx (--seq {workload.seq}) is shared by --batch {workload.batch} sequences: it must be at least the batch"
+            )
+        if workload.block_size is not None:
+            raise InvalidInput("--block-size does not apply to --engine llamacpp (it pads to 256 cells)")
+
+    def mla_storage(self, engine: Engine) -> MlaStorage:
+        """MLA GGUFs cache the latent and rope key as one K-only row (llama-kv-cache.cpp has_v = !is_mla)."""
+        return "k_only"
+
+    def context_per_sequence(self, workload: Workload) -> int:
+        """n_ctx shared by the sequences."""
+        return workload.seq // workload.batch
+
+    def reshape(self, workload: Workload, context: int | None = None, batch: int | None = None) -> Workload:
+        """n_ctx = context per sequence * sequences."""
+        context = self.context_per_sequence(workload) if context is None else context
+        batch = workload.batch if batch is None else batch
+        return workload.model_copy(update={"seq": context * batch, "batch": batch})
+
+    def exact_batch(self, workload: Workload) -> int:
+        """n_ctx (--seq) is the tokens of all sequences together: one textbook sequence of n_ctx tokens."""
+        return 1
+
+    def rules(self, model: ModelSpec, workload: Workload) -> list[str]:
+        engine = workload.engine
+        lines = [
+            f"llama.cpp: --seq is n_ctx, shared by --batch sequences (-np); each gets PAD256(n_ctx / n_seq) cells"
+            f"{' (one unified buffer of PAD256(n_ctx))' if engine.kv_unified else ''} (src/llama-context.cpp, src/llama-kv-cache.cpp)",
+            "cache types are blocks of 32 values: q8_0 34 B, q4_0 18, q4_1 20, q5_0 22, q5_1 24, iq4_nl 18 (ggml/src/ggml.c type_traits)",
+        ]
+        if model.mla is None and "sliding" in model.layer_kinds():
+            lines.append(
+                "SWA layers: as large as the full cache with --swa-full true (the default); else"
+                f" PAD256(min(n_ctx_seq, W * streams + n_ubatch {engine.ubatch or LLAMACPP_UBATCH})) (src/llama-kv-cache-iswa.cpp)"
+            )
+        if model.mla is not None:
+            lines.append("MLA GGUFs cache a K-only latent of kv_lora_rank + rope per cell (src/llama-model.cpp)")
+        return lines
