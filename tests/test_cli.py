@@ -253,16 +253,26 @@ def test_help_paragraphs_are_single_lines() -> None:
     """Typer keeps a docstring's line breaks inside a paragraph; one line each lets it reflow."""
     import inspect
 
-    from kvcalc.cli import COMMANDS
+    from kvcalc.cli import COMMANDS, command_app
 
-    apps = list(COMMANDS.values())
+    apps = [command_app(name) for name in COMMANDS]
     docs = [inspect.cleandoc(c.callback.__doc__ or "") for a in apps for c in a.registered_commands if c.callback]
     assert len(docs) == 9 and all("\n" not in paragraph for doc in docs for paragraph in doc.split("\n\n"))
+
+
+def test_help_lists_each_command_as_built() -> None:
+    """--help lists each command without building its options; the name and text are the built command's."""
+    from kvcalc.cli import COMMANDS, built_command, listed_command
+
+    for name in COMMANDS:
+        listed, built = listed_command(name), built_command(name)
+        assert (listed.name, listed.help) == (built.name, built.help)
 
 
 @pytest.mark.parametrize(
     "words, env, expected",
     [
+        ("kvcalc s", {}, ["size", "schema"]),  # command names: every command module imported
         ("kvcalc size --model llama3.2", {}, ["llama3.2-1b", "llama3.2-3b"]),
         ("kvcalc fit --gpu h100", {}, ["h100-pcie", "h100-sxm"]),
         ("kvcalc presets show h100", {}, ["h100-pcie", "h100-sxm"]),

@@ -295,7 +295,7 @@ def test_llamacpp_fit_counts_contexts_per_sequence(cli) -> None:
 
 
 def test_registry_names_every_engine_the_cli_and_spec_accept() -> None:
-    from kvcalc.cli import ENGINE_NAMES
+    from kvcalc.cli.compare import ENGINE_NAMES
 
     assert tuple(PROFILES) == ENGINE_NAMES == get_args(EngineName)
     assert all(name == rules.name for name, rules in PROFILES.items())

@@ -30,13 +30,28 @@ def test_size_command_does_not_load_torch() -> None:
 
 
 def test_json_output_loads_no_rich_and_builds_one_command() -> None:
-    """The start-up path of `kvcalc size --json`: no Rich console (tables only) and no other command's options."""
+    """The start-up path of `kvcalc size --json`: no Rich console (tables only), and no other command's
+    module imported or options built."""
     code = INVOKE + (
         "import typer.main; built = []; build = typer.main.get_command; "
         "typer.main.get_command = lambda typer_app: built.append(typer_app) or build(typer_app); "
         f"r = CliRunner().invoke(app, {SIZE_ARGS}, '--json']); "
         "assert r.exit_code == 0, r.output; "
-        "print([name for name, typer_app in COMMANDS.items() if typer_app in built], "
+        "print([name for name, module in COMMANDS.items() if module in sys.modules], "
+        "[name for name, module in COMMANDS.items() if module in sys.modules and sys.modules[module].app in built], "
         "sorted(m for m in ('torch', 'numpy', 'rich.console', 'kvcalc.render') if m in sys.modules))"
     )
-    assert _python(code) == "['size'] []"
+    assert _python(code) == "['size'] ['size'] []"
+
+
+def test_help_lists_every_command_and_builds_none() -> None:
+    """--help lists every command in the order COMMANDS gives, from its help text: no command's options are built."""
+    code = INVOKE + (
+        "import typer.main; built = []; build = typer.main.get_command; "
+        "typer.main.get_command = lambda typer_app: built.append(typer_app) or build(typer_app); "
+        "r = CliRunner().invoke(app, ['--help'], prog_name='kvcalc'); assert r.exit_code == 0, r.output; "
+        "words = [line[2:].split(' ', 1)[0] for line in r.stdout.splitlines() if line.startswith('│ ')]; "
+        "print([w for w in words if w and not w.startswith('-')] == list(COMMANDS), "
+        "[name for name, module in COMMANDS.items() if sys.modules[module].app in built])"
+    )
+    assert _python(code) == "True []"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from kvcalc.cli import JSON_COMMANDS
+from kvcalc.cli.schema import JSON_COMMANDS
 from kvcalc.documents import SCHEMAS
 
 from .conftest import FIXTURES

@@ -1,0 +1,46 @@
+"""`kvcalc check`: a CI budget check of a plan's workloads against their expectations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kvcalc import presets
+from kvcalc.cli.common import JsonOpt, print_json, single_command, warn
+from kvcalc.errors import DoesNotFit, KvcalcError
+
+
+def check(
+    plan: Annotated[Path, typer.Argument(help="Plan YAML: presets to add and workloads with their expectations (see README).")],
+    json_out: JsonOpt = False,
+) -> None:
+    """CI budget check: exit 0 when every workload meets its expectations, 1 when one does not, 2 on a bad file."""
+    from kvcalc.check import CheckReport, Plan, check_workload
+
+    plan_spec, sources = presets.load_plan(plan, Plan)
+    verdicts = []
+    for planned in plan_spec.workloads:
+        where = f"{plan}: workload {planned.name!r}"
+        try:
+            model_spec = sources.resolve("models", planned.model)
+            gpu_spec = sources.resolve("gpus", planned.gpu) if planned.gpu else None
+            verdicts.append(check_workload(planned, model_spec, gpu_spec))
+        except KvcalcError as exc:
+            raise type(exc)(f"{where}: {exc}") from None
+    report = CheckReport(passed=all(v.passed for v in verdicts), workloads=verdicts)
+    for verdict in verdicts:
+        for warning in verdict.warnings:
+            warn(f"{plan}: workload {verdict.name!r}: {warning}")
+    if json_out:
+        print_json(report)
+    else:
+        from kvcalc import render
+
+        render.check_table(report)
+    if not report.passed:
+        raise typer.Exit(DoesNotFit.exit_code)
+
+
+app = single_command(check)

@@ -1,0 +1,275 @@
+"""What the commands share: error reporting, warnings, JSON output, the option types (each defined
+once), preset-name completion, and turning options into a Workload, an Engine and a GPU budget."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import BaseModel, ValidationError
+
+from kvcalc import capacity, engines, presets
+from kvcalc.errors import InvalidInput, KvcalcError
+from kvcalc.spec import ENGINE_OPTIONS, Engine, GpuSpec, ModelSpec, Workload
+from kvcalc.units import SIZE_HELP, DType, parse_dtype, parse_size
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_warnings: list[str] = []  # the running command's warnings, printed when it ends unless a KvcalcError replaces them
+
+
+def warn(message: str) -> None:
+    """A warning on stderr when the command ends; an error (any KvcalcError, "does not fit" included) replaces it."""
+    _warnings.append(message)
+
+
+def reports_errors(command: F) -> F:
+    """Turn KvcalcError into a one-line message on stderr and its exit code (2 bad input, 1 does not
+    fit); print the command's warnings when it ends otherwise."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except KvcalcError as exc:
+            from kvcalc import render
+
+            _warnings.clear()
+            render.error(str(exc))
+            raise typer.Exit(exc.exit_code) from None
+        finally:
+            if _warnings:
+                from kvcalc import render
+
+                for message in _warnings:
+                    render.warn(message)
+                _warnings.clear()
+
+    return wrapper  # type: ignore[return-value]
+
+
+def single_command(function: Callable[..., Any]) -> typer.Typer:
+    """A Typer app of the one command `function`, its errors reported as `reports_errors` says."""
+    single = typer.Typer(add_completion=False)
+    single.command()(reports_errors(function))
+    return single
+
+
+def print_json(document: BaseModel | dict[str, Any]) -> None:
+    """One JSON document on stdout; bytes stay integers."""
+    data = document.model_dump(mode="json") if isinstance(document, BaseModel) else document
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def preset_names(*kinds: presets.Kind) -> Callable[[typer.Context, str], list[str]]:
+    """Shell completion of preset names, user folders (--presets, $KVCALC_PRESETS) included; none
+    when a folder cannot be read (completion must not print an error)."""
+
+    def complete(ctx: typer.Context, incomplete: str) -> list[str]:
+        try:
+            entries = [e for kind in kinds for e in presets.list_presets(kind, ctx.params.get("presets_dir"))]
+        except KvcalcError:
+            return []
+        return [e.name for e in entries if e.name.startswith(incomplete)]
+
+    return complete
+
+
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Preset name, a model YAML file, or a Hugging Face config.json.",
+        autocompletion=preset_names("models"),
+    ),
+]
+SeqOpt = Annotated[int, typer.Option("--seq", "-s", help="Context length in tokens (prompt + generated).")]
+BatchOpt = Annotated[int, typer.Option("--batch", "-b", help="Concurrent sequences.")]
+KvDtypeOpt = Annotated[
+    str | None, typer.Option("--kv-dtype", help=f"KV-cache dtype (default: the model's): {', '.join(d.value for d in DType)}.")
+]
+WeightDtypeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--weight-dtype",
+        help="One dtype for every weight (default: the checkpoint's format, e.g. gpt-oss's MXFP4 experts); int4 counts group scales (4.25 bits).",
+    ),
+]
+TpOpt = Annotated[
+    int, typer.Option("--tp", help="Tensor-parallel GPUs: KV heads split across them (replicated when tp > KV heads).")
+]
+PpOpt = Annotated[int, typer.Option("--pp", help="Pipeline-parallel stages: layers split across them.")]
+BlockOpt = Annotated[
+    int | None,
+    typer.Option("--block-size", help="Paged allocation: round each layer's tokens up to pages of N (vLLM: 16). Default: exact."),
+]
+GpuOpt = Annotated[
+    str | None, typer.Option("--gpu", "-g", help="GPU preset name or GPU YAML file.", autocompletion=preset_names("gpus"))
+]
+MemoryOpt = Annotated[str | None, typer.Option("--memory", help=f"GPU memory, overriding the preset's: {SIZE_HELP}.")]
+UtilOpt = Annotated[
+    float, typer.Option("--utilization", help="Share of GPU memory the engine may use, in (0, 1] (vLLM's default 0.90).")
+]
+ReserveOpt = Annotated[
+    str,
+    typer.Option(
+        "--reserve",
+        help="Memory per GPU kept for the CUDA context, workspaces and activations, e.g. 1GiB (the default) or 0; units as --memory.",
+    ),
+]
+PresetsOpt = Annotated[
+    list[str] | None,
+    typer.Option("--presets", help="Extra presets folder (also $KVCALC_PRESETS); user presets win over shipped ones."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document (integer bytes) instead of tables.")]
+ExplainOpt = Annotated[bool, typer.Option("--explain", help="Show each formula with its values filled in.")]
+UnitsOpt = Annotated[
+    str, typer.Option("--units", help="Human units: gib (2^30, default) or gb (10^9). Exact bytes are always shown.")
+]
+
+
+EngineOpt = Annotated[
+    str,
+    typer.Option(
+        "--engine", help="Allocation rules: textbook (exact, default), hf (transformers), vllm, llamacpp. See docs/engines.md."
+    ),
+]
+HfVersionOpt = Annotated[
+    int | None, typer.Option("--hf-version", help="hf: transformers major version, 4 or 5 (default 5; DeepSeek MLA).")
+]
+MaxCacheLenOpt = Annotated[
+    int | None, typer.Option("--max-cache-len", help="hf: StaticCache length in tokens (default: DynamicCache).")
+]
+SwaFullOpt = Annotated[
+    str | None, typer.Option("--swa-full", help="llamacpp: true (default) or false: full-size cache for SWA layers.")
+]
+UbatchOpt = Annotated[
+    int | None, typer.Option("--ubatch", help="llamacpp: n_ubatch (default 512), sizes the SWA cache with --swa-full false.")
+]
+KvUnifiedOpt = Annotated[
+    str | None, typer.Option("--kv-unified", help="llamacpp: true or false (default): one buffer shared by all sequences.")
+]
+FlashAttnOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--flash-attn",
+        help="llamacpp: true or false (default auto, which turns it on for a quantized V cache; false refuses one).",
+    ),
+]
+MaxBatchedOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-num-batched-tokens", help="vllm: tokens per scheduler step (default 8192), sizes sliding-window reservations."
+    ),
+]
+
+
+_BOOL_OPTIONS = ("swa_full", "kv_unified", "flash_attn")
+
+
+def _bool_flag(name: str, text: str | None) -> bool | None:
+    if text is None:
+        return None
+    if text.lower() not in ("true", "false", "yes", "no", "1", "0", "on", "off"):
+        raise InvalidInput(f"--{name} {text!r}: use true or false")
+    return text.lower() in ("true", "yes", "1", "on")
+
+
+def build_engine(name: str, **options: Any) -> Engine:
+    """The --engine profile with its options (Engine's field names; true/false text for the boolean
+    ones); an option of another engine is an error."""
+    positive(**{k: v for k, v in options.items() if k not in _BOOL_OPTIONS and k != "hf_version"})
+    options = {k: _bool_flag(k.replace("_", "-"), v) if k in _BOOL_OPTIONS else v for k, v in options.items()}
+    try:
+        return Engine(name=name.lower(), **options)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        if error["loc"] == ("name",):
+            raise InvalidInput(f"unknown --engine {name!r}: choose textbook, hf, vllm or llamacpp") from None
+        field = "--" + str(error["loc"][0]).replace("_", "-") + ": " if error["loc"] else ""
+        raise InvalidInput(field + str(error["msg"]).removeprefix("Value error, ")) from None
+
+
+def engine_options(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The engine options given on the command line, picked from a command's arguments (`locals()`):
+    the option parameters are named as Engine's fields."""
+    return {k: v for k, v in arguments.items() if k in ENGINE_OPTIONS and v is not None}
+
+
+def positive(**values: int | None) -> None:
+    """Refuse a given integer option below 1, naming its flag."""
+    for name, value in values.items():
+        if value is not None and value < 1:
+            raise InvalidInput(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+
+
+def decimal_units(units: str) -> bool:
+    """--units: True for gb (10^9), False for gib (2^30)."""
+    if units.lower() not in ("gib", "gb"):
+        raise InvalidInput(f"--units {units!r}: choose gib or gb")
+    return units.lower() == "gb"
+
+
+def build_workload(
+    model: ModelSpec,
+    seq: int,
+    batch: int,
+    kv_dtype: str | None,
+    tp: int,
+    pp: int,
+    block_size: int | None,
+    engine: Engine | None = None,
+) -> Workload:
+    """The Workload of the options, each flag checked; a warning when --seq exceeds the model's max positions."""
+    positive(seq=seq, batch=batch, tp=tp, pp=pp, block_size=block_size)
+    try:
+        work = Workload(
+            seq=seq,
+            batch=batch,
+            kv_dtype=parse_dtype(kv_dtype) if kv_dtype is not None else None,
+            tp=tp,
+            pp=pp,
+            block_size=block_size,
+            engine=engine or Engine(),
+        )
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise InvalidInput(f"--{str(error['loc'][0]).replace('_', '-')}: {error['msg']}") from None
+    warning = engines.beyond_max_positions(model, work)
+    if warning:
+        warn(warning)
+    return work
+
+
+def weights_format(spec: ModelSpec, weight_dtype: str | None) -> capacity.WeightFormat:
+    """--weight-dtype for every weight, else the checkpoint's format."""
+    return capacity.weight_format(spec, parse_dtype(weight_dtype) if weight_dtype is not None else None)
+
+
+def size_option(flag: str, text: str, allow_zero: bool = False) -> int:
+    """A size option in bytes; its error names the flag."""
+    try:
+        return parse_size(text, allow_zero)
+    except InvalidInput as exc:
+        raise InvalidInput(f"--{flag}: {exc}") from None
+
+
+def gpu_and_budget(
+    model: ModelSpec, workload: Workload, gpu: str | None, memory: str | None, weights: capacity.WeightFormat,
+    utilization: float, reserve: str, extra: list[str] | None,
+) -> tuple[GpuSpec | None, capacity.Budget]:  # fmt: skip
+    """The --gpu preset (if given) and the memory budget per GPU from --gpu/--memory, --utilization and --reserve."""
+    gpu_spec = presets.load_gpu(gpu, extra) if gpu else None
+    total = capacity.gpu_memory(gpu_spec, size_option("memory", memory) if memory else None)
+    reserve_bytes = size_option("reserve", reserve, allow_zero=True)
+    return gpu_spec, capacity.budget(model, workload, total, weights, utilization, reserve_bytes)
+
+
+def gpu_label(gpu: GpuSpec | None, memory: str | None) -> str:
+    """The GPU as the tables and JSON name it: the preset, or --memory (and the preset it overrides)."""
+    return gpu.name if gpu and not memory else f"{memory}" + (f" ({gpu.name})" if gpu else "")

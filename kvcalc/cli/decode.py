@@ -1,0 +1,67 @@
+"""`kvcalc decode`: time per output token and prefill time on a GPU (roofline)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from kvcalc import latency, presets
+from kvcalc.cli.common import (
+    BatchOpt,
+    BlockOpt,
+    ExplainOpt,
+    JsonOpt,
+    KvDtypeOpt,
+    ModelOpt,
+    PresetsOpt,
+    SeqOpt,
+    TpOpt,
+    UnitsOpt,
+    WeightDtypeOpt,
+    build_workload,
+    decimal_units,
+    print_json,
+    single_command,
+    weights_format,
+)
+
+EfficiencyOpt = Annotated[
+    float, typer.Option("--efficiency", help="Derate peak bandwidth and FLOP/s, in [0.01, 1]; 1 = ideal roofline.")
+]
+
+
+def decode(
+    model: ModelOpt,
+    gpu: Annotated[str, typer.Option("--gpu", "-g", help="GPU preset name or GPU YAML file.")],
+    seq: SeqOpt = 8192,
+    batch: BatchOpt = 1,
+    kv_dtype: KvDtypeOpt = None,
+    weight_dtype: WeightDtypeOpt = None,
+    tp: TpOpt = 1,
+    block_size: BlockOpt = None,
+    efficiency: EfficiencyOpt = 1.0,
+    presets_dir: PresetsOpt = None,
+    json_out: JsonOpt = False,
+    explain: ExplainOpt = False,
+    units: UnitsOpt = "gib",
+) -> None:
+    """Time per output token at --batch and --seq (roofline: bandwidth vs compute), tokens/s, and prefill time."""
+    decimal = decimal_units(units)
+    spec = presets.load_model(model, presets_dir)
+    work = build_workload(spec, seq, batch, kv_dtype, tp, 1, block_size)
+    gpu_spec = presets.load_gpu(gpu, presets_dir)
+    weights_fmt = weights_format(spec, weight_dtype)
+    step = latency.decode(spec, work, gpu_spec, weights_fmt, efficiency)
+    first = latency.prefill(spec, work, gpu_spec, weights_fmt, efficiency)
+    if json_out:
+        from kvcalc import documents
+
+        print_json(documents.DecodeDocument(decode=step, prefill=first))
+    else:
+        from kvcalc import render
+
+        render.decode_tables(step, first, decimal, explain)
+
+
+app = single_command(decode)

@@ -1,0 +1,104 @@
+"""`kvcalc fit`: how many sequences fit per GPU, and how long a context."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from kvcalc import capacity, presets
+from kvcalc.cli.common import (
+    BatchOpt,
+    BlockOpt,
+    EngineOpt,
+    ExplainOpt,
+    FlashAttnOpt,
+    GpuOpt,
+    HfVersionOpt,
+    JsonOpt,
+    KvDtypeOpt,
+    KvUnifiedOpt,
+    MaxBatchedOpt,
+    MaxCacheLenOpt,
+    MemoryOpt,
+    ModelOpt,
+    PpOpt,
+    PresetsOpt,
+    ReserveOpt,
+    SwaFullOpt,
+    TpOpt,
+    UbatchOpt,
+    UnitsOpt,
+    UtilOpt,
+    WeightDtypeOpt,
+    build_engine,
+    build_workload,
+    decimal_units,
+    engine_options,
+    gpu_and_budget,
+    gpu_label,
+    positive,
+    print_json,
+    single_command,
+    weights_format,
+)
+from kvcalc.errors import DoesNotFit
+
+
+def fit(
+    model: ModelOpt,
+    seq: Annotated[
+        int | None, typer.Option("--seq", "-s", help="Context for max batch (default: 8192, or the model's max if smaller).")
+    ] = None,
+    batch: BatchOpt = 1,
+    gpu: GpuOpt = None,
+    memory: MemoryOpt = None,
+    kv_dtype: KvDtypeOpt = None,
+    weight_dtype: WeightDtypeOpt = None,
+    tp: TpOpt = 1,
+    pp: PpOpt = 1,
+    block_size: BlockOpt = None,
+    engine: EngineOpt = "textbook",
+    hf_version: HfVersionOpt = None,
+    max_cache_len: MaxCacheLenOpt = None,
+    swa_full: SwaFullOpt = None,
+    ubatch: UbatchOpt = None,
+    kv_unified: KvUnifiedOpt = None,
+    flash_attn: FlashAttnOpt = None,
+    max_num_batched_tokens: MaxBatchedOpt = None,
+    utilization: UtilOpt = capacity.DEFAULT_UTILIZATION,
+    reserve: ReserveOpt = "1GiB",
+    max_seqs: Annotated[
+        int | None, typer.Option("--max-seqs", help="The engine's cap on concurrent sequences (vLLM max_num_seqs).")
+    ] = None,
+    presets_dir: PresetsOpt = None,
+    json_out: JsonOpt = False,
+    explain: ExplainOpt = False,
+    units: UnitsOpt = "gib",
+) -> None:
+    """How many sequences of --seq tokens fit per GPU, and how long a context fits for --batch.
+
+    Exit code 1 when the weights do not fit, or the batch does not fit at --seq (or at any context when --seq is not given); the shortfall is printed.
+    """
+    decimal = decimal_units(units)
+    spec = presets.load_model(model, presets_dir)
+    default_seq = min(8192, spec.max_positions or 8192)
+    engine_spec = build_engine(engine, **engine_options(locals()))
+    work = build_workload(spec, default_seq if seq is None else seq, batch, kv_dtype, tp, pp, block_size, engine_spec)
+    positive(max_seqs=max_seqs)
+    weights_fmt = weights_format(spec, weight_dtype)
+    gpu_spec, budget = gpu_and_budget(spec, work, gpu, memory, weights_fmt, utilization, reserve, presets_dir)
+    report = capacity.fit(spec, work, budget, max_seqs)
+    if json_out:
+        from kvcalc import documents
+
+        print_json(documents.FitDocument(**report.model_dump(), model=spec.name, gpu=gpu_label(gpu_spec, memory)))
+    else:
+        from kvcalc import render
+
+        render.fit_tables(report, spec.name, gpu_label(gpu_spec, memory), decimal, explain)
+    if not (report.fits if seq is not None else report.max_context > 0):
+        raise typer.Exit(DoesNotFit.exit_code)
+
+
+app = single_command(fit)

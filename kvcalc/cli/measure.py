@@ -1,0 +1,89 @@
+"""`kvcalc measure`: allocate the predicted KV cache on a real device and time decode (needs torch)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from kvcalc import presets
+from kvcalc.cli.common import (
+    JsonOpt,
+    PresetsOpt,
+    build_workload,
+    positive,
+    preset_names,
+    print_json,
+    single_command,
+    size_option,
+)
+from kvcalc.compare import derive, parse_variant
+from kvcalc.errors import InvalidInput
+from kvcalc.units import SIZE_HELP
+
+
+def measure(
+    gpu_flag: Annotated[bool, typer.Option("--gpu", help="Measure on the CUDA GPU (same as --device cuda).")] = False,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda\\[:N].")] = "cpu",
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model", "-m", help="Preset name or model file (default: llama3-8b).", autocompletion=preset_names("models")
+        ),
+    ] = "llama3-8b",
+    seq: Annotated[int | None, typer.Option("--seq", "-s", help="Context in tokens (default: 8192 on GPU, 2048 on CPU).")] = None,
+    batch: Annotated[int | None, typer.Option("--batch", "-b", help="Sequences (default: 8 on GPU, 1 on CPU).")] = None,
+    layers: Annotated[
+        int | None, typer.Option("--layers", help="Measure only the first N layers (predictions scale alike).")
+    ] = None,
+    kv_dtype: Annotated[
+        str | None, typer.Option("--kv-dtype", help="fp32, fp16 or bf16 (default: bf16 on GPU, fp32 on CPU).")
+    ] = None,
+    variants: Annotated[
+        str | None, typer.Option("--variants", help="Comma list of attention variants to measure: mha, gqa, gqa:G, mqa, mla.")
+    ] = None,
+    gpu_preset: Annotated[
+        str | None,
+        typer.Option(
+            "--gpu-preset",
+            help="GPU preset for the peak-bandwidth prediction (default: recognised from the device name).",
+            autocompletion=preset_names("gpus"),
+        ),
+    ] = None,
+    max_memory: Annotated[str | None, typer.Option("--max-memory", help=f"Take at most this much memory: {SIZE_HELP}.")] = None,
+    presets_dir: PresetsOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Allocate the predicted KV cache on a real device, check its bytes, and time SDPA GQA decode against the roofline (needs torch: pip install "kvcalc\\[measure]").
+
+    When the cache does not fit in free memory it measures fewer layers, then a smaller batch, and says so. Out of memory is reported (exit 1) after freeing every tensor.
+    """
+    from kvcalc import documents, render
+    from kvcalc.measure.runner import measure as run_measure
+
+    device = "cuda" if gpu_flag else device
+    on_gpu = device.startswith("cuda")
+    positive(seq=seq, batch=batch, layers=layers)
+    spec = presets.load_model(model, presets_dir)
+    default_dtype = "bf16" if on_gpu else "fp32"
+    work = build_workload(
+        spec, seq or (8192 if on_gpu else 2048), batch or (8 if on_gpu else 1), kv_dtype or default_dtype, 1, 1, None
+    )
+    subjects = [(spec.name, spec)]
+    if variants:
+        parsed = [(name, parse_variant(name)) for name in variants.split(",")]
+        unknown = [name for name, v in parsed if v is None]
+        if unknown:
+            raise InvalidInput(f"unknown variant {unknown[0]!r}: choose mha, gqa, gqa:G, mqa or mla")
+        subjects = [(v.name, derive(spec, v)) for _, v in parsed if v is not None]
+    peak = presets.load_gpu(gpu_preset, presets_dir) if gpu_preset else None
+    limit = size_option("max-memory", max_memory) if max_memory else None
+    with render.progress(enabled=not json_out) as step:
+        report = run_measure(subjects, work, device, layers, limit, peak, step)
+    if json_out:
+        print_json(documents.MeasureDocument.of(report))
+    else:
+        render.measure_tables(report, decimal=False)
+
+
+app = single_command(measure)

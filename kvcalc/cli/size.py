@@ -1,0 +1,114 @@
+"""`kvcalc size`: KV-cache bytes, the weights, and with a GPU what fits and the decode bound."""
+
+from __future__ import annotations
+
+import typer
+
+from kvcalc import capacity, latency, presets
+from kvcalc.cli.common import (
+    BatchOpt,
+    BlockOpt,
+    EngineOpt,
+    ExplainOpt,
+    FlashAttnOpt,
+    GpuOpt,
+    HfVersionOpt,
+    JsonOpt,
+    KvDtypeOpt,
+    KvUnifiedOpt,
+    MaxBatchedOpt,
+    MaxCacheLenOpt,
+    MemoryOpt,
+    ModelOpt,
+    PpOpt,
+    PresetsOpt,
+    ReserveOpt,
+    SeqOpt,
+    SwaFullOpt,
+    TpOpt,
+    UbatchOpt,
+    UnitsOpt,
+    UtilOpt,
+    WeightDtypeOpt,
+    build_engine,
+    build_workload,
+    decimal_units,
+    engine_options,
+    gpu_and_budget,
+    gpu_label,
+    print_json,
+    single_command,
+    weights_format,
+)
+from kvcalc.errors import DoesNotFit
+from kvcalc.kvcache import estimate_kv
+
+
+def size(
+    model: ModelOpt,
+    seq: SeqOpt,
+    batch: BatchOpt = 1,
+    kv_dtype: KvDtypeOpt = None,
+    weight_dtype: WeightDtypeOpt = None,
+    tp: TpOpt = 1,
+    pp: PpOpt = 1,
+    block_size: BlockOpt = None,
+    engine: EngineOpt = "textbook",
+    hf_version: HfVersionOpt = None,
+    max_cache_len: MaxCacheLenOpt = None,
+    swa_full: SwaFullOpt = None,
+    ubatch: UbatchOpt = None,
+    kv_unified: KvUnifiedOpt = None,
+    flash_attn: FlashAttnOpt = None,
+    max_num_batched_tokens: MaxBatchedOpt = None,
+    gpu: GpuOpt = None,
+    memory: MemoryOpt = None,
+    utilization: UtilOpt = capacity.DEFAULT_UTILIZATION,
+    reserve: ReserveOpt = "1GiB",
+    presets_dir: PresetsOpt = None,
+    json_out: JsonOpt = False,
+    explain: ExplainOpt = False,
+    units: UnitsOpt = "gib",
+) -> None:
+    """KV-cache bytes per token, per sequence and for the batch; the weights; with --gpu or --memory, what fits and the decode bound.
+
+    Example: kvcalc size --model llama3-8b --seq 8192 --batch 16 --kv-dtype fp8
+    """
+    decimal = decimal_units(units)
+    spec = presets.load_model(model, presets_dir)
+    work = build_workload(spec, seq, batch, kv_dtype, tp, pp, block_size, build_engine(engine, **engine_options(locals())))
+    kv = estimate_kv(spec, work)
+    weights_fmt = weights_format(spec, weight_dtype)
+    params = capacity.count_params(spec)
+    weights = capacity.weight_bytes(params, weights_fmt) if params else None
+    report = step = None
+    if gpu or memory:
+        gpu_spec, budget = gpu_and_budget(spec, work, gpu, memory, weights_fmt, utilization, reserve, presets_dir)
+        report = capacity.fit(spec, work, budget)
+        if gpu_spec is not None:
+            step = latency.decode(spec, work, gpu_spec, weights_fmt)
+    if json_out:
+        from kvcalc import documents
+
+        weights_doc = documents.Weights(
+            dtype=weights_fmt.dtype,
+            embeddings_dtype=weights_fmt.other_than_layers(weights_fmt.embeddings),
+            experts_dtype=weights_fmt.other_than_layers(weights_fmt.experts),
+            bytes=weights,
+            params=params,
+        )
+        print_json(documents.SizeDocument(model=spec, kv=kv, weights=weights_doc, fit=report, decode=step))
+    else:
+        from kvcalc import render
+
+        render.kv_table(kv, decimal, explain)
+        render.weights_line(params, weights, weights_fmt.label, decimal, capacity.unknown_weights(spec))
+        if report is not None:
+            render.fit_tables(report, spec.name, gpu_label(gpu_spec, memory), decimal, explain)
+        if step is not None:
+            render.decode_tables(step, None, decimal, explain)
+    if report is not None and not report.fits:
+        raise typer.Exit(DoesNotFit.exit_code)
+
+
+app = single_command(size)
