@@ -18,7 +18,7 @@ from kvcalc.kvcache import (
     pipeline_stages,
     sequence_bytes,
 )
-from kvcalc.spec import GpuSpec, ModelSpec, Workload
+from kvcalc.spec import GpuSpec, ModelSpec, StoredWeights, Workload
 from kvcalc.units import PACKING, DType, GiB, format_bytes
 
 DEFAULT_UTILIZATION = 0.90  # vLLM's gpu_memory_utilization default
@@ -120,6 +120,7 @@ class WeightFormat(Frozen):
     dtype: DType
     embeddings: DType
     experts: DType
+    stored: StoredWeights | None = None  # the checkpoint's exact bytes (a GGUF's tensors), when no dtype is requested
 
     def other_than_layers(self, dtype: DType) -> DType | None:
         """`dtype` when it differs from the layers', else None (the JSON names only what differs)."""
@@ -127,6 +128,8 @@ class WeightFormat(Frozen):
 
     @property
     def label(self) -> str:
+        if self.stored is not None:
+            return ", ".join(self.stored.types) + " (as stored)"
         parts = (("embeddings", self.embeddings), ("experts", self.experts))
         return ", ".join([self.dtype.value, *(f"{part} {dtype.value}" for part, dtype in parts if dtype != self.dtype)])
 
@@ -139,7 +142,9 @@ def weight_format(model: ModelSpec, requested: DType | None = None) -> WeightFor
         return WeightFormat(dtype=requested, embeddings=requested, experts=requested)
     layers = model.weight_dtype or model.dtype
     experts = (model.moe.expert_dtype if model.moe else None) or layers
-    return WeightFormat(dtype=layers, embeddings=model.embeddings_dtype or model.dtype, experts=experts)
+    return WeightFormat(
+        dtype=layers, embeddings=model.embeddings_dtype or model.dtype, experts=experts, stored=model.stored_weights
+    )
 
 
 def _weight_parts(params: ParamCount, fmt: WeightFormat) -> list[tuple[str, int, DType]]:
@@ -157,11 +162,16 @@ def _weight_parts(params: ParamCount, fmt: WeightFormat) -> list[tuple[str, int,
 
 def weight_bytes(params: ParamCount, fmt: WeightFormat) -> int:
     """Bytes of the weights stored as `fmt` (block formats include their scales)."""
+    if fmt.stored is not None:  # the checkpoint's own bytes: exact for all of it, pro rata for a part (experts one step reads)
+        return -(-fmt.stored.bytes * params.total // fmt.stored.params)
     return sum(PACKING[dtype].bytes_for(count) for _, count, dtype in _weight_parts(params, fmt))
 
 
 def weights_formula(params: ParamCount, fmt: WeightFormat) -> str:
     """`weight_bytes`'s sum in words, for --explain (in parentheses when it has several terms)."""
+    if fmt.stored is not None:
+        share = "" if params.total == fmt.stored.params else f" * {params.total:,} / {fmt.stored.params:,} params"
+        return f"{fmt.stored.bytes:,} B as stored (each tensor in its own type){share}"
     terms = [f"{count:,} {what} * {dtype.value}" for what, count, dtype in _weight_parts(params, fmt)]
     return terms[0] if len(terms) == 1 else "(" + " + ".join(terms) + ")"
 

@@ -28,6 +28,7 @@ from kvcalc.compare import DEFAULT_KV_LORA_RANK, DEFAULT_ROPE_DIM, VARIANT_HELP,
 from kvcalc.compare import compare as compare_rows
 from kvcalc.errors import DoesNotFit, InvalidInput, KvcalcError, PresetNotFound
 from kvcalc.kvcache import estimate_kv
+from kvcalc.sources import tensor_parallel
 from kvcalc.spec import ENGINE_OPTIONS, Engine, GpuSpec, ModelSpec, Workload
 from kvcalc.units import SIZE_HELP, DType, parse_dtype, parse_size
 
@@ -180,7 +181,7 @@ ModelOpt = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="Preset name, a model YAML file, or a Hugging Face config.json.",
+        help="Preset name, model YAML, config.json, GGUF file, or Hugging Face repo id org/name\\[@revision] (local HF cache first). A name without a slash is a preset; org/name is a repo id unless that file exists.",
         autocompletion=_preset_names("models"),
     ),
 ]
@@ -201,7 +202,12 @@ WeightDtypeOpt = Annotated[
     ),
 ]
 TpOpt = Annotated[
-    int, typer.Option("--tp", help="Tensor-parallel GPUs: KV heads split across them (replicated when tp > KV heads).")
+    str,
+    typer.Option(
+        "--tp",
+        metavar="N|auto",
+        help="Tensor-parallel GPUs: KV heads split across them (replicated when tp > KV heads); auto: the GPUs in this machine.",
+    ),
 ]
 PpOpt = Annotated[int, typer.Option("--pp", help="Pipeline-parallel stages: layers split across them.")]
 BlockOpt = Annotated[
@@ -209,7 +215,13 @@ BlockOpt = Annotated[
     typer.Option("--block-size", help="Paged allocation: round each layer's tokens up to pages of N (vLLM: 16). Default: exact."),
 ]
 GpuOpt = Annotated[
-    str | None, typer.Option("--gpu", "-g", help="GPU preset name or GPU YAML file.", autocompletion=_preset_names("gpus"))
+    str | None,
+    typer.Option(
+        "--gpu",
+        "-g",
+        help="GPU preset, a name as nvidia-smi prints it, a GPU YAML file, or auto (this machine's).",
+        autocompletion=_preset_names("gpus"),
+    ),
 ]
 MemoryOpt = Annotated[str | None, typer.Option("--memory", help=f"GPU memory, overriding the preset's: {SIZE_HELP}.")]
 UtilOpt = Annotated[
@@ -322,11 +334,12 @@ def _workload(
     seq: int,
     batch: int,
     kv_dtype: str | None,
-    tp: int,
+    tp: int | str,
     pp: int,
     block_size: int | None,
     engine: Engine | None = None,
 ) -> Workload:
+    tp = tensor_parallel(tp)  # a count, or auto: the GPUs in this machine
     _positive(seq=seq, batch=batch, tp=tp, pp=pp, block_size=block_size)
     try:
         work = Workload(
@@ -433,7 +446,7 @@ def size(
         from kvcalc import render
 
         render.kv_table(kv, decimal, explain)
-        render.weights_line(params, weights, weights_fmt.label, decimal, capacity.unknown_weights(spec))
+        render.weights_line(params, weights, weights_fmt, decimal, capacity.unknown_weights(spec))
         if report is not None:
             render.fit_tables(report, spec.name, _gpu_label(gpu_spec, memory), decimal, explain)
         if step is not None:
@@ -502,7 +515,9 @@ def fit(
 @command
 def decode(
     model: ModelOpt,
-    gpu: Annotated[str, typer.Option("--gpu", "-g", help="GPU preset name or GPU YAML file.")],
+    gpu: Annotated[
+        str, typer.Option("--gpu", "-g", help="GPU preset, a name as nvidia-smi prints it, a GPU YAML file, or auto.")
+    ],
     seq: SeqOpt = 8192,
     batch: BatchOpt = 1,
     kv_dtype: KvDtypeOpt = None,
@@ -585,7 +600,7 @@ def _compared_models(
     return None, [(spec.name, spec) for spec in specs]
 
 
-def _shared_workload(models: list[ModelSpec], seq: int, batch: int, tp: int) -> Workload:
+def _shared_workload(models: list[ModelSpec], seq: int, batch: int, tp: int | str) -> Workload:
     """One workload for every compared model; each warns when --seq exceeds its max positions."""
     return [_workload(model, seq, batch, None, tp, 1, None) for model in models][0]
 

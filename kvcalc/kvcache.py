@@ -257,7 +257,8 @@ def _explain(
         b = f"{packing.block_bytes} B ({dtype.value})"
     else:
         b = f"{packing.block_bytes} B per {packing.block_values} values ({dtype.value}, scales included)"
-    lines = [f"rule: {rule}" for rule in engines.rules(model, workload)]
+    lines = [f"model {model.name}: {model.source}"] if model.source else []  # where it came from: preset, file, GGUF, Hub
+    lines += [f"rule: {rule}" for rule in engines.rules(model, workload)]
     lines.append(f"b = bytes per element = {b}")
     textbook = workload.engine.name == "textbook"
     block = engines.block_size(workload)

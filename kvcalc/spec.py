@@ -72,6 +72,15 @@ class MoeSpec(Strict):
         return self
 
 
+class StoredWeights(Strict):
+    """A checkpoint's weights as its file stores them, each tensor in its own type (a GGUF's
+    tensor infos summed): exact bytes, the parameters they hold, and the parameters per type."""
+
+    bytes: Rate
+    params: Rate
+    types: dict[str, Rate] = Field(default_factory=dict, description="parameters per stored type, e.g. q4_K, q6_K, f32")
+
+
 class ModelSpec(Strict):
     """A model's shape. The KV cache needs only layers, heads, kv_heads, head_dim and dtype;
     the optional fields unlock weights, limits and MoE/MLA/window figures."""
@@ -103,7 +112,10 @@ class ModelSpec(Strict):
     moe: MoeSpec | None = None
     params: Rate | None = None
     active_params: Rate | None = None
-    source: str | None = None
+    stored_weights: StoredWeights | None = Field(
+        default=None, description="exact bytes as stored (a GGUF's tensors): used instead of params * dtype unless --weight-dtype"
+    )
+    source: str | None = Field(default=None, description="where the figures come from: a published config, a file, a Hub repo")
     notes: str | None = None
 
     @model_validator(mode="before")
@@ -153,6 +165,9 @@ class GpuSpec(Strict):
     bf16_flops: Rate
     fp8_flops: Rate | None = None
     memory_note: str | None = None
+    aliases: list[Name] | None = Field(
+        default=None, description="the names vendors' tools print (nvidia-smi, amd-smi), matched case-blind by --gpu"
+    )
     source: str | None = None
     notes: str | None = None
 
