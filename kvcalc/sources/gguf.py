@@ -161,7 +161,10 @@ def _read_value(cursor: _Cursor, key: str, kind: int, lengths: dict[str, int]) -
         return list(struct.unpack(f"<{count}{_SCALARS[element][1]}", cursor.read(count * fixed)))
     if element in _SCALARS:
         cursor.skip(count * fixed)
-    else:  # strings (the tokenizer's tokens, merges) or nested arrays: walked, not kept
+    elif element == _STRING:  # the tokenizer's tokens and merges: counted, each skipped by its length
+        for _ in range(count):
+            cursor.skip(cursor.length())
+    else:  # nested arrays: walked, not kept
         for _ in range(count):
             _read_value(cursor, key, element, {})
     return None
