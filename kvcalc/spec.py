@@ -127,6 +127,14 @@ class ModelSpec(Strict):
                 return {**data, "head_dim": hidden // heads}
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _params_of_stored_weights(cls, data: object) -> object:
+        """Stored weights count their parameters: `params` is theirs (given or not), so the bytes stay exact."""
+        if isinstance(data, dict) and isinstance(data.get("stored_weights"), dict) and data.get("params") is None:
+            return {**data, "params": data["stored_weights"].get("params")}
+        return data
+
     @model_validator(mode="after")
     def _check_shape(self) -> ModelSpec:
         if self.head_dim is None:
@@ -137,6 +145,8 @@ class ModelSpec(Strict):
             raise ValueError("layer_pattern must list at least one layer kind")
         if self.sliding_window is None and "sliding" in (self.layer_pattern or []):
             raise ValueError("layer_pattern has sliding layers but sliding_window is not set")
+        if self.stored_weights is not None and self.params != self.stored_weights.params:
+            raise ValueError(f"params ({self.params}) must equal stored_weights.params ({self.stored_weights.params})")
         return self
 
     @property

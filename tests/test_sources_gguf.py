@@ -380,3 +380,15 @@ def test_presets_show_says_where_a_gguf_came_from(cli) -> None:
     assert shown["source"].startswith("GGUF v3 file ") and shown["stored_weights"]["bytes"] == 4_912_898_304
     explained = cli("size", "--model", FIXTURE, "--seq", "8", "--explain")
     assert "model Meta-Llama-3.1-8B-Instruct-Q4_K_M: GGUF v3 file" in explained.stdout
+
+
+def test_stored_weights_in_a_yaml_preset(cli, tmp_path: Path) -> None:
+    """A preset may carry exact stored bytes too; their parameter count is the model's."""
+    base = "name: mine\nlayers: 2\nheads: 4\nkv_heads: 2\nhead_dim: 16\nhidden: 64\nintermediate: 128\nvocab: 100\n"
+    stored = "stored_weights: {bytes: 1000000, params: 2000000, types: {q4_K: 2000000}}\n"
+    (tmp_path / "ok.yaml").write_text(base + stored)
+    doc = cli.json("size", "--model", tmp_path / "ok.yaml", "--seq", "8")
+    assert doc["weights"]["bytes"] == 1_000_000 and doc["weights"]["params"]["total"] == 2_000_000
+    (tmp_path / "bad.yaml").write_text(base + stored + "params: 5\n")
+    result = cli("size", "--model", tmp_path / "bad.yaml", "--seq", "8")
+    assert result.exit_code == 2 and "params (5) must equal stored_weights.params (2000000)" in result.stderr
