@@ -275,6 +275,11 @@ def _preset_file(ref: str) -> Path:
 
 def resolve(kind: Kind, ref: str, extra_dirs: Sequence[str | Path] | None = None) -> Any:
     """A spec by preset name (user presets first) or by file path."""
+    from kvcalc import sources  # GGUF files, Hub repo ids, cache snapshots, --gpu auto and device names
+
+    special = sources.model_reference(ref) if kind == "models" else sources.gpu_reference(ref, extra_dirs)
+    if special is not None:
+        return special
     if _is_path(ref):
         return load_file(kind, _preset_file(ref))
     user = {}
@@ -290,6 +295,8 @@ def resolve(kind: Kind, ref: str, extra_dirs: Sequence[str | Path] | None = None
     if is_shipped:
         return load_file(kind, shipped)
     entries = {e.name: e for e in list_presets(kind, extra_dirs)}
+    if ref not in entries and kind == "gpus":  # a name as nvidia-smi or amd-smi prints it, else suggestions
+        return sources.gpu_by_device_name(ref, extra_dirs, _closest(ref, entries))
     if ref not in entries:
         hint = f"; did you mean {', '.join(close)}?" if (close := _closest(ref, entries)) else ""
         what = "model" if kind == "models" else "GPU"
@@ -306,6 +313,11 @@ def _closest(ref: str, names: Iterable[str]) -> list[str]:
 
 def load_any(ref: str, extra_dirs: Sequence[str | Path] | None = None) -> ModelSpec | GpuSpec:
     """A model or a GPU: a file read as what its fields say it is, a name looked up among both."""
+    from kvcalc import sources  # GGUF files, Hub repo ids, cache snapshots, `auto` and device names
+
+    special = sources.model_reference(ref) or sources.gpu_reference(ref, extra_dirs, by_device_name=True)
+    if special is not None:
+        return special
     if _is_path(ref):
         path = _preset_file(ref)
         data = read_mapping(path)

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from kvcalc.capacity import FitReport, ParamCount
+from kvcalc.capacity import FitReport, ParamCount, WeightFormat
 from kvcalc.compare import CompareRow, Comparison, RowDecode, RowFit
 from kvcalc.kvcache import KvEstimate
 from kvcalc.latency import DecodeEstimate, PrefillEstimate
@@ -88,15 +88,16 @@ def kv_table(kv: KvEstimate, decimal: bool, explain: bool) -> None:
         _explain(kv.explain)
 
 
-def weights_line(params: ParamCount | None, weights_bytes: int | None, fmt: str, decimal: bool, unknown: str) -> None:
+def weights_line(params: ParamCount | None, weights_bytes: int | None, fmt: WeightFormat, decimal: bool, unknown: str) -> None:
     """The weights' size, or why it is `unknown`."""
     if params is None or weights_bytes is None:
         console.print(f"weights: {escape(unknown)}", soft_wrap=True)
         return
-    how = "counted from the shapes" if params.from_shapes else "published"
+    how = "summed from the file's tensors" if fmt.stored else "counted from the shapes" if params.from_shapes else "published"
     active = f", {params.active:,} active per token" if params.active != params.total else ""
     console.print(
-        f"weights: {params.total:,} params ({how}{active}) in {fmt} = {_bytes_cell(weights_bytes, decimal)}", soft_wrap=True
+        f"weights: {params.total:,} params ({how}{active}) in {fmt.label} = {_bytes_cell(weights_bytes, decimal)}",
+        soft_wrap=True,
     )
 
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from kvcalc import capacity, engines, presets
 from kvcalc.errors import InvalidInput, KvcalcError
+from kvcalc.sources import tensor_parallel
 from kvcalc.spec import ENGINE_OPTIONS, Engine, GpuSpec, ModelSpec, Workload
 from kvcalc.units import SIZE_HELP, DType, parse_dtype, parse_size
 
@@ -84,7 +85,7 @@ ModelOpt = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="Preset name, a model YAML file, or a Hugging Face config.json.",
+        help="Preset name, model YAML, config.json, GGUF file, or Hugging Face repo id org/name\\[@revision] (local HF cache first). A name without a slash is a preset; org/name is a repo id unless that file exists.",
         autocompletion=preset_names("models"),
     ),
 ]
@@ -101,16 +102,20 @@ WeightDtypeOpt = Annotated[
     ),
 ]
 TpOpt = Annotated[
-    int, typer.Option("--tp", help="Tensor-parallel GPUs: KV heads split across them (replicated when tp > KV heads).")
+    str,
+    typer.Option(
+        "--tp",
+        metavar="N|auto",
+        help="Tensor-parallel GPUs: KV heads split across them (replicated when tp > KV heads); auto: the GPUs in this machine.",
+    ),
 ]
 PpOpt = Annotated[int, typer.Option("--pp", help="Pipeline-parallel stages: layers split across them.")]
 BlockOpt = Annotated[
     int | None,
     typer.Option("--block-size", help="Paged allocation: round each layer's tokens up to pages of N (vLLM: 16). Default: exact."),
 ]
-GpuOpt = Annotated[
-    str | None, typer.Option("--gpu", "-g", help="GPU preset name or GPU YAML file.", autocompletion=preset_names("gpus"))
-]
+GPU_HELP = "GPU preset, a name as nvidia-smi prints it, a GPU YAML file, or auto (this machine's)."
+GpuOpt = Annotated[str | None, typer.Option("--gpu", "-g", help=GPU_HELP, autocompletion=preset_names("gpus"))]
 MemoryOpt = Annotated[str | None, typer.Option("--memory", help=f"GPU memory, overriding the preset's: {SIZE_HELP}.")]
 UtilOpt = Annotated[
     float, typer.Option("--utilization", help="Share of GPU memory the engine may use, in (0, 1] (vLLM's default 0.90).")
@@ -220,12 +225,13 @@ def build_workload(
     seq: int,
     batch: int,
     kv_dtype: str | None,
-    tp: int,
+    tp: int | str,
     pp: int,
     block_size: int | None,
     engine: Engine | None = None,
 ) -> Workload:
     """The Workload of the options, each flag checked; a warning when --seq exceeds the model's max positions."""
+    tp = tensor_parallel(tp)  # a count, or auto: the GPUs in this machine
     positive(seq=seq, batch=batch, tp=tp, pp=pp, block_size=block_size)
     try:
         work = Workload(

@@ -101,7 +101,7 @@ def _compared_models(
     return None, [(spec.name, spec) for spec in specs]
 
 
-def _shared_workload(models: list[ModelSpec], seq: int, batch: int, tp: int) -> Workload:
+def _shared_workload(models: list[ModelSpec], seq: int, batch: int, tp: int | str) -> Workload:
     """One workload for every compared model; each warns when --seq exceeds its max positions."""
     return [build_workload(model, seq, batch, None, tp, 1, None) for model in models][0]
 

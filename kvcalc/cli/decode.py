@@ -8,6 +8,7 @@ import typer
 
 from kvcalc import latency, presets
 from kvcalc.cli.common import (
+    GPU_HELP,
     BatchOpt,
     BlockOpt,
     ExplainOpt,
@@ -33,7 +34,7 @@ EfficiencyOpt = Annotated[
 
 def decode(
     model: ModelOpt,
-    gpu: Annotated[str, typer.Option("--gpu", "-g", help="GPU preset name or GPU YAML file.")],
+    gpu: Annotated[str, typer.Option("--gpu", "-g", help=GPU_HELP)],
     seq: SeqOpt = 8192,
     batch: BatchOpt = 1,
     kv_dtype: KvDtypeOpt = None,

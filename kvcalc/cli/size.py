@@ -102,7 +102,7 @@ def size(
         from kvcalc import render
 
         render.kv_table(kv, decimal, explain)
-        render.weights_line(params, weights, weights_fmt.label, decimal, capacity.unknown_weights(spec))
+        render.weights_line(params, weights, weights_fmt, decimal, capacity.unknown_weights(spec))
         if report is not None:
             render.fit_tables(report, spec.name, gpu_label(gpu_spec, memory), decimal, explain)
         if step is not None:
