@@ -17,6 +17,9 @@ from kvcalc.kvcache import (
     layer_caches,
     pipeline_stages,
     sequence_bytes,
+    settled,
+    state_bytes,
+    state_layout,
 )
 from kvcalc.spec import GpuSpec, ModelSpec, StoredWeights, Workload
 from kvcalc.units import PACKING, DType, GiB, format_bytes
@@ -64,9 +67,10 @@ class LayerParams(Frozen):
 
 def _layer_params(model: ModelSpec) -> list[LayerParams] | None:
     """Each layer's parameters from the shapes (DESIGN.md section 4); None without hidden,
-    intermediate and vocab."""
+    intermediate and vocab, or for a hybrid model (its state and mlp-only layers are not counted
+    from shapes: such a preset gives its published params)."""
     h, inter = model.hidden, model.intermediate
-    if h is None or inter is None or model.vocab is None:
+    if h is None or inter is None or model.vocab is None or None in model.attention_kinds():
         return None
     matrices = 3 if model.mlp == "gated" else 2  # gate, up, down; or up, down
     common = _attention_params(model, h) + 2 * h  # two norms
@@ -116,6 +120,11 @@ def count_params(model: ModelSpec) -> ParamCount | None:
 
 def unknown_weights(model: ModelSpec) -> str:
     """Why the model's weights are unknown, and the fix."""
+    if None in model.attention_kinds():
+        return (
+            f"{model.name} is a hybrid model and gives no params: kvcalc counts the parameters of attention layers only,"
+            " so its weights are unknown: add its published params (and active_params for a MoE) to its preset"
+        )
     return (
         f"{model.name} gives neither params nor hidden, intermediate and vocab, so its weights are unknown:"
         " add params (or those three) to its preset"
@@ -354,9 +363,10 @@ class FitReport(Frozen):
     seq: int
     batch: int
     context_per_sequence: int  # --seq, or llama.cpp's n_ctx / sequences
-    bytes_per_sequence_per_gpu: int
+    bytes_per_sequence_per_gpu: int  # KV at its peak and state of one sequence (llama.cpp unified: the shared buffer)
     exact_bytes_per_sequence_per_gpu: int
-    kv_bytes_per_gpu: int  # the workload's batch
+    state_bytes_per_sequence_per_gpu: int = 0  # hybrid models: the fixed state every sequence adds, whatever its context
+    kv_bytes_per_gpu: int  # the workload's batch, KV and state
     fits: bool  # weights and the batch's KV within the budget
     weights_fit: bool
     shortfall_bytes: int  # how much more memory the workload needs (0 when it fits)
@@ -381,15 +391,18 @@ def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | N
     context = max_context(model, workload, usable, limit or UNBOUNDED_CONTEXT)
     need = batch_bytes(model, workload, peak=True).per_gpu
     at_best = rules.reshape(workload, batch=max(best_batch, 1))
-    waste = batch_bytes(model, at_best).per_gpu - batch_bytes(model, exact_workload(at_best)).per_gpu if best_batch else 0
+    waste = _waste_per_gpu(model, at_best) if best_batch else 0
+    state = state_bytes(model, settled(model, workload)).per_gpu
     contexts = sorted({s for s in STANDARD_CONTEXTS if s <= (limit or UNBOUNDED_CONTEXT)} | ({limit} if limit else set()))
     return FitReport(
         budget=budget_,
         seq=workload.seq,
         batch=workload.batch,
         context_per_sequence=rules.context_per_sequence(workload),
-        bytes_per_sequence_per_gpu=sequence_bytes(model, workload, peak=True).per_gpu,
-        exact_bytes_per_sequence_per_gpu=sequence_bytes(model, exact_workload(workload)).per_gpu,
+        bytes_per_sequence_per_gpu=sequence_bytes(model, workload, peak=True).per_gpu + state,
+        exact_bytes_per_sequence_per_gpu=sequence_bytes(model, exact_workload(workload)).per_gpu
+        + _over_stages_max(model, workload, state_layout(model, workload).exact_bytes),
+        state_bytes_per_sequence_per_gpu=state,
         kv_bytes_per_gpu=need,
         fits=need <= usable,
         weights_fit=usable >= 0,
@@ -399,16 +412,40 @@ def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | N
         max_context=context,
         max_context_limit=limit_reason if context == (limit or UNBOUNDED_CONTEXT) else "memory",
         paging_waste_bytes_at_max_batch=waste,
-        engine_log=rules.log_lines(model, workload, usable, _first_stage_layers(model, workload)),
+        engine_log=rules.log_lines(model, workload, usable, _first_stage_layers(model, workload)) + _state_log(model, workload),
         max_batch_by_context={s: max_batch(model, rules.reshape(workload, context=s), usable) for s in contexts},
     )
 
 
 def _first_stage_layers(model: ModelSpec, workload: Workload) -> list[StageLayer]:
-    """The layers of the first pipeline stage, the one with the most layers, on one rank."""
+    """The attention layers of the first pipeline stage, the one with the most layers, on one rank."""
     dtype = kv_dtype(model, workload)
     caches = layer_caches(model, workload.tp, workload.engine)
     return [
         StageLayer(window=caches[i].window, bytes_per_token=layer_bytes_per_token(caches[i], dtype))
         for i in pipeline_stages(model.layers, workload.pp)[0]
+        if caches[i].kind != "none"
     ]
+
+
+def _state_log(model: ModelSpec, workload: Workload) -> list[EngineLogLine]:
+    """What the engine logs when it lays out state pages beside the attention pages (vLLM)."""
+    pages = state_layout(model, workload).pages
+    return list(pages.log) if pages else []
+
+
+def _over_stages_max(model: ModelSpec, workload: Workload, per_layer: list[int]) -> int:
+    """The busiest pipeline stage's share of per-layer bytes."""
+    return max(sum(per_layer[i] for i in stage) for stage in pipeline_stages(model.layers, workload.pp))
+
+
+def _waste_per_gpu(model: ModelSpec, workload: Workload) -> int:
+    """Bytes allocated beyond the exact need on the busiest GPU: KV pages and reservations, and the
+    padding of state pages (the exact twin keeps the engine's state dtypes)."""
+    kv = (
+        batch_bytes(model, workload, with_state=False).per_gpu
+        - batch_bytes(model, exact_workload(workload), with_state=False).per_gpu
+    )
+    layout = state_layout(model, workload)
+    padding = [allocated - exact for allocated, exact in zip(layout.layer_bytes, layout.exact_bytes, strict=True)]
+    return kv + workload.batch * _over_stages_max(model, workload, padding)

@@ -43,6 +43,7 @@ class PlannedWorkload(Strict):
     tp: Count = 1
     pp: Count = 1
     kv_dtype: DTypeName | None = None
+    state_dtype: DTypeName | None = None
     weight_dtype: DTypeName | None = None
     block_size: Count | None = None
     engine: Engine = Engine()  # a name (vllm) or a mapping with options ({name: vllm, max_num_batched_tokens: 8192})

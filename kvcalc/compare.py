@@ -15,7 +15,7 @@ from kvcalc.base import Frozen
 from kvcalc.capacity import WeightFormat
 from kvcalc.engines import Budget
 from kvcalc.errors import InvalidInput
-from kvcalc.kvcache import estimate_kv, layer_bytes_per_token, layer_caches
+from kvcalc.kvcache import LayerCache, attention_layers, estimate_kv, layer_bytes_per_token, layer_caches
 from kvcalc.latency import Bound
 from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload
 from kvcalc.units import DType
@@ -122,7 +122,8 @@ class CompareRow(Frozen):
     bytes_per_token_per_layer: int
     bytes_per_token: int  # all layers
     bytes_per_sequence: int
-    bytes_per_batch: int
+    bytes_per_batch: int  # KV and, for hybrid models, state: the cache the batch takes
+    state_bytes_per_sequence: int = 0  # hybrid models: the fixed state of one sequence (in bytes_per_batch)
     replicated_kv_heads: bool  # tp exceeds the KV heads: every GPU keeps a copy of one
     saved_bytes: int = 0  # negative when larger than the baseline
     saved_percent: float = 0.0
@@ -153,8 +154,9 @@ class Comparison(Frozen):
 def _row(subject: Subject, workload: Workload, gpu: GpuSpec | None) -> CompareRow:
     spec = subject.spec
     kv = estimate_kv(spec, workload)
-    layer = layer_caches(spec, workload.tp, workload.engine)[0]  # layers differ only in tokens held, not per token
-    mla = layer.kind == "mla"
+    attention = attention_layers(layer_caches(spec, workload.tp, workload.engine))
+    layer = attention[0] if attention else LayerCache(kind="none", window=None, kv_heads=0, k_values=0, v_values=0)
+    mla = layer.kind == "mla"  # attention layers differ only in tokens held, not per token
     return CompareRow(  # every figure over all GPUs (replicas included), like estimate_kv's
         name=subject.name,
         kv_dtype=kv.kv_dtype,
@@ -163,7 +165,8 @@ def _row(subject: Subject, workload: Workload, gpu: GpuSpec | None) -> CompareRo
         bytes_per_token_per_layer=layer_bytes_per_token(layer, kv.kv_dtype) * workload.tp,
         bytes_per_token=kv.bytes_per_token,
         bytes_per_sequence=kv.bytes_per_sequence,
-        bytes_per_batch=kv.bytes_per_batch,
+        bytes_per_batch=kv.total_bytes_per_batch,
+        state_bytes_per_sequence=kv.state_bytes_per_sequence,
         replicated_kv_heads=kv.replicated_kv_heads,
         fit=_fit(spec, workload, subject.budget) if subject.budget else None,
         decode=_decode(spec, workload, gpu, subject.weights) if gpu else None,

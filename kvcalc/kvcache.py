@@ -1,9 +1,10 @@
-"""KV-cache bytes: pure functions, exact integers, no I/O.
+"""KV-cache and recurrent-state bytes: pure functions, exact integers, no I/O.
 
 Everything that needs KV bytes (size, fit, decode, compare, measure) goes through
 `layer_caches` (what each layer stores per token) and `tokens_held` (how many tokens it
 keeps), both asking the workload's engine profile (kvcalc.engines) and never naming an engine.
-Formulas: DESIGN.md section 4.
+State layers (Mamba, Gated DeltaNet, lightning, short conv) keep a fixed state per sequence:
+`state_layout` (shapes from kvcalc.state, dtypes and pages from the engine). Formulas: DESIGN.md section 4.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ from typing import Literal
 
 from kvcalc import engines
 from kvcalc.base import Frozen
+from kvcalc.engines import StateDtypes, StatePages
 from kvcalc.errors import InvalidInput
-from kvcalc.spec import Engine, ModelSpec, Workload
+from kvcalc.spec import Engine, ModelSpec, StateKind, Workload
+from kvcalc.state import LayerState, layer_states
 from kvcalc.units import PACKING, DType, format_bytes
 
-CacheKind = Literal["full", "sliding", "mla"]
+CacheKind = Literal["full", "sliding", "mla", "none"]  # none: a layer without attention (state or mlp only)
+STATE_DTYPES = (DType.fp32, DType.fp16, DType.bf16)  # what engines keep a recurrent state in (vLLM MambaDType)
 
 
 class LayerCache(Frozen):
@@ -63,6 +67,7 @@ def layer_caches(model: ModelSpec, tp: int = 1, engine: Engine | None = None) ->
         kv_heads_per_rank(model, tp)  # still validates the split of the query heads
         return [latent] * model.layers
     heads = kv_heads_per_rank(model, tp)  # decompressed MLA (transformers 4.x): per-head K and V
+    no_attention = LayerCache(kind="none", window=None, kv_heads=0, k_values=0, v_values=0)
     return [
         LayerCache(
             kind=kind,
@@ -71,8 +76,15 @@ def layer_caches(model: ModelSpec, tp: int = 1, engine: Engine | None = None) ->
             k_values=heads * model.key_dim,  # GQA: Hkv heads, not H
             v_values=heads * model.value_dim,
         )
-        for kind in model.layer_kinds()
+        if kind is not None
+        else no_attention
+        for kind in model.attention_kinds()
     ]
+
+
+def attention_layers(caches: list[LayerCache]) -> list[LayerCache]:
+    """The layers that cache keys and values (every layer but state and mlp layers)."""
+    return [layer for layer in caches if layer.kind != "none"]
 
 
 def layer_bytes_per_token(layer: LayerCache, dtype: DType) -> int:
@@ -120,26 +132,86 @@ def _over_stages(model: ModelSpec, workload: Workload, per_layer: list[int]) -> 
     return SequenceBytes(per_gpu=max(per_stage), total=sum(per_stage) * workload.tp)
 
 
+def _unit_bytes_per_layer(model: ModelSpec, workload: Workload, seq: int | None, peak: bool) -> list[int]:
+    dtype = kv_dtype(model, workload)
+    return [
+        layer_bytes_per_token(layer, dtype) * tokens_held(layer, workload, seq, peak) if layer.kind != "none" else 0
+        for layer in layer_caches(model, workload.tp, workload.engine)
+    ]
+
+
 def sequence_bytes(model: ModelSpec, workload: Workload, seq: int | None = None, peak: bool = False) -> SequenceBytes:
     """KV bytes one allocation unit (a sequence) holds at context `seq` (default: the workload's);
     with `peak`, the most it holds at any moment (transformers right after a long prefill)."""
-    dtype = kv_dtype(model, workload)
-    per_layer = [
-        layer_bytes_per_token(layer, dtype) * tokens_held(layer, workload, seq, peak)
-        for layer in layer_caches(model, workload.tp, workload.engine)
-    ]
+    workload = settled(model, workload)
+    return _over_stages(model, workload, _unit_bytes_per_layer(model, workload, seq, peak))
+
+
+def state_bytes(model: ModelSpec, workload: Workload) -> SequenceBytes:
+    """Recurrent-state bytes one sequence holds, as the engine allocates them; the same at any context."""
+    return _over_stages(model, workload, state_layout(model, workload).layer_bytes)
+
+
+def batch_bytes(
+    model: ModelSpec, workload: Workload, seq: int | None = None, peak: bool = False, with_state: bool = True
+) -> SequenceBytes:
+    """Bytes of the whole batch's cache: every allocation unit's KV, every sequence's state (unless
+    not `with_state`), plus what does not scale with tokens; the busiest GPU's share summed stage by stage."""
+    workload = settled(model, workload)
+    rules = engines.profile(workload.engine)
+    units = rules.allocation_units(workload)
+    fixed = rules.fixed_bytes(model, workload, kv_dtype(model, workload)) // model.layers
+    kv = _unit_bytes_per_layer(model, workload, seq, peak)
+    state = state_layout(model, workload).layer_bytes if with_state else [0] * model.layers  # a state is never shared
+    per_layer = [units * k + workload.batch * s + fixed for k, s in zip(kv, state, strict=True)]
     return _over_stages(model, workload, per_layer)
 
 
-def batch_bytes(model: ModelSpec, workload: Workload, seq: int | None = None, peak: bool = False) -> SequenceBytes:
-    """KV bytes of the whole batch: every allocation unit, plus what does not scale with tokens."""
+class StateLayout(Frozen):
+    """Each layer's state on one rank and the bytes it takes per sequence: exactly, and as allocated."""
+
+    dtypes: StateDtypes | None  # None when the model has no state layers
+    states: list[LayerState | None]
+    exact_bytes: list[int]  # per layer, per sequence, on one rank
+    layer_bytes: list[int]  # as the engine allocates them (vLLM pads each to an attention page)
+    pages: StatePages | None
+
+
+def layer_state_bytes(state: LayerState, dtypes: StateDtypes) -> int:
+    """Bytes of one layer's state: conv values in the conv dtype plus recurrent values in theirs."""
+    return state.conv_values * PACKING[dtypes.conv].block_bytes + state.recurrent_values * PACKING[dtypes.recurrent].block_bytes
+
+
+def state_layout(model: ModelSpec, workload: Workload) -> StateLayout:
+    """The state of every layer, in the engine's dtypes and pages (all zero for a model without state)."""
+    states = layer_states(model, workload.tp)
+    if not any(states):
+        return StateLayout(dtypes=None, states=states, exact_bytes=[0] * model.layers, layer_bytes=[0] * model.layers, pages=None)
     rules = engines.profile(workload.engine)
-    unit = sequence_bytes(model, workload, seq, peak)
-    fixed = _over_stages(
-        model, workload, [rules.fixed_bytes(model, workload, kv_dtype(model, workload)) // model.layers] * model.layers
-    )
-    units = rules.allocation_units(workload)
-    return SequenceBytes(per_gpu=units * unit.per_gpu + fixed.per_gpu, total=units * unit.total + fixed.total)
+    dtypes = rules.state_dtypes(model, workload)
+    for part, dtype in (("conv", dtypes.conv), ("recurrent", dtypes.recurrent)):
+        if dtype not in STATE_DTYPES:
+            raise InvalidInput(
+                f"a recurrent state is kept in {', '.join(d.value for d in STATE_DTYPES)}, not {dtype.value} (the {part} state)"
+            )
+    exact = [layer_state_bytes(state, dtypes) if state else 0 for state in states]
+    attention = attention_layers(layer_caches(model, workload.tp, workload.engine))
+    per_token = layer_bytes_per_token(attention[0], kv_dtype(model, workload)) if attention else None
+    pages = rules.state_pages(workload, per_token, max(exact))
+    allocated = [pages.page_bytes if state and pages.page_bytes else size for state, size in zip(states, exact, strict=True)]
+    return StateLayout(dtypes=dtypes, states=states, exact_bytes=exact, layer_bytes=allocated, pages=pages)
+
+
+def settled(model: ModelSpec, workload: Workload) -> Workload:
+    """The workload with the attention block size its engine settles on once state pages sit beside
+    the attention pages (vLLM raises it until a page holds a state); unchanged otherwise."""
+    if not any(model.state_kinds()):
+        return workload
+    layout = state_layout(model, workload)
+    block = layout.pages.block_size if layout.pages else None
+    if block is None or block == engines.profile(workload.engine).block_size(workload):
+        return workload
+    return workload.model_copy(update={"block_size": block})
 
 
 def kv_dtype(model: ModelSpec, workload: Workload) -> DType:
@@ -161,6 +233,20 @@ class LayerGroup(Frozen):
     bytes_per_sequence: int  # all layers of the group, all ranks
 
 
+class StateGroup(Frozen):
+    """State layers of one kind, with their share of the figures."""
+
+    kind: StateKind
+    layers: int
+    conv_shape_per_gpu: list[int]
+    recurrent_shape_per_gpu: list[int]
+    conv_dtype: DType
+    recurrent_dtype: DType
+    bytes_per_layer: int  # exact, per sequence, on one GPU
+    allocated_bytes_per_layer: int  # as the engine allocates it (vLLM: padded to an attention page)
+    bytes_per_sequence: int  # all layers of the group, all ranks, as allocated
+
+
 class KvEstimate(Frozen):
     """KV-cache figures for one model and workload, with the breakdown behind them."""
 
@@ -174,13 +260,17 @@ class KvEstimate(Frozen):
     block_size: int | None
     groups: list[LayerGroup]
     bytes_per_token: int  # all layers, all ranks, every layer holding the token
-    bytes_per_sequence: int  # one allocation unit: a sequence (llama.cpp unified: the shared buffer)
+    bytes_per_sequence: int  # KV of one allocation unit: a sequence (llama.cpp unified: the shared buffer)
     allocation_units: int
-    bytes_per_batch: int
-    bytes_per_gpu: int  # the batch, on the busiest GPU
-    exact_bytes_per_batch: int  # the textbook need: no pages, no padding
-    paging_waste_bytes: int  # allocated beyond the exact need (pages, padding, engine reservations)
-    peak_bytes_per_batch: int  # the most held at any moment (transformers right after a long prefill)
+    bytes_per_batch: int  # KV of the batch
+    state_groups: list[StateGroup] = []  # hybrid models' state layers, one group per kind
+    state_bytes_per_sequence: int = 0  # recurrent state of one sequence, all layers, all ranks, as allocated
+    state_bytes_per_batch: int = 0
+    total_bytes_per_batch: int  # KV + state
+    bytes_per_gpu: int  # the batch's KV and state, on the busiest GPU
+    exact_bytes_per_batch: int  # the textbook KV need: no pages, no padding
+    paging_waste_bytes: int  # allocated beyond the exact need (KV pages and reservations, state padding)
+    peak_bytes_per_batch: int  # the most KV held at any moment (transformers right after a long prefill)
     replicated_kv_heads: bool
     explain: list[str]
 
@@ -193,16 +283,23 @@ def exact_workload(workload: Workload) -> Workload:
 
 
 def estimate_kv(model: ModelSpec, workload: Workload) -> KvEstimate:
-    """KV bytes per token, per sequence and per batch, per GPU and in total, with an explanation."""
+    """KV bytes per token, per sequence and per batch, the state of hybrid models' state layers,
+    per GPU and in total, with an explanation."""
     dtype = kv_dtype(model, workload)
     rules = engines.profile(workload.engine)
     rules.check_supported(model, workload, dtype)
+    layout = state_layout(model, workload)  # as the engine lays it out from the workload given (before settling)
+    workload = settled(model, workload)
     caches = layer_caches(model, workload.tp, workload.engine)
     unit = sequence_bytes(model, workload)
+    kv_batch = batch_bytes(model, workload, with_state=False)
     batch = batch_bytes(model, workload)
-    exact = batch_bytes(model, exact_workload(workload))
-    peak = batch_bytes(model, workload, peak=True)
+    exact = batch_bytes(model, exact_workload(workload), with_state=False)
+    peak = batch_bytes(model, workload, peak=True, with_state=False)
     groups = _group_layers(caches, dtype, workload)
+    state = _over_stages(model, workload, layout.layer_bytes)
+    state_exact = _over_stages(model, workload, layout.exact_bytes)
+    state_groups = _group_states(layout, workload.tp)
     per_token = workload.tp * sum(layer_bytes_per_token(layer, dtype) for layer in caches)
     return KvEstimate(
         model=model.name,
@@ -217,19 +314,102 @@ def estimate_kv(model: ModelSpec, workload: Workload) -> KvEstimate:
         bytes_per_token=per_token,
         bytes_per_sequence=unit.total,
         allocation_units=rules.allocation_units(workload),
-        bytes_per_batch=batch.total,
+        bytes_per_batch=kv_batch.total,
+        state_groups=state_groups,
+        state_bytes_per_sequence=state.total,
+        state_bytes_per_batch=workload.batch * state.total,
+        total_bytes_per_batch=batch.total,
         bytes_per_gpu=batch.per_gpu,
         exact_bytes_per_batch=exact.total,
-        paging_waste_bytes=batch.total - exact.total,
+        paging_waste_bytes=kv_batch.total - exact.total + workload.batch * (state.total - state_exact.total),
         peak_bytes_per_batch=peak.total,
-        replicated_kv_heads=model.mla is None and workload.tp > model.kv_heads,
-        explain=_explain(model, workload, dtype, groups, unit, batch),
+        replicated_kv_heads=model.mla is None and workload.tp > model.kv_heads and bool(groups),
+        explain=_explain(model, workload, dtype, groups, unit, kv_batch)
+        + _explain_state(model, workload, layout, state_groups, state, batch),
     )
+
+
+def _group_states(layout: StateLayout, tp: int) -> list[StateGroup]:
+    if layout.dtypes is None:
+        return []
+    groups: dict[str, list[int]] = {}
+    for i, state in enumerate(layout.states):
+        if state is not None:
+            groups.setdefault(state.kind, []).append(i)
+    result = []
+    for indices in groups.values():
+        first = layout.states[indices[0]]
+        assert first is not None
+        result.append(
+            StateGroup(
+                kind=first.kind,
+                layers=len(indices),
+                conv_shape_per_gpu=list(first.conv_shape),
+                recurrent_shape_per_gpu=list(first.recurrent_shape),
+                conv_dtype=layout.dtypes.conv,
+                recurrent_dtype=layout.dtypes.recurrent,
+                bytes_per_layer=layout.exact_bytes[indices[0]],
+                allocated_bytes_per_layer=layout.layer_bytes[indices[0]],
+                bytes_per_sequence=sum(layout.layer_bytes[i] for i in indices) * tp,
+            )
+        )
+    return result
+
+
+_STATE_LABELS = {
+    "mamba1": "Mamba-1",
+    "mamba2": "Mamba-2",
+    "gated_deltanet": "Gated DeltaNet",
+    "lightning": "lightning attention",
+    "short_conv": "short conv",
+}
+
+
+def _explain_state(
+    model: ModelSpec,
+    workload: Workload,
+    layout: StateLayout,
+    groups: list[StateGroup],
+    state: SequenceBytes,
+    batch: SequenceBytes,
+) -> list[str]:
+    if layout.dtypes is None or layout.pages is None:
+        return []
+    rules = engines.profile(workload.engine)
+    dtypes = layout.dtypes
+    lines = [f"rule: {rule}" for rule in rules.state_rules(model, workload)]
+    lines.append(
+        f"state dtypes: conv {dtypes.conv.value} ({PACKING[dtypes.conv].block_bytes} B), recurrent {dtypes.recurrent.value}"
+        f" ({PACKING[dtypes.recurrent].block_bytes} B): {dtypes.why}"
+    )
+    shapes = {state_.kind: state_ for state_ in layout.states if state_ is not None}
+    tp = f" * tp {workload.tp}" if workload.tp > 1 else ""
+    for g in groups:
+        conv, rec = shapes[g.kind].conv_values, shapes[g.kind].recurrent_values
+        lines.append(f"{_STATE_LABELS[g.kind]}, {g.layers} layers: {shapes[g.kind].formula}")
+        lines.append(
+            f"  per layer = conv {conv:,} * {PACKING[g.conv_dtype].block_bytes} + recurrent {rec:,} * {PACKING[g.recurrent_dtype].block_bytes}"
+            f" = {g.bytes_per_layer:,} B, whatever the context"
+        )
+        if g.allocated_bytes_per_layer != g.bytes_per_layer:
+            lines.append(f"  allocated per layer = {g.allocated_bytes_per_layer:,} B (see the page rule above)")
+        lines.append(
+            f"  per sequence = {g.layers} * {g.allocated_bytes_per_layer:,}{tp} = {g.bytes_per_sequence:,} B ({format_bytes(g.bytes_per_sequence)})"
+        )
+    lines.extend(layout.pages.explain)
+    lines.append(
+        f"state per batch = B * state per sequence = {workload.batch} * {state.total:,} = {workload.batch * state.total:,} B"
+        f" ({format_bytes(workload.batch * state.total)})"
+    )
+    lines.append(f"KV + state per batch = {batch.total:,} B ({format_bytes(batch.total)})")
+    if workload.tp > 1 or workload.pp > 1:
+        lines.append(f"per GPU (tp {workload.tp}, pp {workload.pp}, busiest stage) = {batch.per_gpu:,} B, KV and state")
+    return lines
 
 
 def _group_layers(caches: list[LayerCache], dtype: DType, workload: Workload) -> list[LayerGroup]:
     groups: dict[tuple[str, int | None], list[LayerCache]] = {}
-    for layer in caches:
+    for layer in attention_layers(caches):
         groups.setdefault((layer.kind, layer.window), []).append(layer)
     result = []
     for layers in groups.values():
@@ -285,6 +465,6 @@ def _explain(
     lines.append(
         f"per batch = {count} * per sequence{extra} = {units} * {unit.total:,}{extra} = {batch.total:,} B ({format_bytes(batch.total)})"
     )
-    if workload.tp > 1 or workload.pp > 1:
+    if (workload.tp > 1 or workload.pp > 1) and not any(model.state_kinds()):
         lines.append(f"per GPU (tp {workload.tp}, pp {workload.pp}, busiest stage) = {batch.per_gpu:,} B")
     return lines

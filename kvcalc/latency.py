@@ -7,7 +7,7 @@ from typing import Literal
 from kvcalc.base import Frozen
 from kvcalc.capacity import ParamCount, WeightFormat, per_gpu, require_params, weight_bytes, weight_format, weights_formula
 from kvcalc.errors import InvalidInput
-from kvcalc.kvcache import batch_bytes, exact_workload, layer_caches, tokens_held
+from kvcalc.kvcache import attention_layers, batch_bytes, exact_workload, layer_caches, state_layout, tokens_held
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
 from kvcalc.units import PACKING, format_bytes, format_seconds
 
@@ -63,7 +63,7 @@ def attention_flops(model: ModelSpec, workload: Workload, context: int) -> int:
     2 * B * H * (q.k width + p.v width) * tokens held per layer (= 4*B*s*H*d*L for plain MHA/GQA)."""
     qk, pv = attention_widths(model, absorbed=True)
     exact = exact_workload(workload)  # attention reads the tokens in context, not padding
-    held = sum(tokens_held(layer, exact, context) for layer in layer_caches(model))
+    held = sum(tokens_held(layer, exact, context) for layer in attention_layers(layer_caches(model)))
     return 2 * workload.batch * model.heads * (qk + pv) * held
 
 
@@ -87,6 +87,8 @@ class DecodeEstimate(Frozen):
     efficiency: float
     weights_read_bytes: int  # per GPU per step
     kv_read_bytes: int  # per GPU per step
+    state_read_bytes: int = 0  # per GPU per step: hybrid models read every sequence's recurrent state...
+    state_written_bytes: int = 0  # ...and write it back updated
     roofline: Roofline
     seconds_per_token: float
     tokens_per_s_per_sequence: float
@@ -126,14 +128,21 @@ def decode(
     read = read_per_step(model, params, workload.batch)
     # each step walks every pipeline stage in turn: one rank of the TP group reads its share of all of them
     weights_read = per_gpu(weight_bytes(read, fmt), workload.tp)
-    kv_read = per_gpu(batch_bytes(model, exact_workload(workload)).total, workload.tp)  # the tokens in context, not padding
+    exact = exact_workload(workload)
+    kv_read = per_gpu(batch_bytes(model, exact, with_state=False).total, workload.tp)  # the tokens in context, not padding
+    # a step reads each sequence's recurrent state and writes it back: one rank's share of every layer's,
+    # in the engine's dtypes, without page padding
+    state = workload.batch * sum(state_layout(model, workload).exact_bytes)
     flops = (2 * params.active * workload.batch + attention_flops(model, workload, workload.seq)) // workload.tp
-    line = roofline(weights_read + kv_read, flops, gpu.bandwidth_bytes_per_s * efficiency, peak_flops_for(gpu, fmt) * efficiency)
+    moved = weights_read + kv_read + 2 * state
+    line = roofline(moved, flops, gpu.bandwidth_bytes_per_s * efficiency, peak_flops_for(gpu, fmt) * efficiency)
+    state_terms = f" + state read {state:,} + state written {state:,}" if state else ""
     explain = [
         f"weights read = {weights_formula(read, fmt)}"
         + (f" / tp {workload.tp}" if workload.tp > 1 else "")
         + f" = {weights_read:,} B",
-        f"bytes read per step = weights {weights_read:,} + KV {kv_read:,} = {line.bytes_moved:,} B ({format_bytes(line.bytes_moved)})"
+        f"bytes {'moved' if state else 'read'} per step = weights {weights_read:,} + KV {kv_read:,}{state_terms}"
+        f" = {line.bytes_moved:,} B ({format_bytes(line.bytes_moved)})"
         + (f", per rank of tp {workload.tp}" if workload.tp > 1 else "")
         + (f", over all {workload.pp} pipeline stages" if workload.pp > 1 else ""),
         f"t_memory = bytes / (bandwidth * efficiency) = {line.bytes_moved:,} / {line.bandwidth_bytes_per_s:.4g} = {format_seconds(line.memory_seconds)}",
@@ -151,6 +160,8 @@ def decode(
         efficiency=efficiency,
         weights_read_bytes=weights_read,
         kv_read_bytes=kv_read,
+        state_read_bytes=state,
+        state_written_bytes=state,
         roofline=line,
         seconds_per_token=line.seconds,
         tokens_per_s_per_sequence=1 / line.seconds,
@@ -188,13 +199,13 @@ def prefill(
     params = require_params(model)
     fmt = weights or weight_format(model)
     qk, pv = attention_widths(model, absorbed=False)
-    attended = sum(causal_tokens_attended(workload.seq, layer.window) for layer in layer_caches(model))
+    attended = sum(causal_tokens_attended(workload.seq, layer.window) for layer in attention_layers(layer_caches(model)))
     flops = (
         2 * params.active * workload.batch * workload.seq + 2 * workload.batch * model.heads * (qk + pv) * attended
     ) // workload.tp
     bytes_moved = per_gpu(weight_bytes(params, fmt), workload.tp) + per_gpu(
         batch_bytes(model, exact_workload(workload)).total, workload.tp
-    )
+    )  # KV written once, state written once at the end
     line = roofline(bytes_moved, flops, gpu.bandwidth_bytes_per_s * efficiency, peak_flops_for(gpu, fmt) * efficiency)
     score_bytes = PACKING[model.dtype].block_bytes  # scores live in the compute dtype, not the cache's
     rows = workload.batch * model.heads * workload.seq

@@ -63,6 +63,10 @@ def kv_table(kv: KvEstimate, decimal: bool, explain: bool) -> None:
     tokens = f"n_ctx {kv.seq:,} / {kv.batch}" if kv.engine == "llamacpp" and kv.batch > 1 else f"{kv.seq:,} tokens"
     table.add_row(f"{unit} ({tokens})", _bytes_cell(kv.bytes_per_sequence, decimal))
     table.add_row(f"batch of {kv.batch}", _bytes_cell(kv.bytes_per_batch, decimal))
+    if kv.state_groups:
+        table.add_row("state per sequence (any context)", _bytes_cell(kv.state_bytes_per_sequence, decimal))
+        table.add_row(f"state, batch of {kv.batch}", _bytes_cell(kv.state_bytes_per_batch, decimal))
+        table.add_row(f"KV + state, batch of {kv.batch}", _bytes_cell(kv.total_bytes_per_batch, decimal))
     if kv.tp > 1 or kv.pp > 1:
         table.add_row("per GPU (busiest)", _bytes_cell(kv.bytes_per_gpu, decimal))
     if kv.paging_waste_bytes:
@@ -70,7 +74,7 @@ def kv_table(kv: KvEstimate, decimal: bool, explain: bool) -> None:
     if kv.peak_bytes_per_batch > kv.bytes_per_batch:
         table.add_row("peak, right after prefill", _bytes_cell(kv.peak_bytes_per_batch, decimal))
     console.print(table)
-    if len(kv.groups) > 1 or kv.groups[0].kind != "full":
+    if len(kv.groups) > 1 or kv.state_groups or (kv.groups and kv.groups[0].kind != "full"):
         groups = _table("Per layer kind", "kind", "layers", "B/token/layer", "tokens held", "per sequence")
         for g in kv.groups:
             kind = f"sliding W={g.window:,}" if g.kind == "sliding" else g.kind
@@ -80,6 +84,19 @@ def kv_table(kv: KvEstimate, decimal: bool, explain: bool) -> None:
                 f"{g.bytes_per_token_per_layer:,}",
                 f"{g.tokens_held:,}",
                 format_bytes(g.bytes_per_sequence, decimal),
+            )
+        for st in kv.state_groups:
+            dtypes = (
+                st.conv_dtype.value
+                if st.conv_dtype == st.recurrent_dtype
+                else f"{st.conv_dtype.value}/{st.recurrent_dtype.value}"
+            )
+            groups.add_row(
+                f"{st.kind} state ({dtypes})",
+                str(st.layers),
+                "-",
+                f"fixed {st.allocated_bytes_per_layer:,} B/layer",
+                format_bytes(st.bytes_per_sequence, decimal),
             )
         console.print(groups)
     if kv.replicated_kv_heads:
@@ -134,11 +151,18 @@ def fit_tables(report: FitReport, model: str, gpu: str, decimal: bool, explain: 
         "[green]fits[/]" if report.fits else f"[red]does not fit[/] (short by {format_bytes(report.shortfall_bytes, decimal)})"
     )
     console.print(
-        f"batch {report.batch} at {report.context_per_sequence:,} tokens needs {format_bytes(report.kv_bytes_per_gpu, decimal)} of KV per GPU: {verdict}"
+        f"batch {report.batch} at {report.context_per_sequence:,} tokens needs {format_bytes(report.kv_bytes_per_gpu, decimal)}"
+        f" of KV{' and state' if report.state_bytes_per_sequence_per_gpu else ''} per GPU: {verdict}"
     )
     console.print(
         f"max batch at {report.context_per_sequence:,} tokens: [bold]{report.max_batch:,}[/] (limited by {report.max_batch_limit.replace('_', ' ')};"
-        f" {report.bytes_per_sequence_per_gpu:,} B per sequence per GPU)"
+        f" {report.bytes_per_sequence_per_gpu:,} B per sequence per GPU"
+        + (
+            f", of which {report.state_bytes_per_sequence_per_gpu:,} B of state whatever the context"
+            if report.state_bytes_per_sequence_per_gpu
+            else ""
+        )
+        + ")"
     )
     console.print(
         f"max context at batch {report.batch}: [bold]{report.max_context:,}[/] tokens per sequence ({_CONTEXT_LIMITS[report.max_context_limit]})"
@@ -165,10 +189,16 @@ def decode_tables(step: DecodeEstimate, first: PrefillEstimate | None, decimal: 
         "",
         "value",
     )
-    table.add_row("bytes read per step (per TP rank)", _bytes_cell(r.bytes_moved, decimal))
+    moved = "moved (state read and written back)" if step.state_read_bytes else "read"
+    table.add_row(f"bytes {moved} per step (per TP rank)", _bytes_cell(r.bytes_moved, decimal))
     table.add_row(
         "  weights / KV", f"{format_bytes(step.weights_read_bytes, decimal)} / {format_bytes(step.kv_read_bytes, decimal)}"
     )
+    if step.state_read_bytes:
+        table.add_row(
+            "  state read / written",
+            f"{format_bytes(step.state_read_bytes, decimal)} / {format_bytes(step.state_written_bytes, decimal)}",
+        )
     table.add_row("memory time", format_seconds(r.memory_seconds))
     table.add_row("compute time", format_seconds(r.compute_seconds))
     table.add_row("time per output token", f"[bold]{format_seconds(step.seconds_per_token)}[/] ({r.bound}-bound)")
@@ -313,17 +343,21 @@ def _compare_kv_table(c: Comparison, baseline: CompareRow, dtypes: bool, decimal
     subject = {"variants": f"attention variant: {c.model}, ", "engines": f"engine: {c.model}, ", "models": "model: "}[c.kind]
     dtype = "" if dtypes else f"{c.variants[0].kv_dtype.value}, "
     tp = f", tp {c.tp}" if c.tp > 1 else ""
-    batch = [f"batch of {c.batch}"] if c.batch > 1 else []  # a batch of 1 is the sequence column again
+    state = any(row.state_bytes_per_sequence for row in c.variants)
+    batch = [f"batch of {c.batch}"] if c.batch > 1 or state else []  # a batch of 1 is the sequence column again
+    states = ["state/sequence"] if state else []
     table = _table(
         f"KV cache by {subject}{dtype}seq {c.seq:,}, batch {c.batch}{tp}",
-        {"variants": "variant", "engines": "engine", "models": "model"}[c.kind], "KV heads", "B/token per layer", "B/token", "per sequence", *batch, "saved", "%",
+        {"variants": "variant", "engines": "engine", "models": "model"}[c.kind], "KV heads", "B/token per layer", "B/token", "per sequence", *states, *batch, "saved", "%",
     )  # fmt: skip
     for row in c.variants:
         table.add_row(
             _label(row, dtypes), _kv_heads_cell(row), f"{row.bytes_per_token_per_layer:,}", f"{row.bytes_per_token:,}",
-            format_bytes(row.bytes_per_sequence, decimal), *[format_bytes(row.bytes_per_batch, decimal)] * len(batch),
-            *_saved_cells(row, baseline, decimal),
+            format_bytes(row.bytes_per_sequence, decimal), *[format_bytes(row.state_bytes_per_sequence, decimal)] * len(states),
+            *[format_bytes(row.bytes_per_batch, decimal)] * len(batch), *_saved_cells(row, baseline, decimal),
         )  # fmt: skip
+    if state:
+        table.caption = "per sequence: KV; state/sequence: the fixed state of hybrid models; batch: KV + state"
     return table
 
 

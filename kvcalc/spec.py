@@ -10,7 +10,28 @@ from kvcalc.base import Strict
 from kvcalc.errors import InvalidInput
 from kvcalc.units import DType, parse_dtype
 
-LayerKind = Literal["full", "sliding"]
+AttentionKind = Literal["full", "sliding"]
+StateKind = Literal["mamba1", "mamba2", "gated_deltanet", "lightning", "short_conv"]
+ATTENTION_KINDS: tuple[AttentionKind, ...] = ("full", "sliding")
+STATE_KINDS: tuple[StateKind, ...] = ("mamba1", "mamba2", "gated_deltanet", "lightning", "short_conv")
+NO_MIXER = "mlp"  # a layer without a sequence mixer (Nemotron-H's '-' and 'E' blocks): no cache, no state
+
+
+def _layer_kind(kind: str) -> str:
+    """A layer's kind: an attention kind, a state kind, both joined by '+' (Falcon-H1 runs attention
+    and Mamba-2 side by side in every layer: full+mamba2), or mlp (no sequence mixer)."""
+    parts = kind.split("+")
+    attention = [p for p in parts if p in ATTENTION_KINDS]
+    state = [p for p in parts if p in STATE_KINDS]
+    if kind == NO_MIXER or (
+        len(parts) <= 2 and len(attention) <= 1 and len(state) <= 1 and len(attention) + len(state) == len(parts)
+    ):
+        return kind
+    choices = ", ".join((*ATTENTION_KINDS, *STATE_KINDS, NO_MIXER))
+    raise ValueError(f"unknown layer kind {kind!r}: choose {choices}, or an attention and a state kind joined by + (full+mamba2)")
+
+
+LayerKind = Annotated[str, AfterValidator(_layer_kind)]
 
 
 def _not_a_boolean(value: object) -> object:
@@ -81,6 +102,70 @@ class StoredWeights(Strict):
     types: dict[str, Rate] = Field(default_factory=dict, description="parameters per stored type, e.g. q4_K, q6_K, f32")
 
 
+class Mamba1Spec(Strict):
+    """Mamba-1 mixer (Jamba, FalconMamba): d_inner channels, each with an N-wide state."""
+
+    intermediate: Count = Field(description="d_inner (Jamba: mamba_expand * hidden_size)")
+    state_size: Count = Field(description="N (mamba_d_state)")
+    conv_kernel: Count = Field(description="the causal conv's width (mamba_d_conv)")
+
+
+class Mamba2Spec(Strict):
+    """Mamba-2 mixer (Nemotron-H, Granite-4.0-H, Bamba, Falcon-H1): heads of head_dim, groups of B/C."""
+
+    heads: Count = Field(description="SSM heads (mamba_num_heads / mamba_n_heads)")
+    head_dim: Count = Field(description="P per head (mamba_head_dim / mamba_d_head)")
+    state_size: Count = Field(description="N (ssm_state_size / mamba_d_state)")
+    groups: Count = Field(default=1, description="B/C groups (n_groups / mamba_n_groups)")
+    conv_kernel: Count = Field(description="the causal conv's width (conv_kernel / mamba_d_conv)")
+    intermediate: Count | None = Field(
+        default=None, description="d_inner when it is not heads * head_dim (Falcon-H1: mamba_d_ssm)"
+    )
+
+    @property
+    def inner(self) -> int:
+        return self.intermediate or self.heads * self.head_dim
+
+
+class GatedDeltaNetSpec(Strict):
+    """Gated DeltaNet (Qwen3-Next's linear_attention layers): a (v_head_dim x k_head_dim) state per value head."""
+
+    k_heads: Count = Field(description="linear_num_key_heads")
+    v_heads: Count = Field(description="linear_num_value_heads")
+    k_head_dim: Count = Field(description="linear_key_head_dim")
+    v_head_dim: Count = Field(description="linear_value_head_dim")
+    conv_kernel: Count = Field(description="linear_conv_kernel_dim")
+
+
+class LightningSpec(Strict):
+    """Lightning (linear) attention (MiniMax-M1, MiniMax-Text-01): a (head_dim x head_dim) state per head."""
+
+    heads: Count | None = Field(default=None, description="default: the model's attention heads")
+    head_dim: Count | None = Field(default=None, description="default: the model's head_dim")
+
+
+class ShortConvSpec(Strict):
+    """Gated short convolution (LFM2's conv layers): the last L_cache - 1 inputs of each channel."""
+
+    channels: Count | None = Field(default=None, description="conv_dim (default: the model's hidden size)")
+    conv_kernel: Count = Field(description="L_cache (conv_L_cache)")
+
+
+class StateSpec(Strict):
+    """The shapes of the state layers named in `layer_pattern`, one section per kind used."""
+
+    mamba1: Mamba1Spec | None = None
+    mamba2: Mamba2Spec | None = None
+    gated_deltanet: GatedDeltaNetSpec | None = None
+    lightning: LightningSpec | None = None
+    short_conv: ShortConvSpec | None = None
+    ssm_dtype: DTypeName | None = Field(
+        default=None,
+        description="the recurrent state's dtype the checkpoint's config asks engines for (mamba_ssm_cache_dtype,"
+        " mamba_ssm_dtype); vLLM follows it, the textbook state uses the model dtype",
+    )
+
+
 class ModelSpec(Strict):
     """A model's shape. The KV cache needs only layers, heads, kv_heads, head_dim and dtype;
     the optional fields unlock weights, limits and MoE/MLA/window figures."""
@@ -107,7 +192,12 @@ class ModelSpec(Strict):
     tied_embeddings: bool = False
     mlp: Literal["gated", "plain"] = "gated"
     sliding_window: Count | None = None
-    layer_pattern: list[LayerKind] | None = None
+    layer_pattern: list[LayerKind] | None = Field(
+        default=None,
+        description="each layer's kind, repeated over the layers: full, sliding, a state kind (mamba1, mamba2,"
+        " gated_deltanet, lightning, short_conv), attention+state (full+mamba2) or mlp (no sequence mixer)",
+    )
+    state: StateSpec | None = None
     mla: MlaSpec | None = None
     moe: MoeSpec | None = None
     params: Rate | None = None
@@ -143,10 +233,19 @@ class ModelSpec(Strict):
             raise ValueError(f"heads ({self.heads}) must be divisible by kv_heads ({self.kv_heads})")
         if self.layer_pattern is not None and not self.layer_pattern:
             raise ValueError("layer_pattern must list at least one layer kind")
-        if self.sliding_window is None and "sliding" in (self.layer_pattern or []):
+        if self.sliding_window is None and "sliding" in self.attention_kinds():
             raise ValueError("layer_pattern has sliding layers but sliding_window is not set")
         if self.stored_weights is not None and self.params != self.stored_weights.params:
             raise ValueError(f"params ({self.params}) must equal stored_weights.params ({self.stored_weights.params})")
+        used = {kind for kind in self.state_kinds() if kind is not None}
+        for kind in STATE_KINDS:
+            given = self.state is not None and getattr(self.state, kind) is not None
+            if kind in used and not given:
+                raise ValueError(f"layer_pattern has {kind} layers but state.{kind} does not give their shape")
+            if given and kind not in used:
+                raise ValueError(f"state.{kind} is given but no layer in layer_pattern is {kind}")
+        if used and self.mla is not None:
+            raise ValueError("MLA with state layers is not supported")
         return self
 
     @property
@@ -159,11 +258,19 @@ class ModelSpec(Strict):
         """Width of one V head."""
         return self.v_head_dim or self.head_dim or 0
 
-    def layer_kinds(self) -> list[LayerKind]:
-        """Each layer's attention kind: the pattern repeated over the layers; all sliding when
-        a window is given without a pattern (Mistral-7B-v0.1), all full otherwise."""
-        pattern: list[LayerKind] = self.layer_pattern or (["sliding"] if self.sliding_window else ["full"])
+    def layer_kinds(self) -> list[str]:
+        """Each layer's kind: the pattern repeated over the layers; all sliding when a window is
+        given without a pattern (Mistral-7B-v0.1), all full otherwise."""
+        pattern: list[str] = self.layer_pattern or (["sliding"] if self.sliding_window else ["full"])
         return [pattern[i % len(pattern)] for i in range(self.layers)]
+
+    def attention_kinds(self) -> list[AttentionKind | None]:
+        """Each layer's attention kind, None for a layer without attention (a state or mlp layer)."""
+        return [next((p for p in ATTENTION_KINDS if p in kind.split("+")), None) for kind in self.layer_kinds()]
+
+    def state_kinds(self) -> list[StateKind | None]:
+        """Each layer's state kind, None for a layer without recurrent state."""
+        return [next((p for p in STATE_KINDS if p in kind.split("+")), None) for kind in self.layer_kinds()]
 
 
 class GpuSpec(Strict):
@@ -191,6 +298,8 @@ ENGINE_OPTIONS: dict[str, EngineName] = {
     "kv_unified": "llamacpp",
     "flash_attn": "llamacpp",
     "max_num_batched_tokens": "vllm",
+    "mamba_cache_dtype": "vllm",
+    "mamba_ssm_cache_dtype": "vllm",
 }
 
 
@@ -208,6 +317,8 @@ class Engine(Strict):
     kv_unified: bool | None = None  # llama.cpp --kv-unified (default false)
     flash_attn: bool | None = None  # llama.cpp -fa (default on where supported)
     max_num_batched_tokens: Count | None = None  # vLLM (default 8192)
+    mamba_cache_dtype: DTypeName | None = None  # vLLM --mamba-cache-dtype: conv state (and SSM state) dtype; None: auto
+    mamba_ssm_cache_dtype: DTypeName | None = None  # vLLM --mamba-ssm-cache-dtype: SSM state dtype; None: auto
 
     @model_validator(mode="after")
     def _options_apply(self) -> Engine:
@@ -224,6 +335,7 @@ class Workload(Strict):
     seq: Count
     batch: Count = 1
     kv_dtype: DType | None = Field(default=None, description="None: the model's dtype")
+    state_dtype: DType | None = Field(default=None, description="recurrent state dtype (textbook); None: the model's dtype")
     tp: Count = 1
     pp: Count = 1
     block_size: Count | None = Field(default=None, description="paged allocation; None = exact (vLLM: 16)")

@@ -92,7 +92,7 @@ CASES = [
         "bad layer kind",
         GOOD + "sliding_window: 8\nlayer_pattern: [local]\n",
         ["size", "-m", "{f}", "-s", "8"],
-        "layer_pattern.0: Input should be 'full' or 'sliding'",
+        "layer_pattern.0: unknown layer kind 'local'",
     ),
     ("python tag", "!!python/object/apply:os.system ['true']\n", ["size", "-m", "{f}", "-s", "8"], "invalid YAML"),
     ("alias bomb", BOMB, ["size", "-m", "{f}", "-s", "8"], "YAML aliases (*name) are not accepted"),

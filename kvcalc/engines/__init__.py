@@ -18,14 +18,17 @@ shared/reference/engines.md; each rule names the source file it follows, as does
 
 from __future__ import annotations
 
-from kvcalc.engines.base import Budget, EngineLogLine, EngineProfile, StageLayer
+from kvcalc.engines.base import Budget, EngineLogLine, EngineProfile, StageLayer, StateDtypes, StatePages
 from kvcalc.engines.hf import Transformers
 from kvcalc.engines.llamacpp import LlamaCpp
 from kvcalc.engines.textbook import Textbook
 from kvcalc.engines.vllm import Vllm
 from kvcalc.spec import Engine, ModelSpec, Workload
 
-__all__ = ["PROFILES", "Budget", "EngineLogLine", "EngineProfile", "StageLayer", "beyond_max_positions", "profile"]
+__all__ = [
+    "PROFILES", "Budget", "EngineLogLine", "EngineProfile", "StageLayer", "StateDtypes", "StatePages", "beyond_max_positions",
+    "profile",
+]  # fmt: skip
 
 PROFILES: dict[str, EngineProfile] = {p.name: p for p in (Textbook(), Transformers(), Vllm(), LlamaCpp())}
 

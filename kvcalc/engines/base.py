@@ -42,6 +42,14 @@ class Budget(Frozen):
     explain: list[str]
 
 
+class StateDtypes(Frozen):
+    """The dtypes an engine keeps a recurrent state in: its conv part and its recurrent (SSM) part."""
+
+    conv: DType
+    recurrent: DType
+    why: str  # where the choice comes from, for --explain
+
+
 class StageLayer(Frozen):
     """One layer of a pipeline stage as an engine's log sees it: its window and its bytes per token."""
 
@@ -58,6 +66,16 @@ class EngineLogLine(Frozen):
     line: str  # the log line as the engine prints it
     note: str  # how kvcalc reproduces it
     source: str  # the engine's file and function
+
+
+class StatePages(Frozen):
+    """How an engine lays out state beside the attention pages: the attention block size it settles
+    on, and the bytes every state layer then takes per sequence (None: each its own state bytes)."""
+
+    block_size: int | None
+    page_bytes: int | None
+    explain: list[str] = []
+    log: list[EngineLogLine] = []
 
 
 class EngineProfile(ABC):
@@ -90,6 +108,25 @@ class EngineProfile(ABC):
     def fixed_bytes(self, model: ModelSpec, workload: Workload, dtype: DType) -> int:
         """Bytes of the whole cache that do not scale with tokens (default: none)."""
         return 0
+
+    def state_dtypes(self, model: ModelSpec, workload: Workload) -> StateDtypes:
+        """The dtypes of a recurrent state (default, textbook: --state-dtype, else the model's dtype)."""
+        if workload.state_dtype is not None:
+            return StateDtypes(conv=workload.state_dtype, recurrent=workload.state_dtype, why="--state-dtype")
+        return StateDtypes(conv=model.dtype, recurrent=model.dtype, why="the model's dtype")
+
+    def state_pages(self, workload: Workload, attention_bytes_per_token: int | None, state_bytes: int) -> StatePages:
+        """How the state sits beside the attention pages, given one attention layer's bytes per token
+        on one rank (None without attention layers) and the largest layer state's bytes (default:
+        every state layer keeps its own bytes; the block size is the workload's)."""
+        return StatePages(block_size=self.block_size(workload), page_bytes=None)
+
+    def state_rules(self, model: ModelSpec, workload: Workload) -> list[str]:
+        """The state rules behind the figures, with their sources (default: the textbook's)."""
+        return [
+            "state layers keep a fixed state per sequence, whatever the context: conv (channels, k-1) + recurrent,"
+            " shapes as vLLM's MambaStateShapeCalculator (vllm/model_executor/layers/mamba/mamba_utils.py)"
+        ]
 
     def mla_storage(self, engine: Engine) -> MlaStorage:
         """How an MLA layer is cached: the latent and rope key as one K-only row, as K (latent) and

@@ -34,9 +34,14 @@ class Transformers(EngineProfile):
     def check_supported(self, model: ModelSpec, workload: Workload, dtype: DType) -> None:
         if dtype not in HF_DTYPES:
             raise InvalidInput(f"--engine hf caches {', '.join(sorted(d.value for d in HF_DTYPES))}, not {dtype.value}")
-        if dtype == DType.fp8 and model.mla is None and "sliding" in model.layer_kinds():  # QuantizedCache.__init__
+        if dtype == DType.fp8 and model.mla is None and "sliding" in model.attention_kinds():  # QuantizedCache.__init__
             raise InvalidInput(
                 f"transformers' QuantizedCache (fp8) is only supported for models with only full attention layers; {model.name} has sliding ones"
+            )
+        if any(model.state_kinds()):
+            raise InvalidInput(
+                "--engine hf: kvcalc does not model transformers' recurrent caches (their conv state keeps the whole kernel);"
+                " use textbook, vllm or llamacpp"
             )
         max_cache_len = workload.engine.max_cache_len
         if max_cache_len is not None and workload.seq > max_cache_len:
@@ -65,7 +70,7 @@ class Transformers(EngineProfile):
             lines.append(
                 f"StaticCache preallocates max_cache_len {max_cache_len}; sliding layers min(W, max_cache_len) (cache_utils.py StaticSlidingWindowLayer)"
             )
-        elif model.mla is None and "sliding" in model.layer_kinds():
+        elif model.mla is None and "sliding" in model.attention_kinds():
             lines.append(
                 "DynamicCache: sliding layers keep W - 1 tokens; right after a prefill longer than W they still hold it all (cache_utils.py DynamicSlidingWindowLayer)"
             )

@@ -1,10 +1,12 @@
 """llama.cpp (`--engine llamacpp`): --seq is n_ctx, padded to 256 cells and shared by --batch
 sequences (-np); block-quantized cache types; iSWA with --swa-full; MLA GGUFs cache a K-only latent.
-Sources: src/llama-context.cpp, src/llama-kv-cache.cpp, src/llama-kv-cache-iswa.cpp, ggml/src/ggml.c."""
+Hybrid models' recurrent state: f32, one cell per sequence.
+Sources: src/llama-context.cpp, src/llama-kv-cache.cpp, src/llama-kv-cache-iswa.cpp, ggml/src/ggml.c,
+src/llama-model.cpp (create_memory), src/llama-hparams.cpp (n_embd_r, n_embd_s)."""
 
 from __future__ import annotations
 
-from kvcalc.engines.base import EngineProfile, MlaStorage, cdiv
+from kvcalc.engines.base import EngineProfile, MlaStorage, StateDtypes, cdiv
 from kvcalc.errors import InvalidInput
 from kvcalc.spec import Engine, ModelSpec, Workload
 from kvcalc.units import PACKING, DType
@@ -64,6 +66,22 @@ class LlamaCpp(EngineProfile):
             )
         if workload.block_size is not None:
             raise InvalidInput("--block-size does not apply to --engine llamacpp (it pads to 256 cells)")
+        if workload.state_dtype is not None:
+            raise InvalidInput("llama.cpp keeps recurrent state in f32 (hard-coded in src/llama-model.cpp): drop --state-dtype")
+        if "lightning" in model.state_kinds():
+            raise InvalidInput("llama.cpp has no lightning-attention state (MiniMax-M1): kvcalc does not model it")
+
+    def state_dtypes(self, model: ModelSpec, workload: Workload) -> StateDtypes:
+        """f32 for both: llama_model::create_memory builds llama_memory_recurrent (and the recurrent half
+        of llama_memory_hybrid) with type_r = type_s = GGML_TYPE_F32 (src/llama-model.cpp)."""
+        return StateDtypes(conv=DType.fp32, recurrent=DType.fp32, why="llama.cpp: type_r = type_s = f32, hard-coded")
+
+    def state_rules(self, model: ModelSpec, workload: Workload) -> list[str]:
+        return [
+            "llama.cpp: one recurrent cell per sequence (rs_size = max(1, n_seq_max), src/llama-model.cpp create_memory);"
+            " r = (d_conv - 1) * (d_inner + 2 * n_group * d_state), s = d_state * d_inner values, short conv n_embd * (L - 1)"
+            " (src/llama-hparams.cpp n_embd_r, n_embd_s, ggml-org/llama.cpp 01b77b57)",
+        ]
 
     def mla_storage(self, engine: Engine) -> MlaStorage:
         """MLA GGUFs cache the latent and rope key as one K-only row (llama-kv-cache.cpp has_v = !is_mla)."""
@@ -90,7 +108,7 @@ class LlamaCpp(EngineProfile):
             f"{' (one unified buffer of PAD256(n_ctx))' if engine.kv_unified else ''} (src/llama-context.cpp, src/llama-kv-cache.cpp)",
             "cache types are blocks of 32 values: q8_0 34 B, q4_0 18, q4_1 20, q5_0 22, q5_1 24, iq4_nl 18 (ggml/src/ggml.c type_traits)",
         ]
-        if model.mla is None and "sliding" in model.layer_kinds():
+        if model.mla is None and "sliding" in model.attention_kinds():
             lines.append(
                 "SWA layers: as large as the full cache with --swa-full true (the default); else"
                 f" PAD256(min(n_ctx_seq, W * streams + n_ubatch {engine.ubatch or LLAMACPP_UBATCH})) (src/llama-kv-cache-iswa.cpp)"

@@ -47,6 +47,8 @@ def plan_measurement(model: ModelSpec, workload: Workload, allowed_bytes: int, m
         raise InvalidInput(f"measure times {', '.join(d.value for d in MEASURABLE_DTYPES)} caches, not {dtype.value}")
     if PACKING[dtype].block_values != 1 or workload.tp != 1 or workload.pp != 1:
         raise InvalidInput("measure allocates one GPU's whole cache: use --tp 1")
+    if any(model.state_kinds()) or None in model.attention_kinds():
+        raise InvalidInput(f"measure allocates KV caches of attention layers only; {model.name} has state or mlp-only layers")
     notes: list[str] = []
     layers = min(model.layers, max_layers or model.layers)
     if layers < model.layers:
