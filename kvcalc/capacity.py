@@ -67,24 +67,34 @@ class LayerParams(Frozen):
 
 def _layer_params(model: ModelSpec) -> list[LayerParams] | None:
     """Each layer's parameters from the shapes (DESIGN.md section 4); None without hidden,
-    intermediate and vocab, or for a hybrid model (its state and mlp-only layers are not counted
-    from shapes: such a preset gives its published params)."""
+    intermediate and vocab. A hybrid model's state mixers count nothing (see _counts_every_layer)."""
     h, inter = model.hidden, model.intermediate
-    if h is None or inter is None or model.vocab is None or None in model.attention_kinds():
+    if h is None or inter is None or model.vocab is None:
         return None
     matrices = 3 if model.mlp == "gated" else 2  # gate, up, down; or up, down
-    common = _attention_params(model, h) + 2 * h  # two norms
+    attention = _attention_params(model, h)
     moe = model.moe
-    if moe is None:
-        return [LayerParams(own=common + matrices * h * inter, routed=0, routed_active=0)] * model.layers
-    expert = matrices * h * moe.expert_intermediate
-    dense = LayerParams(own=common + matrices * h * inter, routed=0, routed_active=0)
-    sparse = LayerParams(
-        own=common + moe.shared_experts * expert + h * moe.experts,
-        routed=moe.experts * expert,
-        routed_active=moe.experts_per_token * expert,
-    )
-    return [dense if i < moe.dense_layers else sparse for i in range(model.layers)]
+    expert = matrices * h * moe.expert_intermediate if moe else 0
+    layers = []
+    for i, kind in enumerate(model.attention_kinds()):
+        common = (attention if kind else 0) + 2 * h  # a state layer's own mixer is not counted: hybrids publish params
+        if moe is None or not moe.is_moe_layer(i):
+            layers.append(LayerParams(own=common + matrices * h * inter, routed=0, routed_active=0))
+        else:
+            layers.append(
+                LayerParams(
+                    own=common + moe.shared_experts * expert + h * moe.experts,
+                    routed=moe.experts * expert,
+                    routed_active=moe.experts_per_token * expert,
+                )
+            )
+    return layers
+
+
+def _counts_every_layer(model: ModelSpec) -> bool:
+    """Whether the shapes give every layer's parameters: not for hybrid models (their state mixers and
+    mlp-only blocks are not counted; their published params set the total, the shapes only the split)."""
+    return None not in model.attention_kinds() and not any(model.state_kinds())
 
 
 def _embedding_table(model: ModelSpec) -> int:
@@ -98,6 +108,8 @@ def count_params(model: ModelSpec) -> ParamCount | None:
     Returns None when the model has neither `params` nor hidden/intermediate/vocab.
     """
     layers = _layer_params(model)
+    if model.params is None and not _counts_every_layer(model):
+        return None
     if layers is None or model.hidden is None:
         if model.params is None:
             return None
@@ -120,7 +132,7 @@ def count_params(model: ModelSpec) -> ParamCount | None:
 
 def unknown_weights(model: ModelSpec) -> str:
     """Why the model's weights are unknown, and the fix."""
-    if None in model.attention_kinds():
+    if not _counts_every_layer(model):
         return (
             f"{model.name} is a hybrid model and gives no params: kvcalc counts the parameters of attention layers only,"
             " so its weights are unknown: add its published params (and active_params for a MoE) to its preset"

@@ -82,6 +82,8 @@ class MoeSpec(Strict):
     expert_intermediate: Count
     shared_experts: Annotated[int, Number] = Field(default=0, ge=0)
     dense_layers: Annotated[int, Number] = Field(default=0, ge=0, description="the first N layers use a dense MLP")
+    layer_period: Count = Field(default=1, description="every Nth layer after the dense ones is MoE (Jamba: 2)")
+    layer_offset: Annotated[int, Number] = Field(default=0, ge=0, description="the first MoE layer's index mod layer_period")
     expert_dtype: DTypeName | None = Field(
         default=None, description="the routed experts' checkpoint dtype when it differs from the other weights' (gpt-oss: mxfp4)"
     )
@@ -90,7 +92,13 @@ class MoeSpec(Strict):
     def _top_k_within_experts(self) -> MoeSpec:
         if self.experts_per_token > self.experts:
             raise ValueError(f"experts_per_token {self.experts_per_token} exceeds experts {self.experts}")
+        if self.layer_offset >= self.layer_period:
+            raise ValueError(f"layer_offset {self.layer_offset} must be below layer_period {self.layer_period}")
         return self
+
+    def is_moe_layer(self, layer: int) -> bool:
+        """Whether layer `layer` (0-based) routes its tokens to experts."""
+        return layer >= self.dense_layers and layer % self.layer_period == self.layer_offset
 
 
 class StoredWeights(Strict):

@@ -3,6 +3,7 @@ attention layers. Golden state bytes computed by hand from published config valu
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -14,10 +15,11 @@ from kvcalc.capacity import UNBOUNDED_CONTEXT, max_batch, max_context
 from kvcalc.engines import profile
 from kvcalc.errors import InvalidInput
 from kvcalc.kvcache import batch_bytes, layer_state_bytes, state_bytes, state_layout
+from kvcalc.presets import load_model
 from kvcalc.spec import Engine
 from kvcalc.state import layer_state
 
-from .conftest import TEST_PRESETS
+from .conftest import HF_CONFIGS, TEST_PRESETS
 
 BF16 = profile(Engine()).state_dtypes(ModelSpec(name="b", layers=1, heads=1, kv_heads=1, head_dim=1), Workload(seq=1))
 
@@ -292,3 +294,69 @@ def test_hybrid_without_params_has_unknown_weights(cli, tmp_path) -> None:
     result = cli("fit", "--model", path, "--memory", "1GiB")
     assert result.exit_code == 2
     assert "hybrid model and gives no params" in result.stderr
+
+
+HYBRID_PRESETS = [
+    "qwen3-next-80b-a3b", "nemotron-h-8b", "granite-4.0-h-small", "jamba-1.5-mini", "falcon-h1-7b", "lfm2-1.2b", "minimax-m1",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", HYBRID_PRESETS)
+@pytest.mark.parametrize("engine", ["textbook", "vllm"])
+def test_config_json_import_matches_the_preset(name: str, engine: str) -> None:
+    """Each fixture is the preset's source config (tests/fixtures/hf, trimmed copies named in the presets' source:)."""
+    preset, imported = load_model(name), load_model(str(HF_CONFIGS / f"{name}-config.json"))
+    assert imported.layer_kinds() == preset.layer_kinds()
+    for tp in (1, 2):
+        work = Workload(seq=32_768, batch=2, tp=tp, engine=Engine(name=engine))
+        a, b = estimate_kv(preset, work), estimate_kv(imported, work)
+        assert (a.bytes_per_token, a.state_bytes_per_sequence, a.total_bytes_per_batch) == (
+            b.bytes_per_token,
+            b.state_bytes_per_sequence,
+            b.total_bytes_per_batch,
+        )
+
+
+def test_nemotron_h_config_json_user_story(cli) -> None:
+    doc = cli.json("size", "--model", HF_CONFIGS / "nemotron-h-8b-config.json", "--seq", "32768", "--batch", "16")
+    kv = doc["kv"]
+    assert kv["bytes_per_batch"] == 16 * 4 * 2 * 8 * 128 * 2 * 32_768  # 4 attention layers of 8 KV heads
+    assert kv["state_bytes_per_batch"] == 16 * 24 * 2_158_592  # 24 Mamba-2 layers, golden above
+    assert doc["model"]["layer_pattern"][:8] == ["mamba2", "mlp", "mamba2", "mlp", "mamba2", "mlp", "mamba2", "full"]
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"hybrid_override_pattern": "M*"}, "hybrid_override_pattern: expected 52 letters of M, *, - and E"),
+        ({"hybrid_override_pattern": 7}, "hybrid_override_pattern: expected a string of layer letters"),
+        ({"mamba_num_heads": 12.5}, "mamba_num_heads: expected an integer"),
+    ],
+)
+def test_bad_hybrid_configs_are_refused_in_one_line(cli, tmp_path, config: dict, message: str) -> None:
+    data = {**json.loads((HF_CONFIGS / "nemotron-h-8b-config.json").read_text()), **config}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    result = cli("size", "--model", path, "--seq", "8")
+    assert result.exit_code == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_compare_hybrid_with_its_attention_sibling(cli) -> None:
+    doc = cli.json("compare", "qwen3-next-80b-a3b", "qwen3-30b-a3b", "--seq", "131072")
+    rows = {row["name"]: row for row in doc["variants"]}
+    assert rows["qwen3-next-80b-a3b"]["state_bytes_per_sequence"] == 36 * 1_097_728
+    assert rows["qwen3-next-80b-a3b"]["bytes_per_batch"] == 24_576 * 131_072 + 36 * 1_097_728
+    assert rows["qwen3-30b-a3b"]["state_bytes_per_sequence"] == 0
+
+
+def test_check_plan_with_a_hybrid_model(cli, tmp_path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        "workloads:\n  - name: next\n    model: qwen3-next-80b-a3b\n    gpu: h200\n    tp: 4\n    seq: 131072\n    batch: 8\n"
+        "    engine: vllm\n    expect:\n      fits: true\n      kv_bytes_at_most: 20GiB\n".replace("20GiB", str(20 * 2**30))
+    )
+    doc = cli.json("check", plan)
+    assert doc["passed"] is True
+    kv = estimate_kv(load_model("qwen3-next-80b-a3b"), Workload(seq=131_072, batch=8, tp=4, engine=Engine(name="vllm")))
+    assert doc["workloads"][0]["kv_bytes_per_gpu"] == kv.bytes_per_gpu > kv.bytes_per_batch // 4
