@@ -360,3 +360,29 @@ def test_check_plan_with_a_hybrid_model(cli, tmp_path) -> None:
     assert doc["passed"] is True
     kv = estimate_kv(load_model("qwen3-next-80b-a3b"), Workload(seq=131_072, batch=8, tp=4, engine=Engine(name="vllm")))
     assert doc["workloads"][0]["kv_bytes_per_gpu"] == kv.bytes_per_gpu > kv.bytes_per_batch // 4
+
+
+def test_cli_state_dtype_flags(cli) -> None:
+    tiny = TEST_PRESETS / "tiny-hybrid.yaml"
+    conv, ssm = 576, 2048  # values per layer (golden above)
+    base = ["size", "--model", tiny, "--seq", "64"]
+    assert cli.json(*base, "--state-dtype", "fp32")["kv"]["state_bytes_per_sequence"] == 4 * (conv + ssm) * 4
+    vllm = cli.json(*base, "--engine", "vllm", "--mamba-ssm-cache-dtype", "fp32", "--mamba-cache-dtype", "auto")["kv"]
+    group = vllm["state_groups"][0]
+    assert (group["conv_dtype"], group["recurrent_dtype"], group["bytes_per_layer"]) == ("bf16", "fp32", conv * 2 + ssm * 4)
+    assert cli.json(*base, "--engine", "llamacpp")["kv"]["state_groups"][0]["bytes_per_layer"] == (conv + ssm) * 4
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--engine", "vllm", "--state-dtype", "fp32"], "--state-dtype is the textbook's; vLLM takes --mamba-cache-dtype"),
+        (["--mamba-cache-dtype", "fp32"], "--mamba-cache-dtype applies to --engine vllm, not textbook"),
+        (["--state-dtype", "q4_0"], "a recurrent state is kept in fp32, fp16, bf16, not q4_0"),
+        (["--engine", "vllm", "--mamba-ssm-cache-dtype", "fp9"], "--mamba-ssm-cache-dtype: unknown dtype 'fp9'"),
+    ],
+)
+def test_cli_bad_state_dtypes(cli, args: list[str], message: str) -> None:
+    result = cli("size", "--model", TEST_PRESETS / "tiny-hybrid.yaml", "--seq", "64", *args)
+    assert result.exit_code == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -94,6 +94,13 @@ BatchOpt = Annotated[int, typer.Option("--batch", "-b", help="Concurrent sequenc
 KvDtypeOpt = Annotated[
     str | None, typer.Option("--kv-dtype", help=f"KV-cache dtype (default: the model's): {', '.join(d.value for d in DType)}.")
 ]
+StateDtypeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--state-dtype",
+        help="Recurrent state of hybrid models' state layers (textbook; default: the model's dtype): fp32, fp16 or bf16.",
+    ),
+]
 WeightDtypeOpt = Annotated[
     str | None,
     typer.Option(
@@ -174,7 +181,24 @@ MaxBatchedOpt = Annotated[
 ]
 
 
+MambaCacheDtypeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--mamba-cache-dtype",
+        help="vllm: hybrid models' conv state dtype, and the SSM state's unless --mamba-ssm-cache-dtype: auto (the model's), fp32, fp16, bf16.",
+    ),
+]
+MambaSsmCacheDtypeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--mamba-ssm-cache-dtype",
+        help="vllm: hybrid models' SSM (recurrent) state dtype: auto (the config's, else the conv state's), fp32, fp16, bf16.",
+    ),
+]
+
+
 _BOOL_OPTIONS = ("swa_full", "kv_unified", "flash_attn")
+_DTYPE_OPTIONS = ("mamba_cache_dtype", "mamba_ssm_cache_dtype")  # "auto": the engine's own choice
 
 
 def _bool_flag(name: str, text: str | None) -> bool | None:
@@ -188,8 +212,9 @@ def _bool_flag(name: str, text: str | None) -> bool | None:
 def build_engine(name: str, **options: Any) -> Engine:
     """The --engine profile with its options (Engine's field names; true/false text for the boolean
     ones); an option of another engine is an error."""
-    positive(**{k: v for k, v in options.items() if k not in _BOOL_OPTIONS and k != "hf_version"})
+    positive(**{k: v for k, v in options.items() if k not in (*_BOOL_OPTIONS, *_DTYPE_OPTIONS) and k != "hf_version"})
     options = {k: _bool_flag(k.replace("_", "-"), v) if k in _BOOL_OPTIONS else v for k, v in options.items()}
+    options = {k: v for k, v in options.items() if not (k in _DTYPE_OPTIONS and str(v).lower() == "auto")}
     try:
         return Engine(name=name.lower(), **options)
     except ValidationError as exc:
@@ -229,6 +254,7 @@ def build_workload(
     pp: int,
     block_size: int | None,
     engine: Engine | None = None,
+    state_dtype: str | None = None,
 ) -> Workload:
     """The Workload of the options, each flag checked; a warning when --seq exceeds the model's max positions."""
     tp = tensor_parallel(tp)  # a count, or auto: the GPUs in this machine
@@ -238,6 +264,7 @@ def build_workload(
             seq=seq,
             batch=batch,
             kv_dtype=parse_dtype(kv_dtype) if kv_dtype is not None else None,
+            state_dtype=parse_dtype(state_dtype) if state_dtype is not None else None,
             tp=tp,
             pp=pp,
             block_size=block_size,

@@ -17,6 +17,7 @@ from kvcalc.cli.common import (
     ModelOpt,
     PresetsOpt,
     SeqOpt,
+    StateDtypeOpt,
     TpOpt,
     UnitsOpt,
     WeightDtypeOpt,
@@ -38,6 +39,7 @@ def decode(
     seq: SeqOpt = 8192,
     batch: BatchOpt = 1,
     kv_dtype: KvDtypeOpt = None,
+    state_dtype: StateDtypeOpt = None,
     weight_dtype: WeightDtypeOpt = None,
     tp: TpOpt = 1,
     block_size: BlockOpt = None,
@@ -50,7 +52,7 @@ def decode(
     """Time per output token at --batch and --seq (roofline: bandwidth vs compute), tokens/s, and prefill time."""
     decimal = decimal_units(units)
     spec = presets.load_model(model, presets_dir)
-    work = build_workload(spec, seq, batch, kv_dtype, tp, 1, block_size)
+    work = build_workload(spec, seq, batch, kv_dtype, tp, 1, block_size, None, state_dtype)
     gpu_spec = presets.load_gpu(gpu, presets_dir)
     weights_fmt = weights_format(spec, weight_dtype)
     step = latency.decode(spec, work, gpu_spec, weights_fmt, efficiency)

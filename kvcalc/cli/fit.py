@@ -18,6 +18,8 @@ from kvcalc.cli.common import (
     JsonOpt,
     KvDtypeOpt,
     KvUnifiedOpt,
+    MambaCacheDtypeOpt,
+    MambaSsmCacheDtypeOpt,
     MaxBatchedOpt,
     MaxCacheLenOpt,
     MemoryOpt,
@@ -25,6 +27,7 @@ from kvcalc.cli.common import (
     PpOpt,
     PresetsOpt,
     ReserveOpt,
+    StateDtypeOpt,
     SwaFullOpt,
     TpOpt,
     UbatchOpt,
@@ -54,6 +57,7 @@ def fit(
     gpu: GpuOpt = None,
     memory: MemoryOpt = None,
     kv_dtype: KvDtypeOpt = None,
+    state_dtype: StateDtypeOpt = None,
     weight_dtype: WeightDtypeOpt = None,
     tp: TpOpt = 1,
     pp: PpOpt = 1,
@@ -66,6 +70,8 @@ def fit(
     kv_unified: KvUnifiedOpt = None,
     flash_attn: FlashAttnOpt = None,
     max_num_batched_tokens: MaxBatchedOpt = None,
+    mamba_cache_dtype: MambaCacheDtypeOpt = None,
+    mamba_ssm_cache_dtype: MambaSsmCacheDtypeOpt = None,
     utilization: UtilOpt = capacity.DEFAULT_UTILIZATION,
     reserve: ReserveOpt = "1GiB",
     max_seqs: Annotated[
@@ -84,7 +90,9 @@ def fit(
     spec = presets.load_model(model, presets_dir)
     default_seq = min(8192, spec.max_positions or 8192)
     engine_spec = build_engine(engine, **engine_options(locals()))
-    work = build_workload(spec, default_seq if seq is None else seq, batch, kv_dtype, tp, pp, block_size, engine_spec)
+    work = build_workload(
+        spec, default_seq if seq is None else seq, batch, kv_dtype, tp, pp, block_size, engine_spec, state_dtype
+    )
     positive(max_seqs=max_seqs)
     weights_fmt = weights_format(spec, weight_dtype)
     gpu_spec, budget = gpu_and_budget(spec, work, gpu, memory, weights_fmt, utilization, reserve, presets_dir)

@@ -16,6 +16,8 @@ from kvcalc.cli.common import (
     JsonOpt,
     KvDtypeOpt,
     KvUnifiedOpt,
+    MambaCacheDtypeOpt,
+    MambaSsmCacheDtypeOpt,
     MaxBatchedOpt,
     MaxCacheLenOpt,
     MemoryOpt,
@@ -24,6 +26,7 @@ from kvcalc.cli.common import (
     PresetsOpt,
     ReserveOpt,
     SeqOpt,
+    StateDtypeOpt,
     SwaFullOpt,
     TpOpt,
     UbatchOpt,
@@ -49,6 +52,7 @@ def size(
     seq: SeqOpt,
     batch: BatchOpt = 1,
     kv_dtype: KvDtypeOpt = None,
+    state_dtype: StateDtypeOpt = None,
     weight_dtype: WeightDtypeOpt = None,
     tp: TpOpt = 1,
     pp: PpOpt = 1,
@@ -61,6 +65,8 @@ def size(
     kv_unified: KvUnifiedOpt = None,
     flash_attn: FlashAttnOpt = None,
     max_num_batched_tokens: MaxBatchedOpt = None,
+    mamba_cache_dtype: MambaCacheDtypeOpt = None,
+    mamba_ssm_cache_dtype: MambaSsmCacheDtypeOpt = None,
     gpu: GpuOpt = None,
     memory: MemoryOpt = None,
     utilization: UtilOpt = capacity.DEFAULT_UTILIZATION,
@@ -76,7 +82,8 @@ def size(
     """
     decimal = decimal_units(units)
     spec = presets.load_model(model, presets_dir)
-    work = build_workload(spec, seq, batch, kv_dtype, tp, pp, block_size, build_engine(engine, **engine_options(locals())))
+    engine_spec = build_engine(engine, **engine_options(locals()))
+    work = build_workload(spec, seq, batch, kv_dtype, tp, pp, block_size, engine_spec, state_dtype)
     kv = estimate_kv(spec, work)
     weights_fmt = weights_format(spec, weight_dtype)
     params = capacity.count_params(spec)
