@@ -434,9 +434,11 @@ def _first_stage_layers(model: ModelSpec, workload: Workload) -> list[StageLayer
     dtype = kv_dtype(model, workload)
     caches = layer_caches(model, workload.tp, workload.engine)
     return [
-        StageLayer(window=caches[i].window, bytes_per_token=layer_bytes_per_token(caches[i], dtype))
+        StageLayer(
+            window=caches[i].window, bytes_per_token=layer_bytes_per_token(caches[i], dtype), chunked=caches[i].kind == "chunked"
+        )
         for i in pipeline_stages(model.layers, workload.pp)[0]
-        if caches[i].kind != "none"
+        if caches[i].kind != "none" and not caches[i].shared
     ]
 
 

@@ -14,6 +14,7 @@ SUPPORTED = (
     "llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3", "gemma3_text",
     "deepseek_v2", "deepseek_v3", "gpt_oss", "falcon", "gpt2", "gpt_bigcode", "phi3",
     "qwen3_next", "nemotron_h", "granitemoehybrid", "jamba", "falcon_h1", "lfm2", "minimax", "minimax_m1", "minimax_text_01",
+    "llama4", "llama4_text", "gemma3n", "gemma3n_text",
 )  # fmt: skip
 _HYBRID = {
     "qwen3_next",
@@ -27,7 +28,10 @@ _HYBRID = {
     "minimax_text_01",
 }
 _PLAIN_MLP = {"gpt2", "gpt_bigcode", "falcon"}
-_TIED_BY_DEFAULT = {"gpt2", "gpt_bigcode", "falcon", "gemma", "gemma2", "gemma3", "gemma3_text", "lfm2", "granitemoehybrid"}
+_TIED_BY_DEFAULT = {
+    "gpt2", "gpt_bigcode", "falcon", "gemma", "gemma2", "gemma3", "gemma3_text", "gemma3n", "gemma3n_text", "lfm2",
+    "granitemoehybrid",
+}  # fmt: skip
 _HF_DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 _INTEGER_KEYS = {
     "num_attention_heads", "n_head", "hidden_size", "n_embd", "num_hidden_layers", "n_layer", "num_layers",
@@ -41,6 +45,8 @@ _INTEGER_KEYS = {
     "linear_num_value_heads", "linear_key_head_dim", "linear_value_head_dim", "linear_conv_kernel_dim",
     "full_attention_interval", "attn_layer_period", "attn_layer_offset", "expert_layer_period", "expert_layer_offset",
     "conv_L_cache", "conv_dim", "shared_intermediate_size", "shared_expert_intermediate_size", "block_ff_dim",
+    "attention_chunk_size", "intermediate_size_mlp", "interleave_moe_layer_step", "no_rope_layer_interval",
+    "num_kv_shared_layers",
 }  # fmt: skip
 _FLAG_KEYS = {"new_decoder_architecture", "multi_query", "use_sliding_window", "tie_word_embeddings"}
 
@@ -118,6 +124,9 @@ def model_fields_from_hf(config: dict[str, Any], default_name: str, origin: str)
     if not isinstance(text, dict):
         raise InvalidPreset(f"{origin}: text_config: expected a mapping")
     cfg = {**config, **text}
+    sizes = cfg.get("intermediate_size")
+    if arch in ("gemma3n", "gemma3n_text") and isinstance(sizes, list) and sizes:  # one MLP width per layer
+        cfg["intermediate_size"] = sizes[0] if all(size == sizes[0] for size in sizes) else max(sizes)
     _check_types(cfg, origin)
     try:
         return _fields(arch, cfg, default_name, origin)
@@ -162,6 +171,12 @@ def _fields(arch: str, cfg: dict[str, Any], default_name: str, origin: str) -> d
         }
     if arch == "nemotron_h":  # its config names the attention head width attention_head_dim
         fields["head_dim"] = _first(cfg, "head_dim", "attention_head_dim") or hidden // heads
+    if arch in ("llama4", "llama4_text"):
+        _llama4(cfg, fields)
+    if arch in ("gemma3n", "gemma3n_text"):
+        fields["kv_shared_layers"] = cfg.get("num_kv_shared_layers") or 0
+        # its per-layer embeddings, AltUp and LAuReL blocks are not counted from shapes: weights need params
+        fields["intermediate"] = None
     experts = _first(cfg, "num_local_experts", "num_experts", "n_routed_experts")
     if experts:
         fields["moe"] = {
@@ -175,6 +190,36 @@ def _fields(arch: str, cfg: dict[str, Any], default_name: str, origin: str) -> d
         _hybrid(arch, cfg, fields)
     _checkpoint_format(cfg.get("quantization_config"), fields)
     return {k: v for k, v in fields.items() if v is not None}
+
+
+def _llama4(cfg: dict[str, Any], fields: dict[str, Any]) -> None:
+    """Llama 4 (transformers configuration_llama4.py): RoPE layers attend within chunks of
+    attention_chunk_size, every no_rope_layer_interval-th layer (NoPE) attends globally; every
+    interleave_moe_layer_step-th layer is MoE (a shared expert beside the routed ones), the others
+    a dense MLP of intermediate_size_mlp."""
+    layers = fields["layers"]
+    if not isinstance(layers, int) or layers < 1:
+        raise ValueError("num_hidden_layers: expected a positive integer")
+    pattern = _layer_list(cfg, layers, {"chunked_attention": "chunked", "full_attention": "full"})
+    if pattern is None:
+        rope = cfg.get("no_rope_layers")  # 1: RoPE and chunked, 0: NoPE and global
+        if rope:
+            if len(rope) != layers or set(rope) - {0, 1}:
+                raise ValueError(f"no_rope_layers: expected {layers} entries of 0 and 1")
+            pattern = ["chunked" if r else "full" for r in rope]
+        else:
+            every = cfg.get("no_rope_layer_interval") or 4
+            pattern = ["full" if (i + 1) % every == 0 else "chunked" for i in range(layers)]
+    if cfg.get("attention_chunk_size") is None:
+        pattern = ["full"] * layers  # no chunk size: every layer attends globally
+    fields["layer_pattern"] = pattern
+    fields["attention_chunk_size"] = cfg.get("attention_chunk_size")
+    if "moe" in fields:
+        step = cfg.get("interleave_moe_layer_step") or 1
+        fields["moe"].update(
+            shared_experts=1, expert_intermediate=cfg.get("intermediate_size"), layer_period=step, layer_offset=step - 1
+        )
+        fields["intermediate"] = cfg.get("intermediate_size_mlp") or fields["intermediate"]
 
 
 def _layer_list(cfg: dict[str, Any], layers: int, kinds: dict[str, str]) -> list[str] | None:

@@ -19,7 +19,7 @@ from kvcalc.spec import Engine, ModelSpec, StateKind, Workload
 from kvcalc.state import LayerState, layer_states
 from kvcalc.units import PACKING, DType, format_bytes
 
-CacheKind = Literal["full", "sliding", "mla", "none"]  # none: a layer without attention (state or mlp only)
+CacheKind = Literal["full", "sliding", "chunked", "mla", "none"]  # none: a layer without attention (state or mlp only)
 STATE_DTYPES = (DType.fp32, DType.fp16, DType.bf16)  # what engines keep a recurrent state in (vLLM MambaDType)
 
 
@@ -27,13 +27,14 @@ class LayerCache(Frozen):
     """What one layer caches per token on one tensor-parallel rank."""
 
     kind: CacheKind
-    window: int | None
+    window: int | None  # a sliding layer's window, a chunked layer's chunk
     kv_heads: int  # per rank; 0 for an MLA latent
-    k_values: int  # K elements per token (the latent for MLA)
+    k_values: int  # K elements per token (the latent for MLA); 0 when the cache is another layer's
     v_values: int  # V elements per token (the rope key part for MLA)
+    shared: bool = False  # attends to an earlier layer's cache and keeps none of its own (Gemma-3n)
 
 
-def kv_heads_per_rank(model: ModelSpec, tp: int) -> int:
+def kv_heads_per_rank(model: ModelSpec, tp: int, kv_heads: int | None = None) -> int:
     """KV heads each of `tp` ranks holds: Hkv/tp, or one replicated head when tp > Hkv (as vLLM).
 
     >>> from kvcalc.spec import ModelSpec
@@ -41,14 +42,15 @@ def kv_heads_per_rank(model: ModelSpec, tp: int) -> int:
     >>> kv_heads_per_rank(m, 4), kv_heads_per_rank(m, 16)
     (2, 1)
     """
+    kv_heads = kv_heads or model.kv_heads  # a kind's own count (attention_shapes), else the model's
     if model.heads % tp:
         raise InvalidInput(f"--tp {tp} does not divide the {model.heads} attention heads of {model.name}")
-    if tp <= model.kv_heads:
-        if model.kv_heads % tp:
-            raise InvalidInput(f"--tp {tp} does not divide the {model.kv_heads} KV heads of {model.name}")
-        return model.kv_heads // tp
-    if tp % model.kv_heads:
-        raise InvalidInput(f"--tp {tp} is not a multiple of the {model.kv_heads} KV heads of {model.name}")
+    if tp <= kv_heads:
+        if kv_heads % tp:
+            raise InvalidInput(f"--tp {tp} does not divide the {kv_heads} KV heads of {model.name}")
+        return kv_heads // tp
+    if tp % kv_heads:
+        raise InvalidInput(f"--tp {tp} is not a multiple of the {kv_heads} KV heads of {model.name}")
     return 1  # replicated: each rank keeps one whole KV head
 
 
@@ -66,20 +68,27 @@ def layer_caches(model: ModelSpec, tp: int = 1, engine: Engine | None = None) ->
         )
         kv_heads_per_rank(model, tp)  # still validates the split of the query heads
         return [latent] * model.layers
-    heads = kv_heads_per_rank(model, tp)  # decompressed MLA (transformers 4.x): per-head K and V
-    no_attention = LayerCache(kind="none", window=None, kv_heads=0, k_values=0, v_values=0)
-    return [
-        LayerCache(
-            kind=kind,
-            window=model.sliding_window if kind == "sliding" else None,
-            kv_heads=heads,
-            k_values=heads * model.key_dim,  # GQA: Hkv heads, not H
-            v_values=heads * model.value_dim,
+    kv_heads_per_rank(model, tp)  # decompressed MLA (transformers 4.x): per-head K and V
+    windows = {"sliding": model.sliding_window, "chunked": model.attention_chunk_size}
+    first_shared = model.layers - model.kv_shared_layers  # Gemma-3n: later layers reuse earlier caches
+    caches = []
+    for i, kind in enumerate(model.attention_kinds()):
+        if kind is None:
+            caches.append(LayerCache(kind="none", window=None, kv_heads=0, k_values=0, v_values=0))
+            continue
+        heads = kv_heads_per_rank(model, tp, model.kv_heads_of(kind))  # GQA: Hkv heads, not H
+        own = i < first_shared
+        caches.append(
+            LayerCache(
+                kind=kind,
+                window=windows.get(kind),
+                kv_heads=heads,
+                k_values=heads * model.key_dim_of(kind) if own else 0,
+                v_values=heads * model.value_dim_of(kind) if own else 0,
+                shared=not own,
+            )
         )
-        if kind is not None
-        else no_attention
-        for kind in model.attention_kinds()
-    ]
+    return caches
 
 
 def attention_layers(caches: list[LayerCache]) -> list[LayerCache]:
@@ -104,7 +113,8 @@ def tokens_held(layer: LayerCache, workload: Workload, seq: int | None = None, p
     """
     seq = workload.seq if seq is None else seq
     rules = engines.profile(workload.engine)
-    return (rules.peak_tokens_per_unit if peak else rules.tokens_per_unit)(workload, layer.window, seq)
+    chunked = layer.kind == "chunked"
+    return (rules.peak_tokens_per_unit if peak else rules.tokens_per_unit)(workload, layer.window, seq, chunked=chunked)
 
 
 def pipeline_stages(layers: int, pp: int) -> list[range]:
@@ -231,6 +241,7 @@ class LayerGroup(Frozen):
     tokens_held: int
     tokens_exact: int
     bytes_per_sequence: int  # all layers of the group, all ranks
+    shared: bool = False  # the group attends to earlier layers' caches and keeps none (Gemma-3n)
 
 
 class StateGroup(Frozen):
@@ -408,9 +419,9 @@ def _explain_state(
 
 
 def _group_layers(caches: list[LayerCache], dtype: DType, workload: Workload) -> list[LayerGroup]:
-    groups: dict[tuple[str, int | None], list[LayerCache]] = {}
+    groups: dict[tuple[str, int | None, int, int, bool], list[LayerCache]] = {}
     for layer in attention_layers(caches):
-        groups.setdefault((layer.kind, layer.window), []).append(layer)
+        groups.setdefault((layer.kind, layer.window, layer.kv_heads, layer.k_values, layer.shared), []).append(layer)
     result = []
     for layers in groups.values():
         first = layers[0]
@@ -427,6 +438,7 @@ def _group_layers(caches: list[LayerCache], dtype: DType, workload: Workload) ->
                 tokens_held=held,
                 tokens_exact=tokens_held(first, exact_workload(workload)),
                 bytes_per_sequence=len(layers) * per_token * held * workload.tp,
+                shared=first.shared,
             )
         )
     return result
@@ -445,13 +457,20 @@ def _explain(
     lines += [f"rule: {rule}" for rule in rules.rules(model, workload)]
     lines.append(f"b = bytes per element = {b}")
     for g in groups:
-        label = {"full": "full attention", "sliding": f"sliding window W={g.window}", "mla": "MLA latent"}[g.kind]
+        labels = {"full": "full attention", "sliding": f"sliding window W={g.window}", "mla": "MLA latent"}
+        label = labels.get(g.kind) or f"chunked local attention C={g.window}"
+        if g.shared:
+            lines.append(
+                f"{label}, {g.layers} layers sharing earlier layers' caches (kv_shared_layers): no cache of their own = 0 B"
+            )
+            continue
         if g.kind == "mla" and model.mla is not None:
             formula = f"(kv_lora_rank + qk_rope_head_dim) * b = ({model.mla.kv_lora_rank} + {model.mla.qk_rope_head_dim}) * b"
         else:
-            formula = f"(d_k + d_v) * Hkv * b = ({model.key_dim} + {model.value_dim}) * {g.kv_heads_per_gpu} * b"
+            widths = f"{model.key_dim_of(g.kind)} + {model.value_dim_of(g.kind)}"  # g.kind: full, sliding or chunked here
+            formula = f"(d_k + d_v) * Hkv * b = ({widths}) * {g.kv_heads_per_gpu} * b"
         lines.append(f"{label}, {g.layers} layers: per token per layer = {formula} = {g.bytes_per_token_per_layer:,} B")
-        held = rules.tokens_formula(workload, g.window, g.tokens_exact)
+        held = rules.tokens_formula(workload, g.window, g.tokens_exact, chunked=g.kind == "chunked")
         lines.append(f"  tokens held = {held} = {g.tokens_held:,}")
         tp = f" * tp {workload.tp}" if workload.tp > 1 else ""
         lines.append(

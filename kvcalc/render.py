@@ -77,7 +77,8 @@ def kv_table(kv: KvEstimate, decimal: bool, explain: bool) -> None:
     if len(kv.groups) > 1 or kv.state_groups or (kv.groups and kv.groups[0].kind != "full"):
         groups = _table("Per layer kind", "kind", "layers", "B/token/layer", "tokens held", "per sequence")
         for g in kv.groups:
-            kind = f"sliding W={g.window:,}" if g.kind == "sliding" else g.kind
+            kind = f"{g.kind} {'W' if g.kind == 'sliding' else 'C'}={g.window:,}" if g.window else g.kind
+            kind += " (shares an earlier cache)" if g.shared else ""
             groups.add_row(
                 kind,
                 str(g.layers),

@@ -10,9 +10,9 @@ from kvcalc.base import Strict
 from kvcalc.errors import InvalidInput
 from kvcalc.units import DType, parse_dtype
 
-AttentionKind = Literal["full", "sliding"]
+AttentionKind = Literal["full", "sliding", "chunked"]
 StateKind = Literal["mamba1", "mamba2", "gated_deltanet", "lightning", "short_conv"]
-ATTENTION_KINDS: tuple[AttentionKind, ...] = ("full", "sliding")
+ATTENTION_KINDS: tuple[AttentionKind, ...] = ("full", "sliding", "chunked")
 STATE_KINDS: tuple[StateKind, ...] = ("mamba1", "mamba2", "gated_deltanet", "lightning", "short_conv")
 NO_MIXER = "mlp"  # a layer without a sequence mixer (Nemotron-H's '-' and 'E' blocks): no cache, no state
 
@@ -108,6 +108,16 @@ class StoredWeights(Strict):
     bytes: Rate
     params: Rate
     types: dict[str, Rate] = Field(default_factory=dict, description="parameters per stored type, e.g. q4_K, q6_K, f32")
+
+
+class AttentionShape(Strict):
+    """One attention kind's own KV shape, where it differs from the model's (Gemma-4-style global
+    layers with other KV heads or head widths than the sliding ones)."""
+
+    kv_heads: Count | None = None
+    head_dim: Count | None = None
+    k_head_dim: Count | None = None
+    v_head_dim: Count | None = None
 
 
 class Mamba1Spec(Strict):
@@ -206,6 +216,15 @@ class ModelSpec(Strict):
         " gated_deltanet, lightning, short_conv), attention+state (full+mamba2) or mlp (no sequence mixer)",
     )
     state: StateSpec | None = None
+    attention_chunk_size: Count | None = Field(
+        default=None, description="chunked layers attend within chunks of this many tokens (Llama 4's local layers)"
+    )
+    attention_shapes: dict[AttentionKind, AttentionShape] | None = Field(
+        default=None, description="per attention kind, the KV heads and head widths where they differ from the model's"
+    )
+    kv_shared_layers: Annotated[int, Number] = Field(
+        default=0, ge=0, description="the last N layers reuse earlier layers' caches and keep none of their own (Gemma-3n)"
+    )
     mla: MlaSpec | None = None
     moe: MoeSpec | None = None
     params: Rate | None = None
@@ -243,6 +262,17 @@ class ModelSpec(Strict):
             raise ValueError("layer_pattern must list at least one layer kind")
         if self.sliding_window is None and "sliding" in self.attention_kinds():
             raise ValueError("layer_pattern has sliding layers but sliding_window is not set")
+        if self.attention_chunk_size is None and "chunked" in self.attention_kinds():
+            raise ValueError("layer_pattern has chunked layers but attention_chunk_size is not set")
+        if self.kv_shared_layers >= self.layers:
+            raise ValueError(f"kv_shared_layers ({self.kv_shared_layers}) must leave a layer with its own cache")
+        for kind, shape in (self.attention_shapes or {}).items():
+            if kind not in self.attention_kinds():
+                raise ValueError(f"attention_shapes.{kind} is given but no layer is {kind}")
+            if self.heads % self.kv_heads_of(kind):
+                raise ValueError(f"heads ({self.heads}) must be divisible by attention_shapes.{kind}.kv_heads ({shape.kv_heads})")
+        if self.mla is not None and (self.attention_shapes or self.kv_shared_layers):
+            raise ValueError("MLA with attention_shapes or kv_shared_layers is not supported")
         if self.stored_weights is not None and self.params != self.stored_weights.params:
             raise ValueError(f"params ({self.params}) must equal stored_weights.params ({self.stored_weights.params})")
         used = {kind for kind in self.state_kinds() if kind is not None}
@@ -265,6 +295,24 @@ class ModelSpec(Strict):
     def value_dim(self) -> int:
         """Width of one V head."""
         return self.v_head_dim or self.head_dim or 0
+
+    def _shape(self, kind: AttentionKind | None) -> AttentionShape | None:
+        return (self.attention_shapes or {}).get(kind) if kind else None
+
+    def kv_heads_of(self, kind: AttentionKind | None) -> int:
+        """KV heads of one attention kind's layers (attention_shapes, else the model's)."""
+        shape = self._shape(kind)
+        return (shape.kv_heads if shape else None) or self.kv_heads
+
+    def key_dim_of(self, kind: AttentionKind | None) -> int:
+        """Width of one K head in one attention kind's layers."""
+        shape = self._shape(kind)
+        return (shape.k_head_dim or shape.head_dim if shape else None) or self.key_dim
+
+    def value_dim_of(self, kind: AttentionKind | None) -> int:
+        """Width of one V head in one attention kind's layers."""
+        shape = self._shape(kind)
+        return (shape.v_head_dim or shape.head_dim if shape else None) or self.value_dim
 
     def layer_kinds(self) -> list[str]:
         """Each layer's kind: the pattern repeated over the layers; all sliding when a window is

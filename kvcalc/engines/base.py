@@ -55,6 +55,7 @@ class StageLayer(Frozen):
 
     window: int | None
     bytes_per_token: int
+    chunked: bool = False  # `window` is a chunk (Llama 4's local layers)
 
 
 class EngineLogLine(Frozen):
@@ -93,13 +94,14 @@ class EngineProfile(ABC):
         return workload.block_size
 
     @abstractmethod
-    def tokens_per_unit(self, workload: Workload, window: int | None, seq: int) -> int:
+    def tokens_per_unit(self, workload: Workload, window: int | None, seq: int, chunked: bool = False) -> int:
         """Tokens (cells, slots) one allocation unit keeps in one layer at context `seq`; `window` is
-        the layer's sliding window, None for a full-attention or MLA layer."""
+        the layer's sliding window (its chunk when `chunked`: Llama 4's local layers), None for a
+        full-attention or MLA layer."""
 
-    def peak_tokens_per_unit(self, workload: Workload, window: int | None, seq: int) -> int:
+    def peak_tokens_per_unit(self, workload: Workload, window: int | None, seq: int, chunked: bool = False) -> int:
         """The most a layer holds at any moment (default: what it holds)."""
-        return self.tokens_per_unit(workload, window, seq)
+        return self.tokens_per_unit(workload, window, seq, chunked)
 
     def allocation_units(self, workload: Workload) -> int:
         """Separately sized buffers (default: one per sequence)."""
@@ -177,7 +179,7 @@ class EngineProfile(ABC):
     def rules(self, model: ModelSpec, workload: Workload) -> list[str]:
         """The rules behind the figures, each with the source file it follows (for --explain)."""
 
-    def tokens_formula(self, workload: Workload, window: int | None, exact_tokens: int) -> str:
+    def tokens_formula(self, workload: Workload, window: int | None, exact_tokens: int, chunked: bool = False) -> str:
         """How --explain writes a layer's tokens held (default: a pointer to the rules)."""
         return f"{self.name} rule above (exact need {exact_tokens:,})"
 

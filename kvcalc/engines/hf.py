@@ -16,7 +16,7 @@ class Transformers(EngineProfile):
     name = "hf"
     label = "transformers"
 
-    def tokens_per_unit(self, workload: Workload, window: int | None, seq: int) -> int:
+    def tokens_per_unit(self, workload: Workload, window: int | None, seq: int, chunked: bool = False) -> int:
         """DynamicCache keeps min(s, W - 1) in a sliding layer (DynamicSlidingWindowLayer); StaticCache
         preallocates max_cache_len, min(W, max_cache_len) when sliding (StaticSlidingWindowLayer)."""
         max_cache_len = workload.engine.max_cache_len
@@ -24,12 +24,12 @@ class Transformers(EngineProfile):
             return min(window, max_cache_len) if window else max_cache_len
         return min(seq, window - 1) if window else seq
 
-    def peak_tokens_per_unit(self, workload: Workload, window: int | None, seq: int) -> int:
+    def peak_tokens_per_unit(self, workload: Workload, window: int | None, seq: int, chunked: bool = False) -> int:
         """DynamicCache's sliding layers keep the whole prompt right after prefill (a slice view)
         until the first decode step."""
         if workload.engine.max_cache_len is None and window:
             return seq
-        return self.tokens_per_unit(workload, window, seq)
+        return self.tokens_per_unit(workload, window, seq, chunked)
 
     def check_supported(self, model: ModelSpec, workload: Workload, dtype: DType) -> None:
         if dtype not in HF_DTYPES:
@@ -37,6 +37,10 @@ class Transformers(EngineProfile):
         if dtype == DType.fp8 and model.mla is None and "sliding" in model.attention_kinds():  # QuantizedCache.__init__
             raise InvalidInput(
                 f"transformers' QuantizedCache (fp8) is only supported for models with only full attention layers; {model.name} has sliding ones"
+            )
+        if "chunked" in model.attention_kinds():
+            raise InvalidInput(
+                "--engine hf: kvcalc does not model transformers' chunked-attention cache; use textbook, vllm or llamacpp"
             )
         if any(model.state_kinds()):
             raise InvalidInput(

@@ -29,10 +29,11 @@ class LlamaCpp(EngineProfile):
     name = "llamacpp"
     label = "llama.cpp"
 
-    def tokens_per_unit(self, workload: Workload, window: int | None, seq: int) -> int:
+    def tokens_per_unit(self, workload: Workload, window: int | None, seq: int, chunked: bool = False) -> int:
         """`seq` is n_ctx, padded to 256 and shared by the sequences: PAD256(PAD256(n_ctx) / n_seq)
         cells each (one unit of PAD256(n_ctx) when unified); a SWA layer with --swa-full false keeps
-        PAD256(min(n_ctx_seq, W * (unified ? n_seq : 1) + n_ubatch)) (llama-kv-cache-iswa.cpp)."""
+        PAD256(min(n_ctx_seq, W * (unified ? n_seq : 1) + n_ubatch)) (llama-kv-cache-iswa.cpp); a chunked
+        layer (LLAMA_SWA_TYPE_CHUNKED, n_swa = the chunk) is sized the same."""
         engine, batch = workload.engine, workload.batch
         n_ctx = pad(seq, LLAMACPP_PAD)  # padded first, then shared out and padded again
         cells = n_ctx_seq = n_ctx if engine.kv_unified else pad(n_ctx // batch, LLAMACPP_PAD)

@@ -32,12 +32,16 @@ class Vllm(EngineProfile):
         """--block-size, or vLLM's default 16."""
         return workload.block_size or VLLM_BLOCK_SIZE
 
-    def tokens_per_unit(self, workload: Workload, window: int | None, seq: int) -> int:
+    def tokens_per_unit(self, workload: Workload, window: int | None, seq: int, chunked: bool = False) -> int:
         """Whole blocks; a sliding layer reserves cdiv(min(W - 1 + max_num_batched_tokens, s), block) + 1
-        blocks per request (vllm/v1/kv_cache_interface.py SlidingWindowSpec.max_memory_usage_bytes)."""
+        blocks per request (vllm/v1/kv_cache_interface.py SlidingWindowSpec.max_memory_usage_bytes), a
+        chunked layer cdiv(min(C + max_num_batched_tokens, s), block) (ChunkedLocalAttentionSpec
+        .max_admission_blocks_per_request: one chunk and the tokens in flight)."""
         block = self.block_size(workload)
         if window:
             batched = workload.engine.max_num_batched_tokens or VLLM_MAX_NUM_BATCHED_TOKENS
+            if chunked:
+                return cdiv(min(window + batched, seq), block) * block
             return (cdiv(min(window - 1 + batched, seq), block) + 1) * block
         return cdiv(seq, block) * block
 
@@ -133,6 +137,8 @@ class Vllm(EngineProfile):
             f"sliding layers reserve cdiv(min(W - 1 + max_num_batched_tokens {batched}, s), block) + 1 blocks"
             " per request (SlidingWindowSpec.max_memory_usage_bytes)",
             "MLA caches one K-only latent of kv_lora_rank + rope (MLAAttentionSpec); fp8 is 1 byte per value, no scales",
+            f"chunked layers keep cdiv(min(C + max_num_batched_tokens {batched}, s), block) blocks per request"
+            " (ChunkedLocalAttentionSpec.max_admission_blocks_per_request)",
         ]
 
     def log_lines(
@@ -147,12 +153,13 @@ class Vllm(EngineProfile):
             return []
         block = self.block_size(workload)
         page = block * stage[0].bytes_per_token
-        counts: dict[int | None, int] = {}
+        counts: dict[tuple[int | None, bool], int] = {}
         for layer in stage:
-            counts[layer.window] = counts.get(layer.window, 0) + 1
+            counts[layer.window, layer.chunked] = counts.get((layer.window, layer.chunked), 0) + 1
         group = min(counts.values())
         per_request = sum(
-            cdiv(count, group) * self.tokens_per_unit(workload, window, workload.seq) // block for window, count in counts.items()
+            cdiv(count, group) * self.tokens_per_unit(workload, window, workload.seq, chunked) // block
+            for (window, chunked), count in counts.items()
         )
         concurrency = (max(usable_bytes, 0) // (page * group)) / per_request
         return [
