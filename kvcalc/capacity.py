@@ -21,7 +21,7 @@ from kvcalc.kvcache import (
     state_bytes,
     state_layout,
 )
-from kvcalc.spec import GpuSpec, ModelSpec, StoredWeights, Workload
+from kvcalc.spec import GpuSpec, ModelSpec, StoredWeights, Workload, cache_dtypes
 from kvcalc.units import PACKING, DType, GiB, format_bytes
 
 DEFAULT_UTILIZATION = 0.90  # vLLM's gpu_memory_utilization default
@@ -431,11 +431,11 @@ def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | N
 
 def _first_stage_layers(model: ModelSpec, workload: Workload) -> list[StageLayer]:
     """The attention layers of the first pipeline stage, the one with the most layers, on one rank."""
-    dtype = kv_dtype(model, workload)
+    dtypes = cache_dtypes(model, workload)
     caches = layer_caches(model, workload.tp, workload.engine)
     return [
         StageLayer(
-            window=caches[i].window, bytes_per_token=layer_bytes_per_token(caches[i], dtype), chunked=caches[i].kind == "chunked"
+            window=caches[i].window, bytes_per_token=layer_bytes_per_token(caches[i], *dtypes), chunked=caches[i].kind == "chunked"
         )
         for i in pipeline_stages(model.layers, workload.pp)[0]
         if caches[i].kind != "none" and not caches[i].shared

@@ -43,6 +43,8 @@ class PlannedWorkload(Strict):
     tp: Count = 1
     pp: Count = 1
     kv_dtype: DTypeName | None = None
+    k_dtype: DTypeName | None = None
+    v_dtype: DTypeName | None = None
     state_dtype: DTypeName | None = None
     weight_dtype: DTypeName | None = None
     block_size: Count | None = None

@@ -162,7 +162,7 @@ def _row(subject: Subject, workload: Workload, gpu: GpuSpec | None) -> CompareRo
         kv_dtype=kv.kv_dtype,
         kv_heads=None if mla else layer.kv_heads * workload.tp,
         latent_width=layer.k_values + layer.v_values if mla else None,
-        bytes_per_token_per_layer=layer_bytes_per_token(layer, kv.kv_dtype) * workload.tp,
+        bytes_per_token_per_layer=layer_bytes_per_token(layer, kv.kv_dtype, kv.v_dtype) * workload.tp,
         bytes_per_token=kv.bytes_per_token,
         bytes_per_sequence=kv.bytes_per_sequence,
         bytes_per_batch=kv.total_bytes_per_batch,

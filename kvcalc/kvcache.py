@@ -15,7 +15,7 @@ from kvcalc import engines
 from kvcalc.base import Frozen
 from kvcalc.engines import StateDtypes, StatePages
 from kvcalc.errors import InvalidInput
-from kvcalc.spec import Engine, ModelSpec, StateKind, Workload
+from kvcalc.spec import Engine, ModelSpec, StateKind, Workload, cache_dtypes
 from kvcalc.state import LayerState, layer_states
 from kvcalc.units import PACKING, DType, format_bytes
 
@@ -96,10 +96,10 @@ def attention_layers(caches: list[LayerCache]) -> list[LayerCache]:
     return [layer for layer in caches if layer.kind != "none"]
 
 
-def layer_bytes_per_token(layer: LayerCache, dtype: DType) -> int:
-    """Bytes one token takes in one layer: a K row plus a V row, each in whole quantization blocks."""
-    packing = PACKING[dtype]
-    return packing.bytes_for(layer.k_values) + packing.bytes_for(layer.v_values)
+def layer_bytes_per_token(layer: LayerCache, dtype: DType, v_dtype: DType | None = None) -> int:
+    """Bytes one token takes in one layer: a K row in `dtype` plus a V row in `v_dtype` (default: the
+    same), each in whole quantization blocks."""
+    return PACKING[dtype].bytes_for(layer.k_values) + PACKING[v_dtype or dtype].bytes_for(layer.v_values)
 
 
 def tokens_held(layer: LayerCache, workload: Workload, seq: int | None = None, peak: bool = False) -> int:
@@ -143,9 +143,9 @@ def _over_stages(model: ModelSpec, workload: Workload, per_layer: list[int]) -> 
 
 
 def _unit_bytes_per_layer(model: ModelSpec, workload: Workload, seq: int | None, peak: bool) -> list[int]:
-    dtype = kv_dtype(model, workload)
+    dtypes = cache_dtypes(model, workload)
     return [
-        layer_bytes_per_token(layer, dtype) * tokens_held(layer, workload, seq, peak) if layer.kind != "none" else 0
+        layer_bytes_per_token(layer, *dtypes) * tokens_held(layer, workload, seq, peak) if layer.kind != "none" else 0
         for layer in layer_caches(model, workload.tp, workload.engine)
     ]
 
@@ -206,7 +206,7 @@ def state_layout(model: ModelSpec, workload: Workload) -> StateLayout:
             )
     exact = [layer_state_bytes(state, dtypes) if state else 0 for state in states]
     attention = attention_layers(layer_caches(model, workload.tp, workload.engine))
-    per_token = layer_bytes_per_token(attention[0], kv_dtype(model, workload)) if attention else None
+    per_token = layer_bytes_per_token(attention[0], *cache_dtypes(model, workload)) if attention else None
     pages = rules.state_pages(workload, per_token, max(exact))
     allocated = [pages.page_bytes if state and pages.page_bytes else size for state, size in zip(states, exact, strict=True)]
     return StateLayout(dtypes=dtypes, states=states, exact_bytes=exact, layer_bytes=allocated, pages=pages)
@@ -225,8 +225,8 @@ def settled(model: ModelSpec, workload: Workload) -> Workload:
 
 
 def kv_dtype(model: ModelSpec, workload: Workload) -> DType:
-    """The cache dtype: the workload's, else the model's own dtype."""
-    return workload.kv_dtype or model.dtype
+    """The (K) cache dtype: the workload's, else the model's own dtype (cache_dtypes for K and V)."""
+    return cache_dtypes(model, workload)[0]
 
 
 class LayerGroup(Frozen):
@@ -265,7 +265,8 @@ class KvEstimate(Frozen):
     engine: str
     seq: int
     batch: int
-    kv_dtype: DType
+    kv_dtype: DType  # K's and V's, or K's when v_dtype is given
+    v_dtype: DType | None = None  # the V cache's dtype when it differs from the K cache's
     tp: int
     pp: int
     block_size: int | None
@@ -296,7 +297,7 @@ def exact_workload(workload: Workload) -> Workload:
 def estimate_kv(model: ModelSpec, workload: Workload) -> KvEstimate:
     """KV bytes per token, per sequence and per batch, the state of hybrid models' state layers,
     per GPU and in total, with an explanation."""
-    dtype = kv_dtype(model, workload)
+    dtype, v_dtype = cache_dtypes(model, workload)
     rules = engines.profile(workload.engine)
     rules.check_supported(model, workload, dtype)
     layout = state_layout(model, workload)  # as the engine lays it out from the workload given (before settling)
@@ -307,17 +308,18 @@ def estimate_kv(model: ModelSpec, workload: Workload) -> KvEstimate:
     batch = batch_bytes(model, workload)
     exact = batch_bytes(model, exact_workload(workload), with_state=False)
     peak = batch_bytes(model, workload, peak=True, with_state=False)
-    groups = _group_layers(caches, dtype, workload)
+    groups = _group_layers(caches, (dtype, v_dtype), workload)
     state = _over_stages(model, workload, layout.layer_bytes)
     state_exact = _over_stages(model, workload, layout.exact_bytes)
     state_groups = _group_states(layout, workload.tp)
-    per_token = workload.tp * sum(layer_bytes_per_token(layer, dtype) for layer in caches)
+    per_token = workload.tp * sum(layer_bytes_per_token(layer, dtype, v_dtype) for layer in caches)
     return KvEstimate(
         model=model.name,
         engine=workload.engine.name,
         seq=workload.seq,
         batch=workload.batch,
         kv_dtype=dtype,
+        v_dtype=v_dtype if v_dtype != dtype else None,
         tp=workload.tp,
         pp=workload.pp,
         block_size=rules.block_size(workload),
@@ -335,7 +337,7 @@ def estimate_kv(model: ModelSpec, workload: Workload) -> KvEstimate:
         paging_waste_bytes=kv_batch.total - exact.total + workload.batch * (state.total - state_exact.total),
         peak_bytes_per_batch=peak.total,
         replicated_kv_heads=model.mla is None and workload.tp > model.kv_heads and bool(groups),
-        explain=_explain(model, workload, dtype, groups, unit, kv_batch)
+        explain=_explain(model, workload, (dtype, v_dtype), groups, unit, kv_batch)
         + _explain_state(model, workload, layout, state_groups, state, batch),
     )
 
@@ -418,14 +420,14 @@ def _explain_state(
     return lines
 
 
-def _group_layers(caches: list[LayerCache], dtype: DType, workload: Workload) -> list[LayerGroup]:
+def _group_layers(caches: list[LayerCache], dtypes: tuple[DType, DType], workload: Workload) -> list[LayerGroup]:
     groups: dict[tuple[str, int | None, int, int, bool], list[LayerCache]] = {}
     for layer in attention_layers(caches):
         groups.setdefault((layer.kind, layer.window, layer.kv_heads, layer.k_values, layer.shared), []).append(layer)
     result = []
     for layers in groups.values():
         first = layers[0]
-        per_token = layer_bytes_per_token(first, dtype)
+        per_token = layer_bytes_per_token(first, *dtypes)
         held = tokens_held(first, workload)
         result.append(
             LayerGroup(
@@ -444,18 +446,25 @@ def _group_layers(caches: list[LayerCache], dtype: DType, workload: Workload) ->
     return result
 
 
-def _explain(
-    model: ModelSpec, workload: Workload, dtype: DType, groups: list[LayerGroup], unit: SequenceBytes, batch: SequenceBytes
-) -> list[str]:
+def _element_bytes(dtype: DType) -> str:
     packing = PACKING[dtype]
     if packing.block_values == 1:
-        b = f"{packing.block_bytes} B ({dtype.value})"
-    else:
-        b = f"{packing.block_bytes} B per {packing.block_values} values ({dtype.value}, scales included)"
+        return f"{packing.block_bytes} B ({dtype.value})"
+    return f"{packing.block_bytes} B per {packing.block_values} values ({dtype.value}, scales included)"
+
+
+def _explain(
+    model: ModelSpec, workload: Workload, dtypes: tuple[DType, DType], groups: list[LayerGroup], unit: SequenceBytes,
+    batch: SequenceBytes,
+) -> list[str]:  # fmt: skip
     rules = engines.profile(workload.engine)
     lines = [f"model {model.name}: {model.source}"] if model.source else []  # where it came from: preset, file, GGUF, Hub
     lines += [f"rule: {rule}" for rule in rules.rules(model, workload)]
-    lines.append(f"b = bytes per element = {b}")
+    k_dtype, v_dtype = dtypes
+    if k_dtype == v_dtype:
+        lines.append(f"b = bytes per element = {_element_bytes(k_dtype)}")
+    else:
+        lines.append(f"b = bytes per element: K {_element_bytes(k_dtype)}, V {_element_bytes(v_dtype)}")
     for g in groups:
         labels = {"full": "full attention", "sliding": f"sliding window W={g.window}", "mla": "MLA latent"}
         label = labels.get(g.kind) or f"chunked local attention C={g.window}"
@@ -467,8 +476,11 @@ def _explain(
         if g.kind == "mla" and model.mla is not None:
             formula = f"(kv_lora_rank + qk_rope_head_dim) * b = ({model.mla.kv_lora_rank} + {model.mla.qk_rope_head_dim}) * b"
         else:
-            widths = f"{model.key_dim_of(g.kind)} + {model.value_dim_of(g.kind)}"  # g.kind: full, sliding or chunked here
-            formula = f"(d_k + d_v) * Hkv * b = ({widths}) * {g.kv_heads_per_gpu} * b"
+            d_k, d_v = model.key_dim_of(g.kind), model.value_dim_of(g.kind)  # g.kind: full, sliding or chunked here
+            if k_dtype == v_dtype:
+                formula = f"(d_k + d_v) * Hkv * b = ({d_k} + {d_v}) * {g.kv_heads_per_gpu} * b"
+            else:  # each row in whole blocks of its own type
+                formula = f"d_k * Hkv * b_K + d_v * Hkv * b_V = {d_k} * {g.kv_heads_per_gpu} * b_K + {d_v} * {g.kv_heads_per_gpu} * b_V"
         lines.append(f"{label}, {g.layers} layers: per token per layer = {formula} = {g.bytes_per_token_per_layer:,} B")
         held = rules.tokens_formula(workload, g.window, g.tokens_exact, chunked=g.kind == "chunked")
         lines.append(f"  tokens held = {held} = {g.tokens_held:,}")

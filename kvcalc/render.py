@@ -49,6 +49,10 @@ def _explain(lines: list[str]) -> None:
         console.print(f"  {line}", markup=False, soft_wrap=True)
 
 
+def _cache_types(kv: KvEstimate) -> str:
+    return f"K {kv.kv_dtype.value}, V {kv.v_dtype.value}" if kv.v_dtype else kv.kv_dtype.value
+
+
 def kv_table(kv: KvEstimate, decimal: bool, explain: bool) -> None:
     """The KV-cache figures of `size`."""
     where = f", tp {kv.tp}" if kv.tp > 1 else ""
@@ -56,7 +60,7 @@ def kv_table(kv: KvEstimate, decimal: bool, explain: bool) -> None:
     paged = f", pages of {kv.block_size}" if kv.block_size else ""
     engine = f", engine {kv.engine}" if kv.engine != "textbook" else ""
     table = _table(
-        f"KV cache: {kv.model}, {kv.kv_dtype.value}, seq {kv.seq:,}, batch {kv.batch}{where}{paged}{engine}", "", "bytes"
+        f"KV cache: {kv.model}, {_cache_types(kv)}, seq {kv.seq:,}, batch {kv.batch}{where}{paged}{engine}", "", "bytes"
     )
     table.add_row("per token (all layers)", _bytes_cell(kv.bytes_per_token, decimal))
     unit = "shared buffer" if kv.allocation_units != kv.batch else "per sequence"

@@ -391,8 +391,21 @@ class Workload(Strict):
     seq: Count
     batch: Count = 1
     kv_dtype: DType | None = Field(default=None, description="None: the model's dtype")
+    k_dtype: DType | None = Field(default=None, description="the K cache's dtype when it differs from kv_dtype")
+    v_dtype: DType | None = Field(default=None, description="the V cache's dtype when it differs from kv_dtype")
     state_dtype: DType | None = Field(default=None, description="recurrent state dtype (textbook); None: the model's dtype")
     tp: Count = 1
     pp: Count = 1
     block_size: Count | None = Field(default=None, description="paged allocation; None = exact (vLLM: 16)")
     engine: Engine = Engine()
+
+
+def cache_dtypes(model: ModelSpec, workload: Workload) -> tuple[DType, DType]:
+    """The K and V cache dtypes: --k-dtype and --v-dtype, else --kv-dtype, else the model's dtype.
+
+    >>> m = ModelSpec(name="x", layers=1, heads=1, kv_heads=1, head_dim=32, dtype="bf16")
+    >>> [d.value for d in cache_dtypes(m, Workload(seq=1, kv_dtype="fp8", v_dtype="q4_0"))]
+    ['fp8', 'q4_0']
+    """
+    shared = workload.kv_dtype or model.dtype
+    return workload.k_dtype or shared, workload.v_dtype or shared

@@ -94,6 +94,12 @@ BatchOpt = Annotated[int, typer.Option("--batch", "-b", help="Concurrent sequenc
 KvDtypeOpt = Annotated[
     str | None, typer.Option("--kv-dtype", help=f"KV-cache dtype (default: the model's): {', '.join(d.value for d in DType)}.")
 ]
+KDtypeOpt = Annotated[
+    str | None, typer.Option("--k-dtype", help="The K cache's dtype, when it differs from --kv-dtype (llama.cpp -ctk).")
+]
+VDtypeOpt = Annotated[
+    str | None, typer.Option("--v-dtype", help="The V cache's dtype, when it differs from --kv-dtype (llama.cpp -ctv).")
+]
 StateDtypeOpt = Annotated[
     str | None,
     typer.Option(
@@ -255,6 +261,8 @@ def build_workload(
     block_size: int | None,
     engine: Engine | None = None,
     state_dtype: str | None = None,
+    k_dtype: str | None = None,
+    v_dtype: str | None = None,
 ) -> Workload:
     """The Workload of the options, each flag checked; a warning when --seq exceeds the model's max positions."""
     tp = tensor_parallel(tp)  # a count, or auto: the GPUs in this machine
@@ -265,6 +273,8 @@ def build_workload(
             batch=batch,
             kv_dtype=parse_dtype(kv_dtype) if kv_dtype is not None else None,
             state_dtype=parse_dtype(state_dtype) if state_dtype is not None else None,
+            k_dtype=parse_dtype(k_dtype) if k_dtype is not None else None,
+            v_dtype=parse_dtype(v_dtype) if v_dtype is not None else None,
             tp=tp,
             pp=pp,
             block_size=block_size,

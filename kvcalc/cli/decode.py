@@ -13,6 +13,7 @@ from kvcalc.cli.common import (
     BlockOpt,
     ExplainOpt,
     JsonOpt,
+    KDtypeOpt,
     KvDtypeOpt,
     ModelOpt,
     PresetsOpt,
@@ -20,6 +21,7 @@ from kvcalc.cli.common import (
     StateDtypeOpt,
     TpOpt,
     UnitsOpt,
+    VDtypeOpt,
     WeightDtypeOpt,
     build_workload,
     decimal_units,
@@ -39,6 +41,8 @@ def decode(
     seq: SeqOpt = 8192,
     batch: BatchOpt = 1,
     kv_dtype: KvDtypeOpt = None,
+    k_dtype: KDtypeOpt = None,
+    v_dtype: VDtypeOpt = None,
     state_dtype: StateDtypeOpt = None,
     weight_dtype: WeightDtypeOpt = None,
     tp: TpOpt = 1,
@@ -52,7 +56,7 @@ def decode(
     """Time per output token at --batch and --seq (roofline: bandwidth vs compute), tokens/s, and prefill time."""
     decimal = decimal_units(units)
     spec = presets.load_model(model, presets_dir)
-    work = build_workload(spec, seq, batch, kv_dtype, tp, 1, block_size, None, state_dtype)
+    work = build_workload(spec, seq, batch, kv_dtype, tp, 1, block_size, None, state_dtype, k_dtype, v_dtype)
     gpu_spec = presets.load_gpu(gpu, presets_dir)
     weights_fmt = weights_format(spec, weight_dtype)
     step = latency.decode(spec, work, gpu_spec, weights_fmt, efficiency)

@@ -16,6 +16,7 @@ from kvcalc.cli.common import (
     GpuOpt,
     HfVersionOpt,
     JsonOpt,
+    KDtypeOpt,
     KvDtypeOpt,
     KvUnifiedOpt,
     MambaCacheDtypeOpt,
@@ -33,6 +34,7 @@ from kvcalc.cli.common import (
     UbatchOpt,
     UnitsOpt,
     UtilOpt,
+    VDtypeOpt,
     WeightDtypeOpt,
     build_engine,
     build_workload,
@@ -57,6 +59,8 @@ def fit(
     gpu: GpuOpt = None,
     memory: MemoryOpt = None,
     kv_dtype: KvDtypeOpt = None,
+    k_dtype: KDtypeOpt = None,
+    v_dtype: VDtypeOpt = None,
     state_dtype: StateDtypeOpt = None,
     weight_dtype: WeightDtypeOpt = None,
     tp: TpOpt = 1,
@@ -91,7 +95,7 @@ def fit(
     default_seq = min(8192, spec.max_positions or 8192)
     engine_spec = build_engine(engine, **engine_options(locals()))
     work = build_workload(
-        spec, default_seq if seq is None else seq, batch, kv_dtype, tp, pp, block_size, engine_spec, state_dtype
+        spec, default_seq if seq is None else seq, batch, kv_dtype, tp, pp, block_size, engine_spec, state_dtype, k_dtype, v_dtype
     )
     positive(max_seqs=max_seqs)
     weights_fmt = weights_format(spec, weight_dtype)

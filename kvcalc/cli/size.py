@@ -14,6 +14,7 @@ from kvcalc.cli.common import (
     GpuOpt,
     HfVersionOpt,
     JsonOpt,
+    KDtypeOpt,
     KvDtypeOpt,
     KvUnifiedOpt,
     MambaCacheDtypeOpt,
@@ -32,6 +33,7 @@ from kvcalc.cli.common import (
     UbatchOpt,
     UnitsOpt,
     UtilOpt,
+    VDtypeOpt,
     WeightDtypeOpt,
     build_engine,
     build_workload,
@@ -52,6 +54,8 @@ def size(
     seq: SeqOpt,
     batch: BatchOpt = 1,
     kv_dtype: KvDtypeOpt = None,
+    k_dtype: KDtypeOpt = None,
+    v_dtype: VDtypeOpt = None,
     state_dtype: StateDtypeOpt = None,
     weight_dtype: WeightDtypeOpt = None,
     tp: TpOpt = 1,
@@ -83,7 +87,7 @@ def size(
     decimal = decimal_units(units)
     spec = presets.load_model(model, presets_dir)
     engine_spec = build_engine(engine, **engine_options(locals()))
-    work = build_workload(spec, seq, batch, kv_dtype, tp, pp, block_size, engine_spec, state_dtype)
+    work = build_workload(spec, seq, batch, kv_dtype, tp, pp, block_size, engine_spec, state_dtype, k_dtype, v_dtype)
     kv = estimate_kv(spec, work)
     weights_fmt = weights_format(spec, weight_dtype)
     params = capacity.count_params(spec)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from kvcalc.engines.base import ContextLimit, EngineProfile, MlaStorage
 from kvcalc.errors import InvalidInput
-from kvcalc.spec import Engine, ModelSpec, Workload
+from kvcalc.spec import Engine, ModelSpec, Workload, cache_dtypes
 from kvcalc.units import DType
 
 HF_DTYPES = {DType.fp32, DType.fp16, DType.bf16, DType.fp8}  # fp8: QuantizedCache
@@ -32,6 +32,9 @@ class Transformers(EngineProfile):
         return self.tokens_per_unit(workload, window, seq, chunked)
 
     def check_supported(self, model: ModelSpec, workload: Workload, dtype: DType) -> None:
+        k_type, v_type = cache_dtypes(model, workload)
+        if k_type != v_type:
+            raise InvalidInput("--engine hf caches K and V in one dtype: give --kv-dtype, not --k-dtype / --v-dtype")
         if dtype not in HF_DTYPES:
             raise InvalidInput(f"--engine hf caches {', '.join(sorted(d.value for d in HF_DTYPES))}, not {dtype.value}")
         if dtype == DType.fp8 and model.mla is None and "sliding" in model.attention_kinds():  # QuantizedCache.__init__

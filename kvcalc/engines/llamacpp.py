@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from kvcalc.engines.base import EngineProfile, MlaStorage, StateDtypes, cdiv
 from kvcalc.errors import InvalidInput
-from kvcalc.spec import Engine, ModelSpec, Workload
+from kvcalc.spec import Engine, ModelSpec, Workload, cache_dtypes
 from kvcalc.units import PACKING, DType
 
 LLAMACPP_PAD = 256  # llama.cpp pads the cache to 256 cells (src/llama-context.cpp, llama-kv-cache.cpp)
@@ -49,17 +49,19 @@ class LlamaCpp(EngineProfile):
     def check_supported(self, model: ModelSpec, workload: Workload, dtype: DType) -> None:
         """What llama_init_from_model refuses (src/llama-context.cpp), and flags that do not apply."""
         engine = workload.engine
-        if dtype not in LLAMACPP_DTYPES:
-            raise InvalidInput(
-                f"--engine llamacpp caches {', '.join(sorted(d.value for d in LLAMACPP_DTYPES))}, not {dtype.value}"
-            )
-        blocks = PACKING[dtype].block_values
-        for part, width in (("K", model.key_dim), ("V", model.value_dim)):
+        k_type, v_type = cache_dtypes(model, workload)  # -ctk and -ctv; SWA layers take the same (llama-kv-cache-iswa.cpp)
+        for part, cache_type, width in (("K", k_type, model.key_dim), ("V", v_type, model.value_dim)):
+            if cache_type not in LLAMACPP_DTYPES:
+                raise InvalidInput(
+                    f"--engine llamacpp caches {', '.join(sorted(d.value for d in LLAMACPP_DTYPES))}, not {cache_type.value} ({part})"
+                )
+            blocks = PACKING[cache_type].block_values
             if blocks > 1 and engine.flash_attn is not False and width % blocks:
                 raise InvalidInput(
-                    f"llama.cpp: {part} cache type {dtype.value} with block size {blocks} does not divide the {part} head width {width}"
+                    f"llama.cpp: {part} cache type {cache_type.value} with block size {blocks} does not divide the {part} head width {width}"
                 )
-        if blocks > 1 and engine.flash_attn is False:  # -fa auto, the default, turns flash attention on by itself
+        # only a quantized V needs flash attention; a quantized K does not (llama_init_from_model)
+        if PACKING[v_type].block_values > 1 and engine.flash_attn is False:  # -fa auto, the default, turns it on by itself
             raise InvalidInput("llama.cpp: quantized V cache requires flash_attn to be enabled (drop --flash-attn false)")
         if workload.seq < workload.batch:
             raise InvalidInput(

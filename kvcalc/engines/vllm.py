@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from kvcalc.engines.base import EngineLogLine, EngineProfile, MlaStorage, StageLayer, StateDtypes, StatePages, cdiv
 from kvcalc.errors import InvalidInput
-from kvcalc.spec import Engine, ModelSpec, Workload
+from kvcalc.spec import Engine, ModelSpec, Workload, cache_dtypes
 from kvcalc.units import DType
 
 VLLM_BLOCK_SIZE = 16  # vLLM's default block size on CUDA (vllm/config/cache.py)
@@ -48,6 +48,9 @@ class Vllm(EngineProfile):
     def check_supported(self, model: ModelSpec, workload: Workload, dtype: DType) -> None:
         if dtype not in VLLM_DTYPES:
             raise InvalidInput(f"--engine vllm caches {', '.join(sorted(d.value for d in VLLM_DTYPES))}, not {dtype.value}")
+        k_type, v_type = cache_dtypes(model, workload)
+        if k_type != v_type:
+            raise InvalidInput("--engine vllm keeps K and V in one --kv-cache-dtype: give --kv-dtype, not --k-dtype / --v-dtype")
         if workload.state_dtype is not None:
             raise InvalidInput("--state-dtype is the textbook's; vLLM takes --mamba-cache-dtype and --mamba-ssm-cache-dtype")
 
