@@ -166,14 +166,19 @@ class ModelSpec(Strict):
         return [pattern[i % len(pattern)] for i in range(self.layers)]
 
 
+Backend = Literal["cuda", "rocm", "metal", "vulkan"]
+
+
 class GpuSpec(Strict):
-    """An accelerator: memory in bytes, peak bandwidth in bytes/s, dense FLOP/s."""
+    """An accelerator: memory in bytes, peak bandwidth in bytes/s, dense FLOP/s, and the software
+    backend engines run on it (absent: cuda), which sets llama.cpp's fixed cost per layer."""
 
     name: Name
     memory_bytes: Rate
     bandwidth_bytes_per_s: Rate
     bf16_flops: Rate
     fp8_flops: Rate | None = None
+    backend: Backend = "cuda"
     memory_note: str | None = None
     aliases: list[Name] | None = Field(
         default=None, description="the names vendors' tools print (nvidia-smi, amd-smi), matched case-blind by --gpu"

@@ -4,13 +4,15 @@ per engine behind one protocol. Pure.
 Layering, imports pointing down only:
 
     kvcalc.base, errors, units, spec         models and units
+    kvcalc.decode_profiles                   calibrated decode terms (pure data)
     kvcalc.engines.base                      the protocol (EngineProfile), Budget, EngineLogLine
     kvcalc.engines.<name>                    one module per engine: its rules, refusals, sources
     kvcalc.engines (this registry)           PROFILES, profile(), beyond_max_positions()
     kvcalc.kvcache, then kvcalc.capacity     the core: asks the profile, never tests a name
     check, compare, latency, render, cli     the commands
 
-An engine module imports engines.base, spec, units and errors, never kvcache, capacity or cli.
+An engine module imports engines.base, spec, units, errors and decode_profiles, never kvcache,
+capacity or cli.
 Adding an engine: its module (a subclass of EngineProfile), its entry in PROFILES, its name in
 spec.EngineName (and its options as Engine fields listed in spec.ENGINE_OPTIONS). Measured facts:
 shared/reference/engines.md; each rule names the source file it follows, as does docs/engines.md.
