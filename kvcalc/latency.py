@@ -16,6 +16,7 @@ from kvcalc.spec import GpuSpec, ModelSpec, Workload
 from kvcalc.units import PACKING, format_bytes, format_seconds
 
 Bound = Literal["memory", "compute"]
+DecodeJudge = Literal["expected", "roofline"]  # which decode time compare shows and check judges
 MIN_EFFICIENCY = 0.01  # below 1% of peak the roofline says nothing (and 1e-320 would make times infinite)
 MAX_OVERHEAD_SECONDS_PER_LAYER = 1.0  # a second per layer per token is no engine's fixed cost: a typo
 
@@ -207,6 +208,10 @@ class DecodeEstimate(Frozen):
     expected_tokens_per_s_per_sequence: float
     expected_tokens_per_s: float  # all sequences of the batch
     explain: list[str]
+
+    def seconds_by(self, judge: DecodeJudge) -> float:
+        """The time per token `judge` names: the expected one or the roofline's."""
+        return self.expected_seconds_per_token if judge == "expected" else self.seconds_per_token
 
 
 def peak_flops_for(gpu: GpuSpec, weights: WeightFormat) -> int:
