@@ -102,7 +102,7 @@ class ExpectedStep(Frozen):
     overhead_seconds: float  # overhead per layer * layers
     seconds: float  # max(roofline, max(memory, compute) + overhead)
     bound: Bound
-    share_of_roofline: float  # roofline seconds / expected seconds
+    share_of_roofline: float  # roofline seconds / expected seconds: the expected speed as a share of the roofline's
 
 
 def expected_seconds(
@@ -169,19 +169,21 @@ def _expected(
         share_of_roofline=line.seconds / seconds,
     )
     set_by = f" (--efficiency {eff:g})" if efficiency is not None else f" (efficiency[{klass}])"
+    how = "the roofline's" if weights == line.bytes_moved - kv_read else (
+        "the roofline's with the untied input embedding table read one row per sequence, not whole"
+    )  # fmt: skip
     explain = [
         f"expected: profile {profile.name}, {profile.label}"
         + (f"; {', '.join(overridden)} set on the command line" if overridden else "")
         + f"; {profile.source}",
-        f"expected weights read = the roofline's with an untied input embedding table read one row per sequence"
-        f" = {weights:,} B; + KV {kv_read:,} = {moved:,} B",
+        f"expected weights read = {how} = {weights:,} B; + KV {kv_read:,} = {moved:,} B",
         f"expected t_memory = bytes / (bandwidth * {eff:g}{set_by}) = {moved:,} / {gpu.bandwidth_bytes_per_s * eff:.4g}"
         f" = {format_seconds(memory_s)}",
         f"expected t_compute = FLOPs / (peak * {compute_eff:g}) = {flops:,} / {peak * compute_eff:.4g} = {format_seconds(compute_s)}",
         f"fixed cost = overhead per layer * layers = {per_layer * 1e3:.3g} ms * {model.layers} = {format_seconds(per_layer * model.layers)}",
         f"expected time per token = max(t_memory, t_compute) + fixed cost = {format_seconds(total)}"
         + (f"; below the roofline, so the roofline's {format_seconds(line.seconds)}" if total < line.seconds else "")
-        + f" (the roofline is {step.share_of_roofline:.0%} of it)",
+        + f" ({step.share_of_roofline:.0%} of the roofline's speed)",
     ]
     if workload.tp > 1:
         explain.append("tp: the all-reduces between ranks are not in the expected time (no calibration case has tp > 1)")

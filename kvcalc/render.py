@@ -430,7 +430,7 @@ def check_table(report: Any) -> None:
     judge = report.workloads[0].decode_judge  # one per plan
     table = _table(
         "kvcalc check", "workload", "model", "GPU", "result", "fits", "max batch", "max context", "KV per GPU",
-        "decode/token" + (" (roofline)" if judge == "roofline" else ""),
+        f"decode/token ({judge})",
     )  # fmt: skip
     for w in report.workloads:
         result = "[green]pass[/]" if w.passed else "[red]FAIL[/]"
