@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -206,3 +207,65 @@ def test_a_larger_fixed_cost_never_makes_a_decode_faster(model, gpu, engine, bat
     low = decode(load_model(model), work, load_gpu(gpu), None, None, fixed)
     high = decode(load_model(model), work, load_gpu(gpu), None, None, fixed + more)
     assert high.expected_seconds_per_token >= low.expected_seconds_per_token
+
+
+def test_decode_prints_both_times_and_their_terms(cli) -> None:
+    doc = cli.json("decode", "--model", "llama3-8b", "--gpu", "h100-sxm", "--seq", "8192")["decode"]
+    assert doc["seconds_per_token"] == pytest.approx(5.1147e-3, rel=1e-4)  # the roofline keeps its meaning (test_golden)
+    memory = (15_009_857_536 + 1_073_741_824) / (3.35e12 * 0.868)
+    assert doc["expected_seconds_per_token"] == pytest.approx(memory + 0.047e-3 * 32)
+    assert doc["expected_tokens_per_s"] == pytest.approx(1 / doc["expected_seconds_per_token"])
+    assert doc["expected"]["profile"] == "cuda-graphs" and doc["expected"]["overridden"] == []
+    out = cli("decode", "--model", "llama3-8b", "--gpu", "h100-sxm", "--explain").stdout
+    for term in ("roofline", "expected", "efficiency[16-bit]", "fixed cost = overhead per layer * layers = 0.047 ms * 32"):
+        assert term in out, term
+
+
+def test_decode_engine_backend_and_overrides(cli) -> None:
+    args = ("decode", "--model", "llama3-8b", "--gpu", "apple-m2-ultra", "--engine", "llamacpp", "--seq", "4096")
+    assert cli.json(*args)["decode"]["expected"]["profile"] == "llamacpp-metal"
+    doc = cli.json(*args, "--overhead-ms", "0.098", "--efficiency", "0.8")["decode"]
+    assert doc["expected"]["overhead_seconds_per_layer"] == pytest.approx(0.098e-3)
+    assert doc["expected"]["efficiency"] == 0.8 and doc["expected"]["overridden"] == ["efficiency", "overhead"]
+    assert "overridden" in cli(*args, "--overhead-ms", "0").stdout
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "1001"])
+def test_bad_overhead_is_refused_exit_2(cli, value: str) -> None:
+    result = cli("decode", "--model", "llama3-8b", "--gpu", "h100-sxm", "--overhead-ms", value)
+    assert result.exit_code == 2 and "--overhead-ms" in result.stderr and "Traceback" not in result.output
+
+
+def test_size_with_a_gpu_shows_the_expected_time(cli) -> None:
+    args = ("size", "--model", "llama3-8b", "--seq", "8192", "--gpu", "rtx4090", "--engine", "hf")
+    assert cli.json(*args)["decode"]["expected"]["profile"] == "transformers-eager"
+    assert "time per output token, expected" in cli(*args).stdout
+
+
+def test_compare_shows_the_expected_time_unless_asked_for_the_roofline(cli) -> None:
+    args = ("compare", "textbook", "hf", "--model", "llama3-8b", "--gpu", "h100-sxm", "--seq", "4096")
+    doc = cli.json(*args)
+    textbook, hf = (row["decode"] for row in doc["variants"])
+    assert doc["decode_judge"] == "expected" and hf["expected_seconds_per_token"] > textbook["expected_seconds_per_token"]
+    assert hf["seconds_per_token"] == textbook["seconds_per_token"]  # one roofline: same bytes and FLOPs
+    assert hf["profile"] == "transformers-eager"
+    assert cli.json(*args, "--roofline")["decode_judge"] == "roofline"
+    assert "decode / token (roofline)" in cli(*args, "--roofline").stdout and "transformers-eager" in cli(*args).stdout
+
+
+def test_check_judges_the_expected_time_unless_the_plan_or_flag_says_roofline(cli, tmp_path: Path) -> None:
+    # llama3-8b on h100-sxm at 8192: roofline 5.11 ms, expected 7.04 ms; the limit 6 ms lies between.
+    workload = "workloads:\n  - {name: a, model: llama3-8b, gpu: h100-sxm, seq: 8192, expect: {decode_ms_at_most: 6}}\n"
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(workload)
+    result = cli("check", str(plan), "--json")
+    verdict = json.loads(result.stdout)["workloads"][0]
+    assert result.exit_code == 1 and verdict["decode_judge"] == "expected"
+    assert verdict["decode_ms"] == verdict["decode_expected_ms"] == pytest.approx(7.04, abs=0.01)
+    assert verdict["decode_roofline_ms"] == pytest.approx(5.1147, rel=1e-4)
+    assert cli("check", str(plan), "--roofline").exit_code == 0
+    plan.write_text("decode_judge: roofline\n" + workload)
+    assert cli("check", str(plan)).exit_code == 0
+    plan.write_text("decode_judge: fastest\n" + workload)
+    result = cli("check", str(plan))
+    assert result.exit_code == 2 and "decode_judge" in result.stderr

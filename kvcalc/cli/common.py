@@ -141,7 +141,24 @@ UnitsOpt = Annotated[
 EngineOpt = Annotated[
     str,
     typer.Option(
-        "--engine", help="Allocation rules: textbook (exact, default), hf (transformers), vllm, llamacpp. See docs/engines.md."
+        "--engine",
+        help="Allocation rules and decode profile: textbook (exact, default), hf (transformers), vllm, llamacpp. See docs/engines.md.",
+    ),
+]
+EfficiencyOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--efficiency",
+        help="Share of peak bandwidth and FLOP/s, in [0.01, 1]: derates the roofline and replaces the engine profile's"
+        " efficiencies in the expected time (default: roofline at peak, the profile's shares).",
+    ),
+]
+OverheadOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--overhead-ms",
+        help="Fixed cost per layer per decode step in ms, replacing the engine profile's (0.047 with CUDA graphs;"
+        " 0.098 for llama.cpp CUDA builds before mid-2024).",
     ),
 ]
 HfVersionOpt = Annotated[
@@ -204,6 +221,19 @@ def engine_options(arguments: dict[str, Any]) -> dict[str, Any]:
     """The engine options given on the command line, picked from a command's arguments (`locals()`):
     the option parameters are named as Engine's fields."""
     return {k: v for k, v in arguments.items() if k in ENGINE_OPTIONS and v is not None}
+
+
+RooflineOpt = Annotated[
+    bool,
+    typer.Option(
+        "--roofline", help="Judge decode by the roofline (every step at peak, no fixed cost) instead of the expected time."
+    ),
+]
+
+
+def seconds_per_layer(overhead_ms: float | None) -> float | None:
+    """--overhead-ms in seconds (None: the engine profile's)."""
+    return None if overhead_ms is None else overhead_ms / 1e3
 
 
 def positive(**values: int | None) -> None:

@@ -21,6 +21,7 @@ from kvcalc.cli.common import (
     ModelOpt,
     PresetsOpt,
     ReserveOpt,
+    RooflineOpt,
     SeqOpt,
     SwaFullOpt,
     TpOpt,
@@ -134,11 +135,12 @@ def compare(
     max_num_batched_tokens: MaxBatchedOpt = None,
     kv_lora_rank: KvLoraRankOpt = DEFAULT_KV_LORA_RANK,
     rope_dim: RopeDimOpt = DEFAULT_ROPE_DIM,
+    roofline: RooflineOpt = False,
     presets_dir: PresetsOpt = None,
     json_out: JsonOpt = False,
     units: UnitsOpt = "gib",
 ) -> None:
-    """Attention variants of one model side by side (KV bytes, savings; with --gpu what fits and decode), or several models.
+    """Attention variants of one model side by side (KV bytes, savings; with --gpu what fits and the expected decode time, or the roofline's with --roofline), or several models.
 
     Examples: kvcalc compare mha gqa:4 gqa:8 mqa mla --model llama3-8b; kvcalc compare llama3-8b mistral-7b --gpu l40s
     """
@@ -169,7 +171,7 @@ def compare(
         for (name, spec), eng in zip(named, engines_, strict=True)
     ]
     gpu_spec = presets.load_gpu(gpu, presets_dir) if gpu else None
-    result = compare_rows(subjects, work, _kv_dtypes(kv_dtype), gpu_spec, base)
+    result = compare_rows(subjects, work, _kv_dtypes(kv_dtype), gpu_spec, base, "roofline" if roofline else "expected")
     label = gpu_label(gpu_spec, memory) if gpu or memory else None
     if json_out:
         from kvcalc import documents

@@ -1,4 +1,4 @@
-"""`kvcalc size`: KV-cache bytes, the weights, and with a GPU what fits and the decode bound."""
+"""`kvcalc size`: KV-cache bytes, the weights, and with a GPU what fits and the decode time (roofline and expected)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from kvcalc import capacity, latency, presets
 from kvcalc.cli.common import (
     BatchOpt,
     BlockOpt,
+    EfficiencyOpt,
     EngineOpt,
     ExplainOpt,
     FlashAttnOpt,
@@ -20,6 +21,7 @@ from kvcalc.cli.common import (
     MaxCacheLenOpt,
     MemoryOpt,
     ModelOpt,
+    OverheadOpt,
     PpOpt,
     PresetsOpt,
     ReserveOpt,
@@ -37,6 +39,7 @@ from kvcalc.cli.common import (
     gpu_and_budget,
     gpu_label,
     print_json,
+    seconds_per_layer,
     single_command,
     weights_format,
 )
@@ -65,6 +68,8 @@ def size(
     memory: MemoryOpt = None,
     utilization: UtilOpt = capacity.DEFAULT_UTILIZATION,
     reserve: ReserveOpt = "1GiB",
+    efficiency: EfficiencyOpt = None,
+    overhead_ms: OverheadOpt = None,
     presets_dir: PresetsOpt = None,
     json_out: JsonOpt = False,
     explain: ExplainOpt = False,
@@ -86,7 +91,7 @@ def size(
         gpu_spec, budget = gpu_and_budget(spec, work, gpu, memory, weights_fmt, utilization, reserve, presets_dir)
         report = capacity.fit(spec, work, budget)
         if gpu_spec is not None:
-            step = latency.decode(spec, work, gpu_spec, weights_fmt)
+            step = latency.decode(spec, work, gpu_spec, weights_fmt, efficiency, seconds_per_layer(overhead_ms))
     if json_out:
         from kvcalc import documents
 
