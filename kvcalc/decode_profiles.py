@@ -111,3 +111,16 @@ def format_class(dtype: DType) -> FormatClass:
     ('16-bit', 'ggml-4to6bit', 'int4-gpu')
     """
     return _FORMAT_CLASSES[dtype]
+
+
+def stored_format_class(bits_per_weight: float) -> FormatClass:
+    """How a GGUF's weights stored at `bits_per_weight` on average are decoded: 16-bit from 12 bits,
+    8-bit from 7, the 4- to 6-bit k-quants from 4 (Q4_0 is 4.5, Q6_K 6.56), below that Q2_K/Q3_K.
+
+    >>> stored_format_class(4.85), stored_format_class(3.4), stored_format_class(16.0)
+    ('ggml-4to6bit', 'ggml-2to3bit', '16-bit')
+    """
+    for floor, klass in ((12, "16-bit"), (7, "8-bit"), (4, "ggml-4to6bit")):
+        if bits_per_weight >= floor:
+            return klass
+    return "ggml-2to3bit"

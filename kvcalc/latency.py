@@ -8,7 +8,7 @@ from typing import Literal
 
 from kvcalc.base import Frozen
 from kvcalc.capacity import ParamCount, WeightFormat, per_gpu, require_params, weight_bytes, weight_format, weights_formula
-from kvcalc.decode_profiles import DecodeProfile, FormatClass, ProfileName, format_class
+from kvcalc.decode_profiles import DecodeProfile, FormatClass, ProfileName, format_class, stored_format_class
 from kvcalc.engines import profile as engine_profile
 from kvcalc.errors import InvalidInput
 from kvcalc.kvcache import batch_bytes, exact_workload, layer_caches, tokens_held
@@ -135,7 +135,8 @@ def _expected(
     model: ModelSpec, workload: Workload, gpu: GpuSpec, fmt: WeightFormat, read: ParamCount, kv_read: int, flops: int,
     line: Roofline, profile: DecodeProfile, efficiency: float | None, overhead: float | None,
 ) -> tuple[ExpectedStep, list[str]]:  # fmt: skip
-    klass = format_class(fmt.dtype)
+    stored = fmt.stored
+    klass = format_class(fmt.dtype) if stored is None else stored_format_class(8 * stored.bytes / stored.params)
     eff = profile.efficiency[klass] if efficiency is None else efficiency
     compute_eff = profile.compute_efficiency if efficiency is None else efficiency
     per_layer = profile.overhead_seconds_per_layer if overhead is None else overhead

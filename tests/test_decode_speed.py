@@ -269,3 +269,24 @@ def test_check_judges_the_expected_time_unless_the_plan_or_flag_says_roofline(cl
     plan.write_text("decode_judge: fastest\n" + workload)
     result = cli("check", str(plan))
     assert result.exit_code == 2 and "decode_judge" in result.stderr
+
+
+def test_a_gguf_decodes_as_the_calibration_predicts() -> None:
+    # The Llama-3.1-8B Q4_K_M GGUF fixture (4,912,898,304 B stored, 4.89 bits per weight) read by
+    # kvcalc: its weights less the input table, pro rata (4,591,500,912 B), match the cases' llama-bench
+    # bytes (4,596,216,730) within 0.2%, its class is ggml-4to6bit, and llama.cpp's profile follows each GPU.
+    from kvcalc.sources.gguf_model import model_from_gguf
+
+    model = model_from_gguf(Path(__file__).parent / "fixtures" / "gguf" / "Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf")
+    cases = [p for p in PREDICTIONS if p.case.model == "llama3-8B" and p.case.weight_format == "q4_k_m"]
+    checked = 0
+    for p in cases:
+        if p.case.profile == "llamacpp-cuda-legacy":  # builds before CUDA graphs: not a default profile
+            continue
+        work = Workload(seq=p.case.avg_context, engine=Engine(name="llamacpp"))
+        step = decode(model, work, load_gpu(p.case.gpu))
+        assert step.expected.format_class == "ggml-4to6bit" and step.expected.profile == p.case.profile
+        assert step.expected.weights_read_bytes == pytest.approx(p.case.weights_read_bytes, rel=0.002)
+        assert step.expected_tokens_per_s == pytest.approx(p.tokens_per_s, rel=0.01), p.case.id
+        checked += 1
+    assert checked == 5
