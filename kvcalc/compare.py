@@ -6,12 +6,13 @@ only derives the variant specs, picks the baseline and subtracts.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import ValidationError
 
 from kvcalc import capacity, latency
-from kvcalc.base import Frozen
+from kvcalc.base import Frozen, first_repeated
 from kvcalc.capacity import Budget, WeightFormat
 from kvcalc.errors import InvalidInput
 from kvcalc.kvcache import estimate_kv, layer_bytes_per_token, layer_caches
@@ -51,6 +52,24 @@ def parse_variant(name: str) -> Variant | None:
     if not count.isdigit() or int(count) < 1:
         raise InvalidInput(f"variant {name!r}: G in gqa:G must be a whole number of KV heads, at least 1")
     return Variant(name=key, kind=kind, kv_heads=int(count))
+
+
+def parse_variants(names: Sequence[str]) -> list[Variant]:
+    """A list of variant names (measure's --variants), each a known variant and named once.
+
+    >>> [v.name for v in parse_variants(["MHA", "gqa:4"])]
+    ['mha', 'gqa:4']
+    """
+    variants = []
+    for name in names:
+        variant = parse_variant(name)
+        if variant is None:
+            raise InvalidInput(f"unknown variant {name!r}: choose {VARIANT_HELP}")
+        variants.append(variant)
+    twice = first_repeated([v.name for v in variants])
+    if twice is not None:
+        raise InvalidInput(f"variant {twice!r} is named twice: name each variant once")
+    return variants
 
 
 def derive(
@@ -219,7 +238,11 @@ def compare(
 ) -> Comparison:  # fmt: skip
     """Each subject in each cache dtype (None: the model's own), in the order given, with savings per
     batch against the baseline. `base` is the model variants derive from (None when comparing models);
-    a subject's budget adds what fits, `gpu` the decode time."""
+    a subject's budget adds what fits, `gpu` the decode time. A cache dtype given twice (fp8 and float8
+    are one) is an error."""
+    twice = first_repeated([d.value for d in kv_dtypes if d is not None])
+    if twice is not None:
+        raise InvalidInput(f"cache dtype {twice!r} is named twice (its aliases name it too): compare each dtype once")
     rows = [
         _row(s, workload.model_copy(update={"kv_dtype": d, "engine": s.engine or workload.engine}), gpu)
         for s in subjects
