@@ -116,10 +116,10 @@ def count_params(model: ModelSpec) -> ParamCount | None:
 
 def unknown_weights(model: ModelSpec) -> str:
     """Why the model's weights are unknown, and the fix."""
-    return (
-        f"{model.name} gives neither params nor hidden, intermediate and vocab, so its weights are unknown:"
-        " add params (or those three) to its preset"
-    )
+    source = model.source or ""
+    config = source.split("config.json at ", 1)[1] if "config.json at " in source else None  # name the file, not its folder
+    fix = f"add hidden_size, intermediate_size and vocab_size to {config}" if config else "add params (or those three) to its preset"
+    return f"{model.name} gives neither params nor hidden, intermediate and vocab, so its weights are unknown: {fix}"
 
 
 def require_params(model: ModelSpec) -> ParamCount:

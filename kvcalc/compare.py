@@ -6,12 +6,13 @@ only derives the variant specs, picks the baseline and subtracts.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import ValidationError
 
 from kvcalc import capacity, latency
-from kvcalc.base import Frozen
+from kvcalc.base import Frozen, first_repeated
 from kvcalc.capacity import WeightFormat
 from kvcalc.engines import Budget
 from kvcalc.errors import InvalidInput
@@ -52,6 +53,24 @@ def parse_variant(name: str) -> Variant | None:
     if not count.isdigit() or int(count) < 1:
         raise InvalidInput(f"variant {name!r}: G in gqa:G must be a whole number of KV heads, at least 1")
     return Variant(name=key, kind=kind, kv_heads=int(count))
+
+
+def parse_variants(names: Sequence[str]) -> list[Variant]:
+    """A list of variant names (measure's --variants), each a known variant and named once.
+
+    >>> [v.name for v in parse_variants(["MHA", "gqa:4"])]
+    ['mha', 'gqa:4']
+    """
+    variants = []
+    for name in names:
+        variant = parse_variant(name)
+        if variant is None:
+            raise InvalidInput(f"unknown variant {name!r}: choose {VARIANT_HELP}")
+        variants.append(variant)
+    twice = first_repeated([v.name for v in variants])
+    if twice is not None:
+        raise InvalidInput(f"variant {twice!r} is named twice: name each variant once")
+    return variants
 
 
 def derive(
@@ -233,7 +252,10 @@ def compare(
     """Each subject in each cache dtype (None: the model's own), in the order given, with savings per
     batch against the baseline. `base` is the model variants derive from (None when comparing models);
     a subject's budget adds what fits, `gpu` the decode time (both; `decode_judge` says which the
-    table shows)."""
+    table shows). A cache dtype given twice (fp8 and float8 are one) is an error."""
+    twice = first_repeated([d.value for d in kv_dtypes if d is not None])
+    if twice is not None:
+        raise InvalidInput(f"cache dtype {twice!r} is named twice (its aliases name it too): compare each dtype once")
     rows = [
         _row(s, workload.model_copy(update={"kv_dtype": d, "engine": s.engine or workload.engine}), gpu)
         for s in subjects

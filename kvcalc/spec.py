@@ -29,7 +29,9 @@ def _plain_name(name: str) -> str:
 
 
 Name = Annotated[str, AfterValidator(_plain_name)]  # printed in tables and messages as it is
-Count = Annotated[int, Number, Field(gt=0, le=2**31)]  # a positive count; the bound refuses absurd or overflowing input
+MAX_COUNT = 2**31
+MAX_LAYERS = 10_000  # every figure walks the layers one by one; the deepest published models have a few hundred
+Count = Annotated[int, Number, Field(gt=0, le=MAX_COUNT)]  # a positive count; the bound refuses absurd or overflowing input
 Rate = Annotated[int, Number, Field(gt=0, le=10**20)]  # bytes, bytes/s or FLOP/s
 
 
@@ -86,7 +88,7 @@ class ModelSpec(Strict):
     the optional fields unlock weights, limits and MoE/MLA/window figures."""
 
     name: Name
-    layers: Count
+    layers: Annotated[int, Number, Field(gt=0, le=MAX_LAYERS)]
     heads: Count
     kv_heads: Count
     head_dim: Count | None = None
