@@ -30,8 +30,8 @@ def test_size_command_does_not_load_torch() -> None:
 
 
 def test_json_output_loads_no_rich_and_builds_one_command() -> None:
-    """The start-up path of `kvcalc size --json`: no Rich console (tables only), and no other command's
-    module imported or options built."""
+    """The start-up path of `kvcalc size --json`: no Rich console (tables only), no measure models
+    (its documents are defined when asked for), and no other command's module imported or options built."""
     code = INVOKE + (
         "import typer.main; built = []; build = typer.main.get_command; "
         "typer.main.get_command = lambda typer_app: built.append(typer_app) or build(typer_app); "
@@ -39,7 +39,7 @@ def test_json_output_loads_no_rich_and_builds_one_command() -> None:
         "assert r.exit_code == 0, r.output; "
         "print([name for name, module in COMMANDS.items() if module in sys.modules], "
         "[name for name, module in COMMANDS.items() if module in sys.modules and sys.modules[module].app in built], "
-        "sorted(m for m in ('torch', 'numpy', 'rich.console', 'kvcalc.render') if m in sys.modules))"
+        "sorted(m for m in ('torch', 'numpy', 'rich.console', 'kvcalc.render', 'kvcalc.measure') if m in sys.modules))"
     )
     assert _python(code) == "['size'] ['size'] []"
 

@@ -18,6 +18,7 @@ from kvcalc.cli.common import (
     size_option,
 )
 from kvcalc.compare import derive, parse_variants
+from kvcalc.errors import DoesNotFit
 from kvcalc.units import SIZE_HELP
 
 
@@ -55,7 +56,7 @@ def measure(
 ) -> None:
     """Allocate the predicted KV cache on a real device, check its bytes, and time SDPA GQA decode against the roofline (needs torch: pip install "kvcalc\\[measure]").
 
-    When the cache does not fit in free memory it measures fewer layers, then a smaller batch, and says so. Out of memory is reported (exit 1) after freeing every tensor.
+    When the cache does not fit in free memory it measures fewer layers, then a smaller batch, and says so. Out of memory is reported (exit 1; with --json, a document with "fits": false) after freeing every tensor.
     """
     from kvcalc import documents, render
     from kvcalc.measure.runner import measure as run_measure
@@ -74,7 +75,12 @@ def measure(
     peak = presets.load_gpu(gpu_preset, presets_dir) if gpu_preset else None
     limit = size_option("max-memory", max_memory) if max_memory else None
     with render.progress(enabled=not json_out) as step:
-        report = run_measure(subjects, work, device, layers, limit, peak, step)
+        try:
+            report = run_measure(subjects, work, device, layers, limit, peak, step)
+        except DoesNotFit as exc:  # an answer, as size and fit give theirs: --json prints it too
+            if json_out:
+                print_json(documents.MeasureDoesNotFitDocument(model=spec.name, device=device.partition(":")[0], reason=str(exc)))
+            raise
     if json_out:
         print_json(documents.MeasureDocument.of(report))
     else:
