@@ -19,7 +19,7 @@ from kvcalc.kvcache import (
     sequence_bytes,
 )
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
-from kvcalc.units import PACKING, DType, GiB, format_bytes
+from kvcalc.units import PACKING, DType, format_bytes
 
 UNBOUNDED_CONTEXT = 2**31  # search limit: the largest count a workload accepts
 
@@ -274,7 +274,9 @@ def stage_weights(model: ModelSpec, workload: Workload, params: ParamCount, fmt:
             f" {_parts_formula(stage.parts(fmt))} / tp {tp} = {weights:,} B ({format_bytes(weights)}) per GPU"
         )
         result.append(
-            StageWeights(stage=i, first_layer=stage.first_layer, last_layer=stage.last_layer, weights_bytes=weights, explain=[split, line])
+            StageWeights(
+                stage=i, first_layer=stage.first_layer, last_layer=stage.last_layer, weights_bytes=weights, explain=[split, line]
+            )
         )
     return result
 

@@ -139,7 +139,7 @@ def check_workload(planned: PlannedWorkload, model: ModelSpec, gpu: GpuSpec | No
     reserve = parse_size(planned.reserve, allow_zero=True) if planned.reserve is not None else None
     budget = capacity.budget(model, work, memory, weights, planned.utilization, reserve, gpu.name if gpu else None)
     report = capacity.fit(model, work, budget)
-    kv_bytes = estimate_kv(model, work).bytes_per_gpu
+    kv_bytes = estimate_kv(model, work.model_copy(update={"engine": budget.engine})).bytes_per_gpu
     decode_ms = latency.decode(model, work, gpu, weights).seconds_per_token * 1e3 if gpu else None
     expect = planned.expect
     # (expectation, kvcalc's figure, whether the figure meets the limit)

@@ -152,6 +152,8 @@ class Comparison(Frozen):
 
 def _row(subject: Subject, workload: Workload, gpu: GpuSpec | None) -> CompareRow:
     spec = subject.spec
+    if subject.budget is not None:  # the engine's defaults on the GPU, as the budget assumed them
+        workload = workload.model_copy(update={"engine": subject.budget.engine})
     kv = estimate_kv(spec, workload)
     layer = layer_caches(spec, workload.tp, workload.engine)[0]  # layers differ only in tokens held, not per token
     mla = layer.kind == "mla"

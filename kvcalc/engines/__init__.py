@@ -11,7 +11,8 @@ Layering, imports pointing down only:
     kvcalc.kvcache, then kvcalc.capacity     the core: asks the profile, never tests a name
     check, compare, latency, render, cli     the commands
 
-An engine module imports engines.base, spec, units and errors, never kvcache, capacity or cli.
+An engine module imports engines.base (and engines.activations), spec, units and errors, never
+kvcache, capacity or cli.
 Adding an engine: its module (a subclass of EngineProfile), its entry in PROFILES, its name in
 spec.EngineName (and its options as Engine fields listed in spec.ENGINE_OPTIONS). Measured facts:
 shared/reference/engines.md; each rule names the source file it follows, as does docs/engines.md.

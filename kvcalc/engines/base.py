@@ -82,6 +82,19 @@ class Budget(Frozen):
         return max(0, -sum(term.bytes for term in self.terms if term.bytes < 0))
 
 
+def weights_term(stage: StageWeights) -> BudgetTerm:
+    """The weights one GPU of the stage holds, as a budget term."""
+    return BudgetTerm(
+        name="weights", bytes=stage.weights_bytes, formula=stage.explain[-1].removeprefix("weights = "), source="kvcalc.capacity"
+    )
+
+
+def term_lines(term: BudgetTerm) -> list[str]:
+    """A term for --explain: its formula, each "; " part on a line of its own, and its source."""
+    first, *rest = term.formula.split("; ")
+    return [f"{term.name} = {first} ({term.source})", *(f"  {part}" for part in rest)]
+
+
 def byte_fraction(value: int, fraction: float) -> int:
     """`value * fraction` in whole bytes, exact for the decimal the user wrote (3GB * 0.7 is
     2,100,000,000, not one byte less).
@@ -222,7 +235,7 @@ class EngineProfile(ABC):
                 formula=f"memory * (1 - utilization) = {memory:,} * (1 - {utilization})",
                 source="--utilization",
             ),
-            BudgetTerm(name="weights", bytes=weights, formula=stage.explain[-1], source="kvcalc.capacity"),
+            weights_term(stage),
             BudgetTerm(
                 name="reserve (runtime, activations)",
                 bytes=reserve,

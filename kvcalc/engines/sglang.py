@@ -25,10 +25,12 @@ from kvcalc.engines.base import (
     byte_fraction,
     cdiv,
     gib,
+    term_lines,
+    weights_term,
 )
 from kvcalc.errors import InvalidInput
 from kvcalc.spec import Engine, ModelSpec, Workload
-from kvcalc.units import GiB, MiB, DType, format_bytes
+from kvcalc.units import DType, GiB, MiB, format_bytes
 
 SGLANG_COMMIT = "001ccef0"  # model_runner_kv_cache_mixin.py, the rules' source
 SGLANG_DTYPES = {DType.fp32, DType.fp16, DType.bf16, DType.fp8, DType.fp8_e4m3, DType.fp8_e5m2}
@@ -135,7 +137,9 @@ class SGLang(EngineProfile):
         free_before = memory - context
         static = byte_fraction(free_before, fraction)
         usable = static - stage.weights_bytes
-        context_source = "--reserve" if reserve_bytes is not None else "the CUDA context (and NCCL buffers with tp) measured by vLLM on H100"
+        context_source = (
+            "--reserve" if reserve_bytes is not None else "the CUDA context (and NCCL buffers with tp) measured by vLLM on H100"
+        )
         terms = [
             BudgetTerm(
                 name="not free before loading",
@@ -149,12 +153,12 @@ class SGLang(EngineProfile):
                 formula=f"free before loading * (1 - f) = {free_before:,} * (1 - {fraction}); activations, CUDA graphs and the req_to_token table live here",
                 source=f"model_runner_kv_cache_mixin.py profile_max_num_token ({SGLANG_COMMIT})",
             ),
-            BudgetTerm(name="weights", bytes=stage.weights_bytes, formula=stage.explain[-1], source="kvcalc.capacity"),
+            weights_term(stage),
         ]
         explain = [
             *stage.explain[:-1],
             f"mem_fraction_static = {fraction_formula} (server_args.py _handle_gpu_memory_settings)",
-            *(f"{term.name} = {term.formula} ({term.source})" for term in terms),
+            *(line for term in terms for line in term_lines(term)),
             f"KV = f * (memory - not free before loading) - weights = {fraction} * ({memory:,} - {context:,}) - {stage.weights_bytes:,}"
             f" = {usable:,} B ({format_bytes(usable)})",
         ]
@@ -194,8 +198,22 @@ class SGLang(EngineProfile):
         full_tokens = int(total * cell / (full_bpt + ratio * swa_bpt)) // page * page
         swa_tokens = int(full_tokens * ratio) // page * page
         return [
-            Pool(name="full", window=None, layers=len(full), bytes_per_token=full_bpt, tokens=full_tokens, bytes=full_tokens * full_bpt),
-            Pool(name="swa", window=swa[0].window, layers=len(swa), bytes_per_token=swa_bpt, tokens=swa_tokens, bytes=swa_tokens * swa_bpt),
+            Pool(
+                name="full",
+                window=None,
+                layers=len(full),
+                bytes_per_token=full_bpt,
+                tokens=full_tokens,
+                bytes=full_tokens * full_bpt,
+            ),
+            Pool(
+                name="swa",
+                window=swa[0].window,
+                layers=len(swa),
+                bytes_per_token=swa_bpt,
+                tokens=swa_tokens,
+                bytes=swa_tokens * swa_bpt,
+            ),
         ]
 
     def rules(self, model: ModelSpec, workload: Workload) -> list[str]:

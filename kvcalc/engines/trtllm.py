@@ -26,10 +26,12 @@ from kvcalc.engines.base import (
     byte_fraction,
     cdiv,
     gib,
+    term_lines,
+    weights_term,
 )
 from kvcalc.errors import InvalidInput
 from kvcalc.spec import Engine, ModelSpec, Workload
-from kvcalc.units import GiB, DType, format_bytes
+from kvcalc.units import DType, GiB, format_bytes
 
 TRTLLM_COMMIT = "00043967"  # _torch/pyexecutor/_util.py, the rules' source
 TRTLLM_FRACTION = 0.9  # KvCacheConfig.free_gpu_memory_fraction ("Default is 90%")
@@ -82,11 +84,11 @@ class TensorRtLlm(EngineProfile):
         """available KV = (total - peak) * free_gpu_memory_fraction, the peak being the weights, the
         profiling forward of max_num_tokens tokens and non-torch memory (_cal_max_memory; the
         temporary KV cache it profiled with is added back); --reserve replaces the last two."""
-        engine, memory, tp = workload.engine, gpu.total_bytes, workload.tp
+        engine, memory = workload.engine, gpu.total_bytes
         fraction = engine.free_gpu_memory_fraction or TRTLLM_FRACTION
         per_stage = []
         for stage in stages:
-            weights = BudgetTerm(name="weights", bytes=stage.weights_bytes, formula=stage.explain[-1], source="kvcalc.capacity")
+            weights = weights_term(stage)
             if reserve_bytes is not None:
                 overheads = [
                     BudgetTerm(
@@ -114,7 +116,7 @@ class TensorRtLlm(EngineProfile):
         ]
         explain = [
             *stage.explain[:-1],
-            *(f"{term.name} = {term.formula} ({term.source})" for term in terms),
+            *(line for term in terms for line in term_lines(term)),
             f"available KV = (total - peak) * fraction = ({memory:,} - {memory - free:,}) * {fraction} = {usable:,} B ({format_bytes(usable)})",
         ]
         if len(stages) > 1:

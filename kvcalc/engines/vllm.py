@@ -25,10 +25,12 @@ from kvcalc.engines.base import (
     byte_fraction,
     cdiv,
     gib,
+    term_lines,
+    weights_term,
 )
 from kvcalc.errors import InvalidInput
 from kvcalc.spec import Engine, ModelSpec, Workload
-from kvcalc.units import GiB, MiB, DType, format_bytes
+from kvcalc.units import DType, GiB, MiB, format_bytes
 
 VLLM_VERSION = "0.19.0"  # the release whose start-up logs calibrate the budget
 VLLM_BLOCK_SIZE = 16  # vLLM's default block size on CUDA (vllm/config/cache.py)
@@ -135,7 +137,9 @@ class Vllm(EngineProfile):
         graphs_applied = not eager and _version(engine.vllm_version) >= CUDA_GRAPHS_SINCE
         count = len(capture_sizes(seqs))
         graphs = CUDA_GRAPH_FIRST_BYTES + 2 * (count - 1) * CUDA_GRAPH_EACH_BYTES if graphs_applied else 0
-        why_no_graphs = "--enforce-eager: no CUDA graphs" if eager else f"vLLM {engine.vllm_version} does not subtract it (0.21 does)"
+        why_no_graphs = (
+            "--enforce-eager: no CUDA graphs" if eager else f"vLLM {engine.vllm_version} does not subtract it (0.21 does)"
+        )
         return [
             BudgetTerm(
                 name="activation peak",
@@ -188,7 +192,7 @@ class Vllm(EngineProfile):
         requested = byte_fraction(memory, fraction)
         per_stage = []
         for stage in stages:
-            weights = BudgetTerm(name="weights", bytes=stage.weights_bytes, formula=stage.explain[-1], source="kvcalc.capacity")
+            weights = weights_term(stage)
             if reserve_bytes is not None:
                 overheads = [
                     BudgetTerm(
@@ -229,7 +233,7 @@ class Vllm(EngineProfile):
             )
         explain = [
             *stage.explain[:-1],
-            *(f"{term.name} = {term.formula} ({term.source})" for term in terms),
+            *(line for term in terms for line in term_lines(term)),
             rule,
         ]
         if len(stages) > 1:
