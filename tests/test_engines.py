@@ -229,7 +229,10 @@ def test_engine_compare_side_by_side(cli) -> None:
             ["size", "--model", "llama3-8b", "--seq", "8", "--kv-unified", "true"],
             "--kv-unified applies to --engine llamacpp, not textbook",
         ),
-        (["size", "--model", "llama3-8b", "--seq", "8", "--engine", "tgi"], "unknown --engine 'tgi': choose textbook, hf, vllm, llamacpp, sglang or trtllm"),
+        (
+            ["size", "--model", "llama3-8b", "--seq", "8", "--engine", "tgi"],
+            "unknown --engine 'tgi': choose textbook, hf, vllm, llamacpp, sglang or trtllm",
+        ),
         (
             ["size", "--model", "llama3-8b", "--seq", "8", "--engine", "llamacpp", "--swa-full", "maybe"],
             "--swa-full 'maybe': use true or false",
