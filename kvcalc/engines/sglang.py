@@ -73,9 +73,14 @@ def default_fraction(memory_bytes: int, tp: int, pp: int) -> tuple[float, str]:
     if floor:
         reserved = max(reserved, 10 * 1024)
     fraction = round((memory_mib - reserved) / memory_mib, 3)
+    if fraction <= 0:
+        raise InvalidInput(
+            f"SGLang's default mem_fraction_static for {memory_mib:,.0f} MiB is {fraction}: it reserves {reserved:,.0f} MiB"
+            " for activations and CUDA graphs; give --mem-fraction-static"
+        )
     formula = (
-        f"default (gpu_mem - reserved) / gpu_mem = ({memory_mib:,.0f} - {reserved:,.0f}) / {memory_mib:,.0f} = {fraction}"
-        f" MiB, reserved = 512 + max(chunked_prefill_size {chunk}, 2048) * 1.5 + cuda_graph_max_bs {graph_bs} * 2"
+        f"default (gpu_mem - reserved) / gpu_mem = ({memory_mib:,.0f} - {reserved:,.0f}) / {memory_mib:,.0f} MiB = {fraction},"
+        f" reserved = 512 + max(chunked_prefill_size {chunk}, 2048) * 1.5 + cuda_graph_max_bs {graph_bs} * 2"
         f" + tp * pp / 8 * 1024{', at least 10 GiB' if floor else ''}"
     )
     return fraction, formula

@@ -102,7 +102,7 @@ class TensorRtLlm(EngineProfile):
                 overheads = self._overheads(model, workload, stage, stage is stages[-1], activation_dtype)
             used = [weights, *overheads]
             free = memory - sum(term.bytes for term in used)
-            usable = byte_fraction(free, fraction)
+            usable = byte_fraction(free, fraction) if free > 0 else free  # nothing free: the weights do not fit
             per_stage.append((usable, free, stage, used))
         usable, free, stage, used = min(per_stage, key=lambda item: item[0])
         terms = [
@@ -128,7 +128,7 @@ class TensorRtLlm(EngineProfile):
             allowed_bytes=memory - (free - usable),
             reserve_bytes=sum(t.bytes for t in used) - stage.weights_bytes,
             weights_bytes=stage.weights_bytes,
-            usable_bytes=usable if free > 0 else free,
+            usable_bytes=usable,
             terms=terms,
             explain=explain,
             stage=stage.stage,
