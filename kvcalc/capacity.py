@@ -388,7 +388,7 @@ class FitReport(Frozen):
     max_batch: int
     max_batch_limit: Literal["memory", "max_seqs"]
     max_context: int
-    max_context_limit: Literal["memory", "max_positions", "max_cache_len", "unbounded"]
+    max_context_limit: Literal["memory", "max_positions", "max_cache_len", "max_seq_len", "unbounded"]
     paging_waste_bytes_at_max_batch: int
     pools: list[Pool]  # the token pools the engine sizes at start-up (SGLang, TensorRT-LLM); empty: one budget
     engine_log: list[EngineLogLine]  # figures the engine itself would log, computed its way

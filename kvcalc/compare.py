@@ -101,7 +101,7 @@ class RowFit(Frozen):
     fits: bool  # the batch at the context
     max_batch: int
     max_context: int
-    max_context_limit: Literal["memory", "max_positions", "max_cache_len", "unbounded"]
+    max_context_limit: Literal["memory", "max_positions", "max_cache_len", "max_seq_len", "unbounded"]
 
 
 class RowDecode(Frozen):

@@ -104,6 +104,7 @@ _CONTEXT_LIMITS = {
     "memory": "limited by memory",
     "max_positions": "limited by the model's max positions",
     "max_cache_len": "limited by the StaticCache's --max-cache-len",
+    "max_seq_len": "limited by TensorRT-LLM's --max-seq-len",
     "unbounded": "no limit found: the model states no max positions and memory allows 2^31 tokens",
 }
 
@@ -341,9 +342,12 @@ def _compare_kv_table(c: Comparison, baseline: CompareRow, dtypes: bool, decimal
 
 
 def _fit_cells(fit: RowFit) -> list[str]:
-    limit = {"max_positions": "model max", "max_cache_len": "cache length", "unbounded": "search limit"}.get(
-        fit.max_context_limit, "memory"
-    )
+    limit = {
+        "max_positions": "model max",
+        "max_cache_len": "cache length",
+        "max_seq_len": "max_seq_len",
+        "unbounded": "search limit",
+    }.get(fit.max_context_limit, "memory")
     context = f"{fit.max_context:,} ({limit})" if fit.max_context else "0"
     return [f"{fit.max_batch:,}", context]
 

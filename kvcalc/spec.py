@@ -180,6 +180,7 @@ ENGINE_OPTIONS: dict[str, EngineName] = {
     "tokens_per_block": "trtllm",
     "max_tokens": "trtllm",
     "max_num_tokens": "trtllm",
+    "max_seq_len": "trtllm",
 }
 
 
@@ -238,6 +239,7 @@ class Engine(Strict):
     tokens_per_block: Annotated[int, Number, AfterValidator(_power_of_two)] | None = None  # TRT-LLM (default 32)
     max_tokens: Count | None = None  # TRT-LLM: cap on the KV cache's tokens
     max_num_tokens: Count | None = None  # TRT-LLM: tokens of one forward, sizes the profiling run (default 8192)
+    max_seq_len: Count | None = None  # TRT-LLM: longest request, the full layers' window (default: the model's max positions)
 
     @model_validator(mode="after")
     def _options_apply(self) -> Engine:

@@ -220,6 +220,18 @@ def test_trtllm_shares_memory_between_window_pools(cli) -> None:
     assert by_window[None]["tokens"] == usable * 8192 // (4096 + 8192) // (32 * per_token) * 32
 
 
+def test_trtllm_max_seq_len_sizes_the_full_pool_and_caps_the_context(cli) -> None:
+    # the full layers' window is max_seq_len: gemma3-12b has 40 sliding layers of W 1024 and 8 full ones
+    # (8,192 B per token each); at max_seq_len 8192 the sliding pool gets 40 * 1024 / (40 * 1024 + 8 * 8192).
+    doc = cli.json("fit", "--model", "gemma3-12b", "--memory", "79GiB", "--engine", "trtllm", "--max-seq-len", "8192")
+    sliding = next(pool for pool in doc["pools"] if pool["window"] == 1024)
+    share = doc["budget"]["usable_bytes"] * (40 * 8192 * 1024) // (40 * 8192 * 1024 + 8 * 8192 * 8192)
+    assert sliding["tokens"] == share // (32 * 40 * 8192) * 32
+    assert doc["max_context"] == 8192 and doc["max_context_limit"] == "max_seq_len"
+    result = cli("size", "--model", "gemma3-12b", "--seq", "9000", "--engine", "trtllm", "--max-seq-len", "8192")
+    assert result.exit_code == 2 and "--seq 9000 exceeds TensorRT-LLM's --max-seq-len 8192" in result.stderr
+
+
 def test_trtllm_caches_mla_with_kv_factor_1(cli) -> None:
     doc = cli.json("size", "--model", "deepseek-v3", "--seq", "1024", "--engine", "trtllm")
     assert doc["kv"]["bytes_per_token"] == 61 * 576 * 2

@@ -234,6 +234,13 @@ TokensPerBlockOpt = Annotated[
     int | None, typer.Option("--tokens-per-block", help="trtllm: tokens per KV block, a power of two (default 32).")
 ]
 MaxTokensOpt = Annotated[int | None, typer.Option("--max-tokens", help="trtllm: cap on the KV cache's tokens.")]
+MaxSeqLenOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-seq-len",
+        help="trtllm: longest request, which sizes the full layers' pool against the window pools (default: the model's max positions).",
+    ),
+]
 MaxNumTokensOpt = Annotated[
     int | None, typer.Option("--max-num-tokens", help="trtllm: tokens of one forward, sizes the profiling run (default 8192).")
 ]

@@ -27,6 +27,7 @@ from kvcalc.cli.common import (
     MaxNumSeqsOpt,
     MaxNumTokensOpt,
     MaxRunningRequestsOpt,
+    MaxSeqLenOpt,
     MaxTokensOpt,
     MaxTotalTokensOpt,
     MemFractionStaticOpt,
@@ -94,6 +95,7 @@ def fit(
     tokens_per_block: TokensPerBlockOpt = None,
     max_tokens: MaxTokensOpt = None,
     max_num_tokens: MaxNumTokensOpt = None,
+    max_seq_len: MaxSeqLenOpt = None,
     utilization: UtilOpt = None,
     reserve: ReserveOpt = None,
     max_seqs: Annotated[

@@ -18,7 +18,7 @@ from kvcalc.spec import Engine, ModelSpec, Workload
 from kvcalc.units import DType, GiB, format_bytes
 
 MlaStorage = Literal["k_only", "k_and_v", "decompressed"]
-ContextLimit = Literal["max_positions", "max_cache_len", "unbounded"]
+ContextLimit = Literal["max_positions", "max_cache_len", "max_seq_len", "unbounded"]
 
 
 def cdiv(a: int, b: int) -> int:
@@ -235,13 +235,13 @@ class EngineProfile(ABC):
                 formula=f"memory * (1 - utilization) = {memory:,} * (1 - {utilization})",
                 source="--utilization",
             ),
-            weights_term(stage),
             BudgetTerm(
                 name="reserve (runtime, activations)",
                 bytes=reserve,
                 formula=f"{reserve_formula}: CUDA context, workspaces and activations",
                 source="--reserve",
             ),
+            weights_term(stage),
         ]
         return Budget(
             memory_bytes=memory,

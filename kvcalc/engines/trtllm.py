@@ -16,6 +16,7 @@ from kvcalc.engines.activations import activation_bytes, forward_transient, moe_
 from kvcalc.engines.base import (
     Budget,
     BudgetTerm,
+    ContextLimit,
     EngineLogLine,
     EngineProfile,
     GpuMemory,
@@ -63,13 +64,25 @@ class TensorRtLlm(EngineProfile):
             raise InvalidInput(f"--engine trtllm caches {', '.join(sorted(d.value for d in TRTLLM_DTYPES))}, not {dtype.value}")
         if workload.block_size is not None:
             raise InvalidInput("--block-size does not apply to --engine trtllm: its blocks are --tokens-per-block tokens")
+        max_seq_len = workload.engine.max_seq_len
+        if max_seq_len is not None and workload.seq > max_seq_len:
+            raise InvalidInput(f"--seq {workload.seq} exceeds TensorRT-LLM's --max-seq-len {max_seq_len}")
+
+    def context_limit(self, model: ModelSpec, workload: Workload) -> tuple[int | None, ContextLimit]:
+        """The model's max positions, or --max-seq-len when that is shorter (or equal)."""
+        limit, reason = super().context_limit(model, workload)
+        max_seq_len = workload.engine.max_seq_len
+        if max_seq_len is not None and (limit is None or max_seq_len <= limit):
+            return max_seq_len, "max_seq_len"
+        return limit, reason
 
     def mla_storage(self, engine: Engine) -> MlaStorage:
         """kv_factor 1: one latent of kv_lora_rank + rope per token (resource_manager.py get_cache_size_per_token)."""
         return "k_only"
 
     def _max_seq_len(self, model: ModelSpec, workload: Workload) -> int:
-        return model.max_positions or workload.seq
+        """--max-seq-len, else the model's max positions, else --seq."""
+        return workload.engine.max_seq_len or model.max_positions or workload.seq
 
     def budget(
         self,
