@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # this checkout's kvcalc, not an installed one
+    sys.path.insert(0, str(ROOT))
 LOGS = ROOT / "tests" / "fixtures" / "engine_logs"
 ENGINES = ("vllm", "sglang", "trtllm")
 BAR_PERCENT = 2.0  # of GPU memory, for text-only models

@@ -5,7 +5,9 @@
 
 Each fenced block whose first line is `$ kvcalc ...` is run from the repository root with
 COLUMNS=120 (stdout and stderr, as a terminal shows them); a `$ echo $?` line records the exit code.
-`measure` blocks are left alone: their timings differ from run to run.
+`measure` blocks are left alone: their timings differ from run to run. Between
+`<!-- calibration:ENGINE -->` and `<!-- /calibration:ENGINE -->` goes the table of how `fit`
+reproduces that engine's published start-up logs (scripts/calibration.py).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", ROOT / "docs" / "engines.md"]
 BLOCK = re.compile(r"```\n\$ (kvcalc [^\n]*)\n(.*?)```", re.DOTALL)
+CALIBRATION = re.compile(r"(<!-- calibration:(\w+) -->\n).*?(<!-- /calibration:\2 -->)", re.DOTALL)
 
 
 def run(command: str) -> str:
@@ -38,7 +41,12 @@ def refreshed(text: str) -> str:
             return match.group(0)
         return f"```\n$ {command}\n{run(command)}```"
 
-    return BLOCK.sub(replace, text)
+    def calibrated(match: re.Match[str]) -> str:
+        import calibration  # scripts/calibration.py, beside this script
+
+        return f"{match.group(1)}{calibration.table(match.group(2))}\n{match.group(3)}"
+
+    return CALIBRATION.sub(calibrated, BLOCK.sub(replace, text))
 
 
 def main() -> int:
