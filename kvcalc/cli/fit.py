@@ -99,7 +99,11 @@ def fit(
     utilization: UtilOpt = None,
     reserve: ReserveOpt = None,
     max_seqs: Annotated[
-        int | None, typer.Option("--max-seqs", help="The engine's cap on concurrent sequences (vLLM max_num_seqs).")
+        int | None,
+        typer.Option(
+            "--max-seqs",
+            help="A cap on concurrent sequences, for any engine (vllm's --max-num-seqs and sglang's --max-running-requests cap it too).",
+        ),
     ] = None,
     presets_dir: PresetsOpt = None,
     json_out: JsonOpt = False,
