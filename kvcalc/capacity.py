@@ -18,7 +18,7 @@ from kvcalc.kvcache import (
     pipeline_stages,
     sequence_bytes,
 )
-from kvcalc.spec import GpuSpec, ModelSpec, Workload
+from kvcalc.spec import GpuSpec, ModelSpec, StoredWeights, Workload
 from kvcalc.units import PACKING, DType, format_bytes
 
 UNBOUNDED_CONTEXT = 2**31  # search limit: the largest count a workload accepts
@@ -114,10 +114,14 @@ def count_params(model: ModelSpec) -> ParamCount | None:
 
 def unknown_weights(model: ModelSpec) -> str:
     """Why the model's weights are unknown, and the fix."""
-    return (
-        f"{model.name} gives neither params nor hidden, intermediate and vocab, so its weights are unknown:"
-        " add params (or those three) to its preset"
+    source = model.source or ""
+    config = source.split("config.json at ", 1)[1] if "config.json at " in source else None  # name the file, not its folder
+    fix = (
+        f"add hidden_size, intermediate_size and vocab_size to {config}"
+        if config
+        else "add params (or those three) to its preset"
     )
+    return f"{model.name} gives neither params nor hidden, intermediate and vocab, so its weights are unknown: {fix}"
 
 
 def require_params(model: ModelSpec) -> ParamCount:
@@ -140,6 +144,7 @@ class WeightFormat(Frozen):
     dtype: DType
     embeddings: DType
     experts: DType
+    stored: StoredWeights | None = None  # the checkpoint's exact bytes (a GGUF's tensors), when no dtype is requested
 
     def other_than_layers(self, dtype: DType) -> DType | None:
         """`dtype` when it differs from the layers', else None (the JSON names only what differs)."""
@@ -147,6 +152,8 @@ class WeightFormat(Frozen):
 
     @property
     def label(self) -> str:
+        if self.stored is not None:
+            return ", ".join(self.stored.types) + " (as stored)"
         parts = (("embeddings", self.embeddings), ("experts", self.experts))
         return ", ".join([self.dtype.value, *(f"{part} {dtype.value}" for part, dtype in parts if dtype != self.dtype)])
 
@@ -159,43 +166,39 @@ def weight_format(model: ModelSpec, requested: DType | None = None) -> WeightFor
         return WeightFormat(dtype=requested, embeddings=requested, experts=requested)
     layers = model.weight_dtype or model.dtype
     experts = (model.moe.expert_dtype if model.moe else None) or layers
-    return WeightFormat(dtype=layers, embeddings=model.embeddings_dtype or model.dtype, experts=experts)
+    return WeightFormat(
+        dtype=layers, embeddings=model.embeddings_dtype or model.dtype, experts=experts, stored=model.stored_weights
+    )
 
 
-def _weight_parts(own: int, embeddings: int, experts: int, fmt: WeightFormat) -> list[tuple[str, int, DType]]:
+def _weight_parts(params: ParamCount, fmt: WeightFormat) -> list[tuple[str, int, DType]]:
     """(what, parameters, dtype) of each part stored alike, parts of one dtype merged: the layers'
     own parameters, the embedding table and LM head, the routed experts."""
+    own = params.total - params.routed_experts - params.embeddings
     parts: dict[DType, tuple[str, int]] = {}
-    for what, count, dtype in (("params", own, fmt.dtype), ("embedding params", embeddings, fmt.embeddings),
-                               ("expert params", experts, fmt.experts)):  # fmt: skip
+    for what, count, dtype in (("params", own, fmt.dtype), ("embedding params", params.embeddings, fmt.embeddings),
+                               ("expert params", params.routed_experts, fmt.experts)):  # fmt: skip
         if count:
             label, merged = parts.get(dtype, (what, 0))
             parts[dtype] = (label, merged + count)
     return [(what, count, dtype) for dtype, (what, count) in parts.items()]
 
 
-def _parts_bytes(parts: list[tuple[str, int, DType]]) -> int:
-    return sum(PACKING[dtype].bytes_for(count) for _, count, dtype in parts)
-
-
-def _parts_formula(parts: list[tuple[str, int, DType]]) -> str:
-    terms = [f"{count:,} {what} * {dtype.value}" for what, count, dtype in parts]
-    return terms[0] if len(terms) == 1 else "(" + " + ".join(terms) + ")"
-
-
-def _count_parts(params: ParamCount, fmt: WeightFormat) -> list[tuple[str, int, DType]]:
-    own = params.total - params.routed_experts - params.embeddings
-    return _weight_parts(own, params.embeddings, params.routed_experts, fmt)
-
-
 def weight_bytes(params: ParamCount, fmt: WeightFormat) -> int:
-    """Bytes of the weights stored as `fmt` (block formats include their scales)."""
-    return _parts_bytes(_count_parts(params, fmt))
+    """Bytes of the weights stored as `fmt` (block formats include their scales); a checkpoint's own
+    stored bytes when known: exact for all of it, pro rata for a part (a stage, the experts one step reads)."""
+    if fmt.stored is not None:
+        return -(-fmt.stored.bytes * params.total // fmt.stored.params)
+    return sum(PACKING[dtype].bytes_for(count) for _, count, dtype in _weight_parts(params, fmt))
 
 
 def weights_formula(params: ParamCount, fmt: WeightFormat) -> str:
     """`weight_bytes`'s sum in words, for --explain (in parentheses when it has several terms)."""
-    return _parts_formula(_count_parts(params, fmt))
+    if fmt.stored is not None:
+        share = "" if params.total == fmt.stored.params else f" * {params.total:,} / {fmt.stored.params:,} params"
+        return f"{fmt.stored.bytes:,} B as stored (each tensor in its own type){share}"
+    terms = [f"{count:,} {what} * {dtype.value}" for what, count, dtype in _weight_parts(params, fmt)]
+    return terms[0] if len(terms) == 1 else "(" + " + ".join(terms) + ")"
 
 
 class StageParams(Frozen):
@@ -209,8 +212,10 @@ class StageParams(Frozen):
     experts: int
     embeddings: int
 
-    def parts(self, fmt: WeightFormat) -> list[tuple[str, int, DType]]:
-        return _weight_parts(self.own, self.embeddings, self.experts, fmt)
+    def count(self) -> ParamCount:
+        """The stage's parameters as a count that weight_bytes and weights_formula read."""
+        total = self.own + self.experts + self.embeddings
+        return ParamCount(total=total, active=total, routed_experts=self.experts, from_shapes=True, embeddings=self.embeddings)
 
 
 def stage_params(model: ModelSpec, params: ParamCount, pp: int) -> list[StageParams]:
@@ -268,10 +273,10 @@ def stage_weights(model: ModelSpec, workload: Workload, params: ParamCount, fmt:
     )
     result = []
     for i, stage in enumerate(stages):
-        weights = per_gpu(_parts_bytes(stage.parts(fmt)), tp)
+        weights = per_gpu(weight_bytes(stage.count(), fmt), tp)
         line = (
             f"weights = stage {i + 1} of {pp} (layers {stage.first_layer}-{stage.last_layer}):"
-            f" {_parts_formula(stage.parts(fmt))} / tp {tp} = {weights:,} B ({format_bytes(weights)}) per GPU"
+            f" {weights_formula(stage.count(), fmt)} / tp {tp} = {weights:,} B ({format_bytes(weights)}) per GPU"
         )
         result.append(
             StageWeights(

@@ -17,7 +17,7 @@ from kvcalc.compare import Comparison
 from kvcalc.kvcache import KvEstimate
 from kvcalc.latency import DecodeEstimate, PrefillEstimate
 from kvcalc.measure.report import MeasureReport, VariantResult
-from kvcalc.presets import PresetEntry
+from kvcalc.presets import PresetEntry, PresetProblem
 from kvcalc.spec import GpuSpec, ModelSpec
 from kvcalc.units import DType
 
@@ -88,10 +88,11 @@ class MeasureDocument(MeasureReport, VariantResult):
 
 
 class PresetsDocument(Document):
-    """`kvcalc presets list --json`."""
+    """`kvcalc presets list --json`: the usable presets, and the preset files that cannot be used, with why."""
 
     models: list[PresetEntry]
     gpus: list[PresetEntry]
+    errors: list[PresetProblem] = []
 
 
 class PresetDocument(Document):

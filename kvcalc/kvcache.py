@@ -261,7 +261,8 @@ def _explain(
     else:
         b = f"{packing.block_bytes} B per {packing.block_values} values ({dtype.value}, scales included)"
     rules = engines.profile(workload.engine)
-    lines = [f"rule: {rule}" for rule in rules.rules(model, workload)]
+    lines = [f"model {model.name}: {model.source}"] if model.source else []  # where it came from: preset, file, GGUF, Hub
+    lines += [f"rule: {rule}" for rule in rules.rules(model, workload)]
     lines.append(f"b = bytes per element = {b}")
     for g in groups:
         label = {"full": "full attention", "sliding": f"sliding window W={g.window}", "mla": "MLA latent"}[g.kind]

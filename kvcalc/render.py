@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from kvcalc.capacity import FitReport, ParamCount
+from kvcalc.capacity import FitReport, ParamCount, WeightFormat
 from kvcalc.compare import CompareRow, Comparison, RowDecode, RowFit
 from kvcalc.kvcache import KvEstimate
 from kvcalc.latency import DecodeEstimate, PrefillEstimate
@@ -88,15 +88,16 @@ def kv_table(kv: KvEstimate, decimal: bool, explain: bool) -> None:
         _explain(kv.explain)
 
 
-def weights_line(params: ParamCount | None, weights_bytes: int | None, fmt: str, decimal: bool, unknown: str) -> None:
+def weights_line(params: ParamCount | None, weights_bytes: int | None, fmt: WeightFormat, decimal: bool, unknown: str) -> None:
     """The weights' size, or why it is `unknown`."""
     if params is None or weights_bytes is None:
         console.print(f"weights: {escape(unknown)}", soft_wrap=True)
         return
-    how = "counted from the shapes" if params.from_shapes else "published"
+    how = "summed from the file's tensors" if fmt.stored else "counted from the shapes" if params.from_shapes else "published"
     active = f", {params.active:,} active per token" if params.active != params.total else ""
     console.print(
-        f"weights: {params.total:,} params ({how}{active}) in {fmt} = {_bytes_cell(weights_bytes, decimal)}", soft_wrap=True
+        f"weights: {params.total:,} params ({how}{active}) in {fmt.label} = {_bytes_cell(weights_bytes, decimal)}",
+        soft_wrap=True,
     )
 
 
@@ -185,8 +186,18 @@ def decode_tables(step: DecodeEstimate, first: PrefillEstimate | None, decimal: 
     )
     table.add_row("memory time", format_seconds(r.memory_seconds))
     table.add_row("compute time", format_seconds(r.compute_seconds))
-    table.add_row("time per output token", f"[bold]{format_seconds(step.seconds_per_token)}[/] ({r.bound}-bound)")
-    table.add_row("tokens/s per sequence / total", f"{step.tokens_per_s_per_sequence:,.1f} / {step.tokens_per_s:,.1f}")
+    e = step.expected
+    table.add_row("time per output token, roofline", f"{format_seconds(step.seconds_per_token)} ({r.bound}-bound)")
+    table.add_row("  tokens/s per sequence / total", f"{step.tokens_per_s_per_sequence:,.1f} / {step.tokens_per_s:,.1f}")
+    table.add_row(
+        "time per output token, expected",
+        f"[bold]{format_seconds(e.seconds)}[/] ({e.profile}{', overridden' if e.overridden else ''};"
+        f" {e.share_of_roofline:.0%} of roofline speed)",
+    )
+    table.add_row(
+        "  tokens/s per sequence / total",
+        f"{step.expected_tokens_per_s_per_sequence:,.1f} / {step.expected_tokens_per_s:,.1f}",
+    )
     table.add_row("arithmetic intensity vs ridge", f"{r.arithmetic_intensity:,.1f} vs {r.ridge_point:,.0f} FLOP/B")
     if first is not None:
         table.add_row(
@@ -352,18 +363,23 @@ def _fit_cells(fit: RowFit) -> list[str]:
     return [f"{fit.max_batch:,}", context]
 
 
-def _decode_cells(step: RowDecode | None) -> list[str]:
-    return [format_seconds(step.seconds_per_token), step.bound] if step else []
+def _decode_cells(step: RowDecode | None, judge: str) -> list[str]:
+    if step is None:
+        return []
+    if judge == "roofline":
+        return [format_seconds(step.seconds_per_token), step.bound]
+    return [format_seconds(step.expected_seconds_per_token), f"{step.profile}, {step.bound}"]
 
 
 def _compare_fit_table(c: Comparison, gpu: str, dtypes: bool) -> Table:
-    decode = ["decode / token", "bound"] if any(row.decode for row in c.variants) else []  # --memory alone: no bandwidth
+    heads = ["decode / token (roofline)", "bound"] if c.decode_judge == "roofline" else ["decode / token", "profile, bound"]
+    decode = heads if any(row.decode for row in c.variants) else []  # --memory alone: no bandwidth
     title = f"On {gpu}" + (f", tp {c.tp}" if c.tp > 1 else "")
     first = {"variants": "variant", "engines": "engine", "models": "model"}[c.kind]
     table = _table(title, first, f"max batch at {c.seq:,}", f"max context at batch {c.batch}", *decode)
     for row in c.variants:
         if row.fit:
-            table.add_row(_label(row, dtypes), *_fit_cells(row.fit), *_decode_cells(row.decode))
+            table.add_row(_label(row, dtypes), *_fit_cells(row.fit), *_decode_cells(row.decode, c.decode_judge))
     return table
 
 
@@ -429,9 +445,11 @@ def _plain(value: Any) -> str:
 
 def check_table(report: Any) -> None:
     """One row per workload with its figures; a line per failed assertion (report: kvcalc.check.CheckReport)."""
+    judge = report.workloads[0].decode_judge  # one per plan
     table = _table(
-        "kvcalc check", "workload", "model", "GPU", "result", "fits", "max batch", "max context", "KV per GPU", "decode/token"
-    )
+        "kvcalc check", "workload", "model", "GPU", "result", "fits", "max batch", "max context", "KV per GPU",
+        f"decode/token ({judge})",
+    )  # fmt: skip
     for w in report.workloads:
         result = "[green]pass[/]" if w.passed else "[red]FAIL[/]"
         decode = format_seconds(w.decode_ms / 1e3) if w.decode_ms is not None else "-"

@@ -29,7 +29,9 @@ def _plain_name(name: str) -> str:
 
 
 Name = Annotated[str, AfterValidator(_plain_name)]  # printed in tables and messages as it is
-Count = Annotated[int, Number, Field(gt=0, le=2**31)]  # a positive count; the bound refuses absurd or overflowing input
+MAX_COUNT = 2**31
+MAX_LAYERS = 10_000  # every figure walks the layers one by one; the deepest published models have a few hundred
+Count = Annotated[int, Number, Field(gt=0, le=MAX_COUNT)]  # a positive count; the bound refuses absurd or overflowing input
 Rate = Annotated[int, Number, Field(gt=0, le=10**20)]  # bytes, bytes/s or FLOP/s
 
 
@@ -72,12 +74,21 @@ class MoeSpec(Strict):
         return self
 
 
+class StoredWeights(Strict):
+    """A checkpoint's weights as its file stores them, each tensor in its own type (a GGUF's
+    tensor infos summed): exact bytes, the parameters they hold, and the parameters per type."""
+
+    bytes: Rate
+    params: Rate
+    types: dict[str, Rate] = Field(default_factory=dict, description="parameters per stored type, e.g. q4_K, q6_K, f32")
+
+
 class ModelSpec(Strict):
     """A model's shape. The KV cache needs only layers, heads, kv_heads, head_dim and dtype;
     the optional fields unlock weights, limits and MoE/MLA/window figures."""
 
     name: Name
-    layers: Count
+    layers: Annotated[int, Number, Field(gt=0, le=MAX_LAYERS)]
     heads: Count
     kv_heads: Count
     head_dim: Count | None = None
@@ -103,7 +114,10 @@ class ModelSpec(Strict):
     moe: MoeSpec | None = None
     params: Rate | None = None
     active_params: Rate | None = None
-    source: str | None = None
+    stored_weights: StoredWeights | None = Field(
+        default=None, description="exact bytes as stored (a GGUF's tensors): used instead of params * dtype unless --weight-dtype"
+    )
+    source: str | None = Field(default=None, description="where the figures come from: a published config, a file, a Hub repo")
     notes: str | None = None
 
     @model_validator(mode="before")
@@ -113,6 +127,14 @@ class ModelSpec(Strict):
             hidden, heads = data.get("hidden"), data.get("heads")
             if isinstance(hidden, int) and isinstance(heads, int) and heads > 0 and hidden % heads == 0:
                 return {**data, "head_dim": hidden // heads}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _params_of_stored_weights(cls, data: object) -> object:
+        """Stored weights count their parameters: `params` is theirs (given or not), so the bytes stay exact."""
+        if isinstance(data, dict) and isinstance(data.get("stored_weights"), dict) and data.get("params") is None:
+            return {**data, "params": data["stored_weights"].get("params")}
         return data
 
     @model_validator(mode="after")
@@ -125,6 +147,8 @@ class ModelSpec(Strict):
             raise ValueError("layer_pattern must list at least one layer kind")
         if self.sliding_window is None and "sliding" in (self.layer_pattern or []):
             raise ValueError("layer_pattern has sliding layers but sliding_window is not set")
+        if self.stored_weights is not None and self.params != self.stored_weights.params:
+            raise ValueError(f"params ({self.params}) must equal stored_weights.params ({self.stored_weights.params})")
         return self
 
     @property
@@ -144,15 +168,23 @@ class ModelSpec(Strict):
         return [pattern[i % len(pattern)] for i in range(self.layers)]
 
 
+Backend = Literal["cuda", "rocm", "metal", "vulkan"]
+
+
 class GpuSpec(Strict):
-    """An accelerator: memory in bytes, peak bandwidth in bytes/s, dense FLOP/s."""
+    """An accelerator: memory in bytes, peak bandwidth in bytes/s, dense FLOP/s, and the software
+    backend engines run on it (absent: cuda), which sets llama.cpp's fixed cost per layer."""
 
     name: Name
     memory_bytes: Rate
     bandwidth_bytes_per_s: Rate
     bf16_flops: Rate
     fp8_flops: Rate | None = None
+    backend: Backend = "cuda"
     memory_note: str | None = None
+    aliases: list[Name] | None = Field(
+        default=None, description="the names vendors' tools print (nvidia-smi, amd-smi), matched case-blind by --gpu"
+    )
     source: str | None = None
     notes: str | None = None
 

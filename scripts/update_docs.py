@@ -5,6 +5,7 @@
 
 Each fenced block whose first line is `$ kvcalc ...` is run from the repository root with
 COLUMNS=120 (stdout and stderr, as a terminal shows them); a `$ echo $?` line records the exit code.
+Hugging Face repo ids resolve in the fixture cache tests/fixtures/hf-cache, offline.
 `measure` blocks are left alone: their timings differ from run to run. Between
 `<!-- calibration:ENGINE -->` and `<!-- /calibration:ENGINE -->` goes the table of how `fit`
 reproduces that engine's published start-up logs (scripts/calibration.py).
@@ -21,13 +22,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", ROOT / "docs" / "engines.md"]
+# Hub repo ids in the examples read a fixture cache, offline, whatever the writer's own cache holds.
+HUB_FIXTURE = {"HF_HUB_CACHE": "tests/fixtures/hf-cache", "HF_HUB_OFFLINE": "1"}
 BLOCK = re.compile(r"```\n\$ (kvcalc [^\n]*)\n(.*?)```", re.DOTALL)
 CALIBRATION = re.compile(r"(<!-- calibration:(\w+) -->\n).*?(<!-- /calibration:\2 -->)", re.DOTALL)
 
 
 def run(command: str) -> str:
     """The command's output as a terminal 100 columns wide shows it."""
-    env = {**os.environ, "COLUMNS": "120", "TERM": "dumb", "NO_COLOR": "1"}
+    env = {**os.environ, "COLUMNS": "120", "TERM": "dumb", "NO_COLOR": "1", **HUB_FIXTURE}
     argv = [sys.executable, "-m", "kvcalc", *shlex.split(command)[1:]]
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     output = done.stderr + done.stdout

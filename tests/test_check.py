@@ -152,9 +152,19 @@ def test_piped_table_is_not_cut_to_80_columns() -> None:
         ("memory: true", "memory: write a size with its unit, e.g. 80GiB or 80GB"),
         ("expect: {fits: 1}", "expect.fits: Input should be a valid boolean"),
         ("expect: {decode_ms_at_most: .inf}", "expect.decode_ms_at_most: Input should be a finite number"),
+        ("expect: {fits: 'yes'}", "expect.fits: Input should be a valid boolean"),
+        ("batch: '8'", "batch: Input should be a valid integer"),
+        ("batch: 8.0", "batch: Input should be a valid integer"),
+        ("utilization: '0.9'", "utilization: Input should be a valid number"),
+        ("expect: {max_batch_at_least: '4'}", "expect.max_batch_at_least: Input should be a valid integer"),
+        (
+            "engine: {name: vllm, max_num_batched_tokens: '8192'}",
+            "engine.max_num_batched_tokens: Input should be a valid integer",
+        ),
     ],
 )
-def test_booleans_are_not_numbers_in_plans(cli, tmp_path: Path, field: str, expected: str) -> None:
+def test_plan_types_are_strict(cli, tmp_path: Path, field: str, expected: str) -> None:
+    """One rule for every plan field, as for `fits`: a number is a number, not "8" or (for an integer) 8.0."""
     plan = _plan(tmp_path, f"workloads:\n  - {{name: a, model: llama3-8b, gpu: h100-sxm, seq: 8, {field}}}\n")
     result = cli("check", plan)
     assert result.exit_code == 2 and expected in result.stderr

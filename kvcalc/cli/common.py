@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from kvcalc import capacity, engines, presets
 from kvcalc.errors import InvalidInput, KvcalcError
+from kvcalc.sources import tensor_parallel
 from kvcalc.spec import ENGINE_OPTIONS, Engine, GpuSpec, ModelSpec, Workload
 from kvcalc.units import SIZE_HELP, DType, parse_dtype, parse_size
 
@@ -84,7 +85,7 @@ ModelOpt = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="Preset name, a model YAML file, or a Hugging Face config.json.",
+        help="Preset name, model YAML, config.json, GGUF file, or Hugging Face repo id org/name\\[@revision] (local HF cache first). A name without a slash is a preset; org/name is a repo id unless that file exists.",
         autocompletion=preset_names("models"),
     ),
 ]
@@ -101,16 +102,20 @@ WeightDtypeOpt = Annotated[
     ),
 ]
 TpOpt = Annotated[
-    int, typer.Option("--tp", help="Tensor-parallel GPUs: KV heads split across them (replicated when tp > KV heads).")
+    str,
+    typer.Option(
+        "--tp",
+        metavar="N|auto",
+        help="Tensor-parallel GPUs: KV heads split across them (replicated when tp > KV heads); auto: the GPUs in this machine.",
+    ),
 ]
 PpOpt = Annotated[int, typer.Option("--pp", help="Pipeline-parallel stages: layers split across them.")]
 BlockOpt = Annotated[
     int | None,
     typer.Option("--block-size", help="Paged allocation: round each layer's tokens up to pages of N (vLLM: 16). Default: exact."),
 ]
-GpuOpt = Annotated[
-    str | None, typer.Option("--gpu", "-g", help="GPU preset name or GPU YAML file.", autocompletion=preset_names("gpus"))
-]
+GPU_HELP = "GPU preset, a name as nvidia-smi prints it, a GPU YAML file, or auto (this machine's)."
+GpuOpt = Annotated[str | None, typer.Option("--gpu", "-g", help=GPU_HELP, autocompletion=preset_names("gpus"))]
 MemoryOpt = Annotated[str | None, typer.Option("--memory", help=f"GPU memory, overriding the preset's: {SIZE_HELP}.")]
 UtilOpt = Annotated[
     float | None,
@@ -142,8 +147,24 @@ EngineOpt = Annotated[
     str,
     typer.Option(
         "--engine",
-        help="Allocation rules and memory budget: textbook (exact, default), hf (transformers), vllm, llamacpp, sglang, trtllm."
-        " See docs/engines.md.",
+        help="Allocation rules, memory budget and decode profile: textbook (exact, default), hf (transformers), vllm, llamacpp,"
+        " sglang, trtllm. See docs/engines.md.",
+    ),
+]
+EfficiencyOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--efficiency",
+        help="Share of peak bandwidth and FLOP/s, in [0.01, 1]: derates the roofline and replaces the engine profile's"
+        " efficiencies in the expected time (default: roofline at peak, the profile's shares).",
+    ),
+]
+OverheadOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--overhead-ms",
+        help="Fixed cost per layer per decode step in ms, replacing the engine profile's (0.047 with CUDA graphs;"
+        " 0.098 for llama.cpp CUDA builds before mid-2024).",
     ),
 ]
 HfVersionOpt = Annotated[
@@ -280,6 +301,19 @@ def engine_options(arguments: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in arguments.items() if k in ENGINE_OPTIONS and v is not None}
 
 
+RooflineOpt = Annotated[
+    bool,
+    typer.Option(
+        "--roofline", help="Judge decode by the roofline (every step at peak, no fixed cost) instead of the expected time."
+    ),
+]
+
+
+def seconds_per_layer(overhead_ms: float | None) -> float | None:
+    """--overhead-ms in seconds (None: the engine profile's)."""
+    return None if overhead_ms is None else overhead_ms / 1e3
+
+
 def positive(**values: int | None) -> None:
     """Refuse a given integer option below 1, naming its flag."""
     for name, value in values.items():
@@ -299,12 +333,13 @@ def build_workload(
     seq: int,
     batch: int,
     kv_dtype: str | None,
-    tp: int,
+    tp: int | str,
     pp: int,
     block_size: int | None,
     engine: Engine | None = None,
 ) -> Workload:
     """The Workload of the options, each flag checked; a warning when --seq exceeds the model's max positions."""
+    tp = tensor_parallel(tp)  # a count, or auto: the GPUs in this machine
     positive(seq=seq, batch=batch, tp=tp, pp=pp, block_size=block_size)
     try:
         work = Workload(

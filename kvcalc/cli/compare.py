@@ -33,6 +33,7 @@ from kvcalc.cli.common import (
     PageSizeOpt,
     PresetsOpt,
     ReserveOpt,
+    RooflineOpt,
     SeqOpt,
     SwaFullOpt,
     SwaFullTokensRatioOpt,
@@ -116,7 +117,7 @@ def _compared_models(
     return None, [(spec.name, spec) for spec in specs]
 
 
-def _shared_workload(models: list[ModelSpec], seq: int, batch: int, tp: int) -> Workload:
+def _shared_workload(models: list[ModelSpec], seq: int, batch: int, tp: int | str) -> Workload:
     """One workload for every compared model; each warns when --seq exceeds its max positions."""
     return [build_workload(model, seq, batch, None, tp, 1, None) for model in models][0]
 
@@ -164,11 +165,12 @@ def compare(
     max_seq_len: MaxSeqLenOpt = None,
     kv_lora_rank: KvLoraRankOpt = DEFAULT_KV_LORA_RANK,
     rope_dim: RopeDimOpt = DEFAULT_ROPE_DIM,
+    roofline: RooflineOpt = False,
     presets_dir: PresetsOpt = None,
     json_out: JsonOpt = False,
     units: UnitsOpt = "gib",
 ) -> None:
-    """Attention variants of one model side by side (KV bytes, savings; with --gpu what fits and decode), or several models.
+    """Attention variants of one model side by side (KV bytes, savings; with --gpu what fits and the expected decode time, or the roofline's with --roofline), or several models.
 
     Examples: kvcalc compare mha gqa:4 gqa:8 mqa mla --model llama3-8b; kvcalc compare llama3-8b mistral-7b --gpu l40s
     """
@@ -206,7 +208,7 @@ def compare(
         for (name, spec), eng, takes in zip(named, engines_, takes_utilization, strict=True)
     ]
     gpu_spec = presets.load_gpu(gpu, presets_dir) if gpu else None
-    result = compare_rows(subjects, work, _kv_dtypes(kv_dtype), gpu_spec, base)
+    result = compare_rows(subjects, work, _kv_dtypes(kv_dtype), gpu_spec, base, "roofline" if roofline else "expected")
     label = gpu_label(gpu_spec, memory) if gpu or memory else None
     if json_out:
         from kvcalc import documents

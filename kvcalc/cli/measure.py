@@ -17,8 +17,7 @@ from kvcalc.cli.common import (
     single_command,
     size_option,
 )
-from kvcalc.compare import derive, parse_variant
-from kvcalc.errors import InvalidInput
+from kvcalc.compare import derive, parse_variants
 from kvcalc.units import SIZE_HELP
 
 
@@ -71,11 +70,7 @@ def measure(
     )
     subjects = [(spec.name, spec)]
     if variants:
-        parsed = [(name, parse_variant(name)) for name in variants.split(",")]
-        unknown = [name for name, v in parsed if v is None]
-        if unknown:
-            raise InvalidInput(f"unknown variant {unknown[0]!r}: choose mha, gqa, gqa:G, mqa or mla")
-        subjects = [(v.name, derive(spec, v)) for _, v in parsed if v is not None]
+        subjects = [(v.name, derive(spec, v)) for v in parse_variants(variants.split(","))]
     peak = presets.load_gpu(gpu_preset, presets_dir) if gpu_preset else None
     limit = size_option("max-memory", max_memory) if max_memory else None
     with render.progress(enabled=not json_out) as step:

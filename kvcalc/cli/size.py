@@ -1,4 +1,4 @@
-"""`kvcalc size`: KV-cache bytes, the weights, and with a GPU what fits and the decode bound."""
+"""`kvcalc size`: KV-cache bytes, the weights, and with a GPU what fits and the decode time (roofline and expected)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from kvcalc import capacity, latency, presets
 from kvcalc.cli.common import (
     BatchOpt,
     BlockOpt,
+    EfficiencyOpt,
     EnforceEagerOpt,
     EngineOpt,
     ExplainOpt,
@@ -31,6 +32,7 @@ from kvcalc.cli.common import (
     MemFractionStaticOpt,
     MemoryOpt,
     ModelOpt,
+    OverheadOpt,
     PageSizeOpt,
     PpOpt,
     PresetsOpt,
@@ -52,6 +54,7 @@ from kvcalc.cli.common import (
     gpu_and_budget,
     gpu_label,
     print_json,
+    seconds_per_layer,
     single_command,
     weights_format,
 )
@@ -95,6 +98,8 @@ def size(
     memory: MemoryOpt = None,
     utilization: UtilOpt = None,
     reserve: ReserveOpt = None,
+    efficiency: EfficiencyOpt = None,
+    overhead_ms: OverheadOpt = None,
     presets_dir: PresetsOpt = None,
     json_out: JsonOpt = False,
     explain: ExplainOpt = False,
@@ -116,7 +121,7 @@ def size(
         work = work.model_copy(update={"engine": budget.engine})  # the engine's defaults on this GPU
         report = capacity.fit(spec, work, budget)
         if gpu_spec is not None:
-            step = latency.decode(spec, work, gpu_spec, weights_fmt)
+            step = latency.decode(spec, work, gpu_spec, weights_fmt, efficiency, seconds_per_layer(overhead_ms))
     kv = estimate_kv(spec, work)
     if json_out:
         from kvcalc import documents
@@ -133,7 +138,7 @@ def size(
         from kvcalc import render
 
         render.kv_table(kv, decimal, explain)
-        render.weights_line(params, weights, weights_fmt.label, decimal, capacity.unknown_weights(spec))
+        render.weights_line(params, weights, weights_fmt, decimal, capacity.unknown_weights(spec))
         if report is not None:
             render.fit_tables(report, spec.name, gpu_label(gpu_spec, memory), decimal, explain)
         if step is not None:

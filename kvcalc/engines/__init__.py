@@ -4,6 +4,7 @@ KV cache and the memory they leave for it, one module per engine behind one prot
 Layering, imports pointing down only:
 
     kvcalc.base, errors, units, spec         models and units
+    kvcalc.decode_profiles                   calibrated decode terms (pure data)
     kvcalc.engines.base                      the protocol (EngineProfile), Budget, Pool, EngineLogLine
     kvcalc.engines.activations               a forward pass's activation memory from the config
     kvcalc.engines.<name>                    one module per engine: its rules, budget, refusals, sources
@@ -11,8 +12,8 @@ Layering, imports pointing down only:
     kvcalc.kvcache, then kvcalc.capacity     the core: asks the profile, never tests a name
     check, compare, latency, render, cli     the commands
 
-An engine module imports engines.base (and engines.activations), spec, units and errors, never
-kvcache, capacity or cli.
+An engine module imports engines.base (and engines.activations), spec, units, errors and
+decode_profiles, never kvcache, capacity or cli.
 Adding an engine: its module (a subclass of EngineProfile), its entry in PROFILES, its name in
 spec.EngineName (and its options as Engine fields listed in spec.ENGINE_OPTIONS). Measured facts:
 shared/reference/engines.md; each rule names the source file it follows, as does docs/engines.md.

@@ -2,8 +2,8 @@
 
 An engine is one subclass of `EngineProfile` in its own module, registered in kvcalc.engines. The
 defaults are what most engines do (one buffer per sequence, no fixed bytes, nothing refused, --seq
-per sequence, today's memory budget); an engine overrides only where it differs. This module
-imports only spec, units, errors and kvcalc.base.
+per sequence, the textbook memory budget, no token pools, the compiled-CUDA decode profile); an engine overrides only
+where it differs. This module imports only spec, units, errors, decode_profiles and kvcalc.base.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from decimal import Decimal
 from typing import ClassVar, Literal
 
 from kvcalc.base import Frozen
-from kvcalc.spec import Engine, ModelSpec, Workload
+from kvcalc.decode_profiles import CUDA_GRAPHS, DecodeProfile
+from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload
 from kvcalc.units import DType, GiB, format_bytes
 
 MlaStorage = Literal["k_only", "k_and_v", "decompressed"]
@@ -281,3 +282,9 @@ class EngineProfile(ABC):
         """What the engine would log about the cache, given the usable bytes per GPU and the layers
         of the busiest pipeline stage (default: nothing)."""
         return []
+
+    def decode_profile(self, gpu: GpuSpec) -> DecodeProfile:
+        """The calibrated terms of this engine's expected decode time on `gpu` (default: the
+        compiled-CUDA profile that vLLM, SGLang, TensorRT-LLM and other CUDA-graph engines share;
+        calibrated on CUDA only, so on other backends a guess)."""
+        return CUDA_GRAPHS

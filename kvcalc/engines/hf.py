@@ -6,9 +6,10 @@ models/deepseek_v3/modeling_deepseek_v3.py."""
 
 from __future__ import annotations
 
+from kvcalc.decode_profiles import TRANSFORMERS_EAGER, DecodeProfile
 from kvcalc.engines.base import ContextLimit, EngineProfile, MlaStorage
 from kvcalc.errors import InvalidInput
-from kvcalc.spec import Engine, ModelSpec, Workload
+from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload
 from kvcalc.units import DType
 
 HF_DTYPES = {DType.fp32, DType.fp16, DType.bf16, DType.fp8}  # fp8: QuantizedCache
@@ -77,3 +78,8 @@ class Transformers(EngineProfile):
                 " (models/deepseek_v3/modeling_deepseek_v3.py)"
             )
         return lines
+
+    def decode_profile(self, gpu: GpuSpec) -> DecodeProfile:
+        """generate() in eager PyTorch launches every op from Python: about ten times the fixed cost
+        per layer of a CUDA-graph engine."""
+        return TRANSFORMERS_EAGER

@@ -6,9 +6,10 @@ src/llama-kv-cache.cpp, src/llama-kv-cache-iswa.cpp, ggml/src/ggml.c."""
 
 from __future__ import annotations
 
+from kvcalc.decode_profiles import CUDA_GRAPHS, LLAMACPP_METAL, LLAMACPP_ROCM_VULKAN, DecodeProfile
 from kvcalc.engines.base import EngineProfile, MlaStorage, cdiv
 from kvcalc.errors import InvalidInput
-from kvcalc.spec import Engine, ModelSpec, Workload
+from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload
 from kvcalc.units import PACKING, DType
 
 LLAMACPP_PAD = 256  # llama.cpp pads the cache to 256 cells (src/llama-context.cpp, llama-kv-cache.cpp)
@@ -100,3 +101,10 @@ class LlamaCpp(EngineProfile):
         if model.mla is not None:
             lines.append("MLA GGUFs cache a K-only latent of kv_lora_rank + rope per cell (src/llama-model.cpp)")
         return lines
+
+    def decode_profile(self, gpu: GpuSpec) -> DecodeProfile:
+        """The GPU's backend decides: Metal and ROCm/Vulkan pay 3-4x the fixed cost per layer of
+        CUDA, where current builds capture CUDA graphs (builds before mid-2024: --overhead-ms 0.098)."""
+        return {"metal": LLAMACPP_METAL, "rocm": LLAMACPP_ROCM_VULKAN, "vulkan": LLAMACPP_ROCM_VULKAN}.get(
+            gpu.backend, CUDA_GRAPHS
+        )

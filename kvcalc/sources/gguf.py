@@ -1,0 +1,259 @@
+"""A lean GGUF header reader (struct only: no numpy, no tensor data), and the ModelSpec it implies.
+
+Layout (GGUF versions 2 and 3, little-endian; spec: ggml-org/ggml docs/gguf.md, gguf-py gguf_reader.py):
+
+    header : b"GGUF" | u32 version | u64 tensor_count | u64 kv_count
+    kv     : string key | u32 value_type | value          (string: u64 length + UTF-8 bytes)
+    array  : u32 element_type | u64 count | elements
+    tensor : string name | u32 n_dims | u64 dims[n_dims] | u32 ggml_type | u64 data offset
+
+Only the header is read, so a partial download that holds it works; large arrays (the tokenizer's
+150k tokens) are skipped by seeking and only counted. Weights are summed exactly from each
+tensor's shape and ggml type, as llama.cpp's "model size" line does.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from pathlib import Path
+from typing import Any, BinaryIO, NamedTuple
+
+from kvcalc.errors import InvalidPreset
+
+# ggml type id -> (name, values per block, bytes per block). Source: ggml/src/ggml.c type_traits
+# (blck_size, type_size) and gguf-py/gguf/constants.py GGML_QUANT_SIZES, commit 0024aa74 of
+# ggml-org/llama.cpp. Ids 4, 5 and 31-33, 36-38 were removed types; QK_K = 256.
+GGML_TYPES: dict[int, tuple[str, int, int]] = {
+    0: ("f32", 1, 4), 1: ("f16", 1, 2),
+    2: ("q4_0", 32, 18), 3: ("q4_1", 32, 20), 6: ("q5_0", 32, 22), 7: ("q5_1", 32, 24),
+    8: ("q8_0", 32, 34), 9: ("q8_1", 32, 40),
+    10: ("q2_K", 256, 84), 11: ("q3_K", 256, 110), 12: ("q4_K", 256, 144), 13: ("q5_K", 256, 176),
+    14: ("q6_K", 256, 210), 15: ("q8_K", 256, 292),
+    16: ("iq2_xxs", 256, 66), 17: ("iq2_xs", 256, 74), 18: ("iq3_xxs", 256, 98), 19: ("iq1_s", 256, 50),
+    20: ("iq4_nl", 32, 18), 21: ("iq3_s", 256, 110), 22: ("iq2_s", 256, 82), 23: ("iq4_xs", 256, 136),
+    24: ("i8", 1, 1), 25: ("i16", 1, 2), 26: ("i32", 1, 4), 27: ("i64", 1, 8), 28: ("f64", 1, 8),
+    29: ("iq1_m", 256, 56), 30: ("bf16", 1, 2), 34: ("tq1_0", 256, 54), 35: ("tq2_0", 256, 66),
+    39: ("mxfp4", 32, 17), 40: ("nvfp4", 64, 36), 41: ("q1_0", 128, 18),
+}  # fmt: skip
+
+# GGUF value types: struct format of the fixed-size ones; 8 is a string, 9 an array.
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_STRING, _ARRAY = 8, 9
+MAX_DIMS = 4  # GGML_MAX_DIMS
+MAX_ARRAY_READ = 1 << 16  # numeric arrays up to this length are read (per-layer values); longer ones are skipped
+MAX_STRING_READ = 1 << 16  # longer strings (chat templates, tokenizer JSON) are skipped
+SPLIT_NAME = re.compile(r"^(?P<prefix>.+)-(?P<part>\d{5})-of-(?P<count>\d{5})\.gguf$")
+
+
+class TensorInfo(NamedTuple):
+    """One tensor's name, shape (ggml order: ne[0] first) and ggml type id."""
+
+    name: str
+    shape: tuple[int, ...]
+    ggml_type: int
+
+    @property
+    def values(self) -> int:
+        count = 1
+        for dim in self.shape:
+            count *= dim
+        return count
+
+    @property
+    def bytes(self) -> int:
+        """ggml_nbytes: whole blocks of the type along each row."""
+        _, block, size = GGML_TYPES[self.ggml_type]
+        return self.values // block * size
+
+
+class GgufHeader(NamedTuple):
+    """What a GGUF header says: its version, metadata (arrays too long to read are None), the
+    length of every array, and the tensor infos."""
+
+    path: Path
+    version: int
+    metadata: dict[str, Any]
+    array_lengths: dict[str, int]
+    tensors: list[TensorInfo]
+
+
+class _Cursor:
+    """Reads a file forward in 1 MiB chunks and skips by seeking; running past the end is a
+    truncated header."""
+
+    CHUNK = 1 << 20
+
+    def __init__(self, file: BinaryIO, path: Path, size: int) -> None:
+        self.file, self.path, self.size = file, path, size
+        self.buffer, self.at, self.start = b"", 0, 0  # buffer holds file bytes from `start`; `at` indexes it
+
+    @property
+    def offset(self) -> int:
+        return self.start + self.at
+
+    def truncated(self, need: int) -> InvalidPreset:
+        return InvalidPreset(
+            f"{self.path}: the file ends at byte {self.size:,}, inside its GGUF header (which needs {need:,} bytes):"
+            " an incomplete download or a corrupt file"
+        )
+
+    def read(self, n: int) -> bytes:
+        if self.at + n > len(self.buffer):
+            if self.offset + n > self.size:
+                raise self.truncated(self.offset + n)
+            self.buffer = self.buffer[self.at :] + self.file.read(max(self.CHUNK, n))
+            self.start, self.at = self.offset, 0
+        data = self.buffer[self.at : self.at + n]
+        self.at += n
+        return data
+
+    def skip(self, n: int) -> None:
+        if self.at + n <= len(self.buffer):
+            self.at += n
+            return
+        target = self.offset + n
+        if target > self.size:
+            raise self.truncated(target)
+        self.file.seek(target)
+        self.buffer, self.at, self.start = b"", 0, target
+
+    def unpack(self, fmt: str) -> Any:
+        return struct.unpack(fmt, self.read(struct.calcsize(fmt)))[0]
+
+    def length(self, item_bytes: int = 1) -> int:
+        """A u64 count of items of at least `item_bytes` each, refused when the rest of the file cannot hold them."""
+        count: int = self.unpack("<Q")
+        if self.offset + count * item_bytes > self.size:
+            raise self.truncated(self.offset + count * item_bytes)
+        return count
+
+    def string(self, what: str) -> str:
+        data = self.read(self.length())
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidPreset(f"{self.path}: corrupt GGUF header: {what} is not UTF-8 text") from None
+
+
+def _value_type(cursor: _Cursor, key: str) -> int:
+    kind: int = cursor.unpack("<I")
+    if kind not in _SCALARS and kind not in (_STRING, _ARRAY):
+        raise InvalidPreset(f"{cursor.path}: corrupt GGUF header: {key!r} has unknown value type {kind}")
+    return kind
+
+
+def _read_value(cursor: _Cursor, key: str, kind: int, lengths: dict[str, int]) -> Any:
+    """A value, or None for a string or array too long to keep (its length goes to `lengths`)."""
+    if kind in _SCALARS:
+        return cursor.unpack(_SCALARS[kind])
+    if kind == _STRING:
+        size = cursor.length()
+        if size > MAX_STRING_READ:
+            cursor.skip(size)
+            return None
+        return cursor.read(size).decode("utf-8", errors="replace")
+    element = _value_type(cursor, key)
+    fixed = struct.calcsize(_SCALARS[element]) if element in _SCALARS else 8  # a string or array holds a u64 at least
+    count = cursor.length(fixed)
+    lengths[key] = count
+    if element in _SCALARS and count <= MAX_ARRAY_READ:
+        return list(struct.unpack(f"<{count}{_SCALARS[element][1]}", cursor.read(count * fixed)))
+    if element in _SCALARS:
+        cursor.skip(count * fixed)
+    elif element == _STRING:  # the tokenizer's tokens and merges: counted, each skipped by its length
+        for _ in range(count):
+            cursor.skip(cursor.length())
+    else:  # nested arrays: walked, not kept
+        for _ in range(count):
+            _read_value(cursor, key, element, {})
+    return None
+
+
+def read_header(path: Path) -> GgufHeader:
+    """Parse a GGUF file's header; a corrupt, truncated, big-endian or unsupported one is an InvalidPreset."""
+    try:
+        with path.open("rb") as file:
+            return _parse(file, path, path.stat().st_size)
+    except OSError as exc:
+        raise InvalidPreset(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def _parse(file: BinaryIO, path: Path, size: int) -> GgufHeader:
+    cursor = _Cursor(file, path, size)
+    magic = cursor.read(4) if size >= 4 else b""
+    if magic == b"FUGG":
+        raise _big_endian(path)
+    if magic != b"GGUF":
+        raise InvalidPreset(f"{path}: not a GGUF file (it starts with {magic!r}, not b'GGUF')")
+    version = cursor.unpack("<I")
+    if version & 0xFFFF == 0 and version:  # a version written big-endian reads as N << 24 here
+        raise _big_endian(path)
+    if version not in (2, 3):
+        hint = "re-convert it with a current llama.cpp" if version == 1 else "kvcalc reads versions 2 and 3"
+        raise InvalidPreset(f"{path}: GGUF version {version} is not supported ({hint})")
+    tensor_count, kv_count = cursor.unpack("<Q"), cursor.unpack("<Q")
+    if cursor.offset + 8 * (tensor_count + kv_count) > size:  # each takes 8 bytes at least
+        raise cursor.truncated(cursor.offset + 8 * (tensor_count + kv_count))
+    metadata: dict[str, Any] = {}
+    lengths: dict[str, int] = {}
+    for _ in range(kv_count):
+        key = cursor.string("a metadata key")
+        metadata[key] = _read_value(cursor, key, _value_type(cursor, key), lengths)
+    tensors = [_tensor_info(cursor) for _ in range(tensor_count)]
+    return GgufHeader(path=path, version=version, metadata=metadata, array_lengths=lengths, tensors=tensors)
+
+
+def _big_endian(path: Path) -> InvalidPreset:
+    return InvalidPreset(f"{path}: a big-endian GGUF; kvcalc reads little-endian ones (convert it with gguf-convert-endian)")
+
+
+def _tensor_info(cursor: _Cursor) -> TensorInfo:
+    name = cursor.string("a tensor name")
+    dims = cursor.unpack("<I")
+    if not 1 <= dims <= MAX_DIMS:
+        raise InvalidPreset(f"{cursor.path}: corrupt GGUF header: tensor {name!r} has {dims} dimensions (1 to {MAX_DIMS})")
+    shape = tuple(cursor.unpack("<Q") for _ in range(dims))
+    ggml_type = cursor.unpack("<I")
+    cursor.skip(8)  # the data offset: no tensor data is read
+    if ggml_type not in GGML_TYPES:
+        raise InvalidPreset(
+            f"{cursor.path}: tensor {name!r} has ggml type {ggml_type}, which kvcalc does not know (a newer llama.cpp type?)"
+        )
+    type_name, block, _ = GGML_TYPES[ggml_type]
+    if shape[0] % block:
+        raise InvalidPreset(
+            f"{cursor.path}: corrupt GGUF header: tensor {name!r} rows of {shape[0]} values are not whole {type_name} blocks of {block}"
+        )
+    return TensorInfo(name=name, shape=shape, ggml_type=ggml_type)
+
+
+def split_parts(path: Path, first: GgufHeader) -> list[Path]:
+    """Every part of a split GGUF (`-00001-of-0000N.gguf`) in order, or just `path`; missing parts are an error."""
+    match = SPLIT_NAME.match(path.name)
+    count = first.metadata.get("split.count")
+    if match is None or not isinstance(count, int) or count <= 1:
+        return [path]
+    prefix = match.group("prefix")
+    parts = [path.with_name(f"{prefix}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
+    missing = [part.name for part in parts if not part.is_file()]
+    if missing:
+        raise InvalidPreset(
+            f"{path}: {len(missing)} of the {count} parts of this split GGUF are missing beside it ({', '.join(missing)});"
+            " the weights' bytes need every part"
+        )
+    return parts
+
+
+def first_part(path: Path) -> Path:
+    """Part 1 of a split GGUF, which holds the metadata; `path` itself otherwise."""
+    match = SPLIT_NAME.match(path.name)
+    if match is None or match.group("part") == "00001":
+        return path
+    return path.with_name(f"{match.group('prefix')}-00001-of-{match.group('count')}.gguf")
+
+
+def model_name(path: Path) -> str:
+    """The file's name without `.gguf` and without a split suffix."""
+    match = SPLIT_NAME.match(path.name)
+    return match.group("prefix") if match else path.name.removesuffix(".gguf")

@@ -1,0 +1,185 @@
+"""GPUs by the names vendors' tools print, and the GPUs in this machine (`--gpu auto`, `--tp auto`).
+
+A GPU preset's `aliases` hold the names nvidia-smi and amd-smi print ("NVIDIA H100 80GB HBM3",
+"AMD Instinct MI300X"), matched case-blind. The local GPUs come from
+`nvidia-smi --query-gpu=index,uuid,name,memory.total --format=csv,noheader,nounits` (the devices
+CUDA_VISIBLE_DEVICES leaves visible), else `amd-smi static --asic --vram --json` (HIP_VISIBLE_DEVICES),
+else torch when it is already installed (imported only here). Memory is the total each tool reports.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import json
+import os
+import subprocess
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from kvcalc.errors import InvalidInput, PresetNotFound
+from kvcalc.spec import GpuSpec
+from kvcalc.units import GiB, MiB
+
+TOOL_TIMEOUT_S = 20
+
+
+class LocalGpu(NamedTuple):
+    """A device as the machine's tools report it."""
+
+    name: str
+    memory_bytes: int
+    tool: str
+
+
+def command_output(argv: Sequence[str]) -> str | None:
+    """A command's stdout, or None when it is missing, fails or hangs (tests replace this)."""
+    try:
+        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def _visible(index: str, uuid: str, variable: str) -> bool:
+    """Whether the device is among those `variable` (CUDA_VISIBLE_DEVICES, HIP_VISIBLE_DEVICES) lists; all when unset."""
+    listed = os.environ.get(variable)
+    if listed is None:
+        return True
+    entries = [entry.strip() for entry in listed.split(",") if entry.strip()]
+    return any(entry == index or (uuid and uuid.startswith(entry)) for entry in entries)
+
+
+def _nvidia() -> list[LocalGpu]:
+    output = command_output(["nvidia-smi", "--query-gpu=index,uuid,name,memory.total", "--format=csv,noheader,nounits"])
+    gpus = []
+    for line in (output or "").splitlines():
+        fields = [field.strip() for field in line.split(",")]
+        if len(fields) < 4 or not fields[-1].isdigit():
+            continue  # a header, a blank line or "[N/A]" memory
+        index, uuid, name, mib = fields[0], fields[1], ", ".join(fields[2:-1]), int(fields[-1])
+        if _visible(index, uuid, "CUDA_VISIBLE_DEVICES"):
+            gpus.append(LocalGpu(name=name, memory_bytes=mib * MiB, tool="nvidia-smi"))
+    return gpus
+
+
+_AMD_UNITS = {"B": 1, "KB": 2**10, "MB": MiB, "GB": GiB}  # amd-smi writes MB for MiB (MI300X: 196,592 MB = 192 GiB)
+
+
+def _amd() -> list[LocalGpu]:
+    output = command_output(["amd-smi", "static", "--asic", "--vram", "--json"])
+    try:
+        data: Any = json.loads(output) if output else []
+    except json.JSONDecodeError:
+        return []
+    devices = data.get("gpu_data", []) if isinstance(data, dict) else data
+    gpus = []
+    for position, device in enumerate(devices if isinstance(devices, list) else []):
+        if not isinstance(device, dict):
+            continue
+        name = (device.get("asic") or {}).get("market_name")
+        vram = device.get("vram") or {}
+        size = vram.get("size") or vram.get("vram_size") or {}
+        value, unit = size.get("value"), str(size.get("unit", "MB")).upper()
+        index = str(device.get("gpu", position))
+        if isinstance(name, str) and isinstance(value, int) and unit in _AMD_UNITS and _visible(index, "", "HIP_VISIBLE_DEVICES"):
+            gpus.append(LocalGpu(name=name, memory_bytes=value * _AMD_UNITS[unit], tool="amd-smi"))
+    return gpus
+
+
+def _torch() -> list[LocalGpu]:
+    """The devices torch sees, only when torch is installed (it is imported for this alone)."""
+    if importlib.util.find_spec("torch") is None:
+        return []
+    with warnings.catch_warnings():  # torch without numpy warns on import: a notice, not this command's output
+        warnings.simplefilter("ignore")
+        import torch
+
+    if not torch.cuda.is_available():
+        return []
+    properties = [torch.cuda.get_device_properties(i) for i in range(torch.cuda.device_count())]
+    return [LocalGpu(name=p.name, memory_bytes=p.total_memory, tool="torch") for p in properties]
+
+
+def local_gpus() -> list[LocalGpu]:
+    """The GPUs this process can use, from the first tool that reports any."""
+    for detect in (_nvidia, _amd, _torch):
+        found = detect()
+        if found:
+            return found
+    return []
+
+
+def identical(flag: str, instead: str) -> list[LocalGpu]:
+    """The machine's GPUs, which `flag` (--gpu auto, --tp auto) needs to be present and all alike."""
+    found = local_gpus()
+    if not found:
+        raise InvalidInput(f"{flag}: no GPU found (nvidia-smi, amd-smi and torch report none); {instead}")
+    names = sorted({gpu.name for gpu in found})
+    if len(names) > 1:
+        raise InvalidInput(f"{flag}: this machine has different GPUs ({', '.join(names)}); name one with --gpu")
+    return found
+
+
+def _normal(name: str) -> str:
+    return " ".join(name.lower().split())
+
+
+def _presets_by_alias(extra_dirs: Sequence[str | Path] | None) -> dict[str, GpuSpec]:
+    """Every GPU preset under each of its aliases (normalised) and its own name."""
+    from kvcalc import presets
+
+    found: dict[str, GpuSpec] = {}
+    for entry in presets.list_presets("gpus", extra_dirs):
+        spec: GpuSpec = presets.load_file("gpus", entry.path)
+        for alias in spec.aliases or []:
+            found.setdefault(_normal(alias), spec)
+        found.setdefault(_normal(entry.name), spec)
+    return found
+
+
+def gpu_by_device_name(ref: str, extra_dirs: Sequence[str | Path] | None) -> GpuSpec | None:
+    """The preset one of whose aliases is `ref` (case and spacing ignored), or None."""
+    return _presets_by_alias(extra_dirs).get(_normal(ref))
+
+
+def _close_presets(ref: str, by_alias: dict[str, GpuSpec]) -> list[str]:
+    """Up to three presets whose name or aliases are spelled close to `ref`."""
+    close = difflib.get_close_matches(_normal(ref), list(by_alias), n=6, cutoff=0.5)
+    return list(dict.fromkeys(by_alias[key].name for key in close))[:3]
+
+
+def unknown_gpu(ref: str, extra_dirs: Sequence[str | Path] | None, close: Sequence[str] = ()) -> PresetNotFound:
+    """The error for a GPU no preset names, suggesting the `close` names, then presets whose name
+    or aliases are spelled close."""
+    by_alias = _presets_by_alias(extra_dirs)
+    names = list(dict.fromkeys([*close, *_close_presets(ref, by_alias)]))[:3]
+    count = len({spec.name for spec in by_alias.values()})
+    hint = f"did you mean {', '.join(names)}?" if names else f"`kvcalc presets list` shows all {count}"
+    return PresetNotFound(f"unknown GPU {ref!r}; {hint}")
+
+
+def auto_gpu(extra_dirs: Sequence[str | Path] | None) -> GpuSpec:
+    """This machine's GPU: the preset its name matches, with the memory the tool reports."""
+    found = identical("--gpu auto", "name one with --gpu, or give --memory")
+    device = found[0]
+    memory = min(gpu.memory_bytes for gpu in found)
+    by_alias = _presets_by_alias(extra_dirs)
+    preset = by_alias.get(_normal(device.name))
+    if preset is None:
+        close = _close_presets(device.name, by_alias)
+        hint = f" (close: {', '.join(close)})" if close else ""
+        raise PresetNotFound(
+            f"--gpu auto: found {len(found)} x {device.name} ({memory // MiB:,} MiB), which no GPU preset names{hint};"
+            f" give --memory {memory // MiB}MiB, or --gpu with a preset or a GPU YAML"
+        )
+    others = f"; --tp auto uses all {len(found)}" if len(found) > 1 else ""
+    return preset.model_copy(
+        update={
+            "memory_bytes": memory,
+            "memory_note": f"{memory // MiB:,} MiB as {device.tool} reports it",
+            "source": f"this machine ({device.tool}): {len(found)} x {device.name}{others}; bandwidth and FLOP/s from preset {preset.name}",
+        }
+    )

@@ -1,0 +1,154 @@
+"""GPUs by the names vendors' tools print, and `--gpu auto` / `--tp auto` from a faked nvidia-smi
+(the module's command runner replaced, or a fake nvidia-smi script first on PATH)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from kvcalc.presets import list_presets, load_file, load_gpu
+from kvcalc.sources import gpus
+
+H100 = "0, GPU-1111, NVIDIA H100 80GB HBM3, 81559\n1, GPU-2222, NVIDIA H100 80GB HBM3, 81559\n"
+MI300X = {
+    "gpu_data": [{"gpu": 0, "asic": {"market_name": "AMD Instinct MI300X"}, "vram": {"size": {"value": 196592, "unit": "MB"}}}]
+}
+
+
+@pytest.fixture
+def machine(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Fake this machine's tools: what nvidia-smi and amd-smi print (None: not installed); torch sees nothing."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("HIP_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(gpus, "_torch", lambda: [])
+
+    def fake(nvidia: str | None = None, amd: object = None) -> None:
+        outputs = {"nvidia-smi": nvidia, "amd-smi": json.dumps(amd) if amd is not None else None}
+        monkeypatch.setattr(gpus, "command_output", lambda argv: outputs[argv[0]])
+
+    return fake
+
+
+def test_every_alias_names_one_preset() -> None:
+    seen: dict[str, str] = {}
+    for entry in list_presets("gpus"):
+        for alias in load_file("gpus", entry.path).aliases or []:
+            assert alias.lower() not in seen, f"{alias} names {seen[alias.lower()]} and {entry.name}"
+            seen[alias.lower()] = entry.name
+            assert load_gpu(alias).name == entry.name
+    printed = {"NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB", "NVIDIA GeForce RTX 4090", "NVIDIA L40S", "AMD Instinct MI300X"}
+    assert {name.lower() for name in printed} <= set(seen)
+
+
+@pytest.mark.parametrize(
+    "printed, preset",
+    [
+        ("NVIDIA H100 80GB HBM3", "h100-sxm"),
+        ("nvidia  h100 80gb hbm3", "h100-sxm"),
+        ("NVIDIA A100-SXM4-80GB", "a100-80gb"),
+        ("NVIDIA GeForce RTX 4090", "rtx4090"),
+        ("NVIDIA L40S", "l40s"),
+        ("AMD Instinct MI300X", "mi300x"),
+        ("Tesla T4", "t4"),
+    ],
+)
+def test_gpu_names_as_tools_print_them(cli, printed: str, preset: str) -> None:
+    assert cli.json("fit", "--model", "llama3.2-1b", "--gpu", printed)["gpu"] == preset
+
+
+def test_unknown_device_names_suggest_by_alias(cli) -> None:
+    result = cli("fit", "--model", "llama3-8b", "--gpu", "NVIDIA H100 80GB HBM2e")
+    assert result.exit_code == 2 and "unknown GPU 'NVIDIA H100 80GB HBM2e'; did you mean" in result.stderr
+    assert "h100-sxm" in result.stderr
+    assert "h100-pcie, h100-sxm" in cli("fit", "--model", "llama3-8b", "--gpu", "h100").stderr  # names still come first
+
+
+def test_gpu_auto_reads_nvidia_smi(cli, machine) -> None:
+    machine(nvidia=H100)
+    doc = cli.json("fit", "--model", "llama3-8b", "--gpu", "auto")
+    assert doc["gpu"] == "h100-sxm" and doc["budget"]["memory_bytes"] == 81559 * 2**20
+    shown = cli.json("presets", "show", "auto")["spec"]
+    assert (
+        shown["source"]
+        == "this machine (nvidia-smi): 2 x NVIDIA H100 80GB HBM3; --tp auto uses all 2; bandwidth and FLOP/s from preset h100-sxm"
+    )
+    assert shown["memory_note"] == "81,559 MiB as nvidia-smi reports it"
+
+
+def test_tp_auto_uses_every_identical_gpu_only_when_asked(cli, machine) -> None:
+    machine(nvidia=H100)
+    one = cli.json("size", "--model", "llama3-8b", "--seq", "8192", "--gpu", "auto")
+    two = cli.json("size", "--model", "llama3-8b", "--seq", "8192", "--gpu", "auto", "--tp", "auto")
+    assert one["kv"]["tp"] == 1 and two["kv"]["tp"] == 2
+    assert two["kv"]["bytes_per_gpu"] * 2 == one["kv"]["bytes_per_gpu"]
+
+
+def test_cuda_visible_devices(cli, machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    machine(nvidia=H100)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert cli.json("size", "--model", "llama3-8b", "--seq", "8", "--tp", "auto")["kv"]["tp"] == 1
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-2222,GPU-1111")
+    assert cli.json("size", "--model", "llama3-8b", "--seq", "8", "--tp", "auto")["kv"]["tp"] == 2
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    result = cli("fit", "--model", "llama3-8b", "--gpu", "auto")
+    assert result.exit_code == 2 and "--gpu auto: no GPU found" in result.stderr
+
+
+def test_gpu_auto_reads_amd_smi(cli, machine) -> None:
+    machine(amd=MI300X)
+    doc = cli.json("fit", "--model", "llama3-8b", "--gpu", "auto")
+    assert doc["gpu"] == "mi300x" and doc["budget"]["memory_bytes"] == 196_592 * 2**20
+    machine(
+        amd=[{"gpu": 0, "asic": {"market_name": "AMD Instinct MI300X"}, "vram": {"vram_size": {"value": 1024, "unit": "GB"}}}]
+    )
+    assert cli.json("fit", "--model", "llama3-8b", "--gpu", "auto")["budget"]["memory_bytes"] == 1024 * 2**30
+
+
+@pytest.mark.parametrize(
+    "nvidia, args, message",
+    [
+        (None, ["fit", "-m", "llama3-8b", "--gpu", "auto"], "--gpu auto: no GPU found (nvidia-smi, amd-smi and torch report none); name one with --gpu, or give --memory"),
+        (None, ["size", "-m", "llama3-8b", "-s", "8", "--tp", "auto"], "--tp auto: no GPU found (nvidia-smi, amd-smi and torch report none); give --tp N"),
+        ("0, GPU-1, NVIDIA H100 80GB HBM3, 81559\n1, GPU-2, NVIDIA L4, 23034\n", ["fit", "-m", "llama3-8b", "--gpu", "auto"],
+         "--gpu auto: this machine has different GPUs (NVIDIA H100 80GB HBM3, NVIDIA L4); name one with --gpu"),
+        ("0, GPU-1, NVIDIA H20, 97871\n", ["fit", "-m", "llama3-8b", "--gpu", "auto"],
+         "--gpu auto: found 1 x NVIDIA H20 (97,871 MiB), which no GPU preset names (close: h200"),
+        ("0, GPU-1, NVIDIA H20, 97871\n", ["fit", "-m", "llama3-8b", "--gpu", "auto"], "give --memory 97871MiB, or --gpu with a preset"),
+        ("0, GPU-1, NVIDIA H100 80GB HBM3, [N/A]\n", ["fit", "-m", "llama3-8b", "--gpu", "auto"], "--gpu auto: no GPU found"),
+        (H100, ["size", "-m", "llama3-8b", "-s", "8", "--tp", "two"], "--tp 'two': give a positive integer, or auto (the GPUs in this machine)"),
+        (H100, ["size", "-m", "llama3-8b", "-s", "8", "--tp", "0"], "--tp must be a positive integer, got 0"),
+    ],
+)  # fmt: skip
+def test_local_gpu_errors_are_one_line(cli, machine, nvidia: str | None, args: list[str], message: str) -> None:
+    machine(nvidia=nvidia)
+    result = cli(*args)
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and message in result.stderr
+
+
+def test_a_fake_nvidia_smi_on_path(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real command runner, with a script named nvidia-smi first on PATH that checks its arguments."""
+    script = tmp_path / "nvidia-smi"
+    script.write_text(
+        "#!/bin/sh\n"
+        '[ "$1" = "--query-gpu=index,uuid,name,memory.total" ] && [ "$2" = "--format=csv,noheader,nounits" ] || exit 9\n'
+        "echo '0, GPU-abc, NVIDIA GeForce RTX 4090, 24564'\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert gpus.local_gpus() == [gpus.LocalGpu(name="NVIDIA GeForce RTX 4090", memory_bytes=24564 * 2**20, tool="nvidia-smi")]
+    doc = cli.json("fit", "--model", "llama3-8b", "--gpu", "auto")
+    assert doc["gpu"] == "rtx4090" and doc["budget"]["memory_bytes"] == 25_757_220_864  # the preset's, as nvidia-smi reports it
+
+
+def test_a_missing_or_failing_tool_reads_as_none(tmp_path: Path) -> None:
+    assert gpus.command_output([str(tmp_path / "no-such-tool")]) is None
+    failing = tmp_path / "fails"
+    failing.write_text("#!/bin/sh\necho partial\nexit 3\n")
+    failing.chmod(0o755)
+    assert gpus.command_output([str(failing)]) is None
