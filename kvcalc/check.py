@@ -47,8 +47,8 @@ class PlannedWorkload(Strict):
     weight_dtype: DTypeName | None = None
     block_size: Count | None = None
     engine: Engine = Engine()  # a name (vllm) or a mapping with options ({name: vllm, max_num_batched_tokens: 8192})
-    utilization: Annotated[float, Number] = Field(default=capacity.DEFAULT_UTILIZATION, gt=0, le=1)
-    reserve: str = "1GiB"
+    utilization: Annotated[float, Number, Field(gt=0, le=1)] | None = None  # textbook, hf, llamacpp (default 0.9)
+    reserve: str | None = None  # default: 1GiB for textbook, hf and llamacpp; the engine's modelled overheads otherwise
     expect: Expect = Expect()
 
     @field_validator("engine", mode="before")
@@ -145,10 +145,10 @@ def check_workload(
     work = Workload(**{field: getattr(planned, field) for field in Workload.model_fields})  # a plan row names them all
     weights = capacity.weight_format(model, planned.weight_dtype)
     memory = capacity.gpu_memory(gpu, parse_size(planned.memory) if planned.memory else None)
-    reserve = parse_size(planned.reserve, allow_zero=True)
-    budget = capacity.budget(model, work, memory, weights, planned.utilization, reserve)
+    reserve = parse_size(planned.reserve, allow_zero=True) if planned.reserve is not None else None
+    budget = capacity.budget(model, work, memory, weights, planned.utilization, reserve, gpu.name if gpu else None)
     report = capacity.fit(model, work, budget)
-    kv_bytes = estimate_kv(model, work).bytes_per_gpu
+    kv_bytes = estimate_kv(model, work.model_copy(update={"engine": budget.engine})).bytes_per_gpu
     step = latency.decode(model, work, gpu, weights) if gpu else None
     decode_ms = step.seconds_by(decode_judge) * 1e3 if step else None
     expect = planned.expect

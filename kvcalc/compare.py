@@ -120,7 +120,7 @@ class RowFit(Frozen):
     fits: bool  # the batch at the context
     max_batch: int
     max_context: int
-    max_context_limit: Literal["memory", "max_positions", "max_cache_len", "unbounded"]
+    max_context_limit: Literal["memory", "max_positions", "max_cache_len", "max_seq_len", "unbounded"]
 
 
 class RowDecode(Frozen):
@@ -176,6 +176,8 @@ class Comparison(Frozen):
 
 def _row(subject: Subject, workload: Workload, gpu: GpuSpec | None) -> CompareRow:
     spec = subject.spec
+    if subject.budget is not None:  # the engine's defaults on the GPU, as the budget assumed them
+        workload = workload.model_copy(update={"engine": subject.budget.engine})
     kv = estimate_kv(spec, workload)
     layer = layer_caches(spec, workload.tp, workload.engine)[0]  # layers differ only in tokens held, not per token
     mla = layer.kind == "mla"

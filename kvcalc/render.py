@@ -105,31 +105,46 @@ _CONTEXT_LIMITS = {
     "memory": "limited by memory",
     "max_positions": "limited by the model's max positions",
     "max_cache_len": "limited by the StaticCache's --max-cache-len",
+    "max_seq_len": "limited by TensorRT-LLM's --max-seq-len",
     "unbounded": "no limit found: the model states no max positions and memory allows 2^31 tokens",
 }
 
 
 def fit_tables(report: FitReport, model: str, gpu: str, decimal: bool, explain: bool) -> None:
-    """The budget breakdown and what fits."""
+    """The budget breakdown, term by term as the engine sees it, and what fits."""
     b = report.budget
-    table = _table(f"Budget per GPU: {gpu}", "", "bytes")
+    engine = report.budget.engine.name
+    title = f"Budget per GPU: {gpu}" + (f" ({engine})" if engine != "textbook" else "")
+    table = _table(title, "", "bytes")
     table.add_row("memory", _bytes_cell(b.memory_bytes, decimal))
-    table.add_row(f"not used (utilization {b.utilization:g})", _bytes_cell(b.memory_bytes - b.allowed_bytes, decimal))
-    table.add_row("reserve (runtime, activations)", _bytes_cell(b.reserve_bytes, decimal))
-    table.add_row("weights", _bytes_cell(b.weights_bytes, decimal))
+    for term in b.terms:
+        table.add_row(term.name, _bytes_cell(term.bytes, decimal))
     table.add_row("left for KV cache", _bytes_cell(b.usable_bytes, decimal))
     console.print(table)
     if explain:
         _explain(b.explain)
     if not report.weights_fit:
-        short = f"{-b.usable_bytes:,} B ({format_bytes(-b.usable_bytes, decimal)})"
-        if b.weights_bytes <= b.allowed_bytes:  # the weights alone would fit: the reserve is what overflows
-            console.print(f"[red]does not fit:[/] weights + --reserve exceed the budget by {short}; lower --reserve")
+        short = f"{report.shortfall_bytes:,} B ({format_bytes(report.shortfall_bytes, decimal)})"
+        if b.overcommitted_bytes:
+            console.print(f"[red]does not fit:[/] the KV cache asked for and the rest exceed the memory by {short}")
+        elif b.usable_bytes + b.reserve_bytes >= 0:  # the weights alone would fit: the overheads are what overflows
+            overheads = "--reserve" if b.fraction.startswith("--utilization") else "the overheads (or --reserve)"
+            console.print(
+                f"[red]does not fit:[/] weights + {overheads} exceed the budget by {-b.usable_bytes:,} B"
+                f" ({format_bytes(-b.usable_bytes, decimal)}); lower --reserve"
+            )
         else:
             console.print(
-                f"[red]does not fit:[/] the weights exceed the budget by {short}; try a larger --tp or a smaller --weight-dtype (fp8, int4)"
+                f"[red]does not fit:[/] the weights exceed the budget by {-b.usable_bytes:,} B ({format_bytes(-b.usable_bytes, decimal)});"
+                " try a larger --tp or a smaller --weight-dtype (fp8, int4)"
             )
         return
+    for pool in report.pools:
+        window = f"window {pool.window:,}" if pool.window else "full attention"
+        console.print(
+            f"pool {pool.name}: {pool.tokens:,} tokens of {pool.layers} {window} layers ({pool.bytes_per_token:,} B per token,"
+            f" {format_bytes(pool.bytes, decimal)})"
+        )
     verdict = (
         "[green]fits[/]" if report.fits else f"[red]does not fit[/] (short by {format_bytes(report.shortfall_bytes, decimal)})"
     )
@@ -338,9 +353,12 @@ def _compare_kv_table(c: Comparison, baseline: CompareRow, dtypes: bool, decimal
 
 
 def _fit_cells(fit: RowFit) -> list[str]:
-    limit = {"max_positions": "model max", "max_cache_len": "cache length", "unbounded": "search limit"}.get(
-        fit.max_context_limit, "memory"
-    )
+    limit = {
+        "max_positions": "model max",
+        "max_cache_len": "cache length",
+        "max_seq_len": "max_seq_len",
+        "unbounded": "search limit",
+    }.get(fit.max_context_limit, "memory")
     context = f"{fit.max_context:,} ({limit})" if fit.max_context else "0"
     return [f"{fit.max_batch:,}", context]
 

@@ -8,7 +8,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from kvcalc.base import Strict
 from kvcalc.errors import InvalidInput
-from kvcalc.units import DType, parse_dtype
+from kvcalc.units import DType, parse_dtype, parse_size
 
 LayerKind = Literal["full", "sliding"]
 
@@ -189,7 +189,7 @@ class GpuSpec(Strict):
     notes: str | None = None
 
 
-EngineName = Literal["textbook", "hf", "vllm", "llamacpp"]
+EngineName = Literal["textbook", "hf", "vllm", "llamacpp", "sglang", "trtllm"]
 ENGINE_OPTIONS: dict[str, EngineName] = {
     "hf_version": "hf",
     "max_cache_len": "hf",
@@ -198,13 +198,55 @@ ENGINE_OPTIONS: dict[str, EngineName] = {
     "kv_unified": "llamacpp",
     "flash_attn": "llamacpp",
     "max_num_batched_tokens": "vllm",
+    "max_num_seqs": "vllm",
+    "gpu_memory_utilization": "vllm",
+    "enforce_eager": "vllm",
+    "kv_cache_memory_bytes": "vllm",
+    "vllm_version": "vllm",
+    "mem_fraction_static": "sglang",
+    "max_total_tokens": "sglang",
+    "page_size": "sglang",
+    "swa_full_tokens_ratio": "sglang",
+    "max_running_requests": "sglang",
+    "free_gpu_memory_fraction": "trtllm",
+    "tokens_per_block": "trtllm",
+    "max_tokens": "trtllm",
+    "max_num_tokens": "trtllm",
+    "max_seq_len": "trtllm",
 }
 
 
-class Engine(Strict):
-    """Which engine's allocation rules to follow, and its options (None: the engine's default).
+def _read_size(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            return parse_size(value)
+        except InvalidInput as exc:  # re-raised as a field error, so the message names the field
+            raise ValueError(str(exc)) from None
+    return value
 
-    textbook: exact bytes, no padding. The rules themselves live in kvcalc.engines, one module each.
+
+def _power_of_two(value: int) -> int:
+    if value < 2 or value & (value - 1):
+        raise ValueError(f"must be a power of two greater than 1, got {value}")
+    return value
+
+
+def _version(value: str) -> str:
+    parts = value.split(".")
+    if not 2 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
+        raise ValueError(f"write a version as MAJOR.MINOR or MAJOR.MINOR.PATCH (0.19, 0.21.1), got {value!r}")
+    return value
+
+
+Fraction = Annotated[float, Number, Field(gt=0, le=1, allow_inf_nan=False)]
+SizeBytes = Annotated[int, BeforeValidator(_read_size), Number, Field(gt=0, le=10**20)]  # 20GiB, or bytes
+
+
+class Engine(Strict):
+    """Which engine's allocation rules to follow, and its options (None: the engine's default),
+    named as the engine spells them. The rules themselves live in kvcalc.engines, one module each.
+
+    textbook: exact bytes, no padding.
     """
 
     name: EngineName = "textbook"
@@ -214,7 +256,22 @@ class Engine(Strict):
     ubatch: Count | None = None  # llama.cpp -ub (default 512)
     kv_unified: bool | None = None  # llama.cpp --kv-unified (default false)
     flash_attn: bool | None = None  # llama.cpp -fa (default on where supported)
-    max_num_batched_tokens: Count | None = None  # vLLM (default 8192)
+    max_num_batched_tokens: Count | None = None  # vLLM (default 8192, 2048 below 70 GiB or on an A100)
+    max_num_seqs: Count | None = None  # vLLM (default 1024, 256 below 70 GiB or on an A100)
+    gpu_memory_utilization: Fraction | None = None  # vLLM: share of total memory (default 0.9)
+    enforce_eager: bool | None = None  # vLLM: no CUDA graphs (default false)
+    kv_cache_memory_bytes: SizeBytes | None = None  # vLLM: the KV cache's size, overriding the profiled budget
+    vllm_version: Annotated[str, AfterValidator(_version)] | None = None  # the vLLM release (default: 0.21 or later)
+    mem_fraction_static: Fraction | None = None  # SGLang: share of free memory for weights and KV (default from GPU memory)
+    max_total_tokens: Count | None = None  # SGLang: cap on the token pool
+    page_size: Count | None = None  # SGLang: tokens per page (default 1)
+    swa_full_tokens_ratio: Fraction | None = None  # SGLang: sliding pool / full pool tokens; given: hybrid SWA pools
+    max_running_requests: Count | None = None  # SGLang: concurrent requests (sizes the req_to_token table)
+    free_gpu_memory_fraction: Annotated[float, Number, Field(gt=0, lt=1, allow_inf_nan=False)] | None = None  # TRT-LLM (0.9)
+    tokens_per_block: Annotated[int, Number, AfterValidator(_power_of_two)] | None = None  # TRT-LLM (default 32)
+    max_tokens: Count | None = None  # TRT-LLM: cap on the KV cache's tokens
+    max_num_tokens: Count | None = None  # TRT-LLM: tokens of one forward, sizes the profiling run (default 8192)
+    max_seq_len: Count | None = None  # TRT-LLM: longest request, the full layers' window (default: the model's max positions)
 
     @model_validator(mode="after")
     def _options_apply(self) -> Engine:

@@ -277,7 +277,9 @@ def test_unknown_weights_of_a_config_json_names_the_file(cli, tmp_path: Path) ->
     folder = tmp_path / "some-model"
     folder.mkdir()
     config = folder / "config.json"
-    config.write_text('{"model_type": "llama", "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8}')
+    config.write_text(
+        '{"model_type": "llama", "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8}'
+    )
     result = cli("fit", "--model", config, "--gpu", "h100-sxm")
     assert result.exit_code == 2, result.output
     assert f"add hidden_size, intermediate_size and vocab_size to {config}" in result.stderr

@@ -9,28 +9,43 @@ from kvcalc.cli.common import (
     BatchOpt,
     BlockOpt,
     EfficiencyOpt,
+    EnforceEagerOpt,
     EngineOpt,
     ExplainOpt,
     FlashAttnOpt,
+    FreeGpuMemoryFractionOpt,
+    GpuMemoryUtilizationOpt,
     GpuOpt,
     HfVersionOpt,
     JsonOpt,
+    KvCacheMemoryOpt,
     KvDtypeOpt,
     KvUnifiedOpt,
     MaxBatchedOpt,
     MaxCacheLenOpt,
+    MaxNumSeqsOpt,
+    MaxNumTokensOpt,
+    MaxRunningRequestsOpt,
+    MaxSeqLenOpt,
+    MaxTokensOpt,
+    MaxTotalTokensOpt,
+    MemFractionStaticOpt,
     MemoryOpt,
     ModelOpt,
     OverheadOpt,
+    PageSizeOpt,
     PpOpt,
     PresetsOpt,
     ReserveOpt,
     SeqOpt,
     SwaFullOpt,
+    SwaFullTokensRatioOpt,
+    TokensPerBlockOpt,
     TpOpt,
     UbatchOpt,
     UnitsOpt,
     UtilOpt,
+    VllmVersionOpt,
     WeightDtypeOpt,
     build_engine,
     build_workload,
@@ -64,10 +79,25 @@ def size(
     kv_unified: KvUnifiedOpt = None,
     flash_attn: FlashAttnOpt = None,
     max_num_batched_tokens: MaxBatchedOpt = None,
+    max_num_seqs: MaxNumSeqsOpt = None,
+    gpu_memory_utilization: GpuMemoryUtilizationOpt = None,
+    enforce_eager: EnforceEagerOpt = None,
+    kv_cache_memory_bytes: KvCacheMemoryOpt = None,
+    vllm_version: VllmVersionOpt = None,
+    mem_fraction_static: MemFractionStaticOpt = None,
+    max_total_tokens: MaxTotalTokensOpt = None,
+    page_size: PageSizeOpt = None,
+    swa_full_tokens_ratio: SwaFullTokensRatioOpt = None,
+    max_running_requests: MaxRunningRequestsOpt = None,
+    free_gpu_memory_fraction: FreeGpuMemoryFractionOpt = None,
+    tokens_per_block: TokensPerBlockOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    max_num_tokens: MaxNumTokensOpt = None,
+    max_seq_len: MaxSeqLenOpt = None,
     gpu: GpuOpt = None,
     memory: MemoryOpt = None,
-    utilization: UtilOpt = capacity.DEFAULT_UTILIZATION,
-    reserve: ReserveOpt = "1GiB",
+    utilization: UtilOpt = None,
+    reserve: ReserveOpt = None,
     efficiency: EfficiencyOpt = None,
     overhead_ms: OverheadOpt = None,
     presets_dir: PresetsOpt = None,
@@ -82,16 +112,17 @@ def size(
     decimal = decimal_units(units)
     spec = presets.load_model(model, presets_dir)
     work = build_workload(spec, seq, batch, kv_dtype, tp, pp, block_size, build_engine(engine, **engine_options(locals())))
-    kv = estimate_kv(spec, work)
     weights_fmt = weights_format(spec, weight_dtype)
     params = capacity.count_params(spec)
     weights = capacity.weight_bytes(params, weights_fmt) if params else None
     report = step = None
     if gpu or memory:
         gpu_spec, budget = gpu_and_budget(spec, work, gpu, memory, weights_fmt, utilization, reserve, presets_dir)
+        work = work.model_copy(update={"engine": budget.engine})  # the engine's defaults on this GPU
         report = capacity.fit(spec, work, budget)
         if gpu_spec is not None:
             step = latency.decode(spec, work, gpu_spec, weights_fmt, efficiency, seconds_per_layer(overhead_ms))
+    kv = estimate_kv(spec, work)
     if json_out:
         from kvcalc import documents
 

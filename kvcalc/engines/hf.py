@@ -1,6 +1,8 @@
 """transformers (`--engine hf`): DynamicCache by default, StaticCache with --max-cache-len, the fp8
 QuantizedCache, and DeepSeek's MLA cached as its latent (5.x) or decompressed (4.x).
-Sources: src/transformers/cache_utils.py, models/deepseek_v3/modeling_deepseek_v3.py."""
+Rules follow transformers 5.23.0 (4.57.6 with --hf-version 4), as measured in shared/reference/engines.md;
+its memory budget is the textbook one. Sources: src/transformers/cache_utils.py,
+models/deepseek_v3/modeling_deepseek_v3.py."""
 
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
 """llama.cpp (`--engine llamacpp`): --seq is n_ctx, padded to 256 cells and shared by --batch
 sequences (-np); block-quantized cache types; iSWA with --swa-full; MLA GGUFs cache a K-only latent.
-Sources: src/llama-context.cpp, src/llama-kv-cache.cpp, src/llama-kv-cache-iswa.cpp, ggml/src/ggml.c."""
+Rules follow llama.cpp from PR #17046 on (llama-cpp-python 0.3.36, as measured in
+shared/reference/engines.md); its memory budget is the textbook one. Sources: src/llama-context.cpp,
+src/llama-kv-cache.cpp, src/llama-kv-cache-iswa.cpp, ggml/src/ggml.c."""
 
 from __future__ import annotations
 
