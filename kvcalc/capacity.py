@@ -144,7 +144,9 @@ class WeightFormat(Frozen):
     dtype: DType
     embeddings: DType
     experts: DType
-    stored: StoredWeights | None = None  # the checkpoint's exact bytes (a GGUF's tensors), when no dtype is requested
+    stored: StoredWeights | None = (
+        None  # the checkpoint's exact bytes (a GGUF's or safetensors' headers), when no dtype is requested
+    )
 
     def other_than_layers(self, dtype: DType) -> DType | None:
         """`dtype` when it differs from the layers', else None (the JSON names only what differs)."""

@@ -225,7 +225,7 @@ def spec_table(document: dict[str, Any]) -> None:
     table = _table(str(document.get("name")), "field", "value")
     table.columns[1].justify = "left"
     for key, value in document.items():
-        table.add_row(key, f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value))
+        table.add_row(key, f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else escape(str(value)))
     console.print(table)
 
 

@@ -75,12 +75,14 @@ class MoeSpec(Strict):
 
 
 class StoredWeights(Strict):
-    """A checkpoint's weights as its file stores them, each tensor in its own type (a GGUF's
-    tensor infos summed): exact bytes, the parameters they hold, and the parameters per type."""
+    """A checkpoint's weights as its files store them, each tensor in its own type (a GGUF's tensor
+    infos or safetensors headers summed): exact bytes, the parameters they hold, and the values per type."""
 
     bytes: Rate
     params: Rate
-    types: dict[str, Rate] = Field(default_factory=dict, description="parameters per stored type, e.g. q4_K, q6_K, f32")
+    types: dict[str, Rate] = Field(
+        default_factory=dict, description="values per stored type, e.g. q4_K, q6_K, f32 (GGUF) or BF16, I32 (safetensors)"
+    )
 
 
 class ModelSpec(Strict):
@@ -115,7 +117,8 @@ class ModelSpec(Strict):
     params: Rate | None = None
     active_params: Rate | None = None
     stored_weights: StoredWeights | None = Field(
-        default=None, description="exact bytes as stored (a GGUF's tensors): used instead of params * dtype unless --weight-dtype"
+        default=None,
+        description="exact bytes as stored (a GGUF's or a safetensors checkpoint's headers): used instead of params * dtype unless --weight-dtype",
     )
     source: str | None = Field(default=None, description="where the figures come from: a published config, a file, a Hub repo")
     notes: str | None = None
