@@ -517,11 +517,16 @@ class PlanPresets(Frozen):
     specs: list[ModelSpec | GpuSpec]  # the plan's single preset files, read and validated
 
     def resolve(self, kind: Kind, ref: str) -> Any:
-        """A spec by name (the plan's files, then its folders, user and shipped presets) or by path relative to the plan."""
+        """A spec by name (the plan's files, then its folders, user and shipped presets), by path
+        relative to the plan, or (models) by Hugging Face repo id when no such path exists."""
         wanted = _SPEC_TYPES[kind]
         spec = next((s for s in self.specs if s.name == ref and isinstance(s, wanted)), None)
         if spec is not None:
             return spec
+        from kvcalc.sources import hub
+
+        if kind == "models" and (repo := hub.repo_reference(ref, self.base)) is not None:
+            return hub.model_from_hub(*repo)
         if _is_path(ref):
             return resolve(kind, str(self.base / ref))
         return resolve(kind, ref, self.folders)

@@ -168,3 +168,26 @@ def test_plan_types_are_strict(cli, tmp_path: Path, field: str, expected: str) -
     plan = _plan(tmp_path, f"workloads:\n  - {{name: a, model: llama3-8b, gpu: h100-sxm, seq: 8, {field}}}\n")
     result = cli("check", plan)
     assert result.exit_code == 2 and expected in result.stderr
+
+
+def test_a_plan_names_models_by_hugging_face_repo_id(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`model: org/name` resolves as --model does: a repo id, unless that path exists relative to the plan."""
+    from .test_sources_hub import cache_repo
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cache_repo(tmp_path / "hub", "meta-llama/Meta-Llama-3-8B")
+    (tmp_path / "plans" / "org").mkdir(parents=True)
+    (tmp_path / "plans" / "org" / "name").write_text((FIXTURES / "check" / "presets" / "our-13b.yaml").read_text())
+    plan = _plan(
+        tmp_path / "plans",
+        "workloads:\n"
+        "  - {name: hub, model: meta-llama/Meta-Llama-3-8B, memory: 80GiB, seq: 8192, batch: 2}\n"
+        "  - {name: file, model: org/name, memory: 80GiB, seq: 8192}\n",
+    )
+    hub, file = cli.json("check", plan)["workloads"]
+    assert hub["model"] == "meta-llama/Meta-Llama-3-8B" and hub["kv_bytes_per_gpu"] == 2 * 2**30  # 1 GiB a sequence
+    assert file["model"] == "our-13b"
+    missing = _plan(tmp_path / "plans", "workloads:\n  - {name: x, model: org/other.yaml, memory: 80GiB, seq: 8}\n")
+    result = cli("check", missing)
+    assert result.exit_code == 2 and "org/other.yaml: no such file" in result.stderr

@@ -27,9 +27,9 @@ FILE_SUFFIXES = (".yaml", ".yml", ".json", ".gguf")  # a reference ending so is 
 _TRUE = {"1", "ON", "YES", "TRUE"}  # huggingface_hub's reading of HF_HUB_OFFLINE
 
 
-def repo_reference(ref: str) -> tuple[str, str | None] | None:
+def repo_reference(ref: str, base: Path = Path()) -> tuple[str, str | None] | None:
     """(repo id, revision or None) when `ref` reads as org/name[@revision] and no file of that
-    relative path exists; None otherwise.
+    path relative to `base` (a plan's folder; the working one by default) exists; None otherwise.
 
     >>> repo_reference("Qwen/Qwen3-8B@main"), repo_reference("llama3-8b"), repo_reference("models/x.yaml")
     (('Qwen/Qwen3-8B', 'main'), None, None)
@@ -38,7 +38,7 @@ def repo_reference(ref: str) -> tuple[str, str | None] | None:
     if match is None or ref.endswith(FILE_SUFFIXES) or ".." in ref or "--" in match.group("repo"):
         return None
     try:
-        if Path(ref).exists():
+        if (base / ref).exists():
             return None  # a file or folder of that relative path wins over the repo id
     except OSError:
         pass
