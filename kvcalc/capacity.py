@@ -323,7 +323,8 @@ def budget(
     gpu = GpuMemory(total_bytes=memory_bytes, name=gpu_name)
     on_gpu = workload.model_copy(update={"engine": rules.defaults_on(workload.engine, gpu)})
     stages = stage_weights(model, workload, params, fmt)
-    return rules.budget(model, on_gpu, gpu, stages, activation_dtype(model, fmt), utilization, reserve_bytes)
+    found = rules.budget(model, on_gpu, gpu, stages, activation_dtype(model, fmt), utilization, reserve_bytes)
+    return found.model_copy(update={"explain": [*model.origin(), *found.explain]})  # first, where the model comes from
 
 
 def _largest(fits: Callable[[int], bool], limit: int) -> int:

@@ -261,7 +261,7 @@ def _explain(
     else:
         b = f"{packing.block_bytes} B per {packing.block_values} values ({dtype.value}, scales included)"
     rules = engines.profile(workload.engine)
-    lines = [f"model {model.name}: {model.source}"] if model.source else []  # where it came from: preset, file, GGUF, Hub
+    lines = model.origin()
     lines += [f"rule: {rule}" for rule in rules.rules(model, workload)]
     lines.append(f"b = bytes per element = {b}")
     for g in groups:

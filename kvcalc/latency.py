@@ -270,6 +270,8 @@ def decode(
         model, workload, gpu, fmt, read, kv_read, flops, line, profile, efficiency, overhead_seconds_per_layer
     )
     explain = [
+        *model.origin(),
+        *gpu.origin(),
         f"weights read = {weights_formula(read, fmt)}"
         + (f" / tp {workload.tp}" if workload.tp > 1 else "")
         + f" = {weights_read:,} B",

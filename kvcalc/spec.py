@@ -154,6 +154,11 @@ class ModelSpec(Strict):
             raise ValueError(f"params ({self.params}) must equal stored_weights.params ({self.stored_weights.params})")
         return self
 
+    def origin(self) -> list[str]:
+        """--explain's first line: where the model comes from (a preset's published config, a file,
+        a GGUF, a Hub repo at its revision), when the spec says."""
+        return [f"model {self.name}: {self.source}"] if self.source else []
+
     @property
     def key_dim(self) -> int:
         """Width of one K head (differs from V's in DeepSeek's decompressed MLA)."""
@@ -190,6 +195,10 @@ class GpuSpec(Strict):
     )
     source: str | None = None
     notes: str | None = None
+
+    def origin(self) -> list[str]:
+        """--explain's line saying where the GPU's figures come from (a datasheet, this machine's tool)."""
+        return [f"gpu {self.name}: {self.source}"] if self.source else []
 
 
 EngineName = Literal["textbook", "hf", "vllm", "llamacpp", "sglang", "trtllm"]
