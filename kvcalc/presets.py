@@ -490,23 +490,17 @@ def load_gpu(ref: str, extra_dirs: Sequence[str | Path] | None = None) -> GpuSpe
     return resolve("gpus", ref, extra_dirs)  # type: ignore[no-any-return]
 
 
-# (substrings all present in the lower-cased device name) -> preset; first match wins.
-_DEVICE_NAMES: list[tuple[tuple[str, ...], str]] = [
-    (("h100", "pcie"), "h100-pcie"), (("h100",), "h100-sxm"), (("h200",), "h200"), (("gb200",), "gb200"), (("b200",), "b200"),
-    (("a100", "80gb"), "a100-80gb"), (("a100",), "a100-40gb"), (("l40s",), "l40s"), (("l4",), "l4"), (("a10g",), "a10g"),
-    (("t4",), "t4"), (("v100",), "v100-32gb"), (("4090",), "rtx4090"), (("3090",), "rtx3090"), (("5090",), "rtx5090"),
-    (("mi300x",), "mi300x"), (("mi325x",), "mi325x"),
-]  # fmt: skip
-
-
 def recognise_gpu(device_name: str) -> str | None:
-    """The preset of a device name as torch reports it, e.g. 'NVIDIA H100 80GB HBM3' -> h100-sxm.
+    """The preset one of whose `aliases` is a device name as torch or nvidia-smi reports it, e.g.
+    'NVIDIA H100 80GB HBM3' -> h100-sxm (the aliases are the one list of vendors' names).
 
     >>> recognise_gpu("NVIDIA H100 80GB HBM3"), recognise_gpu("NVIDIA A100-SXM4-80GB"), recognise_gpu("AMD EPYC")
     ('h100-sxm', 'a100-80gb', None)
     """
-    name = device_name.lower()
-    return next((preset for parts, preset in _DEVICE_NAMES if all(p in name for p in parts)), None)
+    from kvcalc.sources.gpus import gpu_by_device_name
+
+    found = gpu_by_device_name(device_name, None)
+    return found.name if found is not None else None
 
 
 class PlanPresets(Frozen):
