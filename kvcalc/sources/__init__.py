@@ -68,7 +68,7 @@ def tensor_parallel(value: int | str) -> int:
     if value.strip().lower() == "auto":
         from kvcalc.sources import gpus
 
-        return len(gpus.identical("--tp auto", "give --tp N"))
+        return gpus.tensor_parallel_gpus()
     try:
         return int(value.strip())
     except ValueError:
