@@ -281,7 +281,7 @@ def test_cached_shards_give_the_exact_stored_bytes(cli, cache: Path) -> None:
     )
     text = cli("size", "--model", "meta-llama/Meta-Llama-3-8B", "--seq", "8192", "--explain").stdout
     assert "weights summed from the headers of its 4 safetensors shards" in text
-    assert "8,030,261,248 params (summed from the file's tensors) in BF16 (as stored)" in text
+    assert "8,030,261,248 params (summed from the checkpoint's tensors) in BF16 (as stored)" in text
 
 
 def test_stored_bytes_differ_from_the_configs_dtype(cli, cache: Path) -> None:
@@ -406,3 +406,15 @@ def test_a_corrupt_cached_shard_is_an_error(cli, cache: Path) -> None:
     (snapshot / "model.safetensors").write_bytes(b"\xff" * 8)
     result = cli("size", "--model", "org/model", "--seq", "1")
     assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "not a safetensors file" in result.stderr
+
+
+def test_the_readme_fixture_cache_is_what_the_script_writes(cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    from scripts.make_hf_cache_fixture import SNAPSHOT, fixture_files
+
+    assert {name: (SNAPSHOT / name).read_bytes() for name in fixture_files()} == fixture_files(), (
+        "run python scripts/make_hf_cache_fixture.py"
+    )
+    monkeypatch.setenv("HF_HUB_CACHE", str(SNAPSHOT.parents[2]))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    stored = cli.json("presets", "show", "meta-llama/Meta-Llama-3-8B")["spec"]["stored_weights"]
+    assert stored == {"bytes": LLAMA_BYTES, "params": LLAMA_PARAMS, "types": {"BF16": LLAMA_PARAMS}}
