@@ -93,7 +93,9 @@ def weights_line(params: ParamCount | None, weights_bytes: int | None, fmt: Weig
     if params is None or weights_bytes is None:
         console.print(f"weights: {escape(unknown)}", soft_wrap=True)
         return
-    how = "summed from the checkpoint's tensors" if fmt.stored else "counted from the shapes" if params.from_shapes else "published"
+    how = (
+        "summed from the checkpoint's tensors" if fmt.stored else "counted from the shapes" if params.from_shapes else "published"
+    )
     active = f", {params.active:,} active per token" if params.active != params.total else ""
     console.print(
         f"weights: {params.total:,} params ({how}{active}) in {fmt.label} = {_bytes_cell(weights_bytes, decimal)}",
