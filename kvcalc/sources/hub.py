@@ -130,15 +130,13 @@ class Weights(NamedTuple):
     how: str
 
 
-def model_from_config(path: Path, name: str, source: str, weights: Weights | None = None) -> ModelSpec:
-    """A config.json's model; with `weights`, their exact stored bytes, and where they came from in its source."""
+def model_from_config(path: Path, name: str, source: str, weights: Weights) -> ModelSpec:
+    """A config.json's model with the weights' exact stored bytes when found; its source says where they came from."""
     from kvcalc.hf_config import model_fields_from_hf
     from kvcalc.presets import read_mapping, validate
 
     fields = {**model_fields_from_hf(read_mapping(path), default_name=name, origin=str(path)), "name": name}
     spec: ModelSpec = validate("models", {**fields, "source": source}, str(path))
-    if weights is None:
-        return spec
     if not weights.tensors:
         return spec.model_copy(update={"source": f"{source}; weights counted from config.json: {weights.how}"})
     stored = safetensors.stored_weights(weights.tensors)
