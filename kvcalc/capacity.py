@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 from kvcalc import engines
 from kvcalc.base import Frozen
-from kvcalc.engines import Budget, EngineLogLine, StageLayer
+from kvcalc.engines import Budget, EngineLogLine, GpuMemory, Pool, StageLayer, StageWeights
 from kvcalc.errors import InvalidInput
 from kvcalc.kvcache import (
     batch_bytes,
@@ -22,10 +22,8 @@ from kvcalc.kvcache import (
     state_layout,
 )
 from kvcalc.spec import GpuSpec, ModelSpec, StoredWeights, Workload, cache_dtypes
-from kvcalc.units import PACKING, DType, GiB, format_bytes
+from kvcalc.units import PACKING, DType, format_bytes
 
-DEFAULT_UTILIZATION = 0.90  # vLLM's gpu_memory_utilization default
-DEFAULT_RESERVE_BYTES = 1 * GiB  # CUDA context + cuBLAS workspace + a chunked prefill's activations
 UNBOUNDED_CONTEXT = 2**31  # search limit: the largest count a workload accepts
 
 
@@ -137,10 +135,14 @@ def unknown_weights(model: ModelSpec) -> str:
             f"{model.name} is a hybrid model and gives no params: kvcalc counts the parameters of attention layers only,"
             " so its weights are unknown: add its published params (and active_params for a MoE) to its preset"
         )
-    return (
-        f"{model.name} gives neither params nor hidden, intermediate and vocab, so its weights are unknown:"
-        " add params (or those three) to its preset"
+    source = model.source or ""
+    config = source.split("config.json at ", 1)[1] if "config.json at " in source else None  # name the file, not its folder
+    fix = (
+        f"add hidden_size, intermediate_size and vocab_size to {config}"
+        if config
+        else "add params (or those three) to its preset"
     )
+    return f"{model.name} gives neither params nor hidden, intermediate and vocab, so its weights are unknown: {fix}"
 
 
 def require_params(model: ModelSpec) -> ParamCount:
@@ -163,7 +165,9 @@ class WeightFormat(Frozen):
     dtype: DType
     embeddings: DType
     experts: DType
-    stored: StoredWeights | None = None  # the checkpoint's exact bytes (a GGUF's tensors), when no dtype is requested
+    stored: StoredWeights | None = (
+        None  # the checkpoint's exact bytes (a GGUF's or safetensors' headers), when no dtype is requested
+    )
 
     def other_than_layers(self, dtype: DType) -> DType | None:
         """`dtype` when it differs from the layers', else None (the JSON names only what differs)."""
@@ -274,28 +278,42 @@ def stage_params(model: ModelSpec, params: ParamCount, pp: int) -> list[StagePar
     return result
 
 
-def _weights_per_gpu(model: ModelSpec, workload: Workload, params: ParamCount, fmt: WeightFormat) -> tuple[int, list[str]]:
-    """Weights on one GPU and their --explain lines: the largest pipeline stage's, split over tp."""
+def stage_weights(model: ModelSpec, workload: Workload, params: ParamCount, fmt: WeightFormat) -> list[StageWeights]:
+    """The weights one GPU of each pipeline stage holds (its stage's, split over tp), with their
+    --explain lines."""
     tp, pp = workload.tp, workload.pp
     if pp == 1:
         weights = per_gpu(weight_bytes(params, fmt), tp)
-        return weights, [
-            f"weights = {weights_formula(params, fmt)} / (tp {tp} * pp {pp}) = {weights:,} B ({format_bytes(weights)}) per GPU"
-        ]
-    stages = stage_params(model, params, pp)
-    sizes = [weight_bytes(stage.count(), fmt) for stage in stages]
-    largest = sizes.index(max(sizes))
-    stage = stages[largest]
-    weights = per_gpu(sizes[largest], tp)
+        line = f"weights = {weights_formula(params, fmt)} / (tp {tp} * pp {pp}) = {weights:,} B ({format_bytes(weights)}) per GPU"
+        return [StageWeights(stage=0, first_layer=0, last_layer=model.layers - 1, weights_bytes=weights, explain=[line])]
     holds = "its layers; the first also the embedding table, the last the final norm and LM head (a copy of the table when tied)"
     if not params.embeddings:
         holds = "its layers' share of the published count (the preset gives no shapes to place the embeddings)"
-    return weights, [
-        f"pipeline stages of {'/'.join(str(s.last_layer - s.first_layer + 1) for s in stages)} layers: each holds {holds};"
-        " a GPU holds the largest stage / tp (vllm/model_executor/models/llama.py)",
-        f"weights = stage {largest + 1} of {pp} (layers {stage.first_layer}-{stage.last_layer}):"
-        f" {weights_formula(stage.count(), fmt)} / tp {tp} = {weights:,} B ({format_bytes(weights)}) per GPU",
-    ]
+    stages = stage_params(model, params, pp)
+    split = (
+        f"pipeline stages of {'/'.join(str(s.last_layer - s.first_layer + 1) for s in stages)} layers: each holds {holds}"
+        " (vllm/model_executor/models/llama.py)"
+    )
+    result = []
+    for i, stage in enumerate(stages):
+        weights = per_gpu(weight_bytes(stage.count(), fmt), tp)
+        line = (
+            f"weights = stage {i + 1} of {pp} (layers {stage.first_layer}-{stage.last_layer}):"
+            f" {weights_formula(stage.count(), fmt)} / tp {tp} = {weights:,} B ({format_bytes(weights)}) per GPU"
+        )
+        result.append(
+            StageWeights(
+                stage=i, first_layer=stage.first_layer, last_layer=stage.last_layer, weights_bytes=weights, explain=[split, line]
+            )
+        )
+    return result
+
+
+def activation_dtype(model: ModelSpec, fmt: WeightFormat) -> DType:
+    """The dtype a forward pass computes in: the weights' when they are a 16- or 32-bit float, else
+    the model's when it is one, else bf16 (quantized checkpoints compute in 16 bits)."""
+    floats = (DType.fp32, DType.fp16, DType.bf16)
+    return fmt.dtype if fmt.dtype in floats else model.dtype if model.dtype in floats else DType.bf16
 
 
 def budget(
@@ -303,19 +321,31 @@ def budget(
     workload: Workload,
     memory_bytes: int,
     weights: WeightFormat | None = None,
-    utilization: float = DEFAULT_UTILIZATION,
-    reserve_bytes: int = DEFAULT_RESERVE_BYTES,
+    utilization: float | None = None,
+    reserve_bytes: int | None = None,
+    gpu_name: str | None = None,
 ) -> Budget:
-    """What one GPU leaves for the KV cache, by the engine's budget (today every engine's:
-    memory * utilization - weights per GPU - reserve); the weights per GPU those of the largest
-    pipeline stage, in the checkpoint's format unless `weights` says otherwise."""
-    if not 0 < utilization <= 1:
-        raise InvalidInput(f"--utilization {utilization} must be in (0, 1]")
-    if reserve_bytes < 0:
+    """What one GPU leaves for the KV cache, by the engine's own budget (engines.<name>.budget):
+    textbook, hf and llama.cpp memory * utilization - weights - reserve; vLLM, SGLang and
+    TensorRT-LLM their fractions and modelled overheads, which --reserve replaces. The weights per
+    GPU are each pipeline stage's, in the checkpoint's format unless `weights` says otherwise;
+    `gpu_name` picks the engine's defaults for that GPU (vLLM's for an A100)."""
+    rules = engines.profile(workload.engine)
+    if utilization is not None:
+        if rules.fraction_option is not None:
+            flag = rules.fraction_option.replace("_", "-")
+            raise InvalidInput(f"--utilization does not apply to --engine {rules.name}: it takes --{flag}")
+        if not 0 < utilization <= 1:
+            raise InvalidInput(f"--utilization {utilization} must be in (0, 1]")
+    if reserve_bytes is not None and reserve_bytes < 0:
         raise InvalidInput("--reserve must not be negative")
     params = require_params(model)
-    weights_per_gpu, explain = _weights_per_gpu(model, workload, params, weights or weight_format(model))
-    return engines.profile(workload.engine).budget(memory_bytes, utilization, reserve_bytes, weights_per_gpu, explain)
+    fmt = weights or weight_format(model)
+    gpu = GpuMemory(total_bytes=memory_bytes, name=gpu_name)
+    on_gpu = workload.model_copy(update={"engine": rules.defaults_on(workload.engine, gpu)})
+    stages = stage_weights(model, workload, params, fmt)
+    found = rules.budget(model, on_gpu, gpu, stages, activation_dtype(model, fmt), utilization, reserve_bytes)
+    return found.model_copy(update={"explain": [*model.origin(), *found.explain]})  # first, where the model comes from
 
 
 def _largest(fits: Callable[[int], bool], limit: int) -> int:
@@ -333,27 +363,30 @@ def _largest(fits: Callable[[int], bool], limit: int) -> int:
     return low
 
 
-def max_batch(model: ModelSpec, workload: Workload, usable_bytes: int) -> int:
+def holds(model: ModelSpec, workload: Workload, usable_bytes: int, pools: Sequence[Pool] = ()) -> bool:
+    """Whether the workload's cache fits at its peak: in `usable` bytes per GPU, or, when the
+    engine carves the memory into token pools, in every pool (each sequence holds its tokens of
+    the pool's window there)."""
+    if not pools:
+        return batch_bytes(model, workload, peak=True).per_gpu <= usable_bytes
+    rules = engines.profile(workload.engine)
+    units = rules.allocation_units(workload)
+    return all(units * rules.peak_tokens_per_unit(workload, pool.window, workload.seq) <= pool.tokens for pool in pools)
+
+
+def max_batch(model: ModelSpec, workload: Workload, usable_bytes: int, pools: Sequence[Pool] = ()) -> int:
     """The largest number of sequences, each with the workload's context, whose cache fits in
-    `usable` bytes per GPU at its peak (0 when none does)."""
+    `usable` bytes per GPU (or the engine's pools) at its peak (0 when none does)."""
     reshape = engines.profile(workload.engine).reshape
-
-    def fits(batch: int) -> bool:
-        return batch_bytes(model, reshape(workload, batch=batch), peak=True).per_gpu <= usable_bytes
-
-    return _largest(fits, UNBOUNDED_CONTEXT)
+    return _largest(lambda batch: holds(model, reshape(workload, batch=batch), usable_bytes, pools), UNBOUNDED_CONTEXT)
 
 
-def max_context(model: ModelSpec, workload: Workload, usable_bytes: int, limit: int) -> int:
+def max_context(model: ModelSpec, workload: Workload, usable_bytes: int, limit: int, pools: Sequence[Pool] = ()) -> int:
     """The longest context per sequence, up to `limit`, whose cache for the workload's batch fits in
-    `usable` bytes per GPU at its peak; solved exactly by bisection (bytes grow monotonically with
-    the context, but not linearly once window layers saturate)."""
+    `usable` bytes per GPU (or the engine's pools) at its peak; solved exactly by bisection (bytes
+    grow monotonically with the context, but not linearly once window layers saturate)."""
     reshape = engines.profile(workload.engine).reshape
-
-    def fits(context: int) -> bool:
-        return batch_bytes(model, reshape(workload, context=context), peak=True).per_gpu <= usable_bytes
-
-    return _largest(fits, limit)
+    return _largest(lambda context: holds(model, reshape(workload, context=context), usable_bytes, pools), limit)
 
 
 def gpu_memory(gpu: GpuSpec | None, memory_bytes: int | None) -> int:
@@ -379,33 +412,50 @@ class FitReport(Frozen):
     exact_bytes_per_sequence_per_gpu: int
     state_bytes_per_sequence_per_gpu: int = 0  # hybrid models: the fixed state every sequence adds, whatever its context
     kv_bytes_per_gpu: int  # the workload's batch, KV and state
-    fits: bool  # weights and the batch's KV within the budget
-    weights_fit: bool
+    fits: bool  # weights and the batch's KV within the budget (and its pools)
+    weights_fit: bool  # the budget leaves room for a cache at all
     shortfall_bytes: int  # how much more memory the workload needs (0 when it fits)
     max_batch: int
     max_batch_limit: Literal["memory", "max_seqs"]
     max_context: int
-    max_context_limit: Literal["memory", "max_positions", "max_cache_len", "unbounded"]
+    max_context_limit: Literal["memory", "max_positions", "max_cache_len", "max_seq_len", "unbounded"]
     paging_waste_bytes_at_max_batch: int
-    engine_log: list[EngineLogLine]  # figures the engine itself would log (vLLM: its "Maximum concurrency")
+    pools: list[Pool]  # the token pools the engine sizes at start-up (SGLang, TensorRT-LLM); empty: one budget
+    engine_log: list[EngineLogLine]  # figures the engine itself would log, computed its way
     max_batch_by_context: dict[int, int]
 
 
+def _shortfall(model: ModelSpec, workload: Workload, usable: int, pools: Sequence[Pool]) -> int:
+    """Bytes the workload's cache needs beyond the budget, or beyond each pool it overflows."""
+    if not pools:
+        return max(0, batch_bytes(model, workload, peak=True).per_gpu - usable)
+    rules = engines.profile(workload.engine)
+    units = rules.allocation_units(workload)
+    need = {pool.name: units * rules.peak_tokens_per_unit(workload, pool.window, workload.seq) for pool in pools}
+    return sum(max(0, need[pool.name] - pool.tokens) * pool.bytes_per_token for pool in pools)
+
+
 def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | None = None) -> FitReport:
-    """Max batch at the workload's context, max context at its batch, and which limit binds each.
+    """Max batch at the workload's context, max context at its batch, and which limit binds each,
+    under the engine's options as the budget assumed them (its defaults on the GPU filled in).
     A batch fits when its peak fits (transformers' sliding layers right after a long prefill)."""
+    workload = workload.model_copy(update={"engine": budget_.engine})
     rules = engines.profile(workload.engine)
     rules.check_supported(model, workload, kv_dtype(model, workload))  # as estimate_kv: what the engine refuses
     usable = budget_.usable_bytes
-    by_memory = max_batch(model, workload, usable)
-    best_batch = min(by_memory, max_seqs) if max_seqs else by_memory
+    stage = _first_stage_layers(model, workload)
+    pools = rules.pools(model, workload, usable, stage)
+    by_memory = max_batch(model, workload, usable, pools)
+    caps = [cap for cap in (max_seqs, rules.max_sequences(workload)) if cap]
+    best_batch = min([by_memory, *caps])
     limit, limit_reason = rules.context_limit(model, workload)
-    context = max_context(model, workload, usable, limit or UNBOUNDED_CONTEXT)
+    context = max_context(model, workload, usable, limit or UNBOUNDED_CONTEXT, pools)
     need = batch_bytes(model, workload, peak=True).per_gpu
     at_best = rules.reshape(workload, batch=max(best_batch, 1))
     waste = _waste_per_gpu(model, at_best) if best_batch else 0
     state = state_bytes(model, settled(model, workload)).per_gpu
     contexts = sorted({s for s in STANDARD_CONTEXTS if s <= (limit or UNBOUNDED_CONTEXT)} | ({limit} if limit else set()))
+    budget_holds = usable >= 0 and budget_.overcommitted_bytes == 0
     return FitReport(
         budget=budget_,
         seq=workload.seq,
@@ -416,16 +466,17 @@ def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | N
         + _over_stages_max(model, workload, state_layout(model, workload).exact_bytes),
         state_bytes_per_sequence_per_gpu=state,
         kv_bytes_per_gpu=need,
-        fits=need <= usable,
-        weights_fit=usable >= 0,
-        shortfall_bytes=max(0, need - usable),
-        max_batch=best_batch,
-        max_batch_limit="max_seqs" if max_seqs and max_seqs < by_memory else "memory",
-        max_context=context,
+        fits=budget_holds and holds(model, workload, usable, pools),
+        weights_fit=budget_holds,
+        shortfall_bytes=_shortfall(model, workload, usable, pools) + budget_.overcommitted_bytes,
+        max_batch=best_batch if budget_holds else 0,
+        max_batch_limit="max_seqs" if caps and min(caps) < by_memory else "memory",
+        max_context=context if budget_holds else 0,
         max_context_limit=limit_reason if context == (limit or UNBOUNDED_CONTEXT) else "memory",
         paging_waste_bytes_at_max_batch=waste,
-        engine_log=rules.log_lines(model, workload, usable, _first_stage_layers(model, workload)) + _state_log(model, workload),
-        max_batch_by_context={s: max_batch(model, rules.reshape(workload, context=s), usable) for s in contexts},
+        pools=pools,
+        engine_log=rules.log_lines(model, workload, usable, stage) + _state_log(model, workload),
+        max_batch_by_context={s: max_batch(model, rules.reshape(workload, context=s), usable, pools) for s in contexts},
     )
 
 
@@ -435,7 +486,9 @@ def _first_stage_layers(model: ModelSpec, workload: Workload) -> list[StageLayer
     caches = layer_caches(model, workload.tp, workload.engine)
     return [
         StageLayer(
-            window=caches[i].window, bytes_per_token=layer_bytes_per_token(caches[i], *dtypes), chunked=caches[i].kind == "chunked"
+            window=caches[i].window,
+            bytes_per_token=layer_bytes_per_token(caches[i], *dtypes),
+            chunked=caches[i].kind == "chunked",
         )
         for i in pipeline_stages(model.layers, workload.pp)[0]
         if caches[i].kind != "none" and not caches[i].shared

@@ -15,6 +15,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, StrictBool, ValidationIn
 from kvcalc import capacity, engines, latency
 from kvcalc.base import Strict, first_repeated
 from kvcalc.kvcache import estimate_kv
+from kvcalc.latency import DecodeJudge
 from kvcalc.spec import Count, DTypeName, Engine, GpuSpec, ModelSpec, Name, Number, Workload
 from kvcalc.units import parse_size
 
@@ -49,8 +50,8 @@ class PlannedWorkload(Strict):
     weight_dtype: DTypeName | None = None
     block_size: Count | None = None
     engine: Engine = Engine()  # a name (vllm) or a mapping with options ({name: vllm, max_num_batched_tokens: 8192})
-    utilization: Annotated[float, Number] = Field(default=capacity.DEFAULT_UTILIZATION, gt=0, le=1)
-    reserve: str = "1GiB"
+    utilization: Annotated[float, Number, Field(gt=0, le=1)] | None = None  # textbook, hf, llamacpp (default 0.9)
+    reserve: str | None = None  # default: 1GiB for textbook, hf and llamacpp; the engine's modelled overheads otherwise
     expect: Expect = Expect()
 
     @field_validator("engine", mode="before")
@@ -87,9 +88,11 @@ class PlannedWorkload(Strict):
 
 
 class Plan(Strict):
-    """A plan file: extra preset files or folders (relative to the plan) and the workloads."""
+    """A plan file: extra preset files or folders (relative to the plan), which decode time
+    decode_ms_at_most judges (the expected one by default, or the roofline) and the workloads."""
 
     presets: list[str] = []
+    decode_judge: DecodeJudge = "expected"
     workloads: list[PlannedWorkload] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -121,7 +124,10 @@ class WorkloadVerdict(Strict):
     max_context: int
     kv_bytes_per_gpu: int
     usable_bytes: int
-    decode_ms: float | None
+    decode_ms: float | None  # the time decode_ms_at_most judges: decode_judge's
+    decode_judge: DecodeJudge
+    decode_roofline_ms: float | None
+    decode_expected_ms: float | None
     assertions: list[Assertion]
     warnings: list[str] = []
 
@@ -134,16 +140,20 @@ class CheckReport(Strict):
     workloads: list[WorkloadVerdict]
 
 
-def check_workload(planned: PlannedWorkload, model: ModelSpec, gpu: GpuSpec | None) -> WorkloadVerdict:
-    """Compute the figures of one workload and test each expectation against them."""
+def check_workload(
+    planned: PlannedWorkload, model: ModelSpec, gpu: GpuSpec | None, decode_judge: DecodeJudge = "expected"
+) -> WorkloadVerdict:
+    """Compute the figures of one workload and test each expectation against them; decode_ms_at_most
+    judges the expected time per token, or the roofline's."""
     work = Workload(**{field: getattr(planned, field) for field in Workload.model_fields})  # a plan row names them all
     weights = capacity.weight_format(model, planned.weight_dtype)
     memory = capacity.gpu_memory(gpu, parse_size(planned.memory) if planned.memory else None)
-    reserve = parse_size(planned.reserve, allow_zero=True)
-    budget = capacity.budget(model, work, memory, weights, planned.utilization, reserve)
+    reserve = parse_size(planned.reserve, allow_zero=True) if planned.reserve is not None else None
+    budget = capacity.budget(model, work, memory, weights, planned.utilization, reserve, gpu.name if gpu else None)
     report = capacity.fit(model, work, budget)
-    kv_bytes = estimate_kv(model, work).bytes_per_gpu
-    decode_ms = latency.decode(model, work, gpu, weights).seconds_per_token * 1e3 if gpu else None
+    kv_bytes = estimate_kv(model, work.model_copy(update={"engine": budget.engine})).bytes_per_gpu
+    step = latency.decode(model, work, gpu, weights) if gpu else None
+    decode_ms = step.seconds_by(decode_judge) * 1e3 if step else None
     expect = planned.expect
     # (expectation, kvcalc's figure, whether the figure meets the limit)
     rules: list[tuple[str, Any, Callable[[Any, Any], bool]]] = [
@@ -169,6 +179,9 @@ def check_workload(planned: PlannedWorkload, model: ModelSpec, gpu: GpuSpec | No
         kv_bytes_per_gpu=kv_bytes,
         usable_bytes=budget.usable_bytes,
         decode_ms=decode_ms,
+        decode_judge=decode_judge,
+        decode_roofline_ms=step.seconds_per_token * 1e3 if step else None,
+        decode_expected_ms=step.expected_seconds_per_token * 1e3 if step else None,
         assertions=checks,
         warnings=[w for w in [engines.beyond_max_positions(model, work)] if w],
     )

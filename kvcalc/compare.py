@@ -6,17 +6,18 @@ only derives the variant specs, picks the baseline and subtracts.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import ValidationError
 
 from kvcalc import capacity, latency
-from kvcalc.base import Frozen
+from kvcalc.base import Frozen, first_repeated
 from kvcalc.capacity import WeightFormat
 from kvcalc.engines import Budget
 from kvcalc.errors import InvalidInput
 from kvcalc.kvcache import LayerCache, attention_layers, estimate_kv, layer_bytes_per_token, layer_caches
-from kvcalc.latency import Bound
+from kvcalc.latency import Bound, DecodeJudge
 from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload
 from kvcalc.units import DType
 
@@ -52,6 +53,24 @@ def parse_variant(name: str) -> Variant | None:
     if not count.isdigit() or int(count) < 1:
         raise InvalidInput(f"variant {name!r}: G in gqa:G must be a whole number of KV heads, at least 1")
     return Variant(name=key, kind=kind, kv_heads=int(count))
+
+
+def parse_variants(names: Sequence[str]) -> list[Variant]:
+    """A list of variant names (measure's --variants), each a known variant and named once.
+
+    >>> [v.name for v in parse_variants(["MHA", "gqa:4"])]
+    ['mha', 'gqa:4']
+    """
+    variants = []
+    for name in names:
+        variant = parse_variant(name)
+        if variant is None:
+            raise InvalidInput(f"unknown variant {name!r}: choose {VARIANT_HELP}")
+        variants.append(variant)
+    twice = first_repeated([v.name for v in variants])
+    if twice is not None:
+        raise InvalidInput(f"variant {twice!r} is named twice: name each variant once")
+    return variants
 
 
 def derive(
@@ -101,15 +120,19 @@ class RowFit(Frozen):
     fits: bool  # the batch at the context
     max_batch: int
     max_context: int
-    max_context_limit: Literal["memory", "max_positions", "max_cache_len", "unbounded"]
+    max_context_limit: Literal["memory", "max_positions", "max_cache_len", "max_seq_len", "unbounded"]
 
 
 class RowDecode(Frozen):
-    """One decode step of the batch at the context (latency.decode)."""
+    """One decode step of the batch at the context (latency.decode): the roofline's figures, and the
+    expected time by the engine's decode profile."""
 
-    seconds_per_token: float
+    seconds_per_token: float  # the roofline's
     bound: Bound
     tokens_per_s: float
+    expected_seconds_per_token: float
+    expected_tokens_per_s: float
+    profile: str  # the decode profile of the expected time
 
 
 class CompareRow(Frozen):
@@ -146,6 +169,7 @@ class Comparison(Frozen):
     seq: int
     batch: int
     tp: int
+    decode_judge: DecodeJudge  # which decode time the table shows: the expected one or the roofline
     baseline: Baseline
     note: str | None
     variants: list[CompareRow]
@@ -153,6 +177,8 @@ class Comparison(Frozen):
 
 def _row(subject: Subject, workload: Workload, gpu: GpuSpec | None) -> CompareRow:
     spec = subject.spec
+    if subject.budget is not None:  # the engine's defaults on the GPU, as the budget assumed them
+        workload = workload.model_copy(update={"engine": subject.budget.engine})
     kv = estimate_kv(spec, workload)
     attention = attention_layers(layer_caches(spec, workload.tp, workload.engine))
     layer = attention[0] if attention else LayerCache(kind="none", window=None, kv_heads=0, k_values=0, v_values=0)
@@ -188,7 +214,14 @@ def _fit(spec: ModelSpec, workload: Workload, budget: Budget) -> RowFit:
 
 def _decode(spec: ModelSpec, workload: Workload, gpu: GpuSpec, weights: WeightFormat) -> RowDecode:
     step = latency.decode(spec, workload, gpu, weights)
-    return RowDecode(seconds_per_token=step.seconds_per_token, bound=step.roofline.bound, tokens_per_s=step.tokens_per_s)
+    return RowDecode(
+        seconds_per_token=step.seconds_per_token,
+        bound=step.roofline.bound,
+        tokens_per_s=step.tokens_per_s,
+        expected_seconds_per_token=step.expected_seconds_per_token,
+        expected_tokens_per_s=step.expected_tokens_per_s,
+        profile=step.expected.profile,
+    )
 
 
 def _with_savings(row: CompareRow, baseline: CompareRow) -> CompareRow:
@@ -219,11 +252,15 @@ def _engines_note(base: ModelSpec) -> str:
 
 def compare(
     subjects: list[Subject], workload: Workload, kv_dtypes: list[DType | None], gpu: GpuSpec | None = None,
-    base: ModelSpec | None = None,
+    base: ModelSpec | None = None, decode_judge: DecodeJudge = "expected",
 ) -> Comparison:  # fmt: skip
     """Each subject in each cache dtype (None: the model's own), in the order given, with savings per
     batch against the baseline. `base` is the model variants derive from (None when comparing models);
-    a subject's budget adds what fits, `gpu` the decode time."""
+    a subject's budget adds what fits, `gpu` the decode time (both; `decode_judge` says which the
+    table shows). A cache dtype given twice (fp8 and float8 are one) is an error."""
+    twice = first_repeated([d.value for d in kv_dtypes if d is not None])
+    if twice is not None:
+        raise InvalidInput(f"cache dtype {twice!r} is named twice (its aliases name it too): compare each dtype once")
     rows = [
         _row(s, workload.model_copy(update={"kv_dtype": d, "engine": s.engine or workload.engine}), gpu)
         for s in subjects
@@ -238,6 +275,7 @@ def compare(
         seq=workload.seq,
         batch=workload.batch,
         tp=workload.tp,
+        decode_judge=decode_judge,
         baseline=Baseline(name=baseline.name, kv_dtype=baseline.kv_dtype),
         note=(_engines_note(base) if subjects[0].engine else _kept_note(base, subjects)) if base else None,
         variants=[_with_savings(r, baseline) for r in rows],

@@ -6,18 +6,17 @@ every command's output validates against its model and round-trips to the same J
 
 from __future__ import annotations
 
-from typing import Literal
+import functools
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from kvcalc.base import Strict
 from kvcalc.capacity import FitReport, ParamCount
-from kvcalc.check import CheckReport
 from kvcalc.compare import Comparison
 from kvcalc.kvcache import KvEstimate
 from kvcalc.latency import DecodeEstimate, PrefillEstimate
-from kvcalc.measure.report import MeasureReport, VariantResult
-from kvcalc.presets import PresetEntry
+from kvcalc.presets import PresetEntry, PresetProblem
 from kvcalc.spec import GpuSpec, ModelSpec
 from kvcalc.units import DType
 
@@ -75,23 +74,12 @@ class CompareDocument(Comparison):
     gpu: str | None
 
 
-class MeasureDocument(MeasureReport, VariantResult):
-    """`kvcalc measure --json`: the run's fields, the first variant's at top level, and every variant."""
-
-    model_config = ConfigDict(extra="forbid")
-    version: Literal[2] = SCHEMA_VERSION
-
-    @classmethod
-    def of(cls, report: MeasureReport) -> MeasureDocument:
-        """Flatten a report: its first variant's fields beside the run's."""
-        return cls(**report.variants[0].model_dump(), **report.model_dump(exclude={"variants"}), variants=report.variants)
-
-
 class PresetsDocument(Document):
-    """`kvcalc presets list --json`."""
+    """`kvcalc presets list --json`: the usable presets, and the preset files that cannot be used, with why."""
 
     models: list[PresetEntry]
     gpus: list[PresetEntry]
+    errors: list[PresetProblem] = []
 
 
 class PresetDocument(Document):
@@ -101,13 +89,64 @@ class PresetDocument(Document):
     spec: ModelSpec | GpuSpec
 
 
-SCHEMAS: dict[str, type[BaseModel]] = {
-    "size": SizeDocument,
-    "fit": FitDocument,
-    "decode": DecodeDocument,
-    "compare": CompareDocument,
-    "measure": MeasureDocument,
-    "check": CheckReport,
-    "presets-list": PresetsDocument,
-    "presets-show": PresetDocument,
-}
+_MEASURE_DOCUMENTS = ("MeasureDocument", "MeasureDoesNotFitDocument", "MeasureOutput")
+
+
+def __getattr__(name: str) -> Any:
+    """The measure documents and SCHEMAS, defined when first asked for: they need the measure
+    report's models, whose import would cost every other --json run start-up time."""
+    if name == "SCHEMAS":
+        return _schemas()
+    if name in _MEASURE_DOCUMENTS:
+        return _measure_documents()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@functools.cache
+def _measure_documents() -> dict[str, type[BaseModel]]:
+    from kvcalc.measure.report import MeasureReport, VariantResult
+
+    class MeasureDocument(MeasureReport, VariantResult):
+        """`kvcalc measure --json`: the run's fields, the first variant's at top level, and every variant."""
+
+        model_config = ConfigDict(extra="forbid")
+        version: Literal[2] = SCHEMA_VERSION
+        fits: Literal[True] = True  # the cache (shrunk as the notes say) fit and was measured
+
+        @classmethod
+        def of(cls, report: MeasureReport) -> MeasureDocument:
+            """Flatten a report: its first variant's fields beside the run's."""
+            return cls(**report.variants[0].model_dump(), **report.model_dump(exclude={"variants"}), variants=report.variants)
+
+    class MeasureDoesNotFitDocument(Document):
+        """`kvcalc measure --json` when even the smallest cache does not fit or the device runs out
+        of memory (exit 1): what was asked and why; nothing stays allocated."""
+
+        fits: Literal[False] = False
+        model: str
+        device: str
+        reason: str
+
+    class MeasureOutput(RootModel):
+        """`kvcalc measure --json`: the measurement, or why there is none; `fits` tells which."""
+
+        root: Annotated[MeasureDocument | MeasureDoesNotFitDocument, Field(discriminator="fits")]
+
+    return {cls.__name__: cls for cls in (MeasureDocument, MeasureDoesNotFitDocument, MeasureOutput)}
+
+
+@functools.cache
+def _schemas() -> dict[str, type[BaseModel]]:
+    """Each --json command's document model, in the order `kvcalc schema` lists them."""
+    from kvcalc.check import CheckReport
+
+    return {
+        "size": SizeDocument,
+        "fit": FitDocument,
+        "decode": DecodeDocument,
+        "compare": CompareDocument,
+        "measure": _measure_documents()["MeasureOutput"],
+        "check": CheckReport,
+        "presets-list": PresetsDocument,
+        "presets-show": PresetDocument,
+    }

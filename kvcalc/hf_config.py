@@ -1,6 +1,11 @@
 """Turn a Hugging Face config.json mapping into ModelSpec fields. Pure: no I/O.
 
-Field names per architecture as in transformers' configuration_<arch>.py files.
+Field names and defaults per architecture as in transformers' configuration_<arch>.py files. A key
+the config leaves out takes that class's default; a null takes the class's meaning of None (no
+window, one KV head per attention head, head_dim = hidden_size / num_attention_heads); a value that
+is present but invalid (zero heads, a zero window, a layer_types list of the wrong length) is refused,
+and so is any layer kind kvcalc cannot size (recurrent Mamba or linear-attention state), rather than
+counted as attention.
 """
 
 from __future__ import annotations
@@ -8,7 +13,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from kvcalc.errors import InvalidPreset
+from kvcalc.errors import InvalidInput, InvalidPreset
+from kvcalc.spec import MAX_COUNT, MAX_LAYERS
+from kvcalc.units import parse_dtype
 
 SUPPORTED = (
     "llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3", "gemma3_text",
@@ -16,23 +23,49 @@ SUPPORTED = (
     "qwen3_next", "nemotron_h", "granitemoehybrid", "jamba", "falcon_h1", "lfm2", "minimax", "minimax_m1", "minimax_text_01",
     "llama4", "llama4_text", "gemma3n", "gemma3n_text",
 )  # fmt: skip
+# Hybrid architectures whose state layers kvcalc sizes; their layer kinds come from _hybrid.
 _HYBRID = {
-    "qwen3_next",
-    "nemotron_h",
-    "granitemoehybrid",
-    "jamba",
-    "falcon_h1",
-    "lfm2",
-    "minimax",
-    "minimax_m1",
-    "minimax_text_01",
-}
+    "qwen3_next", "nemotron_h", "granitemoehybrid", "jamba", "falcon_h1", "lfm2", "minimax", "minimax_m1", "minimax_text_01",
+}  # fmt: skip
+_OWN_PATTERN = _HYBRID | {"llama4", "llama4_text"}  # layer kinds read by their own code, not _layer_pattern
+# Architectures whose layers keep recurrent state kvcalc does not size (pure Mamba, Zamba's shared blocks,
+# Bamba, RecurrentGemma, RWKV, PLaMo-2, Kimi-Linear's KDA): refused rather than counted as attention.
+RECURRENT = (
+    "mamba", "mamba2", "falcon_mamba", "zamba", "zamba2", "bamba", "recurrent_gemma", "rwkv", "plamo2", "kimi_linear",
+)  # fmt: skip
+# Keys only hybrid attention/recurrent configs carry, whatever their model_type says: Zamba and Nemotron-H
+# (layers_block_type, hybrid_override_pattern), MiniMax (attn_type_list), RecurrentGemma (block_types),
+# Bamba (attn_layer_indices), Jamba (attn_layer_period), LFM2 (full_attn_idxs), Kimi-Linear
+# (linear_attn_config), Qwen3-Next (full_attention_interval), Jamba (mamba_d_state).
+_HYBRID_KEYS = (
+    "layers_block_type", "hybrid_override_pattern", "attn_type_list", "block_types", "attn_layer_indices",
+    "attn_layer_period", "full_attn_idxs", "linear_attn_config", "full_attention_interval", "mamba_d_state",
+)  # fmt: skip
 _PLAIN_MLP = {"gpt2", "gpt_bigcode", "falcon"}
 _TIED_BY_DEFAULT = {
     "gpt2", "gpt_bigcode", "falcon", "gemma", "gemma2", "gemma3", "gemma3_text", "gemma3n", "gemma3n_text", "lfm2",
     "granitemoehybrid",
 }  # fmt: skip
-_HF_DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+_QWEN = {"qwen2", "qwen3", "qwen3_moe"}
+_MLA = {"deepseek_v2", "deepseek_v3"}
+
+# transformers' class defaults for keys a config.json leaves out, where they differ from the None
+# meaning (configuration_mistral.py, _mixtral, _qwen2, _qwen3, _qwen3_moe, _gemma, _gemma2, _gemma3
+# (Gemma3TextConfig), _gpt_oss). Llama, Phi-3 and Falcon default num_key_value_heads to None (one per
+# attention head); Mixtral and Phi-3 default sliding_window to None.
+_ABSENT_DEFAULTS: dict[str, dict[str, int]] = {
+    "mistral": {"num_key_value_heads": 8, "sliding_window": 4096},
+    "mixtral": {"num_key_value_heads": 8},
+    "qwen2": {"num_key_value_heads": 32},
+    "qwen3": {"num_key_value_heads": 32, "head_dim": 128},
+    "qwen3_moe": {"num_key_value_heads": 4},
+    "gemma": {"num_key_value_heads": 16, "head_dim": 256},
+    "gemma2": {"num_key_value_heads": 4, "head_dim": 256, "sliding_window": 4096},
+    "gemma3_text": {"num_key_value_heads": 4, "head_dim": 256, "sliding_window": 4096, "sliding_window_pattern": 6},
+    "gpt_oss": {"num_key_value_heads": 8, "head_dim": 64, "sliding_window": 128},
+}
+_ABSENT_DEFAULTS["gemma3"] = _ABSENT_DEFAULTS["gemma3_text"]  # its text_config is a Gemma3TextConfig
+
 _INTEGER_KEYS = {
     "num_attention_heads", "n_head", "hidden_size", "n_embd", "num_hidden_layers", "n_layer", "num_layers",
     "num_key_value_heads", "num_kv_heads", "head_dim", "max_position_embeddings", "n_positions", "intermediate_size",
@@ -48,18 +81,45 @@ _INTEGER_KEYS = {
     "attention_chunk_size", "intermediate_size_mlp", "interleave_moe_layer_step", "no_rope_layer_interval",
     "num_kv_shared_layers",
 }  # fmt: skip
+_ZERO_ALLOWED = {  # counts of layers or experts, offsets and widths that may be none
+    "n_shared_experts", "first_k_dense_replace", "attn_layer_offset", "expert_layer_offset", "num_kv_shared_layers",
+    "shared_intermediate_size", "shared_expert_intermediate_size",
+}  # fmt: skip
+_AT_MOST = {"num_hidden_layers": MAX_LAYERS, "n_layer": MAX_LAYERS, "num_layers": MAX_LAYERS}  # others: MAX_COUNT
+_NULL_MEANS = {
+    "num_key_value_heads": "one KV head per attention head",
+    "num_kv_heads": "one KV head per attention head",
+    "head_dim": "hidden_size / num_attention_heads",
+    "sliding_window": "no window",
+}
 _FLAG_KEYS = {"new_decoder_architecture", "multi_query", "use_sliding_window", "tie_word_embeddings"}
+_STRING_KEYS = {"torch_dtype", "dtype", "_name_or_path"}
+_LAYER_KINDS = {"full_attention": "full", "sliding_attention": "sliding"}
 
 
-def _check_types(cfg: dict[str, Any], origin: str) -> None:
-    """Refuse a value of the wrong JSON type under a key kvcalc reads: 2.7, true or "8" for an integer, and so on."""
+def _shown(value: object) -> str:
+    shown = json.dumps(value)
+    return shown if len(shown) <= 40 else shown[:37] + "..."
+
+
+def _check_values(cfg: dict[str, Any], origin: str) -> None:
+    """Refuse a value of the wrong JSON type or out of range under a key kvcalc reads: 2.7, true or "8"
+    for an integer, 0 heads, a negative window. A null is left to mean what transformers makes of None."""
     for key, value in cfg.items():
         if value is None:
             continue
         if key in _INTEGER_KEYS and (isinstance(value, bool) or not isinstance(value, int)):
             expected = "an integer"
+        elif key in _INTEGER_KEYS and value < (0 if key in _ZERO_ALLOWED else 1):
+            kind = "an integer, 0 or more" if key in _ZERO_ALLOWED else "a positive integer"
+            null = f" (null means {_NULL_MEANS[key]})" if key in _NULL_MEANS else ""
+            raise InvalidPreset(f"{origin}: {key}: expected {kind}, got {value}{null}")
+        elif key in _INTEGER_KEYS and value > _AT_MOST.get(key, MAX_COUNT):
+            expected = f"at most {_AT_MOST.get(key, MAX_COUNT)}"
         elif key in _FLAG_KEYS and not isinstance(value, bool):
             expected = "true or false"
+        elif key in _STRING_KEYS and not isinstance(value, str):
+            expected = "a string"
         elif key in ("layer_types", "layers_block_type") and not (
             isinstance(value, list) and all(isinstance(t, str) for t in value)
         ):
@@ -68,124 +128,191 @@ def _check_types(cfg: dict[str, Any], origin: str) -> None:
             expected = "a positive number"
         elif key == "hybrid_override_pattern" and not isinstance(value, str):
             expected = 'a string of layer letters ("M-M*-")'
-        elif key in ("attn_type_list", "full_attn_idxs") and not (
+        elif key in ("attn_type_list", "full_attn_idxs", "no_rope_layers") and not (
             isinstance(value, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in value)
         ):
             expected = "a list of integers"
         else:
             continue
-        shown = json.dumps(value)
-        raise InvalidPreset(f"{origin}: {key}: expected {expected}, got {shown if len(shown) <= 40 else shown[:37] + '...'}")
+        raise InvalidPreset(f"{origin}: {key}: expected {expected}, got {_shown(value)}")
 
 
-def _first(cfg: dict[str, Any], *keys: str) -> Any:
-    return next((cfg[k] for k in keys if cfg.get(k) is not None), None)
-
-
-def _kv_heads(arch: str, cfg: dict[str, Any], heads: int) -> int:
-    if arch == "falcon":  # multi_query: one KV head whatever num_kv_heads says, unless the new decoder
-        if cfg.get("new_decoder_architecture"):
-            return cfg.get("num_kv_heads") or heads
-        return 1 if cfg.get("multi_query", True) else heads
-    if arch == "gpt_bigcode":
-        return 1 if cfg.get("multi_query", True) else heads
-    return cfg.get("num_key_value_heads") or heads
-
-
-def _layer_pattern(arch: str, cfg: dict[str, Any]) -> tuple[int | None, list[str] | None]:
+def _refuse_recurrent(arch: str, cfg: dict[str, Any], origin: str) -> None:
+    """Refuse a recurrent model kvcalc does not size (the hybrids of _HYBRID it does): its Mamba or
+    linear-attention layers keep a state it would otherwise count as attention."""
+    why = "kvcalc does not size their state, so it refuses the config rather than count those layers as attention"
     if arch in _HYBRID:
-        return None, None  # their layer kinds come from _hybrid
+        return
+    if arch in RECURRENT:
+        raise InvalidPreset(f"{origin}: model_type {arch!r} has recurrent layers (Mamba, linear attention or convolution); {why}")
+    marker = next((key for key in _HYBRID_KEYS if cfg.get(key) is not None), None)
+    if marker is not None:
+        raise InvalidPreset(f"{origin}: {marker}: marks a model with recurrent layers beside attention; {why}")
+
+
+def _first(cfg: dict[str, Any], *keys: str) -> tuple[str, Any]:
+    """The first of `keys` the config sets (not null), and its value; the first key and None when none is."""
+    return next(((k, cfg[k]) for k in keys if cfg.get(k) is not None), (keys[0], None))
+
+
+def _required(cfg: dict[str, Any], *keys: str) -> tuple[str, Any]:
+    """Like _first, but a KeyError naming the first key when none is set."""
+    key, value = _first(cfg, *keys)
+    if value is None:
+        raise KeyError(key)
+    return key, value
+
+
+def _flag(cfg: dict[str, Any], key: str, default: bool) -> bool:
+    value = cfg.get(key)
+    return default if value is None else bool(value)
+
+
+def model_fields_from_hf(config: dict[str, Any], default_name: str, origin: str) -> dict[str, Any]:
+    """ModelSpec fields from a config.json mapping; unsupported or recurrent architectures and configs
+    missing, mistyping or misvaluing a field kvcalc needs are refused (InvalidPreset naming the field)."""
+    arch = str(config.get("model_type", ""))
+    text = config.get("text_config")  # gemma3 keeps the text model under text_config
+    if text is not None and not isinstance(text, dict):
+        raise InvalidPreset(f"{origin}: text_config: expected a mapping")
+    cfg = {**config, **(text or {})}
+    sizes = cfg.get("intermediate_size")
+    if arch in ("gemma3n", "gemma3n_text") and isinstance(sizes, list) and sizes:  # one MLP width per layer
+        cfg["intermediate_size"] = sizes[0] if all(size == sizes[0] for size in sizes) else max(sizes)
+    _refuse_recurrent(arch, cfg, origin)
+    if arch not in SUPPORTED:
+        raise InvalidPreset(f"{origin}: model_type {arch!r} is not supported; supported: {', '.join(SUPPORTED)}")
+    defaults = {key: value for key, value in _ABSENT_DEFAULTS.get(arch, {}).items() if key not in cfg}
+    cfg = {**cfg, **defaults}
+    _check_values(cfg, origin)
+    try:
+        return _fields(arch, cfg, default_name, origin, set(defaults))
+    except KeyError as exc:
+        raise InvalidPreset(f"{origin}: {exc.args[0]}: missing, and {arch} configs need it") from None
+    except (ValueError, InvalidInput) as exc:
+        raise InvalidPreset(f"{origin}: {exc}") from None
+
+
+def _kv_heads(arch: str, cfg: dict[str, Any], heads: tuple[str, int]) -> tuple[str, int]:
+    """The KV heads and the key they come from; a null means one per attention head (LlamaConfig and the
+    others: `if num_key_value_heads is None: num_key_value_heads = num_attention_heads`)."""
+    if arch in ("falcon", "gpt_bigcode") and not (arch == "falcon" and _flag(cfg, "new_decoder_architecture", False)):
+        return ("multi_query", 1) if _flag(cfg, "multi_query", True) else heads  # FalconConfig, GPTBigCodeConfig
+    key = "num_kv_heads" if arch == "falcon" else "num_key_value_heads"
+    return (key, cfg[key]) if cfg.get(key) is not None else heads
+
+
+def _head_dim(cfg: dict[str, Any], heads: tuple[str, int]) -> int:
+    """head_dim, or hidden_size // num_attention_heads when it is null or left out (LlamaConfig)."""
+    if cfg.get("head_dim") is not None:
+        return int(cfg["head_dim"])
+    hidden_key, hidden = _required(cfg, "hidden_size", "n_embd")
+    if hidden < heads[1]:
+        raise ValueError(f"{hidden_key} ({hidden}) / {heads[0]} ({heads[1]}) leaves a head_dim of 0; give head_dim")
+    return int(hidden // heads[1])
+
+
+def _layer_pattern(arch: str, cfg: dict[str, Any], layers: int) -> tuple[int | None, list[str] | None]:
+    """The sliding window and the layer pattern (None: every layer alike). A null sliding_window means
+    no window (MistralConfig: "If None, no sliding window")."""
+    if arch in _OWN_PATTERN:
+        return None, None  # _hybrid and _llama4 read these layer kinds
     window = cfg.get("sliding_window")
-    if layer_types := cfg.get("layer_types"):  # newer configs spell each layer out
-        pattern = ["sliding" if "sliding" in t else "full" for t in layer_types]
-        return (window, pattern) if "sliding" in pattern else (None, None)
-    if not window or (arch in {"qwen2", "qwen3", "qwen3_moe"} and not cfg.get("use_sliding_window")):
-        return None, None  # Qwen2/3 set sliding_window but keep it off
-    if arch in {"gemma2", "gpt_oss"}:
+    if (layer_types := cfg.get("layer_types")) is not None:  # newer configs spell each layer out
+        unknown = next((kind for kind in layer_types if kind not in _LAYER_KINDS), None)
+        if unknown is not None:
+            raise ValueError(
+                f"layer_types: {unknown!r} layers are not supported: kvcalc sizes full_attention and sliding_attention"
+                " layers only, and refuses other kinds (recurrent state, chunked attention) rather than miscount them"
+            )
+        if len(layer_types) != layers:  # transformers' layer_type_validation refuses this too
+            raise ValueError(f"layer_types: lists {len(layer_types)} layers but num_hidden_layers is {layers}")
+        pattern = [_LAYER_KINDS[kind] for kind in layer_types]
+        if "sliding" not in pattern:
+            return None, None
+        if window is None:
+            raise ValueError("layer_types: has sliding_attention layers but sliding_window is null")
+        return window, pattern
+    if window is None:
+        return None, None
+    if arch in _QWEN:  # Qwen2/3 set sliding_window but keep it off unless use_sliding_window
+        if _flag(cfg, "use_sliding_window", False):
+            raise ValueError(
+                "use_sliding_window: true without layer_types is not supported (which layers slide depends on"
+                " max_window_layers and the transformers version); give layer_types"
+            )
+        return None, None
+    if arch in {"gemma2", "gpt_oss"}:  # Gemma2Config, GptOssConfig: layer i slides when (i + 1) % 2
         return window, ["sliding", "full"]
     if arch in {"gemma3", "gemma3_text"}:
-        every = cfg.get("sliding_window_pattern") or 6  # layer i is global when (i + 1) % every == 0
-        if every < 0:
-            raise ValueError(f"sliding_window_pattern: expected a positive integer, got {every}")
-        period = min(every, (cfg.get("num_hidden_layers") or 0) + 1)  # a period past the last layer: every layer slides
+        every = cfg.get("sliding_window_pattern") or _ABSENT_DEFAULTS[arch]["sliding_window_pattern"]  # null: the default
+        # layer i is global when (i + 1) % every == 0
+        period = min(every, layers + 1)  # a period past the last layer: every layer slides
         return window, ["sliding"] * (period - 1) + ["full"]
     if arch in {"mistral", "mixtral", "phi3"}:
         return window, None  # every layer slides
     return None, None
 
 
-def model_fields_from_hf(config: dict[str, Any], default_name: str, origin: str) -> dict[str, Any]:
-    """ModelSpec fields from a config.json mapping; unsupported architectures and configs missing or
-    mistyping a field kvcalc needs are refused (InvalidPreset naming the field)."""
-    arch = str(config.get("model_type", ""))
-    if arch not in SUPPORTED:
-        raise InvalidPreset(f"{origin}: model_type {arch!r} is not supported; supported: {', '.join(SUPPORTED)}")
-    text = config.get("text_config") or {}  # gemma3 keeps the text model under text_config
-    if not isinstance(text, dict):
-        raise InvalidPreset(f"{origin}: text_config: expected a mapping")
-    cfg = {**config, **text}
-    sizes = cfg.get("intermediate_size")
-    if arch in ("gemma3n", "gemma3n_text") and isinstance(sizes, list) and sizes:  # one MLP width per layer
-        cfg["intermediate_size"] = sizes[0] if all(size == sizes[0] for size in sizes) else max(sizes)
-    _check_types(cfg, origin)
-    try:
-        return _fields(arch, cfg, default_name, origin)
-    except KeyError as exc:
-        raise InvalidPreset(f"{origin}: {exc.args[0]}: missing, and {arch} configs need it") from None
-    except ValueError as exc:
-        raise InvalidPreset(f"{origin}: {exc}") from None
-
-
-def _fields(arch: str, cfg: dict[str, Any], default_name: str, origin: str) -> dict[str, Any]:
-    heads = _first(cfg, "num_attention_heads", "n_head")
-    hidden = _first(cfg, "hidden_size", "n_embd")
-    if not isinstance(heads, int) or not isinstance(hidden, int) or heads < 1 or hidden < 1:
-        raise InvalidPreset(f"{origin}: num_attention_heads and hidden_size must be positive integers")
-    window, pattern = _layer_pattern(arch, cfg)
+def _fields(arch: str, cfg: dict[str, Any], default_name: str, origin: str, defaulted: set[str]) -> dict[str, Any]:
+    heads = _required(cfg, "num_attention_heads", "n_head")
+    layers = _required(cfg, "num_hidden_layers", "n_layer", "num_layers")[1]
+    kv_key, kv_heads = _kv_heads(arch, cfg, heads)
+    if heads[1] % kv_heads:
+        default = f", transformers' default for {arch} when the config leaves it out" if kv_key in defaulted else ""
+        raise ValueError(f"{heads[0]} ({heads[1]}) must be divisible by {kv_key} ({kv_heads}{default})")
+    window, pattern = _layer_pattern(arch, cfg, layers)
+    hidden = _first(cfg, "hidden_size", "n_embd")[1]
+    dtype_key, dtype = _first(cfg, "dtype", "torch_dtype")  # PreTrainedConfig: "If both are provided, keep `dtype`"
     fields: dict[str, Any] = {
-        "name": cfg.get("_name_or_path") or default_name,
+        "name": cfg.get("_name_or_path") or default_name,  # PreTrainedConfig's default is ""
         "source": f"config.json at {origin}",
-        "layers": _first(cfg, "num_hidden_layers", "n_layer", "num_layers"),
-        "heads": heads,
-        "kv_heads": _kv_heads(arch, cfg, heads),
-        "head_dim": cfg.get("head_dim") or hidden // heads,
-        "dtype": _HF_DTYPES.get(str(_first(cfg, "torch_dtype", "dtype")), "bf16"),
-        "max_positions": _first(cfg, "max_position_embeddings", "n_positions"),
+        "layers": layers,
+        "heads": heads[1],
+        "kv_heads": kv_heads,
+        "head_dim": _head_dim(cfg, heads),
+        "dtype": _dtype(dtype_key, dtype),
+        "max_positions": _first(cfg, "max_position_embeddings", "n_positions")[1],
         "hidden": hidden,
-        "intermediate": _first(cfg, "intermediate_size", "n_inner", "ffn_hidden_size") or 4 * hidden,
+        "intermediate": _first(cfg, "intermediate_size", "n_inner", "ffn_hidden_size")[1]
+        or (4 * hidden if hidden else None),  # GPT2Config: n_inner None means 4 * n_embd
         "vocab": cfg.get("vocab_size"),
-        "tied_embeddings": cfg.get("tie_word_embeddings", arch in _TIED_BY_DEFAULT),
+        "tied_embeddings": _flag(cfg, "tie_word_embeddings", arch in _TIED_BY_DEFAULT),
         "mlp": "plain" if arch in _PLAIN_MLP else "gated",
         "sliding_window": window,
         "layer_pattern": pattern,
     }
-    if cfg.get("kv_lora_rank"):
-        nope, rope, v = cfg["qk_nope_head_dim"], cfg["qk_rope_head_dim"], cfg["v_head_dim"]
-        fields.update(head_dim=v, k_head_dim=nope + rope, v_head_dim=v, kv_heads=heads)
+    if arch in _MLA or cfg.get("kv_lora_rank") is not None:
+        rank = _required(cfg, "kv_lora_rank")[1]
+        nope, rope, v = (_required(cfg, key)[1] for key in ("qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"))
+        fields.update(head_dim=v, k_head_dim=nope + rope, v_head_dim=v, kv_heads=heads[1])
         fields["mla"] = {
-            "kv_lora_rank": cfg["kv_lora_rank"],
+            "kv_lora_rank": rank,
             "qk_rope_head_dim": rope,
             "qk_nope_head_dim": nope,
             "v_head_dim": v,
             "q_lora_rank": cfg.get("q_lora_rank"),
         }
+    experts_key, experts = _first(cfg, "num_local_experts", "num_experts", "n_routed_experts")
+    if experts is not None:
+        top_key, top_k = _required(cfg, "num_experts_per_tok", "experts_per_token")
+        if top_k > experts:
+            raise ValueError(f"{top_key} ({top_k}) exceeds {experts_key} ({experts})")
+        fields["moe"] = {
+            "experts": experts,
+            "experts_per_token": top_k,
+            "expert_intermediate": _first(cfg, "moe_intermediate_size")[1] or fields["intermediate"],
+            "shared_experts": cfg.get("n_shared_experts") or 0,
+            "dense_layers": cfg.get("first_k_dense_replace") or 0,
+        }
     if arch == "nemotron_h":  # its config names the attention head width attention_head_dim
-        fields["head_dim"] = _first(cfg, "head_dim", "attention_head_dim") or hidden // heads
+        fields["head_dim"] = _first(cfg, "head_dim", "attention_head_dim")[1] or fields["head_dim"]
     if arch in ("llama4", "llama4_text"):
         _llama4(cfg, fields)
     if arch in ("gemma3n", "gemma3n_text"):
         fields["kv_shared_layers"] = cfg.get("num_kv_shared_layers") or 0
         # its per-layer embeddings, AltUp and LAuReL blocks are not counted from shapes: weights need params
         fields["intermediate"] = None
-    experts = _first(cfg, "num_local_experts", "num_experts", "n_routed_experts")
-    if experts:
-        fields["moe"] = {
-            "experts": experts,
-            "experts_per_token": _first(cfg, "num_experts_per_tok", "experts_per_token"),
-            "expert_intermediate": _first(cfg, "moe_intermediate_size") or fields["intermediate"],
-            "shared_experts": cfg.get("n_shared_experts") or 0,
-            "dense_layers": cfg.get("first_k_dense_replace") or 0,
-        }
     if arch in _HYBRID:
         _hybrid(arch, cfg, fields)
     _checkpoint_format(cfg.get("quantization_config"), fields)
@@ -198,8 +325,6 @@ def _llama4(cfg: dict[str, Any], fields: dict[str, Any]) -> None:
     interleave_moe_layer_step-th layer is MoE (a shared expert beside the routed ones), the others
     a dense MLP of intermediate_size_mlp."""
     layers = fields["layers"]
-    if not isinstance(layers, int) or layers < 1:
-        raise ValueError("num_hidden_layers: expected a positive integer")
     pattern = _layer_list(cfg, layers, {"chunked_attention": "chunked", "full_attention": "full"})
     if pattern is None:
         rope = cfg.get("no_rope_layers")  # 1: RoPE and chunked, 0: NoPE and global
@@ -224,7 +349,7 @@ def _llama4(cfg: dict[str, Any], fields: dict[str, Any]) -> None:
 
 def _layer_list(cfg: dict[str, Any], layers: int, kinds: dict[str, str]) -> list[str] | None:
     """`layer_types` (or `layers_block_type`) mapped to kvcalc's kinds; None when the config gives neither."""
-    listed = _first(cfg, "layer_types", "layers_block_type")
+    listed = _first(cfg, "layer_types", "layers_block_type")[1]
     if listed is None:
         return None
     if len(listed) != layers:
@@ -238,9 +363,7 @@ def _layer_list(cfg: dict[str, Any], layers: int, kinds: dict[str, str]) -> list
 def _hybrid(arch: str, cfg: dict[str, Any], fields: dict[str, Any]) -> None:
     """Layer kinds and state shapes of hybrid architectures, with the config fields vLLM reads for
     each (get_mamba_state_shape_from_config in vllm/model_executor/models/<arch>.py)."""
-    layers, hidden = fields["layers"], fields["hidden"]
-    if not isinstance(layers, int) or layers < 1:
-        raise ValueError("num_hidden_layers: expected a positive integer")
+    layers, hidden = fields["layers"], fields.get("hidden") or _required(cfg, "hidden_size")[1]
     state: dict[str, Any] = {}
     if arch == "qwen3_next":  # models/qwen3_next.py: linear_* fields; a full layer every full_attention_interval
         pattern = _layer_list(cfg, layers, {"linear_attention": "gated_deltanet", "full_attention": "full"})
@@ -341,6 +464,16 @@ def _mamba2(cfg: dict[str, Any], inner: int) -> dict[str, Any]:
     if inner != heads * head_dim:
         section["intermediate"] = inner
     return section
+
+
+def _dtype(key: str, value: str | None) -> str:
+    """The checkpoint's dtype in kvcalc's spelling; bf16 when the config gives none."""
+    if value is None:
+        return "bf16"
+    try:
+        return parse_dtype(value).value
+    except InvalidInput as exc:
+        raise ValueError(f"{key}: {exc}") from None
 
 
 def _checkpoint_format(quantization: object, fields: dict[str, Any]) -> None:

@@ -458,7 +458,7 @@ def _explain(
     batch: SequenceBytes,
 ) -> list[str]:  # fmt: skip
     rules = engines.profile(workload.engine)
-    lines = [f"model {model.name}: {model.source}"] if model.source else []  # where it came from: preset, file, GGUF, Hub
+    lines = model.origin()
     lines += [f"rule: {rule}" for rule in rules.rules(model, workload)]
     k_dtype, v_dtype = dtypes
     if k_dtype == v_dtype:
@@ -480,7 +480,9 @@ def _explain(
             if k_dtype == v_dtype:
                 formula = f"(d_k + d_v) * Hkv * b = ({d_k} + {d_v}) * {g.kv_heads_per_gpu} * b"
             else:  # each row in whole blocks of its own type
-                formula = f"d_k * Hkv * b_K + d_v * Hkv * b_V = {d_k} * {g.kv_heads_per_gpu} * b_K + {d_v} * {g.kv_heads_per_gpu} * b_V"
+                formula = (
+                    f"d_k * Hkv * b_K + d_v * Hkv * b_V = {d_k} * {g.kv_heads_per_gpu} * b_K + {d_v} * {g.kv_heads_per_gpu} * b_V"
+                )
         lines.append(f"{label}, {g.layers} layers: per token per layer = {formula} = {g.bytes_per_token_per_layer:,} B")
         held = rules.tokens_formula(workload, g.window, g.tokens_exact, chunked=g.kind == "chunked")
         lines.append(f"  tokens held = {held} = {g.tokens_held:,}")

@@ -1,4 +1,6 @@
-"""Decode and prefill rooflines: time = max(bytes / bandwidth, FLOPs / peak). Pure functions."""
+"""Decode and prefill rooflines, time = max(bytes / bandwidth, FLOPs / peak), and the expected decode
+time engines reach (decode_profiles): the roofline's terms at calibrated shares of the peaks, plus
+a fixed cost per layer. Pure functions."""
 
 from __future__ import annotations
 
@@ -6,13 +8,17 @@ from typing import Literal
 
 from kvcalc.base import Frozen
 from kvcalc.capacity import ParamCount, WeightFormat, per_gpu, require_params, weight_bytes, weight_format, weights_formula
+from kvcalc.decode_profiles import DecodeProfile, FormatClass, ProfileName, format_class, stored_format_class
+from kvcalc.engines import profile as engine_profile
 from kvcalc.errors import InvalidInput
 from kvcalc.kvcache import attention_layers, batch_bytes, exact_workload, layer_caches, state_layout, tokens_held
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
 from kvcalc.units import PACKING, format_bytes, format_seconds
 
 Bound = Literal["memory", "compute"]
+DecodeJudge = Literal["expected", "roofline"]  # which decode time compare shows and check judges
 MIN_EFFICIENCY = 0.01  # below 1% of peak the roofline says nothing (and 1e-320 would make times infinite)
+MAX_OVERHEAD_SECONDS_PER_LAYER = 1.0  # a second per layer per token is no engine's fixed cost: a typo
 
 
 class Roofline(Frozen):
@@ -76,8 +82,117 @@ def expected_experts_touched(experts: int, per_token: int, tokens: int) -> float
     return experts * (1 - (1 - per_token / experts) ** tokens)
 
 
+class ExpectedStep(Frozen):
+    """One decode step as engines reach it: the roofline's bytes and FLOPs at the profile's shares of
+    the peaks, plus the profile's fixed cost per layer; never below the roofline."""
+
+    profile: ProfileName  # the engine's decode profile (decode_profiles); `overridden` lists the terms replaced
+    profile_label: str
+    source: str
+    format_class: FormatClass
+    efficiency: float  # share of peak bandwidth
+    compute_efficiency: float  # share of peak FLOP/s
+    overhead_seconds_per_layer: float
+    overridden: list[Literal["efficiency", "overhead"]]  # terms set by --efficiency / --overhead-ms
+    layers: int
+    weights_read_bytes: int  # per GPU per step: the untied input embedding table read one row per sequence
+    bytes_moved: int
+    memory_seconds: float  # bytes / (bandwidth * efficiency)
+    compute_seconds: float  # FLOPs / (peak * compute_efficiency)
+    overhead_seconds: float  # overhead per layer * layers
+    seconds: float  # max(roofline, max(memory, compute) + overhead)
+    bound: Bound
+    share_of_roofline: float  # roofline seconds / expected seconds: the expected speed as a share of the roofline's
+
+
+def expected_seconds(
+    bytes_moved: int, flops: int, bandwidth: float, peak_flops: float, efficiency: float, compute_efficiency: float,
+    overhead_seconds: float,
+) -> tuple[float, float, float]:  # fmt: skip
+    """(memory, compute, total) seconds of a step: max(bytes / (bandwidth * efficiency), FLOPs /
+    (peak * compute_efficiency)) + the fixed cost.
+
+    >>> expected_seconds(10**9, 2 * 10**9, 1e12, 1e14, 0.5, 0.5, 1e-3)
+    (0.002, 4e-05, 0.003)
+    """
+    memory_s, compute_s = bytes_moved / (bandwidth * efficiency), flops / (peak_flops * compute_efficiency)
+    return memory_s, compute_s, max(memory_s, compute_s) + overhead_seconds
+
+
+def expected_read(model: ModelSpec, read: ParamCount, batch: int) -> ParamCount:
+    """The parameters a step really reads: of an untied input embedding table only the `batch` rows
+    it looks up (the LM head is read whole, and a tied table is the LM head). The calibration's
+    weight bytes count them this way (docs/benchmarks.md); the roofline counts the table whole."""
+    if model.tied_embeddings or not read.embeddings or model.vocab is None or model.hidden is None:
+        return read
+    unread = read.embeddings // 2 - min(batch, model.vocab) * model.hidden  # untied: embeddings = table + head
+    return read.model_copy(
+        update={"total": read.total - unread, "active": read.active - unread, "embeddings": read.embeddings - unread}
+    )
+
+
+def _expected(
+    model: ModelSpec, workload: Workload, gpu: GpuSpec, fmt: WeightFormat, read: ParamCount, kv_read: int, flops: int,
+    line: Roofline, profile: DecodeProfile, efficiency: float | None, overhead: float | None,
+) -> tuple[ExpectedStep, list[str]]:  # fmt: skip
+    stored = fmt.stored
+    klass = format_class(fmt.dtype) if stored is None else stored_format_class(8 * stored.bytes / stored.params)
+    eff = profile.efficiency[klass] if efficiency is None else efficiency
+    compute_eff = profile.compute_efficiency if efficiency is None else efficiency
+    per_layer = profile.overhead_seconds_per_layer if overhead is None else overhead
+    weights = per_gpu(weight_bytes(expected_read(model, read, workload.batch), fmt), workload.tp)
+    moved = weights + kv_read
+    peak = peak_flops_for(gpu, fmt)
+    memory_s, compute_s, total = expected_seconds(
+        moved, flops, gpu.bandwidth_bytes_per_s, peak, eff, compute_eff, per_layer * model.layers
+    )
+    seconds = max(total, line.seconds)
+    overridden: list[Literal["efficiency", "overhead"]] = [
+        term for term, value in (("efficiency", efficiency), ("overhead", overhead)) if value is not None
+    ]
+    step = ExpectedStep(
+        profile=profile.name,
+        profile_label=profile.label,
+        source=profile.source,
+        format_class=klass,
+        efficiency=eff,
+        compute_efficiency=compute_eff,
+        overhead_seconds_per_layer=per_layer,
+        overridden=overridden,
+        layers=model.layers,
+        weights_read_bytes=weights,
+        bytes_moved=moved,
+        memory_seconds=memory_s,
+        compute_seconds=compute_s,
+        overhead_seconds=per_layer * model.layers,
+        seconds=seconds,
+        bound="memory" if memory_s >= compute_s else "compute",
+        share_of_roofline=line.seconds / seconds,
+    )
+    set_by = f" (--efficiency {eff:g})" if efficiency is not None else f" (efficiency[{klass}])"
+    how = "the roofline's" if weights == line.bytes_moved - kv_read else (
+        "the roofline's with the untied input embedding table read one row per sequence, not whole"
+    )  # fmt: skip
+    explain = [
+        f"expected: profile {profile.name}, {profile.label}"
+        + (f"; {', '.join(overridden)} set on the command line" if overridden else "")
+        + f"; {profile.source}",
+        f"expected weights read = {how} = {weights:,} B; + KV {kv_read:,} = {moved:,} B",
+        f"expected t_memory = bytes / (bandwidth * {eff:g}{set_by}) = {moved:,} / {gpu.bandwidth_bytes_per_s * eff:.4g}"
+        f" = {format_seconds(memory_s)}",
+        f"expected t_compute = FLOPs / (peak * {compute_eff:g}) = {flops:,} / {peak * compute_eff:.4g} = {format_seconds(compute_s)}",
+        f"fixed cost = overhead per layer * layers = {per_layer * 1e3:.3g} ms * {model.layers} = {format_seconds(per_layer * model.layers)}",
+        f"expected time per token = max(t_memory, t_compute) + fixed cost = {format_seconds(total)}"
+        + (f"; below the roofline, so the roofline's {format_seconds(line.seconds)}" if total < line.seconds else "")
+        + f" ({step.share_of_roofline:.0%} of the roofline's speed)",
+    ]
+    if workload.tp > 1:
+        explain.append("tp: the all-reduces between ranks are not in the expected time (no calibration case has tp > 1)")
+    return step, explain
+
+
 class DecodeEstimate(Frozen):
-    """Time per output token for a batch at a context, with its roofline."""
+    """Time per output token for a batch at a context: the roofline and the expected time."""
 
     model: str
     gpu: str
@@ -90,10 +205,18 @@ class DecodeEstimate(Frozen):
     state_read_bytes: int = 0  # per GPU per step: hybrid models read every sequence's recurrent state...
     state_written_bytes: int = 0  # ...and write it back updated
     roofline: Roofline
-    seconds_per_token: float
+    seconds_per_token: float  # the roofline's
     tokens_per_s_per_sequence: float
     tokens_per_s: float
+    expected: ExpectedStep
+    expected_seconds_per_token: float
+    expected_tokens_per_s_per_sequence: float
+    expected_tokens_per_s: float  # all sequences of the batch
     explain: list[str]
+
+    def seconds_by(self, judge: DecodeJudge) -> float:
+        """The time per token `judge` names: the expected one or the roofline's."""
+        return self.expected_seconds_per_token if judge == "expected" else self.seconds_per_token
 
 
 def peak_flops_for(gpu: GpuSpec, weights: WeightFormat) -> int:
@@ -116,13 +239,26 @@ def read_per_step(model: ModelSpec, params: ParamCount, batch: int) -> ParamCoun
 
 
 def decode(
-    model: ModelSpec, workload: Workload, gpu: GpuSpec, weights: WeightFormat | None = None, efficiency: float = 1.0
+    model: ModelSpec,
+    workload: Workload,
+    gpu: GpuSpec,
+    weights: WeightFormat | None = None,
+    efficiency: float | None = None,
+    overhead_seconds_per_layer: float | None = None,
 ) -> DecodeEstimate:
     """One decode step of `batch` sequences at context `seq`: every GPU of the TP group reads its
     share of the weights (MoE: only the experts the batch touches) and of the KV cache. The
-    weights are in the checkpoint's format unless `weights` says otherwise."""
-    if not MIN_EFFICIENCY <= efficiency <= 1:
+    weights are in the checkpoint's format unless `weights` says otherwise. `efficiency` derates
+    the roofline and replaces the engine profile's efficiencies; `overhead_seconds_per_layer`
+    replaces its fixed cost."""
+    if efficiency is not None and not MIN_EFFICIENCY <= efficiency <= 1:
         raise InvalidInput(f"--efficiency {efficiency} must be in [{MIN_EFFICIENCY}, 1]: a share of the peak")
+    if overhead_seconds_per_layer is not None and not 0 <= overhead_seconds_per_layer <= MAX_OVERHEAD_SECONDS_PER_LAYER:
+        raise InvalidInput(
+            f"--overhead-ms {overhead_seconds_per_layer * 1e3:g} must be in [0, {MAX_OVERHEAD_SECONDS_PER_LAYER * 1e3:g}]:"
+            " milliseconds per layer per step"
+        )
+    derate = 1.0 if efficiency is None else efficiency
     params = require_params(model)
     fmt = weights or weight_format(model)
     read = read_per_step(model, params, workload.batch)
@@ -134,10 +270,16 @@ def decode(
     # in the engine's dtypes, without page padding
     state = workload.batch * sum(state_layout(model, workload).exact_bytes)
     flops = (2 * params.active * workload.batch + attention_flops(model, workload, workload.seq)) // workload.tp
-    moved = weights_read + kv_read + 2 * state
-    line = roofline(moved, flops, gpu.bandwidth_bytes_per_s * efficiency, peak_flops_for(gpu, fmt) * efficiency)
+    cache_moved = kv_read + 2 * state  # the KV read, and the state read and written back
+    line = roofline(weights_read + cache_moved, flops, gpu.bandwidth_bytes_per_s * derate, peak_flops_for(gpu, fmt) * derate)
     state_terms = f" + state read {state:,} + state written {state:,}" if state else ""
+    profile = engine_profile(workload.engine).decode_profile(gpu)
+    expected, expected_explain = _expected(
+        model, workload, gpu, fmt, read, cache_moved, flops, line, profile, efficiency, overhead_seconds_per_layer
+    )
     explain = [
+        *model.origin(),
+        *gpu.origin(),
         f"weights read = {weights_formula(read, fmt)}"
         + (f" / tp {workload.tp}" if workload.tp > 1 else "")
         + f" = {weights_read:,} B",
@@ -150,6 +292,7 @@ def decode(
         f"t_compute = FLOPs / (peak * efficiency) = {flops:,} / {line.peak_flops:.4g} = {format_seconds(line.compute_seconds)}",
         f"time per token = max(t_memory, t_compute) = {format_seconds(line.seconds)} ({line.bound}-bound;"
         f" intensity {line.arithmetic_intensity:.1f} FLOP/B vs ridge {line.ridge_point:.0f})",
+        *expected_explain,
     ]
     return DecodeEstimate(
         model=model.name,
@@ -157,7 +300,7 @@ def decode(
         batch=workload.batch,
         seq=workload.seq,
         tp=workload.tp,
-        efficiency=efficiency,
+        efficiency=derate,
         weights_read_bytes=weights_read,
         kv_read_bytes=kv_read,
         state_read_bytes=state,
@@ -166,6 +309,10 @@ def decode(
         seconds_per_token=line.seconds,
         tokens_per_s_per_sequence=1 / line.seconds,
         tokens_per_s=workload.batch / line.seconds,
+        expected=expected,
+        expected_seconds_per_token=expected.seconds,
+        expected_tokens_per_s_per_sequence=1 / expected.seconds,
+        expected_tokens_per_s=workload.batch / expected.seconds,
         explain=explain,
     )
 

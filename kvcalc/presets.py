@@ -10,10 +10,12 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import stat
+import sys
 from collections.abc import Hashable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -140,12 +142,38 @@ def _refuse_aliases_and_deep_nesting(path: Path, text: str) -> None:
         raise
 
 
+class _KeyGivenTwice(ValueError):
+    """A JSON object gives one key twice."""
+
+
+def _unique_json_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json's object_pairs_hook: refuse a key given twice in one object (json would keep the last silently)."""
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise _KeyGivenTwice(key)
+        data[key] = value
+    return data
+
+
+def _unreadable_value(path: Path, text: str, exc: ValueError) -> InvalidPreset:
+    """A value the parser could not convert: an integer longer than Python converts (sys.get_int_max_str_digits,
+    4,300 digits by default), or a YAML date that does not exist."""
+    limit = sys.get_int_max_str_digits()
+    number = re.search(rf"[0-9][0-9_]{{{limit},}}", text) if limit else None
+    if number is not None:
+        line = text.count("\n", 0, number.start()) + 1
+        digits = len(number.group().replace("_", ""))
+        return InvalidPreset(f"{path}:{line}: a number of {digits:,} digits; kvcalc reads numbers of up to {limit:,} digits")
+    return InvalidPreset(f"{path}: a value cannot be read ({exc})")
+
+
 def read_mapping(path: Path) -> dict[str, Any]:
-    """Parse a YAML (safe loader) or JSON file that must hold one mapping."""
+    """Parse a YAML (safe loader) or JSON file that must hold one mapping; a key given twice is an error in both."""
     text = _read_text(path)
     try:
         if path.suffix == ".json":
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_unique_json_keys)
         else:
             _refuse_aliases_and_deep_nesting(path, text)
             data = yaml.load(text, Loader=_UniqueKeysLoader)
@@ -158,6 +186,10 @@ def read_mapping(path: Path) -> dict[str, Any]:
         raise InvalidPreset(f"{path}{where}: invalid YAML: {problem}") from None
     except json.JSONDecodeError as exc:
         raise InvalidPreset(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+    except _KeyGivenTwice as exc:
+        raise InvalidPreset(f"{path}: invalid JSON: {exc.args[0]!r} is given twice") from None
+    except ValueError as exc:
+        raise _unreadable_value(path, text, exc) from None
     if not isinstance(data, dict):
         found = "an empty file" if data is None else f"a {type(data).__name__}"
         raise InvalidPreset(f"{path}: expected a mapping of fields, found {found}")
@@ -170,9 +202,11 @@ def validate(kind: Kind, data: dict[str, Any], origin: str) -> Any:
 
 
 def validate_as(spec_type: type[BaseModel], data: dict[str, Any], origin: str) -> Any:
-    """Validate a mapping as `spec_type`; the first error names the origin, the field and the problem."""
+    """Validate a mapping read from a file as `spec_type`, with strict types: "8192" is not a number,
+    8192.0 not an integer, as `fits: yes` is not a boolean. The first error names the origin, the
+    field and the problem."""
     try:
-        return spec_type.model_validate(data)
+        return spec_type.model_validate(data, strict=True)
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(p) for p in error["loc"])
@@ -224,8 +258,12 @@ def _spec_from(kind: Kind, path: Path, data: dict[str, Any]) -> Any:
 
 
 def _preset_name(data: dict[str, Any], path: Path) -> Any:
-    """The file's `name:`, or its stem when it gives none."""
-    return data.get("name") or path.stem
+    """The file's `name:`, or its stem when it gives none (absent or null); a name given is validated as it is."""
+    return path.stem if data.get("name") is None else data["name"]
+
+
+def _looks_like(data: dict[str, Any]) -> Kind:
+    return "gpus" if "memory_bytes" in data or "bandwidth_bytes_per_s" in data else "models"
 
 
 class PresetEntry(Frozen):
@@ -236,31 +274,130 @@ class PresetEntry(Frozen):
     origin: Literal["shipped", "user"]
 
 
-def _folder_entries(kind: Kind, folder: Path, origin: Literal["shipped", "user"]) -> dict[str, PresetEntry]:
-    sub = folder / kind
-    files = sorted(sub.glob("*.y*ml")) if _what_is(sub) == "folder" else sorted(folder.glob("*.y*ml"))
-    entries: dict[str, PresetEntry] = {}
-    for path in files:
+class PresetProblem(Frozen):
+    """A preset file that cannot be used, and why: an error when its preset is asked for, a warning in a listing."""
+
+    path: Path
+    reason: str
+
+
+class PresetListing(Frozen):
+    """Every usable model and GPU preset (user presets over shipped ones), and the files that are not usable."""
+
+    models: list[PresetEntry]
+    gpus: list[PresetEntry]
+    errors: list[PresetProblem]
+
+
+class _Scanned(NamedTuple):
+    """One file of a presets folder, read and validated: its spec, or the error that stops it."""
+
+    name: str  # the validated name; for a broken file, its `name:` when readable, else its stem
+    path: Path
+    kind: Kind | None  # None: a file too broken to tell
+    spec: Any
+    error: InvalidPreset | None
+
+    def load(self) -> Any:
+        """The spec, or the file's error raised."""
+        if self.error is not None:
+            raise self.error
+        return self.spec
+
+
+def _scan_file(path: Path, kind: Kind | None) -> _Scanned:
+    """Read and validate one preset file as `kind`, or as what its fields say when `kind` is None."""
+    name, found_kind = path.stem, kind
+    try:
+        if _what_is(path) != "file":
+            problem = "a broken symbolic link" if path.is_symlink() and not path.exists() else "not a regular file"
+            raise InvalidPreset(f"{path}: {problem}")
         data = read_mapping(path)
-        if origin == "user" and _looks_like(data) != kind:
-            continue  # a user folder may mix models and GPUs
-        name = str(_preset_name(data, path))
-        if name in entries:
-            raise InvalidPreset(f"{path}: preset name {name!r} is also defined in {entries[name].path}")
-        entries[name] = PresetEntry(name=name, path=path, origin=origin)
-    return entries
+        if isinstance(data.get("name"), str):
+            name = data["name"]
+        if kind is not None and _looks_like(data) != kind:  # claims its name as both kinds, so either finds the error
+            found_kind, wrong = None, "a GPU (it has memory_bytes)" if kind == "models" else "a model (no memory_bytes)"
+            raise InvalidPreset(f"{path}: describes {wrong} but is in a {kind} folder; move it to {_looks_like(data)}/")
+        found_kind = kind or _looks_like(data)
+        spec = _spec_from(found_kind, path, data)
+    except InvalidPreset as exc:
+        return _Scanned(name, path, found_kind, None, exc)
+    return _Scanned(spec.name, path, found_kind, spec, None)
 
 
-def _looks_like(data: dict[str, Any]) -> Kind:
-    return "gpus" if "memory_bytes" in data or "bandwidth_bytes_per_s" in data else "models"
+def _scan_folder(folder: Path) -> list[_Scanned]:
+    """Every preset file of a folder: its models/ and gpus/ subfolders (each file its folder's kind) and the
+    YAML files beside them (each the kind its fields say)."""
+    scanned = [_scan_file(path, None) for path in sorted(folder.glob("*.y*ml"))]
+    for kind in ("models", "gpus"):
+        sub = folder / kind
+        if _what_is(sub) == "folder":
+            scanned += [_scan_file(path, kind) for path in sorted(sub.glob("*.y*ml"))]
+    return scanned
+
+
+_Folders = list[tuple[Literal["shipped", "user"], list[_Scanned]]]
+
+
+def _by_name(kind: Kind, folders: _Folders) -> dict[str, tuple[Literal["shipped", "user"], _Scanned]]:
+    """The presets of `kind` by name, later folders over earlier ones. A broken file claims its name too, so
+    asking for that name reports it; two files of one folder claiming one name are an error for that name."""
+    merged: dict[str, tuple[Literal["shipped", "user"], _Scanned]] = {}
+    for origin, scanned in folders:
+        here: dict[str, _Scanned] = {}
+        for item in scanned:
+            if item.kind not in (kind, None):
+                continue
+            if item.name in here:
+                other = here[item.name].path
+                item = item._replace(error=InvalidPreset(f"{item.path}: preset name {item.name!r} is also defined in {other}"))
+            here[item.name] = item
+        merged.update((name, (origin, item)) for name, item in here.items())
+    return merged
+
+
+def _user_folders(extra_dirs: Sequence[str | Path] | None) -> _Folders:
+    """The user folders scanned, lowest precedence first: user_presets_dirs' order reversed, so --presets wins."""
+    return [("user", _scan_folder(folder)) for folder in reversed(user_presets_dirs(extra_dirs))]
+
+
+def _all_folders(extra_dirs: Sequence[str | Path] | None) -> _Folders:
+    return [("shipped", _scan_folder(shipped_presets_dir())), *_user_folders(extra_dirs)]
+
+
+def presets_listing(extra_dirs: Sequence[str | Path] | None = None) -> PresetListing:
+    """Every usable preset, user presets over shipped ones, and every file that cannot be used with its reason.
+
+    `presets list` and the loaders read the same scan: a name is listed exactly when it loads.
+    """
+    folders = _all_folders(extra_dirs)
+    usable: dict[Kind, list[PresetEntry]] = {}
+    problems: dict[Path, PresetProblem] = {}
+    for kind in ("models", "gpus"):
+        named = _by_name(kind, folders)
+        usable[kind] = [
+            PresetEntry(name=name, path=item.path, origin=origin)
+            for name, (origin, item) in sorted(named.items())
+            if item.error is None
+        ]
+        broken = [item for _, item in named.values()] + [item for _, scanned in folders for item in scanned]
+        for item in broken:
+            if item.error is not None and item.path not in problems:
+                problems[item.path] = PresetProblem(path=item.path, reason=_reason(item.path, str(item.error)))
+    return PresetListing(models=usable["models"], gpus=usable["gpus"], errors=sorted(problems.values(), key=lambda p: p.path))
+
+
+def _reason(path: Path, message: str) -> str:
+    """An error message without the file it names: "line 3: invalid YAML: ..." for "x.yaml:3: invalid YAML: ..."."""
+    rest = message.removeprefix(str(path))
+    line = re.match(r":(\d+): ", rest)
+    return f"line {line.group(1)}: {rest[line.end() :]}" if line else rest.removeprefix(": ")
 
 
 def list_presets(kind: Kind, extra_dirs: Sequence[str | Path] | None = None) -> list[PresetEntry]:
-    """Shipped presets, overridden by user presets of the same name."""
-    entries = _folder_entries(kind, shipped_presets_dir(), "shipped")
-    for folder in reversed(user_presets_dirs(extra_dirs)):
-        entries.update(_folder_entries(kind, folder, "user"))
-    return sorted(entries.values(), key=lambda e: e.name)
+    """The usable presets of one kind: shipped ones, overridden by user presets of the same name."""
+    listing = presets_listing(extra_dirs)
+    return listing.models if kind == "models" else listing.gpus
 
 
 def _is_path(ref: str) -> bool:
@@ -273,35 +410,47 @@ def _preset_file(ref: str) -> Path:
     return Path(ref)
 
 
+def _named(kind: Kind, ref: str, user: _Folders) -> Any | None:
+    """The preset `ref` of `kind` from the user folders, then the shipped ones; None when none claims it.
+    A broken file that claims the name raises its error."""
+    claimed = _by_name(kind, user).get(ref)
+    if claimed is not None:
+        return claimed[1].load()
+    shipped = shipped_presets_dir() / kind / f"{ref}.yaml"  # shipped presets are named by their file
+    try:
+        is_shipped = shipped.is_file()
+    except OSError:  # a name the system cannot look up (over 255 bytes) names no shipped preset
+        is_shipped = False
+    return load_file(kind, shipped) if is_shipped else None
+
+
+def _unknown(what: str, ref: str, names: list[str], listing: PresetListing) -> PresetNotFound:
+    close = _closest(ref, names)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; `kvcalc presets list` shows all {len(names)}"
+    broken = len(listing.errors)
+    if broken:
+        hint += f" ({broken} preset file{'s are' if broken > 1 else ' is'} broken: `kvcalc presets list` says why)"
+    return PresetNotFound(f"unknown {what} {ref!r}{hint}")
+
+
 def resolve(kind: Kind, ref: str, extra_dirs: Sequence[str | Path] | None = None) -> Any:
-    """A spec by preset name (user presets first) or by file path."""
-    from kvcalc import sources  # GGUF files, Hub repo ids, cache snapshots, --gpu auto and device names
+    """A spec by preset name (user presets first), by file path, or from where users keep models
+    and GPUs (GGUF files, Hub repo ids, cache snapshots, --gpu auto, vendors' device names)."""
+    from kvcalc import sources
 
     special = sources.model_reference(ref) if kind == "models" else sources.gpu_reference(ref, extra_dirs)
     if special is not None:
         return special
     if _is_path(ref):
         return load_file(kind, _preset_file(ref))
-    user = {}
-    for folder in reversed(user_presets_dirs(extra_dirs)):
-        user.update(_folder_entries(kind, folder, "user"))
-    if ref in user:
-        return load_file(kind, user[ref].path)
-    shipped = shipped_presets_dir() / kind / f"{ref}.yaml"  # shipped presets are named by their file
-    try:
-        is_shipped = shipped.is_file()
-    except OSError:  # a name the system cannot look up (over 255 bytes) names no shipped preset
-        is_shipped = False
-    if is_shipped:
-        return load_file(kind, shipped)
-    entries = {e.name: e for e in list_presets(kind, extra_dirs)}
-    if ref not in entries and kind == "gpus":  # a name as nvidia-smi or amd-smi prints it, else suggestions
-        return sources.gpu_by_device_name(ref, extra_dirs, _closest(ref, entries))
-    if ref not in entries:
-        hint = f"; did you mean {', '.join(close)}?" if (close := _closest(ref, entries)) else ""
-        what = "model" if kind == "models" else "GPU"
-        raise PresetNotFound(f"unknown {what} {ref!r}{hint or f'; `kvcalc presets list` shows all {len(entries)}'}")
-    return load_file(kind, entries[ref].path)
+    spec = _named(kind, ref, _user_folders(extra_dirs))
+    if spec is not None:
+        return spec
+    listing = presets_listing(extra_dirs)
+    names = [e.name for e in (listing.models if kind == "models" else listing.gpus)]
+    if kind == "gpus":  # a name as nvidia-smi or amd-smi prints it, else suggestions
+        return sources.gpu_by_device_name(ref, extra_dirs, _closest(ref, names))
+    raise _unknown("model", ref, names, listing)
 
 
 def _closest(ref: str, names: Iterable[str]) -> list[str]:
@@ -322,13 +471,13 @@ def load_any(ref: str, extra_dirs: Sequence[str | Path] | None = None) -> ModelS
         path = _preset_file(ref)
         data = read_mapping(path)
         return _spec_from("models" if path.suffix == ".json" else _looks_like(data), path, data)  # type: ignore[no-any-return]
-    models, gpus = ([e.name for e in list_presets(k, extra_dirs)] for k in ("models", "gpus"))
-    if ref in models or (ref not in gpus and not _closest(ref, gpus)):
-        return load_model(ref, extra_dirs)  # an unknown name: the model error, with its suggestions
-    if ref in gpus:
-        return load_gpu(ref, extra_dirs)
-    close = _closest(ref, models) + _closest(ref, gpus)
-    raise PresetNotFound(f"unknown model or GPU {ref!r}; did you mean {', '.join(close)}?")
+    user = _user_folders(extra_dirs)
+    for kind in ("models", "gpus"):
+        spec = _named(kind, ref, user)
+        if spec is not None:
+            return spec  # type: ignore[no-any-return]
+    listing = presets_listing(extra_dirs)
+    raise _unknown("model or GPU", ref, [e.name for e in listing.models + listing.gpus], listing)
 
 
 def load_model(ref: str, extra_dirs: Sequence[str | Path] | None = None) -> ModelSpec:
@@ -341,53 +490,55 @@ def load_gpu(ref: str, extra_dirs: Sequence[str | Path] | None = None) -> GpuSpe
     return resolve("gpus", ref, extra_dirs)  # type: ignore[no-any-return]
 
 
-# (substrings all present in the lower-cased device name) -> preset; first match wins.
-_DEVICE_NAMES: list[tuple[tuple[str, ...], str]] = [
-    (("h100", "pcie"), "h100-pcie"), (("h100",), "h100-sxm"), (("h200",), "h200"), (("gb200",), "gb200"), (("b200",), "b200"),
-    (("a100", "80gb"), "a100-80gb"), (("a100",), "a100-40gb"), (("l40s",), "l40s"), (("l4",), "l4"), (("a10g",), "a10g"),
-    (("t4",), "t4"), (("v100",), "v100-32gb"), (("4090",), "rtx4090"), (("3090",), "rtx3090"), (("5090",), "rtx5090"),
-    (("mi300x",), "mi300x"), (("mi325x",), "mi325x"),
-]  # fmt: skip
-
-
 def recognise_gpu(device_name: str) -> str | None:
-    """The preset of a device name as torch reports it, e.g. 'NVIDIA H100 80GB HBM3' -> h100-sxm.
+    """The preset one of whose `aliases` is a device name as torch or nvidia-smi reports it, e.g.
+    'NVIDIA H100 80GB HBM3' -> h100-sxm (the aliases are the one list of vendors' names).
 
     >>> recognise_gpu("NVIDIA H100 80GB HBM3"), recognise_gpu("NVIDIA A100-SXM4-80GB"), recognise_gpu("AMD EPYC")
     ('h100-sxm', 'a100-80gb', None)
     """
-    name = device_name.lower()
-    return next((preset for parts, preset in _DEVICE_NAMES if all(p in name for p in parts)), None)
+    from kvcalc.sources.gpus import gpu_by_device_name
+
+    found = gpu_by_device_name(device_name, None)
+    return found.name if found is not None else None
 
 
 class PlanPresets(Frozen):
-    """Where a plan's model and GPU names resolve: its folders and its single preset files."""
+    """Where a plan's model and GPU names resolve: its single preset files, its folders, user and shipped presets."""
 
     base: Path
     folders: list[Path]
-    files: dict[str, Path]
+    specs: list[ModelSpec | GpuSpec]  # the plan's single preset files, read and validated
 
     def resolve(self, kind: Kind, ref: str) -> Any:
-        """A spec by name (the plan's files, then its folders, user and shipped presets) or by path relative to the plan."""
-        if ref in self.files and _looks_like(read_mapping(self.files[ref])) == kind:
-            return load_file(kind, self.files[ref])
+        """A spec by name (the plan's files, then its folders, user and shipped presets), by path
+        relative to the plan, or (models) by Hugging Face repo id when no such path exists."""
+        wanted = _SPEC_TYPES[kind]
+        spec = next((s for s in self.specs if s.name == ref and isinstance(s, wanted)), None)
+        if spec is not None:
+            return spec
+        from kvcalc.sources import hub
+
+        if kind == "models" and (repo := hub.repo_reference(ref, self.base)) is not None:
+            return hub.model_from_hub(*repo)
         if _is_path(ref):
             return resolve(kind, str(self.base / ref))
         return resolve(kind, ref, self.folders)
 
 
 def load_plan(path: Path, plan_type: type[BaseModel]) -> tuple[Any, PlanPresets]:
-    """Read and validate a `kvcalc check` plan, and index the presets it names (relative to the plan)."""
+    """Read and validate a `kvcalc check` plan, and read the presets it names (relative to the plan): a
+    single file must be usable, a folder's files only when a workload asks for them."""
     _require_file(path, "plan file", "give the plan YAML's path", InvalidPreset)
     plan = validate_as(plan_type, read_mapping(path), str(path))
-    folders, files = [], {}
+    folders, specs = [], []
     for entry in plan.presets:
         target = path.parent / entry
         found = _what_is(target)
         if found == "folder":
             folders.append(target)
         elif found == "file":
-            files[str(_preset_name(read_mapping(target), target))] = target
+            specs.append(_scan_file(target, None).load())
         else:
             raise InvalidPreset(f"{path}: presets: {entry!r} is neither a file nor a folder (paths are relative to the plan)")
-    return plan, PlanPresets(base=path.parent, folders=folders, files=files)
+    return plan, PlanPresets(base=path.parent, folders=folders, specs=specs)

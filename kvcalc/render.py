@@ -115,7 +115,9 @@ def weights_line(params: ParamCount | None, weights_bytes: int | None, fmt: Weig
     if params is None or weights_bytes is None:
         console.print(f"weights: {escape(unknown)}", soft_wrap=True)
         return
-    how = "summed from the file's tensors" if fmt.stored else "counted from the shapes" if params.from_shapes else "published"
+    how = (
+        "summed from the checkpoint's tensors" if fmt.stored else "counted from the shapes" if params.from_shapes else "published"
+    )
     active = f", {params.active:,} active per token" if params.active != params.total else ""
     console.print(
         f"weights: {params.total:,} params ({how}{active}) in {fmt.label} = {_bytes_cell(weights_bytes, decimal)}",
@@ -127,31 +129,46 @@ _CONTEXT_LIMITS = {
     "memory": "limited by memory",
     "max_positions": "limited by the model's max positions",
     "max_cache_len": "limited by the StaticCache's --max-cache-len",
+    "max_seq_len": "limited by TensorRT-LLM's --max-seq-len",
     "unbounded": "no limit found: the model states no max positions and memory allows 2^31 tokens",
 }
 
 
 def fit_tables(report: FitReport, model: str, gpu: str, decimal: bool, explain: bool) -> None:
-    """The budget breakdown and what fits."""
+    """The budget breakdown, term by term as the engine sees it, and what fits."""
     b = report.budget
-    table = _table(f"Budget per GPU: {gpu}", "", "bytes")
+    engine = report.budget.engine.name
+    title = f"Budget per GPU: {gpu}" + (f" ({engine})" if engine != "textbook" else "")
+    table = _table(title, "", "bytes")
     table.add_row("memory", _bytes_cell(b.memory_bytes, decimal))
-    table.add_row(f"not used (utilization {b.utilization:g})", _bytes_cell(b.memory_bytes - b.allowed_bytes, decimal))
-    table.add_row("reserve (runtime, activations)", _bytes_cell(b.reserve_bytes, decimal))
-    table.add_row("weights", _bytes_cell(b.weights_bytes, decimal))
+    for term in b.terms:
+        table.add_row(term.name, _bytes_cell(term.bytes, decimal))
     table.add_row("left for KV cache", _bytes_cell(b.usable_bytes, decimal))
     console.print(table)
     if explain:
         _explain(b.explain)
     if not report.weights_fit:
-        short = f"{-b.usable_bytes:,} B ({format_bytes(-b.usable_bytes, decimal)})"
-        if b.weights_bytes <= b.allowed_bytes:  # the weights alone would fit: the reserve is what overflows
-            console.print(f"[red]does not fit:[/] weights + --reserve exceed the budget by {short}; lower --reserve")
+        short = f"{report.shortfall_bytes:,} B ({format_bytes(report.shortfall_bytes, decimal)})"
+        if b.overcommitted_bytes:
+            console.print(f"[red]does not fit:[/] the KV cache asked for and the rest exceed the memory by {short}")
+        elif b.usable_bytes + b.reserve_bytes >= 0:  # the weights alone would fit: the overheads are what overflows
+            overheads = "--reserve" if b.fraction.startswith("--utilization") else "the overheads (or --reserve)"
+            console.print(
+                f"[red]does not fit:[/] weights + {overheads} exceed the budget by {-b.usable_bytes:,} B"
+                f" ({format_bytes(-b.usable_bytes, decimal)}); lower --reserve"
+            )
         else:
             console.print(
-                f"[red]does not fit:[/] the weights exceed the budget by {short}; try a larger --tp or a smaller --weight-dtype (fp8, int4)"
+                f"[red]does not fit:[/] the weights exceed the budget by {-b.usable_bytes:,} B ({format_bytes(-b.usable_bytes, decimal)});"
+                " try a larger --tp or a smaller --weight-dtype (fp8, int4)"
             )
         return
+    for pool in report.pools:
+        window = f"window {pool.window:,}" if pool.window else "full attention"
+        console.print(
+            f"pool {pool.name}: {pool.tokens:,} tokens of {pool.layers} {window} layers ({pool.bytes_per_token:,} B per token,"
+            f" {format_bytes(pool.bytes, decimal)})"
+        )
     verdict = (
         "[green]fits[/]" if report.fits else f"[red]does not fit[/] (short by {format_bytes(report.shortfall_bytes, decimal)})"
     )
@@ -206,8 +223,18 @@ def decode_tables(step: DecodeEstimate, first: PrefillEstimate | None, decimal: 
         )
     table.add_row("memory time", format_seconds(r.memory_seconds))
     table.add_row("compute time", format_seconds(r.compute_seconds))
-    table.add_row("time per output token", f"[bold]{format_seconds(step.seconds_per_token)}[/] ({r.bound}-bound)")
-    table.add_row("tokens/s per sequence / total", f"{step.tokens_per_s_per_sequence:,.1f} / {step.tokens_per_s:,.1f}")
+    e = step.expected
+    table.add_row("time per output token, roofline", f"{format_seconds(step.seconds_per_token)} ({r.bound}-bound)")
+    table.add_row("  tokens/s per sequence / total", f"{step.tokens_per_s_per_sequence:,.1f} / {step.tokens_per_s:,.1f}")
+    table.add_row(
+        "time per output token, expected",
+        f"[bold]{format_seconds(e.seconds)}[/] ({e.profile}{', overridden' if e.overridden else ''};"
+        f" {e.share_of_roofline:.0%} of roofline speed)",
+    )
+    table.add_row(
+        "  tokens/s per sequence / total",
+        f"{step.expected_tokens_per_s_per_sequence:,.1f} / {step.expected_tokens_per_s:,.1f}",
+    )
     table.add_row("arithmetic intensity vs ridge", f"{r.arithmetic_intensity:,.1f} vs {r.ridge_point:,.0f} FLOP/B")
     if first is not None:
         table.add_row(
@@ -235,7 +262,7 @@ def spec_table(document: dict[str, Any]) -> None:
     table = _table(str(document.get("name")), "field", "value")
     table.columns[1].justify = "left"
     for key, value in document.items():
-        table.add_row(key, f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value))
+        table.add_row(key, f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else escape(str(value)))
     console.print(table)
 
 
@@ -367,25 +394,33 @@ def _compare_kv_table(c: Comparison, baseline: CompareRow, dtypes: bool, decimal
 
 
 def _fit_cells(fit: RowFit) -> list[str]:
-    limit = {"max_positions": "model max", "max_cache_len": "cache length", "unbounded": "search limit"}.get(
-        fit.max_context_limit, "memory"
-    )
+    limit = {
+        "max_positions": "model max",
+        "max_cache_len": "cache length",
+        "max_seq_len": "max_seq_len",
+        "unbounded": "search limit",
+    }.get(fit.max_context_limit, "memory")
     context = f"{fit.max_context:,} ({limit})" if fit.max_context else "0"
     return [f"{fit.max_batch:,}", context]
 
 
-def _decode_cells(step: RowDecode | None) -> list[str]:
-    return [format_seconds(step.seconds_per_token), step.bound] if step else []
+def _decode_cells(step: RowDecode | None, judge: str) -> list[str]:
+    if step is None:
+        return []
+    if judge == "roofline":
+        return [format_seconds(step.seconds_per_token), step.bound]
+    return [format_seconds(step.expected_seconds_per_token), f"{step.profile}, {step.bound}"]
 
 
 def _compare_fit_table(c: Comparison, gpu: str, dtypes: bool) -> Table:
-    decode = ["decode / token", "bound"] if any(row.decode for row in c.variants) else []  # --memory alone: no bandwidth
+    heads = ["decode / token (roofline)", "bound"] if c.decode_judge == "roofline" else ["decode / token", "profile, bound"]
+    decode = heads if any(row.decode for row in c.variants) else []  # --memory alone: no bandwidth
     title = f"On {gpu}" + (f", tp {c.tp}" if c.tp > 1 else "")
     first = {"variants": "variant", "engines": "engine", "models": "model"}[c.kind]
     table = _table(title, first, f"max batch at {c.seq:,}", f"max context at batch {c.batch}", *decode)
     for row in c.variants:
         if row.fit:
-            table.add_row(_label(row, dtypes), *_fit_cells(row.fit), *_decode_cells(row.decode))
+            table.add_row(_label(row, dtypes), *_fit_cells(row.fit), *_decode_cells(row.decode, c.decode_judge))
     return table
 
 
@@ -451,9 +486,11 @@ def _plain(value: Any) -> str:
 
 def check_table(report: Any) -> None:
     """One row per workload with its figures; a line per failed assertion (report: kvcalc.check.CheckReport)."""
+    judge = report.workloads[0].decode_judge  # one per plan
     table = _table(
-        "kvcalc check", "workload", "model", "GPU", "result", "fits", "max batch", "max context", "KV per GPU", "decode/token"
-    )
+        "kvcalc check", "workload", "model", "GPU", "result", "fits", "max batch", "max context", "KV per GPU",
+        f"decode/token ({judge})",
+    )  # fmt: skip
     for w in report.workloads:
         result = "[green]pass[/]" if w.passed else "[red]FAIL[/]"
         decode = format_seconds(w.decode_ms / 1e3) if w.decode_ms is not None else "-"

@@ -8,7 +8,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from kvcalc.base import Strict
 from kvcalc.errors import InvalidInput
-from kvcalc.units import DType, parse_dtype
+from kvcalc.units import DType, parse_dtype, parse_size
 
 AttentionKind = Literal["full", "sliding", "chunked"]
 StateKind = Literal["mamba1", "mamba2", "gated_deltanet", "lightning", "short_conv"]
@@ -50,7 +50,9 @@ def _plain_name(name: str) -> str:
 
 
 Name = Annotated[str, AfterValidator(_plain_name)]  # printed in tables and messages as it is
-Count = Annotated[int, Number, Field(gt=0, le=2**31)]  # a positive count; the bound refuses absurd or overflowing input
+MAX_COUNT = 2**31
+MAX_LAYERS = 10_000  # every figure walks the layers one by one; the deepest published models have a few hundred
+Count = Annotated[int, Number, Field(gt=0, le=MAX_COUNT)]  # a positive count; the bound refuses absurd or overflowing input
 Rate = Annotated[int, Number, Field(gt=0, le=10**20)]  # bytes, bytes/s or FLOP/s
 
 
@@ -102,12 +104,14 @@ class MoeSpec(Strict):
 
 
 class StoredWeights(Strict):
-    """A checkpoint's weights as its file stores them, each tensor in its own type (a GGUF's
-    tensor infos summed): exact bytes, the parameters they hold, and the parameters per type."""
+    """A checkpoint's weights as its files store them, each tensor in its own type (a GGUF's tensor
+    infos or safetensors headers summed): exact bytes, the parameters they hold, and the values per type."""
 
     bytes: Rate
     params: Rate
-    types: dict[str, Rate] = Field(default_factory=dict, description="parameters per stored type, e.g. q4_K, q6_K, f32")
+    types: dict[str, Rate] = Field(
+        default_factory=dict, description="values per stored type, e.g. q4_K, q6_K, f32 (GGUF) or BF16, I32 (safetensors)"
+    )
 
 
 class AttentionShape(Strict):
@@ -189,7 +193,7 @@ class ModelSpec(Strict):
     the optional fields unlock weights, limits and MoE/MLA/window figures."""
 
     name: Name
-    layers: Count
+    layers: Annotated[int, Number, Field(gt=0, le=MAX_LAYERS)]
     heads: Count
     kv_heads: Count
     head_dim: Count | None = None
@@ -230,7 +234,8 @@ class ModelSpec(Strict):
     params: Rate | None = None
     active_params: Rate | None = None
     stored_weights: StoredWeights | None = Field(
-        default=None, description="exact bytes as stored (a GGUF's tensors): used instead of params * dtype unless --weight-dtype"
+        default=None,
+        description="exact bytes as stored (a GGUF's or a safetensors checkpoint's headers): used instead of params * dtype unless --weight-dtype",
     )
     source: str | None = Field(default=None, description="where the figures come from: a published config, a file, a Hub repo")
     notes: str | None = None
@@ -286,6 +291,11 @@ class ModelSpec(Strict):
             raise ValueError("MLA with state layers is not supported")
         return self
 
+    def origin(self) -> list[str]:
+        """--explain's first line: where the model comes from (a preset's published config, a file,
+        a GGUF, a Hub repo at its revision), when the spec says."""
+        return [f"model {self.name}: {self.source}"] if self.source else []
+
     @property
     def key_dim(self) -> int:
         """Width of one K head (differs from V's in DeepSeek's decompressed MLA)."""
@@ -329,14 +339,19 @@ class ModelSpec(Strict):
         return [next((p for p in STATE_KINDS if p in kind.split("+")), None) for kind in self.layer_kinds()]
 
 
+Backend = Literal["cuda", "rocm", "metal", "vulkan"]
+
+
 class GpuSpec(Strict):
-    """An accelerator: memory in bytes, peak bandwidth in bytes/s, dense FLOP/s."""
+    """An accelerator: memory in bytes, peak bandwidth in bytes/s, dense FLOP/s, and the software
+    backend engines run on it (absent: cuda), which sets llama.cpp's fixed cost per layer."""
 
     name: Name
     memory_bytes: Rate
     bandwidth_bytes_per_s: Rate
     bf16_flops: Rate
     fp8_flops: Rate | None = None
+    backend: Backend = "cuda"
     memory_note: str | None = None
     aliases: list[Name] | None = Field(
         default=None, description="the names vendors' tools print (nvidia-smi, amd-smi), matched case-blind by --gpu"
@@ -344,8 +359,12 @@ class GpuSpec(Strict):
     source: str | None = None
     notes: str | None = None
 
+    def origin(self) -> list[str]:
+        """--explain's line saying where the GPU's figures come from (a datasheet, this machine's tool)."""
+        return [f"gpu {self.name}: {self.source}"] if self.source else []
 
-EngineName = Literal["textbook", "hf", "vllm", "llamacpp"]
+
+EngineName = Literal["textbook", "hf", "vllm", "llamacpp", "sglang", "trtllm"]
 ENGINE_OPTIONS: dict[str, EngineName] = {
     "hf_version": "hf",
     "max_cache_len": "hf",
@@ -356,13 +375,55 @@ ENGINE_OPTIONS: dict[str, EngineName] = {
     "max_num_batched_tokens": "vllm",
     "mamba_cache_dtype": "vllm",
     "mamba_ssm_cache_dtype": "vllm",
+    "max_num_seqs": "vllm",
+    "gpu_memory_utilization": "vllm",
+    "enforce_eager": "vllm",
+    "kv_cache_memory_bytes": "vllm",
+    "vllm_version": "vllm",
+    "mem_fraction_static": "sglang",
+    "max_total_tokens": "sglang",
+    "page_size": "sglang",
+    "swa_full_tokens_ratio": "sglang",
+    "max_running_requests": "sglang",
+    "free_gpu_memory_fraction": "trtllm",
+    "tokens_per_block": "trtllm",
+    "max_tokens": "trtllm",
+    "max_num_tokens": "trtllm",
+    "max_seq_len": "trtllm",
 }
 
 
-class Engine(Strict):
-    """Which engine's allocation rules to follow, and its options (None: the engine's default).
+def _read_size(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            return parse_size(value)
+        except InvalidInput as exc:  # re-raised as a field error, so the message names the field
+            raise ValueError(str(exc)) from None
+    return value
 
-    textbook: exact bytes, no padding. The rules themselves live in kvcalc.engines, one module each.
+
+def _power_of_two(value: int) -> int:
+    if value < 2 or value & (value - 1):
+        raise ValueError(f"must be a power of two greater than 1, got {value}")
+    return value
+
+
+def _version(value: str) -> str:
+    parts = value.split(".")
+    if not 2 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
+        raise ValueError(f"write a version as MAJOR.MINOR or MAJOR.MINOR.PATCH (0.19, 0.21.1), got {value!r}")
+    return value
+
+
+Fraction = Annotated[float, Number, Field(gt=0, le=1, allow_inf_nan=False)]
+SizeBytes = Annotated[int, BeforeValidator(_read_size), Number, Field(gt=0, le=10**20)]  # 20GiB, or bytes
+
+
+class Engine(Strict):
+    """Which engine's allocation rules to follow, and its options (None: the engine's default),
+    named as the engine spells them. The rules themselves live in kvcalc.engines, one module each.
+
+    textbook: exact bytes, no padding.
     """
 
     name: EngineName = "textbook"
@@ -372,9 +433,24 @@ class Engine(Strict):
     ubatch: Count | None = None  # llama.cpp -ub (default 512)
     kv_unified: bool | None = None  # llama.cpp --kv-unified (default false)
     flash_attn: bool | None = None  # llama.cpp -fa (default on where supported)
-    max_num_batched_tokens: Count | None = None  # vLLM (default 8192)
+    max_num_batched_tokens: Count | None = None  # vLLM (default 8192, 2048 below 70 GiB or on an A100)
+    max_num_seqs: Count | None = None  # vLLM (default 1024, 256 below 70 GiB or on an A100)
+    gpu_memory_utilization: Fraction | None = None  # vLLM: share of total memory (default 0.9)
+    enforce_eager: bool | None = None  # vLLM: no CUDA graphs (default false)
+    kv_cache_memory_bytes: SizeBytes | None = None  # vLLM: the KV cache's size, overriding the profiled budget
+    vllm_version: Annotated[str, AfterValidator(_version)] | None = None  # the vLLM release (default: 0.21 or later)
     mamba_cache_dtype: DTypeName | None = None  # vLLM --mamba-cache-dtype: conv state (and SSM state) dtype; None: auto
     mamba_ssm_cache_dtype: DTypeName | None = None  # vLLM --mamba-ssm-cache-dtype: SSM state dtype; None: auto
+    mem_fraction_static: Fraction | None = None  # SGLang: share of free memory for weights and KV (default from GPU memory)
+    max_total_tokens: Count | None = None  # SGLang: cap on the token pool
+    page_size: Count | None = None  # SGLang: tokens per page (default 1)
+    swa_full_tokens_ratio: Fraction | None = None  # SGLang: sliding pool / full pool tokens; given: hybrid SWA pools
+    max_running_requests: Count | None = None  # SGLang: concurrent requests (sizes the req_to_token table)
+    free_gpu_memory_fraction: Annotated[float, Number, Field(gt=0, lt=1, allow_inf_nan=False)] | None = None  # TRT-LLM (0.9)
+    tokens_per_block: Annotated[int, Number, AfterValidator(_power_of_two)] | None = None  # TRT-LLM (default 32)
+    max_tokens: Count | None = None  # TRT-LLM: cap on the KV cache's tokens
+    max_num_tokens: Count | None = None  # TRT-LLM: tokens of one forward, sizes the profiling run (default 8192)
+    max_seq_len: Count | None = None  # TRT-LLM: longest request, the full layers' window (default: the model's max positions)
 
     @model_validator(mode="after")
     def _options_apply(self) -> Engine:

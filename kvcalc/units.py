@@ -24,25 +24,26 @@ _SIZE_SUFFIXES = {
     "g": GiB, "gib": GiB, "gb": GB,
     "t": TiB, "tib": TiB, "tb": TB,
 }  # fmt: skip
-_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?(?:e[0-9]{1,3})?)\s*([a-z]*)\s*$", re.IGNORECASE)
+_SIZE_RE = re.compile(r"^\s*(-)?\s*([0-9]+(?:\.[0-9]+)?(?:e[0-9]{1,3})?)\s*([a-z]*)\s*$", re.IGNORECASE)
 
 SIZE_HELP = "80GB = 80*10^9 bytes, 80GiB = 80*2^30, a bare G/M/K is binary (24G = 24GiB), a plain number is bytes"
 MAX_SIZE = 10**18  # 1 EB: far beyond any accelerator, and it keeps sizes exact integers
 
 
 def parse_size(text: str, allow_zero: bool = False) -> int:
-    """Parse a memory size into integer bytes (at least one byte, or zero when allowed).
+    """Parse a memory size into integer bytes (at least one byte, or zero when allowed). A minus
+    sign is refused unless the size is zero: -0 is 0, as in Python.
 
-    >>> parse_size("80GB"), parse_size("80GiB"), parse_size("24G"), parse_size("1024"), parse_size("0GiB", allow_zero=True)
+    >>> parse_size("80GB"), parse_size("80GiB"), parse_size("24G"), parse_size("1024"), parse_size("-0GiB", allow_zero=True)
     (80000000000, 85899345920, 25769803776, 1024, 0)
     """
-    if text.strip().startswith("-"):
-        raise InvalidInput(f"size {text!r} must not be negative")
     match = _SIZE_RE.match(text)
-    unit = match.group(2).lower() if match else None
+    unit = match.group(3).lower() if match else None
     if match is None or unit not in _SIZE_SUFFIXES:
         raise InvalidInput(f"cannot read size {text!r}: use e.g. 80GB, 80GiB or 24G ({SIZE_HELP})")
-    exact = Decimal(match.group(1)) * _SIZE_SUFFIXES[unit]  # decimal arithmetic: 9007199254740993 stays itself
+    exact = Decimal(match.group(2)) * _SIZE_SUFFIXES[unit]  # decimal arithmetic: 9007199254740993 stays itself
+    if match.group(1) and exact != 0:
+        raise InvalidInput(f"size {text!r} must not be negative")
     if exact > MAX_SIZE:
         raise InvalidInput(f"size {text!r} is more than 1 EB (10^18 bytes)")
     value = round(exact)
@@ -143,19 +144,26 @@ PACKING: dict[DType, Packing] = {
     DType.mxfp4: Packing(block_values=32, block_bytes=17, scale_bytes=1),
 }
 
-_DTYPE_ALIASES = {
-    "float32": DType.fp32, "f32": DType.fp32,
-    "float16": DType.fp16, "f16": DType.fp16, "half": DType.fp16,
-    "bfloat16": DType.bf16,
-    "float8": DType.fp8, "float8_e4m3fn": DType.fp8_e4m3, "e4m3": DType.fp8_e4m3, "e5m2": DType.fp8_e5m2,
-}  # fmt: skip
+# Other spellings of each dtype: torch's (torch.float8_e4m3fn; fnuz is AMD's variant of the same byte),
+# Hugging Face config.json's torch_dtype/dtype (float32, float16, bfloat16), vLLM's --dtype and
+# --kv-cache-dtype (half, float, fp8_e4m3, fp8_e5m2) and llama.cpp's (f32, f16, bf16). One table, so
+# every spelling of a dtype is accepted wherever one is read.
+_DTYPE_SPELLINGS: dict[DType, tuple[str, ...]] = {
+    DType.fp32: ("float32", "float", "f32"),
+    DType.fp16: ("float16", "half", "f16"),
+    DType.bf16: ("bfloat16",),
+    DType.fp8: ("float8",),
+    DType.fp8_e4m3: ("float8_e4m3fn", "float8_e4m3fnuz", "fp8_e4m3fn", "fp8_e4m3fnuz", "e4m3", "e4m3fn"),
+    DType.fp8_e5m2: ("float8_e5m2", "float8_e5m2fnuz", "fp8_e5m2fnuz", "e5m2"),
+}
+_DTYPE_ALIASES = {spelling: dtype for dtype, spellings in _DTYPE_SPELLINGS.items() for spelling in spellings}
 
 
 def parse_dtype(text: str | DType) -> DType:
-    """Read a dtype name, accepting torch/HF spellings (bfloat16, float16).
+    """Read a dtype name, accepting torch, Hugging Face, vLLM and llama.cpp spellings (bfloat16, half, f16).
 
-    >>> parse_dtype("bfloat16"), parse_dtype("Q8_0")
-    (<DType.bf16: 'bf16'>, <DType.q8_0: 'q8_0'>)
+    >>> parse_dtype("bfloat16"), parse_dtype("Q8_0"), parse_dtype("float8_e5m2")
+    (<DType.bf16: 'bf16'>, <DType.q8_0: 'q8_0'>, <DType.fp8_e5m2: 'fp8_e5m2'>)
     """
     if isinstance(text, DType):
         return text

@@ -6,7 +6,9 @@
 Each fenced block whose first line is `$ kvcalc ...` is run from the repository root with
 COLUMNS=120 (stdout and stderr, as a terminal shows them); a `$ echo $?` line records the exit code.
 Hugging Face repo ids resolve in the fixture cache tests/fixtures/hf-cache, offline.
-`measure` blocks are left alone: their timings differ from run to run.
+`measure` blocks are left alone: their timings differ from run to run. Between
+`<!-- calibration:ENGINE -->` and `<!-- /calibration:ENGINE -->` goes the table of how `fit`
+reproduces that engine's published start-up logs (scripts/calibration.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ DOCS = [ROOT / "README.md", ROOT / "docs" / "engines.md"]
 # Hub repo ids in the examples read a fixture cache, offline, whatever the writer's own cache holds.
 HUB_FIXTURE = {"HF_HUB_CACHE": "tests/fixtures/hf-cache", "HF_HUB_OFFLINE": "1"}
 BLOCK = re.compile(r"```\n\$ (kvcalc [^\n]*)\n(.*?)```", re.DOTALL)
+CALIBRATION = re.compile(r"(<!-- calibration:(\w+) -->\n).*?(<!-- /calibration:\2 -->)", re.DOTALL)
 
 
 def run(command: str) -> str:
@@ -41,7 +44,12 @@ def refreshed(text: str) -> str:
             return match.group(0)
         return f"```\n$ {command}\n{run(command)}```"
 
-    return BLOCK.sub(replace, text)
+    def calibrated(match: re.Match[str]) -> str:
+        import calibration  # scripts/calibration.py, beside this script
+
+        return f"{match.group(1)}{calibration.table(match.group(2))}\n{match.group(3)}"
+
+    return CALIBRATION.sub(calibrated, BLOCK.sub(replace, text))
 
 
 def main() -> int:

@@ -103,7 +103,8 @@ def test_missing_plan_file(cli, tmp_path: Path) -> None:
 
 
 def test_workload_engine_by_name_or_with_options(cli, tmp_path: Path) -> None:
-    # vLLM reserves cdiv(min(4095 + 8192, 8192), 16) + 1 = 513 blocks per sliding layer of gemma2-9b.
+    # vLLM reserves cdiv(min(4095 + max_num_batched_tokens, 8192), 16) + 1 blocks per sliding layer of gemma2-9b;
+    # on an L40S (below 70 GiB) max_num_batched_tokens defaults to 2048: 385 blocks.
     body = (
         "workloads:\n"
         "  - {name: a, model: gemma2-9b, gpu: l40s, seq: 8192, engine: vllm}\n"
@@ -111,7 +112,7 @@ def test_workload_engine_by_name_or_with_options(cli, tmp_path: Path) -> None:
     )
     doc = cli.json("check", _plan(tmp_path, body))
     per_layer = 2 * 8 * 256 * 2
-    assert doc["workloads"][0]["kv_bytes_per_gpu"] == 21 * per_layer * (513 * 16 + 8192)
+    assert doc["workloads"][0]["kv_bytes_per_gpu"] == 21 * per_layer * (385 * 16 + 8192)
     assert doc["workloads"][1]["kv_bytes_per_gpu"] == 21 * per_layer * (4608 + 8192)
     bad = cli(
         "check",
@@ -151,9 +152,42 @@ def test_piped_table_is_not_cut_to_80_columns() -> None:
         ("memory: true", "memory: write a size with its unit, e.g. 80GiB or 80GB"),
         ("expect: {fits: 1}", "expect.fits: Input should be a valid boolean"),
         ("expect: {decode_ms_at_most: .inf}", "expect.decode_ms_at_most: Input should be a finite number"),
+        ("expect: {fits: 'yes'}", "expect.fits: Input should be a valid boolean"),
+        ("batch: '8'", "batch: Input should be a valid integer"),
+        ("batch: 8.0", "batch: Input should be a valid integer"),
+        ("utilization: '0.9'", "utilization: Input should be a valid number"),
+        ("expect: {max_batch_at_least: '4'}", "expect.max_batch_at_least: Input should be a valid integer"),
+        (
+            "engine: {name: vllm, max_num_batched_tokens: '8192'}",
+            "engine.max_num_batched_tokens: Input should be a valid integer",
+        ),
     ],
 )
-def test_booleans_are_not_numbers_in_plans(cli, tmp_path: Path, field: str, expected: str) -> None:
+def test_plan_types_are_strict(cli, tmp_path: Path, field: str, expected: str) -> None:
+    """One rule for every plan field, as for `fits`: a number is a number, not "8" or (for an integer) 8.0."""
     plan = _plan(tmp_path, f"workloads:\n  - {{name: a, model: llama3-8b, gpu: h100-sxm, seq: 8, {field}}}\n")
     result = cli("check", plan)
     assert result.exit_code == 2 and expected in result.stderr
+
+
+def test_a_plan_names_models_by_hugging_face_repo_id(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`model: org/name` resolves as --model does: a repo id, unless that path exists relative to the plan."""
+    from .test_sources_hub import cache_repo
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cache_repo(tmp_path / "hub", "meta-llama/Meta-Llama-3-8B")
+    (tmp_path / "plans" / "org").mkdir(parents=True)
+    (tmp_path / "plans" / "org" / "name").write_text((FIXTURES / "check" / "presets" / "our-13b.yaml").read_text())
+    plan = _plan(
+        tmp_path / "plans",
+        "workloads:\n"
+        "  - {name: hub, model: meta-llama/Meta-Llama-3-8B, memory: 80GiB, seq: 8192, batch: 2}\n"
+        "  - {name: file, model: org/name, memory: 80GiB, seq: 8192}\n",
+    )
+    hub, file = cli.json("check", plan)["workloads"]
+    assert hub["model"] == "meta-llama/Meta-Llama-3-8B" and hub["kv_bytes_per_gpu"] == 2 * 2**30  # 1 GiB a sequence
+    assert file["model"] == "our-13b"
+    missing = _plan(tmp_path / "plans", "workloads:\n  - {name: x, model: org/other.yaml, memory: 80GiB, seq: 8}\n")
+    result = cli("check", missing)
+    assert result.exit_code == 2 and "org/other.yaml: no such file" in result.stderr

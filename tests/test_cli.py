@@ -164,11 +164,14 @@ def test_bad_size_arguments(cli, args: list, expected: str) -> None:
 
 
 def test_duplicate_names_in_one_folder(cli, tmp_path: Path) -> None:
+    """Two files of one folder naming one preset: asking for it is an error, and it is not listed."""
     _write(tmp_path, "a.yaml", GOOD)
     _write(tmp_path, "b.yaml", GOOD)
-    result = cli("presets", "list", "--presets", tmp_path)
+    result = cli("size", "--model", "x", "--seq", "8", "--presets", tmp_path)
     assert result.exit_code == 2
-    assert "preset name 'x' is also defined in" in result.stderr
+    assert "b.yaml: preset name 'x' is also defined in" in result.stderr and "a.yaml" in result.stderr
+    listed = cli.json("presets", "list", "--presets", tmp_path)
+    assert "x" not in {m["name"] for m in listed["models"]}
 
 
 def test_help_lists_commands_in_order_and_keeps_brackets(cli) -> None:

@@ -11,7 +11,7 @@ from kvcalc.presets import load_gpu, load_model
 from kvcalc.spec import ModelSpec
 from kvcalc.units import GiB
 
-from .conftest import TEST_PRESETS
+from .conftest import FIXTURES, TEST_PRESETS
 
 
 def test_fit_golden_57_through_cli(cli) -> None:
@@ -212,3 +212,33 @@ def test_pp_explain_states_the_stage_rule(cli) -> None:
     assert "pipeline stages of 11/11/10 layers" in out and "the first also the embedding table" in out
     assert "weights = stage 1 of 3 (layers 0-10): 2,924,568,576 params * bf16 / tp 1 = 5,849,137,152 B" in out
     assert cli.json("fit", "--model", "llama3-8b", "--memory", "80GiB", "--reserve", "0", "--pp", "3")["max_batch"] == 193
+
+
+@pytest.mark.parametrize("command", ["fit", "decode"])
+@pytest.mark.parametrize(
+    "model, origin",
+    [
+        ("llama3-8b", "model llama3-8b: meta-llama/Meta-Llama-3-8B config.json (32 layers"),
+        (f"{FIXTURES}/hf/llama3-8b-config.json", f"model hf: config.json at {FIXTURES}/hf/llama3-8b-config.json"),
+        (
+            f"{FIXTURES}/gguf/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf",
+            f"model Meta-Llama-3.1-8B-Instruct-Q4_K_M: GGUF v3 file {FIXTURES}/gguf/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf",
+        ),
+        (
+            "meta-llama/Meta-Llama-3-8B@main",
+            "model meta-llama/Meta-Llama-3-8B@main: Hugging Face meta-llama/Meta-Llama-3-8B at main (commit 000000000000)",
+        ),
+    ],
+)
+def test_explain_says_where_the_model_comes_from(
+    cli, monkeypatch: pytest.MonkeyPatch, command: str, model: str, origin: str
+) -> None:
+    """Preset, config.json, GGUF and Hub repo at a revision: fit's and decode's --explain name it first, as size's does."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(FIXTURES / "hf-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = cli(command, "--model", model, "--gpu", "h100-sxm", "--explain")
+    assert result.exit_code == 0, result.output
+    explained = [line.strip() for line in result.stdout.splitlines() if line.startswith("  ")]
+    assert explained[0].startswith(origin)
+    if command == "decode":  # the roofline's bandwidth and FLOP/s come from the GPU
+        assert explained[1].startswith("gpu h100-sxm: NVIDIA H100 datasheet (SXM)")

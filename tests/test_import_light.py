@@ -30,8 +30,8 @@ def test_size_command_does_not_load_torch() -> None:
 
 
 def test_json_output_loads_no_rich_and_builds_one_command() -> None:
-    """The start-up path of `kvcalc size --json`: no Rich console (tables only), and no other command's
-    module imported or options built."""
+    """The start-up path of `kvcalc size --json`: no Rich console (tables only), no measure models
+    (its documents are defined when asked for), and no other command's module imported or options built."""
     code = INVOKE + (
         "import typer.main; built = []; build = typer.main.get_command; "
         "typer.main.get_command = lambda typer_app: built.append(typer_app) or build(typer_app); "
@@ -39,7 +39,7 @@ def test_json_output_loads_no_rich_and_builds_one_command() -> None:
         "assert r.exit_code == 0, r.output; "
         "print([name for name, module in COMMANDS.items() if module in sys.modules], "
         "[name for name, module in COMMANDS.items() if module in sys.modules and sys.modules[module].app in built], "
-        "sorted(m for m in ('torch', 'numpy', 'rich.console', 'kvcalc.render') if m in sys.modules))"
+        "sorted(m for m in ('torch', 'numpy', 'rich.console', 'kvcalc.render', 'kvcalc.measure') if m in sys.modules))"
     )
     assert _python(code) == "['size'] ['size'] []"
 
@@ -58,26 +58,31 @@ def test_help_lists_every_command_and_builds_none() -> None:
 
 
 def test_no_command_tries_to_import_huggingface_hub(tmp_path) -> None:
-    """huggingface_hub (the [hub] extra) is imported only to download a config.json that is not cached:
-    a preset, a GGUF file and a cached repo id never try, installed or not (a meta-path hook records tries)."""
+    """huggingface_hub (the [hub] extra) is imported only to fetch what the cache lacks: a preset, a GGUF
+    file and a repo id whose config.json and safetensors headers are cached never try, installed or not
+    (a meta-path hook records tries; CliRunner captures what the command prints, so they are printed after)."""
     import os
     from pathlib import Path
 
-    from .test_sources_hub import cache_repo
+    from .safetensors_writer import in_shards, llama_tensors, write_checkpoint
+    from .test_sources_hub import COMMIT, cache_repo
 
     cache_repo(tmp_path / "hub", "org/model")
+    write_checkpoint(tmp_path / "hub" / "models--org--model" / "snapshots" / COMMIT, in_shards(llama_tensors(), 1))
     gguf = Path(__file__).parent / "fixtures" / "gguf" / "Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf"
     code = (
         "import sys\n"
+        "tried = []\n"
         "class Watch:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] == 'huggingface_hub': print('tried', name)\n"
+        "        if name.split('.')[0] == 'huggingface_hub': tried.append(name)\n"
         "sys.meta_path.insert(0, Watch())\n" + INVOKE + "\n"
         f"for model in ('llama3-8b', {str(gguf)!r}, 'org/model'):\n"
         "    r = CliRunner().invoke(app, ['size', '--model', model, '--seq', '8', '--json'])\n"
         "    assert r.exit_code == 0, r.output\n"
-        "print(sorted(m for m in ('huggingface_hub', 'torch', 'kvcalc.sources.gpus') if m in sys.modules))"
+        "print(tried, sorted(m for m in ('huggingface_hub', 'torch', 'kvcalc.sources.gpus') if m in sys.modules))"
     )
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub")}
+    env.pop("HF_HUB_OFFLINE", None)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
-    assert done.stdout.strip() == "[]"
+    assert done.stdout.strip() == "[] []"

@@ -214,3 +214,39 @@ def test_new_preset_shapes_give_the_published_count(preset: str, published: int)
     model = load_model(preset)
     assert model.params == published
     assert count_params(model.model_copy(update={"params": None})).total == published
+
+
+# transformers' class defaults for keys a config.json leaves out (configuration_mistral.py, _qwen3.py,
+# _gemma2.py, _gpt_oss.py): what an engine that loads the config builds, so what kvcalc counts.
+@pytest.mark.parametrize(
+    "model_type, absent, expected",
+    [
+        ("mistral", {}, {"kv_heads": 8, "sliding_window": 4096}),
+        ("llama", {}, {"kv_heads": 32, "head_dim": 128}),
+        ("qwen3", {"num_key_value_heads": 8}, {"head_dim": 128}),
+        ("gemma2", {"num_key_value_heads": 8}, {"head_dim": 256, "sliding_window": 4096, "layer_pattern": ["sliding", "full"]}),
+        ("gpt_oss", {"num_key_value_heads": 8}, {"head_dim": 64, "sliding_window": 128}),
+    ],
+)
+def test_config_keys_left_out_take_transformers_defaults(model_type: str, absent: dict, expected: dict) -> None:
+    config = {"model_type": model_type, "num_attention_heads": 32, "hidden_size": 4096, "num_hidden_layers": 4, **absent}
+    fields = model_fields_from_hf(config, "x", "config.json")
+    assert {key: fields.get(key) for key in expected} == expected
+
+
+def test_config_dtype_key_wins_over_torch_dtype() -> None:
+    """PreTrainedConfig: "If both are provided, keep `dtype`"; every torch spelling is read."""
+    config = json.loads((HF_CONFIGS / "llama3-8b-config.json").read_text())
+    assert model_fields_from_hf({**config, "torch_dtype": "float32", "dtype": "float16"}, "x", "c")["dtype"] == "fp16"
+    assert model_fields_from_hf({**config, "torch_dtype": "float8_e4m3fn"}, "x", "c")["dtype"] == "fp8_e4m3"
+
+
+def test_config_layer_types_spell_each_layer() -> None:
+    config = {
+        "model_type": "gemma3_text", "num_attention_heads": 8, "num_key_value_heads": 4, "hidden_size": 512,
+        "num_hidden_layers": 3, "sliding_window": 16, "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
+    }  # fmt: skip
+    fields = model_fields_from_hf(config, "x", "config.json")
+    assert fields["layer_pattern"] == ["sliding", "full", "sliding"] and fields["sliding_window"] == 16
+    all_full = model_fields_from_hf({**config, "layer_types": ["full_attention"] * 3}, "x", "config.json")
+    assert "layer_pattern" not in all_full and "sliding_window" not in all_full

@@ -120,7 +120,10 @@ def test_exact_weights_drive_the_budget_and_decode(cli) -> None:
     explained = cli("fit", "--model", FIXTURE, "--gpu", "rtx4090", "--explain")
     assert "weights = 4,912,898,304 B as stored (each tensor in its own type)" in explained.stdout
     size = cli("size", "--model", FIXTURE, "--seq", "8192")
-    assert "8,030,261,312 params (summed from the file's tensors) in q4_K, q6_K, f32 (as stored) = 4,912,898,304 B" in size.stdout
+    assert (
+        "8,030,261,312 params (summed from the checkpoint's tensors) in q4_K, q6_K, f32 (as stored) = 4,912,898,304 B"
+        in size.stdout
+    )
     # --weight-dtype counts the parameters in that dtype instead
     assert cli.json("size", "--model", FIXTURE, "--seq", "8", "--weight-dtype", "fp16")["weights"]["bytes"] == 2 * 8_030_261_312
 

@@ -152,3 +152,99 @@ def test_a_missing_or_failing_tool_reads_as_none(tmp_path: Path) -> None:
     failing.write_text("#!/bin/sh\necho partial\nexit 3\n")
     failing.chmod(0o755)
     assert gpus.command_output([str(failing)]) is None
+
+
+A100_MIG_LIST = """GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-5d5ba0d6-d33d-2b2c-524d-9e3d8d2b8a77)
+  MIG 3g.20gb     Device  0: (UUID: MIG-c6d4f1ef-42e4-5de3-91c7-45d71585f52c)
+  MIG 3g.20gb     Device  1: (UUID: MIG-cba663e8-9bed-5b25-b243-5985ef7c9beb)
+"""
+
+
+def mig_xml(*slices: tuple[int, int]) -> str:
+    """`nvidia-smi -q -x` for GPU-5d5b…'s slices: (index, MiB) each (the elements kvcalc reads, as the driver nests them)."""
+    devices = "".join(
+        f"<mig_device><index>{index}</index><gpu_instance_id>{index + 1}</gpu_instance_id>"
+        f"<fb_memory_usage><total>{mib} MiB</total><reserved>0 MiB</reserved><used>13 MiB</used></fb_memory_usage></mig_device>"
+        for index, mib in slices
+    )
+    return (
+        '<?xml version="1.0" ?><nvidia_smi_log><gpu id="00000000:07:00.0"><product_name>NVIDIA A100-SXM4-40GB</product_name>'
+        "<uuid>GPU-5d5ba0d6-d33d-2b2c-524d-9e3d8d2b8a77</uuid><mig_mode><current_mig>Enabled</current_mig></mig_mode>"
+        f"<mig_devices>{devices}</mig_devices><fb_memory_usage><total>40960 MiB</total></fb_memory_usage></gpu></nvidia_smi_log>"
+    )
+
+
+@pytest.fixture
+def nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """A script named nvidia-smi first on PATH answering the query, -L and -q -x as given (a missing answer fails)."""
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    script = tmp_path / "nvidia-smi"
+    script.write_text(
+        "#!/bin/sh\n"
+        'case "$1 $2" in\n'
+        f'  "--query-gpu=index,uuid,name,memory.total --format=csv,noheader,nounits") cat "{tmp_path}/query" ;;\n'
+        f'  "-L ") cat "{tmp_path}/list" ;;\n'
+        f'  "-q -x") cat "{tmp_path}/xml" ;;\n'
+        "  *) exit 9 ;;\n"
+        "esac\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+
+    def answers(query: str, listing: str | None = None, xml: str | None = None) -> None:
+        for name, text in (("query", query), ("list", listing), ("xml", xml)):
+            (tmp_path / name).unlink(missing_ok=True)
+            if text is not None:
+                (tmp_path / name).write_text(text)
+
+    return answers
+
+
+A100_QUERY = "0, GPU-5d5ba0d6-d33d-2b2c-524d-9e3d8d2b8a77, NVIDIA A100-SXM4-40GB, 40960\n"
+
+
+def test_gpu_auto_on_mig_slices_uses_a_slices_memory(cli, nvidia_smi) -> None:
+    nvidia_smi(A100_QUERY, A100_MIG_LIST, mig_xml((0, 19968), (1, 19968)))
+    doc = cli.json("fit", "--model", "llama3.2-1b", "--gpu", "auto", "--tp", "auto")
+    assert doc["gpu"] == "a100-40gb" and doc["budget"]["memory_bytes"] == 19968 * 2**20  # not the whole GPU's 40,960 MiB
+    shown = cli.json("presets", "show", "auto")["spec"]
+    assert shown["memory_note"] == "19,968 MiB of a MIG 3g.20gb slice as nvidia-smi reports it"
+    assert shown["source"] == (
+        "this machine (nvidia-smi): 2 x MIG 3g.20gb slice of NVIDIA A100-SXM4-40GB; bandwidth and FLOP/s"
+        " from preset a100-40gb are the whole GPU's (a slice has a share of them)"
+    )
+    assert cli.json("size", "--model", "llama3.2-1b", "--seq", "8", "--tp", "auto")["kv"]["tp"] == 1  # a process uses one slice
+
+
+def test_mig_slices_of_different_sizes_and_cuda_visible_devices(cli, nvidia_smi, monkeypatch: pytest.MonkeyPatch) -> None:
+    nvidia_smi(
+        A100_QUERY, A100_MIG_LIST.replace("3g.20gb     Device  1", "1g.5gb      Device  1"), mig_xml((0, 19968), (1, 4864))
+    )
+    result = cli("fit", "--model", "llama3.2-1b", "--gpu", "auto")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert (
+        "this machine has different GPUs (NVIDIA A100-SXM4-40GB MIG 1g.5gb, NVIDIA A100-SXM4-40GB MIG 3g.20gb);"
+        " set CUDA_VISIBLE_DEVICES to one slice's UUID (nvidia-smi -L)" in result.stderr
+    )
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-cba663e8-9bed-5b25-b243-5985ef7c9beb")
+    assert cli.json("fit", "--model", "llama3.2-1b", "--gpu", "auto")["budget"]["memory_bytes"] == 4864 * 2**20
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-c6d4f1ef")  # a prefix, as CUDA accepts
+    assert cli.json("fit", "--model", "llama3.2-1b", "--gpu", "auto")["budget"]["memory_bytes"] == 19968 * 2**20
+
+
+@pytest.mark.parametrize("xml", [None, "<nvidia_smi_log><gpu>", mig_xml((0, 19968))])
+def test_mig_without_a_slices_memory_asks_for_memory(cli, nvidia_smi, xml: str | None) -> None:
+    """No -q -x answer, an unreadable one, or one missing a slice: one line saying to pass --memory."""
+    nvidia_smi(A100_QUERY, A100_MIG_LIST, xml)
+    result = cli("fit", "--model", "llama3.2-1b", "--gpu", "auto")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert (
+        "--gpu auto: this machine's NVIDIA A100-SXM4-40GB is split into MIG slices (3g.20gb) and nvidia-smi does"
+        " not report their memory; give --memory with the slice's memory and --gpu a100-40gb" in result.stderr
+    )
+    assert cli("fit", "--model", "llama3.2-1b", "--memory", "19968MiB", "--gpu", "a100-40gb").exit_code == 0
+
+
+def test_a_gpu_without_mig_slices_is_read_whole(cli, nvidia_smi) -> None:
+    nvidia_smi(A100_QUERY, A100_MIG_LIST.splitlines()[0] + "\n")  # nvidia-smi -L lists no slice
+    assert cli.json("fit", "--model", "llama3.2-1b", "--gpu", "auto")["budget"]["memory_bytes"] == 40960 * 2**20

@@ -3,15 +3,22 @@ network), snapshot paths named after their repo, and every way the lookup can fa
 
 from __future__ import annotations
 
+import json
+import math
+import re
+import struct
 import sys
 import types
 from pathlib import Path
 
 import pytest
 
+from kvcalc.errors import InvalidPreset
+from kvcalc.sources import safetensors
 from kvcalc.sources.hub import hub_cache, repo_reference, snapshot_of
 
 from .conftest import HF_CONFIGS
+from .safetensors_writer import ELEMENT_BYTES, Tensors, header, header_bytes, in_shards, llama_tensors, write_checkpoint
 
 COMMIT = "8cb4f4b8fa3b2e4c6cb7d1b1cb0f2a6b7c9d0e1f"
 OTHER = "0123456789abcdef0123456789abcdef01234567"
@@ -51,7 +58,8 @@ def test_repo_id_from_the_cache_is_named_after_the_repo(cli, cache: Path) -> Non
     assert doc["kv"]["bytes_per_sequence"] == from_file["kv"]["bytes_per_sequence"] == 1_073_741_824
     assert doc["weights"] == from_file["weights"]
     assert doc["model"]["source"] == (
-        f"Hugging Face meta-llama/Meta-Llama-3-8B at main (commit {COMMIT[:12]}): config.json from the local cache {cache}"
+        f"Hugging Face meta-llama/Meta-Llama-3-8B at main (commit {COMMIT[:12]}): config.json from the local cache {cache};"
+        " weights counted from config.json: no safetensors header is cached and HF_HUB_OFFLINE keeps kvcalc offline"
     )
 
 
@@ -87,7 +95,10 @@ def test_snapshot_path_is_named_after_its_repo(cli, cache: Path) -> None:
     assert snapshot_of(config) == ("meta-llama/Meta-Llama-3-8B", COMMIT)
     doc = cli.json("size", "--model", config, "--seq", "1")
     assert doc["model"]["name"] == "meta-llama/Meta-Llama-3-8B"
-    assert doc["model"]["source"] == f"Hugging Face meta-llama/Meta-Llama-3-8B snapshot {COMMIT[:12]}: config.json at {config}"
+    assert doc["model"]["source"] == (
+        f"Hugging Face meta-llama/Meta-Llama-3-8B snapshot {COMMIT[:12]}: config.json at {config};"
+        " weights counted from config.json: no safetensors header is cached and a config.json path is read locally"
+    )
     shown = cli.json("presets", "show", config)["spec"]
     assert shown["name"] == "meta-llama/Meta-Llama-3-8B" and "snapshot" in shown["source"]
 
@@ -108,11 +119,15 @@ def test_online_without_huggingface_hub(cli, cache: Path, monkeypatch: pytest.Mo
 
 
 class FakeHub:
-    """A stand-in for huggingface_hub: hf_hub_download writes the cache entry the real one would, or raises."""
+    """A stand-in for huggingface_hub: hf_hub_download writes the cache entry the real one would (config.json,
+    the safetensors index of `shards`), parse_safetensors_file_metadata answers from `shards`' headers; or they raise."""
 
-    def __init__(self, raises: str | None = None) -> None:
+    def __init__(
+        self, raises: str | None = None, shards: dict[str, Tensors] | None = None, header_raises: str | None = None
+    ) -> None:
         self.calls: list[tuple[str, str, str | None]] = []
-        self.raises = raises
+        self.headers: list[tuple[str, str | None]] = []
+        self.raises, self.shards, self.header_raises = raises, shards or {}, header_raises
         self.errors = types.ModuleType("huggingface_hub.errors")
         for name, base in (
             ("RepositoryNotFoundError", OSError),
@@ -125,23 +140,42 @@ class FakeHub:
         self.module = types.ModuleType("huggingface_hub")
         self.module.errors = self.errors
         self.module.hf_hub_download = self.download
+        self.module.parse_safetensors_file_metadata = self.parse_header
+
+    def _fail(self, raises: str | None) -> None:
+        if raises == "network":
+            raise ConnectionError("Max retries exceeded with url: /Qwen/Qwen3-8B/resolve/main/config.json")
+        if raises:
+            raise getattr(self.errors, raises)("from the fake")
 
     def download(self, repo_id: str, filename: str, revision: str | None = None, cache_dir: Path | None = None) -> str:
         self.calls.append((repo_id, filename, revision))
-        if self.raises == "network":
-            raise ConnectionError("Max retries exceeded with url: /Qwen/Qwen3-8B/resolve/main/config.json")
-        if self.raises:
-            raise getattr(self.errors, self.raises)("from the fake")
+        self._fail(self.raises)
         assert cache_dir is not None
-        return str(cache_repo(Path(cache_dir), repo_id, ref=revision or "main"))
+        if filename == "config.json":
+            return str(cache_repo(Path(cache_dir), repo_id, ref=revision or "main"))
+        if filename == "model.safetensors.index.json" and len(self.shards) > 1:
+            snapshot = Path(cache_dir) / ("models--" + repo_id.replace("/", "--")) / "snapshots" / str(revision)
+            weight_map = {name: shard for shard, tensors in self.shards.items() for name in tensors}
+            (snapshot / filename).write_text(json.dumps({"weight_map": weight_map}))
+            return str(snapshot / filename)
+        raise self.errors.EntryNotFoundError(filename)
+
+    def parse_header(self, repo_id: str, filename: str, revision: str | None = None) -> types.SimpleNamespace:
+        self.headers.append((filename, revision))
+        self._fail(self.header_raises)
+        if filename not in self.shards:
+            raise self.errors.EntryNotFoundError(filename)
+        entries = {n: e for n, e in header(self.shards[filename]).items() if n != "__metadata__"}
+        return types.SimpleNamespace(tensors={n: types.SimpleNamespace(**e) for n, e in entries.items()})
 
 
 @pytest.fixture
 def fake_hub(cache: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("HF_HUB_OFFLINE")
 
-    def install(raises: str | None = None) -> FakeHub:
-        fake = FakeHub(raises)
+    def install(raises: str | None = None, shards: dict[str, Tensors] | None = None, header_raises: str | None = None) -> FakeHub:
+        fake = FakeHub(raises, shards, header_raises)
         monkeypatch.setitem(sys.modules, "huggingface_hub", fake.module)
         monkeypatch.setitem(sys.modules, "huggingface_hub.errors", fake.errors)
         return fake
@@ -152,10 +186,10 @@ def fake_hub(cache: Path, monkeypatch: pytest.MonkeyPatch):
 def test_downloads_config_json_only_when_not_cached(cli, cache: Path, fake_hub) -> None:
     fake = fake_hub()
     doc = cli.json("size", "--model", "Qwen/Qwen3-8B", "--seq", "1")
-    assert fake.calls == [("Qwen/Qwen3-8B", "config.json", None)]
+    assert fake.calls[0] == ("Qwen/Qwen3-8B", "config.json", None)  # then the safetensors index, at the config's commit
     assert "config.json downloaded to the local cache" in doc["model"]["source"] and COMMIT[:12] in doc["model"]["source"]
     cli.json("size", "--model", "Qwen/Qwen3-8B", "--seq", "1")
-    assert len(fake.calls) == 1  # the second run reads the cache
+    assert [call[1] for call in fake.calls].count("config.json") == 1  # the second run reads the cache
 
 
 @pytest.mark.parametrize(
@@ -193,3 +227,194 @@ def test_unsupported_architecture_in_the_cache(cli, cache: Path) -> None:
     cache_repo(cache, "org/bert", config=(HF_CONFIGS / "bert-config.json").read_text())
     result = cli("size", "--model", "org/bert", "--seq", "1")
     assert result.exit_code == 2 and "model_type 'bert' is not supported" in result.stderr
+
+
+# Exact weights from safetensors headers. Golden: meta-llama/Meta-Llama-3-8B's model.safetensors.index.json
+# gives metadata.total_size 16,060,522,496 bytes (bf16), twice the 8,030,261,248 parameters its shapes hold.
+LLAMA_BYTES, LLAMA_PARAMS = 16_060_522_496, 8_030_261_248
+
+
+def cached_weights(cache: Path, repo: str, shards: dict[str, Tensors], commit: str = COMMIT) -> Path:
+    """Header-only safetensors shards (and their index) in the repo's cached snapshot."""
+    snapshot = cache / ("models--" + repo.replace("/", "--")) / "snapshots" / commit
+    write_checkpoint(snapshot, shards)
+    return snapshot
+
+
+def test_safetensors_header_alone_gives_each_tensors_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(
+        header_bytes({"a": ("BF16", [4, 3]), "b": ("F32", [5]), "scalar": ("I64", [])}) + b"\0" * 10
+    )  # data cut short
+    assert safetensors.read_tensors(path) == [("BF16", 12, 24), ("F32", 5, 20), ("I64", 1, 8)]
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (b"\x05\x00", "its first 8 bytes give no header length"),
+        (struct.pack("<Q", 2**40), "its first 8 bytes give no header length"),
+        (struct.pack("<Q", 100) + b"{}", "the safetensors header is cut short (2 of 100 bytes)"),
+        (struct.pack("<Q", 4) + b"{x}]", "the safetensors header is not JSON"),
+        (struct.pack("<Q", 2) + b"[]", "the safetensors header is not a JSON mapping"),
+        (
+            struct.pack("<Q", 54) + b'{"w":{"dtype":"BF16","shape":-2,"data_offsets":[0,4]}}',
+            "tensor 'w' is not a safetensors entry",
+        ),
+    ],
+)
+def test_bad_safetensors_headers_are_named(tmp_path: Path, content: bytes, problem: str) -> None:
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(InvalidPreset, match=re.escape(f"{path}: ") + ".*" + re.escape(problem)):
+        safetensors.read_tensors(path)
+
+
+def test_cached_shards_give_the_exact_stored_bytes(cli, cache: Path) -> None:
+    cache_repo(cache, "meta-llama/Meta-Llama-3-8B")
+    cached_weights(cache, "meta-llama/Meta-Llama-3-8B", in_shards(llama_tensors(), 4))
+    doc = cli.json("size", "--model", "meta-llama/Meta-Llama-3-8B", "--seq", "8192")
+    assert doc["model"]["stored_weights"] == {"bytes": LLAMA_BYTES, "params": LLAMA_PARAMS, "types": {"BF16": LLAMA_PARAMS}}
+    assert doc["weights"]["bytes"] == LLAMA_BYTES and doc["weights"]["params"]["total"] == LLAMA_PARAMS
+    assert doc["model"]["source"].endswith(
+        "; weights summed from the headers of its 4 safetensors shards (4 read from the cache): 291 tensors"
+    )
+    text = cli("size", "--model", "meta-llama/Meta-Llama-3-8B", "--seq", "8192", "--explain").stdout
+    assert "weights summed from the headers of its 4 safetensors shards" in text
+    assert "8,030,261,248 params (summed from the checkpoint's tensors) in BF16 (as stored)" in text
+
+
+def test_stored_bytes_differ_from_the_configs_dtype(cli, cache: Path) -> None:
+    """A checkpoint stored in fp32 although config.json says bfloat16: the headers' bytes win."""
+    cache_repo(cache, "org/fp32")
+    cached_weights(cache, "org/fp32", in_shards(llama_tensors(dtype="F32"), 2))
+    doc = cli.json("fit", "--model", "org/fp32", "--memory", "80GiB")
+    assert doc["budget"]["weights_bytes"] == 2 * LLAMA_BYTES
+
+
+def test_packed_integer_tensors_take_the_params_from_the_config(cli, cache: Path) -> None:
+    """GPTQ-style int32 tensors pack 8 values each: bytes as stored, parameters counted from config.json."""
+    parts = llama_tensors(dtype="F16")
+    for layer in parts[1:-1]:
+        for name in [n for n in layer if n.endswith("proj.weight")]:
+            rows, cols = layer.pop(name)[1]
+            stem = name.removesuffix(".weight")
+            layer[stem + ".qweight"] = ("I32", [cols // 8, rows])
+            layer[stem + ".scales"] = ("F16", [cols // 128, rows])
+    cache_repo(cache, "org/gptq")
+    cached_weights(cache, "org/gptq", in_shards(parts, 1))
+    stored = cli.json("presets", "show", "org/gptq")["spec"]
+    expected = sum(math.prod(shape) * ELEMENT_BYTES[dtype] for part in parts for dtype, shape in part.values())
+    assert stored["stored_weights"]["bytes"] == expected and stored["params"] == LLAMA_PARAMS
+    assert list(stored["stored_weights"]["types"]) == ["F16", "I32"]
+    assert "weights summed from the headers of model.safetensors (1 read from the cache)" in stored["source"]
+    assert "params counted from config.json (its I32 tensors pack values or hold scales)" in stored["source"]
+
+
+def test_snapshot_path_reads_the_headers_beside_it(cli, cache: Path, fake_hub) -> None:
+    fake = fake_hub()
+    config = cache_repo(cache, "meta-llama/Meta-Llama-3-8B")
+    shards = in_shards(llama_tensors(), 2)
+    cached_weights(cache, "meta-llama/Meta-Llama-3-8B", shards)
+    (config.parent / next(iter(shards))).unlink()
+    doc = cli.json("size", "--model", config, "--seq", "1")
+    assert doc["model"]["stored_weights"] is None and fake.calls == fake.headers == []  # a path is never fetched
+    assert doc["model"]["source"].endswith(
+        "weights counted from config.json: 1 of its 2 shards are not cached and a config.json path is read locally"
+    )
+
+
+def test_fetches_the_headers_not_cached(cli, cache: Path, fake_hub) -> None:
+    shards = in_shards(llama_tensors(), 4)
+    fake = fake_hub(shards=shards)
+    doc = cli.json("size", "--model", "meta-llama/Meta-Llama-3-8B", "--seq", "1")
+    assert [call[1] for call in fake.calls] == ["config.json", "model.safetensors.index.json"]
+    assert fake.calls[1][2] == COMMIT and sorted(fake.headers) == [(shard, COMMIT) for shard in shards]
+    assert doc["model"]["stored_weights"]["bytes"] == LLAMA_BYTES
+    assert doc["model"]["source"].endswith("(4 fetched by HTTP range requests): 291 tensors")
+    snapshot = cache / "models--meta-llama--Meta-Llama-3-8B" / "snapshots" / COMMIT
+    first = next(iter(shards))
+    (snapshot / first).write_bytes(header_bytes(shards[first]))  # one shard's header now in the cache
+    fake.headers.clear()
+    doc = cli.json("size", "--model", "meta-llama/Meta-Llama-3-8B", "--seq", "1")
+    assert sorted(fake.headers) == [(shard, COMMIT) for shard in list(shards)[1:]]
+    assert doc["model"]["stored_weights"]["bytes"] == LLAMA_BYTES
+    assert "(1 read from the cache, 3 fetched by HTTP range requests)" in doc["model"]["source"]
+
+
+def test_a_single_file_checkpoint_is_fetched_without_an_index(cli, cache: Path, fake_hub) -> None:
+    fake = fake_hub(shards={"model.safetensors": {"w": ("BF16", [1000, 1000])}})
+    cache_repo(cache, "org/small")
+    doc = cli.json("presets", "show", "org/small")["spec"]
+    assert fake.headers == [("model.safetensors", COMMIT)]
+    assert doc["stored_weights"] == {"bytes": 2_000_000, "params": 1_000_000, "types": {"BF16": 1_000_000}}
+
+
+@pytest.mark.parametrize(
+    "shards, header_raises, reason",
+    [
+        ({}, None, "org/model has no model.safetensors or model.safetensors.index.json"),
+        (
+            {"model.safetensors": {}},
+            "network",
+            "no safetensors header is cached and fetching the headers failed (Max retries exceeded with url",
+        ),
+        (
+            {"model.safetensors": {}},
+            "GatedRepoError",
+            "no safetensors header is cached and fetching the headers failed (from the fake)",
+        ),
+    ],
+)
+def test_when_the_headers_cannot_be_fetched_the_config_counts(cli, cache: Path, fake_hub, shards, header_raises, reason) -> None:
+    fake_hub(shards=shards, header_raises=header_raises)
+    cache_repo(cache, "org/model")
+    result = cli("size", "--model", "org/model", "--seq", "1", "--explain")
+    assert result.exit_code == 0 and result.stderr == ""
+    assert f"weights counted from config.json: {reason}" in " ".join(result.stdout.split())
+    assert "(counted from the shapes)" in result.stdout
+
+
+def test_without_huggingface_hub_the_config_counts(cli, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)
+    cache_repo(cache, "org/model")
+    source = cli.json("presets", "show", "org/model")["spec"]["source"]
+    assert source.endswith(
+        'no safetensors header is cached and huggingface_hub is not installed (pip install "kvcalc[hub]" to fetch them)'
+    )
+    assert "kvcalc[hub]" in cli("presets", "show", "org/model").stdout  # shown as written, not read as Rich markup
+
+
+@pytest.mark.parametrize(
+    "index, problem",
+    [
+        ({"weight_map": {"w": "../../elsewhere.safetensors"}}, "weight_map names '../../elsewhere.safetensors'"),
+        ({"weight_map": {}}, "no weight_map mapping tensors to shard files"),
+    ],
+)
+def test_a_bad_cached_index_is_an_error(cli, cache: Path, index: dict, problem: str) -> None:
+    cache_repo(cache, "org/model")
+    (cache / "models--org--model" / "snapshots" / COMMIT / "model.safetensors.index.json").write_text(json.dumps(index))
+    result = cli("size", "--model", "org/model", "--seq", "1")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and problem in result.stderr
+
+
+def test_a_corrupt_cached_shard_is_an_error(cli, cache: Path) -> None:
+    cache_repo(cache, "org/model")
+    snapshot = cached_weights(cache, "org/model", {"model.safetensors": {"w": ("BF16", [4])}})
+    (snapshot / "model.safetensors").write_bytes(b"\xff" * 8)
+    result = cli("size", "--model", "org/model", "--seq", "1")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "not a safetensors file" in result.stderr
+
+
+def test_the_readme_fixture_cache_is_what_the_script_writes(cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    from scripts.make_hf_cache_fixture import SNAPSHOT, fixture_files
+
+    assert {name: (SNAPSHOT / name).read_bytes() for name in fixture_files()} == fixture_files(), (
+        "run python scripts/make_hf_cache_fixture.py"
+    )
+    monkeypatch.setenv("HF_HUB_CACHE", str(SNAPSHOT.parents[2]))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    stored = cli.json("presets", "show", "meta-llama/Meta-Llama-3-8B")["spec"]["stored_weights"]
+    assert stored == {"bytes": LLAMA_BYTES, "params": LLAMA_PARAMS, "types": {"BF16": LLAMA_PARAMS}}

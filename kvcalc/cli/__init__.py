@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperCommand, TyperGroup
+
+from kvcalc.cli import streams
 
 try:  # Typer 0.29 vendors click; should it move these, usage errors keep Typer's own boxes
     from typer._click.exceptions import NoArgsIsHelpError, UsageError
@@ -77,8 +80,8 @@ class _OnDemand(Mapping[str, Any]):
 
 
 class _KvcalcGroup(TyperGroup):
-    """Commands built on demand (--help lists their help text only); a usage error (missing option,
-    bad value) is one line on stderr, exit 2."""
+    """Commands built on demand (--help lists their help text only), run with guarded output
+    (kvcalc.cli.streams); a usage error (missing option, bad value) is one line on stderr, exit 2."""
 
     def __init__(self, **attrs: Any) -> None:
         super().__init__(**attrs)
@@ -90,6 +93,16 @@ class _KvcalcGroup(TyperGroup):
             super().format_help(ctx, formatter)
         finally:
             self.commands = built
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        with streams.guarded():
+            try:
+                return super().main(*args, **kwargs)
+            except streams.OutputError as exc:  # --help, --version or completion that cannot be written
+                from kvcalc import render
+
+                render.error(str(exc))
+                sys.exit(exc.exit_code)
 
     def make_context(self, *args: Any, **kwargs: Any) -> Any:
         with _one_line_usage_errors():

@@ -8,25 +8,30 @@ from typing import Annotated
 import typer
 
 from kvcalc import presets
-from kvcalc.cli.common import JsonOpt, print_json, single_command, warn
+from kvcalc.cli.common import JsonOpt, RooflineOpt, print_json, single_command, warn
 from kvcalc.errors import DoesNotFit, KvcalcError
 
 
 def check(
     plan: Annotated[Path, typer.Argument(help="Plan YAML: presets to add and workloads with their expectations (see README).")],
+    roofline: RooflineOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """CI budget check: exit 0 when every workload meets its expectations, 1 when one does not, 2 on a bad file."""
+    """CI budget check: exit 0 when every workload meets its expectations, 1 when one does not, 2 on a bad file.
+
+    decode_ms_at_most judges the expected time per token, or the roofline's with --roofline or the plan's decode_judge: roofline.
+    """
     from kvcalc.check import CheckReport, Plan, check_workload
 
     plan_spec, sources = presets.load_plan(plan, Plan)
+    judge = "roofline" if roofline else plan_spec.decode_judge
     verdicts = []
     for planned in plan_spec.workloads:
         where = f"{plan}: workload {planned.name!r}"
         try:
             model_spec = sources.resolve("models", planned.model)
             gpu_spec = sources.resolve("gpus", planned.gpu) if planned.gpu else None
-            verdicts.append(check_workload(planned, model_spec, gpu_spec))
+            verdicts.append(check_workload(planned, model_spec, gpu_spec, judge))
         except KvcalcError as exc:
             raise type(exc)(f"{where}: {exc}") from None
     report = CheckReport(passed=all(v.passed for v in verdicts), workloads=verdicts)

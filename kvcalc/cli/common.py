@@ -131,13 +131,18 @@ GPU_HELP = "GPU preset, a name as nvidia-smi prints it, a GPU YAML file, or auto
 GpuOpt = Annotated[str | None, typer.Option("--gpu", "-g", help=GPU_HELP, autocompletion=preset_names("gpus"))]
 MemoryOpt = Annotated[str | None, typer.Option("--memory", help=f"GPU memory, overriding the preset's: {SIZE_HELP}.")]
 UtilOpt = Annotated[
-    float, typer.Option("--utilization", help="Share of GPU memory the engine may use, in (0, 1] (vLLM's default 0.90).")
+    float | None,
+    typer.Option(
+        "--utilization",
+        help="textbook, hf, llamacpp: share of GPU memory used, in (0, 1] (default 0.9); vllm, sglang and trtllm take their own fraction flag.",
+    ),
 ]
 ReserveOpt = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--reserve",
-        help="Memory per GPU kept for the CUDA context, workspaces and activations, e.g. 1GiB (the default) or 0; units as --memory.",
+        help="Memory per GPU for the CUDA context, workspaces and activations, e.g. 1GiB or 0: textbook, hf and llamacpp default 1GiB;"
+        " for vllm, sglang and trtllm it replaces their modelled overheads. Units as --memory.",
     ),
 ]
 PresetsOpt = Annotated[
@@ -154,7 +159,25 @@ UnitsOpt = Annotated[
 EngineOpt = Annotated[
     str,
     typer.Option(
-        "--engine", help="Allocation rules: textbook (exact, default), hf (transformers), vllm, llamacpp. See docs/engines.md."
+        "--engine",
+        help="Allocation rules, memory budget and decode profile: textbook (exact, default), hf (transformers), vllm, llamacpp,"
+        " sglang, trtllm. See docs/engines.md.",
+    ),
+]
+EfficiencyOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--efficiency",
+        help="Share of peak bandwidth and FLOP/s, in [0.01, 1]: derates the roofline and replaces the engine profile's"
+        " efficiencies in the expected time (default: roofline at peak, the profile's shares).",
+    ),
+]
+OverheadOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--overhead-ms",
+        help="Fixed cost per layer per decode step in ms, replacing the engine profile's (0.047 with CUDA graphs;"
+        " 0.098 for llama.cpp CUDA builds before mid-2024).",
     ),
 ]
 HfVersionOpt = Annotated[
@@ -182,8 +205,78 @@ FlashAttnOpt = Annotated[
 MaxBatchedOpt = Annotated[
     int | None,
     typer.Option(
-        "--max-num-batched-tokens", help="vllm: tokens per scheduler step (default 8192), sizes sliding-window reservations."
+        "--max-num-batched-tokens",
+        help="vllm: tokens per scheduler step, sizes the profiling run and sliding-window reservations (default 8192; 2048 below 70 GiB or on an A100).",
     ),
+]
+MaxNumSeqsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-num-seqs",
+        help="vllm: requests at once, caps max batch and sizes the sampler's profile (default 1024; 256 below 70 GiB or on an A100).",
+    ),
+]
+GpuMemoryUtilizationOpt = Annotated[
+    float | None,
+    typer.Option("--gpu-memory-utilization", help="vllm: share of total GPU memory it may use, in (0, 1] (default 0.9)."),
+]
+EnforceEagerOpt = Annotated[
+    str | None, typer.Option("--enforce-eager", help="vllm: true or false (default): no CUDA graphs, so no CUDA-graph memory.")
+]
+KvCacheMemoryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--kv-cache-memory-bytes",
+        help="vllm: the KV cache's size per GPU (20GiB), overriding the profiled budget; units as --memory.",
+    ),
+]
+VllmVersionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--vllm-version",
+        help="vllm: its release, e.g. 0.19: before 0.21 the CUDA-graph estimate is not subtracted (default: 0.21 or later).",
+    ),
+]
+MemFractionStaticOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--mem-fraction-static",
+        help="sglang: share of the memory free before loading kept for weights and KV (default from GPU memory).",
+    ),
+]
+MaxTotalTokensOpt = Annotated[int | None, typer.Option("--max-total-tokens", help="sglang: cap on the token pool.")]
+PageSizeOpt = Annotated[int | None, typer.Option("--page-size", help="sglang: tokens per page (default 1).")]
+SwaFullTokensRatioOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--swa-full-tokens-ratio",
+        help="sglang: sliding pool / full pool tokens, in (0, 1] (0.8 where SGLang uses hybrid SWA); given: the hybrid SWA pools.",
+    ),
+]
+MaxRunningRequestsOpt = Annotated[
+    int | None,
+    typer.Option("--max-running-requests", help="sglang: requests at once, caps max batch and sizes the req_to_token table."),
+]
+FreeGpuMemoryFractionOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--free-gpu-memory-fraction",
+        help="trtllm: share of the memory free after the profiling peak for the KV cache, in (0, 1) (default 0.9).",
+    ),
+]
+TokensPerBlockOpt = Annotated[
+    int | None, typer.Option("--tokens-per-block", help="trtllm: tokens per KV block, a power of two (default 32).")
+]
+MaxTokensOpt = Annotated[int | None, typer.Option("--max-tokens", help="trtllm: cap on the KV cache's tokens.")]
+MaxSeqLenOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-seq-len",
+        help="trtllm: longest request, which sizes the full layers' pool against the window pools (default: the model's max positions).",
+    ),
+]
+MaxNumTokensOpt = Annotated[
+    int | None, typer.Option("--max-num-tokens", help="trtllm: tokens of one forward, sizes the profiling run (default 8192).")
 ]
 
 
@@ -203,7 +296,7 @@ MambaSsmCacheDtypeOpt = Annotated[
 ]
 
 
-_BOOL_OPTIONS = ("swa_full", "kv_unified", "flash_attn")
+_BOOL_OPTIONS = ("swa_full", "kv_unified", "flash_attn", "enforce_eager")
 _DTYPE_OPTIONS = ("mamba_cache_dtype", "mamba_ssm_cache_dtype")  # "auto": the engine's own choice
 
 
@@ -218,7 +311,12 @@ def _bool_flag(name: str, text: str | None) -> bool | None:
 def build_engine(name: str, **options: Any) -> Engine:
     """The --engine profile with its options (Engine's field names; true/false text for the boolean
     ones); an option of another engine is an error."""
-    positive(**{k: v for k, v in options.items() if k not in (*_BOOL_OPTIONS, *_DTYPE_OPTIONS) and k != "hf_version"})
+    counts = {
+        k: v
+        for k, v in options.items()
+        if isinstance(v, int) and k not in (*_BOOL_OPTIONS, *_DTYPE_OPTIONS) and k != "hf_version"
+    }
+    positive(**counts)
     options = {k: _bool_flag(k.replace("_", "-"), v) if k in _BOOL_OPTIONS else v for k, v in options.items()}
     options = {k: v for k, v in options.items() if not (k in _DTYPE_OPTIONS and str(v).lower() == "auto")}
     try:
@@ -226,7 +324,8 @@ def build_engine(name: str, **options: Any) -> Engine:
     except ValidationError as exc:
         error = exc.errors()[0]
         if error["loc"] == ("name",):
-            raise InvalidInput(f"unknown --engine {name!r}: choose textbook, hf, vllm or llamacpp") from None
+            names = list(engines.PROFILES)
+            raise InvalidInput(f"unknown --engine {name!r}: choose {', '.join(names[:-1])} or {names[-1]}") from None
         field = "--" + str(error["loc"][0]).replace("_", "-") + ": " if error["loc"] else ""
         raise InvalidInput(field + str(error["msg"]).removeprefix("Value error, ")) from None
 
@@ -235,6 +334,19 @@ def engine_options(arguments: dict[str, Any]) -> dict[str, Any]:
     """The engine options given on the command line, picked from a command's arguments (`locals()`):
     the option parameters are named as Engine's fields."""
     return {k: v for k, v in arguments.items() if k in ENGINE_OPTIONS and v is not None}
+
+
+RooflineOpt = Annotated[
+    bool,
+    typer.Option(
+        "--roofline", help="Judge decode by the roofline (every step at peak, no fixed cost) instead of the expected time."
+    ),
+]
+
+
+def seconds_per_layer(overhead_ms: float | None) -> float | None:
+    """--overhead-ms in seconds (None: the engine profile's)."""
+    return None if overhead_ms is None else overhead_ms / 1e3
 
 
 def positive(**values: int | None) -> None:
@@ -304,13 +416,15 @@ def size_option(flag: str, text: str, allow_zero: bool = False) -> int:
 
 def gpu_and_budget(
     model: ModelSpec, workload: Workload, gpu: str | None, memory: str | None, weights: capacity.WeightFormat,
-    utilization: float, reserve: str, extra: list[str] | None,
+    utilization: float | None, reserve: str | None, extra: list[str] | None,
 ) -> tuple[GpuSpec | None, capacity.Budget]:  # fmt: skip
-    """The --gpu preset (if given) and the memory budget per GPU from --gpu/--memory, --utilization and --reserve."""
+    """The --gpu preset (if given) and the engine's memory budget per GPU from --gpu/--memory, its
+    fraction and --reserve (None: the engine's defaults)."""
     gpu_spec = presets.load_gpu(gpu, extra) if gpu else None
     total = capacity.gpu_memory(gpu_spec, size_option("memory", memory) if memory else None)
-    reserve_bytes = size_option("reserve", reserve, allow_zero=True)
-    return gpu_spec, capacity.budget(model, workload, total, weights, utilization, reserve_bytes)
+    reserve_bytes = size_option("reserve", reserve, allow_zero=True) if reserve is not None else None
+    name = gpu_spec.name if gpu_spec else None
+    return gpu_spec, capacity.budget(model, workload, total, weights, utilization, reserve_bytes, name)
 
 
 def gpu_label(gpu: GpuSpec | None, memory: str | None) -> str:

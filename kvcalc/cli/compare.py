@@ -10,25 +10,41 @@ from kvcalc import capacity, engines, presets
 from kvcalc.base import first_repeated
 from kvcalc.cli.common import (
     BatchOpt,
+    EnforceEagerOpt,
     FlashAttnOpt,
+    FreeGpuMemoryFractionOpt,
+    GpuMemoryUtilizationOpt,
     GpuOpt,
     HfVersionOpt,
     JsonOpt,
+    KvCacheMemoryOpt,
     KvUnifiedOpt,
     MambaCacheDtypeOpt,
     MambaSsmCacheDtypeOpt,
     MaxBatchedOpt,
     MaxCacheLenOpt,
+    MaxNumSeqsOpt,
+    MaxNumTokensOpt,
+    MaxRunningRequestsOpt,
+    MaxSeqLenOpt,
+    MaxTokensOpt,
+    MaxTotalTokensOpt,
+    MemFractionStaticOpt,
     MemoryOpt,
     ModelOpt,
+    PageSizeOpt,
     PresetsOpt,
     ReserveOpt,
+    RooflineOpt,
     SeqOpt,
     SwaFullOpt,
+    SwaFullTokensRatioOpt,
+    TokensPerBlockOpt,
     TpOpt,
     UbatchOpt,
     UnitsOpt,
     UtilOpt,
+    VllmVersionOpt,
     WeightDtypeOpt,
     build_engine,
     build_workload,
@@ -125,8 +141,8 @@ def compare(
     tp: TpOpt = 1,
     gpu: GpuOpt = None,
     memory: MemoryOpt = None,
-    utilization: UtilOpt = capacity.DEFAULT_UTILIZATION,
-    reserve: ReserveOpt = "1GiB",
+    utilization: UtilOpt = None,
+    reserve: ReserveOpt = None,
     hf_version: HfVersionOpt = None,
     max_cache_len: MaxCacheLenOpt = None,
     swa_full: SwaFullOpt = None,
@@ -134,15 +150,31 @@ def compare(
     kv_unified: KvUnifiedOpt = None,
     flash_attn: FlashAttnOpt = None,
     max_num_batched_tokens: MaxBatchedOpt = None,
+    max_num_seqs: MaxNumSeqsOpt = None,
+    gpu_memory_utilization: GpuMemoryUtilizationOpt = None,
+    enforce_eager: EnforceEagerOpt = None,
+    kv_cache_memory_bytes: KvCacheMemoryOpt = None,
+    vllm_version: VllmVersionOpt = None,
     mamba_cache_dtype: MambaCacheDtypeOpt = None,
     mamba_ssm_cache_dtype: MambaSsmCacheDtypeOpt = None,
+    mem_fraction_static: MemFractionStaticOpt = None,
+    max_total_tokens: MaxTotalTokensOpt = None,
+    page_size: PageSizeOpt = None,
+    swa_full_tokens_ratio: SwaFullTokensRatioOpt = None,
+    max_running_requests: MaxRunningRequestsOpt = None,
+    free_gpu_memory_fraction: FreeGpuMemoryFractionOpt = None,
+    tokens_per_block: TokensPerBlockOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    max_num_tokens: MaxNumTokensOpt = None,
+    max_seq_len: MaxSeqLenOpt = None,
     kv_lora_rank: KvLoraRankOpt = DEFAULT_KV_LORA_RANK,
     rope_dim: RopeDimOpt = DEFAULT_ROPE_DIM,
+    roofline: RooflineOpt = False,
     presets_dir: PresetsOpt = None,
     json_out: JsonOpt = False,
     units: UnitsOpt = "gib",
 ) -> None:
-    """Attention variants of one model side by side (KV bytes, savings; with --gpu what fits and decode), or several models.
+    """Attention variants of one model side by side (KV bytes, savings; with --gpu what fits and the expected decode time, or the roofline's with --roofline), or several models.
 
     Examples: kvcalc compare mha gqa:4 gqa:8 mqa mla --model llama3-8b; kvcalc compare llama3-8b mistral-7b --gpu l40s
     """
@@ -166,14 +198,21 @@ def compare(
     else:  # variants or models: the engine options have nothing to apply to
         build_engine("textbook", **given)
         engines_ = [None] * len(named)
+    takes_utilization = [eng is None or engines.profile(eng).fraction_option is None for eng in engines_]
+    if utilization is not None and not any(takes_utilization):
+        raise InvalidInput("--utilization applies to textbook, hf and llamacpp, none of which is compared")
     subjects = [
         _subject(
-            name, spec, work.model_copy(update={"engine": eng or Engine()}), wanted, hardware if gpu or memory else None
+            name,
+            spec,
+            work.model_copy(update={"engine": eng or Engine()}),
+            wanted,
+            {**hardware, "utilization": utilization if takes else None} if gpu or memory else None,
         ).model_copy(update={"engine": eng})
-        for (name, spec), eng in zip(named, engines_, strict=True)
+        for (name, spec), eng, takes in zip(named, engines_, takes_utilization, strict=True)
     ]
     gpu_spec = presets.load_gpu(gpu, presets_dir) if gpu else None
-    result = compare_rows(subjects, work, _kv_dtypes(kv_dtype), gpu_spec, base)
+    result = compare_rows(subjects, work, _kv_dtypes(kv_dtype), gpu_spec, base, "roofline" if roofline else "expected")
     label = gpu_label(gpu_spec, memory) if gpu or memory else None
     if json_out:
         from kvcalc import documents

@@ -1,4 +1,4 @@
-"""`kvcalc decode`: time per output token and prefill time on a GPU (roofline)."""
+"""`kvcalc decode`: time per output token and prefill time on a GPU (roofline and expected)."""
 
 from __future__ import annotations
 
@@ -11,28 +11,37 @@ from kvcalc.cli.common import (
     GPU_HELP,
     BatchOpt,
     BlockOpt,
+    EfficiencyOpt,
+    EngineOpt,
     ExplainOpt,
+    FlashAttnOpt,
+    HfVersionOpt,
     JsonOpt,
     KDtypeOpt,
     KvDtypeOpt,
+    KvUnifiedOpt,
+    MaxBatchedOpt,
+    MaxCacheLenOpt,
     ModelOpt,
+    OverheadOpt,
     PresetsOpt,
     SeqOpt,
     StateDtypeOpt,
+    SwaFullOpt,
     TpOpt,
+    UbatchOpt,
     UnitsOpt,
     VDtypeOpt,
     WeightDtypeOpt,
+    build_engine,
     build_workload,
     decimal_units,
+    engine_options,
     print_json,
+    seconds_per_layer,
     single_command,
     weights_format,
 )
-
-EfficiencyOpt = Annotated[
-    float, typer.Option("--efficiency", help="Derate peak bandwidth and FLOP/s, in [0.01, 1]; 1 = ideal roofline.")
-]
 
 
 def decode(
@@ -47,20 +56,41 @@ def decode(
     weight_dtype: WeightDtypeOpt = None,
     tp: TpOpt = 1,
     block_size: BlockOpt = None,
-    efficiency: EfficiencyOpt = 1.0,
+    engine: EngineOpt = "textbook",
+    hf_version: HfVersionOpt = None,
+    max_cache_len: MaxCacheLenOpt = None,
+    swa_full: SwaFullOpt = None,
+    ubatch: UbatchOpt = None,
+    kv_unified: KvUnifiedOpt = None,
+    flash_attn: FlashAttnOpt = None,
+    max_num_batched_tokens: MaxBatchedOpt = None,
+    efficiency: EfficiencyOpt = None,
+    overhead_ms: OverheadOpt = None,
     presets_dir: PresetsOpt = None,
     json_out: JsonOpt = False,
     explain: ExplainOpt = False,
     units: UnitsOpt = "gib",
 ) -> None:
-    """Time per output token at --batch and --seq (roofline: bandwidth vs compute), tokens/s, and prefill time."""
+    """Time per output token at --batch and --seq: the roofline (bandwidth vs compute) and the expected time engines reach (the --engine's decode profile), tokens/s, and prefill time."""
     decimal = decimal_units(units)
     spec = presets.load_model(model, presets_dir)
-    work = build_workload(spec, seq, batch, kv_dtype, tp, 1, block_size, None, state_dtype, k_dtype, v_dtype)
+    work = build_workload(
+        spec,
+        seq,
+        batch,
+        kv_dtype,
+        tp,
+        1,
+        block_size,
+        build_engine(engine, **engine_options(locals())),
+        state_dtype,
+        k_dtype,
+        v_dtype,
+    )
     gpu_spec = presets.load_gpu(gpu, presets_dir)
     weights_fmt = weights_format(spec, weight_dtype)
-    step = latency.decode(spec, work, gpu_spec, weights_fmt, efficiency)
-    first = latency.prefill(spec, work, gpu_spec, weights_fmt, efficiency)
+    step = latency.decode(spec, work, gpu_spec, weights_fmt, efficiency, seconds_per_layer(overhead_ms))
+    first = latency.prefill(spec, work, gpu_spec, weights_fmt, 1.0 if efficiency is None else efficiency)
     if json_out:
         from kvcalc import documents
 

@@ -17,8 +17,8 @@ from kvcalc.cli.common import (
     single_command,
     size_option,
 )
-from kvcalc.compare import derive, parse_variant
-from kvcalc.errors import InvalidInput
+from kvcalc.compare import derive, parse_variants
+from kvcalc.errors import DoesNotFit
 from kvcalc.units import SIZE_HELP
 
 
@@ -56,7 +56,7 @@ def measure(
 ) -> None:
     """Allocate the predicted KV cache on a real device, check its bytes, and time SDPA GQA decode against the roofline (needs torch: pip install "kvcalc\\[measure]").
 
-    When the cache does not fit in free memory it measures fewer layers, then a smaller batch, and says so. Out of memory is reported (exit 1) after freeing every tensor.
+    When the cache does not fit in free memory it measures fewer layers, then a smaller batch, and says so. Out of memory is reported (exit 1; with --json, a document with "fits": false) after freeing every tensor.
     """
     from kvcalc import documents, render
     from kvcalc.measure.runner import measure as run_measure
@@ -71,15 +71,16 @@ def measure(
     )
     subjects = [(spec.name, spec)]
     if variants:
-        parsed = [(name, parse_variant(name)) for name in variants.split(",")]
-        unknown = [name for name, v in parsed if v is None]
-        if unknown:
-            raise InvalidInput(f"unknown variant {unknown[0]!r}: choose mha, gqa, gqa:G, mqa or mla")
-        subjects = [(v.name, derive(spec, v)) for _, v in parsed if v is not None]
+        subjects = [(v.name, derive(spec, v)) for v in parse_variants(variants.split(","))]
     peak = presets.load_gpu(gpu_preset, presets_dir) if gpu_preset else None
     limit = size_option("max-memory", max_memory) if max_memory else None
     with render.progress(enabled=not json_out) as step:
-        report = run_measure(subjects, work, device, layers, limit, peak, step)
+        try:
+            report = run_measure(subjects, work, device, layers, limit, peak, step)
+        except DoesNotFit as exc:  # an answer, as size and fit give theirs: --json prints it too
+            if json_out:
+                print_json(documents.MeasureDoesNotFitDocument(model=spec.name, device=device.partition(":")[0], reason=str(exc)))
+            raise
     if json_out:
         print_json(documents.MeasureDocument.of(report))
     else:

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from kvcalc import presets
-from kvcalc.cli.common import JsonOpt, PresetsOpt, preset_names, print_json, reports_errors
+from kvcalc.cli.common import JsonOpt, PresetsOpt, preset_names, print_json, reports_errors, warn
 from kvcalc.spec import ModelSpec
 
 app = typer.Typer(name="presets", help="List and show the model and GPU presets.", no_args_is_help=True, add_completion=False)
@@ -19,15 +19,16 @@ def presets_list(presets_dir: PresetsOpt = None, json_out: JsonOpt = False) -> N
     """Every model and GPU preset, and where it comes from (shipped or a user folder)."""
     from kvcalc import documents
 
-    document = documents.PresetsDocument(
-        models=presets.list_presets("models", presets_dir), gpus=presets.list_presets("gpus", presets_dir)
-    )
+    listing = presets.presets_listing(presets_dir)
+    for problem in listing.errors:
+        warn(f"{problem.path}: {problem.reason} (not listed)")
+    document = documents.PresetsDocument(**listing.model_dump())
     if json_out:
         print_json(document)
     else:
         from kvcalc import render
 
-        render.presets_tables(document.model_dump(mode="json", exclude={"version"}))
+        render.presets_tables(document.model_dump(mode="json", exclude={"version", "errors"}))
 
 
 @app.command("show")

@@ -1,4 +1,4 @@
-"""`kvcalc size`: KV-cache bytes, the weights, and with a GPU what fits and the decode bound."""
+"""`kvcalc size`: KV-cache bytes, the weights, and with a GPU what fits and the decode time (roofline and expected)."""
 
 from __future__ import annotations
 
@@ -8,32 +8,49 @@ from kvcalc import capacity, latency, presets
 from kvcalc.cli.common import (
     BatchOpt,
     BlockOpt,
+    EfficiencyOpt,
+    EnforceEagerOpt,
     EngineOpt,
     ExplainOpt,
     FlashAttnOpt,
+    FreeGpuMemoryFractionOpt,
+    GpuMemoryUtilizationOpt,
     GpuOpt,
     HfVersionOpt,
     JsonOpt,
     KDtypeOpt,
+    KvCacheMemoryOpt,
     KvDtypeOpt,
     KvUnifiedOpt,
     MambaCacheDtypeOpt,
     MambaSsmCacheDtypeOpt,
     MaxBatchedOpt,
     MaxCacheLenOpt,
+    MaxNumSeqsOpt,
+    MaxNumTokensOpt,
+    MaxRunningRequestsOpt,
+    MaxSeqLenOpt,
+    MaxTokensOpt,
+    MaxTotalTokensOpt,
+    MemFractionStaticOpt,
     MemoryOpt,
     ModelOpt,
+    OverheadOpt,
+    PageSizeOpt,
     PpOpt,
     PresetsOpt,
     ReserveOpt,
     SeqOpt,
     StateDtypeOpt,
     SwaFullOpt,
+    SwaFullTokensRatioOpt,
+    TokensPerBlockOpt,
     TpOpt,
     UbatchOpt,
     UnitsOpt,
     UtilOpt,
     VDtypeOpt,
+    VllmVersionOpt,
     WeightDtypeOpt,
     build_engine,
     build_workload,
@@ -42,6 +59,7 @@ from kvcalc.cli.common import (
     gpu_and_budget,
     gpu_label,
     print_json,
+    seconds_per_layer,
     single_command,
     weights_format,
 )
@@ -69,12 +87,29 @@ def size(
     kv_unified: KvUnifiedOpt = None,
     flash_attn: FlashAttnOpt = None,
     max_num_batched_tokens: MaxBatchedOpt = None,
+    max_num_seqs: MaxNumSeqsOpt = None,
+    gpu_memory_utilization: GpuMemoryUtilizationOpt = None,
+    enforce_eager: EnforceEagerOpt = None,
+    kv_cache_memory_bytes: KvCacheMemoryOpt = None,
+    vllm_version: VllmVersionOpt = None,
     mamba_cache_dtype: MambaCacheDtypeOpt = None,
     mamba_ssm_cache_dtype: MambaSsmCacheDtypeOpt = None,
+    mem_fraction_static: MemFractionStaticOpt = None,
+    max_total_tokens: MaxTotalTokensOpt = None,
+    page_size: PageSizeOpt = None,
+    swa_full_tokens_ratio: SwaFullTokensRatioOpt = None,
+    max_running_requests: MaxRunningRequestsOpt = None,
+    free_gpu_memory_fraction: FreeGpuMemoryFractionOpt = None,
+    tokens_per_block: TokensPerBlockOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    max_num_tokens: MaxNumTokensOpt = None,
+    max_seq_len: MaxSeqLenOpt = None,
     gpu: GpuOpt = None,
     memory: MemoryOpt = None,
-    utilization: UtilOpt = capacity.DEFAULT_UTILIZATION,
-    reserve: ReserveOpt = "1GiB",
+    utilization: UtilOpt = None,
+    reserve: ReserveOpt = None,
+    efficiency: EfficiencyOpt = None,
+    overhead_ms: OverheadOpt = None,
     presets_dir: PresetsOpt = None,
     json_out: JsonOpt = False,
     explain: ExplainOpt = False,
@@ -88,16 +123,17 @@ def size(
     spec = presets.load_model(model, presets_dir)
     engine_spec = build_engine(engine, **engine_options(locals()))
     work = build_workload(spec, seq, batch, kv_dtype, tp, pp, block_size, engine_spec, state_dtype, k_dtype, v_dtype)
-    kv = estimate_kv(spec, work)
     weights_fmt = weights_format(spec, weight_dtype)
     params = capacity.count_params(spec)
     weights = capacity.weight_bytes(params, weights_fmt) if params else None
     report = step = None
     if gpu or memory:
         gpu_spec, budget = gpu_and_budget(spec, work, gpu, memory, weights_fmt, utilization, reserve, presets_dir)
+        work = work.model_copy(update={"engine": budget.engine})  # the engine's defaults on this GPU
         report = capacity.fit(spec, work, budget)
         if gpu_spec is not None:
-            step = latency.decode(spec, work, gpu_spec, weights_fmt)
+            step = latency.decode(spec, work, gpu_spec, weights_fmt, efficiency, seconds_per_layer(overhead_ms))
+    kv = estimate_kv(spec, work)
     if json_out:
         from kvcalc import documents
 

@@ -2,8 +2,8 @@
 
 An engine is one subclass of `EngineProfile` in its own module, registered in kvcalc.engines. The
 defaults are what most engines do (one buffer per sequence, no fixed bytes, nothing refused, --seq
-per sequence, today's memory budget); an engine overrides only where it differs. This module
-imports only spec, units, errors and kvcalc.base.
+per sequence, the textbook memory budget, no token pools, the compiled-CUDA decode profile); an engine overrides only
+where it differs. This module imports only spec, units, errors, decode_profiles and kvcalc.base.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from decimal import Decimal
 from typing import ClassVar, Literal
 
 from kvcalc.base import Frozen
-from kvcalc.spec import Engine, ModelSpec, Workload
-from kvcalc.units import DType, format_bytes
+from kvcalc.decode_profiles import CUDA_GRAPHS, DecodeProfile
+from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload
+from kvcalc.units import DType, GiB, format_bytes
 
 MlaStorage = Literal["k_only", "k_and_v", "decompressed"]
-ContextLimit = Literal["max_positions", "max_cache_len", "unbounded"]
+ContextLimit = Literal["max_positions", "max_cache_len", "max_seq_len", "unbounded"]
 
 
 def cdiv(a: int, b: int) -> int:
@@ -30,16 +31,88 @@ def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+DEFAULT_UTILIZATION = 0.90  # --utilization: the share of memory a textbook budget uses (vLLM's default too)
+DEFAULT_RESERVE_BYTES = 1 * GiB  # --reserve: CUDA context + cuBLAS workspace + a chunked prefill's activations
+
+
+class GpuMemory(Frozen):
+    """One GPU as an engine's budget sees it."""
+
+    total_bytes: int  # what the process sees (--memory, or the preset's)
+    name: str | None = None  # the preset's name; vLLM's defaults depend on it (an A100 gets the small ones)
+
+
+class StageWeights(Frozen):
+    """The weights one GPU of a pipeline stage holds, with their --explain lines."""
+
+    stage: int  # 0-based
+    first_layer: int
+    last_layer: int
+    weights_bytes: int
+    explain: list[str]
+
+
+class BudgetTerm(Frozen):
+    """One use of a GPU's memory besides the KV cache; the terms and the cache add up to the memory."""
+
+    name: str  # "weights", "activation peak", "not used (1 - gpu_memory_utilization)"
+    bytes: int  # negative only for an over-committed "not used" (an explicit --kv-cache-memory-bytes)
+    formula: str  # with its values
+    source: str  # the engine's file it follows, or how kvcalc modelled it
+
+
 class Budget(Frozen):
-    """Memory of one GPU and what is left for the KV cache."""
+    """Memory of one GPU and what the engine leaves for the KV cache, term by term: memory =
+    usable + the terms. With pipeline stages, the stage that leaves the least binds."""
 
     memory_bytes: int
-    utilization: float
-    reserve_bytes: int
+    utilization: float  # the engine's fraction, in its own meaning (see `fraction`)
+    fraction: str  # which option and of what: "gpu_memory_utilization of total memory"
+    reserve_bytes: int  # overheads besides the weights: modelled, or --reserve
     weights_bytes: int  # on this GPU
-    allowed_bytes: int  # memory * utilization
+    allowed_bytes: int  # memory less the share the fraction leaves unused
     usable_bytes: int  # for the KV cache; negative when the weights do not fit
+    terms: list[BudgetTerm]
     explain: list[str]
+    stage: int = 0  # the binding pipeline stage (0-based)
+    engine: Engine = Engine()  # the engine options the budget assumed, its defaults on this GPU filled in
+
+    @property
+    def overcommitted_bytes(self) -> int:
+        """How far the terms and the cache exceed the memory (only an explicit cache size can)."""
+        return max(0, -sum(term.bytes for term in self.terms if term.bytes < 0))
+
+
+def weights_term(stage: StageWeights) -> BudgetTerm:
+    """The weights one GPU of the stage holds, as a budget term."""
+    return BudgetTerm(
+        name="weights", bytes=stage.weights_bytes, formula=stage.explain[-1].removeprefix("weights = "), source="kvcalc.capacity"
+    )
+
+
+def term_lines(term: BudgetTerm) -> list[str]:
+    """A term for --explain: its formula, each "; " part on a line of its own, and its source."""
+    first, *rest = term.formula.split("; ")
+    return [f"{term.name} = {first} ({term.source})", *(f"  {part}" for part in rest)]
+
+
+def byte_fraction(value: int, fraction: float) -> int:
+    """`value * fraction` in whole bytes, exact for the decimal the user wrote (3GB * 0.7 is
+    2,100,000,000, not one byte less).
+
+    >>> byte_fraction(3 * 10**9, 0.7)
+    2100000000
+    """
+    return int(value * Decimal(repr(fraction)))
+
+
+def gib(n: int) -> str:
+    """Bytes as an engine's log prints GiB, two decimals.
+
+    >>> gib(3 * 2**29)
+    '1.50'
+    """
+    return f"{n / GiB:.2f}"
 
 
 class StateDtypes(Frozen):
@@ -56,6 +129,18 @@ class StageLayer(Frozen):
     window: int | None
     bytes_per_token: int
     chunked: bool = False  # `window` is a chunk (Llama 4's local layers)
+
+
+class Pool(Frozen):
+    """A fixed pool of token slots for the layers of one window (None: full attention), sized at
+    start-up: a sequence holds its tokens of that window in it, whatever the other pools hold."""
+
+    name: str  # as the engine calls it: "full", "swa", "window 4096"
+    window: int | None
+    layers: int
+    bytes_per_token: int  # all of the pool's layers on one GPU
+    tokens: int
+    bytes: int  # allocated
 
 
 class EngineLogLine(Frozen):
@@ -84,6 +169,7 @@ class EngineProfile(ABC):
 
     name: ClassVar[str]  # the --engine name
     label: ClassVar[str]  # how the engine calls itself in its logs and docs
+    fraction_option: ClassVar[str | None] = None  # the Engine field of its own memory fraction; None: --utilization
 
     def check_supported(self, model: ModelSpec, workload: Workload, dtype: DType) -> None:
         """Refuse, as InvalidInput, what the engine itself refuses (default: nothing)."""
@@ -153,27 +239,73 @@ class EngineProfile(ABC):
         (None, "unbounded") when unknown)."""
         return (model.max_positions, "max_positions") if model.max_positions else (None, "unbounded")
 
+    def defaults_on(self, engine: Engine, gpu: GpuMemory) -> Engine:
+        """The engine's options with the defaults that depend on the GPU filled in (default: as given)."""
+        return engine
+
     def budget(
-        self, memory_bytes: int, utilization: float, reserve_bytes: int, weights_bytes: int, weights_explain: Sequence[str]
+        self,
+        model: ModelSpec,
+        workload: Workload,
+        gpu: GpuMemory,
+        stages: Sequence[StageWeights],
+        activation_dtype: DType,
+        utilization: float | None,
+        reserve_bytes: int | None,
     ) -> Budget:
-        """What one GPU leaves for the KV cache, given the weights it holds (default:
-        usable = memory * utilization - weights - reserve)."""
-        allowed = int(memory_bytes * Decimal(repr(utilization)))  # exact: 3GB * 0.7 = 2,100,000,000, not one byte less
-        usable = allowed - weights_bytes - reserve_bytes
+        """What one GPU leaves for the KV cache, given the weights each pipeline stage holds per GPU
+        (default, the textbook budget: usable = memory * utilization - weights - reserve, the
+        largest stage binding; utilization 0.9 and reserve 1 GiB unless given)."""
+        utilization = DEFAULT_UTILIZATION if utilization is None else utilization
+        reserve = DEFAULT_RESERVE_BYTES if reserve_bytes is None else reserve_bytes
+        stage = max(stages, key=lambda s: s.weights_bytes)
+        memory, weights = gpu.total_bytes, stage.weights_bytes
+        allowed = byte_fraction(memory, utilization)
+        usable = allowed - weights - reserve
         explain = [
-            *weights_explain,
-            f"usable = memory * utilization - weights - reserve = {memory_bytes:,} * {utilization} - {weights_bytes:,}"
-            f" - {reserve_bytes:,} = {usable:,} B ({format_bytes(usable)})",
+            *stage.explain,
+            f"usable = memory * utilization - weights - reserve = {memory:,} * {utilization} - {weights:,}"
+            f" - {reserve:,} = {usable:,} B ({format_bytes(usable)})",
+        ]
+        reserve_formula = "--reserve" if reserve_bytes is not None else f"kvcalc's default {format_bytes(DEFAULT_RESERVE_BYTES)}"
+        terms = [
+            BudgetTerm(
+                name=f"not used (utilization {utilization:g})",
+                bytes=memory - allowed,
+                formula=f"memory * (1 - utilization) = {memory:,} * (1 - {utilization})",
+                source="--utilization",
+            ),
+            BudgetTerm(
+                name="reserve (runtime, activations)",
+                bytes=reserve,
+                formula=f"{reserve_formula}: CUDA context, workspaces and activations",
+                source="--reserve",
+            ),
+            weights_term(stage),
         ]
         return Budget(
-            memory_bytes=memory_bytes,
+            memory_bytes=memory,
             utilization=utilization,
+            fraction="--utilization of total memory",
             allowed_bytes=allowed,
-            reserve_bytes=reserve_bytes,
-            weights_bytes=weights_bytes,
+            reserve_bytes=reserve,
+            weights_bytes=weights,
             usable_bytes=usable,
+            terms=terms,
             explain=explain,
+            stage=stage.stage,
+            engine=workload.engine,
         )
+
+    def pools(self, model: ModelSpec, workload: Workload, usable_bytes: int, stage: Sequence[StageLayer]) -> list[Pool]:
+        """The token pools the engine carves out of the usable bytes, each for the layers of one
+        window; a sequence must fit in every pool (default: none, one budget of bytes shared by all
+        layers)."""
+        return []
+
+    def max_sequences(self, workload: Workload) -> int | None:
+        """The engine's own cap on concurrent sequences when the user set one (default: none)."""
+        return None
 
     @abstractmethod
     def rules(self, model: ModelSpec, workload: Workload) -> list[str]:
@@ -189,3 +321,9 @@ class EngineProfile(ABC):
         """What the engine would log about the cache, given the usable bytes per GPU and the layers
         of the busiest pipeline stage (default: nothing)."""
         return []
+
+    def decode_profile(self, gpu: GpuSpec) -> DecodeProfile:
+        """The calibrated terms of this engine's expected decode time on `gpu` (default: the
+        compiled-CUDA profile that vLLM, SGLang, TensorRT-LLM and other CUDA-graph engines share;
+        calibrated on CUDA only, so on other backends a guess)."""
+        return CUDA_GRAPHS

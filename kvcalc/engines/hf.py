@@ -1,12 +1,15 @@
 """transformers (`--engine hf`): DynamicCache by default, StaticCache with --max-cache-len, the fp8
 QuantizedCache, and DeepSeek's MLA cached as its latent (5.x) or decompressed (4.x).
-Sources: src/transformers/cache_utils.py, models/deepseek_v3/modeling_deepseek_v3.py."""
+Rules follow transformers 5.23.0 (4.57.6 with --hf-version 4), as measured in shared/reference/engines.md;
+its memory budget is the textbook one. Sources: src/transformers/cache_utils.py,
+models/deepseek_v3/modeling_deepseek_v3.py."""
 
 from __future__ import annotations
 
+from kvcalc.decode_profiles import TRANSFORMERS_EAGER, DecodeProfile
 from kvcalc.engines.base import ContextLimit, EngineProfile, MlaStorage
 from kvcalc.errors import InvalidInput
-from kvcalc.spec import Engine, ModelSpec, Workload, cache_dtypes
+from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload, cache_dtypes
 from kvcalc.units import DType
 
 HF_DTYPES = {DType.fp32, DType.fp16, DType.bf16, DType.fp8}  # fp8: QuantizedCache
@@ -87,3 +90,8 @@ class Transformers(EngineProfile):
                 " (models/deepseek_v3/modeling_deepseek_v3.py)"
             )
         return lines
+
+    def decode_profile(self, gpu: GpuSpec) -> DecodeProfile:
+        """generate() in eager PyTorch launches every op from Python: about ten times the fixed cost
+        per layer of a CUDA-graph engine."""
+        return TRANSFORMERS_EAGER

@@ -1,14 +1,17 @@
 """llama.cpp (`--engine llamacpp`): --seq is n_ctx, padded to 256 cells and shared by --batch
 sequences (-np); block-quantized cache types; iSWA with --swa-full; MLA GGUFs cache a K-only latent.
-Hybrid models' recurrent state: f32, one cell per sequence.
-Sources: src/llama-context.cpp, src/llama-kv-cache.cpp, src/llama-kv-cache-iswa.cpp, ggml/src/ggml.c,
-src/llama-model.cpp (create_memory), src/llama-hparams.cpp (n_embd_r, n_embd_s)."""
+Rules follow llama.cpp from PR #17046 on (llama-cpp-python 0.3.36, as measured in
+shared/reference/engines.md); its memory budget is the textbook one. Hybrid models' recurrent state:
+f32, one cell per sequence. Sources: src/llama-context.cpp, src/llama-kv-cache.cpp,
+src/llama-kv-cache-iswa.cpp, ggml/src/ggml.c, src/llama-model.cpp (create_memory),
+src/llama-hparams.cpp (n_embd_r, n_embd_s)."""
 
 from __future__ import annotations
 
+from kvcalc.decode_profiles import CUDA_GRAPHS, LLAMACPP_METAL, LLAMACPP_ROCM_VULKAN, DecodeProfile
 from kvcalc.engines.base import EngineProfile, MlaStorage, StateDtypes, cdiv
 from kvcalc.errors import InvalidInput
-from kvcalc.spec import Engine, ModelSpec, Workload, cache_dtypes
+from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload, cache_dtypes
 from kvcalc.units import PACKING, DType
 
 LLAMACPP_PAD = 256  # llama.cpp pads the cache to 256 cells (src/llama-context.cpp, llama-kv-cache.cpp)
@@ -119,3 +122,10 @@ class LlamaCpp(EngineProfile):
         if model.mla is not None:
             lines.append("MLA GGUFs cache a K-only latent of kv_lora_rank + rope per cell (src/llama-model.cpp)")
         return lines
+
+    def decode_profile(self, gpu: GpuSpec) -> DecodeProfile:
+        """The GPU's backend decides: Metal and ROCm/Vulkan pay 3-4x the fixed cost per layer of
+        CUDA, where current builds capture CUDA graphs (builds before mid-2024: --overhead-ms 0.098)."""
+        return {"metal": LLAMACPP_METAL, "rocm": LLAMACPP_ROCM_VULKAN, "vulkan": LLAMACPP_ROCM_VULKAN}.get(
+            gpu.backend, CUDA_GRAPHS
+        )

@@ -1,32 +1,87 @@
 """vLLM (`--engine vllm`): pages of 16 tokens per layer, a reservation for sliding layers, MLA as one
-K-only latent, the "Maximum concurrency" it logs, and hybrid models' state: in the model dtype
-unless --mamba-cache-dtype / --mamba-ssm-cache-dtype, one attention page per state layer, the
-attention block size raised until a page holds a state.
+K-only latent, the memory budget its start-up profiling leaves, what it logs about the cache, and
+hybrid models' state: in the model dtype unless --mamba-cache-dtype / --mamba-ssm-cache-dtype, one
+attention page per state layer, the attention block size raised until a page holds a state.
+
+Rules follow vLLM 0.19.0 (the release of the calibration logs) and, for CUDA graphs, the default
+of 0.21 and later (`--vllm-version` picks the older behaviour).
 Sources: vllm/v1/kv_cache_interface.py, vllm/v1/core/kv_cache_utils.py, vllm/config/cache.py,
-vllm/model_executor/layers/mamba/mamba_utils.py, vllm/model_executor/models/config.py."""
+vllm/v1/worker/gpu_worker.py (determine_available_memory, commit 35d5cda1), vllm/utils/mem_utils.py
+(memory_profiling, commit a6d5c390), vllm/v1/worker/gpu_model_runner.py (profile_run),
+vllm/engine/arg_utils.py (get_batch_defaults), vllm/model_executor/layers/mamba/mamba_utils.py,
+vllm/model_executor/models/config.py (HybridAttentionMambaModelConfig)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from kvcalc.engines.base import EngineLogLine, EngineProfile, MlaStorage, StageLayer, StateDtypes, StatePages, cdiv
+from kvcalc.engines.activations import activation_bytes, forward_transient, moe_workspace, require_shapes
+from kvcalc.engines.base import (
+    Budget,
+    BudgetTerm,
+    EngineLogLine,
+    EngineProfile,
+    GpuMemory,
+    MlaStorage,
+    StageLayer,
+    StageWeights,
+    StateDtypes,
+    StatePages,
+    byte_fraction,
+    cdiv,
+    gib,
+    term_lines,
+    weights_term,
+)
 from kvcalc.errors import InvalidInput
 from kvcalc.spec import Engine, ModelSpec, Workload, cache_dtypes
-from kvcalc.units import DType
+from kvcalc.units import DType, GiB, MiB, format_bytes
 
+VLLM_VERSION = "0.19.0"  # the release whose start-up logs calibrate the budget
 VLLM_BLOCK_SIZE = 16  # vLLM's default block size on CUDA (vllm/config/cache.py)
-VLLM_MAX_NUM_BATCHED_TOKENS = 8192  # vLLM V1's default on GPU (vllm/engine/arg_utils.py)
+VLLM_MAX_NUM_BATCHED_TOKENS = 8192  # the API server's default on a GPU of 70 GiB or more (not an A100)
+VLLM_SMALL_MAX_NUM_BATCHED_TOKENS = 2048  # ... below 70 GiB or on an A100 (vllm/engine/arg_utils.py)
+VLLM_MAX_NUM_SEQS, VLLM_SMALL_MAX_NUM_SEQS = 1024, 256  # likewise
+VLLM_LARGE_GPU_BYTES = 70 * GiB
+VLLM_UTILIZATION = 0.9  # --gpu-memory-utilization (vllm/config/cache.py CacheConfig)
 VLLM_DTYPES = {DType.fp32, DType.fp16, DType.bf16, DType.fp8, DType.fp8_e4m3, DType.fp8_e5m2}
 # Attention kernels take block sizes in multiples of 16 (FlashAttention / FlashInfer on Hopper); the
 # hybrid page rule rounds the raised block size to it (model_executor/models/config.py
 # HybridAttentionMambaModelConfig: kernel_block_alignment_size 16; 64 for MLA, 32 for head_dim 256
 # with FlashInfer on SM100, not modelled).
 VLLM_HYBRID_ALIGNMENT = 16
+SAMPLER_BYTES_PER_LOGIT = 15  # the logits in bf16 plus the sampler's fp32 copies; fitted on six v0.19 logs
+NON_TORCH_BYTES = int(0.25 * GiB)  # cuBLAS and other non-torch memory after the snapshot, one GPU (v0.19 logs 0.24-0.46)
+NON_TORCH_TP_BYTES = int(2.1 * GiB)  # with tensor parallelism: NCCL and custom all-reduce buffers (logs 2.06-2.21)
+NON_TORCH_PP_BYTES = int(0.07 * GiB)  # pipeline stages without tensor parallelism (logs 0.07)
+CUDA_GRAPHS_SINCE = (0, 21)  # the release that subtracts the CUDA-graph estimate by default
+CUDA_GRAPH_FIRST_BYTES = GiB // 4  # the first capture (logs 96-262 MiB, plus the pool)
+CUDA_GRAPH_EACH_BYTES = 6 * MiB  # each further graph (logs 4-8 MiB)
+
+
+def _version(text: str | None) -> tuple[int, int]:
+    if text is None:
+        return CUDA_GRAPHS_SINCE
+    major, minor = text.split(".")[:2]
+    return int(major), int(minor)
+
+
+def capture_sizes(max_num_seqs: int) -> list[int]:
+    """The batch sizes vLLM captures CUDA graphs for: 1, 2, 4, then steps of 8 to 248 and of 16
+    from 256, up to min(2 * max_num_seqs, 512) (vllm/config/vllm.py _set_cudagraph_sizes).
+
+    >>> len(capture_sizes(1024)), capture_sizes(2)
+    (51, [1, 2, 4])
+    """
+    largest = min(2 * max_num_seqs, 512)
+    sizes = [1, 2, 4, *range(8, 256, 8), *range(256, largest + 1, 16)]
+    return [size for size in sizes if size <= largest]
 
 
 class Vllm(EngineProfile):
     name = "vllm"
     label = "vLLM"
+    fraction_option = "gpu_memory_utilization"
 
     def block_size(self, workload: Workload) -> int:
         """--block-size, or vLLM's default 16."""
@@ -133,6 +188,167 @@ class Vllm(EngineProfile):
         """One K-only latent of kv_lora_rank + rope (kv_cache_interface.py MLAAttentionSpec)."""
         return "k_only"
 
+    def max_sequences(self, workload: Workload) -> int | None:
+        """--max-num-seqs caps the requests running at once."""
+        return workload.engine.max_num_seqs
+
+    @staticmethod
+    def _large(gpu: GpuMemory) -> bool:
+        return gpu.total_bytes >= VLLM_LARGE_GPU_BYTES and "a100" not in (gpu.name or "").lower()
+
+    def defaults_on(self, engine: Engine, gpu: GpuMemory) -> Engine:
+        """max_num_batched_tokens 8192 on a GPU of 70 GiB or more that is not an A100, else 2048
+        (vllm/engine/arg_utils.py get_batch_defaults, the API server's)."""
+        if engine.max_num_batched_tokens is not None:
+            return engine
+        batched = VLLM_MAX_NUM_BATCHED_TOKENS if self._large(gpu) else VLLM_SMALL_MAX_NUM_BATCHED_TOKENS
+        return engine.model_copy(update={"max_num_batched_tokens": batched})
+
+    def _overheads(
+        self, model: ModelSpec, workload: Workload, gpu: GpuMemory, stage: StageWeights, last: bool, act_dtype: DType
+    ) -> list[BudgetTerm]:
+        """The profiling run's activation peak, non-torch memory and the CUDA-graph estimate of one
+        stage's GPU."""
+        engine, tp, pp = workload.engine, workload.tp, workload.pp
+        hidden, _, vocab = require_shapes(model, self.label)
+        tokens = engine.max_num_batched_tokens or VLLM_MAX_NUM_BATCHED_TOKENS
+        seqs = engine.max_num_seqs or (VLLM_MAX_NUM_SEQS if self._large(gpu) else VLLM_SMALL_MAX_NUM_SEQS)
+        requests = min(seqs, tokens)
+        b = activation_bytes(act_dtype)
+        layers = range(stage.first_layer, stage.last_layer + 1)
+        transient, transient_formula = forward_transient(model, layers, tokens, tp, b)
+        workspace, workspace_formula = moe_workspace(model, layers, tokens, tp, b)
+        sampler = requests * vocab * SAMPLER_BYTES_PER_LOGIT + 2 * tokens * hidden * b if last else 0
+        sampler_formula = (
+            f"R * V * {SAMPLER_BYTES_PER_LOGIT} + 2 * T * H * b = {requests:,} * {vocab:,} * {SAMPLER_BYTES_PER_LOGIT}"
+            f" + 2 * {tokens:,} * {hidden:,} * {b} = {sampler:,} B"
+            if last
+            else "not the last pipeline stage: no sampler"
+        )
+        activation = max(transient, sampler) + workspace
+        non_torch = NON_TORCH_TP_BYTES if tp > 1 else NON_TORCH_PP_BYTES if pp > 1 else NON_TORCH_BYTES
+        eager = engine.enforce_eager
+        graphs_applied = not eager and _version(engine.vllm_version) >= CUDA_GRAPHS_SINCE
+        count = len(capture_sizes(seqs))
+        graphs = CUDA_GRAPH_FIRST_BYTES + 2 * (count - 1) * CUDA_GRAPH_EACH_BYTES if graphs_applied else 0
+        why_no_graphs = (
+            "--enforce-eager: no CUDA graphs" if eager else f"vLLM {engine.vllm_version} does not subtract it (0.21 does)"
+        )
+        return [
+            BudgetTerm(
+                name="activation peak",
+                bytes=activation,
+                formula=(
+                    f"profile run of T = max_num_batched_tokens {tokens:,} tokens over R = min(max_num_seqs {seqs:,}, T)"
+                    f" requests: max(forward, sampler) + MoE workspace = max({transient:,}, {sampler:,}) + {workspace:,}"
+                    f" = {activation:,} B ({format_bytes(activation)}); forward: {transient_formula}; sampler: {sampler_formula};"
+                    f" MoE workspace: {workspace_formula}"
+                ),
+                source="vllm/v1/worker/gpu_model_runner.py profile_run (_dummy_run, _dummy_sampler_run); fitted on v0.19 logs",
+            ),
+            BudgetTerm(
+                name="non-torch memory",
+                bytes=non_torch,
+                formula=(
+                    f"{format_bytes(non_torch)} {'with tensor parallelism (NCCL, custom all-reduce)' if tp > 1 else 'pipeline stage, one GPU' if pp > 1 else 'on one GPU'};"
+                    " the CUDA context before the snapshot is not charged"
+                ),
+                source="vllm/utils/mem_utils.py memory_profiling (non_torch_increase); the v0.19 logs",
+            ),
+            BudgetTerm(
+                name="CUDA graphs",
+                bytes=graphs,
+                formula=(
+                    f"estimate = first capture + each further graph = {format_bytes(CUDA_GRAPH_FIRST_BYTES)} + 2 * ({count} - 1)"
+                    f" * {format_bytes(CUDA_GRAPH_EACH_BYTES)} = {graphs:,} B ({count} PIECEWISE and {count} FULL sizes)"
+                    if graphs_applied
+                    else why_no_graphs
+                ),
+                source="vllm/v1/worker/gpu_model_runner.py profile_cudagraph_memory (PR #30515); logged estimates 0.49-1.92 GiB",
+            ),
+        ]
+
+    def budget(
+        self,
+        model: ModelSpec,
+        workload: Workload,
+        gpu: GpuMemory,
+        stages: Sequence[StageWeights],
+        activation_dtype: DType,
+        utilization: float | None,
+        reserve_bytes: int | None,
+    ) -> Budget:
+        """available KV = total * gpu_memory_utilization - weights - activation peak - non-torch
+        - CUDA graphs, on the GPU of the stage that leaves the least (the last stage runs the
+        sampler); --reserve replaces the three overheads; --kv-cache-memory-bytes is the answer."""
+        engine, memory = workload.engine, gpu.total_bytes
+        fraction = engine.gpu_memory_utilization or VLLM_UTILIZATION
+        requested = byte_fraction(memory, fraction)
+        per_stage = []
+        for stage in stages:
+            weights = weights_term(stage)
+            if reserve_bytes is not None:
+                overheads = [
+                    BudgetTerm(
+                        name="reserve (--reserve)",
+                        bytes=reserve_bytes,
+                        formula=f"--reserve {reserve_bytes:,} B in place of the activation peak, non-torch memory and CUDA graphs",
+                        source="--reserve",
+                    )
+                ]
+            else:
+                overheads = self._overheads(model, workload, gpu, stage, stage is stages[-1], activation_dtype)
+            used = [weights, *overheads]
+            usable = engine.kv_cache_memory_bytes or requested - sum(term.bytes for term in used)
+            per_stage.append((usable, stage, used))
+        usable, stage, used = min(per_stage, key=lambda item: item[0])
+        unused = memory - usable - sum(term.bytes for term in used)
+        if engine.kv_cache_memory_bytes:
+            unused_term = BudgetTerm(
+                name="not used (--kv-cache-memory-bytes)",
+                bytes=unused,
+                formula=f"memory - KV cache - the rest = {memory:,} - {usable:,} - {sum(t.bytes for t in used):,}",
+                source="vllm/v1/worker/gpu_worker.py determine_available_memory (kv_cache_memory_bytes wins)",
+            )
+        else:
+            unused_term = BudgetTerm(
+                name=f"not used (1 - gpu_memory_utilization {fraction:g})",
+                bytes=unused,
+                formula=f"total * (1 - gpu_memory_utilization) = {memory:,} * (1 - {fraction})",
+                source="vllm/v1/worker/gpu_worker.py init_device (requested_memory)",
+            )
+        terms = [unused_term, *used]
+        if engine.kv_cache_memory_bytes:
+            rule = f"available KV = --kv-cache-memory-bytes = {usable:,} B (gpu_memory_utilization ignored)"
+        else:
+            rule = (
+                f"available KV = total * gpu_memory_utilization - {' - '.join(t.name for t in used)} = {memory:,} * {fraction}"
+                f" - {' - '.join(f'{t.bytes:,}' for t in used)} = {usable:,} B ({format_bytes(usable)})"
+            )
+        explain = [
+            *stage.explain[:-1],
+            *(line for term in terms for line in term_lines(term)),
+            rule,
+        ]
+        if len(stages) > 1:
+            explain.append(
+                f"pipeline: the least of the {len(stages)} stages binds, here stage {stage.stage + 1} (layers {stage.first_layer}-{stage.last_layer})"
+            )
+        overheads_bytes = sum(t.bytes for t in used) - stage.weights_bytes
+        return Budget(
+            memory_bytes=memory,
+            utilization=fraction,
+            fraction="gpu_memory_utilization of total memory",
+            allowed_bytes=memory - max(unused, 0),
+            reserve_bytes=overheads_bytes,
+            weights_bytes=stage.weights_bytes,
+            usable_bytes=usable,
+            terms=terms,
+            explain=explain,
+            stage=stage.stage,
+            engine=engine,
+        )
+
     def rules(self, model: ModelSpec, workload: Workload) -> list[str]:
         batched = workload.engine.max_num_batched_tokens or VLLM_MAX_NUM_BATCHED_TOKENS
         return [
@@ -147,31 +363,54 @@ class Vllm(EngineProfile):
     def log_lines(
         self, model: ModelSpec, workload: Workload, usable_bytes: int, stage: Sequence[StageLayer]
     ) -> list[EngineLogLine]:
-        """vLLM's "Maximum concurrency for N tokens per request", computed its way: the stage's layers
-        form groups of the smallest kind's size that share one pool of blocks; num_blocks = usable //
-        (page * group size); a request needs cdiv(s, block) blocks per full group and its sliding
-        reservation per sliding group; concurrency = num_blocks / blocks per request (a fraction).
-        Not reproduced for hybrid models: their state layers share the pool by other rules."""
-        if any(model.state_kinds()):
-            return []
+        """vLLM's "Available KV cache memory", "GPU KV cache size" and "Maximum concurrency for N
+        tokens per request", computed its way: the stage's layers form groups of the smallest kind's
+        size that share one pool of blocks; num_blocks = usable // (page * group size); the cache
+        size is num_blocks // groups * block tokens; a request needs cdiv(s, block) blocks per full
+        group and its sliding reservation per sliding group; concurrency = num_blocks / blocks per
+        request (a fraction). For hybrid models only the first: their state layers share the pool
+        by other rules (kvcalc.engines.vllm.state_pages)."""
+        available = EngineLogLine(
+            engine=self.label,
+            name="available_kv_cache_memory_gib",
+            value=round(usable_bytes / 2**30, 2),
+            line=f"Available KV cache memory: {gib(usable_bytes)} GiB",
+            note="the budget above",
+            source="vllm/v1/worker/gpu_worker.py determine_available_memory",
+        )
+        if any(model.state_kinds()) or not stage:
+            return [available]
         block = self.block_size(workload)
         page = block * stage[0].bytes_per_token
         counts: dict[tuple[int | None, bool], int] = {}
         for layer in stage:
             counts[layer.window, layer.chunked] = counts.get((layer.window, layer.chunked), 0) + 1
         group = min(counts.values())
+        groups = sum(cdiv(count, group) for count in counts.values())
         per_request = sum(
             cdiv(count, group) * self.tokens_per_unit(workload, window, workload.seq, chunked) // block
             for (window, chunked), count in counts.items()
         )
-        concurrency = (max(usable_bytes, 0) // (page * group)) / per_request
+        blocks = max(usable_bytes, 0) // (page * group)
+        tokens = blocks // groups * block
+        concurrency = blocks / per_request
+        source = "vllm/v1/core/kv_cache_utils.py"
         return [
+            available,
+            EngineLogLine(
+                engine=self.label,
+                name="gpu_kv_cache_tokens",
+                value=tokens,
+                line=f"GPU KV cache size: {tokens:,} tokens",
+                note=f"num_blocks {blocks:,} // {groups} group{'s' if groups > 1 else ''} * block {block}",
+                source=f"{source} _report_kv_cache_config",
+            ),
             EngineLogLine(
                 engine=self.label,
                 name="max_concurrency",
                 value=concurrency,
                 line=f"Maximum concurrency for {workload.seq:,} tokens per request: {concurrency:.2f}x",
                 note="its own formula: whole blocks of the shared pool over blocks per request",
-                source="vllm/v1/core/kv_cache_utils.py get_max_concurrency_for_kv_cache_config",
-            )
+                source=f"{source} get_max_concurrency_for_kv_cache_config",
+            ),
         ]

@@ -2,7 +2,8 @@
 dispatches here by the reference's shape):
 
 - `FILE.gguf`: a llama.cpp GGUF's header (gguf.py reads it, gguf_model.py maps it);
-- `org/name[@revision]`: a Hugging Face repo's config.json, from the local cache first (hub.py);
+- `org/name[@revision]`: a Hugging Face repo's config.json, from the local cache first (hub.py),
+  and its weights' exact bytes from the safetensors headers (safetensors.py reads them);
 - a config.json inside a Hugging Face cache snapshot, named after its repo (hub.py);
 - `auto` and the names nvidia-smi or amd-smi print, for GPUs (gpus.py).
 
@@ -67,7 +68,7 @@ def tensor_parallel(value: int | str) -> int:
     if value.strip().lower() == "auto":
         from kvcalc.sources import gpus
 
-        return len(gpus.identical("--tp auto", "give --tp N"))
+        return gpus.tensor_parallel_gpus()
     try:
         return int(value.strip())
     except ValueError:

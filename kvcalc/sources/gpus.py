@@ -5,6 +5,12 @@ A GPU preset's `aliases` hold the names nvidia-smi and amd-smi print ("NVIDIA H1
 `nvidia-smi --query-gpu=index,uuid,name,memory.total --format=csv,noheader,nounits` (the devices
 CUDA_VISIBLE_DEVICES leaves visible), else `amd-smi static --asic --vram --json` (HIP_VISIBLE_DEVICES),
 else torch when it is already installed (imported only here). Memory is the total each tool reports.
+
+A GPU split into MIG slices (`nvidia-smi -L` lists `MIG 1g.10gb Device 0: (UUID: MIG-...)` under it)
+counts as its slices, each with the memory `nvidia-smi -q -x` reports for it (its mig_device's
+fb_memory_usage total; the query above reports the whole GPU's); a slice whose memory it does not
+report makes `--gpu auto` ask for --memory. A process uses one slice (NVIDIA's MIG user guide,
+"CUDA Device Enumeration"), so `--tp auto` is 1 on slices.
 """
 
 from __future__ import annotations
@@ -13,8 +19,10 @@ import difflib
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import warnings
+import xml.etree.ElementTree as ElementTree
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -27,11 +35,16 @@ TOOL_TIMEOUT_S = 20
 
 
 class LocalGpu(NamedTuple):
-    """A device as the machine's tools report it."""
+    """A device as the machine's tools report it: a GPU, or a MIG slice (`mig`: its profile) of the GPU `name`."""
 
     name: str
-    memory_bytes: int
+    memory_bytes: int | None  # None: a MIG slice whose memory no tool reported
     tool: str
+    mig: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} MIG {self.mig}" if self.mig else self.name
 
 
 def command_output(argv: Sequence[str]) -> str | None:
@@ -54,15 +67,52 @@ def _visible(index: str, uuid: str, variable: str) -> bool:
 
 def _nvidia() -> list[LocalGpu]:
     output = command_output(["nvidia-smi", "--query-gpu=index,uuid,name,memory.total", "--format=csv,noheader,nounits"])
+    slices = _mig_slices() if output else {}
     gpus = []
     for line in (output or "").splitlines():
         fields = [field.strip() for field in line.split(",")]
         if len(fields) < 4 or not fields[-1].isdigit():
             continue  # a header, a blank line or "[N/A]" memory
         index, uuid, name, mib = fields[0], fields[1], ", ".join(fields[2:-1]), int(fields[-1])
-        if _visible(index, uuid, "CUDA_VISIBLE_DEVICES"):
+        for profile, slice_uuid, memory in slices.get(uuid, []):
+            if _visible(index, uuid, "CUDA_VISIBLE_DEVICES") or _visible("", slice_uuid, "CUDA_VISIBLE_DEVICES"):
+                gpus.append(LocalGpu(name=name, memory_bytes=memory, tool="nvidia-smi", mig=profile))
+        if uuid not in slices and _visible(index, uuid, "CUDA_VISIBLE_DEVICES"):
             gpus.append(LocalGpu(name=name, memory_bytes=mib * MiB, tool="nvidia-smi"))
     return gpus
+
+
+_GPU_LINE = re.compile(r"^GPU \d+: .*\(UUID: (?P<uuid>[^)]+)\)")
+_MIG_LINE = re.compile(r"^\s+MIG (?P<profile>\S+)\s+Device\s+(?P<index>\d+): \(UUID: (?P<uuid>[^)]+)\)")
+
+
+def _mig_slices() -> dict[str, list[tuple[str, str, int | None]]]:
+    """Each MIG-split GPU's slices by the GPU's UUID: (profile, slice UUID, memory in bytes or None),
+    from `nvidia-smi -L` and the memory `nvidia-smi -q -x` reports per slice."""
+    slices: dict[str, list[tuple[str, str, str]]] = {}
+    parent = None
+    for line in (command_output(["nvidia-smi", "-L"]) or "").splitlines():
+        if gpu := _GPU_LINE.match(line):
+            parent = gpu["uuid"]
+        elif (mig := _MIG_LINE.match(line)) and parent:
+            slices.setdefault(parent, []).append((mig["profile"], mig["index"], mig["uuid"]))
+    memory = _mig_memory() if slices else {}
+    return {gpu: [(profile, uuid, memory.get((gpu, index))) for profile, index, uuid in found] for gpu, found in slices.items()}
+
+
+def _mig_memory() -> dict[tuple[str, str], int]:
+    """Each MIG slice's memory by (GPU UUID, slice index), from `nvidia-smi -q -x`; empty when it says nothing readable."""
+    try:
+        log = ElementTree.fromstring(command_output(["nvidia-smi", "-q", "-x"]) or "<none/>")
+    except ElementTree.ParseError:
+        return {}
+    memory = {}
+    for gpu in log.iter("gpu"):
+        for device in gpu.iter("mig_device"):
+            total = re.fullmatch(r"(\d+) MiB", (device.findtext("fb_memory_usage/total") or "").strip())
+            if total:
+                memory[(gpu.findtext("uuid", "").strip(), device.findtext("index", "").strip())] = int(total[1]) * MiB
+    return memory
 
 
 _AMD_UNITS = {"B": 1, "KB": 2**10, "MB": MiB, "GB": GiB}  # amd-smi writes MB for MiB (MI300X: 196,592 MB = 192 GiB)
@@ -117,10 +167,19 @@ def identical(flag: str, instead: str) -> list[LocalGpu]:
     found = local_gpus()
     if not found:
         raise InvalidInput(f"{flag}: no GPU found (nvidia-smi, amd-smi and torch report none); {instead}")
-    names = sorted({gpu.name for gpu in found})
+    names = sorted({gpu.label for gpu in found})
     if len(names) > 1:
-        raise InvalidInput(f"{flag}: this machine has different GPUs ({', '.join(names)}); name one with --gpu")
+        fix = (
+            "set CUDA_VISIBLE_DEVICES to one slice's UUID (nvidia-smi -L)" if any(g.mig for g in found) else "name one with --gpu"
+        )
+        raise InvalidInput(f"{flag}: this machine has different GPUs ({', '.join(names)}); {fix}")
     return found
+
+
+def tensor_parallel_gpus() -> int:
+    """--tp auto: the machine's identical GPUs; 1 on MIG slices, as a process uses one."""
+    found = identical("--tp auto", "give --tp N")
+    return 1 if found[0].mig else len(found)
 
 
 def _normal(name: str) -> str:
@@ -162,24 +221,36 @@ def unknown_gpu(ref: str, extra_dirs: Sequence[str | Path] | None, close: Sequen
 
 
 def auto_gpu(extra_dirs: Sequence[str | Path] | None) -> GpuSpec:
-    """This machine's GPU: the preset its name matches, with the memory the tool reports."""
+    """This machine's GPU: the preset its name matches, with the memory the tool reports (a MIG slice's own)."""
     found = identical("--gpu auto", "name one with --gpu, or give --memory")
     device = found[0]
-    memory = min(gpu.memory_bytes for gpu in found)
     by_alias = _presets_by_alias(extra_dirs)
     preset = by_alias.get(_normal(device.name))
+    sizes = [gpu.memory_bytes for gpu in found if gpu.memory_bytes is not None]
+    if len(sizes) < len(found):
+        with_preset = f" and --gpu {preset.name}" if preset else ""
+        raise InvalidInput(
+            f"--gpu auto: this machine's {device.name} is split into MIG slices ({device.mig}) and nvidia-smi does"
+            f" not report their memory; give --memory with the slice's memory{with_preset}"
+        )
+    memory = min(sizes)
     if preset is None:
         close = _close_presets(device.name, by_alias)
         hint = f" (close: {', '.join(close)})" if close else ""
         raise PresetNotFound(
-            f"--gpu auto: found {len(found)} x {device.name} ({memory // MiB:,} MiB), which no GPU preset names{hint};"
+            f"--gpu auto: found {len(found)} x {device.label} ({memory // MiB:,} MiB), which no GPU preset names{hint};"
             f" give --memory {memory // MiB}MiB, or --gpu with a preset or a GPU YAML"
         )
-    others = f"; --tp auto uses all {len(found)}" if len(found) > 1 else ""
-    return preset.model_copy(
-        update={
-            "memory_bytes": memory,
-            "memory_note": f"{memory // MiB:,} MiB as {device.tool} reports it",
-            "source": f"this machine ({device.tool}): {len(found)} x {device.name}{others}; bandwidth and FLOP/s from preset {preset.name}",
-        }
-    )
+    if device.mig:
+        note = f"{memory // MiB:,} MiB of a MIG {device.mig} slice as {device.tool} reports it"
+        source = (
+            f"this machine ({device.tool}): {len(found)} x MIG {device.mig} slice of {device.name}; bandwidth and FLOP/s"
+            f" from preset {preset.name} are the whole GPU's (a slice has a share of them)"
+        )
+    else:
+        others = f"; --tp auto uses all {len(found)}" if len(found) > 1 else ""
+        note = f"{memory // MiB:,} MiB as {device.tool} reports it"
+        source = (
+            f"this machine ({device.tool}): {len(found)} x {device.name}{others}; bandwidth and FLOP/s from preset {preset.name}"
+        )
+    return preset.model_copy(update={"memory_bytes": memory, "memory_note": note, "source": source})

@@ -1,20 +1,24 @@
 """Hugging Face repo ids (`org/name[@revision]`): config.json from the local Hugging Face cache first,
 downloaded (config.json only) when not cached, the network is allowed and huggingface_hub is
-installed (`pip install "kvcalc[hub]"`). huggingface_hub is imported only for that download.
+installed (`pip install "kvcalc[hub]"`); the weights' exact bytes from the safetensors headers, those
+cached read from the snapshot, the others fetched by HTTP range requests (as hf-mem does), else
+counted from config.json. huggingface_hub is imported only to fetch what the cache lacks.
 
 Cache layout (huggingface_hub's): HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub;
 in it models--{org}--{name}/refs/{branch or tag} holds a commit hash and
-models--{org}--{name}/snapshots/{commit}/config.json the file.
+models--{org}--{name}/snapshots/{commit}/ the files (config.json, model.safetensors.index.json, shards).
 """
 
 from __future__ import annotations
 
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from kvcalc.errors import InvalidPreset, PresetNotFound
+from kvcalc.sources import safetensors
 from kvcalc.spec import ModelSpec
 
 _REPO_REFERENCE = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@(?P<revision>[\w./-]+))?$")
@@ -23,9 +27,9 @@ FILE_SUFFIXES = (".yaml", ".yml", ".json", ".gguf")  # a reference ending so is 
 _TRUE = {"1", "ON", "YES", "TRUE"}  # huggingface_hub's reading of HF_HUB_OFFLINE
 
 
-def repo_reference(ref: str) -> tuple[str, str | None] | None:
+def repo_reference(ref: str, base: Path = Path()) -> tuple[str, str | None] | None:
     """(repo id, revision or None) when `ref` reads as org/name[@revision] and no file of that
-    relative path exists; None otherwise.
+    path relative to `base` (a plan's folder; the working one by default) exists; None otherwise.
 
     >>> repo_reference("Qwen/Qwen3-8B@main"), repo_reference("llama3-8b"), repo_reference("models/x.yaml")
     (('Qwen/Qwen3-8B', 'main'), None, None)
@@ -34,7 +38,7 @@ def repo_reference(ref: str) -> tuple[str, str | None] | None:
     if match is None or ref.endswith(FILE_SUFFIXES) or ".." in ref or "--" in match.group("repo"):
         return None
     try:
-        if Path(ref).exists():
+        if (base / ref).exists():
             return None  # a file or folder of that relative path wins over the repo id
     except OSError:
         pass
@@ -96,7 +100,8 @@ def snapshot_of(path: Path) -> tuple[str, str] | None:
 
 
 def model_from_hub(repo: str, revision: str | None) -> ModelSpec:
-    """The model of a Hub repo id, read from its cached config.json (downloaded when allowed)."""
+    """The model of a Hub repo id, read from its cached config.json (downloaded when allowed), its
+    weights summed from its safetensors headers (cached, or fetched when allowed)."""
     cached = cached_config(repo, revision)
     how = "from"
     if cached is None:
@@ -107,20 +112,141 @@ def model_from_hub(repo: str, revision: str | None) -> ModelSpec:
     source = (
         f"Hugging Face {repo} at {revision or 'main'} (commit {commit[:12]}): config.json {how} the local cache {hub_cache()}"
     )
-    return model_from_config(path, label, source)
+    pinned = commit if _COMMIT.match(commit) else revision  # the headers of the config's own commit
+    return model_from_config(path, label, source, safetensors_weights(repo, pinned, path.parent, fetch=True))
 
 
 def model_from_snapshot(path: Path, repo: str, commit: str) -> ModelSpec:
-    """A config.json given by its path inside a cache snapshot, named after its repo."""
-    return model_from_config(path, repo, f"Hugging Face {repo} snapshot {commit[:12]}: config.json at {path}")
+    """A config.json given by its path inside a cache snapshot, named after its repo; the weights
+    from the safetensors headers cached beside it (a path is read locally, never fetched)."""
+    source = f"Hugging Face {repo} snapshot {commit[:12]}: config.json at {path}"
+    return model_from_config(path, repo, source, safetensors_weights(repo, commit, path.parent, fetch=False))
 
 
-def model_from_config(path: Path, name: str, source: str) -> ModelSpec:
+class Weights(NamedTuple):
+    """A checkpoint's tensors from its safetensors headers, or None; and how they were found, or why not."""
+
+    tensors: list[safetensors.Tensor] | None
+    how: str
+
+
+def model_from_config(path: Path, name: str, source: str, weights: Weights) -> ModelSpec:
+    """A config.json's model with the weights' exact stored bytes when found; its source says where they came from."""
     from kvcalc.hf_config import model_fields_from_hf
     from kvcalc.presets import read_mapping, validate
 
-    fields = model_fields_from_hf(read_mapping(path), default_name=name, origin=str(path))
-    return validate("models", {**fields, "name": name, "source": source}, str(path))  # type: ignore[no-any-return]
+    fields = {**model_fields_from_hf(read_mapping(path), default_name=name, origin=str(path)), "name": name}
+    spec: ModelSpec = validate("models", {**fields, "source": source}, str(path))
+    if not weights.tensors:
+        return spec.model_copy(update={"source": f"{source}; weights counted from config.json: {weights.how}"})
+    stored = safetensors.stored_weights(weights.tensors)
+    packed = safetensors.packed_types(stored["types"])
+    how = f"weights summed from {weights.how}"
+    if packed:  # integer tensors pack several values (GPTQ, AWQ, MXFP4): the parameters come from the shapes
+        from kvcalc.capacity import count_params
+
+        counted = count_params(spec)
+        stored = safetensors.stored_weights(weights.tensors, counted.total if counted else None)
+        if counted:
+            how += f", params counted from config.json (its {', '.join(packed)} tensors pack values or hold scales)"
+    update = {"stored_weights": stored, "params": stored["params"], "source": f"{source}; {how}"}
+    return validate("models", {**fields, **update}, str(path))  # type: ignore[no-any-return]
+
+
+def safetensors_weights(repo: str, revision: str | None, snapshot: Path, fetch: bool) -> Weights:
+    """The tensors of a repo's safetensors checkpoint: each shard's header from the cache snapshot,
+    those not cached fetched by HTTP range requests when `fetch`, the network and huggingface_hub
+    allow (the index too, which huggingface_hub caches). Weights(None, why) when they cannot be had."""
+    index, single = snapshot / safetensors.INDEX_FILE, snapshot / safetensors.SINGLE_FILE
+    shards = safetensors.read_index(index) if index.is_file() else [single.name] if single.is_file() else None
+    missing = [shard for shard in shards or [] if not (snapshot / shard).is_file()]
+    fetched: dict[str, list[safetensors.Tensor]] = {}
+    if shards is None or missing:
+        not_cached = (
+            "no safetensors header is cached" if shards is None else f"{len(missing)} of its {len(shards)} shards are not cached"
+        )
+        hub = _hub_for_headers(fetch)
+        if isinstance(hub, str):
+            return Weights(None, f"{not_cached} and {hub}")
+        try:
+            if shards is None:
+                shards = missing = _remote_shards(hub, repo, revision)
+            fetched = _fetch_headers(hub, repo, revision, missing)
+        except _NoSafetensors:
+            return Weights(None, f"{repo} has no {safetensors.SINGLE_FILE} or {safetensors.INDEX_FILE}")
+        except Exception as exc:  # network, HTTP, access and parsing failures of this huggingface_hub version
+            return Weights(None, f"{not_cached} and fetching the headers failed ({_first_line(exc)})")
+    tensors = [
+        t for shard in shards for t in (fetched[shard] if shard in fetched else safetensors.read_tensors(snapshot / shard))
+    ]
+    if not sum(t.bytes for t in tensors):
+        return Weights(None, f"the safetensors headers of {repo} list no tensor data")
+    cached = len(shards) - len(fetched)
+    counts = [f"{cached} read from the cache"] if cached else []
+    counts += [f"{len(fetched)} fetched by HTTP range requests"] if fetched else []
+    where = ", ".join(counts)
+    files = f"its {len(shards)} safetensors shards" if len(shards) > 1 else shards[0]
+    return Weights(tensors, f"the headers of {files} ({where}): {len(tensors):,} tensors")
+
+
+class _NoSafetensors(Exception):
+    """The repo has neither a single safetensors file nor an index."""
+
+
+def _hub_for_headers(fetch: bool) -> Any:
+    """huggingface_hub when headers may be fetched, else why not (a string)."""
+    if not fetch:
+        return "a config.json path is read locally"
+    if offline():
+        return "HF_HUB_OFFLINE keeps kvcalc offline"
+    try:
+        import huggingface_hub
+    except ImportError:
+        return 'huggingface_hub is not installed (pip install "kvcalc[hub]" to fetch them)'
+    return huggingface_hub
+
+
+def _remote_shards(hub: Any, repo: str, revision: str | None) -> list[str]:
+    """The shards the repo's index names (huggingface_hub downloads the index into the cache), or its single file."""
+    from huggingface_hub import errors
+
+    try:
+        index = hub.hf_hub_download(repo, safetensors.INDEX_FILE, revision=revision, cache_dir=hub_cache())
+    except _hub_error(errors, "LocalEntryNotFoundError"):
+        raise  # the Hub cannot be reached (a subclass of EntryNotFoundError in some versions)
+    except _hub_error(errors, "EntryNotFoundError"):
+        return [safetensors.SINGLE_FILE]
+    return safetensors.read_index(Path(index))
+
+
+def _fetch_headers(hub: Any, repo: str, revision: str | None, shards: list[str]) -> dict[str, list[safetensors.Tensor]]:
+    """Each shard's tensors, its header fetched by HTTP range requests (huggingface_hub's
+    parse_safetensors_file_metadata, which sends HF_TOKEN), several shards at once."""
+    from huggingface_hub import errors
+
+    def header(shard: str) -> list[safetensors.Tensor]:
+        try:
+            found = hub.parse_safetensors_file_metadata(repo, shard, revision=revision)
+        except _hub_error(errors, "EntryNotFoundError"):
+            if shard == safetensors.SINGLE_FILE:
+                raise _NoSafetensors from None
+            raise
+        origin = f"{repo}/{shard}"
+        return [safetensors.tensor(n, t.dtype, t.shape, t.data_offsets, origin) for n, t in found.tensors.items()]
+
+    with ThreadPoolExecutor(max_workers=min(8, len(shards))) as pool:
+        return dict(zip(shards, pool.map(header, shards), strict=True))
+
+
+def _hub_error(errors: Any, name: str) -> type[BaseException]:
+    """This huggingface_hub version's error class `name`, or one never raised."""
+    found: Any = getattr(errors, name, None)
+    return found if isinstance(found, type) and issubclass(found, BaseException) else type(name, (Exception,), {})
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _not_cached(repo: str, revision: str | None, why: str) -> PresetNotFound:
@@ -141,24 +267,19 @@ def _download(repo: str, revision: str | None) -> Path:
     except ImportError:
         raise _not_cached(repo, revision, 'huggingface_hub is not installed (pip install "kvcalc[hub]" to download it)') from None
 
-    def error(name: str) -> type[BaseException]:  # this version's error class, or one never raised
-        found: Any = getattr(errors, name, None)
-        return found if isinstance(found, type) and issubclass(found, BaseException) else type(name, (Exception,), {})
-
     where = f"{repo} at revision {revision}" if revision else repo
     try:
         return Path(huggingface_hub.hf_hub_download(repo, "config.json", revision=revision, cache_dir=hub_cache()))
-    except error("GatedRepoError"):
+    except _hub_error(errors, "GatedRepoError"):
         message = f"{repo} is gated: accept its terms on huggingface.co, then set HF_TOKEN to a token with access"
-    except error("RepositoryNotFoundError"):
+    except _hub_error(errors, "RepositoryNotFoundError"):
         message = f"no Hugging Face repository {repo} (a private one needs HF_TOKEN)"
-    except error("RevisionNotFoundError"):
+    except _hub_error(errors, "RevisionNotFoundError"):
         message = f"{repo} has no revision {revision!r}"
-    except error("LocalEntryNotFoundError"):  # the Hub could not be reached and nothing is cached
+    except _hub_error(errors, "LocalEntryNotFoundError"):  # the Hub could not be reached and nothing is cached
         raise _not_cached(repo, revision, "the Hugging Face Hub cannot be reached") from None
-    except error("EntryNotFoundError"):
+    except _hub_error(errors, "EntryNotFoundError"):
         message = f"{where} has no config.json"
     except Exception as exc:  # network and HTTP failures of whichever HTTP client this version uses
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise _not_cached(repo, revision, f"downloading it failed ({detail})") from None
+        raise _not_cached(repo, revision, f"downloading it failed ({_first_line(exc)})") from None
     raise InvalidPreset(message)

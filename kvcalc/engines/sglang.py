@@ -1,0 +1,307 @@
+"""SGLang (`--engine sglang`): a token pool sized from --mem-fraction-static of the memory free
+before the weights load, pages of --page-size tokens (default 1), the hybrid SWA pools, MLA's
+K-only latent, and what it logs about the pools.
+
+Rules follow SGLang's python/sglang/srt/model_executor/model_runner_kv_cache_mixin.py at commit
+001ccef0 (profile_max_num_token, init_memory, set_num_tokens_hybrid_swa), mem_cache/memory_pool.py
+(MHATokenToKVPool, MLATokenToKVPool, ReqToTokenPool), mem_cache/swa_memory_pool.py and
+server_args.py (_handle_gpu_memory_settings); checked against its start-up logs in
+tests/fixtures/engine_logs/sglang.yaml."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from kvcalc.engines.base import (
+    Budget,
+    BudgetTerm,
+    EngineLogLine,
+    EngineProfile,
+    GpuMemory,
+    MlaStorage,
+    Pool,
+    StageLayer,
+    StageWeights,
+    byte_fraction,
+    cdiv,
+    gib,
+    term_lines,
+    weights_term,
+)
+from kvcalc.errors import InvalidInput
+from kvcalc.spec import Engine, ModelSpec, Workload, cache_dtypes
+from kvcalc.units import DType, GiB, MiB, format_bytes
+
+SGLANG_COMMIT = "001ccef0"  # model_runner_kv_cache_mixin.py, the rules' source
+SGLANG_DTYPES = {DType.fp32, DType.fp16, DType.bf16, DType.fp8, DType.fp8_e4m3, DType.fp8_e5m2}
+SGLANG_CONTEXT_BYTES = int(0.51 * GiB)  # the CUDA context, not free before loading (one GPU)
+SGLANG_CONTEXT_TP_BYTES = int(2.1 * GiB)  # with tensor parallelism: NCCL and custom all-reduce buffers too
+REQ_TOKEN_PAD = 4  # ReqToTokenPool rows are context_len + 4 int32 slots
+REQ_TOKEN_BYTES = 4  # int32
+
+
+def gpu_class(memory_mib: float, tp: int) -> tuple[int, int]:
+    """SGLang's chunked_prefill_size and cuda_graph_max_bs for a GPU of `memory_mib` MiB
+    (server_args.py _handle_gpu_memory_settings).
+
+    >>> gpu_class(81559, 1), gpu_class(23028, 1)
+    ((8192, 256), (2048, 24))
+    """
+    if memory_mib < 20 * 1024:
+        return 2048, 8
+    if memory_mib < 35 * 1024:
+        return 2048, 24 if tp < 4 else 80
+    if memory_mib < 60 * 1024:
+        return 4096, 32 if tp < 4 else 160
+    if memory_mib < 160 * 1024:
+        return 8192, 256 if tp < 4 else 512
+    return 16384, 512
+
+
+def default_fraction(memory_bytes: int, tp: int, pp: int) -> tuple[float, str]:
+    """mem_fraction_static when not given: (gpu_mem - reserved) / gpu_mem, rounded to 3 places,
+    reserved = 512 + max(chunked_prefill_size, 2048) * 1.5 + cuda_graph_max_bs * 2 + tp * pp / 8 * 1024
+    MiB, at least 10 GiB above 60 GiB (server_args.py _handle_gpu_memory_settings).
+
+    >>> default_fraction(85520809984, 1, 1)[0]
+    0.835
+    """
+    memory_mib = memory_bytes / MiB
+    chunk, graph_bs = gpu_class(memory_mib, tp)
+    reserved = 512 + max(chunk, 2048) * 1.5 + graph_bs * 2 + tp * pp / 8 * 1024
+    floor = memory_mib > 60 * 1024
+    if floor:
+        reserved = max(reserved, 10 * 1024)
+    fraction = round((memory_mib - reserved) / memory_mib, 3)
+    if fraction <= 0:
+        raise InvalidInput(
+            f"SGLang's default mem_fraction_static for {memory_mib:,.0f} MiB is {fraction}: it reserves {reserved:,.0f} MiB"
+            " for activations and CUDA graphs; give --mem-fraction-static"
+        )
+    formula = (
+        f"default (gpu_mem - reserved) / gpu_mem = ({memory_mib:,.0f} - {reserved:,.0f}) / {memory_mib:,.0f} MiB = {fraction},"
+        f" reserved = 512 + max(chunked_prefill_size {chunk}, 2048) * 1.5 + cuda_graph_max_bs {graph_bs} * 2"
+        f" + tp * pp / 8 * 1024{', at least 10 GiB' if floor else ''}"
+    )
+    return fraction, formula
+
+
+class SGLang(EngineProfile):
+    name = "sglang"
+    label = "SGLang"
+    fraction_option = "mem_fraction_static"
+
+    def block_size(self, workload: Workload) -> int:
+        """--page-size, default 1."""
+        return workload.engine.page_size or 1
+
+    def _swa_pools(self, workload: Workload) -> bool:
+        return workload.engine.swa_full_tokens_ratio is not None
+
+    def tokens_per_unit(self, workload: Workload, window: int | None, seq: int, chunked: bool = False) -> int:
+        """Whole pages of s tokens; with the hybrid SWA pools a sliding layer holds min(s, W) of them
+        (swa_memory_pool.py), else as many as a full layer (disable_hybrid_swa_memory)."""
+        page = self.block_size(workload)
+        held = min(seq, window) if window and self._swa_pools(workload) else seq
+        return cdiv(held, page) * page
+
+    def check_supported(self, model: ModelSpec, workload: Workload, dtype: DType) -> None:
+        if any(model.state_kinds()) or "chunked" in model.attention_kinds():
+            raise InvalidInput(
+                f"--engine sglang: kvcalc does not model SGLang's pools for state or chunked-attention layers ({model.name});"
+                " use textbook, vllm or llamacpp"
+            )
+        k_type, v_type = cache_dtypes(model, workload)
+        if k_type != v_type:
+            raise InvalidInput("--engine sglang keeps K and V in one cache dtype: give --kv-dtype, not --k-dtype / --v-dtype")
+        if dtype not in SGLANG_DTYPES:
+            raise InvalidInput(f"--engine sglang caches {', '.join(sorted(d.value for d in SGLANG_DTYPES))}, not {dtype.value}")
+        if workload.block_size is not None:
+            raise InvalidInput("--block-size does not apply to --engine sglang: its pages are --page-size tokens")
+        if self._swa_pools(workload) and "sliding" not in model.layer_kinds():
+            raise InvalidInput(f"--swa-full-tokens-ratio: {model.name} has no sliding-window layers")
+
+    def mla_storage(self, engine: Engine) -> MlaStorage:
+        """One buffer of kv_lora_rank + rope per token per layer (memory_pool.py MLATokenToKVPool)."""
+        return "k_only"
+
+    def max_sequences(self, workload: Workload) -> int | None:
+        """--max-running-requests caps the requests running at once."""
+        return workload.engine.max_running_requests
+
+    def budget(
+        self,
+        model: ModelSpec,
+        workload: Workload,
+        gpu: GpuMemory,
+        stages: Sequence[StageWeights],
+        activation_dtype: DType,
+        utilization: float | None,
+        reserve_bytes: int | None,
+    ) -> Budget:
+        """rest = free after loading - free before loading * (1 - mem_fraction_static)
+        = f * (memory - CUDA context) - weights, the least over the pipeline stages
+        (profile_max_num_token, a MIN all-reduce); --reserve replaces the CUDA context."""
+        engine, memory, tp = workload.engine, gpu.total_bytes, workload.tp
+        given = engine.mem_fraction_static
+        fraction, fraction_formula = (given, "--mem-fraction-static") if given else default_fraction(memory, tp, workload.pp)
+        stage = max(stages, key=lambda s: s.weights_bytes)
+        context = reserve_bytes if reserve_bytes is not None else SGLANG_CONTEXT_TP_BYTES if tp > 1 else SGLANG_CONTEXT_BYTES
+        free_before = memory - context
+        static = byte_fraction(free_before, fraction)
+        usable = static - stage.weights_bytes
+        context_source = (
+            "--reserve" if reserve_bytes is not None else "the CUDA context (and NCCL buffers with tp) measured by vLLM on H100"
+        )
+        terms = [
+            BudgetTerm(
+                name="not free before loading",
+                bytes=context,
+                formula=f"{format_bytes(context)}: {context_source}",
+                source="model_runner.py init_torch_distributed (min_per_gpu_memory)",
+            ),
+            BudgetTerm(
+                name=f"not used (1 - mem_fraction_static {fraction:g})",
+                bytes=free_before - static,
+                formula=f"free before loading * (1 - f) = {free_before:,} * (1 - {fraction}); activations, CUDA graphs and the req_to_token table live here",
+                source=f"model_runner_kv_cache_mixin.py profile_max_num_token ({SGLANG_COMMIT})",
+            ),
+            weights_term(stage),
+        ]
+        explain = [
+            *stage.explain[:-1],
+            f"mem_fraction_static = {fraction_formula} (server_args.py _handle_gpu_memory_settings)",
+            *(line for term in terms for line in term_lines(term)),
+            f"KV = f * (memory - not free before loading) - weights = {fraction} * ({memory:,} - {context:,}) - {stage.weights_bytes:,}"
+            f" = {usable:,} B ({format_bytes(usable)})",
+        ]
+        return Budget(
+            memory_bytes=memory,
+            utilization=fraction,
+            fraction="mem_fraction_static of the memory free before loading",
+            allowed_bytes=memory - (free_before - static),
+            reserve_bytes=context,
+            weights_bytes=stage.weights_bytes,
+            usable_bytes=usable,
+            terms=terms,
+            explain=explain,
+            stage=stage.stage,
+            engine=engine,
+        )
+
+    def pools(self, model: ModelSpec, workload: Workload, usable_bytes: int, stage: Sequence[StageLayer]) -> list[Pool]:
+        """max_total_num_tokens = min(rest // cell size, --max-total-tokens) // page * page; with the
+        hybrid SWA pools full = total * (F + S) / (F + r * S) and swa = r * full tokens, F and S the
+        full and sliding layers' bytes per token (set_num_tokens_hybrid_swa)."""
+        engine, page = workload.engine, self.block_size(workload)
+        cell = sum(layer.bytes_per_token for layer in stage)
+        total = max(usable_bytes, 0) // cell
+        if engine.max_total_tokens is not None:
+            total = min(total, engine.max_total_tokens)
+        total = total // page * page
+        full = [layer for layer in stage if not (layer.window and self._swa_pools(workload))]
+        swa = [layer for layer in stage if layer.window and self._swa_pools(workload)]
+        if not swa or not full:
+            kind = "swa" if swa else "full"
+            window = swa[0].window if swa else None
+            return [Pool(name=kind, window=window, layers=len(stage), bytes_per_token=cell, tokens=total, bytes=total * cell)]
+        ratio = engine.swa_full_tokens_ratio or 1.0
+        full_bpt = sum(layer.bytes_per_token for layer in full)
+        swa_bpt = sum(layer.bytes_per_token for layer in swa)
+        full_tokens = int(total * cell / (full_bpt + ratio * swa_bpt)) // page * page
+        swa_tokens = int(full_tokens * ratio) // page * page
+        return [
+            Pool(
+                name="full",
+                window=None,
+                layers=len(full),
+                bytes_per_token=full_bpt,
+                tokens=full_tokens,
+                bytes=full_tokens * full_bpt,
+            ),
+            Pool(
+                name="swa",
+                window=swa[0].window,
+                layers=len(swa),
+                bytes_per_token=swa_bpt,
+                tokens=swa_tokens,
+                bytes=swa_tokens * swa_bpt,
+            ),
+        ]
+
+    def rules(self, model: ModelSpec, workload: Workload) -> list[str]:
+        page = self.block_size(workload)
+        lines = [
+            f"SGLang: one token pool of whole pages of {page} token{'s' if page > 1 else ''} per layer, Hkv/tp * (d_k + d_v) * bytes"
+            f" per token (model_runner_kv_cache_mixin.py get_cell_size_per_token, {SGLANG_COMMIT})",
+            "MLA caches one latent of kv_lora_rank + rope per token (memory_pool.py MLATokenToKVPool); fp8 is 1 byte, no scales",
+        ]
+        if "sliding" in model.layer_kinds():
+            if self._swa_pools(workload):
+                lines.append(
+                    f"hybrid SWA: a full pool and a sliding pool of swa_full_tokens_ratio {workload.engine.swa_full_tokens_ratio}"
+                    " times its tokens; sliding layers hold min(s, W) (swa_memory_pool.py, set_num_tokens_hybrid_swa)"
+                )
+            else:
+                lines.append(
+                    "sliding layers held as full ones: SGLang disables hybrid SWA memory for Gemma 2/3 and gpt-oss"
+                    " (server_args.py); give --swa-full-tokens-ratio (its default 0.8) for a model that uses it"
+                )
+        return lines
+
+    def _context_len(self, model: ModelSpec, workload: Workload) -> int:
+        return model.max_positions or workload.seq
+
+    def log_lines(
+        self, model: ModelSpec, workload: Workload, usable_bytes: int, stage: Sequence[StageLayer]
+    ) -> list[EngineLogLine]:
+        """max_total_num_tokens, each pool's "KV Cache is allocated" line (K and V buffers of
+        tokens + page slots, in GiB, which SGLang labels GB), and the req_to_token table it then
+        takes from the headroom: max_running_requests * (context_len + 4) int32 slots."""
+        pools = self.pools(model, workload, usable_bytes, stage)
+        page = self.block_size(workload)
+        context_len = self._context_len(model, workload)
+        total = sum(pool.tokens for pool in pools if pool.name == "full") or pools[0].tokens
+        requests = workload.engine.max_running_requests or min(max(int(total / context_len * 512), 2048), 4096)
+        table = requests * (context_len + REQ_TOKEN_PAD) * REQ_TOKEN_BYTES
+        source = "python/sglang/srt/mem_cache/memory_pool.py"
+        lines = [
+            EngineLogLine(
+                engine=self.label,
+                name="max_total_num_tokens",
+                value=total,
+                line=f"max_total_num_tokens={total:,}",
+                note="the usable bytes over the cell size, capped by --max-total-tokens, whole pages",
+                source=f"model_runner_kv_cache_mixin.py init_memory ({SGLANG_COMMIT})",
+            )
+        ]
+        for pool in pools:
+            slots = pool.tokens + page
+            if model.mla is not None:
+                size = f"KV size: {gib(slots * pool.bytes_per_token)} GB"
+            else:
+                size = f"K size: {gib(slots * pool.bytes_per_token // 2)} GB, V size: {gib(slots * pool.bytes_per_token // 2)} GB"
+            lines.append(
+                EngineLogLine(
+                    engine=self.label,
+                    name=f"{pool.name}_pool_tokens",
+                    value=pool.tokens,
+                    line=f"KV Cache is allocated. #tokens: {pool.tokens:,}, {size}",
+                    note=f"the {pool.name} pool: {pool.layers} layers, {pool.tokens:,} + {page} slots each (sizes in GiB)",
+                    source=f"{source} {'MLATokenToKVPool' if model.mla is not None else 'MHATokenToKVPool'}",
+                )
+            )
+        lines.append(
+            EngineLogLine(
+                engine=self.label,
+                name="req_to_token_bytes",
+                value=table,
+                line=f"max_running_requests={requests:,}",
+                note=(
+                    f"req_to_token table: {requests:,} requests * (context_len {context_len:,} + 4) * 4 B = {format_bytes(table)},"
+                    " from the 1 - mem_fraction_static headroom"
+                ),
+                source=f"{source} ReqToTokenPool; model_runner.py init_memory_pool",
+            )
+        )
+        return lines

@@ -1,0 +1,137 @@
+"""safetensors headers: each tensor's dtype, shape and bytes, read without the tensor data.
+
+A .safetensors file starts with 8 bytes, a little-endian u64 N, then N bytes of JSON mapping each
+tensor's name to {"dtype", "shape", "data_offsets": [begin, end]} ("__metadata__" holds strings); the
+data follow (huggingface/safetensors docs, "Format"). A sharded checkpoint's
+model.safetensors.index.json maps each tensor to the shard holding it ("weight_map"). So the header
+alone, a partial download or an HTTP range request, gives the exact stored bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterable, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any, NamedTuple
+
+from kvcalc.errors import InvalidPreset
+
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit (MAX_HEADER_SIZE in safetensors/src/tensor.rs)
+# Types whose every element is one weight value. Integer and E8M0 tensors hold packed values (GPTQ,
+# AWQ, MXFP4 blocks) or scales, so their element count is not a parameter count.
+VALUE_TYPES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2", "F6_E2M3", "F6_E3M2", "F4"}
+
+
+class Tensor(NamedTuple):
+    """One tensor as its header describes it."""
+
+    dtype: str
+    elements: int
+    bytes: int
+
+
+def tensor(name: str, dtype: object, shape: object, offsets: object, origin: str) -> Tensor:
+    """A header entry checked: a dtype name, a list of non-negative sizes, [begin, end] byte offsets."""
+    sizes = list(shape) if isinstance(shape, (list, tuple)) else None
+    bounds = list(offsets) if isinstance(offsets, (list, tuple)) else None
+    if (
+        not isinstance(dtype, str)
+        or sizes is None
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in sizes)
+        or bounds is None
+        or len(bounds) != 2
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in bounds)
+        or bounds[1] < bounds[0]
+    ):
+        raise InvalidPreset(f"{origin}: tensor {name!r} is not a safetensors entry (dtype, shape and data_offsets)")
+    elements = 1
+    for n in sizes:
+        elements *= n
+    return Tensor(dtype=dtype, elements=elements, bytes=bounds[1] - bounds[0])
+
+
+def header_tensors(header: object, origin: str) -> list[Tensor]:
+    """The tensors a parsed JSON header lists."""
+    if not isinstance(header, dict):
+        raise InvalidPreset(f"{origin}: the safetensors header is not a JSON mapping")
+    return [
+        tensor(name, entry.get("dtype"), entry.get("shape"), entry.get("data_offsets"), origin)
+        if isinstance(entry, dict)
+        else tensor(name, None, None, None, origin)
+        for name, entry in header.items()
+        if name != "__metadata__"
+    ]
+
+
+def read_tensors(path: Path) -> list[Tensor]:
+    """The tensors of a local .safetensors file, from its header alone (the data may be absent)."""
+    try:
+        with path.open("rb") as file:
+            prefix = file.read(8)
+            length = struct.unpack("<Q", prefix)[0] if len(prefix) == 8 else None
+            if length is None or length > MAX_HEADER_BYTES:
+                raise InvalidPreset(f"{path}: not a safetensors file (its first 8 bytes give no header length up to 100 MB)")
+            text = file.read(length)
+    except OSError as exc:
+        raise InvalidPreset(f"{path}: cannot read ({exc.strerror})") from None
+    if len(text) < length:
+        raise InvalidPreset(f"{path}: the safetensors header is cut short ({len(text):,} of {length:,} bytes)")
+    try:
+        header = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InvalidPreset(f"{path}: the safetensors header is not JSON") from None
+    return header_tensors(header, str(path))
+
+
+def shard_names(index: object, origin: str) -> list[str]:
+    """The shard files an index's weight_map names, each once, in order; paths within the repo only."""
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise InvalidPreset(f"{origin}: no weight_map mapping tensors to shard files")
+    shards = list(dict.fromkeys(weight_map.values()))
+    for shard in shards:
+        if not isinstance(shard, str) or not shard.endswith(".safetensors") or _leaves_the_repo(shard):
+            raise InvalidPreset(f"{origin}: weight_map names {shard!r}, not a .safetensors file in the repo")
+    return shards
+
+
+def _leaves_the_repo(name: str) -> bool:
+    path = PurePosixPath(name)
+    return path.is_absolute() or ".." in path.parts or "\\" in name
+
+
+def read_index(path: Path) -> list[str]:
+    """The shard files a local model.safetensors.index.json names."""
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise InvalidPreset(f"{path}: not a readable JSON index") from None
+    return shard_names(index, str(path))
+
+
+def stored_weights(tensors: Iterable[Tensor], params: int | None = None) -> dict[str, Any]:
+    """StoredWeights' fields: the exact bytes, the parameters (the elements when every tensor holds
+    one value each, else `params` counted elsewhere), and the elements per stored type, largest first."""
+    tensors = list(tensors)
+    per_type: dict[str, int] = {}
+    for t in tensors:
+        if t.elements:
+            per_type[t.dtype] = per_type.get(t.dtype, 0) + t.elements
+    elements = sum(per_type.values())
+    return {
+        "bytes": sum(t.bytes for t in tensors),
+        "params": params if params is not None and packed_types(per_type) else elements,
+        "types": dict(sorted(per_type.items(), key=lambda item: -item[1])),
+    }
+
+
+def packed_types(types: Sequence[str] | dict[str, int]) -> list[str]:
+    """The stored types whose elements are not one weight value each (integers, scales).
+
+    >>> packed_types(["BF16", "F8_E4M3", "F32"]), packed_types(["I32", "F16", "U8"])
+    ([], ['I32', 'U8'])
+    """
+    return [t for t in types if t not in VALUE_TYPES]

@@ -1,0 +1,307 @@
+"""The memory each serving engine leaves for the KV cache, term by term, and the pools and log lines
+that follow (docs/engines.md; research in engine_budgets.md). Each golden figure is computed by hand
+from the rule the test names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kvcalc.units import GiB, MiB
+
+from .conftest import TEST_PRESETS
+
+SWA = str(TEST_PRESETS / "tiny-swa.yaml")  # 4 layers (S F S F), 2 KV heads of 32, bf16, W = 16
+H100 = 79 * GiB  # an H100's visible total, rounded: a memory both sides of the 70 GiB rule can use
+LLAMA_WEIGHTS = 8_030_261_248 * 2  # llama3.1-8b, bf16, published count
+LLAMA_TOKEN = 2 * 32 * 8 * 128 * 2  # K and V, 32 layers, 8 KV heads of 128, bf16: 131,072 B
+
+
+def fit(cli, *args: str) -> dict:
+    return cli.json("fit", "--model", "llama3.1-8b", *args)
+
+
+def terms(doc: dict) -> dict[str, int]:
+    return {term["name"]: term["bytes"] for term in doc["budget"]["terms"]}
+
+
+def logged(doc: dict, name: str) -> dict:
+    [line] = [line for line in doc["engine_log"] if line["name"] == name]
+    return line
+
+
+# vLLM (vllm/v1/worker/gpu_worker.py determine_available_memory)
+
+
+def test_vllm_available_kv_is_its_fraction_of_total_less_weights_activations_and_non_torch(cli) -> None:
+    # engine_budgets.md §2: A = max(forward, R * V * 15 + 2 * T * H * b), T = 8192, R = min(1024, T) on a GPU of
+    # 70 GiB or more; non-torch 0.25 GiB on one GPU; vLLM 0.19 subtracts no CUDA-graph estimate.
+    doc = fit(cli, "--memory", "79GiB", "--engine", "vllm", "--gpu-memory-utilization", "0.95", "--vllm-version", "0.19")
+    sampler = 1024 * 128_256 * 15 + 2 * 8192 * 4096 * 2
+    forward = 8192 * 2 * (2 * 4096 + 3 * 14_336)  # the MLP's gate_up and act outputs dominate q, k and v
+    assert sampler > forward
+    non_torch = int(0.25 * GiB)
+    assert terms(doc) == {
+        "not used (1 - gpu_memory_utilization 0.95)": H100 - int(H100 * 0.95),
+        "weights": LLAMA_WEIGHTS,
+        "activation peak": sampler,
+        "non-torch memory": non_torch,
+        "CUDA graphs": 0,
+    }
+    usable = int(H100 * 0.95) - LLAMA_WEIGHTS - sampler - non_torch
+    assert doc["budget"]["usable_bytes"] == usable and doc["budget"]["fraction"].startswith("gpu_memory_utilization")
+    assert logged(doc, "available_kv_cache_memory_gib")["line"] == f"Available KV cache memory: {usable / GiB:.2f} GiB"
+    blocks = usable // (16 * LLAMA_TOKEN)
+    assert logged(doc, "gpu_kv_cache_tokens")["line"] == f"GPU KV cache size: {blocks * 16:,} tokens"
+    assert logged(doc, "max_concurrency")["value"] == pytest.approx(blocks / 512)
+
+
+def test_vllm_subtracts_its_cuda_graph_estimate_from_0_21_unless_eager(cli) -> None:
+    # PR #30515, default since 0.21: first capture + (51 - 1) further graphs of each of PIECEWISE and FULL.
+    default = fit(cli, "--memory", "79GiB", "--engine", "vllm")
+    assert terms(default)["CUDA graphs"] == GiB // 4 + 2 * 50 * 6 * MiB
+    eager = fit(cli, "--memory", "79GiB", "--engine", "vllm", "--enforce-eager", "true")
+    assert terms(eager)["CUDA graphs"] == 0
+    assert eager["budget"]["usable_bytes"] - default["budget"]["usable_bytes"] == GiB // 4 + 100 * 6 * MiB
+
+
+def test_vllm_defaults_shrink_below_70_gib_and_on_an_a100(cli) -> None:
+    # vllm/engine/arg_utils.py get_batch_defaults: max_num_batched_tokens 2048 and max_num_seqs 256 on an A100.
+    doc = fit(cli, "--gpu", "a100-80gb", "--engine", "vllm", "--vllm-version", "0.19")
+    assert doc["budget"]["engine"]["max_num_batched_tokens"] == 2048
+    assert terms(doc)["activation peak"] == 256 * 128_256 * 15 + 2 * 2048 * 4096 * 2
+
+
+def test_vllm_more_batched_tokens_profile_more_activations(cli) -> None:
+    small = fit(cli, "--memory", "79GiB", "--engine", "vllm", "--max-num-batched-tokens", "2048", "--max-num-seqs", "64")
+    large = fit(cli, "--memory", "79GiB", "--engine", "vllm", "--max-num-batched-tokens", "65536", "--max-num-seqs", "64")
+    assert terms(large)["activation peak"] == 65536 * 2 * (2 * 4096 + 3 * 14_336)  # the forward now dominates
+    assert large["budget"]["usable_bytes"] < small["budget"]["usable_bytes"]
+
+
+def test_vllm_moe_workspaces_add_to_the_peak(cli) -> None:
+    # fused_moe.py TritonExperts.workspace_shapes: (T, k, max(I, H)) + (T, k, max(2I, H)) + (T, H), kept by the
+    # WorkspaceManager through the sampler step. qwen3-30b-a3b: H 2048, 8 of 128 experts of 768, vocab 151,936.
+    doc = cli.json("fit", "--model", "qwen3-30b-a3b", "--memory", "79GiB", "--engine", "vllm", "--vllm-version", "0.19")
+    workspace = 8192 * 2 * (8 * (2048 + 2048) + 2048)
+    sampler = 1024 * 151_936 * 15 + 2 * 8192 * 2048 * 2
+    assert terms(doc)["activation peak"] == sampler + workspace
+
+
+def test_vllm_pipeline_binds_on_the_last_stage_which_runs_the_sampler(cli) -> None:
+    doc = fit(cli, "--memory", "79GiB", "--engine", "vllm", "--pp", "2", "--vllm-version", "0.19")
+    assert doc["budget"]["stage"] == 1 and terms(doc)["activation peak"] == 1024 * 128_256 * 15 + 2 * 8192 * 4096 * 2
+    assert terms(doc)["non-torch memory"] == int(0.07 * GiB)
+
+
+def test_vllm_tensor_parallel_adds_its_all_reduce_buffers(cli) -> None:
+    doc = fit(cli, "--memory", "79GiB", "--engine", "vllm", "--tp", "2")
+    assert terms(doc)["non-torch memory"] == int(2.1 * GiB) and terms(doc)["weights"] == LLAMA_WEIGHTS // 2
+
+
+def test_vllm_kv_cache_memory_bytes_is_the_answer(cli) -> None:
+    doc = fit(cli, "--memory", "79GiB", "--engine", "vllm", "--kv-cache-memory-bytes", "20GiB")
+    assert doc["budget"]["usable_bytes"] == 20 * GiB
+    assert sum(terms(doc).values()) + 20 * GiB == H100
+    result = cli("fit", "--model", "llama3.1-8b", "--memory", "79GiB", "--engine", "vllm", "--kv-cache-memory-bytes", "70GiB")
+    assert result.exit_code == 1 and "exceed the memory by" in result.stdout
+
+
+def test_reserve_replaces_the_modelled_overheads(cli) -> None:
+    doc = fit(cli, "--memory", "79GiB", "--engine", "vllm", "--reserve", "2GiB")
+    assert terms(doc)["reserve (--reserve)"] == 2 * GiB and "activation peak" not in terms(doc)
+    assert doc["budget"]["usable_bytes"] == int(H100 * 0.9) - LLAMA_WEIGHTS - 2 * GiB
+
+
+def test_vllm_max_num_seqs_caps_the_batch(cli) -> None:
+    doc = fit(cli, "--memory", "79GiB", "--engine", "vllm", "--seq", "1024", "--max-num-seqs", "32")
+    assert doc["max_batch"] == 32 and doc["max_batch_limit"] == "max_seqs"
+
+
+# SGLang (model_runner_kv_cache_mixin.py profile_max_num_token, server_args.py _handle_gpu_memory_settings)
+
+
+def test_sglang_default_fraction_follows_gpu_memory(cli) -> None:
+    # serving-engines.md §1.2: H100 (81,559 MiB), TP1: reserved 512 + 8192 * 1.5 + 256 * 2 + 1/8 * 1024 = 13,440 MiB
+    # -> (81,559 - 13,440) / 81,559 = 0.835.
+    doc = fit(cli, "--gpu", "h100-sxm", "--engine", "sglang")
+    assert doc["budget"]["utilization"] == 0.835
+
+
+def test_sglang_keeps_its_fraction_of_the_memory_free_before_loading(cli) -> None:
+    # rest = free after loading - free before * (1 - f) = f * free before - weights; --reserve 0: all of it free.
+    doc = fit(cli, "--memory", "79GiB", "--engine", "sglang", "--mem-fraction-static", "0.85", "--reserve", "0")
+    usable = int(H100 * 0.85) - LLAMA_WEIGHTS
+    assert doc["budget"]["usable_bytes"] == usable
+    [pool] = doc["pools"]
+    assert pool["tokens"] == usable // LLAMA_TOKEN and pool["window"] is None
+    assert logged(doc, "max_total_num_tokens")["value"] == pool["tokens"]
+    k_size = (pool["tokens"] + 1) * LLAMA_TOKEN // 2 / GiB  # page_size 1 extra slot, K half of each token's bytes
+    line = logged(doc, "full_pool_tokens")["line"]
+    assert line == f"KV Cache is allocated. #tokens: {pool['tokens']:,}, K size: {k_size:.2f} GB, V size: {k_size:.2f} GB"
+
+
+def test_sglang_pages_and_token_cap(cli) -> None:
+    args = ("--memory", "79GiB", "--engine", "sglang", "--mem-fraction-static", "0.85")
+    paged = fit(cli, *args, "--page-size", "64")
+    assert paged["pools"][0]["tokens"] % 64 == 0
+    capped = fit(cli, *args, "--max-total-tokens", "100000", "--seq", "4096")
+    assert capped["pools"][0]["tokens"] == 100_000 and capped["max_batch"] == 100_000 // 4096
+
+
+def test_sglang_req_to_token_table_comes_from_the_headroom(cli) -> None:
+    # memory_pool.py ReqToTokenPool: max_running_requests * (context_len + 4) int32; the default requests
+    # min(max(int(tokens / context_len * 512), 2048), 4096).
+    doc = fit(cli, "--memory", "79GiB", "--engine", "sglang", "--max-running-requests", "100")
+    table = logged(doc, "req_to_token_bytes")
+    assert table["value"] == 100 * (131_072 + 4) * 4 and table["line"] == "max_running_requests=100"
+
+
+def test_sglang_hybrid_swa_pools(cli, tmp_path) -> None:
+    # set_num_tokens_hybrid_swa: full = total * (F + S) / (F + r * S), swa = r * full; a sequence holds s tokens in
+    # the full pool and min(s, W) in the sliding one. tiny-swa with a million parameters: 2 sliding + 2 full
+    # layers of 256 B per token.
+    model = tmp_path / "swa.yaml"
+    model.write_text(Path(SWA).read_text() + "params: 1000000\n")
+    doc = cli.json(
+        "fit", "--model", str(model), "--memory", "1GiB", "--engine", "sglang", "--mem-fraction-static", "0.5",
+        "--reserve", "0", "--swa-full-tokens-ratio", "0.8", "--seq", "64",
+    )  # fmt: skip
+    full, swa = doc["pools"]
+    total = (GiB // 2 - doc["budget"]["weights_bytes"]) // (4 * 256)
+    assert full["tokens"] == int(total * 1024 / (512 + 0.8 * 512)) and swa["tokens"] == int(full["tokens"] * 0.8)
+    assert swa["window"] == 16
+    assert doc["max_batch"] == min(full["tokens"] // 64, swa["tokens"] // 16)
+    without = cli.json(
+        "fit", "--model", str(model), "--memory", "1GiB", "--engine", "sglang", "--mem-fraction-static", "0.5", "--seq", "64"
+    )
+    assert [pool["name"] for pool in without["pools"]] == ["full"]  # sliding layers held as full ones
+
+
+def test_sglang_mla_pool_is_one_latent(cli) -> None:
+    # memory_pool.py MLATokenToKVPool: kv_lora_rank + rope per token per layer; deepseek-v3: 61 * 576 * 2 B.
+    doc = cli.json("fit", "--model", "deepseek-v3", "--memory", "141GiB", "--tp", "8", "--engine", "sglang")
+    assert doc["pools"][0]["bytes_per_token"] == 61 * 576 * 2
+    assert "KV size:" in logged(doc, "full_pool_tokens")["line"]
+
+
+# TensorRT-LLM (_torch/pyexecutor/_util.py KvCacheCreator._cal_max_memory)
+
+
+def test_trtllm_takes_its_fraction_of_what_is_free_after_the_peak(cli) -> None:
+    doc = fit(cli, "--memory", "79GiB", "--engine", "trtllm")
+    forward = 8192 * 2 * (2 * 4096 + 3 * 14_336)  # logits of one request: 8192 tokens over max_seq_len 131,072
+    non_torch = int(0.76 * GiB)
+    assert terms(doc)["activation peak"] == forward and terms(doc)["non-torch memory"] == non_torch
+    free = H100 - LLAMA_WEIGHTS - forward - non_torch
+    assert doc["budget"]["usable_bytes"] == int(free * 0.9)
+    [pool] = doc["pools"]
+    assert pool["tokens"] == int(free * 0.9) // (32 * LLAMA_TOKEN) * 32
+    line = logged(doc, "max_tokens")["line"]
+    assert (
+        line == f"[MemUsageChange] Allocated {pool['bytes'] / GiB:.2f} GiB for max tokens in paged KV cache ({pool['tokens']:,})."
+    )
+
+
+def test_trtllm_max_tokens_caps_the_pool(cli) -> None:
+    doc = fit(cli, "--memory", "79GiB", "--engine", "trtllm", "--max-tokens", "50000", "--tokens-per-block", "64")
+    assert doc["pools"][0]["tokens"] == 50_000 // 64 * 64
+
+
+def test_trtllm_shares_memory_between_window_pools(cli) -> None:
+    # calculateWindowSizeToShare: share ∝ bytes per token * window, a full layer's window max_seq_len.
+    # gemma2-9b: 21 sliding layers of W 4096 and 21 full ones at max_seq_len 8192: 1/3 and 2/3.
+    doc = cli.json("fit", "--model", "gemma2-9b", "--memory", "79GiB", "--engine", "trtllm", "--seq", "4096")
+    by_window = {pool["window"]: pool for pool in doc["pools"]}
+    usable = doc["budget"]["usable_bytes"]
+    per_token = 21 * 2 * 8 * 256 * 2
+    assert by_window[4096]["tokens"] == usable * 4096 // (4096 + 8192) // (32 * per_token) * 32
+    assert by_window[None]["tokens"] == usable * 8192 // (4096 + 8192) // (32 * per_token) * 32
+
+
+def test_trtllm_max_seq_len_sizes_the_full_pool_and_caps_the_context(cli) -> None:
+    # the full layers' window is max_seq_len: gemma3-12b has 40 sliding layers of W 1024 and 8 full ones
+    # (8,192 B per token each); at max_seq_len 8192 the sliding pool gets 40 * 1024 / (40 * 1024 + 8 * 8192).
+    doc = cli.json("fit", "--model", "gemma3-12b", "--memory", "79GiB", "--engine", "trtllm", "--max-seq-len", "8192")
+    sliding = next(pool for pool in doc["pools"] if pool["window"] == 1024)
+    share = doc["budget"]["usable_bytes"] * (40 * 8192 * 1024) // (40 * 8192 * 1024 + 8 * 8192 * 8192)
+    assert sliding["tokens"] == share // (32 * 40 * 8192) * 32
+    assert doc["max_context"] == 8192 and doc["max_context_limit"] == "max_seq_len"
+    result = cli("size", "--model", "gemma3-12b", "--seq", "9000", "--engine", "trtllm", "--max-seq-len", "8192")
+    assert result.exit_code == 2 and "--seq 9000 exceeds TensorRT-LLM's --max-seq-len 8192" in result.stderr
+
+
+def test_trtllm_caches_mla_with_kv_factor_1(cli) -> None:
+    doc = cli.json("size", "--model", "deepseek-v3", "--seq", "1024", "--engine", "trtllm")
+    assert doc["kv"]["bytes_per_token"] == 61 * 576 * 2
+
+
+# Options belong to their engine; plans and compare use them
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--engine", "vllm", "--mem-fraction-static", "0.8"], "--mem-fraction-static applies to --engine sglang, not vllm"),
+        (["--engine", "sglang", "--tokens-per-block", "64"], "--tokens-per-block applies to --engine trtllm, not sglang"),
+        (["--gpu-memory-utilization", "0.9"], "--gpu-memory-utilization applies to --engine vllm, not textbook"),
+        (
+            ["--engine", "vllm", "--utilization", "0.8"],
+            "--utilization does not apply to --engine vllm: it takes --gpu-memory-utilization",
+        ),
+        (["--engine", "trtllm", "--free-gpu-memory-fraction", "1"], "--free-gpu-memory-fraction: Input should be less than 1"),
+        (["--engine", "trtllm", "--tokens-per-block", "48"], "--tokens-per-block: must be a power of two greater than 1, got 48"),
+        (["--engine", "sglang", "--block-size", "16"], "--block-size does not apply to --engine sglang"),
+        (
+            ["--engine", "sglang", "--swa-full-tokens-ratio", "0.8"],
+            "--swa-full-tokens-ratio: llama3.1-8b has no sliding-window layers",
+        ),
+        (["--engine", "vllm", "--vllm-version", "new"], "--vllm-version: write a version as MAJOR.MINOR"),
+        (["--engine", "vllm", "--kv-cache-memory-bytes", "lots"], "--kv-cache-memory-bytes: cannot read size 'lots'"),
+        (["--engine", "vllm", "--enforce-eager", "maybe"], "--enforce-eager 'maybe': use true or false"),
+        (["--engine", "vllm", "--max-num-seqs", "0"], "--max-num-seqs must be a positive integer, got 0"),
+        (["--engine", "sglang", "--memory", "2GiB"], "SGLang's default mem_fraction_static for 2,048 MiB is -0.82"),
+    ],
+)
+def test_engine_budget_options_that_do_not_apply(cli, args: list[str], expected: str) -> None:
+    result = cli("fit", "--model", "llama3.1-8b", "--memory", "79GiB", *args)
+    assert result.exit_code == 2, result.output
+    assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_compare_all_six_engines_each_by_its_own_budget(cli) -> None:
+    names = ["textbook", "hf", "vllm", "llamacpp", "sglang", "trtllm"]
+    doc = cli.json("compare", *names, "--model", "llama3.1-8b", "--gpu", "h100-sxm", "--seq", "8192")
+    rows = {row["name"]: row for row in doc["variants"]}
+    assert list(rows) == names
+    usable = {name: fit(cli, "--gpu", "h100-sxm", "--engine", name)["budget"]["usable_bytes"] for name in names}
+    assert {name: row["fit"]["usable_bytes"] for name, row in rows.items()} == usable
+    assert len({usable["textbook"], usable["vllm"], usable["sglang"], usable["trtllm"]}) == 4
+    result = cli("compare", "vllm", "sglang", "--model", "llama3.1-8b", "--gpu", "h100-sxm", "--utilization", "0.8")
+    assert (
+        result.exit_code == 2 and "--utilization applies to textbook, hf and llamacpp, none of which is compared" in result.stderr
+    )
+
+
+def test_check_plan_takes_an_engine_with_its_options(cli, tmp_path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        "workloads:\n"
+        "  - name: chat\n    model: llama3.1-8b\n    gpu: h100-sxm\n    seq: 8192\n"
+        "    engine: {name: sglang, mem_fraction_static: 0.85}\n    expect: {max_batch_at_least: 1}\n"
+    )
+    [verdict] = cli.json("check", str(plan))["workloads"]
+    doc = fit(cli, "--gpu", "h100-sxm", "--engine", "sglang", "--mem-fraction-static", "0.85")
+    assert verdict["usable_bytes"] == doc["budget"]["usable_bytes"] and verdict["max_batch"] == doc["max_batch"]
+    plan.write_text(
+        "workloads:\n  - {name: a, model: llama3.1-8b, gpu: h100-sxm, seq: 8, engine: {name: sglang}, utilization: 0.8}\n"
+    )
+    result = cli("check", str(plan))
+    assert result.exit_code == 2 and "does not apply to --engine sglang" in result.stderr
+
+
+def test_textbook_keeps_its_flat_reserve(cli) -> None:
+    doc = fit(cli, "--memory", "79GiB")
+    assert terms(doc)["reserve (runtime, activations)"] == GiB
+    assert doc["budget"]["usable_bytes"] == int(H100 * 0.9) - LLAMA_WEIGHTS - GiB
