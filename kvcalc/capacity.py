@@ -369,9 +369,17 @@ def holds(model: ModelSpec, workload: Workload, usable_bytes: int, pools: Sequen
     the pool's window there)."""
     if not pools:
         return batch_bytes(model, workload, peak=True).per_gpu <= usable_bytes
+    return all(_pool_need(workload, pool) <= pool.tokens for pool in pools)
+
+
+def _pool_need(workload: Workload, pool: Pool) -> int:
+    """The slots the workload takes in a pool: each sequence's tokens of the pool's window, or a
+    pool's fixed slots per sequence (state)."""
     rules = engines.profile(workload.engine)
     units = rules.allocation_units(workload)
-    return all(units * rules.peak_tokens_per_unit(workload, pool.window, workload.seq) <= pool.tokens for pool in pools)
+    if pool.per_sequence:
+        return units * pool.per_sequence
+    return units * rules.peak_tokens_per_unit(workload, pool.window, workload.seq)
 
 
 def max_batch(model: ModelSpec, workload: Workload, usable_bytes: int, pools: Sequence[Pool] = ()) -> int:
@@ -429,10 +437,7 @@ def _shortfall(model: ModelSpec, workload: Workload, usable: int, pools: Sequenc
     """Bytes the workload's cache needs beyond the budget, or beyond each pool it overflows."""
     if not pools:
         return max(0, batch_bytes(model, workload, peak=True).per_gpu - usable)
-    rules = engines.profile(workload.engine)
-    units = rules.allocation_units(workload)
-    need = {pool.name: units * rules.peak_tokens_per_unit(workload, pool.window, workload.seq) for pool in pools}
-    return sum(max(0, need[pool.name] - pool.tokens) * pool.bytes_per_token for pool in pools)
+    return sum(max(0, _pool_need(workload, pool) - pool.tokens) * pool.bytes_per_token for pool in pools)
 
 
 def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | None = None) -> FitReport:

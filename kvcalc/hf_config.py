@@ -395,9 +395,9 @@ def _hybrid(arch: str, cfg: dict[str, Any], fields: dict[str, Any]) -> None:
             "groups": cfg["n_groups"],
             "conv_kernel": cfg["conv_kernel"],
         }
-        # vLLM reads mamba_ssm_cache_dtype from the config, float16 when absent
-        # (model_executor/models/config.py NemotronHForCausalLMConfig)
-        state["ssm_dtype"] = cfg.get("mamba_ssm_cache_dtype") or "float16"
+        # vLLM reads mamba_ssm_cache_dtype from the config, float32 when absent (model_executor/models/config.py
+        # NemotronHForCausalLMConfig.DEFAULT_MAMBA_SSM_CACHE_DTYPE, vllm-project/vllm 1936cf38; float16 before)
+        state["ssm_dtype"] = cfg.get("mamba_ssm_cache_dtype") or "float32"
         fields["mlp"] = "plain"  # relu2 up and down projections
     elif arch == "granitemoehybrid":  # models/granitemoehybrid.py: mamba_* fields, d_inner = mamba_expand * hidden
         pattern = _layer_list(cfg, layers, {"mamba": "mamba2", "attention": "full"}) or ["mamba2"] * layers

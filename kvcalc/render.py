@@ -165,6 +165,12 @@ def fit_tables(report: FitReport, model: str, gpu: str, decimal: bool, explain: 
         return
     for pool in report.pools:
         window = f"window {pool.window:,}" if pool.window else "full attention"
+        if pool.per_sequence:
+            console.print(
+                f"pool {pool.name}: {pool.tokens:,} state slots of {pool.layers} state layers ({pool.bytes_per_token:,} B per slot,"
+                f" {format_bytes(pool.bytes, decimal)}); {pool.per_sequence} per running sequence"
+            )
+            continue
         console.print(
             f"pool {pool.name}: {pool.tokens:,} tokens of {pool.layers} {window} layers ({pool.bytes_per_token:,} B per token,"
             f" {format_bytes(pool.bytes, decimal)})"

@@ -183,8 +183,9 @@ class StateSpec(Strict):
     short_conv: ShortConvSpec | None = None
     ssm_dtype: DTypeName | None = Field(
         default=None,
-        description="the recurrent state's dtype the checkpoint's config asks engines for (mamba_ssm_cache_dtype,"
-        " mamba_ssm_dtype); vLLM follows it, the textbook state uses the model dtype",
+        description="the recurrent state's dtype vLLM keeps for this model under --mamba-ssm-cache-dtype auto: the"
+        " config's mamba_ssm_cache_dtype / mamba_ssm_dtype (NemotronH: float32 when absent); the textbook state uses the"
+        " model dtype, SGLang fp32 unless --mamba-ssm-dtype",
     )
 
 
@@ -385,6 +386,8 @@ ENGINE_OPTIONS: dict[str, EngineName] = {
     "page_size": "sglang",
     "swa_full_tokens_ratio": "sglang",
     "max_running_requests": "sglang",
+    "mamba_ssm_dtype": "sglang",
+    "mamba_full_memory_ratio": "sglang",
     "free_gpu_memory_fraction": "trtllm",
     "tokens_per_block": "trtllm",
     "max_tokens": "trtllm",
@@ -446,6 +449,8 @@ class Engine(Strict):
     page_size: Count | None = None  # SGLang: tokens per page (default 1)
     swa_full_tokens_ratio: Fraction | None = None  # SGLang: sliding pool / full pool tokens; given: hybrid SWA pools
     max_running_requests: Count | None = None  # SGLang: concurrent requests (sizes the req_to_token table)
+    mamba_ssm_dtype: DTypeName | None = None  # SGLang --mamba-ssm-dtype: hybrid models' SSM state dtype (default float32)
+    mamba_full_memory_ratio: Annotated[float, Number, Field(gt=0, allow_inf_nan=False)] | None = None  # SGLang (0.9)
     free_gpu_memory_fraction: Annotated[float, Number, Field(gt=0, lt=1, allow_inf_nan=False)] | None = None  # TRT-LLM (0.9)
     tokens_per_block: Annotated[int, Number, AfterValidator(_power_of_two)] | None = None  # TRT-LLM (default 32)
     max_tokens: Count | None = None  # TRT-LLM: cap on the KV cache's tokens

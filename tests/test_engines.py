@@ -312,7 +312,8 @@ def test_registry_names_every_engine_the_cli_and_spec_accept() -> None:
 
 def test_engine_modules_import_nothing_above_them() -> None:
     # An engine module may import the protocol, the activation formulas, spec, units, errors,
-    # kvcalc.base and the decode profiles (pure data); never kvcache, capacity or the CLI, which ask the engines.
+    # kvcalc.base, the decode profiles (pure data) and the state shapes (kvcalc.state, pure); never kvcache,
+    # capacity or the CLI, which ask the engines.
     allowed = {
         "kvcalc.base",
         "kvcalc.decode_profiles",
@@ -320,6 +321,7 @@ def test_engine_modules_import_nothing_above_them() -> None:
         "kvcalc.engines.activations",
         "kvcalc.errors",
         "kvcalc.spec",
+        "kvcalc.state",
         "kvcalc.units",
     }
     package = Path(engines.__file__).parent

@@ -187,8 +187,10 @@ def test_bad_state_descriptions(fields: dict, message: str) -> None:
 
 
 @st.composite
-def hybrids(draw: st.DrawFn) -> ModelSpec:
-    kind = draw(st.sampled_from(["mamba1", "mamba2", "gated_deltanet", "lightning", "short_conv"]))
+def hybrids(
+    draw: st.DrawFn, kinds: tuple[str, ...] = ("mamba1", "mamba2", "gated_deltanet", "lightning", "short_conv")
+) -> ModelSpec:
+    kind = draw(st.sampled_from(kinds))
     state = {
         "mamba1": {"intermediate": draw(st.sampled_from([256, 512])), "state_size": 16, "conv_kernel": 4},
         "mamba2": {"heads": 8, "head_dim": 32, "state_size": draw(st.sampled_from([16, 64])), "groups": 2, "conv_kernel": 4},
@@ -386,3 +388,100 @@ def test_cli_bad_state_dtypes(cli, args: list[str], message: str) -> None:
     result = cli("size", "--model", TEST_PRESETS / "tiny-hybrid.yaml", "--seq", "64", *args)
     assert result.exit_code == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+# SGLang: python/sglang/srt/configs/mamba_utils.py (02e208de) and model_runner_kv_cache_mixin.py (001ccef0).
+SGLANG = Engine(name="sglang")
+
+
+@pytest.mark.parametrize(
+    "tp, ssm_dtype, expected",
+    [
+        # Qwen3-Next GDN layer: conv 8192 * 3 values in bf16 + SSM 32 * 128 * 128 in fp32, 36 layers
+        (1, None, 36 * (24_576 * 2 + 524_288 * 4)),  # 77,266,944 B
+        (2, None, 36 * (12_288 * 2 + 262_144 * 4)),  # 38,633,472 B
+        (1, "bf16", 36 * 1_097_728),  # --mamba-ssm-dtype bf16: as vLLM's auto
+    ],
+)
+def test_sglang_mamba_cache_per_req(tp: int, ssm_dtype: str | None, expected: int) -> None:
+    model = load_model("qwen3-next-80b-a3b")
+    work = Workload(seq=1, tp=tp, engine=Engine(name="sglang", mamba_ssm_dtype=ssm_dtype))
+    assert state_bytes(model, work).per_gpu == expected
+    assert estimate_kv(model, work).state_groups[0].conv_dtype.value == "bf16"
+
+
+def _sglang_pools(model: ModelSpec, work: Workload, usable: int):
+    from kvcalc.capacity import _first_stage_layers
+
+    return profile(work.engine).pools(model, work, usable, _first_stage_layers(model, work))
+
+
+def test_sglang_splits_the_rest_between_the_mamba_pool_and_the_token_pool() -> None:
+    model, usable = load_model("qwen3-next-80b-a3b"), 54_540_965_812  # h200, tp 2: fit's budget
+    work = Workload(seq=131_072, tp=2, engine=SGLANG)
+    full, mamba = _sglang_pools(model, work, usable)
+    per_req = 38_633_472
+    assert (mamba.tokens, mamba.bytes_per_token, mamba.per_sequence) == (int(usable * 0.9 / 1.9) // per_req, per_req, 3)
+    assert mamba.tokens == 668
+    # the token pool: what the Mamba pool leaves, over the 12 full-attention layers only (1 KV head * 256 * 2 * 2 B each)
+    assert full.bytes_per_token == 12 * 1_024
+    assert full.tokens == (usable - 668 * per_req) // (12 * 1_024)
+    assert full.bytes + mamba.bytes <= usable
+    # --mamba-full-memory-ratio 0.5: a third of the rest for state
+    half = _sglang_pools(model, work.model_copy(update={"engine": Engine(name="sglang", mamba_full_memory_ratio=0.5)}), usable)
+    assert half[1].tokens == int(usable * 0.5 / 1.5) // per_req
+
+
+def test_sglang_runs_a_third_of_the_mamba_slots_at_once() -> None:
+    model = load_model("qwen3-next-80b-a3b")
+    work = Workload(seq=2_048, tp=2, engine=SGLANG)
+    pools = _sglang_pools(model, work, 54_540_965_812)
+    assert max_batch(model, work, 54_540_965_812, pools) == 668 // 3  # short contexts: the Mamba pool binds
+
+
+@settings(max_examples=50)
+@given(
+    hybrids(("mamba2", "gated_deltanet", "short_conv")),
+    st.integers(1, 40_000),
+    st.integers(10**7, 10**11),
+)
+def test_sglang_fit_never_overcommits_with_state(model: ModelSpec, seq: int, usable: int) -> None:
+    work = Workload(seq=seq, engine=SGLANG)
+    pools = _sglang_pools(model, work, usable)
+    assert sum(pool.bytes for pool in pools) <= usable
+    batch = max_batch(model, work, usable, pools)
+    mamba = [pool for pool in pools if pool.per_sequence]
+    if mamba:
+        assert 3 * batch <= mamba[0].tokens
+    for pool in pools:
+        if not pool.per_sequence:
+            assert batch * seq <= pool.tokens
+
+
+@pytest.mark.parametrize(
+    "model, work, message",
+    [
+        ("jamba-1.5-mini", Workload(seq=64, engine=SGLANG), "not jamba-1.5-mini's mamba1 layers"),
+        ("minimax-m1", Workload(seq=64, engine=SGLANG), "not minimax-m1's lightning layers"),
+        ("qwen3-next-80b-a3b", Workload(seq=64, pp=2, engine=SGLANG), "Mamba pool over --pp stages"),
+        ("qwen3-next-80b-a3b", Workload(seq=64, state_dtype="fp32", engine=SGLANG), "SGLang takes --mamba-ssm-dtype"),
+        ("llama3-8b", Workload(seq=64, engine=Engine(name="sglang", mamba_ssm_dtype="bf16")), "llama3-8b keeps no state"),
+    ],
+)
+def test_sglang_refuses_what_it_does_not_model(model: str, work: Workload, message: str) -> None:
+    with pytest.raises(InvalidInput, match=re.escape(message)):
+        estimate_kv(load_model(model), work)
+
+
+def test_cli_sglang_fit_logs_the_mamba_pool(cli) -> None:
+    args = ["fit", "--model", "qwen3-next-80b-a3b", "--gpu", "h200", "--tp", "2", "--engine", "sglang", "--seq", "131072"]
+    doc = cli.json(*args)
+    assert doc["max_batch"] == 17
+    logged = {line["name"]: line["value"] for line in doc["engine_log"]}
+    assert logged["max_mamba_cache_size"] == 668
+    assert logged["req_to_token_bytes"] == 222 * (262_144 + 4) * 4  # max_running_requests = 668 // 3
+    text = cli(*args).output
+    assert "Mamba Cache is allocated. max_mamba_cache_size: 668" in text
+    assert "pool mamba: 668 state slots of 36 state layers" in text
+    bf16 = cli.json(*args, "--mamba-ssm-dtype", "bf16", "--mamba-full-memory-ratio", "0.5")
+    assert bf16["state_bytes_per_sequence_per_gpu"] == 36 * 548_864

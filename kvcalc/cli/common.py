@@ -295,6 +295,17 @@ MambaSsmCacheDtypeOpt = Annotated[
     ),
 ]
 
+MambaSsmDtypeOpt = Annotated[
+    str | None,
+    typer.Option("--mamba-ssm-dtype", help="sglang: hybrid models' SSM (recurrent) state dtype: fp32 (its default), fp16, bf16."),
+]
+MambaFullMemoryRatioOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--mamba-full-memory-ratio",
+        help="sglang: hybrid models' Mamba pool / token pool bytes (default 0.9): the pool takes ratio/(1+ratio) of the KV budget.",
+    ),
+]
 
 _BOOL_OPTIONS = ("swa_full", "kv_unified", "flash_attn", "enforce_eager")
 _DTYPE_OPTIONS = ("mamba_cache_dtype", "mamba_ssm_cache_dtype")  # "auto": the engine's own choice

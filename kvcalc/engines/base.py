@@ -138,9 +138,10 @@ class Pool(Frozen):
     name: str  # as the engine calls it: "full", "swa", "window 4096"
     window: int | None
     layers: int
-    bytes_per_token: int  # all of the pool's layers on one GPU
-    tokens: int
+    bytes_per_token: int  # all of the pool's layers on one GPU (per slot for a per-sequence pool)
+    tokens: int  # token slots; for a per-sequence pool, its slots
     bytes: int  # allocated
+    per_sequence: int = 0  # slots each sequence takes whatever its context (SGLang's Mamba pool); 0: a token pool
 
 
 class EngineLogLine(Frozen):

@@ -6,7 +6,15 @@ Rules follow SGLang's python/sglang/srt/model_executor/model_runner_kv_cache_mix
 001ccef0 (profile_max_num_token, init_memory, set_num_tokens_hybrid_swa), mem_cache/memory_pool.py
 (MHATokenToKVPool, MLATokenToKVPool, ReqToTokenPool), mem_cache/swa_memory_pool.py and
 server_args.py (_handle_gpu_memory_settings); checked against its start-up logs in
-tests/fixtures/engine_logs/sglang.yaml."""
+tests/fixtures/engine_logs/sglang.yaml.
+
+Hybrid models (Mamba-2, Gated DeltaNet and short-conv layers beside attention): the state of one
+request, mamba_cache_per_req, in a bf16 conv state and an fp32 SSM state (python/sglang/srt/configs/
+mamba_utils.py mamba2_state_dtype, sgl-project/sglang 02e208de; --mamba-ssm-dtype, server_args.py),
+takes mamba_full_memory_ratio / (1 + ratio) of the rest as the Mamba pool; the token pool gets what
+is left, counted over the full-attention layers only; with the radix cache (the default) at most a
+third of the pool's slots run at once (model_runner_kv_cache_mixin.py handle_max_mamba_cache,
+profile_max_num_token, init_memory, MAMBA_CACHE_SIZE_MAX_RUNNING_REQUESTS_RATIO; 001ccef0)."""
 
 from __future__ import annotations
 
@@ -22,6 +30,7 @@ from kvcalc.engines.base import (
     Pool,
     StageLayer,
     StageWeights,
+    StateDtypes,
     byte_fraction,
     cdiv,
     gib,
@@ -30,7 +39,8 @@ from kvcalc.engines.base import (
 )
 from kvcalc.errors import InvalidInput
 from kvcalc.spec import Engine, ModelSpec, Workload, cache_dtypes
-from kvcalc.units import DType, GiB, MiB, format_bytes
+from kvcalc.state import layer_states
+from kvcalc.units import PACKING, DType, GiB, MiB, format_bytes
 
 SGLANG_COMMIT = "001ccef0"  # model_runner_kv_cache_mixin.py, the rules' source
 SGLANG_DTYPES = {DType.fp32, DType.fp16, DType.bf16, DType.fp8, DType.fp8_e4m3, DType.fp8_e5m2}
@@ -38,6 +48,24 @@ SGLANG_CONTEXT_BYTES = int(0.51 * GiB)  # the CUDA context, not free before load
 SGLANG_CONTEXT_TP_BYTES = int(2.1 * GiB)  # with tensor parallelism: NCCL and custom all-reduce buffers too
 REQ_TOKEN_PAD = 4  # ReqToTokenPool rows are context_len + 4 int32 slots
 REQ_TOKEN_BYTES = 4  # int32
+SGLANG_STATE_KINDS = {"mamba2", "gated_deltanet", "short_conv"}  # Mamba2CacheParams (configs/mamba_utils.py)
+MAMBA_FULL_MEMORY_RATIO = 0.9  # server_args.py mamba_full_memory_ratio
+MAMBA_SLOTS_PER_REQUEST = 3  # MAMBA_CACHE_SIZE_MAX_RUNNING_REQUESTS_RATIO: radix cache on, mamba_scheduler_strategy no_buffer
+MAMBA_CONV_DTYPE = DType.bf16  # SGLANG_MAMBA_CONV_DTYPE's default
+MAMBA_SSM_DTYPE = DType.fp32  # --mamba-ssm-dtype's default (server_args.py), set as SGLANG_MAMBA_SSM_DTYPE
+
+
+def mamba_cache_per_req(model: ModelSpec, workload: Workload, dtypes: StateDtypes) -> int:
+    """One request's state over all state layers on one rank: (conv values * conv bytes + SSM
+    values * SSM bytes) * layers (configs/mamba_utils.py BaseLinearStateParams.mamba_cache_per_req).
+
+    >>> m = ModelSpec(name="x", layers=2, heads=2, kv_heads=2, head_dim=8, layer_pattern=["mamba2", "full"],
+    ...     state={"mamba2": {"heads": 4, "head_dim": 2, "state_size": 3, "groups": 1, "conv_kernel": 4}})
+    >>> mamba_cache_per_req(m, Workload(seq=1), StateDtypes(conv=DType.bf16, recurrent=DType.fp32, why=""))
+    180
+    """
+    conv, ssm = PACKING[dtypes.conv].block_bytes, PACKING[dtypes.recurrent].block_bytes
+    return sum(s.conv_values * conv + s.recurrent_values * ssm for s in layer_states(model, workload.tp) if s is not None)
 
 
 def gpu_class(memory_mib: float, tp: int) -> tuple[int, int]:
@@ -106,10 +134,22 @@ class SGLang(EngineProfile):
         return cdiv(held, page) * page
 
     def check_supported(self, model: ModelSpec, workload: Workload, dtype: DType) -> None:
-        if any(model.state_kinds()) or "chunked" in model.attention_kinds():
+        kinds = {kind for kind in model.state_kinds() if kind is not None}
+        if kinds - SGLANG_STATE_KINDS or "chunked" in model.attention_kinds():
+            what = ", ".join(sorted(kinds - SGLANG_STATE_KINDS)) or "chunked-attention"
             raise InvalidInput(
-                f"--engine sglang: kvcalc does not model SGLang's pools for state or chunked-attention layers ({model.name});"
-                " use textbook, vllm or llamacpp"
+                f"--engine sglang: kvcalc models SGLang's Mamba pool for mamba2, gated_deltanet and short_conv layers,"
+                f" not {model.name}'s {what} layers; use textbook, vllm or llamacpp"
+            )
+        if kinds and workload.pp > 1:
+            raise InvalidInput(
+                "--engine sglang: kvcalc does not model how SGLang splits a hybrid model's Mamba pool over --pp stages"
+            )
+        if kinds and workload.state_dtype is not None:
+            raise InvalidInput("--state-dtype is the textbook's; SGLang takes --mamba-ssm-dtype (its conv state is bf16)")
+        if not kinds and (workload.engine.mamba_ssm_dtype or workload.engine.mamba_full_memory_ratio):
+            raise InvalidInput(
+                f"--mamba-ssm-dtype and --mamba-full-memory-ratio apply to hybrid models; {model.name} keeps no state"
             )
         k_type, v_type = cache_dtypes(model, workload)
         if k_type != v_type:
@@ -120,6 +160,38 @@ class SGLang(EngineProfile):
             raise InvalidInput("--block-size does not apply to --engine sglang: its pages are --page-size tokens")
         if self._swa_pools(workload) and "sliding" not in model.layer_kinds():
             raise InvalidInput(f"--swa-full-tokens-ratio: {model.name} has no sliding-window layers")
+
+    def state_dtypes(self, model: ModelSpec, workload: Workload) -> StateDtypes:
+        """The conv state in bf16 (SGLANG_MAMBA_CONV_DTYPE), the SSM state in --mamba-ssm-dtype,
+        float32 by default; the server argument is set as SGLANG_MAMBA_SSM_DTYPE, which overrides the
+        config's mamba_ssm_dtype (configs/mamba_utils.py mamba2_state_dtype; server_args.py)."""
+        given = workload.engine.mamba_ssm_dtype
+        ssm = given or MAMBA_SSM_DTYPE
+        return StateDtypes(
+            conv=MAMBA_CONV_DTYPE,
+            recurrent=ssm,
+            why="conv: SGLANG_MAMBA_CONV_DTYPE bfloat16; SSM: "
+            + ("--mamba-ssm-dtype" if given else "--mamba-ssm-dtype default float32"),
+        )
+
+    def state_rules(self, model: ModelSpec, workload: Workload) -> list[str]:
+        ratio = workload.engine.mamba_full_memory_ratio or MAMBA_FULL_MEMORY_RATIO
+        return [
+            "SGLang: a request's state, mamba_cache_per_req, is conv (channels/tp, k-1) in bf16 + SSM in --mamba-ssm-dtype"
+            " (fp32 by default) per state layer (configs/mamba_utils.py, 02e208de)",
+            f"the Mamba pool takes ratio/(1+ratio) of the rest, ratio = mamba_full_memory_ratio {ratio:g}: max_mamba_cache_size ="
+            " floor(rest * ratio/(1+ratio) / mamba_cache_per_req) slots; the token pool gets the rest over the full-attention"
+            f" layers only; at most slots // {MAMBA_SLOTS_PER_REQUEST} requests run at once (radix cache on)"
+            f" (model_runner_kv_cache_mixin.py handle_max_mamba_cache, init_memory; {SGLANG_COMMIT})",
+        ]
+
+    def _mamba(self, model: ModelSpec, workload: Workload, usable_bytes: int) -> tuple[int, int]:
+        """(max_mamba_cache_size, mamba_cache_per_req) for a hybrid model, (0, 0) otherwise."""
+        if not any(model.state_kinds()):
+            return 0, 0
+        per_req = mamba_cache_per_req(model, workload, self.state_dtypes(model, workload))
+        ratio = workload.engine.mamba_full_memory_ratio or MAMBA_FULL_MEMORY_RATIO
+        return int(max(usable_bytes, 0) * ratio / (1 + ratio)) // per_req, per_req
 
     def mla_storage(self, engine: Engine) -> MlaStorage:
         """One buffer of kv_lora_rank + rope per token per layer (memory_pool.py MLATokenToKVPool)."""
@@ -193,8 +265,26 @@ class SGLang(EngineProfile):
         """max_total_num_tokens = min(rest // cell size, --max-total-tokens) // page * page; with the
         hybrid SWA pools full = total * (F + S) / (F + r * S) and swa = r * full tokens, F and S the
         full and sliding layers' bytes per token (set_num_tokens_hybrid_swa)."""
+        slots, per_req = self._mamba(model, workload, usable_bytes)
+        if slots or per_req:
+            state_layers = sum(1 for kind in model.state_kinds() if kind is not None)
+            mamba = Pool(
+                name="mamba",
+                window=None,
+                layers=state_layers,
+                bytes_per_token=per_req,
+                tokens=slots,
+                bytes=slots * per_req,
+                per_sequence=MAMBA_SLOTS_PER_REQUEST,
+            )
+            return [*self._token_pools(workload, usable_bytes - slots * per_req, stage), mamba]
+        return self._token_pools(workload, usable_bytes, stage)
+
+    def _token_pools(self, workload: Workload, usable_bytes: int, stage: Sequence[StageLayer]) -> list[Pool]:
         engine, page = workload.engine, self.block_size(workload)
         cell = sum(layer.bytes_per_token for layer in stage)
+        if not cell:  # state layers only on this stage: no token pool
+            return []
         total = max(usable_bytes, 0) // cell
         if engine.max_total_tokens is not None:
             total = min(total, engine.max_total_tokens)
@@ -259,10 +349,14 @@ class SGLang(EngineProfile):
         tokens + page slots, in GiB, which SGLang labels GB), and the req_to_token table it then
         takes from the headroom: max_running_requests * (context_len + 4) int32 slots."""
         pools = self.pools(model, workload, usable_bytes, stage)
+        mamba = [pool for pool in pools if pool.per_sequence]
+        pools = [pool for pool in pools if not pool.per_sequence]
         page = self.block_size(workload)
         context_len = self._context_len(model, workload)
-        total = sum(pool.tokens for pool in pools if pool.name == "full") or pools[0].tokens
+        total = sum(pool.tokens for pool in pools if pool.name == "full") or (pools[0].tokens if pools else 0)
         requests = workload.engine.max_running_requests or min(max(int(total / context_len * 512), 2048), 4096)
+        if mamba:
+            requests = min(requests, mamba[0].tokens // MAMBA_SLOTS_PER_REQUEST)
         table = requests * (context_len + REQ_TOKEN_PAD) * REQ_TOKEN_BYTES
         source = "python/sglang/srt/mem_cache/memory_pool.py"
         lines = [
@@ -275,6 +369,8 @@ class SGLang(EngineProfile):
                 source=f"model_runner_kv_cache_mixin.py init_memory ({SGLANG_COMMIT})",
             )
         ]
+        for pool in mamba:
+            lines.append(self._mamba_line(model, workload, pool))
         for pool in pools:
             slots = pool.tokens + page
             if model.mla is not None:
@@ -300,8 +396,27 @@ class SGLang(EngineProfile):
                 note=(
                     f"req_to_token table: {requests:,} requests * (context_len {context_len:,} + 4) * 4 B = {format_bytes(table)},"
                     " from the 1 - mem_fraction_static headroom"
+                    + (f"; at most max_mamba_cache_size // {MAMBA_SLOTS_PER_REQUEST} with state layers" if mamba else "")
                 ),
                 source=f"{source} ReqToTokenPool; model_runner.py init_memory_pool",
             )
         )
         return lines
+
+    def _mamba_line(self, model: ModelSpec, workload: Workload, pool: Pool) -> EngineLogLine:
+        """SGLang's "Mamba Cache is allocated" line: conv and SSM tensors of size + 1 slots per
+        state layer, in GiB it labels GB (mem_cache/memory_pool.py MambaPool)."""
+        dtypes = self.state_dtypes(model, workload)
+        states = [s for s in layer_states(model, workload.tp) if s is not None]
+        slots = pool.tokens + 1
+        conv = slots * sum(s.conv_values for s in states) * PACKING[dtypes.conv].block_bytes
+        ssm = slots * sum(s.recurrent_values for s in states) * PACKING[dtypes.recurrent].block_bytes
+        return EngineLogLine(
+            engine=self.label,
+            name="max_mamba_cache_size",
+            value=pool.tokens,
+            line=f"Mamba Cache is allocated. max_mamba_cache_size: {pool.tokens:,}, conv_state size: {conv / GiB:.2f}GB,"
+            f" ssm_state size: {ssm / GiB:.2f}GB",
+            note=f"floor(rest * ratio/(1+ratio) / {pool.bytes_per_token:,} B per request); {pool.layers} state layers, slots + 1 each",
+            source=f"model_runner_kv_cache_mixin.py handle_max_mamba_cache ({SGLANG_COMMIT}); mem_cache/memory_pool.py MambaPool",
+        )
