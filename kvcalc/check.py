@@ -16,7 +16,7 @@ from kvcalc import capacity, engines, latency
 from kvcalc.base import Strict, first_repeated
 from kvcalc.kvcache import estimate_kv
 from kvcalc.latency import DecodeJudge
-from kvcalc.spec import Count, DTypeName, Engine, GpuSpec, ModelSpec, Name, Number, Workload
+from kvcalc.spec import Count, DTypeName, Engine, GpuSpec, ModelSpec, Name, Number, Tokens, Workload
 from kvcalc.units import parse_size
 
 PLAN_VERSION = 1
@@ -39,7 +39,7 @@ class PlannedWorkload(Strict):
     model: str = Field(min_length=1)
     gpu: str | None = None
     memory: str | None = None
-    seq: Count
+    seq: Tokens  # 8192, 8_192, 8,192, 8k or 128k
     batch: Count = 1
     tp: Count = 1
     pp: Count = 1

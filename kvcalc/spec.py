@@ -8,7 +8,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from kvcalc.base import Strict
 from kvcalc.errors import InvalidInput
-from kvcalc.units import DType, parse_dtype, parse_size
+from kvcalc.units import DType, parse_dtype, parse_size, parse_tokens
 
 AttentionKind = Literal["full", "sliding", "chunked"]
 StateKind = Literal["mamba1", "mamba2", "gated_deltanet", "lightning", "short_conv"]
@@ -54,6 +54,16 @@ MAX_COUNT = 2**31
 MAX_LAYERS = 10_000  # every figure walks the layers one by one; the deepest published models have a few hundred
 Count = Annotated[int, Number, Field(gt=0, le=MAX_COUNT)]  # a positive count; the bound refuses absurd or overflowing input
 Rate = Annotated[int, Number, Field(gt=0, le=10**20)]  # bytes, bytes/s or FLOP/s
+
+
+def _read_tokens(value: object) -> object:
+    try:
+        return parse_tokens(value) if isinstance(value, str) else value
+    except InvalidInput as exc:  # re-raised as a field error, so the message names the field
+        raise ValueError(str(exc)) from None
+
+
+Tokens = Annotated[Count, BeforeValidator(_read_tokens)]  # a count of tokens, also spelled 8_192, 8,192, 8k or 128k
 
 
 def _read_dtype(value: object) -> object:
@@ -431,12 +441,12 @@ class Engine(Strict):
 
     name: EngineName = "textbook"
     hf_version: Literal[4, 5] | None = None  # transformers major version (5: DeepSeek caches its latent)
-    max_cache_len: Count | None = None  # transformers StaticCache length; None: DynamicCache
+    max_cache_len: Tokens | None = None  # transformers StaticCache length; None: DynamicCache
     swa_full: bool | None = None  # llama.cpp --swa-full (default true)
-    ubatch: Count | None = None  # llama.cpp -ub (default 512)
+    ubatch: Tokens | None = None  # llama.cpp -ub (default 512)
     kv_unified: bool | None = None  # llama.cpp --kv-unified (default false)
     flash_attn: bool | None = None  # llama.cpp -fa (default on where supported)
-    max_num_batched_tokens: Count | None = None  # vLLM (default 8192, 2048 below 70 GiB or on an A100)
+    max_num_batched_tokens: Tokens | None = None  # vLLM (default 8192, 2048 below 70 GiB or on an A100)
     max_num_seqs: Count | None = None  # vLLM (default 1024, 256 below 70 GiB or on an A100)
     gpu_memory_utilization: Fraction | None = None  # vLLM: share of total memory (default 0.9)
     enforce_eager: bool | None = None  # vLLM: no CUDA graphs (default false)
@@ -445,7 +455,7 @@ class Engine(Strict):
     mamba_cache_dtype: DTypeName | None = None  # vLLM --mamba-cache-dtype: conv state (and SSM state) dtype; None: auto
     mamba_ssm_cache_dtype: DTypeName | None = None  # vLLM --mamba-ssm-cache-dtype: SSM state dtype; None: auto
     mem_fraction_static: Fraction | None = None  # SGLang: share of free memory for weights and KV (default from GPU memory)
-    max_total_tokens: Count | None = None  # SGLang: cap on the token pool
+    max_total_tokens: Tokens | None = None  # SGLang: cap on the token pool
     page_size: Count | None = None  # SGLang: tokens per page (default 1)
     swa_full_tokens_ratio: Fraction | None = None  # SGLang: sliding pool / full pool tokens; given: hybrid SWA pools
     max_running_requests: Count | None = None  # SGLang: concurrent requests (sizes the req_to_token table)
@@ -453,9 +463,9 @@ class Engine(Strict):
     mamba_full_memory_ratio: Annotated[float, Number, Field(gt=0, allow_inf_nan=False)] | None = None  # SGLang (0.9)
     free_gpu_memory_fraction: Annotated[float, Number, Field(gt=0, lt=1, allow_inf_nan=False)] | None = None  # TRT-LLM (0.9)
     tokens_per_block: Annotated[int, Number, AfterValidator(_power_of_two)] | None = None  # TRT-LLM (default 32)
-    max_tokens: Count | None = None  # TRT-LLM: cap on the KV cache's tokens
-    max_num_tokens: Count | None = None  # TRT-LLM: tokens of one forward, sizes the profiling run (default 8192)
-    max_seq_len: Count | None = None  # TRT-LLM: longest request, the full layers' window (default: the model's max positions)
+    max_tokens: Tokens | None = None  # TRT-LLM: cap on the KV cache's tokens
+    max_num_tokens: Tokens | None = None  # TRT-LLM: tokens of one forward, sizes the profiling run (default 8192)
+    max_seq_len: Tokens | None = None  # TRT-LLM: longest request, the full layers' window (default: the model's max positions)
 
     @model_validator(mode="after")
     def _options_apply(self) -> Engine:

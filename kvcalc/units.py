@@ -52,6 +52,33 @@ def parse_size(text: str, allow_zero: bool = False) -> int:
     return value
 
 
+# Token counts are named as context lengths are (Llama-3.1's 128k is 131,072 tokens): k and M are binary.
+_TOKEN_SUFFIXES = {"": 1, "k": 2**10, "m": 2**20}
+_TOKENS_RE = re.compile(r"^([0-9]{1,3}(?:,[0-9]{3})+|[0-9]+(?:_[0-9]+)*(?:\.[0-9]+)?)([a-z]*)$", re.IGNORECASE)
+TOKENS_HELP = "8192, 8_192, 8,192, 8k or 128k (k = 1,024 tokens, M = 1,048,576, as context lengths are named: 128k = 131,072)"
+
+
+def parse_tokens(text: str) -> int:
+    """Read a token count: digits (8192, 8_192, 8,192), or a multiple of k = 1,024 or M = 1,048,576
+    tokens, as context lengths are named (8k, 32K, 128k, 1M; 1.5k = 1,536 since it is whole).
+
+    >>> parse_tokens("8k"), parse_tokens("128K"), parse_tokens("1M"), parse_tokens("8_192"), parse_tokens("8,192"), parse_tokens("1.5k")
+    (8192, 131072, 1048576, 8192, 8192, 1536)
+    """
+    spelled = text.strip()
+    match = _TOKENS_RE.match(spelled) if len(spelled) <= 40 else None
+    suffix = match.group(2).lower() if match else None
+    if match is None or suffix not in _TOKEN_SUFFIXES:
+        problem = "must be positive" if spelled.startswith("-") else "cannot be read"
+        raise InvalidInput(f"token count {text!r} {problem}: write e.g. {TOKENS_HELP}")
+    exact = Decimal(match.group(1).replace(",", "").replace("_", "")) * _TOKEN_SUFFIXES[suffix]
+    if exact != exact.to_integral_value():
+        raise InvalidInput(f"token count {text!r} is {exact:,f} tokens, not a whole number: write e.g. {TOKENS_HELP}")
+    if exact < 1:
+        raise InvalidInput(f"token count {text!r} must be at least 1 token")
+    return int(exact)
+
+
 def format_bytes(n: int | float, decimal: bool = False) -> str:
     """Render bytes in the largest fitting unit, binary (GiB) unless decimal (GB).
 

@@ -36,6 +36,12 @@ class Cli:
     def __call__(self, *args: str):  # noqa: ANN204
         return self.runner.invoke(app, [str(a) for a in args], prog_name="kvcalc")
 
+    def help(self, *args: str) -> str:
+        """`args --help` as one line of words: a wide terminal, the boxes' borders dropped, spaces collapsed."""
+        result = self.runner.invoke(app, [*args, "--help"], prog_name="kvcalc", env={"COLUMNS": "250"})
+        assert result.exit_code == 0, result.output
+        return " ".join(result.stdout.translate({ord(c): " " for c in "│╭╮╰╯─"}).split())
+
     def json(self, *args: str) -> dict:
         result = self(*args, "--json")
         assert result.exit_code == 0, result.output

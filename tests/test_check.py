@@ -158,7 +158,7 @@ def test_piped_table_is_not_cut_to_80_columns() -> None:
         ("utilization: '0.9'", "utilization: Input should be a valid number"),
         ("expect: {max_batch_at_least: '4'}", "expect.max_batch_at_least: Input should be a valid integer"),
         (
-            "engine: {name: vllm, max_num_batched_tokens: '8192'}",
+            "engine: {name: vllm, max_num_batched_tokens: 8192.0}",
             "engine.max_num_batched_tokens: Input should be a valid integer",
         ),
     ],

@@ -140,8 +140,8 @@ def test_bad_model_files(cli, tmp_path: Path, file_text: str | bytes, expected: 
     [
         (["--model", "llama3-8", "--seq", "1"], "unknown model 'llama3-8'; did you mean llama3-8b"),
         (["--model", "./missing.yaml", "--seq", "1"], "no such file"),
-        (["--model", "llama3-8b", "--seq", "0"], "--seq must be a positive integer"),
-        (["--model", "llama3-8b", "--seq", "-5"], "--seq must be a positive integer"),
+        (["--model", "llama3-8b", "--seq", "0"], "Invalid value for '--seq' / '-s': token count '0' must be at least 1 token"),
+        (["--model", "llama3-8b", "--seq", "-5"], "Invalid value for '--seq' / '-s': token count '-5' must be positive"),
         (["--model", "llama3-8b", "--seq", "8", "--batch", "0"], "--batch must be a positive integer"),
         (["--model", "llama3-8b", "--seq", "8", "--kv-dtype", "fp7"], "unknown dtype 'fp7'"),
         (["--model", "llama3-8b", "--seq", "8", "--tp", "3"], "--tp 3 does not divide the 32 attention heads"),

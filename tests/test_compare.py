@@ -172,7 +172,7 @@ def test_tp_beyond_the_kv_heads_warns_of_replicas(cli) -> None:
         (["mla", "--kv-lora-rank", "0"], "--kv-lora-rank must be a positive integer, got 0"),
         (["mha", "--kv-dtype", "fp16,fp7"], "unknown dtype 'fp7'"),
         (["mqa", "--tp", "3"], "--tp 3 does not divide the 32 attention heads of llama3-8b (mqa)"),
-        (["mha", "--seq", "0"], "--seq must be a positive integer"),
+        (["mha", "--seq", "0"], "token count '0' must be at least 1 token"),
         (["mha", "--model", SEED_TINY, "--gpu", "h100-sxm"], "gives neither params nor hidden, intermediate and vocab"),
     ],
 )

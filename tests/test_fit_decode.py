@@ -92,7 +92,7 @@ def test_batch_too_big_exit_1_with_shortfall(cli) -> None:
         ),
         (["fit", "--model", "llama3-8b", "--gpu", "h100-sxm", "--tp", "5"], "--tp 5 does not divide"),
         (["fit", "--model", "llama3-8b", "--gpu", "h100-sxm", "--batch", "0"], "--batch must be a positive integer"),
-        (["fit", "--model", "llama3-8b", "--gpu", "h100-sxm", "--seq", "0"], "--seq must be a positive integer"),
+        (["fit", "--model", "llama3-8b", "--gpu", "h100-sxm", "--seq", "0"], "token count '0' must be at least 1 token"),
         (["fit", "--model", "llama3-8b"], "give --gpu NAME or --memory SIZE"),
         (["fit", "--model", TEST_PRESETS / "seed-7b.yaml", "--gpu", "h100-sxm"], "its weights are unknown"),
         (["fit", "--model", "llama3-8b", "--gpu", TEST_PRESETS / "seed-7b.yaml"], "memory_bytes: Field required"),

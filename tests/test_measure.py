@@ -102,7 +102,7 @@ def test_out_of_memory_during_allocation_releases_everything(monkeypatch: pytest
         (["--device", "cpu", "--model", "llama3-8b", "--kv-dtype", "q4_0"], "measure times fp32, fp16, bf16 caches, not q4_0"),
         (["--device", "cpu", "--model", "llama3-8b", "--variants", "mha,xyz"], "unknown variant 'xyz'"),
         (["--device", "tpu"], "unknown device 'tpu'"),
-        (["--device", "cpu", "--seq", "0"], "--seq must be a positive integer"),
+        (["--device", "cpu", "--seq", "0"], "token count '0' must be at least 1 token"),
         (["--device", "cpu", "--layers", "0"], "--layers must be a positive integer"),
     ],
 )

@@ -16,7 +16,7 @@ from kvcalc import capacity, engines, presets
 from kvcalc.errors import InvalidInput, KvcalcError
 from kvcalc.sources import tensor_parallel
 from kvcalc.spec import ENGINE_OPTIONS, Engine, GpuSpec, ModelSpec, Workload
-from kvcalc.units import SIZE_HELP, DType, parse_dtype, parse_size
+from kvcalc.units import SIZE_HELP, TOKENS_HELP, DType, parse_dtype, parse_size, parse_tokens
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -89,7 +89,24 @@ ModelOpt = Annotated[
         autocompletion=preset_names("models"),
     ),
 ]
-SeqOpt = Annotated[int, typer.Option("--seq", "-s", help="Context length in tokens (prompt + generated).")]
+
+
+def _tokens(value: str | int) -> int:
+    """A token-count option read by parse_tokens (a default is already a count); a bad spelling is a usage error."""
+    if isinstance(value, int):
+        return value
+    try:
+        return parse_tokens(value)
+    except InvalidInput as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def tokens_option(*names: str, help: str) -> Any:
+    """A typer.Option taking a token count spelled 8192, 8_192, 8,192, 8k or 128k."""
+    return typer.Option(*names, parser=_tokens, metavar="TOKENS", help=help)
+
+
+SeqOpt = Annotated[int, tokens_option("--seq", "-s", help=f"Context length in tokens (prompt + generated): {TOKENS_HELP}.")]
 BatchOpt = Annotated[int, typer.Option("--batch", "-b", help="Concurrent sequences.")]
 KvDtypeOpt = Annotated[
     str | None, typer.Option("--kv-dtype", help=f"KV-cache dtype (default: the model's): {', '.join(d.value for d in DType)}.")
@@ -184,13 +201,13 @@ HfVersionOpt = Annotated[
     int | None, typer.Option("--hf-version", help="hf: transformers major version, 4 or 5 (default 5; DeepSeek MLA).")
 ]
 MaxCacheLenOpt = Annotated[
-    int | None, typer.Option("--max-cache-len", help="hf: StaticCache length in tokens (default: DynamicCache).")
+    int | None, tokens_option("--max-cache-len", help="hf: StaticCache length in tokens (default: DynamicCache).")
 ]
 SwaFullOpt = Annotated[
     str | None, typer.Option("--swa-full", help="llamacpp: true (default) or false: full-size cache for SWA layers.")
 ]
 UbatchOpt = Annotated[
-    int | None, typer.Option("--ubatch", help="llamacpp: n_ubatch (default 512), sizes the SWA cache with --swa-full false.")
+    int | None, tokens_option("--ubatch", help="llamacpp: n_ubatch in tokens (default 512), sizes the SWA cache with --swa-full false.")
 ]
 KvUnifiedOpt = Annotated[
     str | None, typer.Option("--kv-unified", help="llamacpp: true or false (default): one buffer shared by all sequences.")
@@ -204,7 +221,7 @@ FlashAttnOpt = Annotated[
 ]
 MaxBatchedOpt = Annotated[
     int | None,
-    typer.Option(
+    tokens_option(
         "--max-num-batched-tokens",
         help="vllm: tokens per scheduler step, sizes the profiling run and sliding-window reservations (default 8192; 2048 below 70 GiB or on an A100).",
     ),
@@ -244,7 +261,7 @@ MemFractionStaticOpt = Annotated[
         help="sglang: share of the memory free before loading kept for weights and KV (default from GPU memory).",
     ),
 ]
-MaxTotalTokensOpt = Annotated[int | None, typer.Option("--max-total-tokens", help="sglang: cap on the token pool.")]
+MaxTotalTokensOpt = Annotated[int | None, tokens_option("--max-total-tokens", help="sglang: cap on the token pool.")]
 PageSizeOpt = Annotated[int | None, typer.Option("--page-size", help="sglang: tokens per page (default 1).")]
 SwaFullTokensRatioOpt = Annotated[
     float | None,
@@ -267,16 +284,16 @@ FreeGpuMemoryFractionOpt = Annotated[
 TokensPerBlockOpt = Annotated[
     int | None, typer.Option("--tokens-per-block", help="trtllm: tokens per KV block, a power of two (default 32).")
 ]
-MaxTokensOpt = Annotated[int | None, typer.Option("--max-tokens", help="trtllm: cap on the KV cache's tokens.")]
+MaxTokensOpt = Annotated[int | None, tokens_option("--max-tokens", help="trtllm: cap on the KV cache's tokens.")]
 MaxSeqLenOpt = Annotated[
     int | None,
-    typer.Option(
+    tokens_option(
         "--max-seq-len",
         help="trtllm: longest request, which sizes the full layers' pool against the window pools (default: the model's max positions).",
     ),
 ]
 MaxNumTokensOpt = Annotated[
-    int | None, typer.Option("--max-num-tokens", help="trtllm: tokens of one forward, sizes the profiling run (default 8192).")
+    int | None, tokens_option("--max-num-tokens", help="trtllm: tokens of one forward, sizes the profiling run (default 8192).")
 ]
 
 

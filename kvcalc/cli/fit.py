@@ -62,15 +62,18 @@ from kvcalc.cli.common import (
     positive,
     print_json,
     single_command,
+    tokens_option,
     weights_format,
 )
 from kvcalc.errors import DoesNotFit
+from kvcalc.units import TOKENS_HELP
 
 
 def fit(
     model: ModelOpt,
     seq: Annotated[
-        int | None, typer.Option("--seq", "-s", help="Context for max batch (default: 8192, or the model's max if smaller).")
+        int | None,
+        tokens_option("--seq", "-s", help=f"Context for max batch (default: 8192, or the model's max if smaller): {TOKENS_HELP}."),
     ] = None,
     batch: BatchOpt = 1,
     gpu: GpuOpt = None,

@@ -16,6 +16,7 @@ from kvcalc.cli.common import (
     print_json,
     single_command,
     size_option,
+    tokens_option,
 )
 from kvcalc.compare import derive, parse_variants
 from kvcalc.errors import DoesNotFit
@@ -31,7 +32,9 @@ def measure(
             "--model", "-m", help="Preset name or model file (default: llama3-8b).", autocompletion=preset_names("models")
         ),
     ] = "llama3-8b",
-    seq: Annotated[int | None, typer.Option("--seq", "-s", help="Context in tokens (default: 8192 on GPU, 2048 on CPU).")] = None,
+    seq: Annotated[
+        int | None, tokens_option("--seq", "-s", help="Context in tokens, e.g. 8k = 8,192 (default: 8192 on GPU, 2048 on CPU).")
+    ] = None,
     batch: Annotated[int | None, typer.Option("--batch", "-b", help="Sequences (default: 8 on GPU, 1 on CPU).")] = None,
     layers: Annotated[
         int | None, typer.Option("--layers", help="Measure only the first N layers (predictions scale alike).")
