@@ -318,3 +318,49 @@ def test_embeddings_dtype_of_a_gguf_like_preset(cli, tmp_path: Path) -> None:
         - cli.json("size", "--model", quantized, "--seq", "8")["weights"]["bytes"]
         == embeddings * 2 - embeddings * 34 // 32
     )
+
+
+def _every_help_page() -> list[list[str]]:
+    """The argument lists of every --help page: the group, each command, and the presets subcommands."""
+    from kvcalc.cli import COMMANDS
+
+    return [[], *[[name] for name in COMMANDS], ["presets", "list"], ["presets", "show"]]
+
+
+@pytest.mark.parametrize("words", _every_help_page(), ids=lambda words: " ".join(words) or "kvcalc")
+def test_switches_show_no_placeholder(cli, words: list[str]) -> None:
+    """A switch takes no value: Typer 0.29 would print <bool> beside --json, --explain and --help."""
+    text = cli.help(*words)
+    assert "<bool>" not in text and "--help Show this message and exit." in text
+
+
+def test_fit_help_says_gpu_or_memory_is_required(cli) -> None:
+    text = cli.help("fit")
+    assert "Needs --gpu or --memory (one of them is required)" in text and "Required unless --memory." in text
+    result = cli("fit", "--model", "llama3-8b")
+    assert result.exit_code == 2 and "give --gpu NAME or --memory SIZE" in result.stderr
+
+
+def test_compare_help_names_the_engines(cli) -> None:
+    from kvcalc import engines
+
+    text = cli.help("compare")
+    assert f"engines allocating for --model ({', '.join(engines.PROFILES)})" in text
+    assert "kvcalc compare textbook hf vllm llamacpp --model gemma2-9b" in text
+
+
+def test_check_help_documents_the_plan_and_its_example_runs(cli, tmp_path: Path) -> None:
+    text = cli.help("check")
+    for field in ("workloads:", "seq (8192 or 128k)", "expect: any of fits", "decode_judge: roofline", "README.md"):
+        assert field in text
+    example = re.search(r"Example plan: (workloads: \[.*?\}\}\])", text)
+    assert example is not None, text
+    plan = _write(tmp_path, "plan.yaml", example.group(1) + "\n")
+    assert cli.json("check", plan)["passed"] is True
+
+
+def test_schema_help_says_what_each_document_covers(cli) -> None:
+    from kvcalc.documents import SCHEMAS
+
+    covers = cli.help("schema").split("Covers: ", 1)[1]
+    assert all(f"{command} (" in covers for command in SCHEMAS)

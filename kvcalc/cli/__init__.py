@@ -60,6 +60,29 @@ def listed_command(name: str) -> Any:
     return TyperCommand(name=name, help=text)
 
 
+def _blank_switch_placeholders(command: Any, ctx: Any) -> None:
+    """A switch takes no value, but Typer 0.29 prints a <bool> placeholder beside it: print none."""
+    for param in command.get_params(ctx):
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+
+
+class _PlainSwitches:
+    """Help that shows no placeholder beside the switches (--json, --explain, --help)."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        _blank_switch_placeholders(self, ctx)
+        super().format_help(ctx, formatter)  # type: ignore[misc]
+
+
+class KvcalcCommand(_PlainSwitches, TyperCommand):
+    """A kvcalc command: its switches print without a placeholder."""
+
+
+class KvcalcGroup(_PlainSwitches, TyperGroup):
+    """A group of kvcalc commands (presets): its switches print without a placeholder."""
+
+
 class _OnDemand(Mapping[str, Any]):
     """The commands by name, each imported and made by `make` when first looked up."""
 
@@ -79,7 +102,7 @@ class _OnDemand(Mapping[str, Any]):
         return len(COMMANDS)
 
 
-class _KvcalcGroup(TyperGroup):
+class _KvcalcGroup(KvcalcGroup):
     """Commands built on demand (--help lists their help text only), run with guarded output
     (kvcalc.cli.streams); a usage error (missing option, bad value) is one line on stderr, exit 2."""
 

@@ -13,13 +13,22 @@ from kvcalc.errors import DoesNotFit, KvcalcError
 
 
 def check(
-    plan: Annotated[Path, typer.Argument(help="Plan YAML: presets to add and workloads with their expectations (see README).")],
+    plan: Annotated[
+        Path,
+        typer.Argument(metavar="PLAN.yaml", help="Plan YAML: presets to add and workloads with their expectations (see README)."),
+    ],
     roofline: RooflineOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """CI budget check: exit 0 when every workload meets its expectations, 1 when one does not, 2 on a bad file.
+    r"""CI budget check: exit 0 when every workload meets its expectations, 1 when one does not, 2 on a bad file.
 
-    decode_ms_at_most judges the expected time per token, or the roofline's with --roofline or the plan's decode_judge: roofline.
+    A plan is YAML. workloads: a list, each with name, model, gpu (or memory: 80GiB) and seq (8192 or 128k); optionally batch, tp, pp, kv_dtype, weight_dtype, block_size, engine (vllm, or {name: llamacpp, swa_full: false}), utilization, reserve, and expect: any of fits, max_batch_at_least, max_context_at_least, kv_bytes_at_most (bytes per GPU), decode_ms_at_most.
+
+    Optional at the top: presets: \[files or folders, relative to the plan], and decode_judge: roofline. decode_ms_at_most judges the expected time per token, or the roofline's with --roofline or decode_judge: roofline.
+
+    Example plan: workloads: \[{name: chat, model: llama3-8b, gpu: h100-sxm, seq: 8k, batch: 16, expect: {fits: true, max_batch_at_least: 16}}]
+
+    The full reference: README.md, section check.
     """
     from kvcalc.check import CheckReport, Plan, check_workload
 

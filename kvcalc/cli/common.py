@@ -13,6 +13,7 @@ import typer
 from pydantic import BaseModel, ValidationError
 
 from kvcalc import capacity, engines, presets
+from kvcalc.cli import KvcalcCommand
 from kvcalc.errors import InvalidInput, KvcalcError
 from kvcalc.sources import tensor_parallel
 from kvcalc.spec import ENGINE_OPTIONS, Engine, GpuSpec, ModelSpec, Workload
@@ -56,7 +57,7 @@ def reports_errors(command: F) -> F:
 def single_command(function: Callable[..., Any]) -> typer.Typer:
     """A Typer app of the one command `function`, its errors reported as `reports_errors` says."""
     single = typer.Typer(add_completion=False)
-    single.command()(reports_errors(function))
+    single.command(cls=KvcalcCommand)(reports_errors(function))
     return single
 
 
@@ -207,7 +208,8 @@ SwaFullOpt = Annotated[
     str | None, typer.Option("--swa-full", help="llamacpp: true (default) or false: full-size cache for SWA layers.")
 ]
 UbatchOpt = Annotated[
-    int | None, tokens_option("--ubatch", help="llamacpp: n_ubatch in tokens (default 512), sizes the SWA cache with --swa-full false.")
+    int | None,
+    tokens_option("--ubatch", help="llamacpp: n_ubatch in tokens (default 512), sizes the SWA cache with --swa-full false."),
 ]
 KvUnifiedOpt = Annotated[
     str | None, typer.Option("--kv-unified", help="llamacpp: true or false (default): one buffer shared by all sequences.")

@@ -66,7 +66,14 @@ from kvcalc.units import DType, parse_dtype
 
 ENGINE_NAMES = tuple(engines.PROFILES)  # what compare accepts as engines to compare
 COMPARE_MODEL = "llama3-8b"  # the variants' model when --model is not given: a Llama-3-8B shape
-NamesArg = Annotated[list[str], typer.Argument(help=f"Variants of --model ({VARIANT_HELP}), or models.", show_default=False)]
+NamesArg = Annotated[
+    list[str],
+    typer.Argument(
+        help=f"What to compare: variants of --model ({VARIANT_HELP}), engines allocating for --model"
+        f" ({', '.join(ENGINE_NAMES)}), or models.",
+        show_default=False,
+    ),
+]
 KvDtypesOpt = Annotated[
     str | None,
     typer.Option("--kv-dtype", help="KV-cache dtypes, comma-separated (fp16,fp8,q4_0), each compared (default: the model's)."),
@@ -178,9 +185,9 @@ def compare(
     json_out: JsonOpt = False,
     units: UnitsOpt = "gib",
 ) -> None:
-    """Attention variants of one model side by side (KV bytes, savings; with --gpu what fits and the expected decode time, or the roofline's with --roofline), or several models.
+    """Attention variants of one model, engines allocating for one model, or several models, side by side: KV bytes and savings; with --gpu what fits and the expected decode time (the roofline's with --roofline).
 
-    Examples: kvcalc compare mha gqa:4 gqa:8 mqa mla --model llama3-8b; kvcalc compare llama3-8b mistral-7b --gpu l40s
+    Examples: kvcalc compare mha gqa:4 gqa:8 mqa mla --model llama3-8b; kvcalc compare textbook hf vllm llamacpp --model gemma2-9b; kvcalc compare llama3-8b mistral-7b --gpu l40s
     """
     decimal = decimal_units(units)
     positive(kv_lora_rank=kv_lora_rank, rope_dim=rope_dim)

@@ -8,6 +8,7 @@ import typer
 
 from kvcalc import capacity, presets
 from kvcalc.cli.common import (
+    GPU_HELP,
     BatchOpt,
     BlockOpt,
     EnforceEagerOpt,
@@ -16,7 +17,6 @@ from kvcalc.cli.common import (
     FlashAttnOpt,
     FreeGpuMemoryFractionOpt,
     GpuMemoryUtilizationOpt,
-    GpuOpt,
     HfVersionOpt,
     JsonOpt,
     KDtypeOpt,
@@ -36,7 +36,6 @@ from kvcalc.cli.common import (
     MaxTokensOpt,
     MaxTotalTokensOpt,
     MemFractionStaticOpt,
-    MemoryOpt,
     ModelOpt,
     PageSizeOpt,
     PpOpt,
@@ -60,24 +59,31 @@ from kvcalc.cli.common import (
     gpu_and_budget,
     gpu_label,
     positive,
+    preset_names,
     print_json,
     single_command,
     tokens_option,
     weights_format,
 )
 from kvcalc.errors import DoesNotFit
-from kvcalc.units import TOKENS_HELP
+from kvcalc.units import SIZE_HELP, TOKENS_HELP
 
 
 def fit(
     model: ModelOpt,
     seq: Annotated[
         int | None,
-        tokens_option("--seq", "-s", help=f"Context for max batch (default: 8192, or the model's max if smaller): {TOKENS_HELP}."),
+        tokens_option(
+            "--seq", "-s", help=f"Context for max batch (default: 8192, or the model's max if smaller): {TOKENS_HELP}."
+        ),
     ] = None,
     batch: BatchOpt = 1,
-    gpu: GpuOpt = None,
-    memory: MemoryOpt = None,
+    gpu: Annotated[
+        str | None, typer.Option("--gpu", "-g", help=f"{GPU_HELP} Required unless --memory.", autocompletion=preset_names("gpus"))
+    ] = None,
+    memory: Annotated[
+        str | None, typer.Option("--memory", help=f"GPU memory, overriding the preset's; required without --gpu: {SIZE_HELP}.")
+    ] = None,
     kv_dtype: KvDtypeOpt = None,
     k_dtype: KDtypeOpt = None,
     v_dtype: VDtypeOpt = None,
@@ -128,6 +134,8 @@ def fit(
     units: UnitsOpt = "gib",
 ) -> None:
     """How many sequences of --seq tokens fit per GPU, and how long a context fits for --batch.
+
+    Needs --gpu or --memory (one of them is required): the memory to budget.
 
     Exit code 1 when the weights do not fit, or the batch does not fit at --seq (or at any context when --seq is not given); the shortfall is printed.
     """

@@ -7,13 +7,16 @@ from typing import Annotated
 import typer
 
 from kvcalc import presets
+from kvcalc.cli import KvcalcCommand, KvcalcGroup
 from kvcalc.cli.common import JsonOpt, PresetsOpt, preset_names, print_json, reports_errors, warn
 from kvcalc.spec import ModelSpec
 
-app = typer.Typer(name="presets", help="List and show the model and GPU presets.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    name="presets", cls=KvcalcGroup, help="List and show the model and GPU presets.", no_args_is_help=True, add_completion=False
+)
 
 
-@app.command("list")
+@app.command("list", cls=KvcalcCommand)
 @reports_errors
 def presets_list(presets_dir: PresetsOpt = None, json_out: JsonOpt = False) -> None:
     """Every model and GPU preset, and where it comes from (shipped or a user folder)."""
@@ -31,7 +34,7 @@ def presets_list(presets_dir: PresetsOpt = None, json_out: JsonOpt = False) -> N
         render.presets_tables(document.model_dump(mode="json", exclude={"version", "errors"}))
 
 
-@app.command("show")
+@app.command("show", cls=KvcalcCommand)
 @reports_errors
 def presets_show(
     name: Annotated[

@@ -13,9 +13,12 @@ JSON_COMMANDS = ("size", "fit", "decode", "compare", "measure", "check", "preset
 
 
 def schema(
-    command: Annotated[str, typer.Argument(help=f"One of: {', '.join(JSON_COMMANDS)}.")],
+    command: Annotated[str, typer.Argument(metavar="COMMAND", help=f"One of: {', '.join(JSON_COMMANDS)}.")],
 ) -> None:
-    """The JSON Schema of a command's --json document (generated from its result model; `version` marks breaking changes)."""
+    """The JSON Schema of a command's --json document (generated from its result model; `version` marks breaking changes).
+
+    Covers: size (the model, its KV figures and weights; what fits and the decode step with --gpu), fit (the budget per GPU, max batch, max context and the engine's log lines), decode (one decode step and the prefill), compare (a row per variant, engine or model), measure (predicted vs measured, per variant), check (each workload's figures and assertions), presets-list (every preset with its shape or memory and bandwidth) and presets-show (one preset's fields, each with its source).
+    """
     from kvcalc import documents
 
     if command not in documents.SCHEMAS:
