@@ -427,6 +427,7 @@ class FitReport(Frozen):
     max_batch_limit: Literal["memory", "max_seqs"]
     max_context: int
     max_context_limit: Literal["memory", "max_positions", "max_cache_len", "max_seq_len", "unbounded"]
+    max_context_by_memory: int | None = None  # when the model's max positions binds: the context memory alone allows
     paging_waste_bytes_at_max_batch: int
     pools: list[Pool]  # the token pools the engine sizes at start-up (SGLang, TensorRT-LLM); empty: one budget
     engine_log: list[EngineLogLine]  # figures the engine itself would log, computed its way
@@ -455,12 +456,15 @@ def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | N
     best_batch = min([by_memory, *caps])
     limit, limit_reason = rules.context_limit(model, workload)
     context = max_context(model, workload, usable, limit or UNBOUNDED_CONTEXT, pools)
+    limited_by = limit_reason if context == (limit or UNBOUNDED_CONTEXT) else "memory"
     need = batch_bytes(model, workload, peak=True).per_gpu
     at_best = rules.reshape(workload, batch=max(best_batch, 1))
     waste = _waste_per_gpu(model, at_best) if best_batch else 0
     state = state_bytes(model, settled(model, workload)).per_gpu
-    contexts = sorted({s for s in STANDARD_CONTEXTS if s <= (limit or UNBOUNDED_CONTEXT)} | ({limit} if limit else set()))
+    asked = rules.context_per_sequence(workload)  # the table shows the context asked for, beside the standard ones
+    contexts = {s for s in STANDARD_CONTEXTS if s <= (limit or UNBOUNDED_CONTEXT)} | ({limit} if limit else set()) | {asked}
     budget_holds = usable >= 0 and budget_.overcommitted_bytes == 0
+    by_memory_alone = limited_by == "max_positions" and budget_holds
     return FitReport(
         budget=budget_,
         seq=workload.seq,
@@ -477,11 +481,12 @@ def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | N
         max_batch=best_batch if budget_holds else 0,
         max_batch_limit="max_seqs" if caps and min(caps) < by_memory else "memory",
         max_context=context if budget_holds else 0,
-        max_context_limit=limit_reason if context == (limit or UNBOUNDED_CONTEXT) else "memory",
+        max_context_limit=limited_by,
+        max_context_by_memory=max_context(model, workload, usable, UNBOUNDED_CONTEXT, pools) if by_memory_alone else None,
         paging_waste_bytes_at_max_batch=waste,
         pools=pools,
         engine_log=rules.log_lines(model, workload, usable, stage) + _state_log(model, workload),
-        max_batch_by_context={s: max_batch(model, rules.reshape(workload, context=s), usable, pools) for s in contexts},
+        max_batch_by_context={s: max_batch(model, rules.reshape(workload, context=s), usable, pools) for s in sorted(contexts)},
     )
 
 

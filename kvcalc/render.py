@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from kvcalc.capacity import FitReport, ParamCount, WeightFormat
+from kvcalc.capacity import UNBOUNDED_CONTEXT, FitReport, ParamCount, WeightFormat
 from kvcalc.compare import CompareRow, Comparison, RowDecode, RowFit
 from kvcalc.kvcache import KvEstimate
 from kvcalc.latency import DecodeEstimate, PrefillEstimate
@@ -134,6 +134,15 @@ _CONTEXT_LIMITS = {
 }
 
 
+def _memory_alone(tokens: int | None) -> str:
+    """What memory alone allows when another limit binds, as fit_tables words it."""
+    if tokens is None:
+        return ""
+    if tokens >= UNBOUNDED_CONTEXT:
+        return "; memory alone sets no limit up to 2^31 tokens"
+    return f"; memory would allow {tokens:,} tokens" if tokens else "; memory would allow none"
+
+
 def fit_tables(report: FitReport, model: str, gpu: str, decimal: bool, explain: bool) -> None:
     """The budget breakdown, term by term as the engine sees it, and what fits."""
     b = report.budget
@@ -193,7 +202,9 @@ def fit_tables(report: FitReport, model: str, gpu: str, decimal: bool, explain: 
         + ")"
     )
     console.print(
-        f"max context at batch {report.batch}: [bold]{report.max_context:,}[/] tokens per sequence ({_CONTEXT_LIMITS[report.max_context_limit]})"
+        f"max context at batch {report.batch}: [bold]{report.max_context:,}[/] tokens per sequence"
+        f" ({_CONTEXT_LIMITS[report.max_context_limit]}{_memory_alone(report.max_context_by_memory)})",
+        soft_wrap=True,
     )
     if report.paging_waste_bytes_at_max_batch:
         console.print(

@@ -29,6 +29,35 @@ def test_fit_max_context_at_batch_limited_by_positions_or_memory(cli) -> None:
     assert doc["max_context_limit"] == "memory" and doc["max_context"] == 7301
 
 
+def test_fit_says_what_memory_alone_allows_when_max_positions_binds(cli) -> None:
+    # 61,248,888,832 B usable // 131,072 B per token (test_golden) = 467,291 tokens of llama3-8b at batch 1;
+    # at batch 4 a quarter each: 116,822
+    args = ("fit", "--model", "llama3-8b", "--memory", "80GiB", "--reserve", "0")
+    doc = cli.json(*args)
+    assert (doc["max_context"], doc["max_context_limit"]) == (8192, "max_positions")
+    assert doc["max_context_by_memory"] == 61_248_888_832 // 131_072 == 467_291
+    assert cli.json(*args, "--batch", "4")["max_context_by_memory"] == 61_248_888_832 // (4 * 131_072) == 116_822
+    assert "(limited by the model's max positions; memory would allow 467,291 tokens)" in cli(*args).stdout
+    # memory binds: nothing more to say
+    assert cli.json(*args, "--batch", "64")["max_context_by_memory"] is None
+
+
+def test_fit_memory_alone_sets_no_limit_for_a_sliding_model(cli) -> None:
+    # mistral-7b-v0.1 holds min(s, 4,096) tokens per layer: past the window a longer context costs nothing more
+    args = ("fit", "--model", "mistral-7b-v0.1", "--memory", "80GiB", "--reserve", "0")
+    assert cli.json(*args)["max_context_by_memory"] == 2**31
+    assert "memory alone sets no limit up to 2^31 tokens" in cli(*args).stdout
+
+
+@pytest.mark.parametrize("seq", ["3000", "12k", "2048"])
+def test_fit_table_includes_the_requested_context(cli, seq: str) -> None:
+    doc = cli.json("fit", "--model", "llama3.1-8b", "--memory", "80GiB", "--reserve", "0", "--seq", seq)
+    assert doc["max_batch_by_context"][str(doc["seq"])] == doc["max_batch"]
+    assert list(map(int, doc["max_batch_by_context"])) == sorted(map(int, doc["max_batch_by_context"]))
+    table = cli("fit", "--model", "llama3.1-8b", "--memory", "80GiB", "--reserve", "0", "--seq", seq).stdout
+    assert f"┃ {doc['seq']:,} ┃" in table or f"┃ {doc['seq']:,} " in table
+
+
 def test_fit_sliding_model_context_is_exact() -> None:
     # mistral-7b-v0.1: every layer holds min(s, 4096): past the window a sequence costs no more,
     # so with room for 4096 tokens the context reaches the model's limit.
