@@ -7,17 +7,20 @@ every command's output validates against its model and round-trips to the same J
 from __future__ import annotations
 
 import functools
-from typing import Annotated, Any, Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
+from kvcalc import capacity
 from kvcalc.base import Strict
 from kvcalc.capacity import FitReport, ParamCount
 from kvcalc.compare import Comparison
-from kvcalc.kvcache import KvEstimate
+from kvcalc.errors import KvcalcError
+from kvcalc.kvcache import KvEstimate, estimate_kv
 from kvcalc.latency import DecodeEstimate, PrefillEstimate
-from kvcalc.presets import PresetEntry, PresetProblem
-from kvcalc.spec import GpuSpec, ModelSpec
+from kvcalc.presets import DescribedPreset, PresetEntry, PresetListing, PresetProblem
+from kvcalc.spec import GpuSpec, ModelSpec, Workload
 from kvcalc.units import DType
 
 SCHEMA_VERSION = 2  # bump when a key is renamed or removed; adding keys keeps it
@@ -74,19 +77,91 @@ class CompareDocument(Comparison):
     gpu: str | None
 
 
-class PresetsDocument(Document):
-    """`kvcalc presets list --json`: the usable presets, and the preset files that cannot be used, with why."""
+class ListedModel(Strict):
+    """A model preset at a glance: its shape, limits, parameters and KV bytes per token (all layers, in
+    its dtype, on one GPU, textbook), and where it comes from. A figure the preset cannot give is None."""
 
-    models: list[PresetEntry]
-    gpus: list[PresetEntry]
+    name: str
+    path: Path
+    origin: Literal["shipped", "user"]
+    layers: int
+    kv_heads: int
+    head_dim: int  # of K; V's is v_head_dim when it differs
+    v_head_dim: int | None = None
+    attention: list[str]  # the kinds of its layers, in order of appearance: full, sliding, mla
+    sliding_window: int | None
+    max_positions: int | None
+    params: int | None
+    kv_bytes_per_token: int | None
+
+    @classmethod
+    def of(cls, entry: PresetEntry) -> ListedModel:
+        spec = cast(ModelSpec, entry.spec)  # the listing's models
+        try:
+            kv: KvEstimate | None = estimate_kv(spec, Workload(seq=1))
+        except KvcalcError:
+            kv = None
+        try:
+            params = capacity.count_params(spec)
+        except KvcalcError:  # a published count below its embeddings: `size` says so
+            params = None
+        return cls(
+            name=entry.name, path=entry.path, origin=entry.origin, layers=spec.layers, kv_heads=spec.kv_heads,
+            head_dim=spec.key_dim, v_head_dim=spec.value_dim if spec.value_dim != spec.key_dim else None,
+            attention=list(dict.fromkeys(g.kind for g in kv.groups)) if kv else [],
+            sliding_window=spec.sliding_window, max_positions=spec.max_positions,
+            params=params.total if params else None, kv_bytes_per_token=kv.bytes_per_token if kv else None,
+        )  # fmt: skip
+
+
+class ListedGpu(Strict):
+    """A GPU preset at a glance: memory and peak bandwidth, and where it comes from."""
+
+    name: str
+    path: Path
+    origin: Literal["shipped", "user"]
+    memory_bytes: int
+    bandwidth_bytes_per_s: int
+
+    @classmethod
+    def of(cls, entry: PresetEntry) -> ListedGpu:
+        spec = cast(GpuSpec, entry.spec)  # the listing's GPUs
+        return cls(
+            name=entry.name, path=entry.path, origin=entry.origin,
+            memory_bytes=spec.memory_bytes, bandwidth_bytes_per_s=spec.bandwidth_bytes_per_s,
+        )  # fmt: skip
+
+
+class PresetsDocument(Document):
+    """`kvcalc presets list --json`: the usable presets with their figures, and the preset files that
+    cannot be used, with why."""
+
+    models: list[ListedModel]
+    gpus: list[ListedGpu]
     errors: list[PresetProblem] = []
+
+    @classmethod
+    def of(cls, listing: PresetListing) -> PresetsDocument:
+        return cls(
+            models=[ListedModel.of(e) for e in listing.models],
+            gpus=[ListedGpu.of(e) for e in listing.gpus],
+            errors=listing.errors,
+        )
 
 
 class PresetDocument(Document):
-    """`kvcalc presets show --json`: one validated spec."""
+    """`kvcalc presets show --json`: one validated spec, the file it is read from, and where each
+    field's value comes from (file, derived: how, default, not given)."""
 
     kind: Literal["model", "gpu"]
     spec: ModelSpec | GpuSpec
+    path: Path | None = None
+    sources: dict[str, str] = {}
+
+    @classmethod
+    def of(cls, described: DescribedPreset) -> PresetDocument:
+        kind: Literal["model", "gpu"] = "model" if isinstance(described.spec, ModelSpec) else "gpu"
+        return cls(kind=kind, spec=described.spec, path=described.path, sources=described.field_sources())
 
 
 _MEASURE_DOCUMENTS = ("MeasureDocument", "MeasureDoesNotFitDocument", "MeasureOutput")

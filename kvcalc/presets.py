@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from kvcalc.base import Frozen
 from kvcalc.errors import InvalidPreset, KvcalcError, PresetNotFound
-from kvcalc.spec import GpuSpec, ModelSpec
+from kvcalc.spec import DERIVED_FIELDS, GpuSpec, ModelSpec
 
 Kind = Literal["models", "gpus"]
 PRESETS_ENV = "KVCALC_PRESETS"
@@ -267,11 +267,12 @@ def _looks_like(data: dict[str, Any]) -> Kind:
 
 
 class PresetEntry(Frozen):
-    """A preset's name and the file it comes from."""
+    """A preset's name, the file it comes from, and its validated spec."""
 
     name: str
     path: Path
     origin: Literal["shipped", "user"]
+    spec: ModelSpec | GpuSpec
 
 
 class PresetProblem(Frozen):
@@ -376,7 +377,7 @@ def presets_listing(extra_dirs: Sequence[str | Path] | None = None) -> PresetLis
     for kind in ("models", "gpus"):
         named = _by_name(kind, folders)
         usable[kind] = [
-            PresetEntry(name=name, path=item.path, origin=origin)
+            PresetEntry(name=name, path=item.path, origin=origin, spec=item.spec)
             for name, (origin, item) in sorted(named.items())
             if item.error is None
         ]
@@ -410,18 +411,18 @@ def _preset_file(ref: str) -> Path:
     return Path(ref)
 
 
-def _named(kind: Kind, ref: str, user: _Folders) -> Any | None:
-    """The preset `ref` of `kind` from the user folders, then the shipped ones; None when none claims it.
-    A broken file that claims the name raises its error."""
+def _named(kind: Kind, ref: str, user: _Folders) -> tuple[Any, Path] | None:
+    """The preset `ref` of `kind` and its file, from the user folders, then the shipped ones; None when
+    none claims it. A broken file that claims the name raises its error."""
     claimed = _by_name(kind, user).get(ref)
     if claimed is not None:
-        return claimed[1].load()
+        return claimed[1].load(), claimed[1].path
     shipped = shipped_presets_dir() / kind / f"{ref}.yaml"  # shipped presets are named by their file
     try:
         is_shipped = shipped.is_file()
     except OSError:  # a name the system cannot look up (over 255 bytes) names no shipped preset
         is_shipped = False
-    return load_file(kind, shipped) if is_shipped else None
+    return (load_file(kind, shipped), shipped) if is_shipped else None
 
 
 def _unknown(what: str, ref: str, names: list[str], listing: PresetListing) -> PresetNotFound:
@@ -443,9 +444,9 @@ def resolve(kind: Kind, ref: str, extra_dirs: Sequence[str | Path] | None = None
         return special
     if _is_path(ref):
         return load_file(kind, _preset_file(ref))
-    spec = _named(kind, ref, _user_folders(extra_dirs))
-    if spec is not None:
-        return spec
+    named = _named(kind, ref, _user_folders(extra_dirs))
+    if named is not None:
+        return named[0]
     listing = presets_listing(extra_dirs)
     names = [e.name for e in (listing.models if kind == "models" else listing.gpus)]
     if kind == "gpus":  # a name as nvidia-smi or amd-smi prints it, else suggestions
@@ -462,20 +463,62 @@ def _closest(ref: str, names: Iterable[str]) -> list[str]:
 
 def load_any(ref: str, extra_dirs: Sequence[str | Path] | None = None) -> ModelSpec | GpuSpec:
     """A model or a GPU: a file read as what its fields say it is, a name looked up among both."""
+    return _locate_any(ref, extra_dirs)[0]
+
+
+class DescribedPreset(NamedTuple):
+    """A model or GPU, the file it was read from (None for a Hub repo or `auto`), and the fields that
+    file gives (a YAML's keys; every field set for config.json and GGUF files, which name no defaults)."""
+
+    spec: ModelSpec | GpuSpec
+    path: Path | None
+    given: frozenset[str]
+
+    def field_sources(self) -> dict[str, str]:
+        """Every field of the spec, in order, and where its value comes from: the file (`path`),
+        derived from other fields, the default, or not given."""
+        derived = {**DERIVED_FIELDS, "name": "the file's name"}
+        sources = {}
+        for field, info in type(self.spec).model_fields.items():
+            if field in self.given:
+                sources[field] = "file" if self.path is not None else "given"
+            elif field in self.spec.model_fields_set:
+                sources[field] = f"derived: {derived.get(field, 'from the other fields')}"
+            else:
+                sources[field] = "not given" if info.default is None else "default"
+        return sources
+
+
+def describe(ref: str, extra_dirs: Sequence[str | Path] | None = None) -> DescribedPreset:
+    """`load_any`'s spec with the file it comes from and the fields that file gives (for `presets show`)."""
+    spec, path = _locate_any(ref, extra_dirs)
+    given = spec.model_fields_set
+    if path is not None and path.suffix in (".yaml", ".yml"):
+        given = set(read_mapping(path))
+    return DescribedPreset(spec, path, frozenset(given))
+
+
+def _locate_any(ref: str, extra_dirs: Sequence[str | Path] | None) -> tuple[ModelSpec | GpuSpec, Path | None]:
+    """The spec `ref` names and the file it is read from: a GGUF, Hub repo or snapshot; a preset name
+    (user presets first, models before GPUs); `auto` or a vendor's device name; a file."""
     from kvcalc import sources  # GGUF files, Hub repo ids, cache snapshots, `auto` and device names
 
-    special = sources.model_reference(ref) or sources.gpu_reference(ref, extra_dirs, by_device_name=True)
-    if special is not None:
-        return special
+    model = sources.model_reference(ref)
+    if model is not None:
+        return model, Path(ref) if ref.endswith((".gguf", ".json")) else None
+    if not _is_path(ref):
+        user = _user_folders(extra_dirs)
+        for kind in ("models", "gpus"):
+            named = _named(kind, ref, user)
+            if named is not None:
+                return named  # type: ignore[return-value]
+    gpu = sources.gpu_reference(ref, extra_dirs, by_device_name=True)
+    if gpu is not None:
+        return gpu, None
     if _is_path(ref):
         path = _preset_file(ref)
         data = read_mapping(path)
-        return _spec_from("models" if path.suffix == ".json" else _looks_like(data), path, data)  # type: ignore[no-any-return]
-    user = _user_folders(extra_dirs)
-    for kind in ("models", "gpus"):
-        spec = _named(kind, ref, user)
-        if spec is not None:
-            return spec  # type: ignore[no-any-return]
+        return _spec_from("models" if path.suffix == ".json" else _looks_like(data), path, data), path
     listing = presets_listing(extra_dirs)
     raise _unknown("model or GPU", ref, [e.name for e in listing.models + listing.gpus], listing)
 

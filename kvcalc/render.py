@@ -264,22 +264,60 @@ def decode_tables(step: DecodeEstimate, first: PrefillEstimate | None, decimal: 
         _explain(step.explain)
 
 
-def presets_tables(document: dict[str, list[dict[str, str]]]) -> None:
-    """The presets list."""
-    for kind, entries in document.items():
-        table = _table(f"{kind} ({len(entries)})", "name", "origin", "file")
-        for e in entries:
-            table.columns[2].justify = "left"
-            table.add_row(e["name"], e["origin"], e["path"])
-        console.print(table)
+def _attention_cell(model: Any) -> str:
+    kinds = [f"sliding {model.sliding_window:,}" if kind == "sliding" else kind for kind in model.attention]
+    return " + ".join(kinds) or "-"
 
 
-def spec_table(document: dict[str, Any]) -> None:
-    """One preset's fields."""
-    table = _table(str(document.get("name")), "field", "value")
+def _or_dash(value: int | None, show: Callable[[int], str] = "{:,}".format) -> str:
+    return "-" if value is None else show(value)
+
+
+def presets_tables(document: Any) -> None:
+    """The presets list (document: kvcalc.documents.PresetsDocument): each model's shape and figures, each GPU's
+    memory and bandwidth, and where a user preset comes from."""
+    models = _table(
+        f"models ({len(document.models)})", "name", "layers", "KV heads", "head dim", "attention", "max context",
+        "params", "KV / token", "origin",
+    )  # fmt: skip
+    for m in document.models:
+        models.add_row(
+            m.name, str(m.layers), "latent" if m.attention == ["mla"] else str(m.kv_heads), f"{m.head_dim}" + (f"/{m.v_head_dim}" if m.v_head_dim else ""),
+            _attention_cell(m), _or_dash(m.max_positions), _or_dash(m.params, lambda n: f"{n / 1e9:,.2f}B"),
+            _or_dash(m.kv_bytes_per_token, format_bytes), "shipped" if m.origin == "shipped" else escape(str(m.path)),
+        )  # fmt: skip
+    console.print(models)
+    gpus = _table(f"GPUs ({len(document.gpus)})", "name", "memory", "bandwidth", "origin")
+    for g in document.gpus:
+        gpus.add_row(
+            g.name, format_bytes(g.memory_bytes), f"{format_bytes(g.bandwidth_bytes_per_s, decimal=True)}/s",
+            "shipped" if g.origin == "shipped" else escape(str(g.path)),
+        )  # fmt: skip
+    console.print(gpus)
+    console.print("params in billions (10^9); KV / token: all layers in the model's dtype on one GPU", style="dim")
+
+
+def _field_value(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_field_value(v)}" for k, v in value.items() if v is not None)
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
+def spec_table(document: Any) -> None:
+    """One preset's fields, each with where its value comes from (document: kvcalc.documents.PresetDocument)."""
+    table = _table(document.spec.name + (f": {escape(str(document.path))}" if document.path else ""), "field", "source", "value")
     table.columns[1].justify = "left"
-    for key, value in document.items():
-        table.add_row(key, f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else escape(str(value)))
+    table.columns[2].justify = "left"
+    for key, value in document.spec.model_dump(mode="json").items():
+        table.add_row(key, document.sources.get(key, ""), escape(_field_value(value)))
     console.print(table)
 
 

@@ -199,6 +199,9 @@ class StateSpec(Strict):
     )
 
 
+DERIVED_FIELDS = {"head_dim": "hidden / heads", "params": "stored_weights.params"}  # what a validator fills in when absent
+
+
 class ModelSpec(Strict):
     """A model's shape. The KV cache needs only layers, heads, kv_heads, head_dim and dtype;
     the optional fields unlock weights, limits and MoE/MLA/window figures."""

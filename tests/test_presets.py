@@ -250,3 +250,65 @@ def test_config_layer_types_spell_each_layer() -> None:
     assert fields["layer_pattern"] == ["sliding", "full", "sliding"] and fields["sliding_window"] == 16
     all_full = model_fields_from_hf({**config, "layer_types": ["full_attention"] * 3}, "x", "config.json")
     assert "layer_pattern" not in all_full and "sliding_window" not in all_full
+
+
+def test_presets_list_shows_each_models_shape_and_figures(cli) -> None:
+    listed = cli.json("presets", "list")
+    models = {m["name"]: m for m in listed["models"]}
+    # llama3-8b: 32 layers x 8 KV heads x (128 + 128) values x 2 B = 131,072 B per token (test_golden);
+    # params as published (keras-hub llama3_8b_en)
+    llama = models["llama3-8b"]
+    assert (llama["layers"], llama["kv_heads"], llama["head_dim"], llama["attention"]) == (32, 8, 128, ["full"])
+    assert (llama["max_positions"], llama["params"], llama["kv_bytes_per_token"]) == (8192, 8_030_261_248, 131_072)
+    # gemma2-9b: 42 layers alternate sliding (W 4,096) and full; 42 x 8 x (256 + 256) x 2 B per token
+    gemma = models["gemma2-9b"]
+    assert (gemma["attention"], gemma["sliding_window"], gemma["kv_bytes_per_token"]) == (["sliding", "full"], 4096, 344_064)
+    # deepseek-v3: one MLA latent of 512 + 64 rope values per layer: 61 x 576 x 2 B; K heads 192 wide, V 128
+    deepseek = models["deepseek-v3"]
+    assert (deepseek["attention"], deepseek["kv_bytes_per_token"]) == (["mla"], 61 * 576 * 2)
+    assert (deepseek["head_dim"], deepseek["v_head_dim"]) == (192, 128)
+    h100 = {g["name"]: g for g in listed["gpus"]}["h100-sxm"]
+    assert (h100["memory_bytes"], h100["bandwidth_bytes_per_s"]) == (85_520_809_984, 3_350_000_000_000)
+    assert all(m["kv_bytes_per_token"] and m["attention"] for m in listed["models"])
+
+
+def test_presets_list_table_has_the_figures(cli) -> None:
+    table = cli("presets", "list").stdout
+    llama = next(line for line in table.splitlines() if line.startswith("│ llama3-8b "))
+    assert [cell.strip() for cell in llama.split("│")[1:-1]] == [
+        "llama3-8b", "32", "8", "128", "full", "8,192", "8.03B", "128.00 KiB", "shipped",
+    ]  # fmt: skip
+    deepseek = next(line for line in table.splitlines() if line.startswith("│ deepseek-v3 "))
+    assert [cell.strip() for cell in deepseek.split("│")[3:6]] == ["latent", "192/128", "mla"]
+    assert "sliding 4,096 + full" in table
+    h100 = next(line for line in table.splitlines() if line.startswith("│ h100-sxm "))
+    assert "79.65 GiB" in h100 and "3.35 TB/s" in h100
+
+
+def test_presets_show_lists_every_field_with_its_source(cli, tmp_path: Path) -> None:
+    (tmp_path / "tiny.yaml").write_text("layers: 2\nheads: 4\nkv_heads: 2\nhidden: 256\nmax_positions: 4096\n")
+    shown = cli.json("presets", "show", tmp_path / "tiny.yaml")
+    assert list(shown["sources"]) == list(ModelSpec.model_fields) == list(shown["spec"])
+    assert shown["path"] == str(tmp_path / "tiny.yaml")
+    sources = shown["sources"]
+    assert (sources["layers"], sources["max_positions"]) == ("file", "file")
+    assert (sources["name"], sources["head_dim"]) == ("derived: the file's name", "derived: hidden / heads")
+    assert (sources["dtype"], sources["mlp"], sources["sliding_window"], sources["mla"]) == ("default",) * 2 + ("not given",) * 2
+    assert shown["spec"]["head_dim"] == 64
+    table = cli("presets", "show", tmp_path / "tiny.yaml").stdout
+    assert any(
+        line.split() == ["│", "head_dim", "│", "derived:", "hidden", "/", "heads", "│", "64", "│"] for line in table.splitlines()
+    )
+    assert any(line.split() == ["│", "sliding_window", "│", "not", "given", "│", "-", "│"] for line in table.splitlines())
+
+
+def test_presets_show_names_the_file_of_a_preset_and_a_gpu(cli) -> None:
+    shown = cli.json("presets", "show", "gemma2-9b")
+    assert Path(shown["path"]) == shipped_presets_dir() / "models" / "gemma2-9b.yaml"
+    assert shown["sources"]["sliding_window"] == "file" and shown["sources"]["mlp"] == "default"
+    gpu = cli.json("presets", "show", "h100-sxm")
+    assert Path(gpu["path"]) == shipped_presets_dir() / "gpus" / "h100-sxm.yaml"
+    assert list(gpu["sources"]) == list(gpu["spec"]) and gpu["sources"]["backend"] == "default"
+    by_device_name = cli.json("presets", "show", "NVIDIA H100 80GB HBM3")  # no file named: the alias found it
+    assert by_device_name["spec"] == gpu["spec"] and by_device_name["path"] is None
+    assert by_device_name["sources"]["memory_bytes"] == "given"

@@ -9,7 +9,6 @@ import typer
 from kvcalc import presets
 from kvcalc.cli import KvcalcCommand, KvcalcGroup
 from kvcalc.cli.common import JsonOpt, PresetsOpt, preset_names, print_json, reports_errors, warn
-from kvcalc.spec import ModelSpec
 
 app = typer.Typer(
     name="presets", cls=KvcalcGroup, help="List and show the model and GPU presets.", no_args_is_help=True, add_completion=False
@@ -19,19 +18,19 @@ app = typer.Typer(
 @app.command("list", cls=KvcalcCommand)
 @reports_errors
 def presets_list(presets_dir: PresetsOpt = None, json_out: JsonOpt = False) -> None:
-    """Every model and GPU preset, and where it comes from (shipped or a user folder)."""
+    """Every model and GPU preset at a glance (a model's layers, KV heads, head dim, attention kinds, max context, parameters and KV bytes per token; a GPU's memory and bandwidth), and where it comes from."""
     from kvcalc import documents
 
     listing = presets.presets_listing(presets_dir)
     for problem in listing.errors:
         warn(f"{problem.path}: {problem.reason} (not listed)")
-    document = documents.PresetsDocument(**listing.model_dump())
+    document = documents.PresetsDocument.of(listing)
     if json_out:
         print_json(document)
     else:
         from kvcalc import render
 
-        render.presets_tables(document.model_dump(mode="json", exclude={"version", "errors"}))
+        render.presets_tables(document)
 
 
 @app.command("show", cls=KvcalcCommand)
@@ -43,13 +42,13 @@ def presets_show(
     presets_dir: PresetsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """One preset's fields, validated, with its source."""
-    spec = presets.load_any(name, presets_dir)
-    if json_out:
-        from kvcalc import documents
+    """Every field of one preset, validated, and where each value comes from: its file, derived from other fields, or the default."""
+    from kvcalc import documents
 
-        print_json(documents.PresetDocument(kind="model" if isinstance(spec, ModelSpec) else "gpu", spec=spec))
+    document = documents.PresetDocument.of(presets.describe(name, presets_dir))
+    if json_out:
+        print_json(document)
     else:
         from kvcalc import render
 
-        render.spec_table(spec.model_dump(mode="json", exclude_none=True))
+        render.spec_table(document)
