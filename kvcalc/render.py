@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -262,6 +263,11 @@ def decode_tables(step: DecodeEstimate, first: PrefillEstimate | None, decimal: 
     console.print(table)
     if explain:
         _explain(step.explain)
+
+
+def plot_written(path: Path) -> None:
+    """The line that says where --plot drew its figure."""
+    console.print(f"plot: {escape(str(path))}", soft_wrap=True)
 
 
 def _attention_cell(model: Any) -> str:

@@ -79,6 +79,21 @@ def parse_tokens(text: str) -> int:
     return int(exact)
 
 
+def format_tokens(n: int) -> str:
+    """A token count as context lengths are named, when it is a whole or half multiple of k = 1,024 or
+    M = 1,048,576 tokens; with digits otherwise (parse_tokens reads either back).
+
+    >>> format_tokens(8192), format_tokens(131072), format_tokens(2**20), format_tokens(1536), format_tokens(1000)
+    ('8k', '128k', '1M', '1.5k', '1,000')
+    """
+    for suffix, factor in (("M", 2**20), ("k", 2**10)):
+        if n >= factor and n % factor == 0:
+            return f"{n // factor:,}{suffix}"
+        if n >= factor and 2 * n % factor == 0:
+            return f"{n // factor:,}.5{suffix}"
+    return f"{n:,}"
+
+
 def format_bytes(n: int | float, decimal: bool = False) -> str:
     """Render bytes in the largest fitting unit, binary (GiB) unless decimal (GB).
 

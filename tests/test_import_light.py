@@ -31,7 +31,8 @@ def test_size_command_does_not_load_torch() -> None:
 
 def test_json_output_loads_no_rich_and_builds_one_command() -> None:
     """The start-up path of `kvcalc size --json`: no Rich console (tables only), no measure models
-    (its documents are defined when asked for), and no other command's module imported or options built."""
+    (its documents are defined when asked for), no figures (--plot only), and no other command's
+    module imported or options built."""
     code = INVOKE + (
         "import typer.main; built = []; build = typer.main.get_command; "
         "typer.main.get_command = lambda typer_app: built.append(typer_app) or build(typer_app); "
@@ -39,9 +40,29 @@ def test_json_output_loads_no_rich_and_builds_one_command() -> None:
         "assert r.exit_code == 0, r.output; "
         "print([name for name, module in COMMANDS.items() if module in sys.modules], "
         "[name for name, module in COMMANDS.items() if module in sys.modules and sys.modules[module].app in built], "
-        "sorted(m for m in ('torch', 'numpy', 'rich.console', 'kvcalc.render', 'kvcalc.measure') if m in sys.modules))"
+        "sorted(m for m in ('torch', 'numpy', 'rich.console', 'kvcalc.render', 'kvcalc.measure', 'kvcalc.plots', 'matplotlib')"
+        " if m in sys.modules))"
     )
     assert _python(code) == "['size'] ['size'] []"
+
+
+def test_matplotlib_loads_only_to_draw(tmp_path) -> None:
+    """Every command runs without matplotlib; --plot imports it when the figure is drawn."""
+    for args in (
+        f"{SIZE_ARGS}, '--gpu', 'h100-sxm']",
+        "['fit', '-m', 'llama3-8b', '--memory', '80GB']",
+        "['compare', 'mha', 'gqa']",
+    ):
+        code = (
+            INVOKE + f"r = CliRunner().invoke(app, {args}); assert r.exit_code == 0, r.output; print('matplotlib' in sys.modules)"
+        )
+        assert _python(code) == "False"
+    plot = tmp_path / "size.png"
+    code = INVOKE + (
+        f"r = CliRunner().invoke(app, {SIZE_ARGS}, '--plot', {str(plot)!r}]); assert r.exit_code == 0, r.output; "
+        "print('matplotlib' in sys.modules, 'matplotlib.pyplot' in sys.modules)"
+    )
+    assert _python(code) == "True False" and plot.exists()  # Agg canvas, no pyplot state machine
 
 
 def test_help_lists_every_command_and_builds_none() -> None:

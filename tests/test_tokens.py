@@ -132,3 +132,10 @@ def test_plan_engine_options_take_the_spellings(cli, tmp_path: Path) -> None:
 def test_bad_spellings_in_plans(cli, tmp_path: Path, seq: str, says: str) -> None:
     result = cli("check", _plan(tmp_path, seq))
     assert result.exit_code == 2 and says in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@given(st.integers(1, 2**40))
+def test_formatted_counts_read_back(count: int) -> None:
+    from kvcalc.units import format_tokens
+
+    assert parse_tokens(format_tokens(count)) == count

@@ -7,6 +7,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -172,6 +173,35 @@ ExplainOpt = Annotated[bool, typer.Option("--explain", help="Show each formula w
 UnitsOpt = Annotated[
     str, typer.Option("--units", help="Human units: gib (2^30, default) or gb (10^9). Exact bytes are always shown.")
 ]
+
+
+def plot_option(what: str) -> Any:
+    """--plot FILE.png|svg: also draw `what` (needs the [plot] extra)."""
+    return typer.Option(
+        "--plot",
+        metavar="FILE.png|svg",
+        help=f'Also draw {what} to a PNG or SVG file (needs matplotlib: pip install "kvcalc\\[plot]").',
+    )
+
+
+def plot_target(plot: str | None) -> Path | None:
+    """The --plot file, checked before any work (.png or .svg, its folder, matplotlib); None without --plot."""
+    if plot is None:
+        return None
+    from kvcalc import plots  # only with --plot: matplotlib itself is imported when the figure is drawn
+
+    return plots.target(plot)
+
+
+def write_plot(chart: Any, path: Path, quiet: bool) -> None:
+    """Draw the chart to the --plot file; say where, unless `quiet` (--json: stdout is the document)."""
+    from kvcalc import plots
+
+    plots.save(chart, path)
+    if not quiet:
+        from kvcalc import render
+
+        render.plot_written(path)
 
 
 EngineOpt = Annotated[

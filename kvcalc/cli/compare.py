@@ -54,9 +54,12 @@ from kvcalc.cli.common import (
     engine_options,
     gpu_and_budget,
     gpu_label,
+    plot_option,
+    plot_target,
     positive,
     print_json,
     single_command,
+    write_plot,
 )
 from kvcalc.compare import DEFAULT_KV_LORA_RANK, DEFAULT_ROPE_DIM, VARIANT_HELP, Subject, derive, parse_variant
 from kvcalc.compare import compare as compare_rows
@@ -184,12 +187,14 @@ def compare(
     presets_dir: PresetsOpt = None,
     json_out: JsonOpt = False,
     units: UnitsOpt = "gib",
+    plot: Annotated[str | None, plot_option("a bar per variant, engine or model (with --gpu, max batch and decode time)")] = None,
 ) -> None:
     """Attention variants of one model, engines allocating for one model, or several models, side by side: KV bytes and savings; with --gpu what fits and the expected decode time (the roofline's with --roofline).
 
     Examples: kvcalc compare mha gqa:4 gqa:8 mqa mla --model llama3-8b; kvcalc compare textbook hf vllm llamacpp --model gemma2-9b; kvcalc compare llama3-8b mistral-7b --gpu l40s
     """
     decimal = decimal_units(units)
+    plot_path = plot_target(plot)
     positive(kv_lora_rank=kv_lora_rank, rope_dim=rope_dim)
     # engine and variant names are case-blind (VLLM as --engine reads it, GQA:4); model names and paths are not
     names = [name.lower() if name.lower() in ENGINE_NAMES or parse_variant(name) else name for name in names]
@@ -233,6 +238,10 @@ def compare(
         from kvcalc import render
 
         render.compare_tables(result, label, decimal)
+    if plot_path is not None:
+        from kvcalc import plots
+
+        write_plot(plots.compare_chart(result, label, decimal), plot_path, json_out)
 
 
 app = single_command(compare)

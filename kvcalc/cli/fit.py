@@ -58,12 +58,15 @@ from kvcalc.cli.common import (
     engine_options,
     gpu_and_budget,
     gpu_label,
+    plot_option,
+    plot_target,
     positive,
     preset_names,
     print_json,
     single_command,
     tokens_option,
     weights_format,
+    write_plot,
 )
 from kvcalc.errors import DoesNotFit
 from kvcalc.units import SIZE_HELP, TOKENS_HELP
@@ -132,6 +135,7 @@ def fit(
     json_out: JsonOpt = False,
     explain: ExplainOpt = False,
     units: UnitsOpt = "gib",
+    plot: Annotated[str | None, plot_option("the max batch vs context, with --seq and --batch")] = None,
 ) -> None:
     """How many sequences of --seq tokens fit per GPU, and how long a context fits for --batch.
 
@@ -140,6 +144,7 @@ def fit(
     Exit code 1 when the weights do not fit, or the batch does not fit at --seq (or at any context when --seq is not given); the shortfall is printed.
     """
     decimal = decimal_units(units)
+    plot_path = plot_target(plot)
     spec = presets.load_model(model, presets_dir)
     default_seq = min(8192, spec.max_positions or 8192)
     engine_spec = build_engine(engine, **engine_options(locals()))
@@ -158,6 +163,11 @@ def fit(
         from kvcalc import render
 
         render.fit_tables(report, spec.name, gpu_label(gpu_spec, memory), decimal, explain)
+    if plot_path is not None:
+        from kvcalc import plots
+
+        dtype = (work.kv_dtype or spec.dtype).value
+        write_plot(plots.fit_chart(report, spec.name, dtype, gpu_label(gpu_spec, memory)), plot_path, json_out)
     if not (report.fits if seq is not None else report.max_context > 0):
         raise typer.Exit(DoesNotFit.exit_code)
 

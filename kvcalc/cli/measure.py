@@ -11,12 +11,15 @@ from kvcalc.cli.common import (
     JsonOpt,
     PresetsOpt,
     build_workload,
+    plot_option,
+    plot_target,
     positive,
     preset_names,
     print_json,
     single_command,
     size_option,
     tokens_option,
+    write_plot,
 )
 from kvcalc.compare import derive, parse_variants
 from kvcalc.errors import DoesNotFit
@@ -56,6 +59,7 @@ def measure(
     max_memory: Annotated[str | None, typer.Option("--max-memory", help=f"Take at most this much memory: {SIZE_HELP}.")] = None,
     presets_dir: PresetsOpt = None,
     json_out: JsonOpt = False,
+    plot: Annotated[str | None, plot_option("predicted vs measured per variant (decode time and cache bytes)")] = None,
 ) -> None:
     """Allocate the predicted KV cache on a real device, check its bytes, and time SDPA GQA decode against the roofline (needs torch: pip install "kvcalc\\[measure]").
 
@@ -64,6 +68,7 @@ def measure(
     from kvcalc import documents, render
     from kvcalc.measure.runner import measure as run_measure
 
+    plot_path = plot_target(plot)  # --plot: checked before any tensor is allocated
     device = "cuda" if gpu_flag else device
     on_gpu = device.startswith("cuda")
     positive(seq=seq, batch=batch, layers=layers)
@@ -88,6 +93,10 @@ def measure(
         print_json(documents.MeasureDocument.of(report))
     else:
         render.measure_tables(report, decimal=False)
+    if plot_path is not None:  # --plot: the figure of the report
+        from kvcalc import plots
+
+        write_plot(plots.measure_chart(report), plot_path, json_out)
 
 
 app = single_command(measure)

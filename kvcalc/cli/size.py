@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from kvcalc import capacity, latency, presets
@@ -60,10 +62,13 @@ from kvcalc.cli.common import (
     engine_options,
     gpu_and_budget,
     gpu_label,
+    plot_option,
+    plot_target,
     print_json,
     seconds_per_layer,
     single_command,
     weights_format,
+    write_plot,
 )
 from kvcalc.errors import DoesNotFit
 from kvcalc.kvcache import estimate_kv
@@ -118,12 +123,16 @@ def size(
     json_out: JsonOpt = False,
     explain: ExplainOpt = False,
     units: UnitsOpt = "gib",
+    plot: Annotated[
+        str | None, plot_option("the KV cache vs context (per layer kind for mixed models; with --gpu, the KV budget)")
+    ] = None,
 ) -> None:
     """KV-cache bytes per token, per sequence and for the batch; the weights; with --gpu or --memory, what fits and the decode bound.
 
     Example: kvcalc size --model llama3-8b --seq 8192 --batch 16 --kv-dtype fp8
     """
     decimal = decimal_units(units)
+    plot_path = plot_target(plot)
     spec = presets.load_model(model, presets_dir)
     engine_spec = build_engine(engine, **engine_options(locals()))
     work = build_workload(spec, seq, batch, kv_dtype, tp, pp, block_size, engine_spec, state_dtype, k_dtype, v_dtype)
@@ -158,6 +167,11 @@ def size(
             render.fit_tables(report, spec.name, gpu_label(gpu_spec, memory), decimal, explain)
         if step is not None:
             render.decode_tables(step, None, decimal, explain)
+    if plot_path is not None:
+        from kvcalc import plots
+
+        label = gpu_label(gpu_spec, memory) if report is not None else None
+        write_plot(plots.size_chart(spec, work, kv, report, label, decimal), plot_path, json_out)
     if report is not None and not report.fits:
         raise typer.Exit(DoesNotFit.exit_code)
 
