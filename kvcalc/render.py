@@ -317,9 +317,18 @@ def _field_value(value: Any) -> str:
     return str(value)
 
 
+def _shown_path(path: Path) -> str:
+    """A file as the title names it: relative to the current folder when inside it, else as given."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(path)
+
+
 def spec_table(document: Any) -> None:
     """One preset's fields, each with where its value comes from (document: kvcalc.documents.PresetDocument)."""
-    table = _table(document.spec.name + (f": {escape(str(document.path))}" if document.path else ""), "field", "source", "value")
+    where = f": {escape(_shown_path(document.path))}" if document.path else ""
+    table = _table(document.spec.name + where, "field", "source", "value")
     table.columns[1].justify = "left"
     table.columns[2].justify = "left"
     for key, value in document.spec.model_dump(mode="json").items():
