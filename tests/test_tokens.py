@@ -139,3 +139,19 @@ def test_formatted_counts_read_back(count: int) -> None:
     from kvcalc.units import format_tokens
 
     assert parse_tokens(format_tokens(count)) == count
+
+
+@pytest.mark.parametrize(
+    "engine, flag, spelled, plain",
+    [
+        ("sglang", "--max-total-tokens", "64k", "65536"),
+        ("trtllm", "--max-tokens", "48k", "49152"),
+        ("trtllm", "--max-num-tokens", "4k", "4096"),
+        ("trtllm", "--max-seq-len", "16k", "16384"),
+    ],
+)
+def test_engine_token_options_take_the_spellings(cli, engine: str, flag: str, spelled: str, plain: str) -> None:
+    args = ("fit", "--model", "llama3.1-8b", "--gpu", "h100-sxm", "--seq", "8k", "--engine", engine, flag)
+    assert cli.json(*args, spelled) == cli.json(*args, plain)
+    bad = cli(*args, "8kk")
+    assert bad.exit_code == 2 and f"Invalid value for '{flag}'" in bad.stderr
