@@ -110,10 +110,11 @@ def _axis_ticks(end: int, count: int = 6) -> list[int]:
     return list(range(0, end + 1, step))
 
 
-def _workload_words(work: Workload) -> str:
-    split = (f", tp {work.tp}" if work.tp > 1 else "") + (f", pp {work.pp}" if work.pp > 1 else "")
-    engine = f", {work.engine.name}" if work.engine.name != "textbook" else ""
-    return f"batch {work.batch}{split}{engine}"
+def _workload_words(kv: KvEstimate) -> str:
+    """The batch, the split and the engine, as the KV table's title names them."""
+    split = (f", tp {kv.tp}" if kv.tp > 1 else "") + (f", pp {kv.pp}" if kv.pp > 1 else "")
+    engine = f", engine {kv.engine}" if kv.engine != "textbook" else ""
+    return f"batch {kv.batch}{split}{engine}"
 
 
 def size_chart(model: ModelSpec, work: Workload, kv: KvEstimate, fit: FitReport | None, gpu: str | None, decimal: bool) -> Chart:
@@ -147,7 +148,7 @@ def size_chart(model: ModelSpec, work: Workload, kv: KvEstimate, fit: FitReport 
     if budget > 0:
         hlines.append(Mark(label=f"KV budget per GPU: {format_bytes(budget, decimal)}", value=budget / unit))
     return Chart(
-        title=f"KV cache: {model.name}, {kv.kv_dtype.value}, {_workload_words(work)}" + (f", on {gpu}" if gpu else ""),
+        title=f"KV cache: {model.name}, {kv.kv_dtype.value}, {_workload_words(kv)}" + (f", on {gpu}" if gpu else ""),
         panels=[
             Panel(
                 x_label="context, --seq (tokens)",
