@@ -129,7 +129,7 @@ def size(
 ) -> None:
     """KV-cache bytes per token, per sequence and for the batch; the weights; with --gpu or --memory, what fits and the decode bound.
 
-    Example: kvcalc size --model llama3-8b --seq 8192 --batch 16 --kv-dtype fp8
+    Example: kvcalc size --model llama3-8b --seq 8k --batch 16 --kv-dtype fp8
     """
     decimal = decimal_units(units)
     plot_path = plot_target(plot)
