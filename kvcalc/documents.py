@@ -88,11 +88,14 @@ class ListedModel(Strict):
     kv_heads: int
     head_dim: int  # of K; V's is v_head_dim when it differs
     v_head_dim: int | None = None
-    attention: list[str]  # the kinds of its layers, in order of appearance: full, sliding, mla
+    attention: list[str]  # its attention layers' kinds, in order of appearance: full, sliding, chunked, mla
     sliding_window: int | None
+    attention_chunk_size: int | None = None
+    state: list[str] = []  # a hybrid's state layers' kinds: mamba1, mamba2, gated_deltanet, lightning, short_conv
     max_positions: int | None
     params: int | None
     kv_bytes_per_token: int | None
+    state_bytes_per_sequence: int = 0  # a hybrid's recurrent state, whatever the context
 
     @classmethod
     def of(cls, entry: PresetEntry) -> ListedModel:
@@ -109,8 +112,10 @@ class ListedModel(Strict):
             name=entry.name, path=entry.path, origin=entry.origin, layers=spec.layers, kv_heads=spec.kv_heads,
             head_dim=spec.key_dim, v_head_dim=spec.value_dim if spec.value_dim != spec.key_dim else None,
             attention=list(dict.fromkeys(g.kind for g in kv.groups)) if kv else [],
-            sliding_window=spec.sliding_window, max_positions=spec.max_positions,
+            sliding_window=spec.sliding_window, attention_chunk_size=spec.attention_chunk_size,
+            state=[g.kind for g in kv.state_groups] if kv else [], max_positions=spec.max_positions,
             params=params.total if params else None, kv_bytes_per_token=kv.bytes_per_token if kv else None,
+            state_bytes_per_sequence=kv.state_bytes_per_sequence if kv else 0,
         )  # fmt: skip
 
 

@@ -286,6 +286,11 @@ class KvEstimate(Frozen):
     replicated_kv_heads: bool
     explain: list[str]
 
+    @property
+    def cache_types(self) -> str:
+        """The cache's dtypes as titles name them: fp8, or K fp8, V bf16."""
+        return f"K {self.kv_dtype.value}, V {self.v_dtype.value}" if self.v_dtype else self.kv_dtype.value
+
 
 def exact_workload(workload: Workload) -> Workload:
     """The textbook twin of a workload: exact bytes, no pages, the same tokens (llama.cpp's n_ctx

@@ -133,9 +133,11 @@ def size_chart(model: ModelSpec, work: Workload, kv: KvEstimate, fit: FitReport 
     budget = fit.budget.usable_bytes if fit is not None else 0
     unit, unit_name = _unit(max(budget, *(e.bytes_per_gpu for e in curve)), decimal)
     lines = [Line(label="all layers", x=contexts, y=[e.bytes_per_gpu / unit for e in curve])]
-    if len(kv.groups) > 1 and work.tp == 1 and work.pp == 1:
+    if len(kv.groups) + len(kv.state_groups) > 1 and work.tp == 1 and work.pp == 1:
         for i, group in enumerate(kv.groups):
-            kind = f"sliding window {group.window:,}" if group.kind == "sliding" else group.kind
+            if group.shared:  # attends to an earlier layer's cache and keeps none
+                continue
+            kind = f"{group.kind} window {group.window:,}" if group.window else group.kind
             lines.append(
                 Line(
                     label=f"{kind} ({group.layers} layers)",
@@ -144,11 +146,14 @@ def size_chart(model: ModelSpec, work: Workload, kv: KvEstimate, fit: FitReport 
                     dashed=True,
                 )
             )
+        for i, state in enumerate(kv.state_groups):  # one state per sequence, whatever the context
+            y = [e.state_groups[i].bytes_per_sequence * e.batch / unit for e in curve]
+            lines.append(Line(label=f"{state.kind} state ({state.layers} layers)", x=contexts, y=y, dashed=True))
     hlines = []
     if budget > 0:
         hlines.append(Mark(label=f"KV budget per GPU: {format_bytes(budget, decimal)}", value=budget / unit))
     return Chart(
-        title=f"KV cache: {model.name}, {kv.kv_dtype.value}, {_workload_words(kv)}" + (f", on {gpu}" if gpu else ""),
+        title=f"KV cache: {model.name}, {kv.cache_types}, {_workload_words(kv)}" + (f", on {gpu}" if gpu else ""),
         panels=[
             Panel(
                 x_label="context, --seq (tokens)",

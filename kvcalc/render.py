@@ -50,19 +50,13 @@ def _explain(lines: list[str]) -> None:
         console.print(f"  {line}", markup=False, soft_wrap=True)
 
 
-def _cache_types(kv: KvEstimate) -> str:
-    return f"K {kv.kv_dtype.value}, V {kv.v_dtype.value}" if kv.v_dtype else kv.kv_dtype.value
-
-
 def kv_table(kv: KvEstimate, decimal: bool, explain: bool) -> None:
     """The KV-cache figures of `size`."""
     where = f", tp {kv.tp}" if kv.tp > 1 else ""
     where += f", pp {kv.pp}" if kv.pp > 1 else ""
     paged = f", pages of {kv.block_size}" if kv.block_size else ""
     engine = f", engine {kv.engine}" if kv.engine != "textbook" else ""
-    table = _table(
-        f"KV cache: {kv.model}, {_cache_types(kv)}, seq {kv.seq:,}, batch {kv.batch}{where}{paged}{engine}", "", "bytes"
-    )
+    table = _table(f"KV cache: {kv.model}, {kv.cache_types}, seq {kv.seq:,}, batch {kv.batch}{where}{paged}{engine}", "", "bytes")
     table.add_row("per token (all layers)", _bytes_cell(kv.bytes_per_token, decimal))
     unit = "shared buffer" if kv.allocation_units != kv.batch else "per sequence"
     tokens = f"n_ctx {kv.seq:,} / {kv.batch}" if kv.engine == "llamacpp" and kv.batch > 1 else f"{kv.seq:,} tokens"
@@ -271,8 +265,9 @@ def plot_written(path: Path) -> None:
 
 
 def _attention_cell(model: Any) -> str:
-    kinds = [f"sliding {model.sliding_window:,}" if kind == "sliding" else kind for kind in model.attention]
-    return " + ".join(kinds) or "-"
+    windows = {"sliding": model.sliding_window, "chunked": model.attention_chunk_size}
+    kinds = [f"{kind} {windows[kind]:,}" if windows.get(kind) else kind for kind in model.attention]
+    return " + ".join(kinds + model.state) or "-"
 
 
 def _or_dash(value: int | None, show: Callable[[int], str] = "{:,}".format) -> str:
@@ -283,14 +278,15 @@ def presets_tables(document: Any) -> None:
     """The presets list (document: kvcalc.documents.PresetsDocument): each model's shape and figures, each GPU's
     memory and bandwidth, and where a user preset comes from."""
     models = _table(
-        f"models ({len(document.models)})", "name", "layers", "KV heads", "head dim", "attention", "max context",
-        "params", "KV / token", "origin",
+        f"models ({len(document.models)})", "name", "layers", "KV heads", "head dim", "layer kinds", "max context",
+        "params", "KV / token", "state / seq", "origin",
     )  # fmt: skip
     for m in document.models:
         models.add_row(
             m.name, str(m.layers), "latent" if m.attention == ["mla"] else str(m.kv_heads), f"{m.head_dim}" + (f"/{m.v_head_dim}" if m.v_head_dim else ""),
             _attention_cell(m), _or_dash(m.max_positions), _or_dash(m.params, lambda n: f"{n / 1e9:,.2f}B"),
-            _or_dash(m.kv_bytes_per_token, format_bytes), "shipped" if m.origin == "shipped" else escape(str(m.path)),
+            _or_dash(m.kv_bytes_per_token, format_bytes), _or_dash(m.state_bytes_per_sequence or None, format_bytes),
+            "shipped" if m.origin == "shipped" else escape(str(m.path)),
         )  # fmt: skip
     console.print(models)
     gpus = _table(f"GPUs ({len(document.gpus)})", "name", "memory", "bandwidth", "origin")
@@ -300,7 +296,11 @@ def presets_tables(document: Any) -> None:
             "shipped" if g.origin == "shipped" else escape(str(g.path)),
         )  # fmt: skip
     console.print(gpus)
-    console.print("params in billions (10^9); KV / token: all layers in the model's dtype on one GPU", style="dim")
+    console.print(
+        "params in billions (10^9); KV / token: all layers in the model's dtype on one GPU;"
+        " state / seq: a hybrid's recurrent state per sequence, whatever the context",
+        style="dim",
+    )
 
 
 def _field_value(value: Any) -> str:

@@ -62,6 +62,15 @@ def test_size_chart_splits_mixed_layer_kinds() -> None:
     assert total.x[-1] == 131_072  # the model's max positions, beyond --seq
 
 
+def test_size_chart_shows_a_hybrids_state_flat() -> None:
+    # jamba-1.5-mini: 4 attention layers grow with the context, 28 Mamba layers keep one state per sequence
+    chart, _ = _size_chart("jamba-1.5-mini", 32768, 2)
+    total, full, state = chart.panels[0].lines
+    assert (full.label, state.label) == ("full (4 layers)", "mamba1 state (28 layers)")
+    assert len(set(state.y)) == 1 and state.y[0] > 0
+    assert all(abs(t - f - m) < 1e-9 for t, f, m in zip(total.y, full.y, state.y, strict=True))
+
+
 def test_fit_chart_is_the_max_batch_table() -> None:
     model = load_model("llama3.1-8b")
     work = Workload(seq=12288, batch=4)

@@ -267,6 +267,16 @@ def test_presets_list_shows_each_models_shape_and_figures(cli) -> None:
     deepseek = models["deepseek-v3"]
     assert (deepseek["attention"], deepseek["kv_bytes_per_token"]) == (["mla"], 61 * 576 * 2)
     assert (deepseek["head_dim"], deepseek["v_head_dim"]) == (192, 128)
+    # a hybrid lists its state layers and their state per sequence; a chunked model its chunk
+    jamba = models["jamba-1.5-mini"]
+    state = estimate_kv(load_model("jamba-1.5-mini"), Workload(seq=1)).state_bytes_per_sequence
+    assert (jamba["attention"], jamba["state"], jamba["state_bytes_per_sequence"]) == (["full"], ["mamba1"], state) and state
+    scout = models["llama4-scout"]
+    assert (scout["attention"], scout["attention_chunk_size"], scout["state_bytes_per_sequence"]) == (
+        ["chunked", "full"],
+        8192,
+        0,
+    )
     h100 = {g["name"]: g for g in listed["gpus"]}["h100-sxm"]
     assert (h100["memory_bytes"], h100["bandwidth_bytes_per_s"]) == (85_520_809_984, 3_350_000_000_000)
     assert all(m["kv_bytes_per_token"] and m["attention"] for m in listed["models"])
@@ -276,8 +286,9 @@ def test_presets_list_table_has_the_figures(cli) -> None:
     table = cli("presets", "list").stdout
     llama = next(line for line in table.splitlines() if line.startswith("│ llama3-8b "))
     assert [cell.strip() for cell in llama.split("│")[1:-1]] == [
-        "llama3-8b", "32", "8", "128", "full", "8,192", "8.03B", "128.00 KiB", "shipped",
+        "llama3-8b", "32", "8", "128", "full", "8,192", "8.03B", "128.00 KiB", "-", "shipped",
     ]  # fmt: skip
+    assert "full + mamba1" in table and "chunked 8,192 + full" in table
     deepseek = next(line for line in table.splitlines() if line.startswith("│ deepseek-v3 "))
     assert [cell.strip() for cell in deepseek.split("│")[3:6]] == ["latent", "192/128", "mla"]
     assert "sliding 4,096 + full" in table
