@@ -734,6 +734,14 @@ def measure(
         ),
     ] = None,
     max_memory: Annotated[str | None, typer.Option("--max-memory", help=f"Take at most this much memory: {SIZE_HELP}.")] = None,
+    tp: Annotated[
+        int,
+        typer.Option(
+            "--tp",
+            help="Tensor-parallel ranks, one process each (gloo on cpu, NCCL on cuda): each allocates and times its shard."
+            " CPU: at most 4 per core and 64.",
+        ),
+    ] = 1,
     presets_dir: PresetsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -746,7 +754,7 @@ def measure(
 
     device = "cuda" if gpu_flag else device
     on_gpu = device.startswith("cuda")
-    _positive(seq=seq, batch=batch, layers=layers)
+    _positive(seq=seq, batch=batch, layers=layers, tp=tp)
     spec = presets.load_model(model, presets_dir)
     default_dtype = "bf16" if on_gpu else "fp32"
     work = _workload(
@@ -762,7 +770,7 @@ def measure(
     peak = presets.load_gpu(gpu_preset, presets_dir) if gpu_preset else None
     limit = _size("max-memory", max_memory) if max_memory else None
     with render.progress(enabled=not json_out) as step:
-        report = run_measure(subjects, work, device, layers, limit, peak, step)
+        report = run_measure(subjects, work, device, layers, limit, peak, step, tp)
     if json_out:
         print_json(documents.MeasureDocument.of(report))
     else:
