@@ -733,7 +733,12 @@ def measure(
             autocompletion=_preset_names("gpus"),
         ),
     ] = None,
-    max_memory: Annotated[str | None, typer.Option("--max-memory", help=f"Take at most this much memory: {SIZE_HELP}.")] = None,
+    max_memory: Annotated[
+        str | None,
+        typer.Option(
+            "--max-memory", help=f"Take at most this much memory, per rank (CPU default: 4 GiB over all ranks): {SIZE_HELP}."
+        ),
+    ] = None,
     tp: Annotated[
         int,
         typer.Option(

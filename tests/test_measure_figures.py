@@ -104,8 +104,8 @@ def test_a_step_faster_than_its_roofline_cannot_be_judged() -> None:
     assert not report.judged
     # the rate came from hot sdpa, now 10x slow: 2e9 FLOPs at 1e8 / 0.04 s predict 0.8 s for a 0.04 s step
     assert report.why == [
-        "llama3-8b: grouped ran 20.00x faster than the roofline of this run's own figures (tolerance 1.33x),"
-        " so its compute figure was measured too low"
+        "llama3-8b: grouped ran 20.00x faster than the roofline of this run's own figures (tolerance 1.33x)"
+        ": its compute figure was measured too low"
     ]
 
 

@@ -35,7 +35,6 @@ from kvcalc.units import DType, MiB
 TORCH_DTYPES = {DType.fp32: torch.float32, DType.fp16: torch.float16, DType.bf16: torch.bfloat16}
 Progress = Callable[[str], None]
 HOT_BYTES = 8 * MiB  # the cache-resident block of the CPU compute rate: a quarter of a 32 MiB L3
-READ_SHAPE = (8, 4096, 128)  # (heads, tokens, head dim) of one layer of the read-bandwidth buffer
 
 
 def pick_device(name: str, rank: int = 0) -> torch.device:
@@ -95,6 +94,22 @@ def _meminfo(path: str, key: str) -> int | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def last_level_cache_bytes(device: torch.device) -> int | None:
+    """The GPU's L2, or the CPU's largest cache level (sysfs); None when unknown."""
+    if device.type == "cuda":
+        return int(getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0)) or None
+    sizes = []
+    for index in range(8):
+        try:
+            with open(f"/sys/devices/system/cpu/cpu0/cache/index{index}/size", encoding="utf-8") as size:
+                text = size.read().strip()
+        except OSError:
+            break
+        units = {"K": 2**10, "M": 2**20, "G": 2**30}
+        sizes.append(int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text))
+    return max(sizes, default=None)
 
 
 def synchronize(device: torch.device) -> None:
@@ -255,16 +270,16 @@ def hot_block(cache: Cache, q: torch.Tensor, budget: int, repeats: int = 8) -> t
 
 class Probe:
     """The run's bandwidth figures: an fp32 buffer, larger than any last-level cache, read by the
-    decode kernels with one query row per head (batched GEMV), and copied half onto half."""
+    decode kernels with one query row per head (batched GEMV) at the model's head width and the
+    run's length, and copied half onto half."""
 
-    def __init__(self, device: torch.device, nbytes: int) -> None:
-        heads, tokens, dim = READ_SHAPE
-        layer = 2 * heads * tokens * dim  # K and V values
-        self.layers_ = max(1, nbytes // (4 * layer))
-        self.buffer = torch.empty(self.layers_ * layer, dtype=torch.float32, device=device).fill_(0.5)
-        shaped = self.buffer.view(self.layers_, 2, 1, heads, tokens, dim)
+    def __init__(self, device: torch.device, nbytes: int, tokens: int, dim: int) -> None:
+        tokens = max(1, min(tokens, nbytes // (4 * 2 * 4 * dim)))  # at least 4 (head, sequence) pairs
+        heads = max(1, nbytes // (4 * 2 * tokens * dim))
+        self.buffer = torch.empty(2 * heads * tokens * dim, dtype=torch.float32, device=device).fill_(0.5)
+        shaped = self.buffer.view(2, 1, heads, tokens, dim)
         self.cache = Cache()
-        self.cache.layers = [(shaped[i, 0], shaped[i, 1]) for i in range(self.layers_)]
+        self.cache.layers = [(shaped[0], shaped[1])]
         self.q = torch.full((1, heads, 1, dim), 0.01, dtype=torch.float32, device=device)
         half = self.buffer.numel() // 2
         self.copy_src, self.copy_dst = self.buffer[:half], self.buffer[half : 2 * half]

@@ -186,7 +186,8 @@ def doubts(result: VariantResult, tolerance: float = TOLERANCE) -> list[str]:
     if beaten > tolerance:
         reasons.append(
             f"{result.variant}: {result.fastest_path} ran {beaten:.2f}x faster than the roofline of this run's own figures"
-            f" (tolerance {tolerance:.2f}x), so its {result.bound} figure was measured too low"
+            f" (tolerance {tolerance:.2f}x): its {result.bound} figure was measured too low"
+            + (", or the cache was read from a CPU cache, not memory" if result.bound == "memory" else "")
         )
     return reasons
 

@@ -16,15 +16,17 @@ from datetime import timedelta
 from typing import IO, Any
 
 from kvcalc.errors import DoesNotFit, KvcalcError, MeasureUnavailable
+from kvcalc.kvcache import layer_caches
 from kvcalc.measure import out_of_memory, require_torch, short
 from kvcalc.measure.figures import TOLERANCE
-from kvcalc.measure.plan import MeasureRequest, plan_variants
-from kvcalc.units import GiB, MiB
+from kvcalc.measure.plan import MeasurePlan, MeasureRequest, plan_variants
+from kvcalc.units import GiB, MiB, format_bytes
 
 SAFETY = 0.8  # share of free memory a plan may take
-CPU_LIMIT_BYTES = 4 * GiB  # never take more RAM than this on the CPU (all ranks together) unless --max-memory says so
+CPU_LIMIT_BYTES = 4 * GiB  # RAM all CPU ranks together take at most, unless --max-memory (per rank) says otherwise
 PROBE_BYTES = {"cpu": 128 * MiB, "cuda": 1 * GiB}  # the bandwidth buffer: 4x a 32 MiB L3, 20x an H200's L2
 GROUP_TIMEOUT = timedelta(minutes=10)
+CACHE_MULTIPLE = 4  # a cache under this many last-level caches is partly read from there
 
 
 class Channel:
@@ -78,18 +80,23 @@ def measure_rank(request: MeasureRequest, rank: int, channel: Channel) -> dict[s
         peak = load_gpu(preset)
     allowed = int(bench.free_bytes(device) * SAFETY)
     if device.type == "cpu":
-        allowed = min(allowed, CPU_LIMIT_BYTES) // tp  # the ranks share one machine's memory
-    if request.max_memory is not None:
+        allowed //= tp  # the ranks share one machine's memory
+    if request.max_memory is not None:  # per rank
         allowed = min(allowed, request.max_memory)
+    elif device.type == "cpu":
+        allowed = min(allowed, CPU_LIMIT_BYTES // tp)
     if tp > 1:  # every rank plans the same shapes, or their collectives would not match
         agreed = torch.tensor([allowed], dtype=torch.int64, device=device)
         dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
         allowed = int(agreed.item())
-    probe_bytes = max(MiB, min(PROBE_BYTES[device.type], allowed // 4))
+    probe_bytes = min(PROBE_BYTES[device.type], allowed // 4)
     plans = plan_variants(request.variants, request.workload, allowed - probe_bytes, request.max_layers)
+    if (llc := bench.last_level_cache_bytes(device)) is not None:
+        plans = [(name, with_cache_note(plan, llc)) for name, plan in plans]
     cache = bench.Cache()
     with bench.oom_guard(cache, device, " while allocating the bandwidth buffer"):
-        probe = bench.Probe(device, probe_bytes)
+        first = layer_caches(plans[0][1].model, tp)[0]  # the probe reads at the model's head width
+        probe = bench.Probe(device, probe_bytes, request.workload.seq, first.k_values // max(first.kv_heads, 1))
     raws = []
     for _, plan in plans:
         if tp == 1:
@@ -128,6 +135,17 @@ def measure_rank(request: MeasureRequest, rank: int, channel: Channel) -> dict[s
         variants=results,
     )
     return judged_report(report).model_dump(mode="json")
+
+
+def with_cache_note(plan: MeasurePlan, last_level_cache: int) -> MeasurePlan:
+    """The plan, noting when its cache is too small for every step to read it from memory."""
+    if plan.cache_bytes >= CACHE_MULTIPLE * last_level_cache:
+        return plan
+    note = (
+        f"the {format_bytes(plan.cache_bytes)} cache is under {CACHE_MULTIPLE}x the {format_bytes(last_level_cache)} last-level"
+        " cache: part of each step reads it from there, not from memory"
+    )
+    return plan.model_copy(update={"notes": [*plan.notes, note]})
 
 
 def main() -> int:
