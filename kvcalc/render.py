@@ -215,9 +215,9 @@ def measure_tables(report: Any, decimal: bool) -> None:
         f" (decode's GEMV), copy {format_bytes(report.copy_bandwidth_bytes_per_s, True)}/s",
         soft_wrap=True,
     )
-    shard = f" (per rank of tp {report.tp})" if report.tp > 1 else ""
+    per_rank = [f"per rank of tp {report.tp}"] if report.tp > 1 else []
     bytes_table = _table(
-        f"Cache bytes{shard}: predicted vs allocated",
+        "Cache bytes" + "".join(f" ({p})" for p in per_rank) + ": predicted vs allocated",
         "variant",
         "KV heads",
         "layers",
@@ -238,7 +238,7 @@ def measure_tables(report: Any, decimal: bool) -> None:
         )
     console.print(bytes_table)
     times = _table(
-        f"Decode step ({report.variants[0].dtype}{shard}): predicted vs measured (steady times)",
+        f"Decode step ({', '.join([report.variants[0].dtype, *per_rank])}): predicted vs measured (steady times)",
         "",
         *[v.variant for v in report.variants],
     )

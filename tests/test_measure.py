@@ -178,3 +178,5 @@ def test_gpu_measure_allocates_exactly(cli) -> None:
         assert v["allocated_bytes"] == v["predicted_bytes"]
         assert v["measured_seconds"] > 0 and v["sdpa_backend"] != "unknown"
     assert doc["device"] == "cuda"
+    assert_verdict(doc)
+    assert {f["name"] for f in doc["variants"][0]["figures"]} >= {"hot bmm", "step sdpa", "step grouped"}

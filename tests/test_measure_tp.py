@@ -145,3 +145,12 @@ def test_out_of_memory_on_one_rank_stops_every_rank(tmp_path: Path) -> None:
     assert line.startswith("Error: rank 1 of 2: out of memory on cpu while allocating"), line
     assert line.endswith("every rank was stopped and its memory released"), line
     assert _processes_with(marker) == []
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(bench.cuda_devices() < 2, reason="needs two CUDA devices")
+def test_tp2_on_two_gpus_with_nccl(cli) -> None:
+    doc = cli.json("measure", "--gpu", "--model", "llama3-8b", "--seq", "4096", "--batch", "2", "--tp", "2")
+    assert [r["device"] for r in doc["ranks"]] == ["cuda:0", "cuda:1"]
+    for rank in doc["ranks"]:  # bf16: 32 layers x 4 KV heads x 256 x 4096 x 2 sequences x 2 B
+        assert rank["predicted_bytes"] == rank["allocated_bytes"] == 32 * 4 * 256 * 4096 * 2 * 2

@@ -41,7 +41,7 @@ def pick_device(name: str, rank: int = 0) -> torch.device:
     """`cuda` (or `cuda:N`; rank r of a process group takes cuda:r) when available, else `cpu`."""
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise MeasureUnavailable("no CUDA device is available; use --device cpu")
-    if name == "cuda" and rank:
+    if name == "cuda":
         return torch.device("cuda", rank)
     return torch.device(name)
 

@@ -68,7 +68,10 @@ def measure_rank(request: MeasureRequest, rank: int, channel: Channel) -> dict[s
         import torch.distributed as dist
 
         channel.progress("joining the process group")
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=tp, timeout=GROUP_TIMEOUT)
+        if device.type == "cuda":  # device_id binds NCCL's communicator (and barrier) to this rank's GPU
+            dist.init_process_group("nccl", rank=rank, world_size=tp, timeout=GROUP_TIMEOUT, device_id=device)
+        else:
+            dist.init_process_group("gloo", rank=rank, world_size=tp, timeout=GROUP_TIMEOUT)
 
         def settle() -> None:  # every rank starts each timed sample together, as in a real TP step
             bench.synchronize(device)
