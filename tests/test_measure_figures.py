@@ -47,12 +47,12 @@ def sampled(timer: NoisyTimer) -> dict[str, list[float]]:
     return samples | interleaved({"repeat_kv": lambda: TRUE_SECONDS["repeat_kv"]}, 1, 3, timer)
 
 
-def report_of(samples: dict[str, list[float]]) -> MeasureReport:
+def report_of(samples: dict[str, list[float]], flops: int = 2 * 10**9) -> MeasureReport:
     """The report the worker would build from these samples, for llama3-8b on 2 layers at 8192 tokens."""
     plan = plan_measurement(truncated(load_model("llama3-8b"), 2), Workload(seq=8192, kv_dtype="fp32"), 2**32)
     raw = {"allocated_bytes": plan.cache_bytes, "samples": samples, "hot_flops": HOT_FLOPS, "sdpa_backend": "math"}
     bandwidth, figures = run_bandwidth([samples], READ_BYTES, COPY_BYTES)
-    result = variant_result("llama3-8b", plan, raw, bandwidth, 2 * 10**9, None)
+    result = variant_result("llama3-8b", plan, raw, bandwidth, flops, None)
     report = MeasureReport(
         model="llama3-8b", device="cpu", device_name="synthetic", torch_version="-", threads=2, load_average=0.0,
         busy=False, gpu_preset=None, copy_bandwidth_bytes_per_s=bandwidth["copy"],
@@ -107,6 +107,18 @@ def test_a_step_faster_than_its_roofline_cannot_be_judged() -> None:
         "llama3-8b: grouped ran 20.00x faster than the roofline of this run's own figures (tolerance 1.33x)"
         ": its compute figure was measured too low"
     ]
+
+
+def test_only_the_figures_that_set_the_bound_must_hold_still() -> None:
+    """The compute rate wavers (its later half 3x slower): a compute-bound step cannot be judged, but a
+    memory-bound one far below the ridge can, as no rate within that spread would change its roofline."""
+    samples = sampled(NoisyTimer())
+    for key in ("hot sdpa", "hot grouped"):
+        samples[key] = samples[key][:4] + [s * 3 for s in samples[key][4:]]
+    compute_bound = report_of(samples)  # 2e9 FLOPs: 40 ms of compute against 20 ms of reading
+    assert not compute_bound.judged and compute_bound.why[0].startswith("llama3-8b: hot grouped did not hold still")
+    memory_bound = report_of(samples, flops=2 * 10**8)  # 4 ms of compute (12 ms at the median) against 20 ms
+    assert memory_bound.variants[0].bound == "memory" and memory_bound.judged, memory_bound.why
 
 
 @given(

@@ -175,13 +175,21 @@ def variant_result(
     )
 
 
-def doubts(result: VariantResult, tolerance: float = TOLERANCE) -> list[str]:
-    """Why this variant's figures cannot be judged: the compute rate it was predicted with, the
-    timed step of its fastest path or its all-reduce did not hold still, or that path beat its roofline."""
+def doubts(result: VariantResult, read: Figure, tolerance: float = TOLERANCE) -> list[str]:
+    """Why this variant cannot be judged: a figure its roofline rests on, the timed step of its
+    fastest path or its all-reduce did not hold still, or that path beat its roofline.
+
+    The roofline rests on the read bandwidth and the compute rate only where that figure, taken at
+    its median instead of its steady time, would set the bound: a memory-bound step far from the
+    ridge does not care how steady the compute rate was, nor a compute-bound one the bandwidth."""
     rate = min((f for f in result.figures if f.name.startswith("hot ")), key=lambda f: f.steady_seconds)
-    relied_on = [rate, next(f for f in result.figures if f.name == f"step {result.fastest_path}")]
+    relied_on = [next(f for f in result.figures if f.name == f"step {result.fastest_path}")]
     relied_on += [f for f in result.figures if f.name == "all-reduce"]
+    if result.predicted_compute_seconds * rate.spread >= result.predicted_seconds_at_read_bandwidth:
+        relied_on.insert(0, rate)
     reasons = [f"{result.variant}: {line}" for line in unsteady(relied_on, tolerance)]
+    if result.predicted_seconds_at_read_bandwidth * read.spread >= result.predicted_compute_seconds and not read.holds:
+        reasons.insert(0, f"{result.variant}: read bandwidth: {unsteady([read], tolerance)[0]}")
     beaten = result.predicted_seconds / result.fastest_seconds
     if beaten > tolerance:
         reasons.append(
@@ -232,8 +240,8 @@ class MeasureReport(Frozen):
 
 def judged_report(report: MeasureReport, tolerance: float = TOLERANCE) -> MeasureReport:
     """The report with its verdict: judged, or why not, and no ratio where it cannot be judged."""
-    why = [f"read bandwidth: {line}" for line in unsteady([read_figure(report.run_figures)], tolerance)]
-    why += [reason for v in report.variants for reason in doubts(v, tolerance)]
+    read = read_figure(report.run_figures)
+    why = [reason for v in report.variants for reason in doubts(v, read, tolerance)]
     variants = report.variants
     if why:
         variants = [v.model_copy(update={"measured_over_predicted": None, "fastest_over_predicted": None}) for v in variants]
