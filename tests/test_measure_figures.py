@@ -47,17 +47,22 @@ def sampled(timer: NoisyTimer) -> dict[str, list[float]]:
     return samples | interleaved({"repeat_kv": lambda: TRUE_SECONDS["repeat_kv"]}, 1, 3, timer)
 
 
-def report_of(samples: dict[str, list[float]], flops: int = 2 * 10**9) -> MeasureReport:
-    """The report the worker would build from these samples, for llama3-8b on 2 layers at 8192 tokens."""
+def report_of(*variant_samples: dict[str, list[float]], flops: int = 2 * 10**9) -> MeasureReport:
+    """The report the worker would build from these samples (one dict per variant), for llama3-8b on 2 layers at 8192 tokens."""
     plan = plan_measurement(truncated(load_model("llama3-8b"), 2), Workload(seq=8192, kv_dtype="fp32"), 2**32)
-    raw = {"allocated_bytes": plan.cache_bytes, "samples": samples, "hot_flops": HOT_FLOPS, "sdpa_backend": "math"}
-    bandwidth, figures = run_bandwidth([samples], READ_BYTES, COPY_BYTES)
-    result = variant_result("llama3-8b", plan, raw, bandwidth, flops, None)
+    bandwidth, figures = run_bandwidth(list(variant_samples), READ_BYTES, COPY_BYTES)
+    results = [
+        variant_result(
+            f"v{i}", plan, {"allocated_bytes": plan.cache_bytes, "samples": samples, "hot_flops": HOT_FLOPS, "sdpa_backend": "math"},
+            bandwidth, flops, None,
+        )
+        for i, samples in enumerate(variant_samples)
+    ]  # fmt: skip
     report = MeasureReport(
         model="llama3-8b", device="cpu", device_name="synthetic", torch_version="-", threads=2, load_average=0.0,
         busy=False, gpu_preset=None, copy_bandwidth_bytes_per_s=bandwidth["copy"],
         read_bandwidth_bytes_per_s=bandwidth["read"], tolerance=TOLERANCE, judged=True, why=[], run_figures=figures,
-        variants=[result],
+        variants=results,
     )  # fmt: skip
     return judged_report(report)
 
@@ -91,8 +96,20 @@ def test_a_drifting_machine_cannot_be_judged() -> None:
     per_round = REPEATS * len(tasks())
     report = report_of(sampled(NoisyTimer(slow=set(range(2 * per_round + 1, 10**6)), factor=3.0)))
     assert not report.judged
-    assert any("read bandwidth: read sdpa did not hold still" in why for why in report.why)
+    assert any(why.startswith("read bandwidth (v0 rest on it): read sdpa did not hold still") for why in report.why)
     assert report.variants[0].measured_over_predicted is None and report.variants[0].fastest_over_predicted is None
+
+
+def test_a_bandwidth_that_moved_between_variants_cannot_be_judged() -> None:
+    """Each variant's own rounds held still, but the second variant's reads ran 2x slower: the run's
+    figures disagree, and pooling them would have hidden it (the lower quartile comes from the first)."""
+    first, second = sampled(NoisyTimer()), sampled(NoisyTimer(seed=1))
+    for key in ("read sdpa", "read grouped"):
+        second[key] = [s * 2 for s in second[key]]
+    report = report_of(first, second, first)
+    assert not report.judged
+    assert report.why[0].startswith("the read bandwidth moved 1.9") and report.why[0].endswith("in v1's")
+    assert report_of(first, sampled(NoisyTimer(seed=1)), first).judged
 
 
 def test_a_step_faster_than_its_roofline_cannot_be_judged() -> None:
@@ -104,7 +121,7 @@ def test_a_step_faster_than_its_roofline_cannot_be_judged() -> None:
     assert not report.judged
     # the rate came from hot sdpa, now 10x slow: 2e9 FLOPs at 1e8 / 0.04 s predict 0.8 s for a 0.04 s step
     assert report.why == [
-        "llama3-8b: grouped ran 20.00x faster than the roofline of this run's own figures (tolerance 1.33x)"
+        "v0: grouped ran 20.00x faster than the roofline of this run's own figures (tolerance 1.33x)"
         ": its compute figure was measured too low"
     ]
 
@@ -116,7 +133,7 @@ def test_only_the_figures_that_set_the_bound_must_hold_still() -> None:
     for key in ("hot sdpa", "hot grouped"):
         samples[key] = samples[key][:4] + [s * 3 for s in samples[key][4:]]
     compute_bound = report_of(samples)  # 2e9 FLOPs: 40 ms of compute against 20 ms of reading
-    assert not compute_bound.judged and compute_bound.why[0].startswith("llama3-8b: hot grouped did not hold still")
+    assert not compute_bound.judged and compute_bound.why[0].startswith("v0: hot grouped did not hold still")
     memory_bound = report_of(samples, flops=2 * 10**8)  # 4 ms of compute (12 ms at the median) against 20 ms
     assert memory_bound.variants[0].bound == "memory" and memory_bound.judged, memory_bound.why
 

@@ -250,10 +250,10 @@ def attention_step_flops(plan: MeasurePlan) -> int:
     return attention_flops(plan.model, plan.workload, plan.workload.seq) // plan.workload.tp
 
 
-def hot_block(cache: Cache, q: torch.Tensor, budget: int, repeats: int = 8) -> tuple[Cache, torch.Tensor, int]:
+def hot_block(cache: Cache, q: torch.Tensor, budget: int, flops: int) -> tuple[Cache, torch.Tensor, int]:
     """The decode kernel's own shape on a block that stays in cache: the first (batch, KV head) pairs
-    of layer 0 at full length (fewer tokens when one pair exceeds `budget`), `repeats` times per step.
-    Returns the block, its queries and the FLOPs of one step over it."""
+    of layer 0 at full length (fewer tokens when one pair exceeds `budget`), repeated until one run
+    over it does about `flops` (a step's). Returns the block, its queries and the FLOPs of one run."""
     k, v = cache.layers[0]
     batch, kv_heads, tokens, _ = k.shape
     groups = q.shape[1] // kv_heads
@@ -262,10 +262,12 @@ def hot_block(cache: Cache, q: torch.Tensor, budget: int, repeats: int = 8) -> t
     held = tokens if pair_bytes <= budget else max(1, budget // ((k.shape[-1] + v.shape[-1]) * k.element_size()))
     hot_k = k.reshape(1, batch * kv_heads, tokens, k.shape[-1])[:, :pairs, :held]  # views: layer 0's own memory
     hot_v = v.reshape(1, batch * kv_heads, tokens, v.shape[-1])[:, :pairs, :held]
+    once = 2 * pairs * groups * held * (k.shape[-1] + v.shape[-1])
+    repeats = max(1, math.ceil(flops / once))
     block = Cache()
     block.layers = [(hot_k, hot_v)] * repeats
     hot_q = q.reshape(1, batch * q.shape[1], 1, q.shape[-1])[:, : pairs * groups].contiguous()
-    return block, hot_q, 2 * repeats * pairs * groups * held * (k.shape[-1] + v.shape[-1])
+    return block, hot_q, repeats * once
 
 
 class Probe:
@@ -292,11 +294,12 @@ class Probe:
     def copy_bytes(self) -> int:
         return 2 * self.copy_src.numel() * 4  # read + written
 
-    def tasks(self) -> dict[str, Callable[[], object]]:
+    def tasks(self, passes: int) -> dict[str, Callable[[], object]]:
+        """Each task makes `passes` passes over the buffer (the caller divides its times by them)."""
         return {
-            "read sdpa": lambda: sdpa_step(self.q, self.cache),
-            "read grouped": lambda: grouped_step(self.q, self.cache),
-            "copy": lambda: self.copy_dst.copy_(self.copy_src),
+            "read sdpa": lambda: [sdpa_step(self.q, self.cache) for _ in range(passes)],
+            "read grouped": lambda: [grouped_step(self.q, self.cache) for _ in range(passes)],
+            "copy": lambda: [self.copy_dst.copy_(self.copy_src) for _ in range(passes)],
         }
 
     def release(self) -> None:
@@ -304,8 +307,8 @@ class Probe:
         del self.buffer, self.copy_src, self.copy_dst
 
 
-def compute_tasks(device: torch.device, q: torch.Tensor, cache: Cache) -> tuple[dict[str, Callable[[], object]], int]:
-    """The compute-rate tasks and the FLOPs of one run of each.
+def compute_tasks(device: torch.device, q: torch.Tensor, cache: Cache, flops: int) -> tuple[dict[str, Callable[[], object]], int]:
+    """The compute-rate tasks (about `flops` each on the CPU) and the FLOPs of one run of each.
 
     CPU: each decode path on a cache-resident block of the variant's own shape (G query rows per KV
     head, full length), so the skinny shapes' real efficiency counts. CUDA: such a block takes
@@ -317,8 +320,8 @@ def compute_tasks(device: torch.device, q: torch.Tensor, cache: Cache) -> tuple[
         a = torch.randn(pairs, rows, dim, device=device, dtype=q.dtype)
         b = torch.randn(pairs, dim, tokens, device=device, dtype=q.dtype)
         return {"hot bmm": lambda: torch.bmm(a, b)}, 2 * pairs * rows * dim * tokens
-    block, hot_q, flops = hot_block(cache, q, HOT_BYTES)
-    return {f"hot {path}": (lambda step=step: step(hot_q, block)) for path, step in STEPS.items()}, flops
+    block, hot_q, work = hot_block(cache, q, HOT_BYTES, flops)
+    return {f"hot {path}": (lambda step=step: step(hot_q, block)) for path, step in STEPS.items()}, work
 
 
 def run_variant(
@@ -331,17 +334,26 @@ def run_variant(
     rounds: int = ROUNDS,
 ) -> dict[str, Any]:
     """Allocate one planned variant, check its bytes, and sample every figure in interleaved rounds;
-    always frees its tensors. `extra` adds tasks on the cache (a tensor-parallel all-reduce)."""
+    always frees its tensors. `extra` adds tasks on the cache (a tensor-parallel all-reduce).
+
+    Every calibration sample does about a step's work (as many passes over the bandwidth buffer as
+    the cache has bytes, as many runs over the hot block as the step has FLOPs), so interference
+    that comes and goes weighs on the figures and the steps alike: a short sample would slip
+    between its bursts more often than a long one. Bandwidth samples are returned per pass."""
     cache = Cache()
     with oom_guard(cache, device, f" while allocating {plan.model.name}'s cache"):
         progress(f"{plan.model.name}: allocating")
         allocated = allocate(plan, device, cache)
     with oom_guard(cache, device, f" while timing {plan.model.name}"):
         q = _query(plan, cache, device)
-        hot, hot_flops = compute_tasks(device, q, cache)
-        tasks = {**probe.tasks(), **hot, **{f"step {p}": (lambda s=s: s(q, cache)) for p, s in STEPS.items()}, **extra(cache)}
+        hot, hot_flops = compute_tasks(device, q, cache, attention_step_flops(plan))
+        passes = max(1, math.ceil(plan.cache_bytes / probe.read_bytes))
+        steps = {f"step {p}": (lambda s=s: s(q, cache)) for p, s in STEPS.items()}
+        tasks = {**probe.tasks(passes), **hot, **steps, **extra(cache)}
         progress(f"{plan.model.name}: timing {rounds} interleaved rounds")
         samples = interleaved(tasks, rounds, REPEATS, timer(device), settle)
+        for name in probe.tasks(passes):
+            samples[name] = [seconds / passes for seconds in samples[name]]
         progress(f"{plan.model.name}: timing repeat_kv")
         samples |= interleaved({"repeat_kv": lambda: repeat_kv_step(q, cache)}, 1, 3, timer(device), settle)
         backend = sdpa_backend(q, cache)

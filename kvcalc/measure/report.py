@@ -18,6 +18,7 @@ from kvcalc.latency import roofline
 from kvcalc.measure.figures import TOLERANCE, Figure, steady, summarise, unsteady
 from kvcalc.measure.plan import MeasurePlan
 from kvcalc.spec import GpuSpec
+from kvcalc.units import format_seconds
 
 Path = Literal["sdpa", "grouped", "repeat_kv"]
 PATHS: tuple[Literal["sdpa", "grouped"], ...] = ("sdpa", "grouped")
@@ -77,7 +78,7 @@ class VariantResult(Frozen):
     share_of_read_bandwidth: float
     sdpa_backend: str
     noisy: bool
-    figures: list[Figure]  # this variant's: compute rate per path, each timed step
+    figures: list[Figure]  # this variant's: compute rate per path, each timed step, the read bandwidth in its rounds
     notes: list[str]
     all_reduce: Timing | None = None  # tensor parallel: one step's all-reduces of the attention output
     all_reduce_bytes: int | None = None
@@ -168,28 +169,31 @@ def variant_result(
         share_of_read_bandwidth=plan.cache_bytes / measured / bandwidth["read"],
         sdpa_backend=raw["sdpa_backend"],
         noisy=timings["sdpa"].p90 > NOISY_SPREAD * timings["sdpa"].p10,  # the headline timing
-        figures=[*hot, *steps.values(), *extra],
+        figures=[*hot, *steps.values(), *extra, *(summarise(key, samples[key], tolerance) for key in RUN_FIGURES[:2])],
         notes=plan.notes,
         all_reduce=Timing.of(samples["all-reduce"]) if "all-reduce" in samples else None,
         all_reduce_bytes=raw.get("all_reduce_bytes"),
     )
 
 
-def doubts(result: VariantResult, read: Figure, tolerance: float = TOLERANCE) -> list[str]:
-    """Why this variant cannot be judged: a figure its roofline rests on, the timed step of its
+def relies_on_bandwidth(result: VariantResult, read: Figure) -> bool:
+    """Whether the read bandwidth, at its median instead of its steady time, would set this roofline."""
+    return result.predicted_seconds_at_read_bandwidth * read.spread >= result.predicted_compute_seconds
+
+
+def doubts(result: VariantResult, tolerance: float = TOLERANCE) -> list[str]:
+    """Why this variant cannot be judged: the compute rate its roofline rests on, the timed step of its
     fastest path or its all-reduce did not hold still, or that path beat its roofline.
 
-    The roofline rests on the read bandwidth and the compute rate only where that figure, taken at
-    its median instead of its steady time, would set the bound: a memory-bound step far from the
-    ridge does not care how steady the compute rate was, nor a compute-bound one the bandwidth."""
+    The roofline rests on the compute rate only where that rate, at its median instead of its
+    steady time, would set the bound: a memory-bound step far below the ridge does not care how
+    steady the compute rate was (nor a compute-bound one the bandwidth: see judged_report)."""
     rate = min((f for f in result.figures if f.name.startswith("hot ")), key=lambda f: f.steady_seconds)
     relied_on = [next(f for f in result.figures if f.name == f"step {result.fastest_path}")]
     relied_on += [f for f in result.figures if f.name == "all-reduce"]
     if result.predicted_compute_seconds * rate.spread >= result.predicted_seconds_at_read_bandwidth:
         relied_on.insert(0, rate)
     reasons = [f"{result.variant}: {line}" for line in unsteady(relied_on, tolerance)]
-    if result.predicted_seconds_at_read_bandwidth * read.spread >= result.predicted_compute_seconds and not read.holds:
-        reasons.insert(0, f"{result.variant}: read bandwidth: {unsteady([read], tolerance)[0]}")
     beaten = result.predicted_seconds / result.fastest_seconds
     if beaten > tolerance:
         reasons.append(
@@ -241,7 +245,18 @@ class MeasureReport(Frozen):
 def judged_report(report: MeasureReport, tolerance: float = TOLERANCE) -> MeasureReport:
     """The report with its verdict: judged, or why not, and no ratio where it cannot be judged."""
     read = read_figure(report.run_figures)
-    why = [reason for v in report.variants for reason in doubts(v, read, tolerance)]
+    why = []
+    if not read.holds and (resting := [v.variant for v in report.variants if relies_on_bandwidth(v, read)]):
+        why.append(f"read bandwidth ({', '.join(resting)} rest on it): {unsteady([read], tolerance)[0]}")
+    why += [reason for v in report.variants for reason in doubts(v, tolerance)]
+    phases = {v.variant: read_figure(v.figures).steady_seconds for v in report.variants}  # each variant's own rounds
+    slowest, fastest = max(phases, key=phases.__getitem__), min(phases, key=phases.__getitem__)
+    if phases[slowest] > tolerance * phases[fastest]:
+        why.insert(
+            0,
+            f"the read bandwidth moved {phases[slowest] / phases[fastest]:.2f}x between variants (tolerance {tolerance:.2f}x):"
+            f" {format_seconds(phases[fastest])} over the buffer in {fastest}'s rounds, {format_seconds(phases[slowest])} in {slowest}'s",
+        )
     variants = report.variants
     if why:
         variants = [v.model_copy(update={"measured_over_predicted": None, "fastest_over_predicted": None}) for v in variants]
