@@ -337,14 +337,23 @@ def spec_table(document: Any) -> None:
 
 
 def measure_tables(report: Any, decimal: bool) -> None:
-    """Predicted vs measured, one row per variant (report: kvcalc.measure.report.MeasureReport)."""
+    """Predicted vs measured, one column per variant, then the verdict (report: kvcalc.measure.report.MeasureReport)."""
     console.print(
         f"device: {report.device_name} ({report.device}), torch {report.torch_version}, {report.threads} threads,"
-        f" load {report.load_average:.2f}; copy bandwidth measured {format_bytes(report.copy_bandwidth_bytes_per_s, True)}/s",
+        f" load {report.load_average:.2f}; measured read bandwidth {format_bytes(report.read_bandwidth_bytes_per_s, True)}/s"
+        f" (decode's GEMV), copy {format_bytes(report.copy_bandwidth_bytes_per_s, True)}/s",
         soft_wrap=True,
     )
+    per_rank = [f"per rank of tp {report.tp}"] if report.tp > 1 else []
     bytes_table = _table(
-        "Cache bytes: predicted vs allocated", "variant", "KV heads", "layers", "batch x seq", "predicted", "allocated", "diff"
+        "Cache bytes" + "".join(f" ({p})" for p in per_rank) + ": predicted vs allocated",
+        "variant",
+        "KV heads",
+        "layers",
+        "batch x seq",
+        "predicted",
+        "allocated",
+        "diff",
     )
     for v in report.variants:
         bytes_table.add_row(
@@ -357,20 +366,28 @@ def measure_tables(report: Any, decimal: bool) -> None:
             f"{v.bytes_difference:+,}",
         )
     console.print(bytes_table)
-    times = _table(f"Decode step ({report.variants[0].dtype}): predicted vs measured", "", *[v.variant for v in report.variants])
+    times = _table(
+        f"Decode step ({', '.join([report.variants[0].dtype, *per_rank])}): predicted vs measured (steady times)",
+        "",
+        *[v.variant for v in report.variants],
+    )
+    ratio = lambda r: "cannot judge" if r is None else f"{r:.2f}x"  # noqa: E731
     rows: list[tuple[str, Callable[[Any], str]]] = [
         (
             "peak BW (preset)",
             lambda v: format_seconds(v.predicted_seconds_at_peak) if v.predicted_seconds_at_peak else "-",
         ),
         ("copy BW (measured)", lambda v: format_seconds(v.predicted_seconds_at_copy_bandwidth)),
+        ("read BW (measured)", lambda v: format_seconds(v.predicted_seconds_at_read_bandwidth)),
+        ("compute (measured)", lambda v: format_seconds(v.predicted_compute_seconds)),
         ("roofline", lambda v: f"{format_seconds(v.predicted_seconds)} ({v.bound})"),
-        ("SDPA median", lambda v: f"[bold]{format_seconds(v.measured_seconds)}[/]"),
+        ("SDPA", lambda v: f"[bold]{format_seconds(v.measured_seconds)}[/]"),
         ("SDPA p10-p90", lambda v: f"{v.sdpa.p10 * 1e3:.3g}-{v.sdpa.p90 * 1e3:.3g} ms"),
         ("grouped matmul", lambda v: format_seconds(v.grouped_seconds)),
         ("repeat_kv", lambda v: format_seconds(v.repeat_kv_seconds)),
-        ("SDPA / roofline", lambda v: f"{v.measured_over_predicted:.2f}x"),
-        ("SDPA % of copy BW", lambda v: f"{v.share_of_copy_bandwidth:.0%}"),
+        ("fastest / roofline", lambda v: f"[bold]{ratio(v.fastest_over_predicted)}[/]"),
+        ("SDPA / roofline", lambda v: ratio(v.measured_over_predicted)),
+        ("SDPA % of read BW", lambda v: f"{v.share_of_read_bandwidth:.0%}"),
         ("fastest", lambda v: v.fastest_path),
         ("SDPA backend", lambda v: v.sdpa_backend),
     ]
@@ -378,12 +395,38 @@ def measure_tables(report: Any, decimal: bool) -> None:
     for label, cell in rows:
         times.add_row(label, *[cell(v) for v in report.variants])
     console.print(times)
+    if report.ranks:
+        ranks = _table(
+            "Tensor-parallel ranks",
+            "rank",
+            "device",
+            "threads",
+            "predicted",
+            "allocated",
+            "diff",
+            "roofline",
+            "decode",
+            "all-reduce",
+        )
+        for r in report.ranks:
+            ranks.add_row(
+                str(r.rank), r.device, str(r.threads), f"{r.predicted_bytes:,}", f"{r.allocated_bytes:,}", f"{r.bytes_difference:+,}",
+                format_seconds(r.predicted_seconds), format_seconds(r.decode_seconds), format_seconds(r.all_reduce_seconds),
+            )  # fmt: skip
+        console.print(ranks)
+        s = report.tp_summary
+        console.print(
+            f"tp {s.tp}: {s.allocated_bytes:,} B allocated over all ranks for {s.predicted_bytes:,} B predicted"
+            f" ({'exact on every rank' if s.every_rank_exact else 'NOT exact'}); step {format_seconds(s.step_seconds)}"
+            f" = slowest decode (rank {s.slowest_rank}) {format_seconds(s.decode_seconds)} + all-reduce {format_seconds(s.all_reduce_seconds)}",
+            soft_wrap=True,
+        )
     base = report.variants[0]
     if len(report.variants) > 1:
         for v in report.variants[1:]:
             console.print(
                 f"{v.variant} over {base.variant}: measured SDPA speed-up {base.measured_seconds / v.measured_seconds:.2f}x,"
-                f" byte ratio {base.predicted_bytes / v.predicted_bytes:.2f}x",
+                f" fastest path {base.fastest_seconds / v.fastest_seconds:.2f}x, byte ratio {base.predicted_bytes / v.predicted_bytes:.2f}x",
                 soft_wrap=True,
             )
     for note in dict.fromkeys(n for v in report.variants for n in v.notes):
@@ -393,6 +436,12 @@ def measure_tables(report: Any, decimal: bool) -> None:
             "allocated differs from predicted: the caching allocator rounds each block up (512 B, or 2 MiB for large ones)",
             soft_wrap=True,
         )
+    if report.judged:
+        console.print(f"judged: every figure the prediction rests on held within {report.tolerance:.2f}x", soft_wrap=True)
+    else:
+        console.print(f"cannot judge this run (tolerance {report.tolerance:.2f}x):", soft_wrap=True, markup=False)
+        for reason in report.why:
+            console.print(f"  {reason}", soft_wrap=True, markup=False)
     if report.busy or any(v.noisy for v in report.variants):
         warn(f"the machine was busy or the timings spread widely (load {report.load_average:.2f}); treat the times as rough")
 

@@ -56,7 +56,20 @@ def measure(
             autocompletion=preset_names("gpus"),
         ),
     ] = None,
-    max_memory: Annotated[str | None, typer.Option("--max-memory", help=f"Take at most this much memory: {SIZE_HELP}.")] = None,
+    max_memory: Annotated[
+        str | None,
+        typer.Option(
+            "--max-memory", help=f"Take at most this much memory, per rank (CPU default: 4 GiB over all ranks): {SIZE_HELP}."
+        ),
+    ] = None,
+    tp: Annotated[
+        int,
+        typer.Option(
+            "--tp",
+            help="Tensor-parallel ranks, one process each (gloo on cpu, NCCL on cuda): each allocates and times its shard."
+            " CPU: at most 4 per core and 64.",
+        ),
+    ] = 1,
     presets_dir: PresetsOpt = None,
     json_out: JsonOpt = False,
     plot: Annotated[str | None, plot_option("predicted vs measured per variant (decode time and cache bytes)")] = None,
@@ -71,7 +84,7 @@ def measure(
     plot_path = plot_target(plot)  # --plot: checked before any tensor is allocated
     device = "cuda" if gpu_flag else device
     on_gpu = device.startswith("cuda")
-    positive(seq=seq, batch=batch, layers=layers)
+    positive(seq=seq, batch=batch, layers=layers, tp=tp)
     spec = presets.load_model(model, presets_dir)
     default_dtype = "bf16" if on_gpu else "fp32"
     work = build_workload(
@@ -84,7 +97,7 @@ def measure(
     limit = size_option("max-memory", max_memory) if max_memory else None
     with render.progress(enabled=not json_out) as step:
         try:
-            report = run_measure(subjects, work, device, layers, limit, peak, step)
+            report = run_measure(subjects, work, device, layers, limit, peak, step, tp)
         except DoesNotFit as exc:  # an answer, as size and fit give theirs: --json prints it too
             if json_out:
                 print_json(documents.MeasureDoesNotFitDocument(model=spec.name, device=device.partition(":")[0], reason=str(exc)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from kvcalc.base import Frozen
 from kvcalc.errors import DoesNotFit, InvalidInput
 from kvcalc.kvcache import batch_bytes, kv_dtype, layer_bytes_per_token, layer_caches, tokens_held
-from kvcalc.spec import ModelSpec, Workload
+from kvcalc.spec import GpuSpec, ModelSpec, Workload
 from kvcalc.units import PACKING, DType, format_bytes
 
 MEASURABLE_DTYPES = (DType.fp32, DType.fp16, DType.bf16)
@@ -22,7 +22,7 @@ class MeasurePlan(Frozen):
     workload: Workload
     requested_layers: int
     requested_batch: int
-    cache_bytes: int
+    cache_bytes: int  # per rank
     scratch_bytes: int  # q, outputs and the repeat_kv reference's materialised K/V for one layer
     notes: list[str]
 
@@ -36,28 +36,39 @@ def repeat_kv_scratch_bytes(model: ModelSpec, workload: Workload) -> int:
     """Extra memory of the naive path: one layer's K and V expanded to all H query heads."""
     dtype = kv_dtype(model, workload)
     layer = max(layer_caches(model, workload.tp), key=lambda c: tokens_held(c, workload))
-    groups = model.heads // max(layer.kv_heads, 1)
+    groups = model.heads // workload.tp // max(layer.kv_heads, 1)  # query heads per KV head on one rank
     return workload.batch * groups * layer_bytes_per_token(layer, dtype) * tokens_held(layer, workload)
 
 
-def plan_measurement(model: ModelSpec, workload: Workload, allowed_bytes: int, max_layers: int | None = None) -> MeasurePlan:
-    """Fit the cache in `allowed_bytes`: keep the batch and drop layers first, then halve the batch."""
+def check_measurable(model: ModelSpec, workload: Workload) -> None:
+    """Bad input for measure: a dtype torch cannot hold as is, pipeline stages, or a TP split of the heads that does not divide."""
     dtype = kv_dtype(model, workload)
-    if dtype not in MEASURABLE_DTYPES:
+    if dtype not in MEASURABLE_DTYPES or PACKING[dtype].block_values != 1:
         raise InvalidInput(f"measure times {', '.join(d.value for d in MEASURABLE_DTYPES)} caches, not {dtype.value}")
-    if PACKING[dtype].block_values != 1 or workload.tp != 1 or workload.pp != 1:
-        raise InvalidInput("measure allocates one GPU's whole cache: use --tp 1")
+    if workload.pp != 1:
+        raise InvalidInput("measure allocates whole models or TP shards, not pipeline stages: use --pp 1")
     if any(model.state_kinds()) or None in model.attention_kinds():
         raise InvalidInput(f"measure allocates KV caches of attention layers only; {model.name} has state or mlp-only layers")
+    layer_caches(model, workload.tp)
+
+
+def plan_measurement(
+    model: ModelSpec, workload: Workload, allowed_bytes: int, max_layers: int | None = None, layers_reason: str = "--layers"
+) -> MeasurePlan:
+    """Fit one rank's cache in `allowed_bytes`: keep the batch and drop layers first, then halve the batch.
+
+    With `workload.tp` > 1 the cache is one tensor-parallel rank's shard, the per-GPU bytes of `fit --tp`.
+    """
+    check_measurable(model, workload)
     notes: list[str] = []
     layers = min(model.layers, max_layers or model.layers)
     if layers < model.layers:
-        notes.append(f"measuring {layers} of {model.layers} layers (--layers)")
+        notes.append(f"measuring {layers} of {model.layers} layers ({layers_reason})")
     work = workload
 
     def need(layers_: int, work_: Workload) -> tuple[int, int]:
         sub = truncated(model, layers_)
-        return batch_bytes(sub, work_).total, repeat_kv_scratch_bytes(sub, work_)
+        return batch_bytes(sub, work_).per_gpu, repeat_kv_scratch_bytes(sub, work_)
 
     while sum(need(layers, work)) > allowed_bytes and layers > 1:
         layers = max(1, layers // 2)
@@ -84,3 +95,28 @@ def plan_measurement(model: ModelSpec, workload: Workload, allowed_bytes: int, m
         scratch_bytes=scratch,
         notes=notes,
     )
+
+
+def plan_variants(
+    variants: list[tuple[str, ModelSpec]], workload: Workload, allowed_bytes: int, max_layers: int | None
+) -> list[tuple[str, MeasurePlan]]:
+    """One plan per variant, all at one shape (the tightest variant's layers and batch) so their times compare."""
+    plans = [(name, plan_measurement(model, workload, allowed_bytes, max_layers)) for name, model in variants]
+    if len(plans) == 1:
+        return plans
+    layers = min(plan.model.layers for _, plan in plans)
+    common = workload.model_copy(update={"batch": min(plan.workload.batch for _, plan in plans)})
+    requested = min(max_layers or layers, *(model.layers for _, model in variants))
+    reason = "--layers" if layers == requested else f"so that every variant fits {format_bytes(allowed_bytes)} at one shape"
+    return [(name, plan_measurement(model, common, allowed_bytes, layers, reason)) for name, model in variants]
+
+
+class MeasureRequest(Frozen):
+    """What a measure worker process is asked to do (sent to it as JSON on stdin)."""
+
+    variants: list[tuple[str, ModelSpec]]
+    workload: Workload  # tp: the number of ranks, one worker each
+    device: str
+    max_layers: int | None
+    max_memory: int | None
+    peak: GpuSpec | None

@@ -1,19 +1,36 @@
-"""Plan, allocate, time and compare: the measure command's work, device-agnostic."""
+"""The measure command's parent side: start one worker process per rank, relay its progress, collect
+its report, and turn any failure of any rank into one error, after every rank has stopped. torch-free."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
 
-from kvcalc.kvcache import layer_caches
-from kvcalc.measure import require_torch
-from kvcalc.measure.plan import plan_measurement
-from kvcalc.measure.report import MeasureReport, variant_result
-from kvcalc.presets import load_gpu, recognise_gpu
+import kvcalc
+from kvcalc.errors import DoesNotFit, InvalidInput, KvcalcError, MeasureUnavailable
+from kvcalc.measure import INSTALL_HINT, looks_like_memory, torch_installed
+from kvcalc.measure.plan import MeasureRequest, check_measurable
+from kvcalc.measure.report import MeasureReport, tensor_parallel_report
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
-from kvcalc.units import GiB, MiB
 
-SAFETY = 0.8  # share of free memory a plan may take
-CPU_LIMIT_BYTES = 4 * GiB  # never take more RAM than this on the CPU unless --max-memory says so
+MAX_CPU_RANKS = 64  # CPU ranks are processes on this machine: at most 4 per core, and at most 64
+STOP_GRACE_S = 5.0  # a terminated worker's time to exit before it is killed
+FAILURE_GRACE_S = 2.0  # after one rank fails, how long the others may take to report their own failure
+
+
+def max_cpu_ranks() -> int:
+    return min(MAX_CPU_RANKS, 4 * (os.cpu_count() or 1))
 
 
 def measure(
@@ -24,48 +41,178 @@ def measure(
     max_memory: int | None,
     peak: GpuSpec | None,
     progress: Callable[[str], None],
+    tp: int = 1,
 ) -> MeasureReport:
-    """Measure each variant on one device in one run, with the copy bandwidth measured in the same run."""
-    require_torch()
-    from kvcalc.measure import bench
-
-    device = bench.pick_device(device_name)
-    env = bench.environment(device)
-    if peak is None and device.type == "cuda" and (preset := recognise_gpu(env["device_name"])):
-        peak = load_gpu(preset)
-    free = bench.free_bytes(device)
-    allowed = int(free * SAFETY)
-    if device.type == "cpu":
-        allowed = min(allowed, CPU_LIMIT_BYTES)
-    if max_memory is not None:
-        allowed = min(allowed, max_memory)
-    plans = [(name, plan_measurement(model, workload, allowed, max_layers)) for name, model in variants]
-    if len(plans) > 1:  # one shape for all variants, so their times compare: the tightest plan's
-        layers = min(plan.model.layers for _, plan in plans)
-        batch = min(plan.workload.batch for _, plan in plans)
-        common = workload.model_copy(update={"batch": batch})
-        plans = [(name, plan_measurement(model, common, allowed, layers)) for name, model in variants]
-    progress("measuring copy bandwidth")
-    copy_size = max(64 * MiB, min(1 * GiB, allowed // 4)) if device.type == "cuda" else 256 * MiB
-    copy_bw = bench.copy_bandwidth(device, min(copy_size, max(allowed // 4, MiB)))
-    results = []
-    for name, plan in plans:
-        dtype = bench.TORCH_DTYPES[plan.workload.kv_dtype or plan.model.dtype]
-        first = layer_caches(plan.model)[0]
-        heads = max(first.kv_heads, 1)  # an MLA latent is one shared "head"
-        progress(f"{name}: measuring matmul rate")
-        rate = bench.compute_rate(device, dtype, plan.model.heads // heads, first.k_values // heads, first.v_values // heads)
-        raw = bench.run_variant(plan, device, progress)
-        results.append(variant_result(name, plan, raw, copy_bw, rate, bench.attention_step_flops(plan), peak))
-    return MeasureReport(
-        model=variants[0][1].name,
-        device=env["device"],
-        device_name=env["device_name"],
-        torch_version=env["torch_version"],
-        threads=env["threads"],
-        load_average=env["load_average"],
-        busy=env["load_average"] > (env["cpu_count"] or 1) + 0.5,
-        gpu_preset=peak.name if peak else None,
-        copy_bandwidth_bytes_per_s=copy_bw,
-        variants=results,
+    """Measure each variant on one device (or one model on `tp` tensor-parallel ranks) in worker processes."""
+    check_device(device_name, tp)
+    if tp > 1 and len(variants) > 1:
+        raise InvalidInput("--tp measures one model at a time: drop --variants")
+    if tp > 1 and device_name == "cpu" and tp > max_cpu_ranks():
+        raise InvalidInput(
+            f"--tp {tp} is more CPU ranks than this machine runs sensibly: at most {max_cpu_ranks()}"
+            f" (4 per core, {MAX_CPU_RANKS} at most)"
+        )
+    for _, model in variants:  # bad input is found here, before any process starts
+        check_measurable(model, workload.model_copy(update={"tp": tp}))
+    if not torch_installed():
+        raise MeasureUnavailable(INSTALL_HINT)
+    request = MeasureRequest(
+        variants=variants,
+        workload=workload.model_copy(update={"tp": tp}),
+        device=device_name,
+        max_layers=max_layers,
+        max_memory=max_memory,
+        peak=peak,
     )
+    try:
+        reports = [MeasureReport.model_validate(data) for data in run_workers(request, progress)]
+    except MemoryError:
+        raise DoesNotFit("out of memory in kvcalc's own process while its measure workers ran; they were stopped") from None
+    return reports[0] if tp == 1 else tensor_parallel_report(reports)
+
+
+def check_device(name: str, tp: int) -> None:
+    """cpu, cuda or cuda:N; tensor parallelism on CUDA takes cuda:0 to cuda:tp-1, so a bare cuda."""
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
+        raise InvalidInput(f"unknown device {name!r}: use cpu or cuda")
+    if tp > 1 and name.startswith("cuda:"):
+        raise InvalidInput(f"--tp {tp} puts rank r on cuda:r: give --device cuda, not {name}")
+
+
+class Worker:
+    """One rank's process, the stage it last reported, and its stderr (kept in a file)."""
+
+    def __init__(self, rank: int, request: MeasureRequest, env: dict[str, str]) -> None:
+        self.rank = rank
+        self.stage = "starting"
+        self.report: dict[str, Any] | None = None
+        self.error: dict[str, Any] | None = None
+        self.pending = b""
+        self.stderr: IO[bytes] = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "kvcalc.measure.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            env=env,
+            start_new_session=True,  # a Ctrl-C reaches the parent, which stops every rank itself
+        )
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write(request.model_dump_json().encode())
+            self.process.stdin.close()
+        except BrokenPipeError:  # it died at once; its exit status tells why
+            pass
+
+    def receive(self) -> tuple[list[dict[str, Any]], bool]:
+        """The whole JSON lines that arrived on its stdout (noting stage, report and error), and whether it closed."""
+        assert self.process.stdout is not None
+        chunk = os.read(self.process.stdout.fileno(), 1 << 16)
+        *lines, self.pending = (self.pending + chunk).split(b"\n")
+        messages = []
+        for line in lines:
+            try:
+                message = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the protocol has stdout to itself: only a crash half-way through a line writes a broken one
+            self.stage = message.get("stage", self.stage)
+            self.report = message.get("report", self.report)
+            self.error = message.get("error", self.error)
+            messages.append(message)
+        return messages, not chunk
+
+    def stderr_text(self) -> str:
+        self.stderr.seek(0)
+        return self.stderr.read().decode(errors="replace")
+
+    def stop(self) -> None:
+        """Terminate the process (its memory goes with it), killing it when it does not stop in time."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self.stderr.close()
+
+
+def run_workers(request: MeasureRequest, progress: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Start the ranks, relay rank 0's stages, and return every rank's report. When one fails, the
+    others fail soon after (their collectives lose a peer): wait a moment for them, then stop every
+    rank and raise the most telling failure, an out-of-memory one before the errors it caused.
+    No threads: the parent must not need memory it may not have while its workers use it all."""
+    tp = request.workload.tp
+    env = worker_environment(tp)
+    workers: list[Worker] = []
+    failures: list[KvcalcError] = []
+    deadline: float | None = None
+    with selectors.DefaultSelector() as selector:
+        try:
+            for rank in range(tp):
+                worker = Worker(rank, request, {**env, "RANK": str(rank), "LOCAL_RANK": str(rank)})
+                workers.append(worker)
+                selector.register(worker.process.stdout, selectors.EVENT_READ, worker)  # type: ignore[arg-type]
+            while selector.get_map() and (deadline is None or time.monotonic() < deadline):
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                for key, _ in selector.select(timeout):
+                    worker = key.data
+                    messages, ended = worker.receive()
+                    for message in messages:
+                        if "stage" in message and worker.rank == 0:
+                            progress(message["stage"])
+                        if "error" in message:
+                            failures.append(failure(worker, tp))
+                    if ended:
+                        selector.unregister(key.fileobj)
+                        worker.process.wait()
+                        if worker.report is None and worker.error is None:
+                            failures.append(failure(worker, tp))
+                if failures and deadline is None:
+                    deadline = time.monotonic() + FAILURE_GRACE_S
+            if failures:
+                raise next((f for f in failures if isinstance(f, DoesNotFit)), failures[0])
+            return [w.report for w in workers if w.report is not None]
+        finally:
+            for worker in workers:
+                worker.stop()
+
+
+def failure(worker: Worker, tp: int) -> KvcalcError:
+    """The one error a failed rank makes: its own message, or what its exit status and stderr say."""
+    where = f"rank {worker.rank} of {tp}: " if tp > 1 else ""
+    after = "; every rank was stopped and its memory released" if tp > 1 else ""
+    if worker.error is not None:
+        cls = DoesNotFit if worker.error["exit_code"] == DoesNotFit.exit_code else KvcalcError
+        return cls(f"{where}{worker.error['message']}{after}")
+    status = worker.process.returncode
+    text = worker.stderr_text()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    said = next((line for line in reversed(lines) if looks_like_memory(line)), lines[-1] if lines else "")
+    how = f"was killed by {signal.Signals(-status).name}" if status < 0 else f"exited with status {status}"
+    if looks_like_memory(text) or status == -signal.SIGKILL:  # SIGKILL: what the kernel's OOM killer sends
+        detail = f" ({said[:160]})" if said else ""
+        return DoesNotFit(
+            f"{where}out of memory while {worker.stage}: the measure worker {how}{detail}{after or '; its memory was released'}"
+        )
+    return KvcalcError(f"{where}the measure worker {how} while {worker.stage}" + (f": {said[:160]}" if said else "") + after)
+
+
+def worker_environment(tp: int) -> dict[str, str]:
+    """The parent's environment, with kvcalc importable and, for tp > 1, a rendezvous on this machine."""
+    env = dict(os.environ)
+    root = str(Path(kvcalc.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    if tp > 1:
+        env |= {"WORLD_SIZE": str(tp), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+        if "GLOO_SOCKET_IFNAME" not in env and Path("/sys/class/net/lo").exists():
+            env["GLOO_SOCKET_IFNAME"] = "lo"  # the ranks meet on loopback, whatever the host name resolves to
+    return env
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
