@@ -364,3 +364,12 @@ def test_schema_help_says_what_each_document_covers(cli) -> None:
 
     covers = cli.help("schema").split("Covers: ", 1)[1]
     assert all(f"{command} (" in covers for command in SCHEMAS)
+
+
+@pytest.mark.parametrize("command", ["size", "fit", "compare"])
+def test_every_engine_option_is_a_flag(cli, command: str) -> None:
+    """with_engine_options gives size, fit and compare every Engine option (spec.ENGINE_OPTIONS), each defined once."""
+    from kvcalc.spec import ENGINE_OPTIONS
+
+    text = cli.help(command)
+    assert [name for name in ENGINE_OPTIONS if f"--{name.replace('_', '-')} " not in text] == []

@@ -4,6 +4,7 @@ once), preset-name completion, and turning options into a Workload, an Engine an
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import sys
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from kvcalc import capacity, engines, presets
 from kvcalc.cli import KvcalcCommand
 from kvcalc.errors import InvalidInput, KvcalcError
 from kvcalc.sources import tensor_parallel
-from kvcalc.spec import ENGINE_OPTIONS, Engine, GpuSpec, ModelSpec, Workload
+from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload
 from kvcalc.units import SIZE_HELP, TOKENS_HELP, DType, parse_dtype, parse_size, parse_tokens
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -390,10 +391,67 @@ def build_engine(name: str, **options: Any) -> Engine:
         raise InvalidInput(field + str(error["msg"]).removeprefix("Value error, ")) from None
 
 
-def engine_options(arguments: dict[str, Any]) -> dict[str, Any]:
-    """The engine options given on the command line, picked from a command's arguments (`locals()`):
-    the option parameters are named as Engine's fields."""
-    return {k: v for k, v in arguments.items() if k in ENGINE_OPTIONS and v is not None}
+ENGINE_OPTION_TYPES: dict[str, Any] = {  # every engine option (spec.ENGINE_OPTIONS) as --help lists them
+    "hf_version": HfVersionOpt,
+    "max_cache_len": MaxCacheLenOpt,
+    "swa_full": SwaFullOpt,
+    "ubatch": UbatchOpt,
+    "kv_unified": KvUnifiedOpt,
+    "flash_attn": FlashAttnOpt,
+    "max_num_batched_tokens": MaxBatchedOpt,
+    "max_num_seqs": MaxNumSeqsOpt,
+    "gpu_memory_utilization": GpuMemoryUtilizationOpt,
+    "enforce_eager": EnforceEagerOpt,
+    "kv_cache_memory_bytes": KvCacheMemoryOpt,
+    "vllm_version": VllmVersionOpt,
+    "mamba_cache_dtype": MambaCacheDtypeOpt,
+    "mamba_ssm_cache_dtype": MambaSsmCacheDtypeOpt,
+    "mem_fraction_static": MemFractionStaticOpt,
+    "max_total_tokens": MaxTotalTokensOpt,
+    "page_size": PageSizeOpt,
+    "swa_full_tokens_ratio": SwaFullTokensRatioOpt,
+    "max_running_requests": MaxRunningRequestsOpt,
+    "mamba_ssm_dtype": MambaSsmDtypeOpt,
+    "mamba_full_memory_ratio": MambaFullMemoryRatioOpt,
+    "free_gpu_memory_fraction": FreeGpuMemoryFractionOpt,
+    "tokens_per_block": TokensPerBlockOpt,
+    "max_tokens": MaxTokensOpt,
+    "max_num_tokens": MaxNumTokensOpt,
+    "max_seq_len": MaxSeqLenOpt,
+}
+EngineOptions = dict[str, Any]  # the engine options given on the command line, by Engine's field names
+
+
+def with_engine_options(*names: str) -> Callable[[F], F]:
+    """Give a command the engine options `names` (default: all of ENGINE_OPTION_TYPES), each defined once.
+
+    The command declares a keyword-only placeholder `engine_options: EngineOptions` where the options
+    belong in its --help; Typer reads the wrapper's signature, in which the placeholder is replaced by
+    the options (each defaulting to None), and the command receives the ones given as that one dict."""
+    options = names or tuple(ENGINE_OPTION_TYPES)
+
+    def decorate(command: F) -> F:
+        signature = inspect.signature(command, eval_str=True)
+        expanded: list[inspect.Parameter] = []
+        for param in signature.parameters.values():
+            if param.name == "engine_options":
+                expanded += [
+                    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ENGINE_OPTION_TYPES[name])
+                    for name in options
+                ]
+            else:
+                expanded.append(param)
+
+        @functools.wraps(command)
+        def wrapper(**kwargs: Any) -> Any:
+            given = {name: kwargs.pop(name) for name in options}
+            return command(**kwargs, engine_options={k: v for k, v in given.items() if v is not None})
+
+        wrapper.__signature__ = signature.replace(parameters=expanded)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in expanded} | {"return": signature.return_annotation}
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 RooflineOpt = Annotated[

@@ -10,48 +10,22 @@ from kvcalc import capacity, engines, presets
 from kvcalc.base import first_repeated
 from kvcalc.cli.common import (
     BatchOpt,
-    EnforceEagerOpt,
-    FlashAttnOpt,
-    FreeGpuMemoryFractionOpt,
-    GpuMemoryUtilizationOpt,
+    EngineOptions,
     GpuOpt,
-    HfVersionOpt,
     JsonOpt,
-    KvCacheMemoryOpt,
-    KvUnifiedOpt,
-    MambaCacheDtypeOpt,
-    MambaFullMemoryRatioOpt,
-    MambaSsmCacheDtypeOpt,
-    MambaSsmDtypeOpt,
-    MaxBatchedOpt,
-    MaxCacheLenOpt,
-    MaxNumSeqsOpt,
-    MaxNumTokensOpt,
-    MaxRunningRequestsOpt,
-    MaxSeqLenOpt,
-    MaxTokensOpt,
-    MaxTotalTokensOpt,
-    MemFractionStaticOpt,
     MemoryOpt,
     ModelOpt,
-    PageSizeOpt,
     PresetsOpt,
     ReserveOpt,
     RooflineOpt,
     SeqOpt,
-    SwaFullOpt,
-    SwaFullTokensRatioOpt,
-    TokensPerBlockOpt,
     TpOpt,
-    UbatchOpt,
     UnitsOpt,
     UtilOpt,
-    VllmVersionOpt,
     WeightDtypeOpt,
     build_engine,
     build_workload,
     decimal_units,
-    engine_options,
     gpu_and_budget,
     gpu_label,
     plot_option,
@@ -59,6 +33,7 @@ from kvcalc.cli.common import (
     positive,
     print_json,
     single_command,
+    with_engine_options,
     write_plot,
 )
 from kvcalc.compare import DEFAULT_KV_LORA_RANK, DEFAULT_ROPE_DIM, VARIANT_HELP, Subject, derive, parse_variant
@@ -143,6 +118,7 @@ def _subject(name: str, spec: ModelSpec, work: Workload, wanted: DType | None, h
     return Subject(name=name, spec=spec, weights=weights, budget=budget)
 
 
+@with_engine_options()
 def compare(
     names: NamesArg,
     model: ModelOpt = COMPARE_MODEL,
@@ -155,32 +131,8 @@ def compare(
     memory: MemoryOpt = None,
     utilization: UtilOpt = None,
     reserve: ReserveOpt = None,
-    hf_version: HfVersionOpt = None,
-    max_cache_len: MaxCacheLenOpt = None,
-    swa_full: SwaFullOpt = None,
-    ubatch: UbatchOpt = None,
-    kv_unified: KvUnifiedOpt = None,
-    flash_attn: FlashAttnOpt = None,
-    max_num_batched_tokens: MaxBatchedOpt = None,
-    max_num_seqs: MaxNumSeqsOpt = None,
-    gpu_memory_utilization: GpuMemoryUtilizationOpt = None,
-    enforce_eager: EnforceEagerOpt = None,
-    kv_cache_memory_bytes: KvCacheMemoryOpt = None,
-    vllm_version: VllmVersionOpt = None,
-    mamba_cache_dtype: MambaCacheDtypeOpt = None,
-    mamba_ssm_cache_dtype: MambaSsmCacheDtypeOpt = None,
-    mem_fraction_static: MemFractionStaticOpt = None,
-    max_total_tokens: MaxTotalTokensOpt = None,
-    page_size: PageSizeOpt = None,
-    swa_full_tokens_ratio: SwaFullTokensRatioOpt = None,
-    max_running_requests: MaxRunningRequestsOpt = None,
-    mamba_ssm_dtype: MambaSsmDtypeOpt = None,
-    mamba_full_memory_ratio: MambaFullMemoryRatioOpt = None,
-    free_gpu_memory_fraction: FreeGpuMemoryFractionOpt = None,
-    tokens_per_block: TokensPerBlockOpt = None,
-    max_tokens: MaxTokensOpt = None,
-    max_num_tokens: MaxNumTokensOpt = None,
-    max_seq_len: MaxSeqLenOpt = None,
+    *,
+    engine_options: EngineOptions,
     kv_lora_rank: KvLoraRankOpt = DEFAULT_KV_LORA_RANK,
     rope_dim: RopeDimOpt = DEFAULT_ROPE_DIM,
     roofline: RooflineOpt = False,
@@ -202,17 +154,18 @@ def compare(
     work = _shared_workload([base] if base else [spec for _, spec in named], seq, batch, tp)
     hardware = {"gpu": gpu, "memory": memory, "utilization": utilization, "reserve": reserve, "extra": presets_dir}
     wanted = parse_dtype(weight_dtype) if weight_dtype is not None else None
-    given = engine_options(locals())
     if base is not None and not named:  # engines side by side: each takes the options that apply to it
         named = [(name, base) for name in names]
-        engines_ = [build_engine(name, **{k: v for k, v in given.items() if ENGINE_OPTIONS[k] == name}) for name in names]
-        unused = [k for k in given if ENGINE_OPTIONS[k] not in names]
+        engines_ = [
+            build_engine(name, **{k: v for k, v in engine_options.items() if ENGINE_OPTIONS[k] == name}) for name in names
+        ]
+        unused = [k for k in engine_options if ENGINE_OPTIONS[k] not in names]
         if unused:
             raise InvalidInput(
                 f"--{unused[0].replace('_', '-')} applies to --engine {ENGINE_OPTIONS[unused[0]]}, which is not compared"
             )
     else:  # variants or models: the engine options have nothing to apply to
-        build_engine("textbook", **given)
+        build_engine("textbook", **engine_options)
         engines_ = [None] * len(named)
     takes_utilization = [eng is None or engines.profile(eng).fraction_option is None for eng in engines_]
     if utilization is not None and not any(takes_utilization):
