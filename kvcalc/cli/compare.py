@@ -10,7 +10,6 @@ from kvcalc import capacity, engines, presets
 from kvcalc.base import first_repeated
 from kvcalc.cli.common import (
     BatchOpt,
-    EngineOptions,
     GpuOpt,
     JsonOpt,
     MemoryOpt,
@@ -23,7 +22,6 @@ from kvcalc.cli.common import (
     UnitsOpt,
     UtilOpt,
     WeightDtypeOpt,
-    build_engine,
     build_workload,
     decimal_units,
     gpu_and_budget,
@@ -33,9 +31,9 @@ from kvcalc.cli.common import (
     positive,
     print_json,
     single_command,
-    with_engine_options,
     write_plot,
 )
+from kvcalc.cli.engine_options import EngineOptions, build_engine, with_engine_options
 from kvcalc.compare import DEFAULT_KV_LORA_RANK, DEFAULT_ROPE_DIM, VARIANT_HELP, Subject, derive, parse_variant
 from kvcalc.compare import compare as compare_rows
 from kvcalc.errors import InvalidInput, PresetNotFound

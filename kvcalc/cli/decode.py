@@ -12,8 +12,6 @@ from kvcalc.cli.common import (
     BatchOpt,
     BlockOpt,
     EfficiencyOpt,
-    EngineOpt,
-    EngineOptions,
     ExplainOpt,
     JsonOpt,
     KDtypeOpt,
@@ -27,15 +25,14 @@ from kvcalc.cli.common import (
     UnitsOpt,
     VDtypeOpt,
     WeightDtypeOpt,
-    build_engine,
     build_workload,
     decimal_units,
     print_json,
     seconds_per_layer,
     single_command,
     weights_format,
-    with_engine_options,
 )
+from kvcalc.cli.engine_options import EngineOpt, EngineOptions, build_engine, with_engine_options
 
 
 @with_engine_options("hf_version", "max_cache_len", "swa_full", "ubatch", "kv_unified", "flash_attn", "max_num_batched_tokens")

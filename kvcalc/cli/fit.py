@@ -11,8 +11,6 @@ from kvcalc.cli.common import (
     GPU_HELP,
     BatchOpt,
     BlockOpt,
-    EngineOpt,
-    EngineOptions,
     ExplainOpt,
     JsonOpt,
     KDtypeOpt,
@@ -27,7 +25,6 @@ from kvcalc.cli.common import (
     UtilOpt,
     VDtypeOpt,
     WeightDtypeOpt,
-    build_engine,
     build_workload,
     decimal_units,
     gpu_and_budget,
@@ -40,9 +37,9 @@ from kvcalc.cli.common import (
     single_command,
     tokens_option,
     weights_format,
-    with_engine_options,
     write_plot,
 )
+from kvcalc.cli.engine_options import EngineOpt, EngineOptions, build_engine, with_engine_options
 from kvcalc.errors import DoesNotFit
 from kvcalc.units import SIZE_HELP, TOKENS_HELP
 

@@ -11,8 +11,6 @@ from kvcalc.cli.common import (
     BatchOpt,
     BlockOpt,
     EfficiencyOpt,
-    EngineOpt,
-    EngineOptions,
     ExplainOpt,
     GpuOpt,
     JsonOpt,
@@ -31,7 +29,6 @@ from kvcalc.cli.common import (
     UtilOpt,
     VDtypeOpt,
     WeightDtypeOpt,
-    build_engine,
     build_workload,
     decimal_units,
     gpu_and_budget,
@@ -42,9 +39,9 @@ from kvcalc.cli.common import (
     seconds_per_layer,
     single_command,
     weights_format,
-    with_engine_options,
     write_plot,
 )
+from kvcalc.cli.engine_options import EngineOpt, EngineOptions, build_engine, with_engine_options
 from kvcalc.errors import DoesNotFit
 from kvcalc.kvcache import estimate_kv
 

@@ -1,0 +1,249 @@
+"""The engine options: --engine and each engine's own flags (spec.ENGINE_OPTIONS), each defined once,
+given to a command by `with_engine_options` and turned into an Engine by `build_engine`."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from kvcalc import engines
+from kvcalc.cli.common import F, positive, tokens_option
+from kvcalc.errors import InvalidInput
+from kvcalc.spec import Engine
+
+EngineOpt = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="Allocation rules, memory budget and decode profile: textbook (exact, default), hf (transformers), vllm, llamacpp,"
+        " sglang, trtllm. See docs/engines.md.",
+    ),
+]
+HfVersionOpt = Annotated[
+    int | None, typer.Option("--hf-version", help="hf: transformers major version, 4 or 5 (default 5; DeepSeek MLA).")
+]
+MaxCacheLenOpt = Annotated[
+    int | None, tokens_option("--max-cache-len", help="hf: StaticCache length in tokens (default: DynamicCache).")
+]
+SwaFullOpt = Annotated[
+    str | None, typer.Option("--swa-full", help="llamacpp: true (default) or false: full-size cache for SWA layers.")
+]
+UbatchOpt = Annotated[
+    int | None,
+    tokens_option("--ubatch", help="llamacpp: n_ubatch in tokens (default 512), sizes the SWA cache with --swa-full false."),
+]
+KvUnifiedOpt = Annotated[
+    str | None, typer.Option("--kv-unified", help="llamacpp: true or false (default): one buffer shared by all sequences.")
+]
+FlashAttnOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--flash-attn",
+        help="llamacpp: true or false (default auto, which turns it on for a quantized V cache; false refuses one).",
+    ),
+]
+MaxBatchedOpt = Annotated[
+    int | None,
+    tokens_option(
+        "--max-num-batched-tokens",
+        help="vllm: tokens per scheduler step, sizes the profiling run and sliding-window reservations (default 8192; 2048 below 70 GiB or on an A100).",
+    ),
+]
+MaxNumSeqsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-num-seqs",
+        help="vllm: requests at once, caps max batch and sizes the sampler's profile (default 1024; 256 below 70 GiB or on an A100).",
+    ),
+]
+GpuMemoryUtilizationOpt = Annotated[
+    float | None,
+    typer.Option("--gpu-memory-utilization", help="vllm: share of total GPU memory it may use, in (0, 1] (default 0.9)."),
+]
+EnforceEagerOpt = Annotated[
+    str | None, typer.Option("--enforce-eager", help="vllm: true or false (default): no CUDA graphs, so no CUDA-graph memory.")
+]
+KvCacheMemoryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--kv-cache-memory-bytes",
+        help="vllm: the KV cache's size per GPU (20GiB), overriding the profiled budget; units as --memory.",
+    ),
+]
+VllmVersionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--vllm-version",
+        help="vllm: its release, e.g. 0.19: before 0.21 the CUDA-graph estimate is not subtracted (default: 0.21 or later).",
+    ),
+]
+MemFractionStaticOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--mem-fraction-static",
+        help="sglang: share of the memory free before loading kept for weights and KV (default from GPU memory).",
+    ),
+]
+MaxTotalTokensOpt = Annotated[int | None, tokens_option("--max-total-tokens", help="sglang: cap on the token pool.")]
+PageSizeOpt = Annotated[int | None, typer.Option("--page-size", help="sglang: tokens per page (default 1).")]
+SwaFullTokensRatioOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--swa-full-tokens-ratio",
+        help="sglang: sliding pool / full pool tokens, in (0, 1] (0.8 where SGLang uses hybrid SWA); given: the hybrid SWA pools.",
+    ),
+]
+MaxRunningRequestsOpt = Annotated[
+    int | None,
+    typer.Option("--max-running-requests", help="sglang: requests at once, caps max batch and sizes the req_to_token table."),
+]
+FreeGpuMemoryFractionOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--free-gpu-memory-fraction",
+        help="trtllm: share of the memory free after the profiling peak for the KV cache, in (0, 1) (default 0.9).",
+    ),
+]
+TokensPerBlockOpt = Annotated[
+    int | None, typer.Option("--tokens-per-block", help="trtllm: tokens per KV block, a power of two (default 32).")
+]
+MaxTokensOpt = Annotated[int | None, tokens_option("--max-tokens", help="trtllm: cap on the KV cache's tokens.")]
+MaxSeqLenOpt = Annotated[
+    int | None,
+    tokens_option(
+        "--max-seq-len",
+        help="trtllm: longest request, which sizes the full layers' pool against the window pools (default: the model's max positions).",
+    ),
+]
+MaxNumTokensOpt = Annotated[
+    int | None, tokens_option("--max-num-tokens", help="trtllm: tokens of one forward, sizes the profiling run (default 8192).")
+]
+
+
+MambaCacheDtypeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--mamba-cache-dtype",
+        help="vllm: hybrid models' conv state dtype, and the SSM state's unless --mamba-ssm-cache-dtype: auto (the model's), fp32, fp16, bf16.",
+    ),
+]
+MambaSsmCacheDtypeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--mamba-ssm-cache-dtype",
+        help="vllm: hybrid models' SSM (recurrent) state dtype: auto (the config's, else the conv state's), fp32, fp16, bf16.",
+    ),
+]
+
+MambaSsmDtypeOpt = Annotated[
+    str | None,
+    typer.Option("--mamba-ssm-dtype", help="sglang: hybrid models' SSM (recurrent) state dtype: fp32 (its default), fp16, bf16."),
+]
+MambaFullMemoryRatioOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--mamba-full-memory-ratio",
+        help="sglang: hybrid models' Mamba pool / token pool bytes (default 0.9): the pool takes ratio/(1+ratio) of the KV budget.",
+    ),
+]
+
+_BOOL_OPTIONS = ("swa_full", "kv_unified", "flash_attn", "enforce_eager")
+_DTYPE_OPTIONS = ("mamba_cache_dtype", "mamba_ssm_cache_dtype")  # "auto": the engine's own choice
+
+
+def _bool_flag(name: str, text: str | None) -> bool | None:
+    if text is None:
+        return None
+    if text.lower() not in ("true", "false", "yes", "no", "1", "0", "on", "off"):
+        raise InvalidInput(f"--{name} {text!r}: use true or false")
+    return text.lower() in ("true", "yes", "1", "on")
+
+
+def build_engine(name: str, **options: Any) -> Engine:
+    """The --engine profile with its options (Engine's field names; true/false text for the boolean
+    ones); an option of another engine is an error."""
+    counts = {
+        k: v
+        for k, v in options.items()
+        if isinstance(v, int) and k not in (*_BOOL_OPTIONS, *_DTYPE_OPTIONS) and k != "hf_version"
+    }
+    positive(**counts)
+    options = {k: _bool_flag(k.replace("_", "-"), v) if k in _BOOL_OPTIONS else v for k, v in options.items()}
+    options = {k: v for k, v in options.items() if not (k in _DTYPE_OPTIONS and str(v).lower() == "auto")}
+    try:
+        return Engine(name=name.lower(), **options)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        if error["loc"] == ("name",):
+            names = list(engines.PROFILES)
+            raise InvalidInput(f"unknown --engine {name!r}: choose {', '.join(names[:-1])} or {names[-1]}") from None
+        field = "--" + str(error["loc"][0]).replace("_", "-") + ": " if error["loc"] else ""
+        raise InvalidInput(field + str(error["msg"]).removeprefix("Value error, ")) from None
+
+
+ENGINE_OPTION_TYPES: dict[str, Any] = {  # every engine option (spec.ENGINE_OPTIONS) as --help lists them
+    "hf_version": HfVersionOpt,
+    "max_cache_len": MaxCacheLenOpt,
+    "swa_full": SwaFullOpt,
+    "ubatch": UbatchOpt,
+    "kv_unified": KvUnifiedOpt,
+    "flash_attn": FlashAttnOpt,
+    "max_num_batched_tokens": MaxBatchedOpt,
+    "max_num_seqs": MaxNumSeqsOpt,
+    "gpu_memory_utilization": GpuMemoryUtilizationOpt,
+    "enforce_eager": EnforceEagerOpt,
+    "kv_cache_memory_bytes": KvCacheMemoryOpt,
+    "vllm_version": VllmVersionOpt,
+    "mamba_cache_dtype": MambaCacheDtypeOpt,
+    "mamba_ssm_cache_dtype": MambaSsmCacheDtypeOpt,
+    "mem_fraction_static": MemFractionStaticOpt,
+    "max_total_tokens": MaxTotalTokensOpt,
+    "page_size": PageSizeOpt,
+    "swa_full_tokens_ratio": SwaFullTokensRatioOpt,
+    "max_running_requests": MaxRunningRequestsOpt,
+    "mamba_ssm_dtype": MambaSsmDtypeOpt,
+    "mamba_full_memory_ratio": MambaFullMemoryRatioOpt,
+    "free_gpu_memory_fraction": FreeGpuMemoryFractionOpt,
+    "tokens_per_block": TokensPerBlockOpt,
+    "max_tokens": MaxTokensOpt,
+    "max_num_tokens": MaxNumTokensOpt,
+    "max_seq_len": MaxSeqLenOpt,
+}
+EngineOptions = dict[str, Any]  # the engine options given on the command line, by Engine's field names
+
+
+def with_engine_options(*names: str) -> Callable[[F], F]:
+    """Give a command the engine options `names` (default: all of ENGINE_OPTION_TYPES), each defined once.
+
+    The command declares a keyword-only placeholder `engine_options: EngineOptions` where the options
+    belong in its --help; Typer reads the wrapper's signature, in which the placeholder is replaced by
+    the options (each defaulting to None), and the command receives the ones given as that one dict."""
+    options = names or tuple(ENGINE_OPTION_TYPES)
+
+    def decorate(command: F) -> F:
+        signature = inspect.signature(command, eval_str=True)
+        expanded: list[inspect.Parameter] = []
+        for param in signature.parameters.values():
+            if param.name == "engine_options":
+                expanded += [
+                    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ENGINE_OPTION_TYPES[name])
+                    for name in options
+                ]
+            else:
+                expanded.append(param)
+
+        @functools.wraps(command)
+        def wrapper(**kwargs: Any) -> Any:
+            given = {name: kwargs.pop(name) for name in options}
+            return command(**kwargs, engine_options={k: v for k, v in given.items() if v is not None})
+
+        wrapper.__signature__ = signature.replace(parameters=expanded)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in expanded} | {"return": signature.return_annotation}
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
