@@ -9,7 +9,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvcalc.measure.calibrate import fit_stream
+from kvcalc.measure.calibrate import calibration, fit_stream
+from kvcalc.measure.figures import summarise
 from kvcalc.presets import load_gpu
 
 
@@ -82,3 +83,20 @@ def test_gpu_file_terms_are_checked(cli, tmp_path: Path) -> None:
     bad.write_text("name: bad\nmemory_bytes: 1000\nbandwidth_bytes_per_s: 1000\nbf16_flops: 1000\ndecode_efficiency: 1.5\n")
     result = cli("decode", "--gpu", bad, "--model", "llama3-8b")
     assert result.exit_code == 2 and "decode_efficiency" in result.stderr
+
+
+def test_a_point_far_off_the_line_is_left_out() -> None:
+    """A burst that slows one point 8x does not move the fit: it is refitted without it, and says so."""
+    env = {"device": "cpu", "device_name": "test", "torch_version": "x", "threads": 2, "load_average": 0.0, "cpu_count": 2}
+    points = []
+    for size in (2**26, 2**27):
+        for layers in (1, 4, 16, 64):
+            seconds = size * 1e-10 + layers * 2e-5
+            seconds *= 8 if (size, layers) == (2**27, 16) else 1
+            points.append((size, layers, summarise("p", [seconds] * 4)))
+    result = calibration(points, env, 2**30, ("fp32", 1e10))
+    assert result.bandwidth_bytes_per_s == pytest.approx(1e10)
+    assert result.overhead_seconds_per_layer == pytest.approx(2e-5)
+    assert result.notes == [
+        "left out of the fit, more than 1.33x off the line of the others (a busy machine's bursts): 16 layers of 128.00 MiB"
+    ]

@@ -2,7 +2,8 @@
 fitted from decode-shaped runs, set beside the decode profiles' terms and saved as a GPU file. torch-free.
 
 The same bytes are read by decode's kernel split over 1 to 64 layers, at two sizes; each point's
-figure is its steady time (kvcalc.measure.figures), and least squares over the points fits
+figure is its steady time (kvcalc.measure.figures), and least squares over the points (dropping,
+one at a time, the point the line misses most while it misses it by more than the tolerance) fits
 
     t = bytes / bandwidth + layers * overhead_per_layer
 
@@ -11,6 +12,7 @@ which is the expected-decode model's (kvcalc.latency) at efficiency 1.0 against 
 
 from __future__ import annotations
 
+import math
 from datetime import date
 
 from kvcalc.base import Frozen
@@ -18,10 +20,11 @@ from kvcalc.decode_profiles import DECODE_PROFILES
 from kvcalc.errors import MeasureUnavailable
 from kvcalc.measure.figures import TOLERANCE, Figure, unsteady
 from kvcalc.spec import GpuSpec
-from kvcalc.units import format_seconds
+from kvcalc.units import format_bytes, format_seconds
 
 LAYER_COUNTS = (1, 4, 16, 64)  # the same bytes split over this many layers (one kernel call each)
 SIZE_SHARES = (1, 2)  # the buffer, and half of it
+MIN_POINTS = 4  # the fit keeps at least this many points
 
 
 class CalibrationPoint(Frozen):
@@ -71,13 +74,37 @@ def fit_stream(points: list[tuple[int, int, float]]) -> tuple[float, float]:
     return (sbt * sll - slt * sbl) / det, (slt * sbb - sbt * sbl) / det
 
 
+def _miss(point: tuple[int, int, Figure], per_byte: float, per_layer: float) -> float:
+    """How far the line misses a point: |log(measured / fitted)|."""
+    fitted = point[0] * per_byte + point[1] * per_layer
+    return abs(math.log(point[2].steady_seconds / fitted)) if fitted > 0 else math.inf
+
+
 def calibration(points: list[tuple[int, int, Figure]], environment: dict, memory_bytes: int,
                 matmul: tuple[str, float]) -> Calibration:  # fmt: skip
     """The fitted terms of the points' steady times; an error when they give no positive bandwidth."""
-    per_byte, per_layer = fit_stream([(b, n, f.steady_seconds) for b, n, f in points])
+    kept = list(points)
+    per_byte, per_layer = fit_stream([(b, n, f.steady_seconds) for b, n, f in kept])
+    while len(kept) > MIN_POINTS:  # drop the point the line misses most, while it misses it by more than the tolerance
+        misses = [_miss(p, per_byte, per_layer) for p in kept]
+        worst = kept[misses.index(max(misses))]
+        if max(misses) <= math.log(TOLERANCE):
+            break
+        try:
+            fitted = fit_stream([(b, n, f.steady_seconds) for b, n, f in kept if (b, n) != worst[:2]])
+        except ValueError:
+            break
+        kept.remove(worst)
+        per_byte, per_layer = fitted
+    left_out = [(b, n) for b, n, _ in points if all((b, n) != k[:2] for k in kept)]
+    notes = []
+    if left_out:
+        notes.append(
+            f"left out of the fit, more than {TOLERANCE:.2f}x off the line of the others (a busy machine's bursts):"
+            f" {', '.join(f'{n} layers of {format_bytes(b)}' for b, n in left_out)}"
+        )
     if per_byte <= 0:
         raise MeasureUnavailable("the calibration runs gave no positive bandwidth (time fell as bytes grew): run it again")
-    notes = []
     if per_layer < 0:
         notes.append(f"the fit gave a negative overhead per layer ({format_seconds(per_layer)}): taken as 0")
         per_layer = 0.0
