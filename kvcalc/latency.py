@@ -137,9 +137,15 @@ def _expected(
 ) -> tuple[ExpectedStep, list[str]]:  # fmt: skip
     stored = fmt.stored
     klass = format_class(fmt.dtype) if stored is None else stored_format_class(8 * stored.bytes / stored.params)
-    eff = profile.efficiency[klass] if efficiency is None else efficiency
+    # a calibrated GPU file's measured terms replace the profile's; the command line's replace both
+    eff = efficiency if efficiency is not None else gpu.decode_efficiency or profile.efficiency[klass]
     compute_eff = profile.compute_efficiency if efficiency is None else efficiency
-    per_layer = profile.overhead_seconds_per_layer if overhead is None else overhead
+    if overhead is not None:
+        per_layer = overhead
+    elif gpu.decode_overhead_s_per_layer is not None:
+        per_layer = gpu.decode_overhead_s_per_layer
+    else:
+        per_layer = profile.overhead_seconds_per_layer
     weights = per_gpu(weight_bytes(expected_read(model, read, workload.batch), fmt), workload.tp)
     moved = weights + kv_read
     peak = peak_flops_for(gpu, fmt)
@@ -169,7 +175,16 @@ def _expected(
         bound="memory" if memory_s >= compute_s else "compute",
         share_of_roofline=line.seconds / seconds,
     )
-    set_by = f" (--efficiency {eff:g})" if efficiency is not None else f" (efficiency[{klass}])"
+    set_by = (
+        f" (--efficiency {eff:g})" if efficiency is not None
+        else f" (gpu {gpu.name}'s decode_efficiency)" if gpu.decode_efficiency is not None
+        else f" (efficiency[{klass}])"
+    )  # fmt: skip
+    per_layer_by = (
+        "--overhead-ms" if overhead is not None
+        else f"gpu {gpu.name}'s decode_overhead_s_per_layer" if gpu.decode_overhead_s_per_layer is not None
+        else f"profile {profile.name}"
+    )  # fmt: skip
     how = "the roofline's" if weights == line.bytes_moved - kv_read else (
         "the roofline's with the untied input embedding table read one row per sequence, not whole"
     )  # fmt: skip
@@ -181,7 +196,8 @@ def _expected(
         f"expected t_memory = bytes / (bandwidth * {eff:g}{set_by}) = {moved:,} / {gpu.bandwidth_bytes_per_s * eff:.4g}"
         f" = {format_seconds(memory_s)}",
         f"expected t_compute = FLOPs / (peak * {compute_eff:g}) = {flops:,} / {peak * compute_eff:.4g} = {format_seconds(compute_s)}",
-        f"fixed cost = overhead per layer * layers = {per_layer * 1e3:.3g} ms * {model.layers} = {format_seconds(per_layer * model.layers)}",
+        f"fixed cost = overhead per layer * layers = {per_layer * 1e3:.3g} ms * {model.layers} = {format_seconds(per_layer * model.layers)}"
+        f" ({per_layer_by})",
         f"expected time per token = max(t_memory, t_compute) + fixed cost = {format_seconds(total)}"
         + (f"; below the roofline, so the roofline's {format_seconds(line.seconds)}" if total < line.seconds else "")
         + f" ({step.share_of_roofline:.0%} of the roofline's speed)",

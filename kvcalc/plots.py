@@ -238,14 +238,26 @@ def compare_chart(c: Comparison, gpu: str | None, decimal: bool) -> Chart:
 
 
 def measure_chart(report: Any) -> Chart:
-    """Predicted vs measured per variant: the decode step's time and the cache's bytes (report:
-    kvcalc.measure.report.MeasureReport)."""
-    names = [v.variant for v in report.variants]
+    """Predicted vs measured per variant, or per rank under --tp: the decode step's steady time (lower
+    quartile) and the bytes allocated (report: kvcalc.measure.report.MeasureReport)."""
     first = report.variants[0]
-    unit, unit_name = _unit(max(max(v.predicted_bytes, v.allocated_bytes) for v in report.variants), decimal=False)
+    if report.ranks:  # one model, one bar per rank: its shard's roofline and its fastest path
+        rows = [
+            (f"rank {r.rank}", r.predicted_seconds, r.decode_seconds, r.predicted_bytes, r.allocated_bytes) for r in report.ranks
+        ]
+        measured = f"measured ({first.fastest_path}, steady)"
+    else:
+        rows = [
+            (v.variant, v.predicted_seconds, v.measured_seconds, v.predicted_bytes, v.allocated_bytes) for v in report.variants
+        ]
+        measured = "measured (SDPA, steady)"
+    names = [row[0] for row in rows]
+    unit, unit_name = _unit(max(max(row[3], row[4]) for row in rows), decimal=False)
     model = report.model.removesuffix(f" ({first.variant})")  # the model the variants derive from
+    held = "KV cache and state" if any(v.predicted_state_bytes for v in report.variants) else "KV cache"
+    tp = f", --tp {report.tp}" if report.ranks else ""
     return Chart(
-        title=f"Measured: {model}, {first.dtype}, on {report.device_name}",
+        title=f"Measured: {model}, {first.dtype}{tp}, on {report.device_name}",
         panels=[
             Panel(
                 title="decode step",
@@ -253,18 +265,18 @@ def measure_chart(report: Any) -> Chart:
                 y_label="",
                 categories=names,
                 bars=[
-                    Bars(label="predicted (roofline)", values=[v.predicted_seconds * 1e3 for v in report.variants]),
-                    Bars(label="measured (SDPA median)", values=[v.measured_seconds * 1e3 for v in report.variants]),
+                    Bars(label="predicted (roofline)", values=[row[1] * 1e3 for row in rows]),
+                    Bars(label=measured, values=[row[2] * 1e3 for row in rows]),
                 ],
             ),
             Panel(
-                title="KV cache",
-                x_label=f"KV cache ({unit_name})",
+                title=held,
+                x_label=f"{held} ({unit_name})",
                 y_label="",
                 categories=names,
                 bars=[
-                    Bars(label="predicted", values=[v.predicted_bytes / unit for v in report.variants]),
-                    Bars(label="allocated", values=[v.allocated_bytes / unit for v in report.variants]),
+                    Bars(label="predicted", values=[row[3] / unit for row in rows]),
+                    Bars(label="allocated", values=[row[4] / unit for row in rows]),
                 ],
             ),
         ],

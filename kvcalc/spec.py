@@ -372,6 +372,16 @@ class GpuSpec(Strict):
     )
     source: str | None = None
     notes: str | None = None
+    decode_efficiency: Annotated[float, Number, Field(gt=0, le=1, allow_inf_nan=False)] | None = Field(
+        default=None,
+        description="share of bandwidth_bytes_per_s a decode step streams at, in place of the engine's decode profile"
+        " efficiency; 1.0 when bandwidth_bytes_per_s is itself a measured streaming bandwidth (kvcalc measure --calibrate)",
+    )
+    decode_overhead_s_per_layer: Annotated[float, Number, Field(ge=0, le=1, allow_inf_nan=False)] | None = Field(
+        default=None,
+        description="measured fixed cost of a decode step per layer, in seconds (kvcalc measure --calibrate): the"
+        " expected decode time uses it in place of the engine's decode profile overhead",
+    )
 
     def origin(self) -> list[str]:
         """--explain's line saying where the GPU's figures come from (a datasheet, this machine's tool)."""

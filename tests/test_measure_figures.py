@@ -53,7 +53,7 @@ def report_of(*variant_samples: dict[str, list[float]], flops: int = 2 * 10**9) 
     bandwidth, figures = run_bandwidth(list(variant_samples), READ_BYTES, COPY_BYTES)
     results = [
         variant_result(
-            f"v{i}", plan, {"allocated_bytes": plan.cache_bytes, "samples": samples, "hot_flops": HOT_FLOPS, "sdpa_backend": "math"},
+            f"v{i}", plan, {"allocated_bytes": plan.cache_bytes, "allocated_state_bytes": 0, "samples": samples, "hot_flops": HOT_FLOPS, "sdpa_backend": "math"},
             bandwidth, flops, None,
         )
         for i, samples in enumerate(variant_samples)

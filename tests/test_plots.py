@@ -134,7 +134,20 @@ def test_measure_plots_predicted_vs_measured(cli, tmp_path: Path) -> None:
     time, cache = chart.panels
     assert time.categories == cache.categories == ["mha", "mqa"]
     assert [v / 1e3 for v in time.bars[1].values] == [v["measured_seconds"] for v in doc["variants"]]
-    assert chart.title.startswith("Measured: llama3-8b, fp32, on ")
+    assert time.bars[1].label == "measured (SDPA, steady)"  # measured_seconds is the lower quartile, not the median
+    assert chart.title.startswith("Measured: llama3-8b, fp32, on ") and cache.title == "KV cache"
+
+
+def test_measure_plot_under_tp_has_a_bar_per_rank(cli, tmp_path: Path) -> None:
+    path = tmp_path / "measure-tp.svg"
+    args = ("measure", "--device", "cpu", "--seq", "128", "--layers", "1", "--tp", "2")
+    doc = json.loads(cli(*args, "--plot", path, "--json").stdout)
+    assert _is_svg(path)
+    time, cache = plots.measure_chart(MeasureReport.model_validate(doc)).panels
+    assert time.categories == cache.categories == ["rank 0", "rank 1"]
+    assert [v / 1e3 for v in time.bars[1].values] == [r["decode_seconds"] for r in doc["ranks"]]
+    assert cache.x_label == "KV cache (MiB)"  # 1 layer x 4 KV heads x 256 values x 128 tokens x 4 B on each rank
+    assert [v * 2**20 for v in cache.bars[1].values] == [r["allocated_bytes"] for r in doc["ranks"]] == [2**19, 2**19]
 
 
 def test_json_stays_one_document_with_a_plot(cli, tmp_path: Path) -> None:

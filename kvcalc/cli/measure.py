@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 
 from kvcalc import presets
 from kvcalc.cli.common import (
@@ -22,8 +25,8 @@ from kvcalc.cli.common import (
     write_plot,
 )
 from kvcalc.compare import derive, parse_variants
-from kvcalc.errors import DoesNotFit
-from kvcalc.units import SIZE_HELP
+from kvcalc.errors import DoesNotFit, InvalidInput
+from kvcalc.units import SIZE_HELP, format_bytes, format_seconds
 
 
 def measure(
@@ -70,6 +73,18 @@ def measure(
             " CPU: at most 4 per core and 64.",
         ),
     ] = 1,
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            "--calibrate",
+            help="Fit the device's streaming bandwidth and fixed cost per decode layer instead (t = bytes/BW + layers*overhead),"
+            " beside the decode profiles' terms.",
+        ),
+    ] = False,
+    save: Annotated[
+        Path | None,
+        typer.Option("--save", help="With --calibrate: write the fitted terms as a GPU file (.yaml) for decode --gpu FILE."),
+    ] = None,
     presets_dir: PresetsOpt = None,
     json_out: JsonOpt = False,
     plot: Annotated[str | None, plot_option("predicted vs measured per variant (decode time and cache bytes)")] = None,
@@ -83,6 +98,11 @@ def measure(
 
     plot_path = plot_target(plot)  # --plot: checked before any tensor is allocated
     device = "cuda" if gpu_flag else device
+    if save is not None and not calibrate:
+        raise InvalidInput("--save writes a calibration: give --calibrate")
+    if calibrate:
+        calibrate_device(device, max_memory, save, gpu_preset, presets_dir, json_out, plot_path is not None)
+        return
     on_gpu = device.startswith("cuda")
     positive(seq=seq, batch=batch, layers=layers, tp=tp)
     spec = presets.load_model(model, presets_dir)
@@ -110,6 +130,54 @@ def measure(
         from kvcalc import plots
 
         write_plot(plots.measure_chart(report), plot_path, json_out)
+
+
+def calibrate_device(
+    device: str, max_memory: str | None, save: Path | None, gpu_preset: str | None, presets_dir: PresetsOpt, json_out: bool,
+    plotted: bool,
+) -> None:  # fmt: skip
+    """measure --calibrate: fit, print beside the decode profiles' terms, and --save a GPU file."""
+    from kvcalc import render
+    from kvcalc.measure.calibrate import gpu_file, profile_terms
+    from kvcalc.measure.runner import calibrate
+
+    if plotted:
+        raise InvalidInput("--plot draws a measure run, not a calibration: drop --plot or --calibrate")
+    if save is not None and save.suffix.lower() not in (".yaml", ".yml"):
+        raise InvalidInput(f"--save {str(save)!r}: give a file ending in .yaml")
+    preset = presets.load_gpu(gpu_preset, presets_dir) if gpu_preset else None
+    limit = size_option("max-memory", max_memory) if max_memory else None
+    with render.progress(enabled=not json_out) as step:
+        result = calibrate(device, limit, step)
+    if save is not None:
+        name = save.stem if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", save.stem) else "calibrated"
+        spec = gpu_file(result, name)
+        try:
+            save.write_text(yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False), encoding="utf-8")
+        except OSError as exc:
+            raise InvalidInput(f"--save {str(save)!r}: {exc.strerror}") from None
+    if json_out:
+        print_json({"calibration": result.model_dump(mode="json"), "saved": str(save) if save else None})
+        return
+    typer.echo(
+        f"calibration on {result.device_name} ({result.device}, {result.threads} threads, torch {result.torch_version},"
+        f" load {result.load_average:.1f}{', busy' if result.busy else ''})"
+    )
+    typer.echo("  t = bytes / bandwidth + layers * overhead, least squares over the steady (lower-quartile) times:")
+    for point in result.points:
+        typer.echo(
+            f"    {point.layers:>3} layers, {format_bytes(point.bytes_read):>11}: {format_seconds(point.figure.steady_seconds):>9}"
+            f" measured, {format_seconds(point.fitted_seconds):>9} fitted (spread {point.figure.spread:.2f}x)"
+        )
+    typer.echo(f"  {result.matmul_dtype} matmul: {result.matmul_flops_per_s / 1e9:.3g} GFLOP/s")
+    width = max(len(row[0]) for row in profile_terms(result, preset))
+    typer.echo(f"  {'':<{width}}  {'streaming bandwidth':<28}  overhead per layer")
+    for source, stream, overhead in profile_terms(result, preset):
+        typer.echo(f"  {source:<{width}}  {stream:<28}  {overhead}")
+    for line in [*result.why, *result.notes]:
+        typer.echo(f"  note: {line}")
+    if save is not None:
+        typer.echo(f"saved: {save} (use: kvcalc decode --gpu {save})")
 
 
 app = single_command(measure)

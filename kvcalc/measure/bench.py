@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from kvcalc.errors import DoesNotFit, MeasureUnavailable
-from kvcalc.kvcache import layer_caches, tokens_held
+from kvcalc.kvcache import attention_layers, layer_caches, state_layout, tokens_held
 from kvcalc.latency import attention_flops
 from kvcalc.measure import short
 from kvcalc.measure.figures import REPEATS, ROUNDS, interleaved
@@ -146,13 +146,16 @@ def start_threads() -> None:
 
 
 class Cache:
-    """Per-layer K and V tensors (or the MLA latent) with the planned shapes."""
+    """Per-layer K and V tensors (or the MLA latent) with the planned shapes, and each state layer's
+    conv and recurrent state (hybrid models; not read by the timed steps)."""
 
     def __init__(self) -> None:
         self.layers: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.states: list[torch.Tensor] = []
 
     def release(self) -> None:
         self.layers.clear()
+        self.states.clear()
         gc.collect()
 
 
@@ -179,12 +182,12 @@ def oom_guard(cache: Cache, device: torch.device, where: str = ""):  # noqa: ANN
 
 
 def allocate(plan: MeasurePlan, device: torch.device, cache: Cache) -> int:
-    """Allocate the plan's cache (one rank's shard under tensor parallelism) into `cache`; return
-    the bytes the allocator reports holding."""
+    """Allocate the plan's KV cache (one rank's shard under tensor parallelism) into `cache`; return
+    the bytes the allocator reports holding. State and mlp-only layers hold no KV."""
     dtype = TORCH_DTYPES[plan.workload.kv_dtype or plan.model.dtype]
     batch = plan.workload.batch
     before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
-    for layer in layer_caches(plan.model, plan.workload.tp):
+    for layer in attention_layers(layer_caches(plan.model, plan.workload.tp)):
         held = tokens_held(layer, plan.workload)
         if layer.kind == "mla":  # one latent per token, replicated on every rank; the rope key part rides along as "V"
             latent = torch.randn(batch, 1, held, layer.k_values + layer.v_values, device=device, dtype=dtype)
@@ -193,11 +196,29 @@ def allocate(plan: MeasurePlan, device: torch.device, cache: Cache) -> int:
             k = torch.randn(batch, layer.kv_heads, held, layer.k_values // layer.kv_heads, device=device, dtype=dtype)
             v = torch.randn(batch, layer.kv_heads, held, layer.v_values // layer.kv_heads, device=device, dtype=dtype)
             cache.layers.append((k, v))
+    return _held(device, before, [t for pair in cache.layers for t in pair])
+
+
+def allocate_state(plan: MeasurePlan, device: torch.device, cache: Cache) -> int:
+    """Allocate every state layer's conv and recurrent state for the batch, of the shapes and dtypes
+    `size` counts (kvcalc.kvcache.state_layout on this rank), into `cache`; return the bytes held."""
+    layout = state_layout(plan.model, plan.workload)
+    before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+    if layout.dtypes is not None:
+        dtypes = (TORCH_DTYPES[layout.dtypes.conv], TORCH_DTYPES[layout.dtypes.recurrent])
+        for state in filter(None, layout.states):
+            for shape, dtype in zip((state.conv_shape, state.recurrent_shape), dtypes, strict=True):
+                if shape:  # () where the kind has no such state
+                    cache.states.append(torch.zeros(plan.workload.batch, *shape, device=device, dtype=dtype))
+    return _held(device, before, cache.states)
+
+
+def _held(device: torch.device, before: int, tensors: list[torch.Tensor]) -> int:
+    """Bytes the allocator holds for `tensors`: its own count on CUDA, their distinct storages on the CPU."""
     if device.type == "cuda":
         synchronize(device)
         return torch.cuda.memory_allocated(device) - before
-    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for pair in cache.layers for t in pair}
-    return sum(storages.values())
+    return sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}.values())
 
 
 def query_heads(plan: MeasurePlan) -> int:
@@ -344,6 +365,7 @@ def run_variant(
     with oom_guard(cache, device, f" while allocating {plan.model.name}'s cache"):
         progress(f"{plan.model.name}: allocating")
         allocated = allocate(plan, device, cache)
+        allocated_state = allocate_state(plan, device, cache)
     with oom_guard(cache, device, f" while timing {plan.model.name}"):
         q = _query(plan, cache, device)
         hot, hot_flops = compute_tasks(device, q, cache, attention_step_flops(plan))
@@ -360,14 +382,22 @@ def run_variant(
     cache.release()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return {"allocated_bytes": allocated, "samples": samples, "hot_flops": hot_flops, "sdpa_backend": backend}
+    return {
+        "allocated_bytes": allocated,
+        "allocated_state_bytes": allocated_state,
+        "samples": samples,
+        "hot_flops": hot_flops,
+        "sdpa_backend": backend,
+    }
 
 
 def attention_outputs(plan: MeasurePlan, device: torch.device) -> list[torch.Tensor]:
-    """One (B, H * d_v) attention output per measured layer: what row-parallel TP all-reduces after o_proj."""
+    """One (B, H * d_v) attention output per measured attention layer: what row-parallel TP all-reduces after o_proj."""
     dtype = TORCH_DTYPES[plan.workload.kv_dtype or plan.model.dtype]
     width = plan.model.heads * plan.model.value_dim if plan.model.mla is None else plan.model.heads * plan.model.mla.v_head_dim
-    return [torch.zeros(plan.workload.batch, width, device=device, dtype=dtype) for _ in range(plan.model.layers)]
+    return [
+        torch.zeros(plan.workload.batch, width, device=device, dtype=dtype) for _ in attention_layers(layer_caches(plan.model))
+    ]
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -381,3 +411,54 @@ def environment(device: torch.device) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "load_average": load,
     }
+
+
+def calibration_samples(
+    device: torch.device, nbytes: int, layer_counts: tuple[int, ...], size_shares: tuple[int, ...], progress: Progress,
+    rounds: int = ROUNDS,
+) -> list[tuple[int, int, list[float]]]:  # fmt: skip
+    """Decode-shaped reads of a buffer larger than any last-level cache: each size (the buffer over
+    each share) read by SDPA with one query row per head, split over each layer count (one call
+    per layer), sampled in interleaved rounds. Returns (bytes read, layers, seconds) per point."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dim, units = 128, max(layer_counts) * max(size_shares)  # every split takes whole heads
+    tokens = max(1, min(1024, nbytes // (units * 2 * dim * dtype.itemsize)))  # shorter heads under a small --max-memory
+    head_bytes = 2 * tokens * dim * dtype.itemsize  # K and V of one head
+    heads = units * max(1, nbytes // (units * head_bytes))
+    buffer = torch.empty(2, 1, heads, tokens, dim, dtype=dtype, device=device).fill_(0.5)
+    tasks: dict[str, Callable[[], object]] = {}
+    points: list[tuple[str, int, int]] = []
+    for share in size_shares:
+        used = heads // share
+        for layers in layer_counts:
+            per_layer = used // layers
+            cache = Cache()
+            cache.layers = [
+                (buffer[0, :, i * per_layer : (i + 1) * per_layer], buffer[1, :, i * per_layer : (i + 1) * per_layer])
+                for i in range(layers)
+            ]
+            q = torch.full((1, per_layer, 1, dim), 0.01, dtype=dtype, device=device)
+            name = f"{layers} layers of {per_layer * layers} heads"
+            tasks[name] = lambda q=q, cache=cache: sdpa_step(q, cache)
+            points.append((name, per_layer * layers * head_bytes, layers))
+    progress(f"calibrating: {len(tasks)} decode-shaped runs, {rounds} interleaved rounds")
+    samples = interleaved(tasks, rounds, REPEATS, timer(device))
+    del tasks, buffer
+    gc.collect()
+    return [(nbytes_read, layers, samples[name]) for name, nbytes_read, layers in points]
+
+
+def matmul_samples(device: torch.device, rounds: int = ROUNDS) -> tuple[str, int, list[float]]:
+    """A square matmul's dtype, FLOPs and seconds: bf16 (n = 8192) on CUDA, fp32 (n = 1024) on the CPU."""
+    dtype, n = (torch.bfloat16, 8192) if device.type == "cuda" else (torch.float32, 1024)
+    a = torch.randn(n, n, dtype=dtype, device=device)
+    b = torch.randn(n, n, dtype=dtype, device=device)
+    samples = interleaved({"matmul": lambda: torch.matmul(a, b)}, rounds, REPEATS, timer(device))
+    return ("bf16" if dtype == torch.bfloat16 else "fp32"), 2 * n**3, samples["matmul"]
+
+
+def total_memory_bytes(device: torch.device) -> int:
+    """The device's whole memory: the GPU's, or the machine's MemTotal."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    return _meminfo("/proc/meminfo", "MemTotal:") or os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

@@ -13,7 +13,7 @@ import statistics
 from typing import Any, Literal
 
 from kvcalc.base import Frozen
-from kvcalc.kvcache import layer_caches
+from kvcalc.kvcache import attention_layers, layer_caches
 from kvcalc.latency import roofline
 from kvcalc.measure.figures import TOLERANCE, Figure, steady, summarise, unsteady
 from kvcalc.measure.plan import MeasurePlan
@@ -52,9 +52,13 @@ class VariantResult(Frozen):
     batch: int
     layers_measured: int
     layers_total: int
-    predicted_bytes: int
+    predicted_bytes: int  # KV cache plus recurrent state
     allocated_bytes: int
     bytes_difference: int
+    predicted_kv_bytes: int  # what each timed step reads
+    allocated_kv_bytes: int
+    predicted_state_bytes: int  # hybrid models' conv and recurrent states: allocated, not timed
+    allocated_state_bytes: int
     flops: int
     matmul_flops_per_s: float  # compute rate of decode's kernels at this shape, cache-resident (the faster path's)
     bound: Literal["memory", "compute"]
@@ -138,15 +142,19 @@ def variant_result(
     measured = timings["sdpa"].steady
     return VariantResult(
         variant=name,
-        kv_heads=layer_caches(plan.model, plan.workload.tp)[0].kv_heads,
+        kv_heads=attention_layers(layer_caches(plan.model, plan.workload.tp))[0].kv_heads,
         dtype=(plan.workload.kv_dtype or plan.model.dtype).value,
         seq=plan.workload.seq,
         batch=plan.workload.batch,
         layers_measured=plan.model.layers,
         layers_total=plan.requested_layers,
-        predicted_bytes=plan.cache_bytes,
-        allocated_bytes=raw["allocated_bytes"],
-        bytes_difference=raw["allocated_bytes"] - plan.cache_bytes,
+        predicted_bytes=plan.cache_bytes + plan.state_bytes,
+        allocated_bytes=raw["allocated_bytes"] + raw["allocated_state_bytes"],
+        bytes_difference=raw["allocated_bytes"] + raw["allocated_state_bytes"] - plan.cache_bytes - plan.state_bytes,
+        predicted_kv_bytes=plan.cache_bytes,
+        allocated_kv_bytes=raw["allocated_bytes"],
+        predicted_state_bytes=plan.state_bytes,
+        allocated_state_bytes=raw["allocated_state_bytes"],
         flops=flops,
         matmul_flops_per_s=rate,
         bound=line.bound,

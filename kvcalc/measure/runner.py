@@ -20,6 +20,7 @@ from typing import IO, Any
 import kvcalc
 from kvcalc.errors import DoesNotFit, InvalidInput, KvcalcError, MeasureUnavailable
 from kvcalc.measure import INSTALL_HINT, looks_like_memory, torch_installed
+from kvcalc.measure.calibrate import Calibration
 from kvcalc.measure.plan import MeasureRequest, check_measurable
 from kvcalc.measure.report import MeasureReport, tensor_parallel_report
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
@@ -69,6 +70,20 @@ def measure(
     except MemoryError:
         raise DoesNotFit("out of memory in kvcalc's own process while its measure workers ran; they were stopped") from None
     return reports[0] if tp == 1 else tensor_parallel_report(reports)
+
+
+def calibrate(device_name: str, max_memory: int | None, progress: Callable[[str], None]) -> Calibration:
+    """Fit the device's streaming bandwidth and overhead per decode layer in a worker process."""
+    check_device(device_name, 1)
+    if not torch_installed():
+        raise MeasureUnavailable(INSTALL_HINT)
+    request = MeasureRequest(
+        variants=[], workload=Workload(seq=1), device=device_name, max_layers=None, max_memory=max_memory, peak=None, calibrate=True
+    )
+    try:
+        return Calibration.model_validate(run_workers(request, progress)[0])
+    except MemoryError:
+        raise DoesNotFit("out of memory in kvcalc's own process while its measure worker ran; it was stopped") from None
 
 
 def check_device(name: str, tp: int) -> None:

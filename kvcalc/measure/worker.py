@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import IO, Any
 
 from kvcalc.errors import DoesNotFit, KvcalcError, MeasureUnavailable
-from kvcalc.kvcache import layer_caches
+from kvcalc.kvcache import attention_layers, layer_caches
 from kvcalc.measure import out_of_memory, require_torch, short
 from kvcalc.measure.figures import TOLERANCE
 from kvcalc.measure.plan import MeasurePlan, MeasureRequest, plan_variants
@@ -98,7 +98,7 @@ def measure_rank(request: MeasureRequest, rank: int, channel: Channel) -> dict[s
         plans = [(name, with_cache_note(plan, llc)) for name, plan in plans]
     cache = bench.Cache()
     with bench.oom_guard(cache, device, " while allocating the bandwidth buffer"):
-        first = layer_caches(plans[0][1].model, tp)[0]  # the probe reads at the model's head width
+        first = attention_layers(layer_caches(plans[0][1].model, tp))[0]  # the probe reads at the model's head width
         probe = bench.Probe(device, probe_bytes, request.workload.seq, first.k_values // max(first.kv_heads, 1))
     raws = []
     for _, plan in plans:
@@ -140,6 +140,29 @@ def measure_rank(request: MeasureRequest, rank: int, channel: Channel) -> dict[s
     return judged_report(report).model_dump(mode="json")
 
 
+def calibrate_device(request: MeasureRequest, channel: Channel) -> dict[str, Any]:
+    """Fit this device's streaming bandwidth and overhead per layer (kvcalc.measure.calibrate)."""
+    from kvcalc.measure import bench
+    from kvcalc.measure.calibrate import LAYER_COUNTS, SIZE_SHARES, calibration
+    from kvcalc.measure.figures import summarise
+
+    device = bench.pick_device(request.device)
+    channel.progress("starting torch's threads")
+    bench.start_threads()
+    env = bench.environment(device)
+    allowed = int(bench.free_bytes(device) * SAFETY)
+    if request.max_memory is not None:
+        allowed = min(allowed, request.max_memory)
+    nbytes = min(PROBE_BYTES[device.type], allowed)
+    channel.progress("timing decode-shaped reads")
+    runs = bench.calibration_samples(device, nbytes, LAYER_COUNTS, SIZE_SHARES, channel.progress)
+    channel.progress("timing a matmul")
+    dtype, flops, seconds = bench.matmul_samples(device)
+    points = [(read, layers, summarise(f"{layers} layers, {format_bytes(read)}", samples)) for read, layers, samples in runs]
+    rate = flops / summarise("matmul", seconds).steady_seconds
+    return calibration(points, env, bench.total_memory_bytes(device), (dtype, rate)).model_dump(mode="json")
+
+
 def with_cache_note(plan: MeasurePlan, last_level_cache: int) -> MeasurePlan:
     """The plan, noting when its cache is too small for every step to read it from memory."""
     if plan.cache_bytes >= CACHE_MULTIPLE * last_level_cache:
@@ -160,7 +183,7 @@ def main() -> int:
         request = MeasureRequest.model_validate_json(sys.stdin.read())
         channel.progress("importing torch")
         require_torch()
-        channel.send(report=measure_rank(request, rank, channel))
+        channel.send(report=calibrate_device(request, channel) if request.calibrate else measure_rank(request, rank, channel))
         return 0
     except KvcalcError as exc:
         channel.send(error={"exit_code": exc.exit_code, "message": str(exc)})
