@@ -10,7 +10,9 @@ from kvcalc.base import Frozen
 from kvcalc.engines import Budget, EngineLogLine, GpuMemory, Pool, StageLayer, StageWeights
 from kvcalc.errors import InvalidInput
 from kvcalc.kvcache import (
+    CacheLayout,
     batch_bytes,
+    cache_layout,
     exact_workload,
     kv_dtype,
     layer_bytes_per_token,
@@ -348,18 +350,61 @@ def budget(
     return found.model_copy(update={"explain": [*model.origin(), *found.explain]})  # first, where the model comes from
 
 
-def _largest(fits: Callable[[int], bool], limit: int) -> int:
-    """The largest n in [1, limit] with fits(n), for fits monotone (true, then false); 0 if none."""
-    if not fits(1):
+Needs = list[tuple[int, int]]  # (what a workload needs, what holds it): bytes and the usable bytes, or a pool's slots
+
+
+def _needs(layout: CacheLayout, workload: Workload, usable_bytes: int, pools: Sequence[Pool]) -> Needs:
+    """What the workload's cache needs at its peak against what holds it: its bytes per GPU against
+    the usable bytes, or, when the engine carves the memory into pools, its slots in every pool."""
+    if not pools:
+        return [(layout.batch_bytes(workload, peak=True).per_gpu, usable_bytes)]
+    return [(_pool_need(workload, pool), pool.tokens) for pool in pools]
+
+
+def _met(needs: Needs) -> bool:
+    return all(need <= capacity for need, capacity in needs)
+
+
+def _crossing(low: int, at_low: Needs, high: int, at_high: Needs) -> int:
+    """The last n in [low, high) before the needs exceed their capacity, each need read as linear
+    between low (where all are met) and high (where one is not): exact when they are linear."""
+    guess = high - 1
+    for (low_need, capacity), (high_need, _) in zip(at_low, at_high, strict=True):
+        if high_need > capacity:  # low_need <= capacity: the line crosses it between low and high
+            guess = min(guess, low + (capacity - low_need) * (high - low) // (high_need - low_need))
+    return guess
+
+
+def _largest(needs: Callable[[int], Needs], limit: int) -> int:
+    """The largest n in [1, limit] whose needs are met, needs growing with n; 0 if none.
+
+    A safeguarded interpolation search: each probe reads the needs as linear between the bracket's
+    ends (the answer at once where they are, as bytes are in the batch: then n, n + 1 and the two
+    ends are the only probes), and a side that keeps winning moves at least 1, 2, 4, ... so that
+    steps and pages cost at most twice a bisection's probes.
+    """
+    low, at_low = 1, needs(1)
+    if not _met(at_low):
         return 0
-    low, high = 1, min(2, limit)
-    while high < limit and fits(high):  # gallop up, then bisect; invariant: fits(low)
-        low, high = high, min(2 * high, limit)
-    if fits(high):
-        return high
-    while high - low > 1:  # fits(low), not fits(high)
-        mid = (low + high) // 2
-        low, high = (mid, high) if fits(mid) else (low, mid)
+    if limit == 1:
+        return 1
+    high, at_high = limit, needs(limit)
+    if _met(at_high):
+        return limit
+    streak, last_met = 0, None  # how many probes in a row landed on the same side
+    while high - low > 1:  # met at low, not at high
+        guess = _crossing(low, at_low, high, at_high)
+        if streak > 1:
+            guess = max(guess, low + 2 ** (streak - 1)) if last_met else min(guess, high - 2 ** (streak - 1))
+        guess = min(max(guess, low + 1), high - 1)
+        at_guess = needs(guess)
+        met = _met(at_guess)
+        streak = streak + 1 if met == last_met else 1
+        last_met = met
+        if met:
+            low, at_low = guess, at_guess
+        else:
+            high, at_high = guess, at_guess
     return low
 
 
@@ -367,9 +412,7 @@ def holds(model: ModelSpec, workload: Workload, usable_bytes: int, pools: Sequen
     """Whether the workload's cache fits at its peak: in `usable` bytes per GPU, or, when the
     engine carves the memory into token pools, in every pool (each sequence holds its tokens of
     the pool's window there)."""
-    if not pools:
-        return batch_bytes(model, workload, peak=True).per_gpu <= usable_bytes
-    return all(_pool_need(workload, pool) <= pool.tokens for pool in pools)
+    return _met(_needs(cache_layout(model, workload), workload, usable_bytes, pools))
 
 
 def _pool_need(workload: Workload, pool: Pool) -> int:
@@ -382,19 +425,31 @@ def _pool_need(workload: Workload, pool: Pool) -> int:
     return units * rules.peak_tokens_per_unit(workload, pool.window, workload.seq)
 
 
-def max_batch(model: ModelSpec, workload: Workload, usable_bytes: int, pools: Sequence[Pool] = ()) -> int:
+def max_batch(
+    model: ModelSpec, workload: Workload, usable_bytes: int, pools: Sequence[Pool] = (), layout: CacheLayout | None = None
+) -> int:
     """The largest number of sequences, each with the workload's context, whose cache fits in
-    `usable` bytes per GPU (or the engine's pools) at its peak (0 when none does)."""
+    `usable` bytes per GPU (or the engine's pools) at its peak (0 when none does); `layout`, the
+    workload's cache_layout when the caller has it."""
+    layout = layout or cache_layout(model, workload)
     reshape = engines.profile(workload.engine).reshape
-    return _largest(lambda batch: holds(model, reshape(workload, batch=batch), usable_bytes, pools), UNBOUNDED_CONTEXT)
+    return _largest(lambda batch: _needs(layout, reshape(workload, batch=batch), usable_bytes, pools), UNBOUNDED_CONTEXT)
 
 
-def max_context(model: ModelSpec, workload: Workload, usable_bytes: int, limit: int, pools: Sequence[Pool] = ()) -> int:
+def max_context(
+    model: ModelSpec,
+    workload: Workload,
+    usable_bytes: int,
+    limit: int,
+    pools: Sequence[Pool] = (),
+    layout: CacheLayout | None = None,
+) -> int:
     """The longest context per sequence, up to `limit`, whose cache for the workload's batch fits in
-    `usable` bytes per GPU (or the engine's pools) at its peak; solved exactly by bisection (bytes
-    grow monotonically with the context, but not linearly once window layers saturate)."""
+    `usable` bytes per GPU (or the engine's pools) at its peak; solved exactly by search (bytes grow
+    monotonically with the context, but not linearly once window layers saturate)."""
+    layout = layout or cache_layout(model, workload)
     reshape = engines.profile(workload.engine).reshape
-    return _largest(lambda context: holds(model, reshape(workload, context=context), usable_bytes, pools), limit)
+    return _largest(lambda context: _needs(layout, reshape(workload, context=context), usable_bytes, pools), limit)
 
 
 def gpu_memory(gpu: GpuSpec | None, memory_bytes: int | None) -> int:
@@ -434,32 +489,36 @@ class FitReport(Frozen):
     max_batch_by_context: dict[int, int]
 
 
-def _shortfall(model: ModelSpec, workload: Workload, usable: int, pools: Sequence[Pool]) -> int:
+def _shortfall(layout: CacheLayout, workload: Workload, usable: int, pools: Sequence[Pool]) -> int:
     """Bytes the workload's cache needs beyond the budget, or beyond each pool it overflows."""
+    needs = _needs(layout, workload, usable, pools)
     if not pools:
-        return max(0, batch_bytes(model, workload, peak=True).per_gpu - usable)
-    return sum(max(0, _pool_need(workload, pool) - pool.tokens) * pool.bytes_per_token for pool in pools)
+        return max(0, needs[0][0] - usable)
+    return sum(max(0, need - slots) * pool.bytes_per_token for (need, slots), pool in zip(needs, pools, strict=True))
 
 
-def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | None = None) -> FitReport:
+def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | None = None, by_context: bool = True) -> FitReport:
     """Max batch at the workload's context, max context at its batch, and which limit binds each,
-    under the engine's options as the budget assumed them (its defaults on the GPU filled in).
-    A batch fits when its peak fits (transformers' sliding layers right after a long prefill)."""
+    under the engine's options as the budget assumed them (its defaults on the GPU filled in);
+    with `by_context`, max batch at each standard context too (fit's table; check and compare
+    leave it empty). A batch fits when its peak fits (transformers' sliding layers right after a
+    long prefill)."""
     workload = workload.model_copy(update={"engine": budget_.engine})
     rules = engines.profile(workload.engine)
     rules.check_supported(model, workload, kv_dtype(model, workload))  # as estimate_kv: what the engine refuses
     usable = budget_.usable_bytes
     stage = _first_stage_layers(model, workload)
     pools = rules.pools(model, workload, usable, stage)
-    by_memory = max_batch(model, workload, usable, pools)
+    layout = cache_layout(model, workload)  # laid out once for every probe below
+    by_memory = max_batch(model, workload, usable, pools, layout)
     caps = [cap for cap in (max_seqs, rules.max_sequences(workload)) if cap]
     best_batch = min([by_memory, *caps])
     limit, limit_reason = rules.context_limit(model, workload)
-    context = max_context(model, workload, usable, limit or UNBOUNDED_CONTEXT, pools)
+    context = max_context(model, workload, usable, limit or UNBOUNDED_CONTEXT, pools, layout)
     limited_by = limit_reason if context == (limit or UNBOUNDED_CONTEXT) else "memory"
-    need = batch_bytes(model, workload, peak=True).per_gpu
+    need = layout.batch_bytes(workload, peak=True).per_gpu
     at_best = rules.reshape(workload, batch=max(best_batch, 1))
-    waste = _waste_per_gpu(model, at_best) if best_batch else 0
+    waste = _waste_per_gpu(model, at_best, layout) if best_batch else 0
     state = state_bytes(model, settled(model, workload)).per_gpu
     asked = rules.context_per_sequence(workload)  # the table shows the context asked for, beside the standard ones
     contexts = {s for s in STANDARD_CONTEXTS if s <= (limit or UNBOUNDED_CONTEXT)} | ({limit} if limit else set()) | {asked}
@@ -470,23 +529,27 @@ def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | N
         seq=workload.seq,
         batch=workload.batch,
         context_per_sequence=rules.context_per_sequence(workload),
-        bytes_per_sequence_per_gpu=sequence_bytes(model, workload, peak=True).per_gpu + state,
+        bytes_per_sequence_per_gpu=layout.sequence_bytes(workload, peak=True).per_gpu + state,
         exact_bytes_per_sequence_per_gpu=sequence_bytes(model, exact_workload(workload)).per_gpu
         + _over_stages_max(model, workload, state_layout(model, workload).exact_bytes),
         state_bytes_per_sequence_per_gpu=state,
         kv_bytes_per_gpu=need,
-        fits=budget_holds and holds(model, workload, usable, pools),
+        fits=budget_holds and _met(_needs(layout, workload, usable, pools)),
         weights_fit=budget_holds,
-        shortfall_bytes=_shortfall(model, workload, usable, pools) + budget_.overcommitted_bytes,
+        shortfall_bytes=_shortfall(layout, workload, usable, pools) + budget_.overcommitted_bytes,
         max_batch=best_batch if budget_holds else 0,
         max_batch_limit="max_seqs" if caps and min(caps) < by_memory else "memory",
         max_context=context if budget_holds else 0,
         max_context_limit=limited_by,
-        max_context_by_memory=max_context(model, workload, usable, UNBOUNDED_CONTEXT, pools) if by_memory_alone else None,
+        max_context_by_memory=max_context(model, workload, usable, UNBOUNDED_CONTEXT, pools, layout) if by_memory_alone else None,
         paging_waste_bytes_at_max_batch=waste,
         pools=pools,
         engine_log=rules.log_lines(model, workload, usable, stage) + _state_log(model, workload),
-        max_batch_by_context={s: max_batch(model, rules.reshape(workload, context=s), usable, pools) for s in sorted(contexts)},
+        max_batch_by_context={
+            s: max_batch(model, rules.reshape(workload, context=s), usable, pools, layout) for s in sorted(contexts)
+        }
+        if by_context
+        else {},
     )
 
 
@@ -516,11 +579,11 @@ def _over_stages_max(model: ModelSpec, workload: Workload, per_layer: list[int])
     return max(sum(per_layer[i] for i in stage) for stage in pipeline_stages(model.layers, workload.pp))
 
 
-def _waste_per_gpu(model: ModelSpec, workload: Workload) -> int:
+def _waste_per_gpu(model: ModelSpec, workload: Workload, layout: CacheLayout) -> int:
     """Bytes allocated beyond the exact need on the busiest GPU: KV pages and reservations, and the
     padding of state pages (the exact twin keeps the engine's state dtypes)."""
     kv = (
-        batch_bytes(model, workload, with_state=False).per_gpu
+        layout.batch_bytes(workload, with_state=False).per_gpu
         - batch_bytes(model, exact_workload(workload), with_state=False).per_gpu
     )
     layout = state_layout(model, workload)

@@ -9,17 +9,20 @@ State layers (Mamba, Gated DeltaNet, lightning, short conv) keep a fixed state p
 
 from __future__ import annotations
 
-from typing import Literal
+import operator
+from collections import Counter
+from typing import Literal, NamedTuple
 
 from kvcalc import engines
 from kvcalc.base import Frozen
 from kvcalc.engines import StateDtypes, StatePages
 from kvcalc.errors import InvalidInput
-from kvcalc.spec import Engine, ModelSpec, StateKind, Workload, cache_dtypes
+from kvcalc.spec import AttentionKind, Engine, ModelSpec, StateKind, Workload, cache_dtypes
 from kvcalc.state import LayerState, layer_states
 from kvcalc.units import PACKING, DType, format_bytes
 
 CacheKind = Literal["full", "sliding", "chunked", "mla", "none"]  # none: a layer without attention (state or mlp only)
+TEXTBOOK = Engine()  # the exact need's engine
 STATE_DTYPES = (DType.fp32, DType.fp16, DType.bf16)  # what engines keep a recurrent state in (vLLM MambaDType)
 
 
@@ -56,7 +59,7 @@ def kv_heads_per_rank(model: ModelSpec, tp: int, kv_heads: int | None = None) ->
 
 def layer_caches(model: ModelSpec, tp: int = 1, engine: Engine | None = None) -> list[LayerCache]:
     """Per-layer cache layout on one rank, in layer order."""
-    engine = engine or Engine()
+    engine = engine or TEXTBOOK
     storage = engines.profile(engine).mla_storage(engine)
     if model.mla is not None and storage != "decompressed":
         # MLA: one latent (kv_lora_rank) plus the shared rope key per token; replicated on every rank,
@@ -71,23 +74,27 @@ def layer_caches(model: ModelSpec, tp: int = 1, engine: Engine | None = None) ->
     kv_heads_per_rank(model, tp)  # decompressed MLA (transformers 4.x): per-head K and V
     windows = {"sliding": model.sliding_window, "chunked": model.attention_chunk_size}
     first_shared = model.layers - model.kv_shared_layers  # Gemma-3n: later layers reuse earlier caches
+    made: dict[tuple[str | None, bool], LayerCache] = {}  # one value per kind, shared by its layers (frozen)
+
+    def cache(kind: AttentionKind | None, own: bool) -> LayerCache:
+        if kind is None:
+            return LayerCache(kind="none", window=None, kv_heads=0, k_values=0, v_values=0)
+        heads = kv_heads_per_rank(model, tp, model.kv_heads_of(kind))  # GQA: Hkv heads, not H
+        return LayerCache(
+            kind=kind,
+            window=windows.get(kind),
+            kv_heads=heads,
+            k_values=heads * model.key_dim_of(kind) if own else 0,
+            v_values=heads * model.value_dim_of(kind) if own else 0,
+            shared=not own,
+        )
+
     caches = []
     for i, kind in enumerate(model.attention_kinds()):
-        if kind is None:
-            caches.append(LayerCache(kind="none", window=None, kv_heads=0, k_values=0, v_values=0))
-            continue
-        heads = kv_heads_per_rank(model, tp, model.kv_heads_of(kind))  # GQA: Hkv heads, not H
-        own = i < first_shared
-        caches.append(
-            LayerCache(
-                kind=kind,
-                window=windows.get(kind),
-                kv_heads=heads,
-                k_values=heads * model.key_dim_of(kind) if own else 0,
-                v_values=heads * model.value_dim_of(kind) if own else 0,
-                shared=not own,
-            )
-        )
+        key = (kind, i < first_shared)
+        if key not in made:
+            made[key] = cache(*key)
+        caches.append(made[key])
     return caches
 
 
@@ -111,10 +118,14 @@ def tokens_held(layer: LayerCache, workload: Workload, seq: int | None = None, p
     >>> tokens_held(lc, Workload(seq=8192)), tokens_held(lc, Workload(seq=1000)), tokens_held(lc, Workload(seq=1000, block_size=16))
     (4096, 1000, 1008)
     """
-    seq = workload.seq if seq is None else seq
+    return window_tokens(workload, layer.window, workload.seq if seq is None else seq, peak, layer.kind == "chunked")
+
+
+def window_tokens(workload: Workload, window: int | None, seq: int, peak: bool = False, chunked: bool = False) -> int:
+    """Tokens one allocation unit keeps, by the workload's engine, in a layer of `window` (None: full
+    attention or MLA; a chunk when `chunked`) at context `seq`; with `peak`, the most it holds at any moment."""
     rules = engines.profile(workload.engine)
-    chunked = layer.kind == "chunked"
-    return (rules.peak_tokens_per_unit if peak else rules.tokens_per_unit)(workload, layer.window, seq, chunked=chunked)
+    return (rules.peak_tokens_per_unit if peak else rules.tokens_per_unit)(workload, window, seq, chunked=chunked)
 
 
 def pipeline_stages(layers: int, pp: int) -> list[range]:
@@ -142,19 +153,81 @@ def _over_stages(model: ModelSpec, workload: Workload, per_layer: list[int]) -> 
     return SequenceBytes(per_gpu=max(per_stage), total=sum(per_stage) * workload.tp)
 
 
-def _unit_bytes_per_layer(model: ModelSpec, workload: Workload, seq: int | None, peak: bool) -> list[int]:
-    dtypes = cache_dtypes(model, workload)
-    return [
-        layer_bytes_per_token(layer, *dtypes) * tokens_held(layer, workload, seq, peak) if layer.kind != "none" else 0
-        for layer in layer_caches(model, workload.tp, workload.engine)
-    ]
+class CacheLayout(NamedTuple):
+    """A model's cache laid out once for a workload's split, engine and cache dtypes: each pipeline
+    stage's attention layers on one rank grouped by window (a group's layers hold the same tokens)
+    with their bytes per token summed, and each stage's state and fixed bytes. Bytes at any context
+    or batch then cost O(stages x windows), not O(layers): the searches of kvcalc.capacity ask them
+    at every probe. Ask it only about workloads that differ from the one it was laid out for in
+    context and batch (engines' `reshape`)."""
+
+    windows: list[tuple[int | None, bool]]  # the distinct (window, chunked); window None: full attention, MLA
+    stages: list[list[int]]  # per stage, per window: bytes per token of the stage's layers of that window, one rank
+    state: list[int]  # per stage: recurrent-state bytes of one sequence, as allocated
+    fixed: list[int]  # per stage: bytes that do not scale with tokens (the engine's fixed_bytes, a share per layer)
+    block_size: int | None  # the block size the engine settles on beside state pages (settled); None: the workload's
+
+    def _settled(self, workload: Workload) -> Workload:
+        return workload if self.block_size is None else workload.model_copy(update={"block_size": self.block_size})
+
+    def _unit_bytes(self, workload: Workload, seq: int | None, peak: bool) -> list[int]:
+        """KV bytes one allocation unit holds on each stage's GPU (the workload settled)."""
+        seq = workload.seq if seq is None else seq
+        tokens = [window_tokens(workload, window, seq, peak, chunked) for window, chunked in self.windows]
+        return [sum(map(operator.mul, stage, tokens)) for stage in self.stages]
+
+    def sequence_bytes(self, workload: Workload, seq: int | None = None, peak: bool = False) -> SequenceBytes:
+        """KV bytes one allocation unit (a sequence) holds at context `seq` (default: the workload's)."""
+        unit = self._unit_bytes(self._settled(workload), seq, peak)
+        return SequenceBytes(per_gpu=max(unit), total=sum(unit) * workload.tp)
+
+    def batch_bytes(
+        self, workload: Workload, seq: int | None = None, peak: bool = False, with_state: bool = True
+    ) -> SequenceBytes:
+        """Bytes of the whole batch's cache: every allocation unit's KV, every sequence's state (unless
+        not `with_state`), plus what does not scale with tokens, stage by stage."""
+        workload = self._settled(workload)
+        units = engines.profile(workload.engine).allocation_units(workload)
+        sequences = workload.batch if with_state else 0
+        per_stage = [
+            units * kv + sequences * state + fixed
+            for kv, state, fixed in zip(self._unit_bytes(workload, seq, peak), self.state, self.fixed, strict=True)
+        ]
+        return SequenceBytes(per_gpu=max(per_stage), total=sum(per_stage) * workload.tp)
+
+
+def cache_layout(model: ModelSpec, workload: Workload) -> CacheLayout:
+    """The model's cache laid out for the workload's tp, pp, engine and cache dtypes, whatever its
+    context and batch: O(layers) once."""
+    settled_ = settled(model, workload)
+    dtypes = cache_dtypes(model, settled_)
+    caches = layer_caches(model, settled_.tp, settled_.engine)
+    attention = {id(cache): cache for cache in caches if cache.kind != "none"}  # the layers of a kind share one LayerCache
+    per_token = {key: layer_bytes_per_token(cache, *dtypes) for key, cache in attention.items()}
+    windows = list(dict.fromkeys((cache.window, cache.kind == "chunked") for cache in attention.values()))
+    split = pipeline_stages(model.layers, settled_.pp)
+    stages = []
+    for stage in split:
+        row = [0] * len(windows)
+        for key, layers in Counter(map(id, caches[stage.start : stage.stop])).items():
+            if key in attention:
+                row[windows.index((attention[key].window, attention[key].kind == "chunked"))] += layers * per_token[key]
+        stages.append(row)
+    state = state_layout(model, settled_).layer_bytes if any(model.state_kinds()) else [0] * model.layers
+    fixed_per_layer = engines.profile(settled_.engine).fixed_bytes(model, settled_, dtypes[0]) // model.layers
+    return CacheLayout(
+        windows=windows,
+        stages=stages,
+        state=[sum(state[i] for i in stage) for stage in split],
+        fixed=[fixed_per_layer * len(stage) for stage in split],
+        block_size=settled_.block_size if settled_ is not workload else None,
+    )
 
 
 def sequence_bytes(model: ModelSpec, workload: Workload, seq: int | None = None, peak: bool = False) -> SequenceBytes:
     """KV bytes one allocation unit (a sequence) holds at context `seq` (default: the workload's);
     with `peak`, the most it holds at any moment (transformers right after a long prefill)."""
-    workload = settled(model, workload)
-    return _over_stages(model, workload, _unit_bytes_per_layer(model, workload, seq, peak))
+    return cache_layout(model, workload).sequence_bytes(workload, seq, peak)
 
 
 def state_bytes(model: ModelSpec, workload: Workload) -> SequenceBytes:
@@ -167,14 +240,7 @@ def batch_bytes(
 ) -> SequenceBytes:
     """Bytes of the whole batch's cache: every allocation unit's KV, every sequence's state (unless
     not `with_state`), plus what does not scale with tokens; the busiest GPU's share summed stage by stage."""
-    workload = settled(model, workload)
-    rules = engines.profile(workload.engine)
-    units = rules.allocation_units(workload)
-    fixed = rules.fixed_bytes(model, workload, kv_dtype(model, workload)) // model.layers
-    kv = _unit_bytes_per_layer(model, workload, seq, peak)
-    state = state_layout(model, workload).layer_bytes if with_state else [0] * model.layers  # a state is never shared
-    per_layer = [units * k + workload.batch * s + fixed for k, s in zip(kv, state, strict=True)]
-    return _over_stages(model, workload, per_layer)
+    return cache_layout(model, workload).batch_bytes(workload, seq, peak, with_state)
 
 
 class StateLayout(Frozen):
@@ -296,7 +362,7 @@ def exact_workload(workload: Workload) -> Workload:
     """The textbook twin of a workload: exact bytes, no pages, the same tokens (llama.cpp's n_ctx
     is the tokens of all its sequences together: its twin is one sequence of n_ctx tokens)."""
     batch = engines.profile(workload.engine).exact_batch(workload)
-    return workload.model_copy(update={"block_size": None, "engine": Engine(), "batch": batch})
+    return workload.model_copy(update={"block_size": None, "engine": TEXTBOOK, "batch": batch})
 
 
 def estimate_kv(model: ModelSpec, workload: Workload) -> KvEstimate:
@@ -308,11 +374,12 @@ def estimate_kv(model: ModelSpec, workload: Workload) -> KvEstimate:
     layout = state_layout(model, workload)  # as the engine lays it out from the workload given (before settling)
     workload = settled(model, workload)
     caches = layer_caches(model, workload.tp, workload.engine)
-    unit = sequence_bytes(model, workload)
-    kv_batch = batch_bytes(model, workload, with_state=False)
-    batch = batch_bytes(model, workload)
-    exact = batch_bytes(model, exact_workload(workload), with_state=False)
-    peak = batch_bytes(model, workload, peak=True, with_state=False)
+    cache, exact_work = cache_layout(model, workload), exact_workload(workload)
+    unit = cache.sequence_bytes(workload)
+    kv_batch = cache.batch_bytes(workload, with_state=False)
+    batch = cache.batch_bytes(workload)
+    exact = cache_layout(model, exact_work).batch_bytes(exact_work, with_state=False)
+    peak = cache.batch_bytes(workload, peak=True, with_state=False)
     groups = _group_layers(caches, (dtype, v_dtype), workload)
     state = _over_stages(model, workload, layout.layer_bytes)
     state_exact = _over_stages(model, workload, layout.exact_bytes)
