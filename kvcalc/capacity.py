@@ -557,15 +557,12 @@ def _first_stage_layers(model: ModelSpec, workload: Workload) -> list[StageLayer
     """The attention layers of the first pipeline stage, the one with the most layers, on one rank."""
     dtypes = cache_dtypes(model, workload)
     caches = layer_caches(model, workload.tp, workload.engine)
-    return [
-        StageLayer(
-            window=caches[i].window,
-            bytes_per_token=layer_bytes_per_token(caches[i], *dtypes),
-            chunked=caches[i].kind == "chunked",
-        )
-        for i in pipeline_stages(model.layers, workload.pp)[0]
-        if caches[i].kind != "none" and not caches[i].shared
-    ]
+    own = {id(c): c for c in caches if c.kind != "none" and not c.shared}  # the layers of a kind share one LayerCache
+    layers = {
+        key: StageLayer(window=c.window, bytes_per_token=layer_bytes_per_token(c, *dtypes), chunked=c.kind == "chunked")
+        for key, c in own.items()
+    }  # and one StageLayer
+    return [layers[id(caches[i])] for i in pipeline_stages(model.layers, workload.pp)[0] if id(caches[i]) in layers]
 
 
 def _state_log(model: ModelSpec, workload: Workload) -> list[EngineLogLine]:

@@ -14,7 +14,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, StrictBool, ValidationIn
 
 from kvcalc import capacity, engines, latency
 from kvcalc.base import Strict, first_repeated
-from kvcalc.kvcache import estimate_kv
+from kvcalc.kvcache import batch_bytes
 from kvcalc.latency import DecodeJudge
 from kvcalc.spec import Count, DTypeName, Engine, GpuSpec, ModelSpec, Name, Number, Tokens, Workload
 from kvcalc.units import parse_size
@@ -151,7 +151,7 @@ def check_workload(
     reserve = parse_size(planned.reserve, allow_zero=True) if planned.reserve is not None else None
     budget = capacity.budget(model, work, memory, weights, planned.utilization, reserve, gpu.name if gpu else None)
     report = capacity.fit(model, work, budget, by_context=False)
-    kv_bytes = estimate_kv(model, work.model_copy(update={"engine": budget.engine})).bytes_per_gpu
+    kv_bytes = batch_bytes(model, work.model_copy(update={"engine": budget.engine})).per_gpu  # size's bytes_per_gpu
     step = latency.decode(model, work, gpu, weights) if gpu else None
     decode_ms = step.seconds_by(decode_judge) * 1e3 if step else None
     expect = planned.expect

@@ -4,6 +4,7 @@ a fixed cost per layer. Pure functions."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Literal
 
 from kvcalc.base import Frozen
@@ -11,7 +12,7 @@ from kvcalc.capacity import ParamCount, WeightFormat, per_gpu, require_params, w
 from kvcalc.decode_profiles import DecodeProfile, FormatClass, ProfileName, format_class, stored_format_class
 from kvcalc.engines import profile as engine_profile
 from kvcalc.errors import InvalidInput
-from kvcalc.kvcache import attention_layers, batch_bytes, exact_workload, layer_caches, state_layout, tokens_held
+from kvcalc.kvcache import attention_layers, batch_bytes, exact_workload, layer_caches, state_layout, window_tokens
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
 from kvcalc.units import PACKING, format_bytes, format_seconds
 
@@ -69,7 +70,8 @@ def attention_flops(model: ModelSpec, workload: Workload, context: int) -> int:
     2 * B * H * (q.k width + p.v width) * tokens held per layer (= 4*B*s*H*d*L for plain MHA/GQA)."""
     qk, pv = attention_widths(model, absorbed=True)
     exact = exact_workload(workload)  # attention reads the tokens in context, not padding
-    held = sum(tokens_held(layer, exact, context) for layer in attention_layers(layer_caches(model)))
+    kinds = Counter((layer.window, layer.kind == "chunked") for layer in attention_layers(layer_caches(model)))
+    held = sum(layers * window_tokens(exact, window, context, chunked=chunked) for (window, chunked), layers in kinds.items())
     return 2 * workload.batch * model.heads * (qk + pv) * held
 
 

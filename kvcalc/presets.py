@@ -113,15 +113,28 @@ def _flow_depth(text: str) -> int:
     return text.count("[") + text.count("{") - text.count("]") - text.count("}")
 
 
+_BLOCK_PREFIX = re.compile(r"^[ \t]*(?:[-?:](?:[ \t]+|$))*", re.MULTILINE)  # indentation and leading - ? : indicators
+
+
+def nesting_bound(text: str) -> int:
+    """An upper bound on how deep the YAML `text` nests, read in one pass of a regular expression.
+
+    A block collection starts where a line's content starts, after its indentation and leading '- ',
+    '? ' or ': ' indicators; one nested in another starts further right, or at the same column once
+    (a sequence as a mapping's value): block collections nest at most 2 * (widest such prefix + 1)
+    deep. Flow collections, inside them, nest at most once per '[' or '{'.
+    """
+    widest = max(len(prefix) for prefix in _BLOCK_PREFIX.findall(text))
+    return 2 * (widest + 1) + text.count("[") + text.count("{")
+
+
 def _refuse_aliases_and_deep_nesting(path: Path, text: str) -> None:
     """Refuse YAML aliases and nesting deeper than MAX_NESTING before the (recursive) loader sees them.
 
     Walks the parser's events, which libyaml produces without recursion, only when the text has a '*'
-    or enough indicators and lines to nest that deep: a few str.count calls for a usual preset.
+    or could nest that deep (nesting_bound): a usual preset or plan, however long, is not walked.
     """
-    # Each level opens at a new line or at a '[', '{', '-' or '?' (two levels at most: `- a: 1`), so this bounds the depth.
-    could_nest_too_deep = 2 * sum(map(text.count, "[{-?")) + len(text.splitlines()) + 1 > MAX_NESTING
-    if "*" not in text and not could_nest_too_deep:
+    if "*" not in text and nesting_bound(text) <= MAX_NESTING:
         return
     depth = 0
     try:

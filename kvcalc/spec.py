@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
@@ -342,15 +342,21 @@ class ModelSpec(Strict):
         """Each layer's kind: the pattern repeated over the layers; all sliding when a window is
         given without a pattern (Mistral-7B-v0.1), all full otherwise."""
         pattern: list[str] = self.layer_pattern or (["sliding"] if self.sliding_window else ["full"])
-        return [pattern[i % len(pattern)] for i in range(self.layers)]
+        return (pattern * -(-self.layers // len(pattern)))[: self.layers]
 
     def attention_kinds(self) -> list[AttentionKind | None]:
         """Each layer's attention kind, None for a layer without attention (a state or mlp layer)."""
-        return [next((p for p in ATTENTION_KINDS if p in kind.split("+")), None) for kind in self.layer_kinds()]
+        return self._part_of_kinds(ATTENTION_KINDS)
 
     def state_kinds(self) -> list[StateKind | None]:
         """Each layer's state kind, None for a layer without recurrent state."""
-        return [next((p for p in STATE_KINDS if p in kind.split("+")), None) for kind in self.layer_kinds()]
+        return self._part_of_kinds(STATE_KINDS)
+
+    def _part_of_kinds(self, parts: tuple[Any, ...]) -> list[Any]:
+        """Each layer's part of its kind among `parts` (full of full+mamba2), None when it has none."""
+        kinds = self.layer_kinds()
+        part = {kind: next((p for p in parts if p in kind.split("+")), None) for kind in set(kinds)}  # once per kind
+        return list(map(part.__getitem__, kinds))
 
 
 Backend = Literal["cuda", "rocm", "metal", "vulkan"]

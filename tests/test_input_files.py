@@ -9,11 +9,14 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kvcalc.compare import parse_variants
 from kvcalc.errors import InvalidInput, InvalidPreset
 from kvcalc.hf_config import RECURRENT
-from kvcalc.presets import MAX_NESTING, load_gpu, load_model, presets_listing, read_mapping
+from kvcalc.presets import MAX_NESTING, load_gpu, load_model, nesting_bound, presets_listing, read_mapping
 from kvcalc.units import parse_dtype, parse_size
 
 LONG = "a" * 300  # over the 255-byte limit of a file name
@@ -67,6 +70,38 @@ def test_nesting_limit_is_exact(tmp_path: Path) -> None:
     path.write_text("a: " + "[" * MAX_NESTING + "]" * MAX_NESTING)
     with pytest.raises(InvalidPreset, match="nested too deeply"):
         read_mapping(path)
+
+
+def _depth(text: str) -> int:
+    """How deep a YAML text nests, read from its parser's events."""
+    depth = deepest = 0
+    for event in yaml.parse(text):
+        depth += isinstance(event, yaml.CollectionStartEvent) - isinstance(event, yaml.CollectionEndEvent)
+        deepest = max(deepest, depth)
+    return deepest
+
+
+_trees = st.recursive(
+    st.integers(0, 9) | st.text("ab -?:[]{}#'\"", max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text("abc", min_size=1, max_size=2), inner, max_size=3),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=300)
+@given(_trees, st.sampled_from([False, True, None]), st.integers(2, 6), st.booleans())
+def test_the_nesting_bound_bounds_every_yaml_text(tree: object, flow: bool | None, indent: int, compact: bool) -> None:
+    """Whatever style writes a document (block, flow, compact sequences, any indent), the bound that
+    spares a usual file the event walk is at least its depth."""
+    text = yaml.safe_dump({"root": tree}, default_flow_style=flow, indent=indent, width=20)
+    if compact:  # `- - x`: sequences opened on one line, which safe_dump does not write itself
+        text = text.replace("-\n" + " " * indent + "- ", "- - ")
+    assert nesting_bound(text) >= _depth(text)
+
+
+@pytest.mark.parametrize("text", ["- - - - x", "? - - a\n: - - b", "a:\n- b:\n  - c:\n    - d", "a: [[{b: [1]}]]"])
+def test_the_nesting_bound_of_compact_forms(text: str) -> None:
+    assert nesting_bound(text) >= _depth(text)
 
 
 def test_presets_flag_given_a_file(cli, tmp_path: Path) -> None:

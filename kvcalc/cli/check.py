@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -35,11 +35,18 @@ def check(
     plan_spec, sources = presets.load_plan(plan, Plan)
     judge = "roofline" if roofline else plan_spec.decode_judge
     verdicts = []
+    specs: dict[tuple[presets.Kind, str], Any] = {}  # each name resolved once, however many workloads use it
+
+    def resolve(kind: presets.Kind, ref: str) -> Any:
+        if (kind, ref) not in specs:
+            specs[kind, ref] = sources.resolve(kind, ref)
+        return specs[kind, ref]
+
     for planned in plan_spec.workloads:
         where = f"{plan}: workload {planned.name!r}"
         try:
-            model_spec = sources.resolve("models", planned.model)
-            gpu_spec = sources.resolve("gpus", planned.gpu) if planned.gpu else None
+            model_spec = resolve("models", planned.model)
+            gpu_spec = resolve("gpus", planned.gpu) if planned.gpu else None
             verdicts.append(check_workload(planned, model_spec, gpu_spec, judge))
         except KvcalcError as exc:
             raise type(exc)(f"{where}: {exc}") from None
