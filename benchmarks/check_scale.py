@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import os
 import random
 import statistics
 import subprocess
@@ -86,9 +87,13 @@ def write_plan(folder: Path, count: int) -> Path:
 
 
 def run(plan: Path) -> float:
-    """Seconds `kvcalc check --json` takes on the plan; a bad plan (exit 2) stops the script."""
+    """Seconds `kvcalc check --json` takes on the plan, run from the plan's folder with the kvcalc this
+    script imported (PYTHONPATH=/other/checkout measures another); a bad plan (exit 2) stops the script."""
+    env = {**os.environ, "PYTHONPATH": str(Path(kvcalc.__file__).parent.parent)}
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "kvcalc", "check", str(plan), "--json"], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "kvcalc", "check", str(plan), "--json"], capture_output=True, text=True, cwd=plan.parent, env=env
+    )
     seconds = time.perf_counter() - start
     if done.returncode not in (0, 1):
         sys.exit(f"kvcalc check {plan} exited {done.returncode}: {done.stderr.strip()}")

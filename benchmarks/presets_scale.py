@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import os
 import statistics
 import subprocess
 import sys
@@ -39,10 +40,13 @@ def write_presets(folder: Path, count: int) -> None:
         (folder / kind / f"{data['name']}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
 
 
-def run(extra: list[str]) -> float:
-    """Seconds `kvcalc presets list --json` takes."""
+def run(extra: list[str], folder: Path) -> float:
+    """Seconds `kvcalc presets list --json` takes, run from `folder` with the kvcalc this script
+    imported (PYTHONPATH=/other/checkout measures another)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(kvcalc.__file__).parent.parent)}
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "kvcalc", "presets", "list", "--json", *extra], check=True, capture_output=True)
+    command = [sys.executable, "-m", "kvcalc", "presets", "list", "--json", *extra]
+    subprocess.run(command, check=True, capture_output=True, cwd=folder, env=env)
     return time.perf_counter() - start
 
 
@@ -58,7 +62,7 @@ def main() -> None:
         times: dict[str, list[float]] = {name: [] for name in sides}
         for _ in range(args.runs):
             for name, extra in sides.items():
-                times[name].append(run(extra))
+                times[name].append(run(extra, Path(tmp)))
     without, with_user = (statistics.median(values) for values in times.values())
     for name, values in times.items():
         print(f"{name:26} {statistics.median(values) * 1e3:8.1f} ms (median of {args.runs})")

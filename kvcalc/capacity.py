@@ -11,16 +11,13 @@ from kvcalc.engines import Budget, EngineLogLine, GpuMemory, Pool, StageLayer, S
 from kvcalc.errors import InvalidInput
 from kvcalc.kvcache import (
     CacheLayout,
-    batch_bytes,
+    StateLayout,
     cache_layout,
     exact_workload,
     kv_dtype,
     layer_bytes_per_token,
     layer_caches,
     pipeline_stages,
-    sequence_bytes,
-    settled,
-    state_bytes,
     state_layout,
 )
 from kvcalc.spec import GpuSpec, ModelSpec, StoredWeights, Workload, cache_dtypes
@@ -75,19 +72,24 @@ def _layer_params(model: ModelSpec) -> list[LayerParams] | None:
     attention = _attention_params(model, h)
     moe = model.moe
     expert = matrices * h * moe.expert_intermediate if moe else 0
+
+    def params(attends: bool, routed: bool) -> LayerParams:
+        common = (attention if attends else 0) + 2 * h  # a state layer's own mixer is not counted: hybrids publish params
+        if moe is None or not routed:
+            return LayerParams(own=common + matrices * h * inter, routed=0, routed_active=0)
+        return LayerParams(
+            own=common + moe.shared_experts * expert + h * moe.experts,
+            routed=moe.experts * expert,
+            routed_active=moe.experts_per_token * expert,
+        )
+
+    made: dict[tuple[bool, bool], LayerParams] = {}  # one value per kind of layer, shared by its layers (frozen)
     layers = []
     for i, kind in enumerate(model.attention_kinds()):
-        common = (attention if kind else 0) + 2 * h  # a state layer's own mixer is not counted: hybrids publish params
-        if moe is None or not moe.is_moe_layer(i):
-            layers.append(LayerParams(own=common + matrices * h * inter, routed=0, routed_active=0))
-        else:
-            layers.append(
-                LayerParams(
-                    own=common + moe.shared_experts * expert + h * moe.experts,
-                    routed=moe.experts * expert,
-                    routed_active=moe.experts_per_token * expert,
-                )
-            )
+        key = (kind is not None, moe is not None and moe.is_moe_layer(i))
+        if key not in made:
+            made[key] = params(*key)
+        layers.append(made[key])
     return layers
 
 
@@ -510,6 +512,9 @@ def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | N
     stage = _first_stage_layers(model, workload)
     pools = rules.pools(model, workload, usable, stage)
     layout = cache_layout(model, workload)  # laid out once for every probe below
+    exact_work = exact_workload(workload)
+    exact = cache_layout(model, exact_work)  # the textbook twin's, whatever its batch
+    states = state_layout(model, workload)
     by_memory = max_batch(model, workload, usable, pools, layout)
     caps = [cap for cap in (max_seqs, rules.max_sequences(workload)) if cap]
     best_batch = min([by_memory, *caps])
@@ -518,8 +523,8 @@ def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | N
     limited_by = limit_reason if context == (limit or UNBOUNDED_CONTEXT) else "memory"
     need = layout.batch_bytes(workload, peak=True).per_gpu
     at_best = rules.reshape(workload, batch=max(best_batch, 1))
-    waste = _waste_per_gpu(model, at_best, layout) if best_batch else 0
-    state = state_bytes(model, settled(model, workload)).per_gpu
+    waste = _waste_per_gpu(model, at_best, layout, exact, states) if best_batch else 0
+    state = max(layout.state)  # one sequence's state on the busiest stage, as the engine settles it
     asked = rules.context_per_sequence(workload)  # the table shows the context asked for, beside the standard ones
     contexts = {s for s in STANDARD_CONTEXTS if s <= (limit or UNBOUNDED_CONTEXT)} | ({limit} if limit else set()) | {asked}
     budget_holds = usable >= 0 and budget_.overcommitted_bytes == 0
@@ -530,8 +535,8 @@ def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | N
         batch=workload.batch,
         context_per_sequence=rules.context_per_sequence(workload),
         bytes_per_sequence_per_gpu=layout.sequence_bytes(workload, peak=True).per_gpu + state,
-        exact_bytes_per_sequence_per_gpu=sequence_bytes(model, exact_workload(workload)).per_gpu
-        + _over_stages_max(model, workload, state_layout(model, workload).exact_bytes),
+        exact_bytes_per_sequence_per_gpu=exact.sequence_bytes(exact_work).per_gpu
+        + _over_stages_max(model, workload, states.exact_bytes),
         state_bytes_per_sequence_per_gpu=state,
         kv_bytes_per_gpu=need,
         fits=budget_holds and _met(_needs(layout, workload, usable, pools)),
@@ -544,7 +549,7 @@ def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | N
         max_context_by_memory=max_context(model, workload, usable, UNBOUNDED_CONTEXT, pools, layout) if by_memory_alone else None,
         paging_waste_bytes_at_max_batch=waste,
         pools=pools,
-        engine_log=rules.log_lines(model, workload, usable, stage) + _state_log(model, workload),
+        engine_log=rules.log_lines(model, workload, usable, stage) + (list(states.pages.log) if states.pages else []),
         max_batch_by_context={
             s: max_batch(model, rules.reshape(workload, context=s), usable, pools, layout) for s in sorted(contexts)
         }
@@ -565,24 +570,16 @@ def _first_stage_layers(model: ModelSpec, workload: Workload) -> list[StageLayer
     return [layers[id(caches[i])] for i in pipeline_stages(model.layers, workload.pp)[0] if id(caches[i]) in layers]
 
 
-def _state_log(model: ModelSpec, workload: Workload) -> list[EngineLogLine]:
-    """What the engine logs when it lays out state pages beside the attention pages (vLLM)."""
-    pages = state_layout(model, workload).pages
-    return list(pages.log) if pages else []
-
-
 def _over_stages_max(model: ModelSpec, workload: Workload, per_layer: list[int]) -> int:
     """The busiest pipeline stage's share of per-layer bytes."""
     return max(sum(per_layer[i] for i in stage) for stage in pipeline_stages(model.layers, workload.pp))
 
 
-def _waste_per_gpu(model: ModelSpec, workload: Workload, layout: CacheLayout) -> int:
-    """Bytes allocated beyond the exact need on the busiest GPU: KV pages and reservations, and the
-    padding of state pages (the exact twin keeps the engine's state dtypes)."""
-    kv = (
-        layout.batch_bytes(workload, with_state=False).per_gpu
-        - batch_bytes(model, exact_workload(workload), with_state=False).per_gpu
-    )
-    layout = state_layout(model, workload)
-    padding = [allocated - exact for allocated, exact in zip(layout.layer_bytes, layout.exact_bytes, strict=True)]
+def _waste_per_gpu(model: ModelSpec, workload: Workload, layout: CacheLayout, exact: CacheLayout, states: StateLayout) -> int:
+    """Bytes allocated beyond the exact need on the busiest GPU: KV pages and reservations (the
+    textbook twin laid out in `exact`), and the padding of state pages (the exact twin keeps the
+    engine's state dtypes)."""
+    exact_work = exact_workload(workload)
+    kv = layout.batch_bytes(workload, with_state=False).per_gpu - exact.batch_bytes(exact_work, with_state=False).per_gpu
+    padding = [allocated - needed for allocated, needed in zip(states.layer_bytes, states.exact_bytes, strict=True)]
     return kv + workload.batch * _over_stages_max(model, workload, padding)

@@ -74,7 +74,6 @@ def layer_caches(model: ModelSpec, tp: int = 1, engine: Engine | None = None) ->
     kv_heads_per_rank(model, tp)  # decompressed MLA (transformers 4.x): per-head K and V
     windows = {"sliding": model.sliding_window, "chunked": model.attention_chunk_size}
     first_shared = model.layers - model.kv_shared_layers  # Gemma-3n: later layers reuse earlier caches
-    made: dict[tuple[str | None, bool], LayerCache] = {}  # one value per kind, shared by its layers (frozen)
 
     def cache(kind: AttentionKind | None, own: bool) -> LayerCache:
         if kind is None:
@@ -89,13 +88,11 @@ def layer_caches(model: ModelSpec, tp: int = 1, engine: Engine | None = None) ->
             shared=not own,
         )
 
-    caches = []
-    for i, kind in enumerate(model.attention_kinds()):
-        key = (kind, i < first_shared)
-        if key not in made:
-            made[key] = cache(*key)
-        caches.append(made[key])
-    return caches
+    kinds = model.attention_kinds()
+    own, shared = kinds[:first_shared], kinds[first_shared:]
+    made = {kind: cache(kind, True) for kind in set(own)}  # one value per kind, shared by its layers (frozen)
+    reused = {kind: cache(kind, False) for kind in set(shared)}
+    return list(map(made.__getitem__, own)) + list(map(reused.__getitem__, shared))
 
 
 def attention_layers(caches: list[LayerCache]) -> list[LayerCache]:
@@ -384,7 +381,9 @@ def estimate_kv(model: ModelSpec, workload: Workload) -> KvEstimate:
     state = _over_stages(model, workload, layout.layer_bytes)
     state_exact = _over_stages(model, workload, layout.exact_bytes)
     state_groups = _group_states(layout, workload.tp)
-    per_token = workload.tp * sum(layer_bytes_per_token(layer, dtype, v_dtype) for layer in caches)
+    kinds = Counter(map(id, caches))  # the layers of a kind share one LayerCache
+    distinct = {id(layer): layer for layer in caches}
+    per_token = workload.tp * sum(layers * layer_bytes_per_token(distinct[key], dtype, v_dtype) for key, layers in kinds.items())
     return KvEstimate(
         model=model.name,
         engine=workload.engine.name,

@@ -130,5 +130,6 @@ def layer_state(kind: StateKind, model: ModelSpec, tp: int = 1) -> LayerState:
 
 def layer_states(model: ModelSpec, tp: int = 1) -> list[LayerState | None]:
     """Each layer's state on one rank, in layer order; None for a layer without state."""
-    shapes = {kind: layer_state(kind, model, tp) for kind in set(model.state_kinds()) if kind is not None}
-    return [shapes[kind] if kind is not None else None for kind in model.state_kinds()]
+    kinds = model.state_kinds()
+    shapes = {kind: layer_state(kind, model, tp) if kind is not None else None for kind in set(kinds)}
+    return list(map(shapes.__getitem__, kinds))

@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvcalc import ModelSpec, Workload, engines
-from kvcalc.capacity import batch_bytes, budget, fit
+from kvcalc.capacity import budget, fit
+from kvcalc.kvcache import batch_bytes
 from kvcalc.spec import Engine, MoeSpec
 from kvcalc.units import DType, GiB
 
