@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from operator import attrgetter
 from typing import Literal
 
 from kvcalc import engines
@@ -83,14 +84,11 @@ def _layer_params(model: ModelSpec) -> list[LayerParams] | None:
             routed_active=moe.experts_per_token * expert,
         )
 
-    made: dict[tuple[bool, bool], LayerParams] = {}  # one value per kind of layer, shared by its layers (frozen)
-    layers = []
-    for i, kind in enumerate(model.attention_kinds()):
-        key = (kind is not None, moe is not None and moe.is_moe_layer(i))
-        if key not in made:
-            made[key] = params(*key)
-        layers.append(made[key])
-    return layers
+    attends = [kind is not None for kind in model.attention_kinds()]
+    routed = [moe.is_moe_layer(i) for i in range(model.layers)] if moe else [False] * model.layers
+    keys = list(zip(attends, routed, strict=True))
+    made = {key: params(*key) for key in set(keys)}  # one value per kind of layer, shared by its layers (frozen)
+    return list(map(made.__getitem__, keys))
 
 
 def _counts_every_layer(model: ModelSpec) -> bool:
@@ -117,10 +115,10 @@ def count_params(model: ModelSpec) -> ParamCount | None:
             return None
         return ParamCount(total=model.params, active=model.active_params or model.params, routed_experts=0, from_shapes=False)
     embeddings = _embedding_table(model) * (1 if model.tied_embeddings else 2)  # input table + untied LM head
-    base = embeddings + model.hidden + sum(layer.own for layer in layers)  # + final norm
-    routed = sum(layer.routed for layer in layers)
+    base = embeddings + model.hidden + sum(map(attrgetter("own"), layers))  # + final norm
+    routed = sum(map(attrgetter("routed"), layers))
     total = base + routed
-    active = base + sum(layer.routed_active for layer in layers)
+    active = base + sum(map(attrgetter("routed_active"), layers))
     if model.params is not None and model.params < embeddings + routed:
         raise InvalidInput(
             f"{model.name}: params {model.params:,} is less than its embeddings and routed experts"

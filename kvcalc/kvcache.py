@@ -193,9 +193,27 @@ class CacheLayout(NamedTuple):
         return SequenceBytes(per_gpu=max(per_stage), total=sum(per_stage) * workload.tp)
 
 
+_LAYOUTS: dict[tuple[object, ...], tuple[ModelSpec, CacheLayout]] = {}  # the latest layouts, by model and options
+_LAYOUTS_KEPT = 64
+
+
 def cache_layout(model: ModelSpec, workload: Workload) -> CacheLayout:
     """The model's cache laid out for the workload's tp, pp, engine and cache dtypes, whatever its
-    context and batch: O(layers) once."""
+    context and batch: O(layers) once. The latest few are kept, by the model (the same frozen
+    object) and every workload option but the context and batch: fit, decode and check ask again
+    for the layouts of one model and engine."""
+    key = (id(model), *(value for name, value in workload if name not in ("seq", "batch")))
+    kept = _LAYOUTS.get(key)
+    if kept is not None and kept[0] is model:
+        return kept[1]
+    if len(_LAYOUTS) >= _LAYOUTS_KEPT:
+        _LAYOUTS.clear()
+    layout = _laid_out(model, workload)
+    _LAYOUTS[key] = (model, layout)
+    return layout
+
+
+def _laid_out(model: ModelSpec, workload: Workload) -> CacheLayout:
     settled_ = settled(model, workload)
     dtypes = cache_dtypes(model, settled_)
     caches = layer_caches(model, settled_.tp, settled_.engine)
