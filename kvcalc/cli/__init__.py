@@ -2,7 +2,7 @@
 
 Each command is a module of this package with its own Typer app (`app`), imported and built only
 when it is run or completed: Typer builds a command's options from its annotations, which costs
-start-up time, and a run needs one command. --help imports every command for its help text only.
+start-up time, and a run needs one command. --help reads each command's help text from its source.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import inspect
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -52,12 +53,25 @@ def built_command(name: str) -> Any:
 def listed_command(name: str) -> Any:
     """Command `name` with its help text alone, as the group's --help lists it: building every
     command's options would cost more than the rest of --help."""
-    typer_app = command_app(name)
-    if len(typer_app.registered_commands) == 1:  # a Typer app of one command is that command
-        text = inspect.getdoc(typer_app.registered_commands[0].callback)
-    else:  # a group of commands: its app's help
-        text = inspect.cleandoc(typer_app.info.help)
-    return TyperCommand(name=name, help=text)
+    return TyperCommand(name=name, help=command_help(name))
+
+
+def command_help(name: str) -> str:
+    """The help text of command `name`, read from its module's source without running it (running it
+    would import the core's models, more than the rest of --help costs): the docstring of the function
+    that `app = single_command(function)` names, or the help of `app = typer.Typer(..., help=...)`."""
+    import ast
+
+    source = Path(__file__).with_name(COMMANDS[name].rsplit(".", 1)[1] + ".py")  # the command modules sit here
+    module = ast.parse(source.read_text(encoding="utf-8"))
+    app_: Any = next(node.value for node in module.body if isinstance(node, ast.Assign) and ast.unparse(node.targets) == "app")
+    if ast.unparse(app_.func) == "single_command":  # a Typer app of one command is that command
+        function = ast.unparse(app_.args[0])
+        return next(
+            ast.get_docstring(node) or "" for node in module.body if isinstance(node, ast.FunctionDef) and node.name == function
+        )
+    help_ = next(keyword.value for keyword in app_.keywords if keyword.arg == "help")  # a group of commands: its app's help
+    return inspect.cleandoc(ast.literal_eval(help_))
 
 
 def _blank_switch_placeholders(command: Any, ctx: Any) -> None:
