@@ -25,7 +25,7 @@ import warnings
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from kvcalc.errors import InvalidInput, PresetNotFound
 from kvcalc.spec import GpuSpec
@@ -192,7 +192,7 @@ def _presets_by_alias(extra_dirs: Sequence[str | Path] | None) -> dict[str, GpuS
 
     found: dict[str, GpuSpec] = {}
     for entry in presets.list_presets("gpus", extra_dirs):
-        spec: GpuSpec = presets.load_file("gpus", entry.path)
+        spec = cast(GpuSpec, entry.spec)  # the listing's GPUs
         for alias in spec.aliases or []:
             found.setdefault(_normal(alias), spec)
         found.setdefault(_normal(entry.name), spec)
