@@ -23,14 +23,16 @@ from kvcalc.spec import GpuSpec, ModelSpec
 def model_reference(ref: str) -> ModelSpec | None:
     """The model a GGUF file, a Hub repo id or a cache snapshot's config.json names; None when
     `ref` is none of these (a preset name, a YAML file, another config.json)."""
-    from kvcalc.sources import hub
-
     if ref.endswith(".gguf"):
         from kvcalc.sources.gguf_model import model_from_gguf
 
         if not _is_file(Path(ref)):
             raise PresetNotFound(f"{ref}: no such GGUF file")
         return model_from_gguf(Path(ref))
+    if "/" not in ref and not ref.endswith(".json"):
+        return None  # a preset name: a repo id is org/name (the Hub's module is not imported for it)
+    from kvcalc.sources import hub
+
     repo = hub.repo_reference(ref)
     if repo is not None:
         return hub.model_from_hub(*repo)
