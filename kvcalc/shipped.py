@@ -3830,6 +3830,8 @@ GPUS = {
         aliases=None,
         source="NVIDIA A10 datasheet (https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a10/pdf/a10-datasheet.pdf) as astroC86/gpu-datasheet and VladislavDuma/gpu_specs tabulate it: 24 GB GDDR6 (23,028 MiB reported), 600 GB/s, BF16 tensor 125 TFLOP/s dense (250 sparse)",
         notes="Ampere: no FP8. The AWS A10G is a different part (see a10g).",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "a100-40gb": lambda: GpuSpec.model_construct(
         {"aliases", "bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -3843,6 +3845,8 @@ GPUS = {
         aliases=["NVIDIA A100-SXM4-40GB", "NVIDIA A100-PCIE-40GB"],
         source="NVIDIA A100 datasheet (SXM 40GB): 40 GB HBM2, 1555 GB/s, 312 TFLOP/s BF16 dense (624 sparse); llm-analysis a100-sxm-40gb.json",
         notes="No FP8 support.",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "a100-80gb-pcie": lambda: GpuSpec.model_construct(
         {"aliases", "bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -3856,6 +3860,8 @@ GPUS = {
         aliases=["NVIDIA A100 80GB PCIe"],
         source="A100 80GB PCIe: 80 GB, 1935 GB/s peak memory bandwidth from vendor spec sheet value (research/decode_gpus.json; not re-read in a copy of the datasheet); 312 TFLOP/s BF16 tensor dense (NVIDIA A100 datasheet)",
         notes="The SXM version (a100-80gb) has 2039 GB/s. Added for the decode calibration cases (docs/benchmarks.md).",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "a100-80gb": lambda: GpuSpec.model_construct(
         {"aliases", "bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -3869,6 +3875,8 @@ GPUS = {
         aliases=["NVIDIA A100-SXM4-80GB"],
         source="NVIDIA A100 datasheet (SXM 80GB): 80 GB HBM2e, 2039 GB/s, 312 TFLOP/s BF16 dense (624 sparse); aiconfigurator a100_sxm.yaml",
         notes="No FP8 support. The A100 80GB PCIe has 1935 GB/s.",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "a10g": lambda: GpuSpec.model_construct(
         {"aliases", "bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -3882,6 +3890,8 @@ GPUS = {
         aliases=["NVIDIA A10G"],
         source="AWS G5 A10G: 24 GB GDDR6, 600 GB/s; ~70 TFLOP/s FP16/BF16 tensor (third-party figure, llm-analysis a10g-pcie-24gb.json; no NVIDIA datasheet)",
         notes="Approximate: the A10G tensor peak is not in an NVIDIA datasheet (the A10 lists 125 TFLOP/s dense). No FP8.",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "a40": lambda: GpuSpec.model_construct(
         {"bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -3895,6 +3905,8 @@ GPUS = {
         aliases=None,
         source="NVIDIA A40 datasheet (https://images.nvidia.cn/content/Solutions/data-center/a40/nvidia-a40-datasheet.pdf) as astroC86/gpu-datasheet and a hahnyuan/LLM-Viewer fork tabulate it: 48 GB GDDR6, 696 GB/s, BF16/FP16 tensor 149.7 TFLOP/s dense (299.3 sparse)",
         notes="Ampere: no FP8.",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "a6000": lambda: GpuSpec.model_construct(
         {"bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -3908,6 +3920,8 @@ GPUS = {
         aliases=None,
         source="NVIDIA RTX A6000 (GA102 whitepaper https://www.nvidia.com/content/PDF/nvidia-ampere-ga-102-gpu-architecture-whitepaper-v2.pdf, as hahnyuan/LLM-Viewer hardwares/hardware_params.py records it): 48 GB GDDR6, 768 GB/s, FP16/BF16 tensor 154.8 TFLOP/s dense (309.7 sparse)",
         notes="Ampere: no FP8. Professional GA102 parts run FP16/BF16 tensor math at the same rate with FP32 accumulate.",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "apple-m1-max": lambda: GpuSpec.model_construct(
         {"backend", "bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -3921,6 +3935,8 @@ GPUS = {
         aliases=None,
         source="Apple M1 Max: 64 GB, 400 GB/s peak memory bandwidth from https://goodnewsapodcast.com/apples-m4-m4-pro-and-m4-max-compared-to-past-generations-and-to-each-other ; https://gamebastion.com/n/apple-s-m4-max-is-the-first-non-ultra/474547 ; https://macmegasite.com/2024/10/30/m4-max-chip-has-16-core-cpu-40-core-gpu-and-35-increase-in-memory-bandwidth; 10.4 TFLOP/s GPU FP32 rate as commonly quoted, approximate (Apple publishes no FLOP/s; FP16 runs at the FP32 rate)",
         notes="Added for the decode calibration cases (docs/benchmarks.md).",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "apple-m1-ultra": lambda: GpuSpec.model_construct(
         {"backend", "bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -3934,6 +3950,8 @@ GPUS = {
         aliases=None,
         source="Apple M1 Ultra: 128 GB, 800 GB/s peak memory bandwidth from https://goodnewsapodcast.com/apples-m4-m4-pro-and-m4-max-compared-to-past-generations-and-to-each-other ; https://gamebastion.com/n/apple-s-m4-max-is-the-first-non-ultra/474547 ; https://macmegasite.com/2024/10/30/m4-max-chip-has-16-core-cpu-40-core-gpu-and-35-increase-in-memory-bandwidth; 21.2 TFLOP/s GPU FP32 rate as commonly quoted, approximate (Apple publishes no FLOP/s; FP16 runs at the FP32 rate)",
         notes="Added for the decode calibration cases (docs/benchmarks.md).",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "apple-m2-pro": lambda: GpuSpec.model_construct(
         {"backend", "bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -3947,6 +3965,8 @@ GPUS = {
         aliases=None,
         source="Apple M2 Pro: 32 GB, 204.8 GB/s peak memory bandwidth from https://goodnewsapodcast.com/apples-m4-m4-pro-and-m4-max-compared-to-past-generations-and-to-each-other ; https://gamebastion.com/n/apple-s-m4-max-is-the-first-non-ultra/474547 ; https://macmegasite.com/2024/10/30/m4-max-chip-has-16-core-cpu-40-core-gpu-and-35-increase-in-memory-bandwidth; 6.8 TFLOP/s GPU FP32 rate as commonly quoted, approximate (Apple publishes no FLOP/s; FP16 runs at the FP32 rate)",
         notes="Added for the decode calibration cases (docs/benchmarks.md).",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "apple-m2-ultra": lambda: GpuSpec.model_construct(
         {"backend", "bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -3960,6 +3980,8 @@ GPUS = {
         aliases=None,
         source="Apple M2 Ultra: 192 GB, 800 GB/s peak memory bandwidth from https://goodnewsapodcast.com/apples-m4-m4-pro-and-m4-max-compared-to-past-generations-and-to-each-other ; https://gamebastion.com/n/apple-s-m4-max-is-the-first-non-ultra/474547 ; https://macmegasite.com/2024/10/30/m4-max-chip-has-16-core-cpu-40-core-gpu-and-35-increase-in-memory-bandwidth; 27.2 TFLOP/s GPU FP32 rate as commonly quoted, approximate (Apple publishes no FLOP/s; FP16 runs at the FP32 rate)",
         notes="Added for the decode calibration cases (docs/benchmarks.md).",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "apple-m3-max": lambda: GpuSpec.model_construct(
         {"backend", "bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -3973,6 +3995,8 @@ GPUS = {
         aliases=None,
         source="Apple M3 Max (40-core GPU): 128 GB, 400 GB/s peak memory bandwidth from https://macmegasite.com/2024/10/30/m4-max-chip-has-16-core-cpu-40-core-gpu-and-35-increase-in-memory-bandwidth; 16.4 TFLOP/s GPU FP32 rate as commonly quoted, approximate (Apple publishes no FLOP/s; FP16 runs at the FP32 rate)",
         notes="The 30-core M3 Max has 300 GB/s. Added for the decode calibration cases (docs/benchmarks.md).",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "apple-m3-ultra": lambda: GpuSpec.model_construct(
         {"backend", "bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -3986,6 +4010,8 @@ GPUS = {
         aliases=None,
         source="Apple M3 Ultra: 512 GB, 819 GB/s peak memory bandwidth from vendor spec sheet value (research/decode_gpus.json; not re-read in a copy of the datasheet); 28.2 TFLOP/s GPU FP32 rate as commonly quoted, approximate (Apple publishes no FLOP/s; FP16 runs at the FP32 rate)",
         notes="Added for the decode calibration cases (docs/benchmarks.md).",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "apple-m3": lambda: GpuSpec.model_construct(
         {"backend", "bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -3999,6 +4025,8 @@ GPUS = {
         aliases=None,
         source="Apple M3 (10-core GPU): 16 GB, 102.4 GB/s peak memory bandwidth from https://goodnewsapodcast.com/apples-m4-m4-pro-and-m4-max-compared-to-past-generations-and-to-each-other ; https://gamebastion.com/n/apple-s-m4-max-is-the-first-non-ultra/474547 ; https://macmegasite.com/2024/10/30/m4-max-chip-has-16-core-cpu-40-core-gpu-and-35-increase-in-memory-bandwidth; 4.1 TFLOP/s GPU FP32 rate as commonly quoted, approximate (Apple publishes no FLOP/s; FP16 runs at the FP32 rate)",
         notes="Added for the decode calibration cases (docs/benchmarks.md).",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "apple-m4-max": lambda: GpuSpec.model_construct(
         {"backend", "bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4012,6 +4040,8 @@ GPUS = {
         aliases=None,
         source="Apple M4 Max (40-core GPU): 128 GB, 546 GB/s peak memory bandwidth from https://goodnewsapodcast.com/apples-m4-m4-pro-and-m4-max-compared-to-past-generations-and-to-each-other ; https://gamebastion.com/n/apple-s-m4-max-is-the-first-non-ultra/474547 ; https://macmegasite.com/2024/10/30/m4-max-chip-has-16-core-cpu-40-core-gpu-and-35-increase-in-memory-bandwidth ; https://www.gpuhunter.io/gpu/m4-max; 18.4 TFLOP/s GPU FP32 rate as commonly quoted, approximate (Apple publishes no FLOP/s; FP16 runs at the FP32 rate)",
         notes="The 32-core M4 Max has 410 GB/s. Added for the decode calibration cases (docs/benchmarks.md).",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "apple-m4-pro": lambda: GpuSpec.model_construct(
         {"backend", "bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4025,6 +4055,8 @@ GPUS = {
         aliases=None,
         source="Apple M4 Pro: 64 GB, 273 GB/s peak memory bandwidth from https://goodnewsapodcast.com/apples-m4-m4-pro-and-m4-max-compared-to-past-generations-and-to-each-other ; https://gamebastion.com/n/apple-s-m4-max-is-the-first-non-ultra/474547 ; https://macmegasite.com/2024/10/30/m4-max-chip-has-16-core-cpu-40-core-gpu-and-35-increase-in-memory-bandwidth; 9.2 TFLOP/s GPU FP32 rate as commonly quoted, approximate (Apple publishes no FLOP/s; FP16 runs at the FP32 rate)",
         notes="Added for the decode calibration cases (docs/benchmarks.md).",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "apple-m4": lambda: GpuSpec.model_construct(
         {"backend", "bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4038,6 +4070,8 @@ GPUS = {
         aliases=None,
         source="Apple M4: 16 GB, 120 GB/s peak memory bandwidth from https://goodnewsapodcast.com/apples-m4-m4-pro-and-m4-max-compared-to-past-generations-and-to-each-other ; https://gamebastion.com/n/apple-s-m4-max-is-the-first-non-ultra/474547 ; https://macmegasite.com/2024/10/30/m4-max-chip-has-16-core-cpu-40-core-gpu-and-35-increase-in-memory-bandwidth; 4.3 TFLOP/s GPU FP32 rate as commonly quoted, approximate (Apple publishes no FLOP/s; FP16 runs at the FP32 rate)",
         notes="Added for the decode calibration cases (docs/benchmarks.md).",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "apple-m5-max": lambda: GpuSpec.model_construct(
         {"backend", "bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4051,6 +4085,8 @@ GPUS = {
         aliases=None,
         source="Apple M5 Max: 128 GB, 614 GB/s peak memory bandwidth from secondary summary quoting llama.cpp discussions #15013/#4167 (index id 66344087465) (614 GB/s as quoted there); 20 TFLOP/s GPU FP32 rate as commonly quoted, approximate (Apple publishes no FLOP/s; FP16 runs at the FP32 rate)",
         notes="Bandwidth only as quoted second-hand (research/decode_gpus.json); FLOP/s a rough guess. Added for the decode calibration cases (docs/benchmarks.md).",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "b200": lambda: GpuSpec.model_construct(
         {"aliases", "bandwidth_bytes_per_s", "bf16_flops", "fp8_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4064,6 +4100,8 @@ GPUS = {
         aliases=["NVIDIA B200"],
         source="NVIDIA HGX/DGX B200 (per GPU): 180 GB usable HBM3e (192 GB at launch), 7.7 TB/s (8 TB/s at launch), 2250 BF16 / 4500 FP8 TFLOP/s dense; aiconfigurator b200_sxm.yaml",
         notes="FP4 9000 TFLOP/s dense.",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "b300": lambda: GpuSpec.model_construct(
         {"bandwidth_bytes_per_s", "bf16_flops", "fp8_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4077,6 +4115,8 @@ GPUS = {
         aliases=None,
         source="NVIDIA Blackwell Ultra datasheet (https://resources.nvidia.com/en-us-blackwell-architecture/blackwell-ultra-datasheet), per GPU as NVIDIA's aiconfigurator b300_sxm.yaml records it: 288 GB HBM3e (nvidia-smi 275,040 MiB), 7.75 TB/s (62 TB/s per 8 GPUs), BF16 2250 TFLOP/s dense (4.5 PFLOP/s sparse / 2), FP8 4500 dense",
         notes="HGX B300 (SXM). FP4 14 PFLOP/s dense.",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "dgx-spark": lambda: GpuSpec.model_construct(
         {"bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4090,6 +4130,8 @@ GPUS = {
         aliases=None,
         source="DGX Spark (GB10): 128 GB, 273 GB/s peak memory bandwidth from vendor spec sheet value (research/decode_gpus.json; not re-read in a copy of the datasheet); 125 TFLOP/s BF16 tensor dense: approximate, from the '1 PFLOP FP4 (sparse)' NVIDIA markets",
         notes="Unified LPDDR5X shared with the CPU. Added for the decode calibration cases (docs/benchmarks.md).",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "gb200": lambda: GpuSpec.model_construct(
         {"aliases", "bandwidth_bytes_per_s", "bf16_flops", "fp8_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4103,6 +4145,8 @@ GPUS = {
         aliases=["NVIDIA GB200"],
         source="NVIDIA GB200 (per Blackwell GPU): ~186 GB HBM3e, 8 TB/s, 2500 BF16 / 5000 FP8 TFLOP/s dense; aiconfigurator gb200.yaml",
         notes="FP4 10000 TFLOP/s dense.",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "h100-pcie": lambda: GpuSpec.model_construct(
         {"aliases", "bandwidth_bytes_per_s", "bf16_flops", "fp8_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4116,6 +4160,8 @@ GPUS = {
         aliases=["NVIDIA H100 PCIe"],
         source="NVIDIA H100 datasheet (PCIe): 80 GB HBM2e, 2.0 TB/s, 1513 BF16 / 3026 FP8 TFLOP/s with sparsity = 756.5 / 1513 dense; aiconfigurator h100_pcie.yaml",
         notes="H100 NVL (94 GB, 3.9 TB/s) is a different SKU.",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "h100-sxm": lambda: GpuSpec.model_construct(
         {"aliases", "bandwidth_bytes_per_s", "bf16_flops", "fp8_flops", "memory_bytes", "memory_note", "name", "source"},
@@ -4129,6 +4175,8 @@ GPUS = {
         aliases=["NVIDIA H100 80GB HBM3"],
         source="NVIDIA H100 datasheet (SXM): 80 GB HBM3, 3.35 TB/s, 989 TFLOP/s BF16 dense, 1979 FP8 dense (sparse figures are 2x); aiconfigurator h100_sxm.yaml",
         notes=None,
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "h20": lambda: GpuSpec.model_construct(
         {"bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4142,6 +4190,8 @@ GPUS = {
         aliases=None,
         source="NVIDIA H20 (Hopper, China SKU) per third-party copies of its datasheet figures (citsjtu2020/LLM-Prof hardware_spec.md NVIDIA_H20_SXM5_96GB; willitrunai.com): 96 GB HBM3, 4.0 TB/s (willitrunai: 4,000 GB/s; LLM-Prof writes 4022), FP16/BF16 tensor 148 TFLOP/s dense, INT8 296 TOPS",
         notes="The H20 has FP8 tensor cores, but no source stating its FP8 rate was read, so fp8_flops is left unset (kvcalc then uses the BF16 rate). A 141 GB HBM3e variant (4.8 TB/s) also exists.",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "h200": lambda: GpuSpec.model_construct(
         {"aliases", "bandwidth_bytes_per_s", "bf16_flops", "fp8_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4155,6 +4205,8 @@ GPUS = {
         aliases=["NVIDIA H200"],
         source="NVIDIA H200 datasheet (SXM): 141 GB HBM3e, 4.8 TB/s, 989 TFLOP/s BF16 dense, 1979 FP8 dense; aiconfigurator h200_sxm.yaml",
         notes="Same compute as H100 SXM.",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "jetson-agx-orin": lambda: GpuSpec.model_construct(
         {"bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4168,6 +4220,8 @@ GPUS = {
         aliases=None,
         source="Jetson AGX Orin 64GB: 64 GB, 204.8 GB/s peak memory bandwidth from vendor spec sheet value (research/decode_gpus.json; not re-read in a copy of the datasheet); 42.5 TFLOP/s FP16 tensor dense: approximate, a quarter of the GPU's 170 sparse INT8 TOPS",
         notes="Unified LPDDR5 shared with the CPU. Added for the decode calibration cases (docs/benchmarks.md).",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "l20": lambda: GpuSpec.model_construct(
         {"bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4181,6 +4235,8 @@ GPUS = {
         aliases=None,
         source="NVIDIA L20 (Ada, 48 GB) per a third-party copy of its datasheet figures (citsjtu2020/LLM-Prof hardware_spec.md NVIDIA_L20): 48 GB GDDR6, 864 GB/s, FP16/BF16 tensor 119.5 TFLOP/s dense, INT8 239 TOPS",
         notes="Ada has FP8 tensor cores, but no source stating the L20's FP8 rate was read, so fp8_flops is left unset (kvcalc then uses the BF16 rate).",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "l4": lambda: GpuSpec.model_construct(
         {"aliases", "bandwidth_bytes_per_s", "bf16_flops", "fp8_flops", "memory_bytes", "memory_note", "name", "source"},
@@ -4194,6 +4250,8 @@ GPUS = {
         aliases=["NVIDIA L4"],
         source="NVIDIA L4 datasheet: 24 GB GDDR6, 300 GB/s, BF16 242 / FP8 485 TFLOP/s with sparsity = 121 / 242.5 dense; aiconfigurator l4.yaml",
         notes=None,
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "l40": lambda: GpuSpec.model_construct(
         {"bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4207,6 +4265,8 @@ GPUS = {
         aliases=None,
         source="NVIDIA L40 (Ada whitepaper https://images.nvidia.com/aem-dam/Solutions/Data-Center/l4/nvidia-ada-gpu-architecture-whitepaper-v2.1.pdf, as hahnyuan/LLM-Viewer hardwares/hardware_params.py records it): 864 GB/s, FP16 tensor 181 TFLOP/s dense, INT8 362 TOPS; 48 GB GDDR6 (gonka-ai/gonka-docs hardware table)",
         notes="BF16 runs at the FP16 tensor rate on Ada. Ada has FP8 tensor cores, but no source stating the L40's FP8 rate was read, so fp8_flops is left unset (kvcalc then uses the BF16 rate). The L40S is a different part (see l40s).",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "l40s": lambda: GpuSpec.model_construct(
         {"aliases", "bandwidth_bytes_per_s", "bf16_flops", "fp8_flops", "memory_bytes", "memory_note", "name", "source"},
@@ -4220,6 +4280,8 @@ GPUS = {
         aliases=["NVIDIA L40S"],
         source="NVIDIA L40S datasheet: 48 GB GDDR6 (ECC), 864 GB/s, BF16 362.05 | 733 sparse, FP8 733 | 1466 sparse TFLOP/s; aiconfigurator l40s.yaml",
         notes=None,
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "mi250x-gcd": lambda: GpuSpec.model_construct(
         {"backend", "bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4233,6 +4295,8 @@ GPUS = {
         aliases=None,
         source="MI250X (1 GCD): 64 GB, 1638 GB/s peak memory bandwidth from vendor spec sheet value (research/decode_gpus.json; not re-read in a copy of the datasheet); 191.5 TFLOP/s FP16/BF16 matrix dense: half the MI250X's 383 TFLOP/s",
         notes="One of the two GCDs of an MI250X, which ROCm shows as a GPU of its own: half the OAM's 128 GB and 3.2768 TB/s. Added for the decode calibration cases (docs/benchmarks.md).",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "mi300x": lambda: GpuSpec.model_construct(
         {
@@ -4256,6 +4320,8 @@ GPUS = {
         aliases=["AMD Instinct MI300X"],
         source="AMD Instinct MI300X datasheet: 192 GB HBM3, 5.3 TB/s, 1307.4 TFLOP/s BF16 dense, 2614.9 FP8 dense (sparsity doubles)",
         notes=None,
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "mi325x": lambda: GpuSpec.model_construct(
         {
@@ -4279,6 +4345,8 @@ GPUS = {
         aliases=["AMD Instinct MI325X"],
         source="AMD Instinct MI325X: 256 GB HBM3E, 6.0 TB/s, same CDNA3 compute as MI300X (1307.4 BF16 / 2614.9 FP8 TFLOP/s dense)",
         notes=None,
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "p40": lambda: GpuSpec.model_construct(
         {"aliases", "bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4292,6 +4360,8 @@ GPUS = {
         aliases=["Tesla P40"],
         source="Tesla P40: 24 GB, 347 GB/s peak memory bandwidth from vendor spec sheet value (research/decode_gpus.json; not re-read in a copy of the datasheet); 11.76 TFLOP/s FP32 rate (Pascal GP102 has no tensor cores and runs FP16 at 1/64 rate: 0.18 TFLOP/s)",
         notes="No BF16 and no fast FP16: bf16_flops holds the FP32 rate that llama.cpp's kernels use on Pascal. Bandwidth: the NVIDIA P40 datasheet's 346 GB/s (347.1 from 7.23 Gbps x 384-bit); one page the research read lists 694 GB/s, which is wrong. Added for the decode calibration cases (docs/benchmarks.md).",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "radeon-8060s": lambda: GpuSpec.model_construct(
         {"backend", "bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4305,6 +4375,8 @@ GPUS = {
         aliases=None,
         source="Radeon 8060S (Ryzen AI Max+ 395): 128 GB, 256 GB/s peak memory bandwidth from vendor spec sheet value (research/decode_gpus.json; not re-read in a copy of the datasheet); 59.4 TFLOP/s FP16 WMMA dense: approximate, 40 RDNA 3.5 CUs at 2.9 GHz",
         notes="Unified LPDDR5X-8000 on a 256-bit bus, shared with the CPU; memory_bytes is the largest configuration (128 GB), of which the GPU may be given up to 96 GB. Added for the decode calibration cases (docs/benchmarks.md).",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "rtx-4000-ada": lambda: GpuSpec.model_construct(
         {"aliases", "bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4318,6 +4390,8 @@ GPUS = {
         aliases=["NVIDIA RTX 4000 Ada Generation"],
         source="RTX 4000 Ada: 20 GB, 360 GB/s peak memory bandwidth from vendor spec sheet value (research/decode_gpus.json; not re-read in a copy of the datasheet); 81.9 TFLOP/s FP16 tensor dense: a quarter of the 327.6 'AI TOPS' (FP8, sparse) NVIDIA lists",
         notes="Added for the decode calibration cases (docs/benchmarks.md).",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "rtx-5000-ada": lambda: GpuSpec.model_construct(
         {"aliases", "bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4331,6 +4405,8 @@ GPUS = {
         aliases=["NVIDIA RTX 5000 Ada Generation"],
         source="RTX 5000 Ada: 32 GB, 576 GB/s peak memory bandwidth from vendor spec sheet value (research/decode_gpus.json; not re-read in a copy of the datasheet); 261 TFLOP/s FP16 tensor dense: a quarter of the 1,044 'AI TOPS' (FP8, sparse) NVIDIA lists",
         notes="Added for the decode calibration cases (docs/benchmarks.md).",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "rtx-6000-ada": lambda: GpuSpec.model_construct(
         {"bandwidth_bytes_per_s", "bf16_flops", "fp8_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4344,6 +4420,8 @@ GPUS = {
         aliases=None,
         source="NVIDIA RTX 6000 Ada Generation datasheet figures as VladislavDuma/gpu_specs README.md tabulates them: 48 GB GDDR6 ECC (49,140 MiB reported), 960 GB/s, BF16 tensor 364 TFLOP/s dense (728 sparse), FP8 728 dense (1457 sparse)",
         notes="Workstation Ada runs FP16/BF16 and FP8 tensor math at full rate with FP32 accumulate (unlike GeForce).",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "rtx-pro-6000": lambda: GpuSpec.model_construct(
         {"bandwidth_bytes_per_s", "bf16_flops", "fp8_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4357,6 +4435,8 @@ GPUS = {
         aliases=None,
         source="NVIDIA RTX PRO 6000 Blackwell (Server Edition) as NVIDIA's aiconfigurator rtx_pro_6000_server.yaml records it: 96 GB GDDR7 (nvidia-smi 97,887 MiB), 1.792 TB/s, BF16 467.8 TFLOP/s dense and FP8 935.6 dense, both from the RTX PRO 6000 Blackwell architecture specs scaled to the 2430 MHz SM clock observed on that server",
         notes="The Workstation Edition has the same memory and bandwidth; its tensor peaks were not found stated as dense BF16/FP8 figures. FP4 1871.2 TFLOP/s dense at the same clock.",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "rtx3060": lambda: GpuSpec.model_construct(
         {"aliases", "bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4370,6 +4450,8 @@ GPUS = {
         aliases=["NVIDIA GeForce RTX 3060"],
         source="RTX 3060 12GB: 12 GB, 360 GB/s peak memory bandwidth from vendor spec sheet value (research/decode_gpus.json; not re-read in a copy of the datasheet); 25.6 TFLOP/s FP16 tensor with FP32 accumulate, dense (NVIDIA Ampere GA10x whitepaper figure)",
         notes="Added for the decode calibration cases (docs/benchmarks.md).",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "rtx3070": lambda: GpuSpec.model_construct(
         {"aliases", "bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4383,6 +4465,8 @@ GPUS = {
         aliases=["NVIDIA GeForce RTX 3070"],
         source="RTX 3070: 8 GB, 448 GB/s peak memory bandwidth from vendor spec sheet value (research/decode_gpus.json; not re-read in a copy of the datasheet); 40.6 TFLOP/s FP16 tensor with FP32 accumulate, dense (NVIDIA Ampere GA10x whitepaper figure)",
         notes="Added for the decode calibration cases (docs/benchmarks.md).",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "rtx3080": lambda: GpuSpec.model_construct(
         {"aliases", "bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4396,6 +4480,8 @@ GPUS = {
         aliases=["NVIDIA GeForce RTX 3080"],
         source="RTX 3080 10GB: 10 GB, 760 GB/s peak memory bandwidth from https://cpu-gpu.alldbin.com/graphics-card-comparison/GeForce-RTX-3080-and-GeForce-RTX-4090-Max-Q-comparison.html (760.3 GB/s); 59.5 TFLOP/s FP16 tensor with FP32 accumulate, dense (NVIDIA Ampere GA102 whitepaper figure)",
         notes="Added for the decode calibration cases (docs/benchmarks.md).",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "rtx3080ti": lambda: GpuSpec.model_construct(
         {"aliases", "bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4409,6 +4495,8 @@ GPUS = {
         aliases=["NVIDIA GeForce RTX 3080 Ti"],
         source="RTX 3080 Ti: 12 GB, 912 GB/s peak memory bandwidth from vendor spec sheet value (research/decode_gpus.json; not re-read in a copy of the datasheet); 68.2 TFLOP/s FP16 tensor with FP32 accumulate, dense: half the 136.4 FP16-accumulate figure",
         notes="Added for the decode calibration cases (docs/benchmarks.md).",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "rtx3090": lambda: GpuSpec.model_construct(
         {"aliases", "bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4422,6 +4510,8 @@ GPUS = {
         aliases=["NVIDIA GeForce RTX 3090"],
         source="NVIDIA Ampere GA102 whitepaper, RTX 3090: 24 GB GDDR6X, 936 GB/s, FP16/BF16 tensor with FP32 accumulate 71 TFLOP/s dense (142 with FP16 acc., 285 sparse)",
         notes="FP32-accumulate rate. No FP8.",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "rtx3090ti": lambda: GpuSpec.model_construct(
         {"aliases", "bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4435,6 +4525,8 @@ GPUS = {
         aliases=["NVIDIA GeForce RTX 3090 Ti"],
         source="RTX 3090 Ti: 24 GB, 1008 GB/s peak memory bandwidth from https://screenhacker.com/it/nvidia-geforce-rtx-3090-ti-to-feature-21-gbps-gddr6x-memory; 80 TFLOP/s FP16 tensor with FP32 accumulate, dense (research/decode_gpus.json)",
         notes="Added for the decode calibration cases (docs/benchmarks.md).",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "rtx4070ti": lambda: GpuSpec.model_construct(
         {"aliases", "bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4448,6 +4540,8 @@ GPUS = {
         aliases=["NVIDIA GeForce RTX 4070 Ti"],
         source="RTX 4070 Ti: 12 GB, 504 GB/s peak memory bandwidth from vendor spec sheet value (research/decode_gpus.json; not re-read in a copy of the datasheet); 80.2 TFLOP/s FP16 tensor with FP32 accumulate, dense: approximate, the RTX 4090's 165.2 scaled by SMs (60/128) and boost clock (2.61/2.52 GHz)",
         notes="Added for the decode calibration cases (docs/benchmarks.md).",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "rtx4080": lambda: GpuSpec.model_construct(
         {"aliases", "bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4461,6 +4555,8 @@ GPUS = {
         aliases=["NVIDIA GeForce RTX 4080"],
         source="RTX 4080: 16 GB, 716.8 GB/s peak memory bandwidth from vendor spec sheet value (research/decode_gpus.json; not re-read in a copy of the datasheet); 97.5 TFLOP/s FP16 tensor with FP32 accumulate, dense (NVIDIA Ada whitepaper figure, research/decode_gpus.json)",
         notes="One page the research read gives 736 or 662 GB/s; 22.4 Gbps x 256-bit is 716.8 GB/s. Added for the decode calibration cases (docs/benchmarks.md).",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "rtx4090": lambda: GpuSpec.model_construct(
         {"aliases", "bandwidth_bytes_per_s", "bf16_flops", "fp8_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4474,6 +4570,8 @@ GPUS = {
         aliases=["NVIDIA GeForce RTX 4090"],
         source="NVIDIA Ada (AD102) whitepaper, RTX 4090: 24 GB GDDR6X, 1008 GB/s, FP16/BF16 tensor with FP32 accumulate 165.2 dense, FP8 330.3 dense (FP32 acc.)",
         notes="FP32-accumulate rates; FP16 accumulate doubles them (330.3 FP16, 660.6 FP8). '1321 AI TOPS' is FP8 sparse.",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "rtx5080": lambda: GpuSpec.model_construct(
         {"aliases", "bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4487,6 +4585,8 @@ GPUS = {
         aliases=["NVIDIA GeForce RTX 5080"],
         source="RTX 5080: 16 GB, 960 GB/s peak memory bandwidth from vendor spec sheet value (research/decode_gpus.json; not re-read in a copy of the datasheet); 112.6 TFLOP/s FP16 tensor with FP32 accumulate, dense: approximate, the RTX 5090's 209.5 scaled by SMs (84/170) and boost clock (2.62/2.41 GHz)",
         notes="Added for the decode calibration cases (docs/benchmarks.md).",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "rtx5090": lambda: GpuSpec.model_construct(
         {"aliases", "bandwidth_bytes_per_s", "bf16_flops", "fp8_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4500,6 +4600,8 @@ GPUS = {
         aliases=["NVIDIA GeForce RTX 5090"],
         source="NVIDIA RTX Blackwell (GB202) whitepaper, RTX 5090: 32 GB GDDR7, 1792 GB/s, FP16/BF16 tensor with FP32 accumulate 209.5 dense, FP8 419 dense",
         notes="FP32-accumulate rates (838 FP16 sparse with FP16 accumulate). FP4 1676 dense / 3352 sparse ('AI TOPS').",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "rx5700xt": lambda: GpuSpec.model_construct(
         {"backend", "bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4513,6 +4615,8 @@ GPUS = {
         aliases=None,
         source="RX 5700 XT: 8 GB, 448 GB/s peak memory bandwidth from vendor spec sheet value (research/decode_gpus.json; not re-read in a copy of the datasheet); 19.5 TFLOP/s packed FP16: twice the 9.75 TFLOP/s FP32 (RDNA 1 has no matrix cores)",
         notes="Added for the decode calibration cases (docs/benchmarks.md).",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "rx6700xt": lambda: GpuSpec.model_construct(
         {"backend", "bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4526,6 +4630,8 @@ GPUS = {
         aliases=None,
         source="RX 6700 XT: 12 GB, 384 GB/s peak memory bandwidth from vendor spec sheet value (research/decode_gpus.json; not re-read in a copy of the datasheet); 26.4 TFLOP/s packed FP16: twice the 13.2 TFLOP/s FP32 (RDNA 2 has no matrix cores)",
         notes="Added for the decode calibration cases (docs/benchmarks.md).",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "rx6800xt": lambda: GpuSpec.model_construct(
         {"backend", "bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4539,6 +4645,8 @@ GPUS = {
         aliases=None,
         source="RX 6800 XT: 16 GB, 512 GB/s peak memory bandwidth from vendor spec sheet value (research/decode_gpus.json; not re-read in a copy of the datasheet); 41.5 TFLOP/s packed FP16: twice the 20.7 TFLOP/s FP32 (RDNA 2 has no matrix cores)",
         notes="Added for the decode calibration cases (docs/benchmarks.md).",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "rx7900xtx": lambda: GpuSpec.model_construct(
         {"backend", "bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4552,6 +4660,8 @@ GPUS = {
         aliases=None,
         source="RX 7900 XTX: 24 GB, 960 GB/s peak memory bandwidth from https://www.gpuhunter.io/gpu/rx-7900-xtx (960 GB/s) ; https://blog.mlc.ai/2023/08/09/Making-AMD-GPUs-competitive-for-LLM-inference; 122.8 TFLOP/s FP16 WMMA dense (research/decode_gpus.json)",
         notes="Added for the decode calibration cases (docs/benchmarks.md).",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "t4": lambda: GpuSpec.model_construct(
         {"aliases", "bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4565,6 +4675,8 @@ GPUS = {
         aliases=["Tesla T4"],
         source="NVIDIA T4 datasheet: 16 GB GDDR6, 320 GB/s, 65 TFLOP/s FP16 mixed precision (tensor), 130 TOPS INT8",
         notes="Turing has no BF16 tensor support: bf16_flops holds the FP16 tensor dense figure. No FP8.",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
     "v100-32gb": lambda: GpuSpec.model_construct(
         {"aliases", "bandwidth_bytes_per_s", "bf16_flops", "memory_bytes", "memory_note", "name", "notes", "source"},
@@ -4578,5 +4690,7 @@ GPUS = {
         aliases=["Tesla V100-SXM2-32GB"],
         source="NVIDIA V100 datasheet (SXM2 32GB): 32 GB HBM2, 900 GB/s, 125 TFLOP/s FP16 tensor; llm-analysis v100-sxm-32gb.json",
         notes="Volta has no BF16 tensor support: bf16_flops holds the FP16 tensor figure. No FP8. The V100 PCIe is 112 TFLOP/s.",
+        decode_efficiency=None,
+        decode_overhead_s_per_layer=None,
     ),
 }
