@@ -357,7 +357,7 @@ def _needs(layout: CacheLayout, workload: Workload, usable_bytes: int, pools: Se
     """What the workload's cache needs at its peak against what holds it: its bytes per GPU against
     the usable bytes, or, when the engine carves the memory into pools, its slots in every pool."""
     if not pools:
-        return [(layout.batch_bytes(workload, peak=True).per_gpu, usable_bytes)]
+        return [(max(layout.stage_bytes(workload, peak=True)), usable_bytes)]  # the busiest GPU
     return [(_pool_need(workload, pool), pool.tokens) for pool in pools]
 
 
@@ -497,12 +497,12 @@ def _shortfall(layout: CacheLayout, workload: Workload, usable: int, pools: Sequ
     return sum(max(0, need - slots) * pool.bytes_per_token for (need, slots), pool in zip(needs, pools, strict=True))
 
 
-def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | None = None, by_context: bool = True) -> FitReport:
+def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | None = None, details: bool = True) -> FitReport:
     """Max batch at the workload's context, max context at its batch, and which limit binds each,
     under the engine's options as the budget assumed them (its defaults on the GPU filled in);
-    with `by_context`, max batch at each standard context too (fit's table; check and compare
-    leave it empty). A batch fits when its peak fits (transformers' sliding layers right after a
-    long prefill)."""
+    with `details`, what `fit` shows besides: max batch at each standard context, and the context
+    memory alone allows when the model's max positions binds (check and compare leave both out).
+    A batch fits when its peak fits (transformers' sliding layers right after a long prefill)."""
     workload = workload.model_copy(update={"engine": budget_.engine})
     rules = engines.profile(workload.engine)
     rules.check_supported(model, workload, kv_dtype(model, workload))  # as estimate_kv: what the engine refuses
@@ -526,7 +526,7 @@ def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | N
     asked = rules.context_per_sequence(workload)  # the table shows the context asked for, beside the standard ones
     contexts = {s for s in STANDARD_CONTEXTS if s <= (limit or UNBOUNDED_CONTEXT)} | ({limit} if limit else set()) | {asked}
     budget_holds = usable >= 0 and budget_.overcommitted_bytes == 0
-    by_memory_alone = limited_by == "max_positions" and budget_holds
+    by_memory_alone = limited_by == "max_positions" and budget_holds and details
     return FitReport(
         budget=budget_,
         seq=workload.seq,
@@ -551,7 +551,7 @@ def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | N
         max_batch_by_context={
             s: max_batch(model, rules.reshape(workload, context=s), usable, pools, layout) for s in sorted(contexts)
         }
-        if by_context
+        if details
         else {},
     )
 

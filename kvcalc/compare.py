@@ -200,7 +200,7 @@ def _row(subject: Subject, workload: Workload, gpu: GpuSpec | None) -> CompareRo
 
 
 def _fit(spec: ModelSpec, workload: Workload, budget: Budget) -> RowFit:
-    report = capacity.fit(spec, workload, budget, by_context=False)
+    report = capacity.fit(spec, workload, budget, details=False)
     return RowFit(
         weights_bytes=budget.weights_bytes,
         usable_bytes=budget.usable_bytes,

@@ -178,18 +178,22 @@ class CacheLayout(NamedTuple):
         unit = self._unit_bytes(self._settled(workload), seq, peak)
         return SequenceBytes(per_gpu=max(unit), total=sum(unit) * workload.tp)
 
-    def batch_bytes(
-        self, workload: Workload, seq: int | None = None, peak: bool = False, with_state: bool = True
-    ) -> SequenceBytes:
-        """Bytes of the whole batch's cache: every allocation unit's KV, every sequence's state (unless
-        not `with_state`), plus what does not scale with tokens, stage by stage."""
+    def stage_bytes(self, workload: Workload, seq: int | None = None, peak: bool = False, with_state: bool = True) -> list[int]:
+        """Bytes of the whole batch's cache on each stage's GPU: every allocation unit's KV, every
+        sequence's state (unless not `with_state`), plus what does not scale with tokens."""
         workload = self._settled(workload)
         units = engines.profile(workload.engine).allocation_units(workload)
         sequences = workload.batch if with_state else 0
-        per_stage = [
+        return [
             units * kv + sequences * state + fixed
             for kv, state, fixed in zip(self._unit_bytes(workload, seq, peak), self.state, self.fixed, strict=True)
         ]
+
+    def batch_bytes(
+        self, workload: Workload, seq: int | None = None, peak: bool = False, with_state: bool = True
+    ) -> SequenceBytes:
+        """Bytes of the whole batch's cache on the busiest GPU and in total (stage_bytes)."""
+        per_stage = self.stage_bytes(workload, seq, peak, with_state)
         return SequenceBytes(per_gpu=max(per_stage), total=sum(per_stage) * workload.tp)
 
 

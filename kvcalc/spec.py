@@ -341,7 +341,13 @@ class ModelSpec(Strict):
     def layer_kinds(self) -> list[str]:
         """Each layer's kind: the pattern repeated over the layers; all sliding when a window is
         given without a pattern (Mistral-7B-v0.1), all full otherwise."""
-        pattern: list[str] = self.layer_pattern or (["sliding"] if self.sliding_window else ["full"])
+        return self._repeated(self._pattern())
+
+    def _pattern(self) -> list[str]:
+        return self.layer_pattern or (["sliding"] if self.sliding_window else ["full"])
+
+    def _repeated(self, pattern: list[Any]) -> list[Any]:
+        """`pattern` repeated over the layers."""
         return (pattern * -(-self.layers // len(pattern)))[: self.layers]
 
     def attention_kinds(self) -> list[AttentionKind | None]:
@@ -353,10 +359,9 @@ class ModelSpec(Strict):
         return self._part_of_kinds(STATE_KINDS)
 
     def _part_of_kinds(self, parts: tuple[Any, ...]) -> list[Any]:
-        """Each layer's part of its kind among `parts` (full of full+mamba2), None when it has none."""
-        kinds = self.layer_kinds()
-        part = {kind: next((p for p in parts if p in kind.split("+")), None) for kind in set(kinds)}  # once per kind
-        return list(map(part.__getitem__, kinds))
+        """Each layer's part of its kind among `parts` (full of full+mamba2), None when it has none:
+        read from the pattern, then repeated over the layers."""
+        return self._repeated([next((p for p in parts if p in kind.split("+")), None) for kind in self._pattern()])
 
 
 Backend = Literal["cuda", "rocm", "metal", "vulkan"]

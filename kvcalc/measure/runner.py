@@ -78,7 +78,13 @@ def calibrate(device_name: str, max_memory: int | None, progress: Callable[[str]
     if not torch_installed():
         raise MeasureUnavailable(INSTALL_HINT)
     request = MeasureRequest(
-        variants=[], workload=Workload(seq=1), device=device_name, max_layers=None, max_memory=max_memory, peak=None, calibrate=True
+        variants=[],
+        workload=Workload(seq=1),
+        device=device_name,
+        max_layers=None,
+        max_memory=max_memory,
+        peak=None,
+        calibrate=True,
     )
     try:
         return Calibration.model_validate(run_workers(request, progress)[0])
