@@ -36,7 +36,9 @@ def source_of(value: Any, classes: set[str]) -> str:
     fields it was given, an enum as its member, plain data as itself (adds the classes it names)."""
     if isinstance(value, BaseModel):
         classes.add(type(value).__name__)
-        given = "{" + ", ".join(repr(name) for name in sorted(value.model_fields_set)) + "}" if value.model_fields_set else "set()"
+        given = (
+            "{" + ", ".join(repr(name) for name in sorted(value.model_fields_set)) + "}" if value.model_fields_set else "set()"
+        )
         fields = "".join(f", {name}={source_of(field, classes)}" for name, field in value.__dict__.items())
         return f"{type(value).__name__}.model_construct({given}{fields})"
     if isinstance(value, Enum):
