@@ -49,10 +49,6 @@ class DecodeProfile(Frozen):
     overhead_seconds_per_layer: float  # kernel launches and syncs a step pays per layer
     source: str
 
-    def efficiency_for(self, dtype: DType) -> float:
-        """The share of peak bandwidth for weights stored as `dtype`."""
-        return self.efficiency[format_class(dtype)]
-
 
 def _profile(name: ProfileName, label: str, overhead_ms: float, source: str = CALIBRATION) -> DecodeProfile:
     return DecodeProfile(
