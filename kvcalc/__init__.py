@@ -16,16 +16,18 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from kvcalc.capacity import budget, count_params, fit, max_batch, max_context, weight_bytes
+    from kvcalc.capacity import budget, fit, max_batch, max_context
     from kvcalc.kvcache import batch_bytes, estimate_kv, layer_caches, sequence_bytes, tokens_held
     from kvcalc.latency import decode, prefill
     from kvcalc.spec import GpuSpec, ModelSpec, Workload
+    from kvcalc.weights import count_params, weight_bytes
 
 _API = {
-    "kvcalc.capacity": ("budget", "count_params", "fit", "max_batch", "max_context", "weight_bytes"),
+    "kvcalc.capacity": ("budget", "fit", "max_batch", "max_context"),
     "kvcalc.kvcache": ("batch_bytes", "estimate_kv", "layer_caches", "sequence_bytes", "tokens_held"),
     "kvcalc.latency": ("decode", "prefill"),
     "kvcalc.spec": ("GpuSpec", "ModelSpec", "Workload"),
+    "kvcalc.weights": ("count_params", "weight_bytes"),
 }
 _HOME = {name: module for module, names in _API.items() for name in names}
 

@@ -18,6 +18,7 @@ from kvcalc.kvcache import batch_bytes
 from kvcalc.latency import DecodeJudge
 from kvcalc.spec import Count, DTypeName, Engine, GpuSpec, ModelSpec, Name, Number, Tokens, Workload
 from kvcalc.units import parse_size
+from kvcalc.weights import weight_format
 
 PLAN_VERSION = 1
 
@@ -146,7 +147,7 @@ def check_workload(
     """Compute the figures of one workload and test each expectation against them; decode_ms_at_most
     judges the expected time per token, or the roofline's."""
     work = Workload(**{field: getattr(planned, field) for field in Workload.model_fields})  # a plan row names them all
-    weights = capacity.weight_format(model, planned.weight_dtype)
+    weights = weight_format(model, planned.weight_dtype)
     memory = capacity.gpu_memory(gpu, parse_size(planned.memory) if planned.memory else None)
     reserve = parse_size(planned.reserve, allow_zero=True) if planned.reserve is not None else None
     budget = capacity.budget(model, work, memory, weights, planned.utilization, reserve, gpu.name if gpu else None)

@@ -11,15 +11,15 @@ from typing import Literal
 
 from pydantic import ValidationError
 
-from kvcalc import capacity, latency
+from kvcalc import capacity, latency, weights
 from kvcalc.base import Frozen, first_repeated
-from kvcalc.capacity import WeightFormat
 from kvcalc.engines import Budget
 from kvcalc.errors import InvalidInput
 from kvcalc.kvcache import LayerCache, attention_layers, estimate_kv, layer_bytes_per_token, layer_caches
 from kvcalc.latency import Bound, DecodeJudge
 from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload
 from kvcalc.units import DType
+from kvcalc.weights import WeightFormat
 
 VariantKind = Literal["mha", "gqa", "mqa", "mla"]
 VARIANT_KINDS: tuple[VariantKind, ...] = ("mha", "gqa", "mqa", "mla")
@@ -92,7 +92,7 @@ def derive(
     mla = None
     if variant.kind == "mla":  # keep an MLA model's other widths; set the cached ones
         mla = {**(model.mla.model_dump() if model.mla else {}), "kv_lora_rank": kv_lora_rank, "qk_rope_head_dim": rope_dim}
-    params = capacity.count_params(model)
+    params = weights.count_params(model)
     pinned = {"params": params.total, "active_params": params.active} if params else {}
     fields = {**model.model_dump(), "name": f"{model.name} ({variant.name})", "kv_heads": kv_heads, "mla": mla, **pinned}
     try:

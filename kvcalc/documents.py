@@ -12,9 +12,9 @@ from typing import Annotated, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from kvcalc import capacity
+from kvcalc import weights
 from kvcalc.base import Strict
-from kvcalc.capacity import FitReport, ParamCount
+from kvcalc.capacity import FitReport
 from kvcalc.compare import Comparison
 from kvcalc.errors import KvcalcError
 from kvcalc.kvcache import KvEstimate, estimate_kv
@@ -22,6 +22,7 @@ from kvcalc.latency import DecodeEstimate, PrefillEstimate
 from kvcalc.presets import DescribedPreset, PresetEntry, PresetListing, PresetProblem
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
 from kvcalc.units import DType
+from kvcalc.weights import ParamCount
 
 SCHEMA_VERSION = 2  # bump when a key is renamed or removed; adding keys keeps it
 
@@ -105,7 +106,7 @@ class ListedModel(Strict):
         except KvcalcError:
             kv = None
         try:
-            params = capacity.count_params(spec)
+            params = weights.count_params(spec)
         except KvcalcError:  # a published count below its embeddings: `size` says so
             params = None
         return cls(

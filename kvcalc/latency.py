@@ -8,13 +8,13 @@ from collections import Counter
 from typing import Literal
 
 from kvcalc.base import Frozen
-from kvcalc.capacity import ParamCount, WeightFormat, per_gpu, require_params, weight_bytes, weight_format, weights_formula
 from kvcalc.decode_profiles import DecodeProfile, FormatClass, ProfileName, format_class, stored_format_class
 from kvcalc.engines import profile as engine_profile
 from kvcalc.errors import InvalidInput
 from kvcalc.kvcache import attention_layers, batch_bytes, exact_workload, layer_caches, state_layout, window_tokens
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
 from kvcalc.units import PACKING, format_bytes, format_seconds
+from kvcalc.weights import ParamCount, WeightFormat, per_gpu, require_params, weight_bytes, weight_format, weights_formula
 
 Bound = Literal["memory", "compute"]
 DecodeJudge = Literal["expected", "roofline"]  # which decode time compare shows and check judges

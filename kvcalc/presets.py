@@ -1,79 +1,34 @@
 """Finding and reading presets: shipped YAML, user YAML files and folders, Hugging Face config.json.
 
-The only module that reads files. YAML is read with safe loading only; every failure becomes an
-InvalidPreset or PresetNotFound naming the file (and line or field) and the fix. A model or GPU preset
+Files are read and validated by kvcalc.files (safe YAML only); every failure becomes an InvalidPreset
+or PresetNotFound naming the file (and line or field) and the fix. Models and GPUs kept elsewhere (GGUF,
+Hub, vendors' tools) come from kvcalc.sources, which this module calls and which never calls it. A model or GPU preset
 file without a `name:` takes its file's stem as its name, both when listed and when loaded.
 """
 
 from __future__ import annotations
 
 import difflib
-import json
 import os
 import re
-import stat
-import sys
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
-import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from kvcalc.base import Frozen
-from kvcalc.errors import InvalidPreset, KvcalcError, PresetNotFound
+from kvcalc.errors import InvalidPreset, PresetNotFound
+from kvcalc.files import SPEC_TYPES, Kind, read_mapping, require_file, validate, validate_as, what_is
 from kvcalc.spec import DERIVED_FIELDS, GpuSpec, ModelSpec
 
-Kind = Literal["models", "gpus"]
 PRESETS_ENV = "KVCALC_PRESETS"
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's safe loader when built in: same rules, faster
-
-
-class _UniqueKeysLoader(_SafeLoader):  # type: ignore[misc, valid-type]
-    """The safe loader, refusing a key given twice in one mapping (YAML would keep the last silently)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if not isinstance(key, Hashable):
-                continue  # the base loader's error
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"{key!r} is given twice", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
-_SPEC_TYPES: dict[str, type[BaseModel]] = {"models": ModelSpec, "gpus": GpuSpec}
-MAX_NESTING = 64  # presets nest two levels (mla:, moe:); libyaml's composer recurses in C and crashes near 20,000
 
 
 def shipped_presets_dir() -> Path:
     """The presets inside the installed wheel, or the repository's presets/ in a source checkout."""
     packaged = Path(__file__).resolve().parent / "presets"  # the wheel maps presets/ here
     return packaged if packaged.is_dir() else packaged.parent.parent / "presets"
-
-
-def _what_is(path: Path) -> Literal["file", "folder", "missing", "other"]:
-    """What `path` names; a path the system refuses to look up (too long, no permission) is an InvalidPreset."""
-    try:
-        mode = path.stat().st_mode
-    except (FileNotFoundError, NotADirectoryError, ValueError):  # ValueError: a NUL byte in the path
-        return "missing"
-    except OSError as exc:
-        raise InvalidPreset(f"{path}: cannot open ({exc.strerror}); check the path") from None
-    return "file" if stat.S_ISREG(mode) else "folder" if stat.S_ISDIR(mode) else "other"
-
-
-def _require_file(path: Path, what: str, folder_hint: str, error: type[KvcalcError]) -> None:
-    """Raise `error` saying what `path` names unless it is a regular file."""
-    found = _what_is(path)
-    if found == "missing":
-        raise error(f"{path}: no such {what}")
-    if found == "folder":
-        raise error(f"{path}: is a folder, not a {what}; {folder_hint}")
-    if found == "other":
-        raise error(f"{path}: is not a regular file (a device, pipe or socket); give a {what}")
 
 
 def user_presets_dirs(extra: Sequence[str | Path] | None = None) -> list[Path]:
@@ -83,7 +38,7 @@ def user_presets_dirs(extra: Sequence[str | Path] | None = None) -> list[Path]:
     dirs = [Path(p) for p in extra or []]
     dirs += [Path(p) for p in os.environ.get(PRESETS_ENV, "").split(os.pathsep) if p]
     for folder in dirs:
-        found = _what_is(folder)
+        found = what_is(folder)
         if found == "file":
             raise InvalidPreset(
                 f"{folder}: is a file, not a presets folder (from --presets or ${PRESETS_ENV}); "
@@ -93,166 +48,6 @@ def user_presets_dirs(extra: Sequence[str | Path] | None = None) -> list[Path]:
             problem = "does not exist" if found == "missing" else "is not a folder"
             raise InvalidPreset(f"{folder}: presets folder {problem} (from --presets or ${PRESETS_ENV})")
     return dirs
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidPreset(f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
-    except OSError as exc:
-        raise InvalidPreset(f"{path}: cannot read ({exc.strerror})") from None
-
-
-def _too_deep(path: Path) -> InvalidPreset:
-    return InvalidPreset(f"{path}: nested too deeply (more than {MAX_NESTING} levels); a preset is a flat mapping")
-
-
-def _flow_depth(text: str) -> int:
-    """An upper bound on the flow nesting ('[' and '{' not yet closed) at the end of `text`."""
-    return text.count("[") + text.count("{") - text.count("]") - text.count("}")
-
-
-_BLOCK_PREFIX = re.compile(r"^[ \t]*(?:[-?:](?:[ \t]+|$))*", re.MULTILINE)  # indentation and leading - ? : indicators
-
-
-def nesting_bound(text: str) -> int:
-    """An upper bound on how deep the YAML `text` nests, read in one pass of a regular expression.
-
-    A block collection starts where a line's content starts, after its indentation and leading '- ',
-    '? ' or ': ' indicators; one nested in another starts further right, or at the same column once
-    (a sequence as a mapping's value): block collections nest at most 2 * (widest such prefix + 1)
-    deep. Flow collections, inside them, nest at most once per '[' or '{'.
-    """
-    widest = max(len(prefix) for prefix in _BLOCK_PREFIX.findall(text))
-    return 2 * (widest + 1) + text.count("[") + text.count("{")
-
-
-def _refuse_aliases_and_deep_nesting(path: Path, text: str) -> None:
-    """Refuse YAML aliases and nesting deeper than MAX_NESTING before the (recursive) loader sees them.
-
-    Walks the parser's events, which libyaml produces without recursion, only when the text has a '*'
-    or could nest that deep (nesting_bound): a usual preset or plan, however long, is not walked.
-    """
-    if "*" not in text and nesting_bound(text) <= MAX_NESTING:
-        return
-    depth = 0
-    try:
-        for event in yaml.parse(text, Loader=_SafeLoader):
-            if isinstance(event, yaml.AliasEvent):
-                line = event.start_mark.line + 1
-                raise InvalidPreset(f"{path}:{line}: YAML aliases (*name) are not accepted in presets; write the values out")
-            if isinstance(event, yaml.CollectionStartEvent):
-                depth += 1
-                if depth > MAX_NESTING:
-                    raise _too_deep(path)
-            elif isinstance(event, yaml.CollectionEndEvent):
-                depth -= 1
-    except yaml.YAMLError as exc:  # the scanner reads a flow collection's openers before it yields their events
-        mark = getattr(exc, "problem_mark", None)
-        if mark is not None and _flow_depth(text[: mark.index + 1]) > MAX_NESTING:
-            raise _too_deep(path) from None
-        raise
-
-
-class _KeyGivenTwice(ValueError):
-    """A JSON object gives one key twice."""
-
-
-def _unique_json_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """json's object_pairs_hook: refuse a key given twice in one object (json would keep the last silently)."""
-    data: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in data:
-            raise _KeyGivenTwice(key)
-        data[key] = value
-    return data
-
-
-def _unreadable_value(path: Path, text: str, exc: ValueError) -> InvalidPreset:
-    """A value the parser could not convert: an integer longer than Python converts (sys.get_int_max_str_digits,
-    4,300 digits by default), or a YAML date that does not exist."""
-    limit = sys.get_int_max_str_digits()
-    number = re.search(rf"[0-9][0-9_]{{{limit},}}", text) if limit else None
-    if number is not None:
-        line = text.count("\n", 0, number.start()) + 1
-        digits = len(number.group().replace("_", ""))
-        return InvalidPreset(f"{path}:{line}: a number of {digits:,} digits; kvcalc reads numbers of up to {limit:,} digits")
-    return InvalidPreset(f"{path}: a value cannot be read ({exc})")
-
-
-def read_mapping(path: Path) -> dict[str, Any]:
-    """Parse a YAML (safe loader) or JSON file that must hold one mapping; a key given twice is an error in both."""
-    text = _read_text(path)
-    try:
-        if path.suffix == ".json":
-            data = json.loads(text, object_pairs_hook=_unique_json_keys)
-        else:
-            _refuse_aliases_and_deep_nesting(path, text)
-            data = yaml.load(text, Loader=_UniqueKeysLoader)
-    except RecursionError:
-        raise InvalidPreset(f"{path}: nested too deeply; a config.json nests a few levels at most") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InvalidPreset(f"{path}{where}: invalid YAML: {problem}") from None
-    except json.JSONDecodeError as exc:
-        raise InvalidPreset(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
-    except _KeyGivenTwice as exc:
-        raise InvalidPreset(f"{path}: invalid JSON: {exc.args[0]!r} is given twice") from None
-    except ValueError as exc:
-        raise _unreadable_value(path, text, exc) from None
-    if not isinstance(data, dict):
-        found = "an empty file" if data is None else f"a {type(data).__name__}"
-        raise InvalidPreset(f"{path}: expected a mapping of fields, found {found}")
-    return data
-
-
-def validate(kind: Kind, data: dict[str, Any], origin: str) -> Any:
-    """Validate a mapping as a model or GPU spec; errors name the origin, the field and the problem."""
-    return validate_as(_SPEC_TYPES[kind], data, origin)
-
-
-def validate_as(spec_type: type[BaseModel], data: dict[str, Any], origin: str) -> Any:
-    """Validate a mapping read from a file as `spec_type`, with strict types: "8192" is not a number,
-    8192.0 not an integer, as `fits: yes` is not a boolean. The first error names the origin, the
-    field and the problem."""
-    try:
-        return spec_type.model_validate(data, strict=True)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(p) for p in error["loc"])
-        field = f"{where}: " if where else ""  # a rule on the whole spec names no field
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            owner = _model_at(spec_type, error["loc"][:-1])
-            close = difflib.get_close_matches(str(error["loc"][-1]), list(owner.model_fields), n=1) if owner else []
-            message = "unknown field" + (f"; did you mean {close[0]!r}?" if close else "")
-        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-        raise InvalidPreset(f"{origin}: {field}{message}{more}") from None
-
-
-def _model_at(spec_type: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The nested model a validation error's location points into (for "did you mean")."""
-    current: Any = spec_type
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = current.model_fields.get(str(part)) if isinstance(current, type) and issubclass(current, BaseModel) else None
-        if field is None:
-            return None
-        annotation = field.annotation
-        for candidate in getattr(annotation, "__args__", (annotation,)):
-            inner = (
-                getattr(candidate, "__args__", (candidate,))[0] if getattr(candidate, "__origin__", None) is list else candidate
-            )
-            if isinstance(inner, type) and issubclass(inner, BaseModel):
-                current = inner
-                break
-        else:
-            return None
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
 def load_file(kind: Kind, path: Path) -> Any:
@@ -323,7 +118,7 @@ def _scan_file(path: Path, kind: Kind | None) -> _Scanned:
     """Read and validate one preset file as `kind`, or as what its fields say when `kind` is None."""
     name, found_kind = path.stem, kind
     try:
-        if _what_is(path) != "file":
+        if what_is(path) != "file":
             problem = "a broken symbolic link" if path.is_symlink() and not path.exists() else "not a regular file"
             raise InvalidPreset(f"{path}: {problem}")
         data = read_mapping(path)
@@ -345,7 +140,7 @@ def _scan_folder(folder: Path) -> list[_Scanned]:
     scanned = [_scan_file(path, None) for path in sorted(folder.glob("*.y*ml"))]
     for kind in ("models", "gpus"):
         sub = folder / kind
-        if _what_is(sub) == "folder":
+        if what_is(sub) == "folder":
             scanned += [_scan_file(path, kind) for path in sorted(sub.glob("*.y*ml"))]
     return scanned
 
@@ -426,7 +221,7 @@ def _is_path(ref: str) -> bool:
 
 def _preset_file(ref: str) -> Path:
     """The file a --model or --gpu path names, which must be a regular file."""
-    _require_file(Path(ref), "file", "a folder of presets goes to --presets", PresetNotFound)
+    require_file(Path(ref), "file", "a folder of presets goes to --presets", PresetNotFound)
     return Path(ref)
 
 
@@ -462,7 +257,7 @@ def resolve(kind: Kind, ref: str, extra_dirs: Sequence[str | Path] | None = None
     and GPUs (GGUF files, Hub repo ids, cache snapshots, --gpu auto, vendors' device names)."""
     from kvcalc import sources
 
-    special = sources.model_reference(ref) if kind == "models" else sources.gpu_reference(ref, extra_dirs)
+    special = sources.model_reference(ref) if kind == "models" else sources.gpu_reference(ref, _gpu_presets(extra_dirs))
     if special is not None:
         return special
     if _is_path(ref):
@@ -473,8 +268,13 @@ def resolve(kind: Kind, ref: str, extra_dirs: Sequence[str | Path] | None = None
     listing = presets_listing(extra_dirs)
     names = [e.name for e in (listing.models if kind == "models" else listing.gpus)]
     if kind == "gpus":  # a name as nvidia-smi or amd-smi prints it, else suggestions
-        return sources.gpu_by_device_name(ref, extra_dirs, _closest(ref, names))
+        return sources.gpu_by_device_name(ref, _gpu_presets(extra_dirs), _closest(ref, names))
     raise _unknown("model", ref, names, listing)
+
+
+def _gpu_presets(extra_dirs: Sequence[str | Path] | None) -> Callable[[], list[GpuSpec]]:
+    """The GPU presets (user presets first), listed when the readers must match a device name."""
+    return lambda: [cast(GpuSpec, entry.spec) for entry in list_presets("gpus", extra_dirs)]
 
 
 def _closest(ref: str, names: Iterable[str]) -> list[str]:
@@ -535,7 +335,7 @@ def _locate_any(ref: str, extra_dirs: Sequence[str | Path] | None) -> tuple[Mode
             named = _named(kind, ref, user)
             if named is not None:
                 return named  # type: ignore[return-value]
-    gpu = sources.gpu_reference(ref, extra_dirs, by_device_name=True)
+    gpu = sources.gpu_reference(ref, _gpu_presets(extra_dirs), by_device_name=True)
     if gpu is not None:
         return gpu, None
     if _is_path(ref):
@@ -565,7 +365,7 @@ def recognise_gpu(device_name: str) -> str | None:
     """
     from kvcalc.sources.gpus import gpu_by_device_name
 
-    found = gpu_by_device_name(device_name, None)
+    found = gpu_by_device_name(device_name, _gpu_presets(None))
     return found.name if found is not None else None
 
 
@@ -579,7 +379,7 @@ class PlanPresets(Frozen):
     def resolve(self, kind: Kind, ref: str) -> Any:
         """A spec by name (the plan's files, then its folders, user and shipped presets), by path
         relative to the plan, or (models) by Hugging Face repo id when no such path exists."""
-        wanted = _SPEC_TYPES[kind]
+        wanted = SPEC_TYPES[kind]
         spec = next((s for s in self.specs if s.name == ref and isinstance(s, wanted)), None)
         if spec is not None:
             return spec
@@ -595,12 +395,12 @@ class PlanPresets(Frozen):
 def load_plan(path: Path, plan_type: type[BaseModel]) -> tuple[Any, PlanPresets]:
     """Read and validate a `kvcalc check` plan, and read the presets it names (relative to the plan): a
     single file must be usable, a folder's files only when a workload asks for them."""
-    _require_file(path, "plan file", "give the plan YAML's path", InvalidPreset)
+    require_file(path, "plan file", "give the plan YAML's path", InvalidPreset)
     plan = validate_as(plan_type, read_mapping(path), str(path))
     folders, specs = [], []
     for entry in plan.presets:
         target = path.parent / entry
-        found = _what_is(target)
+        found = what_is(target)
         if found == "folder":
             folders.append(target)
         elif found == "file":

@@ -13,11 +13,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from kvcalc.capacity import UNBOUNDED_CONTEXT, FitReport, ParamCount, WeightFormat
+from kvcalc.capacity import UNBOUNDED_CONTEXT, FitReport
 from kvcalc.compare import CompareRow, Comparison, RowDecode, RowFit
 from kvcalc.kvcache import KvEstimate
 from kvcalc.latency import DecodeEstimate, PrefillEstimate
 from kvcalc.units import format_bytes, format_seconds
+from kvcalc.weights import ParamCount, WeightFormat
 
 PIPED_WIDTH = 160  # columns when stdout is no terminal and COLUMNS is unset (CI logs): Rich would cut tables to 80
 console = Console(highlight=False, width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else PIPED_WIDTH)

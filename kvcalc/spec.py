@@ -367,6 +367,9 @@ class ModelSpec(Strict):
 Backend = Literal["cuda", "rocm", "metal", "vulkan"]
 
 
+Interconnect = Literal["nvlink", "xgmi", "pcie-p2p", "pcie"]
+
+
 class GpuSpec(Strict):
     """An accelerator: memory in bytes, peak bandwidth in bytes/s, dense FLOP/s, and the software
     backend engines run on it (absent: cuda), which sets llama.cpp's fixed cost per layer."""
@@ -380,6 +383,12 @@ class GpuSpec(Strict):
     memory_note: str | None = None
     aliases: list[Name] | None = Field(
         default=None, description="the names vendors' tools print (nvidia-smi, amd-smi), matched case-blind by --gpu"
+    )
+    interconnect: Interconnect | None = Field(
+        default=None,
+        description="how GPUs of this kind talk to each other in one server: nvlink (NVLink or NVSwitch), xgmi (AMD"
+        " Infinity Fabric), pcie-p2p (PCIe with peer-to-peer), pcie (PCIe through the host, no peer-to-peer);"
+        " tensor-parallel communication buffers and all-reduce costs follow it (--interconnect overrides)",
     )
     source: str | None = None
     notes: str | None = None

@@ -12,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvcalc import Workload
-from kvcalc.capacity import weight_format
 from kvcalc.decode_profiles import DECODE_PROFILES, EFFICIENCY, format_class
 from kvcalc.engines import PROFILES
 from kvcalc.errors import InvalidInput
@@ -20,6 +19,7 @@ from kvcalc.latency import decode, expected_seconds
 from kvcalc.presets import load_gpu, load_model
 from kvcalc.spec import Engine
 from kvcalc.units import DType
+from kvcalc.weights import weight_format
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 
 from kvcalc import Workload
-from kvcalc.capacity import budget, count_params, fit
+from kvcalc.capacity import budget, fit
 from kvcalc.latency import decode, expected_experts_touched
 from kvcalc.presets import load_gpu, load_model
 from kvcalc.spec import ModelSpec
 from kvcalc.units import GiB
+from kvcalc.weights import count_params
 
 from .conftest import FIXTURES, TEST_PRESETS
 

@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 
 from kvcalc.compare import parse_variants
 from kvcalc.errors import InvalidInput, InvalidPreset
+from kvcalc.files import MAX_NESTING, nesting_bound, read_mapping
 from kvcalc.hf_config import RECURRENT
-from kvcalc.presets import MAX_NESTING, load_gpu, load_model, nesting_bound, presets_listing, read_mapping
+from kvcalc.presets import load_gpu, load_model, presets_listing
 from kvcalc.units import parse_dtype, parse_size
 
 LONG = "a" * 300  # over the 255-byte limit of a file name

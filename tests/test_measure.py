@@ -44,7 +44,9 @@ def assert_verdict(doc: dict) -> None:
     """A judged run has its ratios and no reason against it; an unjudged one says why and prints no ratio."""
     assert isinstance(doc["judged"], bool) and doc["tolerance"] == pytest.approx(4 / 3)
     for v in doc["variants"]:
-        assert v["fastest_seconds"] == min(v[path]["steady"] for path in ("sdpa", "grouped", "repeat_kv"))  # repeat_kv can win (MQA, busy CPU)
+        assert v["fastest_seconds"] == min(
+            v[path]["steady"] for path in ("sdpa", "grouped", "repeat_kv")
+        )  # repeat_kv can win (MQA, busy CPU)
         if doc["judged"]:
             assert doc["why"] == []
             assert v["measured_over_predicted"] == pytest.approx(v["measured_seconds"] / v["predicted_seconds"])

@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 
 from kvcalc import plots
-from kvcalc.capacity import budget, fit, weight_format
+from kvcalc.capacity import budget, fit
 from kvcalc.compare import Subject, compare
 from kvcalc.kvcache import estimate_kv
 from kvcalc.measure.report import MeasureReport
 from kvcalc.presets import load_gpu, load_model
 from kvcalc.spec import Workload
 from kvcalc.units import GiB
+from kvcalc.weights import weight_format
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

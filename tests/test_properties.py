@@ -6,10 +6,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvcalc import ModelSpec, Workload, count_params, estimate_kv, sequence_bytes
-from kvcalc.capacity import UNBOUNDED_CONTEXT, budget, max_batch, max_context, weight_bytes, weight_format
+from kvcalc.capacity import UNBOUNDED_CONTEXT, budget, max_batch, max_context
 from kvcalc.latency import decode, read_per_step
 from kvcalc.spec import GpuSpec, MoeSpec
 from kvcalc.units import PACKING, DType, GiB
+from kvcalc.weights import weight_bytes, weight_format
 
 dtypes = st.sampled_from([DType.fp32, DType.bf16, DType.fp8, DType.q8_0, DType.q4_0, DType.int4])
 

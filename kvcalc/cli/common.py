@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import BaseModel, ValidationError
 
-from kvcalc import capacity, engines, presets
+from kvcalc import capacity, engines, presets, weights
 from kvcalc.cli import KvcalcCommand
 from kvcalc.errors import InvalidInput, KvcalcError
 from kvcalc.sources import tensor_parallel
@@ -286,9 +286,9 @@ def build_workload(
     return work
 
 
-def weights_format(spec: ModelSpec, weight_dtype: str | None) -> capacity.WeightFormat:
+def weights_format(spec: ModelSpec, weight_dtype: str | None) -> weights.WeightFormat:
     """--weight-dtype for every weight, else the checkpoint's format."""
-    return capacity.weight_format(spec, parse_dtype(weight_dtype) if weight_dtype is not None else None)
+    return weights.weight_format(spec, parse_dtype(weight_dtype) if weight_dtype is not None else None)
 
 
 def size_option(flag: str, text: str, allow_zero: bool = False) -> int:
@@ -300,7 +300,7 @@ def size_option(flag: str, text: str, allow_zero: bool = False) -> int:
 
 
 def gpu_and_budget(
-    model: ModelSpec, workload: Workload, gpu: str | None, memory: str | None, weights: capacity.WeightFormat,
+    model: ModelSpec, workload: Workload, gpu: str | None, memory: str | None, weights: weights.WeightFormat,
     utilization: float | None, reserve: str | None, extra: list[str] | None,
 ) -> tuple[GpuSpec | None, capacity.Budget]:  # fmt: skip
     """The --gpu preset (if given) and the engine's memory budget per GPU from --gpu/--memory, its

@@ -6,7 +6,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from kvcalc import capacity, engines, presets
+from kvcalc import engines, presets
 from kvcalc.base import first_repeated
 from kvcalc.cli.common import (
     BatchOpt,
@@ -39,6 +39,7 @@ from kvcalc.compare import compare as compare_rows
 from kvcalc.errors import InvalidInput, PresetNotFound
 from kvcalc.spec import ENGINE_OPTIONS, Engine, ModelSpec, Workload
 from kvcalc.units import DType, parse_dtype
+from kvcalc.weights import weight_format
 
 ENGINE_NAMES = tuple(engines.PROFILES)  # what compare accepts as engines to compare
 COMPARE_MODEL = "llama3-8b"  # the variants' model when --model is not given: a Llama-3-8B shape
@@ -111,7 +112,7 @@ def _shared_workload(models: list[ModelSpec], seq: int, batch: int, tp: int | st
 
 def _subject(name: str, spec: ModelSpec, work: Workload, wanted: DType | None, hardware: dict[str, Any] | None) -> Subject:
     """One compared model with its weights' dtype and, given --gpu or --memory, its budget per GPU."""
-    weights = capacity.weight_format(spec, wanted)
+    weights = weight_format(spec, wanted)
     budget = gpu_and_budget(spec, work, weights=weights, **hardware)[1] if hardware else None
     return Subject(name=name, spec=spec, weights=weights, budget=budget)
 

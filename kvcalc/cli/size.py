@@ -44,6 +44,7 @@ from kvcalc.cli.common import (
 from kvcalc.cli.engine_options import EngineOpt, EngineOptions, build_engine, with_engine_options
 from kvcalc.errors import DoesNotFit
 from kvcalc.kvcache import estimate_kv
+from kvcalc.weights import count_params, unknown_weights, weight_bytes
 
 
 @with_engine_options()
@@ -86,8 +87,8 @@ def size(
     engine_spec = build_engine(engine, **engine_options)
     work = build_workload(spec, seq, batch, kv_dtype, tp, pp, block_size, engine_spec, state_dtype, k_dtype, v_dtype)
     weights_fmt = weights_format(spec, weight_dtype)
-    params = capacity.count_params(spec)
-    weights = capacity.weight_bytes(params, weights_fmt) if params else None
+    params = count_params(spec)
+    weights = weight_bytes(params, weights_fmt) if params else None
     report = step = None
     if gpu or memory:
         gpu_spec, budget = gpu_and_budget(spec, work, gpu, memory, weights_fmt, utilization, reserve, presets_dir)
@@ -111,7 +112,7 @@ def size(
         from kvcalc import render
 
         render.kv_table(kv, decimal, explain)
-        render.weights_line(params, weights, weights_fmt, decimal, capacity.unknown_weights(spec))
+        render.weights_line(params, weights, weights_fmt, decimal, unknown_weights(spec))
         if report is not None:
             render.fit_tables(report, spec.name, gpu_label(gpu_spec, memory), decimal, explain)
         if step is not None:

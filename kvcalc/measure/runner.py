@@ -17,7 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-import kvcalc
 from kvcalc.errors import DoesNotFit, InvalidInput, KvcalcError, MeasureUnavailable
 from kvcalc.measure import INSTALL_HINT, looks_like_memory, torch_installed
 from kvcalc.measure.calibrate import Calibration
@@ -224,7 +223,7 @@ def failure(worker: Worker, tp: int) -> KvcalcError:
 def worker_environment(tp: int) -> dict[str, str]:
     """The parent's environment, with kvcalc importable and, for tp > 1, a rendezvous on this machine."""
     env = dict(os.environ)
-    root = str(Path(kvcalc.__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])  # the folder holding the kvcalc package
     env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
     if tp > 1:
         env |= {"WORLD_SIZE": str(tp), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}

@@ -13,11 +13,14 @@ relative path exists; a path ending in .gguf, .json, .yaml or .yml is a file.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kvcalc.errors import InvalidInput, PresetNotFound
 from kvcalc.spec import GpuSpec, ModelSpec
+
+if TYPE_CHECKING:
+    from kvcalc.sources.gpus import KnownGpus
 
 
 def model_reference(ref: str) -> ModelSpec | None:
@@ -43,23 +46,24 @@ def model_reference(ref: str) -> ModelSpec | None:
     return None
 
 
-def gpu_reference(ref: str, extra_dirs: Sequence[str | Path] | None, by_device_name: bool = False) -> GpuSpec | None:
-    """`auto` (this machine's GPU) or, with `by_device_name`, a name as a vendor's tool prints it; None otherwise."""
+def gpu_reference(ref: str, known: KnownGpus, by_device_name: bool = False) -> GpuSpec | None:
+    """`auto` (this machine's GPU) or, with `by_device_name`, a name as a vendor's tool prints it; None
+    otherwise. `known` lists the GPU presets (the caller's: the readers do not read presets)."""
     from kvcalc.sources import gpus
 
     if ref.strip().lower() == "auto":
-        return gpus.auto_gpu(extra_dirs)
-    return gpus.gpu_by_device_name(ref, extra_dirs) if by_device_name else None
+        return gpus.auto_gpu(known)
+    return gpus.gpu_by_device_name(ref, known) if by_device_name else None
 
 
-def gpu_by_device_name(ref: str, extra_dirs: Sequence[str | Path] | None, close: list[str]) -> GpuSpec:
+def gpu_by_device_name(ref: str, known: KnownGpus, close: list[str]) -> GpuSpec:
     """The GPU preset one of whose aliases is `ref`; else PresetNotFound suggesting the `close`
     preset names and those whose aliases are spelled close."""
     from kvcalc.sources import gpus
 
-    found = gpus.gpu_by_device_name(ref, extra_dirs)
+    found = gpus.gpu_by_device_name(ref, known)
     if found is None:
-        raise gpus.unknown_gpu(ref, extra_dirs, close)
+        raise gpus.unknown_gpu(ref, known, close)
     return found
 
 

@@ -30,7 +30,7 @@ _DEFAULT_WINDOWS = {"gemma2": 4096}
 def model_from_gguf(path: Path) -> ModelSpec:
     """The model a GGUF file describes: shapes from its metadata, exact weight bytes from its tensor
     infos (every part of a split file), named after the file."""
-    from kvcalc.presets import validate
+    from kvcalc.files import validate
 
     first = first_part(path)
     if first != path and not first.is_file():

@@ -23,9 +23,8 @@ import re
 import subprocess
 import warnings
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, NamedTuple, cast
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
 
 from kvcalc.errors import InvalidInput, PresetNotFound
 from kvcalc.spec import GpuSpec
@@ -186,22 +185,22 @@ def _normal(name: str) -> str:
     return " ".join(name.lower().split())
 
 
-def _presets_by_alias(extra_dirs: Sequence[str | Path] | None) -> dict[str, GpuSpec]:
-    """Every GPU preset under each of its aliases (normalised) and its own name."""
-    from kvcalc import presets
+KnownGpus = Callable[[], Iterable[GpuSpec]]  # the GPU presets, listed only when a name must be matched
 
+
+def _presets_by_alias(known: KnownGpus) -> dict[str, GpuSpec]:
+    """Every GPU preset under each of its aliases (normalised) and its own name."""
     found: dict[str, GpuSpec] = {}
-    for entry in presets.list_presets("gpus", extra_dirs):
-        spec = cast(GpuSpec, entry.spec)  # the listing's GPUs
+    for spec in known():
         for alias in spec.aliases or []:
             found.setdefault(_normal(alias), spec)
-        found.setdefault(_normal(entry.name), spec)
+        found.setdefault(_normal(spec.name), spec)
     return found
 
 
-def gpu_by_device_name(ref: str, extra_dirs: Sequence[str | Path] | None) -> GpuSpec | None:
+def gpu_by_device_name(ref: str, known: KnownGpus) -> GpuSpec | None:
     """The preset one of whose aliases is `ref` (case and spacing ignored), or None."""
-    return _presets_by_alias(extra_dirs).get(_normal(ref))
+    return _presets_by_alias(known).get(_normal(ref))
 
 
 def _close_presets(ref: str, by_alias: dict[str, GpuSpec]) -> list[str]:
@@ -210,21 +209,21 @@ def _close_presets(ref: str, by_alias: dict[str, GpuSpec]) -> list[str]:
     return list(dict.fromkeys(by_alias[key].name for key in close))[:3]
 
 
-def unknown_gpu(ref: str, extra_dirs: Sequence[str | Path] | None, close: Sequence[str] = ()) -> PresetNotFound:
+def unknown_gpu(ref: str, known: KnownGpus, close: Sequence[str] = ()) -> PresetNotFound:
     """The error for a GPU no preset names, suggesting the `close` names, then presets whose name
     or aliases are spelled close."""
-    by_alias = _presets_by_alias(extra_dirs)
+    by_alias = _presets_by_alias(known)
     names = list(dict.fromkeys([*close, *_close_presets(ref, by_alias)]))[:3]
     count = len({spec.name for spec in by_alias.values()})
     hint = f"did you mean {', '.join(names)}?" if names else f"`kvcalc presets list` shows all {count}"
     return PresetNotFound(f"unknown GPU {ref!r}; {hint}")
 
 
-def auto_gpu(extra_dirs: Sequence[str | Path] | None) -> GpuSpec:
+def auto_gpu(known: KnownGpus) -> GpuSpec:
     """This machine's GPU: the preset its name matches, with the memory the tool reports (a MIG slice's own)."""
     found = identical("--gpu auto", "name one with --gpu, or give --memory")
     device = found[0]
-    by_alias = _presets_by_alias(extra_dirs)
+    by_alias = _presets_by_alias(known)
     preset = by_alias.get(_normal(device.name))
     sizes = [gpu.memory_bytes for gpu in found if gpu.memory_bytes is not None]
     if len(sizes) < len(found):

@@ -132,8 +132,8 @@ class Weights(NamedTuple):
 
 def model_from_config(path: Path, name: str, source: str, weights: Weights) -> ModelSpec:
     """A config.json's model with the weights' exact stored bytes when found; its source says where they came from."""
+    from kvcalc.files import read_mapping, validate
     from kvcalc.hf_config import model_fields_from_hf
-    from kvcalc.presets import read_mapping, validate
 
     fields = {**model_fields_from_hf(read_mapping(path), default_name=name, origin=str(path)), "name": name}
     spec: ModelSpec = validate("models", {**fields, "source": source}, str(path))
@@ -143,7 +143,7 @@ def model_from_config(path: Path, name: str, source: str, weights: Weights) -> M
     packed = safetensors.packed_types(stored["types"])
     how = f"weights summed from {weights.how}"
     if packed:  # integer tensors pack several values (GPTQ, AWQ, MXFP4): the parameters come from the shapes
-        from kvcalc.capacity import count_params
+        from kvcalc.weights import count_params
 
         counted = count_params(spec)
         stored = safetensors.stored_weights(weights.tensors, counted.total if counted else None)

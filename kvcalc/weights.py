@@ -1,0 +1,304 @@
+"""Parameters and weight bytes: counted from a model's shapes (or its published count), stored in
+its formats, split over pipeline stages and tensor-parallel ranks. Pure functions, integer bytes."""
+
+from __future__ import annotations
+
+from operator import attrgetter
+
+from kvcalc.base import Frozen
+from kvcalc.engines import StageWeights
+from kvcalc.errors import InvalidInput
+from kvcalc.kvcache import pipeline_stages
+from kvcalc.spec import ModelSpec, StoredWeights, Workload
+from kvcalc.units import PACKING, DType, format_bytes
+
+
+class ParamCount(Frozen):
+    """Parameters in total, touched per token (MoE: active experts only), in routed experts, and in
+    the embedding table and LM head."""
+
+    total: int
+    active: int
+    routed_experts: int  # parameters of all routed experts together (0 for dense models)
+    from_shapes: bool  # True when counted from the shapes, False when the preset gives it
+    embeddings: int = 0  # the input table and an untied LM head (0 when the shapes are not given)
+
+
+def _attention_params(model: ModelSpec, h: int) -> int:
+    if model.mla is not None:
+        mla, H = model.mla, model.heads
+        qk = mla.qk_nope_head_dim + mla.qk_rope_head_dim
+        q = h * mla.q_lora_rank + mla.q_lora_rank + mla.q_lora_rank * H * qk if mla.q_lora_rank else h * H * qk
+        kv = h * (mla.kv_lora_rank + mla.qk_rope_head_dim) + mla.kv_lora_rank  # down-projection + latent norm
+        kv += mla.kv_lora_rank * H * (mla.qk_nope_head_dim + mla.v_head_dim)  # up-projection to K_nope and V
+        return q + kv + H * mla.v_head_dim * h
+    # q and o: H heads; k and v: Hkv heads (GQA)
+    return (
+        h * model.heads * model.key_dim
+        + h * model.kv_heads * (model.key_dim + model.value_dim)
+        + model.heads * model.value_dim * h
+    )
+
+
+class LayerParams(Frozen):
+    """One layer's parameters: its own (attention, norms, dense MLP or shared experts and router),
+    its routed experts, and the routed experts one token touches."""
+
+    own: int
+    routed: int
+    routed_active: int
+
+
+def _layer_params(model: ModelSpec) -> list[LayerParams] | None:
+    """Each layer's parameters from the shapes (DESIGN.md section 4); None without hidden,
+    intermediate and vocab. A hybrid model's state mixers count nothing (see _counts_every_layer)."""
+    h, inter = model.hidden, model.intermediate
+    if h is None or inter is None or model.vocab is None:
+        return None
+    matrices = 3 if model.mlp == "gated" else 2  # gate, up, down; or up, down
+    attention = _attention_params(model, h)
+    moe = model.moe
+    expert = matrices * h * moe.expert_intermediate if moe else 0
+
+    def params(attends: bool, routed: bool) -> LayerParams:
+        common = (attention if attends else 0) + 2 * h  # a state layer's own mixer is not counted: hybrids publish params
+        if moe is None or not routed:
+            return LayerParams(own=common + matrices * h * inter, routed=0, routed_active=0)
+        return LayerParams(
+            own=common + moe.shared_experts * expert + h * moe.experts,
+            routed=moe.experts * expert,
+            routed_active=moe.experts_per_token * expert,
+        )
+
+    attends = [kind is not None for kind in model.attention_kinds()]
+    routed = [moe.is_moe_layer(i) for i in range(model.layers)] if moe else [False] * model.layers
+    keys = list(zip(attends, routed, strict=True))
+    made = {key: params(*key) for key in set(keys)}  # one value per kind of layer, shared by its layers (frozen)
+    return list(map(made.__getitem__, keys))
+
+
+def _counts_every_layer(model: ModelSpec) -> bool:
+    """Whether the shapes give every layer's parameters: not for hybrid models (their state mixers and
+    mlp-only blocks are not counted; their published params set the total, the shapes only the split)."""
+    return None not in model.attention_kinds() and not any(model.state_kinds())
+
+
+def _embedding_table(model: ModelSpec) -> int:
+    """Parameters of the input embedding table (as many again in an untied LM head)."""
+    return (model.vocab or 0) * (model.hidden or 0)
+
+
+def count_params(model: ModelSpec) -> ParamCount | None:
+    """Parameters from the shapes (DESIGN.md section 4), or the preset's published count when given.
+
+    Returns None when the model has neither `params` nor hidden/intermediate/vocab.
+    """
+    layers = _layer_params(model)
+    if model.params is None and not _counts_every_layer(model):
+        return None
+    if layers is None or model.hidden is None:
+        if model.params is None:
+            return None
+        return ParamCount(total=model.params, active=model.active_params or model.params, routed_experts=0, from_shapes=False)
+    embeddings = _embedding_table(model) * (1 if model.tied_embeddings else 2)  # input table + untied LM head
+    base = embeddings + model.hidden + sum(map(attrgetter("own"), layers))  # + final norm
+    routed = sum(map(attrgetter("routed"), layers))
+    total = base + routed
+    active = base + sum(map(attrgetter("routed_active"), layers))
+    if model.params is not None and model.params < embeddings + routed:
+        raise InvalidInput(
+            f"{model.name}: params {model.params:,} is less than its embeddings and routed experts"
+            f" ({embeddings + routed:,}, from vocab, hidden and moe); fix params or the shapes"
+        )
+    if model.params is not None:  # a published count wins; scale the split to it
+        active = model.active_params or active + (model.params - total)
+        total = model.params
+    return ParamCount(total=total, active=active, routed_experts=routed, from_shapes=model.params is None, embeddings=embeddings)
+
+
+def unknown_weights(model: ModelSpec) -> str:
+    """Why the model's weights are unknown, and the fix."""
+    if not _counts_every_layer(model):
+        return (
+            f"{model.name} is a hybrid model and gives no params: kvcalc counts the parameters of attention layers only,"
+            " so its weights are unknown: add its published params (and active_params for a MoE) to its preset"
+        )
+    source = model.source or ""
+    config = source.split("config.json at ", 1)[1] if "config.json at " in source else None  # name the file, not its folder
+    fix = (
+        f"add hidden_size, intermediate_size and vocab_size to {config}"
+        if config
+        else "add params (or those three) to its preset"
+    )
+    return f"{model.name} gives neither params nor hidden, intermediate and vocab, so its weights are unknown: {fix}"
+
+
+def require_params(model: ModelSpec) -> ParamCount:
+    """The parameter count, or an error saying the weights are unknown."""
+    params = count_params(model)
+    if params is None:
+        raise InvalidInput(unknown_weights(model))
+    return params
+
+
+def per_gpu(total_bytes: int, gpus: int) -> int:
+    """One GPU's share of bytes split over `gpus`, rounded up."""
+    return -(-total_bytes // gpus)
+
+
+class WeightFormat(Frozen):
+    """How the weights are stored: `dtype` for the layers' matrices, `embeddings` for the embedding
+    table and LM head (quantized checkpoints keep them 16-bit), `experts` for a MoE's routed experts."""
+
+    dtype: DType
+    embeddings: DType
+    experts: DType
+    stored: StoredWeights | None = (
+        None  # the checkpoint's exact bytes (a GGUF's or safetensors' headers), when no dtype is requested
+    )
+
+    def other_than_layers(self, dtype: DType) -> DType | None:
+        """`dtype` when it differs from the layers', else None (the JSON names only what differs)."""
+        return dtype if dtype != self.dtype else None
+
+    @property
+    def label(self) -> str:
+        if self.stored is not None:
+            return ", ".join(self.stored.types) + " (as stored)"
+        parts = (("embeddings", self.embeddings), ("experts", self.experts))
+        return ", ".join([self.dtype.value, *(f"{part} {dtype.value}" for part, dtype in parts if dtype != self.dtype)])
+
+
+def weight_format(model: ModelSpec, requested: DType | None = None) -> WeightFormat:
+    """The requested dtype for every weight, else the checkpoint's: `weight_dtype` (or `dtype`) for
+    the layers, `embeddings_dtype` (or `dtype`) for the embeddings, and the routed experts' own
+    `moe.expert_dtype` if given."""
+    if requested is not None:
+        return WeightFormat(dtype=requested, embeddings=requested, experts=requested)
+    layers = model.weight_dtype or model.dtype
+    experts = (model.moe.expert_dtype if model.moe else None) or layers
+    return WeightFormat(
+        dtype=layers, embeddings=model.embeddings_dtype or model.dtype, experts=experts, stored=model.stored_weights
+    )
+
+
+def _weight_parts(params: ParamCount, fmt: WeightFormat) -> list[tuple[str, int, DType]]:
+    """(what, parameters, dtype) of each part stored alike, parts of one dtype merged: the layers'
+    own parameters, the embedding table and LM head, the routed experts."""
+    own = params.total - params.routed_experts - params.embeddings
+    parts: dict[DType, tuple[str, int]] = {}
+    for what, count, dtype in (("params", own, fmt.dtype), ("embedding params", params.embeddings, fmt.embeddings),
+                               ("expert params", params.routed_experts, fmt.experts)):  # fmt: skip
+        if count:
+            label, merged = parts.get(dtype, (what, 0))
+            parts[dtype] = (label, merged + count)
+    return [(what, count, dtype) for dtype, (what, count) in parts.items()]
+
+
+def weight_bytes(params: ParamCount, fmt: WeightFormat) -> int:
+    """Bytes of the weights stored as `fmt` (block formats include their scales); a checkpoint's own
+    stored bytes when known: exact for all of it, pro rata for a part (a stage, the experts one step reads)."""
+    if fmt.stored is not None:
+        return -(-fmt.stored.bytes * params.total // fmt.stored.params)
+    return sum(PACKING[dtype].bytes_for(count) for _, count, dtype in _weight_parts(params, fmt))
+
+
+def weights_formula(params: ParamCount, fmt: WeightFormat) -> str:
+    """`weight_bytes`'s sum in words, for --explain (in parentheses when it has several terms)."""
+    if fmt.stored is not None:
+        share = "" if params.total == fmt.stored.params else f" * {params.total:,} / {fmt.stored.params:,} params"
+        return f"{fmt.stored.bytes:,} B as stored (each tensor in its own type){share}"
+    terms = [f"{count:,} {what} * {dtype.value}" for what, count, dtype in _weight_parts(params, fmt)]
+    return terms[0] if len(terms) == 1 else "(" + " + ".join(terms) + ")"
+
+
+class StageParams(Frozen):
+    """Parameters one pipeline stage holds: its layers' own (the last stage's with the final norm),
+    their routed experts, and its share of the embeddings (the table on the first stage, the LM head
+    on the last)."""
+
+    first_layer: int
+    last_layer: int
+    own: int
+    experts: int
+    embeddings: int
+
+    def count(self) -> ParamCount:
+        """The stage's parameters as a count that weight_bytes and weights_formula read."""
+        total = self.own + self.experts + self.embeddings
+        return ParamCount(total=total, active=total, routed_experts=self.experts, from_shapes=True, embeddings=self.embeddings)
+
+
+def stage_params(model: ModelSpec, params: ParamCount, pp: int) -> list[StageParams]:
+    """The parameters each of `pp` pipeline stages holds. Each holds its layers; the first also the
+    embedding table, the last the final norm and the LM head, which is a copy of the table when the
+    embeddings are tied and the stages differ (vllm/model_executor/models/llama.py LlamaModel: the
+    last rank builds embed_tokens for a tied head). The layers' own parameters (the published count
+    less the experts and embeddings) are shared in proportion to their shapes, evenly when the
+    preset gives none; one stage holds the whole count.
+
+    >>> from kvcalc.spec import ModelSpec
+    >>> m = ModelSpec(name="x", layers=3, heads=1, kv_heads=1, head_dim=2, hidden=2, intermediate=1, vocab=10)
+    >>> [(s.own, s.embeddings) for s in stage_params(m, count_params(m), 2)]
+    [(52, 20), (28, 20)]
+    """
+    stages = pipeline_stages(model.layers, pp)
+    layers = _layer_params(model)
+    own_total = params.total - params.routed_experts - params.embeddings
+    weight = [layer.own for layer in layers] if layers else [1] * model.layers  # evenly without shapes
+    final_norm = (model.hidden or 0) if layers else 0
+    table = _embedding_table(model) if params.embeddings else 0
+    whole = sum(weight) + final_norm
+    result = []
+    for i, stage in enumerate(stages):
+        first, last = i == 0, i == len(stages) - 1
+        share = sum(weight[j] for j in stage) + (final_norm if last else 0)
+        head = table if last and (not model.tied_embeddings or not first) else 0
+        result.append(
+            StageParams(
+                first_layer=stage.start,
+                last_layer=stage.stop - 1,
+                own=-(-own_total * share // whole),
+                experts=sum(layers[j].routed for j in stage) if layers else 0,
+                embeddings=(table if first else 0) + head,
+            )
+        )
+    return result
+
+
+def stage_weights(model: ModelSpec, workload: Workload, params: ParamCount, fmt: WeightFormat) -> list[StageWeights]:
+    """The weights one GPU of each pipeline stage holds (its stage's, split over tp), with their
+    --explain lines."""
+    tp, pp = workload.tp, workload.pp
+    if pp == 1:
+        weights = per_gpu(weight_bytes(params, fmt), tp)
+        line = f"weights = {weights_formula(params, fmt)} / (tp {tp} * pp {pp}) = {weights:,} B ({format_bytes(weights)}) per GPU"
+        return [StageWeights(stage=0, first_layer=0, last_layer=model.layers - 1, weights_bytes=weights, explain=[line])]
+    holds = "its layers; the first also the embedding table, the last the final norm and LM head (a copy of the table when tied)"
+    if not params.embeddings:
+        holds = "its layers' share of the published count (the preset gives no shapes to place the embeddings)"
+    stages = stage_params(model, params, pp)
+    split = (
+        f"pipeline stages of {'/'.join(str(s.last_layer - s.first_layer + 1) for s in stages)} layers: each holds {holds}"
+        " (vllm/model_executor/models/llama.py)"
+    )
+    result = []
+    for i, stage in enumerate(stages):
+        weights = per_gpu(weight_bytes(stage.count(), fmt), tp)
+        line = (
+            f"weights = stage {i + 1} of {pp} (layers {stage.first_layer}-{stage.last_layer}):"
+            f" {weights_formula(stage.count(), fmt)} / tp {tp} = {weights:,} B ({format_bytes(weights)}) per GPU"
+        )
+        result.append(
+            StageWeights(
+                stage=i, first_layer=stage.first_layer, last_layer=stage.last_layer, weights_bytes=weights, explain=[split, line]
+            )
+        )
+    return result
+
+
+def activation_dtype(model: ModelSpec, fmt: WeightFormat) -> DType:
+    """The dtype a forward pass computes in: the weights' when they are a 16- or 32-bit float, else
+    the model's when it is one, else bf16 (quantized checkpoints compute in 16 bits)."""
+    floats = (DType.fp32, DType.fp16, DType.bf16)
+    return fmt.dtype if fmt.dtype in floats else model.dtype if model.dtype in floats else DType.bf16
