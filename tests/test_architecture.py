@@ -40,7 +40,9 @@ def _imports(path: Path) -> set[str]:
     package = _module_name(path)
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            found |= {alias.name.removeprefix("kvcalc").lstrip(".") for alias in node.names if alias.name.split(".")[0] == "kvcalc"}
+            found |= {
+                alias.name.removeprefix("kvcalc").lstrip(".") for alias in node.names if alias.name.split(".")[0] == "kvcalc"
+            }
         elif isinstance(node, ast.ImportFrom):
             if node.level:  # relative: resolve against the importing module's package
                 base = package.split(".") if path.name == "__init__.py" else package.split(".")[:-1]
