@@ -24,9 +24,11 @@ PLAN_VERSION = 1
 
 
 class Expect(Strict):
-    """What a workload must keep. Every key is optional; an empty `expect` asserts nothing but runs."""
+    """What a workload must keep. Every key is optional. A workload must fit unless the plan says
+    `fits: false`: an absent `fits` is `fits: true`, so a plan without `expect` never passes a
+    workload that does not fit (a false green in CI)."""
 
-    fits: StrictBool | None = None  # true or false, not 1
+    fits: StrictBool = True  # true or false, not 1
     max_batch_at_least: Annotated[PositiveInt, Number] | None = None
     max_context_at_least: Annotated[PositiveInt, Number] | None = None
     kv_bytes_at_most: Annotated[PositiveInt, Number] | None = None
