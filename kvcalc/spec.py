@@ -52,8 +52,8 @@ def _plain_name(name: str) -> str:
 Name = Annotated[str, AfterValidator(_plain_name)]  # printed in tables and messages as it is
 MAX_COUNT = 2**31
 MAX_LAYERS = 10_000  # every figure walks the layers one by one; the deepest published models have a few hundred
-Count = Annotated[int, Number, Field(gt=0, le=MAX_COUNT)]  # a positive count; the bound refuses absurd or overflowing input
-Rate = Annotated[int, Number, Field(gt=0, le=10**20)]  # bytes, bytes/s or FLOP/s
+Count = Annotated[int, Field(gt=0, le=MAX_COUNT), Number]  # a positive count; the bound refuses absurd or overflowing input
+Rate = Annotated[int, Field(gt=0, le=10**20), Number]  # bytes, bytes/s or FLOP/s
 
 
 def _read_tokens(value: object) -> object:
@@ -207,7 +207,7 @@ class ModelSpec(Strict):
     the optional fields unlock weights, limits and MoE/MLA/window figures."""
 
     name: Name
-    layers: Annotated[int, Number, Field(gt=0, le=MAX_LAYERS)]
+    layers: Annotated[int, Field(gt=0, le=MAX_LAYERS), Number]
     heads: Count
     kv_heads: Count
     head_dim: Count | None = None
@@ -392,12 +392,12 @@ class GpuSpec(Strict):
     )
     source: str | None = None
     notes: str | None = None
-    decode_efficiency: Annotated[float, Number, Field(gt=0, le=1, allow_inf_nan=False)] | None = Field(
+    decode_efficiency: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False), Number] | None = Field(
         default=None,
         description="share of bandwidth_bytes_per_s a decode step streams at, in place of the engine's decode profile"
         " efficiency; 1.0 when bandwidth_bytes_per_s is itself a measured streaming bandwidth (kvcalc measure --calibrate)",
     )
-    decode_overhead_s_per_layer: Annotated[float, Number, Field(ge=0, le=1, allow_inf_nan=False)] | None = Field(
+    decode_overhead_s_per_layer: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False), Number] | None = Field(
         default=None,
         description="measured fixed cost of a decode step per layer, in seconds (kvcalc measure --calibrate): the"
         " expected decode time uses it in place of the engine's decode profile overhead",
@@ -461,8 +461,8 @@ def _version(value: str) -> str:
     return value
 
 
-Fraction = Annotated[float, Number, Field(gt=0, le=1, allow_inf_nan=False)]
-SizeBytes = Annotated[int, BeforeValidator(_read_size), Number, Field(gt=0, le=10**20)]  # 20GiB, or bytes
+Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False), Number]
+SizeBytes = Annotated[int, Field(gt=0, le=10**20), BeforeValidator(_read_size), Number]  # 20GiB, or bytes
 
 
 class Engine(Strict):
@@ -493,8 +493,8 @@ class Engine(Strict):
     swa_full_tokens_ratio: Fraction | None = None  # SGLang: sliding pool / full pool tokens; given: hybrid SWA pools
     max_running_requests: Count | None = None  # SGLang: concurrent requests (sizes the req_to_token table)
     mamba_ssm_dtype: DTypeName | None = None  # SGLang --mamba-ssm-dtype: hybrid models' SSM state dtype (default float32)
-    mamba_full_memory_ratio: Annotated[float, Number, Field(gt=0, allow_inf_nan=False)] | None = None  # SGLang (0.9)
-    free_gpu_memory_fraction: Annotated[float, Number, Field(gt=0, lt=1, allow_inf_nan=False)] | None = None  # TRT-LLM (0.9)
+    mamba_full_memory_ratio: Annotated[float, Field(gt=0, allow_inf_nan=False), Number] | None = None  # SGLang (0.9)
+    free_gpu_memory_fraction: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False), Number] | None = None  # TRT-LLM (0.9)
     tokens_per_block: Annotated[int, Number, AfterValidator(_power_of_two)] | None = None  # TRT-LLM (default 32)
     max_tokens: Tokens | None = None  # TRT-LLM: cap on the KV cache's tokens
     max_num_tokens: Tokens | None = None  # TRT-LLM: tokens of one forward, sizes the profiling run (default 8192)

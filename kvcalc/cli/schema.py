@@ -9,6 +9,7 @@ import typer
 from kvcalc.cli.common import print_json, single_command
 from kvcalc.errors import InvalidInput
 
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"  # the dialect pydantic writes
 JSON_COMMANDS = ("size", "fit", "decode", "compare", "measure", "check", "presets-list", "presets-show")  # = documents.SCHEMAS
 
 
@@ -23,7 +24,7 @@ def schema(
 
     if command not in documents.SCHEMAS:
         raise InvalidInput(f"no command {command!r} prints JSON; choose one of {', '.join(documents.SCHEMAS)}")
-    print_json(documents.SCHEMAS[command].model_json_schema())
+    print_json({"$schema": JSON_SCHEMA_DIALECT, **documents.SCHEMAS[command].model_json_schema()})
 
 
 app = single_command(schema)
