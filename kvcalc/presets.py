@@ -59,7 +59,8 @@ def _spec_from(kind: Kind, path: Path, data: dict[str, Any]) -> Any:
     if kind == "models" and path.suffix == ".json":
         from kvcalc.hf_config import model_fields_from_hf
 
-        data = model_fields_from_hf(data, default_name=path.parent.name or path.stem, origin=str(path))
+        folder = path.resolve().parent.name  # "config.json" in the current folder is named after that folder
+        data = model_fields_from_hf(data, default_name=folder or path.stem, origin=str(path))
     else:
         data = {**data, "name": _preset_name(data, path)}
     return validate(kind, data, str(path))
