@@ -208,7 +208,6 @@ def test_sizes_are_read_exactly(cli) -> None:
         (["fit", "--model", "llama3-8b", "--utilization", "90%"], "Invalid value for '--utilization'"),
         (["size", "--model", "llama3-8b", "--sq", "8"], "No such option: --sq"),
         (["compare"], "Missing argument 'names' (see kvcalc compare --help)"),
-        (["presets", "show"], "Missing argument 'name' (see kvcalc presets show --help)"),
         (["--bogus"], "No such option: --bogus (see kvcalc --help)"),
     ],
 )
@@ -351,7 +350,7 @@ def test_compare_help_names_the_engines(cli) -> None:
 
 def test_check_help_documents_the_plan_and_its_example_runs(cli, tmp_path: Path) -> None:
     text = cli.help("check")
-    for field in ("workloads:", "seq (8192 or 128k)", "expect: any of fits", "decode_judge: roofline", "README.md"):
+    for field in ("workloads:", "seq (8192 or 128k)", "expect: any of fits", "decode_judge: roofline", "docs/check.md"):
         assert field in text
     example = re.search(r"Example plan: (workloads: \[.*?\}\}\])", text)
     assert example is not None, text
