@@ -15,7 +15,9 @@ from kvcalc.errors import DoesNotFit, KvcalcError
 def check(
     plan: Annotated[
         Path,
-        typer.Argument(metavar="PLAN.yaml", help="Plan YAML: presets to add and workloads with their expectations (see docs/check.md)."),
+        typer.Argument(
+            metavar="PLAN.yaml", help="Plan YAML: presets to add and workloads with their expectations (see docs/check.md)."
+        ),
     ],
     roofline: RooflineOpt = False,
     json_out: JsonOpt = False,
