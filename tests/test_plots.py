@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kvcalc import plots
-from kvcalc.capacity import budget, fit
+from kvcalc.capacity import budget, fit, max_batch_curve
 from kvcalc.compare import Subject, compare
 from kvcalc.kvcache import estimate_kv
 from kvcalc.measure.report import MeasureReport
@@ -181,7 +181,8 @@ def test_bad_plot_files_are_one_line(cli, plot: str, says: str) -> None:
 def test_without_matplotlib_plot_is_one_line(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed: find_spec and import both fail
     result = cli(*command, "--model", "llama3-8b", "--plot", tmp_path / "figure.png")
-    assert result.exit_code == 2 and result.stdout == "" and not (tmp_path / "figure.png").exists()
+    # issue 23 item 13: the answer is printed, then the one-line error (it was the error alone)
+    assert result.exit_code == 2 and "│" in result.stdout and not (tmp_path / "figure.png").exists()  # a table
     assert result.stderr.strip() == 'Error: --plot needs matplotlib, which is not installed: pip install "kvcalc[plot]"'
 
 
@@ -196,3 +197,20 @@ def test_an_unwritable_file_is_one_line(cli, tmp_path: Path) -> None:
 def test_help_says_how_to_install_it(cli) -> None:
     for command in ("size", "fit", "compare", "measure"):
         assert "--plot FILE.png|svg Also draw" in cli.help(command) and 'pip install "kvcalc[plot]"' in cli.help(command)
+
+
+def test_fit_chart_draws_the_curve_through_the_tables_points() -> None:
+    # issue 23 item 13: max batch goes about as 1 / context; the chart joined the table's points with straight lines
+    model, gpu = load_model("llama3-8b"), load_gpu("h100-sxm")
+    work = Workload(seq=8192)
+    budget_ = budget(model, work, gpu.memory_bytes, weight_format(model))
+    report = fit(model, work, budget_)
+    curve = max_batch_curve(model, work, budget_, report)
+    assert len(curve) >= 40 and all(curve[s] == n for s, n in report.max_batch_by_context.items())
+    batches = [curve[s] for s in sorted(curve)]
+    assert batches == sorted(batches, reverse=True)  # never more sequences at a longer context
+    # the curve bends below the chord: halfway in log scale, 1 / context is below the straight line's midpoint
+    middle = min(curve, key=lambda s: abs(s - 4096))
+    assert curve[middle] < (report.max_batch_by_context[2048] + report.max_batch_by_context[8192]) / 2
+    [drawn, points] = plots.fit_chart(report, model.name, "bf16", gpu.name, curve).panels[0].lines
+    assert drawn.x == list(curve) and points.points_only and points.markers
