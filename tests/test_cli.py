@@ -280,6 +280,9 @@ def test_help_lists_each_command_as_built() -> None:
         ("kvcalc presets show h100", {}, ["h100-pcie", "h100-sxm"]),
         (f"kvcalc size --presets {TEST_PRESETS} --model seed", {}, ["seed-7b", "seed-tiny"]),
         ("kvcalc size --model llama3.2", {"KVCALC_PRESETS": "/nonexistent"}, []),  # no error printed mid-completion
+        ("kvcalc size --kv-dtype fp8", {}, ["fp8", "fp8_e4m3", "fp8_e5m2"]),  # issue 23 item 13: dtypes, schema commands
+        ("kvcalc fit --k-dtype q4", {}, ["q4_0", "q4_1"]),
+        ("kvcalc schema pre", {}, ["presets-list", "presets-show"]),
     ],
 )
 def test_shell_completes_preset_names(words: str, env: dict[str, str], expected: list[str]) -> None:

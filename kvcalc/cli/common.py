@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -83,6 +83,19 @@ def preset_names(*kinds: presets.Kind) -> Callable[[typer.Context, str], list[st
     return complete
 
 
+def choices(values: Callable[[], Iterable[str]]) -> Callable[[str], list[str]]:
+    """Shell completion of a fixed set of words (dtypes, engines, commands), read when completing."""
+
+    def complete(incomplete: str) -> list[str]:
+        return [value for value in values() if value.startswith(incomplete)]
+
+    return complete
+
+
+def dtype_names() -> list[str]:
+    return [d.value for d in DType]
+
+
 ModelOpt = Annotated[
     str,
     typer.Option(
@@ -112,13 +125,28 @@ def tokens_option(*names: str, help: str) -> Any:
 SeqOpt = Annotated[int, tokens_option("--seq", "-s", help=f"Context length in tokens (prompt + generated): {TOKENS_HELP}.")]
 BatchOpt = Annotated[int, typer.Option("--batch", "-b", help="Concurrent sequences.")]
 KvDtypeOpt = Annotated[
-    str | None, typer.Option("--kv-dtype", help=f"KV-cache dtype (default: the model's): {', '.join(d.value for d in DType)}.")
+    str | None,
+    typer.Option(
+        "--kv-dtype",
+        help=f"KV-cache dtype (default: the model's): {', '.join(d.value for d in DType)}.",
+        autocompletion=choices(dtype_names),
+    ),
 ]
 KDtypeOpt = Annotated[
-    str | None, typer.Option("--k-dtype", help="The K cache's dtype, when it differs from --kv-dtype (llama.cpp -ctk).")
+    str | None,
+    typer.Option(
+        "--k-dtype",
+        help="The K cache's dtype, when it differs from --kv-dtype (llama.cpp -ctk).",
+        autocompletion=choices(dtype_names),
+    ),
 ]
 VDtypeOpt = Annotated[
-    str | None, typer.Option("--v-dtype", help="The V cache's dtype, when it differs from --kv-dtype (llama.cpp -ctv).")
+    str | None,
+    typer.Option(
+        "--v-dtype",
+        help="The V cache's dtype, when it differs from --kv-dtype (llama.cpp -ctv).",
+        autocompletion=choices(dtype_names),
+    ),
 ]
 StateDtypeOpt = Annotated[
     str | None,

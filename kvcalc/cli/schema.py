@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from kvcalc.cli.common import print_json, single_command
+from kvcalc.cli.common import choices, print_json, single_command
 from kvcalc.errors import InvalidInput
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"  # the dialect pydantic writes
@@ -14,7 +14,12 @@ JSON_COMMANDS = ("size", "fit", "decode", "compare", "measure", "check", "preset
 
 
 def schema(
-    command: Annotated[str, typer.Argument(metavar="COMMAND", help=f"One of: {', '.join(JSON_COMMANDS)}.")],
+    command: Annotated[
+        str,
+        typer.Argument(
+            metavar="COMMAND", help=f"One of: {', '.join(JSON_COMMANDS)}.", autocompletion=choices(lambda: JSON_COMMANDS)
+        ),
+    ],
 ) -> None:
     """The JSON Schema of a command's --json document (generated from its result model; `version` marks breaking changes).
 
