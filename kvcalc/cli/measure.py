@@ -122,6 +122,8 @@ def measure(
             if json_out:
                 print_json(documents.MeasureDoesNotFitDocument(model=spec.name, device=device.partition(":")[0], reason=str(exc)))
             raise
+    if report is None:  # a rank of a torchrun launch other than 0: rank 0 prints every rank's figures
+        return
     if json_out:
         print_json(documents.MeasureDocument.of(report))
     else:

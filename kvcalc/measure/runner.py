@@ -20,6 +20,7 @@ from typing import IO, Any
 from kvcalc.errors import DoesNotFit, InvalidInput, KvcalcError, MeasureUnavailable
 from kvcalc.measure import INSTALL_HINT, looks_like_memory, torch_installed
 from kvcalc.measure.calibrate import Calibration
+from kvcalc.measure.launched import check_launch, launched, measure_launched
 from kvcalc.measure.plan import MeasureRequest, check_measurable
 from kvcalc.measure.report import MeasureReport, tensor_parallel_report
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
@@ -42,9 +43,13 @@ def measure(
     peak: GpuSpec | None,
     progress: Callable[[str], None],
     tp: int = 1,
-) -> MeasureReport:
-    """Measure each variant on one device (or one model on `tp` tensor-parallel ranks) in worker processes."""
+) -> MeasureReport | None:
+    """Measure each variant on one device (or one model on `tp` tensor-parallel ranks) in worker processes;
+    under torchrun, as this process's rank (None on every rank but 0, which reports for all)."""
     check_device(device_name, tp)
+    launch = launched()
+    if launch is not None:
+        check_launch(launch, tp, len(variants))
     if tp > 1 and len(variants) > 1:
         raise InvalidInput("--tp measures one model at a time: drop --variants")
     if tp > 1 and device_name == "cpu" and tp > max_cpu_ranks():
@@ -64,6 +69,11 @@ def measure(
         max_memory=max_memory,
         peak=peak,
     )
+    if launch is not None:  # torchrun started this process as one rank: measure here; rank 0 reports for all
+        reports = [MeasureReport.model_validate(data) for data in measure_launched(request, launch, progress)]
+        if not reports:
+            return None
+        return reports[0] if tp == 1 else tensor_parallel_report(reports)
     try:
         reports = [MeasureReport.model_validate(data) for data in run_workers(request, progress)]
     except MemoryError:

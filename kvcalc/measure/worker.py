@@ -19,6 +19,7 @@ from kvcalc.errors import DoesNotFit, KvcalcError, MeasureUnavailable
 from kvcalc.kvcache import attention_layers, layer_caches
 from kvcalc.measure import out_of_memory, require_torch, short
 from kvcalc.measure.figures import TOLERANCE
+from kvcalc.measure.launched import Launch
 from kvcalc.measure.plan import MeasurePlan, MeasureRequest, plan_variants
 from kvcalc.units import GiB, MiB, format_bytes
 
@@ -45,8 +46,10 @@ class Channel:
         self.send(stage=stage)
 
 
-def measure_rank(request: MeasureRequest, rank: int, channel: Channel) -> dict[str, Any]:
-    """Plan, allocate and time this rank's share; return its MeasureReport as JSON data."""
+def measure_rank(request: MeasureRequest, rank: int, channel: Channel, launch: Launch | None = None) -> Any:
+    """Plan, allocate and time this rank's share; return its MeasureReport as JSON data. Under a launcher
+    (`launch`: torchrun's ranks, on one or more machines) the node's own ranks share its devices and cores,
+    and rank 0 returns every rank's report, gathered before the group is torn down (the others, none)."""
     import torch
 
     from kvcalc.measure import bench
@@ -54,13 +57,14 @@ def measure_rank(request: MeasureRequest, rank: int, channel: Channel) -> dict[s
     from kvcalc.presets import load_gpu, recognise_gpu
 
     tp = request.workload.tp
-    device = bench.pick_device(request.device, rank)
+    here = launch.local_world_size if launch else tp  # the ranks on this machine
+    device = bench.pick_device(request.device, launch.local_rank if launch else rank)
     if device.type == "cuda":
-        if tp > 1 and tp > bench.cuda_devices():
-            raise MeasureUnavailable(f"--tp {tp} needs {tp} CUDA devices; {bench.cuda_devices()} are visible")
+        if tp > 1 and here > bench.cuda_devices():
+            raise MeasureUnavailable(f"--tp {tp} needs {here} CUDA devices here; {bench.cuda_devices()} are visible")
         torch.cuda.set_device(device)
     elif tp > 1:  # ranks share the cores: one thread each at least, never more threads than cores in all
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // tp))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // here))
     channel.progress("starting torch's threads")
     bench.start_threads()
     settle: Any = lambda: None  # noqa: E731
@@ -83,11 +87,11 @@ def measure_rank(request: MeasureRequest, rank: int, channel: Channel) -> dict[s
         peak = load_gpu(preset)
     allowed = int(bench.free_bytes(device) * SAFETY)
     if device.type == "cpu":
-        allowed //= tp  # the ranks share one machine's memory
+        allowed //= here  # the ranks share one machine's memory
     if request.max_memory is not None:  # per rank
         allowed = min(allowed, request.max_memory)
     elif device.type == "cpu":
-        allowed = min(allowed, CPU_LIMIT_BYTES // tp)
+        allowed = min(allowed, CPU_LIMIT_BYTES // here)
     if tp > 1:  # every rank plans the same shapes, or their collectives would not match
         agreed = torch.tensor([allowed], dtype=torch.int64, device=device)
         dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
@@ -118,8 +122,6 @@ def measure_rank(request: MeasureRequest, rank: int, channel: Channel) -> dict[s
         variant_result(name, plan, raw, bandwidth, bench.attention_step_flops(plan), peak)
         for (name, plan), raw in zip(plans, raws, strict=True)
     ]
-    if tp > 1:
-        dist.destroy_process_group()
     report = MeasureReport(
         model=request.variants[0][1].name,
         device=env["device"],
@@ -137,7 +139,14 @@ def measure_rank(request: MeasureRequest, rank: int, channel: Channel) -> dict[s
         run_figures=run_figures,
         variants=results,
     )
-    return judged_report(report).model_dump(mode="json")
+    data = judged_report(report).model_dump(mode="json")
+    if tp == 1:
+        return data
+    gathered: list[Any] | None = [None] * tp if rank == 0 else None
+    if launch:
+        dist.gather_object(data, gathered, dst=0)
+    dist.destroy_process_group()
+    return (gathered or []) if launch else data
 
 
 def calibrate_device(request: MeasureRequest, channel: Channel) -> dict[str, Any]:
