@@ -10,10 +10,7 @@ WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT; torch/distri
 
 from __future__ import annotations
 
-import io
 import os
-from collections.abc import Callable
-from typing import Any
 
 from kvcalc.base import Frozen
 from kvcalc.errors import InvalidInput
@@ -58,30 +55,3 @@ def check_launch(launch: Launch, tp: int, variants: int) -> None:
         )
     if tp > 1 and variants > 1:
         raise InvalidInput("--tp measures one model at a time: drop --variants")
-
-
-class _Progress(io.TextIOBase):
-    """The worker's JSON-lines channel, read in this process: each stage goes to `progress`."""
-
-    def __init__(self, progress: Callable[[str], None]) -> None:
-        self.progress = progress
-
-    def write(self, text: str) -> int:
-        import json
-
-        for line in filter(None, text.splitlines()):
-            stage = json.loads(line).get("stage")
-            if stage:
-                self.progress(stage)
-        return len(text)
-
-
-def measure_launched(request: Any, launch: Launch, progress: Callable[[str], None]) -> list[dict[str, Any]]:
-    """This rank's measurement; on rank 0, every rank's report in rank order (gathered over the launcher's
-    group before it is torn down), elsewhere none."""
-    from kvcalc.measure import require_torch
-    from kvcalc.measure.worker import Channel, measure_rank
-
-    require_torch()
-    channel = Channel(_Progress(progress if launch.primary else lambda _stage: None))  # type: ignore[arg-type]
-    return measure_rank(request, launch.rank, channel, launch)  # type: ignore[no-any-return]

@@ -20,7 +20,7 @@ from typing import IO, Any
 from kvcalc.errors import DoesNotFit, InvalidInput, KvcalcError, MeasureUnavailable
 from kvcalc.measure import INSTALL_HINT, looks_like_memory, torch_installed
 from kvcalc.measure.calibrate import Calibration
-from kvcalc.measure.launched import check_launch, launched, measure_launched
+from kvcalc.measure.launched import check_launch, launched
 from kvcalc.measure.plan import MeasureRequest, check_measurable
 from kvcalc.measure.report import MeasureReport, tensor_parallel_report
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
@@ -70,6 +70,8 @@ def measure(
         peak=peak,
     )
     if launch is not None:  # torchrun started this process as one rank: measure here; rank 0 reports for all
+        from kvcalc.measure.worker import measure_launched
+
         reports = [MeasureReport.model_validate(data) for data in measure_launched(request, launch, progress)]
         if not reports:
             return None

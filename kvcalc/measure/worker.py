@@ -9,9 +9,11 @@ environment, as torchrun sets them) and measures its own shard.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from typing import IO, Any
 
@@ -170,6 +172,28 @@ def calibrate_device(request: MeasureRequest, channel: Channel) -> dict[str, Any
     points = [(read, layers, summarise(f"{layers} layers, {format_bytes(read)}", samples)) for read, layers, samples in runs]
     rate = flops / summarise("matmul", seconds).steady_seconds
     return calibration(points, env, bench.total_memory_bytes(device), (dtype, rate)).model_dump(mode="json")
+
+
+class _Progress(io.TextIOBase):
+    """The worker's JSON-lines channel, read in this process: each stage goes to `progress`."""
+
+    def __init__(self, progress: Callable[[str], None]) -> None:
+        self.progress = progress
+
+    def write(self, text: str) -> int:
+        for line in filter(None, text.splitlines()):
+            stage = json.loads(line).get("stage")
+            if stage:
+                self.progress(stage)
+        return len(text)
+
+
+def measure_launched(request: MeasureRequest, launch: Launch, progress: Callable[[str], None]) -> list[dict[str, Any]]:
+    """This rank's measurement; on rank 0, every rank's report in rank order (gathered over the launcher's
+    group before it is torn down), elsewhere none."""
+    require_torch()
+    channel = Channel(_Progress(progress if launch.primary else lambda _stage: None))  # type: ignore[arg-type]
+    return measure_rank(request, launch.rank, channel, launch)  # type: ignore[no-any-return]
 
 
 def with_cache_note(plan: MeasurePlan, last_level_cache: int) -> MeasurePlan:
