@@ -224,7 +224,7 @@ def test_group_alone_prints_its_help(cli) -> None:
 def test_presets_show_finds_gpus_and_says_what_is_wrong_with_one(cli, tmp_path: Path) -> None:
     assert cli.json("presets", "show", "h100-sxm")["kind"] == "gpu"
     unknown = cli("presets", "show", "h100")
-    assert unknown.exit_code == 2 and "unknown model or GPU 'h100'; did you mean h100-pcie, h100-sxm" in unknown.stderr
+    assert unknown.exit_code == 2 and "unknown model or GPU 'h100'; did you mean h100-nvl, h100-pcie, h100-sxm" in unknown.stderr
     gpu = _write(tmp_path, "g.yaml", "name: g\nmemory_bytes: 1000\nbandwidth_bytes_per_s: 0\nbf16_flops: 5\n")
     bad = cli("presets", "show", gpu)
     assert bad.exit_code == 2 and "bandwidth_bytes_per_s: Input should be greater than 0" in bad.stderr
@@ -276,8 +276,8 @@ def test_help_lists_each_command_as_built() -> None:
     [
         ("kvcalc s", {}, ["size", "schema"]),  # command names: every command module imported
         ("kvcalc size --model llama3.2", {}, ["llama3.2-1b", "llama3.2-3b"]),
-        ("kvcalc fit --gpu h100", {}, ["h100-pcie", "h100-sxm"]),
-        ("kvcalc presets show h100", {}, ["h100-pcie", "h100-sxm"]),
+        ("kvcalc fit --gpu h100", {}, ["h100-nvl", "h100-pcie", "h100-sxm"]),
+        ("kvcalc presets show h100", {}, ["h100-nvl", "h100-pcie", "h100-sxm"]),
         (f"kvcalc size --presets {TEST_PRESETS} --model seed", {}, ["seed-7b", "seed-tiny"]),
         ("kvcalc size --model llama3.2", {"KVCALC_PRESETS": "/nonexistent"}, []),  # no error printed mid-completion
         ("kvcalc size --kv-dtype fp8", {}, ["fp8", "fp8_e4m3", "fp8_e5m2"]),  # issue 23 item 13: dtypes, schema commands

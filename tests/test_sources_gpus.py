@@ -65,7 +65,7 @@ def test_unknown_device_names_suggest_by_alias(cli) -> None:
     result = cli("fit", "--model", "llama3-8b", "--gpu", "NVIDIA H100 80GB HBM2e")
     assert result.exit_code == 2 and "unknown GPU 'NVIDIA H100 80GB HBM2e'; did you mean" in result.stderr
     assert "h100-sxm" in result.stderr
-    assert "h100-pcie, h100-sxm" in cli("fit", "--model", "llama3-8b", "--gpu", "h100").stderr  # names still come first
+    assert "h100-nvl, h100-pcie, h100-sxm" in cli("fit", "--model", "llama3-8b", "--gpu", "h100").stderr  # names still come first
 
 
 def test_gpu_auto_reads_nvidia_smi(cli, machine) -> None:
@@ -116,9 +116,9 @@ def test_gpu_auto_reads_amd_smi(cli, machine) -> None:
         (None, ["size", "-m", "llama3-8b", "-s", "8", "--tp", "auto"], "--tp auto: no GPU found (nvidia-smi, amd-smi and torch report none); give --tp N"),
         ("0, GPU-1, NVIDIA H100 80GB HBM3, 81559\n1, GPU-2, NVIDIA L4, 23034\n", ["fit", "-m", "llama3-8b", "--gpu", "auto"],
          "--gpu auto: this machine has different GPUs (NVIDIA H100 80GB HBM3, NVIDIA L4); name one with --gpu"),
-        ("0, GPU-1, NVIDIA H20, 97871\n", ["fit", "-m", "llama3-8b", "--gpu", "auto"],
-         "--gpu auto: found 1 x NVIDIA H20 (97,871 MiB), which no GPU preset names (close: h200"),
-        ("0, GPU-1, NVIDIA H20, 97871\n", ["fit", "-m", "llama3-8b", "--gpu", "auto"], "give --memory 97871MiB, or --gpu with a preset"),
+        ("0, GPU-1, NVIDIA H800 PCIe, 81559\n", ["fit", "-m", "llama3-8b", "--gpu", "auto"],
+         "--gpu auto: found 1 x NVIDIA H800 PCIe (81,559 MiB), which no GPU preset names (close: h100-pcie"),
+        ("0, GPU-1, NVIDIA H800 PCIe, 81559\n", ["fit", "-m", "llama3-8b", "--gpu", "auto"], "give --memory 81559MiB, or --gpu with a preset"),
         ("0, GPU-1, NVIDIA H100 80GB HBM3, [N/A]\n", ["fit", "-m", "llama3-8b", "--gpu", "auto"], "--gpu auto: no GPU found"),
         (H100, ["size", "-m", "llama3-8b", "-s", "8", "--tp", "two"], "--tp 'two': give a positive integer, or auto (the GPUs in this machine)"),
         (H100, ["size", "-m", "llama3-8b", "-s", "8", "--tp", "0"], "--tp must be a positive integer, got 0"),

@@ -203,17 +203,40 @@ def gpu_by_device_name(ref: str, known: KnownGpus) -> GpuSpec | None:
     return _presets_by_alias(known).get(_normal(ref))
 
 
-def _close_presets(ref: str, by_alias: dict[str, GpuSpec]) -> list[str]:
-    """Up to three presets whose name or aliases are spelled close to `ref`."""
-    close = difflib.get_close_matches(_normal(ref), list(by_alias), n=6, cutoff=0.5)
-    return list(dict.fromkeys(by_alias[key].name for key in close))[:3]
+def _words(name: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", name.lower())
+
+
+def _spelled_alike(ref: str, key: str) -> int | None:
+    """0 when `key` (a name or alias) is `ref` but for spaces and punctuation ("dgx spark", "rtx pro 6000"),
+    1 when `ref` is a run of its words ("gb10" in "NVIDIA GB10", "pro 6000"), else None."""
+    wanted, words = "".join(_words(ref)), _words(key)
+    if not wanted:
+        return None
+    if wanted == "".join(words):
+        return 0
+    runs = ("".join(words[start:end]) for start in range(len(words)) for end in range(start + 1, len(words) + 1))
+    return 1 if wanted in runs else None
+
+
+def _alike_presets(ref: str, by_alias: dict[str, GpuSpec]) -> list[str]:
+    """The presets a name or alias of which `_spelled_alike` matches to `ref`, the closest first."""
+    alike = sorted((rank, spec.name) for key, spec in by_alias.items() if (rank := _spelled_alike(ref, key)) is not None)
+    return list(dict.fromkeys(name for _, name in alike))
+
+
+def _close_presets(ref: str, by_alias: dict[str, GpuSpec], close: Sequence[str] = ()) -> list[str]:
+    """Up to three presets: those spelled alike (`_alike_presets`), then the `close` names, then those
+    whose name or aliases difflib finds spelled close to `ref`."""
+    similar = difflib.get_close_matches(_normal(ref), list(by_alias), n=6, cutoff=0.5)
+    return list(dict.fromkeys([*_alike_presets(ref, by_alias), *close, *(by_alias[key].name for key in similar)]))[:3]
 
 
 def unknown_gpu(ref: str, known: KnownGpus, close: Sequence[str] = ()) -> PresetNotFound:
-    """The error for a GPU no preset names, suggesting the `close` names, then presets whose name
-    or aliases are spelled close."""
+    """The error for a GPU no preset names, suggesting presets whose name or aliases `ref` spells
+    alike ("dgx spark", "gb10"), then the `close` names, then presets spelled close."""
     by_alias = _presets_by_alias(known)
-    names = list(dict.fromkeys([*close, *_close_presets(ref, by_alias)]))[:3]
+    names = _close_presets(ref, by_alias, close)
     count = len({spec.name for spec in by_alias.values()})
     hint = f"did you mean {', '.join(names)}?" if names else f"`kvcalc presets list` shows all {count}"
     return PresetNotFound(f"unknown GPU {ref!r}; {hint}")
