@@ -244,8 +244,8 @@ def _shipped(kind: Kind) -> dict[str, Callable[[], Any]]:
     return shipped.MODELS if kind == "models" else shipped.GPUS  # type: ignore[return-value]
 
 
-def _unknown(what: str, ref: str, names: list[str], listing: PresetListing) -> PresetNotFound:
-    close = _closest(ref, names)
+def _unknown(what: str, ref: str, names: list[str], listing: PresetListing, first: Sequence[str] = ()) -> PresetNotFound:
+    close = list(dict.fromkeys([*first, *_closest(ref, names)]))[:3]
     hint = f"; did you mean {', '.join(close)}?" if close else f"; `kvcalc presets list` shows all {len(names)}"
     broken = len(listing.errors)
     if broken:
@@ -344,7 +344,10 @@ def _locate_any(ref: str, extra_dirs: Sequence[str | Path] | None) -> tuple[Mode
         data = read_mapping(path)
         return _spec_from("models" if path.suffix == ".json" else _looks_like(data), path, data), path
     listing = presets_listing(extra_dirs)
-    raise _unknown("model or GPU", ref, [e.name for e in listing.models + listing.gpus], listing)
+    from kvcalc.sources.gpus import alike_gpus  # "gb10" names DGX Spark's alias, not a preset name
+
+    alike = alike_gpus(ref, lambda: [cast(GpuSpec, entry.spec) for entry in listing.gpus])
+    raise _unknown("model or GPU", ref, [e.name for e in listing.models + listing.gpus], listing, alike)
 
 
 def load_model(ref: str, extra_dirs: Sequence[str | Path] | None = None) -> ModelSpec:

@@ -67,6 +67,13 @@ def test_did_you_mean_finds_presets_as_users_type_them(cli, typed: str, first: s
     assert f"unknown GPU {typed!r}; did you mean {first}" in result.stderr
 
 
+@pytest.mark.parametrize("typed, first", [("gb10", "dgx-spark"), ("dgx spark", "dgx-spark"), ("rtx pro 6000", "rtx-pro-6000")])
+def test_presets_show_suggests_gpus_by_their_aliases_too(cli, typed: str, first: str) -> None:
+    # `presets show` searches models and GPUs: it suggested gb300, gb200, a10 for "gb10"
+    result = cli("presets", "show", typed)
+    assert result.exit_code == 2 and f"unknown model or GPU {typed!r}; did you mean {first}" in result.stderr
+
+
 @pytest.mark.parametrize("typed", ["b300", "B300", "DGX-Spark", "rtx-pro-6000", "gb300", "mi355x"])
 def test_preset_names_are_accepted_whatever_the_case(cli, typed: str) -> None:
     assert cli.json("fit", "--model", "llama3.2-1b", "--gpu", typed)["gpu"] == typed.lower()

@@ -225,6 +225,11 @@ def _alike_presets(ref: str, by_alias: dict[str, GpuSpec]) -> list[str]:
     return list(dict.fromkeys(name for _, name in alike))
 
 
+def alike_gpus(ref: str, known: KnownGpus) -> list[str]:
+    """The GPU presets a name or alias of which `ref` spells alike ("dgx spark", "gb10"), the closest first."""
+    return _alike_presets(ref, _presets_by_alias(known))
+
+
 def _close_presets(ref: str, by_alias: dict[str, GpuSpec], close: Sequence[str] = ()) -> list[str]:
     """Up to three presets: those spelled alike (`_alike_presets`), then the `close` names, then those
     whose name or aliases difflib finds spelled close to `ref`."""
