@@ -54,7 +54,7 @@ def parse_size(text: str, allow_zero: bool = False) -> int:
 
 # Token counts are named as context lengths are (Llama-3.1's 128k is 131,072 tokens): k and M are binary.
 _TOKEN_SUFFIXES = {"": 1, "k": 2**10, "m": 2**20}
-_TOKENS_RE = re.compile(r"^([0-9]{1,3}(?:,[0-9]{3})+|[0-9]+(?:_[0-9]+)*(?:\.[0-9]+)?)([a-z]*)$", re.IGNORECASE)
+_TOKENS_RE = re.compile(r"^([0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?|[0-9]+(?:_[0-9]+)*(?:\.[0-9]+)?)([a-z]*)$", re.IGNORECASE)
 TOKENS_HELP = "8192, 8_192, 8,192, 8k or 128k (k = 1,024 tokens, M = 1,048,576, as context lengths are named: 128k = 131,072)"
 
 
