@@ -27,10 +27,10 @@ def model_reference(ref: str) -> ModelSpec | None:
     """The model a GGUF file, a Hub repo id or a cache snapshot's config.json names; None when
     `ref` is none of these (a preset name, a YAML file, another config.json)."""
     if ref.endswith(".gguf"):
+        from kvcalc.files import require_file
         from kvcalc.sources.gguf_model import model_from_gguf
 
-        if not _is_file(Path(ref)):
-            raise PresetNotFound(f"{ref}: no such GGUF file")
+        require_file(Path(ref), "GGUF file", "give the .gguf file inside it", PresetNotFound)
         return model_from_gguf(Path(ref))
     if "/" not in ref and not ref.endswith(".json"):
         return None  # a preset name: a repo id is org/name (the Hub's module is not imported for it)
