@@ -261,13 +261,31 @@ def test_safetensors_header_alone_gives_each_tensors_bytes(tmp_path: Path) -> No
             struct.pack("<Q", 54) + b'{"w":{"dtype":"BF16","shape":-2,"data_offsets":[0,4]}}',
             "tensor 'w' is not a safetensors entry",
         ),
+        # Files that lie (issue 23 item 2): unparseable JSON, and offsets that disagree with shape x dtype.
+        (struct.pack("<Q", 5000) + b"9" * 5000, "the safetensors header holds a number of more than 4,300 digits"),
+        (struct.pack("<Q", 200_000) + b"[" * 100_000 + b"]" * 100_000, "the safetensors header nests too deeply"),
+        (header_bytes({"w": ("BF16", [4, 3])}).replace(b"[0,24]", b"[0,12]"), "tensor 'w' (BF16, shape [4, 3]) needs 24 bytes but its data_offsets span 12"),
+        (header_bytes({"w": ("BF16", [4, 3])}).replace(b'"BF16"', b'"F32" '), "tensor 'w' (F32, shape [4, 3]) needs 48 bytes but its data_offsets span 24"),
+        (header_bytes({"w": ("BF16", [4, 3])}).replace(b'"BF16"', b'"BF17"'), "tensor 'w' has dtype 'BF17', which safetensors does not define"),
     ],
-)
+)  # fmt: skip
 def test_bad_safetensors_headers_are_named(tmp_path: Path, content: bytes, problem: str) -> None:
     path = tmp_path / "model.safetensors"
     path.write_bytes(content)
     with pytest.raises(InvalidPreset, match=re.escape(f"{path}: ") + ".*" + re.escape(problem)):
         safetensors.read_tensors(path)
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [("9" * 5000, "holds a number of more than 4,300 digits"), ("[" * 100_000 + "]" * 100_000, "nests too deeply")],
+)
+def test_an_index_that_cannot_be_parsed(cli, cache: Path, text: str, problem: str) -> None:
+    snapshot = cache_repo(cache, "org/lying").parent
+    (snapshot / safetensors.INDEX_FILE).write_text(text)
+    result = cli("size", "--model", "org/lying", "--seq", "8")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert f"model.safetensors.index.json: the safetensors index {problem}" in result.stderr
 
 
 def test_cached_shards_give_the_exact_stored_bytes(cli, cache: Path) -> None:
