@@ -257,7 +257,7 @@ def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | N
         pools=pools,
         engine_log=rules.log_lines(model, workload, usable, stage) + (list(states.pages.log) if states.pages else []),
         max_batch_by_context={
-            s: max_batch(model, rules.reshape(workload, context=s), usable, pools, layout) for s in sorted(contexts)
+            s: min([max_batch(model, rules.reshape(workload, context=s), usable, pools, layout), *caps]) for s in sorted(contexts)
         }
         if details
         else {},

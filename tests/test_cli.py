@@ -373,3 +373,13 @@ def test_every_engine_option_is_a_flag(cli, command: str) -> None:
 
     text = cli.help(command)
     assert [name for name in ENGINE_OPTIONS if f"--{name.replace('_', '-')} " not in text] == []
+
+
+@pytest.mark.parametrize(
+    "command", [["size", "--model", "llama3-8b", "--seq", "8"], ["compare", "mha", "gqa", "--model", "llama3-8b"]]
+)
+@pytest.mark.parametrize("flag, message", [("--gpu", "--gpu is empty: give a GPU preset"), ("--memory", "--memory is empty")])
+def test_an_empty_gpu_or_memory_is_refused_not_dropped(cli, command: list[str], flag: str, message: str) -> None:
+    for empty in ("", " "):
+        result = cli(*command, flag, empty)
+        assert result.exit_code == 2 and message in result.stderr and result.stderr.count("\n") == 1
