@@ -13,6 +13,7 @@ relative path exists; a path ending in .gguf, .json, .yaml or .yml is a file.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -75,10 +76,9 @@ def tensor_parallel(value: int | str) -> int:
         from kvcalc.sources import gpus
 
         return gpus.tensor_parallel_gpus()
-    try:
-        return int(value.strip())
-    except ValueError:
-        raise InvalidInput(f"--tp {value!r}: give a positive integer, or auto (the GPUs in this machine)") from None
+    if not re.fullmatch(r"-?[0-9]+", value.strip()):  # ASCII digits, as --seq reads them (int() would take "٢")
+        raise InvalidInput(f"--tp {value!r}: give a positive integer, or auto (the GPUs in this machine)")
+    return int(value.strip())
 
 
 def _is_file(path: Path) -> bool:
