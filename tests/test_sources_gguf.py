@@ -431,7 +431,7 @@ def test_lying_counts_are_refused_before_any_loop(cli, tmp_path: Path) -> None:
     tokens.write_bytes(_raw_gguf([_kv("tokenizer.ggml.tokens", ARRAY, struct.pack("<IQ", STRING, 2**23))]))
     with tokens.open("r+b") as file:
         file.truncate(8 * 2**23 + 100)
-    _refused_in_one_line(cli, tokens, "'tokenizer.ggml.tokens' is an array of 8,388,608 items (kvcalc reads up to 4,194,304)")
+    _refused_in_one_line(cli, tokens, "'tokenizer.ggml.tokens' is an array of 8,388,608 items (kvcalc reads up to 1,048,576)")
 
 
 def test_a_huge_block_count_with_sliding_layers(cli, tmp_path: Path) -> None:

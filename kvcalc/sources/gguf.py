@@ -40,6 +40,7 @@ GGML_TYPES: dict[int, tuple[str, int, int]] = {
 # GGUF value types: struct format of the fixed-size ones; 8 is a string, 9 an array.
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _STRING, _ARRAY = 8, 9
+_U64 = struct.Struct("<Q")
 MAX_DIMS = 4  # GGML_MAX_DIMS
 MAX_ARRAY_READ = 1 << 16  # numeric arrays up to this length are read (per-layer values); longer ones are skipped
 MAX_STRING_READ = 1 << 16  # longer strings (chat templates, tokenizer JSON) are skipped
@@ -49,7 +50,8 @@ MAX_STRING_READ = 1 << 16  # longer strings (chat templates, tokenizer JSON) are
 # nested once at most (gguf-py writes array-of-array for nothing llama.cpp reads).
 MAX_KEYS = 1 << 16
 MAX_TENSORS = 1 << 16
-MAX_ARRAY_ITEMS = 1 << 22
+MAX_ARRAY_ITEMS = 1 << 20
+MAX_NESTED_ARRAYS = 1 << 12  # arrays in one array: llama.cpp's gguf.cpp reads none, gguf-py writes few
 MAX_ARRAY_NESTING = 8
 SPLIT_NAME = re.compile(r"^(?P<prefix>.+)-(?P<part>\d{5})-of-(?P<count>\d{5})\.gguf$")
 
@@ -127,6 +129,16 @@ class _Cursor:
         self.file.seek(target)
         self.buffer, self.at, self.start = b"", 0, target
 
+    def skip_strings(self, count: int) -> None:
+        """Skip `count` strings (u64 length + bytes each), reading lengths straight from the buffer."""
+        for _ in range(count):
+            if self.at + 8 > len(self.buffer):
+                self.skip(self.length())
+                continue
+            (size,) = _U64.unpack_from(self.buffer, self.at)
+            self.at += 8
+            self.skip(size)
+
     def unpack(self, fmt: str) -> Any:
         return struct.unpack(fmt, self.read(struct.calcsize(fmt)))[0]
 
@@ -175,13 +187,13 @@ def _read_value(cursor: _Cursor, key: str, kind: int, lengths: dict[str, int], u
         cursor.skip(count * fixed)
         unread[key] = f"an array of {count:,} numbers"
         return None
-    if count > MAX_ARRAY_ITEMS:  # each item is walked: bound the walk before it starts
+    most = MAX_ARRAY_ITEMS if element == _STRING else MAX_NESTED_ARRAYS
+    if count > most:  # each item is walked: bound the walk before it starts
         raise InvalidPreset(
-            f"{cursor.path}: corrupt GGUF header: {key!r} is an array of {count:,} items (kvcalc reads up to {MAX_ARRAY_ITEMS:,})"
+            f"{cursor.path}: corrupt GGUF header: {key!r} is an array of {count:,} items (kvcalc reads up to {most:,})"
         )
     if element == _STRING:  # the tokenizer's tokens and merges: counted, each skipped by its length
-        for _ in range(count):
-            cursor.skip(cursor.length())
+        cursor.skip_strings(count)
         unread[key] = f"an array of {count:,} strings"
     else:  # nested arrays: walked, not kept
         for _ in range(count):
