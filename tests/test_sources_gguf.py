@@ -432,6 +432,9 @@ def test_lying_counts_are_refused_before_any_loop(cli, tmp_path: Path) -> None:
     with tokens.open("r+b") as file:
         file.truncate(8 * 2**23 + 100)
     _refused_in_one_line(cli, tokens, "'tokenizer.ggml.tokens' is an array of 8,388,608 items (kvcalc reads up to 1,048,576)")
+    arrays = tmp_path / "arrays.gguf"
+    arrays.write_bytes(_raw_gguf([_kv("x", ARRAY, struct.pack("<IQ", ARRAY, 5000))]) + bytes(12 * 5000))
+    _refused_in_one_line(cli, arrays, "'x' is an array of 5,000 items (kvcalc reads up to 4,096)")
 
 
 def test_a_huge_block_count_with_sliding_layers(cli, tmp_path: Path) -> None:
