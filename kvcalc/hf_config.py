@@ -124,7 +124,9 @@ def _check_values(cfg: dict[str, Any], origin: str) -> None:
             isinstance(value, list) and all(isinstance(t, str) for t in value)
         ):
             expected = 'a list of layer types ("full_attention", "sliding_attention")'
-        elif key == "mamba_expand" and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
+        elif key == "mamba_expand" and (
+            isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < MAX_COUNT  # NaN: not in range
+        ):
             expected = "a positive number"
         elif key == "hybrid_override_pattern" and not isinstance(value, str):
             expected = 'a string of layer letters ("M-M*-")'

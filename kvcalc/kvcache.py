@@ -567,7 +567,15 @@ def _explain(
             )
             continue
         if g.kind == "mla" and model.mla is not None:
-            formula = f"(kv_lora_rank + qk_rope_head_dim) * b = ({model.mla.kv_lora_rank} + {model.mla.qk_rope_head_dim}) * b"
+            rank, rope = model.mla.kv_lora_rank, model.mla.qk_rope_head_dim
+            if k_dtype == v_dtype:
+                formula = f"(kv_lora_rank + qk_rope_head_dim) * b = ({rank} + {rope}) * b"
+            elif rules.mla_storage(workload.engine) == "k_only":  # one row of the K type; no V row
+                formula = f"(kv_lora_rank + qk_rope_head_dim) * b_K = ({rank} + {rope}) * b_K (one K-only row: b_V unused)"
+            else:  # the latent stored as K, the rope key as V
+                formula = (
+                    f"kv_lora_rank * b_K + qk_rope_head_dim * b_V = {rank} * b_K + {rope} * b_V (latent as K, rope key as V)"
+                )
         else:
             d_k, d_v = model.key_dim_of(g.kind), model.value_dim_of(g.kind)  # g.kind: full, sliding or chunked here
             if k_dtype == v_dtype:

@@ -10,8 +10,13 @@ matplotlib version drew it.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
+import os
 import re
+import shutil
+import sys
+import tempfile
 import zlib
 from pathlib import Path
 from typing import Any
@@ -87,6 +92,8 @@ def target(text: str) -> Path:
     """The --plot file, checked before any work: a .png or .svg in an existing folder. Whether matplotlib is
     installed is asked when the figure is drawn, after the answer is printed: the answer is not lost to it."""
     path = Path(text)
+    if text.endswith(("/", os.sep)):  # Path("a.png/") drops the slash: the user named a folder, not a file
+        raise InvalidInput(f"--plot {text!r}: names a folder (it ends in a slash); give a file ending in .png or .svg")
     if path.suffix.lower() not in FORMATS:
         raise InvalidInput(f"--plot {text!r}: give a file ending in .png or .svg")
     if not path.parent.is_dir():
@@ -299,6 +306,7 @@ def save(chart: Chart, path: Path) -> None:
     fmt = path.suffix.lower().lstrip(".")
     if f".{fmt}" not in FORMATS:
         raise InvalidInput(f"--plot {str(path)!r}: give a file ending in .png or .svg")
+    _matplotlib_outside_home()
     try:
         import matplotlib
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -324,6 +332,17 @@ def save(chart: Chart, path: Path) -> None:
             figure.savefig(path, format=fmt, dpi=DPI, metadata=metadata)
         except OSError as exc:
             raise InvalidInput(f"--plot {str(path)!r}: cannot write ({exc.strerror or exc})") from None
+
+
+def _matplotlib_outside_home() -> None:
+    """matplotlib keeps its config and font cache in $HOME (~/.config/matplotlib, ~/.cache/matplotlib) unless
+    MPLCONFIGDIR names another folder, read once when it is first imported: kvcalc gives it a temporary
+    folder, removed at exit, so --plot writes only the file asked for. A MPLCONFIGDIR of the user's is kept."""
+    if "MPLCONFIGDIR" in os.environ or "matplotlib" in sys.modules:
+        return
+    folder = tempfile.mkdtemp(prefix="kvcalc-matplotlib-")
+    atexit.register(shutil.rmtree, folder, True)
+    os.environ["MPLCONFIGDIR"] = folder
 
 
 def _draw(ax: Any, panel: Panel) -> None:

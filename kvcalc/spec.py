@@ -154,6 +154,14 @@ class Mamba2Spec(Strict):
         default=None, description="d_inner when it is not heads * head_dim (Falcon-H1: mamba_d_ssm)"
     )
 
+    @model_validator(mode="after")
+    def _groups_divide_heads(self) -> Mamba2Spec:
+        # Each group's B and C serve heads / groups heads (transformers modeling_mamba2.py repeats them
+        # num_heads // n_groups times): a model whose groups do not divide its heads cannot run, at any --tp.
+        if self.heads % self.groups:
+            raise ValueError(f"groups ({self.groups}) must divide heads ({self.heads})")
+        return self
+
     @property
     def inner(self) -> int:
         return self.intermediate or self.heads * self.head_dim
@@ -167,6 +175,14 @@ class GatedDeltaNetSpec(Strict):
     k_head_dim: Count = Field(description="linear_key_head_dim")
     v_head_dim: Count = Field(description="linear_value_head_dim")
     conv_kernel: Count = Field(description="linear_conv_kernel_dim")
+
+    @model_validator(mode="after")
+    def _value_heads_repeat_key_heads(self) -> GatedDeltaNetSpec:
+        # Each key head serves v_heads / k_heads value heads; transformers' Qwen3NextGatedDeltaNet raises
+        # "num_v_heads must be divisible by num_k_heads" (models/qwen3_next/modeling_qwen3_next.py).
+        if self.v_heads % self.k_heads:
+            raise ValueError(f"v_heads ({self.v_heads}) must be a multiple of k_heads ({self.k_heads})")
+        return self
 
 
 class LightningSpec(Strict):

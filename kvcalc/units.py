@@ -24,7 +24,8 @@ _SIZE_SUFFIXES = {
     "g": GiB, "gib": GiB, "gb": GB,
     "t": TiB, "tib": TiB, "tb": TB,
 }  # fmt: skip
-_SIZE_RE = re.compile(r"^\s*(-)?\s*([0-9]+(?:\.[0-9]+)?(?:e[0-9]{1,3})?)\s*([a-z]*)\s*$", re.IGNORECASE)
+_SIZE_RE = re.compile(r"^\s*(-)?\s*([0-9]+(?:\.[0-9]+)?(?:e[+-]?[0-9]{1,3})?)\s*([a-z]*)\s*$", re.IGNORECASE)
+_BITS = re.compile(r"^[KMGT]i?b$")  # Gb, Mib: a capital prefix and a small b are bits (IEC 80000-13), not bytes
 
 SIZE_HELP = "80GB = 80*10^9 bytes, 80GiB = 80*2^30, a bare G/M/K is binary (24G = 24GiB), a plain number is bytes"
 MAX_SIZE = 10**18  # 1 EB: far beyond any accelerator, and it keeps sizes exact integers
@@ -32,13 +33,21 @@ MAX_SIZE = 10**18  # 1 EB: far beyond any accelerator, and it keeps sizes exact 
 
 def parse_size(text: str, allow_zero: bool = False) -> int:
     """Parse a memory size into integer bytes (at least one byte, or zero when allowed). A minus
-    sign is refused unless the size is zero: -0 is 0, as in Python.
+    sign is refused unless the size is zero: -0 is 0, as in Python. A size in a unit rounds to the
+    nearest byte; a fraction of a byte given in bytes (1.5B) and a size in bits (80Gb) are refused.
 
     >>> parse_size("80GB"), parse_size("80GiB"), parse_size("24G"), parse_size("1024"), parse_size("-0GiB", allow_zero=True)
     (80000000000, 85899345920, 25769803776, 1024, 0)
+    >>> parse_size("1E3GB"), parse_size("1e+3GB"), parse_size("1.5KB")
+    (1000000000000, 1000000000000, 1500)
     """
-    match = _SIZE_RE.match(text)
+    match = _SIZE_RE.match(text) if text.isascii() else None  # only ASCII digits: "١٢" is not read as 12
     unit = match.group(3).lower() if match else None
+    if match is not None and _BITS.match(match.group(3)):
+        byte_unit = match.group(3)[:-1] + "B"
+        raise InvalidInput(
+            f"size {text!r} is in bits ({match.group(3)}: a small b is a bit); kvcalc reads bytes: write {match.group(2)}{byte_unit}"
+        )
     if match is None or unit not in _SIZE_SUFFIXES:
         raise InvalidInput(f"cannot read size {text!r}: use e.g. 80GB, 80GiB or 24G ({SIZE_HELP})")
     exact = Decimal(match.group(2)) * _SIZE_SUFFIXES[unit]  # decimal arithmetic: 9007199254740993 stays itself
@@ -46,6 +55,8 @@ def parse_size(text: str, allow_zero: bool = False) -> int:
         raise InvalidInput(f"size {text!r} must not be negative")
     if exact > MAX_SIZE:
         raise InvalidInput(f"size {text!r} is more than 1 EB (10^18 bytes)")
+    if _SIZE_SUFFIXES[unit] == 1 and exact != exact.to_integral_value():  # 79.6GiB rounds to a byte; 1.5 bytes does not
+        raise InvalidInput(f"size {text!r} is {exact:,f} bytes, not a whole number of bytes")
     value = round(exact)
     if value < 1 and not (allow_zero and value == 0):
         raise InvalidInput(f"size {text!r} must be at least 1 byte")

@@ -150,6 +150,17 @@ def test_bad_model_files(cli, tmp_path: Path, file_text: str | bytes, expected: 
         (["--model", "llama3-8b", "--seq", "8", "--memory", "80XB"], "cannot read size '80XB'"),
         (["--model", "llama3-8b", "--seq", "8", "--memory", "1e400"], "--memory: size '1e400' is more than 1 EB"),
         (["--model", "llama3-8b", "--seq", "8", "--memory", "80GB", "--reserve", "1e309"], "more than 1 EB"),
+        # issue 23 item 8: bits are not bytes, a byte is whole, digits are ASCII (as --seq reads them)
+        (
+            ["--model", "llama3-8b", "--seq", "8", "--memory", "80Gb"],
+            "--memory: size '80Gb' is in bits (Gb: a small b is a bit); kvcalc reads bytes: write 80GB",
+        ),
+        (
+            ["--model", "llama3-8b", "--seq", "8", "--memory", "1.5B"],
+            "--memory: size '1.5B' is 1.5 bytes, not a whole number of bytes",
+        ),
+        (["--model", "llama3-8b", "--seq", "8", "--memory", "\u0668\u0660GB"], "cannot read size"),
+        (["--model", "llama3-8b", "--seq", "8", "--tp", "\u0662"], "--tp '\u0662': give a positive integer, or auto"),
         (["--model", "llama3-8b", "--seq", "8", "--units", "kb"], "--units 'kb'"),
         (["--model", HF_CONFIGS / "bert-config.json", "--seq", "8"], "model_type 'bert' is not supported"),
         (["--model", "llama3-8b", "--seq", "8", "--presets", "/nonexistent"], "presets folder does not exist"),
@@ -198,6 +209,18 @@ def test_sizes_are_read_exactly(cli) -> None:
     """Sizes go through decimal arithmetic, not floats: 2^53 + 1 bytes stays itself."""
     doc = cli.json("fit", "--model", "llama3-8b", "--memory", "9007199254740993", "--reserve", "0.5GiB")
     assert doc["budget"]["memory_bytes"] == 9_007_199_254_740_993 and doc["budget"]["reserve_bytes"] == 2**29
+    for exponent in ("8E10", "8e10", "8e+10", "80e+9"):  # an exponent with or without its sign, either case
+        assert cli.json("fit", "--model", "llama3-8b", "--memory", exponent)["budget"]["memory_bytes"] == 8 * 10**10
+
+
+def test_explain_says_which_part_of_an_mla_latent_takes_which_dtype(cli) -> None:
+    """Textbook MLA stores the latent as K and the rope key as V: 512 * 1 B (fp8) + 64 * 2 B (bf16) = 640 B;
+    llama.cpp stores one K-only row, so --v-dtype does not apply to it: (512 + 64) * 34/32 B (q8_0) = 612 B."""
+    base = ["size", "--model", "deepseek-v2-lite", "--seq", "8k", "--explain"]
+    textbook = cli(*base, "--k-dtype", "fp8", "--v-dtype", "bf16").stdout
+    assert "kv_lora_rank * b_K + qk_rope_head_dim * b_V = 512 * b_K + 64 * b_V (latent as K, rope key as V) = 640 B" in textbook
+    llamacpp = cli(*base, "--k-dtype", "q8_0", "--v-dtype", "bf16", "--engine", "llamacpp").stdout
+    assert "(kv_lora_rank + qk_rope_head_dim) * b_K = (512 + 64) * b_K (one K-only row: b_V unused) = 612 B" in llamacpp
 
 
 @pytest.mark.parametrize(
@@ -375,3 +398,13 @@ def test_every_engine_option_is_a_flag(cli, command: str) -> None:
 
     text = cli.help(command)
     assert [name for name in ENGINE_OPTIONS if f"--{name.replace('_', '-')} " not in text] == []
+
+
+@pytest.mark.parametrize(
+    "command", [["size", "--model", "llama3-8b", "--seq", "8"], ["compare", "mha", "gqa", "--model", "llama3-8b"]]
+)
+@pytest.mark.parametrize("flag, message", [("--gpu", "--gpu is empty: give a GPU preset"), ("--memory", "--memory is empty")])
+def test_an_empty_gpu_or_memory_is_refused_not_dropped(cli, command: list[str], flag: str, message: str) -> None:
+    for empty in ("", " "):
+        result = cli(*command, flag, empty)
+        assert result.exit_code == 2 and message in result.stderr and result.stderr.count("\n") == 1

@@ -111,6 +111,11 @@ def test_common_shape_says_why_layers_were_cut() -> None:
     assert plans[0][1].notes == plans[1][1].notes == ["measuring 8 of 32 layers (--layers)"]
 
 
+def test_more_layers_than_the_model_has_are_noted() -> None:
+    plan = plan_measurement(load_model("llama3-8b"), Workload(seq=256, kv_dtype="fp32"), 2**30, max_layers=100)
+    assert plan.model.layers == 32 and plan.notes == ["--layers 100 is more than the 32 layers of llama3-8b: measuring all 32"]
+
+
 def test_request_larger_than_allowed_is_refused_cleanly(cli) -> None:
     result = cli("measure", "--device", "cpu", "--model", "llama3-8b", "--seq", "8192", "--max-memory", "1MiB")
     assert result.exit_code == 1

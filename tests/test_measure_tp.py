@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -149,6 +151,26 @@ def test_out_of_memory_on_one_rank_stops_every_rank(tmp_path: Path) -> None:
     assert line.startswith("Error: rank 1 of 2: out of memory on cpu while allocating"), line
     assert line.endswith("every rank was stopped and its memory released"), line
     assert _processes_with(marker) == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_to_the_parent_stops_every_rank(signum: int) -> None:
+    """The ranks run in their own sessions (a Ctrl-C reaches the parent only): a SIGTERM or SIGHUP to the
+    parent stops them before the parent dies of it, rather than leaving them running (about 1.4 GB each on CUDA)."""
+    marker = f"KVCALC_TEST_{uuid.uuid4().hex}"
+    argv = [sys.executable, "-m", "kvcalc", "measure", *SMALL, "--tp", "2", "--json"]
+    parent = subprocess.Popen(argv, env={**os.environ, marker: "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while len(_processes_with(marker)) < 3 and parent.poll() is None:  # the parent and its two ranks
+            time.sleep(0.05)
+        assert parent.poll() is None, "the run ended before both ranks started"
+        parent.send_signal(signum)
+        assert parent.wait(timeout=60) == -signum  # it dies of the signal, as it would have
+        assert _processes_with(marker) == []  # and no rank outlives it
+    finally:
+        for pid in _processes_with(marker):
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.gpu

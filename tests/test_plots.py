@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -169,6 +171,7 @@ def test_a_plot_is_drawn_when_the_answer_is_no(cli, tmp_path: Path) -> None:
         ("figure.jpg", "--plot 'figure.jpg': give a file ending in .png or .svg"),
         ("figure", "--plot 'figure': give a file ending in .png or .svg"),
         ("no/such/folder/figure.png", "--plot 'no/such/folder/figure.png': folder 'no/such/folder' does not exist"),
+        ("figure.png/", "--plot 'figure.png/': names a folder (it ends in a slash)"),
     ],
 )
 def test_bad_plot_files_are_one_line(cli, plot: str, says: str) -> None:
@@ -192,6 +195,18 @@ def test_an_unwritable_file_is_one_line(cli, tmp_path: Path) -> None:
     result = cli("size", "--model", "llama3-8b", "--seq", "8k", "--plot", folder)
     assert result.exit_code == 2 and "--plot" in result.stderr and "cannot write" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_matplotlib_writes_nothing_into_home(tmp_path: Path) -> None:
+    """A --plot run with matplotlib's config folder unset keeps its caches out of $HOME (a fresh process:
+    matplotlib reads MPLCONFIGDIR once, when first imported)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")}
+    argv = [sys.executable, "-m", "kvcalc", "size", "--model", "llama3-8b", "--seq", "8k", "--plot", str(tmp_path / "f.png")]
+    done = subprocess.run(argv, env={**env, "HOME": str(home)}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "f.png").is_file() and list(home.rglob("*")) == []
 
 
 def test_help_says_how_to_install_it(cli) -> None:

@@ -327,12 +327,21 @@ def size_option(flag: str, text: str, allow_zero: bool = False) -> int:
         raise InvalidInput(f"--{flag}: {exc}") from None
 
 
+def hardware_given(gpu: str | None, memory: str | None) -> bool:
+    """Whether --gpu or --memory was given; an empty one is refused, not read as absent."""
+    for flag, value, what in (("gpu", gpu, "a GPU preset, GPU YAML or auto"), ("memory", memory, "a size such as 80GiB")):
+        if value is not None and not value.strip():
+            raise InvalidInput(f"--{flag} is empty: give {what}, or leave the option out")
+    return gpu is not None or memory is not None
+
+
 def gpu_and_budget(
     model: ModelSpec, workload: Workload, gpu: str | None, memory: str | None, weights: weights.WeightFormat,
     utilization: float | None, reserve: str | None, extra: list[str] | None,
 ) -> tuple[GpuSpec | None, capacity.Budget]:  # fmt: skip
     """The --gpu preset (if given) and the engine's memory budget per GPU from --gpu/--memory, its
     fraction and --reserve (None: the engine's defaults)."""
+    hardware_given(gpu, memory)
     gpu_spec = presets.load_gpu(gpu, extra) if gpu else None
     total = capacity.gpu_memory(gpu_spec, size_option("memory", memory) if memory else None)
     reserve_bytes = size_option("reserve", reserve, allow_zero=True) if reserve is not None else None

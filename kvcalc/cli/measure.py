@@ -147,6 +147,8 @@ def calibrate_device(
         raise InvalidInput("--plot draws a measure run, not a calibration: drop --plot or --calibrate")
     if save is not None and save.suffix.lower() not in (".yaml", ".yml"):
         raise InvalidInput(f"--save {str(save)!r}: give a file ending in .yaml")
+    if save is not None and not save.parent.is_dir():  # checked before the calibration runs, as --plot is
+        raise InvalidInput(f"--save {str(save)!r}: folder {str(save.parent)!r} does not exist")
     preset = presets.load_gpu(gpu_preset, presets_dir) if gpu_preset else None
     limit = size_option("max-memory", max_memory) if max_memory else None
     with render.progress(enabled=not json_out) as step:

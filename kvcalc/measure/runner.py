@@ -12,8 +12,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -181,7 +183,7 @@ def run_workers(request: MeasureRequest, progress: Callable[[str], None]) -> lis
     workers: list[Worker] = []
     failures: list[KvcalcError] = []
     deadline: float | None = None
-    with selectors.DefaultSelector() as selector:
+    with _stop_workers_on_signals(), selectors.DefaultSelector() as selector:
         try:
             for rank in range(tp):
                 worker = Worker(rank, request, {**env, "RANK": str(rank), "LOCAL_RANK": str(rank)})
@@ -210,6 +212,47 @@ def run_workers(request: MeasureRequest, progress: Callable[[str], None]) -> lis
         finally:
             for worker in workers:
                 worker.stop()
+
+
+class _Stopped(Exception):
+    """SIGTERM or SIGHUP reached the parent while its workers ran."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    for other in STOP_SIGNALS:  # a second signal must not interrupt the workers' cleanup
+        signal.signal(other, signal.SIG_IGN)
+    raise _Stopped(signum)
+
+
+@contextmanager
+def _stop_workers_on_signals() -> Iterator[None]:
+    """While workers run, SIGTERM and SIGHUP raise _Stopped, so run_workers stops every rank (each in its own
+    session, where no terminal's or shell's signal reaches it) before the parent dies of the signal, as it
+    would have. A signal the caller ignores (nohup's SIGHUP) stays ignored; off the main thread nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    for signum, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(signum, _raise_stopped)
+    try:
+        yield
+    except _Stopped as stopped:
+        signal.signal(stopped.signum, signal.SIG_DFL)
+        os.kill(os.getpid(), stopped.signum)
+        raise  # not reached: the default action ends the process
+    finally:
+        for signum, handler in previous.items():
+            if handler is not None:  # None: a handler installed outside Python, which Python cannot restore
+                signal.signal(signum, handler)
 
 
 def failure(worker: Worker, tp: int) -> KvcalcError:
