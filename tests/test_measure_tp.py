@@ -38,7 +38,7 @@ def test_tp2_ranks_allocate_their_shards_on_cpu(cli) -> None:
     summary = doc["tp_summary"]
     assert summary["predicted_bytes"] == summary["allocated_bytes"] == 2 * shard and summary["every_rank_exact"]
     assert summary["step_seconds"] == pytest.approx(summary["decode_seconds"] + summary["all_reduce_seconds"])
-    assert doc["kv_heads"] == 4 and doc["predicted_bytes"] == shard  # the top level is rank 0's shard
+    assert doc["variants"][0]["kv_heads"] == 4 and doc["variants"][0]["predicted_bytes"] == shard  # rank 0's shard
     assert doc["judged"] == all(r["judged"] for r in doc["ranks"])
 
 
