@@ -576,7 +576,8 @@ def _dtype(key: str, value: str | None) -> str:
 
 def _checkpoint_format(quantization: object, fields: dict[str, Any]) -> None:
     """The weights' format from `quantization_config`: gpt-oss's MXFP4 experts, FP8 blocks
-    (DeepSeek-V3), GPTQ/AWQ 4-bit groups (int4: groups of 128 with a scale and zero point). The
+    (DeepSeek-V3), GPTQ/AWQ 4-bit groups (int4: groups of 128 with a scale and zero point), NVFP4
+    (ModelOpt quant_algo NVFP4, compressed-tensors nvfp4-pack-quantized). The
     embedding table and LM head stay in `torch_dtype`, as these checkpoints keep them. Other
     methods: everything in `torch_dtype`."""
     if not isinstance(quantization, dict):
@@ -588,3 +589,7 @@ def _checkpoint_format(quantization: object, fields: dict[str, Any]) -> None:
         fields["weight_dtype"] = "fp8"
     elif method in ("gptq", "awq") and quantization.get("bits") == 4:
         fields["weight_dtype"] = "int4"
+    elif (method == "modelopt" and str(quantization.get("quant_algo", "")).upper() == "NVFP4") or (
+        method == "compressed-tensors" and quantization.get("format") == "nvfp4-pack-quantized"
+    ):  # TensorRT Model Optimizer's and llm-compressor's NVFP4 checkpoints: 16 fp4 values per fp8 scale
+        fields["weight_dtype"] = "nvfp4"

@@ -213,3 +213,17 @@ def test_minimax_m2_with_a_lightning_layer_is_refused(cli, tmp_path) -> None:
     path.write_text(json.dumps(config))
     result = cli("size", "--model", path, "--seq", "8")
     assert result.exit_code == 2 and "attn_type_list: marks a model with recurrent layers" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "quantization",
+    [
+        {"quant_method": "modelopt", "quant_algo": "NVFP4"},
+        {"quant_method": "compressed-tensors", "format": "nvfp4-pack-quantized"},
+    ],
+)
+def test_nvfp4_checkpoints_weigh_9_bytes_per_16(tmp_path, quantization: dict) -> None:
+    config = {**json.loads((HF_CONFIGS / "minimax-m2-config.json").read_text()), "quantization_config": quantization}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    assert load_model(str(path)).weight_dtype.value == "nvfp4"
