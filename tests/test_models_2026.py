@@ -227,3 +227,21 @@ def test_nvfp4_checkpoints_weigh_9_bytes_per_16(tmp_path, quantization: dict) ->
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
     assert load_model(str(path)).weight_dtype.value == "nvfp4"
+
+
+@given(st.integers(1, 64), st.sampled_from([64, 128, 256, 512]))
+def test_per_token_head_scales_are_one_fp32_per_head(heads: int, head_dim: int) -> None:
+    from kvcalc.units import PACKING, DType
+
+    for dtype in (DType.int8_per_token_head, DType.fp8_per_token_head):
+        assert PACKING[dtype].row_bytes(heads * head_dim, heads) == heads * (head_dim + 4)
+
+
+def test_qwen3_5_config_json_on_vllm_user_story(cli) -> None:
+    # 16 full layers of 4 KV heads x 256 in bf16 = 4,096 B per token each; a GDN state of
+    # 10,240 * 3 * 2 + 48*128*128 * 4 = 3,207,168 B raises the block to 16 * cdiv(3,207,168, 16 * 4,096) = 784
+    doc = cli.json("size", "--model", HF_CONFIGS / "qwen3.5-27b-config.json", "--seq", "32768", "--engine", "vllm")
+    kv = doc["kv"]
+    assert kv["block_size"] == 784
+    assert kv["state_bytes_per_sequence"] == 48 * 784 * 4096  # each state padded to one attention page
+    assert kv["bytes_per_sequence"] == 16 * 4096 * -(-32768 // 784) * 784
