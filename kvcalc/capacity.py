@@ -213,6 +213,7 @@ def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | N
     A batch fits when its peak fits (transformers' sliding layers right after a long prefill)."""
     workload = workload.model_copy(update={"engine": budget_.engine})
     rules = engines.profile(workload.engine)
+    workload = rules.settle(model, workload)  # the block size the engine forces (vLLM's MLA backends)
     rules.check_supported(model, workload, kv_dtype(model, workload))  # as estimate_kv: what the engine refuses
     usable = budget_.usable_bytes
     stage = _first_stage_layers(model, workload)

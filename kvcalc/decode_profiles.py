@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Literal
 
 from kvcalc.base import Frozen
-from kvcalc.units import DType
+from kvcalc.units import DType, bytes_per_value
 
 FormatClass = Literal["16-bit", "8-bit", "ggml-4to6bit", "ggml-2to3bit", "int4-gpu", "int4-tinygemm"]
 ProfileName = Literal["cuda-graphs", "llamacpp-cuda-legacy", "llamacpp-metal", "llamacpp-rocm-vulkan", "transformers-eager"]
@@ -106,7 +106,11 @@ def format_class(dtype: DType) -> FormatClass:
     >>> format_class(DType.bf16), format_class(DType.q4_0), format_class(DType.int4)
     ('16-bit', 'ggml-4to6bit', 'int4-gpu')
     """
-    return _FORMAT_CLASSES[dtype]
+    if dtype in _FORMAT_CLASSES:
+        return _FORMAT_CLASSES[dtype]
+    if dtype in (DType.nvfp4, DType.fp8_block, DType.int8_per_token_head, DType.fp8_per_token_head):
+        return "8-bit" if dtype != DType.nvfp4 else "int4-gpu"  # assumed: no case of these formats
+    return stored_format_class(8 * bytes_per_value(dtype))  # the GGUF k- and i-quants by their bits per weight
 
 
 def stored_format_class(bits_per_weight: float) -> FormatClass:

@@ -8,12 +8,12 @@ from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from kvcalc.base import Strict
 from kvcalc.errors import InvalidInput
-from kvcalc.units import DType, parse_dtype, parse_size, parse_tokens
+from kvcalc.units import WEIGHT_ONLY, DType, parse_dtype, parse_size, parse_tokens
 
 AttentionKind = Literal["full", "sliding", "chunked"]
-StateKind = Literal["mamba1", "mamba2", "gated_deltanet", "lightning", "short_conv"]
+StateKind = Literal["mamba1", "mamba2", "gated_deltanet", "lightning", "short_conv", "kda"]
 ATTENTION_KINDS: tuple[AttentionKind, ...] = ("full", "sliding", "chunked")
-STATE_KINDS: tuple[StateKind, ...] = ("mamba1", "mamba2", "gated_deltanet", "lightning", "short_conv")
+STATE_KINDS: tuple[StateKind, ...] = ("mamba1", "mamba2", "gated_deltanet", "lightning", "short_conv", "kda")
 NO_MIXER = "mlp"  # a layer without a sequence mixer (Nemotron-H's '-' and 'E' blocks): no cache, no state
 
 
@@ -84,6 +84,11 @@ class MlaSpec(Strict):
     qk_nope_head_dim: Count = 128
     v_head_dim: Count = 128
     q_lora_rank: Count | None = None
+    indexer_head_dim: Count | None = Field(
+        default=None,
+        description="DeepSeek sparse attention (DeepSeek-V3.2, GLM-5): the lightning indexer's key width"
+        " (index_head_dim); each layer also caches one indexer key per token",
+    )
 
 
 class MoeSpec(Strict):
@@ -199,6 +204,15 @@ class ShortConvSpec(Strict):
     conv_kernel: Count = Field(description="L_cache (conv_L_cache)")
 
 
+class KdaSpec(Strict):
+    """Kimi Delta Attention (Kimi-Linear's kda_layers): q, k and v short convs and a (head_dim x
+    head_dim) state per head, as vLLM's kda_state_shape."""
+
+    heads: Count = Field(description="linear_attn_config.num_heads")
+    head_dim: Count = Field(description="linear_attn_config.head_dim")
+    conv_kernel: Count = Field(description="linear_attn_config.short_conv_kernel_size")
+
+
 class StateSpec(Strict):
     """The shapes of the state layers named in `layer_pattern`, one section per kind used."""
 
@@ -207,6 +221,7 @@ class StateSpec(Strict):
     gated_deltanet: GatedDeltaNetSpec | None = None
     lightning: LightningSpec | None = None
     short_conv: ShortConvSpec | None = None
+    kda: KdaSpec | None = None
     ssm_dtype: DTypeName | None = Field(
         default=None,
         description="the recurrent state's dtype vLLM keeps for this model under --mamba-ssm-cache-dtype auto: the"
@@ -247,7 +262,7 @@ class ModelSpec(Strict):
     layer_pattern: list[LayerKind] | None = Field(
         default=None,
         description="each layer's kind, repeated over the layers: full, sliding, a state kind (mamba1, mamba2,"
-        " gated_deltanet, lightning, short_conv), attention+state (full+mamba2) or mlp (no sequence mixer)",
+        " gated_deltanet, lightning, short_conv, kda), attention+state (full+mamba2) or mlp (no sequence mixer)",
     )
     state: StateSpec | None = None
     attention_chunk_size: Count | None = Field(
@@ -317,8 +332,6 @@ class ModelSpec(Strict):
                 raise ValueError(f"layer_pattern has {kind} layers but state.{kind} does not give their shape")
             if given and kind not in used:
                 raise ValueError(f"state.{kind} is given but no layer in layer_pattern is {kind}")
-        if used and self.mla is not None:
-            raise ValueError("MLA with state layers is not supported")
         return self
 
     def origin(self) -> list[str]:
@@ -440,6 +453,7 @@ ENGINE_OPTIONS: dict[str, EngineName] = {
     "enforce_eager": "vllm",
     "kv_cache_memory_bytes": "vllm",
     "vllm_version": "vllm",
+    "attention_backend": "vllm",
     "mem_fraction_static": "sglang",
     "max_total_tokens": "sglang",
     "page_size": "sglang",
@@ -477,6 +491,7 @@ def _version(value: str) -> str:
     return value
 
 
+MlaBackend = Literal["flashmla", "cutlass_mla", "flashinfer_mla", "triton_mla", "flash_attn_mla"]
 Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False), Number]
 SizeBytes = Annotated[int, Field(gt=0, le=10**20), BeforeValidator(_read_size), Number]  # 20GiB, or bytes
 
@@ -501,6 +516,9 @@ class Engine(Strict):
     enforce_eager: bool | None = None  # vLLM: no CUDA graphs (default false)
     kv_cache_memory_bytes: SizeBytes | None = None  # vLLM: the KV cache's size, overriding the profiled budget
     vllm_version: Annotated[str, AfterValidator(_version)] | None = None  # the vLLM release (default: 0.21 or later)
+    attention_backend: MlaBackend | None = (
+        None  # vLLM's MLA backend, sets MLA block sizes (default: flashmla; cutlass_mla on B200/B300)
+    )
     mamba_cache_dtype: DTypeName | None = None  # vLLM --mamba-cache-dtype: conv state (and SSM state) dtype; None: auto
     mamba_ssm_cache_dtype: DTypeName | None = None  # vLLM --mamba-ssm-cache-dtype: SSM state dtype; None: auto
     mem_fraction_static: Fraction | None = None  # SGLang: share of free memory for weights and KV (default from GPU memory)
@@ -548,4 +566,8 @@ def cache_dtypes(model: ModelSpec, workload: Workload) -> tuple[DType, DType]:
     ['fp8', 'q4_0']
     """
     shared = workload.kv_dtype or model.dtype
-    return workload.k_dtype or shared, workload.v_dtype or shared
+    dtypes = workload.k_dtype or shared, workload.v_dtype or shared
+    for dtype in dtypes:
+        if dtype in WEIGHT_ONLY:
+            raise InvalidInput(f"{dtype.value} is a format of weights, not of a KV cache: give it as --weight-dtype")
+    return dtypes

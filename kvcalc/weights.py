@@ -10,7 +10,7 @@ from kvcalc.engines import StageWeights
 from kvcalc.errors import InvalidInput
 from kvcalc.kvcache import pipeline_stages
 from kvcalc.spec import ModelSpec, StoredWeights, Workload
-from kvcalc.units import PACKING, DType, format_bytes
+from kvcalc.units import GGUF_MIXES, PACKING, DType, format_bytes
 
 
 class ParamCount(Frozen):
@@ -208,8 +208,15 @@ def weights_formula(params: ParamCount, fmt: WeightFormat) -> str:
     if fmt.stored is not None:
         share = "" if params.total == fmt.stored.params else f" * {params.total:,} / {fmt.stored.params:,} params"
         return f"{fmt.stored.bytes:,} B as stored (each tensor in its own type){share}"
-    terms = [f"{count:,} {what} * {dtype.value}" for what, count, dtype in _weight_parts(params, fmt)]
-    return terms[0] if len(terms) == 1 else "(" + " + ".join(terms) + ")"
+    parts = _weight_parts(params, fmt)
+    terms = [f"{count:,} {what} * {dtype.value}" for what, count, dtype in parts]
+    formula = terms[0] if len(terms) == 1 else "(" + " + ".join(terms) + ")"
+    mixes = [
+        f"{dtype.value} is llama-quantize's typical mix ({GGUF_MIXES[dtype][0]})" for _, _, dtype in parts if dtype in GGUF_MIXES
+    ]
+    if mixes:  # a file type names a mix of tensor types whose bytes depend on the model's shapes
+        formula += f" [{'; '.join(mixes)}, scaled to these params; a GGUF file gives exact bytes]"
+    return formula
 
 
 class StageParams(Frozen):
