@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from kvcalc import capacity, presets
+from kvcalc.cli import placement_options
 from kvcalc.cli.common import (
-    GPU_HELP,
     BatchOpt,
     BlockOpt,
     ExplainOpt,
@@ -32,7 +32,6 @@ from kvcalc.cli.common import (
     plot_option,
     plot_target,
     positive,
-    preset_names,
     print_json,
     single_command,
     tokens_option,
@@ -54,9 +53,7 @@ def fit(
         ),
     ] = None,
     batch: BatchOpt = 1,
-    gpu: Annotated[
-        str | None, typer.Option("--gpu", "-g", help=f"{GPU_HELP} Required unless --memory.", autocompletion=preset_names("gpus"))
-    ] = None,
+    gpu: placement_options.GpusOpt = None,
     memory: Annotated[
         str | None, typer.Option("--memory", help=f"GPU memory, overriding the preset's; required without --gpu: {SIZE_HELP}.")
     ] = None,
@@ -85,12 +82,24 @@ def fit(
     explain: ExplainOpt = False,
     units: UnitsOpt = "gib",
     plot: Annotated[str | None, plot_option("the max batch vs context, with --seq and --batch")] = None,
+    ram: placement_options.RamOpt = None,
+    fit_target: placement_options.FitTargetOpt = None,
+    fit_ctx: placement_options.FitCtxOpt = None,
+    n_gpu_layers: placement_options.NglOpt = None,
+    n_cpu_moe: placement_options.NCpuMoeOpt = None,
+    tensor_split: placement_options.TensorSplitOpt = None,
+    wired_limit: placement_options.WiredLimitOpt = None,
+    no_mmap: placement_options.NoMmapOpt = False,
 ) -> None:
     """How many sequences of --seq tokens fit per GPU, and how long a context fits for --batch.
 
     Needs --gpu or --memory (one of them is required): the memory to budget.
 
     Exit code 1 when the weights do not fit, or the batch does not fit at --seq (or at any context when --seq is not given); the shortfall is printed.
+
+    With --engine llamacpp, several --gpu or any placement option (--ram, -ngl, --n-cpu-moe, -ts, --fit-*, a Mac's GPU), or
+    a model that does not fit whole, it plans where llama.cpp puts each layer (its --fit): per GPU and in host RAM, the
+    llama-server flags, and exit code 1 only when the plan does not fit. See docs/placement.md.
     """
     decimal = decimal_units(units)
     plot_path = plot_target(plot)
@@ -102,22 +111,54 @@ def fit(
     )
     positive(max_seqs=max_seqs)
     weights_fmt = weights_format(spec, weight_dtype)
-    gpu_spec, budget = gpu_and_budget(spec, work, gpu, memory, weights_fmt, utilization, reserve, presets_dir)
+    gpus = gpu or []
+    gpu_spec, budget = gpu_and_budget(
+        spec, work, gpus[0] if gpus else None, memory, weights_fmt, utilization, reserve, presets_dir
+    )
     report = capacity.fit(spec, work, budget, max_seqs)
+    laid_out = None
+    gpu_specs = placement_options.load_gpus(gpus, presets_dir)
+    asked = placement_options.wants_plan(
+        gpus, ram, fit_target, fit_ctx, n_gpu_layers, n_cpu_moe, tensor_split, wired_limit, no_mmap
+    )
+    metal = any(g.backend == "metal" for g in gpu_specs)
+    if asked or (engine == "llamacpp" and gpu_specs and (metal or not report.fits)):
+        _, laid_out = placement_options.plan(
+            spec,
+            work,
+            weights_fmt,
+            gpu_specs,
+            seq,
+            ram,
+            fit_target,
+            fit_ctx,
+            n_gpu_layers,
+            n_cpu_moe,
+            tensor_split,
+            wired_limit,
+            no_mmap,
+        )
     if json_out:
         from kvcalc import documents
 
-        print_json(documents.FitDocument(**report.model_dump(), model=spec.name, gpu=gpu_label(gpu_spec, memory)))
+        print_json(
+            documents.FitDocument(**report.model_dump(), model=spec.name, gpu=gpu_label(gpu_spec, memory), placement=laid_out)
+        )
     else:
         from kvcalc import render
 
         render.fit_tables(report, spec.name, gpu_label(gpu_spec, memory), decimal, explain)
+        if laid_out is not None:
+            render.placement_table(laid_out, decimal, explain)
     if plot_path is not None:
         from kvcalc import plots
 
         dtype = (work.kv_dtype or spec.dtype).value
         write_plot(plots.fit_chart(report, spec.name, dtype, gpu_label(gpu_spec, memory)), plot_path, json_out)
-    if not (report.fits if seq is not None else report.max_context > 0):
+    if laid_out is not None:
+        if not laid_out.fits:
+            raise typer.Exit(DoesNotFit.exit_code)
+    elif not (report.fits if seq is not None else report.max_context > 0):
         raise typer.Exit(DoesNotFit.exit_code)
 
 

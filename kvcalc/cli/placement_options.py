@@ -1,0 +1,170 @@
+"""The llama.cpp placement options `fit` and `decode` share (--ram, --fit-target, -ngl, --n-cpu-moe,
+-ts, --wired-limit, --ram-bandwidth), each defined once, and the call that turns them into a plan."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+import typer
+
+from kvcalc import placement, presets
+from kvcalc.cli.common import size_option
+from kvcalc.errors import InvalidInput
+from kvcalc.spec import GpuSpec, ModelSpec, Workload
+from kvcalc.units import SIZE_HELP, MiB
+from kvcalc.weights import WeightFormat
+
+GpusOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--gpu",
+        "-g",
+        help="GPU preset, a name as nvidia-smi prints it, a GPU YAML file, or auto (this machine's). Repeat it for"
+        " a llama.cpp split over several GPUs, in device order (--gpu rtx3090 --gpu rtx3060).",
+    ),
+]
+RamOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ram", help=f"llamacpp: host memory free for the model, checked by the plan (llama.cpp does not): {SIZE_HELP}."
+    ),
+]
+FitTargetOpt = Annotated[
+    str | None,
+    typer.Option("--fit-target", help="llamacpp: MiB to leave free on each GPU, one value or one per --gpu (default 1024)."),
+]
+FitCtxOpt = Annotated[
+    int | None,
+    typer.Option("--fit-ctx", help="llamacpp: the smallest context the plan reduces to when --seq is unset (default 4096)."),
+]
+NglOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--n-gpu-layers", "-ngl", help="llamacpp: layers on the GPUs, the output layer counted first (default: planned)."
+    ),
+]
+NCpuMoeOpt = Annotated[
+    int | None, typer.Option("--n-cpu-moe", help="llamacpp: keep the routed experts of the first N layers on the CPU.")
+]
+TensorSplitOpt = Annotated[
+    str | None,
+    typer.Option("--tensor-split", "-ts", help="llamacpp: share of the layers per --gpu, e.g. 3,1 (default: planned)."),
+]
+WiredLimitOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--wired-limit",
+        help="Apple: the GPU working set (sysctl iogpu.wired_limit_mb, in MiB); default 2/3 of RAM up to 32 GiB, 3/4 above.",
+    ),
+]
+NoMmapOpt = Annotated[bool, typer.Option("--no-mmap", help="llamacpp: weights left on the CPU are loaded, not mapped.")]
+RamBandwidthOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ram-bandwidth",
+        help="Host memory bandwidth for layers and experts on the CPU: 80GB/s, or DDR channels as ddr5-6000x2"
+        " (MT/s * 8 B * channels); default: a Mac's own bandwidth, else required when the plan leaves weights on the CPU.",
+    ),
+]
+DDR = re.compile(r"^(?:l?p?ddr\d[x]?)-(\d+)x(\d+)$", re.IGNORECASE)
+
+
+def ram_bandwidth(text: str) -> int:
+    """--ram-bandwidth: bytes/s from `80GB/s` or a DDR setup `ddr5-6000x2` (6000 MT/s * 8 B per 64-bit
+    channel * 2 channels = 96 GB/s, the JEDEC peak).
+
+    >>> ram_bandwidth("ddr5-6000x2"), ram_bandwidth("80GB/s")
+    (96000000000, 80000000000)
+    """
+    ddr = DDR.match(text.strip())
+    if ddr:
+        return int(ddr.group(1)) * 10**6 * 8 * int(ddr.group(2))
+    rate = text.strip().removesuffix("/s")
+    if rate == text.strip():
+        raise InvalidInput(f"--ram-bandwidth {text!r}: give a rate such as 80GB/s, or DDR channels such as ddr5-6000x2")
+    return size_option("ram-bandwidth", rate)
+
+
+def _split(text: str) -> list[float]:
+    try:
+        shares = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise InvalidInput(f"--tensor-split {text!r}: give numbers separated by commas, e.g. 3,1") from None
+    if any(s < 0 or s != s for s in shares) or not sum(shares):
+        raise InvalidInput(f"--tensor-split {text!r}: shares are 0 or more, not all 0")
+    return shares
+
+
+def _margins(text: str | None, devices: int) -> list[int]:
+    if text is None:
+        return [placement.DEFAULT_FIT_TARGET] * devices
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise InvalidInput(f"--fit-target {text!r}: MiB as whole numbers, one or one per --gpu") from None
+    if len(values) not in (1, devices) or any(v < 0 for v in values):
+        raise InvalidInput(f"--fit-target {text!r}: one value of 0 or more MiB, or one per --gpu ({devices})")
+    return [v * MiB for v in (values * devices if len(values) == 1 else values)]
+
+
+def wants_plan(gpus: list[str], *given: object) -> bool:
+    """Whether the user asked for a placement: several GPUs or any placement option."""
+    return len(gpus) > 1 or any(value not in (None, False) for value in given)
+
+
+def load_gpus(gpus: list[str] | None, extra: list[str] | None) -> list[GpuSpec]:
+    """The --gpu presets, in device order."""
+    return [presets.load_gpu(name, extra) for name in gpus or []]
+
+
+def plan(
+    model: ModelSpec, workload: Workload, fmt: WeightFormat, gpus: list[GpuSpec], seq: int | None, ram: str | None,
+    fit_target: str | None, fit_ctx: int | None, ngl: int | None, n_cpu_moe: int | None, tensor_split: str | None,
+    wired_limit: str | None, no_mmap: bool,
+) -> tuple[list[placement.PlacementDevice], placement.Placement]:  # fmt: skip
+    """The placement the options ask for (kvcalc.placement.plan)."""
+    if workload.engine.name != "llamacpp":
+        raise InvalidInput(
+            "several --gpu, --ram, -ngl, --n-cpu-moe, -ts and --fit-* plan a llama.cpp placement: add --engine llamacpp"
+        )
+    if not gpus:
+        raise InvalidInput("a placement needs at least one --gpu")
+    if fit_ctx is not None and fit_ctx < 1:
+        raise InvalidInput(f"--fit-ctx must be a positive number of tokens, got {fit_ctx}")
+    wired = size_option("wired-limit", f"{wired_limit}MiB") if wired_limit is not None and wired_limit.isdigit() else None
+    if wired_limit is not None and wired is None:
+        raise InvalidInput(f"--wired-limit {wired_limit!r}: MiB as a whole number, as sysctl iogpu.wired_limit_mb takes it")
+    margins = _margins(fit_target, len(gpus))
+    devices = [placement.placement_device(g, m, wired) for g, m in zip(gpus, margins, strict=True)]
+    ram_bytes = size_option("ram", ram) if ram is not None else None
+    if ram_bytes is None and any(d.unified for d in devices):
+        ram_bytes = gpus[0].memory_bytes  # a Mac's RAM holds the host's share and the GPU's
+    request = placement.PlacementRequest(
+        ctx_size=seq, fit_ctx=fit_ctx or placement.DEFAULT_FIT_CTX, n_gpu_layers=ngl, n_cpu_moe=n_cpu_moe,
+        tensor_split=_split(tensor_split) if tensor_split is not None else None, ram_bytes=ram_bytes, mmap=not no_mmap,
+    )  # fmt: skip
+    if request.tensor_split is not None and len(request.tensor_split) != len(devices):
+        raise InvalidInput(f"--tensor-split gives {len(request.tensor_split)} shares for {len(devices)} --gpu: give one per GPU")
+    return devices, placement.plan(model, workload, fmt, devices, request)
+
+
+def split_speed(
+    model: ModelSpec, workload: Workload, fmt: WeightFormat, laid_out: placement.Placement,
+    devices: list[placement.PlacementDevice], gpus: list[GpuSpec], bandwidth: str | None,
+) -> placement.SplitDecode:  # fmt: skip
+    """The decode speed of `laid_out` (kvcalc.placement.split_decode), the host's bandwidth from
+    --ram-bandwidth (a Mac: its own memory's)."""
+    from kvcalc.engines import profile
+
+    if bandwidth is not None:
+        ram = ram_bandwidth(bandwidth)
+    elif devices[0].unified:
+        ram = gpus[0].bandwidth_bytes_per_s
+    elif laid_out.host.weights_bytes > laid_out.host.output_bytes and (
+        laid_out.n_gpu_layers <= model.layers or laid_out.n_cpu_moe
+    ):
+        raise InvalidInput("the placement leaves weights on the CPU: give --ram-bandwidth (80GB/s, or ddr5-6000x2)")
+    else:
+        ram = 1  # nothing but the input table's rows is read on the host
+    return placement.split_decode(model, workload, fmt, laid_out, devices, ram, profile(workload.engine).decode_profile(gpus[0]))
