@@ -1,0 +1,205 @@
+"""llama.cpp placements (kvcalc.placement): exact bytes from a GGUF, the fit's invariants, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kvcalc import placement, presets
+from kvcalc.sources.gguf_model import model_from_gguf
+from kvcalc.spec import Engine, Workload
+from kvcalc.units import GiB, MiB
+from kvcalc.weights import weight_format
+
+GGUF = Path(__file__).parent / "fixtures" / "gguf" / "Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf"
+LLAMACPP = Engine(name="llamacpp")
+
+
+def _device(name: str, free: int, bandwidth: int = 360 * 10**9) -> placement.PlacementDevice:
+    return placement.PlacementDevice(
+        name=name, free_bytes=free, margin_bytes=placement.DEFAULT_FIT_TARGET, bandwidth_bytes_per_s=bandwidth
+    )
+
+
+def test_gguf_buffers_are_llamacpps_own() -> None:
+    """Full offload of bartowski's Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf: llama.cpp prints `CUDA0 model
+    buffer size = 4403.49 MiB` and `CPU_Mapped model buffer size = 281.81 MiB` for this file (its 32
+    blocks + output on the GPU, token_embd on the host); with flash attention `CUDA0 compute buffer size
+    = 258.50 MiB` = 4 B * 512 * (128256 + 4096) and `CUDA_Host compute buffer size = 24.01 MiB`."""
+    model = model_from_gguf(GGUF)
+    work = Workload(seq=8192, engine=LLAMACPP)
+    plan = placement.plan(
+        model, work, weight_format(model), [_device("gpu", 24 * GiB)], placement.PlacementRequest(ctx_size=8192)
+    )
+    gpu, host = plan.devices[0], plan.host
+    assert (plan.n_gpu_layers, plan.fits) == (33, True)
+    assert round(gpu.weights_bytes / MiB, 2) == 4403.49
+    assert round((host.weights_bytes) / MiB, 2) == 281.81
+    assert gpu.kv_bytes == 1024 * MiB
+    assert gpu.compute_bytes == 258.5 * MiB and round(host.compute_bytes / MiB) == 24
+    assert "load_tensors: offloaded 33/33 layers to GPU" in plan.log_lines
+    assert plan.command == "llama-server -c 8192 -ngl 33"
+
+
+def test_context_reduced_when_unset_as_fit_cpp_interpolates() -> None:
+    model = model_from_gguf(GGUF)
+    work = Workload(seq=8192, engine=LLAMACPP)
+    plan = placement.plan(model, work, weight_format(model), [_device("gpu", 12 * GiB)], placement.PlacementRequest())
+    assert plan.n_gpu_layers == 33 and plan.fits
+    assert plan.ctx_size % 256 == 0 and placement.DEFAULT_FIT_CTX <= plan.ctx_size < 131072
+    assert any("context reduced from 131,072" in step for step in plan.steps)
+
+
+def test_dense_layers_fill_back_to_front_and_the_rest_runs_on_the_cpu() -> None:
+    model = model_from_gguf(GGUF)
+    work = Workload(seq=131072, engine=LLAMACPP)
+    plan = placement.plan(
+        model, work, weight_format(model), [_device("gpu", 12 * GiB)], placement.PlacementRequest(ctx_size=131072)
+    )
+    assert 0 < plan.n_gpu_layers < 33
+    assert plan.devices[0].first_layer == 33 - plan.n_gpu_layers  # the last layers and the output layer
+    assert plan.host.kv_bytes > 0 and plan.devices[0].fits
+
+
+def test_moe_experts_go_to_the_cpu_first() -> None:
+    model = presets.load_model("qwen3-30b-a3b")
+    work = Workload(seq=32768, engine=LLAMACPP)
+    plan = placement.plan(
+        model, work, weight_format(model), [_device("gpu", 12 * GiB)], placement.PlacementRequest(ctx_size=32768)
+    )
+    assert plan.n_gpu_layers == model.layers + 1  # every layer's attention stays on the GPU
+    assert 0 < plan.n_cpu_moe < model.layers and f"--n-cpu-moe {plan.n_cpu_moe}" in plan.command
+    assert plan.overrides and plan.overrides[0].endswith("exps=CPU")
+
+
+def test_working_set_of_a_mac() -> None:
+    assert placement.working_set_bytes(64 * GiB) == 48 * GiB
+    assert placement.working_set_bytes(128 * GiB, 112 * GiB) == 112 * GiB
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    free=st.lists(st.integers(min_value=2, max_value=48), min_size=1, max_size=3),
+    extra=st.integers(min_value=1, max_value=8),
+    moe=st.booleans(),
+)
+def test_fit_invariants(free: list[int], extra: int, moe: bool) -> None:
+    """No device over its free memory less the margin; more memory never gives fewer GPU layers."""
+    model = presets.load_model("qwen3-30b-a3b" if moe else "llama3-8b")
+    work = Workload(seq=16384, engine=LLAMACPP)
+    fmt = weight_format(model)
+    request = placement.PlacementRequest(ctx_size=16384, ram_bytes=512 * GiB)
+    devices = [_device(f"gpu{i}", f * GiB) for i, f in enumerate(free)]
+    plan = placement.plan(model, work, fmt, devices, request)
+    if plan.n_gpu_layers:
+        assert all(d.total_bytes <= d.target_bytes for d in plan.devices)
+    assert plan.host.fits == (plan.host.total_bytes <= 512 * GiB)
+    more = placement.plan(model, work, fmt, [_device(d.name, d.free_bytes + extra * GiB) for d in devices], request)
+    assert more.n_gpu_layers >= plan.n_gpu_layers
+    assert sum(more.tensor_split) == more.n_gpu_layers
+
+
+def test_split_speed_is_slower_with_layers_on_the_cpu() -> None:
+    model = model_from_gguf(GGUF)
+    work = Workload(seq=4096, engine=LLAMACPP)
+    fmt = weight_format(model)
+    devices = [_device("gpu", 24 * GiB)]
+    from kvcalc.decode_profiles import CUDA_GRAPHS
+
+    speeds = []
+    for ngl in (33, 20, 0):
+        plan = placement.plan(model, work, fmt, devices, placement.PlacementRequest(ctx_size=4096, n_gpu_layers=ngl))
+        speeds.append(placement.split_decode(model, work, fmt, plan, devices, 80 * 10**9, CUDA_GRAPHS).tokens_per_s)
+    assert speeds[0] > speeds[1] > speeds[2]
+
+
+def test_fit_json_places_two_gpus(cli) -> None:
+    doc = cli.json(
+        "fit",
+        "--model",
+        str(GGUF),
+        "--gpu",
+        "rtx3090",
+        "--gpu",
+        "rtx3060",
+        "--engine",
+        "llamacpp",
+        "--seq",
+        "131072",
+        "--ram",
+        "64GiB",
+    )
+    plan = doc["placement"]
+    assert plan["n_gpu_layers"] == sum(plan["tensor_split"]) and len(plan["devices"]) == 2
+    assert plan["host"]["ram_bytes"] == 64 * GiB and "-ts" in plan["command"]
+    assert all(d["total_bytes"] <= d["free_bytes"] - 1024 * MiB for d in plan["devices"])
+
+
+def test_fit_table_shows_the_plan(cli) -> None:
+    result = cli("fit", "--model", "llama3-8b", "--gpu", "rtx3060", "--engine", "llamacpp", "--seq", "8192", "-ngl", "20")
+    assert result.exit_code == 0, result.output
+    assert "llama.cpp placement: -ngl 20" in result.stdout and "offloaded 20/33 layers to GPU" in result.stdout
+
+
+def test_fit_exit_1_when_host_ram_is_short(cli) -> None:
+    result = cli("fit", "--model", "llama3-8b", "--gpu", "rtx3060", "--engine", "llamacpp", "--seq", "8192", "--ram", "1GiB")
+    assert result.exit_code == 1, result.output
+
+
+def test_decode_speed_of_a_split(cli) -> None:
+    doc = cli.json(
+        "decode", "--model", "llama3-8b", "--gpu", "rtx3060", "--engine", "llamacpp", "--seq", "4096", "-ngl", "20",
+        "--ram-bandwidth", "ddr5-6000x2",
+    )  # fmt: skip
+    split = doc["split"]
+    assert split["host_seconds"] > 0 and 0 < split["tokens_per_s"] < doc["decode"]["tokens_per_s"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["fit", "--model", "llama3-8b", "--gpu", "rtx3090", "--gpu", "rtx3060"], "add --engine llamacpp"),
+        (
+            ["fit", "--model", "llama3-8b", "--gpu", "rtx3090", "--gpu", "rtx3060", "--engine", "llamacpp", "-ts", "1"],
+            "one per GPU",
+        ),
+        (
+            ["fit", "--model", "llama3-8b", "--gpu", "rtx3090", "--engine", "llamacpp", "-ts", "a,b"],
+            "numbers separated by commas",
+        ),
+        (["fit", "--model", "llama3-8b", "--gpu", "rtx3090", "--engine", "llamacpp", "--fit-target", "x"], "--fit-target"),
+        (["fit", "--model", "llama3-8b", "--gpu", "rtx3090", "--engine", "llamacpp", "--n-cpu-moe", "2"], "has none"),
+        (["decode", "--model", "llama3-8b", "--gpu", "rtx3060", "--engine", "llamacpp", "-ngl", "10"], "--ram-bandwidth"),
+        (
+            [
+                "decode",
+                "--model",
+                "llama3-8b",
+                "--gpu",
+                "rtx3060",
+                "--engine",
+                "llamacpp",
+                "-ngl",
+                "10",
+                "--ram-bandwidth",
+                "fast",
+            ],
+            "--ram-bandwidth",
+        ),
+    ],
+)
+def test_bad_placement_input_is_one_line_and_exit_2(cli, args: list[str], expected: str) -> None:
+    result = cli(*args)
+    assert result.exit_code == 2, result.output
+    assert expected in result.stderr and "Traceback" not in result.output
+
+
+def test_placement_document_round_trips(cli) -> None:
+    doc = cli.json("fit", "--model", "llama3-8b", "--gpu", "rtx3060", "--engine", "llamacpp", "--seq", "8192", "-ngl", "10")
+    from kvcalc.documents import FitDocument
+
+    assert json.loads(FitDocument.model_validate(doc).model_dump_json()) == doc
