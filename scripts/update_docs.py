@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", ROOT / "docs" / "engines.md"]
+DOCS = [ROOT / "README.md", ROOT / "docs" / "engines.md", ROOT / "docs" / "placement.md"]
 # Hub repo ids in the examples read a fixture cache, offline, whatever the writer's own cache holds.
 HUB_FIXTURE = {"HF_HUB_CACHE": "tests/fixtures/hf-cache", "HF_HUB_OFFLINE": "1"}
 BLOCK = re.compile(r"```\n\$ (kvcalc [^\n]*)\n(.*?)```", re.DOTALL)
