@@ -19,7 +19,7 @@ from kvcalc.compare import Comparison
 from kvcalc.errors import KvcalcError
 from kvcalc.kvcache import KvEstimate, estimate_kv
 from kvcalc.latency import DecodeEstimate, PrefillEstimate
-from kvcalc.placement import Placement, SplitDecode
+from kvcalc.placement import Placement, SpeedStep, SplitDecode
 from kvcalc.presets import DescribedPreset, PresetEntry, PresetListing, PresetProblem
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
 from kvcalc.units import DType
@@ -63,6 +63,7 @@ class FitDocument(FitReport):
     model: str
     gpu: str
     placement: Placement | None = None  # llama.cpp's placement across GPUs and host RAM, when one was planned
+    speed_steps: list[SpeedStep] | None = None  # tokens/s at each -ngl or --n-cpu-moe step (with --ram-bandwidth)
 
 
 class DecodeDocument(Document):

@@ -56,6 +56,8 @@ class PlacementRequest(Frozen):
     ram_bytes: int | None = None  # host memory free for the model (llama.cpp never checks it)
     ram_bandwidth_bytes_per_s: int | None = None
     mmap: bool = True  # --no-mmap: False
+    resident_bytes: int = 0  # what else the first GPU holds: a projector (--mmproj), a draft model (--model-draft)
+    resident_explain: list[str] = []
 
 
 class DevicePlan(Frozen):
@@ -67,6 +69,7 @@ class DevicePlan(Frozen):
     weights_bytes: int
     kv_bytes: int
     compute_bytes: int
+    resident_bytes: int  # a projector or draft model beside the layers (the first GPU)
     total_bytes: int
     free_bytes: int
     target_bytes: int  # free less the margin: what the plan may use
@@ -172,7 +175,7 @@ def _unit_bytes(layout: _Layout, unit: int, experts_on_host: bool) -> int:
     return w.layers[unit] + (0 if experts_on_host else w.experts[unit]) + layout.kv[unit]
 
 
-def _pack(model: ModelSpec, layout: _Layout, devices: list[PlacementDevice], n_cpu_moe: int) -> list[int]:
+def _pack(model: ModelSpec, layout: _Layout, devices: list[PlacementDevice], n_cpu_moe: int, resident: int) -> list[int]:
     """Layers per device, filled back to front (fit.cpp step 3): the last device takes the output
     layer and as many layers before it as stay within its target, then the device before it, and so
     on; what is left runs on the CPU."""
@@ -182,6 +185,7 @@ def _pack(model: ModelSpec, layout: _Layout, devices: list[PlacementDevice], n_c
     for d in reversed(range(len(devices))):
         device = devices[d]
         used = compute_buffer_bytes(model, layout.ctx, layout.ubatch, layout.flash_attn, unit == units - 1)
+        used += resident if d == 0 else 0
         target = device.free_bytes - device.margin_bytes
         while unit >= 0 and used + _unit_bytes(layout, unit, unit < n_cpu_moe) <= target:
             used += _unit_bytes(layout, unit, unit < n_cpu_moe)
@@ -220,18 +224,19 @@ def _evaluate(
     start = units - ngl
     w = layout.weights
     plans, first = [], start
-    for device, count in zip(devices, counts, strict=True):
+    for d, (device, count) in enumerate(zip(devices, counts, strict=True)):
         held = range(first, first + count)
         holds_output = units - 1 in held
         weights_ = sum(w.output if u == units - 1 else w.layers[u] + (0 if u < n_cpu_moe else w.experts[u]) for u in held)
         kv = sum(layout.kv[u] for u in held if u < units - 1)
         compute = compute_buffer_bytes(model, layout.ctx, layout.ubatch, layout.flash_attn, holds_output) if count else 0
-        total = weights_ + kv + compute
+        resident = request.resident_bytes if d == 0 else 0
+        total = weights_ + kv + compute + resident
         target = device.free_bytes - device.margin_bytes
         plans.append(
             DevicePlan(
                 name=device.name, first_layer=first, layers=count, weights_bytes=weights_, kv_bytes=kv, compute_bytes=compute,
-                total_bytes=total, free_bytes=device.free_bytes, target_bytes=target, fits=total <= target,
+                resident_bytes=resident, total_bytes=total, free_bytes=device.free_bytes, target_bytes=target, fits=total <= target,
             )
         )  # fmt: skip
         first += count
@@ -336,22 +341,24 @@ def plan(
             counts = _default_split(model, devices, units, request.tensor_split)
             plans, host = _evaluate(model, workload, layout, devices, request, counts, 0)
         if not all(p.fits for p in plans):
-            counts, n_cpu_moe = _fill(model, layout, devices, steps)
+            counts, n_cpu_moe = _fill(model, layout, devices, request.resident_bytes, steps)
             plans, host = _evaluate(model, workload, layout, devices, request, counts, n_cpu_moe)
     return _placement(model, workload, layout, devices, request, counts, n_cpu_moe, plans, host, steps)
 
 
-def _fill(model: ModelSpec, layout: _Layout, devices: list[PlacementDevice], steps: list[str]) -> tuple[list[int], int]:
+def _fill(
+    model: ModelSpec, layout: _Layout, devices: list[PlacementDevice], resident: int, steps: list[str]
+) -> tuple[list[int], int]:
     """fit.cpp steps 3-4: dense layers back to front; a MoE first with every routed expert on the
     CPU, then the fewest layers' experts left there (--n-cpu-moe) that still fit every device."""
     units = model.layers + 1
     if model.moe is None:
-        counts = _pack(model, layout, devices, 0)
+        counts = _pack(model, layout, devices, 0, resident)
         steps.append(
             f"layers filled back to front, the output layer first: {sum(counts)}/{units} offloaded ({FIT_SOURCE} step 3)"
         )
         return counts, 0
-    counts = _pack(model, layout, devices, model.layers)
+    counts = _pack(model, layout, devices, model.layers, resident)
     steps.append(
         f"every routed expert on the CPU, layers filled back to front: {sum(counts)}/{units} offloaded ({FIT_SOURCE} step 3)"
     )
@@ -360,14 +367,14 @@ def _fill(model: ModelSpec, layout: _Layout, devices: list[PlacementDevice], ste
     low, high = 0, model.layers  # high always fits: the fewest layers whose experts stay on the CPU
     while low < high:
         middle = (low + high) // 2
-        if sum(_pack(model, layout, devices, middle)) == units:
+        if sum(_pack(model, layout, devices, middle, resident)) == units:
             high = middle
         else:
             low = middle + 1
     steps.append(
         f"experts brought back while every device fits: those of the first {high} layers stay on the CPU (--n-cpu-moe {high}; {FIT_SOURCE} step 4)"
     )
-    return _pack(model, layout, devices, high), high
+    return _pack(model, layout, devices, high, resident), high
 
 
 def _placement(
@@ -426,12 +433,13 @@ def _placement(
         f" 2 * n_ff + n_embd{'' if layout.flash_attn else ', n_ctx * n_head + 2 * n_embd (no flash attention)'})",
         f"host compute buffer: as a device's when layers or experts run on the CPU, else 4 B * n_ubatch * 3 * n_embd;"
         f" output buffer 4 B * n_vocab * {workload.batch} sequences",
+        *request.resident_explain,
         *steps,
     ]
     for p in plans:
         explain.append(
             f"{p.name}: {p.layers} layers from {p.first_layer}: weights {p.weights_bytes:,} + KV {p.kv_bytes:,} + compute"
-            f" {p.compute_bytes:,} = {p.total_bytes:,} B ({format_bytes(p.total_bytes)}) vs free {p.free_bytes:,} - margin"
+            f" {p.compute_bytes:,}{f' + residents {p.resident_bytes:,}' if p.resident_bytes else ''} = {p.total_bytes:,} B ({format_bytes(p.total_bytes)}) vs free {p.free_bytes:,} - margin"
             f" {p.free_bytes - p.target_bytes:,} = {p.target_bytes:,} B: {'fits' if p.fits else 'does NOT fit'}"
         )
     ram = (
@@ -537,3 +545,38 @@ def split_decode(
         expected_seconds=expected, tokens_per_s=workload.batch / expected, roofline_tokens_per_s=workload.batch / roofline_s,
         explain=explain,
     )  # fmt: skip
+
+
+class SpeedStep(Frozen):
+    """One step of the trade between what sits on the GPUs and speed: the flags, whether every device and
+    the host fit, and the expected decode speed."""
+
+    n_gpu_layers: int
+    n_cpu_moe: int
+    fits: bool
+    tokens_per_s: float
+
+
+def speed_steps(
+    model: ModelSpec, workload: Workload, fmt: WeightFormat, devices: list[PlacementDevice], request: PlacementRequest,
+    ram_bandwidth_bytes_per_s: int, profile: DecodeProfile, step: int = 4,
+) -> list[SpeedStep]:  # fmt: skip
+    """Tokens/s at each `step` of --n-cpu-moe (a MoE: all layers on the GPUs, the first N layers' experts
+    on the CPU) or of -ngl (dense), at the request's context, so the cost of each layer left on the CPU shows."""
+    units = model.layers + 1
+    moe = model.moe is not None
+    counts = sorted({*range(0, model.layers + 1, step), model.layers} if moe else {*range(units, -1, -step), 0})
+    steps = []
+    for n in counts:
+        fixed = request.model_copy(update={"n_gpu_layers": units if moe else n, "n_cpu_moe": n if moe else None})
+        laid_out = plan(model, workload, fmt, devices, fixed)
+        speed = split_decode(model, workload, fmt, laid_out, devices, ram_bandwidth_bytes_per_s, profile)
+        steps.append(
+            SpeedStep(
+                n_gpu_layers=laid_out.n_gpu_layers,
+                n_cpu_moe=laid_out.n_cpu_moe,
+                fits=laid_out.fits,
+                tokens_per_s=speed.tokens_per_s,
+            )
+        )
+    return steps

@@ -679,3 +679,11 @@ def split_decode_table(split: Any, gpus: list[str], explain: bool) -> None:
     console.print(table)
     if explain:
         _explain(split.explain)
+
+
+def speed_steps_table(steps: list[Any]) -> None:
+    """Tokens/s at each -ngl or --n-cpu-moe step of a placement (kvcalc.placement.SpeedStep)."""
+    table = _table("Speed by placement (expected decode, batch as given)", "-ngl", "--n-cpu-moe", "fits", "tokens/s")
+    for s in steps:
+        table.add_row(str(s.n_gpu_layers), str(s.n_cpu_moe), "yes" if s.fits else "[red]no[/]", f"{s.tokens_per_s:,.1f}")
+    console.print(table)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -203,3 +204,51 @@ def test_placement_document_round_trips(cli) -> None:
     from kvcalc.documents import FitDocument
 
     assert json.loads(FitDocument.model_validate(doc).model_dump_json()) == doc
+
+
+CASES = yaml.safe_load((Path(__file__).parent / "fixtures" / "placement" / "compute_buffers.yaml").read_text())
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c['model']}-{c['mib']}")
+def test_published_compute_buffers(case: dict) -> None:
+    """Every published case is scored; a miss stays documented (its `miss` says why) instead of fitted away."""
+    model = presets.load_model(case["model"])
+    predicted = placement.compute_buffer_bytes(model, case["ctx"], case["ubatch"], case["flash_attn"], case["holds_output"]) / MiB
+    error = abs(predicted / case["mib"] - 1)
+    if "miss" in case:
+        assert error > 0.05 and f"{case['mib']:.2f} MiB" in DOCS
+    else:
+        assert error < 0.01, f"{case['url']}: {predicted:.2f} vs {case['mib']} MiB"
+        assert f"{case['mib']:.2f} MiB" in DOCS
+
+
+DOCS = (Path(__file__).parents[1] / "docs" / "placement.md").read_text()
+
+
+def test_projector_and_draft_take_room_on_the_first_gpu(cli, tmp_path: Path) -> None:
+    from .gguf_writer import write_gguf
+
+    projector = write_gguf(
+        tmp_path / "mmproj.gguf", {"general.architecture": "clip"}, [("v.patch_embd.weight", (1024, 1024), "f16")]
+    )
+    base = ["fit", "--model", "llama3-8b", "--gpu", "rtx3090", "--engine", "llamacpp", "--seq", "8192", "--weight-dtype", "q4_0"]
+    alone = cli.json(*base, "-ngl", "33")["placement"]["devices"][0]
+    with_projector = cli.json(*base, "--mmproj", str(projector))["placement"]["devices"][0]
+    assert with_projector["resident_bytes"] == 1024 * 1024 * 2
+    assert with_projector["total_bytes"] == alone["total_bytes"] + 1024 * 1024 * 2
+    drafted = cli.json(*base, "--model-draft", "qwen3-0.6b")["placement"]["devices"][0]
+    assert drafted["resident_bytes"] > 1024**3  # 0.6B bf16 weights and an 8K cache
+    result = cli(*base, "--mmproj", str(tmp_path / "missing.gguf"))
+    assert result.exit_code == 2 and "--mmproj" in result.stderr
+
+
+def test_speed_steps_trade_experts_on_the_cpu_for_speed(cli) -> None:
+    doc = cli.json(
+        "fit", "--model", "qwen3-30b-a3b", "--gpu", "rtx3060", "--engine", "llamacpp", "--seq", "32768", "--ram", "64GiB",
+        "--ram-bandwidth", "ddr5-6000x2",
+    )  # fmt: skip
+    steps = doc["speed_steps"]
+    speeds = [s["tokens_per_s"] for s in steps]
+    assert [s["n_cpu_moe"] for s in steps] == sorted(s["n_cpu_moe"] for s in steps)
+    assert speeds == sorted(speeds, reverse=True)  # every layer's experts moved to the CPU costs speed
+    assert any(s["fits"] for s in steps) and not steps[0]["fits"]

@@ -67,8 +67,7 @@ def decode(
 ) -> None:
     """Time per output token at --batch and --seq: the roofline (bandwidth vs compute) and the expected time engines reach (the --engine's decode profile), tokens/s, and prefill time.
 
-    With --engine llamacpp and several --gpu, -ngl, --n-cpu-moe or -ts (else the plan `fit` makes), it also predicts the
-    speed of that split: each device's bytes per token over its bandwidth, the CPU's over --ram-bandwidth, and the hops.
+    With --engine llamacpp and several --gpu, -ngl, --n-cpu-moe or -ts, it also plans the placement (as `fit` does, keeping what you fixed) and predicts the speed of that split: each device's bytes per token over its bandwidth, the CPU's over --ram-bandwidth, and the hops.
     """
     decimal = decimal_units(units)
     spec = presets.load_model(model, presets_dir)
@@ -92,7 +91,7 @@ def decode(
     first = latency.prefill(spec, work, gpu_spec, weights_fmt, 1.0 if efficiency is None else efficiency)
     laid_out = split = None
     if placement_options.wants_plan(gpu, n_gpu_layers, n_cpu_moe, tensor_split, ram_bandwidth, fit_target, wired_limit):
-        devices, laid_out = placement_options.plan(
+        devices, _, laid_out = placement_options.plan(
             spec,
             work,
             weights_fmt,

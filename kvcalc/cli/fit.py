@@ -90,6 +90,9 @@ def fit(
     tensor_split: placement_options.TensorSplitOpt = None,
     wired_limit: placement_options.WiredLimitOpt = None,
     no_mmap: placement_options.NoMmapOpt = False,
+    mmproj: placement_options.MmprojOpt = None,
+    model_draft: placement_options.DraftOpt = None,
+    ram_bandwidth: placement_options.RamBandwidthOpt = None,
 ) -> None:
     """How many sequences of --seq tokens fit per GPU, and how long a context fits for --batch.
 
@@ -97,9 +100,7 @@ def fit(
 
     Exit code 1 when the weights do not fit, or the batch does not fit at --seq (or at any context when --seq is not given); the shortfall is printed.
 
-    With --engine llamacpp, several --gpu or any placement option (--ram, -ngl, --n-cpu-moe, -ts, --fit-*, a Mac's GPU), or
-    a model that does not fit whole, it plans where llama.cpp puts each layer (its --fit): per GPU and in host RAM, the
-    llama-server flags, and exit code 1 only when the plan does not fit. See docs/placement.md.
+    With --engine llamacpp, several --gpu or any placement option (--ram, -ngl, --n-cpu-moe, -ts, --fit-*, a Mac's GPU), or a model that does not fit whole, it plans where llama.cpp puts each layer (its --fit): per GPU and in host RAM, the llama-server flags, and exit code 1 only when the plan does not fit. See docs/placement.md.
     """
     decimal = decimal_units(units)
     plot_path = plot_target(plot)
@@ -116,33 +117,37 @@ def fit(
         spec, work, gpus[0] if gpus else None, memory, weights_fmt, utilization, reserve, presets_dir
     )
     report = capacity.fit(spec, work, budget, max_seqs)
-    laid_out = None
+    laid_out, steps = None, None
     gpu_specs = placement_options.load_gpus(gpus, presets_dir)
     asked = placement_options.wants_plan(
-        gpus, ram, fit_target, fit_ctx, n_gpu_layers, n_cpu_moe, tensor_split, wired_limit, no_mmap
+        gpus,
+        ram,
+        fit_target,
+        fit_ctx,
+        n_gpu_layers,
+        n_cpu_moe,
+        tensor_split,
+        wired_limit,
+        no_mmap,
+        mmproj,
+        model_draft,
+        ram_bandwidth,
     )
     metal = any(g.backend == "metal" for g in gpu_specs)
     if asked or (engine == "llamacpp" and gpu_specs and (metal or not report.fits)):
-        _, laid_out = placement_options.plan(
-            spec,
-            work,
-            weights_fmt,
-            gpu_specs,
-            seq,
-            ram,
-            fit_target,
-            fit_ctx,
-            n_gpu_layers,
-            n_cpu_moe,
-            tensor_split,
-            wired_limit,
-            no_mmap,
-        )
+        devices, request, laid_out = placement_options.plan(
+            spec, work, weights_fmt, gpu_specs, seq, ram, fit_target, fit_ctx, n_gpu_layers, n_cpu_moe, tensor_split,
+            wired_limit, no_mmap, mmproj, model_draft, presets_dir,
+        )  # fmt: skip
+        if ram_bandwidth is not None:
+            steps = placement_options.speeds(spec, work, weights_fmt, laid_out, devices, request, gpu_specs, ram_bandwidth)
     if json_out:
         from kvcalc import documents
 
         print_json(
-            documents.FitDocument(**report.model_dump(), model=spec.name, gpu=gpu_label(gpu_spec, memory), placement=laid_out)
+            documents.FitDocument(
+                **report.model_dump(), model=spec.name, gpu=gpu_label(gpu_spec, memory), placement=laid_out, speed_steps=steps
+            )
         )
     else:
         from kvcalc import render
@@ -150,6 +155,8 @@ def fit(
         render.fit_tables(report, spec.name, gpu_label(gpu_spec, memory), decimal, explain)
         if laid_out is not None:
             render.placement_table(laid_out, decimal, explain)
+        if steps is not None:
+            render.speed_steps_table(steps)
     if plot_path is not None:
         from kvcalc import plots
 

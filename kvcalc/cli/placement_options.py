@@ -58,6 +58,20 @@ WiredLimitOpt = Annotated[
         help="Apple: the GPU working set (sysctl iogpu.wired_limit_mb, in MiB); default 2/3 of RAM up to 32 GiB, 3/4 above.",
     ),
 ]
+MmprojOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--mmproj",
+        help="llamacpp: a multimodal projector GGUF, held on the first GPU beside the layers (llama.cpp's fit leaves it out).",
+    ),
+]
+DraftOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model-draft",
+        help="llamacpp: a draft model for speculative decoding (preset, YAML, config.json or GGUF): its weights and cache at the same context, on the first GPU.",
+    ),
+]
 NoMmapOpt = Annotated[bool, typer.Option("--no-mmap", help="llamacpp: weights left on the CPU are loaded, not mapped.")]
 RamBandwidthOpt = Annotated[
     str | None,
@@ -121,9 +135,10 @@ def load_gpus(gpus: list[str] | None, extra: list[str] | None) -> list[GpuSpec]:
 def plan(
     model: ModelSpec, workload: Workload, fmt: WeightFormat, gpus: list[GpuSpec], seq: int | None, ram: str | None,
     fit_target: str | None, fit_ctx: int | None, ngl: int | None, n_cpu_moe: int | None, tensor_split: str | None,
-    wired_limit: str | None, no_mmap: bool,
-) -> tuple[list[placement.PlacementDevice], placement.Placement]:  # fmt: skip
-    """The placement the options ask for (kvcalc.placement.plan)."""
+    wired_limit: str | None, no_mmap: bool, mmproj: str | None = None, draft: str | None = None,
+    extra: list[str] | None = None,
+) -> tuple[list[placement.PlacementDevice], placement.PlacementRequest, placement.Placement]:  # fmt: skip
+    """The devices, the request and the placement the options ask for (kvcalc.placement.plan)."""
     if workload.engine.name != "llamacpp":
         raise InvalidInput(
             "several --gpu, --ram, -ngl, --n-cpu-moe, -ts and --fit-* plan a llama.cpp placement: add --engine llamacpp"
@@ -140,13 +155,14 @@ def plan(
     ram_bytes = size_option("ram", ram) if ram is not None else None
     if ram_bytes is None and any(d.unified for d in devices):
         ram_bytes = gpus[0].memory_bytes  # a Mac's RAM holds the host's share and the GPU's
+    resident, resident_explain = residents(workload, seq, mmproj, draft, extra)
     request = placement.PlacementRequest(
-        ctx_size=seq, fit_ctx=fit_ctx or placement.DEFAULT_FIT_CTX, n_gpu_layers=ngl, n_cpu_moe=n_cpu_moe,
+        resident_bytes=resident, resident_explain=resident_explain, ctx_size=seq, fit_ctx=fit_ctx or placement.DEFAULT_FIT_CTX, n_gpu_layers=ngl, n_cpu_moe=n_cpu_moe,
         tensor_split=_split(tensor_split) if tensor_split is not None else None, ram_bytes=ram_bytes, mmap=not no_mmap,
     )  # fmt: skip
     if request.tensor_split is not None and len(request.tensor_split) != len(devices):
         raise InvalidInput(f"--tensor-split gives {len(request.tensor_split)} shares for {len(devices)} --gpu: give one per GPU")
-    return devices, placement.plan(model, workload, fmt, devices, request)
+    return devices, request, placement.plan(model, workload, fmt, devices, request)
 
 
 def split_speed(
@@ -168,3 +184,48 @@ def split_speed(
     else:
         ram = 1  # nothing but the input table's rows is read on the host
     return placement.split_decode(model, workload, fmt, laid_out, devices, ram, profile(workload.engine).decode_profile(gpus[0]))
+
+
+def residents(
+    workload: Workload, seq: int | None, mmproj: str | None, draft: str | None, extra: list[str] | None
+) -> tuple[int, list[str]]:
+    """Bytes the first GPU holds beside the model's layers, with their --explain lines: a projector
+    GGUF's tensors (--mmproj) and a draft model's weights and cache at the same context (--model-draft)."""
+    from pathlib import Path
+
+    from kvcalc import kvcache, weights
+    from kvcalc.sources.gguf import read_header
+
+    total, lines = 0, []
+    if mmproj is not None:
+        path = Path(mmproj)
+        if not path.is_file():
+            raise InvalidInput(f"--mmproj {mmproj}: no such file")
+        projector = sum(t.bytes for t in read_header(path).tensors)
+        total += projector
+        lines.append(f"--mmproj {path.name}: {projector:,} B summed from its tensor infos, on the first GPU")
+    if draft is not None:
+        spec = presets.load_model(draft, extra)
+        fmt = weights.weight_format(spec)
+        draft_weights = weights.weight_bytes(weights.require_params(spec), fmt)
+        context = seq or spec.max_positions or workload.seq
+        cache = sum(kvcache.layer_cache_bytes(spec, workload.model_copy(update={"seq": context})))
+        total += draft_weights + cache
+        lines.append(
+            f"--model-draft {spec.name}: weights {draft_weights:,} B + cache at n_ctx {context:,} {cache:,} B, on the first GPU"
+        )
+    return total, lines
+
+
+def speeds(
+    model: ModelSpec, workload: Workload, fmt: WeightFormat, laid_out: placement.Placement,
+    devices: list[placement.PlacementDevice], request: placement.PlacementRequest, gpus: list[GpuSpec], bandwidth: str,
+) -> list[placement.SpeedStep]:  # fmt: skip
+    """Tokens/s at each -ngl or --n-cpu-moe step at the plan's context (kvcalc.placement.speed_steps)."""
+    from kvcalc.engines import profile
+
+    at_ctx = workload.model_copy(update={"seq": laid_out.ctx_size})
+    request = request.model_copy(update={"ctx_size": laid_out.ctx_size})
+    return placement.speed_steps(
+        model, at_ctx, fmt, devices, request, ram_bandwidth(bandwidth), profile(workload.engine).decode_profile(gpus[0])
+    )
