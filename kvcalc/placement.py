@@ -403,10 +403,10 @@ def _placement(
     ]
     logs = [f"load_tensors: offloaded {ngl}/{units} layers to GPU"]
     logs += [
-        f"load_tensors: {n:>10} model buffer size = {p.weights_bytes / MiB:10.2f} MiB"
-        for n, p in zip(names, plans, strict=True)
+        f"load_tensors: {n + ('_Mapped' if request.mmap and d.unified else ''):>10} model buffer size = {p.weights_bytes / MiB:10.2f} MiB"
+        for n, p, d in zip(names, plans, devices, strict=True)
         if p.layers
-    ]
+    ]  # Metal maps the file's pages (MTL0_Mapped)
     host_name = "CPU_Mapped" if request.mmap else ("CUDA_Host" if devices and devices[0].backend == "cuda" else "CPU")
     logs.append(f"load_tensors: {host_name:>10} model buffer size = {host.weights_bytes / MiB:10.2f} MiB")
     logs += [
@@ -422,7 +422,7 @@ def _placement(
         if p.layers
     ]
     logs.append(
-        f"sched_reserve: {(names[0] + '_Host') if devices else 'CPU':>10} compute buffer size = {host.compute_bytes / MiB:10.2f} MiB"
+        f"sched_reserve: {'CUDA_Host' if devices and devices[0].backend == 'cuda' else 'CPU':>10} compute buffer size = {host.compute_bytes / MiB:10.2f} MiB"
     )
     w = layout.weights
     explain = [

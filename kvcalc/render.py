@@ -660,7 +660,7 @@ def placement_table(plan: Any, decimal: bool, explain: bool) -> None:
     console.print(table)
     console.print(f"  {plan.command}", markup=False, soft_wrap=True)
     if plan.overrides:
-        console.print("  -ot " + " -ot ".join(plan.overrides), markup=False, soft_wrap=True)
+        console.print("  (the same experts by pattern: -ot " + " -ot ".join(plan.overrides) + ")", markup=False, soft_wrap=True)
     _explain(plan.log_lines)
     if explain:
         _explain(plan.explain)
@@ -683,7 +683,7 @@ def split_decode_table(split: Any, gpus: list[str], explain: bool) -> None:
 
 def speed_steps_table(steps: list[Any]) -> None:
     """Tokens/s at each -ngl or --n-cpu-moe step of a placement (kvcalc.placement.SpeedStep)."""
-    table = _table("Speed by placement (expected decode, batch as given)", "-ngl", "--n-cpu-moe", "fits", "tokens/s")
+    table = _table("Speed by placement (expected decode)", "-ngl", "--n-cpu-moe", "fits", "tokens/s")
     for s in steps:
         table.add_row(str(s.n_gpu_layers), str(s.n_cpu_moe), "yes" if s.fits else "[red]no[/]", f"{s.tokens_per_s:,.1f}")
     console.print(table)

@@ -252,3 +252,38 @@ def test_speed_steps_trade_experts_on_the_cpu_for_speed(cli) -> None:
     assert [s["n_cpu_moe"] for s in steps] == sorted(s["n_cpu_moe"] for s in steps)
     assert speeds == sorted(speeds, reverse=True)  # every layer's experts moved to the CPU costs speed
     assert any(s["fits"] for s in steps) and not steps[0]["fits"]
+
+
+def test_a_mac_offers_its_working_set_and_shares_its_ram(cli) -> None:
+    """apple-m4-max: 128 GB of unified memory; the GPU may use three quarters (older macOS), or --wired-limit."""
+    base = [
+        "fit",
+        "--model",
+        "llama3.1-70b",
+        "--gpu",
+        "apple-m4-max",
+        "--engine",
+        "llamacpp",
+        "--seq",
+        "8192",
+        "--weight-dtype",
+        "q4_0",
+    ]
+    plan = cli.json(*base)["placement"]
+    device = plan["devices"][0]
+    assert device["free_bytes"] == 128 * 10**9 * 3 // 4 and plan["host"]["ram_bytes"] == 128 * 10**9
+    assert "MTL0_Mapped model buffer size" in "\n".join(plan["log_lines"])
+    wired = cli.json(*base, "--wired-limit", "114688")["placement"]["devices"][0]
+    assert wired["free_bytes"] == 114688 * MiB
+    tight = cli.json(*base, "--wired-limit", "20480")["placement"]
+    assert tight["n_gpu_layers"] < 81 and tight["fits"]
+
+
+def test_a_config_json_is_planned_too(cli) -> None:
+    from .conftest import HF_CONFIGS
+
+    doc = cli.json(
+        "fit", "--model", str(HF_CONFIGS / "llama3-8b-config.json"), "--gpu", "rtx3060", "--engine", "llamacpp", "--seq", "32768"
+    )
+    plan = doc["placement"]
+    assert 0 < plan["n_gpu_layers"] < 33 and plan["devices"][0]["total_bytes"] <= plan["devices"][0]["free_bytes"] - 1024 * MiB
