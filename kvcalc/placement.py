@@ -16,6 +16,8 @@ fit.cpp splits at its UP/GATE/ATTN tensors (kvcalc moves whole layers' experts),
 
 from __future__ import annotations
 
+from typing import Literal
+
 from kvcalc.base import Frozen
 from kvcalc.decode_profiles import DecodeProfile, format_class, stored_format_class
 from kvcalc.engines.llamacpp import LLAMACPP_PAD, LLAMACPP_UBATCH
@@ -31,6 +33,8 @@ DEFAULT_FIT_TARGET = 1024 * MiB  # --fit-target: MiB left free on every device (
 DEFAULT_FIT_CTX = 4096  # --fit-ctx: the smallest context fit reduces to
 F32 = 4  # llama.cpp computes activations and logits in f32
 EXPERT_PATTERN = r"ffn_(up|down|gate_up|gate)_(ch|)exps"  # the MoE tensors fit.cpp moves to the CPU
+Partial = Literal["up", "gate"]  # fit.cpp's LAYER_FRACTION_UP / _GATE: attention + up (+ gate) on the GPU
+PARTIAL_OVERRIDE = {"up": "ffn_(gate|gate_up|down).*", "gate": "ffn_down.*"}  # what each moves to the CPU (get_overflow_pattern)
 
 
 class PlacementDevice(Frozen):
@@ -95,6 +99,7 @@ class Placement(Frozen):
 
     n_gpu_layers: int
     n_cpu_moe: int
+    partial_layer: Partial | None = None  # layer n_cpu_moe - 1 keeps its up (and gate) experts on the GPU
     tensor_split: list[int]  # layers per device
     ctx_size: int
     devices: list[DevicePlan]
@@ -166,16 +171,35 @@ def _layout(model: ModelSpec, workload: Workload, fmt: WeightFormat, ctx: int) -
     )
 
 
-def _unit_bytes(layout: _Layout, unit: int, experts_on_host: bool) -> int:
-    """Device bytes of unit `unit`: the layer's weights (its experts unless on the host) and its
+def _gpu_experts(model: ModelSpec, w: LayerWeights, unit: int, n_cpu_moe: int, partial: Partial | None) -> int:
+    """Bytes of layer `unit`'s routed experts on its GPU: all of them past the first `n_cpu_moe`
+    layers; of layer n_cpu_moe - 1, with a partial layer, its up matrices (and gate's), each a third
+    of a gated MLP's experts (a half of a plain one's); none otherwise."""
+    if unit >= n_cpu_moe:
+        return w.experts[unit]
+    if partial is None or unit != n_cpu_moe - 1:
+        return 0
+    matrices = 3 if model.mlp == "gated" else 2
+    return w.experts[unit] * (1 if partial == "up" or matrices == 2 else 2) // matrices
+
+
+def _unit_bytes(model: ModelSpec, layout: _Layout, unit: int, n_cpu_moe: int, partial: Partial | None) -> int:
+    """Device bytes of unit `unit`: the layer's weights (of its experts those on the GPU) and its
     cache; the output layer's weights."""
     w = layout.weights
     if unit == len(w.layers):
         return w.output
-    return w.layers[unit] + (0 if experts_on_host else w.experts[unit]) + layout.kv[unit]
+    return w.layers[unit] + _gpu_experts(model, w, unit, n_cpu_moe, partial) + layout.kv[unit]
 
 
-def _pack(model: ModelSpec, layout: _Layout, devices: list[PlacementDevice], n_cpu_moe: int, resident: int) -> list[int]:
+def _pack(
+    model: ModelSpec,
+    layout: _Layout,
+    devices: list[PlacementDevice],
+    n_cpu_moe: int,
+    resident: int,
+    partial: Partial | None = None,
+) -> list[int]:
     """Layers per device, filled back to front (fit.cpp step 3): the last device takes the output
     layer and as many layers before it as stay within its target, then the device before it, and so
     on; what is left runs on the CPU."""
@@ -187,8 +211,8 @@ def _pack(model: ModelSpec, layout: _Layout, devices: list[PlacementDevice], n_c
         used = compute_buffer_bytes(model, layout.ctx, layout.ubatch, layout.flash_attn, unit == units - 1)
         used += resident if d == 0 else 0
         target = device.free_bytes - device.margin_bytes
-        while unit >= 0 and used + _unit_bytes(layout, unit, unit < n_cpu_moe) <= target:
-            used += _unit_bytes(layout, unit, unit < n_cpu_moe)
+        while unit >= 0 and used + _unit_bytes(model, layout, unit, n_cpu_moe, partial) <= target:
+            used += _unit_bytes(model, layout, unit, n_cpu_moe, partial)
             counts[d] += 1
             unit -= 1
     return counts
@@ -215,7 +239,7 @@ def _default_split(model: ModelSpec, devices: list[PlacementDevice], ngl: int, s
 
 def _evaluate(
     model: ModelSpec, workload: Workload, layout: _Layout, devices: list[PlacementDevice], request: PlacementRequest,
-    counts: list[int], n_cpu_moe: int,
+    counts: list[int], n_cpu_moe: int, partial: Partial | None = None,
 ) -> tuple[list[DevicePlan], HostPlan]:  # fmt: skip
     """Each device's and the host's bytes for `counts` layers per device (the last units) and the
     first `n_cpu_moe` layers' experts on the CPU."""
@@ -227,7 +251,7 @@ def _evaluate(
     for d, (device, count) in enumerate(zip(devices, counts, strict=True)):
         held = range(first, first + count)
         holds_output = units - 1 in held
-        weights_ = sum(w.output if u == units - 1 else w.layers[u] + (0 if u < n_cpu_moe else w.experts[u]) for u in held)
+        weights_ = sum(w.output if u == units - 1 else w.layers[u] + _gpu_experts(model, w, u, n_cpu_moe, partial) for u in held)
         kv = sum(layout.kv[u] for u in held if u < units - 1)
         compute = compute_buffer_bytes(model, layout.ctx, layout.ubatch, layout.flash_attn, holds_output) if count else 0
         resident = request.resident_bytes if d == 0 else 0
@@ -243,7 +267,7 @@ def _evaluate(
     host_layers = range(start)
     on_host = [u for u in host_layers if u < units - 1]
     weights_host = w.embeddings + sum(w.layers[u] + w.experts[u] for u in on_host)
-    weights_host += sum(w.experts[u] for u in range(start, min(n_cpu_moe, units - 1)))
+    weights_host += sum(w.experts[u] - _gpu_experts(model, w, u, n_cpu_moe, partial) for u in range(start, units - 1))
     weights_host += w.output if ngl == 0 else 0
     kv_host = sum(layout.kv[u] for u in on_host)
     busy = bool(on_host) or n_cpu_moe > start or not devices
@@ -325,6 +349,7 @@ def plan(
         steps.append(f"-c unset: the trained context {ctx:,} (n_ctx_train * {streams} streams)")
     ngl = min(request.n_gpu_layers if request.n_gpu_layers is not None else units, units)
     n_cpu_moe = min(request.n_cpu_moe or 0, model.layers)
+    partial: Partial | None = None
     layout = _layout(model, workload, fmt, ctx)
     counts = _default_split(model, devices, ngl, request.tensor_split) if devices else []
     plans, host = _evaluate(model, workload, layout, devices, request, counts, n_cpu_moe)
@@ -341,29 +366,30 @@ def plan(
             counts = _default_split(model, devices, units, request.tensor_split)
             plans, host = _evaluate(model, workload, layout, devices, request, counts, 0)
         if not all(p.fits for p in plans):
-            counts, n_cpu_moe = _fill(model, layout, devices, request.resident_bytes, steps)
-            plans, host = _evaluate(model, workload, layout, devices, request, counts, n_cpu_moe)
-    return _placement(model, workload, layout, devices, request, counts, n_cpu_moe, plans, host, steps)
+            counts, n_cpu_moe, partial = _fill(model, layout, devices, request.resident_bytes, steps)
+            plans, host = _evaluate(model, workload, layout, devices, request, counts, n_cpu_moe, partial)
+    return _placement(model, workload, layout, devices, request, counts, n_cpu_moe, partial, plans, host, steps)
 
 
 def _fill(
     model: ModelSpec, layout: _Layout, devices: list[PlacementDevice], resident: int, steps: list[str]
-) -> tuple[list[int], int]:
+) -> tuple[list[int], int, Partial | None]:
     """fit.cpp steps 3-4: dense layers back to front; a MoE first with every routed expert on the
-    CPU, then the fewest layers' experts left there (--n-cpu-moe) that still fit every device."""
+    CPU, then the fewest layers' experts left there (--n-cpu-moe) that still fit every device, then
+    part of one more layer's experts: its up matrices, then its gate's too (LAYER_FRACTION_UP, _GATE)."""
     units = model.layers + 1
     if model.moe is None:
         counts = _pack(model, layout, devices, 0, resident)
         steps.append(
             f"layers filled back to front, the output layer first: {sum(counts)}/{units} offloaded ({FIT_SOURCE} step 3)"
         )
-        return counts, 0
+        return counts, 0, None
     counts = _pack(model, layout, devices, model.layers, resident)
     steps.append(
         f"every routed expert on the CPU, layers filled back to front: {sum(counts)}/{units} offloaded ({FIT_SOURCE} step 3)"
     )
     if sum(counts) < units:
-        return counts, model.layers
+        return counts, model.layers, None
     low, high = 0, model.layers  # high always fits: the fewest layers whose experts stay on the CPU
     while low < high:
         middle = (low + high) // 2
@@ -374,25 +400,38 @@ def _fill(
     steps.append(
         f"experts brought back while every device fits: those of the first {high} layers stay on the CPU (--n-cpu-moe {high}; {FIT_SOURCE} step 4)"
     )
-    return _pack(model, layout, devices, high, resident), high
+    partial: Partial | None = None
+    for part in ("up", "gate") if high else ():
+        if sum(_pack(model, layout, devices, high, resident, part)) < units:
+            break
+        partial = part
+    if partial:
+        steps.append(
+            f"one more partial layer: layer {high - 1} keeps attention and its {'up' if partial == 'up' else 'up and gate'}"
+            f" experts on the GPU ({FIT_SOURCE} step 4, LAYER_FRACTION_{partial.upper()})"
+        )
+    return _pack(model, layout, devices, high, resident, partial), high, partial
 
 
 def _placement(
     model: ModelSpec, workload: Workload, layout: _Layout, devices: list[PlacementDevice], request: PlacementRequest,
-    counts: list[int], n_cpu_moe: int, plans: list[DevicePlan], host: HostPlan, steps: list[str],
+    counts: list[int], n_cpu_moe: int, partial: Partial | None, plans: list[DevicePlan], host: HostPlan, steps: list[str],
 ) -> Placement:  # fmt: skip
     units = model.layers + 1
     ngl = sum(counts)
     start = units - ngl
     moe_on_host = max(0, min(n_cpu_moe, model.layers))
-    overrides = (
-        [rf"blk\.({'|'.join(str(i) for i in range(start, moe_on_host))})\.{EXPERT_PATTERN}=CPU"] if moe_on_host > start else []
-    )
+    whole = moe_on_host - (1 if partial else 0)  # layers whose experts all stay on the CPU
+    overrides = [rf"blk\.({'|'.join(str(i) for i in range(start, whole))})\.{EXPERT_PATTERN}=CPU"] if whole > start else []
+    if partial:
+        overrides.append(rf"blk\.{moe_on_host - 1}\.{PARTIAL_OVERRIDE[partial]}=CPU")
     args = ["-c", str(layout.ctx), "-ngl", str(ngl)]
     if len(devices) > 1:
         args += ["-ts", ",".join(map(str, counts))]
-    if moe_on_host > start:
-        args += ["--n-cpu-moe", str(moe_on_host)]
+    if whole > start:
+        args += ["--n-cpu-moe", str(whole)]
+    if partial:
+        args += ["-ot", f'"{overrides[-1]}"']
     if workload.batch > 1:
         args += ["-np", str(workload.batch)]
     if not request.mmap:
@@ -452,7 +491,7 @@ def _placement(
         f" {host.compute_bytes:,} + output {host.output_bytes:,} = {host.total_bytes:,} B ({format_bytes(host.total_bytes)}){ram}"
     )
     return Placement(
-        n_gpu_layers=ngl, n_cpu_moe=moe_on_host, tensor_split=counts, ctx_size=layout.ctx, devices=plans, host=host,
+        n_gpu_layers=ngl, n_cpu_moe=moe_on_host, partial_layer=partial, tensor_split=counts, ctx_size=layout.ctx, devices=plans, host=host,
         overrides=overrides, command="llama-server " + " ".join(args), fits=all(p.fits for p in plans) and host.fits,
         steps=steps, log_lines=logs, explain=explain,
     )  # fmt: skip
@@ -505,17 +544,21 @@ def split_decode(
     fclass = stored_format_class(stored.bytes * 8 / stored.params) if stored else format_class(fmt.dtype)
     efficiency = profile.efficiency[fclass]
 
-    def read(u: int, experts_here: bool) -> int:
+    def on_gpu(u: int) -> int:
+        return _gpu_experts(model, w, u, placement.n_cpu_moe, placement.partial_layer)
+
+    def read(u: int, on_device: bool) -> int:
         if u == units - 1:
             return w.output
-        return w.layers[u] + (round(w.experts[u] * touched) if experts_here else 0) + layout.kv[u]
+        experts = on_gpu(u) if on_device else w.experts[u]
+        return w.layers[u] + round(experts * touched) + layout.kv[u]
 
     device_bytes, first = [], start
     for count in placement.tensor_split:
-        device_bytes.append(sum(read(u, u >= placement.n_cpu_moe) for u in range(first, first + count)))
+        device_bytes.append(sum(read(u, True) for u in range(first, first + count)))
         first += count
-    host_bytes = sum(read(u, True) for u in range(start)) + sum(
-        round(w.experts[u] * touched) for u in range(start, min(placement.n_cpu_moe, units - 1))
+    host_bytes = sum(read(u, False) for u in range(start)) + sum(
+        round((w.experts[u] - on_gpu(u)) * touched) for u in range(start, units - 1)
     )
     device_s = [b / (d.bandwidth_bytes_per_s * efficiency) for b, d in zip(device_bytes, devices, strict=True)]
     roof_device = [b / d.bandwidth_bytes_per_s for b, d in zip(device_bytes, devices, strict=True)]

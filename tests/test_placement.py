@@ -73,8 +73,14 @@ def test_moe_experts_go_to_the_cpu_first() -> None:
         model, work, weight_format(model), [_device("gpu", 12 * GiB)], placement.PlacementRequest(ctx_size=32768)
     )
     assert plan.n_gpu_layers == model.layers + 1  # every layer's attention stays on the GPU
-    assert 0 < plan.n_cpu_moe < model.layers and f"--n-cpu-moe {plan.n_cpu_moe}" in plan.command
-    assert plan.overrides and plan.overrides[0].endswith("exps=CPU")
+    assert 0 < plan.n_cpu_moe < model.layers
+    whole = plan.n_cpu_moe - (1 if plan.partial_layer else 0)  # the last of them may keep part of its experts
+    assert f"--n-cpu-moe {whole}" in plan.command and plan.overrides[0].endswith("exps=CPU")
+    if plan.partial_layer:  # fit.cpp's LAYER_FRACTION_UP / _GATE on layer n_cpu_moe - 1
+        assert plan.overrides[-1].startswith(rf"blk\.{plan.n_cpu_moe - 1}\.ffn_") and "-ot" in plan.command
+    # a whole layer's experts more would not fit: the partial layer is the last step
+    fuller = placement.PlacementRequest(ctx_size=32768, n_gpu_layers=49, n_cpu_moe=plan.n_cpu_moe - 1)
+    assert not placement.plan(model, work, weight_format(model), [_device("gpu", 12 * GiB)], fuller).fits
 
 
 def test_working_set_of_a_mac() -> None:
