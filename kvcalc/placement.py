@@ -508,6 +508,11 @@ def placement_device(gpu: GpuSpec, margin_bytes: int, wired_limit_bytes: int | N
     )  # fmt: skip
 
 
+# Share of the host's measured memory bandwidth llama.cpp's CPU matmuls reach at decode: the median of
+# what published partial-offload speeds imply (tests/fixtures/placement/speeds.yaml, 9 cases from 4
+# sources, all one machine: an i9-10900X with 102 GB/s measured); scripts/placement_cases.py fits it
+# and reports its leave-one-source-out error in docs/placement.md.
+HOST_EFFICIENCY = 0.44
 PCIE_BYTES_PER_S = 32 * 10**9  # PCIe 4.0 x16, one direction (PCI-SIG: 16 GT/s * 16 lanes, 128b/130b)
 
 
@@ -528,9 +533,9 @@ class SplitDecode(Frozen):
 
 def split_decode(
     model: ModelSpec, workload: Workload, fmt: WeightFormat, placement: Placement, devices: list[PlacementDevice],
-    ram_bandwidth_bytes_per_s: int, profile: DecodeProfile,
+    ram_bandwidth_bytes_per_s: int, profile: DecodeProfile, host_efficiency: float = HOST_EFFICIENCY,
 ) -> SplitDecode:  # fmt: skip
-    """t = sum over devices of bytes_d / (bandwidth_d * efficiency) + host bytes / RAM bandwidth + hops *
+    """t = sum over devices of bytes_d / (bandwidth_d * efficiency) + host bytes / (RAM bandwidth * host_efficiency) + hops *
     activation bytes / PCIe + fixed cost per layer (the engine's decode profile). A step reads each
     layer's weights once on the device that holds it: routed experts only in the share the batch
     touches, E * (1 - (1 - k/E)^B) / E (kvcalc.latency), and the cache at --seq."""
@@ -563,14 +568,15 @@ def split_decode(
     )
     device_s = [b / (d.bandwidth_bytes_per_s * efficiency) for b, d in zip(device_bytes, devices, strict=True)]
     roof_device = [b / d.bandwidth_bytes_per_s for b, d in zip(device_bytes, devices, strict=True)]
-    host_s = host_bytes / ram_bandwidth_bytes_per_s
+    host_roof = host_bytes / ram_bandwidth_bytes_per_s
+    host_s = host_roof / host_efficiency
     # a hop where the token's activations change device: between devices, GPU <-> CPU at the first
     # GPU layer, and twice (there and back) per layer whose experts run on the CPU
     boundaries = sum(1 for c in placement.tensor_split if c) - 1 + (1 if start > 0 and placement.n_gpu_layers else 0)
     hops = max(boundaries, 0) + 2 * max(0, min(placement.n_cpu_moe, units - 1) - start)
     hop_s = hops * F32 * (model.hidden or 0) * workload.batch / PCIE_BYTES_PER_S
     overhead = profile.overhead_seconds_per_layer * model.layers
-    roofline_s = sum(roof_device) + host_s + hop_s
+    roofline_s = sum(roof_device) + host_roof + hop_s
     expected = max(roofline_s, sum(device_s) + host_s + hop_s + overhead)
     explain = [
         f"split decode: each device reads its layers' weights and cache once per token (routed experts at the {touched:.3f}"
@@ -579,7 +585,8 @@ def split_decode(
             f"{d.name}: {b:,} B / ({d.bandwidth_bytes_per_s:,} B/s * {efficiency}) = {s * 1e3:.3f} ms"
             for d, b, s in zip(devices, device_bytes, device_s, strict=True)
         ),  # fmt: skip
-        f"host: {host_bytes:,} B / RAM {ram_bandwidth_bytes_per_s:,} B/s = {host_s * 1e3:.3f} ms",
+        f"host: {host_bytes:,} B / (RAM {ram_bandwidth_bytes_per_s:,} B/s * {host_efficiency}) = {host_s * 1e3:.3f} ms"
+        " (the share CPU matmuls reach, fitted on published partial-offload speeds: docs/placement.md)",
         f"hops: {hops} * {F32 * (model.hidden or 0) * workload.batch:,} B / PCIe {PCIE_BYTES_PER_S:,} B/s = {hop_s * 1e3:.4f} ms;"
         f" fixed cost {profile.overhead_seconds_per_layer * 1e3:.3f} ms * {model.layers} layers",
         f"expected {expected * 1e3:.3f} ms per token = {workload.batch / expected:.2f} tok/s (roofline {roofline_s * 1e3:.3f} ms)",
