@@ -305,3 +305,16 @@ def test_published_cases_in_the_docs_are_current() -> None:
     assert placement.HOST_EFFICIENCY == placement_cases.fitted(setup["cases"], setup)
     _, _, _, left_out = placement_cases.speed_rows()
     assert left_out <= 0.25  # the bar: median error within 25% on cases the fit never saw
+
+
+def test_ram_auto_reads_this_machines_available_memory(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kvcalc.cli import placement_options
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       65536000 kB\nMemAvailable:   32768000 kB\n")
+    monkeypatch.setattr(placement_options, "MEMINFO", str(meminfo))
+    base = ["fit", "--model", "llama3-8b", "--gpu", "rtx3060", "--engine", "llamacpp", "--seq", "8192", "--ram", "auto"]
+    assert cli.json(*base)["placement"]["host"]["ram_bytes"] == 32768000 * 1024
+    meminfo.write_text("MemTotal:       65536000 kB\n")
+    result = cli(*base)
+    assert result.exit_code == 2 and "--ram auto" in result.stderr

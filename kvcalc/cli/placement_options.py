@@ -152,7 +152,7 @@ def plan(
         raise InvalidInput(f"--wired-limit {wired_limit!r}: MiB as a whole number, as sysctl iogpu.wired_limit_mb takes it")
     margins = _margins(fit_target, len(gpus))
     devices = [placement.placement_device(g, m, wired) for g, m in zip(gpus, margins, strict=True)]
-    ram_bytes = size_option("ram", ram) if ram is not None else None
+    ram_bytes = (available_ram() if ram == "auto" else size_option("ram", ram)) if ram is not None else None
     if ram_bytes is None and any(d.unified for d in devices):
         ram_bytes = gpus[0].memory_bytes  # a Mac's RAM holds the host's share and the GPU's
     resident, resident_explain = residents(workload, seq, mmproj, draft, extra)
@@ -229,3 +229,24 @@ def speeds(
     return placement.speed_steps(
         model, at_ctx, fmt, devices, request, ram_bandwidth(bandwidth), profile(workload.engine).decode_profile(gpus[0])
     )
+
+
+MEMINFO = "/proc/meminfo"
+
+
+def available_ram() -> int:
+    """--ram auto: this machine's MemAvailable (Linux /proc/meminfo, in kB, which are KiB)."""
+    from pathlib import Path
+
+    meminfo = MEMINFO
+
+    try:
+        text = Path(meminfo).read_text()
+    except OSError:
+        raise InvalidInput(
+            f"--ram auto: cannot read this machine's available memory ({meminfo}); give --ram, e.g. 64GiB"
+        ) from None
+    found = re.search(r"^MemAvailable:\s+(\d+) kB$", text, re.MULTILINE)
+    if found is None:
+        raise InvalidInput(f"--ram auto: {meminfo} has no MemAvailable line; give --ram, e.g. 64GiB")
+    return int(found.group(1)) * 1024
