@@ -318,3 +318,18 @@ def test_ram_auto_reads_this_machines_available_memory(cli, tmp_path: Path, monk
     meminfo.write_text("MemTotal:       65536000 kB\n")
     result = cli(*base)
     assert result.exit_code == 2 and "--ram auto" in result.stderr
+
+
+def test_gpu_auto_places_over_each_of_this_machines_gpus(cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kvcalc.sources import gpus
+
+    smi = "0, GPU-a, NVIDIA GeForce RTX 3090, 24576\n1, GPU-b, NVIDIA GeForce RTX 3060, 12288\n"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(gpus, "_torch", lambda: [])
+    monkeypatch.setattr(gpus, "command_output", lambda argv: smi if argv[0] == "nvidia-smi" else None)
+    plan = cli.json("fit", "--model", "llama3-8b", "--gpu", "auto", "--engine", "llamacpp", "--seq", "65536")["placement"]
+    assert [d["name"] for d in plan["devices"]] == ["rtx3090", "rtx3060"]
+    assert [d["free_bytes"] for d in plan["devices"]] == [24576 * MiB, 12288 * MiB]  # as nvidia-smi reports them
+    monkeypatch.setattr(gpus, "command_output", lambda argv: "0, GPU-a, Mystery GPU, 1000\n" if argv[0] == "nvidia-smi" else None)
+    result = cli("fit", "--model", "llama3-8b", "--gpu", "auto", "--engine", "llamacpp")
+    assert result.exit_code == 2 and "matches no GPU preset" in result.stderr

@@ -84,13 +84,13 @@ def decode(
         k_dtype,
         v_dtype,
     )
-    gpu_specs = placement_options.load_gpus(gpu, presets_dir)
+    gpu_specs = placement_options.load_gpus(gpu, presets_dir, engine)
     gpu_spec = gpu_specs[0]
     weights_fmt = weights_format(spec, weight_dtype)
     step = latency.decode(spec, work, gpu_spec, weights_fmt, efficiency, seconds_per_layer(overhead_ms))
     first = latency.prefill(spec, work, gpu_spec, weights_fmt, 1.0 if efficiency is None else efficiency)
     laid_out = split = None
-    if placement_options.wants_plan(gpu, n_gpu_layers, n_cpu_moe, tensor_split, ram_bandwidth, fit_target, wired_limit):
+    if placement_options.wants_plan(gpu_specs, n_gpu_layers, n_cpu_moe, tensor_split, ram_bandwidth, fit_target, wired_limit):
         devices, _, laid_out = placement_options.plan(
             spec,
             work,

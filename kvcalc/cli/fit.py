@@ -113,14 +113,13 @@ def fit(
     positive(max_seqs=max_seqs)
     weights_fmt = weights_format(spec, weight_dtype)
     gpus = gpu or []
-    gpu_spec, budget = gpu_and_budget(
-        spec, work, gpus[0] if gpus else None, memory, weights_fmt, utilization, reserve, presets_dir
-    )
+    gpu_specs = placement_options.load_gpus(gpus, presets_dir, engine)
+    first = gpu_specs[0].name if len(gpu_specs) > len(gpus) else (gpus[0] if gpus else None)  # --gpu auto: the first of them
+    gpu_spec, budget = gpu_and_budget(spec, work, first, memory, weights_fmt, utilization, reserve, presets_dir)
     report = capacity.fit(spec, work, budget, max_seqs)
     laid_out, steps = None, None
-    gpu_specs = placement_options.load_gpus(gpus, presets_dir)
     asked = placement_options.wants_plan(
-        gpus,
+        gpu_specs,
         ram,
         fit_target,
         fit_ctx,

@@ -20,7 +20,7 @@ GpusOpt = Annotated[
     typer.Option(
         "--gpu",
         "-g",
-        help="GPU preset, a name as nvidia-smi prints it, a GPU YAML file, or auto (this machine's). Repeat it for"
+        help="GPU preset, a name as nvidia-smi prints it, a GPU YAML file, or auto (this machine's; with --engine llamacpp each of its GPUs). Repeat it for"
         " a llama.cpp split over several GPUs, in device order (--gpu rtx3090 --gpu rtx3060).",
     ),
 ]
@@ -122,13 +122,15 @@ def _margins(text: str | None, devices: int) -> list[int]:
     return [v * MiB for v in (values * devices if len(values) == 1 else values)]
 
 
-def wants_plan(gpus: list[str], *given: object) -> bool:
+def wants_plan(gpus: list[object], *given: object) -> bool:
     """Whether the user asked for a placement: several GPUs or any placement option."""
     return len(gpus) > 1 or any(value not in (None, False) for value in given)
 
 
-def load_gpus(gpus: list[str] | None, extra: list[str] | None) -> list[GpuSpec]:
-    """The --gpu presets, in device order."""
+def load_gpus(gpus: list[str] | None, extra: list[str] | None, engine: str = "llamacpp") -> list[GpuSpec]:
+    """The --gpu presets, in device order; for llama.cpp, a lone `--gpu auto` is each of this machine's GPUs."""
+    if engine == "llamacpp" and [g.strip().lower() for g in gpus or []] == ["auto"]:
+        return presets.load_local_gpus(extra)
     return [presets.load_gpu(name, extra) for name in gpus or []]
 
 
