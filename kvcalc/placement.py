@@ -21,6 +21,7 @@ from typing import Literal
 
 from kvcalc.base import Frozen
 from kvcalc.decode_profiles import DecodeProfile, format_class, stored_format_class
+from kvcalc.engines import profile as engine_profile
 from kvcalc.engines.llamacpp import LLAMACPP_PAD, LLAMACPP_UBATCH
 from kvcalc.errors import InvalidInput
 from kvcalc.kvcache import layer_cache_bytes
@@ -330,7 +331,7 @@ def plan(
     model: ModelSpec, workload: Workload, fmt: WeightFormat, devices: list[PlacementDevice], request: PlacementRequest
 ) -> Placement:
     """llama.cpp's placement of `model` on `devices` and the host (see the module's docstring)."""
-    if workload.engine.name != "llamacpp":
+    if not engine_profile(workload.engine).places_layers:
         raise InvalidInput("a placement across GPUs and host RAM follows llama.cpp: add --engine llamacpp")
     if workload.tp != 1 or workload.pp != 1:
         raise InvalidInput("llama.cpp splits layers (--tensor-split), not --tp/--pp: drop them")

@@ -32,6 +32,7 @@ from kvcalc.cli.common import (
     plot_option,
     plot_target,
     positive,
+    preset_names,
     print_json,
     single_command,
     tokens_option,
@@ -53,7 +54,12 @@ def fit(
         ),
     ] = None,
     batch: BatchOpt = 1,
-    gpu: placement_options.GpusOpt = None,
+    gpu: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--gpu", "-g", help=f"{placement_options.GPUS_HELP} Required unless --memory.", autocompletion=preset_names("gpus")
+        ),
+    ] = None,
     memory: Annotated[
         str | None, typer.Option("--memory", help=f"GPU memory, overriding the preset's; required without --gpu: {SIZE_HELP}.")
     ] = None,

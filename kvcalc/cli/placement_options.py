@@ -9,20 +9,19 @@ from typing import Annotated
 import typer
 
 from kvcalc import placement, presets
-from kvcalc.cli.common import size_option
+from kvcalc.cli.common import preset_names, size_option
 from kvcalc.errors import InvalidInput
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
 from kvcalc.units import SIZE_HELP, MiB
 from kvcalc.weights import WeightFormat
 
+GPUS_HELP = (
+    "GPU preset, a name as nvidia-smi prints it, a GPU YAML file, or auto (this machine's; with --engine llamacpp each of"
+    " its GPUs). Repeat it for a llama.cpp split over several GPUs, in device order (--gpu rtx3090 --gpu rtx3060)."
+)
 GpusOpt = Annotated[
     list[str] | None,
-    typer.Option(
-        "--gpu",
-        "-g",
-        help="GPU preset, a name as nvidia-smi prints it, a GPU YAML file, or auto (this machine's; with --engine llamacpp each of its GPUs). Repeat it for"
-        " a llama.cpp split over several GPUs, in device order (--gpu rtx3090 --gpu rtx3060).",
-    ),
+    typer.Option("--gpu", "-g", help=GPUS_HELP, autocompletion=preset_names("gpus")),
 ]
 RamOpt = Annotated[
     str | None,
@@ -141,7 +140,9 @@ def plan(
     extra: list[str] | None = None,
 ) -> tuple[list[placement.PlacementDevice], placement.PlacementRequest, placement.Placement]:  # fmt: skip
     """The devices, the request and the placement the options ask for (kvcalc.placement.plan)."""
-    if workload.engine.name != "llamacpp":
+    from kvcalc.engines import profile
+
+    if not profile(workload.engine).places_layers:
         raise InvalidInput(
             "several --gpu, --ram, -ngl, --n-cpu-moe, -ts and --fit-* plan a llama.cpp placement: add --engine llamacpp"
         )
