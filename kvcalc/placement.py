@@ -8,9 +8,8 @@ The steps follow llama.cpp's fit (`common/fit.cpp` `common_params_fit_impl`, ggm
 summed memory, rounded down to 256 * streams; (3) fill layers back to front, the last device holding
 the output layer, which is offloaded first; MoE: first with every routed expert on the CPU, then
 bring experts back while every device still fits, then part of one more layer (its up, then gate,
-experts). llama.cpp measures each candidate with a dry-run
-load; kvcalc computes the same three figures per device (model, context, compute) from the weights
-per layer (kvcalc.weights.layer_weights), the cache per layer (kvcalc.kvcache.layer_cache_bytes) and
+experts). llama.cpp measures each candidate with a dry-run load; kvcalc computes the same three
+figures per device (model, context, compute) from the weights per layer (kvcalc.weights.layer_weights), the cache per layer (kvcalc.kvcache.layer_cache_bytes) and
 `compute_buffer_bytes`. Unlike llama.cpp it also checks host RAM. Not modelled: a dense model's partial
 layer (LAYER_FRACTION_ATTN), fit.cpp's front-to-back move of MoE layers between GPUs, row split.
 """
