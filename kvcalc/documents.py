@@ -19,6 +19,7 @@ from kvcalc.compare import Comparison
 from kvcalc.errors import KvcalcError
 from kvcalc.kvcache import KvEstimate, estimate_kv
 from kvcalc.latency import DecodeEstimate, PrefillEstimate
+from kvcalc.placement import Placement, SpeedStep, SplitDecode
 from kvcalc.presets import DescribedPreset, PresetEntry, PresetListing, PresetProblem
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
 from kvcalc.units import DType
@@ -62,6 +63,8 @@ class FitDocument(FitReport):
     version: Literal[2] = SCHEMA_VERSION
     model: str
     gpu: str
+    placement: Placement | None = None  # llama.cpp's placement across GPUs and host RAM, when one was planned
+    speed_steps: list[SpeedStep] | None = None  # tokens/s at each -ngl or --n-cpu-moe step (with --ram-bandwidth)
 
 
 class DecodeDocument(Document):
@@ -69,6 +72,8 @@ class DecodeDocument(Document):
 
     decode: DecodeEstimate
     prefill: PrefillEstimate
+    placement: Placement | None = None  # the llama.cpp placement the split speed is for
+    split: SplitDecode | None = None  # the decode speed of that placement
 
 
 class CompareDocument(Comparison):

@@ -651,3 +651,17 @@ def _explain(
     if (workload.tp > 1 or workload.pp > 1) and not any(model.state_kinds()):
         lines.append(f"per GPU (tp {workload.tp}, pp {workload.pp}, busiest stage) = {batch.per_gpu:,} B")
     return lines
+
+
+def layer_cache_bytes(model: ModelSpec, workload: Workload) -> list[int]:
+    """Each layer's cache for the whole batch, as the workload's engine allocates it: every
+    allocation unit's KV cells plus every sequence's recurrent state (one rank). llama.cpp keeps each
+    layer's cache on the device that holds the layer (kvcalc.placement)."""
+    workload = settled(model, workload)
+    dtypes = cache_dtypes(model, workload)
+    units = engines.profile(workload.engine).allocation_units(workload)
+    states = state_layout(model, workload).layer_bytes
+    return [
+        units * layer_bytes_per_token(cache, *dtypes) * tokens_held(cache, workload) + workload.batch * state
+        for cache, state in zip(layer_caches(model, workload.tp, workload.engine), states, strict=True)
+    ]

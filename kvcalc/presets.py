@@ -360,6 +360,13 @@ def load_gpu(ref: str, extra_dirs: Sequence[str | Path] | None = None) -> GpuSpe
     return resolve("gpus", ref, extra_dirs)  # type: ignore[no-any-return]
 
 
+def load_local_gpus(extra_dirs: Sequence[str | Path] | None = None) -> list[GpuSpec]:
+    """`--gpu auto` for a llama.cpp placement: each of this machine's GPUs, alike or not."""
+    from kvcalc.sources.gpus import every_gpu
+
+    return every_gpu(_gpu_presets(extra_dirs))
+
+
 def recognise_gpu(device_name: str) -> str | None:
     """The preset one of whose `aliases` is a device name as torch or nvidia-smi reports it, e.g.
     'NVIDIA H100 80GB HBM3' -> h100-sxm (the aliases are the one list of vendors' names).

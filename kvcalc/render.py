@@ -669,3 +669,55 @@ def check_table(report: Any) -> None:
                 )
     passed = sum(w.passed for w in report.workloads)
     console.print(f"{passed} of {len(report.workloads)} workloads pass")
+
+
+def placement_table(plan: Any, decimal: bool, explain: bool) -> None:
+    """A llama.cpp placement (kvcalc.placement.Placement): per GPU and the host, the flags, the log lines llama.cpp would print."""
+    verdict = "fits" if plan.fits else "[red]does NOT fit[/]"
+    table = _table(
+        f"llama.cpp placement: -ngl {plan.n_gpu_layers}, n_ctx {plan.ctx_size:,}: {verdict}",
+        "", "layers", "weights", "KV", "compute", "total", "free - margin",
+    )  # fmt: skip
+    for d in plan.devices:
+        mark = "" if d.fits else " [red](over)[/]"
+        table.add_row(
+            escape(d.name), f"{d.layers} from {d.first_layer}" if d.layers else "0", format_bytes(d.weights_bytes, decimal),
+            format_bytes(d.kv_bytes, decimal), format_bytes(d.compute_bytes, decimal), format_bytes(d.total_bytes, decimal) + mark,
+            format_bytes(d.target_bytes, decimal),
+        )  # fmt: skip
+    h = plan.host
+    ram = format_bytes(h.ram_bytes, decimal) + ("" if h.fits else " [red](over)[/]") if h.ram_bytes is not None else "not checked"
+    table.add_row(
+        "host RAM" + (" (mmap)" if h.mapped else ""), "", format_bytes(h.weights_bytes, decimal), format_bytes(h.kv_bytes, decimal),
+        format_bytes(h.compute_bytes + h.output_bytes, decimal), format_bytes(h.total_bytes, decimal), ram,
+    )  # fmt: skip
+    console.print(table)
+    console.print(f"  {plan.command}", markup=False, soft_wrap=True)
+    if plan.overrides:
+        console.print("  (the same experts by pattern: -ot " + " -ot ".join(plan.overrides) + ")", markup=False, soft_wrap=True)
+    _explain(plan.log_lines)
+    if explain:
+        _explain(plan.explain)
+
+
+def split_decode_table(split: Any, gpus: list[str], explain: bool) -> None:
+    """The decode speed of a placement (kvcalc.placement.SplitDecode)."""
+    table = _table("Decode of the llama.cpp placement", "", "time per token")
+    for name, seconds in zip(gpus, split.device_seconds, strict=True):
+        table.add_row(escape(name), format_seconds(seconds))
+    table.add_row("host RAM", format_seconds(split.host_seconds))
+    table.add_row("hops between devices", format_seconds(split.hop_seconds))
+    table.add_row("fixed cost per layer", format_seconds(split.overhead_seconds))
+    table.add_row("roofline", f"{format_seconds(split.roofline_seconds)} ({split.roofline_tokens_per_s:,.1f} tok/s)")
+    table.add_row("expected", f"[bold]{format_seconds(split.expected_seconds)}[/] ({split.tokens_per_s:,.1f} tok/s)")
+    console.print(table)
+    if explain:
+        _explain(split.explain)
+
+
+def speed_steps_table(steps: list[Any]) -> None:
+    """Tokens/s at each -ngl or --n-cpu-moe step of a placement (kvcalc.placement.SpeedStep)."""
+    table = _table("Speed by placement (expected decode)", "-ngl", "--n-cpu-moe", "fits", "tokens/s")
+    for s in steps:
+        table.add_row(str(s.n_gpu_layers), str(s.n_cpu_moe), "yes" if s.fits else "[red]no[/]", f"{s.tokens_per_s:,.1f}")
+    console.print(table)

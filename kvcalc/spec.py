@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from kvcalc.base import Strict
 from kvcalc.errors import InvalidInput
@@ -118,6 +118,9 @@ class MoeSpec(Strict):
         return layer >= self.dense_layers and layer % self.layer_period == self.layer_offset
 
 
+PLACEMENT_FIELDS = ("layer_bytes", "expert_bytes", "embedding_bytes", "output_bytes")  # StoredWeights' per-layer split
+
+
 class StoredWeights(Strict):
     """A checkpoint's weights as its files store them, each tensor in its own type (a GGUF's tensor
     infos or safetensors headers summed): exact bytes, the parameters they hold, and the values per type."""
@@ -127,6 +130,25 @@ class StoredWeights(Strict):
     types: dict[str, Rate] = Field(
         default_factory=dict, description="values per stored type, e.g. q4_K, q6_K, f32 (GGUF) or BF16, I32 (safetensors)"
     )
+    layer_bytes: list[Annotated[int, Number, Field(ge=0)]] | None = Field(
+        default=None,
+        description="each layer's bytes (a GGUF's blk.N tensors) but its routed experts': where llama.cpp places them",
+    )
+    expert_bytes: list[Annotated[int, Number, Field(ge=0)]] | None = Field(
+        default=None, description="each layer's routed-expert bytes (blk.N.ffn_*_exps), what --n-cpu-moe moves to the CPU"
+    )
+    embedding_bytes: Annotated[int, Number, Field(ge=0)] | None = Field(
+        default=None, description="the input embedding table's bytes (token_embd), which llama.cpp keeps in host memory"
+    )
+    output_bytes: Annotated[int, Number, Field(ge=0)] | None = Field(
+        default=None, description="the output layer's bytes (output_norm and output, or the tied table it reuses)"
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_unknown_placement(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The per-layer fields only when a GGUF gave them: a safetensors checkpoint's stays {bytes, params, types}."""
+        data: dict[str, Any] = handler(self)
+        return {k: v for k, v in data.items() if v is not None or k not in PLACEMENT_FIELDS}
 
 
 class AttentionShape(Strict):

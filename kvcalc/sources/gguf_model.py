@@ -7,6 +7,7 @@ type is f16 unless asked otherwise (llama.cpp's -ctk/-ctv default), so the spec'
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +161,7 @@ def _fields(header: GgufHeader, tensors: list[TensorInfo], path: Path) -> dict[s
             "shared_experts": meta.count("expert_shared_count", 0),
             "dense_layers": meta.count("leading_dense_block_count", 0),
         }
-    stored = _stored(tensors)
+    stored = _stored(tensors, layers)
     if stored is not None:  # a header without tensor infos leaves the weights to be counted from the shapes
         fields.update(stored_weights=stored, params=stored["params"])
     return {k: v for k, v in fields.items() if v is not None}
@@ -232,18 +233,38 @@ def _one_period(kinds: list[str]) -> list[str]:
     return next(kinds[:n] for n in range(1, len(kinds) + 1) if all(k == kinds[i % n] for i, k in enumerate(kinds)))
 
 
-def _stored(tensors: list[TensorInfo]) -> dict[str, Any] | None:
-    """Exact bytes and parameters of every tensor, and the parameters per ggml type (largest first)."""
+EXPERT_TENSOR = re.compile(r"blk\.(\d+)\.ffn_(up|down|gate_up|gate)_(ch|)exps")  # llama.cpp's MoE pattern (common/fit.cpp)
+LAYER_TENSOR = re.compile(r"blk\.(\d+)\.")
+
+
+def _stored(tensors: list[TensorInfo], layers: int) -> dict[str, Any] | None:
+    """Exact bytes and parameters of every tensor, the parameters per ggml type (largest first), and
+    where llama.cpp places them: each layer's bytes, its routed experts' apart, the input table and
+    the output layer (the table itself when tied: llama.cpp loads it again as the output)."""
     if not tensors:
         return None
     per_type: dict[str, int] = {}
+    layer_bytes, expert_bytes = [0] * layers, [0] * layers
+    embedding = output = 0
     for tensor in tensors:
         name = GGML_TYPES[tensor.ggml_type][0]
         per_type[name] = per_type.get(name, 0) + tensor.values
+        expert, layer = EXPERT_TENSOR.match(tensor.name), LAYER_TENSOR.match(tensor.name)
+        if layer and int(layer.group(1)) < layers:
+            (expert_bytes if expert else layer_bytes)[int(layer.group(1))] += tensor.bytes
+        elif tensor.name.startswith("token_embd."):
+            embedding += tensor.bytes
+        elif tensor.name.startswith(("output.", "output_norm.")):
+            output += tensor.bytes
+    tied = not any(t.name == "output.weight" for t in tensors)
     return {
         "bytes": sum(t.bytes for t in tensors),
         "params": sum(t.values for t in tensors),
         "types": dict(sorted(per_type.items(), key=lambda item: -item[1])),
+        "layer_bytes": layer_bytes,
+        "expert_bytes": expert_bytes,
+        "embedding_bytes": embedding,
+        "output_bytes": output + (embedding if tied else 0),
     }
 
 

@@ -383,3 +383,32 @@ def auto_gpu(known: KnownGpus) -> GpuSpec:
             f"this machine ({device.tool}): {len(found)} x {device.name}{others}; bandwidth and FLOP/s from preset {preset.name}"
         )
     return preset.model_copy(update={"memory_bytes": memory, "memory_note": note, "source": source})
+
+
+def every_gpu(known: KnownGpus) -> list[GpuSpec]:
+    """`--gpu auto` for a llama.cpp placement: each of this machine's GPUs in device order, alike or
+    not, as the preset its name matches with the memory its tool reports."""
+    found = local_gpus()
+    if not found:
+        raise InvalidInput("--gpu auto: no GPU found (nvidia-smi, amd-smi and torch report none); name each with --gpu")
+    by_alias = _presets_by_alias(known)
+    result = []
+    for index, device in enumerate(found):
+        preset = by_alias.get(_normal(device.name))
+        if device.mig:
+            raise InvalidInput(f"--gpu auto: GPU {index} is a MIG slice ({device.label}); llama.cpp places layers on whole GPUs")
+        if preset is None:
+            raise PresetNotFound(
+                f"--gpu auto: this machine's GPU {index} ({device.name}) matches no GPU preset; name each with --gpu"
+            )
+        memory = device.memory_bytes or preset.memory_bytes
+        result.append(
+            preset.model_copy(
+                update={
+                    "memory_bytes": memory,
+                    "memory_note": f"{memory // MiB:,} MiB as {device.tool} reports it",
+                    "source": f"this machine ({device.tool}): GPU {index}, {device.name}; bandwidth and FLOP/s from preset {preset.name}",
+                }
+            )
+        )
+    return result
