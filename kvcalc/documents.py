@@ -21,6 +21,7 @@ from kvcalc.kvcache import KvEstimate, estimate_kv
 from kvcalc.latency import DecodeEstimate, PrefillEstimate
 from kvcalc.presets import DescribedPreset, PresetEntry, PresetListing, PresetProblem
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
+from kvcalc.throughput import Cost, ThroughputPlan
 from kvcalc.units import DType
 from kvcalc.weights import ParamCount
 
@@ -61,13 +62,18 @@ class FitDocument(FitReport):
     version: Literal[2] = SCHEMA_VERSION
     model: str
     gpu: str
+    throughput: ThroughputPlan | None = None  # --max-tpot-ms, --max-ttft-ms or --price-per-hour
+    cost: Cost | None = None  # --price-per-hour
 
 
 class DecodeDocument(Document):
-    """`kvcalc decode --json`: one decode step and the prefill of the same context."""
+    """`kvcalc decode --json`: one decode step and the prefill of the prompt (--prompt, else the
+    context); the largest batch within --max-tpot-ms / --max-ttft-ms and the cost at --price-per-hour."""
 
     decode: DecodeEstimate
     prefill: PrefillEstimate
+    throughput: ThroughputPlan | None = None
+    cost: Cost | None = None
 
 
 class CompareDocument(Comparison):

@@ -18,6 +18,7 @@ from kvcalc.capacity import UNBOUNDED_CONTEXT, FitReport
 from kvcalc.compare import CompareRow, Comparison, RowDecode, RowFit
 from kvcalc.kvcache import KvEstimate
 from kvcalc.latency import DecodeEstimate, PrefillEstimate
+from kvcalc.throughput import Cost, ThroughputPlan
 from kvcalc.units import format_bytes, format_seconds
 from kvcalc.weights import ParamCount, WeightFormat
 
@@ -669,3 +670,34 @@ def check_table(report: Any) -> None:
                 )
     passed = sum(w.passed for w in report.workloads)
     console.print(f"{passed} of {len(report.workloads)} workloads pass")
+
+
+def throughput_lines(plan: ThroughputPlan | None, cost: Cost | None, explain: bool) -> None:
+    """The largest batch within the latency targets, and what a million tokens cost."""
+    if plan is not None:
+        targets = " and ".join(
+            f"{name} {format_seconds(limit)}"
+            for name, limit in (("time per token", plan.max_tpot_seconds), ("prefill", plan.max_ttft_seconds))
+            if limit is not None
+        )
+        within = f"largest batch within {targets}" if targets else "the batch memory holds"
+        if plan.batch == 0:
+            console.print(f"[red]no batch meets[/] {targets} at {plan.seq:,} tokens (limited by {plan.limit.replace('_', ' ')})")
+        else:
+            ttft = f", prefill of {plan.prompt:,}-token prompts {format_seconds(plan.ttft_seconds)}" if plan.ttft_seconds else ""
+            console.print(
+                f"{within} at {plan.seq:,} tokens: [bold]{plan.batch:,}[/] (limited by {plan.limit.replace('_', ' ')};"
+                f" memory holds {plan.memory_batch:,}): {format_seconds(plan.seconds_per_token or 0)} per token{ttft},"
+                f" [bold]{plan.tokens_per_s:,.1f}[/] output tokens/s"
+            )
+        if explain:
+            _explain(plan.explain)
+    if cost is not None:
+        console.print(
+            f"cost at {cost.price_per_hour:g} per hour ({cost.gpus} GPU{'s' if cost.gpus > 1 else ''}):"
+            f" [bold]{cost.cost_per_million_output_tokens:.4g}[/] per million output tokens"
+            f" ({cost.output_tokens_per_s:,.1f}/s), [bold]{cost.cost_per_million_input_tokens:.4g}[/] per million prompt tokens"
+            f" ({cost.input_tokens_per_s:,.0f}/s)"
+        )
+        if explain:
+            _explain(cost.explain)

@@ -20,6 +20,7 @@ LAYERS: list[set[str]] = [
     {"weights"},
     {"capacity"},
     {"latency"},
+    {"throughput"},
     {"compare", "check"},
     {"sources"},  # GGUF, safetensors, Hub, vendors' GPU tools: readers, below the presets that dispatch to them
     {"presets", "shipped"},

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from kvcalc import latency, presets
+from kvcalc import capacity, latency, presets
 from kvcalc.cli.common import (
     GPU_HELP,
     BatchOpt,
@@ -33,6 +33,8 @@ from kvcalc.cli.common import (
     weights_format,
 )
 from kvcalc.cli.engine_options import EngineOpt, EngineOptions, build_engine, with_engine_options
+from kvcalc.cli.throughput_options import Economics, MaxTpotOpt, MaxTtftOpt, PriceOpt, PromptOpt
+from kvcalc.errors import DoesNotFit
 
 
 @with_engine_options("hf_version", "max_cache_len", "swa_full", "ubatch", "kv_unified", "flash_attn", "max_num_batched_tokens")
@@ -53,12 +55,19 @@ def decode(
     engine_options: EngineOptions,
     efficiency: EfficiencyOpt = None,
     overhead_ms: OverheadOpt = None,
+    max_tpot_ms: MaxTpotOpt = None,
+    max_ttft_ms: MaxTtftOpt = None,
+    prompt: PromptOpt = None,
+    price_per_hour: PriceOpt = None,
     presets_dir: PresetsOpt = None,
     json_out: JsonOpt = False,
     explain: ExplainOpt = False,
     units: UnitsOpt = "gib",
 ) -> None:
-    """Time per output token at --batch and --seq: the roofline (bandwidth vs compute) and the expected time engines reach (the --engine's decode profile), tokens/s, and prefill time."""
+    """Time per output token at --batch and --seq: the roofline (bandwidth vs compute) and the expected time engines reach (the --engine's decode profile), tokens/s, and prefill time.
+
+    With --max-tpot-ms or --max-ttft-ms: the largest batch that meets them and fits the engine's memory budget, and its tokens/s (exit code 1 when not even one sequence meets them); with --price-per-hour: dollars per million output and prompt tokens.
+    """
     decimal = decimal_units(units)
     spec = presets.load_model(model, presets_dir)
     work = build_workload(
@@ -76,16 +85,27 @@ def decode(
     )
     gpu_spec = presets.load_gpu(gpu, presets_dir)
     weights_fmt = weights_format(spec, weight_dtype)
-    step = latency.decode(spec, work, gpu_spec, weights_fmt, efficiency, seconds_per_layer(overhead_ms))
-    first = latency.prefill(spec, work, gpu_spec, weights_fmt, 1.0 if efficiency is None else efficiency)
+    economics = Economics(max_tpot_ms, max_ttft_ms, prompt, price_per_hour, work.seq)
+    overhead = seconds_per_layer(overhead_ms)
+    step = latency.decode(spec, work, gpu_spec, weights_fmt, efficiency, overhead)
+    first = economics.prefill(spec, work, gpu_spec, work.batch, weights_fmt, efficiency)
+    plan, cost = None, economics.cost(spec, work, gpu_spec, work.batch, step.expected_tokens_per_s, weights_fmt, efficiency)
+    if economics.searching:  # the batch memory holds under the engine's budget caps the search
+        budget = capacity.budget(spec, work, gpu_spec.memory_bytes, weights_fmt, gpu_name=gpu_spec.name)
+        held = capacity.fit(spec, work, budget, details=False).max_batch
+        plan = economics.plan(spec, work, gpu_spec, held, weights_fmt, efficiency, overhead)
+        cost = economics.cost(spec, work, gpu_spec, plan.batch, plan.tokens_per_s, weights_fmt, efficiency)
     if json_out:
         from kvcalc import documents
 
-        print_json(documents.DecodeDocument(decode=step, prefill=first))
+        print_json(documents.DecodeDocument(decode=step, prefill=first, throughput=plan, cost=cost))
     else:
         from kvcalc import render
 
         render.decode_tables(step, first, decimal, explain)
+        render.throughput_lines(plan, cost, explain)
+    if plan is not None and plan.batch == 0:
+        raise typer.Exit(DoesNotFit.exit_code)
 
 
 app = single_command(decode)

@@ -40,6 +40,7 @@ from kvcalc.cli.common import (
     write_plot,
 )
 from kvcalc.cli.engine_options import EngineOpt, EngineOptions, build_engine, with_engine_options
+from kvcalc.cli.throughput_options import Economics, MaxTpotOpt, MaxTtftOpt, PriceOpt, PromptOpt
 from kvcalc.errors import DoesNotFit
 from kvcalc.units import SIZE_HELP, TOKENS_HELP
 
@@ -80,6 +81,10 @@ def fit(
             help="A cap on concurrent sequences, for any engine (vllm's --max-num-seqs and sglang's --max-running-requests cap it too).",
         ),
     ] = None,
+    max_tpot_ms: MaxTpotOpt = None,
+    max_ttft_ms: MaxTtftOpt = None,
+    prompt: PromptOpt = None,
+    price_per_hour: PriceOpt = None,
     presets_dir: PresetsOpt = None,
     json_out: JsonOpt = False,
     explain: ExplainOpt = False,
@@ -90,7 +95,9 @@ def fit(
 
     Needs --gpu or --memory (one of them is required): the memory to budget.
 
-    Exit code 1 when the weights do not fit, or the batch does not fit at --seq (or at any context when --seq is not given); the shortfall is printed.
+    With --max-tpot-ms / --max-ttft-ms (and --gpu): the largest batch at --seq that also meets them, and its tokens/s; with --price-per-hour: what a million output and prompt tokens cost at that batch (memory's max batch without a target).
+
+    Exit code 1 when the weights do not fit, or the batch does not fit at --seq (or at any context when --seq is not given), or no batch meets the targets; the shortfall is printed.
     """
     decimal = decimal_units(units)
     plot_path = plot_target(plot)
@@ -104,20 +111,30 @@ def fit(
     weights_fmt = weights_format(spec, weight_dtype)
     gpu_spec, budget = gpu_and_budget(spec, work, gpu, memory, weights_fmt, utilization, reserve, presets_dir)
     report = capacity.fit(spec, work, budget, max_seqs)
+    economics = Economics(max_tpot_ms, max_ttft_ms, prompt, price_per_hour, work.seq)
+    plan = cost = None
+    if economics.asked:  # the largest batch memory holds at --seq caps the search
+        speeds = economics.need_gpu(gpu_spec)
+        plan = economics.plan(spec, work, speeds, report.max_batch, weights_fmt)
+        cost = economics.cost(spec, work, speeds, plan.batch, plan.tokens_per_s, weights_fmt)
     if json_out:
         from kvcalc import documents
 
-        print_json(documents.FitDocument(**report.model_dump(), model=spec.name, gpu=gpu_label(gpu_spec, memory)))
+        document = documents.FitDocument(
+            **report.model_dump(), model=spec.name, gpu=gpu_label(gpu_spec, memory), throughput=plan, cost=cost
+        )
+        print_json(document)
     else:
         from kvcalc import render
 
         render.fit_tables(report, spec.name, gpu_label(gpu_spec, memory), decimal, explain)
+        render.throughput_lines(plan, cost, explain)
     if plot_path is not None:
         from kvcalc import plots
 
         dtype = (work.kv_dtype or spec.dtype).value
         write_plot(plots.fit_chart(report, spec.name, dtype, gpu_label(gpu_spec, memory)), plot_path, json_out)
-    if not (report.fits if seq is not None else report.max_context > 0):
+    if not (report.fits if seq is not None else report.max_context > 0) or (plan is not None and plan.batch == 0):
         raise typer.Exit(DoesNotFit.exit_code)
 
 
