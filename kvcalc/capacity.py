@@ -18,6 +18,8 @@ from kvcalc.kvcache import (
     layer_bytes_per_token,
     layer_caches,
     pipeline_stages,
+    settled,
+    shared_prefix_tokens,
     state_layout,
 )
 from kvcalc.spec import GpuSpec, ModelSpec, Workload, cache_dtypes
@@ -130,7 +132,8 @@ def _pool_need(workload: Workload, pool: Pool) -> int:
     units = rules.allocation_units(workload)
     if pool.per_sequence:
         return units * pool.per_sequence
-    return units * rules.peak_tokens_per_unit(workload, pool.window, workload.seq)
+    shared = shared_prefix_tokens(workload) if pool.window is None else 0  # held once, in the full-attention pool
+    return shared + units * rules.peak_tokens_per_unit(workload, pool.window, workload.seq - shared)
 
 
 def max_batch(
@@ -195,6 +198,8 @@ class FitReport(Frozen):
     pools: list[Pool]  # the token pools the engine sizes at start-up (SGLang, TensorRT-LLM); empty: one budget
     engine_log: list[EngineLogLine]  # figures the engine itself would log, computed its way
     max_batch_by_context: dict[int, int]
+    shared_prefix_tokens: int = 0  # of --shared-prefix at --seq: held once for the batch, in the engine's whole blocks
+    shared_prefix_bytes_per_gpu: int = 0  # their bytes on the busiest GPU, once
 
 
 def _shortfall(layout: CacheLayout, workload: Workload, usable: int, pools: Sequence[Pool]) -> int:
@@ -261,6 +266,8 @@ def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | N
         }
         if details
         else {},
+        shared_prefix_tokens=shared_prefix_tokens(settled(model, workload)),
+        shared_prefix_bytes_per_gpu=layout.shared_bytes(workload).per_gpu,
     )
 
 

@@ -220,6 +220,11 @@ def fit_tables(report: FitReport, model: str, gpu: str, decimal: bool, explain: 
         f"batch {report.batch} at {report.context_per_sequence:,} tokens needs {format_bytes(report.kv_bytes_per_gpu, decimal)}"
         f" of KV{' and state' if report.state_bytes_per_sequence_per_gpu else ''} per GPU: {verdict}"
     )
+    if report.shared_prefix_tokens:
+        console.print(
+            f"shared prefix: {report.shared_prefix_tokens:,} tokens held once for the batch"
+            f" ({format_bytes(report.shared_prefix_bytes_per_gpu, decimal)} per GPU); each sequence holds the rest of its context"
+        )
     console.print(
         f"max batch at {report.context_per_sequence:,} tokens: [bold]{report.max_batch:,}[/] (limited by {report.max_batch_limit.replace('_', ' ')};"
         f" {report.bytes_per_sequence_per_gpu:,} B per sequence per GPU"

@@ -522,6 +522,9 @@ class Workload(Strict):
     pp: Count = 1
     block_size: Count | None = Field(default=None, description="paged allocation; None = exact (vLLM: 16)")
     engine: Engine = Engine()
+    shared_prefix: int = Field(
+        default=0, ge=0, le=MAX_COUNT, description="tokens of a prefix all sequences share (--shared-prefix)"
+    )
 
 
 def cache_dtypes(model: ModelSpec, workload: Workload) -> tuple[DType, DType]:

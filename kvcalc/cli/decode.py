@@ -20,6 +20,7 @@ from kvcalc.cli.common import (
     OverheadOpt,
     PresetsOpt,
     SeqOpt,
+    SharedPrefixOpt,
     StateDtypeOpt,
     TpOpt,
     UnitsOpt,
@@ -59,6 +60,7 @@ def decode(
     max_ttft_ms: MaxTtftOpt = None,
     prompt: PromptOpt = None,
     price_per_hour: PriceOpt = None,
+    shared_prefix: SharedPrefixOpt = 0,
     presets_dir: PresetsOpt = None,
     json_out: JsonOpt = False,
     explain: ExplainOpt = False,
@@ -82,6 +84,7 @@ def decode(
         state_dtype,
         k_dtype,
         v_dtype,
+        shared_prefix,
     )
     gpu_spec = presets.load_gpu(gpu, presets_dir)
     weights_fmt = weights_format(spec, weight_dtype)

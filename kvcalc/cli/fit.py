@@ -19,6 +19,7 @@ from kvcalc.cli.common import (
     PpOpt,
     PresetsOpt,
     ReserveOpt,
+    SharedPrefixOpt,
     StateDtypeOpt,
     TpOpt,
     UnitsOpt,
@@ -85,6 +86,7 @@ def fit(
     max_ttft_ms: MaxTtftOpt = None,
     prompt: PromptOpt = None,
     price_per_hour: PriceOpt = None,
+    shared_prefix: SharedPrefixOpt = 0,
     presets_dir: PresetsOpt = None,
     json_out: JsonOpt = False,
     explain: ExplainOpt = False,
@@ -105,7 +107,18 @@ def fit(
     default_seq = min(8192, spec.max_positions or 8192)
     engine_spec = build_engine(engine, **engine_options)
     work = build_workload(
-        spec, default_seq if seq is None else seq, batch, kv_dtype, tp, pp, block_size, engine_spec, state_dtype, k_dtype, v_dtype
+        spec,
+        default_seq if seq is None else seq,
+        batch,
+        kv_dtype,
+        tp,
+        pp,
+        block_size,
+        engine_spec,
+        state_dtype,
+        k_dtype,
+        v_dtype,
+        shared_prefix,
     )
     positive(max_seqs=max_seqs)
     weights_fmt = weights_format(spec, weight_dtype)

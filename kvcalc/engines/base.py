@@ -171,6 +171,8 @@ class EngineProfile(ABC):
     name: ClassVar[str]  # the --engine name
     label: ClassVar[str]  # how the engine calls itself in its logs and docs
     fraction_option: ClassVar[str | None] = None  # the Engine field of its own memory fraction; None: --utilization
+    # how a prefix all sequences share is held once (--shared-prefix), with the source it follows; None: it is not
+    prefix_rule: ClassVar[str | None] = "a shared prefix is held once, in whole pages when paged (textbook)"
 
     def check_supported(self, model: ModelSpec, workload: Workload, dtype: DType) -> None:
         """Refuse, as InvalidInput, what the engine itself refuses (default: nothing)."""
@@ -179,6 +181,11 @@ class EngineProfile(ABC):
     def block_size(self, workload: Workload) -> int | None:
         """Page size in tokens; None when the cache is not paged (default: --block-size)."""
         return workload.block_size
+
+    def prefix_block(self, workload: Workload) -> int:
+        """The tokens a shared prefix is held once in multiples of: only whole pages are shared, the
+        rest of the prefix sits in each sequence's own pages (default: the page size, 1 when not paged)."""
+        return self.block_size(workload) or 1
 
     @abstractmethod
     def tokens_per_unit(self, workload: Workload, window: int | None, seq: int, chunked: bool = False) -> int:

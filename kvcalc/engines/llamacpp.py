@@ -31,6 +31,7 @@ def pad(n: int, to: int) -> int:
 class LlamaCpp(EngineProfile):
     name = "llamacpp"
     label = "llama.cpp"
+    prefix_rule = None  # each slot keeps its own cells (its own prompt cache): sharing between slots is not modelled
 
     def tokens_per_unit(self, workload: Workload, window: int | None, seq: int, chunked: bool = False) -> int:
         """`seq` is n_ctx, padded to 256 and shared by the sequences: PAD256(PAD256(n_ctx) / n_seq)

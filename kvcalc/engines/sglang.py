@@ -118,6 +118,7 @@ class SGLang(EngineProfile):
     name = "sglang"
     label = "SGLang"
     fraction_option = "mem_fraction_static"
+    prefix_rule = "the radix cache shares a prefix in whole pages of --page-size (python/sglang/srt/mem_cache/radix_cache.py)"
 
     def block_size(self, workload: Workload) -> int:
         """--page-size, default 1."""

@@ -48,6 +48,10 @@ class TensorRtLlm(EngineProfile):
     name = "trtllm"
     label = "TensorRT-LLM"
     fraction_option = "free_gpu_memory_fraction"
+    prefix_rule = (
+        "KV cache block reuse shares whole blocks of tokens_per_block"
+        " (cpp/tensorrt_llm/batch_manager/kvCacheManager.cpp, enable_block_reuse)"
+    )
 
     def block_size(self, workload: Workload) -> int:
         """--tokens-per-block, default 32."""

@@ -82,6 +82,11 @@ class Vllm(EngineProfile):
     name = "vllm"
     label = "vLLM"
     fraction_option = "gpu_memory_utilization"
+    prefix_rule = (
+        "automatic prefix caching shares whole blocks only: a block is hashed once full (docs.vllm.ai/en/latest/design/prefix_caching;"
+        " vllm/v1/core/kv_cache_utils.py hash_block_tokens); on hybrid models the block is the raised attention block, so a"
+        " prefix shorter than one is never cached (vllm-project/vllm#40696, v0.19.1)"
+    )
 
     def block_size(self, workload: Workload) -> int:
         """--block-size, or vLLM's default 16."""
