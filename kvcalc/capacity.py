@@ -7,7 +7,7 @@ from typing import Literal
 
 from kvcalc import engines
 from kvcalc.base import Frozen
-from kvcalc.engines import Budget, EngineLogLine, GpuMemory, Pool, StageLayer
+from kvcalc.engines import Budget, BudgetTerm, EngineLogLine, GpuMemory, Pool, StageLayer
 from kvcalc.errors import InvalidInput
 from kvcalc.kvcache import (
     CacheLayout,
@@ -22,6 +22,7 @@ from kvcalc.kvcache import (
     shared_prefix_tokens,
     state_layout,
 )
+from kvcalc.residents import with_residents
 from kvcalc.spec import GpuSpec, ModelSpec, Workload, cache_dtypes
 from kvcalc.weights import WeightFormat, activation_dtype, require_params, stage_weights, weight_format
 
@@ -36,12 +37,14 @@ def budget(
     utilization: float | None = None,
     reserve_bytes: int | None = None,
     gpu_name: str | None = None,
+    residents: Sequence[BudgetTerm] = (),
 ) -> Budget:
     """What one GPU leaves for the KV cache, by the engine's own budget (engines.<name>.budget):
     textbook, hf and llama.cpp memory * utilization - weights - reserve; vLLM, SGLang and
     TensorRT-LLM their fractions and modelled overheads, which --reserve replaces. The weights per
     GPU are each pipeline stage's, in the checkpoint's format unless `weights` says otherwise;
-    `gpu_name` picks the engine's defaults for that GPU (vLLM's for an A100)."""
+    `gpu_name` picks the engine's defaults for that GPU (vLLM's for an A100); `residents`, what else
+    the deployment holds (kvcalc.residents: a draft model's weights), each taken from the cache's share."""
     rules = engines.profile(workload.engine)
     if utilization is not None:
         if rules.fraction_option is not None:
@@ -56,7 +59,9 @@ def budget(
     gpu = GpuMemory(total_bytes=memory_bytes, name=gpu_name)
     on_gpu = workload.model_copy(update={"engine": rules.defaults_on(workload.engine, gpu)})
     stages = stage_weights(model, workload, params, fmt)
-    found = rules.budget(model, on_gpu, gpu, stages, activation_dtype(model, fmt), utilization, reserve_bytes)
+    found = with_residents(
+        rules.budget(model, on_gpu, gpu, stages, activation_dtype(model, fmt), utilization, reserve_bytes), list(residents)
+    )
     return found.model_copy(update={"explain": [*model.origin(), *found.explain]})  # first, where the model comes from
 
 
@@ -280,7 +285,10 @@ def _first_stage_layers(model: ModelSpec, workload: Workload) -> list[StageLayer
         key: StageLayer(window=c.window, bytes_per_token=layer_bytes_per_token(c, *dtypes), chunked=c.kind == "chunked")
         for key, c in own.items()
     }  # and one StageLayer
-    return [layers[id(caches[i])] for i in pipeline_stages(model.layers, workload.pp)[0] if id(caches[i]) in layers]
+    first = [layers[id(caches[i])] for i in pipeline_stages(model.layers, workload.pp)[0] if id(caches[i]) in layers]
+    if workload.draft_bytes_per_token and workload.pp == 1:  # a draft model's layers, as one, beside the target's
+        first.append(StageLayer(window=None, bytes_per_token=workload.draft_bytes_per_token))
+    return first
 
 
 def _over_stages_max(model: ModelSpec, workload: Workload, per_layer: list[int]) -> int:

@@ -149,7 +149,8 @@ def check_workload(
 ) -> WorkloadVerdict:
     """Compute the figures of one workload and test each expectation against them; decode_ms_at_most
     judges the expected time per token, or the roofline's."""
-    named = {field: getattr(planned, field) for field in Workload.model_fields}  # a plan row names them all
+    # a plan row names them all but the draft's KV per token (a speculative draft is not a plan key yet)
+    named = {field: getattr(planned, field) for field in Workload.model_fields if field in PlannedWorkload.model_fields}
     work = Workload(**{**named, "shared_prefix": planned.shared_prefix or 0})
     weights = weight_format(model, planned.weight_dtype)
     memory = capacity.gpu_memory(gpu, parse_size(planned.memory) if planned.memory else None)

@@ -276,6 +276,11 @@ def _laid_out(model: ModelSpec, workload: Workload) -> CacheLayout:
             if key in attention:
                 row[windows.index((attention[key].window, attention[key].kind == "chunked"))] += layers * per_token[key]
         stages.append(row)
+    if settled_.draft_bytes_per_token:  # a draft model's layers sit beside the target's, on the last stage
+        if FULL not in windows:
+            windows.append(FULL)
+            stages = [[*row, 0] for row in stages]
+        stages[-1][windows.index(FULL)] += settled_.draft_bytes_per_token
     state = state_layout(model, settled_).layer_bytes if any(model.state_kinds()) else [0] * model.layers
     fixed_per_layer = engines.profile(settled_.engine).fixed_bytes(model, settled_, dtypes[0]) // model.layers
     return CacheLayout(

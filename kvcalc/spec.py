@@ -522,6 +522,9 @@ class Workload(Strict):
     pp: Count = 1
     block_size: Count | None = Field(default=None, description="paged allocation; None = exact (vLLM: 16)")
     engine: Engine = Engine()
+    draft_bytes_per_token: int = Field(
+        default=0, ge=0, description="KV bytes per token of a draft model's layers on one GPU, in the target's pool"
+    )
     shared_prefix: int = Field(
         default=0, ge=0, le=MAX_COUNT, description="tokens of a prefix all sequences share (--shared-prefix)"
     )

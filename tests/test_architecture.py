@@ -18,6 +18,7 @@ LAYERS: list[set[str]] = [
     {"engines"},
     {"kvcache"},
     {"weights"},
+    {"residents"},
     {"capacity"},
     {"latency"},
     {"throughput"},

@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from kvcalc import capacity, engines, kvcache, presets, weights
 from kvcalc.cli import KvcalcCommand
+from kvcalc.engines import BudgetTerm
 from kvcalc.errors import InvalidInput, KvcalcError
 from kvcalc.sources import tensor_parallel
 from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload
@@ -319,15 +320,15 @@ def size_option(flag: str, text: str, allow_zero: bool = False) -> int:
 
 def gpu_and_budget(
     model: ModelSpec, workload: Workload, gpu: str | None, memory: str | None, weights: weights.WeightFormat,
-    utilization: float | None, reserve: str | None, extra: list[str] | None,
+    utilization: float | None, reserve: str | None, extra: list[str] | None, residents: Sequence[BudgetTerm] = (),
 ) -> tuple[GpuSpec | None, capacity.Budget]:  # fmt: skip
     """The --gpu preset (if given) and the engine's memory budget per GPU from --gpu/--memory, its
-    fraction and --reserve (None: the engine's defaults)."""
+    fraction and --reserve (None: the engine's defaults), less what else the deployment holds."""
     gpu_spec = presets.load_gpu(gpu, extra) if gpu else None
     total = capacity.gpu_memory(gpu_spec, size_option("memory", memory) if memory else None)
     reserve_bytes = size_option("reserve", reserve, allow_zero=True) if reserve is not None else None
     name = gpu_spec.name if gpu_spec else None
-    return gpu_spec, capacity.budget(model, workload, total, weights, utilization, reserve_bytes, name)
+    return gpu_spec, capacity.budget(model, workload, total, weights, utilization, reserve_bytes, name, residents)
 
 
 def gpu_label(gpu: GpuSpec | None, memory: str | None) -> str:

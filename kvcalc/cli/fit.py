@@ -41,6 +41,7 @@ from kvcalc.cli.common import (
     write_plot,
 )
 from kvcalc.cli.engine_options import EngineOpt, EngineOptions, build_engine, with_engine_options
+from kvcalc.cli.resident_options import SpeculativeModelOpt, with_draft
 from kvcalc.cli.throughput_options import Economics, MaxTpotOpt, MaxTtftOpt, PriceOpt, PromptOpt
 from kvcalc.errors import DoesNotFit
 from kvcalc.units import SIZE_HELP, TOKENS_HELP
@@ -87,6 +88,7 @@ def fit(
     prompt: PromptOpt = None,
     price_per_hour: PriceOpt = None,
     shared_prefix: SharedPrefixOpt = 0,
+    speculative_model: SpeculativeModelOpt = None,
     presets_dir: PresetsOpt = None,
     json_out: JsonOpt = False,
     explain: ExplainOpt = False,
@@ -122,7 +124,8 @@ def fit(
     )
     positive(max_seqs=max_seqs)
     weights_fmt = weights_format(spec, weight_dtype)
-    gpu_spec, budget = gpu_and_budget(spec, work, gpu, memory, weights_fmt, utilization, reserve, presets_dir)
+    work, tenants = with_draft(spec, work, speculative_model, presets_dir)
+    gpu_spec, budget = gpu_and_budget(spec, work, gpu, memory, weights_fmt, utilization, reserve, presets_dir, tenants)
     report = capacity.fit(spec, work, budget, max_seqs)
     economics = Economics(max_tpot_ms, max_ttft_ms, prompt, price_per_hour, work.seq)
     plan = cost = None

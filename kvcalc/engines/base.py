@@ -173,6 +173,8 @@ class EngineProfile(ABC):
     fraction_option: ClassVar[str | None] = None  # the Engine field of its own memory fraction; None: --utilization
     # how a prefix all sequences share is held once (--shared-prefix), with the source it follows; None: it is not
     prefix_rule: ClassVar[str | None] = "a shared prefix is held once, in whole pages when paged (textbook)"
+    # how a speculative draft model is held beside the target, with its source; None: not modelled for this engine
+    draft_rule: ClassVar[str | None] = "a draft model's weights and its KV per token beside the target's (textbook)"
 
     def check_supported(self, model: ModelSpec, workload: Workload, dtype: DType) -> None:
         """Refuse, as InvalidInput, what the engine itself refuses (default: nothing)."""

@@ -31,6 +31,7 @@ def pad(n: int, to: int) -> int:
 class LlamaCpp(EngineProfile):
     name = "llamacpp"
     label = "llama.cpp"
+    draft_rule = None  # a speculative draft is not modelled for this engine yet
     prefix_rule = None  # each slot keeps its own cells (its own prompt cache): sharing between slots is not modelled
 
     def tokens_per_unit(self, workload: Workload, window: int | None, seq: int, chunked: bool = False) -> int:

@@ -117,6 +117,7 @@ def default_fraction(memory_bytes: int, tp: int, pp: int) -> tuple[float, str]:
 class SGLang(EngineProfile):
     name = "sglang"
     label = "SGLang"
+    draft_rule = None  # a speculative draft is not modelled for this engine yet
     fraction_option = "mem_fraction_static"
     prefix_rule = "the radix cache shares a prefix in whole pages of --page-size (python/sglang/srt/mem_cache/radix_cache.py)"
 

@@ -47,6 +47,7 @@ LOGIT_BYTES = 4  # fp32 logits
 class TensorRtLlm(EngineProfile):
     name = "trtllm"
     label = "TensorRT-LLM"
+    draft_rule = None  # a speculative draft is not modelled for this engine yet
     fraction_option = "free_gpu_memory_fraction"
     prefix_rule = (
         "KV cache block reuse shares whole blocks of tokens_per_block"

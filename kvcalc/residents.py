@@ -1,0 +1,83 @@
+"""What else lives in GPU memory beside the target's weights and KV cache: a speculative draft
+model (its weights, and its KV per token in the target's pool). Pure functions; each tenant becomes
+a term of the engine's budget (kvcalc.engines.Budget), with the engine source it follows."""
+
+from __future__ import annotations
+
+from kvcalc import engines
+from kvcalc.base import Frozen
+from kvcalc.engines import Budget, BudgetTerm
+from kvcalc.engines.base import term_lines
+from kvcalc.errors import InvalidInput
+from kvcalc.kvcache import layer_bytes_per_token, layer_caches
+from kvcalc.spec import ModelSpec, Workload, cache_dtypes
+from kvcalc.units import format_bytes
+from kvcalc.weights import WeightFormat, per_gpu, require_params, weight_bytes, weight_format, weights_formula
+
+
+class Draft(Frozen):
+    """A speculative draft model as the engine holds it on one GPU of the target's TP group."""
+
+    name: str
+    layers: int
+    weights_bytes: int  # per GPU: split over the target's tp
+    kv_bytes_per_token: int  # per GPU: all its attention layers, in the target's cache dtypes
+    weights_formula: str
+    kv_formula: str
+    source: str  # the engine's rule
+
+
+def draft(target: ModelSpec, model: ModelSpec, workload: Workload, weights: WeightFormat | None = None) -> Draft:
+    """The draft's weights (its checkpoint's format unless `weights`) and KV bytes per token per GPU,
+    both split over the target's tp; its cache takes the target's cache dtypes (one --kv-dtype for
+    the pool). Only full-attention and MLA drafts: window and state layers would form pools of
+    their own, which kvcalc does not model for a draft."""
+    rules = engines.profile(workload.engine)
+    if rules.draft_rule is None:
+        raise InvalidInput(f"--speculative-model is not modelled for --engine {rules.name} (vllm and textbook are)")
+    caches = layer_caches(model, workload.tp, workload.engine)
+    if any(cache.window is not None for cache in caches) or any(model.state_kinds()):
+        raise InvalidInput(f"--speculative-model {model.name}: a draft with sliding-window or state layers is not modelled")
+    if model.vocab is not None and target.vocab is not None and model.vocab != target.vocab:
+        raise InvalidInput(
+            f"--speculative-model {model.name}: its vocabulary ({model.vocab:,}) differs from {target.name}'s ({target.vocab:,})"
+        )
+    fmt = weights or weight_format(model)
+    params = require_params(model)
+    dtypes = cache_dtypes(target, workload)
+    per_layer = [layer_bytes_per_token(cache, *dtypes) for cache in caches if cache.kind != "none"]
+    kv = sum(per_layer)
+    tp = f" / tp {workload.tp}" if workload.tp > 1 else ""
+    return Draft(
+        name=model.name,
+        layers=len(per_layer),
+        weights_bytes=per_gpu(weight_bytes(params, fmt), workload.tp),
+        kv_bytes_per_token=kv,
+        weights_formula=f"{weights_formula(params, fmt)}{tp}",
+        kv_formula=f"{len(per_layer)} layers * {per_layer[0] if per_layer else 0:,} B per token per layer on one GPU = {kv:,} B",
+        source=rules.draft_rule,
+    )
+
+
+def draft_term(found: Draft) -> BudgetTerm:
+    """The draft's weights as a budget term (its KV is in the pool, beside the target's)."""
+    return BudgetTerm(
+        name=f"draft model weights ({found.name})",
+        bytes=found.weights_bytes,
+        formula=f"{found.weights_formula} = {found.weights_bytes:,} B; its KV, {found.kv_formula}, shares the target's pool",
+        source=found.source,
+    )
+
+
+def with_residents(budget: Budget, terms: list[BudgetTerm]) -> Budget:
+    """The budget with each tenant's bytes taken from what it leaves for the KV cache, each a term
+    and an --explain line of its own."""
+    if not terms:
+        return budget
+    usable = budget.usable_bytes - sum(term.bytes for term in terms)
+    lines = [line for term in terms for line in term_lines(term)]
+    taken = " - ".join(f"{term.bytes:,}" for term in terms)
+    lines.append(f"left for KV = {budget.usable_bytes:,} - {taken} = {usable:,} B ({format_bytes(usable)}) (kvcalc.residents)")
+    return budget.model_copy(
+        update={"usable_bytes": usable, "terms": [*budget.terms, *terms], "explain": [*budget.explain, *lines]}
+    )
