@@ -1,6 +1,7 @@
 """What else lives in GPU memory beside the target's weights and KV cache: a speculative draft
-model (its weights, and its KV per token in the target's pool). Pure functions; each tenant becomes
-a term of the engine's budget (kvcalc.engines.Budget), with the engine source it follows."""
+model (its weights, and its KV per token in the target's pool) and LoRA adapter slots. Pure
+functions; each tenant becomes a term of the engine's budget (kvcalc.engines.Budget), with the
+engine source it follows."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from kvcalc.base import Frozen
 from kvcalc.engines import Budget, BudgetTerm
 from kvcalc.engines.base import term_lines
 from kvcalc.errors import InvalidInput
-from kvcalc.kvcache import layer_bytes_per_token, layer_caches
+from kvcalc.kvcache import kv_heads_per_rank, layer_bytes_per_token, layer_caches
 from kvcalc.spec import ModelSpec, Workload, cache_dtypes
-from kvcalc.units import format_bytes
+from kvcalc.units import PACKING, DType, format_bytes
 from kvcalc.weights import WeightFormat, per_gpu, require_params, weight_bytes, weight_format, weights_formula
 
 
@@ -69,6 +70,47 @@ def draft_term(found: Draft) -> BudgetTerm:
     )
 
 
+LORA_TERM = "LoRA slots"
+VLLM_MAX_LORA_RANK = 16  # vLLM's default --max-lora-rank (vllm/config/lora.py)
+
+
+def lora_term(model: ModelSpec, workload: Workload, max_loras: int, rank: int, dtype: DType | None = None) -> BudgetTerm:
+    """The LoRA slots vLLM preallocates on one GPU: for every wrapped linear of every layer, per
+    slot, A of (rank, input) and B of (output, rank) for each packed slice, in --lora-dtype (default:
+    the model's). Column-parallel qkv_proj (3 slices: q, k, v) and gate_up_proj (2) keep A whole and
+    split B's output over tp; row-parallel o_proj and down_proj split A's input and keep B whole
+    (vllm/lora/layers/base_linear.py create_lora_weights, column_parallel_linear.py
+    MergedColumnParallelLinearWithLoRA / MergedQKVParallelLinearWithLoRA). Per layer: slots * rank *
+    b * (A + B), A = 3h + H*d/tp + 2h + I/tp, B = H*d/tp + 2*Hkv_rank*d + h + 2I/tp + h; the
+    embedding and LM-head wrappers (a few MB) are not counted."""
+    rules = engines.profile(workload.engine)
+    if rules.name != "vllm":
+        raise InvalidInput(f"--max-loras is modelled for --engine vllm only, not {rules.name}")
+    if model.mla is not None or model.moe is not None or model.hidden is None or model.intermediate is None:
+        raise InvalidInput(f"--max-loras: {model.name}'s layers are not the dense q/k/v/o and gated-MLP kvcalc sizes LoRA for")
+    if any(model.state_kinds()):
+        raise InvalidInput(f"--max-loras: {model.name} has state layers; LoRA for them is not modelled")
+    if max_loras < 1 or rank < 1:
+        raise InvalidInput("--max-loras and --max-lora-rank must be positive integers")
+    lora_dtype = dtype or model.dtype
+    b = PACKING[lora_dtype].block_bytes
+    tp, h, d, inter = workload.tp, model.hidden, model.key_dim, model.intermediate
+    q_out, kv_out = model.heads * d // tp, kv_heads_per_rank(model, tp) * d
+    a_values = 3 * h + model.heads * d // tp + 2 * h + inter // tp  # qkv (3 slices), o, gate_up (2), down
+    b_values = q_out + 2 * kv_out + h + 2 * inter // tp + h
+    per_layer = max_loras * rank * (a_values + b_values) * b
+    total = per_layer * model.layers
+    return BudgetTerm(
+        name=LORA_TERM,
+        bytes=total,
+        formula=f"layers * slots * rank * b * (A + B) = {model.layers} * {max_loras} * {rank} * {b} * ({a_values:,} + {b_values:,})"
+        f" = {total:,} B ({format_bytes(total)}); A: qkv 3 * h + o H*d/tp + gate_up 2 * h + down I/tp;"
+        f" B: qkv (H + 2 Hkv)*d/tp + o h + gate_up 2I/tp + down h; {lora_dtype.value}",
+        source="vllm/lora/layers/base_linear.py create_lora_weights (lora_a_stacked, lora_b_stacked per slice),"
+        " column_parallel_linear.py; --max-loras slots of --max-lora-rank",
+    )
+
+
 def with_residents(budget: Budget, terms: list[BudgetTerm]) -> Budget:
     """The budget with each tenant's bytes taken from what it leaves for the KV cache, each a term
     and an --explain line of its own."""
@@ -78,6 +120,12 @@ def with_residents(budget: Budget, terms: list[BudgetTerm]) -> Budget:
     lines = [line for term in terms for line in term_lines(term)]
     taken = " - ".join(f"{term.bytes:,}" for term in terms)
     lines.append(f"left for KV = {budget.usable_bytes:,} - {taken} = {usable:,} B ({format_bytes(usable)}) (kvcalc.residents)")
+    lora = sum(term.bytes for term in terms if term.name == LORA_TERM)
     return budget.model_copy(
-        update={"usable_bytes": usable, "terms": [*budget.terms, *terms], "explain": [*budget.explain, *lines]}
+        update={
+            "usable_bytes": usable,
+            "terms": [*budget.terms, *terms],
+            "explain": [*budget.explain, *lines],
+            "lora_bytes": lora,
+        }
     )

@@ -41,7 +41,14 @@ from kvcalc.cli.common import (
     write_plot,
 )
 from kvcalc.cli.engine_options import EngineOpt, EngineOptions, build_engine, with_engine_options
-from kvcalc.cli.resident_options import SpeculativeModelOpt, with_draft
+from kvcalc.cli.resident_options import (
+    LoraDtypeOpt,
+    MaxLoraRankOpt,
+    MaxLorasOpt,
+    SpeculativeModelOpt,
+    lora_terms,
+    with_draft,
+)
 from kvcalc.cli.throughput_options import Economics, MaxTpotOpt, MaxTtftOpt, PriceOpt, PromptOpt
 from kvcalc.errors import DoesNotFit
 from kvcalc.units import SIZE_HELP, TOKENS_HELP
@@ -89,6 +96,9 @@ def fit(
     price_per_hour: PriceOpt = None,
     shared_prefix: SharedPrefixOpt = 0,
     speculative_model: SpeculativeModelOpt = None,
+    max_loras: MaxLorasOpt = None,
+    max_lora_rank: MaxLoraRankOpt = None,
+    lora_dtype: LoraDtypeOpt = None,
     presets_dir: PresetsOpt = None,
     json_out: JsonOpt = False,
     explain: ExplainOpt = False,
@@ -125,6 +135,7 @@ def fit(
     positive(max_seqs=max_seqs)
     weights_fmt = weights_format(spec, weight_dtype)
     work, tenants = with_draft(spec, work, speculative_model, presets_dir)
+    tenants += lora_terms(spec, work, max_loras, max_lora_rank, lora_dtype)
     gpu_spec, budget = gpu_and_budget(spec, work, gpu, memory, weights_fmt, utilization, reserve, presets_dir, tenants)
     report = capacity.fit(spec, work, budget, max_seqs)
     economics = Economics(max_tpot_ms, max_ttft_ms, prompt, price_per_hour, work.seq)

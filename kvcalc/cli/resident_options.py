@@ -1,5 +1,5 @@
-"""The options for what else a deployment holds in GPU memory (kvcalc.residents), each defined once,
-and turning them into the workload and the budget terms they add."""
+"""The options for what else a deployment holds in GPU memory (kvcalc.residents: a speculative draft,
+LoRA slots), each defined once, and turning them into the workload and the budget terms they add."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from typing import Annotated
 import typer
 
 from kvcalc import presets, residents
+from kvcalc.cli.common import positive
 from kvcalc.engines import BudgetTerm
+from kvcalc.errors import InvalidInput
 from kvcalc.spec import ModelSpec, Workload
+from kvcalc.units import parse_dtype
 
 SpeculativeModelOpt = Annotated[
     str | None,
@@ -29,3 +32,32 @@ def with_draft(
         return work, []
     found = residents.draft(target, presets.load_model(draft_ref, presets_dir), work)
     return work.model_copy(update={"draft_bytes_per_token": found.kv_bytes_per_token}), [residents.draft_term(found)]
+
+
+MaxLorasOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-loras",
+        help="vllm --enable-lora: LoRA slots preallocated for every wrapped linear of every layer (vLLM's default 1).",
+    ),
+]
+MaxLoraRankOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-lora-rank", help=f"With --max-loras: the rank each slot holds (vLLM's default {residents.VLLM_MAX_LORA_RANK})."
+    ),
+]
+LoraDtypeOpt = Annotated[
+    str | None, typer.Option("--lora-dtype", help="With --max-loras: the slots' dtype (default: the model's).")
+]
+
+
+def lora_terms(model: ModelSpec, work: Workload, max_loras: int | None, rank: int | None, dtype: str | None) -> list[BudgetTerm]:
+    """The LoRA slots as a budget term when --max-loras is given."""
+    if max_loras is None:
+        if rank is not None or dtype is not None:
+            raise InvalidInput("--max-lora-rank and --lora-dtype need --max-loras (vllm --enable-lora)")
+        return []
+    positive(max_loras=max_loras, max_lora_rank=rank)
+    lora_dtype = parse_dtype(dtype) if dtype is not None else None
+    return [residents.lora_term(model, work, max_loras, rank or residents.VLLM_MAX_LORA_RANK, lora_dtype)]

@@ -74,6 +74,7 @@ class Budget(Frozen):
     usable_bytes: int  # for the KV cache; negative when the weights do not fit
     terms: list[BudgetTerm]
     explain: list[str]
+    lora_bytes: int = 0  # LoRA slots preallocated on this GPU (kvcalc.residents), one of the terms
     stage: int = 0  # the binding pipeline stage (0-based)
     engine: Engine = Engine()  # the engine options the budget assumed, its defaults on this GPU filled in
 
