@@ -13,7 +13,9 @@ from kvcalc.errors import InvalidInput
 from kvcalc.kvcache import kv_heads_per_rank, layer_bytes_per_token, layer_caches
 from kvcalc.spec import ModelSpec, Workload, cache_dtypes
 from kvcalc.units import PACKING, DType, format_bytes
-from kvcalc.weights import WeightFormat, per_gpu, require_params, weight_bytes, weight_format, weights_formula
+from kvcalc.weights import WeightFormat, mtp_params, per_gpu, require_params, weight_bytes, weight_format, weights_formula
+
+MTP = "mtp"  # --speculative-model mtp: the model's own multi-token prediction layers
 
 
 class Draft(Frozen):
@@ -56,6 +58,36 @@ def draft(target: ModelSpec, model: ModelSpec, workload: Workload, weights: Weig
         kv_bytes_per_token=kv,
         weights_formula=f"{weights_formula(params, fmt)}{tp}",
         kv_formula=f"{len(per_layer)} layers * {per_layer[0] if per_layer else 0:,} B per token per layer on one GPU = {kv:,} B",
+        source=rules.draft_rule,
+    )
+
+
+def mtp_draft(model: ModelSpec, workload: Workload, weights: WeightFormat | None = None) -> Draft:
+    """The model's own MTP layers as the draft (vLLM --speculative-config method mtp): their weights
+    (weights.mtp_params, in the model's format unless `weights`) and their KV per token, each layer
+    a cache like the model's last, split over tp."""
+    rules = engines.profile(workload.engine)
+    if rules.draft_rule is None:
+        raise InvalidInput(f"--speculative-model is not modelled for --engine {rules.name} (vllm and textbook are)")
+    params = mtp_params(model)
+    if params is None:
+        raise InvalidInput(
+            f"--speculative-model mtp: {model.name} has no MTP layers kvcalc can size"
+            " (num_nextn_predict_layers / mtp_num_hidden_layers, and its shapes)"
+        )
+    fmt = weights or weight_format(model)
+    last = layer_caches(model, workload.tp, workload.engine)[-1]
+    per_layer = layer_bytes_per_token(last, *cache_dtypes(model, workload))
+    n = model.mtp_layers
+    tp = f" / tp {workload.tp}" if workload.tp > 1 else ""
+    return Draft(
+        name=f"{model.name} MTP",
+        layers=n,
+        weights_bytes=per_gpu(weight_bytes(params, fmt), workload.tp),
+        kv_bytes_per_token=n * per_layer,
+        weights_formula=f"{n} MTP layer{'s' if n > 1 else ''} (a decoder layer + eh_proj 2h*h + 3 norms, embeddings and"
+        f" LM head shared): {weights_formula(params, fmt)}{tp}",
+        kv_formula=f"{n} layers * {per_layer:,} B per token per layer on one GPU = {n * per_layer:,} B",
         source=rules.draft_rule,
     )
 

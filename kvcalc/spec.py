@@ -240,6 +240,13 @@ class ModelSpec(Strict):
     attention_shapes: dict[AttentionKind, AttentionShape] | None = Field(
         default=None, description="per attention kind, the KV heads and head widths where they differ from the model's"
     )
+    mtp_layers: Annotated[int, Number] = Field(
+        default=0,
+        ge=0,
+        le=MAX_LAYERS,
+        description="multi-token prediction layers beside the model's (num_nextn_predict_layers, mtp_num_hidden_layers);"
+        " not in its weights: a speculative draft (--speculative-model mtp)",
+    )
     kv_shared_layers: Annotated[int, Number] = Field(
         default=0, ge=0, description="the last N layers reuse earlier layers' caches and keep none of their own (Gemma-3n)"
     )

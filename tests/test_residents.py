@@ -116,3 +116,44 @@ def test_lora_on_moe_is_refused(cli) -> None:
     result = cli("fit", "--model", "mixtral-8x7b", "--gpu", "h100-sxm", "--tp", "2", "--engine", "vllm", "--max-loras", "1")
     assert result.exit_code == 2
     assert "are not the dense q/k/v/o and gated-MLP kvcalc sizes LoRA for" in result.stderr
+
+
+def test_mtp_layers_as_the_draft_deepseek_v3(cli) -> None:
+    """DeepSeek-V3's one MTP layer (num_nextn_predict_layers 1): a MoE decoder layer + eh_proj + norms,
+    its embeddings and head shared; its MLA cache beside the 61 layers' (62 * 576 values * bf16)."""
+    args = ["fit", "--model", "deepseek-v3", "--gpu", "h200", "--tp", "8", "--engine", "vllm", "--seq", "8k"]
+    plain, mtp = cli.json(*args), cli.json(*args, "--speculative-model", "mtp")
+    (term,) = [t for t in mtp["budget"]["terms"] if t["name"] == "draft model weights (deepseek-v3 MTP)"]
+    assert mtp["budget"]["usable_bytes"] == plain["budget"]["usable_bytes"] - term["bytes"]
+    assert mtp["bytes_per_sequence_per_gpu"] == 62 * 576 * 2 * 8192
+    assert plain["bytes_per_sequence_per_gpu"] == 61 * 576 * 2 * 8192
+
+
+def test_mtp_params_match_the_published_module_size() -> None:
+    """DeepSeek-V3's card: 685B on the Hub = 671B main model + 14B MTP module (which stores its own
+    embedding table and head): https://huggingface.co/deepseek-ai/DeepSeek-V3#model-downloads"""
+    from kvcalc import presets
+    from kvcalc.weights import mtp_params
+
+    model = presets.load_model("deepseek-v3")
+    params = mtp_params(model)
+    assert params is not None
+    with_tables = params.total + 2 * model.vocab * model.hidden
+    assert with_tables == pytest.approx(14e9, rel=0.05)
+
+
+@pytest.mark.parametrize("key", ["num_nextn_predict_layers", "mtp_num_hidden_layers"])
+def test_mtp_layers_read_from_config(key: str) -> None:
+    from kvcalc.hf_config import model_fields_from_hf
+
+    config = {
+        "model_type": "llama", "num_hidden_layers": 2, "num_attention_heads": 8, "num_key_value_heads": 8, "hidden_size": 512,
+        "intermediate_size": 1024, "vocab_size": 1000, key: 2,
+    }  # fmt: skip
+    assert model_fields_from_hf(config, "tiny", "test")["mtp_layers"] == 2
+
+
+def test_mtp_refused_without_mtp_layers(cli) -> None:
+    result = cli("fit", "--model", "llama3-8b", "--gpu", "h100-sxm", "--engine", "vllm", "--speculative-model", "mtp")
+    assert result.exit_code == 2
+    assert "--speculative-model mtp: llama3-8b has no MTP layers kvcalc can size" in result.stderr

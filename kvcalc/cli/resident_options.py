@@ -18,8 +18,8 @@ SpeculativeModelOpt = Annotated[
     str | None,
     typer.Option(
         "--speculative-model",
-        help="A draft model for speculative decoding (a preset, YAML or config.json, or a Hub repo id): its weights in the"
-        " budget, its KV per token beside the target's in one pool (vllm, textbook).",
+        help="A draft model for speculative decoding (a preset, YAML or config.json, or a Hub repo id; mtp: the model's own"
+        " MTP layers): its weights in the budget, its KV per token beside the target's in one pool (vllm, textbook).",
     ),
 ]
 
@@ -30,7 +30,10 @@ def with_draft(
     """The workload with the draft's KV per token in the pool, and its weights as a budget term."""
     if draft_ref is None:
         return work, []
-    found = residents.draft(target, presets.load_model(draft_ref, presets_dir), work)
+    if draft_ref == residents.MTP:
+        found = residents.mtp_draft(target, work)
+    else:
+        found = residents.draft(target, presets.load_model(draft_ref, presets_dir), work)
     return work.model_copy(update={"draft_bytes_per_token": found.kv_bytes_per_token}), [residents.draft_term(found)]
 
 
