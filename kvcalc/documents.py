@@ -20,6 +20,7 @@ from kvcalc.errors import KvcalcError
 from kvcalc.kvcache import KvEstimate, estimate_kv
 from kvcalc.latency import DecodeEstimate, PrefillEstimate
 from kvcalc.presets import DescribedPreset, PresetEntry, PresetListing, PresetProblem
+from kvcalc.residents import CpuTier
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
 from kvcalc.throughput import Cost, ThroughputPlan
 from kvcalc.units import DType
@@ -64,6 +65,7 @@ class FitDocument(FitReport):
     gpu: str
     throughput: ThroughputPlan | None = None  # --max-tpot-ms, --max-ttft-ms or --price-per-hour
     cost: Cost | None = None  # --price-per-hour
+    cpu_tier: CpuTier | None = None  # --kv-offloading-size
 
 
 class DecodeDocument(Document):

@@ -18,6 +18,7 @@ from kvcalc.capacity import UNBOUNDED_CONTEXT, FitReport
 from kvcalc.compare import CompareRow, Comparison, RowDecode, RowFit
 from kvcalc.kvcache import KvEstimate
 from kvcalc.latency import DecodeEstimate, PrefillEstimate
+from kvcalc.residents import CpuTier
 from kvcalc.throughput import Cost, ThroughputPlan
 from kvcalc.units import format_bytes, format_seconds
 from kvcalc.weights import ParamCount, WeightFormat
@@ -706,3 +707,17 @@ def throughput_lines(plan: ThroughputPlan | None, cost: Cost | None, explain: bo
         )
         if explain:
             _explain(cost.explain)
+
+
+def cpu_tier_lines(tier: CpuTier | None, decimal: bool, explain: bool) -> None:
+    """vLLM's CPU tier for KV blocks: what it holds and what a reload costs."""
+    if tier is None:
+        return
+    reload = f" back in {format_seconds(tier.reload_seconds)}" if tier.reload_seconds is not None else ""
+    console.print(
+        f"CPU tier: {tier.tokens:,} tokens ({tier.sequences:,} whole sequences) in {format_bytes(tier.bytes, decimal)} of pinned"
+        f" host RAM; a re-used prefix of {tier.reload_tokens:,} tokens is {format_bytes(tier.reload_bytes_per_rank, decimal)}"
+        f" per GPU{reload}"
+    )
+    if explain:
+        _explain(tier.explain)

@@ -1,5 +1,6 @@
 """What else lives in GPU memory beside the target's weights and KV cache: a speculative draft
-model (its weights, and its KV per token in the target's pool) and LoRA adapter slots. Pure
+model (its weights, and its KV per token in the target's pool), LoRA adapter slots, and a CPU tier
+for KV blocks in host RAM. Pure
 functions; each tenant becomes a term of the engine's budget (kvcalc.engines.Budget), with the
 engine source it follows."""
 
@@ -10,7 +11,7 @@ from kvcalc.base import Frozen
 from kvcalc.engines import Budget, BudgetTerm
 from kvcalc.engines.base import term_lines
 from kvcalc.errors import InvalidInput
-from kvcalc.kvcache import kv_heads_per_rank, layer_bytes_per_token, layer_caches
+from kvcalc.kvcache import cache_layout, kv_heads_per_rank, layer_bytes_per_token, layer_caches, settled
 from kvcalc.spec import ModelSpec, Workload, cache_dtypes
 from kvcalc.units import PACKING, DType, format_bytes
 from kvcalc.weights import WeightFormat, mtp_params, per_gpu, require_params, weight_bytes, weight_format, weights_formula
@@ -160,4 +161,71 @@ def with_residents(budget: Budget, terms: list[BudgetTerm]) -> Budget:
             "explain": [*budget.explain, *lines],
             "lora_bytes": lora,
         }
+    )
+
+
+class CpuTier(Frozen):
+    """vLLM's CPU tier for KV blocks (--kv-offloading-size): the host RAM it pins, the tokens it
+    holds, and what bringing a re-used prefix back over each GPU's host link costs."""
+
+    bytes: int  # host RAM over all ranks
+    bytes_per_rank: int  # size / (tp * pp)
+    bytes_per_token_per_rank: int  # every layer of the busiest stage on one rank, a draft's included
+    block_size: int  # tokens per offloaded block: the GPU block
+    tokens: int  # whole blocks the tier holds
+    sequences: int  # whole --seq contexts it holds
+    reload_tokens: int  # the prefix brought back
+    reload_bytes_per_rank: int
+    reload_seconds: float | None  # over --pcie-gb-per-s, every rank over its own link at once; None without it
+    explain: list[str]
+
+
+def cpu_tier(
+    model: ModelSpec, workload: Workload, size_bytes: int, reload_tokens: int, link_bytes_per_s: float | None = None
+) -> CpuTier:
+    """The CPU tier's blocks: num_cpu_blocks = bytes per rank // bytes per offloaded block, bytes per
+    rank = size / (tp * pp) (vllm/config/vllm.py _post_init_kv_transfer_config; vllm/v1/kv_offload/
+    cpu/spec.py CPUOffloadingSpec: cpu_bytes_to_use // kv_bytes_per_offloaded_block). Its tokens,
+    the host RAM (the size itself, pinned), and the reload of `reload_tokens` over the host link."""
+    rules = engines.profile(workload.engine)
+    if rules.name != "vllm":
+        raise InvalidInput(f"--kv-offloading-size is a vLLM option, not modelled for --engine {rules.name}")
+    if any(model.state_kinds()):
+        raise InvalidInput(f"--kv-offloading-size: {model.name} has state layers; their offloading is not modelled")
+    if size_bytes <= 0 or (link_bytes_per_s is not None and not link_bytes_per_s > 0):
+        raise InvalidInput("--kv-offloading-size and --pcie-gb-per-s must be positive")
+    work = settled(model, workload)
+    layout = cache_layout(model, work)
+    per_token = max(sum(row) for row in layout.stages)
+    block = rules.block_size(work) or 1
+    ranks = workload.tp * workload.pp
+    per_rank = size_bytes // ranks
+    blocks = per_rank // (block * per_token)
+    tokens = blocks * block
+    reload = reload_tokens * per_token
+    seconds = reload / link_bytes_per_s if link_bytes_per_s else None
+    explain = [
+        f"CPU tier per rank = --kv-offloading-size / (tp * pp) = {size_bytes:,} / {ranks} = {per_rank:,} B"
+        " (vllm/config/vllm.py _post_init_kv_transfer_config: the size is over all ranks)",
+        f"  blocks = per rank // (block {block} * {per_token:,} B per token per rank) = {blocks:,}; tokens = {tokens:,}"
+        " (vllm/v1/kv_offload/cpu/spec.py CPUOffloadingSpec num_cpu_blocks)",
+        f"  host RAM = {size_bytes:,} B ({format_bytes(size_bytes)}), pinned",
+        f"  a re-used prefix of {reload_tokens:,} tokens = {reload:,} B per rank"
+        + (
+            f" back over the host link in {reload / link_bytes_per_s * 1e3:.2f} ms ({link_bytes_per_s / 1e9:g} GB/s per GPU, --pcie-gb-per-s)"
+            if link_bytes_per_s
+            else " (give --pcie-gb-per-s, the host link's GB/s per GPU, to time it)"
+        ),
+    ]
+    return CpuTier(
+        bytes=size_bytes,
+        bytes_per_rank=per_rank,
+        bytes_per_token_per_rank=per_token,
+        block_size=block,
+        tokens=tokens,
+        sequences=tokens // workload.seq,
+        reload_tokens=reload_tokens,
+        reload_bytes_per_rank=reload,
+        reload_seconds=seconds,
+        explain=explain,
     )

@@ -157,3 +157,40 @@ def test_mtp_refused_without_mtp_layers(cli) -> None:
     result = cli("fit", "--model", "llama3-8b", "--gpu", "h100-sxm", "--engine", "vllm", "--speculative-model", "mtp")
     assert result.exit_code == 2
     assert "--speculative-model mtp: llama3-8b has no MTP layers kvcalc can size" in result.stderr
+
+
+def test_cpu_tier_hand_worked(cli) -> None:
+    """64 GiB over tp 2 = 32 GiB per rank; llama3-8b keeps 65,536 B per token per rank: 32,768 blocks
+    of 16 = 524,288 tokens; a 4,096-token prefix is 256 MiB per GPU, 4.19 ms at 64 GB/s."""
+    doc = cli.json(
+        "fit", "--model", "llama3-8b", "--gpu", "h100-sxm", "--engine", "vllm", "--tp", "2",
+        "--kv-offloading-size", "64GiB", "--pcie-gb-per-s", "64", "--shared-prefix", "4k",
+    )  # fmt: skip
+    tier = doc["cpu_tier"]
+    assert tier["bytes_per_rank"] == 32 * 2**30
+    assert tier["bytes_per_token_per_rank"] == LLAMA3_8B_TOKEN // 2
+    assert tier["tokens"] == 524_288 and tier["sequences"] == 524_288 // 8192
+    assert tier["reload_bytes_per_rank"] == 4096 * LLAMA3_8B_TOKEN // 2
+    assert tier["reload_seconds"] == pytest.approx(4096 * 65_536 / 64e9)
+
+
+def test_cpu_tier_without_a_link_says_how_to_time_it(cli) -> None:
+    result = cli(
+        "fit", "--model", "llama3-8b", "--gpu", "h100-sxm", "--engine", "vllm", "--kv-offloading-size", "16GiB", "--explain"
+    )
+    assert result.exit_code == 0, result.output
+    assert "give --pcie-gb-per-s, the host link's GB/s per GPU, to time it" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--engine", "sglang", "--kv-offloading-size", "8GiB"], "--kv-offloading-size is a vLLM option"),
+        (["--engine", "vllm", "--pcie-gb-per-s", "64"], "--pcie-gb-per-s needs --kv-offloading-size"),
+        (["--engine", "vllm", "--kv-offloading-size", "8GiB", "--pcie-gb-per-s", "0"], "must be positive"),
+    ],
+)
+def test_bad_cpu_tier_exit_2(cli, args: list[str], expected: str) -> None:
+    result = cli("fit", "--model", "llama3-8b", "--gpu", "h100-sxm", *args)
+    assert result.exit_code == 2
+    assert expected in result.stderr

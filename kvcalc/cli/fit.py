@@ -42,10 +42,13 @@ from kvcalc.cli.common import (
 )
 from kvcalc.cli.engine_options import EngineOpt, EngineOptions, build_engine, with_engine_options
 from kvcalc.cli.resident_options import (
+    KvOffloadingSizeOpt,
     LoraDtypeOpt,
     MaxLoraRankOpt,
     MaxLorasOpt,
+    PcieOpt,
     SpeculativeModelOpt,
+    cpu_tier,
     lora_terms,
     with_draft,
 )
@@ -99,6 +102,8 @@ def fit(
     max_loras: MaxLorasOpt = None,
     max_lora_rank: MaxLoraRankOpt = None,
     lora_dtype: LoraDtypeOpt = None,
+    kv_offloading_size: KvOffloadingSizeOpt = None,
+    pcie_gb_per_s: PcieOpt = None,
     presets_dir: PresetsOpt = None,
     json_out: JsonOpt = False,
     explain: ExplainOpt = False,
@@ -139,6 +144,7 @@ def fit(
     gpu_spec, budget = gpu_and_budget(spec, work, gpu, memory, weights_fmt, utilization, reserve, presets_dir, tenants)
     report = capacity.fit(spec, work, budget, max_seqs)
     economics = Economics(max_tpot_ms, max_ttft_ms, prompt, price_per_hour, work.seq)
+    tier = cpu_tier(spec, work, kv_offloading_size, pcie_gb_per_s, shared_prefix or economics.target.prompt)
     plan = cost = None
     if economics.asked:  # the largest batch memory holds at --seq caps the search
         speeds = economics.need_gpu(gpu_spec)
@@ -148,7 +154,12 @@ def fit(
         from kvcalc import documents
 
         document = documents.FitDocument(
-            **report.model_dump(), model=spec.name, gpu=gpu_label(gpu_spec, memory), throughput=plan, cost=cost
+            **report.model_dump(),
+            model=spec.name,
+            gpu=gpu_label(gpu_spec, memory),
+            throughput=plan,
+            cost=cost,
+            cpu_tier=tier,
         )
         print_json(document)
     else:
@@ -156,6 +167,7 @@ def fit(
 
         render.fit_tables(report, spec.name, gpu_label(gpu_spec, memory), decimal, explain)
         render.throughput_lines(plan, cost, explain)
+        render.cpu_tier_lines(tier, decimal, explain)
     if plot_path is not None:
         from kvcalc import plots
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from kvcalc import presets, residents
-from kvcalc.cli.common import positive
+from kvcalc.cli.common import positive, size_option
 from kvcalc.engines import BudgetTerm
 from kvcalc.errors import InvalidInput
 from kvcalc.spec import ModelSpec, Workload
@@ -64,3 +64,32 @@ def lora_terms(model: ModelSpec, work: Workload, max_loras: int | None, rank: in
     positive(max_loras=max_loras, max_lora_rank=rank)
     lora_dtype = parse_dtype(dtype) if dtype is not None else None
     return [residents.lora_term(model, work, max_loras, rank or residents.VLLM_MAX_LORA_RANK, lora_dtype)]
+
+
+KvOffloadingSizeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--kv-offloading-size",
+        help="vllm: a CPU tier for KV blocks, over all ranks (vLLM's --kv-offloading-size 64 is 64GiB): the tokens it holds"
+        " and the host RAM it pins.",
+    ),
+]
+PcieOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--pcie-gb-per-s",
+        help="With --kv-offloading-size: each GPU's host link in GB/s (10^9 B/s, one direction), to time bringing a"
+        " re-used prefix back.",
+    ),
+]
+
+
+def cpu_tier(
+    model: ModelSpec, work: Workload, size: str | None, pcie: float | None, reload_tokens: int
+) -> residents.CpuTier | None:
+    """The CPU tier when --kv-offloading-size is given."""
+    if size is None:
+        if pcie is not None:
+            raise InvalidInput("--pcie-gb-per-s needs --kv-offloading-size")
+        return None
+    return residents.cpu_tier(model, work, size_option("kv-offloading-size", size), reload_tokens, pcie and pcie * 1e9)
