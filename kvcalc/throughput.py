@@ -162,8 +162,8 @@ def check_price(price_per_gpu_hour: float) -> None:
 def per_million(price_per_hour: float, tokens_per_s: float) -> float:
     """Dollars per million tokens at `tokens_per_s`: price / (tokens/s * 3600) * 1e6.
 
-    >>> per_million(2.0, 1000.0)
-    0.5555555555555556
+    >>> round(per_million(3.6, 1000.0), 6)
+    1.0
     """
     return price_per_hour / (tokens_per_s * SECONDS_PER_HOUR) * PER_MILLION
 
