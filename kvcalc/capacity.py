@@ -7,7 +7,7 @@ from typing import Literal
 
 from kvcalc import engines
 from kvcalc.base import Frozen
-from kvcalc.engines import Budget, EngineLogLine, GpuMemory, Pool, StageLayer
+from kvcalc.engines import Budget, BudgetTerm, EngineLogLine, GpuMemory, Pool, StageLayer
 from kvcalc.errors import InvalidInput
 from kvcalc.kvcache import (
     CacheLayout,
@@ -18,8 +18,11 @@ from kvcalc.kvcache import (
     layer_bytes_per_token,
     layer_caches,
     pipeline_stages,
+    settled,
+    shared_prefix_tokens,
     state_layout,
 )
+from kvcalc.residents import with_residents
 from kvcalc.spec import GpuSpec, ModelSpec, Workload, cache_dtypes
 from kvcalc.weights import WeightFormat, activation_dtype, require_params, stage_weights, weight_format
 
@@ -34,12 +37,14 @@ def budget(
     utilization: float | None = None,
     reserve_bytes: int | None = None,
     gpu_name: str | None = None,
+    residents: Sequence[BudgetTerm] = (),
 ) -> Budget:
     """What one GPU leaves for the KV cache, by the engine's own budget (engines.<name>.budget):
     textbook, hf and llama.cpp memory * utilization - weights - reserve; vLLM, SGLang and
     TensorRT-LLM their fractions and modelled overheads, which --reserve replaces. The weights per
     GPU are each pipeline stage's, in the checkpoint's format unless `weights` says otherwise;
-    `gpu_name` picks the engine's defaults for that GPU (vLLM's for an A100)."""
+    `gpu_name` picks the engine's defaults for that GPU (vLLM's for an A100); `residents`, what else
+    the deployment holds (kvcalc.residents: a draft model's weights), each taken from the cache's share."""
     rules = engines.profile(workload.engine)
     if utilization is not None:
         if rules.fraction_option is not None:
@@ -54,7 +59,9 @@ def budget(
     gpu = GpuMemory(total_bytes=memory_bytes, name=gpu_name)
     on_gpu = workload.model_copy(update={"engine": rules.defaults_on(workload.engine, gpu)})
     stages = stage_weights(model, workload, params, fmt)
-    found = rules.budget(model, on_gpu, gpu, stages, activation_dtype(model, fmt), utilization, reserve_bytes)
+    found = with_residents(
+        rules.budget(model, on_gpu, gpu, stages, activation_dtype(model, fmt), utilization, reserve_bytes), list(residents)
+    )
     return found.model_copy(update={"explain": [*model.origin(), *found.explain]})  # first, where the model comes from
 
 
@@ -130,7 +137,8 @@ def _pool_need(workload: Workload, pool: Pool) -> int:
     units = rules.allocation_units(workload)
     if pool.per_sequence:
         return units * pool.per_sequence
-    return units * rules.peak_tokens_per_unit(workload, pool.window, workload.seq)
+    shared = shared_prefix_tokens(workload) if pool.window is None else 0  # held once, in the full-attention pool
+    return shared + units * rules.peak_tokens_per_unit(workload, pool.window, workload.seq - shared)
 
 
 def max_batch(
@@ -195,6 +203,8 @@ class FitReport(Frozen):
     pools: list[Pool]  # the token pools the engine sizes at start-up (SGLang, TensorRT-LLM); empty: one budget
     engine_log: list[EngineLogLine]  # figures the engine itself would log, computed its way
     max_batch_by_context: dict[int, int]
+    shared_prefix_tokens: int = 0  # of --shared-prefix at --seq: held once for the batch, in the engine's whole blocks
+    shared_prefix_bytes_per_gpu: int = 0  # their bytes on the busiest GPU, once
 
 
 def _shortfall(layout: CacheLayout, workload: Workload, usable: int, pools: Sequence[Pool]) -> int:
@@ -258,6 +268,8 @@ def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | N
         pools=pools,
         engine_log=rules.log_lines(model, workload, usable, stage) + (list(states.pages.log) if states.pages else []),
         max_batch_by_context=_max_batch_at(model, workload, usable, pools, layout, contexts, caps) if details else {},
+        shared_prefix_tokens=shared_prefix_tokens(settled(model, workload)),
+        shared_prefix_bytes_per_gpu=layout.shared_bytes(workload).per_gpu,
     )
 
 
@@ -299,7 +311,10 @@ def _first_stage_layers(model: ModelSpec, workload: Workload) -> list[StageLayer
         key: StageLayer(window=c.window, bytes_per_token=layer_bytes_per_token(c, *dtypes), chunked=c.kind == "chunked")
         for key, c in own.items()
     }  # and one StageLayer
-    return [layers[id(caches[i])] for i in pipeline_stages(model.layers, workload.pp)[0] if id(caches[i]) in layers]
+    first = [layers[id(caches[i])] for i in pipeline_stages(model.layers, workload.pp)[0] if id(caches[i]) in layers]
+    if workload.draft_bytes_per_token and workload.pp == 1:  # a draft model's layers, as one, beside the target's
+        first.append(StageLayer(window=None, bytes_per_token=workload.draft_bytes_per_token))
+    return first
 
 
 def _over_stages_max(model: ModelSpec, workload: Workload, per_layer: list[int]) -> int:

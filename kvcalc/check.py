@@ -52,6 +52,7 @@ class PlannedWorkload(Strict):
     state_dtype: DTypeName | None = None
     weight_dtype: DTypeName | None = None
     block_size: Count | None = None
+    shared_prefix: Tokens | None = None  # prompt tokens every sequence shares, held once (--shared-prefix)
     engine: Engine = Engine()  # a name (vllm) or a mapping with options ({name: vllm, max_num_batched_tokens: 8192})
     utilization: Annotated[float, Field(gt=0, le=1), Number] | None = None  # textbook, hf, llamacpp (default 0.9)
     reserve: str | None = None  # default: 1GiB for textbook, hf and llamacpp; the engine's modelled overheads otherwise
@@ -148,7 +149,9 @@ def check_workload(
 ) -> WorkloadVerdict:
     """Compute the figures of one workload and test each expectation against them; decode_ms_at_most
     judges the expected time per token, or the roofline's."""
-    work = Workload(**{field: getattr(planned, field) for field in Workload.model_fields})  # a plan row names them all
+    # a plan row names them all but the draft's KV per token (a speculative draft is not a plan key yet)
+    named = {field: getattr(planned, field) for field in Workload.model_fields if field in PlannedWorkload.model_fields}
+    work = Workload(**{**named, "shared_prefix": planned.shared_prefix or 0})
     weights = weight_format(model, planned.weight_dtype)
     memory = capacity.gpu_memory(gpu, parse_size(planned.memory) if planned.memory else None)
     reserve = parse_size(planned.reserve, allow_zero=True) if planned.reserve is not None else None

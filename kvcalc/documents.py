@@ -21,7 +21,9 @@ from kvcalc.kvcache import KvEstimate, estimate_kv
 from kvcalc.latency import DecodeEstimate, PrefillEstimate
 from kvcalc.placement import Placement, SpeedStep, SplitDecode
 from kvcalc.presets import DescribedPreset, PresetEntry, PresetListing, PresetProblem
+from kvcalc.residents import CpuTier
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
+from kvcalc.throughput import Cost, ThroughputPlan
 from kvcalc.units import DType
 from kvcalc.weights import ParamCount
 
@@ -65,15 +67,21 @@ class FitDocument(FitReport):
     gpu: str
     placement: Placement | None = None  # llama.cpp's placement across GPUs and host RAM, when one was planned
     speed_steps: list[SpeedStep] | None = None  # tokens/s at each -ngl or --n-cpu-moe step (with --ram-bandwidth)
+    throughput: ThroughputPlan | None = None  # --max-tpot-ms, --max-ttft-ms or --price-per-hour
+    cost: Cost | None = None  # --price-per-hour
+    cpu_tier: CpuTier | None = None  # --kv-offloading-size
 
 
 class DecodeDocument(Document):
-    """`kvcalc decode --json`: one decode step and the prefill of the same context."""
+    """`kvcalc decode --json`: one decode step and the prefill of the prompt (--prompt, else the
+    context); the largest batch within --max-tpot-ms / --max-ttft-ms and the cost at --price-per-hour."""
 
     decode: DecodeEstimate
     prefill: PrefillEstimate
     placement: Placement | None = None  # the llama.cpp placement the split speed is for
     split: SplitDecode | None = None  # the decode speed of that placement
+    throughput: ThroughputPlan | None = None
+    cost: Cost | None = None
 
 
 class CompareDocument(Comparison):

@@ -91,10 +91,11 @@ _INTEGER_KEYS = {
     "conv_L_cache", "conv_dim", "shared_intermediate_size", "shared_expert_intermediate_size", "block_ff_dim",
     "attention_chunk_size", "intermediate_size_mlp", "interleave_moe_layer_step", "no_rope_layer_interval",
     "num_kv_shared_layers", "global_head_dim", "num_global_key_value_heads", "index_head_dim", "top_k_experts",
+    "num_nextn_predict_layers", "mtp_num_hidden_layers",
 }  # fmt: skip
 _ZERO_ALLOWED = {  # counts of layers or experts, offsets and widths that may be none
     "n_shared_experts", "num_shared_experts", "first_k_dense_replace", "attn_layer_offset", "expert_layer_offset", "num_kv_shared_layers",
-    "shared_intermediate_size", "shared_expert_intermediate_size",
+    "shared_intermediate_size", "shared_expert_intermediate_size", "num_nextn_predict_layers", "mtp_num_hidden_layers",
 }  # fmt: skip
 _AT_MOST = {"num_hidden_layers": MAX_LAYERS, "n_layer": MAX_LAYERS, "num_layers": MAX_LAYERS}  # others: MAX_COUNT
 _NULL_MEANS = {
@@ -302,6 +303,8 @@ def _fields(arch: str, cfg: dict[str, Any], default_name: str, origin: str, defa
         "mlp": "plain" if arch in _PLAIN_MLP else "gated",
         "sliding_window": window,
         "layer_pattern": pattern,
+        # multi-token prediction layers beside the model's (DeepSeek-V3, GLM-4.5, MiMo; Qwen3-Next's name)
+        "mtp_layers": _first(cfg, "num_nextn_predict_layers", "mtp_num_hidden_layers")[1],
     }
     if arch in _MLA or cfg.get("kv_lora_rank") is not None:
         rank = _required(cfg, "kv_lora_rank")[1]

@@ -23,6 +23,7 @@ from kvcalc.units import PACKING, DType, format_bytes
 
 CacheKind = Literal["full", "sliding", "chunked", "mla", "none"]  # none: a layer without attention (state or mlp only)
 TEXTBOOK = Engine()  # the exact need's engine
+FULL = (None, False)  # the (window, chunked) of full-attention and MLA layers
 STATE_DTYPES = (DType.fp32, DType.fp16, DType.bf16)  # what engines keep a recurrent state in (vLLM MambaDType)
 
 
@@ -166,6 +167,27 @@ def window_tokens(workload: Workload, window: int | None, seq: int, peak: bool =
     return (rules.peak_tokens_per_unit if peak else rules.tokens_per_unit)(workload, window, seq, chunked=chunked)
 
 
+def shared_prefix_tokens(workload: Workload, seq: int | None = None) -> int:
+    """Tokens of --shared-prefix the engine holds once for the whole batch at context `seq` (default:
+    the workload's): the prefix, short of the context's last token (which each sequence computes
+    itself: vLLM caps a cache hit at num_tokens - 1, vllm/v1/core/kv_cache_manager.py
+    get_computed_blocks), in whole blocks of the engine's (the settled block on hybrid models); the
+    rest of it sits in each sequence's own pages.
+
+    >>> shared_prefix_tokens(Workload(seq=8192, batch=4, shared_prefix=1000, block_size=16))
+    992
+    >>> shared_prefix_tokens(Workload(seq=8192, batch=4, shared_prefix=1000, block_size=1056))
+    0
+    """
+    if not workload.shared_prefix:
+        return 0
+    rules = engines.profile(workload.engine)
+    if rules.prefix_rule is None:
+        raise InvalidInput(f"--shared-prefix does not apply to --engine {rules.name}: it keeps every sequence's cache whole")
+    block = rules.prefix_block(workload)
+    return min(workload.shared_prefix, (workload.seq if seq is None else seq) - 1) // block * block
+
+
 def pipeline_stages(layers: int, pp: int) -> list[range]:
     """Split layer indices into `pp` contiguous stages, the first ones one layer longer."""
     if pp > layers:
@@ -208,16 +230,37 @@ class CacheLayout(NamedTuple):
     def _settled(self, workload: Workload) -> Workload:
         return workload if self.block_size is None else workload.model_copy(update={"block_size": self.block_size})
 
-    def _unit_bytes(self, workload: Workload, seq: int | None, peak: bool) -> list[int]:
-        """KV bytes one allocation unit holds on each stage's GPU (the workload settled)."""
+    def _unit_bytes(self, workload: Workload, seq: int | None, peak: bool, shared: int = 0) -> list[int]:
+        """KV bytes one allocation unit holds on each stage's GPU (the workload settled), less the
+        `shared` prefix tokens its full-attention layers hold once for the batch."""
         seq = workload.seq if seq is None else seq
-        tokens = [window_tokens(workload, window, seq, peak, chunked) for window, chunked in self.windows]
+        tokens = [
+            window_tokens(workload, window, seq - shared if (window, chunked) == FULL else seq, peak, chunked)
+            for window, chunked in self.windows
+        ]
         return [sum(map(operator.mul, stage, tokens)) for stage in self.stages]
 
-    def sequence_bytes(self, workload: Workload, seq: int | None = None, peak: bool = False) -> SequenceBytes:
-        """KV bytes one allocation unit (a sequence) holds at context `seq` (default: the workload's)."""
-        unit = self._unit_bytes(self._settled(workload), seq, peak)
+    def _shared_bytes(self, workload: Workload, seq: int | None) -> list[int]:
+        """Bytes of the shared prefix on each stage's GPU, held once: its whole blocks in the
+        full-attention layers (a window layer keeps each sequence's own window)."""
+        shared = shared_prefix_tokens(workload, seq)
+        if not shared or FULL not in self.windows:
+            return [0] * len(self.stages)
+        return [shared * stage[self.windows.index(FULL)] for stage in self.stages]
+
+    def sequence_bytes(
+        self, workload: Workload, seq: int | None = None, peak: bool = False, beside_prefix: bool = False
+    ) -> SequenceBytes:
+        """KV bytes one allocation unit (a sequence) holds at context `seq` (default: the workload's);
+        `beside_prefix`: less the shared prefix held once for the batch."""
+        settled_ = self._settled(workload)
+        unit = self._unit_bytes(settled_, seq, peak, shared_prefix_tokens(settled_, seq) if beside_prefix else 0)
         return SequenceBytes(per_gpu=max(unit), total=sum(unit) * workload.tp)
+
+    def shared_bytes(self, workload: Workload, seq: int | None = None) -> SequenceBytes:
+        """KV bytes of the shared prefix, held once for the batch."""
+        per_stage = self._shared_bytes(self._settled(workload), seq)
+        return SequenceBytes(per_gpu=max(per_stage), total=sum(per_stage) * workload.tp)
 
     def stage_bytes(self, workload: Workload, seq: int | None = None, peak: bool = False, with_state: bool = True) -> list[int]:
         """Bytes of the whole batch's cache on each stage's GPU: every allocation unit's KV, every
@@ -225,9 +268,10 @@ class CacheLayout(NamedTuple):
         workload = self._settled(workload)
         units = engines.profile(workload.engine).allocation_units(workload)
         sequences = workload.batch if with_state else 0
+        own = self._unit_bytes(workload, seq, peak, shared_prefix_tokens(workload, seq))
         return [
-            units * kv + sequences * state + fixed
-            for kv, state, fixed in zip(self._unit_bytes(workload, seq, peak), self.state, self.fixed, strict=True)
+            units * kv + shared + sequences * state + fixed
+            for kv, shared, state, fixed in zip(own, self._shared_bytes(workload, seq), self.state, self.fixed, strict=True)
         ]
 
     def batch_bytes(
@@ -273,6 +317,11 @@ def _laid_out(model: ModelSpec, workload: Workload) -> CacheLayout:
             if key in attention:
                 row[windows.index((attention[key].window, attention[key].kind == "chunked"))] += layers * per_token[key]
         stages.append(row)
+    if settled_.draft_bytes_per_token:  # a draft model's layers sit beside the target's, on the last stage
+        if FULL not in windows:
+            windows.append(FULL)
+            stages = [[*row, 0] for row in stages]
+        stages[-1][windows.index(FULL)] += settled_.draft_bytes_per_token
     state = state_layout(model, settled_).layer_bytes if any(model.state_kinds()) else [0] * model.layers
     fixed_per_layer = engines.profile(settled_.engine).fixed_bytes(model, settled_, dtypes[0]) // model.layers
     return CacheLayout(
@@ -411,6 +460,8 @@ class KvEstimate(Frozen):
     exact_bytes_per_batch: int  # the textbook KV need: no pages, no padding
     paging_waste_bytes: int  # allocated beyond the exact need (KV pages and reservations, state padding)
     peak_bytes_per_batch: int  # the most KV held at any moment (transformers right after a long prefill)
+    shared_prefix_tokens: int = 0  # of --shared-prefix: held once for the batch, in the engine's whole blocks
+    shared_prefix_bytes: int = 0  # their bytes, once (in bytes_per_batch)
     replicated_kv_heads: bool
     explain: list[str]
 
@@ -439,6 +490,7 @@ def estimate_kv(model: ModelSpec, workload: Workload) -> KvEstimate:
     cache, exact_work = cache_layout(model, workload), exact_workload(workload)
     unit = cache.sequence_bytes(workload)
     kv_batch = cache.batch_bytes(workload, with_state=False)
+    shared = cache.shared_bytes(workload), cache.sequence_bytes(workload, beside_prefix=True)
     batch = cache.batch_bytes(workload)
     exact = cache_layout(model, exact_work).batch_bytes(exact_work, with_state=False)
     peak = cache.batch_bytes(workload, peak=True, with_state=False)
@@ -473,7 +525,9 @@ def estimate_kv(model: ModelSpec, workload: Workload) -> KvEstimate:
         paging_waste_bytes=kv_batch.total - exact.total + workload.batch * (state.total - state_exact.total),
         peak_bytes_per_batch=peak.total,
         replicated_kv_heads=model.mla is None and workload.tp > model.kv_heads and bool(groups),
-        explain=_explain(model, workload, (dtype, v_dtype), groups, unit, kv_batch)
+        shared_prefix_tokens=shared_prefix_tokens(workload),
+        shared_prefix_bytes=shared[0].total,
+        explain=_explain(model, workload, (dtype, v_dtype), groups, unit, kv_batch, shared)
         + _explain_state(model, workload, layout, state_groups, state, batch),
     )
 
@@ -592,7 +646,7 @@ def _element_bytes(dtype: DType) -> str:
 
 def _explain(
     model: ModelSpec, workload: Workload, dtypes: tuple[DType, DType], groups: list[LayerGroup], unit: SequenceBytes,
-    batch: SequenceBytes,
+    batch: SequenceBytes, shared: tuple[SequenceBytes, SequenceBytes],
 ) -> list[str]:  # fmt: skip
     rules = engines.profile(workload.engine)
     lines = model.origin()
@@ -642,12 +696,27 @@ def _explain(
             f" = {g.bytes_per_sequence:,} B ({format_bytes(g.bytes_per_sequence)})"
         )
     units = rules.allocation_units(workload)
-    fixed = batch.total - units * unit.total
+    prefix, own = shared
+    fixed = batch.total - units * (own.total if prefix.total else unit.total) - prefix.total
     extra = f" + {fixed:,} B of scales" if fixed else ""
     count = "B" if units == workload.batch else "1 shared buffer"
-    lines.append(
-        f"per batch = {count} * per sequence{extra} = {units} * {unit.total:,}{extra} = {batch.total:,} B ({format_bytes(batch.total)})"
-    )
+    held = shared_prefix_tokens(workload)
+    if workload.shared_prefix:
+        block = rules.prefix_block(workload)
+        lines.append(
+            f"shared prefix = --shared-prefix {workload.shared_prefix:,} tokens, short of the last, in whole blocks of {block:,}"
+            f" = {held:,} tokens held once in the full-attention layers ({rules.prefix_rule}); window layers keep their own"
+            + ("; shorter than one block: none of it is cached" if not held else "")
+        )
+    if prefix.total:
+        lines.append(
+            f"per batch = prefix once + B * the rest of each sequence{extra} = {prefix.total:,} + {units} * {own.total:,}{extra}"
+            f" = {batch.total:,} B ({format_bytes(batch.total)})"
+        )
+    else:
+        lines.append(
+            f"per batch = {count} * per sequence{extra} = {units} * {unit.total:,}{extra} = {batch.total:,} B ({format_bytes(batch.total)})"
+        )
     if (workload.tp > 1 or workload.pp > 1) and not any(model.state_kinds()):
         lines.append(f"per GPU (tp {workload.tp}, pp {workload.pp}, busiest stage) = {batch.per_gpu:,} B")
     return lines

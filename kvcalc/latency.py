@@ -282,8 +282,10 @@ def decode(
     read = read_per_step(model, params, workload.batch)
     # each step walks every pipeline stage in turn: one rank of the TP group reads its share of all of them
     weights_read = per_gpu(weight_bytes(read, fmt), workload.tp)
-    exact = exact_workload(workload)
-    kv_read = per_gpu(batch_bytes(model, exact, with_state=False).total, workload.tp)  # the tokens in context, not padding
+    # the tokens in context, not padding; a shared prefix is read by every sequence's attention (paged
+    # attention; cascade attention, which reads it once, is not modelled)
+    exact = exact_workload(workload).model_copy(update={"shared_prefix": 0})
+    kv_read = per_gpu(batch_bytes(model, exact, with_state=False).total, workload.tp)
     # a step reads each sequence's recurrent state and writes it back: one rank's share of every layer's,
     # in the engine's dtypes, without page padding
     state = workload.batch * sum(state_layout(model, workload).exact_bytes)

@@ -18,6 +18,8 @@ from kvcalc.capacity import UNBOUNDED_CONTEXT, FitReport
 from kvcalc.compare import CompareRow, Comparison, RowDecode, RowFit
 from kvcalc.kvcache import KvEstimate
 from kvcalc.latency import DecodeEstimate, PrefillEstimate
+from kvcalc.residents import CpuTier
+from kvcalc.throughput import Cost, ThroughputPlan
 from kvcalc.units import format_bytes, format_seconds
 from kvcalc.weights import ParamCount, WeightFormat
 
@@ -219,6 +221,11 @@ def fit_tables(report: FitReport, model: str, gpu: str, decimal: bool, explain: 
         f"batch {report.batch} at {report.context_per_sequence:,} tokens needs {format_bytes(report.kv_bytes_per_gpu, decimal)}"
         f" of KV{' and state' if report.state_bytes_per_sequence_per_gpu else ''} per GPU: {verdict}"
     )
+    if report.shared_prefix_tokens:
+        console.print(
+            f"shared prefix: {report.shared_prefix_tokens:,} tokens held once for the batch"
+            f" ({format_bytes(report.shared_prefix_bytes_per_gpu, decimal)} per GPU); each sequence holds the rest of its context"
+        )
     console.print(
         f"max batch at {report.context_per_sequence:,} tokens: [bold]{report.max_batch:,}[/] (limited by {report.max_batch_limit.replace('_', ' ')};"
         f" {report.bytes_per_sequence_per_gpu:,} B per sequence per GPU"
@@ -721,3 +728,48 @@ def speed_steps_table(steps: list[Any]) -> None:
     for s in steps:
         table.add_row(str(s.n_gpu_layers), str(s.n_cpu_moe), "yes" if s.fits else "[red]no[/]", f"{s.tokens_per_s:,.1f}")
     console.print(table)
+
+
+def throughput_lines(plan: ThroughputPlan | None, cost: Cost | None, explain: bool) -> None:
+    """The largest batch within the latency targets, and what a million tokens cost."""
+    if plan is not None:
+        targets = " and ".join(
+            f"{name} {format_seconds(limit)}"
+            for name, limit in (("time per token", plan.max_tpot_seconds), ("prefill", plan.max_ttft_seconds))
+            if limit is not None
+        )
+        within = f"largest batch within {targets}" if targets else "the batch memory holds"
+        if plan.batch == 0:
+            console.print(f"[red]no batch meets[/] {targets} at {plan.seq:,} tokens (limited by {plan.limit.replace('_', ' ')})")
+        else:
+            ttft = f", prefill of {plan.prompt:,}-token prompts {format_seconds(plan.ttft_seconds)}" if plan.ttft_seconds else ""
+            console.print(
+                f"{within} at {plan.seq:,} tokens: [bold]{plan.batch:,}[/] (limited by {plan.limit.replace('_', ' ')};"
+                f" memory holds {plan.memory_batch:,}): {format_seconds(plan.seconds_per_token or 0)} per token{ttft},"
+                f" [bold]{plan.tokens_per_s:,.1f}[/] output tokens/s"
+            )
+        if explain:
+            _explain(plan.explain)
+    if cost is not None:
+        console.print(
+            f"cost at {cost.price_per_hour:g} per hour ({cost.gpus} GPU{'s' if cost.gpus > 1 else ''}):"
+            f" [bold]{cost.cost_per_million_output_tokens:.4g}[/] per million output tokens"
+            f" ({cost.output_tokens_per_s:,.1f}/s), [bold]{cost.cost_per_million_input_tokens:.4g}[/] per million prompt tokens"
+            f" ({cost.input_tokens_per_s:,.0f}/s)"
+        )
+        if explain:
+            _explain(cost.explain)
+
+
+def cpu_tier_lines(tier: CpuTier | None, decimal: bool, explain: bool) -> None:
+    """vLLM's CPU tier for KV blocks: what it holds and what a reload costs."""
+    if tier is None:
+        return
+    reload = f" back in {format_seconds(tier.reload_seconds)}" if tier.reload_seconds is not None else ""
+    console.print(
+        f"CPU tier: {tier.tokens:,} tokens ({tier.sequences:,} whole sequences) in {format_bytes(tier.bytes, decimal)} of pinned"
+        f" host RAM; a re-used prefix of {tier.reload_tokens:,} tokens is {format_bytes(tier.reload_bytes_per_rank, decimal)}"
+        f" per GPU{reload}"
+    )
+    if explain:
+        _explain(tier.explain)

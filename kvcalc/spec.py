@@ -293,6 +293,13 @@ class ModelSpec(Strict):
     attention_shapes: dict[AttentionKind, AttentionShape] | None = Field(
         default=None, description="per attention kind, the KV heads and head widths where they differ from the model's"
     )
+    mtp_layers: Annotated[int, Number] = Field(
+        default=0,
+        ge=0,
+        le=MAX_LAYERS,
+        description="multi-token prediction layers beside the model's (num_nextn_predict_layers, mtp_num_hidden_layers);"
+        " not in its weights: a speculative draft (--speculative-model mtp)",
+    )
     kv_shared_layers: Annotated[int, Number] = Field(
         default=0, ge=0, description="the last N layers reuse earlier layers' caches and keep none of their own (Gemma-3n)"
     )
@@ -578,6 +585,12 @@ class Workload(Strict):
     pp: Count = 1
     block_size: Count | None = Field(default=None, description="paged allocation; None = exact (vLLM: 16)")
     engine: Engine = Engine()
+    draft_bytes_per_token: int = Field(
+        default=0, ge=0, description="KV bytes per token of a draft model's layers on one GPU, in the target's pool"
+    )
+    shared_prefix: int = Field(
+        default=0, ge=0, le=MAX_COUNT, description="tokens of a prefix all sequences share (--shared-prefix)"
+    )
 
 
 def cache_dtypes(model: ModelSpec, workload: Workload) -> tuple[DType, DType]:

@@ -88,6 +88,21 @@ def _embedding_table(model: ModelSpec) -> int:
     return (model.vocab or 0) * (model.hidden or 0)
 
 
+def mtp_params(model: ModelSpec) -> ParamCount | None:
+    """The parameters of the model's multi-token prediction layers: each a decoder layer like its
+    last (attention, MLP or experts), plus eh_proj (2h x h) and its norms enorm, hnorm and the shared
+    head's (3h); the embedding table and LM head are the target's, shared (vllm/model_executor/
+    models/deepseek_mtp.py; vllm/v1/spec_decode/eagle.py shares them). None without the shapes."""
+    layers = _layer_params(model)
+    if layers is None or model.hidden is None or not model.mtp_layers or not _counts_every_layer(model):
+        return None
+    last, h, n = layers[-1], model.hidden, model.mtp_layers
+    own = n * (last.own + 2 * h * h + 3 * h)
+    return ParamCount(
+        total=own + n * last.routed, active=own + n * last.routed_active, routed_experts=n * last.routed, from_shapes=True
+    )
+
+
 def count_params(model: ModelSpec) -> ParamCount | None:
     """Parameters from the shapes (DESIGN.md section 4), or the preset's published count when given.
 

@@ -18,9 +18,11 @@ LAYERS: list[set[str]] = [
     {"engines"},
     {"kvcache"},
     {"weights"},
+    {"residents"},
     {"capacity"},
     {"latency"},
     {"placement"},  # llama.cpp placements across GPUs, host RAM and unified memory, and their speed
+    {"throughput"},
     {"compare", "check"},
     {"sources"},  # GGUF, safetensors, Hub, vendors' GPU tools: readers, below the presets that dispatch to them
     {"presets", "shipped"},

@@ -7,15 +7,16 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
 
-from kvcalc import capacity, engines, presets, weights
+from kvcalc import capacity, engines, kvcache, presets, weights
 from kvcalc.cli import KvcalcCommand
+from kvcalc.engines import BudgetTerm
 from kvcalc.errors import InvalidInput, KvcalcError
 from kvcalc.sources import tensor_parallel
 from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload
@@ -170,6 +171,14 @@ TpOpt = Annotated[
         help="Tensor-parallel GPUs: KV heads split across them (replicated when tp > KV heads); auto: the GPUs in this machine.",
     ),
 ]
+SharedPrefixOpt = Annotated[
+    int,
+    tokens_option(
+        "--shared-prefix",
+        help="Prompt tokens every sequence shares (a system prompt), held once for the batch in the engine's whole blocks"
+        f" (vllm, sglang, trtllm, textbook): {TOKENS_HELP}.",
+    ),
+]
 PpOpt = Annotated[int, typer.Option("--pp", help="Pipeline-parallel stages: layers split across them.")]
 BlockOpt = Annotated[
     int | None,
@@ -288,10 +297,14 @@ def build_workload(
     state_dtype: str | None = None,
     k_dtype: str | None = None,
     v_dtype: str | None = None,
+    shared_prefix: int = 0,
 ) -> Workload:
-    """The Workload of the options, each flag checked; a warning when --seq exceeds the model's max positions."""
+    """The Workload of the options, each flag checked; a warning when --seq exceeds the model's max
+    positions, and when a --shared-prefix is too short for the engine to hold any of it once."""
     tp = tensor_parallel(tp)  # a count, or auto: the GPUs in this machine
     positive(seq=seq, batch=batch, tp=tp, pp=pp, block_size=block_size)
+    if not 0 <= shared_prefix <= seq:
+        raise InvalidInput(f"--shared-prefix {shared_prefix:,} must be in [0, --seq {seq:,}]: the prefix is part of the context")
     try:
         work = Workload(
             seq=seq,
@@ -304,6 +317,7 @@ def build_workload(
             pp=pp,
             block_size=block_size,
             engine=engine or Engine(),
+            shared_prefix=shared_prefix,
         )
     except ValidationError as exc:
         error = exc.errors()[0]
@@ -311,6 +325,11 @@ def build_workload(
     warning = engines.beyond_max_positions(model, work)
     if warning:
         warn(warning)
+    if shared_prefix and not kvcache.shared_prefix_tokens(kvcache.settled(model, work)):
+        block = engines.profile(work.engine).prefix_block(kvcache.settled(model, work))
+        warn(
+            f"--shared-prefix {shared_prefix:,} is shorter than one block of {block:,} tokens: {work.engine.name} caches none of it"
+        )
     return work
 
 
@@ -337,16 +356,16 @@ def hardware_given(gpu: str | None, memory: str | None) -> bool:
 
 def gpu_and_budget(
     model: ModelSpec, workload: Workload, gpu: str | None, memory: str | None, weights: weights.WeightFormat,
-    utilization: float | None, reserve: str | None, extra: list[str] | None,
+    utilization: float | None, reserve: str | None, extra: list[str] | None, residents: Sequence[BudgetTerm] = (),
 ) -> tuple[GpuSpec | None, capacity.Budget]:  # fmt: skip
     """The --gpu preset (if given) and the engine's memory budget per GPU from --gpu/--memory, its
-    fraction and --reserve (None: the engine's defaults)."""
+    fraction and --reserve (None: the engine's defaults), less what else the deployment holds."""
     hardware_given(gpu, memory)
     gpu_spec = presets.load_gpu(gpu, extra) if gpu else None
     total = capacity.gpu_memory(gpu_spec, size_option("memory", memory) if memory else None)
     reserve_bytes = size_option("reserve", reserve, allow_zero=True) if reserve is not None else None
     name = gpu_spec.name if gpu_spec else None
-    return gpu_spec, capacity.budget(model, workload, total, weights, utilization, reserve_bytes, name)
+    return gpu_spec, capacity.budget(model, workload, total, weights, utilization, reserve_bytes, name, residents)
 
 
 def gpu_label(gpu: GpuSpec | None, memory: str | None) -> str:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from kvcalc import latency, presets
+from kvcalc import capacity, latency, presets
 from kvcalc.cli import placement_options
 from kvcalc.cli.common import (
     GPU_HELP,
@@ -21,6 +21,7 @@ from kvcalc.cli.common import (
     OverheadOpt,
     PresetsOpt,
     SeqOpt,
+    SharedPrefixOpt,
     StateDtypeOpt,
     TpOpt,
     UnitsOpt,
@@ -34,6 +35,8 @@ from kvcalc.cli.common import (
     weights_format,
 )
 from kvcalc.cli.engine_options import EngineOpt, EngineOptions, build_engine, with_engine_options
+from kvcalc.cli.throughput_options import Economics, MaxTpotOpt, MaxTtftOpt, PriceOpt, PromptOpt
+from kvcalc.errors import DoesNotFit
 
 
 @with_engine_options("hf_version", "max_cache_len", "swa_full", "ubatch", "kv_unified", "flash_attn", "max_num_batched_tokens")
@@ -54,6 +57,11 @@ def decode(
     engine_options: EngineOptions,
     efficiency: EfficiencyOpt = None,
     overhead_ms: OverheadOpt = None,
+    max_tpot_ms: MaxTpotOpt = None,
+    max_ttft_ms: MaxTtftOpt = None,
+    prompt: PromptOpt = None,
+    price_per_hour: PriceOpt = None,
+    shared_prefix: SharedPrefixOpt = 0,
     presets_dir: PresetsOpt = None,
     json_out: JsonOpt = False,
     explain: ExplainOpt = False,
@@ -68,6 +76,8 @@ def decode(
     """Time per output token at --batch and --seq: the roofline (bandwidth vs compute) and the expected time engines reach (the --engine's decode profile), tokens/s, and prefill time.
 
     With --engine llamacpp and several --gpu, -ngl, --n-cpu-moe or -ts, it also plans the placement (as `fit` does, keeping what you fixed) and predicts the speed of that split: each device's bytes per token over its bandwidth, the CPU's over --ram-bandwidth, and the hops.
+
+    With --max-tpot-ms or --max-ttft-ms: the largest batch that meets them and fits the engine's memory budget, and its tokens/s (exit code 1 when not even one sequence meets them); with --price-per-hour: dollars per million output and prompt tokens.
     """
     decimal = decimal_units(units)
     spec = presets.load_model(model, presets_dir)
@@ -83,12 +93,21 @@ def decode(
         state_dtype,
         k_dtype,
         v_dtype,
+        shared_prefix,
     )
     gpu_specs = placement_options.load_gpus(gpu, presets_dir, engine)
     gpu_spec = gpu_specs[0]
     weights_fmt = weights_format(spec, weight_dtype)
-    step = latency.decode(spec, work, gpu_spec, weights_fmt, efficiency, seconds_per_layer(overhead_ms))
-    first = latency.prefill(spec, work, gpu_spec, weights_fmt, 1.0 if efficiency is None else efficiency)
+    economics = Economics(max_tpot_ms, max_ttft_ms, prompt, price_per_hour, work.seq)
+    overhead = seconds_per_layer(overhead_ms)
+    step = latency.decode(spec, work, gpu_spec, weights_fmt, efficiency, overhead)
+    first = economics.prefill(spec, work, gpu_spec, work.batch, weights_fmt, efficiency)
+    plan, cost = None, economics.cost(spec, work, gpu_spec, work.batch, step.expected_tokens_per_s, weights_fmt, efficiency)
+    if economics.searching:  # the batch memory holds under the engine's budget caps the search
+        budget = capacity.budget(spec, work, gpu_spec.memory_bytes, weights_fmt, gpu_name=gpu_spec.name)
+        held = capacity.fit(spec, work, budget, details=False).max_batch
+        plan = economics.plan(spec, work, gpu_spec, held, weights_fmt, efficiency, overhead)
+        cost = economics.cost(spec, work, gpu_spec, plan.batch, plan.tokens_per_s, weights_fmt, efficiency)
     laid_out = split = None
     if placement_options.wants_plan(gpu_specs, n_gpu_layers, n_cpu_moe, tensor_split, ram_bandwidth, fit_target, wired_limit):
         devices, _, laid_out = placement_options.plan(
@@ -110,7 +129,9 @@ def decode(
     if json_out:
         from kvcalc import documents
 
-        print_json(documents.DecodeDocument(decode=step, prefill=first, placement=laid_out, split=split))
+        print_json(
+            documents.DecodeDocument(decode=step, prefill=first, placement=laid_out, split=split, throughput=plan, cost=cost)
+        )
     else:
         from kvcalc import render
 
@@ -118,6 +139,9 @@ def decode(
         if laid_out is not None and split is not None:
             render.placement_table(laid_out, decimal, explain)
             render.split_decode_table(split, [d.name for d in laid_out.devices], explain)
+        render.throughput_lines(plan, cost, explain)
+    if plan is not None and plan.batch == 0:
+        raise typer.Exit(DoesNotFit.exit_code)
 
 
 app = single_command(decode)

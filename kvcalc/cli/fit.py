@@ -19,6 +19,7 @@ from kvcalc.cli.common import (
     PpOpt,
     PresetsOpt,
     ReserveOpt,
+    SharedPrefixOpt,
     StateDtypeOpt,
     TpOpt,
     UnitsOpt,
@@ -40,6 +41,18 @@ from kvcalc.cli.common import (
     write_plot,
 )
 from kvcalc.cli.engine_options import EngineOpt, EngineOptions, build_engine, with_engine_options
+from kvcalc.cli.resident_options import (
+    KvOffloadingSizeOpt,
+    LoraDtypeOpt,
+    MaxLoraRankOpt,
+    MaxLorasOpt,
+    PcieOpt,
+    SpeculativeModelOpt,
+    cpu_tier,
+    lora_terms,
+    with_draft,
+)
+from kvcalc.cli.throughput_options import Economics, MaxTpotOpt, MaxTtftOpt, PriceOpt, PromptOpt
 from kvcalc.errors import DoesNotFit
 from kvcalc.units import SIZE_HELP, TOKENS_HELP
 
@@ -83,6 +96,17 @@ def fit(
             help="A cap on concurrent sequences, for any engine (vllm's --max-num-seqs and sglang's --max-running-requests cap it too).",
         ),
     ] = None,
+    max_tpot_ms: MaxTpotOpt = None,
+    max_ttft_ms: MaxTtftOpt = None,
+    prompt: PromptOpt = None,
+    price_per_hour: PriceOpt = None,
+    shared_prefix: SharedPrefixOpt = 0,
+    speculative_model: SpeculativeModelOpt = None,
+    max_loras: MaxLorasOpt = None,
+    max_lora_rank: MaxLoraRankOpt = None,
+    lora_dtype: LoraDtypeOpt = None,
+    kv_offloading_size: KvOffloadingSizeOpt = None,
+    pcie_gb_per_s: PcieOpt = None,
     presets_dir: PresetsOpt = None,
     json_out: JsonOpt = False,
     explain: ExplainOpt = False,
@@ -104,9 +128,11 @@ def fit(
 
     Needs --gpu or --memory (one of them is required): the memory to budget.
 
-    Exit code 1 when the weights do not fit, or the batch does not fit at --seq (or at any context when --seq is not given); the shortfall is printed.
-
     With --engine llamacpp, several --gpu or any placement option (--ram, -ngl, --n-cpu-moe, -ts, --fit-*, a Mac's GPU), or a model that does not fit whole, it plans where llama.cpp puts each layer (its --fit): per GPU and in host RAM, the llama-server flags, and exit code 1 only when the plan does not fit. See docs/placement.md.
+
+    With --max-tpot-ms / --max-ttft-ms (and --gpu): the largest batch at --seq that also meets them, and its tokens/s; with --price-per-hour: what a million output and prompt tokens cost at that batch (memory's max batch without a target).
+
+    Exit code 1 when the weights do not fit, or the batch does not fit at --seq (or at any context when --seq is not given), or no batch meets the targets; the shortfall is printed.
     """
     decimal = decimal_units(units)
     plot_path = plot_target(plot)
@@ -114,15 +140,35 @@ def fit(
     default_seq = min(8192, spec.max_positions or 8192)
     engine_spec = build_engine(engine, **engine_options)
     work = build_workload(
-        spec, default_seq if seq is None else seq, batch, kv_dtype, tp, pp, block_size, engine_spec, state_dtype, k_dtype, v_dtype
+        spec,
+        default_seq if seq is None else seq,
+        batch,
+        kv_dtype,
+        tp,
+        pp,
+        block_size,
+        engine_spec,
+        state_dtype,
+        k_dtype,
+        v_dtype,
+        shared_prefix,
     )
     positive(max_seqs=max_seqs)
     weights_fmt = weights_format(spec, weight_dtype)
     gpus = gpu or []
     gpu_specs = placement_options.load_gpus(gpus, presets_dir, engine)
     first = gpu_specs[0].name if len(gpu_specs) > len(gpus) else (gpus[0] if gpus else None)  # --gpu auto: the first of them
-    gpu_spec, budget = gpu_and_budget(spec, work, first, memory, weights_fmt, utilization, reserve, presets_dir)
+    work, tenants = with_draft(spec, work, speculative_model, presets_dir)
+    tenants += lora_terms(spec, work, max_loras, max_lora_rank, lora_dtype)
+    gpu_spec, budget = gpu_and_budget(spec, work, first, memory, weights_fmt, utilization, reserve, presets_dir, tenants)
     report = capacity.fit(spec, work, budget, max_seqs)
+    economics = Economics(max_tpot_ms, max_ttft_ms, prompt, price_per_hour, work.seq)
+    tier = cpu_tier(spec, work, kv_offloading_size, pcie_gb_per_s, shared_prefix or economics.target.prompt)
+    plan = cost = None
+    if economics.asked:  # the largest batch memory holds at --seq caps the search
+        speeds = economics.need_gpu(gpu_spec)
+        plan = economics.plan(spec, work, speeds, report.max_batch, weights_fmt)
+        cost = economics.cost(spec, work, speeds, plan.batch, plan.tokens_per_s, weights_fmt)
     laid_out, steps = None, None
     asked = placement_options.wants_plan(
         gpu_specs,
@@ -149,11 +195,17 @@ def fit(
     if json_out:
         from kvcalc import documents
 
-        print_json(
-            documents.FitDocument(
-                **report.model_dump(), model=spec.name, gpu=gpu_label(gpu_spec, memory), placement=laid_out, speed_steps=steps
-            )
+        document = documents.FitDocument(
+            **report.model_dump(),
+            model=spec.name,
+            gpu=gpu_label(gpu_spec, memory),
+            placement=laid_out,
+            speed_steps=steps,
+            throughput=plan,
+            cost=cost,
+            cpu_tier=tier,
         )
+        print_json(document)
     else:
         from kvcalc import render
 
@@ -162,12 +214,16 @@ def fit(
             render.placement_table(laid_out, decimal, explain)
         if steps is not None:
             render.speed_steps_table(steps)
+        render.throughput_lines(plan, cost, explain)
+        render.cpu_tier_lines(tier, decimal, explain)
     if plot_path is not None:
         from kvcalc import plots
 
         dtype = (work.kv_dtype or spec.dtype).value
         curve = capacity.max_batch_curve(spec, work, budget, report, max_seqs)
         write_plot(plots.fit_chart(report, spec.name, dtype, gpu_label(gpu_spec, memory), curve), plot_path, json_out)
+    if plan is not None and plan.batch == 0:
+        raise typer.Exit(DoesNotFit.exit_code)
     if laid_out is not None:
         if not laid_out.fits:
             raise typer.Exit(DoesNotFit.exit_code)

@@ -23,6 +23,7 @@ from kvcalc.cli.common import (
     PresetsOpt,
     ReserveOpt,
     SeqOpt,
+    SharedPrefixOpt,
     StateDtypeOpt,
     TpOpt,
     UnitsOpt,
@@ -70,6 +71,7 @@ def size(
     reserve: ReserveOpt = None,
     efficiency: EfficiencyOpt = None,
     overhead_ms: OverheadOpt = None,
+    shared_prefix: SharedPrefixOpt = 0,
     presets_dir: PresetsOpt = None,
     json_out: JsonOpt = False,
     explain: ExplainOpt = False,
@@ -86,7 +88,9 @@ def size(
     plot_path = plot_target(plot)
     spec = presets.load_model(model, presets_dir)
     engine_spec = build_engine(engine, **engine_options)
-    work = build_workload(spec, seq, batch, kv_dtype, tp, pp, block_size, engine_spec, state_dtype, k_dtype, v_dtype)
+    work = build_workload(
+        spec, seq, batch, kv_dtype, tp, pp, block_size, engine_spec, state_dtype, k_dtype, v_dtype, shared_prefix
+    )
     weights_fmt = weights_format(spec, weight_dtype)
     params = count_params(spec)
     weights = weight_bytes(params, weights_fmt) if params else None

@@ -74,6 +74,7 @@ class Budget(Frozen):
     usable_bytes: int  # for the KV cache; negative when the weights do not fit
     terms: list[BudgetTerm]
     explain: list[str]
+    lora_bytes: int = 0  # LoRA slots preallocated on this GPU (kvcalc.residents), one of the terms
     stage: int = 0  # the binding pipeline stage (0-based)
     engine: Engine = Engine()  # the engine options the budget assumed, its defaults on this GPU filled in
 
@@ -178,6 +179,11 @@ class EngineProfile(ABC):
         """The workload with the block size the engine forces for this model (default: unchanged)."""
         return workload
 
+    # how a prefix all sequences share is held once (--shared-prefix), with the source it follows; None: it is not
+    prefix_rule: ClassVar[str | None] = "a shared prefix is held once, in whole pages when paged (textbook)"
+    # how a speculative draft model is held beside the target, with its source; None: not modelled for this engine
+    draft_rule: ClassVar[str | None] = "a draft model's weights and its KV per token beside the target's (textbook)"
+
     def check_supported(self, model: ModelSpec, workload: Workload, dtype: DType) -> None:
         """Refuse, as InvalidInput, what the engine itself refuses (default: nothing)."""
         return None
@@ -185,6 +191,11 @@ class EngineProfile(ABC):
     def block_size(self, workload: Workload) -> int | None:
         """Page size in tokens; None when the cache is not paged (default: --block-size)."""
         return workload.block_size
+
+    def prefix_block(self, workload: Workload) -> int:
+        """The tokens a shared prefix is held once in multiples of: only whole pages are shared, the
+        rest of the prefix sits in each sequence's own pages (default: the page size, 1 when not paged)."""
+        return self.block_size(workload) or 1
 
     @abstractmethod
     def tokens_per_unit(self, workload: Workload, window: int | None, seq: int, chunked: bool = False) -> int:

@@ -18,6 +18,8 @@ HF_DTYPES = {DType.fp32, DType.fp16, DType.bf16, DType.fp8}  # fp8: QuantizedCac
 class Transformers(EngineProfile):
     name = "hf"
     label = "transformers"
+    draft_rule = None  # a speculative draft is not modelled for this engine yet
+    prefix_rule = None  # generate() keeps every sequence's cache whole
 
     def tokens_per_unit(self, workload: Workload, window: int | None, seq: int, chunked: bool = False) -> int:
         """DynamicCache keeps min(s, W - 1) in a sliding layer (DynamicSlidingWindowLayer); StaticCache

@@ -35,6 +35,8 @@ class LlamaCpp(EngineProfile):
     name = "llamacpp"
     label = "llama.cpp"
     places_layers = True  # -ngl, -ts, --n-cpu-moe, --fit (common/fit.cpp): kvcalc.placement
+    draft_rule = None  # a speculative draft is not modelled for this engine yet
+    prefix_rule = None  # each slot keeps its own cells (its own prompt cache): sharing between slots is not modelled
 
     def tokens_per_unit(self, workload: Workload, window: int | None, seq: int, chunked: bool = False) -> int:
         """`seq` is n_ctx, padded to 256 and shared by the sequences: PAD256(PAD256(n_ctx) / n_seq)

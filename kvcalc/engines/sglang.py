@@ -117,8 +117,10 @@ def default_fraction(memory_bytes: int, tp: int, pp: int) -> tuple[float, str]:
 class SGLang(EngineProfile):
     name = "sglang"
     label = "SGLang"
+    draft_rule = None  # a speculative draft is not modelled for this engine yet
     fraction_option = "mem_fraction_static"
     sparse_mla_fp8_layout = True  # NSA fp8 cell: kv_lora_rank + kv_lora_rank / 128 * 4 + rope * 2 (calculate_mla_kv_cache_dim)
+    prefix_rule = "the radix cache shares a prefix in whole pages of --page-size (python/sglang/srt/mem_cache/radix_cache.py)"
 
     def block_size(self, workload: Workload) -> int:
         """--page-size, default 1."""

@@ -47,7 +47,12 @@ LOGIT_BYTES = 4  # fp32 logits
 class TensorRtLlm(EngineProfile):
     name = "trtllm"
     label = "TensorRT-LLM"
+    draft_rule = None  # a speculative draft is not modelled for this engine yet
     fraction_option = "free_gpu_memory_fraction"
+    prefix_rule = (
+        "KV cache block reuse shares whole blocks of tokens_per_block"
+        " (cpp/tensorrt_llm/batch_manager/kvCacheManager.cpp, enable_block_reuse)"
+    )
 
     def block_size(self, workload: Workload) -> int:
         """--tokens-per-block, default 32."""

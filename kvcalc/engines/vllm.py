@@ -112,6 +112,16 @@ class Vllm(EngineProfile):
     name = "vllm"
     label = "vLLM"
     fraction_option = "gpu_memory_utilization"
+    draft_rule = (
+        "the draft model's weights load beside the target's (vllm/v1/spec_decode proposers' load_model; draft tp = target tp);"
+        " its attention layers join the target's KV cache groups, one pool whose page is the sum of every layer's"
+        " (vllm/v1/kv_cache_interface.py UniformTypeKVCacheSpecs.page_size_bytes), so bytes per token add up"
+    )
+    prefix_rule = (
+        "automatic prefix caching shares whole blocks only: a block is hashed once full (docs.vllm.ai/en/latest/design/prefix_caching;"
+        " vllm/v1/core/kv_cache_utils.py hash_block_tokens); on hybrid models the block is the raised attention block, so a"
+        " prefix shorter than one is never cached (vllm-project/vllm#40696, v0.19.1)"
+    )
 
     sparse_mla_fp8_layout = True  # fp8_ds_mla: fp8 latent, fp32 scale per 128, bf16 rope (656 B for DeepSeek-V3.2)
 
@@ -461,7 +471,10 @@ class Vllm(EngineProfile):
             cdiv(count, group) * self.tokens_per_unit(workload, window, workload.seq, chunked) // block
             for (window, chunked), count in counts.items()
         )
-        blocks = max(usable_bytes, 0) // (page * group)
+        # one group (every layer full attention, a draft's beside the target's): its page is the sum of
+        # every layer's, whatever their sizes (vllm/v1/kv_cache_interface.py UniformTypeKVCacheSpecs)
+        group_page = block * sum(layer.bytes_per_token for layer in stage) if groups == 1 else page * group
+        blocks = max(usable_bytes, 0) // group_page
         tokens = blocks // groups * block
         concurrency = blocks / per_request
         source = "vllm/v1/core/kv_cache_utils.py"

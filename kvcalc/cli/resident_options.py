@@ -1,0 +1,95 @@
+"""The options for what else a deployment holds in GPU memory (kvcalc.residents: a speculative draft,
+LoRA slots), each defined once, and turning them into the workload and the budget terms they add."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from kvcalc import presets, residents
+from kvcalc.cli.common import positive, size_option
+from kvcalc.engines import BudgetTerm
+from kvcalc.errors import InvalidInput
+from kvcalc.spec import ModelSpec, Workload
+from kvcalc.units import parse_dtype
+
+SpeculativeModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--speculative-model",
+        help="A draft model for speculative decoding (a preset, YAML or config.json, or a Hub repo id; mtp: the model's own"
+        " MTP layers): its weights in the budget, its KV per token beside the target's in one pool (vllm, textbook).",
+    ),
+]
+
+
+def with_draft(
+    target: ModelSpec, work: Workload, draft_ref: str | None, presets_dir: list[str] | None
+) -> tuple[Workload, list[BudgetTerm]]:
+    """The workload with the draft's KV per token in the pool, and its weights as a budget term."""
+    if draft_ref is None:
+        return work, []
+    if draft_ref == residents.MTP:
+        found = residents.mtp_draft(target, work)
+    else:
+        found = residents.draft(target, presets.load_model(draft_ref, presets_dir), work)
+    return work.model_copy(update={"draft_bytes_per_token": found.kv_bytes_per_token}), [residents.draft_term(found)]
+
+
+MaxLorasOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-loras",
+        help="vllm --enable-lora: LoRA slots preallocated for every wrapped linear of every layer (vLLM's default 1).",
+    ),
+]
+MaxLoraRankOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-lora-rank", help=f"With --max-loras: the rank each slot holds (vLLM's default {residents.VLLM_MAX_LORA_RANK})."
+    ),
+]
+LoraDtypeOpt = Annotated[
+    str | None, typer.Option("--lora-dtype", help="With --max-loras: the slots' dtype (default: the model's).")
+]
+
+
+def lora_terms(model: ModelSpec, work: Workload, max_loras: int | None, rank: int | None, dtype: str | None) -> list[BudgetTerm]:
+    """The LoRA slots as a budget term when --max-loras is given."""
+    if max_loras is None:
+        if rank is not None or dtype is not None:
+            raise InvalidInput("--max-lora-rank and --lora-dtype need --max-loras (vllm --enable-lora)")
+        return []
+    positive(max_loras=max_loras, max_lora_rank=rank)
+    lora_dtype = parse_dtype(dtype) if dtype is not None else None
+    return [residents.lora_term(model, work, max_loras, rank or residents.VLLM_MAX_LORA_RANK, lora_dtype)]
+
+
+KvOffloadingSizeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--kv-offloading-size",
+        help="vllm: a CPU tier for KV blocks, over all ranks (vLLM's --kv-offloading-size 64 is 64GiB): the tokens it holds"
+        " and the host RAM it pins.",
+    ),
+]
+PcieOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--pcie-gb-per-s",
+        help="With --kv-offloading-size: each GPU's host link in GB/s (10^9 B/s, one direction), to time bringing a"
+        " re-used prefix back.",
+    ),
+]
+
+
+def cpu_tier(
+    model: ModelSpec, work: Workload, size: str | None, pcie: float | None, reload_tokens: int
+) -> residents.CpuTier | None:
+    """The CPU tier when --kv-offloading-size is given."""
+    if size is None:
+        if pcie is not None:
+            raise InvalidInput("--pcie-gb-per-s needs --kv-offloading-size")
+        return None
+    return residents.cpu_tier(model, work, size_option("kv-offloading-size", size), reload_tokens, pcie and pcie * 1e9)

@@ -1,0 +1,91 @@
+"""The throughput and cost options fit and decode share (--max-tpot-ms, --max-ttft-ms, --prompt,
+--price-per-hour), each defined once, and turning them into kvcalc.throughput's plan and cost."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from kvcalc import throughput
+from kvcalc.cli.common import tokens_option
+from kvcalc.errors import InvalidInput
+from kvcalc.latency import PrefillEstimate
+from kvcalc.spec import GpuSpec, ModelSpec, Workload
+from kvcalc.units import TOKENS_HELP
+from kvcalc.weights import WeightFormat
+
+MaxTpotOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--max-tpot-ms",
+        help="Find the largest batch whose expected time per output token at --seq is within this many milliseconds.",
+    ),
+]
+MaxTtftOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--max-ttft-ms",
+        help="Find the largest batch whose prompts (--prompt tokens each, arriving together) prefill within this many milliseconds.",
+    ),
+]
+PromptOpt = Annotated[
+    int | None,
+    tokens_option(
+        "--prompt", help=f"Prompt tokens per sequence, for the prefill time and its cost (default: --seq): {TOKENS_HELP}."
+    ),
+]
+PriceOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--price-per-hour",
+        help="Price of one GPU-hour (any currency): dollars per million output and prompt tokens, all tp * pp GPUs billed.",
+    ),
+]
+
+
+class Economics:
+    """The throughput and cost options of one command, checked, and what they answer."""
+
+    def __init__(
+        self, max_tpot_ms: float | None, max_ttft_ms: float | None, prompt: int | None, price: float | None, seq: int
+    ) -> None:
+        self.target = throughput.latency_target(max_tpot_ms, max_ttft_ms, prompt, seq)
+        self.searching = max_tpot_ms is not None or max_ttft_ms is not None
+        self.price = price
+        if price is not None:
+            throughput.check_price(price)
+
+    @property
+    def asked(self) -> bool:
+        """Whether any of the options was given."""
+        return self.searching or self.price is not None
+
+    def need_gpu(self, gpu: GpuSpec | None) -> GpuSpec:
+        """The GPU preset the speeds need (--memory alone gives no bandwidth)."""
+        if gpu is None:
+            raise InvalidInput("--max-tpot-ms, --max-ttft-ms and --price-per-hour need --gpu: its bandwidth and FLOP/s")
+        return gpu
+
+    def prefill(
+        self, model: ModelSpec, work: Workload, gpu: GpuSpec, batch: int, weights: WeightFormat, efficiency: float | None
+    ) -> PrefillEstimate:
+        """The prefill of `batch` prompts of --prompt tokens (default --seq)."""
+        return throughput.first_token(model, work, gpu, self.target.prompt, batch, weights, efficiency)
+
+    def plan(
+        self, model: ModelSpec, work: Workload, gpu: GpuSpec, memory_batch: int, weights: WeightFormat,
+        efficiency: float | None = None, overhead: float | None = None,
+    ) -> throughput.ThroughputPlan:  # fmt: skip
+        """The largest batch within the targets and memory."""
+        return throughput.plan(model, work, gpu, memory_batch, self.target, weights, efficiency, overhead)
+
+    def cost(
+        self, model: ModelSpec, work: Workload, gpu: GpuSpec, batch: int, output_tokens_per_s: float, weights: WeightFormat,
+        efficiency: float | None = None,
+    ) -> throughput.Cost | None:  # fmt: skip
+        """Dollars per million tokens at `batch` when --price-per-hour is given and a batch runs."""
+        if self.price is None or batch < 1:
+            return None
+        first = self.prefill(model, work, gpu, batch, weights, efficiency)
+        return throughput.cost(self.price, work.tp * work.pp, output_tokens_per_s, first)

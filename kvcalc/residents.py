@@ -1,0 +1,231 @@
+"""What else lives in GPU memory beside the target's weights and KV cache: a speculative draft
+model (its weights, and its KV per token in the target's pool), LoRA adapter slots, and a CPU tier
+for KV blocks in host RAM. Pure
+functions; each tenant becomes a term of the engine's budget (kvcalc.engines.Budget), with the
+engine source it follows."""
+
+from __future__ import annotations
+
+from kvcalc import engines
+from kvcalc.base import Frozen
+from kvcalc.engines import Budget, BudgetTerm
+from kvcalc.engines.base import term_lines
+from kvcalc.errors import InvalidInput
+from kvcalc.kvcache import cache_layout, kv_heads_per_rank, layer_bytes_per_token, layer_caches, settled
+from kvcalc.spec import ModelSpec, Workload, cache_dtypes
+from kvcalc.units import PACKING, DType, format_bytes
+from kvcalc.weights import WeightFormat, mtp_params, per_gpu, require_params, weight_bytes, weight_format, weights_formula
+
+MTP = "mtp"  # --speculative-model mtp: the model's own multi-token prediction layers
+
+
+class Draft(Frozen):
+    """A speculative draft model as the engine holds it on one GPU of the target's TP group."""
+
+    name: str
+    layers: int
+    weights_bytes: int  # per GPU: split over the target's tp
+    kv_bytes_per_token: int  # per GPU: all its attention layers, in the target's cache dtypes
+    weights_formula: str
+    kv_formula: str
+    source: str  # the engine's rule
+
+
+def draft(target: ModelSpec, model: ModelSpec, workload: Workload, weights: WeightFormat | None = None) -> Draft:
+    """The draft's weights (its checkpoint's format unless `weights`) and KV bytes per token per GPU,
+    both split over the target's tp; its cache takes the target's cache dtypes (one --kv-dtype for
+    the pool). Only full-attention and MLA drafts: window and state layers would form pools of
+    their own, which kvcalc does not model for a draft."""
+    rules = engines.profile(workload.engine)
+    if rules.draft_rule is None:
+        raise InvalidInput(f"--speculative-model is not modelled for --engine {rules.name} (vllm and textbook are)")
+    caches = layer_caches(model, workload.tp, workload.engine)
+    if any(cache.window is not None for cache in caches) or any(model.state_kinds()):
+        raise InvalidInput(f"--speculative-model {model.name}: a draft with sliding-window or state layers is not modelled")
+    if model.vocab is not None and target.vocab is not None and model.vocab != target.vocab:
+        raise InvalidInput(
+            f"--speculative-model {model.name}: its vocabulary ({model.vocab:,}) differs from {target.name}'s ({target.vocab:,})"
+        )
+    fmt = weights or weight_format(model)
+    params = require_params(model)
+    dtypes = cache_dtypes(target, workload)
+    per_layer = [layer_bytes_per_token(cache, *dtypes) for cache in caches if cache.kind != "none"]
+    kv = sum(per_layer)
+    tp = f" / tp {workload.tp}" if workload.tp > 1 else ""
+    return Draft(
+        name=model.name,
+        layers=len(per_layer),
+        weights_bytes=per_gpu(weight_bytes(params, fmt), workload.tp),
+        kv_bytes_per_token=kv,
+        weights_formula=f"{weights_formula(params, fmt)}{tp}",
+        kv_formula=f"{len(per_layer)} layers * {per_layer[0] if per_layer else 0:,} B per token per layer on one GPU = {kv:,} B",
+        source=rules.draft_rule,
+    )
+
+
+def mtp_draft(model: ModelSpec, workload: Workload, weights: WeightFormat | None = None) -> Draft:
+    """The model's own MTP layers as the draft (vLLM --speculative-config method mtp): their weights
+    (weights.mtp_params, in the model's format unless `weights`) and their KV per token, each layer
+    a cache like the model's last, split over tp."""
+    rules = engines.profile(workload.engine)
+    if rules.draft_rule is None:
+        raise InvalidInput(f"--speculative-model is not modelled for --engine {rules.name} (vllm and textbook are)")
+    params = mtp_params(model)
+    if params is None:
+        raise InvalidInput(
+            f"--speculative-model mtp: {model.name} has no MTP layers kvcalc can size"
+            " (num_nextn_predict_layers / mtp_num_hidden_layers, and its shapes)"
+        )
+    fmt = weights or weight_format(model)
+    last = layer_caches(model, workload.tp, workload.engine)[-1]
+    per_layer = layer_bytes_per_token(last, *cache_dtypes(model, workload))
+    n = model.mtp_layers
+    tp = f" / tp {workload.tp}" if workload.tp > 1 else ""
+    return Draft(
+        name=f"{model.name} MTP",
+        layers=n,
+        weights_bytes=per_gpu(weight_bytes(params, fmt), workload.tp),
+        kv_bytes_per_token=n * per_layer,
+        weights_formula=f"{n} MTP layer{'s' if n > 1 else ''} (a decoder layer + eh_proj 2h*h + 3 norms, embeddings and"
+        f" LM head shared): {weights_formula(params, fmt)}{tp}",
+        kv_formula=f"{n} layers * {per_layer:,} B per token per layer on one GPU = {n * per_layer:,} B",
+        source=rules.draft_rule,
+    )
+
+
+def draft_term(found: Draft) -> BudgetTerm:
+    """The draft's weights as a budget term (its KV is in the pool, beside the target's)."""
+    return BudgetTerm(
+        name=f"draft model weights ({found.name})",
+        bytes=found.weights_bytes,
+        formula=f"{found.weights_formula} = {found.weights_bytes:,} B; its KV, {found.kv_formula}, shares the target's pool",
+        source=found.source,
+    )
+
+
+LORA_TERM = "LoRA slots"
+VLLM_MAX_LORA_RANK = 16  # vLLM's default --max-lora-rank (vllm/config/lora.py)
+
+
+def lora_term(model: ModelSpec, workload: Workload, max_loras: int, rank: int, dtype: DType | None = None) -> BudgetTerm:
+    """The LoRA slots vLLM preallocates on one GPU: for every wrapped linear of every layer, per
+    slot, A of (rank, input) and B of (output, rank) for each packed slice, in --lora-dtype (default:
+    the model's). Column-parallel qkv_proj (3 slices: q, k, v) and gate_up_proj (2) keep A whole and
+    split B's output over tp; row-parallel o_proj and down_proj split A's input and keep B whole
+    (vllm/lora/layers/base_linear.py create_lora_weights, column_parallel_linear.py
+    MergedColumnParallelLinearWithLoRA / MergedQKVParallelLinearWithLoRA). Per layer: slots * rank *
+    b * (A + B), A = 3h + H*d/tp + 2h + I/tp, B = H*d/tp + 2*Hkv_rank*d + h + 2I/tp + h; the
+    embedding and LM-head wrappers (a few MB) are not counted."""
+    rules = engines.profile(workload.engine)
+    if rules.name != "vllm":
+        raise InvalidInput(f"--max-loras is modelled for --engine vllm only, not {rules.name}")
+    if model.mla is not None or model.moe is not None or model.hidden is None or model.intermediate is None:
+        raise InvalidInput(f"--max-loras: {model.name}'s layers are not the dense q/k/v/o and gated-MLP kvcalc sizes LoRA for")
+    if any(model.state_kinds()):
+        raise InvalidInput(f"--max-loras: {model.name} has state layers; LoRA for them is not modelled")
+    if max_loras < 1 or rank < 1:
+        raise InvalidInput("--max-loras and --max-lora-rank must be positive integers")
+    lora_dtype = dtype or model.dtype
+    b = PACKING[lora_dtype].block_bytes
+    tp, h, d, inter = workload.tp, model.hidden, model.key_dim, model.intermediate
+    q_out, kv_out = model.heads * d // tp, kv_heads_per_rank(model, tp) * d
+    a_values = 3 * h + model.heads * d // tp + 2 * h + inter // tp  # qkv (3 slices), o, gate_up (2), down
+    b_values = q_out + 2 * kv_out + h + 2 * inter // tp + h
+    per_layer = max_loras * rank * (a_values + b_values) * b
+    total = per_layer * model.layers
+    return BudgetTerm(
+        name=LORA_TERM,
+        bytes=total,
+        formula=f"layers * slots * rank * b * (A + B) = {model.layers} * {max_loras} * {rank} * {b} * ({a_values:,} + {b_values:,})"
+        f" = {total:,} B ({format_bytes(total)}); A: qkv 3 * h + o H*d/tp + gate_up 2 * h + down I/tp;"
+        f" B: qkv (H + 2 Hkv)*d/tp + o h + gate_up 2I/tp + down h; {lora_dtype.value}",
+        source="vllm/lora/layers/base_linear.py create_lora_weights (lora_a_stacked, lora_b_stacked per slice),"
+        " column_parallel_linear.py; --max-loras slots of --max-lora-rank",
+    )
+
+
+def with_residents(budget: Budget, terms: list[BudgetTerm]) -> Budget:
+    """The budget with each tenant's bytes taken from what it leaves for the KV cache, each a term
+    and an --explain line of its own."""
+    if not terms:
+        return budget
+    usable = budget.usable_bytes - sum(term.bytes for term in terms)
+    lines = [line for term in terms for line in term_lines(term)]
+    taken = " - ".join(f"{term.bytes:,}" for term in terms)
+    lines.append(f"left for KV = {budget.usable_bytes:,} - {taken} = {usable:,} B ({format_bytes(usable)}) (kvcalc.residents)")
+    lora = sum(term.bytes for term in terms if term.name == LORA_TERM)
+    return budget.model_copy(
+        update={
+            "usable_bytes": usable,
+            "terms": [*budget.terms, *terms],
+            "explain": [*budget.explain, *lines],
+            "lora_bytes": lora,
+        }
+    )
+
+
+class CpuTier(Frozen):
+    """vLLM's CPU tier for KV blocks (--kv-offloading-size): the host RAM it pins, the tokens it
+    holds, and what bringing a re-used prefix back over each GPU's host link costs."""
+
+    bytes: int  # host RAM over all ranks
+    bytes_per_rank: int  # size / (tp * pp)
+    bytes_per_token_per_rank: int  # every layer of the busiest stage on one rank, a draft's included
+    block_size: int  # tokens per offloaded block: the GPU block
+    tokens: int  # whole blocks the tier holds
+    sequences: int  # whole --seq contexts it holds
+    reload_tokens: int  # the prefix brought back
+    reload_bytes_per_rank: int
+    reload_seconds: float | None  # over --pcie-gb-per-s, every rank over its own link at once; None without it
+    explain: list[str]
+
+
+def cpu_tier(
+    model: ModelSpec, workload: Workload, size_bytes: int, reload_tokens: int, link_bytes_per_s: float | None = None
+) -> CpuTier:
+    """The CPU tier's blocks: num_cpu_blocks = bytes per rank // bytes per offloaded block, bytes per
+    rank = size / (tp * pp) (vllm/config/vllm.py _post_init_kv_transfer_config; vllm/v1/kv_offload/
+    cpu/spec.py CPUOffloadingSpec: cpu_bytes_to_use // kv_bytes_per_offloaded_block). Its tokens,
+    the host RAM (the size itself, pinned), and the reload of `reload_tokens` over the host link."""
+    rules = engines.profile(workload.engine)
+    if rules.name != "vllm":
+        raise InvalidInput(f"--kv-offloading-size is a vLLM option, not modelled for --engine {rules.name}")
+    if any(model.state_kinds()):
+        raise InvalidInput(f"--kv-offloading-size: {model.name} has state layers; their offloading is not modelled")
+    if size_bytes <= 0 or (link_bytes_per_s is not None and not link_bytes_per_s > 0):
+        raise InvalidInput("--kv-offloading-size and --pcie-gb-per-s must be positive")
+    work = settled(model, workload)
+    layout = cache_layout(model, work)
+    per_token = max(sum(row) for row in layout.stages)
+    block = rules.block_size(work) or 1
+    ranks = workload.tp * workload.pp
+    per_rank = size_bytes // ranks
+    blocks = per_rank // (block * per_token)
+    tokens = blocks * block
+    reload = reload_tokens * per_token
+    seconds = reload / link_bytes_per_s if link_bytes_per_s else None
+    explain = [
+        f"CPU tier per rank = --kv-offloading-size / (tp * pp) = {size_bytes:,} / {ranks} = {per_rank:,} B"
+        " (vllm/config/vllm.py _post_init_kv_transfer_config: the size is over all ranks)",
+        f"  blocks = per rank // (block {block} * {per_token:,} B per token per rank) = {blocks:,}; tokens = {tokens:,}"
+        " (vllm/v1/kv_offload/cpu/spec.py CPUOffloadingSpec num_cpu_blocks)",
+        f"  host RAM = {size_bytes:,} B ({format_bytes(size_bytes)}), pinned",
+        f"  a re-used prefix of {reload_tokens:,} tokens = {reload:,} B per rank"
+        + (
+            f" back over the host link in {reload / link_bytes_per_s * 1e3:.2f} ms ({link_bytes_per_s / 1e9:g} GB/s per GPU, --pcie-gb-per-s)"
+            if link_bytes_per_s
+            else " (give --pcie-gb-per-s, the host link's GB/s per GPU, to time it)"
+        ),
+    ]
+    return CpuTier(
+        bytes=size_bytes,
+        bytes_per_rank=per_rank,
+        bytes_per_token_per_rank=per_token,
+        block_size=block,
+        tokens=tokens,
+        sequences=tokens // workload.seq,
+        reload_tokens=reload_tokens,
+        reload_bytes_per_rank=reload,
+        reload_seconds=seconds,
+        explain=explain,
+    )
