@@ -329,7 +329,9 @@ def presets_tables(document: Any) -> None:
             "shipped" if m.origin == "shipped" else escape(str(m.path)),
         )  # fmt: skip
     _print_table(
-        models, droppable=("layer kinds", "head dim", "state / seq", "origin"), wraps=("layer kinds", "KV / token", "origin")
+        models,
+        droppable=("KV heads", "layer kinds", "head dim", "state / seq", "origin"),
+        wraps=("layer kinds", "KV / token", "origin"),
     )
     gpus = _table(f"GPUs ({len(document.gpus)})", "name", "memory", "bandwidth", "origin")
     for g in document.gpus:

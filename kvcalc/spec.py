@@ -130,17 +130,17 @@ class StoredWeights(Strict):
     types: dict[str, Rate] = Field(
         default_factory=dict, description="values per stored type, e.g. q4_K, q6_K, f32 (GGUF) or BF16, I32 (safetensors)"
     )
-    layer_bytes: list[Annotated[int, Number, Field(ge=0)]] | None = Field(
+    layer_bytes: list[Annotated[int, Field(ge=0), Number]] | None = Field(
         default=None,
         description="each layer's bytes (a GGUF's blk.N tensors) but its routed experts': where llama.cpp places them",
     )
-    expert_bytes: list[Annotated[int, Number, Field(ge=0)]] | None = Field(
+    expert_bytes: list[Annotated[int, Field(ge=0), Number]] | None = Field(
         default=None, description="each layer's routed-expert bytes (blk.N.ffn_*_exps), what --n-cpu-moe moves to the CPU"
     )
-    embedding_bytes: Annotated[int, Number, Field(ge=0)] | None = Field(
+    embedding_bytes: Annotated[int, Field(ge=0), Number] | None = Field(
         default=None, description="the input embedding table's bytes (token_embd), which llama.cpp keeps in host memory"
     )
-    output_bytes: Annotated[int, Number, Field(ge=0)] | None = Field(
+    output_bytes: Annotated[int, Field(ge=0), Number] | None = Field(
         default=None, description="the output layer's bytes (output_norm and output, or the tied table it reuses)"
     )
 

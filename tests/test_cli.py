@@ -303,8 +303,12 @@ def test_help_lists_each_command_as_built() -> None:
         ("kvcalc presets show h100", {}, ["h100-nvl", "h100-pcie", "h100-sxm"]),
         (f"kvcalc size --presets {TEST_PRESETS} --model seed", {}, ["seed-7b", "seed-tiny"]),
         ("kvcalc size --model llama3.2", {"KVCALC_PRESETS": "/nonexistent"}, []),  # no error printed mid-completion
-        ("kvcalc size --kv-dtype fp8", {}, ["fp8", "fp8_e4m3", "fp8_e5m2"]),  # issue 23 item 13: dtypes, schema commands
-        ("kvcalc fit --k-dtype q4", {}, ["q4_0", "q4_1"]),
+        (
+            "kvcalc size --kv-dtype fp8",
+            {},
+            ["fp8", "fp8_e4m3", "fp8_e5m2", "fp8_per_token_head"],
+        ),  # issue 23 item 13: dtypes, schema commands
+        ("kvcalc fit --k-dtype q4", {}, ["q4_0", "q4_1", "q4_k"]),  # not the weight-only mixes (q4_k_m)
         ("kvcalc schema pre", {}, ["presets-list", "presets-show"]),
     ],
 )

@@ -20,7 +20,7 @@ from kvcalc.engines import BudgetTerm
 from kvcalc.errors import InvalidInput, KvcalcError
 from kvcalc.sources import tensor_parallel
 from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload
-from kvcalc.units import SIZE_HELP, TOKENS_HELP, DType, parse_dtype, parse_size, parse_tokens
+from kvcalc.units import SIZE_HELP, TOKENS_HELP, WEIGHT_ONLY, DType, parse_dtype, parse_size, parse_tokens
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -94,7 +94,8 @@ def choices(values: Callable[[], Iterable[str]]) -> Callable[[str], list[str]]:
 
 
 def dtype_names() -> list[str]:
-    return [d.value for d in DType]
+    """The dtypes a cache may take (a weight-only format such as fp8_block or q4_k_m is not one)."""
+    return [d.value for d in DType if d not in WEIGHT_ONLY]
 
 
 ModelOpt = Annotated[
