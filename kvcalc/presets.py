@@ -59,8 +59,9 @@ def _spec_from(kind: Kind, path: Path, data: dict[str, Any]) -> Any:
     if kind == "models" and path.suffix == ".json":
         from kvcalc.hf_config import model_fields_from_hf
 
-        folder = path.resolve().parent.name  # "config.json" in the current folder is named after that folder
-        data = model_fields_from_hf(data, default_name=folder or path.stem, origin=str(path))
+        # without _name_or_path: a config.json is named after its folder (its repo's), another file after its stem
+        folder = path.resolve().parent.name if path.name == "config.json" else None
+        data = model_fields_from_hf(data, default_name=folder or path.stem.removesuffix("-config"), origin=str(path))
     else:
         data = {**data, "name": _preset_name(data, path)}
     return validate(kind, data, str(path))

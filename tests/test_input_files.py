@@ -332,3 +332,22 @@ def test_a_config_json_in_the_current_folder_is_named_after_the_folder(cli, tmp_
     (folder / "config.json").write_text(json.dumps(config))
     monkeypatch.chdir(folder)
     assert cli.json("size", "-m", "config.json", "-s", "8")["model"]["name"] == "Meta-Llama-3-8B"
+
+
+def test_a_hybrid_config_json_is_fitted_with_params(cli) -> None:
+    # issue 23 item 13: a hybrid's config.json gives no parameter count, and there was no way to give it
+    config = FIXTURES / "hf" / "qwen3-next-80b-a3b-config.json"
+    refused = cli("fit", "--model", config, "--gpu", "h100-sxm", "--tp", "2")
+    assert refused.exit_code == 2 and "gives no params" in refused.stderr
+    doc = cli.json("fit", "--model", config, "--gpu", "h100-sxm", "--tp", "4", "--params", "81.3e9", "--active-params", "3e9")
+    assert doc["model"] == "qwen3-next-80b-a3b"  # named after the file, not its folder
+    # 81.3e9 bf16 parameters over 4 GPUs: the given count's bytes, per GPU
+    assert doc["budget"]["weights_bytes"] == 81_300_000_000 * 2 // 4
+    decoded = cli.json("decode", "--model", config, "--gpu", "h100-sxm", "--seq", "4096", "--params", "81_300_000_000")
+    assert decoded["decode"]["weights_read_bytes"] > 0
+
+
+@pytest.mark.parametrize("given", ["0", "-5", "1.5", "8e-1", "many", "٨٠"])
+def test_params_must_be_a_positive_whole_count(cli, given: str) -> None:
+    result = cli("size", "--model", "llama3-8b", "--seq", "8", "--params", given)
+    assert result.exit_code == 2 and "--params" in result.stderr and len(result.stderr.strip().splitlines()) == 1

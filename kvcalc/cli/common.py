@@ -98,6 +98,49 @@ def dtype_names() -> list[str]:
     return [d.value for d in DType if d not in WEIGHT_ONLY]
 
 
+ParamsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--params",
+        metavar="N",
+        help="The model's parameter count (80000000000, 80_000_000_000 or 80e9), where its file gives none (a hybrid's"
+        " config.json) or to override it.",
+    ),
+]
+ActiveParamsOpt = Annotated[
+    str | None,
+    typer.Option("--active-params", metavar="N", help="A MoE's parameters one token touches (3e9), with --params."),
+]
+
+
+def parse_count(flag: str, text: str) -> int:
+    """A positive whole count, written with digits, _ or , separators, or in e-notation (80e9)."""
+    from decimal import Decimal, InvalidOperation
+
+    spelled = text.strip().replace("_", "").replace(",", "")
+    try:
+        value = Decimal(spelled) if spelled.isascii() else None
+    except InvalidOperation:
+        value = None
+    if value is None or not value.is_finite() or value != value.to_integral_value() or value < 1:
+        raise InvalidInput(f"--{flag} {text!r}: give a positive whole count such as 8030261248 or 8.03e9")
+    return int(value)
+
+
+def with_params(spec: ModelSpec, params: str | None, active_params: str | None) -> ModelSpec:
+    """The model with --params and --active-params in place of its own counts (validated as a preset's)."""
+    if params is None and active_params is None:
+        return spec
+    if active_params is not None and params is None and spec.params is None:
+        raise InvalidInput("--active-params needs --params too: the model gives no parameter count")
+    given = {"params": params, "active_params": active_params}
+    counts = {field: parse_count(field.replace("_", "-"), text) for field, text in given.items() if text is not None}
+    try:
+        return ModelSpec.model_validate({**spec.model_dump(), **counts})
+    except ValidationError as exc:
+        raise InvalidInput(f"--params: {exc.errors()[0]['msg']}") from None
+
+
 ModelOpt = Annotated[
     str,
     typer.Option(

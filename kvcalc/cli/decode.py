@@ -10,6 +10,7 @@ from kvcalc import capacity, latency, presets
 from kvcalc.cli import placement_options
 from kvcalc.cli.common import (
     GPU_HELP,
+    ActiveParamsOpt,
     BatchOpt,
     BlockOpt,
     EfficiencyOpt,
@@ -19,6 +20,7 @@ from kvcalc.cli.common import (
     KvDtypeOpt,
     ModelOpt,
     OverheadOpt,
+    ParamsOpt,
     PresetsOpt,
     SeqOpt,
     SharedPrefixOpt,
@@ -33,6 +35,7 @@ from kvcalc.cli.common import (
     seconds_per_layer,
     single_command,
     weights_format,
+    with_params,
 )
 from kvcalc.cli.engine_options import EngineOpt, EngineOptions, build_engine, with_engine_options
 from kvcalc.cli.throughput_options import Economics, MaxTpotOpt, MaxTtftOpt, PriceOpt, PromptOpt
@@ -63,6 +66,8 @@ def decode(
     price_per_hour: PriceOpt = None,
     shared_prefix: SharedPrefixOpt = 0,
     presets_dir: PresetsOpt = None,
+    params: ParamsOpt = None,
+    active_params: ActiveParamsOpt = None,
     json_out: JsonOpt = False,
     explain: ExplainOpt = False,
     units: UnitsOpt = "gib",
@@ -80,7 +85,7 @@ def decode(
     With --max-tpot-ms or --max-ttft-ms: the largest batch that meets them and fits the engine's memory budget, and its tokens/s (exit code 1 when not even one sequence meets them); with --price-per-hour: dollars per million output and prompt tokens.
     """
     decimal = decimal_units(units)
-    spec = presets.load_model(model, presets_dir)
+    spec = with_params(presets.load_model(model, presets_dir), params, active_params)
     work = build_workload(
         spec,
         seq,

@@ -9,6 +9,7 @@ import typer
 from kvcalc import capacity, presets
 from kvcalc.cli import placement_options
 from kvcalc.cli.common import (
+    ActiveParamsOpt,
     BatchOpt,
     BlockOpt,
     ExplainOpt,
@@ -16,6 +17,7 @@ from kvcalc.cli.common import (
     KDtypeOpt,
     KvDtypeOpt,
     ModelOpt,
+    ParamsOpt,
     PpOpt,
     PresetsOpt,
     ReserveOpt,
@@ -38,6 +40,7 @@ from kvcalc.cli.common import (
     single_command,
     tokens_option,
     weights_format,
+    with_params,
     write_plot,
 )
 from kvcalc.cli.engine_options import EngineOpt, EngineOptions, build_engine, with_engine_options
@@ -108,6 +111,8 @@ def fit(
     kv_offloading_size: KvOffloadingSizeOpt = None,
     pcie_gb_per_s: PcieOpt = None,
     presets_dir: PresetsOpt = None,
+    params: ParamsOpt = None,
+    active_params: ActiveParamsOpt = None,
     json_out: JsonOpt = False,
     explain: ExplainOpt = False,
     units: UnitsOpt = "gib",
@@ -136,7 +141,7 @@ def fit(
     """
     decimal = decimal_units(units)
     plot_path = plot_target(plot)
-    spec = presets.load_model(model, presets_dir)
+    spec = with_params(presets.load_model(model, presets_dir), params, active_params)
     default_seq = min(8192, spec.max_positions or 8192)
     engine_spec = build_engine(engine, **engine_options)
     work = build_workload(

@@ -8,6 +8,7 @@ import typer
 
 from kvcalc import capacity, latency, presets
 from kvcalc.cli.common import (
+    ActiveParamsOpt,
     BatchOpt,
     BlockOpt,
     EfficiencyOpt,
@@ -19,6 +20,7 @@ from kvcalc.cli.common import (
     MemoryOpt,
     ModelOpt,
     OverheadOpt,
+    ParamsOpt,
     PpOpt,
     PresetsOpt,
     ReserveOpt,
@@ -41,6 +43,7 @@ from kvcalc.cli.common import (
     seconds_per_layer,
     single_command,
     weights_format,
+    with_params,
     write_plot,
 )
 from kvcalc.cli.engine_options import EngineOpt, EngineOptions, build_engine, with_engine_options
@@ -73,6 +76,8 @@ def size(
     overhead_ms: OverheadOpt = None,
     shared_prefix: SharedPrefixOpt = 0,
     presets_dir: PresetsOpt = None,
+    params: ParamsOpt = None,
+    active_params: ActiveParamsOpt = None,
     json_out: JsonOpt = False,
     explain: ExplainOpt = False,
     units: UnitsOpt = "gib",
@@ -86,7 +91,7 @@ def size(
     """
     decimal = decimal_units(units)
     plot_path = plot_target(plot)
-    spec = presets.load_model(model, presets_dir)
+    spec = with_params(presets.load_model(model, presets_dir), params, active_params)
     engine_spec = build_engine(engine, **engine_options)
     work = build_workload(
         spec, seq, batch, kv_dtype, tp, pp, block_size, engine_spec, state_dtype, k_dtype, v_dtype, shared_prefix
