@@ -136,7 +136,8 @@ def unknown_weights(model: ModelSpec) -> str:
     if not _counts_every_layer(model):
         return (
             f"{model.name} is a hybrid model and gives no params: kvcalc counts the parameters of attention layers only,"
-            " so its weights are unknown: add its published params (and active_params for a MoE) to its preset"
+            " so its weights are unknown: add its published params (and active_params for a MoE) to its preset, or give"
+            " --params (and --active-params)"
         )
     source = model.source or ""
     config = source.split("config.json at ", 1)[1] if "config.json at " in source else None  # name the file, not its folder
