@@ -8,7 +8,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from kvcalc.base import Strict
 from kvcalc.errors import InvalidInput
-from kvcalc.units import DType, parse_dtype, parse_size, parse_tokens
+from kvcalc.units import DType, parse_dtype, parse_engine_version, parse_size, parse_tokens
 
 AttentionKind = Literal["full", "sliding", "chunked"]
 StateKind = Literal["mamba1", "mamba2", "gated_deltanet", "lightning", "short_conv"]
@@ -455,9 +455,10 @@ def _power_of_two(value: int) -> int:
 
 
 def _version(value: str) -> str:
-    parts = value.split(".")
-    if not 2 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
-        raise ValueError(f"write a version as MAJOR.MINOR or MAJOR.MINOR.PATCH (0.19, 0.21.1), got {value!r}")
+    try:
+        parse_engine_version(value)
+    except InvalidInput as exc:  # re-raised as a field error, so the message names the field
+        raise ValueError(str(exc)) from None
     return value
 
 

@@ -201,6 +201,30 @@ _DTYPE_SPELLINGS: dict[DType, tuple[str, ...]] = {
 _DTYPE_ALIASES = {spelling: dtype for dtype, spellings in _DTYPE_SPELLINGS.items() for spelling in spellings}
 
 
+_VERSION_RE = re.compile(
+    r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:\.(\d+))?((?:a|b|rc)\d+)?(?:\.?(?:dev|post)\d*)?(?:\+[0-9a-z.]+)?$", re.I
+)
+
+
+def parse_engine_version(text: str) -> tuple[int, int, int]:
+    """An engine's release as it prints it, as (major, minor, patch): a leading v, a fourth part, a
+    pre-release (rc1), a .devN / .postN and a +local tag (a CUDA build, a git hash) are read past; a
+    pre-release counts as its release, since the rules kvcalc keeps change at minor releases.
+
+    >>> parse_engine_version("0.20.2rc1.dev9+g01d4d1ad3"), parse_engine_version("v0.10.1.1"), parse_engine_version("0.11.0+cu128")
+    ((0, 20, 2), (0, 10, 1), (0, 11, 0))
+    >>> parse_engine_version("0.19")
+    (0, 19, 0)
+    """
+    match = _VERSION_RE.match(text.strip())
+    if not match:
+        raise InvalidInput(
+            f"cannot read version {text!r}: write it as the engine prints it (0.19, 0.20.2rc1, v0.10.1.1, 0.11.0+cu128)"
+        )
+    major, minor, patch = (int(part or 0) for part in match.groups()[:3])
+    return major, minor, patch
+
+
 def parse_dtype(text: str | DType) -> DType:
     """Read a dtype name, accepting torch, Hugging Face, vLLM and llama.cpp spellings (bfloat16, half, f16).
 

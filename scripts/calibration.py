@@ -42,7 +42,8 @@ def fit_args(case: dict[str, Any]) -> list[str]:
     options = dict(case["engine"])
     args += ["--engine", options.pop("name")]
     for key, value in options.items():
-        args += [f"--{key.replace('_', '-')}", str(value).lower() if isinstance(value, bool) else str(value)]
+        flag = key.replace("_", "-")
+        args += ([f"--{flag}"] if value else [f"--no-{flag}"]) if isinstance(value, bool) else [f"--{flag}", str(value)]
     return [*args, "--json"]
 
 

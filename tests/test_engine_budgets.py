@@ -61,7 +61,7 @@ def test_vllm_subtracts_its_cuda_graph_estimate_from_0_21_unless_eager(cli) -> N
     # PR #30515, default since 0.21: first capture + (51 - 1) further graphs of each of PIECEWISE and FULL.
     default = fit(cli, "--memory", "79GiB", "--engine", "vllm")
     assert terms(default)["CUDA graphs"] == GiB // 4 + 2 * 50 * 6 * MiB
-    eager = fit(cli, "--memory", "79GiB", "--engine", "vllm", "--enforce-eager", "true")
+    eager = fit(cli, "--memory", "79GiB", "--engine", "vllm", "--enforce-eager")
     assert terms(eager)["CUDA graphs"] == 0
     assert eager["budget"]["usable_bytes"] - default["budget"]["usable_bytes"] == GiB // 4 + 100 * 6 * MiB
 
@@ -257,9 +257,10 @@ def test_trtllm_caches_mla_with_kv_factor_1(cli) -> None:
             ["--engine", "sglang", "--swa-full-tokens-ratio", "0.8"],
             "--swa-full-tokens-ratio: llama3.1-8b has no sliding-window layers",
         ),
-        (["--engine", "vllm", "--vllm-version", "new"], "--vllm-version: write a version as MAJOR.MINOR"),
+        (["--engine", "vllm", "--vllm-version", "new"], "--vllm-version: cannot read version 'new'"),
         (["--engine", "vllm", "--kv-cache-memory-bytes", "lots"], "--kv-cache-memory-bytes: cannot read size 'lots'"),
-        (["--engine", "vllm", "--enforce-eager", "maybe"], "--enforce-eager 'maybe': use true or false"),
+        (["--engine", "vllm", "--max-seqs", "8"], "--engine vllm caps sequences with --max-num-seqs"),
+        (["--engine", "sglang", "--max-seqs", "8"], "--engine sglang caps sequences with --max-running-requests"),
         (["--engine", "vllm", "--max-num-seqs", "0"], "--max-num-seqs must be a positive integer, got 0"),
         (["--engine", "sglang", "--memory", "2GiB"], "SGLang's default mem_fraction_static for 2,048 MiB is -0.82"),
     ],
@@ -305,3 +306,16 @@ def test_textbook_keeps_its_flat_reserve(cli) -> None:
     doc = fit(cli, "--memory", "79GiB")
     assert terms(doc)["reserve (runtime, activations)"] == GiB
     assert doc["budget"]["usable_bytes"] == int(H100 * 0.9) - LLAMA_WEIGHTS - GiB
+
+
+@pytest.mark.parametrize("version", ["0.20.2rc1", "0.11.0+cu128", "v0.10.1.1", "0.20.2rc1.dev9+g01d4d1ad3", "0.19"])
+def test_vllm_version_is_read_as_vllm_prints_it(cli, version: str) -> None:
+    # vLLM's start-up line "vLLM API server version 0.10.1.1" and its dev builds (published logs)
+    doc = fit(cli, "--memory", "79GiB", "--engine", "vllm", "--vllm-version", version)
+    assert terms(doc)["CUDA graphs"] == 0  # all before 0.21: no CUDA-graph estimate subtracted
+
+
+def test_vllm_flags_as_vllm_spells_them(cli) -> None:
+    eager = fit(cli, "--memory", "79GiB", "--engine", "vllm", "--enforce-eager")
+    graphs = fit(cli, "--memory", "79GiB", "--engine", "vllm", "--no-enforce-eager")
+    assert terms(eager)["CUDA graphs"] == 0 < terms(graphs)["CUDA graphs"]

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from kvcalc import capacity, presets
+from kvcalc import capacity, engines, presets
 from kvcalc.cli.common import (
     GPU_HELP,
     BatchOpt,
@@ -40,7 +40,7 @@ from kvcalc.cli.common import (
     write_plot,
 )
 from kvcalc.cli.engine_options import EngineOpt, EngineOptions, build_engine, with_engine_options
-from kvcalc.errors import DoesNotFit
+from kvcalc.errors import DoesNotFit, InvalidInput
 from kvcalc.units import SIZE_HELP, TOKENS_HELP
 
 
@@ -77,7 +77,7 @@ def fit(
         int | None,
         typer.Option(
             "--max-seqs",
-            help="A cap on concurrent sequences, for any engine (vllm's --max-num-seqs and sglang's --max-running-requests cap it too).",
+            help="A cap on concurrent sequences, for engines without one of their own (vllm: --max-num-seqs; sglang: --max-running-requests).",
         ),
     ] = None,
     presets_dir: PresetsOpt = None,
@@ -101,6 +101,11 @@ def fit(
         spec, default_seq if seq is None else seq, batch, kv_dtype, tp, pp, block_size, engine_spec, state_dtype, k_dtype, v_dtype
     )
     positive(max_seqs=max_seqs)
+    own_cap = engines.profile(engine_spec).max_seqs_option
+    if max_seqs is not None and own_cap is not None:
+        raise InvalidInput(
+            f"--engine {engine_spec.name} caps sequences with --{own_cap.replace('_', '-')}: give it in place of --max-seqs"
+        )
     weights_fmt = weights_format(spec, weight_dtype)
     gpu_spec, budget = gpu_and_budget(spec, work, gpu, memory, weights_fmt, utilization, reserve, presets_dir)
     report = capacity.fit(spec, work, budget, max_seqs)

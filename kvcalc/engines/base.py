@@ -171,6 +171,7 @@ class EngineProfile(ABC):
     name: ClassVar[str]  # the --engine name
     label: ClassVar[str]  # how the engine calls itself in its logs and docs
     fraction_option: ClassVar[str | None] = None  # the Engine field of its own memory fraction; None: --utilization
+    max_seqs_option: ClassVar[str | None] = None  # the Engine field of its own cap on sequences; None: fit's --max-seqs
 
     def check_supported(self, model: ModelSpec, workload: Workload, dtype: DType) -> None:
         """Refuse, as InvalidInput, what the engine itself refuses (default: nothing)."""

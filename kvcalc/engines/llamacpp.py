@@ -65,7 +65,7 @@ class LlamaCpp(EngineProfile):
                 )
         # only a quantized V needs flash attention; a quantized K does not (llama_init_from_model)
         if PACKING[v_type].block_values > 1 and engine.flash_attn is False:  # -fa auto, the default, turns it on by itself
-            raise InvalidInput("llama.cpp: quantized V cache requires flash_attn to be enabled (drop --flash-attn false)")
+            raise InvalidInput("llama.cpp: quantized V cache requires flash_attn to be enabled (drop -fa off)")
         if workload.seq < workload.batch:
             raise InvalidInput(
                 f"llama.cpp's n_ctx (--seq {workload.seq}) is shared by --batch {workload.batch} sequences: it must be at least the batch"

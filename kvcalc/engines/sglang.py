@@ -118,6 +118,7 @@ class SGLang(EngineProfile):
     name = "sglang"
     label = "SGLang"
     fraction_option = "mem_fraction_static"
+    max_seqs_option = "max_running_requests"
 
     def block_size(self, workload: Workload) -> int:
         """--page-size, default 1."""

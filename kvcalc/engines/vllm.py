@@ -35,9 +35,10 @@ from kvcalc.engines.base import (
 )
 from kvcalc.errors import InvalidInput
 from kvcalc.spec import Engine, ModelSpec, Workload, cache_dtypes
-from kvcalc.units import DType, GiB, MiB, format_bytes
+from kvcalc.units import DType, GiB, MiB, format_bytes, parse_engine_version
 
 VLLM_VERSION = "0.19.0"  # the release whose start-up logs calibrate the budget
+LATEST_VERSION = (1, 0, 0)  # an absent --vllm-version: the newest rules kvcalc keeps
 VLLM_BLOCK_SIZE = 16  # vLLM's default block size on CUDA (vllm/config/cache.py)
 VLLM_MAX_NUM_BATCHED_TOKENS = 8192  # the API server's default on a GPU of 70 GiB or more (not an A100)
 VLLM_SMALL_MAX_NUM_BATCHED_TOKENS = 2048  # ... below 70 GiB or on an A100 (vllm/engine/arg_utils.py)
@@ -54,16 +55,14 @@ SAMPLER_BYTES_PER_LOGIT = 15  # the logits in bf16 plus the sampler's fp32 copie
 NON_TORCH_BYTES = int(0.25 * GiB)  # cuBLAS and other non-torch memory after the snapshot, one GPU (v0.19 logs 0.24-0.46)
 NON_TORCH_TP_BYTES = int(2.1 * GiB)  # with tensor parallelism: NCCL and custom all-reduce buffers (logs 2.06-2.21)
 NON_TORCH_PP_BYTES = int(0.07 * GiB)  # pipeline stages without tensor parallelism (logs 0.07)
-CUDA_GRAPHS_SINCE = (0, 21)  # the release that subtracts the CUDA-graph estimate by default
+CUDA_GRAPHS_SINCE = (0, 21, 0)  # the release that subtracts the CUDA-graph estimate by default
 CUDA_GRAPH_FIRST_BYTES = GiB // 4  # the first capture (logs 96-262 MiB, plus the pool)
 CUDA_GRAPH_EACH_BYTES = 6 * MiB  # each further graph (logs 4-8 MiB)
 
 
-def _version(text: str | None) -> tuple[int, int]:
-    if text is None:
-        return CUDA_GRAPHS_SINCE
-    major, minor = text.split(".")[:2]
-    return int(major), int(minor)
+def _version(text: str | None) -> tuple[int, int, int]:
+    """--vllm-version as (major, minor, patch); absent: the newest rules kvcalc keeps."""
+    return LATEST_VERSION if text is None else parse_engine_version(text)
 
 
 def capture_sizes(max_num_seqs: int) -> list[int]:
@@ -82,6 +81,7 @@ class Vllm(EngineProfile):
     name = "vllm"
     label = "vLLM"
     fraction_option = "gpu_memory_utilization"
+    max_seqs_option = "max_num_seqs"
 
     def block_size(self, workload: Workload) -> int:
         """--block-size, or vLLM's default 16."""
