@@ -20,7 +20,7 @@ from kvcalc.kvcache import (
     pipeline_stages,
     state_layout,
 )
-from kvcalc.spec import GpuSpec, ModelSpec, Workload, cache_dtypes
+from kvcalc.spec import GpuSpec, Interconnect, ModelSpec, Workload, cache_dtypes
 from kvcalc.weights import WeightFormat, activation_dtype, require_params, stage_weights, weight_format
 
 UNBOUNDED_CONTEXT = 2**31  # search limit: the largest count a workload accepts
@@ -34,12 +34,14 @@ def budget(
     utilization: float | None = None,
     reserve_bytes: int | None = None,
     gpu_name: str | None = None,
+    interconnect: Interconnect | None = None,
 ) -> Budget:
     """What one GPU leaves for the KV cache, by the engine's own budget (engines.<name>.budget):
     textbook, hf and llama.cpp memory * utilization - weights - reserve; vLLM, SGLang and
     TensorRT-LLM their fractions and modelled overheads, which --reserve replaces. The weights per
     GPU are each pipeline stage's, in the checkpoint's format unless `weights` says otherwise;
-    `gpu_name` picks the engine's defaults for that GPU (vLLM's for an A100)."""
+    `gpu_name` picks the engine's defaults for that GPU (vLLM's for an A100) and `interconnect` its
+    tensor-parallel buffers (None: unknown, each engine's safe assumption)."""
     rules = engines.profile(workload.engine)
     if utilization is not None:
         if rules.fraction_option is not None:
@@ -51,7 +53,7 @@ def budget(
         raise InvalidInput("--reserve must not be negative")
     params = require_params(model)
     fmt = weights or weight_format(model)
-    gpu = GpuMemory(total_bytes=memory_bytes, name=gpu_name)
+    gpu = GpuMemory(total_bytes=memory_bytes, name=gpu_name, interconnect=interconnect)
     on_gpu = workload.model_copy(update={"engine": rules.defaults_on(workload.engine, gpu)})
     stages = stage_weights(model, workload, params, fmt)
     found = rules.budget(model, on_gpu, gpu, stages, activation_dtype(model, fmt), utilization, reserve_bytes)

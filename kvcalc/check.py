@@ -150,7 +150,9 @@ def check_workload(
     weights = weight_format(model, planned.weight_dtype)
     memory = capacity.gpu_memory(gpu, parse_size(planned.memory) if planned.memory else None)
     reserve = parse_size(planned.reserve, allow_zero=True) if planned.reserve is not None else None
-    budget = capacity.budget(model, work, memory, weights, planned.utilization, reserve, gpu.name if gpu else None)
+    budget = capacity.budget(
+        model, work, memory, weights, planned.utilization, reserve, gpu.name if gpu else None, gpu.interconnect if gpu else None
+    )
     report = capacity.fit(model, work, budget, details=False)
     kv_bytes = batch_bytes(model, work.model_copy(update={"engine": budget.engine})).per_gpu  # size's bytes_per_gpu
     step = latency.decode(model, work, gpu, weights) if gpu else None

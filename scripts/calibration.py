@@ -34,9 +34,11 @@ def load_cases(engine: str) -> list[dict[str, Any]]:
 def fit_args(case: dict[str, Any]) -> list[str]:
     """`kvcalc fit` arguments that reproduce the case's run."""
     model = case["model"]
-    args = ["fit", "--model", str(LOGS / model) if model.startswith("models/") else model, "--seq", str(case["seq"])]
-    args += ["--gpu", case["gpu"]] if "gpu" in case else ["--memory", case["memory"]]
-    for key in ("tp", "pp", "kv_dtype", "weight_dtype", "reserve"):
+    args = ["fit", "--model", str(LOGS / model) if model.startswith("models/") else model]
+    args += ["--seq", str(case["seq"])] if "seq" in case else []
+    args += ["--gpu", case["gpu"]] if "gpu" in case else []
+    args += ["--memory", case["memory"]] if "memory" in case else []
+    for key in ("tp", "pp", "kv_dtype", "weight_dtype", "reserve", "block_size", "interconnect"):
         if key in case:
             args += [f"--{key.replace('_', '-')}", str(case[key])]
     options = dict(case["engine"])

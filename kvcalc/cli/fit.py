@@ -27,6 +27,7 @@ from kvcalc.cli.common import (
     WeightDtypeOpt,
     build_workload,
     decimal_units,
+    InterconnectOpt,
     gpu_and_budget,
     gpu_label,
     plot_option,
@@ -67,6 +68,7 @@ def fit(
     weight_dtype: WeightDtypeOpt = None,
     tp: TpOpt = 1,
     pp: PpOpt = 1,
+    interconnect: InterconnectOpt = None,
     block_size: BlockOpt = None,
     engine: EngineOpt = "textbook",
     *,
@@ -107,7 +109,7 @@ def fit(
             f"--engine {engine_spec.name} caps sequences with --{own_cap.replace('_', '-')}: give it in place of --max-seqs"
         )
     weights_fmt = weights_format(spec, weight_dtype)
-    gpu_spec, budget = gpu_and_budget(spec, work, gpu, memory, weights_fmt, utilization, reserve, presets_dir)
+    gpu_spec, budget = gpu_and_budget(spec, work, gpu, memory, weights_fmt, utilization, reserve, presets_dir, interconnect)
     report = capacity.fit(spec, work, budget, max_seqs)
     if json_out:
         from kvcalc import documents

@@ -31,6 +31,7 @@ from kvcalc.cli.common import (
     WeightDtypeOpt,
     build_workload,
     decimal_units,
+    InterconnectOpt,
     gpu_and_budget,
     gpu_label,
     plot_option,
@@ -59,6 +60,7 @@ def size(
     weight_dtype: WeightDtypeOpt = None,
     tp: TpOpt = 1,
     pp: PpOpt = 1,
+    interconnect: InterconnectOpt = None,
     block_size: BlockOpt = None,
     engine: EngineOpt = "textbook",
     *,
@@ -91,7 +93,7 @@ def size(
     weights = weight_bytes(params, weights_fmt) if params else None
     report = step = None
     if gpu or memory:
-        gpu_spec, budget = gpu_and_budget(spec, work, gpu, memory, weights_fmt, utilization, reserve, presets_dir)
+        gpu_spec, budget = gpu_and_budget(spec, work, gpu, memory, weights_fmt, utilization, reserve, presets_dir, interconnect)
         work = work.model_copy(update={"engine": budget.engine})  # the engine's defaults on this GPU
         report = capacity.fit(spec, work, budget)
         if gpu_spec is not None:

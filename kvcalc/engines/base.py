@@ -15,7 +15,7 @@ from typing import ClassVar, Literal
 
 from kvcalc.base import Frozen
 from kvcalc.decode_profiles import CUDA_GRAPHS, DecodeProfile
-from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload
+from kvcalc.spec import Engine, GpuSpec, Interconnect, ModelSpec, Workload
 from kvcalc.units import DType, GiB, format_bytes
 
 MlaStorage = Literal["k_only", "k_and_v", "decompressed"]
@@ -40,6 +40,7 @@ class GpuMemory(Frozen):
 
     total_bytes: int  # what the process sees (--memory, or the preset's)
     name: str | None = None  # the preset's name; vLLM's defaults depend on it (an A100 gets the small ones)
+    interconnect: Interconnect | None = None  # between tensor-parallel GPUs (None: unknown)
 
 
 class StageWeights(Frozen):
@@ -50,6 +51,7 @@ class StageWeights(Frozen):
     last_layer: int
     weights_bytes: int
     explain: list[str]
+    experts: DType | None = None  # the routed experts' dtype as stored (None: no routed experts)
 
 
 class BudgetTerm(Frozen):

@@ -14,6 +14,7 @@ vllm/model_executor/models/config.py (HybridAttentionMambaModelConfig)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from kvcalc.engines.activations import activation_bytes, forward_transient, moe_workspace, require_shapes
 from kvcalc.engines.base import (
@@ -52,8 +53,14 @@ VLLM_DTYPES = {DType.fp32, DType.fp16, DType.bf16, DType.fp8, DType.fp8_e4m3, DT
 # with FlashInfer on SM100, not modelled).
 VLLM_HYBRID_ALIGNMENT = 16
 SAMPLER_BYTES_PER_LOGIT = 15  # the logits in bf16 plus the sampler's fp32 copies; fitted on six v0.19 logs
+# Before 0.19 the profile run sampled its dummy batch with top-k/top-p (fp32 logits, sorted copies and
+# indices): the llm-d-planner empirical table's eight activation peaks give 37.5-38.2 bytes per logit
+# (docs/empirical-vllm-memory-results.md); from 0.19 the dummy batch skips that path (vLLM PR #57926
+# describes the gap). The release between the two is not pinned by any log kvcalc has.
+SAMPLER_BYTES_PER_LOGIT_BEFORE_0_19 = 38
+SAMPLER_SMALL_SINCE = (0, 19, 0)
 NON_TORCH_BYTES = int(0.25 * GiB)  # cuBLAS and other non-torch memory after the snapshot, one GPU (v0.19 logs 0.24-0.46)
-NON_TORCH_TP_BYTES = int(2.1 * GiB)  # with tensor parallelism: NCCL and custom all-reduce buffers (logs 2.06-2.21)
+NON_TORCH_TP_BYTES = int(2.1 * GiB)  # tensor parallelism over NVLink/NVSwitch on Hopper or Blackwell (v0.19 H100 logs 2.06-2.21)
 NON_TORCH_PP_BYTES = int(0.07 * GiB)  # pipeline stages without tensor parallelism (logs 0.07)
 CUDA_GRAPHS_SINCE = (0, 21, 0)  # the release that subtracts the CUDA-graph estimate by default
 CUDA_GRAPH_FIRST_BYTES = GiB // 4  # the first capture (logs 96-262 MiB, plus the pool)
@@ -63,6 +70,71 @@ CUDA_GRAPH_EACH_BYTES = 6 * MiB  # each further graph (logs 4-8 MiB)
 def _version(text: str | None) -> tuple[int, int, int]:
     """--vllm-version as (major, minor, patch); absent: the newest rules kvcalc keeps."""
     return LATEST_VERSION if text is None else parse_engine_version(text)
+
+
+SmFamily = Literal["ampere", "ada", "hopper", "blackwell", "blackwell-rtx"]
+_SM_FAMILIES: tuple[tuple[SmFamily, tuple[str, ...]], ...] = (  # GPU preset and nvidia-smi names, lower case
+    ("blackwell-rtx", ("rtx5", "rtx 5", "rtx-pro-6000", "rtx pro 6000", "dgx-spark", "gb10")),  # SM 12.x
+    ("blackwell", ("b200", "b300", "gb200", "gb300")),  # SM 10.x
+    ("hopper", ("h100", "h200", "h800", "h20", "gh200")),  # SM 9.0
+    ("ada", ("l4", "l40", "l20", "rtx4", "rtx 4", "ada")),  # SM 8.9
+    ("ampere", ("a100", "a10", "a30", "a40", "a6000", "a800", "rtx3", "rtx 3", "a4000", "a5000")),  # SM 8.0 / 8.6
+)
+
+
+def sm_family(gpu_name: str | None) -> SmFamily | None:
+    """The GPU generation vLLM's kernels are chosen by, from the preset's name (None: unknown).
+
+    >>> sm_family("h100-sxm"), sm_family("NVIDIA GeForce RTX 3090"), sm_family("rtx5090"), sm_family("mi300x")
+    ('hopper', 'ampere', 'blackwell-rtx', None)
+    """
+    name = (gpu_name or "").lower()
+    return next((family for family, marks in _SM_FAMILIES if any(mark in name for mark in marks)), None)
+
+
+def round_up(n: int, multiple: int) -> int:
+    return cdiv(n, multiple) * multiple
+
+
+def mxfp4_padding(model: ModelSpec, stage: StageWeights, tp: int, family: SmFamily | None) -> tuple[int, str]:
+    """Bytes vLLM loads beyond the stored MXFP4 experts of one GPU, and why: its MoE kernels pad each
+    expert's intermediate (per TP rank) and hidden sizes to their tiles (Marlin: 128 and 256; FlashInfer on
+    SM100: 256 and 256) and allocate weights, e8m0 scales per 32 and bf16 biases at the padded shapes
+    (vllm/model_executor/layers/quantization/mxfp4.py Mxfp4MoEMethod.create_weights, vllm 007d5005).
+    Marlin runs where FP4 is not native (Ampere, Ada, GeForce Blackwell) and on Hopper without
+    triton_kernels; Hopper's Triton path lays experts out swizzled and padded as well (the llm-d logs load
+    gpt-oss-120b at 64.38 GiB), which kvcalc charges as Marlin's, the larger."""
+    moe = model.moe
+    assert moe is not None and model.hidden
+    hidden, inter = model.hidden, cdiv(moe.expert_intermediate, tp)
+    if family == "blackwell":
+        kernel, hidden_pad, inter_pad = "FlashInfer (SM100)", round_up(hidden, 256), round_up(inter, 256)
+    else:
+        kernel, hidden_pad, inter_pad = "Marlin", round_up(hidden, 256), round_up(inter, 128)
+
+    def expert_bytes(h: int, i: int) -> int:  # w13 and w2: 4-bit values + one e8m0 scale per 32, bf16 biases
+        return 3 * h * i // 2 + 3 * h * i // 32 + 2 * (2 * i + h)
+
+    layers = stage.last_layer - stage.first_layer + 1 - moe.dense_layers * (stage.first_layer == 0)
+    extra = layers * moe.experts * (expert_bytes(hidden_pad, inter_pad) - expert_bytes(hidden, inter))
+    why = (
+        f"{kernel} tiles: hidden {hidden:,} -> {hidden_pad:,}, intermediate per rank {inter:,} -> {inter_pad:,};"
+        f" {layers} layers * {moe.experts} experts * (expert({hidden_pad:,}, {inter_pad:,}) - expert({hidden:,}, {inter:,}))"
+        f" = {extra:,} B ({format_bytes(extra)}), expert(h, i) = 3hi/2 + 3hi/32 + 2(2i + h)"
+    )
+    return extra, why
+
+
+def sampler_bytes_per_logit(version: str | None) -> int:
+    """Bytes per logit of the profile run's sampler: 15 from 0.19, 38 before; without --vllm-version the
+    larger, so that a release kvcalc is not told never gets more KV cache than it had.
+
+    >>> sampler_bytes_per_logit("0.19.1"), sampler_bytes_per_logit("0.10.1.1"), sampler_bytes_per_logit(None)
+    (15, 38, 38)
+    """
+    if version is not None and parse_engine_version(version) >= SAMPLER_SMALL_SINCE:
+        return SAMPLER_BYTES_PER_LOGIT
+    return SAMPLER_BYTES_PER_LOGIT_BEFORE_0_19
 
 
 def capture_sizes(max_num_seqs: int) -> list[int]:
@@ -204,6 +276,22 @@ class Vllm(EngineProfile):
         batched = VLLM_MAX_NUM_BATCHED_TOKENS if self._large(gpu) else VLLM_SMALL_MAX_NUM_BATCHED_TOKENS
         return engine.model_copy(update={"max_num_batched_tokens": batched})
 
+    @staticmethod
+    def _non_torch(gpu: GpuMemory, tp: int, pp: int) -> tuple[int, str]:
+        """Memory outside torch's allocator that the profiling run sees grow: cuBLAS workspaces on one
+        GPU; with tensor parallelism NCCL's buffers, which over NVLink/NVSwitch on Hopper and Blackwell
+        (NVLS, custom all-reduce, symmetric memory) the v0.19 H100 logs put at 2.1 GiB, and without
+        NVLink NCCL's channels to each peer (custom all-reduce off on more than two PCIe GPUs,
+        vllm/distributed/device_communicators/custom_all_reduce.py). Unknown links: the NVLink figure."""
+        if tp == 1:
+            return (NON_TORCH_PP_BYTES, "pipeline stage, one GPU") if pp > 1 else (NON_TORCH_BYTES, "on one GPU")
+        link = gpu.interconnect
+        if link in (None, "nvlink", "xgmi") and sm_family(gpu.name) in ("hopper", "blackwell", None):
+            why = "tensor parallelism over NVLink/NVSwitch (NCCL, custom all-reduce)"
+            return NON_TORCH_TP_BYTES, why + (" (--interconnect not known: the larger figure)" if link is None else "")
+        over = f"over {link}" if link else f"on {sm_family(gpu.name)} GPUs (no NVLS before Hopper)"
+        return NON_TORCH_BYTES, f"tensor parallelism {over}: as on one GPU, NCCL's buffers without NVLink are small"
+
     def _overheads(
         self, model: ModelSpec, workload: Workload, gpu: GpuMemory, stage: StageWeights, last: bool, act_dtype: DType
     ) -> list[BudgetTerm]:
@@ -218,15 +306,16 @@ class Vllm(EngineProfile):
         layers = range(stage.first_layer, stage.last_layer + 1)
         transient, transient_formula = forward_transient(model, layers, tokens, tp, b)
         workspace, workspace_formula = moe_workspace(model, layers, tokens, tp, b)
-        sampler = requests * vocab * SAMPLER_BYTES_PER_LOGIT + 2 * tokens * hidden * b if last else 0
+        per_logit = sampler_bytes_per_logit(engine.vllm_version)
+        sampler = requests * vocab * per_logit + 2 * tokens * hidden * b if last else 0
         sampler_formula = (
-            f"R * V * {SAMPLER_BYTES_PER_LOGIT} + 2 * T * H * b = {requests:,} * {vocab:,} * {SAMPLER_BYTES_PER_LOGIT}"
+            f"R * V * {per_logit} + 2 * T * H * b = {requests:,} * {vocab:,} * {per_logit}"
             f" + 2 * {tokens:,} * {hidden:,} * {b} = {sampler:,} B"
             if last
             else "not the last pipeline stage: no sampler"
         )
         activation = max(transient, sampler) + workspace
-        non_torch = NON_TORCH_TP_BYTES if tp > 1 else NON_TORCH_PP_BYTES if pp > 1 else NON_TORCH_BYTES
+        non_torch, non_torch_why = self._non_torch(gpu, tp, pp)
         eager = engine.enforce_eager
         graphs_applied = not eager and _version(engine.vllm_version) >= CUDA_GRAPHS_SINCE
         count = len(capture_sizes(seqs))
@@ -249,10 +338,7 @@ class Vllm(EngineProfile):
             BudgetTerm(
                 name="non-torch memory",
                 bytes=non_torch,
-                formula=(
-                    f"{format_bytes(non_torch)} {'with tensor parallelism (NCCL, custom all-reduce)' if tp > 1 else 'pipeline stage, one GPU' if pp > 1 else 'on one GPU'};"
-                    " the CUDA context before the snapshot is not charged"
-                ),
+                formula=f"{format_bytes(non_torch)} {non_torch_why}; the CUDA context before the snapshot is not charged",
                 source="vllm/utils/mem_utils.py memory_profiling (non_torch_increase); the v0.19 logs",
             ),
             BudgetTerm(
@@ -286,7 +372,17 @@ class Vllm(EngineProfile):
         requested = byte_fraction(memory, fraction)
         per_stage = []
         for stage in stages:
-            weights = weights_term(stage)
+            weights = [weights_term(stage)]
+            if stage.experts == DType.mxfp4:
+                extra, why = mxfp4_padding(model, stage, workload.tp, sm_family(gpu.name))
+                weights.append(
+                    BudgetTerm(
+                        name="weights as loaded: MXFP4 expert padding",
+                        bytes=extra,
+                        formula=why,
+                        source="vllm/model_executor/layers/quantization/mxfp4.py Mxfp4MoEMethod.create_weights (vllm 007d5005)",
+                    )
+                )
             if reserve_bytes is not None:
                 overheads = [
                     BudgetTerm(
@@ -298,7 +394,7 @@ class Vllm(EngineProfile):
                 ]
             else:
                 overheads = self._overheads(model, workload, gpu, stage, stage is stages[-1], activation_dtype)
-            used = [weights, *overheads]
+            used = [*weights, *overheads]
             usable = engine.kv_cache_memory_bytes or requested - sum(term.bytes for term in used)
             per_stage.append((usable, stage, used))
         usable, stage, used = min(per_stage, key=lambda item: item[0])
