@@ -186,6 +186,9 @@ class FitReport(Frozen):
     state_bytes_per_sequence_per_gpu: int = 0  # hybrid models: the fixed state every sequence adds, whatever its context
     kv_bytes_per_gpu: int  # the workload's batch, KV and state
     fits: bool  # weights and the batch's KV within the budget (and its pools)
+    verdict: Literal["fits", "tight", "does not fit"]  # tight: fits, but by less than the engine's calibration error
+    headroom_bytes: int  # per GPU: the budget less the batch's need (negative: the shortfall)
+    margin_bytes: int  # per GPU: the engine's calibration error (0 for an exact rule)
     weights_fit: bool  # the budget leaves room for a cache at all
     shortfall_bytes: int  # how much more memory the workload needs (0 when it fits)
     max_batch: int
@@ -197,6 +200,15 @@ class FitReport(Frozen):
     pools: list[Pool]  # the token pools the engine sizes at start-up (SGLang, TensorRT-LLM); empty: one budget
     engine_log: list[EngineLogLine]  # figures the engine itself would log, computed its way
     max_batch_by_context: dict[int, int]
+
+
+def _headroom(layout: CacheLayout, workload: Workload, usable: int, pools: Sequence[Pool]) -> int:
+    """Bytes per GPU the budget keeps beyond the workload's need: in the pool the workload fills most
+    when the engine carves the memory into pools."""
+    needs = _needs(layout, workload, usable, pools)
+    if not pools:
+        return usable - needs[0][0]
+    return min((slots - need) * pool.bytes_per_token for (need, slots), pool in zip(needs, pools, strict=True))
 
 
 def _shortfall(layout: CacheLayout, workload: Workload, usable: int, pools: Sequence[Pool]) -> int:
@@ -236,6 +248,10 @@ def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | N
     asked = rules.context_per_sequence(workload)  # the table shows the context asked for, beside the standard ones
     contexts = {s for s in STANDARD_CONTEXTS if s <= (limit or UNBOUNDED_CONTEXT)} | ({limit} if limit else set()) | {asked}
     budget_holds = usable >= 0 and budget_.overcommitted_bytes == 0
+    fits = budget_holds and _met(_needs(layout, workload, usable, pools))
+    shortfall = _shortfall(layout, workload, usable, pools) + budget_.overcommitted_bytes
+    headroom = _headroom(layout, workload, usable, pools) if fits else -shortfall
+    margin = round(budget_.memory_bytes * rules.calibration_error_percent / 100) if rules.calibration_error_percent else 0
     by_memory_alone = limited_by == "max_positions" and budget_holds and details
     return FitReport(
         budget=budget_,
@@ -247,9 +263,12 @@ def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | N
         + _over_stages_max(model, workload, states.exact_bytes),
         state_bytes_per_sequence_per_gpu=state,
         kv_bytes_per_gpu=need,
-        fits=budget_holds and _met(_needs(layout, workload, usable, pools)),
+        fits=fits,
+        verdict="does not fit" if not fits else "tight" if headroom < margin else "fits",
+        headroom_bytes=headroom,
+        margin_bytes=margin,
         weights_fit=budget_holds,
-        shortfall_bytes=_shortfall(layout, workload, usable, pools) + budget_.overcommitted_bytes,
+        shortfall_bytes=shortfall,
         max_batch=best_batch if budget_holds else 0,
         max_batch_limit="max_seqs" if caps and min(caps) < by_memory else "memory",
         max_context=context if budget_holds else 0,

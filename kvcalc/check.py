@@ -16,7 +16,7 @@ from kvcalc import capacity, engines, latency
 from kvcalc.base import Strict, first_repeated
 from kvcalc.kvcache import batch_bytes
 from kvcalc.latency import DecodeJudge
-from kvcalc.spec import Count, DTypeName, Engine, GpuSpec, ModelSpec, Name, Number, Tokens, Workload
+from kvcalc.spec import Count, DTypeName, Engine, GpuSpec, ModelSpec, Name, Number, SizeBytes, Tokens, Workload
 from kvcalc.units import parse_size
 from kvcalc.weights import weight_format
 
@@ -31,6 +31,7 @@ class Expect(Strict):
     max_context_at_least: Annotated[PositiveInt, Number] | None = None
     kv_bytes_at_most: Annotated[PositiveInt, Number] | None = None
     decode_ms_at_most: Annotated[PositiveFloat, Number, Field(allow_inf_nan=False)] | None = None
+    margin: SizeBytes | None = None  # 2GiB: the budget must keep this much per GPU beyond the workload's need
 
 
 class PlannedWorkload(Strict):
@@ -165,6 +166,7 @@ def check_workload(
         ("max_context_at_least", report.max_context, operator.ge),
         ("kv_bytes_at_most", kv_bytes, operator.le),
         ("decode_ms_at_most", decode_ms, operator.le),  # needs a gpu: the plan validator ensures one
+        ("margin", report.headroom_bytes, operator.ge),  # bytes to spare per GPU
     ]
     checks = [
         Assertion(name=name, figure=figure, limit=getattr(expect, name), passed=meets(figure, getattr(expect, name)))

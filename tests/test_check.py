@@ -191,3 +191,14 @@ def test_a_plan_names_models_by_hugging_face_repo_id(cli, tmp_path: Path, monkey
     missing = _plan(tmp_path / "plans", "workloads:\n  - {name: x, model: org/other.yaml, memory: 80GiB, seq: 8}\n")
     result = cli("check", missing)
     assert result.exit_code == 2 and "org/other.yaml: no such file" in result.stderr
+
+
+def test_a_plan_can_ask_for_a_margin(cli, tmp_path: Path) -> None:
+    body = "workloads:\n  - {{name: chat, model: llama3-8b, gpu: h100-sxm, seq: 8192, batch: 16, engine: vllm, expect: {{margin: {m}}}}}\n"
+    roomy = json.loads(cli("check", _plan(tmp_path, body.format(m="2GiB")), "--json").stdout)
+    [margin] = roomy["workloads"][0]["assertions"]
+    assert margin["passed"] is True and margin["limit"] == 2 * 2**30 and margin["figure"] > 2 * 2**30
+    greedy = cli("check", _plan(tmp_path, body.format(m="70GiB")))
+    assert greedy.exit_code == 1 and "FAIL chat: margin" in greedy.stdout
+    bad = cli("check", _plan(tmp_path, body.format(m="lots")))
+    assert bad.exit_code == 2 and "expect.margin" in bad.stderr

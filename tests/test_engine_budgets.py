@@ -4,6 +4,7 @@ from the rule the test names."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -319,3 +320,75 @@ def test_vllm_flags_as_vllm_spells_them(cli) -> None:
     eager = fit(cli, "--memory", "79GiB", "--engine", "vllm", "--enforce-eager")
     graphs = fit(cli, "--memory", "79GiB", "--engine", "vllm", "--no-enforce-eager")
     assert terms(eager)["CUDA graphs"] == 0 < terms(graphs)["CUDA graphs"]
+
+
+# Weights as vLLM loads them and its buffers by interconnect (kvcalc/engines/vllm.py)
+
+
+def test_mxfp4_experts_load_padded_to_marlin_tiles(cli) -> None:
+    # vllm mxfp4.py create_weights: Marlin pads hidden 2880 -> 3072 (256) and the intermediate per rank
+    # 2880 -> 2944 (128); per expert 3hi/2 + 3hi/32 bytes + bf16 biases 2(2i + h); 36 layers * 128 experts.
+    def expert(h: int, i: int) -> int:
+        return 3 * h * i // 2 + 3 * h * i // 32 + 2 * (2 * i + h)
+
+    result = cli("fit", "--model", "gpt-oss-120b", "--gpu", "h100-sxm", "--engine", "vllm", "--json")
+    doc = json.loads(result.stdout)
+    assert result.exit_code == 1 and doc["verdict"] == "does not fit"  # as vLLM refused it: a negative KV budget
+    padding = terms(doc)["weights as loaded: MXFP4 expert padding"]
+    assert padding == 36 * 128 * (expert(3072, 2944) - expert(2880, 2880)) == 5_507_776_512
+    # vllm-project/vllm#23278 (H100, v0.10.1): "Model loading took 65.9651 GiB"; kvcalc loads within 0.1 GiB
+    assert abs(terms(doc)["weights"] + padding - 65.9651 * GiB) < 0.1 * GiB
+
+
+def test_mxfp4_padding_follows_the_rank_share_and_the_gpu(cli) -> None:
+    args = ("fit", "--model", "gpt-oss-120b", "--engine", "vllm", "--tp", "4", "--interconnect", "pcie")
+    a100 = terms(json.loads(cli(*args, "--gpu", "a100-80gb", "--json").stdout))
+    b200 = terms(json.loads(cli(*args, "--gpu", "b200", "--json").stdout))
+    # Marlin on an A100: intermediate per rank 720 -> 768; FlashInfer on SM100: 720 -> 768 (256) and hidden 3072 alike
+    assert a100["weights as loaded: MXFP4 expert padding"] == b200["weights as loaded: MXFP4 expert padding"] > 0
+    assert "weights as loaded: MXFP4 expert padding" not in terms(fit(cli, "--gpu", "h100-sxm", "--engine", "vllm"))
+
+
+def test_tensor_parallel_buffers_follow_the_interconnect(cli) -> None:
+    args = ("--engine", "vllm", "--tp", "2", "--vllm-version", "0.19")
+    nvlink = terms(fit(cli, "--gpu", "h100-sxm", "--interconnect", "nvlink", *args))["non-torch memory"]
+    unknown = terms(fit(cli, "--gpu", "h100-sxm", *args))["non-torch memory"]
+    pcie = terms(fit(cli, "--gpu", "h100-sxm", "--interconnect", "pcie", *args))["non-torch memory"]
+    ampere = terms(fit(cli, "--gpu", "a100-80gb", "--interconnect", "nvlink", *args))["non-torch memory"]
+    assert nvlink == unknown == int(2.1 * GiB)  # the v0.19 H100 NVSwitch logs; unknown links: the larger
+    assert pcie == ampere == GiB // 4  # no NVLS without NVLink on Hopper+: as one GPU
+
+
+def test_interconnect_is_checked(cli) -> None:
+    result = cli("fit", "--model", "llama3.1-8b", "--gpu", "h100-sxm", "--interconnect", "infiniband")
+    assert result.exit_code == 2 and "--interconnect 'infiniband': choose nvlink, xgmi, pcie-p2p or pcie" in result.stderr
+
+
+def test_an_unknown_vllm_release_gets_the_larger_sampler(cli) -> None:
+    # before 0.19 the profile's sampler takes 38 B per logit (llm-d-planner empirical table), from 0.19 15 B
+    def activation(*version: str) -> int:
+        return terms(fit(cli, "--memory", "79GiB", "--engine", "vllm", *version))["activation peak"]
+
+    new, old, unknown = activation("--vllm-version", "0.19.1"), activation("--vllm-version", "0.10.1.1"), activation()
+    assert old - new == 1024 * 128_256 * (38 - 15) and unknown == old
+
+
+# The verdict: fits, tight (within the engine's calibration error), does not fit
+
+
+def test_a_fit_within_the_calibration_error_is_tight(cli) -> None:
+    roomy = fit(cli, "--memory", "79GiB", "--engine", "vllm", "--seq", "8192", "--batch", "1")
+    assert roomy["verdict"] == "fits" and roomy["margin_bytes"] == round(79 * GiB * 4.4 / 100)
+    best = roomy["max_batch"]
+    tight = fit(cli, "--memory", "79GiB", "--engine", "vllm", "--seq", "8192", "--batch", str(best))
+    assert tight["verdict"] == "tight" and 0 <= tight["headroom_bytes"] < tight["margin_bytes"]
+    args = ("fit", "--model", "llama3.1-8b", "--memory", "79GiB", "--engine", "vllm", "--batch", str(best + 1), "--json")
+    over = json.loads(cli(*args).stdout)
+    assert over["verdict"] == "does not fit" and over["headroom_bytes"] == -over["shortfall_bytes"] < 0
+    text = cli("fit", "--model", "llama3.1-8b", "--memory", "79GiB", "--engine", "vllm", "--batch", str(best))
+    assert text.exit_code == 0 and "tight: fits with" in text.stdout and "calibration error" in text.stdout
+
+
+def test_exact_rules_have_no_margin(cli) -> None:
+    doc = fit(cli, "--memory", "79GiB", "--seq", "8192")
+    assert doc["margin_bytes"] == 0 and doc["verdict"] == "fits"

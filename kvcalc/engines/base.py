@@ -174,6 +174,9 @@ class EngineProfile(ABC):
     label: ClassVar[str]  # how the engine calls itself in its logs and docs
     fraction_option: ClassVar[str | None] = None  # the Engine field of its own memory fraction; None: --utilization
     max_seqs_option: ClassVar[str | None] = None  # the Engine field of its own cap on sequences; None: fit's --max-seqs
+    # How far the budget may be off, in % of GPU memory: the 90th percentile of its held-out errors on published
+    # start-up logs, leave-one-source-out (scripts/calibration.py, docs/engines.md); None: an exact rule, no logs.
+    calibration_error_percent: ClassVar[float | None] = None
 
     def check_supported(self, model: ModelSpec, workload: Workload, dtype: DType) -> None:
         """Refuse, as InvalidInput, what the engine itself refuses (default: nothing)."""

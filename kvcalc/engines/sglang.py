@@ -119,6 +119,7 @@ class SGLang(EngineProfile):
     label = "SGLang"
     fraction_option = "mem_fraction_static"
     max_seqs_option = "max_running_requests"
+    calibration_error_percent = 0.3  # scripts/calibration.py: 90th percentile of the held-out |errors|
 
     def block_size(self, workload: Workload) -> int:
         """--page-size, default 1."""

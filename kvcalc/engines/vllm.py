@@ -154,6 +154,7 @@ class Vllm(EngineProfile):
     label = "vLLM"
     fraction_option = "gpu_memory_utilization"
     max_seqs_option = "max_num_seqs"
+    calibration_error_percent = 4.4  # scripts/calibration.py: 90th percentile of the held-out |errors|
 
     def block_size(self, workload: Workload) -> int:
         """--block-size, or vLLM's default 16."""
