@@ -57,7 +57,7 @@ def test_vllm_logs_its_token_count_the_way_kvcalc_predicts() -> None:
 
 def test_no_fit_ends_out_of_memory() -> None:
     # An engine that had under 2 GiB for its KV cache (or refused to start) must never get 1 GiB or more from kvcalc.
-    for engine, case in CASES:
+    for _, case in CASES:
         if case["logged"]["available_kv_gib"] < 2:
             assert calibration.predict(case)["error_gib"] < 1, case["name"]
 
