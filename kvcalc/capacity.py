@@ -199,6 +199,7 @@ class FitReport(Frozen):
     paging_waste_bytes_at_max_batch: int
     pools: list[Pool]  # the token pools the engine sizes at start-up (SGLang, TensorRT-LLM); empty: one budget
     engine_log: list[EngineLogLine]  # figures the engine itself would log, computed its way
+    refused: str | None = None  # why the engine refuses to start with these options (then nothing fits)
     max_batch_by_context: dict[int, int]
 
 
@@ -248,7 +249,11 @@ def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | N
     asked = rules.context_per_sequence(workload)  # the table shows the context asked for, beside the standard ones
     contexts = {s for s in STANDARD_CONTEXTS if s <= (limit or UNBOUNDED_CONTEXT)} | ({limit} if limit else set()) | {asked}
     budget_holds = usable >= 0 and budget_.overcommitted_bytes == 0
-    fits = budget_holds and _met(_needs(layout, workload, usable, pools))
+    hybrid_log, refused = [], None
+    if states.pages is not None and workload.pp == 1:
+        state_layers = sum(kind is not None for kind in model.state_kinds())
+        hybrid_log, refused = rules.hybrid_pool(model, workload, usable, stage, states.pages, state_layers)
+    fits = budget_holds and _met(_needs(layout, workload, usable, pools)) and refused is None
     shortfall = _shortfall(layout, workload, usable, pools) + budget_.overcommitted_bytes
     headroom = _headroom(layout, workload, usable, pools) if fits else -shortfall
     margin = round(budget_.memory_bytes * rules.calibration_error_percent / 100) if rules.calibration_error_percent else 0
@@ -276,7 +281,10 @@ def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | N
         max_context_by_memory=max_context(model, workload, usable, UNBOUNDED_CONTEXT, pools, layout) if by_memory_alone else None,
         paging_waste_bytes_at_max_batch=waste,
         pools=pools,
-        engine_log=rules.log_lines(model, workload, usable, stage) + (list(states.pages.log) if states.pages else []),
+        engine_log=rules.log_lines(model, workload, usable, stage)
+        + hybrid_log
+        + (list(states.pages.log) if states.pages else []),
+        refused=refused,
         max_batch_by_context={
             s: max_batch(model, rules.reshape(workload, context=s), usable, pools, layout) for s in sorted(contexts)
         }

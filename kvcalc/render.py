@@ -185,6 +185,8 @@ def fit_tables(report: FitReport, model: str, gpu: str, decimal: bool, explain: 
             f"[yellow]tight[/]: fits with {format_bytes(report.headroom_bytes, decimal)} to spare, within the engine's calibration"
             f" error ({format_bytes(report.margin_bytes, decimal)})"
         )
+    elif report.refused:
+        verdict = f"[red]does not start[/]: {report.refused}"
     elif report.fits:
         verdict = "[green]fits[/]"
     else:

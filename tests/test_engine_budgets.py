@@ -392,3 +392,52 @@ def test_a_fit_within_the_calibration_error_is_tight(cli) -> None:
 def test_exact_rules_have_no_margin(cli) -> None:
     doc = fit(cli, "--memory", "79GiB", "--seq", "8192")
     assert doc["margin_bytes"] == 0 and doc["verdict"] == "fits"
+
+
+# Hybrid models as vLLM reports them (kvcalc/engines/vllm.py hybrid_pool)
+
+
+def hybrid(cli, *args: str) -> dict:
+    result = cli("fit", "--model", "qwen3-next-80b-a3b", "--engine", "vllm", "--tp", "4", "--seq", "32768", *args, "--json")
+    assert result.exit_code in (0, 1), result.output
+    return json.loads(result.stdout)
+
+
+def test_vllm_hybrid_token_line_by_release(cli) -> None:
+    # Qwen3-Next: 12 full-attention and 36 Gated DeltaNet layers: groups of 12, one attention and three state groups;
+    # a request takes cdiv(32768, block) blocks of the attention group and one block of each state group.
+    old, new = (
+        hybrid(cli, "--memory", "79GiB", "--vllm-version", "0.19"),
+        hybrid(cli, "--memory", "79GiB", "--vllm-version", "0.20.2rc1"),
+    )
+    for doc in (old, new):
+        blocks = logged(doc, "mamba_cache_blocks")["value"]
+        block = doc["engine_log"][-2]["value"] if doc["engine_log"][-2]["name"] == "attention_block_size" else 16
+        per_request = -(-32768 // block) + 3
+        assert logged(doc, "max_concurrency")["value"] == pytest.approx(blocks / per_request)
+    assert logged(old, "gpu_kv_cache_tokens")["value"] == logged(old, "mamba_cache_blocks")["value"] // 4 * 272
+    assert logged(new, "gpu_kv_cache_tokens")["value"] == int(logged(new, "max_concurrency")["value"] * 32768)
+
+
+def test_vllm_refuses_more_sequences_than_mamba_blocks(cli) -> None:
+    doc = hybrid(cli, "--memory", "41GiB", "--gpu-memory-utilization", "0.95", "--max-num-seqs", "1024", "--reserve", "0")
+    blocks = int(logged(doc, "mamba_cache_blocks")["value"])
+    assert 0 < blocks < 1024 and doc["verdict"] == "does not fit" and not doc["fits"]
+    assert doc["refused"] == (
+        f"vLLM refuses to start: max_num_seqs (1,024) exceeds available Mamba cache blocks ({blocks:,}); --max-num-seqs {blocks:,} or less starts"
+    )
+    starts = hybrid(cli, "--memory", "41GiB", "--gpu-memory-utilization", "0.95", "--max-num-seqs", str(blocks), "--reserve", "0")
+    assert starts["refused"] is None
+    eager = hybrid(
+        cli,
+        "--memory",
+        "41GiB",
+        "--gpu-memory-utilization",
+        "0.95",
+        "--max-num-seqs",
+        "1024",
+        "--reserve",
+        "0",
+        "--enforce-eager",
+    )
+    assert eager["refused"] is None  # the check guards CUDA-graph capture

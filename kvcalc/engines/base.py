@@ -329,6 +329,20 @@ class EngineProfile(ABC):
         of the busiest pipeline stage (default: nothing)."""
         return []
 
+    def hybrid_pool(
+        self,
+        model: ModelSpec,
+        workload: Workload,
+        usable_bytes: int,
+        stage: Sequence[StageLayer],
+        pages: StatePages,
+        state_layers: int,
+    ) -> tuple[list[EngineLogLine], str | None]:
+        """For a hybrid model whose state shares the cache's pages: what the engine logs about the shared
+        pool, given the stage's attention layers, its `state_layers` and the pages settled for them, and
+        why it refuses to start (None: it starts) (default: nothing, it starts)."""
+        return [], None
+
     def decode_profile(self, gpu: GpuSpec) -> DecodeProfile:
         """The calibrated terms of this engine's expected decode time on `gpu` (default: the
         compiled-CUDA profile that vLLM, SGLang, TensorRT-LLM and other CUDA-graph engines share;

@@ -62,7 +62,12 @@ SAMPLER_SMALL_SINCE = (0, 19, 0)
 NON_TORCH_BYTES = int(0.25 * GiB)  # cuBLAS and other non-torch memory after the snapshot, one GPU (v0.19 logs 0.24-0.46)
 NON_TORCH_TP_BYTES = int(2.1 * GiB)  # tensor parallelism over NVLink/NVSwitch on Hopper or Blackwell (v0.19 H100 logs 2.06-2.21)
 NON_TORCH_PP_BYTES = int(0.07 * GiB)  # pipeline stages without tensor parallelism (logs 0.07)
-CUDA_GRAPHS_SINCE = (0, 21, 0)  # the release that subtracts the CUDA-graph estimate by default
+CUDA_GRAPHS_SINCE = (0, 21, 0)
+HYBRID_TOKENS_FROM_CONCURRENCY_SINCE = (
+    0,
+    20,
+    0,
+)  # "GPU KV cache size" = concurrency * max_model_len for hybrids  # the release that subtracts the CUDA-graph estimate by default
 CUDA_GRAPH_FIRST_BYTES = GiB // 4  # the first capture (logs 96-262 MiB, plus the pool)
 CUDA_GRAPH_EACH_BYTES = 6 * MiB  # each further graph (logs 4-8 MiB)
 
@@ -457,6 +462,85 @@ class Vllm(EngineProfile):
             " (ChunkedLocalAttentionSpec.max_admission_blocks_per_request)",
         ]
 
+    def hybrid_pool(
+        self,
+        model: ModelSpec,
+        workload: Workload,
+        usable_bytes: int,
+        stage: Sequence[StageLayer],
+        pages: StatePages,
+        state_layers: int,
+    ) -> tuple[list[EngineLogLine], str | None]:
+        """vLLM's pool for a hybrid model (mamba_cache_mode none): attention and state layers share pages
+        of one size, in groups of the smallest kind's layer count; num_blocks = usable // (page * group);
+        a request takes cdiv(s, block) blocks in each full-attention group (its reservation in a sliding
+        one) and one block in each state group (kv_cache_utils.py get_max_concurrency_for_kv_cache_config).
+        "GPU KV cache size" is num_blocks // groups * block up to 0.19 (vllm-project/vllm#40691, logged on
+        0.19.0), int(concurrency * max_model_len) after (kv_cache_utils.py _report_kv_cache_config, PR
+        #40694). Each running request holds one state block, so vLLM refuses to capture CUDA graphs when
+        max_num_seqs exceeds num_blocks ("max_num_seqs (N) exceeds available Mamba cache blocks (M)",
+        vllm/config/compilation.py)."""
+        if not stage or pages.block_size is None or pages.page_bytes is None or not state_layers:
+            return [], None
+        engine, block, page = workload.engine, pages.block_size, pages.page_bytes
+        paged = workload.model_copy(update={"block_size": block})  # in the attention blocks the state settled
+        counts: dict[tuple[int | None, bool], int] = {}
+        for layer in stage:
+            counts[layer.window, layer.chunked] = counts.get((layer.window, layer.chunked), 0) + 1
+        group = min(*counts.values(), state_layers)
+        state_groups = cdiv(state_layers, group)
+        groups = sum(cdiv(count, group) for count in counts.values()) + state_groups
+        blocks = max(usable_bytes, 0) // (page * group)
+        per_request = state_groups + sum(
+            cdiv(count, group) * self.tokens_per_unit(paged, window, workload.seq, chunked) // block
+            for (window, chunked), count in counts.items()
+        )
+        concurrency = blocks / per_request
+        derived = _version(engine.vllm_version) >= HYBRID_TOKENS_FROM_CONCURRENCY_SINCE
+        tokens = int(concurrency * workload.seq) if derived else blocks // groups * block
+        how = (
+            f"int(concurrency {concurrency:.4f} * max_model_len {workload.seq:,})"
+            if derived
+            else f"num_blocks {blocks:,} // {groups} groups * block {block} (vLLM 0.19 and before)"
+        )
+        source = "vllm/v1/core/kv_cache_utils.py"
+        lines = [
+            EngineLogLine(
+                engine=self.label,
+                name="gpu_kv_cache_tokens",
+                value=tokens,
+                line=f"GPU KV cache size: {tokens:,} tokens",
+                note=f"{how}; groups of {group} layers: {groups - state_groups} attention, {state_groups} state",
+                source=f"{source} _report_kv_cache_config",
+            ),
+            EngineLogLine(
+                engine=self.label,
+                name="max_concurrency",
+                value=concurrency,
+                line=f"Maximum concurrency for {workload.seq:,} tokens per request: {concurrency:.2f}x",
+                note=f"num_blocks {blocks:,} / {per_request:,} blocks per request (one per state group)",
+                source=f"{source} get_max_concurrency_for_kv_cache_config",
+            ),
+            EngineLogLine(
+                engine=self.label,
+                name="mamba_cache_blocks",
+                value=blocks,
+                line=f"Mamba cache blocks: {blocks:,} (one per running request)",
+                note=f"usable // (page {page:,} B * {group} layers per group)",
+                source="vllm/config/compilation.py (the max_num_seqs check)",
+            ),
+        ]
+        seqs = engine.max_num_seqs or VLLM_MAX_NUM_SEQS
+        if engine.enforce_eager or seqs <= blocks:
+            return lines, None
+        refusal = (
+            f"vLLM refuses to start: max_num_seqs ({seqs:,}) exceeds available Mamba cache blocks ({blocks:,});"
+            f" --max-num-seqs {blocks:,} or less starts"
+            if blocks
+            else "vLLM refuses to start: no Mamba cache block fits"
+        )
+        return lines, refusal
+
     def log_lines(
         self, model: ModelSpec, workload: Workload, usable_bytes: int, stage: Sequence[StageLayer]
     ) -> list[EngineLogLine]:
@@ -465,8 +549,7 @@ class Vllm(EngineProfile):
         size that share one pool of blocks; num_blocks = usable // (page * group size); the cache
         size is num_blocks // groups * block tokens; a request needs cdiv(s, block) blocks per full
         group and its sliding reservation per sliding group; concurrency = num_blocks / blocks per
-        request (a fraction). For hybrid models only the first: their state layers share the pool
-        by other rules (kvcalc.engines.vllm.state_pages)."""
+        request (a fraction). For hybrid models only the first here: the rest come from hybrid_pool."""
         available = EngineLogLine(
             engine=self.label,
             name="available_kv_cache_memory_gib",
