@@ -19,7 +19,7 @@ from kvcalc.engines import StateDtypes, StatePages
 from kvcalc.errors import InvalidInput
 from kvcalc.spec import AttentionKind, Engine, ModelSpec, StateKind, Workload, cache_dtypes
 from kvcalc.state import LayerState, layer_states
-from kvcalc.units import PACKING, DType, format_bytes
+from kvcalc.units import PACKING, PER_HEAD_SCALE_BYTES, DType, format_bytes
 
 CacheKind = Literal["full", "sliding", "chunked", "mla", "none"]  # none: a layer without attention (state or mlp only)
 TEXTBOOK = Engine()  # the exact need's engine
@@ -103,7 +103,9 @@ def attention_layers(caches: list[LayerCache]) -> list[LayerCache]:
 def layer_bytes_per_token(layer: LayerCache, dtype: DType, v_dtype: DType | None = None) -> int:
     """Bytes one token takes in one layer: a K row in `dtype` plus a V row in `v_dtype` (default: the
     same), each in whole quantization blocks."""
-    return PACKING[dtype].bytes_for(layer.k_values) + PACKING[v_dtype or dtype].bytes_for(layer.v_values)
+    v_dtype = v_dtype or dtype
+    scales = (PER_HEAD_SCALE_BYTES.get(dtype, 0) + PER_HEAD_SCALE_BYTES.get(v_dtype, 0)) * layer.kv_heads
+    return PACKING[dtype].bytes_for(layer.k_values) + PACKING[v_dtype].bytes_for(layer.v_values) + scales
 
 
 def tokens_held(layer: LayerCache, workload: Workload, seq: int | None = None, peak: bool = False) -> int:

@@ -140,6 +140,8 @@ class DType(str, Enum):
     q5_1 = "q5_1"
     iq4_nl = "iq4_nl"
     mxfp4 = "mxfp4"
+    nvfp4 = "nvfp4"
+    int8_per_token_head = "int8_per_token_head"
 
 
 class Packing(Frozen):
@@ -168,6 +170,7 @@ class Packing(Frozen):
 # scale_bytes are each block's fp16 scale (and min), the rest is data.
 # int4: group-wise with an fp16 scale and an fp16 zero point per 128 values (GPTQ/AWQ style):
 # 64 + 4 = 68 B per 128, i.e. bits/8 + 4/G bytes per value. mxfp4: 16 B + one e8m0 scale per 32.
+# nvfp4: 8 B of E2M1 values + one E4M3 scale per 16 (the per-tensor fp32 scale is left out).
 PACKING: dict[DType, Packing] = {
     DType.fp32: Packing(block_values=1, block_bytes=4),
     DType.fp16: Packing(block_values=1, block_bytes=2),
@@ -184,7 +187,12 @@ PACKING: dict[DType, Packing] = {
     DType.q5_1: Packing(block_values=32, block_bytes=24, scale_bytes=4),
     DType.iq4_nl: Packing(block_values=32, block_bytes=18, scale_bytes=2),
     DType.mxfp4: Packing(block_values=32, block_bytes=17, scale_bytes=1),
+    DType.nvfp4: Packing(block_values=16, block_bytes=9, scale_bytes=1),
+    DType.int8_per_token_head: Packing(block_values=1, block_bytes=1),  # and PER_HEAD_SCALE_BYTES
 }
+# Scales kept per token and KV head beside the values (vLLM's int8_per_token_head: an fp32 scale for each
+# head's K row and V row, vllm/v1/attention/ops/triton_reshape_and_cache_flash.py QuantConfig INT8_CONFIG).
+PER_HEAD_SCALE_BYTES: dict[DType, int] = {DType.int8_per_token_head: 4}
 
 # Other spellings of each dtype: torch's (torch.float8_e4m3fn; fnuz is AMD's variant of the same byte),
 # Hugging Face config.json's torch_dtype/dtype (float32, float16, bfloat16), vLLM's --dtype and

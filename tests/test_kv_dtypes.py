@@ -82,3 +82,21 @@ def test_split_types_cost_the_mean_of_each_type(kv_heads: int, head_dim: int, k:
     same_k = estimate_kv(model, Workload(seq=seq, kv_dtype=k)).bytes_per_batch
     same_v = estimate_kv(model, Workload(seq=seq, kv_dtype=v)).bytes_per_batch
     assert 2 * split == same_k + same_v
+
+
+def test_vllm_int8_per_token_head_and_nvfp4_caches(cli) -> None:
+    # int8_per_token_head: one int8 per value and an fp32 scale per token per KV head, for K and for V
+    # (vLLM's INT8_CONFIG, scale_dtype float32); nvfp4: 16 E2M1 values in 8 bytes + one E4M3 scale per 16.
+    # llama3.1-8b: 32 layers, 8 KV heads of 128.
+    def per_token(dtype: str) -> int:
+        return cli.json("size", "--model", "llama3.1-8b", "--seq", "1", "--engine", "vllm", "--kv-dtype", dtype)["kv"][
+            "bytes_per_token"
+        ]
+
+    assert per_token("int8_per_token_head") == 32 * 2 * (8 * 128 + 8 * 4) == 67_584
+    assert per_token("nvfp4") == 32 * 2 * 8 * 128 * 9 // 16 == 36_864
+
+
+def test_nvfp4_weights(cli) -> None:
+    doc = cli.json("size", "--model", "llama3.1-8b", "--seq", "1", "--weight-dtype", "nvfp4")
+    assert doc["weights"]["bytes"] == 8_030_261_248 * 9 // 16  # 8,030,261,248 params, 9 B per 16

@@ -46,7 +46,16 @@ VLLM_SMALL_MAX_NUM_BATCHED_TOKENS = 2048  # ... below 70 GiB or on an A100 (vllm
 VLLM_MAX_NUM_SEQS, VLLM_SMALL_MAX_NUM_SEQS = 1024, 256  # likewise
 VLLM_LARGE_GPU_BYTES = 70 * GiB
 VLLM_UTILIZATION = 0.9  # --gpu-memory-utilization (vllm/config/cache.py CacheConfig)
-VLLM_DTYPES = {DType.fp32, DType.fp16, DType.bf16, DType.fp8, DType.fp8_e4m3, DType.fp8_e5m2}
+VLLM_DTYPES = {
+    DType.fp32,
+    DType.fp16,
+    DType.bf16,
+    DType.fp8,
+    DType.fp8_e4m3,
+    DType.fp8_e5m2,
+    DType.int8_per_token_head,
+    DType.nvfp4,
+}
 # Attention kernels take block sizes in multiples of 16 (FlashAttention / FlashInfer on Hopper); the
 # hybrid page rule rounds the raised block size to it (model_executor/models/config.py
 # HybridAttentionMambaModelConfig: kernel_block_alignment_size 16; 64 for MLA, 32 for head_dim 256
