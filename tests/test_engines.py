@@ -347,3 +347,15 @@ def test_no_module_outside_the_engines_tests_an_engine_name() -> None:
         if test.search(line)
     ]
     assert offenders == []
+
+
+def test_llamacpp_keeps_recurrent_snapshots_for_speculative_rollback(cli) -> None:
+    # src/llama-memory-recurrent.cpp: r_l and s_l have rs_size * (1 + n_rs_seq) rows. nemotron-h-8b's Mamba2 layer:
+    # conv 10240 x 3 + recurrent 128 x 64 x 128 values in f32 = 4,317,184 B per cell; 24 layers, 2 sequences.
+    args = ("size", "--model", "nemotron-h-8b", "--seq", "4096", "--batch", "2", "--engine", "llamacpp")
+    plain = cli.json(*args)["kv"]
+    rollback = cli.json(*args, "--n-rs-seq", "3")["kv"]
+    assert plain["state_bytes_per_batch"] == 2 * 24 * 4_317_184
+    assert rollback["state_bytes_per_batch"] == 2 * 24 * 4 * 4_317_184
+    bad = cli("size", "--model", "nemotron-h-8b", "--seq", "8", "--engine", "vllm", "--n-rs-seq", "2")
+    assert bad.exit_code == 2 and "--n-rs-seq applies to --engine llamacpp, not vllm" in bad.stderr

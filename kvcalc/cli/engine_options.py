@@ -55,6 +55,14 @@ FlashAttnOpt = Annotated[
         help="llamacpp: on, off or auto (default: auto turns it on for a quantized V cache; off refuses one).",
     ),
 ]
+NRsSeqOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--n-rs-seq",
+        help="llamacpp: recurrent-state snapshots each sequence keeps for speculative rollback (newer builds, with a draft"
+        " model or MTP; default 0): hybrid models' state takes 1 + N cells per sequence.",
+    ),
+]
 MaxBatchedOpt = Annotated[
     int | None,
     tokens_option(
@@ -179,7 +187,7 @@ def build_engine(name: str, **options: Any) -> Engine:
     counts = {
         k: v
         for k, v in options.items()
-        if isinstance(v, int) and not isinstance(v, bool) and k not in _DTYPE_OPTIONS and k != "hf_version"
+        if isinstance(v, int) and not isinstance(v, bool) and k not in (*_DTYPE_OPTIONS, "hf_version", "n_rs_seq")
     }
     positive(**counts)
     if isinstance(options.get("flash_attn"), str):
@@ -205,6 +213,7 @@ ENGINE_OPTION_TYPES: dict[str, Any] = {  # every engine option (spec.ENGINE_OPTI
     "ubatch": UbatchOpt,
     "kv_unified": KvUnifiedOpt,
     "flash_attn": FlashAttnOpt,
+    "n_rs_seq": NRsSeqOpt,
     "max_num_batched_tokens": MaxBatchedOpt,
     "max_num_seqs": MaxNumSeqsOpt,
     "gpu_memory_utilization": GpuMemoryUtilizationOpt,

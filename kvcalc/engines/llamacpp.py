@@ -9,7 +9,7 @@ src/llama-hparams.cpp (n_embd_r, n_embd_s)."""
 from __future__ import annotations
 
 from kvcalc.decode_profiles import CUDA_GRAPHS, LLAMACPP_METAL, LLAMACPP_ROCM_VULKAN, DecodeProfile
-from kvcalc.engines.base import EngineProfile, MlaStorage, StateDtypes, cdiv
+from kvcalc.engines.base import EngineProfile, MlaStorage, StateDtypes, StatePages, cdiv
 from kvcalc.errors import InvalidInput
 from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload, cache_dtypes
 from kvcalc.units import PACKING, DType
@@ -82,9 +82,23 @@ class LlamaCpp(EngineProfile):
         of llama_memory_hybrid) with type_r = type_s = GGML_TYPE_F32 (src/llama-model.cpp)."""
         return StateDtypes(conv=DType.fp32, recurrent=DType.fp32, why="llama.cpp: type_r = type_s = f32, hard-coded")
 
+    def state_pages(self, workload: Workload, attention_bytes_per_token: int | None, state_bytes: int) -> StatePages:
+        """Newer builds keep 1 + n_rs_seq cells per sequence: r_l and s_l have mem_size * (1 + n_rs_seq)
+        rows, the extra ones snapshots a speculative draft (or MTP) rolls back to (src/llama-memory-recurrent.cpp,
+        cparams.n_rs_seq; 0 without a draft)."""
+        snapshots = workload.engine.n_rs_seq or 0
+        if not snapshots:
+            return super().state_pages(workload, attention_bytes_per_token, state_bytes)
+        cells = 1 + snapshots
+        explain = [
+            f"llama.cpp: {cells} recurrent cells per sequence (1 + --n-rs-seq {snapshots}): {cells} * {state_bytes:,} B per layer"
+        ]
+        return StatePages(block_size=self.block_size(workload), page_bytes=cells * state_bytes, explain=explain)
+
     def state_rules(self, model: ModelSpec, workload: Workload) -> list[str]:
         return [
-            "llama.cpp: one recurrent cell per sequence (rs_size = max(1, n_seq_max), src/llama-model.cpp create_memory);"
+            "llama.cpp: 1 + n_rs_seq recurrent cells per sequence (rs_size = max(1, n_seq_max), src/llama-model.cpp"
+            " create_memory; r_l, s_l of rs_size * (1 + n_rs_seq) rows, src/llama-memory-recurrent.cpp);"
             " r = (d_conv - 1) * (d_inner + 2 * n_group * d_state), s = d_state * d_inner values, short conv n_embd * (L - 1)"
             " (src/llama-hparams.cpp n_embd_r, n_embd_s, ggml-org/llama.cpp 01b77b57)",
         ]
