@@ -51,15 +51,35 @@ MODELS: list[tuple[str, str, str, bool, str]] = [
         "3.2 keeps 3.1's shapes; the vision tower is not counted",
     ),
     (r"^microsoft/Phi-3-mini-4k-instruct$", "phi3-mini-4k", "dense", True, ""),
+    (r"(^|/)Qwen3-4B/?$", "qwen3-4b", "dense", True, ""),
+    (r"(^|/)Qwen3-8B/?$|qwen-3/transformers/8b/", "qwen3-8b", "dense", True, ""),
+    (r"(^|/)Qwen3-30B-A3B-Instruct-2507/?$", "qwen3-30b-a3b", "moe", True, "the 2507 release keeps Qwen3-30B-A3B's shapes"),
+    (r"(^|/)Qwen3-Coder-30B-A3B-Instruct/?$", "qwen3-30b-a3b", "moe", True, "Qwen3-Coder-30B-A3B has Qwen3-30B-A3B's shapes"),
+    (r"(^|/)Qwen2\.5-32B-Instruct/?$", "qwen2.5-32b", "dense", True, ""),
+    (r"(^|/)Qwen2\.5-3B(-Instruct)?/?$|/Qwen2___5-3B/?$", "qwen2.5-3b", "dense", True, ""),
+    (r"(^|/)gpt-oss-120b/?$", "gpt-oss-120b", "moe", True, ""),
+    (r"Huihui-gpt-oss-20b-mxfp4", "gpt-oss-20b", "moe", True, "a fine-tune with gpt-oss-20b's shapes and MXFP4 experts"),
+    (r"(^|/)DeepSeek-R1-Distill-Qwen-14B/?$", "qwen2.5-14b", "dense", True, "the distill keeps Qwen2.5-14B's shapes"),
 ]
 # (pattern on the collected device, GPU preset, the total the process sees, where that total comes from)
 DEVICES: list[tuple[str, str, str | None, str]] = [
+    (r"94\.97 GiB", "", "94.97GiB", "the total its log prints (Free memory on device (93.47/94.97 GiB)), GPU not named"),
     (r"H100", "h100-sxm", "79.19GiB", "vLLM's total_memory=79.19GiB on an H100 80GB (llm-d-planner v0.19 logs)"),
     (r"A100 80GB", "a100-80gb", "79.15GiB", "PyTorch's '79.15 GiB total capacity' on an A100 80GB"),
     (r"A100 40GB", "a100-40gb", "39.39GiB", "PyTorch's '39.39 GiB total capacity' on an A100 40GB"),
-    (r"H200", "h200", None, "the preset's"),
+    (
+        r"H200",
+        "h200",
+        "139.80GiB",
+        "TensorRT-LLM's 'device total memory 139.80 GiB' on an H200 (NVIDIA/TensorRT-LLM log in the collection)",
+    ),
     (r"\bL4\b", "l4", None, "the preset's"),
     (r"RTX 3090", "rtx3090", None, "the preset's"),
+    (r"RTX 4090", "rtx4090", None, "the preset's"),
+    (r"RTX 5090", "rtx5090", None, "the preset's"),
+    (r"\bL40S\b", "l40s", None, "the preset's"),
+    (r"\bT4\b", "t4", None, "the preset's"),
+    (r"GB10|DGX Spark", "dgx-spark", None, "the preset's (unified memory)"),
 ]
 FLAGS = ("gpu_memory_utilization", "max_num_seqs", "max_num_batched_tokens", "enforce_eager")
 
@@ -89,7 +109,10 @@ def convert(log: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     if (log.get("pp") or 1) > 1:
         return None, "pipeline parallel"
     unsupported = sorted(
-        k for k in flags if k.startswith("speculative") or k in ("enable_expert_parallel", "decode_context_parallel_size")
+        k
+        for k in flags
+        if flags[k]
+        and (k.startswith("speculative") or k in ("enable_expert_parallel", "decode_context_parallel_size", "enable_lora"))
     )
     if unsupported:
         return None, f"kvcalc does not model {', '.join(unsupported)}"
@@ -102,9 +125,10 @@ def convert(log: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
         "device": log.get("device"),
         "model": model[1],
         "kind": model[2],
-        "gpu": device[1],
         "tp": tp,
     }
+    if device[1]:
+        case["gpu"] = device[1]
     if memory:
         case["memory"] = memory
     case["memory_source"] = "logged total_memory" if _number(logged.get("total_memory_gib")) else device[3]
@@ -112,10 +136,18 @@ def convert(log: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
         case["seq"] = flags["max_model_len"]
     if isinstance(flags.get("block_size"), int):
         case["block_size"] = flags["block_size"]
+    if flags.get("quantization") == "fp8":  # online FP8: the layers fp8, the embeddings kept
+        fp8 = {"qwen3-30b-a3b": "models/qwen3-30b-a3b-fp8.yaml", "llama3.1-8b": "models/llama3.1-8b-fp8.yaml"}
+        if model[1] not in fp8:
+            return None, f"--quantization fp8 of {model[1]}: no fp8 model file for it"
+        case["model"] = fp8[model[1]]
     if str(flags.get("kv_cache_dtype", "auto")).startswith("fp8"):
         case["kv_dtype"] = "fp8"
     engine: dict[str, Any] = {"name": "vllm"}
-    engine.update({k: flags[k] for k in FLAGS if flags.get(k) is not None})
+    engine.update({k: flags[k] for k in FLAGS if _number(flags.get(k)) is not None or isinstance(flags.get(k), bool)})
+    desired = re.search(r"Desired GPU memory utilization is \(([0-9.]+),", log.get("raw") or "")
+    if "gpu_memory_utilization" not in engine and desired:  # vLLM's own line, when the command line was not published
+        engine["gpu_memory_utilization"] = float(desired.group(1))
     if log.get("version") and re.match(r"v?\d+\.\d+", str(log["version"])):
         engine["vllm_version"] = str(log["version"])
     case["engine"] = engine

@@ -62,21 +62,16 @@ VLLM_DTYPES = {
 # with FlashInfer on SM100, not modelled).
 VLLM_HYBRID_ALIGNMENT = 16
 SAMPLER_BYTES_PER_LOGIT = 15  # the logits in bf16 plus the sampler's fp32 copies; fitted on six v0.19 logs
-# Before 0.19 the profile run sampled its dummy batch with top-k/top-p (fp32 logits, sorted copies and
-# indices): the llm-d-planner empirical table's eight activation peaks give 37.5-38.2 bytes per logit
-# (docs/empirical-vllm-memory-results.md); from 0.19 the dummy batch skips that path (vLLM PR #57926
-# describes the gap). The release between the two is not pinned by any log kvcalc has.
-SAMPLER_BYTES_PER_LOGIT_BEFORE_0_19 = 38
-SAMPLER_SMALL_SINCE = (0, 19, 0)
+# Without --vllm-version: the largest sampler profile published logs show, 38 B per logit (the llm-d-planner
+# empirical table's eight activation peaks, 37.5-38.2 B, vllm-openai:latest of an unstated release), so that an
+# unknown release never gets more cache than it had (vllm-project/vllm#23278, #27508: gpt-oss-120b on an H100).
+# Every versioned log (0.9.2, 0.10.1.1, 0.12.0, 0.13, 0.19) fits 15 B.
+SAMPLER_BYTES_PER_LOGIT_UNKNOWN_RELEASE = 38
 NON_TORCH_BYTES = int(0.25 * GiB)  # cuBLAS and other non-torch memory after the snapshot, one GPU (v0.19 logs 0.24-0.46)
 NON_TORCH_TP_BYTES = int(2.1 * GiB)  # tensor parallelism over NVLink/NVSwitch on Hopper or Blackwell (v0.19 H100 logs 2.06-2.21)
 NON_TORCH_PP_BYTES = int(0.07 * GiB)  # pipeline stages without tensor parallelism (logs 0.07)
-CUDA_GRAPHS_SINCE = (0, 21, 0)
-HYBRID_TOKENS_FROM_CONCURRENCY_SINCE = (
-    0,
-    20,
-    0,
-)  # "GPU KV cache size" = concurrency * max_model_len for hybrids  # the release that subtracts the CUDA-graph estimate by default
+CUDA_GRAPHS_SINCE = (0, 21, 0)  # the release that subtracts the CUDA-graph estimate by default
+HYBRID_TOKENS_FROM_CONCURRENCY_SINCE = (0, 20, 0)  # "GPU KV cache size" = concurrency * max_model_len for hybrids
 CUDA_GRAPH_FIRST_BYTES = GiB // 4  # the first capture (logs 96-262 MiB, plus the pool)
 CUDA_GRAPH_EACH_BYTES = 6 * MiB  # each further graph (logs 4-8 MiB)
 
@@ -86,21 +81,22 @@ def _version(text: str | None) -> tuple[int, int, int]:
     return LATEST_VERSION if text is None else parse_engine_version(text)
 
 
-SmFamily = Literal["ampere", "ada", "hopper", "blackwell", "blackwell-rtx"]
+SmFamily = Literal["turing", "ampere", "ada", "hopper", "blackwell", "blackwell-rtx"]
 _SM_FAMILIES: tuple[tuple[SmFamily, tuple[str, ...]], ...] = (  # GPU preset and nvidia-smi names, lower case
     ("blackwell-rtx", ("rtx5", "rtx 5", "rtx-pro-6000", "rtx pro 6000", "dgx-spark", "gb10")),  # SM 12.x
     ("blackwell", ("b200", "b300", "gb200", "gb300")),  # SM 10.x
     ("hopper", ("h100", "h200", "h800", "h20", "gh200")),  # SM 9.0
     ("ada", ("l4", "l40", "l20", "rtx4", "rtx 4", "ada")),  # SM 8.9
     ("ampere", ("a100", "a10", "a30", "a40", "a6000", "a800", "rtx3", "rtx 3", "a4000", "a5000")),  # SM 8.0 / 8.6
+    ("turing", ("t4", "2080", "titan rtx", "quadro rtx")),  # SM 7.5
 )
 
 
 def sm_family(gpu_name: str | None) -> SmFamily | None:
     """The GPU generation vLLM's kernels are chosen by, from the preset's name (None: unknown).
 
-    >>> sm_family("h100-sxm"), sm_family("NVIDIA GeForce RTX 3090"), sm_family("rtx5090"), sm_family("mi300x")
-    ('hopper', 'ampere', 'blackwell-rtx', None)
+    >>> sm_family("h100-sxm"), sm_family("NVIDIA GeForce RTX 3090"), sm_family("rtx5090"), sm_family("Tesla T4"), sm_family("mi300x")
+    ('hopper', 'ampere', 'blackwell-rtx', 'turing', None)
     """
     name = (gpu_name or "").lower()
     return next((family for family, marks in _SM_FAMILIES if any(mark in name for mark in marks)), None)
@@ -140,15 +136,13 @@ def mxfp4_padding(model: ModelSpec, stage: StageWeights, tp: int, family: SmFami
 
 
 def sampler_bytes_per_logit(version: str | None) -> int:
-    """Bytes per logit of the profile run's sampler: 15 from 0.19, 38 before; without --vllm-version the
-    larger, so that a release kvcalc is not told never gets more KV cache than it had.
+    """Bytes per logit of the profile run's sampler: 15 for a release kvcalc is told, 38 without
+    --vllm-version (the largest published, so that an unknown release never gets more cache than it had).
 
     >>> sampler_bytes_per_logit("0.19.1"), sampler_bytes_per_logit("0.10.1.1"), sampler_bytes_per_logit(None)
-    (15, 38, 38)
+    (15, 15, 38)
     """
-    if version is not None and parse_engine_version(version) >= SAMPLER_SMALL_SINCE:
-        return SAMPLER_BYTES_PER_LOGIT
-    return SAMPLER_BYTES_PER_LOGIT_BEFORE_0_19
+    return SAMPLER_BYTES_PER_LOGIT if version is not None else SAMPLER_BYTES_PER_LOGIT_UNKNOWN_RELEASE
 
 
 def capture_sizes(max_num_seqs: int) -> list[int]:
@@ -168,7 +162,7 @@ class Vllm(EngineProfile):
     label = "vLLM"
     fraction_option = "gpu_memory_utilization"
     max_seqs_option = "max_num_seqs"
-    calibration_error_percent = 4.4  # scripts/calibration.py: 90th percentile of the held-out |errors|
+    calibration_error_percent = 2.6  # scripts/calibration.py: 90th percentile of the held-out |errors|
 
     def block_size(self, workload: Workload) -> int:
         """--block-size, or vLLM's default 16."""
