@@ -16,7 +16,7 @@ from kvcalc import capacity, engines, latency
 from kvcalc.base import Strict, first_repeated
 from kvcalc.kvcache import batch_bytes
 from kvcalc.latency import DecodeJudge
-from kvcalc.spec import Count, DTypeName, Engine, GpuSpec, ModelSpec, Name, Number, SizeBytes, Tokens, Workload
+from kvcalc.spec import Count, DTypeName, Engine, GpuSpec, Interconnect, ModelSpec, Name, Number, SizeBytes, Tokens, Workload
 from kvcalc.units import parse_size
 from kvcalc.weights import weight_format
 
@@ -51,6 +51,7 @@ class PlannedWorkload(Strict):
     state_dtype: DTypeName | None = None
     weight_dtype: DTypeName | None = None
     block_size: Count | None = None
+    interconnect: Interconnect | None = None  # between tensor-parallel GPUs; default: the GPU preset's
     engine: Engine = Engine()  # a name (vllm) or a mapping with options ({name: vllm, max_num_batched_tokens: 8192})
     utilization: Annotated[float, Number, Field(gt=0, le=1)] | None = None  # textbook, hf, llamacpp (default 0.9)
     reserve: str | None = None  # default: 1GiB for textbook, hf and llamacpp; the engine's modelled overheads otherwise
@@ -152,8 +153,9 @@ def check_workload(
     memory = capacity.gpu_memory(gpu, parse_size(planned.memory) if planned.memory else None)
     reserve = parse_size(planned.reserve, allow_zero=True) if planned.reserve is not None else None
     budget = capacity.budget(
-        model, work, memory, weights, planned.utilization, reserve, gpu.name if gpu else None, gpu.interconnect if gpu else None
-    )
+        model, work, memory, weights, planned.utilization, reserve, gpu.name if gpu else None,
+        planned.interconnect or (gpu.interconnect if gpu else None),
+    )  # fmt: skip
     report = capacity.fit(model, work, budget, details=False)
     kv_bytes = batch_bytes(model, work.model_copy(update={"engine": budget.engine})).per_gpu  # size's bytes_per_gpu
     step = latency.decode(model, work, gpu, weights) if gpu else None

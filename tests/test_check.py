@@ -202,3 +202,16 @@ def test_a_plan_can_ask_for_a_margin(cli, tmp_path: Path) -> None:
     assert greedy.exit_code == 1 and "FAIL chat: margin" in greedy.stdout
     bad = cli("check", _plan(tmp_path, body.format(m="lots")))
     assert bad.exit_code == 2 and "expect.margin" in bad.stderr
+
+
+def test_a_plan_names_the_interconnect(cli, tmp_path: Path) -> None:
+    body = "workloads:\n  - {{name: tp, model: llama3-8b, gpu: h100-sxm, seq: 8192, tp: 2, engine: vllm{link}}}\n"
+    usable = {
+        link: json.loads(cli("check", _plan(tmp_path, body.format(link=link)), "--json").stdout)["workloads"][0]["usable_bytes"]
+        for link in ("", ", interconnect: pcie", ", interconnect: nvlink")
+    }
+    # vLLM's tensor-parallel buffers: 2.1 GiB over NVLink on Hopper (and when the links are unknown), one GPU's 0.25 over PCIe
+    assert usable[", interconnect: pcie"] - usable[", interconnect: nvlink"] == int(2.1 * 2**30) - 2**30 // 4
+    assert usable[""] == usable[", interconnect: nvlink"]
+    bad = cli("check", _plan(tmp_path, body.format(link=", interconnect: infiniband")))
+    assert bad.exit_code == 2 and "interconnect" in bad.stderr
