@@ -39,7 +39,7 @@ SwaFullOpt = Annotated[
 ]
 UbatchOpt = Annotated[
     int | None,
-    tokens_option("--ubatch", help="llamacpp: n_ubatch in tokens (default 512), sizes the SWA cache with --swa-full false."),
+    tokens_option("--ubatch", help="llamacpp: n_ubatch in tokens (default 512), sizes the SWA cache with --no-swa-full."),
 ]
 KvUnifiedOpt = Annotated[
     bool | None,

@@ -34,7 +34,7 @@ class LlamaCpp(EngineProfile):
 
     def tokens_per_unit(self, workload: Workload, window: int | None, seq: int, chunked: bool = False) -> int:
         """`seq` is n_ctx, padded to 256 and shared by the sequences: PAD256(PAD256(n_ctx) / n_seq)
-        cells each (one unit of PAD256(n_ctx) when unified); a SWA layer with --swa-full false keeps
+        cells each (one unit of PAD256(n_ctx) when unified); a SWA layer with --no-swa-full keeps
         PAD256(min(n_ctx_seq, W * (unified ? n_seq : 1) + n_ubatch)) (llama-kv-cache-iswa.cpp); a chunked
         layer (LLAMA_SWA_TYPE_CHUNKED, n_swa = the chunk) is sized the same."""
         engine, batch = workload.engine, workload.batch
@@ -130,7 +130,7 @@ class LlamaCpp(EngineProfile):
         ]
         if model.mla is None and "sliding" in model.attention_kinds():
             lines.append(
-                "SWA layers: as large as the full cache with --swa-full true (the default); else"
+                "SWA layers: as large as the full cache with --swa-full (the default); with --no-swa-full"
                 f" PAD256(min(n_ctx_seq, W * streams + n_ubatch {engine.ubatch or LLAMACPP_UBATCH})) (src/llama-kv-cache-iswa.cpp)"
             )
         if model.mla is not None:
