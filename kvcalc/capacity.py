@@ -23,7 +23,7 @@ from kvcalc.kvcache import (
     state_layout,
 )
 from kvcalc.residents import with_residents
-from kvcalc.spec import GpuSpec, ModelSpec, Workload, cache_dtypes
+from kvcalc.spec import GpuSpec, Interconnect, ModelSpec, Workload, cache_dtypes
 from kvcalc.weights import WeightFormat, activation_dtype, require_params, stage_weights, weight_format
 
 UNBOUNDED_CONTEXT = 2**31  # search limit: the largest count a workload accepts
@@ -38,13 +38,15 @@ def budget(
     reserve_bytes: int | None = None,
     gpu_name: str | None = None,
     residents: Sequence[BudgetTerm] = (),
+    interconnect: Interconnect | None = None,
 ) -> Budget:
     """What one GPU leaves for the KV cache, by the engine's own budget (engines.<name>.budget):
     textbook, hf and llama.cpp memory * utilization - weights - reserve; vLLM, SGLang and
     TensorRT-LLM their fractions and modelled overheads, which --reserve replaces. The weights per
     GPU are each pipeline stage's, in the checkpoint's format unless `weights` says otherwise;
-    `gpu_name` picks the engine's defaults for that GPU (vLLM's for an A100); `residents`, what else
-    the deployment holds (kvcalc.residents: a draft model's weights), each taken from the cache's share."""
+    `gpu_name` picks the engine's defaults for that GPU (vLLM's for an A100), `interconnect` its
+    tensor-parallel buffers (None: unknown, each engine's safe assumption); `residents`, what else the
+    deployment holds (kvcalc.residents: a draft model's weights), each taken from the cache's share."""
     rules = engines.profile(workload.engine)
     if utilization is not None:
         if rules.fraction_option is not None:
@@ -56,7 +58,7 @@ def budget(
         raise InvalidInput("--reserve must not be negative")
     params = require_params(model)
     fmt = weights or weight_format(model)
-    gpu = GpuMemory(total_bytes=memory_bytes, name=gpu_name)
+    gpu = GpuMemory(total_bytes=memory_bytes, name=gpu_name, interconnect=interconnect)
     on_gpu = workload.model_copy(update={"engine": rules.defaults_on(workload.engine, gpu)})
     stages = stage_weights(model, workload, params, fmt)
     found = with_residents(
@@ -192,6 +194,9 @@ class FitReport(Frozen):
     state_bytes_per_sequence_per_gpu: int = 0  # hybrid models: the fixed state every sequence adds, whatever its context
     kv_bytes_per_gpu: int  # the workload's batch, KV and state
     fits: bool  # weights and the batch's KV within the budget (and its pools)
+    verdict: Literal["fits", "tight", "does not fit"]  # tight: fits, but by less than the engine's calibration error
+    headroom_bytes: int  # per GPU: the budget less the batch's need (negative: the shortfall)
+    margin_bytes: int  # per GPU: the engine's calibration error (0 for an exact rule)
     weights_fit: bool  # the budget leaves room for a cache at all
     shortfall_bytes: int  # how much more memory the workload needs (0 when it fits)
     max_batch: int
@@ -202,9 +207,19 @@ class FitReport(Frozen):
     paging_waste_bytes_at_max_batch: int
     pools: list[Pool]  # the token pools the engine sizes at start-up (SGLang, TensorRT-LLM); empty: one budget
     engine_log: list[EngineLogLine]  # figures the engine itself would log, computed its way
+    refused: str | None = None  # why the engine refuses to start with these options (then nothing fits)
     max_batch_by_context: dict[int, int]
     shared_prefix_tokens: int = 0  # of --shared-prefix at --seq: held once for the batch, in the engine's whole blocks
     shared_prefix_bytes_per_gpu: int = 0  # their bytes on the busiest GPU, once
+
+
+def _headroom(layout: CacheLayout, workload: Workload, usable: int, pools: Sequence[Pool]) -> int:
+    """Bytes per GPU the budget keeps beyond the workload's need: in the pool the workload fills most
+    when the engine carves the memory into pools."""
+    needs = _needs(layout, workload, usable, pools)
+    if not pools:
+        return usable - needs[0][0]
+    return min((slots - need) * pool.bytes_per_token for (need, slots), pool in zip(needs, pools, strict=True))
 
 
 def _shortfall(layout: CacheLayout, workload: Workload, usable: int, pools: Sequence[Pool]) -> int:
@@ -245,6 +260,14 @@ def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | N
     asked = rules.context_per_sequence(workload)  # the table shows the context asked for, beside the standard ones
     contexts = {s for s in STANDARD_CONTEXTS if s <= (limit or UNBOUNDED_CONTEXT)} | ({limit} if limit else set()) | {asked}
     budget_holds = usable >= 0 and budget_.overcommitted_bytes == 0
+    hybrid_log, refused = [], None
+    if states.pages is not None and workload.pp == 1:
+        state_layers = sum(kind is not None for kind in model.state_kinds())
+        hybrid_log, refused = rules.hybrid_pool(model, workload, usable, stage, states.pages, state_layers)
+    fits = budget_holds and _met(_needs(layout, workload, usable, pools)) and refused is None
+    shortfall = _shortfall(layout, workload, usable, pools) + budget_.overcommitted_bytes
+    headroom = _headroom(layout, workload, usable, pools) if fits else -shortfall
+    margin = round(budget_.memory_bytes * rules.calibration_error_percent / 100) if rules.calibration_error_percent else 0
     by_memory_alone = limited_by == "max_positions" and budget_holds and details
     return FitReport(
         budget=budget_,
@@ -256,9 +279,12 @@ def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | N
         + _over_stages_max(model, workload, states.exact_bytes),
         state_bytes_per_sequence_per_gpu=state,
         kv_bytes_per_gpu=need,
-        fits=budget_holds and _met(_needs(layout, workload, usable, pools)),
+        fits=fits,
+        verdict="does not fit" if not fits else "tight" if headroom < margin else "fits",
+        headroom_bytes=headroom,
+        margin_bytes=margin,
         weights_fit=budget_holds,
-        shortfall_bytes=_shortfall(layout, workload, usable, pools) + budget_.overcommitted_bytes,
+        shortfall_bytes=shortfall,
         max_batch=best_batch if budget_holds else 0,
         max_batch_limit="max_seqs" if caps and min(caps) < by_memory else "memory",
         max_context=context if budget_holds else 0,
@@ -266,7 +292,10 @@ def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | N
         max_context_by_memory=max_context(model, workload, usable, UNBOUNDED_CONTEXT, pools, layout) if by_memory_alone else None,
         paging_waste_bytes_at_max_batch=waste,
         pools=pools,
-        engine_log=rules.log_lines(model, workload, usable, stage) + (list(states.pages.log) if states.pages else []),
+        engine_log=rules.log_lines(model, workload, usable, stage)
+        + hybrid_log
+        + (list(states.pages.log) if states.pages else []),
+        refused=refused,
         max_batch_by_context=_max_batch_at(model, workload, usable, pools, layout, contexts, caps) if details else {},
         shared_prefix_tokens=shared_prefix_tokens(settled(model, workload)),
         shared_prefix_bytes_per_gpu=layout.shared_bytes(workload).per_gpu,

@@ -16,7 +16,7 @@ from kvcalc import capacity, engines, latency
 from kvcalc.base import Strict, first_repeated
 from kvcalc.kvcache import batch_bytes
 from kvcalc.latency import DecodeJudge
-from kvcalc.spec import Count, DTypeName, Engine, GpuSpec, ModelSpec, Name, Number, Tokens, Workload
+from kvcalc.spec import Count, DTypeName, Engine, GpuSpec, Interconnect, ModelSpec, Name, Number, SizeBytes, Tokens, Workload
 from kvcalc.units import parse_size
 from kvcalc.weights import weight_format
 
@@ -33,6 +33,7 @@ class Expect(Strict):
     max_context_at_least: Annotated[PositiveInt, Number] | None = None
     kv_bytes_at_most: Annotated[PositiveInt, Number] | None = None
     decode_ms_at_most: Annotated[PositiveFloat, Field(allow_inf_nan=False), Number] | None = None
+    margin: SizeBytes | None = None  # 2GiB: the budget must keep this much per GPU beyond the workload's need
 
 
 class PlannedWorkload(Strict):
@@ -53,6 +54,7 @@ class PlannedWorkload(Strict):
     weight_dtype: DTypeName | None = None
     block_size: Count | None = None
     shared_prefix: Tokens | None = None  # prompt tokens every sequence shares, held once (--shared-prefix)
+    interconnect: Interconnect | None = None  # between tensor-parallel GPUs; default: the GPU preset's
     engine: Engine = Engine()  # a name (vllm) or a mapping with options ({name: vllm, max_num_batched_tokens: 8192})
     utilization: Annotated[float, Field(gt=0, le=1), Number] | None = None  # textbook, hf, llamacpp (default 0.9)
     reserve: str | None = None  # default: 1GiB for textbook, hf and llamacpp; the engine's modelled overheads otherwise
@@ -155,7 +157,10 @@ def check_workload(
     weights = weight_format(model, planned.weight_dtype)
     memory = capacity.gpu_memory(gpu, parse_size(planned.memory) if planned.memory else None)
     reserve = parse_size(planned.reserve, allow_zero=True) if planned.reserve is not None else None
-    budget = capacity.budget(model, work, memory, weights, planned.utilization, reserve, gpu.name if gpu else None)
+    budget = capacity.budget(
+        model, work, memory, weights, planned.utilization, reserve, gpu.name if gpu else None,
+        interconnect=planned.interconnect or (gpu.interconnect if gpu else None),
+    )  # fmt: skip
     report = capacity.fit(model, work, budget, details=False)
     kv_bytes = batch_bytes(model, work.model_copy(update={"engine": budget.engine})).per_gpu  # size's bytes_per_gpu
     step = latency.decode(model, work, gpu, weights) if gpu else None
@@ -168,6 +173,7 @@ def check_workload(
         ("max_context_at_least", report.max_context, operator.ge),
         ("kv_bytes_at_most", kv_bytes, operator.le),
         ("decode_ms_at_most", decode_ms, operator.le),  # needs a gpu: the plan validator ensures one
+        ("margin", report.headroom_bytes, operator.ge),  # bytes to spare per GPU
     ]
     checks = [
         Assertion(name=name, figure=figure, limit=getattr(expect, name), passed=meets(figure, getattr(expect, name)))

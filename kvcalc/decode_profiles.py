@@ -92,6 +92,8 @@ _FORMAT_CLASSES: dict[DType, FormatClass] = {
     DType.q8_0: "8-bit",  # assumed: no q8_0 case
     DType.int4: "int4-gpu",
     DType.mxfp4: "int4-gpu",  # assumed: no mxfp4 case
+    DType.nvfp4: "int4-gpu",  # assumed: no nvfp4 case
+    DType.int8_per_token_head: "8-bit",  # a cache dtype; as weights, int8's
     DType.q4_0: "ggml-4to6bit",
     DType.q4_1: "ggml-4to6bit",
     DType.q5_0: "ggml-4to6bit",

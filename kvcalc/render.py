@@ -214,9 +214,17 @@ def fit_tables(report: FitReport, model: str, gpu: str, decimal: bool, explain: 
             f"pool {pool.name}: {pool.tokens:,} tokens of {pool.layers} {window} layers ({pool.bytes_per_token:,} B per token,"
             f" {format_bytes(pool.bytes, decimal)})"
         )
-    verdict = (
-        "[green]fits[/]" if report.fits else f"[red]does not fit[/] (short by {format_bytes(report.shortfall_bytes, decimal)})"
-    )
+    if report.verdict == "tight":
+        verdict = (
+            f"[yellow]tight[/]: fits with {format_bytes(report.headroom_bytes, decimal)} to spare, within the engine's calibration"
+            f" error ({format_bytes(report.margin_bytes, decimal)})"
+        )
+    elif report.refused:
+        verdict = f"[red]does not start[/]: {report.refused}"
+    elif report.fits:
+        verdict = "[green]fits[/]"
+    else:
+        verdict = f"[red]does not fit[/] (short by {format_bytes(report.shortfall_bytes, decimal)})"
     console.print(
         f"batch {report.batch} at {report.context_per_sequence:,} tokens needs {format_bytes(report.kv_bytes_per_gpu, decimal)}"
         f" of KV{' and state' if report.state_bytes_per_sequence_per_gpu else ''} per GPU: {verdict}"

@@ -8,7 +8,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, SerializerFunctionW
 
 from kvcalc.base import Strict
 from kvcalc.errors import InvalidInput
-from kvcalc.units import WEIGHT_ONLY, DType, parse_dtype, parse_size, parse_tokens
+from kvcalc.units import WEIGHT_ONLY, DType, parse_dtype, parse_engine_version, parse_size, parse_tokens
 
 AttentionKind = Literal["full", "sliding", "chunked"]
 StateKind = Literal["mamba1", "mamba2", "gated_deltanet", "lightning", "short_conv", "kda"]
@@ -474,6 +474,7 @@ ENGINE_OPTIONS: dict[str, EngineName] = {
     "ubatch": "llamacpp",
     "kv_unified": "llamacpp",
     "flash_attn": "llamacpp",
+    "n_rs_seq": "llamacpp",
     "max_num_batched_tokens": "vllm",
     "mamba_cache_dtype": "vllm",
     "mamba_ssm_cache_dtype": "vllm",
@@ -514,9 +515,10 @@ def _power_of_two(value: int) -> int:
 
 
 def _version(value: str) -> str:
-    parts = value.split(".")
-    if not 2 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
-        raise ValueError(f"write a version as MAJOR.MINOR or MAJOR.MINOR.PATCH (0.19, 0.21.1), got {value!r}")
+    try:
+        parse_engine_version(value)
+    except InvalidInput as exc:  # re-raised as a field error, so the message names the field
+        raise ValueError(str(exc)) from None
     return value
 
 
@@ -539,6 +541,7 @@ class Engine(Strict):
     ubatch: Tokens | None = None  # llama.cpp -ub (default 512)
     kv_unified: bool | None = None  # llama.cpp --kv-unified (default false)
     flash_attn: bool | None = None  # llama.cpp -fa (default on where supported)
+    n_rs_seq: Annotated[int, Number, Field(ge=0, le=4096)] | None = None  # llama.cpp: recurrent-state snapshots per sequence (0)
     max_num_batched_tokens: Tokens | None = None  # vLLM (default 8192, 2048 below 70 GiB or on an A100)
     max_num_seqs: Count | None = None  # vLLM (default 1024, 256 below 70 GiB or on an A100)
     gpu_memory_utilization: Fraction | None = None  # vLLM: share of total memory (default 0.9)

@@ -223,6 +223,7 @@ class Packing(Frozen):
 # scale_bytes are each block's fp16 scale (and min), the rest is data.
 # int4: group-wise with an fp16 scale and an fp16 zero point per 128 values (GPTQ/AWQ style):
 # 64 + 4 = 68 B per 128, i.e. bits/8 + 4/G bytes per value. mxfp4: 16 B + one e8m0 scale per 32.
+# nvfp4: 8 B of E2M1 values + one E4M3 scale per 16 (the per-tensor fp32 scale is left out).
 PACKING: dict[DType, Packing] = {
     DType.fp32: Packing(block_values=1, block_bytes=4),
     DType.fp16: Packing(block_values=1, block_bytes=2),
@@ -317,6 +318,30 @@ _DTYPE_SPELLINGS: dict[DType, tuple[str, ...]] = {
     DType.nvfp4: ("fp4_e2m1", "float4_e2m1fn_x2"),  # SGLang's --kv-cache-dtype fp4_e2m1, torch's packed type
 }
 _DTYPE_ALIASES = {spelling: dtype for dtype, spellings in _DTYPE_SPELLINGS.items() for spelling in spellings}
+
+
+_VERSION_RE = re.compile(
+    r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:\.(\d+))?((?:a|b|rc)\d+)?(?:\.?(?:dev|post)\d*)?(?:\+[0-9a-z.]+)?$", re.I
+)
+
+
+def parse_engine_version(text: str) -> tuple[int, int, int]:
+    """An engine's release as it prints it, as (major, minor, patch): a leading v, a fourth part, a
+    pre-release (rc1), a .devN / .postN and a +local tag (a CUDA build, a git hash) are read past; a
+    pre-release counts as its release, since the rules kvcalc keeps change at minor releases.
+
+    >>> parse_engine_version("0.20.2rc1.dev9+g01d4d1ad3"), parse_engine_version("v0.10.1.1"), parse_engine_version("0.11.0+cu128")
+    ((0, 20, 2), (0, 10, 1), (0, 11, 0))
+    >>> parse_engine_version("0.19")
+    (0, 19, 0)
+    """
+    match = _VERSION_RE.match(text.strip())
+    if not match:
+        raise InvalidInput(
+            f"cannot read version {text!r}: write it as the engine prints it (0.19, 0.20.2rc1, v0.10.1.1, 0.11.0+cu128)"
+        )
+    major, minor, patch = (int(part or 0) for part in match.groups()[:3])
+    return major, minor, patch
 
 
 def parse_dtype(text: str | DType) -> DType:

@@ -293,10 +293,15 @@ def stage_weights(model: ModelSpec, workload: Workload, params: ParamCount, fmt:
     """The weights one GPU of each pipeline stage holds (its stage's, split over tp), with their
     --explain lines."""
     tp, pp = workload.tp, workload.pp
+    experts = fmt.experts if model.moe and fmt.stored is None else None
     if pp == 1:
         weights = per_gpu(weight_bytes(params, fmt), tp)
         line = f"weights = {weights_formula(params, fmt)} / (tp {tp} * pp {pp}) = {weights:,} B ({format_bytes(weights)}) per GPU"
-        return [StageWeights(stage=0, first_layer=0, last_layer=model.layers - 1, weights_bytes=weights, explain=[line])]
+        return [
+            StageWeights(
+                stage=0, first_layer=0, last_layer=model.layers - 1, weights_bytes=weights, explain=[line], experts=experts
+            )
+        ]
     holds = "its layers; the first also the embedding table, the last the final norm and LM head (a copy of the table when tied)"
     if not params.embeddings:
         holds = "its layers' share of the published count (the preset gives no shapes to place the embeddings)"
@@ -314,7 +319,12 @@ def stage_weights(model: ModelSpec, workload: Workload, params: ParamCount, fmt:
         )
         result.append(
             StageWeights(
-                stage=i, first_layer=stage.first_layer, last_layer=stage.last_layer, weights_bytes=weights, explain=[split, line]
+                stage=i,
+                first_layer=stage.first_layer,
+                last_layer=stage.last_layer,
+                weights_bytes=weights,
+                explain=[split, line],
+                experts=experts,
             )
         )
     return result

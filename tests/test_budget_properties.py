@@ -99,3 +99,29 @@ def test_fit_never_overcommits(model: ModelSpec, name: str, seq: int, memory: in
             assert report.max_batch * rules.peak_tokens_per_unit(at_max, pool.window, seq) <= pool.tokens
     else:
         assert batch_bytes(model, at_max, peak=True).per_gpu <= b.usable_bytes
+
+
+@settings(max_examples=40)
+@given(served_models(), st.sampled_from(BUDGET_ENGINES), st.integers(1, 40_000), st.integers(1, 64), memories)
+def test_the_verdict_follows_headroom_and_margin(model: ModelSpec, name: str, seq: int, batch: int, memory: int) -> None:
+    engine, _ = _engine(name, None)
+    work = Workload(seq=seq, batch=batch, engine=engine)
+    report = fit(model, work, budget(model, work, memory))
+    percent = engines.PROFILES[name].calibration_error_percent
+    assert report.margin_bytes == (round(memory * percent / 100) if percent else 0)
+    if not report.fits:
+        assert report.verdict == "does not fit" and report.headroom_bytes == -report.shortfall_bytes
+    else:
+        assert report.headroom_bytes >= 0
+        assert report.verdict == ("tight" if report.headroom_bytes < report.margin_bytes else "fits")
+
+
+@settings(max_examples=40)
+@given(served_models(), st.sampled_from([2, 4, 8]), memories, st.sampled_from(["h100-sxm", "a100-80gb", "rtx4090", None]))
+def test_nvlink_never_leaves_more_than_pcie(model: ModelSpec, tp: int, memory: int, gpu: str | None) -> None:
+    # vLLM's tensor-parallel buffers over NVLink (or unknown links) are never smaller than over PCIe
+    def usable(link: str | None) -> int:
+        work = Workload(seq=4096, tp=tp, engine=Engine(name="vllm", vllm_version="0.19"))
+        return budget(model, work, memory, gpu_name=gpu, interconnect=link).usable_bytes  # type: ignore[arg-type]
+
+    assert usable("nvlink") <= usable("pcie") and usable(None) <= usable("pcie-p2p")

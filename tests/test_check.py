@@ -208,3 +208,27 @@ def test_a_plan_may_expect_a_workload_not_to_fit(cli, tmp_path: Path) -> None:
     plan = _plan(tmp_path, "workloads:\n  - {name: tight, model: llama3-8b, memory: 16GiB, seq: 8192, expect: {fits: false}}\n")
     result = cli("check", plan)
     assert result.exit_code == 0, result.stdout
+
+
+def test_a_plan_can_ask_for_a_margin(cli, tmp_path: Path) -> None:
+    body = "workloads:\n  - {{name: chat, model: llama3-8b, gpu: h100-sxm, seq: 8192, batch: 16, engine: vllm, expect: {{margin: {m}}}}}\n"
+    roomy = json.loads(cli("check", _plan(tmp_path, body.format(m="2GiB")), "--json").stdout)
+    [margin] = [a for a in roomy["workloads"][0]["assertions"] if a["name"] == "margin"]
+    assert margin["passed"] is True and margin["limit"] == 2 * 2**30 and margin["figure"] > 2 * 2**30
+    greedy = cli("check", _plan(tmp_path, body.format(m="70GiB")))
+    assert greedy.exit_code == 1 and "FAIL chat: margin" in greedy.stdout
+    bad = cli("check", _plan(tmp_path, body.format(m="lots")))
+    assert bad.exit_code == 2 and "expect.margin" in bad.stderr
+
+
+def test_a_plan_names_the_interconnect(cli, tmp_path: Path) -> None:
+    body = "workloads:\n  - {{name: tp, model: llama3-8b, gpu: h100-sxm, seq: 8192, tp: 2, engine: vllm{link}}}\n"
+    usable = {
+        link: json.loads(cli("check", _plan(tmp_path, body.format(link=link)), "--json").stdout)["workloads"][0]["usable_bytes"]
+        for link in ("", ", interconnect: pcie", ", interconnect: nvlink")
+    }
+    # vLLM's tensor-parallel buffers: 2.1 GiB over NVLink on Hopper (and when the links are unknown), one GPU's 0.25 over PCIe
+    assert usable[", interconnect: pcie"] - usable[", interconnect: nvlink"] == int(2.1 * 2**30) - 2**30 // 4
+    assert usable[""] == usable[", interconnect: nvlink"]
+    bad = cli("check", _plan(tmp_path, body.format(link=", interconnect: infiniband")))
+    assert bad.exit_code == 2 and "interconnect" in bad.stderr

@@ -271,7 +271,7 @@ def test_engine_names_and_switches_read_loosely(cli) -> None:
     assert cli.json("size", "--model", "llama3-8b", "--seq", "8", "--engine", "VLLM")["kv"]["engine"] == "vllm"
     assert [row["name"] for row in cli.json("compare", "VLLM", "hf")["variants"]] == ["vllm", "hf"]
     args = ("size", "--model", "gemma2-9b", "--seq", "8192", "--engine", "llamacpp")
-    assert cli.json(*args, "--swa-full", "no")["kv"] == cli.json(*args, "--swa-full", "false")["kv"]
+    assert cli.json(*args, "-fa", "ON")["kv"] == cli.json(*args, "--flash-attn", "on")["kv"]
 
 
 def test_help_paragraphs_are_single_lines() -> None:

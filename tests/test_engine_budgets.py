@@ -4,6 +4,7 @@ from the rule the test names."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -61,7 +62,7 @@ def test_vllm_subtracts_its_cuda_graph_estimate_from_0_21_unless_eager(cli) -> N
     # PR #30515, default since 0.21: first capture + (51 - 1) further graphs of each of PIECEWISE and FULL.
     default = fit(cli, "--memory", "79GiB", "--engine", "vllm")
     assert terms(default)["CUDA graphs"] == GiB // 4 + 2 * 50 * 6 * MiB
-    eager = fit(cli, "--memory", "79GiB", "--engine", "vllm", "--enforce-eager", "true")
+    eager = fit(cli, "--memory", "79GiB", "--engine", "vllm", "--enforce-eager")
     assert terms(eager)["CUDA graphs"] == 0
     assert eager["budget"]["usable_bytes"] - default["budget"]["usable_bytes"] == GiB // 4 + 100 * 6 * MiB
 
@@ -257,9 +258,10 @@ def test_trtllm_caches_mla_with_kv_factor_1(cli) -> None:
             ["--engine", "sglang", "--swa-full-tokens-ratio", "0.8"],
             "--swa-full-tokens-ratio: llama3.1-8b has no sliding-window layers",
         ),
-        (["--engine", "vllm", "--vllm-version", "new"], "--vllm-version: write a version as MAJOR.MINOR"),
+        (["--engine", "vllm", "--vllm-version", "new"], "--vllm-version: cannot read version 'new'"),
         (["--engine", "vllm", "--kv-cache-memory-bytes", "lots"], "--kv-cache-memory-bytes: cannot read size 'lots'"),
-        (["--engine", "vllm", "--enforce-eager", "maybe"], "--enforce-eager 'maybe': use true or false"),
+        (["--engine", "vllm", "--max-seqs", "8"], "--engine vllm caps sequences with --max-num-seqs"),
+        (["--engine", "sglang", "--max-seqs", "8"], "--engine sglang caps sequences with --max-running-requests"),
         (["--engine", "vllm", "--max-num-seqs", "0"], "--max-num-seqs must be a positive integer, got 0"),
         (["--engine", "sglang", "--memory", "2GiB"], "SGLang's default mem_fraction_static for 2,048 MiB is -0.82"),
     ],
@@ -305,3 +307,137 @@ def test_textbook_keeps_its_flat_reserve(cli) -> None:
     doc = fit(cli, "--memory", "79GiB")
     assert terms(doc)["reserve (runtime, activations)"] == GiB
     assert doc["budget"]["usable_bytes"] == int(H100 * 0.9) - LLAMA_WEIGHTS - GiB
+
+
+@pytest.mark.parametrize("version", ["0.20.2rc1", "0.11.0+cu128", "v0.10.1.1", "0.20.2rc1.dev9+g01d4d1ad3", "0.19"])
+def test_vllm_version_is_read_as_vllm_prints_it(cli, version: str) -> None:
+    # vLLM's start-up line "vLLM API server version 0.10.1.1" and its dev builds (published logs)
+    doc = fit(cli, "--memory", "79GiB", "--engine", "vllm", "--vllm-version", version)
+    assert terms(doc)["CUDA graphs"] == 0  # all before 0.21: no CUDA-graph estimate subtracted
+
+
+def test_vllm_flags_as_vllm_spells_them(cli) -> None:
+    eager = fit(cli, "--memory", "79GiB", "--engine", "vllm", "--enforce-eager")
+    graphs = fit(cli, "--memory", "79GiB", "--engine", "vllm", "--no-enforce-eager")
+    assert terms(eager)["CUDA graphs"] == 0 < terms(graphs)["CUDA graphs"]
+
+
+# Weights as vLLM loads them and its buffers by interconnect (kvcalc/engines/vllm.py)
+
+
+def test_mxfp4_experts_load_padded_to_marlin_tiles(cli) -> None:
+    # vllm mxfp4.py create_weights: Marlin pads hidden 2880 -> 3072 (256) and the intermediate per rank
+    # 2880 -> 2944 (128); per expert 3hi/2 + 3hi/32 bytes + bf16 biases 2(2i + h); 36 layers * 128 experts.
+    def expert(h: int, i: int) -> int:
+        return 3 * h * i // 2 + 3 * h * i // 32 + 2 * (2 * i + h)
+
+    result = cli("fit", "--model", "gpt-oss-120b", "--gpu", "h100-sxm", "--engine", "vllm", "--json")
+    doc = json.loads(result.stdout)
+    assert result.exit_code == 1 and doc["verdict"] == "does not fit"  # as vLLM refused it: a negative KV budget
+    padding = terms(doc)["weights as loaded: MXFP4 expert padding"]
+    assert padding == 36 * 128 * (expert(3072, 2944) - expert(2880, 2880)) == 5_507_776_512
+    # vllm-project/vllm#23278 (H100, v0.10.1): "Model loading took 65.9651 GiB"; kvcalc loads within 0.1 GiB
+    assert abs(terms(doc)["weights"] + padding - 65.9651 * GiB) < 0.1 * GiB
+
+
+def test_mxfp4_padding_follows_the_rank_share_and_the_gpu(cli) -> None:
+    args = ("fit", "--model", "gpt-oss-120b", "--engine", "vllm", "--tp", "4", "--interconnect", "pcie")
+    a100 = terms(json.loads(cli(*args, "--gpu", "a100-80gb", "--json").stdout))
+    b200 = terms(json.loads(cli(*args, "--gpu", "b200", "--json").stdout))
+    # Marlin on an A100: intermediate per rank 720 -> 768; FlashInfer on SM100: 720 -> 768 (256) and hidden 3072 alike
+    assert a100["weights as loaded: MXFP4 expert padding"] == b200["weights as loaded: MXFP4 expert padding"] > 0
+    assert "weights as loaded: MXFP4 expert padding" not in terms(fit(cli, "--gpu", "h100-sxm", "--engine", "vllm"))
+
+
+def test_tensor_parallel_buffers_follow_the_interconnect(cli) -> None:
+    args = ("--engine", "vllm", "--tp", "2", "--vllm-version", "0.19")
+    nvlink = terms(fit(cli, "--gpu", "h100-sxm", "--interconnect", "nvlink", *args))["non-torch memory"]
+    unknown = terms(fit(cli, "--gpu", "h100-sxm", *args))["non-torch memory"]
+    pcie = terms(fit(cli, "--gpu", "h100-sxm", "--interconnect", "pcie", *args))["non-torch memory"]
+    ampere = terms(fit(cli, "--gpu", "a100-80gb", "--interconnect", "nvlink", *args))["non-torch memory"]
+    assert nvlink == unknown == int(2.1 * GiB)  # the v0.19 H100 NVSwitch logs; unknown links: the larger
+    assert pcie == ampere == GiB // 4  # no NVLS without NVLink on Hopper+: as one GPU
+
+
+def test_interconnect_is_checked(cli) -> None:
+    result = cli("fit", "--model", "llama3.1-8b", "--gpu", "h100-sxm", "--interconnect", "infiniband")
+    assert result.exit_code == 2 and "--interconnect 'infiniband': choose nvlink, xgmi, pcie-p2p or pcie" in result.stderr
+
+
+def test_an_unknown_vllm_release_gets_the_larger_sampler(cli) -> None:
+    # the versioned logs fit 15 B per logit; without --vllm-version the largest published, 38 (llm-d-planner empirical)
+    def activation(*version: str) -> int:
+        return terms(fit(cli, "--memory", "79GiB", "--engine", "vllm", *version))["activation peak"]
+
+    new, old, unknown = activation("--vllm-version", "0.19.1"), activation("--vllm-version", "0.10.1.1"), activation()
+    assert new == old and unknown - new == 1024 * 128_256 * (38 - 15)
+
+
+# The verdict: fits, tight (within the engine's calibration error), does not fit
+
+
+def test_a_fit_within_the_calibration_error_is_tight(cli) -> None:
+    roomy = fit(cli, "--memory", "79GiB", "--engine", "vllm", "--seq", "8192", "--batch", "1")
+    assert roomy["verdict"] == "fits" and roomy["margin_bytes"] == round(79 * GiB * 2.6 / 100)
+    best = roomy["max_batch"]
+    tight = fit(cli, "--memory", "79GiB", "--engine", "vllm", "--seq", "8192", "--batch", str(best))
+    assert tight["verdict"] == "tight" and 0 <= tight["headroom_bytes"] < tight["margin_bytes"]
+    args = ("fit", "--model", "llama3.1-8b", "--memory", "79GiB", "--engine", "vllm", "--batch", str(best + 1), "--json")
+    over = json.loads(cli(*args).stdout)
+    assert over["verdict"] == "does not fit" and over["headroom_bytes"] == -over["shortfall_bytes"] < 0
+    text = cli("fit", "--model", "llama3.1-8b", "--memory", "79GiB", "--engine", "vllm", "--batch", str(best))
+    assert text.exit_code == 0 and "tight: fits with" in text.stdout and "calibration error" in text.stdout
+
+
+def test_exact_rules_have_no_margin(cli) -> None:
+    doc = fit(cli, "--memory", "79GiB", "--seq", "8192")
+    assert doc["margin_bytes"] == 0 and doc["verdict"] == "fits"
+
+
+# Hybrid models as vLLM reports them (kvcalc/engines/vllm.py hybrid_pool)
+
+
+def hybrid(cli, *args: str) -> dict:
+    result = cli("fit", "--model", "qwen3-next-80b-a3b", "--engine", "vllm", "--tp", "4", "--seq", "32768", *args, "--json")
+    assert result.exit_code in (0, 1), result.output
+    return json.loads(result.stdout)
+
+
+def test_vllm_hybrid_token_line_by_release(cli) -> None:
+    # Qwen3-Next: 12 full-attention and 36 Gated DeltaNet layers: groups of 12, one attention and three state groups;
+    # a request takes cdiv(32768, block) blocks of the attention group and one block of each state group.
+    old, new = (
+        hybrid(cli, "--memory", "79GiB", "--vllm-version", "0.19"),
+        hybrid(cli, "--memory", "79GiB", "--vllm-version", "0.20.2rc1"),
+    )
+    for doc in (old, new):
+        blocks = logged(doc, "mamba_cache_blocks")["value"]
+        block = doc["engine_log"][-2]["value"] if doc["engine_log"][-2]["name"] == "attention_block_size" else 16
+        per_request = -(-32768 // block) + 3
+        assert logged(doc, "max_concurrency")["value"] == pytest.approx(blocks / per_request)
+    assert logged(old, "gpu_kv_cache_tokens")["value"] == logged(old, "mamba_cache_blocks")["value"] // 4 * 272
+    assert logged(new, "gpu_kv_cache_tokens")["value"] == int(logged(new, "max_concurrency")["value"] * 32768)
+
+
+def test_vllm_refuses_more_sequences_than_mamba_blocks(cli) -> None:
+    doc = hybrid(cli, "--memory", "41GiB", "--gpu-memory-utilization", "0.95", "--max-num-seqs", "1024", "--reserve", "0")
+    blocks = int(logged(doc, "mamba_cache_blocks")["value"])
+    assert 0 < blocks < 1024 and doc["verdict"] == "does not fit" and not doc["fits"]
+    assert doc["refused"] == (
+        f"vLLM refuses to start: max_num_seqs (1,024) exceeds available Mamba cache blocks ({blocks:,}); --max-num-seqs {blocks:,} or less starts"
+    )
+    starts = hybrid(cli, "--memory", "41GiB", "--gpu-memory-utilization", "0.95", "--max-num-seqs", str(blocks), "--reserve", "0")
+    assert starts["refused"] is None
+    eager = hybrid(
+        cli,
+        "--memory",
+        "41GiB",
+        "--gpu-memory-utilization",
+        "0.95",
+        "--max-num-seqs",
+        "1024",
+        "--reserve",
+        "0",
+        "--enforce-eager",
+    )
+    assert eager["refused"] is None  # the check guards CUDA-graph capture

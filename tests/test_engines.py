@@ -105,7 +105,7 @@ def test_llamacpp_sequences_share_n_ctx(cli) -> None:
     assert doc["bytes_per_batch"] == 1024 * 131_072
     # n_ctx is padded before it is shared: 770 -> 1024, / 3 = 341 -> 512 cells each (not PAD256(770 / 3) = 256)
     assert held(kv(cli, "--model", "llama3-8b", "--seq", "770", "--batch", "3", "--engine", "llamacpp")) == {"full": 512}
-    unified = kv(cli, "--model", "llama3-8b", "--seq", "512", "--batch", "4", "--engine", "llamacpp", "--kv-unified", "true")
+    unified = kv(cli, "--model", "llama3-8b", "--seq", "512", "--batch", "4", "--engine", "llamacpp", "--kv-unified")
     assert unified["allocation_units"] == 1 and unified["bytes_per_batch"] == 512 * 131_072
 
 
@@ -122,13 +122,13 @@ def test_llamacpp_iswa(cli) -> None:
     # engines.md: swa_full true (default): the sliding cache is as large as the full cache;
     # false: PAD256(min(n_ctx_seq, W * 1 + n_ubatch)) cells.
     assert held(kv(cli, "--model", SWA, "--seq", "4096", "--engine", "llamacpp")) == {"sliding": 4096, "full": 4096}
-    assert held(kv(cli, "--model", SWA, "--seq", "4096", "--engine", "llamacpp", "--swa-full", "false")) == {
+    assert held(kv(cli, "--model", SWA, "--seq", "4096", "--engine", "llamacpp", "--no-swa-full")) == {
         "sliding": 768,
         "full": 4096,
     }
-    small = kv(cli, "--model", SWA, "--seq", "4096", "--engine", "llamacpp", "--swa-full", "false", "--ubatch", "64")
+    small = kv(cli, "--model", SWA, "--seq", "4096", "--engine", "llamacpp", "--no-swa-full", "--ubatch", "64")
     assert held(small)["sliding"] == 256  # PAD256(16 + 64)
-    gemma = kv(cli, "--model", "gemma2-9b", "--seq", "8192", "--engine", "llamacpp", "--swa-full", "false")
+    gemma = kv(cli, "--model", "gemma2-9b", "--seq", "8192", "--engine", "llamacpp", "--no-swa-full")
     assert held(gemma) == {"sliding": 4608, "full": 8192}  # PAD256(4096 + 512)
 
 
@@ -147,7 +147,7 @@ def test_llamacpp_refusals(cli, tmp_path) -> None:
             "K cache type q8_0 with block size 32 does not divide the K head width 48",
         ),
         (
-            ["--model", "llama3-8b", "--seq", "256", "--kv-dtype", "q4_0", "--flash-attn", "false"],
+            ["--model", "llama3-8b", "--seq", "256", "--kv-dtype", "q4_0", "-fa", "off"],
             "quantized V cache requires flash_attn to be enabled",
         ),
         (["--model", "llama3-8b", "--seq", "256", "--kv-dtype", "int4"], "--engine llamacpp caches"),
@@ -219,7 +219,7 @@ def test_engine_compare_side_by_side(cli) -> None:
     "args, expected",
     [
         (
-            ["size", "--model", "llama3-8b", "--seq", "8", "--engine", "hf", "--swa-full", "false"],
+            ["size", "--model", "llama3-8b", "--seq", "8", "--engine", "hf", "--no-swa-full"],
             "--swa-full applies to --engine llamacpp, not hf",
         ),
         (
@@ -227,7 +227,7 @@ def test_engine_compare_side_by_side(cli) -> None:
             "--hf-version applies to --engine hf, not vllm",
         ),
         (
-            ["size", "--model", "llama3-8b", "--seq", "8", "--kv-unified", "true"],
+            ["size", "--model", "llama3-8b", "--seq", "8", "--kv-unified"],
             "--kv-unified applies to --engine llamacpp, not textbook",
         ),
         (
@@ -235,8 +235,8 @@ def test_engine_compare_side_by_side(cli) -> None:
             "unknown --engine 'tgi': choose textbook, hf, vllm, llamacpp, sglang or trtllm",
         ),
         (
-            ["size", "--model", "llama3-8b", "--seq", "8", "--engine", "llamacpp", "--swa-full", "maybe"],
-            "--swa-full 'maybe': use true or false",
+            ["size", "--model", "llama3-8b", "--seq", "8", "--engine", "llamacpp", "-fa", "maybe"],
+            "--flash-attn 'maybe': use on, off or auto",
         ),
         (["size", "--model", "llama3-8b", "--seq", "8", "--engine", "vllm", "--kv-dtype", "q4_0"], "--engine vllm caches"),
         (["size", "--model", "llama3-8b", "--seq", "8", "--engine", "hf", "--kv-dtype", "int8"], "--engine hf caches"),
@@ -358,3 +358,15 @@ def test_no_module_outside_the_engines_tests_an_engine_name() -> None:
         if test.search(line)
     ]
     assert offenders == []
+
+
+def test_llamacpp_keeps_recurrent_snapshots_for_speculative_rollback(cli) -> None:
+    # src/llama-memory-recurrent.cpp: r_l and s_l have rs_size * (1 + n_rs_seq) rows. nemotron-h-8b's Mamba2 layer:
+    # conv 10240 x 3 + recurrent 128 x 64 x 128 values in f32 = 4,317,184 B per cell; 24 layers, 2 sequences.
+    args = ("size", "--model", "nemotron-h-8b", "--seq", "4096", "--batch", "2", "--engine", "llamacpp")
+    plain = cli.json(*args)["kv"]
+    rollback = cli.json(*args, "--n-rs-seq", "3")["kv"]
+    assert plain["state_bytes_per_batch"] == 2 * 24 * 4_317_184
+    assert rollback["state_bytes_per_batch"] == 2 * 24 * 4 * 4_317_184
+    bad = cli("size", "--model", "nemotron-h-8b", "--seq", "8", "--engine", "vllm", "--n-rs-seq", "2")
+    assert bad.exit_code == 2 and "--n-rs-seq applies to --engine llamacpp, not vllm" in bad.stderr

@@ -148,3 +148,8 @@ def test_a_weight_format_is_not_a_cache_type(cli) -> None:
 def test_fp8_block_weights_carry_one_scale_per_128x128() -> None:
     # DeepSeek-V3's weight_block_size [128, 128]: 1 B per weight + a 4-byte fp32 scale per 16,384
     assert PACKING[DType.fp8_block].bytes_for(7168 * 2048) == 7168 * 2048 + 7168 * 2048 // 16384 * 4
+
+
+def test_nvfp4_weights(cli) -> None:
+    doc = cli.json("size", "--model", "llama3.1-8b", "--seq", "1", "--weight-dtype", "nvfp4")
+    assert doc["weights"]["bytes"] == 8_030_261_248 * 9 // 16  # 8,030,261,248 params, 9 B per 16

@@ -82,8 +82,8 @@ def test_options_take_the_spellings(cli) -> None:
     args = ("size", "--model", "gemma2-9b", "--seq", "8192", "--engine")
     vllm = cli.json(*args, "vllm", "--max-num-batched-tokens", "4k")["kv"]
     assert vllm == cli.json(*args, "vllm", "--max-num-batched-tokens", "4096")["kv"]
-    llamacpp = cli.json(*args, "llamacpp", "--swa-full", "false", "--ubatch", "1k")["kv"]
-    assert llamacpp == cli.json(*args, "llamacpp", "--swa-full", "false", "--ubatch", "1024")["kv"]
+    llamacpp = cli.json(*args, "llamacpp", "--no-swa-full", "--ubatch", "1k")["kv"]
+    assert llamacpp == cli.json(*args, "llamacpp", "--no-swa-full", "--ubatch", "1024")["kv"]
 
 
 @pytest.mark.parametrize("value", ["8kk", "1.5", "-8k", "0", "1.3k", "8g"])

@@ -9,7 +9,7 @@ import json
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_args
 
 import typer
 from pydantic import BaseModel, ValidationError
@@ -19,7 +19,7 @@ from kvcalc.cli import KvcalcCommand
 from kvcalc.engines import BudgetTerm
 from kvcalc.errors import InvalidInput, KvcalcError
 from kvcalc.sources import tensor_parallel
-from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload
+from kvcalc.spec import Engine, GpuSpec, Interconnect, ModelSpec, Workload
 from kvcalc.units import SIZE_HELP, TOKENS_HELP, WEIGHT_ONLY, DType, parse_dtype, parse_size, parse_tokens
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -223,6 +223,14 @@ SharedPrefixOpt = Annotated[
         f" (vllm, sglang, trtllm, textbook): {TOKENS_HELP}.",
     ),
 ]
+InterconnectOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--interconnect",
+        help="How the tensor-parallel GPUs talk: nvlink (NVLink or NVSwitch), xgmi, pcie-p2p (PCIe with peer-to-peer), pcie"
+        " (through the host); sets the engines' communication buffers. Default: the GPU preset's, else pcie.",
+    ),
+]
 PpOpt = Annotated[int, typer.Option("--pp", help="Pipeline-parallel stages: layers split across them.")]
 BlockOpt = Annotated[
     int | None,
@@ -401,15 +409,28 @@ def hardware_given(gpu: str | None, memory: str | None) -> bool:
 def gpu_and_budget(
     model: ModelSpec, workload: Workload, gpu: str | None, memory: str | None, weights: weights.WeightFormat,
     utilization: float | None, reserve: str | None, extra: list[str] | None, residents: Sequence[BudgetTerm] = (),
+    interconnect: str | None = None,
 ) -> tuple[GpuSpec | None, capacity.Budget]:  # fmt: skip
     """The --gpu preset (if given) and the engine's memory budget per GPU from --gpu/--memory, its
-    fraction and --reserve (None: the engine's defaults), less what else the deployment holds."""
+    fraction, --reserve (None: the engine's defaults) and --interconnect (None: the preset's), less what
+    else the deployment holds."""
     hardware_given(gpu, memory)
     gpu_spec = presets.load_gpu(gpu, extra) if gpu else None
     total = capacity.gpu_memory(gpu_spec, size_option("memory", memory) if memory else None)
     reserve_bytes = size_option("reserve", reserve, allow_zero=True) if reserve is not None else None
     name = gpu_spec.name if gpu_spec else None
-    return gpu_spec, capacity.budget(model, workload, total, weights, utilization, reserve_bytes, name, residents)
+    link = interconnect_option(interconnect) or (gpu_spec.interconnect if gpu_spec else None)
+    return gpu_spec, capacity.budget(model, workload, total, weights, utilization, reserve_bytes, name, residents, link)
+
+
+def interconnect_option(text: str | None) -> Interconnect | None:
+    """--interconnect, checked against the kinds GpuSpec knows."""
+    if text is None:
+        return None
+    kinds = get_args(Interconnect)
+    if text.lower() not in kinds:
+        raise InvalidInput(f"--interconnect {text!r}: choose {', '.join(kinds[:-1])} or {kinds[-1]}")
+    return text.lower()  # type: ignore[return-value]
 
 
 def gpu_label(gpu: GpuSpec | None, memory: str | None) -> str:

@@ -31,20 +31,36 @@ MaxCacheLenOpt = Annotated[
     int | None, tokens_option("--max-cache-len", help="hf: StaticCache length in tokens (default: DynamicCache).")
 ]
 SwaFullOpt = Annotated[
-    str | None, typer.Option("--swa-full", help="llamacpp: true (default) or false: full-size cache for SWA layers.")
+    bool | None,
+    typer.Option(
+        "--swa-full/--no-swa-full",
+        help="llamacpp: full-size cache for SWA layers (the library's default) or a window-sized one (llama-server's default).",
+    ),
 ]
 UbatchOpt = Annotated[
     int | None,
-    tokens_option("--ubatch", help="llamacpp: n_ubatch in tokens (default 512), sizes the SWA cache with --swa-full false."),
+    tokens_option("--ubatch", help="llamacpp: n_ubatch in tokens (default 512), sizes the SWA cache with --no-swa-full."),
 ]
 KvUnifiedOpt = Annotated[
-    str | None, typer.Option("--kv-unified", help="llamacpp: true or false (default): one buffer shared by all sequences.")
+    bool | None,
+    typer.Option(
+        "--kv-unified/--no-kv-unified", "-kvu", help="llamacpp: one buffer shared by all sequences (default: one per sequence)."
+    ),
 ]
 FlashAttnOpt = Annotated[
     str | None,
     typer.Option(
         "--flash-attn",
-        help="llamacpp: true or false (default auto, which turns it on for a quantized V cache; false refuses one).",
+        "-fa",
+        help="llamacpp: on, off or auto (default: auto turns it on for a quantized V cache; off refuses one).",
+    ),
+]
+NRsSeqOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--n-rs-seq",
+        help="llamacpp: recurrent-state snapshots each sequence keeps for speculative rollback (newer builds, with a draft"
+        " model or MTP; default 0): hybrid models' state takes 1 + N cells per sequence.",
     ),
 ]
 MaxBatchedOpt = Annotated[
@@ -66,7 +82,8 @@ GpuMemoryUtilizationOpt = Annotated[
     typer.Option("--gpu-memory-utilization", help="vllm: share of total GPU memory it may use, in (0, 1] (default 0.9)."),
 ]
 EnforceEagerOpt = Annotated[
-    str | None, typer.Option("--enforce-eager", help="vllm: true or false (default): no CUDA graphs, so no CUDA-graph memory.")
+    bool | None,
+    typer.Option("--enforce-eager/--no-enforce-eager", help="vllm: no CUDA graphs, so no CUDA-graph memory (default: graphs)."),
 ]
 KvCacheMemoryOpt = Annotated[
     str | None,
@@ -79,7 +96,8 @@ VllmVersionOpt = Annotated[
     str | None,
     typer.Option(
         "--vllm-version",
-        help="vllm: its release, e.g. 0.19: before 0.21 the CUDA-graph estimate is not subtracted (default: 0.21 or later).",
+        help="vllm: its release as vLLM prints it (0.19, 0.20.2rc1, v0.10.1.1, 0.11.0+cu128): picks the memory rules"
+        " of that release, e.g. before 0.21 no CUDA-graph estimate is subtracted (default: the newest rules).",
     ),
 ]
 AttentionBackendOpt = Annotated[
@@ -160,28 +178,30 @@ MambaFullMemoryRatioOpt = Annotated[
     ),
 ]
 
-_BOOL_OPTIONS = ("swa_full", "kv_unified", "flash_attn", "enforce_eager")
+_FLASH_ATTN = {"on": True, "off": False, "auto": None, "true": True, "false": False}  # llama.cpp's -fa, and the old spellings
 _DTYPE_OPTIONS = ("mamba_cache_dtype", "mamba_ssm_cache_dtype")  # "auto": the engine's own choice
 
 
-def _bool_flag(name: str, text: str | None) -> bool | None:
-    if text is None:
-        return None
-    if text.lower() not in ("true", "false", "yes", "no", "1", "0", "on", "off"):
-        raise InvalidInput(f"--{name} {text!r}: use true or false")
-    return text.lower() in ("true", "yes", "1", "on")
+def _flash_attn(text: str) -> bool | None:
+    """-fa as llama.cpp spells it: on, off or auto (None: the engine's default)."""
+    if text.lower() not in _FLASH_ATTN:
+        raise InvalidInput(f"--flash-attn {text!r}: use on, off or auto")
+    return _FLASH_ATTN[text.lower()]
 
 
 def build_engine(name: str, **options: Any) -> Engine:
-    """The --engine profile with its options (Engine's field names; true/false text for the boolean
-    ones); an option of another engine is an error."""
+    """The --engine profile with its options (Engine's field names; -fa as on/off/auto text); an
+    option of another engine is an error."""
     counts = {
         k: v
         for k, v in options.items()
-        if isinstance(v, int) and k not in (*_BOOL_OPTIONS, *_DTYPE_OPTIONS) and k != "hf_version"
+        if isinstance(v, int) and not isinstance(v, bool) and k not in (*_DTYPE_OPTIONS, "hf_version", "n_rs_seq")
     }
     positive(**counts)
-    options = {k: _bool_flag(k.replace("_", "-"), v) if k in _BOOL_OPTIONS else v for k, v in options.items()}
+    if isinstance(options.get("flash_attn"), str):
+        options["flash_attn"] = _flash_attn(options["flash_attn"])
+        if options["flash_attn"] is None:  # auto: as if not given
+            del options["flash_attn"]
     options = {k: v for k, v in options.items() if not (k in _DTYPE_OPTIONS and str(v).lower() == "auto")}
     try:
         return Engine(name=name.lower(), **options)
@@ -201,6 +221,7 @@ ENGINE_OPTION_TYPES: dict[str, Any] = {  # every engine option (spec.ENGINE_OPTI
     "ubatch": UbatchOpt,
     "kv_unified": KvUnifiedOpt,
     "flash_attn": FlashAttnOpt,
+    "n_rs_seq": NRsSeqOpt,
     "max_num_batched_tokens": MaxBatchedOpt,
     "max_num_seqs": MaxNumSeqsOpt,
     "gpu_memory_utilization": GpuMemoryUtilizationOpt,

@@ -6,13 +6,14 @@ from typing import Annotated
 
 import typer
 
-from kvcalc import capacity, presets
+from kvcalc import capacity, engines, presets
 from kvcalc.cli import placement_options
 from kvcalc.cli.common import (
     ActiveParamsOpt,
     BatchOpt,
     BlockOpt,
     ExplainOpt,
+    InterconnectOpt,
     JsonOpt,
     KDtypeOpt,
     KvDtypeOpt,
@@ -56,7 +57,7 @@ from kvcalc.cli.resident_options import (
     with_draft,
 )
 from kvcalc.cli.throughput_options import Economics, MaxTpotOpt, MaxTtftOpt, PriceOpt, PromptOpt
-from kvcalc.errors import DoesNotFit
+from kvcalc.errors import DoesNotFit, InvalidInput
 from kvcalc.units import SIZE_HELP, TOKENS_HELP
 
 
@@ -86,6 +87,7 @@ def fit(
     weight_dtype: WeightDtypeOpt = None,
     tp: TpOpt = 1,
     pp: PpOpt = 1,
+    interconnect: InterconnectOpt = None,
     block_size: BlockOpt = None,
     engine: EngineOpt = "textbook",
     *,
@@ -96,7 +98,7 @@ def fit(
         int | None,
         typer.Option(
             "--max-seqs",
-            help="A cap on concurrent sequences, for any engine (vllm's --max-num-seqs and sglang's --max-running-requests cap it too).",
+            help="A cap on concurrent sequences, for engines without one of their own (vllm: --max-num-seqs; sglang: --max-running-requests).",
         ),
     ] = None,
     max_tpot_ms: MaxTpotOpt = None,
@@ -159,13 +161,20 @@ def fit(
         shared_prefix,
     )
     positive(max_seqs=max_seqs)
+    own_cap = engines.profile(engine_spec).max_seqs_option
+    if max_seqs is not None and own_cap is not None:
+        raise InvalidInput(
+            f"--engine {engine_spec.name} caps sequences with --{own_cap.replace('_', '-')}: give it in place of --max-seqs"
+        )
     weights_fmt = weights_format(spec, weight_dtype)
     gpus = gpu or []
     gpu_specs = placement_options.load_gpus(gpus, presets_dir, engine)
     first = gpu_specs[0].name if len(gpu_specs) > len(gpus) else (gpus[0] if gpus else None)  # --gpu auto: the first of them
     work, tenants = with_draft(spec, work, speculative_model, presets_dir)
     tenants += lora_terms(spec, work, max_loras, max_lora_rank, lora_dtype)
-    gpu_spec, budget = gpu_and_budget(spec, work, first, memory, weights_fmt, utilization, reserve, presets_dir, tenants)
+    gpu_spec, budget = gpu_and_budget(
+        spec, work, first, memory, weights_fmt, utilization, reserve, presets_dir, tenants, interconnect
+    )
     report = capacity.fit(spec, work, budget, max_seqs)
     economics = Economics(max_tpot_ms, max_ttft_ms, prompt, price_per_hour, work.seq)
     tier = cpu_tier(spec, work, kv_offloading_size, pcie_gb_per_s, shared_prefix or economics.target.prompt)

@@ -14,6 +14,7 @@ from kvcalc.cli.common import (
     EfficiencyOpt,
     ExplainOpt,
     GpuOpt,
+    InterconnectOpt,
     JsonOpt,
     KDtypeOpt,
     KvDtypeOpt,
@@ -64,6 +65,7 @@ def size(
     weight_dtype: WeightDtypeOpt = None,
     tp: TpOpt = 1,
     pp: PpOpt = 1,
+    interconnect: InterconnectOpt = None,
     block_size: BlockOpt = None,
     engine: EngineOpt = "textbook",
     *,
@@ -101,7 +103,9 @@ def size(
     weights = weight_bytes(params, weights_fmt) if params else None
     report = step = None
     if hardware_given(gpu, memory):
-        gpu_spec, budget = gpu_and_budget(spec, work, gpu, memory, weights_fmt, utilization, reserve, presets_dir)
+        gpu_spec, budget = gpu_and_budget(
+            spec, work, gpu, memory, weights_fmt, utilization, reserve, presets_dir, interconnect=interconnect
+        )
         work = work.model_copy(update={"engine": budget.engine})  # the engine's defaults on this GPU
         report = capacity.fit(spec, work, budget)
         if gpu_spec is not None:

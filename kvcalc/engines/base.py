@@ -15,7 +15,7 @@ from typing import ClassVar, Literal
 
 from kvcalc.base import Frozen
 from kvcalc.decode_profiles import CUDA_GRAPHS, DecodeProfile
-from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload
+from kvcalc.spec import Engine, GpuSpec, Interconnect, ModelSpec, Workload
 from kvcalc.units import DType, GiB, format_bytes
 
 MlaStorage = Literal["k_only", "k_and_v", "decompressed"]
@@ -40,6 +40,7 @@ class GpuMemory(Frozen):
 
     total_bytes: int  # what the process sees (--memory, or the preset's)
     name: str | None = None  # the preset's name; vLLM's defaults depend on it (an A100 gets the small ones)
+    interconnect: Interconnect | None = None  # between tensor-parallel GPUs (None: unknown)
 
 
 class StageWeights(Frozen):
@@ -50,6 +51,7 @@ class StageWeights(Frozen):
     last_layer: int
     weights_bytes: int
     explain: list[str]
+    experts: DType | None = None  # the routed experts' dtype as stored (None: no routed experts)
 
 
 class BudgetTerm(Frozen):
@@ -183,6 +185,10 @@ class EngineProfile(ABC):
     prefix_rule: ClassVar[str | None] = "a shared prefix is held once, in whole pages when paged (textbook)"
     # how a speculative draft model is held beside the target, with its source; None: not modelled for this engine
     draft_rule: ClassVar[str | None] = "a draft model's weights and its KV per token beside the target's (textbook)"
+    max_seqs_option: ClassVar[str | None] = None  # the Engine field of its own cap on sequences; None: fit's --max-seqs
+    # How far the budget may be off, in % of GPU memory: the 90th percentile of its held-out errors on published
+    # start-up logs, leave-one-source-out (scripts/calibration.py, docs/engines.md); None: an exact rule, no logs.
+    calibration_error_percent: ClassVar[float | None] = None
 
     def check_supported(self, model: ModelSpec, workload: Workload, dtype: DType) -> None:
         """Refuse, as InvalidInput, what the engine itself refuses (default: nothing)."""
@@ -342,6 +348,20 @@ class EngineProfile(ABC):
         """What the engine would log about the cache, given the usable bytes per GPU and the layers
         of the busiest pipeline stage (default: nothing)."""
         return []
+
+    def hybrid_pool(
+        self,
+        model: ModelSpec,
+        workload: Workload,
+        usable_bytes: int,
+        stage: Sequence[StageLayer],
+        pages: StatePages,
+        state_layers: int,
+    ) -> tuple[list[EngineLogLine], str | None]:
+        """For a hybrid model whose state shares the cache's pages: what the engine logs about the shared
+        pool, given the stage's attention layers, its `state_layers` and the pages settled for them, and
+        why it refuses to start (None: it starts) (default: nothing, it starts)."""
+        return [], None
 
     def decode_profile(self, gpu: GpuSpec) -> DecodeProfile:
         """The calibrated terms of this engine's expected decode time on `gpu` (default: the

@@ -9,7 +9,7 @@ src/llama-hparams.cpp (n_embd_r, n_embd_s)."""
 from __future__ import annotations
 
 from kvcalc.decode_profiles import CUDA_GRAPHS, LLAMACPP_METAL, LLAMACPP_ROCM_VULKAN, DecodeProfile
-from kvcalc.engines.base import EngineProfile, MlaStorage, StateDtypes, cdiv
+from kvcalc.engines.base import EngineProfile, MlaStorage, StateDtypes, StatePages, cdiv
 from kvcalc.errors import InvalidInput
 from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload, cache_dtypes
 from kvcalc.units import PACKING, DType
@@ -40,7 +40,7 @@ class LlamaCpp(EngineProfile):
 
     def tokens_per_unit(self, workload: Workload, window: int | None, seq: int, chunked: bool = False) -> int:
         """`seq` is n_ctx, padded to 256 and shared by the sequences: PAD256(PAD256(n_ctx) / n_seq)
-        cells each (one unit of PAD256(n_ctx) when unified); a SWA layer with --swa-full false keeps
+        cells each (one unit of PAD256(n_ctx) when unified); a SWA layer with --no-swa-full keeps
         PAD256(min(n_ctx_seq, W * (unified ? n_seq : 1) + n_ubatch)) (llama-kv-cache-iswa.cpp); a chunked
         layer (LLAMA_SWA_TYPE_CHUNKED, n_swa = the chunk) is sized the same."""
         engine, batch = workload.engine, workload.batch
@@ -71,7 +71,7 @@ class LlamaCpp(EngineProfile):
                 )
         # only a quantized V needs flash attention; a quantized K does not (llama_init_from_model)
         if PACKING[v_type].block_values > 1 and engine.flash_attn is False:  # -fa auto, the default, turns it on by itself
-            raise InvalidInput("llama.cpp: quantized V cache requires flash_attn to be enabled (drop --flash-attn false)")
+            raise InvalidInput("llama.cpp: quantized V cache requires flash_attn to be enabled (drop -fa off)")
         if workload.seq < workload.batch:
             raise InvalidInput(
                 f"llama.cpp's n_ctx (--seq {workload.seq}) is shared by --batch {workload.batch} sequences: it must be at least the batch"
@@ -93,9 +93,25 @@ class LlamaCpp(EngineProfile):
         of llama_memory_hybrid) with type_r = type_s = GGML_TYPE_F32 (src/llama-model.cpp)."""
         return StateDtypes(conv=DType.fp32, recurrent=DType.fp32, why="llama.cpp: type_r = type_s = f32, hard-coded")
 
+    def state_pages(
+        self, workload: Workload, attention_bytes_per_token: int | None, state_bytes: int, mla: bool = False
+    ) -> StatePages:
+        """Newer builds keep 1 + n_rs_seq cells per sequence: r_l and s_l have mem_size * (1 + n_rs_seq)
+        rows, the extra ones snapshots a speculative draft (or MTP) rolls back to (src/llama-memory-recurrent.cpp,
+        cparams.n_rs_seq; 0 without a draft)."""
+        snapshots = workload.engine.n_rs_seq or 0
+        if not snapshots:
+            return super().state_pages(workload, attention_bytes_per_token, state_bytes, mla)
+        cells = 1 + snapshots
+        explain = [
+            f"llama.cpp: {cells} recurrent cells per sequence (1 + --n-rs-seq {snapshots}): {cells} * {state_bytes:,} B per layer"
+        ]
+        return StatePages(block_size=self.block_size(workload), page_bytes=cells * state_bytes, explain=explain)
+
     def state_rules(self, model: ModelSpec, workload: Workload) -> list[str]:
         return [
-            "llama.cpp: one recurrent cell per sequence (rs_size = max(1, n_seq_max), src/llama-model.cpp create_memory);"
+            "llama.cpp: 1 + n_rs_seq recurrent cells per sequence (rs_size = max(1, n_seq_max), src/llama-model.cpp"
+            " create_memory; r_l, s_l of rs_size * (1 + n_rs_seq) rows, src/llama-memory-recurrent.cpp);"
             " r = (d_conv - 1) * (d_inner + 2 * n_group * d_state), s = d_state * d_inner values, short conv n_embd * (L - 1)"
             " (src/llama-hparams.cpp n_embd_r, n_embd_s, ggml-org/llama.cpp 01b77b57)",
         ]
@@ -132,7 +148,7 @@ class LlamaCpp(EngineProfile):
         ]
         if model.mla is None and "sliding" in model.attention_kinds():
             lines.append(
-                "SWA layers: as large as the full cache with --swa-full true (the default); else"
+                "SWA layers: as large as the full cache with --swa-full (the default); with --no-swa-full"
                 f" PAD256(min(n_ctx_seq, W * streams + n_ubatch {engine.ubatch or LLAMACPP_UBATCH})) (src/llama-kv-cache-iswa.cpp)"
             )
         if model.mla is not None:

@@ -53,6 +53,7 @@ class TensorRtLlm(EngineProfile):
         "KV cache block reuse shares whole blocks of tokens_per_block"
         " (cpp/tensorrt_llm/batch_manager/kvCacheManager.cpp, enable_block_reuse)"
     )
+    calibration_error_percent = 12.9  # scripts/calibration.py: 90th percentile of the held-out |errors|
 
     def block_size(self, workload: Workload) -> int:
         """--tokens-per-block, default 32."""

@@ -14,6 +14,7 @@ vllm/model_executor/models/config.py (HybridAttentionMambaModelConfig)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from kvcalc.engines.activations import activation_bytes, forward_transient, moe_workspace, require_shapes
 from kvcalc.engines.base import (
@@ -35,9 +36,10 @@ from kvcalc.engines.base import (
 )
 from kvcalc.errors import InvalidInput
 from kvcalc.spec import Engine, ModelSpec, Workload, cache_dtypes
-from kvcalc.units import DType, GiB, MiB, format_bytes
+from kvcalc.units import DType, GiB, MiB, format_bytes, parse_engine_version
 
 VLLM_VERSION = "0.19.0"  # the release whose start-up logs calibrate the budget
+LATEST_VERSION = (1, 0, 0)  # an absent --vllm-version: the newest rules kvcalc keeps
 VLLM_BLOCK_SIZE = 16  # vLLM's default block size on CUDA (vllm/config/cache.py)
 VLLM_MAX_NUM_BATCHED_TOKENS = 8192  # the API server's default on a GPU of 70 GiB or more (not an A100)
 VLLM_SMALL_MAX_NUM_BATCHED_TOKENS = 2048  # ... below 70 GiB or on an A100 (vllm/engine/arg_utils.py)
@@ -61,19 +63,87 @@ BLACKWELL_NAMES = ("b200", "b300", "gb200", "gb300")  # SM100: vLLM picks CUTLAS
 # with FlashInfer on SM100, not modelled).
 VLLM_HYBRID_ALIGNMENT = 16
 SAMPLER_BYTES_PER_LOGIT = 15  # the logits in bf16 plus the sampler's fp32 copies; fitted on six v0.19 logs
+# Without --vllm-version: the largest sampler profile published logs show, 38 B per logit (the llm-d-planner
+# empirical table's eight activation peaks, 37.5-38.2 B, vllm-openai:latest of an unstated release), so that an
+# unknown release never gets more cache than it had (vllm-project/vllm#23278, #27508: gpt-oss-120b on an H100).
+# Every versioned log (0.9.2, 0.10.1.1, 0.12.0, 0.13, 0.19) fits 15 B.
+SAMPLER_BYTES_PER_LOGIT_UNKNOWN_RELEASE = 38
 NON_TORCH_BYTES = int(0.25 * GiB)  # cuBLAS and other non-torch memory after the snapshot, one GPU (v0.19 logs 0.24-0.46)
-NON_TORCH_TP_BYTES = int(2.1 * GiB)  # with tensor parallelism: NCCL and custom all-reduce buffers (logs 2.06-2.21)
+NON_TORCH_TP_BYTES = int(2.1 * GiB)  # tensor parallelism over NVLink/NVSwitch on Hopper or Blackwell (v0.19 H100 logs 2.06-2.21)
 NON_TORCH_PP_BYTES = int(0.07 * GiB)  # pipeline stages without tensor parallelism (logs 0.07)
-CUDA_GRAPHS_SINCE = (0, 21)  # the release that subtracts the CUDA-graph estimate by default
+CUDA_GRAPHS_SINCE = (0, 21, 0)  # the release that subtracts the CUDA-graph estimate by default
+HYBRID_TOKENS_FROM_CONCURRENCY_SINCE = (0, 20, 0)  # "GPU KV cache size" = concurrency * max_model_len for hybrids
 CUDA_GRAPH_FIRST_BYTES = GiB // 4  # the first capture (logs 96-262 MiB, plus the pool)
 CUDA_GRAPH_EACH_BYTES = 6 * MiB  # each further graph (logs 4-8 MiB)
 
 
-def _version(text: str | None) -> tuple[int, int]:
-    if text is None:
-        return CUDA_GRAPHS_SINCE
-    major, minor = text.split(".")[:2]
-    return int(major), int(minor)
+def _version(text: str | None) -> tuple[int, int, int]:
+    """--vllm-version as (major, minor, patch); absent: the newest rules kvcalc keeps."""
+    return LATEST_VERSION if text is None else parse_engine_version(text)
+
+
+SmFamily = Literal["turing", "ampere", "ada", "hopper", "blackwell", "blackwell-rtx"]
+_SM_FAMILIES: tuple[tuple[SmFamily, tuple[str, ...]], ...] = (  # GPU preset and nvidia-smi names, lower case
+    ("blackwell-rtx", ("rtx5", "rtx 5", "rtx-pro-6000", "rtx pro 6000", "dgx-spark", "gb10")),  # SM 12.x
+    ("blackwell", ("b200", "b300", "gb200", "gb300")),  # SM 10.x
+    ("hopper", ("h100", "h200", "h800", "h20", "gh200")),  # SM 9.0
+    ("ada", ("l4", "l40", "l20", "rtx4", "rtx 4", "ada")),  # SM 8.9
+    ("ampere", ("a100", "a10", "a30", "a40", "a6000", "a800", "rtx3", "rtx 3", "a4000", "a5000")),  # SM 8.0 / 8.6
+    ("turing", ("t4", "2080", "titan rtx", "quadro rtx")),  # SM 7.5
+)
+
+
+def sm_family(gpu_name: str | None) -> SmFamily | None:
+    """The GPU generation vLLM's kernels are chosen by, from the preset's name (None: unknown).
+
+    >>> sm_family("h100-sxm"), sm_family("NVIDIA GeForce RTX 3090"), sm_family("rtx5090"), sm_family("Tesla T4"), sm_family("mi300x")
+    ('hopper', 'ampere', 'blackwell-rtx', 'turing', None)
+    """
+    name = (gpu_name or "").lower()
+    return next((family for family, marks in _SM_FAMILIES if any(mark in name for mark in marks)), None)
+
+
+def round_up(n: int, multiple: int) -> int:
+    return cdiv(n, multiple) * multiple
+
+
+def mxfp4_padding(model: ModelSpec, stage: StageWeights, tp: int, family: SmFamily | None) -> tuple[int, str]:
+    """Bytes vLLM loads beyond the stored MXFP4 experts of one GPU, and why: its MoE kernels pad each
+    expert's intermediate (per TP rank) and hidden sizes to their tiles (Marlin: 128 and 256; FlashInfer on
+    SM100: 256 and 256) and allocate weights, e8m0 scales per 32 and bf16 biases at the padded shapes
+    (vllm/model_executor/layers/quantization/mxfp4.py Mxfp4MoEMethod.create_weights, vllm 007d5005).
+    Marlin runs where FP4 is not native (Ampere, Ada, GeForce Blackwell) and on Hopper without
+    triton_kernels; Hopper's Triton path lays experts out swizzled and padded as well (the llm-d logs load
+    gpt-oss-120b at 64.38 GiB), which kvcalc charges as Marlin's, the larger."""
+    moe = model.moe
+    assert moe is not None and model.hidden
+    hidden, inter = model.hidden, cdiv(moe.expert_intermediate, tp)
+    if family == "blackwell":
+        kernel, hidden_pad, inter_pad = "FlashInfer (SM100)", round_up(hidden, 256), round_up(inter, 256)
+    else:
+        kernel, hidden_pad, inter_pad = "Marlin", round_up(hidden, 256), round_up(inter, 128)
+
+    def expert_bytes(h: int, i: int) -> int:  # w13 and w2: 4-bit values + one e8m0 scale per 32, bf16 biases
+        return 3 * h * i // 2 + 3 * h * i // 32 + 2 * (2 * i + h)
+
+    layers = stage.last_layer - stage.first_layer + 1 - moe.dense_layers * (stage.first_layer == 0)
+    extra = layers * moe.experts * (expert_bytes(hidden_pad, inter_pad) - expert_bytes(hidden, inter))
+    why = (
+        f"{kernel} tiles: hidden {hidden:,} -> {hidden_pad:,}, intermediate per rank {inter:,} -> {inter_pad:,};"
+        f" {layers} layers * {moe.experts} experts * (expert({hidden_pad:,}, {inter_pad:,}) - expert({hidden:,}, {inter:,}))"
+        f" = {extra:,} B ({format_bytes(extra)}), expert(h, i) = 3hi/2 + 3hi/32 + 2(2i + h)"
+    )
+    return extra, why
+
+
+def sampler_bytes_per_logit(version: str | None) -> int:
+    """Bytes per logit of the profile run's sampler: 15 for a release kvcalc is told, 38 without
+    --vllm-version (the largest published, so that an unknown release never gets more cache than it had).
+
+    >>> sampler_bytes_per_logit("0.19.1"), sampler_bytes_per_logit("0.10.1.1"), sampler_bytes_per_logit(None)
+    (15, 15, 38)
+    """
+    return SAMPLER_BYTES_PER_LOGIT if version is not None else SAMPLER_BYTES_PER_LOGIT_UNKNOWN_RELEASE
 
 
 def capture_sizes(max_num_seqs: int) -> list[int]:
@@ -124,6 +194,8 @@ class Vllm(EngineProfile):
     )
 
     sparse_mla_fp8_layout = True  # fp8_ds_mla: fp8 latent, fp32 scale per 128, bf16 rope (656 B for DeepSeek-V3.2)
+    max_seqs_option = "max_num_seqs"
+    calibration_error_percent = 2.6  # scripts/calibration.py: 90th percentile of the held-out |errors|
 
     def block_size(self, workload: Workload) -> int:
         """--block-size, or vLLM's default 16."""
@@ -262,6 +334,22 @@ class Vllm(EngineProfile):
         batched = VLLM_MAX_NUM_BATCHED_TOKENS if self._large(gpu) else VLLM_SMALL_MAX_NUM_BATCHED_TOKENS
         return engine.model_copy(update={"max_num_batched_tokens": batched})
 
+    @staticmethod
+    def _non_torch(gpu: GpuMemory, tp: int, pp: int) -> tuple[int, str]:
+        """Memory outside torch's allocator that the profiling run sees grow: cuBLAS workspaces on one
+        GPU; with tensor parallelism NCCL's buffers, which over NVLink/NVSwitch on Hopper and Blackwell
+        (NVLS, custom all-reduce, symmetric memory) the v0.19 H100 logs put at 2.1 GiB, and without
+        NVLink NCCL's channels to each peer (custom all-reduce off on more than two PCIe GPUs,
+        vllm/distributed/device_communicators/custom_all_reduce.py). Unknown links: the NVLink figure."""
+        if tp == 1:
+            return (NON_TORCH_PP_BYTES, "pipeline stage, one GPU") if pp > 1 else (NON_TORCH_BYTES, "on one GPU")
+        link = gpu.interconnect
+        if link in (None, "nvlink", "xgmi") and sm_family(gpu.name) in ("hopper", "blackwell", None):
+            why = "tensor parallelism over NVLink/NVSwitch (NCCL, custom all-reduce)"
+            return NON_TORCH_TP_BYTES, why + (" (--interconnect not known: the larger figure)" if link is None else "")
+        over = f"over {link}" if link else f"on {sm_family(gpu.name)} GPUs (no NVLS before Hopper)"
+        return NON_TORCH_BYTES, f"tensor parallelism {over}: as on one GPU, NCCL's buffers without NVLink are small"
+
     def _overheads(
         self, model: ModelSpec, workload: Workload, gpu: GpuMemory, stage: StageWeights, last: bool, act_dtype: DType
     ) -> list[BudgetTerm]:
@@ -276,15 +364,16 @@ class Vllm(EngineProfile):
         layers = range(stage.first_layer, stage.last_layer + 1)
         transient, transient_formula = forward_transient(model, layers, tokens, tp, b)
         workspace, workspace_formula = moe_workspace(model, layers, tokens, tp, b)
-        sampler = requests * vocab * SAMPLER_BYTES_PER_LOGIT + 2 * tokens * hidden * b if last else 0
+        per_logit = sampler_bytes_per_logit(engine.vllm_version)
+        sampler = requests * vocab * per_logit + 2 * tokens * hidden * b if last else 0
         sampler_formula = (
-            f"R * V * {SAMPLER_BYTES_PER_LOGIT} + 2 * T * H * b = {requests:,} * {vocab:,} * {SAMPLER_BYTES_PER_LOGIT}"
+            f"R * V * {per_logit} + 2 * T * H * b = {requests:,} * {vocab:,} * {per_logit}"
             f" + 2 * {tokens:,} * {hidden:,} * {b} = {sampler:,} B"
             if last
             else "not the last pipeline stage: no sampler"
         )
         activation = max(transient, sampler) + workspace
-        non_torch = NON_TORCH_TP_BYTES if tp > 1 else NON_TORCH_PP_BYTES if pp > 1 else NON_TORCH_BYTES
+        non_torch, non_torch_why = self._non_torch(gpu, tp, pp)
         eager = engine.enforce_eager
         graphs_applied = not eager and _version(engine.vllm_version) >= CUDA_GRAPHS_SINCE
         count = len(capture_sizes(seqs))
@@ -307,10 +396,7 @@ class Vllm(EngineProfile):
             BudgetTerm(
                 name="non-torch memory",
                 bytes=non_torch,
-                formula=(
-                    f"{format_bytes(non_torch)} {'with tensor parallelism (NCCL, custom all-reduce)' if tp > 1 else 'pipeline stage, one GPU' if pp > 1 else 'on one GPU'};"
-                    " the CUDA context before the snapshot is not charged"
-                ),
+                formula=f"{format_bytes(non_torch)} {non_torch_why}; the CUDA context before the snapshot is not charged",
                 source="vllm/utils/mem_utils.py memory_profiling (non_torch_increase); the v0.19 logs",
             ),
             BudgetTerm(
@@ -344,7 +430,17 @@ class Vllm(EngineProfile):
         requested = byte_fraction(memory, fraction)
         per_stage = []
         for stage in stages:
-            weights = weights_term(stage)
+            weights = [weights_term(stage)]
+            if stage.experts == DType.mxfp4:
+                extra, why = mxfp4_padding(model, stage, workload.tp, sm_family(gpu.name))
+                weights.append(
+                    BudgetTerm(
+                        name="weights as loaded: MXFP4 expert padding",
+                        bytes=extra,
+                        formula=why,
+                        source="vllm/model_executor/layers/quantization/mxfp4.py Mxfp4MoEMethod.create_weights (vllm 007d5005)",
+                    )
+                )
             if reserve_bytes is not None:
                 overheads = [
                     BudgetTerm(
@@ -356,7 +452,7 @@ class Vllm(EngineProfile):
                 ]
             else:
                 overheads = self._overheads(model, workload, gpu, stage, stage is stages[-1], activation_dtype)
-            used = [weights, *overheads]
+            used = [*weights, *overheads]
             usable = engine.kv_cache_memory_bytes or requested - sum(term.bytes for term in used)
             per_stage.append((usable, stage, used))
         usable, stage, used = min(per_stage, key=lambda item: item[0])
@@ -440,6 +536,85 @@ class Vllm(EngineProfile):
             " (ChunkedLocalAttentionSpec.max_admission_blocks_per_request)",
         ]
 
+    def hybrid_pool(
+        self,
+        model: ModelSpec,
+        workload: Workload,
+        usable_bytes: int,
+        stage: Sequence[StageLayer],
+        pages: StatePages,
+        state_layers: int,
+    ) -> tuple[list[EngineLogLine], str | None]:
+        """vLLM's pool for a hybrid model (mamba_cache_mode none): attention and state layers share pages
+        of one size, in groups of the smallest kind's layer count; num_blocks = usable // (page * group);
+        a request takes cdiv(s, block) blocks in each full-attention group (its reservation in a sliding
+        one) and one block in each state group (kv_cache_utils.py get_max_concurrency_for_kv_cache_config).
+        "GPU KV cache size" is num_blocks // groups * block up to 0.19 (vllm-project/vllm#40691, logged on
+        0.19.0), int(concurrency * max_model_len) after (kv_cache_utils.py _report_kv_cache_config, PR
+        #40694). Each running request holds one state block, so vLLM refuses to capture CUDA graphs when
+        max_num_seqs exceeds num_blocks ("max_num_seqs (N) exceeds available Mamba cache blocks (M)",
+        vllm/config/compilation.py)."""
+        if not stage or pages.block_size is None or pages.page_bytes is None or not state_layers:
+            return [], None
+        engine, block, page = workload.engine, pages.block_size, pages.page_bytes
+        paged = workload.model_copy(update={"block_size": block})  # in the attention blocks the state settled
+        counts: dict[tuple[int | None, bool], int] = {}
+        for layer in stage:
+            counts[layer.window, layer.chunked] = counts.get((layer.window, layer.chunked), 0) + 1
+        group = min(*counts.values(), state_layers)
+        state_groups = cdiv(state_layers, group)
+        groups = sum(cdiv(count, group) for count in counts.values()) + state_groups
+        blocks = max(usable_bytes, 0) // (page * group)
+        per_request = state_groups + sum(
+            cdiv(count, group) * self.tokens_per_unit(paged, window, workload.seq, chunked) // block
+            for (window, chunked), count in counts.items()
+        )
+        concurrency = blocks / per_request
+        derived = _version(engine.vllm_version) >= HYBRID_TOKENS_FROM_CONCURRENCY_SINCE
+        tokens = int(concurrency * workload.seq) if derived else blocks // groups * block
+        how = (
+            f"int(concurrency {concurrency:.4f} * max_model_len {workload.seq:,})"
+            if derived
+            else f"num_blocks {blocks:,} // {groups} groups * block {block} (vLLM 0.19 and before)"
+        )
+        source = "vllm/v1/core/kv_cache_utils.py"
+        lines = [
+            EngineLogLine(
+                engine=self.label,
+                name="gpu_kv_cache_tokens",
+                value=tokens,
+                line=f"GPU KV cache size: {tokens:,} tokens",
+                note=f"{how}; groups of {group} layers: {groups - state_groups} attention, {state_groups} state",
+                source=f"{source} _report_kv_cache_config",
+            ),
+            EngineLogLine(
+                engine=self.label,
+                name="max_concurrency",
+                value=concurrency,
+                line=f"Maximum concurrency for {workload.seq:,} tokens per request: {concurrency:.2f}x",
+                note=f"num_blocks {blocks:,} / {per_request:,} blocks per request (one per state group)",
+                source=f"{source} get_max_concurrency_for_kv_cache_config",
+            ),
+            EngineLogLine(
+                engine=self.label,
+                name="mamba_cache_blocks",
+                value=blocks,
+                line=f"Mamba cache blocks: {blocks:,} (one per running request)",
+                note=f"usable // (page {page:,} B * {group} layers per group)",
+                source="vllm/config/compilation.py (the max_num_seqs check)",
+            ),
+        ]
+        seqs = engine.max_num_seqs or VLLM_MAX_NUM_SEQS
+        if engine.enforce_eager or seqs <= blocks:
+            return lines, None
+        refusal = (
+            f"vLLM refuses to start: max_num_seqs ({seqs:,}) exceeds available Mamba cache blocks ({blocks:,});"
+            f" --max-num-seqs {blocks:,} or less starts"
+            if blocks
+            else "vLLM refuses to start: no Mamba cache block fits"
+        )
+        return lines, refusal
+
     def log_lines(
         self, model: ModelSpec, workload: Workload, usable_bytes: int, stage: Sequence[StageLayer]
     ) -> list[EngineLogLine]:
@@ -448,8 +623,7 @@ class Vllm(EngineProfile):
         size that share one pool of blocks; num_blocks = usable // (page * group size); the cache
         size is num_blocks // groups * block tokens; a request needs cdiv(s, block) blocks per full
         group and its sliding reservation per sliding group; concurrency = num_blocks / blocks per
-        request (a fraction). For hybrid models only the first: their state layers share the pool
-        by other rules (kvcalc.engines.vllm.state_pages)."""
+        request (a fraction). For hybrid models only the first here: the rest come from hybrid_pool."""
         available = EngineLogLine(
             engine=self.label,
             name="available_kv_cache_memory_gib",

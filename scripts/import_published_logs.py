@@ -1,0 +1,192 @@
+"""Fold the published start-up logs (a research helper's YAML) into tests/fixtures/engine_logs/published.yaml.
+
+    python scripts/import_published_logs.py [/work/collect/engine_logs_published.yaml]
+
+Each collected log (name, url, group, engine, version, device, model, quantization, tp, flags, logged)
+becomes a case `kvcalc fit` can replay, mapped to a kvcalc model (a shipped preset or a file under
+tests/fixtures/engine_logs/models/), a GPU and the engine's flags; a log that cannot be mapped is kept
+under `unmapped` with the reason. These cases are held out: no constant of kvcalc's is fitted to them
+(scripts/calibration.py scores them by source group, the thread or repository a log comes from).
+Re-running the script after the helper adds logs rewrites the file.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+COLLECTED = Path("/work/collect/engine_logs_published.yaml")
+OUT = ROOT / "tests" / "fixtures" / "engine_logs" / "published.yaml"
+
+# (pattern on the collected model id, kvcalc model, kind, text only, why the mapping holds)
+MODELS: list[tuple[str, str, str, bool, str]] = [
+    (
+        r"^Qwen/Qwen2-7B-Instruct$",
+        "qwen2.5-7b",
+        "dense",
+        True,
+        "Qwen2-7B has Qwen2.5-7B's shapes (28 layers, 4 KV heads, hidden 3584, intermediate 18944, vocab 152064)",
+    ),
+    (r"^openai/gpt-oss-120b$", "gpt-oss-120b", "moe", True, ""),
+    (r"^openai/gpt-oss-20b$", "gpt-oss-20b", "moe", True, ""),
+    (r"^meta-llama/(Meta-)?Llama-3\.1-8B-Instruct$|/Meta-Llama-3\.1-8B-Instruct$", "llama3.1-8b", "dense", True, ""),
+    (r"^meta-llama/Meta-Llama-3-8B-Instruct$", "llama3-8b", "dense", True, ""),
+    (r"^Qwen/Qwen3-0\.6B$", "qwen3-0.6b", "dense", True, ""),
+    (r"^Qwen/Qwen3-32B$|/Qwen3-32B$", "qwen3-32b", "dense", True, ""),
+    (r"^Qwen/Qwen3-30B-A3B/?$|/Qwen/Qwen3-30B-A3B/?$", "qwen3-30b-a3b", "moe", True, ""),
+    (r"/Qwen3-4B-Instruct-2507$", "qwen3-4b", "dense", True, "the 2507 release keeps Qwen3-4B's shapes"),
+    (r"^Qwen/Qwen2\.5-14B-Instruct$", "qwen2.5-14b", "dense", True, ""),
+    (r"^Qwen/Qwen2\.5-1\.5B-Instruct$", "", "dense", True, "no kvcalc preset for Qwen2.5-1.5B"),
+    (r"^RedHatAI/Llama-3\.3-70B-Instruct-FP8-dynamic$", "models/llama3.3-70b-fp8.yaml", "dense", True, ""),
+    (
+        r"^mistralai/Mistral-Small-3\.2-24B",
+        "mistral-small-3.1",
+        "dense",
+        False,
+        "3.2 keeps 3.1's shapes; the vision tower is not counted",
+    ),
+    (r"^microsoft/Phi-3-mini-4k-instruct$", "phi3-mini-4k", "dense", True, ""),
+    (r"(^|/)Qwen3-4B/?$", "qwen3-4b", "dense", True, ""),
+    (r"(^|/)Qwen3-8B/?$|qwen-3/transformers/8b/", "qwen3-8b", "dense", True, ""),
+    (r"(^|/)Qwen3-30B-A3B-Instruct-2507/?$", "qwen3-30b-a3b", "moe", True, "the 2507 release keeps Qwen3-30B-A3B's shapes"),
+    (r"(^|/)Qwen3-Coder-30B-A3B-Instruct/?$", "qwen3-30b-a3b", "moe", True, "Qwen3-Coder-30B-A3B has Qwen3-30B-A3B's shapes"),
+    (r"(^|/)Qwen2\.5-32B-Instruct/?$", "qwen2.5-32b", "dense", True, ""),
+    (r"(^|/)Qwen2\.5-3B(-Instruct)?/?$|/Qwen2___5-3B/?$", "qwen2.5-3b", "dense", True, ""),
+    (r"(^|/)gpt-oss-120b/?$", "gpt-oss-120b", "moe", True, ""),
+    (r"Huihui-gpt-oss-20b-mxfp4", "gpt-oss-20b", "moe", True, "a fine-tune with gpt-oss-20b's shapes and MXFP4 experts"),
+    (r"(^|/)DeepSeek-R1-Distill-Qwen-14B/?$", "qwen2.5-14b", "dense", True, "the distill keeps Qwen2.5-14B's shapes"),
+]
+# (pattern on the collected device, GPU preset, the total the process sees, where that total comes from)
+DEVICES: list[tuple[str, str, str | None, str]] = [
+    (r"94\.97 GiB", "", "94.97GiB", "the total its log prints (Free memory on device (93.47/94.97 GiB)), GPU not named"),
+    (r"H100", "h100-sxm", "79.19GiB", "vLLM's total_memory=79.19GiB on an H100 80GB (llm-d-planner v0.19 logs)"),
+    (r"A100 80GB", "a100-80gb", "79.15GiB", "PyTorch's '79.15 GiB total capacity' on an A100 80GB"),
+    (r"A100 40GB", "a100-40gb", "39.39GiB", "PyTorch's '39.39 GiB total capacity' on an A100 40GB"),
+    (
+        r"H200",
+        "h200",
+        "139.80GiB",
+        "TensorRT-LLM's 'device total memory 139.80 GiB' on an H200 (NVIDIA/TensorRT-LLM log in the collection)",
+    ),
+    (r"\bL4\b", "l4", None, "the preset's"),
+    (r"RTX 3090", "rtx3090", None, "the preset's"),
+    (r"RTX 4090", "rtx4090", None, "the preset's"),
+    (r"RTX 5090", "rtx5090", None, "the preset's"),
+    (r"\bL40S\b", "l40s", None, "the preset's"),
+    (r"\bT4\b", "t4", None, "the preset's"),
+    (r"GB10|DGX Spark", "dgx-spark", None, "the preset's (unified memory)"),
+]
+FLAGS = ("gpu_memory_utilization", "max_num_seqs", "max_num_batched_tokens", "enforce_eager")
+
+
+def _match(table: list[tuple[Any, ...]], text: str | None) -> tuple[Any, ...] | None:
+    return next((row for row in table if text and re.search(row[0], text)), None)
+
+
+def _number(value: Any) -> float | None:
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def convert(log: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """A replayable case for one collected log, or None and why not."""
+    logged, flags = log.get("logged") or {}, log.get("flags") or {}
+    if log["engine"] != "vllm":
+        return None, f"{log['engine']}: only vLLM logs are replayed so far"
+    if _number(logged.get("available_kv_gib")) is None:
+        return None, "no 'Available KV cache memory' line"
+    model = _match(MODELS, log.get("model"))
+    if model is None or not model[1]:
+        return None, model[4] if model else f"no kvcalc model for {log.get('model')!r}"
+    device = _match(DEVICES, log.get("device"))
+    if device is None:
+        return None, f"GPU not known: {log.get('device')!r}"
+    tp = log.get("tp") or 1
+    if (log.get("pp") or 1) > 1:
+        return None, "pipeline parallel"
+    unsupported = sorted(
+        k
+        for k in flags
+        if flags[k]
+        and (k.startswith("speculative") or k in ("enable_expert_parallel", "decode_context_parallel_size", "enable_lora"))
+    )
+    if unsupported:
+        return None, f"kvcalc does not model {', '.join(unsupported)}"
+    memory = f"{logged['total_memory_gib']}GiB" if _number(logged.get("total_memory_gib")) else device[2]
+    case: dict[str, Any] = {
+        "name": log["name"],
+        "url": log["url"],
+        "group": log["group"],
+        "version": log.get("version"),
+        "device": log.get("device"),
+        "model": model[1],
+        "kind": model[2],
+        "tp": tp,
+    }
+    if device[1]:
+        case["gpu"] = device[1]
+    if memory:
+        case["memory"] = memory
+    case["memory_source"] = "logged total_memory" if _number(logged.get("total_memory_gib")) else device[3]
+    if isinstance(flags.get("max_model_len"), int):
+        case["seq"] = flags["max_model_len"]
+    if isinstance(flags.get("block_size"), int):
+        case["block_size"] = flags["block_size"]
+    if flags.get("quantization") == "fp8":  # online FP8: the layers fp8, the embeddings kept
+        fp8 = {"qwen3-30b-a3b": "models/qwen3-30b-a3b-fp8.yaml", "llama3.1-8b": "models/llama3.1-8b-fp8.yaml"}
+        if model[1] not in fp8:
+            return None, f"--quantization fp8 of {model[1]}: no fp8 model file for it"
+        case["model"] = fp8[model[1]]
+    if str(flags.get("kv_cache_dtype", "auto")).startswith("fp8"):
+        case["kv_dtype"] = "fp8"
+    engine: dict[str, Any] = {"name": "vllm"}
+    engine.update({k: flags[k] for k in FLAGS if _number(flags.get(k)) is not None or isinstance(flags.get(k), bool)})
+    desired = re.search(r"Desired GPU memory utilization is \(([0-9.]+),", log.get("raw") or "")
+    if "gpu_memory_utilization" not in engine and desired:  # vLLM's own line, when the command line was not published
+        engine["gpu_memory_utilization"] = float(desired.group(1))
+    if log.get("version") and re.match(r"v?\d+\.\d+", str(log["version"])):
+        engine["vllm_version"] = str(log["version"])
+    case["engine"] = engine
+    case["logged"] = {k: v for k, v in logged.items() if _number(v) is not None}
+    case["text_only"] = model[3]
+    notes = [n for n in (model[4], log.get("note") or "") if n]
+    if notes:
+        case["note"] = " ".join(notes)
+    return case, ""
+
+
+def main(argv: list[str]) -> int:
+    source = Path(argv[1]) if len(argv) > 1 else COLLECTED
+    collected = yaml.safe_load(source.read_text(encoding="utf-8"))
+    kept = (
+        {c["name"] + c["url"]: c for c in (yaml.safe_load(OUT.read_text(encoding="utf-8")) or {}).get("cases", [])}
+        if OUT.exists()
+        else {}
+    )
+    cases, unmapped = [], []
+    for log in collected:
+        case, why = convert(log)
+        if case is None:
+            unmapped.append({"name": log["name"], "url": log["url"], "group": log.get("group"), "reason": why})
+            continue
+        old = kept.get(case["name"] + case["url"], {})
+        if "miss" in old:  # a miss note is written by hand, after looking at the case
+            case["miss"] = old["miss"]
+        cases.append(case)
+    header = (
+        "# Published start-up logs kvcalc never fitted to (held out), generated by scripts/import_published_logs.py\n"
+        f"# from {source.name}: {len(cases)} replayable cases, {len(unmapped)} kept with the reason they are not.\n"
+    )
+    OUT.write_text(
+        header + yaml.safe_dump({"cases": cases, "unmapped": unmapped}, sort_keys=False, allow_unicode=True, width=200)
+    )
+    print(f"{len(cases)} cases, {len(unmapped)} unmapped -> {OUT.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv))
