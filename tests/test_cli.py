@@ -412,3 +412,28 @@ def test_an_empty_gpu_or_memory_is_refused_not_dropped(cli, command: list[str], 
     for empty in ("", " "):
         result = cli(*command, flag, empty)
         assert result.exit_code == 2 and message in result.stderr and result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", ["size", "fit", "decode", "compare", "measure", "check"])
+def test_help_keeps_every_option_name_whole_at_80_columns(command: str) -> None:
+    # issue 23 item 12: at 80 columns Typer's help cut names (--mamba-full-memory-rat…) and ran to 249 lines
+    import os
+    import subprocess
+    import sys
+
+    from kvcalc.cli import built_command
+
+    env = {**os.environ, "COLUMNS": "80", "TERMINAL_WIDTH": "80"}
+    shown = subprocess.run([sys.executable, "-m", "kvcalc", command, "--help"], env=env, capture_output=True, text=True)
+    assert shown.returncode == 0 and "…" not in shown.stdout
+    words = set(shown.stdout.replace(",", " ").replace("│", " ").split())
+    names = [name for param in built_command(command).params for name in (*param.opts, *param.secondary_opts)]
+    assert names and all(name in words for name in names), [name for name in names if name not in words]
+
+
+def test_help_groups_engine_options_in_panels(cli) -> None:
+    text = cli.help("fit")
+    for panel in ("Model and workload", "GPU and budget", "vLLM (--engine vllm)", "SGLang (--engine sglang)",
+                  "llama.cpp (--engine llamacpp)", "TensorRT-LLM (--engine trtllm)", "Output"):  # fmt: skip
+        assert panel in text
+    assert text.index("vLLM (--engine vllm)") < text.index("--max-num-seqs vllm: requests at once") < text.index("SGLang (")

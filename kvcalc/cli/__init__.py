@@ -90,7 +90,12 @@ class _PlainSwitches:
 
 
 class KvcalcCommand(_PlainSwitches, TyperCommand):
-    """A kvcalc command: its switches print without a placeholder."""
+    """A kvcalc command: its options in panels, every name whole (kvcalc.cli.help)."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        from kvcalc.cli import help as command_help
+
+        command_help.render(self, ctx)
 
 
 class KvcalcGroup(_PlainSwitches, TyperGroup):

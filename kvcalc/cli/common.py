@@ -173,7 +173,7 @@ KvDtypeOpt = Annotated[
     str | None,
     typer.Option(
         "--kv-dtype",
-        help=f"KV-cache dtype (default: the model's): {', '.join(d.value for d in DType)}.",
+        help=f"KV-cache dtype (default: the model's): {', '.join(dtype_names())}.",
         autocompletion=choices(dtype_names),
     ),
 ]
