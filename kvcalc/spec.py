@@ -541,7 +541,7 @@ class Engine(Strict):
     ubatch: Tokens | None = None  # llama.cpp -ub (default 512)
     kv_unified: bool | None = None  # llama.cpp --kv-unified (default false)
     flash_attn: bool | None = None  # llama.cpp -fa (default on where supported)
-    n_rs_seq: Annotated[int, Number, Field(ge=0, le=4096)] | None = None  # llama.cpp: recurrent-state snapshots per sequence (0)
+    n_rs_seq: Annotated[int, Field(ge=0, le=4096), Number] | None = None  # llama.cpp: recurrent-state snapshots per sequence (0)
     max_num_batched_tokens: Tokens | None = None  # vLLM (default 8192, 2048 below 70 GiB or on an A100)
     max_num_seqs: Count | None = None  # vLLM (default 1024, 256 below 70 GiB or on an A100)
     gpu_memory_utilization: Fraction | None = None  # vLLM: share of total memory (default 0.9)

@@ -249,7 +249,7 @@ def test_pp_explain_states_the_stage_rule(cli) -> None:
     "model, origin",
     [
         ("llama3-8b", "model llama3-8b: meta-llama/Meta-Llama-3-8B config.json (32 layers"),
-        (f"{FIXTURES}/hf/llama3-8b-config.json", f"model hf: config.json at {FIXTURES}/hf/llama3-8b-config.json"),
+        (f"{FIXTURES}/hf/llama3-8b-config.json", f"model llama3-8b: config.json at {FIXTURES}/hf/llama3-8b-config.json"),
         (
             f"{FIXTURES}/gguf/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf",
             f"model Meta-Llama-3.1-8B-Instruct-Q4_K_M: GGUF v3 file {FIXTURES}/gguf/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf",
