@@ -370,3 +370,18 @@ def test_llamacpp_keeps_recurrent_snapshots_for_speculative_rollback(cli) -> Non
     assert rollback["state_bytes_per_batch"] == 2 * 24 * 4 * 4_317_184
     bad = cli("size", "--model", "nemotron-h-8b", "--seq", "8", "--engine", "vllm", "--n-rs-seq", "2")
     assert bad.exit_code == 2 and "--n-rs-seq applies to --engine llamacpp, not vllm" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    "model, engine, named",
+    [
+        ("nemotron-h-8b", "hf", "use llamacpp, sglang, textbook or vllm"),  # SGLang's Mamba pool holds mamba2 layers
+        ("nemotron-h-8b", "trtllm", "use llamacpp, sglang, textbook or vllm"),
+        ("jamba-1.5-mini", "hf", "use llamacpp, textbook or vllm"),  # mamba1: not SGLang's
+        ("jamba-1.5-mini", "sglang", "use llamacpp, textbook or vllm"),
+    ],
+)
+def test_a_refusal_names_the_engines_that_model_the_layers(cli, model: str, engine: str, named: str) -> None:
+    # issue 23 item 13: the refusal for hybrids named textbook, vllm or llamacpp, never SGLang, which models mamba2
+    result = cli("fit", "--model", model, "--gpu", "h100-sxm", "--engine", engine)
+    assert result.exit_code == 2 and named in result.stderr

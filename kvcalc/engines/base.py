@@ -11,10 +11,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from kvcalc.base import Frozen
 from kvcalc.decode_profiles import CUDA_GRAPHS, DecodeProfile
+from kvcalc.errors import InvalidInput
 from kvcalc.spec import Engine, GpuSpec, Interconnect, ModelSpec, Workload
 from kvcalc.units import DType, GiB, format_bytes
 
@@ -168,8 +169,26 @@ class StatePages(Frozen):
     log: list[EngineLogLine] = []
 
 
+_ENGINES: list[type[EngineProfile]] = []  # every engine's profile, in the order its module defines it
+
+
 class EngineProfile(ABC):
     """How one engine allocates the KV cache. Methods take the workload; its `engine` holds the options."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _ENGINES.append(cls)  # kvcalc.engines imports every engine module, so each one is here when asked
+
+    def unmodelled_layers(self, model: ModelSpec) -> str | None:
+        """Why kvcalc does not model this engine's cache for the model's kinds of layer (default: it does)."""
+        return None
+
+    def refuse_unmodelled_layers(self, model: ModelSpec) -> None:
+        """Refuse a model whose layers kvcalc does not model for this engine, naming the engines that it does."""
+        why = self.unmodelled_layers(model)
+        if why is not None:
+            others = [cls.name for cls in _ENGINES if cls.name != self.name and cls().unmodelled_layers(model) is None]
+            raise InvalidInput(f"--engine {self.name}: {why}; use {', '.join(others[:-1])} or {others[-1]}")
 
     name: ClassVar[str]  # the --engine name
     label: ClassVar[str]  # how the engine calls itself in its logs and docs

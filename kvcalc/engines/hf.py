@@ -46,18 +46,17 @@ class Transformers(EngineProfile):
             raise InvalidInput(
                 f"transformers' QuantizedCache (fp8) is only supported for models with only full attention layers; {model.name} has sliding ones"
             )
-        if "chunked" in model.attention_kinds():
-            raise InvalidInput(
-                "--engine hf: kvcalc does not model transformers' chunked-attention cache; use textbook, vllm or llamacpp"
-            )
-        if any(model.state_kinds()):
-            raise InvalidInput(
-                "--engine hf: kvcalc does not model transformers' recurrent caches (their conv state keeps the whole kernel);"
-                " use textbook, vllm or llamacpp"
-            )
+        self.refuse_unmodelled_layers(model)
         max_cache_len = workload.engine.max_cache_len
         if max_cache_len is not None and workload.seq > max_cache_len:
             raise InvalidInput(f"--seq {workload.seq} exceeds the StaticCache's --max-cache-len {max_cache_len}")
+
+    def unmodelled_layers(self, model: ModelSpec) -> str | None:
+        if "chunked" in model.attention_kinds():
+            return "kvcalc does not model transformers' chunked-attention cache"
+        if any(model.state_kinds()):
+            return "kvcalc does not model transformers' recurrent caches (their conv state keeps the whole kernel)"
+        return None
 
     def fixed_bytes(self, model: ModelSpec, workload: Workload, dtype: DType) -> int:
         """The fp8 QuantizedCache keeps one fp32 scale for K and one for V in every layer."""

@@ -138,14 +138,19 @@ class SGLang(EngineProfile):
         held = min(seq, window) if window and self._swa_pools(workload) else seq
         return cdiv(held, page) * page
 
-    def check_supported(self, model: ModelSpec, workload: Workload, dtype: DType) -> None:
+    def unmodelled_layers(self, model: ModelSpec) -> str | None:
         kinds = {kind for kind in model.state_kinds() if kind is not None}
         if kinds - SGLANG_STATE_KINDS or "chunked" in model.attention_kinds():
             what = ", ".join(sorted(kinds - SGLANG_STATE_KINDS)) or "chunked-attention"
-            raise InvalidInput(
-                f"--engine sglang: kvcalc models SGLang's Mamba pool for mamba2, gated_deltanet and short_conv layers,"
-                f" not {model.name}'s {what} layers; use textbook, vllm or llamacpp"
+            return (
+                f"kvcalc models SGLang's Mamba pool for {', '.join(sorted(SGLANG_STATE_KINDS))} layers,"
+                f" not {model.name}'s {what} layers"
             )
+        return None
+
+    def check_supported(self, model: ModelSpec, workload: Workload, dtype: DType) -> None:
+        self.refuse_unmodelled_layers(model)
+        kinds = {kind for kind in model.state_kinds() if kind is not None}
         if kinds and workload.pp > 1:
             raise InvalidInput(
                 "--engine sglang: kvcalc does not model how SGLang splits a hybrid model's Mamba pool over --pp stages"

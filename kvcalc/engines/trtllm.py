@@ -65,12 +65,13 @@ class TensorRtLlm(EngineProfile):
         block = self.block_size(workload)
         return cdiv(min(seq, window) if window else seq, block) * block
 
-    def check_supported(self, model: ModelSpec, workload: Workload, dtype: DType) -> None:
+    def unmodelled_layers(self, model: ModelSpec) -> str | None:
         if any(model.state_kinds()) or "chunked" in model.attention_kinds():
-            raise InvalidInput(
-                f"--engine trtllm: kvcalc does not model TensorRT-LLM's pools for state or chunked-attention layers ({model.name});"
-                " use textbook, vllm or llamacpp"
-            )
+            return f"kvcalc does not model TensorRT-LLM's pools for state or chunked-attention layers ({model.name})"
+        return None
+
+    def check_supported(self, model: ModelSpec, workload: Workload, dtype: DType) -> None:
+        self.refuse_unmodelled_layers(model)
         k_type, v_type = cache_dtypes(model, workload)
         if k_type != v_type:
             raise InvalidInput("--engine trtllm keeps K and V in one cache dtype: give --kv-dtype, not --k-dtype / --v-dtype")
