@@ -140,6 +140,10 @@ MambaSsmCacheDtypeOpt = Annotated[
     ),
 ]
 
+DisableCudaGraphOpt = Annotated[
+    bool | None,
+    typer.Option("--disable-cuda-graph", help="sglang: no CUDA graphs: decode launches every kernel from Python (slower steps)."),
+]
 MambaSsmDtypeOpt = Annotated[
     str | None,
     typer.Option("--mamba-ssm-dtype", help="sglang: hybrid models' SSM (recurrent) state dtype: fp32 (its default), fp16, bf16."),
@@ -207,6 +211,7 @@ ENGINE_OPTION_TYPES: dict[str, Any] = {  # every engine option (spec.ENGINE_OPTI
     "swa_full_tokens_ratio": SwaFullTokensRatioOpt,
     "max_running_requests": MaxRunningRequestsOpt,
     "mamba_ssm_dtype": MambaSsmDtypeOpt,
+    "disable_cuda_graph": DisableCudaGraphOpt,
     "mamba_full_memory_ratio": MambaFullMemoryRatioOpt,
     "free_gpu_memory_fraction": FreeGpuMemoryFractionOpt,
     "tokens_per_block": TokensPerBlockOpt,
@@ -240,7 +245,7 @@ def with_engine_options(*names: str) -> Callable[[F], F]:
         @functools.wraps(command)
         def wrapper(**kwargs: Any) -> Any:
             given = {name: kwargs.pop(name) for name in options}
-            return command(**kwargs, engine_options={k: v for k, v in given.items() if v is not None})
+            return command(**kwargs, engine_options={k: v for k, v in given.items() if v is not None and v is not False})
 
         wrapper.__signature__ = signature.replace(parameters=expanded)  # type: ignore[attr-defined]
         wrapper.__annotations__ = {p.name: p.annotation for p in expanded} | {"return": signature.return_annotation}

@@ -11,15 +11,29 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from decimal import Decimal
+import re
 from typing import ClassVar, Literal
 
 from kvcalc.base import Frozen
-from kvcalc.decode_profiles import CUDA_GRAPHS, DecodeProfile
+from kvcalc.decode_profiles import DecodeProfile, profile_for
+from kvcalc.errors import InvalidInput
 from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload
 from kvcalc.units import DType, GiB, format_bytes
 
 MlaStorage = Literal["k_only", "k_and_v", "decompressed"]
 ContextLimit = Literal["max_positions", "max_cache_len", "max_seq_len", "unbounded"]
+
+
+def parse_engine_version(text: str) -> tuple[int, ...]:
+    """An engine's version as it logs it, to compare releases: the first MAJOR.MINOR[.PATCH] in the text.
+
+    >>> parse_engine_version("0.20.2rc1"), parse_engine_version("0.11.0+cu128"), parse_engine_version("v0.5.3.post3")
+    ((0, 20, 2), (0, 11, 0), (0, 5, 3))
+    """
+    found = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    if found is None:
+        raise InvalidInput(f"version {text!r}: write it as the engine logs it, MAJOR.MINOR[.PATCH] (0.11.0, 0.20.2rc1)")
+    return tuple(int(part) for part in found.groups() if part is not None)
 
 
 def cdiv(a: int, b: int) -> int:
@@ -323,8 +337,7 @@ class EngineProfile(ABC):
         of the busiest pipeline stage (default: nothing)."""
         return []
 
-    def decode_profile(self, gpu: GpuSpec) -> DecodeProfile:
-        """The calibrated terms of this engine's expected decode time on `gpu` (default: the
-        compiled-CUDA profile that vLLM, SGLang, TensorRT-LLM and other CUDA-graph engines share;
-        calibrated on CUDA only, so on other backends a guess)."""
-        return CUDA_GRAPHS
+    def decode_profile(self, gpu: GpuSpec, engine: Engine | None = None) -> DecodeProfile:
+        """How this engine decodes on `gpu` with the options in `engine`: its launch mode, its key for
+        the fixed cost per step, its kernels (default: graph-captured fused kernels, as TensorRT-LLM)."""
+        return profile_for(self.name, backend=gpu.backend)

@@ -34,7 +34,8 @@ from kvcalc.engines.base import (
     weights_term,
 )
 from kvcalc.errors import InvalidInput
-from kvcalc.spec import Engine, ModelSpec, Workload, cache_dtypes
+from kvcalc.decode_profiles import DecodeProfile, profile_for
+from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload, cache_dtypes
 from kvcalc.units import DType, GiB, MiB, format_bytes
 
 VLLM_VERSION = "0.19.0"  # the release whose start-up logs calibrate the budget
@@ -348,6 +349,12 @@ class Vllm(EngineProfile):
             stage=stage.stage,
             engine=engine,
         )
+
+    def decode_profile(self, gpu: GpuSpec, engine: Engine | None = None) -> DecodeProfile:
+        """--enforce-eager launches every kernel from Python (no CUDA graphs); the release sets the
+        fixed cost per step (V1, the default from 0.8, schedules outside the model's process)."""
+        options = engine or Engine(name="vllm")
+        return profile_for("vllm", _version(options.vllm_version), options.enforce_eager, gpu.backend)
 
     def rules(self, model: ModelSpec, workload: Workload) -> list[str]:
         batched = workload.engine.max_num_batched_tokens or VLLM_MAX_NUM_BATCHED_TOKENS
