@@ -25,9 +25,9 @@ if str(ROOT) not in sys.path:
 from kvcalc import latency, presets  # noqa: E402
 from kvcalc.decode_profiles import COMPUTE_EFFICIENCY, profile_for  # noqa: E402
 from kvcalc.engines.base import parse_engine_version  # noqa: E402
-from kvcalc.spec import Engine, StoredWeights, Workload  # noqa: E402
+from kvcalc.spec import StoredWeights, Workload  # noqa: E402
 from kvcalc.units import DType  # noqa: E402
-from kvcalc.weights import WeightFormat, require_params  # noqa: E402
+from kvcalc.weights import WeightFormat, require_params, weight_bytes  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "fixtures" / "decode_calibration.json"
 COLLECTED = Path("/work/collect/decode_published.json")
@@ -79,8 +79,8 @@ MODELS: list[tuple[str, str]] = [
     (r"llama-2-70b", "llama2-70b"),
     (r"llama-3-8b\b|^llama-3-8b", "llama3-8b"),
     (r"(llama-3\.1-8b|llama3\.1:8b|distill-llama-8b|hermes-3-llama-3\.1-8b|tulu-3-8b)", "llama3.1-8b"),
-    (r"llama-3\.1-70b", "llama3.1-70b"),
-    (r"llama-3\.1-405b", "llama3.1-405b"),
+    (r"llama[- ]3\.1[- ]70b", "llama3.1-70b"),
+    (r"llama[- ]3\.1[- ]405b", "llama3.1-405b"),
     (r"llama-3\.2-1b|llama3\.2:1b", "llama3.2-1b"),
     (r"llama-3\.2-3b|llama3\.2:3b", "llama3.2-3b"),
     (r"mixtral-8x7b|mixtral 46\.7b", "mixtral-8x7b"),
@@ -110,7 +110,12 @@ FORMATS: list[tuple[str, DType | None, str, float | None]] = [
     (r"^fp32$", DType.fp32, "16-bit", None),
     (r"^fp8", DType.fp8, "fp8", None),
     (r"^(gptq-int8|int8-weight-only.*|exl2-8bit|ct2-int8|bnb-int8)$", DType.int8, "int8", None),
-    (r"^(awq-int4|gptq-int4|exl2-4bit|bnb-int4|mlc-q4f16_1|int4-weight-only.*|int4 \(unspecified\)|mlx-4bit)$", DType.int4, "int4", None),
+    (
+        r"^(awq-int4|gptq-int4|exl2-4bit|bnb-int4|mlc-q4f16_1|int4-weight-only.*|int4 \(unspecified\)|mlx-4bit)$",
+        DType.int4,
+        "int4",
+        None,
+    ),
     (r"^(nvfp4|mxfp4)", DType.mxfp4, "fp4", None),
     # llama.cpp: bits per weight of the whole file (tools/quantize/quantize.cpp's table: Q4_0 4.34G,
     # Q4_K_M 4.58G, Q8_0 7.96G for Llama-3-8B's 8.03B parameters)
@@ -153,7 +158,7 @@ def _context(row: dict[str, Any]) -> int:
 
 def _includes_prefill(row: dict[str, Any]) -> bool:
     text = f"{row.get('note', '')} {row.get('derived', '')} {row.get('metric_as_published', '')}".lower()
-    return "includes prefill" in text or "end-to-end" in text or "total generate" in text
+    return any(words in text for words in ("includes prefill", "may include prefill", "end-to-end", "total generate"))
 
 
 def convert(index: int, row: dict[str, Any]) -> dict[str, Any]:
@@ -177,7 +182,11 @@ def convert(index: int, row: dict[str, Any]) -> dict[str, Any]:
     }
     reason = _exclusion(row)
     gpu_row = _gpu(row["gpu_name"])
-    model_row = _match(MODELS, row["model"].split("/")[-1] if "deepseek-ai" not in row["model"] else row["model"])
+    bare = re.sub(r"\(.*?\)", "", row["model"])  # "Llama 3.1 405B (amd/Llama-3.1-70B-...)": the 405B
+    model_row = next(
+        (m for text in (bare, row["model"]) if (m := _match(MODELS, text if "deepseek-ai" in text else text.split("/")[-1]))),
+        None,
+    )
     fmt_row = _match(FORMATS, row.get("weight_format") or "")
     if reason is None and (gpu_row is None or gpu_row[0] is None):
         reason = f"no kvcalc GPU preset for {row['gpu_name']!r}" if gpu_row is None else "A100 variant (40 or 80 GB) not stated"
@@ -190,7 +199,8 @@ def convert(index: int, row: dict[str, Any]) -> dict[str, Any]:
     assert gpu_row is not None and model_row is not None and fmt_row is not None
     gpu_preset, interconnect = gpu_row
     dtype, klass, bpw = fmt_row
-    return {**case, **measure_case(model_row[0], gpu_preset, interconnect, dtype, klass, bpw, row)}
+    measured = measure_case(model_row[0], gpu_preset, interconnect, dtype, klass, bpw, row)
+    return {**case, **measured} if "excluded_because" in measured else {**case, **measured}
 
 
 def _exclusion(row: dict[str, Any]) -> str | None:
@@ -220,10 +230,16 @@ def measure_case(
         )  # fmt: skip
         source = f"params x {bpw} bits (llama.cpp's size for the quant type)"
     elif dtype is None:
-        fmt, source = WeightFormat(dtype=model.dtype, embeddings=model.dtype, experts=model.dtype), f"params x {model.dtype.value}"
+        fmt, source = (
+            WeightFormat(dtype=model.dtype, embeddings=model.dtype, experts=model.dtype),
+            f"params x {model.dtype.value}",
+        )
     else:
         fmt = WeightFormat(dtype=dtype, embeddings=DType.bf16, experts=dtype)
         source = f"params x {dtype.value}, embeddings and LM head 16-bit"
+    stored = -(-weight_bytes(params, fmt) // tp)
+    if stored > gpu.memory_bytes:
+        return {"excluded_because": f"weights {stored / 2**30:.1f} GiB per GPU exceed the {gpu.name}'s memory: partly offloaded"}
     context = _context(row)
     work = Workload(seq=context, batch=1, tp=tp)
     step = latency.decode(model, work, gpu, fmt)
@@ -243,6 +259,7 @@ def measure_case(
         "kv_read_bytes": step.expected.bytes_moved - step.expected.weights_read_bytes,
         "avg_context": context,
         "layers": model.layers,
+        "experts": model.moe.experts if model.moe else 0,
         "hidden": model.hidden or 0,
         "prefill_seconds_per_token": prefill,
         **_profile(row, gpu.backend),
@@ -283,10 +300,33 @@ def legacy_case(case: dict[str, Any]) -> dict[str, Any]:
         "format_class": LEGACY_CLASSES.get(case["format_class"], case["format_class"]),
         "moe": "mixtral" in case["model"].lower(), "weights_read_bytes": case["weights_read_bytes"],
         "weights_bytes_source": case["weights_bytes_source"], "kv_read_bytes": case["kv_bytes_per_token"] * case["avg_context"],
-        "avg_context": case["avg_context"], "layers": case["layers"], "hidden": 0, "prefill_seconds_per_token": 0.0,
+        "avg_context": case["avg_context"], "layers": case["layers"], "hidden": 0,
+        "experts": 8 if "mixtral" in case["model"].lower() else 0, "prefill_seconds_per_token": 0.0,
         **_profile(row, gpu.backend),
         **({"excluded_because": case["excluded_because"]} if case.get("excluded_because") else {}),
     }  # fmt: skip
+
+
+SPREAD = 1.5  # the same run reported this many times slower elsewhere in one source: not the same setup
+
+
+def exclude_inconsistent(cases: list[dict[str, Any]]) -> None:
+    """Within one source, the same engine, model, format, GPU and prompt measured more than SPREAD times
+    slower than its fastest report (community submissions that offloaded layers or shared the GPU):
+    excluded, with the reason."""
+    fastest: dict[tuple[Any, ...], float] = {}
+    key = ("group", "engine", "preset", "weight_format", "gpu", "tp", "avg_context")
+    for case in cases:
+        if not case.get("excluded_because"):
+            k = tuple(case.get(f) for f in key)
+            fastest[k] = max(fastest.get(k, 0.0), case["tokens_per_s"])
+    for case in cases:
+        best = fastest.get(tuple(case.get(f) for f in key))
+        if not case.get("excluded_because") and best and case["tokens_per_s"] * SPREAD < best:
+            case["excluded_because"] = (
+                f"{case['tokens_per_s']:g} tok/s, more than {SPREAD}x below {best:g} for the same model, format and GPU"
+                " in the same source: not the same setup (layers offloaded or the GPU shared)"
+            )
 
 
 def main() -> int:
@@ -299,6 +339,7 @@ def main() -> int:
     rows = json.loads(source.read_text(encoding="utf-8"))
     start = max(c["id"] for c in kept) + 1
     cases = kept + [convert(start + i, row) for i, row in enumerate(rows)]
+    exclude_inconsistent(cases)
     FIXTURE.write_text(json.dumps(cases, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     used = sum(1 for c in cases if not c.get("excluded_because"))
     print(f"{len(cases)} cases ({len(rows)} collected), {used} in scope")

@@ -1,7 +1,7 @@
 """What engines really reach when they decode: the terms of the expected-time model and which
 engine, version, options and weight format select them. Pure data and lookups.
 
-    t_token = (W_read / (BW * gpu_efficiency * kernel_efficiency) + KV_read / (BW * gpu_efficiency))
+    t_token = (W_read / (BW * gpu_efficiency * kernel_efficiency) + KV_read / (BW * gpu_efficiency * attention_efficiency))
               + step_cost[mode] + step_cost[engine and version] + layers * layer_cost[mode]
               + (tp > 1) * 2 * layers * (all_reduce_latency[link] + all_reduce_bytes / link_bandwidth)
 
@@ -24,7 +24,7 @@ Mode = Literal[
     "graphs", "eager", "transformers", "llamacpp-cuda", "llamacpp-cuda-legacy", "llamacpp-metal", "llamacpp-rocm-vulkan", "mlx"
 ]  # fmt: skip
 Kernels = Literal["fused", "torch", "transformers", "llamacpp", "mlx"]
-ProfileName = str  # "<engine key> <mode>", e.g. "vllm-v1 graphs"
+ProfileName = str  # "<engine key> <mode>", e.g. "vllm-v1 graphs", or the mode alone when it names the engine ("llamacpp-metal")
 
 # Share of the dense peak FLOP/s a compute-bound step reaches. Not calibrated: every case is batch 1
 # and memory-bound. An assumption: large bf16 GEMMs reach 70-80% of the dense peak in cuBLAS/CUTLASS,
@@ -45,6 +45,7 @@ class DecodeProfile(Frozen):
 
     name: ProfileName
     mode: Mode
+    engine: str  # the engine whose own kernels may differ from its family's (kernel efficiency by engine x format)
     engine_key: str
     kernels: Kernels
     label: str
@@ -114,9 +115,20 @@ def profile_for(
         )  # type: ignore[assignment]
         key = "llamacpp"
     else:
-        mode = "mlx" if kernels == "mlx" else "transformers" if kernels == "transformers" else "graphs" if graphs and not eager else "eager"
+        mode = (
+            "mlx"
+            if kernels == "mlx"
+            else "transformers"
+            if kernels == "transformers"
+            else "graphs"
+            if graphs and not eager
+            else "eager"
+        )
         key = engine_key("transformers" if engine == "hf" else engine, version)
-    return DecodeProfile(name=f"{key} {mode}", mode=mode, engine_key=key, kernels=kernels, label=MODE_LABELS[mode])
+    return DecodeProfile(
+        name=mode if mode.startswith(key) else f"{key} {mode}", mode=mode, engine="transformers" if engine == "hf" else engine, engine_key=key,
+        kernels=kernels, label=MODE_LABELS[mode],
+    )  # fmt: skip
 
 
 _FORMAT_CLASSES: dict[DType, FormatClass] = {
@@ -160,8 +172,9 @@ def stored_format_class(bits_per_weight: float) -> FormatClass:
     return "ggml-2to3bit"
 
 
-def kernel_key(kernels: Kernels, klass: FormatClass, moe: bool) -> str:
-    """The key of a kernel efficiency: kernels x format class x dense/MoE, e.g. 'fused int4 moe'."""
+def kernel_key(kernels: str, klass: FormatClass, moe: bool) -> str:
+    """The key of a kernel efficiency: kernels (a family, or one engine's) x format class x dense/MoE,
+    e.g. 'fused int4 moe', 'sglang int4 moe'."""
     return f"{kernels} {klass}{' moe' if moe else ''}"
 
 
@@ -172,6 +185,8 @@ class Terms(Frozen):
     gpu_source: str
     kernel_efficiency: float  # share of the GPU's streaming rate the weights' kernels reach
     kernel_source: str
+    attention_efficiency: float  # share of the GPU's streaming rate the engine's attention reads the KV at
+    attention_source: str
     step_seconds: float  # fixed cost per step: the mode's plus the engine and version's own
     step_source: str
     layer_seconds: float  # cost per layer of the mode
@@ -187,15 +202,22 @@ def _source(name: str) -> str:
 def terms(profile: DecodeProfile, klass: FormatClass, moe: bool, gpu: str, link: str | None) -> Terms:
     """The fitted terms for a step of `profile` on `gpu` with weights of class `klass`: a kernel with no
     case of its own takes its format class's efficiency; a GPU with no case streams as the typical GPU."""
-    key = kernel_key(profile.kernels, klass, moe)
-    inverse = decode_fit.FORMAT_INVERSE.get(klass, decode_fit.PRIOR_FORMAT_INVERSE) + decode_fit.KERNEL_INVERSE.get(key, 0.0)
+    key, own = kernel_key(profile.kernels, klass, moe), kernel_key(profile.engine, klass, moe)
+    inverse = (
+        decode_fit.FORMAT_INVERSE.get(klass, decode_fit.PRIOR_FORMAT_INVERSE)
+        + decode_fit.KERNEL_INVERSE.get(key, 0.0)
+        + decode_fit.ENGINE_KERNEL_INVERSE.get(own, 0.0)
+    )
     step_key, engine_step = f"step {profile.mode}", f"engine {profile.engine_key}"
     return Terms(
         gpu_efficiency=1 / decode_fit.GPU_INVERSE.get(gpu, 1.0),
         gpu_source=_source(f"gpu {gpu}") if gpu in decode_fit.GPU_INVERSE else "no case on this GPU: a typical GPU's rate",
         kernel_efficiency=1 / inverse,
         kernel_source=f"format {klass}: {_source(f'format {klass}')}"
-        + (f"; {key}: {_source(f'kernel {key}')}" if key in decode_fit.KERNEL_INVERSE else ""),
+        + (f"; {key}: {_source(f'kernel {key}')}" if key in decode_fit.KERNEL_INVERSE else "")
+        + (f"; {own}: {_source(f'own {own}')}" if own in decode_fit.ENGINE_KERNEL_INVERSE else ""),
+        attention_efficiency=1 / decode_fit.ATTENTION_INVERSE.get(profile.engine_key, 1.0),
+        attention_source=f"{profile.engine_key}: {_source(f'attention {profile.engine_key}')}",
         step_seconds=decode_fit.MODE_STEP_S.get(profile.mode, 0.0) + decode_fit.ENGINE_STEP_S.get(profile.engine_key, 0.0),
         step_source=f"{profile.mode}: {_source(step_key)}; {profile.engine_key}: {_source(engine_step)}",
         layer_seconds=decode_fit.MODE_LAYER_S.get(profile.mode, 0.0),
@@ -225,4 +247,6 @@ def band(engine: str, klass: FormatClass) -> Band:
     all_low, all_high, _ = decode_fit.BANDS["all"]
     if n >= MIN_BAND_CASES:
         return Band(low=low, high=high, cases=n, group=group, widened=False)
-    return Band(low=min(low, all_low) if n else all_low, high=max(high, all_high) if n else all_high, cases=n, group=group, widened=True)
+    return Band(
+        low=min(low, all_low) if n else all_low, high=max(high, all_high) if n else all_high, cases=n, group=group, widened=True
+    )

@@ -115,6 +115,8 @@ class ExpectedStep(Frozen):
     gpu_efficiency_source: str
     kernel_efficiency: float  # share of the GPU's streaming rate the weights' kernels reach
     kernel_efficiency_source: str
+    attention_efficiency: float  # share of the GPU's streaming rate the engine's attention reads the KV at
+    attention_efficiency_source: str
     compute_efficiency: float  # share of peak FLOP/s
     step_seconds: float  # fixed cost per step (scheduling, sampling, Python): the mode's plus the engine's
     step_source: str
@@ -127,7 +129,7 @@ class ExpectedStep(Frozen):
     all_reduce_latency_seconds: float  # one all-reduce's latency over the link
     all_reduce_bytes: int  # one all-reduce's bytes over each rank's link
     tp_comm_seconds: float  # 2 all-reduces per layer * layers * (latency + bytes / link bandwidth)
-    memory_seconds: float  # weights / (bandwidth * efficiency) + KV / (bandwidth * gpu_efficiency)
+    memory_seconds: float  # weights / (bandwidth * efficiency) + KV / (bandwidth * gpu_efficiency * attention_efficiency)
     compute_seconds: float  # FLOPs / (peak * compute_efficiency)
     overhead_seconds: float  # overhead per layer * layers
     seconds: float  # max(roofline, max(memory, compute) + step + overhead + tp_comm)
@@ -138,15 +140,15 @@ class ExpectedStep(Frozen):
 
 def expected_seconds(
     weights_bytes: int, kv_bytes: int, flops: int, bandwidth: float, peak_flops: float, efficiency: float,
-    gpu_efficiency: float, compute_efficiency: float, fixed_seconds: float,
+    kv_efficiency: float, compute_efficiency: float, fixed_seconds: float,
 ) -> tuple[float, float, float]:  # fmt: skip
     """(memory, compute, total) seconds of a step: max(weights / (bandwidth * efficiency) + KV /
-    (bandwidth * gpu_efficiency), FLOPs / (peak * compute_efficiency)) + the fixed costs.
+    (bandwidth * kv_efficiency), FLOPs / (peak * compute_efficiency)) + the fixed costs.
 
     >>> expected_seconds(10**9, 0, 2 * 10**9, 1e12, 1e14, 0.5, 0.5, 0.5, 1e-3)
     (0.002, 4e-05, 0.003)
     """
-    memory_s = weights_bytes / (bandwidth * efficiency) + kv_bytes / (bandwidth * gpu_efficiency)
+    memory_s = weights_bytes / (bandwidth * efficiency) + kv_bytes / (bandwidth * kv_efficiency)
     compute_s = flops / (peak_flops * compute_efficiency)
     return memory_s, compute_s, max(memory_s, compute_s) + fixed_seconds
 
@@ -192,11 +194,11 @@ def _expected(
     fitted = terms(profile, klass, model.moe is not None, gpu.name, link)
     # --efficiency replaces both shares; a calibrated GPU file's measured streaming rate replaces the GPU's and the kernels'
     if efficiency is not None:
-        gpu_eff, kernel_eff = efficiency, 1.0
+        gpu_eff, kernel_eff, attention_eff = efficiency, 1.0, 1.0
     elif gpu.decode_efficiency is not None:
-        gpu_eff, kernel_eff = gpu.decode_efficiency, 1.0
+        gpu_eff, kernel_eff, attention_eff = gpu.decode_efficiency, 1.0, 1.0
     else:
-        gpu_eff, kernel_eff = fitted.gpu_efficiency, fitted.kernel_efficiency
+        gpu_eff, kernel_eff, attention_eff = fitted.gpu_efficiency, fitted.kernel_efficiency, fitted.attention_efficiency
     eff = gpu_eff * kernel_eff
     compute_eff = COMPUTE_EFFICIENCY if efficiency is None else efficiency
     if overhead is not None:
@@ -212,7 +214,7 @@ def _expected(
     comm = tp_comm_seconds(model.layers, fitted.all_reduce_seconds, reduce_bytes, link)
     fixed = fitted.step_seconds + per_layer * model.layers + comm
     memory_s, compute_s, total = expected_seconds(
-        weights, kv_read, flops, gpu.bandwidth_bytes_per_s, peak, eff, gpu_eff, compute_eff, fixed
+        weights, kv_read, flops, gpu.bandwidth_bytes_per_s, peak, eff, gpu_eff * attention_eff, compute_eff, fixed
     )
     seconds = max(total, line.seconds)
     overridden: list[Literal["efficiency", "overhead"]] = [
@@ -231,6 +233,8 @@ def _expected(
         gpu_efficiency_source=fitted.gpu_source,
         kernel_efficiency=kernel_eff,
         kernel_efficiency_source=fitted.kernel_source,
+        attention_efficiency=attention_eff,
+        attention_efficiency_source=fitted.attention_source,
         compute_efficiency=compute_eff,
         step_seconds=fitted.step_seconds,
         step_source=fitted.step_source,
@@ -270,8 +274,9 @@ def _expected(
         + f"; {CALIBRATION}",
         f"expected weights read = {how} = {weights:,} B; KV (and state) {kv_read:,} B",
         f"efficiency = {eff:.3g} = {set_by}",
-        f"expected t_memory = weights / (bandwidth * {eff:.3g}) + KV / (bandwidth * {gpu_eff:.3g})"
-        f" = {weights:,} / {gpu.bandwidth_bytes_per_s * eff:.4g} + {kv_read:,} / {gpu.bandwidth_bytes_per_s * gpu_eff:.4g}"
+        f"KV efficiency = gpu {gpu_eff:.3g} * attention {attention_eff:.3g} ({fitted.attention_source})",
+        f"expected t_memory = weights / (bandwidth * {eff:.3g}) + KV / (bandwidth * {gpu_eff * attention_eff:.3g})"
+        f" = {weights:,} / {gpu.bandwidth_bytes_per_s * eff:.4g} + {kv_read:,} / {gpu.bandwidth_bytes_per_s * gpu_eff * attention_eff:.4g}"
         f" = {format_seconds(memory_s)}",
         f"expected t_compute = FLOPs / (peak * {compute_eff:g}) = {flops:,} / {peak * compute_eff:.4g} = {format_seconds(compute_s)}",
         f"fixed cost per step = {format_seconds(fitted.step_seconds)} ({fitted.step_source})",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
@@ -456,9 +457,9 @@ def _power_of_two(value: int) -> int:
 
 
 def _version(value: str) -> str:
-    parts = value.split(".")
-    if not 2 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
-        raise ValueError(f"write a version as MAJOR.MINOR or MAJOR.MINOR.PATCH (0.19, 0.21.1), got {value!r}")
+    # as the engine logs it: MAJOR.MINOR[.PATCH] and a pre-release or local tail (0.20.2rc1, 0.11.0+cu128, v0.5.3.post3)
+    if not re.fullmatch(r"v?\d+\.\d+(\.\d+)?([.+-]?[A-Za-z0-9]+)*", value):
+        raise ValueError(f"write a version as MAJOR.MINOR or MAJOR.MINOR.PATCH (0.19, 0.21.1, 0.20.2rc1), got {value!r}")
     return value
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 
@@ -33,9 +33,34 @@ from kvcalc.cli.common import (
     weights_format,
 )
 from kvcalc.cli.engine_options import EngineOpt, EngineOptions, build_engine, with_engine_options
+from kvcalc.errors import InvalidInput
+from kvcalc.spec import Interconnect
+
+INTERCONNECTS: tuple[str, ...] = get_args(Interconnect)
+InterconnectOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--interconnect",
+        help="The link TP ranks all-reduce over: nvlink, xgmi, pcie-p2p or pcie (default: the GPU preset's interconnect, else pcie).",
+    ),
+]
 
 
-@with_engine_options("hf_version", "max_cache_len", "swa_full", "ubatch", "kv_unified", "flash_attn", "max_num_batched_tokens")
+def interconnect_of(text: str | None) -> Interconnect | None:
+    """--interconnect as given, checked."""
+    if text is None:
+        return None
+    if text.lower() not in INTERCONNECTS:
+        raise InvalidInput(f"--interconnect {text!r}: choose {', '.join(INTERCONNECTS[:-1])} or {INTERCONNECTS[-1]}")
+    return text.lower()  # type: ignore[return-value]
+
+
+@with_engine_options(
+    "hf_version", "max_cache_len", "swa_full", "ubatch", "kv_unified", "flash_attn", "max_num_batched_tokens",
+    "enforce_eager",
+    "vllm_version",
+    "disable_cuda_graph",
+)  # fmt: skip
 def decode(
     model: ModelOpt,
     gpu: Annotated[str, typer.Option("--gpu", "-g", help=GPU_HELP)],
@@ -53,12 +78,13 @@ def decode(
     engine_options: EngineOptions,
     efficiency: EfficiencyOpt = None,
     overhead_ms: OverheadOpt = None,
+    interconnect: InterconnectOpt = None,
     presets_dir: PresetsOpt = None,
     json_out: JsonOpt = False,
     explain: ExplainOpt = False,
     units: UnitsOpt = "gib",
 ) -> None:
-    """Time per output token at --batch and --seq: the roofline (bandwidth vs compute) and the expected time engines reach (the --engine's decode profile), tokens/s, and prefill time."""
+    """Time per output token at --batch and --seq: the roofline (bandwidth vs compute) and the expected time engines reach (the --engine's decode profile, its release and options), with the band published cases fall in, tokens/s, and prefill time."""
     decimal = decimal_units(units)
     spec = presets.load_model(model, presets_dir)
     work = build_workload(
@@ -76,7 +102,9 @@ def decode(
     )
     gpu_spec = presets.load_gpu(gpu, presets_dir)
     weights_fmt = weights_format(spec, weight_dtype)
-    step = latency.decode(spec, work, gpu_spec, weights_fmt, efficiency, seconds_per_layer(overhead_ms))
+    step = latency.decode(
+        spec, work, gpu_spec, weights_fmt, efficiency, seconds_per_layer(overhead_ms), interconnect=interconnect_of(interconnect)
+    )
     first = latency.prefill(spec, work, gpu_spec, weights_fmt, 1.0 if efficiency is None else efficiency)
     if json_out:
         from kvcalc import documents

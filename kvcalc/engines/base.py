@@ -8,10 +8,10 @@ where it differs. This module imports only spec, units, errors, decode_profiles 
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from decimal import Decimal
-import re
 from typing import ClassVar, Literal
 
 from kvcalc.base import Frozen

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from kvcalc.decode_profiles import DecodeProfile, profile_for
 from kvcalc.engines.base import (
     Budget,
     BudgetTerm,
@@ -38,7 +39,6 @@ from kvcalc.engines.base import (
     weights_term,
 )
 from kvcalc.errors import InvalidInput
-from kvcalc.decode_profiles import DecodeProfile, profile_for
 from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload, cache_dtypes
 from kvcalc.state import layer_states
 from kvcalc.units import PACKING, DType, GiB, MiB, format_bytes

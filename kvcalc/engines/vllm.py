@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from kvcalc.decode_profiles import DecodeProfile, profile_for
 from kvcalc.engines.activations import activation_bytes, forward_transient, moe_workspace, require_shapes
 from kvcalc.engines.base import (
     Budget,
@@ -30,11 +31,11 @@ from kvcalc.engines.base import (
     byte_fraction,
     cdiv,
     gib,
+    parse_engine_version,
     term_lines,
     weights_term,
 )
 from kvcalc.errors import InvalidInput
-from kvcalc.decode_profiles import DecodeProfile, profile_for
 from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload, cache_dtypes
 from kvcalc.units import DType, GiB, MiB, format_bytes
 
@@ -60,11 +61,8 @@ CUDA_GRAPH_FIRST_BYTES = GiB // 4  # the first capture (logs 96-262 MiB, plus th
 CUDA_GRAPH_EACH_BYTES = 6 * MiB  # each further graph (logs 4-8 MiB)
 
 
-def _version(text: str | None) -> tuple[int, int]:
-    if text is None:
-        return CUDA_GRAPHS_SINCE
-    major, minor = text.split(".")[:2]
-    return int(major), int(minor)
+def _version(text: str | None) -> tuple[int, ...]:
+    return CUDA_GRAPHS_SINCE if text is None else parse_engine_version(text)
 
 
 def capture_sizes(max_num_seqs: int) -> list[int]:
