@@ -13,7 +13,7 @@ The model (kvcalc.decode_profiles, kvcalc.latency.expected_seconds):
         + S[mode] + E[engine release] + layers * P[mode] + (tp > 1) * 2 * layers * (A[link] + bytes / link BW)
         + the prefill's share per token where a timing includes it
 
-u, F + K are inverse efficiencies (1 / share of peak). Least squares on relative time error, linear in
+u, F + K are inverse efficiencies (1 / share of peak); no step streams above the peak (efficiencies capped at 1). Least squares on relative time error, linear in
 every constant but the product u * (F + K), so the two are fitted in turn. Each constant is pulled
 towards a prior by a few pseudo-cases (ridge): a kernel, GPU or engine release with no case of its
 own takes its format class's, a typical GPU's and its mode's figure. LOSO: every group is predicted
@@ -232,7 +232,7 @@ def predict(case: Case, table: Fit) -> float:
     """The expected tokens/s of a case by `table`'s constants, through kvcalc.latency's formula."""
     n = _names(case)
     gpu_eff = 1 / _get(table, n.gpu)
-    efficiency = gpu_eff / (_get(table, n.format) + _get(table, n.kernel) + _get(table, n.own))
+    efficiency = min(1.0, gpu_eff / (_get(table, n.format) + _get(table, n.kernel) + _get(table, n.own)))
     link = case.interconnect if case.tp > 1 else None
     comm = tp_comm_seconds(case.layers, _get(table, n.link), all_reduce_bytes(case.hidden, 1, case.tp), link)  # type: ignore[arg-type]
     per_layer = _get(table, n.layer) + case.experts * _get(table, n.expert)
@@ -240,7 +240,7 @@ def predict(case: Case, table: Fit) -> float:
     # compute never binds at batch 1: FLOPs 0 keeps the formula's max() on the memory side
     _, _, seconds = expected_seconds(
         case.weights_read_bytes, case.kv_read_bytes, 0, _bandwidth(case.gpu), 1.0, efficiency,  # type: ignore[arg-type]
-        gpu_eff / _get(table, n.attention), COMPUTE_EFFICIENCY, fixed + case.prefill_seconds_per_token,
+        min(1.0, gpu_eff / _get(table, n.attention)), COMPUTE_EFFICIENCY, fixed + case.prefill_seconds_per_token,
     )  # fmt: skip
     return 1 / seconds
 

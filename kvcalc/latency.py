@@ -199,7 +199,7 @@ def _expected(
         gpu_eff, kernel_eff, attention_eff = gpu.decode_efficiency, 1.0, 1.0
     else:
         gpu_eff, kernel_eff, attention_eff = fitted.gpu_efficiency, fitted.kernel_efficiency, fitted.attention_efficiency
-    eff = gpu_eff * kernel_eff
+    eff, kv_eff = min(1.0, gpu_eff * kernel_eff), min(1.0, gpu_eff * attention_eff)  # no step streams above the peak
     compute_eff = COMPUTE_EFFICIENCY if efficiency is None else efficiency
     if overhead is not None:
         per_layer = overhead
@@ -214,7 +214,7 @@ def _expected(
     comm = tp_comm_seconds(model.layers, fitted.all_reduce_seconds, reduce_bytes, link)
     fixed = fitted.step_seconds + per_layer * model.layers + comm
     memory_s, compute_s, total = expected_seconds(
-        weights, kv_read, flops, gpu.bandwidth_bytes_per_s, peak, eff, gpu_eff * attention_eff, compute_eff, fixed
+        weights, kv_read, flops, gpu.bandwidth_bytes_per_s, peak, eff, kv_eff, compute_eff, fixed
     )
     seconds = max(total, line.seconds)
     overridden: list[Literal["efficiency", "overhead"]] = [
@@ -273,10 +273,11 @@ def _expected(
         + (f"; {', '.join(overridden)} set on the command line" if overridden else "")
         + f"; {CALIBRATION}",
         f"expected weights read = {how} = {weights:,} B; KV (and state) {kv_read:,} B",
-        f"efficiency = {eff:.3g} = {set_by}",
-        f"KV efficiency = gpu {gpu_eff:.3g} * attention {attention_eff:.3g} ({fitted.attention_source})",
-        f"expected t_memory = weights / (bandwidth * {eff:.3g}) + KV / (bandwidth * {gpu_eff * attention_eff:.3g})"
-        f" = {weights:,} / {gpu.bandwidth_bytes_per_s * eff:.4g} + {kv_read:,} / {gpu.bandwidth_bytes_per_s * gpu_eff * attention_eff:.4g}"
+        f"efficiency = {eff:.3g} = {set_by}"
+        + (" (capped at 1: no step streams above the peak)" if eff == 1.0 and efficiency is None else ""),
+        f"KV efficiency = {kv_eff:.3g} = gpu {gpu_eff:.3g} * attention {attention_eff:.3g} ({fitted.attention_source})",
+        f"expected t_memory = weights / (bandwidth * {eff:.3g}) + KV / (bandwidth * {kv_eff:.3g})"
+        f" = {weights:,} / {gpu.bandwidth_bytes_per_s * eff:.4g} + {kv_read:,} / {gpu.bandwidth_bytes_per_s * kv_eff:.4g}"
         f" = {format_seconds(memory_s)}",
         f"expected t_compute = FLOPs / (peak * {compute_eff:g}) = {flops:,} / {peak * compute_eff:.4g} = {format_seconds(compute_s)}",
         f"fixed cost per step = {format_seconds(fitted.step_seconds)} ({fitted.step_source})",

@@ -250,14 +250,13 @@ def decode_tables(step: DecodeEstimate, first: PrefillEstimate | None, decimal: 
         f"{step.expected_tokens_per_s_per_sequence:,.1f} / {step.expected_tokens_per_s:,.1f}",
     )
     band = e.band
+    why = (
+        f"widened: {band.group} has {band.cases} < {MIN_BAND_CASES} cases"
+        if band.widened
+        else f"{band.group}, {band.cases} cases"
+    )
     table.add_row(
-        "  band (10th-90th pct of published cases)",
-        f"{step.expected_tokens_per_s_low:,.1f} - {step.expected_tokens_per_s_high:,.1f} tokens/s"
-        + (
-            f" ({band.group}: {band.cases} cases, fewer than {MIN_BAND_CASES}: widened to all cases' band)"
-            if band.widened
-            else f" ({band.group}: {band.cases} cases)"
-        ),
+        "  band, 10th-90th pct", f"{step.expected_tokens_per_s_low:,.1f} - {step.expected_tokens_per_s_high:,.1f} ({why})"
     )
     if e.tp_comm_seconds:
         table.add_row(f"  of which all-reduces over {e.interconnect}", format_seconds(e.tp_comm_seconds))
