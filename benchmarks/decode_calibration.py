@@ -38,7 +38,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from kvcalc.base import Strict  # noqa: E402
-from kvcalc.decode_profiles import ALL_REDUCES_PER_LAYER, COMPUTE_EFFICIENCY, LINK_BYTES_PER_S, kernel_key  # noqa: E402
+from kvcalc.decode_profiles import ALL_REDUCES_PER_LAYER, COMPUTE_EFFICIENCY, LINK_BYTES_PER_S, MODE_BASE, kernel_key  # noqa: E402
 from kvcalc.latency import all_reduce_bytes, expected_seconds, tp_comm_seconds  # noqa: E402
 from kvcalc.presets import load_gpu  # noqa: E402
 
@@ -174,18 +174,21 @@ class Names(Strict):
     own: str
     attention: str
     step: str
+    base_step: str | None  # the base mode's, for a mode that adds to it (eager: graphs)
     engine: str
     layer: str
+    base_layer: str | None
     expert: str
     link: str
     gpu: str
 
 
 def _names(case: Case) -> Names:
+    base = MODE_BASE.get(case.mode)  # type: ignore[call-overload]
     return Names(
         format=f"format {case.format_class}", kernel=f"kernel {case.kernel}", own=f"own {case.own_kernel}",
         attention=f"attention {case.engine_key}", step=f"step {case.mode}", engine=f"engine {case.engine_key}",
-        layer=f"layer {case.mode}", expert=f"expert {case.mode}", link=f"link {case.interconnect}", gpu=f"gpu {case.gpu}",
+        layer=f"layer {case.mode}", base_step=f"step {base}" if base else None, base_layer=f"layer {base}" if base else None, expert=f"expert {case.mode}", link=f"link {case.interconnect}", gpu=f"gpu {case.gpu}",
     )  # fmt: skip
 
 
@@ -200,6 +203,8 @@ def fit(cases: list[Case]) -> Fit:
             u, w, kv = gpus[n.gpu], c.weights_read_bytes / _bandwidth(c.gpu), c.kv_read_bytes / _bandwidth(c.gpu)  # type: ignore[arg-type]
             coeffs = {n.format: u * w / t, n.kernel: u * w / t, n.own: u * w / t, n.attention: u * kv / t}
             coeffs |= {n.step: 1 / t, n.engine: 1 / t, n.layer: c.layers / t}
+            if n.base_step and n.base_layer:
+                coeffs |= {n.base_step: 1 / t, n.base_layer: c.layers / t}
             if c.experts:
                 coeffs[n.expert] = c.layers * c.experts / t
             if c.tp > 1:
@@ -211,12 +216,7 @@ def fit(cases: list[Case]) -> Fit:
             n, t = _names(c), 1 / c.tokens_per_s
             inverse = params[n.format] + params[n.kernel] + params[n.own]
             streamed = (c.weights_read_bytes * inverse + c.kv_read_bytes * params[n.attention]) / _bandwidth(c.gpu)  # type: ignore[arg-type]
-            rest = (
-                params[n.step]
-                + params[n.engine]
-                + c.layers * (params[n.layer] + c.experts * params.get(n.expert, 0.0))
-                + _fixed(c)
-            )
+            rest = _costs(c, params) + _fixed(c)
             if c.tp > 1:
                 rest += ALL_REDUCES_PER_LAYER * c.layers * params[n.link]
             rows.append(({n.gpu: streamed / t}, (t - rest) / t))
@@ -224,8 +224,16 @@ def fit(cases: list[Case]) -> Fit:
     return params | gpus
 
 
-def _get(table: Fit, name: str) -> float:
-    return table.get(name, PRIORS[name.split(" ", 1)[0]][0])
+def _get(table: Fit, name: str | None) -> float:
+    return 0.0 if name is None else table.get(name, PRIORS[name.split(" ", 1)[0]][0])
+
+
+def _costs(case: Case, table: Fit) -> float:
+    """Step, layer and expert-loop costs by `table` (a mode's base mode's too)."""
+    n = _names(case)
+    step = max(0.0, _get(table, n.step) + _get(table, n.base_step) + _get(table, n.engine))
+    per_layer = _get(table, n.layer) + _get(table, n.base_layer) + (case.experts * _get(table, n.expert) if case.experts else 0.0)
+    return step + case.layers * per_layer
 
 
 def predict(case: Case, table: Fit) -> float:
@@ -235,8 +243,7 @@ def predict(case: Case, table: Fit) -> float:
     efficiency = min(1.0, gpu_eff / (_get(table, n.format) + _get(table, n.kernel) + _get(table, n.own)))
     link = case.interconnect if case.tp > 1 else None
     comm = tp_comm_seconds(case.layers, _get(table, n.link), all_reduce_bytes(case.hidden, 1, case.tp), link)  # type: ignore[arg-type]
-    per_layer = _get(table, n.layer) + case.experts * _get(table, n.expert)
-    fixed = _get(table, n.step) + _get(table, n.engine) + case.layers * per_layer + comm
+    fixed = _costs(case, table) + comm
     # compute never binds at batch 1: FLOPs 0 keeps the formula's max() on the memory side
     _, _, seconds = expected_seconds(
         case.weights_read_bytes, case.kv_read_bytes, 0, _bandwidth(case.gpu), 1.0, efficiency,  # type: ignore[arg-type]

@@ -63,6 +63,9 @@ MODE_LABELS: dict[Mode, str] = {
     "mlx": "Apple MLX",
 }
 
+# a mode charged its base mode's costs plus its own (each >= 0): eager launches cost what graphs do and more
+MODE_BASE: dict[Mode, Mode] = {"eager": "graphs"}
+
 # engine as kvcalc or a source names it -> (its kernels, whether it captures graphs by default)
 ENGINE_KERNELS: dict[str, tuple[Kernels, bool]] = {
     "textbook": ("fused", True),
@@ -190,6 +193,7 @@ class Terms(Frozen):
     step_seconds: float  # fixed cost per step: the mode's plus the engine and version's own
     step_source: str
     layer_seconds: float  # cost per layer of the mode
+    expert_seconds: float  # cost per routed expert per MoE layer: an eager MoE that loops over every expert
     all_reduce_seconds: float  # latency of one all-reduce over the link
     all_reduce_source: str
 
@@ -208,7 +212,8 @@ def terms(profile: DecodeProfile, klass: FormatClass, moe: bool, gpu: str, link:
         + decode_fit.KERNEL_INVERSE.get(key, 0.0)
         + decode_fit.ENGINE_KERNEL_INVERSE.get(own, 0.0)
     )
-    step_key, engine_step = f"step {profile.mode}", f"engine {profile.engine_key}"
+    engine_step = f"engine {profile.engine_key}"
+    modes = [mode for mode in (MODE_BASE.get(profile.mode), profile.mode) if mode is not None]
     return Terms(
         gpu_efficiency=1 / decode_fit.GPU_INVERSE.get(gpu, 1.0),
         gpu_source=_source(f"gpu {gpu}") if gpu in decode_fit.GPU_INVERSE else "no case on this GPU: a typical GPU's rate",
@@ -218,9 +223,14 @@ def terms(profile: DecodeProfile, klass: FormatClass, moe: bool, gpu: str, link:
         + (f"; {own}: {_source(f'own {own}')}" if own in decode_fit.ENGINE_KERNEL_INVERSE else ""),
         attention_efficiency=1 / decode_fit.ATTENTION_INVERSE.get(profile.engine_key, 1.0),
         attention_source=f"{profile.engine_key}: {_source(f'attention {profile.engine_key}')}",
-        step_seconds=decode_fit.MODE_STEP_S.get(profile.mode, 0.0) + decode_fit.ENGINE_STEP_S.get(profile.engine_key, 0.0),
-        step_source=f"{profile.mode}: {_source(step_key)}; {profile.engine_key}: {_source(engine_step)}",
-        layer_seconds=decode_fit.MODE_LAYER_S.get(profile.mode, 0.0),
+        step_seconds=max(  # an engine release's offset may be negative; the step's cost is not
+            0.0,
+            sum(decode_fit.MODE_STEP_S.get(mode, 0.0) for mode in modes) + decode_fit.ENGINE_STEP_S.get(profile.engine_key, 0.0),
+        ),
+        step_source="; ".join(f"{mode}: {_source(f'step {mode}')}" for mode in modes)
+        + f"; {profile.engine_key}: {_source(engine_step)}",
+        layer_seconds=sum(decode_fit.MODE_LAYER_S.get(mode, 0.0) for mode in modes),
+        expert_seconds=decode_fit.MODE_EXPERT_S.get(profile.mode, 0.0),
         all_reduce_seconds=decode_fit.ALL_REDUCE_S.get(link or "", 0.0),
         all_reduce_source=_source(f"link {link}") if link else "",
     )

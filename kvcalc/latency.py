@@ -132,6 +132,7 @@ class ExpectedStep(Frozen):
     memory_seconds: float  # weights / (bandwidth * efficiency) + KV / (bandwidth * gpu_efficiency * attention_efficiency)
     compute_seconds: float  # FLOPs / (peak * compute_efficiency)
     overhead_seconds: float  # overhead per layer * layers
+    expert_loop_seconds: float  # layers * routed experts * the mode's cost per expert (an eager MoE's loop)
     seconds: float  # max(roofline, max(memory, compute) + step + overhead + tp_comm)
     bound: Bound
     share_of_roofline: float  # roofline seconds / expected seconds: the expected speed as a share of the roofline's
@@ -212,7 +213,8 @@ def _expected(
     peak = peak_flops_for(gpu, fmt)
     reduce_bytes = all_reduce_bytes(model.hidden or 0, workload.batch, workload.tp)
     comm = tp_comm_seconds(model.layers, fitted.all_reduce_seconds, reduce_bytes, link)
-    fixed = fitted.step_seconds + per_layer * model.layers + comm
+    expert_loop = model.layers * model.moe.experts * fitted.expert_seconds if model.moe else 0.0
+    fixed = fitted.step_seconds + per_layer * model.layers + expert_loop + comm
     memory_s, compute_s, total = expected_seconds(
         weights, kv_read, flops, gpu.bandwidth_bytes_per_s, peak, eff, kv_eff, compute_eff, fixed
     )
@@ -250,6 +252,7 @@ def _expected(
         memory_seconds=memory_s,
         compute_seconds=compute_s,
         overhead_seconds=per_layer * model.layers,
+        expert_loop_seconds=expert_loop,
         seconds=seconds,
         bound="memory" if memory_s >= compute_s else "compute",
         share_of_roofline=line.seconds / seconds,
@@ -283,6 +286,11 @@ def _expected(
         f"fixed cost per step = {format_seconds(fitted.step_seconds)} ({fitted.step_source})",
         f"cost per layer = {per_layer * 1e3:.3g} ms * {model.layers} = {format_seconds(per_layer * model.layers)} ({per_layer_by})",
     ]
+    if expert_loop:
+        explain.append(
+            f"expert loop = layers * experts * {format_seconds(fitted.expert_seconds)} = {model.layers} * {model.moe.experts}"  # type: ignore[union-attr]
+            f" * ... = {format_seconds(expert_loop)} (mode {profile.mode} loops over every routed expert)"
+        )
     if link is not None:
         explain.append(
             f"tp all-reduces = {ALL_REDUCES_PER_LAYER} per layer * {model.layers} * (latency {format_seconds(fitted.all_reduce_seconds)}"
