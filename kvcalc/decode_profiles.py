@@ -197,6 +197,16 @@ class Terms(Frozen):
     all_reduce_seconds: float  # latency of one all-reduce over the link
     all_reduce_source: str
 
+    @property
+    def weights_efficiency(self) -> float:
+        """Share of peak bandwidth the weights stream at: the GPU's times the kernels', capped at the peak."""
+        return min(1.0, self.gpu_efficiency * self.kernel_efficiency)
+
+    @property
+    def kv_efficiency(self) -> float:
+        """Share of peak bandwidth the KV is read at: the GPU's times the attention's, capped at the peak."""
+        return min(1.0, self.gpu_efficiency * self.attention_efficiency)
+
 
 def _source(name: str) -> str:
     cases = decode_fit.SOURCES.get(name)

@@ -200,7 +200,7 @@ def _expected(
         gpu_eff, kernel_eff, attention_eff = gpu.decode_efficiency, 1.0, 1.0
     else:
         gpu_eff, kernel_eff, attention_eff = fitted.gpu_efficiency, fitted.kernel_efficiency, fitted.attention_efficiency
-    eff, kv_eff = min(1.0, gpu_eff * kernel_eff), min(1.0, gpu_eff * attention_eff)  # no step streams above the peak
+    eff, kv_eff = min(1.0, gpu_eff * kernel_eff), min(1.0, gpu_eff * attention_eff)  # as Terms': no step streams above the peak
     compute_eff = COMPUTE_EFFICIENCY if efficiency is None else efficiency
     if overhead is not None:
         per_layer = overhead

@@ -144,7 +144,7 @@ def profile_terms(result: Calibration, preset: GpuSpec | None) -> list[tuple[str
         backend = {"llamacpp-metal": "metal", "llamacpp-rocm-vulkan": "rocm"}.get(mode, "cuda")
         profile = profile_for(engines.get(mode, "llamacpp"), backend=backend, legacy_llamacpp=mode == "llamacpp-cuda-legacy")
         fitted = terms(profile, "16-bit", False, preset.name if preset else "", None)
-        eff = round(fitted.gpu_efficiency * fitted.kernel_efficiency, 3)
+        eff = round(fitted.weights_efficiency, 3)
         stream = (
             f"{eff:g} x {preset.bandwidth_bytes_per_s / 1e9:.4g} = {eff * preset.bandwidth_bytes_per_s / 1e9:.4g} GB/s"
             if preset
