@@ -3,8 +3,9 @@
     python benchmarks/startup.py [--runs 15] [--instructions | --ladder]
 
 Prints the median wall time of each command over interleaved runs and its ratio to the bare
-imports (the issue's floor) and to a minimal pydantic program (import the same four, validate one
-three-field model read from YAML, print it as JSON): `import pydantic` alone is lazy and loads
+imports, to a minimal pydantic program (import the same four, validate one three-field model read
+from YAML, print it as JSON) and, when shared/ is beside the checkout, to the design card's floor
+(shared/bench/startup_floor.py: a Typer command of 20 options validating one model, printing JSON): `import pydantic` alone is lazy and loads
 none of pydantic's model machinery, which any program that validates a model pays for.
 On a shared machine the ratios are the figures to read, not the absolute times; --instructions
 counts each command's instructions once under valgrind's callgrind instead, which the machine's
@@ -61,9 +62,17 @@ LADDER = {  # each step adds to the one above it; --ladder counts each one's ins
     "+ Typer builds size": [sys.executable, "-c", SIZE_BUILT],
     "+ run: size --json": [*SIZE, "--json"],
 }
+# The design card's floor (shared/bench/startup_floor.py beside the checkout): a Typer command of 20 options
+# that validates one pydantic model and prints JSON, the least any program on kvcalc's design can do.
+STARTUP_FLOOR = Path(__file__).resolve().parents[2] / "shared" / "bench" / "startup_floor.py"
 COMMANDS = {
     "bare imports": [sys.executable, "-c", BARE],
     "one pydantic model": [sys.executable, "-c", ONE_PYDANTIC_MODEL],
+    **(
+        {"startup floor": [sys.executable, str(STARTUP_FLOOR), "size", "--model", "llama3-8b", "--seq", "8192", "--json"]}
+        if STARTUP_FLOOR.is_file()
+        else {}
+    ),  # fmt: skip
     "kvcalc size --json": [*SIZE, "--json"],
     "kvcalc size": SIZE,
     "kvcalc --help": [sys.executable, "-m", "kvcalc", "--help"],
@@ -111,9 +120,11 @@ def main() -> None:
     figures = instructions(COMMANDS) if args.instructions else wall_times(args.runs)
     scale, unit, label = (1e-6, "M", "instructions") if args.instructions else (1e3, "ms", "median")
     floor, pydantic_floor = figures["bare imports"], figures["one pydantic model"]
-    print(f"{'':20} {label:>12}  {'/ bare imports':>14}  {'/ one pydantic model':>20}")
+    card = figures.get("startup floor")
+    print(f"{'':20} {label:>12}  {'/ bare imports':>14}  {'/ one pydantic model':>20}" + ("  / startup floor" if card else ""))
     for name, value in figures.items():
-        print(f"{name:20} {value * scale:9.1f} {unit:2}  {value / floor:13.2f}x  {value / pydantic_floor:19.2f}x")
+        ratios = f"{value / floor:13.2f}x  {value / pydantic_floor:19.2f}x" + (f"  {value / card:15.2f}x" if card else "")
+        print(f"{name:20} {value * scale:9.1f} {unit:2}  {ratios}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
 from kvcalc import engines
@@ -213,6 +213,7 @@ def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | N
     A batch fits when its peak fits (transformers' sliding layers right after a long prefill)."""
     workload = workload.model_copy(update={"engine": budget_.engine})
     rules = engines.profile(workload.engine)
+    workload = rules.settle(model, workload)  # the block size the engine forces (vLLM's MLA backends)
     rules.check_supported(model, workload, kv_dtype(model, workload))  # as estimate_kv: what the engine refuses
     usable = budget_.usable_bytes
     stage = _first_stage_layers(model, workload)
@@ -256,12 +257,37 @@ def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | N
         paging_waste_bytes_at_max_batch=waste,
         pools=pools,
         engine_log=rules.log_lines(model, workload, usable, stage) + (list(states.pages.log) if states.pages else []),
-        max_batch_by_context={
-            s: max_batch(model, rules.reshape(workload, context=s), usable, pools, layout) for s in sorted(contexts)
-        }
-        if details
-        else {},
+        max_batch_by_context=_max_batch_at(model, workload, usable, pools, layout, contexts, caps) if details else {},
     )
+
+
+def _max_batch_at(
+    model: ModelSpec,
+    workload: Workload,
+    usable: int,
+    pools: Sequence[Pool],
+    layout: CacheLayout,
+    contexts: Iterable[int],
+    caps: Sequence[int],
+) -> dict[int, int]:
+    """Max batch at each context, under the engine's reshaping of the workload (its page rounding) and
+    its caps on sequences (--max-seqs, the engine's own limit)."""
+    reshape = engines.profile(workload.engine).reshape
+    return {s: min([max_batch(model, reshape(workload, context=s), usable, pools, layout), *caps]) for s in sorted(contexts)}
+
+
+def max_batch_curve(
+    model: ModelSpec, workload: Workload, budget_: Budget, report: FitReport, max_seqs: int | None = None, points: int = 48
+) -> dict[int, int]:
+    """Max batch at `points` contexts spaced evenly on a log scale across fit's table, for its chart: max
+    batch goes about as 1 / context, which straight lines between the table's few points do not show."""
+    low, high = min(report.max_batch_by_context), max(report.max_batch_by_context)
+    contexts = {round(low * (high / low) ** (i / (points - 1))) for i in range(points)} | set(report.max_batch_by_context)
+    workload = workload.model_copy(update={"engine": budget_.engine})
+    rules = engines.profile(workload.engine)
+    pools = rules.pools(model, workload, budget_.usable_bytes, _first_stage_layers(model, workload))
+    caps = [cap for cap in (max_seqs, rules.max_sequences(workload)) if cap]
+    return _max_batch_at(model, workload, budget_.usable_bytes, pools, cache_layout(model, workload), contexts, caps)
 
 
 def _first_stage_layers(model: ModelSpec, workload: Workload) -> list[StageLayer]:

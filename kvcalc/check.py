@@ -24,13 +24,15 @@ PLAN_VERSION = 1
 
 
 class Expect(Strict):
-    """What a workload must keep. Every key is optional; an empty `expect` asserts nothing but runs."""
+    """What a workload must keep. Every key is optional. A workload must fit unless the plan says
+    `fits: false`: an absent `fits` is `fits: true`, so a plan without `expect` never passes a
+    workload that does not fit (a false green in CI)."""
 
-    fits: StrictBool | None = None  # true or false, not 1
+    fits: StrictBool = True  # true or false, not 1
     max_batch_at_least: Annotated[PositiveInt, Number] | None = None
     max_context_at_least: Annotated[PositiveInt, Number] | None = None
     kv_bytes_at_most: Annotated[PositiveInt, Number] | None = None
-    decode_ms_at_most: Annotated[PositiveFloat, Number, Field(allow_inf_nan=False)] | None = None
+    decode_ms_at_most: Annotated[PositiveFloat, Field(allow_inf_nan=False), Number] | None = None
 
 
 class PlannedWorkload(Strict):
@@ -51,7 +53,7 @@ class PlannedWorkload(Strict):
     weight_dtype: DTypeName | None = None
     block_size: Count | None = None
     engine: Engine = Engine()  # a name (vllm) or a mapping with options ({name: vllm, max_num_batched_tokens: 8192})
-    utilization: Annotated[float, Number, Field(gt=0, le=1)] | None = None  # textbook, hf, llamacpp (default 0.9)
+    utilization: Annotated[float, Field(gt=0, le=1), Number] | None = None  # textbook, hf, llamacpp (default 0.9)
     reserve: str | None = None  # default: 1GiB for textbook, hf and llamacpp; the engine's modelled overheads otherwise
     expect: Expect = Expect()
 

@@ -17,7 +17,7 @@ from typing import Literal
 
 from kvcalc import decode_fit
 from kvcalc.base import Frozen
-from kvcalc.units import DType
+from kvcalc.units import DType, bytes_per_value
 
 FormatClass = Literal["16-bit", "fp8", "int8", "int4", "fp4", "ggml-4to6bit", "ggml-8bit", "ggml-2to3bit"]
 Mode = Literal[
@@ -145,6 +145,10 @@ _FORMAT_CLASSES: dict[DType, FormatClass] = {
     DType.q8_0: "ggml-8bit",
     DType.int4: "int4",
     DType.mxfp4: "fp4",
+    DType.nvfp4: "fp4",
+    DType.fp8_block: "fp8",
+    DType.fp8_per_token_head: "fp8",
+    DType.int8_per_token_head: "int8",
     DType.q4_0: "ggml-4to6bit",
     DType.q4_1: "ggml-4to6bit",
     DType.q5_0: "ggml-4to6bit",
@@ -159,7 +163,9 @@ def format_class(dtype: DType) -> FormatClass:
     >>> format_class(DType.bf16), format_class(DType.q4_0), format_class(DType.int4)
     ('16-bit', 'ggml-4to6bit', 'int4')
     """
-    return _FORMAT_CLASSES[dtype]
+    if dtype in _FORMAT_CLASSES:
+        return _FORMAT_CLASSES[dtype]
+    return stored_format_class(8 * bytes_per_value(dtype))  # the GGUF k- and i-quants by their bits per weight
 
 
 def stored_format_class(bits_per_weight: float) -> FormatClass:

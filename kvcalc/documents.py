@@ -19,12 +19,14 @@ from kvcalc.compare import Comparison
 from kvcalc.errors import KvcalcError
 from kvcalc.kvcache import KvEstimate, estimate_kv
 from kvcalc.latency import DecodeEstimate, PrefillEstimate
+from kvcalc.placement import Placement, SpeedStep, SplitDecode
 from kvcalc.presets import DescribedPreset, PresetEntry, PresetListing, PresetProblem
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
 from kvcalc.units import DType
 from kvcalc.weights import ParamCount
 
 SCHEMA_VERSION = 2  # bump when a key is renamed or removed; adding keys keeps it
+MEASURE_SCHEMA_VERSION = 3  # measure's: 3 dropped the copy of the first variant's fields at the top level
 
 
 class Document(Strict):
@@ -61,6 +63,8 @@ class FitDocument(FitReport):
     version: Literal[2] = SCHEMA_VERSION
     model: str
     gpu: str
+    placement: Placement | None = None  # llama.cpp's placement across GPUs and host RAM, when one was planned
+    speed_steps: list[SpeedStep] | None = None  # tokens/s at each -ngl or --n-cpu-moe step (with --ram-bandwidth)
 
 
 class DecodeDocument(Document):
@@ -68,6 +72,8 @@ class DecodeDocument(Document):
 
     decode: DecodeEstimate
     prefill: PrefillEstimate
+    placement: Placement | None = None  # the llama.cpp placement the split speed is for
+    split: SplitDecode | None = None  # the decode speed of that placement
 
 
 class CompareDocument(Comparison):
@@ -185,19 +191,19 @@ def __getattr__(name: str) -> Any:
 
 @functools.cache
 def _measure_documents() -> dict[str, type[BaseModel]]:
-    from kvcalc.measure.report import MeasureReport, VariantResult
+    from kvcalc.measure.report import MeasureReport
 
-    class MeasureDocument(MeasureReport, VariantResult):
-        """`kvcalc measure --json`: the run's fields, the first variant's at top level, and every variant."""
+    class MeasureDocument(MeasureReport):
+        """`kvcalc measure --json`: the run's fields and every variant's under `variants` (version 3: the
+        first variant's fields are no longer repeated at the top level)."""
 
         model_config = ConfigDict(extra="forbid")
-        version: Literal[2] = SCHEMA_VERSION
+        version: Literal[3] = MEASURE_SCHEMA_VERSION
         fits: Literal[True] = True  # the cache (shrunk as the notes say) fit and was measured
 
         @classmethod
         def of(cls, report: MeasureReport) -> MeasureDocument:
-            """Flatten a report: its first variant's fields beside the run's."""
-            return cls(**report.variants[0].model_dump(), **report.model_dump(exclude={"variants"}), variants=report.variants)
+            return cls(**report.model_dump())
 
     class MeasureDoesNotFitDocument(Document):
         """`kvcalc measure --json` when even the smallest cache does not fit or the device runs out

@@ -4,8 +4,8 @@ Field names and defaults per architecture as in transformers' configuration_<arc
 the config leaves out takes that class's default; a null takes the class's meaning of None (no
 window, one KV head per attention head, head_dim = hidden_size / num_attention_heads); a value that
 is present but invalid (zero heads, a zero window, a layer_types list of the wrong length) is refused,
-and so is any layer kind kvcalc cannot size (recurrent Mamba or linear-attention state), rather than
-counted as attention.
+and so is any layer kind kvcalc cannot size (the recurrent state of an architecture it does not know),
+rather than counted as attention. A vision-language wrapper's text model is read from its text_config.
 """
 
 from __future__ import annotations
@@ -22,17 +22,19 @@ SUPPORTED = (
     "deepseek_v2", "deepseek_v3", "gpt_oss", "falcon", "gpt2", "gpt_bigcode", "phi3",
     "qwen3_next", "nemotron_h", "granitemoehybrid", "jamba", "falcon_h1", "lfm2", "minimax", "minimax_m1", "minimax_text_01",
     "llama4", "llama4_text", "gemma3n", "gemma3n_text",
+    "qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text", "gemma4", "gemma4_text", "minimax_m2",
+    "deepseek_v32", "glm_moe_dsa", "kimi_linear",
 )  # fmt: skip
 # Hybrid architectures whose state layers kvcalc sizes; their layer kinds come from _hybrid.
-_HYBRID = {
-    "qwen3_next", "nemotron_h", "granitemoehybrid", "jamba", "falcon_h1", "lfm2", "minimax", "minimax_m1", "minimax_text_01",
+_QWEN3_5 = {"qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text"}  # Qwen3.5/3.6: Qwen3-Next's layers
+_HYBRID = _QWEN3_5 | {
+    "kimi_linear", "qwen3_next", "nemotron_h", "granitemoehybrid", "jamba", "falcon_h1", "lfm2", "minimax", "minimax_m1", "minimax_text_01",
 }  # fmt: skip
-_OWN_PATTERN = _HYBRID | {"llama4", "llama4_text"}  # layer kinds read by their own code, not _layer_pattern
+_GEMMA4 = {"gemma4", "gemma4_text"}
+_OWN_PATTERN = _HYBRID | _GEMMA4 | {"llama4", "llama4_text"}  # layer kinds read by their own code, not _layer_pattern
 # Architectures whose layers keep recurrent state kvcalc does not size (pure Mamba, Zamba's shared blocks,
-# Bamba, RecurrentGemma, RWKV, PLaMo-2, Kimi-Linear's KDA): refused rather than counted as attention.
-RECURRENT = (
-    "mamba", "mamba2", "falcon_mamba", "zamba", "zamba2", "bamba", "recurrent_gemma", "rwkv", "plamo2", "kimi_linear",
-)  # fmt: skip
+# Bamba, RecurrentGemma, RWKV, PLaMo-2): refused rather than counted as attention.
+RECURRENT = ("mamba", "mamba2", "falcon_mamba", "zamba", "zamba2", "bamba", "recurrent_gemma", "rwkv", "plamo2")
 # Keys only hybrid attention/recurrent configs carry, whatever their model_type says: Zamba and Nemotron-H
 # (layers_block_type, hybrid_override_pattern), MiniMax (attn_type_list), RecurrentGemma (block_types),
 # Bamba (attn_layer_indices), Jamba (attn_layer_period), LFM2 (full_attn_idxs), Kimi-Linear
@@ -42,12 +44,17 @@ _HYBRID_KEYS = (
     "attn_layer_period", "full_attn_idxs", "linear_attn_config", "full_attention_interval", "mamba_d_state",
 )  # fmt: skip
 _PLAIN_MLP = {"gpt2", "gpt_bigcode", "falcon"}
+_MAX_LENGTH_KEYS = {"kimi_linear": ("model_max_length",)}  # vLLM's max-length keys (config/model.py) Kimi-Linear gives
+# Vision-language wrappers whose text model is an architecture kvcalc reads (vLLM KimiK25ForConditionalGeneration
+# wraps DeepSeek-V3); other wrappers name their text model in text_config.model_type.
+_WRAPPERS = {"kimi_k25": "deepseek_v3"}
 _TIED_BY_DEFAULT = {
     "gpt2", "gpt_bigcode", "falcon", "gemma", "gemma2", "gemma3", "gemma3_text", "gemma3n", "gemma3n_text", "lfm2",
-    "granitemoehybrid",
+    "granitemoehybrid", "gemma4", "gemma4_text",
 }  # fmt: skip
 _QWEN = {"qwen2", "qwen3", "qwen3_moe"}
-_MLA = {"deepseek_v2", "deepseek_v3"}
+_MLA = {"deepseek_v2", "deepseek_v3", "deepseek_v32", "glm_moe_dsa"}
+_SPARSE_MLA = {"deepseek_v32", "glm_moe_dsa"}  # DeepSeek sparse attention: MLA plus a lightning indexer per layer
 
 # transformers' class defaults for keys a config.json leaves out, where they differ from the None
 # meaning (configuration_mistral.py, _mixtral, _qwen2, _qwen3, _qwen3_moe, _gemma, _gemma2, _gemma3
@@ -65,13 +72,17 @@ _ABSENT_DEFAULTS: dict[str, dict[str, int]] = {
     "gpt_oss": {"num_key_value_heads": 8, "head_dim": 64, "sliding_window": 128},
 }
 _ABSENT_DEFAULTS["gemma3"] = _ABSENT_DEFAULTS["gemma3_text"]  # its text_config is a Gemma3TextConfig
+# GlmMoeDsaConfig (configuration_glm_moe_dsa.py, 008e5743): the MLA and indexer widths GLM-5 ships with
+_ABSENT_DEFAULTS["glm_moe_dsa"] = {
+    "kv_lora_rank": 512, "qk_rope_head_dim": 64, "qk_nope_head_dim": 192, "v_head_dim": 256, "index_head_dim": 128,
+}  # fmt: skip
 
 _INTEGER_KEYS = {
     "num_attention_heads", "n_head", "hidden_size", "n_embd", "num_hidden_layers", "n_layer", "num_layers",
     "num_key_value_heads", "num_kv_heads", "head_dim", "max_position_embeddings", "n_positions", "intermediate_size",
     "n_inner", "ffn_hidden_size", "vocab_size", "sliding_window", "sliding_window_pattern", "kv_lora_rank",
     "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "q_lora_rank", "num_local_experts", "num_experts",
-    "n_routed_experts", "num_experts_per_tok", "experts_per_token", "moe_intermediate_size", "n_shared_experts",
+    "n_routed_experts", "num_experts_per_tok", "experts_per_token", "num_experts_per_token", "num_shared_experts", "moe_intermediate_size", "n_shared_experts",
     "first_k_dense_replace",
     "attention_head_dim", "mamba_num_heads", "mamba_head_dim", "ssm_state_size", "n_groups", "conv_kernel", "mamba_n_heads",
     "mamba_d_head", "mamba_d_state", "mamba_n_groups", "mamba_d_conv", "mamba_d_ssm", "linear_num_key_heads",
@@ -79,10 +90,10 @@ _INTEGER_KEYS = {
     "full_attention_interval", "attn_layer_period", "attn_layer_offset", "expert_layer_period", "expert_layer_offset",
     "conv_L_cache", "conv_dim", "shared_intermediate_size", "shared_expert_intermediate_size", "block_ff_dim",
     "attention_chunk_size", "intermediate_size_mlp", "interleave_moe_layer_step", "no_rope_layer_interval",
-    "num_kv_shared_layers",
+    "num_kv_shared_layers", "global_head_dim", "num_global_key_value_heads", "index_head_dim", "top_k_experts",
 }  # fmt: skip
 _ZERO_ALLOWED = {  # counts of layers or experts, offsets and widths that may be none
-    "n_shared_experts", "first_k_dense_replace", "attn_layer_offset", "expert_layer_offset", "num_kv_shared_layers",
+    "n_shared_experts", "num_shared_experts", "first_k_dense_replace", "attn_layer_offset", "expert_layer_offset", "num_kv_shared_layers",
     "shared_intermediate_size", "shared_expert_intermediate_size",
 }  # fmt: skip
 _AT_MOST = {"num_hidden_layers": MAX_LAYERS, "n_layer": MAX_LAYERS, "num_layers": MAX_LAYERS}  # others: MAX_COUNT
@@ -92,8 +103,11 @@ _NULL_MEANS = {
     "head_dim": "hidden_size / num_attention_heads",
     "sliding_window": "no window",
 }
-_FLAG_KEYS = {"new_decoder_architecture", "multi_query", "use_sliding_window", "tie_word_embeddings"}
-_STRING_KEYS = {"torch_dtype", "dtype", "_name_or_path"}
+_FLAG_KEYS = {
+    "new_decoder_architecture", "multi_query", "use_sliding_window", "tie_word_embeddings", "attention_k_eq_v",
+    "enable_moe_block",
+}  # fmt: skip
+_STRING_KEYS = {"torch_dtype", "dtype", "_name_or_path", "mamba_ssm_dtype"}
 _LAYER_KINDS = {"full_attention": "full", "sliding_attention": "sliding"}
 
 
@@ -124,7 +138,9 @@ def _check_values(cfg: dict[str, Any], origin: str) -> None:
             isinstance(value, list) and all(isinstance(t, str) for t in value)
         ):
             expected = 'a list of layer types ("full_attention", "sliding_attention")'
-        elif key == "mamba_expand" and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
+        elif key == "mamba_expand" and (
+            isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < MAX_COUNT  # NaN: not in range
+        ):
             expected = "a positive number"
         elif key == "hybrid_override_pattern" and not isinstance(value, str):
             expected = 'a string of layer letters ("M-M*-")'
@@ -143,6 +159,8 @@ def _refuse_recurrent(arch: str, cfg: dict[str, Any], origin: str) -> None:
     why = "kvcalc does not size their state, so it refuses the config rather than count those layers as attention"
     if arch in _HYBRID:
         return
+    if arch == "minimax_m2" and set(cfg.get("attn_type_list") or [1]) == {1}:
+        return  # MiniMax-M2 lists attn_type_list, all softmax attention (1)
     if arch in RECURRENT:
         raise InvalidPreset(f"{origin}: model_type {arch!r} has recurrent layers (Mamba, linear attention or convolution); {why}")
     marker = next((key for key in _HYBRID_KEYS if cfg.get(key) is not None), None)
@@ -172,9 +190,12 @@ def model_fields_from_hf(config: dict[str, Any], default_name: str, origin: str)
     """ModelSpec fields from a config.json mapping; unsupported or recurrent architectures and configs
     missing, mistyping or misvaluing a field kvcalc needs are refused (InvalidPreset naming the field)."""
     arch = str(config.get("model_type", ""))
-    text = config.get("text_config")  # gemma3 keeps the text model under text_config
+    text = config.get("text_config")  # vision-language wrappers keep the text model under text_config
     if text is not None and not isinstance(text, dict):
         raise InvalidPreset(f"{origin}: text_config: expected a mapping")
+    inner = str((text or {}).get("model_type", ""))
+    if arch not in SUPPORTED and arch not in RECURRENT:
+        arch = _WRAPPERS.get(arch) or (inner if inner in SUPPORTED else arch)
     cfg = {**config, **(text or {})}
     sizes = cfg.get("intermediate_size")
     if arch in ("gemma3n", "gemma3n_text") and isinstance(sizes, list) and sizes:  # one MLP width per layer
@@ -272,7 +293,7 @@ def _fields(arch: str, cfg: dict[str, Any], default_name: str, origin: str, defa
         "kv_heads": kv_heads,
         "head_dim": _head_dim(cfg, heads),
         "dtype": _dtype(dtype_key, dtype),
-        "max_positions": _first(cfg, "max_position_embeddings", "n_positions")[1],
+        "max_positions": _first(cfg, "max_position_embeddings", "n_positions", *_MAX_LENGTH_KEYS.get(arch, ()))[1],
         "hidden": hidden,
         "intermediate": _first(cfg, "intermediate_size", "n_inner", "ffn_hidden_size")[1]
         or (4 * hidden if hidden else None),  # GPT2Config: n_inner None means 4 * n_embd
@@ -295,20 +316,24 @@ def _fields(arch: str, cfg: dict[str, Any], default_name: str, origin: str, defa
         }
     experts_key, experts = _first(cfg, "num_local_experts", "num_experts", "n_routed_experts")
     if experts is not None:
-        top_key, top_k = _required(cfg, "num_experts_per_tok", "experts_per_token")
+        top_key, top_k = _required(cfg, "num_experts_per_tok", "experts_per_token", "num_experts_per_token", "top_k_experts")
         if top_k > experts:
             raise ValueError(f"{top_key} ({top_k}) exceeds {experts_key} ({experts})")
         fields["moe"] = {
             "experts": experts,
             "experts_per_token": top_k,
             "expert_intermediate": _first(cfg, "moe_intermediate_size")[1] or fields["intermediate"],
-            "shared_experts": cfg.get("n_shared_experts") or 0,
+            "shared_experts": _first(cfg, "n_shared_experts", "num_shared_experts")[1] or 0,
             "dense_layers": cfg.get("first_k_dense_replace") or 0,
         }
     if arch == "nemotron_h":  # its config names the attention head width attention_head_dim
         fields["head_dim"] = _first(cfg, "head_dim", "attention_head_dim")[1] or fields["head_dim"]
     if arch in ("llama4", "llama4_text"):
         _llama4(cfg, fields)
+    if arch in _GEMMA4:
+        _gemma4(cfg, fields)
+    if arch in _SPARSE_MLA:  # modeling_deepseek_v32 / vLLM deepseek_v2.py Indexer: one key of index_head_dim per token
+        fields["mla"]["indexer_head_dim"] = _required(cfg, "index_head_dim")[1]
     if arch in ("gemma3n", "gemma3n_text"):
         fields["kv_shared_layers"] = cfg.get("num_kv_shared_layers") or 0
         # its per-layer embeddings, AltUp and LAuReL blocks are not counted from shapes: weights need params
@@ -365,7 +390,7 @@ def _hybrid(arch: str, cfg: dict[str, Any], fields: dict[str, Any]) -> None:
     each (get_mamba_state_shape_from_config in vllm/model_executor/models/<arch>.py)."""
     layers, hidden = fields["layers"], fields.get("hidden") or _required(cfg, "hidden_size")[1]
     state: dict[str, Any] = {}
-    if arch == "qwen3_next":  # models/qwen3_next.py: linear_* fields; a full layer every full_attention_interval
+    if arch == "qwen3_next" or arch in _QWEN3_5:  # models/qwen3_next.py, qwen3_5.py: a full layer every full_attention_interval
         pattern = _layer_list(cfg, layers, {"linear_attention": "gated_deltanet", "full_attention": "full"})
         if pattern is None:
             every = cfg.get("full_attention_interval") or 4
@@ -379,6 +404,16 @@ def _hybrid(arch: str, cfg: dict[str, Any], fields: dict[str, Any]) -> None:
         }
         if cfg.get("shared_expert_intermediate_size") and "moe" in fields:
             fields["moe"]["shared_experts"] = _shared_experts(cfg["shared_expert_intermediate_size"], fields["moe"])
+        if cfg.get("mamba_ssm_dtype") is not None:  # Qwen3.5: "float32", the recurrent state's dtype
+            state["ssm_dtype"] = _dtype("mamba_ssm_dtype", cfg["mamba_ssm_dtype"])
+    elif arch == "kimi_linear":  # models/kimi_linear.py: KDA layers beside MLA, 1-based indices in linear_attn_config
+        pattern = _kimi_linear_pattern(cfg, layers)
+        linear = cfg["linear_attn_config"]
+        state["kda"] = {
+            "heads": _positive(linear, "num_heads"),
+            "head_dim": _positive(linear, "head_dim"),
+            "conv_kernel": _positive(linear, "short_conv_kernel_size"),
+        }
     elif arch == "nemotron_h":  # models/nemotron_h.py: M mamba, * attention, - MLP, E MoE (hybrid_override_pattern)
         letters = {"M": "mamba2", "*": "full", "-": "mlp", "E": "mlp"}
         pattern = _layer_list(cfg, layers, {"mamba": "mamba2", "attention": "full", "mlp": "mlp", "moe": "mlp"})
@@ -446,6 +481,71 @@ def _hybrid(arch: str, cfg: dict[str, Any], fields: dict[str, Any]) -> None:
     fields["state"] = {k: v for k, v in state.items() if k in used or k == "ssm_dtype"} if used - {"full", "mlp"} else None
 
 
+def _positive(section: dict[str, Any], key: str) -> int:
+    """A positive integer of a nested config section (linear_attn_config), its key named when missing or wrong."""
+    value = section.get(key)
+    if value is None:
+        raise KeyError(f"linear_attn_config.{key}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"linear_attn_config.{key}: expected a positive integer, got {_shown(value)}")
+    return value
+
+
+def _kimi_linear_pattern(cfg: dict[str, Any], layers: int) -> list[str]:
+    """Kimi-Linear's layer kinds: linear_attn_config.kda_layers and full_attn_layers list 1-based layer
+    numbers (vLLM KimiLinearConfig.is_kda_layer: `(layer_idx + 1) in kda_layers`); every layer in one."""
+    linear = cfg.get("linear_attn_config")
+    if not isinstance(linear, dict):
+        raise KeyError("linear_attn_config")
+    kda, full = linear.get("kda_layers"), linear.get("full_attn_layers")
+    for key, listed in (("kda_layers", kda), ("full_attn_layers", full)):
+        if not isinstance(listed, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in listed):
+            raise ValueError(f"linear_attn_config.{key}: expected a list of layer numbers")
+    assert isinstance(kda, list) and isinstance(full, list)
+    if sorted(kda + full) != list(range(1, layers + 1)):
+        raise ValueError(f"linear_attn_config: kda_layers and full_attn_layers must number the {layers} layers from 1 once each")
+    kinds = set(kda)
+    return ["kda" if i + 1 in kinds else "full" for i in range(layers)]
+
+
+def _gemma4(cfg: dict[str, Any], fields: dict[str, Any]) -> None:
+    """Gemma 4 (transformers configuration_gemma4.py Gemma4TextConfig, 008e5743; vLLM gemma4.py 001cabc1):
+    layer_types (default five sliding to one full, the last layer always full) with a sliding_window
+    (default 512); full layers have head_dim global_head_dim (default 512) and, where attention_k_eq_v,
+    num_global_key_value_heads KV heads (their V is their K, still cached as its own tensor: vLLM loads K's
+    weights into both slots); per_layer_config overrides both; the last num_kv_shared_layers layers keep
+    no cache. enable_moe_block adds routed experts beside each layer's dense MLP."""
+    layers = fields["layers"]
+    pattern = _layer_list(cfg, layers, {"sliding_attention": "sliding", "full_attention": "full"})
+    if pattern is None:
+        pattern = ["full" if (i + 1) % 6 == 0 else "sliding" for i in range(layers)]
+    pattern[-1] = "full"  # Gemma4TextConfig: "Last layer must use `full_attention`"
+    window = cfg.get("sliding_window") or 512
+    full: dict[str, int] = {"head_dim": cfg.get("global_head_dim") or 512}
+    if _flag(cfg, "attention_k_eq_v", False) and cfg.get("num_global_key_value_heads") is not None:
+        full["kv_heads"] = cfg["num_global_key_value_heads"]
+    overrides = cfg.get("per_layer_config")
+    if isinstance(overrides, dict):
+        for index, override in overrides.items():
+            if str(index).isdigit() and int(index) < layers and pattern[int(index)] == "full" and isinstance(override, dict):
+                full["head_dim"] = override.get("head_dim") or full["head_dim"]
+                full["kv_heads"] = override.get("num_key_value_heads") or full.get("kv_heads") or fields["kv_heads"]
+    fields["layer_pattern"] = pattern if "sliding" in pattern else None
+    fields["sliding_window"] = window if "sliding" in pattern else None
+    fields["attention_shapes"] = {"full": full}
+    fields["kv_shared_layers"] = cfg.get("num_kv_shared_layers") or 0
+    if cfg.get("hidden_size_per_layer_input"):  # per-layer embeddings (E2B, E4B): weights need params
+        fields["intermediate"] = None
+    if _flag(cfg, "enable_moe_block", False):
+        experts = _required(cfg, "num_experts")[1]
+        fields["moe"] = {
+            "experts": experts,
+            "experts_per_token": _required(cfg, "top_k_experts")[1],
+            "expert_intermediate": _required(cfg, "moe_intermediate_size")[1],
+        }
+        fields["moe"]["shared_experts"] = _shared_experts(fields["intermediate"], fields["moe"]) if fields["intermediate"] else 0
+
+
 def _shared_experts(width: int, moe: dict[str, Any]) -> int:
     """A shared MLP of `width` counted in routed experts' widths (Granite-4.0-H-Small: 1536 = 2 * 768)."""
     return max(1, round(width / moe["expert_intermediate"]))
@@ -478,7 +578,8 @@ def _dtype(key: str, value: str | None) -> str:
 
 def _checkpoint_format(quantization: object, fields: dict[str, Any]) -> None:
     """The weights' format from `quantization_config`: gpt-oss's MXFP4 experts, FP8 blocks
-    (DeepSeek-V3), GPTQ/AWQ 4-bit groups (int4: groups of 128 with a scale and zero point). The
+    (DeepSeek-V3), GPTQ/AWQ 4-bit groups (int4: groups of 128 with a scale and zero point), NVFP4
+    (ModelOpt quant_algo NVFP4, compressed-tensors nvfp4-pack-quantized). The
     embedding table and LM head stay in `torch_dtype`, as these checkpoints keep them. Other
     methods: everything in `torch_dtype`."""
     if not isinstance(quantization, dict):
@@ -490,3 +591,7 @@ def _checkpoint_format(quantization: object, fields: dict[str, Any]) -> None:
         fields["weight_dtype"] = "fp8"
     elif method in ("gptq", "awq") and quantization.get("bits") == 4:
         fields["weight_dtype"] = "int4"
+    elif (method == "modelopt" and str(quantization.get("quant_algo", "")).upper() == "NVFP4") or (
+        method == "compressed-tensors" and quantization.get("format") == "nvfp4-pack-quantized"
+    ):  # TensorRT Model Optimizer's and llm-compressor's NVFP4 checkpoints: 16 fp4 values per fp8 scale
+        fields["weight_dtype"] = "nvfp4"

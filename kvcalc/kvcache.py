@@ -35,6 +35,33 @@ class LayerCache(Frozen):
     k_values: int  # K elements per token (the latent for MLA); 0 when the cache is another layer's
     v_values: int  # V elements per token (the rope key part for MLA)
     shared: bool = False  # attends to an earlier layer's cache and keeps none of its own (Gemma-3n)
+    extra_bytes: int = 0  # bytes per token kept besides K and V, whatever the cache dtype (a DSA indexer's keys)
+    fp8_rope_values: int = 0  # under an fp8 cache, the rope part of an MLA row stays 16-bit (vLLM's fp8_ds_mla)
+
+
+FP8_TYPES = (DType.fp8, DType.fp8_e4m3, DType.fp8_e5m2)
+INDEXER_SCALE_GROUP = 128  # the indexer's fp8 keys carry one fp32 scale per 128 values (quant_block_size)
+
+
+def indexer_key_bytes(index_head_dim: int) -> int:
+    """Bytes of one token's lightning-indexer key in one DeepSeek-sparse-attention layer: fp8 values
+    plus one fp32 scale per 128, whatever the cache dtype (vLLM DeepseekV32IndexerCache: head_dim =
+    index_head_dim + index_head_dim // quant_block_size * 4, uint8; SGLang NSATokenToKVPool alike).
+
+    >>> indexer_key_bytes(128)
+    132
+    """
+    return index_head_dim + index_head_dim // INDEXER_SCALE_GROUP * 4
+
+
+def fp8_sparse_mla_bytes(latent: int, rope: int) -> int:
+    """An fp8 MLA row of a DeepSeek-sparse-attention model as vLLM (fp8_ds_mla) and SGLang (NSA) store
+    it: the latent in fp8 with one fp32 scale per 128 values, the rope key in bf16.
+
+    >>> fp8_sparse_mla_bytes(512, 64)
+    656
+    """
+    return latent + latent // INDEXER_SCALE_GROUP * 4 + 2 * rope
 
 
 def kv_heads_per_rank(model: ModelSpec, tp: int, kv_heads: int | None = None) -> int:
@@ -66,11 +93,19 @@ def layer_caches(model: ModelSpec, tp: int = 1, engine: Engine | None = None) ->
         # stored as one K-only row of r + rope, or as K (r) and V (rope).
         rope, rank = model.mla.qk_rope_head_dim, model.mla.kv_lora_rank
         k_only = storage == "k_only"
+        indexer = model.mla.indexer_head_dim
         latent = LayerCache(
-            kind="mla", window=None, kv_heads=0, k_values=rank + rope if k_only else rank, v_values=0 if k_only else rope
+            kind="mla",
+            window=None,
+            kv_heads=0,
+            k_values=rank + rope if k_only else rank,
+            v_values=0 if k_only else rope,
+            extra_bytes=indexer_key_bytes(indexer) if indexer else 0,
+            fp8_rope_values=rope if indexer and k_only and engines.profile(engine).sparse_mla_fp8_layout else 0,
         )
         kv_heads_per_rank(model, tp)  # still validates the split of the query heads
-        return [latent] * model.layers
+        none = LayerCache(kind="none", window=None, kv_heads=0, k_values=0, v_values=0)  # Kimi-Linear's KDA layers
+        return [latent if kind else none for kind in model.attention_kinds()]
     kv_heads_per_rank(model, tp)  # decompressed MLA (transformers 4.x): per-head K and V
     windows = {"sliding": model.sliding_window, "chunked": model.attention_chunk_size}
     first_shared = model.layers - model.kv_shared_layers  # Gemma-3n: later layers reuse earlier caches
@@ -102,8 +137,14 @@ def attention_layers(caches: list[LayerCache]) -> list[LayerCache]:
 
 def layer_bytes_per_token(layer: LayerCache, dtype: DType, v_dtype: DType | None = None) -> int:
     """Bytes one token takes in one layer: a K row in `dtype` plus a V row in `v_dtype` (default: the
-    same), each in whole quantization blocks."""
-    return PACKING[dtype].bytes_for(layer.k_values) + PACKING[v_dtype or dtype].bytes_for(layer.v_values)
+    same), each in whole quantization blocks (with a scale per head where the format keeps one: an MLA
+    latent counts as one head), plus what the layer keeps besides (a sparse-attention indexer's keys)."""
+    heads = layer.kv_heads or 1
+    if layer.fp8_rope_values and dtype in FP8_TYPES:
+        return fp8_sparse_mla_bytes(layer.k_values - layer.fp8_rope_values, layer.fp8_rope_values) + layer.extra_bytes
+    k_bytes = PACKING[dtype].row_bytes(layer.k_values, heads) if layer.k_values else 0
+    v_bytes = PACKING[v_dtype or dtype].row_bytes(layer.v_values, heads) if layer.v_values else 0
+    return k_bytes + v_bytes + layer.extra_bytes
 
 
 def tokens_held(layer: LayerCache, workload: Workload, seq: int | None = None, peak: bool = False) -> int:
@@ -292,14 +333,16 @@ def state_layout(model: ModelSpec, workload: Workload) -> StateLayout:
     exact = [layer_state_bytes(state, dtypes) if state else 0 for state in states]
     attention = attention_layers(layer_caches(model, workload.tp, workload.engine))
     per_token = layer_bytes_per_token(attention[0], *cache_dtypes(model, workload)) if attention else None
-    pages = rules.state_pages(workload, per_token, max(exact))
+    pages = rules.state_pages(workload, per_token, max(exact), mla=model.mla is not None)
     allocated = [pages.page_bytes if state and pages.page_bytes else size for state, size in zip(states, exact, strict=True)]
     return StateLayout(dtypes=dtypes, states=states, exact_bytes=exact, layer_bytes=allocated, pages=pages)
 
 
 def settled(model: ModelSpec, workload: Workload) -> Workload:
     """The workload with the attention block size its engine settles on once state pages sit beside
-    the attention pages (vLLM raises it until a page holds a state); unchanged otherwise."""
+    the attention pages (vLLM raises it until a page holds a state), or that it forces for the model
+    (vLLM's MLA backends); unchanged otherwise."""
+    workload = engines.profile(workload.engine).settle(model, workload)
     if not any(model.state_kinds()):
         return workload
     layout = state_layout(model, workload)
@@ -468,6 +511,7 @@ _STATE_LABELS = {
     "gated_deltanet": "Gated DeltaNet",
     "lightning": "lightning attention",
     "short_conv": "short conv",
+    "kda": "Kimi Delta Attention",
 }
 
 
@@ -567,7 +611,20 @@ def _explain(
             )
             continue
         if g.kind == "mla" and model.mla is not None:
-            formula = f"(kv_lora_rank + qk_rope_head_dim) * b = ({model.mla.kv_lora_rank} + {model.mla.qk_rope_head_dim}) * b"
+            rank, rope, indexer = model.mla.kv_lora_rank, model.mla.qk_rope_head_dim, model.mla.indexer_head_dim
+            k_only = rules.mla_storage(workload.engine) == "k_only"
+            if k_dtype == v_dtype:
+                formula = f"(kv_lora_rank + qk_rope_head_dim) * b = ({rank} + {rope}) * b"
+            elif k_only:  # one row of the K type; no V row
+                formula = f"(kv_lora_rank + qk_rope_head_dim) * b_K = ({rank} + {rope}) * b_K (one K-only row: b_V unused)"
+            else:  # the latent stored as K, the rope key as V
+                formula = (
+                    f"kv_lora_rank * b_K + qk_rope_head_dim * b_V = {rank} * b_K + {rope} * b_V (latent as K, rope key as V)"
+                )
+            if indexer and k_dtype in FP8_TYPES and rules.sparse_mla_fp8_layout and k_only:
+                formula = f"fp8 latent + fp32 scale per 128 + bf16 rope = {rank} + {rank} // 128 * 4 + 2 * {rope}"
+            if indexer:
+                formula = f"({formula.replace(' = ', ') = (', 1)}) + indexer key (fp8 + fp32 scale per 128) ({indexer} + {indexer} // 128 * 4)"
         else:
             d_k, d_v = model.key_dim_of(g.kind), model.value_dim_of(g.kind)  # g.kind: full, sliding or chunked here
             if k_dtype == v_dtype:
@@ -594,3 +651,17 @@ def _explain(
     if (workload.tp > 1 or workload.pp > 1) and not any(model.state_kinds()):
         lines.append(f"per GPU (tp {workload.tp}, pp {workload.pp}, busiest stage) = {batch.per_gpu:,} B")
     return lines
+
+
+def layer_cache_bytes(model: ModelSpec, workload: Workload) -> list[int]:
+    """Each layer's cache for the whole batch, as the workload's engine allocates it: every
+    allocation unit's KV cells plus every sequence's recurrent state (one rank). llama.cpp keeps each
+    layer's cache on the device that holds the layer (kvcalc.placement)."""
+    workload = settled(model, workload)
+    dtypes = cache_dtypes(model, workload)
+    units = engines.profile(workload.engine).allocation_units(workload)
+    states = state_layout(model, workload).layer_bytes
+    return [
+        units * layer_bytes_per_token(cache, *dtypes) * tokens_held(cache, workload) + workload.batch * state
+        for cache, state in zip(layer_caches(model, workload.tp, workload.engine), states, strict=True)
+    ]

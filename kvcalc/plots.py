@@ -10,9 +10,13 @@ matplotlib version drew it.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
-import importlib.util
+import os
 import re
+import shutil
+import sys
+import tempfile
 import zlib
 from pathlib import Path
 from typing import Any
@@ -41,6 +45,7 @@ class Line(Frozen):
     y: list[float]
     dashed: bool = False
     markers: bool = False  # a dot and its value at each point (few points, each a figure of the table)
+    points_only: bool = False  # the dots alone, on a curve drawn by another line
 
 
 class Bars(Frozen):
@@ -84,14 +89,15 @@ class Chart(Frozen):
 
 
 def target(text: str) -> Path:
-    """The --plot file, checked before any work: a .png or .svg in an existing folder, and matplotlib installed."""
+    """The --plot file, checked before any work: a .png or .svg in an existing folder. Whether matplotlib is
+    installed is asked when the figure is drawn, after the answer is printed: the answer is not lost to it."""
     path = Path(text)
+    if text.endswith(("/", os.sep)):  # Path("a.png/") drops the slash: the user named a folder, not a file
+        raise InvalidInput(f"--plot {text!r}: names a folder (it ends in a slash); give a file ending in .png or .svg")
     if path.suffix.lower() not in FORMATS:
         raise InvalidInput(f"--plot {text!r}: give a file ending in .png or .svg")
     if not path.parent.is_dir():
         raise InvalidInput(f"--plot {text!r}: folder {str(path.parent)!r} does not exist")
-    if importlib.util.find_spec("matplotlib") is None:
-        raise InvalidInput(NEEDS_MATPLOTLIB)
     return path
 
 
@@ -167,16 +173,27 @@ def size_chart(model: ModelSpec, work: Workload, kv: KvEstimate, fit: FitReport 
     )  # fmt: skip
 
 
-def fit_chart(report: FitReport, model: str, kv_dtype: str, gpu: str) -> Chart:
-    """Max batch per GPU at each context of fit's table, with the batch and context asked for."""
+def fit_chart(report: FitReport, model: str, kv_dtype: str, gpu: str, curve: dict[int, int] | None = None) -> Chart:
+    """Max batch per GPU against context: the `curve` (capacity.max_batch_curve) through fit's table's points,
+    marked, with the batch and context asked for."""
     contexts = list(report.max_batch_by_context)
+    drawn = [Line(label="max batch", x=list(curve), y=list(curve.values()))] if curve else []
     return Chart(
         title=f"Max batch: {model}, {kv_dtype}, on {gpu}",
         panels=[
             Panel(
                 x_label="context per sequence (tokens)",
                 y_label="max batch per GPU (sequences)",
-                lines=[Line(label="max batch", x=contexts, y=list(report.max_batch_by_context.values()), markers=True)],
+                lines=[
+                    *drawn,
+                    Line(
+                        label="fit's table" if curve else "max batch",
+                        x=contexts,
+                        y=list(report.max_batch_by_context.values()),
+                        markers=True,
+                        points_only=bool(curve),
+                    ),
+                ],  # fmt: skip
                 hlines=[Mark(label=f"--batch {report.batch}", value=report.batch)],
                 vlines=[Mark(label=f"--seq {format_tokens(report.context_per_sequence)}", value=report.context_per_sequence)],
                 x_ticks=contexts,
@@ -289,6 +306,7 @@ def save(chart: Chart, path: Path) -> None:
     fmt = path.suffix.lower().lstrip(".")
     if f".{fmt}" not in FORMATS:
         raise InvalidInput(f"--plot {str(path)!r}: give a file ending in .png or .svg")
+    _matplotlib_outside_home()
     try:
         import matplotlib
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -316,6 +334,17 @@ def save(chart: Chart, path: Path) -> None:
             raise InvalidInput(f"--plot {str(path)!r}: cannot write ({exc.strerror or exc})") from None
 
 
+def _matplotlib_outside_home() -> None:
+    """matplotlib keeps its config and font cache in $HOME (~/.config/matplotlib, ~/.cache/matplotlib) unless
+    MPLCONFIGDIR names another folder, read once when it is first imported: kvcalc gives it a temporary
+    folder, removed at exit, so --plot writes only the file asked for. A MPLCONFIGDIR of the user's is kept."""
+    if "MPLCONFIGDIR" in os.environ or "matplotlib" in sys.modules:
+        return
+    folder = tempfile.mkdtemp(prefix="kvcalc-matplotlib-")
+    atexit.register(shutil.rmtree, folder, True)
+    os.environ["MPLCONFIGDIR"] = folder
+
+
 def _draw(ax: Any, panel: Panel) -> None:
     """One panel on matplotlib axes."""
     if panel.title:
@@ -337,7 +366,8 @@ def _draw(ax: Any, panel: Panel) -> None:
 
 def _draw_lines(ax: Any, panel: Panel) -> None:
     for line in panel.lines:
-        ax.plot(line.x, line.y, linestyle="--" if line.dashed else "-", marker="o" if line.markers else None, label=line.label)
+        style = "none" if line.points_only else "--" if line.dashed else "-"
+        ax.plot(line.x, line.y, linestyle=style, marker="o" if line.markers else None, label=line.label)
         if line.markers:
             for x, y in zip(line.x, line.y, strict=True):
                 ax.annotate(f"{y:,.0f}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center")

@@ -59,7 +59,8 @@ def _spec_from(kind: Kind, path: Path, data: dict[str, Any]) -> Any:
     if kind == "models" and path.suffix == ".json":
         from kvcalc.hf_config import model_fields_from_hf
 
-        data = model_fields_from_hf(data, default_name=path.parent.name or path.stem, origin=str(path))
+        folder = path.resolve().parent.name  # "config.json" in the current folder is named after that folder
+        data = model_fields_from_hf(data, default_name=folder or path.stem, origin=str(path))
     else:
         data = {**data, "name": _preset_name(data, path)}
     return validate(kind, data, str(path))
@@ -243,8 +244,8 @@ def _shipped(kind: Kind) -> dict[str, Callable[[], Any]]:
     return shipped.MODELS if kind == "models" else shipped.GPUS  # type: ignore[return-value]
 
 
-def _unknown(what: str, ref: str, names: list[str], listing: PresetListing) -> PresetNotFound:
-    close = _closest(ref, names)
+def _unknown(what: str, ref: str, names: list[str], listing: PresetListing, first: Sequence[str] = ()) -> PresetNotFound:
+    close = list(dict.fromkeys([*first, *_closest(ref, names)]))[:3]
     hint = f"; did you mean {', '.join(close)}?" if close else f"; `kvcalc presets list` shows all {len(names)}"
     broken = len(listing.errors)
     if broken:
@@ -343,7 +344,10 @@ def _locate_any(ref: str, extra_dirs: Sequence[str | Path] | None) -> tuple[Mode
         data = read_mapping(path)
         return _spec_from("models" if path.suffix == ".json" else _looks_like(data), path, data), path
     listing = presets_listing(extra_dirs)
-    raise _unknown("model or GPU", ref, [e.name for e in listing.models + listing.gpus], listing)
+    from kvcalc.sources.gpus import alike_gpus  # "gb10" names DGX Spark's alias, not a preset name
+
+    alike = alike_gpus(ref, lambda: [cast(GpuSpec, entry.spec) for entry in listing.gpus])
+    raise _unknown("model or GPU", ref, [e.name for e in listing.models + listing.gpus], listing, alike)
 
 
 def load_model(ref: str, extra_dirs: Sequence[str | Path] | None = None) -> ModelSpec:
@@ -354,6 +358,13 @@ def load_model(ref: str, extra_dirs: Sequence[str | Path] | None = None) -> Mode
 def load_gpu(ref: str, extra_dirs: Sequence[str | Path] | None = None) -> GpuSpec:
     """A GPU by preset name or YAML path."""
     return resolve("gpus", ref, extra_dirs)  # type: ignore[no-any-return]
+
+
+def load_local_gpus(extra_dirs: Sequence[str | Path] | None = None) -> list[GpuSpec]:
+    """`--gpu auto` for a llama.cpp placement: each of this machine's GPUs, alike or not."""
+    from kvcalc.sources.gpus import every_gpu
+
+    return every_gpu(_gpu_presets(extra_dirs))
 
 
 def recognise_gpu(device_name: str) -> str | None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -45,6 +46,37 @@ def _table(title: str, *columns: str) -> Table:
     for i, col in enumerate(columns):
         table.add_column(col, justify="left" if i == 0 else "right", overflow="fold")  # wrap, never cut a figure
     return table
+
+
+def _narrowest(column: Any, wraps: Sequence[str] = ()) -> int:
+    """The narrowest a column can be without splitting a number or a name: its widest cell (its widest
+    word where the column is one of `wraps`, whose cells are words), and the widest word of its header."""
+    words = [str(column.header), *map(str, column._cells)] if column.header in wraps else [str(column.header)]
+    whole = [] if column.header in wraps else [cell_len(str(cell)) for cell in column._cells]
+    return max([*(cell_len(word) for text in words for word in text.split()), *whole], default=0)
+
+
+def _print_table(table: Table, droppable: Sequence[str] = (), wraps: Sequence[str] = ()) -> None:
+    """Print `table` so that no number or name is split across lines: on a terminal too narrow for
+    every column's widest cell, leave out the `droppable` columns (the last named first) and say which."""
+    dropped: list[str] = []
+    needed = sum(_narrowest(c, wraps) + 3 for c in table.columns) + 1  # padding 1 + 1 and a border per column, and the last
+    for header in reversed(droppable):
+        if needed <= console.width:
+            break
+        table.columns[:] = [c for c in table.columns if c.header != header]
+        dropped.insert(0, header)
+        needed = sum(_narrowest(c, wraps) + 3 for c in table.columns) + 1
+    natural = sum(max(cell_len(str(c.header)), _narrowest(c)) + 3 for c in table.columns) + 1
+    if needed <= console.width < natural:  # each column at its narrowest, the room left to those that wrap most
+        spare = console.width - needed
+        for column in table.columns:
+            narrow = _narrowest(column, wraps)
+            column.width = narrow + min(spare, max(cell_len(str(column.header)), _narrowest(column)) - narrow)
+            spare -= column.width - narrow
+    console.print(table)
+    if dropped:
+        console.print(f"({', '.join(dropped)} left out at {console.width} columns: widen the terminal, or --json)", style="dim")
 
 
 def _explain(lines: list[str]) -> None:
@@ -301,14 +333,16 @@ def presets_tables(document: Any) -> None:
             _or_dash(m.kv_bytes_per_token, format_bytes), _or_dash(m.state_bytes_per_sequence or None, format_bytes),
             "shipped" if m.origin == "shipped" else escape(str(m.path)),
         )  # fmt: skip
-    console.print(models)
+    _print_table(
+        models, droppable=("layer kinds", "head dim", "state / seq", "origin"), wraps=("layer kinds", "KV / token", "origin")
+    )
     gpus = _table(f"GPUs ({len(document.gpus)})", "name", "memory", "bandwidth", "origin")
     for g in document.gpus:
         gpus.add_row(
             g.name, format_bytes(g.memory_bytes), f"{format_bytes(g.bandwidth_bytes_per_s, decimal=True)}/s",
             "shipped" if g.origin == "shipped" else escape(str(g.path)),
         )  # fmt: skip
-    console.print(gpus)
+    _print_table(gpus, droppable=("origin",), wraps=("origin",))
     console.print(
         "params in billions (10^9); KV / token: all layers in the model's dtype on one GPU;"
         " state / seq: a hybrid's recurrent state per sequence, whatever the context",
@@ -647,3 +681,55 @@ def check_table(report: Any) -> None:
                 )
     passed = sum(w.passed for w in report.workloads)
     console.print(f"{passed} of {len(report.workloads)} workloads pass")
+
+
+def placement_table(plan: Any, decimal: bool, explain: bool) -> None:
+    """A llama.cpp placement (kvcalc.placement.Placement): per GPU and the host, the flags, the log lines llama.cpp would print."""
+    verdict = "fits" if plan.fits else "[red]does NOT fit[/]"
+    table = _table(
+        f"llama.cpp placement: -ngl {plan.n_gpu_layers}, n_ctx {plan.ctx_size:,}: {verdict}",
+        "", "layers", "weights", "KV", "compute", "total", "free - margin",
+    )  # fmt: skip
+    for d in plan.devices:
+        mark = "" if d.fits else " [red](over)[/]"
+        table.add_row(
+            escape(d.name), f"{d.layers} from {d.first_layer}" if d.layers else "0", format_bytes(d.weights_bytes, decimal),
+            format_bytes(d.kv_bytes, decimal), format_bytes(d.compute_bytes, decimal), format_bytes(d.total_bytes, decimal) + mark,
+            format_bytes(d.target_bytes, decimal),
+        )  # fmt: skip
+    h = plan.host
+    ram = format_bytes(h.ram_bytes, decimal) + ("" if h.fits else " [red](over)[/]") if h.ram_bytes is not None else "not checked"
+    table.add_row(
+        "host RAM" + (" (mmap)" if h.mapped else ""), "", format_bytes(h.weights_bytes, decimal), format_bytes(h.kv_bytes, decimal),
+        format_bytes(h.compute_bytes + h.output_bytes, decimal), format_bytes(h.total_bytes, decimal), ram,
+    )  # fmt: skip
+    console.print(table)
+    console.print(f"  {plan.command}", markup=False, soft_wrap=True)
+    if plan.overrides:
+        console.print("  (the same experts by pattern: -ot " + " -ot ".join(plan.overrides) + ")", markup=False, soft_wrap=True)
+    _explain(plan.log_lines)
+    if explain:
+        _explain(plan.explain)
+
+
+def split_decode_table(split: Any, gpus: list[str], explain: bool) -> None:
+    """The decode speed of a placement (kvcalc.placement.SplitDecode)."""
+    table = _table("Decode of the llama.cpp placement", "", "time per token")
+    for name, seconds in zip(gpus, split.device_seconds, strict=True):
+        table.add_row(escape(name), format_seconds(seconds))
+    table.add_row("host RAM", format_seconds(split.host_seconds))
+    table.add_row("hops between devices", format_seconds(split.hop_seconds))
+    table.add_row("fixed cost per layer", format_seconds(split.overhead_seconds))
+    table.add_row("roofline", f"{format_seconds(split.roofline_seconds)} ({split.roofline_tokens_per_s:,.1f} tok/s)")
+    table.add_row("expected", f"[bold]{format_seconds(split.expected_seconds)}[/] ({split.tokens_per_s:,.1f} tok/s)")
+    console.print(table)
+    if explain:
+        _explain(split.explain)
+
+
+def speed_steps_table(steps: list[Any]) -> None:
+    """Tokens/s at each -ngl or --n-cpu-moe step of a placement (kvcalc.placement.SpeedStep)."""
+    table = _table("Speed by placement (expected decode)", "-ngl", "--n-cpu-moe", "fits", "tokens/s")
+    for s in steps:
+        table.add_row(str(s.n_gpu_layers), str(s.n_cpu_moe), "yes" if s.fits else "[red]no[/]", f"{s.tokens_per_s:,.1f}")
+    console.print(table)

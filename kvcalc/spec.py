@@ -5,16 +5,16 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from kvcalc.base import Strict
 from kvcalc.errors import InvalidInput
-from kvcalc.units import DType, parse_dtype, parse_size, parse_tokens
+from kvcalc.units import WEIGHT_ONLY, DType, parse_dtype, parse_size, parse_tokens
 
 AttentionKind = Literal["full", "sliding", "chunked"]
-StateKind = Literal["mamba1", "mamba2", "gated_deltanet", "lightning", "short_conv"]
+StateKind = Literal["mamba1", "mamba2", "gated_deltanet", "lightning", "short_conv", "kda"]
 ATTENTION_KINDS: tuple[AttentionKind, ...] = ("full", "sliding", "chunked")
-STATE_KINDS: tuple[StateKind, ...] = ("mamba1", "mamba2", "gated_deltanet", "lightning", "short_conv")
+STATE_KINDS: tuple[StateKind, ...] = ("mamba1", "mamba2", "gated_deltanet", "lightning", "short_conv", "kda")
 NO_MIXER = "mlp"  # a layer without a sequence mixer (Nemotron-H's '-' and 'E' blocks): no cache, no state
 
 
@@ -53,8 +53,8 @@ def _plain_name(name: str) -> str:
 Name = Annotated[str, AfterValidator(_plain_name)]  # printed in tables and messages as it is
 MAX_COUNT = 2**31
 MAX_LAYERS = 10_000  # every figure walks the layers one by one; the deepest published models have a few hundred
-Count = Annotated[int, Number, Field(gt=0, le=MAX_COUNT)]  # a positive count; the bound refuses absurd or overflowing input
-Rate = Annotated[int, Number, Field(gt=0, le=10**20)]  # bytes, bytes/s or FLOP/s
+Count = Annotated[int, Field(gt=0, le=MAX_COUNT), Number]  # a positive count; the bound refuses absurd or overflowing input
+Rate = Annotated[int, Field(gt=0, le=10**20), Number]  # bytes, bytes/s or FLOP/s
 
 
 def _read_tokens(value: object) -> object:
@@ -85,6 +85,11 @@ class MlaSpec(Strict):
     qk_nope_head_dim: Count = 128
     v_head_dim: Count = 128
     q_lora_rank: Count | None = None
+    indexer_head_dim: Count | None = Field(
+        default=None,
+        description="DeepSeek sparse attention (DeepSeek-V3.2, GLM-5): the lightning indexer's key width"
+        " (index_head_dim); each layer also caches one indexer key per token",
+    )
 
 
 class MoeSpec(Strict):
@@ -114,6 +119,9 @@ class MoeSpec(Strict):
         return layer >= self.dense_layers and layer % self.layer_period == self.layer_offset
 
 
+PLACEMENT_FIELDS = ("layer_bytes", "expert_bytes", "embedding_bytes", "output_bytes")  # StoredWeights' per-layer split
+
+
 class StoredWeights(Strict):
     """A checkpoint's weights as its files store them, each tensor in its own type (a GGUF's tensor
     infos or safetensors headers summed): exact bytes, the parameters they hold, and the values per type."""
@@ -123,6 +131,25 @@ class StoredWeights(Strict):
     types: dict[str, Rate] = Field(
         default_factory=dict, description="values per stored type, e.g. q4_K, q6_K, f32 (GGUF) or BF16, I32 (safetensors)"
     )
+    layer_bytes: list[Annotated[int, Number, Field(ge=0)]] | None = Field(
+        default=None,
+        description="each layer's bytes (a GGUF's blk.N tensors) but its routed experts': where llama.cpp places them",
+    )
+    expert_bytes: list[Annotated[int, Number, Field(ge=0)]] | None = Field(
+        default=None, description="each layer's routed-expert bytes (blk.N.ffn_*_exps), what --n-cpu-moe moves to the CPU"
+    )
+    embedding_bytes: Annotated[int, Number, Field(ge=0)] | None = Field(
+        default=None, description="the input embedding table's bytes (token_embd), which llama.cpp keeps in host memory"
+    )
+    output_bytes: Annotated[int, Number, Field(ge=0)] | None = Field(
+        default=None, description="the output layer's bytes (output_norm and output, or the tied table it reuses)"
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_unknown_placement(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The per-layer fields only when a GGUF gave them: a safetensors checkpoint's stays {bytes, params, types}."""
+        data: dict[str, Any] = handler(self)
+        return {k: v for k, v in data.items() if v is not None or k not in PLACEMENT_FIELDS}
 
 
 class AttentionShape(Strict):
@@ -155,6 +182,14 @@ class Mamba2Spec(Strict):
         default=None, description="d_inner when it is not heads * head_dim (Falcon-H1: mamba_d_ssm)"
     )
 
+    @model_validator(mode="after")
+    def _groups_divide_heads(self) -> Mamba2Spec:
+        # Each group's B and C serve heads / groups heads (transformers modeling_mamba2.py repeats them
+        # num_heads // n_groups times): a model whose groups do not divide its heads cannot run, at any --tp.
+        if self.heads % self.groups:
+            raise ValueError(f"groups ({self.groups}) must divide heads ({self.heads})")
+        return self
+
     @property
     def inner(self) -> int:
         return self.intermediate or self.heads * self.head_dim
@@ -168,6 +203,14 @@ class GatedDeltaNetSpec(Strict):
     k_head_dim: Count = Field(description="linear_key_head_dim")
     v_head_dim: Count = Field(description="linear_value_head_dim")
     conv_kernel: Count = Field(description="linear_conv_kernel_dim")
+
+    @model_validator(mode="after")
+    def _value_heads_repeat_key_heads(self) -> GatedDeltaNetSpec:
+        # Each key head serves v_heads / k_heads value heads; transformers' Qwen3NextGatedDeltaNet raises
+        # "num_v_heads must be divisible by num_k_heads" (models/qwen3_next/modeling_qwen3_next.py).
+        if self.v_heads % self.k_heads:
+            raise ValueError(f"v_heads ({self.v_heads}) must be a multiple of k_heads ({self.k_heads})")
+        return self
 
 
 class LightningSpec(Strict):
@@ -184,6 +227,15 @@ class ShortConvSpec(Strict):
     conv_kernel: Count = Field(description="L_cache (conv_L_cache)")
 
 
+class KdaSpec(Strict):
+    """Kimi Delta Attention (Kimi-Linear's kda_layers): q, k and v short convs and a (head_dim x
+    head_dim) state per head, as vLLM's kda_state_shape."""
+
+    heads: Count = Field(description="linear_attn_config.num_heads")
+    head_dim: Count = Field(description="linear_attn_config.head_dim")
+    conv_kernel: Count = Field(description="linear_attn_config.short_conv_kernel_size")
+
+
 class StateSpec(Strict):
     """The shapes of the state layers named in `layer_pattern`, one section per kind used."""
 
@@ -192,6 +244,7 @@ class StateSpec(Strict):
     gated_deltanet: GatedDeltaNetSpec | None = None
     lightning: LightningSpec | None = None
     short_conv: ShortConvSpec | None = None
+    kda: KdaSpec | None = None
     ssm_dtype: DTypeName | None = Field(
         default=None,
         description="the recurrent state's dtype vLLM keeps for this model under --mamba-ssm-cache-dtype auto: the"
@@ -208,7 +261,7 @@ class ModelSpec(Strict):
     the optional fields unlock weights, limits and MoE/MLA/window figures."""
 
     name: Name
-    layers: Annotated[int, Number, Field(gt=0, le=MAX_LAYERS)]
+    layers: Annotated[int, Field(gt=0, le=MAX_LAYERS), Number]
     heads: Count
     kv_heads: Count
     head_dim: Count | None = None
@@ -232,7 +285,7 @@ class ModelSpec(Strict):
     layer_pattern: list[LayerKind] | None = Field(
         default=None,
         description="each layer's kind, repeated over the layers: full, sliding, a state kind (mamba1, mamba2,"
-        " gated_deltanet, lightning, short_conv), attention+state (full+mamba2) or mlp (no sequence mixer)",
+        " gated_deltanet, lightning, short_conv, kda), attention+state (full+mamba2) or mlp (no sequence mixer)",
     )
     state: StateSpec | None = None
     attention_chunk_size: Count | None = Field(
@@ -302,8 +355,6 @@ class ModelSpec(Strict):
                 raise ValueError(f"layer_pattern has {kind} layers but state.{kind} does not give their shape")
             if given and kind not in used:
                 raise ValueError(f"state.{kind} is given but no layer in layer_pattern is {kind}")
-        if used and self.mla is not None:
-            raise ValueError("MLA with state layers is not supported")
         return self
 
     def origin(self) -> list[str]:
@@ -393,12 +444,12 @@ class GpuSpec(Strict):
     )
     source: str | None = None
     notes: str | None = None
-    decode_efficiency: Annotated[float, Number, Field(gt=0, le=1, allow_inf_nan=False)] | None = Field(
+    decode_efficiency: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False), Number] | None = Field(
         default=None,
         description="share of bandwidth_bytes_per_s a decode step streams at, in place of the engine's decode profile"
         " efficiency; 1.0 when bandwidth_bytes_per_s is itself a measured streaming bandwidth (kvcalc measure --calibrate)",
     )
-    decode_overhead_s_per_layer: Annotated[float, Number, Field(ge=0, le=1, allow_inf_nan=False)] | None = Field(
+    decode_overhead_s_per_layer: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False), Number] | None = Field(
         default=None,
         description="measured fixed cost of a decode step per layer, in seconds (kvcalc measure --calibrate): the"
         " expected decode time uses it in place of the engine's decode profile overhead",
@@ -426,6 +477,7 @@ ENGINE_OPTIONS: dict[str, EngineName] = {
     "disable_cuda_graph": "sglang",
     "kv_cache_memory_bytes": "vllm",
     "vllm_version": "vllm",
+    "attention_backend": "vllm",
     "mem_fraction_static": "sglang",
     "max_total_tokens": "sglang",
     "page_size": "sglang",
@@ -463,8 +515,9 @@ def _version(value: str) -> str:
     return value
 
 
-Fraction = Annotated[float, Number, Field(gt=0, le=1, allow_inf_nan=False)]
-SizeBytes = Annotated[int, BeforeValidator(_read_size), Number, Field(gt=0, le=10**20)]  # 20GiB, or bytes
+MlaBackend = Literal["flashmla", "cutlass_mla", "flashinfer_mla", "triton_mla", "flash_attn_mla"]
+Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False), Number]
+SizeBytes = Annotated[int, Field(gt=0, le=10**20), BeforeValidator(_read_size), Number]  # 20GiB, or bytes
 
 
 class Engine(Strict):
@@ -487,6 +540,9 @@ class Engine(Strict):
     enforce_eager: bool | None = None  # vLLM: no CUDA graphs (default false)
     kv_cache_memory_bytes: SizeBytes | None = None  # vLLM: the KV cache's size, overriding the profiled budget
     vllm_version: Annotated[str, AfterValidator(_version)] | None = None  # the vLLM release (default: 0.21 or later)
+    attention_backend: MlaBackend | None = (
+        None  # vLLM's MLA backend, sets MLA block sizes (default: flashmla; cutlass_mla on B200/B300)
+    )
     mamba_cache_dtype: DTypeName | None = None  # vLLM --mamba-cache-dtype: conv state (and SSM state) dtype; None: auto
     mamba_ssm_cache_dtype: DTypeName | None = None  # vLLM --mamba-ssm-cache-dtype: SSM state dtype; None: auto
     mem_fraction_static: Fraction | None = None  # SGLang: share of free memory for weights and KV (default from GPU memory)
@@ -496,8 +552,8 @@ class Engine(Strict):
     max_running_requests: Count | None = None  # SGLang: concurrent requests (sizes the req_to_token table)
     disable_cuda_graph: bool | None = None  # SGLang --disable-cuda-graph: every kernel launched from Python (default false)
     mamba_ssm_dtype: DTypeName | None = None  # SGLang --mamba-ssm-dtype: hybrid models' SSM state dtype (default float32)
-    mamba_full_memory_ratio: Annotated[float, Number, Field(gt=0, allow_inf_nan=False)] | None = None  # SGLang (0.9)
-    free_gpu_memory_fraction: Annotated[float, Number, Field(gt=0, lt=1, allow_inf_nan=False)] | None = None  # TRT-LLM (0.9)
+    mamba_full_memory_ratio: Annotated[float, Field(gt=0, allow_inf_nan=False), Number] | None = None  # SGLang (0.9)
+    free_gpu_memory_fraction: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False), Number] | None = None  # TRT-LLM (0.9)
     tokens_per_block: Annotated[int, Number, AfterValidator(_power_of_two)] | None = None  # TRT-LLM (default 32)
     max_tokens: Tokens | None = None  # TRT-LLM: cap on the KV cache's tokens
     max_num_tokens: Tokens | None = None  # TRT-LLM: tokens of one forward, sizes the profiling run (default 8192)
@@ -535,4 +591,8 @@ def cache_dtypes(model: ModelSpec, workload: Workload) -> tuple[DType, DType]:
     ['fp8', 'q4_0']
     """
     shared = workload.kv_dtype or model.dtype
-    return workload.k_dtype or shared, workload.v_dtype or shared
+    dtypes = workload.k_dtype or shared, workload.v_dtype or shared
+    for dtype in dtypes:
+        if dtype in WEIGHT_ONLY:
+            raise InvalidInput(f"{dtype.value} is a format of weights, not of a KV cache: give it as --weight-dtype")
+    return dtypes

@@ -1,6 +1,7 @@
 """Recurrent state of hybrid models' non-attention layers: pure functions, exact integers, no I/O.
 
-A state layer (Mamba-1, Mamba-2, Gated DeltaNet, lightning attention, short conv) keeps a fixed
+A state layer (Mamba-1, Mamba-2, Gated DeltaNet, lightning attention, short conv, Kimi Delta
+Attention) keeps a fixed
 state per sequence, whatever the context: a conv state (the last conv_kernel - 1 inputs of each
 conv channel) and a recurrent state. The shapes are those of vLLM's MambaStateShapeCalculator
 (vllm/model_executor/layers/mamba/mamba_utils.py, vllm-project/vllm 02d71083), which SGLang's
@@ -114,6 +115,17 @@ def layer_state(kind: StateKind, model: ModelSpec, tp: int = 1) -> LayerState:
             conv_shape=(),
             recurrent_shape=(_split(heads, tp, "lightning attention heads", model), dim, dim),
             formula=f"no conv; recurrent (H/tp, d, d) = ({heads}/{tp}, {dim}, {dim})",
+        )
+    if kind == "kda":
+        kda = spec.kda
+        assert kda is not None
+        width = _split(kda.heads * kda.head_dim, tp, "KDA channels (num_heads * head_dim)", model)
+        return LayerState(
+            kind=kind,
+            conv_shape=(3 * width, kda.conv_kernel - 1),  # the q, k and v convs (num_k_heads = num_heads)
+            recurrent_shape=(_split(kda.heads, tp, "KDA heads", model), kda.head_dim, kda.head_dim),
+            formula=f"conv (3*H*d/tp, k-1) = (3*{kda.heads}*{kda.head_dim}/{tp}, {kda.conv_kernel}-1) (q, k and v);"
+            f" recurrent (H/tp, d, d) = ({kda.heads}/{tp}, {kda.head_dim}, {kda.head_dim})",
         )
     sc = spec.short_conv
     assert sc is not None

@@ -10,7 +10,7 @@ from kvcalc.engines import StageWeights
 from kvcalc.errors import InvalidInput
 from kvcalc.kvcache import pipeline_stages
 from kvcalc.spec import ModelSpec, StoredWeights, Workload
-from kvcalc.units import PACKING, DType, format_bytes
+from kvcalc.units import GGUF_MIXES, PACKING, DType, format_bytes
 
 
 class ParamCount(Frozen):
@@ -208,8 +208,15 @@ def weights_formula(params: ParamCount, fmt: WeightFormat) -> str:
     if fmt.stored is not None:
         share = "" if params.total == fmt.stored.params else f" * {params.total:,} / {fmt.stored.params:,} params"
         return f"{fmt.stored.bytes:,} B as stored (each tensor in its own type){share}"
-    terms = [f"{count:,} {what} * {dtype.value}" for what, count, dtype in _weight_parts(params, fmt)]
-    return terms[0] if len(terms) == 1 else "(" + " + ".join(terms) + ")"
+    parts = _weight_parts(params, fmt)
+    terms = [f"{count:,} {what} * {dtype.value}" for what, count, dtype in parts]
+    formula = terms[0] if len(terms) == 1 else "(" + " + ".join(terms) + ")"
+    mixes = [
+        f"{dtype.value} is llama-quantize's typical mix ({GGUF_MIXES[dtype][0]})" for _, _, dtype in parts if dtype in GGUF_MIXES
+    ]
+    if mixes:  # a file type names a mix of tensor types whose bytes depend on the model's shapes
+        formula += f" [{'; '.join(mixes)}, scaled to these params; a GGUF file gives exact bytes]"
+    return formula
 
 
 class StageParams(Frozen):
@@ -302,3 +309,71 @@ def activation_dtype(model: ModelSpec, fmt: WeightFormat) -> DType:
     the model's when it is one, else bf16 (quantized checkpoints compute in 16 bits)."""
     floats = (DType.fp32, DType.fp16, DType.bf16)
     return fmt.dtype if fmt.dtype in floats else model.dtype if model.dtype in floats else DType.bf16
+
+
+class LayerWeights(Frozen):
+    """Where a model's weight bytes sit layer by layer, as llama.cpp places them: each layer's own
+    bytes (attention, norms, dense MLP or shared experts, router), its routed experts apart (what
+    --n-cpu-moe moves), the input embedding table (always in host memory) and the output layer
+    (output norm and LM head; a copy of the table when tied)."""
+
+    layers: list[int]
+    experts: list[int]
+    embeddings: int
+    output: int
+    exact: bool  # True: summed from a GGUF's tensor infos; False: from the shapes and formats
+    explain: str
+
+
+def layer_weights(model: ModelSpec, fmt: WeightFormat) -> LayerWeights:
+    """Each layer's weight bytes: exact from a GGUF's tensor infos when known (and no dtype is
+    requested); else counted from the shapes in `fmt`, scaled so they sum to `weight_bytes` (a
+    published count or a checkpoint's stored bytes); evenly over the layers when the model gives no
+    shapes (then nothing is counted for the embeddings and output layer).
+
+    >>> m = ModelSpec(name="x", layers=2, heads=1, kv_heads=1, head_dim=2, hidden=2, intermediate=1, vocab=10, dtype="fp16")
+    >>> w = layer_weights(m, weight_format(m))
+    >>> w.layers, w.embeddings, w.output
+    ([52, 52], 40, 44)
+    """
+    stored = fmt.stored
+    if stored is not None and stored.layer_bytes is not None and len(stored.layer_bytes) == model.layers:
+        return LayerWeights(
+            layers=list(stored.layer_bytes),
+            experts=list(stored.expert_bytes or [0] * model.layers),
+            embeddings=stored.embedding_bytes or 0,
+            output=stored.output_bytes or 0,
+            exact=True,
+            explain="per tensor from the GGUF's tensor infos (blk.N.*, their ffn_*_exps apart, token_embd, output)",
+        )
+    params = require_params(model)
+    total = weight_bytes(params, fmt)
+    shapes = _layer_params(model)
+    if shapes is None or model.hidden is None:
+        share = total // model.layers
+        layers = [share] * model.layers
+        layers[-1] += total - share * model.layers
+        return LayerWeights(
+            layers=layers, experts=[0] * model.layers, embeddings=0, output=0, exact=False,
+            explain=f"{total:,} B spread evenly over {model.layers} layers (the model gives no shapes)",
+        )  # fmt: skip
+    table = _embedding_table(model)
+    own = [PACKING[fmt.dtype].bytes_for(layer.own) for layer in shapes]
+    experts = [PACKING[fmt.experts].bytes_for(layer.routed) for layer in shapes]
+    embeddings = PACKING[fmt.embeddings].bytes_for(table)
+    output = embeddings + PACKING[fmt.dtype].bytes_for(model.hidden)  # the LM head (the table again when tied) + final norm
+    counted = sum(own) + sum(experts) + embeddings + (0 if model.tied_embeddings else output)
+    scale = [total, counted]  # a published count or stored bytes set the total; the shapes the split
+
+    def scaled(n: int) -> int:
+        return n * scale[0] // scale[1]
+
+    return LayerWeights(
+        layers=[scaled(n) for n in own],
+        experts=[scaled(n) for n in experts],
+        embeddings=scaled(embeddings),
+        output=scaled(output),
+        exact=False,
+        explain=f"from the shapes in {fmt.label}, scaled to the weights' {total:,} B"
+        + (" (the tied table counted again as the output layer, as llama.cpp loads it)" if model.tied_embeddings else ""),
+    )

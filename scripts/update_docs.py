@@ -1,4 +1,4 @@
-"""Re-run the `$ kvcalc ...` examples in README.md and docs/engines.md and write their real output.
+"""Re-run the `$ kvcalc ...` examples in README.md and docs/*.md and write their real output.
 
     python scripts/update_docs.py            # rewrite the outputs in place
     python scripts/update_docs.py --check    # exit 1 when an output is stale (a test runs this)
@@ -7,7 +7,7 @@ Each fenced block whose first line is `$ kvcalc ...` is run from the repository 
 COLUMNS=120 (stdout and stderr, as a terminal shows them); a `$ echo $?` line records the exit code.
 Hugging Face repo ids resolve in the fixture cache tests/fixtures/hf-cache, offline.
 `measure` blocks are left alone: their timings differ from run to run. A command with
-`--plot FILE` draws into a scratch folder; FILE is replaced only when the chart's data changed (the
+`--plot FILE` draws into a scratch folder; docs/img/FILE is replaced only when the chart's data changed (the
 fingerprint kvcalc.plots writes into each figure), so a newer matplotlib alone never makes it stale. Between
 `<!-- calibration:ENGINE -->` and `<!-- /calibration:ENGINE -->` goes the table of how `fit`
 reproduces that engine's published start-up logs (scripts/calibration.py).
@@ -25,11 +25,12 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", ROOT / "docs" / "engines.md"]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # Hub repo ids in the examples read a fixture cache, offline, whatever the writer's own cache holds.
 HUB_FIXTURE = {"HF_HUB_CACHE": "tests/fixtures/hf-cache", "HF_HUB_OFFLINE": "1"}
 BLOCK = re.compile(r"```\n\$ (kvcalc [^\n]*)\n(.*?)```", re.DOTALL)
 CALIBRATION = re.compile(r"(<!-- calibration:(\w+) -->\n).*?(<!-- /calibration:\2 -->)", re.DOTALL)
+FIGURES = ROOT / "docs" / "img"
 STALE_FIGURES: list[tuple[Path, Path]] = []  # (figure in the docs, its fresh drawing) whose data changed
 
 
@@ -45,8 +46,9 @@ def run(command: str, scratch: Path) -> str:
     output = done.stderr + done.stdout
     if figure is not None:
         output = output.replace(str(scratch / figure.name), str(figure))
-        if (scratch / figure.name).exists() and _fingerprint(ROOT / figure) != _fingerprint(scratch / figure.name):
-            STALE_FIGURES.append((figure, scratch / figure.name))
+        stored = FIGURES / figure.name  # the example writes into the reader's folder; the docs show docs/img's copy
+        if (scratch / figure.name).exists() and _fingerprint(stored) != _fingerprint(scratch / figure.name):
+            STALE_FIGURES.append((stored.relative_to(ROOT), scratch / figure.name))
     return output + (f"$ echo $?\n{done.returncode}\n" if done.returncode else "")
 
 

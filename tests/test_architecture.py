@@ -20,6 +20,7 @@ LAYERS: list[set[str]] = [
     {"weights"},
     {"capacity"},
     {"latency"},
+    {"placement"},  # llama.cpp placements across GPUs, host RAM and unified memory, and their speed
     {"compare", "check"},
     {"sources"},  # GGUF, safetensors, Hub, vendors' GPU tools: readers, below the presets that dispatch to them
     {"presets", "shipped"},

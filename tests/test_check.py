@@ -191,3 +191,20 @@ def test_a_plan_names_models_by_hugging_face_repo_id(cli, tmp_path: Path, monkey
     missing = _plan(tmp_path / "plans", "workloads:\n  - {name: x, model: org/other.yaml, memory: 80GiB, seq: 8}\n")
     result = cli("check", missing)
     assert result.exit_code == 2 and "org/other.yaml: no such file" in result.stderr
+
+
+def test_a_workload_without_expect_must_fit(cli, tmp_path: Path) -> None:
+    # issue 23 item 9: a plan that sets no `expect` passed a workload that does not fit ("pass" beside
+    # "fits: no", exit 0). llama3-8b's 16.06 GB of bf16 weights do not fit a 16 GiB card's 90 %.
+    plan = _plan(tmp_path, "workloads:\n  - {name: tight, model: llama3-8b, memory: 16GiB, seq: 8192}\n")
+    result = cli("check", plan, "--json")
+    assert result.exit_code == 1
+    [workload] = json.loads(result.stdout)["workloads"]
+    assert workload["fits"] is False and workload["passed"] is False
+    assert [(a["name"], a["limit"], a["passed"]) for a in workload["assertions"]] == [("fits", True, False)]
+
+
+def test_a_plan_may_expect_a_workload_not_to_fit(cli, tmp_path: Path) -> None:
+    plan = _plan(tmp_path, "workloads:\n  - {name: tight, model: llama3-8b, memory: 16GiB, seq: 8192, expect: {fits: false}}\n")
+    result = cli("check", plan)
+    assert result.exit_code == 0, result.stdout

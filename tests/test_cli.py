@@ -150,6 +150,17 @@ def test_bad_model_files(cli, tmp_path: Path, file_text: str | bytes, expected: 
         (["--model", "llama3-8b", "--seq", "8", "--memory", "80XB"], "cannot read size '80XB'"),
         (["--model", "llama3-8b", "--seq", "8", "--memory", "1e400"], "--memory: size '1e400' is more than 1 EB"),
         (["--model", "llama3-8b", "--seq", "8", "--memory", "80GB", "--reserve", "1e309"], "more than 1 EB"),
+        # issue 23 item 8: bits are not bytes, a byte is whole, digits are ASCII (as --seq reads them)
+        (
+            ["--model", "llama3-8b", "--seq", "8", "--memory", "80Gb"],
+            "--memory: size '80Gb' is in bits (Gb: a small b is a bit); kvcalc reads bytes: write 80GB",
+        ),
+        (
+            ["--model", "llama3-8b", "--seq", "8", "--memory", "1.5B"],
+            "--memory: size '1.5B' is 1.5 bytes, not a whole number of bytes",
+        ),
+        (["--model", "llama3-8b", "--seq", "8", "--memory", "\u0668\u0660GB"], "cannot read size"),
+        (["--model", "llama3-8b", "--seq", "8", "--tp", "\u0662"], "--tp '\u0662': give a positive integer, or auto"),
         (["--model", "llama3-8b", "--seq", "8", "--units", "kb"], "--units 'kb'"),
         (["--model", HF_CONFIGS / "bert-config.json", "--seq", "8"], "model_type 'bert' is not supported"),
         (["--model", "llama3-8b", "--seq", "8", "--presets", "/nonexistent"], "presets folder does not exist"),
@@ -198,6 +209,18 @@ def test_sizes_are_read_exactly(cli) -> None:
     """Sizes go through decimal arithmetic, not floats: 2^53 + 1 bytes stays itself."""
     doc = cli.json("fit", "--model", "llama3-8b", "--memory", "9007199254740993", "--reserve", "0.5GiB")
     assert doc["budget"]["memory_bytes"] == 9_007_199_254_740_993 and doc["budget"]["reserve_bytes"] == 2**29
+    for exponent in ("8E10", "8e10", "8e+10", "80e+9"):  # an exponent with or without its sign, either case
+        assert cli.json("fit", "--model", "llama3-8b", "--memory", exponent)["budget"]["memory_bytes"] == 8 * 10**10
+
+
+def test_explain_says_which_part_of_an_mla_latent_takes_which_dtype(cli) -> None:
+    """Textbook MLA stores the latent as K and the rope key as V: 512 * 1 B (fp8) + 64 * 2 B (bf16) = 640 B;
+    llama.cpp stores one K-only row, so --v-dtype does not apply to it: (512 + 64) * 34/32 B (q8_0) = 612 B."""
+    base = ["size", "--model", "deepseek-v2-lite", "--seq", "8k", "--explain"]
+    textbook = cli(*base, "--k-dtype", "fp8", "--v-dtype", "bf16").stdout
+    assert "kv_lora_rank * b_K + qk_rope_head_dim * b_V = 512 * b_K + 64 * b_V (latent as K, rope key as V) = 640 B" in textbook
+    llamacpp = cli(*base, "--k-dtype", "q8_0", "--v-dtype", "bf16", "--engine", "llamacpp").stdout
+    assert "(kv_lora_rank + qk_rope_head_dim) * b_K = (512 + 64) * b_K (one K-only row: b_V unused) = 612 B" in llamacpp
 
 
 @pytest.mark.parametrize(
@@ -208,7 +231,6 @@ def test_sizes_are_read_exactly(cli) -> None:
         (["fit", "--model", "llama3-8b", "--utilization", "90%"], "Invalid value for '--utilization'"),
         (["size", "--model", "llama3-8b", "--sq", "8"], "No such option: --sq"),
         (["compare"], "Missing argument 'names' (see kvcalc compare --help)"),
-        (["presets", "show"], "Missing argument 'name' (see kvcalc presets show --help)"),
         (["--bogus"], "No such option: --bogus (see kvcalc --help)"),
     ],
 )
@@ -225,7 +247,7 @@ def test_group_alone_prints_its_help(cli) -> None:
 def test_presets_show_finds_gpus_and_says_what_is_wrong_with_one(cli, tmp_path: Path) -> None:
     assert cli.json("presets", "show", "h100-sxm")["kind"] == "gpu"
     unknown = cli("presets", "show", "h100")
-    assert unknown.exit_code == 2 and "unknown model or GPU 'h100'; did you mean h100-pcie, h100-sxm" in unknown.stderr
+    assert unknown.exit_code == 2 and "unknown model or GPU 'h100'; did you mean h100-nvl, h100-pcie, h100-sxm" in unknown.stderr
     gpu = _write(tmp_path, "g.yaml", "name: g\nmemory_bytes: 1000\nbandwidth_bytes_per_s: 0\nbf16_flops: 5\n")
     bad = cli("presets", "show", gpu)
     assert bad.exit_code == 2 and "bandwidth_bytes_per_s: Input should be greater than 0" in bad.stderr
@@ -277,10 +299,13 @@ def test_help_lists_each_command_as_built() -> None:
     [
         ("kvcalc s", {}, ["size", "schema"]),  # command names: every command module imported
         ("kvcalc size --model llama3.2", {}, ["llama3.2-1b", "llama3.2-3b"]),
-        ("kvcalc fit --gpu h100", {}, ["h100-pcie", "h100-sxm"]),
-        ("kvcalc presets show h100", {}, ["h100-pcie", "h100-sxm"]),
+        ("kvcalc fit --gpu h100", {}, ["h100-nvl", "h100-pcie", "h100-sxm"]),
+        ("kvcalc presets show h100", {}, ["h100-nvl", "h100-pcie", "h100-sxm"]),
         (f"kvcalc size --presets {TEST_PRESETS} --model seed", {}, ["seed-7b", "seed-tiny"]),
         ("kvcalc size --model llama3.2", {"KVCALC_PRESETS": "/nonexistent"}, []),  # no error printed mid-completion
+        ("kvcalc size --kv-dtype fp8", {}, ["fp8", "fp8_e4m3", "fp8_e5m2"]),  # issue 23 item 13: dtypes, schema commands
+        ("kvcalc fit --k-dtype q4", {}, ["q4_0", "q4_1"]),
+        ("kvcalc schema pre", {}, ["presets-list", "presets-show"]),
     ],
 )
 def test_shell_completes_preset_names(words: str, env: dict[str, str], expected: list[str]) -> None:
@@ -351,7 +376,7 @@ def test_compare_help_names_the_engines(cli) -> None:
 
 def test_check_help_documents_the_plan_and_its_example_runs(cli, tmp_path: Path) -> None:
     text = cli.help("check")
-    for field in ("workloads:", "seq (8192 or 128k)", "expect: any of fits", "decode_judge: roofline", "README.md"):
+    for field in ("workloads:", "seq (8192 or 128k)", "expect: any of fits", "decode_judge: roofline", "docs/check.md"):
         assert field in text
     example = re.search(r"Example plan: (workloads: \[.*?\}\}\])", text)
     assert example is not None, text
@@ -373,3 +398,13 @@ def test_every_engine_option_is_a_flag(cli, command: str) -> None:
 
     text = cli.help(command)
     assert [name for name in ENGINE_OPTIONS if f"--{name.replace('_', '-')} " not in text] == []
+
+
+@pytest.mark.parametrize(
+    "command", [["size", "--model", "llama3-8b", "--seq", "8"], ["compare", "mha", "gqa", "--model", "llama3-8b"]]
+)
+@pytest.mark.parametrize("flag, message", [("--gpu", "--gpu is empty: give a GPU preset"), ("--memory", "--memory is empty")])
+def test_an_empty_gpu_or_memory_is_refused_not_dropped(cli, command: list[str], flag: str, message: str) -> None:
+    for empty in ("", " "):
+        result = cli(*command, flag, empty)
+        assert result.exit_code == 2 and message in result.stderr and result.stderr.count("\n") == 1

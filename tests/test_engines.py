@@ -153,6 +153,7 @@ def test_llamacpp_refusals(cli, tmp_path) -> None:
         (["--model", "llama3-8b", "--seq", "256", "--kv-dtype", "int4"], "--engine llamacpp caches"),
         (["--model", "llama3-8b", "--seq", "256", "--block-size", "16"], "--block-size does not apply to --engine llamacpp"),
         (["--model", "llama3-8b", "--seq", "2", "--batch", "4"], "must be at least the batch"),
+        (["--model", "llama3-8b", "--seq", "65536", "--batch", "300"], "llama.cpp runs at most 256 sequences (n_seq_max, -np"),
     ]
     for args, expected in cases:
         result = cli("size", *args, "--engine", "llamacpp")
@@ -298,6 +299,16 @@ def test_llamacpp_fit_counts_contexts_per_sequence(cli) -> None:
     assert doc["max_context"] == 8192 and doc["max_context_limit"] == "max_positions"
     result = cli("size", "--model", "llama3-8b", "--seq", "32768", "--batch", "4", "--engine", "llamacpp")
     assert result.exit_code == 0 and "exceeds" not in result.stderr  # 8,192 per sequence is within the model's max
+
+
+def test_llamacpp_max_batch_is_capped_at_256_sequences(cli) -> None:
+    """llama_context refuses n_seq_max > LLAMA_MAX_SEQ = 256 (src/llama-context.cpp, src/llama-cparams.h):
+    a small model on a large GPU holds far more short sequences by memory, but llama.cpp runs 256."""
+    doc = cli.json("fit", "--model", "llama3.2-1b", "--gpu", "h200", "--seq", "256", "--engine", "llamacpp")
+    assert doc["max_batch"] == 256 and doc["max_batch_limit"] == "max_seqs"
+    assert max(doc["max_batch_by_context"].values()) == 256
+    result = cli("fit", "--model", "llama3.2-1b", "--gpu", "h200", "--seq", "77000", "--batch", "300", "--engine", "llamacpp")
+    assert result.exit_code == 2 and "llama.cpp runs at most 256 sequences" in result.stderr
 
 
 # The registry and the layering (kvcalc/engines/__init__.py)

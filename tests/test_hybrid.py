@@ -79,7 +79,7 @@ def test_divisions_that_must_be_exact_are_refused() -> None:
     model = hybrid(["mamba2", "full"], {"mamba2": {"heads": 6, "head_dim": 64, "state_size": 16, "groups": 3, "conv_kernel": 4}})
     with pytest.raises(InvalidInput, match="does not divide the 3 Mamba-2 groups"):
         layer_state("mamba2", model, 2)
-    gdn = hybrid(["gated_deltanet", "full"], {"gated_deltanet": {**QWEN3_NEXT_GDN["gated_deltanet"], "v_heads": 3}})
+    gdn = hybrid(["gated_deltanet", "full"], {"gated_deltanet": {**QWEN3_NEXT_GDN["gated_deltanet"], "k_heads": 1, "v_heads": 3}})
     with pytest.raises(InvalidInput, match="--tp 2 does not divide the 3 Gated DeltaNet value heads"):
         layer_state("gated_deltanet", gdn, 2)
 
@@ -485,3 +485,24 @@ def test_cli_sglang_fit_logs_the_mamba_pool(cli) -> None:
     assert "pool mamba: 668 state slots of 36 state layers" in text
     bf16 = cli.json(*args, "--mamba-ssm-dtype", "bf16", "--mamba-full-memory-ratio", "0.5")
     assert bf16["state_bytes_per_sequence_per_gpu"] == 36 * 548_864
+
+
+@pytest.mark.parametrize(
+    "fixture, replace, message",
+    [
+        # Files that lie (issue 23 item 3): each named by its key, refused at --tp 1 as at any other.
+        ("jamba-1.5-mini", ('"mamba_expand": 2', '"mamba_expand": 1e400'), "mamba_expand: expected a positive number, got Infinity"),
+        ("granite-4.0-h-small", ('"mamba_expand": 2', '"mamba_expand": NaN'), "mamba_expand: expected a positive number, got NaN"),
+        ("nemotron-h-8b", ('"n_groups": 8', '"n_groups": 3'), "state.mamba2: groups (3) must divide heads (128)"),
+        ("qwen3-next-80b-a3b", ('"linear_num_value_heads": 32', '"linear_num_value_heads": 24'),
+         "state.gated_deltanet: v_heads (24) must be a multiple of k_heads (16)"),
+    ],
+)  # fmt: skip
+def test_lying_hybrid_configs_are_refused_at_any_tp(cli, tmp_path, fixture: str, replace: tuple[str, str], message: str) -> None:
+    text = (HF_CONFIGS / f"{fixture}-config.json").read_text()
+    assert replace[0] in text
+    path = tmp_path / "config.json"
+    path.write_text(text.replace(replace[0], replace[1]))
+    result = cli("size", "--model", path, "--seq", "8", "--tp", "1")
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -20,6 +20,8 @@ from kvcalc.hf_config import RECURRENT
 from kvcalc.presets import load_gpu, load_model, presets_listing
 from kvcalc.units import parse_dtype, parse_size
 
+from .conftest import FIXTURES
+
 LONG = "a" * 300  # over the 255-byte limit of a file name
 GOOD = "layers: 2\nheads: 8\nkv_heads: 2\nhead_dim: 64\ndtype: bf16\n"
 LLAMA = {"model_type": "llama", "num_attention_heads": 8, "hidden_size": 512, "num_hidden_layers": 2}
@@ -319,3 +321,14 @@ def test_unknown_weights_of_a_config_json_names_the_file(cli, tmp_path: Path) ->
     result = cli("fit", "--model", config, "--gpu", "h100-sxm")
     assert result.exit_code == 2, result.output
     assert f"add hidden_size, intermediate_size and vocab_size to {config}" in result.stderr
+
+
+def test_a_config_json_in_the_current_folder_is_named_after_the_folder(cli, tmp_path: Path, monkeypatch) -> None:
+    # issue 23 item 13: `--model config.json` run inside the model's folder named the model "config"
+    folder = tmp_path / "Meta-Llama-3-8B"
+    folder.mkdir()
+    config = json.loads((FIXTURES / "hf" / "llama3-8b-config.json").read_text())
+    config.pop("_name_or_path", None)  # a config that names itself keeps its name
+    (folder / "config.json").write_text(json.dumps(config))
+    monkeypatch.chdir(folder)
+    assert cli.json("size", "-m", "config.json", "-s", "8")["model"]["name"] == "Meta-Llama-3-8B"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,7 +12,7 @@ from kvcalc import ModelSpec, Workload, estimate_kv
 from kvcalc.errors import InvalidInput
 from kvcalc.presets import load_model
 from kvcalc.spec import Engine
-from kvcalc.units import DType
+from kvcalc.units import PACKING, DType, parse_dtype
 
 from .conftest import TEST_PRESETS
 
@@ -67,8 +69,8 @@ def test_engines_with_one_cache_dtype_refuse_a_split(cli, engine: str, message: 
 
 
 def test_bad_k_dtype_is_one_line(cli) -> None:
-    result = cli("size", "--model", "llama3-8b", "--seq", "64", "--k-dtype", "q3_k")
-    assert result.exit_code == 2 and "unknown dtype 'q3_k'" in result.stderr
+    result = cli("size", "--model", "llama3-8b", "--seq", "64", "--k-dtype", "q3_kx")
+    assert result.exit_code == 2 and "unknown dtype 'q3_kx'" in result.stderr
 
 
 @given(
@@ -82,3 +84,67 @@ def test_split_types_cost_the_mean_of_each_type(kv_heads: int, head_dim: int, k:
     same_k = estimate_kv(model, Workload(seq=seq, kv_dtype=k)).bytes_per_batch
     same_v = estimate_kv(model, Workload(seq=seq, kv_dtype=v)).bytes_per_batch
     assert 2 * split == same_k + same_v
+
+
+# ggml/src/ggml-common.h (ggml-org/llama.cpp): bytes per 256-value super-block -> bits per weight
+GGUF_TENSOR_TYPES = [
+    (DType.q2_k, 84, 2.625), (DType.q3_k, 110, 3.4375), (DType.q4_k, 144, 4.5), (DType.q5_k, 176, 5.5),
+    (DType.q6_k, 210, 6.5625), (DType.iq1_s, 50, 1.5625), (DType.iq1_m, 56, 1.75), (DType.iq2_xxs, 66, 2.0625),
+    (DType.iq2_xs, 74, 2.3125), (DType.iq2_s, 82, 2.5625), (DType.iq3_xxs, 98, 3.0625), (DType.iq3_s, 110, 3.4375),
+    (DType.iq4_xs, 136, 4.25), (DType.tq1_0, 54, 1.6875), (DType.tq2_0, 66, 2.0625),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype, block_bytes, bits", GGUF_TENSOR_TYPES, ids=[t[0].value for t in GGUF_TENSOR_TYPES])
+def test_gguf_tensor_types_have_their_block_sizes(dtype: DType, block_bytes: int, bits: float) -> None:
+    assert PACKING[dtype].bytes_for(256) == block_bytes
+    assert PACKING[dtype].bytes_for(4096 * 256) * 8 / (4096 * 256) == bits
+
+
+def test_every_dtype_is_named_and_sized() -> None:
+    for dtype in DType:
+        assert parse_dtype(dtype.value.upper()) is dtype and PACKING[dtype].bytes_for(1024) > 0
+
+
+@pytest.mark.parametrize(
+    "kv_dtype, engine, per_token",
+    [
+        # NVFP4: 16 e2m1 values in 8 B + one fp8 scale = 9 B per 16; llama3-8b rows of 8 * 128 = 1,024 values
+        ("nvfp4", "textbook", 32 * 2 * (1024 // 16 * 9)),
+        ("nvfp4", "vllm", 32 * 2 * (1024 // 16 * 9)),
+        ("fp4_e2m1", "sglang", 32 * 2 * (1024 // 16 * 9)),  # SGLang's spelling
+        # vLLM int8_per_token_head: 1 B per value + one fp32 scale per token and KV head, K and V each
+        ("int8_per_token_head", "vllm", 32 * 2 * (1024 + 8 * 4)),
+        ("fp8_per_token_head", "vllm", 32 * 2 * (1024 + 8 * 4)),
+        ("mxfp4", "textbook", 32 * 2 * (1024 // 32 * 17)),
+    ],
+)
+def test_four_bit_and_per_head_cache_types(kv_dtype: str, engine: str, per_token: int) -> None:
+    kv = estimate_kv(load_model("llama3-8b"), Workload(seq=16, kv_dtype=parse_dtype(kv_dtype), engine=Engine(name=engine)))
+    assert kv.bytes_per_token == per_token
+
+
+def test_nvfp4_is_0_5625_bytes_per_value() -> None:
+    assert PACKING[DType.nvfp4].bytes_for(16 * 1000) / (16 * 1000) == 0.5625
+
+
+@pytest.mark.parametrize(
+    "name, gib",
+    [("q4_k_m", "4.58"), ("q5_k_m", "5.33"), ("q3_k_m", "3.74"), ("q2_k_s", "2.96")],
+)
+def test_gguf_mix_names_give_llama_quantizes_typical_file(cli, name: str, gib: str) -> None:
+    # tools/quantize/quantize.cpp QUANT_OPTIONS: "Q4_K_M 4.58G @ Llama-3-8B" and so on; llama3-8b's
+    # 8,030,261,248 params are that reference, so the weights are its size exactly
+    doc = cli.json("size", "--model", "llama3-8b", "--seq", "8", "--weight-dtype", name)
+    assert doc["weights"]["bytes"] == round(Decimal(gib) * 2**30)
+
+
+def test_a_weight_format_is_not_a_cache_type(cli) -> None:
+    result = cli("size", "--model", "llama3-8b", "--seq", "8", "--kv-dtype", "q4_k_m")
+    assert result.exit_code == 2
+    assert "q4_k_m is a format of weights, not of a KV cache" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_fp8_block_weights_carry_one_scale_per_128x128() -> None:
+    # DeepSeek-V3's weight_block_size [128, 128]: 1 B per weight + a 4-byte fp32 scale per 16,384
+    assert PACKING[DType.fp8_block].bytes_for(7168 * 2048) == 7168 * 2048 + 7168 * 2048 // 16384 * 4

@@ -18,25 +18,32 @@ from kvcalc.presets import load_model
 
 SMALL = ["--model", "llama3-8b", "--seq", "256", "--batch", "1", "--layers", "2"]
 REQUIRED_KEYS = {
-    "device", "device_name", "dtype", "layers_measured", "predicted_bytes", "allocated_bytes",
-    "copy_bandwidth_bytes_per_s", "predicted_seconds", "measured_seconds", "measured_over_predicted", "repeat_kv_seconds",
-    "read_bandwidth_bytes_per_s", "fastest_over_predicted", "judged", "why",
+    "device", "device_name", "copy_bandwidth_bytes_per_s", "read_bandwidth_bytes_per_s", "judged", "why", "variants",
+}  # fmt: skip
+VARIANT_KEYS = {
+    "dtype", "layers_measured", "predicted_bytes", "allocated_bytes", "predicted_seconds", "measured_seconds",
+    "measured_over_predicted", "repeat_kv_seconds", "fastest_over_predicted",
 }  # fmt: skip
 RUN_KEYS = {"device", "device_name", "copy_bandwidth_bytes_per_s", "read_bandwidth_bytes_per_s", "judged", "why"}
 
 
 def test_cpu_measure_allocates_exactly_the_prediction(cli) -> None:
     doc = cli.json("measure", "--device", "cpu", *SMALL)
-    assert REQUIRED_KEYS <= set(doc)
+    [variant] = doc["variants"]
+    # issue 23 item 13: the run's fields and the variants, the first variant no longer repeated at the top level
+    assert REQUIRED_KEYS <= set(doc) and VARIANT_KEYS <= set(variant) and not VARIANT_KEYS & set(doc)
+    assert doc["version"] == 3
     # 2 layers x 8 KV heads x (128 + 128) x 256 tokens x 4 B (fp32 on the CPU)
-    assert doc["predicted_bytes"] == doc["allocated_bytes"] == 2 * 8 * 256 * 256 * 4
-    assert doc["layers_measured"] == 2 and doc["device"] == "cpu" and doc["dtype"] == "fp32"
-    for key in ("copy_bandwidth_bytes_per_s", "read_bandwidth_bytes_per_s", "predicted_seconds", "measured_seconds"):
+    assert variant["predicted_bytes"] == variant["allocated_bytes"] == 2 * 8 * 256 * 256 * 4
+    assert variant["layers_measured"] == 2 and doc["device"] == "cpu" and variant["dtype"] == "fp32"
+    for key in ("copy_bandwidth_bytes_per_s", "read_bandwidth_bytes_per_s"):
         assert math.isfinite(doc[key]) and doc[key] > 0, key
+    for key in ("predicted_seconds", "measured_seconds"):
+        assert math.isfinite(variant[key]) and variant[key] > 0, key
     # every figure the verdict rests on is in the document, sampled in interleaved rounds
-    names = {f["name"] for f in doc["figures"]} | {f["name"] for f in doc["run_figures"]}
+    names = {f["name"] for f in variant["figures"]} | {f["name"] for f in doc["run_figures"]}
     assert {"hot sdpa", "hot grouped", "step sdpa", "step grouped", "read sdpa", "read grouped", "copy"} <= names
-    assert all(f["samples"] == 10 for f in doc["figures"] if f["name"] != "step repeat_kv")  # the naive path: 3 runs
+    assert all(f["samples"] == 10 for f in variant["figures"] if f["name"] != "step repeat_kv")  # the naive path: 3 runs
     assert_verdict(doc)
 
 
@@ -62,7 +69,7 @@ def test_cpu_measure_variants_and_table(cli) -> None:
     by_name = {v["variant"]: v for v in doc["variants"]}
     assert by_name["mha"]["allocated_bytes"] == 4 * by_name["gqa"]["allocated_bytes"] == 32 * by_name["mqa"]["allocated_bytes"]
     for v in doc["variants"]:
-        assert REQUIRED_KEYS - RUN_KEYS <= set(v)
+        assert VARIANT_KEYS <= set(v)
         assert v["allocated_bytes"] == v["predicted_bytes"]
     assert_verdict(doc)
     # the read bandwidth is one figure for the run: its samples come from every variant's rounds
@@ -87,9 +94,11 @@ def test_sliding_layers_hold_the_window_in_bf16() -> None:
 
 
 def test_cpu_measure_mla_latent(cli) -> None:
-    doc = cli.json("measure", "--device", "cpu", "--model", "deepseek-v2-lite", "--seq", "512", "--layers", "2")
-    assert doc["allocated_bytes"] == doc["predicted_bytes"] == 2 * 512 * (512 + 64) * 4
-    assert doc["kv_heads"] == 0 and doc["flops"] == 2 * 16 * (576 + 512) * 512 * 2  # absorbed: q.k over r + rope, p.v over r
+    [variant] = cli.json("measure", "--device", "cpu", "--model", "deepseek-v2-lite", "--seq", "512", "--layers", "2")["variants"]
+    assert variant["allocated_bytes"] == variant["predicted_bytes"] == 2 * 512 * (512 + 64) * 4
+    assert (
+        variant["kv_heads"] == 0 and variant["flops"] == 2 * 16 * (576 + 512) * 512 * 2
+    )  # absorbed: q.k over r + rope, p.v over r
 
 
 def test_plan_shrinks_layers_then_batch_and_scales_prediction() -> None:
@@ -109,6 +118,11 @@ def test_common_shape_says_why_layers_were_cut() -> None:
     assert plans[1][1].notes == ["measuring 2 of 32 layers (so that every variant fits 4.00 GiB at one shape)"]
     plans = plan_variants(variants, Workload(seq=256, kv_dtype="fp32"), 4 * 2**30, 8)
     assert plans[0][1].notes == plans[1][1].notes == ["measuring 8 of 32 layers (--layers)"]
+
+
+def test_more_layers_than_the_model_has_are_noted() -> None:
+    plan = plan_measurement(load_model("llama3-8b"), Workload(seq=256, kv_dtype="fp32"), 2**30, max_layers=100)
+    assert plan.model.layers == 32 and plan.notes == ["--layers 100 is more than the 32 layers of llama3-8b: measuring all 32"]
 
 
 def test_request_larger_than_allowed_is_refused_cleanly(cli) -> None:

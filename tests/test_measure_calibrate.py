@@ -72,6 +72,7 @@ def test_calibrate_table_sets_the_profiles_beside(cli) -> None:
         (["--save", "x.yaml"], "--save writes a calibration: give --calibrate"),
         (["--calibrate", "--save", "x.json"], "--save 'x.json': give a file ending in .yaml"),
         (["--calibrate", "--plot", "x.png"], "--plot draws a measure run, not a calibration"),
+        (["--calibrate", "--save", "nodir/x.yaml"], "--save 'nodir/x.yaml': folder 'nodir' does not exist"),  # before calibrating
     ],
 )
 def test_calibrate_bad_input(cli, args: list[str], expected: str) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -36,7 +38,7 @@ def test_tp2_ranks_allocate_their_shards_on_cpu(cli) -> None:
     summary = doc["tp_summary"]
     assert summary["predicted_bytes"] == summary["allocated_bytes"] == 2 * shard and summary["every_rank_exact"]
     assert summary["step_seconds"] == pytest.approx(summary["decode_seconds"] + summary["all_reduce_seconds"])
-    assert doc["kv_heads"] == 4 and doc["predicted_bytes"] == shard  # the top level is rank 0's shard
+    assert doc["variants"][0]["kv_heads"] == 4 and doc["variants"][0]["predicted_bytes"] == shard  # rank 0's shard
     assert doc["judged"] == all(r["judged"] for r in doc["ranks"])
 
 
@@ -151,6 +153,26 @@ def test_out_of_memory_on_one_rank_stops_every_rank(tmp_path: Path) -> None:
     assert _processes_with(marker) == []
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_to_the_parent_stops_every_rank(signum: int) -> None:
+    """The ranks run in their own sessions (a Ctrl-C reaches the parent only): a SIGTERM or SIGHUP to the
+    parent stops them before the parent dies of it, rather than leaving them running (about 1.4 GB each on CUDA)."""
+    marker = f"KVCALC_TEST_{uuid.uuid4().hex}"
+    argv = [sys.executable, "-m", "kvcalc", "measure", *SMALL, "--tp", "2", "--json"]
+    parent = subprocess.Popen(argv, env={**os.environ, marker: "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while len(_processes_with(marker)) < 3 and parent.poll() is None:  # the parent and its two ranks
+            time.sleep(0.05)
+        assert parent.poll() is None, "the run ended before both ranks started"
+        parent.send_signal(signum)
+        assert parent.wait(timeout=60) == -signum  # it dies of the signal, as it would have
+        assert _processes_with(marker) == []  # and no rank outlives it
+    finally:
+        for pid in _processes_with(marker):
+            os.kill(pid, signal.SIGKILL)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(bench.cuda_devices() < 2, reason="needs two CUDA devices")
 def test_tp2_on_two_gpus_with_nccl(cli) -> None:
@@ -158,3 +180,42 @@ def test_tp2_on_two_gpus_with_nccl(cli) -> None:
     assert [r["device"] for r in doc["ranks"]] == ["cuda:0", "cuda:1"]
     for rank in doc["ranks"]:  # bf16: 32 layers x 4 KV heads x 256 x 4096 x 2 sequences x 2 B
         assert rank["predicted_bytes"] == rank["allocated_bytes"] == 32 * 4 * 256 * 4096 * 2 * 2
+
+
+def test_torchrun_launches_the_ranks_and_rank_0_reports_them_all() -> None:
+    # issue 23 item 16: users with several machines check shards with the launcher they use; here two
+    # local ranks on gloo (torchrun's env:// rendezvous), each one `kvcalc measure --tp 2` process
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "kvcalc", "measure", *SMALL, "--tp", "2", "--json"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "GLOO_SOCKET_IFNAME": "lo"},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    doc = json.loads(run.stdout)  # one document: the other rank prints nothing
+    shard = 2 * 4 * 256 * 256 * 4  # as test_tp2_ranks_allocate_their_shards_on_cpu
+    assert doc["tp"] == 2 and [r["rank"] for r in doc["ranks"]] == [0, 1]
+    assert all(r["predicted_bytes"] == r["allocated_bytes"] == shard for r in doc["ranks"])
+    assert doc["tp_summary"]["every_rank_exact"]
+
+
+def test_a_launch_of_another_size_than_tp_is_refused(cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    launch = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
+    for name, value in launch.items():
+        monkeypatch.setenv(name, value)
+    result = cli("measure", *SMALL, "--tp", "4")
+    assert result.exit_code == 2 and "the launcher started 2 ranks and --tp says 4: give --tp 2" in result.stderr
+    monkeypatch.setenv("LOCAL_RANK", "two")
+    result = cli("measure", *SMALL, "--tp", "2")
+    assert result.exit_code == 2 and "must be integers" in result.stderr
+
+
+def test_kvcalcs_own_workers_are_not_a_launch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kvcalc.measure.launched import launched
+
+    # kvcalc's runner gives its workers RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT, never LOCAL_RANK
+    for name, value in {"RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert launched() is None
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert launched() is not None and launched().rank == 1 and not launched().primary  # type: ignore[union-attr]

@@ -6,6 +6,7 @@ Each runs kvcalc in a fresh process (`python -m kvcalc`), as a shell would.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -143,3 +144,24 @@ def test_terminal_width_out_of_range(columns: str) -> None:
 def test_typer_help_width_not_a_number() -> None:
     run = _kvcalc(["--help"], stdout=subprocess.PIPE, env={**os.environ, "TERMINAL_WIDTH": "wide"})
     assert run.returncode == 0 and b"Usage" in run.stdout
+
+
+def test_presets_list_at_80_columns_splits_no_number_or_name() -> None:
+    # issue 23 item 12: at 80 columns the table printed "163,8" / "40" and names in pieces; now it leaves
+    # out the columns that do not fit, says which, and keeps every cell whole
+    done = subprocess.run(
+        [sys.executable, "-m", "kvcalc", "presets", "list"], env={**os.environ, "COLUMNS": "80"}, capture_output=True, text=True
+    )
+    assert done.returncode == 0
+    from rich.cells import cell_len
+
+    assert max(map(cell_len, done.stdout.splitlines())) <= 80
+    listed = json.loads(
+        subprocess.run([sys.executable, "-m", "kvcalc", "presets", "list", "--json"], capture_output=True, text=True).stdout
+    )
+    cells = {cell.strip() for line in done.stdout.splitlines() for cell in line.split("│")}
+    for model in listed["models"]:
+        assert model["name"] in cells
+        if model["max_positions"]:
+            assert f"{model['max_positions']:,}" in cells, model["name"]
+    assert "left out at 80 columns" in done.stdout

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -10,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kvcalc import plots
-from kvcalc.capacity import budget, fit
+from kvcalc.capacity import budget, fit, max_batch_curve
 from kvcalc.compare import Subject, compare
 from kvcalc.kvcache import estimate_kv
 from kvcalc.measure.report import MeasureReport
@@ -169,6 +171,7 @@ def test_a_plot_is_drawn_when_the_answer_is_no(cli, tmp_path: Path) -> None:
         ("figure.jpg", "--plot 'figure.jpg': give a file ending in .png or .svg"),
         ("figure", "--plot 'figure': give a file ending in .png or .svg"),
         ("no/such/folder/figure.png", "--plot 'no/such/folder/figure.png': folder 'no/such/folder' does not exist"),
+        ("figure.png/", "--plot 'figure.png/': names a folder (it ends in a slash)"),
     ],
 )
 def test_bad_plot_files_are_one_line(cli, plot: str, says: str) -> None:
@@ -181,7 +184,8 @@ def test_bad_plot_files_are_one_line(cli, plot: str, says: str) -> None:
 def test_without_matplotlib_plot_is_one_line(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed: find_spec and import both fail
     result = cli(*command, "--model", "llama3-8b", "--plot", tmp_path / "figure.png")
-    assert result.exit_code == 2 and result.stdout == "" and not (tmp_path / "figure.png").exists()
+    # issue 23 item 13: the answer is printed, then the one-line error (it was the error alone)
+    assert result.exit_code == 2 and "│" in result.stdout and not (tmp_path / "figure.png").exists()  # a table
     assert result.stderr.strip() == 'Error: --plot needs matplotlib, which is not installed: pip install "kvcalc[plot]"'
 
 
@@ -193,6 +197,35 @@ def test_an_unwritable_file_is_one_line(cli, tmp_path: Path) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_matplotlib_writes_nothing_into_home(tmp_path: Path) -> None:
+    """A --plot run with matplotlib's config folder unset keeps its caches out of $HOME (a fresh process:
+    matplotlib reads MPLCONFIGDIR once, when first imported)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")}
+    argv = [sys.executable, "-m", "kvcalc", "size", "--model", "llama3-8b", "--seq", "8k", "--plot", str(tmp_path / "f.png")]
+    done = subprocess.run(argv, env={**env, "HOME": str(home)}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "f.png").is_file() and list(home.rglob("*")) == []
+
+
 def test_help_says_how_to_install_it(cli) -> None:
     for command in ("size", "fit", "compare", "measure"):
         assert "--plot FILE.png|svg Also draw" in cli.help(command) and 'pip install "kvcalc[plot]"' in cli.help(command)
+
+
+def test_fit_chart_draws_the_curve_through_the_tables_points() -> None:
+    # issue 23 item 13: max batch goes about as 1 / context; the chart joined the table's points with straight lines
+    model, gpu = load_model("llama3-8b"), load_gpu("h100-sxm")
+    work = Workload(seq=8192)
+    budget_ = budget(model, work, gpu.memory_bytes, weight_format(model))
+    report = fit(model, work, budget_)
+    curve = max_batch_curve(model, work, budget_, report)
+    assert len(curve) >= 40 and all(curve[s] == n for s, n in report.max_batch_by_context.items())
+    batches = [curve[s] for s in sorted(curve)]
+    assert batches == sorted(batches, reverse=True)  # never more sequences at a longer context
+    # the curve bends below the chord: halfway in log scale, 1 / context is below the straight line's midpoint
+    middle = min(curve, key=lambda s: abs(s - 4096))
+    assert curve[middle] < (report.max_batch_by_context[2048] + report.max_batch_by_context[8192]) / 2
+    [drawn, points] = plots.fit_chart(report, model.name, "bf16", gpu.name, curve).panels[0].lines
+    assert drawn.x == list(curve) and points.points_only and points.markers

@@ -323,3 +323,14 @@ def test_presets_show_names_the_file_of_a_preset_and_a_gpu(cli) -> None:
     by_device_name = cli.json("presets", "show", "NVIDIA H100 80GB HBM3")  # no file named: the alias found it
     assert by_device_name["spec"] == gpu["spec"] and by_device_name["path"] is None
     assert by_device_name["sources"]["memory_bytes"] == "given"
+
+
+def test_presets_show_without_a_name_lists_the_names(cli) -> None:
+    # issue 23 item 13: `presets show` alone was Typer's "Missing argument"
+    result = cli("presets", "show")
+    assert result.exit_code == 0
+    models, gpus = result.stdout.splitlines()[:2]
+    assert models.startswith("models (") and "llama3-8b" in models.split(": ", 1)[1].split(", ")
+    assert gpus.startswith("GPUs (") and "h100-sxm" in gpus
+    refused = cli("presets", "show", "--json")
+    assert refused.exit_code == 2 and "give a preset name" in refused.stderr

@@ -39,7 +39,7 @@ def test_output_matches_its_schema(cli, command: str) -> None:
     model = SCHEMAS[command]
     # Validates (no unknown keys anywhere: extra="forbid") and round-trips to the very same JSON.
     assert model.model_validate(printed).model_dump(mode="json") == printed
-    assert printed["version"] == (1 if command == "check" else 2)  # check's follows its plan files
+    assert printed["version"] == {"check": 1, "measure": 3}.get(command, 2)  # check's follows its plan files
     schema = json.loads(cli("schema", command).stdout)
     properties = [set(branch["properties"]) for branch in _branches(schema)]
     assert any(set(printed) <= keys and "version" in keys for keys in properties)
@@ -56,3 +56,27 @@ def _branches(schema: dict) -> list[dict]:
 def test_unknown_schema(cli) -> None:
     result = cli("schema", "sizes")
     assert result.exit_code == 2 and "no command 'sizes' prints JSON" in result.stderr
+
+
+@pytest.mark.parametrize("command", JSON_COMMANDS)
+def test_schemas_use_json_schema_keywords_only(cli, command: str) -> None:
+    # issue 23 item 13: pydantic's own constraint names (gt, le) leaked into the schema where a
+    # validator stood before the constraint; JSON Schema says exclusiveMinimum and maximum.
+    schema = json.loads(cli("schema", command).stdout)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    leaked: list[str] = []
+
+    def walk(node: object, where: str) -> None:
+        if isinstance(node, dict):
+            is_schema = "type" in node or "anyOf" in node or "$ref" in node
+            leaked.extend(f"{where}.{key}" for key in ("gt", "ge", "lt", "le") if is_schema and key in node)
+            for key, value in node.items():
+                walk(value, f"{where}.{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{where}[{i}]")
+
+    walk(schema, command)
+    assert not leaked, leaked
+    if command in ("size", "fit", "presets-show"):  # where the leak was: counts are positive, bounded integers
+        assert '"exclusiveMinimum": 0' in json.dumps(schema) and '"maximum": 2147483648' in json.dumps(schema)

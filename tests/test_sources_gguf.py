@@ -4,6 +4,7 @@ GGUF files are written by tests/gguf_writer.py (headers of real shapes, no tenso
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 from pathlib import Path
@@ -242,7 +243,8 @@ KEY_TYPE_AT = 24 + 8 + len("general.architecture")  # magic, version, counts, ke
         (_corrupt(HEADER, 4, struct.pack(">I", 3)), "a big-endian GGUF"),
         (_corrupt(HEADER, 4, struct.pack("<I", 1)), "GGUF version 1 is not supported (re-convert it"),
         (_corrupt(HEADER, 4, struct.pack("<I", 4)), "GGUF version 4 is not supported"),
-        (_corrupt(HEADER, 8, struct.pack("<Q", 2**40)), "inside its GGUF header (which needs 8,796,093,022,240 bytes)"),
+        (_corrupt(HEADER, 8, struct.pack("<Q", 2**40)), "it counts 1,099,511,627,776 tensor infos (kvcalc reads up to 65,536)"),
+        (_corrupt(HEADER, 8, struct.pack("<Q", 2**15)), "inside its GGUF header (which needs 262,176 bytes)"),
         (_corrupt(HEADER, KEY_TYPE_AT, struct.pack("<I", 99)), "'general.architecture' has unknown value type 99"),
         (_corrupt(HEADER, KEY_TYPE_AT + 4, struct.pack("<Q", 2**50)), "an incomplete download or a corrupt file"),
         (HEADER[:-8 - 4 - 8] + struct.pack("<Q", 32) + struct.pack("<IQ", 77, 0), "ggml type 77, which kvcalc does not know"),
@@ -395,3 +397,99 @@ def test_stored_weights_in_a_yaml_preset(cli, tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text(base + stored + "params: 5\n")
     result = cli("size", "--model", tmp_path / "bad.yaml", "--seq", "8")
     assert result.exit_code == 2 and "params (5) must equal stored_weights.params (2000000)" in result.stderr
+
+
+# Files that lie (issue 23 item 1): each is one line and exit 2, read without walking a lying count.
+
+
+def _kv(key: str, kind: int, payload: bytes) -> bytes:
+    return struct.pack("<Q", len(key)) + key.encode() + struct.pack("<I", kind) + payload
+
+
+def _raw_gguf(kvs: list[bytes], tensors: int = 0) -> bytes:
+    return b"GGUF" + struct.pack("<IQQ", 3, tensors, len(kvs)) + b"".join(kvs)
+
+
+def _refused_in_one_line(cli, path: Path, message: str) -> None:
+    result = cli("size", "--model", path, "--seq", "8")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1 and len(result.stderr) < 600 and message in result.stderr, result.stderr
+
+
+def test_arrays_nested_a_thousand_deep(cli, tmp_path: Path) -> None:
+    nested = struct.pack("<IQ", ARRAY, 1) * 999 + struct.pack("<IQ", I32, 0)  # arrays of arrays ... of no numbers
+    path = tmp_path / "deep.gguf"
+    path.write_bytes(_raw_gguf([_kv("general.architecture", STRING, struct.pack("<Q", 5) + b"llama"), _kv("x", ARRAY, nested)]))
+    _refused_in_one_line(cli, path, "'x' nests arrays more than 8 deep")
+
+
+def test_lying_counts_are_refused_before_any_loop(cli, tmp_path: Path) -> None:
+    keys = tmp_path / "keys.gguf"
+    keys.write_bytes(_corrupt(HEADER, 16, struct.pack("<Q", 10**9)))
+    _refused_in_one_line(cli, keys, "it counts 1,000,000,000 metadata keys (kvcalc reads up to 65,536)")
+    tokens = tmp_path / "tokens.gguf"  # 2^23 empty strings in a sparse 64 MiB file: refused before the walk
+    tokens.write_bytes(_raw_gguf([_kv("tokenizer.ggml.tokens", ARRAY, struct.pack("<IQ", STRING, 2**23))]))
+    with tokens.open("r+b") as file:
+        file.truncate(8 * 2**23 + 100)
+    _refused_in_one_line(cli, tokens, "'tokenizer.ggml.tokens' is an array of 8,388,608 items (kvcalc reads up to 1,048,576)")
+    arrays = tmp_path / "arrays.gguf"
+    arrays.write_bytes(_raw_gguf([_kv("x", ARRAY, struct.pack("<IQ", ARRAY, 5000))]) + bytes(12 * 5000))
+    _refused_in_one_line(cli, arrays, "'x' is an array of 5,000 items (kvcalc reads up to 4,096)")
+
+
+def test_a_huge_block_count_with_sliding_layers(cli, tmp_path: Path) -> None:
+    path = tiny_gguf(tmp_path, arch="gemma2", **{"{arch}.block_count": Typed(U64, 2**40)})
+    _refused_in_one_line(cli, path, "gemma2.block_count is 1,099,511,627,776; kvcalc models up to 10,000 layers")
+
+
+@pytest.mark.parametrize(
+    "value, what",
+    [
+        (["8", "8"], "an array of 2 strings"),
+        (Typed(ARRAY, [8] * 70_000, I32), "an array of 70,000 numbers"),
+        ("8" * 70_000, "a string of 70,000 bytes"),
+        ([[8], [8]], "an array of arrays"),
+    ],
+)
+def test_a_needed_key_that_cannot_be_read_is_not_taken_as_absent(cli, tmp_path: Path, value: object, what: str) -> None:
+    """Without head_count_kv llama.cpp's default is MHA (4x the KV here): an unread value must not fall back to it."""
+    path = tiny_gguf(tmp_path, **{"{arch}.attention.head_count_kv": value})
+    _refused_in_one_line(cli, path, f"llama.attention.head_count_kv is {what}, which kvcalc does not read")
+
+
+def test_duplicate_keys_and_tensor_infos(cli, tmp_path: Path) -> None:
+    arch = _kv("general.architecture", STRING, struct.pack("<Q", 5) + b"llama")
+    keys = tmp_path / "keys.gguf"
+    keys.write_bytes(_raw_gguf([arch, arch]))
+    _refused_in_one_line(cli, keys, "the metadata key 'general.architecture' is given twice")
+    twice = tiny_gguf(tmp_path, "twice.gguf", tensors=TINY_TENSORS + TINY_TENSORS[:1])
+    _refused_in_one_line(cli, twice, "the tensor 'token_embd.weight' is listed twice")
+
+
+def test_an_empty_per_layer_array(cli, tmp_path: Path) -> None:
+    path = tiny_gguf(tmp_path, **{"{arch}.attention.head_count_kv": Typed(ARRAY, [], I32)})
+    _refused_in_one_line(cli, path, "llama.attention.head_count_kv is an empty array")
+
+
+def test_a_folder_or_a_fifo_named_gguf(cli, tmp_path: Path) -> None:
+    (tmp_path / "dir.gguf").mkdir()
+    _refused_in_one_line(cli, tmp_path / "dir.gguf", "dir.gguf: is a folder, not a GGUF file")
+    os.mkfifo(tmp_path / "pipe.gguf")
+    _refused_in_one_line(cli, tmp_path / "pipe.gguf", "pipe.gguf: is not a regular file")
+
+
+def test_split_headers_that_lie(cli, tmp_path: Path) -> None:
+    paths = _split(tmp_path, 3, [1, 2, 3])
+    renamed = tmp_path / "renamed.gguf"
+    renamed.write_bytes(paths[0].read_bytes())
+    _refused_in_one_line(cli, renamed, "its header says it is part 1 of 3 files but its name says 1 (a renamed part?)")
+    paths[1].write_bytes(paths[0].read_bytes())  # the same part twice
+    _refused_in_one_line(cli, paths[0], "m-00002-of-00003.gguf: its header says split.no 0 of split.count 3")
+    text = tmp_path / "text-00001-of-00002.gguf"
+    write_gguf(text, tiny_metadata() | {"split.count": "2"}, TINY_TENSORS)
+    _refused_in_one_line(cli, text, "split.count is '2'; a split GGUF's part count is a positive integer")
+    many = tmp_path / "many-00001-of-65535.gguf"
+    write_gguf(many, tiny_metadata() | {"split.no": Typed(U16, 0), "split.count": Typed(U16, 65535)}, TINY_TENSORS)
+    _refused_in_one_line(
+        cli, many, "65,534 of the 65,535 parts of this split GGUF are missing beside it (many-00002-of-65535.gguf"
+    )

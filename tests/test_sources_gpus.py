@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
+import types
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +20,13 @@ H100 = "0, GPU-1111, NVIDIA H100 80GB HBM3, 81559\n1, GPU-2222, NVIDIA H100 80GB
 MI300X = {
     "gpu_data": [{"gpu": 0, "asic": {"market_name": "AMD Instinct MI300X"}, "vram": {"size": {"value": 196592, "unit": "MB"}}}]
 }
+
+
+@pytest.fixture(autouse=True)
+def _no_gpu_libraries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NVML and amdsmi do not import (a None in sys.modules is an ImportError) unless a test fakes them."""
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    monkeypatch.setitem(sys.modules, "amdsmi", None)
 
 
 @pytest.fixture
@@ -65,7 +74,7 @@ def test_unknown_device_names_suggest_by_alias(cli) -> None:
     result = cli("fit", "--model", "llama3-8b", "--gpu", "NVIDIA H100 80GB HBM2e")
     assert result.exit_code == 2 and "unknown GPU 'NVIDIA H100 80GB HBM2e'; did you mean" in result.stderr
     assert "h100-sxm" in result.stderr
-    assert "h100-pcie, h100-sxm" in cli("fit", "--model", "llama3-8b", "--gpu", "h100").stderr  # names still come first
+    assert "h100-nvl, h100-pcie, h100-sxm" in cli("fit", "--model", "llama3-8b", "--gpu", "h100").stderr  # names still come first
 
 
 def test_gpu_auto_reads_nvidia_smi(cli, machine) -> None:
@@ -116,9 +125,9 @@ def test_gpu_auto_reads_amd_smi(cli, machine) -> None:
         (None, ["size", "-m", "llama3-8b", "-s", "8", "--tp", "auto"], "--tp auto: no GPU found (nvidia-smi, amd-smi and torch report none); give --tp N"),
         ("0, GPU-1, NVIDIA H100 80GB HBM3, 81559\n1, GPU-2, NVIDIA L4, 23034\n", ["fit", "-m", "llama3-8b", "--gpu", "auto"],
          "--gpu auto: this machine has different GPUs (NVIDIA H100 80GB HBM3, NVIDIA L4); name one with --gpu"),
-        ("0, GPU-1, NVIDIA H20, 97871\n", ["fit", "-m", "llama3-8b", "--gpu", "auto"],
-         "--gpu auto: found 1 x NVIDIA H20 (97,871 MiB), which no GPU preset names (close: h200"),
-        ("0, GPU-1, NVIDIA H20, 97871\n", ["fit", "-m", "llama3-8b", "--gpu", "auto"], "give --memory 97871MiB, or --gpu with a preset"),
+        ("0, GPU-1, NVIDIA H800 PCIe, 81559\n", ["fit", "-m", "llama3-8b", "--gpu", "auto"],
+         "--gpu auto: found 1 x NVIDIA H800 PCIe (81,559 MiB), which no GPU preset names (close: h100-pcie"),
+        ("0, GPU-1, NVIDIA H800 PCIe, 81559\n", ["fit", "-m", "llama3-8b", "--gpu", "auto"], "give --memory 81559MiB, or --gpu with a preset"),
         ("0, GPU-1, NVIDIA H100 80GB HBM3, [N/A]\n", ["fit", "-m", "llama3-8b", "--gpu", "auto"], "--gpu auto: no GPU found"),
         (H100, ["size", "-m", "llama3-8b", "-s", "8", "--tp", "two"], "--tp 'two': give a positive integer, or auto (the GPUs in this machine)"),
         (H100, ["size", "-m", "llama3-8b", "-s", "8", "--tp", "0"], "--tp must be a positive integer, got 0"),
@@ -248,3 +257,95 @@ def test_mig_without_a_slices_memory_asks_for_memory(cli, nvidia_smi, xml: str |
 def test_a_gpu_without_mig_slices_is_read_whole(cli, nvidia_smi) -> None:
     nvidia_smi(A100_QUERY, A100_MIG_LIST.splitlines()[0] + "\n")  # nvidia-smi -L lists no slice
     assert cli.json("fit", "--model", "llama3.2-1b", "--gpu", "auto")["budget"]["memory_bytes"] == 40960 * 2**20
+
+
+# The vendors' libraries (issue 23 item 4), through fake modules: NVML's and amdsmi's own calls.
+
+
+class NVMLError(Exception):
+    pass
+
+
+def fake_pynvml(devices: list[tuple[str, int]], mig: bool = False) -> types.ModuleType:
+    """pynvml (nvidia-ml-py) reporting `devices` as (name, total memory in bytes)."""
+    module = types.ModuleType("pynvml")
+    module.NVMLError, module.NVML_DEVICE_MIG_ENABLE = NVMLError, 1  # type: ignore[attr-defined]
+    module.nvmlInit = module.nvmlShutdown = lambda: None  # type: ignore[attr-defined]
+    module.nvmlDeviceGetCount = lambda: len(devices)  # type: ignore[attr-defined]
+    module.nvmlDeviceGetHandleByIndex = lambda i: i  # type: ignore[attr-defined]
+    module.nvmlDeviceGetName = lambda i: devices[i][0].encode()  # type: ignore[attr-defined]  # bytes, as before 11.515
+    module.nvmlDeviceGetUUID = lambda i: f"GPU-{i}"  # type: ignore[attr-defined]
+    module.nvmlDeviceGetMemoryInfo = lambda i: types.SimpleNamespace(total=devices[i][1])  # type: ignore[attr-defined]
+
+    def mig_mode(i: int) -> tuple[int, int]:
+        if not mig:
+            raise NVMLError("Not Supported")
+        return 1, 1
+
+    module.nvmlDeviceGetMigMode = mig_mode  # type: ignore[attr-defined]
+    return module
+
+
+def test_gpu_auto_reads_nvml_first(cli, machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    machine(nvidia="0, GPU-1, NVIDIA L4, 23034\n")
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml([("NVIDIA H100 80GB HBM3", 85_520_809_984)] * 2))
+    doc = cli.json("fit", "--model", "llama3-8b", "--gpu", "auto", "--tp", "auto")
+    assert doc["gpu"] == "h100-sxm" and doc["budget"]["memory_bytes"] == 85_520_809_984
+    assert cli.json("presets", "show", "auto")["spec"]["memory_note"] == "81,559 MiB as NVML reports it"
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml([("NVIDIA A100-SXM4-40GB", 42_949_672_960)], mig=True))
+    assert cli.json("fit", "--model", "llama3-8b", "--gpu", "auto")["gpu"] == "l4"  # MIG slices: nvidia-smi reads them
+
+
+def test_gpu_auto_reads_amdsmi(cli, machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    machine()
+    module = types.ModuleType("amdsmi")
+    module.AmdSmiException = NVMLError  # type: ignore[attr-defined]
+    module.AmdSmiMemoryType = types.SimpleNamespace(VRAM=0)  # type: ignore[attr-defined]
+    module.amdsmi_init = module.amdsmi_shut_down = lambda: None  # type: ignore[attr-defined]
+    module.amdsmi_get_processor_handles = lambda: ["h0"]  # type: ignore[attr-defined]
+    module.amdsmi_get_gpu_asic_info = lambda h: {"market_name": "AMD Instinct MI300X"}  # type: ignore[attr-defined]
+    module.amdsmi_get_gpu_memory_total = lambda h, kind: 196_592 * 2**20  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "amdsmi", module)
+    doc = cli.json("fit", "--model", "llama3-8b", "--gpu", "auto")
+    assert doc["gpu"] == "mi300x" and doc["budget"]["memory_bytes"] == 196_592 * 2**20
+    module.amdsmi_get_gpu_memory_total = lambda h, kind: 0  # type: ignore[attr-defined]
+    result = cli("fit", "--model", "llama3-8b", "--gpu", "auto")
+    assert result.exit_code == 2 and "--gpu auto: amdsmi reports '0' of memory for AMD Instinct MI300X" in result.stderr
+
+
+def _amd_device(vram: object, asic: object = None) -> list[dict[str, object]]:
+    return [{"gpu": 0, "asic": asic or {"market_name": "AMD Instinct MI300X"}, "vram": vram}]
+
+
+@pytest.mark.parametrize(
+    "nvidia, amd, message",
+    [
+        ("0, GPU-1, NVIDIA H100 80GB HBM3, \u00b2\n", None, "nvidia-smi reports '\u00b2MiB' of memory for NVIDIA H100 80GB HBM3"),
+        ("0, GPU-1, NVIDIA H100 80GB HBM3, " + "9" * 400 + "\n", None, "nvidia-smi reports '" + "9" * 27 + "...' of memory"),
+        ("0, GPU-1, NVIDIA H100 80GB HBM3, 0\n", None, "nvidia-smi reports '0MiB' of memory for NVIDIA H100 80GB HBM3"),
+        ("0, GPU-1, NVIDIA H100 80GB HBM3, -5\n", None, "nvidia-smi reports '-5MiB' of memory"),
+        ("0, GPU-1, NVIDIA H100 80GB HBM3, " + "1" + "0" * 20 + "\n", None, "not a size from 1 byte to 1 EB; name one with --gpu"),
+        (None, _amd_device({"size": {"value": [1, 2], "unit": "MB"}}), "amd-smi reports '[1, 2]MiB' of memory"),
+        (None, _amd_device({"size": {"value": 0, "unit": "MB"}}), "amd-smi reports '0MiB' of memory"),
+        (None, _amd_device("N/A"), "--gpu auto: no GPU found"),
+        (None, _amd_device([{"size": 1}]), "--gpu auto: no GPU found"),
+        (None, _amd_device({"size": {"value": 1, "unit": "MB"}}, asic="N/A"), "--gpu auto: no GPU found"),
+    ],
+)  # fmt: skip
+def test_tools_output_kvcalc_cannot_use(cli, machine, nvidia: str | None, amd: object, message: str) -> None:
+    """Memory a tool reports is validated as --memory is: one line and exit 2, never a traceback or "does not fit"."""
+    machine(nvidia=nvidia, amd=amd)
+    result = cli("fit", "--model", "llama3-8b", "--gpu", "auto")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+def test_a_hanging_nvidia_smi_is_named(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    script = tmp_path / "nvidia-smi"
+    script.write_text("#!/bin/sh\nexec sleep 30\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(gpus, "TOOL_TIMEOUT_S", 0.2)
+    result = cli("size", "--model", "llama3-8b", "--seq", "8", "--tp", "auto")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert "--tp auto: nvidia-smi did not answer within 0.2 s (a hung driver?); give --tp N" in result.stderr

@@ -4,6 +4,7 @@ network), snapshot paths named after their repo, and every way the lookup can fa
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import struct
@@ -108,14 +109,18 @@ def test_offline_and_not_cached(cli, cache: Path) -> None:
     assert result.exit_code == 2 and result.stderr.count("\n") == 1
     assert "Qwen/Qwen3-8B: config.json is not in the Hugging Face cache" in result.stderr
     assert "HF_HUB_OFFLINE keeps kvcalc offline" in result.stderr
-    assert "`huggingface-cli download Qwen/Qwen3-8B config.json --revision v2`" in result.stderr
+    assert "`hf download Qwen/Qwen3-8B config.json --revision v2`" in result.stderr
 
 
 def test_online_without_huggingface_hub(cli, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # import fails as if not installed
     result = cli("size", "--model", "Qwen/Qwen3-8B", "--seq", "1")
-    assert result.exit_code == 2 and 'pip install "kvcalc[hub]"' in result.stderr and "huggingface-cli download" in result.stderr
+    assert (
+        result.exit_code == 2
+        and 'pip install "kvcalc[hub]"' in result.stderr
+        and "`hf download Qwen/Qwen3-8B config.json`" in result.stderr
+    )
 
 
 class FakeHub:
@@ -129,18 +134,24 @@ class FakeHub:
         self.headers: list[tuple[str, str | None]] = []
         self.raises, self.shards, self.header_raises = raises, shards or {}, header_raises
         self.errors = types.ModuleType("huggingface_hub.errors")
-        for name, base in (
-            ("RepositoryNotFoundError", OSError),
-            ("RevisionNotFoundError", OSError),
-            ("EntryNotFoundError", OSError),
-        ):
-            setattr(self.errors, name, type(name, (base,), {}))
+        self.errors.HfHubHTTPError = type("HfHubHTTPError", (OSError,), {})
+        for name in ("RepositoryNotFoundError", "RevisionNotFoundError", "EntryNotFoundError"):
+            setattr(self.errors, name, type(name, (self.errors.HfHubHTTPError,), {}))
         self.errors.GatedRepoError = type("GatedRepoError", (self.errors.RepositoryNotFoundError,), {})
         self.errors.LocalEntryNotFoundError = type("LocalEntryNotFoundError", (self.errors.EntryNotFoundError,), {})
         self.module = types.ModuleType("huggingface_hub")
         self.module.errors = self.errors
         self.module.hf_hub_download = self.download
         self.module.parse_safetensors_file_metadata = self.parse_header
+        self.module.hf_hub_url = lambda repo_id, filename, revision=None: f"{repo_id}/{filename}@{revision}"
+        self.module.get_hf_file_metadata = self.head
+        self.timeouts: list[float] = []
+
+    def head(self, url: str, timeout: float) -> None:
+        """The HEAD request: what the Hub answers for the file (here, what the download would raise)."""
+        self.timeouts.append(timeout)
+        if self.raises != "LocalEntryNotFoundError":  # hf_hub_download's own error, not an HTTP answer
+            self._fail(self.raises)
 
     def _fail(self, raises: str | None) -> None:
         if raises == "network":
@@ -148,8 +159,12 @@ class FakeHub:
         if raises:
             raise getattr(self.errors, raises)("from the fake")
 
-    def download(self, repo_id: str, filename: str, revision: str | None = None, cache_dir: Path | None = None) -> str:
+    def download(
+        self, repo_id: str, filename: str, revision: str | None = None, cache_dir: Path | None = None, etag_timeout: float = 10
+    ) -> str:
         self.calls.append((repo_id, filename, revision))
+        self.timeouts.append(etag_timeout)
+        logging.getLogger("huggingface_hub.utils._http").warning("Retrying in 1s [Retry 1/5].")  # as 1.x logs its retries
         self._fail(self.raises)
         assert cache_dir is not None
         if filename == "config.json":
@@ -199,14 +214,31 @@ def test_downloads_config_json_only_when_not_cached(cli, cache: Path, fake_hub) 
         ("RepositoryNotFoundError", "no Hugging Face repository Qwen/Qwen3-8B (a private one needs HF_TOKEN)"),
         ("RevisionNotFoundError", "Qwen/Qwen3-8B has no revision 'v9'"),
         ("EntryNotFoundError", "Qwen/Qwen3-8B at revision v9 has no config.json"),
-        ("LocalEntryNotFoundError", "the Hugging Face Hub cannot be reached; get it with `huggingface-cli download"),
-        ("network", "downloading it failed (Max retries exceeded with url: /Qwen/Qwen3-8B/resolve/main/config.json)"),
+        (
+            "LocalEntryNotFoundError",
+            "the Hugging Face Hub cannot be reached (set HF_HUB_OFFLINE=1 to skip the network); get it with `hf download",
+        ),
+        (
+            "network",
+            "the Hugging Face Hub cannot be reached (set HF_HUB_OFFLINE=1 to skip the network): Max retries exceeded with url",
+        ),
+        (
+            "HfHubHTTPError",
+            "downloading it failed: from the fake; get it with `hf download Qwen/Qwen3-8B config.json --revision v9`",
+        ),
     ],
 )
 def test_download_failures_are_one_line(cli, fake_hub, raises: str, message: str) -> None:
-    fake_hub(raises)
+    fake = fake_hub(raises)
     result = cli("size", "--model", "Qwen/Qwen3-8B@v9", "--seq", "1")
-    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and message in result.stderr
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert set(fake.timeouts) == {5}  # one HEAD without retries, then the download, each with a short timeout
+
+
+def test_the_librarys_log_lines_are_quiet_when_it_succeeds(cli, fake_hub) -> None:
+    fake_hub()
+    result = cli("size", "--model", "Qwen/Qwen3-8B", "--seq", "1", "--json")
+    assert result.exit_code == 0 and result.stderr == ""
 
 
 def test_which_reference_wins(cli, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -261,13 +293,31 @@ def test_safetensors_header_alone_gives_each_tensors_bytes(tmp_path: Path) -> No
             struct.pack("<Q", 54) + b'{"w":{"dtype":"BF16","shape":-2,"data_offsets":[0,4]}}',
             "tensor 'w' is not a safetensors entry",
         ),
+        # Files that lie (issue 23 item 2): unparseable JSON, and offsets that disagree with shape x dtype.
+        (struct.pack("<Q", 5000) + b"9" * 5000, "the safetensors header holds a number of more than 4,300 digits"),
+        (struct.pack("<Q", 200_000) + b"[" * 100_000 + b"]" * 100_000, "the safetensors header nests too deeply"),
+        (header_bytes({"w": ("BF16", [4, 3])}).replace(b"[0,24]", b"[0,12]"), "tensor 'w' (BF16, shape [4, 3]) needs 24 bytes but its data_offsets span 12"),
+        (header_bytes({"w": ("BF16", [4, 3])}).replace(b'"BF16"', b'"F32" '), "tensor 'w' (F32, shape [4, 3]) needs 48 bytes but its data_offsets span 24"),
+        (header_bytes({"w": ("BF16", [4, 3])}).replace(b'"BF16"', b'"BF17"'), "tensor 'w' has dtype 'BF17', which safetensors does not define"),
     ],
-)
+)  # fmt: skip
 def test_bad_safetensors_headers_are_named(tmp_path: Path, content: bytes, problem: str) -> None:
     path = tmp_path / "model.safetensors"
     path.write_bytes(content)
     with pytest.raises(InvalidPreset, match=re.escape(f"{path}: ") + ".*" + re.escape(problem)):
         safetensors.read_tensors(path)
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [("9" * 5000, "holds a number of more than 4,300 digits"), ("[" * 100_000 + "]" * 100_000, "nests too deeply")],
+)
+def test_an_index_that_cannot_be_parsed(cli, cache: Path, text: str, problem: str) -> None:
+    snapshot = cache_repo(cache, "org/lying").parent
+    (snapshot / safetensors.INDEX_FILE).write_text(text)
+    result = cli("size", "--model", "org/lying", "--seq", "8")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert f"model.safetensors.index.json: the safetensors index {problem}" in result.stderr
 
 
 def test_cached_shards_give_the_exact_stored_bytes(cli, cache: Path) -> None:

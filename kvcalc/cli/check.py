@@ -15,7 +15,9 @@ from kvcalc.errors import DoesNotFit, KvcalcError
 def check(
     plan: Annotated[
         Path,
-        typer.Argument(metavar="PLAN.yaml", help="Plan YAML: presets to add and workloads with their expectations (see README)."),
+        typer.Argument(
+            metavar="PLAN.yaml", help="Plan YAML: presets to add and workloads with their expectations (see docs/check.md)."
+        ),
     ],
     roofline: RooflineOpt = False,
     json_out: JsonOpt = False,
@@ -28,7 +30,7 @@ def check(
 
     Example plan: workloads: \[{name: chat, model: llama3-8b, gpu: h100-sxm, seq: 8k, batch: 16, expect: {fits: true, max_batch_at_least: 16}}]
 
-    The full reference: README.md, section check.
+    The full reference: docs/check.md.
     """
     from kvcalc.check import CheckReport, Plan, check_workload
 

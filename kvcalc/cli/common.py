@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -83,6 +83,19 @@ def preset_names(*kinds: presets.Kind) -> Callable[[typer.Context, str], list[st
     return complete
 
 
+def choices(values: Callable[[], Iterable[str]]) -> Callable[[str], list[str]]:
+    """Shell completion of a fixed set of words (dtypes, engines, commands), read when completing."""
+
+    def complete(incomplete: str) -> list[str]:
+        return [value for value in values() if value.startswith(incomplete)]
+
+    return complete
+
+
+def dtype_names() -> list[str]:
+    return [d.value for d in DType]
+
+
 ModelOpt = Annotated[
     str,
     typer.Option(
@@ -112,13 +125,28 @@ def tokens_option(*names: str, help: str) -> Any:
 SeqOpt = Annotated[int, tokens_option("--seq", "-s", help=f"Context length in tokens (prompt + generated): {TOKENS_HELP}.")]
 BatchOpt = Annotated[int, typer.Option("--batch", "-b", help="Concurrent sequences.")]
 KvDtypeOpt = Annotated[
-    str | None, typer.Option("--kv-dtype", help=f"KV-cache dtype (default: the model's): {', '.join(d.value for d in DType)}.")
+    str | None,
+    typer.Option(
+        "--kv-dtype",
+        help=f"KV-cache dtype (default: the model's): {', '.join(d.value for d in DType)}.",
+        autocompletion=choices(dtype_names),
+    ),
 ]
 KDtypeOpt = Annotated[
-    str | None, typer.Option("--k-dtype", help="The K cache's dtype, when it differs from --kv-dtype (llama.cpp -ctk).")
+    str | None,
+    typer.Option(
+        "--k-dtype",
+        help="The K cache's dtype, when it differs from --kv-dtype (llama.cpp -ctk).",
+        autocompletion=choices(dtype_names),
+    ),
 ]
 VDtypeOpt = Annotated[
-    str | None, typer.Option("--v-dtype", help="The V cache's dtype, when it differs from --kv-dtype (llama.cpp -ctv).")
+    str | None,
+    typer.Option(
+        "--v-dtype",
+        help="The V cache's dtype, when it differs from --kv-dtype (llama.cpp -ctv).",
+        autocompletion=choices(dtype_names),
+    ),
 ]
 StateDtypeOpt = Annotated[
     str | None,
@@ -299,12 +327,21 @@ def size_option(flag: str, text: str, allow_zero: bool = False) -> int:
         raise InvalidInput(f"--{flag}: {exc}") from None
 
 
+def hardware_given(gpu: str | None, memory: str | None) -> bool:
+    """Whether --gpu or --memory was given; an empty one is refused, not read as absent."""
+    for flag, value, what in (("gpu", gpu, "a GPU preset, GPU YAML or auto"), ("memory", memory, "a size such as 80GiB")):
+        if value is not None and not value.strip():
+            raise InvalidInput(f"--{flag} is empty: give {what}, or leave the option out")
+    return gpu is not None or memory is not None
+
+
 def gpu_and_budget(
     model: ModelSpec, workload: Workload, gpu: str | None, memory: str | None, weights: weights.WeightFormat,
     utilization: float | None, reserve: str | None, extra: list[str] | None,
 ) -> tuple[GpuSpec | None, capacity.Budget]:  # fmt: skip
     """The --gpu preset (if given) and the engine's memory budget per GPU from --gpu/--memory, its
     fraction and --reserve (None: the engine's defaults)."""
+    hardware_given(gpu, memory)
     gpu_spec = presets.load_gpu(gpu, extra) if gpu else None
     total = capacity.gpu_memory(gpu_spec, size_option("memory", memory) if memory else None)
     reserve_bytes = size_option("reserve", reserve, allow_zero=True) if reserve is not None else None

@@ -26,6 +26,7 @@ from kvcalc.cli.common import (
     decimal_units,
     gpu_and_budget,
     gpu_label,
+    hardware_given,
     plot_option,
     plot_target,
     positive,
@@ -152,6 +153,7 @@ def compare(
     base, named = _compared_models(names, model, kv_lora_rank, rope_dim, presets_dir)
     work = _shared_workload([base] if base else [spec for _, spec in named], seq, batch, tp)
     hardware = {"gpu": gpu, "memory": memory, "utilization": utilization, "reserve": reserve, "extra": presets_dir}
+    given = hardware_given(gpu, memory)
     wanted = parse_dtype(weight_dtype) if weight_dtype is not None else None
     if base is not None and not named:  # engines side by side: each takes the options that apply to it
         named = [(name, base) for name in names]
@@ -175,13 +177,13 @@ def compare(
             spec,
             work.model_copy(update={"engine": eng or Engine()}),
             wanted,
-            {**hardware, "utilization": utilization if takes else None} if gpu or memory else None,
+            {**hardware, "utilization": utilization if takes else None} if given else None,
         ).model_copy(update={"engine": eng})
         for (name, spec), eng, takes in zip(named, engines_, takes_utilization, strict=True)
     ]
     gpu_spec = presets.load_gpu(gpu, presets_dir) if gpu else None
     result = compare_rows(subjects, work, _kv_dtypes(kv_dtype), gpu_spec, base, "roofline" if roofline else "expected")
-    label = gpu_label(gpu_spec, memory) if gpu or memory else None
+    label = gpu_label(gpu_spec, memory) if given else None
     if json_out:
         from kvcalc import documents
 

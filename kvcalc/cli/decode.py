@@ -7,6 +7,7 @@ from typing import Annotated, get_args
 import typer
 
 from kvcalc import latency, presets
+from kvcalc.cli import placement_options
 from kvcalc.cli.common import (
     GPU_HELP,
     BatchOpt,
@@ -63,7 +64,7 @@ def interconnect_of(text: str | None) -> Interconnect | None:
 )  # fmt: skip
 def decode(
     model: ModelOpt,
-    gpu: Annotated[str, typer.Option("--gpu", "-g", help=GPU_HELP)],
+    gpu: Annotated[list[str], typer.Option("--gpu", "-g", help=GPU_HELP + " Repeat it for a llama.cpp split, in device order.")],
     seq: SeqOpt = 8192,
     batch: BatchOpt = 1,
     kv_dtype: KvDtypeOpt = None,
@@ -83,8 +84,17 @@ def decode(
     json_out: JsonOpt = False,
     explain: ExplainOpt = False,
     units: UnitsOpt = "gib",
+    n_gpu_layers: placement_options.NglOpt = None,
+    n_cpu_moe: placement_options.NCpuMoeOpt = None,
+    tensor_split: placement_options.TensorSplitOpt = None,
+    ram_bandwidth: placement_options.RamBandwidthOpt = None,
+    fit_target: placement_options.FitTargetOpt = None,
+    wired_limit: placement_options.WiredLimitOpt = None,
 ) -> None:
-    """Time per output token at --batch and --seq: the roofline (bandwidth vs compute) and the expected time engines reach (the --engine's decode profile, its release and options), with the band published cases fall in, tokens/s, and prefill time."""
+    """Time per output token at --batch and --seq: the roofline (bandwidth vs compute) and the expected time engines reach (the --engine's decode profile, its release and options), with the band published cases fall in, tokens/s, and prefill time.
+
+    With --engine llamacpp and several --gpu, -ngl, --n-cpu-moe or -ts, it also plans the placement (as `fit` does, keeping what you fixed) and predicts the speed of that split: each device's bytes per token over its bandwidth, the CPU's over --ram-bandwidth, and the hops.
+    """
     decimal = decimal_units(units)
     spec = presets.load_model(model, presets_dir)
     work = build_workload(
@@ -100,20 +110,42 @@ def decode(
         k_dtype,
         v_dtype,
     )
-    gpu_spec = presets.load_gpu(gpu, presets_dir)
+    gpu_specs = placement_options.load_gpus(gpu, presets_dir, engine)
+    gpu_spec = gpu_specs[0]
     weights_fmt = weights_format(spec, weight_dtype)
     step = latency.decode(
         spec, work, gpu_spec, weights_fmt, efficiency, seconds_per_layer(overhead_ms), interconnect=interconnect_of(interconnect)
     )
     first = latency.prefill(spec, work, gpu_spec, weights_fmt, 1.0 if efficiency is None else efficiency)
+    laid_out = split = None
+    if placement_options.wants_plan(gpu_specs, n_gpu_layers, n_cpu_moe, tensor_split, ram_bandwidth, fit_target, wired_limit):
+        devices, _, laid_out = placement_options.plan(
+            spec,
+            work,
+            weights_fmt,
+            gpu_specs,
+            seq,
+            None,
+            fit_target,
+            None,
+            n_gpu_layers,
+            n_cpu_moe,
+            tensor_split,
+            wired_limit,
+            False,
+        )
+        split = placement_options.split_speed(spec, work, weights_fmt, laid_out, devices, gpu_specs, ram_bandwidth)
     if json_out:
         from kvcalc import documents
 
-        print_json(documents.DecodeDocument(decode=step, prefill=first))
+        print_json(documents.DecodeDocument(decode=step, prefill=first, placement=laid_out, split=split))
     else:
         from kvcalc import render
 
         render.decode_tables(step, first, decimal, explain)
+        if laid_out is not None and split is not None:
+            render.placement_table(laid_out, decimal, explain)
+            render.split_decode_table(split, [d.name for d in laid_out.devices], explain)
 
 
 app = single_command(decode)

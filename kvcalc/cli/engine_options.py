@@ -82,6 +82,14 @@ VllmVersionOpt = Annotated[
         help="vllm: its release, e.g. 0.19: before 0.21 the CUDA-graph estimate is not subtracted (default: 0.21 or later).",
     ),
 ]
+AttentionBackendOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--attention-backend",
+        help="vllm: the MLA backend, which sets an MLA model's block size: flashmla (64, the default), cutlass_mla"
+        " (128, the default on B200/B300), flashinfer_mla (64 or 32), triton_mla or flash_attn_mla (--block-size, 16).",
+    ),
+]
 MemFractionStaticOpt = Annotated[
     float | None,
     typer.Option(
@@ -203,6 +211,7 @@ ENGINE_OPTION_TYPES: dict[str, Any] = {  # every engine option (spec.ENGINE_OPTI
     "enforce_eager": EnforceEagerOpt,
     "kv_cache_memory_bytes": KvCacheMemoryOpt,
     "vllm_version": VllmVersionOpt,
+    "attention_backend": AttentionBackendOpt,
     "mamba_cache_dtype": MambaCacheDtypeOpt,
     "mamba_ssm_cache_dtype": MambaSsmCacheDtypeOpt,
     "mem_fraction_static": MemFractionStaticOpt,

@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from kvcalc import capacity, presets
+from kvcalc.cli import placement_options
 from kvcalc.cli.common import (
-    GPU_HELP,
     BatchOpt,
     BlockOpt,
     ExplainOpt,
@@ -55,7 +55,10 @@ def fit(
     ] = None,
     batch: BatchOpt = 1,
     gpu: Annotated[
-        str | None, typer.Option("--gpu", "-g", help=f"{GPU_HELP} Required unless --memory.", autocompletion=preset_names("gpus"))
+        list[str] | None,
+        typer.Option(
+            "--gpu", "-g", help=f"{placement_options.GPUS_HELP} Required unless --memory.", autocompletion=preset_names("gpus")
+        ),
     ] = None,
     memory: Annotated[
         str | None, typer.Option("--memory", help=f"GPU memory, overriding the preset's; required without --gpu: {SIZE_HELP}.")
@@ -85,12 +88,25 @@ def fit(
     explain: ExplainOpt = False,
     units: UnitsOpt = "gib",
     plot: Annotated[str | None, plot_option("the max batch vs context, with --seq and --batch")] = None,
+    ram: placement_options.RamOpt = None,
+    fit_target: placement_options.FitTargetOpt = None,
+    fit_ctx: placement_options.FitCtxOpt = None,
+    n_gpu_layers: placement_options.NglOpt = None,
+    n_cpu_moe: placement_options.NCpuMoeOpt = None,
+    tensor_split: placement_options.TensorSplitOpt = None,
+    wired_limit: placement_options.WiredLimitOpt = None,
+    no_mmap: placement_options.NoMmapOpt = False,
+    mmproj: placement_options.MmprojOpt = None,
+    model_draft: placement_options.DraftOpt = None,
+    ram_bandwidth: placement_options.RamBandwidthOpt = None,
 ) -> None:
     """How many sequences of --seq tokens fit per GPU, and how long a context fits for --batch.
 
     Needs --gpu or --memory (one of them is required): the memory to budget.
 
     Exit code 1 when the weights do not fit, or the batch does not fit at --seq (or at any context when --seq is not given); the shortfall is printed.
+
+    With --engine llamacpp, several --gpu or any placement option (--ram, -ngl, --n-cpu-moe, -ts, --fit-*, a Mac's GPU), or a model that does not fit whole, it plans where llama.cpp puts each layer (its --fit): per GPU and in host RAM, the llama-server flags, and exit code 1 only when the plan does not fit. See docs/placement.md.
     """
     decimal = decimal_units(units)
     plot_path = plot_target(plot)
@@ -102,22 +118,60 @@ def fit(
     )
     positive(max_seqs=max_seqs)
     weights_fmt = weights_format(spec, weight_dtype)
-    gpu_spec, budget = gpu_and_budget(spec, work, gpu, memory, weights_fmt, utilization, reserve, presets_dir)
+    gpus = gpu or []
+    gpu_specs = placement_options.load_gpus(gpus, presets_dir, engine)
+    first = gpu_specs[0].name if len(gpu_specs) > len(gpus) else (gpus[0] if gpus else None)  # --gpu auto: the first of them
+    gpu_spec, budget = gpu_and_budget(spec, work, first, memory, weights_fmt, utilization, reserve, presets_dir)
     report = capacity.fit(spec, work, budget, max_seqs)
+    laid_out, steps = None, None
+    asked = placement_options.wants_plan(
+        gpu_specs,
+        ram,
+        fit_target,
+        fit_ctx,
+        n_gpu_layers,
+        n_cpu_moe,
+        tensor_split,
+        wired_limit,
+        no_mmap,
+        mmproj,
+        model_draft,
+        ram_bandwidth,
+    )
+    metal = any(g.backend == "metal" for g in gpu_specs)
+    if asked or (engine == "llamacpp" and gpu_specs and (metal or not report.fits)):
+        devices, request, laid_out = placement_options.plan(
+            spec, work, weights_fmt, gpu_specs, seq, ram, fit_target, fit_ctx, n_gpu_layers, n_cpu_moe, tensor_split,
+            wired_limit, no_mmap, mmproj, model_draft, presets_dir,
+        )  # fmt: skip
+        if ram_bandwidth is not None:
+            steps = placement_options.speeds(spec, work, weights_fmt, laid_out, devices, request, gpu_specs, ram_bandwidth)
     if json_out:
         from kvcalc import documents
 
-        print_json(documents.FitDocument(**report.model_dump(), model=spec.name, gpu=gpu_label(gpu_spec, memory)))
+        print_json(
+            documents.FitDocument(
+                **report.model_dump(), model=spec.name, gpu=gpu_label(gpu_spec, memory), placement=laid_out, speed_steps=steps
+            )
+        )
     else:
         from kvcalc import render
 
         render.fit_tables(report, spec.name, gpu_label(gpu_spec, memory), decimal, explain)
+        if laid_out is not None:
+            render.placement_table(laid_out, decimal, explain)
+        if steps is not None:
+            render.speed_steps_table(steps)
     if plot_path is not None:
         from kvcalc import plots
 
         dtype = (work.kv_dtype or spec.dtype).value
-        write_plot(plots.fit_chart(report, spec.name, dtype, gpu_label(gpu_spec, memory)), plot_path, json_out)
-    if not (report.fits if seq is not None else report.max_context > 0):
+        curve = capacity.max_batch_curve(spec, work, budget, report, max_seqs)
+        write_plot(plots.fit_chart(report, spec.name, dtype, gpu_label(gpu_spec, memory), curve), plot_path, json_out)
+    if laid_out is not None:
+        if not laid_out.fits:
+            raise typer.Exit(DoesNotFit.exit_code)
+    elif not (report.fits if seq is not None else report.max_context > 0):
         raise typer.Exit(DoesNotFit.exit_code)
 
 

@@ -122,6 +122,8 @@ def measure(
             if json_out:
                 print_json(documents.MeasureDoesNotFitDocument(model=spec.name, device=device.partition(":")[0], reason=str(exc)))
             raise
+    if report is None:  # a rank of a torchrun launch other than 0: rank 0 prints every rank's figures
+        return
     if json_out:
         print_json(documents.MeasureDocument.of(report))
     else:
@@ -145,6 +147,8 @@ def calibrate_device(
         raise InvalidInput("--plot draws a measure run, not a calibration: drop --plot or --calibrate")
     if save is not None and save.suffix.lower() not in (".yaml", ".yml"):
         raise InvalidInput(f"--save {str(save)!r}: give a file ending in .yaml")
+    if save is not None and not save.parent.is_dir():  # checked before the calibration runs, as --plot is
+        raise InvalidInput(f"--save {str(save)!r}: folder {str(save.parent)!r} does not exist")
     preset = presets.load_gpu(gpu_preset, presets_dir) if gpu_preset else None
     limit = size_option("max-memory", max_memory) if max_memory else None
     with render.progress(enabled=not json_out) as step:

@@ -6,14 +6,20 @@ from typing import Annotated
 
 import typer
 
-from kvcalc.cli.common import print_json, single_command
+from kvcalc.cli.common import choices, print_json, single_command
 from kvcalc.errors import InvalidInput
 
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"  # the dialect pydantic writes
 JSON_COMMANDS = ("size", "fit", "decode", "compare", "measure", "check", "presets-list", "presets-show")  # = documents.SCHEMAS
 
 
 def schema(
-    command: Annotated[str, typer.Argument(metavar="COMMAND", help=f"One of: {', '.join(JSON_COMMANDS)}.")],
+    command: Annotated[
+        str,
+        typer.Argument(
+            metavar="COMMAND", help=f"One of: {', '.join(JSON_COMMANDS)}.", autocompletion=choices(lambda: JSON_COMMANDS)
+        ),
+    ],
 ) -> None:
     """The JSON Schema of a command's --json document (generated from its result model; `version` marks breaking changes).
 
@@ -23,7 +29,7 @@ def schema(
 
     if command not in documents.SCHEMAS:
         raise InvalidInput(f"no command {command!r} prints JSON; choose one of {', '.join(documents.SCHEMAS)}")
-    print_json(documents.SCHEMAS[command].model_json_schema())
+    print_json({"$schema": JSON_SCHEMA_DIALECT, **documents.SCHEMAS[command].model_json_schema()})
 
 
 app = single_command(schema)

@@ -33,6 +33,7 @@ from kvcalc.cli.common import (
     decimal_units,
     gpu_and_budget,
     gpu_label,
+    hardware_given,
     plot_option,
     plot_target,
     print_json,
@@ -90,7 +91,7 @@ def size(
     params = count_params(spec)
     weights = weight_bytes(params, weights_fmt) if params else None
     report = step = None
-    if gpu or memory:
+    if hardware_given(gpu, memory):
         gpu_spec, budget = gpu_and_budget(spec, work, gpu, memory, weights_fmt, utilization, reserve, presets_dir)
         work = work.model_copy(update={"engine": budget.engine})  # the engine's defaults on this GPU
         report = capacity.fit(spec, work, budget)

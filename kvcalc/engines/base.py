@@ -185,6 +185,12 @@ class EngineProfile(ABC):
     name: ClassVar[str]  # the --engine name
     label: ClassVar[str]  # how the engine calls itself in its logs and docs
     fraction_option: ClassVar[str | None] = None  # the Engine field of its own memory fraction; None: --utilization
+    sparse_mla_fp8_layout: ClassVar[bool] = False  # an fp8 cache of a DeepSeek-sparse model keeps rope in bf16, scales per 128
+    places_layers: ClassVar[bool] = False  # splits layers over GPUs and host RAM itself (llama.cpp): kvcalc.placement plans it
+
+    def settle(self, model: ModelSpec, workload: Workload) -> Workload:
+        """The workload with the block size the engine forces for this model (default: unchanged)."""
+        return workload
 
     def check_supported(self, model: ModelSpec, workload: Workload, dtype: DType) -> None:
         """Refuse, as InvalidInput, what the engine itself refuses (default: nothing)."""
@@ -218,9 +224,12 @@ class EngineProfile(ABC):
             return StateDtypes(conv=workload.state_dtype, recurrent=workload.state_dtype, why="--state-dtype")
         return StateDtypes(conv=model.dtype, recurrent=model.dtype, why="the model's dtype")
 
-    def state_pages(self, workload: Workload, attention_bytes_per_token: int | None, state_bytes: int) -> StatePages:
+    def state_pages(
+        self, workload: Workload, attention_bytes_per_token: int | None, state_bytes: int, mla: bool = False
+    ) -> StatePages:
         """How the state sits beside the attention pages, given one attention layer's bytes per token
-        on one rank (None without attention layers) and the largest layer state's bytes (default:
+        on one rank (None without attention layers), the largest layer state's bytes and whether the
+        attention layers are MLA (Kimi-Linear) (default:
         every state layer keeps its own bytes; the block size is the workload's)."""
         return StatePages(block_size=self.block_size(workload), page_bytes=None)
 

@@ -16,6 +16,9 @@ from kvcalc.units import PACKING, DType
 
 LLAMACPP_PAD = 256  # llama.cpp pads the cache to 256 cells (src/llama-context.cpp, llama-kv-cache.cpp)
 LLAMACPP_UBATCH = 512  # llama.cpp's default n_ubatch (common/common.h)
+# llama_context refuses n_seq_max > LLAMA_MAX_SEQ ("n_seq_max must be <= 256", src/llama-context.cpp;
+# #define LLAMA_MAX_SEQ 256 in src/llama-cparams.h, ggml-org/llama.cpp master of 2026): -np and --batch at most 256.
+LLAMA_MAX_SEQ = 256
 LLAMACPP_DTYPES = {DType.fp32, DType.fp16, DType.bf16, DType.q8_0, DType.q4_0, DType.q4_1, DType.q5_0, DType.q5_1, DType.iq4_nl}
 
 
@@ -31,6 +34,7 @@ def pad(n: int, to: int) -> int:
 class LlamaCpp(EngineProfile):
     name = "llamacpp"
     label = "llama.cpp"
+    places_layers = True  # -ngl, -ts, --n-cpu-moe, --fit (common/fit.cpp): kvcalc.placement
 
     def tokens_per_unit(self, workload: Workload, window: int | None, seq: int, chunked: bool = False) -> int:
         """`seq` is n_ctx, padded to 256 and shared by the sequences: PAD256(PAD256(n_ctx) / n_seq)
@@ -70,6 +74,11 @@ class LlamaCpp(EngineProfile):
             raise InvalidInput(
                 f"llama.cpp's n_ctx (--seq {workload.seq}) is shared by --batch {workload.batch} sequences: it must be at least the batch"
             )
+        if workload.batch > LLAMA_MAX_SEQ:
+            raise InvalidInput(
+                f"llama.cpp runs at most {LLAMA_MAX_SEQ} sequences (n_seq_max, -np; src/llama-context.cpp refuses more):"
+                f" --batch {workload.batch}"
+            )
         if workload.block_size is not None:
             raise InvalidInput("--block-size does not apply to --engine llamacpp (it pads to 256 cells)")
         if workload.state_dtype is not None:
@@ -93,6 +102,10 @@ class LlamaCpp(EngineProfile):
         """MLA GGUFs cache the latent and rope key as one K-only row (llama-kv-cache.cpp has_v = !is_mla)."""
         return "k_only"
 
+    def max_sequences(self, workload: Workload) -> int | None:
+        """LLAMA_MAX_SEQ: llama_context refuses more sequences (src/llama-context.cpp)."""
+        return LLAMA_MAX_SEQ
+
     def context_per_sequence(self, workload: Workload) -> int:
         """n_ctx shared by the sequences."""
         return workload.seq // workload.batch
@@ -113,6 +126,7 @@ class LlamaCpp(EngineProfile):
             f"llama.cpp: --seq is n_ctx, shared by --batch sequences (-np); each gets PAD256(n_ctx / n_seq) cells"
             f"{' (one unified buffer of PAD256(n_ctx))' if engine.kv_unified else ''} (src/llama-context.cpp, src/llama-kv-cache.cpp)",
             "cache types are blocks of 32 values: q8_0 34 B, q4_0 18, q4_1 20, q5_0 22, q5_1 24, iq4_nl 18 (ggml/src/ggml.c type_traits)",
+            f"at most {LLAMA_MAX_SEQ} sequences: llama_context refuses n_seq_max > LLAMA_MAX_SEQ (src/llama-context.cpp)",
         ]
         if model.mla is None and "sliding" in model.attention_kinds():
             lines.append(

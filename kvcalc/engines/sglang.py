@@ -44,7 +44,7 @@ from kvcalc.state import layer_states
 from kvcalc.units import PACKING, DType, GiB, MiB, format_bytes
 
 SGLANG_COMMIT = "001ccef0"  # model_runner_kv_cache_mixin.py, the rules' source
-SGLANG_DTYPES = {DType.fp32, DType.fp16, DType.bf16, DType.fp8, DType.fp8_e4m3, DType.fp8_e5m2}
+SGLANG_DTYPES = {DType.fp32, DType.fp16, DType.bf16, DType.fp8, DType.fp8_e4m3, DType.fp8_e5m2, DType.nvfp4}  # fp4_e2m1
 SGLANG_CONTEXT_BYTES = int(0.51 * GiB)  # the CUDA context, not free before loading (one GPU)
 SGLANG_CONTEXT_TP_BYTES = int(2.1 * GiB)  # with tensor parallelism: NCCL and custom all-reduce buffers too
 REQ_TOKEN_PAD = 4  # ReqToTokenPool rows are context_len + 4 int32 slots
@@ -119,6 +119,7 @@ class SGLang(EngineProfile):
     name = "sglang"
     label = "SGLang"
     fraction_option = "mem_fraction_static"
+    sparse_mla_fp8_layout = True  # NSA fp8 cell: kv_lora_rank + kv_lora_rank / 128 * 4 + rope * 2 (calculate_mla_kv_cache_dim)
 
     def block_size(self, workload: Workload) -> int:
         """--page-size, default 1."""

@@ -46,7 +46,17 @@ VLLM_SMALL_MAX_NUM_BATCHED_TOKENS = 2048  # ... below 70 GiB or on an A100 (vllm
 VLLM_MAX_NUM_SEQS, VLLM_SMALL_MAX_NUM_SEQS = 1024, 256  # likewise
 VLLM_LARGE_GPU_BYTES = 70 * GiB
 VLLM_UTILIZATION = 0.9  # --gpu-memory-utilization (vllm/config/cache.py CacheConfig)
-VLLM_DTYPES = {DType.fp32, DType.fp16, DType.bf16, DType.fp8, DType.fp8_e4m3, DType.fp8_e5m2}
+VLLM_DTYPES = {
+    DType.fp32, DType.fp16, DType.bf16, DType.fp8, DType.fp8_e4m3, DType.fp8_e5m2,
+    DType.nvfp4, DType.int8_per_token_head, DType.fp8_per_token_head,
+}  # fmt: skip
+# vllm/platforms/cuda.py CudaPlatformBase.check_and_update_config (vllm-project/vllm 001cabc1): an MLA
+# model's blocks are forced to what its attention backend pages in: FlashMLA (the default before
+# Blackwell) a multiple of 64, CUTLASS MLA (the default on SM100 Blackwell) a multiple of 128, FlashInfer
+# MLA 32 or a multiple of 64, and DeepSeek sparse attention (FlashMLA sparse) exactly 64; Triton MLA and
+# FlashAttention MLA keep --block-size (16).
+MLA_BLOCK_MULTIPLE = {"flashmla": 64, "cutlass_mla": 128, "flashinfer_mla": 64, "triton_mla": 1, "flash_attn_mla": 1}
+BLACKWELL_NAMES = ("b200", "b300", "gb200", "gb300")  # SM100: vLLM picks CUTLASS MLA by default
 # Attention kernels take block sizes in multiples of 16 (FlashAttention / FlashInfer on Hopper); the
 # hybrid page rule rounds the raised block size to it (model_executor/models/config.py
 # HybridAttentionMambaModelConfig: kernel_block_alignment_size 16; 64 for MLA, 32 for head_dim 256
@@ -77,14 +87,43 @@ def capture_sizes(max_num_seqs: int) -> list[int]:
     return [size for size in sizes if size <= largest]
 
 
+def mla_block_size(backend: str | None, sparse: bool, requested: int | None) -> int:
+    """Tokens per block of an MLA model's cache: DeepSeek sparse attention 64; else --block-size (16)
+    raised to the backend's multiple when it is not one (FlashMLA by default: 64), FlashInfer MLA
+    also taking 32 (vllm/platforms/cuda.py check_and_update_config).
+
+    >>> mla_block_size(None, False, None), mla_block_size("cutlass_mla", False, None), mla_block_size("cutlass_mla", False, 256)
+    (64, 128, 256)
+    >>> mla_block_size("triton_mla", False, None), mla_block_size("flashinfer_mla", False, 32), mla_block_size("cutlass_mla", True, None)
+    (16, 32, 64)
+    """
+    block = requested or VLLM_BLOCK_SIZE
+    if sparse:
+        return 64
+    backend = backend or "flashmla"
+    multiple = MLA_BLOCK_MULTIPLE[backend]
+    if block % multiple == 0 or (backend == "flashinfer_mla" and block == 32):
+        return block
+    return multiple
+
+
 class Vllm(EngineProfile):
     name = "vllm"
     label = "vLLM"
     fraction_option = "gpu_memory_utilization"
 
+    sparse_mla_fp8_layout = True  # fp8_ds_mla: fp8 latent, fp32 scale per 128, bf16 rope (656 B for DeepSeek-V3.2)
+
     def block_size(self, workload: Workload) -> int:
         """--block-size, or vLLM's default 16."""
         return workload.block_size or VLLM_BLOCK_SIZE
+
+    def settle(self, model: ModelSpec, workload: Workload) -> Workload:
+        """An MLA model's block size as its attention backend forces it (mla_block_size)."""
+        if model.mla is None:
+            return workload
+        block = mla_block_size(workload.engine.attention_backend, model.mla.indexer_head_dim is not None, workload.block_size)
+        return workload if block == self.block_size(workload) else workload.model_copy(update={"block_size": block})
 
     def tokens_per_unit(self, workload: Workload, window: int | None, seq: int, chunked: bool = False) -> int:
         """Whole blocks; a sliding layer reserves cdiv(min(W - 1 + max_num_batched_tokens, s), block) + 1
@@ -117,6 +156,8 @@ class Vllm(EngineProfile):
         engine = workload.engine
         conv = engine.mamba_cache_dtype or model.dtype
         why = "--mamba-cache-dtype" if engine.mamba_cache_dtype else "auto: the model's dtype"
+        if "kda" in model.state_kinds():  # mamba_utils.py kda_state_dtype: (state_dtype, torch.float32)
+            return StateDtypes(conv=conv, recurrent=DType.fp32, why=why + "; KDA recurrent state: float32 (kda_state_dtype)")
         if "lightning" in model.state_kinds():
             return StateDtypes(conv=conv, recurrent=conv, why=why + " (lightning attention: one dtype)")
         if engine.mamba_ssm_cache_dtype is not None:
@@ -126,7 +167,9 @@ class Vllm(EngineProfile):
             return StateDtypes(conv=conv, recurrent=config, why=why + "; SSM: the dtype the model's config asks for")
         return StateDtypes(conv=conv, recurrent=conv, why=why + "; SSM: as the conv state (--mamba-ssm-cache-dtype auto)")
 
-    def state_pages(self, workload: Workload, attention_bytes_per_token: int | None, state_bytes: int) -> StatePages:
+    def state_pages(
+        self, workload: Workload, attention_bytes_per_token: int | None, state_bytes: int, mla: bool = False
+    ) -> StatePages:
         """A state layer takes one page per request (mamba_cache_mode none), and every page of the
         hybrid pool has one size: the attention block size is raised to 16 * cdiv(state, 16 *
         attention page of one token) unless --block-size is already larger, and the state page is
@@ -138,7 +181,10 @@ class Vllm(EngineProfile):
                 page_bytes=None,
                 explain=["vLLM: no attention layers: each state layer keeps one page of its own state per request (MambaSpec)"],
             )
-        needed = VLLM_HYBRID_ALIGNMENT * cdiv(state_bytes, VLLM_HYBRID_ALIGNMENT * attention_bytes_per_token)
+        # MLA kernels align the raised block to their own multiple (64 FlashMLA, 128 CUTLASS MLA)
+        align = MLA_BLOCK_MULTIPLE[workload.engine.attention_backend or "flashmla"] if mla else VLLM_HYBRID_ALIGNMENT
+        align = max(align, VLLM_HYBRID_ALIGNMENT)
+        needed = align * cdiv(state_bytes, align * attention_bytes_per_token)
         user = workload.block_size
         block = needed if user is None or user < needed else user
         page = block * attention_bytes_per_token
@@ -168,7 +214,7 @@ class Vllm(EngineProfile):
             )
         given = f", --block-size {user} is {'kept' if block == user else 'raised'}" if user is not None else ""
         explain = [
-            f"vLLM attention block size = 16 * cdiv(state {state_bytes:,} B, 16 * {attention_bytes_per_token:,} B per token)"
+            f"vLLM attention block size = {align} * cdiv(state {state_bytes:,} B, {align} * {attention_bytes_per_token:,} B per token)"
             f" = {needed} tokens{given}: block size {block}",
             f"vLLM state page = block * attention bytes per token = {block} * {attention_bytes_per_token:,} = {page:,} B,"
             f" {page - state_bytes:,} B ({padding:.2f}%) of padding per state layer per sequence",
@@ -198,6 +244,8 @@ class Vllm(EngineProfile):
     def defaults_on(self, engine: Engine, gpu: GpuMemory) -> Engine:
         """max_num_batched_tokens 8192 on a GPU of 70 GiB or more that is not an A100, else 2048
         (vllm/engine/arg_utils.py get_batch_defaults, the API server's)."""
+        if engine.attention_backend is None and any(name in (gpu.name or "").lower() for name in BLACKWELL_NAMES):
+            engine = engine.model_copy(update={"attention_backend": "cutlass_mla"})  # vllm/platforms/cuda.py: SM100
         if engine.max_num_batched_tokens is not None:
             return engine
         batched = VLLM_MAX_NUM_BATCHED_TOKENS if self._large(gpu) else VLLM_SMALL_MAX_NUM_BATCHED_TOKENS
@@ -354,13 +402,35 @@ class Vllm(EngineProfile):
         options = engine or Engine(name="vllm")
         return profile_for("vllm", _version(options.vllm_version), options.enforce_eager, gpu.backend)
 
+    @staticmethod
+    def mla_rule(model: ModelSpec, workload: Workload) -> str:
+        """How an MLA model's block size was chosen, for --explain."""
+        if model.mla is None:
+            return "none (no MLA layers)"
+        if model.mla.indexer_head_dim:
+            return "64 tokens, as FlashMLA sparse forces for DeepSeek sparse attention"
+        backend = workload.engine.attention_backend or "flashmla"
+        multiple = MLA_BLOCK_MULTIPLE[backend]
+        if multiple == 1:
+            return f"{backend} keeps --block-size"
+        return (
+            f"{backend} pages in multiples of {multiple} tokens (--attention-backend; default flashmla, cutlass_mla on B200/B300)"
+        )
+
     def rules(self, model: ModelSpec, workload: Workload) -> list[str]:
         batched = workload.engine.max_num_batched_tokens or VLLM_MAX_NUM_BATCHED_TOKENS
         return [
             f"vLLM: pages of {self.block_size(workload)} tokens per layer, block_size * 2 * Hkv * d * bytes (vllm/v1/kv_cache_interface.py AttentionSpec.page_size_bytes)",
             f"sliding layers reserve cdiv(min(W - 1 + max_num_batched_tokens {batched}, s), block) + 1 blocks"
             " per request (SlidingWindowSpec.max_memory_usage_bytes)",
-            "MLA caches one K-only latent of kv_lora_rank + rope (MLAAttentionSpec); fp8 is 1 byte per value, no scales",
+            "MLA caches one K-only latent of kv_lora_rank + rope (MLAAttentionSpec); fp8 is 1 byte per value, no scales"
+            + (
+                "; DeepSeek sparse attention: fp8 as fp8_ds_mla (fp8 latent, fp32 scale per 128, bf16 rope), plus each"
+                " layer's indexer keys (DeepseekV32IndexerCache: index_head_dim fp8 + fp32 scale per 128)"
+                if model.mla and model.mla.indexer_head_dim
+                else ""
+            ),
+            f"MLA blocks: {self.mla_rule(model, workload)} (vllm/platforms/cuda.py check_and_update_config)",
             f"chunked layers keep cdiv(min(C + max_num_batched_tokens {batched}, s), block) blocks per request"
             " (ChunkedLocalAttentionSpec.max_admission_blocks_per_request)",
         ]

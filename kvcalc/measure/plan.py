@@ -75,6 +75,10 @@ def plan_measurement(
     if max_layers is not None and max_layers < fewest:
         raise InvalidInput(f"--layers {max_layers} holds no attention layer of {model.name} to time: give at least {fewest}")
     layers = min(model.layers, max_layers or model.layers)
+    if max_layers is not None and max_layers > model.layers:
+        notes.append(
+            f"--layers {max_layers} is more than the {model.layers} layers of {model.name}: measuring all {model.layers}"
+        )
     if layers < model.layers:
         notes.append(f"measuring {layers} of {model.layers} layers ({layers_reason})")
     work = workload

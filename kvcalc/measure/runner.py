@@ -12,14 +12,17 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
 from kvcalc.errors import DoesNotFit, InvalidInput, KvcalcError, MeasureUnavailable
 from kvcalc.measure import INSTALL_HINT, looks_like_memory, torch_installed
 from kvcalc.measure.calibrate import Calibration
+from kvcalc.measure.launched import check_launch, launched
 from kvcalc.measure.plan import MeasureRequest, check_measurable
 from kvcalc.measure.report import MeasureReport, tensor_parallel_report
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
@@ -42,9 +45,13 @@ def measure(
     peak: GpuSpec | None,
     progress: Callable[[str], None],
     tp: int = 1,
-) -> MeasureReport:
-    """Measure each variant on one device (or one model on `tp` tensor-parallel ranks) in worker processes."""
+) -> MeasureReport | None:
+    """Measure each variant on one device (or one model on `tp` tensor-parallel ranks) in worker processes;
+    under torchrun, as this process's rank (None on every rank but 0, which reports for all)."""
     check_device(device_name, tp)
+    launch = launched()
+    if launch is not None:
+        check_launch(launch, tp, len(variants))
     if tp > 1 and len(variants) > 1:
         raise InvalidInput("--tp measures one model at a time: drop --variants")
     if tp > 1 and device_name == "cpu" and tp > max_cpu_ranks():
@@ -64,6 +71,13 @@ def measure(
         max_memory=max_memory,
         peak=peak,
     )
+    if launch is not None:  # torchrun started this process as one rank: measure here; rank 0 reports for all
+        from kvcalc.measure.worker import measure_launched
+
+        reports = [MeasureReport.model_validate(data) for data in measure_launched(request, launch, progress)]
+        if not reports:
+            return None
+        return reports[0] if tp == 1 else tensor_parallel_report(reports)
     try:
         reports = [MeasureReport.model_validate(data) for data in run_workers(request, progress)]
     except MemoryError:
@@ -169,7 +183,7 @@ def run_workers(request: MeasureRequest, progress: Callable[[str], None]) -> lis
     workers: list[Worker] = []
     failures: list[KvcalcError] = []
     deadline: float | None = None
-    with selectors.DefaultSelector() as selector:
+    with _stop_workers_on_signals(), selectors.DefaultSelector() as selector:
         try:
             for rank in range(tp):
                 worker = Worker(rank, request, {**env, "RANK": str(rank), "LOCAL_RANK": str(rank)})
@@ -198,6 +212,47 @@ def run_workers(request: MeasureRequest, progress: Callable[[str], None]) -> lis
         finally:
             for worker in workers:
                 worker.stop()
+
+
+class _Stopped(Exception):
+    """SIGTERM or SIGHUP reached the parent while its workers ran."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    for other in STOP_SIGNALS:  # a second signal must not interrupt the workers' cleanup
+        signal.signal(other, signal.SIG_IGN)
+    raise _Stopped(signum)
+
+
+@contextmanager
+def _stop_workers_on_signals() -> Iterator[None]:
+    """While workers run, SIGTERM and SIGHUP raise _Stopped, so run_workers stops every rank (each in its own
+    session, where no terminal's or shell's signal reaches it) before the parent dies of the signal, as it
+    would have. A signal the caller ignores (nohup's SIGHUP) stays ignored; off the main thread nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    for signum, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(signum, _raise_stopped)
+    try:
+        yield
+    except _Stopped as stopped:
+        signal.signal(stopped.signum, signal.SIG_DFL)
+        os.kill(os.getpid(), stopped.signum)
+        raise  # not reached: the default action ends the process
+    finally:
+        for signum, handler in previous.items():
+            if handler is not None:  # None: a handler installed outside Python, which Python cannot restore
+                signal.signal(signum, handler)
 
 
 def failure(worker: Worker, tp: int) -> KvcalcError:

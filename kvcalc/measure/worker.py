@@ -9,9 +9,11 @@ environment, as torchrun sets them) and measures its own shard.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from typing import IO, Any
 
@@ -19,6 +21,7 @@ from kvcalc.errors import DoesNotFit, KvcalcError, MeasureUnavailable
 from kvcalc.kvcache import attention_layers, layer_caches
 from kvcalc.measure import out_of_memory, require_torch, short
 from kvcalc.measure.figures import TOLERANCE
+from kvcalc.measure.launched import Launch
 from kvcalc.measure.plan import MeasurePlan, MeasureRequest, plan_variants
 from kvcalc.units import GiB, MiB, format_bytes
 
@@ -45,8 +48,10 @@ class Channel:
         self.send(stage=stage)
 
 
-def measure_rank(request: MeasureRequest, rank: int, channel: Channel) -> dict[str, Any]:
-    """Plan, allocate and time this rank's share; return its MeasureReport as JSON data."""
+def measure_rank(request: MeasureRequest, rank: int, channel: Channel, launch: Launch | None = None) -> Any:
+    """Plan, allocate and time this rank's share; return its MeasureReport as JSON data. Under a launcher
+    (`launch`: torchrun's ranks, on one or more machines) the node's own ranks share its devices and cores,
+    and rank 0 returns every rank's report, gathered before the group is torn down (the others, none)."""
     import torch
 
     from kvcalc.measure import bench
@@ -54,13 +59,14 @@ def measure_rank(request: MeasureRequest, rank: int, channel: Channel) -> dict[s
     from kvcalc.presets import load_gpu, recognise_gpu
 
     tp = request.workload.tp
-    device = bench.pick_device(request.device, rank)
+    here = launch.local_world_size if launch else tp  # the ranks on this machine
+    device = bench.pick_device(request.device, launch.local_rank if launch else rank)
     if device.type == "cuda":
-        if tp > 1 and tp > bench.cuda_devices():
-            raise MeasureUnavailable(f"--tp {tp} needs {tp} CUDA devices; {bench.cuda_devices()} are visible")
+        if tp > 1 and here > bench.cuda_devices():
+            raise MeasureUnavailable(f"--tp {tp} needs {here} CUDA devices here; {bench.cuda_devices()} are visible")
         torch.cuda.set_device(device)
     elif tp > 1:  # ranks share the cores: one thread each at least, never more threads than cores in all
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // tp))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // here))
     channel.progress("starting torch's threads")
     bench.start_threads()
     settle: Any = lambda: None  # noqa: E731
@@ -83,11 +89,11 @@ def measure_rank(request: MeasureRequest, rank: int, channel: Channel) -> dict[s
         peak = load_gpu(preset)
     allowed = int(bench.free_bytes(device) * SAFETY)
     if device.type == "cpu":
-        allowed //= tp  # the ranks share one machine's memory
+        allowed //= here  # the ranks share one machine's memory
     if request.max_memory is not None:  # per rank
         allowed = min(allowed, request.max_memory)
     elif device.type == "cpu":
-        allowed = min(allowed, CPU_LIMIT_BYTES // tp)
+        allowed = min(allowed, CPU_LIMIT_BYTES // here)
     if tp > 1:  # every rank plans the same shapes, or their collectives would not match
         agreed = torch.tensor([allowed], dtype=torch.int64, device=device)
         dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
@@ -118,8 +124,6 @@ def measure_rank(request: MeasureRequest, rank: int, channel: Channel) -> dict[s
         variant_result(name, plan, raw, bandwidth, bench.attention_step_flops(plan), peak)
         for (name, plan), raw in zip(plans, raws, strict=True)
     ]
-    if tp > 1:
-        dist.destroy_process_group()
     report = MeasureReport(
         model=request.variants[0][1].name,
         device=env["device"],
@@ -137,7 +141,14 @@ def measure_rank(request: MeasureRequest, rank: int, channel: Channel) -> dict[s
         run_figures=run_figures,
         variants=results,
     )
-    return judged_report(report).model_dump(mode="json")
+    data = judged_report(report).model_dump(mode="json")
+    if tp == 1:
+        return data
+    gathered: list[Any] | None = [None] * tp if rank == 0 else None
+    if launch:
+        dist.gather_object(data, gathered, dst=0)
+    dist.destroy_process_group()
+    return (gathered or []) if launch else data
 
 
 def calibrate_device(request: MeasureRequest, channel: Channel) -> dict[str, Any]:
@@ -161,6 +172,28 @@ def calibrate_device(request: MeasureRequest, channel: Channel) -> dict[str, Any
     points = [(read, layers, summarise(f"{layers} layers, {format_bytes(read)}", samples)) for read, layers, samples in runs]
     rate = flops / summarise("matmul", seconds).steady_seconds
     return calibration(points, env, bench.total_memory_bytes(device), (dtype, rate)).model_dump(mode="json")
+
+
+class _Progress(io.TextIOBase):
+    """The worker's JSON-lines channel, read in this process: each stage goes to `progress`."""
+
+    def __init__(self, progress: Callable[[str], None]) -> None:
+        self.progress = progress
+
+    def write(self, text: str) -> int:
+        for line in filter(None, text.splitlines()):
+            stage = json.loads(line).get("stage")
+            if stage:
+                self.progress(stage)
+        return len(text)
+
+
+def measure_launched(request: MeasureRequest, launch: Launch, progress: Callable[[str], None]) -> list[dict[str, Any]]:
+    """This rank's measurement; on rank 0, every rank's report in rank order (gathered over the launcher's
+    group before it is torn down), elsewhere none."""
+    require_torch()
+    channel = Channel(_Progress(progress if launch.primary else lambda _stage: None))  # type: ignore[arg-type]
+    return measure_rank(request, launch.rank, channel, launch)  # type: ignore[no-any-return]
 
 
 def with_cache_note(plan: MeasurePlan, last_level_cache: int) -> MeasurePlan:

@@ -13,6 +13,7 @@ relative path exists; a path ending in .gguf, .json, .yaml or .yml is a file.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,10 +28,10 @@ def model_reference(ref: str) -> ModelSpec | None:
     """The model a GGUF file, a Hub repo id or a cache snapshot's config.json names; None when
     `ref` is none of these (a preset name, a YAML file, another config.json)."""
     if ref.endswith(".gguf"):
+        from kvcalc.files import require_file
         from kvcalc.sources.gguf_model import model_from_gguf
 
-        if not _is_file(Path(ref)):
-            raise PresetNotFound(f"{ref}: no such GGUF file")
+        require_file(Path(ref), "GGUF file", "give the .gguf file inside it", PresetNotFound)
         return model_from_gguf(Path(ref))
     if "/" not in ref and not ref.endswith(".json"):
         return None  # a preset name: a repo id is org/name (the Hub's module is not imported for it)
@@ -75,10 +76,9 @@ def tensor_parallel(value: int | str) -> int:
         from kvcalc.sources import gpus
 
         return gpus.tensor_parallel_gpus()
-    try:
-        return int(value.strip())
-    except ValueError:
-        raise InvalidInput(f"--tp {value!r}: give a positive integer, or auto (the GPUs in this machine)") from None
+    if not re.fullmatch(r"-?[0-9]+", value.strip()):  # ASCII digits, as --seq reads them (int() would take "٢")
+        raise InvalidInput(f"--tp {value!r}: give a positive integer, or auto (the GPUs in this machine)")
+    return int(value.strip())
 
 
 def _is_file(path: Path) -> bool:

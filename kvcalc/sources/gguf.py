@@ -40,9 +40,19 @@ GGML_TYPES: dict[int, tuple[str, int, int]] = {
 # GGUF value types: struct format of the fixed-size ones; 8 is a string, 9 an array.
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _STRING, _ARRAY = 8, 9
+_U64 = struct.Struct("<Q")
 MAX_DIMS = 4  # GGML_MAX_DIMS
 MAX_ARRAY_READ = 1 << 16  # numeric arrays up to this length are read (per-layer values); longer ones are skipped
 MAX_STRING_READ = 1 << 16  # longer strings (chat templates, tokenizer JSON) are skipped
+# Bounds on what a header may count, checked before any loop (a lying count in a large sparse file
+# would otherwise be walked for minutes). Real files: ~50 keys, a few thousand tensor infos (experts
+# are merged into one tensor per layer), tokenizers of up to 262,144 tokens and ~1M merges, arrays
+# nested once at most (gguf-py writes array-of-array for nothing llama.cpp reads).
+MAX_KEYS = 1 << 16
+MAX_TENSORS = 1 << 16
+MAX_ARRAY_ITEMS = 1 << 20
+MAX_NESTED_ARRAYS = 1 << 12  # arrays in one array: llama.cpp's gguf.cpp reads none, gguf-py writes few
+MAX_ARRAY_NESTING = 8
 SPLIT_NAME = re.compile(r"^(?P<prefix>.+)-(?P<part>\d{5})-of-(?P<count>\d{5})\.gguf$")
 
 
@@ -68,14 +78,15 @@ class TensorInfo(NamedTuple):
 
 
 class GgufHeader(NamedTuple):
-    """What a GGUF header says: its version, metadata (arrays too long to read are None), the
-    length of every array, and the tensor infos."""
+    """What a GGUF header says: its version, metadata (values too long to read are None and named
+    in `unread` with what they are), the length of every array, and the tensor infos."""
 
     path: Path
     version: int
     metadata: dict[str, Any]
     array_lengths: dict[str, int]
     tensors: list[TensorInfo]
+    unread: dict[str, str] = {}
 
 
 class _Cursor:
@@ -118,6 +129,16 @@ class _Cursor:
         self.file.seek(target)
         self.buffer, self.at, self.start = b"", 0, target
 
+    def skip_strings(self, count: int) -> None:
+        """Skip `count` strings (u64 length + bytes each), reading lengths straight from the buffer."""
+        for _ in range(count):
+            if self.at + 8 > len(self.buffer):
+                self.skip(self.length())
+                continue
+            (size,) = _U64.unpack_from(self.buffer, self.at)
+            self.at += 8
+            self.skip(size)
+
     def unpack(self, fmt: str) -> Any:
         return struct.unpack(fmt, self.read(struct.calcsize(fmt)))[0]
 
@@ -143,16 +164,19 @@ def _value_type(cursor: _Cursor, key: str) -> int:
     return kind
 
 
-def _read_value(cursor: _Cursor, key: str, kind: int, lengths: dict[str, int]) -> Any:
-    """A value, or None for a string or array too long to keep (its length goes to `lengths`)."""
+def _read_value(cursor: _Cursor, key: str, kind: int, lengths: dict[str, int], unread: dict[str, str], depth: int = 0) -> Any:
+    """A value, or None for a string or array not kept (its length goes to `lengths`, what it is to `unread`)."""
     if kind in _SCALARS:
         return cursor.unpack(_SCALARS[kind])
     if kind == _STRING:
         size = cursor.length()
         if size > MAX_STRING_READ:
             cursor.skip(size)
+            unread[key] = f"a string of {size:,} bytes"
             return None
         return cursor.read(size).decode("utf-8", errors="replace")
+    if depth >= MAX_ARRAY_NESTING:
+        raise InvalidPreset(f"{cursor.path}: corrupt GGUF header: {key!r} nests arrays more than {MAX_ARRAY_NESTING} deep")
     element = _value_type(cursor, key)
     fixed = struct.calcsize(_SCALARS[element]) if element in _SCALARS else 8  # a string or array holds a u64 at least
     count = cursor.length(fixed)
@@ -161,12 +185,20 @@ def _read_value(cursor: _Cursor, key: str, kind: int, lengths: dict[str, int]) -
         return list(struct.unpack(f"<{count}{_SCALARS[element][1]}", cursor.read(count * fixed)))
     if element in _SCALARS:
         cursor.skip(count * fixed)
-    elif element == _STRING:  # the tokenizer's tokens and merges: counted, each skipped by its length
-        for _ in range(count):
-            cursor.skip(cursor.length())
+        unread[key] = f"an array of {count:,} numbers"
+        return None
+    most = MAX_ARRAY_ITEMS if element == _STRING else MAX_NESTED_ARRAYS
+    if count > most:  # each item is walked: bound the walk before it starts
+        raise InvalidPreset(
+            f"{cursor.path}: corrupt GGUF header: {key!r} is an array of {count:,} items (kvcalc reads up to {most:,})"
+        )
+    if element == _STRING:  # the tokenizer's tokens and merges: counted, each skipped by its length
+        cursor.skip_strings(count)
+        unread[key] = f"an array of {count:,} strings"
     else:  # nested arrays: walked, not kept
         for _ in range(count):
-            _read_value(cursor, key, element, {})
+            _read_value(cursor, key, element, {}, {}, depth + 1)
+        unread[key] = "an array of arrays"
     return None
 
 
@@ -193,15 +225,28 @@ def _parse(file: BinaryIO, path: Path, size: int) -> GgufHeader:
         hint = "re-convert it with a current llama.cpp" if version == 1 else "kvcalc reads versions 2 and 3"
         raise InvalidPreset(f"{path}: GGUF version {version} is not supported ({hint})")
     tensor_count, kv_count = cursor.unpack("<Q"), cursor.unpack("<Q")
+    for count, what, most in ((kv_count, "metadata keys", MAX_KEYS), (tensor_count, "tensor infos", MAX_TENSORS)):
+        if count > most:
+            raise InvalidPreset(f"{path}: corrupt GGUF header: it counts {count:,} {what} (kvcalc reads up to {most:,})")
     if cursor.offset + 8 * (tensor_count + kv_count) > size:  # each takes 8 bytes at least
         raise cursor.truncated(cursor.offset + 8 * (tensor_count + kv_count))
     metadata: dict[str, Any] = {}
     lengths: dict[str, int] = {}
+    unread: dict[str, str] = {}
     for _ in range(kv_count):
         key = cursor.string("a metadata key")
-        metadata[key] = _read_value(cursor, key, _value_type(cursor, key), lengths)
-    tensors = [_tensor_info(cursor) for _ in range(tensor_count)]
-    return GgufHeader(path=path, version=version, metadata=metadata, array_lengths=lengths, tensors=tensors)
+        if key in metadata:  # gguf.cpp refuses a duplicate key (gguf_init_from_file_impl)
+            raise InvalidPreset(f"{path}: corrupt GGUF header: the metadata key {key!r} is given twice")
+        metadata[key] = _read_value(cursor, key, _value_type(cursor, key), lengths, unread)
+    tensors: list[TensorInfo] = []
+    names: set[str] = set()
+    for _ in range(tensor_count):
+        info = _tensor_info(cursor)
+        if info.name in names:  # gguf.cpp: "duplicate tensor name"
+            raise InvalidPreset(f"{path}: corrupt GGUF header: the tensor {info.name!r} is listed twice")
+        names.add(info.name)
+        tensors.append(info)
+    return GgufHeader(path=path, version=version, metadata=metadata, array_lengths=lengths, tensors=tensors, unread=unread)
 
 
 def _big_endian(path: Path) -> InvalidPreset:
@@ -229,20 +274,49 @@ def _tensor_info(cursor: _Cursor) -> TensorInfo:
 
 
 def split_parts(path: Path, first: GgufHeader) -> list[Path]:
-    """Every part of a split GGUF (`-00001-of-0000N.gguf`) in order, or just `path`; missing parts are an error."""
+    """Every part of a split GGUF (`-00001-of-0000N.gguf`) in order, or just `path`; missing parts are an error.
+
+    Part 1's `split.count` must agree with its name, as llama.cpp's loader requires (src/llama-model-loader.cpp:
+    "invalid split count"); each part's `split.no` is checked by `check_split_part`.
+    """
     match = SPLIT_NAME.match(path.name)
-    count = first.metadata.get("split.count")
-    if match is None or not isinstance(count, int) or count <= 1:
+    count = first.metadata.get("split.count", first.unread.get("split.count"))
+    if count is None:
         return [path]
-    prefix = match.group("prefix")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise InvalidPreset(f"{path}: split.count is {count!r}; a split GGUF's part count is a positive integer")
+    named = int(match.group("count")) if match else 1
+    if count != named:
+        how = f"-00001-of-{count:05d}.gguf" if count <= 99999 else "a split name"
+        raise InvalidPreset(
+            f"{path}: its header says it is part 1 of {count:,} files but its name says {named}"
+            f" (a renamed part?); give the parts their names as gguf-split wrote them ({how})"
+        )
+    if count == 1:
+        return [path]
+    check_split_part(path, first, 0, count)
+    prefix = match.group("prefix")  # type: ignore[union-attr]  # count > 1 == named: the name matched
     parts = [path.with_name(f"{prefix}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
     missing = [part.name for part in parts if not part.is_file()]
     if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3:,} more" if len(missing) > 3 else "")
         raise InvalidPreset(
-            f"{path}: {len(missing)} of the {count} parts of this split GGUF are missing beside it ({', '.join(missing)});"
+            f"{path}: {len(missing):,} of the {count:,} parts of this split GGUF are missing beside it ({shown});"
             " the weights' bytes need every part"
         )
     return parts
+
+
+def check_split_part(path: Path, header: GgufHeader, index: int, count: int) -> None:
+    """Refuse a part whose header is not part `index` (0-based `split.no`) of `count`: a part copied
+    under another part's name. llama.cpp refuses it too (src/llama-model-loader.cpp: "invalid split file idx")."""
+    number = header.metadata.get("split.no", None if index else 0)  # llama.cpp requires it from part 2 on
+    parts = header.metadata.get("split.count")
+    if number != index or parts != count or isinstance(number, bool):
+        raise InvalidPreset(
+            f"{path}: its header says split.no {number!r} of split.count {parts!r}, but its name makes it part"
+            f" {index + 1} of {count} (split.no {index}); a part copied or renamed?"
+        )
 
 
 def first_part(path: Path) -> Path:

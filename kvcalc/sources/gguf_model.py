@@ -7,12 +7,22 @@ type is f16 unless asked otherwise (llama.cpp's -ctk/-ctv default), so the spec'
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from kvcalc.errors import InvalidPreset
-from kvcalc.sources.gguf import GGML_TYPES, GgufHeader, TensorInfo, first_part, model_name, read_header, split_parts
-from kvcalc.spec import ModelSpec
+from kvcalc.sources.gguf import (
+    GGML_TYPES,
+    GgufHeader,
+    TensorInfo,
+    check_split_part,
+    first_part,
+    model_name,
+    read_header,
+    split_parts,
+)
+from kvcalc.spec import MAX_LAYERS, ModelSpec
 
 # Recurrent-state (SSM, linear attention, short conv) architectures: their state is not read from GGUF yet.
 RECURRENT_ARCHITECTURES = {
@@ -37,7 +47,16 @@ def model_from_gguf(path: Path) -> ModelSpec:
         raise InvalidPreset(f"{path}: part 1 of this split GGUF ({first.name}), which holds the metadata, is missing beside it")
     header = read_header(first)
     parts = split_parts(first, header)
-    tensors = header.tensors + [t for part in parts[1:] for t in read_header(part).tensors]
+    tensors = list(header.tensors)
+    for index, part in enumerate(parts[1:], start=1):
+        part_header = read_header(part)
+        check_split_part(part, part_header, index, len(parts))
+        tensors += part_header.tensors
+    seen: set[str] = set()
+    for tensor in tensors:  # llama.cpp: "invalid model: tensor '%s' is duplicated" (src/llama-model-loader.cpp)
+        if tensor.name in seen:
+            raise InvalidPreset(f"{path}: the tensor {tensor.name!r} is in two parts of this split GGUF; a part given twice?")
+        seen.add(tensor.name)
     fields = _fields(header, tensors, path)
     fields["source"] = _source(header, parts, len(tensors))
     return validate("models", fields, str(path))  # type: ignore[no-any-return]
@@ -54,7 +73,14 @@ class _Metadata:
         self.arch = arch
 
     def get(self, key: str) -> Any:
-        return self.header.metadata.get(f"{self.arch}.{key}")
+        """The key's value; one the reader did not keep (too long, nested) is refused, not taken as absent."""
+        name = f"{self.arch}.{key}"
+        if name in self.header.unread:
+            raise InvalidPreset(
+                f"{self.path}: {name} is {self.header.unread[name]}, which kvcalc does not read as a value it needs"
+                " (numbers, or arrays of up to 65,536 numbers)"
+            )
+        return self.header.metadata.get(name)
 
     def count(self, key: str, default: int | None = None) -> int | None:
         """A non-negative integer key; an array of equal values reads as one; unequal ones are refused."""
@@ -68,7 +94,9 @@ class _Metadata:
         return value
 
     def _uniform(self, key: str, values: list[Any]) -> Any:
-        if values and all(v == values[0] for v in values):
+        if not values:
+            raise InvalidPreset(f"{self.path}: {self.arch}.{key} is an empty array; give one value per layer, or one number")
+        if all(v == values[0] for v in values):
             return values[0]
         shown = ", ".join(map(str, sorted(set(values), key=str)))
         raise InvalidPreset(
@@ -97,6 +125,8 @@ def _fields(header: GgufHeader, tensors: list[TensorInfo], path: Path) -> dict[s
     if meta.count("attention.shared_kv_layers"):
         raise InvalidPreset(f"{path}: layers that share another layer's KV cache ({meta.arch}) are not modelled yet")
     layers, heads = meta.require("block_count"), meta.require("attention.head_count")
+    if layers > MAX_LAYERS:  # before any per-layer list is built
+        raise InvalidPreset(f"{path}: {meta.arch}.block_count is {layers:,}; kvcalc models up to {MAX_LAYERS:,} layers")
     hidden = meta.require("embedding_length")
     key_length = meta.count("attention.key_length", hidden // heads)
     value_length = meta.count("attention.value_length", key_length)
@@ -131,7 +161,7 @@ def _fields(header: GgufHeader, tensors: list[TensorInfo], path: Path) -> dict[s
             "shared_experts": meta.count("expert_shared_count", 0),
             "dense_layers": meta.count("leading_dense_block_count", 0),
         }
-    stored = _stored(tensors)
+    stored = _stored(tensors, layers)
     if stored is not None:  # a header without tensor infos leaves the weights to be counted from the shapes
         fields.update(stored_weights=stored, params=stored["params"])
     return {k: v for k, v in fields.items() if v is not None}
@@ -203,18 +233,38 @@ def _one_period(kinds: list[str]) -> list[str]:
     return next(kinds[:n] for n in range(1, len(kinds) + 1) if all(k == kinds[i % n] for i, k in enumerate(kinds)))
 
 
-def _stored(tensors: list[TensorInfo]) -> dict[str, Any] | None:
-    """Exact bytes and parameters of every tensor, and the parameters per ggml type (largest first)."""
+EXPERT_TENSOR = re.compile(r"blk\.(\d+)\.ffn_(up|down|gate_up|gate)_(ch|)exps")  # llama.cpp's MoE pattern (common/fit.cpp)
+LAYER_TENSOR = re.compile(r"blk\.(\d+)\.")
+
+
+def _stored(tensors: list[TensorInfo], layers: int) -> dict[str, Any] | None:
+    """Exact bytes and parameters of every tensor, the parameters per ggml type (largest first), and
+    where llama.cpp places them: each layer's bytes, its routed experts' apart, the input table and
+    the output layer (the table itself when tied: llama.cpp loads it again as the output)."""
     if not tensors:
         return None
     per_type: dict[str, int] = {}
+    layer_bytes, expert_bytes = [0] * layers, [0] * layers
+    embedding = output = 0
     for tensor in tensors:
         name = GGML_TYPES[tensor.ggml_type][0]
         per_type[name] = per_type.get(name, 0) + tensor.values
+        expert, layer = EXPERT_TENSOR.match(tensor.name), LAYER_TENSOR.match(tensor.name)
+        if layer and int(layer.group(1)) < layers:
+            (expert_bytes if expert else layer_bytes)[int(layer.group(1))] += tensor.bytes
+        elif tensor.name.startswith("token_embd."):
+            embedding += tensor.bytes
+        elif tensor.name.startswith(("output.", "output_norm.")):
+            output += tensor.bytes
+    tied = not any(t.name == "output.weight" for t in tensors)
     return {
         "bytes": sum(t.bytes for t in tensors),
         "params": sum(t.values for t in tensors),
         "types": dict(sorted(per_type.items(), key=lambda item: -item[1])),
+        "layer_bytes": layer_bytes,
+        "expert_bytes": expert_bytes,
+        "embedding_bytes": embedding,
+        "output_bytes": output + (embedding if tied else 0),
     }
 
 

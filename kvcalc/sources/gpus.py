@@ -1,10 +1,13 @@
 """GPUs by the names vendors' tools print, and the GPUs in this machine (`--gpu auto`, `--tp auto`).
 
 A GPU preset's `aliases` hold the names nvidia-smi and amd-smi print ("NVIDIA H100 80GB HBM3",
-"AMD Instinct MI300X"), matched case-blind. The local GPUs come from
+"AMD Instinct MI300X"), matched case-blind. The local GPUs come from the vendors' libraries where
+they import (`pip install "kvcalc[gpu]"`): NVML through nvidia-ml-py's pynvml, pure Python over the
+driver's libnvidia-ml, and amdsmi; else from their tools' output,
 `nvidia-smi --query-gpu=index,uuid,name,memory.total --format=csv,noheader,nounits` (the devices
-CUDA_VISIBLE_DEVICES leaves visible), else `amd-smi static --asic --vram --json` (HIP_VISIBLE_DEVICES),
-else torch when it is already installed (imported only here). Memory is the total each tool reports.
+CUDA_VISIBLE_DEVICES leaves visible), then `amd-smi static --asic --vram --json` (HIP_VISIBLE_DEVICES);
+else torch when it is already installed (imported only here). Memory is the total each reports,
+validated as --memory is (device_memory), whichever reported it.
 
 A GPU split into MIG slices (`nvidia-smi -L` lists `MIG 1g.10gb Device 0: (UUID: MIG-...)` under it)
 counts as its slices, each with the memory `nvidia-smi -q -x` reports for it (its mig_device's
@@ -28,9 +31,9 @@ from typing import Any, NamedTuple
 
 from kvcalc.errors import InvalidInput, PresetNotFound
 from kvcalc.spec import GpuSpec
-from kvcalc.units import GiB, MiB
+from kvcalc.units import MiB, parse_size
 
-TOOL_TIMEOUT_S = 20
+TOOL_TIMEOUT_S = 10  # nvidia-smi answers in about a second; one that hangs (a wedged driver) is reported, not waited on
 
 
 class LocalGpu(NamedTuple):
@@ -47,12 +50,26 @@ class LocalGpu(NamedTuple):
 
 
 def command_output(argv: Sequence[str]) -> str | None:
-    """A command's stdout, or None when it is missing, fails or hangs (tests replace this)."""
+    """A command's stdout, or None when it is missing or fails; one that hangs is an InvalidInput
+    saying so (tests replace this)."""
     try:
         done = subprocess.run(list(argv), capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        raise InvalidInput(f"{argv[0]} did not answer within {TOOL_TIMEOUT_S} s (a hung driver?)") from None
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout if done.returncode == 0 else None
+
+
+def device_memory(amount: str, tool: str, name: str) -> int:
+    """A device's memory as a tool or library reports it ("81559MiB", "85520809984"), in bytes,
+    validated by the rules of --memory (parse_size: ASCII digits, at least 1 byte, at most 1 EB);
+    anything else is an InvalidInput naming the tool, whatever reported it."""
+    try:
+        return parse_size(amount)
+    except InvalidInput:
+        shown = amount if len(amount) <= 30 else amount[:27] + "..."
+        raise InvalidInput(f"{tool} reports {shown!r} of memory for {name}, not a size from 1 byte to 1 EB") from None
 
 
 def _visible(index: str, uuid: str, variable: str) -> bool:
@@ -70,15 +87,61 @@ def _nvidia() -> list[LocalGpu]:
     gpus = []
     for line in (output or "").splitlines():
         fields = [field.strip() for field in line.split(",")]
-        if len(fields) < 4 or not fields[-1].isdigit():
+        if len(fields) < 4 or fields[-1].strip("[]") == "N/A":
             continue  # a header, a blank line or "[N/A]" memory
-        index, uuid, name, mib = fields[0], fields[1], ", ".join(fields[2:-1]), int(fields[-1])
+        index, uuid, name = fields[0], fields[1], ", ".join(fields[2:-1])
         for profile, slice_uuid, memory in slices.get(uuid, []):
             if _visible(index, uuid, "CUDA_VISIBLE_DEVICES") or _visible("", slice_uuid, "CUDA_VISIBLE_DEVICES"):
                 gpus.append(LocalGpu(name=name, memory_bytes=memory, tool="nvidia-smi", mig=profile))
         if uuid not in slices and _visible(index, uuid, "CUDA_VISIBLE_DEVICES"):
-            gpus.append(LocalGpu(name=name, memory_bytes=mib * MiB, tool="nvidia-smi"))
+            memory = device_memory(f"{fields[-1]}MiB", "nvidia-smi", name)
+            gpus.append(LocalGpu(name=name, memory_bytes=memory, tool="nvidia-smi"))
     return gpus
+
+
+def _nvml() -> list[LocalGpu] | None:
+    """The GPUs NVML reports (nvidia-ml-py's pynvml: nvmlDeviceGetName, nvmlDeviceGetMemoryInfo().total
+    in bytes); None when pynvml is not installed or NVML fails, and when a GPU is split into MIG
+    slices (nvidia-smi's listing reads those)."""
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+    except Exception:  # pynvml.NVMLError: no driver, or no libnvidia-ml
+        return None
+    try:
+        gpus = []
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            if _mig_enabled(pynvml, handle):
+                return None
+            name, uuid = _text(pynvml.nvmlDeviceGetName(handle)), _text(pynvml.nvmlDeviceGetUUID(handle))
+            if _visible(str(index), uuid, "CUDA_VISIBLE_DEVICES"):
+                memory = device_memory(str(pynvml.nvmlDeviceGetMemoryInfo(handle).total), "NVML", name)
+                gpus.append(LocalGpu(name=name, memory_bytes=memory, tool="NVML"))
+        return gpus
+    except pynvml.NVMLError:
+        return None
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except pynvml.NVMLError:
+            pass
+
+
+def _mig_enabled(pynvml: Any, handle: Any) -> bool:
+    try:
+        current, _ = pynvml.nvmlDeviceGetMigMode(handle)
+    except pynvml.NVMLError:  # NVMLError_NotSupported: a GPU without MIG
+        return False
+    return bool(current == pynvml.NVML_DEVICE_MIG_ENABLE)
+
+
+def _text(value: str | bytes) -> str:
+    """NVML's strings: bytes in nvidia-ml-py before 11.515, str since."""
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 _GPU_LINE = re.compile(r"^GPU \d+: .*\(UUID: (?P<uuid>[^)]+)\)")
@@ -114,28 +177,64 @@ def _mig_memory() -> dict[tuple[str, str], int]:
     return memory
 
 
-_AMD_UNITS = {"B": 1, "KB": 2**10, "MB": MiB, "GB": GiB}  # amd-smi writes MB for MiB (MI300X: 196,592 MB = 192 GiB)
+_AMD_UNITS = {"B": "B", "KB": "KiB", "MB": "MiB", "GB": "GiB"}  # amd-smi writes MB for MiB (MI300X: 196,592 MB = 192 GiB)
+
+
+def _section(mapping: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """The first of `keys` that holds a mapping; {} when amd-smi wrote "N/A", a list or nothing there."""
+    found = next((mapping[key] for key in keys if isinstance(mapping.get(key), dict)), {})
+    return found  # type: ignore[no-any-return]
 
 
 def _amd() -> list[LocalGpu]:
     output = command_output(["amd-smi", "static", "--asic", "--vram", "--json"])
     try:
         data: Any = json.loads(output) if output else []
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON, a number past int's digit limit, nesting past the recursion limit
         return []
     devices = data.get("gpu_data", []) if isinstance(data, dict) else data
     gpus = []
     for position, device in enumerate(devices if isinstance(devices, list) else []):
         if not isinstance(device, dict):
             continue
-        name = (device.get("asic") or {}).get("market_name")
-        vram = device.get("vram") or {}
-        size = vram.get("size") or vram.get("vram_size") or {}
+        name = _section(device, "asic").get("market_name")
+        size = _section(_section(device, "vram"), "size", "vram_size")
         value, unit = size.get("value"), str(size.get("unit", "MB")).upper()
         index = str(device.get("gpu", position))
-        if isinstance(name, str) and isinstance(value, int) and unit in _AMD_UNITS and _visible(index, "", "HIP_VISIBLE_DEVICES"):
-            gpus.append(LocalGpu(name=name, memory_bytes=value * _AMD_UNITS[unit], tool="amd-smi"))
+        if not isinstance(name, str) or value in (None, "N/A") or not _visible(index, "", "HIP_VISIBLE_DEVICES"):
+            continue  # a device whose name or memory amd-smi does not know (as nvidia-smi's [N/A])
+        memory = device_memory(f"{value}{_AMD_UNITS.get(unit, unit)}", "amd-smi", name)
+        gpus.append(LocalGpu(name=name, memory_bytes=memory, tool="amd-smi"))
     return gpus
+
+
+def _amdsmi() -> list[LocalGpu] | None:
+    """The GPUs the amdsmi library reports (amdsmi_get_gpu_asic_info's market_name,
+    amdsmi_get_gpu_memory_total of VRAM in bytes); None when it is not installed or fails."""
+    try:
+        import amdsmi
+    except ImportError:
+        return None
+    try:
+        amdsmi.amdsmi_init()
+    except Exception:  # amdsmi.AmdSmiException: no driver
+        return None
+    try:
+        gpus = []
+        for index, handle in enumerate(amdsmi.amdsmi_get_processor_handles()):
+            name = amdsmi.amdsmi_get_gpu_asic_info(handle).get("market_name")
+            if not isinstance(name, str) or not _visible(str(index), "", "HIP_VISIBLE_DEVICES"):
+                continue
+            total = amdsmi.amdsmi_get_gpu_memory_total(handle, amdsmi.AmdSmiMemoryType.VRAM)
+            gpus.append(LocalGpu(name=name, memory_bytes=device_memory(str(total), "amdsmi", name), tool="amdsmi"))
+        return gpus
+    except amdsmi.AmdSmiException:
+        return None
+    finally:
+        try:
+            amdsmi.amdsmi_shut_down()
+        except amdsmi.AmdSmiException:
+            pass
 
 
 def _torch() -> list[LocalGpu]:
@@ -153,8 +252,8 @@ def _torch() -> list[LocalGpu]:
 
 
 def local_gpus() -> list[LocalGpu]:
-    """The GPUs this process can use, from the first tool that reports any."""
-    for detect in (_nvidia, _amd, _torch):
+    """The GPUs this process can use, from the first library or tool that reports any."""
+    for detect in (_nvml, _nvidia, _amdsmi, _amd, _torch):
         found = detect()
         if found:
             return found
@@ -163,7 +262,10 @@ def local_gpus() -> list[LocalGpu]:
 
 def identical(flag: str, instead: str) -> list[LocalGpu]:
     """The machine's GPUs, which `flag` (--gpu auto, --tp auto) needs to be present and all alike."""
-    found = local_gpus()
+    try:
+        found = local_gpus()
+    except InvalidInput as exc:  # a tool that hangs, or reports memory that is no size
+        raise InvalidInput(f"{flag}: {exc}; {instead}") from None
     if not found:
         raise InvalidInput(f"{flag}: no GPU found (nvidia-smi, amd-smi and torch report none); {instead}")
     names = sorted({gpu.label for gpu in found})
@@ -203,17 +305,45 @@ def gpu_by_device_name(ref: str, known: KnownGpus) -> GpuSpec | None:
     return _presets_by_alias(known).get(_normal(ref))
 
 
-def _close_presets(ref: str, by_alias: dict[str, GpuSpec]) -> list[str]:
-    """Up to three presets whose name or aliases are spelled close to `ref`."""
-    close = difflib.get_close_matches(_normal(ref), list(by_alias), n=6, cutoff=0.5)
-    return list(dict.fromkeys(by_alias[key].name for key in close))[:3]
+def _words(name: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", name.lower())
+
+
+def _spelled_alike(ref: str, key: str) -> int | None:
+    """0 when `key` (a name or alias) is `ref` but for spaces and punctuation ("dgx spark", "rtx pro 6000"),
+    1 when `ref` is a run of its words ("gb10" in "NVIDIA GB10", "pro 6000"), else None."""
+    wanted, words = "".join(_words(ref)), _words(key)
+    if not wanted:
+        return None
+    if wanted == "".join(words):
+        return 0
+    runs = ("".join(words[start:end]) for start in range(len(words)) for end in range(start + 1, len(words) + 1))
+    return 1 if wanted in runs else None
+
+
+def _alike_presets(ref: str, by_alias: dict[str, GpuSpec]) -> list[str]:
+    """The presets a name or alias of which `_spelled_alike` matches to `ref`, the closest first."""
+    alike = sorted((rank, spec.name) for key, spec in by_alias.items() if (rank := _spelled_alike(ref, key)) is not None)
+    return list(dict.fromkeys(name for _, name in alike))
+
+
+def alike_gpus(ref: str, known: KnownGpus) -> list[str]:
+    """The GPU presets a name or alias of which `ref` spells alike ("dgx spark", "gb10"), the closest first."""
+    return _alike_presets(ref, _presets_by_alias(known))
+
+
+def _close_presets(ref: str, by_alias: dict[str, GpuSpec], close: Sequence[str] = ()) -> list[str]:
+    """Up to three presets: those spelled alike (`_alike_presets`), then the `close` names, then those
+    whose name or aliases difflib finds spelled close to `ref`."""
+    similar = difflib.get_close_matches(_normal(ref), list(by_alias), n=6, cutoff=0.5)
+    return list(dict.fromkeys([*_alike_presets(ref, by_alias), *close, *(by_alias[key].name for key in similar)]))[:3]
 
 
 def unknown_gpu(ref: str, known: KnownGpus, close: Sequence[str] = ()) -> PresetNotFound:
-    """The error for a GPU no preset names, suggesting the `close` names, then presets whose name
-    or aliases are spelled close."""
+    """The error for a GPU no preset names, suggesting presets whose name or aliases `ref` spells
+    alike ("dgx spark", "gb10"), then the `close` names, then presets spelled close."""
     by_alias = _presets_by_alias(known)
-    names = list(dict.fromkeys([*close, *_close_presets(ref, by_alias)]))[:3]
+    names = _close_presets(ref, by_alias, close)
     count = len({spec.name for spec in by_alias.values()})
     hint = f"did you mean {', '.join(names)}?" if names else f"`kvcalc presets list` shows all {count}"
     return PresetNotFound(f"unknown GPU {ref!r}; {hint}")
@@ -253,3 +383,32 @@ def auto_gpu(known: KnownGpus) -> GpuSpec:
             f"this machine ({device.tool}): {len(found)} x {device.name}{others}; bandwidth and FLOP/s from preset {preset.name}"
         )
     return preset.model_copy(update={"memory_bytes": memory, "memory_note": note, "source": source})
+
+
+def every_gpu(known: KnownGpus) -> list[GpuSpec]:
+    """`--gpu auto` for a llama.cpp placement: each of this machine's GPUs in device order, alike or
+    not, as the preset its name matches with the memory its tool reports."""
+    found = local_gpus()
+    if not found:
+        raise InvalidInput("--gpu auto: no GPU found (nvidia-smi, amd-smi and torch report none); name each with --gpu")
+    by_alias = _presets_by_alias(known)
+    result = []
+    for index, device in enumerate(found):
+        preset = by_alias.get(_normal(device.name))
+        if device.mig:
+            raise InvalidInput(f"--gpu auto: GPU {index} is a MIG slice ({device.label}); llama.cpp places layers on whole GPUs")
+        if preset is None:
+            raise PresetNotFound(
+                f"--gpu auto: this machine's GPU {index} ({device.name}) matches no GPU preset; name each with --gpu"
+            )
+        memory = device.memory_bytes or preset.memory_bytes
+        result.append(
+            preset.model_copy(
+                update={
+                    "memory_bytes": memory,
+                    "memory_note": f"{memory // MiB:,} MiB as {device.tool} reports it",
+                    "source": f"this machine ({device.tool}): GPU {index}, {device.name}; bandwidth and FLOP/s from preset {preset.name}",
+                }
+            )
+        )
+    return result

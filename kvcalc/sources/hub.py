@@ -11,9 +11,12 @@ models--{org}--{name}/snapshots/{commit}/ the files (config.json, model.safetens
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -25,6 +28,8 @@ _REPO_REFERENCE = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 FILE_SUFFIXES = (".yaml", ".yml", ".json", ".gguf")  # a reference ending so is a file, never a repo id
 _TRUE = {"1", "ON", "YES", "TRUE"}  # huggingface_hub's reading of HF_HUB_OFFLINE
+HUB_TIMEOUT_S = 5  # per request; huggingface_hub's default is 10 s, then 60 s on its retry
+OFFLINE_HINT = "set HF_HUB_OFFLINE=1 to skip the network"
 
 
 def repo_reference(ref: str, base: Path = Path()) -> tuple[str, str | None] | None:
@@ -169,13 +174,15 @@ def safetensors_weights(repo: str, revision: str | None, snapshot: Path, fetch: 
         if isinstance(hub, str):
             return Weights(None, f"{not_cached} and {hub}")
         try:
-            if shards is None:
-                shards = missing = _remote_shards(hub, repo, revision)
-            fetched = _fetch_headers(hub, repo, revision, missing)
+            with _quiet(hub):
+                if shards is None:
+                    shards = missing = _remote_shards(hub, repo, revision)
+                fetched = _fetch_headers(hub, repo, revision, missing)
         except _NoSafetensors:
             return Weights(None, f"{repo} has no {safetensors.SINGLE_FILE} or {safetensors.INDEX_FILE}")
         except Exception as exc:  # network, HTTP, access and parsing failures of this huggingface_hub version
-            return Weights(None, f"{not_cached} and fetching the headers failed ({_first_line(exc)})")
+            hint = "" if _http_error(exc) else f"; {OFFLINE_HINT}"
+            return Weights(None, f"{not_cached} and fetching the headers failed ({_first_line(exc)}){hint}")
     tensors = [
         t for shard in shards for t in (fetched[shard] if shard in fetched else safetensors.read_tensors(snapshot / shard))
     ]
@@ -211,7 +218,10 @@ def _remote_shards(hub: Any, repo: str, revision: str | None) -> list[str]:
     from huggingface_hub import errors
 
     try:
-        index = hub.hf_hub_download(repo, safetensors.INDEX_FILE, revision=revision, cache_dir=hub_cache())
+        _head(hub, repo, safetensors.INDEX_FILE, revision)
+        index = hub.hf_hub_download(
+            repo, safetensors.INDEX_FILE, revision=revision, cache_dir=hub_cache(), etag_timeout=HUB_TIMEOUT_S
+        )
     except _hub_error(errors, "LocalEntryNotFoundError"):
         raise  # the Hub cannot be reached (a subclass of EntryNotFoundError in some versions)
     except _hub_error(errors, "EntryNotFoundError"):
@@ -238,6 +248,37 @@ def _fetch_headers(hub: Any, repo: str, revision: str | None, shards: list[str])
         return dict(zip(shards, pool.map(header, shards), strict=True))
 
 
+def _head(hub: Any, repo: str, filename: str, revision: str | None) -> None:
+    """One HEAD request for `filename`, with a short timeout and no retries (get_hf_file_metadata), so an
+    unreachable Hub costs seconds: hf_hub_download, when the network fails and nothing is cached, asks
+    again with retries (huggingface_hub 1.x file_download.py: retry_on_errors=True, five backoffs, about 24 s)."""
+    hub.get_hf_file_metadata(hub.hf_hub_url(repo, filename, revision=revision), timeout=HUB_TIMEOUT_S)
+
+
+@contextmanager
+def _quiet(hub: Any) -> Iterator[None]:
+    """huggingface_hub without its log lines (retries, warnings) and progress bars: kvcalc says what happened in one line."""
+    logger = logging.getLogger("huggingface_hub")
+    level = logger.level
+    utils = getattr(hub, "utils", None)
+    bars_were_off = getattr(utils, "are_progress_bars_disabled", lambda: True)()
+    logger.setLevel(logging.CRITICAL)
+    getattr(utils, "disable_progress_bars", lambda: None)()
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        if not bars_were_off:
+            getattr(utils, "enable_progress_bars", lambda: None)()
+
+
+def _http_error(exc: BaseException) -> bool:
+    """Whether the Hub answered (an HTTP error) rather than could not be reached."""
+    from huggingface_hub import errors
+
+    return isinstance(exc, _hub_error(errors, "HfHubHTTPError"))
+
+
 def _hub_error(errors: Any, name: str) -> type[BaseException]:
     """This huggingface_hub version's error class `name`, or one never raised."""
     found: Any = getattr(errors, name, None)
@@ -253,7 +294,7 @@ def _not_cached(repo: str, revision: str | None, why: str) -> PresetNotFound:
     flag = f" --revision {revision}" if revision else ""
     return PresetNotFound(
         f"{repo}: config.json is not in the Hugging Face cache ({hub_cache()}) and {why}; get it with"
-        f" `huggingface-cli download {repo} config.json{flag}`, or pass a config.json path"
+        f" `hf download {repo} config.json{flag}`, or pass a config.json path"
     )
 
 
@@ -269,7 +310,13 @@ def _download(repo: str, revision: str | None) -> Path:
 
     where = f"{repo} at revision {revision}" if revision else repo
     try:
-        return Path(huggingface_hub.hf_hub_download(repo, "config.json", revision=revision, cache_dir=hub_cache()))
+        with _quiet(huggingface_hub):
+            _head(huggingface_hub, repo, "config.json", revision)
+            return Path(
+                huggingface_hub.hf_hub_download(
+                    repo, "config.json", revision=revision, cache_dir=hub_cache(), etag_timeout=HUB_TIMEOUT_S
+                )
+            )
     except _hub_error(errors, "GatedRepoError"):
         message = f"{repo} is gated: accept its terms on huggingface.co, then set HF_TOKEN to a token with access"
     except _hub_error(errors, "RepositoryNotFoundError"):
@@ -277,9 +324,10 @@ def _download(repo: str, revision: str | None) -> Path:
     except _hub_error(errors, "RevisionNotFoundError"):
         message = f"{repo} has no revision {revision!r}"
     except _hub_error(errors, "LocalEntryNotFoundError"):  # the Hub could not be reached and nothing is cached
-        raise _not_cached(repo, revision, "the Hugging Face Hub cannot be reached") from None
+        raise _not_cached(repo, revision, f"the Hugging Face Hub cannot be reached ({OFFLINE_HINT})") from None
     except _hub_error(errors, "EntryNotFoundError"):
         message = f"{where} has no config.json"
     except Exception as exc:  # network and HTTP failures of whichever HTTP client this version uses
-        raise _not_cached(repo, revision, f"downloading it failed ({_first_line(exc)})") from None
+        why = "downloading it failed" if _http_error(exc) else f"the Hugging Face Hub cannot be reached ({OFFLINE_HINT})"
+        raise _not_cached(repo, revision, f"{why}: {_first_line(exc)}") from None
     raise InvalidPreset(message)

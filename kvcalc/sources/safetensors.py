@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import struct
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple
@@ -23,6 +24,13 @@ MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit (MAX_HEADER_SIZE in saf
 # Types whose every element is one weight value. Integer and E8M0 tensors hold packed values (GPTQ,
 # AWQ, MXFP4 blocks) or scales, so their element count is not a parameter count.
 VALUE_TYPES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2", "F6_E2M3", "F6_E3M2", "F4"}
+# Bits per element of every dtype safetensors knows (Dtype::bitsize in safetensors/src/tensor.rs, 0.6):
+# a tensor's data_offsets must span exactly shape x bits / 8 bytes, which safetensors itself checks
+# (TensorInvalidInfo); kvcalc does the same rather than trusting the offsets.
+DTYPE_BITS = {
+    "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8, "I16": 16, "U16": 16, "F16": 16, "BF16": 16,
+    "I32": 32, "U32": 32, "F32": 32, "I64": 64, "U64": 64, "F64": 64, "C64": 64, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,
+}  # fmt: skip
 
 
 class Tensor(NamedTuple):
@@ -47,9 +55,17 @@ def tensor(name: str, dtype: object, shape: object, offsets: object, origin: str
         or bounds[1] < bounds[0]
     ):
         raise InvalidPreset(f"{origin}: tensor {name!r} is not a safetensors entry (dtype, shape and data_offsets)")
+    if dtype not in DTYPE_BITS:
+        raise InvalidPreset(f"{origin}: tensor {name!r} has dtype {dtype!r}, which safetensors does not define")
     elements = 1
     for n in sizes:
         elements *= n
+    need = elements * DTYPE_BITS[dtype]
+    if need % 8 or need // 8 != bounds[1] - bounds[0]:
+        raise InvalidPreset(
+            f"{origin}: tensor {name!r} ({dtype}, shape {sizes}) needs {need / 8:,g} bytes but its data_offsets"
+            f" span {bounds[1] - bounds[0]:,}; a corrupt header"
+        )
     return Tensor(dtype=dtype, elements=elements, bytes=bounds[1] - bounds[0])
 
 
@@ -79,11 +95,21 @@ def read_tensors(path: Path) -> list[Tensor]:
         raise InvalidPreset(f"{path}: cannot read ({exc.strerror})") from None
     if len(text) < length:
         raise InvalidPreset(f"{path}: the safetensors header is cut short ({len(text):,} of {length:,} bytes)")
+    return header_tensors(parse_json(text, f"{path}: the safetensors header"), str(path))
+
+
+def parse_json(data: bytes, what: str) -> Any:
+    """JSON text that a lying file may have made unparseable: not UTF-8, not JSON, a number longer than
+    Python converts (sys.get_int_max_str_digits) or nesting deeper than its recursion limit."""
     try:
-        header = json.loads(text.decode("utf-8"))
+        return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise InvalidPreset(f"{path}: the safetensors header is not JSON") from None
-    return header_tensors(header, str(path))
+        raise InvalidPreset(f"{what} is not JSON") from None
+    except RecursionError:
+        raise InvalidPreset(f"{what} nests too deeply (a header nests three levels)") from None
+    except ValueError:  # json raises it for an integer longer than the conversion limit
+        limit = sys.get_int_max_str_digits()
+        raise InvalidPreset(f"{what} holds a number of more than {limit:,} digits") from None
 
 
 def shard_names(index: object, origin: str) -> list[str]:
@@ -106,10 +132,10 @@ def _leaves_the_repo(name: str) -> bool:
 def read_index(path: Path) -> list[str]:
     """The shard files a local model.safetensors.index.json names."""
     try:
-        index = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        raise InvalidPreset(f"{path}: not a readable JSON index") from None
-    return shard_names(index, str(path))
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InvalidPreset(f"{path}: cannot read ({exc.strerror})") from None
+    return shard_names(parse_json(data, f"{path}: the safetensors index"), str(path))
 
 
 def stored_weights(tensors: Iterable[Tensor], params: int | None = None) -> dict[str, Any]:

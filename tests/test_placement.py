@@ -1,0 +1,335 @@
+"""llama.cpp placements (kvcalc.placement): exact bytes from a GGUF, the fit's invariants, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kvcalc import placement, presets
+from kvcalc.sources.gguf_model import model_from_gguf
+from kvcalc.spec import Engine, Workload
+from kvcalc.units import GiB, MiB
+from kvcalc.weights import weight_format
+
+GGUF = Path(__file__).parent / "fixtures" / "gguf" / "Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf"
+LLAMACPP = Engine(name="llamacpp")
+
+
+def _device(name: str, free: int, bandwidth: int = 360 * 10**9) -> placement.PlacementDevice:
+    return placement.PlacementDevice(
+        name=name, free_bytes=free, margin_bytes=placement.DEFAULT_FIT_TARGET, bandwidth_bytes_per_s=bandwidth
+    )
+
+
+def test_gguf_buffers_are_llamacpps_own() -> None:
+    """Full offload of bartowski's Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf: llama.cpp prints `CUDA0 model
+    buffer size = 4403.49 MiB` and `CPU_Mapped model buffer size = 281.81 MiB` for this file (its 32
+    blocks + output on the GPU, token_embd on the host); with flash attention `CUDA0 compute buffer size
+    = 258.50 MiB` = 4 B * 512 * (128256 + 4096) and `CUDA_Host compute buffer size = 24.01 MiB`."""
+    model = model_from_gguf(GGUF)
+    work = Workload(seq=8192, engine=LLAMACPP)
+    plan = placement.plan(
+        model, work, weight_format(model), [_device("gpu", 24 * GiB)], placement.PlacementRequest(ctx_size=8192)
+    )
+    gpu, host = plan.devices[0], plan.host
+    assert (plan.n_gpu_layers, plan.fits) == (33, True)
+    assert round(gpu.weights_bytes / MiB, 2) == 4403.49
+    assert round((host.weights_bytes) / MiB, 2) == 281.81
+    assert gpu.kv_bytes == 1024 * MiB
+    assert gpu.compute_bytes == 258.5 * MiB and round(host.compute_bytes / MiB) == 24
+    assert "load_tensors: offloaded 33/33 layers to GPU" in plan.log_lines
+    assert plan.command == "llama-server -c 8192 -ngl 33"
+
+
+def test_context_reduced_when_unset_as_fit_cpp_interpolates() -> None:
+    model = model_from_gguf(GGUF)
+    work = Workload(seq=8192, engine=LLAMACPP)
+    plan = placement.plan(model, work, weight_format(model), [_device("gpu", 12 * GiB)], placement.PlacementRequest())
+    assert plan.n_gpu_layers == 33 and plan.fits
+    assert plan.ctx_size % 256 == 0 and placement.DEFAULT_FIT_CTX <= plan.ctx_size < 131072
+    assert any("context reduced from 131,072" in step for step in plan.steps)
+
+
+def test_dense_layers_fill_back_to_front_and_the_rest_runs_on_the_cpu() -> None:
+    model = model_from_gguf(GGUF)
+    work = Workload(seq=131072, engine=LLAMACPP)
+    plan = placement.plan(
+        model, work, weight_format(model), [_device("gpu", 12 * GiB)], placement.PlacementRequest(ctx_size=131072)
+    )
+    assert 0 < plan.n_gpu_layers < 33
+    assert plan.devices[0].first_layer == 33 - plan.n_gpu_layers  # the last layers and the output layer
+    assert plan.host.kv_bytes > 0 and plan.devices[0].fits
+
+
+def test_moe_experts_go_to_the_cpu_first() -> None:
+    model = presets.load_model("qwen3-30b-a3b")
+    work = Workload(seq=32768, engine=LLAMACPP)
+    plan = placement.plan(
+        model, work, weight_format(model), [_device("gpu", 12 * GiB)], placement.PlacementRequest(ctx_size=32768)
+    )
+    assert plan.n_gpu_layers == model.layers + 1  # every layer's attention stays on the GPU
+    assert 0 < plan.n_cpu_moe < model.layers
+    whole = plan.n_cpu_moe - (1 if plan.partial_layer else 0)  # the last of them may keep part of its experts
+    assert f"--n-cpu-moe {whole}" in plan.command and plan.overrides[0].endswith("exps=CPU")
+    if plan.partial_layer:  # fit.cpp's LAYER_FRACTION_UP / _GATE on layer n_cpu_moe - 1
+        assert plan.overrides[-1].startswith(rf"blk\.{plan.n_cpu_moe - 1}\.ffn_") and "-ot" in plan.command
+    # a whole layer's experts more would not fit: the partial layer is the last step
+    fuller = placement.PlacementRequest(ctx_size=32768, n_gpu_layers=49, n_cpu_moe=plan.n_cpu_moe - 1)
+    assert not placement.plan(model, work, weight_format(model), [_device("gpu", 12 * GiB)], fuller).fits
+
+
+def test_working_set_of_a_mac() -> None:
+    assert placement.working_set_bytes(64 * GiB) == 48 * GiB
+    assert placement.working_set_bytes(128 * GiB, 112 * GiB) == 112 * GiB
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    free=st.lists(st.integers(min_value=2, max_value=48), min_size=1, max_size=3),
+    extra=st.integers(min_value=1, max_value=8),
+    moe=st.booleans(),
+)
+def test_fit_invariants(free: list[int], extra: int, moe: bool) -> None:
+    """No device over its free memory less the margin; more memory never gives fewer GPU layers."""
+    model = presets.load_model("qwen3-30b-a3b" if moe else "llama3-8b")
+    work = Workload(seq=16384, engine=LLAMACPP)
+    fmt = weight_format(model)
+    request = placement.PlacementRequest(ctx_size=16384, ram_bytes=512 * GiB)
+    devices = [_device(f"gpu{i}", f * GiB) for i, f in enumerate(free)]
+    plan = placement.plan(model, work, fmt, devices, request)
+    if plan.n_gpu_layers:
+        assert all(d.total_bytes <= d.target_bytes for d in plan.devices)
+    assert plan.host.fits == (plan.host.total_bytes <= 512 * GiB)
+    more = placement.plan(model, work, fmt, [_device(d.name, d.free_bytes + extra * GiB) for d in devices], request)
+    assert more.n_gpu_layers >= plan.n_gpu_layers
+    assert sum(more.tensor_split) == more.n_gpu_layers
+
+
+def test_split_speed_is_slower_with_layers_on_the_cpu() -> None:
+    model = model_from_gguf(GGUF)
+    work = Workload(seq=4096, engine=LLAMACPP)
+    fmt = weight_format(model)
+    devices = [_device("gpu", 24 * GiB)]
+    from kvcalc.decode_profiles import CUDA_GRAPHS
+
+    speeds = []
+    for ngl in (33, 20, 0):
+        plan = placement.plan(model, work, fmt, devices, placement.PlacementRequest(ctx_size=4096, n_gpu_layers=ngl))
+        speeds.append(placement.split_decode(model, work, fmt, plan, devices, 80 * 10**9, CUDA_GRAPHS).tokens_per_s)
+    assert speeds[0] > speeds[1] > speeds[2]
+
+
+def test_fit_json_places_two_gpus(cli) -> None:
+    doc = cli.json(
+        "fit",
+        "--model",
+        str(GGUF),
+        "--gpu",
+        "rtx3090",
+        "--gpu",
+        "rtx3060",
+        "--engine",
+        "llamacpp",
+        "--seq",
+        "131072",
+        "--ram",
+        "64GiB",
+    )
+    plan = doc["placement"]
+    assert plan["n_gpu_layers"] == sum(plan["tensor_split"]) and len(plan["devices"]) == 2
+    assert plan["host"]["ram_bytes"] == 64 * GiB and "-ts" in plan["command"]
+    assert all(d["total_bytes"] <= d["free_bytes"] - 1024 * MiB for d in plan["devices"])
+
+
+def test_fit_table_shows_the_plan(cli) -> None:
+    result = cli("fit", "--model", "llama3-8b", "--gpu", "rtx3060", "--engine", "llamacpp", "--seq", "8192", "-ngl", "20")
+    assert result.exit_code == 0, result.output
+    assert "llama.cpp placement: -ngl 20" in result.stdout and "offloaded 20/33 layers to GPU" in result.stdout
+
+
+def test_fit_exit_1_when_host_ram_is_short(cli) -> None:
+    result = cli("fit", "--model", "llama3-8b", "--gpu", "rtx3060", "--engine", "llamacpp", "--seq", "8192", "--ram", "1GiB")
+    assert result.exit_code == 1, result.output
+
+
+def test_decode_speed_of_a_split(cli) -> None:
+    doc = cli.json(
+        "decode", "--model", "llama3-8b", "--gpu", "rtx3060", "--engine", "llamacpp", "--seq", "4096", "-ngl", "20",
+        "--ram-bandwidth", "ddr5-6000x2",
+    )  # fmt: skip
+    split = doc["split"]
+    assert split["host_seconds"] > 0 and 0 < split["tokens_per_s"] < doc["decode"]["tokens_per_s"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["fit", "--model", "llama3-8b", "--gpu", "rtx3090", "--gpu", "rtx3060"], "add --engine llamacpp"),
+        (
+            ["fit", "--model", "llama3-8b", "--gpu", "rtx3090", "--gpu", "rtx3060", "--engine", "llamacpp", "-ts", "1"],
+            "one per GPU",
+        ),
+        (
+            ["fit", "--model", "llama3-8b", "--gpu", "rtx3090", "--engine", "llamacpp", "-ts", "a,b"],
+            "numbers separated by commas",
+        ),
+        (["fit", "--model", "llama3-8b", "--gpu", "rtx3090", "--engine", "llamacpp", "--fit-target", "x"], "--fit-target"),
+        (["fit", "--model", "llama3-8b", "--gpu", "rtx3090", "--engine", "llamacpp", "--n-cpu-moe", "2"], "has none"),
+        (["decode", "--model", "llama3-8b", "--gpu", "rtx3060", "--engine", "llamacpp", "-ngl", "10"], "--ram-bandwidth"),
+        (
+            [
+                "decode",
+                "--model",
+                "llama3-8b",
+                "--gpu",
+                "rtx3060",
+                "--engine",
+                "llamacpp",
+                "-ngl",
+                "10",
+                "--ram-bandwidth",
+                "fast",
+            ],
+            "--ram-bandwidth",
+        ),
+    ],
+)
+def test_bad_placement_input_is_one_line_and_exit_2(cli, args: list[str], expected: str) -> None:
+    result = cli(*args)
+    assert result.exit_code == 2, result.output
+    assert expected in result.stderr and "Traceback" not in result.output
+
+
+def test_placement_document_round_trips(cli) -> None:
+    doc = cli.json("fit", "--model", "llama3-8b", "--gpu", "rtx3060", "--engine", "llamacpp", "--seq", "8192", "-ngl", "10")
+    from kvcalc.documents import FitDocument
+
+    assert json.loads(FitDocument.model_validate(doc).model_dump_json()) == doc
+
+
+CASES = yaml.safe_load((Path(__file__).parent / "fixtures" / "placement" / "compute_buffers.yaml").read_text())
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c['model']}-{c['mib']}")
+def test_published_compute_buffers(case: dict) -> None:
+    """Every published case is scored; a miss stays documented (its `miss` says why) instead of fitted away."""
+    model = presets.load_model(case["model"])
+    predicted = placement.compute_buffer_bytes(model, case["ctx"], case["ubatch"], case["flash_attn"], case["holds_output"]) / MiB
+    error = abs(predicted / case["mib"] - 1)
+    if "miss" in case:
+        assert error > 0.05 and f"{case['mib']:.2f} MiB" in DOCS
+    else:
+        assert error < 0.01, f"{case['url']}: {predicted:.2f} vs {case['mib']} MiB"
+        assert f"{case['mib']:.2f} MiB" in DOCS
+
+
+DOCS = (Path(__file__).parents[1] / "docs" / "placement.md").read_text()
+
+
+def test_projector_and_draft_take_room_on_the_first_gpu(cli, tmp_path: Path) -> None:
+    from .gguf_writer import write_gguf
+
+    projector = write_gguf(
+        tmp_path / "mmproj.gguf", {"general.architecture": "clip"}, [("v.patch_embd.weight", (1024, 1024), "f16")]
+    )
+    base = ["fit", "--model", "llama3-8b", "--gpu", "rtx3090", "--engine", "llamacpp", "--seq", "8192", "--weight-dtype", "q4_0"]
+    alone = cli.json(*base, "-ngl", "33")["placement"]["devices"][0]
+    with_projector = cli.json(*base, "--mmproj", str(projector))["placement"]["devices"][0]
+    assert with_projector["resident_bytes"] == 1024 * 1024 * 2
+    assert with_projector["total_bytes"] == alone["total_bytes"] + 1024 * 1024 * 2
+    drafted = cli.json(*base, "--model-draft", "qwen3-0.6b")["placement"]["devices"][0]
+    assert drafted["resident_bytes"] > 1024**3  # 0.6B bf16 weights and an 8K cache
+    result = cli(*base, "--mmproj", str(tmp_path / "missing.gguf"))
+    assert result.exit_code == 2 and "--mmproj" in result.stderr
+
+
+def test_speed_steps_trade_experts_on_the_cpu_for_speed(cli) -> None:
+    doc = cli.json(
+        "fit", "--model", "qwen3-30b-a3b", "--gpu", "rtx3060", "--engine", "llamacpp", "--seq", "32768", "--ram", "64GiB",
+        "--ram-bandwidth", "ddr5-6000x2",
+    )  # fmt: skip
+    steps = doc["speed_steps"]
+    speeds = [s["tokens_per_s"] for s in steps]
+    assert [s["n_cpu_moe"] for s in steps] == sorted(s["n_cpu_moe"] for s in steps)
+    assert speeds == sorted(speeds, reverse=True)  # every layer's experts moved to the CPU costs speed
+    assert any(s["fits"] for s in steps) and not steps[0]["fits"]
+
+
+def test_a_mac_offers_its_working_set_and_shares_its_ram(cli) -> None:
+    """apple-m4-max: 128 GB of unified memory; the GPU may use three quarters (older macOS), or --wired-limit."""
+    base = [
+        "fit",
+        "--model",
+        "llama3.1-70b",
+        "--gpu",
+        "apple-m4-max",
+        "--engine",
+        "llamacpp",
+        "--seq",
+        "8192",
+        "--weight-dtype",
+        "q4_0",
+    ]
+    plan = cli.json(*base)["placement"]
+    device = plan["devices"][0]
+    assert device["free_bytes"] == 128 * GiB * 3 // 4 and plan["host"]["ram_bytes"] == 128 * GiB  # Apple GB are GiB
+    assert "MTL0_Mapped model buffer size" in "\n".join(plan["log_lines"])
+    wired = cli.json(*base, "--wired-limit", "114688")["placement"]["devices"][0]
+    assert wired["free_bytes"] == 114688 * MiB
+    tight = cli.json(*base, "--wired-limit", "20480")["placement"]
+    assert tight["n_gpu_layers"] < 81 and tight["fits"]
+
+
+def test_a_config_json_is_planned_too(cli) -> None:
+    from .conftest import HF_CONFIGS
+
+    doc = cli.json(
+        "fit", "--model", str(HF_CONFIGS / "llama3-8b-config.json"), "--gpu", "rtx3060", "--engine", "llamacpp", "--seq", "32768"
+    )
+    plan = doc["placement"]
+    assert 0 < plan["n_gpu_layers"] < 33 and plan["devices"][0]["total_bytes"] <= plan["devices"][0]["free_bytes"] - 1024 * MiB
+
+
+def test_published_cases_in_the_docs_are_current() -> None:
+    """docs/placement.md shows what scripts/placement_cases.py computes now, and HOST_EFFICIENCY is its fit."""
+    from scripts import placement_cases
+
+    section = placement_cases.section()
+    assert section in DOCS, "run python scripts/placement_cases.py"
+    setup = yaml.safe_load((Path(__file__).parent / "fixtures" / "placement" / "speeds.yaml").read_text())
+    assert placement.HOST_EFFICIENCY == placement_cases.fitted(setup["cases"], setup)
+    _, _, _, left_out = placement_cases.speed_rows()
+    assert left_out <= 0.25  # the issue's bar: median error within 25% on cases the fit never saw
+
+
+def test_ram_auto_reads_this_machines_available_memory(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kvcalc.cli import placement_options
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       65536000 kB\nMemAvailable:   32768000 kB\n")
+    monkeypatch.setattr(placement_options, "MEMINFO", str(meminfo))
+    base = ["fit", "--model", "llama3-8b", "--gpu", "rtx3060", "--engine", "llamacpp", "--seq", "8192", "--ram", "auto"]
+    assert cli.json(*base)["placement"]["host"]["ram_bytes"] == 32768000 * 1024
+    meminfo.write_text("MemTotal:       65536000 kB\n")
+    result = cli(*base)
+    assert result.exit_code == 2 and "--ram auto" in result.stderr
+
+
+def test_gpu_auto_places_over_each_of_this_machines_gpus(cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kvcalc.sources import gpus
+
+    smi = "0, GPU-a, NVIDIA GeForce RTX 3090, 24576\n1, GPU-b, NVIDIA GeForce RTX 3060, 12288\n"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(gpus, "_torch", lambda: [])
+    monkeypatch.setattr(gpus, "command_output", lambda argv: smi if argv[0] == "nvidia-smi" else None)
+    plan = cli.json("fit", "--model", "llama3-8b", "--gpu", "auto", "--engine", "llamacpp", "--seq", "65536")["placement"]
+    assert [d["name"] for d in plan["devices"]] == ["rtx3090", "rtx3060"]
+    assert [d["free_bytes"] for d in plan["devices"]] == [24576 * MiB, 12288 * MiB]  # as nvidia-smi reports them
+    monkeypatch.setattr(gpus, "command_output", lambda argv: "0, GPU-a, Mystery GPU, 1000\n" if argv[0] == "nvidia-smi" else None)
+    result = cli("fit", "--model", "llama3-8b", "--gpu", "auto", "--engine", "llamacpp")
+    assert result.exit_code == 2 and "matches no GPU preset" in result.stderr
