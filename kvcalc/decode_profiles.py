@@ -1,99 +1,154 @@
-"""What engines really reach when they decode: the calibrated terms of the expected-time model. Pure data.
+"""What engines really reach when they decode: the terms of the expected-time model and which
+engine, version, options and weight format select them. Pure data and lookups.
 
-    t_token = max(bytes / (bandwidth * efficiency[format]), FLOPs / (peak * compute_efficiency))
-              + overhead_per_layer * layers
+    t_token = (W_read / (BW * gpu_efficiency * kernel_efficiency) + KV_read / (BW * gpu_efficiency * attention_efficiency))
+              + step_cost[mode] + step_cost[engine and version] + layers * layer_cost[mode]
+              + (tp > 1) * 2 * layers * (all_reduce_latency[link] + all_reduce_bytes / link_bandwidth)
 
-The efficiencies per weight format and the fixed cost per layer were fitted on 160 published
-batch-1 decode measurements (tests/fixtures/decode_calibration.json, each with its URL; fit and
-errors in docs/benchmarks.md). An engine picks its profile in `EngineProfile.decode_profile(gpu)`;
-this module imports only kvcalc.base and kvcalc.units, so the engine protocol can import it.
+The constants are fitted on published batch-1 decode measurements (tests/fixtures/decode_calibration.json,
+each with its URL) by benchmarks/decode_calibration.py, which writes them to kvcalc/decode_fit.py and
+reports its leave-one-source-out errors in docs/benchmarks.md. An engine picks its profile in
+`EngineProfile.decode_profile(gpu, engine)`; this module imports only kvcalc.base, units and decode_fit.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
+from kvcalc import decode_fit
 from kvcalc.base import Frozen
 from kvcalc.units import DType, bytes_per_value
 
-FormatClass = Literal["16-bit", "8-bit", "ggml-4to6bit", "ggml-2to3bit", "int4-gpu", "int4-tinygemm"]
-ProfileName = Literal["cuda-graphs", "llamacpp-cuda-legacy", "llamacpp-metal", "llamacpp-rocm-vulkan", "transformers-eager"]
+FormatClass = Literal["16-bit", "fp8", "int8", "int4", "fp4", "ggml-4to6bit", "ggml-8bit", "ggml-2to3bit"]
+Mode = Literal[
+    "graphs", "eager", "transformers", "llamacpp-cuda", "llamacpp-cuda-legacy", "llamacpp-metal", "llamacpp-rocm-vulkan", "mlx"
+]  # fmt: skip
+Kernels = Literal["fused", "torch", "transformers", "llamacpp", "mlx"]
+ProfileName = str  # "<engine key> <mode>", e.g. "vllm-v1 graphs", or the mode alone when it names the engine ("llamacpp-metal")
 
-CALIBRATION = "fitted on 160 published batch-1 decode measurements (docs/benchmarks.md, tests/fixtures/decode_calibration.json)"
-
-# Share of peak bandwidth a step streams at, by how the weights are decoded (Huber least squares on
-# relative time error; cases per class in docs/benchmarks.md). 16-bit and simple 4-bit blocks stream
-# near peak; int8 weight-only and Q2/Q3 k-quants pay for dequantizing; tinygemm int4 is latency-bound.
-EFFICIENCY: dict[FormatClass, float] = {
-    "16-bit": 0.868,  # fp16/bf16, any engine (31 cases)
-    "8-bit": 0.697,  # int8 weight-only (gpt-fast, torchao; 5 cases)
-    "ggml-4to6bit": 0.877,  # llama.cpp Q4_0, Q4_1, Q5_0, Q4_K, Q6_K (76 cases)
-    "ggml-2to3bit": 0.335,  # llama.cpp Q2_K, Q3_K_S (4 cases, sizes estimated)
-    "int4-gpu": 0.916,  # AWQ, GPTQ, EXL2, MLC q4f16 with fused GEMV kernels (40 cases)
-    "int4-tinygemm": 0.579,  # torchao / gpt-fast int4 weight-only on A100 (4 cases)
-}
-
-# Share of the dense peak FLOP/s a compute-bound step reaches. Not calibrated: every case above is
-# batch 1 and memory-bound. An assumption: large bf16 GEMMs reach 70-80% of the dense peak in
-# cuBLAS/CUTLASS, and decode's GEMMs are thinner than those.
+# Share of the dense peak FLOP/s a compute-bound step reaches. Not calibrated: every case is batch 1
+# and memory-bound. An assumption: large bf16 GEMMs reach 70-80% of the dense peak in cuBLAS/CUTLASS,
+# and decode's GEMMs are thinner than those.
 COMPUTE_EFFICIENCY = 0.7
+
+# One all-reduce moves 2 * (n - 1) / n * hidden * 2 bytes (bf16 activations) per token over each
+# rank's link. Link bandwidth per direction, from the vendors' specifications: NVLink 3 on the
+# A100 (600 GB/s bidirectional, the slowest NVLink of the fitted GPUs), Infinity Fabric between two
+# MI300X (64 GB/s per direction per peer link), PCIe 4.0 x16 (32 GB/s per direction).
+LINK_BYTES_PER_S: dict[str, float] = {"nvlink": 300e9, "xgmi": 64e9, "pcie-p2p": 32e9, "pcie": 32e9}
+ALL_REDUCES_PER_LAYER = 2  # after attention and after the MLP (Megatron-style tensor parallelism)
 
 
 class DecodeProfile(Frozen):
-    """The terms of one engine family's expected decode time, and where they come from."""
+    """The engine side of a step's expected time: its launch mode, its engine key (for the fixed cost
+    per step that a release adds), and the kernels its weights run through."""
 
     name: ProfileName
-    label: str  # which engines and builds it describes
-    efficiency: dict[FormatClass, float]
-    compute_efficiency: float
-    overhead_seconds_per_layer: float  # kernel launches and syncs a step pays per layer
-    source: str
+    mode: Mode
+    engine: str  # the engine whose own kernels may differ from its family's (kernel efficiency by engine x format)
+    engine_key: str
+    kernels: Kernels
+    label: str
 
 
-def _profile(name: ProfileName, label: str, overhead_ms: float, source: str = CALIBRATION) -> DecodeProfile:
-    return DecodeProfile(
-        name=name,
-        label=label,
-        efficiency=EFFICIENCY,
-        compute_efficiency=COMPUTE_EFFICIENCY,
-        overhead_seconds_per_layer=overhead_ms / 1e3,
-        source=source,
-    )
-
-
-CUDA_GRAPHS = _profile(
-    "cuda-graphs",
-    "CUDA with graphs, torch.compile or a C++ runtime (vLLM, SGLang, TensorRT-LLM, MLC, gpt-fast, LMDeploy,"
-    " ExLlamaV2, llama.cpp builds with CUDA graphs)",
-    0.047,  # 66 cases
-)
-LLAMACPP_CUDA_LEGACY = _profile("llamacpp-cuda-legacy", "llama.cpp CUDA builds before CUDA graphs (mid-2024 and older)", 0.098)
-LLAMACPP_METAL = _profile("llamacpp-metal", "llama.cpp on Apple silicon (Metal)", 0.167)  # 28 cases
-LLAMACPP_ROCM_VULKAN = _profile("llamacpp-rocm-vulkan", "llama.cpp on AMD (ROCm/HIP or Vulkan)", 0.153)  # 6 cases
-TRANSFORMERS_EAGER = _profile(
-    "transformers-eager",
-    "transformers generate() in eager PyTorch (a Python call per op)",
-    0.5,
-    "set from one case, not fitted (fixture case 164: llama-7B fp16 on A10G, 23.15 tok/s at 32 layers,"
-    " whose time beyond the 16-bit memory term is 0.52 ms per layer)",
-)
-DECODE_PROFILES: dict[str, DecodeProfile] = {
-    p.name: p for p in (CUDA_GRAPHS, LLAMACPP_CUDA_LEGACY, LLAMACPP_METAL, LLAMACPP_ROCM_VULKAN, TRANSFORMERS_EAGER)
+MODE_LABELS: dict[Mode, str] = {
+    "graphs": "CUDA/HIP graphs, torch.compile or a C++ runtime: one launch per step",
+    "eager": "fused kernels launched from Python one by one (vLLM --enforce-eager, SGLang --disable-cuda-graph, ExLlama,"
+    " AutoAWQ, TinyChat)",
+    "transformers": "transformers generate() in eager PyTorch: a Python call per op",
+    "llamacpp-cuda": "llama.cpp CUDA builds with CUDA graphs (mid-2024 and later)",
+    "llamacpp-cuda-legacy": "llama.cpp CUDA builds before CUDA graphs",
+    "llamacpp-metal": "llama.cpp on Apple silicon (Metal)",
+    "llamacpp-rocm-vulkan": "llama.cpp on ROCm/HIP or Vulkan",
+    "mlx": "Apple MLX",
 }
 
+# a mode charged its base mode's costs plus its own (each >= 0): eager launches cost what graphs do and more
+MODE_BASE: dict[Mode, Mode] = {"eager": "graphs"}
+
+# engine as kvcalc or a source names it -> (its kernels, whether it captures graphs by default)
+ENGINE_KERNELS: dict[str, tuple[Kernels, bool]] = {
+    "textbook": ("fused", True),
+    "vllm": ("fused", True),
+    "sglang": ("fused", True),
+    "trtllm": ("fused", True),
+    "mlc": ("fused", True),
+    "lmdeploy-turbomind": ("fused", True),
+    "deepspeed-mii": ("fused", True),
+    "optimum-nvidia": ("fused", True),
+    "gpt-fast": ("torch", True),
+    "torchao": ("torch", True),
+    "exllama": ("fused", False),
+    "autoawq": ("fused", False),
+    "tinychat": ("fused", False),
+    "ctranslate2": ("fused", False),
+    "hf": ("transformers", False),
+    "transformers": ("transformers", False),
+    "autogptq": ("transformers", False),
+    "onnxruntime": ("transformers", False),
+    "llamacpp": ("llamacpp", True),
+    "ollama": ("llamacpp", True),
+    "mlx": ("mlx", False),
+}
+
+
+def engine_key(engine: str, version: tuple[int, ...] | None) -> str:
+    """The key of an engine's own fixed cost per step: vLLM by era (0.4-0.5; V0 0.6-0.7; V1 from 0.8,
+    vllm/engine/arg_utils.py VLLM_USE_V1 default), any other engine by its name.
+
+    >>> engine_key("vllm", (0, 6, 3)), engine_key("vllm", (0, 11, 0)), engine_key("vllm", None), engine_key("sglang", None)
+    ('vllm-v0', 'vllm-v1', 'vllm', 'sglang')
+    """
+    if engine != "vllm" or version is None:
+        return engine
+    return "vllm-0.4" if version < (0, 6) else "vllm-v0" if version < (0, 8) else "vllm-v1"
+
+
+def profile_for(
+    engine: str, version: tuple[int, ...] | None = None, eager: bool | None = None, backend: str = "cuda",
+    legacy_llamacpp: bool = False,
+) -> DecodeProfile:  # fmt: skip
+    """The profile of `engine` (kvcalc's name or a source's) at `version`, with its graphs off when
+    `eager`, on a GPU of `backend`; llama.cpp's mode follows the backend (and the build's age)."""
+    kernels, graphs = ENGINE_KERNELS.get(engine, ("fused", True))
+    mode: Mode
+    if kernels == "llamacpp":
+        mode = {"metal": "llamacpp-metal", "rocm": "llamacpp-rocm-vulkan", "vulkan": "llamacpp-rocm-vulkan"}.get(
+            backend, "llamacpp-cuda-legacy" if legacy_llamacpp else "llamacpp-cuda"
+        )  # type: ignore[assignment]
+        key = "llamacpp"
+    else:
+        mode = (
+            "mlx"
+            if kernels == "mlx"
+            else "transformers"
+            if kernels == "transformers"
+            else "graphs"
+            if graphs and not eager
+            else "eager"
+        )
+        key = engine_key("transformers" if engine == "hf" else engine, version)
+    return DecodeProfile(
+        name=mode if mode.startswith(key) else f"{key} {mode}", mode=mode, engine="transformers" if engine == "hf" else engine, engine_key=key,
+        kernels=kernels, label=MODE_LABELS[mode],
+    )  # fmt: skip
+
+
 _FORMAT_CLASSES: dict[DType, FormatClass] = {
-    DType.fp32: "16-bit",  # assumed: streams like 16-bit (no fp32 case)
+    DType.fp32: "16-bit",  # streams like 16-bit at twice the bytes
     DType.fp16: "16-bit",
     DType.bf16: "16-bit",
-    DType.fp8: "8-bit",  # assumed: fp8 weights were not measured; int8 weight-only's figure
-    DType.fp8_e4m3: "8-bit",
-    DType.fp8_e5m2: "8-bit",
-    DType.int8: "8-bit",
-    DType.q8_0: "8-bit",  # assumed: no q8_0 case
-    DType.int4: "int4-gpu",
-    DType.mxfp4: "int4-gpu",  # assumed: no mxfp4 case
-    DType.nvfp4: "int4-gpu",  # assumed: no nvfp4 case
-    DType.int8_per_token_head: "8-bit",  # a cache dtype; as weights, int8's
+    DType.fp8: "fp8",
+    DType.fp8_e4m3: "fp8",
+    DType.fp8_e5m2: "fp8",
+    DType.int8: "int8",
+    DType.q8_0: "ggml-8bit",
+    DType.int4: "int4",
+    DType.mxfp4: "fp4",
+    DType.nvfp4: "fp4",
+    DType.fp8_block: "fp8",
+    DType.fp8_per_token_head: "fp8",
+    DType.int8_per_token_head: "int8",
     DType.q4_0: "ggml-4to6bit",
     DType.q4_1: "ggml-4to6bit",
     DType.q5_0: "ggml-4to6bit",
@@ -106,12 +161,10 @@ def format_class(dtype: DType) -> FormatClass:
     """How weights of `dtype` are decoded, as the calibration groups them.
 
     >>> format_class(DType.bf16), format_class(DType.q4_0), format_class(DType.int4)
-    ('16-bit', 'ggml-4to6bit', 'int4-gpu')
+    ('16-bit', 'ggml-4to6bit', 'int4')
     """
     if dtype in _FORMAT_CLASSES:
         return _FORMAT_CLASSES[dtype]
-    if dtype in (DType.nvfp4, DType.fp8_block, DType.int8_per_token_head, DType.fp8_per_token_head):
-        return "8-bit" if dtype != DType.nvfp4 else "int4-gpu"  # assumed: no case of these formats
     return stored_format_class(8 * bytes_per_value(dtype))  # the GGUF k- and i-quants by their bits per weight
 
 
@@ -122,7 +175,104 @@ def stored_format_class(bits_per_weight: float) -> FormatClass:
     >>> stored_format_class(4.85), stored_format_class(3.4), stored_format_class(16.0)
     ('ggml-4to6bit', 'ggml-2to3bit', '16-bit')
     """
-    for floor, klass in ((12, "16-bit"), (7, "8-bit"), (4, "ggml-4to6bit")):
+    for floor, klass in ((12, "16-bit"), (7, "ggml-8bit"), (4, "ggml-4to6bit")):
         if bits_per_weight >= floor:
-            return klass
+            return klass  # type: ignore[return-value]
     return "ggml-2to3bit"
+
+
+def kernel_key(kernels: str, klass: FormatClass, moe: bool) -> str:
+    """The key of a kernel efficiency: kernels (a family, or one engine's) x format class x dense/MoE,
+    e.g. 'fused int4 moe', 'sglang int4 moe'."""
+    return f"{kernels} {klass}{' moe' if moe else ''}"
+
+
+class Terms(Frozen):
+    """The fitted terms one step is charged with, and the cases each came from."""
+
+    gpu_efficiency: float  # share of peak bandwidth the GPU streams at (relative to a typical GPU's kernels)
+    gpu_source: str
+    kernel_efficiency: float  # share of the GPU's streaming rate the weights' kernels reach
+    kernel_source: str
+    attention_efficiency: float  # share of the GPU's streaming rate the engine's attention reads the KV at
+    attention_source: str
+    step_seconds: float  # fixed cost per step: the mode's plus the engine and version's own
+    step_source: str
+    layer_seconds: float  # cost per layer of the mode
+    expert_seconds: float  # cost per routed expert per MoE layer: an eager MoE that loops over every expert
+    all_reduce_seconds: float  # latency of one all-reduce over the link
+    all_reduce_source: str
+
+    @property
+    def weights_efficiency(self) -> float:
+        """Share of peak bandwidth the weights stream at: the GPU's times the kernels', capped at the peak."""
+        return min(1.0, self.gpu_efficiency * self.kernel_efficiency)
+
+    @property
+    def kv_efficiency(self) -> float:
+        """Share of peak bandwidth the KV is read at: the GPU's times the attention's, capped at the peak."""
+        return min(1.0, self.gpu_efficiency * self.attention_efficiency)
+
+
+def _source(name: str) -> str:
+    cases = decode_fit.SOURCES.get(name)
+    return f"fitted on {cases}" if cases else "no case: the prior (docs/benchmarks.md)"
+
+
+def terms(profile: DecodeProfile, klass: FormatClass, moe: bool, gpu: str, link: str | None) -> Terms:
+    """The fitted terms for a step of `profile` on `gpu` with weights of class `klass`: a kernel with no
+    case of its own takes its format class's efficiency; a GPU with no case streams as the typical GPU."""
+    key, own = kernel_key(profile.kernels, klass, moe), kernel_key(profile.engine, klass, moe)
+    inverse = (
+        decode_fit.FORMAT_INVERSE.get(klass, decode_fit.PRIOR_FORMAT_INVERSE)
+        + decode_fit.KERNEL_INVERSE.get(key, 0.0)
+        + decode_fit.ENGINE_KERNEL_INVERSE.get(own, 0.0)
+    )
+    engine_step = f"engine {profile.engine_key}"
+    modes = [mode for mode in (MODE_BASE.get(profile.mode), profile.mode) if mode is not None]
+    return Terms(
+        gpu_efficiency=1 / decode_fit.GPU_INVERSE.get(gpu, 1.0),
+        gpu_source=_source(f"gpu {gpu}") if gpu in decode_fit.GPU_INVERSE else "no case on this GPU: a typical GPU's rate",
+        kernel_efficiency=1 / inverse,
+        kernel_source=f"format {klass}: {_source(f'format {klass}')}"
+        + (f"; {key}: {_source(f'kernel {key}')}" if key in decode_fit.KERNEL_INVERSE else "")
+        + (f"; {own}: {_source(f'own {own}')}" if own in decode_fit.ENGINE_KERNEL_INVERSE else ""),
+        attention_efficiency=1 / decode_fit.ATTENTION_INVERSE.get(profile.engine_key, 1.0),
+        attention_source=f"{profile.engine_key}: {_source(f'attention {profile.engine_key}')}",
+        step_seconds=max(  # an engine release's offset may be negative; the step's cost is not
+            0.0,
+            sum(decode_fit.MODE_STEP_S.get(mode, 0.0) for mode in modes) + decode_fit.ENGINE_STEP_S.get(profile.engine_key, 0.0),
+        ),
+        step_source="; ".join(f"{mode}: {_source(f'step {mode}')}" for mode in modes)
+        + f"; {profile.engine_key}: {_source(engine_step)}",
+        layer_seconds=sum(decode_fit.MODE_LAYER_S.get(mode, 0.0) for mode in modes),
+        expert_seconds=decode_fit.MODE_EXPERT_S.get(profile.mode, 0.0),
+        all_reduce_seconds=decode_fit.ALL_REDUCE_S.get(link or "", 0.0),
+        all_reduce_source=_source(f"link {link}") if link else "",
+    )
+
+
+class Band(Frozen):
+    """Where the measured speed falls around the expected one: the 10th and 90th percentiles of
+    measured / expected tokens/s over the leave-one-source-out predictions of a group of cases."""
+
+    low: float
+    high: float
+    cases: int
+    group: str
+    widened: bool  # fewer than MIN_BAND_CASES in the group: the wider of its band and all cases'
+
+
+MIN_BAND_CASES = 10
+
+
+def band(engine: str, klass: FormatClass) -> Band:
+    """The band of `engine` x `klass`; under ten cases it widens to cover all cases' band too."""
+    group = f"{engine} {klass}"
+    low, high, n = decode_fit.BANDS.get(group, (1.0, 1.0, 0))
+    all_low, all_high, _ = decode_fit.BANDS["all"]
+    if n >= MIN_BAND_CASES:
+        return Band(low=low, high=high, cases=n, group=group, widened=False)
+    return Band(
+        low=min(low, all_low) if n else all_low, high=max(high, all_high) if n else all_high, cases=n, group=group, widened=True
+    )

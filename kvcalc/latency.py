@@ -8,11 +8,25 @@ from collections import Counter
 from typing import Literal
 
 from kvcalc.base import Frozen
-from kvcalc.decode_profiles import DecodeProfile, FormatClass, ProfileName, format_class, stored_format_class
+from kvcalc.decode_profiles import (
+    ALL_REDUCES_PER_LAYER,
+    COMPUTE_EFFICIENCY,
+    LINK_BYTES_PER_S,
+    MIN_BAND_CASES,
+    Band,
+    DecodeProfile,
+    FormatClass,
+    Mode,
+    ProfileName,
+    band,
+    format_class,
+    stored_format_class,
+    terms,
+)
 from kvcalc.engines import profile as engine_profile
 from kvcalc.errors import InvalidInput
 from kvcalc.kvcache import attention_layers, batch_bytes, exact_workload, layer_caches, state_layout, window_tokens
-from kvcalc.spec import GpuSpec, ModelSpec, Workload
+from kvcalc.spec import GpuSpec, Interconnect, ModelSpec, Workload
 from kvcalc.units import PACKING, format_bytes, format_seconds
 from kvcalc.weights import ParamCount, WeightFormat, per_gpu, require_params, weight_bytes, weight_format, weights_formula
 
@@ -20,6 +34,7 @@ Bound = Literal["memory", "compute"]
 DecodeJudge = Literal["expected", "roofline"]  # which decode time compare shows and check judges
 MIN_EFFICIENCY = 0.01  # below 1% of peak the roofline says nothing (and 1e-320 would make times infinite)
 MAX_OVERHEAD_SECONDS_PER_LAYER = 1.0  # a second per layer per token is no engine's fixed cost: a typo
+CALIBRATION = "fitted on published batch-1 decode measurements (docs/benchmarks.md, tests/fixtures/decode_calibration.json)"
 
 
 class Roofline(Frozen):
@@ -85,40 +100,74 @@ def expected_experts_touched(experts: int, per_token: int, tokens: int) -> float
 
 
 class ExpectedStep(Frozen):
-    """One decode step as engines reach it: the roofline's bytes and FLOPs at the profile's shares of
-    the peaks, plus the profile's fixed cost per layer; never below the roofline."""
+    """One decode step as engines reach it (kvcalc.decode_profiles): the weights and the KV streamed
+    at the GPU's and the kernels' shares of peak bandwidth, a fixed cost per step and per layer, and
+    the all-reduces of tensor parallelism; never below the roofline."""
 
-    profile: ProfileName  # the engine's decode profile (decode_profiles); `overridden` lists the terms replaced
+    profile: ProfileName  # the engine's decode profile; `overridden` lists the terms replaced
     profile_label: str
+    mode: Mode
+    engine_key: str  # the engine and release whose own fixed cost per step is added
     source: str
     format_class: FormatClass
-    efficiency: float  # share of peak bandwidth
+    efficiency: float  # share of peak bandwidth the weights stream at: gpu_efficiency * kernel_efficiency
+    gpu_efficiency: float  # share of peak bandwidth this GPU streams at (the KV's share too)
+    gpu_efficiency_source: str
+    kernel_efficiency: float  # share of the GPU's streaming rate the weights' kernels reach
+    kernel_efficiency_source: str
+    attention_efficiency: float  # share of the GPU's streaming rate the engine's attention reads the KV at
+    attention_efficiency_source: str
     compute_efficiency: float  # share of peak FLOP/s
+    step_seconds: float  # fixed cost per step (scheduling, sampling, Python): the mode's plus the engine's
+    step_source: str
     overhead_seconds_per_layer: float
     overridden: list[Literal["efficiency", "overhead"]]  # terms set by --efficiency / --overhead-ms
     layers: int
     weights_read_bytes: int  # per GPU per step: the untied input embedding table read one row per sequence
     bytes_moved: int
-    memory_seconds: float  # bytes / (bandwidth * efficiency)
+    interconnect: Interconnect | None  # the link the TP ranks all-reduce over (None at tp 1)
+    all_reduce_latency_seconds: float  # one all-reduce's latency over the link
+    all_reduce_bytes: int  # one all-reduce's bytes over each rank's link
+    tp_comm_seconds: float  # 2 all-reduces per layer * layers * (latency + bytes / link bandwidth)
+    memory_seconds: float  # weights / (bandwidth * efficiency) + KV / (bandwidth * gpu_efficiency * attention_efficiency)
     compute_seconds: float  # FLOPs / (peak * compute_efficiency)
     overhead_seconds: float  # overhead per layer * layers
-    seconds: float  # max(roofline, max(memory, compute) + overhead)
+    expert_loop_seconds: float  # layers * routed experts * the mode's cost per expert (an eager MoE's loop)
+    seconds: float  # max(roofline, max(memory, compute) + step + overhead + tp_comm)
     bound: Bound
     share_of_roofline: float  # roofline seconds / expected seconds: the expected speed as a share of the roofline's
+    band: Band  # measured / expected tokens/s of published cases like this one, 10th to 90th percentile
 
 
 def expected_seconds(
-    bytes_moved: int, flops: int, bandwidth: float, peak_flops: float, efficiency: float, compute_efficiency: float,
-    overhead_seconds: float,
+    weights_bytes: int, kv_bytes: int, flops: int, bandwidth: float, peak_flops: float, efficiency: float,
+    kv_efficiency: float, compute_efficiency: float, fixed_seconds: float,
 ) -> tuple[float, float, float]:  # fmt: skip
-    """(memory, compute, total) seconds of a step: max(bytes / (bandwidth * efficiency), FLOPs /
-    (peak * compute_efficiency)) + the fixed cost.
+    """(memory, compute, total) seconds of a step: max(weights / (bandwidth * efficiency) + KV /
+    (bandwidth * kv_efficiency), FLOPs / (peak * compute_efficiency)) + the fixed costs.
 
-    >>> expected_seconds(10**9, 2 * 10**9, 1e12, 1e14, 0.5, 0.5, 1e-3)
+    >>> expected_seconds(10**9, 0, 2 * 10**9, 1e12, 1e14, 0.5, 0.5, 0.5, 1e-3)
     (0.002, 4e-05, 0.003)
     """
-    memory_s, compute_s = bytes_moved / (bandwidth * efficiency), flops / (peak_flops * compute_efficiency)
-    return memory_s, compute_s, max(memory_s, compute_s) + overhead_seconds
+    memory_s = weights_bytes / (bandwidth * efficiency) + kv_bytes / (bandwidth * kv_efficiency)
+    compute_s = flops / (peak_flops * compute_efficiency)
+    return memory_s, compute_s, max(memory_s, compute_s) + fixed_seconds
+
+
+def all_reduce_bytes(hidden: int, batch: int, tp: int) -> int:
+    """Bytes one rank sends in a ring all-reduce of the batch's 16-bit activations: 2 (n - 1) / n * B * hidden * 2.
+
+    >>> all_reduce_bytes(8192, 1, 8)
+    28672
+    """
+    return 2 * (tp - 1) * batch * hidden * 2 // tp if tp > 1 else 0
+
+
+def tp_comm_seconds(layers: int, latency_seconds: float, reduce_bytes: int, link: Interconnect | None) -> float:
+    """Time of a step's all-reduces: two per layer, each its latency plus its bytes over the link."""
+    if link is None:
+        return 0.0
+    return ALL_REDUCES_PER_LAYER * layers * (latency_seconds + reduce_bytes / LINK_BYTES_PER_S[link])
 
 
 def expected_read(model: ModelSpec, read: ParamCount, batch: int) -> ParamCount:
@@ -133,59 +182,91 @@ def expected_read(model: ModelSpec, read: ParamCount, batch: int) -> ParamCount:
     )
 
 
+BAND_ENGINES = {"hf": "transformers"}  # kvcalc's engine name -> the calibration's, where they differ
+
+
 def _expected(
     model: ModelSpec, workload: Workload, gpu: GpuSpec, fmt: WeightFormat, read: ParamCount, kv_read: int, flops: int,
-    line: Roofline, profile: DecodeProfile, efficiency: float | None, overhead: float | None,
+    line: Roofline, profile: DecodeProfile, efficiency: float | None, overhead: float | None, interconnect: Interconnect | None,
 ) -> tuple[ExpectedStep, list[str]]:  # fmt: skip
     stored = fmt.stored
     klass = format_class(fmt.dtype) if stored is None else stored_format_class(8 * stored.bytes / stored.params)
-    # a calibrated GPU file's measured terms replace the profile's; the command line's replace both
-    eff = efficiency if efficiency is not None else gpu.decode_efficiency or profile.efficiency[klass]
-    compute_eff = profile.compute_efficiency if efficiency is None else efficiency
+    link = (interconnect or gpu.interconnect or "pcie") if workload.tp > 1 else None
+    fitted = terms(profile, klass, model.moe is not None, gpu.name, link)
+    # --efficiency replaces both shares; a calibrated GPU file's measured streaming rate replaces the GPU's and the kernels'
+    if efficiency is not None:
+        gpu_eff, kernel_eff, attention_eff = efficiency, 1.0, 1.0
+    elif gpu.decode_efficiency is not None:
+        gpu_eff, kernel_eff, attention_eff = gpu.decode_efficiency, 1.0, 1.0
+    else:
+        gpu_eff, kernel_eff, attention_eff = fitted.gpu_efficiency, fitted.kernel_efficiency, fitted.attention_efficiency
+    eff, kv_eff = min(1.0, gpu_eff * kernel_eff), min(1.0, gpu_eff * attention_eff)  # as Terms': no step streams above the peak
+    compute_eff = COMPUTE_EFFICIENCY if efficiency is None else efficiency
     if overhead is not None:
         per_layer = overhead
     elif gpu.decode_overhead_s_per_layer is not None:
         per_layer = gpu.decode_overhead_s_per_layer
     else:
-        per_layer = profile.overhead_seconds_per_layer
+        per_layer = fitted.layer_seconds
     weights = per_gpu(weight_bytes(expected_read(model, read, workload.batch), fmt), workload.tp)
     moved = weights + kv_read
     peak = peak_flops_for(gpu, fmt)
+    reduce_bytes = all_reduce_bytes(model.hidden or 0, workload.batch, workload.tp)
+    comm = tp_comm_seconds(model.layers, fitted.all_reduce_seconds, reduce_bytes, link)
+    expert_loop = model.layers * model.moe.experts * fitted.expert_seconds if model.moe else 0.0
+    fixed = fitted.step_seconds + per_layer * model.layers + expert_loop + comm
     memory_s, compute_s, total = expected_seconds(
-        moved, flops, gpu.bandwidth_bytes_per_s, peak, eff, compute_eff, per_layer * model.layers
+        weights, kv_read, flops, gpu.bandwidth_bytes_per_s, peak, eff, kv_eff, compute_eff, fixed
     )
     seconds = max(total, line.seconds)
     overridden: list[Literal["efficiency", "overhead"]] = [
         term for term, value in (("efficiency", efficiency), ("overhead", overhead)) if value is not None
     ]
+    spread = band(BAND_ENGINES.get(workload.engine.name, workload.engine.name), klass)
     step = ExpectedStep(
         profile=profile.name,
         profile_label=profile.label,
-        source=profile.source,
+        mode=profile.mode,
+        engine_key=profile.engine_key,
+        source=CALIBRATION,
         format_class=klass,
         efficiency=eff,
+        gpu_efficiency=gpu_eff,
+        gpu_efficiency_source=fitted.gpu_source,
+        kernel_efficiency=kernel_eff,
+        kernel_efficiency_source=fitted.kernel_source,
+        attention_efficiency=attention_eff,
+        attention_efficiency_source=fitted.attention_source,
         compute_efficiency=compute_eff,
+        step_seconds=fitted.step_seconds,
+        step_source=fitted.step_source,
         overhead_seconds_per_layer=per_layer,
         overridden=overridden,
         layers=model.layers,
         weights_read_bytes=weights,
         bytes_moved=moved,
+        interconnect=link,
+        all_reduce_latency_seconds=fitted.all_reduce_seconds if link else 0.0,
+        all_reduce_bytes=reduce_bytes,
+        tp_comm_seconds=comm,
         memory_seconds=memory_s,
         compute_seconds=compute_s,
         overhead_seconds=per_layer * model.layers,
+        expert_loop_seconds=expert_loop,
         seconds=seconds,
         bound="memory" if memory_s >= compute_s else "compute",
         share_of_roofline=line.seconds / seconds,
+        band=spread,
     )
     set_by = (
-        f" (--efficiency {eff:g})" if efficiency is not None
-        else f" (gpu {gpu.name}'s decode_efficiency)" if gpu.decode_efficiency is not None
-        else f" (efficiency[{klass}])"
+        f"--efficiency {eff:g}" if efficiency is not None
+        else f"gpu {gpu.name}'s decode_efficiency" if gpu.decode_efficiency is not None
+        else f"gpu {gpu_eff:.3g} ({fitted.gpu_source}) * kernels {kernel_eff:.3g} ({fitted.kernel_source})"
     )  # fmt: skip
     per_layer_by = (
         "--overhead-ms" if overhead is not None
         else f"gpu {gpu.name}'s decode_overhead_s_per_layer" if gpu.decode_overhead_s_per_layer is not None
-        else f"profile {profile.name}"
+        else f"mode {profile.mode}"
     )  # fmt: skip
     how = "the roofline's" if weights == line.bytes_moved - kv_read else (
         "the roofline's with the untied input embedding table read one row per sequence, not whole"
@@ -193,19 +274,39 @@ def _expected(
     explain = [
         f"expected: profile {profile.name}, {profile.label}"
         + (f"; {', '.join(overridden)} set on the command line" if overridden else "")
-        + f"; {profile.source}",
-        f"expected weights read = {how} = {weights:,} B; + KV {kv_read:,} = {moved:,} B",
-        f"expected t_memory = bytes / (bandwidth * {eff:g}{set_by}) = {moved:,} / {gpu.bandwidth_bytes_per_s * eff:.4g}"
+        + f"; {CALIBRATION}",
+        f"expected weights read = {how} = {weights:,} B; KV (and state) {kv_read:,} B",
+        f"efficiency = {eff:.3g} = {set_by}"
+        + (" (capped at 1: no step streams above the peak)" if eff == 1.0 and efficiency is None else ""),
+        f"KV efficiency = {kv_eff:.3g} = gpu {gpu_eff:.3g} * attention {attention_eff:.3g} ({fitted.attention_source})",
+        f"expected t_memory = weights / (bandwidth * {eff:.3g}) + KV / (bandwidth * {kv_eff:.3g})"
+        f" = {weights:,} / {gpu.bandwidth_bytes_per_s * eff:.4g} + {kv_read:,} / {gpu.bandwidth_bytes_per_s * kv_eff:.4g}"
         f" = {format_seconds(memory_s)}",
         f"expected t_compute = FLOPs / (peak * {compute_eff:g}) = {flops:,} / {peak * compute_eff:.4g} = {format_seconds(compute_s)}",
-        f"fixed cost = overhead per layer * layers = {per_layer * 1e3:.3g} ms * {model.layers} = {format_seconds(per_layer * model.layers)}"
-        f" ({per_layer_by})",
-        f"expected time per token = max(t_memory, t_compute) + fixed cost = {format_seconds(total)}"
+        f"fixed cost per step = {format_seconds(fitted.step_seconds)} ({fitted.step_source})",
+        f"cost per layer = {per_layer * 1e3:.3g} ms * {model.layers} = {format_seconds(per_layer * model.layers)} ({per_layer_by})",
+    ]
+    if expert_loop:
+        explain.append(
+            f"expert loop = layers * experts * {format_seconds(fitted.expert_seconds)} = {model.layers} * {model.moe.experts}"  # type: ignore[union-attr]
+            f" * ... = {format_seconds(expert_loop)} (mode {profile.mode} loops over every routed expert)"
+        )
+    if link is not None:
+        explain.append(
+            f"tp all-reduces = {ALL_REDUCES_PER_LAYER} per layer * {model.layers} * (latency {format_seconds(fitted.all_reduce_seconds)}"
+            f" + {reduce_bytes:,} B / {LINK_BYTES_PER_S[link] / 1e9:g} GB/s over {link}) = {format_seconds(comm)}"
+            f" ({fitted.all_reduce_source})"
+        )
+    explain += [
+        f"expected time per token = max(t_memory, t_compute) + fixed + layers{' + all-reduces' if link else ''}"
+        f" = {format_seconds(total)}"
         + (f"; below the roofline, so the roofline's {format_seconds(line.seconds)}" if total < line.seconds else "")
         + f" ({step.share_of_roofline:.0%} of the roofline's speed)",
+        f"band: measured / expected tokens/s of published {spread.group} cases, 10th-90th percentile, predicted without"
+        f" their own source: {spread.low:.2f}-{spread.high:.2f} ({spread.cases} cases"
+        + (f"; fewer than {MIN_BAND_CASES}, so widened to all cases' band" if spread.widened else "")
+        + ")",
     ]
-    if workload.tp > 1:
-        explain.append("tp: the all-reduces between ranks are not in the expected time (no calibration case has tp > 1)")
     return step, explain
 
 
@@ -230,6 +331,8 @@ class DecodeEstimate(Frozen):
     expected_seconds_per_token: float
     expected_tokens_per_s_per_sequence: float
     expected_tokens_per_s: float  # all sequences of the batch
+    expected_tokens_per_s_low: float  # the band: the 10th percentile of published cases like this one
+    expected_tokens_per_s_high: float  # ... and the 90th
     explain: list[str]
 
     def seconds_by(self, judge: DecodeJudge) -> float:
@@ -263,12 +366,14 @@ def decode(
     weights: WeightFormat | None = None,
     efficiency: float | None = None,
     overhead_seconds_per_layer: float | None = None,
+    *,
+    interconnect: Interconnect | None = None,
 ) -> DecodeEstimate:
     """One decode step of `batch` sequences at context `seq`: every GPU of the TP group reads its
     share of the weights (MoE: only the experts the batch touches) and of the KV cache. The
     weights are in the checkpoint's format unless `weights` says otherwise. `efficiency` derates
     the roofline and replaces the engine profile's efficiencies; `overhead_seconds_per_layer`
-    replaces its fixed cost."""
+    replaces its cost per layer; `interconnect` the GPU preset's link for the TP all-reduces."""
     if efficiency is not None and not MIN_EFFICIENCY <= efficiency <= 1:
         raise InvalidInput(f"--efficiency {efficiency} must be in [{MIN_EFFICIENCY}, 1]: a share of the peak")
     if overhead_seconds_per_layer is not None and not 0 <= overhead_seconds_per_layer <= MAX_OVERHEAD_SECONDS_PER_LAYER:
@@ -293,10 +398,11 @@ def decode(
     cache_moved = kv_read + 2 * state  # the KV read, and the state read and written back
     line = roofline(weights_read + cache_moved, flops, gpu.bandwidth_bytes_per_s * derate, peak_flops_for(gpu, fmt) * derate)
     state_terms = f" + state read {state:,} + state written {state:,}" if state else ""
-    profile = engine_profile(workload.engine).decode_profile(gpu)
+    profile = engine_profile(workload.engine).decode_profile(gpu, workload.engine)
     expected, expected_explain = _expected(
-        model, workload, gpu, fmt, read, cache_moved, flops, line, profile, efficiency, overhead_seconds_per_layer
-    )
+        model, workload, gpu, fmt, read, cache_moved, flops, line, profile, efficiency, overhead_seconds_per_layer,
+        interconnect,
+    )  # fmt: skip
     explain = [
         *model.origin(),
         *gpu.origin(),
@@ -333,6 +439,8 @@ def decode(
         expected_seconds_per_token=expected.seconds,
         expected_tokens_per_s_per_sequence=1 / expected.seconds,
         expected_tokens_per_s=workload.batch / expected.seconds,
+        expected_tokens_per_s_low=workload.batch / expected.seconds * expected.band.low,
+        expected_tokens_per_s_high=workload.batch / expected.seconds * expected.band.high,
         explain=explain,
     )
 

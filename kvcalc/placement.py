@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Literal
 
 from kvcalc.base import Frozen
-from kvcalc.decode_profiles import DecodeProfile, format_class, stored_format_class
+from kvcalc.decode_profiles import DecodeProfile, format_class, stored_format_class, terms
 from kvcalc.engines import profile as engine_profile
 from kvcalc.engines.llamacpp import LLAMACPP_PAD, LLAMACPP_UBATCH
 from kvcalc.errors import InvalidInput
@@ -512,7 +512,7 @@ def placement_device(gpu: GpuSpec, margin_bytes: int, wired_limit_bytes: int | N
 # what published partial-offload speeds imply (tests/fixtures/placement/speeds.yaml, 9 cases from 4
 # sources, all one machine: an i9-10900X with 102 GB/s measured); scripts/placement_cases.py fits it
 # and reports its leave-one-source-out error in docs/placement.md.
-HOST_EFFICIENCY = 0.44
+HOST_EFFICIENCY = 0.42
 PCIE_BYTES_PER_S = 32 * 10**9  # PCIe 4.0 x16, one direction (PCI-SIG: 16 GT/s * 16 lanes, 128b/130b)
 
 
@@ -548,7 +548,10 @@ def split_decode(
         touched = expected_experts_touched(model.moe.experts, model.moe.experts_per_token, workload.batch) / model.moe.experts
     stored = fmt.stored
     fclass = stored_format_class(stored.bytes * 8 / stored.params) if stored else format_class(fmt.dtype)
-    efficiency = profile.efficiency[fclass]
+    # each device streams at its fitted share of peak (kvcalc.decode_profiles), the fixed costs are the step's and the layers'
+    fitted = [terms(profile, fclass, model.moe is not None, d.name, None) for d in devices]
+    efficiencies = [t.weights_efficiency for t in fitted]
+    fixed = fitted[0] if fitted else terms(profile, fclass, model.moe is not None, "", None)
 
     def on_gpu(u: int) -> int:
         return _gpu_experts(model, w, u, placement.n_cpu_moe, placement.partial_layer)
@@ -566,7 +569,7 @@ def split_decode(
     host_bytes = sum(read(u, False) for u in range(start)) + sum(
         round((w.experts[u] - on_gpu(u)) * touched) for u in range(start, units - 1)
     )
-    device_s = [b / (d.bandwidth_bytes_per_s * efficiency) for b, d in zip(device_bytes, devices, strict=True)]
+    device_s = [b / (d.bandwidth_bytes_per_s * e) for b, d, e in zip(device_bytes, devices, efficiencies, strict=True)]
     roof_device = [b / d.bandwidth_bytes_per_s for b, d in zip(device_bytes, devices, strict=True)]
     host_roof = host_bytes / ram_bandwidth_bytes_per_s
     host_s = host_roof / host_efficiency
@@ -575,20 +578,20 @@ def split_decode(
     boundaries = sum(1 for c in placement.tensor_split if c) - 1 + (1 if start > 0 and placement.n_gpu_layers else 0)
     hops = max(boundaries, 0) + 2 * max(0, min(placement.n_cpu_moe, units - 1) - start)
     hop_s = hops * F32 * (model.hidden or 0) * workload.batch / PCIE_BYTES_PER_S
-    overhead = profile.overhead_seconds_per_layer * model.layers
+    overhead = fixed.step_seconds + fixed.layer_seconds * model.layers
     roofline_s = sum(roof_device) + host_roof + hop_s
     expected = max(roofline_s, sum(device_s) + host_s + hop_s + overhead)
     explain = [
         f"split decode: each device reads its layers' weights and cache once per token (routed experts at the {touched:.3f}"
-        f" share {workload.batch} token(s) touch); format class {fclass}, efficiency {efficiency} ({profile.label})",
+        f" share {workload.batch} token(s) touch); format class {fclass} ({profile.name}: {profile.label})",
         *(
-            f"{d.name}: {b:,} B / ({d.bandwidth_bytes_per_s:,} B/s * {efficiency}) = {s * 1e3:.3f} ms"
-            for d, b, s in zip(devices, device_bytes, device_s, strict=True)
+            f"{d.name}: {b:,} B / ({d.bandwidth_bytes_per_s:,} B/s * {e:.3g}) = {s * 1e3:.3f} ms"
+            for d, b, s, e in zip(devices, device_bytes, device_s, efficiencies, strict=True)
         ),  # fmt: skip
         f"host: {host_bytes:,} B / (RAM {ram_bandwidth_bytes_per_s:,} B/s * {host_efficiency}) = {host_s * 1e3:.3f} ms"
         " (the share CPU matmuls reach, fitted on published partial-offload speeds: docs/placement.md)",
         f"hops: {hops} * {F32 * (model.hidden or 0) * workload.batch:,} B / PCIe {PCIE_BYTES_PER_S:,} B/s = {hop_s * 1e3:.4f} ms;"
-        f" fixed cost {profile.overhead_seconds_per_layer * 1e3:.3f} ms * {model.layers} layers",
+        f" fixed cost {fixed.step_seconds * 1e3:.3f} ms per step + {fixed.layer_seconds * 1e3:.3f} ms * {model.layers} layers",
         f"expected {expected * 1e3:.3f} ms per token = {workload.batch / expected:.2f} tok/s (roofline {roofline_s * 1e3:.3f} ms)",
     ]
     return SplitDecode(

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from kvcalc.capacity import UNBOUNDED_CONTEXT, FitReport
 from kvcalc.compare import CompareRow, Comparison, RowDecode, RowFit
+from kvcalc.decode_profiles import MIN_BAND_CASES
 from kvcalc.kvcache import KvEstimate
 from kvcalc.latency import DecodeEstimate, PrefillEstimate
 from kvcalc.residents import CpuTier
@@ -295,6 +296,17 @@ def decode_tables(step: DecodeEstimate, first: PrefillEstimate | None, decimal: 
         "  tokens/s per sequence / total",
         f"{step.expected_tokens_per_s_per_sequence:,.1f} / {step.expected_tokens_per_s:,.1f}",
     )
+    band = e.band
+    why = (
+        f"widened: {band.group} has {band.cases} < {MIN_BAND_CASES} cases"
+        if band.widened
+        else f"{band.group}, {band.cases} cases"
+    )
+    table.add_row(
+        "  band, 10th-90th pct", f"{step.expected_tokens_per_s_low:,.1f} - {step.expected_tokens_per_s_high:,.1f} ({why})"
+    )
+    if e.tp_comm_seconds:
+        table.add_row(f"  of which all-reduces over {e.interconnect}", format_seconds(e.tp_comm_seconds))
     table.add_row("arithmetic intensity vs ridge", f"{r.arithmetic_intensity:,.1f} vs {r.ridge_point:,.0f} FLOP/B")
     if first is not None:
         table.add_row(

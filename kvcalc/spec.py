@@ -481,6 +481,7 @@ ENGINE_OPTIONS: dict[str, EngineName] = {
     "max_num_seqs": "vllm",
     "gpu_memory_utilization": "vllm",
     "enforce_eager": "vllm",
+    "disable_cuda_graph": "sglang",
     "kv_cache_memory_bytes": "vllm",
     "vllm_version": "vllm",
     "attention_backend": "vllm",
@@ -558,6 +559,7 @@ class Engine(Strict):
     page_size: Count | None = None  # SGLang: tokens per page (default 1)
     swa_full_tokens_ratio: Fraction | None = None  # SGLang: sliding pool / full pool tokens; given: hybrid SWA pools
     max_running_requests: Count | None = None  # SGLang: concurrent requests (sizes the req_to_token table)
+    disable_cuda_graph: bool | None = None  # SGLang --disable-cuda-graph: every kernel launched from Python (default false)
     mamba_ssm_dtype: DTypeName | None = None  # SGLang --mamba-ssm-dtype: hybrid models' SSM state dtype (default float32)
     mamba_full_memory_ratio: Annotated[float, Field(gt=0, allow_inf_nan=False), Number] | None = None  # SGLang (0.9)
     free_gpu_memory_fraction: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False), Number] | None = None  # TRT-LLM (0.9)

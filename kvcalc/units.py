@@ -325,17 +325,21 @@ _VERSION_RE = re.compile(
 )
 
 
+_VERSION_IN_TEXT = re.compile(r"(?<![\d.])v?(\d+)\.(\d+)(?:\.(\d+))?")  # a release named inside a longer text
+
+
 def parse_engine_version(text: str) -> tuple[int, int, int]:
     """An engine's release as it prints it, as (major, minor, patch): a leading v, a fourth part, a
     pre-release (rc1), a .devN / .postN and a +local tag (a CUDA build, a git hash) are read past; a
-    pre-release counts as its release, since the rules kvcalc keeps change at minor releases.
+    pre-release counts as its release, since the rules kvcalc keeps change at minor releases. A text
+    that names a release among other words (a build's description) is read for its first MAJOR.MINOR.
 
     >>> parse_engine_version("0.20.2rc1.dev9+g01d4d1ad3"), parse_engine_version("v0.10.1.1"), parse_engine_version("0.11.0+cu128")
     ((0, 20, 2), (0, 10, 1), (0, 11, 0))
     >>> parse_engine_version("0.19")
     (0, 19, 0)
     """
-    match = _VERSION_RE.match(text.strip())
+    match = _VERSION_RE.match(text.strip()) or _VERSION_IN_TEXT.search(text)  # "0.10.0 (ROCm fork rocm/vllm-dev)"
     if not match:
         raise InvalidInput(
             f"cannot read version {text!r}: write it as the engine prints it (0.19, 0.20.2rc1, v0.10.1.1, 0.11.0+cu128)"

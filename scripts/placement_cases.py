@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kvcalc import placement, presets  # noqa: E402
-from kvcalc.decode_profiles import CUDA_GRAPHS  # noqa: E402
+from kvcalc.decode_profiles import profile_for  # noqa: E402
 from kvcalc.spec import Engine, Workload  # noqa: E402
 from kvcalc.units import GiB, MiB, parse_dtype  # noqa: E402
 from kvcalc.weights import weight_format  # noqa: E402
@@ -59,7 +59,7 @@ def _speed(case: dict, setup: dict, host_efficiency: float) -> placement.SplitDe
     )
     laid_out = placement.plan(model, work, fmt, [device], request)
     return placement.split_decode(
-        model, work, fmt, laid_out, [device], setup["ram_bandwidth_bytes_per_s"], CUDA_GRAPHS, host_efficiency
+        model, work, fmt, laid_out, [device], setup["ram_bandwidth_bytes_per_s"], profile_for("llamacpp"), host_efficiency
     )
 
 

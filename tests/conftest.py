@@ -12,6 +12,11 @@ from typer.testing import CliRunner
 
 from kvcalc.cli import app
 
+# before anything imports numpy (nothing above does): the decode calibration's small least-squares solves
+# run single-threaded, fast on a shared machine and the same to the last digit as its --write
+for _threads in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_threads, "1")
+
 FIXTURES = Path(__file__).parent / "fixtures"
 TEST_PRESETS = FIXTURES / "presets"
 HF_CONFIGS = FIXTURES / "hf"

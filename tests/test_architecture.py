@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "kvcalc"
 # Lowest first. A module's layer is the first entry naming it or a package above it.
 LAYERS: list[set[str]] = [
     {"base", "errors"},
-    {"units"},
+    {"units", "decode_fit"},  # decode_fit: generated constants, pure data
     {"spec", "decode_profiles"},
     {"state", "files", "hf_config"},  # files: safe YAML/JSON and validation, beneath every reader
     {"engines"},

@@ -1,4 +1,5 @@
-"""The expected decode time: its calibration against published cases, its terms, and its invariants."""
+"""The expected decode time: its calibration against published cases (leave one source out), its
+terms, its band, the engine options that change it, and its invariants."""
 
 from __future__ import annotations
 
@@ -11,21 +12,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvcalc import Workload
-from kvcalc.decode_profiles import DECODE_PROFILES, EFFICIENCY, format_class
+from kvcalc import Workload, decode_fit
+from kvcalc.decode_profiles import band, format_class, profile_for, terms
 from kvcalc.engines import PROFILES
 from kvcalc.errors import InvalidInput
-from kvcalc.latency import decode, expected_seconds
+from kvcalc.latency import all_reduce_bytes, decode, expected_seconds, tp_comm_seconds
 from kvcalc.presets import load_gpu, load_model
 from kvcalc.spec import Engine
-from kvcalc.units import DType
-from kvcalc.weights import weight_format
+from kvcalc.units import DType, parse_engine_version
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _calibration():  # noqa: ANN202
-    """benchmarks/decode_calibration.py, which writes the table docs/benchmarks.md shows."""
+    """benchmarks/decode_calibration.py, which fits the constants and writes docs/benchmarks.md's section."""
     spec = importlib.util.spec_from_file_location("decode_calibration", ROOT / "benchmarks" / "decode_calibration.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules["decode_calibration"] = module  # pydantic resolves the models' annotations through it
@@ -35,110 +35,168 @@ def _calibration():  # noqa: ANN202
 
 calibration = _calibration()
 CASES = calibration.load_cases()
-PREDICTIONS = [calibration.predict(case) for case in CASES]
+SCOPE = calibration.in_scope(CASES)
 
 
-def test_calibration_keeps_the_error_docs_benchmarks_reports() -> None:
-    # docs/benchmarks.md (generated from the same cases): in scope 6.9% median, 21.5% at the 90th
-    # percentile, 95% within 35%; held out 8.7%, 21.5%, 92%. The research goal: median within 15%,
-    # 9 in 10 within 35%. A change to a term or a case must regenerate the docs and stay inside.
-    in_scope = calibration.quality(calibration.in_scope(PREDICTIONS))
-    held_out = calibration.quality([p for p in PREDICTIONS if p.case.split == "held-out"])
-    assert (in_scope.cases, held_out.cases) == (160, 39)
-    assert in_scope.median <= 0.07 and in_scope.p90 <= 0.22 and in_scope.within >= 0.94
-    assert held_out.median <= 0.09 and held_out.p90 <= 0.22 and held_out.within >= 0.9
+@pytest.fixture(scope="module")
+def predictions() -> list:
+    return calibration.loso(CASES)
+
+
+def test_docs_and_shipped_constants_are_what_the_script_makes_of_the_fixture(predictions: list) -> None:
+    # kvcalc/decode_fit.py holds the fit on every case; docs/benchmarks.md the LOSO table of the same fixture
     doc = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
-    assert calibration.refreshed(doc, CASES) == doc, "run python benchmarks/decode_calibration.py --write"
+    assert calibration.refreshed(doc, calibration.section(CASES, predictions)) == doc, (
+        "python benchmarks/decode_calibration.py --write"
+    )
+    shipped = (ROOT / "kvcalc" / "decode_fit.py").read_text(encoding="utf-8")
+    assert calibration.constants_module(CASES, predictions) == shipped, "python benchmarks/decode_calibration.py --write"
 
 
-@pytest.mark.parametrize("prediction", calibration.in_scope(PREDICTIONS), ids=lambda p: str(p.case.id))
-def test_each_case_within_its_tolerance(prediction) -> None:  # noqa: ANN001
-    case = prediction.case
-    assert abs(prediction.error) <= case.tolerance, f"{case.id} {case.engine} {case.model} on {case.gpu}: {prediction.error:+.0%}"
-    assert (case.tolerance > calibration.MISS) == (case.miss_reason is not None)  # a wider band says why
+def test_every_held_out_prediction_comes_from_a_fit_without_its_source(predictions: list) -> None:
+    assert len(predictions) == len(SCOPE) and {p.case.id for p in predictions} == {c.id for c in SCOPE}
+    group = next(p.case.group for p in predictions if p.case.group.startswith("qwen2.5-docs-speedbench-vllm"))
+    held = calibration.fit([c for c in SCOPE if c.group != group])
+    for p in predictions:
+        if p.case.group == group:
+            assert p.held_out == pytest.approx(calibration.predict(p.case, held), rel=1e-9)
 
 
-def test_every_case_has_its_source_and_a_gpu_preset_with_its_bandwidth() -> None:
+def test_the_fixture_covers_what_people_serve_with() -> None:
+    engines = {e: sum(calibration.band_engine(c) == e for c in SCOPE) for e in ("vllm", "sglang", "transformers", "llamacpp")}
+    assert engines["vllm"] >= 100 and engines["sglang"] >= 60 and engines["transformers"] >= 30 and engines["llamacpp"] >= 100
+    assert len(SCOPE) >= 400 and len({c.gpu for c in SCOPE}) >= 12
+    assert {c.tp for c in SCOPE} >= {1, 2, 4, 8}
+    assert {c.format_class for c in SCOPE} >= {"16-bit", "fp8", "int8", "int4", "fp4", "ggml-4to6bit"}
+
+
+def test_every_case_has_its_source_and_every_exclusion_its_reason() -> None:
     for case in CASES:
-        assert case.url.startswith("https://")
-        assert load_gpu(case.gpu).bandwidth_bytes_per_s == round(case.gpu_bandwidth_GBps * 1e9), case.id
-        assert (case.split == "excluded") == (case.excluded_because is not None)
+        assert case.url.startswith("https://") and case.group, case.id
+        if case.excluded_because is None:
+            assert load_gpu(case.gpu).bandwidth_bytes_per_s > 0 and case.weights_read_bytes > 0, case.id
+            assert case.tokens_per_s > 0 and case.layers > 0 and case.mode and case.engine_key, case.id
+    assert len({c.id for c in CASES}) == len(CASES)
 
 
-def test_kvcalc_counts_the_weights_the_cases_read() -> None:
-    # The calibration's weight bytes leave out an untied input table (one row is read); kvcalc's
-    # expected weights do the same and match each 16-bit case of a preset's shape within 2%
-    # (gpt-fast's own byte count for llama-7B on MI250X is 1.95% above), its KV bytes exactly.
+def test_kvcalc_counts_the_bytes_the_collected_cases_read() -> None:
+    # the importer takes each case's bytes from kvcalc's own decode: recounting gives the same bytes
     checked = 0
-    for case in CASES:
-        if case.preset is None:
+    for case in SCOPE:
+        if case.origin != "collected" or case.format_class != "16-bit" or case.weight_format not in ("bf16", "fp16"):
             continue
         model = load_model(case.preset)
-        step = decode(model, Workload(seq=case.avg_context), load_gpu(case.gpu), weight_format(model, DType(case.weight_dtype)))
-        assert step.expected.weights_read_bytes == pytest.approx(case.weights_read_bytes, rel=0.02), case.id
-        assert step.kv_read_bytes == case.kv_bytes_per_token * case.avg_context and model.layers == case.layers
+        step = decode(model, Workload(seq=case.avg_context, tp=case.tp), load_gpu(case.gpu))
+        assert step.expected.weights_read_bytes == case.weights_read_bytes, case.id
+        assert step.expected.bytes_moved - step.expected.weights_read_bytes == case.kv_read_bytes, case.id
         checked += 1
-    assert checked == 32
+    assert checked >= 50
 
 
-def test_llama3_8b_expected_weights_golden() -> None:
-    # roofline: 8,030,261,248 params * 2 B = 16,060,522,496 B; the untied input table is 128,256 x 4,096
-    # = 525,336,576 params, of which one row (4,096) is read: 16,060,522,496 - 525,332,480 * 2.
-    step = decode(load_model("llama3-8b"), Workload(seq=8192), load_gpu("h100-sxm"))
-    assert step.weights_read_bytes == 16_060_522_496
-    assert step.expected.weights_read_bytes == 15_009_857_536
-    # memory: (15,009,857,536 + 1,073,741,824) / (3.35e12 * 0.868); fixed: 0.047 ms * 32
-    memory = (15_009_857_536 + 1_073_741_824) / (3.35e12 * 0.868)
-    assert step.expected_seconds_per_token == pytest.approx(memory + 0.047e-3 * 32)
-    assert step.expected.profile == "cuda-graphs" and step.expected_tokens_per_s == pytest.approx(1 / step.expected.seconds)
+ENGINE_OPTIONS = {"vllm": "vllm", "sglang": "sglang", "transformers": "hf", "trtllm": "trtllm"}
 
 
-def test_the_cases_engines_pick_their_profiles() -> None:
-    # llama.cpp's profile follows the GPU's backend; an engine kvcalc does not model (ExLlamaV2,
-    # gpt-fast, MLC...) ran with the generic compiled-CUDA profile that textbook uses.
-    for case in CASES:
-        if case.profile == "llamacpp-cuda-legacy":  # builds before CUDA graphs: --overhead-ms 0.098
+def test_kvcalc_engines_pick_the_profile_their_cases_were_fitted_under() -> None:
+    checked = 0
+    for case in SCOPE:
+        name = ENGINE_OPTIONS.get(case.engine)
+        if name is None or case.engine_version is None and name == "vllm":
             continue
-        engine = PROFILES[case.kvcalc_engine or "textbook"]
-        assert engine.decode_profile(load_gpu(case.gpu)).name == case.profile, case.id
+        options = {}
+        if name == "vllm":
+            options = {"vllm_version": str(".".join(map(str, parse_engine_version(case.engine_version))))}
+            options |= {"enforce_eager": True} if case.enforce_eager else {}
+        profile = PROFILES[name].decode_profile(load_gpu(case.gpu), Engine(name=name, **options))
+        assert (profile.mode, profile.engine_key) == (case.mode, case.engine_key), case.id
+        checked += 1
+    assert checked >= 300
+
+
+def test_kvcalc_decode_predicts_a_case_as_the_calibration_does() -> None:
+    # one formula: kvcalc.latency's expected time with the shipped constants = the script's prediction
+    table = calibration.fit(SCOPE)
+    case = next(c for c in SCOPE if c.engine == "vllm" and c.engine_key == "vllm-v0" and c.tp == 2 and c.weight_format == "bf16")
+    engine = Engine(name="vllm", vllm_version=case.engine_version)
+    step = decode(load_model(case.preset), Workload(seq=case.avg_context, tp=case.tp, engine=engine), load_gpu(case.gpu),
+                  interconnect=case.interconnect)  # fmt: skip
+    predicted = 1 / (1 / calibration.predict(case, table) - case.prefill_seconds_per_token)
+    assert step.expected_tokens_per_s == pytest.approx(predicted, rel=2e-3)
+    assert step.expected.tp_comm_seconds > 0 and step.expected.interconnect == "nvlink"
+
+
+def test_every_shipped_constant_names_its_cases() -> None:
+    tables = (decode_fit.FORMAT_INVERSE, decode_fit.KERNEL_INVERSE, decode_fit.ENGINE_KERNEL_INVERSE, decode_fit.GPU_INVERSE)
+    prefixes = ("format", "kernel", "own", "gpu")
+    for prefix, table in zip(prefixes, tables, strict=True):
+        for key in table:
+            assert "cases from" in decode_fit.SOURCES[f"{prefix} {key}"], key
+    for key in decode_fit.MODE_STEP_S:
+        assert "cases from" in decode_fit.SOURCES[f"step {key}"]
 
 
 @pytest.mark.parametrize(
-    ("engine", "gpu", "profile"),
+    ("engine", "gpu", "options", "mode", "key"),
     [
-        ("llamacpp", "apple-m2-ultra", "llamacpp-metal"),
-        ("llamacpp", "mi300x", "llamacpp-rocm-vulkan"),
-        ("llamacpp", "rtx4090", "cuda-graphs"),
-        ("vllm", "mi300x", "cuda-graphs"),
-        ("hf", "h100-sxm", "transformers-eager"),
-        ("textbook", "apple-m2-ultra", "cuda-graphs"),
+        ("llamacpp", "apple-m2-ultra", {}, "llamacpp-metal", "llamacpp"),
+        ("llamacpp", "mi300x", {}, "llamacpp-rocm-vulkan", "llamacpp"),
+        ("llamacpp", "rtx4090", {}, "llamacpp-cuda", "llamacpp"),
+        ("vllm", "h100-sxm", {}, "graphs", "vllm-v1"),
+        ("vllm", "h100-sxm", {"enforce_eager": True}, "eager", "vllm-v1"),
+        ("vllm", "a100-80gb", {"vllm_version": "0.4.2"}, "graphs", "vllm-0.4"),
+        ("vllm", "a100-80gb", {"vllm_version": "0.6.3.post1"}, "graphs", "vllm-v0"),
+        ("sglang", "h20", {"disable_cuda_graph": True}, "eager", "sglang"),
+        ("hf", "h100-sxm", {}, "transformers", "transformers"),
+        ("textbook", "apple-m2-ultra", {}, "graphs", "textbook"),
     ],
 )
-def test_engine_and_backend_choose_the_profile(engine: str, gpu: str, profile: str) -> None:
-    work = Workload(seq=4096, engine=Engine(name=engine))
-    assert decode(load_model("llama3-8b"), work, load_gpu(gpu)).expected.profile == profile
+def test_engine_release_options_and_backend_choose_the_profile(engine: str, gpu: str, options: dict, mode: str, key: str) -> None:
+    work = Workload(seq=4096, engine=Engine(name=engine, **options))
+    expected = decode(load_model("llama3-8b"), work, load_gpu(gpu)).expected
+    assert (expected.mode, expected.engine_key) == (mode, key)
 
 
-def test_every_weight_dtype_has_a_format_class() -> None:
-    assert {format_class(d) for d in DType} <= set(EFFICIENCY)
-    assert all(p.efficiency == EFFICIENCY for p in DECODE_PROFILES.values())
+@pytest.mark.parametrize(
+    ("text", "version"),
+    [("0.20.2rc1", (0, 20, 2)), ("0.11.0+cu128", (0, 11, 0)), ("v0.5.3.post3", (0, 5, 3)), ("4.46", (4, 46, 0))],
+)
+def test_versions_are_read_as_the_engines_log_them(text: str, version: tuple[int, ...]) -> None:
+    assert parse_engine_version(text) == version
 
 
-def test_overrides_replace_the_profile_terms() -> None:
+def test_a_version_without_numbers_is_refused() -> None:
+    with pytest.raises(InvalidInput):
+        parse_engine_version("latest")
+
+
+def test_every_weight_dtype_has_a_format_class_and_every_class_its_terms() -> None:
+    classes = {format_class(d) for d in DType}
+    for klass in classes:
+        fitted = terms(profile_for("vllm"), klass, False, "a100-80gb", None)
+        assert 0 < fitted.kernel_efficiency and 0 < fitted.gpu_efficiency
+
+
+def test_the_band_is_its_groups_percentiles_and_widens_for_small_groups() -> None:
+    doc = decode(load_model("qwen2.5-7b"), Workload(seq=2048, engine=Engine(name="vllm")), load_gpu("a100-80gb"))
+    low, high, cases = decode_fit.BANDS["vllm 16-bit"]
+    assert doc.expected.band.group == "vllm 16-bit" and not doc.expected.band.widened and cases >= 10
+    assert doc.expected_tokens_per_s_low == pytest.approx(doc.expected_tokens_per_s * low)
+    assert doc.expected_tokens_per_s_high == pytest.approx(doc.expected_tokens_per_s * high)
+    small = band("textbook", "16-bit")
+    everything = decode_fit.BANDS["all"]
+    assert small.widened and (small.low, small.high) == everything[:2]
+
+
+def test_overrides_replace_the_fitted_terms() -> None:
     model, gpu, work = load_model("llama3-8b"), load_gpu("h100-sxm"), Workload(seq=8192)
     step = decode(model, work, gpu, efficiency=0.5, overhead_seconds_per_layer=1e-3)
     memory = (15_009_857_536 + 1_073_741_824) / (3.35e12 * 0.5)
-    assert step.expected_seconds_per_token == pytest.approx(memory + 32e-3)
+    assert step.expected_seconds_per_token == pytest.approx(memory + 32e-3 + step.expected.step_seconds)
     assert step.expected.overridden == ["efficiency", "overhead"] and step.expected.efficiency == 0.5
-    assert step.roofline.memory_seconds == pytest.approx((16_060_522_496 + 1_073_741_824) / (3.35e12 * 0.5))
 
 
 def test_expected_never_below_the_roofline_that_counts_the_whole_table() -> None:
-    # At efficiency 1 and no fixed cost the expected bytes (one row of the input table) would beat
-    # the roofline (the whole table): the roofline holds.
     step = decode(load_model("llama3-8b"), Workload(seq=8192), load_gpu("h100-sxm"), efficiency=1.0, overhead_seconds_per_layer=0)
-    assert step.expected.memory_seconds < step.seconds_per_token == step.expected_seconds_per_token
-    assert any("below the roofline" in line for line in step.explain)
+    assert step.expected.memory_seconds < step.seconds_per_token <= step.expected_seconds_per_token
 
 
 def test_past_the_ridge_the_expected_time_is_compute_bound() -> None:
@@ -153,9 +211,20 @@ def test_bad_terms_are_refused(efficiency: float | None, overhead: float | None)
         decode(load_model("llama3-8b"), Workload(seq=1), load_gpu("h100-sxm"), None, efficiency, overhead)
 
 
+def test_tp_all_reduces_are_two_per_layer_over_the_link() -> None:
+    # llama3.1-70b, tp 8, batch 1: 2 * 7/8 * 8,192 * 2 B = 28,672 B per all-reduce; 160 all-reduces a step
+    work = Workload(seq=2048, tp=8, engine=Engine(name="vllm"))
+    model, gpu = load_model("llama3.1-70b"), load_gpu("h100-sxm")
+    over_pcie = decode(model, work, gpu, interconnect="pcie").expected
+    assert over_pcie.all_reduce_bytes == all_reduce_bytes(8192, 1, 8) == 28_672 and over_pcie.interconnect == "pcie"
+    latency = decode_fit.ALL_REDUCE_S.get("pcie", 0.0)
+    assert over_pcie.tp_comm_seconds == pytest.approx(160 * (latency + 28_672 / 32e9))
+    assert decode(model, work.model_copy(update={"tp": 1}), gpu).expected.tp_comm_seconds == 0
+
+
 MODELS = st.sampled_from(["llama3-8b", "mixtral-8x7b", "gemma3-4b", "qwen3-0.6b", "deepseek-v2-lite"])
 GPUS = st.sampled_from(["h100-sxm", "rtx4090", "apple-m2-ultra", "mi300x", "p40"])
-ENGINES = st.sampled_from(["textbook", "vllm", "llamacpp", "hf"])
+ENGINES = st.sampled_from(["textbook", "vllm", "llamacpp", "hf", "sglang"])
 EFFICIENCIES = st.none() | st.floats(0.01, 1)
 OVERHEADS = st.none() | st.floats(0, 1e-3)
 
@@ -166,6 +235,8 @@ def test_expected_time_is_never_below_the_roofline(model, gpu, engine, batch, se
     work = Workload(seq=max(seq, batch), batch=batch, engine=Engine(name=engine))
     step = decode(load_model(model), work, load_gpu(gpu), None, efficiency, overhead)
     assert step.expected_seconds_per_token >= step.seconds_per_token
+    # the band is where published cases fell around the expected speed: ordered, not always around it (a biased group)
+    assert 0 < step.expected_tokens_per_s_low <= step.expected_tokens_per_s_high
 
 
 @settings(deadline=None)  # the first draw builds the validators
@@ -178,56 +249,65 @@ def test_a_longer_context_never_makes_a_step_faster(model, gpu, batch, seq, more
 
 
 TERMS = (
-    st.integers(1, 10**12), st.integers(0, 10**16), st.floats(1e9, 1e13), st.floats(1e12, 1e16), st.floats(0.01, 1),
-    st.floats(0.01, 1), st.floats(0, 1),
+    st.integers(1, 10**12), st.integers(0, 10**11), st.integers(0, 10**16), st.floats(1e9, 1e13), st.floats(1e12, 1e16),
+    st.floats(0.01, 1), st.floats(0.01, 1), st.floats(0.01, 1), st.floats(0, 1),
 )  # fmt: skip
 
 
 @given(*TERMS, st.integers(0, 10**12), st.floats(0, 1))
 def test_more_bytes_or_a_larger_fixed_cost_never_make_a_step_faster(
-    moved,
-    flops,
-    bandwidth,
-    peak,
-    eff,
-    compute_eff,
-    fixed,
-    more_bytes,
-    more_fixed,  # noqa: ANN001
-) -> None:
-    _, _, base = expected_seconds(moved, flops, bandwidth, peak, eff, compute_eff, fixed)
-    assert expected_seconds(moved + more_bytes, flops, bandwidth, peak, eff, compute_eff, fixed)[2] >= base
-    assert expected_seconds(moved, flops, bandwidth, peak, eff, compute_eff, fixed + more_fixed)[2] >= base
+    weights, kv, flops, bandwidth, peak, eff, kv_eff, compute_eff, fixed, more_bytes, more_fixed  # noqa: ANN001
+) -> None:  # fmt: skip
+    _, _, base = expected_seconds(weights, kv, flops, bandwidth, peak, eff, kv_eff, compute_eff, fixed)
+    assert expected_seconds(weights + more_bytes, kv, flops, bandwidth, peak, eff, kv_eff, compute_eff, fixed)[2] >= base
+    assert expected_seconds(weights, kv + more_bytes, flops, bandwidth, peak, eff, kv_eff, compute_eff, fixed)[2] >= base
+    assert expected_seconds(weights, kv, flops, bandwidth, peak, eff, kv_eff, compute_eff, fixed + more_fixed)[2] >= base
 
 
-@settings(deadline=None)  # the first draw builds the validators
-@given(MODELS, GPUS, ENGINES, st.integers(1, 16), st.integers(16, 8192), st.floats(0, 1e-3), st.floats(0, 1e-3))
-def test_a_larger_fixed_cost_never_makes_a_decode_faster(model, gpu, engine, batch, seq, fixed, more) -> None:  # noqa: ANN001
-    work = Workload(seq=seq, batch=batch, engine=Engine(name=engine))
-    low = decode(load_model(model), work, load_gpu(gpu), None, None, fixed)
-    high = decode(load_model(model), work, load_gpu(gpu), None, None, fixed + more)
-    assert high.expected_seconds_per_token >= low.expected_seconds_per_token
+@given(st.integers(1, 200), st.floats(0, 1e-4), st.floats(0, 1e-4), st.integers(0, 10**6), st.integers(0, 10**6))
+def test_slower_or_bigger_all_reduces_never_make_a_step_faster(layers, latency, more, size, extra) -> None:  # noqa: ANN001
+    for link in ("nvlink", "xgmi", "pcie-p2p", "pcie"):
+        base = tp_comm_seconds(layers, latency, size, link)
+        assert tp_comm_seconds(layers, latency + more, size + extra, link) >= base >= 0
 
 
-def test_decode_prints_both_times_and_their_terms(cli) -> None:
-    doc = cli.json("decode", "--model", "llama3-8b", "--gpu", "h100-sxm", "--seq", "8192")["decode"]
+def test_decode_prints_the_terms_and_the_band(cli) -> None:
+    doc = cli.json("decode", "--model", "llama3-8b", "--gpu", "h100-sxm", "--seq", "8192", "--engine", "vllm")["decode"]
     assert doc["seconds_per_token"] == pytest.approx(5.1147e-3, rel=1e-4)  # the roofline keeps its meaning (test_golden)
-    memory = (15_009_857_536 + 1_073_741_824) / (3.35e12 * 0.868)
-    assert doc["expected_seconds_per_token"] == pytest.approx(memory + 0.047e-3 * 32)
     assert doc["expected_tokens_per_s"] == pytest.approx(1 / doc["expected_seconds_per_token"])
-    assert doc["expected"]["profile"] == "cuda-graphs" and doc["expected"]["overridden"] == []
-    out = cli("decode", "--model", "llama3-8b", "--gpu", "h100-sxm", "--explain").stdout
-    for term in ("roofline", "expected", "efficiency[16-bit]", "fixed cost = overhead per layer * layers = 0.047 ms * 32"):
+    assert 0 < doc["expected_tokens_per_s_low"] < doc["expected_tokens_per_s_high"]
+    for term in ("step_seconds", "gpu_efficiency", "kernel_efficiency", "attention_efficiency", "tp_comm_seconds", "band"):
+        assert term in doc["expected"], term
+    out = cli("decode", "--model", "llama3-8b", "--gpu", "h100-sxm", "--engine", "vllm", "--explain").stdout
+    for term in ("fixed cost per step", "cost per layer", "efficiency =", "band:", "cases from"):
         assert term in out, term
 
 
-def test_decode_engine_backend_and_overrides(cli) -> None:
-    args = ("decode", "--model", "llama3-8b", "--gpu", "apple-m2-ultra", "--engine", "llamacpp", "--seq", "4096")
-    assert cli.json(*args)["decode"]["expected"]["profile"] == "llamacpp-metal"
-    doc = cli.json(*args, "--overhead-ms", "0.098", "--efficiency", "0.8")["decode"]
-    assert doc["expected"]["overhead_seconds_per_layer"] == pytest.approx(0.098e-3)
-    assert doc["expected"]["efficiency"] == 0.8 and doc["expected"]["overridden"] == ["efficiency", "overhead"]
-    assert "overridden" in cli(*args, "--overhead-ms", "0").stdout
+def test_decode_engine_options_slow_the_step(cli) -> None:
+    args = ("decode", "--model", "llama3-8b", "--gpu", "a100-80gb", "--seq", "2048", "--json")
+    graphs = json.loads(cli(*args, "--engine", "vllm").stdout)["decode"]
+    eager = json.loads(cli(*args, "--engine", "vllm", "--enforce-eager").stdout)["decode"]
+    # eager pays what graphs do plus its own increments (fitted on the eager cases, never below 0)
+    assert eager["expected"]["mode"] == "eager" and eager["expected_seconds_per_token"] >= graphs["expected_seconds_per_token"]
+    sglang = json.loads(cli(*args, "--engine", "sglang", "--disable-cuda-graph").stdout)["decode"]
+    assert sglang["expected"]["mode"] == "eager"
+    old = json.loads(cli(*args, "--engine", "vllm", "--vllm-version", "0.4.2").stdout)["decode"]
+    assert old["expected"]["engine_key"] == "vllm-0.4"
+    logged = json.loads(cli(*args, "--engine", "vllm", "--vllm-version", "0.11.0+cu128").stdout)["decode"]
+    assert logged["expected"]["engine_key"] == "vllm-v1"
+
+
+def test_decode_interconnect_option(cli) -> None:
+    args = ("decode", "--model", "llama3.1-70b", "--gpu", "a100-80gb", "--tp", "4", "--engine", "vllm", "--json")
+    doc = json.loads(cli(*args, "--interconnect", "pcie").stdout)["decode"]["expected"]
+    assert doc["interconnect"] == "pcie" and doc["tp_comm_seconds"] > 0
+    result = cli(*args, "--interconnect", "ethernet")
+    assert result.exit_code == 2 and "--interconnect 'ethernet'" in result.stderr and "Traceback" not in result.output
+
+
+def test_disable_cuda_graph_belongs_to_sglang(cli) -> None:
+    result = cli("decode", "--model", "llama3-8b", "--gpu", "a100-80gb", "--engine", "vllm", "--disable-cuda-graph")
+    assert result.exit_code == 2 and "--disable-cuda-graph applies to --engine sglang" in result.stderr
 
 
 @pytest.mark.parametrize("value", ["-1", "nan", "inf", "1001"])
@@ -238,7 +318,7 @@ def test_bad_overhead_is_refused_exit_2(cli, value: str) -> None:
 
 def test_size_with_a_gpu_shows_the_expected_time(cli) -> None:
     args = ("size", "--model", "llama3-8b", "--seq", "8192", "--gpu", "rtx4090", "--engine", "hf")
-    assert cli.json(*args)["decode"]["expected"]["profile"] == "transformers-eager"
+    assert cli.json(*args)["decode"]["expected"]["profile"] == "transformers"
     assert "time per output token, expected" in cli(*args).stdout
 
 
@@ -248,20 +328,20 @@ def test_compare_shows_the_expected_time_unless_asked_for_the_roofline(cli) -> N
     textbook, hf = (row["decode"] for row in doc["variants"])
     assert doc["decode_judge"] == "expected" and hf["expected_seconds_per_token"] > textbook["expected_seconds_per_token"]
     assert hf["seconds_per_token"] == textbook["seconds_per_token"]  # one roofline: same bytes and FLOPs
-    assert hf["profile"] == "transformers-eager"
+    assert hf["profile"] == "transformers"
     assert cli.json(*args, "--roofline")["decode_judge"] == "roofline"
-    assert "decode / token (roofline)" in cli(*args, "--roofline").stdout and "transformers-eager" in cli(*args).stdout
+    assert "decode / token (roofline)" in cli(*args, "--roofline").stdout
 
 
 def test_check_judges_the_expected_time_unless_the_plan_or_flag_says_roofline(cli, tmp_path: Path) -> None:
-    # llama3-8b on h100-sxm at 8192: roofline 5.11 ms, expected 7.04 ms; the limit 6 ms lies between.
+    # llama3-8b on h100-sxm at 8192: roofline 5.11 ms, expected 7.55 ms (kvcalc/decode_fit.py); the limit 6 ms lies between.
     workload = "workloads:\n  - {name: a, model: llama3-8b, gpu: h100-sxm, seq: 8192, expect: {decode_ms_at_most: 6}}\n"
     plan = tmp_path / "plan.yaml"
     plan.write_text(workload)
     result = cli("check", str(plan), "--json")
     verdict = json.loads(result.stdout)["workloads"][0]
     assert result.exit_code == 1 and verdict["decode_judge"] == "expected"
-    assert verdict["decode_ms"] == verdict["decode_expected_ms"] == pytest.approx(7.04, abs=0.01)
+    assert verdict["decode_ms"] == verdict["decode_expected_ms"] == pytest.approx(7.55, abs=0.01)
     assert verdict["decode_roofline_ms"] == pytest.approx(5.1147, rel=1e-4)
     assert cli("check", str(plan), "--roofline").exit_code == 0
     plan.write_text("decode_judge: roofline\n" + workload)
@@ -269,24 +349,3 @@ def test_check_judges_the_expected_time_unless_the_plan_or_flag_says_roofline(cl
     plan.write_text("decode_judge: fastest\n" + workload)
     result = cli("check", str(plan))
     assert result.exit_code == 2 and "decode_judge" in result.stderr
-
-
-def test_a_gguf_decodes_as_the_calibration_predicts() -> None:
-    # The Llama-3.1-8B Q4_K_M GGUF fixture (4,912,898,304 B stored, 4.89 bits per weight) read by
-    # kvcalc: its weights less the input table, pro rata (4,591,500,912 B), match the cases' llama-bench
-    # bytes (4,596,216,730) within 0.2%, its class is ggml-4to6bit, and llama.cpp's profile follows each GPU.
-    from kvcalc.sources.gguf_model import model_from_gguf
-
-    model = model_from_gguf(Path(__file__).parent / "fixtures" / "gguf" / "Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf")
-    cases = [p for p in PREDICTIONS if p.case.model == "llama3-8B" and p.case.weight_format == "q4_k_m"]
-    checked = 0
-    for p in cases:
-        if p.case.profile == "llamacpp-cuda-legacy":  # builds before CUDA graphs: not a default profile
-            continue
-        work = Workload(seq=p.case.avg_context, engine=Engine(name="llamacpp"))
-        step = decode(model, work, load_gpu(p.case.gpu))
-        assert step.expected.format_class == "ggml-4to6bit" and step.expected.profile == p.case.profile
-        assert step.expected.weights_read_bytes == pytest.approx(p.case.weights_read_bytes, rel=0.002)
-        assert step.expected_tokens_per_s == pytest.approx(p.tokens_per_s, rel=0.01), p.case.id
-        checked += 1
-    assert checked == 5

@@ -115,12 +115,12 @@ def test_split_speed_is_slower_with_layers_on_the_cpu() -> None:
     work = Workload(seq=4096, engine=LLAMACPP)
     fmt = weight_format(model)
     devices = [_device("gpu", 24 * GiB)]
-    from kvcalc.decode_profiles import CUDA_GRAPHS
+    from kvcalc.decode_profiles import profile_for
 
     speeds = []
     for ngl in (33, 20, 0):
         plan = placement.plan(model, work, fmt, devices, placement.PlacementRequest(ctx_size=4096, n_gpu_layers=ngl))
-        speeds.append(placement.split_decode(model, work, fmt, plan, devices, 80 * 10**9, CUDA_GRAPHS).tokens_per_s)
+        speeds.append(placement.split_decode(model, work, fmt, plan, devices, 80 * 10**9, profile_for("llamacpp")).tokens_per_s)
     assert speeds[0] > speeds[1] > speeds[2]
 
 

@@ -15,6 +15,7 @@ from kvcalc.cli.common import (
     BlockOpt,
     EfficiencyOpt,
     ExplainOpt,
+    InterconnectOpt,
     JsonOpt,
     KDtypeOpt,
     KvDtypeOpt,
@@ -31,6 +32,7 @@ from kvcalc.cli.common import (
     WeightDtypeOpt,
     build_workload,
     decimal_units,
+    interconnect_option,
     print_json,
     seconds_per_layer,
     single_command,
@@ -42,7 +44,12 @@ from kvcalc.cli.throughput_options import Economics, MaxTpotOpt, MaxTtftOpt, Pri
 from kvcalc.errors import DoesNotFit
 
 
-@with_engine_options("hf_version", "max_cache_len", "swa_full", "ubatch", "kv_unified", "flash_attn", "max_num_batched_tokens")
+@with_engine_options(
+    "hf_version", "max_cache_len", "swa_full", "ubatch", "kv_unified", "flash_attn", "max_num_batched_tokens",
+    "enforce_eager",
+    "vllm_version",
+    "disable_cuda_graph",
+)  # fmt: skip
 def decode(
     model: ModelOpt,
     gpu: Annotated[list[str], typer.Option("--gpu", "-g", help=GPU_HELP + " Repeat it for a llama.cpp split, in device order.")],
@@ -65,6 +72,7 @@ def decode(
     prompt: PromptOpt = None,
     price_per_hour: PriceOpt = None,
     shared_prefix: SharedPrefixOpt = 0,
+    interconnect: InterconnectOpt = None,
     presets_dir: PresetsOpt = None,
     params: ParamsOpt = None,
     active_params: ActiveParamsOpt = None,
@@ -78,7 +86,7 @@ def decode(
     fit_target: placement_options.FitTargetOpt = None,
     wired_limit: placement_options.WiredLimitOpt = None,
 ) -> None:
-    """Time per output token at --batch and --seq: the roofline (bandwidth vs compute) and the expected time engines reach (the --engine's decode profile), tokens/s, and prefill time.
+    """Time per output token at --batch and --seq: the roofline (bandwidth vs compute) and the expected time engines reach (the --engine's decode profile, its release and options), with the band published cases fall in, tokens/s, and prefill time.
 
     With --engine llamacpp and several --gpu, -ngl, --n-cpu-moe or -ts, it also plans the placement (as `fit` does, keeping what you fixed) and predicts the speed of that split: each device's bytes per token over its bandwidth, the CPU's over --ram-bandwidth, and the hops.
 
@@ -105,7 +113,7 @@ def decode(
     weights_fmt = weights_format(spec, weight_dtype)
     economics = Economics(max_tpot_ms, max_ttft_ms, prompt, price_per_hour, work.seq)
     overhead = seconds_per_layer(overhead_ms)
-    step = latency.decode(spec, work, gpu_spec, weights_fmt, efficiency, overhead)
+    step = latency.decode(spec, work, gpu_spec, weights_fmt, efficiency, overhead, interconnect=interconnect_option(interconnect))
     first = economics.prefill(spec, work, gpu_spec, work.batch, weights_fmt, efficiency)
     plan, cost = None, economics.cost(spec, work, gpu_spec, work.batch, step.expected_tokens_per_s, weights_fmt, efficiency)
     if economics.searching:  # the batch memory holds under the engine's budget caps the search

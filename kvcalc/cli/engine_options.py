@@ -166,6 +166,10 @@ MambaSsmCacheDtypeOpt = Annotated[
     ),
 ]
 
+DisableCudaGraphOpt = Annotated[
+    bool | None,
+    typer.Option("--disable-cuda-graph", help="sglang: no CUDA graphs: decode launches every kernel from Python (slower steps)."),
+]
 MambaSsmDtypeOpt = Annotated[
     str | None,
     typer.Option("--mamba-ssm-dtype", help="sglang: hybrid models' SSM (recurrent) state dtype: fp32 (its default), fp16, bf16."),
@@ -237,6 +241,7 @@ ENGINE_OPTION_TYPES: dict[str, Any] = {  # every engine option (spec.ENGINE_OPTI
     "swa_full_tokens_ratio": SwaFullTokensRatioOpt,
     "max_running_requests": MaxRunningRequestsOpt,
     "mamba_ssm_dtype": MambaSsmDtypeOpt,
+    "disable_cuda_graph": DisableCudaGraphOpt,
     "mamba_full_memory_ratio": MambaFullMemoryRatioOpt,
     "free_gpu_memory_fraction": FreeGpuMemoryFractionOpt,
     "tokens_per_block": TokensPerBlockOpt,
@@ -244,6 +249,7 @@ ENGINE_OPTION_TYPES: dict[str, Any] = {  # every engine option (spec.ENGINE_OPTI
     "max_num_tokens": MaxNumTokensOpt,
     "max_seq_len": MaxSeqLenOpt,
 }
+ONE_WAY_SWITCHES = {"disable_cuda_graph"}  # switches without a --no- form (as SGLang spells it): off is not given
 EngineOptions = dict[str, Any]  # the engine options given on the command line, by Engine's field names
 
 
@@ -270,7 +276,8 @@ def with_engine_options(*names: str) -> Callable[[F], F]:
         @functools.wraps(command)
         def wrapper(**kwargs: Any) -> Any:
             given = {name: kwargs.pop(name) for name in options}
-            return command(**kwargs, engine_options={k: v for k, v in given.items() if v is not None})
+            given = {k: v for k, v in given.items() if v is not None and not (v is False and k in ONE_WAY_SWITCHES)}
+            return command(**kwargs, engine_options=given)
 
         wrapper.__signature__ = signature.replace(parameters=expanded)  # type: ignore[attr-defined]
         wrapper.__annotations__ = {p.name: p.annotation for p in expanded} | {"return": signature.return_annotation}

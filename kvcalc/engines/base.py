@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any, ClassVar, Literal
 
 from kvcalc.base import Frozen
-from kvcalc.decode_profiles import CUDA_GRAPHS, DecodeProfile
+from kvcalc.decode_profiles import DecodeProfile, profile_for
 from kvcalc.errors import InvalidInput
 from kvcalc.spec import Engine, GpuSpec, Interconnect, ModelSpec, Workload
 from kvcalc.units import DType, GiB, format_bytes
@@ -382,8 +382,7 @@ class EngineProfile(ABC):
         why it refuses to start (None: it starts) (default: nothing, it starts)."""
         return [], None
 
-    def decode_profile(self, gpu: GpuSpec) -> DecodeProfile:
-        """The calibrated terms of this engine's expected decode time on `gpu` (default: the
-        compiled-CUDA profile that vLLM, SGLang, TensorRT-LLM and other CUDA-graph engines share;
-        calibrated on CUDA only, so on other backends a guess)."""
-        return CUDA_GRAPHS
+    def decode_profile(self, gpu: GpuSpec, engine: Engine | None = None) -> DecodeProfile:
+        """How this engine decodes on `gpu` with the options in `engine`: its launch mode, its key for
+        the fixed cost per step, its kernels (default: graph-captured fused kernels, as TensorRT-LLM)."""
+        return profile_for(self.name, backend=gpu.backend)

@@ -6,7 +6,7 @@ models/deepseek_v3/modeling_deepseek_v3.py."""
 
 from __future__ import annotations
 
-from kvcalc.decode_profiles import TRANSFORMERS_EAGER, DecodeProfile
+from kvcalc.decode_profiles import DecodeProfile, profile_for
 from kvcalc.engines.base import ContextLimit, EngineProfile, MlaStorage
 from kvcalc.errors import InvalidInput
 from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload, cache_dtypes
@@ -92,7 +92,7 @@ class Transformers(EngineProfile):
             )
         return lines
 
-    def decode_profile(self, gpu: GpuSpec) -> DecodeProfile:
-        """generate() in eager PyTorch launches every op from Python: about ten times the fixed cost
-        per layer of a CUDA-graph engine."""
-        return TRANSFORMERS_EAGER
+    def decode_profile(self, gpu: GpuSpec, engine: Engine | None = None) -> DecodeProfile:
+        """generate() in eager PyTorch launches every op from Python, and quantized weights run
+        through the kernels transformers loads (AutoGPTQ, AutoAWQ), not an engine's fused ones."""
+        return profile_for("hf", backend=gpu.backend)

@@ -8,7 +8,7 @@ src/llama-hparams.cpp (n_embd_r, n_embd_s)."""
 
 from __future__ import annotations
 
-from kvcalc.decode_profiles import CUDA_GRAPHS, LLAMACPP_METAL, LLAMACPP_ROCM_VULKAN, DecodeProfile
+from kvcalc.decode_profiles import DecodeProfile, profile_for
 from kvcalc.engines.base import EngineProfile, MlaStorage, StateDtypes, StatePages, cdiv
 from kvcalc.errors import InvalidInput
 from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload, cache_dtypes
@@ -155,9 +155,7 @@ class LlamaCpp(EngineProfile):
             lines.append("MLA GGUFs cache a K-only latent of kv_lora_rank + rope per cell (src/llama-model.cpp)")
         return lines
 
-    def decode_profile(self, gpu: GpuSpec) -> DecodeProfile:
-        """The GPU's backend decides: Metal and ROCm/Vulkan pay 3-4x the fixed cost per layer of
-        CUDA, where current builds capture CUDA graphs (builds before mid-2024: --overhead-ms 0.098)."""
-        return {"metal": LLAMACPP_METAL, "rocm": LLAMACPP_ROCM_VULKAN, "vulkan": LLAMACPP_ROCM_VULKAN}.get(
-            gpu.backend, CUDA_GRAPHS
-        )
+    def decode_profile(self, gpu: GpuSpec, engine: Engine | None = None) -> DecodeProfile:
+        """The GPU's backend decides: Metal and ROCm/Vulkan pay more per layer than CUDA, where
+        current builds capture CUDA graphs (builds before mid-2024: the llamacpp-cuda-legacy mode)."""
+        return profile_for("llamacpp", backend=gpu.backend)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from kvcalc.decode_profiles import DecodeProfile, profile_for
 from kvcalc.engines.base import (
     Budget,
     BudgetTerm,
@@ -38,7 +39,7 @@ from kvcalc.engines.base import (
     weights_term,
 )
 from kvcalc.errors import InvalidInput
-from kvcalc.spec import Engine, ModelSpec, Workload, cache_dtypes
+from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload, cache_dtypes
 from kvcalc.state import layer_states
 from kvcalc.units import PACKING, DType, GiB, MiB, format_bytes
 
@@ -328,6 +329,10 @@ class SGLang(EngineProfile):
                 bytes=swa_tokens * swa_bpt,
             ),
         ]
+
+    def decode_profile(self, gpu: GpuSpec, engine: Engine | None = None) -> DecodeProfile:
+        """--disable-cuda-graph launches every kernel from Python (python/sglang/srt/server_args.py)."""
+        return profile_for("sglang", eager=engine.disable_cuda_graph if engine else None, backend=gpu.backend)
 
     def rules(self, model: ModelSpec, workload: Workload) -> list[str]:
         page = self.block_size(workload)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+from kvcalc.decode_profiles import DecodeProfile, profile_for
 from kvcalc.engines.activations import activation_bytes, forward_transient, moe_workspace, require_shapes
 from kvcalc.engines.base import (
     Budget,
@@ -35,7 +36,7 @@ from kvcalc.engines.base import (
     weights_term,
 )
 from kvcalc.errors import InvalidInput
-from kvcalc.spec import Engine, ModelSpec, Workload, cache_dtypes
+from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload, cache_dtypes
 from kvcalc.units import DType, GiB, MiB, format_bytes, parse_engine_version
 
 VLLM_VERSION = "0.19.0"  # the release whose start-up logs calibrate the budget
@@ -502,6 +503,12 @@ class Vllm(EngineProfile):
             stage=stage.stage,
             engine=engine,
         )
+
+    def decode_profile(self, gpu: GpuSpec, engine: Engine | None = None) -> DecodeProfile:
+        """--enforce-eager launches every kernel from Python (no CUDA graphs); the release sets the
+        fixed cost per step (V1, the default from 0.8, schedules outside the model's process)."""
+        options = engine or Engine(name="vllm")
+        return profile_for("vllm", _version(options.vllm_version), options.enforce_eager, gpu.backend)
 
     @staticmethod
     def mla_rule(model: ModelSpec, workload: Workload) -> str:

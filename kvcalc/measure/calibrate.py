@@ -16,7 +16,7 @@ import math
 from datetime import date
 
 from kvcalc.base import Frozen
-from kvcalc.decode_profiles import DECODE_PROFILES
+from kvcalc.decode_profiles import MODE_LABELS, profile_for, terms
 from kvcalc.errors import MeasureUnavailable
 from kvcalc.measure.figures import TOLERANCE, Figure, unsteady
 from kvcalc.spec import GpuSpec
@@ -130,7 +130,8 @@ def calibration(points: list[tuple[int, int, Figure]], environment: dict, memory
 
 def profile_terms(result: Calibration, preset: GpuSpec | None) -> list[tuple[str, str, str]]:
     """(source, streaming bandwidth, overhead per layer) rows: the measured terms, then each decode
-    profile's (its 16-bit efficiency x the preset's bandwidth, when a preset is given)."""
+    mode's fitted ones (16-bit weights through fused kernels: the preset GPU's and the kernels'
+    efficiency x its bandwidth, when a preset is given)."""
     rows = [
         (
             "measured (efficiency 1.0)",
@@ -138,14 +139,18 @@ def profile_terms(result: Calibration, preset: GpuSpec | None) -> list[tuple[str
             format_seconds(result.overhead_seconds_per_layer),
         )
     ]
-    for profile in DECODE_PROFILES.values():
-        eff = profile.efficiency["16-bit"]
+    engines = {"graphs": "vllm", "eager": "exllama", "transformers": "hf", "mlx": "mlx", "llamacpp-cuda-legacy": "llamacpp"}
+    for mode in MODE_LABELS:
+        backend = {"llamacpp-metal": "metal", "llamacpp-rocm-vulkan": "rocm"}.get(mode, "cuda")
+        profile = profile_for(engines.get(mode, "llamacpp"), backend=backend, legacy_llamacpp=mode == "llamacpp-cuda-legacy")
+        fitted = terms(profile, "16-bit", False, preset.name if preset else "", None)
+        eff = round(fitted.weights_efficiency, 3)
         stream = (
             f"{eff:g} x {preset.bandwidth_bytes_per_s / 1e9:.4g} = {eff * preset.bandwidth_bytes_per_s / 1e9:.4g} GB/s"
             if preset
             else f"{eff:g} x peak"
         )
-        rows.append((f"profile {profile.name}", stream, format_seconds(profile.overhead_seconds_per_layer)))
+        rows.append((f"mode {mode}", stream, format_seconds(fitted.layer_seconds)))
     return rows
 
 

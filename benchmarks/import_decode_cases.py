@@ -1,0 +1,350 @@
+"""Fold published batch-1 decode measurements into tests/fixtures/decode_calibration.json.
+
+    python benchmarks/import_decode_cases.py [COLLECTED.json]   # default /work/collect/decode_published.json
+
+Each collected row (group, url, engine, version, GPU, model, weight format, context, TP, tokens/s)
+becomes a case: its model mapped to a kvcalc preset, its GPU to a GPU preset, and the bytes one
+step reads computed by kvcalc's own decode (kvcalc.latency.decode: the weights one rank reads,
+MoE experts touched, the KV at the mean context). A row that cannot be mapped stays in the fixture
+as excluded, with the reason. The cases that came from elsewhere (origin "legacy", the first 168)
+are kept as they are; the collected ones are replaced, so re-importing is this one command.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from kvcalc import latency, presets  # noqa: E402
+from kvcalc.decode_profiles import COMPUTE_EFFICIENCY, profile_for  # noqa: E402
+from kvcalc.errors import InvalidInput  # noqa: E402
+from kvcalc.spec import StoredWeights, Workload  # noqa: E402
+from kvcalc.units import DType, parse_engine_version  # noqa: E402
+from kvcalc.weights import WeightFormat, require_params, weight_bytes  # noqa: E402
+
+FIXTURE = ROOT / "tests" / "fixtures" / "decode_calibration.json"
+COLLECTED = Path("/work/collect/decode_published.json")
+DEFAULT_PROMPT = 32  # tokens, where a source gives no prompt length (a chat prompt of a sentence or two)
+
+# GPU as the source names it -> kvcalc GPU preset, and the link its TP ranks talk over
+GPUS: list[tuple[str, str | None, str]] = [
+    (r"A100 \(PCIe", "a100-80gb-pcie", "pcie"),
+    (r"A100-80GB? ?\(power limited", "a100-80gb", "nvlink"),
+    (r"A100[- ]80G", "a100-80gb", "nvlink"),
+    (r"A100$", None, "nvlink"),  # 40 GB (1555 GB/s) or 80 GB (2039 GB/s): not stated
+    (r"H100 SXM", "h100-sxm", "nvlink"),
+    (r"H20\b", "h20", "nvlink"),
+    (r"MI300X", "mi300x", "xgmi"),
+    (r"MI250X", "mi250x-gcd", "xgmi"),
+    (r"B200", "b200", "nvlink"),
+    (r"RTX 4090", "rtx4090", "pcie"),
+    (r"RTX 3090 Ti", "rtx3090ti", "pcie"),
+    (r"RTX 3090", "rtx3090", "pcie"),
+    (r"A10G", "a10g", "pcie"),
+    (r"7900 XTX", "rx7900xtx", "pcie"),
+    (r"Jetson (AGX )?Orin", "jetson-agx-orin", "pcie"),
+    (r"GB10", "dgx-spark", "pcie"),
+    (r"Tesla T4", "t4", "pcie"),
+    (r"Apple M4 Pro", "apple-m4-pro", "pcie"),
+    (r"Apple M5 Max", "apple-m5-max", "pcie"),
+    (r"Apple M1 Max", "apple-m1-max", "pcie"),
+]
+
+# model as the source names it (case-blind, searched) -> kvcalc model preset of that shape
+MODELS: list[tuple[str, str]] = [
+    (r"qwen2\.5-coder-32b", "qwen2.5-coder-32b"),
+    (r"qwen2(\.5)?(-coder|-math)?-72b", "qwen2.5-72b"),
+    (r"qwen2\.5(-coder)?-32b", "qwen2.5-32b"),
+    (r"(qwen2\.5(-coder)?-14b|distill-qwen-14b)", "qwen2.5-14b"),
+    (r"(qwen2(\.5)?(-coder)?-7b|distill-qwen-7b)", "qwen2.5-7b"),
+    (r"qwen2\.5(-coder)?-3b", "qwen2.5-3b"),
+    (r"qwen2(\.5)?(-coder)?-1\.5b|distill-qwen-1\.5b", "qwen2.5-1.5b"),
+    (r"qwen2(\.5)?(-coder)?-0\.5b", "qwen2.5-0.5b"),
+    (r"qwen3-0\.6b|qwen3:0\.6b", "qwen3-0.6b"),
+    (r"qwen3-1\.7b", "qwen3-1.7b"),
+    (r"qwen3-4b(?!-?instruct-2507)", "qwen3-4b"),
+    (r"qwen3-8b|qwen3:8b|r1-0528-qwen3-8b", "qwen3-8b"),
+    (r"qwen3-14b", "qwen3-14b"),
+    (r"qwen3-32b", "qwen3-32b"),
+    (r"qwen3(-coder)?-30b-a3b", "qwen3-30b-a3b"),
+    (r"qwen3-235b-a22b", "qwen3-235b-a22b"),
+    (r"(llama-2-7b|vicuna[- ]7b|llama2-7b)", "llama2-7b"),
+    (r"llama-2-70b", "llama2-70b"),
+    (r"llama-3-8b\b|^llama-3-8b", "llama3-8b"),
+    (r"(llama-3\.1-8b|llama3\.1:8b|distill-llama-8b|hermes-3-llama-3\.1-8b|tulu-3-8b)", "llama3.1-8b"),
+    (r"llama[- ]3\.1[- ]70b", "llama3.1-70b"),
+    (r"llama[- ]3\.1[- ]405b", "llama3.1-405b"),
+    (r"llama-3\.2-1b|llama3\.2:1b", "llama3.2-1b"),
+    (r"llama-3\.2-3b|llama3\.2:3b", "llama3.2-3b"),
+    (r"mixtral-8x7b|mixtral 46\.7b", "mixtral-8x7b"),
+    (r"mistral-7b-(instruct-)?v0\.1|^mistral 7b \(awq\)", "mistral-7b-v0.1"),
+    (r"mistral-7b-instruct-v0\.3", "mistral-7b"),
+    (r"mistral-nemo", "mistral-nemo-12b"),
+    (r"mistral-small-3\.[12]-24b", "mistral-small-3.1"),
+    (r"deepseek-ai/deepseek-r1$", "deepseek-r1"),
+    (r"gpt-oss-120b", "gpt-oss-120b"),
+    (r"gpt-oss(-|:)20b", "gpt-oss-20b"),
+    (r"gemma-3-1b", "gemma3-1b"),
+    (r"gemma-3-4b|gemma3:4b", "gemma3-4b"),
+    (r"gemma-3-12b", "gemma3-12b"),
+    (r"gemma-3-27b", "gemma3-27b"),
+    (r"gemma-2-9b", "gemma2-9b"),
+    (r"gemma-2-27b", "gemma2-27b"),
+    (r"(^|_)phi-4-(q4|4bit)|^phi-4-", "phi-4"),
+    (r"phi-4-mini-instruct", "phi4-mini"),
+    (r"phi-3\.5-mini", "phi3.5-mini"),
+    (r"olmo-2-1124-13b", "olmo2-13b"),
+    (r"olmo-2-0325-32b", "olmo2-32b"),
+]
+
+# weight format as the source names it -> (kvcalc dtype of the layers, format class, bits per weight of a GGUF file)
+FORMATS: list[tuple[str, DType | None, str, float | None]] = [
+    (r"^(bf16|fp16|fp16 \(q0f16\))$", None, "16-bit", None),
+    (r"^fp32$", DType.fp32, "16-bit", None),
+    (r"^fp8", DType.fp8, "fp8", None),
+    (r"^(gptq-int8|int8-weight-only.*|exl2-8bit|ct2-int8|bnb-int8)$", DType.int8, "int8", None),
+    (
+        r"^(awq-int4|gptq-int4|exl2-4bit|bnb-int4|mlc-q4f16_1|int4-weight-only.*|int4 \(unspecified\)|mlx-4bit)$",
+        DType.int4,
+        "int4",
+        None,
+    ),
+    (r"^(nvfp4|mxfp4)", DType.mxfp4, "fp4", None),
+    # llama.cpp: bits per weight of the whole file (tools/quantize/quantize.cpp's table: Q4_0 4.34G,
+    # Q4_K_M 4.58G, Q8_0 7.96G for Llama-3-8B's 8.03B parameters)
+    (r"^gguf:q4_0$", None, "ggml-4to6bit", 4.64),
+    (r"^gguf:(q4_k_m|q4_k|iq4_nl)$", None, "ggml-4to6bit", 4.90),
+    (r"^gguf:q8_0$", None, "ggml-8bit", 8.51),
+    (r"^gguf:f16$", None, "16-bit", None),
+]
+
+ENGINES = {
+    "vllm": "vllm", "sglang": "sglang", "trtllm": "trtllm", "transformers": "hf", "llamacpp": "llamacpp",
+    "other:ollama": "llamacpp",
+}  # fmt: skip
+
+
+def _gpu(name: str) -> tuple[str | None, str] | None:
+    """The GPU preset of a name as a source writes it: the table above, else the preset whose name
+    is the source's without vendor words, spaces and what is in parentheses ("NVIDIA GeForce RTX 5090")."""
+    known = _match(GPUS, name)
+    if known is not None:
+        return known  # type: ignore[return-value]
+    bare = re.sub(r"\(.*?\)|nvidia|geforce|amd|radeon|tesla|[^a-z0-9]", "", name.lower())
+    for preset in (entry.name for entry in presets.list_presets("gpu")):
+        if re.sub(r"[^a-z0-9]", "", preset) == bare:
+            return preset, "pcie"
+    return None
+
+
+def _match(table: list[tuple[str, Any, Any]] | list[tuple[str, Any]], text: str) -> tuple[Any, ...] | None:
+    for row in table:
+        if re.search(row[0], text, flags=re.IGNORECASE):
+            return row[1:]
+    return None
+
+
+def _context(row: dict[str, Any]) -> int:
+    prompt = row.get("input_len") or DEFAULT_PROMPT
+    return prompt + (row.get("output_len") or 256) // 2
+
+
+def _includes_prefill(row: dict[str, Any]) -> bool:
+    text = f"{row.get('note', '')} {row.get('derived', '')} {row.get('metric_as_published', '')}".lower()
+    return any(words in text for words in ("includes prefill", "may include prefill", "end-to-end", "total generate"))
+
+
+def convert(index: int, row: dict[str, Any]) -> dict[str, Any]:
+    """One collected row as a fixture case (excluded with the reason when it cannot be mapped)."""
+    engine = row["engine"]
+    case: dict[str, Any] = {
+        "id": index,
+        "origin": "collected",
+        "group": row["group"],
+        "url": row["url"],
+        "engine": engine.removeprefix("other:"),
+        "engine_version": row.get("engine_version"),
+        "backend": row.get("backend") or "",
+        "enforce_eager": row.get("enforce_eager"),
+        "model": row["model"],
+        "weight_format": row.get("weight_format") or "?",
+        "gpu_name": row["gpu_name"],
+        "tp": row.get("tp") or 1,
+        "tokens_per_s": row["tokens_per_s"],
+        "note": "; ".join(x for x in (row.get("metric_as_published"), row.get("derived"), row.get("note")) if x),
+    }
+    reason = _exclusion(row)
+    gpu_row = _gpu(row["gpu_name"])
+    bare = re.sub(r"\(.*?\)", "", row["model"])  # "Llama 3.1 405B (amd/Llama-3.1-70B-...)": the 405B
+    model_row = next(
+        (m for text in (bare, row["model"]) if (m := _match(MODELS, text if "deepseek-ai" in text else text.split("/")[-1]))),
+        None,
+    )
+    fmt_row = _match(FORMATS, row.get("weight_format") or "")
+    if reason is None and (gpu_row is None or gpu_row[0] is None):
+        reason = f"no kvcalc GPU preset for {row['gpu_name']!r}" if gpu_row is None else "A100 variant (40 or 80 GB) not stated"
+    if reason is None and model_row is None:
+        reason = f"no kvcalc model preset of the shape of {row['model']!r}"
+    if reason is None and fmt_row is None:
+        reason = f"weight format {row.get('weight_format')!r} not mapped"
+    if reason is not None:
+        return {**case, "excluded_because": reason}
+    assert gpu_row is not None and model_row is not None and fmt_row is not None
+    gpu_preset, interconnect = gpu_row
+    dtype, klass, bpw = fmt_row
+    measured = measure_case(model_row[0], gpu_preset, interconnect, dtype, klass, bpw, row)
+    return {**case, **measured} if "excluded_because" in measured else {**case, **measured}
+
+
+def _exclusion(row: dict[str, Any]) -> str | None:
+    if row.get("batch") not in (1, None):
+        return f"batch {row['batch']}: the calibration is batch 1"
+    if "device_map" in (row.get("note") or "") or (row.get("gpu_count") or 1) > (row.get("tp") or 1):
+        return "split over GPUs without tensor parallelism (or the split is not stated)"
+    if not row.get("tokens_per_s"):
+        return "no tokens/s"
+    if row["engine"] in ("other:mlx", "other:ollama") and not row.get("weight_format"):
+        return "weight format not stated"
+    return None
+
+
+def measure_case(
+    preset: str, gpu_preset: str, interconnect: str, dtype: DType | None, klass: str, bpw: float | None, row: dict[str, Any]
+) -> dict[str, Any]:  # fmt: skip
+    """The bytes one step reads, from kvcalc's own decode, and the prefill time a timing includes."""
+    model = presets.load_model(preset)
+    gpu = presets.load_gpu(gpu_preset)
+    tp = row.get("tp") or 1
+    params = require_params(model)
+    if bpw is not None:
+        fmt = WeightFormat(
+            dtype=model.dtype, embeddings=model.dtype, experts=model.dtype,
+            stored=StoredWeights(bytes=round(params.total * bpw / 8), params=params.total),
+        )  # fmt: skip
+        source = f"params x {bpw} bits (llama.cpp's size for the quant type)"
+    elif dtype is None:
+        fmt, source = (
+            WeightFormat(dtype=model.dtype, embeddings=model.dtype, experts=model.dtype),
+            f"params x {model.dtype.value}",
+        )
+    else:
+        fmt = WeightFormat(dtype=dtype, embeddings=DType.bf16, experts=dtype)
+        source = f"params x {dtype.value}, embeddings and LM head 16-bit"
+    stored = -(-weight_bytes(params, fmt) // tp)
+    if stored > gpu.memory_bytes:
+        return {"excluded_because": f"weights {stored / 2**30:.1f} GiB per GPU exceed the {gpu.name}'s memory: partly offloaded"}
+    context = _context(row)
+    work = Workload(seq=context, batch=1, tp=tp)
+    step = latency.decode(model, work, gpu, fmt)
+    prefill = 0.0
+    if _includes_prefill(row) and row.get("output_len"):
+        prompt = row.get("input_len") or DEFAULT_PROMPT
+        first = latency.prefill(model, Workload(seq=prompt, batch=1, tp=tp), gpu, fmt, COMPUTE_EFFICIENCY)
+        prefill = first.seconds / row["output_len"]
+    return {
+        "preset": preset,
+        "gpu": gpu_preset,
+        "interconnect": interconnect if tp > 1 else None,
+        "format_class": klass,
+        "moe": model.moe is not None,
+        "weights_read_bytes": step.expected.weights_read_bytes,
+        "weights_bytes_source": source,
+        "kv_read_bytes": step.expected.bytes_moved - step.expected.weights_read_bytes,
+        "avg_context": context,
+        "layers": model.layers,
+        "experts": model.moe.experts if model.moe else 0,
+        "hidden": model.hidden or 0,
+        "prefill_seconds_per_token": prefill,
+        **_profile(row, gpu.backend),
+    }
+
+
+def _profile(row: dict[str, Any], backend: str) -> dict[str, str]:
+    """The decode profile of a row: its engine, release, graphs on or off, and the GPU's backend."""
+    version = row.get("engine_version")
+    try:
+        parsed = parse_engine_version(version) if version and row["engine"] == "vllm" else None
+    except InvalidInput:
+        parsed = None
+    engine = row["engine"].removeprefix("other:")
+    eager = row.get("enforce_eager") or "disable-cuda-graph" in (row.get("backend") or "").lower()
+    profile = profile_for(engine, parsed, eager, backend, legacy_llamacpp=row.get("legacy_llamacpp", False))
+    return {"mode": profile.mode, "engine_key": profile.engine_key, "kernels": profile.kernels}
+
+
+LEGACY_ENGINES = {
+    "llama.cpp": "llamacpp", "ExLlamaV2": "exllama", "ExLlama v1": "exllama", "AutoAWQ": "autoawq", "gpt-fast": "gpt-fast",
+    "torchao (gpt-fast style)": "torchao", "MLC-LLM": "mlc", "vLLM": "vllm", "LMDeploy TurboMind": "lmdeploy-turbomind",
+    "SGLang": "sglang", "transformers": "transformers",
+}  # fmt: skip
+LEGACY_CLASSES = {"8-bit": "int8", "int4-gpu": "int4", "int4-tinygemm": "int4"}
+
+
+def legacy_case(case: dict[str, Any]) -> dict[str, Any]:
+    """A case of the first fixture (168 cases, issue 22) in this schema: its page is its group."""
+    gpu = presets.load_gpu(case["gpu"])
+    engine = LEGACY_ENGINES[case["engine"]]
+    row = {"engine": engine, "backend": case["backend"], "legacy_llamacpp": case["profile"] == "llamacpp-cuda-legacy"}
+    return {
+        "id": case["id"], "origin": "legacy", "group": case["url"], "url": case["url"], "engine": engine,
+        "engine_version": None, "backend": case["backend"], "enforce_eager": None, "model": case["model"],
+        "weight_format": case["weight_format"], "gpu_name": case["gpu_name"], "tp": 1, "tokens_per_s": case["tokens_per_s"],
+        "note": case["note"], "preset": case["preset"], "gpu": case["gpu"], "interconnect": None,
+        "format_class": LEGACY_CLASSES.get(case["format_class"], case["format_class"]),
+        "moe": "mixtral" in case["model"].lower(), "weights_read_bytes": case["weights_read_bytes"],
+        "weights_bytes_source": case["weights_bytes_source"], "kv_read_bytes": case["kv_bytes_per_token"] * case["avg_context"],
+        "avg_context": case["avg_context"], "layers": case["layers"], "hidden": 0,
+        "experts": 8 if "mixtral" in case["model"].lower() else 0, "prefill_seconds_per_token": 0.0,
+        **_profile(row, gpu.backend),
+        **({"excluded_because": case["excluded_because"]} if case.get("excluded_because") else {}),
+    }  # fmt: skip
+
+
+SPREAD = 1.5  # the same run reported this many times slower elsewhere in one source: not the same setup
+
+
+def exclude_inconsistent(cases: list[dict[str, Any]]) -> None:
+    """Within one source, the same engine, model, format, GPU and prompt measured more than SPREAD times
+    slower than its fastest report (community submissions that offloaded layers or shared the GPU):
+    excluded, with the reason."""
+    fastest: dict[tuple[Any, ...], float] = {}
+    key = ("group", "engine", "preset", "weight_format", "gpu", "tp", "avg_context")
+    for case in cases:
+        if not case.get("excluded_because"):
+            k = tuple(case.get(f) for f in key)
+            fastest[k] = max(fastest.get(k, 0.0), case["tokens_per_s"])
+    for case in cases:
+        best = fastest.get(tuple(case.get(f) for f in key))
+        if not case.get("excluded_because") and best and case["tokens_per_s"] * SPREAD < best:
+            case["excluded_because"] = (
+                f"{case['tokens_per_s']:g} tok/s, more than {SPREAD}x below {best:g} for the same model, format and GPU"
+                " in the same source: not the same setup (layers offloaded or the GPU shared)"
+            )
+
+
+def main() -> int:
+    source = Path(sys.argv[1]) if len(sys.argv) > 1 else COLLECTED
+    kept = [
+        c if "origin" in c else legacy_case(c)
+        for c in json.loads(FIXTURE.read_text(encoding="utf-8"))
+        if c.get("origin", "legacy") == "legacy"
+    ]
+    rows = json.loads(source.read_text(encoding="utf-8"))
+    start = max(c["id"] for c in kept) + 1
+    cases = kept + [convert(start + i, row) for i, row in enumerate(rows)]
+    exclude_inconsistent(cases)
+    FIXTURE.write_text(json.dumps(cases, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    used = sum(1 for c in cases if not c.get("excluded_because"))
+    print(f"{len(cases)} cases ({len(rows)} collected), {used} in scope")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
