@@ -414,7 +414,11 @@ def decode(
         + (f", per rank of tp {workload.tp}" if workload.tp > 1 else "")
         + (f", over all {workload.pp} pipeline stages" if workload.pp > 1 else ""),
         f"t_memory = bytes / (bandwidth * efficiency) = {line.bytes_moved:,} / {line.bandwidth_bytes_per_s:.4g} = {format_seconds(line.memory_seconds)}",
-        f"FLOPs = 2 * active params * B + attention = 2 * {params.active:,} * {workload.batch} + attention = {flops:,}",
+        f"FLOPs = (2 * active params * B + attention){' / tp' if workload.tp > 1 else ''}"
+        f" = (2 * {params.active:,} * {workload.batch} + {attention_flops(model, workload, workload.seq):,})"
+        + (f" / {workload.tp}" if workload.tp > 1 else "")
+        + f" = {flops:,}"
+        + (" per rank" if workload.tp > 1 else ""),
         f"t_compute = FLOPs / (peak * efficiency) = {flops:,} / {line.peak_flops:.4g} = {format_seconds(line.compute_seconds)}",
         f"time per token = max(t_memory, t_compute) = {format_seconds(line.seconds)} ({line.bound}-bound;"
         f" intensity {line.arithmetic_intensity:.1f} FLOP/B vs ridge {line.ridge_point:.0f})",
@@ -463,7 +467,7 @@ class PrefillEstimate(Frozen):
     batch: int
     roofline: Roofline
     seconds: float
-    naive_scores_bytes_per_layer: int  # B * H * s^2 scores materialised by non-Flash attention
+    naive_scores_bytes_per_layer: int  # B * (H / tp) * s^2 scores one rank materialises with non-Flash attention
     flash_stats_bytes_per_layer: int  # B * H * s * (max + sum in fp32): FlashAttention's O(s)
 
 
@@ -483,7 +487,7 @@ def prefill(
     )  # KV written once, state written once at the end
     line = roofline(bytes_moved, flops, gpu.bandwidth_bytes_per_s * efficiency, peak_flops_for(gpu, fmt) * efficiency)
     score_bytes = PACKING[model.dtype].block_bytes  # scores live in the compute dtype, not the cache's
-    rows = workload.batch * model.heads * workload.seq
+    rows = workload.batch * -(-model.heads // workload.tp) * workload.seq  # one rank's query heads (the table is per rank)
     return PrefillEstimate(
         seq=workload.seq,
         batch=workload.batch,

@@ -272,3 +272,15 @@ def test_explain_says_where_the_model_comes_from(
     assert explained[0].startswith(origin)
     if command == "decode":  # the roofline's bandwidth and FLOP/s come from the GPU
         assert explained[1].startswith("gpu h100-sxm: NVIDIA H100 datasheet (SXM)")
+
+
+def test_decode_explain_and_naive_scores_are_per_rank_under_tp(cli) -> None:
+    # issue 23 item 13: under --tp the FLOPs line left out the division by tp, and the naive attention
+    # scores counted all 64 heads in a table whose figures are one rank's
+    args = ("decode", "--model", "llama3.1-70b", "--gpu", "h100-sxm", "--seq", "8192")
+    one, four = cli.json(*args), cli.json(*args, "--tp", "4")
+    # llama3.1-70b: 64 query heads; bf16 scores of 8,192 x 8,192 per head and sequence
+    assert one["prefill"]["naive_scores_bytes_per_layer"] == 64 * 8192 * 8192 * 2
+    assert four["prefill"]["naive_scores_bytes_per_layer"] == 16 * 8192 * 8192 * 2
+    [line] = [x for x in cli("decode", *args[1:], "--tp", "4", "--explain").stdout.splitlines() if "FLOPs = (" in x]
+    assert ") / 4 = " in line and line.endswith("per rank")
