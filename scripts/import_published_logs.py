@@ -3,9 +3,10 @@
     python scripts/import_published_logs.py [/work/collect/engine_logs_published.yaml]
 
 Each collected log (name, url, group, engine, version, device, model, quantization, tp, flags, logged)
-becomes a case `kvcalc fit` can replay, mapped to a kvcalc model (a shipped preset or a file under
-tests/fixtures/engine_logs/models/), a GPU and the engine's flags; a log that cannot be mapped is kept
-under `unmapped` with the reason. These cases are held out: no constant of kvcalc's is fitted to them
+of vLLM or TensorRT-LLM becomes a case `kvcalc fit` can replay, mapped to a kvcalc model (a shipped
+preset or a file under tests/fixtures/engine_logs/models/ for the exact checkpoint), a GPU (a preset, or
+the total the log prints when it names none) and the engine's flags; a log that cannot be mapped is kept
+under `unmapped` with every reason. A miss note written by hand in the output survives a re-run. These cases are held out: no constant of kvcalc's is fitted to them
 (scripts/calibration.py scores them by source group, the thread or repository a log comes from).
 Re-running the script after the helper adds logs rewrites the file.
 """
