@@ -3,9 +3,10 @@
     python scripts/import_published_logs.py [/work/collect/engine_logs_published.yaml]
 
 Each collected log (name, url, group, engine, version, device, model, quantization, tp, flags, logged)
-becomes a case `kvcalc fit` can replay, mapped to a kvcalc model (a shipped preset or a file under
-tests/fixtures/engine_logs/models/), a GPU and the engine's flags; a log that cannot be mapped is kept
-under `unmapped` with the reason. These cases are held out: no constant of kvcalc's is fitted to them
+of vLLM or TensorRT-LLM becomes a case `kvcalc fit` can replay, mapped to a kvcalc model (a shipped
+preset or a file under tests/fixtures/engine_logs/models/ for the exact checkpoint), a GPU (a preset, or
+the total the log prints when it names none) and the engine's flags; a log that cannot be mapped is kept
+under `unmapped` with every reason. A miss note written by hand in the output survives a re-run. These cases are held out: no constant of kvcalc's is fitted to them
 (scripts/calibration.py scores them by source group, the thread or repository a log comes from).
 Re-running the script after the helper adds logs rewrites the file.
 """
@@ -41,7 +42,7 @@ MODELS: list[tuple[str, str, str, bool, str]] = [
     (r"^Qwen/Qwen3-30B-A3B/?$|/Qwen/Qwen3-30B-A3B/?$", "qwen3-30b-a3b", "moe", True, ""),
     (r"/Qwen3-4B-Instruct-2507$", "qwen3-4b", "dense", True, "the 2507 release keeps Qwen3-4B's shapes"),
     (r"^Qwen/Qwen2\.5-14B-Instruct$", "qwen2.5-14b", "dense", True, ""),
-    (r"^Qwen/Qwen2\.5-1\.5B-Instruct$", "", "dense", True, "no kvcalc preset for Qwen2.5-1.5B"),
+    (r"^Qwen/Qwen2\.5-1\.5B-Instruct$", "qwen2.5-1.5b", "dense", True, ""),
     (r"^RedHatAI/Llama-3\.3-70B-Instruct-FP8-dynamic$", "models/llama3.3-70b-fp8.yaml", "dense", True, ""),
     (
         r"^mistralai/Mistral-Small-3\.2-24B",
@@ -60,6 +61,37 @@ MODELS: list[tuple[str, str, str, bool, str]] = [
     (r"(^|/)gpt-oss-120b/?$", "gpt-oss-120b", "moe", True, ""),
     (r"Huihui-gpt-oss-20b-mxfp4", "gpt-oss-20b", "moe", True, "a fine-tune with gpt-oss-20b's shapes and MXFP4 experts"),
     (r"(^|/)DeepSeek-R1-Distill-Qwen-14B/?$", "qwen2.5-14b", "dense", True, "the distill keeps Qwen2.5-14B's shapes"),
+    (r"(^|/)Meta-Llama-3-8B-Instruct$", "llama3-8b", "dense", True, ""),
+    (r"(^|/)Qwen2\.5-Coder-14B-Instruct$", "qwen2.5-coder-14b", "dense", True, ""),
+    (r"(^|/)Qwen3-VL-30B-A3B-Instruct$", "qwen3-vl-30b-a3b", "moe", False, "the vision tower is not counted"),
+    (r"(^|/)Qwen3\.5-27B$", "qwen3.5-27b", "hybrid", False, "the vision tower is not counted"),
+    (r"(^|/)Qwen3\.6-27B-FP8$", "models/qwen3.6-27b-fp8.yaml", "hybrid", False, "the vision tower is not counted"),
+    (r"(^|/)gemma-4-E4[bB]-it$", "gemma4-e4b", "sliding", False, "the vision and audio towers are not counted"),
+    (r"^Qwen/Qwen3-14B$", "qwen3-14b", "dense", True, ""),
+    (r"(^|/)Qwen3-235B-A22B-FP8$", "models/qwen3-235b-a22b-fp8.yaml", "moe", True, ""),
+    (
+        r"^Qwen/Qwen2\.5-Coder-0\.5B-Instruct$",
+        "",
+        "dense",
+        True,
+        "an int8 engine build of qwen2.5-coder-0.5b: no int8 model file for it",
+    ),
+    (
+        r"^moonshotai/Kimi-K2-Thinking$",
+        "",
+        "moe",
+        True,
+        "the INT4 (compressed-tensors) release of Kimi-K2: no model file describes it",
+    ),
+    (r"Embedding", "", "dense", True, "an embedding model: vLLM's pooling runner has no sampler, kvcalc models a generating one"),
+    (
+        r"(?i)awq|nvfp4|int4|w4a16|autoround|auto_round|exl3",
+        "",
+        "dense",
+        True,
+        "a 4-bit checkpoint no kvcalc model file describes",
+    ),
+    (r"(?i)(^|/)qwen3\.6-27b(-fp8)? \((local path|compose)", "", "hybrid", False, "a local checkpoint the log does not name"),
 ]
 # (pattern on the collected device, GPU preset, the total the process sees, where that total comes from)
 DEVICES: list[tuple[str, str, str | None, str]] = [
@@ -80,8 +112,13 @@ DEVICES: list[tuple[str, str, str | None, str]] = [
     (r"\bL40S\b", "l40s", None, "the preset's"),
     (r"\bT4\b", "t4", None, "the preset's"),
     (r"GB10|DGX Spark", "dgx-spark", None, "the preset's (unified memory)"),
+    (r"total [0-9.]+ GiB logged|Free memory on device", "", None, "the total its log prints, GPU not named"),
 ]
-FLAGS = ("gpu_memory_utilization", "max_num_seqs", "max_num_batched_tokens", "enforce_eager")
+# The flags of each replayed engine that `kvcalc fit` takes (the same names, dashes for underscores).
+FLAGS = {
+    "vllm": ("gpu_memory_utilization", "max_num_seqs", "max_num_batched_tokens", "enforce_eager"),
+    "trtllm": ("free_gpu_memory_fraction", "max_seq_len", "max_num_tokens", "tokens_per_block"),
+}
 
 
 def _match(table: list[tuple[Any, ...]], text: str | None) -> tuple[Any, ...] | None:
@@ -93,21 +130,25 @@ def _number(value: Any) -> float | None:
 
 
 def convert(log: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
-    """A replayable case for one collected log, or None and why not."""
-    logged, flags = log.get("logged") or {}, log.get("flags") or {}
-    if log["engine"] != "vllm":
-        return None, f"{log['engine']}: only vLLM logs are replayed so far"
-    if _number(logged.get("available_kv_gib")) is None:
-        return None, "no 'Available KV cache memory' line"
+    """A replayable case for one collected log, or None and every reason why not ("; "-separated)."""
+    logged, flags = dict(log.get("logged") or {}), log.get("flags") or {}
+    why = []
     model = _match(MODELS, log.get("model"))
     if model is None or not model[1]:
-        return None, model[4] if model else f"no kvcalc model for {log.get('model')!r}"
+        why.append(model[4] if model else f"no kvcalc model for {log.get('model')!r}")
     device = _match(DEVICES, log.get("device"))
+    memory = f"{logged['total_memory_gib']}GiB" if _number(logged.get("total_memory_gib")) else device and device[2]
     if device is None:
-        return None, f"GPU not known: {log.get('device')!r}"
-    tp = log.get("tp") or 1
-    if (log.get("pp") or 1) > 1:
-        return None, "pipeline parallel"
+        why.append(f"GPU not known: {log.get('device')!r}")
+    elif not (device[1] or memory):
+        why.append(f"GPU not named and no total in the excerpt: {log.get('device')!r}")
+    if log["engine"] not in FLAGS:
+        why.append(f"{log['engine']}: only vLLM and TensorRT-LLM logs are replayed so far")
+    else:
+        if log["engine"] == "trtllm" and _number(logged.get("available_kv_gib")) is None and _number(logged.get("kv_alloc_gib")):
+            logged["available_kv_gib"] = logged["kv_alloc_gib"]  # "Allocated X GiB for max tokens in paged KV cache"
+        if _number(logged.get("available_kv_gib")) is None:
+            why.append("no 'Available KV cache memory' line" if log["engine"] == "vllm" else "no KV cache size line")
     unsupported = sorted(
         k
         for k in flags
@@ -115,8 +156,10 @@ def convert(log: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
         and (k.startswith("speculative") or k in ("enable_expert_parallel", "decode_context_parallel_size", "enable_lora"))
     )
     if unsupported:
-        return None, f"kvcalc does not model {', '.join(unsupported)}"
-    memory = f"{logged['total_memory_gib']}GiB" if _number(logged.get("total_memory_gib")) else device[2]
+        why.append(f"kvcalc does not model {', '.join(unsupported)}")
+    if why or model is None or device is None:
+        return None, "; ".join(why)
+    tp, pp = log.get("tp") or 1, log.get("pp") or 1
     case: dict[str, Any] = {
         "name": log["name"],
         "url": log["url"],
@@ -127,13 +170,16 @@ def convert(log: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
         "kind": model[2],
         "tp": tp,
     }
+    if pp > 1:
+        case["pp"] = pp
     if device[1]:
         case["gpu"] = device[1]
     if memory:
         case["memory"] = memory
     case["memory_source"] = "logged total_memory" if _number(logged.get("total_memory_gib")) else device[3]
-    if isinstance(flags.get("max_model_len"), int):
-        case["seq"] = flags["max_model_len"]
+    seq = flags.get("max_model_len") or flags.get("max_seq_len")  # vLLM's, TensorRT-LLM's
+    if isinstance(seq, int):
+        case["seq"] = seq
     if isinstance(flags.get("block_size"), int):
         case["block_size"] = flags["block_size"]
     if flags.get("quantization") == "fp8":  # online FP8: the layers fp8, the embeddings kept
@@ -143,12 +189,14 @@ def convert(log: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
         case["model"] = fp8[model[1]]
     if str(flags.get("kv_cache_dtype", "auto")).startswith("fp8"):
         case["kv_dtype"] = "fp8"
-    engine: dict[str, Any] = {"name": "vllm"}
-    engine.update({k: flags[k] for k in FLAGS if _number(flags.get(k)) is not None or isinstance(flags.get(k), bool)})
+    engine: dict[str, Any] = {"name": log["engine"]}
+    engine.update(
+        {k: flags[k] for k in FLAGS[log["engine"]] if _number(flags.get(k)) is not None or isinstance(flags.get(k), bool)}
+    )
     desired = re.search(r"Desired GPU memory utilization is \(([0-9.]+),", log.get("raw") or "")
     if "gpu_memory_utilization" not in engine and desired:  # vLLM's own line, when the command line was not published
         engine["gpu_memory_utilization"] = float(desired.group(1))
-    if log.get("version") and re.match(r"v?\d+\.\d+", str(log["version"])):
+    if log["engine"] == "vllm" and log.get("version") and re.match(r"v?\d+\.\d+", str(log["version"])):
         engine["vllm_version"] = str(log["version"])
     case["engine"] = engine
     case["logged"] = {k: v for k, v in logged.items() if _number(v) is not None}

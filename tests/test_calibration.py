@@ -88,3 +88,22 @@ def test_published_logs_map_to_cases_or_say_why_not() -> None:
     assert importer.convert({**log, "model": "someone/unknown-7b"}) == (None, "no kvcalc model for 'someone/unknown-7b'")
     assert importer.convert({**log, "logged": {"kv_tokens": 5}})[1] == "no 'Available KV cache memory' line"
     assert importer.convert({**log, "device": None})[1] == "GPU not known: None"
+    assert importer.convert({**log, "model": "someone/unknown-7b", "device": None})[1] == (
+        "no kvcalc model for 'someone/unknown-7b'; GPU not known: None"
+    )  # every reason, not only the first
+    unnamed = {**log, "device": "24 GB GPU (total 23.65 GiB logged; name not logged)", "logged": {"available_kv_gib": 15.31}}
+    assert (
+        importer.convert(unnamed)[1]
+        == "GPU not named and no total in the excerpt: '24 GB GPU (total 23.65 GiB logged; name not logged)'"
+    )
+    unnamed["logged"]["total_memory_gib"] = 23.65
+    assert importer.convert(unnamed)[0]["memory"] == "23.65GiB" and "gpu" not in importer.convert(unnamed)[0]
+    trtllm = {
+        **log, "engine": "trtllm", "version": "1.2.0rc4", "device": "H200", "model": "meta-llama/Meta-Llama-3-8B-Instruct",
+        "flags": {"free_gpu_memory_fraction": 0.9, "max_seq_len": 1025, "max_num_tokens": 1024, "tokens_per_block": 32},
+        "logged": {"kv_alloc_gib": 109.96, "total_memory_gib": 139.8},
+    }  # fmt: skip
+    case, _ = importer.convert(trtllm)
+    assert case["logged"]["available_kv_gib"] == 109.96 and case["seq"] == 1025 and case["memory"] == "139.8GiB"
+    assert case["engine"] == {"name": "trtllm", **trtllm["flags"]}
+    assert "--free-gpu-memory-fraction" in calibration.fit_args(case)
