@@ -187,13 +187,13 @@ class TensorRtLlm(EngineProfile):
                     f" + MoE workspace = max({transient:,}, {logits:,}) + {workspace:,} = {activation:,} B; forward: {transient_formula};"
                     f" MoE workspace: {workspace_formula}"
                 ),
-                source="_torch/pyexecutor/_util.py KvCacheCreator (estimation run); kvcalc's model, not calibrated on TensorRT-LLM logs",
+                source="_torch/pyexecutor/_util.py KvCacheCreator (estimation run); kvcalc's model, checked on 3 published TensorRT-LLM logs (docs/engines.md)",
             ),
             BudgetTerm(
                 name="non-torch memory",
                 bytes=non_torch,
                 formula=f"{format_bytes(non_torch)}: the CUDA context and workspaces{' and NCCL buffers' if tp > 1 else ''} (vLLM's H100 figures)",
-                source="_torch/pyexecutor/_util.py (peak = torch + non-torch); not calibrated on TensorRT-LLM logs",
+                source="_torch/pyexecutor/_util.py (peak = torch + non-torch); checked on 3 published TensorRT-LLM logs (docs/engines.md)",
             ),
         ]
 
