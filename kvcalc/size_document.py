@@ -2,7 +2,8 @@
 (which imports them from here): `size --json` then imports none of the other documents' models
 (compare, placement, throughput) and prints its document part by part (`size_json`)."""
 
-from __future__ import annotations
+# no `from __future__ import annotations`: pydantic takes the fields' annotations as objects rather than
+# compiling and evaluating each string (start-up, docs/benchmarks.md)
 
 from typing import Any, Literal
 
