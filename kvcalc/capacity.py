@@ -1,6 +1,7 @@
 """The per-GPU memory budget and what fits in it (weights come from kvcalc.weights): pure functions, integer bytes."""
 
-from __future__ import annotations
+# no `from __future__ import annotations`: pydantic takes the fields' annotations as objects rather than
+# compiling and evaluating each string (start-up, docs/benchmarks.md)
 
 from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
@@ -230,7 +231,7 @@ def _shortfall(layout: CacheLayout, workload: Workload, usable: int, pools: Sequ
     return sum(max(0, need - slots) * pool.bytes_per_token for (need, slots), pool in zip(needs, pools, strict=True))
 
 
-def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | None = None, details: bool = True) -> FitReport:
+def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | None = None, details: bool = True) -> "FitReport":
     """Max batch at the workload's context, max context at its batch, and which limit binds each,
     under the engine's options as the budget assumed them (its defaults on the GPU filled in);
     with `details`, what `fit` shows besides: max batch at each standard context, and the context

@@ -11,7 +11,8 @@ reports its leave-one-source-out errors in docs/benchmarks.md. An engine picks i
 `EngineProfile.decode_profile(gpu, engine)`; this module imports only kvcalc.base, units and decode_fit.
 """
 
-from __future__ import annotations
+# no `from __future__ import annotations`: pydantic takes the fields' annotations as objects rather than
+# compiling and evaluating each string (start-up, docs/benchmarks.md)
 
 from typing import Literal
 
@@ -107,7 +108,7 @@ def engine_key(engine: str, version: tuple[int, ...] | None) -> str:
 def profile_for(
     engine: str, version: tuple[int, ...] | None = None, eager: bool | None = None, backend: str = "cuda",
     legacy_llamacpp: bool = False,
-) -> DecodeProfile:  # fmt: skip
+) -> "DecodeProfile":  # fmt: skip
     """The profile of `engine` (kvcalc's name or a source's) at `version`, with its graphs off when
     `eager`, on a GPU of `backend`; llama.cpp's mode follows the backend (and the build's age)."""
     kernels, graphs = ENGINE_KERNELS.get(engine, ("fused", True))
@@ -219,7 +220,7 @@ def _source(name: str) -> str:
     return f"fitted on {cases}" if cases else "no case: the prior (docs/benchmarks.md)"
 
 
-def terms(profile: DecodeProfile, klass: FormatClass, moe: bool, gpu: str, link: str | None) -> Terms:
+def terms(profile: DecodeProfile, klass: FormatClass, moe: bool, gpu: str, link: str | None) -> "Terms":
     """The fitted terms for a step of `profile` on `gpu` with weights of class `klass`: a kernel with no
     case of its own takes its format class's efficiency; a GPU with no case streams as the typical GPU."""
     key, own = kernel_key(profile.kernels, klass, moe), kernel_key(profile.engine, klass, moe)
@@ -266,7 +267,7 @@ class Band(Frozen):
 MIN_BAND_CASES = 10
 
 
-def band(engine: str, klass: FormatClass) -> Band:
+def band(engine: str, klass: FormatClass) -> "Band":
     """The band of `engine` x `klass`; under ten cases it widens to cover all cases' band too."""
     group = f"{engine} {klass}"
     low, high, n = decode_fit.BANDS.get(group, (1.0, 1.0, 0))

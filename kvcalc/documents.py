@@ -1,5 +1,6 @@
 """The JSON documents the commands print with --json, one pydantic model each.
 
+The documents' base and `size`'s document are in kvcalc.size_document, imported here.
 `kvcalc schema COMMAND` prints the JSON Schema generated from these models; a test checks that
 every command's output validates against its model and round-trips to the same JSON.
 """
@@ -22,40 +23,11 @@ from kvcalc.latency import DecodeEstimate, PrefillEstimate
 from kvcalc.placement import Placement, SpeedStep, SplitDecode
 from kvcalc.presets import DescribedPreset, PresetEntry, PresetListing, PresetProblem
 from kvcalc.residents import CpuTier
+from kvcalc.size_document import SCHEMA_VERSION, Document, SizeDocument
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
 from kvcalc.throughput import Cost, ThroughputPlan
-from kvcalc.units import DType
-from kvcalc.weights import ParamCount
 
-SCHEMA_VERSION = 2  # bump when a key is renamed or removed; adding keys keeps it
 MEASURE_SCHEMA_VERSION = 3  # measure's: 3 dropped the copy of the first variant's fields at the top level
-
-
-class Document(Strict):
-    """Base of every --json document: frozen, no unknown keys, a schema version."""
-
-    version: Literal[2] = SCHEMA_VERSION
-
-
-class Weights(Strict):
-    """The weights' dtype (the embeddings' and routed experts' when they differ), bytes and
-    parameter count (None when the model gives no shapes)."""
-
-    dtype: DType
-    embeddings_dtype: DType | None = None
-    experts_dtype: DType | None = None
-    bytes: int | None
-    params: ParamCount | None
-
-
-class SizeDocument(Document):
-    """`kvcalc size --json`: the model, its KV figures and weights; fit and decode with a GPU."""
-
-    model: ModelSpec
-    kv: KvEstimate
-    weights: Weights
-    fit: FitReport | None = None
-    decode: DecodeEstimate | None = None
 
 
 class FitDocument(FitReport):

@@ -7,7 +7,8 @@ State layers (Mamba, Gated DeltaNet, lightning, short conv) keep a fixed state p
 `state_layout` (shapes from kvcalc.state, dtypes and pages from the engine). Formulas: DESIGN.md section 4.
 """
 
-from __future__ import annotations
+# no `from __future__ import annotations`: pydantic takes the fields' annotations as objects rather than
+# compiling and evaluating each string (start-up, docs/benchmarks.md)
 
 import operator
 from collections import Counter
@@ -111,7 +112,7 @@ def layer_caches(model: ModelSpec, tp: int = 1, engine: Engine | None = None) ->
     windows = {"sliding": model.sliding_window, "chunked": model.attention_chunk_size}
     first_shared = model.layers - model.kv_shared_layers  # Gemma-3n: later layers reuse earlier caches
 
-    def cache(kind: AttentionKind | None, own: bool) -> LayerCache:
+    def cache(kind: AttentionKind | None, own: bool) -> "LayerCache":
         if kind is None:
             return LayerCache(kind="none", window=None, kv_heads=0, k_values=0, v_values=0)
         heads = kv_heads_per_rank(model, tp, model.kv_heads_of(kind))  # GQA: Hkv heads, not H
@@ -208,7 +209,7 @@ class SequenceBytes(Frozen):
     total: int
 
 
-def _over_stages(model: ModelSpec, workload: Workload, per_layer: list[int]) -> SequenceBytes:
+def _over_stages(model: ModelSpec, workload: Workload, per_layer: list[int]) -> "SequenceBytes":
     per_stage = [sum(per_layer[i] for i in stage) for stage in pipeline_stages(model.layers, workload.pp)]
     return SequenceBytes(per_gpu=max(per_stage), total=sum(per_stage) * workload.tp)
 
@@ -250,14 +251,14 @@ class CacheLayout(NamedTuple):
 
     def sequence_bytes(
         self, workload: Workload, seq: int | None = None, peak: bool = False, beside_prefix: bool = False
-    ) -> SequenceBytes:
+    ) -> "SequenceBytes":
         """KV bytes one allocation unit (a sequence) holds at context `seq` (default: the workload's);
         `beside_prefix`: less the shared prefix held once for the batch."""
         settled_ = self._settled(workload)
         unit = self._unit_bytes(settled_, seq, peak, shared_prefix_tokens(settled_, seq) if beside_prefix else 0)
         return SequenceBytes(per_gpu=max(unit), total=sum(unit) * workload.tp)
 
-    def shared_bytes(self, workload: Workload, seq: int | None = None) -> SequenceBytes:
+    def shared_bytes(self, workload: Workload, seq: int | None = None) -> "SequenceBytes":
         """KV bytes of the shared prefix, held once for the batch."""
         per_stage = self._shared_bytes(self._settled(workload), seq)
         return SequenceBytes(per_gpu=max(per_stage), total=sum(per_stage) * workload.tp)
@@ -276,7 +277,7 @@ class CacheLayout(NamedTuple):
 
     def batch_bytes(
         self, workload: Workload, seq: int | None = None, peak: bool = False, with_state: bool = True
-    ) -> SequenceBytes:
+    ) -> "SequenceBytes":
         """Bytes of the whole batch's cache on the busiest GPU and in total (stage_bytes)."""
         per_stage = self.stage_bytes(workload, seq, peak, with_state)
         return SequenceBytes(per_gpu=max(per_stage), total=sum(per_stage) * workload.tp)
@@ -286,7 +287,7 @@ _LAYOUTS: dict[tuple[object, ...], tuple[ModelSpec, CacheLayout]] = {}  # the la
 _LAYOUTS_KEPT = 64
 
 
-def cache_layout(model: ModelSpec, workload: Workload) -> CacheLayout:
+def cache_layout(model: ModelSpec, workload: Workload) -> "CacheLayout":
     """The model's cache laid out for the workload's tp, pp, engine and cache dtypes, whatever its
     context and batch: O(layers) once. The latest few are kept, by the model (the same frozen
     object) and every workload option but the context and batch: fit, decode and check ask again
@@ -302,7 +303,7 @@ def cache_layout(model: ModelSpec, workload: Workload) -> CacheLayout:
     return layout
 
 
-def _laid_out(model: ModelSpec, workload: Workload) -> CacheLayout:
+def _laid_out(model: ModelSpec, workload: Workload) -> "CacheLayout":
     settled_ = settled(model, workload)
     dtypes = cache_dtypes(model, settled_)
     caches = layer_caches(model, settled_.tp, settled_.engine)
@@ -333,20 +334,20 @@ def _laid_out(model: ModelSpec, workload: Workload) -> CacheLayout:
     )
 
 
-def sequence_bytes(model: ModelSpec, workload: Workload, seq: int | None = None, peak: bool = False) -> SequenceBytes:
+def sequence_bytes(model: ModelSpec, workload: Workload, seq: int | None = None, peak: bool = False) -> "SequenceBytes":
     """KV bytes one allocation unit (a sequence) holds at context `seq` (default: the workload's);
     with `peak`, the most it holds at any moment (transformers right after a long prefill)."""
     return cache_layout(model, workload).sequence_bytes(workload, seq, peak)
 
 
-def state_bytes(model: ModelSpec, workload: Workload) -> SequenceBytes:
+def state_bytes(model: ModelSpec, workload: Workload) -> "SequenceBytes":
     """Recurrent-state bytes one sequence holds, as the engine allocates them; the same at any context."""
     return _over_stages(model, workload, state_layout(model, workload).layer_bytes)
 
 
 def batch_bytes(
     model: ModelSpec, workload: Workload, seq: int | None = None, peak: bool = False, with_state: bool = True
-) -> SequenceBytes:
+) -> "SequenceBytes":
     """Bytes of the whole batch's cache: every allocation unit's KV, every sequence's state (unless
     not `with_state`), plus what does not scale with tokens; the busiest GPU's share summed stage by stage."""
     return cache_layout(model, workload).batch_bytes(workload, seq, peak, with_state)
@@ -367,7 +368,7 @@ def layer_state_bytes(state: LayerState, dtypes: StateDtypes) -> int:
     return state.conv_values * PACKING[dtypes.conv].block_bytes + state.recurrent_values * PACKING[dtypes.recurrent].block_bytes
 
 
-def state_layout(model: ModelSpec, workload: Workload) -> StateLayout:
+def state_layout(model: ModelSpec, workload: Workload) -> "StateLayout":
     """The state of every layer, in the engine's dtypes and pages (all zero for a model without state)."""
     states = layer_states(model, workload.tp)
     if not any(states):
@@ -478,7 +479,7 @@ def exact_workload(workload: Workload) -> Workload:
     return workload.model_copy(update={"block_size": None, "engine": TEXTBOOK, "batch": batch})
 
 
-def estimate_kv(model: ModelSpec, workload: Workload) -> KvEstimate:
+def estimate_kv(model: ModelSpec, workload: Workload) -> "KvEstimate":
     """KV bytes per token, per sequence and per batch, the state of hybrid models' state layers,
     per GPU and in total, with an explanation."""
     dtype, v_dtype = cache_dtypes(model, workload)

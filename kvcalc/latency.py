@@ -2,7 +2,8 @@
 time engines reach (decode_profiles): the roofline's terms at calibrated shares of the peaks, plus
 a fixed cost per layer. Pure functions."""
 
-from __future__ import annotations
+# no `from __future__ import annotations`: pydantic takes the fields' annotations as objects rather than
+# compiling and evaluating each string (start-up, docs/benchmarks.md)
 
 from collections import Counter
 from typing import Literal
@@ -52,7 +53,7 @@ class Roofline(Frozen):
     ridge_point: float  # the GPU's FLOPs per byte where the bound changes
 
 
-def roofline(bytes_moved: int, flops: int, bandwidth: float, peak_flops: float) -> Roofline:
+def roofline(bytes_moved: int, flops: int, bandwidth: float, peak_flops: float) -> "Roofline":
     """The larger of the memory time and the compute time, and which it is."""
     memory_s, compute_s = bytes_moved / bandwidth, flops / peak_flops
     return Roofline(
@@ -368,7 +369,7 @@ def decode(
     overhead_seconds_per_layer: float | None = None,
     *,
     interconnect: Interconnect | None = None,
-) -> DecodeEstimate:
+) -> "DecodeEstimate":
     """One decode step of `batch` sequences at context `seq`: every GPU of the TP group reads its
     share of the weights (MoE: only the experts the batch touches) and of the KV cache. The
     weights are in the checkpoint's format unless `weights` says otherwise. `efficiency` derates
@@ -473,7 +474,7 @@ class PrefillEstimate(Frozen):
 
 def prefill(
     model: ModelSpec, workload: Workload, gpu: GpuSpec, weights: WeightFormat | None = None, efficiency: float = 1.0
-) -> PrefillEstimate:
+) -> "PrefillEstimate":
     """Compute-bound prefill: 2 * active params * B * s + causal attention FLOPs."""
     params = require_params(model)
     fmt = weights or weight_format(model)

@@ -6,7 +6,8 @@ Hub, vendors' tools) come from kvcalc.sources, which this module calls and which
 file without a `name:` takes its file's stem as its name, both when listed and when loaded.
 """
 
-from __future__ import annotations
+# no `from __future__ import annotations`: pydantic takes the fields' annotations as objects rather than
+# compiling and evaluating each string (start-up, docs/benchmarks.md)
 
 import difflib
 import os
@@ -116,7 +117,7 @@ class _Scanned(NamedTuple):
         return self.spec
 
 
-def _scan_file(path: Path, kind: Kind | None) -> _Scanned:
+def _scan_file(path: Path, kind: Kind | None) -> "_Scanned":
     """Read and validate one preset file as `kind`, or as what its fields say when `kind` is None."""
     name, found_kind = path.stem, kind
     try:
@@ -182,7 +183,7 @@ def _all_folders(extra_dirs: Sequence[str | Path] | None) -> _Folders:
     return [("shipped", shipped), *_user_folders(extra_dirs)]
 
 
-def presets_listing(extra_dirs: Sequence[str | Path] | None = None) -> PresetListing:
+def presets_listing(extra_dirs: Sequence[str | Path] | None = None) -> "PresetListing":
     """Every usable preset, user presets over shipped ones, and every file that cannot be used with its reason.
 
     `presets list` and the loaders read the same scan: a name is listed exactly when it loads.
@@ -314,7 +315,7 @@ class DescribedPreset(NamedTuple):
         return sources
 
 
-def describe(ref: str, extra_dirs: Sequence[str | Path] | None = None) -> DescribedPreset:
+def describe(ref: str, extra_dirs: Sequence[str | Path] | None = None) -> "DescribedPreset":
     """`load_any`'s spec with the file it comes from and the fields that file gives (for `presets show`)."""
     spec, path = _locate_any(ref, extra_dirs)
     given = spec.model_fields_set

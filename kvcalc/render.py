@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.cells import cell_len
 from rich.console import Console
@@ -15,14 +15,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from kvcalc.capacity import UNBOUNDED_CONTEXT, FitReport
-from kvcalc.compare import CompareRow, Comparison, RowDecode, RowFit
 from kvcalc.decode_profiles import MIN_BAND_CASES
 from kvcalc.kvcache import KvEstimate
 from kvcalc.latency import DecodeEstimate, PrefillEstimate
 from kvcalc.residents import CpuTier
-from kvcalc.throughput import Cost, ThroughputPlan
 from kvcalc.units import format_bytes, format_seconds
 from kvcalc.weights import ParamCount, WeightFormat
+
+if TYPE_CHECKING:  # annotations only: `size` and `fit` print their tables without importing these models
+    from kvcalc.compare import CompareRow, Comparison, RowDecode, RowFit
+    from kvcalc.throughput import Cost, ThroughputPlan
 
 PIPED_WIDTH = 160  # columns when stdout is no terminal and COLUMNS is unset (CI logs): Rich would cut tables to 80
 console = Console(highlight=False, width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else PIPED_WIDTH)

@@ -4,7 +4,8 @@ for KV blocks in host RAM. Pure
 functions; each tenant becomes a term of the engine's budget (kvcalc.engines.Budget), with the
 engine source it follows."""
 
-from __future__ import annotations
+# no `from __future__ import annotations`: pydantic takes the fields' annotations as objects rather than
+# compiling and evaluating each string (start-up, docs/benchmarks.md)
 
 from kvcalc import engines
 from kvcalc.base import Frozen
@@ -31,7 +32,7 @@ class Draft(Frozen):
     source: str  # the engine's rule
 
 
-def draft(target: ModelSpec, model: ModelSpec, workload: Workload, weights: WeightFormat | None = None) -> Draft:
+def draft(target: ModelSpec, model: ModelSpec, workload: Workload, weights: WeightFormat | None = None) -> "Draft":
     """The draft's weights (its checkpoint's format unless `weights`) and KV bytes per token per GPU,
     both split over the target's tp; its cache takes the target's cache dtypes (one --kv-dtype for
     the pool). Only full-attention and MLA drafts: window and state layers would form pools of
@@ -63,7 +64,7 @@ def draft(target: ModelSpec, model: ModelSpec, workload: Workload, weights: Weig
     )
 
 
-def mtp_draft(model: ModelSpec, workload: Workload, weights: WeightFormat | None = None) -> Draft:
+def mtp_draft(model: ModelSpec, workload: Workload, weights: WeightFormat | None = None) -> "Draft":
     """The model's own MTP layers as the draft (vLLM --speculative-config method mtp): their weights
     (weights.mtp_params, in the model's format unless `weights`) and their KV per token, each layer
     a cache like the model's last, split over tp."""
@@ -182,7 +183,7 @@ class CpuTier(Frozen):
 
 def cpu_tier(
     model: ModelSpec, workload: Workload, size_bytes: int, reload_tokens: int, link_bytes_per_s: float | None = None
-) -> CpuTier:
+) -> "CpuTier":
     """The CPU tier's blocks: num_cpu_blocks = bytes per rank // bytes per offloaded block, bytes per
     rank = size / (tp * pp) (vllm/config/vllm.py _post_init_kv_transfer_config; vllm/v1/kv_offload/
     cpu/spec.py CPUOffloadingSpec: cpu_bytes_to_use // kv_bytes_per_offloaded_block). Its tokens,

@@ -1,6 +1,7 @@
 """Validated descriptions of models, GPUs and workloads (pydantic, frozen, extra keys forbidden)."""
 
-from __future__ import annotations
+# no `from __future__ import annotations`: pydantic takes the fields' annotations as objects rather than
+# compiling and evaluating each string (start-up, docs/benchmarks.md)
 
 from typing import Annotated, Any, Literal
 
@@ -106,7 +107,7 @@ class MoeSpec(Strict):
     )
 
     @model_validator(mode="after")
-    def _top_k_within_experts(self) -> MoeSpec:
+    def _top_k_within_experts(self) -> "MoeSpec":
         if self.experts_per_token > self.experts:
             raise ValueError(f"experts_per_token {self.experts_per_token} exceeds experts {self.experts}")
         if self.layer_offset >= self.layer_period:
@@ -182,7 +183,7 @@ class Mamba2Spec(Strict):
     )
 
     @model_validator(mode="after")
-    def _groups_divide_heads(self) -> Mamba2Spec:
+    def _groups_divide_heads(self) -> "Mamba2Spec":
         # Each group's B and C serve heads / groups heads (transformers modeling_mamba2.py repeats them
         # num_heads // n_groups times): a model whose groups do not divide its heads cannot run, at any --tp.
         if self.heads % self.groups:
@@ -204,7 +205,7 @@ class GatedDeltaNetSpec(Strict):
     conv_kernel: Count = Field(description="linear_conv_kernel_dim")
 
     @model_validator(mode="after")
-    def _value_heads_repeat_key_heads(self) -> GatedDeltaNetSpec:
+    def _value_heads_repeat_key_heads(self) -> "GatedDeltaNetSpec":
         # Each key head serves v_heads / k_heads value heads; transformers' Qwen3NextGatedDeltaNet raises
         # "num_v_heads must be divisible by num_k_heads" (models/qwen3_next/modeling_qwen3_next.py).
         if self.v_heads % self.k_heads:
@@ -332,7 +333,7 @@ class ModelSpec(Strict):
         return data
 
     @model_validator(mode="after")
-    def _check_shape(self) -> ModelSpec:
+    def _check_shape(self) -> "ModelSpec":
         if self.head_dim is None:
             raise ValueError("head_dim is missing (give head_dim, or hidden divisible by heads)")
         if self.heads % self.kv_heads:
@@ -569,7 +570,7 @@ class Engine(Strict):
     max_seq_len: Tokens | None = None  # TRT-LLM: longest request, the full layers' window (default: the model's max positions)
 
     @model_validator(mode="after")
-    def _options_apply(self) -> Engine:
+    def _options_apply(self) -> "Engine":
         for option, owner in ENGINE_OPTIONS.items():
             if getattr(self, option) is not None and owner != self.name:
                 flag = "--" + option.replace("_", "-")

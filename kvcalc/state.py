@@ -10,7 +10,8 @@ n_embd_r()/n_embd_s() (src/llama-hparams.cpp, ggml-org/llama.cpp 01b77b57) agree
 are each engine's (kvcalc.engines); this module counts elements on one tensor-parallel rank.
 """
 
-from __future__ import annotations
+# no `from __future__ import annotations`: pydantic takes the fields' annotations as objects rather than
+# compiling and evaluating each string (start-up, docs/benchmarks.md)
 
 from math import prod
 
@@ -54,7 +55,7 @@ def extra_groups(groups: int, tp: int) -> int:
     return 0 if groups % tp == 0 else tp - groups
 
 
-def layer_state(kind: StateKind, model: ModelSpec, tp: int = 1) -> LayerState:
+def layer_state(kind: StateKind, model: ModelSpec, tp: int = 1) -> "LayerState":
     """One `kind` layer's conv and recurrent state shapes on one of `tp` ranks.
 
     >>> from kvcalc.spec import ModelSpec

@@ -4,7 +4,8 @@ The only module that knows GiB = 2**30 and GB = 10**9. Everything else works in 
 integer bytes and converts here, at the edge.
 """
 
-from __future__ import annotations
+# no `from __future__ import annotations`: pydantic takes the fields' annotations as objects rather than
+# compiling and evaluating each string (start-up, docs/benchmarks.md)
 
 import re
 from decimal import Decimal
@@ -348,7 +349,7 @@ def parse_engine_version(text: str) -> tuple[int, int, int]:
     return major, minor, patch
 
 
-def parse_dtype(text: str | DType) -> DType:
+def parse_dtype(text: str | DType) -> "DType":
     """Read a dtype name, accepting torch, Hugging Face, vLLM and llama.cpp spellings (bfloat16, half, f16).
 
     >>> parse_dtype("bfloat16"), parse_dtype("Q8_0"), parse_dtype("float8_e5m2")

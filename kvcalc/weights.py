@@ -1,7 +1,8 @@
 """Parameters and weight bytes: counted from a model's shapes (or its published count), stored in
 its formats, split over pipeline stages and tensor-parallel ranks. Pure functions, integer bytes."""
 
-from __future__ import annotations
+# no `from __future__ import annotations`: pydantic takes the fields' annotations as objects rather than
+# compiling and evaluating each string (start-up, docs/benchmarks.md)
 
 from operator import attrgetter
 
@@ -60,7 +61,7 @@ def _layer_params(model: ModelSpec) -> list[LayerParams] | None:
     moe = model.moe
     expert = matrices * h * moe.expert_intermediate if moe else 0
 
-    def params(attends: bool, routed: bool) -> LayerParams:
+    def params(attends: bool, routed: bool) -> "LayerParams":
         common = (attention if attends else 0) + 2 * h  # a state layer's own mixer is not counted: hybrids publish params
         if moe is None or not routed:
             return LayerParams(own=common + matrices * h * inter, routed=0, routed_active=0)
@@ -149,7 +150,7 @@ def unknown_weights(model: ModelSpec) -> str:
     return f"{model.name} gives neither params nor hidden, intermediate and vocab, so its weights are unknown: {fix}"
 
 
-def require_params(model: ModelSpec) -> ParamCount:
+def require_params(model: ModelSpec) -> "ParamCount":
     """The parameter count, or an error saying the weights are unknown."""
     params = count_params(model)
     if params is None:
@@ -185,7 +186,7 @@ class WeightFormat(Frozen):
         return ", ".join([self.dtype.value, *(f"{part} {dtype.value}" for part, dtype in parts if dtype != self.dtype)])
 
 
-def weight_format(model: ModelSpec, requested: DType | None = None) -> WeightFormat:
+def weight_format(model: ModelSpec, requested: DType | None = None) -> "WeightFormat":
     """The requested dtype for every weight, else the checkpoint's: `weight_dtype` (or `dtype`) for
     the layers, `embeddings_dtype` (or `dtype`) for the embeddings, and the routed experts' own
     `moe.expert_dtype` if given."""
@@ -246,7 +247,7 @@ class StageParams(Frozen):
     experts: int
     embeddings: int
 
-    def count(self) -> ParamCount:
+    def count(self) -> "ParamCount":
         """The stage's parameters as a count that weight_bytes and weights_formula read."""
         total = self.own + self.experts + self.embeddings
         return ParamCount(total=total, active=total, routed_experts=self.experts, from_shapes=True, embeddings=self.embeddings)
@@ -351,7 +352,7 @@ class LayerWeights(Frozen):
     explain: str
 
 
-def layer_weights(model: ModelSpec, fmt: WeightFormat) -> LayerWeights:
+def layer_weights(model: ModelSpec, fmt: WeightFormat) -> "LayerWeights":
     """Each layer's weight bytes: exact from a GGUF's tensor infos when known (and no dtype is
     requested); else counted from the shapes in `fmt`, scaled so they sum to `weight_bytes` (a
     published count or a checkpoint's stored bytes); evenly over the layers when the model gives no

@@ -27,7 +27,7 @@ LAYERS: list[set[str]] = [
     {"sources"},  # GGUF, safetensors, Hub, vendors' GPU tools: readers, below the presets that dispatch to them
     {"presets", "shipped"},
     {"measure"},  # torch, in worker processes; the JSON documents describe its report
-    {"documents", "render", "plots"},
+    {"documents", "size_document", "render", "plots"},  # size_document: the base of every document, and size's
     {"cli", "__main__", ""},  # "": the package's own __init__ (its public API is loaded lazily)
 ]
 

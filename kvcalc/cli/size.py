@@ -112,16 +112,16 @@ def size(
             step = latency.decode(spec, work, gpu_spec, weights_fmt, efficiency, seconds_per_layer(overhead_ms))
     kv = estimate_kv(spec, work)
     if json_out:
-        from kvcalc import documents
+        from kvcalc import size_document
 
-        weights_doc = documents.Weights(
+        weights_doc = size_document.Weights(
             dtype=weights_fmt.dtype,
             embeddings_dtype=weights_fmt.other_than_layers(weights_fmt.embeddings),
             experts_dtype=weights_fmt.other_than_layers(weights_fmt.experts),
             bytes=weights,
             params=params,
         )
-        print_json(documents.SizeDocument(model=spec, kv=kv, weights=weights_doc, fit=report, decode=step))
+        print_json(size_document.size_json(spec, kv, weights_doc, report, step))
     else:
         from kvcalc import render
 

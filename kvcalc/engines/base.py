@@ -6,7 +6,8 @@ per sequence, the textbook memory budget, no token pools, the compiled-CUDA deco
 where it differs. This module imports only spec, units, errors, decode_profiles and kvcalc.base.
 """
 
-from __future__ import annotations
+# no `from __future__ import annotations`: pydantic takes the fields' annotations as objects rather than
+# compiling and evaluating each string (start-up, docs/benchmarks.md)
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -87,7 +88,7 @@ class Budget(Frozen):
         return max(0, -sum(term.bytes for term in self.terms if term.bytes < 0))
 
 
-def weights_term(stage: StageWeights) -> BudgetTerm:
+def weights_term(stage: StageWeights) -> "BudgetTerm":
     """The weights one GPU of the stage holds, as a budget term."""
     return BudgetTerm(
         name="weights", bytes=stage.weights_bytes, formula=stage.explain[-1].removeprefix("weights = "), source="kvcalc.capacity"
@@ -169,7 +170,7 @@ class StatePages(Frozen):
     log: list[EngineLogLine] = []
 
 
-_ENGINES: list[type[EngineProfile]] = []  # every engine's profile, in the order its module defines it
+_ENGINES: "list[type[EngineProfile]]" = []  # every engine's profile, in the order its module defines it
 
 
 class EngineProfile(ABC):
@@ -240,7 +241,7 @@ class EngineProfile(ABC):
         """Bytes of the whole cache that do not scale with tokens (default: none)."""
         return 0
 
-    def state_dtypes(self, model: ModelSpec, workload: Workload) -> StateDtypes:
+    def state_dtypes(self, model: ModelSpec, workload: Workload) -> "StateDtypes":
         """The dtypes of a recurrent state (default, textbook: --state-dtype, else the model's dtype)."""
         if workload.state_dtype is not None:
             return StateDtypes(conv=workload.state_dtype, recurrent=workload.state_dtype, why="--state-dtype")
@@ -248,7 +249,7 @@ class EngineProfile(ABC):
 
     def state_pages(
         self, workload: Workload, attention_bytes_per_token: int | None, state_bytes: int, mla: bool = False
-    ) -> StatePages:
+    ) -> "StatePages":
         """How the state sits beside the attention pages, given one attention layer's bytes per token
         on one rank (None without attention layers), the largest layer state's bytes and whether the
         attention layers are MLA (Kimi-Linear) (default:
@@ -298,7 +299,7 @@ class EngineProfile(ABC):
         activation_dtype: DType,
         utilization: float | None,
         reserve_bytes: int | None,
-    ) -> Budget:
+    ) -> "Budget":
         """What one GPU leaves for the KV cache, given the weights each pipeline stage holds per GPU
         (default, the textbook budget: usable = memory * utilization - weights - reserve, the
         largest stage binding; utilization 0.9 and reserve 1 GiB unless given)."""

@@ -1,0 +1,56 @@
+"""The base of every --json document and `kvcalc size --json`'s document, apart from kvcalc.documents
+(which imports them from here): `size --json` then imports none of the other documents' models
+(compare, placement, throughput) and prints its document part by part (`size_json`)."""
+
+# no `from __future__ import annotations`: pydantic takes the fields' annotations as objects rather than
+# compiling and evaluating each string (start-up, docs/benchmarks.md)
+
+from typing import Any, Literal
+
+from kvcalc.base import Strict
+from kvcalc.capacity import FitReport
+from kvcalc.kvcache import KvEstimate
+from kvcalc.latency import DecodeEstimate
+from kvcalc.spec import ModelSpec
+from kvcalc.units import DType
+from kvcalc.weights import ParamCount
+
+SCHEMA_VERSION = 2  # bump when a key is renamed or removed; adding keys keeps it
+
+
+class Document(Strict):
+    """Base of every --json document: frozen, no unknown keys, a schema version."""
+
+    version: Literal[2] = SCHEMA_VERSION
+
+
+class Weights(Strict):
+    """The weights' dtype (the embeddings' and routed experts' when they differ), bytes and
+    parameter count (None when the model gives no shapes)."""
+
+    dtype: DType
+    embeddings_dtype: DType | None = None
+    experts_dtype: DType | None = None
+    bytes: int | None
+    params: ParamCount | None
+
+
+class SizeDocument(Document):
+    """`kvcalc size --json`: the model, its KV figures and weights; fit and decode with a GPU."""
+
+    model: ModelSpec
+    kv: KvEstimate
+    weights: Weights
+    fit: FitReport | None = None
+    decode: DecodeEstimate | None = None
+
+
+def size_json(
+    model: ModelSpec, kv: KvEstimate, weights: Weights, fit: FitReport | None, decode: DecodeEstimate | None
+) -> dict[str, Any]:
+    """SizeDocument's JSON, each part dumped by its own model: equal to `SizeDocument(...).model_dump(mode="json")`
+    (tested) without building SizeDocument's validator, which would build the fit's and decode's too."""
+    parts = {"model": model, "kv": kv, "weights": weights, "fit": fit, "decode": decode}  # SizeDocument's order
+    return {"version": SCHEMA_VERSION} | {
+        key: None if part is None else part.model_dump(mode="json") for key, part in parts.items()
+    }
