@@ -4,6 +4,8 @@ over latency's decode and prefill estimates."""
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable
 from typing import Literal
 
@@ -30,8 +32,8 @@ class LatencyTarget(Frozen):
 def latency_target(max_tpot_ms: float | None, max_ttft_ms: float | None, prompt: int | None, seq: int) -> LatencyTarget:
     """The target of the options, each checked: times positive, the prompt within the context."""
     for flag, value in (("max-tpot-ms", max_tpot_ms), ("max-ttft-ms", max_ttft_ms)):
-        if value is not None and not value > 0:
-            raise InvalidInput(f"--{flag} {value:g} must be a positive number of milliseconds")
+        if value is not None and not 0 < value < math.inf:
+            raise InvalidInput(f"--{flag} {value:g} must be a positive, finite number of milliseconds")
     if prompt is not None and not 1 <= prompt <= seq:
         raise InvalidInput(f"--prompt {prompt:,} must be in [1, --seq {seq:,}]: the prompt is part of the context")
     return LatencyTarget(
@@ -154,9 +156,9 @@ def plan(
 
 
 def check_price(price_per_gpu_hour: float) -> None:
-    """Refuse a price that is not positive."""
-    if not price_per_gpu_hour > 0:
-        raise InvalidInput(f"--price-per-hour {price_per_gpu_hour:g} must be a positive price per GPU-hour")
+    """Refuse a price that is not a positive, finite number."""
+    if not 0 < price_per_gpu_hour < math.inf:
+        raise InvalidInput(f"--price-per-hour {price_per_gpu_hour:g} must be a positive, finite price per GPU-hour")
 
 
 def per_million(price_per_hour: float, tokens_per_s: float) -> float:

@@ -82,7 +82,7 @@ def test_per_million_worked_example() -> None:
 
 def test_cost_refuses_a_price_that_is_not_positive() -> None:
     first = prefill(MODELS["llama3-8b"], Workload(seq=128, batch=1), GPUS["h100-sxm"])
-    with pytest.raises(InvalidInput, match="must be a positive price per GPU-hour"):
+    with pytest.raises(InvalidInput, match="must be a positive, finite price per GPU-hour"):
         cost(0.0, 1, 100.0, first)
 
 
@@ -142,11 +142,11 @@ def test_no_batch_meets_the_target_exit_1(cli) -> None:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["decode", "--max-tpot-ms", "0"], "--max-tpot-ms 0 must be a positive number of milliseconds"),
-        (["decode", "--max-ttft-ms", "-5"], "--max-ttft-ms -5 must be a positive number of milliseconds"),
+        (["decode", "--max-tpot-ms", "0"], "--max-tpot-ms 0 must be a positive, finite number of milliseconds"),
+        (["decode", "--max-ttft-ms", "-5"], "--max-ttft-ms -5 must be a positive, finite number of milliseconds"),
         (["decode", "--prompt", "10k", "--seq", "8k"], "--prompt 10,240 must be in [1, --seq 8,192]"),
-        (["decode", "--price-per-hour", "0"], "--price-per-hour 0 must be a positive price per GPU-hour"),
-        (["fit", "--price-per-hour", "-1"], "--price-per-hour -1 must be a positive price per GPU-hour"),
+        (["decode", "--price-per-hour", "0"], "--price-per-hour 0 must be a positive, finite price per GPU-hour"),
+        (["fit", "--price-per-hour", "-1"], "--price-per-hour -1 must be a positive, finite price per GPU-hour"),
     ],
 )
 def test_bad_throughput_input_exit_2(cli, args: list[str], expected: str) -> None:
@@ -159,3 +159,12 @@ def test_fit_targets_need_a_gpu_preset(cli) -> None:
     result = cli("fit", "--model", "llama3-8b", "--memory", "80GiB", "--max-tpot-ms", "20")
     assert result.exit_code == 2
     assert "--max-tpot-ms, --max-ttft-ms and --price-per-hour need --gpu" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "flag, value", [("--price-per-hour", "inf"), ("--price-per-hour", "nan"), ("--max-tpot-ms", "inf"), ("--max-ttft-ms", "inf")]
+)
+def test_targets_and_prices_must_be_finite(cli, flag: str, value: str) -> None:
+    # an infinite price gave an infinite cost, exit 0; an infinite target is no target
+    result = cli("fit", "--model", "llama3-8b", "--gpu", "h100-sxm", flag, value)
+    assert result.exit_code == 2 and "finite" in result.stderr and len(result.stderr.strip().splitlines()) == 1
