@@ -5,7 +5,6 @@ over latency's decode and prefill estimates."""
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable
 from typing import Literal
 
