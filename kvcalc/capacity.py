@@ -237,19 +237,13 @@ def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | N
     with `details`, what `fit` shows besides: max batch at each standard context, and the context
     memory alone allows when the model's max positions binds (check and compare leave both out).
     A batch fits when its peak fits (transformers' sliding layers right after a long prefill)."""
-    workload = workload.model_copy(update={"engine": budget_.engine})
-    rules = engines.profile(workload.engine)
-    workload = rules.settle(model, workload)  # the block size the engine forces (vLLM's MLA backends)
-    rules.check_supported(model, workload, kv_dtype(model, workload))  # as estimate_kv: what the engine refuses
+    workload, rules, stage, pools, layout = _settled(model, workload, budget_)
     usable = budget_.usable_bytes
-    stage = _first_stage_layers(model, workload)
-    pools = rules.pools(model, workload, usable, stage)
-    layout = cache_layout(model, workload)  # laid out once for every probe below
     exact_work = exact_workload(workload)
     exact = cache_layout(model, exact_work)  # the textbook twin's, whatever its batch
     states = state_layout(model, workload)
     by_memory = max_batch(model, workload, usable, pools, layout)
-    caps = [cap for cap in (max_seqs, rules.max_sequences(workload)) if cap]
+    caps = _caps(rules, workload, max_seqs)
     best_batch = min([by_memory, *caps])
     limit, limit_reason = rules.context_limit(model, workload)
     context = max_context(model, workload, usable, limit or UNBOUNDED_CONTEXT, pools, layout)
@@ -319,17 +313,36 @@ def _max_batch_at(
 
 
 def max_batch_curve(
-    model: ModelSpec, workload: Workload, budget_: Budget, report: FitReport, max_seqs: int | None = None, points: int = 48
+    model: ModelSpec, workload: Workload, report: FitReport, max_seqs: int | None = None, points: int = 48
 ) -> dict[int, int]:
     """Max batch at `points` contexts spaced evenly on a log scale across fit's table, for its chart: max
-    batch goes about as 1 / context, which straight lines between the table's few points do not show."""
+    batch goes about as 1 / context, which straight lines between the table's few points do not show.
+    The workload is settled and capped as `fit` settled it for `report`."""
     low, high = min(report.max_batch_by_context), max(report.max_batch_by_context)
     contexts = {round(low * (high / low) ** (i / (points - 1))) for i in range(points)} | set(report.max_batch_by_context)
+    workload, rules, _, pools, layout = _settled(model, workload, report.budget)
+    caps = _caps(rules, workload, max_seqs)
+    return _max_batch_at(model, workload, report.budget.usable_bytes, pools, layout, contexts, caps)
+
+
+def _settled(
+    model: ModelSpec, workload: Workload, budget_: Budget
+) -> tuple[Workload, engines.EngineProfile, list[StageLayer], list[Pool], CacheLayout]:
+    """The workload under the engine's options as the budget assumed them and the block size it forces
+    (vLLM's MLA backends), refused where the engine refuses it; its rules, the first stage's layers, the
+    engine's pools and the cache layout, laid out once for every probe."""
     workload = workload.model_copy(update={"engine": budget_.engine})
     rules = engines.profile(workload.engine)
-    pools = rules.pools(model, workload, budget_.usable_bytes, _first_stage_layers(model, workload))
-    caps = [cap for cap in (max_seqs, rules.max_sequences(workload)) if cap]
-    return _max_batch_at(model, workload, budget_.usable_bytes, pools, cache_layout(model, workload), contexts, caps)
+    workload = rules.settle(model, workload)
+    rules.check_supported(model, workload, kv_dtype(model, workload))  # as estimate_kv: what the engine refuses
+    stage = _first_stage_layers(model, workload)
+    pools = rules.pools(model, workload, budget_.usable_bytes, stage)
+    return workload, rules, stage, pools, cache_layout(model, workload)
+
+
+def _caps(rules: engines.EngineProfile, workload: Workload, max_seqs: int | None) -> list[int]:
+    """The caps on sequences: --max-seqs and the engine's own."""
+    return [cap for cap in (max_seqs, rules.max_sequences(workload)) if cap]
 
 
 def _first_stage_layers(model: ModelSpec, workload: Workload) -> list[StageLayer]:

@@ -17,7 +17,7 @@ from kvcalc.compare import Subject, compare
 from kvcalc.kvcache import estimate_kv
 from kvcalc.measure.report import MeasureReport
 from kvcalc.presets import load_gpu, load_model
-from kvcalc.spec import Workload
+from kvcalc.spec import Engine, Workload
 from kvcalc.units import GiB
 from kvcalc.weights import weight_format
 
@@ -220,7 +220,7 @@ def test_fit_chart_draws_the_curve_through_the_tables_points() -> None:
     work = Workload(seq=8192)
     budget_ = budget(model, work, gpu.memory_bytes, weight_format(model))
     report = fit(model, work, budget_)
-    curve = max_batch_curve(model, work, budget_, report)
+    curve = max_batch_curve(model, work, report)
     assert len(curve) >= 40 and all(curve[s] == n for s, n in report.max_batch_by_context.items())
     batches = [curve[s] for s in sorted(curve)]
     assert batches == sorted(batches, reverse=True)  # never more sequences at a longer context
@@ -229,3 +229,14 @@ def test_fit_chart_draws_the_curve_through_the_tables_points() -> None:
     assert curve[middle] < (report.max_batch_by_context[2048] + report.max_batch_by_context[8192]) / 2
     [drawn, points] = plots.fit_chart(report, model.name, "bf16", gpu.name, curve).panels[0].lines
     assert drawn.x == list(curve) and points.points_only and points.markers
+
+
+def test_fit_chart_curve_is_settled_as_the_table_is() -> None:
+    # an MLA model on vLLM (blocks of 64 with FlashMLA), at a context no block divides: the curve is set up
+    # as fit is (capacity._settled), so its points at the table's contexts are the table's
+    model, gpu = load_model("deepseek-v2-lite"), load_gpu("h100-sxm")
+    work = Workload(seq=8200, engine=Engine(name="vllm"))
+    report = fit(model, work, budget(model, work, gpu.memory_bytes, weight_format(model)))
+    curve = max_batch_curve(model, work, report)
+    assert 8200 in report.max_batch_by_context
+    assert all(curve[s] == n for s, n in report.max_batch_by_context.items())

@@ -234,7 +234,7 @@ def fit(
         from kvcalc import plots
 
         dtype = (work.kv_dtype or spec.dtype).value
-        curve = capacity.max_batch_curve(spec, work, budget, report, max_seqs)
+        curve = capacity.max_batch_curve(spec, work, report, max_seqs)
         write_plot(plots.fit_chart(report, spec.name, dtype, gpu_label(gpu_spec, memory), curve), plot_path, json_out)
     if plan is not None and plan.batch == 0:
         raise typer.Exit(DoesNotFit.exit_code)
