@@ -50,7 +50,8 @@ def size_json(
 ) -> dict[str, Any]:
     """SizeDocument's JSON, each part dumped by its own model: equal to `SizeDocument(...).model_dump(mode="json")`
     (tested) without building SizeDocument's validator, which would build the fit's and decode's too."""
-    parts = {"model": model, "kv": kv, "weights": weights, "fit": fit, "decode": decode}  # SizeDocument's order
-    return {"version": SCHEMA_VERSION} | {
-        key: None if part is None else part.model_dump(mode="json") for key, part in parts.items()
+    parts = {"version": SCHEMA_VERSION, "model": model, "kv": kv, "weights": weights, "fit": fit, "decode": decode}
+    return {  # in SizeDocument's field order (its fields are known before its validator is built: defer_build)
+        key: part.model_dump(mode="json") if hasattr(part, "model_dump") else part
+        for key, part in ((name, parts[name]) for name in SizeDocument.model_fields)
     }
