@@ -168,3 +168,12 @@ def test_targets_and_prices_must_be_finite(cli, flag: str, value: str) -> None:
     # an infinite price gave an infinite cost, exit 0; an infinite target is no target
     result = cli("fit", "--model", "llama3-8b", "--gpu", "h100-sxm", flag, value)
     assert result.exit_code == 2 and "finite" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_batch_search_follows_decodes_interconnect(cli) -> None:
+    # --interconnect overrides the GPU preset's link for every figure decode prints, the searched batch's too
+    args = ("decode", "--model", "llama3.1-70b", "--gpu", "a100-80gb", "--tp", "4", "--seq", "4096", "--engine", "vllm",
+            "--max-tpot-ms", "40")  # fmt: skip
+    pcie, nvlink = (cli.json(*args, "--interconnect", link) for link in ("pcie", "nvlink"))
+    assert pcie["decode"]["expected"]["interconnect"] == "pcie" and nvlink["decode"]["expected"]["interconnect"] == "nvlink"
+    assert pcie["throughput"]["batch"] < nvlink["throughput"]["batch"]  # PCIe all-reduces cost more per step

@@ -109,15 +109,18 @@ def decode(
         shared_prefix,
     )
     gpu_specs = placement_options.load_gpus(gpu, presets_dir, engine)
-    gpu_spec = gpu_specs[0]
+    link = interconnect_option(interconnect)  # overrides the preset's: every figure below reads gpu.interconnect
+    gpu_spec = gpu_specs[0] if link is None else gpu_specs[0].model_copy(update={"interconnect": link})
     weights_fmt = weights_format(spec, weight_dtype)
     economics = Economics(max_tpot_ms, max_ttft_ms, prompt, price_per_hour, work.seq)
     overhead = seconds_per_layer(overhead_ms)
-    step = latency.decode(spec, work, gpu_spec, weights_fmt, efficiency, overhead, interconnect=interconnect_option(interconnect))
+    step = latency.decode(spec, work, gpu_spec, weights_fmt, efficiency, overhead)
     first = economics.prefill(spec, work, gpu_spec, work.batch, weights_fmt, efficiency)
     plan, cost = None, economics.cost(spec, work, gpu_spec, work.batch, step.expected_tokens_per_s, weights_fmt, efficiency)
     if economics.searching:  # the batch memory holds under the engine's budget caps the search
-        budget = capacity.budget(spec, work, gpu_spec.memory_bytes, weights_fmt, gpu_name=gpu_spec.name)
+        budget = capacity.budget(
+            spec, work, gpu_spec.memory_bytes, weights_fmt, gpu_name=gpu_spec.name, interconnect=gpu_spec.interconnect
+        )
         held = capacity.fit(spec, work, budget, details=False).max_batch
         plan = economics.plan(spec, work, gpu_spec, held, weights_fmt, efficiency, overhead)
         cost = economics.cost(spec, work, gpu_spec, plan.batch, plan.tokens_per_s, weights_fmt, efficiency)
