@@ -176,8 +176,9 @@ def _memory_alone(tokens: int | None) -> str:
     return f"; memory would allow {tokens:,} tokens" if tokens else "; memory would allow none"
 
 
-def fit_tables(report: FitReport, model: str, gpu: str, decimal: bool, explain: bool) -> None:
-    """The budget breakdown, term by term as the engine sees it, and what fits."""
+def fit_tables(report: FitReport, model: str, gpu: str, decimal: bool, explain: bool, placement_follows: bool = False) -> None:
+    """The budget breakdown, term by term as the engine sees it, and what fits (`placement_follows`: a llama.cpp
+    placement plan is printed next, so weights that overflow one GPU are not the last word)."""
     b = report.budget
     engine = report.budget.engine.name
     title = f"Budget per GPU: {gpu}" + (f" ({engine})" if engine != "textbook" else "")
@@ -198,6 +199,11 @@ def fit_tables(report: FitReport, model: str, gpu: str, decimal: bool, explain: 
             console.print(
                 f"[red]does not fit:[/] weights + {overheads} exceed the budget by {-b.usable_bytes:,} B"
                 f" ({format_bytes(-b.usable_bytes, decimal)}); lower --reserve"
+            )
+        elif placement_follows:
+            console.print(
+                f"does not fit whole: the weights exceed one GPU's budget by {format_bytes(-b.usable_bytes, decimal)};"
+                " the llama.cpp placement below keeps the rest in host RAM"
             )
         else:
             console.print(
@@ -712,7 +718,7 @@ def placement_table(plan: Any, decimal: bool, explain: bool) -> None:
     for d in plan.devices:
         mark = "" if d.fits else " [red](over)[/]"
         table.add_row(
-            escape(d.name), f"{d.layers} from {d.first_layer}" if d.layers else "0", format_bytes(d.weights_bytes, decimal),
+            escape(d.name), f"{d.layers} ({d.first_layer}–{d.first_layer + d.layers - 1})" if d.layers else "0", format_bytes(d.weights_bytes, decimal),
             format_bytes(d.kv_bytes, decimal), format_bytes(d.compute_bytes, decimal), format_bytes(d.total_bytes, decimal) + mark,
             format_bytes(d.target_bytes, decimal),
         )  # fmt: skip
