@@ -223,7 +223,9 @@ def fit(
     else:
         from kvcalc import render
 
-        render.fit_tables(report, spec.name, gpu_label(gpu_spec, memory), decimal, explain, placement_follows=laid_out is not None)
+        render.fit_tables(
+            report, spec.name, gpu_label(gpu_spec, memory), decimal, explain, placement_follows=laid_out is not None
+        )
         if laid_out is not None:
             render.placement_table(laid_out, decimal, explain)
         if steps is not None:
