@@ -24,6 +24,7 @@ from kvcalc.weights import ParamCount, WeightFormat
 
 if TYPE_CHECKING:  # annotations only: `size` and `fit` print their tables without importing these models
     from kvcalc.compare import CompareRow, Comparison, RowDecode, RowFit
+    from kvcalc.speculative import SpeculativeDecode
     from kvcalc.throughput import Cost, ThroughputPlan
 
 PIPED_WIDTH = 160  # columns when stdout is no terminal and COLUMNS is unset (CI logs): Rich would cut tables to 80
@@ -783,6 +784,20 @@ def throughput_lines(plan: ThroughputPlan | None, cost: Cost | None, explain: bo
         )
         if explain:
             _explain(cost.explain)
+
+
+def speculative_lines(found: SpeculativeDecode | None, explain: bool) -> None:
+    """Speculative decoding's expected time per token, beside the target's own."""
+    if found is None:
+        return
+    console.print(
+        f"speculative decoding with {found.draft} (K {found.speculative_tokens}, acceptance {found.acceptance_rate:g}):"
+        f" {found.tokens_per_round:.3g} tokens per round of {format_seconds(found.round_seconds)},"
+        f" [bold]{format_seconds(found.seconds_per_token)}[/] per token, [bold]{found.tokens_per_s:,.1f}[/] tokens/s"
+        f" ({found.speedup:.2f}x the target alone)"
+    )
+    if explain:
+        _explain(found.explain)
 
 
 def cpu_tier_lines(tier: CpuTier | None, decimal: bool, explain: bool) -> None:

@@ -32,6 +32,15 @@ class Draft(Frozen):
     source: str  # the engine's rule
 
 
+def require_same_vocabulary(target: ModelSpec, draft_model: ModelSpec) -> None:
+    """Refuse a draft whose vocabulary differs from the target's: its proposals would be other tokens."""
+    if draft_model.vocab is not None and target.vocab is not None and draft_model.vocab != target.vocab:
+        raise InvalidInput(
+            f"--speculative-model {draft_model.name}: its vocabulary ({draft_model.vocab:,}) differs from"
+            f" {target.name}'s ({target.vocab:,})"
+        )
+
+
 def draft(target: ModelSpec, model: ModelSpec, workload: Workload, weights: WeightFormat | None = None) -> "Draft":
     """The draft's weights (its checkpoint's format unless `weights`) and KV bytes per token per GPU,
     both split over the target's tp; its cache takes the target's cache dtypes (one --kv-dtype for
@@ -43,10 +52,7 @@ def draft(target: ModelSpec, model: ModelSpec, workload: Workload, weights: Weig
     caches = layer_caches(model, workload.tp, workload.engine)
     if any(cache.window is not None for cache in caches) or any(model.state_kinds()):
         raise InvalidInput(f"--speculative-model {model.name}: a draft with sliding-window or state layers is not modelled")
-    if model.vocab is not None and target.vocab is not None and model.vocab != target.vocab:
-        raise InvalidInput(
-            f"--speculative-model {model.name}: its vocabulary ({model.vocab:,}) differs from {target.name}'s ({target.vocab:,})"
-        )
+    require_same_vocabulary(target, model)
     fmt = weights or weight_format(model)
     params = require_params(model)
     dtypes = cache_dtypes(target, workload)

@@ -597,6 +597,9 @@ class Workload(Strict):
     shared_prefix: int = Field(
         default=0, ge=0, le=MAX_COUNT, description="tokens of a prefix all sequences share (--shared-prefix)"
     )
+    speculative_tokens: int = Field(
+        default=0, ge=0, le=MAX_COUNT, description="draft tokens proposed per step (--num-speculative-tokens)"
+    )
 
 
 def cache_dtypes(model: ModelSpec, workload: Workload) -> tuple[DType, DType]:

@@ -50,6 +50,7 @@ from kvcalc.cli.resident_options import (
     LoraDtypeOpt,
     MaxLoraRankOpt,
     MaxLorasOpt,
+    NumSpeculativeTokensOpt,
     PcieOpt,
     SpeculativeModelOpt,
     cpu_tier,
@@ -107,6 +108,7 @@ def fit(
     price_per_hour: PriceOpt = None,
     shared_prefix: SharedPrefixOpt = 0,
     speculative_model: SpeculativeModelOpt = None,
+    num_speculative_tokens: NumSpeculativeTokensOpt = None,
     max_loras: MaxLorasOpt = None,
     max_lora_rank: MaxLoraRankOpt = None,
     lora_dtype: LoraDtypeOpt = None,
@@ -170,7 +172,7 @@ def fit(
     gpus = gpu or []
     gpu_specs = placement_options.load_gpus(gpus, presets_dir, engine)
     first = gpu_specs[0].name if len(gpu_specs) > len(gpus) else (gpus[0] if gpus else None)  # --gpu auto: the first of them
-    work, tenants = with_draft(spec, work, speculative_model, presets_dir)
+    work, tenants = with_draft(spec, work, speculative_model, presets_dir, num_speculative_tokens)
     tenants += lora_terms(spec, work, max_loras, max_lora_rank, lora_dtype)
     gpu_spec, budget = gpu_and_budget(
         spec, work, first, memory, weights_fmt, utilization, reserve, presets_dir, tenants, interconnect

@@ -24,17 +24,59 @@ SpeculativeModelOpt = Annotated[
 ]
 
 
+NumSpeculativeTokensOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--num-speculative-tokens",
+        help="With --speculative-model: the tokens it proposes per step (vLLM's num_speculative_tokens): vllm reserves"
+        " that many lookahead slots per sequence; decode times the rounds.",
+    ),
+]
+AcceptanceRateOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--acceptance-rate",
+        help="decode, with --speculative-model: the share of proposals the target accepts, each given the ones before it"
+        " (0-1; vLLM logs it as the draft acceptance rate).",
+    ),
+]
+
+
 def with_draft(
-    target: ModelSpec, work: Workload, draft_ref: str | None, presets_dir: list[str] | None
+    target: ModelSpec, work: Workload, draft_ref: str | None, presets_dir: list[str] | None, tokens: int | None = None
 ) -> tuple[Workload, list[BudgetTerm]]:
-    """The workload with the draft's KV per token in the pool, and its weights as a budget term."""
+    """The workload with the draft's KV per token in the pool and its K proposals per step
+    (--num-speculative-tokens), and its weights as a budget term."""
     if draft_ref is None:
+        if tokens is not None:
+            raise InvalidInput("--num-speculative-tokens needs --speculative-model")
         return work, []
+    positive(num_speculative_tokens=tokens)
     if draft_ref == residents.MTP:
         found = residents.mtp_draft(target, work)
     else:
         found = residents.draft(target, presets.load_model(draft_ref, presets_dir), work)
-    return work.model_copy(update={"draft_bytes_per_token": found.kv_bytes_per_token}), [residents.draft_term(found)]
+    update = {"draft_bytes_per_token": found.kv_bytes_per_token, "speculative_tokens": tokens or 0}
+    return work.model_copy(update=update), [residents.draft_term(found)]
+
+
+def draft_for_decode(
+    target: ModelSpec, draft_ref: str | None, tokens: int | None, acceptance: float | None, presets_dir: list[str] | None
+) -> tuple[ModelSpec, int, float] | None:
+    """The draft model, K and the acceptance rate decode times speculative rounds with; all three
+    given, or none."""
+    given = {"--speculative-model": draft_ref, "--num-speculative-tokens": tokens, "--acceptance-rate": acceptance}
+    if all(value is None for value in given.values()):
+        return None
+    missing = [flag for flag, value in given.items() if value is None]
+    if missing:
+        raise InvalidInput(f"decode times speculative decoding with all of {', '.join(given)}: give {', '.join(missing)}")
+    assert draft_ref is not None and tokens is not None and acceptance is not None
+    if draft_ref == residents.MTP:
+        raise InvalidInput("decode --speculative-model mtp is not modelled: give the draft as a model (a preset or config.json)")
+    draft = presets.load_model(draft_ref, presets_dir)
+    residents.require_same_vocabulary(target, draft)
+    return draft, tokens, acceptance
 
 
 MaxLorasOpt = Annotated[
