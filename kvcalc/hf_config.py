@@ -378,6 +378,7 @@ def _eagle3(cfg: dict[str, Any], fields: dict[str, Any]) -> None:
     if fields["intermediate"] is None or fields["hidden"] is None:
         raise KeyError("intermediate_size")
     fields["params"] = eagle3_params(fields, draft_vocab, target_hidden)
+    fields["speculative_head"] = "eagle3"
     # the count stands for the shapes: counted from them again, a model of these fields would hold its own
     # embedding table and a full-vocabulary LM head
     fields["hidden"] = fields["intermediate"] = None

@@ -7,11 +7,13 @@ engine source it follows."""
 # no `from __future__ import annotations`: pydantic takes the fields' annotations as objects rather than
 # compiling and evaluating each string (start-up, docs/benchmarks.md)
 
+from typing import Literal
+
 from kvcalc import engines
 from kvcalc.base import Frozen
 from kvcalc.engines import Budget, BudgetTerm
 from kvcalc.engines.base import term_lines
-from kvcalc.errors import InvalidInput
+from kvcalc.errors import DoesNotFit, InvalidInput
 from kvcalc.kvcache import cache_layout, kv_heads_per_rank, layer_bytes_per_token, layer_caches, settled
 from kvcalc.spec import ModelSpec, Workload, cache_dtypes
 from kvcalc.units import PACKING, DType, format_bytes
@@ -24,6 +26,7 @@ class Draft(Frozen):
     """A speculative draft model as the engine holds it on one GPU of the target's TP group."""
 
     name: str
+    kind: Literal["model", "head"]  # a model of its own, or heads on the target's hidden states (EAGLE-3, MTP)
     layers: int
     weights_bytes: int  # per GPU: split over the target's tp
     kv_bytes_per_token: int  # per GPU: all its attention layers, in the target's cache dtypes
@@ -61,6 +64,7 @@ def draft(target: ModelSpec, model: ModelSpec, workload: Workload, weights: Weig
     tp = f" / tp {workload.tp}" if workload.tp > 1 else ""
     return Draft(
         name=model.name,
+        kind="head" if model.speculative_head else "model",
         layers=len(per_layer),
         weights_bytes=per_gpu(weight_bytes(params, fmt), workload.tp),
         kv_bytes_per_token=kv,
@@ -90,6 +94,7 @@ def mtp_draft(model: ModelSpec, workload: Workload, weights: WeightFormat | None
     tp = f" / tp {workload.tp}" if workload.tp > 1 else ""
     return Draft(
         name=f"{model.name} MTP",
+        kind="head",
         layers=n,
         weights_bytes=per_gpu(weight_bytes(params, fmt), workload.tp),
         kv_bytes_per_token=n * per_layer,
@@ -107,6 +112,61 @@ def draft_term(found: Draft) -> BudgetTerm:
         bytes=found.weights_bytes,
         formula=f"{found.weights_formula} = {found.weights_bytes:,} B; its KV, {found.kv_formula}, shares the target's pool",
         source=found.source,
+    )
+
+
+def with_draft(work: Workload, found: Draft, tokens: int = 0) -> tuple[Workload, list[BudgetTerm]]:
+    """The workload with the draft in it (its kind; K proposals per step; its KV per token in the
+    target's pool unless the engine keeps a second pool), and the budget terms taken from the
+    cache's share: its weights, unless the engine loads them outside its fraction (with_second_pool)."""
+    update: dict[str, object] = {"draft_kind": found.kind, "speculative_tokens": tokens}
+    if engines.profile(work.engine).draft_second_pool:
+        return work.model_copy(update=update), []
+    update["draft_bytes_per_token"] = found.kv_bytes_per_token
+    return work.model_copy(update=update), [draft_term(found)]
+
+
+def with_second_pool(budget: Budget, found: Draft, target_tokens: int) -> Budget:
+    """SGLang's draft: its weights and a second pool of the target's token count (the draft worker's
+    token_to_kv_pool, draft_runner_cache_size = max_total_num_tokens) both live in the memory
+    mem_fraction_static leaves; each becomes a term taken from that share, which must hold them."""
+    (unused,) = [term for term in budget.terms if term.name.startswith("not used")]
+    pool = target_tokens * found.kv_bytes_per_token
+    left = unused.bytes - found.weights_bytes - pool
+    if left < 0:
+        raise DoesNotFit(
+            f"the draft {found.name} needs {format_bytes(found.weights_bytes + pool)} (weights {format_bytes(found.weights_bytes)},"
+            f" a second pool of {target_tokens:,} tokens {format_bytes(pool)}) beyond the {format_bytes(unused.bytes)}"
+            f" {unused.name.removeprefix('not used ')} leaves: lower --mem-fraction-static"
+        )
+    terms = [
+        BudgetTerm(
+            name=f"draft model weights ({found.name})",
+            bytes=found.weights_bytes,
+            formula=f"{found.weights_formula} = {found.weights_bytes:,} B, loaded after the target sized its pool",
+            source=found.source,
+        ),
+        BudgetTerm(
+            name=f"draft KV pool ({target_tokens:,} tokens)",
+            bytes=pool,
+            formula=f"the target's tokens * the draft's bytes per token = {target_tokens:,} * {found.kv_bytes_per_token:,}"
+            f" = {pool:,} B ({format_bytes(pool)}); {found.kv_formula}",
+            source=found.source,
+        ),
+    ]
+    rest = unused.model_copy(
+        update={"bytes": left, "formula": f"{unused.formula}; less the draft's weights and second pool: {left:,} B left"}
+    )
+    lines = [line for term in terms for line in term_lines(term)]
+    lines.append(
+        f"{unused.name} = {unused.bytes:,} - {found.weights_bytes:,} - {pool:,} = {left:,} B ({format_bytes(left)}) left for"
+        " activations and CUDA graphs (kvcalc.residents); the target's pool is as before"
+    )
+    return budget.model_copy(
+        update={
+            "terms": [rest if term is unused else term for term in budget.terms] + terms,
+            "explain": [*budget.explain, *lines],
+        }
     )
 
 

@@ -44,7 +44,7 @@ def test_draft_splits_over_the_targets_tp(cli) -> None:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--engine", "sglang", "--speculative-model", "llama3.2-1b"], "--speculative-model is not modelled for --engine sglang"),
+        (["--engine", "trtllm", "--speculative-model", "llama3.2-1b"], "--speculative-model is not modelled for --engine trtllm"),
         (["--speculative-model", "gemma2-9b"], "a draft with sliding-window or state layers is not modelled"),
         (["--speculative-model", "qwen3-0.6b"], "its vocabulary (151,936) differs from llama3.1-8b's (128,256)"),
         (["--speculative-model", "no-such-model"], "unknown model 'no-such-model'"),

@@ -156,3 +156,39 @@ def test_speculative_decode_explained(cli) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "tokens per round = 1 + alpha + ... + alpha^K = 1.75 (Leviathan et al. 2023, eq. 1)" in result.stdout
+
+
+SGLANG_FIT = ["fit", "--model", "llama3.1-8b", "--gpu", "h100-sxm", "--engine", "sglang", "--seq", "8k"]
+
+
+def _term(doc: dict, prefix: str) -> dict:
+    (term,) = [t for t in doc["budget"]["terms"] if t["name"].startswith(prefix)]
+    return term
+
+
+def test_sglang_second_pool_outside_the_static_fraction(cli) -> None:
+    """SGLang sizes the target's pool first; the draft's weights and a second pool of as many tokens
+    come out of the 1 - mem_fraction_static share (model_runner_kv_cache_mixin.py init_memory, 001ccef0).
+    The default fraction reserves 2 GiB more for EAGLE-style heads (server_args.py): 0.835 -> 0.81 on an H100."""
+    plain = cli.json(*SGLANG_FIT, "--mem-fraction-static", "0.81")
+    doc = cli.json(*SGLANG_FIT, "--speculative-model", EAGLE3)
+    assert doc["budget"]["utilization"] == 0.81
+    assert doc["budget"]["usable_bytes"] == plain["budget"]["usable_bytes"]  # the target's pool is as before
+    tokens = doc["pools"][0]["tokens"]
+    assert _term(doc, "draft KV pool")["bytes"] == tokens * EAGLE3_TOKEN
+    assert _term(doc, "draft model weights")["bytes"] == EAGLE3_PARAMS * 2
+    unused = _term(plain, "not used")["bytes"]
+    assert _term(doc, "not used")["bytes"] == unused - EAGLE3_PARAMS * 2 - tokens * EAGLE3_TOKEN
+    assert sum(t["bytes"] for t in doc["budget"]["terms"]) + doc["budget"]["usable_bytes"] == doc["budget"]["memory_bytes"]
+
+
+def test_sglang_standalone_draft_reserves_6_gib(cli) -> None:
+    """A draft model of its own is SGLang's STANDALONE algorithm: 6 GiB more reserved, 0.835 -> 0.76 on an H100."""
+    doc = cli.json(*SGLANG_FIT, "--speculative-model", "llama3.2-1b")
+    assert doc["budget"]["utilization"] == 0.76
+
+
+def test_sglang_draft_that_overflows_the_headroom_exits_1(cli) -> None:
+    result = cli(*SGLANG_FIT, "--speculative-model", "llama3.2-1b", "--mem-fraction-static", "0.95")
+    assert result.exit_code == 1
+    assert "the draft llama3.2-1b needs" in result.stderr and "lower --mem-fraction-static" in result.stderr

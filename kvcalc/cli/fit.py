@@ -59,6 +59,7 @@ from kvcalc.cli.resident_options import (
 )
 from kvcalc.cli.throughput_options import Economics, MaxTpotOpt, MaxTtftOpt, PriceOpt, PromptOpt
 from kvcalc.errors import DoesNotFit, InvalidInput
+from kvcalc.residents import with_second_pool
 from kvcalc.units import SIZE_HELP, TOKENS_HELP
 
 
@@ -172,12 +173,14 @@ def fit(
     gpus = gpu or []
     gpu_specs = placement_options.load_gpus(gpus, presets_dir, engine)
     first = gpu_specs[0].name if len(gpu_specs) > len(gpus) else (gpus[0] if gpus else None)  # --gpu auto: the first of them
-    work, tenants = with_draft(spec, work, speculative_model, presets_dir, num_speculative_tokens)
+    work, tenants, found_draft = with_draft(spec, work, speculative_model, presets_dir, num_speculative_tokens)
     tenants += lora_terms(spec, work, max_loras, max_lora_rank, lora_dtype)
     gpu_spec, budget = gpu_and_budget(
         spec, work, first, memory, weights_fmt, utilization, reserve, presets_dir, tenants, interconnect
     )
     report = capacity.fit(spec, work, budget, max_seqs)
+    if found_draft is not None and engines.profile(work.engine).draft_second_pool and report.pools:
+        report = report.model_copy(update={"budget": with_second_pool(report.budget, found_draft, report.pools[0].tokens)})
     economics = Economics(max_tpot_ms, max_ttft_ms, prompt, price_per_hour, work.seq)
     tier = cpu_tier(spec, work, kv_offloading_size, pcie_gb_per_s, shared_prefix or economics.target.prompt)
     plan = cost = None

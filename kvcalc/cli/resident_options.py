@@ -44,20 +44,20 @@ AcceptanceRateOpt = Annotated[
 
 def with_draft(
     target: ModelSpec, work: Workload, draft_ref: str | None, presets_dir: list[str] | None, tokens: int | None = None
-) -> tuple[Workload, list[BudgetTerm]]:
-    """The workload with the draft's KV per token in the pool and its K proposals per step
-    (--num-speculative-tokens), and its weights as a budget term."""
+) -> tuple[Workload, list[BudgetTerm], residents.Draft | None]:
+    """The workload with the draft and its K proposals per step (--num-speculative-tokens), the
+    budget terms it takes from the cache's share, and the draft itself."""
     if draft_ref is None:
         if tokens is not None:
             raise InvalidInput("--num-speculative-tokens needs --speculative-model")
-        return work, []
+        return work, [], None
     positive(num_speculative_tokens=tokens)
     if draft_ref == residents.MTP:
         found = residents.mtp_draft(target, work)
     else:
         found = residents.draft(target, presets.load_model(draft_ref, presets_dir), work)
-    update = {"draft_bytes_per_token": found.kv_bytes_per_token, "speculative_tokens": tokens or 0}
-    return work.model_copy(update=update), [residents.draft_term(found)]
+    drafted, terms = residents.with_draft(work, found, tokens or 0)
+    return drafted, terms, found
 
 
 def draft_for_decode(
