@@ -12,7 +12,7 @@ from typing import Literal
 from kvcalc import engines
 from kvcalc.base import Frozen
 from kvcalc.engines import Budget, BudgetTerm
-from kvcalc.engines.base import term_lines
+from kvcalc.engines.base import byte_fraction, cdiv, term_lines
 from kvcalc.errors import DoesNotFit, InvalidInput
 from kvcalc.kvcache import cache_layout, kv_heads_per_rank, layer_bytes_per_token, layer_caches, settled
 from kvcalc.spec import ModelSpec, Workload, cache_dtypes
@@ -184,14 +184,16 @@ def lora_term(model: ModelSpec, workload: Workload, max_loras: int, rank: int, d
     b * (A + B), A = 3h + H*d/tp + 2h + I/tp, B = H*d/tp + 2*Hkv_rank*d + h + 2I/tp + h; the
     embedding and LM-head wrappers (a few MB) are not counted."""
     rules = engines.profile(workload.engine)
-    if rules.name != "vllm":
-        raise InvalidInput(f"--max-loras is modelled for --engine vllm only, not {rules.name}")
+    if rules.name not in ("vllm", "trtllm"):
+        raise InvalidInput(f"--max-loras is modelled for --engine vllm and trtllm, not {rules.name}")
     if model.mla is not None or model.moe is not None or model.hidden is None or model.intermediate is None:
         raise InvalidInput(f"--max-loras: {model.name}'s layers are not the dense q/k/v/o and gated-MLP kvcalc sizes LoRA for")
     if any(model.state_kinds()):
         raise InvalidInput(f"--max-loras: {model.name} has state layers; LoRA for them is not modelled")
     if max_loras < 1 or rank < 1:
         raise InvalidInput("--max-loras and --max-lora-rank must be positive integers")
+    if rules.name == "trtllm":
+        return trtllm_lora_term(model, workload, max_loras, rank, dtype)
     lora_dtype = dtype or model.dtype
     b = PACKING[lora_dtype].block_bytes
     tp, h, d, inter = workload.tp, model.hidden, model.key_dim, model.intermediate
@@ -211,20 +213,83 @@ def lora_term(model: ModelSpec, workload: Workload, max_loras: int, rank: int, d
     )
 
 
+TRTLLM_LORA_TERM = "LoRA device cache"
+TRTLLM_OPTIMAL_ADAPTER_SIZE = 8  # PeftCacheManagerConfig optimalAdapterSize (cpp/include/.../peftCacheManagerConfig.h)
+TRTLLM_MAX_ADAPTER_SIZE = 64  # PeftCacheManagerConfig maxAdapterSize
+
+
+def trtllm_lora_term(model: ModelSpec, workload: Workload, max_loras: int, rank: int, dtype: DType | None) -> BudgetTerm:
+    """TensorRT-LLM's LoRA device cache with lora_config.max_loras set (the PyTorch backend sets
+    num_device_module_layer = max_lora_rank * layers * modules * max_loras, _torch/pyexecutor/_util.py):
+    pages of slots, each slot pageWidth values, pageWidth the smallest module's (in + out) on one
+    rank; a module layer of one rank takes cdiv(largest module's in + out, pageWidth) slots; a page
+    holds max(layers * sum(min(8, R) * cdiv(module, pageWidth)), cdiv(min(64, R) * largest, pageWidth))
+    slots; in the model's dtype (cpp/tensorrt_llm/batch_manager/peftCacheManager.cpp
+    getPageManagerConfig, getMaxNumSlots; NVIDIA/TensorRT-LLM 2a9abd95). Modules: every one a Llama
+    adapter may target, attn_q, attn_k, attn_v, attn_dense, mlp_h_to_4h, mlp_gate, mlp_4h_to_h.
+    Without max_loras, device_cache_percent (default 0.02) of the free memory sizes it instead: not
+    modelled."""
+    if dtype is not None:
+        raise InvalidInput("--lora-dtype is vLLM's: TensorRT-LLM keeps its LoRA cache in the model's dtype")
+    if workload.pp > 1:
+        raise InvalidInput("--max-loras with --engine trtllm: pipeline stages are not modelled")
+    tp, h, d = workload.tp, model.hidden or 0, model.key_dim
+    inter = (model.intermediate or 0) // tp
+    q_out, kv_out = model.heads * d // tp, kv_heads_per_rank(model, tp) * d
+    modules = [h + q_out, h + kv_out, h + kv_out, q_out + h, h + inter, h + inter, inter + h]  # in + out on one rank
+    width, largest = min(modules), max(modules)
+    b = PACKING[model.dtype].block_bytes
+    layers = model.layers
+    per_page = max(
+        layers * sum(min(TRTLLM_OPTIMAL_ADAPTER_SIZE, rank) * cdiv(m, width) for m in modules),
+        cdiv(min(TRTLLM_MAX_ADAPTER_SIZE, rank) * largest, width),
+    )
+    slots = rank * layers * len(modules) * max_loras * cdiv(largest, width)
+    pages = cdiv(slots, per_page)
+    total = pages * per_page * width * b
+    return BudgetTerm(
+        name=TRTLLM_LORA_TERM,
+        bytes=total,
+        formula=f"pages * slots per page * pageWidth * b = {pages:,} * {per_page:,} * {width:,} * {b} = {total:,} B"
+        f" ({format_bytes(total)}); slots = rank * layers * modules * max_loras * cdiv(largest {largest:,}, pageWidth)"
+        f" = {rank} * {layers} * {len(modules)} * {max_loras} * {cdiv(largest, width)} = {slots:,}",
+        source="cpp/tensorrt_llm/batch_manager/peftCacheManager.cpp getPageManagerConfig, getMaxNumSlots (NVIDIA/TensorRT-LLM"
+        " 2a9abd95); _torch/pyexecutor/_util.py: num_device_module_layer from lora_config.max_loras",
+    )
+
+
 def with_residents(budget: Budget, terms: list[BudgetTerm]) -> Budget:
     """The budget with each tenant's bytes taken from what it leaves for the KV cache, each a term
-    and an --explain line of its own."""
+    and an --explain line of its own. Where the tenants are live in the engine's profiling run
+    (TensorRT-LLM), its fraction applies after them: the KV loses f of their bytes and the share the
+    fraction leaves unused the rest."""
     if not terms:
         return budget
-    usable = budget.usable_bytes - sum(term.bytes for term in terms)
+    total = sum(term.bytes for term in terms)
     lines = [line for term in terms for line in term_lines(term)]
     taken = " - ".join(f"{term.bytes:,}" for term in terms)
-    lines.append(f"left for KV = {budget.usable_bytes:,} - {taken} = {usable:,} B ({format_bytes(usable)}) (kvcalc.residents)")
-    lora = sum(term.bytes for term in terms if term.name == LORA_TERM)
+    updated = budget.terms
+    if engines.profile(budget.engine).residents_before_fraction:
+        fraction = budget.utilization
+        from_kv = byte_fraction(total, fraction)
+        (unused,) = [term for term in budget.terms if term.name.startswith("not used")]
+        rest = unused.model_copy(update={"bytes": unused.bytes - (total - from_kv)})
+        updated = [rest if term is unused else term for term in budget.terms]
+        usable = budget.usable_bytes - from_kv
+        lines.append(
+            f"left for KV = {budget.usable_bytes:,} - {fraction:g} * ({taken}) = {usable:,} B ({format_bytes(usable)}): the"
+            f" tenants are in the profiling peak, so the fraction applies after them; {unused.name} {rest.bytes:,} B (kvcalc.residents)"
+        )
+    else:
+        usable = budget.usable_bytes - total
+        lines.append(
+            f"left for KV = {budget.usable_bytes:,} - {taken} = {usable:,} B ({format_bytes(usable)}) (kvcalc.residents)"
+        )
+    lora = sum(term.bytes for term in terms if term.name in (LORA_TERM, TRTLLM_LORA_TERM))
     return budget.model_copy(
         update={
             "usable_bytes": usable,
-            "terms": [*budget.terms, *terms],
+            "terms": [*updated, *terms],
             "explain": [*budget.explain, *lines],
             "lora_bytes": lora,
         }

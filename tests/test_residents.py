@@ -44,7 +44,7 @@ def test_draft_splits_over_the_targets_tp(cli) -> None:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--engine", "trtllm", "--speculative-model", "llama3.2-1b"], "--speculative-model is not modelled for --engine trtllm"),
+        (["--engine", "hf", "--speculative-model", "llama3.2-1b"], "--speculative-model is not modelled for --engine hf"),
         (["--speculative-model", "gemma2-9b"], "a draft with sliding-window or state layers is not modelled"),
         (["--speculative-model", "qwen3-0.6b"], "its vocabulary (151,936) differs from llama3.1-8b's (128,256)"),
         (["--speculative-model", "no-such-model"], "unknown model 'no-such-model'"),
@@ -101,7 +101,7 @@ def test_lora_published_qwen3_8b_t4_model_loading_includes_the_slots(cli) -> Non
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--engine", "sglang", "--max-loras", "1"], "--max-loras is modelled for --engine vllm only, not sglang"),
+        (["--engine", "sglang", "--max-loras", "1"], "--max-loras is modelled for --engine vllm and trtllm, not sglang"),
         (["--engine", "vllm", "--max-lora-rank", "8"], "--max-lora-rank and --lora-dtype need --max-loras"),
         (["--engine", "vllm", "--max-loras", "0"], "--max-loras must be a positive integer"),
     ],

@@ -192,3 +192,43 @@ def test_sglang_draft_that_overflows_the_headroom_exits_1(cli) -> None:
     result = cli(*SGLANG_FIT, "--speculative-model", "llama3.2-1b", "--mem-fraction-static", "0.95")
     assert result.exit_code == 1
     assert "the draft llama3.2-1b needs" in result.stderr and "lower --mem-fraction-static" in result.stderr
+
+
+TRTLLM_FIT = ["fit", "--model", "llama3-8b", "--gpu", "h100-sxm", "--engine", "trtllm"]
+# llama3-8b on one rank, each module's in + out: q 4,096 + 4,096, k and v 4,096 + 1,024, dense 4,096 + 4,096,
+# h_to_4h and gate 4,096 + 14,336, 4h_to_h 14,336 + 4,096: pageWidth 5,120 (the smallest), the largest 18,432 (4 slots)
+TRT_SLOTS = 64 * 32 * 7 * 4 * 4  # rank 64 * layers * modules * max_loras 4 * cdiv(18,432, 5,120)
+TRT_PER_PAGE = 32 * 8 * (2 + 1 + 1 + 2 + 4 + 4 + 4)  # layers * sum(min(8, R) * cdiv(module, 5,120)) = 4,608
+TRT_LORA = -(-TRT_SLOTS // TRT_PER_PAGE) * TRT_PER_PAGE * 5120 * 2  # 50 pages, bf16: 2,359,296,000 B
+
+
+def test_trtllm_lora_device_cache_hand_worked(cli) -> None:
+    """peftCacheManager.cpp getPageManagerConfig / getMaxNumSlots (NVIDIA/TensorRT-LLM 2a9abd95): the cache
+    is live in the profiling run, so the KV loses 0.9 of it and the unused tenth the rest."""
+    plain = cli.json(*TRTLLM_FIT)
+    doc = cli.json(*TRTLLM_FIT, "--max-loras", "4", "--max-lora-rank", "64")
+    assert doc["budget"]["lora_bytes"] == _term(doc, "LoRA device cache")["bytes"] == TRT_LORA == 2_359_296_000
+    taken = plain["budget"]["usable_bytes"] - doc["budget"]["usable_bytes"]
+    assert taken == pytest.approx(0.9 * TRT_LORA, abs=1)
+    assert _term(plain, "not used")["bytes"] - _term(doc, "not used")["bytes"] == TRT_LORA - taken
+    assert sum(t["bytes"] for t in doc["budget"]["terms"]) + doc["budget"]["usable_bytes"] == doc["budget"]["memory_bytes"]
+
+
+def test_trtllm_draft_adds_its_bytes_per_token(cli) -> None:
+    """KvCacheCreator._get_kv_size_per_token adds the draft's: one token count for both."""
+    doc = cli.json(*TRTLLM_FIT, "--speculative-model", "llama3.2-1b")
+    (pool,) = doc["pools"]
+    assert pool["bytes_per_token"] == LLAMA3_8B_TOKEN + 16 * 2 * 8 * 64 * 2
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--max-loras", "4"], "--max-loras with --engine trtllm: give --max-lora-rank"),
+        (["--max-loras", "4", "--max-lora-rank", "8", "--lora-dtype", "fp32"], "--lora-dtype is vLLM's"),
+    ],
+)
+def test_bad_trtllm_lora_exit_2(cli, args: list[str], expected: str) -> None:
+    result = cli(*TRTLLM_FIT, *args)
+    assert result.exit_code == 2
+    assert expected in result.stderr
