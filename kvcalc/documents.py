@@ -42,7 +42,7 @@ class FitDocument(FitReport):
     speed_steps: list[SpeedStep] | None = None  # tokens/s at each -ngl or --n-cpu-moe step (with --ram-bandwidth)
     throughput: ThroughputPlan | None = None  # --max-tpot-ms, --max-ttft-ms or --price-per-hour
     cost: Cost | None = None  # --price-per-hour
-    cpu_tier: CpuTier | None = None  # --kv-offloading-size
+    cpu_tier: CpuTier | None = None  # --kv-offloading-size or --lmcache-cpu-size
 
 
 class DecodeDocument(Document):

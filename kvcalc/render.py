@@ -805,8 +805,9 @@ def cpu_tier_lines(tier: CpuTier | None, decimal: bool, explain: bool) -> None:
     if tier is None:
         return
     reload = f" back in {format_seconds(tier.reload_seconds)}" if tier.reload_seconds is not None else ""
+    label = "CPU tier" if tier.tier == "vllm" else "LMCache CPU tier"
     console.print(
-        f"CPU tier: {tier.tokens:,} tokens ({tier.sequences:,} whole sequences) in {format_bytes(tier.bytes, decimal)} of pinned"
+        f"{label}: {tier.tokens:,} tokens ({tier.sequences:,} whole sequences) in {format_bytes(tier.bytes, decimal)} of pinned"
         f" host RAM; a re-used prefix of {tier.reload_tokens:,} tokens is {format_bytes(tier.reload_bytes_per_rank, decimal)}"
         f" per GPU{reload}"
     )

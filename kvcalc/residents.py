@@ -296,14 +296,20 @@ def with_residents(budget: Budget, terms: list[BudgetTerm]) -> Budget:
     )
 
 
-class CpuTier(Frozen):
-    """vLLM's CPU tier for KV blocks (--kv-offloading-size): the host RAM it pins, the tokens it
-    holds, and what bringing a re-used prefix back over each GPU's host link costs."""
+LMCACHE_CHUNK_TOKENS = 256  # lmcache/v1/config.py chunk_size default
+LMCACHE_ALIGN_BYTES = 4096  # MixedMemoryAllocator's TensorMemoryAllocator alignment
 
+
+class CpuTier(Frozen):
+    """A CPU tier for KV blocks in host RAM: vLLM's (--kv-offloading-size) or LMCache's local CPU
+    backend (max_local_cpu_size): the host RAM it pins, the tokens it holds, and what bringing a
+    re-used prefix back over each GPU's host link costs."""
+
+    tier: Literal["vllm", "lmcache"]  # whose rule sizes it
     bytes: int  # host RAM over all ranks
-    bytes_per_rank: int  # size / (tp * pp)
+    bytes_per_rank: int
     bytes_per_token_per_rank: int  # every layer of the busiest stage on one rank, a draft's included
-    block_size: int  # tokens per offloaded block: the GPU block
+    block_size: int  # tokens per stored unit: vLLM's GPU block, LMCache's chunk
     tokens: int  # whole blocks the tier holds
     sequences: int  # whole --seq contexts it holds
     reload_tokens: int  # the prefix brought back
@@ -313,35 +319,60 @@ class CpuTier(Frozen):
 
 
 def cpu_tier(
-    model: ModelSpec, workload: Workload, size_bytes: int, reload_tokens: int, link_bytes_per_s: float | None = None
+    model: ModelSpec,
+    workload: Workload,
+    size_bytes: int,
+    reload_tokens: int,
+    link_bytes_per_s: float | None = None,
+    tier: Literal["vllm", "lmcache"] = "vllm",
 ) -> "CpuTier":
-    """The CPU tier's blocks: num_cpu_blocks = bytes per rank // bytes per offloaded block, bytes per
-    rank = size / (tp * pp) (vllm/config/vllm.py _post_init_kv_transfer_config; vllm/v1/kv_offload/
-    cpu/spec.py CPUOffloadingSpec: cpu_bytes_to_use // kv_bytes_per_offloaded_block). Its tokens,
-    the host RAM (the size itself, pinned), and the reload of `reload_tokens` over the host link."""
+    """The CPU tier's blocks and the reload of `reload_tokens` over the host link. vLLM: bytes per
+    rank = size / (tp * pp), num_cpu_blocks = bytes per rank // bytes per offloaded block
+    (vllm/config/vllm.py _post_init_kv_transfer_config; vllm/v1/kv_offload/cpu/spec.py
+    CPUOffloadingSpec). LMCache: each rank's engine keeps max_local_cpu_size GiB of its own
+    (int(size * 1024**3), lmcache/v1/config.py, default 5.0), in chunks of 256 tokens aligned to 4
+    KiB: chunks = size // aligned chunk bytes (lmcache/v1/cache_engine.py calculate_chunk_budget)."""
     rules = engines.profile(workload.engine)
+    flag = "--kv-offloading-size" if tier == "vllm" else "--lmcache-cpu-size"
     if rules.name != "vllm":
-        raise InvalidInput(f"--kv-offloading-size is a vLLM option, not modelled for --engine {rules.name}")
+        owner = "a vLLM option" if tier == "vllm" else "LMCache's, modelled beside --engine vllm"
+        raise InvalidInput(f"{flag} is {owner}, not for --engine {rules.name}")
     if any(model.state_kinds()):
-        raise InvalidInput(f"--kv-offloading-size: {model.name} has state layers; their offloading is not modelled")
+        raise InvalidInput(f"{flag}: {model.name} has state layers; their offloading is not modelled")
     if size_bytes <= 0 or (link_bytes_per_s is not None and not link_bytes_per_s > 0):
-        raise InvalidInput("--kv-offloading-size and --pcie-gb-per-s must be positive")
+        raise InvalidInput(f"{flag} and --pcie-gb-per-s must be positive")
     work = settled(model, workload)
     layout = cache_layout(model, work)
     per_token = max(sum(row) for row in layout.stages)
-    block = rules.block_size(work) or 1
     ranks = workload.tp * workload.pp
-    per_rank = size_bytes // ranks
-    blocks = per_rank // (block * per_token)
+    if tier == "vllm":
+        block = rules.block_size(work) or 1
+        per_rank, host = size_bytes // ranks, size_bytes
+        unit = block * per_token
+        blocks = per_rank // unit
+        sizing = [
+            f"CPU tier per rank = --kv-offloading-size / (tp * pp) = {size_bytes:,} / {ranks} = {per_rank:,} B"
+            " (vllm/config/vllm.py _post_init_kv_transfer_config: the size is over all ranks)",
+            f"  blocks = per rank // (block {block} * {per_token:,} B per token per rank) = {blocks:,}; tokens = {blocks * block:,}"
+            " (vllm/v1/kv_offload/cpu/spec.py CPUOffloadingSpec num_cpu_blocks)",
+        ]
+    else:
+        block = LMCACHE_CHUNK_TOKENS
+        per_rank, host = size_bytes, size_bytes * ranks
+        unit = cdiv(block * per_token, LMCACHE_ALIGN_BYTES) * LMCACHE_ALIGN_BYTES
+        blocks = per_rank // unit
+        sizing = [
+            f"LMCache local CPU backend per rank = max_local_cpu_size = {per_rank:,} B, on each of {ranks} rank(s)"
+            " (lmcache/v1/config.py: int(max_local_cpu_size * 1024**3), every worker's engine its own)",
+            f"  chunks = per rank // (chunk {block} * {per_token:,} B per token per rank, aligned to 4 KiB = {unit:,} B)"
+            f" = {blocks:,}; tokens = {blocks * block:,} (lmcache/v1/cache_engine.py calculate_chunk_budget)",
+        ]
     tokens = blocks * block
     reload = reload_tokens * per_token
     seconds = reload / link_bytes_per_s if link_bytes_per_s else None
     explain = [
-        f"CPU tier per rank = --kv-offloading-size / (tp * pp) = {size_bytes:,} / {ranks} = {per_rank:,} B"
-        " (vllm/config/vllm.py _post_init_kv_transfer_config: the size is over all ranks)",
-        f"  blocks = per rank // (block {block} * {per_token:,} B per token per rank) = {blocks:,}; tokens = {tokens:,}"
-        " (vllm/v1/kv_offload/cpu/spec.py CPUOffloadingSpec num_cpu_blocks)",
-        f"  host RAM = {size_bytes:,} B ({format_bytes(size_bytes)}), pinned",
+        *sizing,
+        f"  host RAM = {host:,} B ({format_bytes(host)}), pinned",
         f"  a re-used prefix of {reload_tokens:,} tokens = {reload:,} B per rank"
         + (
             f" back over the host link in {reload / link_bytes_per_s * 1e3:.2f} ms ({link_bytes_per_s / 1e9:g} GB/s per GPU, --pcie-gb-per-s)"
@@ -350,7 +381,8 @@ def cpu_tier(
         ),
     ]
     return CpuTier(
-        bytes=size_bytes,
+        tier=tier,
+        bytes=host,
         bytes_per_rank=per_rank,
         bytes_per_token_per_rank=per_token,
         block_size=block,

@@ -186,6 +186,8 @@ def test_cpu_tier_without_a_link_says_how_to_time_it(cli) -> None:
     ("args", "expected"),
     [
         (["--engine", "sglang", "--kv-offloading-size", "8GiB"], "--kv-offloading-size is a vLLM option"),
+        (["--engine", "sglang", "--lmcache-cpu-size", "5GiB"], "--lmcache-cpu-size is LMCache's, modelled beside --engine vllm"),
+        (["--engine", "vllm", "--lmcache-cpu-size", "5GiB", "--kv-offloading-size", "8GiB"], "not both"),
         (["--engine", "vllm", "--pcie-gb-per-s", "64"], "--pcie-gb-per-s needs --kv-offloading-size"),
         (["--engine", "vllm", "--kv-offloading-size", "8GiB", "--pcie-gb-per-s", "0"], "must be positive"),
     ],

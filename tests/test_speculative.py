@@ -232,3 +232,16 @@ def test_bad_trtllm_lora_exit_2(cli, args: list[str], expected: str) -> None:
     result = cli(*TRTLLM_FIT, *args)
     assert result.exit_code == 2
     assert expected in result.stderr
+
+
+def test_lmcache_cpu_tier_hand_worked(cli) -> None:
+    """LMCache: every rank's engine its own max_local_cpu_size (int(size * 1024**3)), chunks of 256 tokens
+    aligned to 4 KiB (lmcache/v1/config.py, cache_engine.py calculate_chunk_budget). llama3-8b at tp 2:
+    65,536 B per token per rank, a chunk 16 MiB, 5 GiB holds 320 chunks on each rank."""
+    doc = cli.json(
+        "fit", "--model", "llama3-8b", "--gpu", "h100-sxm", "--engine", "vllm", "--tp", "2", "--lmcache-cpu-size", "5GiB"
+    )
+    tier = doc["cpu_tier"]
+    assert tier["tier"] == "lmcache"
+    assert tier["bytes_per_rank"] == 5 * 2**30 and tier["bytes"] == 2 * 5 * 2**30
+    assert tier["tokens"] == 5 * 2**30 // (256 * 65_536) * 256 == 81_920

@@ -47,6 +47,7 @@ from kvcalc.cli.common import (
 from kvcalc.cli.engine_options import EngineOpt, EngineOptions, build_engine, with_engine_options
 from kvcalc.cli.resident_options import (
     KvOffloadingSizeOpt,
+    LmcacheCpuSizeOpt,
     LoraDtypeOpt,
     MaxLoraRankOpt,
     MaxLorasOpt,
@@ -114,6 +115,7 @@ def fit(
     max_lora_rank: MaxLoraRankOpt = None,
     lora_dtype: LoraDtypeOpt = None,
     kv_offloading_size: KvOffloadingSizeOpt = None,
+    lmcache_cpu_size: LmcacheCpuSizeOpt = None,
     pcie_gb_per_s: PcieOpt = None,
     presets_dir: PresetsOpt = None,
     params: ParamsOpt = None,
@@ -182,7 +184,8 @@ def fit(
     if found_draft is not None and engines.profile(work.engine).draft_second_pool and report.pools:
         report = report.model_copy(update={"budget": with_second_pool(report.budget, found_draft, report.pools[0].tokens)})
     economics = Economics(max_tpot_ms, max_ttft_ms, prompt, price_per_hour, work.seq)
-    tier = cpu_tier(spec, work, kv_offloading_size, pcie_gb_per_s, shared_prefix or economics.target.prompt)
+    reused = shared_prefix or economics.target.prompt
+    tier = cpu_tier(spec, work, kv_offloading_size, pcie_gb_per_s, reused, lmcache_cpu_size)
     plan = cost = None
     if economics.asked:  # the largest batch memory holds at --seq caps the search
         speeds = economics.need_gpu(gpu_spec)

@@ -128,12 +128,28 @@ PcieOpt = Annotated[
 ]
 
 
+LmcacheCpuSizeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--lmcache-cpu-size",
+        help="vllm with LMCache: its local CPU backend on every rank (max_local_cpu_size; LMCache's 5.0 is 5GiB): the"
+        " tokens it holds and the host RAM it pins.",
+    ),
+]
+
+
 def cpu_tier(
-    model: ModelSpec, work: Workload, size: str | None, pcie: float | None, reload_tokens: int
+    model: ModelSpec, work: Workload, size: str | None, pcie: float | None, reload_tokens: int, lmcache: str | None = None
 ) -> residents.CpuTier | None:
-    """The CPU tier when --kv-offloading-size is given."""
-    if size is None:
+    """The CPU tier when --kv-offloading-size or --lmcache-cpu-size is given (one of them)."""
+    if size is not None and lmcache is not None:
+        raise InvalidInput("give --kv-offloading-size or --lmcache-cpu-size, not both: one connector offloads the KV")
+    if size is None and lmcache is None:
         if pcie is not None:
-            raise InvalidInput("--pcie-gb-per-s needs --kv-offloading-size")
+            raise InvalidInput("--pcie-gb-per-s needs --kv-offloading-size or --lmcache-cpu-size")
         return None
-    return residents.cpu_tier(model, work, size_option("kv-offloading-size", size), reload_tokens, pcie and pcie * 1e9)
+    link = pcie and pcie * 1e9
+    if lmcache is not None:
+        return residents.cpu_tier(model, work, size_option("lmcache-cpu-size", lmcache), reload_tokens, link, "lmcache")
+    assert size is not None
+    return residents.cpu_tier(model, work, size_option("kv-offloading-size", size), reload_tokens, link)
