@@ -245,3 +245,12 @@ def test_lmcache_cpu_tier_hand_worked(cli) -> None:
     assert tier["tier"] == "lmcache"
     assert tier["bytes_per_rank"] == 5 * 2**30 and tier["bytes"] == 2 * 5 * 2**30
     assert tier["tokens"] == 5 * 2**30 // (256 * 65_536) * 256 == 81_920
+
+
+def test_size_takes_the_draft_into_its_budget(cli) -> None:
+    """size --gpu budgets as fit does: the draft's weights, and its KV beside the target's (vLLM)."""
+    args = ["size", "--model", "llama3.1-8b", "--seq", "8k", "--gpu", "h100-sxm", "--engine", "vllm"]
+    plain, doc = cli.json(*args)["fit"], cli.json(*args, "--speculative-model", EAGLE3)["fit"]
+    assert _term(doc, "draft model weights")["bytes"] == EAGLE3_PARAMS * 2
+    assert doc["budget"]["usable_bytes"] == plain["budget"]["usable_bytes"] - EAGLE3_PARAMS * 2
+    assert doc["max_batch"] == doc["budget"]["usable_bytes"] // ((LLAMA3_8B_TOKEN + EAGLE3_TOKEN) * 8192)

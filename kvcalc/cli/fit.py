@@ -57,10 +57,10 @@ from kvcalc.cli.resident_options import (
     cpu_tier,
     lora_terms,
     with_draft,
+    with_draft_pool,
 )
 from kvcalc.cli.throughput_options import Economics, MaxTpotOpt, MaxTtftOpt, PriceOpt, PromptOpt
 from kvcalc.errors import DoesNotFit, InvalidInput
-from kvcalc.residents import with_second_pool
 from kvcalc.units import SIZE_HELP, TOKENS_HELP
 
 
@@ -181,8 +181,7 @@ def fit(
         spec, work, first, memory, weights_fmt, utilization, reserve, presets_dir, tenants, interconnect
     )
     report = capacity.fit(spec, work, budget, max_seqs)
-    if found_draft is not None and engines.profile(work.engine).draft_second_pool and report.pools:
-        report = report.model_copy(update={"budget": with_second_pool(report.budget, found_draft, report.pools[0].tokens)})
+    report = with_draft_pool(report, work, found_draft)
     economics = Economics(max_tpot_ms, max_ttft_ms, prompt, price_per_hour, work.seq)
     reused = shared_prefix or economics.target.prompt
     tier = cpu_tier(spec, work, kv_offloading_size, pcie_gb_per_s, reused, lmcache_cpu_size)

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from kvcalc import presets, residents
+from kvcalc import engines, presets, residents
+from kvcalc.capacity import FitReport
 from kvcalc.cli.common import positive, size_option
 from kvcalc.engines import BudgetTerm
 from kvcalc.errors import InvalidInput
@@ -58,6 +59,13 @@ def with_draft(
         found = residents.draft(target, presets.load_model(draft_ref, presets_dir), work)
     drafted, terms = residents.with_draft(work, found, tokens or 0)
     return drafted, terms, found
+
+
+def with_draft_pool(report: FitReport, work: Workload, found: residents.Draft | None) -> FitReport:
+    """The fit report with the draft's second pool in its budget, where the engine keeps one (SGLang)."""
+    if found is None or not engines.profile(work.engine).draft_second_pool or not report.pools:
+        return report
+    return report.model_copy(update={"budget": residents.with_second_pool(report.budget, found, report.pools[0].tokens)})
 
 
 def draft_for_decode(
