@@ -174,7 +174,9 @@ LORA_TERM = "LoRA slots"
 VLLM_MAX_LORA_RANK = 16  # vLLM's default --max-lora-rank (vllm/config/lora.py)
 
 
-def lora_term(model: ModelSpec, workload: Workload, max_loras: int, rank: int, dtype: DType | None = None) -> BudgetTerm:
+def lora_term(
+    model: ModelSpec, workload: Workload, max_loras: int, rank: int | None = None, dtype: DType | None = None
+) -> BudgetTerm:
     """The LoRA slots vLLM preallocates on one GPU: for every wrapped linear of every layer, per
     slot, A of (rank, input) and B of (output, rank) for each packed slice, in --lora-dtype (default:
     the model's). Column-parallel qkv_proj (3 slices: q, k, v) and gate_up_proj (2) keep A whole and
@@ -190,10 +192,13 @@ def lora_term(model: ModelSpec, workload: Workload, max_loras: int, rank: int, d
         raise InvalidInput(f"--max-loras: {model.name}'s layers are not the dense q/k/v/o and gated-MLP kvcalc sizes LoRA for")
     if any(model.state_kinds()):
         raise InvalidInput(f"--max-loras: {model.name} has state layers; LoRA for them is not modelled")
-    if max_loras < 1 or rank < 1:
+    if max_loras < 1 or (rank is not None and rank < 1):
         raise InvalidInput("--max-loras and --max-lora-rank must be positive integers")
     if rules.name == "trtllm":
+        if rank is None:
+            raise InvalidInput("--max-loras with --engine trtllm: give --max-lora-rank (its lora_config.max_lora_rank)")
         return trtllm_lora_term(model, workload, max_loras, rank, dtype)
+    rank = VLLM_MAX_LORA_RANK if rank is None else rank
     lora_dtype = dtype or model.dtype
     b = PACKING[lora_dtype].block_bytes
     tp, h, d, inter = workload.tp, model.hidden, model.key_dim, model.intermediate
@@ -214,6 +219,7 @@ def lora_term(model: ModelSpec, workload: Workload, max_loras: int, rank: int, d
 
 
 TRTLLM_LORA_TERM = "LoRA device cache"
+LORA_TERMS = {LORA_TERM, TRTLLM_LORA_TERM}  # budget.lora_bytes sums them
 TRTLLM_OPTIMAL_ADAPTER_SIZE = 8  # PeftCacheManagerConfig optimalAdapterSize (cpp/include/.../peftCacheManagerConfig.h)
 TRTLLM_MAX_ADAPTER_SIZE = 64  # PeftCacheManagerConfig maxAdapterSize
 
@@ -285,7 +291,7 @@ def with_residents(budget: Budget, terms: list[BudgetTerm]) -> Budget:
         lines.append(
             f"left for KV = {budget.usable_bytes:,} - {taken} = {usable:,} B ({format_bytes(usable)}) (kvcalc.residents)"
         )
-    lora = sum(term.bytes for term in terms if term.name in (LORA_TERM, TRTLLM_LORA_TERM))
+    lora = sum(term.bytes for term in terms if term.name in LORA_TERMS)
     return budget.model_copy(
         update={
             "usable_bytes": usable,

@@ -113,9 +113,7 @@ def lora_terms(model: ModelSpec, work: Workload, max_loras: int | None, rank: in
         return []
     positive(max_loras=max_loras, max_lora_rank=rank)
     lora_dtype = parse_dtype(dtype) if dtype is not None else None
-    if rank is None and work.engine.name == "trtllm":
-        raise InvalidInput(f"--max-loras with --engine {work.engine.name}: give --max-lora-rank (its lora_config.max_lora_rank)")
-    return [residents.lora_term(model, work, max_loras, rank or residents.VLLM_MAX_LORA_RANK, lora_dtype)]
+    return [residents.lora_term(model, work, max_loras, rank, lora_dtype)]
 
 
 KvOffloadingSizeOpt = Annotated[
