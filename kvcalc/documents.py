@@ -25,6 +25,7 @@ from kvcalc.presets import DescribedPreset, PresetEntry, PresetListing, PresetPr
 from kvcalc.residents import CpuTier
 from kvcalc.size_document import SCHEMA_VERSION, Document, SizeDocument
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
+from kvcalc.speculative import SpeculativeDecode
 from kvcalc.throughput import Cost, ThroughputPlan
 
 MEASURE_SCHEMA_VERSION = 3  # measure's: 3 dropped the copy of the first variant's fields at the top level
@@ -41,7 +42,7 @@ class FitDocument(FitReport):
     speed_steps: list[SpeedStep] | None = None  # tokens/s at each -ngl or --n-cpu-moe step (with --ram-bandwidth)
     throughput: ThroughputPlan | None = None  # --max-tpot-ms, --max-ttft-ms or --price-per-hour
     cost: Cost | None = None  # --price-per-hour
-    cpu_tier: CpuTier | None = None  # --kv-offloading-size
+    cpu_tier: CpuTier | None = None  # --kv-offloading-size or --lmcache-cpu-size
 
 
 class DecodeDocument(Document):
@@ -54,6 +55,7 @@ class DecodeDocument(Document):
     split: SplitDecode | None = None  # the decode speed of that placement
     throughput: ThroughputPlan | None = None
     cost: Cost | None = None
+    speculative: SpeculativeDecode | None = None  # --speculative-model with --num-speculative-tokens and --acceptance-rate
 
 
 class CompareDocument(Comparison):

@@ -343,8 +343,49 @@ def _fields(arch: str, cfg: dict[str, Any], default_name: str, origin: str, defa
         fields["intermediate"] = None
     if arch in _HYBRID:
         _hybrid(arch, cfg, fields)
+    if any("eagle3" in str(name).lower() for name in cfg.get("architectures") or ()):
+        _eagle3(cfg, fields)
     _checkpoint_format(cfg.get("quantization_config"), fields)
     return {k: v for k, v in fields.items() if v is not None}
+
+
+def eagle3_params(fields: dict[str, Any], draft_vocab: int, target_hidden: int) -> int:
+    """The parameters vLLM builds for an EAGLE-3 head (vllm/model_executor/models/llama_eagle3.py,
+    vllm 00bd1493): each decoder layer's q, k, v from 2h inputs in the first layer (the token's
+    embedding beside the target's hidden state) and h after, o, a gated MLP and three norms
+    (input, hidden, post-attention); fc from 3 target hidden states (3 * target_hidden x h); the
+    final norm; an LM head over the draft vocabulary (draft_vocab x h). The embedding table is the
+    target's, shared (vllm/v1/spec_decode/eagle.py load_model), so not counted; so is the
+    draft-to-target id map (draft_vocab int64, 0.26 MB for 32k).
+
+    >>> eagle3_params({"layers": 1, "hidden": 4096, "heads": 32, "kv_heads": 8, "head_dim": 128, "intermediate": 14336}, 32000, 4096)
+    424689664
+    """
+    h, layers, inter = fields["hidden"], fields["layers"], fields["intermediate"]
+    qkv_out = (fields["heads"] + 2 * fields["kv_heads"]) * fields["head_dim"]
+    per_layer = fields["heads"] * fields["head_dim"] * h + 3 * h * inter + 3 * h  # o, gate_up + down, norms
+    qkv = (2 * h + (layers - 1) * h) * qkv_out
+    return layers * per_layer + qkv + 3 * target_hidden * h + h + draft_vocab * h
+
+
+def _eagle3(cfg: dict[str, Any], fields: dict[str, Any]) -> None:
+    """An EAGLE-3 draft head (architectures LlamaForCausalLMEagle3, Eagle3LlamaForCausalLM): its
+    parameters as vLLM builds them (eagle3_params); its KV one full-attention layer per decoder layer."""
+    draft_vocab = cfg.get("draft_vocab_size") or fields["vocab"]  # vLLM: the base vocab size when absent
+    target_hidden = cfg.get("target_hidden_size") or fields["hidden"]
+    if not isinstance(draft_vocab, int) or not isinstance(target_hidden, int) or draft_vocab < 1 or target_hidden < 1:
+        raise ValueError("draft_vocab_size and target_hidden_size must be positive integers")
+    if fields["intermediate"] is None or fields["hidden"] is None:
+        raise KeyError("intermediate_size")
+    fields["params"] = eagle3_params(fields, draft_vocab, target_hidden)
+    fields["speculative_head"] = "eagle3"
+    # the count stands for the shapes: counted from them again, a model of these fields would hold its own
+    # embedding table and a full-vocabulary LM head
+    fields["hidden"] = fields["intermediate"] = None
+    fields["source"] += (
+        f"; an EAGLE-3 head: params as vLLM builds it (llama_eagle3.py: first layer's qkv from 2h, fc 3 * {target_hidden:,} x h,"
+        f" LM head over draft_vocab_size {draft_vocab:,}; the embedding table shared with the target)"
+    )
 
 
 def _llama4(cfg: dict[str, Any], fields: dict[str, Any]) -> None:

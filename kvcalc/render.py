@@ -24,6 +24,7 @@ from kvcalc.weights import ParamCount, WeightFormat
 
 if TYPE_CHECKING:  # annotations only: `size` and `fit` print their tables without importing these models
     from kvcalc.compare import CompareRow, Comparison, RowDecode, RowFit
+    from kvcalc.speculative import SpeculativeDecode
     from kvcalc.throughput import Cost, ThroughputPlan
 
 PIPED_WIDTH = 160  # columns when stdout is no terminal and COLUMNS is unset (CI logs): Rich would cut tables to 80
@@ -791,13 +792,28 @@ def throughput_lines(plan: ThroughputPlan | None, cost: Cost | None, explain: bo
             _explain(cost.explain)
 
 
+def speculative_lines(found: SpeculativeDecode | None, explain: bool) -> None:
+    """Speculative decoding's expected time per token, beside the target's own."""
+    if found is None:
+        return
+    console.print(
+        f"speculative decoding with {found.draft} (K {found.speculative_tokens}, acceptance {found.acceptance_rate:g}):"
+        f" {found.tokens_per_round:.3g} tokens per round of {format_seconds(found.round_seconds)},"
+        f" [bold]{format_seconds(found.seconds_per_token)}[/] per token, [bold]{found.tokens_per_s:,.1f}[/] tokens/s"
+        f" ({found.speedup:.2f}x the target alone)"
+    )
+    if explain:
+        _explain(found.explain)
+
+
 def cpu_tier_lines(tier: CpuTier | None, decimal: bool, explain: bool) -> None:
     """vLLM's CPU tier for KV blocks: what it holds and what a reload costs."""
     if tier is None:
         return
     reload = f" back in {format_seconds(tier.reload_seconds)}" if tier.reload_seconds is not None else ""
+    label = "CPU tier" if tier.tier == "vllm" else "LMCache CPU tier"
     console.print(
-        f"CPU tier: {tier.tokens:,} tokens ({tier.sequences:,} whole sequences) in {format_bytes(tier.bytes, decimal)} of pinned"
+        f"{label}: {tier.tokens:,} tokens ({tier.sequences:,} whole sequences) in {format_bytes(tier.bytes, decimal)} of pinned"
         f" host RAM; a re-used prefix of {tier.reload_tokens:,} tokens is {format_bytes(tier.reload_bytes_per_rank, decimal)}"
         f" per GPU{reload}"
     )

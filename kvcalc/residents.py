@@ -7,11 +7,13 @@ engine source it follows."""
 # no `from __future__ import annotations`: pydantic takes the fields' annotations as objects rather than
 # compiling and evaluating each string (start-up, docs/benchmarks.md)
 
+from typing import Literal
+
 from kvcalc import engines
 from kvcalc.base import Frozen
 from kvcalc.engines import Budget, BudgetTerm
-from kvcalc.engines.base import term_lines
-from kvcalc.errors import InvalidInput
+from kvcalc.engines.base import byte_fraction, cdiv, term_lines
+from kvcalc.errors import DoesNotFit, InvalidInput
 from kvcalc.kvcache import cache_layout, kv_heads_per_rank, layer_bytes_per_token, layer_caches, settled
 from kvcalc.spec import ModelSpec, Workload, cache_dtypes
 from kvcalc.units import PACKING, DType, format_bytes
@@ -24,12 +26,22 @@ class Draft(Frozen):
     """A speculative draft model as the engine holds it on one GPU of the target's TP group."""
 
     name: str
+    kind: Literal["model", "head"]  # a model of its own, or heads on the target's hidden states (EAGLE-3, MTP)
     layers: int
     weights_bytes: int  # per GPU: split over the target's tp
     kv_bytes_per_token: int  # per GPU: all its attention layers, in the target's cache dtypes
     weights_formula: str
     kv_formula: str
     source: str  # the engine's rule
+
+
+def require_same_vocabulary(target: ModelSpec, draft_model: ModelSpec) -> None:
+    """Refuse a draft whose vocabulary differs from the target's: its proposals would be other tokens."""
+    if draft_model.vocab is not None and target.vocab is not None and draft_model.vocab != target.vocab:
+        raise InvalidInput(
+            f"--speculative-model {draft_model.name}: its vocabulary ({draft_model.vocab:,}) differs from"
+            f" {target.name}'s ({target.vocab:,})"
+        )
 
 
 def draft(target: ModelSpec, model: ModelSpec, workload: Workload, weights: WeightFormat | None = None) -> "Draft":
@@ -43,10 +55,7 @@ def draft(target: ModelSpec, model: ModelSpec, workload: Workload, weights: Weig
     caches = layer_caches(model, workload.tp, workload.engine)
     if any(cache.window is not None for cache in caches) or any(model.state_kinds()):
         raise InvalidInput(f"--speculative-model {model.name}: a draft with sliding-window or state layers is not modelled")
-    if model.vocab is not None and target.vocab is not None and model.vocab != target.vocab:
-        raise InvalidInput(
-            f"--speculative-model {model.name}: its vocabulary ({model.vocab:,}) differs from {target.name}'s ({target.vocab:,})"
-        )
+    require_same_vocabulary(target, model)
     fmt = weights or weight_format(model)
     params = require_params(model)
     dtypes = cache_dtypes(target, workload)
@@ -55,6 +64,7 @@ def draft(target: ModelSpec, model: ModelSpec, workload: Workload, weights: Weig
     tp = f" / tp {workload.tp}" if workload.tp > 1 else ""
     return Draft(
         name=model.name,
+        kind="head" if model.speculative_head else "model",
         layers=len(per_layer),
         weights_bytes=per_gpu(weight_bytes(params, fmt), workload.tp),
         kv_bytes_per_token=kv,
@@ -84,6 +94,7 @@ def mtp_draft(model: ModelSpec, workload: Workload, weights: WeightFormat | None
     tp = f" / tp {workload.tp}" if workload.tp > 1 else ""
     return Draft(
         name=f"{model.name} MTP",
+        kind="head",
         layers=n,
         weights_bytes=per_gpu(weight_bytes(params, fmt), workload.tp),
         kv_bytes_per_token=n * per_layer,
@@ -104,11 +115,68 @@ def draft_term(found: Draft) -> BudgetTerm:
     )
 
 
+def with_draft(work: Workload, found: Draft, tokens: int = 0) -> tuple[Workload, list[BudgetTerm]]:
+    """The workload with the draft in it (its kind; K proposals per step; its KV per token in the
+    target's pool unless the engine keeps a second pool), and the budget terms taken from the
+    cache's share: its weights, unless the engine loads them outside its fraction (with_second_pool)."""
+    update: dict[str, object] = {"draft_kind": found.kind, "speculative_tokens": tokens}
+    if engines.profile(work.engine).draft_second_pool:
+        return work.model_copy(update=update), []
+    update["draft_bytes_per_token"] = found.kv_bytes_per_token
+    return work.model_copy(update=update), [draft_term(found)]
+
+
+def with_second_pool(budget: Budget, found: Draft, target_tokens: int) -> Budget:
+    """SGLang's draft: its weights and a second pool of the target's token count (the draft worker's
+    token_to_kv_pool, draft_runner_cache_size = max_total_num_tokens) both live in the memory
+    mem_fraction_static leaves; each becomes a term taken from that share, which must hold them."""
+    (unused,) = [term for term in budget.terms if term.name.startswith("not used")]
+    pool = target_tokens * found.kv_bytes_per_token
+    left = unused.bytes - found.weights_bytes - pool
+    if left < 0:
+        raise DoesNotFit(
+            f"the draft {found.name} needs {format_bytes(found.weights_bytes + pool)} (weights {format_bytes(found.weights_bytes)},"
+            f" a second pool of {target_tokens:,} tokens {format_bytes(pool)}) beyond the {format_bytes(unused.bytes)}"
+            f" {unused.name.removeprefix('not used ')} leaves: lower --mem-fraction-static"
+        )
+    terms = [
+        BudgetTerm(
+            name=f"draft model weights ({found.name})",
+            bytes=found.weights_bytes,
+            formula=f"{found.weights_formula} = {found.weights_bytes:,} B, loaded after the target sized its pool",
+            source=found.source,
+        ),
+        BudgetTerm(
+            name=f"draft KV pool ({target_tokens:,} tokens)",
+            bytes=pool,
+            formula=f"the target's tokens * the draft's bytes per token = {target_tokens:,} * {found.kv_bytes_per_token:,}"
+            f" = {pool:,} B ({format_bytes(pool)}); {found.kv_formula}",
+            source=found.source,
+        ),
+    ]
+    rest = unused.model_copy(
+        update={"bytes": left, "formula": f"{unused.formula}; less the draft's weights and second pool: {left:,} B left"}
+    )
+    lines = [line for term in terms for line in term_lines(term)]
+    lines.append(
+        f"{unused.name} = {unused.bytes:,} - {found.weights_bytes:,} - {pool:,} = {left:,} B ({format_bytes(left)}) left for"
+        " activations and CUDA graphs (kvcalc.residents); the target's pool is as before"
+    )
+    return budget.model_copy(
+        update={
+            "terms": [rest if term is unused else term for term in budget.terms] + terms,
+            "explain": [*budget.explain, *lines],
+        }
+    )
+
+
 LORA_TERM = "LoRA slots"
 VLLM_MAX_LORA_RANK = 16  # vLLM's default --max-lora-rank (vllm/config/lora.py)
 
 
-def lora_term(model: ModelSpec, workload: Workload, max_loras: int, rank: int, dtype: DType | None = None) -> BudgetTerm:
+def lora_term(
+    model: ModelSpec, workload: Workload, max_loras: int, rank: int | None = None, dtype: DType | None = None
+) -> BudgetTerm:
     """The LoRA slots vLLM preallocates on one GPU: for every wrapped linear of every layer, per
     slot, A of (rank, input) and B of (output, rank) for each packed slice, in --lora-dtype (default:
     the model's). Column-parallel qkv_proj (3 slices: q, k, v) and gate_up_proj (2) keep A whole and
@@ -118,14 +186,19 @@ def lora_term(model: ModelSpec, workload: Workload, max_loras: int, rank: int, d
     b * (A + B), A = 3h + H*d/tp + 2h + I/tp, B = H*d/tp + 2*Hkv_rank*d + h + 2I/tp + h; the
     embedding and LM-head wrappers (a few MB) are not counted."""
     rules = engines.profile(workload.engine)
-    if rules.name != "vllm":
-        raise InvalidInput(f"--max-loras is modelled for --engine vllm only, not {rules.name}")
+    if rules.name not in ("vllm", "trtllm"):
+        raise InvalidInput(f"--max-loras is modelled for --engine vllm and trtllm, not {rules.name}")
     if model.mla is not None or model.moe is not None or model.hidden is None or model.intermediate is None:
         raise InvalidInput(f"--max-loras: {model.name}'s layers are not the dense q/k/v/o and gated-MLP kvcalc sizes LoRA for")
     if any(model.state_kinds()):
         raise InvalidInput(f"--max-loras: {model.name} has state layers; LoRA for them is not modelled")
-    if max_loras < 1 or rank < 1:
+    if max_loras < 1 or (rank is not None and rank < 1):
         raise InvalidInput("--max-loras and --max-lora-rank must be positive integers")
+    if rules.name == "trtllm":
+        if rank is None:
+            raise InvalidInput("--max-loras with --engine trtllm: give --max-lora-rank (its lora_config.max_lora_rank)")
+        return trtllm_lora_term(model, workload, max_loras, rank, dtype)
+    rank = VLLM_MAX_LORA_RANK if rank is None else rank
     lora_dtype = dtype or model.dtype
     b = PACKING[lora_dtype].block_bytes
     tp, h, d, inter = workload.tp, model.hidden, model.key_dim, model.intermediate
@@ -145,34 +218,104 @@ def lora_term(model: ModelSpec, workload: Workload, max_loras: int, rank: int, d
     )
 
 
+TRTLLM_LORA_TERM = "LoRA device cache"
+LORA_TERMS = {LORA_TERM, TRTLLM_LORA_TERM}  # budget.lora_bytes sums them
+TRTLLM_OPTIMAL_ADAPTER_SIZE = 8  # PeftCacheManagerConfig optimalAdapterSize (cpp/include/.../peftCacheManagerConfig.h)
+TRTLLM_MAX_ADAPTER_SIZE = 64  # PeftCacheManagerConfig maxAdapterSize
+
+
+def trtllm_lora_term(model: ModelSpec, workload: Workload, max_loras: int, rank: int, dtype: DType | None) -> BudgetTerm:
+    """TensorRT-LLM's LoRA device cache with lora_config.max_loras set (the PyTorch backend sets
+    num_device_module_layer = max_lora_rank * layers * modules * max_loras, _torch/pyexecutor/_util.py):
+    pages of slots, each slot pageWidth values, pageWidth the smallest module's (in + out) on one
+    rank; a module layer of one rank takes cdiv(largest module's in + out, pageWidth) slots; a page
+    holds max(layers * sum(min(8, R) * cdiv(module, pageWidth)), cdiv(min(64, R) * largest, pageWidth))
+    slots; in the model's dtype (cpp/tensorrt_llm/batch_manager/peftCacheManager.cpp
+    getPageManagerConfig, getMaxNumSlots; NVIDIA/TensorRT-LLM 2a9abd95). Modules: every one a Llama
+    adapter may target, attn_q, attn_k, attn_v, attn_dense, mlp_h_to_4h, mlp_gate, mlp_4h_to_h.
+    Without max_loras, device_cache_percent (default 0.02) of the free memory sizes it instead: not
+    modelled."""
+    if dtype is not None:
+        raise InvalidInput("--lora-dtype is vLLM's: TensorRT-LLM keeps its LoRA cache in the model's dtype")
+    if workload.pp > 1:
+        raise InvalidInput("--max-loras with --engine trtllm: pipeline stages are not modelled")
+    tp, h, d = workload.tp, model.hidden or 0, model.key_dim
+    inter = (model.intermediate or 0) // tp
+    q_out, kv_out = model.heads * d // tp, kv_heads_per_rank(model, tp) * d
+    modules = [h + q_out, h + kv_out, h + kv_out, q_out + h, h + inter, h + inter, inter + h]  # in + out on one rank
+    width, largest = min(modules), max(modules)
+    b = PACKING[model.dtype].block_bytes
+    layers = model.layers
+    per_page = max(
+        layers * sum(min(TRTLLM_OPTIMAL_ADAPTER_SIZE, rank) * cdiv(m, width) for m in modules),
+        cdiv(min(TRTLLM_MAX_ADAPTER_SIZE, rank) * largest, width),
+    )
+    slots = rank * layers * len(modules) * max_loras * cdiv(largest, width)
+    pages = cdiv(slots, per_page)
+    total = pages * per_page * width * b
+    return BudgetTerm(
+        name=TRTLLM_LORA_TERM,
+        bytes=total,
+        formula=f"pages * slots per page * pageWidth * b = {pages:,} * {per_page:,} * {width:,} * {b} = {total:,} B"
+        f" ({format_bytes(total)}); slots = rank * layers * modules * max_loras * cdiv(largest {largest:,}, pageWidth)"
+        f" = {rank} * {layers} * {len(modules)} * {max_loras} * {cdiv(largest, width)} = {slots:,}",
+        source="cpp/tensorrt_llm/batch_manager/peftCacheManager.cpp getPageManagerConfig, getMaxNumSlots (NVIDIA/TensorRT-LLM"
+        " 2a9abd95); _torch/pyexecutor/_util.py: num_device_module_layer from lora_config.max_loras",
+    )
+
+
 def with_residents(budget: Budget, terms: list[BudgetTerm]) -> Budget:
     """The budget with each tenant's bytes taken from what it leaves for the KV cache, each a term
-    and an --explain line of its own."""
+    and an --explain line of its own. Where the tenants are live in the engine's profiling run
+    (TensorRT-LLM), its fraction applies after them: the KV loses f of their bytes and the share the
+    fraction leaves unused the rest."""
     if not terms:
         return budget
-    usable = budget.usable_bytes - sum(term.bytes for term in terms)
+    total = sum(term.bytes for term in terms)
     lines = [line for term in terms for line in term_lines(term)]
     taken = " - ".join(f"{term.bytes:,}" for term in terms)
-    lines.append(f"left for KV = {budget.usable_bytes:,} - {taken} = {usable:,} B ({format_bytes(usable)}) (kvcalc.residents)")
-    lora = sum(term.bytes for term in terms if term.name == LORA_TERM)
+    updated = budget.terms
+    if engines.profile(budget.engine).residents_before_fraction:
+        fraction = budget.utilization
+        from_kv = byte_fraction(total, fraction)
+        (unused,) = [term for term in budget.terms if term.name.startswith("not used")]
+        rest = unused.model_copy(update={"bytes": unused.bytes - (total - from_kv)})
+        updated = [rest if term is unused else term for term in budget.terms]
+        usable = budget.usable_bytes - from_kv
+        lines.append(
+            f"left for KV = {budget.usable_bytes:,} - {fraction:g} * ({taken}) = {usable:,} B ({format_bytes(usable)}): the"
+            f" tenants are in the profiling peak, so the fraction applies after them; {unused.name} {rest.bytes:,} B (kvcalc.residents)"
+        )
+    else:
+        usable = budget.usable_bytes - total
+        lines.append(
+            f"left for KV = {budget.usable_bytes:,} - {taken} = {usable:,} B ({format_bytes(usable)}) (kvcalc.residents)"
+        )
+    lora = sum(term.bytes for term in terms if term.name in LORA_TERMS)
     return budget.model_copy(
         update={
             "usable_bytes": usable,
-            "terms": [*budget.terms, *terms],
+            "terms": [*updated, *terms],
             "explain": [*budget.explain, *lines],
             "lora_bytes": lora,
         }
     )
 
 
-class CpuTier(Frozen):
-    """vLLM's CPU tier for KV blocks (--kv-offloading-size): the host RAM it pins, the tokens it
-    holds, and what bringing a re-used prefix back over each GPU's host link costs."""
+LMCACHE_CHUNK_TOKENS = 256  # lmcache/v1/config.py chunk_size default
+LMCACHE_ALIGN_BYTES = 4096  # MixedMemoryAllocator's TensorMemoryAllocator alignment
 
+
+class CpuTier(Frozen):
+    """A CPU tier for KV blocks in host RAM: vLLM's (--kv-offloading-size) or LMCache's local CPU
+    backend (max_local_cpu_size): the host RAM it pins, the tokens it holds, and what bringing a
+    re-used prefix back over each GPU's host link costs."""
+
+    tier: Literal["vllm", "lmcache"]  # whose rule sizes it
     bytes: int  # host RAM over all ranks
-    bytes_per_rank: int  # size / (tp * pp)
+    bytes_per_rank: int
     bytes_per_token_per_rank: int  # every layer of the busiest stage on one rank, a draft's included
-    block_size: int  # tokens per offloaded block: the GPU block
+    block_size: int  # tokens per stored unit: vLLM's GPU block, LMCache's chunk
     tokens: int  # whole blocks the tier holds
     sequences: int  # whole --seq contexts it holds
     reload_tokens: int  # the prefix brought back
@@ -182,35 +325,60 @@ class CpuTier(Frozen):
 
 
 def cpu_tier(
-    model: ModelSpec, workload: Workload, size_bytes: int, reload_tokens: int, link_bytes_per_s: float | None = None
+    model: ModelSpec,
+    workload: Workload,
+    size_bytes: int,
+    reload_tokens: int,
+    link_bytes_per_s: float | None = None,
+    tier: Literal["vllm", "lmcache"] = "vllm",
 ) -> "CpuTier":
-    """The CPU tier's blocks: num_cpu_blocks = bytes per rank // bytes per offloaded block, bytes per
-    rank = size / (tp * pp) (vllm/config/vllm.py _post_init_kv_transfer_config; vllm/v1/kv_offload/
-    cpu/spec.py CPUOffloadingSpec: cpu_bytes_to_use // kv_bytes_per_offloaded_block). Its tokens,
-    the host RAM (the size itself, pinned), and the reload of `reload_tokens` over the host link."""
+    """The CPU tier's blocks and the reload of `reload_tokens` over the host link. vLLM: bytes per
+    rank = size / (tp * pp), num_cpu_blocks = bytes per rank // bytes per offloaded block
+    (vllm/config/vllm.py _post_init_kv_transfer_config; vllm/v1/kv_offload/cpu/spec.py
+    CPUOffloadingSpec). LMCache: each rank's engine keeps max_local_cpu_size GiB of its own
+    (int(size * 1024**3), lmcache/v1/config.py, default 5.0), in chunks of 256 tokens aligned to 4
+    KiB: chunks = size // aligned chunk bytes (lmcache/v1/cache_engine.py calculate_chunk_budget)."""
     rules = engines.profile(workload.engine)
+    flag = "--kv-offloading-size" if tier == "vllm" else "--lmcache-cpu-size"
     if rules.name != "vllm":
-        raise InvalidInput(f"--kv-offloading-size is a vLLM option, not modelled for --engine {rules.name}")
+        owner = "a vLLM option" if tier == "vllm" else "LMCache's, modelled beside --engine vllm"
+        raise InvalidInput(f"{flag} is {owner}, not for --engine {rules.name}")
     if any(model.state_kinds()):
-        raise InvalidInput(f"--kv-offloading-size: {model.name} has state layers; their offloading is not modelled")
+        raise InvalidInput(f"{flag}: {model.name} has state layers; their offloading is not modelled")
     if size_bytes <= 0 or (link_bytes_per_s is not None and not link_bytes_per_s > 0):
-        raise InvalidInput("--kv-offloading-size and --pcie-gb-per-s must be positive")
+        raise InvalidInput(f"{flag} and --pcie-gb-per-s must be positive")
     work = settled(model, workload)
     layout = cache_layout(model, work)
     per_token = max(sum(row) for row in layout.stages)
-    block = rules.block_size(work) or 1
     ranks = workload.tp * workload.pp
-    per_rank = size_bytes // ranks
-    blocks = per_rank // (block * per_token)
+    if tier == "vllm":
+        block = rules.block_size(work) or 1
+        per_rank, host = size_bytes // ranks, size_bytes
+        unit = block * per_token
+        blocks = per_rank // unit
+        sizing = [
+            f"CPU tier per rank = --kv-offloading-size / (tp * pp) = {size_bytes:,} / {ranks} = {per_rank:,} B"
+            " (vllm/config/vllm.py _post_init_kv_transfer_config: the size is over all ranks)",
+            f"  blocks = per rank // (block {block} * {per_token:,} B per token per rank) = {blocks:,}; tokens = {blocks * block:,}"
+            " (vllm/v1/kv_offload/cpu/spec.py CPUOffloadingSpec num_cpu_blocks)",
+        ]
+    else:
+        block = LMCACHE_CHUNK_TOKENS
+        per_rank, host = size_bytes, size_bytes * ranks
+        unit = cdiv(block * per_token, LMCACHE_ALIGN_BYTES) * LMCACHE_ALIGN_BYTES
+        blocks = per_rank // unit
+        sizing = [
+            f"LMCache local CPU backend per rank = max_local_cpu_size = {per_rank:,} B, on each of {ranks} rank(s)"
+            " (lmcache/v1/config.py: int(max_local_cpu_size * 1024**3), every worker's engine its own)",
+            f"  chunks = per rank // (chunk {block} * {per_token:,} B per token per rank, aligned to 4 KiB = {unit:,} B)"
+            f" = {blocks:,}; tokens = {blocks * block:,} (lmcache/v1/cache_engine.py calculate_chunk_budget)",
+        ]
     tokens = blocks * block
     reload = reload_tokens * per_token
     seconds = reload / link_bytes_per_s if link_bytes_per_s else None
     explain = [
-        f"CPU tier per rank = --kv-offloading-size / (tp * pp) = {size_bytes:,} / {ranks} = {per_rank:,} B"
-        " (vllm/config/vllm.py _post_init_kv_transfer_config: the size is over all ranks)",
-        f"  blocks = per rank // (block {block} * {per_token:,} B per token per rank) = {blocks:,}; tokens = {tokens:,}"
-        " (vllm/v1/kv_offload/cpu/spec.py CPUOffloadingSpec num_cpu_blocks)",
-        f"  host RAM = {size_bytes:,} B ({format_bytes(size_bytes)}), pinned",
+        *sizing,
+        f"  host RAM = {host:,} B ({format_bytes(host)}), pinned",
         f"  a re-used prefix of {reload_tokens:,} tokens = {reload:,} B per rank"
         + (
             f" back over the host link in {reload / link_bytes_per_s * 1e3:.2f} ms ({link_bytes_per_s / 1e9:g} GB/s per GPU, --pcie-gb-per-s)"
@@ -219,7 +387,8 @@ def cpu_tier(
         ),
     ]
     return CpuTier(
-        bytes=size_bytes,
+        tier=tier,
+        bytes=host,
         bytes_per_rank=per_rank,
         bytes_per_token_per_rank=per_token,
         block_size=block,

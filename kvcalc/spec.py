@@ -301,6 +301,11 @@ class ModelSpec(Strict):
         description="multi-token prediction layers beside the model's (num_nextn_predict_layers, mtp_num_hidden_layers);"
         " not in its weights: a speculative draft (--speculative-model mtp)",
     )
+    speculative_head: Literal["eagle3"] | None = Field(
+        default=None,
+        description="a speculative head that reads the target's hidden states, not a model of its own (an EAGLE-3"
+        " config's architectures); its params are the head's",
+    )
     kv_shared_layers: Annotated[int, Number] = Field(
         default=0, ge=0, description="the last N layers reuse earlier layers' caches and keep none of their own (Gemma-3n)"
     )
@@ -596,6 +601,12 @@ class Workload(Strict):
     )
     shared_prefix: int = Field(
         default=0, ge=0, le=MAX_COUNT, description="tokens of a prefix all sequences share (--shared-prefix)"
+    )
+    draft_kind: Literal["model", "head"] | None = Field(
+        default=None, description="a speculative draft: a model of its own, or heads on the target's hidden states (EAGLE, MTP)"
+    )
+    speculative_tokens: int = Field(
+        default=0, ge=0, le=MAX_COUNT, description="draft tokens proposed per step (--num-speculative-tokens)"
     )
 
 

@@ -21,6 +21,7 @@ LAYERS: list[set[str]] = [
     {"residents"},
     {"capacity"},
     {"latency"},
+    {"speculative"},  # speculative decoding: rounds of draft steps and a verification, over latency's estimates
     {"placement"},  # llama.cpp placements across GPUs, host RAM and unified memory, and their speed
     {"throughput"},
     {"compare", "check"},

@@ -44,7 +44,7 @@ def test_draft_splits_over_the_targets_tp(cli) -> None:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--engine", "sglang", "--speculative-model", "llama3.2-1b"], "--speculative-model is not modelled for --engine sglang"),
+        (["--engine", "hf", "--speculative-model", "llama3.2-1b"], "--speculative-model is not modelled for --engine hf"),
         (["--speculative-model", "gemma2-9b"], "a draft with sliding-window or state layers is not modelled"),
         (["--speculative-model", "qwen3-0.6b"], "its vocabulary (151,936) differs from llama3.1-8b's (128,256)"),
         (["--speculative-model", "no-such-model"], "unknown model 'no-such-model'"),
@@ -101,7 +101,7 @@ def test_lora_published_qwen3_8b_t4_model_loading_includes_the_slots(cli) -> Non
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--engine", "sglang", "--max-loras", "1"], "--max-loras is modelled for --engine vllm only, not sglang"),
+        (["--engine", "sglang", "--max-loras", "1"], "--max-loras is modelled for --engine vllm and trtllm, not sglang"),
         (["--engine", "vllm", "--max-lora-rank", "8"], "--max-lora-rank and --lora-dtype need --max-loras"),
         (["--engine", "vllm", "--max-loras", "0"], "--max-loras must be a positive integer"),
     ],
@@ -186,6 +186,8 @@ def test_cpu_tier_without_a_link_says_how_to_time_it(cli) -> None:
     ("args", "expected"),
     [
         (["--engine", "sglang", "--kv-offloading-size", "8GiB"], "--kv-offloading-size is a vLLM option"),
+        (["--engine", "sglang", "--lmcache-cpu-size", "5GiB"], "--lmcache-cpu-size is LMCache's, modelled beside --engine vllm"),
+        (["--engine", "vllm", "--lmcache-cpu-size", "5GiB", "--kv-offloading-size", "8GiB"], "not both"),
         (["--engine", "vllm", "--pcie-gb-per-s", "64"], "--pcie-gb-per-s needs --kv-offloading-size"),
         (["--engine", "vllm", "--kv-offloading-size", "8GiB", "--pcie-gb-per-s", "0"], "must be positive"),
     ],

@@ -40,8 +40,10 @@ from kvcalc.cli.common import (
     with_params,
 )
 from kvcalc.cli.engine_options import EngineOpt, EngineOptions, build_engine, with_engine_options
+from kvcalc.cli.resident_options import AcceptanceRateOpt, NumSpeculativeTokensOpt, SpeculativeModelOpt, draft_for_decode
 from kvcalc.cli.throughput_options import Economics, MaxTpotOpt, MaxTtftOpt, PriceOpt, PromptOpt
 from kvcalc.errors import DoesNotFit
+from kvcalc.speculative import speculative_decode
 
 
 @with_engine_options(
@@ -72,6 +74,9 @@ def decode(
     prompt: PromptOpt = None,
     price_per_hour: PriceOpt = None,
     shared_prefix: SharedPrefixOpt = 0,
+    speculative_model: SpeculativeModelOpt = None,
+    num_speculative_tokens: NumSpeculativeTokensOpt = None,
+    acceptance_rate: AcceptanceRateOpt = None,
     interconnect: InterconnectOpt = None,
     presets_dir: PresetsOpt = None,
     params: ParamsOpt = None,
@@ -89,6 +94,8 @@ def decode(
     """Time per output token at --batch and --seq: the roofline (bandwidth vs compute) and the expected time engines reach (the --engine's decode profile, its release and options), with the band published cases fall in, tokens/s, and prefill time.
 
     With --engine llamacpp and several --gpu, -ngl, --n-cpu-moe or -ts, it also plans the placement (as `fit` does, keeping what you fixed) and predicts the speed of that split: each device's bytes per token over its bandwidth, the CPU's over --ram-bandwidth, and the hops.
+
+    With --speculative-model, --num-speculative-tokens and --acceptance-rate: the expected time per token of speculative decoding (rounds of draft steps and one verification; docs/residents.md).
 
     With --max-tpot-ms or --max-ttft-ms: the largest batch that meets them and fits the engine's memory budget, and its tokens/s (exit code 1 when not even one sequence meets them); with --price-per-hour: dollars per million output and prompt tokens.
     """
@@ -115,6 +122,12 @@ def decode(
     economics = Economics(max_tpot_ms, max_ttft_ms, prompt, price_per_hour, work.seq)
     overhead = seconds_per_layer(overhead_ms)
     step = latency.decode(spec, work, gpu_spec, weights_fmt, efficiency, overhead)
+    speculation = None
+    drafting = draft_for_decode(spec, speculative_model, num_speculative_tokens, acceptance_rate, presets_dir)
+    if drafting is not None:
+        draft_spec, tokens, acceptance = drafting
+        draft_step = latency.decode(draft_spec, work, gpu_spec, None, efficiency, overhead)
+        speculation = speculative_decode(step, draft_step, tokens, acceptance)
     first = economics.prefill(spec, work, gpu_spec, work.batch, weights_fmt, efficiency)
     plan, cost = None, economics.cost(spec, work, gpu_spec, work.batch, step.expected_tokens_per_s, weights_fmt, efficiency)
     if economics.searching:  # the batch memory holds under the engine's budget caps the search
@@ -146,7 +159,9 @@ def decode(
         from kvcalc import documents
 
         print_json(
-            documents.DecodeDocument(decode=step, prefill=first, placement=laid_out, split=split, throughput=plan, cost=cost)
+            documents.DecodeDocument(
+                decode=step, prefill=first, placement=laid_out, split=split, throughput=plan, cost=cost, speculative=speculation
+            )
         )
     else:
         from kvcalc import render
@@ -156,6 +171,7 @@ def decode(
             render.placement_table(laid_out, decimal, explain)
             render.split_decode_table(split, [d.name for d in laid_out.devices], explain)
         render.throughput_lines(plan, cost, explain)
+        render.speculative_lines(speculation, explain)
     if plan is not None and plan.batch == 0:
         raise typer.Exit(DoesNotFit.exit_code)
 

@@ -47,14 +47,17 @@ from kvcalc.cli.common import (
 from kvcalc.cli.engine_options import EngineOpt, EngineOptions, build_engine, with_engine_options
 from kvcalc.cli.resident_options import (
     KvOffloadingSizeOpt,
+    LmcacheCpuSizeOpt,
     LoraDtypeOpt,
     MaxLoraRankOpt,
     MaxLorasOpt,
+    NumSpeculativeTokensOpt,
     PcieOpt,
     SpeculativeModelOpt,
     cpu_tier,
     lora_terms,
     with_draft,
+    with_draft_pool,
 )
 from kvcalc.cli.throughput_options import Economics, MaxTpotOpt, MaxTtftOpt, PriceOpt, PromptOpt
 from kvcalc.errors import DoesNotFit, InvalidInput
@@ -107,10 +110,12 @@ def fit(
     price_per_hour: PriceOpt = None,
     shared_prefix: SharedPrefixOpt = 0,
     speculative_model: SpeculativeModelOpt = None,
+    num_speculative_tokens: NumSpeculativeTokensOpt = None,
     max_loras: MaxLorasOpt = None,
     max_lora_rank: MaxLoraRankOpt = None,
     lora_dtype: LoraDtypeOpt = None,
     kv_offloading_size: KvOffloadingSizeOpt = None,
+    lmcache_cpu_size: LmcacheCpuSizeOpt = None,
     pcie_gb_per_s: PcieOpt = None,
     presets_dir: PresetsOpt = None,
     params: ParamsOpt = None,
@@ -170,14 +175,16 @@ def fit(
     gpus = gpu or []
     gpu_specs = placement_options.load_gpus(gpus, presets_dir, engine)
     first = gpu_specs[0].name if len(gpu_specs) > len(gpus) else (gpus[0] if gpus else None)  # --gpu auto: the first of them
-    work, tenants = with_draft(spec, work, speculative_model, presets_dir)
+    work, tenants, found_draft = with_draft(spec, work, speculative_model, presets_dir, num_speculative_tokens)
     tenants += lora_terms(spec, work, max_loras, max_lora_rank, lora_dtype)
     gpu_spec, budget = gpu_and_budget(
         spec, work, first, memory, weights_fmt, utilization, reserve, presets_dir, tenants, interconnect
     )
     report = capacity.fit(spec, work, budget, max_seqs)
+    report = with_draft_pool(report, work, found_draft)
     economics = Economics(max_tpot_ms, max_ttft_ms, prompt, price_per_hour, work.seq)
-    tier = cpu_tier(spec, work, kv_offloading_size, pcie_gb_per_s, shared_prefix or economics.target.prompt)
+    reused = shared_prefix or economics.target.prompt
+    tier = cpu_tier(spec, work, kv_offloading_size, pcie_gb_per_s, reused, lmcache_cpu_size)
     plan = cost = None
     if economics.asked:  # the largest batch memory holds at --seq caps the search
         speeds = economics.need_gpu(gpu_spec)

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from kvcalc import presets, residents
+from kvcalc import engines, presets, residents
+from kvcalc.capacity import FitReport
 from kvcalc.cli.common import positive, size_option
 from kvcalc.engines import BudgetTerm
 from kvcalc.errors import InvalidInput
@@ -24,17 +25,66 @@ SpeculativeModelOpt = Annotated[
 ]
 
 
+NumSpeculativeTokensOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--num-speculative-tokens",
+        help="With --speculative-model: the tokens it proposes per step (vLLM's num_speculative_tokens): vllm reserves"
+        " that many lookahead slots per sequence; decode times the rounds.",
+    ),
+]
+AcceptanceRateOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--acceptance-rate",
+        help="decode, with --speculative-model: the share of proposals the target accepts, each given the ones before it"
+        " (0-1; vLLM logs it as the draft acceptance rate).",
+    ),
+]
+
+
 def with_draft(
-    target: ModelSpec, work: Workload, draft_ref: str | None, presets_dir: list[str] | None
-) -> tuple[Workload, list[BudgetTerm]]:
-    """The workload with the draft's KV per token in the pool, and its weights as a budget term."""
+    target: ModelSpec, work: Workload, draft_ref: str | None, presets_dir: list[str] | None, tokens: int | None = None
+) -> tuple[Workload, list[BudgetTerm], residents.Draft | None]:
+    """The workload with the draft and its K proposals per step (--num-speculative-tokens), the
+    budget terms it takes from the cache's share, and the draft itself."""
     if draft_ref is None:
-        return work, []
+        if tokens is not None:
+            raise InvalidInput("--num-speculative-tokens needs --speculative-model")
+        return work, [], None
+    positive(num_speculative_tokens=tokens)
     if draft_ref == residents.MTP:
         found = residents.mtp_draft(target, work)
     else:
         found = residents.draft(target, presets.load_model(draft_ref, presets_dir), work)
-    return work.model_copy(update={"draft_bytes_per_token": found.kv_bytes_per_token}), [residents.draft_term(found)]
+    drafted, terms = residents.with_draft(work, found, tokens or 0)
+    return drafted, terms, found
+
+
+def with_draft_pool(report: FitReport, work: Workload, found: residents.Draft | None) -> FitReport:
+    """The fit report with the draft's second pool in its budget, where the engine keeps one (SGLang)."""
+    if found is None or not engines.profile(work.engine).draft_second_pool or not report.pools:
+        return report
+    return report.model_copy(update={"budget": residents.with_second_pool(report.budget, found, report.pools[0].tokens)})
+
+
+def draft_for_decode(
+    target: ModelSpec, draft_ref: str | None, tokens: int | None, acceptance: float | None, presets_dir: list[str] | None
+) -> tuple[ModelSpec, int, float] | None:
+    """The draft model, K and the acceptance rate decode times speculative rounds with; all three
+    given, or none."""
+    given = {"--speculative-model": draft_ref, "--num-speculative-tokens": tokens, "--acceptance-rate": acceptance}
+    if all(value is None for value in given.values()):
+        return None
+    missing = [flag for flag, value in given.items() if value is None]
+    if missing:
+        raise InvalidInput(f"decode times speculative decoding with all of {', '.join(given)}: give {', '.join(missing)}")
+    assert draft_ref is not None and tokens is not None and acceptance is not None
+    if draft_ref == residents.MTP:
+        raise InvalidInput("decode --speculative-model mtp is not modelled: give the draft as a model (a preset or config.json)")
+    draft = presets.load_model(draft_ref, presets_dir)
+    residents.require_same_vocabulary(target, draft)
+    return draft, tokens, acceptance
 
 
 MaxLorasOpt = Annotated[
@@ -63,7 +113,7 @@ def lora_terms(model: ModelSpec, work: Workload, max_loras: int | None, rank: in
         return []
     positive(max_loras=max_loras, max_lora_rank=rank)
     lora_dtype = parse_dtype(dtype) if dtype is not None else None
-    return [residents.lora_term(model, work, max_loras, rank or residents.VLLM_MAX_LORA_RANK, lora_dtype)]
+    return [residents.lora_term(model, work, max_loras, rank, lora_dtype)]
 
 
 KvOffloadingSizeOpt = Annotated[
@@ -84,12 +134,28 @@ PcieOpt = Annotated[
 ]
 
 
+LmcacheCpuSizeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--lmcache-cpu-size",
+        help="vllm with LMCache: its local CPU backend on every rank (max_local_cpu_size; LMCache's 5.0 is 5GiB): the"
+        " tokens it holds and the host RAM it pins.",
+    ),
+]
+
+
 def cpu_tier(
-    model: ModelSpec, work: Workload, size: str | None, pcie: float | None, reload_tokens: int
+    model: ModelSpec, work: Workload, size: str | None, pcie: float | None, reload_tokens: int, lmcache: str | None = None
 ) -> residents.CpuTier | None:
-    """The CPU tier when --kv-offloading-size is given."""
-    if size is None:
+    """The CPU tier when --kv-offloading-size or --lmcache-cpu-size is given (one of them)."""
+    if size is not None and lmcache is not None:
+        raise InvalidInput("give --kv-offloading-size or --lmcache-cpu-size, not both: one connector offloads the KV")
+    if size is None and lmcache is None:
         if pcie is not None:
-            raise InvalidInput("--pcie-gb-per-s needs --kv-offloading-size")
+            raise InvalidInput("--pcie-gb-per-s needs --kv-offloading-size or --lmcache-cpu-size")
         return None
-    return residents.cpu_tier(model, work, size_option("kv-offloading-size", size), reload_tokens, pcie and pcie * 1e9)
+    link = pcie and pcie * 1e9
+    if lmcache is not None:
+        return residents.cpu_tier(model, work, size_option("lmcache-cpu-size", lmcache), reload_tokens, link, "lmcache")
+    assert size is not None
+    return residents.cpu_tier(model, work, size_option("kv-offloading-size", size), reload_tokens, link)

@@ -48,6 +48,7 @@ from kvcalc.cli.common import (
     write_plot,
 )
 from kvcalc.cli.engine_options import EngineOpt, EngineOptions, build_engine, with_engine_options
+from kvcalc.cli.resident_options import NumSpeculativeTokensOpt, SpeculativeModelOpt, with_draft, with_draft_pool
 from kvcalc.errors import DoesNotFit
 from kvcalc.kvcache import estimate_kv
 from kvcalc.weights import count_params, unknown_weights, weight_bytes
@@ -77,6 +78,8 @@ def size(
     efficiency: EfficiencyOpt = None,
     overhead_ms: OverheadOpt = None,
     shared_prefix: SharedPrefixOpt = 0,
+    speculative_model: SpeculativeModelOpt = None,
+    num_speculative_tokens: NumSpeculativeTokensOpt = None,
     presets_dir: PresetsOpt = None,
     params: ParamsOpt = None,
     active_params: ActiveParamsOpt = None,
@@ -98,16 +101,18 @@ def size(
     work = build_workload(
         spec, seq, batch, kv_dtype, tp, pp, block_size, engine_spec, state_dtype, k_dtype, v_dtype, shared_prefix
     )
+    work, tenants, found_draft = with_draft(spec, work, speculative_model, presets_dir, num_speculative_tokens)
     weights_fmt = weights_format(spec, weight_dtype)
     params = count_params(spec)
     weights = weight_bytes(params, weights_fmt) if params else None
     report = step = None
     if hardware_given(gpu, memory):
         gpu_spec, budget = gpu_and_budget(
-            spec, work, gpu, memory, weights_fmt, utilization, reserve, presets_dir, interconnect=interconnect
+            spec, work, gpu, memory, weights_fmt, utilization, reserve, presets_dir, tenants, interconnect
         )
         work = work.model_copy(update={"engine": budget.engine})  # the engine's defaults on this GPU
         report = capacity.fit(spec, work, budget)
+        report = with_draft_pool(report, work, found_draft)
         if gpu_spec is not None:
             step = latency.decode(spec, work, gpu_spec, weights_fmt, efficiency, seconds_per_layer(overhead_ms))
     kv = estimate_kv(spec, work)

@@ -205,6 +205,12 @@ class EngineProfile(ABC):
     prefix_rule: ClassVar[str | None] = "a shared prefix is held once, in whole pages when paged (textbook)"
     # how a speculative draft model is held beside the target, with its source; None: not modelled for this engine
     draft_rule: ClassVar[str | None] = "a draft model's weights and its KV per token beside the target's (textbook)"
+    # True: the draft's KV is a second pool of the target's tokens, its weights and that pool outside the
+    # engine's static fraction (SGLang); False: its layers join the target's pool and its weights the budget
+    draft_second_pool: ClassVar[bool] = False
+    # True: a draft's weights and LoRA caches are live in the profiling run, so the engine's fraction
+    # applies after them (TensorRT-LLM); False: they are taken from what the fraction left for the KV
+    residents_before_fraction: ClassVar[bool] = False
     max_seqs_option: ClassVar[str | None] = None  # the Engine field of its own cap on sequences; None: fit's --max-seqs
     # How far the budget may be off, in % of GPU memory: the 90th percentile of its held-out errors on published
     # start-up logs, leave-one-source-out (scripts/calibration.py, docs/engines.md); None: an exact rule, no logs.

@@ -87,13 +87,17 @@ def gpu_class(memory_mib: float, tp: int) -> tuple[int, int]:
     return 16384, 512
 
 
-def default_fraction(memory_bytes: int, tp: int, pp: int) -> tuple[float, str]:
+DRAFT_RESERVED_MIB = {"model": 6 * 1024, "head": 2 * 1024}  # STANDALONE; EAGLE, EAGLE3, NEXTN (server_args.py)
+
+
+def default_fraction(memory_bytes: int, tp: int, pp: int, draft_kind: str | None = None) -> tuple[float, str]:
     """mem_fraction_static when not given: (gpu_mem - reserved) / gpu_mem, rounded to 3 places,
     reserved = 512 + max(chunked_prefill_size, 2048) * 1.5 + cuda_graph_max_bs * 2 + tp * pp / 8 * 1024
-    MiB, at least 10 GiB above 60 GiB (server_args.py _handle_gpu_memory_settings).
+    MiB, at least 10 GiB above 60 GiB, then 6 GiB more for a STANDALONE draft model and 2 GiB more for
+    EAGLE-style heads (server_args.py _handle_gpu_memory_settings).
 
-    >>> default_fraction(85520809984, 1, 1)[0]
-    0.835
+    >>> default_fraction(85520809984, 1, 1)[0], default_fraction(85520809984, 1, 1, "head")[0]
+    (0.835, 0.81)
     """
     memory_mib = memory_bytes / MiB
     chunk, graph_bs = gpu_class(memory_mib, tp)
@@ -101,6 +105,8 @@ def default_fraction(memory_bytes: int, tp: int, pp: int) -> tuple[float, str]:
     floor = memory_mib > 60 * 1024
     if floor:
         reserved = max(reserved, 10 * 1024)
+    draft = DRAFT_RESERVED_MIB[draft_kind] if draft_kind else 0
+    reserved += draft
     fraction = round((memory_mib - reserved) / memory_mib, 3)
     if fraction <= 0:
         raise InvalidInput(
@@ -111,6 +117,7 @@ def default_fraction(memory_bytes: int, tp: int, pp: int) -> tuple[float, str]:
         f"default (gpu_mem - reserved) / gpu_mem = ({memory_mib:,.0f} - {reserved:,.0f}) / {memory_mib:,.0f} MiB = {fraction},"
         f" reserved = 512 + max(chunked_prefill_size {chunk}, 2048) * 1.5 + cuda_graph_max_bs {graph_bs} * 2"
         f" + tp * pp / 8 * 1024{', at least 10 GiB' if floor else ''}"
+        + (f", + {draft:,} MiB for the draft ({'STANDALONE' if draft_kind == 'model' else 'EAGLE-style'})" if draft else "")
     )
     return fraction, formula
 
@@ -118,7 +125,12 @@ def default_fraction(memory_bytes: int, tp: int, pp: int) -> tuple[float, str]:
 class SGLang(EngineProfile):
     name = "sglang"
     label = "SGLang"
-    draft_rule = None  # a speculative draft is not modelled for this engine yet
+    draft_rule = (
+        "the draft worker loads after the target has sized its pool, and keeps a second pool of as many tokens"
+        " (model_runner_kv_cache_mixin.py init_memory: draft_runner_cache_size = max_total_num_tokens, 001ccef0):"
+        " its weights and that pool come out of the memory mem_fraction_static leaves"
+    )
+    draft_second_pool = True
     fraction_option = "mem_fraction_static"
     sparse_mla_fp8_layout = True  # NSA fp8 cell: kv_lora_rank + kv_lora_rank / 128 * 4 + rope * 2 (calculate_mla_kv_cache_dim)
     prefix_rule = "the radix cache shares a prefix in whole pages of --page-size (python/sglang/srt/mem_cache/radix_cache.py)"
@@ -227,7 +239,9 @@ class SGLang(EngineProfile):
         (profile_max_num_token, a MIN all-reduce); --reserve replaces the CUDA context."""
         engine, memory, tp = workload.engine, gpu.total_bytes, workload.tp
         given = engine.mem_fraction_static
-        fraction, fraction_formula = (given, "--mem-fraction-static") if given else default_fraction(memory, tp, workload.pp)
+        fraction, fraction_formula = (
+            (given, "--mem-fraction-static") if given else default_fraction(memory, tp, workload.pp, workload.draft_kind)
+        )
         stage = max(stages, key=lambda s: s.weights_bytes)
         context = reserve_bytes if reserve_bytes is not None else SGLANG_CONTEXT_TP_BYTES if tp > 1 else SGLANG_CONTEXT_BYTES
         free_before = memory - context

@@ -47,7 +47,11 @@ LOGIT_BYTES = 4  # fp32 logits
 class TensorRtLlm(EngineProfile):
     name = "trtllm"
     label = "TensorRT-LLM"
-    draft_rule = None  # a speculative draft is not modelled for this engine yet
+    draft_rule = (
+        "the draft's weights load before the profiling run and its layers' bytes per token are added to the target's"
+        f" (_torch/pyexecutor/_util.py KvCacheCreator._get_kv_size_per_token, {TRTLLM_COMMIT}): one token count for both"
+    )
+    residents_before_fraction = True  # the estimation executor holds them during estimate_max_tokens (py_executor_creator.py)
     fraction_option = "free_gpu_memory_fraction"
     prefix_rule = (
         "KV cache block reuse shares whole blocks of tokens_per_block"

@@ -147,16 +147,22 @@ def sampler_bytes_per_logit(version: str | None) -> int:
     return SAMPLER_BYTES_PER_LOGIT if version is not None else SAMPLER_BYTES_PER_LOGIT_UNKNOWN_RELEASE
 
 
-def capture_sizes(max_num_seqs: int) -> list[int]:
-    """The batch sizes vLLM captures CUDA graphs for: 1, 2, 4, then steps of 8 to 248 and of 16
-    from 256, up to min(2 * max_num_seqs, 512) (vllm/config/vllm.py _set_cudagraph_sizes).
+def capture_sizes(max_num_seqs: int, query_len: int = 1) -> list[int]:
+    """The token counts vLLM captures CUDA graphs for: 1, 2, 4, then steps of 8 to 248 and of 16
+    from 256, up to min(2 * max_num_seqs * query_len, 512), query_len = 1 + num_speculative_tokens
+    (vllm/config/vllm.py _set_cudagraph_sizes); with speculative decoding each is rounded up to a
+    multiple of query_len, those past the largest dropped, [query_len] when none is left
+    (vllm/config/compilation.py adjust_cudagraph_sizes_for_spec_decode; vllm 00024d31).
 
-    >>> len(capture_sizes(1024)), capture_sizes(2)
-    (51, [1, 2, 4])
+    >>> len(capture_sizes(1024)), capture_sizes(2), capture_sizes(2, 4), len(capture_sizes(256, 4)), capture_sizes(1, 3)
+    (51, [1, 2, 4], [4, 8, 16], 49, [3, 6])
     """
-    largest = min(2 * max_num_seqs, 512)
-    sizes = [1, 2, 4, *range(8, 256, 8), *range(256, largest + 1, 16)]
-    return [size for size in sizes if size <= largest]
+    largest = min(2 * max_num_seqs * query_len, 512)
+    sizes = [size for size in [1, 2, 4, *range(8, 256, 8), *range(256, largest + 1, 16)] if size <= largest]
+    if query_len == 1:
+        return sizes
+    rounded = [size for size in sorted({cdiv(size, query_len) * query_len for size in sizes}) if size <= largest]
+    return rounded or [query_len]
 
 
 def mla_block_size(backend: str | None, sparse: bool, requested: int | None) -> int:
@@ -213,14 +219,18 @@ class Vllm(EngineProfile):
         """Whole blocks; a sliding layer reserves cdiv(min(W - 1 + max_num_batched_tokens, s), block) + 1
         blocks per request (vllm/v1/kv_cache_interface.py SlidingWindowSpec.max_memory_usage_bytes), a
         chunked layer cdiv(min(C + max_num_batched_tokens, s), block) (ChunkedLocalAttentionSpec
-        .max_admission_blocks_per_request: one chunk and the tokens in flight)."""
+        .max_admission_blocks_per_request: one chunk and the tokens in flight). A full layer holds
+        cdiv(s + K, block) blocks with a draft proposing K tokens a step: a running request's slots
+        include K lookahead tokens (vllm/v1/core/sched/scheduler.py num_lookahead_tokens, set for
+        EAGLE, MTP and draft models; vllm 00024d31)."""
         block = self.block_size(workload)
         if window:
             batched = workload.engine.max_num_batched_tokens or VLLM_MAX_NUM_BATCHED_TOKENS
             if chunked:
                 return cdiv(min(window + batched, seq), block) * block
             return (cdiv(min(window - 1 + batched, seq), block) + 1) * block
-        return cdiv(seq, block) * block
+        # a draft's K proposals need slots beyond the context: allocate_slots(num_lookahead_tokens=K)
+        return cdiv(seq + workload.speculative_tokens, block) * block
 
     def check_supported(self, model: ModelSpec, workload: Workload, dtype: DType) -> None:
         if dtype not in VLLM_DTYPES:
@@ -377,7 +387,7 @@ class Vllm(EngineProfile):
         non_torch, non_torch_why = self._non_torch(gpu, tp, pp)
         eager = engine.enforce_eager
         graphs_applied = not eager and _version(engine.vllm_version) >= CUDA_GRAPHS_SINCE
-        count = len(capture_sizes(seqs))
+        count = len(capture_sizes(seqs, 1 + workload.speculative_tokens))
         graphs = CUDA_GRAPH_FIRST_BYTES + 2 * (count - 1) * CUDA_GRAPH_EACH_BYTES if graphs_applied else 0
         why_no_graphs = (
             "--enforce-eager: no CUDA graphs" if eager else f"vLLM {engine.vllm_version} does not subtract it (0.21 does)"
@@ -564,7 +574,8 @@ class Vllm(EngineProfile):
         if not stage or pages.block_size is None or pages.page_bytes is None or not state_layers:
             return [], None
         engine, block, page = workload.engine, pages.block_size, pages.page_bytes
-        paged = workload.model_copy(update={"block_size": block})  # in the attention blocks the state settled
+        # in the attention blocks the state settled; max_memory_usage_bytes counts no lookahead slots
+        paged = workload.model_copy(update={"block_size": block, "speculative_tokens": 0})
         counts: dict[tuple[int | None, bool], int] = {}
         for layer in stage:
             counts[layer.window, layer.chunked] = counts.get((layer.window, layer.chunked), 0) + 1
@@ -648,8 +659,9 @@ class Vllm(EngineProfile):
             counts[layer.window, layer.chunked] = counts.get((layer.window, layer.chunked), 0) + 1
         group = min(counts.values())
         groups = sum(cdiv(count, group) for count in counts.values())
+        plain = workload.model_copy(update={"speculative_tokens": 0})  # max_memory_usage_bytes: no lookahead slots
         per_request = sum(
-            cdiv(count, group) * self.tokens_per_unit(workload, window, workload.seq, chunked) // block
+            cdiv(count, group) * self.tokens_per_unit(plain, window, workload.seq, chunked) // block
             for (window, chunked), count in counts.items()
         )
         # one group (every layer full attention, a draft's beside the target's): its page is the sum of
