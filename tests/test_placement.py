@@ -149,6 +149,15 @@ def test_mtp_layers_count_as_layers_before_the_output() -> None:
         placement.plan(presets.load_model("qwen3-30b-a3b"), work, weight_format(model), [_device("gpu", 96 * GiB)], request)
 
 
+def test_fit_mtp_flag(cli) -> None:
+    base = ["fit", "--model", "glm-4.5", "--gpu", "rtx-pro-6000", "--gpu", "rtx4090", "--engine", "llamacpp", "--seq", "32768"]
+    plan = cli.json(*base, "--weight-dtype", "q4_k_m", "--mtp")["placement"]
+    assert (plan["mtp_layers"], plan["n_gpu_layers"]) == (1, 94)  # 92 layers, the MTP layer, the output layer
+    assert all(d["total_bytes"] <= d["target_bytes"] for d in plan["devices"]) and 92 in plan["cpu_expert_layers"]
+    result = cli("fit", "--model", "qwen3-30b-a3b", "--gpu", "rtx4090", "--engine", "llamacpp", "--mtp")
+    assert result.exit_code == 2 and "has no MTP layers" in result.stderr
+
+
 def test_logits_reserved_per_sequence_since_pr_23861() -> None:
     """Before PR #23861 the compute buffer held logits for the whole ubatch: 4 B * 512 * (151936 + 2048) =
     300.75 MiB for Qwen2.5-3B (LLamaSharp #1099, build 4701); since, one row per sequence."""
