@@ -205,6 +205,8 @@ def test_fit_invariants(free: list[int], extra: int, moe: bool) -> None:
     more = placement.plan(model, work, fmt, [_device(d.name, d.free_bytes + extra * GiB) for d in devices], request)
     assert more.n_gpu_layers >= plan.n_gpu_layers
     assert sum(more.tensor_split) == more.n_gpu_layers
+    if moe and more.n_gpu_layers == plan.n_gpu_layers == model.layers + 1:  # nor more layers' experts on the CPU
+        assert len(more.cpu_expert_layers) <= len(plan.cpu_expert_layers)
 
 
 def test_split_speed_is_slower_with_layers_on_the_cpu() -> None:
