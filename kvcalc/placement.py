@@ -1,17 +1,27 @@
 """Where llama.cpp puts a model that does not fit its GPUs whole: layers across GPUs (`-ngl`, `-ts`),
-routed experts in host RAM (`--n-cpu-moe`), a Mac's GPU working set; and how fast the split decodes.
-Pure functions over integer bytes.
+routed experts in host RAM (`--n-cpu-moe`, `-ot`), a Mac's GPU working set; and how fast the split
+decodes. Pure functions over integer bytes.
 
 The steps follow llama.cpp's fit (`common/fit.cpp` `common_params_fit_impl`, ggml-org/llama.cpp
 08033df0): (1) keep the user's settings when every device keeps its margin (`--fit-target`, 1024 MiB);
 (2) only when `-c` is unset, interpolate the context between `--fit-ctx` and the trained one on the
-summed memory, rounded down to 256 * streams; (3) fill layers back to front, the last device holding
-the output layer, which is offloaded first; MoE: first with every routed expert on the CPU, then
-bring experts back while every device still fits, then part of one more layer (its up, then gate,
-experts). llama.cpp measures each candidate with a dry-run load; kvcalc computes the same three
-figures per device (model, context, compute) from the weights per layer (kvcalc.weights.layer_weights), the cache per layer (kvcalc.kvcache.layer_cache_bytes) and
-`compute_buffer_bytes`. Unlike llama.cpp it also checks host RAM. Not modelled: a dense model's partial
-layer (LAYER_FRACTION_ATTN), fit.cpp's front-to-back move of MoE layers between GPUs, row split.
+summed memory, rounded down to 256 * streams; (3) fill whole layers back to front, the last device
+holding the output layer, which is offloaded first; a MoE with every routed expert on the CPU
+("dense-only" layers); (4) a MoE whose dense-only layers all fit: turn them back into full layers
+front to back, device by device, then part of one more layer (its up, then its gate, experts; the
+rest overflows to the next device or the CPU). So the layers whose experts stay on the CPU are the
+last ones, as `llama-fit-params` prints them (`-ot blk\\.(23|...)\\.ffn_..._exps=CPU`), where
+`--n-cpu-moe N` means the first N. llama.cpp measures each candidate with a dry-run load; kvcalc
+computes the same three figures per device (model, context, compute) from the weights per layer
+(kvcalc.weights.layer_weights), the cache per layer (kvcalc.kvcache.layer_cache_bytes) and
+`compute_buffer_bytes`. Unlike llama.cpp it also checks host RAM.
+
+Builds differ: before PR #18148 (2025-12-17) `-ngl N` offloaded N repeating layers and the output
+layer last (`output_first`); before PR #23861 (2026-05-30) the compute buffer reserved logits for a
+whole ubatch (`all_logits_reserved`). MTP layers (`mtp`) count as layers after the model's own, before
+the output layer. Not modelled: fit.cpp's LAYER_FRACTION_ATTN fallback (a MoE layer whose up experts
+do not fit keeps only its attention), row split (`-sm row`, where fit.cpp gives up), the MTP draft
+context's own cache.
 """
 
 from __future__ import annotations
@@ -26,16 +36,24 @@ from kvcalc.errors import InvalidInput
 from kvcalc.kvcache import layer_cache_bytes
 from kvcalc.latency import expected_experts_touched
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
-from kvcalc.units import GiB, MiB, format_bytes
+from kvcalc.units import PACKING, GiB, MiB, format_bytes
 from kvcalc.weights import LayerWeights, WeightFormat, layer_weights
 
 FIT_SOURCE = "common/fit.cpp common_params_fit_impl, ggml-org/llama.cpp 08033df0"
+OUTPUT_FIRST_SOURCE = (
+    "src/llama-model.cpp i_gpu_start = max(n_layer_all + 1 - n_gpu_layers, 0), ggml-org/llama.cpp PR #18148 (2025-12-17)"
+)
+LOGITS_SOURCE = (
+    "src/llama-context.cpp graph_reserve: n_outputs = n_outputs_max, one row per sequence in llama-server,"
+    " ggml-org/llama.cpp PR #23861 (2026-05-30; before it every token of the ubatch)"
+)
 DEFAULT_FIT_TARGET = 1024 * MiB  # --fit-target: MiB left free on every device (common/arg.cpp)
 DEFAULT_FIT_CTX = 4096  # --fit-ctx: the smallest context fit reduces to
 F32 = 4  # llama.cpp computes activations and logits in f32
+CPU = -1  # a unit or an overflow in host memory rather than on a device
 EXPERT_PATTERN = r"ffn_(up|down|gate_up|gate)_(ch|)exps"  # the MoE tensors fit.cpp moves to the CPU
 Partial = Literal["up", "gate"]  # fit.cpp's LAYER_FRACTION_UP / _GATE: attention + up (+ gate) on the GPU
-PARTIAL_OVERRIDE = {"up": "ffn_(gate|gate_up|down).*", "gate": "ffn_down.*"}  # what each moves to the CPU (get_overflow_pattern)
+PARTIAL_OVERRIDE = {"up": "ffn_(gate|gate_up|down).*", "gate": "ffn_down.*"}  # what each moves off (get_overflow_pattern)
 
 
 class PlacementDevice(Frozen):
@@ -50,17 +68,32 @@ class PlacementDevice(Frozen):
     unified: bool = False  # Apple silicon: the GPU's bytes come out of the same RAM as the host's
 
 
+class PartialLayer(Frozen):
+    """One layer whose routed experts are split (fit.cpp's partial layer): attention and its up
+    (`up`), or up and gate (`gate`), experts on its device; the rest on `overflow` (the next
+    device's index, or CPU = -1)."""
+
+    layer: int
+    kind: Partial
+    overflow: int = CPU
+
+
 class PlacementRequest(Frozen):
-    """What the user fixed (None: left to the plan), as llama-server spells it."""
+    """What the user fixed (None: left to the plan), as llama-server spells it, and the build's rules."""
 
     ctx_size: int | None = None  # -c; None: unset, the trained context, reducible down to fit_ctx
     fit_ctx: int = DEFAULT_FIT_CTX
-    n_gpu_layers: int | None = None  # -ngl, counting the output layer
+    n_gpu_layers: int | None = None  # -ngl, counting the output layer (and MTP layers)
     n_cpu_moe: int | None = None  # --n-cpu-moe: the first N layers' routed experts stay on the CPU
+    expert_layers_on_cpu: list[int] | None = None  # -ot blk\.(i|j)\.ffn_*_exps=CPU: these layers' experts
+    partial_layer: PartialLayer | None = None  # -ot blk\.i\.ffn_(gate|gate_up|down).*=CPU: one split layer
     tensor_split: list[float] | None = None  # -ts: a share of the layers per device
     ram_bytes: int | None = None  # host memory free for the model (llama.cpp never checks it)
     ram_bandwidth_bytes_per_s: int | None = None
     mmap: bool = True  # --no-mmap: False
+    mtp: bool = False  # the model's MTP layers loaded (--spec-type draft-mtp with a GGUF that carries them)
+    output_first: bool = True  # False: builds before PR #18148, the output layer offloaded last
+    all_logits_reserved: bool = False  # True: builds before PR #23861, logits reserved for the whole ubatch
     resident_bytes: int = 0  # what else the first GPU holds: a projector (--mmproj), a draft model (--model-draft)
     resident_explain: list[str] = []
 
@@ -69,7 +102,7 @@ class DevicePlan(Frozen):
     """One GPU's share of the plan (llama.cpp's memory breakdown: model + context + compute)."""
 
     name: str
-    first_layer: int  # the first layer it holds (the model's layer count = the output layer)
+    first_layer: int  # the first layer it holds (the layer count, MTP layers included, is the output layer)
     layers: int  # layers it holds, counting the output layer
     weights_bytes: int
     kv_bytes: int
@@ -99,9 +132,12 @@ class Placement(Frozen):
     """A llama.cpp placement: the flags, what each device and the host hold, and how it was decided."""
 
     n_gpu_layers: int
-    n_cpu_moe: int
-    partial_layer: Partial | None = None  # layer n_cpu_moe - 1 keeps its up (and gate) experts on the GPU
+    n_cpu_moe: int  # layers whose routed experts all stay in host memory
+    cpu_expert_layers: list[int] = []  # which (the first N with --n-cpu-moe N; the last ones from fit.cpp)
+    partial_layers: list[PartialLayer] = []  # layers whose experts are split (fit.cpp: one per device at most)
     tensor_split: list[int]  # layers per device
+    mtp_layers: int = 0  # MTP layers placed after the model's own (each one more -ngl layer)
+    output_first: bool = True  # the output layer was offloaded first (builds from PR #18148)
     ctx_size: int
     devices: list[DevicePlan]
     host: HostPlan
@@ -126,100 +162,210 @@ def working_set_bytes(ram_bytes: int, wired_limit_bytes: int | None = None) -> i
     return ram_bytes * 2 // 3 if ram_bytes <= 32 * GiB else ram_bytes * 3 // 4
 
 
-def compute_buffer_bytes(model: ModelSpec, ctx: int, ubatch: int, flash_attn: bool, holds_output: bool) -> int:
+def compute_buffer_bytes(model: ModelSpec, ctx: int, ubatch: int, flash_attn: bool, holds_output: bool, output_rows: int) -> int:
     """One device's compute buffer: the largest set of f32 activations one ubatch keeps alive at once
     (ggml's graph allocator reuses memory between ops, so only the peak counts, and the layers run
-    one after another). Candidates, each * 4 B * n_ubatch: the logits and the final hidden state
-    (n_vocab + n_embd) on the device that computes the output; attention scores without flash
-    attention (n_ctx * n_head, plus the layer input and output 2 * n_embd); the MLP's gate and up
-    outputs beside the layer's input (2 * n_ff + n_embd; MoE: of the k active experts).
+    one after another). Candidates, in 4 B values:
+    - the MLP: the layer's input kept for the residual, its normed copy that gate and up both read,
+      and their outputs: n_ubatch * (2 * n_ff + 2 * n_embd) (MoE: n_ff of the k active experts);
+    - on the device that computes the output: the logits of `output_rows` rows and the final hidden
+      state of the ubatch, output_rows * n_vocab + n_ubatch * n_embd. llama-server reserves one row
+      per sequence since PR #23861 (2026-05-30); earlier builds every token of the ubatch;
+    - without flash attention, the attention scores beside the layer's input and output:
+      n_ubatch * (n_ctx * n_head + 2 * n_embd).
 
     >>> from kvcalc.spec import ModelSpec
     >>> m = ModelSpec(name="x", layers=32, heads=32, kv_heads=8, hidden=4096, intermediate=14336, vocab=128256)
-    >>> compute_buffer_bytes(m, 8192, 512, True, True) / MiB, compute_buffer_bytes(m, 8192, 512, False, False) / MiB
-    (258.5, 528.0)
+    >>> compute_buffer_bytes(m, 8192, 512, True, True, 512) / MiB, compute_buffer_bytes(m, 8192, 512, True, True, 1) / MiB
+    (258.5, 72.0)
+    >>> compute_buffer_bytes(m, 8192, 512, False, False, 1) / MiB
+    528.0
     """
     hidden, vocab = model.hidden or 0, model.vocab or 0
     ffn = model.intermediate or 0
     if model.moe is not None:
         ffn = max(ffn, model.moe.experts_per_token * model.moe.expert_intermediate)
-    candidates = [2 * ffn + hidden]
+    values = [ubatch * (2 * ffn + 2 * hidden)]
     if holds_output:
-        candidates.append(vocab + hidden)
+        values.append(output_rows * vocab + ubatch * hidden)
     if not flash_attn:
-        candidates.append(ctx * model.heads + 2 * hidden)
-    return F32 * ubatch * max(candidates)
+        values.append(ubatch * (ctx * model.heads + 2 * hidden))
+    return F32 * max(values)
 
 
 class _Layout(Frozen):
-    """The bytes a device or the host needs per unit of the plan: unit i < L is layer i, unit L the output layer."""
+    """The bytes each unit needs: unit i < n is layer i (MTP layers last), unit n the output layer."""
 
-    weights: LayerWeights
-    kv: list[int]
+    weights: LayerWeights  # MTP layers appended to layers and experts
+    kv: list[int]  # per layer; an MTP layer's cache is the draft context's, not counted here
     ctx: int
     ubatch: int
     flash_attn: bool
+    output_rows: int  # logits rows the compute buffer reserves
+    mtp: int = 0
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.kv)
 
 
-def _layout(model: ModelSpec, workload: Workload, fmt: WeightFormat, ctx: int) -> _Layout:
-    engine = workload.engine
-    return _Layout(
-        weights=layer_weights(model, fmt),
-        kv=layer_cache_bytes(model, workload.model_copy(update={"seq": ctx})),
-        ctx=ctx,
-        ubatch=min(engine.ubatch or LLAMACPP_UBATCH, ctx),
-        flash_attn=engine.flash_attn is not False,  # -fa auto turns it on where the backend supports it
+def _with_mtp(model: ModelSpec, fmt: WeightFormat, w: LayerWeights) -> LayerWeights:
+    """`w` with the model's MTP layers appended, each like its last layer (kvcalc.weights.mtp_params: the
+    decoder layer plus eh_proj 2h x h and three norms, in the layers' format; the table and LM head are
+    the model's own)."""
+    h = model.hidden or 0
+    extra = PACKING[fmt.dtype].bytes_for(2 * h * h + 3 * h)
+    n = model.mtp_layers
+    return w.model_copy(
+        update={
+            "layers": [*w.layers, *[w.layers[-1] + extra] * n],
+            "experts": [*w.experts, *[w.experts[-1]] * n],
+            "explain": w.explain + f"; {n} MTP layer(s) like the last, plus eh_proj and norms ({extra:,} B each)",
+        }
     )
 
 
-def _gpu_experts(model: ModelSpec, w: LayerWeights, unit: int, n_cpu_moe: int, partial: Partial | None) -> int:
-    """Bytes of layer `unit`'s routed experts on its GPU: all of them past the first `n_cpu_moe`
-    layers; of layer n_cpu_moe - 1, with a partial layer, its up matrices (and gate's), each a third
-    of a gated MLP's experts (a half of a plain one's); none otherwise."""
-    if unit >= n_cpu_moe:
-        return w.experts[unit]
-    if partial is None or unit != n_cpu_moe - 1:
-        return 0
+def _layout(
+    model: ModelSpec, workload: Workload, fmt: WeightFormat, ctx: int, mtp: bool = False, all_logits: bool = False
+) -> _Layout:
+    engine = workload.engine
+    if mtp and not model.mtp_layers:
+        raise InvalidInput(f"{model.name} has no MTP layers (mtp_layers 0): llama.cpp loads none")
+    w = layer_weights(model, fmt)
+    kv = layer_cache_bytes(model, workload.model_copy(update={"seq": ctx}))
+    if mtp:
+        w = _with_mtp(model, fmt, w)
+        kv = [*kv, *[0] * model.mtp_layers]
+    ubatch = min(engine.ubatch or LLAMACPP_UBATCH, ctx)
+    return _Layout(
+        weights=w,
+        kv=kv,
+        ctx=ctx,
+        ubatch=ubatch,
+        flash_attn=engine.flash_attn is not False,  # -fa auto turns it on where the backend supports it
+        output_rows=ubatch if all_logits else workload.batch,
+        mtp=model.mtp_layers if mtp else 0,
+    )
+
+
+class _Assign(Frozen):
+    """Where each unit sits (a device index, or CPU), whose routed experts stay in host memory, and
+    the layers whose experts are split."""
+
+    device: list[int]
+    cpu_experts: frozenset[int] = frozenset()
+    partials: tuple[PartialLayer, ...] = ()
+
+
+def _kept(model: ModelSpec, experts: int, kind: Partial) -> int:
+    """The bytes of a partial layer's experts that stay on its device: its up matrices (and gate's),
+    each a third of a gated MLP's experts (a half of a plain one's, which has no gate)."""
     matrices = 3 if model.mlp == "gated" else 2
-    return w.experts[unit] * (1 if partial == "up" or matrices == 2 else 2) // matrices
+    return experts * (1 if kind == "up" or matrices == 2 else 2) // matrices
 
 
-def _unit_bytes(model: ModelSpec, layout: _Layout, unit: int, n_cpu_moe: int, partial: Partial | None) -> int:
-    """Device bytes of unit `unit`: the layer's weights (of its experts those on the GPU) and its
-    cache; the output layer's weights."""
+def _expert_shares(model: ModelSpec, layout: _Layout, a: _Assign, unit: int) -> list[tuple[int, int]]:
+    """(place, bytes) of unit `unit`'s routed experts: with its layer, in host memory, or split."""
+    experts = layout.weights.experts[unit] if unit < layout.n_layers else 0
+    home = a.device[unit]
+    if not experts:
+        return []
+    if unit in a.cpu_experts or home == CPU:
+        return [(CPU, experts)]
+    for p in a.partials:
+        if p.layer == unit:
+            kept = _kept(model, experts, p.kind)
+            return [(home, kept), (p.overflow, experts - kept)]
+    return [(home, experts)]
+
+
+def _offload_order(n_layers: int, output_first: bool) -> list[int]:
+    """The units in the order a growing -ngl offloads them: the output layer first, then the layers back
+    to front (src/llama-model.cpp since PR #18148); before it the layers, then the output layer."""
+    layers = list(range(n_layers - 1, -1, -1))
+    return [n_layers, *layers] if output_first else [*layers, n_layers]
+
+
+def _assign(
+    layout: _Layout, counts: list[int], output_first: bool, cpu_experts: frozenset[int] = frozenset(),
+    partials: tuple[PartialLayer, ...] = (),
+) -> _Assign:  # fmt: skip
+    """The units -ngl sum(counts) offloads, given to the devices in layer order, `counts` each."""
+    n = layout.n_layers
+    on_gpu = sorted(_offload_order(n, output_first)[: sum(counts)])
+    device, taken = [CPU] * (n + 1), 0
+    for d, count in enumerate(counts):
+        for unit in on_gpu[taken : taken + count]:
+            device[unit] = d
+        taken += count
+    return _Assign(device=device, cpu_experts=cpu_experts, partials=partials)
+
+
+def _tally(model: ModelSpec, layout: _Layout, a: _Assign, n_devices: int) -> tuple[list[int], list[int], int, int]:
+    """Weights and cache per device, and in host memory (the input table always there)."""
+    n = layout.n_layers
     w = layout.weights
-    if unit == len(w.layers):
+    weights, kv = [0] * n_devices, [0] * n_devices
+    host_weights, host_kv = w.embeddings, 0
+    for unit in range(n + 1):
+        own, cache = (w.output, 0) if unit == n else (w.layers[unit], layout.kv[unit])
+        place = a.device[unit]
+        if place == CPU:
+            host_weights, host_kv = host_weights + own, host_kv + cache
+        else:
+            weights[place] += own
+            kv[place] += cache
+        for where, size in _expert_shares(model, layout, a, unit):
+            if where == CPU:
+                host_weights += size
+            else:
+                weights[where] += size
+    return weights, kv, host_weights, host_kv
+
+
+def _device_compute(model: ModelSpec, layout: _Layout, a: _Assign, d: int) -> int:
+    """Device d's compute buffer, when it holds any unit (every device pays one)."""
+    if d not in a.device:
+        return 0
+    holds_output = a.device[layout.n_layers] == d
+    return compute_buffer_bytes(model, layout.ctx, layout.ubatch, layout.flash_attn, holds_output, layout.output_rows)
+
+
+def _device_totals(model: ModelSpec, layout: _Layout, a: _Assign, devices: list[PlacementDevice], resident: int) -> list[int]:
+    weights, kv, _, _ = _tally(model, layout, a, len(devices))
+    return [weights[d] + kv[d] + _device_compute(model, layout, a, d) + (resident if d == 0 else 0) for d in range(len(devices))]
+
+
+def _unit_bytes(layout: _Layout, unit: int, experts_on_device: bool) -> int:
+    """Device bytes of one whole unit: the layer's own weights and cache (and its experts), or the output layer."""
+    w = layout.weights
+    if unit == layout.n_layers:
         return w.output
-    return w.layers[unit] + _gpu_experts(model, w, unit, n_cpu_moe, partial) + layout.kv[unit]
+    return w.layers[unit] + layout.kv[unit] + (w.experts[unit] if experts_on_device else 0)
 
 
 def _pack(
-    model: ModelSpec,
-    layout: _Layout,
-    devices: list[PlacementDevice],
-    n_cpu_moe: int,
-    resident: int,
-    partial: Partial | None = None,
+    model: ModelSpec, layout: _Layout, devices: list[PlacementDevice], dense_only: bool, resident: int, output_first: bool
 ) -> list[int]:
-    """Layers per device, filled back to front (fit.cpp step 3): the last device takes the output
+    """Whole units per device, filled back to front (fit.cpp step 3): the last device takes the output
     layer and as many layers before it as stay within its target, then the device before it, and so
-    on; what is left runs on the CPU."""
-    units = model.layers + 1
-    counts = [0] * len(devices)
-    unit = units - 1
+    on; what is left runs on the CPU. `dense_only`: every routed expert stays in host memory."""
+    order = _offload_order(layout.n_layers, output_first)
+    counts, taken = [0] * len(devices), 0
     for d in reversed(range(len(devices))):
         device = devices[d]
-        used = compute_buffer_bytes(model, layout.ctx, layout.ubatch, layout.flash_attn, unit == units - 1)
+        holds_output = taken < len(order) and order[taken] == layout.n_layers
+        used = compute_buffer_bytes(model, layout.ctx, layout.ubatch, layout.flash_attn, holds_output, layout.output_rows)
         used += resident if d == 0 else 0
         target = device.free_bytes - device.margin_bytes
-        while unit >= 0 and used + _unit_bytes(model, layout, unit, n_cpu_moe, partial) <= target:
-            used += _unit_bytes(model, layout, unit, n_cpu_moe, partial)
+        while taken < len(order) and used + _unit_bytes(layout, order[taken], not dense_only) <= target:
+            used += _unit_bytes(layout, order[taken], not dense_only)
             counts[d] += 1
-            unit -= 1
+            taken += 1
     return counts
 
 
-def _default_split(model: ModelSpec, devices: list[PlacementDevice], ngl: int, shares: list[float] | None) -> list[int]:
+def _default_split(devices: list[PlacementDevice], ngl: int, shares: list[float] | None) -> list[int]:
     """Layers per device for -ngl `ngl` and a split (default: each device's free memory), as
     llama_model::load_tensors assigns them: unit il goes to the first device whose cumulative share
     exceeds (il - i_gpu_start) / ngl (src/llama-model.cpp)."""
@@ -239,47 +385,34 @@ def _default_split(model: ModelSpec, devices: list[PlacementDevice], ngl: int, s
 
 
 def _evaluate(
-    model: ModelSpec, workload: Workload, layout: _Layout, devices: list[PlacementDevice], request: PlacementRequest,
-    counts: list[int], n_cpu_moe: int, partial: Partial | None = None,
+    model: ModelSpec, workload: Workload, layout: _Layout, devices: list[PlacementDevice], request: PlacementRequest, a: _Assign,
 ) -> tuple[list[DevicePlan], HostPlan]:  # fmt: skip
-    """Each device's and the host's bytes for `counts` layers per device (the last units) and the
-    first `n_cpu_moe` layers' experts on the CPU."""
-    units = model.layers + 1
-    ngl = sum(counts)
-    start = units - ngl
-    w = layout.weights
-    plans, first = [], start
-    for d, (device, count) in enumerate(zip(devices, counts, strict=True)):
-        held = range(first, first + count)
-        holds_output = units - 1 in held
-        weights_ = sum(w.output if u == units - 1 else w.layers[u] + _gpu_experts(model, w, u, n_cpu_moe, partial) for u in held)
-        kv = sum(layout.kv[u] for u in held if u < units - 1)
-        compute = compute_buffer_bytes(model, layout.ctx, layout.ubatch, layout.flash_attn, holds_output) if count else 0
+    """Each device's and the host's bytes for the assignment `a`."""
+    n = layout.n_layers
+    weights, kv, weights_host, kv_host = _tally(model, layout, a, len(devices))
+    plans = []
+    for d, device in enumerate(devices):
+        held = [u for u in range(n + 1) if a.device[u] == d]
+        compute = _device_compute(model, layout, a, d)
         resident = request.resident_bytes if d == 0 else 0
-        total = weights_ + kv + compute + resident
+        total = weights[d] + kv[d] + compute + resident
         target = device.free_bytes - device.margin_bytes
         plans.append(
             DevicePlan(
-                name=device.name, first_layer=first, layers=count, weights_bytes=weights_, kv_bytes=kv, compute_bytes=compute,
-                resident_bytes=resident, total_bytes=total, free_bytes=device.free_bytes, target_bytes=target, fits=total <= target,
+                name=device.name, first_layer=held[0] if held else 0, layers=len(held), weights_bytes=weights[d], kv_bytes=kv[d],
+                compute_bytes=compute, resident_bytes=resident, total_bytes=total, free_bytes=device.free_bytes,
+                target_bytes=target, fits=total <= target,
             )
         )  # fmt: skip
-        first += count
-    host_layers = range(start)
-    on_host = [u for u in host_layers if u < units - 1]
-    weights_host = w.embeddings + sum(w.layers[u] + w.experts[u] for u in on_host)
-    weights_host += sum(w.experts[u] - _gpu_experts(model, w, u, n_cpu_moe, partial) for u in range(start, units - 1))
-    weights_host += w.output if ngl == 0 else 0
-    kv_host = sum(layout.kv[u] for u in on_host)
-    busy = bool(on_host) or n_cpu_moe > start or not devices
+    busy = CPU in a.device or bool(a.cpu_experts) or any(p.overflow == CPU for p in a.partials) or not devices
     compute_host = (
-        compute_buffer_bytes(model, layout.ctx, layout.ubatch, layout.flash_attn, ngl == 0)
+        compute_buffer_bytes(model, layout.ctx, layout.ubatch, layout.flash_attn, a.device[n] == CPU, layout.output_rows)
         if busy
         else F32 * layout.ubatch * 3 * (model.hidden or 0)  # the input embeddings gathered on the host and copied over
     )
     output_host = F32 * (model.vocab or 0) * workload.batch  # logits of one token per sequence (llama_context output buffer)
     total_host = weights_host + kv_host + compute_host + output_host
-    unified = sum(p.total_bytes for p, d in zip(plans, devices, strict=True) if d.unified)
+    unified = sum(p.total_bytes for p, dev in zip(plans, devices, strict=True) if dev.unified)
     ram = request.ram_bytes
     host = HostPlan(
         weights_bytes=weights_host, kv_bytes=kv_host, compute_bytes=compute_host, output_bytes=output_host,
@@ -301,17 +434,18 @@ def _interpolated_ctx(
         steps.append(f"context {n_ctx_max:,}: the trained context is not above --fit-ctx {n_min:,}, kept")
         return n_ctx_max
 
-    def used(ctx: int) -> tuple[int, int]:
-        layout = _layout(model, workload, fmt, ctx)
-        counts = _default_split(model, devices, model.layers + 1, request.tensor_split)
-        plans, _ = _evaluate(model, workload, layout, devices, request, counts, 0)
-        return sum(p.total_bytes for p in plans), sum(p.weights_bytes for p in plans)
+    def used(ctx: int) -> tuple[int, int, int]:
+        layout = _layout(model, workload, fmt, ctx, request.mtp, request.all_logits_reserved)
+        units = layout.n_layers + 1
+        a = _assign(layout, _default_split(devices, units, request.tensor_split), request.output_first)
+        plans, _ = _evaluate(model, workload, layout, devices, request, a)
+        return sum(p.total_bytes for p in plans), sum(p.weights_bytes for p in plans), units
 
-    used_max, model_bytes = used(n_ctx_max)
-    used_min, _ = used(n_min)
+    used_max, model_bytes, units = used(n_ctx_max)
+    used_min, _, _ = used(n_min)
     target = sum(d.free_bytes - d.margin_bytes for d in devices)
     if len(devices) > 1:
-        target -= (len(devices) + 1) * (model_bytes // (model.layers + 1)) // (6 if model.moe else 2)
+        target -= (len(devices) + 1) * (model_bytes // units) // (6 if model.moe else 2)
     if target > used_min and used_max > used_min:
         ctx = n_min + (n_ctx_max - n_min) * (target - used_min) // (used_max - used_min)
         align = LLAMACPP_PAD * streams
@@ -326,6 +460,24 @@ def _interpolated_ctx(
     return min(ctx, n_ctx_max)
 
 
+def _user_experts(model: ModelSpec, request: PlacementRequest, n_layers: int) -> tuple[frozenset[int], tuple[PartialLayer, ...]]:
+    """The experts the user's flags keep in host memory: --n-cpu-moe N (the first N layers'), the
+    layers of an -ot pattern, and a split layer."""
+    for flag, value in (("--n-gpu-layers", request.n_gpu_layers), ("--n-cpu-moe", request.n_cpu_moe)):
+        if value is not None and value < 0:
+            raise InvalidInput(f"{flag} must be 0 or more, got {value}")
+    wants = request.n_cpu_moe or request.expert_layers_on_cpu or request.partial_layer
+    if wants and model.moe is None:
+        raise InvalidInput(f"--n-cpu-moe moves routed experts, and {model.name} has none")
+    layers = set(range(min(request.n_cpu_moe or 0, n_layers)))
+    for layer in [*(request.expert_layers_on_cpu or []), *([request.partial_layer.layer] if request.partial_layer else [])]:
+        if not 0 <= layer < n_layers:
+            raise InvalidInput(f"layer {layer} of an expert override: {model.name} has layers 0 to {n_layers - 1}")
+    layers |= set(request.expert_layers_on_cpu or [])
+    partials = (request.partial_layer,) if request.partial_layer is not None else ()
+    return frozenset(layers - {p.layer for p in partials}), partials
+
+
 def plan(
     model: ModelSpec, workload: Workload, fmt: WeightFormat, devices: list[PlacementDevice], request: PlacementRequest
 ) -> Placement:
@@ -334,143 +486,200 @@ def plan(
         raise InvalidInput("a placement across GPUs and host RAM follows llama.cpp: add --engine llamacpp")
     if workload.tp != 1 or workload.pp != 1:
         raise InvalidInput("llama.cpp splits layers (--tensor-split), not --tp/--pp: drop them")
-    units = model.layers + 1
-    for flag, value in (("--n-gpu-layers", request.n_gpu_layers), ("--n-cpu-moe", request.n_cpu_moe)):
-        if value is not None and value < 0:
-            raise InvalidInput(f"{flag} must be 0 or more, got {value}")
-    if request.n_cpu_moe and model.moe is None:
-        raise InvalidInput(f"--n-cpu-moe moves routed experts, and {model.name} has none")
     streams = 1 if workload.engine.kv_unified else workload.batch
     steps: list[str] = []
-    user_fixed = request.n_gpu_layers is not None or request.n_cpu_moe is not None or request.tensor_split is not None
+    user_fixed = any(
+        value is not None
+        for value in (
+            request.n_gpu_layers,
+            request.n_cpu_moe,
+            request.tensor_split,
+            request.expert_layers_on_cpu,
+            request.partial_layer,
+        )
+    )
     if request.ctx_size is not None:
         ctx = request.ctx_size
     else:
         ctx = (model.max_positions or workload.seq) * streams
         steps.append(f"-c unset: the trained context {ctx:,} (n_ctx_train * {streams} streams)")
+    layout = _layout(model, workload, fmt, ctx, request.mtp, request.all_logits_reserved)
+    units = layout.n_layers + 1
+    cpu_experts, partials = _user_experts(model, request, layout.n_layers)
     ngl = min(request.n_gpu_layers if request.n_gpu_layers is not None else units, units)
-    n_cpu_moe = min(request.n_cpu_moe or 0, model.layers)
-    partial: Partial | None = None
-    layout = _layout(model, workload, fmt, ctx)
-    counts = _default_split(model, devices, ngl, request.tensor_split) if devices else []
-    plans, host = _evaluate(model, workload, layout, devices, request, counts, n_cpu_moe)
+    counts = _default_split(devices, ngl, request.tensor_split) if devices else []
+    a = _assign(layout, counts, request.output_first, cpu_experts, partials)
+    plans, host = _evaluate(model, workload, layout, devices, request, a)
     if user_fixed:
         steps.append(
-            "placement flags given (-ngl, --n-cpu-moe or -ts): kept as given (llama.cpp's fit aborts then; kvcalc reports them)"
+            "placement flags given (-ngl, --n-cpu-moe, -ot or -ts): kept as given (llama.cpp's fit aborts then; kvcalc reports them)"
         )
     elif all(p.fits for p in plans):
         steps.append(f"every device keeps its margin with all {units} layers offloaded: no change ({FIT_SOURCE} step 1)")
     else:
         if request.ctx_size is None:
             ctx = _interpolated_ctx(model, workload, fmt, devices, request, ctx, streams, steps)
-            layout = _layout(model, workload, fmt, ctx)
-            counts = _default_split(model, devices, units, request.tensor_split)
-            plans, host = _evaluate(model, workload, layout, devices, request, counts, 0)
+            layout = _layout(model, workload, fmt, ctx, request.mtp, request.all_logits_reserved)
+            a = _assign(layout, _default_split(devices, units, request.tensor_split), request.output_first)
+            plans, host = _evaluate(model, workload, layout, devices, request, a)
         if not all(p.fits for p in plans):
-            counts, n_cpu_moe, partial = _fill(model, layout, devices, request.resident_bytes, steps)
-            plans, host = _evaluate(model, workload, layout, devices, request, counts, n_cpu_moe, partial)
-    return _placement(model, workload, layout, devices, request, counts, n_cpu_moe, partial, plans, host, steps)
+            a = _fill(model, layout, devices, request, steps)
+            plans, host = _evaluate(model, workload, layout, devices, request, a)
+    return _placement(model, workload, layout, devices, request, a, plans, host, steps)
 
 
 def _fill(
-    model: ModelSpec, layout: _Layout, devices: list[PlacementDevice], resident: int, steps: list[str]
-) -> tuple[list[int], int, Partial | None]:
-    """fit.cpp steps 3-4: dense layers back to front; a MoE first with every routed expert on the
-    CPU, then the fewest layers' experts left there (--n-cpu-moe) that still fit every device, then
-    part of one more layer's experts: its up matrices, then its gate's too (LAYER_FRACTION_UP, _GATE)."""
-    units = model.layers + 1
-    if model.moe is None:
-        counts = _pack(model, layout, devices, 0, resident)
-        steps.append(
-            f"layers filled back to front, the output layer first: {sum(counts)}/{units} offloaded ({FIT_SOURCE} step 3)"
-        )
-        return counts, 0, None
-    counts = _pack(model, layout, devices, model.layers, resident)
-    steps.append(
-        f"every routed expert on the CPU, layers filled back to front: {sum(counts)}/{units} offloaded ({FIT_SOURCE} step 3)"
-    )
-    if sum(counts) < units:
-        return counts, model.layers, None
-    low, high = 0, model.layers  # high always fits: the fewest layers whose experts stay on the CPU
-    while low < high:
-        middle = (low + high) // 2
-        if sum(_pack(model, layout, devices, middle, resident)) == units:
-            high = middle
-        else:
-            low = middle + 1
-    steps.append(
-        f"experts brought back while every device fits: those of the first {high} layers stay on the CPU (--n-cpu-moe {high}; {FIT_SOURCE} step 4)"
-    )
-    partial: Partial | None = None
-    for part in ("up", "gate") if high else ():
-        if sum(_pack(model, layout, devices, high, resident, part)) < units:
+    model: ModelSpec, layout: _Layout, devices: list[PlacementDevice], request: PlacementRequest, steps: list[str]
+) -> _Assign:
+    """fit.cpp steps 3-4: whole layers back to front (a MoE's with every routed expert in host memory);
+    then, when a MoE's dense-only layers all fit, layers turned back into full ones front to back."""
+    units = layout.n_layers + 1
+    moe = model.moe is not None
+    dense_only = frozenset(range(layout.n_layers)) if moe else frozenset()
+    counts = _pack(model, layout, devices, moe, request.resident_bytes, request.output_first)
+    what = "every routed expert on the CPU, layers" if moe else "layers"
+    steps.append(f"{what} filled back to front, the output layer first: {sum(counts)}/{units} offloaded ({FIT_SOURCE} step 3)")
+    a = _assign(layout, counts, request.output_first, dense_only)
+    if not moe or sum(counts) < units:
+        return a
+    return _to_full_layers(model, layout, devices, request.resident_bytes, a, steps)
+
+
+def _to_full_layers(
+    model: ModelSpec, layout: _Layout, devices: list[PlacementDevice], resident: int, a: _Assign, steps: list[str]
+) -> _Assign:
+    """fit.cpp step 4: device by device from the first, the front dense-only layers become full layers
+    on it while it stays within its target; then part of one more layer: its up experts on the device
+    (LAYER_FRACTION_UP), then its gate's too (_GATE), the rest on the next device or the CPU, both
+    within their targets. The layers left dense-only keep their experts on the CPU: the last ones."""
+    targets = [d.free_bytes - d.margin_bytes for d in devices]
+    remaining = sorted(a.cpu_experts)
+    first_dense = min(d for d in a.device if d != CPU)
+
+    def fits(trial: _Assign, *ds: int) -> bool:
+        totals = _device_totals(model, layout, trial, devices, resident)
+        return all(totals[d] <= targets[d] for d in ds if d != CPU)
+
+    for d in range(first_dense + 1):
+        while remaining:
+            unit = remaining[0]
+            trial = a.model_copy(update={"device": _moved(a.device, unit, d), "cpu_experts": a.cpu_experts - {unit}})
+            if not fits(trial, d):
+                break
+            a = trial
+            remaining.pop(0)
+        if not remaining:
             break
-        partial = part
-    if partial:
+        unit, overflow = remaining[0], d + 1 if d < len(devices) - 1 else CPU
+        for kind in ("up", "gate"):
+            split = PartialLayer(layer=unit, kind=kind, overflow=overflow)
+            trial = a.model_copy(
+                update={
+                    "device": _moved(a.device, unit, d),
+                    "cpu_experts": a.cpu_experts - {unit},
+                    "partials": (*[p for p in a.partials if p.layer != unit], split),
+                }
+            )
+            if not fits(trial, d, overflow):
+                break
+            a = trial
+        if any(p.layer == unit for p in a.partials):
+            remaining.pop(0)
+    whole = sorted(a.cpu_experts)
+    steps.append(
+        f"dense-only layers turned into full layers front to back: the experts of {len(whole)} layers stay on the CPU"
+        f"{f' ({whole[0]} to {whole[-1]})' if whole else ''} ({FIT_SOURCE} step 4)"
+    )
+    for p in a.partials:
         steps.append(
-            f"one more partial layer: layer {high - 1} keeps attention and its {'up' if partial == 'up' else 'up and gate'}"
-            f" experts on the GPU ({FIT_SOURCE} step 4, LAYER_FRACTION_{partial.upper()})"
+            f"one more partial layer: layer {p.layer} keeps attention and its {'up' if p.kind == 'up' else 'up and gate'}"
+            f" experts on device {a.device[p.layer]}, the rest on {'the CPU' if p.overflow == CPU else f'device {p.overflow}'}"
+            f" ({FIT_SOURCE} step 4, LAYER_FRACTION_{p.kind.upper()})"
         )
-    return _pack(model, layout, devices, high, resident, partial), high, partial
+    return a
+
+
+def _moved(device: list[int], unit: int, to: int) -> list[int]:
+    moved = list(device)
+    moved[unit] = to
+    return moved
+
+
+def _names(devices: list[PlacementDevice]) -> list[str]:
+    """llama.cpp's names for the devices (CUDA0, ROCm1, MTL0)."""
+    return [
+        f"CUDA{i}" if d.backend == "cuda" else ("MTL0" if d.backend == "metal" else f"{d.backend.upper()}{i}")
+        for i, d in enumerate(devices)
+    ]
+
+
+def _layer_alternation(layers: list[int]) -> str:
+    return str(layers[0]) if len(layers) == 1 else "(" + "|".join(map(str, layers)) + ")"
 
 
 def _placement(
     model: ModelSpec, workload: Workload, layout: _Layout, devices: list[PlacementDevice], request: PlacementRequest,
-    counts: list[int], n_cpu_moe: int, partial: Partial | None, plans: list[DevicePlan], host: HostPlan, steps: list[str],
+    a: _Assign, plans: list[DevicePlan], host: HostPlan, steps: list[str],
 ) -> Placement:  # fmt: skip
-    units = model.layers + 1
+    n = layout.n_layers
+    units = n + 1
+    counts = [sum(1 for u in range(units) if a.device[u] == d) for d in range(len(devices))]
     ngl = sum(counts)
-    start = units - ngl
-    moe_on_host = max(0, min(n_cpu_moe, model.layers))
-    whole = moe_on_host - (1 if partial else 0)  # layers whose experts all stay on the CPU
-    overrides = [rf"blk\.({'|'.join(str(i) for i in range(start, whole))})\.{EXPERT_PATTERN}=CPU"] if whole > start else []
-    if partial:
-        overrides.append(rf"blk\.{moe_on_host - 1}\.{PARTIAL_OVERRIDE[partial]}=CPU")
+    names = _names(devices)
+    on_gpu_experts = sorted(u for u in a.cpu_experts if a.device[u] != CPU)
+    overrides = [rf"blk\.{_layer_alternation(on_gpu_experts)}\.{EXPERT_PATTERN}=CPU"] if on_gpu_experts else []
+    overrides += [
+        rf"blk\.{p.layer}\.{PARTIAL_OVERRIDE[p.kind]}={'CPU' if p.overflow == CPU else names[p.overflow]}" for p in a.partials
+    ]
     args = ["-c", str(layout.ctx), "-ngl", str(ngl)]
     if len(devices) > 1:
         args += ["-ts", ",".join(map(str, counts))]
-    if whole > start:
-        args += ["--n-cpu-moe", str(whole)]
-    if partial:
-        args += ["-ot", f'"{overrides[-1]}"']
+    first_n = sorted(a.cpu_experts) == list(range(len(a.cpu_experts)))
+    if on_gpu_experts and first_n:
+        args += ["--n-cpu-moe", str(len(a.cpu_experts))]
+    pattern_args = overrides[1:] if on_gpu_experts and first_n else overrides
+    if pattern_args:
+        args += ["-ot", '"' + ",".join(pattern_args) + '"']
     if workload.batch > 1:
         args += ["-np", str(workload.batch)]
     if not request.mmap:
         args.append("--no-mmap")
-    names = [
-        f"CUDA{i}" if d.backend == "cuda" else ("MTL0" if d.backend == "metal" else f"{d.backend.upper()}{i}")
-        for i, d in enumerate(devices)
-    ]
     logs = [f"load_tensors: offloaded {ngl}/{units} layers to GPU"]
     logs += [
-        f"load_tensors: {n + ('_Mapped' if request.mmap and d.unified else ''):>10} model buffer size = {p.weights_bytes / MiB:10.2f} MiB"
-        for n, p, d in zip(names, plans, devices, strict=True)
+        f"load_tensors: {name + ('_Mapped' if request.mmap and d.unified else ''):>10} model buffer size = {p.weights_bytes / MiB:10.2f} MiB"
+        for name, p, d in zip(names, plans, devices, strict=True)
         if p.layers
     ]  # Metal maps the file's pages (MTL0_Mapped)
     host_name = "CPU_Mapped" if request.mmap else ("CUDA_Host" if devices and devices[0].backend == "cuda" else "CPU")
     logs.append(f"load_tensors: {host_name:>10} model buffer size = {host.weights_bytes / MiB:10.2f} MiB")
     logs += [
-        f"llama_kv_cache: {n:>10} KV buffer size = {p.kv_bytes / MiB:10.2f} MiB"
-        for n, p in zip(names, plans, strict=True)
+        f"llama_kv_cache: {name:>10} KV buffer size = {p.kv_bytes / MiB:10.2f} MiB"
+        for name, p in zip(names, plans, strict=True)
         if p.kv_bytes
     ]
     if host.kv_bytes:
         logs.append(f"llama_kv_cache: {'CPU':>10} KV buffer size = {host.kv_bytes / MiB:10.2f} MiB")
     logs += [
-        f"sched_reserve: {n:>10} compute buffer size = {p.compute_bytes / MiB:10.2f} MiB"
-        for n, p in zip(names, plans, strict=True)
+        f"sched_reserve: {name:>10} compute buffer size = {p.compute_bytes / MiB:10.2f} MiB"
+        for name, p in zip(names, plans, strict=True)
         if p.layers
     ]
     logs.append(
         f"sched_reserve: {'CUDA_Host' if devices and devices[0].backend == 'cuda' else 'CPU':>10} compute buffer size = {host.compute_bytes / MiB:10.2f} MiB"
     )
     w = layout.weights
+    rows = f"{layout.output_rows} row(s)" + (
+        " (the whole ubatch: builds before PR #23861)" if request.all_logits_reserved else ""
+    )
     explain = [
-        f"placement: llama.cpp's fit ({FIT_SOURCE}); units 0..{model.layers - 1} are the layers, unit {model.layers} the output layer",
+        f"placement: llama.cpp's fit ({FIT_SOURCE}); units 0..{n - 1} are the layers"
+        f"{f' ({layout.mtp} MTP layer(s) last)' if layout.mtp else ''}, unit {n} the output layer",
+        f"-ngl order: {'the output layer first, then the layers back to front' if request.output_first else 'the layers back to front, the output layer last (builds before PR #18148)'} ({OUTPUT_FIRST_SOURCE})",
         f"weights per layer {w.explain}; token_embd {w.embeddings:,} B stays in host memory; output layer {w.output:,} B",
         f"cache per layer at n_ctx {layout.ctx:,}: {layout.kv[0]:,} B (layer 0), {sum(layout.kv):,} B in all; it sits with its layer",
-        f"compute buffer per device = 4 B * n_ubatch {layout.ubatch} * max(n_vocab + n_embd on the output's device,"
-        f" 2 * n_ff + n_embd{'' if layout.flash_attn else ', n_ctx * n_head + 2 * n_embd (no flash attention)'})",
+        f"compute buffer per device = 4 B * max(n_ubatch {layout.ubatch} * (2 * n_ff + 2 * n_embd),"
+        f" logits {rows} * n_vocab + n_ubatch * n_embd on the output's device"
+        f"{'' if layout.flash_attn else ', n_ubatch * (n_ctx * n_head + 2 * n_embd) without flash attention'}) ({LOGITS_SOURCE})",
         f"host compute buffer: as a device's when layers or experts run on the CPU, else 4 B * n_ubatch * 3 * n_embd;"
         f" output buffer 4 B * n_vocab * {workload.batch} sequences",
         *request.resident_explain,
@@ -492,7 +701,8 @@ def _placement(
         f" {host.compute_bytes:,} + output {host.output_bytes:,} = {host.total_bytes:,} B ({format_bytes(host.total_bytes)}){ram}"
     )
     return Placement(
-        n_gpu_layers=ngl, n_cpu_moe=moe_on_host, partial_layer=partial, tensor_split=counts, ctx_size=layout.ctx, devices=plans, host=host,
+        n_gpu_layers=ngl, n_cpu_moe=len(a.cpu_experts), cpu_expert_layers=sorted(a.cpu_experts), partial_layers=list(a.partials),
+        tensor_split=counts, mtp_layers=layout.mtp, output_first=request.output_first, ctx_size=layout.ctx, devices=plans, host=host,
         overrides=overrides, command="llama-server " + " ".join(args), fits=all(p.fits for p in plans) and host.fits,
         steps=steps, log_lines=logs, explain=explain,
     )  # fmt: skip
@@ -508,11 +718,10 @@ def placement_device(gpu: GpuSpec, margin_bytes: int, wired_limit_bytes: int | N
     )  # fmt: skip
 
 
-# Share of the host's measured memory bandwidth llama.cpp's CPU matmuls reach at decode: the median of
-# what published partial-offload speeds imply (tests/fixtures/placement/speeds.yaml, 9 cases from 4
-# sources, all one machine: an i9-10900X with 102 GB/s measured); scripts/placement_cases.py fits it
-# and reports its leave-one-source-out error in docs/placement.md.
-HOST_EFFICIENCY = 0.42
+# Share of the host's memory bandwidth llama.cpp's CPU matmuls reach at decode: the median of what
+# published partial-offload speeds imply (tests/fixtures/placement/speeds.yaml); scripts/placement_cases.py
+# fits it and reports its leave-one-source-out error in docs/placement.md.
+HOST_EFFICIENCY = 0.5
 PCIE_BYTES_PER_S = 32 * 10**9  # PCIe 4.0 x16, one direction (PCI-SIG: 16 GT/s * 16 lanes, 128b/130b)
 
 
@@ -531,18 +740,24 @@ class SplitDecode(Frozen):
     explain: list[str]
 
 
+def _replayed(layout: _Layout, placement: Placement) -> _Assign:
+    """The assignment a placement describes, for its speed."""
+    a = _assign(layout, placement.tensor_split, placement.output_first, frozenset(placement.cpu_expert_layers))
+    return a.model_copy(update={"partials": tuple(placement.partial_layers)})
+
+
 def split_decode(
     model: ModelSpec, workload: Workload, fmt: WeightFormat, placement: Placement, devices: list[PlacementDevice],
     ram_bandwidth_bytes_per_s: int, profile: DecodeProfile, host_efficiency: float = HOST_EFFICIENCY,
 ) -> SplitDecode:  # fmt: skip
     """t = sum over devices of bytes_d / (bandwidth_d * efficiency) + host bytes / (RAM bandwidth * host_efficiency) + hops *
     activation bytes / PCIe + fixed cost per layer (the engine's decode profile). A step reads each
-    layer's weights once on the device that holds it: routed experts only in the share the batch
-    touches, E * (1 - (1 - k/E)^B) / E (kvcalc.latency), and the cache at --seq."""
-    layout = _layout(model, workload, fmt, workload.seq)
+    layer's weights once where they sit: routed experts only in the share the batch touches,
+    E * (1 - (1 - k/E)^B) / E (kvcalc.latency), and the cache at --seq."""
+    layout = _layout(model, workload, fmt, workload.seq, placement.mtp_layers > 0)
+    a = _replayed(layout, placement)
     w = layout.weights
-    units = model.layers + 1
-    start = units - placement.n_gpu_layers
+    n = layout.n_layers
     touched = 1.0
     if model.moe is not None:
         touched = expected_experts_touched(model.moe.experts, model.moe.experts_per_token, workload.batch) / model.moe.experts
@@ -552,31 +767,29 @@ def split_decode(
     fitted = [terms(profile, fclass, model.moe is not None, d.name, None) for d in devices]
     efficiencies = [t.weights_efficiency for t in fitted]
     fixed = fitted[0] if fitted else terms(profile, fclass, model.moe is not None, "", None)
-
-    def on_gpu(u: int) -> int:
-        return _gpu_experts(model, w, u, placement.n_cpu_moe, placement.partial_layer)
-
-    def read(u: int, on_device: bool) -> int:
-        if u == units - 1:
-            return w.output
-        experts = on_gpu(u) if on_device else w.experts[u]
-        return w.layers[u] + round(experts * touched) + layout.kv[u]
-
-    device_bytes, first = [], start
-    for count in placement.tensor_split:
-        device_bytes.append(sum(read(u, True) for u in range(first, first + count)))
-        first += count
-    host_bytes = sum(read(u, False) for u in range(start)) + sum(
-        round((w.experts[u] - on_gpu(u)) * touched) for u in range(start, units - 1)
-    )
+    device_bytes, host_bytes = [0] * len(devices), 0
+    hops, previous = 0, a.device[0]
+    for unit in range(n + 1):
+        place = a.device[unit]
+        own = w.output if unit == n else w.layers[unit] + layout.kv[unit]
+        if place == CPU:
+            host_bytes += own
+        else:
+            device_bytes[place] += own
+        shares = _expert_shares(model, layout, a, unit)
+        for where, size in shares:
+            if where == CPU:
+                host_bytes += round(size * touched)
+            else:
+                device_bytes[where] += round(size * touched)
+        # a hop where the token's activations change place: between consecutive layers, and there and
+        # back for a layer whose experts run elsewhere
+        hops += (place != previous) + 2 * sum(1 for where, _ in shares if where != place)
+        previous = place
     device_s = [b / (d.bandwidth_bytes_per_s * e) for b, d, e in zip(device_bytes, devices, efficiencies, strict=True)]
     roof_device = [b / d.bandwidth_bytes_per_s for b, d in zip(device_bytes, devices, strict=True)]
     host_roof = host_bytes / ram_bandwidth_bytes_per_s
     host_s = host_roof / host_efficiency
-    # a hop where the token's activations change device: between devices, GPU <-> CPU at the first
-    # GPU layer, and twice (there and back) per layer whose experts run on the CPU
-    boundaries = sum(1 for c in placement.tensor_split if c) - 1 + (1 if start > 0 and placement.n_gpu_layers else 0)
-    hops = max(boundaries, 0) + 2 * max(0, min(placement.n_cpu_moe, units - 1) - start)
     hop_s = hops * F32 * (model.hidden or 0) * workload.batch / PCIE_BYTES_PER_S
     overhead = fixed.step_seconds + fixed.layer_seconds * model.layers
     roofline_s = sum(roof_device) + host_roof + hop_s
@@ -617,12 +830,20 @@ def speed_steps(
 ) -> list[SpeedStep]:  # fmt: skip
     """Tokens/s at each `step` of --n-cpu-moe (a MoE: all layers on the GPUs, the first N layers' experts
     on the CPU) or of -ngl (dense), at the request's context, so the cost of each layer left on the CPU shows."""
-    units = model.layers + 1
+    layers = model.layers + (model.mtp_layers if request.mtp else 0)
+    units = layers + 1
     moe = model.moe is not None
-    counts = sorted({*range(0, model.layers + 1, step), model.layers} if moe else {*range(units, -1, -step), 0})
+    counts = sorted({*range(0, layers + 1, step), layers} if moe else {*range(units, -1, -step), 0})
     steps = []
     for n in counts:
-        fixed = request.model_copy(update={"n_gpu_layers": units if moe else n, "n_cpu_moe": n if moe else None})
+        fixed = request.model_copy(
+            update={
+                "n_gpu_layers": units if moe else n,
+                "n_cpu_moe": n if moe else None,
+                "expert_layers_on_cpu": None,
+                "partial_layer": None,
+            }
+        )
         laid_out = plan(model, workload, fmt, devices, fixed)
         speed = split_decode(model, workload, fmt, laid_out, devices, ram_bandwidth_bytes_per_s, profile)
         steps.append(

@@ -731,7 +731,7 @@ def placement_table(plan: Any, decimal: bool, explain: bool) -> None:
     )  # fmt: skip
     console.print(table)
     console.print(f"  {plan.command}", markup=False, soft_wrap=True)
-    if plan.overrides:
+    if plan.overrides and "--n-cpu-moe" in plan.command:  # else the command spells the patterns itself
         console.print("  (the same experts by pattern: -ot " + " -ot ".join(plan.overrides) + ")", markup=False, soft_wrap=True)
     _explain(plan.log_lines)
     if explain:

@@ -132,6 +132,7 @@ def fit(
     tensor_split: placement_options.TensorSplitOpt = None,
     wired_limit: placement_options.WiredLimitOpt = None,
     no_mmap: placement_options.NoMmapOpt = False,
+    mtp: placement_options.MtpOpt = False,
     mmproj: placement_options.MmprojOpt = None,
     model_draft: placement_options.DraftOpt = None,
     ram_bandwidth: placement_options.RamBandwidthOpt = None,
@@ -201,6 +202,7 @@ def fit(
         tensor_split,
         wired_limit,
         no_mmap,
+        mtp,
         mmproj,
         model_draft,
         ram_bandwidth,
@@ -209,7 +211,7 @@ def fit(
     if asked or (engine == "llamacpp" and gpu_specs and (metal or not report.fits)):
         devices, request, laid_out = placement_options.plan(
             spec, work, weights_fmt, gpu_specs, seq, ram, fit_target, fit_ctx, n_gpu_layers, n_cpu_moe, tensor_split,
-            wired_limit, no_mmap, mmproj, model_draft, presets_dir,
+            wired_limit, no_mmap, mmproj, model_draft, presets_dir, mtp,
         )  # fmt: skip
         if ram_bandwidth is not None:
             steps = placement_options.speeds(spec, work, weights_fmt, laid_out, devices, request, gpu_specs, ram_bandwidth)

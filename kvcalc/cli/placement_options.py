@@ -72,6 +72,14 @@ DraftOpt = Annotated[
     ),
 ]
 NoMmapOpt = Annotated[bool, typer.Option("--no-mmap", help="llamacpp: weights left on the CPU are loaded, not mapped.")]
+MtpOpt = Annotated[
+    bool,
+    typer.Option(
+        "--mtp",
+        help="llamacpp: the GGUF carries the model's MTP layers and llama-server loads them (--spec-type draft-mtp):"
+        " each is one more -ngl layer, placed before the output layer (the preset's mtp_layers).",
+    ),
+]
 RamBandwidthOpt = Annotated[
     str | None,
     typer.Option(
@@ -137,7 +145,7 @@ def plan(
     model: ModelSpec, workload: Workload, fmt: WeightFormat, gpus: list[GpuSpec], seq: int | None, ram: str | None,
     fit_target: str | None, fit_ctx: int | None, ngl: int | None, n_cpu_moe: int | None, tensor_split: str | None,
     wired_limit: str | None, no_mmap: bool, mmproj: str | None = None, draft: str | None = None,
-    extra: list[str] | None = None,
+    extra: list[str] | None = None, mtp: bool = False,
 ) -> tuple[list[placement.PlacementDevice], placement.PlacementRequest, placement.Placement]:  # fmt: skip
     """The devices, the request and the placement the options ask for (kvcalc.placement.plan)."""
     from kvcalc.engines import profile
@@ -161,7 +169,7 @@ def plan(
     resident, resident_explain = residents(workload, seq, mmproj, draft, extra)
     request = placement.PlacementRequest(
         resident_bytes=resident, resident_explain=resident_explain, ctx_size=seq, fit_ctx=fit_ctx or placement.DEFAULT_FIT_CTX, n_gpu_layers=ngl, n_cpu_moe=n_cpu_moe,
-        tensor_split=_split(tensor_split) if tensor_split is not None else None, ram_bytes=ram_bytes, mmap=not no_mmap,
+        tensor_split=_split(tensor_split) if tensor_split is not None else None, ram_bytes=ram_bytes, mmap=not no_mmap, mtp=mtp,
     )  # fmt: skip
     if request.tensor_split is not None and len(request.tensor_split) != len(devices):
         raise InvalidInput(f"--tensor-split gives {len(request.tensor_split)} shares for {len(devices)} --gpu: give one per GPU")
