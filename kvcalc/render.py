@@ -20,7 +20,7 @@ from kvcalc.kvcache import KvEstimate
 from kvcalc.latency import DecodeEstimate, PrefillEstimate
 from kvcalc.residents import CpuTier
 from kvcalc.units import format_bytes, format_seconds
-from kvcalc.weights import ParamCount, WeightFormat
+from kvcalc.weights import MtpWeights, ParamCount, WeightFormat
 
 if TYPE_CHECKING:  # annotations only: `size` and `fit` print their tables without importing these models
     from kvcalc.compare import CompareRow, Comparison, RowDecode, RowFit
@@ -156,6 +156,21 @@ def weights_line(params: ParamCount | None, weights_bytes: int | None, fmt: Weig
         f"weights: {params.total:,} params ({how}{active}) in {fmt.label} = {_bytes_cell(weights_bytes, decimal)}",
         soft_wrap=True,
     )
+
+
+def mtp_line(mtp: MtpWeights | None, decimal: bool, explain: bool) -> None:
+    """The MTP layers the checkpoint stores beside the weights above (not loaded unless drafting)."""
+    if mtp is None:
+        return
+    size = f" = {_bytes_cell(mtp.bytes, decimal)}" if mtp.bytes is not None else ""
+    count = f"{mtp.params.total:,} params" if mtp.params is not None else "their params"
+    console.print(
+        f"MTP layers: {mtp.layers} stored in the checkpoint, not in the weights above: {count}{size}"
+        " (loaded only with --speculative-model mtp)",
+        soft_wrap=True,
+    )
+    if explain:
+        console.print(f"  {escape(mtp.formula)}; {escape(mtp.source)}", soft_wrap=True)
 
 
 _CONTEXT_LIMITS = {
