@@ -795,6 +795,8 @@ def throughput_lines(plan: ThroughputPlan | None, cost: Cost | None, explain: bo
             f" [bold]{cost.cost_per_million_output_tokens:.4g}[/] per million output tokens"
             f" ({cost.output_tokens_per_s:,.1f}/s), [bold]{cost.cost_per_million_input_tokens:.4g}[/] per million prompt tokens"
             f" ({cost.input_tokens_per_s:,.0f}/s)"
+            + ("" if cost.price_origin == "--price-per-hour" else f"; price per GPU-hour from the {escape(cost.price_origin)}"),
+            soft_wrap=True,
         )
         if explain:
             _explain(cost.explain)
