@@ -23,7 +23,7 @@ SUPPORTED = (
     "qwen3_next", "nemotron_h", "granitemoehybrid", "jamba", "falcon_h1", "lfm2", "minimax", "minimax_m1", "minimax_text_01",
     "llama4", "llama4_text", "gemma3n", "gemma3n_text",
     "qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text", "gemma4", "gemma4_text", "minimax_m2",
-    "deepseek_v32", "glm_moe_dsa", "kimi_linear",
+    "deepseek_v32", "glm_moe_dsa", "kimi_linear", "glm4_moe", "glm4_moe_lite",
 )  # fmt: skip
 # Hybrid architectures whose state layers kvcalc sizes; their layer kinds come from _hybrid.
 _QWEN3_5 = {"qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text"}  # Qwen3.5/3.6: Qwen3-Next's layers
@@ -53,7 +53,9 @@ _TIED_BY_DEFAULT = {
     "granitemoehybrid", "gemma4", "gemma4_text",
 }  # fmt: skip
 _QWEN = {"qwen2", "qwen3", "qwen3_moe"}
-_MLA = {"deepseek_v2", "deepseek_v3", "deepseek_v32", "glm_moe_dsa"}
+# GLM-4.7-Flash (glm4_moe_lite) is MLA too: vLLM's ModelConfig.is_deepseek_mla holds for it, head size 576, one KV
+# head (vLLM test_glm4_moe_lite_config_registry_and_mla, which runs ModelConfig.is_deepseek_mla on its config)
+_MLA = {"deepseek_v2", "deepseek_v3", "deepseek_v32", "glm_moe_dsa", "glm4_moe_lite"}
 _SPARSE_MLA = {"deepseek_v32", "glm_moe_dsa"}  # DeepSeek sparse attention: MLA plus a lightning indexer per layer
 
 # transformers' class defaults for keys a config.json leaves out, where they differ from the None
