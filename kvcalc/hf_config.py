@@ -44,6 +44,17 @@ _HYBRID_KEYS = (
     "attn_layer_period", "full_attn_idxs", "linear_attn_config", "full_attention_interval", "mamba_d_state",
 )  # fmt: skip
 _PLAIN_MLP = {"gpt2", "gpt_bigcode", "falcon"}
+# Published architectures whose caches do not hold whole tokens. DeepSeek-V4 (config.json: compress_ratios per
+# layer, sliding_window 128, index_head_dim): vLLM (vllm/model_executor/layers/deepseek_v4_attention.py,
+# kv_cache_interface.py MLAAttentionSpec.compress_ratio, attention/backends/mla/sparse_swa.py) keeps in every
+# layer a 128-token window of 584-byte fp8_ds_mla rows (448 fp8 + 64 bf16 rope + 8 scale bytes), and in a layer of
+# compress ratio r > 1 one 584-byte row per r tokens, the lightning indexer's 132-byte key per 4 tokens (r = 4)
+# and fp32 compressor state: kvcalc's cache layout counts bytes per token held, so it refuses.
+_COMPRESSED_CACHES = {
+    "deepseek_v4": "DeepSeek-V4 keeps compressed caches (one 584-byte entry per 4 or 128 tokens in its compressed"
+    " layers, beside a 128-token window, lightning-indexer keys and compressor state, as vLLM's deepseek_v4_attention.py"
+    " stores them) that kvcalc's per-token cache layout cannot count; it refuses rather than miscount",
+}
 _MAX_LENGTH_KEYS = {"kimi_linear": ("model_max_length",)}  # vLLM's max-length keys (config/model.py) Kimi-Linear gives
 # Vision-language wrappers whose text model is an architecture kvcalc reads (vLLM KimiK25ForConditionalGeneration
 # wraps DeepSeek-V3); other wrappers name their text model in text_config.model_type.
@@ -204,6 +215,8 @@ def model_fields_from_hf(config: dict[str, Any], default_name: str, origin: str)
     if arch in ("gemma3n", "gemma3n_text") and isinstance(sizes, list) and sizes:  # one MLP width per layer
         cfg["intermediate_size"] = sizes[0] if all(size == sizes[0] for size in sizes) else max(sizes)
     _refuse_recurrent(arch, cfg, origin)
+    if arch in _COMPRESSED_CACHES:
+        raise InvalidPreset(f"{origin}: model_type {arch!r} is not sized yet: {_COMPRESSED_CACHES[arch]}")
     if arch not in SUPPORTED:
         raise InvalidPreset(f"{origin}: model_type {arch!r} is not supported; supported: {', '.join(SUPPORTED)}")
     defaults = {key: value for key, value in _ABSENT_DEFAULTS.get(arch, {}).items() if key not in cfg}
