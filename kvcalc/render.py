@@ -162,13 +162,13 @@ def mtp_line(mtp: MtpWeights | None, decimal: bool, explain: bool) -> None:
     """The MTP layers the checkpoint stores beside the weights above (not loaded unless drafting)."""
     if mtp is None:
         return
-    size = f" = {_bytes_cell(mtp.bytes, decimal)}" if mtp.bytes is not None else ""
-    count = f"{mtp.params.total:,} params" if mtp.params is not None else "their params"
-    console.print(
-        f"MTP layers: {mtp.layers} stored in the checkpoint, not in the weights above: {count}{size}"
-        " (loaded only with --speculative-model mtp)",
-        soft_wrap=True,
-    )
+    if mtp.bytes is not None and mtp.params is not None:
+        what = (
+            f"stored in the checkpoint, not in the weights above: {mtp.params.total:,} params = {_bytes_cell(mtp.bytes, decimal)}"
+        )
+    else:
+        what = escape(mtp.formula)
+    console.print(f"MTP layers: {mtp.layers} {what} (loaded only with --speculative-model mtp)", soft_wrap=True)
     if explain:
         console.print(f"  {escape(mtp.formula)}; {escape(mtp.source)}", soft_wrap=True)
 

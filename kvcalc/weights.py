@@ -262,13 +262,15 @@ class MtpWeights(Frozen):
 
 def stored_mtp(model: ModelSpec, fmt: WeightFormat) -> "MtpWeights | None":
     """The model's MTP layers as the checkpoint stores them (mtp_params in `fmt`), None when it has none.
-    A checkpoint read from its files (fmt.stored) already holds them in its stored bytes."""
+    Bytes read from a checkpoint's files (fmt.stored) hold them where its files do (a GGUF conversion may drop them)."""
     if not model.mtp_layers:
         return None
     n = model.mtp_layers
     params = mtp_params(model)
     if fmt.stored is not None:
-        return MtpWeights(layers=n, params=params, bytes=None, formula="inside the checkpoint's stored bytes")
+        return MtpWeights(
+            layers=n, params=params, bytes=None, formula="in the stored bytes above where the checkpoint's files hold them"
+        )
     if params is None:
         return MtpWeights(layers=n, params=None, bytes=None, formula="not counted: the shapes do not give its layers")
     formula = (

@@ -83,4 +83,8 @@ def test_a_stored_checkpoint_holds_its_mtp_layers_already() -> None:
         update={"stored": {"bytes": 10**12, "params": 10**12}}  # any checkpoint read from its headers
     )
     stored = stored_mtp(model, stored_fmt)
-    assert stored is not None and stored.bytes is None and stored.formula == "inside the checkpoint's stored bytes"
+    assert (
+        stored is not None
+        and stored.bytes is None
+        and stored.formula == "in the stored bytes above where the checkpoint's files hold them"
+    )
