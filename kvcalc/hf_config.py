@@ -119,7 +119,7 @@ _NULL_MEANS = {
 }
 _FLAG_KEYS = {
     "new_decoder_architecture", "multi_query", "use_sliding_window", "tie_word_embeddings", "attention_k_eq_v",
-    "enable_moe_block",
+    "enable_moe_block", "attn_output_gate",
 }  # fmt: skip
 _STRING_KEYS = {"torch_dtype", "dtype", "_name_or_path", "mamba_ssm_dtype"}
 _LAYER_KINDS = {"full_attention": "full", "sliding_attention": "sliding"}
@@ -320,6 +320,9 @@ def _fields(arch: str, cfg: dict[str, Any], default_name: str, origin: str, defa
         "layer_pattern": pattern,
         # multi-token prediction layers beside the model's (DeepSeek-V3, GLM-4.5, MiMo; Qwen3-Next's name)
         "mtp_layers": _first(cfg, "num_nextn_predict_layers", "mtp_num_hidden_layers")[1],
+        # Qwen3-Next and Qwen3.5 gate each head's output with a second half of q_proj (transformers
+        # modeling_qwen3_5.py Qwen3_5Attention: q_proj = hidden x heads * head_dim * 2); attn_output_gate false turns it off
+        "attention_output_gate": _flag(cfg, "attn_output_gate", True) if arch in _QWEN3_5 | {"qwen3_next"} else None,
     }
     if arch in _MLA or cfg.get("kv_lora_rank") is not None:
         rank = _required(cfg, "kv_lora_rank")[1]

@@ -281,6 +281,11 @@ class ModelSpec(Strict):
     vocab: Count | None = None
     tied_embeddings: bool = False
     mlp: Literal["gated", "plain"] = "gated"
+    attention_output_gate: bool = Field(
+        default=False,
+        description="the query projection also yields a sigmoid gate per head on the attention output, so q_proj is"
+        " 2 * heads * head_dim wide (Qwen3-Next, Qwen3.5: config attn_output_gate)",
+    )
     sliding_window: Count | None = None
     layer_pattern: list[LayerKind] | None = Field(
         default=None,

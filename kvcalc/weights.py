@@ -33,9 +33,9 @@ def _attention_params(model: ModelSpec, h: int) -> int:
         kv = h * (mla.kv_lora_rank + mla.qk_rope_head_dim) + mla.kv_lora_rank  # down-projection + latent norm
         kv += mla.kv_lora_rank * H * (mla.qk_nope_head_dim + mla.v_head_dim)  # up-projection to K_nope and V
         return q + kv + H * mla.v_head_dim * h
-    # q and o: H heads; k and v: Hkv heads (GQA)
+    # q and o: H heads (q twice as wide with an output gate: query and gate halves); k and v: Hkv heads (GQA)
     return (
-        h * model.heads * model.key_dim
+        h * model.heads * model.key_dim * (2 if model.attention_output_gate else 1)
         + h * model.kv_heads * (model.key_dim + model.value_dim)
         + model.heads * model.value_dim * h
     )

@@ -65,13 +65,33 @@ def test_a_model_without_mtp_layers_has_no_line(cli) -> None:
     assert "MTP layers" not in cli("size", "--model", "llama3-8b", "--seq", "8k").stdout
 
 
-def test_qwen3_5_mtp_layer_from_config_json(cli) -> None:
-    """Qwen3.5-27B's config.json (text_config mtp_num_hidden_layers 1): a hybrid whose MTP layer is a
-    full-attention layer like its last, counted; the config and the preset agree."""
+# Qwen3.5-27B (config.json text_config: hidden 5120, 24 heads, 4 KV heads of 256, intermediate 17408,
+# attn_output_gate true, mtp_num_hidden_layers 1): its MTP layer is a gated full-attention layer like its last.
+# q_proj is 2 * 24 * 256 wide (query and gate halves: transformers modeling_qwen3_5.py Qwen3_5Attention; a
+# published dump of the checkpoint reads layers.3.self_attn.q_proj.weight as (12288, 5120)).
+QH = 5120
+QWEN3_5_27B_ATTENTION = QH * 24 * 256 * 2 + 2 * QH * 4 * 256 + 24 * 256 * QH
+QWEN3_5_27B_MTP = QWEN3_5_27B_ATTENTION + 2 * QH + 3 * QH * 17408 + 2 * QH * QH + 3 * QH
+
+
+def test_qwen3_5_mtp_layer_from_config_json() -> None:
+    """A hybrid whose MTP layer is a full-attention layer like its last is counted; config and preset agree."""
     config = load_model(str(HF_CONFIGS / "qwen3.5-27b-config.json"))
     preset = load_model("qwen3.5-27b")
     assert config.mtp_layers == preset.mtp_layers == 1
-    assert mtp_params(config) == mtp_params(preset) is not None
+    assert config.attention_output_gate and preset.attention_output_gate
+    params = mtp_params(config)
+    assert params == mtp_params(preset) and params is not None
+    assert params.total == QWEN3_5_27B_MTP == 424_698_880
+
+
+def test_attn_output_gate_false_keeps_q_proj_single(tmp_path) -> None:
+    config = json.loads((HF_CONFIGS / "qwen3.5-27b-config.json").read_text())
+    config.setdefault("text_config", config)["attn_output_gate"] = False
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    params = mtp_params(load_model(str(path)))
+    assert params is not None and params.total == QWEN3_5_27B_MTP - QH * 24 * 256
 
 
 def test_a_stored_checkpoint_holds_its_mtp_layers_already() -> None:
