@@ -244,7 +244,9 @@ MTP_LOADING = (
     "the checkpoint stores them beside the model's layers and engines serve without them unless speculative decoding"
     " drafts with them: vLLM's main model skips them (vllm/model_executor/models/deepseek_v2.py load_weights: 'skip spec"
     " decode layers for main model'; qwen3_next.py and glm4_moe.py alike) and loads them only with --speculative-config"
-    " method mtp (kvcalc --speculative-model mtp); llama.cpp creates them as 'NextN/MTP tensors (preserved but unused)'"
+    " method mtp (kvcalc --speculative-model mtp); SGLang's main model skips every layer at or past"
+    " num_hidden_layers (python/sglang/srt/models/deepseek_v2.py load_weights, not is_nextn) and its NextN draft"
+    " (deepseek_nextn.py) loads them; llama.cpp creates them as 'NextN/MTP tensors (preserved but unused)'"
     " (src/llama-model.cpp)"
 )
 
