@@ -23,7 +23,7 @@ SUPPORTED = (
     "qwen3_next", "nemotron_h", "granitemoehybrid", "jamba", "falcon_h1", "lfm2", "minimax", "minimax_m1", "minimax_text_01",
     "llama4", "llama4_text", "gemma3n", "gemma3n_text",
     "qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text", "gemma4", "gemma4_text", "minimax_m2",
-    "deepseek_v32", "glm_moe_dsa", "kimi_linear",
+    "deepseek_v32", "glm_moe_dsa", "kimi_linear", "glm4_moe", "glm4_moe_lite",
 )  # fmt: skip
 # Hybrid architectures whose state layers kvcalc sizes; their layer kinds come from _hybrid.
 _QWEN3_5 = {"qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text"}  # Qwen3.5/3.6: Qwen3-Next's layers
@@ -44,6 +44,17 @@ _HYBRID_KEYS = (
     "attn_layer_period", "full_attn_idxs", "linear_attn_config", "full_attention_interval", "mamba_d_state",
 )  # fmt: skip
 _PLAIN_MLP = {"gpt2", "gpt_bigcode", "falcon"}
+# Published architectures whose caches do not hold whole tokens. DeepSeek-V4 (config.json: compress_ratios per
+# layer, sliding_window 128, index_head_dim): vLLM (vllm/model_executor/layers/deepseek_v4_attention.py,
+# kv_cache_interface.py MLAAttentionSpec.compress_ratio, attention/backends/mla/sparse_swa.py) keeps in every
+# layer a 128-token window of 584-byte fp8_ds_mla rows (448 fp8 + 64 bf16 rope + 8 scale bytes), and in a layer of
+# compress ratio r > 1 one 584-byte row per r tokens, the lightning indexer's 132-byte key per 4 tokens (r = 4)
+# and fp32 compressor state: kvcalc's cache layout counts bytes per token held, so it refuses.
+_COMPRESSED_CACHES = {
+    "deepseek_v4": "DeepSeek-V4 keeps compressed caches (one 584-byte entry per 4 or 128 tokens in its compressed"
+    " layers, beside a 128-token window, lightning-indexer keys and compressor state, as vLLM's deepseek_v4_attention.py"
+    " stores them) that kvcalc's per-token cache layout cannot count; it refuses rather than miscount",
+}
 _MAX_LENGTH_KEYS = {"kimi_linear": ("model_max_length",)}  # vLLM's max-length keys (config/model.py) Kimi-Linear gives
 # Vision-language wrappers whose text model is an architecture kvcalc reads (vLLM KimiK25ForConditionalGeneration
 # wraps DeepSeek-V3); other wrappers name their text model in text_config.model_type.
@@ -53,7 +64,9 @@ _TIED_BY_DEFAULT = {
     "granitemoehybrid", "gemma4", "gemma4_text",
 }  # fmt: skip
 _QWEN = {"qwen2", "qwen3", "qwen3_moe"}
-_MLA = {"deepseek_v2", "deepseek_v3", "deepseek_v32", "glm_moe_dsa"}
+# GLM-4.7-Flash (glm4_moe_lite) is MLA too: vLLM's ModelConfig.is_deepseek_mla holds for it, head size 576, one KV
+# head (vLLM test_glm4_moe_lite_config_registry_and_mla, which runs ModelConfig.is_deepseek_mla on its config)
+_MLA = {"deepseek_v2", "deepseek_v3", "deepseek_v32", "glm_moe_dsa", "glm4_moe_lite"}
 _SPARSE_MLA = {"deepseek_v32", "glm_moe_dsa"}  # DeepSeek sparse attention: MLA plus a lightning indexer per layer
 
 # transformers' class defaults for keys a config.json leaves out, where they differ from the None
@@ -106,7 +119,7 @@ _NULL_MEANS = {
 }
 _FLAG_KEYS = {
     "new_decoder_architecture", "multi_query", "use_sliding_window", "tie_word_embeddings", "attention_k_eq_v",
-    "enable_moe_block",
+    "enable_moe_block", "attn_output_gate",
 }  # fmt: skip
 _STRING_KEYS = {"torch_dtype", "dtype", "_name_or_path", "mamba_ssm_dtype"}
 _LAYER_KINDS = {"full_attention": "full", "sliding_attention": "sliding"}
@@ -202,6 +215,8 @@ def model_fields_from_hf(config: dict[str, Any], default_name: str, origin: str)
     if arch in ("gemma3n", "gemma3n_text") and isinstance(sizes, list) and sizes:  # one MLP width per layer
         cfg["intermediate_size"] = sizes[0] if all(size == sizes[0] for size in sizes) else max(sizes)
     _refuse_recurrent(arch, cfg, origin)
+    if arch in _COMPRESSED_CACHES:
+        raise InvalidPreset(f"{origin}: model_type {arch!r} is not sized yet: {_COMPRESSED_CACHES[arch]}")
     if arch not in SUPPORTED:
         raise InvalidPreset(f"{origin}: model_type {arch!r} is not supported; supported: {', '.join(SUPPORTED)}")
     defaults = {key: value for key, value in _ABSENT_DEFAULTS.get(arch, {}).items() if key not in cfg}
@@ -305,6 +320,9 @@ def _fields(arch: str, cfg: dict[str, Any], default_name: str, origin: str, defa
         "layer_pattern": pattern,
         # multi-token prediction layers beside the model's (DeepSeek-V3, GLM-4.5, MiMo; Qwen3-Next's name)
         "mtp_layers": _first(cfg, "num_nextn_predict_layers", "mtp_num_hidden_layers")[1],
+        # Qwen3-Next and Qwen3.5 gate each head's output with a second half of q_proj (transformers
+        # modeling_qwen3_5.py Qwen3_5Attention: q_proj = hidden x heads * head_dim * 2); attn_output_gate false turns it off
+        "attention_output_gate": _flag(cfg, "attn_output_gate", True) if arch in _QWEN3_5 | {"qwen3_next"} else None,
     }
     if arch in _MLA or cfg.get("kv_lora_rank") is not None:
         rank = _required(cfg, "kv_lora_rank")[1]

@@ -20,7 +20,7 @@ from kvcalc.kvcache import KvEstimate
 from kvcalc.latency import DecodeEstimate, PrefillEstimate
 from kvcalc.residents import CpuTier
 from kvcalc.units import format_bytes, format_seconds
-from kvcalc.weights import ParamCount, WeightFormat
+from kvcalc.weights import MtpWeights, ParamCount, WeightFormat
 
 if TYPE_CHECKING:  # annotations only: `size` and `fit` print their tables without importing these models
     from kvcalc.compare import CompareRow, Comparison, RowDecode, RowFit
@@ -157,6 +157,21 @@ def weights_line(params: ParamCount | None, weights_bytes: int | None, fmt: Weig
         f"weights: {params.total:,} params ({how}{active}) in {fmt.label} = {_bytes_cell(weights_bytes, decimal)}",
         soft_wrap=True,
     )
+
+
+def mtp_line(mtp: MtpWeights | None, decimal: bool, explain: bool) -> None:
+    """The MTP layers the checkpoint stores beside the weights above (not loaded unless drafting)."""
+    if mtp is None:
+        return
+    if mtp.bytes is not None and mtp.params is not None:
+        what = (
+            f"stored in the checkpoint, not in the weights above: {mtp.params.total:,} params = {_bytes_cell(mtp.bytes, decimal)}"
+        )
+    else:
+        what = escape(mtp.formula)
+    console.print(f"MTP layers: {mtp.layers} {what} (loaded only with --speculative-model mtp)", soft_wrap=True)
+    if explain:
+        console.print(f"  {escape(mtp.formula)}; {escape(mtp.source)}", soft_wrap=True)
 
 
 _CONTEXT_LIMITS = {
@@ -787,6 +802,8 @@ def throughput_lines(plan: ThroughputPlan | None, cost: Cost | None, explain: bo
             f" [bold]{cost.cost_per_million_output_tokens:.4g}[/] per million output tokens"
             f" ({cost.output_tokens_per_s:,.1f}/s), [bold]{cost.cost_per_million_input_tokens:.4g}[/] per million prompt tokens"
             f" ({cost.input_tokens_per_s:,.0f}/s)"
+            + ("" if cost.price_origin == "--price-per-hour" else f"; price per GPU-hour from the {escape(cost.price_origin)}"),
+            soft_wrap=True,
         )
         if explain:
             _explain(cost.explain)

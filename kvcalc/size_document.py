@@ -7,13 +7,15 @@
 
 from typing import Any, Literal
 
+from pydantic import Field
+
 from kvcalc.base import Strict
 from kvcalc.capacity import FitReport
 from kvcalc.kvcache import KvEstimate
 from kvcalc.latency import DecodeEstimate
 from kvcalc.spec import ModelSpec
 from kvcalc.units import DType
-from kvcalc.weights import ParamCount
+from kvcalc.weights import MtpWeights, ParamCount
 
 SCHEMA_VERSION = 2  # bump when a key is renamed or removed; adding keys keeps it
 
@@ -33,6 +35,9 @@ class Weights(Strict):
     experts_dtype: DType | None = None
     bytes: int | None
     params: ParamCount | None
+    mtp: MtpWeights | None = Field(
+        default=None, description="the MTP layers the checkpoint stores beside these weights, loaded only to draft with them"
+    )
 
 
 class SizeDocument(Document):

@@ -281,6 +281,11 @@ class ModelSpec(Strict):
     vocab: Count | None = None
     tied_embeddings: bool = False
     mlp: Literal["gated", "plain"] = "gated"
+    attention_output_gate: bool = Field(
+        default=False,
+        description="the query projection also yields a sigmoid gate per head on the attention output, so q_proj is"
+        " 2 * heads * head_dim wide (Qwen3-Next, Qwen3.5: config attn_output_gate)",
+    )
     sliding_window: Count | None = None
     layer_pattern: list[LayerKind] | None = Field(
         default=None,
@@ -456,6 +461,13 @@ class GpuSpec(Strict):
     )
     source: str | None = None
     notes: str | None = None
+    price_per_hour: Annotated[float, Field(gt=0, lt=10**6, allow_inf_nan=False), Number] | None = Field(
+        default=None,
+        description="a public on-demand price of one GPU-hour, the default of --price-per-hour; with price_source and"
+        " price_date, since prices differ by provider and change",
+    )
+    price_source: str | None = Field(default=None, description="the public price page price_per_hour was read from (URL)")
+    price_date: str | None = Field(default=None, description="the date the price page states for price_per_hour (YYYY-MM-DD)")
     decode_efficiency: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False), Number] | None = Field(
         default=None,
         description="share of bandwidth_bytes_per_s a decode step streams at, in place of the engine's decode profile"
@@ -466,6 +478,13 @@ class GpuSpec(Strict):
         description="measured fixed cost of a decode step per layer, in seconds (kvcalc measure --calibrate): the"
         " expected decode time uses it in place of the engine's decode profile overhead",
     )
+
+    @model_validator(mode="after")
+    def _price_says_where_and_when(self) -> "GpuSpec":
+        given = [self.price_per_hour is not None, self.price_source is not None, self.price_date is not None]
+        if any(given) and not all(given):
+            raise ValueError("price_per_hour, price_source and price_date go together: a price names its page and date")
+        return self
 
     def origin(self) -> list[str]:
         """--explain's line saying where the GPU's figures come from (a datasheet, this machine's tool)."""

@@ -173,6 +173,7 @@ class Cost(Frozen):
     """What a million output and prompt tokens cost on the deployment's GPUs at a price per GPU-hour."""
 
     price_per_gpu_hour: float
+    price_origin: str  # --price-per-hour, or the GPU preset's price page and date
     gpus: int  # tp * pp
     price_per_hour: float  # all the GPUs
     output_tokens_per_s: float  # the decode batch's expected tokens/s
@@ -182,10 +183,16 @@ class Cost(Frozen):
     explain: list[str]
 
 
-def cost(price_per_gpu_hour: float, gpus: int, output_tokens_per_s: float, first: PrefillEstimate) -> Cost:
+def cost(
+    price_per_gpu_hour: float,
+    gpus: int,
+    output_tokens_per_s: float,
+    first: PrefillEstimate,
+    price_origin: str = "--price-per-hour",
+) -> Cost:
     """Dollars per million output tokens from the decode speed (positive: a batch that runs), per
     million prompt tokens from the prefill's (its batch * prompt tokens over its time), the GPUs
-    billed by the hour."""
+    billed by the hour at `price_per_gpu_hour` (from `price_origin`: the flag, or the GPU preset's page)."""
     check_price(price_per_gpu_hour)
     price = price_per_gpu_hour * gpus
     prompt_tokens = first.batch * first.seq
@@ -194,6 +201,7 @@ def cost(price_per_gpu_hour: float, gpus: int, output_tokens_per_s: float, first
     input_ = per_million(price, input_rate)
     return Cost(
         price_per_gpu_hour=price_per_gpu_hour,
+        price_origin=price_origin,
         gpus=gpus,
         price_per_hour=price,
         output_tokens_per_s=output_tokens_per_s,
@@ -201,7 +209,8 @@ def cost(price_per_gpu_hour: float, gpus: int, output_tokens_per_s: float, first
         cost_per_million_output_tokens=output,
         cost_per_million_input_tokens=input_,
         explain=[
-            f"price per hour = --price-per-hour * GPUs = {price_per_gpu_hour:g} * {gpus} = {price:g}",
+            f"price per hour = price per GPU-hour * GPUs = {price_per_gpu_hour:g} * {gpus} = {price:g} (price per GPU-hour:"
+            f" {price_origin})",
             f"per million output tokens = price / (tokens/s * 3600) * 1e6 = {price:g} / ({output_tokens_per_s:,.1f} * 3600) * 1e6"
             f" = {output:.4g}",
             f"prompt tokens/s = B * prompt / prefill time = {prompt_tokens:,} / {format_seconds(first.seconds)} = {input_rate:,.0f}",

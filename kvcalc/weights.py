@@ -33,9 +33,9 @@ def _attention_params(model: ModelSpec, h: int) -> int:
         kv = h * (mla.kv_lora_rank + mla.qk_rope_head_dim) + mla.kv_lora_rank  # down-projection + latent norm
         kv += mla.kv_lora_rank * H * (mla.qk_nope_head_dim + mla.v_head_dim)  # up-projection to K_nope and V
         return q + kv + H * mla.v_head_dim * h
-    # q and o: H heads; k and v: Hkv heads (GQA)
+    # q and o: H heads (q twice as wide with an output gate: query and gate halves); k and v: Hkv heads (GQA)
     return (
-        h * model.heads * model.key_dim
+        h * model.heads * model.key_dim * (2 if model.attention_output_gate else 1)
         + h * model.kv_heads * (model.key_dim + model.value_dim)
         + model.heads * model.value_dim * h
     )
@@ -93,9 +93,13 @@ def mtp_params(model: ModelSpec) -> ParamCount | None:
     """The parameters of the model's multi-token prediction layers: each a decoder layer like its
     last (attention, MLP or experts), plus eh_proj (2h x h) and its norms enorm, hnorm and the shared
     head's (3h); the embedding table and LM head are the target's, shared (vllm/model_executor/
-    models/deepseek_mtp.py; vllm/v1/spec_decode/eagle.py shares them). None without the shapes."""
+    models/deepseek_mtp.py, qwen3_next_mtp.py; vllm/v1/spec_decode/eagle.py shares them). None without
+    the shapes, or when the last layer is not an attention layer without state (the only kind counted
+    in a hybrid: Qwen3.5's MTP layer is a full-attention layer, like its last)."""
     layers = _layer_params(model)
-    if layers is None or model.hidden is None or not model.mtp_layers or not _counts_every_layer(model):
+    if layers is None or model.hidden is None or not model.mtp_layers:
+        return None
+    if model.attention_kinds()[-1] is None or model.state_kinds()[-1] is not None:
         return None
     last, h, n = layers[-1], model.hidden, model.mtp_layers
     own = n * (last.own + 2 * h * h + 3 * h)
@@ -234,6 +238,48 @@ def weights_formula(params: ParamCount, fmt: WeightFormat) -> str:
     if mixes:  # a file type names a mix of tensor types whose bytes depend on the model's shapes
         formula += f" [{'; '.join(mixes)}, scaled to these params; a GGUF file gives exact bytes]"
     return formula
+
+
+MTP_LOADING = (
+    "the checkpoint stores them beside the model's layers and engines serve without them unless speculative decoding"
+    " drafts with them: vLLM's main model skips them (vllm/model_executor/models/deepseek_v2.py load_weights: 'skip spec"
+    " decode layers for main model'; qwen3_next.py and glm4_moe.py alike) and loads them only with --speculative-config"
+    " method mtp (kvcalc --speculative-model mtp); SGLang's main model skips every layer at or past"
+    " num_hidden_layers (python/sglang/srt/models/deepseek_v2.py load_weights, not is_nextn) and its NextN draft"
+    " (deepseek_nextn.py) loads them; llama.cpp creates them as 'NextN/MTP tensors (preserved but unused)'"
+    " (src/llama-model.cpp)"
+)
+
+
+class MtpWeights(Frozen):
+    """The multi-token prediction layers a checkpoint stores beside the model's: not in the weights an
+    engine serves with, unless it drafts with them (MTP_LOADING)."""
+
+    layers: int
+    params: ParamCount | None  # None: not counted (a hybrid's shapes, or no shapes)
+    bytes: int | None  # None: not counted, or inside a checkpoint's stored bytes
+    formula: str
+    source: str = MTP_LOADING
+
+
+def stored_mtp(model: ModelSpec, fmt: WeightFormat) -> "MtpWeights | None":
+    """The model's MTP layers as the checkpoint stores them (mtp_params in `fmt`), None when it has none.
+    Bytes read from a checkpoint's files (fmt.stored) hold them where its files do (a GGUF conversion may drop them)."""
+    if not model.mtp_layers:
+        return None
+    n = model.mtp_layers
+    params = mtp_params(model)
+    if fmt.stored is not None:
+        return MtpWeights(
+            layers=n, params=params, bytes=None, formula="in the stored bytes above where the checkpoint's files hold them"
+        )
+    if params is None:
+        return MtpWeights(layers=n, params=None, bytes=None, formula="not counted: the shapes do not give its layers")
+    formula = (
+        f"{n} x (a decoder layer like the last + eh_proj 2h*h + 3 norms), embedding table and LM head shared with the"
+        f" model's (a DeepSeek checkpoint also stores copies of both for it): {weights_formula(params, fmt)}"
+    )
+    return MtpWeights(layers=n, params=params, bytes=weight_bytes(params, fmt), formula=formula)
 
 
 class StageParams(Frozen):

@@ -51,7 +51,7 @@ from kvcalc.cli.engine_options import EngineOpt, EngineOptions, build_engine, wi
 from kvcalc.cli.resident_options import NumSpeculativeTokensOpt, SpeculativeModelOpt, with_draft, with_draft_pool
 from kvcalc.errors import DoesNotFit
 from kvcalc.kvcache import estimate_kv
-from kvcalc.weights import count_params, unknown_weights, weight_bytes
+from kvcalc.weights import count_params, stored_mtp, unknown_weights, weight_bytes
 
 
 @with_engine_options()
@@ -125,6 +125,7 @@ def size(
             experts_dtype=weights_fmt.other_than_layers(weights_fmt.experts),
             bytes=weights,
             params=params,
+            mtp=stored_mtp(spec, weights_fmt),
         )
         print_json(size_document.size_json(spec, kv, weights_doc, report, step))
     else:
@@ -132,6 +133,7 @@ def size(
 
         render.kv_table(kv, decimal, explain)
         render.weights_line(params, weights, weights_fmt, decimal, unknown_weights(spec))
+        render.mtp_line(stored_mtp(spec, weights_fmt), decimal, explain)
         if report is not None:
             render.fit_tables(report, spec.name, gpu_label(gpu_spec, memory), decimal, explain)
         if step is not None:

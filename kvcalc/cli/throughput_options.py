@@ -39,7 +39,8 @@ PriceOpt = Annotated[
     float | None,
     typer.Option(
         "--price-per-hour",
-        help="Price of one GPU-hour (any currency): dollars per million output and prompt tokens, all tp * pp GPUs billed.",
+        help="Price of one GPU-hour (any currency): dollars per million output and prompt tokens, all tp * pp GPUs billed"
+        " (default: the GPU preset's price_per_hour, where it gives a public price page).",
     ),
 ]
 
@@ -84,8 +85,15 @@ class Economics:
         self, model: ModelSpec, work: Workload, gpu: GpuSpec, batch: int, output_tokens_per_s: float, weights: WeightFormat,
         efficiency: float | None = None,
     ) -> throughput.Cost | None:  # fmt: skip
-        """Dollars per million tokens at `batch` when --price-per-hour is given and a batch runs."""
-        if self.price is None or batch < 1:
+        """Dollars per million tokens at `batch` when a batch runs and a price is known: --price-per-hour,
+        else the GPU preset's public price (price_per_hour, with its page and date)."""
+        if batch < 1:
+            return None
+        if self.price is not None:
+            price, origin = self.price, "--price-per-hour"
+        elif gpu.price_per_hour is not None:
+            price, origin = gpu.price_per_hour, f"{gpu.name} preset: {gpu.price_source}, {gpu.price_date}"
+        else:
             return None
         first = self.prefill(model, work, gpu, batch, weights, efficiency)
-        return throughput.cost(self.price, work.tp * work.pp, output_tokens_per_s, first)
+        return throughput.cost(price, work.tp * work.pp, output_tokens_per_s, first, origin)
