@@ -1,6 +1,6 @@
 """Fold published batch-1 decode measurements into tests/fixtures/decode_calibration.json.
 
-    python benchmarks/import_decode_cases.py [COLLECTED.json]   # default /work/collect/decode_published.json
+    python benchmarks/import_decode_cases.py [COLLECTED.json]   # default tests/fixtures/decode_published.json
 
 Each collected row (group, url, engine, version, GPU, model, weight format, context, TP, tokens/s)
 becomes a case: its model mapped to a kvcalc preset, its GPU to a GPU preset, and the bytes one
@@ -30,7 +30,7 @@ from kvcalc.units import DType, parse_engine_version  # noqa: E402
 from kvcalc.weights import WeightFormat, require_params, weight_bytes  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "fixtures" / "decode_calibration.json"
-COLLECTED = Path("/work/collect/decode_published.json")
+COLLECTED = ROOT / "tests" / "fixtures" / "decode_published.json"  # the collected rows as published, each with its URL
 DEFAULT_PROMPT = 32  # tokens, where a source gives no prompt length (a chat prompt of a sentence or two)
 
 # GPU as the source names it -> kvcalc GPU preset, and the link its TP ranks talk over
@@ -97,8 +97,8 @@ MODELS: list[tuple[str, str]] = [
     (r"gemma-3-27b", "gemma3-27b"),
     (r"gemma-2-9b", "gemma2-9b"),
     (r"gemma-2-27b", "gemma2-27b"),
-    (r"(^|_)phi-4-(q4|4bit)|^phi-4-", "phi-4"),
-    (r"phi-4-mini-instruct", "phi4-mini"),
+    (r"phi-4-mini-(instruct|reasoning)", "phi4-mini"),  # the reasoning tune is the same 3.8B Phi3ForCausalLM
+    (r"(^|_)phi-4-(q4|4bit)|^phi-4-(?!mini)", "phi-4"),
     (r"phi-3\.5-mini", "phi3.5-mini"),
     (r"olmo-2-1124-13b", "olmo2-13b"),
     (r"olmo-2-0325-32b", "olmo2-32b"),
@@ -203,7 +203,21 @@ def convert(index: int, row: dict[str, Any]) -> dict[str, Any]:
     return {**case, **measured} if "excluded_because" in measured else {**case, **measured}
 
 
+SPECULATIVE = "speculative decoding"  # the collector's note on rows with EAGLE/MTP drafts on (decode_published_NOTES)
+# vLLM captured no CUDA graphs before v0.2.6 (PR #1926, released 2023-12-17: vllm/worker/model_runner.py
+# capture_model); a row with no version from a source dated before that ran eager
+VLLM_GRAPHS_SINCE = "2023-12-17"
+# vLLM 0.3-0.4 (vllm/entrypoints/llm.py, v0.4.2: LLM(max_context_len_to_capture=8192)): a decode whose
+# context is longer than this runs eager, without its CUDA graph. Not applied from 0.5 (renamed
+# max_seq_len_to_capture): the Qwen2.5 table on vLLM 0.6.3 shows no such step at 16k and 32k tokens.
+VLLM_04_GRAPH_CONTEXT = 8192
+
+
 def _exclusion(row: dict[str, Any]) -> str | None:
+    if row.get("excluded_because"):
+        return f"excluded by the collector: {row['excluded_because']}"  # who read the source said why
+    if SPECULATIVE in (row.get("note") or "").lower():
+        return "speculative decoding on (EAGLE/MTP): a step yields more than one token; kvcalc models plain decode"
     if row.get("batch") not in (1, None):
         return f"batch {row['batch']}: the calibration is batch 1"
     if "device_map" in (row.get("note") or "") or (row.get("gpu_count") or 1) > (row.get("tp") or 1):
@@ -243,6 +257,12 @@ def measure_case(
     context = _context(row)
     work = Workload(seq=context, batch=1, tp=tp)
     step = latency.decode(model, work, gpu, fmt)
+    if row["tokens_per_s"] * step.expected.bytes_moved > gpu.bandwidth_bytes_per_s * ROOFLINE_SLACK:
+        return {
+            "excluded_because": f"{row['tokens_per_s']:g} tok/s is faster than its bytes at the {gpu.name}'s peak bandwidth"
+            f" ({gpu.bandwidth_bytes_per_s / step.expected.bytes_moved:.0f} tok/s): not a plain batch-1 decode of this"
+            " checkpoint on this GPU (tokens counted otherwise, a draft model, or another setup)"
+        }
     prefill = 0.0
     if _includes_prefill(row) and row.get("output_len"):
         prompt = row.get("input_len") or DEFAULT_PROMPT
@@ -274,9 +294,19 @@ def _profile(row: dict[str, Any], backend: str) -> dict[str, str]:
     except InvalidInput:
         parsed = None
     engine = row["engine"].removeprefix("other:")
-    eager = row.get("enforce_eager") or "disable-cuda-graph" in (row.get("backend") or "").lower()
+    eager = row.get("enforce_eager") or "disable-cuda-graph" in (row.get("backend") or "").lower() or _vllm_eager(row, parsed)
     profile = profile_for(engine, parsed, eager, backend, legacy_llamacpp=row.get("legacy_llamacpp", False))
     return {"mode": profile.mode, "engine_key": profile.engine_key, "kernels": profile.kernels}
+
+
+def _vllm_eager(row: dict[str, Any], version: tuple[int, ...] | None) -> bool:
+    """vLLM ran without its CUDA graph: a release before graphs (by the source's date when it names
+    no version), or 0.3-0.4 at a context above max_context_len_to_capture."""
+    if row["engine"] != "vllm":
+        return False
+    if version is None:
+        return bool(row.get("date")) and str(row["date"]) < VLLM_GRAPHS_SINCE
+    return (0, 3) <= version < (0, 5) and _context(row) > VLLM_04_GRAPH_CONTEXT
 
 
 LEGACY_ENGINES = {
@@ -307,6 +337,7 @@ def legacy_case(case: dict[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
+ROOFLINE_SLACK = 1.05  # a datasheet's rounding: no batch-1 step reads its weights faster than the peak
 SPREAD = 1.5  # the same run reported this many times slower elsewhere in one source: not the same setup
 
 
