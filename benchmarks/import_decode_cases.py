@@ -259,7 +259,7 @@ def measure_case(
     step = latency.decode(model, work, gpu, fmt)
     if row["tokens_per_s"] * step.expected.bytes_moved > gpu.bandwidth_bytes_per_s * ROOFLINE_SLACK:
         return {
-            "excluded_because": f"{row['tokens_per_s']:g} tok/s is faster than its bytes at the {gpu.name}'s peak bandwidth"
+            "excluded_because": f"{row['tokens_per_s']:g} tok/s {FASTER_THAN_PEAK} at the {gpu.name}'s peak bandwidth"
             f" ({gpu.bandwidth_bytes_per_s / step.expected.bytes_moved:.0f} tok/s): not a plain batch-1 decode of this"
             " checkpoint on this GPU (tokens counted otherwise, a draft model, or another setup)"
         }
@@ -338,6 +338,7 @@ def legacy_case(case: dict[str, Any]) -> dict[str, Any]:
 
 
 ROOFLINE_SLACK = 1.05  # a datasheet's rounding: no batch-1 step reads its weights faster than the peak
+FASTER_THAN_PEAK = "is faster than its bytes"
 SPREAD = 1.5  # the same run reported this many times slower elsewhere in one source: not the same setup
 
 
@@ -360,6 +361,24 @@ def exclude_inconsistent(cases: list[dict[str, Any]]) -> None:
             )
 
 
+def exclude_untrusted_harnesses(cases: list[dict[str, Any]]) -> None:
+    """A source's figures for one engine come from one harness: when it reports any figure faster
+    than the GPU's peak bandwidth allows, it counts tokens or time otherwise than a decode does, and
+    its other figures for that engine are excluded too, with the reason."""
+    broken: dict[tuple[str, str], int] = {}
+    for case in cases:
+        if FASTER_THAN_PEAK in (case.get("excluded_because") or ""):
+            key = (case["group"], case["engine"])
+            broken[key] = broken.get(key, 0) + 1
+    for case in cases:
+        n = broken.get((case["group"], case["engine"]))
+        if n and not case.get("excluded_because"):
+            case["excluded_because"] = (
+                f"the same source's {case['engine']} harness reported {n} figure(s) faster than the GPU's peak bandwidth"
+                " allows: its token or time count is not a decode's"
+            )
+
+
 def main() -> int:
     source = Path(sys.argv[1]) if len(sys.argv) > 1 else COLLECTED
     kept = [
@@ -370,6 +389,7 @@ def main() -> int:
     rows = json.loads(source.read_text(encoding="utf-8"))
     start = max(c["id"] for c in kept) + 1
     cases = kept + [convert(start + i, row) for i, row in enumerate(rows)]
+    exclude_untrusted_harnesses(cases)
     exclude_inconsistent(cases)
     FIXTURE.write_text(json.dumps(cases, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     used = sum(1 for c in cases if not c.get("excluded_because"))
