@@ -23,7 +23,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from kvcalc import latency, presets  # noqa: E402
-from kvcalc.decode_profiles import COMPUTE_EFFICIENCY, profile_for  # noqa: E402
+from kvcalc.decode_profiles import COMPUTE_EFFICIENCY, at_context, profile_for  # noqa: E402
 from kvcalc.errors import InvalidInput  # noqa: E402
 from kvcalc.spec import StoredWeights, Workload  # noqa: E402
 from kvcalc.units import DType, parse_engine_version  # noqa: E402
@@ -204,13 +204,9 @@ def convert(index: int, row: dict[str, Any]) -> dict[str, Any]:
 
 
 SPECULATIVE = "speculative decoding"  # the collector's note on rows with EAGLE/MTP drafts on (decode_published_NOTES)
-# vLLM captured no CUDA graphs before v0.2.6 (PR #1926, released 2023-12-17: vllm/worker/model_runner.py
-# capture_model); a row with no version from a source dated before that ran eager
-VLLM_GRAPHS_SINCE = "2023-12-17"
-# vLLM 0.3-0.4 (vllm/entrypoints/llm.py, v0.4.2: LLM(max_context_len_to_capture=8192)): a decode whose
-# context is longer than this runs eager, without its CUDA graph. Not applied from 0.5 (renamed
-# max_seq_len_to_capture): the Qwen2.5 table on vLLM 0.6.3 shows no such step at 16k and 32k tokens.
-VLLM_04_GRAPH_CONTEXT = 8192
+# the release date of vLLM v0.2.6, its first with CUDA graphs (kvcalc.decode_profiles.VLLM_GRAPHS_SINCE):
+# a row that names no version, from a source dated before it, ran eager
+VLLM_GRAPHS_RELEASED = "2023-12-17"
 
 
 def _exclusion(row: dict[str, Any]) -> str | None:
@@ -294,19 +290,16 @@ def _profile(row: dict[str, Any], backend: str) -> dict[str, str]:
     except InvalidInput:
         parsed = None
     engine = row["engine"].removeprefix("other:")
-    eager = row.get("enforce_eager") or "disable-cuda-graph" in (row.get("backend") or "").lower() or _vllm_eager(row, parsed)
+    eager = row.get("enforce_eager") or "disable-cuda-graph" in (row.get("backend") or "").lower() or _before_graphs(row)
     profile = profile_for(engine, parsed, eager, backend, legacy_llamacpp=row.get("legacy_llamacpp", False))
+    if "input_len" in row:  # a collected row: the step at its mean context (a legacy case's profile is its own)
+        profile = at_context(profile, _context(row))
     return {"mode": profile.mode, "engine_key": profile.engine_key, "kernels": profile.kernels}
 
 
-def _vllm_eager(row: dict[str, Any], version: tuple[int, ...] | None) -> bool:
-    """vLLM ran without its CUDA graph: a release before graphs (by the source's date when it names
-    no version), or 0.3-0.4 at a context above max_context_len_to_capture."""
-    if row["engine"] != "vllm":
-        return False
-    if version is None:
-        return bool(row.get("date")) and str(row["date"]) < VLLM_GRAPHS_SINCE
-    return (0, 3) <= version < (0, 5) and _context(row) > VLLM_04_GRAPH_CONTEXT
+def _before_graphs(row: dict[str, Any]) -> bool:
+    """A vLLM row that names no release, from a source dated before vLLM had CUDA graphs."""
+    return row["engine"] == "vllm" and not row.get("engine_version") and str(row.get("date") or "9") < VLLM_GRAPHS_RELEASED
 
 
 LEGACY_ENGINES = {

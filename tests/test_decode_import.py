@@ -83,6 +83,7 @@ def test_a_harness_that_reports_an_impossible_figure_loses_its_other_figures_for
         ({"engine_version": None, "date": "2023-10-31"}, "eager"),  # before vLLM's CUDA graphs (v0.2.6)
         ({"engine_version": None, "date": "2024-04-30"}, "graphs"),
         ({"engine_version": "0.4.2", "input_len": 14336, "output_len": 2048}, "eager"),  # past max_context_len_to_capture
+        ({"engine_version": "0.2.1"}, "eager"),
         ({"engine_version": "0.4.2", "input_len": 6144, "output_len": 2048}, "graphs"),
         ({"engine_version": "0.6.3", "input_len": 14336, "output_len": 2048}, "graphs"),
         ({"engine": "sglang", "engine_version": None, "date": "2023-10-31"}, "graphs"),

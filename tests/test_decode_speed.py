@@ -145,6 +145,7 @@ def test_every_shipped_constant_names_its_cases() -> None:
         ("vllm", "h100-sxm", {"enforce_eager": True}, "eager", "vllm-v1"),
         ("vllm", "a100-80gb", {"vllm_version": "0.4.2"}, "graphs", "vllm-0.4"),
         ("vllm", "a100-80gb", {"vllm_version": "0.6.3.post1"}, "graphs", "vllm-v0"),
+        ("vllm", "a100-80gb", {"vllm_version": "0.2.1"}, "eager", "vllm-0.4"),  # before CUDA graphs (0.2.6)
         ("sglang", "h20", {"disable_cuda_graph": True}, "eager", "sglang"),
         ("hf", "h100-sxm", {}, "transformers", "transformers"),
         ("textbook", "apple-m2-ultra", {}, "graphs", "textbook"),
@@ -296,6 +297,17 @@ def test_decode_engine_options_slow_the_step(cli) -> None:
     assert old["expected"]["engine_key"] == "vllm-0.4"
     logged = json.loads(cli(*args, "--engine", "vllm", "--vllm-version", "0.11.0+cu128").stdout)["decode"]
     assert logged["expected"]["engine_key"] == "vllm-v1"
+
+
+@pytest.mark.parametrize(
+    ("version", "seq", "mode"), [("0.4.2", 8192, "graphs"), ("0.4.2", 8193, "eager"), ("0.6.3", 16384, "graphs")]
+)
+def test_vllm_before_0_6_runs_eager_past_max_context_len_to_capture(cli, version: str, seq: int, mode: str) -> None:
+    args = ("decode", "--model", "llama3-8b", "--gpu", "a100-80gb", "--seq", str(seq), "--engine", "vllm")
+    step = json.loads(cli(*args, "--vllm-version", version, "--json").stdout)["decode"]["expected"]
+    assert step["mode"] == mode
+    if mode == "eager":
+        assert "max_context_len_to_capture" in cli(*args, "--vllm-version", version, "--explain").stdout
 
 
 def test_decode_interconnect_option(cli) -> None:
