@@ -512,7 +512,7 @@ def placement_device(gpu: GpuSpec, margin_bytes: int, wired_limit_bytes: int | N
 # what published partial-offload speeds imply (tests/fixtures/placement/speeds.yaml, 9 cases from 4
 # sources, all one machine: an i9-10900X with 102 GB/s measured); scripts/placement_cases.py fits it
 # and reports its leave-one-source-out error in docs/placement.md.
-HOST_EFFICIENCY = 0.42
+HOST_EFFICIENCY = 0.46
 PCIE_BYTES_PER_S = 32 * 10**9  # PCIe 4.0 x16, one direction (PCI-SIG: 16 GT/s * 16 lanes, 128b/130b)
 
 
