@@ -416,6 +416,28 @@ def _table(title: str, key: str, predictions: list[Prediction], by: object) -> l
     return [f"**{title}**", "", *lines, ""]
 
 
+WORST_SHOWN = 8  # held-out cases listed per engine of issue 25's bar
+
+
+def _worst(predictions: list[Prediction]) -> list[str]:
+    """The cases each engine of the bar misses most when its source is held out: what to look at first."""
+    lines = [
+        "**Worst held-out cases** (per engine of the bar; docs/benchmarks.md's notes below say what causes each cluster)",
+        "",
+        "| engine | source | model | GPU | format | tp | context | measured tok/s | held-out tok/s | error |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for engine in ("llamacpp", "vllm", "sglang"):
+        mine = [p for p in predictions if band_engine(p.case) == engine]
+        for p in sorted(mine, key=lambda p: (-abs(p.loso_error), p.case.id))[:WORST_SHOWN]:
+            c = p.case
+            lines.append(
+                f"| {engine} | {_link(c.url) if c.group == c.url else f'[{c.group}]({c.url})'} | {c.model} | {c.gpu} | {c.weight_format}"
+                f" | {c.tp} | {c.avg_context:,} | {c.tokens_per_s:.4g} | {p.held_out:.4g} | {p.loso_error:+.0%} |"
+            )
+    return [*lines, ""]
+
+
 def _link(url: str) -> str:
     short = re.sub(r"^https://(github\.com/)?", "", url)
     return f"[{short[:56]}{'…' if len(short) > 56 else ''}]({url})"
@@ -467,6 +489,7 @@ def section(cases: list[Case], predictions: list[Prediction]) -> str:
         *_table("By GPU family", "GPU family", predictions, lambda c: gpu_family(c.gpu)),
         *_table("By weight format", "format class", predictions, lambda c: c.format_class),
         *_table("By tensor parallelism", "tp", predictions, lambda c: str(c.tp)),
+        *_worst(predictions),
         "**Bands** (`decode` prints the expected tokens/s times these: the 10th and 90th percentiles of measured /"
         " held-out expected tokens/s of the engine x format group; under 10 cases `decode` says so and widens"
         " the band to all cases'):",

@@ -1,6 +1,6 @@
 """Fold published batch-1 decode measurements into tests/fixtures/decode_calibration.json.
 
-    python benchmarks/import_decode_cases.py [COLLECTED.json]   # default /work/collect/decode_published.json
+    python benchmarks/import_decode_cases.py [COLLECTED.json]   # default tests/fixtures/decode_published.json
 
 Each collected row (group, url, engine, version, GPU, model, weight format, context, TP, tokens/s)
 becomes a case: its model mapped to a kvcalc preset, its GPU to a GPU preset, and the bytes one
@@ -23,14 +23,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from kvcalc import latency, presets  # noqa: E402
-from kvcalc.decode_profiles import COMPUTE_EFFICIENCY, profile_for  # noqa: E402
+from kvcalc.decode_profiles import COMPUTE_EFFICIENCY, at_context, profile_for  # noqa: E402
 from kvcalc.errors import InvalidInput  # noqa: E402
 from kvcalc.spec import StoredWeights, Workload  # noqa: E402
 from kvcalc.units import DType, parse_engine_version  # noqa: E402
 from kvcalc.weights import WeightFormat, require_params, weight_bytes  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "fixtures" / "decode_calibration.json"
-COLLECTED = Path("/work/collect/decode_published.json")
+COLLECTED = ROOT / "tests" / "fixtures" / "decode_published.json"  # the collected rows as published, each with its URL
 DEFAULT_PROMPT = 32  # tokens, where a source gives no prompt length (a chat prompt of a sentence or two)
 
 # GPU as the source names it -> kvcalc GPU preset, and the link its TP ranks talk over
@@ -97,8 +97,8 @@ MODELS: list[tuple[str, str]] = [
     (r"gemma-3-27b", "gemma3-27b"),
     (r"gemma-2-9b", "gemma2-9b"),
     (r"gemma-2-27b", "gemma2-27b"),
-    (r"(^|_)phi-4-(q4|4bit)|^phi-4-", "phi-4"),
-    (r"phi-4-mini-instruct", "phi4-mini"),
+    (r"phi-4-mini-(instruct|reasoning)", "phi4-mini"),  # the reasoning tune is the same 3.8B Phi3ForCausalLM
+    (r"(^|_)phi-4-(q4|4bit)|^phi-4-(?!mini)", "phi-4"),
     (r"phi-3\.5-mini", "phi3.5-mini"),
     (r"olmo-2-1124-13b", "olmo2-13b"),
     (r"olmo-2-0325-32b", "olmo2-32b"),
@@ -203,7 +203,17 @@ def convert(index: int, row: dict[str, Any]) -> dict[str, Any]:
     return {**case, **measured} if "excluded_because" in measured else {**case, **measured}
 
 
+SPECULATIVE = "speculative decoding"  # the collector's note on rows with EAGLE/MTP drafts on (decode_published_NOTES)
+# the release date of vLLM v0.2.6, its first with CUDA graphs (kvcalc.decode_profiles.VLLM_GRAPHS_SINCE):
+# a row that names no version, from a source dated before it, ran eager
+VLLM_GRAPHS_RELEASED = "2023-12-17"
+
+
 def _exclusion(row: dict[str, Any]) -> str | None:
+    if row.get("excluded_because"):
+        return f"excluded by the collector: {row['excluded_because']}"  # who read the source said why
+    if SPECULATIVE in (row.get("note") or "").lower():
+        return "speculative decoding on (EAGLE/MTP): a step yields more than one token; kvcalc models plain decode"
     if row.get("batch") not in (1, None):
         return f"batch {row['batch']}: the calibration is batch 1"
     if "device_map" in (row.get("note") or "") or (row.get("gpu_count") or 1) > (row.get("tp") or 1):
@@ -243,6 +253,12 @@ def measure_case(
     context = _context(row)
     work = Workload(seq=context, batch=1, tp=tp)
     step = latency.decode(model, work, gpu, fmt)
+    if row["tokens_per_s"] * step.expected.bytes_moved > gpu.bandwidth_bytes_per_s * ROOFLINE_SLACK:
+        return {
+            "excluded_because": f"{row['tokens_per_s']:g} tok/s {FASTER_THAN_PEAK} at the {gpu.name}'s peak bandwidth"
+            f" ({gpu.bandwidth_bytes_per_s / step.expected.bytes_moved:.0f} tok/s): not a plain batch-1 decode of this"
+            " checkpoint on this GPU (tokens counted otherwise, a draft model, or another setup)"
+        }
     prefill = 0.0
     if _includes_prefill(row) and row.get("output_len"):
         prompt = row.get("input_len") or DEFAULT_PROMPT
@@ -274,9 +290,16 @@ def _profile(row: dict[str, Any], backend: str) -> dict[str, str]:
     except InvalidInput:
         parsed = None
     engine = row["engine"].removeprefix("other:")
-    eager = row.get("enforce_eager") or "disable-cuda-graph" in (row.get("backend") or "").lower()
+    eager = row.get("enforce_eager") or "disable-cuda-graph" in (row.get("backend") or "").lower() or _before_graphs(row)
     profile = profile_for(engine, parsed, eager, backend, legacy_llamacpp=row.get("legacy_llamacpp", False))
+    if "input_len" in row:  # a collected row: the step at its mean context (a legacy case's profile is its own)
+        profile = at_context(profile, _context(row))
     return {"mode": profile.mode, "engine_key": profile.engine_key, "kernels": profile.kernels}
+
+
+def _before_graphs(row: dict[str, Any]) -> bool:
+    """A vLLM row that names no release, from a source dated before vLLM had CUDA graphs."""
+    return row["engine"] == "vllm" and not row.get("engine_version") and str(row.get("date") or "9") < VLLM_GRAPHS_RELEASED
 
 
 LEGACY_ENGINES = {
@@ -307,6 +330,8 @@ def legacy_case(case: dict[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
+ROOFLINE_SLACK = 1.05  # a datasheet's rounding: no batch-1 step reads its weights faster than the peak
+FASTER_THAN_PEAK = "is faster than its bytes"
 SPREAD = 1.5  # the same run reported this many times slower elsewhere in one source: not the same setup
 
 
@@ -329,6 +354,24 @@ def exclude_inconsistent(cases: list[dict[str, Any]]) -> None:
             )
 
 
+def exclude_untrusted_harnesses(cases: list[dict[str, Any]]) -> None:
+    """A source's figures for one engine come from one harness: when it reports any figure faster
+    than the GPU's peak bandwidth allows, it counts tokens or time otherwise than a decode does, and
+    its other figures for that engine are excluded too, with the reason."""
+    broken: dict[tuple[str, str], int] = {}
+    for case in cases:
+        if FASTER_THAN_PEAK in (case.get("excluded_because") or ""):
+            key = (case["group"], case["engine"])
+            broken[key] = broken.get(key, 0) + 1
+    for case in cases:
+        n = broken.get((case["group"], case["engine"]))
+        if n and not case.get("excluded_because"):
+            case["excluded_because"] = (
+                f"the same source's {case['engine']} harness reported {n} figure(s) faster than the GPU's peak bandwidth"
+                " allows: its token or time count is not a decode's"
+            )
+
+
 def main() -> int:
     source = Path(sys.argv[1]) if len(sys.argv) > 1 else COLLECTED
     kept = [
@@ -339,6 +382,7 @@ def main() -> int:
     rows = json.loads(source.read_text(encoding="utf-8"))
     start = max(c["id"] for c in kept) + 1
     cases = kept + [convert(start + i, row) for i, row in enumerate(rows)]
+    exclude_untrusted_harnesses(cases)
     exclude_inconsistent(cases)
     FIXTURE.write_text(json.dumps(cases, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     used = sum(1 for c in cases if not c.get("excluded_because"))

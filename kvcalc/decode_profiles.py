@@ -93,6 +93,15 @@ ENGINE_KERNELS: dict[str, tuple[Kernels, bool]] = {
 }
 
 
+# vLLM captured no CUDA graphs before v0.2.6 (PR #1926, vllm/worker/model_runner.py capture_model)
+VLLM_GRAPHS_SINCE = (0, 2, 6)
+# vLLM before 0.6 (the key vllm-0.4) replays a step's graph only while the context is at most
+# max_context_len_to_capture (vllm/entrypoints/llm.py v0.4.2: 8192 by default; max_seq_len_to_capture
+# from 0.5); past it the step runs eager (Qwen2's speed table, vLLM 0.4.2: 0.5B at 256 tok/s up to 8k
+# tokens, 109 past it). Not applied from 0.6: Qwen2.5's table on vLLM 0.6.3 shows no such step at 16k and 32k.
+VLLM_04_GRAPH_CONTEXT = 8192
+
+
 def engine_key(engine: str, version: tuple[int, ...] | None) -> str:
     """The key of an engine's own fixed cost per step: vLLM by era (0.4-0.5; V0 0.6-0.7; V1 from 0.8,
     vllm/engine/arg_utils.py VLLM_USE_V1 default), any other engine by its name.
@@ -119,6 +128,7 @@ def profile_for(
         )  # type: ignore[assignment]
         key = "llamacpp"
     else:
+        graphs = graphs and not (engine == "vllm" and version is not None and version < VLLM_GRAPHS_SINCE)
         mode = (
             "mlx"
             if kernels == "mlx"
@@ -133,6 +143,23 @@ def profile_for(
         name=mode if mode.startswith(key) else f"{key} {mode}", mode=mode, engine="transformers" if engine == "hf" else engine, engine_key=key,
         kernels=kernels, label=MODE_LABELS[mode],
     )  # fmt: skip
+
+
+def at_context(profile: "DecodeProfile", context: int) -> "DecodeProfile":
+    """`profile` for a step at `context` tokens: vLLM before 0.6 runs eager past max_context_len_to_capture.
+
+    >>> at_context(profile_for("vllm", (0, 4, 2)), 16384).mode, at_context(profile_for("vllm", (0, 4, 2)), 8192).mode
+    ('eager', 'graphs')
+    """
+    if profile.engine_key != "vllm-0.4" or profile.mode != "graphs" or context <= VLLM_04_GRAPH_CONTEXT:
+        return profile
+    return profile.model_copy(
+        update={
+            "name": f"{profile.engine_key} eager",
+            "mode": "eager",
+            "label": f"{MODE_LABELS['eager']}; vLLM before 0.6 past max_context_len_to_capture ({VLLM_04_GRAPH_CONTEXT:,} tokens)",
+        }
+    )
 
 
 _FORMAT_CLASSES: dict[DType, FormatClass] = {

@@ -19,6 +19,7 @@ from kvcalc.decode_profiles import (
     FormatClass,
     Mode,
     ProfileName,
+    at_context,
     band,
     format_class,
     stored_format_class,
@@ -399,7 +400,7 @@ def decode(
     cache_moved = kv_read + 2 * state  # the KV read, and the state read and written back
     line = roofline(weights_read + cache_moved, flops, gpu.bandwidth_bytes_per_s * derate, peak_flops_for(gpu, fmt) * derate)
     state_terms = f" + state read {state:,} + state written {state:,}" if state else ""
-    profile = engine_profile(workload.engine).decode_profile(gpu, workload.engine)
+    profile = at_context(engine_profile(workload.engine).decode_profile(gpu, workload.engine), workload.seq)
     expected, expected_explain = _expected(
         model, workload, gpu, fmt, read, cache_moved, flops, line, profile, efficiency, overhead_seconds_per_layer,
         interconnect,

@@ -1,0 +1,120 @@
+"""benchmarks/import_decode_cases.py: the rules that turn collected rows into calibration cases, each
+applied to every row it matches (issue 25: what is not a batch-1 decode, what the source mapped wrong)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kvcalc.presets import load_gpu
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _importer():  # noqa: ANN202
+    spec = importlib.util.spec_from_file_location("import_decode_cases", ROOT / "benchmarks" / "import_decode_cases.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["import_decode_cases"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+importer = _importer()
+FIXTURE = json.loads((ROOT / "tests" / "fixtures" / "decode_calibration.json").read_text(encoding="utf-8"))
+
+
+def _row(**changes: Any) -> dict[str, Any]:
+    """A collected row as the collector writes it: Llama 3.1 8B bf16 on an H100 SXM, batch 1."""
+    row = {
+        "group": "g", "url": "https://example.org/t", "engine": "vllm", "engine_version": "0.11.0", "backend": "",
+        "enforce_eager": None, "gpu_name": "NVIDIA H100 SXM", "gpu_count": 1, "tp": 1,
+        "model": "meta-llama/Llama-3.1-8B-Instruct", "weight_format": "bf16", "kv_dtype": None, "batch": 1,
+        "input_len": 128, "output_len": 256, "metric_as_published": "", "tokens_per_s": 100.0, "derived": "",
+        "date": "2025-06-01", "note": "",
+    }  # fmt: skip
+    return row | changes
+
+
+def test_the_importer_reads_the_rows_kept_in_the_repository() -> None:
+    assert importer.COLLECTED.is_relative_to(ROOT) and importer.COLLECTED.is_file()
+    rows = json.loads(importer.COLLECTED.read_text(encoding="utf-8"))
+    collected = [c for c in FIXTURE if c["origin"] == "collected"]
+    assert len(rows) == len(collected) and all(r["url"] == c["url"] for r, c in zip(rows, collected, strict=True))
+
+
+def test_a_plain_row_is_a_case() -> None:
+    case = importer.convert(0, _row())
+    assert "excluded_because" not in case and case["preset"] == "llama3.1-8b" and case["mode"] == "graphs"
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"excluded_because": "batch size not stated"}, "excluded by the collector: batch size not stated"),
+        ({"note": "min-latency; SPECULATIVE DECODING (MTP) ON"}, "speculative decoding on"),
+        ({"batch": 4}, "batch 4"),
+        ({"tokens_per_s": 400.0}, "faster than its bytes"),  # 16 GB at 3.35 TB/s: at most ~210 tok/s
+    ],
+)
+def test_what_is_not_a_plain_batch_1_decode_is_excluded_with_its_reason(changes: dict, reason: str) -> None:
+    assert reason in importer.convert(0, _row(**changes))["excluded_because"]
+
+
+def test_a_harness_that_reports_an_impossible_figure_loses_its_other_figures_for_that_engine() -> None:
+    cases = [
+        importer.convert(0, _row(tokens_per_s=400.0)),
+        importer.convert(1, _row(tokens_per_s=150.0)),
+        importer.convert(2, _row(tokens_per_s=150.0, engine="sglang")),
+        importer.convert(3, _row(tokens_per_s=150.0, group="other")),
+    ]
+    importer.exclude_untrusted_harnesses(cases)
+    assert "harness reported 1 figure" in cases[1]["excluded_because"]
+    assert "excluded_because" not in cases[2] and "excluded_because" not in cases[3]
+
+
+@pytest.mark.parametrize(
+    ("changes", "mode"),
+    [
+        ({"engine_version": None, "date": "2023-10-31"}, "eager"),  # before vLLM's CUDA graphs (v0.2.6)
+        ({"engine_version": None, "date": "2024-04-30"}, "graphs"),
+        ({"engine_version": "0.4.2", "input_len": 14336, "output_len": 2048}, "eager"),  # past max_context_len_to_capture
+        ({"engine_version": "0.2.1"}, "eager"),
+        ({"engine_version": "0.4.2", "input_len": 6144, "output_len": 2048}, "graphs"),
+        ({"engine_version": "0.6.3", "input_len": 14336, "output_len": 2048}, "graphs"),
+        ({"engine": "sglang", "engine_version": None, "date": "2023-10-31"}, "graphs"),
+    ],
+)
+def test_vllm_releases_that_ran_without_graphs_are_eager(changes: dict, mode: str) -> None:
+    assert importer.convert(0, _row(**changes))["mode"] == mode
+
+
+@pytest.mark.parametrize(
+    ("model", "preset"),
+    [
+        ("unsloth/Phi-4-mini-reasoning-GGUF", "phi4-mini"),
+        ("microsoft_Phi-4-mini-instruct-Q4_K_M.gguf", "phi4-mini"),
+        ("phi-4-Q4_K_M.gguf", "phi-4"),
+    ],
+)
+def test_phi_4_mini_is_not_phi_4(model: str, preset: str) -> None:
+    case = importer.convert(0, _row(model=model, weight_format="gguf:q4_k_m", engine="llamacpp", gpu_name="RTX 4090"))
+    assert case["preset"] == preset
+
+
+def test_every_exclusion_rule_is_applied_to_every_row_it_matches() -> None:
+    # the fixture as the importer left it: no in-scope case is speculative, faster than the peak, or from a
+    # harness that reported an impossible figure for its engine
+    broken = {(c["group"], c["engine"]) for c in FIXTURE if importer.FASTER_THAN_PEAK in (c.get("excluded_because") or "")}
+    assert broken
+    for case in FIXTURE:
+        if case.get("excluded_because") or case["origin"] != "collected":
+            continue
+        assert importer.SPECULATIVE not in case["note"].lower(), case["id"]
+        moved = case["weights_read_bytes"] + case["kv_read_bytes"]
+        assert case["tokens_per_s"] * moved <= load_gpu(case["gpu"]).bandwidth_bytes_per_s * importer.ROOFLINE_SLACK, case["id"]
+        assert (case["group"], case["engine"]) not in broken, case["id"]
