@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from kvcalc import vision
 from kvcalc.errors import InvalidInput, InvalidPreset
 from kvcalc.spec import MAX_COUNT, MAX_LAYERS
 from kvcalc.units import parse_dtype
@@ -208,11 +209,20 @@ def model_fields_from_hf(config: dict[str, Any], default_name: str, origin: str)
     cfg = {**cfg, **defaults}
     _check_values(cfg, origin)
     try:
-        return _fields(arch, cfg, default_name, origin, set(defaults))
+        return {**_fields(arch, cfg, default_name, origin, set(defaults)), **_vision_fields(config, origin)}
     except KeyError as exc:
         raise InvalidPreset(f"{origin}: {exc.args[0]}: missing, and {arch} configs need it") from None
     except (ValueError, InvalidInput) as exc:
         raise InvalidPreset(f"{origin}: {exc}") from None
+
+
+def _vision_fields(config: dict[str, Any], origin: str) -> dict[str, Any]:
+    """A multimodal wrapper's vision tower (kvcalc.vision) as the spec's `vision`, or a note that its
+    tower is not counted; nothing for a text-only config."""
+    found, why = vision.tower(config, origin)
+    if found is not None:
+        return {"vision": found}
+    return {"notes": why} if why else {}
 
 
 def _kv_heads(arch: str, cfg: dict[str, Any], heads: tuple[str, int]) -> tuple[str, int]:

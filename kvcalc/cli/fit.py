@@ -47,13 +47,17 @@ from kvcalc.cli.common import (
 from kvcalc.cli.engine_options import EngineOpt, EngineOptions, build_engine, with_engine_options
 from kvcalc.cli.resident_options import (
     KvOffloadingSizeOpt,
+    LanguageOnlyOpt,
+    LimitMmOpt,
     LoraDtypeOpt,
     MaxLoraRankOpt,
     MaxLorasOpt,
     PcieOpt,
+    SkipMmProfilingOpt,
     SpeculativeModelOpt,
     cpu_tier,
     lora_terms,
+    multimodal,
     with_draft,
 )
 from kvcalc.cli.throughput_options import Economics, MaxTpotOpt, MaxTtftOpt, PriceOpt, PromptOpt
@@ -112,6 +116,9 @@ def fit(
     lora_dtype: LoraDtypeOpt = None,
     kv_offloading_size: KvOffloadingSizeOpt = None,
     pcie_gb_per_s: PcieOpt = None,
+    limit_mm_per_prompt: LimitMmOpt = None,
+    language_model_only: LanguageOnlyOpt = False,
+    skip_mm_profiling: SkipMmProfilingOpt = False,
     presets_dir: PresetsOpt = None,
     params: ParamsOpt = None,
     active_params: ActiveParamsOpt = None,
@@ -175,6 +182,7 @@ def fit(
     gpu_spec, budget = gpu_and_budget(
         spec, work, first, memory, weights_fmt, utilization, reserve, presets_dir, tenants, interconnect
     )
+    budget = multimodal(spec, work, budget, limit_mm_per_prompt, language_model_only, skip_mm_profiling)
     report = capacity.fit(spec, work, budget, max_seqs)
     economics = Economics(max_tpot_ms, max_ttft_ms, prompt, price_per_hour, work.seq)
     tier = cpu_tier(spec, work, kv_offloading_size, pcie_gb_per_s, shared_prefix or economics.target.prompt)

@@ -1,5 +1,5 @@
 """The options for what else a deployment holds in GPU memory (kvcalc.residents: a speculative draft,
-LoRA slots), each defined once, and turning them into the workload and the budget terms they add."""
+LoRA slots, a CPU KV tier, a vision tower and its profiling), each defined once, and turning them into the workload and the budget terms they add."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import typer
 
 from kvcalc import presets, residents
 from kvcalc.cli.common import positive, size_option
-from kvcalc.engines import BudgetTerm
+from kvcalc.engines import Budget, BudgetTerm
 from kvcalc.errors import InvalidInput
 from kvcalc.spec import ModelSpec, Workload
 from kvcalc.units import parse_dtype
@@ -93,3 +93,56 @@ def cpu_tier(
             raise InvalidInput("--pcie-gb-per-s needs --kv-offloading-size")
         return None
     return residents.cpu_tier(model, work, size_option("kv-offloading-size", size), reload_tokens, pcie and pcie * 1e9)
+
+
+LimitMmOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--limit-mm-per-prompt",
+        help="vllm: items of each modality per prompt, as JSON ('{\"image\": 2}'); every one 0 is text only: no vision tower"
+        " and no multimodal profiling.",
+    ),
+]
+LanguageOnlyOpt = Annotated[
+    bool, typer.Option("--language-model-only", help="vllm: serve a multimodal model as text only (no vision tower).")
+]
+SkipMmProfilingOpt = Annotated[
+    bool,
+    typer.Option("--skip-mm-profiling", help="vllm: leave the encoder out of the profiling run (its tower still loads)."),
+]
+
+
+def multimodal(
+    model: ModelSpec, work: Workload, budget: Budget, limit: str | None, language_only: bool, skip_profiling: bool
+) -> Budget:
+    """The budget less a multimodal model's vision tower and vLLM's profiling of it (kvcalc.residents)."""
+    given = limit is not None or language_only or skip_profiling
+    if given and work.engine.name != "vllm":
+        raise InvalidInput(
+            "--limit-mm-per-prompt, --language-model-only and --skip-mm-profiling are vllm options: add --engine vllm"
+        )
+    if given and model.vision is None:
+        raise InvalidInput(
+            f"--limit-mm-per-prompt, --language-model-only and --skip-mm-profiling: {model.name} has no vision tower"
+        )
+    settings = residents.Multimodal(limits=_limits(limit), language_only=language_only, skip_profiling=skip_profiling)
+    return residents.with_residents(budget, residents.multimodal_terms(model, work, budget, settings))
+
+
+def _limits(text: str | None) -> dict[str, int] | None:
+    """--limit-mm-per-prompt's JSON object of modality -> items (0 or more)."""
+    if text is None:
+        return None
+    import json
+
+    try:
+        found = json.loads(text)
+    except ValueError:
+        found = None
+    if (
+        not isinstance(found, dict)
+        or not found
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in found.values())
+    ):
+        raise InvalidInput(f"--limit-mm-per-prompt {text!r}: give a JSON object of items per modality, e.g. '{{\"image\": 2}}'")
+    return found

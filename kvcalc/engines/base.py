@@ -79,6 +79,7 @@ class Budget(Frozen):
     terms: list[BudgetTerm]
     explain: list[str]
     lora_bytes: int = 0  # LoRA slots preallocated on this GPU (kvcalc.residents), one of the terms
+    vision_bytes: int = 0  # a multimodal model's vision tower on this GPU (kvcalc.residents), one of the terms
     stage: int = 0  # the binding pipeline stage (0-based)
     engine: Engine = Engine()  # the engine options the budget assumed, its defaults on this GPU filled in
 
