@@ -220,9 +220,10 @@ def _vision_fields(config: dict[str, Any], origin: str) -> dict[str, Any]:
     """A multimodal wrapper's vision tower (kvcalc.vision) as the spec's `vision`, or a note that its
     tower is not counted; nothing for a text-only config."""
     found, why = vision.tower(config, origin)
-    if found is not None:
-        return {"vision": found}
-    return {"notes": why} if why else {}
+    if config.get("audio_config") is not None:  # Gemma 3n / 4, Qwen-Omni: an audio tower beside the text model
+        why = "; ".join(filter(None, [why, "its audio tower (audio_config) is not counted"]))
+    fields: dict[str, Any] = {"vision": found} if found is not None else {}
+    return {**fields, "notes": why} if why else fields
 
 
 def _kv_heads(arch: str, cfg: dict[str, Any], heads: tuple[str, int]) -> tuple[str, int]:

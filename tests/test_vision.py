@@ -170,3 +170,12 @@ def test_published_vision_startups_land_within_2_percent(case: dict) -> None:
         assert abs(error) > calibration.BAR_PERCENT, f"{case['name']} now meets the bar ({error:+.2f} %): drop its miss note"
     else:
         assert abs(error) <= calibration.BAR_PERCENT, f"{case['name']}: {error:+.2f} % of GPU memory"
+
+
+def test_llamacpp_leaves_the_tower_to_mmproj() -> None:
+    # llama.cpp keeps the projector in its own GGUF (--mmproj, counted from the file): no tower term.
+    model = str(LOGS / "models" / "vision" / "mistral-small-3.1.yaml")
+    result = runner.invoke(app, ["fit", "--model", model, "--memory", "80GiB", "--engine", "llamacpp", "--json"])
+    assert result.exit_code in (0, 1), result.output
+    budget = json.loads(result.stdout)["budget"]
+    assert budget["vision_bytes"] == 0 and residents.VISION_TERM not in {t["name"] for t in budget["terms"]}
