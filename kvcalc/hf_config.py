@@ -49,6 +49,10 @@ _MAX_LENGTH_KEYS = {"kimi_linear": ("model_max_length",)}  # vLLM's max-length k
 # Vision-language wrappers whose text model is an architecture kvcalc reads (vLLM KimiK25ForConditionalGeneration
 # wraps DeepSeek-V3); other wrappers name their text model in text_config.model_type.
 _WRAPPERS = {"kimi_k25": "deepseek_v3"}
+# Qwen's vision-language wrappers: their text models are Qwen2 / Qwen3 / Qwen3-MoE decoders (transformers
+# modeling_qwen2_vl.py, _qwen2_5_vl.py, _qwen3_vl.py, _qwen3_vl_moe.py: Qwen2 / Qwen3 attention and MLPs, M-RoPE,
+# which leaves the cache's shape alone), whether the config nests them in text_config (qwen3_vl_text, ...) or not.
+_WRAPPERS.update({"qwen2_vl": "qwen2", "qwen2_5_vl": "qwen2", "qwen3_vl": "qwen3", "qwen3_vl_moe": "qwen3_moe"})
 _TIED_BY_DEFAULT = {
     "gpt2", "gpt_bigcode", "falcon", "gemma", "gemma2", "gemma3", "gemma3_text", "gemma3n", "gemma3n_text", "lfm2",
     "granitemoehybrid", "gemma4", "gemma4_text",

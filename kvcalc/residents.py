@@ -11,6 +11,7 @@ from kvcalc import engines
 from kvcalc.base import Frozen
 from kvcalc.engines import Budget, BudgetTerm
 from kvcalc.engines.base import term_lines
+from kvcalc.engines.vllm import VLLM_LARGE_GPU_BYTES, VLLM_MAX_NUM_SEQS, VLLM_SMALL_MAX_NUM_SEQS
 from kvcalc.errors import InvalidInput
 from kvcalc.kvcache import cache_layout, kv_heads_per_rank, layer_bytes_per_token, layer_caches, settled
 from kvcalc.spec import ModelSpec, Workload, cache_dtypes
@@ -250,6 +251,7 @@ class Multimodal(Frozen):
     limits: dict[str, int] | None = None
     language_only: bool = False
     skip_profiling: bool = False
+    max_pixels: int | None = None  # --mm-processor-kwargs '{"max_pixels": N}': a Qwen-VL processor's largest image
 
     @property
     def text_only(self) -> bool:
@@ -265,16 +267,21 @@ def vision_term(model: ModelSpec, workload: Workload, settings: Multimodal) -> B
     tower = model.vision
     if tower is None or settings.text_only or workload.engine.name == "llamacpp":
         return None
-    dtype = tower.dtype or model.dtype
-    b = PACKING[dtype].block_bytes // PACKING[dtype].block_values
-    total = tower.params * b
-    per_gpu_bytes = per_gpu(total, workload.tp)
     tp = f" / tp {workload.tp}" if workload.tp > 1 else ""
+    if tower.stored_bytes is not None:
+        per_gpu_bytes = per_gpu(tower.stored_bytes, workload.tp)
+        formula = f"stored bytes{tp} = {tower.stored_bytes:,}{tp} = {per_gpu_bytes:,} B ({format_bytes(per_gpu_bytes)})"
+    else:
+        dtype = tower.dtype or model.dtype
+        b = PACKING[dtype].block_bytes // PACKING[dtype].block_values
+        per_gpu_bytes = per_gpu(tower.params * b, workload.tp)
+        formula = (
+            f"params * b{tp} = {tower.params:,} * {b}{tp} = {per_gpu_bytes:,} B ({format_bytes(per_gpu_bytes)}), {dtype.value}"
+        )
     return BudgetTerm(
         name=VISION_TERM,
         bytes=per_gpu_bytes,
-        formula=f"params * b{tp} = {tower.params:,} * {b}{tp} = {per_gpu_bytes:,} B ({format_bytes(per_gpu_bytes)}),"
-        f" {dtype.value}, beside the language model's weights",
+        formula=f"{formula}, beside the language model's weights",
         source=tower.source,
     )
 
@@ -296,21 +303,27 @@ def multimodal_profile_term(model: ModelSpec, workload: Workload, budget: Budget
     if tower is None or workload.engine.name != "vllm" or settings.text_only or settings.skip_profiling:
         return None
     if tower.tokens_per_item is None or tower.patches_per_item is None or tower.hidden is None or tower.intermediate is None:
-        raise InvalidInput(
-            f"{model.name}'s vision tower gives no shapes (hidden, intermediate, patches_per_item, tokens_per_item) for"
-            " vLLM's multimodal profiling: add them to vision in its YAML, or give --skip-mm-profiling"
+        return BudgetTerm(
+            name=MM_PROFILE_TERM,
+            bytes=0,
+            formula="not modelled: the tower gives no shapes (hidden, intermediate, patches_per_item, tokens_per_item);"
+            " add them to vision in the model's YAML",
+            source="vllm/v1/worker/gpu_model_runner.py profile_run",
         )
     engine = budget.engine
-    item_tokens = tower.tokens_per_item
+    patches_per_item, item_tokens, largest = largest_item(model, settings)
     tokens = engine.max_num_batched_tokens or 0
     encoder_budget = max(tokens, item_tokens)
     limit = max(settings.limits.values()) if settings.limits else VLLM_DEFAULT_MM_LIMIT
     per_prompt = max(1, min(limit, workload.seq // item_tokens))
-    items = max(1, min(encoder_budget // item_tokens, (engine.max_num_seqs or 1) * per_prompt))
+    # max_num_seqs: vLLM's default on this much memory (an A100's smaller one is not known here; the encoder
+    # budget binds long before either: per_prompt * 256 items)
+    seqs = engine.max_num_seqs or (VLLM_MAX_NUM_SEQS if budget.memory_bytes >= VLLM_LARGE_GPU_BYTES else VLLM_SMALL_MAX_NUM_SEQS)
+    items = max(1, min(encoder_budget // item_tokens, seqs * per_prompt))
     b = PACKING[model.dtype].block_bytes if model.dtype in (DType.fp32, DType.fp16, DType.bf16) else 2
     h, tp = tower.hidden, workload.tp
     mlp = (3 if tower.gated else 2) * tower.intermediate // tp
-    patches = items * tower.patches_per_item
+    patches = items * patches_per_item
     outputs = items * item_tokens * (model.hidden or 0) * b
     encoder = patches * b * (2 * h + max(3 * h // tp, mlp)) + outputs
     lm = next((term.bytes for term in budget.terms if term.name == "activation peak"), 0)
@@ -320,13 +333,32 @@ def multimodal_profile_term(model: ModelSpec, workload: Workload, budget: Budget
         bytes=extra,
         formula=f"max(encoder outputs, encoder peak - LM activation peak) = max({outputs:,}, {encoder:,} - {lm:,}) = {extra:,} B"
         f" ({format_bytes(extra)}); encoder budget max(max_num_batched_tokens {tokens:,}, {item_tokens:,} tokens per item)"
-        f" = {encoder_budget:,}: {items} item{'s' if items > 1 else ''} of {tower.patches_per_item:,} patches;"
+        f" = {encoder_budget:,}: {items} item{'s' if items > 1 else ''} of {patches_per_item:,} patches ({largest});"
         f" outputs = items * tokens per item * H * b = {items} * {item_tokens:,} * {model.hidden or 0:,} * {b};"
         f" encoder peak = N * b * (2h + max(3h, MLP) / tp) + outputs = {patches:,} * {b} * (2 * {h:,} + max({3 * h // tp:,},"
         f" {mlp:,})) + {outputs:,}; --limit-mm-per-prompt '{{\"image\":0}}' or --skip-mm-profiling removes it",
         source="vllm/v1/worker/gpu_model_runner.py profile_run (encoder_cache['tmp']), vllm/multimodal/encoder_budget.py"
         " MultiModalBudget, vllm/v1/core/encoder_cache_manager.py compute_mm_encoder_budget",
     )
+
+
+def largest_item(model: ModelSpec, settings: Multimodal) -> tuple[int, int, str]:
+    """The patches and tokens of the largest image vLLM profiles with, and what sets it: the
+    processor's default, or --mm-processor-kwargs' max_pixels for a Qwen-VL processor (patches =
+    max_pixels // patch_size^2, tokens = patches // spatial_merge_size^2, as its smart_resize keeps
+    the image under max_pixels; vLLM's Qwen2VLProcessingInfo get_image_size_with_most_features)."""
+    tower = model.vision
+    assert tower is not None and tower.patches_per_item is not None and tower.tokens_per_item is not None
+    if settings.max_pixels is None:
+        return tower.patches_per_item, tower.tokens_per_item, "the processor's largest image"
+    if tower.pixels_per_patch is None or tower.patches_per_token is None:
+        raise InvalidInput(
+            f"--mm-processor-kwargs max_pixels: kvcalc resizes Qwen-VL processors' images only, not {model.name}'s"
+        )
+    patches = settings.max_pixels // tower.pixels_per_patch
+    if patches < tower.patches_per_token:
+        raise InvalidInput(f"--mm-processor-kwargs max_pixels {settings.max_pixels:,}: smaller than one image token")
+    return patches, patches // tower.patches_per_token, f"max_pixels {settings.max_pixels:,}"
 
 
 def multimodal_terms(model: ModelSpec, workload: Workload, budget: Budget, settings: Multimodal) -> list[BudgetTerm]:

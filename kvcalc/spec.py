@@ -159,6 +159,9 @@ class VisionSpec(Strict):
 
     params: Rate = Field(description="the tower's and its projector's parameters, not counted in the model's params")
     dtype: DTypeName | None = Field(default=None, description="as stored; None: the model's dtype")
+    stored_bytes: Rate | None = Field(
+        default=None, description="exact bytes as stored (a checkpoint's safetensors headers): used instead of params * dtype"
+    )
     hidden: Count | None = Field(default=None, description="the tower's width")
     intermediate: Count | None = Field(default=None, description="its MLP's width")
     gated: bool = Field(default=False, description="a gated MLP (gate and up projections) rather than fc1 / fc2")
@@ -166,6 +169,12 @@ class VisionSpec(Strict):
         default=None, description="patches the tower runs on for the largest image its processor accepts"
     )
     tokens_per_item: Count | None = Field(default=None, description="language-model tokens that image becomes")
+    pixels_per_patch: Count | None = Field(
+        default=None, description="pixels one patch covers, where the processor takes max_pixels (Qwen-VL: patch_size^2)"
+    )
+    patches_per_token: Count | None = Field(
+        default=None, description="patches merged into one language-model token (Qwen-VL: spatial_merge_size^2)"
+    )
     source: str = Field(description="where the count comes from: the config and the modeling file it follows")
 
 

@@ -55,8 +55,9 @@ def qwen2_5_vl(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]
     merger = h + _linear(h * merge**2, h * merge**2) + _linear(h * merge**2, out)
     params = 3 * t * p * p * h + depth * block + merger
     patches = QWEN2_VL_MAX_PIXELS // (p * p)
-    return _fields(params, h, inter, True, patches, patches // merge**2, "modeling_qwen2_5_vl.py Qwen2_5_VisionTransformer",
-                   f"max_pixels {QWEN2_VL_MAX_PIXELS:,} (preprocessor_config.json)")  # fmt: skip
+    found = _fields(params, h, inter, True, patches, patches // merge**2, "modeling_qwen2_5_vl.py Qwen2_5_VisionTransformer",
+                    f"max_pixels {QWEN2_VL_MAX_PIXELS:,} (preprocessor_config.json)")  # fmt: skip
+    return _resizable(found, p, merge)
 
 
 def qwen2_vl(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
@@ -70,8 +71,9 @@ def qwen2_vl(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     merger = _layer_norm(h) + _linear(h * merge**2, h * merge**2) + _linear(h * merge**2, out)
     params = 3 * t * p * p * h + depth * block + merger
     patches = QWEN2_VL_MAX_PIXELS // (p * p)
-    return _fields(params, h, inter, False, patches, patches // merge**2, "modeling_qwen2_vl.py Qwen2VisionTransformerPretrainedModel",
-                   f"max_pixels {QWEN2_VL_MAX_PIXELS:,} (preprocessor_config.json)")  # fmt: skip
+    found = _fields(params, h, inter, False, patches, patches // merge**2, "modeling_qwen2_vl.py Qwen2VisionTransformerPretrainedModel",
+                    f"max_pixels {QWEN2_VL_MAX_PIXELS:,} (preprocessor_config.json)")  # fmt: skip
+    return _resizable(found, p, merge)
 
 
 def qwen3_vl(vision: dict[str, Any], config: dict[str, Any], deepstack: bool = True) -> dict[str, Any]:
@@ -96,8 +98,9 @@ def qwen3_vl(vision: dict[str, Any], config: dict[str, Any], deepstack: bool = T
     )
     patches = QWEN3_VL_MAX_PIXELS // (p * p)
     where = "modeling_qwen3_vl.py Qwen3VLVisionModel" if deepstack else "modeling_qwen3_5.py Qwen3_5VisionModel (no DeepStack)"
-    return _fields(params, h, inter, False, patches, patches // merge**2, where,
-                   f"longest_edge {QWEN3_VL_MAX_PIXELS:,} pixels (preprocessor_config.json)")  # fmt: skip
+    found = _fields(params, h, inter, False, patches, patches // merge**2, where,
+                    f"longest_edge {QWEN3_VL_MAX_PIXELS:,} pixels (preprocessor_config.json)")  # fmt: skip
+    return _resizable(found, p, merge)
 
 
 def siglip_gemma3(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
@@ -199,6 +202,11 @@ def _fields(
         "tokens_per_item": tokens,
         "source": f"vision_config, counted as transformers' {where} builds it; the largest image: {largest}",
     }  # fmt: skip
+
+
+def _resizable(fields: dict[str, Any], patch: int, merge: int) -> dict[str, Any]:
+    """A Qwen-VL processor's tower: its largest image follows max_pixels (--mm-processor-kwargs)."""
+    return {**fields, "pixels_per_patch": patch * patch, "patches_per_token": merge * merge}
 
 
 # model_type of the wrapper -> the function that counts its tower

@@ -179,3 +179,96 @@ def test_llamacpp_leaves_the_tower_to_mmproj() -> None:
     assert result.exit_code in (0, 1), result.output
     budget = json.loads(result.stdout)["budget"]
     assert budget["vision_bytes"] == 0 and residents.VISION_TERM not in {t["name"] for t in budget["terms"]}
+
+
+QWEN3_VL_235B = ROOT / "tests" / "fixtures" / "hf" / "qwen3-vl-235b-a22b-config.json"
+
+
+def test_qwen3_vl_moe_config_reads_its_text_model_and_tower() -> None:
+    # tests/fixtures/hf/qwen3-vl-235b-a22b-config.json: Qwen/Qwen3-VL-235B-A22B-Thinking config.json as copied in
+    # https://github.com/ai-dynamo/aiconfigurator/blob/51ecbbbc3aede81fd2325b6e24cfa3189defc26a/src/aiconfigurator/model_configs/Qwen--Qwen3-VL-235B-A22B-Thinking_config.json
+    from kvcalc import presets
+
+    model = presets.load_model(str(QWEN3_VL_235B))
+    assert (model.layers, model.kv_heads, model.head_dim) == (94, 4, 128) and model.moe and model.moe.experts == 128
+    config = json.loads(QWEN3_VL_235B.read_text())
+    assert model.vision and model.vision.params == vision.qwen3_vl(config["vision_config"], config)["params"]
+
+
+def test_checkpoint_headers_give_the_tower_exactly_and_leave_it_out_of_params(tmp_path: Path) -> None:
+    from kvcalc.sources import safetensors
+    from kvcalc.sources.hub import Weights, model_from_config
+
+    config = tmp_path / "config.json"
+    config.write_text(QWEN3_VL_235B.read_text())
+    language = [safetensors.Tensor("BF16", 1000, 2000, "model.language_model.layers.0.mlp.gate.weight")]
+    tower = [
+        safetensors.Tensor("BF16", 300, 600, "model.visual.blocks.0.attn.qkv.weight"),
+        safetensors.Tensor("F32", 10, 40, "model.visual.merger.norm.weight"),
+    ]
+    model = model_from_config(config, "org/vl", "test", Weights([*language, *tower], "two shards"))
+    assert model.params == 1000 and model.stored_weights and model.stored_weights.bytes == 2000
+    assert model.vision and (model.vision.params, model.vision.stored_bytes) == (310, 640)
+    assert model.vision.patches_per_item is not None  # the shapes still come from vision_config
+    assert "2 tower and projector tensors" in model.vision.source
+
+
+def test_a_tower_without_shapes_is_weighed_but_not_profiled() -> None:
+    from kvcalc.spec import VisionSpec
+
+    model, work, budget = _vllm_budget(8192)
+    bare = model.model_copy(update={"vision": VisionSpec(params=1000, stored_bytes=4000, source="headers")})
+    weights, profile = residents.multimodal_terms(bare, work, budget, residents.Multimodal())
+    assert weights.bytes == 4000 and profile.bytes == 0 and "not modelled" in profile.formula
+
+
+def _profile_formula(model, tokens: int, settings: residents.Multimodal) -> str:  # noqa: ANN001
+    from kvcalc import capacity
+    from kvcalc.spec import Engine, Workload
+
+    work = Workload(seq=8192, engine=Engine(name="vllm", max_num_batched_tokens=tokens))
+    budget = capacity.budget(model, work, 80 * 2**30)
+    return residents.multimodal_profile_term(model, work, budget, settings).formula
+
+
+def test_profiling_batch_matches_vllms_log_line() -> None:
+    # vLLM 0.19 logged for google/gemma-3-4b-it at max_num_batched_tokens 8192: "Encoder cache will be initialized
+    # with a budget of 8192 tokens, and profiled with 32 image items of the maximum feature size."
+    # https://github.com/llm-d-incubation/llm-d-planner/blob/d3121e059da88662db39a926a3ead964be97359b/accuracy/results/v0.19.0/logs/google-gemma-3-4b-it--h100-80gb--tp1pp1dp1--8192.log
+    from kvcalc import presets
+    from kvcalc.spec import VisionSpec
+
+    config = {"text_config": {"hidden_size": 2560}}
+    tower = VisionSpec(**vision.siglip_gemma3(SIGLIP, config))
+    gemma = presets.load_model("gemma3-4b").model_copy(update={"vision": tower})
+    assert "= 8,192: 32 items of 4,096 patches" in _profile_formula(gemma, 8192, residents.Multimodal())
+
+
+def test_max_pixels_shrinks_a_qwen_image() -> None:
+    from kvcalc import presets
+
+    model = presets.load_model(str(QWEN3_VL_235B))
+    # 1,003,520 pixels / 14^2 = 5,120 patches, / 2^2 = 1,280 tokens; 8,192 // 1,280 = 6 items
+    shrunk = _profile_formula(model, 8192, residents.Multimodal(max_pixels=1_003_520))
+    assert "max(max_num_batched_tokens 8,192, 1,280 tokens per item) = 8,192: 6 items of 5,120 patches" in shrunk
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ('{"min_pixels": 3136}', "kvcalc reads max_pixels only, not min_pixels"),
+        ('{"max_pixels": 0}', "max_pixels: expected a positive integer, got 0"),
+        ("[1]", "give a JSON object"),
+    ],
+)
+def test_bad_processor_kwargs_exit_2(kwargs: str, message: str) -> None:
+    args = ["fit", "--model", str(QWEN3_VL_235B), "--gpu", "h200", "--tp", "8", "--engine", "vllm"]
+    result = runner.invoke(app, [*args, "--mm-processor-kwargs", kwargs])
+    assert result.exit_code == 2 and message in result.stderr
+
+
+def test_max_pixels_needs_a_qwen_processor() -> None:
+    model = str(LOGS / "models" / "vision" / "mistral-small-3.1.yaml")
+    args = ["fit", "--model", model, "--gpu", "h100-sxm", "--engine", "vllm", "--mm-processor-kwargs", '{"max_pixels": 1000000}']
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "resizes Qwen-VL processors' images only" in result.stderr

@@ -52,6 +52,7 @@ from kvcalc.cli.resident_options import (
     LoraDtypeOpt,
     MaxLoraRankOpt,
     MaxLorasOpt,
+    MmProcessorKwargsOpt,
     PcieOpt,
     SkipMmProfilingOpt,
     SpeculativeModelOpt,
@@ -119,6 +120,7 @@ def fit(
     limit_mm_per_prompt: LimitMmOpt = None,
     language_model_only: LanguageOnlyOpt = False,
     skip_mm_profiling: SkipMmProfilingOpt = False,
+    mm_processor_kwargs: MmProcessorKwargsOpt = None,
     presets_dir: PresetsOpt = None,
     params: ParamsOpt = None,
     active_params: ActiveParamsOpt = None,
@@ -182,7 +184,7 @@ def fit(
     gpu_spec, budget = gpu_and_budget(
         spec, work, first, memory, weights_fmt, utilization, reserve, presets_dir, tenants, interconnect
     )
-    budget = multimodal(spec, work, budget, limit_mm_per_prompt, language_model_only, skip_mm_profiling)
+    budget = multimodal(spec, work, budget, limit_mm_per_prompt, language_model_only, skip_mm_profiling, mm_processor_kwargs)
     report = capacity.fit(spec, work, budget, max_seqs)
     economics = Economics(max_tpot_ms, max_ttft_ms, prompt, price_per_hour, work.seq)
     tier = cpu_tier(spec, work, kv_offloading_size, pcie_gb_per_s, shared_prefix or economics.target.prompt)

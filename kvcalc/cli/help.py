@@ -36,7 +36,7 @@ PANELS = {  # option (by parameter name) -> panel; engine options by the engine 
     **{name: "Throughput and cost" for name in ("max_tpot_ms", "max_ttft_ms", "prompt", "price_per_hour")},
     **{name: "Other residents (drafts, LoRA, CPU KV tier)" for name in (
         "speculative_model", "max_loras", "max_lora_rank", "lora_dtype", "kv_offloading_size", "pcie_gb_per_s",
-        "limit_mm_per_prompt", "language_model_only", "skip_mm_profiling",
+        "limit_mm_per_prompt", "language_model_only", "skip_mm_profiling", "mm_processor_kwargs",
     )},
     **{name: "Output" for name in ("json_out", "explain", "units", "plot", "presets_dir", "help")},
 }  # fmt: skip

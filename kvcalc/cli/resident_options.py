@@ -106,6 +106,13 @@ LimitMmOpt = Annotated[
 LanguageOnlyOpt = Annotated[
     bool, typer.Option("--language-model-only", help="vllm: serve a multimodal model as text only (no vision tower).")
 ]
+MmProcessorKwargsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--mm-processor-kwargs",
+        help="vllm: the processor's options as JSON; kvcalc reads max_pixels (Qwen-VL), which sizes the profiling run's image.",
+    ),
+]
 SkipMmProfilingOpt = Annotated[
     bool,
     typer.Option("--skip-mm-profiling", help="vllm: leave the encoder out of the profiling run (its tower still loads)."),
@@ -113,19 +120,20 @@ SkipMmProfilingOpt = Annotated[
 
 
 def multimodal(
-    model: ModelSpec, work: Workload, budget: Budget, limit: str | None, language_only: bool, skip_profiling: bool
-) -> Budget:
+    model: ModelSpec, work: Workload, budget: Budget, limit: str | None, language_only: bool, skip_profiling: bool,
+    processor_kwargs: str | None = None,
+) -> Budget:  # fmt: skip
     """The budget less a multimodal model's vision tower and vLLM's profiling of it (kvcalc.residents)."""
-    given = limit is not None or language_only or skip_profiling
+    given = limit is not None or language_only or skip_profiling or processor_kwargs is not None
+    flags = "--limit-mm-per-prompt, --language-model-only, --skip-mm-profiling and --mm-processor-kwargs"
     if given and work.engine.name != "vllm":
-        raise InvalidInput(
-            "--limit-mm-per-prompt, --language-model-only and --skip-mm-profiling are vllm options: add --engine vllm"
-        )
+        raise InvalidInput(f"{flags} are vllm options: add --engine vllm")
     if given and model.vision is None:
-        raise InvalidInput(
-            f"--limit-mm-per-prompt, --language-model-only and --skip-mm-profiling: {model.name} has no vision tower"
-        )
-    settings = residents.Multimodal(limits=_limits(limit), language_only=language_only, skip_profiling=skip_profiling)
+        raise InvalidInput(f"{flags}: {model.name} has no vision tower")
+    settings = residents.Multimodal(
+        limits=_limits(limit), language_only=language_only, skip_profiling=skip_profiling,
+        max_pixels=_max_pixels(processor_kwargs),
+    )  # fmt: skip
     return residents.with_residents(budget, residents.multimodal_terms(model, work, budget, settings))
 
 
@@ -146,3 +154,24 @@ def _limits(text: str | None) -> dict[str, int] | None:
     ):
         raise InvalidInput(f"--limit-mm-per-prompt {text!r}: give a JSON object of items per modality, e.g. '{{\"image\": 2}}'")
     return found
+
+
+def _max_pixels(text: str | None) -> int | None:
+    """--mm-processor-kwargs' max_pixels (a positive integer); other keys are refused, not ignored."""
+    if text is None:
+        return None
+    import json
+
+    try:
+        found = json.loads(text)
+    except ValueError:
+        found = None
+    if not isinstance(found, dict):
+        raise InvalidInput(f"--mm-processor-kwargs {text!r}: give a JSON object, e.g. '{{\"max_pixels\": 1003520}}'")
+    unread = sorted(set(found) - {"max_pixels"})
+    if unread:
+        raise InvalidInput(f"--mm-processor-kwargs: kvcalc reads max_pixels only, not {', '.join(unread)}")
+    pixels = found.get("max_pixels")
+    if isinstance(pixels, bool) or not isinstance(pixels, int) or pixels < 1:
+        raise InvalidInput(f"--mm-processor-kwargs max_pixels: expected a positive integer, got {pixels!r}")
+    return pixels

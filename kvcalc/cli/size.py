@@ -48,7 +48,13 @@ from kvcalc.cli.common import (
     write_plot,
 )
 from kvcalc.cli.engine_options import EngineOpt, EngineOptions, build_engine, with_engine_options
-from kvcalc.cli.resident_options import LanguageOnlyOpt, LimitMmOpt, SkipMmProfilingOpt, multimodal
+from kvcalc.cli.resident_options import (
+    LanguageOnlyOpt,
+    LimitMmOpt,
+    MmProcessorKwargsOpt,
+    SkipMmProfilingOpt,
+    multimodal,
+)
 from kvcalc.errors import DoesNotFit
 from kvcalc.kvcache import estimate_kv
 from kvcalc.weights import count_params, unknown_weights, weight_bytes
@@ -81,6 +87,7 @@ def size(
     limit_mm_per_prompt: LimitMmOpt = None,
     language_model_only: LanguageOnlyOpt = False,
     skip_mm_profiling: SkipMmProfilingOpt = False,
+    mm_processor_kwargs: MmProcessorKwargsOpt = None,
     presets_dir: PresetsOpt = None,
     params: ParamsOpt = None,
     active_params: ActiveParamsOpt = None,
@@ -110,7 +117,7 @@ def size(
         gpu_spec, budget = gpu_and_budget(
             spec, work, gpu, memory, weights_fmt, utilization, reserve, presets_dir, interconnect=interconnect
         )
-        budget = multimodal(spec, work, budget, limit_mm_per_prompt, language_model_only, skip_mm_profiling)
+        budget = multimodal(spec, work, budget, limit_mm_per_prompt, language_model_only, skip_mm_profiling, mm_processor_kwargs)
         work = work.model_copy(update={"engine": budget.engine})  # the engine's defaults on this GPU
         report = capacity.fit(spec, work, budget)
         if gpu_spec is not None:
