@@ -264,8 +264,8 @@ def vision_term(model: ModelSpec, workload: Workload, settings: Multimodal) -> B
     dtype, split over tp as vLLM shards the encoder by default (mm_encoder_tp_mode "weights",
     vllm/config/multimodal.py); None without a tower, in text-only mode, or for llama.cpp, whose
     projector is its own GGUF (--mmproj)."""
-    tower = model.vision
-    if tower is None or settings.text_only or workload.engine.name == "llamacpp":
+    tower, rule = model.vision, engines.profile(workload.engine).vision_rule
+    if tower is None or settings.text_only or rule is None:
         return None
     tp = f" / tp {workload.tp}" if workload.tp > 1 else ""
     if tower.stored_bytes is not None:
@@ -281,7 +281,7 @@ def vision_term(model: ModelSpec, workload: Workload, settings: Multimodal) -> B
     return BudgetTerm(
         name=VISION_TERM,
         bytes=per_gpu_bytes,
-        formula=f"{formula}, beside the language model's weights",
+        formula=f"{formula}, beside the language model's weights; {rule}",
         source=tower.source,
     )
 
@@ -299,8 +299,8 @@ def multimodal_profile_term(model: ModelSpec, workload: Workload, budget: Budget
     / tp) as kvcalc.engines.activations sizes a decoder layer, plus the outputs; attention scores
     are not materialised (the ViT's flash-attention path). None without a tower, for other engines,
     in text-only mode or with --skip-mm-profiling."""
-    tower = model.vision
-    if tower is None or workload.engine.name != "vllm" or settings.text_only or settings.skip_profiling:
+    tower, rule = model.vision, engines.profile(workload.engine).mm_profile_rule
+    if tower is None or rule is None or settings.text_only or settings.skip_profiling:
         return None
     if tower.tokens_per_item is None or tower.patches_per_item is None or tower.hidden is None or tower.intermediate is None:
         return BudgetTerm(
@@ -308,7 +308,7 @@ def multimodal_profile_term(model: ModelSpec, workload: Workload, budget: Budget
             bytes=0,
             formula="not modelled: the tower gives no shapes (hidden, intermediate, patches_per_item, tokens_per_item);"
             " add them to vision in the model's YAML",
-            source="vllm/v1/worker/gpu_model_runner.py profile_run",
+            source=rule,
         )
     engine = budget.engine
     patches_per_item, item_tokens, largest = largest_item(model, settings)
@@ -337,8 +337,7 @@ def multimodal_profile_term(model: ModelSpec, workload: Workload, budget: Budget
         f" outputs = items * tokens per item * H * b = {items} * {item_tokens:,} * {model.hidden or 0:,} * {b};"
         f" encoder peak = N * b * (2h + max(3h, MLP) / tp) + outputs = {patches:,} * {b} * (2 * {h:,} + max({3 * h // tp:,},"
         f" {mlp:,})) + {outputs:,}; --limit-mm-per-prompt '{{\"image\":0}}' or --skip-mm-profiling removes it",
-        source="vllm/v1/worker/gpu_model_runner.py profile_run (encoder_cache['tmp']), vllm/multimodal/encoder_budget.py"
-        " MultiModalBudget, vllm/v1/core/encoder_cache_manager.py compute_mm_encoder_budget",
+        source=rule,
     )
 
 

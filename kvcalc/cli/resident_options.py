@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from kvcalc import presets, residents
+from kvcalc import engines, presets, residents
 from kvcalc.cli.common import positive, size_option
 from kvcalc.engines import Budget, BudgetTerm
 from kvcalc.errors import InvalidInput
@@ -126,7 +126,7 @@ def multimodal(
     """The budget less a multimodal model's vision tower and vLLM's profiling of it (kvcalc.residents)."""
     given = limit is not None or language_only or skip_profiling or processor_kwargs is not None
     flags = "--limit-mm-per-prompt, --language-model-only, --skip-mm-profiling and --mm-processor-kwargs"
-    if given and work.engine.name != "vllm":
+    if given and engines.profile(work.engine).mm_profile_rule is None:
         raise InvalidInput(f"{flags} are vllm options: add --engine vllm")
     if given and model.vision is None:
         raise InvalidInput(f"{flags}: {model.name} has no vision tower")

@@ -207,6 +207,11 @@ class EngineProfile(ABC):
     # how a speculative draft model is held beside the target, with its source; None: not modelled for this engine
     draft_rule: ClassVar[str | None] = "a draft model's weights and its KV per token beside the target's (textbook)"
     max_seqs_option: ClassVar[str | None] = None  # the Engine field of its own cap on sequences; None: fit's --max-seqs
+    # how a multimodal model's vision tower is held, with its source; None: not on the GPU as weights (llama.cpp keeps
+    # its projector in a GGUF of its own, --mmproj)
+    vision_rule: ClassVar[str | None] = "the vision tower's weights load beside the language model's, split over tp (textbook)"
+    # the engine's start-up profiling of the tower, with its source; None: the engine does not profile an encoder
+    mm_profile_rule: ClassVar[str | None] = None
     # How far the budget may be off, in % of GPU memory: the 90th percentile of its held-out errors on published
     # start-up logs, leave-one-source-out (scripts/calibration.py, docs/engines.md); None: an exact rule, no logs.
     calibration_error_percent: ClassVar[float | None] = None
