@@ -245,8 +245,9 @@ VLLM_DEFAULT_MM_LIMIT = 999
 
 class Multimodal(Frozen):
     """What a deployment does with a multimodal model's tower: vLLM's --limit-mm-per-prompt (items
-    of each modality per prompt; every one 0: text only), --language-model-only and
-    --skip-mm-profiling."""
+    of each modality per prompt; every one 0: text only), --language-model-only, --skip-mm-profiling
+    (vllm/config/multimodal.py MultiModalConfig: limit_per_prompt, language_model_only,
+    skip_mm_profiling) and --mm-processor-kwargs' max_pixels."""
 
     limits: dict[str, int] | None = None
     language_only: bool = False

@@ -84,7 +84,7 @@ def qwen3_vl(vision: dict[str, Any], config: dict[str, Any], deepstack: bool = T
     (modeling_qwen3_5.py Qwen3_5VisionModel) deletes the DeepStack mergers.
 
     >>> qwen3_vl({"depth": 27, "hidden_size": 1152, "intermediate_size": 4304, "out_hidden_size": 4096}, {})["params"]
-    576388352
+    576388336
     """
     h, inter, depth = _int(vision, "hidden_size"), _int(vision, "intermediate_size"), _int(vision, "depth")
     p, t, merge = _int(vision, "patch_size", 16), _int(vision, "temporal_patch_size", 2), _int(vision, "spatial_merge_size", 2)
