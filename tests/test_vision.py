@@ -272,3 +272,52 @@ def test_max_pixels_needs_a_qwen_processor() -> None:
     args = ["fit", "--model", model, "--gpu", "h100-sxm", "--engine", "vllm", "--mm-processor-kwargs", '{"max_pixels": 1000000}']
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and "resizes Qwen-VL processors' images only" in result.stderr
+
+
+TOWER_CONFIGS = {  # each architecture's published shapes (the checkpoints named), enough for its count
+    "qwen2_vl": ({"embed_dim": 1280, "depth": 32, "hidden_size": 3584}, {}),  # Qwen2-VL-7B-Instruct
+    "qwen2_5_vl": ({"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "out_hidden_size": 3584}, {}),
+    "qwen3_vl": ({"depth": 27, "hidden_size": 1152, "intermediate_size": 4304, "out_hidden_size": 4096}, {}),
+    "gemma3": (SIGLIP, {"text_config": {"hidden_size": 2560}}),  # gemma-3-4b-it
+    "llama4": (  # Llama-4-Scout-17B-16E vision_config
+        {
+            "hidden_size": 1408,
+            "intermediate_size": 5632,
+            "num_hidden_layers": 34,
+            "projector_input_dim": 4096,
+            "projector_output_dim": 4096,
+            "vision_output_dim": 4096,
+        },
+        {"text_config": {"hidden_size": 5120}},
+    ),  # fmt: skip
+    "mistral3": (  # Mistral-Small-3.1-24B-Instruct-2503's Pixtral
+        {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24},
+        {"text_config": {"hidden_size": 5120}, "multimodal_projector_bias": False},
+    ),
+    "internvl": (  # InternVL3-8B-hf: InternViT-300M, Qwen2.5-7B text
+        {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "attention_bias": True},
+        {"text_config": {"hidden_size": 3584}},
+    ),
+}
+LAYER_KEYS = {"qwen2_vl": "depth", "qwen2_5_vl": "depth", "qwen3_vl": "depth"}
+
+
+def test_pixtral_tower_counts_every_module() -> None:
+    # modeling_pixtral.py / modeling_mistral3.py at Mistral Small 3.1's shapes (h 1024, I 4096, 24 layers, text 5120):
+    # patch conv 3*14*14*h (no bias), ln_pre h; per layer 2 RMSNorms + q, k, v, o (4h^2) + gated MLP (3hI);
+    # projector RMSNorm h, merger 4h*h, linear_1 h*5120, linear_2 5120^2 (no biases).
+    h, inter = 1024, 4096
+    expected = 3 * 14 * 14 * h + h + 24 * (2 * h + 4 * h * h + 3 * h * inter) + h + 4 * h * h + h * 5120 + 5120 * 5120
+    vision_config, config = TOWER_CONFIGS["mistral3"]
+    assert vision.pixtral(vision_config, config)["params"] == expected == 438_958_080
+
+
+@given(arch=st.sampled_from(sorted(TOWER_CONFIGS)), extra=st.integers(min_value=1, max_value=8))
+def test_a_deeper_tower_weighs_more_and_keeps_its_largest_image(arch: str, extra: int) -> None:
+    vision_config, config = TOWER_CONFIGS[arch]
+    key = LAYER_KEYS.get(arch, "num_hidden_layers")
+    count = vision.TOWERS[arch]
+    base, deeper = count(vision_config, config), count({**vision_config, key: vision_config[key] + extra}, config)
+    assert deeper["params"] > base["params"] > 0
+    assert (deeper["patches_per_item"], deeper["tokens_per_item"]) == (base["patches_per_item"], base["tokens_per_item"])
+    assert 0 < base["tokens_per_item"] <= base["patches_per_item"]
