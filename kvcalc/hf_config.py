@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from kvcalc import vision
 from kvcalc.errors import InvalidInput, InvalidPreset
 from kvcalc.spec import MAX_COUNT, MAX_LAYERS
 from kvcalc.units import parse_dtype
@@ -59,6 +60,10 @@ _MAX_LENGTH_KEYS = {"kimi_linear": ("model_max_length",)}  # vLLM's max-length k
 # Vision-language wrappers whose text model is an architecture kvcalc reads (vLLM KimiK25ForConditionalGeneration
 # wraps DeepSeek-V3); other wrappers name their text model in text_config.model_type.
 _WRAPPERS = {"kimi_k25": "deepseek_v3"}
+# Qwen's vision-language wrappers: their text models are Qwen2 / Qwen3 / Qwen3-MoE decoders (transformers
+# modeling_qwen2_vl.py, _qwen2_5_vl.py, _qwen3_vl.py, _qwen3_vl_moe.py: Qwen2 / Qwen3 attention and MLPs, M-RoPE,
+# which leaves the cache's shape alone), whether the config nests them in text_config (qwen3_vl_text, ...) or not.
+_WRAPPERS.update({"qwen2_vl": "qwen2", "qwen2_5_vl": "qwen2", "qwen3_vl": "qwen3", "qwen3_vl_moe": "qwen3_moe"})
 _TIED_BY_DEFAULT = {
     "gpt2", "gpt_bigcode", "falcon", "gemma", "gemma2", "gemma3", "gemma3_text", "gemma3n", "gemma3n_text", "lfm2",
     "granitemoehybrid", "gemma4", "gemma4_text",
@@ -223,11 +228,21 @@ def model_fields_from_hf(config: dict[str, Any], default_name: str, origin: str)
     cfg = {**cfg, **defaults}
     _check_values(cfg, origin)
     try:
-        return _fields(arch, cfg, default_name, origin, set(defaults))
+        return {**_fields(arch, cfg, default_name, origin, set(defaults)), **_vision_fields(config, origin)}
     except KeyError as exc:
         raise InvalidPreset(f"{origin}: {exc.args[0]}: missing, and {arch} configs need it") from None
     except (ValueError, InvalidInput) as exc:
         raise InvalidPreset(f"{origin}: {exc}") from None
+
+
+def _vision_fields(config: dict[str, Any], origin: str) -> dict[str, Any]:
+    """A multimodal wrapper's vision tower (kvcalc.vision) as the spec's `vision`, or a note that its
+    tower is not counted; nothing for a text-only config."""
+    found, why = vision.tower(config, origin)
+    if config.get("audio_config") is not None:  # Gemma 3n / 4, Qwen-Omni: an audio tower beside the text model
+        why = "; ".join(filter(None, [why, "its audio tower (audio_config) is not counted"]))
+    fields: dict[str, Any] = {"vision": found} if found is not None else {}
+    return {**fields, "notes": why} if why else fields
 
 
 def _kv_heads(arch: str, cfg: dict[str, Any], heads: tuple[str, int]) -> tuple[str, int]:

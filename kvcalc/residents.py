@@ -1,6 +1,6 @@
 """What else lives in GPU memory beside the target's weights and KV cache: a speculative draft
-model (its weights, and its KV per token in the target's pool), LoRA adapter slots, and a CPU tier
-for KV blocks in host RAM. Pure
+model (its weights, and its KV per token in the target's pool), LoRA adapter slots, a CPU tier
+for KV blocks in host RAM, and a multimodal model's vision tower with vLLM's profiling of it. Pure
 functions; each tenant becomes a term of the engine's budget (kvcalc.engines.Budget), with the
 engine source it follows."""
 
@@ -13,6 +13,7 @@ from kvcalc import engines
 from kvcalc.base import Frozen
 from kvcalc.engines import Budget, BudgetTerm
 from kvcalc.engines.base import byte_fraction, cdiv, term_lines
+from kvcalc.engines.vllm import VLLM_LARGE_GPU_BYTES, VLLM_MAX_NUM_SEQS, VLLM_SMALL_MAX_NUM_SEQS
 from kvcalc.errors import DoesNotFit, InvalidInput
 from kvcalc.kvcache import cache_layout, kv_heads_per_rank, layer_bytes_per_token, layer_caches, settled
 from kvcalc.spec import ModelSpec, Workload, cache_dtypes
@@ -291,13 +292,16 @@ def with_residents(budget: Budget, terms: list[BudgetTerm]) -> Budget:
         lines.append(
             f"left for KV = {budget.usable_bytes:,} - {taken} = {usable:,} B ({format_bytes(usable)}) (kvcalc.residents)"
         )
-    lora = sum(term.bytes for term in terms if term.name in LORA_TERMS)
+    every = [*updated, *terms]  # a second call (the multimodal terms) keeps the first call's figures
+    lora = sum(term.bytes for term in every if term.name in LORA_TERMS)
+    vision = sum(term.bytes for term in every if term.name == VISION_TERM)
     return budget.model_copy(
         update={
             "usable_bytes": usable,
-            "terms": [*updated, *terms],
+            "terms": every,
             "explain": [*budget.explain, *lines],
             "lora_bytes": lora,
+            "vision_bytes": vision,
         }
     )
 
@@ -399,3 +403,135 @@ def cpu_tier(
         reload_seconds=seconds,
         explain=explain,
     )
+
+
+VISION_TERM = "vision tower weights"
+MM_PROFILE_TERM = "multimodal profiling"
+# vllm/config/multimodal.py (MultiModalConfig.limit_per_prompt): a modality the user does not limit
+# is allowed this many items per prompt; the profiling run packs as many as the encoder budget holds.
+VLLM_DEFAULT_MM_LIMIT = 999
+
+
+class Multimodal(Frozen):
+    """What a deployment does with a multimodal model's tower: vLLM's --limit-mm-per-prompt (items
+    of each modality per prompt; every one 0: text only), --language-model-only, --skip-mm-profiling
+    (vllm/config/multimodal.py MultiModalConfig: limit_per_prompt, language_model_only,
+    skip_mm_profiling) and --mm-processor-kwargs' max_pixels."""
+
+    limits: dict[str, int] | None = None
+    language_only: bool = False
+    skip_profiling: bool = False
+    max_pixels: int | None = None  # --mm-processor-kwargs '{"max_pixels": N}': a Qwen-VL processor's largest image
+
+    @property
+    def text_only(self) -> bool:
+        """Every modality limited to 0, or --language-model-only: the tower is neither built nor profiled."""
+        return self.language_only or (self.limits is not None and not any(self.limits.values()))
+
+
+def vision_term(model: ModelSpec, workload: Workload, settings: Multimodal) -> BudgetTerm | None:
+    """The vision tower's weights on one GPU: its parameters (and its projector's) in their stored
+    dtype, split over tp as vLLM shards the encoder by default (mm_encoder_tp_mode "weights",
+    vllm/config/multimodal.py); None without a tower, in text-only mode, or for llama.cpp, whose
+    projector is its own GGUF (--mmproj)."""
+    tower, rule = model.vision, engines.profile(workload.engine).vision_rule
+    if tower is None or settings.text_only or rule is None:
+        return None
+    tp = f" / tp {workload.tp}" if workload.tp > 1 else ""
+    if tower.stored_bytes is not None:
+        per_gpu_bytes = per_gpu(tower.stored_bytes, workload.tp)
+        formula = f"stored bytes{tp} = {tower.stored_bytes:,}{tp} = {per_gpu_bytes:,} B ({format_bytes(per_gpu_bytes)})"
+    else:
+        dtype = tower.dtype or model.dtype
+        b = PACKING[dtype].block_bytes // PACKING[dtype].block_values
+        per_gpu_bytes = per_gpu(tower.params * b, workload.tp)
+        formula = (
+            f"params * b{tp} = {tower.params:,} * {b}{tp} = {per_gpu_bytes:,} B ({format_bytes(per_gpu_bytes)}), {dtype.value}"
+        )
+    return BudgetTerm(
+        name=VISION_TERM,
+        bytes=per_gpu_bytes,
+        formula=f"{formula}, beside the language model's weights; {rule}",
+        source=tower.source,
+    )
+
+
+def multimodal_profile_term(model: ModelSpec, workload: Workload, budget: Budget, settings: Multimodal) -> BudgetTerm | None:
+    """vLLM's multimodal profiling run (vllm/v1/worker/gpu_model_runner.py profile_run, v0.11-0.19): the
+    encoder runs on the largest dummy batch the encoder budget holds, and its outputs stay cached
+    (encoder_cache["tmp"]) through the language model's dummy run. Encoder budget = max(
+    max_num_batched_tokens, tokens per item) (vllm/v1/core/encoder_cache_manager.py
+    compute_mm_encoder_budget); items = max(1, min(budget // tokens per item, max_num_seqs * per
+    prompt)), per prompt = max(1, min(limit, max_model_len // tokens per item))
+    (vllm/multimodal/encoder_budget.py MultiModalBudget._get_max_items). The torch peak is max(LM
+    peak + outputs, encoder peak); the term is what it adds to the LM's activation peak: max(outputs,
+    encoder peak - LM peak). Encoder peak: N patches through a layer, N * b * (2h + max(q+k+v, MLP)
+    / tp) as kvcalc.engines.activations sizes a decoder layer, plus the outputs; attention scores
+    are not materialised (the ViT's flash-attention path). None without a tower, for other engines,
+    in text-only mode or with --skip-mm-profiling."""
+    tower, rule = model.vision, engines.profile(workload.engine).mm_profile_rule
+    if tower is None or rule is None or settings.text_only or settings.skip_profiling:
+        return None
+    if tower.tokens_per_item is None or tower.patches_per_item is None or tower.hidden is None or tower.intermediate is None:
+        return BudgetTerm(
+            name=MM_PROFILE_TERM,
+            bytes=0,
+            formula="not modelled: the tower gives no shapes (hidden, intermediate, patches_per_item, tokens_per_item);"
+            " add them to vision in the model's YAML",
+            source=rule,
+        )
+    engine = budget.engine
+    patches_per_item, item_tokens, largest = largest_item(model, settings)
+    tokens = engine.max_num_batched_tokens or 0
+    encoder_budget = max(tokens, item_tokens)
+    limit = max(settings.limits.values()) if settings.limits else VLLM_DEFAULT_MM_LIMIT
+    per_prompt = max(1, min(limit, workload.seq // item_tokens))
+    # max_num_seqs: vLLM's default on this much memory (an A100's smaller one is not known here; the encoder
+    # budget binds long before either: per_prompt * 256 items)
+    seqs = engine.max_num_seqs or (VLLM_MAX_NUM_SEQS if budget.memory_bytes >= VLLM_LARGE_GPU_BYTES else VLLM_SMALL_MAX_NUM_SEQS)
+    items = max(1, min(encoder_budget // item_tokens, seqs * per_prompt))
+    b = PACKING[model.dtype].block_bytes if model.dtype in (DType.fp32, DType.fp16, DType.bf16) else 2
+    h, tp = tower.hidden, workload.tp
+    mlp = (3 if tower.gated else 2) * tower.intermediate // tp
+    patches = items * patches_per_item
+    outputs = items * item_tokens * (model.hidden or 0) * b
+    encoder = patches * b * (2 * h + max(3 * h // tp, mlp)) + outputs
+    lm = next((term.bytes for term in budget.terms if term.name == "activation peak"), 0)
+    extra = max(outputs, encoder - lm)
+    return BudgetTerm(
+        name=MM_PROFILE_TERM,
+        bytes=extra,
+        formula=f"max(encoder outputs, encoder peak - LM activation peak) = max({outputs:,}, {encoder:,} - {lm:,}) = {extra:,} B"
+        f" ({format_bytes(extra)}); encoder budget max(max_num_batched_tokens {tokens:,}, {item_tokens:,} tokens per item)"
+        f" = {encoder_budget:,}: {items} item{'s' if items > 1 else ''} of {patches_per_item:,} patches ({largest});"
+        f" outputs = items * tokens per item * H * b = {items} * {item_tokens:,} * {model.hidden or 0:,} * {b};"
+        f" encoder peak = N * b * (2h + max(3h, MLP) / tp) + outputs = {patches:,} * {b} * (2 * {h:,} + max({3 * h // tp:,},"
+        f" {mlp:,})) + {outputs:,}; --limit-mm-per-prompt '{{\"image\":0}}' or --skip-mm-profiling removes it",
+        source=rule,
+    )
+
+
+def largest_item(model: ModelSpec, settings: Multimodal) -> tuple[int, int, str]:
+    """The patches and tokens of the largest image vLLM profiles with, and what sets it: the
+    processor's default, or --mm-processor-kwargs' max_pixels for a Qwen-VL processor (patches =
+    max_pixels // patch_size^2, tokens = patches // spatial_merge_size^2, as its smart_resize keeps
+    the image under max_pixels; vLLM's Qwen2VLProcessingInfo get_image_size_with_most_features)."""
+    tower = model.vision
+    assert tower is not None and tower.patches_per_item is not None and tower.tokens_per_item is not None
+    if settings.max_pixels is None:
+        return tower.patches_per_item, tower.tokens_per_item, "the processor's largest image"
+    if tower.pixels_per_patch is None or tower.patches_per_token is None:
+        raise InvalidInput(
+            f"--mm-processor-kwargs max_pixels: kvcalc resizes Qwen-VL processors' images only, not {model.name}'s"
+        )
+    patches = settings.max_pixels // tower.pixels_per_patch
+    if patches < tower.patches_per_token:
+        raise InvalidInput(f"--mm-processor-kwargs max_pixels {settings.max_pixels:,}: smaller than one image token")
+    return patches, patches // tower.patches_per_token, f"max_pixels {settings.max_pixels:,}"
+
+
+def multimodal_terms(model: ModelSpec, workload: Workload, budget: Budget, settings: Multimodal) -> list[BudgetTerm]:
+    """The tower's weights and vLLM's multimodal profiling as budget terms (none for a text model)."""
+    weights = vision_term(model, workload, settings)
+    profile = multimodal_profile_term(model, workload, budget, settings)
+    return [term for term in (weights, profile) if term is not None]

@@ -152,6 +152,32 @@ class StoredWeights(Strict):
         return {k: v for k, v in data.items() if v is not None or k not in PLACEMENT_FIELDS}
 
 
+class VisionSpec(Strict):
+    """A multimodal model's encoder tower (vision or audio) and its projector, beside the language
+    model: weights the engine loads as well (not in the model's `params`), and the shapes of the
+    largest item its processor accepts, which size vLLM's multimodal profiling run (kvcalc.vision)."""
+
+    params: Rate = Field(description="the tower's and its projector's parameters, not counted in the model's params")
+    dtype: DTypeName | None = Field(default=None, description="as stored; None: the model's dtype")
+    stored_bytes: Rate | None = Field(
+        default=None, description="exact bytes as stored (a checkpoint's safetensors headers): used instead of params * dtype"
+    )
+    hidden: Count | None = Field(default=None, description="the tower's width")
+    intermediate: Count | None = Field(default=None, description="its MLP's width")
+    gated: bool = Field(default=False, description="a gated MLP (gate and up projections) rather than fc1 / fc2")
+    patches_per_item: Count | None = Field(
+        default=None, description="patches the tower runs on for the largest image its processor accepts"
+    )
+    tokens_per_item: Count | None = Field(default=None, description="language-model tokens that image becomes")
+    pixels_per_patch: Count | None = Field(
+        default=None, description="pixels one patch covers, where the processor takes max_pixels (Qwen-VL: patch_size^2)"
+    )
+    patches_per_token: Count | None = Field(
+        default=None, description="patches merged into one language-model token (Qwen-VL: spatial_merge_size^2)"
+    )
+    source: str = Field(description="where the count comes from: the config and the modeling file it follows")
+
+
 class AttentionShape(Strict):
     """One attention kind's own KV shape, where it differs from the model's (Gemma-4-style global
     layers with other KV heads or head widths than the sliding ones)."""
@@ -316,6 +342,9 @@ class ModelSpec(Strict):
     )
     mla: MlaSpec | None = None
     moe: MoeSpec | None = None
+    vision: VisionSpec | None = Field(
+        default=None, description="a vision or audio tower beside the language model (its weights are not in params)"
+    )
     params: Rate | None = None
     active_params: Rate | None = None
     stored_weights: StoredWeights | None = Field(

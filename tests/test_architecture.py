@@ -14,6 +14,7 @@ LAYERS: list[set[str]] = [
     {"base", "errors"},
     {"units", "decode_fit"},  # decode_fit: generated constants, pure data
     {"spec", "decode_profiles"},
+    {"vision"},  # a multimodal config's tower: counted from vision_config, beneath hf_config
     {"state", "files", "hf_config"},  # files: safe YAML/JSON and validation, beneath every reader
     {"engines"},
     {"kvcache"},

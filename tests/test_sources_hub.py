@@ -278,7 +278,7 @@ def test_safetensors_header_alone_gives_each_tensors_bytes(tmp_path: Path) -> No
     path.write_bytes(
         header_bytes({"a": ("BF16", [4, 3]), "b": ("F32", [5]), "scalar": ("I64", [])}) + b"\0" * 10
     )  # data cut short
-    assert safetensors.read_tensors(path) == [("BF16", 12, 24), ("F32", 5, 20), ("I64", 1, 8)]
+    assert safetensors.read_tensors(path) == [("BF16", 12, 24, "a"), ("F32", 5, 20, "b"), ("I64", 1, 8, "scalar")]
 
 
 @pytest.mark.parametrize(

@@ -47,15 +47,20 @@ from kvcalc.cli.common import (
 from kvcalc.cli.engine_options import EngineOpt, EngineOptions, build_engine, with_engine_options
 from kvcalc.cli.resident_options import (
     KvOffloadingSizeOpt,
+    LanguageOnlyOpt,
+    LimitMmOpt,
     LmcacheCpuSizeOpt,
     LoraDtypeOpt,
     MaxLoraRankOpt,
     MaxLorasOpt,
+    MmProcessorKwargsOpt,
     NumSpeculativeTokensOpt,
     PcieOpt,
+    SkipMmProfilingOpt,
     SpeculativeModelOpt,
     cpu_tier,
     lora_terms,
+    multimodal,
     with_draft,
     with_draft_pool,
 )
@@ -117,6 +122,10 @@ def fit(
     kv_offloading_size: KvOffloadingSizeOpt = None,
     lmcache_cpu_size: LmcacheCpuSizeOpt = None,
     pcie_gb_per_s: PcieOpt = None,
+    limit_mm_per_prompt: LimitMmOpt = None,
+    language_model_only: LanguageOnlyOpt = False,
+    skip_mm_profiling: SkipMmProfilingOpt = False,
+    mm_processor_kwargs: MmProcessorKwargsOpt = None,
     presets_dir: PresetsOpt = None,
     params: ParamsOpt = None,
     active_params: ActiveParamsOpt = None,
@@ -181,6 +190,7 @@ def fit(
     gpu_spec, budget = gpu_and_budget(
         spec, work, first, memory, weights_fmt, utilization, reserve, presets_dir, tenants, interconnect
     )
+    budget = multimodal(spec, work, budget, limit_mm_per_prompt, language_model_only, skip_mm_profiling, mm_processor_kwargs)
     report = capacity.fit(spec, work, budget, max_seqs)
     report = with_draft_pool(report, work, found_draft)
     economics = Economics(max_tpot_ms, max_ttft_ms, prompt, price_per_hour, work.seq)

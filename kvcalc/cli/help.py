@@ -37,6 +37,7 @@ PANELS = {  # option (by parameter name) -> panel; engine options by the engine 
     **{name: "Other residents (drafts, LoRA, CPU KV tier)" for name in (
         "speculative_model", "max_loras", "max_lora_rank", "lora_dtype", "kv_offloading_size", "pcie_gb_per_s",
         "num_speculative_tokens", "acceptance_rate", "lmcache_cpu_size",
+        "limit_mm_per_prompt", "language_model_only", "skip_mm_profiling", "mm_processor_kwargs",
     )},
     **{name: "Output" for name in ("json_out", "explain", "units", "plot", "presets_dir", "help")},
 }  # fmt: skip

@@ -1,5 +1,5 @@
 """The options for what else a deployment holds in GPU memory (kvcalc.residents: a speculative draft,
-LoRA slots), each defined once, and turning them into the workload and the budget terms they add."""
+LoRA slots, a CPU KV tier, a vision tower and its profiling), each defined once, and turning them into the workload and the budget terms they add."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import typer
 from kvcalc import engines, presets, residents
 from kvcalc.capacity import FitReport
 from kvcalc.cli.common import positive, size_option
-from kvcalc.engines import BudgetTerm
+from kvcalc.engines import Budget, BudgetTerm
 from kvcalc.errors import InvalidInput
 from kvcalc.spec import ModelSpec, Workload
 from kvcalc.units import parse_dtype
@@ -159,3 +159,85 @@ def cpu_tier(
         return residents.cpu_tier(model, work, size_option("lmcache-cpu-size", lmcache), reload_tokens, link, "lmcache")
     assert size is not None
     return residents.cpu_tier(model, work, size_option("kv-offloading-size", size), reload_tokens, link)
+
+
+LimitMmOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--limit-mm-per-prompt",
+        help="vllm: items of each modality per prompt, as JSON ('{\"image\": 2}'); every one 0 is text only: no vision tower"
+        " and no multimodal profiling.",
+    ),
+]
+LanguageOnlyOpt = Annotated[
+    bool, typer.Option("--language-model-only", help="vllm: serve a multimodal model as text only (no vision tower).")
+]
+MmProcessorKwargsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--mm-processor-kwargs",
+        help="vllm: the processor's options as JSON; kvcalc reads max_pixels (Qwen-VL), which sizes the profiling run's image.",
+    ),
+]
+SkipMmProfilingOpt = Annotated[
+    bool,
+    typer.Option("--skip-mm-profiling", help="vllm: leave the encoder out of the profiling run (its tower still loads)."),
+]
+
+
+def multimodal(
+    model: ModelSpec, work: Workload, budget: Budget, limit: str | None, language_only: bool, skip_profiling: bool,
+    processor_kwargs: str | None = None,
+) -> Budget:  # fmt: skip
+    """The budget less a multimodal model's vision tower and vLLM's profiling of it (kvcalc.residents)."""
+    given = limit is not None or language_only or skip_profiling or processor_kwargs is not None
+    flags = "--limit-mm-per-prompt, --language-model-only, --skip-mm-profiling and --mm-processor-kwargs"
+    if given and engines.profile(work.engine).mm_profile_rule is None:
+        raise InvalidInput(f"{flags} are vllm options: add --engine vllm")
+    if given and model.vision is None:
+        raise InvalidInput(f"{flags}: {model.name} has no vision tower")
+    settings = residents.Multimodal(
+        limits=_limits(limit), language_only=language_only, skip_profiling=skip_profiling,
+        max_pixels=_max_pixels(processor_kwargs),
+    )  # fmt: skip
+    return residents.with_residents(budget, residents.multimodal_terms(model, work, budget, settings))
+
+
+def _limits(text: str | None) -> dict[str, int] | None:
+    """--limit-mm-per-prompt's JSON object of modality -> items (0 or more)."""
+    if text is None:
+        return None
+    import json
+
+    try:
+        found = json.loads(text)
+    except ValueError:
+        found = None
+    if (
+        not isinstance(found, dict)
+        or not found
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in found.values())
+    ):
+        raise InvalidInput(f"--limit-mm-per-prompt {text!r}: give a JSON object of items per modality, e.g. '{{\"image\": 2}}'")
+    return found
+
+
+def _max_pixels(text: str | None) -> int | None:
+    """--mm-processor-kwargs' max_pixels (a positive integer); other keys are refused, not ignored."""
+    if text is None:
+        return None
+    import json
+
+    try:
+        found = json.loads(text)
+    except ValueError:
+        found = None
+    if not isinstance(found, dict):
+        raise InvalidInput(f"--mm-processor-kwargs {text!r}: give a JSON object, e.g. '{{\"max_pixels\": 1003520}}'")
+    unread = sorted(set(found) - {"max_pixels"})
+    if unread:
+        raise InvalidInput(f"--mm-processor-kwargs: kvcalc reads max_pixels only, not {', '.join(unread)}")
+    pixels = found.get("max_pixels")
+    if isinstance(pixels, bool) or not isinstance(pixels, int) or pixels < 1:
+        raise InvalidInput(f"--mm-processor-kwargs max_pixels: expected a positive integer, got {pixels!r}")
+    return pixels

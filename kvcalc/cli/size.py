@@ -48,7 +48,17 @@ from kvcalc.cli.common import (
     write_plot,
 )
 from kvcalc.cli.engine_options import EngineOpt, EngineOptions, build_engine, with_engine_options
-from kvcalc.cli.resident_options import NumSpeculativeTokensOpt, SpeculativeModelOpt, with_draft, with_draft_pool
+from kvcalc.cli.resident_options import (
+    LanguageOnlyOpt,
+    LimitMmOpt,
+    MmProcessorKwargsOpt,
+    NumSpeculativeTokensOpt,
+    SkipMmProfilingOpt,
+    SpeculativeModelOpt,
+    multimodal,
+    with_draft,
+    with_draft_pool,
+)
 from kvcalc.errors import DoesNotFit
 from kvcalc.kvcache import estimate_kv
 from kvcalc.weights import count_params, stored_mtp, unknown_weights, weight_bytes
@@ -80,6 +90,10 @@ def size(
     shared_prefix: SharedPrefixOpt = 0,
     speculative_model: SpeculativeModelOpt = None,
     num_speculative_tokens: NumSpeculativeTokensOpt = None,
+    limit_mm_per_prompt: LimitMmOpt = None,
+    language_model_only: LanguageOnlyOpt = False,
+    skip_mm_profiling: SkipMmProfilingOpt = False,
+    mm_processor_kwargs: MmProcessorKwargsOpt = None,
     presets_dir: PresetsOpt = None,
     params: ParamsOpt = None,
     active_params: ActiveParamsOpt = None,
@@ -110,6 +124,7 @@ def size(
         gpu_spec, budget = gpu_and_budget(
             spec, work, gpu, memory, weights_fmt, utilization, reserve, presets_dir, tenants, interconnect
         )
+        budget = multimodal(spec, work, budget, limit_mm_per_prompt, language_model_only, skip_mm_profiling, mm_processor_kwargs)
         work = work.model_copy(update={"engine": budget.engine})  # the engine's defaults on this GPU
         report = capacity.fit(spec, work, budget)
         report = with_draft_pool(report, work, found_draft)

@@ -79,6 +79,7 @@ class Budget(Frozen):
     terms: list[BudgetTerm]
     explain: list[str]
     lora_bytes: int = 0  # LoRA slots preallocated on this GPU (kvcalc.residents), one of the terms
+    vision_bytes: int = 0  # a multimodal model's vision tower on this GPU (kvcalc.residents), one of the terms
     stage: int = 0  # the binding pipeline stage (0-based)
     engine: Engine = Engine()  # the engine options the budget assumed, its defaults on this GPU filled in
 
@@ -212,6 +213,11 @@ class EngineProfile(ABC):
     # applies after them (TensorRT-LLM); False: they are taken from what the fraction left for the KV
     residents_before_fraction: ClassVar[bool] = False
     max_seqs_option: ClassVar[str | None] = None  # the Engine field of its own cap on sequences; None: fit's --max-seqs
+    # how a multimodal model's vision tower is held, with its source; None: not on the GPU as weights (llama.cpp keeps
+    # its projector in a GGUF of its own, --mmproj)
+    vision_rule: ClassVar[str | None] = "the vision tower's weights load beside the language model's, split over tp (textbook)"
+    # the engine's start-up profiling of the tower, with its source; None: the engine does not profile an encoder
+    mm_profile_rule: ClassVar[str | None] = None
     # How far the budget may be off, in % of GPU memory: the 90th percentile of its held-out errors on published
     # start-up logs, leave-one-source-out (scripts/calibration.py, docs/engines.md); None: an exact rule, no logs.
     calibration_error_percent: ClassVar[float | None] = None

@@ -36,6 +36,7 @@ class LlamaCpp(EngineProfile):
     label = "llama.cpp"
     places_layers = True  # -ngl, -ts, --n-cpu-moe, --fit (common/fit.cpp): kvcalc.placement
     draft_rule = None  # a speculative draft is not modelled for this engine yet
+    vision_rule = None  # the projector is a GGUF of its own (--mmproj), placed on the first GPU by kvcalc.placement
     prefix_rule = None  # each slot keeps its own cells (its own prompt cache): sharing between slots is not modelled
 
     def tokens_per_unit(self, workload: Workload, window: int | None, seq: int, chunked: bool = False) -> int:

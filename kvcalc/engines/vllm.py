@@ -200,6 +200,14 @@ class Vllm(EngineProfile):
         " prefix shorter than one is never cached (vllm-project/vllm#40696, v0.19.1)"
     )
 
+    vision_rule = (
+        "the tower loads with the language model, sharded over tp (vllm/config/multimodal.py MultiModalConfig"
+        " mm_encoder_tp_mode 'weights'); --language-model-only or every --limit-mm-per-prompt 0 leaves it out"
+    )
+    mm_profile_rule = (
+        "vllm/v1/worker/gpu_model_runner.py profile_run (encoder_cache['tmp']), vllm/multimodal/encoder_budget.py"
+        " MultiModalBudget, vllm/v1/core/encoder_cache_manager.py compute_mm_encoder_budget (v0.11-0.19)"
+    )
     sparse_mla_fp8_layout = True  # fp8_ds_mla: fp8 latent, fp32 scale per 128, bf16 rope (656 B for DeepSeek-V3.2)
     max_seqs_option = "max_num_seqs"
     calibration_error_percent = 3.0  # scripts/calibration.py: 90th percentile of the held-out |errors|

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 from kvcalc.errors import InvalidPreset, PresetNotFound
 from kvcalc.sources import safetensors
-from kvcalc.spec import ModelSpec
+from kvcalc.spec import ModelSpec, VisionSpec
 
 _REPO_REFERENCE = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@(?P<revision>[\w./-]+))?$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -144,18 +144,40 @@ def model_from_config(path: Path, name: str, source: str, weights: Weights) -> M
     spec: ModelSpec = validate("models", {**fields, "source": source}, str(path))
     if not weights.tensors:
         return spec.model_copy(update={"source": f"{source}; weights counted from config.json: {weights.how}"})
-    stored = safetensors.stored_weights(weights.tensors)
+    text_tensors, tower_tensors = safetensors.split_tower(weights.tensors)
+    spec = with_stored_tower(spec, tower_tensors, weights.how)
+    stored = safetensors.stored_weights(text_tensors)
     packed = safetensors.packed_types(stored["types"])
-    how = f"weights summed from {weights.how}"
+    how = f"weights summed from {weights.how}" + (
+        f" ({len(tower_tensors):,} tensors of the multimodal tower budgeted apart, as vision)" if tower_tensors else ""
+    )
     if packed:  # integer tensors pack several values (GPTQ, AWQ, MXFP4): the parameters come from the shapes
         from kvcalc.weights import count_params
 
         counted = count_params(spec)
-        stored = safetensors.stored_weights(weights.tensors, counted.total if counted else None)
+        stored = safetensors.stored_weights(text_tensors, counted.total if counted else None)
         if counted:
             how += f", params counted from config.json (its {', '.join(packed)} tensors pack values or hold scales)"
     update = {"stored_weights": stored, "params": stored["params"], "source": f"{source}; {how}"}
+    if spec.vision is not None:
+        update["vision"] = spec.vision.model_dump(exclude_none=True)
     return validate("models", {**fields, **update}, str(path))  # type: ignore[no-any-return]
+
+
+def with_stored_tower(spec: ModelSpec, tower: list[safetensors.Tensor], how: str) -> ModelSpec:
+    """The spec's vision tower with its exact parameters from the checkpoint's tower tensors (the
+    config's count, and its shapes for vLLM's profiling, otherwise); a tower the config does not
+    describe gets its parameters alone."""
+    if not tower:
+        return spec
+    elements, stored = sum(t.elements for t in tower), sum(t.bytes for t in tower)
+    source = f"{len(tower):,} tower and projector tensors summed from {how}"
+    exact = {"params": elements, "stored_bytes": stored}
+    if spec.vision is not None:
+        vision = spec.vision.model_copy(update={**exact, "source": f"{source}; shapes: {spec.vision.source}"})
+    else:
+        vision = VisionSpec(**exact, source=f"{source}; its shapes are not read (no vLLM profiling term)")
+    return spec.model_copy(update={"vision": vision})
 
 
 def safetensors_weights(repo: str, revision: str | None, snapshot: Path, fetch: bool) -> Weights:

@@ -39,6 +39,7 @@ class Tensor(NamedTuple):
     dtype: str
     elements: int
     bytes: int
+    name: str = ""  # as the header names it
 
 
 def tensor(name: str, dtype: object, shape: object, offsets: object, origin: str) -> Tensor:
@@ -66,7 +67,7 @@ def tensor(name: str, dtype: object, shape: object, offsets: object, origin: str
             f"{origin}: tensor {name!r} ({dtype}, shape {sizes}) needs {need / 8:,g} bytes but its data_offsets"
             f" span {bounds[1] - bounds[0]:,}; a corrupt header"
         )
-    return Tensor(dtype=dtype, elements=elements, bytes=bounds[1] - bounds[0])
+    return Tensor(dtype=dtype, elements=elements, bytes=bounds[1] - bounds[0], name=name)
 
 
 def header_tensors(header: object, origin: str) -> list[Tensor]:
@@ -152,6 +153,35 @@ def stored_weights(tensors: Iterable[Tensor], params: int | None = None) -> dict
         "params": params if params is not None and packed_types(per_type) else elements,
         "types": dict(sorted(per_type.items(), key=lambda item: -item[1])),
     }
+
+
+# Where multimodal checkpoints keep their vision or audio tower and its projector, as vLLM's and
+# transformers' weight names spell them: Qwen2/2.5/3-VL and Qwen3.5 (visual.), Gemma 3, LLaVA,
+# Mistral 3, InternVL and Llama 4 (vision_tower., vision_model., multi_modal_projector.), InternVL's
+# remote code (mlp1.), Gemma 3n / 4 and Qwen-Omni (audio_tower., audio_model., embed_vision.,
+# embed_audio.); each also under a model. prefix.
+TOWER_PREFIXES = (
+    "visual.", "vision_tower.", "vision_model.", "multi_modal_projector.", "mm_projector.", "mlp1.", "audio_tower.",
+    "audio_model.", "embed_vision.", "embed_audio.", "vision_encoder.",
+)  # fmt: skip
+
+
+def is_tower(name: str) -> bool:
+    """Whether a tensor belongs to a multimodal tower or its projector rather than the language model.
+
+    >>> is_tower("model.visual.blocks.0.attn.qkv.weight"), is_tower("model.language_model.layers.0.mlp.up_proj.weight")
+    (True, False)
+    """
+    return name.removeprefix("model.").startswith(TOWER_PREFIXES)
+
+
+def split_tower(tensors: Iterable[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+    """The language model's tensors and the tower's (kvcalc.vision budgets the tower on its own)."""
+    text: list[Tensor] = []
+    tower: list[Tensor] = []
+    for t in tensors:
+        (tower if is_tower(t.name) else text).append(t)
+    return text, tower
 
 
 def packed_types(types: Sequence[str] | dict[str, int]) -> list[str]:

@@ -1,0 +1,246 @@
+"""A multimodal model's vision tower from its config.json: the parameters of the tower and its
+projector (weights every engine loads beside the language model's), and the largest image its
+processor accepts, in patches the tower runs on and in tokens the language model receives. Pure: a
+config mapping in, VisionSpec fields out.
+
+Each architecture's count follows the modules its transformers modeling file builds (named per
+function); biases, norms, position tables and the projector are counted, rotary tables and other
+buffers are not (they are not weights in the checkpoint)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from kvcalc.errors import InvalidPreset
+
+# The largest image each processor accepts, as its published preprocessor_config.json or processor gives it.
+QWEN2_VL_MAX_PIXELS = 12_845_056  # Qwen2-VL / Qwen2.5-VL preprocessor_config.json max_pixels (3584 x 3584)
+QWEN3_VL_MAX_PIXELS = 16_777_216  # Qwen3-VL preprocessor_config.json size.longest_edge (4096 x 4096), Qwen3.5 likewise
+LLAMA4_MAX_TILES = 16  # Llama4ImageProcessor max_patches: 16 tiles of 336 px, and a global tile beside them
+INTERNVL_MAX_TILES = 12  # InternVL's max_dynamic_patch default, and a thumbnail tile beside them
+
+
+def _int(vision: dict[str, Any], key: str, default: int | None = None) -> int:
+    value = vision.get(key, default)
+    if value is None:
+        raise InvalidPreset(f"vision_config.{key}: missing, and the vision tower needs it")
+    if isinstance(value, list) and len(value) == 2 and value[0] == value[1]:  # InternVL writes [448, 448]
+        value = value[0]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidPreset(f"vision_config.{key}: expected a positive integer, got {value!r}")
+    return value
+
+
+def _layer_norm(width: int) -> int:
+    return 2 * width  # weight and bias
+
+
+def _linear(inputs: int, outputs: int, bias: bool = True) -> int:
+    return inputs * outputs + (outputs if bias else 0)
+
+
+def qwen2_5_vl(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """Qwen2.5-VL (modeling_qwen2_5_vl.py): Conv3d patch embedding without bias (3 * t * p * p * h);
+    per block two RMSNorms, qkv and proj with biases, a gated MLP with biases; the PatchMerger's
+    RMSNorm and its two linears (4h -> 4h -> out_hidden_size).
+
+    >>> qwen2_5_vl({"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "out_hidden_size": 3584}, {})["params"]
+    676550144
+    """
+    h, inter, depth = _int(vision, "hidden_size"), _int(vision, "intermediate_size"), _int(vision, "depth")
+    p, t, merge = _int(vision, "patch_size", 14), _int(vision, "temporal_patch_size", 2), _int(vision, "spatial_merge_size", 2)
+    out = _int(vision, "out_hidden_size")
+    block = 2 * h + _linear(h, 3 * h) + _linear(h, h) + 2 * _linear(h, inter) + _linear(inter, h)
+    merger = h + _linear(h * merge**2, h * merge**2) + _linear(h * merge**2, out)
+    params = 3 * t * p * p * h + depth * block + merger
+    patches = QWEN2_VL_MAX_PIXELS // (p * p)
+    found = _fields(params, h, inter, True, patches, patches // merge**2, "modeling_qwen2_5_vl.py Qwen2_5_VisionTransformer",
+                    f"max_pixels {QWEN2_VL_MAX_PIXELS:,} (preprocessor_config.json)")  # fmt: skip
+    return _resizable(found, p, merge)
+
+
+def qwen2_vl(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """Qwen2-VL (modeling_qwen2_vl.py): the same patch embedding; per block two LayerNorms, qkv and
+    proj with biases, fc1 (h -> mlp_ratio * h) and fc2 with biases; the PatchMerger with a LayerNorm."""
+    h, depth = _int(vision, "embed_dim"), _int(vision, "depth")
+    inter = int(h * vision.get("mlp_ratio", 4))
+    p, t, merge = _int(vision, "patch_size", 14), _int(vision, "temporal_patch_size", 2), _int(vision, "spatial_merge_size", 2)
+    out = _int(vision, "hidden_size")
+    block = 2 * _layer_norm(h) + _linear(h, 3 * h) + _linear(h, h) + _linear(h, inter) + _linear(inter, h)
+    merger = _layer_norm(h) + _linear(h * merge**2, h * merge**2) + _linear(h * merge**2, out)
+    params = 3 * t * p * p * h + depth * block + merger
+    patches = QWEN2_VL_MAX_PIXELS // (p * p)
+    found = _fields(params, h, inter, False, patches, patches // merge**2, "modeling_qwen2_vl.py Qwen2VisionTransformerPretrainedModel",
+                    f"max_pixels {QWEN2_VL_MAX_PIXELS:,} (preprocessor_config.json)")  # fmt: skip
+    return _resizable(found, p, merge)
+
+
+def qwen3_vl(vision: dict[str, Any], config: dict[str, Any], deepstack: bool = True) -> dict[str, Any]:
+    """Qwen3-VL (modeling_qwen3_vl.py): Conv3d patch embedding with bias, a learned position table
+    (num_position_embeddings, h); per block two LayerNorms, qkv and proj, linear_fc1 and linear_fc2,
+    all with biases; the PatchMerger (LayerNorm(h), 4h -> 4h -> out_hidden_size) and one DeepStack
+    merger per deepstack_visual_indexes entry (LayerNorm(4h) after the shuffle). Qwen3.5
+    (modeling_qwen3_5.py Qwen3_5VisionModel) deletes the DeepStack mergers.
+
+    >>> qwen3_vl({"depth": 27, "hidden_size": 1152, "intermediate_size": 4304, "out_hidden_size": 4096}, {})["params"]
+    576388336
+    """
+    h, inter, depth = _int(vision, "hidden_size"), _int(vision, "intermediate_size"), _int(vision, "depth")
+    p, t, merge = _int(vision, "patch_size", 16), _int(vision, "temporal_patch_size", 2), _int(vision, "spatial_merge_size", 2)
+    out, positions = _int(vision, "out_hidden_size"), _int(vision, "num_position_embeddings", 2304)
+    wide = h * merge**2
+    block = 2 * _layer_norm(h) + _linear(h, 3 * h) + _linear(h, h) + _linear(h, inter) + _linear(inter, h)
+    merger = _linear(wide, wide) + _linear(wide, out)
+    stacks = len(vision.get("deepstack_visual_indexes", [8, 16, 24])) if deepstack else 0
+    params = (
+        3 * t * p * p * h + h + positions * h + depth * block + _layer_norm(h) + merger + stacks * (_layer_norm(wide) + merger)
+    )
+    patches = QWEN3_VL_MAX_PIXELS // (p * p)
+    where = "modeling_qwen3_vl.py Qwen3VLVisionModel" if deepstack else "modeling_qwen3_5.py Qwen3_5VisionModel (no DeepStack)"
+    found = _fields(params, h, inter, False, patches, patches // merge**2, where,
+                    f"longest_edge {QWEN3_VL_MAX_PIXELS:,} pixels (preprocessor_config.json)")  # fmt: skip
+    return _resizable(found, p, merge)
+
+
+def siglip_gemma3(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """Gemma 3 (modeling_gemma3.py, modeling_siglip.py SiglipVisionTransformer without its pooling
+    head, vision_use_head false): Conv2d patch embedding with bias, a position table of one row per
+    patch; per layer two LayerNorms, q, k, v and out with biases, fc1 and fc2 with biases; the
+    post-LayerNorm; the projector's RMSNorm and its (vision h, text h) matrix. One 896-px image:
+    (896 / 14)^2 patches, mm_tokens_per_image tokens.
+
+    >>> siglip_gemma3({"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27}, {"text_config": {"hidden_size": 2560}})["params"]
+    419816304
+    """
+    h, inter, layers = _int(vision, "hidden_size"), _int(vision, "intermediate_size"), _int(vision, "num_hidden_layers")
+    size, p = _int(vision, "image_size", 896), _int(vision, "patch_size", 14)
+    text = _int(config.get("text_config") or {}, "hidden_size")
+    patches = (size // p) ** 2
+    layer = 2 * _layer_norm(h) + 4 * _linear(h, h) + _linear(h, inter) + _linear(inter, h)
+    params = _linear(3 * p * p, h) + patches * h + layers * layer + _layer_norm(h) + h + h * text
+    return _fields(params, h, inter, False, patches, _int(config, "mm_tokens_per_image", 256),
+                   "modeling_siglip.py SiglipVisionTransformer, modeling_gemma3.py Gemma3MultiModalProjector", f"one {size}-px image")  # fmt: skip
+
+
+def llama4(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """Llama 4 (modeling_llama4.py Llama4VisionModel): the unfold patch linear without bias, a class
+    embedding and a position table of patches + 1 rows, pre and post LayerNorms; per layer two
+    LayerNorms, q, k, v and o with biases, fc1 and fc2 with biases; the pixel-shuffle MLP (fc1
+    intermediate -> projector_input_dim, fc2 -> projector_output_dim, no biases) and the projector
+    (vision_output_dim -> text hidden, no bias). Up to 16 tiles of 336 px and a global one."""
+    h, inter, layers = _int(vision, "hidden_size"), _int(vision, "intermediate_size"), _int(vision, "num_hidden_layers")
+    size, p = _int(vision, "image_size", 336), _int(vision, "patch_size", 14)
+    project_in, project_out = _int(vision, "projector_input_dim"), _int(vision, "projector_output_dim")
+    text = _int(config.get("text_config") or {}, "hidden_size")
+    patches = (size // p) ** 2
+    layer = 2 * _layer_norm(h) + 4 * _linear(h, h) + _linear(h, inter) + _linear(inter, h)
+    params = (
+        3 * p * p * h + h + (patches + 1) * h + 2 * _layer_norm(h) + layers * layer
+        + inter * project_in + project_in * project_out + _int(vision, "vision_output_dim") * text
+    )  # fmt: skip
+    ratio = vision.get("pixel_shuffle_ratio", 0.5)
+    tiles = LLAMA4_MAX_TILES + 1
+    return _fields(params, h, inter, False, tiles * (patches + 1), tiles * int(patches * ratio * ratio),
+                   "modeling_llama4.py Llama4VisionModel, Llama4MultiModalProjector", f"{LLAMA4_MAX_TILES} tiles of {size} px and a global tile")  # fmt: skip
+
+
+def pixtral(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """Mistral 3 / Pixtral (modeling_pixtral.py PixtralVisionModel, modeling_mistral3.py
+    Mistral3MultiModalProjector): Conv2d patch embedding without bias, ln_pre RMSNorm; per layer two
+    RMSNorms, q, k, v, o and a gated MLP, no biases; the projector's RMSNorm, patch merger (4h -> h)
+    and two linears (biases when multimodal_projector_bias). One image of image_size px: its patches,
+    and a token per merged 2x2 patch plus one [IMG_BREAK] per row."""
+    h, inter, layers = _int(vision, "hidden_size"), _int(vision, "intermediate_size"), _int(vision, "num_hidden_layers")
+    size, p = _int(vision, "image_size", 1540), _int(vision, "patch_size", 14)
+    merge = _int(config, "spatial_merge_size", 2)
+    text = _int(config.get("text_config") or {}, "hidden_size")
+    bias = bool(config.get("multimodal_projector_bias", False))
+    layer = 2 * h + 4 * h * h + 3 * h * inter
+    params = 3 * p * p * h + h + layers * layer + h + h * merge**2 * h + _linear(h, text, bias) + _linear(text, text, bias)
+    side = size // p
+    return _fields(params, h, inter, True, side * side, (side // merge) ** 2 + side // merge,
+                   "modeling_pixtral.py PixtralVisionModel, modeling_mistral3.py Mistral3MultiModalProjector", f"one {size}-px image")  # fmt: skip
+
+
+def internvl(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """InternVL (modeling_internvl.py InternVLVisionModel, InternVLMultiModalProjector): Conv2d patch
+    embedding with bias, a class token, a position table of patches + 1 rows; per layer two norms
+    (LayerNorm, or RMSNorm for norm_type rms_norm), q, k, v (biases when attention_bias), the output
+    projection with bias, q/k RMSNorms when use_qk_norm, two layer scales, fc1 and fc2 with biases;
+    the projector's LayerNorm(4h) and two linears with biases. Up to 12 tiles of 448 px and a
+    thumbnail, 256 tokens each (downsample_ratio 0.5)."""
+    h, inter, layers = _int(vision, "hidden_size"), _int(vision, "intermediate_size"), _int(vision, "num_hidden_layers")
+    size, p = _int(vision, "image_size", 448), _int(vision, "patch_size", 14)
+    text = _int(config.get("text_config") or {}, "hidden_size")
+    norm = h if vision.get("norm_type", "layer_norm") == "rms_norm" else _layer_norm(h)
+    bias = bool(vision.get("attention_bias", False))
+    qk_norm = 2 * h if vision.get("use_qk_norm", False) else 0
+    layer = 2 * norm + 3 * _linear(h, h, bias) + _linear(h, h) + qk_norm + 2 * h + _linear(h, inter) + _linear(inter, h)
+    patches = (size // p) ** 2
+    ratio = config.get("downsample_ratio", 0.5)
+    wide = h * int(1 / ratio) ** 2
+    params = (
+        _linear(3 * p * p, h)
+        + h
+        + (patches + 1) * h
+        + layers * layer
+        + _layer_norm(wide)
+        + _linear(wide, text)
+        + _linear(text, text)
+    )
+    tiles = INTERNVL_MAX_TILES + 1
+    return _fields(params, h, inter, False, tiles * patches, tiles * int(patches * ratio * ratio),
+                   "modeling_internvl.py InternVLVisionModel, InternVLMultiModalProjector", f"{INTERNVL_MAX_TILES} tiles of {size} px and a thumbnail")  # fmt: skip
+
+
+def _fields(
+    params: int, hidden: int, intermediate: int, gated: bool, patches: int, tokens: int, where: str, largest: str
+) -> dict[str, Any]:
+    return {
+        "params": params, "hidden": hidden, "intermediate": intermediate, "gated": gated, "patches_per_item": patches,
+        "tokens_per_item": tokens,
+        "source": f"vision_config, counted as transformers' {where} builds it; the largest image: {largest}",
+    }  # fmt: skip
+
+
+def _resizable(fields: dict[str, Any], patch: int, merge: int) -> dict[str, Any]:
+    """A Qwen-VL processor's tower: its largest image follows max_pixels (--mm-processor-kwargs)."""
+    return {**fields, "pixels_per_patch": patch * patch, "patches_per_token": merge * merge}
+
+
+# model_type of the wrapper -> the function that counts its tower
+TOWERS: dict[str, Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]] = {
+    "qwen2_vl": qwen2_vl,
+    "qwen2_5_vl": qwen2_5_vl,
+    "qwen3_vl": qwen3_vl,
+    "qwen3_vl_moe": qwen3_vl,
+    "qwen3_5": lambda vision, config: qwen3_vl(vision, config, deepstack=False),
+    "qwen3_5_moe": lambda vision, config: qwen3_vl(vision, config, deepstack=False),
+    "gemma3": siglip_gemma3,
+    "llama4": llama4,
+    "mistral3": pixtral,
+    "internvl": internvl,
+}
+
+
+def tower(config: dict[str, Any], origin: str) -> tuple[dict[str, Any] | None, str | None]:
+    """VisionSpec fields for the config's vision_config, or None and why not (no tower, or one of an
+    architecture kvcalc does not count: its weights are then left out, and the model says so)."""
+    vision = config.get("vision_config")
+    if vision is None:
+        return None, None
+    if not isinstance(vision, dict):
+        raise InvalidPreset(f"{origin}: vision_config: expected a mapping")
+    arch = str(config.get("model_type", ""))
+    count = TOWERS.get(arch)
+    if count is None:
+        return None, (
+            f"its vision tower ({arch or 'no model_type'} vision_config) is not counted: kvcalc counts the towers of"
+            f" {', '.join(sorted(TOWERS))}; give vision.params in a model YAML"
+        )
+    try:
+        fields = count(vision, config)
+    except InvalidPreset as exc:
+        raise InvalidPreset(f"{origin}: {exc}") from None
+    return {**fields, "source": f"{origin}: {fields['source']}"}, None
