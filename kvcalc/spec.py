@@ -493,6 +493,8 @@ ENGINE_OPTIONS: dict[str, EngineName] = {
     "max_running_requests": "sglang",
     "mamba_ssm_dtype": "sglang",
     "mamba_full_memory_ratio": "sglang",
+    "sglang_version": "sglang",
+    "trtllm_version": "trtllm",
     "free_gpu_memory_fraction": "trtllm",
     "tokens_per_block": "trtllm",
     "max_tokens": "trtllm",
@@ -563,6 +565,8 @@ class Engine(Strict):
     disable_cuda_graph: bool | None = None  # SGLang --disable-cuda-graph: every kernel launched from Python (default false)
     mamba_ssm_dtype: DTypeName | None = None  # SGLang --mamba-ssm-dtype: hybrid models' SSM state dtype (default float32)
     mamba_full_memory_ratio: Annotated[float, Field(gt=0, allow_inf_nan=False), Number] | None = None  # SGLang (0.9)
+    sglang_version: Annotated[str, AfterValidator(_version)] | None = None  # the SGLang release, recorded
+    trtllm_version: Annotated[str, AfterValidator(_version)] | None = None  # the TensorRT-LLM release, recorded
     free_gpu_memory_fraction: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False), Number] | None = None  # TRT-LLM (0.9)
     tokens_per_block: Annotated[int, Number, AfterValidator(_power_of_two)] | None = None  # TRT-LLM (default 32)
     max_tokens: Tokens | None = None  # TRT-LLM: cap on the KV cache's tokens

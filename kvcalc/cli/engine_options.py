@@ -108,6 +108,22 @@ AttentionBackendOpt = Annotated[
         " (128, the default on B200/B300), flashinfer_mla (64 or 32), triton_mla or flash_attn_mla (--block-size, 16).",
     ),
 ]
+SglangVersionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--sglang-version",
+        help="sglang: its release as SGLang prints it (0.5.4, 0.5.4.post2): recorded in the JSON and --explain;"
+        " kvcalc keeps no SGLang memory rule that differs by release.",
+    ),
+]
+TrtllmVersionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--trtllm-version",
+        help="trtllm: its release as TensorRT-LLM prints it (1.0.0, 1.2.0rc4): recorded in the JSON and --explain;"
+        " kvcalc keeps no TensorRT-LLM memory rule that differs by release.",
+    ),
+]
 MemFractionStaticOpt = Annotated[
     float | None,
     typer.Option(
@@ -243,6 +259,8 @@ ENGINE_OPTION_TYPES: dict[str, Any] = {  # every engine option (spec.ENGINE_OPTI
     "mamba_ssm_dtype": MambaSsmDtypeOpt,
     "disable_cuda_graph": DisableCudaGraphOpt,
     "mamba_full_memory_ratio": MambaFullMemoryRatioOpt,
+    "sglang_version": SglangVersionOpt,
+    "trtllm_version": TrtllmVersionOpt,
     "free_gpu_memory_fraction": FreeGpuMemoryFractionOpt,
     "tokens_per_block": TokensPerBlockOpt,
     "max_tokens": MaxTokensOpt,
