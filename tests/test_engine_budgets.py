@@ -369,7 +369,7 @@ def test_an_unknown_vllm_release_gets_the_larger_sampler(cli) -> None:
     def activation(*version: str) -> int:
         return terms(fit(cli, "--memory", "79GiB", "--engine", "vllm", *version))["activation peak"]
 
-    new, old, unknown = activation("--vllm-version", "0.19.1"), activation("--vllm-version", "0.10.1.1"), activation()
+    new, old, unknown = activation("--vllm-version", "0.19.1"), activation("--vllm-version", "0.12.0"), activation()
     assert new == old and unknown - new == 1024 * 128_256 * (38 - 15)
 
 

@@ -41,3 +41,24 @@ def test_engine_version_refused_with_one_line_and_exit_2(cli, args: list[str], e
 def test_fit_help_names_both_version_options(cli) -> None:
     text = cli.help("fit")
     assert "--sglang-version" in text and "--trtllm-version" in text
+
+
+@pytest.mark.parametrize(
+    ("version", "per_logit"),
+    [("0.10.2", 38), ("0.11.0", 38), ("0.8.5.post1", 38), ("0.11.1", 15), ("0.19.1", 15), ("0.7.3", 15)],
+)
+def test_a_vllm_release_without_flashinfer_profiles_the_sorting_sampler(cli, version: str, per_logit: int) -> None:
+    # vllm/v1/sample/ops/topk_topp_sampler.py: no FlashInfer (a dependency since 0.11.1) -> the native path sorts
+    # the logits; the 0.10.2 logs that say so profile 38 B per logit, FlashInfer's sampler 15 B (the v0.19 logs)
+    def budget(release: str) -> dict:
+        return cli.json("fit", "--model", "llama3.1-8b", "--memory", "79GiB", "--engine", "vllm", "--vllm-version", release)[
+            "budget"
+        ]
+
+    def activation(doc: dict) -> int:
+        return next(term["bytes"] for term in doc["terms"] if term["name"] == "activation peak")
+
+    doc, flashinfer = budget(version), budget("0.19.1")
+    assert activation(doc) - activation(flashinfer) == 1024 * 128_256 * (per_logit - 15)
+    term = next(term for term in doc["terms"] if term["name"] == "activation peak")
+    assert f"({per_logit} B per logit: vLLM {version}" in term["formula"]

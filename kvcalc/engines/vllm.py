@@ -67,8 +67,14 @@ SAMPLER_BYTES_PER_LOGIT = 15  # the logits in bf16 plus the sampler's fp32 copie
 # Without --vllm-version: the largest sampler profile published logs show, 38 B per logit (the llm-d-planner
 # empirical table's eight activation peaks, 37.5-38.2 B, vllm-openai:latest of an unstated release), so that an
 # unknown release never gets more cache than it had (vllm-project/vllm#23278, #27508: gpt-oss-120b on an H100).
-# Every versioned log (0.9.2, 0.10.1.1, 0.12.0, 0.13, 0.19) fits 15 B.
 SAMPLER_BYTES_PER_LOGIT_UNKNOWN_RELEASE = 38
+# The PyTorch-native top-k/top-p sampler sorts the logits (fp32 values and int64 indices) beside the fp32
+# probabilities: 38 B per logit in the 0.10.2 logs that say they ran it ("FlashInfer is not available. Falling back
+# to the PyTorch-native implementation": kolyangg/mlops-assignment logs/vllm.log, 5.58 GiB peak activation for
+# 1,024 x 151,936 logits; the Qwen3-4B 0.10.2 log in published.yaml, 5.59 GiB), as the llm-d-planner table's.
+NATIVE_SAMPLER_BYTES_PER_LOGIT = 38
+V1_ENGINE_SINCE = (0, 8, 0)  # the V1 engine (and its TopKTopPSampler) is the default
+FLASHINFER_DEPENDENCY_SINCE = (0, 11, 1)  # flashinfer-python a default CUDA requirement (vllm-project/vllm#26443)
 NON_TORCH_BYTES = int(0.25 * GiB)  # cuBLAS and other non-torch memory after the snapshot, one GPU (v0.19 logs 0.24-0.46)
 NON_TORCH_TP_BYTES = int(2.1 * GiB)  # tensor parallelism over NVLink/NVSwitch on Hopper or Blackwell (v0.19 H100 logs 2.06-2.21)
 NON_TORCH_PP_BYTES = int(0.07 * GiB)  # pipeline stages without tensor parallelism (logs 0.07)
@@ -137,14 +143,26 @@ def mxfp4_padding(model: ModelSpec, stage: StageWeights, tp: int, family: SmFami
     return extra, why
 
 
-def sampler_bytes_per_logit(version: str | None) -> int:
-    """Bytes per logit of the profile run's sampler: 15 for a release kvcalc is told, 38 without
-    --vllm-version (the largest published, so that an unknown release never gets more cache than it had).
+def sampler_rule(version: str | None) -> tuple[int, str]:
+    """Bytes per logit of the profile run's sampler, and why. vLLM's V1 TopKTopPSampler samples with
+    FlashInfer when it is installed and otherwise falls back to the PyTorch-native path, which sorts the
+    logits (vllm/v1/sample/ops/topk_topp_sampler.py TopKTopPSampler.__init__, forward_native; 0.10.x).
+    A pip-installed release from 0.8 (V1 by default) to 0.11.0 has no FlashInfer (it became a default CUDA
+    requirement with vllm-project/vllm#26443, Oct 2025; 0.11.0 logs still warn "FlashInfer is not
+    available"): 38 B. Later releases, and V0 ones (their logs fit it): 15 B. No --vllm-version: 38 B,
+    the largest published. A Docker image of an older release ships FlashInfer and profiles 15 B.
 
-    >>> sampler_bytes_per_logit("0.19.1"), sampler_bytes_per_logit("0.10.1.1"), sampler_bytes_per_logit(None)
-    (15, 15, 38)
+    >>> [sampler_rule(v)[0] for v in ("0.19.1", "0.11.1", "0.11.0", "0.10.2", "0.7.3", None)]
+    [15, 15, 38, 38, 15, 38]
     """
-    return SAMPLER_BYTES_PER_LOGIT if version is not None else SAMPLER_BYTES_PER_LOGIT_UNKNOWN_RELEASE
+    if version is None:
+        return SAMPLER_BYTES_PER_LOGIT_UNKNOWN_RELEASE, "no --vllm-version: the largest sampler profile published"
+    release = parse_engine_version(version)
+    if V1_ENGINE_SINCE <= release < FLASHINFER_DEPENDENCY_SINCE:
+        return NATIVE_SAMPLER_BYTES_PER_LOGIT, (
+            f"vLLM {version} installs without FlashInfer: the PyTorch-native top-k/top-p sampler sorts the logits"
+        )
+    return SAMPLER_BYTES_PER_LOGIT, f"vLLM {version}: FlashInfer's sampler (a dependency since 0.11.1), or V0's"
 
 
 def capture_sizes(max_num_seqs: int) -> list[int]:
@@ -196,7 +214,7 @@ class Vllm(EngineProfile):
 
     sparse_mla_fp8_layout = True  # fp8_ds_mla: fp8 latent, fp32 scale per 128, bf16 rope (656 B for DeepSeek-V3.2)
     max_seqs_option = "max_num_seqs"
-    calibration_error_percent = 3.0  # scripts/calibration.py: 90th percentile of the held-out |errors|
+    calibration_error_percent = 2.9  # scripts/calibration.py: 90th percentile of the held-out |errors|
 
     def block_size(self, workload: Workload) -> int:
         """--block-size, or vLLM's default 16."""
@@ -365,11 +383,11 @@ class Vllm(EngineProfile):
         layers = range(stage.first_layer, stage.last_layer + 1)
         transient, transient_formula = forward_transient(model, layers, tokens, tp, b)
         workspace, workspace_formula = moe_workspace(model, layers, tokens, tp, b)
-        per_logit = sampler_bytes_per_logit(engine.vllm_version)
+        per_logit, per_logit_why = sampler_rule(engine.vllm_version)
         sampler = requests * vocab * per_logit + 2 * tokens * hidden * b if last else 0
         sampler_formula = (
             f"R * V * {per_logit} + 2 * T * H * b = {requests:,} * {vocab:,} * {per_logit}"
-            f" + 2 * {tokens:,} * {hidden:,} * {b} = {sampler:,} B"
+            f" + 2 * {tokens:,} * {hidden:,} * {b} = {sampler:,} B ({per_logit} B per logit: {per_logit_why})"
             if last
             else "not the last pipeline stage: no sampler"
         )
