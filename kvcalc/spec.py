@@ -548,7 +548,7 @@ class Engine(Strict):
     n_rs_seq: Annotated[int, Field(ge=0, le=4096), Number] | None = None  # llama.cpp: recurrent-state snapshots per sequence (0)
     max_num_batched_tokens: Tokens | None = None  # vLLM (default 8192, 2048 below 70 GiB or on an A100)
     max_num_seqs: Count | None = None  # vLLM (default 1024, 256 below 70 GiB or on an A100)
-    gpu_memory_utilization: Fraction | None = None  # vLLM: share of total memory (default 0.9)
+    gpu_memory_utilization: Fraction | None = None  # vLLM: share of total memory (default 0.92; 0.9 before 0.21)
     enforce_eager: bool | None = None  # vLLM: no CUDA graphs (default false)
     kv_cache_memory_bytes: SizeBytes | None = None  # vLLM: the KV cache's size, overriding the profiled budget
     vllm_version: Annotated[str, AfterValidator(_version)] | None = None  # the vLLM release (default: 0.21 or later)

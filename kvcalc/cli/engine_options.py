@@ -79,7 +79,10 @@ MaxNumSeqsOpt = Annotated[
 ]
 GpuMemoryUtilizationOpt = Annotated[
     float | None,
-    typer.Option("--gpu-memory-utilization", help="vllm: share of total GPU memory it may use, in (0, 1] (default 0.9)."),
+    typer.Option(
+        "--gpu-memory-utilization",
+        help="vllm: share of total GPU memory it may use, in (0, 1] (default 0.92 from vLLM 0.21, 0.9 before; see --vllm-version).",
+    ),
 ]
 EnforceEagerOpt = Annotated[
     bool | None,

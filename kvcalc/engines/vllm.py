@@ -46,7 +46,10 @@ VLLM_MAX_NUM_BATCHED_TOKENS = 8192  # the API server's default on a GPU of 70 Gi
 VLLM_SMALL_MAX_NUM_BATCHED_TOKENS = 2048  # ... below 70 GiB or on an A100 (vllm/engine/arg_utils.py)
 VLLM_MAX_NUM_SEQS, VLLM_SMALL_MAX_NUM_SEQS = 1024, 256  # likewise
 VLLM_LARGE_GPU_BYTES = 70 * GiB
-VLLM_UTILIZATION = 0.9  # --gpu-memory-utilization (vllm/config/cache.py CacheConfig)
+VLLM_UTILIZATION = 0.9  # --gpu-memory-utilization before 0.21 (vllm/config/cache.py CacheConfig)
+# 0.21 raised the default to 0.92 with CUDA-graph profiling on by default (vllm-project/vllm#38284,
+# vllm/config/cache.py CacheConfig.gpu_memory_utilization = 0.92 at 002f10e0)
+VLLM_UTILIZATION_SINCE_0_21 = 0.92
 VLLM_DTYPES = {
     DType.fp32, DType.fp16, DType.bf16, DType.fp8, DType.fp8_e4m3, DType.fp8_e5m2,
     DType.nvfp4, DType.int8_per_token_head, DType.fp8_per_token_head,
@@ -163,6 +166,18 @@ def sampler_rule(version: str | None) -> tuple[int, str]:
             f"vLLM {version} installs without FlashInfer: the PyTorch-native top-k/top-p sampler sorts the logits"
         )
     return SAMPLER_BYTES_PER_LOGIT, f"vLLM {version}: FlashInfer's sampler (a dependency since 0.11.1), or V0's"
+
+
+def default_utilization(version: str | None) -> tuple[float, str]:
+    """vLLM's default --gpu-memory-utilization for the release, and where it comes from: 0.92 from 0.21
+    (vllm-project/vllm#38284 raised it as it turned CUDA-graph profiling on), 0.9 before.
+
+    >>> default_utilization("0.22.1")[0], default_utilization("0.19.0")[0], default_utilization(None)[0]
+    (0.92, 0.9, 0.92)
+    """
+    if _version(version) >= CUDA_GRAPHS_SINCE:
+        return VLLM_UTILIZATION_SINCE_0_21, "vLLM's default from 0.21 (vllm/config/cache.py, vllm-project/vllm#38284)"
+    return VLLM_UTILIZATION, f"vLLM {version}'s default (vllm/config/cache.py; 0.92 from 0.21)"
 
 
 def capture_sizes(max_num_seqs: int) -> list[int]:
@@ -445,7 +460,8 @@ class Vllm(EngineProfile):
         - CUDA graphs, on the GPU of the stage that leaves the least (the last stage runs the
         sampler); --reserve replaces the three overheads; --kv-cache-memory-bytes is the answer."""
         engine, memory = workload.engine, gpu.total_bytes
-        fraction = engine.gpu_memory_utilization or VLLM_UTILIZATION
+        default_fraction, default_why = default_utilization(engine.vllm_version)
+        fraction = engine.gpu_memory_utilization or default_fraction
         requested = byte_fraction(memory, fraction)
         per_stage = []
         for stage in stages:
@@ -487,7 +503,8 @@ class Vllm(EngineProfile):
             unused_term = BudgetTerm(
                 name=f"not used (1 - gpu_memory_utilization {fraction:g})",
                 bytes=unused,
-                formula=f"total * (1 - gpu_memory_utilization) = {memory:,} * (1 - {fraction})",
+                formula=f"total * (1 - gpu_memory_utilization) = {memory:,} * (1 - {fraction})"
+                + ("" if engine.gpu_memory_utilization else f"; {fraction:g} is {default_why}"),
                 source="vllm/v1/worker/gpu_worker.py init_device (requested_memory)",
             )
         terms = [unused_term, *used]
