@@ -103,6 +103,14 @@ VllmVersionOpt = Annotated[
         " of that release, e.g. before 0.21 no CUDA-graph estimate is subtracted (default: the newest rules).",
     ),
 ]
+EnablePrefixCachingOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--enable-prefix-caching/--no-enable-prefix-caching",
+        help="vllm: prefix caching; on a hybrid model it keeps each request's Mamba state in mamba_cache_mode"
+        " 'align', two state blocks a request instead of one (default: off for hybrid models).",
+    ),
+]
 AttentionBackendOpt = Annotated[
     str | None,
     typer.Option(
@@ -251,6 +259,7 @@ ENGINE_OPTION_TYPES: dict[str, Any] = {  # every engine option (spec.ENGINE_OPTI
     "enforce_eager": EnforceEagerOpt,
     "kv_cache_memory_bytes": KvCacheMemoryOpt,
     "vllm_version": VllmVersionOpt,
+    "enable_prefix_caching": EnablePrefixCachingOpt,
     "attention_backend": AttentionBackendOpt,
     "mamba_cache_dtype": MambaCacheDtypeOpt,
     "mamba_ssm_cache_dtype": MambaSsmCacheDtypeOpt,

@@ -180,6 +180,21 @@ def default_utilization(version: str | None) -> tuple[float, str]:
     return VLLM_UTILIZATION, f"vLLM {version}'s default (vllm/config/cache.py; 0.92 from 0.21)"
 
 
+def state_blocks_per_request(engine: Engine) -> tuple[int, str]:
+    """State blocks a request holds in each Mamba group of a hybrid model, and why: mamba_cache_mode
+    "align" (prefix caching on) keeps the running state and the last block-aligned one, "none" only the
+    running state (vllm/v1/kv_cache_interface.py MambaSpec.max_memory_usage_bytes: page * (2 + speculative
+    blocks) for align, page * (1 + ...) for none, vllm 001cabc1; vllm/config/cache.py: align is the mode
+    prefix caching sets).
+
+    >>> state_blocks_per_request(Engine(name="vllm", enable_prefix_caching=True))[0], state_blocks_per_request(Engine(name="vllm"))[0]
+    (2, 1)
+    """
+    if engine.enable_prefix_caching:
+        return 2, "mamba_cache_mode align (--enable-prefix-caching): the running state and the last block-aligned one"
+    return 1, "mamba_cache_mode none (prefix caching off): the running state"
+
+
 def capture_sizes(max_num_seqs: int) -> list[int]:
     """The batch sizes vLLM captures CUDA graphs for: 1, 2, 4, then steps of 8 to 248 and of 16
     from 256, up to min(2 * max_num_seqs, 512) (vllm/config/vllm.py _set_cudagraph_sizes).
@@ -587,10 +602,11 @@ class Vllm(EngineProfile):
         pages: StatePages,
         state_layers: int,
     ) -> tuple[list[EngineLogLine], str | None]:
-        """vLLM's pool for a hybrid model (mamba_cache_mode none): attention and state layers share pages
+        """vLLM's pool for a hybrid model: attention and state layers share pages
         of one size, in groups of the smallest kind's layer count; num_blocks = usable // (page * group);
         a request takes cdiv(s, block) blocks in each full-attention group (its reservation in a sliding
-        one) and one block in each state group (kv_cache_utils.py get_max_concurrency_for_kv_cache_config).
+        one) and one block in each state group, two with prefix caching (state_blocks_per_request;
+        kv_cache_utils.py get_max_concurrency_for_kv_cache_config).
         "GPU KV cache size" is num_blocks // groups * block up to 0.19 (vllm-project/vllm#40691, logged on
         0.19.0), int(concurrency * max_model_len) after (kv_cache_utils.py _report_kv_cache_config, PR
         #40694). Each running request holds one state block, so vLLM refuses to capture CUDA graphs when
@@ -607,7 +623,8 @@ class Vllm(EngineProfile):
         state_groups = cdiv(state_layers, group)
         groups = sum(cdiv(count, group) for count in counts.values()) + state_groups
         blocks = max(usable_bytes, 0) // (page * group)
-        per_request = state_groups + sum(
+        state_blocks, state_why = state_blocks_per_request(engine)
+        per_request = state_blocks * state_groups + sum(
             cdiv(count, group) * self.tokens_per_unit(paged, window, workload.seq, chunked) // block
             for (window, chunked), count in counts.items()
         )
@@ -634,7 +651,7 @@ class Vllm(EngineProfile):
                 name="max_concurrency",
                 value=concurrency,
                 line=f"Maximum concurrency for {workload.seq:,} tokens per request: {concurrency:.2f}x",
-                note=f"num_blocks {blocks:,} / {per_request:,} blocks per request (one per state group)",
+                note=f"num_blocks {blocks:,} / {per_request:,} blocks per request ({state_blocks} per state group: {state_why})",
                 source=f"{source} get_max_concurrency_for_kv_cache_config",
             ),
             EngineLogLine(
