@@ -47,6 +47,8 @@ MODELS: list[tuple[str, str, str, bool, str]] = [
     (r"^Qwen/Qwen3-30B-A3B/?$|/Qwen/Qwen3-30B-A3B/?$", "qwen3-30b-a3b", "moe", True, ""),
     (r"/Qwen3-4B-Instruct-2507$", "qwen3-4b", "dense", True, "the 2507 release keeps Qwen3-4B's shapes"),
     (r"^Qwen/Qwen2\.5-14B-Instruct$", "qwen2.5-14b", "dense", True, ""),
+    (r"^Qwen/Qwen2\.5-7B-Instruct$", "qwen2.5-7b", "dense", True, ""),
+    (r"^mistralai/Mistral-7B-Instruct-v0\.3$", "mistral-7b", "dense", True, "the instruct release keeps v0.3's shapes"),
     (r"^Qwen/Qwen2\.5-1\.5B-Instruct$", "qwen2.5-1.5b", "dense", True, ""),
     (r"^RedHatAI/Llama-3\.3-70B-Instruct-FP8-dynamic$", "models/llama3.3-70b-fp8.yaml", "dense", True, ""),
     (
