@@ -100,7 +100,8 @@ VllmVersionOpt = Annotated[
     typer.Option(
         "--vllm-version",
         help="vllm: its release as vLLM prints it (0.19, 0.20.2rc1, v0.10.1.1, 0.11.0+cu128): picks the memory rules"
-        " of that release, e.g. before 0.21 no CUDA-graph estimate is subtracted (default: the newest rules).",
+        " of that release: before 0.21 no CUDA-graph estimate is subtracted and --gpu-memory-utilization defaults"
+        " to 0.9, from 0.8 to 0.11.0 the sampler sorts its logits (no FlashInfer) (default: the newest rules).",
     ),
 ]
 EnablePrefixCachingOpt = Annotated[

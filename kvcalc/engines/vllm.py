@@ -3,13 +3,16 @@ K-only latent, the memory budget its start-up profiling leaves, what it logs abo
 hybrid models' state: in the model dtype unless --mamba-cache-dtype / --mamba-ssm-cache-dtype, one
 attention page per state layer, the attention block size raised until a page holds a state.
 
-Rules follow vLLM 0.19.0 (the release of the calibration logs) and, for CUDA graphs, the default
-of 0.21 and later (`--vllm-version` picks the older behaviour).
+Rules follow vLLM 0.19.0 (the release of the calibration logs) and, for CUDA graphs and the default
+--gpu-memory-utilization, 0.21 and later; `--vllm-version` picks the older behaviour, and the
+sampler's profile of the releases without FlashInfer (0.8-0.11.0). --enable-prefix-caching puts a
+hybrid model's state in mamba_cache_mode "align".
 Sources: vllm/v1/kv_cache_interface.py, vllm/v1/core/kv_cache_utils.py, vllm/config/cache.py,
 vllm/v1/worker/gpu_worker.py (determine_available_memory, commit 35d5cda1), vllm/utils/mem_utils.py
 (memory_profiling, commit a6d5c390), vllm/v1/worker/gpu_model_runner.py (profile_run),
 vllm/engine/arg_utils.py (get_batch_defaults), vllm/model_executor/layers/mamba/mamba_utils.py,
-vllm/model_executor/models/config.py (HybridAttentionMambaModelConfig)."""
+vllm/model_executor/models/config.py (HybridAttentionMambaModelConfig),
+vllm/v1/sample/ops/topk_topp_sampler.py (TopKTopPSampler), vllm/v1/kv_cache_interface.py (MambaSpec)."""
 
 from __future__ import annotations
 
