@@ -538,6 +538,7 @@ ENGINE_OPTIONS: dict[str, EngineName] = {
     "disable_cuda_graph": "sglang",
     "kv_cache_memory_bytes": "vllm",
     "vllm_version": "vllm",
+    "enable_prefix_caching": "vllm",
     "attention_backend": "vllm",
     "mem_fraction_static": "sglang",
     "max_total_tokens": "sglang",
@@ -546,6 +547,8 @@ ENGINE_OPTIONS: dict[str, EngineName] = {
     "max_running_requests": "sglang",
     "mamba_ssm_dtype": "sglang",
     "mamba_full_memory_ratio": "sglang",
+    "sglang_version": "sglang",
+    "trtllm_version": "trtllm",
     "free_gpu_memory_fraction": "trtllm",
     "tokens_per_block": "trtllm",
     "max_tokens": "trtllm",
@@ -599,10 +602,11 @@ class Engine(Strict):
     n_rs_seq: Annotated[int, Field(ge=0, le=4096), Number] | None = None  # llama.cpp: recurrent-state snapshots per sequence (0)
     max_num_batched_tokens: Tokens | None = None  # vLLM (default 8192, 2048 below 70 GiB or on an A100)
     max_num_seqs: Count | None = None  # vLLM (default 1024, 256 below 70 GiB or on an A100)
-    gpu_memory_utilization: Fraction | None = None  # vLLM: share of total memory (default 0.9)
+    gpu_memory_utilization: Fraction | None = None  # vLLM: share of total memory (default 0.92; 0.9 before 0.21)
     enforce_eager: bool | None = None  # vLLM: no CUDA graphs (default false)
     kv_cache_memory_bytes: SizeBytes | None = None  # vLLM: the KV cache's size, overriding the profiled budget
     vllm_version: Annotated[str, AfterValidator(_version)] | None = None  # the vLLM release (default: 0.21 or later)
+    enable_prefix_caching: bool | None = None  # vLLM: a hybrid model's state then runs mamba_cache_mode "align"
     attention_backend: MlaBackend | None = (
         None  # vLLM's MLA backend, sets MLA block sizes (default: flashmla; cutlass_mla on B200/B300)
     )
@@ -616,6 +620,8 @@ class Engine(Strict):
     disable_cuda_graph: bool | None = None  # SGLang --disable-cuda-graph: every kernel launched from Python (default false)
     mamba_ssm_dtype: DTypeName | None = None  # SGLang --mamba-ssm-dtype: hybrid models' SSM state dtype (default float32)
     mamba_full_memory_ratio: Annotated[float, Field(gt=0, allow_inf_nan=False), Number] | None = None  # SGLang (0.9)
+    sglang_version: Annotated[str, AfterValidator(_version)] | None = None  # the SGLang release, recorded
+    trtllm_version: Annotated[str, AfterValidator(_version)] | None = None  # the TensorRT-LLM release, recorded
     free_gpu_memory_fraction: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False), Number] | None = None  # TRT-LLM (0.9)
     tokens_per_block: Annotated[int, Number, AfterValidator(_power_of_two)] | None = None  # TRT-LLM (default 32)
     max_tokens: Tokens | None = None  # TRT-LLM: cap on the KV cache's tokens

@@ -147,7 +147,36 @@ def loso_summary() -> str:
             *rows,
             "",
             f"Calibration error (90th percentile of the held-out |errors|): {errors}. In-sample groups, left out above: {in_sample}.",
+            "",
+            coverage(),
         ]
+    )
+
+
+def coverage() -> str:
+    """What the published logs cover: how many were collected and how many replay, over which GPUs,
+    vLLM releases and TP degrees, and how many dense text-only ones land within the bar (the issue's
+    "done when"), from published.yaml."""
+    from kvcalc.units import parse_engine_version
+
+    doc = yaml.safe_load((LOGS / "published.yaml").read_text(encoding="utf-8"))
+    cases = published_cases()
+    named = {case["gpu"] for case in cases if "gpu" in case}
+    unnamed = {case["memory"] for case in cases if "gpu" not in case}
+    releases = set()
+    for case in cases:
+        if "vllm_version" in case["engine"]:
+            releases.add(".".join(map(str, parse_engine_version(case["engine"]["vllm_version"])[:2])))
+    by_engine = {engine: sum(case["engine"]["name"] == engine for case in cases) for engine in ENGINES}
+    dense = [case for case in cases if case["kind"] == "dense" and case.get("text_only")]
+    within = sum(abs(predict(case)["error_percent"]) <= BAR_PERCENT for case in dense)
+    hybrid = sum(case["kind"] in ("hybrid", "sliding") for case in cases)
+    return (
+        f"Published logs: {len(cases) + len(doc['unmapped'])} collected, {len(cases)} replay"
+        f" ({', '.join(f'{n} {engine}' for engine, n in by_engine.items() if n)}; {len({group(c) for c in cases})} sources)"
+        f" on {len(named)} GPU models ({', '.join(sorted(named))}) and {len(unnamed)} GPUs known by their logged total, vLLM {', '.join(sorted(releases, key=lambda r: tuple(map(int, r.split('.')))))}"
+        f" and unstated releases, TP {', '.join(map(str, sorted({c.get('tp', 1) for c in cases})))}; {hybrid} hybrid or sliding-window models."
+        f" Dense text-only: {within} of {len(dense)} within {BAR_PERCENT:g} % of GPU memory."
     )
 
 

@@ -1,6 +1,10 @@
 """Fold the published start-up logs (a research helper's YAML) into tests/fixtures/engine_logs/published.yaml.
 
-    python scripts/import_published_logs.py [/work/collect/engine_logs_published.yaml]
+    python scripts/import_published_logs.py [collected.yaml]
+
+The collected logs are read from /work/collect/engine_logs_published.yaml where a research session left
+them, else from the repository's copy, tests/fixtures/engine_logs/collected.yaml (kept identical, so the
+cases can be rebuilt from the repository alone).
 
 Each collected log (name, url, group, engine, version, device, model, quantization, tp, flags, logged)
 of vLLM or TensorRT-LLM becomes a case `kvcalc fit` can replay, mapped to a kvcalc model (a shipped
@@ -22,6 +26,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 COLLECTED = Path("/work/collect/engine_logs_published.yaml")
+REPO_COPY = ROOT / "tests" / "fixtures" / "engine_logs" / "collected.yaml"  # the same logs, kept in the repository
 OUT = ROOT / "tests" / "fixtures" / "engine_logs" / "published.yaml"
 
 # (pattern on the collected model id, kvcalc model, kind, text only, why the mapping holds)
@@ -42,6 +47,8 @@ MODELS: list[tuple[str, str, str, bool, str]] = [
     (r"^Qwen/Qwen3-30B-A3B/?$|/Qwen/Qwen3-30B-A3B/?$", "qwen3-30b-a3b", "moe", True, ""),
     (r"/Qwen3-4B-Instruct-2507$", "qwen3-4b", "dense", True, "the 2507 release keeps Qwen3-4B's shapes"),
     (r"^Qwen/Qwen2\.5-14B-Instruct$", "qwen2.5-14b", "dense", True, ""),
+    (r"^Qwen/Qwen2\.5-7B-Instruct$", "qwen2.5-7b", "dense", True, ""),
+    (r"^mistralai/Mistral-7B-Instruct-v0\.3$", "mistral-7b", "dense", True, "the instruct release keeps v0.3's shapes"),
     (r"^Qwen/Qwen2\.5-1\.5B-Instruct$", "qwen2.5-1.5b", "dense", True, ""),
     (r"^RedHatAI/Llama-3\.3-70B-Instruct-FP8-dynamic$", "models/llama3.3-70b-fp8.yaml", "dense", True, ""),
     (
@@ -68,6 +75,15 @@ MODELS: list[tuple[str, str, str, bool, str]] = [
     (r"(^|/)Qwen3\.6-27B-FP8$", "models/qwen3.6-27b-fp8.yaml", "hybrid", False, "the vision tower is not counted"),
     (r"(^|/)gemma-4-E4[bB]-it$", "gemma4-e4b", "sliding", False, "the vision and audio towers are not counted"),
     (r"^Qwen/Qwen3-14B$", "qwen3-14b", "dense", True, ""),
+    (
+        r"^\./qwen36_27B$",
+        "qwen3.6-27b",
+        "hybrid",
+        False,
+        "a local path whose log names Qwen3_5ForConditionalGeneration and a 51.75 GiB checkpoint, the bf16 Qwen3.6-27B;"
+        " the vision tower is not counted",
+    ),
+    (r"^google/gemma-4-26B-A4B(-it)?$", "gemma4-26b-a4b", "sliding", False, "the vision tower is not counted"),
     (r"(^|/)Qwen3-235B-A22B-FP8$", "models/qwen3-235b-a22b-fp8.yaml", "moe", True, ""),
     (
         r"^Qwen/Qwen2\.5-Coder-0\.5B-Instruct$",
@@ -116,9 +132,14 @@ DEVICES: list[tuple[str, str, str | None, str]] = [
 ]
 # The flags of each replayed engine that `kvcalc fit` takes (the same names, dashes for underscores).
 FLAGS = {
-    "vllm": ("gpu_memory_utilization", "max_num_seqs", "max_num_batched_tokens", "enforce_eager"),
+    "vllm": ("gpu_memory_utilization", "max_num_seqs", "max_num_batched_tokens", "enforce_eager", "enable_prefix_caching"),
     "trtllm": ("free_gpu_memory_fraction", "max_seq_len", "max_num_tokens", "tokens_per_block"),
 }
+
+
+def default_source() -> Path:
+    """Where the collected logs are read from: the research session's file, else the repository's copy."""
+    return COLLECTED if COLLECTED.exists() else REPO_COPY
 
 
 def _match(table: list[tuple[Any, ...]], text: str | None) -> tuple[Any, ...] | None:
@@ -196,8 +217,9 @@ def convert(log: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     desired = re.search(r"Desired GPU memory utilization is \(([0-9.]+),", log.get("raw") or "")
     if "gpu_memory_utilization" not in engine and desired:  # vLLM's own line, when the command line was not published
         engine["gpu_memory_utilization"] = float(desired.group(1))
-    if log["engine"] == "vllm" and log.get("version") and re.match(r"v?\d+\.\d+", str(log["version"])):
-        engine["vllm_version"] = str(log["version"])
+    release = str(log.get("version") or "")
+    if log["engine"] in ("vllm", "trtllm") and re.match(r"v?\d+\.\d+", release):  # as the engine prints it
+        engine[f"{log['engine']}_version"] = release
     case["engine"] = engine
     case["logged"] = {k: v for k, v in logged.items() if _number(v) is not None}
     case["text_only"] = model[3]
@@ -208,7 +230,7 @@ def convert(log: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
 
 
 def main(argv: list[str]) -> int:
-    source = Path(argv[1]) if len(argv) > 1 else COLLECTED
+    source = Path(argv[1]) if len(argv) > 1 else default_source()
     collected = yaml.safe_load(source.read_text(encoding="utf-8"))
     kept = (
         {c["name"] + c["url"]: c for c in (yaml.safe_load(OUT.read_text(encoding="utf-8")) or {}).get("cases", [])}

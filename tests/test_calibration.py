@@ -23,17 +23,22 @@ CASES = [(engine, case) for engine in calibration.ENGINES for case in calibratio
 @pytest.mark.parametrize(("engine", "case"), CASES, ids=[f"{engine}: {case['name']}" for engine, case in CASES])
 def test_fit_reproduces_the_logged_kv_memory(engine: str, case: dict) -> None:
     error = calibration.predict(case)["error_percent"]
-    if "miss" in case:
-        assert abs(error) > calibration.BAR_PERCENT, f"{case['name']} now meets the bar ({error:+.2f} %): drop its miss note"
-    elif case["text_only"]:
-        assert abs(error) <= calibration.BAR_PERCENT, f"{case['name']}: {error:+.2f} % of GPU memory"
+    if case["text_only"]:
+        meets_bar = abs(error) <= calibration.BAR_PERCENT
     else:  # a multimodal checkpoint whose vision tower the spec leaves out: kvcalc leaves more for the cache
-        assert 0 <= error <= 2 * calibration.BAR_PERCENT, f"{case['name']}: {error:+.2f} % of GPU memory"
+        meets_bar = 0 <= error <= 2 * calibration.BAR_PERCENT
+    if "miss" in case:  # the note stands while the case misses the 2 % bar or its own (a multimodal one: below 0)
+        assert abs(error) > calibration.BAR_PERCENT or not meets_bar, (
+            f"{case['name']} now meets the bar ({error:+.2f} %): drop its miss note"
+        )
+    else:
+        assert meets_bar, f"{case['name']}: {error:+.2f} % of GPU memory"
 
 
 def test_every_case_names_its_source_and_what_it_logged() -> None:
     for engine, case in CASES:
-        assert case["url"].startswith("https://github.com/"), case["name"]
+        assert case["url"].startswith("https://"), case["name"]  # a GitHub thread or file, or a published page
+        assert case["url"].startswith("https://github.com/") or "group" in case, case["name"]  # a page names its group
         assert case["engine"]["name"] == engine and isinstance(case["logged"]["available_kv_gib"], int | float), case["name"]
         assert "memory" in case or "gpu" in case, case["name"]
 
@@ -105,5 +110,44 @@ def test_published_logs_map_to_cases_or_say_why_not() -> None:
     }  # fmt: skip
     case, _ = importer.convert(trtllm)
     assert case["logged"]["available_kv_gib"] == 109.96 and case["seq"] == 1025 and case["memory"] == "139.8GiB"
-    assert case["engine"] == {"name": "trtllm", **trtllm["flags"]}
+    assert case["engine"] == {"name": "trtllm", **trtllm["flags"], "trtllm_version": "1.2.0rc4"}  # as TRT-LLM prints it
     assert "--free-gpu-memory-fraction" in calibration.fit_args(case)
+
+
+def _importer():  # noqa: ANN202
+    spec = importlib.util.spec_from_file_location("import_published_logs", SCRIPT.with_name("import_published_logs.py"))
+    assert spec and spec.loader
+    importer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(importer)
+    return importer
+
+
+def test_the_repository_copy_of_the_collected_logs_rebuilds_the_published_cases(tmp_path, monkeypatch) -> None:
+    # /work/collect does not survive the session: without it the importer reads the repository's copy, and
+    # every published case and unmapped log comes from that copy with the mapping it has now.
+    import yaml
+
+    importer = _importer()
+    monkeypatch.setattr(importer, "COLLECTED", tmp_path / "absent.yaml")
+    assert importer.default_source() == importer.REPO_COPY
+    collected = yaml.safe_load(importer.REPO_COPY.read_text(encoding="utf-8"))
+    published = yaml.safe_load((calibration.LOGS / "published.yaml").read_text(encoding="utf-8"))
+    rebuilt = [importer.convert(log) for log in collected]
+    cases = [case for case, _ in rebuilt if case]
+    assert [(c["name"], c["url"]) for c in cases] == [(c["name"], c["url"]) for c in published["cases"]]
+    assert [c["model"] for c in cases] == [c["model"] for c in published["cases"]]
+    assert [why for case, why in rebuilt if not case] == [u["reason"] for u in published["unmapped"]]
+
+
+def test_local_paths_and_gemma4_map_to_their_exact_checkpoints() -> None:
+    importer = _importer()
+    log = {
+        "name": "n", "url": "https://github.com/o/r/blob/x/a.log", "group": "o/r", "engine": "vllm", "version": "0.27.1",
+        "device": "A100 80GB", "model": "./qwen36_27B", "tp": 2, "pp": 1, "flags": {"max_model_len": 65536},
+        "logged": {"available_kv_gib": 44.73, "total_memory_gib": 79.25},
+    }  # fmt: skip
+    case, _ = importer.convert(log)
+    assert (case["model"], case["kind"], case["text_only"], case["memory"]) == ("qwen3.6-27b", "hybrid", False, "79.25GiB")
+    case, _ = importer.convert({**log, "model": "google/gemma-4-26B-A4B"})
+    assert (case["model"], case["text_only"]) == ("gemma4-26b-a4b", False)
+    assert importer.convert({**log, "model": "./qwen36_27B-awq"})[0] is None  # a path the rule does not name

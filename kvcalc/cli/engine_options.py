@@ -79,7 +79,10 @@ MaxNumSeqsOpt = Annotated[
 ]
 GpuMemoryUtilizationOpt = Annotated[
     float | None,
-    typer.Option("--gpu-memory-utilization", help="vllm: share of total GPU memory it may use, in (0, 1] (default 0.9)."),
+    typer.Option(
+        "--gpu-memory-utilization",
+        help="vllm: share of total GPU memory it may use, in (0, 1] (default 0.92 from vLLM 0.21, 0.9 before; see --vllm-version).",
+    ),
 ]
 EnforceEagerOpt = Annotated[
     bool | None,
@@ -97,7 +100,16 @@ VllmVersionOpt = Annotated[
     typer.Option(
         "--vllm-version",
         help="vllm: its release as vLLM prints it (0.19, 0.20.2rc1, v0.10.1.1, 0.11.0+cu128): picks the memory rules"
-        " of that release, e.g. before 0.21 no CUDA-graph estimate is subtracted (default: the newest rules).",
+        " of that release: before 0.21 no CUDA-graph estimate is subtracted and --gpu-memory-utilization defaults"
+        " to 0.9, from 0.8 to 0.11.0 the sampler sorts its logits (no FlashInfer) (default: the newest rules).",
+    ),
+]
+EnablePrefixCachingOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--enable-prefix-caching/--no-enable-prefix-caching",
+        help="vllm: prefix caching; on a hybrid model it keeps each request's Mamba state in mamba_cache_mode"
+        " 'align', two state blocks a request instead of one (default: off for hybrid models).",
     ),
 ]
 AttentionBackendOpt = Annotated[
@@ -106,6 +118,22 @@ AttentionBackendOpt = Annotated[
         "--attention-backend",
         help="vllm: the MLA backend, which sets an MLA model's block size: flashmla (64, the default), cutlass_mla"
         " (128, the default on B200/B300), flashinfer_mla (64 or 32), triton_mla or flash_attn_mla (--block-size, 16).",
+    ),
+]
+SglangVersionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--sglang-version",
+        help="sglang: its release as SGLang prints it (0.5.4, 0.5.4.post2): recorded in the JSON and --explain;"
+        " kvcalc keeps no SGLang memory rule that differs by release.",
+    ),
+]
+TrtllmVersionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--trtllm-version",
+        help="trtllm: its release as TensorRT-LLM prints it (1.0.0, 1.2.0rc4): recorded in the JSON and --explain;"
+        " kvcalc keeps no TensorRT-LLM memory rule that differs by release.",
     ),
 ]
 MemFractionStaticOpt = Annotated[
@@ -232,6 +260,7 @@ ENGINE_OPTION_TYPES: dict[str, Any] = {  # every engine option (spec.ENGINE_OPTI
     "enforce_eager": EnforceEagerOpt,
     "kv_cache_memory_bytes": KvCacheMemoryOpt,
     "vllm_version": VllmVersionOpt,
+    "enable_prefix_caching": EnablePrefixCachingOpt,
     "attention_backend": AttentionBackendOpt,
     "mamba_cache_dtype": MambaCacheDtypeOpt,
     "mamba_ssm_cache_dtype": MambaSsmCacheDtypeOpt,
@@ -243,6 +272,8 @@ ENGINE_OPTION_TYPES: dict[str, Any] = {  # every engine option (spec.ENGINE_OPTI
     "mamba_ssm_dtype": MambaSsmDtypeOpt,
     "disable_cuda_graph": DisableCudaGraphOpt,
     "mamba_full_memory_ratio": MambaFullMemoryRatioOpt,
+    "sglang_version": SglangVersionOpt,
+    "trtllm_version": TrtllmVersionOpt,
     "free_gpu_memory_fraction": FreeGpuMemoryFractionOpt,
     "tokens_per_block": TokensPerBlockOpt,
     "max_tokens": MaxTokensOpt,

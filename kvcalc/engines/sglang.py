@@ -122,6 +122,17 @@ def default_fraction(memory_bytes: int, tp: int, pp: int, draft_kind: str | None
     return fraction, formula
 
 
+def version_note(version: str | None) -> str:
+    """The --explain line on --sglang-version: kvcalc keeps no SGLang memory rule that differs by
+    release, so a given version is recorded (in the JSON's budget.engine and here), not applied.
+
+    >>> version_note("0.5.4.post2")
+    'SGLang 0.5.4.post2 (--sglang-version): recorded; the rules follow SGLang at commit 001ccef0, none kept per release'
+    """
+    follows = f"the rules follow SGLang at commit {SGLANG_COMMIT}, none kept per release"
+    return f"SGLang {version} (--sglang-version): recorded; {follows}" if version else f"SGLang release not given: {follows}"
+
+
 class SGLang(EngineProfile):
     name = "sglang"
     label = "SGLang"
@@ -271,6 +282,7 @@ class SGLang(EngineProfile):
             *(line for term in terms for line in term_lines(term)),
             f"KV = f * (memory - not free before loading) - weights = {fraction} * ({memory:,} - {context:,}) - {stage.weights_bytes:,}"
             f" = {usable:,} B ({format_bytes(usable)})",
+            version_note(engine.sglang_version),
         ]
         return Budget(
             memory_bytes=memory,

@@ -44,6 +44,21 @@ TRTLLM_NON_TORCH_TP_BYTES = int(2.61 * GiB)  # ... and NCCL / all-reduce buffers
 LOGIT_BYTES = 4  # fp32 logits
 
 
+def version_note(version: str | None) -> str:
+    """The --explain line on --trtllm-version: kvcalc keeps no TensorRT-LLM memory rule that differs
+    by release, so a given version is recorded (in the JSON's budget.engine and here), not applied.
+
+    >>> version_note("1.2.0rc4")
+    'TensorRT-LLM 1.2.0rc4 (--trtllm-version): recorded; the rules follow TensorRT-LLM at commit 00043967, none kept per release'
+    """
+    follows = f"the rules follow TensorRT-LLM at commit {TRTLLM_COMMIT}, none kept per release"
+    return (
+        f"TensorRT-LLM {version} (--trtllm-version): recorded; {follows}"
+        if version
+        else f"TensorRT-LLM release not given: {follows}"
+    )
+
+
 class TensorRtLlm(EngineProfile):
     name = "trtllm"
     label = "TensorRT-LLM"
@@ -150,6 +165,7 @@ class TensorRtLlm(EngineProfile):
             *stage.explain[:-1],
             *(line for term in terms for line in term_lines(term)),
             f"available KV = (total - peak) * fraction = ({memory:,} - {memory - free:,}) * {fraction} = {usable:,} B ({format_bytes(usable)})",
+            version_note(workload.engine.trtllm_version),
         ]
         if len(stages) > 1:
             explain.append(f"pipeline: the least of the {len(stages)} stages binds, here stage {stage.stage + 1}")

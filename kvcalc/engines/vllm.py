@@ -3,13 +3,16 @@ K-only latent, the memory budget its start-up profiling leaves, what it logs abo
 hybrid models' state: in the model dtype unless --mamba-cache-dtype / --mamba-ssm-cache-dtype, one
 attention page per state layer, the attention block size raised until a page holds a state.
 
-Rules follow vLLM 0.19.0 (the release of the calibration logs) and, for CUDA graphs, the default
-of 0.21 and later (`--vllm-version` picks the older behaviour).
+Rules follow vLLM 0.19.0 (the release of the calibration logs) and, for CUDA graphs and the default
+--gpu-memory-utilization, 0.21 and later; `--vllm-version` picks the older behaviour, and the
+sampler's profile of the releases without FlashInfer (0.8-0.11.0). --enable-prefix-caching puts a
+hybrid model's state in mamba_cache_mode "align".
 Sources: vllm/v1/kv_cache_interface.py, vllm/v1/core/kv_cache_utils.py, vllm/config/cache.py,
 vllm/v1/worker/gpu_worker.py (determine_available_memory, commit 35d5cda1), vllm/utils/mem_utils.py
 (memory_profiling, commit a6d5c390), vllm/v1/worker/gpu_model_runner.py (profile_run),
 vllm/engine/arg_utils.py (get_batch_defaults), vllm/model_executor/layers/mamba/mamba_utils.py,
-vllm/model_executor/models/config.py (HybridAttentionMambaModelConfig)."""
+vllm/model_executor/models/config.py (HybridAttentionMambaModelConfig),
+vllm/v1/sample/ops/topk_topp_sampler.py (TopKTopPSampler), vllm/v1/kv_cache_interface.py (MambaSpec)."""
 
 from __future__ import annotations
 
@@ -46,7 +49,10 @@ VLLM_MAX_NUM_BATCHED_TOKENS = 8192  # the API server's default on a GPU of 70 Gi
 VLLM_SMALL_MAX_NUM_BATCHED_TOKENS = 2048  # ... below 70 GiB or on an A100 (vllm/engine/arg_utils.py)
 VLLM_MAX_NUM_SEQS, VLLM_SMALL_MAX_NUM_SEQS = 1024, 256  # likewise
 VLLM_LARGE_GPU_BYTES = 70 * GiB
-VLLM_UTILIZATION = 0.9  # --gpu-memory-utilization (vllm/config/cache.py CacheConfig)
+VLLM_UTILIZATION = 0.9  # --gpu-memory-utilization before 0.21 (vllm/config/cache.py CacheConfig)
+# 0.21 raised the default to 0.92 with CUDA-graph profiling on by default (vllm-project/vllm#38284,
+# vllm/config/cache.py CacheConfig.gpu_memory_utilization = 0.92 at 002f10e0)
+VLLM_UTILIZATION_SINCE_0_21 = 0.92
 VLLM_DTYPES = {
     DType.fp32, DType.fp16, DType.bf16, DType.fp8, DType.fp8_e4m3, DType.fp8_e5m2,
     DType.nvfp4, DType.int8_per_token_head, DType.fp8_per_token_head,
@@ -67,8 +73,14 @@ SAMPLER_BYTES_PER_LOGIT = 15  # the logits in bf16 plus the sampler's fp32 copie
 # Without --vllm-version: the largest sampler profile published logs show, 38 B per logit (the llm-d-planner
 # empirical table's eight activation peaks, 37.5-38.2 B, vllm-openai:latest of an unstated release), so that an
 # unknown release never gets more cache than it had (vllm-project/vllm#23278, #27508: gpt-oss-120b on an H100).
-# Every versioned log (0.9.2, 0.10.1.1, 0.12.0, 0.13, 0.19) fits 15 B.
 SAMPLER_BYTES_PER_LOGIT_UNKNOWN_RELEASE = 38
+# The PyTorch-native top-k/top-p sampler sorts the logits (fp32 values and int64 indices) beside the fp32
+# probabilities: 38 B per logit in the 0.10.2 logs that say they ran it ("FlashInfer is not available. Falling back
+# to the PyTorch-native implementation": kolyangg/mlops-assignment logs/vllm.log, 5.58 GiB peak activation for
+# 1,024 x 151,936 logits; the Qwen3-4B 0.10.2 log in published.yaml, 5.59 GiB), as the llm-d-planner table's.
+NATIVE_SAMPLER_BYTES_PER_LOGIT = 38
+V1_ENGINE_SINCE = (0, 8, 0)  # the V1 engine (and its TopKTopPSampler) is the default
+FLASHINFER_DEPENDENCY_SINCE = (0, 11, 1)  # flashinfer-python a default CUDA requirement (vllm-project/vllm#26443)
 NON_TORCH_BYTES = int(0.25 * GiB)  # cuBLAS and other non-torch memory after the snapshot, one GPU (v0.19 logs 0.24-0.46)
 NON_TORCH_TP_BYTES = int(2.1 * GiB)  # tensor parallelism over NVLink/NVSwitch on Hopper or Blackwell (v0.19 H100 logs 2.06-2.21)
 NON_TORCH_PP_BYTES = int(0.07 * GiB)  # pipeline stages without tensor parallelism (logs 0.07)
@@ -137,14 +149,53 @@ def mxfp4_padding(model: ModelSpec, stage: StageWeights, tp: int, family: SmFami
     return extra, why
 
 
-def sampler_bytes_per_logit(version: str | None) -> int:
-    """Bytes per logit of the profile run's sampler: 15 for a release kvcalc is told, 38 without
-    --vllm-version (the largest published, so that an unknown release never gets more cache than it had).
+def sampler_rule(version: str | None) -> tuple[int, str]:
+    """Bytes per logit of the profile run's sampler, and why. vLLM's V1 TopKTopPSampler samples with
+    FlashInfer when it is installed and otherwise falls back to the PyTorch-native path, which sorts the
+    logits (vllm/v1/sample/ops/topk_topp_sampler.py TopKTopPSampler.__init__, forward_native; 0.10.x).
+    A pip-installed release from 0.8 (V1 by default) to 0.11.0 has no FlashInfer (it became a default CUDA
+    requirement with vllm-project/vllm#26443, Oct 2025; 0.11.0 logs still warn "FlashInfer is not
+    available"): 38 B. Later releases, and V0 ones (their logs fit it): 15 B. No --vllm-version: 38 B,
+    the largest published. A Docker image of an older release ships FlashInfer and profiles 15 B.
 
-    >>> sampler_bytes_per_logit("0.19.1"), sampler_bytes_per_logit("0.10.1.1"), sampler_bytes_per_logit(None)
-    (15, 15, 38)
+    >>> [sampler_rule(v)[0] for v in ("0.19.1", "0.11.1", "0.11.0", "0.10.2", "0.7.3", None)]
+    [15, 15, 38, 38, 15, 38]
     """
-    return SAMPLER_BYTES_PER_LOGIT if version is not None else SAMPLER_BYTES_PER_LOGIT_UNKNOWN_RELEASE
+    if version is None:
+        return SAMPLER_BYTES_PER_LOGIT_UNKNOWN_RELEASE, "no --vllm-version: the largest sampler profile published"
+    release = parse_engine_version(version)
+    if V1_ENGINE_SINCE <= release < FLASHINFER_DEPENDENCY_SINCE:
+        return NATIVE_SAMPLER_BYTES_PER_LOGIT, (
+            f"vLLM {version} installs without FlashInfer: the PyTorch-native top-k/top-p sampler sorts the logits"
+        )
+    return SAMPLER_BYTES_PER_LOGIT, f"vLLM {version}: FlashInfer's sampler (a dependency since 0.11.1), or V0's"
+
+
+def default_utilization(version: str | None) -> tuple[float, str]:
+    """vLLM's default --gpu-memory-utilization for the release, and where it comes from: 0.92 from 0.21
+    (vllm-project/vllm#38284 raised it as it turned CUDA-graph profiling on), 0.9 before.
+
+    >>> default_utilization("0.22.1")[0], default_utilization("0.19.0")[0], default_utilization(None)[0]
+    (0.92, 0.9, 0.92)
+    """
+    if _version(version) >= CUDA_GRAPHS_SINCE:
+        return VLLM_UTILIZATION_SINCE_0_21, "vLLM's default from 0.21 (vllm/config/cache.py, vllm-project/vllm#38284)"
+    return VLLM_UTILIZATION, f"vLLM {version}'s default (vllm/config/cache.py; 0.92 from 0.21)"
+
+
+def state_blocks_per_request(engine: Engine) -> tuple[int, str]:
+    """State blocks a request holds in each Mamba group of a hybrid model, and why: mamba_cache_mode
+    "align" (prefix caching on) keeps the running state and the last block-aligned one, "none" only the
+    running state (vllm/v1/kv_cache_interface.py MambaSpec.max_memory_usage_bytes: page * (2 + speculative
+    blocks) for align, page * (1 + ...) for none, vllm 001cabc1; vllm/config/cache.py: align is the mode
+    prefix caching sets).
+
+    >>> state_blocks_per_request(Engine(name="vllm", enable_prefix_caching=True))[0], state_blocks_per_request(Engine(name="vllm"))[0]
+    (2, 1)
+    """
+    if engine.enable_prefix_caching:
+        return 2, "mamba_cache_mode align (--enable-prefix-caching): the running state and the last block-aligned one"
+    return 1, "mamba_cache_mode none (prefix caching off): the running state"
 
 
 def capture_sizes(max_num_seqs: int, query_len: int = 1) -> list[int]:
@@ -383,11 +434,11 @@ class Vllm(EngineProfile):
         layers = range(stage.first_layer, stage.last_layer + 1)
         transient, transient_formula = forward_transient(model, layers, tokens, tp, b)
         workspace, workspace_formula = moe_workspace(model, layers, tokens, tp, b)
-        per_logit = sampler_bytes_per_logit(engine.vllm_version)
+        per_logit, per_logit_why = sampler_rule(engine.vllm_version)
         sampler = requests * vocab * per_logit + 2 * tokens * hidden * b if last else 0
         sampler_formula = (
             f"R * V * {per_logit} + 2 * T * H * b = {requests:,} * {vocab:,} * {per_logit}"
-            f" + 2 * {tokens:,} * {hidden:,} * {b} = {sampler:,} B"
+            f" + 2 * {tokens:,} * {hidden:,} * {b} = {sampler:,} B ({per_logit} B per logit: {per_logit_why})"
             if last
             else "not the last pipeline stage: no sampler"
         )
@@ -445,7 +496,8 @@ class Vllm(EngineProfile):
         - CUDA graphs, on the GPU of the stage that leaves the least (the last stage runs the
         sampler); --reserve replaces the three overheads; --kv-cache-memory-bytes is the answer."""
         engine, memory = workload.engine, gpu.total_bytes
-        fraction = engine.gpu_memory_utilization or VLLM_UTILIZATION
+        default_fraction, default_why = default_utilization(engine.vllm_version)
+        fraction = engine.gpu_memory_utilization or default_fraction
         requested = byte_fraction(memory, fraction)
         per_stage = []
         for stage in stages:
@@ -487,7 +539,8 @@ class Vllm(EngineProfile):
             unused_term = BudgetTerm(
                 name=f"not used (1 - gpu_memory_utilization {fraction:g})",
                 bytes=unused,
-                formula=f"total * (1 - gpu_memory_utilization) = {memory:,} * (1 - {fraction})",
+                formula=f"total * (1 - gpu_memory_utilization) = {memory:,} * (1 - {fraction})"
+                + ("" if engine.gpu_memory_utilization else f"; {fraction:g} is {default_why}"),
                 source="vllm/v1/worker/gpu_worker.py init_device (requested_memory)",
             )
         terms = [unused_term, *used]
@@ -570,10 +623,11 @@ class Vllm(EngineProfile):
         pages: StatePages,
         state_layers: int,
     ) -> tuple[list[EngineLogLine], str | None]:
-        """vLLM's pool for a hybrid model (mamba_cache_mode none): attention and state layers share pages
+        """vLLM's pool for a hybrid model: attention and state layers share pages
         of one size, in groups of the smallest kind's layer count; num_blocks = usable // (page * group);
         a request takes cdiv(s, block) blocks in each full-attention group (its reservation in a sliding
-        one) and one block in each state group (kv_cache_utils.py get_max_concurrency_for_kv_cache_config).
+        one) and one block in each state group, two with prefix caching (state_blocks_per_request;
+        kv_cache_utils.py get_max_concurrency_for_kv_cache_config).
         "GPU KV cache size" is num_blocks // groups * block up to 0.19 (vllm-project/vllm#40691, logged on
         0.19.0), int(concurrency * max_model_len) after (kv_cache_utils.py _report_kv_cache_config, PR
         #40694). Each running request holds one state block, so vLLM refuses to capture CUDA graphs when
@@ -591,7 +645,8 @@ class Vllm(EngineProfile):
         state_groups = cdiv(state_layers, group)
         groups = sum(cdiv(count, group) for count in counts.values()) + state_groups
         blocks = max(usable_bytes, 0) // (page * group)
-        per_request = state_groups + sum(
+        state_blocks, state_why = state_blocks_per_request(engine)
+        per_request = state_blocks * state_groups + sum(
             cdiv(count, group) * self.tokens_per_unit(paged, window, workload.seq, chunked) // block
             for (window, chunked), count in counts.items()
         )
@@ -618,7 +673,7 @@ class Vllm(EngineProfile):
                 name="max_concurrency",
                 value=concurrency,
                 line=f"Maximum concurrency for {workload.seq:,} tokens per request: {concurrency:.2f}x",
-                note=f"num_blocks {blocks:,} / {per_request:,} blocks per request (one per state group)",
+                note=f"num_blocks {blocks:,} / {per_request:,} blocks per request ({state_blocks} per state group: {state_why})",
                 source=f"{source} get_max_concurrency_for_kv_cache_config",
             ),
             EngineLogLine(
