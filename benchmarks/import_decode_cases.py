@@ -23,7 +23,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from kvcalc import latency, presets  # noqa: E402
-from kvcalc.decode_profiles import COMPUTE_EFFICIENCY, at_context, profile_for  # noqa: E402
+from kvcalc.decode_profiles import COMPUTE_EFFICIENCY, at_context, profile_for, stored_format_class  # noqa: E402
 from kvcalc.errors import InvalidInput  # noqa: E402
 from kvcalc.spec import StoredWeights, Workload  # noqa: E402
 from kvcalc.units import DType, parse_engine_version  # noqa: E402
@@ -34,11 +34,10 @@ COLLECTED = ROOT / "tests" / "fixtures" / "decode_published.json"  # the collect
 DEFAULT_PROMPT = 32  # tokens, where a source gives no prompt length (a chat prompt of a sentence or two)
 
 # GPU as the source names it -> kvcalc GPU preset, and the link its TP ranks talk over
-GPUS: list[tuple[str, str | None, str]] = [
+GPUS: list[tuple[str, str, str]] = [
     (r"A100 \(PCIe", "a100-80gb-pcie", "pcie"),
     (r"A100-80GB? ?\(power limited", "a100-80gb", "nvlink"),
     (r"A100[- ]80G", "a100-80gb", "nvlink"),
-    (r"A100$", None, "nvlink"),  # 40 GB (1555 GB/s) or 80 GB (2039 GB/s): not stated
     (r"H100 SXM", "h100-sxm", "nvlink"),
     (r"H20\b", "h20", "nvlink"),
     (r"MI300X", "mi300x", "xgmi"),
@@ -55,6 +54,12 @@ GPUS: list[tuple[str, str | None, str]] = [
     (r"Apple M4 Pro", "apple-m4-pro", "pcie"),
     (r"Apple M5 Max", "apple-m5-max", "pcie"),
     (r"Apple M1 Max", "apple-m1-max", "pcie"),
+]
+
+# GPU names that do not say which part: the reason such a row stays out (the parts differ in bandwidth)
+UNSTATED_VARIANTS: list[tuple[str, str]] = [
+    (r"A100$", "A100 variant (40 or 80 GB) not stated"),  # 1555 or 2039 GB/s
+    (r"^(NVIDIA )?H100( 80G)?$", "H100 variant (SXM, PCIe or NVL) not stated"),  # 3.35, 2.0 or 3.9 TB/s
 ]
 
 # model as the source names it (case-blind, searched) -> kvcalc model preset of that shape
@@ -78,7 +83,7 @@ MODELS: list[tuple[str, str]] = [
     (r"(llama-2-7b|vicuna[- ]7b|llama2-7b)", "llama2-7b"),
     (r"llama-2-70b", "llama2-70b"),
     (r"llama-3-8b\b|^llama-3-8b", "llama3-8b"),
-    (r"(llama-3\.1-8b|llama3\.1:8b|distill-llama-8b|hermes-3-llama-3\.1-8b|tulu-3-8b)", "llama3.1-8b"),
+    (r"(llama[- ]3\.1[- ]8b|llama3\.1:8b|distill-llama-8b|hermes-3-llama-3\.1-8b|tulu-3-8b)", "llama3.1-8b"),
     (r"llama[- ]3\.1[- ]70b", "llama3.1-70b"),
     (r"llama[- ]3\.1[- ]405b", "llama3.1-405b"),
     (r"llama-3\.2-1b|llama3\.2:1b", "llama3.2-1b"),
@@ -98,32 +103,98 @@ MODELS: list[tuple[str, str]] = [
     (r"gemma-2-9b", "gemma2-9b"),
     (r"gemma-2-27b", "gemma2-27b"),
     (r"phi-4-mini-(instruct|reasoning)", "phi4-mini"),  # the reasoning tune is the same 3.8B Phi3ForCausalLM
-    (r"(^|_)phi-4-(q4|4bit)|^phi-4-(?!mini)", "phi-4"),
+    (r"(^|_)phi-4-(q4|4bit)|^phi-4-(?!mini)|^phi-4$", "phi-4"),
     (r"phi-3\.5-mini", "phi3.5-mini"),
     (r"olmo-2-1124-13b", "olmo2-13b"),
     (r"olmo-2-0325-32b", "olmo2-32b"),
+    # issue 25: presets added since this table was written. A fine-tune, abliterated or merged checkpoint whose
+    # name states its base (Qwopus3.6-27B, Ornstein-3.6-27B, WorldSim-Opus-3.6-35B-A3B, Gemopus-4-26B-A4B, "-abliterated", "-Uncensored",
+    # "-heretic") has the base's shapes; a name that does not state its base (Tess-4-35B-A3B, Ornith-1.0-35B,
+    # Darwin-35B-A3B) stays out.
+    (r"qwen3\.6-27b|qwopus3\.6-27b|ornstein(-hermes)?-3\.6-27b", "qwen3.6-27b"),
+    (r"qwen3\.6-35b-a3b|ornstein3\.6-35b-a3b|opus-3\.6-35b-a3b", "qwen3.6-35b-a3b"),
+    (r"qwen3\.5-27b|qwopus3\.5-27b", "qwen3.5-27b"),
+    (r"qwen3\.5-35b-a3b", "qwen3.5-35b-a3b"),
+    (r"gemma-4-26b-a4b|gemopus-4-26b-a4b", "gemma4-26b-a4b"),
+    (r"gemma-4-31b", "gemma4-31b"),
+    (r"gemma-4-e4b", "gemma4-e4b"),
+    (r"gemma-4-e2b", "gemma4-e2b"),
+    (r"gemma-3n-e4b", "gemma3n-e4b"),
+    (r"gemma-2-2b", "gemma2-2b"),
+    (r"glm-4\.7-flash", "glm-4.7-flash"),
+    (r"nemotron-3-nano-30b-a3b", "nemotron-3-nano-30b-a3b"),
+    # NVIDIA's post-trained Nemotron-3-Nano-30B-A3B: nemotron_h, 31.6B parameters (its Hugging Face page)
+    (r"nemotron-cascade-2-30b-a3b", "nemotron-3-nano-30b-a3b"),
+    (r"deepseek-ai/deepseek-v3\.2$", "deepseek-v3.2"),
+    (r"deepseek-coder-v2-lite", "deepseek-v2-lite"),  # DeepSeek-V2-Lite's config, trained on code
+    (r"codellama[- ]34b", "codellama-34b"),
+    (r"smollm2-135m", "smollm2-135m"),
+    (r"smollm2-360m", "smollm2-360m"),
+    (r"smollm2-1\.7b", "smollm2-1.7b"),
+    (r"tinyllama[- ]1(\.1)?b", "tinyllama-1.1b"),  # AutoAWQ's "TinyLlama 1B" is TinyLlama-1.1B, the only one
+    (r"^falcon[- ]7b", "falcon-7b"),
+    (r"kimi-linear-48b-a3b", "kimi-linear-48b-a3b"),
+    (r"ministral-3-3b", "ministral-3-3b"),
+    (r"mistral-small-24b-instruct-2501", "mistral-small-3.1"),  # the preset counts the 24B text decoder only
+    (r"deepcoder-14b", "qwen2.5-14b"),  # agentica's RL tune of DeepSeek-R1-Distill-Qwen-14B
+    (r"llama-3\.1-nemotron-nano-8b", "llama3.1-8b"),  # NVIDIA's tune of Llama-3.1-8B-Instruct
+    # LiquidAI/LFM2.5-1.2B-Base's card: "builds on the LFM2 architecture", 1.17B parameters, 16 layers (10 conv + 6 GQA),
+    # vocabulary 65,536: LFM2-1.2B's shapes; its Instruct, Thinking and JP tunes are made from it
+    (r"lfm2(\.5)?-1\.2b", "lfm2-1.2b"),
+    # Qwen3-Coder-Next's card: Qwen3-Next's 80B-A3B layout (48 layers, 3 Gated DeltaNet : 1 gated attention, 512 experts, top-10)
+    (r"qwen3-coder-next", "qwen3-next-80b-a3b"),
 ]
 
 # weight format as the source names it -> (kvcalc dtype of the layers, format class, bits per weight of a GGUF file)
+LLAMA3_8B_PARAMS = 8.03e9  # the model llama.cpp's quantize table sizes its files for
+
+
+def _gguf(gib: float) -> tuple[None, str, float]:
+    """A GGUF quant type as a format row: the bits per weight of its whole file, from
+    tools/quantize/quantize.cpp's size for Llama-3-8B, and kvcalc's class of those bits."""
+    bpw = round(gib * 2**30 * 8 / LLAMA3_8B_PARAMS, 2)
+    return None, stored_format_class(bpw), bpw
+
+
 FORMATS: list[tuple[str, DType | None, str, float | None]] = [
     (r"^(bf16|fp16|fp16 \(q0f16\))$", None, "16-bit", None),
     (r"^fp32$", DType.fp32, "16-bit", None),
     (r"^fp8", DType.fp8, "fp8", None),
-    (r"^(gptq-int8|int8-weight-only.*|exl2-8bit|ct2-int8|bnb-int8)$", DType.int8, "int8", None),
+    (r"^(gptq-int8|int8|int8_w8a16|int8-weight-only.*|exl2-8bit|ct2-int8|bnb-int8|mlx-8bit|8bit)$", DType.int8, "int8", None),
+    # "gptq", "awq": the 4 bits are in the checkpoint's name (-GPTQ-Int4, -AWQ-INT4); _format_conflict checks it
     (
-        r"^(awq-int4|gptq-int4|exl2-4bit|bnb-int4|mlc-q4f16_1|int4-weight-only.*|int4 \(unspecified\)|mlx-4bit)$",
+        r"^(awq-int4|gptq-int4|gptq-int4 \(4-bit gptq\)|gptq|gptq4|awq|int4|exl2-4bit|bnb-int4|mlc-q4f16_1|"
+        r"mlc-q4f16_1 \(4-bit\)|int4-weight-only.*|int4 \(unspecified\)|mlx-4bit|4bit)$",
         DType.int4,
         "int4",
         None,
     ),
     (r"^(nvfp4|mxfp4)", DType.mxfp4, "fp4", None),
-    # llama.cpp: bits per weight of the whole file (tools/quantize/quantize.cpp's table: Q4_0 4.34G,
-    # Q4_K_M 4.58G, Q8_0 7.96G for Llama-3-8B's 8.03B parameters)
-    (r"^gguf:q4_0$", None, "ggml-4to6bit", 4.64),
-    (r"^gguf:(q4_k_m|q4_k|iq4_nl)$", None, "ggml-4to6bit", 4.90),
-    (r"^gguf:q8_0$", None, "ggml-8bit", 8.51),
+    # llama.cpp: bits per weight of the whole file (tools/quantize/quantize.cpp's table, sizes in GiB of
+    # Llama-3-8B: Q3_K_S 3.41G, Q3_K_M 3.74G, Q3_K_L 4.03G, Q4_0 4.34G, Q4_K_S 4.37G, Q4_K_M 4.58G,
+    # Q5_K_S 5.21G, Q5_K_M 5.33G, Q6_K 6.14G, Q8_0 7.96G). Unsloth's dynamic (UD, _XL) and other mixes
+    # whose size no table states are not mapped.
+    (r"^gguf:q3_k_s$", *_gguf(3.41)),
+    (r"^gguf:q3_k_m$", *_gguf(3.74)),
+    (r"^gguf:q3_k_l$", *_gguf(4.03)),
+    (r"^gguf:q4_0$", *_gguf(4.34)),
+    (r"^gguf:q4_k_s$", *_gguf(4.37)),
+    (r"^gguf:(q4_k_m|q4_k|iq4_nl)$", *_gguf(4.58)),
+    (r"^gguf:q5_k_s$", *_gguf(5.21)),
+    (r"^gguf:q5_k_m$", *_gguf(5.33)),
+    (r"^gguf:q6_k$", *_gguf(6.14)),
+    (r"^gguf:q8_0$", *_gguf(7.96)),
     (r"^gguf:f16$", None, "16-bit", None),
 ]
+# a checkpoint whose bits differ by layer, with no stated size: not expressible as one format
+MIXED_BITS = r"(^|[-_:/ ])ud[-_]|_k_xl|mixed|w4a16\+fp8"  # unsloth dynamic (UD, _XL), modelopt mixes
+# the bits a checkpoint's name states, checked against its row's weight format
+NAMED_BITS: list[tuple[str, str]] = [
+    (r"int4|4bit|4-bit|nvfp4|mxfp4|w4a16", "4-bit"),
+    (r"int8|8bit|8-bit|fp8|w8a", "8-bit"),
+]
+BITS_IN_NAME = ("gptq", "awq")  # weight formats that name a method, not its bits: the checkpoint's name must
+FORMAT_BITS = {"int4": "4-bit", "fp4": "4-bit", "int8": "8-bit", "fp8": "8-bit", "16-bit": "16-bit"}
 
 ENGINES = {
     "vllm": "vllm", "sglang": "sglang", "trtllm": "trtllm", "transformers": "hf", "llamacpp": "llamacpp",
@@ -131,7 +202,7 @@ ENGINES = {
 }  # fmt: skip
 
 
-def _gpu(name: str) -> tuple[str | None, str] | None:
+def _gpu(name: str) -> tuple[str, str] | None:
     """The GPU preset of a name as a source writes it: the table above, else the preset whose name
     is the source's without vendor words, spaces and what is in parentheses ("NVIDIA GeForce RTX 5090")."""
     known = _match(GPUS, name)
@@ -142,6 +213,36 @@ def _gpu(name: str) -> tuple[str | None, str] | None:
         if re.sub(r"[^a-z0-9]", "", preset) == bare:
             return preset, "pcie"
     return None
+
+
+# presets whose parameters include per-layer embeddings: a step looks up one row of them per layer, while
+# kvcalc's decode reads all its parameters (google/gemma-3n and gemma-4 E-model cards: "effective" parameters)
+PER_LAYER_EMBEDDINGS = ("gemma3n-e4b", "gemma4-e2b", "gemma4-e4b")
+
+
+def _reads_not_modelled(preset: str) -> str | None:
+    """Why kvcalc's decode cannot say what one step of this preset reads, if it cannot."""
+    if preset in PER_LAYER_EMBEDDINGS:
+        return f"{preset}: its per-layer embeddings are looked up, not read, each step; kvcalc's decode reads all parameters"
+    model = presets.load_model(preset)
+    params = require_params(model)
+    if model.moe is None and params.active < params.total:
+        return (
+            f"{preset}: {params.active / 1e9:.1f}B of {params.total / 1e9:.1f}B parameters active, but its experts are"
+            " not a MoE block kvcalc's decode reads sparsely: it would read them all"
+        )
+    return None
+
+
+def _format_conflict(model: str, weight_format: str, klass: str) -> str | None:
+    """Why a row's weight format contradicts the bits its checkpoint's name states, if it does."""
+    named = _match(NAMED_BITS, model.split("/")[-1])
+    if weight_format in BITS_IN_NAME and named is None:
+        return f"weight format {weight_format!r} without its bits, and the checkpoint's name does not state them"
+    stated = FORMAT_BITS.get(klass)
+    if named is None or stated is None or named[0] == stated:
+        return None
+    return f"the checkpoint's name says {named[0]}, its weight format {stated}: which one ran is not clear"
 
 
 def _match(table: list[tuple[str, Any, Any]] | list[tuple[str, Any]], text: str) -> tuple[Any, ...] | None:
@@ -188,12 +289,19 @@ def convert(index: int, row: dict[str, Any]) -> dict[str, Any]:
         None,
     )
     fmt_row = _match(FORMATS, row.get("weight_format") or "")
-    if reason is None and (gpu_row is None or gpu_row[0] is None):
-        reason = f"no kvcalc GPU preset for {row['gpu_name']!r}" if gpu_row is None else "A100 variant (40 or 80 GB) not stated"
+    if reason is None and gpu_row is None:
+        unstated = _match(UNSTATED_VARIANTS, row["gpu_name"])
+        reason = unstated[0] if unstated else f"no kvcalc GPU preset for {row['gpu_name']!r}"
     if reason is None and model_row is None:
         reason = f"no kvcalc model preset of the shape of {row['model']!r}"
+    if reason is None and model_row is not None:
+        reason = _reads_not_modelled(model_row[0])
+    if reason is None and re.search(MIXED_BITS, f"{row['model']} {row.get('weight_format') or ''}", flags=re.IGNORECASE):
+        reason = f"{row['model']!r} ({row.get('weight_format')}) mixes bits by layer with no stated size: not one weight format"
     if reason is None and fmt_row is None:
         reason = f"weight format {row.get('weight_format')!r} not mapped"
+    if reason is None and fmt_row is not None:
+        reason = _format_conflict(row["model"], row["weight_format"], fmt_row[1])
     if reason is not None:
         return {**case, "excluded_because": reason}
     assert gpu_row is not None and model_row is not None and fmt_row is not None
@@ -203,7 +311,8 @@ def convert(index: int, row: dict[str, Any]) -> dict[str, Any]:
     return {**case, **measured} if "excluded_because" in measured else {**case, **measured}
 
 
-SPECULATIVE = "speculative decoding"  # the collector's note on rows with EAGLE/MTP drafts on (decode_published_NOTES)
+# the collector's notes on rows with EAGLE/MTP drafts on (decode_published_NOTES), and the submitters' own words
+SPECULATIVE = r"speculative decoding|speculative tokens|num_speculative_tokens|mtp active"
 # the release date of vLLM v0.2.6, its first with CUDA graphs (kvcalc.decode_profiles.VLLM_GRAPHS_SINCE):
 # a row that names no version, from a source dated before it, ran eager
 VLLM_GRAPHS_RELEASED = "2023-12-17"
@@ -212,7 +321,7 @@ VLLM_GRAPHS_RELEASED = "2023-12-17"
 def _exclusion(row: dict[str, Any]) -> str | None:
     if row.get("excluded_because"):
         return f"excluded by the collector: {row['excluded_because']}"  # who read the source said why
-    if SPECULATIVE in (row.get("note") or "").lower():
+    if re.search(SPECULATIVE, (row.get("note") or "").lower()):
         return "speculative decoding on (EAGLE/MTP): a step yields more than one token; kvcalc models plain decode"
     if row.get("batch") not in (1, None):
         return f"batch {row['batch']}: the calibration is batch 1"
