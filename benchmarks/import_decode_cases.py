@@ -257,9 +257,25 @@ def _context(row: dict[str, Any]) -> int:
     return prompt + (row.get("output_len") or 256) // 2
 
 
+OUTPUT_AND_TOTAL_RATES = re.compile(r"tokSOut ([0-9.]+) \(tokSTotal ([0-9.]+)")  # localmaxxing's two published rates
+SAME_CLOCK_TOLERANCE = 0.01
+
+
+def _rates_share_one_clock(row: dict[str, Any]) -> bool:
+    """A source that publishes an output rate and a total (prompt + output) rate whose ratio is
+    (prompt + output) / output divides both by one wall time: the request's, prefill included."""
+    found = OUTPUT_AND_TOTAL_RATES.search(row.get("metric_as_published", ""))
+    prompt, output = row.get("input_len"), row.get("output_len")
+    if not (found and prompt and output and float(found[1]) > 0):
+        return False
+    ratio = float(found[2]) / float(found[1])
+    return abs(ratio / ((prompt + output) / output) - 1) <= SAME_CLOCK_TOLERANCE
+
+
 def _includes_prefill(row: dict[str, Any]) -> bool:
     text = f"{row.get('note', '')} {row.get('derived', '')} {row.get('metric_as_published', '')}".lower()
-    return any(words in text for words in ("includes prefill", "may include prefill", "end-to-end", "total generate"))
+    stated = any(words in text for words in ("includes prefill", "may include prefill", "end-to-end", "total generate"))
+    return stated or _rates_share_one_clock(row)
 
 
 def convert(index: int, row: dict[str, Any]) -> dict[str, Any]:

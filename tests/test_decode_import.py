@@ -168,3 +168,21 @@ def test_gguf_sizes_are_llama_cpp_quantize_tables_for_llama_3_8b() -> None:
 )
 def test_what_kvcalc_cannot_express_exactly_stays_out_with_its_reason(changes: dict, reason: str) -> None:
     assert reason in importer.convert(0, _row(**changes))["excluded_because"]
+
+
+# localmaxxing rows (https://github.com/AlexsJones/llmfit/blob/main/llmfit-core/data/benchmark_cache.json) publish an
+# output rate and a total rate; where total / output = (prompt + output) / output, both divide by the request's wall
+# time, prefill included: tokSOut 304.7, tokSTotal 342.7 at 32 + 256 tokens (342.7 / 304.7 = 1.1247 vs 288 / 256 = 1.125).
+@pytest.mark.parametrize(
+    ("metric", "prompt", "expected"),
+    [
+        ("tokSOut 304.7 (tokSTotal 342.7, ttftMs None)", 32, True),
+        ("tokSOut 100 (tokSTotal 900, ttftMs None)", 2048, True),  # 2,304 / 256 = 9.0
+        ("tokSOut 100 (tokSTotal 150, ttftMs None)", 2048, False),  # the total rate counts another clock
+        ("tokSOut 304.7 (tokSTotal 342.7, ttftMs None)", None, False),  # no prompt length: nothing to compare
+        ("304.7 tok/s", 32, False),
+    ],
+)
+def test_output_and_total_rates_on_one_clock_include_the_prefill(metric: str, prompt: int | None, expected: bool) -> None:
+    row = {"metric_as_published": metric, "input_len": prompt, "output_len": 256, "note": "", "derived": ""}
+    assert importer._includes_prefill(row) is expected

@@ -347,14 +347,17 @@ def test_compare_shows_the_expected_time_unless_asked_for_the_roofline(cli) -> N
 
 
 def test_check_judges_the_expected_time_unless_the_plan_or_flag_says_roofline(cli, tmp_path: Path) -> None:
-    # llama3-8b on h100-sxm at 8192: roofline 5.11 ms, expected 8.38 ms (kvcalc/decode_fit.py); the limit 6 ms lies between.
+    # llama3-8b on h100-sxm at 8192: roofline 5.11 ms, expected about 8.4 ms (kvcalc/decode_fit.py, refitted whenever the
+    # calibration grows: the figure is decode's own); the limit 6 ms lies between.
     workload = "workloads:\n  - {name: a, model: llama3-8b, gpu: h100-sxm, seq: 8192, expect: {decode_ms_at_most: 6}}\n"
     plan = tmp_path / "plan.yaml"
     plan.write_text(workload)
     result = cli("check", str(plan), "--json")
     verdict = json.loads(result.stdout)["workloads"][0]
     assert result.exit_code == 1 and verdict["decode_judge"] == "expected"
-    assert verdict["decode_ms"] == verdict["decode_expected_ms"] == pytest.approx(8.38, abs=0.01)
+    expected = cli.json("decode", "--model", "llama3-8b", "--gpu", "h100-sxm", "--seq", "8192")["decode"]["expected"]
+    assert verdict["decode_ms"] == verdict["decode_expected_ms"] == pytest.approx(expected["seconds"] * 1000)
+    assert 6 < verdict["decode_ms"] < 2 * 5.1147  # slower than the limit, within twice the roofline
     assert verdict["decode_roofline_ms"] == pytest.approx(5.1147, rel=1e-4)
     assert cli("check", str(plan), "--roofline").exit_code == 0
     plan.write_text("decode_judge: roofline\n" + workload)
