@@ -116,6 +116,8 @@ def kv_table(kv: KvEstimate, decimal: bool, explain: bool) -> None:
         groups = _table("Per layer kind", "kind", "layers", "B/token/layer", "tokens held", "per sequence")
         for g in kv.groups:
             kind = f"{g.kind} {'W' if g.kind == 'sliding' else 'C'}={g.window:,}" if g.window else g.kind
+            if g.compress_ratio is not None:  # DeepSeek-V4: every layer keeps its window, r > 1 compressed rows too
+                kind = f"compressed r={g.compress_ratio}, W={g.window:,}" if g.compress_ratio > 1 else f"window W={g.window:,}"
             kind += " (shares an earlier cache)" if g.shared else ""
             groups.add_row(
                 kind,
