@@ -4,7 +4,9 @@ Everything that needs KV bytes (size, fit, decode, compare, measure) goes throug
 `layer_caches` (what each layer stores per token) and `tokens_held` (how many tokens it
 keeps), both asking the workload's engine profile (kvcalc.engines) and never naming an engine.
 State layers (Mamba, Gated DeltaNet, lightning, short conv) keep a fixed state per sequence:
-`state_layout` (shapes from kvcalc.state, dtypes and pages from the engine). Formulas: DESIGN.md section 4.
+`state_layout` (shapes from kvcalc.state, dtypes and pages from the engine). Compressed-attention layers
+(DeepSeek-V4) keep several caches, each one entry per r tokens of at most a window (`compressed_parts`),
+counted through the same window rules. Formulas: DESIGN.md section 4.
 """
 
 # no `from __future__ import annotations`: pydantic takes the fields' annotations as objects rather than
@@ -797,7 +799,7 @@ def _explain(
         labels = {"full": "full attention", "sliding": f"sliding window W={g.window}", "mla": "MLA latent"}
         label = labels.get(g.kind) or f"chunked local attention C={g.window}"
         if g.kind == "compressed":
-            lines += _explain_compressed(g, caches_of_ratio(model, workload, g.compress_ratio), workload)
+            lines += _explain_compressed(g, cache_of_ratio(model, workload, g.compress_ratio), workload)
             continue
         if g.shared:
             lines.append(
@@ -862,7 +864,7 @@ def _explain(
     return lines
 
 
-def caches_of_ratio(model: ModelSpec, workload: Workload, ratio: int | None) -> LayerCache:
+def cache_of_ratio(model: ModelSpec, workload: Workload, ratio: int | None) -> LayerCache:
     """The cache of a compressed model's layers of one compress ratio (1: window only)."""
     return next(c for c in layer_caches(model, workload.tp, workload.engine) if c.compress_ratio == ratio)
 

@@ -103,6 +103,12 @@ def test_other_engines_refuse(cli) -> None:
         assert "compressed caches" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_measure_refuses(cli) -> None:
+    result = cli("measure", "--device", "cpu", "--model", "deepseek-v4-flash", "--seq", "256")
+    assert result.exit_code == 2
+    assert "measure allocates K and V per token: it does not allocate deepseek-v4-flash's compressed caches" in result.stderr
+
+
 def test_a_cache_dtype_other_than_fp8_is_refused(cli) -> None:
     result = cli("size", "--model", "deepseek-v4-flash", "--seq", "8k", "--kv-dtype", "bf16")
     assert result.exit_code == 2
