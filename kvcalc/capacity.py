@@ -19,6 +19,7 @@ from kvcalc.kvcache import (
     layer_bytes_per_token,
     layer_caches,
     pipeline_stages,
+    refuse_compressed,
     settled,
     shared_prefix_tokens,
     state_layout,
@@ -48,6 +49,7 @@ def budget(
     `gpu_name` picks the engine's defaults for that GPU (vLLM's for an A100), `interconnect` its
     tensor-parallel buffers (None: unknown, each engine's safe assumption); `residents`, what else the
     deployment holds (kvcalc.residents: a draft model's weights), each taken from the cache's share."""
+    refuse_compressed(model, workload.engine)  # before the engine's budget asks for what it would not use
     rules = engines.profile(workload.engine)
     if utilization is not None:
         if rules.fraction_option is not None:
@@ -332,6 +334,7 @@ def _settled(
     (vLLM's MLA backends), refused where the engine refuses it; its rules, the first stage's layers, the
     engine's pools and the cache layout, laid out once for every probe."""
     workload = workload.model_copy(update={"engine": budget_.engine})
+    refuse_compressed(model, workload.engine)
     rules = engines.profile(workload.engine)
     workload = rules.settle(model, workload)
     rules.check_supported(model, workload, kv_dtype(model, workload))  # as estimate_kv: what the engine refuses

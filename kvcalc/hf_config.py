@@ -24,7 +24,7 @@ SUPPORTED = (
     "qwen3_next", "nemotron_h", "granitemoehybrid", "jamba", "falcon_h1", "lfm2", "minimax", "minimax_m1", "minimax_text_01",
     "llama4", "llama4_text", "gemma3n", "gemma3n_text",
     "qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text", "gemma4", "gemma4_text", "minimax_m2",
-    "deepseek_v32", "glm_moe_dsa", "kimi_linear", "glm4_moe", "glm4_moe_lite",
+    "deepseek_v32", "glm_moe_dsa", "deepseek_v4", "kimi_linear", "glm4_moe", "glm4_moe_lite",
 )  # fmt: skip
 # Hybrid architectures whose state layers kvcalc sizes; their layer kinds come from _hybrid.
 _QWEN3_5 = {"qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text"}  # Qwen3.5/3.6: Qwen3-Next's layers
@@ -45,17 +45,6 @@ _HYBRID_KEYS = (
     "attn_layer_period", "full_attn_idxs", "linear_attn_config", "full_attention_interval", "mamba_d_state",
 )  # fmt: skip
 _PLAIN_MLP = {"gpt2", "gpt_bigcode", "falcon"}
-# Published architectures whose caches do not hold whole tokens. DeepSeek-V4 (config.json: compress_ratios per
-# layer, sliding_window 128, index_head_dim): vLLM (vllm/model_executor/layers/deepseek_v4_attention.py,
-# kv_cache_interface.py MLAAttentionSpec.compress_ratio, attention/backends/mla/sparse_swa.py) keeps in every
-# layer a 128-token window of 584-byte fp8_ds_mla rows (448 fp8 + 64 bf16 rope + 8 scale bytes), and in a layer of
-# compress ratio r > 1 one 584-byte row per r tokens, the lightning indexer's 132-byte key per 4 tokens (r = 4)
-# and fp32 compressor state: kvcalc's cache layout counts bytes per token held, so it refuses.
-_COMPRESSED_CACHES = {
-    "deepseek_v4": "DeepSeek-V4 keeps compressed caches (one 584-byte entry per 4 or 128 tokens in its compressed"
-    " layers, beside a 128-token window, lightning-indexer keys and compressor state, as vLLM's deepseek_v4_attention.py"
-    " stores them) that kvcalc's per-token cache layout cannot count; it refuses rather than miscount",
-}
 _MAX_LENGTH_KEYS = {"kimi_linear": ("model_max_length",)}  # vLLM's max-length keys (config/model.py) Kimi-Linear gives
 # Vision-language wrappers whose text model is an architecture kvcalc reads (vLLM KimiK25ForConditionalGeneration
 # wraps DeepSeek-V3); other wrappers name their text model in text_config.model_type.
@@ -163,7 +152,7 @@ def _check_values(cfg: dict[str, Any], origin: str) -> None:
             expected = "a positive number"
         elif key == "hybrid_override_pattern" and not isinstance(value, str):
             expected = 'a string of layer letters ("M-M*-")'
-        elif key in ("attn_type_list", "full_attn_idxs", "no_rope_layers") and not (
+        elif key in ("attn_type_list", "full_attn_idxs", "no_rope_layers", "compress_ratios") and not (
             isinstance(value, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in value)
         ):
             expected = "a list of integers"
@@ -220,8 +209,6 @@ def model_fields_from_hf(config: dict[str, Any], default_name: str, origin: str)
     if arch in ("gemma3n", "gemma3n_text") and isinstance(sizes, list) and sizes:  # one MLP width per layer
         cfg["intermediate_size"] = sizes[0] if all(size == sizes[0] for size in sizes) else max(sizes)
     _refuse_recurrent(arch, cfg, origin)
-    if arch in _COMPRESSED_CACHES:
-        raise InvalidPreset(f"{origin}: model_type {arch!r} is not sized yet: {_COMPRESSED_CACHES[arch]}")
     if arch not in SUPPORTED:
         raise InvalidPreset(f"{origin}: model_type {arch!r} is not supported; supported: {', '.join(SUPPORTED)}")
     defaults = {key: value for key, value in _ABSENT_DEFAULTS.get(arch, {}).items() if key not in cfg}
@@ -376,10 +363,32 @@ def _fields(arch: str, cfg: dict[str, Any], default_name: str, origin: str, defa
         fields["intermediate"] = None
     if arch in _HYBRID:
         _hybrid(arch, cfg, fields)
+    if arch == "deepseek_v4":
+        _deepseek_v4(cfg, fields)
     if any("eagle3" in str(name).lower() for name in cfg.get("architectures") or ()):
         _eagle3(cfg, fields)
     _checkpoint_format(cfg.get("quantization_config"), fields)
     return {k: v for k, v in fields.items() if v is not None}
+
+
+def _deepseek_v4(cfg: dict[str, Any], fields: dict[str, Any]) -> None:
+    """DeepSeek-V4: one KV head of head_dim (512) per layer, as a sliding window of sliding_window rows
+    beside the compressed caches of compress_ratios, one ratio per layer and then one per MTP layer
+    (vLLM DeepseekV4 reads config.compress_ratios[layer]; its MTP layers, a speculative draft, are not
+    counted here). Its weights (grouped low-rank output, hyper-connections, compressors) are not counted
+    from shapes: the fields only weights use are left out, so weights need params."""
+    layers = fields["layers"]
+    ratios = _required(cfg, "compress_ratios")[1]
+    if len(ratios) < layers:
+        raise ValueError(f"compress_ratios lists {len(ratios)} ratios, fewer than num_hidden_layers ({layers})")
+    fields["sliding_window"] = _required(cfg, "sliding_window")[1]
+    fields["compressed"] = {
+        "ratios": ratios[:layers],
+        "qk_rope_head_dim": _required(cfg, "qk_rope_head_dim")[1],
+        "index_head_dim": _required(cfg, "index_head_dim")[1],
+    }
+    for key in ("hidden", "intermediate", "vocab", "moe", "mtp_layers"):
+        fields.pop(key, None)
 
 
 def eagle3_params(fields: dict[str, Any], draft_vocab: int, target_hidden: int) -> int:

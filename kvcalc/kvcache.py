@@ -4,7 +4,9 @@ Everything that needs KV bytes (size, fit, decode, compare, measure) goes throug
 `layer_caches` (what each layer stores per token) and `tokens_held` (how many tokens it
 keeps), both asking the workload's engine profile (kvcalc.engines) and never naming an engine.
 State layers (Mamba, Gated DeltaNet, lightning, short conv) keep a fixed state per sequence:
-`state_layout` (shapes from kvcalc.state, dtypes and pages from the engine). Formulas: DESIGN.md section 4.
+`state_layout` (shapes from kvcalc.state, dtypes and pages from the engine). Compressed-attention layers
+(DeepSeek-V4) keep several caches, each one entry per r tokens of at most a window (`compressed_parts`),
+counted through the same window rules. Formulas: DESIGN.md section 4.
 """
 
 # no `from __future__ import annotations`: pydantic takes the fields' annotations as objects rather than
@@ -22,14 +24,27 @@ from kvcalc.spec import AttentionKind, Engine, ModelSpec, StateKind, Workload, c
 from kvcalc.state import LayerState, layer_states
 from kvcalc.units import PACKING, DType, format_bytes
 
-CacheKind = Literal["full", "sliding", "chunked", "mla", "none"]  # none: a layer without attention (state or mlp only)
+CacheKind = Literal[
+    "full", "sliding", "chunked", "mla", "compressed", "none"
+]  # none: a layer without attention (state or mlp only)
 TEXTBOOK = Engine()  # the exact need's engine
-FULL = (None, False)  # the (window, chunked) of full-attention and MLA layers
+FULL = (None, False, 1)  # the (window, chunked, ratio) of full-attention and MLA layers: every token, one entry each
 STATE_DTYPES = (DType.fp32, DType.fp16, DType.bf16)  # what engines keep a recurrent state in (vLLM MambaDType)
 
 
+class CachePart(NamedTuple):
+    """One of the caches a compressed-attention layer keeps (DeepSeek-V4): entries of `entry_bytes`,
+    one per `ratio` tokens, of at most the last `window` tokens (None: the whole context)."""
+
+    what: str
+    window: int | None
+    ratio: int
+    entry_bytes: int
+    formula: str  # how entry_bytes is made, with its values
+
+
 class LayerCache(Frozen):
-    """What one layer caches per token on one tensor-parallel rank."""
+    """What one layer caches per token on one tensor-parallel rank (a compressed layer: its `parts`)."""
 
     kind: CacheKind
     window: int | None  # a sliding layer's window, a chunked layer's chunk
@@ -39,6 +54,8 @@ class LayerCache(Frozen):
     shared: bool = False  # attends to an earlier layer's cache and keeps none of its own (Gemma-3n)
     extra_bytes: int = 0  # bytes per token kept besides K and V, whatever the cache dtype (a DSA indexer's keys)
     fp8_rope_values: int = 0  # under an fp8 cache, the rope part of an MLA row stays 16-bit (vLLM's fp8_ds_mla)
+    parts: tuple[CachePart, ...] = ()  # a compressed layer's caches (kind compressed), in place of K and V
+    compress_ratio: int | None = None  # a compressed layer's ratio (1: window only)
 
 
 FP8_TYPES = (DType.fp8, DType.fp8_e4m3, DType.fp8_e5m2)
@@ -66,6 +83,72 @@ def fp8_sparse_mla_bytes(latent: int, rope: int) -> int:
     return latent + latent // INDEXER_SCALE_GROUP * 4 + 2 * rope
 
 
+V4_SCALE_GROUP = 64  # DeepSeek-V4 rows: one UE8M0 (1-byte) scale per 64 fp8 values
+
+
+def v4_row_bytes(head_dim: int, rope: int) -> int:
+    """One DeepSeek-V4 cache row as vLLM stores it (fp8_ds_mla): the non-rope part in fp8, the rope part
+    in bf16, one 1-byte scale per 64 fp8 values and one pad byte (vllm/model_executor/layers/
+    deepseek_v4_attention.py @b92a330e, head_bytes = nope + rope * 2 + nope // 64 + 1; vllm/v1/attention/
+    backends/mla/sparse_swa.py @03dc5649: "584B per token (448 NoPE + 128 RoPE + 8 fp8 scale)").
+
+    >>> v4_row_bytes(512, 64)
+    584
+    """
+    nope = head_dim - rope
+    return nope + 2 * rope + nope // V4_SCALE_GROUP + 1
+
+
+def compressor_overlap(ratio: int) -> int:
+    """How many groups of `ratio` tokens a DeepSeek-V4 compressor's state spans: 2 where its windows
+    overlap (r = 4), else 1 (vllm/model_executor/layers/deepseek_compressor.py @0de10a27: coff = 1 + (compress_ratio == 4))."""
+    return 1 + (ratio == 4)
+
+
+def compressed_parts(head_dim: int, rope: int, index_head_dim: int, window: int, ratio: int) -> tuple[CachePart, ...]:
+    """The caches one DeepSeek-V4 layer of compress ratio `ratio` keeps per sequence, as vLLM lays them
+    out: a `window`-token sliding window of rows (DeepseekV4SWACache, every layer); at r > 1 one row
+    per r tokens (DeepseekV4MLAAttention's MLAAttentionSpec, compress_ratio) and the compressor's fp32
+    state of its last coff * r tokens (CompressorStateCache: kv and score halves, 2 * coff * head_dim
+    values per token); at r = 4 also the lightning indexer's key per row (DeepseekV4IndexerCache,
+    fp8 + one fp32 scale per 128) and its compressor's state (deepseek_v4_attention.py: "Only C4A uses
+    sparse attention and hence has indexer").
+
+    >>> [(p.window, p.ratio, p.entry_bytes) for p in compressed_parts(512, 64, 128, 128, 4)]
+    [(128, 1, 584), (None, 4, 584), (8, 1, 8192), (None, 4, 132), (8, 1, 2048)]
+    """
+    row = v4_row_bytes(head_dim, rope)
+    nope = head_dim - rope
+    row_formula = f"{nope} fp8 + {rope} * 2 bf16 rope + {nope} // {V4_SCALE_GROUP} scales + 1 pad"
+    parts = [CachePart("sliding window of rows", window, 1, row, row_formula)]
+    if ratio <= 1:
+        return tuple(parts)
+
+    def state(width: int) -> CachePart:
+        coff = compressor_overlap(ratio)
+        what = "compressor state" if width == head_dim else "indexer compressor state"
+        formula = f"2 (kv, score) * {coff} * {width} fp32"
+        return CachePart(what, coff * ratio, 1, 2 * coff * width * 4, formula)  # 4: fp32
+
+    parts += [CachePart(f"compressed rows, one per {ratio} tokens", None, ratio, row, row_formula), state(head_dim)]
+    if ratio == 4:
+        key = f"{index_head_dim} fp8 + {index_head_dim} // 128 * 4 fp32 scales"
+        parts += [CachePart("indexer keys, one per 4 tokens", None, ratio, indexer_key_bytes(index_head_dim), key)]
+        parts.append(state(index_head_dim))
+    return tuple(parts)
+
+
+def entries_held(workload: Workload, window: int | None, ratio: int, seq: int, peak: bool = False, chunked: bool = False) -> int:
+    """Entries one allocation unit keeps at context `seq` in a cache of one entry per `ratio` tokens:
+    the tokens the engine holds (window_tokens) over `ratio`, rounded down, as vLLM counts a compressed
+    cache (a row is written once its r tokens are complete; sparse_swa.py: seq_lens // compress_ratio).
+
+    >>> entries_held(Workload(seq=1000), None, 4, 1000), entries_held(Workload(seq=1000), None, 128, 1000)
+    (250, 7)
+    """
+    return window_tokens(workload, window, seq, peak, chunked) // ratio
+
+
 def kv_heads_per_rank(model: ModelSpec, tp: int, kv_heads: int | None = None) -> int:
     """KV heads each of `tp` ranks holds: Hkv/tp, or one replicated head when tp > Hkv (as vLLM).
 
@@ -89,6 +172,8 @@ def kv_heads_per_rank(model: ModelSpec, tp: int, kv_heads: int | None = None) ->
 def layer_caches(model: ModelSpec, tp: int = 1, engine: Engine | None = None) -> list[LayerCache]:
     """Per-layer cache layout on one rank, in layer order."""
     engine = engine or TEXTBOOK
+    if model.compressed is not None:
+        return _compressed_caches(model, tp, engine)
     storage = engines.profile(engine).mla_storage(engine)
     if model.mla is not None and storage != "decompressed":
         # MLA: one latent (kv_lora_rank) plus the shared rope key per token; replicated on every rank,
@@ -132,6 +217,39 @@ def layer_caches(model: ModelSpec, tp: int = 1, engine: Engine | None = None) ->
     return list(map(made.__getitem__, own)) + list(map(reused.__getitem__, shared))
 
 
+def refuse_compressed(model: ModelSpec, engine: Engine) -> None:
+    """Refuse, as InvalidInput, a compressed-cache model (DeepSeek-V4) under an engine whose layout of it
+    kvcalc does not model, before any other refusal of the engine's."""
+    rules = engines.profile(engine)
+    if model.compressed is not None and not rules.compressed_caches:
+        raise InvalidInput(
+            f"--engine {rules.name}: kvcalc does not model how {rules.label} lays out {model.name}'s compressed caches"
+            " (windows, compressed rows, indexer keys and compressor state, each in its own pages); use --engine"
+            " textbook for their exact bytes"
+        )
+
+
+def _compressed_caches(model: ModelSpec, tp: int, engine: Engine) -> list[LayerCache]:
+    """DeepSeek-V4's layers, each with the caches of its compress ratio, replicated on every rank (one KV head)."""
+    refuse_compressed(model, engine)
+    assert model.compressed is not None and model.head_dim is not None and model.sliding_window is not None
+    kv_heads_per_rank(model, tp)  # still validates the split of the query heads
+    spec = model.compressed
+    made = {
+        ratio: LayerCache(
+            kind="compressed",
+            window=model.sliding_window,
+            kv_heads=0,
+            k_values=0,
+            v_values=0,
+            compress_ratio=max(ratio, 1),
+            parts=compressed_parts(model.head_dim, spec.qk_rope_head_dim, spec.index_head_dim, model.sliding_window, ratio),
+        )
+        for ratio in set(spec.ratios)
+    }  # one value per ratio, shared by its layers (frozen)
+    return [made[ratio] for ratio in spec.ratios]
+
+
 def attention_layers(caches: list[LayerCache]) -> list[LayerCache]:
     """The layers that cache keys and values (every layer but state and mlp layers)."""
     return [layer for layer in caches if layer.kind != "none"]
@@ -141,12 +259,23 @@ def layer_bytes_per_token(layer: LayerCache, dtype: DType, v_dtype: DType | None
     """Bytes one token takes in one layer: a K row in `dtype` plus a V row in `v_dtype` (default: the
     same), each in whole quantization blocks (with a scale per head where the format keeps one: an MLA
     latent counts as one head), plus what the layer keeps besides (a sparse-attention indexer's keys)."""
+    if layer.parts:  # a compressed layer: what each of its most recent tokens takes (its windowed parts)
+        return sum(part.entry_bytes for part in layer.parts if part.ratio == 1)
     heads = layer.kv_heads or 1
     if layer.fp8_rope_values and dtype in FP8_TYPES:
         return fp8_sparse_mla_bytes(layer.k_values - layer.fp8_rope_values, layer.fp8_rope_values) + layer.extra_bytes
     k_bytes = PACKING[dtype].row_bytes(layer.k_values, heads) if layer.k_values else 0
     v_bytes = PACKING[v_dtype or dtype].row_bytes(layer.v_values, heads) if layer.v_values else 0
     return k_bytes + v_bytes + layer.extra_bytes
+
+
+def layer_unit_bytes(layer: LayerCache, dtypes: tuple[DType, DType], workload: Workload, seq: int | None = None) -> int:
+    """Bytes one allocation unit (a sequence) keeps in one layer at context `seq` (default: the
+    workload's): bytes per token times the tokens held, or a compressed layer's parts, each its entries."""
+    seq = workload.seq if seq is None else seq
+    if layer.parts:
+        return sum(part.entry_bytes * entries_held(workload, part.window, part.ratio, seq) for part in layer.parts)
+    return layer_bytes_per_token(layer, *dtypes) * tokens_held(layer, workload, seq)
 
 
 def tokens_held(layer: LayerCache, workload: Workload, seq: int | None = None, peak: bool = False) -> int:
@@ -222,7 +351,7 @@ class CacheLayout(NamedTuple):
     at every probe. Ask it only about workloads that differ from the one it was laid out for in
     context and batch (engines' `reshape`)."""
 
-    windows: list[tuple[int | None, bool]]  # the distinct (window, chunked); window None: full attention, MLA
+    windows: list[tuple[int | None, bool, int]]  # the distinct (window, chunked, ratio); window None: every token
     stages: list[list[int]]  # per stage, per window: bytes per token of the stage's layers of that window, one rank
     state: list[int]  # per stage: recurrent-state bytes of one sequence, as allocated
     fixed: list[int]  # per stage: bytes that do not scale with tokens (the engine's fixed_bytes, a share per layer)
@@ -236,8 +365,8 @@ class CacheLayout(NamedTuple):
         `shared` prefix tokens its full-attention layers hold once for the batch."""
         seq = workload.seq if seq is None else seq
         tokens = [
-            window_tokens(workload, window, seq - shared if (window, chunked) == FULL else seq, peak, chunked)
-            for window, chunked in self.windows
+            entries_held(workload, window, ratio, seq - shared if (window, chunked, ratio) == FULL else seq, peak, chunked)
+            for window, chunked, ratio in self.windows
         ]
         return [sum(map(operator.mul, stage, tokens)) for stage in self.stages]
 
@@ -308,15 +437,20 @@ def _laid_out(model: ModelSpec, workload: Workload) -> "CacheLayout":
     dtypes = cache_dtypes(model, settled_)
     caches = layer_caches(model, settled_.tp, settled_.engine)
     attention = {id(cache): cache for cache in caches if cache.kind != "none"}  # the layers of a kind share one LayerCache
-    per_token = {key: layer_bytes_per_token(cache, *dtypes) for key, cache in attention.items()}
-    windows = list(dict.fromkeys((cache.window, cache.kind == "chunked") for cache in attention.values()))
+    # each layer's (window, chunked, ratio) keys and its bytes per entry under each: a compressed layer's parts
+    entries = {
+        key: [((p.window, False, p.ratio), p.entry_bytes) for p in cache.parts]
+        or [((cache.window, cache.kind == "chunked", 1), layer_bytes_per_token(cache, *dtypes))]
+        for key, cache in attention.items()
+    }
+    windows = list(dict.fromkeys(window for parts in entries.values() for window, _ in parts))
     split = pipeline_stages(model.layers, settled_.pp)
     stages = []
     for stage in split:
         row = [0] * len(windows)
         for key, layers in Counter(map(id, caches[stage.start : stage.stop])).items():
-            if key in attention:
-                row[windows.index((attention[key].window, attention[key].kind == "chunked"))] += layers * per_token[key]
+            for window, entry_bytes in entries.get(key, []):
+                row[windows.index(window)] += layers * entry_bytes
         stages.append(row)
     if settled_.draft_bytes_per_token:  # a draft model's layers sit beside the target's, on the last stage
         if FULL not in windows:
@@ -420,6 +554,7 @@ class LayerGroup(Frozen):
     tokens_exact: int
     bytes_per_sequence: int  # all layers of the group, all ranks
     shared: bool = False  # the group attends to earlier layers' caches and keeps none (Gemma-3n)
+    compress_ratio: int | None = None  # a compressed group's ratio (DeepSeek-V4; 1: window only)
 
 
 class StateGroup(Frozen):
@@ -482,6 +617,7 @@ def exact_workload(workload: Workload) -> Workload:
 def estimate_kv(model: ModelSpec, workload: Workload) -> "KvEstimate":
     """KV bytes per token, per sequence and per batch, the state of hybrid models' state layers,
     per GPU and in total, with an explanation."""
+    refuse_compressed(model, workload.engine)
     dtype, v_dtype = cache_dtypes(model, workload)
     rules = engines.profile(workload.engine)
     rules.check_supported(model, workload, dtype)
@@ -525,7 +661,7 @@ def estimate_kv(model: ModelSpec, workload: Workload) -> "KvEstimate":
         exact_bytes_per_batch=exact.total,
         paging_waste_bytes=kv_batch.total - exact.total + workload.batch * (state.total - state_exact.total),
         peak_bytes_per_batch=peak.total,
-        replicated_kv_heads=model.mla is None and workload.tp > model.kv_heads and bool(groups),
+        replicated_kv_heads=model.mla is None and model.compressed is None and workload.tp > model.kv_heads and bool(groups),
         shared_prefix_tokens=shared_prefix_tokens(workload),
         shared_prefix_bytes=shared[0].total,
         explain=_explain(model, workload, (dtype, v_dtype), groups, unit, kv_batch, shared)
@@ -613,9 +749,10 @@ def _explain_state(
 
 
 def _group_layers(caches: list[LayerCache], dtypes: tuple[DType, DType], workload: Workload) -> list[LayerGroup]:
-    groups: dict[tuple[str, int | None, int, int, bool], list[LayerCache]] = {}
+    groups: dict[tuple[str, int | None, int, int, bool, int | None], list[LayerCache]] = {}
     for layer in attention_layers(caches):
-        groups.setdefault((layer.kind, layer.window, layer.kv_heads, layer.k_values, layer.shared), []).append(layer)
+        key = (layer.kind, layer.window, layer.kv_heads, layer.k_values, layer.shared, layer.compress_ratio)
+        groups.setdefault(key, []).append(layer)
     result = []
     for layers in groups.values():
         first = layers[0]
@@ -631,8 +768,9 @@ def _group_layers(caches: list[LayerCache], dtypes: tuple[DType, DType], workloa
                 bytes_per_token_per_layer=per_token,
                 tokens_held=held,
                 tokens_exact=tokens_held(first, exact_workload(workload)),
-                bytes_per_sequence=len(layers) * per_token * held * workload.tp,
+                bytes_per_sequence=len(layers) * layer_unit_bytes(first, dtypes, workload) * workload.tp,
                 shared=first.shared,
+                compress_ratio=first.compress_ratio,
             )
         )
     return result
@@ -660,6 +798,9 @@ def _explain(
     for g in groups:
         labels = {"full": "full attention", "sliding": f"sliding window W={g.window}", "mla": "MLA latent"}
         label = labels.get(g.kind) or f"chunked local attention C={g.window}"
+        if g.kind == "compressed":
+            lines += _explain_compressed(g, cache_of_ratio(model, workload, g.compress_ratio), workload)
+            continue
         if g.shared:
             lines.append(
                 f"{label}, {g.layers} layers sharing earlier layers' caches (kv_shared_layers): no cache of their own = 0 B"
@@ -723,6 +864,33 @@ def _explain(
     return lines
 
 
+def cache_of_ratio(model: ModelSpec, workload: Workload, ratio: int | None) -> LayerCache:
+    """The cache of a compressed model's layers of one compress ratio (1: window only)."""
+    return next(c for c in layer_caches(model, workload.tp, workload.engine) if c.compress_ratio == ratio)
+
+
+def _explain_compressed(g: LayerGroup, layer: LayerCache, workload: Workload) -> list[str]:
+    """A compressed group's lines: each cache part, its bytes per entry and the entries it holds."""
+    ratio = g.compress_ratio or 1
+    label = f"compressed attention r={ratio}" if ratio > 1 else "window-only attention (compress ratio 0)"
+    lines = [f"{label}, {g.layers} layers (DeepSeek-V4, as vLLM stores it), per layer:"]
+    rules = engines.profile(workload.engine)
+    for part in layer.parts:
+        held = entries_held(workload, part.window, part.ratio, workload.seq)
+        exact = entries_held(exact_workload(workload), part.window, 1, workload.seq)
+        tokens = rules.tokens_formula(workload, part.window, exact)
+        count = f"{tokens} // {part.ratio}" if part.ratio > 1 else tokens
+        lines.append(
+            f"  {part.what}: {part.formula} = {part.entry_bytes:,} B * {count} = {held:,} entries = {part.entry_bytes * held:,} B"
+        )
+    tp = f" * tp {workload.tp}" if workload.tp > 1 else ""
+    unit = g.bytes_per_sequence // g.layers // workload.tp
+    lines.append(
+        f"  per sequence = {g.layers} * {unit:,}{tp} = {g.bytes_per_sequence:,} B ({format_bytes(g.bytes_per_sequence)})"
+    )
+    return lines
+
+
 def layer_cache_bytes(model: ModelSpec, workload: Workload) -> list[int]:
     """Each layer's cache for the whole batch, as the workload's engine allocates it: every
     allocation unit's KV cells plus every sequence's recurrent state (one rank). llama.cpp keeps each
@@ -732,6 +900,6 @@ def layer_cache_bytes(model: ModelSpec, workload: Workload) -> list[int]:
     units = engines.profile(workload.engine).allocation_units(workload)
     states = state_layout(model, workload).layer_bytes
     return [
-        units * layer_bytes_per_token(cache, *dtypes) * tokens_held(cache, workload) + workload.batch * state
+        units * layer_unit_bytes(cache, dtypes, workload) + workload.batch * state
         for cache, state in zip(layer_caches(model, workload.tp, workload.engine), states, strict=True)
     ]

@@ -96,7 +96,9 @@ def kv_table(kv: KvEstimate, decimal: bool, explain: bool) -> None:
     paged = f", pages of {kv.block_size}" if kv.block_size else ""
     engine = f", engine {kv.engine}" if kv.engine != "textbook" else ""
     table = _table(f"KV cache: {kv.model}, {kv.cache_types}, seq {kv.seq:,}, batch {kv.batch}{where}{paged}{engine}", "", "bytes")
-    table.add_row("per token (all layers)", _bytes_cell(kv.bytes_per_token, decimal))
+    compressed = any(g.compress_ratio for g in kv.groups)  # DeepSeek-V4: a recent token sits in windows and states
+    label = "per recent token (windows, compressor states)" if compressed else "per token (all layers)"
+    table.add_row(label, _bytes_cell(kv.bytes_per_token, decimal))
     unit = "shared buffer" if kv.allocation_units != kv.batch else "per sequence"
     tokens = f"n_ctx {kv.seq:,} / {kv.batch}" if kv.engine == "llamacpp" and kv.batch > 1 else f"{kv.seq:,} tokens"
     table.add_row(f"{unit} ({tokens})", _bytes_cell(kv.bytes_per_sequence, decimal))
@@ -116,6 +118,8 @@ def kv_table(kv: KvEstimate, decimal: bool, explain: bool) -> None:
         groups = _table("Per layer kind", "kind", "layers", "B/token/layer", "tokens held", "per sequence")
         for g in kv.groups:
             kind = f"{g.kind} {'W' if g.kind == 'sliding' else 'C'}={g.window:,}" if g.window else g.kind
+            if g.compress_ratio is not None:  # DeepSeek-V4: every layer keeps its window, r > 1 compressed rows too
+                kind = f"compressed r={g.compress_ratio}, W={g.window:,}" if g.compress_ratio > 1 else f"window W={g.window:,}"
             kind += " (shares an earlier cache)" if g.shared else ""
             groups.add_row(
                 kind,

@@ -92,6 +92,28 @@ class MlaSpec(Strict):
     )
 
 
+COMPRESS_RATIOS = (0, 1, 4, 128)  # vLLM DeepseekV4: 0 or 1 window only, 4 (C4A) or 128 (C128A) (sparse_swa.py _layer_type_for)
+
+
+class CompressedSpec(Strict):
+    """DeepSeek-V4's compressed attention (config.json compress_ratios): every layer keeps a sliding
+    window of fp8 rows (the model's sliding_window); a layer of compress ratio r > 1 also keeps one row
+    per r tokens and its compressor's fp32 state, and at r = 4 a lightning-indexer key per row."""
+
+    ratios: list[Annotated[int, Number]] = Field(
+        description="each layer's compress ratio (config compress_ratios, the model's layers): 0 or 1 (window only), 4 or 128"
+    )
+    qk_rope_head_dim: Count = Field(description="the rope part of each row, kept in bf16 (qk_rope_head_dim)")
+    index_head_dim: Count = Field(description="the lightning indexer's key width (index_head_dim)")
+
+    @model_validator(mode="after")
+    def _known_ratios(self) -> "CompressedSpec":
+        unknown = sorted(set(self.ratios) - set(COMPRESS_RATIOS))
+        if unknown:
+            raise ValueError(f"compress ratio {unknown[0]} is not one vLLM's DeepSeek-V4 layers take (0, 1, 4 or 128)")
+        return self
+
+
 class MoeSpec(Strict):
     """Mixture of experts: routed experts of `expert_intermediate`, `experts_per_token` active."""
 
@@ -341,6 +363,9 @@ class ModelSpec(Strict):
         default=0, ge=0, description="the last N layers reuse earlier layers' caches and keep none of their own (Gemma-3n)"
     )
     mla: MlaSpec | None = None
+    compressed: CompressedSpec | None = Field(
+        default=None, description="DeepSeek-V4's compressed caches: each layer's compress ratio beside its sliding window"
+    )
     moe: MoeSpec | None = None
     vision: VisionSpec | None = Field(
         default=None, description="a vision or audio tower beside the language model (its weights are not in params)"
@@ -392,6 +417,8 @@ class ModelSpec(Strict):
                 raise ValueError(f"heads ({self.heads}) must be divisible by attention_shapes.{kind}.kv_heads ({shape.kv_heads})")
         if self.mla is not None and (self.attention_shapes or self.kv_shared_layers):
             raise ValueError("MLA with attention_shapes or kv_shared_layers is not supported")
+        if self.compressed is not None:
+            self._check_compressed(self.compressed)
         if self.stored_weights is not None and self.params != self.stored_weights.params:
             raise ValueError(f"params ({self.params}) must equal stored_weights.params ({self.stored_weights.params})")
         used = {kind for kind in self.state_kinds() if kind is not None}
@@ -402,6 +429,21 @@ class ModelSpec(Strict):
             if given and kind not in used:
                 raise ValueError(f"state.{kind} is given but no layer in layer_pattern is {kind}")
         return self
+
+    def _check_compressed(self, compressed: CompressedSpec) -> None:
+        if len(compressed.ratios) != self.layers:
+            raise ValueError(f"compressed.ratios lists {len(compressed.ratios)} layers, the model has {self.layers}")
+        if self.sliding_window is None:
+            raise ValueError("compressed caches keep a sliding window beside them: sliding_window is not set")
+        if self.mla is not None or self.layer_pattern is not None or self.attention_shapes or self.kv_shared_layers:
+            raise ValueError("compressed caches go with neither mla, layer_pattern, attention_shapes nor kv_shared_layers")
+        rope, width = compressed.qk_rope_head_dim, self.head_dim or 0
+        if rope >= width or (width - rope) % 64:
+            raise ValueError(
+                f"head_dim ({width}) less qk_rope_head_dim ({rope}) must be a positive multiple of 64 (one fp8 scale per 64)"
+            )
+        if compressed.index_head_dim % 128:
+            raise ValueError(f"index_head_dim ({compressed.index_head_dim}) must be a multiple of 128 (one fp32 scale per 128)")
 
     def origin(self) -> list[str]:
         """--explain's first line: where the model comes from (a preset's published config, a file,
@@ -671,8 +713,13 @@ def cache_dtypes(model: ModelSpec, workload: Workload) -> tuple[DType, DType]:
     >>> [d.value for d in cache_dtypes(m, Workload(seq=1, kv_dtype="fp8", v_dtype="q4_0"))]
     ['fp8', 'q4_0']
     """
-    shared = workload.kv_dtype or model.dtype
+    shared = workload.kv_dtype or (DType.fp8 if model.compressed else model.dtype)
     dtypes = workload.k_dtype or shared, workload.v_dtype or shared
+    if model.compressed is not None and (dtypes[0] != dtypes[1] or dtypes[0] not in (DType.fp8, DType.fp8_e4m3)):
+        raise InvalidInput(
+            f"{model.name} keeps its caches as fp8 rows (fp8_ds_mla: vLLM's DeepSeek-V4 attention asserts an fp8 cache):"
+            f" --kv-dtype fp8 or none, not {' and '.join(dict.fromkeys(d.value for d in dtypes))}"
+        )
     for dtype in dtypes:
         if dtype in WEIGHT_ONLY:
             raise InvalidInput(f"{dtype.value} is a format of weights, not of a KV cache: give it as --weight-dtype")

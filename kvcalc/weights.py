@@ -144,6 +144,11 @@ def unknown_weights(model: ModelSpec) -> str:
             " so its weights are unknown: add its published params (and active_params for a MoE) to its preset, or give"
             " --params (and --active-params)"
         )
+    if model.compressed is not None:
+        return (
+            f"{model.name} gives no params: kvcalc does not count DeepSeek-V4's weights from its shapes (grouped low-rank"
+            " output, hyper-connections, compressors), so its weights are unknown: give --params (and --active-params)"
+        )
     source = model.source or ""
     config = source.split("config.json at ", 1)[1] if "config.json at " in source else None  # name the file, not its folder
     fix = (

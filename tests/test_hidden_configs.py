@@ -83,16 +83,3 @@ def test_minimax_m2_5_params_match_the_hub_count() -> None:
     params = count_params(imported("minimax-m2.5"))
     assert params is not None and params.total == 228_689_304_576
     assert params.total == pytest.approx(228_703_644_928, rel=1e-4)
-
-
-def test_deepseek_v4_is_refused_with_what_it_stores(cli) -> None:
-    """DeepSeek-V4-Flash's config.json (https://huggingface.co/deepseek-ai/DeepSeek-V4-Flash; trimmed copy from
-    the fields a vLLM-Kunlun porting note and a vLLM-side test quote: 43 layers, head_dim 512, sliding_window
-    128, compress_ratios 0, 0, then 4 and 128 alternating, 0 for the MTP layer). vLLM stores one 584-byte row
-    per 4 or 128 tokens in its compressed layers (deepseek_v4_attention.py, kv_cache_interface.py): no whole
-    bytes per token, so kvcalc refuses it in one line rather than count it as attention."""
-    result = cli("size", "--model", str(HF_CONFIGS / "deepseek-v4-flash-config.json"), "--seq", "8k")
-    assert result.exit_code == 2
-    assert "model_type 'deepseek_v4' is not sized yet: DeepSeek-V4 keeps compressed caches" in result.stderr
-    assert "one 584-byte entry per 4 or 128 tokens" in result.stderr
-    assert "Traceback" not in result.stderr

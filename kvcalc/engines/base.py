@@ -196,6 +196,7 @@ class EngineProfile(ABC):
     label: ClassVar[str]  # how the engine calls itself in its logs and docs
     fraction_option: ClassVar[str | None] = None  # the Engine field of its own memory fraction; None: --utilization
     sparse_mla_fp8_layout: ClassVar[bool] = False  # an fp8 cache of a DeepSeek-sparse model keeps rope in bf16, scales per 128
+    compressed_caches: ClassVar[bool] = False  # models DeepSeek-V4's compressed caches (ModelSpec.compressed)
     places_layers: ClassVar[bool] = False  # splits layers over GPUs and host RAM itself (llama.cpp): kvcalc.placement plans it
 
     def settle(self, model: ModelSpec, workload: Workload) -> Workload:

@@ -10,6 +10,9 @@ from kvcalc.spec import ModelSpec, Workload
 class Textbook(EngineProfile):
     name = "textbook"
     label = "textbook"
+    compressed_caches = (
+        True  # the exact bytes of DeepSeek-V4's caches, in the format vLLM stores (kvcalc.kvcache.compressed_parts)
+    )
 
     def tokens_per_unit(self, workload: Workload, window: int | None, seq: int, chunked: bool = False) -> int:
         """s, or min(s, W) in a window layer, rounded up to whole pages when paged. A chunked layer

@@ -45,6 +45,8 @@ def repeat_kv_scratch_bytes(model: ModelSpec, workload: Workload) -> int:
 
 def check_measurable(model: ModelSpec, workload: Workload) -> None:
     """Bad input for measure: a dtype torch cannot hold as is, pipeline stages, or a TP split of the heads that does not divide."""
+    if model.compressed is not None:
+        raise InvalidInput(f"measure allocates K and V per token: it does not allocate {model.name}'s compressed caches")
     dtype = kv_dtype(model, workload)
     if dtype not in MEASURABLE_DTYPES or PACKING[dtype].block_values != 1:
         raise InvalidInput(f"measure times {', '.join(d.value for d in MEASURABLE_DTYPES)} caches, not {dtype.value}")
