@@ -555,6 +555,7 @@ class LayerGroup(Frozen):
     bytes_per_sequence: int  # all layers of the group, all ranks
     shared: bool = False  # the group attends to earlier layers' caches and keeps none (Gemma-3n)
     compress_ratio: int | None = None  # a compressed group's ratio (DeepSeek-V4; 1: window only)
+    compressed_rows: int = 0  # the rows a compressed group keeps beside its window, one per compress_ratio tokens
 
 
 class StateGroup(Frozen):
@@ -771,6 +772,9 @@ def _group_layers(caches: list[LayerCache], dtypes: tuple[DType, DType], workloa
                 bytes_per_sequence=len(layers) * layer_unit_bytes(first, dtypes, workload) * workload.tp,
                 shared=first.shared,
                 compress_ratio=first.compress_ratio,
+                compressed_rows=entries_held(workload, None, first.compress_ratio, workload.seq)
+                if first.compress_ratio and first.compress_ratio > 1
+                else 0,
             )
         )
     return result

@@ -125,7 +125,7 @@ def kv_table(kv: KvEstimate, decimal: bool, explain: bool) -> None:
                 kind,
                 str(g.layers),
                 f"{g.bytes_per_token_per_layer:,}",
-                f"{g.tokens_held:,}",
+                f"{g.tokens_held:,}" + (f" + {g.compressed_rows:,} rows" if g.compressed_rows else ""),
                 format_bytes(g.bytes_per_sequence, decimal),
             )
         for st in kv.state_groups:

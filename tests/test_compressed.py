@@ -86,6 +86,15 @@ def test_size_explains_each_cache(cli) -> None:
     assert cli.json("size", "--model", "deepseek-v4-flash", "--seq", "8k")["kv"]["bytes_per_sequence"] == 46_961_664
 
 
+def test_size_table_counts_each_compressed_groups_rows(cli) -> None:
+    # at 131,072 tokens a ratio-4 layer keeps 131,072 // 4 = 32,768 rows, a ratio-128 layer 1,024, beside the 128-token window
+    result = cli("size", "--model", "deepseek-v4-flash", "--seq", "131072")
+    assert result.exit_code == 0
+    assert "128 + 32,768 rows" in result.stdout and "128 + 1,024 rows" in result.stdout
+    groups = cli.json("size", "--model", "deepseek-v4-flash", "--seq", "131072")["kv"]["groups"]
+    assert sorted((g["compress_ratio"], g["compressed_rows"]) for g in groups) == [(1, 0), (4, 32768), (128, 1024)]
+
+
 def test_fit_textbook_solves_the_context(cli) -> None:
     """The longest context whose exact bytes fit what the budget leaves (sub-linear: windows and states fixed)."""
     answer = cli.json("fit", "--model", "deepseek-v4-flash", "--memory", "10GiB", "--reserve", "0", "--utilization", "1",
