@@ -401,7 +401,7 @@ def test_published_cases_in_the_docs_are_current() -> None:
     setup = placement_cases.speeds()
     assert placement.HOST_EFFICIENCY == placement_cases.fitted(setup["cases"], setup)
     _, _, inside, left_out = placement_cases.speed_rows()
-    assert len(setup["cases"]) >= 15 and len(placement_cases.breakdowns()) >= 10
+    assert len(setup["cases"]) >= 15 and len(placement_cases.breakdowns()) >= 15
     # the bar is 25% on cases the fit never saw; two machines imply different host efficiencies
     # (docs/placement.md), so the leave-one-source-out median is above it: guard against it growing
     assert inside <= 0.25 and left_out <= 0.30
