@@ -72,7 +72,13 @@ def case_model(case: dict) -> tuple[ModelSpec, WeightFormat]:
 def case_plan(case: dict) -> placement.Placement:
     """kvcalc's placement for a case: its flags, or its fit when the fit chose them."""
     model, fmt = case_model(case)
-    engine = Engine(name="llamacpp", ubatch=case["ubatch"], flash_attn=case["flash_attn"])
+    engine = Engine(
+        name="llamacpp",
+        ubatch=case["ubatch"],
+        flash_attn=case["flash_attn"],
+        swa_full=case.get("swa_full"),
+        kv_unified=case.get("kv_unified"),
+    )
     work = Workload(
         seq=case["ctx"], batch=case.get("batch", 1), kv_dtype=parse_dtype(case.get("kv_dtype", "fp16")), engine=engine
     )
