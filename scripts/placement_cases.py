@@ -72,7 +72,13 @@ def case_model(case: dict) -> tuple[ModelSpec, WeightFormat]:
 def case_plan(case: dict) -> placement.Placement:
     """kvcalc's placement for a case: its flags, or its fit when the fit chose them."""
     model, fmt = case_model(case)
-    engine = Engine(name="llamacpp", ubatch=case["ubatch"], flash_attn=case["flash_attn"])
+    engine = Engine(
+        name="llamacpp",
+        ubatch=case["ubatch"],
+        flash_attn=case["flash_attn"],
+        swa_full=case.get("swa_full"),
+        kv_unified=case.get("kv_unified"),
+    )
     work = Workload(
         seq=case["ctx"], batch=case.get("batch", 1), kv_dtype=parse_dtype(case.get("kv_dtype", "fp16")), engine=engine
     )
@@ -155,16 +161,28 @@ def _speed(case: dict, setup: dict, host_efficiency: float) -> placement.SplitDe
     model = presets.load_model(case["model"])
     fmt = weight_format(model, parse_dtype(case["weight_dtype"]) if "weight_dtype" in case else None)
     machine = setup["machines"][case["machine"]]
-    gpu = machine["gpu"]
-    device = placement.PlacementDevice(
-        name=gpu["name"], free_bytes=gpu["memory_gib"] * GiB, margin_bytes=0, bandwidth_bytes_per_s=gpu["bandwidth_bytes_per_s"]
-    )
+    devices = [
+        placement.PlacementDevice(
+            name=gpu["name"],
+            free_bytes=gpu["memory_gib"] * GiB,
+            margin_bytes=0,
+            bandwidth_bytes_per_s=gpu["bandwidth_bytes_per_s"],
+        )
+        for gpu in machine["gpus"]
+    ]
     ctx = case.get("ctx", 4096)
-    work = Workload(seq=ctx, engine=Engine(name="llamacpp"))
-    request = placement.PlacementRequest(ctx_size=ctx, n_gpu_layers=case["n_gpu_layers"], n_cpu_moe=case.get("n_cpu_moe"))
-    laid_out = placement.plan(model, work, fmt, [device], request)
+    engine = Engine(name="llamacpp", flash_attn=case.get("flash_attn", True))
+    work = Workload(seq=ctx, kv_dtype=parse_dtype(case.get("kv_dtype", "fp16")), engine=engine)
+    request = placement.PlacementRequest(
+        ctx_size=ctx,
+        n_gpu_layers=case["n_gpu_layers"],
+        n_cpu_moe=case.get("n_cpu_moe"),
+        tensor_split=case.get("tensor_split"),
+        output_first=case.get("output_first", True),
+    )
+    laid_out = placement.plan(model, work, fmt, devices, request)
     return placement.split_decode(
-        model, work, fmt, laid_out, [device], machine["ram_bandwidth_bytes_per_s"], profile_for("llamacpp"), host_efficiency
+        model, work, fmt, laid_out, devices, machine["ram_bandwidth_bytes_per_s"], profile_for("llamacpp"), host_efficiency
     )
 
 
@@ -194,11 +212,20 @@ def speed_rows() -> tuple[list[str], float, float, float]:
         inside.append(abs(own / case["tokens_per_s"] - 1))
         outside.append(abs(left_out / case["tokens_per_s"] - 1))
         flags = f"-ngl {case['n_gpu_layers']}" + (f" --n-cpu-moe {case['n_cpu_moe']}" if "n_cpu_moe" in case else "")
+        flags += f" -ts {'/'.join(str(t) for t in case['tensor_split'])}" if "tensor_split" in case else ""
         rows.append(
             f"| {case['machine']} | {case['model']} ([source]({case['url']})) | `{flags}` | {case['tokens_per_s']} | {own:.1f} |"
             f" {own / case['tokens_per_s'] - 1:+.0%} | {left_out:.1f} (eff {others}) | {left_out / case['tokens_per_s'] - 1:+.0%} |"
         )
     return rows, everyone, statistics.median(inside), statistics.median(outside)
+
+
+def excluded_rows() -> list[str]:
+    """The published cases kvcalc cannot score (tests/fixtures/placement/excluded.yaml), each with its reason."""
+    rows = ["| kind | case | why it stays out |", "| --- | --- | --- |"]
+    for case in yaml.safe_load((FIXTURES / "excluded.yaml").read_text()):
+        rows.append(f"| {case['kind']} | {case['what']} ([source]({case['url']})) | {case['reason']} |")
+    return rows
 
 
 def section() -> str:
@@ -222,6 +249,10 @@ def section() -> str:
             f" {inside:.0%} in-sample, {outside:.0%} leave-one-source-out.",
             "",
             *speed,
+            "",
+            "Published cases left out (tests/fixtures/placement/excluded.yaml):",
+            "",
+            *excluded_rows(),
             "",
         ]
     )
