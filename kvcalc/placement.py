@@ -644,6 +644,10 @@ def _placement(
         args += ["-np", str(workload.batch)]
     if not request.mmap:
         args.append("--no-mmap")
+    if model.mla is None and "sliding" in model.attention_kinds() and workload.engine.swa_full is not False:
+        # the plan counts full-size SWA caches (the library's default, kvcalc's); llama-server's is window-sized
+        # (common/common.h swa_full = false): the command asks for what the plan counts
+        args.append("--swa-full")
     logs = [f"load_tensors: offloaded {ngl}/{units} layers to GPU"]
     logs += [
         f"load_tensors: {name + ('_Mapped' if request.mmap and d.unified else ''):>10} model buffer size = {p.weights_bytes / MiB:10.2f} MiB"
