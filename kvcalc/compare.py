@@ -140,7 +140,8 @@ class CompareRow(Frozen):
 
     name: str
     kv_dtype: DType
-    kv_heads: int | None  # None for an MLA latent
+    kv_heads: int | None  # None for an MLA latent or compressed rows
+    compressed_cache: bool = False  # DeepSeek-V4: bytes_per_token is a token within the window; compare per sequence
     latent_width: int | None  # MLA: kv_lora_rank + rope dim values per token per layer
     bytes_per_token_per_layer: int
     bytes_per_token: int  # all layers
@@ -183,10 +184,12 @@ def _row(subject: Subject, workload: Workload, gpu: GpuSpec | None) -> CompareRo
     attention = attention_layers(layer_caches(spec, workload.tp, workload.engine))
     layer = attention[0] if attention else LayerCache(kind="none", window=None, kv_heads=0, k_values=0, v_values=0)
     mla = layer.kind == "mla"  # attention layers differ only in tokens held, not per token
+    compressed = layer.kind == "compressed"
     return CompareRow(  # every figure over all GPUs (replicas included), like estimate_kv's
         name=subject.name,
         kv_dtype=kv.kv_dtype,
-        kv_heads=None if mla else layer.kv_heads * workload.tp,
+        kv_heads=None if mla or compressed else layer.kv_heads * workload.tp,
+        compressed_cache=compressed,
         latent_width=layer.k_values + layer.v_values if mla else None,
         bytes_per_token_per_layer=layer_bytes_per_token(layer, kv.kv_dtype, kv.v_dtype) * workload.tp,
         bytes_per_token=kv.bytes_per_token,

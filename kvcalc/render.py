@@ -573,6 +573,8 @@ def _label(row: CompareRow, dtypes: bool) -> str:
 
 
 def _kv_heads_cell(row: CompareRow) -> str:
+    if row.compressed_cache:
+        return "compressed"
     return f"latent {row.latent_width}" if row.latent_width is not None else str(row.kv_heads)
 
 
@@ -678,6 +680,12 @@ def compare_tables(c: Comparison, gpu: str | None, decimal: bool) -> None:
     baseline = next(r for r in c.variants if r.name == c.baseline.name and r.kv_dtype == c.baseline.kv_dtype)
     console.print(_compare_kv_table(c, baseline, dtypes, decimal))
     note = f"saved: per batch, against {_label(baseline, dtypes)}." + (f" {c.note}" if c.note else "")
+    compressed = [_label(row, dtypes) for row in c.variants if row.compressed_cache]
+    if compressed:
+        note += (
+            f" {', '.join(compressed)}: B/token is what a token within the window costs; older tokens keep one compressed"
+            " row per 4 or 128 tokens, so compare per sequence."
+        )
     console.print(note, style="dim", markup=False)
     copied = [_label(row, dtypes) for row in c.variants if row.replicated_kv_heads or (row.latent_width and c.tp > 1)]
     if copied:

@@ -153,3 +153,13 @@ def test_bad_configs_are_refused_in_one_line(cli, tmp_path) -> None:
         assert result.exit_code == 2, (changes, result.output)
         assert message in " ".join(result.stderr.split()), (changes, result.stderr)
         assert "Traceback" not in result.stderr
+
+
+def test_compare_labels_compressed_rows_and_says_to_compare_per_sequence(cli) -> None:
+    args = ("compare", "deepseek-v4-flash", "deepseek-v3.2", "--seq", "131072")
+    result = cli(*args)
+    assert result.exit_code == 0 and "compressed" in result.stdout and "compare per sequence" in result.stdout
+    rows = {row["name"]: row for row in cli.json(*args)["variants"]}
+    v4, v32 = rows["deepseek-v4-flash"], rows["deepseek-v3.2"]
+    assert v4["compressed_cache"] and v4["kv_heads"] is None and not v32["compressed_cache"]
+    assert v4["bytes_per_sequence"] < v32["bytes_per_sequence"]  # 496 MiB against 9.56 GiB at 128k
