@@ -10,9 +10,12 @@ abort from a native library) reaches the user as one line and frees everything w
 from __future__ import annotations
 
 import importlib.util
+import signal
 import warnings
 
 from kvcalc.errors import DoesNotFit, MeasureUnavailable
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # a measure run stops every rank on these (kvcalc.measure.runner)
 
 INSTALL_HINT = 'measure needs torch: pip install "kvcalc[measure]"'
 MEMORY_SIGNS = (

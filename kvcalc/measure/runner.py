@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from kvcalc.errors import DoesNotFit, InvalidInput, KvcalcError, MeasureUnavailable
-from kvcalc.measure import INSTALL_HINT, looks_like_memory, torch_installed
+from kvcalc.measure import INSTALL_HINT, STOP_SIGNALS, looks_like_memory, torch_installed
 from kvcalc.measure.calibrate import Calibration
 from kvcalc.measure.launched import check_launch, launched
 from kvcalc.measure.plan import MeasureRequest, check_measurable
@@ -186,8 +186,9 @@ def run_workers(request: MeasureRequest, progress: Callable[[str], None]) -> lis
     with _stop_workers_on_signals(), selectors.DefaultSelector() as selector:
         try:
             for rank in range(tp):
-                worker = Worker(rank, request, {**env, "RANK": str(rank), "LOCAL_RANK": str(rank)})
-                workers.append(worker)
+                with _stop_signals_held():
+                    workers.append(Worker(rank, request, {**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}))
+                worker = workers[-1]
                 selector.register(worker.process.stdout, selectors.EVENT_READ, worker)  # type: ignore[arg-type]
             while selector.get_map() and (deadline is None or time.monotonic() < deadline):
                 timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -222,9 +223,6 @@ class _Stopped(Exception):
         self.signum = signum
 
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-
-
 def _raise_stopped(signum: int, frame: object) -> None:
     for other in STOP_SIGNALS:  # a second signal must not interrupt the workers' cleanup
         signal.signal(other, signal.SIG_IGN)
@@ -253,6 +251,21 @@ def _stop_workers_on_signals() -> Iterator[None]:
         for signum, handler in previous.items():
             if handler is not None:  # None: a handler installed outside Python, which Python cannot restore
                 signal.signal(signum, handler)
+
+
+@contextmanager
+def _stop_signals_held() -> Iterator[None]:
+    """SIGTERM and SIGHUP wait while a worker starts and joins the list run_workers stops: one arriving
+    between its Popen and the list would orphan a running rank. The worker inherits the blocked mask and
+    unblocks them first thing (kvcalc.measure.worker.main), so a signal held for it is delivered then."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def failure(worker: Worker, tp: int) -> KvcalcError:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from datetime import timedelta
@@ -19,7 +20,7 @@ from typing import IO, Any
 
 from kvcalc.errors import DoesNotFit, KvcalcError, MeasureUnavailable
 from kvcalc.kvcache import attention_layers, layer_caches
-from kvcalc.measure import out_of_memory, require_torch, short
+from kvcalc.measure import STOP_SIGNALS, out_of_memory, require_torch, short
 from kvcalc.measure.figures import TOLERANCE
 from kvcalc.measure.launched import Launch
 from kvcalc.measure.plan import MeasurePlan, MeasureRequest, plan_variants
@@ -208,6 +209,7 @@ def with_cache_note(plan: MeasurePlan, last_level_cache: int) -> MeasurePlan:
 
 
 def main() -> int:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # held by the parent while it started this rank
     protocol = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # whatever else writes to stdout (torch, gloo, a native library) lands in stderr
     channel = Channel(protocol)
