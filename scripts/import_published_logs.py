@@ -7,7 +7,7 @@ them, else from the repository's copy, tests/fixtures/engine_logs/collected.yaml
 cases can be rebuilt from the repository alone).
 
 Each collected log (name, url, group, engine, version, device, model, quantization, tp, flags, logged)
-of vLLM or TensorRT-LLM becomes a case `kvcalc fit` can replay, mapped to a kvcalc model (a shipped
+of vLLM, SGLang (its K and V sizes are the KV memory) or TensorRT-LLM becomes a case `kvcalc fit` can replay, mapped to a kvcalc model (a shipped
 preset or a file under tests/fixtures/engine_logs/models/ for the exact checkpoint), a GPU (a preset, or
 the total the log prints when it names none) and the engine's flags; a log that cannot be mapped is kept
 under `unmapped` with every reason. A miss note written by hand in the output survives a re-run. These cases are held out: no constant of kvcalc's is fitted to them
@@ -134,6 +134,7 @@ DEVICES: list[tuple[str, str, str | None, str]] = [
 FLAGS = {
     "vllm": ("gpu_memory_utilization", "max_num_seqs", "max_num_batched_tokens", "enforce_eager", "enable_prefix_caching"),
     "trtllm": ("free_gpu_memory_fraction", "max_seq_len", "max_num_tokens", "tokens_per_block"),
+    "sglang": ("mem_fraction_static", "max_running_requests", "page_size", "max_total_tokens"),
 }
 
 
@@ -147,6 +148,9 @@ def _match(table: list[tuple[Any, ...]], text: str | None) -> tuple[Any, ...] | 
 
 
 def _number(value: Any) -> float | None:
+    """A number, or a number SGLang's server_args dump printed as a string ('0.85', '48'); else None."""
+    if isinstance(value, str) and re.fullmatch(r"-?\d+(\.\d+)?", value.strip()):
+        return float(value) if "." in value else int(value)
     return value if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
@@ -164,12 +168,20 @@ def convert(log: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     elif not (device[1] or memory):
         why.append(f"GPU not named and no total in the excerpt: {log.get('device')!r}")
     if log["engine"] not in FLAGS:
-        why.append(f"{log['engine']}: only vLLM and TensorRT-LLM logs are replayed so far")
+        why.append(f"{log['engine']}: only vLLM, SGLang and TensorRT-LLM logs are replayed so far")
     else:
+        if log["engine"] == "sglang" and _number(logged.get("k_size_gb")) and _number(logged.get("v_size_gb")):
+            # "KV Cache is allocated. #tokens: N, K size: X GB, V size: Y GB": SGLang's GB are 2^30 bytes
+            logged["available_kv_gib"] = round(_number(logged["k_size_gb"]) + _number(logged["v_size_gb"]), 2)
         if log["engine"] == "trtllm" and _number(logged.get("available_kv_gib")) is None and _number(logged.get("kv_alloc_gib")):
             logged["available_kv_gib"] = logged["kv_alloc_gib"]  # "Allocated X GiB for max tokens in paged KV cache"
         if _number(logged.get("available_kv_gib")) is None:
-            why.append("no 'Available KV cache memory' line" if log["engine"] == "vllm" else "no KV cache size line")
+            why.append(
+                {
+                    "vllm": "no 'Available KV cache memory' line",
+                    "sglang": "no 'KV Cache is allocated' line with K and V sizes",
+                }.get(log["engine"], "no KV cache size line")
+            )
     unsupported = sorted(
         k
         for k in flags
@@ -198,7 +210,14 @@ def convert(log: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     if memory:
         case["memory"] = memory
     case["memory_source"] = "logged total_memory" if _number(logged.get("total_memory_gib")) else device[3]
-    seq = flags.get("max_model_len") or flags.get("max_seq_len")  # vLLM's, TensorRT-LLM's
+    seq = next(  # vLLM's, TensorRT-LLM's, SGLang's
+        (
+            _number(flags.get(k))
+            for k in ("max_model_len", "max_seq_len", "context_length", "context_len")
+            if _number(flags.get(k))
+        ),
+        None,
+    )
     if isinstance(seq, int):
         case["seq"] = seq
     if isinstance(flags.get("block_size"), int):
@@ -211,14 +230,13 @@ def convert(log: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     if str(flags.get("kv_cache_dtype", "auto")).startswith("fp8"):
         case["kv_dtype"] = "fp8"
     engine: dict[str, Any] = {"name": log["engine"]}
-    engine.update(
-        {k: flags[k] for k in FLAGS[log["engine"]] if _number(flags.get(k)) is not None or isinstance(flags.get(k), bool)}
-    )
+    engine.update({k: _number(flags[k]) for k in FLAGS[log["engine"]] if _number(flags.get(k)) is not None})
+    engine.update({k: flags[k] for k in FLAGS[log["engine"]] if isinstance(flags.get(k), bool)})
     desired = re.search(r"Desired GPU memory utilization is \(([0-9.]+),", log.get("raw") or "")
     if "gpu_memory_utilization" not in engine and desired:  # vLLM's own line, when the command line was not published
         engine["gpu_memory_utilization"] = float(desired.group(1))
     release = str(log.get("version") or "")
-    if log["engine"] in ("vllm", "trtllm") and re.match(r"v?\d+\.\d+", release):  # as the engine prints it
+    if re.match(r"v?\d+\.\d+", release):  # as the engine prints it
         engine[f"{log['engine']}_version"] = release
     case["engine"] = engine
     case["logged"] = {k: v for k, v in logged.items() if _number(v) is not None}

@@ -151,3 +151,41 @@ def test_local_paths_and_gemma4_map_to_their_exact_checkpoints() -> None:
     case, _ = importer.convert({**log, "model": "google/gemma-4-26B-A4B"})
     assert (case["model"], case["text_only"]) == ("gemma4-26b-a4b", False)
     assert importer.convert({**log, "model": "./qwen36_27B-awq"})[0] is None  # a path the rule does not name
+
+
+def test_sglang_logs_map_with_their_k_and_v_sizes() -> None:
+    # SGLang prints "KV Cache is allocated. #tokens: N, K size: X GB, V size: Y GB" (GiB in its code) and dumps
+    # server_args as strings: the case takes K + V as its KV memory and the numbers as numbers.
+    importer = _importer()
+    log = {
+        "name": "Qwen3-14B, tp 2, sglang", "url": "https://github.com/o/r/issues/1", "group": "o/r#1", "engine": "sglang",
+        "version": "0.5.4", "device": "H100", "model": "Qwen/Qwen3-14B", "tp": 2, "pp": 1,
+        "flags": {"mem_fraction_static": "0.65", "context_length": "32768", "max_running_requests": "1", "kv_cache_dtype": "auto"},
+        "logged": {"kv_tokens": 139814, "k_size_gb": 5.33, "v_size_gb": 5.33},
+    }  # fmt: skip
+    case, why = importer.convert(log)
+    assert why == "" and case["logged"]["available_kv_gib"] == 10.66 and case["seq"] == 32768
+    assert case["engine"] == {"name": "sglang", "mem_fraction_static": 0.65, "max_running_requests": 1, "sglang_version": "0.5.4"}
+    assert "--mem-fraction-static" in calibration.fit_args(case) and "--sglang-version" in calibration.fit_args(case)
+    assert importer.convert({**log, "logged": {"kv_tokens": 139814}})[1] == "no 'KV Cache is allocated' line with K and V sizes"
+
+
+def test_a_v0_release_profiles_its_own_default_batch() -> None:
+    # vLLM before 0.8 (V0) batches max(max_model_len, 2048) tokens without chunked prefill, which it turns on only
+    # past 32K (vllm/config.py SchedulerConfig, vllm/engine/arg_utils.py, v0.7): the published 0.7.2 and 0.7.3
+    # logs (daxdelvira/distributed_agent_gc, baodangtrandev/RAG-) land within 2 % with it and miss without it.
+    from typer.testing import CliRunner
+
+    from kvcalc.cli import app
+
+    def batched(*extra: str) -> int:
+        args = ["fit", "--model", "qwen2.5-14b", "--gpu", "a100-40gb", "--engine", "vllm", "--json", *extra]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code in (0, 1), result.output
+        return json.loads(result.stdout)["budget"]["engine"]["max_num_batched_tokens"]
+
+    assert batched("--seq", "8192", "--vllm-version", "0.7.3") == 8192
+    assert batched("--seq", "32768", "--vllm-version", "0.7.2") == 32768
+    assert batched("--seq", "40960", "--vllm-version", "0.7.2") == 2048  # chunked prefill past 32K
+    assert batched("--seq", "8192", "--vllm-version", "0.7.3", "--max-num-batched-tokens", "4096") == 4096
+    assert batched("--seq", "8192", "--vllm-version", "0.8.0") == 2048  # V1: the A100's default

@@ -51,9 +51,9 @@ def test_a_vllm_release_without_flashinfer_profiles_the_sorting_sampler(cli, ver
     # vllm/v1/sample/ops/topk_topp_sampler.py: no FlashInfer (a dependency since 0.11.1) -> the native path sorts
     # the logits; the 0.10.2 logs that say so profile 38 B per logit, FlashInfer's sampler 15 B (the v0.19 logs)
     def budget(release: str) -> dict:
-        return cli.json("fit", "--model", "llama3.1-8b", "--memory", "79GiB", "--engine", "vllm", "--vllm-version", release)[
-            "budget"
-        ]
+        # the batch given, so a V0 release (0.7.3) profiles the same 1,024 requests as V1 (its defaults differ)
+        args = ["--engine", "vllm", "--vllm-version", release, "--max-num-seqs", "1024", "--max-num-batched-tokens", "8192"]
+        return cli.json("fit", "--model", "llama3.1-8b", "--memory", "79GiB", *args)["budget"]
 
     def activation(doc: dict) -> int:
         return next(term["bytes"] for term in doc["terms"] if term["name"] == "activation peak")

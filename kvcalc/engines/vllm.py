@@ -80,6 +80,12 @@ SAMPLER_BYTES_PER_LOGIT_UNKNOWN_RELEASE = 38
 # 1,024 x 151,936 logits; the Qwen3-4B 0.10.2 log in published.yaml, 5.59 GiB), as the llm-d-planner table's.
 NATIVE_SAMPLER_BYTES_PER_LOGIT = 38
 V1_ENGINE_SINCE = (0, 8, 0)  # the V1 engine (and its TopKTopPSampler) is the default
+# V0 (before 0.8): without chunked prefill the profile run batches max(max_model_len, 2048) tokens; chunked
+# prefill, and so 2048, only past 32K (vllm/config.py SchedulerConfig.__post_init__, _DEFAULT_MAX_NUM_BATCHED_TOKENS;
+# vllm/engine/arg_utils.py create_engine_config use_long_context, v0.7.x)
+V0_DEFAULT_MAX_NUM_BATCHED_TOKENS = 2048
+V0_LONG_CONTEXT = 32768
+V0_MAX_NUM_SEQS = 256  # EngineArgs.max_num_seqs on every GPU in V0
 FLASHINFER_DEPENDENCY_SINCE = (0, 11, 1)  # flashinfer-python a default CUDA requirement (vllm-project/vllm#26443)
 NON_TORCH_BYTES = int(0.25 * GiB)  # cuBLAS and other non-torch memory after the snapshot, one GPU (v0.19 logs 0.24-0.46)
 NON_TORCH_TP_BYTES = int(2.1 * GiB)  # tensor parallelism over NVLink/NVSwitch on Hopper or Blackwell (v0.19 H100 logs 2.06-2.21)
@@ -169,6 +175,40 @@ def sampler_rule(version: str | None) -> tuple[int, str]:
             f"vLLM {version} installs without FlashInfer: the PyTorch-native top-k/top-p sampler sorts the logits"
         )
     return SAMPLER_BYTES_PER_LOGIT, f"vLLM {version}: FlashInfer's sampler (a dependency since 0.11.1), or V0's"
+
+
+def v0_batch_defaults(model: ModelSpec, engine: Engine, seq: int) -> tuple[Engine, str | None]:
+    """The engine with V0's (before 0.8) scheduler defaults filled in, and why (None: not V0, or both
+    given). V0 enables chunked prefill by default only for max_model_len > 32K on a model without sliding
+    windows, MLA or a vision tower (arg_utils.py create_engine_config / _set_default_args_v0, v0.7.x);
+    without it max_num_batched_tokens is max(max_model_len, 2048), with it 2048 (config.py
+    SchedulerConfig.__post_init__); max_num_seqs is 256 on every GPU (EngineArgs).
+
+    >>> tokens = lambda version, seq: v0_batch_defaults(ModelSpec(name="m", layers=1, heads=1, kv_heads=1, head_dim=64), Engine(name="vllm", vllm_version=version), seq)[0].max_num_batched_tokens
+    >>> tokens("0.7.3", 8192), tokens("0.7.2", 32768), tokens("0.7.2", 40960), tokens("0.7.2", 1024), tokens("0.8.0", 8192)
+    (8192, 32768, 2048, 2048, None)
+    """
+    if engine.vllm_version is None or parse_engine_version(engine.vllm_version) >= V1_ENGINE_SINCE:
+        return engine, None
+    if engine.max_num_batched_tokens is not None and engine.max_num_seqs is not None:
+        return engine, None
+    chunked = seq > V0_LONG_CONTEXT and model.sliding_window is None and model.mla is None and model.vision is None
+    batched = V0_DEFAULT_MAX_NUM_BATCHED_TOKENS if chunked else max(seq, V0_DEFAULT_MAX_NUM_BATCHED_TOKENS)
+    why = (
+        f"vLLM {engine.vllm_version} (V0): chunked prefill "
+        + (
+            f"on (max_model_len {seq:,} > 32K): {batched:,} batched tokens"
+            if chunked
+            else f"off: max(max_model_len {seq:,}, 2048) = {batched:,} batched tokens"
+        )
+        + f", max_num_seqs {V0_MAX_NUM_SEQS} (vllm/config.py SchedulerConfig, vllm/engine/arg_utils.py, v0.7)"
+    )
+    return engine.model_copy(
+        update={
+            "max_num_batched_tokens": engine.max_num_batched_tokens or batched,
+            "max_num_seqs": engine.max_num_seqs or V0_MAX_NUM_SEQS,
+        }
+    ), why
 
 
 def default_utilization(version: str | None) -> tuple[float, str]:
@@ -261,7 +301,7 @@ class Vllm(EngineProfile):
     )
     sparse_mla_fp8_layout = True  # fp8_ds_mla: fp8 latent, fp32 scale per 128, bf16 rope (656 B for DeepSeek-V3.2)
     max_seqs_option = "max_num_seqs"
-    calibration_error_percent = 3.0  # scripts/calibration.py: 90th percentile of the held-out |errors|
+    calibration_error_percent = 2.9  # scripts/calibration.py: 90th percentile of the held-out |errors|
 
     def block_size(self, workload: Workload) -> int:
         """--block-size, or vLLM's default 16."""
@@ -396,11 +436,14 @@ class Vllm(EngineProfile):
 
     def defaults_on(self, engine: Engine, gpu: GpuMemory) -> Engine:
         """max_num_batched_tokens 8192 on a GPU of 70 GiB or more that is not an A100, else 2048
-        (vllm/engine/arg_utils.py get_batch_defaults, the API server's)."""
+        (vllm/engine/arg_utils.py get_batch_defaults, the API server's); a V0 release's follow
+        max_model_len and are filled by budget (v0_batch_defaults)."""
         if engine.attention_backend is None and any(name in (gpu.name or "").lower() for name in BLACKWELL_NAMES):
             engine = engine.model_copy(update={"attention_backend": "cutlass_mla"})  # vllm/platforms/cuda.py: SM100
         if engine.max_num_batched_tokens is not None:
             return engine
+        if engine.vllm_version is not None and parse_engine_version(engine.vllm_version) < V1_ENGINE_SINCE:
+            return engine  # V0's defaults follow max_model_len: budget fills them (v0_batch_defaults)
         batched = VLLM_MAX_NUM_BATCHED_TOKENS if self._large(gpu) else VLLM_SMALL_MAX_NUM_BATCHED_TOKENS
         return engine.model_copy(update={"max_num_batched_tokens": batched})
 
@@ -495,7 +538,9 @@ class Vllm(EngineProfile):
         """available KV = total * gpu_memory_utilization - weights - activation peak - non-torch
         - CUDA graphs, on the GPU of the stage that leaves the least (the last stage runs the
         sampler); --reserve replaces the three overheads; --kv-cache-memory-bytes is the answer."""
-        engine, memory = workload.engine, gpu.total_bytes
+        engine, v0_why = v0_batch_defaults(model, workload.engine, workload.seq)
+        workload = workload.model_copy(update={"engine": engine})
+        memory = gpu.total_bytes
         default_fraction, default_why = default_utilization(engine.vllm_version)
         fraction = engine.gpu_memory_utilization or default_fraction
         requested = byte_fraction(memory, fraction)
@@ -553,6 +598,7 @@ class Vllm(EngineProfile):
             )
         explain = [
             *stage.explain[:-1],
+            *([v0_why] if v0_why else []),
             *(line for term in terms for line in term_lines(term)),
             rule,
         ]
