@@ -203,29 +203,8 @@ def multimodal(
     return residents.with_residents(budget, residents.multimodal_terms(model, work, budget, settings))
 
 
-def _limits(text: str | None) -> dict[str, int] | None:
-    """--limit-mm-per-prompt's JSON object of modality -> items (0 or more)."""
-    if text is None:
-        return None
-    import json
-
-    try:
-        found = json.loads(text)
-    except ValueError:
-        found = None
-    if (
-        not isinstance(found, dict)
-        or not found
-        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in found.values())
-    ):
-        raise InvalidInput(f"--limit-mm-per-prompt {text!r}: give a JSON object of items per modality, e.g. '{{\"image\": 2}}'")
-    return found
-
-
-def _max_pixels(text: str | None) -> int | None:
-    """--mm-processor-kwargs' max_pixels (a positive integer); other keys are refused, not ignored."""
-    if text is None:
-        return None
+def _json_object(option: str, text: str, example: str) -> dict[str, object]:
+    """An option's JSON object, or one clear line naming the option and an example."""
     import json
 
     try:
@@ -233,7 +212,25 @@ def _max_pixels(text: str | None) -> int | None:
     except ValueError:
         found = None
     if not isinstance(found, dict):
-        raise InvalidInput(f"--mm-processor-kwargs {text!r}: give a JSON object, e.g. '{{\"max_pixels\": 1003520}}'")
+        raise InvalidInput(f"{option} {text!r}: give a JSON object, e.g. '{example}'")
+    return found
+
+
+def _limits(text: str | None) -> dict[str, int] | None:
+    """--limit-mm-per-prompt's JSON object of modality -> items (0 or more)."""
+    if text is None:
+        return None
+    found = _json_object("--limit-mm-per-prompt", text, '{"image": 2}')
+    if not found or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in found.values()):
+        raise InvalidInput(f"--limit-mm-per-prompt {text!r}: give a JSON object of items per modality, e.g. '{{\"image\": 2}}'")
+    return found  # type: ignore[return-value]
+
+
+def _max_pixels(text: str | None) -> int | None:
+    """--mm-processor-kwargs' max_pixels (a positive integer); other keys are refused, not ignored."""
+    if text is None:
+        return None
+    found = _json_object("--mm-processor-kwargs", text, '{"max_pixels": 1003520}')
     unread = sorted(set(found) - {"max_pixels"})
     if unread:
         raise InvalidInput(f"--mm-processor-kwargs: kvcalc reads max_pixels only, not {', '.join(unread)}")
