@@ -18,7 +18,9 @@ computes the same three figures per device (model, context, compute) from the we
 
 Builds differ: before PR #18148 (2025-12-17) `-ngl N` offloaded N repeating layers and the output
 layer last (`output_first`); before PR #23861 (2026-05-30) the compute buffer reserved logits for a
-whole ubatch (`all_logits_reserved`). MTP layers (`mtp`) count as layers after the model's own, before
+whole ubatch (`all_logits_reserved`); before PR #23764 (2026-05-28) the attention mask was reserved in f32
+and cast to f16 on each device under flash attention (`f32_mask_reserved`); before PR #12801 (Apr 2025)
+an MLA model's cache held K and V per head (`mla_per_head`). MTP layers (`mtp`) count as layers after the model's own, before
 the output layer. Not modelled: fit.cpp's LAYER_FRACTION_ATTN fallback (a MoE layer whose up experts
 do not fit keeps only its attention), row split (`-sm row`, where fit.cpp gives up), the MTP draft
 context's own cache.
@@ -33,7 +35,7 @@ from kvcalc.decode_profiles import DecodeProfile, format_class, stored_format_cl
 from kvcalc.engines import profile as engine_profile
 from kvcalc.engines.llamacpp import LLAMACPP_PAD, LLAMACPP_UBATCH
 from kvcalc.errors import InvalidInput
-from kvcalc.kvcache import layer_cache_bytes
+from kvcalc.kvcache import layer_cache_bytes, layer_caches, settled, tokens_held
 from kvcalc.latency import expected_experts_touched
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
 from kvcalc.units import PACKING, GiB, MiB, format_bytes
@@ -46,6 +48,14 @@ OUTPUT_FIRST_SOURCE = (
 LOGITS_SOURCE = (
     "src/llama-context.cpp graph_reserve: n_outputs = n_outputs_max, one row per sequence in llama-server,"
     " ggml-org/llama.cpp PR #23861 (2026-05-30; before it every token of the ubatch)"
+)
+MASK_SOURCE = (
+    "src/llama-graph.cpp build_attn_inp_kq_mask: one mask input of n_kv x n_ubatch per cache kind (iSWA: two), f16 under"
+    " flash attention, else f32; before ggml-org/llama.cpp PR #23764 (2026-05-28) f32 and ggml_cast to f16"
+)
+MLA_PER_HEAD_SOURCE = (
+    "src/llama-kv-cache.cpp before ggml-org/llama.cpp PR #12801 (Apr 2025): k_l of n_head_kv * n_embd_head_k and v_l of"
+    " n_head_kv * n_embd_head_v per cell (DeepSeek's GGUF: 128 x 192 and 128 x 128), not MLA's latent"
 )
 DEFAULT_FIT_TARGET = 1024 * MiB  # --fit-target: MiB left free on every device (common/arg.cpp)
 DEFAULT_FIT_CTX = 4096  # --fit-ctx: the smallest context fit reduces to
@@ -94,6 +104,8 @@ class PlacementRequest(Frozen):
     mtp: bool = False  # the model's MTP layers loaded (--spec-type draft-mtp with a GGUF that carries them)
     output_first: bool = True  # False: builds before PR #18148, the output layer offloaded last
     all_logits_reserved: bool = False  # True: builds before PR #23861, logits reserved for the whole ubatch
+    f32_mask_reserved: bool = False  # True: builds before PR #23764, the mask reserved in f32 and cast to f16 (flash attention)
+    mla_per_head: bool = False  # True: builds before PR #12801, an MLA model's cache holds K and V per head
     resident_bytes: int = 0  # what else the first GPU holds: a projector (--mmproj), a draft model (--model-draft)
     resident_explain: list[str] = []
 
@@ -162,7 +174,28 @@ def working_set_bytes(ram_bytes: int, wired_limit_bytes: int | None = None) -> i
     return ram_bytes * 2 // 3 if ram_bytes <= 32 * GiB else ram_bytes * 3 // 4
 
 
-def compute_buffer_bytes(model: ModelSpec, ctx: int, ubatch: int, flash_attn: bool, holds_output: bool, output_rows: int) -> int:
+def kq_mask_bytes(cells: int, ubatch: int, flash_attn: bool, f32_reserved: bool, on_device: bool) -> int:
+    """One attention mask (n_kv `cells` x n_ubatch), a graph input: the host's compute buffer holds
+    it (ggml-backend.c puts inputs on the CPU backend), each device that runs a layer attending with
+    it holds a copy (`on_device`), and where a build reserved it in f32 under flash attention also its
+    f16 cast (src/llama-graph.cpp build_attn_inp_kq_mask; PR #23764 reserves it in f16 directly).
+
+    >>> kq_mask_bytes(262144, 512, True, True, False) // MiB, kq_mask_bytes(262144, 512, True, True, True) // MiB
+    (512, 768)
+    >>> kq_mask_bytes(262144, 512, True, False, True) // MiB, kq_mask_bytes(4096, 512, False, False, True) // MiB
+    (256, 8)
+    """
+    values = cells * ubatch
+    if not flash_attn:
+        return F32 * values
+    if not f32_reserved:
+        return 2 * values
+    return F32 * values + (2 * values if on_device else 0)
+
+
+def compute_buffer_bytes(
+    model: ModelSpec, ctx: int, ubatch: int, flash_attn: bool, holds_output: bool, output_rows: int, mask_bytes: int = 0
+) -> int:
     """One device's compute buffer: the largest set of f32 activations one ubatch keeps alive at once
     (ggml's graph allocator reuses memory between ops, so only the peak counts, and the layers run
     one after another). Candidates, in 4 B values:
@@ -173,6 +206,8 @@ def compute_buffer_bytes(model: ModelSpec, ctx: int, ubatch: int, flash_attn: bo
       per sequence since PR #23861 (2026-05-30); earlier builds every token of the ubatch;
     - without flash attention, the attention scores beside the layer's input and output:
       n_ubatch * (n_ctx * n_head + 2 * n_embd).
+    The attention masks (`mask_bytes`, kq_mask_bytes) stay allocated while any layer still attends, so
+    they add to the layers' candidates; ggml-alloc frees them after the last attention, before the output.
 
     >>> from kvcalc.spec import ModelSpec
     >>> m = ModelSpec(name="x", layers=32, heads=32, kv_heads=8, hidden=4096, intermediate=14336, vocab=128256)
@@ -185,12 +220,12 @@ def compute_buffer_bytes(model: ModelSpec, ctx: int, ubatch: int, flash_attn: bo
     ffn = model.intermediate or 0
     if model.moe is not None:
         ffn = max(ffn, model.moe.experts_per_token * model.moe.expert_intermediate)
-    values = [ubatch * (2 * ffn + 2 * hidden)]
+    values = [F32 * ubatch * (2 * ffn + 2 * hidden) + mask_bytes]
     if holds_output:
-        values.append(output_rows * vocab + ubatch * hidden)
+        values.append(F32 * (output_rows * vocab + ubatch * hidden))
     if not flash_attn:
-        values.append(ubatch * (ctx * model.heads + 2 * hidden))
-    return F32 * max(values)
+        values.append(F32 * ubatch * (ctx * model.heads + 2 * hidden) + mask_bytes)
+    return max(values)
 
 
 class _Layout(Frozen):
@@ -202,6 +237,9 @@ class _Layout(Frozen):
     ubatch: int
     flash_attn: bool
     output_rows: int  # logits rows the compute buffer reserves
+    layer_masks: list[str | None]  # per layer, the cache kind whose mask it attends with (None: no attention)
+    mask_cells: dict[str, int]  # n_kv of each kind's mask
+    f32_mask: bool = False  # the mask reserved in f32 and cast (builds before PR #23764)
     mtp: int = 0
 
     @property
@@ -225,17 +263,26 @@ def _with_mtp(model: ModelSpec, fmt: WeightFormat, w: LayerWeights) -> LayerWeig
     )
 
 
-def _layout(
-    model: ModelSpec, workload: Workload, fmt: WeightFormat, ctx: int, mtp: bool = False, all_logits: bool = False
-) -> _Layout:
+def _layout(model: ModelSpec, workload: Workload, fmt: WeightFormat, ctx: int, build: PlacementRequest) -> _Layout:
+    """The units' bytes at context `ctx` under the build's rules (`build`: MTP loaded, logits rows, mask, MLA cache)."""
     engine = workload.engine
+    mtp = build.mtp
     if mtp and not model.mtp_layers:
         raise InvalidInput(f"{model.name} has no MTP layers (mtp_layers 0): llama.cpp loads none")
+    if build.mla_per_head and model.mla is None:
+        raise InvalidInput(f"{model.name} has no MLA: a per-head MLA cache (builds before PR #12801) does not apply")
     w = layer_weights(model, fmt)
-    kv = layer_cache_bytes(model, workload.model_copy(update={"seq": ctx}))
+    cached = model.model_copy(update={"mla": None}) if build.mla_per_head else model  # K and V per head (MLA_PER_HEAD_SOURCE)
+    at_ctx = workload.model_copy(update={"seq": ctx})
+    kv = layer_cache_bytes(cached, at_ctx)
+    at_ctx = settled(cached, at_ctx)
+    caches = layer_caches(cached, at_ctx.tp, at_ctx.engine)
+    layer_masks: list[str | None] = [c.kind if c.kind != "none" else None for c in caches]
+    mask_cells = {c.kind: tokens_held(c, at_ctx) for c in caches if c.kind != "none"}
     if mtp:
         w = _with_mtp(model, fmt, w)
         kv = [*kv, *[0] * model.mtp_layers]
+        layer_masks += [None] * model.mtp_layers  # the MTP layer attends in the draft context's own graph
     ubatch = min(engine.ubatch or LLAMACPP_UBATCH, ctx)
     return _Layout(
         weights=w,
@@ -243,9 +290,22 @@ def _layout(
         ctx=ctx,
         ubatch=ubatch,
         flash_attn=engine.flash_attn is not False,  # -fa auto turns it on where the backend supports it
-        output_rows=ubatch if all_logits else workload.batch,
+        output_rows=ubatch if build.all_logits_reserved else workload.batch,
+        layer_masks=layer_masks,
+        mask_cells=mask_cells,
+        f32_mask=build.f32_mask_reserved,
         mtp=model.mtp_layers if mtp else 0,
     )
+
+
+def _mask_bytes(layout: _Layout, kinds: set[str], on_device: bool) -> int:
+    """The masks of these cache kinds, as a device (or the CPU running layers) holds them, or as the host's inputs."""
+    return sum(kq_mask_bytes(layout.mask_cells[k], layout.ubatch, layout.flash_attn, layout.f32_mask, on_device) for k in kinds)
+
+
+def _kinds_on(layout: _Layout, a: _Assign, where: int) -> set[str]:
+    """The cache kinds whose masks the layers at `where` (a device, or CPU) attend with."""
+    return {kind for unit, kind in enumerate(layout.layer_masks) if kind is not None and a.device[unit] == where}
 
 
 class _Assign(Frozen):
@@ -328,7 +388,8 @@ def _device_compute(model: ModelSpec, layout: _Layout, a: _Assign, d: int) -> in
     if d not in a.device:
         return 0
     holds_output = a.device[layout.n_layers] == d
-    return compute_buffer_bytes(model, layout.ctx, layout.ubatch, layout.flash_attn, holds_output, layout.output_rows)
+    masks = _mask_bytes(layout, _kinds_on(layout, a, d), True)
+    return compute_buffer_bytes(model, layout.ctx, layout.ubatch, layout.flash_attn, holds_output, layout.output_rows, masks)
 
 
 def _device_totals(model: ModelSpec, layout: _Layout, a: _Assign, devices: list[PlacementDevice], resident: int) -> list[int]:
@@ -355,7 +416,8 @@ def _pack(
     for d in reversed(range(len(devices))):
         device = devices[d]
         holds_output = taken < len(order) and order[taken] == layout.n_layers
-        used = compute_buffer_bytes(model, layout.ctx, layout.ubatch, layout.flash_attn, holds_output, layout.output_rows)
+        masks = _mask_bytes(layout, set(layout.mask_cells), True)  # a device that takes layers holds their masks
+        used = compute_buffer_bytes(model, layout.ctx, layout.ubatch, layout.flash_attn, holds_output, layout.output_rows, masks)
         used += resident if d == 0 else 0
         target = device.free_bytes - device.margin_bytes
         while taken < len(order) and used + _unit_bytes(layout, order[taken], not dense_only) <= target:
@@ -405,10 +467,14 @@ def _evaluate(
             )
         )  # fmt: skip
     busy = CPU in a.device or bool(a.cpu_experts) or any(p.overflow == CPU for p in a.partials) or not devices
+    on_cpu = _kinds_on(layout, a, CPU)
+    masks_host = _mask_bytes(layout, set(layout.mask_cells) - on_cpu, False) + _mask_bytes(layout, on_cpu, True)
     compute_host = (
-        compute_buffer_bytes(model, layout.ctx, layout.ubatch, layout.flash_attn, a.device[n] == CPU, layout.output_rows)
+        compute_buffer_bytes(
+            model, layout.ctx, layout.ubatch, layout.flash_attn, a.device[n] == CPU, layout.output_rows, masks_host
+        )
         if busy
-        else F32 * layout.ubatch * 3 * (model.hidden or 0)  # the input embeddings gathered on the host and copied over
+        else F32 * layout.ubatch * (model.hidden or 0) + masks_host  # the input rows gathered from token_embd, and the masks
     )
     output_host = F32 * (model.vocab or 0) * workload.batch  # logits of one token per sequence (llama_context output buffer)
     total_host = weights_host + kv_host + compute_host + output_host
@@ -435,7 +501,7 @@ def _interpolated_ctx(
         return n_ctx_max
 
     def used(ctx: int) -> tuple[int, int, int]:
-        layout = _layout(model, workload, fmt, ctx, request.mtp, request.all_logits_reserved)
+        layout = _layout(model, workload, fmt, ctx, request)
         units = layout.n_layers + 1
         a = _assign(layout, _default_split(devices, units, request.tensor_split), request.output_first)
         plans, _ = _evaluate(model, workload, layout, devices, request, a)
@@ -503,7 +569,7 @@ def plan(
     else:
         ctx = (model.max_positions or workload.seq) * streams
         steps.append(f"-c unset: the trained context {ctx:,} (n_ctx_train * {streams} streams)")
-    layout = _layout(model, workload, fmt, ctx, request.mtp, request.all_logits_reserved)
+    layout = _layout(model, workload, fmt, ctx, request)
     units = layout.n_layers + 1
     cpu_experts, partials = _user_experts(model, request, layout.n_layers)
     ngl = min(request.n_gpu_layers if request.n_gpu_layers is not None else units, units)
@@ -519,7 +585,7 @@ def plan(
     else:
         if request.ctx_size is None:
             ctx = _interpolated_ctx(model, workload, fmt, devices, request, ctx, streams, steps)
-            layout = _layout(model, workload, fmt, ctx, request.mtp, request.all_logits_reserved)
+            layout = _layout(model, workload, fmt, ctx, request)
             a = _assign(layout, _default_split(devices, units, request.tensor_split), request.output_first)
             plans, host = _evaluate(model, workload, layout, devices, request, a)
         if not all(p.fits for p in plans):
@@ -675,17 +741,34 @@ def _placement(
     rows = f"{layout.output_rows} row(s)" + (
         " (the whole ubatch: builds before PR #23861)" if request.all_logits_reserved else ""
     )
+    masks = (
+        ", ".join(
+            f"{kind} n_kv {cells:,} ({_mask_bytes(layout, {kind}, False):,} B on the host, {_mask_bytes(layout, {kind}, True):,} B on a device)"
+            for kind, cells in sorted(layout.mask_cells.items())
+        )
+        or "none"
+    )
+    if not layout.flash_attn:
+        mask_type = "f32 on the host and on each device that attends with it"
+    elif layout.f32_mask:
+        mask_type = (
+            "f32 on the host; each device that attends with it holds an f32 copy and its f16 cast (builds before PR #23764)"
+        )
+    else:
+        mask_type = "f16 on the host and on each device that attends with it"
     explain = [
         f"placement: llama.cpp's fit ({FIT_SOURCE}); units 0..{n - 1} are the layers"
         f"{f' ({layout.mtp} MTP layer(s) last)' if layout.mtp else ''}, unit {n} the output layer",
         f"-ngl order: {'the output layer first, then the layers back to front' if request.output_first else 'the layers back to front, the output layer last (builds before PR #18148)'} ({OUTPUT_FIRST_SOURCE})",
         f"weights per layer {w.explain}; token_embd {w.embeddings:,} B stays in host memory; output layer {w.output:,} B",
-        f"cache per layer at n_ctx {layout.ctx:,}: {layout.kv[0]:,} B (layer 0), {sum(layout.kv):,} B in all; it sits with its layer",
-        f"compute buffer per device = 4 B * max(n_ubatch {layout.ubatch} * (2 * n_ff + 2 * n_embd),"
-        f" logits {rows} * n_vocab + n_ubatch * n_embd on the output's device"
-        f"{'' if layout.flash_attn else ', n_ubatch * (n_ctx * n_head + 2 * n_embd) without flash attention'}) ({LOGITS_SOURCE})",
-        f"host compute buffer: as a device's when layers or experts run on the CPU, else 4 B * n_ubatch * 3 * n_embd;"
-        f" output buffer 4 B * n_vocab * {workload.batch} sequences",
+        f"cache per layer at n_ctx {layout.ctx:,}: {layout.kv[0]:,} B (layer 0), {sum(layout.kv):,} B in all; it sits with its layer"
+        + (f" (K and V per head: {MLA_PER_HEAD_SOURCE})" if request.mla_per_head else ""),
+        f"attention masks: n_kv x n_ubatch {layout.ubatch} each, {masks}: {mask_type} ({MASK_SOURCE})",
+        f"compute buffer per device = max(4 B * n_ubatch {layout.ubatch} * (2 * n_ff + 2 * n_embd) + its masks,"
+        f" 4 B * (logits {rows} * n_vocab + n_ubatch * n_embd) on the output's device"
+        f"{'' if layout.flash_attn else ', 4 B * n_ubatch * (n_ctx * n_head + 2 * n_embd) + its masks without flash attention'}) ({LOGITS_SOURCE})",
+        f"host compute buffer: as a device's when layers or experts run on the CPU, else 4 B * n_ubatch * n_embd (the input rows);"
+        f" it holds every mask's input; output buffer 4 B * n_vocab * {workload.batch} sequences",
         *request.resident_explain,
         *steps,
     ]
@@ -758,7 +841,7 @@ def split_decode(
     activation bytes / PCIe + fixed cost per layer (the engine's decode profile). A step reads each
     layer's weights once where they sit: routed experts only in the share the batch touches,
     E * (1 - (1 - k/E)^B) / E (kvcalc.latency), and the cache at --seq."""
-    layout = _layout(model, workload, fmt, workload.seq, placement.mtp_layers > 0)
+    layout = _layout(model, workload, fmt, workload.seq, PlacementRequest(mtp=placement.mtp_layers > 0))
     a = _replayed(layout, placement)
     w = layout.weights
     n = layout.n_layers

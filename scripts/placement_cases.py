@@ -103,6 +103,8 @@ def case_plan(case: dict) -> placement.Placement:
         mtp=bool(case.get("mtp_layers")),
         output_first=case.get("output_first", True),
         all_logits_reserved=case.get("all_logits_reserved", False),
+        f32_mask_reserved=case.get("f32_mask_reserved", False),
+        mla_per_head=case.get("mla_per_head", False),
     )
     return placement.plan(model, work, fmt, devices, request)
 

@@ -31,11 +31,12 @@ def test_gguf_buffers_are_llamacpps_own() -> None:
     """Full offload of bartowski's Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf: llama.cpp prints `CUDA0 model
     buffer size = 4403.49 MiB` and `CPU_Mapped model buffer size = 281.81 MiB` for this file (its 32
     blocks + output on the GPU, token_embd on the host); with flash attention `CUDA0 compute buffer size
-    = 258.50 MiB` = 4 B * 512 * (128256 + 4096) and `CUDA_Host compute buffer size = 24.01 MiB` (builds
-    before PR #23861, which reserved logits for the whole ubatch)."""
+    = 258.50 MiB` = 4 B * 512 * (128256 + 4096) and `CUDA_Host compute buffer size = 24.01 MiB` = the
+    input rows 4 B * 512 * 4096 + the mask input 4 B * 8192 * 512 (builds before PR #23861, which reserved
+    logits for the whole ubatch, and before PR #23764, which reserved the mask in f32)."""
     model = model_from_gguf(GGUF)
     work = Workload(seq=8192, engine=LLAMACPP)
-    request = placement.PlacementRequest(ctx_size=8192, all_logits_reserved=True)
+    request = placement.PlacementRequest(ctx_size=8192, all_logits_reserved=True, f32_mask_reserved=True)
     plan = placement.plan(model, work, weight_format(model), [_device("gpu", 24 * GiB)], request)
     gpu, host = plan.devices[0], plan.host
     assert (plan.n_gpu_layers, plan.fits) == (33, True)
@@ -48,9 +49,8 @@ def test_gguf_buffers_are_llamacpps_own() -> None:
     current = placement.plan(
         model, work, weight_format(model), [_device("gpu", 24 * GiB)], placement.PlacementRequest(ctx_size=8192)
     )
-    assert (
-        current.devices[0].compute_bytes == 72 * MiB
-    )  # one logits row: the MLP's 4 B * 512 * (2 * 14336 + 2 * 4096) is the peak
+    # one logits row: the MLP's 4 B * 512 * (2 * 14336 + 2 * 4096) and the f16 mask 2 B * 8192 * 512 are the peak
+    assert current.devices[0].compute_bytes == (72 + 8) * MiB and current.host.compute_bytes == (8 + 8) * MiB
 
 
 def test_context_reduced_when_unset_as_fit_cpp_interpolates() -> None:
@@ -454,3 +454,63 @@ def test_gpu_auto_places_over_each_of_this_machines_gpus(cli, monkeypatch: pytes
     monkeypatch.setattr(gpus, "command_output", lambda argv: "0, GPU-a, Mystery GPU, 1000\n" if argv[0] == "nvidia-smi" else None)
     result = cli("fit", "--model", "llama3-8b", "--gpu", "auto", "--engine", "llamacpp")
     assert result.exit_code == 2 and "matches no GPU preset" in result.stderr
+
+
+GEMMA_STRIX = "https://github.com/kyuz0/amd-strix-halo-toolboxes/issues/89"
+
+
+def _gemma_plan(ctx: int, old_build: bool, flash_attn: bool = True) -> placement.Placement:
+    """Gemma-4-31B whole on one device, four unified sequences, window-sized sliding caches (the Strix Halo case),
+    in a build before PRs #23764 and #23861 (`old_build`) or after both."""
+    model = presets.load_model("gemma4-31b")
+    engine = Engine(name="llamacpp", ubatch=512, flash_attn=flash_attn, swa_full=False, kv_unified=True)
+    work = Workload(seq=ctx, batch=4, engine=engine)
+    request = placement.PlacementRequest(ctx_size=ctx, all_logits_reserved=old_build, f32_mask_reserved=old_build)
+    return placement.plan(model, work, weight_format(model), [_device("gpu", 128 * GiB)], request)
+
+
+def test_attention_masks_size_the_compute_buffers_at_long_context() -> None:
+    """b9124 printed `Vulkan0 compute buffer size = 866 MiB` and `Vulkan_Host ... = 542 MiB` at n_ctx 262,144
+    (GEMMA_STRIX): a 262,144 x 512 and a 4,608 x 512 mask, f32 on the host (521 MiB) beside the input rows
+    (10.5), an f32 copy and its f16 cast on the GPU (781.5) beside the MLP's 105 MiB."""
+    old = _gemma_plan(262144, old_build=True)
+    assert old.devices[0].compute_bytes == round(886.5 * MiB)
+    assert old.host.compute_bytes == round(531.5 * MiB)
+    assert any(
+        "attention masks: n_kv x n_ubatch 512 each, full n_kv 262,144 (536,870,912 B on the host, 805,306,368 B on a device)"
+        in line
+        for line in old.explain
+    )
+    new = _gemma_plan(262144, old_build=False)  # PR #23764: the f16 mask only; PR #23861: 4 logits rows
+    assert new.devices[0].compute_bytes == round((105 + 260.5) * MiB)
+    assert new.host.compute_bytes == round((10.5 + 260.5) * MiB)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    small=st.integers(min_value=1, max_value=512),
+    extra=st.integers(min_value=1, max_value=512),
+    f32=st.booleans(),
+    fa=st.booleans(),
+)
+def test_compute_buffers_never_shrink_with_the_context(small: int, extra: int, f32: bool, fa: bool) -> None:
+    """Every mask is n_kv x n_ubatch, so a longer context never gives a smaller compute buffer, on the device or the host."""
+    short, long = _gemma_plan(small * 256, f32, fa), _gemma_plan((small + extra) * 256, f32, fa)
+    assert long.devices[0].compute_bytes >= short.devices[0].compute_bytes
+    assert long.host.compute_bytes >= short.host.compute_bytes
+
+
+def test_mla_cache_per_head_in_builds_before_pr_12801() -> None:
+    """ollama #8447 (llama.cpp of Jan 2025) printed a 9,760 MiB cache for DeepSeek-R1 at 2,048 cells: K and V per head,
+    61 x 2,048 x (128 x 192 + 128 x 128) x 2 B; later builds keep MLA's latent, 512 + 64 values per cell."""
+    model = presets.load_model("deepseek-r1")
+    work = Workload(seq=2048, engine=Engine(name="llamacpp", flash_attn=False))
+    cpu_only = placement.PlacementRequest(ctx_size=2048, n_gpu_layers=0)
+    old = placement.plan(model, work, weight_format(model), [], cpu_only.model_copy(update={"mla_per_head": True}))
+    assert old.host.kv_bytes == 9760 * MiB
+    assert any("K and V per head" in line for line in old.explain)
+    new = placement.plan(model, work, weight_format(model), [], cpu_only)
+    assert new.host.kv_bytes == 61 * 2048 * 576 * 2
+    with pytest.raises(InvalidInput, match="has no MLA"):
+        llama = presets.load_model("llama3.1-8b")
+        placement.plan(llama, work, weight_format(llama), [], cpu_only.model_copy(update={"mla_per_head": True}))
