@@ -91,10 +91,11 @@ def test_help_text_read_from_source_is_the_commands_own(name: str) -> None:
     assert command_help(name) == expected and expected
 
 
-def test_size_without_a_gpu_imports_neither_capacity_nor_latency() -> None:
-    """`kvcalc size`'s tables without --gpu or --memory: no fit, no decode, so neither module loads."""
+@pytest.mark.parametrize("json_switch", ["", ", '--json'"])
+def test_size_without_a_gpu_imports_neither_capacity_nor_latency(json_switch: str) -> None:
+    """`kvcalc size` without --gpu or --memory, tables or --json: no fit, no decode, so neither module loads."""
     code = INVOKE + (
-        f"r = CliRunner().invoke(app, {SIZE_ARGS}]); assert r.exit_code == 0, r.output; "
+        f"r = CliRunner().invoke(app, {SIZE_ARGS}{json_switch}]); assert r.exit_code == 0, r.output; "
         "print(sorted(m for m in ('kvcalc.capacity', 'kvcalc.latency') if m in sys.modules))"
     )
     assert _python(code) == "[]"
