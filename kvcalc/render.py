@@ -14,16 +14,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from kvcalc.capacity import UNBOUNDED_CONTEXT, FitReport
 from kvcalc.decode_profiles import MIN_BAND_CASES
 from kvcalc.kvcache import KvEstimate
-from kvcalc.latency import DecodeEstimate, PrefillEstimate
-from kvcalc.residents import CpuTier
 from kvcalc.units import format_bytes, format_seconds
 from kvcalc.weights import MtpWeights, ParamCount, WeightFormat
 
-if TYPE_CHECKING:  # annotations only: `size` and `fit` print their tables without importing these models
+if TYPE_CHECKING:  # annotations only: `size` and `fit` print their tables without importing these models,
+    # and `size` without a GPU without importing capacity, latency or residents
+    from kvcalc.capacity import FitReport
     from kvcalc.compare import CompareRow, Comparison, RowDecode, RowFit
+    from kvcalc.latency import DecodeEstimate, PrefillEstimate
+    from kvcalc.residents import CpuTier
     from kvcalc.speculative import SpeculativeDecode
     from kvcalc.throughput import Cost, ThroughputPlan
 
@@ -189,6 +190,8 @@ _CONTEXT_LIMITS = {
 
 def _memory_alone(tokens: int | None) -> str:
     """What memory alone allows when another limit binds, as fit_tables words it."""
+    from kvcalc.capacity import UNBOUNDED_CONTEXT  # a fit report's tables: capacity is loaded
+
     if tokens is None:
         return ""
     if tokens >= UNBOUNDED_CONTEXT:

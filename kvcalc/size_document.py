@@ -5,17 +5,19 @@
 # no `from __future__ import annotations`: pydantic takes the fields' annotations as objects rather than
 # compiling and evaluating each string (start-up, docs/benchmarks.md)
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
 from kvcalc.base import Strict
-from kvcalc.capacity import FitReport
 from kvcalc.kvcache import KvEstimate
-from kvcalc.latency import DecodeEstimate
 from kvcalc.spec import ModelSpec
 from kvcalc.units import DType
 from kvcalc.weights import MtpWeights, ParamCount
+
+if TYPE_CHECKING:  # resolved when SizeDocument's validator is built (model_rebuild): `size` without a GPU never imports them
+    from kvcalc.capacity import FitReport
+    from kvcalc.latency import DecodeEstimate
 
 SCHEMA_VERSION = 2  # bump when a key is renamed or removed; adding keys keeps it
 
@@ -46,12 +48,22 @@ class SizeDocument(Document):
     model: ModelSpec
     kv: KvEstimate
     weights: Weights
-    fit: FitReport | None = None
-    decode: DecodeEstimate | None = None
+    fit: "FitReport | None" = None
+    decode: "DecodeEstimate | None" = None
+
+    @classmethod
+    def model_rebuild(cls, **kwargs: Any) -> bool | None:
+        """Pydantic completes the model here before its first validation or schema: `fit` and `decode`
+        name the models of the modules a GPU adds, imported only now (start-up, docs/benchmarks.md)."""
+        from kvcalc.capacity import FitReport
+        from kvcalc.latency import DecodeEstimate
+
+        kwargs.pop("_parent_namespace_depth", None)
+        return super().model_rebuild(**kwargs, _types_namespace={"FitReport": FitReport, "DecodeEstimate": DecodeEstimate})
 
 
 def size_json(
-    model: ModelSpec, kv: KvEstimate, weights: Weights, fit: FitReport | None, decode: DecodeEstimate | None
+    model: ModelSpec, kv: KvEstimate, weights: Weights, fit: "FitReport | None", decode: "DecodeEstimate | None"
 ) -> dict[str, Any]:
     """SizeDocument's JSON, each part dumped by its own model: equal to `SizeDocument(...).model_dump(mode="json")`
     (tested) without building SizeDocument's validator, which would build the fit's and decode's too."""

@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar, get_args
 import typer
 from pydantic import BaseModel, ValidationError
 
-from kvcalc import capacity, engines, kvcache, presets, weights
+from kvcalc import engines, kvcache, presets, weights
 from kvcalc.cli import KvcalcCommand
 from kvcalc.engines import BudgetTerm
 from kvcalc.errors import InvalidInput, KvcalcError
@@ -410,10 +410,12 @@ def gpu_and_budget(
     model: ModelSpec, workload: Workload, gpu: str | None, memory: str | None, weights: weights.WeightFormat,
     utilization: float | None, reserve: str | None, extra: list[str] | None, residents: Sequence[BudgetTerm] = (),
     interconnect: str | None = None,
-) -> tuple[GpuSpec | None, capacity.Budget]:  # fmt: skip
+) -> tuple[GpuSpec | None, engines.Budget]:  # fmt: skip
     """The --gpu preset (if given) and the engine's memory budget per GPU from --gpu/--memory, its
     fraction, --reserve (None: the engine's defaults) and --interconnect (None: the preset's), less what
     else the deployment holds."""
+    from kvcalc import capacity  # with a GPU only: `size` without one never imports it
+
     hardware_given(gpu, memory)
     gpu_spec = presets.load_gpu(gpu, extra) if gpu else None
     total = capacity.gpu_memory(gpu_spec, size_option("memory", memory) if memory else None)

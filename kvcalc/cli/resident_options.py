@@ -3,17 +3,19 @@ LoRA slots, a CPU KV tier, a vision tower and its profiling), each defined once,
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kvcalc import engines, presets, residents
-from kvcalc.capacity import FitReport
 from kvcalc.cli.common import positive, size_option
 from kvcalc.engines import Budget, BudgetTerm
 from kvcalc.errors import InvalidInput
 from kvcalc.spec import ModelSpec, Workload
 from kvcalc.units import parse_dtype
+
+if TYPE_CHECKING:  # an annotation only: `size` without a GPU never imports capacity
+    from kvcalc.capacity import FitReport
 
 SpeculativeModelOpt = Annotated[
     str | None,

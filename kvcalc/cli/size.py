@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from kvcalc import capacity, latency, presets
+from kvcalc import presets
 from kvcalc.cli.common import (
     ActiveParamsOpt,
     BatchOpt,
@@ -121,6 +121,8 @@ def size(
     weights = weight_bytes(params, weights_fmt) if params else None
     report = step = None
     if hardware_given(gpu, memory):
+        from kvcalc import capacity, latency  # only with a GPU: `size` alone prints the KV cache and weights
+
         gpu_spec, budget = gpu_and_budget(
             spec, work, gpu, memory, weights_fmt, utilization, reserve, presets_dir, tenants, interconnect
         )
