@@ -28,11 +28,6 @@ try:  # Typer 0.29 vendors click; should it move these, usage errors keep Typer'
 except ImportError:  # pragma: no cover
     _HELP_ONLY = _USAGE_ERRORS = ()
 
-try:  # Typer 0.29's coercion of one option; should it move, every option builds its adapter as Typer does
-    from typer._coercion import PassThroughRuntimeParam, RuntimeParam, build_runtime_param
-except ImportError:  # pragma: no cover
-    RuntimeParam = None  # type: ignore[assignment,misc]
-
 COMMANDS = {  # name -> the module whose `app` it is, in the order --help lists them
     "size": "kvcalc.cli.size",
     "fit": "kvcalc.cli.fit",
@@ -97,36 +92,10 @@ class _PlainSwitches:
 class KvcalcCommand(_PlainSwitches, TyperCommand):
     """A kvcalc command: its options in panels, every name whole (kvcalc.cli.help)."""
 
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        for param in self.params:
-            if RuntimeParam is not None and getattr(param, "_runtime_param", False) is None:
-                param._runtime_param = _AdapterWhenGiven(param)
-        return super().parse_args(ctx, args)
-
     def format_help(self, ctx: Any, formatter: Any) -> None:
         from kvcalc.cli import help as command_help
 
         command_help.render(self, ctx)
-
-
-class _AdapterWhenGiven:
-    """Typer's coercion of one option, its pydantic TypeAdapter built only when the option has a value:
-    Typer 0.29 builds one for every option a command parses, left unset or not (start-up,
-    docs/benchmarks.md), though its coercion of an unset option (None) returns None or () without it."""
-
-    def __init__(self, param: Any) -> None:
-        self._descriptor = param.type_descriptor
-        self._unset = PassThroughRuntimeParam(
-            annotation=self._descriptor.annotation, parameter_info=self._descriptor.parameter_info
-        )
-        self._given: Any = None
-
-    def coerce(self, value: Any, param: Any, ctx: Any) -> Any:
-        if value is None:
-            return self._unset.coerce(value, param=param, ctx=ctx)
-        if self._given is None:
-            self._given = build_runtime_param(self._descriptor)
-        return self._given.coerce(value, param=param, ctx=ctx)
 
 
 class KvcalcGroup(_PlainSwitches, TyperGroup):
