@@ -99,18 +99,3 @@ def test_size_without_a_gpu_imports_neither_capacity_nor_latency(json_switch: st
         "print(sorted(m for m in ('kvcalc.capacity', 'kvcalc.latency') if m in sys.modules))"
     )
     assert _python(code) == "[]"
-
-
-def test_unset_options_build_no_type_adapter() -> None:
-    """Typer 0.29 builds a pydantic TypeAdapter for every option it parses; kvcalc's commands build one
-    only for an option with a value (given, or a default other than None), and still check those."""
-    code = INVOKE + (
-        "import typer.main; built = []; build = typer.main.get_command; "
-        "typer.main.get_command = lambda typer_app: built.append(build(typer_app)) or built[-1]; "
-        f"r = CliRunner().invoke(app, {SIZE_ARGS}, '--json']); assert r.exit_code == 0, r.output; "
-        "params = built[0].params; "
-        "adapted = {p.name for p in params if getattr(p._runtime_param, '_given', None) is not None}; "
-        "unset = {p.name for p in params if p.default is None} - {'model', 'seq'}; "
-        "print(len(unset) > 30, sorted(adapted & unset), {'model', 'seq', 'batch'} <= adapted)"
-    )
-    assert _python(code) == "True [] True"
