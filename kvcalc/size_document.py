@@ -55,11 +55,11 @@ class SizeDocument(Document):
     def model_rebuild(cls, **kwargs: Any) -> bool | None:
         """Pydantic completes the model here before its first validation or schema: `fit` and `decode`
         name the models of the modules a GPU adds, imported only now (start-up, docs/benchmarks.md)."""
-        from kvcalc.capacity import FitReport
-        from kvcalc.latency import DecodeEstimate
+        from kvcalc import capacity, latency
 
-        kwargs.pop("_parent_namespace_depth", None)
-        return super().model_rebuild(**kwargs, _types_namespace={"FitReport": FitReport, "DecodeEstimate": DecodeEstimate})
+        # the module's own names, where pydantic resolves a forward reference (no private keyword needed)
+        globals().update(FitReport=capacity.FitReport, DecodeEstimate=latency.DecodeEstimate)
+        return super().model_rebuild(**kwargs)
 
 
 def size_json(
