@@ -154,7 +154,7 @@ def test_gguf_sizes_are_llama_cpp_quantize_tables_for_llama_3_8b() -> None:
     [
         ({"gpu_name": "NVIDIA H100 80G"}, "H100 variant (SXM, PCIe or NVL) not stated"),
         ({"gpu_name": "NVIDIA A100"}, "A100 variant (40 or 80 GB) not stated"),
-        ({"gpu_name": "RTX 4070"}, "no kvcalc GPU preset for 'RTX 4070'"),  # the 4070 Ti is another card
+        ({"gpu_name": "RTX 4070 Super"}, "no kvcalc GPU preset for 'RTX 4070 Super'"),  # the 4070 and 4070 Ti are other cards
         ({"model": "migtissera/Tess-4-35B-A3B", "weight_format": "gguf:q4_k_m"}, "no kvcalc model preset"),
         ({"model": "unsloth/Qwen3.6-27B-UD-MLX-4bit", "weight_format": "int4"}, "mixes bits by layer"),
         ({"model": "unsloth/Qwen3.6-27B-GGUF", "weight_format": "gguf:ud-q4_k_xl"}, "mixes bits by layer"),
@@ -186,3 +186,22 @@ def test_what_kvcalc_cannot_express_exactly_stays_out_with_its_reason(changes: d
 def test_output_and_total_rates_on_one_clock_include_the_prefill(metric: str, prompt: int | None, expected: bool) -> None:
     row = {"metric_as_published": metric, "input_len": prompt, "output_len": 256, "note": "", "derived": ""}
     assert importer._includes_prefill(row) is expected
+
+
+@pytest.mark.parametrize(
+    ("gpu_name", "preset", "bandwidth"),
+    [  # names as tests/fixtures/decode_published.json's sources print them; bandwidths from each preset's source
+        ("AMD Radeon RX 7900 XT", "rx7900xt", 800_000_000_000),
+        ("NVIDIA GeForce GTX 1050 Ti", "gtx1050ti", 112_000_000_000),
+        ("NVIDIA GeForce RTX 2080", "rtx2080", 448_000_000_000),
+        ("RTX 4070", "rtx4070", 504_000_000_000),
+    ],
+)
+def test_issue_21_gpus_map_to_their_exact_preset(gpu_name: str, preset: str, bandwidth: int) -> None:
+    assert importer._gpu(gpu_name) == (preset, "pcie")
+    assert load_gpu(preset).bandwidth_bytes_per_s == bandwidth
+
+
+@pytest.mark.parametrize("gpu_name", ["AMD Radeon RX 7900 XTX", "RTX 4070 Super", "NVIDIA GeForce RTX 4070 Laptop GPU"])
+def test_neighbouring_cards_do_not_take_the_new_presets(gpu_name: str) -> None:
+    assert importer._gpu(gpu_name) not in {("rx7900xt", "pcie"), ("rtx4070", "pcie")}
