@@ -12,8 +12,8 @@ from typing import Literal
 from kvcalc import engines
 from kvcalc.base import Frozen
 from kvcalc.engines import Budget, BudgetTerm
-from kvcalc.engines.base import byte_fraction, cdiv, term_lines
-from kvcalc.engines.vllm import VLLM_LARGE_GPU_BYTES, VLLM_MAX_NUM_SEQS, VLLM_SMALL_MAX_NUM_SEQS
+from kvcalc.engines.base import GpuMemory, byte_fraction, cdiv, term_lines
+from kvcalc.engines.vllm import default_max_num_seqs
 from kvcalc.errors import DoesNotFit, InvalidInput
 from kvcalc.kvcache import cache_layout, kv_heads_per_rank, layer_bytes_per_token, layer_caches, settled
 from kvcalc.spec import ModelSpec, Workload, cache_dtypes
@@ -127,11 +127,17 @@ def with_draft(work: Workload, found: Draft, tokens: int = 0) -> tuple[Workload,
     return work.model_copy(update=update), [draft_term(found)]
 
 
+def unused_share(budget: Budget) -> BudgetTerm:
+    """The budget's term for the share its fraction leaves unused ("not used (...)")."""
+    (unused,) = [term for term in budget.terms if term.name.startswith("not used")]
+    return unused
+
+
 def with_second_pool(budget: Budget, found: Draft, target_tokens: int) -> Budget:
     """SGLang's draft: its weights and a second pool of the target's token count (the draft worker's
     token_to_kv_pool, draft_runner_cache_size = max_total_num_tokens) both live in the memory
     mem_fraction_static leaves; each becomes a term taken from that share, which must hold them."""
-    (unused,) = [term for term in budget.terms if term.name.startswith("not used")]
+    unused = unused_share(budget)
     pool = target_tokens * found.kv_bytes_per_token
     left = unused.bytes - found.weights_bytes - pool
     if left < 0:
@@ -279,7 +285,7 @@ def with_residents(budget: Budget, terms: list[BudgetTerm]) -> Budget:
     if engines.profile(budget.engine).residents_before_fraction:
         fraction = budget.utilization
         from_kv = byte_fraction(total, fraction)
-        (unused,) = [term for term in budget.terms if term.name.startswith("not used")]
+        unused = unused_share(budget)
         rest = unused.model_copy(update={"bytes": unused.bytes - (total - from_kv)})
         updated = [rest if term is unused else term for term in budget.terms]
         usable = budget.usable_bytes - from_kv
@@ -486,9 +492,9 @@ def multimodal_profile_term(model: ModelSpec, workload: Workload, budget: Budget
     encoder_budget = max(tokens, item_tokens)
     limit = max(settings.limits.values()) if settings.limits else VLLM_DEFAULT_MM_LIMIT
     per_prompt = max(1, min(limit, workload.seq // item_tokens))
-    # max_num_seqs: vLLM's default on this much memory (an A100's smaller one is not known here; the encoder
-    # budget binds long before either: per_prompt * 256 items)
-    seqs = engine.max_num_seqs or (VLLM_MAX_NUM_SEQS if budget.memory_bytes >= VLLM_LARGE_GPU_BYTES else VLLM_SMALL_MAX_NUM_SEQS)
+    # max_num_seqs: vLLM's default on this much memory (the budget does not name the GPU, so an A100's smaller
+    # one is not known here; the encoder budget binds long before either: per_prompt * 256 items)
+    seqs = engine.max_num_seqs or default_max_num_seqs(GpuMemory(total_bytes=budget.memory_bytes))
     items = max(1, min(encoder_budget // item_tokens, seqs * per_prompt))
     b = PACKING[model.dtype].block_bytes if model.dtype in (DType.fp32, DType.fp16, DType.bf16) else 2
     h, tp = tower.hidden, workload.tp

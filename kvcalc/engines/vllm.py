@@ -276,6 +276,17 @@ def mla_block_size(backend: str | None, sparse: bool, requested: int | None) -> 
     return multiple
 
 
+def large_gpu(gpu: GpuMemory) -> bool:
+    """vLLM's larger batch defaults: a GPU of 70 GiB or more that is not an A100 (vllm/engine/arg_utils.py
+    get_batch_defaults; a GPU whose name is not known counts by its memory alone)."""
+    return gpu.total_bytes >= VLLM_LARGE_GPU_BYTES and "a100" not in (gpu.name or "").lower()
+
+
+def default_max_num_seqs(gpu: GpuMemory) -> int:
+    """--max-num-seqs when it is not given: 1024 on a large GPU (large_gpu), else 256."""
+    return VLLM_MAX_NUM_SEQS if large_gpu(gpu) else VLLM_SMALL_MAX_NUM_SEQS
+
+
 class Vllm(EngineProfile):
     name = "vllm"
     label = "vLLM"
@@ -430,10 +441,6 @@ class Vllm(EngineProfile):
         """--max-num-seqs caps the requests running at once."""
         return workload.engine.max_num_seqs
 
-    @staticmethod
-    def _large(gpu: GpuMemory) -> bool:
-        return gpu.total_bytes >= VLLM_LARGE_GPU_BYTES and "a100" not in (gpu.name or "").lower()
-
     def defaults_on(self, engine: Engine, gpu: GpuMemory) -> Engine:
         """max_num_batched_tokens 8192 on a GPU of 70 GiB or more that is not an A100, else 2048
         (vllm/engine/arg_utils.py get_batch_defaults, the API server's); a V0 release's follow
@@ -444,7 +451,7 @@ class Vllm(EngineProfile):
             return engine
         if engine.vllm_version is not None and parse_engine_version(engine.vllm_version) < V1_ENGINE_SINCE:
             return engine  # V0's defaults follow max_model_len: budget fills them (v0_batch_defaults)
-        batched = VLLM_MAX_NUM_BATCHED_TOKENS if self._large(gpu) else VLLM_SMALL_MAX_NUM_BATCHED_TOKENS
+        batched = VLLM_MAX_NUM_BATCHED_TOKENS if large_gpu(gpu) else VLLM_SMALL_MAX_NUM_BATCHED_TOKENS
         return engine.model_copy(update={"max_num_batched_tokens": batched})
 
     @staticmethod
@@ -471,7 +478,7 @@ class Vllm(EngineProfile):
         engine, tp, pp = workload.engine, workload.tp, workload.pp
         hidden, _, vocab = require_shapes(model, self.label)
         tokens = engine.max_num_batched_tokens or VLLM_MAX_NUM_BATCHED_TOKENS
-        seqs = engine.max_num_seqs or (VLLM_MAX_NUM_SEQS if self._large(gpu) else VLLM_SMALL_MAX_NUM_SEQS)
+        seqs = engine.max_num_seqs or default_max_num_seqs(gpu)
         requests = min(seqs, tokens)
         b = activation_bytes(act_dtype)
         layers = range(stage.first_layer, stage.last_layer + 1)
