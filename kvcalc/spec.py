@@ -539,6 +539,9 @@ class GpuSpec(Strict):
     )
     price_source: str | None = Field(default=None, description="the public price page price_per_hour was read from (URL)")
     price_date: str | None = Field(default=None, description="the date the price page states for price_per_hour (YYYY-MM-DD)")
+    price_currency: Annotated[str, Field(pattern="^[A-Z]{3}$")] | None = Field(
+        default=None, description="the ISO 4217 code of the currency price_per_hour is in (USD), as the price page states it"
+    )
     decode_efficiency: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False), Number] | None = Field(
         default=None,
         description="share of bandwidth_bytes_per_s a decode step streams at, in place of the engine's decode profile"
@@ -552,9 +555,13 @@ class GpuSpec(Strict):
 
     @model_validator(mode="after")
     def _price_says_where_and_when(self) -> "GpuSpec":
-        given = [self.price_per_hour is not None, self.price_source is not None, self.price_date is not None]
+        fields = (self.price_per_hour, self.price_source, self.price_date, self.price_currency)
+        given = [field is not None for field in fields]
         if any(given) and not all(given):
-            raise ValueError("price_per_hour, price_source and price_date go together: a price names its page and date")
+            raise ValueError(
+                "price_per_hour, price_source, price_date and price_currency go together: a price names its page, date"
+                " and currency"
+            )
         return self
 
     def origin(self) -> list[str]:
