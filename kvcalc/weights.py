@@ -522,7 +522,8 @@ def _mix_bytes(model: ModelSpec, shapes: list[LayerParams], ftype: DType) -> tup
 
 def layer_weights(model: ModelSpec, fmt: WeightFormat) -> "LayerWeights":
     """Each layer's weight bytes: exact from a GGUF's tensor infos when known (and no dtype is
-    requested); else counted from the shapes in `fmt`, scaled so they sum to `weight_bytes` (a
+    requested); else counted from the shapes in `fmt` (each tensor in the type llama-quantize gives it
+    when `fmt` names a GGUF file type: kvcalc.gguf_mix), scaled so they sum to `weight_bytes` (a
     published count or a checkpoint's stored bytes); evenly over the layers when the model gives no
     shapes (then nothing is counted for the embeddings and output layer).
 
