@@ -587,6 +587,7 @@ ENGINE_OPTIONS: dict[str, EngineName] = {
     "disable_cuda_graph": "sglang",
     "kv_cache_memory_bytes": "vllm",
     "vllm_version": "vllm",
+    "vllm_use_v2_model_runner": "vllm",
     "enable_prefix_caching": "vllm",
     "attention_backend": "vllm",
     "mem_fraction_static": "sglang",
@@ -655,6 +656,7 @@ class Engine(Strict):
     enforce_eager: bool | None = None  # vLLM: no CUDA graphs (default false)
     kv_cache_memory_bytes: SizeBytes | None = None  # vLLM: the KV cache's size, overriding the profiled budget
     vllm_version: Annotated[str, AfterValidator(_version)] | None = None  # the vLLM release (default: 0.21 or later)
+    vllm_use_v2_model_runner: bool | None = None  # vLLM: VLLM_USE_V2_MODEL_RUNNER=1/0 (default: the release's choice)
     enable_prefix_caching: bool | None = None  # vLLM: a hybrid model's state then runs mamba_cache_mode "align"
     attention_backend: MlaBackend | None = (
         None  # vLLM's MLA backend, sets MLA block sizes (default: flashmla; cutlass_mla on B200/B300)
