@@ -42,6 +42,8 @@ MODELS: list[tuple[str, str, str, bool, str]] = [
     (r"^openai/gpt-oss-20b$", "gpt-oss-20b", "moe", True, ""),
     (r"^meta-llama/(Meta-)?Llama-3\.1-8B-Instruct$|/Meta-Llama-3\.1-8B-Instruct$", "llama3.1-8b", "dense", True, ""),
     (r"^meta-llama/Meta-Llama-3-8B-Instruct$", "llama3-8b", "dense", True, ""),
+    (r"^meta-llama/Meta-Llama-3-8B$", "llama3-8b", "dense", True, "the base release has the instruct release's shapes"),
+    (r"(^|/)Qwen2\.5-Coder-32B-Instruct$", "qwen2.5-coder-32b", "dense", True, ""),
     (r"^Qwen/Qwen3-0\.6B$", "qwen3-0.6b", "dense", True, ""),
     (r"^Qwen/Qwen3-32B$|/Qwen3-32B$", "qwen3-32b", "dense", True, ""),
     (r"^Qwen/Qwen3-30B-A3B/?$|/Qwen/Qwen3-30B-A3B/?$", "qwen3-30b-a3b", "moe", True, ""),
@@ -100,6 +102,7 @@ MODELS: list[tuple[str, str, str, bool, str]] = [
         "the INT4 (compressed-tensors) release of Kimi-K2: no model file describes it",
     ),
     (r"Embedding", "", "dense", True, "an embedding model: vLLM's pooling runner has no sampler, kvcalc models a generating one"),
+    (r"(?i)bnb-4bit", "", "dense", True, "a bitsandbytes 4-bit checkpoint: kvcalc has no bitsandbytes weight format"),
     (
         r"(?i)awq|nvfp4|int4|w4a16|autoround|auto_round|exl3",
         "",
