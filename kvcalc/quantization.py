@@ -141,8 +141,8 @@ def _names(value: object, where: str) -> list[str]:
 
 def _awq_gptq(config: dict[str, Any], method: Method) -> LinearQuantization:
     where = "quantization_config"
-    bits = _bits(config.get("bits", config.get("w_bit")), f"{where}.bits")
-    group = _group(_positive_int(config, "group_size", where), where)
+    bits = _bits(config.get("bits", config.get("w_bit")), f"{where}.bits")  # w_bit, q_group_size: AutoAWQ's own names
+    group = _group(_positive_int(config, "group_size" if "group_size" in config else "q_group_size", where), where)
     if method == "awq":
         zero_points = _bool(config, "zero_point", where, True)
         act_order = False

@@ -1,0 +1,156 @@
+"""Integer-quantized checkpoints (AWQ, GPTQ, compressed-tensors W4A16/W8A16): their bytes as stored, as
+vLLM's Marlin kernels load them, and config.json's quantization_config read or refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kvcalc.quantization import LinearQuantization, linear_quantization
+from tests.conftest import HF_CONFIGS
+
+LLAMA3_8B_EMBEDDINGS = 2 * 128_256 * 4_096  # untied input table and LM head, bf16
+LLAMA3_8B_LAYERS = 8_030_261_248 - LLAMA3_8B_EMBEDDINGS  # everything else: the decoder layers (and final norm)
+
+
+def _config(tmp_path, quantization: dict) -> str:
+    config = {**json.loads((HF_CONFIGS / "llama3-8b-config.json").read_text()), "quantization_config": quantization}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    return str(path)
+
+
+AWQ = {"quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": True, "version": "gemm"}
+GPTQ = {"quant_method": "gptq", "bits": 4, "group_size": 128, "sym": True, "desc_act": False}
+W4A16 = {
+    "quant_method": "compressed-tensors",
+    "format": "pack-quantized",
+    "config_groups": {
+        "group_0": {
+            "targets": ["Linear"],
+            "weights": {"num_bits": 4, "type": "int", "strategy": "group", "group_size": 128, "symmetric": True},
+        }
+    },
+    "ignore": ["lm_head"],
+}
+
+
+@pytest.mark.parametrize(
+    "quantization, bytes_per_128",
+    [
+        # awq_marlin.py create_weights: qweight int32 [in, out/8], qzeros int32 [in/G, out/8], scales fp16 [in/G, out]
+        (AWQ, (128 * 4 + 16 + 4) / 8),
+        # gptq_marlin.py create_weights: qweight int32 [in/8, out], scales, qzeros (written for sym checkpoints too)
+        (GPTQ, (128 * 4 + 16 + 4) / 8),
+        # compressed_tensors_wNa16.py: weight_packed, weight_scale; no weight_zero_point when symmetric
+        (W4A16, (128 * 4 + 16) / 8),
+    ],
+)
+def test_stored_bytes_are_packed_values_scales_and_zero_points(cli, tmp_path, quantization, bytes_per_128) -> None:
+    weights = cli.json("size", "--model", _config(tmp_path, quantization), "--seq", "8")["weights"]
+    layers = -(-int(LLAMA3_8B_LAYERS * bytes_per_128 * 2) // 256)  # bytes_per_128 is a multiple of 1/2
+    assert weights["bytes"] == layers + 2 * LLAMA3_8B_EMBEDDINGS
+
+
+def test_vllm_loads_awq_as_stored_and_drops_symmetric_gptq_zero_points(cli, tmp_path) -> None:
+    """AWQ's zero points are repacked at their size (awq_to_marlin_zero_points); a symmetric GPTQ layer's
+    qzeros are replaced by an empty tensor (MarlinLinearKernel: marlin_make_empty_g_idx)."""
+
+    def weights_term(quantization: dict) -> tuple[int, int]:
+        path = _config(tmp_path, quantization)
+        answer = cli.json("fit", "--model", path, "--gpu", "h100-sxm", "--engine", "vllm", "--seq", "8192")
+        term = next(t for t in answer["budget"]["terms"] if t["name"].startswith("weights"))
+        return term["bytes"], cli.json("size", "--model", path, "--seq", "8")["weights"]["bytes"]
+
+    loaded, stored = weights_term(AWQ)
+    assert loaded == stored
+    loaded, stored = weights_term(GPTQ)
+    assert stored - loaded == -(-LLAMA3_8B_LAYERS * 4 // (8 * 128))  # 4 bits of qzeros per 128 values
+
+
+def test_explain_shows_stored_and_loaded_bytes_and_vllm_source(cli, tmp_path) -> None:
+    result = cli("fit", "--model", _config(tmp_path, GPTQ), "--gpu", "h100-sxm", "--engine", "vllm", "--explain")
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.stdout.split())
+    assert "weights (as loaded) = as stored + Marlin repack" in out
+    assert "gptq int4 g128 sym as stored: per 128 values: 4-bit values + fp16 scale + 4-bit zero point" in out
+    assert "MarlinLinearKernel.process_weights_after_loading" in out
+
+
+def test_gptq_moe_experts_keep_half_their_zero_points() -> None:
+    """gptq_marlin.py GPTQMarlinMoEMethod: w13_qzeros / w2_qzeros in params_dtype, packed count: 2 of 4 bytes."""
+    q = LinearQuantization(method="gptq", bits=4, group_size=128, zero_points=False)
+    values = 128 * 8 * 1000
+    assert q.stored_bytes(values) - q.marlin_bytes(values, experts=True) == values // 128 * 4 // 16
+
+
+@given(
+    st.sampled_from(["awq", "gptq", "compressed-tensors"]),
+    st.sampled_from([4, 8]),
+    st.sampled_from([None, 32, 64, 128]),
+    st.booleans(),
+    st.booleans(),
+    st.integers(0, 10**11),
+)
+def test_marlin_never_holds_more_than_the_checkpoint(method, bits, group, zero_points, experts, values) -> None:
+    q = LinearQuantization(method=method, bits=bits, group_size=group, zero_points=zero_points)
+    assert values * bits // 8 <= q.marlin_bytes(values, experts) <= q.stored_bytes(values)
+    assert q.stored_bytes(2 * values) <= 2 * q.stored_bytes(values) <= q.stored_bytes(2 * values) + 1
+
+
+@pytest.mark.parametrize(
+    "quantization, label",
+    [
+        ({**GPTQ, "desc_act": True}, "gptq int4 g128 sym act-order"),
+        ({**GPTQ, "group_size": -1, "desc_act": True}, "gptq int4 per-channel sym"),  # one group per row: no order
+        ({"quant_method": "awq", "w_bit": 4, "q_group_size": 64, "zero_point": True}, "awq int4 g64 asym"),
+        (
+            {"quant_method": "auto-round", "bits": 4, "group_size": 128, "sym": True, "packing_format": "auto_round:auto_gptq"},
+            "gptq int4 g128 sym",
+        ),  # fmt: skip
+        (W4A16, "compressed-tensors int4 g128 sym"),
+    ],
+)
+def test_quantization_config_is_read(quantization: dict, label: str) -> None:
+    parsed = linear_quantization(quantization)
+    assert parsed is not None and parsed.label == label
+
+
+@pytest.mark.parametrize(
+    "quantization, message",
+    [
+        ({**AWQ, "bits": 3}, "quantization_config.bits: 3 bits is not supported"),
+        ({**GPTQ, "group_size": 100}, "quantization_config.group_size: 100 is not one vLLM's Marlin kernels take"),
+        ({**GPTQ, "sym": "yes"}, "quantization_config.sym: expected true or false"),
+        ({**AWQ, "group_size": 0}, "quantization_config.group_size: expected a positive integer"),
+        (
+            {**W4A16, "config_groups": {"group_0": {"weights": {"num_bits": 4, "type": "int", "strategy": "tensor"}}}},
+            "strategy: 'tensor' is not supported",
+        ),
+        ({"quant_method": "awq", "bits": 4, "group_size": 128, "modules_to_not_convert": "lm_head"}, "expected a list"),
+        ("awq", "quantization_config: expected an object"),
+    ],
+)
+def test_bad_quantization_config_is_one_line_and_exit_2(cli, tmp_path, quantization, message: str) -> None:
+    result = cli("size", "--model", _config(tmp_path, quantization), "--seq", "8")
+    assert result.exit_code == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_model_file_may_give_the_quantization(cli, tmp_path) -> None:
+    """A model YAML carries the same block, and weight_dtype must agree with it."""
+    base = (
+        "name: q\nlayers: 2\nheads: 4\nkv_heads: 4\nhead_dim: 64\nhidden: 256\nintermediate: 512\nvocab: 1000\n"
+        "quantization: {method: awq, bits: 4, group_size: 128, zero_points: true}\n"
+    )
+    good = tmp_path / "q.yaml"
+    good.write_text(base)
+    assert cli.json("size", "--model", good, "--seq", "8")["weights"]["dtype"] == "int4"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(base + "weight_dtype: fp8\n")
+    result = cli("size", "--model", bad, "--seq", "8")
+    assert result.exit_code == 2 and "weight_dtype (fp8) must be int4, the quantization's, or absent" in result.stderr
