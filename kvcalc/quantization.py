@@ -21,10 +21,15 @@ SCALE_BITS = 16  # one fp16/bf16 scale per group and output column (params_dtype
 MARLIN_GROUP_SIZES = (-1, 32, 64, 128)  # vllm/model_executor/layers/quantization/utils/marlin_utils.py
 # Module names a config may keep unquantized without changing what kvcalc counts: the embeddings and LM
 # head (16-bit in every checkpoint kvcalc reads), a vision or audio tower (not counted), MoE routers and
-# norms (counted in the layers' format: under 0.2 % of a model's weights).
+# norms (kvcalc always counts them 16-bit), a hybrid's linear-attention mixers (not counted from shapes).
 _COUNTED_ANYWAY = re.compile(
-    r"lm_head|embed|vision|visual|vit|audio|mm_projector|multi_modal|\bgate$|mlp\.gate\b|router|norm", re.I
+    r"lm_head|embed|vision|visual|vit\b|audio|mm_projector|multi_modal|\bgate$|mlp\.gate\b|gate\$|router|norm|linear_attn",
+    re.I,
 )
+# ... and the two parts kvcalc can keep 16-bit when a config names them: the attention projections (not a
+# hybrid's linear attention) and the shared experts (not their gate).
+_ATTENTION = re.compile(r"(?<!linear_)(self_attn|\battn\b|attention|[qkvo]_proj|qkv_proj)", re.I)
+_SHARED_EXPERTS = re.compile(r"shared_experts?(?!_gate)", re.I)
 
 
 class LinearQuantization(Strict):
@@ -207,17 +212,26 @@ def linear_quantization(config: dict[str, Any]) -> LinearQuantization | None:
     return None
 
 
-def counted_anyway(name: str) -> bool:
-    """Whether kvcalc's count already treats a module the config keeps unquantized as it is (see _COUNTED_ANYWAY)."""
-    return bool(_COUNTED_ANYWAY.search(name))
+def keeps_attention(quantization: LinearQuantization) -> bool:
+    """Whether the config keeps the attention projections unquantized (self_attn in its skip list)."""
+    return any(_ATTENTION.search(name) and not _COUNTED_ANYWAY.search(name) for name in quantization.skipped)
+
+
+def keeps_shared_experts(quantization: LinearQuantization) -> bool:
+    """Whether the config keeps a MoE's shared experts unquantized."""
+    return any(_SHARED_EXPERTS.search(name) for name in quantization.skipped)
 
 
 def skipped_note(quantization: LinearQuantization) -> str:
     """What the config keeps unquantized, and how kvcalc counts it, for --explain ('' when nothing)."""
     if not quantization.skipped:
         return ""
-    other = [name for name in quantization.skipped if not counted_anyway(name)]
+    other = [
+        name
+        for name in quantization.skipped
+        if not (_COUNTED_ANYWAY.search(name) or _ATTENTION.search(name) or _SHARED_EXPERTS.search(name))
+    ]
     note = f"kept unquantized by the config: {', '.join(quantization.skipped)}"
     if other:
-        note += f" ({', '.join(other)} counted in the layers' format: kvcalc counts every decoder linear layer alike)"
+        note += f" ({', '.join(other)} counted quantized: kvcalc keeps only attention and shared experts 16-bit by name)"
     return note

@@ -10,7 +10,7 @@ from kvcalc.base import Frozen
 from kvcalc.engines import StageWeights
 from kvcalc.errors import InvalidInput
 from kvcalc.kvcache import pipeline_stages
-from kvcalc.quantization import LinearQuantization, skipped_note
+from kvcalc.quantization import LinearQuantization, keeps_attention, keeps_shared_experts, skipped_note
 from kvcalc.spec import ModelSpec, StoredWeights, Workload
 from kvcalc.units import GGUF_MIXES, PACKING, DType, format_bytes
 
@@ -184,6 +184,9 @@ class WeightFormat(Frozen):
         None  # the checkpoint's exact bytes (a GGUF's or safetensors' headers), when no dtype is requested
     )
     quantization: LinearQuantization | None = None  # the checkpoint's integer-quantized layers, when no dtype is requested
+    # with it: (the layers' own parameters it keeps 16-bit, all the layers' own parameters), see kept_16_bit
+    kept: tuple[int, int] = (0, 0)
+    kept_what: str = ""  # what those are, for --explain
 
     def other_than_layers(self, dtype: DType) -> DType | None:
         """`dtype` when it differs from the layers', else None (the JSON names only what differs)."""
@@ -208,13 +211,40 @@ def weight_format(model: ModelSpec, requested: DType | None = None) -> "WeightFo
     quantization = model.quantization
     layers = model.weight_dtype or (quantization.dtype if quantization else model.dtype)
     experts = (model.moe.expert_dtype if model.moe else None) or layers
+    kept, kept_what = kept_16_bit(model, quantization) if quantization else ((0, 0), "")
     return WeightFormat(
         dtype=layers,
         embeddings=model.embeddings_dtype or model.dtype,
         experts=experts,
         stored=model.stored_weights,
         quantization=quantization,
+        kept=kept,
+        kept_what=kept_what,
     )
+
+
+def kept_16_bit(model: ModelSpec, quantization: LinearQuantization) -> tuple[tuple[int, int], str]:
+    """((the layers' own parameters a quantized checkpoint keeps 16-bit, all the layers' own parameters),
+    what they are): the norms and MoE routers always (no quantizer packs a vector or the router:
+    vllm/model_executor/models/qwen3_moe.py and mixtral.py build the gate without the quant config), the
+    attention projections and shared experts when the config's skip list names them; ((0, 0), '') without
+    the shapes."""
+    layers, params = _layer_params(model), count_params(model)
+    if layers is None or params is None or model.hidden is None:
+        return (0, 0), ""
+    h, moe = model.hidden, model.moe
+    attends = sum(kind is not None for kind in model.attention_kinds())
+    routed = sum(moe.is_moe_layer(i) for i in range(model.layers)) if moe else 0
+    kept = h + 2 * h * model.layers + (h * moe.experts * routed if moe else 0)  # final norm, 2 norms a layer, routers
+    what = ["norms"] + (["routers"] if moe else [])
+    if keeps_attention(quantization):
+        kept += attends * _attention_params(model, h)
+        what.append("attention")
+    if moe and moe.shared_experts and keeps_shared_experts(quantization):
+        kept += routed * moe.shared_experts * (3 if model.mlp == "gated" else 2) * h * moe.expert_intermediate
+        what.append("shared experts")
+    own = params.total - params.routed_experts - params.embeddings
+    return (min(kept, own), own), ", ".join(what)
 
 
 def _quantized(fmt: WeightFormat, dtype: DType) -> LinearQuantization | None:
@@ -231,12 +261,15 @@ def _weight_parts(params: ParamCount, fmt: WeightFormat) -> list[tuple[str, int,
     """(what, parameters, dtype) of each part stored alike, parts of one dtype merged: the layers'
     own parameters, the embedding table and LM head, the routed experts."""
     own = params.total - params.routed_experts - params.embeddings
+    kept, of = fmt.kept
+    kept = own * kept // of if of else 0  # a stage's share of what the checkpoint keeps 16-bit
     parts: dict[DType, tuple[str, int]] = {}
-    for what, count, dtype in (("params", own, fmt.dtype), ("embedding params", params.embeddings, fmt.embeddings),
+    for what, count, dtype in (("params", own - kept, fmt.dtype), (f"params kept 16-bit ({fmt.kept_what})", kept, fmt.embeddings),
+                               ("embedding params", params.embeddings, fmt.embeddings),
                                ("expert params", params.routed_experts, fmt.experts)):  # fmt: skip
         if count:
-            label, merged = parts.get(dtype, (what, 0))
-            parts[dtype] = (label, merged + count)
+            label, merged = parts.get(dtype, ("", 0))
+            parts[dtype] = (f"{label} + {what}" if label else what, merged + count)
     return [(what, count, dtype) for dtype, (what, count) in parts.items()]
 
 

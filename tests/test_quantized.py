@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from kvcalc.quantization import LinearQuantization, linear_quantization
 from tests.conftest import HF_CONFIGS
 
-LLAMA3_8B_EMBEDDINGS = 2 * 128_256 * 4_096  # untied input table and LM head, bf16
-LLAMA3_8B_LAYERS = 8_030_261_248 - LLAMA3_8B_EMBEDDINGS  # everything else: the decoder layers (and final norm)
+LLAMA3_8B_16_BIT = 2 * 128_256 * 4_096 + 4_096 + 2 * 4_096 * 32  # untied input table and LM head, the norms: bf16
+LLAMA3_8B_LAYERS = 8_030_261_248 - LLAMA3_8B_16_BIT  # the decoder layers' linear projections
 
 
 def _config(tmp_path, quantization: dict) -> str:
@@ -52,7 +52,7 @@ W4A16 = {
 def test_stored_bytes_are_packed_values_scales_and_zero_points(cli, tmp_path, quantization, bytes_per_128) -> None:
     weights = cli.json("size", "--model", _config(tmp_path, quantization), "--seq", "8")["weights"]
     layers = -(-int(LLAMA3_8B_LAYERS * bytes_per_128 * 2) // 256)  # bytes_per_128 is a multiple of 1/2
-    assert weights["bytes"] == layers + 2 * LLAMA3_8B_EMBEDDINGS
+    assert weights["bytes"] == layers + 2 * LLAMA3_8B_16_BIT
 
 
 def test_vllm_loads_awq_as_stored_and_drops_symmetric_gptq_zero_points(cli, tmp_path) -> None:
@@ -154,3 +154,24 @@ def test_model_file_may_give_the_quantization(cli, tmp_path) -> None:
     bad.write_text(base + "weight_dtype: fp8\n")
     result = cli("size", "--model", bad, "--seq", "8")
     assert result.exit_code == 2 and "weight_dtype (fp8) must be int4, the quantization's, or absent" in result.stderr
+
+
+def test_skip_list_keeps_attention_and_shared_experts_16_bit() -> None:
+    """A MoE checkpoint that quantizes only its routed experts (QuantTrio's AWQ recipes skip self_attn,
+    shared_expert and mlp.gate): by hand, every layer's own parameters stay bf16."""
+    from kvcalc.spec import ModelSpec
+    from kvcalc.weights import count_params, weight_bytes, weight_format
+
+    quantization = linear_quantization({**AWQ, "modules_to_not_convert": ["self_attn", "shared_expert", "mlp.gate"]})
+    model = ModelSpec(
+        name="x", layers=2, heads=4, kv_heads=2, head_dim=8, hidden=32, intermediate=64, vocab=100,
+        moe={"experts": 4, "experts_per_token": 2, "expert_intermediate": 16, "shared_experts": 1},
+        quantization=quantization,
+    )  # fmt: skip
+    # per layer: attention 3 * 1,024, norms 64, shared expert 3 * 32 * 16, router 32 * 4; final norm 32
+    own = 2 * (3_072 + 64 + 1_536 + 128) + 32
+    routed = 2 * 4 * 1_536
+    embeddings = 2 * 100 * 32
+    fmt = weight_format(model)
+    assert fmt.kept == (own, own) and fmt.kept_what == "norms, routers, attention, shared experts"
+    assert weight_bytes(count_params(model), fmt) == -(-routed * 532 // 1024) + 2 * (own + embeddings)
