@@ -264,12 +264,13 @@ def _weight_parts(params: ParamCount, fmt: WeightFormat) -> list[tuple[str, int,
     kept, of = fmt.kept
     kept = own * kept // of if of else 0  # a stage's share of what the checkpoint keeps 16-bit
     parts: dict[DType, tuple[str, int]] = {}
-    for what, count, dtype in (("params", own - kept, fmt.dtype), (f"params kept 16-bit ({fmt.kept_what})", kept, fmt.embeddings),
-                               ("embedding params", params.embeddings, fmt.embeddings),
+    sixteen = f"16-bit params (embeddings, LM head, {fmt.kept_what})" if kept else "embedding params"
+    for what, count, dtype in (("params", own - kept, fmt.dtype), (sixteen, kept, fmt.embeddings),
+                               (sixteen, params.embeddings, fmt.embeddings),
                                ("expert params", params.routed_experts, fmt.experts)):  # fmt: skip
         if count:
-            label, merged = parts.get(dtype, ("", 0))
-            parts[dtype] = (f"{label} + {what}" if label else what, merged + count)
+            label, merged = parts.get(dtype, (what, 0))
+            parts[dtype] = (label, merged + count)
     return [(what, count, dtype) for dtype, (what, count) in parts.items()]
 
 
