@@ -100,12 +100,20 @@ MODELS: list[tuple[str, str, str, bool, str]] = [
         "the INT4 (compressed-tensors) release of Kimi-K2: no model file describes it",
     ),
     (r"Embedding", "", "dense", True, "an embedding model: vLLM's pooling runner has no sampler, kvcalc models a generating one"),
+    (r"(?i)exl3", "", "dense", True, "an EXL3 checkpoint: kvcalc does not read ExLlamaV3's format"),
     (
-        r"(?i)awq|nvfp4|int4|w4a16|autoround|auto_round|exl3",
+        r"(?i)nvfp4",
         "",
         "dense",
         True,
-        "a 4-bit checkpoint no kvcalc model file describes",
+        "an NVFP4 checkpoint whose config.json (which layers stay 16-bit or FP8) no stored source holds",
+    ),
+    (
+        r"(?i)awq|int4|w4a16|autoround|auto_round",
+        "",
+        "dense",
+        True,
+        "an integer 4-bit checkpoint whose config.json (group size, zero points, 16-bit layers) no stored source holds",
     ),
     (r"(?i)(^|/)qwen3\.6-27b(-fp8)? \((local path|compose)", "", "hybrid", False, "a local checkpoint the log does not name"),
 ]
