@@ -305,7 +305,7 @@ def weights_formula(params: ParamCount, fmt: WeightFormat) -> str:
         q = fmt.quantization
         zeros = f" + {q.stored_zero_bits()}-bit zero point" if q.stored_zero_bits() else ""
         group = f"per {q.group_size} values: {q.bits}-bit values + fp16 scale{zeros}" if q.group_size else "per value"
-        formula += f" [{q.label} as stored: {group}{'; ' + skipped_note(q) if q.skipped else ''}]"
+        formula += f" [{q.label} as stored: {group}{', ' + skipped_note(q) if q.skipped else ''}]"
     mixes = [
         f"{dtype.value} is llama-quantize's typical mix ({GGUF_MIXES[dtype][0]})" for _, _, dtype in parts if dtype in GGUF_MIXES
     ]

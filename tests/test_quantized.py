@@ -175,3 +175,16 @@ def test_skip_list_keeps_attention_and_shared_experts_16_bit() -> None:
     fmt = weight_format(model)
     assert fmt.kept == (own, own) and fmt.kept_what == "norms, routers, attention, shared experts"
     assert weight_bytes(count_params(model), fmt) == -(-routed * 532 // 1024) + 2 * (own + embeddings)
+
+
+@pytest.mark.parametrize(
+    "quantization, weight_dtype",
+    [
+        ({"quant_method": "compressed-tensors", "format": "int-quantized"}, "int8"),  # W8A8 INT8: 1 B per weight
+        ({"quant_method": "compressed-tensors", "format": "float-quantized"}, "fp8"),  # W8A8 FP8
+        ({"quant_method": "fp8", "weight_block_size": [128, 128]}, "fp8_block"),  # DeepSeek-V3: fp32 scale per block
+        ({**GPTQ, "bits": 8}, "int8"),
+    ],
+)
+def test_eight_bit_configs_set_the_layers_format(cli, tmp_path, quantization: dict, weight_dtype: str) -> None:
+    assert cli.json("size", "--model", _config(tmp_path, quantization), "--seq", "8")["weights"]["dtype"] == weight_dtype
