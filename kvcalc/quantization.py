@@ -45,6 +45,11 @@ class LinearQuantization(Strict):
     skipped: list[str] = Field(
         default_factory=list, description="modules the config keeps unquantized (modules_to_not_convert, ignore)"
     )
+    marlin: bool = Field(
+        default=True,
+        description="vLLM repacks the layers for its Marlin kernels; false for a GPTQ config without sym or desc_act,"
+        " which vLLM runs with its gptq kernel in the stored layout (gptq_marlin.py is_gptq_marlin_compatible)",
+    )
 
     @property
     def dtype(self) -> DType:
@@ -148,6 +153,7 @@ def _awq_gptq(config: dict[str, Any], method: Method) -> LinearQuantization:
     where = "quantization_config"
     bits = _bits(config.get("bits", config.get("w_bit")), f"{where}.bits")  # w_bit, q_group_size: AutoAWQ's own names
     group = _group(_positive_int(config, "group_size" if "group_size" in config else "q_group_size", where), where)
+    marlin = True
     if method == "awq":
         zero_points = _bool(config, "zero_point", where, True)
         act_order = False
@@ -155,10 +161,17 @@ def _awq_gptq(config: dict[str, Any], method: Method) -> LinearQuantization:
     else:
         zero_points = not _bool(config, "sym", where, True)
         act_order = _bool(config, "desc_act", where, False) and group is not None  # one group per row: no order
+        marlin = "sym" in config and "desc_act" in config  # what vLLM needs to convert it (is_gptq_marlin_compatible)
         dynamic = config.get("dynamic") or {}
         skipped = [key.removeprefix("-:") for key in dynamic if isinstance(key, str) and key.startswith("-:")]
     return LinearQuantization(
-        method=method, bits=bits, group_size=group, zero_points=zero_points, act_order=act_order, skipped=skipped
+        method=method,
+        bits=bits,
+        group_size=group,
+        zero_points=zero_points,
+        act_order=act_order,
+        skipped=skipped,
+        marlin=marlin,
     )
 
 

@@ -69,6 +69,9 @@ def test_vllm_loads_awq_as_stored_and_drops_symmetric_gptq_zero_points(cli, tmp_
     assert loaded == stored
     loaded, stored = weights_term(GPTQ)
     assert stored - loaded == -(-LLAMA3_8B_LAYERS * 4 // (8 * 128))  # 4 bits of qzeros per 128 values
+    # without sym and desc_act vLLM cannot convert it (is_gptq_marlin_compatible): its gptq kernel keeps the layout
+    loaded, stored = weights_term({"quant_method": "gptq", "bits": 4, "group_size": 128})
+    assert loaded == stored
 
 
 def test_explain_shows_stored_and_loaded_bytes_and_vllm_source(cli, tmp_path) -> None:

@@ -170,6 +170,11 @@ def marlin_repack(stage: StageWeights) -> tuple[int, str]:
     q = stage.quantization
     assert q is not None
     layers, experts = stage.quantized_params
+    if not q.marlin:
+        return 0, (
+            f"{q.label}: loaded as stored: the config lacks sym or desc_act, so vLLM runs its gptq kernel on the stored"
+            " qweight, qzeros, scales and g_idx (gptq_marlin.py is_gptq_marlin_compatible)"
+        )
     stored = q.stored_bytes(layers) + q.stored_bytes(experts)
     loaded = q.marlin_bytes(layers, experts=False) + q.marlin_bytes(experts, experts=True)
     zeros = (
