@@ -225,10 +225,10 @@ def weight_format(model: ModelSpec, requested: DType | None = None) -> "WeightFo
 
 def kept_16_bit(model: ModelSpec, quantization: LinearQuantization) -> tuple[tuple[int, int], str]:
     """((the layers' own parameters a quantized checkpoint keeps 16-bit, all the layers' own parameters),
-    what they are): the norms and MoE routers always (no quantizer packs a vector or the router:
-    vllm/model_executor/models/qwen3_moe.py and mixtral.py build the gate without the quant config), the
-    attention projections and shared experts when the config's skip list names them; ((0, 0), '') without
-    the shapes."""
+    what they are): the norms always (no quantizer packs a vector) and MoE routers (vLLM's MoE model files
+    mostly build the gate as a ReplicatedLinear with quant_config=None: "Gate always runs at half / full
+    precision"), the attention projections and shared experts when the config's skip list names them;
+    ((0, 0), '') without the shapes."""
     layers, params = _layer_params(model), count_params(model)
     if layers is None or params is None or model.hidden is None:
         return (0, 0), ""
@@ -259,7 +259,8 @@ def quantized_params(params: ParamCount, fmt: WeightFormat) -> int:
 
 def _weight_parts(params: ParamCount, fmt: WeightFormat) -> list[tuple[str, int, DType]]:
     """(what, parameters, dtype) of each part stored alike, parts of one dtype merged: the layers'
-    own parameters, the embedding table and LM head, the routed experts."""
+    own parameters (less what a quantized checkpoint keeps 16-bit, pro rata for a stage: kept_16_bit),
+    the embedding table and LM head, the routed experts."""
     own = params.total - params.routed_experts - params.embeddings
     kept, of = fmt.kept
     kept = own * kept // of if of else 0  # a stage's share of what the checkpoint keeps 16-bit
@@ -304,7 +305,11 @@ def weights_formula(params: ParamCount, fmt: WeightFormat) -> str:
     if fmt.quantization is not None:
         q = fmt.quantization
         zeros = f" + {q.stored_zero_bits()}-bit zero point" if q.stored_zero_bits() else ""
-        group = f"per {q.group_size} values: {q.bits}-bit values + fp16 scale{zeros}" if q.group_size else "per value"
+        group = (
+            f"per {q.group_size} values: {q.bits}-bit values + fp16 scale{zeros}"
+            if q.group_size
+            else f"{q.bits}-bit values, one scale per output channel (not counted)"
+        )
         formula += f" [{q.label} as stored: {group}{', ' + skipped_note(q) if q.skipped else ''}]"
     mixes = [
         f"{dtype.value} is llama-quantize's typical mix ({GGUF_MIXES[dtype][0]})" for _, _, dtype in parts if dtype in GGUF_MIXES
