@@ -666,7 +666,7 @@ def _dtype(key: str, value: str | None) -> str:
 def _checkpoint_format(quantization: object, fields: dict[str, Any]) -> None:
     """The weights' format from `quantization_config`: gpt-oss's MXFP4 experts, FP8 (with 128x128 block
     scales when weight_block_size says so: DeepSeek-V3), integer layers with their exact groups (AWQ, GPTQ,
-    AutoRound, compressed-tensors pack-quantized: kvcalc.quantization), compressed-tensors int-quantized
+    AutoRound, compressed-tensors pack-quantized, bitsandbytes: kvcalc.quantization), compressed-tensors int-quantized
     and float-quantized 8-bit (W8A8: one byte per weight), NVFP4 (ModelOpt quant_algo NVFP4,
     compressed-tensors nvfp4-pack-quantized). The embedding table and LM head stay in `torch_dtype`,
     as these checkpoints keep them. Other methods: everything in `torch_dtype`."""

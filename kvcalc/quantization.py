@@ -1,7 +1,7 @@
 """A checkpoint's integer-quantized linear layers, from config.json's `quantization_config`: AWQ, GPTQ
-(and AutoRound's GPTQ packing) and compressed-tensors pack-quantized INT4/INT8 (W4A16, W8A16); their
-bytes as the checkpoint stores them and as vLLM's Marlin kernels hold them after loading. Pure
-functions, integer bytes.
+(and AutoRound's GPTQ packing), compressed-tensors pack-quantized INT4/INT8 (W4A16, W8A16) and
+bitsandbytes (NF4/FP4 blocks of 64, LLM.int8); their bytes as the checkpoint stores them and as vLLM's
+Marlin kernels hold them after loading. Pure functions, integer bytes.
 
 A quantized linear layer stores per group of G input values of one output column: G values packed
 into int32 words (bits/8 B each), one 16-bit scale, and, for asymmetric schemes, one packed zero point
@@ -16,9 +16,12 @@ from pydantic import Field
 from kvcalc.base import Strict
 from kvcalc.units import DType
 
-Method = Literal["awq", "gptq", "compressed-tensors"]
+Method = Literal["awq", "gptq", "compressed-tensors", "bitsandbytes"]
 SCALE_BITS = 16  # one fp16/bf16 scale per group and output column (params_dtype in vLLM's create_weights)
 MARLIN_GROUP_SIZES = (-1, 32, 64, 128)  # vllm/model_executor/layers/quantization/utils/marlin_utils.py
+# bitsandbytes 4-bit: one absmax per block of 64 values, fp32; double quantization stores it as one byte and
+# one fp32 absmax per 256 of those (bitsandbytes functional.quantize_4bit, blocksize 64, nested blocksize 256)
+BNB_BLOCK, BNB_NESTED_BLOCKS = 64, 256
 # Module names a config may keep unquantized without changing what kvcalc counts: the embeddings and LM
 # head (16-bit in every checkpoint kvcalc reads), a vision or audio tower (not counted), MoE routers and
 # norms (kvcalc always counts them 16-bit), a hybrid's linear-attention mixers (not counted from shapes).
@@ -35,9 +38,12 @@ _SHARED_EXPERTS = re.compile(r"shared_experts?(?!_gate)", re.I)
 class LinearQuantization(Strict):
     """How a checkpoint quantizes its linear layers (config.json's quantization_config)."""
 
-    method: Method = Field(description="quant_method: awq, gptq (AutoRound's GPTQ packing too) or compressed-tensors")
+    method: Method = Field(
+        description="quant_method: awq, gptq (AutoRound's GPTQ packing too), compressed-tensors or bitsandbytes"
+    )
     bits: Literal[4, 8] = Field(description="bits per weight")
     group_size: int | None = Field(description="input values per scale; None: one scale per output channel")
+    scale_bits: int = Field(default=SCALE_BITS, gt=0, description="bits of scales per group (16: one fp16 or bf16 scale)")
     zero_points: bool = Field(description="asymmetric: a packed zero point per group (AWQ's zero_point, GPTQ sym false)")
     act_order: bool = Field(
         default=False, description="GPTQ desc_act / compressed-tensors actorder group: a g_idx per input feature"
@@ -59,6 +65,9 @@ class LinearQuantization(Strict):
     @property
     def label(self) -> str:
         """e.g. 'awq int4 g128 asym'."""
+        if self.method == "bitsandbytes":
+            blocks = "per-channel" if self.group_size is None else f"absmax per {BNB_BLOCK}"
+            return f"bitsandbytes {self.bits}-bit {blocks}" + (" double-quant" if self.group_size != BNB_BLOCK else "")
         group = f"g{self.group_size}" if self.group_size else "per-channel"
         return f"{self.method} int{self.bits} {group} {'asym' if self.zero_points else 'sym'}" + (
             " act-order" if self.act_order else ""
@@ -69,7 +78,7 @@ class LinearQuantization(Strict):
         (one per output row: under 0.01 % of the weights)."""
         if self.group_size is None:
             return self.bits, 1
-        return self.group_size * self.bits + SCALE_BITS + zero_bits, self.group_size
+        return self.group_size * self.bits + self.scale_bits + zero_bits, self.group_size
 
     def _bytes(self, values: int, zero_bits: int) -> int:
         per_group, group = self._group_bits(zero_bits)
@@ -207,6 +216,32 @@ def _compressed_tensors(config: dict[str, Any]) -> LinearQuantization:
     return schemes[0]
 
 
+def _bitsandbytes(config: dict[str, Any]) -> LinearQuantization:
+    """bitsandbytes as vLLM reads it (quantization/bitsandbytes.py BitsAndBytesConfig.from_config, absent keys
+    its defaults): LLM.int8 with load_in_8bit (int8 values and an fp32 scale per output row, not counted), else
+    4-bit blocks of 64 with an fp32 absmax, or one byte and an fp32 absmax per 256 blocks when double-quantized.
+    vLLM keeps the packed uint8 weights and their quant states as stored (BitsAndBytesLinearMethod.create_weights)."""
+    where = "quantization_config"
+    skipped = _names(config.get("llm_int8_skip_modules"), f"{where}.llm_int8_skip_modules")
+    if _bool(config, "load_in_8bit", where, False):
+        return LinearQuantization(
+            method="bitsandbytes", bits=8, group_size=None, zero_points=False, skipped=skipped, marlin=False
+        )
+    if _bool(config, "bnb_4bit_use_double_quant", where, False):
+        group, scale_bits = BNB_BLOCK * BNB_NESTED_BLOCKS, 8 * BNB_NESTED_BLOCKS + 32
+    else:
+        group, scale_bits = BNB_BLOCK, 32
+    return LinearQuantization(
+        method="bitsandbytes",
+        bits=4,
+        group_size=group,
+        scale_bits=scale_bits,
+        zero_points=False,
+        skipped=skipped,
+        marlin=False,
+    )
+
+
 def linear_quantization(config: dict[str, Any]) -> LinearQuantization | None:
     """The integer weight quantization a quantization_config describes, None for the methods kvcalc
     reads otherwise (fp8, mxfp4, nvfp4) or not at all. AutoRound's GPTQ packing reads as GPTQ (vLLM
@@ -216,6 +251,8 @@ def linear_quantization(config: dict[str, Any]) -> LinearQuantization | None:
     'gptq int4 g128 sym act-order'
     """
     method = str(config.get("quant_method", "")).lower()
+    if method == "bitsandbytes":
+        return _bitsandbytes(config)
     if method in ("awq", "gptq"):
         return _awq_gptq(config, method)  # type: ignore[arg-type]
     if method in ("auto-round", "intel/auto-round", "auto_round") and "gptq" in str(config.get("packing_format", "gptq")):

@@ -306,7 +306,7 @@ def weights_formula(params: ParamCount, fmt: WeightFormat) -> str:
         q = fmt.quantization
         zeros = f" + {q.stored_zero_bits()}-bit zero point" if q.stored_zero_bits() else ""
         group = (
-            f"per {q.group_size} values: {q.bits}-bit values + fp16 scale{zeros}"
+            f"per {q.group_size:,} values: {q.bits}-bit values + {q.scale_bits:,} bits of scales{zeros}"
             if q.group_size
             else f"{q.bits}-bit values, one scale per output channel (not counted)"
         )

@@ -79,7 +79,7 @@ def test_explain_shows_stored_and_loaded_bytes_and_vllm_source(cli, tmp_path) ->
     assert result.exit_code == 0, result.output
     out = " ".join(result.stdout.split())
     assert "weights (as loaded) = as stored + Marlin repack" in out
-    assert "gptq int4 g128 sym as stored: per 128 values: 4-bit values + fp16 scale + 4-bit zero point" in out
+    assert "gptq int4 g128 sym as stored: per 128 values: 4-bit values + 16 bits of scales + 4-bit zero point" in out
     assert "MarlinLinearKernel.process_weights_after_loading" in out
 
 
@@ -191,3 +191,24 @@ def test_skip_list_keeps_attention_and_shared_experts_16_bit() -> None:
 )
 def test_eight_bit_configs_set_the_layers_format(cli, tmp_path, quantization: dict, weight_dtype: str) -> None:
     assert cli.json("size", "--model", _config(tmp_path, quantization), "--seq", "8")["weights"]["dtype"] == weight_dtype
+
+
+@pytest.mark.parametrize(
+    "quantization, bytes_per_16384",
+    [
+        # bitsandbytes 4-bit: 8,192 B of packed values + one fp32 absmax per 64 values
+        ({"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}, 8_192 + 256 * 4),
+        # double-quantized: one uint8 absmax per 64 values and one fp32 per 256 of them
+        (
+            {"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_use_double_quant": True},
+            8_192 + 256 + 4,
+        ),
+        ({"quant_method": "bitsandbytes", "load_in_8bit": True}, 16_384),  # LLM.int8: per-row scales not counted
+    ],
+)
+def test_bitsandbytes_blocks_are_counted_and_loaded_as_stored(cli, tmp_path, quantization, bytes_per_16384) -> None:
+    path = _config(tmp_path, quantization)
+    weights = cli.json("size", "--model", path, "--seq", "8")["weights"]["bytes"]
+    assert weights == -(-LLAMA3_8B_LAYERS * bytes_per_16384 // 16_384) + 2 * LLAMA3_8B_16_BIT
+    answer = cli.json("fit", "--model", path, "--gpu", "h100-sxm", "--engine", "vllm", "--seq", "8192")
+    assert next(t for t in answer["budget"]["terms"] if t["name"].startswith("weights"))["bytes"] == weights

@@ -302,6 +302,11 @@ def marlin_repack(stage: StageWeights) -> tuple[int, str]:
     q = stage.quantization
     assert q is not None
     layers, experts = stage.quantized_params
+    if not q.marlin and q.method == "bitsandbytes":
+        return 0, (
+            f"{q.label}: loaded as stored: vLLM keeps the packed weights and their quant states"
+            " (quantization/bitsandbytes.py BitsAndBytesLinearMethod.create_weights, vllm 01f5395f)"
+        )
     if not q.marlin:
         return 0, (
             f"{q.label}: loaded as stored: the config lacks sym or desc_act, so vLLM runs its gptq kernel on the stored"
