@@ -24,14 +24,15 @@ MARLIN_GROUP_SIZES = (-1, 32, 64, 128)  # vllm/model_executor/layers/quantizatio
 BNB_BLOCK, BNB_NESTED_BLOCKS = 64, 256
 # Module names a config may keep unquantized without changing what kvcalc counts: the embeddings and LM
 # head (16-bit in every checkpoint kvcalc reads), a vision or audio tower (not counted), MoE routers and
-# norms (kvcalc always counts them 16-bit), a hybrid's linear-attention mixers (not counted from shapes).
+# norms (kvcalc always counts them 16-bit).
 _COUNTED_ANYWAY = re.compile(
-    r"lm_head|embed|vision|visual|vit\b|audio|mm_projector|multi_modal|\bgate$|mlp\.gate\b|gate\$|router|norm|linear_attn",
-    re.I,
+    r"lm_head|embed|vision|visual|vit\b|audio|mm_projector|multi_modal|\bgate$|mlp\.gate\b|gate\$|router|norm", re.I
 )
-# ... and the two parts kvcalc can keep 16-bit when a config names them: the attention projections (not a
-# hybrid's linear attention) and the shared experts (not their gate).
+# ... and the parts kvcalc can keep 16-bit when a config names them: the attention projections (not a
+# hybrid's linear attention), a hybrid's state mixers (Gated DeltaNet's linear_attn, Mamba's mixer) and
+# the shared experts (not their gate).
 _ATTENTION = re.compile(r"(?<!linear_)(self_attn|\battn\b|attention|[qkvo]_proj|qkv_proj)", re.I)
+_STATE_MIXERS = re.compile(r"linear_attn|mamba|\bmixer\b", re.I)
 _SHARED_EXPERTS = re.compile(r"shared_experts?(?!_gate)", re.I)
 
 
@@ -267,6 +268,11 @@ def keeps_attention(quantization: LinearQuantization) -> bool:
     return any(_ATTENTION.search(name) and not _COUNTED_ANYWAY.search(name) for name in quantization.skipped)
 
 
+def keeps_state_mixers(quantization: LinearQuantization) -> bool:
+    """Whether the config keeps a hybrid's state mixers (linear attention, Mamba) unquantized."""
+    return any(_STATE_MIXERS.search(name) for name in quantization.skipped)
+
+
 def keeps_shared_experts(quantization: LinearQuantization) -> bool:
     """Whether the config keeps a MoE's shared experts unquantized."""
     return any(_SHARED_EXPERTS.search(name) for name in quantization.skipped)
@@ -279,9 +285,9 @@ def skipped_note(quantization: LinearQuantization) -> str:
     other = [
         name
         for name in quantization.skipped
-        if not (_COUNTED_ANYWAY.search(name) or _ATTENTION.search(name) or _SHARED_EXPERTS.search(name))
+        if not any(pattern.search(name) for pattern in (_COUNTED_ANYWAY, _ATTENTION, _STATE_MIXERS, _SHARED_EXPERTS))
     ]
     note = f"kept unquantized by the config: {', '.join(quantization.skipped)}"
     if other:
-        note += f" ({', '.join(other)} counted quantized: kvcalc keeps only attention and shared experts 16-bit by name)"
+        note += f" ({', '.join(other)} counted quantized: kvcalc keeps attention, state mixers and shared experts 16-bit by name)"
     return note

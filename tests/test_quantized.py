@@ -176,7 +176,7 @@ def test_skip_list_keeps_attention_and_shared_experts_16_bit() -> None:
     routed = 2 * 4 * 1_536
     embeddings = 2 * 100 * 32
     fmt = weight_format(model)
-    assert fmt.kept == (own, own) and fmt.kept_what == "norms, routers, attention, shared experts"
+    assert fmt.kept == (own, own) and fmt.kept_what == "norms and convs, routers, attention, shared experts"
     assert weight_bytes(count_params(model), fmt) == -(-routed * 532 // 1024) + 2 * (own + embeddings)
 
 
@@ -212,3 +212,24 @@ def test_bitsandbytes_blocks_are_counted_and_loaded_as_stored(cli, tmp_path, qua
     assert weights == -(-LLAMA3_8B_LAYERS * bytes_per_16384 // 16_384) + 2 * LLAMA3_8B_16_BIT
     answer = cli.json("fit", "--model", path, "--gpu", "h100-sxm", "--engine", "vllm", "--seq", "8192")
     assert next(t for t in answer["budget"]["terms"] if t["name"].startswith("weights"))["bytes"] == weights
+
+
+def test_hybrid_checkpoint_may_keep_its_state_mixers_16_bit(tmp_path) -> None:
+    """QuantTrio's Qwen3.6 AWQ recipe skips linear_attn: the Gated DeltaNet projections stay bf16, so the
+    same checkpoint weighs more than one that quantizes them."""
+    from kvcalc.presets import load_model
+    from kvcalc.weights import count_params, weight_bytes, weight_format
+
+    def weights(skipped: list[str]) -> tuple[int, str]:
+        config = json.loads((HF_CONFIGS / "qwen3.5-27b-config.json").read_text())
+        config["quantization_config"] = {**AWQ, "modules_to_not_convert": skipped}
+        path = tmp_path / "config.json"
+        path.write_text(json.dumps(config))
+        model = load_model(str(path)).model_copy(update={"params": 27_000_000_000})  # a hybrid publishes its count
+        fmt = weight_format(model)
+        return weight_bytes(count_params(model), fmt), fmt.kept_what
+
+    quantized, what = weights([])
+    kept, kept_what = weights(["linear_attn", "visual"])
+    assert (what, kept_what) == ("norms and convs", "norms and convs, state mixers")
+    assert kept > quantized
