@@ -123,6 +123,35 @@ def siglip_gemma3(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, A
                    "modeling_siglip.py SiglipVisionTransformer, modeling_gemma3.py Gemma3MultiModalProjector", f"one {size}-px image")  # fmt: skip
 
 
+def gemma4(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """Gemma 4 (modeling_gemma4.py Gemma4VisionModel, Gemma4MultimodalEmbedder): the patch linear
+    (3 * p^2 -> h, no bias) and a (2, position_embedding_size, h) position table; per layer q, k, v
+    and o without biases, q and k RMSNorms of head_dim (v's has no scale), four RMSNorms of h and a
+    gated MLP without biases; the stored std_bias and std_scale (h each) when standardize, and each
+    clipped linear's four stored bounds when use_clipped_linears; the embedder's projection (h ->
+    text hidden, no bias; its norm has no scale). The pooler has no weights. One image at the
+    processor's default vision_soft_tokens_per_image, each token pooling pooling_kernel_size^2 patches.
+
+    >>> gemma4({"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27, "num_attention_heads": 16,
+    ...         "head_dim": 72}, {"text_config": {"hidden_size": 5376}})["params"]
+    575743536
+    """
+    h, inter, layers = _int(vision, "hidden_size"), _int(vision, "intermediate_size"), _int(vision, "num_hidden_layers")
+    heads = _int(vision, "num_attention_heads")
+    kv_heads, head = _int(vision, "num_key_value_heads", heads), _int(vision, "head_dim", h // heads)
+    p, positions = _int(vision, "patch_size", 16), _int(vision, "position_embedding_size", 10240)
+    text = _int(config.get("text_config") or {}, "hidden_size")
+    bounds = 4 * 7 if vision.get("use_clipped_linears", False) else 0  # q, k, v, o, gate, up, down
+    layer = 2 * h * heads * head + 2 * h * kv_heads * head + 2 * head + 4 * h + 3 * h * inter + bounds
+    stored = 2 * h if vision.get("standardize", True) else 0
+    params = 3 * p * p * h + 2 * positions * h + layers * layer + stored + h * text
+    tokens = _int(config, "vision_soft_tokens_per_image", _int(vision, "default_output_length", 280))
+    pool = _int(vision, "pooling_kernel_size", 3)
+    return _fields(params, h, inter, True, tokens * pool * pool, tokens,
+                   "modeling_gemma4.py Gemma4VisionModel, Gemma4MultimodalEmbedder",
+                   f"one image of {tokens} soft tokens (vision_soft_tokens_per_image)")  # fmt: skip
+
+
 def llama4(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     """Llama 4 (modeling_llama4.py Llama4VisionModel): the unfold patch linear without bias, a class
     embedding and a position table of patches + 1 rows, pre and post LayerNorms; per layer two
@@ -218,6 +247,7 @@ TOWERS: dict[str, Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]] = 
     "qwen3_5": lambda vision, config: qwen3_vl(vision, config, deepstack=False),
     "qwen3_5_moe": lambda vision, config: qwen3_vl(vision, config, deepstack=False),
     "gemma3": siglip_gemma3,
+    "gemma4": gemma4,
     "llama4": llama4,
     "mistral3": pixtral,
     "internvl": internvl,

@@ -272,6 +272,10 @@ TOWER_CONFIGS = {  # each architecture's published shapes (the checkpoints named
     "qwen2_5_vl": ({"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "out_hidden_size": 3584}, {}),
     "qwen3_vl": ({"depth": 27, "hidden_size": 1152, "intermediate_size": 4304, "out_hidden_size": 4096}, {}),
     "gemma3": (SIGLIP, {"text_config": {"hidden_size": 2560}}),  # gemma-3-4b-it
+    "gemma4": (  # gemma-4-31B-it
+        {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27, "num_attention_heads": 16, "head_dim": 72},
+        {"text_config": {"hidden_size": 5376}, "vision_soft_tokens_per_image": 280},
+    ),
     "llama4": (  # Llama-4-Scout-17B-16E vision_config
         {
             "hidden_size": 1408,

@@ -27,7 +27,8 @@ def test_the_vl_presets_that_carry_a_tower() -> None:
         [
             *(f"qwen3-vl-{size}" for size in ("2b", "4b", "8b", "32b", "30b-a3b", "235b-a22b")),
             *("qwen3.5-27b", "qwen3.5-35b-a3b", "qwen3.5-397b-a17b", "qwen3.6-27b", "qwen3.6-35b-a3b"),
-            *("gemma3-4b", "gemma3-12b", "gemma3-27b", "mistral-small-3.1", "ministral-3-3b", "llama4-scout"),
+            *("gemma3-4b", "gemma3-12b", "gemma3-27b", "gemma4-31b"),
+            *("mistral-small-3.1", "ministral-3-3b", "llama4-scout"),
         ]
     )
 
@@ -101,6 +102,18 @@ def test_llama4_tower_worked_by_hand() -> None:
     modules = h + 577 * h + 588 * h + 2 * 2 * h + 34 * layer + inter * 4096 + 4096 * 4096 + 4096 * 5120
     tower = presets.load_model("llama4-scout").vision
     assert tower and tower.params == modules == 871_932_416
+
+
+def test_gemma4_tower_worked_by_hand() -> None:
+    # modeling_gemma4.py at Gemma 4 31B's vision_config (h 1152, I 4304, 27 layers, 16 heads and KV heads of 72,
+    # patch 16, 10240 positions, standardize): the patch linear 3 * 16^2 -> h and the (2, 10240, h) position table;
+    # per layer q, k, v, o (no biases), q and k norms of 72, four RMSNorms of h, gate, up and down (no biases); the
+    # stored std_bias and std_scale; the embedder's h -> 5376 projection. 280 soft tokens of 3 x 3 patches each.
+    h, inter = 1152, 4304
+    layer = 4 * h * 16 * 72 + 2 * 72 + 4 * h + 3 * h * inter
+    tower = presets.load_model("gemma4-31b").vision
+    assert tower and tower.params == 3 * 16 * 16 * h + 2 * 10240 * h + 27 * layer + 2 * h + h * 5376 == 575_743_536
+    assert (tower.patches_per_item, tower.tokens_per_item) == (280 * 9, 280)
 
 
 @pytest.mark.parametrize("preset", VL_PRESETS)
