@@ -83,7 +83,7 @@ MODELS: list[tuple[str, str, str, bool, str]] = [
         "a local path whose log names Qwen3_5ForConditionalGeneration and a 51.75 GiB checkpoint, the bf16 Qwen3.6-27B;"
         " the preset counts the vision tower (vision)",
     ),
-    (r"^google/gemma-4-26B-A4B(-it)?$", "gemma4-26b-a4b", "sliding", False, "the vision tower is not counted"),
+    (r"^google/gemma-4-26B-A4B(-it)?$", "gemma4-26b-a4b", "sliding", False, "the preset counts the vision tower (vision)"),
     (r"(^|/)Qwen3-235B-A22B-FP8$", "models/qwen3-235b-a22b-fp8.yaml", "moe", True, ""),
     (
         r"^Qwen/Qwen2\.5-Coder-0\.5B-Instruct$",

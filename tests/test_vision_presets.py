@@ -27,7 +27,7 @@ def test_the_vl_presets_that_carry_a_tower() -> None:
         [
             *(f"qwen3-vl-{size}" for size in ("2b", "4b", "8b", "32b", "30b-a3b", "235b-a22b")),
             *("qwen3.5-27b", "qwen3.5-35b-a3b", "qwen3.5-397b-a17b", "qwen3.6-27b", "qwen3.6-35b-a3b"),
-            *("gemma3-4b", "gemma3-12b", "gemma3-27b", "gemma4-31b"),
+            *("gemma3-4b", "gemma3-12b", "gemma3-27b", "gemma4-31b", "gemma4-26b-a4b"),
             *("mistral-small-3.1", "ministral-3-3b", "llama4-scout"),
         ]
     )
