@@ -174,6 +174,39 @@ def llama4(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
                    "modeling_llama4.py Llama4VisionModel, Llama4MultiModalProjector", f"{LLAMA4_MAX_TILES} tiles of {size} px and a global tile")  # fmt: skip
 
 
+def kimi_k25(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """Kimi K2.5's MoonViT (no transformers modeling file: vLLM's model_executor/models/kimi_k25_vit.py
+    MoonViT3dPretrainedModel, KimiK25MultiModalProjector, vllm-project/vllm fd849acb): Conv2d patch
+    embedding with bias and a learned (init_pos_emb_height, init_pos_emb_width, h) position table (its
+    temporal table is a buffer); per layer two LayerNorms, wqkv and wo with biases, fc0 and fc1 with
+    biases; the final LayerNorm; the projector's LayerNorm(h) and its two linears with biases (4h -> 4h
+    -> the text model's hidden, after the 2 x 2 merge). The largest image its processor accepts is
+    not read, so vLLM's profiling of it is not modelled.
+
+    >>> kimi_k25({"vt_hidden_size": 1152, "vt_intermediate_size": 4304, "vt_num_hidden_layers": 27,
+    ...           "text_hidden_size": 7168}, {})["params"]
+    471143920
+    """
+    h, inter = _int(vision, "vt_hidden_size"), _int(vision, "vt_intermediate_size")
+    layers, p = _int(vision, "vt_num_hidden_layers"), _int(vision, "patch_size", 14)
+    height, width = _int(vision, "init_pos_emb_height", 64), _int(vision, "init_pos_emb_width", 64)
+    merge = vision.get("merge_kernel_size", [2, 2])
+    if not (isinstance(merge, list) and len(merge) == 2 and all(isinstance(k, int) and k > 0 for k in merge)):
+        raise InvalidPreset(f"vision_config.merge_kernel_size: expected two positive integers, got {merge!r}")
+    text = (
+        _int(vision, "text_hidden_size") if "text_hidden_size" in vision else _int(config.get("text_config") or {}, "hidden_size")
+    )
+    wide = h * merge[0] * merge[1]
+    layer = 2 * _layer_norm(h) + _linear(h, 3 * h) + _linear(h, h) + _linear(h, inter) + _linear(inter, h)
+    params = _linear(3 * p * p, h) + height * width * h + layers * layer + _layer_norm(h)
+    params += _layer_norm(h) + _linear(wide, wide) + _linear(wide, text)
+    return {
+        "params": params, "hidden": h, "intermediate": inter, "gated": False,
+        "source": "vision_config, counted as vLLM's kimi_k25_vit.py MoonViT3dPretrainedModel, KimiK25MultiModalProjector"
+        " builds it (vllm-project/vllm fd849acb); the largest image: not read, so its profiling is not modelled",
+    }  # fmt: skip
+
+
 def pixtral(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     """Mistral 3 / Pixtral (modeling_pixtral.py PixtralVisionModel, modeling_mistral3.py
     Mistral3MultiModalProjector): Conv2d patch embedding without bias, ln_pre RMSNorm; per layer two
@@ -251,6 +284,7 @@ TOWERS: dict[str, Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]] = 
     "llama4": llama4,
     "mistral3": pixtral,
     "internvl": internvl,
+    "kimi_k25": kimi_k25,
 }
 
 
