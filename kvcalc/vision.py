@@ -123,6 +123,35 @@ def siglip_gemma3(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, A
                    "modeling_siglip.py SiglipVisionTransformer, modeling_gemma3.py Gemma3MultiModalProjector", f"one {size}-px image")  # fmt: skip
 
 
+def gemma4(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """Gemma 4 (modeling_gemma4.py Gemma4VisionModel, Gemma4MultimodalEmbedder): the patch linear
+    (3 * p^2 -> h, no bias) and a (2, position_embedding_size, h) position table; per layer q, k, v
+    and o without biases, q and k RMSNorms of head_dim (v's has no scale), four RMSNorms of h and a
+    gated MLP without biases; the stored std_bias and std_scale (h each) when standardize, and each
+    clipped linear's four stored bounds when use_clipped_linears; the embedder's projection (h ->
+    text hidden, no bias; its norm has no scale). The pooler has no weights. One image at the
+    processor's default vision_soft_tokens_per_image, each token pooling pooling_kernel_size^2 patches.
+
+    >>> gemma4({"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27, "num_attention_heads": 16,
+    ...         "head_dim": 72}, {"text_config": {"hidden_size": 5376}})["params"]
+    575743536
+    """
+    h, inter, layers = _int(vision, "hidden_size"), _int(vision, "intermediate_size"), _int(vision, "num_hidden_layers")
+    heads = _int(vision, "num_attention_heads")
+    kv_heads, head = _int(vision, "num_key_value_heads", heads), _int(vision, "head_dim", h // heads)
+    p, positions = _int(vision, "patch_size", 16), _int(vision, "position_embedding_size", 10240)
+    text = _int(config.get("text_config") or {}, "hidden_size")
+    bounds = 4 * 7 if vision.get("use_clipped_linears", False) else 0  # q, k, v, o, gate, up, down
+    layer = 2 * h * heads * head + 2 * h * kv_heads * head + 2 * head + 4 * h + 3 * h * inter + bounds
+    stored = 2 * h if vision.get("standardize", True) else 0
+    params = 3 * p * p * h + 2 * positions * h + layers * layer + stored + h * text
+    tokens = _int(config, "vision_soft_tokens_per_image", _int(vision, "default_output_length", 280))
+    pool = _int(vision, "pooling_kernel_size", 3)
+    return _fields(params, h, inter, True, tokens * pool * pool, tokens,
+                   "modeling_gemma4.py Gemma4VisionModel, Gemma4MultimodalEmbedder",
+                   f"one image of {tokens} soft tokens (vision_soft_tokens_per_image)")  # fmt: skip
+
+
 def llama4(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     """Llama 4 (modeling_llama4.py Llama4VisionModel): the unfold patch linear without bias, a class
     embedding and a position table of patches + 1 rows, pre and post LayerNorms; per layer two
@@ -143,6 +172,39 @@ def llama4(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     tiles = LLAMA4_MAX_TILES + 1
     return _fields(params, h, inter, False, tiles * (patches + 1), tiles * int(patches * ratio * ratio),
                    "modeling_llama4.py Llama4VisionModel, Llama4MultiModalProjector", f"{LLAMA4_MAX_TILES} tiles of {size} px and a global tile")  # fmt: skip
+
+
+def kimi_k25(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """Kimi K2.5's MoonViT (no transformers modeling file: vLLM's model_executor/models/kimi_k25_vit.py
+    MoonViT3dPretrainedModel, KimiK25MultiModalProjector, vllm-project/vllm fd849acb): Conv2d patch
+    embedding with bias and a learned (init_pos_emb_height, init_pos_emb_width, h) position table (its
+    temporal table is a buffer); per layer two LayerNorms, wqkv and wo with biases, fc0 and fc1 with
+    biases; the final LayerNorm; the projector's LayerNorm(h) and its two linears with biases (4h -> 4h
+    -> the text model's hidden, after the 2 x 2 merge). The largest image its processor accepts is
+    not read, so vLLM's profiling of it is not modelled.
+
+    >>> kimi_k25({"vt_hidden_size": 1152, "vt_intermediate_size": 4304, "vt_num_hidden_layers": 27,
+    ...           "text_hidden_size": 7168}, {})["params"]
+    471143920
+    """
+    h, inter = _int(vision, "vt_hidden_size"), _int(vision, "vt_intermediate_size")
+    layers, p = _int(vision, "vt_num_hidden_layers"), _int(vision, "patch_size", 14)
+    height, width = _int(vision, "init_pos_emb_height", 64), _int(vision, "init_pos_emb_width", 64)
+    merge = vision.get("merge_kernel_size", [2, 2])
+    if not (isinstance(merge, list) and len(merge) == 2 and all(isinstance(k, int) and k > 0 for k in merge)):
+        raise InvalidPreset(f"vision_config.merge_kernel_size: expected two positive integers, got {merge!r}")
+    text = (
+        _int(vision, "text_hidden_size") if "text_hidden_size" in vision else _int(config.get("text_config") or {}, "hidden_size")
+    )
+    wide = h * merge[0] * merge[1]
+    layer = 2 * _layer_norm(h) + _linear(h, 3 * h) + _linear(h, h) + _linear(h, inter) + _linear(inter, h)
+    params = _linear(3 * p * p, h) + height * width * h + layers * layer + _layer_norm(h)
+    params += _layer_norm(h) + _linear(wide, wide) + _linear(wide, text)
+    return {
+        "params": params, "hidden": h, "intermediate": inter, "gated": False,
+        "source": "vision_config, counted as vLLM's kimi_k25_vit.py MoonViT3dPretrainedModel, KimiK25MultiModalProjector"
+        " builds it (vllm-project/vllm fd849acb); the largest image: not read, so its profiling is not modelled",
+    }  # fmt: skip
 
 
 def pixtral(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
@@ -218,9 +280,11 @@ TOWERS: dict[str, Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]] = 
     "qwen3_5": lambda vision, config: qwen3_vl(vision, config, deepstack=False),
     "qwen3_5_moe": lambda vision, config: qwen3_vl(vision, config, deepstack=False),
     "gemma3": siglip_gemma3,
+    "gemma4": gemma4,
     "llama4": llama4,
     "mistral3": pixtral,
     "internvl": internvl,
+    "kimi_k25": kimi_k25,
 }
 
 

@@ -97,7 +97,14 @@ def predict(case: dict[str, Any]) -> dict[str, Any]:
         "logged_bytes": logged,
         "error_gib": error / GIB,
         "error_percent": 100 * error / budget["memory_bytes"],
+        "vision_bytes": budget["vision_bytes"],
     }
+
+
+def counts_the_whole_model(case: dict[str, Any], prediction: dict[str, Any]) -> bool:
+    """Whether kvcalc's budget holds every weight the engine loaded: a text-only model, or a multimodal
+    one whose model file carries its vision tower (`vision`, the shipped VL presets)."""
+    return bool(case.get("text_only")) or prediction["vision_bytes"] > 0
 
 
 def calibration_error(engine: str) -> float | None:
@@ -202,7 +209,7 @@ def table(engine: str) -> str:
         errors.append(abs(p["error_percent"]))
         if case.get("text_only"):
             text_only.append(abs(p["error_percent"]))
-        note = case.get("miss", "") or ("" if case.get("text_only") else "multimodal: the vision tower is not counted")
+        note = case.get("miss", "") or ("" if counts_the_whole_model(case, p) else "multimodal: the vision tower is not counted")
         note = ("held out (published); " if case.get("published") else "") + note
         rows.append(
             f"| [{case['name']}]({case['url']}) | {case['logged']['available_kv_gib']:.2f} GiB | {p['usable_bytes'] / GIB:.2f} GiB"

@@ -185,8 +185,11 @@ def test_gemma4_last_layer_is_always_global(tmp_path) -> None:
 def test_kimi_k25_wrapper_reads_its_deepseek_v3_text_model(tmp_path) -> None:
     config = json.loads((HF_CONFIGS / "deepseek-v3-config.json").read_text())
     path = tmp_path / "config.json"
-    path.write_text(json.dumps({"model_type": "kimi_k25", "text_config": config, "vision_config": {"vt_hidden_size": 1152}}))
-    assert estimate_kv(load_model(str(path)), Workload(seq=8)).bytes_per_token == 61 * (512 + 64) * 2
+    tower = json.loads((HF_CONFIGS / "kimi-k2.5-config.json").read_text())["vision_config"]  # MoonViT, now counted
+    path.write_text(json.dumps({"model_type": "kimi_k25", "text_config": config, "vision_config": tower}))
+    model = load_model(str(path))
+    assert estimate_kv(model, Workload(seq=8)).bytes_per_token == 61 * (512 + 64) * 2
+    assert model.vision and model.vision.params == 471_143_920
 
 
 @pytest.mark.parametrize(
