@@ -114,7 +114,8 @@ GPU_ARCHITECTURES: list[tuple[str, str]] = [
     (r"^(h100|h200|h20$)", "NVIDIA Hopper"),
     (r"^(b200|b300|gb|rtx50|rtx-pro|dgx)", "NVIDIA Blackwell"),
     (r"^(rtx40|rtx-.*-ada|l4|l40|l20)", "NVIDIA Ada"),
-    (r"^(p40|t4|v100|gtx10|rtx20)", "NVIDIA Pascal/Volta/Turing"),
+    (r"^(p40|p100|gtx10)", "NVIDIA Pascal"),
+    (r"^(t4|v100|rtx20)", "NVIDIA Volta/Turing"),
     (r"^mi", "AMD Instinct"),
     (r"^(rx|radeon)", "AMD Radeon"),
     (r"^apple", "Apple"),
@@ -125,7 +126,7 @@ def gpu_architecture(gpu: str) -> str:
     """The architecture family of a GPU preset, 'other' when no pattern names it.
 
     >>> gpu_architecture("rtx3090"), gpu_architecture("gtx1050ti"), gpu_architecture("mi300x"), gpu_architecture("tpu")
-    ('NVIDIA Ampere', 'NVIDIA Pascal/Volta/Turing', 'AMD Instinct', 'other')
+    ('NVIDIA Ampere', 'NVIDIA Pascal', 'AMD Instinct', 'other')
     """
     return next((family for pattern, family in GPU_ARCHITECTURES if re.search(pattern, gpu)), "other")
 

@@ -808,7 +808,7 @@ def placement_device(gpu: GpuSpec, margin_bytes: int, wired_limit_bytes: int | N
 # Share of the host's memory bandwidth llama.cpp's CPU matmuls reach at decode: the median of what
 # published partial-offload speeds imply (tests/fixtures/placement/speeds.yaml); scripts/placement_cases.py
 # fits it and reports its leave-one-source-out error in docs/placement.md.
-HOST_EFFICIENCY = 0.57
+HOST_EFFICIENCY = 0.56
 PCIE_BYTES_PER_S = 32 * 10**9  # PCIe 4.0 x16, one direction (PCI-SIG: 16 GT/s * 16 lanes, 128b/130b)
 
 
