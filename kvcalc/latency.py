@@ -252,7 +252,9 @@ def _expected(
         step_seconds=fitted.step_seconds,
         step_source=fitted.step_source,
         overhead_seconds_per_layer=per_layer,
-        python_dispatch_seconds_per_layer=fitted.python_layer_seconds if per_layer == fitted.layer_seconds else 0.0,
+        python_dispatch_seconds_per_layer=fitted.python_layer_seconds
+        if overhead is None and gpu.decode_overhead_s_per_layer is None
+        else 0.0,
         overridden=overridden,
         layers=model.layers,
         weights_read_bytes=weights,
