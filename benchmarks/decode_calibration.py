@@ -9,14 +9,17 @@ Each case of tests/fixtures/decode_calibration.json (its URL, its group: the tab
 comes from) carries the bytes one step reads by kvcalc's own count (benchmarks/import_decode_cases.py).
 The model (kvcalc.decode_profiles, kvcalc.latency.expected_seconds):
 
-    t = u[gpu] * (W / BW * (F[format] + K[kernels format moe]) + KV / BW)
-        + S[mode] + E[engine release] + layers * P[mode] + (tp > 1) * 2 * layers * (A[link] + bytes / link BW)
+    t = (G[architecture] + u[gpu]) * (W / BW * (F[format] + K[kernels format moe]) + KV / BW * (1 + R[engine] * repeats))
+        + S[mode] + E[engine release] + layers * (P[mode] + Y[python eager]) + (tp > 1) * 2 * layers * (A[link] + bytes / link BW)
         + the prefill's share per token where a timing includes it
 
-u, F + K are inverse efficiencies (1 / share of peak); no step streams above the peak (efficiencies capped at 1). Least squares on relative time error, linear in
-every constant but the product u * (F + K), so the two are fitted in turn. Each constant is pulled
+G + u, F + K are inverse efficiencies (1 / share of peak): a GPU's architecture's and its own offset;
+no step streams above the peak (efficiencies capped at 1). R: the KV copies an engine's attention makes
+per step (transformers' repeat_kv: heads / kv_heads - 1). Y: a layer's Python dispatch where vLLM or SGLang
+run without graphs. Least squares on relative time error, linear in every constant but the product
+(G + u) * (F + K), so the two are fitted in turn. Each constant is pulled
 towards a prior by a few pseudo-cases (ridge): a kernel, GPU or engine release with no case of its
-own takes its format class's, a typical GPU's and its mode's figure. LOSO: every group is predicted
+own takes its format class's, its architecture's and its mode's figure. LOSO: every group is predicted
 by a fit on all the others.
 """
 
@@ -38,9 +41,19 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from kvcalc.base import Strict  # noqa: E402
-from kvcalc.decode_profiles import ALL_REDUCES_PER_LAYER, COMPUTE_EFFICIENCY, LINK_BYTES_PER_S, MODE_BASE, kernel_key  # noqa: E402
+from kvcalc.decode_profiles import (  # noqa: E402
+    ALL_REDUCES_PER_LAYER,
+    COMPUTE_EFFICIENCY,
+    LINK_BYTES_PER_S,
+    MODE_BASE,
+    PYTHON_EAGER_KEY,
+    gpu_architecture,
+    kernel_key,
+    kv_repeats,
+    python_eager,
+)
 from kvcalc.latency import all_reduce_bytes, expected_seconds, tp_comm_seconds  # noqa: E402
-from kvcalc.presets import load_gpu  # noqa: E402
+from kvcalc.presets import load_gpu, load_model  # noqa: E402
 
 CASES = ROOT / "tests" / "fixtures" / "decode_calibration.json"
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -56,7 +69,10 @@ PRIORS: dict[str, tuple[float, float, float]] = {
     "kernel": (0.0, 0.5, 1.0),
     "own": (0.0, 1.0, 1.0),
     "attention": (1.0, 1.0, 1.0),
-    "gpu": (1.0, 1.0, 1.0),
+    "architecture": (1.0, 1.0, 1.0),  # a typical GPU streams at its kernels' rate
+    "gpu": (0.0, 1.0, 1.0),  # a GPU's offset from its architecture's rate
+    "repeat": (0.0, 1.0, 1.0),
+    "python": (0.0, 0.1, 1e-4),
     "step": (0.0, 0.1, 1e-3),
     "engine": (0.0, 3.0, 1e-3),
     "layer": (0.0, 0.1, 1e-4),
@@ -106,6 +122,11 @@ class Case(Strict):
         return kernel_key(self.kernels, self.format_class, self.moe)  # type: ignore[arg-type]
 
     @property
+    def kv_repeats(self) -> float:
+        """The extra KV copies the engine's attention makes (kvcalc.decode_profiles.kv_repeats)."""
+        return _kv_repeats(self.engine_key, self.preset)
+
+    @property
     def own_kernel(self) -> str:
         return kernel_key("llamacpp" if self.engine == "ollama" else self.engine, self.format_class, self.moe)  # type: ignore[arg-type]
 
@@ -116,6 +137,14 @@ def load_cases(path: Path = CASES) -> list[Case]:
 
 def in_scope(cases: list[Case]) -> list[Case]:
     return [c for c in cases if c.excluded_because is None]
+
+
+@cache
+def _kv_repeats(engine_key: str, preset: str | None) -> float:
+    if preset is None:
+        return 0.0  # a first-fixture case without a preset: none is a transformers case with grouped KV heads
+    model = load_model(preset)
+    return kv_repeats(engine_key, model.heads, model.kv_heads) if model.mla is None else 0.0
 
 
 @cache
@@ -144,7 +173,14 @@ def _solve(rows: list[tuple[dict[str, float], float]]) -> Fit:
     return {name: float(value) for name, value in zip(names, solution, strict=True)}
 
 
-NON_NEGATIVE = ("step", "layer", "link", "expert")  # costs in seconds: a negative one is pinned at 0 and the rest refitted
+NON_NEGATIVE = (
+    "step",
+    "layer",
+    "link",
+    "expert",
+    "repeat",
+    "python",
+)  # costs in seconds: a negative one is pinned at 0 and the rest refitted
 PINNED = 1e6  # pseudo-cases that hold a pinned constant at 0
 
 
@@ -181,6 +217,9 @@ class Names(Strict):
     expert: str
     link: str
     gpu: str
+    architecture: str
+    repeat: str
+    python: str | None  # the Python dispatch cost per layer, where the engine runs its layers eager from Python
 
 
 def _names(case: Case) -> Names:
@@ -189,19 +228,29 @@ def _names(case: Case) -> Names:
         format=f"format {case.format_class}", kernel=f"kernel {case.kernel}", own=f"own {case.own_kernel}",
         attention=f"attention {case.engine_key}", step=f"step {case.mode}", engine=f"engine {case.engine_key}",
         layer=f"layer {case.mode}", base_step=f"step {base}" if base else None, base_layer=f"layer {base}" if base else None, expert=f"expert {case.mode}", link=f"link {case.interconnect}", gpu=f"gpu {case.gpu}",
+        architecture=f"architecture {gpu_architecture(case.gpu)}", repeat=f"repeat {case.engine_key}",  # type: ignore[arg-type]
+        python=f"python {PYTHON_EAGER_KEY}" if python_eager(case.engine_key, case.mode) else None,
     )  # fmt: skip
 
 
 def fit(cases: list[Case]) -> Fit:
     """The constants that best explain `cases` (in scope), relative time error, with the priors."""
-    gpus: Fit = {f"gpu {c.gpu}": 1.0 for c in cases}
+    gpus: Fit = {f"gpu {c.gpu}": 0.0 for c in cases} | {_names(c).architecture: 1.0 for c in cases}
     params: Fit = {}
     for _ in range(ITERATIONS):
         rows = []
         for c in cases:
             n, t = _names(c), 1 / c.tokens_per_s
-            u, w, kv = gpus[n.gpu], c.weights_read_bytes / _bandwidth(c.gpu), c.kv_read_bytes / _bandwidth(c.gpu)  # type: ignore[arg-type]
+            u, w, kv = (
+                gpus[n.gpu] + gpus[n.architecture],
+                c.weights_read_bytes / _bandwidth(c.gpu),
+                c.kv_read_bytes / _bandwidth(c.gpu),
+            )  # type: ignore[arg-type]
             coeffs = {n.format: u * w / t, n.kernel: u * w / t, n.own: u * w / t, n.attention: u * kv / t}
+            if c.kv_repeats:
+                coeffs[n.repeat] = u * kv * c.kv_repeats / t
+            if n.python:
+                coeffs[n.python] = c.layers / t
             coeffs |= {n.step: 1 / t, n.engine: 1 / t, n.layer: c.layers / t}
             if n.base_step and n.base_layer:
                 coeffs |= {n.base_step: 1 / t, n.base_layer: c.layers / t}
@@ -215,11 +264,12 @@ def fit(cases: list[Case]) -> Fit:
         for c in cases:
             n, t = _names(c), 1 / c.tokens_per_s
             inverse = params[n.format] + params[n.kernel] + params[n.own]
-            streamed = (c.weights_read_bytes * inverse + c.kv_read_bytes * params[n.attention]) / _bandwidth(c.gpu)  # type: ignore[arg-type]
+            kv_inverse = params[n.attention] + _get(params, n.repeat) * c.kv_repeats
+            streamed = (c.weights_read_bytes * inverse + c.kv_read_bytes * kv_inverse) / _bandwidth(c.gpu)  # type: ignore[arg-type]
             rest = _costs(c, params) + _fixed(c)
             if c.tp > 1:
                 rest += ALL_REDUCES_PER_LAYER * c.layers * params[n.link]
-            rows.append(({n.gpu: streamed / t}, (t - rest) / t))
+            rows.append(({n.gpu: streamed / t, n.architecture: streamed / t}, (t - rest) / t))
         gpus = _solve_with_priors(rows)
     return params | gpus
 
@@ -232,14 +282,15 @@ def _costs(case: Case, table: Fit) -> float:
     """Step, layer and expert-loop costs by `table` (a mode's base mode's too)."""
     n = _names(case)
     step = max(0.0, _get(table, n.step) + _get(table, n.base_step) + _get(table, n.engine))
-    per_layer = _get(table, n.layer) + _get(table, n.base_layer) + (case.experts * _get(table, n.expert) if case.experts else 0.0)
+    per_layer = _get(table, n.layer) + _get(table, n.base_layer) + _get(table, n.python)
+    per_layer += case.experts * _get(table, n.expert) if case.experts else 0.0
     return step + case.layers * per_layer
 
 
 def predict(case: Case, table: Fit) -> float:
     """The expected tokens/s of a case by `table`'s constants, through kvcalc.latency's formula."""
     n = _names(case)
-    gpu_eff = 1 / _get(table, n.gpu)
+    gpu_eff = 1 / (_get(table, n.architecture) + _get(table, n.gpu))
     efficiency = min(1.0, gpu_eff / (_get(table, n.format) + _get(table, n.kernel) + _get(table, n.own)))
     link = case.interconnect if case.tp > 1 else None
     comm = tp_comm_seconds(case.layers, _get(table, n.link), all_reduce_bytes(case.hidden, 1, case.tp), link)  # type: ignore[arg-type]
@@ -247,7 +298,7 @@ def predict(case: Case, table: Fit) -> float:
     # compute never binds at batch 1: FLOPs 0 keeps the formula's max() on the memory side
     _, _, seconds = expected_seconds(
         case.weights_read_bytes, case.kv_read_bytes, 0, _bandwidth(case.gpu), 1.0, efficiency,  # type: ignore[arg-type]
-        min(1.0, gpu_eff / _get(table, n.attention)), COMPUTE_EFFICIENCY, fixed + case.prefill_seconds_per_token,
+        min(1.0, gpu_eff / (_get(table, n.attention) + _get(table, n.repeat) * case.kv_repeats)), COMPUTE_EFFICIENCY, fixed + case.prefill_seconds_per_token,
     )  # fmt: skip
     return 1 / seconds
 
@@ -312,8 +363,9 @@ def _sources(cases: list[Case]) -> dict[str, str]:
     by_name: dict[str, dict[str, int]] = {}
     for c in cases:
         n = _names(c)
-        names = [n.format, n.kernel, n.own, n.attention, n.step, n.engine, n.layer, n.gpu]
+        names = [n.format, n.kernel, n.own, n.attention, n.step, n.engine, n.layer, n.gpu, n.architecture]
         names += ([n.link] if c.tp > 1 else []) + ([n.expert] if c.experts else [])
+        names += ([n.repeat] if c.kv_repeats else []) + ([n.python] if n.python else [])
         for name in names:
             by_name.setdefault(name, {}).setdefault(c.group, 0)
             by_name[name][c.group] += 1
@@ -343,17 +395,22 @@ def constants_module(cases: list[Case], predictions: list[Prediction]) -> str:
     return (
         '"""Generated by benchmarks/decode_calibration.py --write from tests/fixtures/decode_calibration.json: do not edit.\n\n'
         "Inverse efficiencies (1 / share of peak bandwidth): FORMAT_INVERSE by weight format class, plus KERNEL_INVERSE\n"
-        "for kernels x format x dense/MoE; GPU_INVERSE relative to a typical GPU. Seconds: fixed cost per step by mode\n"
-        "and by engine release, cost per layer by mode, one all-reduce's latency by link. SOURCES: each constant's cases.\n"
+        "for kernels x format x dense/MoE; ARCHITECTURE_INVERSE by GPU architecture, plus GPU_INVERSE, each GPU's offset\n"
+        "from it; KV_REPEAT_INVERSE per extra KV copy an engine's attention makes. Seconds: fixed cost per step by mode\n"
+        "and by engine release, cost per layer by mode and of Python dispatch in eager (PYTHON_EAGER_LAYER_S), one\n"
+        "all-reduce's latency by link. SOURCES: each constant's cases.\n"
         '"""\n\n'
         f"PRIOR_FORMAT_INVERSE = {PRIOR_FORMAT_INVERSE}\n"
         + literal("FORMAT_INVERSE", "dict[str, float]", block("format"))
         + literal("KERNEL_INVERSE", "dict[str, float]", block("kernel"))
         + literal("ENGINE_KERNEL_INVERSE", "dict[str, float]", block("own"))
         + literal("ATTENTION_INVERSE", "dict[str, float]", block("attention"))
+        + literal("ARCHITECTURE_INVERSE", "dict[str, float]", block("architecture"))
         + literal("GPU_INVERSE", "dict[str, float]", block("gpu"))
+        + literal("KV_REPEAT_INVERSE", "dict[str, float]", block("repeat"))
         + literal("MODE_STEP_S", "dict[str, float]", block("step"))
         + literal("MODE_LAYER_S", "dict[str, float]", block("layer"))
+        + literal("PYTHON_EAGER_LAYER_S", "dict[str, float]", block("python"))
         + literal("ENGINE_STEP_S", "dict[str, float]", block("engine"))
         + literal("ALL_REDUCE_S", "dict[str, float]", block("link"))
         + literal("MODE_EXPERT_S", "dict[str, float]", block("expert"))
@@ -382,22 +439,6 @@ def quality(predictions: list[Prediction]) -> Quality:
         in_sample_median=_percentile(seen, 0.5),
         in_sample_p90=_percentile(seen, 0.9),
     )
-
-
-GPU_FAMILIES = [
-    (r"^(a100|a10g|a6000|a40|rtx30|jetson)", "NVIDIA Ampere"),
-    (r"^(h100|h200|h20$)", "NVIDIA Hopper"),
-    (r"^(b200|b300|gb|rtx50|rtx-pro|dgx)", "NVIDIA Blackwell"),
-    (r"^(rtx40|rtx-.*-ada|l4|l40|l20)", "NVIDIA Ada"),
-    (r"^(p40|t4|v100)", "NVIDIA Pascal/Volta/Turing"),
-    (r"^mi", "AMD Instinct"),
-    (r"^(rx|radeon)", "AMD Radeon"),
-    (r"^apple", "Apple"),
-]
-
-
-def gpu_family(gpu: str) -> str:
-    return next((family for pattern, family in GPU_FAMILIES if re.search(pattern, gpu)), "other")
 
 
 def _table(title: str, key: str, predictions: list[Prediction], by: object) -> list[str]:
@@ -467,10 +508,14 @@ def section(cases: list[Case], predictions: list[Prediction]) -> str:
         " `benchmarks/decode_calibration.py`, which writes them to `kvcalc/decode_fit.py`:",
         "",
         "```",
-        "t = (W / (BW * gpu_eff * kernel_eff) + KV / (BW * gpu_eff))",
-        "    + step[mode] + step[engine release] + layers * per_layer[mode]",
+        "t = (W / (BW * gpu_eff * kernel_eff) + KV / (BW * gpu_eff * attention_eff))",
+        "    + step[mode] + step[engine release] + layers * (per_layer[mode] + python_dispatch[eager vLLM/SGLang])",
         "    + (tp > 1) * 2 * layers * (all_reduce_latency[link] + all_reduce_bytes / link_bandwidth)",
         "```",
+        "",
+        "gpu_eff = 1 / (architecture[family] + offset[gpu]): a GPU with no case of its own streams at its architecture's"
+        " rate; attention_eff = 1 / (attention[engine release] + repeat[engine] * (heads / kv_heads - 1)): transformers"
+        " copies each KV head for its group of query heads (repeat_kv) before it attends.",
         "",
         "W and KV are kvcalc's own counts of the bytes one rank reads per step (MoE: the experts one token touches;"
         " the LM head whole, an untied input table one row). Where a published timing includes the prefill"
@@ -486,7 +531,7 @@ def section(cases: list[Case], predictions: list[Prediction]) -> str:
         f" 90th percentile <= 40%: {'; '.join(verdict)}.",
         "",
         *_table("By engine", "engine", predictions, lambda c: c.engine),
-        *_table("By GPU family", "GPU family", predictions, lambda c: gpu_family(c.gpu)),
+        *_table("By GPU family", "GPU family", predictions, lambda c: gpu_architecture(c.gpu)),
         *_table("By weight format", "format class", predictions, lambda c: c.format_class),
         *_table("By tensor parallelism", "tp", predictions, lambda c: str(c.tp)),
         *_worst(predictions),

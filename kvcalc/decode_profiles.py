@@ -2,8 +2,11 @@
 engine, version, options and weight format select them. Pure data and lookups.
 
     t_token = (W_read / (BW * gpu_efficiency * kernel_efficiency) + KV_read / (BW * gpu_efficiency * attention_efficiency))
-              + step_cost[mode] + step_cost[engine and version] + layers * layer_cost[mode]
+              + step_cost[mode] + step_cost[engine and version] + layers * (layer_cost[mode] + python_dispatch[eager vLLM/SGLang])
               + (tp > 1) * 2 * layers * (all_reduce_latency[link] + all_reduce_bytes / link_bandwidth)
+
+gpu_efficiency = 1 / (architecture's inverse + the GPU's offset); attention_efficiency = 1 / (the engine's inverse
++ its inverse per KV copy * the copies its attention makes: transformers' repeat_kv, heads / kv_heads - 1).
 
 The constants are fitted on published batch-1 decode measurements (tests/fixtures/decode_calibration.json,
 each with its URL) by benchmarks/decode_calibration.py, which writes them to kvcalc/decode_fit.py and
@@ -14,6 +17,7 @@ reports its leave-one-source-out errors in docs/benchmarks.md. An engine picks i
 # no `from __future__ import annotations`: pydantic takes the fields' annotations as objects rather than
 # compiling and evaluating each string (start-up, docs/benchmarks.md)
 
+import re
 from typing import Literal
 
 from kvcalc import decode_fit
@@ -100,6 +104,58 @@ VLLM_GRAPHS_SINCE = (0, 2, 6)
 # from 0.5); past it the step runs eager (Qwen2's speed table, vLLM 0.4.2: 0.5B at 256 tok/s up to 8k
 # tokens, 109 past it). Not applied from 0.6: Qwen2.5's table on vLLM 0.6.3 shows no such step at 16k and 32k.
 VLLM_04_GRAPH_CONTEXT = 8192
+
+
+# GPU architectures by preset name: a GPU streams at its architecture's share of peak bandwidth plus
+# its own offset, so a GPU with no case of its own takes its architecture's (issue 25: the sources
+# that are a GPU's only measurements were predicted at a typical GPU's rate when held out)
+GPU_ARCHITECTURES: list[tuple[str, str]] = [
+    (r"^(a100|a10g|a6000|a40|rtx30|jetson)", "NVIDIA Ampere"),
+    (r"^(h100|h200|h20$)", "NVIDIA Hopper"),
+    (r"^(b200|b300|gb|rtx50|rtx-pro|dgx)", "NVIDIA Blackwell"),
+    (r"^(rtx40|rtx-.*-ada|l4|l40|l20)", "NVIDIA Ada"),
+    (r"^(p40|p100|gtx10)", "NVIDIA Pascal"),
+    (r"^(t4|v100|rtx20)", "NVIDIA Volta/Turing"),
+    (r"^mi", "AMD Instinct"),
+    (r"^(rx|radeon)", "AMD Radeon"),
+    (r"^apple", "Apple"),
+]
+
+
+def gpu_architecture(gpu: str) -> str:
+    """The architecture family of a GPU preset, 'other' when no pattern names it.
+
+    >>> gpu_architecture("rtx3090"), gpu_architecture("gtx1050ti"), gpu_architecture("mi300x"), gpu_architecture("tpu")
+    ('NVIDIA Ampere', 'NVIDIA Pascal', 'AMD Instinct', 'other')
+    """
+    return next((family for pattern, family in GPU_ARCHITECTURES if re.search(pattern, gpu)), "other")
+
+
+# Engines whose model code is torch modules called layer by layer from Python (vllm/model_executor/models/*.py,
+# sglang/srt/models/*.py): without graphs each layer's kernels are dispatched by Python, a cost per layer on
+# top of the eager mode's (vLLM 0.4.2 past 8k tokens, vLLM --enforce-eager; SGLang --disable-cuda-graph shares it)
+PYTHON_EAGER_KEY = "torch-modules"
+
+
+def python_eager(engine_key: str, mode: str) -> bool:
+    """Whether a step dispatches its layers' kernels from Python one by one: vLLM or SGLang without graphs."""
+    return mode == "eager" and (engine_key.startswith("vllm") or engine_key == "sglang")
+
+
+# transformers' attention repeats each KV head for its group of query heads before it attends
+# (models/llama/modeling_llama.py and models/qwen2/modeling_qwen2.py repeat_kv, expand then reshape, a copy,
+# in 4.38.2, 4.46.0 and 4.51.3, the releases of the fitted tables): a step writes and reads the KV (heads / kv_heads - 1) more times
+KV_REPEAT_ENGINES = ("transformers",)
+
+
+def kv_repeats(engine_key: str, heads: int, kv_heads: int) -> float:
+    """The extra copies of the KV an engine's attention writes and reads per step: heads / kv_heads - 1
+    for transformers' repeat_kv, 0 for engines whose attention kernels read each KV head once.
+
+    >>> kv_repeats("transformers", 28, 4), kv_repeats("vllm-v1", 28, 4)
+    (6.0, 0.0)
+    """
+    return heads / kv_heads - 1 if engine_key in KV_REPEAT_ENGINES and kv_heads else 0.0
 
 
 def engine_key(engine: str, version: tuple[int, ...] | None) -> str:
@@ -220,13 +276,18 @@ class Terms(Frozen):
 
     gpu_efficiency: float  # share of peak bandwidth the GPU streams at (relative to a typical GPU's kernels)
     gpu_source: str
+    architecture: str  # the GPU's architecture family, whose rate a GPU with no case of its own takes
     kernel_efficiency: float  # share of the GPU's streaming rate the weights' kernels reach
     kernel_source: str
     attention_efficiency: float  # share of the GPU's streaming rate the engine's attention reads the KV at
     attention_source: str
+    kv_repeats: float  # extra copies of the KV the attention writes and reads (transformers' repeat_kv)
+    kv_repeat_inverse: float  # inverse efficiency each copy adds
     step_seconds: float  # fixed cost per step: the mode's plus the engine and version's own
     step_source: str
-    layer_seconds: float  # cost per layer of the mode
+    layer_seconds: float  # cost per layer of the mode, and of Python dispatch where vLLM or SGLang run eager
+    python_layer_seconds: float  # the Python dispatch's share of layer_seconds
+    python_layer_source: str
     expert_seconds: float  # cost per routed expert per MoE layer: an eager MoE that loops over every expert
     all_reduce_seconds: float  # latency of one all-reduce over the link
     all_reduce_source: str
@@ -247,9 +308,10 @@ def _source(name: str) -> str:
     return f"fitted on {cases}" if cases else "no case: the prior (docs/benchmarks.md)"
 
 
-def terms(profile: DecodeProfile, klass: FormatClass, moe: bool, gpu: str, link: str | None) -> "Terms":
+def terms(profile: DecodeProfile, klass: FormatClass, moe: bool, gpu: str, link: str | None, kv_repeats: float = 0.0) -> "Terms":
     """The fitted terms for a step of `profile` on `gpu` with weights of class `klass`: a kernel with no
-    case of its own takes its format class's efficiency; a GPU with no case streams as the typical GPU."""
+    case of its own takes its format class's efficiency; a GPU with no case streams at its architecture's
+    rate (a typical GPU's when no case has it). `kv_repeats`: the KV copies the engine's attention makes."""
     key, own = kernel_key(profile.kernels, klass, moe), kernel_key(profile.engine, klass, moe)
     inverse = (
         decode_fit.FORMAT_INVERSE.get(klass, decode_fit.PRIOR_FORMAT_INVERSE)
@@ -257,23 +319,40 @@ def terms(profile: DecodeProfile, klass: FormatClass, moe: bool, gpu: str, link:
         + decode_fit.ENGINE_KERNEL_INVERSE.get(own, 0.0)
     )
     engine_step = f"engine {profile.engine_key}"
+    architecture = gpu_architecture(gpu)
+    repeat_inverse = decode_fit.KV_REPEAT_INVERSE.get(profile.engine_key, 0.0)
+    python_layer = (
+        decode_fit.PYTHON_EAGER_LAYER_S.get(PYTHON_EAGER_KEY, 0.0) if python_eager(profile.engine_key, profile.mode) else 0.0
+    )
+    arch_source = (
+        f"{architecture}: {_source(f'architecture {architecture}')}"
+        if architecture in decode_fit.ARCHITECTURE_INVERSE
+        else f"{architecture}: no case on this architecture, a typical GPU's rate"
+    )
     modes = [mode for mode in (MODE_BASE.get(profile.mode), profile.mode) if mode is not None]
     return Terms(
-        gpu_efficiency=1 / decode_fit.GPU_INVERSE.get(gpu, 1.0),
-        gpu_source=_source(f"gpu {gpu}") if gpu in decode_fit.GPU_INVERSE else "no case on this GPU: a typical GPU's rate",
+        gpu_efficiency=1 / (decode_fit.ARCHITECTURE_INVERSE.get(architecture, 1.0) + decode_fit.GPU_INVERSE.get(gpu, 0.0)),
+        gpu_source=arch_source
+        + (f"; {gpu}: {_source(f'gpu {gpu}')}" if gpu in decode_fit.GPU_INVERSE else f"; no case on {gpu or 'this GPU'}"),
+        architecture=architecture,
         kernel_efficiency=1 / inverse,
         kernel_source=f"format {klass}: {_source(f'format {klass}')}"
         + (f"; {key}: {_source(f'kernel {key}')}" if key in decode_fit.KERNEL_INVERSE else "")
         + (f"; {own}: {_source(f'own {own}')}" if own in decode_fit.ENGINE_KERNEL_INVERSE else ""),
-        attention_efficiency=1 / decode_fit.ATTENTION_INVERSE.get(profile.engine_key, 1.0),
-        attention_source=f"{profile.engine_key}: {_source(f'attention {profile.engine_key}')}",
+        attention_efficiency=1 / (decode_fit.ATTENTION_INVERSE.get(profile.engine_key, 1.0) + repeat_inverse * kv_repeats),
+        attention_source=f"{profile.engine_key}: {_source(f'attention {profile.engine_key}')}"
+        + (f"; repeat_kv: {_source(f'repeat {profile.engine_key}')}" if repeat_inverse and kv_repeats else ""),
+        kv_repeats=kv_repeats,
+        kv_repeat_inverse=repeat_inverse,
         step_seconds=max(  # an engine release's offset may be negative; the step's cost is not
             0.0,
             sum(decode_fit.MODE_STEP_S.get(mode, 0.0) for mode in modes) + decode_fit.ENGINE_STEP_S.get(profile.engine_key, 0.0),
         ),
         step_source="; ".join(f"{mode}: {_source(f'step {mode}')}" for mode in modes)
         + f"; {profile.engine_key}: {_source(engine_step)}",
-        layer_seconds=sum(decode_fit.MODE_LAYER_S.get(mode, 0.0) for mode in modes),
+        layer_seconds=sum(decode_fit.MODE_LAYER_S.get(mode, 0.0) for mode in modes) + python_layer,
+        python_layer_seconds=python_layer,
+        python_layer_source=_source(f"python {PYTHON_EAGER_KEY}") if python_layer else "",
         expert_seconds=decode_fit.MODE_EXPERT_S.get(profile.mode, 0.0),
         all_reduce_seconds=decode_fit.ALL_REDUCE_S.get(link or "", 0.0),
         all_reduce_source=_source(f"link {link}") if link else "",

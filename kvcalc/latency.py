@@ -22,6 +22,7 @@ from kvcalc.decode_profiles import (
     at_context,
     band,
     format_class,
+    kv_repeats,
     stored_format_class,
     terms,
 )
@@ -115,14 +116,18 @@ class ExpectedStep(Frozen):
     efficiency: float  # share of peak bandwidth the weights stream at: gpu_efficiency * kernel_efficiency
     gpu_efficiency: float  # share of peak bandwidth this GPU streams at (the KV's share too)
     gpu_efficiency_source: str
+    gpu_architecture: str  # the architecture family whose streaming rate a GPU with no case of its own takes
     kernel_efficiency: float  # share of the GPU's streaming rate the weights' kernels reach
     kernel_efficiency_source: str
     attention_efficiency: float  # share of the GPU's streaming rate the engine's attention reads the KV at
     attention_efficiency_source: str
+    kv_repeats: float  # extra KV copies the engine's attention writes and reads per step (transformers' repeat_kv)
+    kv_repeat_inverse: float  # inverse efficiency each copy adds to the attention's
     compute_efficiency: float  # share of peak FLOP/s
     step_seconds: float  # fixed cost per step (scheduling, sampling, Python): the mode's plus the engine's
     step_source: str
     overhead_seconds_per_layer: float
+    python_dispatch_seconds_per_layer: float  # its share from Python dispatching each layer (vLLM, SGLang eager)
     overridden: list[Literal["efficiency", "overhead"]]  # terms set by --efficiency / --overhead-ms
     layers: int
     weights_read_bytes: int  # per GPU per step: the untied input embedding table read one row per sequence
@@ -194,7 +199,8 @@ def _expected(
     stored = fmt.stored
     klass = format_class(fmt.dtype) if stored is None else stored_format_class(8 * stored.bytes / stored.params)
     link = (interconnect or gpu.interconnect or "pcie") if workload.tp > 1 else None
-    fitted = terms(profile, klass, model.moe is not None, gpu.name, link)
+    repeats = kv_repeats(profile.engine_key, model.heads, model.kv_heads) if model.mla is None else 0.0
+    fitted = terms(profile, klass, model.moe is not None, gpu.name, link, repeats)
     # --efficiency replaces both shares; a calibrated GPU file's measured streaming rate replaces the GPU's and the kernels'
     if efficiency is not None:
         gpu_eff, kernel_eff, attention_eff = efficiency, 1.0, 1.0
@@ -235,14 +241,20 @@ def _expected(
         efficiency=eff,
         gpu_efficiency=gpu_eff,
         gpu_efficiency_source=fitted.gpu_source,
+        gpu_architecture=fitted.architecture,
         kernel_efficiency=kernel_eff,
         kernel_efficiency_source=fitted.kernel_source,
         attention_efficiency=attention_eff,
         attention_efficiency_source=fitted.attention_source,
+        kv_repeats=fitted.kv_repeats,
+        kv_repeat_inverse=fitted.kv_repeat_inverse,
         compute_efficiency=compute_eff,
         step_seconds=fitted.step_seconds,
         step_source=fitted.step_source,
         overhead_seconds_per_layer=per_layer,
+        python_dispatch_seconds_per_layer=fitted.python_layer_seconds
+        if overhead is None and gpu.decode_overhead_s_per_layer is None
+        else 0.0,
         overridden=overridden,
         layers=model.layers,
         weights_read_bytes=weights,
@@ -269,6 +281,11 @@ def _expected(
         "--overhead-ms" if overhead is not None
         else f"gpu {gpu.name}'s decode_overhead_s_per_layer" if gpu.decode_overhead_s_per_layer is not None
         else f"mode {profile.mode}"
+        + (
+            f" + Python dispatch {fitted.python_layer_seconds * 1e3:.3g} ms ({profile.engine_key} eager: {fitted.python_layer_source})"
+            if fitted.python_layer_seconds
+            else ""
+        )
     )  # fmt: skip
     how = "the roofline's" if weights == line.bytes_moved - kv_read else (
         "the roofline's with the untied input embedding table read one row per sequence, not whole"
@@ -280,7 +297,13 @@ def _expected(
         f"expected weights read = {how} = {weights:,} B; KV (and state) {kv_read:,} B",
         f"efficiency = {eff:.3g} = {set_by}"
         + (" (capped at 1: no step streams above the peak)" if eff == 1.0 and efficiency is None else ""),
-        f"KV efficiency = {kv_eff:.3g} = gpu {gpu_eff:.3g} * attention {attention_eff:.3g} ({fitted.attention_source})",
+        f"KV efficiency = {kv_eff:.3g} = gpu {gpu_eff:.3g} * attention {attention_eff:.3g} ({fitted.attention_source})"
+        + (
+            f"; attention = 1 / (attention's inverse + {fitted.kv_repeat_inverse:.3g} * {fitted.kv_repeats:g} KV copies:"
+            f" repeat_kv for {model.heads} query heads over {model.kv_heads} KV heads)"
+            if fitted.kv_repeats and fitted.kv_repeat_inverse and efficiency is None and gpu.decode_efficiency is None
+            else ""
+        ),
         f"expected t_memory = weights / (bandwidth * {eff:.3g}) + KV / (bandwidth * {kv_eff:.3g})"
         f" = {weights:,} / {gpu.bandwidth_bytes_per_s * eff:.4g} + {kv_read:,} / {gpu.bandwidth_bytes_per_s * kv_eff:.4g}"
         f" = {format_seconds(memory_s)}",

@@ -134,13 +134,62 @@ def test_kvcalc_decode_predicts_a_case_as_the_calibration_does() -> None:
 
 
 def test_every_shipped_constant_names_its_cases() -> None:
-    tables = (decode_fit.FORMAT_INVERSE, decode_fit.KERNEL_INVERSE, decode_fit.ENGINE_KERNEL_INVERSE, decode_fit.GPU_INVERSE)
-    prefixes = ("format", "kernel", "own", "gpu")
+    tables = (
+        decode_fit.FORMAT_INVERSE, decode_fit.KERNEL_INVERSE, decode_fit.ENGINE_KERNEL_INVERSE, decode_fit.GPU_INVERSE,
+        decode_fit.ARCHITECTURE_INVERSE, decode_fit.KV_REPEAT_INVERSE, decode_fit.PYTHON_EAGER_LAYER_S,
+    )  # fmt: skip
+    prefixes = ("format", "kernel", "own", "gpu", "architecture", "repeat", "python")
     for prefix, table in zip(prefixes, tables, strict=True):
         for key in table:
             assert "cases from" in decode_fit.SOURCES[f"{prefix} {key}"], key
     for key in decode_fit.MODE_STEP_S:
         assert "cases from" in decode_fit.SOURCES[f"step {key}"]
+
+
+@pytest.mark.parametrize(
+    ("engine", "preset", "options", "seq"),
+    [
+        ("transformers", "qwen2.5-7b", {}, 31_744),  # repeat_kv: 28 query heads over 4 KV heads
+        ("vllm", "qwen2.5-7b", {"vllm_version": "0.4.2"}, 31_744),  # eager past 8k tokens: Python dispatch per layer
+    ],
+)
+def test_kvcalc_decode_charges_the_new_terms_as_the_calibration_does(engine: str, preset: str, options: dict, seq: int) -> None:
+    # the KV copies of transformers' repeat_kv and vLLM's Python dispatch in eager: one formula in kvcalc.latency
+    table = calibration.fit(SCOPE)
+    case = next(
+        c for c in SCOPE if c.engine == engine and c.preset == preset and c.tp == 1 and c.weight_format == "bf16"
+        and c.avg_context == seq and (engine != "vllm" or c.engine_key == "vllm-0.4")
+    )  # fmt: skip
+    name = ENGINE_OPTIONS[engine]
+    work = Workload(seq=case.avg_context, engine=Engine(name=name, **options))
+    step = decode(load_model(case.preset), work, load_gpu(case.gpu))
+    predicted = 1 / (1 / calibration.predict(case, table) - case.prefill_seconds_per_token)
+    assert step.expected_tokens_per_s == pytest.approx(predicted, rel=2e-3)
+    if engine == "transformers":
+        assert step.expected.kv_repeats == case.kv_repeats == 6 and step.expected.kv_repeat_inverse > 0
+    else:
+        assert step.expected.mode == "eager" and step.expected.python_dispatch_seconds_per_layer > 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(kv_heads=st.sampled_from([1, 2, 4, 8, 16, 32]))
+def test_only_transformers_pays_for_repeating_the_kv_and_more_so_for_larger_groups(kv_heads: int) -> None:
+    fewer = load_model("llama3-8b").model_copy(update={"kv_heads": kv_heads})
+    more = load_model("llama3-8b").model_copy(update={"kv_heads": max(1, kv_heads // 2)})
+    gpu, work = load_gpu("a100-80gb"), Workload(seq=8192, engine=Engine(name="hf"))
+    wide, narrow = decode(fewer, work, gpu).expected, decode(more, work, gpu).expected
+    assert wide.kv_repeats == 32 / kv_heads - 1
+    assert narrow.attention_efficiency <= wide.attention_efficiency  # more query heads per KV head: more copies
+    served = decode(fewer, Workload(seq=8192, engine=Engine(name="vllm")), gpu).expected
+    assert served.kv_repeats == 0 and served.python_dispatch_seconds_per_layer == 0  # graphs: no Python per layer
+
+
+def test_a_gpu_without_cases_streams_at_its_architectures_rate() -> None:
+    uncased = next(g for g in ("rtx4070", "l4", "l40s", "t4") if g not in decode_fit.GPU_INVERSE)
+    step = decode(load_model("llama3-8b"), Workload(seq=4096, engine=Engine(name="vllm")), load_gpu(uncased)).expected
+    assert step.gpu_architecture in decode_fit.ARCHITECTURE_INVERSE
+    assert step.gpu_efficiency == pytest.approx(1 / decode_fit.ARCHITECTURE_INVERSE[step.gpu_architecture])
+    assert f"no case on {uncased}" in step.gpu_efficiency_source
 
 
 @pytest.mark.parametrize(
