@@ -805,18 +805,56 @@ def placement_device(gpu: GpuSpec, margin_bytes: int, wired_limit_bytes: int | N
     )  # fmt: skip
 
 
-# Share of the host's memory bandwidth llama.cpp's CPU matmuls reach at decode: the median of what
-# published partial-offload speeds imply (tests/fixtures/placement/speeds.yaml); scripts/placement_cases.py
-# fits it and reports its leave-one-source-out error in docs/placement.md.
-HOST_EFFICIENCY = 0.56
+# The host's speed at decode: min(RAM bandwidth * HOST_EFFICIENCY, cores * CORE_BYTES_PER_S), the two fitted by
+# scripts/placement_cases.py on published partial-offload speeds (tests/fixtures/placement/speeds.yaml), each
+# the median of what the cases it governs imply: HOST_EFFICIENCY the RAM-bound ones (the i7-8700's -ngl sweep,
+# the Ryzen 5900X and 7950X CPU-only rows of llama.cpp #4716, the RX 7900 XT + 5900X gpt-oss-20b), CORE_BYTES_PER_S
+# the core-bound ones (the i9-10900X rows, the 5800X at -t 4 of llama.cpp PR #12922, the i7-10700 and the
+# Ryzen 9 7900 rows). docs/placement.md scores both, each source left out in turn, against the one constant
+# (0.57 of the RAM's bandwidth) they replace.
+HOST_EFFICIENCY = 0.73
+CORE_BYTES_PER_S = 4_900_000_000
 PCIE_BYTES_PER_S = 32 * 10**9  # PCIe 4.0 x16, one direction (PCI-SIG: 16 GT/s * 16 lanes, 128b/130b)
+CORES_SOURCE = (
+    "llama.cpp computes on -t threads, by default cpu_get_num_math(): the physical cores, the P-cores only on a hybrid"
+    " Intel CPU under Linux (common/common.cpp, ggml-org/llama.cpp)"
+)
+
+
+class HostSpeed(Frozen):
+    """What sets the speed of the layers and experts left in host RAM: the RAM's bandwidth, the cores
+    llama.cpp computes on when known (`--cpu-cores`, CORES_SOURCE), and the two fitted constants."""
+
+    ram_bandwidth_bytes_per_s: int
+    cpu_cores: int | None = None
+    efficiency: float = HOST_EFFICIENCY
+    core_bytes_per_s: int = CORE_BYTES_PER_S
+
+
+def host_bytes_per_s(host: HostSpeed) -> tuple[float, Literal["RAM", "cores"]]:
+    """Bytes per second the host streams at decode, and what binds: min(RAM bandwidth * efficiency,
+    cores * bytes per core). Without a core count only the RAM's share applies, an upper bound when the
+    cores set the pace (the i7-8700's six cores reach 28 GB/s of its 38.4, the RAM term alone says 28.0).
+
+    >>> host_bytes_per_s(HostSpeed(ram_bandwidth_bytes_per_s=96 * 10**9, cpu_cores=8))
+    (39200000000, 'cores')
+    >>> host_bytes_per_s(HostSpeed(ram_bandwidth_bytes_per_s=51_200_000_000))
+    (37376000000.0, 'RAM')
+    """
+    ram = host.ram_bandwidth_bytes_per_s * host.efficiency
+    if host.cpu_cores is not None and host.cpu_cores * host.core_bytes_per_s < ram:
+        return host.cpu_cores * host.core_bytes_per_s, "cores"
+    return ram, "RAM"
 
 
 class SplitDecode(Frozen):
     """The decode speed of a placement: each device's bytes per token over its bandwidth, the host's
-    over the RAM bandwidth (MoE: only the experts a step touches), plus the hops between them."""
+    over the rate its RAM and cores allow (MoE: only the experts a step touches), plus the hops between them."""
 
     device_seconds: list[float]
+    host_bytes: int  # weights and cache the host reads per step
+    host_bytes_per_s: float
+    host_bound: Literal["RAM", "cores"]
     host_seconds: float
     hop_seconds: float
     overhead_seconds: float
@@ -835,9 +873,9 @@ def _replayed(layout: _Layout, placement: Placement) -> _Assign:
 
 def split_decode(
     model: ModelSpec, workload: Workload, fmt: WeightFormat, placement: Placement, devices: list[PlacementDevice],
-    ram_bandwidth_bytes_per_s: int, profile: DecodeProfile, host_efficiency: float = HOST_EFFICIENCY,
+    host: HostSpeed, profile: DecodeProfile,
 ) -> SplitDecode:  # fmt: skip
-    """t = sum over devices of bytes_d / (bandwidth_d * efficiency) + host bytes / (RAM bandwidth * host_efficiency) + hops *
+    """t = sum over devices of bytes_d / (bandwidth_d * efficiency) + host bytes / host_bytes_per_s(host) + hops *
     activation bytes / PCIe + fixed cost per layer (the engine's decode profile). A step reads each
     layer's weights once where they sit: routed experts only in the share the batch touches,
     E * (1 - (1 - k/E)^B) / E (kvcalc.latency), and the cache at --seq."""
@@ -875,8 +913,9 @@ def split_decode(
         previous = place
     device_s = [b / (d.bandwidth_bytes_per_s * e) for b, d, e in zip(device_bytes, devices, efficiencies, strict=True)]
     roof_device = [b / d.bandwidth_bytes_per_s for b, d in zip(device_bytes, devices, strict=True)]
-    host_roof = host_bytes / ram_bandwidth_bytes_per_s
-    host_s = host_roof / host_efficiency
+    host_roof = host_bytes / host.ram_bandwidth_bytes_per_s
+    host_rate, host_bound = host_bytes_per_s(host)
+    host_s = host_bytes / host_rate
     hop_s = hops * F32 * (model.hidden or 0) * workload.batch / PCIE_BYTES_PER_S
     overhead = fixed.step_seconds + fixed.layer_seconds * model.layers
     roofline_s = sum(roof_device) + host_roof + hop_s
@@ -888,17 +927,30 @@ def split_decode(
             f"{d.name}: {b:,} B / ({d.bandwidth_bytes_per_s:,} B/s * {e:.3g}) = {s * 1e3:.3f} ms"
             for d, b, s, e in zip(devices, device_bytes, device_s, efficiencies, strict=True)
         ),  # fmt: skip
-        f"host: {host_bytes:,} B / (RAM {ram_bandwidth_bytes_per_s:,} B/s * {host_efficiency}) = {host_s * 1e3:.3f} ms"
-        " (the share CPU matmuls reach, fitted on published partial-offload speeds: docs/placement.md)",
+        _host_line(host, host_bytes, host_rate, host_bound, host_s),
         f"hops: {hops} * {F32 * (model.hidden or 0) * workload.batch:,} B / PCIe {PCIE_BYTES_PER_S:,} B/s = {hop_s * 1e3:.4f} ms;"
         f" fixed cost {fixed.step_seconds * 1e3:.3f} ms per step + {fixed.layer_seconds * 1e3:.3f} ms * {model.layers} layers",
         f"expected {expected * 1e3:.3f} ms per token = {workload.batch / expected:.2f} tok/s (roofline {roofline_s * 1e3:.3f} ms)",
     ]
     return SplitDecode(
-        device_seconds=device_s, host_seconds=host_s, hop_seconds=hop_s, overhead_seconds=overhead, roofline_seconds=roofline_s,
+        device_seconds=device_s, host_bytes=host_bytes, host_bytes_per_s=host_rate, host_bound=host_bound, host_seconds=host_s, hop_seconds=hop_s, overhead_seconds=overhead, roofline_seconds=roofline_s,
         expected_seconds=expected, tokens_per_s=workload.batch / expected, roofline_tokens_per_s=workload.batch / roofline_s,
         explain=explain,
     )  # fmt: skip
+
+
+def _host_line(host: HostSpeed, host_bytes: int, rate: float, bound: str, seconds: float) -> str:
+    """The --explain line of the host's time: both rates, the one that binds, and where the constants come from."""
+    ram = f"RAM {host.ram_bandwidth_bytes_per_s:,} B/s * {host.efficiency}"
+    cores = (
+        f"{host.cpu_cores} cores * {host.core_bytes_per_s:,} B/s"
+        if host.cpu_cores is not None
+        else "no --cpu-cores: the cores' cap is not applied, an upper bound"
+    )
+    return (
+        f"host: {host_bytes:,} B / min({ram}, {cores}) = {host_bytes:,} B / {rate:,.0f} B/s ({bound} bound) ="
+        f" {seconds * 1e3:.3f} ms (constants fitted on published partial-offload speeds: docs/placement.md; {CORES_SOURCE})"
+    )
 
 
 class SpeedStep(Frozen):
@@ -913,7 +965,7 @@ class SpeedStep(Frozen):
 
 def speed_steps(
     model: ModelSpec, workload: Workload, fmt: WeightFormat, devices: list[PlacementDevice], request: PlacementRequest,
-    ram_bandwidth_bytes_per_s: int, profile: DecodeProfile, step: int = 4,
+    host: HostSpeed, profile: DecodeProfile, step: int = 4,
 ) -> list[SpeedStep]:  # fmt: skip
     """Tokens/s at each `step` of --n-cpu-moe (a MoE: all layers on the GPUs, the first N layers' experts
     on the CPU) or of -ngl (dense), at the request's context, so the cost of each layer left on the CPU shows."""
@@ -932,7 +984,7 @@ def speed_steps(
             }
         )
         laid_out = plan(model, workload, fmt, devices, fixed)
-        speed = split_decode(model, workload, fmt, laid_out, devices, ram_bandwidth_bytes_per_s, profile)
+        speed = split_decode(model, workload, fmt, laid_out, devices, host, profile)
         steps.append(
             SpeedStep(
                 n_gpu_layers=laid_out.n_gpu_layers,

@@ -14,10 +14,14 @@ the in-sample one.
 
 from __future__ import annotations
 
+import functools
+import json
+import math
 import re
 import statistics
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
@@ -159,10 +163,31 @@ def speeds() -> dict:
     return yaml.safe_load((FIXTURES / "speeds.yaml").read_text())
 
 
-def _speed(case: dict, setup: dict, host_efficiency: float) -> placement.SplitDecode:
+# (efficiency, bytes/s per core): the host constants a fit gives; bytes/s per core None is the one-constant model
+Constants = tuple[float, int | None]
+
+
+def threads(case: dict, setup: dict) -> int:
+    """The cores llama.cpp computed on: the -t the source states, else the machine's cores (its default)."""
+    return case.get("threads", setup["machines"][case["machine"]]["cpu_cores"])
+
+
+def _host(case: dict, setup: dict, constants: Constants) -> placement.HostSpeed:
+    efficiency, per_core = constants
+    return placement.HostSpeed(
+        ram_bandwidth_bytes_per_s=setup["machines"][case["machine"]]["ram_bandwidth_bytes_per_s"],
+        cpu_cores=threads(case, setup) if per_core is not None else None,
+        efficiency=efficiency,
+        core_bytes_per_s=per_core or placement.CORE_BYTES_PER_S,
+    )
+
+
+@functools.cache
+def _laid_out(case_key: str) -> tuple:
+    """The model, workload, format, placement and devices of a case (json of the case and its machine)."""
+    case, machine = json.loads(case_key)
     model = presets.load_model(case["model"])
     fmt = weight_format(model, parse_dtype(case["weight_dtype"]) if "weight_dtype" in case else None)
-    machine = setup["machines"][case["machine"]]
     devices = [
         placement.PlacementDevice(
             name=gpu["name"],
@@ -182,44 +207,121 @@ def _speed(case: dict, setup: dict, host_efficiency: float) -> placement.SplitDe
         tensor_split=case.get("tensor_split"),
         output_first=case.get("output_first", True),
     )
-    laid_out = placement.plan(model, work, fmt, devices, request)
-    return placement.split_decode(
-        model, work, fmt, laid_out, devices, machine["ram_bandwidth_bytes_per_s"], profile_for("llamacpp"), host_efficiency
-    )
+    return model, work, fmt, placement.plan(model, work, fmt, devices, request), devices
 
 
-def implied_efficiency(case: dict, setup: dict) -> float:
-    """The host efficiency at which the prediction meets the published speed."""
-    raw = _speed(case, setup, 1.0)
-    return raw.host_seconds / (1 / case["tokens_per_s"] - (raw.expected_seconds - raw.host_seconds))
+def _speed(case: dict, setup: dict, constants: Constants) -> placement.SplitDecode:
+    model, work, fmt, laid_out, devices = _laid_out(json.dumps([case, setup["machines"][case["machine"]]], sort_keys=True))
+    return placement.split_decode(model, work, fmt, laid_out, devices, _host(case, setup, constants), profile_for("llamacpp"))
 
 
-def fitted(cases: list[dict], setup: dict) -> float:
-    return round(statistics.median(implied_efficiency(c, setup) for c in cases), 2)
+def implied_rate(case: dict, setup: dict) -> float:
+    """The host's bytes per second at which the prediction meets the published speed: host bytes over
+    what is left of the published step once the devices, hops and fixed costs are paid (inf: nothing left)."""
+    raw = _speed(case, setup, (1.0, None))
+    left = 1 / case["tokens_per_s"] - (raw.expected_seconds - raw.host_seconds)
+    return raw.host_bytes / left if left > 0 else math.inf
 
 
-def speed_rows() -> tuple[list[str], float, float, float]:
-    setup = speeds()
-    cases = setup["cases"]
-    everyone = fitted(cases, setup)
-    rows = [
-        "| machine | model | flags | published tok/s | kvcalc (in-sample) | error | kvcalc (source left out) | error |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+def fitted(cases: list[dict], setup: dict, per_core: bool = True) -> Constants:
+    """HOST_EFFICIENCY and CORE_BYTES_PER_S, each the median of what the cases it governs imply. Each case
+    implies a host rate R (implied_rate); a case is RAM-bound when RAM bandwidth * efficiency <= threads *
+    bytes per core, else core-bound. From every case's median, efficiency becomes the median of R / RAM
+    bandwidth over the RAM-bound cases and bytes per core the median of R / threads over the core-bound
+    ones (rounded to 0.01 and 0.1 GB/s), until an assignment repeats. per_core=False: the one constant of
+    before, the median of R / RAM bandwidth over every case."""
+    implied = [
+        (setup["machines"][c["machine"]]["ram_bandwidth_bytes_per_s"], threads(c, setup), rate)
+        for c in cases
+        if (rate := implied_rate(c, setup)) < math.inf
     ]
-    inside, outside = [], []
+    efficiency = round(statistics.median(rate / ram for ram, _, rate in implied), 2)
+    if not per_core:
+        return efficiency, None
+    per_thread = round(statistics.median(rate / n for _, n, rate in implied), -8)
+    seen = set()
+    while (efficiency, per_thread) not in seen:
+        seen.add((efficiency, per_thread))
+        ram_bound = [rate / ram for ram, n, rate in implied if ram * efficiency <= n * per_thread]
+        core_bound = [rate / n for ram, n, rate in implied if ram * efficiency > n * per_thread]
+        efficiency = round(statistics.median(ram_bound), 2) if ram_bound else efficiency
+        per_thread = round(statistics.median(core_bound), -8) if core_bound else per_thread
+    return efficiency, int(per_thread)
+
+
+class SpeedScore(NamedTuple):
+    """The speed cases scored by the per-core host model and by the one constant it replaced."""
+
+    case_rows: list[str]
+    machine_rows: list[str]
+    constants: Constants  # fitted on every case
+    one_constant: float
+    inside: float  # median absolute error, in-sample
+    outside: float  # the same, each source left out of the fit that predicts it
+    one_inside: float
+    one_outside: float
+
+
+def _errors(cases: list[dict], setup: dict, per_core: bool) -> tuple[list[float], list[float], list[Constants]]:
+    """Each case's signed error in-sample and with its source left out, and the constants that predicted it."""
+    everyone = fitted(cases, setup, per_core)
+    inside, outside, folds = [], [], []
     for case in cases:
-        others = fitted([c for c in cases if c["url"] != case["url"]], setup)
-        own = _speed(case, setup, everyone).tokens_per_s
-        left_out = _speed(case, setup, others).tokens_per_s
-        inside.append(abs(own / case["tokens_per_s"] - 1))
-        outside.append(abs(left_out / case["tokens_per_s"] - 1))
+        others = fitted([c for c in cases if c["url"] != case["url"]], setup, per_core)
+        inside.append(_speed(case, setup, everyone).tokens_per_s / case["tokens_per_s"] - 1)
+        outside.append(_speed(case, setup, others).tokens_per_s / case["tokens_per_s"] - 1)
+        folds.append(others)
+    return inside, outside, folds
+
+
+def _median_abs(errors: list[float]) -> float:
+    return statistics.median(abs(e) for e in errors)
+
+
+@functools.cache
+def _score(text: str) -> SpeedScore:
+    setup = yaml.safe_load(text)
+    cases = setup["cases"]
+    constants = fitted(cases, setup)
+    inside, outside, folds = _errors(cases, setup, per_core=True)
+    one_inside, one_outside, _ = _errors(cases, setup, per_core=False)
+    rows = [
+        "| machine | model | flags | published tok/s | per-core model (in-sample) | source left out (constants) |"
+        " one constant, source left out |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for case, own, out, fold, one in zip(cases, inside, outside, folds, one_outside, strict=True):
         flags = f"-ngl {case['n_gpu_layers']}" + (f" --n-cpu-moe {case['n_cpu_moe']}" if "n_cpu_moe" in case else "")
         flags += f" -ts {'/'.join(str(t) for t in case['tensor_split'])}" if "tensor_split" in case else ""
+        flags += f" -t {case['threads']}" if "threads" in case else ""
+        published = case["tokens_per_s"]
         rows.append(
-            f"| {case['machine']} | {case['model']} ([source]({case['url']})) | `{flags}` | {case['tokens_per_s']} | {own:.1f} |"
-            f" {own / case['tokens_per_s'] - 1:+.0%} | {left_out:.1f} (eff {others}) | {left_out / case['tokens_per_s'] - 1:+.0%} |"
+            f"| {case['machine']} | {case['model']} ([source]({case['url']})) | `{flags}` | {published} |"
+            f" {published * (1 + own):.1f} ({own:+.0%}) | {published * (1 + out):.1f} ({out:+.0%}; {fold[0]},"
+            f" {fold[1] / 1e9:.1f} GB/s) | {published * (1 + one):.1f} ({one:+.0%}) |"
         )
-    return rows, everyone, statistics.median(inside), statistics.median(outside)
+    machine_rows = [
+        "| machine | cases | cores (-t) | RAM GB/s | per-core model: in-sample | source left out | one constant: source left out |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, machine in setup["machines"].items():
+        mine = [i for i, c in enumerate(cases) if c["machine"] == name]
+        cores = sorted({threads(cases[i], setup) for i in mine})
+        machine_rows.append(
+            f"| {name} | {len(mine)} | {machine['cpu_cores']} ({', '.join(map(str, cores))}) |"
+            f" {machine['ram_bandwidth_bytes_per_s'] / 1e9:.1f} | {_median_abs([inside[i] for i in mine]):.0%} |"
+            f" {_median_abs([outside[i] for i in mine]):.0%} | {_median_abs([one_outside[i] for i in mine]):.0%} |"
+        )
+    return SpeedScore(
+        case_rows=rows, machine_rows=machine_rows, constants=constants, one_constant=fitted(cases, setup, False)[0],
+        inside=_median_abs(inside), outside=_median_abs(outside), one_inside=_median_abs(one_inside),
+        one_outside=_median_abs(one_outside),
+    )  # fmt: skip
+
+
+def speed_score() -> SpeedScore:
+    """speeds.yaml scored (memoized on its text: the fits run once per process)."""
+    return _score((FIXTURES / "speeds.yaml").read_text())
 
 
 def excluded_rows() -> list[str]:
@@ -232,9 +334,10 @@ def excluded_rows() -> list[str]:
 
 def section() -> str:
     memory, explained, total = breakdown_rows()
-    speed, efficiency, inside, outside = speed_rows()
+    score = speed_score()
     setup = speeds()
-    machines = [f"- `{name}`: {m['what']}; host {m['ram_source']}." for name, m in setup["machines"].items()]
+    efficiency, per_core = score.constants
+    machines = [f"- `{name}`: {m['what']}; host {m['ram_source']}; {m['cpu_source']}." for name, m in setup["machines"].items()]
     return "\n".join(
         [
             f"Memory (tests/fixtures/placement/breakdowns.yaml): {explained} of {total} published cases within 5% or 256 MiB"
@@ -247,10 +350,15 @@ def section() -> str:
             "",
             *machines,
             "",
-            f"Host efficiency fitted on all cases: {efficiency} (placement.HOST_EFFICIENCY); median absolute error"
-            f" {inside:.0%} in-sample, {outside:.0%} leave-one-source-out.",
+            f"The host streams min(RAM bandwidth * {efficiency}, cores * {per_core / 1e9:.1f} GB/s)"
+            f" (placement.HOST_EFFICIENCY, placement.CORE_BYTES_PER_S, fitted on all cases): median absolute error"
+            f" {score.inside:.0%} in-sample, {score.outside:.0%} leave-one-source-out. The one constant it replaces"
+            f" (RAM bandwidth * {score.one_constant}, fitted the same way) scores {score.one_inside:.0%} and"
+            f" {score.one_outside:.0%}.",
             "",
-            *speed,
+            *score.machine_rows,
+            "",
+            *score.case_rows,
             "",
             "Published cases left out (tests/fixtures/placement/excluded.yaml):",
             "",
