@@ -805,15 +805,17 @@ def placement_device(gpu: GpuSpec, margin_bytes: int, wired_limit_bytes: int | N
     )  # fmt: skip
 
 
-# The host's speed at decode: min(RAM bandwidth * HOST_EFFICIENCY, cores * CORE_BYTES_PER_S), the two fitted by
-# scripts/placement_cases.py on published partial-offload speeds (tests/fixtures/placement/speeds.yaml), each
-# the median of what the cases it governs imply: HOST_EFFICIENCY the RAM-bound ones (the i7-8700's -ngl sweep,
-# the Ryzen 5900X and 7950X CPU-only rows of llama.cpp #4716, the RX 7900 XT + 5900X gpt-oss-20b), CORE_BYTES_PER_S
-# the core-bound ones (the i9-10900X rows, the 5800X at -t 4 of llama.cpp PR #12922, the i7-10700 and the
-# Ryzen 9 7900 rows). docs/placement.md scores both, each source left out in turn, against the one constant
-# (0.57 of the RAM's bandwidth) they replace.
-HOST_EFFICIENCY = 0.73
-CORE_BYTES_PER_S = 4_900_000_000
+# The host's speed at decode: min(RAM bandwidth * HOST_EFFICIENCY, cores * CORE_BYTES_PER_S), and HOP_SECONDS for
+# each hop between the host and a device; the three fitted by scripts/placement_cases.py on published
+# partial-offload speeds (tests/fixtures/placement/speeds.yaml), each the median of what the cases it governs
+# imply: HOST_EFFICIENCY the RAM-bound ones (the i7-8700's -ngl sweep, the Ryzen 5900X and 7950X CPU-only rows of
+# llama.cpp #4716, the RX 7900 XT + 5900X), CORE_BYTES_PER_S the core-bound ones (the i9-10900X rows, the 5800X at
+# -t 4 of llama.cpp PR #12922, the i7-10700, Ryzen 9 7900 and 9900X rows), HOP_SECONDS the --n-cpu-moe rows (two
+# hops per layer whose experts stay on the CPU). docs/placement.md scores them, each source left out in turn,
+# against the one constant (0.56 of the RAM's bandwidth) they replace.
+HOST_EFFICIENCY = 0.74
+CORE_BYTES_PER_S = 5_100_000_000
+HOP_SECONDS = 250e-6
 PCIE_BYTES_PER_S = 32 * 10**9  # PCIe 4.0 x16, one direction (PCI-SIG: 16 GT/s * 16 lanes, 128b/130b)
 CORES_SOURCE = (
     "llama.cpp computes on -t threads, by default cpu_get_num_math(): the physical cores, the P-cores only on a hybrid"
@@ -823,23 +825,26 @@ CORES_SOURCE = (
 
 class HostSpeed(Frozen):
     """What sets the speed of the layers and experts left in host RAM: the RAM's bandwidth, the cores
-    llama.cpp computes on when known (`--cpu-cores`, CORES_SOURCE), and the two fitted constants."""
+    llama.cpp computes on when known (`--cpu-cores`, CORES_SOURCE), and the fitted constants, among them
+    the fixed cost of each hop between the host and a device (the copies, synchronisation and launches a
+    graph split adds to a step)."""
 
     ram_bandwidth_bytes_per_s: int
     cpu_cores: int | None = None
     efficiency: float = HOST_EFFICIENCY
     core_bytes_per_s: int = CORE_BYTES_PER_S
+    hop_seconds: float = HOP_SECONDS
 
 
 def host_bytes_per_s(host: HostSpeed) -> tuple[float, Literal["RAM", "cores"]]:
     """Bytes per second the host streams at decode, and what binds: min(RAM bandwidth * efficiency,
     cores * bytes per core). Without a core count only the RAM's share applies, an upper bound when the
-    cores set the pace (the i7-8700's six cores reach 28 GB/s of its 38.4, the RAM term alone says 28.0).
+    cores set the pace (ten i9-10900X cores stream 51 GB/s where its quad-channel DDR4's share is 75.5).
 
     >>> host_bytes_per_s(HostSpeed(ram_bandwidth_bytes_per_s=96 * 10**9, cpu_cores=8))
-    (39200000000, 'cores')
+    (40800000000, 'cores')
     >>> host_bytes_per_s(HostSpeed(ram_bandwidth_bytes_per_s=51_200_000_000))
-    (37376000000.0, 'RAM')
+    (37888000000.0, 'RAM')
     """
     ram = host.ram_bandwidth_bytes_per_s * host.efficiency
     if host.cpu_cores is not None and host.cpu_cores * host.core_bytes_per_s < ram:
@@ -856,6 +861,7 @@ class SplitDecode(Frozen):
     host_bytes_per_s: float
     host_bound: Literal["RAM", "cores"]
     host_seconds: float
+    hops: int  # places a step's activations change device: between layers, and there and back for experts elsewhere
     hop_seconds: float
     overhead_seconds: float
     roofline_seconds: float
@@ -876,7 +882,7 @@ def split_decode(
     host: HostSpeed, profile: DecodeProfile,
 ) -> SplitDecode:  # fmt: skip
     """t = sum over devices of bytes_d / (bandwidth_d * efficiency) + host bytes / host_bytes_per_s(host) + hops *
-    activation bytes / PCIe + fixed cost per layer (the engine's decode profile). A step reads each
+    (activation bytes / PCIe + HOP_SECONDS) + fixed cost per layer (the engine's decode profile). A step reads each
     layer's weights once where they sit: routed experts only in the share the batch touches,
     E * (1 - (1 - k/E)^B) / E (kvcalc.latency), and the cache at --seq."""
     layout = _layout(model, workload, fmt, workload.seq, PlacementRequest(mtp=placement.mtp_layers > 0))
@@ -916,9 +922,10 @@ def split_decode(
     host_roof = host_bytes / host.ram_bandwidth_bytes_per_s
     host_rate, host_bound = host_bytes_per_s(host)
     host_s = host_bytes / host_rate
-    hop_s = hops * F32 * (model.hidden or 0) * workload.batch / PCIE_BYTES_PER_S
+    hop_bytes_s = hops * F32 * (model.hidden or 0) * workload.batch / PCIE_BYTES_PER_S
+    hop_s = hop_bytes_s + hops * host.hop_seconds
     overhead = fixed.step_seconds + fixed.layer_seconds * model.layers
-    roofline_s = sum(roof_device) + host_roof + hop_s
+    roofline_s = sum(roof_device) + host_roof + hop_bytes_s
     expected = max(roofline_s, sum(device_s) + host_s + hop_s + overhead)
     explain = [
         f"split decode: each device reads its layers' weights and cache once per token (routed experts at the {touched:.3f}"
@@ -928,12 +935,13 @@ def split_decode(
             for d, b, s, e in zip(devices, device_bytes, device_s, efficiencies, strict=True)
         ),  # fmt: skip
         _host_line(host, host_bytes, host_rate, host_bound, host_s),
-        f"hops: {hops} * {F32 * (model.hidden or 0) * workload.batch:,} B / PCIe {PCIE_BYTES_PER_S:,} B/s = {hop_s * 1e3:.4f} ms;"
+        f"hops: {hops} * ({F32 * (model.hidden or 0) * workload.batch:,} B / PCIe {PCIE_BYTES_PER_S:,} B/s"
+        f" + {host.hop_seconds * 1e6:.0f} µs fixed) = {hop_s * 1e3:.4f} ms;"
         f" fixed cost {fixed.step_seconds * 1e3:.3f} ms per step + {fixed.layer_seconds * 1e3:.3f} ms * {model.layers} layers",
         f"expected {expected * 1e3:.3f} ms per token = {workload.batch / expected:.2f} tok/s (roofline {roofline_s * 1e3:.3f} ms)",
     ]
     return SplitDecode(
-        device_seconds=device_s, host_bytes=host_bytes, host_bytes_per_s=host_rate, host_bound=host_bound, host_seconds=host_s, hop_seconds=hop_s, overhead_seconds=overhead, roofline_seconds=roofline_s,
+        device_seconds=device_s, host_bytes=host_bytes, host_bytes_per_s=host_rate, host_bound=host_bound, host_seconds=host_s, hops=hops, hop_seconds=hop_s, overhead_seconds=overhead, roofline_seconds=roofline_s,
         expected_seconds=expected, tokens_per_s=workload.batch / expected, roofline_tokens_per_s=workload.batch / roofline_s,
         explain=explain,
     )  # fmt: skip

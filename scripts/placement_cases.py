@@ -163,8 +163,9 @@ def speeds() -> dict:
     return yaml.safe_load((FIXTURES / "speeds.yaml").read_text())
 
 
-# (efficiency, bytes/s per core): the host constants a fit gives; bytes/s per core None is the one-constant model
-Constants = tuple[float, int | None]
+# (efficiency, bytes/s per core, seconds per hop): the host constants a fit gives; (efficiency, None, 0.0) is the
+# one constant of before
+Constants = tuple[float, int | None, float]
 
 
 def threads(case: dict, setup: dict) -> int:
@@ -173,12 +174,13 @@ def threads(case: dict, setup: dict) -> int:
 
 
 def _host(case: dict, setup: dict, constants: Constants) -> placement.HostSpeed:
-    efficiency, per_core = constants
+    efficiency, per_core, hop = constants
     return placement.HostSpeed(
         ram_bandwidth_bytes_per_s=setup["machines"][case["machine"]]["ram_bandwidth_bytes_per_s"],
         cpu_cores=threads(case, setup) if per_core is not None else None,
         efficiency=efficiency,
         core_bytes_per_s=per_core or placement.CORE_BYTES_PER_S,
+        hop_seconds=hop,
     )
 
 
@@ -215,42 +217,59 @@ def _speed(case: dict, setup: dict, constants: Constants) -> placement.SplitDeco
     return placement.split_decode(model, work, fmt, laid_out, devices, _host(case, setup, constants), profile_for("llamacpp"))
 
 
-def implied_rate(case: dict, setup: dict) -> float:
-    """The host's bytes per second at which the prediction meets the published speed: host bytes over
-    what is left of the published step once the devices, hops and fixed costs are paid (inf: nothing left)."""
-    raw = _speed(case, setup, (1.0, None))
-    left = 1 / case["tokens_per_s"] - (raw.expected_seconds - raw.host_seconds)
-    return raw.host_bytes / left if left > 0 else math.inf
+def _terms(case: dict, setup: dict) -> tuple[int, float, int]:
+    """A case's host bytes, the rest of its step without the hops' fixed cost (devices, the activations'
+    bytes over PCIe, fixed costs per layer), and its hops."""
+    raw = _speed(case, setup, (1.0, None, 0.0))
+    return raw.host_bytes, raw.expected_seconds - raw.host_seconds, raw.hops
+
+
+def implied_rate(case: dict, setup: dict, hop: float) -> float:
+    """The host's bytes per second at which the prediction meets the published speed, given the hops'
+    fixed cost: host bytes over what is left of the published step (inf: nothing left)."""
+    host_bytes, rest, hops = _terms(case, setup)
+    left = 1 / case["tokens_per_s"] - rest - hops * hop
+    return host_bytes / left if left > 0 else math.inf
 
 
 def fitted(cases: list[dict], setup: dict, per_core: bool = True) -> Constants:
-    """HOST_EFFICIENCY and CORE_BYTES_PER_S, each the median of what the cases it governs imply. Each case
-    implies a host rate R (implied_rate); a case is RAM-bound when RAM bandwidth * efficiency <= threads *
-    bytes per core, else core-bound. From every case's median, efficiency becomes the median of R / RAM
-    bandwidth over the RAM-bound cases and bytes per core the median of R / threads over the core-bound
-    ones (rounded to 0.01 and 0.1 GB/s), until an assignment repeats. per_core=False: the one constant of
-    before, the median of R / RAM bandwidth over every case."""
-    implied = [
-        (setup["machines"][c["machine"]]["ram_bandwidth_bytes_per_s"], threads(c, setup), rate)
-        for c in cases
-        if (rate := implied_rate(c, setup)) < math.inf
-    ]
-    efficiency = round(statistics.median(rate / ram for ram, _, rate in implied), 2)
+    """HOST_EFFICIENCY, CORE_BYTES_PER_S and HOP_SECONDS, each the median of what the cases it governs imply.
+    Given the hops' cost, each case implies a host rate R (implied_rate); it is RAM-bound when RAM bandwidth *
+    efficiency <= threads * bytes per core, else core-bound. From every case's median and no hop cost,
+    efficiency becomes the median of R / RAM bandwidth over the RAM-bound cases, bytes per core the median
+    of R / threads over the core-bound ones, and the hop cost the median over the cases with more than two
+    hops (a layer's experts away from its attention) of the time left per hop once the host is paid (rounded
+    to 0.01, 0.1 GB/s and 10 µs), until a state repeats. per_core=False: the one constant of before, the
+    median of R / RAM bandwidth over every case without a hop cost."""
+    ram = {id(c): setup["machines"][c["machine"]]["ram_bandwidth_bytes_per_s"] for c in cases}
+
+    def rates(hop: float) -> list[tuple[dict, float]]:
+        return [(c, rate) for c in cases if (rate := implied_rate(c, setup, hop)) < math.inf]
+
+    efficiency = round(statistics.median(rate / ram[id(c)] for c, rate in rates(0.0)), 2)
     if not per_core:
-        return efficiency, None
-    per_thread = round(statistics.median(rate / n for _, n, rate in implied), -8)
+        return efficiency, None, 0.0
+    per_thread, hop = round(statistics.median(rate / threads(c, setup) for c, rate in rates(0.0)), -8), 0.0
     seen = set()
-    while (efficiency, per_thread) not in seen:
-        seen.add((efficiency, per_thread))
-        ram_bound = [rate / ram for ram, n, rate in implied if ram * efficiency <= n * per_thread]
-        core_bound = [rate / n for ram, n, rate in implied if ram * efficiency > n * per_thread]
+    while (efficiency, per_thread, hop) not in seen:
+        seen.add((efficiency, per_thread, hop))
+        implied = rates(hop)
+        ram_bound = [rate / ram[id(c)] for c, rate in implied if ram[id(c)] * efficiency <= threads(c, setup) * per_thread]
+        core_bound = [rate / threads(c, setup) for c, rate in implied if ram[id(c)] * efficiency > threads(c, setup) * per_thread]
         efficiency = round(statistics.median(ram_bound), 2) if ram_bound else efficiency
         per_thread = round(statistics.median(core_bound), -8) if core_bound else per_thread
-    return efficiency, int(per_thread)
+        per_hop = []
+        for case in cases:
+            host_bytes, rest, hops = _terms(case, setup)
+            if hops > 2:
+                rate = min(ram[id(case)] * efficiency, threads(case, setup) * per_thread)
+                per_hop.append((1 / case["tokens_per_s"] - rest - host_bytes / rate) / hops)
+        hop = max(0.0, round(statistics.median(per_hop), 5)) if per_hop else 0.0
+    return efficiency, int(per_thread), hop
 
 
 class SpeedScore(NamedTuple):
-    """The speed cases scored by the per-core host model and by the one constant it replaced."""
+    """The speed cases scored by the host model (RAM, cores, hops) and by the one constant it replaced."""
 
     case_rows: list[str]
     machine_rows: list[str]
@@ -286,7 +305,7 @@ def _score(text: str) -> SpeedScore:
     inside, outside, folds = _errors(cases, setup, per_core=True)
     one_inside, one_outside, _ = _errors(cases, setup, per_core=False)
     rows = [
-        "| machine | model | flags | published tok/s | per-core model (in-sample) | source left out (constants) |"
+        "| machine | model | flags | published tok/s | kvcalc (in-sample) | source left out (its constants) |"
         " one constant, source left out |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
@@ -298,10 +317,10 @@ def _score(text: str) -> SpeedScore:
         rows.append(
             f"| {case['machine']} | {case['model']} ([source]({case['url']})) | `{flags}` | {published} |"
             f" {published * (1 + own):.1f} ({own:+.0%}) | {published * (1 + out):.1f} ({out:+.0%}; {fold[0]},"
-            f" {fold[1] / 1e9:.1f} GB/s) | {published * (1 + one):.1f} ({one:+.0%}) |"
+            f" {fold[1] / 1e9:.1f} GB/s, {fold[2] * 1e3:.2f} ms) | {published * (1 + one):.1f} ({one:+.0%}) |"
         )
     machine_rows = [
-        "| machine | cases | cores (-t) | RAM GB/s | per-core model: in-sample | source left out | one constant: source left out |",
+        "| machine | cases | cores (-t) | RAM GB/s | kvcalc: in-sample | source left out | one constant: source left out |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, machine in setup["machines"].items():
@@ -336,7 +355,7 @@ def section() -> str:
     memory, explained, total = breakdown_rows()
     score = speed_score()
     setup = speeds()
-    efficiency, per_core = score.constants
+    efficiency, per_core, hop = score.constants
     machines = [f"- `{name}`: {m['what']}; host {m['ram_source']}; {m['cpu_source']}." for name, m in setup["machines"].items()]
     return "\n".join(
         [
@@ -350,10 +369,11 @@ def section() -> str:
             "",
             *machines,
             "",
-            f"The host streams min(RAM bandwidth * {efficiency}, cores * {per_core / 1e9:.1f} GB/s)"
-            f" (placement.HOST_EFFICIENCY, placement.CORE_BYTES_PER_S, fitted on all cases): median absolute error"
-            f" {score.inside:.0%} in-sample, {score.outside:.0%} leave-one-source-out. The one constant it replaces"
-            f" (RAM bandwidth * {score.one_constant}, fitted the same way) scores {score.one_inside:.0%} and"
+            f"The host streams min(RAM bandwidth * {efficiency}, cores * {per_core / 1e9:.1f} GB/s) and each hop"
+            f" between it and a GPU costs {hop * 1e3:.2f} ms (placement.HOST_EFFICIENCY, CORE_BYTES_PER_S and"
+            f" HOP_SECONDS, fitted on all cases): median absolute error {score.inside:.0%} in-sample,"
+            f" {score.outside:.0%} leave-one-source-out. The one constant it replaces (RAM bandwidth *"
+            f" {score.one_constant}, fitted the same way, no hop cost) scores {score.one_inside:.0%} and"
             f" {score.one_outside:.0%}.",
             "",
             *score.machine_rows,

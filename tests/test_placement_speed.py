@@ -22,8 +22,8 @@ DECODE = ["decode", "--model", "llama3-8b", "--gpu", "rtx3060", "--engine", "lla
 
 
 def test_the_slower_of_ram_and_cores_binds() -> None:
-    """Hand-worked: DDR5-6000 on two channels (96 GB/s) at 0.73 is 70.08 GB/s; eight cores at 4.9 GB/s are
-    39.2 GB/s, so the cores bind; sixteen (78.4 GB/s) leave the RAM binding."""
+    """Hand-worked: DDR5-6000 on two channels (96 GB/s) at 0.74 is 71.04 GB/s; eight cores at 5.1 GB/s are
+    40.8 GB/s, so the cores bind; sixteen (81.6 GB/s) leave the RAM binding."""
     ram = 96 * 10**9
     assert placement.host_bytes_per_s(placement.HostSpeed(ram_bandwidth_bytes_per_s=ram, cpu_cores=8)) == (
         8 * placement.CORE_BYTES_PER_S,
@@ -58,7 +58,7 @@ def _cpu_only(model_name: str, dtype: str, host: placement.HostSpeed) -> placeme
 def test_four_threads_on_ddr4_2133_are_core_bound() -> None:
     """llama.cpp PR #12922 (https://github.com/ggml-org/llama.cpp/pull/12922): DeepSeek-Coder-V2-Lite Q6_K_L
     on a Ryzen 7 5800X with two sticks of DDR4-2133 (34.1 GB/s) at -t 4, all on the CPU: 9.51 tok/s. Four
-    cores (19.6 GB/s) bind before the RAM (24.9 GB/s), and kvcalc lands within 5%; at eight cores the RAM binds."""
+    cores (20.4 GB/s) bind before the RAM (25.3 GB/s), and kvcalc lands within 5%; at eight cores the RAM binds."""
     ram = 2133 * 10**6 * 8 * 2
     four = _cpu_only("deepseek-v2-lite", "q6_k", placement.HostSpeed(ram_bandwidth_bytes_per_s=ram, cpu_cores=4))
     assert four.host_bound == "cores" and four.tokens_per_s == pytest.approx(9.51, rel=0.05)
@@ -77,7 +77,7 @@ def test_every_speed_case_names_its_machines_cores() -> None:
 
 
 def test_decode_takes_cpu_cores(cli) -> None:
-    """Three cores cap a DDR5-6000 host at 14.7 GB/s, below its RAM's 70 GB/s share: the host takes longer."""
+    """Three cores cap a DDR5-6000 host at 15.3 GB/s, below its RAM's 71 GB/s share: the host takes longer."""
     free = cli.json(*DECODE, "--ram-bandwidth", "ddr5-6000x2")["split"]
     capped = cli.json(*DECODE, "--ram-bandwidth", "ddr5-6000x2", "--cpu-cores", "3")["split"]
     assert free["host_bound"] == "RAM" and capped["host_bound"] == "cores"
@@ -97,7 +97,7 @@ def test_fit_speed_steps_take_cpu_cores(cli) -> None:
 def test_explain_names_the_binding_host_term(cli) -> None:
     result = cli(*DECODE, "--ram-bandwidth", "ddr5-6000x2", "--cpu-cores", "3", "--explain")
     assert result.exit_code == 0, result.output
-    assert "3 cores * 4,900,000,000 B/s" in result.stdout and "(cores bound)" in result.stdout
+    assert f"3 cores * {placement.CORE_BYTES_PER_S:,} B/s" in result.stdout and "(cores bound)" in result.stdout
 
 
 @pytest.mark.parametrize("cores", ["0", "-2"])
@@ -106,6 +106,24 @@ def test_cpu_cores_must_be_positive(cli, cores: str) -> None:
     assert result.exit_code == 2, result.output
     assert f"--cpu-cores must be a positive number of cores, got {cores}" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_each_layer_whose_experts_stay_on_the_cpu_costs_two_hops() -> None:
+    """--n-cpu-moe 12 of gpt-oss-20b's 24 layers: every layer's attention on the GPU, twelve layers' experts on the
+    CPU, so the step goes there and back twelve times; each hop costs HOP_SECONDS beside its bytes over PCIe."""
+    model = presets.load_model("gpt-oss-20b")
+    fmt = weight_format(model)
+    work = Workload(seq=4096, engine=Engine(name="llamacpp", flash_attn=True))
+    devices = [placement.PlacementDevice(name="gpu", free_bytes=8 * GiB, margin_bytes=0, bandwidth_bytes_per_s=448 * 10**9)]
+    request = placement.PlacementRequest(ctx_size=4096, n_gpu_layers=99, n_cpu_moe=12)
+    plan = placement.plan(model, work, fmt, devices, request)
+    host = placement.HostSpeed(ram_bandwidth_bytes_per_s=102 * 10**9, cpu_cores=10)
+    split = placement.split_decode(model, work, fmt, plan, devices, host, profile_for("llamacpp"))
+    assert split.hops == 24
+    free = host.model_copy(update={"hop_seconds": 0.0})
+    without = placement.split_decode(model, work, fmt, plan, devices, free, profile_for("llamacpp"))
+    assert split.hop_seconds - without.hop_seconds == pytest.approx(24 * placement.HOP_SECONDS)
+    assert split.roofline_seconds == without.roofline_seconds  # the roofline counts bytes only
 
 
 def test_split_of_a_gpu_keeps_the_host_share_only() -> None:

@@ -93,7 +93,8 @@ CpuCoresOpt = Annotated[
     typer.Option(
         "--cpu-cores",
         help="llamacpp: the CPU cores llama.cpp computes on: its default -t, the physical cores (P-cores only on a hybrid"
-        " Intel CPU), or your -t. Caps the host's speed at cores * 4.9 GB/s; without it only --ram-bandwidth's share applies.",
+        f" Intel CPU), or your -t. Caps the host's speed at cores * {placement.CORE_BYTES_PER_S / 1e9:.1f} GB/s; without it"
+        " only --ram-bandwidth's share applies.",
     ),
 ]
 DDR = re.compile(r"^(?:l?p?ddr\d[x]?)-(\d+)x(\d+)$", re.IGNORECASE)
