@@ -88,13 +88,12 @@ def decode(
     n_cpu_moe: placement_options.NCpuMoeOpt = None,
     tensor_split: placement_options.TensorSplitOpt = None,
     ram_bandwidth: placement_options.RamBandwidthOpt = None,
-    cpu_cores: placement_options.CpuCoresOpt = None,
     fit_target: placement_options.FitTargetOpt = None,
     wired_limit: placement_options.WiredLimitOpt = None,
 ) -> None:
     """Time per output token at --batch and --seq: the roofline (bandwidth vs compute) and the expected time engines reach (the --engine's decode profile, its release and options), with the band published cases fall in, tokens/s, and prefill time.
 
-    With --engine llamacpp and several --gpu, -ngl, --n-cpu-moe or -ts, it also plans the placement (as `fit` does, keeping what you fixed) and predicts the speed of that split: each device's bytes per token over its bandwidth, the CPU's over --ram-bandwidth (or its --cpu-cores, when they set the pace), and the hops.
+    With --engine llamacpp and several --gpu, -ngl, --n-cpu-moe or -ts, it also plans the placement (as `fit` does, keeping what you fixed) and predicts the speed of that split: each device's bytes per token over its bandwidth, the CPU's over --ram-bandwidth, and the hops.
 
     With --speculative-model, --num-speculative-tokens and --acceptance-rate: the expected time per token of speculative decoding (rounds of draft steps and one verification; docs/residents.md).
 
@@ -139,9 +138,7 @@ def decode(
         plan = economics.plan(spec, work, gpu_spec, held, weights_fmt, efficiency, overhead)
         cost = economics.cost(spec, work, gpu_spec, plan.batch, plan.tokens_per_s, weights_fmt, efficiency)
     laid_out = split = None
-    if placement_options.wants_plan(
-        gpu_specs, n_gpu_layers, n_cpu_moe, tensor_split, ram_bandwidth, cpu_cores, fit_target, wired_limit
-    ):
+    if placement_options.wants_plan(gpu_specs, n_gpu_layers, n_cpu_moe, tensor_split, ram_bandwidth, fit_target, wired_limit):
         devices, _, laid_out = placement_options.plan(
             spec,
             work,
@@ -157,7 +154,7 @@ def decode(
             wired_limit,
             False,
         )
-        split = placement_options.split_speed(spec, work, weights_fmt, laid_out, devices, gpu_specs, ram_bandwidth, cpu_cores)
+        split = placement_options.split_speed(spec, work, weights_fmt, laid_out, devices, gpu_specs, ram_bandwidth)
     if json_out:
         from kvcalc import documents
 

@@ -145,7 +145,6 @@ def fit(
     mmproj: placement_options.MmprojOpt = None,
     model_draft: placement_options.DraftOpt = None,
     ram_bandwidth: placement_options.RamBandwidthOpt = None,
-    cpu_cores: placement_options.CpuCoresOpt = None,
 ) -> None:
     """How many sequences of --seq tokens fit per GPU, and how long a context fits for --batch.
 
@@ -217,7 +216,6 @@ def fit(
         mmproj,
         model_draft,
         ram_bandwidth,
-        cpu_cores,
     )
     metal = any(g.backend == "metal" for g in gpu_specs)
     if asked or (engine == "llamacpp" and gpu_specs and (metal or not report.fits)):
@@ -226,9 +224,7 @@ def fit(
             wired_limit, no_mmap, mmproj, model_draft, presets_dir, mtp,
         )  # fmt: skip
         if ram_bandwidth is not None:
-            steps = placement_options.speeds(
-                spec, work, weights_fmt, laid_out, devices, request, gpu_specs, ram_bandwidth, cpu_cores
-            )
+            steps = placement_options.speeds(spec, work, weights_fmt, laid_out, devices, request, gpu_specs, ram_bandwidth)
     if json_out:
         from kvcalc import documents
 

@@ -31,7 +31,7 @@ PANELS = {  # option (by parameter name) -> panel; engine options by the engine 
     **{name: ENGINE_PANELS[engine] for name, engine in ENGINE_OPTIONS.items()},
     **{name: "llama.cpp placement (GPUs, host RAM, Macs)" for name in (
         "ram", "fit_target", "fit_ctx", "n_gpu_layers", "n_cpu_moe", "tensor_split", "wired_limit", "no_mmap", "mtp",
-        "mmproj", "model_draft", "ram_bandwidth", "cpu_cores",
+        "mmproj", "model_draft", "ram_bandwidth",
     )},
     **{name: "Throughput and cost" for name in ("max_tpot_ms", "max_ttft_ms", "prompt", "price_per_hour")},
     **{name: "Other residents (drafts, LoRA, CPU KV tier)" for name in (
