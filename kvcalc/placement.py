@@ -805,49 +805,43 @@ def placement_device(gpu: GpuSpec, margin_bytes: int, wired_limit_bytes: int | N
     )  # fmt: skip
 
 
-# The host's speed at decode: min(RAM bandwidth * HOST_EFFICIENCY, cores * CORE_BYTES_PER_S), and HOP_SECONDS for
-# each hop between the host and a device; the three fitted by scripts/placement_cases.py on published
-# partial-offload speeds (tests/fixtures/placement/speeds.yaml), each the median of what the cases it governs
-# imply: HOST_EFFICIENCY the RAM-bound ones (the i7-8700's -ngl sweep, the Ryzen 5900X and 7950X CPU-only rows of
-# llama.cpp #4716, the RX 7900 XT + 5900X), CORE_BYTES_PER_S the core-bound ones (the i9-10900X rows, the 5800X at
-# -t 4 of llama.cpp PR #12922, the i7-10700, Ryzen 9 7900 and 9900X rows), HOP_SECONDS the --n-cpu-moe rows (two
-# hops per layer whose experts stay on the CPU). docs/placement.md scores them, each source left out in turn,
-# against the one constant (0.56 of the RAM's bandwidth) they replace.
-HOST_EFFICIENCY = 0.74
-CORE_BYTES_PER_S = 5_100_000_000
-HOP_SECONDS = 250e-6
+# The host's speed at decode: RAM bandwidth * HOST_EFFICIENCY, and HOP_SECONDS for each hop between the host and a
+# device (the copies, synchronisation and launches a graph split adds: two per layer whose experts stay on the CPU
+# under --n-cpu-moe). Both fitted by scripts/placement_cases.py on published partial-offload speeds
+# (tests/fixtures/placement/speeds.yaml), each the median of what its cases imply given the other: HOST_EFFICIENCY
+# every case, HOP_SECONDS those with more than two hops. docs/placement.md scores them, each source left out in
+# turn, against the one constant of before (no hop cost) and against a cap of cores * a fitted rate per core,
+# which was tested and not adopted: one rate per core does not hold from a Comet Lake or Zen 2 core (~5 GB/s)
+# to a Zen 5 one (over 11 GB/s, the Ryzen 5 9600X rows).
+HOST_EFFICIENCY = 0.61
+HOP_SECONDS = 260e-6
 PCIE_BYTES_PER_S = 32 * 10**9  # PCIe 4.0 x16, one direction (PCI-SIG: 16 GT/s * 16 lanes, 128b/130b)
-CORES_SOURCE = (
-    "llama.cpp computes on -t threads, by default cpu_get_num_math(): the physical cores, the P-cores only on a hybrid"
-    " Intel CPU under Linux (common/common.cpp, ggml-org/llama.cpp)"
-)
 
 
 class HostSpeed(Frozen):
-    """What sets the speed of the layers and experts left in host RAM: the RAM's bandwidth, the cores
-    llama.cpp computes on when known (`--cpu-cores`, CORES_SOURCE), and the fitted constants, among them
-    the fixed cost of each hop between the host and a device (the copies, synchronisation and launches a
-    graph split adds to a step)."""
+    """What sets the speed of the layers and experts left in host RAM: the RAM's bandwidth and the fitted
+    share of it, and the fixed cost of each hop between the host and a device. `cpu_cores` with
+    `core_bytes_per_s` caps the rate at cores * bytes per core: the variant docs/placement.md scores, not
+    kvcalc's default (no rate per core is shipped)."""
 
     ram_bandwidth_bytes_per_s: int
-    cpu_cores: int | None = None
     efficiency: float = HOST_EFFICIENCY
-    core_bytes_per_s: int = CORE_BYTES_PER_S
     hop_seconds: float = HOP_SECONDS
+    cpu_cores: int | None = None
+    core_bytes_per_s: int | None = None
 
 
 def host_bytes_per_s(host: HostSpeed) -> tuple[float, Literal["RAM", "cores"]]:
-    """Bytes per second the host streams at decode, and what binds: min(RAM bandwidth * efficiency,
-    cores * bytes per core). Without a core count only the RAM's share applies, an upper bound when the
-    cores set the pace (ten i9-10900X cores stream 51 GB/s where its quad-channel DDR4's share is 75.5).
+    """Bytes per second the host streams at decode, and what binds: RAM bandwidth * efficiency, or the
+    cores' cap when one is given, whichever is lower.
 
-    >>> host_bytes_per_s(HostSpeed(ram_bandwidth_bytes_per_s=96 * 10**9, cpu_cores=8))
-    (40800000000, 'cores')
     >>> host_bytes_per_s(HostSpeed(ram_bandwidth_bytes_per_s=51_200_000_000))
-    (37888000000.0, 'RAM')
+    (31232000000.0, 'RAM')
+    >>> host_bytes_per_s(HostSpeed(ram_bandwidth_bytes_per_s=96 * 10**9, cpu_cores=8, core_bytes_per_s=5 * 10**9))
+    (40000000000, 'cores')
     """
     ram = host.ram_bandwidth_bytes_per_s * host.efficiency
-    if host.cpu_cores is not None and host.cpu_cores * host.core_bytes_per_s < ram:
+    if host.cpu_cores is not None and host.core_bytes_per_s is not None and host.cpu_cores * host.core_bytes_per_s < ram:
         return host.cpu_cores * host.core_bytes_per_s, "cores"
     return ram, "RAM"
 
@@ -948,16 +942,14 @@ def split_decode(
 
 
 def _host_line(host: HostSpeed, host_bytes: int, rate: float, bound: str, seconds: float) -> str:
-    """The --explain line of the host's time: both rates, the one that binds, and where the constants come from."""
-    ram = f"RAM {host.ram_bandwidth_bytes_per_s:,} B/s * {host.efficiency}"
-    cores = (
-        f"{host.cpu_cores} cores * {host.core_bytes_per_s:,} B/s"
-        if host.cpu_cores is not None
-        else "no --cpu-cores: the cores' cap is not applied, an upper bound"
-    )
+    """The --explain line of the host's time and where its share comes from."""
+    share = f"RAM {host.ram_bandwidth_bytes_per_s:,} B/s * {host.efficiency}"
+    if host.cpu_cores and host.core_bytes_per_s:
+        share = f"min({share}, {host.cpu_cores} cores * {host.core_bytes_per_s:,} B/s)"
     return (
-        f"host: {host_bytes:,} B / min({ram}, {cores}) = {host_bytes:,} B / {rate:,.0f} B/s ({bound} bound) ="
-        f" {seconds * 1e3:.3f} ms (constants fitted on published partial-offload speeds: docs/placement.md; {CORES_SOURCE})"
+        f"host: {host_bytes:,} B / {share} ="
+        f" {host_bytes:,} B / {rate:,.0f} B/s ({bound} bound) = {seconds * 1e3:.3f} ms (the share CPU matmuls reach,"
+        " fitted on published partial-offload speeds: docs/placement.md)"
     )
 
 

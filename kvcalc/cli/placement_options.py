@@ -1,5 +1,5 @@
 """The llama.cpp placement options `fit` and `decode` share (--ram, --fit-target, -ngl, --n-cpu-moe,
--ts, --wired-limit, --ram-bandwidth, --cpu-cores), each defined once, and the call that turns them into a plan."""
+-ts, --wired-limit, --ram-bandwidth), each defined once, and the call that turns them into a plan."""
 
 from __future__ import annotations
 
@@ -86,15 +86,6 @@ RamBandwidthOpt = Annotated[
         "--ram-bandwidth",
         help="Host memory bandwidth for layers and experts on the CPU: 80GB/s, or DDR channels as ddr5-6000x2"
         " (MT/s * 8 B * channels); default: a Mac's own bandwidth, else required when the plan leaves weights on the CPU.",
-    ),
-]
-CpuCoresOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--cpu-cores",
-        help="llamacpp: the CPU cores llama.cpp computes on: its default -t, the physical cores (P-cores only on a hybrid"
-        f" Intel CPU), or your -t. Caps the host's speed at cores * {placement.CORE_BYTES_PER_S / 1e9:.1f} GB/s; without it"
-        " only --ram-bandwidth's share applies.",
     ),
 ]
 DDR = re.compile(r"^(?:l?p?ddr\d[x]?)-(\d+)x(\d+)$", re.IGNORECASE)
@@ -185,19 +176,12 @@ def plan(
     return devices, request, placement.plan(model, workload, fmt, devices, request)
 
 
-def host_speed(bandwidth: int, cpu_cores: int | None) -> placement.HostSpeed:
-    """The host's RAM bandwidth and --cpu-cores, checked."""
-    if cpu_cores is not None and cpu_cores < 1:
-        raise InvalidInput(f"--cpu-cores must be a positive number of cores, got {cpu_cores}")
-    return placement.HostSpeed(ram_bandwidth_bytes_per_s=bandwidth, cpu_cores=cpu_cores)
-
-
 def split_speed(
     model: ModelSpec, workload: Workload, fmt: WeightFormat, laid_out: placement.Placement,
-    devices: list[placement.PlacementDevice], gpus: list[GpuSpec], bandwidth: str | None, cpu_cores: int | None = None,
+    devices: list[placement.PlacementDevice], gpus: list[GpuSpec], bandwidth: str | None,
 ) -> placement.SplitDecode:  # fmt: skip
     """The decode speed of `laid_out` (kvcalc.placement.split_decode), the host's bandwidth from
-    --ram-bandwidth (a Mac: its own memory's) and its cores from --cpu-cores."""
+    --ram-bandwidth (a Mac: its own memory's)."""
     from kvcalc.engines import profile
 
     if bandwidth is not None:
@@ -210,7 +194,7 @@ def split_speed(
         raise InvalidInput("the placement leaves weights on the CPU: give --ram-bandwidth (80GB/s, or ddr5-6000x2)")
     else:
         ram = 1  # nothing but the input table's rows is read on the host
-    host = host_speed(ram, cpu_cores)
+    host = placement.HostSpeed(ram_bandwidth_bytes_per_s=ram)
     return placement.split_decode(model, workload, fmt, laid_out, devices, host, profile(workload.engine).decode_profile(gpus[0]))
 
 
@@ -248,14 +232,13 @@ def residents(
 def speeds(
     model: ModelSpec, workload: Workload, fmt: WeightFormat, laid_out: placement.Placement,
     devices: list[placement.PlacementDevice], request: placement.PlacementRequest, gpus: list[GpuSpec], bandwidth: str,
-    cpu_cores: int | None = None,
 ) -> list[placement.SpeedStep]:  # fmt: skip
     """Tokens/s at each -ngl or --n-cpu-moe step at the plan's context (kvcalc.placement.speed_steps)."""
     from kvcalc.engines import profile
 
     at_ctx = workload.model_copy(update={"seq": laid_out.ctx_size})
     request = request.model_copy(update={"ctx_size": laid_out.ctx_size})
-    host = host_speed(ram_bandwidth(bandwidth), cpu_cores)
+    host = placement.HostSpeed(ram_bandwidth_bytes_per_s=ram_bandwidth(bandwidth))
     return placement.speed_steps(model, at_ctx, fmt, devices, request, host, profile(workload.engine).decode_profile(gpus[0]))
 
 
