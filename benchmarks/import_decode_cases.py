@@ -54,6 +54,8 @@ GPUS: list[tuple[str, str, str]] = [
     (r"Apple M4 Pro", "apple-m4-pro", "pcie"),
     (r"Apple M5 Max", "apple-m5-max", "pcie"),
     (r"Apple M1 Max", "apple-m1-max", "pcie"),
+    (r"H100 80GB HBM3", "h100-sxm", "nvlink"),  # how nvidia-smi names the SXM5 part (the h100-sxm preset's alias)
+    (r"MI350X", "mi350x", "xgmi"),
 ]
 
 # GPU names that do not say which part: the reason such a row stays out (the parts differ in bandwidth)
@@ -143,6 +145,38 @@ MODELS: list[tuple[str, str]] = [
     (r"lfm2(\.5)?-1\.2b", "lfm2-1.2b"),
     # Qwen3-Coder-Next's card: Qwen3-Next's 80B-A3B layout (48 layers, 3 Gated DeltaNet : 1 gated attention, 512 experts, top-10)
     (r"qwen3-coder-next", "qwen3-next-80b-a3b"),
+    # issue 25, second pass: checkpoints whose config.json has a preset's shapes. DeepSeek-R1-0528 is a new
+    # post-training of DeepSeek-R1 (its card: "upgraded ... the same base model"; DeepseekV3ForCausalLM config);
+    # MiniMax-M2.5's config (ai-dynamo/aiconfigurator model_configs/MiniMaxAI--MiniMax-M2.5_config.json, 095f58a)
+    # is MiniMax-M2's to the field (62 layers, 48 heads, 8 KV heads, 256 experts of 1536, max_position 196608);
+    # MiniMax-M2.7's is not (max_position 204800) and stays out.
+    (r"deepseek-ai/deepseek-r1-0528$", "deepseek-r1"),
+    (r"deepseek-ai/deepseek-v3\.1$", "deepseek-v3.1"),
+    (r"kimi-k2\.5", "kimi-k2.5"),
+    (r"minimax-m2\.5", "minimax-m2"),
+    (r"minimax-m2$", "minimax-m2"),
+    (r"llama-4-scout-17b-16e", "llama4-scout"),
+    (r"qwen3-vl-235b-a22b", "qwen3-vl-235b-a22b"),  # the preset counts the text model; a step reads no vision weight
+    (r"qwen3-4b-instruct-2507", "qwen3-4b-2507"),
+    (r"granite-4\.0-h-small", "granite-4.0-h-small"),
+    (r"phi-4-reasoning", "phi-4-reasoning"),  # the preset's notes: Phi-4-reasoning-plus has the same shapes
+    # Mistral-Small-3.1's text decoder, as the preset's notes say of Magistral-Small; Devstral-Small-2507's card:
+    # "finetuned from Mistral-Small-3.1", vision encoder removed
+    (r"(magistral|devstral)-small-2507", "mistral-small-3.1"),
+    # GLM-4.6's config (a third-party copy: glm4_moe, 92 layers, 96 heads, 8 KV heads of 128, hidden 5120, 160 experts
+    # of 1536 top-8 + 1 shared, first 3 dense, vocab 151552, max_position 202752) is GLM-4.7's to the field
+    (r"glm-4\.6(?![v\d])", "glm-4.7"),
+    # presets added for these rows; a tune or distillation whose name states its base has the base's shapes
+    (r"qwen3\.5-0\.8b", "qwen3.5-0.8b"),
+    (r"qwen3\.5-4b", "qwen3.5-4b"),
+    (r"qwen3\.5-9b", "qwen3.5-9b"),
+    (r"llama-?2[- ]13b", "llama2-13b"),
+    (r"yi-6b", "yi-6b"),
+    (r"ernie-4\.5-21b-a3b", "ernie-4.5-21b-a3b"),
+    (r"lfm2-8b-a1b", "lfm2-8b-a1b"),
+    (r"lfm2\.5-8b-a1b", "lfm2.5-8b-a1b"),
+    (r"gemma-4-12b", "gemma4-12b"),
+    (r"qwen2-57b-a14b", "qwen2-57b-a14b"),
 ]
 
 # weight format as the source names it -> (kvcalc dtype of the layers, format class, bits per weight of a GGUF file)

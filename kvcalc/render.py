@@ -812,10 +812,12 @@ def throughput_lines(plan: ThroughputPlan | None, cost: Cost | None, explain: bo
         if explain:
             _explain(plan.explain)
     if cost is not None:
+        money = f"{cost.currency} " if cost.currency else ""
         console.print(
-            f"cost at {cost.price_per_hour:g} per hour ({cost.gpus} GPU{'s' if cost.gpus > 1 else ''}):"
-            f" [bold]{cost.cost_per_million_output_tokens:.4g}[/] per million output tokens"
-            f" ({cost.output_tokens_per_s:,.1f}/s), [bold]{cost.cost_per_million_input_tokens:.4g}[/] per million prompt tokens"
+            f"cost at {money}{cost.price_per_hour:g} per hour ({cost.gpus} GPU{'s' if cost.gpus > 1 else ''}):"
+            f" [bold]{money}{cost.cost_per_million_output_tokens:.4g}[/] per million output tokens"
+            f" ({cost.output_tokens_per_s:,.1f}/s), [bold]{money}{cost.cost_per_million_input_tokens:.4g}[/] per million"
+            " prompt tokens"
             f" ({cost.input_tokens_per_s:,.0f}/s)"
             + ("" if cost.price_origin == "--price-per-hour" else f"; price per GPU-hour from the {escape(cost.price_origin)}"),
             soft_wrap=True,

@@ -539,6 +539,9 @@ class GpuSpec(Strict):
     )
     price_source: str | None = Field(default=None, description="the public price page price_per_hour was read from (URL)")
     price_date: str | None = Field(default=None, description="the date the price page states for price_per_hour (YYYY-MM-DD)")
+    price_currency: Annotated[str, Field(pattern="^[A-Z]{3}$")] | None = Field(
+        default=None, description="the ISO 4217 code of the currency price_per_hour is in (USD), as the price page states it"
+    )
     decode_efficiency: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False), Number] | None = Field(
         default=None,
         description="share of bandwidth_bytes_per_s a decode step streams at, in place of the engine's decode profile"
@@ -552,9 +555,13 @@ class GpuSpec(Strict):
 
     @model_validator(mode="after")
     def _price_says_where_and_when(self) -> "GpuSpec":
-        given = [self.price_per_hour is not None, self.price_source is not None, self.price_date is not None]
+        fields = (self.price_per_hour, self.price_source, self.price_date, self.price_currency)
+        given = [field is not None for field in fields]
         if any(given) and not all(given):
-            raise ValueError("price_per_hour, price_source and price_date go together: a price names its page and date")
+            raise ValueError(
+                "price_per_hour, price_source, price_date and price_currency go together: a price names its page, date"
+                " and currency"
+            )
         return self
 
     def origin(self) -> list[str]:
@@ -580,6 +587,7 @@ ENGINE_OPTIONS: dict[str, EngineName] = {
     "disable_cuda_graph": "sglang",
     "kv_cache_memory_bytes": "vllm",
     "vllm_version": "vllm",
+    "vllm_use_v2_model_runner": "vllm",
     "enable_prefix_caching": "vllm",
     "attention_backend": "vllm",
     "mem_fraction_static": "sglang",
@@ -648,6 +656,7 @@ class Engine(Strict):
     enforce_eager: bool | None = None  # vLLM: no CUDA graphs (default false)
     kv_cache_memory_bytes: SizeBytes | None = None  # vLLM: the KV cache's size, overriding the profiled budget
     vllm_version: Annotated[str, AfterValidator(_version)] | None = None  # the vLLM release (default: 0.21 or later)
+    vllm_use_v2_model_runner: bool | None = None  # vLLM: VLLM_USE_V2_MODEL_RUNNER=1/0 (default: the release's choice)
     enable_prefix_caching: bool | None = None  # vLLM: a hybrid model's state then runs mamba_cache_mode "align"
     attention_backend: MlaBackend | None = (
         None  # vLLM's MLA backend, sets MLA block sizes (default: flashmla; cutlass_mla on B200/B300)

@@ -174,6 +174,7 @@ class Cost(Frozen):
 
     price_per_gpu_hour: float
     price_origin: str  # --price-per-hour, or the GPU preset's price page and date
+    currency: str | None  # the preset price's ISO 4217 code; None for --price-per-hour (any currency)
     gpus: int  # tp * pp
     price_per_hour: float  # all the GPUs
     output_tokens_per_s: float  # the decode batch's expected tokens/s
@@ -189,10 +190,12 @@ def cost(
     output_tokens_per_s: float,
     first: PrefillEstimate,
     price_origin: str = "--price-per-hour",
+    currency: str | None = None,
 ) -> Cost:
     """Dollars per million output tokens from the decode speed (positive: a batch that runs), per
     million prompt tokens from the prefill's (its batch * prompt tokens over its time), the GPUs
-    billed by the hour at `price_per_gpu_hour` (from `price_origin`: the flag, or the GPU preset's page)."""
+    billed by the hour at `price_per_gpu_hour` (from `price_origin`: the flag, or the GPU preset's page, which
+    names its `currency`)."""
     check_price(price_per_gpu_hour)
     price = price_per_gpu_hour * gpus
     prompt_tokens = first.batch * first.seq
@@ -202,6 +205,7 @@ def cost(
     return Cost(
         price_per_gpu_hour=price_per_gpu_hour,
         price_origin=price_origin,
+        currency=currency,
         gpus=gpus,
         price_per_hour=price,
         output_tokens_per_s=output_tokens_per_s,

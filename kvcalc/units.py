@@ -280,7 +280,8 @@ LLAMA3_8B_PARAMS = 8_030_261_248  # the reference model of llama-quantize's size
 # attn_v and ffn_down in q6_K in about half the layers, output.weight in q6_K, the rest q4_K), so a file's
 # bytes depend on its model's tensor shapes. By name, kvcalc uses the typical file: the size llama.cpp's
 # tools/quantize/quantize.cpp QUANT_OPTIONS prints for Llama-3-8B ("4.58G" = GiB, 03161a4e), or the bits
-# per weight it prints for the i-quant mixes. A GGUF file itself gives exact bytes (StoredWeights).
+# per weight it prints for the i-quant mixes. A GGUF file itself gives exact bytes (StoredWeights); how a
+# mix's bytes split over the tensors and layers follows llama-quantize's rules (kvcalc.gguf_mix).
 GGUF_MIXES: dict[DType, tuple[str, Packing]] = {
     dtype: (
         f"{label} at Llama-3-8B" if gib else f"{label} bits per weight",

@@ -4,13 +4,16 @@ its formats, split over pipeline stages and tensor-parallel ranks. Pure function
 # no `from __future__ import annotations`: pydantic takes the fields' annotations as objects rather than
 # compiling and evaluating each string (start-up, docs/benchmarks.md)
 
+import math
+from collections import Counter
 from operator import attrgetter
 
 from kvcalc.base import Frozen
 from kvcalc.engines import StageWeights
 from kvcalc.errors import InvalidInput
+from kvcalc.gguf_mix import FILE_TYPES, QUANT_SOURCE, GgufTensor, MixModel, tensor_bytes, tensor_types
 from kvcalc.kvcache import pipeline_stages
-from kvcalc.spec import ModelSpec, StoredWeights, Workload
+from kvcalc.spec import NO_MIXER, ModelSpec, StoredWeights, Workload
 from kvcalc.units import GGUF_MIXES, PACKING, DType, format_bytes
 
 
@@ -25,62 +28,152 @@ class ParamCount(Frozen):
     embeddings: int = 0  # the input table and an untied LM head (0 when the shapes are not given)
 
 
-def _attention_params(model: ModelSpec, h: int) -> int:
+Shape = tuple[str, tuple[int, ...]]  # one tensor of a layer: llama.cpp's name after `blk.N.` and its ggml shape
+
+
+def _attention_tensors(model: ModelSpec, h: int) -> list[Shape]:
+    """An attention layer's projections as llama.cpp names them (ggml shapes: input width first)."""
     if model.mla is not None:
         mla, H = model.mla, model.heads
         qk = mla.qk_nope_head_dim + mla.qk_rope_head_dim
-        q = h * mla.q_lora_rank + mla.q_lora_rank + mla.q_lora_rank * H * qk if mla.q_lora_rank else h * H * qk
-        kv = h * (mla.kv_lora_rank + mla.qk_rope_head_dim) + mla.kv_lora_rank  # down-projection + latent norm
-        kv += mla.kv_lora_rank * H * (mla.qk_nope_head_dim + mla.v_head_dim)  # up-projection to K_nope and V
-        return q + kv + H * mla.v_head_dim * h
+        q: list[Shape] = (
+            [("attn_q_a.weight", (h, mla.q_lora_rank)), ("attn_q_a_norm.weight", (mla.q_lora_rank,)),
+             ("attn_q_b.weight", (mla.q_lora_rank, H * qk))]
+            if mla.q_lora_rank
+            else [("attn_q.weight", (h, H * qk))]
+        )  # fmt: skip
+        return [
+            *q,
+            ("attn_kv_a_mqa.weight", (h, mla.kv_lora_rank + mla.qk_rope_head_dim)),  # down-projection
+            ("attn_kv_a_norm.weight", (mla.kv_lora_rank,)),  # the latent's norm
+            ("attn_kv_b.weight", (mla.kv_lora_rank, H * (mla.qk_nope_head_dim + mla.v_head_dim))),  # up to K_nope and V
+            ("attn_output.weight", (H * mla.v_head_dim, h)),
+        ]
     # q and o: H heads (q twice as wide with an output gate: query and gate halves); k and v: Hkv heads (GQA)
-    return (
-        h * model.heads * model.key_dim * (2 if model.attention_output_gate else 1)
-        + h * model.kv_heads * (model.key_dim + model.value_dim)
-        + model.heads * model.value_dim * h
-    )
+    return [
+        ("attn_q.weight", (h, model.heads * model.key_dim * (2 if model.attention_output_gate else 1))),
+        ("attn_k.weight", (h, model.kv_heads * model.key_dim)),
+        ("attn_v.weight", (h, model.kv_heads * model.value_dim)),
+        ("attn_output.weight", (model.heads * model.value_dim, h)),
+    ]
+
+
+def _mixer_tensors(model: ModelSpec, kind: str, h: int) -> list[Shape]:
+    """A state layer's own mixer, from the config's shapes, as llama.cpp's tensor lists name it; none for
+    the kinds kvcalc does not count (lightning, short_conv, kda: their hybrids publish params).
+
+    Gated DeltaNet (transformers models/qwen3_next/modeling_qwen3_next.py Qwen3NextGatedDeltaNet; Qwen3.5
+    splits in_proj_qkvz into in_proj_qkv and in_proj_z, which convert_hf_to_gguf.py maps to attn_qkv and
+    attn_gate, gguf-py/gguf/tensor_mapping.py): q, k, v and the output gate z from h, beta and alpha per value
+    head, a depthwise conv over q, k and v without bias, dt_bias and A_log per value head, a norm of one value
+    head, out_proj. Mamba-2 (modeling_mamba2.py Mamba2Mixer, as NemotronH and GraniteMoeHybrid): in_proj
+    to z, x, B, C and dt (2 d_inner + 2 groups N + heads), a conv over x, B and C with bias, dt_bias, A_log
+    and D per head, a gated norm of d_inner, out_proj. Mamba-1 (modeling_jamba.py JambaMambaMixer): in_proj to
+    x and z, a conv with bias, x_proj to dt, B and C, dt_proj with bias (dt_rank = ceil(h / 16), Jamba's
+    mamba_dt_rank), A_log (d_inner x N), D, out_proj, and Jamba's dt, B and C norms.
+    """
+    spec = model.state
+    if kind == "gated_deltanet" and spec and spec.gated_deltanet:
+        g = spec.gated_deltanet
+        keys, values = g.k_heads * g.k_head_dim, g.v_heads * g.v_head_dim
+        conv = 2 * keys + values
+        return [
+            ("attn_qkv.weight", (h, conv)), ("attn_gate.weight", (h, values)),
+            ("ssm_beta.weight", (h, g.v_heads)), ("ssm_alpha.weight", (h, g.v_heads)),
+            ("ssm_conv1d.weight", (g.conv_kernel, conv)), ("ssm_dt.bias", (g.v_heads,)), ("ssm_a", (g.v_heads,)),
+            ("ssm_norm.weight", (g.v_head_dim,)), ("ssm_out.weight", (values, h)),
+        ]  # fmt: skip
+    if kind == "mamba2" and spec and spec.mamba2:
+        m = spec.mamba2
+        inner, bc = m.inner, 2 * m.groups * m.state_size
+        return [
+            ("ssm_in.weight", (h, 2 * inner + bc + m.heads)),
+            ("ssm_conv1d.weight", (m.conv_kernel, inner + bc)), ("ssm_conv1d.bias", (inner + bc,)),
+            ("ssm_dt.bias", (m.heads,)), ("ssm_a", (1, m.heads)), ("ssm_d", (1, m.heads)),
+            ("ssm_norm.weight", (inner // m.groups, m.groups)), ("ssm_out.weight", (inner, h)),
+        ]  # fmt: skip
+    if kind == "mamba1" and spec and spec.mamba1:
+        m1, rank = spec.mamba1, -(-h // 16)
+        inner, n = m1.intermediate, m1.state_size
+        return [
+            ("ssm_in.weight", (h, 2 * inner)),
+            ("ssm_conv1d.weight", (m1.conv_kernel, inner)), ("ssm_conv1d.bias", (inner,)),
+            ("ssm_x.weight", (inner, rank + 2 * n)), ("ssm_dt.weight", (rank, inner)), ("ssm_dt.bias", (inner,)),
+            ("ssm_a", (n, inner)), ("ssm_d", (inner,)), ("ssm_out.weight", (inner, h)),
+            ("ssm_dt_norm.weight", (rank,)), ("ssm_b_norm.weight", (n,)), ("ssm_c_norm.weight", (n,)),
+        ]  # fmt: skip
+    return []
+
+
+def _mlp_tensors(model: ModelSpec, h: int, inter: int, routed: bool) -> list[Shape]:
+    """A dense MLP (gate, up, down; or up, down), or a MoE layer's router, shared experts and routed
+    experts (the `_exps` tensors, each all experts' matrices stacked)."""
+    gated = model.mlp == "gated"
+    moe = model.moe
+    if moe is None or not routed:
+        return [
+            *([("ffn_gate.weight", (h, inter))] if gated else []),
+            ("ffn_up.weight", (h, inter)),
+            ("ffn_down.weight", (inter, h)),
+        ]
+    shared, width, e = moe.shared_experts * moe.expert_intermediate, moe.expert_intermediate, moe.experts
+    tensors: list[Shape] = [("ffn_gate_inp.weight", (h, e))]
+    if shared:
+        tensors += [*([("ffn_gate_shexp.weight", (h, shared))] if gated else []), ("ffn_up_shexp.weight", (h, shared)),
+                    ("ffn_down_shexp.weight", (shared, h))]  # fmt: skip
+    return tensors + [*([("ffn_gate_exps.weight", (h, width, e))] if gated else []), ("ffn_up_exps.weight", (h, width, e)),
+                      ("ffn_down_exps.weight", (width, h, e))]  # fmt: skip
+
+
+def _is_routed(name: str) -> bool:
+    return "_exps." in name
 
 
 class LayerParams(Frozen):
-    """One layer's parameters: its own (attention, norms, dense MLP or shared experts and router),
-    its routed experts, and the routed experts one token touches."""
+    """One layer's parameters: its own (attention or state mixer, norms, dense MLP or shared experts and
+    router), its routed experts, and the routed experts one token touches; and the tensors they sum."""
 
     own: int
     routed: int
     routed_active: int
+    tensors: tuple[Shape, ...]
 
 
 def _layer_params(model: ModelSpec) -> list[LayerParams] | None:
-    """Each layer's parameters from the shapes (DESIGN.md section 4); None without hidden,
-    intermediate and vocab. A hybrid model's state mixers count nothing (see _counts_every_layer)."""
+    """Each layer's parameters from the shapes (DESIGN.md section 4), summed over its tensors; None
+    without hidden, intermediate and vocab. A layer holds its attention and/or state mixer, two norms and
+    its MLP; a model whose pattern names mlp blocks (Nemotron-H's `-`) holds one of the three per block,
+    with one norm (transformers modeling_nemotron_h.py NemotronHBlock: a norm and one mixer)."""
     h, inter = model.hidden, model.intermediate
     if h is None or inter is None or model.vocab is None:
         return None
-    matrices = 3 if model.mlp == "gated" else 2  # gate, up, down; or up, down
-    attention = _attention_params(model, h)
+    attention = _attention_tensors(model, h)
+    blocks = NO_MIXER in (model.layer_pattern or [])
     moe = model.moe
-    expert = matrices * h * moe.expert_intermediate if moe else 0
 
-    def params(attends: bool, routed: bool) -> "LayerParams":
-        common = (attention if attends else 0) + 2 * h  # a state layer's own mixer is not counted: hybrids publish params
-        if moe is None or not routed:
-            return LayerParams(own=common + matrices * h * inter, routed=0, routed_active=0)
+    def params(attends: bool, state: str | None, routed: bool) -> "LayerParams":
+        mixer = [*(attention if attends else []), *(_mixer_tensors(model, state, h) if state else [])]
+        mlp = _mlp_tensors(model, h, inter, routed) if not (blocks and (attends or state)) else []
+        norms: list[Shape] = [("attn_norm.weight", (h,))] + ([] if blocks else [("ffn_norm.weight", (h,))])
+        tensors = (*norms, *mixer, *mlp)
+        counts = [(_is_routed(name), math.prod(shape)) for name, shape in tensors]
+        routed_count = sum(n for is_routed, n in counts if is_routed)
+        per_token = routed_count // moe.experts * moe.experts_per_token if moe and routed_count else 0
         return LayerParams(
-            own=common + moe.shared_experts * expert + h * moe.experts,
-            routed=moe.experts * expert,
-            routed_active=moe.experts_per_token * expert,
+            own=sum(n for is_routed, n in counts if not is_routed), routed=routed_count, routed_active=per_token, tensors=tensors
         )
 
     attends = [kind is not None for kind in model.attention_kinds()]
     routed = [moe.is_moe_layer(i) for i in range(model.layers)] if moe else [False] * model.layers
-    keys = list(zip(attends, routed, strict=True))
+    keys = list(zip(attends, model.state_kinds(), routed, strict=True))
     made = {key: params(*key) for key in set(keys)}  # one value per kind of layer, shared by its layers (frozen)
     return list(map(made.__getitem__, keys))
 
 
 def _counts_every_layer(model: ModelSpec) -> bool:
-    """Whether the shapes give every layer's parameters: not for hybrid models (their state mixers and
-    mlp-only blocks are not counted; their published params set the total, the shapes only the split)."""
+    """Whether the shapes set the total: not for hybrid models, whose published params do (the shapes
+    only split it; _mixer_tensors counts Gated DeltaNet and Mamba mixers, not every kind, and
+    docs/placement.md compares the counts with the published totals)."""
     return None not in model.attention_kinds() and not any(model.state_kinds())
 
 
@@ -140,8 +233,8 @@ def unknown_weights(model: ModelSpec) -> str:
     """Why the model's weights are unknown, and the fix."""
     if not _counts_every_layer(model):
         return (
-            f"{model.name} is a hybrid model and gives no params: kvcalc counts the parameters of attention layers only,"
-            " so its weights are unknown: add its published params (and active_params for a MoE) to its preset, or give"
+            f"{model.name} is a hybrid model and gives no params: kvcalc takes a hybrid's total from its published count,"
+            " not its shapes, so its weights are unknown: add its published params (and active_params for a MoE) to its preset, or give"
             " --params (and --active-params)"
         )
     if model.compressed is not None:
@@ -403,9 +496,34 @@ class LayerWeights(Frozen):
     explain: str
 
 
+def _mix_bytes(model: ModelSpec, shapes: list[LayerParams], ftype: DType) -> tuple[list[int], list[int], int, int, str]:
+    """Each layer's own and routed-expert bytes, the input table's and the output layer's, with every
+    tensor in the type llama-quantize's `ftype` gives it (kvcalc.gguf_mix), and the types used."""
+    h, vocab = model.hidden or 0, model.vocab or 0
+    layers = [GgufTensor(f"blk.{i}.{name}", shape) for i, layer in enumerate(shapes) for name, shape in layer.tensors]
+    table, norm = GgufTensor("token_embd.weight", (h, vocab)), GgufTensor("output_norm.weight", (h,))
+    head = table if model.tied_embeddings else GgufTensor("output.weight", (h, vocab))  # llama.cpp loads a tied table twice
+    facts = MixModel(
+        layers=model.layers,
+        experts=model.moe.experts if model.moe else 0,
+        gqa=model.heads // model.kv_heads,
+        is_70b=model.layers == 80 and model.kv_heads < model.heads,  # src/llama-model.cpp: 80 GQA layers are LLM_TYPE_70B
+    )
+    types = tensor_types(ftype, [*layers, table, norm, *([] if model.tied_embeddings else [head])], facts)
+    own, experts = [0] * model.layers, [0] * model.layers
+    for tensor in layers:
+        layer = int(tensor.name.split(".", 2)[1])
+        (experts if "_exps." in tensor.name else own)[layer] += tensor_bytes(tensor, types[tensor.name])
+    output = tensor_bytes(head, types[head.name]) + tensor_bytes(norm, types[norm.name])
+    counts = Counter(types.values())
+    used = ", ".join(f"{n} {dtype.value}" for dtype, n in counts.most_common())
+    return own, experts, tensor_bytes(table, types[table.name]), output, f"tensors: {used}"
+
+
 def layer_weights(model: ModelSpec, fmt: WeightFormat) -> "LayerWeights":
     """Each layer's weight bytes: exact from a GGUF's tensor infos when known (and no dtype is
-    requested); else counted from the shapes in `fmt`, scaled so they sum to `weight_bytes` (a
+    requested); else counted from the shapes in `fmt` (each tensor in the type llama-quantize gives it
+    when `fmt` names a GGUF file type: kvcalc.gguf_mix), scaled so they sum to `weight_bytes` (a
     published count or a checkpoint's stored bytes); evenly over the layers when the model gives no
     shapes (then nothing is counted for the embeddings and output layer).
 
@@ -435,11 +553,16 @@ def layer_weights(model: ModelSpec, fmt: WeightFormat) -> "LayerWeights":
             layers=layers, experts=[0] * model.layers, embeddings=0, output=0, exact=False,
             explain=f"{total:,} B spread evenly over {model.layers} layers (the model gives no shapes)",
         )  # fmt: skip
-    table = _embedding_table(model)
-    own = [PACKING[fmt.dtype].bytes_for(layer.own) for layer in shapes]
-    experts = [PACKING[fmt.experts].bytes_for(layer.routed) for layer in shapes]
-    embeddings = PACKING[fmt.embeddings].bytes_for(table)
-    output = embeddings + PACKING[fmt.dtype].bytes_for(model.hidden)  # the LM head (the table again when tied) + final norm
+    mixed = fmt.dtype in FILE_TYPES and fmt.dtype == fmt.experts == fmt.embeddings
+    if mixed:
+        own, experts, embeddings, output, kinds = _mix_bytes(model, shapes, fmt.dtype)
+        how = f"per tensor in {fmt.dtype.value}'s mix ({kinds}; {QUANT_SOURCE})"
+    else:
+        own = [PACKING[fmt.dtype].bytes_for(layer.own) for layer in shapes]
+        experts = [PACKING[fmt.experts].bytes_for(layer.routed) for layer in shapes]
+        embeddings = PACKING[fmt.embeddings].bytes_for(_embedding_table(model))
+        output = embeddings + PACKING[fmt.dtype].bytes_for(model.hidden)  # the LM head (the table again when tied) + final norm
+        how = f"from the shapes in {fmt.label}"
     counted = sum(own) + sum(experts) + embeddings + (0 if model.tied_embeddings else output)
     scale = [total, counted]  # a published count or stored bytes set the total; the shapes the split
 
@@ -452,6 +575,6 @@ def layer_weights(model: ModelSpec, fmt: WeightFormat) -> "LayerWeights":
         embeddings=scaled(embeddings),
         output=scaled(output),
         exact=False,
-        explain=f"from the shapes in {fmt.label}, scaled to the weights' {total:,} B"
+        explain=f"{how}, scaled to the weights' {total:,} B"
         + (" (the tied table counted again as the output layer, as llama.cpp loads it)" if model.tied_embeddings else ""),
     )

@@ -2,9 +2,8 @@
 
     python scripts/import_published_logs.py [collected.yaml]
 
-The collected logs are read from /work/collect/engine_logs_published.yaml where a research session left
-them, else from the repository's copy, tests/fixtures/engine_logs/collected.yaml (kept identical, so the
-cases can be rebuilt from the repository alone).
+The collected logs are read from the repository's copy, tests/fixtures/engine_logs/collected.yaml (new
+logs are appended there, so the cases are rebuilt from the repository alone).
 
 Each collected log (name, url, group, engine, version, device, model, quantization, tp, flags, logged)
 of vLLM, SGLang (its K and V sizes are the KV memory) or TensorRT-LLM becomes a case `kvcalc fit` can replay, mapped to a kvcalc model (a shipped
@@ -25,7 +24,6 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-COLLECTED = Path("/work/collect/engine_logs_published.yaml")
 REPO_COPY = ROOT / "tests" / "fixtures" / "engine_logs" / "collected.yaml"  # the same logs, kept in the repository
 OUT = ROOT / "tests" / "fixtures" / "engine_logs" / "published.yaml"
 
@@ -42,6 +40,8 @@ MODELS: list[tuple[str, str, str, bool, str]] = [
     (r"^openai/gpt-oss-20b$", "gpt-oss-20b", "moe", True, ""),
     (r"^meta-llama/(Meta-)?Llama-3\.1-8B-Instruct$|/Meta-Llama-3\.1-8B-Instruct$", "llama3.1-8b", "dense", True, ""),
     (r"^meta-llama/Meta-Llama-3-8B-Instruct$", "llama3-8b", "dense", True, ""),
+    (r"^meta-llama/Meta-Llama-3-8B$", "llama3-8b", "dense", True, "the base release has the instruct release's shapes"),
+    (r"(^|/)Qwen2\.5-Coder-32B-Instruct$", "qwen2.5-coder-32b", "dense", True, ""),
     (r"^Qwen/Qwen3-0\.6B$", "qwen3-0.6b", "dense", True, ""),
     (r"^Qwen/Qwen3-32B$|/Qwen3-32B$", "qwen3-32b", "dense", True, ""),
     (r"^Qwen/Qwen3-30B-A3B/?$|/Qwen/Qwen3-30B-A3B/?$", "qwen3-30b-a3b", "moe", True, ""),
@@ -100,6 +100,7 @@ MODELS: list[tuple[str, str, str, bool, str]] = [
         "the INT4 (compressed-tensors) release of Kimi-K2: no model file describes it",
     ),
     (r"Embedding", "", "dense", True, "an embedding model: vLLM's pooling runner has no sampler, kvcalc models a generating one"),
+    (r"(?i)bnb-4bit", "", "dense", True, "a bitsandbytes 4-bit checkpoint: kvcalc has no bitsandbytes weight format"),
     (
         r"(?i)awq|nvfp4|int4|w4a16|autoround|auto_round|exl3",
         "",
@@ -139,8 +140,8 @@ FLAGS = {
 
 
 def default_source() -> Path:
-    """Where the collected logs are read from: the research session's file, else the repository's copy."""
-    return COLLECTED if COLLECTED.exists() else REPO_COPY
+    """Where the collected logs are read from: the repository's copy."""
+    return REPO_COPY
 
 
 def _match(table: list[tuple[Any, ...]], text: str | None) -> tuple[Any, ...] | None:

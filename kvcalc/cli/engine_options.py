@@ -101,7 +101,17 @@ VllmVersionOpt = Annotated[
         "--vllm-version",
         help="vllm: its release as vLLM prints it (0.19, 0.20.2rc1, v0.10.1.1, 0.11.0+cu128): picks the memory rules"
         " of that release: before 0.21 no CUDA-graph estimate is subtracted and --gpu-memory-utilization defaults"
-        " to 0.9, from 0.8 to 0.11.0 the sampler sorts its logits (no FlashInfer) (default: the newest rules).",
+        " to 0.9, from 0.8 to 0.11.0 (and on Turing from 0.24) the sampler sorts its logits (no FlashInfer), from 0.25"
+        " dense models run the V2 model runner (see --vllm-use-v2-model-runner) (default: the newest rules).",
+    ),
+]
+VllmUseV2ModelRunnerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--vllm-use-v2-model-runner",
+        help="vllm: VLLM_USE_V2_MODEL_RUNNER as vLLM reads it, 1 or 0: the V2 model runner profiles its sampler's logits"
+        " only (no sort) and, before 0.29, no CUDA-graph estimate (default: the release's choice, V2 for dense models"
+        " from 0.25 and for all from 0.29; V1 without --vllm-version).",
     ),
 ]
 EnablePrefixCachingOpt = Annotated[
@@ -221,6 +231,16 @@ def _flash_attn(text: str) -> bool | None:
     return _FLASH_ATTN[text.lower()]
 
 
+_SWITCH_01 = {"1": True, "0": False, "true": True, "false": False}  # an environment switch as vLLM reads it
+
+
+def _switch_01(flag: str, text: str) -> bool:
+    """An environment switch given as a flag: 1 or 0 (true or false)."""
+    if text.lower() not in _SWITCH_01:
+        raise InvalidInput(f"{flag} {text!r}: use 1 or 0")
+    return _SWITCH_01[text.lower()]
+
+
 def build_engine(name: str, **options: Any) -> Engine:
     """The --engine profile with its options (Engine's field names; -fa as on/off/auto text); an
     option of another engine is an error."""
@@ -230,6 +250,8 @@ def build_engine(name: str, **options: Any) -> Engine:
         if isinstance(v, int) and not isinstance(v, bool) and k not in (*_DTYPE_OPTIONS, "hf_version", "n_rs_seq")
     }
     positive(**counts)
+    if isinstance(options.get("vllm_use_v2_model_runner"), str):
+        options["vllm_use_v2_model_runner"] = _switch_01("--vllm-use-v2-model-runner", options["vllm_use_v2_model_runner"])
     if isinstance(options.get("flash_attn"), str):
         options["flash_attn"] = _flash_attn(options["flash_attn"])
         if options["flash_attn"] is None:  # auto: as if not given
@@ -260,6 +282,7 @@ ENGINE_OPTION_TYPES: dict[str, Any] = {  # every engine option (spec.ENGINE_OPTI
     "enforce_eager": EnforceEagerOpt,
     "kv_cache_memory_bytes": KvCacheMemoryOpt,
     "vllm_version": VllmVersionOpt,
+    "vllm_use_v2_model_runner": VllmUseV2ModelRunnerOpt,
     "enable_prefix_caching": EnablePrefixCachingOpt,
     "attention_backend": AttentionBackendOpt,
     "mamba_cache_dtype": MambaCacheDtypeOpt,

@@ -90,10 +90,11 @@ class Economics:
         if batch < 1:
             return None
         if self.price is not None:
-            price, origin = self.price, "--price-per-hour"
+            price, origin, currency = self.price, "--price-per-hour", None
         elif gpu.price_per_hour is not None:
             price, origin = gpu.price_per_hour, f"{gpu.name} preset: {gpu.price_source}, {gpu.price_date}"
+            currency = gpu.price_currency
         else:
             return None
         first = self.prefill(model, work, gpu, batch, weights, efficiency)
-        return throughput.cost(price, work.tp * work.pp, output_tokens_per_s, first, origin)
+        return throughput.cost(price, work.tp * work.pp, output_tokens_per_s, first, origin, currency)

@@ -4,15 +4,17 @@ hybrid models' state: in the model dtype unless --mamba-cache-dtype / --mamba-ss
 attention page per state layer, the attention block size raised until a page holds a state.
 
 Rules follow vLLM 0.19.0 (the release of the calibration logs) and, for CUDA graphs and the default
---gpu-memory-utilization, 0.21 and later; `--vllm-version` picks the older behaviour, and the
-sampler's profile of the releases without FlashInfer (0.8-0.11.0). --enable-prefix-caching puts a
-hybrid model's state in mamba_cache_mode "align".
+--gpu-memory-utilization, 0.21 and later; `--vllm-version` picks the older behaviour, the
+sampler's profile of the releases without FlashInfer (0.8-0.11.0) or on Turing (0.24 on), and the V2
+model runner's profile where the release runs it (model_runner; --vllm-use-v2-model-runner picks it).
+--enable-prefix-caching puts a hybrid model's state in mamba_cache_mode "align".
 Sources: vllm/v1/kv_cache_interface.py, vllm/v1/core/kv_cache_utils.py, vllm/config/cache.py,
 vllm/v1/worker/gpu_worker.py (determine_available_memory, commit 35d5cda1), vllm/utils/mem_utils.py
 (memory_profiling, commit a6d5c390), vllm/v1/worker/gpu_model_runner.py (profile_run),
 vllm/engine/arg_utils.py (get_batch_defaults), vllm/model_executor/layers/mamba/mamba_utils.py,
 vllm/model_executor/models/config.py (HybridAttentionMambaModelConfig),
-vllm/v1/sample/ops/topk_topp_sampler.py (TopKTopPSampler), vllm/v1/kv_cache_interface.py (MambaSpec)."""
+vllm/v1/sample/ops/topk_topp_sampler.py (TopKTopPSampler), vllm/v1/kv_cache_interface.py (MambaSpec),
+vllm/config/vllm.py (use_v2_model_runner) and vllm/v1/worker/gpu/ (the V2 runner; 0.21-0.30 wheels)."""
 
 from __future__ import annotations
 
@@ -71,8 +73,9 @@ BLACKWELL_NAMES = ("b200", "b300", "gb200", "gb300")  # SM100: vLLM picks CUTLAS
 VLLM_HYBRID_ALIGNMENT = 16
 SAMPLER_BYTES_PER_LOGIT = 15  # the logits in bf16 plus the sampler's fp32 copies; fitted on six v0.19 logs
 # Without --vllm-version: the largest sampler profile published logs show, 38 B per logit (the llm-d-planner
-# empirical table's eight activation peaks, 37.5-38.2 B, vllm-openai:latest of an unstated release), so that an
-# unknown release never gets more cache than it had (vllm-project/vllm#23278, #27508: gpt-oss-120b on an H100).
+# empirical table's eight activation peaks, 37.5-38.2 B: vllm/vllm-openai:v0.11.0, its native sampler, as the doc's
+# Feb 2026 revision states; first published as :latest), so that an unknown release never gets more cache than it had
+# (vllm-project/vllm#23278, #27508: gpt-oss-120b on an H100).
 SAMPLER_BYTES_PER_LOGIT_UNKNOWN_RELEASE = 38
 # The PyTorch-native top-k/top-p sampler sorts the logits (fp32 values and int64 indices) beside the fp32
 # probabilities: 38 B per logit in the 0.10.2 logs that say they ran it ("FlashInfer is not available. Falling back
@@ -87,6 +90,28 @@ V0_DEFAULT_MAX_NUM_BATCHED_TOKENS = 2048
 V0_LONG_CONTEXT = 32768
 V0_MAX_NUM_SEQS = 256  # EngineArgs.max_num_seqs on every GPU in V0
 FLASHINFER_DEPENDENCY_SINCE = (0, 11, 1)  # flashinfer-python a default CUDA requirement (vllm-project/vllm#26443)
+# Turing (SM 7.5): FlashInferBackend.supports_compute_capability raised its floor to SM 8.0 in 0.24 (FlashInfer broken on
+# SM75, flashinfer-ai/flashinfer#3620; vllm/v1/attention/backends/flashinfer.py of the 0.24.0, 0.25.0 and 0.30.0 wheels;
+# 0.23.0 still took 7.5), and the V1 TopKTopPSampler takes its check: "FlashInfer top-p/top-k sampling unavailable:
+# unsupported compute capability 7.5; falling back" (vllm/v1/sample/ops/topk_topp_sampler.py), the native sort.
+FLASHINFER_SM80_FLOOR_SINCE = (0, 24, 0)
+# The V2 model runner (vllm/v1/worker/gpu/model_runner.py), read in the 0.21-0.30 wheels. Who gets it without
+# VLLM_USE_V2_MODEL_RUNNER (vllm/config/vllm.py use_v2_model_runner, _is_default_v2_model_runner_model): before 0.22
+# nobody (envs.py default 0); 0.22-0.24 the architectures DEFAULT_V2_MODEL_RUNNER_ARCHITECTURES lists (Qwen3ForCausalLM
+# in 0.22, with Llama and Mistral in 0.23, a few MoE ones in 0.24), which presets do not record; 0.25-0.28 every
+# generating model that is not MoE, hybrid or attention-free ("since v0.25.0 the default for all dense models",
+# vllm.ai blog 2026-07-23); from 0.29 every model (the test is gone; blog 2026-08-31: "the first tagged release with
+# this default will be v0.29.0"). A draft model (speculative method draft_model) keeps V1 (the unsupported features).
+V2_RUNNER_SOME_ARCHITECTURES_SINCE = (0, 22, 0)
+V2_RUNNER_DENSE_SINCE = (0, 25, 0)
+V2_RUNNER_ALL_SINCE = (0, 29, 0)
+# V2's Sampler copies the logits to fp32 before sampling (sample/sampler.py apply_sampling_params); from 0.28 it
+# returns them as they are when no request needs processing, as in the profile's dummy batch (needs_logits_processing)
+V2_SAMPLER_SKIPS_FP32_COPY_SINCE = (0, 28, 0)
+FP32_BYTES = 4
+# V2's profile_cudagraph_memory returns 0 before 0.29 ("TBD whether we keep this API"); from 0.29 it captures the
+# graphs into a throwaway pool and measures them (vllm/v1/worker/gpu/cudagraph_utils.py profile_cudagraph_memory)
+V2_GRAPHS_PROFILED_SINCE = (0, 29, 0)
 NON_TORCH_BYTES = int(0.25 * GiB)  # cuBLAS and other non-torch memory after the snapshot, one GPU (v0.19 logs 0.24-0.46)
 NON_TORCH_TP_BYTES = int(2.1 * GiB)  # tensor parallelism over NVLink/NVSwitch on Hopper or Blackwell (v0.19 H100 logs 2.06-2.21)
 NON_TORCH_PP_BYTES = int(0.07 * GiB)  # pipeline stages without tensor parallelism (logs 0.07)
@@ -155,24 +180,92 @@ def mxfp4_padding(model: ModelSpec, stage: StageWeights, tp: int, family: SmFami
     return extra, why
 
 
-def sampler_rule(version: str | None) -> tuple[int, str]:
+ModelRunner = Literal["v1", "v2"]
+
+
+def model_runner(model: ModelSpec, workload: Workload) -> tuple[ModelRunner, str]:
+    """The model runner vLLM profiles with, and why: --vllm-use-v2-model-runner (VLLM_USE_V2_MODEL_RUNNER)
+    when given, else the release's default (vllm/config/vllm.py use_v2_model_runner; see V2_RUNNER_*_SINCE).
+    Where the default turns on an architecture kvcalc does not record (0.22-0.24, MoE models in 0.25-0.28)
+    and without --vllm-version: V1, whose profile is the larger.
+
+    >>> dense = ModelSpec(name="m", layers=1, heads=1, kv_heads=1, head_dim=64)
+    >>> runner = lambda release: model_runner(dense, Workload(seq=1, engine=Engine(name="vllm", vllm_version=release)))[0]
+    >>> runner("0.30.0"), runner("0.25.0"), runner("0.22.0"), runner("0.19.1"), runner(None)
+    ('v2', 'v2', 'v1', 'v1', 'v1')
+    """
+    engine = workload.engine
+    if engine.vllm_use_v2_model_runner is not None:
+        if (
+            engine.vllm_use_v2_model_runner
+            and engine.vllm_version
+            and parse_engine_version(engine.vllm_version) < V1_ENGINE_SINCE
+        ):
+            raise InvalidInput(
+                f"--vllm-use-v2-model-runner 1: vLLM {engine.vllm_version} runs the V0 engine, which has no V2 model runner"
+            )
+        chosen: ModelRunner = "v2" if engine.vllm_use_v2_model_runner else "v1"
+        return chosen, f"VLLM_USE_V2_MODEL_RUNNER={int(engine.vllm_use_v2_model_runner)} (--vllm-use-v2-model-runner)"
+    if engine.vllm_version is None:
+        return "v1", "no --vllm-version: the V1 runner's profile, the larger (V2 is the default for dense models from 0.25)"
+    release, name = parse_engine_version(engine.vllm_version), f"vLLM {engine.vllm_version}"
+    if workload.draft_kind == "model" and release >= V2_RUNNER_SOME_ARCHITECTURES_SINCE:
+        return "v1", f"{name}: a draft model (speculative method draft_model) keeps the V1 runner"
+    if release >= V2_RUNNER_ALL_SINCE:
+        return "v2", f"{name}: the V2 runner is the default for every model from 0.29"
+    stateful = any(model.state_kinds())
+    if release >= V2_RUNNER_DENSE_SINCE and model.moe is None and not stateful:
+        return "v2", f"{name}: the V2 runner is the default for models neither MoE nor hybrid from 0.25"
+    if release >= V2_RUNNER_SOME_ARCHITECTURES_SINCE:
+        return "v1", (
+            f"{name}: V2 only for the architectures DEFAULT_V2_MODEL_RUNNER_ARCHITECTURES lists, which kvcalc does not"
+            " record: the V1 runner, the larger profile (--vllm-use-v2-model-runner 1 where the log says 'Using V2 Model Runner')"
+        )
+    return "v1", f"{name}: the V1 runner (V2 only with VLLM_USE_V2_MODEL_RUNNER=1)"
+
+
+def sampler_rule(
+    version: str | None, runner: ModelRunner = "v1", family: SmFamily | None = None, logit_bytes: int = 2
+) -> tuple[int, str]:
     """Bytes per logit of the profile run's sampler, and why. vLLM's V1 TopKTopPSampler samples with
     FlashInfer when it is installed and otherwise falls back to the PyTorch-native path, which sorts the
     logits (vllm/v1/sample/ops/topk_topp_sampler.py TopKTopPSampler.__init__, forward_native; 0.10.x).
     A pip-installed release from 0.8 (V1 by default) to 0.11.0 has no FlashInfer (it became a default CUDA
     requirement with vllm-project/vllm#26443, Oct 2025; 0.11.0 logs still warn "FlashInfer is not
-    available"): 38 B. Later releases, and V0 ones (their logs fit it): 15 B. No --vllm-version: 38 B,
-    the largest published. A Docker image of an older release ships FlashInfer and profiles 15 B.
+    available"): 38 B; on Turing from 0.24 FlashInfer refuses SM 7.5 (FLASHINFER_SM80_FLOOR_SINCE): 38 B.
+    Later releases, and V0 ones (their logs fit it): 15 B. No --vllm-version: 38 B, the largest published.
+    A Docker image of an older release ships FlashInfer and profiles 15 B.
+    The V2 runner's dummy batch asks for no top-k, top-p or logprobs ("the sampler may skip top_k, top_p,
+    and logprobs", model_runner.py _dummy_sampler_run): it holds the logits in the model's dtype
+    (`logit_bytes`) and, before 0.28, their fp32 copy (V2_SAMPLER_SKIPS_FP32_COPY_SINCE).
 
     >>> [sampler_rule(v)[0] for v in ("0.19.1", "0.11.1", "0.11.0", "0.10.2", "0.7.3", None)]
     [15, 15, 38, 38, 15, 38]
+    >>> sampler_rule("0.30.0", family="turing")[0], sampler_rule("0.23.0", family="turing")[0]
+    (38, 15)
+    >>> sampler_rule("0.22.0", "v2")[0], sampler_rule("0.30.0", "v2")[0], sampler_rule(None, "v2")[0]
+    (6, 2, 2)
     """
+    if runner == "v2":
+        if version is not None and parse_engine_version(version) < V2_SAMPLER_SKIPS_FP32_COPY_SINCE:
+            return (
+                logit_bytes + FP32_BYTES,
+                f"the V2 runner's dummy sampler: the logits ({logit_bytes} B) and their fp32 copy (before 0.28)",
+            )
+        return (
+            logit_bytes,
+            f"the V2 runner's dummy sampler: the logits only ({logit_bytes} B), no fp32 copy for a batch that needs no processing (0.28 on)",
+        )
     if version is None:
         return SAMPLER_BYTES_PER_LOGIT_UNKNOWN_RELEASE, "no --vllm-version: the largest sampler profile published"
     release = parse_engine_version(version)
     if V1_ENGINE_SINCE <= release < FLASHINFER_DEPENDENCY_SINCE:
         return NATIVE_SAMPLER_BYTES_PER_LOGIT, (
             f"vLLM {version} installs without FlashInfer: the PyTorch-native top-k/top-p sampler sorts the logits"
+        )
+    if family == "turing" and release >= FLASHINFER_SM80_FLOOR_SINCE:
+        return NATIVE_SAMPLER_BYTES_PER_LOGIT, (
+            f"vLLM {version} on Turing: FlashInfer's sampler needs SM 8.0 from 0.24, so the native one sorts the logits"
         )
     return SAMPLER_BYTES_PER_LOGIT, f"vLLM {version}: FlashInfer's sampler (a dependency since 0.11.1), or V0's"
 
@@ -312,7 +405,7 @@ class Vllm(EngineProfile):
     )
     sparse_mla_fp8_layout = True  # fp8_ds_mla: fp8 latent, fp32 scale per 128, bf16 rope (656 B for DeepSeek-V3.2)
     max_seqs_option = "max_num_seqs"
-    calibration_error_percent = 2.9  # scripts/calibration.py: 90th percentile of the held-out |errors|
+    calibration_error_percent = 3.0  # scripts/calibration.py: 90th percentile of the held-out |errors|
 
     def block_size(self, workload: Workload) -> int:
         """--block-size, or vLLM's default 16."""
@@ -484,7 +577,8 @@ class Vllm(EngineProfile):
         layers = range(stage.first_layer, stage.last_layer + 1)
         transient, transient_formula = forward_transient(model, layers, tokens, tp, b)
         workspace, workspace_formula = moe_workspace(model, layers, tokens, tp, b)
-        per_logit, per_logit_why = sampler_rule(engine.vllm_version)
+        runner, runner_why = model_runner(model, workload)
+        per_logit, per_logit_why = sampler_rule(engine.vllm_version, runner, sm_family(gpu.name), b)
         sampler = requests * vocab * per_logit + 2 * tokens * hidden * b if last else 0
         sampler_formula = (
             f"R * V * {per_logit} + 2 * T * H * b = {requests:,} * {vocab:,} * {per_logit}"
@@ -495,12 +589,19 @@ class Vllm(EngineProfile):
         activation = max(transient, sampler) + workspace
         non_torch, non_torch_why = self._non_torch(gpu, tp, pp)
         eager = engine.enforce_eager
-        graphs_applied = not eager and _version(engine.vllm_version) >= CUDA_GRAPHS_SINCE
+        release = _version(engine.vllm_version)
+        v2_without_estimate = runner == "v2" and release < V2_GRAPHS_PROFILED_SINCE
+        graphs_applied = not eager and release >= CUDA_GRAPHS_SINCE and not v2_without_estimate
         count = len(capture_sizes(seqs, 1 + workload.speculative_tokens))
         graphs = CUDA_GRAPH_FIRST_BYTES + 2 * (count - 1) * CUDA_GRAPH_EACH_BYTES if graphs_applied else 0
-        why_no_graphs = (
-            "--enforce-eager: no CUDA graphs" if eager else f"vLLM {engine.vllm_version} does not subtract it (0.21 does)"
-        )
+        if eager:
+            why_no_graphs = "--enforce-eager: no CUDA graphs"
+        elif v2_without_estimate and release >= CUDA_GRAPHS_SINCE:
+            why_no_graphs = (
+                f"the V2 runner's profile_cudagraph_memory returns 0 before 0.29: vLLM {engine.vllm_version} subtracts none"
+            )
+        else:
+            why_no_graphs = f"vLLM {engine.vllm_version} does not subtract it (0.21 does)"
         return [
             BudgetTerm(
                 name="activation peak",
@@ -509,9 +610,13 @@ class Vllm(EngineProfile):
                     f"profile run of T = max_num_batched_tokens {tokens:,} tokens over R = min(max_num_seqs {seqs:,}, T)"
                     f" requests: max(forward, sampler) + MoE workspace = max({transient:,}, {sampler:,}) + {workspace:,}"
                     f" = {activation:,} B ({format_bytes(activation)}); forward: {transient_formula}; sampler: {sampler_formula};"
-                    f" MoE workspace: {workspace_formula}"
+                    f" MoE workspace: {workspace_formula}; model runner {runner.upper()}: {runner_why}"
                 ),
-                source="vllm/v1/worker/gpu_model_runner.py profile_run (_dummy_run, _dummy_sampler_run); fitted on v0.19 logs",
+                source=(
+                    "vllm/v1/worker/gpu/model_runner.py profile_run (V2: _dummy_run, _dummy_sampler_run; 0.22-0.30)"
+                    if runner == "v2"
+                    else "vllm/v1/worker/gpu_model_runner.py profile_run (_dummy_run, _dummy_sampler_run); fitted on v0.19 logs"
+                ),
             ),
             BudgetTerm(
                 name="non-torch memory",
@@ -528,7 +633,12 @@ class Vllm(EngineProfile):
                     if graphs_applied
                     else why_no_graphs
                 ),
-                source="vllm/v1/worker/gpu_model_runner.py profile_cudagraph_memory (PR #30515); logged estimates 0.49-1.92 GiB",
+                source=(
+                    "vllm/v1/worker/gpu/cudagraph_utils.py profile_cudagraph_memory (V2, 0.29 on: captured and measured);"
+                    " kvcalc's estimate from the V1 logs, 0.49-1.92 GiB"
+                    if runner == "v2"
+                    else "vllm/v1/worker/gpu_model_runner.py profile_cudagraph_memory (PR #30515); logged estimates 0.49-1.92 GiB"
+                ),
             ),
         ]
 
