@@ -15,6 +15,7 @@ from typing import Any
 
 from kvcalc import vision
 from kvcalc.errors import InvalidInput, InvalidPreset
+from kvcalc.quantization import linear_quantization
 from kvcalc.spec import MAX_COUNT, MAX_LAYERS
 from kvcalc.units import parse_dtype
 
@@ -663,20 +664,27 @@ def _dtype(key: str, value: str | None) -> str:
 
 
 def _checkpoint_format(quantization: object, fields: dict[str, Any]) -> None:
-    """The weights' format from `quantization_config`: gpt-oss's MXFP4 experts, FP8 blocks
-    (DeepSeek-V3), GPTQ/AWQ 4-bit groups (int4: groups of 128 with a scale and zero point), NVFP4
-    (ModelOpt quant_algo NVFP4, compressed-tensors nvfp4-pack-quantized). The
-    embedding table and LM head stay in `torch_dtype`, as these checkpoints keep them. Other
-    methods: everything in `torch_dtype`."""
-    if not isinstance(quantization, dict):
+    """The weights' format from `quantization_config`: gpt-oss's MXFP4 experts, FP8 (with 128x128 block
+    scales when weight_block_size says so: DeepSeek-V3), integer layers with their exact groups (AWQ, GPTQ,
+    AutoRound, compressed-tensors pack-quantized, bitsandbytes: kvcalc.quantization), compressed-tensors int-quantized
+    and float-quantized 8-bit (W8A8: one byte per weight), NVFP4 (ModelOpt quant_algo NVFP4,
+    compressed-tensors nvfp4-pack-quantized). The embedding table and LM head stay in `torch_dtype`,
+    as these checkpoints keep them. Other methods: everything in `torch_dtype`."""
+    if quantization is None:
         return
+    if not isinstance(quantization, dict):
+        raise ValueError(f"quantization_config: expected an object, got {_shown(quantization)}")
     method = quantization.get("quant_method")
-    if method == "mxfp4" and "moe" in fields:
+    linear = linear_quantization(quantization)
+    if linear is not None:
+        fields["weight_dtype"] = linear.dtype.value
+        fields["quantization"] = linear.model_dump()
+    elif method == "mxfp4" and "moe" in fields:
         fields["moe"]["expert_dtype"] = "mxfp4"
     elif method == "fp8":
-        fields["weight_dtype"] = "fp8"
-    elif method in ("gptq", "awq") and quantization.get("bits") == 4:
-        fields["weight_dtype"] = "int4"
+        fields["weight_dtype"] = "fp8_block" if quantization.get("weight_block_size") == [128, 128] else "fp8"
+    elif method == "compressed-tensors" and quantization.get("format") in ("int-quantized", "float-quantized"):
+        fields["weight_dtype"] = "int8" if quantization["format"] == "int-quantized" else "fp8"
     elif (method == "modelopt" and str(quantization.get("quant_algo", "")).upper() == "NVFP4") or (
         method == "compressed-tensors" and quantization.get("format") == "nvfp4-pack-quantized"
     ):  # TensorRT Model Optimizer's and llm-compressor's NVFP4 checkpoints: 16 fp4 values per fp8 scale

@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, SerializerFunctionW
 
 from kvcalc.base import Strict
 from kvcalc.errors import InvalidInput
+from kvcalc.quantization import LinearQuantization
 from kvcalc.units import WEIGHT_ONLY, DType, parse_dtype, parse_engine_version, parse_size, parse_tokens
 
 AttentionKind = Literal["full", "sliding", "chunked"]
@@ -323,6 +324,11 @@ class ModelSpec(Strict):
         default=None,
         description="the embedding table's and LM head's dtype when it is not `dtype` (a GGUF may hold them in q8_0)",
     )
+    quantization: LinearQuantization | None = Field(
+        default=None,
+        description="the checkpoint's integer-quantized linear layers (config.json's quantization_config: AWQ, GPTQ,"
+        " compressed-tensors W4A16/W8A16): their exact bytes as stored and as vLLM loads them; weight_dtype is its int4/int8",
+    )
     max_positions: Count | None = None
     hidden: Count | None = None
     intermediate: Count | None = None
@@ -421,6 +427,9 @@ class ModelSpec(Strict):
             self._check_compressed(self.compressed)
         if self.stored_weights is not None and self.params != self.stored_weights.params:
             raise ValueError(f"params ({self.params}) must equal stored_weights.params ({self.stored_weights.params})")
+        quantized = self.quantization.dtype if self.quantization is not None else None
+        if quantized is not None and self.weight_dtype not in (None, quantized):
+            raise ValueError(f"weight_dtype ({self.weight_dtype.value}) must be {quantized.value}, the quantization's, or absent")
         used = {kind for kind in self.state_kinds() if kind is not None}
         for kind in STATE_KINDS:
             given = self.state is not None and getattr(self.state, kind) is not None

@@ -13,6 +13,13 @@ from kvcalc.engines import StageWeights
 from kvcalc.errors import InvalidInput
 from kvcalc.gguf_mix import FILE_TYPES, QUANT_SOURCE, GgufTensor, MixModel, tensor_bytes, tensor_types
 from kvcalc.kvcache import pipeline_stages
+from kvcalc.quantization import (
+    LinearQuantization,
+    keeps_attention,
+    keeps_shared_experts,
+    keeps_state_mixers,
+    skipped_note,
+)
 from kvcalc.spec import NO_MIXER, ModelSpec, StoredWeights, Workload
 from kvcalc.units import GGUF_MIXES, PACKING, DType, format_bytes
 
@@ -275,6 +282,10 @@ class WeightFormat(Frozen):
     stored: StoredWeights | None = (
         None  # the checkpoint's exact bytes (a GGUF's or safetensors' headers), when no dtype is requested
     )
+    quantization: LinearQuantization | None = None  # the checkpoint's integer-quantized layers, when no dtype is requested
+    # with it: (the layers' own parameters it keeps 16-bit, all the layers' own parameters), see kept_16_bit
+    kept: tuple[int, int] = (0, 0)
+    kept_what: str = ""  # what those are, for --explain
 
     def other_than_layers(self, dtype: DType) -> DType | None:
         """`dtype` when it differs from the layers', else None (the JSON names only what differs)."""
@@ -284,6 +295,8 @@ class WeightFormat(Frozen):
     def label(self) -> str:
         if self.stored is not None:
             return ", ".join(self.stored.types) + " (as stored)"
+        if self.quantization is not None:
+            return f"{self.quantization.label}, embeddings {self.embeddings.value}"
         parts = (("embeddings", self.embeddings), ("experts", self.experts))
         return ", ".join([self.dtype.value, *(f"{part} {dtype.value}" for part, dtype in parts if dtype != self.dtype)])
 
@@ -294,19 +307,87 @@ def weight_format(model: ModelSpec, requested: DType | None = None) -> "WeightFo
     `moe.expert_dtype` if given."""
     if requested is not None:
         return WeightFormat(dtype=requested, embeddings=requested, experts=requested)
-    layers = model.weight_dtype or model.dtype
+    quantization = model.quantization
+    layers = model.weight_dtype or (quantization.dtype if quantization else model.dtype)
     experts = (model.moe.expert_dtype if model.moe else None) or layers
+    kept, kept_what = kept_16_bit(model, quantization) if quantization else ((0, 0), "")
     return WeightFormat(
-        dtype=layers, embeddings=model.embeddings_dtype or model.dtype, experts=experts, stored=model.stored_weights
+        dtype=layers,
+        embeddings=model.embeddings_dtype or model.dtype,
+        experts=experts,
+        stored=model.stored_weights,
+        quantization=quantization,
+        kept=kept,
+        kept_what=kept_what,
     )
+
+
+_KEPT_ORDER = ("norms and convs", "routers", "attention", "state mixers", "shared experts")
+
+
+def _kept_part(name: str, shape: tuple[int, ...], quantization: LinearQuantization) -> str | None:
+    """Which part a checkpoint keeps 16-bit a layer tensor (llama.cpp's name) belongs to, None when quantized:
+    vectors, norms, biases, a state mixer's conv and A/D always (quantizers pack linear weights only); MoE
+    routers (vLLM's MoE model files mostly build the gate as a ReplicatedLinear with quant_config=None:
+    "Gate always runs at half / full precision"); attention, a hybrid's state mixers and shared experts when
+    the config's skip list names them."""
+    if len(shape) == 1 or not name.endswith(".weight") or "norm" in name or "conv1d" in name:
+        return "norms and convs"
+    if name.startswith("ffn_gate_inp"):
+        return "routers"
+    mixer = name.startswith(("ssm_", "attn_qkv.", "attn_gate."))  # Gated DeltaNet / Mamba projections
+    if mixer:
+        return "state mixers" if keeps_state_mixers(quantization) else None
+    if name.startswith("attn_"):
+        return "attention" if keeps_attention(quantization) else None
+    if "_shexp" in name:
+        return "shared experts" if keeps_shared_experts(quantization) else None
+    return None
+
+
+def kept_16_bit(model: ModelSpec, quantization: LinearQuantization) -> tuple[tuple[int, int], str]:
+    """((the layers' own parameters a quantized checkpoint keeps 16-bit, the layers' own parameters), what
+    they are), counted over the shapes' tensors (_kept_part) and the final norm; ((0, 0), '') without the
+    shapes. The share applies to the layers' own count (a hybrid's published count, a stage's share)."""
+    layers = _layer_params(model)
+    if layers is None or model.hidden is None:
+        return (0, 0), ""
+    kept = own = model.hidden  # the final norm
+    parts: set[str] = {"norms and convs"}
+    for layer in layers:
+        for name, shape in layer.tensors:
+            if _is_routed(name):
+                continue
+            count = math.prod(shape)
+            own += count
+            part = _kept_part(name, shape, quantization)
+            if part is not None:
+                kept += count
+                parts.add(part)
+    return (kept, own), ", ".join(part for part in _KEPT_ORDER if part in parts)
+
+
+def _quantized(fmt: WeightFormat, dtype: DType) -> LinearQuantization | None:
+    """The checkpoint's quantization when a part stored as `dtype` is in it (its layers and experts)."""
+    return fmt.quantization if fmt.quantization is not None and dtype == fmt.quantization.dtype else None
+
+
+def quantized_params(params: ParamCount, fmt: WeightFormat) -> int:
+    """The parameters stored in the checkpoint's integer quantization (its layers' and experts'), 0 without one."""
+    return sum(count for _, count, dtype in _weight_parts(params, fmt) if _quantized(fmt, dtype))
 
 
 def _weight_parts(params: ParamCount, fmt: WeightFormat) -> list[tuple[str, int, DType]]:
     """(what, parameters, dtype) of each part stored alike, parts of one dtype merged: the layers'
-    own parameters, the embedding table and LM head, the routed experts."""
+    own parameters (less what a quantized checkpoint keeps 16-bit, pro rata for a stage: kept_16_bit),
+    the embedding table and LM head, the routed experts."""
     own = params.total - params.routed_experts - params.embeddings
+    kept, of = fmt.kept
+    kept = own * kept // of if of else 0  # a stage's share of what the checkpoint keeps 16-bit
     parts: dict[DType, tuple[str, int]] = {}
-    for what, count, dtype in (("params", own, fmt.dtype), ("embedding params", params.embeddings, fmt.embeddings),
+    sixteen = f"16-bit params (embeddings, LM head, {fmt.kept_what})" if kept else "embedding params"
+    for what, count, dtype in (("params", own - kept, fmt.dtype), (sixteen, kept, fmt.embeddings),
+                               (sixteen, params.embeddings, fmt.embeddings),
                                ("expert params", params.routed_experts, fmt.experts)):  # fmt: skip
         if count:
             label, merged = parts.get(dtype, (what, 0))
@@ -319,7 +400,18 @@ def weight_bytes(params: ParamCount, fmt: WeightFormat) -> int:
     stored bytes when known: exact for all of it, pro rata for a part (a stage, the experts one step reads)."""
     if fmt.stored is not None:
         return -(-fmt.stored.bytes * params.total // fmt.stored.params)
-    return sum(PACKING[dtype].bytes_for(count) for _, count, dtype in _weight_parts(params, fmt))
+    return sum(_part_bytes(count, dtype, fmt) for _, count, dtype in _weight_parts(params, fmt))
+
+
+def _part_bytes(count: int, dtype: DType, fmt: WeightFormat) -> int:
+    """Bytes of `count` parameters stored as `dtype`: the quantization's exact groups, else the dtype's packing."""
+    quantization = _quantized(fmt, dtype)
+    return quantization.stored_bytes(count) if quantization else PACKING[dtype].bytes_for(count)
+
+
+def _part_label(dtype: DType, fmt: WeightFormat) -> str:
+    quantization = _quantized(fmt, dtype)
+    return quantization.label if quantization else dtype.value
 
 
 def weights_formula(params: ParamCount, fmt: WeightFormat) -> str:
@@ -328,8 +420,17 @@ def weights_formula(params: ParamCount, fmt: WeightFormat) -> str:
         share = "" if params.total == fmt.stored.params else f" * {params.total:,} / {fmt.stored.params:,} params"
         return f"{fmt.stored.bytes:,} B as stored (each tensor in its own type){share}"
     parts = _weight_parts(params, fmt)
-    terms = [f"{count:,} {what} * {dtype.value}" for what, count, dtype in parts]
+    terms = [f"{count:,} {what} * {_part_label(dtype, fmt)}" for what, count, dtype in parts]
     formula = terms[0] if len(terms) == 1 else "(" + " + ".join(terms) + ")"
+    if fmt.quantization is not None:
+        q = fmt.quantization
+        zeros = f" + {q.stored_zero_bits()}-bit zero point" if q.stored_zero_bits() else ""
+        group = (
+            f"per {q.group_size:,} values: {q.bits}-bit values + {q.scale_bits:,} bits of scales{zeros}"
+            if q.group_size
+            else f"{q.bits}-bit values, one scale per output channel (not counted)"
+        )
+        formula += f" [{q.label} as stored: {group}{', ' + skipped_note(q) if q.skipped else ''}]"
     mixes = [
         f"{dtype.value} is llama-quantize's typical mix ({GGUF_MIXES[dtype][0]})" for _, _, dtype in parts if dtype in GGUF_MIXES
     ]
@@ -434,17 +535,33 @@ def stage_params(model: ModelSpec, params: ParamCount, pp: int) -> list[StagePar
     return result
 
 
+def _quantized_share(params: ParamCount, fmt: WeightFormat, tp: int) -> tuple[int, int]:
+    """One GPU's share of the parameters in the checkpoint's quantization: (layers', routed experts')."""
+    if fmt.quantization is None or fmt.stored is not None:
+        return 0, 0
+    experts = params.routed_experts if _quantized(fmt, fmt.experts) else 0
+    return per_gpu(quantized_params(params, fmt) - experts, tp), per_gpu(experts, tp)
+
+
 def stage_weights(model: ModelSpec, workload: Workload, params: ParamCount, fmt: WeightFormat) -> list[StageWeights]:
     """The weights one GPU of each pipeline stage holds (its stage's, split over tp), with their
     --explain lines."""
     tp, pp = workload.tp, workload.pp
     experts = fmt.experts if model.moe and fmt.stored is None else None
+    quantization = fmt.quantization if fmt.stored is None else None
     if pp == 1:
         weights = per_gpu(weight_bytes(params, fmt), tp)
         line = f"weights = {weights_formula(params, fmt)} / (tp {tp} * pp {pp}) = {weights:,} B ({format_bytes(weights)}) per GPU"
         return [
             StageWeights(
-                stage=0, first_layer=0, last_layer=model.layers - 1, weights_bytes=weights, explain=[line], experts=experts
+                stage=0,
+                first_layer=0,
+                last_layer=model.layers - 1,
+                weights_bytes=weights,
+                explain=[line],
+                experts=experts,
+                quantization=quantization,
+                quantized_params=_quantized_share(params, fmt, tp),
             )
         ]
     holds = "its layers; the first also the embedding table, the last the final norm and LM head (a copy of the table when tied)"
@@ -470,6 +587,8 @@ def stage_weights(model: ModelSpec, workload: Workload, params: ParamCount, fmt:
                 weights_bytes=weights,
                 explain=[split, line],
                 experts=experts,
+                quantization=quantization,
+                quantized_params=_quantized_share(stage.count(), fmt, tp),
             )
         )
     return result

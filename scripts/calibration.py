@@ -155,7 +155,8 @@ def loso_summary() -> str:
 
 def coverage() -> str:
     """What the published logs cover: how many were collected and how many replay, over which GPUs,
-    vLLM releases and TP degrees, and how many dense text-only ones land within the bar (the issue's
+    vLLM releases (a release range that scripts/import_published_logs.py read from a log counts as stated) and TP
+    degrees, and how many dense text-only ones land within the bar (the issue's
     "done when"), from published.yaml."""
     from kvcalc.units import parse_engine_version
 
@@ -167,6 +168,14 @@ def coverage() -> str:
     for case in cases:
         if "vllm_version" in case["engine"]:
             releases.add(".".join(map(str, parse_engine_version(case["engine"]["vllm_version"])[:2])))
+    vllm = [case for case in cases if case["engine"]["name"] == "vllm"]
+    ranged = sum("version_range" in case for case in vllm)
+    unstated = sum("vllm_version" not in case["engine"] for case in vllm)
+    release_note = (
+        f"; {ranged} vLLM logs that state no release replay over the releases their post date and log lines leave"
+        if ranged
+        else ""
+    ) + (f" and {unstated} unstated releases" if unstated else "")
     by_engine = {engine: sum(case["engine"]["name"] == engine for case in cases) for engine in ENGINES}
     dense = [case for case in cases if case["kind"] == "dense" and case.get("text_only")]
     within = sum(abs(predict(case)["error_percent"]) <= BAR_PERCENT for case in dense)
@@ -175,7 +184,7 @@ def coverage() -> str:
         f"Published logs: {len(cases) + len(doc['unmapped'])} collected, {len(cases)} replay"
         f" ({', '.join(f'{n} {engine}' for engine, n in by_engine.items() if n)}; {len({group(c) for c in cases})} sources)"
         f" on {len(named)} GPU models ({', '.join(sorted(named))}) and {len(unnamed)} GPUs known by their logged total, vLLM {', '.join(sorted(releases, key=lambda r: tuple(map(int, r.split('.')))))}"
-        f" and unstated releases, TP {', '.join(map(str, sorted({c.get('tp', 1) for c in cases})))}; {hybrid} hybrid or sliding-window models."
+        f"{release_note}, TP {', '.join(map(str, sorted({c.get('tp', 1) for c in cases})))}; {hybrid} hybrid or sliding-window models."
         f" Dense text-only: {within} of {len(dense)} within {BAR_PERCENT:g} % of GPU memory."
     )
 

@@ -16,6 +16,7 @@ Re-running the script after the helper adds logs rewrites the file.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -100,13 +101,27 @@ MODELS: list[tuple[str, str, str, bool, str]] = [
         "the INT4 (compressed-tensors) release of Kimi-K2: no model file describes it",
     ),
     (r"Embedding", "", "dense", True, "an embedding model: vLLM's pooling runner has no sampler, kvcalc models a generating one"),
-    (r"(?i)bnb-4bit", "", "dense", True, "a bitsandbytes 4-bit checkpoint: kvcalc has no bitsandbytes weight format"),
+    (r"(?i)exl3", "", "dense", True, "an EXL3 checkpoint: kvcalc does not read ExLlamaV3's format"),
     (
-        r"(?i)awq|nvfp4|int4|w4a16|autoround|auto_round|exl3",
+        r"(?i)bnb-4bit",
         "",
         "dense",
         True,
-        "a 4-bit checkpoint no kvcalc model file describes",
+        "a bitsandbytes 4-bit checkpoint whose config.json (double quantization, skipped modules) no stored source holds",
+    ),
+    (
+        r"(?i)nvfp4",
+        "",
+        "dense",
+        True,
+        "an NVFP4 checkpoint whose config.json (which layers stay 16-bit or FP8) no stored source holds",
+    ),
+    (
+        r"(?i)awq|int4|w4a16|autoround|auto_round",
+        "",
+        "dense",
+        True,
+        "an integer 4-bit checkpoint whose config.json (group size, zero points, 16-bit layers) no stored source holds",
     ),
     (r"(?i)(^|/)qwen3\.6-27b(-fp8)? \((local path|compose)", "", "hybrid", False, "a local checkpoint the log does not name"),
 ]
@@ -137,6 +152,68 @@ FLAGS = {
     "trtllm": ("free_gpu_memory_fraction", "max_seq_len", "max_num_tokens", "tokens_per_block"),
     "sglang": ("mem_fraction_static", "max_running_requests", "page_size", "max_total_tokens"),
 }
+
+RELEASES = ROOT / "tests" / "fixtures" / "engine_logs" / "vllm_releases.yaml"  # each vLLM release and its day
+# Lines vLLM prints in some releases only, read in each release's source (its sdist on PyPI): (pattern on a log, the
+# first and the last release that prints it, None where the newest release read still does, where it was read).
+VLLM_LOG_MARKERS: list[tuple[str, str, str | None, str]] = [
+    (
+        r"Memory profiling results: total_gpu_memory=",
+        "0.6.4",
+        "0.6.4.post1",
+        "vllm/worker/worker.py determine_num_available_blocks: absent in 0.6.3.post1, 'Memory profiling takes' from 0.6.5",
+    ),
+    (
+        r"model_runner\.py:1115\] Loading model weights took",
+        "0.7.0",
+        "0.7.3",
+        "vllm/worker/model_runner.py load_model: line 1115 in 0.7.0, 0.7.2, 0.7.3 (1116 in 0.7.1, 1099 in 0.6.6.post1;"
+        " 'Model loading took' in 0.8.4)",
+    ),
+    (
+        r"Available KV cache memory: ",
+        "0.9.1",
+        None,
+        "vllm/v1/worker/gpu_worker.py determine_available_memory: from 0.9.1, in no file of 0.6.3.post1-0.9.0",
+    ),
+    (
+        r"gpu_worker\.py:276\] Available KV cache memory",
+        "0.10.1",
+        "0.10.1.1",
+        "vllm/v1/worker/gpu_worker.py: line 276 in 0.10.1 and 0.10.1.1 (255 in 0.10.0, 298 in 0.10.2)",
+    ),
+    (
+        r"gpu_model_runner\.py:2007\] Model loading took",
+        "0.10.1",
+        "0.10.1.1",
+        "vllm/v1/worker/gpu_model_runner.py: line 2007 in 0.10.1 and 0.10.1.1 (1892 in 0.10.0, 2392 in 0.10.2)",
+    ),
+    (
+        r"gpu_worker\.py:298\] Available KV cache memory",
+        "0.10.2",
+        None,
+        "vllm/v1/worker/gpu_worker.py: line 298 in 0.10.2 and 0.11.0 (276 in 0.10.1.1, 457 in 0.18.1; 0.11.1-0.18.0 not read)",
+    ),
+    (
+        r"core\.py:708\] EngineCore failed to start",
+        "0.11.0",
+        None,
+        "vllm/v1/engine/core.py: line 708 in 0.11.0 (700 in 0.10.1.1, 718 in 0.10.2; 0.11.1-0.18.0 not read)",
+    ),
+    (r"gpt-oss", "0.10.1", None, "vllm/model_executor/models/registry.py: GptOssForCausalLM from 0.10.1 (not in 0.10.0)"),
+    (
+        r"gemma-4",
+        "0.19.0",
+        None,
+        "vllm/model_executor/models/registry.py: Gemma4ForConditionalGeneration from 0.19.0 (not in 0.18.1)",
+    ),
+    (
+        r"LMCacheConnectorV1",
+        "0.8.5",
+        None,
+        "vllm/distributed/kv_transfer/kv_connector/v1/lmcache_connector.py: from 0.8.5 (not in 0.8.4)",
+    ),
+]
 
 
 def default_source() -> Path:
@@ -245,7 +322,73 @@ def convert(log: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     notes = [n for n in (model[4], log.get("note") or "") if n]
     if notes:
         case["note"] = " ".join(notes)
+    if log["engine"] == "vllm" and "vllm_version" not in engine:
+        return replay_over_release_range(case, *release_range(log)), ""
     return case, ""
+
+
+def vllm_releases() -> list[tuple[str, Any]]:
+    """vLLM's releases, oldest first, each with the day PyPI first received it (tests/fixtures/engine_logs/vllm_releases.yaml)."""
+    return list(yaml.safe_load(RELEASES.read_text(encoding="utf-8")).items())
+
+
+def release_range(log: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The vLLM releases that could have run a log that states none, oldest first, and the evidence: the releases
+    out on the day it was posted (`posted`, with `posted_where`; a development build, `build: development`, runs
+    code past the newest of them that the next release ships: those two), narrowed by each VLLM_LOG_MARKERS line the log prints. None
+    without a posted day: the log alone does not bound the newest release."""
+    releases = vllm_releases()
+    if not log.get("posted"):
+        return [], []
+    posted = log["posted"]
+    possible = [version for version, day in releases if day <= posted]
+    evidence = [f"posted {posted} ({log['posted_where']}): {possible[-1]} the newest release out"]
+    if log.get("build") == "development":
+        ahead = next(version for version, day in releases if day > posted)
+        possible = [possible[-1], ahead]
+        evidence.append(f"a development build ({log['build_where']}): code past {possible[0]} that ships in {ahead}")
+    rank = {version: i for i, (version, _) in enumerate(releases)}
+    for pattern, first, last, where in VLLM_LOG_MARKERS:
+        if re.search(pattern, log.get("raw") or ""):
+            possible = [v for v in possible if rank[first] <= rank[v] and (last is None or rank[v] <= rank[last])]
+            evidence.append(f"'{pattern.replace(chr(92), '')}' printed by {first}{'-' + last if last else ' on'}: {where}")
+    return possible, evidence
+
+
+def _calibration() -> Any:
+    """scripts/calibration.py, whose predict() replays a case."""
+    spec = importlib.util.spec_from_file_location("calibration", Path(__file__).with_name("calibration.py"))
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def replay_over_release_range(case: dict[str, Any], releases: list[str], evidence: list[str]) -> dict[str, Any]:
+    """The case replayed under the rules that hold over the releases its log could come from (release_range): where
+    kvcalc gives every one of them the same budget, that release range is as good as a stated release and the case
+    replays at its newest; where the rules differ within it, the case is scored at the release that leaves the least
+    KV memory (the safe side). The range and its evidence are kept on the case, and its note says which held."""
+    if not releases:
+        return case
+    predict = _calibration().predict
+    usable = {
+        version: predict({**case, "engine": {**case["engine"], "vllm_version": version}})["usable_bytes"] for version in releases
+    }
+    chosen = min(reversed(releases), key=lambda version: usable[version])  # the newest among the least
+    span = f"{releases[0]}-{releases[-1]}" if len(releases) > 1 else releases[0]
+    if len(set(usable.values())) == 1:
+        held = f"release not stated; its post date and log lines leave {span} (version_evidence), and kvcalc's rules give each the same budget (replayed as {chosen})"
+    else:
+        ends = ", ".join(f"{version} {usable[version] / 2**30:.2f} GiB" for version in (releases[0], releases[-1]))
+        held = f"release not stated; its post date and log lines leave {span} (version_evidence), and kvcalc's rules differ within it ({ends}): scored at {chosen}, the least KV"
+    return {
+        **case,
+        "engine": {**case["engine"], "vllm_version": chosen},
+        "version_range": [releases[0], releases[-1]],
+        "version_evidence": evidence,
+        "note": " ".join(n for n in (case.get("note", ""), held + ".") if n),
+    }
 
 
 def main(argv: list[str]) -> int:

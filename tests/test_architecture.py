@@ -12,7 +12,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "kvcalc"
 # Lowest first. A module's layer is the first entry naming it or a package above it.
 LAYERS: list[set[str]] = [
     {"base", "errors"},
-    {"units", "decode_fit"},  # decode_fit: generated constants, pure data
+    # decode_fit: generated constants, pure data; quantization: a checkpoint's integer-quantized layers
+    {"units", "decode_fit", "quantization"},
     {"spec", "decode_profiles", "gguf_mix"},  # gguf_mix: llama-quantize's per-tensor types, pure rules over names and shapes
     {"vision"},  # a multimodal config's tower: counted from vision_config, beneath hf_config
     {"state", "files", "hf_config"},  # files: safe YAML/JSON and validation, beneath every reader

@@ -188,3 +188,47 @@ def test_a_v0_release_profiles_its_own_default_batch() -> None:
     assert batched("--seq", "40960", "--vllm-version", "0.7.2") == 2048  # chunked prefill past 32K
     assert batched("--seq", "8192", "--vllm-version", "0.7.3", "--max-num-batched-tokens", "4096") == 4096
     assert batched("--seq", "8192", "--vllm-version", "0.8.0") == 2048  # V1: the A100's default
+
+
+def test_an_unstated_release_is_bounded_by_its_post_date_and_its_own_lines() -> None:
+    # vllm-project/vllm#13061 (posted 2025-02-11, 0.7.3 came out 02-20) prints "model_runner.py:1115] Loading model
+    # weights took", line 1115 of vllm/worker/model_runner.py in 0.7.0, 0.7.2 and 0.7.3 only: 0.7.0-0.7.2.
+    import yaml
+
+    importer = _importer()
+    collected = yaml.safe_load(importer.REPO_COPY.read_text(encoding="utf-8"))
+    [log] = [log for log in collected if log["url"] == "https://github.com/vllm-project/vllm/issues/13061"]
+    releases, evidence = importer.release_range(log)
+    assert releases == ["0.7.0", "0.7.1", "0.7.2"] and "0.7.2 the newest release out" in evidence[0]
+    assert importer.release_range({**log, "raw": ""})[0][0] == "0.6.0"  # no line to narrow it: every release out
+    assert importer.release_range({**log, "posted": None}) == ([], [])  # no post date: no newest release
+    development = {**log, "raw": "", "build": "development", "build_where": "a PR branch"}
+    assert importer.release_range(development)[0] == ["0.7.2", "0.7.3"]  # code past 0.7.2 that 0.7.3 ships
+
+
+def test_a_release_range_replays_under_the_rules_that_hold_over_it() -> None:
+    # kvcalc's rules are the same over 0.7.0-0.7.2 (V0), so the case replays as 0.7.2; over 0.11.0-0.11.1 the
+    # sampler's profile changes (PyTorch-native 38 B per logit, FlashInfer's 15 B from 0.11.1), so the case is scored
+    # at the release that leaves the least KV memory, 0.11.0, and its note says so.
+    importer = _importer()
+    case = {
+        "name": "n", "url": "https://github.com/o/r/issues/1", "model": "llama3.1-8b", "gpu": "rtx3090", "seq": 8192,
+        "engine": {"name": "vllm", "gpu_memory_utilization": 0.9}, "logged": {"available_kv_gib": 4.0},
+    }  # fmt: skip
+    same = importer.replay_over_release_range(case, ["0.7.0", "0.7.1", "0.7.2"], ["posted"])
+    assert same["engine"]["vllm_version"] == "0.7.2" and same["version_range"] == ["0.7.0", "0.7.2"]
+    assert "give each the same budget" in same["note"]
+    differ = importer.replay_over_release_range(case, ["0.11.0", "0.11.1"], ["posted"])
+    assert differ["engine"]["vllm_version"] == "0.11.0" and "differ within it" in differ["note"]
+    newest = calibration.predict({**case, "engine": {**case["engine"], "vllm_version": "0.11.1"}})["usable_bytes"]
+    assert calibration.predict(differ)["usable_bytes"] < newest
+    assert importer.replay_over_release_range(case, [], []) == case  # no range: left as it was
+
+
+def test_a_release_range_names_its_evidence_and_replays_within_it() -> None:
+    ranged = [case for case in calibration.published_cases() if "version_range" in case]
+    assert len(ranged) >= 8  # the vLLM logs of issue 20 that state no release (vllm#10511, #10517, #13061, ...)
+    for case in ranged:
+        first, last = case["version_range"]
+        assert case["version_evidence"][0].startswith("posted "), case["name"]  # the post date bounds the newest
+        assert case["engine"]["vllm_version"] in (first, last) or "differ within it" in case["note"], case["name"]

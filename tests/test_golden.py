@@ -151,5 +151,7 @@ def test_gptq_config_keeps_its_embeddings_16_bit(cli, tmp_path) -> None:
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
     embeddings = 2 * 128_256 * 4_096  # untied: input table and LM head, bf16
-    layers = 8_030_261_248 - embeddings  # int4: 68 B per 128 values
-    assert cli.json("size", "--model", path, "--seq", "8")["weights"]["bytes"] == layers * 68 // 128 + embeddings * 2
+    norms = 4_096 + 2 * 4_096 * 32  # final norm, two per layer: kept bf16 too
+    layers = 8_030_261_248 - embeddings - norms  # GPTQ int4 per 128 values: 64 B packed + 2 B fp16 scale + 0.5 B qzeros
+    bytes_ = -(-layers * 133 // 256) + (embeddings + norms) * 2
+    assert cli.json("size", "--model", path, "--seq", "8")["weights"]["bytes"] == bytes_

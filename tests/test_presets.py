@@ -156,10 +156,11 @@ def test_phi3_preset_and_its_config_json_agree(cli) -> None:
 @pytest.mark.parametrize(
     "quantization, expected",
     [
-        ({"quant_method": "fp8", "fmt": "e4m3", "weight_block_size": [128, 128]}, ("fp8", None)),
+        ({"quant_method": "fp8", "fmt": "e4m3", "weight_block_size": [128, 128]}, ("fp8_block", None)),
+        ({"quant_method": "fp8", "fmt": "e4m3"}, ("fp8", None)),
         ({"quant_method": "gptq", "bits": 4, "group_size": 128}, ("int4", None)),
-        ({"quant_method": "awq", "bits": 8}, (None, None)),
-        ({"quant_method": "bitsandbytes"}, (None, None)),
+        ({"quant_method": "awq", "bits": 8, "group_size": 128}, ("int8", None)),
+        ({"quant_method": "bitsandbytes"}, ("int4", None)),  # vLLM's default: load_in_4bit
     ],
 )
 def test_config_quantization_sets_the_weights_format(quantization: dict, expected: tuple) -> None:

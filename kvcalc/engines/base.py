@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal
 from kvcalc.base import Frozen
 from kvcalc.decode_profiles import DecodeProfile, profile_for
 from kvcalc.errors import InvalidInput
+from kvcalc.quantization import LinearQuantization
 from kvcalc.spec import Engine, GpuSpec, Interconnect, ModelSpec, Workload
 from kvcalc.units import DType, GiB, format_bytes
 
@@ -54,6 +55,8 @@ class StageWeights(Frozen):
     weights_bytes: int
     explain: list[str]
     experts: DType | None = None  # the routed experts' dtype as stored (None: no routed experts)
+    quantization: LinearQuantization | None = None  # the checkpoint's integer-quantized layers (config.json)
+    quantized_params: tuple[int, int] = (0, 0)  # (layers', routed experts') parameters in it, one GPU's share
 
 
 class BudgetTerm(Frozen):
