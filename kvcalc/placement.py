@@ -805,19 +805,57 @@ def placement_device(gpu: GpuSpec, margin_bytes: int, wired_limit_bytes: int | N
     )  # fmt: skip
 
 
-# Share of the host's memory bandwidth llama.cpp's CPU matmuls reach at decode: the median of what
-# published partial-offload speeds imply (tests/fixtures/placement/speeds.yaml); scripts/placement_cases.py
-# fits it and reports its leave-one-source-out error in docs/placement.md.
-HOST_EFFICIENCY = 0.57
+# The host's speed at decode: RAM bandwidth * HOST_EFFICIENCY, and HOP_SECONDS for each hop between the host and a
+# device (the copies, synchronisation and launches a graph split adds: two per layer whose experts stay on the CPU
+# under --n-cpu-moe). Both fitted by scripts/placement_cases.py on published partial-offload speeds
+# (tests/fixtures/placement/speeds.yaml), each the median of what its cases imply given the other: HOST_EFFICIENCY
+# every case, HOP_SECONDS those with more than two hops. docs/placement.md scores them, each source left out in
+# turn, against the one constant of before (no hop cost) and against a cap of cores * a fitted rate per core,
+# which was tested and not adopted: one rate per core does not hold from a Comet Lake or Zen 2 core (~5 GB/s)
+# to a Zen 5 one (over 11 GB/s, the Ryzen 5 9600X rows).
+HOST_EFFICIENCY = 0.62
+HOP_SECONDS = 260e-6
 PCIE_BYTES_PER_S = 32 * 10**9  # PCIe 4.0 x16, one direction (PCI-SIG: 16 GT/s * 16 lanes, 128b/130b)
+
+
+class HostSpeed(Frozen):
+    """What sets the speed of the layers and experts left in host RAM: the RAM's bandwidth and the fitted
+    share of it, and the fixed cost of each hop between the host and a device. `cpu_cores` with
+    `core_bytes_per_s` caps the rate at cores * bytes per core: the variant docs/placement.md scores, not
+    kvcalc's default (no rate per core is shipped)."""
+
+    ram_bandwidth_bytes_per_s: int
+    efficiency: float = HOST_EFFICIENCY
+    hop_seconds: float = HOP_SECONDS
+    cpu_cores: int | None = None
+    core_bytes_per_s: int | None = None
+
+
+def host_bytes_per_s(host: HostSpeed) -> tuple[float, Literal["RAM", "cores"]]:
+    """Bytes per second the host streams at decode, and what binds: RAM bandwidth * efficiency, or the
+    cores' cap when one is given, whichever is lower.
+
+    >>> host_bytes_per_s(HostSpeed(ram_bandwidth_bytes_per_s=51_200_000_000))
+    (31232000000.0, 'RAM')
+    >>> host_bytes_per_s(HostSpeed(ram_bandwidth_bytes_per_s=96 * 10**9, cpu_cores=8, core_bytes_per_s=5 * 10**9))
+    (40000000000, 'cores')
+    """
+    ram = host.ram_bandwidth_bytes_per_s * host.efficiency
+    if host.cpu_cores is not None and host.core_bytes_per_s is not None and host.cpu_cores * host.core_bytes_per_s < ram:
+        return host.cpu_cores * host.core_bytes_per_s, "cores"
+    return ram, "RAM"
 
 
 class SplitDecode(Frozen):
     """The decode speed of a placement: each device's bytes per token over its bandwidth, the host's
-    over the RAM bandwidth (MoE: only the experts a step touches), plus the hops between them."""
+    over the rate its RAM and cores allow (MoE: only the experts a step touches), plus the hops between them."""
 
     device_seconds: list[float]
+    host_bytes: int  # weights and cache the host reads per step
+    host_bytes_per_s: float
+    host_bound: Literal["RAM", "cores"]
     host_seconds: float
+    hops: int  # places a step's activations change device: between layers, and there and back for experts elsewhere
     hop_seconds: float
     overhead_seconds: float
     roofline_seconds: float
@@ -835,10 +873,10 @@ def _replayed(layout: _Layout, placement: Placement) -> _Assign:
 
 def split_decode(
     model: ModelSpec, workload: Workload, fmt: WeightFormat, placement: Placement, devices: list[PlacementDevice],
-    ram_bandwidth_bytes_per_s: int, profile: DecodeProfile, host_efficiency: float = HOST_EFFICIENCY,
+    host: HostSpeed, profile: DecodeProfile,
 ) -> SplitDecode:  # fmt: skip
-    """t = sum over devices of bytes_d / (bandwidth_d * efficiency) + host bytes / (RAM bandwidth * host_efficiency) + hops *
-    activation bytes / PCIe + fixed cost per layer (the engine's decode profile). A step reads each
+    """t = sum over devices of bytes_d / (bandwidth_d * efficiency) + host bytes / host_bytes_per_s(host) + hops *
+    (activation bytes / PCIe + HOP_SECONDS) + fixed cost per layer (the engine's decode profile). A step reads each
     layer's weights once where they sit: routed experts only in the share the batch touches,
     E * (1 - (1 - k/E)^B) / E (kvcalc.latency), and the cache at --seq."""
     layout = _layout(model, workload, fmt, workload.seq, PlacementRequest(mtp=placement.mtp_layers > 0))
@@ -875,11 +913,13 @@ def split_decode(
         previous = place
     device_s = [b / (d.bandwidth_bytes_per_s * e) for b, d, e in zip(device_bytes, devices, efficiencies, strict=True)]
     roof_device = [b / d.bandwidth_bytes_per_s for b, d in zip(device_bytes, devices, strict=True)]
-    host_roof = host_bytes / ram_bandwidth_bytes_per_s
-    host_s = host_roof / host_efficiency
-    hop_s = hops * F32 * (model.hidden or 0) * workload.batch / PCIE_BYTES_PER_S
+    host_roof = host_bytes / host.ram_bandwidth_bytes_per_s
+    host_rate, host_bound = host_bytes_per_s(host)
+    host_s = host_bytes / host_rate
+    hop_bytes_s = hops * F32 * (model.hidden or 0) * workload.batch / PCIE_BYTES_PER_S
+    hop_s = hop_bytes_s + hops * host.hop_seconds
     overhead = fixed.step_seconds + fixed.layer_seconds * model.layers
-    roofline_s = sum(roof_device) + host_roof + hop_s
+    roofline_s = sum(roof_device) + host_roof + hop_bytes_s
     expected = max(roofline_s, sum(device_s) + host_s + hop_s + overhead)
     explain = [
         f"split decode: each device reads its layers' weights and cache once per token (routed experts at the {touched:.3f}"
@@ -888,17 +928,29 @@ def split_decode(
             f"{d.name}: {b:,} B / ({d.bandwidth_bytes_per_s:,} B/s * {e:.3g}) = {s * 1e3:.3f} ms"
             for d, b, s, e in zip(devices, device_bytes, device_s, efficiencies, strict=True)
         ),  # fmt: skip
-        f"host: {host_bytes:,} B / (RAM {ram_bandwidth_bytes_per_s:,} B/s * {host_efficiency}) = {host_s * 1e3:.3f} ms"
-        " (the share CPU matmuls reach, fitted on published partial-offload speeds: docs/placement.md)",
-        f"hops: {hops} * {F32 * (model.hidden or 0) * workload.batch:,} B / PCIe {PCIE_BYTES_PER_S:,} B/s = {hop_s * 1e3:.4f} ms;"
+        _host_line(host, host_bytes, host_rate, host_bound, host_s),
+        f"hops: {hops} * ({F32 * (model.hidden or 0) * workload.batch:,} B / PCIe {PCIE_BYTES_PER_S:,} B/s"
+        f" + {host.hop_seconds * 1e6:.0f} µs fixed) = {hop_s * 1e3:.4f} ms;"
         f" fixed cost {fixed.step_seconds * 1e3:.3f} ms per step + {fixed.layer_seconds * 1e3:.3f} ms * {model.layers} layers",
         f"expected {expected * 1e3:.3f} ms per token = {workload.batch / expected:.2f} tok/s (roofline {roofline_s * 1e3:.3f} ms)",
     ]
     return SplitDecode(
-        device_seconds=device_s, host_seconds=host_s, hop_seconds=hop_s, overhead_seconds=overhead, roofline_seconds=roofline_s,
+        device_seconds=device_s, host_bytes=host_bytes, host_bytes_per_s=host_rate, host_bound=host_bound, host_seconds=host_s, hops=hops, hop_seconds=hop_s, overhead_seconds=overhead, roofline_seconds=roofline_s,
         expected_seconds=expected, tokens_per_s=workload.batch / expected, roofline_tokens_per_s=workload.batch / roofline_s,
         explain=explain,
     )  # fmt: skip
+
+
+def _host_line(host: HostSpeed, host_bytes: int, rate: float, bound: str, seconds: float) -> str:
+    """The --explain line of the host's time and where its share comes from."""
+    share = f"RAM {host.ram_bandwidth_bytes_per_s:,} B/s * {host.efficiency}"
+    if host.cpu_cores and host.core_bytes_per_s:
+        share = f"min({share}, {host.cpu_cores} cores * {host.core_bytes_per_s:,} B/s)"
+    return (
+        f"host: {host_bytes:,} B / {share} ="
+        f" {host_bytes:,} B / {rate:,.0f} B/s ({bound} bound) = {seconds * 1e3:.3f} ms (the share CPU matmuls reach,"
+        " fitted on published partial-offload speeds: docs/placement.md)"
+    )
 
 
 class SpeedStep(Frozen):
@@ -913,7 +965,7 @@ class SpeedStep(Frozen):
 
 def speed_steps(
     model: ModelSpec, workload: Workload, fmt: WeightFormat, devices: list[PlacementDevice], request: PlacementRequest,
-    ram_bandwidth_bytes_per_s: int, profile: DecodeProfile, step: int = 4,
+    host: HostSpeed, profile: DecodeProfile, step: int = 4,
 ) -> list[SpeedStep]:  # fmt: skip
     """Tokens/s at each `step` of --n-cpu-moe (a MoE: all layers on the GPUs, the first N layers' experts
     on the CPU) or of -ngl (dense), at the request's context, so the cost of each layer left on the CPU shows."""
@@ -932,7 +984,7 @@ def speed_steps(
             }
         )
         laid_out = plan(model, workload, fmt, devices, fixed)
-        speed = split_decode(model, workload, fmt, laid_out, devices, ram_bandwidth_bytes_per_s, profile)
+        speed = split_decode(model, workload, fmt, laid_out, devices, host, profile)
         steps.append(
             SpeedStep(
                 n_gpu_layers=laid_out.n_gpu_layers,

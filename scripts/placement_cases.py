@@ -14,10 +14,14 @@ the in-sample one.
 
 from __future__ import annotations
 
+import functools
+import json
+import math
 import re
 import statistics
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
@@ -159,10 +163,33 @@ def speeds() -> dict:
     return yaml.safe_load((FIXTURES / "speeds.yaml").read_text())
 
 
-def _speed(case: dict, setup: dict, host_efficiency: float) -> placement.SplitDecode:
+# (efficiency, bytes/s per core or None, seconds per hop): the host constants a fit gives. kvcalc's model is
+# (efficiency, None, hop); (efficiency, None, 0.0) the one constant of before; a rate per core the tested variant.
+Constants = tuple[float, int | None, float]
+
+
+def threads(case: dict, setup: dict) -> int:
+    """The cores llama.cpp computed on: the -t the source states, else the machine's cores (its default)."""
+    return case.get("threads", setup["machines"][case["machine"]]["cpu_cores"])
+
+
+def _host(case: dict, setup: dict, constants: Constants) -> placement.HostSpeed:
+    efficiency, per_core, hop = constants
+    return placement.HostSpeed(
+        ram_bandwidth_bytes_per_s=setup["machines"][case["machine"]]["ram_bandwidth_bytes_per_s"],
+        efficiency=efficiency,
+        hop_seconds=hop,
+        cpu_cores=threads(case, setup) if per_core is not None else None,
+        core_bytes_per_s=per_core,
+    )
+
+
+@functools.cache
+def _laid_out(case_key: str) -> tuple:
+    """The model, workload, format, placement and devices of a case (json of the case and its machine)."""
+    case, machine = json.loads(case_key)
     model = presets.load_model(case["model"])
     fmt = weight_format(model, parse_dtype(case["weight_dtype"]) if "weight_dtype" in case else None)
-    machine = setup["machines"][case["machine"]]
     devices = [
         placement.PlacementDevice(
             name=gpu["name"],
@@ -182,44 +209,158 @@ def _speed(case: dict, setup: dict, host_efficiency: float) -> placement.SplitDe
         tensor_split=case.get("tensor_split"),
         output_first=case.get("output_first", True),
     )
-    laid_out = placement.plan(model, work, fmt, devices, request)
-    return placement.split_decode(
-        model, work, fmt, laid_out, devices, machine["ram_bandwidth_bytes_per_s"], profile_for("llamacpp"), host_efficiency
-    )
+    return model, work, fmt, placement.plan(model, work, fmt, devices, request), devices
 
 
-def implied_efficiency(case: dict, setup: dict) -> float:
-    """The host efficiency at which the prediction meets the published speed."""
-    raw = _speed(case, setup, 1.0)
-    return raw.host_seconds / (1 / case["tokens_per_s"] - (raw.expected_seconds - raw.host_seconds))
+def _speed(case: dict, setup: dict, constants: Constants) -> placement.SplitDecode:
+    model, work, fmt, laid_out, devices = _laid_out(json.dumps([case, setup["machines"][case["machine"]]], sort_keys=True))
+    return placement.split_decode(model, work, fmt, laid_out, devices, _host(case, setup, constants), profile_for("llamacpp"))
 
 
-def fitted(cases: list[dict], setup: dict) -> float:
-    return round(statistics.median(implied_efficiency(c, setup) for c in cases), 2)
+def _terms(case: dict, setup: dict) -> tuple[int, float, int]:
+    """A case's host bytes, the rest of its step without the hops' fixed cost (devices, the activations'
+    bytes over PCIe, fixed costs per layer), and its hops."""
+    return _raw_terms(json.dumps([case, setup["machines"][case["machine"]]], sort_keys=True))
 
 
-def speed_rows() -> tuple[list[str], float, float, float]:
-    setup = speeds()
+@functools.cache
+def _raw_terms(case_key: str) -> tuple[int, float, int]:
+    case, machine = json.loads(case_key)
+    raw = _speed(case, {"machines": {case["machine"]: machine}}, (1.0, None, 0.0))
+    return raw.host_bytes, raw.expected_seconds - raw.host_seconds, raw.hops
+
+
+def implied_rate(case: dict, setup: dict, hop: float) -> float:
+    """The host's bytes per second at which the prediction meets the published speed, given the hops'
+    fixed cost: host bytes over what is left of the published step (inf: nothing left)."""
+    host_bytes, rest, hops = _terms(case, setup)
+    left = 1 / case["tokens_per_s"] - rest - hops * hop
+    return host_bytes / left if left > 0 else math.inf
+
+
+def fitted(cases: list[dict], setup: dict, hop: bool = True, per_core: bool = False) -> Constants:
+    """HOST_EFFICIENCY and HOP_SECONDS, each the median of what its cases imply given the other. Given the
+    hops' cost, each case implies a host rate R (implied_rate): the efficiency is the median of R / RAM
+    bandwidth over every case, the hop cost the median over the cases with more than two hops (a layer's
+    experts away from its attention) of the time left per hop once the host is paid; from no hop cost, the
+    two are refitted in turn (rounded to 0.01 and 10 µs) until a pair repeats. hop=False: the one constant of
+    before. per_core=True: the tested variant, where a case is core-bound when threads * bytes per core <
+    RAM bandwidth * efficiency, the efficiency comes from the RAM-bound cases only and the bytes per core
+    (rounded to 0.1 GB/s) from the median of R / threads over the core-bound ones."""
+    ram = {id(c): setup["machines"][c["machine"]]["ram_bandwidth_bytes_per_s"] for c in cases}
+
+    def rates(cost: float) -> list[tuple[dict, float]]:
+        return [(c, rate) for c in cases if (rate := implied_rate(c, setup, cost)) < math.inf]
+
+    def rate_of(case: dict, efficiency: float, per_thread: float | None) -> float:
+        cap = threads(case, setup) * per_thread if per_thread is not None else math.inf
+        return min(ram[id(case)] * efficiency, cap)
+
+    efficiency = round(statistics.median(rate / ram[id(c)] for c, rate in rates(0.0)), 2)
+    per_thread = round(statistics.median(rate / threads(c, setup) for c, rate in rates(0.0)), -8) if per_core else None
+    cost, seen = 0.0, set()
+    while (efficiency, per_thread, cost) not in seen:
+        seen.add((efficiency, per_thread, cost))
+        implied = rates(cost)
+        if per_thread is None:
+            efficiency = round(statistics.median(rate / ram[id(c)] for c, rate in implied), 2)
+        else:
+            bound = {id(c): threads(c, setup) * per_thread < ram[id(c)] * efficiency for c, _ in implied}
+            ram_bound = [rate / ram[id(c)] for c, rate in implied if not bound[id(c)]]
+            core_bound = [rate / threads(c, setup) for c, rate in implied if bound[id(c)]]
+            efficiency = round(statistics.median(ram_bound), 2) if ram_bound else efficiency
+            per_thread = round(statistics.median(core_bound), -8) if core_bound else per_thread
+        if not hop:
+            continue
+        per_hop = []
+        for case in cases:
+            host_bytes, rest, hops = _terms(case, setup)
+            if hops > 2:
+                left = 1 / case["tokens_per_s"] - rest - host_bytes / rate_of(case, efficiency, per_thread)
+                per_hop.append(left / hops)
+        cost = max(0.0, round(statistics.median(per_hop), 5)) if per_hop else 0.0
+    return efficiency, int(per_thread) if per_thread is not None else None, cost
+
+
+class SpeedScore(NamedTuple):
+    """The speed cases scored by kvcalc's host model (RAM share and hop cost), by the one constant it replaced
+    and by the tested variant with a cap per core."""
+
+    case_rows: list[str]
+    machine_rows: list[str]
+    constants: Constants  # fitted on every case
+    one_constant: float
+    per_core: Constants
+    inside: float  # median absolute error, in-sample
+    outside: float  # the same, each source left out of the fit that predicts it
+    one_inside: float
+    one_outside: float
+    per_core_outside: float
+
+
+def _errors(cases: list[dict], setup: dict, **variant: bool) -> tuple[list[float], list[float], list[Constants]]:
+    """Each case's signed error in-sample and with its source left out, and the constants that predicted it."""
+    everyone = fitted(cases, setup, **variant)
+    inside, outside, folds = [], [], []
+    for case in cases:
+        others = fitted([c for c in cases if c["url"] != case["url"]], setup, **variant)
+        inside.append(_speed(case, setup, everyone).tokens_per_s / case["tokens_per_s"] - 1)
+        outside.append(_speed(case, setup, others).tokens_per_s / case["tokens_per_s"] - 1)
+        folds.append(others)
+    return inside, outside, folds
+
+
+def _median_abs(errors: list[float]) -> float:
+    return statistics.median(abs(e) for e in errors)
+
+
+@functools.cache
+def _score(text: str) -> SpeedScore:
+    setup = yaml.safe_load(text)
     cases = setup["cases"]
-    everyone = fitted(cases, setup)
+    inside, outside, folds = _errors(cases, setup)
+    one_inside, one_outside, _ = _errors(cases, setup, hop=False)
+    _, core_outside, _ = _errors(cases, setup, per_core=True)
     rows = [
-        "| machine | model | flags | published tok/s | kvcalc (in-sample) | error | kvcalc (source left out) | error |",
+        "| machine | model | flags | published tok/s | kvcalc (in-sample) | source left out (its constants) |"
+        " one constant, source left out | with a rate per core, source left out |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    inside, outside = [], []
-    for case in cases:
-        others = fitted([c for c in cases if c["url"] != case["url"]], setup)
-        own = _speed(case, setup, everyone).tokens_per_s
-        left_out = _speed(case, setup, others).tokens_per_s
-        inside.append(abs(own / case["tokens_per_s"] - 1))
-        outside.append(abs(left_out / case["tokens_per_s"] - 1))
+    for case, own, out, fold, one, core in zip(cases, inside, outside, folds, one_outside, core_outside, strict=True):
         flags = f"-ngl {case['n_gpu_layers']}" + (f" --n-cpu-moe {case['n_cpu_moe']}" if "n_cpu_moe" in case else "")
         flags += f" -ts {'/'.join(str(t) for t in case['tensor_split'])}" if "tensor_split" in case else ""
+        flags += f" -t {case['threads']}" if "threads" in case else ""
+        published = case["tokens_per_s"]
         rows.append(
-            f"| {case['machine']} | {case['model']} ([source]({case['url']})) | `{flags}` | {case['tokens_per_s']} | {own:.1f} |"
-            f" {own / case['tokens_per_s'] - 1:+.0%} | {left_out:.1f} (eff {others}) | {left_out / case['tokens_per_s'] - 1:+.0%} |"
+            f"| {case['machine']} | {case['model']} ([source]({case['url']})) | `{flags}` | {published} |"
+            f" {published * (1 + own):.1f} ({own:+.0%}) | {published * (1 + out):.1f} ({out:+.0%}; {fold[0]},"
+            f" {fold[2] * 1e3:.2f} ms) | {published * (1 + one):.1f} ({one:+.0%}) | {published * (1 + core):.1f} ({core:+.0%}) |"
         )
-    return rows, everyone, statistics.median(inside), statistics.median(outside)
+    machine_rows = [
+        "| machine | cases | cores (-t) | RAM GB/s | kvcalc: in-sample | source left out | one constant, left out |"
+        " rate per core, left out |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, machine in setup["machines"].items():
+        mine = [i for i, c in enumerate(cases) if c["machine"] == name]
+        cores = sorted({threads(cases[i], setup) for i in mine})
+        machine_rows.append(
+            f"| {name} | {len(mine)} | {machine['cpu_cores']} ({', '.join(map(str, cores))}) |"
+            f" {machine['ram_bandwidth_bytes_per_s'] / 1e9:.1f} | {_median_abs([inside[i] for i in mine]):.0%} |"
+            f" {_median_abs([outside[i] for i in mine]):.0%} | {_median_abs([one_outside[i] for i in mine]):.0%} |"
+            f" {_median_abs([core_outside[i] for i in mine]):.0%} |"
+        )
+    return SpeedScore(
+        case_rows=rows, machine_rows=machine_rows, constants=fitted(cases, setup),
+        one_constant=fitted(cases, setup, hop=False)[0], per_core=fitted(cases, setup, per_core=True),
+        inside=_median_abs(inside), outside=_median_abs(outside), one_inside=_median_abs(one_inside),
+        one_outside=_median_abs(one_outside), per_core_outside=_median_abs(core_outside),
+    )  # fmt: skip
+
+
+def speed_score() -> SpeedScore:
+    """speeds.yaml scored (memoized on its text: the fits run once per process)."""
+    return _score((FIXTURES / "speeds.yaml").read_text())
 
 
 def excluded_rows() -> list[str]:
@@ -232,9 +373,11 @@ def excluded_rows() -> list[str]:
 
 def section() -> str:
     memory, explained, total = breakdown_rows()
-    speed, efficiency, inside, outside = speed_rows()
+    score = speed_score()
     setup = speeds()
-    machines = [f"- `{name}`: {m['what']}; host {m['ram_source']}." for name, m in setup["machines"].items()]
+    efficiency, _, hop = score.constants
+    core_efficiency, per_core, core_hop = score.per_core
+    machines = [f"- `{name}`: {m['what']}; host {m['ram_source']}; {m['cpu_source']}." for name, m in setup["machines"].items()]
     return "\n".join(
         [
             f"Memory (tests/fixtures/placement/breakdowns.yaml): {explained} of {total} published cases within 5% or 256 MiB"
@@ -247,10 +390,16 @@ def section() -> str:
             "",
             *machines,
             "",
-            f"Host efficiency fitted on all cases: {efficiency} (placement.HOST_EFFICIENCY); median absolute error"
-            f" {inside:.0%} in-sample, {outside:.0%} leave-one-source-out.",
+            f"The host streams RAM bandwidth * {efficiency} and each hop between it and a GPU costs {hop * 1e3:.2f} ms"
+            f" (placement.HOST_EFFICIENCY and HOP_SECONDS, fitted on all cases): median absolute error {score.inside:.0%}"
+            f" in-sample, {score.outside:.0%} leave-one-source-out. The one constant it replaces (RAM bandwidth *"
+            f" {score.one_constant}, no hop cost) scores {score.one_inside:.0%} and {score.one_outside:.0%}; the tested"
+            f" cap per core (min(RAM * {core_efficiency}, threads * {per_core / 1e9:.1f} GB/s), {core_hop * 1e3:.2f} ms"
+            f" per hop) {score.per_core_outside:.0%} left out, so it is not adopted.",
             "",
-            *speed,
+            *score.machine_rows,
+            "",
+            *score.case_rows,
             "",
             "Published cases left out (tests/fixtures/placement/excluded.yaml):",
             "",

@@ -194,7 +194,8 @@ def split_speed(
         raise InvalidInput("the placement leaves weights on the CPU: give --ram-bandwidth (80GB/s, or ddr5-6000x2)")
     else:
         ram = 1  # nothing but the input table's rows is read on the host
-    return placement.split_decode(model, workload, fmt, laid_out, devices, ram, profile(workload.engine).decode_profile(gpus[0]))
+    host = placement.HostSpeed(ram_bandwidth_bytes_per_s=ram)
+    return placement.split_decode(model, workload, fmt, laid_out, devices, host, profile(workload.engine).decode_profile(gpus[0]))
 
 
 def residents(
@@ -237,9 +238,8 @@ def speeds(
 
     at_ctx = workload.model_copy(update={"seq": laid_out.ctx_size})
     request = request.model_copy(update={"ctx_size": laid_out.ctx_size})
-    return placement.speed_steps(
-        model, at_ctx, fmt, devices, request, ram_bandwidth(bandwidth), profile(workload.engine).decode_profile(gpus[0])
-    )
+    host = placement.HostSpeed(ram_bandwidth_bytes_per_s=ram_bandwidth(bandwidth))
+    return placement.speed_steps(model, at_ctx, fmt, devices, request, host, profile(workload.engine).decode_profile(gpus[0]))
 
 
 MEMINFO = "/proc/meminfo"
