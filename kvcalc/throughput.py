@@ -161,7 +161,7 @@ def check_price(price_per_gpu_hour: float) -> None:
 
 
 def per_million(price_per_hour: float, tokens_per_s: float) -> float:
-    """Dollars per million tokens at `tokens_per_s`: price / (tokens/s * 3600) * 1e6.
+    """The cost per million tokens at `tokens_per_s` (in the price's currency): price / (tokens/s * 3600) * 1e6.
 
     >>> round(per_million(3.6, 1000.0), 6)
     1.0
@@ -192,7 +192,7 @@ def cost(
     price_origin: str = "--price-per-hour",
     currency: str | None = None,
 ) -> Cost:
-    """Dollars per million output tokens from the decode speed (positive: a batch that runs), per
+    """The cost per million output tokens from the decode speed (positive: a batch that runs), per
     million prompt tokens from the prefill's (its batch * prompt tokens over its time), the GPUs
     billed by the hour at `price_per_gpu_hour` (from `price_origin`: the flag, or the GPU preset's page, which
     names its `currency`)."""
@@ -202,6 +202,7 @@ def cost(
     input_rate = prompt_tokens / first.seconds
     output = per_million(price, output_tokens_per_s)
     input_ = per_million(price, input_rate)
+    money = f"{currency} " if currency else ""
     return Cost(
         price_per_gpu_hour=price_per_gpu_hour,
         price_origin=price_origin,
@@ -213,11 +214,11 @@ def cost(
         cost_per_million_output_tokens=output,
         cost_per_million_input_tokens=input_,
         explain=[
-            f"price per hour = price per GPU-hour * GPUs = {price_per_gpu_hour:g} * {gpus} = {price:g} (price per GPU-hour:"
-            f" {price_origin})",
-            f"per million output tokens = price / (tokens/s * 3600) * 1e6 = {price:g} / ({output_tokens_per_s:,.1f} * 3600) * 1e6"
-            f" = {output:.4g}",
+            f"price per hour = price per GPU-hour * GPUs = {money}{price_per_gpu_hour:g} * {gpus} = {money}{price:g} (price"
+            f" per GPU-hour: {price_origin})",
+            f"per million output tokens = price / (tokens/s * 3600) * 1e6 = {money}{price:g} / ({output_tokens_per_s:,.1f} *"
+            f" 3600) * 1e6 = {money}{output:.4g}",
             f"prompt tokens/s = B * prompt / prefill time = {prompt_tokens:,} / {format_seconds(first.seconds)} = {input_rate:,.0f}",
-            f"per million prompt tokens = price / (prompt tokens/s * 3600) * 1e6 = {input_:.4g}",
+            f"per million prompt tokens = price / (prompt tokens/s * 3600) * 1e6 = {money}{input_:.4g}",
         ],
     )

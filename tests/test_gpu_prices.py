@@ -42,6 +42,8 @@ def test_the_text_output_names_the_price_page(cli) -> None:
     assert result.exit_code == 0
     assert f"price per GPU-hour from the h200 preset: Spheron on-demand H200 SXM, {SPHERON}, 2026-03-17" in result.stdout
     assert "cost at USD 4.54 per hour (1 GPU): USD " in result.stdout
+    explained = cli(*DECODE, "--gpu", "h200", "--explain").stdout
+    assert "price per hour = price per GPU-hour * GPUs = USD 4.54 * 1 = USD 4.54" in explained
 
 
 def test_a_price_of_any_currency_is_printed_without_one(cli) -> None:

@@ -97,7 +97,7 @@ def decode(
 
     With --speculative-model, --num-speculative-tokens and --acceptance-rate: the expected time per token of speculative decoding (rounds of draft steps and one verification; docs/residents.md).
 
-    With --max-tpot-ms or --max-ttft-ms: the largest batch that meets them and fits the engine's memory budget, and its tokens/s (exit code 1 when not even one sequence meets them); with --price-per-hour: dollars per million output and prompt tokens.
+    With --max-tpot-ms or --max-ttft-ms: the largest batch that meets them and fits the engine's memory budget, and its tokens/s (exit code 1 when not even one sequence meets them); with --price-per-hour: the cost per million output and prompt tokens.
     """
     decimal = decimal_units(units)
     spec = with_params(presets.load_model(model, presets_dir), params, active_params)

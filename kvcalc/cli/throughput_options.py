@@ -39,7 +39,7 @@ PriceOpt = Annotated[
     float | None,
     typer.Option(
         "--price-per-hour",
-        help="Price of one GPU-hour (any currency): dollars per million output and prompt tokens, all tp * pp GPUs billed"
+        help="Price of one GPU-hour (any currency): the cost per million output and prompt tokens in it, all tp * pp GPUs billed"
         " (default: the GPU preset's price_per_hour, where it gives a public price page).",
     ),
 ]
@@ -85,7 +85,7 @@ class Economics:
         self, model: ModelSpec, work: Workload, gpu: GpuSpec, batch: int, output_tokens_per_s: float, weights: WeightFormat,
         efficiency: float | None = None,
     ) -> throughput.Cost | None:  # fmt: skip
-        """Dollars per million tokens at `batch` when a batch runs and a price is known: --price-per-hour,
+        """The cost per million tokens at `batch` when a batch runs and a price is known: --price-per-hour,
         else the GPU preset's public price (price_per_hour, with its page and date)."""
         if batch < 1:
             return None
