@@ -5,17 +5,13 @@ is removed). The same cases and errors are the tables of docs/engines.md."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "calibration.py"
-_spec = importlib.util.spec_from_file_location("calibration", SCRIPT)
-assert _spec and _spec.loader
-calibration = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(calibration)
+from tests.scripts import load_script
+
+calibration = load_script("scripts/calibration.py")
 
 CASES = [(engine, case) for engine in calibration.ENGINES for case in calibration.load_cases(engine)]
 
@@ -76,11 +72,7 @@ def test_each_engine_keeps_its_calibration_error() -> None:
 
 
 def test_published_logs_map_to_cases_or_say_why_not() -> None:
-    import_script = SCRIPT.with_name("import_published_logs.py")
-    spec = importlib.util.spec_from_file_location("import_published_logs", import_script)
-    assert spec and spec.loader
-    importer = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(importer)
+    importer = load_script("scripts/import_published_logs.py")
     log = {
         "name": "Qwen2-7B-Instruct, tp 2", "url": "https://github.com/o/r/blob/x/a.log", "group": "o/r", "engine": "vllm",
         "version": "0.10.1.1", "device": "A100 80GB", "model": "Qwen/Qwen2-7B-Instruct", "tp": 2, "pp": 1,
@@ -116,11 +108,7 @@ def test_published_logs_map_to_cases_or_say_why_not() -> None:
 
 
 def _importer():  # noqa: ANN202
-    spec = importlib.util.spec_from_file_location("import_published_logs", SCRIPT.with_name("import_published_logs.py"))
-    assert spec and spec.loader
-    importer = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(importer)
-    return importer
+    return load_script("scripts/import_published_logs.py")
 
 
 def test_the_repository_copy_of_the_collected_logs_rebuilds_the_published_cases() -> None:

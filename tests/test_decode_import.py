@@ -3,29 +3,20 @@ applied to every row it matches (issue 25: what is not a batch-1 decode, what th
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kvcalc.presets import load_gpu
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _importer():  # noqa: ANN202
-    spec = importlib.util.spec_from_file_location("import_decode_cases", ROOT / "benchmarks" / "import_decode_cases.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["import_decode_cases"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-importer = _importer()
+importer = load_script("benchmarks/import_decode_cases.py")
 FIXTURE = json.loads((ROOT / "tests" / "fixtures" / "decode_calibration.json").read_text(encoding="utf-8"))
 
 

@@ -3,9 +3,7 @@ terms, its band, the engine options that change it, and its invariants."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,17 +18,14 @@ from kvcalc.latency import all_reduce_bytes, decode, expected_seconds, tp_comm_s
 from kvcalc.presets import load_gpu, load_model
 from kvcalc.spec import Engine
 from kvcalc.units import DType, parse_engine_version
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _calibration():  # noqa: ANN202
     """benchmarks/decode_calibration.py, which fits the constants and writes docs/benchmarks.md's section."""
-    spec = importlib.util.spec_from_file_location("decode_calibration", ROOT / "benchmarks" / "decode_calibration.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["decode_calibration"] = module  # pydantic resolves the models' annotations through it
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/decode_calibration.py")
 
 
 calibration = _calibration()

@@ -4,9 +4,6 @@ sources write mapped to them by benchmarks/import_decode_cases.py (or left out, 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,19 +12,9 @@ from kvcalc.kvcache import estimate_kv
 from kvcalc.presets import load_model
 from kvcalc.spec import Workload
 from kvcalc.weights import count_params
+from tests.scripts import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _importer():  # noqa: ANN202
-    spec = importlib.util.spec_from_file_location("import_decode_cases", ROOT / "benchmarks" / "import_decode_cases.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["import_decode_cases"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-importer = _importer()
+importer = load_script("benchmarks/import_decode_cases.py")
 
 
 # KV bytes per token, 2 bytes per element (bf16 or fp16): K and V of every attention layer's KV heads.

@@ -4,17 +4,15 @@ within 2 % of GPU memory, or the case says why it misses, and then it must miss
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("calibration", ROOT / "scripts" / "calibration.py")
-assert _spec and _spec.loader
-calibration = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(calibration)
+calibration = load_script("scripts/calibration.py")
 
 CASES = yaml.safe_load((ROOT / "tests" / "fixtures" / "engine_logs" / "residents.yaml").read_text(encoding="utf-8"))
 

@@ -4,7 +4,6 @@ and the published vision-model start-ups of tests/fixtures/engine_logs/vision.ya
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -18,13 +17,11 @@ from kvcalc import presets, residents, vision
 from kvcalc.cli import app
 from kvcalc.errors import InvalidPreset
 from kvcalc.hf_config import model_fields_from_hf
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 LOGS = ROOT / "tests" / "fixtures" / "engine_logs"
-_spec = importlib.util.spec_from_file_location("calibration", ROOT / "scripts" / "calibration.py")
-assert _spec and _spec.loader
-calibration = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(calibration)
+calibration = load_script("scripts/calibration.py")
 CASES = yaml.safe_load((LOGS / "vision.yaml").read_text(encoding="utf-8"))
 runner = CliRunner()
 MISTRAL_SMALL = "mistral-small-3.1"  # the shipped preset, which carries its Pixtral tower
