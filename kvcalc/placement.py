@@ -835,8 +835,8 @@ def host_bytes_per_s(host: HostSpeed) -> tuple[float, Literal["RAM", "cores"]]:
     """Bytes per second the host streams at decode, and what binds: RAM bandwidth * efficiency, or the
     cores' cap when one is given, whichever is lower.
 
-    >>> host_bytes_per_s(HostSpeed(ram_bandwidth_bytes_per_s=51_200_000_000))
-    (31232000000.0, 'RAM')
+    >>> host_bytes_per_s(HostSpeed(ram_bandwidth_bytes_per_s=51_200_000_000, efficiency=0.5))
+    (25600000000.0, 'RAM')
     >>> host_bytes_per_s(HostSpeed(ram_bandwidth_bytes_per_s=96 * 10**9, cpu_cores=8, core_bytes_per_s=5 * 10**9))
     (40000000000, 'cores')
     """
