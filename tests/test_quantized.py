@@ -328,3 +328,19 @@ def test_nemotron_h_attention_named_mixer_is_attention_not_a_state_mixer() -> No
     assert q is not None and keeps_attention(q, 5) and not keeps_state_mixers(q, 5) and not keeps_attention(q, 4)
     mixer = linear_quantization({**AWQ, "modules_to_not_convert": ["mixer"]})
     assert mixer is not None and keeps_state_mixers(mixer, 0)
+
+
+@given(st.integers(0, 31), st.sampled_from(["self_attn", "mlp.shared_expert", "linear_attn"]))
+def test_a_one_layer_skip_keeps_no_more_than_the_every_layer_skip(layer: int, module: str) -> None:
+    from kvcalc.presets import load_model
+    from kvcalc.weights import count_params, weight_bytes, weight_format
+
+    def weights(skipped: list[str]) -> int:
+        model = load_model("llama3-8b").model_copy(
+            update={"quantization": linear_quantization({**AWQ, "modules_to_not_convert": skipped}), "dtype": "bf16"}
+        )
+        return weight_bytes(count_params(model), weight_format(model))
+
+    one = weights([f"model.layers.{layer}.{module}"])
+    assert weights([]) <= one <= weights([module])
+    assert one == weights([f"model.layers.{(layer + 1) % 32}.{module}"])  # Llama's layers are alike
