@@ -119,14 +119,15 @@ def quantized(tensor: GgufTensor) -> bool:
     return len(tensor.shape) >= 2 and name.endswith("weight") and not any(part in name for part in _NOT_QUANTIZED)
 
 
-def _layer_of(name: str) -> int:
+def layer_of(name: str) -> int:
+    """The layer index of a `blk.N.` tensor name, -1 for the others."""
     return int(name.split(".")[1]) if name.startswith("blk.") else -1
 
 
 def file_order(tensors: list[GgufTensor]) -> list[GgufTensor]:
     """The order llama-quantize visits tensors (llama_model_loader's weights_map, weight_name_comparer):
     by layer (the tensors outside a layer first), then by name. Its counters (i_attention_wv...) count in it."""
-    return sorted(tensors, key=lambda t: (_layer_of(t.name), t.name))
+    return sorted(tensors, key=lambda t: (layer_of(t.name), t.name))
 
 
 def _more_bits(i_layer: int, n_layers: int) -> bool:
@@ -245,7 +246,7 @@ def _mixed_type(ftype: DType, new: DType, tensor: GgufTensor, tied: bool, model:
         return {DType.iq3_xs: DType.iq3_xxs, DType.iq3_xxs: DType.iq2_s}.get(ftype, new)
     if category in c.i_ffn:
         counter = c.i_ffn[category]
-        i_layer = _layer_of(tensor.name) if model.experts > 1 else counter  # MoE: the layer in the name
+        i_layer = layer_of(tensor.name) if model.experts > 1 else counter  # MoE: the layer in the name
         c.i_ffn[category] += 1
         if category == "ffn_down":
             return _ffn_down_type(ftype, new, i_layer, model.layers, model)

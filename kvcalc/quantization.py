@@ -11,14 +11,19 @@ into int32 words (bits/8 B each), one 16-bit scale, and, for asymmetric schemes,
 import re
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from kvcalc.base import Strict
-from kvcalc.units import DType
+from kvcalc.units import PACKING, DType
 
 Method = Literal["awq", "gptq", "compressed-tensors", "bitsandbytes"]
 SCALE_BITS = 16  # one fp16/bf16 scale per group and output column (params_dtype in vLLM's create_weights)
-MARLIN_GROUP_SIZES = (-1, 32, 64, 128)  # vllm/model_executor/layers/quantization/utils/marlin_utils.py
+# vllm/model_executor/layers/quantization/utils/marlin_utils.py (vllm 007d5005) MARLIN_SUPPORTED_GROUP_SIZES: the
+# group sizes Marlin repacks; vLLM runs any other with its plain gptq or awq kernel on the stored layout
+MARLIN_GROUP_SIZES = (-1, 32, 64, 128)
+FP32_BITS = 8 * PACKING[DType.fp32].block_bytes
+# AutoRound's packings vLLM reads (quantization/auto_round.py AutoRoundConfig.SUPPORTED_FORMATS, vllm 04aa528e)
+AUTO_ROUND_PACKINGS = {"auto_round:auto_gptq": "gptq", "auto_round:auto_awq": "awq"}
 # bitsandbytes 4-bit: one absmax per block of 64 values, fp32; double quantization stores it as one byte and
 # one fp32 absmax per 256 of those (bitsandbytes functional.quantize_4bit, blocksize 64, nested blocksize 256)
 BNB_BLOCK, BNB_NESTED_BLOCKS = 64, 256
@@ -32,8 +37,11 @@ _COUNTED_ANYWAY = re.compile(
 # hybrid's linear attention), a hybrid's state mixers (Gated DeltaNet's linear_attn, Mamba's mixer) and
 # the shared experts (not their gate).
 _ATTENTION = re.compile(r"(?<!linear_)(self_attn|\battn\b|attention|[qkvo]_proj|qkv_proj)", re.I)
-_STATE_MIXERS = re.compile(r"linear_attn|mamba|\bmixer\b", re.I)
+# Nemotron-H names every layer's block `mixer`: Mamba's (in_proj, out_proj), attention's ([qkvo]_proj) or the MLP's
+_STATE_MIXERS = re.compile(r"linear_attn|mamba|\bmixer\b(?!\.(?:[qkvo]_proj|qkv_proj|up_proj|down_proj|gate_proj))", re.I)
 _SHARED_EXPERTS = re.compile(r"shared_experts?(?!_gate)", re.I)
+# A skip-list name for one layer only (model.layers.0.self_attn, backbone.layers.5.mixer, transformer.h.3.attn)
+_ONE_LAYER = re.compile(r"(?:^|\.)(?:layers|h|blocks)\.(\d+)(?:\.|$)")
 
 
 class LinearQuantization(Strict):
@@ -43,7 +51,7 @@ class LinearQuantization(Strict):
         description="quant_method: awq, gptq (AutoRound's GPTQ packing too), compressed-tensors or bitsandbytes"
     )
     bits: Literal[4, 8] = Field(description="bits per weight")
-    group_size: int | None = Field(description="input values per scale; None: one scale per output channel")
+    group_size: int | None = Field(description="input values per scale, a positive integer; None: one scale per output channel")
     scale_bits: int = Field(default=SCALE_BITS, gt=0, description="bits of scales per group (16: one fp16 or bf16 scale)")
     zero_points: bool = Field(description="asymmetric: a packed zero point per group (AWQ's zero_point, GPTQ sym false)")
     act_order: bool = Field(
@@ -54,9 +62,32 @@ class LinearQuantization(Strict):
     )
     marlin: bool = Field(
         default=True,
-        description="vLLM repacks the layers for its Marlin kernels; false for a GPTQ config without sym or desc_act,"
-        " which vLLM runs with its gptq kernel in the stored layout (gptq_marlin.py is_gptq_marlin_compatible)",
+        description="the config has what vLLM's Marlin check reads; false for a GPTQ config without sym or desc_act,"
+        " which vLLM runs with its gptq kernel in the stored layout (gptq_marlin.py is_gptq_marlin_compatible);"
+        " whether Marlin then repacks it is marlin_repacks",
     )
+
+    @field_validator("group_size")
+    @classmethod
+    def _positive_group(cls, size: int | None) -> int | None:
+        if size is not None and size <= 0:
+            raise ValueError(f"group_size: expected a positive integer (absent: one scale per output channel), got {size}")
+        return size
+
+    @property
+    def marlin_repacks(self) -> bool:
+        """Whether vLLM repacks the layers for Marlin on a GPU where Marlin runs (check_marlin_supported,
+        marlin_utils.py vllm 007d5005): its group sizes, and a type Marlin takes: with zero points only 4-bit
+        (uint4), without them 4- or 8-bit (uint4b8, uint8b128); AWQ's type map is uint4/uint8 with
+        has_zp=zero_point (awq_marlin.py is_awq_marlin_compatible), GPTQ's (bits, sym=True) only
+        (gptq_marlin.py is_gptq_marlin_compatible); else vLLM's plain kernel runs the stored layout."""
+        if not self.marlin or (self.group_size or -1) not in MARLIN_GROUP_SIZES:
+            return False
+        if self.method == "awq":
+            return self.zero_points and self.bits == 4
+        if self.method == "gptq":
+            return not self.zero_points
+        return self.bits == 4 or not self.zero_points
 
     @property
     def dtype(self) -> DType:
@@ -67,8 +98,10 @@ class LinearQuantization(Strict):
     def label(self) -> str:
         """e.g. 'awq int4 g128 asym'."""
         if self.method == "bitsandbytes":
-            blocks = "per-channel" if self.group_size is None else f"absmax per {BNB_BLOCK}"
-            return f"bitsandbytes {self.bits}-bit {blocks}" + (" double-quant" if self.group_size != BNB_BLOCK else "")
+            if self.group_size is None:
+                return f"bitsandbytes {self.bits}-bit per-channel"
+            double = self.group_size == BNB_BLOCK * BNB_NESTED_BLOCKS
+            return f"bitsandbytes {self.bits}-bit absmax per {BNB_BLOCK}" + (" double-quant" if double else "")
         group = f"g{self.group_size}" if self.group_size else "per-channel"
         return f"{self.method} int{self.bits} {group} {'asym' if self.zero_points else 'sym'}" + (
             " act-order" if self.act_order else ""
@@ -137,11 +170,8 @@ def _bool(section: dict[str, Any], key: str, where: str, default: bool) -> bool:
     return value
 
 
-def _group(size: int, where: str) -> int | None:
-    if size not in MARLIN_GROUP_SIZES:
-        raise ValueError(
-            f"{where}.group_size: {size} is not one vLLM's Marlin kernels take ({', '.join(map(str, MARLIN_GROUP_SIZES))})"
-        )
+def _group(size: int) -> int | None:
+    """A config's group_size: -1 is one scale per output channel."""
     return None if size == -1 else size
 
 
@@ -159,20 +189,30 @@ def _names(value: object, where: str) -> list[str]:
     return list(value)
 
 
-def _awq_gptq(config: dict[str, Any], method: Method) -> LinearQuantization:
+def _awq_gptq(config: dict[str, Any], method: Method, auto_round: bool = False) -> LinearQuantization:
+    """AWQ or GPTQ, or AutoRound in either packing: its zero points are `not sym`, and vLLM passes desc_act=False
+    and asks Marlin whenever (bits, sym) and the group size allow (auto_round.py apply_gptq_quant_layer,
+    apply_awq_quant_layer, vllm 04aa528e)."""
     where = "quantization_config"
     bits = _bits(config.get("bits", config.get("w_bit")), f"{where}.bits")  # w_bit, q_group_size: AutoAWQ's own names
-    group = _group(_positive_int(config, "group_size" if "group_size" in config else "q_group_size", where), where)
+    group_key = "q_group_size" if method == "awq" and "group_size" not in config else "group_size"
+    group = _group(_positive_int(config, group_key, where))
     marlin = True
     if method == "awq":
-        zero_points = _bool(config, "zero_point", where, True)
+        zero_points = not _bool(config, "sym", where, True) if auto_round else _bool(config, "zero_point", where, True)
         act_order = False
         skipped = _names(config.get("modules_to_not_convert"), f"{where}.modules_to_not_convert")
     else:
         zero_points = not _bool(config, "sym", where, True)
-        act_order = _bool(config, "desc_act", where, False) and group is not None  # one group per row: no order
-        marlin = "sym" in config and "desc_act" in config  # what vLLM needs to convert it (is_gptq_marlin_compatible)
-        dynamic = config.get("dynamic") or {}
+        # one group per row has no order; AutoRound's GPTQ layers run with desc_act=False
+        act_order = not auto_round and _bool(config, "desc_act", where, False) and group is not None
+        # what vLLM needs to convert it (is_gptq_marlin_compatible); AutoRound does not ask for desc_act
+        marlin = auto_round or ("sym" in config and "desc_act" in config)
+        dynamic = config.get("dynamic")
+        if dynamic is None:
+            dynamic = {}
+        if not isinstance(dynamic, dict):
+            raise ValueError(f"{where}.dynamic: expected an object of module patterns, got {dynamic!r}")
         skipped = [key.removeprefix("-:") for key in dynamic if isinstance(key, str) and key.startswith("-:")]
     return LinearQuantization(
         method=method,
@@ -206,7 +246,7 @@ def _compressed_tensors(config: dict[str, Any]) -> LinearQuantization:
             LinearQuantization(
                 method="compressed-tensors",
                 bits=_bits(weights.get("num_bits"), f"{at}.num_bits"),
-                group_size=_group(size, at),
+                group_size=_group(size),
                 zero_points=not _bool(weights, "symmetric", at, True),
                 act_order=weights.get("actorder") == "group",
                 skipped=_names(config.get("ignore"), "quantization_config.ignore"),
@@ -229,9 +269,9 @@ def _bitsandbytes(config: dict[str, Any]) -> LinearQuantization:
             method="bitsandbytes", bits=8, group_size=None, zero_points=False, skipped=skipped, marlin=False
         )
     if _bool(config, "bnb_4bit_use_double_quant", where, False):
-        group, scale_bits = BNB_BLOCK * BNB_NESTED_BLOCKS, 8 * BNB_NESTED_BLOCKS + 32
+        group, scale_bits = BNB_BLOCK * BNB_NESTED_BLOCKS, 8 * BNB_NESTED_BLOCKS + FP32_BITS
     else:
-        group, scale_bits = BNB_BLOCK, 32
+        group, scale_bits = BNB_BLOCK, FP32_BITS
     return LinearQuantization(
         method="bitsandbytes",
         bits=4,
@@ -245,8 +285,8 @@ def _bitsandbytes(config: dict[str, Any]) -> LinearQuantization:
 
 def linear_quantization(config: dict[str, Any]) -> LinearQuantization | None:
     """The integer weight quantization a quantization_config describes, None for the methods kvcalc
-    reads otherwise (fp8, mxfp4, nvfp4) or not at all. AutoRound's GPTQ packing reads as GPTQ (vLLM
-    runs it with gptq_marlin: vllm/model_executor/layers/quantization/auto_round.py).
+    reads otherwise (fp8, mxfp4, nvfp4) or not at all. AutoRound reads as the packing it names, GPTQ
+    when absent (vllm/model_executor/layers/quantization/auto_round.py, vllm 04aa528e).
 
     >>> linear_quantization({"quant_method": "gptq", "bits": 4, "group_size": 128, "sym": True, "desc_act": True}).label
     'gptq int4 g128 sym act-order'
@@ -256,26 +296,45 @@ def linear_quantization(config: dict[str, Any]) -> LinearQuantization | None:
         return _bitsandbytes(config)
     if method in ("awq", "gptq"):
         return _awq_gptq(config, method)  # type: ignore[arg-type]
-    if method in ("auto-round", "intel/auto-round", "auto_round") and "gptq" in str(config.get("packing_format", "gptq")):
-        return _awq_gptq(config, "gptq")
+    if method in ("auto-round", "intel/auto-round", "auto_round"):
+        packing = config.get("packing_format", "auto_round:auto_gptq")
+        if not isinstance(packing, str) or packing not in AUTO_ROUND_PACKINGS:
+            raise ValueError(
+                f"quantization_config.packing_format: {packing!r} is not one vLLM reads ({', '.join(AUTO_ROUND_PACKINGS)})"
+            )
+        return _awq_gptq(config, AUTO_ROUND_PACKINGS[packing], auto_round=True)  # type: ignore[arg-type]
     if method == "compressed-tensors" and config.get("format") == "pack-quantized":
         return _compressed_tensors(config)
     return None
 
 
-def keeps_attention(quantization: LinearQuantization) -> bool:
-    """Whether the config keeps the attention projections unquantized (self_attn in its skip list)."""
-    return any(_ATTENTION.search(name) and not _COUNTED_ANYWAY.search(name) for name in quantization.skipped)
+def _names_layer(name: str, layer: int) -> bool:
+    """Whether a skip-list name applies to layer `layer` (0-based): a name without a layer index applies to all."""
+    one = _ONE_LAYER.search(name)
+    return one is None or int(one.group(1)) == layer
 
 
-def keeps_state_mixers(quantization: LinearQuantization) -> bool:
-    """Whether the config keeps a hybrid's state mixers (linear attention, Mamba) unquantized."""
-    return any(_STATE_MIXERS.search(name) for name in quantization.skipped)
+def keeps_attention(quantization: LinearQuantization, layer: int) -> bool:
+    """Whether the config keeps layer `layer`'s attention projections unquantized (self_attn in its skip list).
+
+    >>> q = LinearQuantization(method="awq", bits=4, group_size=128, zero_points=True, skipped=["model.layers.0.self_attn"])
+    >>> keeps_attention(q, 0), keeps_attention(q, 1)
+    (True, False)
+    """
+    return any(
+        _ATTENTION.search(name) and not _COUNTED_ANYWAY.search(name) and _names_layer(name, layer)
+        for name in quantization.skipped
+    )
 
 
-def keeps_shared_experts(quantization: LinearQuantization) -> bool:
-    """Whether the config keeps a MoE's shared experts unquantized."""
-    return any(_SHARED_EXPERTS.search(name) for name in quantization.skipped)
+def keeps_state_mixers(quantization: LinearQuantization, layer: int) -> bool:
+    """Whether the config keeps layer `layer`'s state mixer (linear attention, Mamba) unquantized."""
+    return any(_STATE_MIXERS.search(name) and _names_layer(name, layer) for name in quantization.skipped)
+
+
+def keeps_shared_experts(quantization: LinearQuantization, layer: int) -> bool:
+    """Whether the config keeps layer `layer`'s shared experts unquantized."""
+    return any(_SHARED_EXPERTS.search(name) and _names_layer(name, layer) for name in quantization.skipped)
 
 
 def skipped_note(quantization: LinearQuantization) -> str:

@@ -222,8 +222,10 @@ class Packing(Frozen):
 # Sources: llama.cpp ggml/src/ggml-common.h (block_q8_0 = fp16 scale + 32 int8 = 34 B;
 # q4_0 = 2 + 16; q4_1 = 2 + 2 + 16; q5_0 = 2 + 4 + 16; q5_1 = 2 + 2 + 4 + 16; iq4_nl = 2 + 16);
 # scale_bytes are each block's fp16 scale (and min), the rest is data.
-# int4: group-wise with an fp16 scale and an fp16 zero point per 128 values (GPTQ/AWQ style):
-# 64 + 4 = 68 B per 128, i.e. bits/8 + 4/G bytes per value. mxfp4: 16 B + one e8m0 scale per 32.
+# int4 (--weight-dtype int4, and KV caches): a generic group-wise int4, an fp16 scale and an fp16 zero point per
+# 128 values: 64 + 4 = 68 B per 128, i.e. bits/8 + 4/G bytes per value. It is not AWQ's or GPTQ's layout (4-bit
+# packed zero points: 66.5 B per 128): a checkpoint's AWQ/GPTQ/compressed-tensors layers are counted from its
+# quantization_config (kvcalc.quantization). mxfp4: 16 B + one e8m0 scale per 32.
 # nvfp4: 8 B of E2M1 values + one E4M3 scale per 16 (the per-tensor fp32 scale is left out).
 PACKING: dict[DType, Packing] = {
     DType.fp32: Packing(block_values=1, block_bytes=4),

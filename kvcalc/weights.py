@@ -11,7 +11,8 @@ from operator import attrgetter
 from kvcalc.base import Frozen
 from kvcalc.engines import StageWeights
 from kvcalc.errors import InvalidInput
-from kvcalc.gguf_mix import FILE_TYPES, QUANT_SOURCE, GgufTensor, MixModel, tensor_bytes, tensor_types
+from kvcalc.gguf_mix import FILE_TYPES, QUANT_SOURCE, GgufTensor, MixModel, layer_of, tensor_bytes, tensor_types
+from kvcalc.gguf_mix import quantized as gguf_quantized
 from kvcalc.kvcache import pipeline_stages
 from kvcalc.quantization import (
     LinearQuantization,
@@ -325,23 +326,21 @@ def weight_format(model: ModelSpec, requested: DType | None = None) -> "WeightFo
 _KEPT_ORDER = ("norms and convs", "routers", "attention", "state mixers", "shared experts")
 
 
-def _kept_part(name: str, shape: tuple[int, ...], quantization: LinearQuantization) -> str | None:
-    """Which part a checkpoint keeps 16-bit a layer tensor (llama.cpp's name) belongs to, None when quantized:
-    vectors, norms, biases, a state mixer's conv and A/D always (quantizers pack linear weights only); MoE
-    routers (vLLM's MoE model files mostly build the gate as a ReplicatedLinear with quant_config=None:
-    "Gate always runs at half / full precision"); attention, a hybrid's state mixers and shared experts when
-    the config's skip list names them."""
-    if len(shape) == 1 or not name.endswith(".weight") or "norm" in name or "conv1d" in name:
-        return "norms and convs"
-    if name.startswith("ffn_gate_inp"):
-        return "routers"
+def _kept_part(name: str, shape: tuple[int, ...], layer: int, quantization: LinearQuantization) -> str | None:
+    """Which part a checkpoint keeps 16-bit a tensor (llama.cpp's name) of layer `layer` belongs to, None when
+    quantized: what llama-quantize keeps too (gguf_mix.quantized: vectors, norms, convs), MoE routers among them
+    (vLLM's MoE model files mostly build the gate as a ReplicatedLinear with quant_config=None: "Gate always
+    runs at half / full precision"); attention, a hybrid's state mixers and shared experts when the config's
+    skip list names them for this layer or every layer."""
+    if not gguf_quantized(GgufTensor(f"blk.{layer}.{name}", shape)):
+        return "routers" if name.startswith("ffn_gate_inp") else "norms and convs"
     mixer = name.startswith(("ssm_", "attn_qkv.", "attn_gate."))  # Gated DeltaNet / Mamba projections
     if mixer:
-        return "state mixers" if keeps_state_mixers(quantization) else None
+        return "state mixers" if keeps_state_mixers(quantization, layer) else None
     if name.startswith("attn_"):
-        return "attention" if keeps_attention(quantization) else None
+        return "attention" if keeps_attention(quantization, layer) else None
     if "_shexp" in name:
-        return "shared experts" if keeps_shared_experts(quantization) else None
+        return "shared experts" if keeps_shared_experts(quantization, layer) else None
     return None
 
 
@@ -354,13 +353,13 @@ def kept_16_bit(model: ModelSpec, quantization: LinearQuantization) -> tuple[tup
         return (0, 0), ""
     kept = own = model.hidden  # the final norm
     parts: set[str] = {"norms and convs"}
-    for layer in layers:
+    for index, layer in enumerate(layers):
         for name, shape in layer.tensors:
             if _is_routed(name):
                 continue
             count = math.prod(shape)
             own += count
-            part = _kept_part(name, shape, quantization)
+            part = _kept_part(name, shape, index, quantization)
             if part is not None:
                 kept += count
                 parts.add(part)
@@ -631,8 +630,7 @@ def _mix_bytes(model: ModelSpec, shapes: list[LayerParams], ftype: DType) -> tup
     types = tensor_types(ftype, [*layers, table, norm, *([] if model.tied_embeddings else [head])], facts)
     own, experts = [0] * model.layers, [0] * model.layers
     for tensor in layers:
-        layer = int(tensor.name.split(".", 2)[1])
-        (experts if "_exps." in tensor.name else own)[layer] += tensor_bytes(tensor, types[tensor.name])
+        (experts if _is_routed(tensor.name) else own)[layer_of(tensor.name)] += tensor_bytes(tensor, types[tensor.name])
     output = tensor_bytes(head, types[head.name]) + tensor_bytes(norm, types[norm.name])
     counts = Counter(types.values())
     used = ", ".join(f"{n} {dtype.value}" for dtype, n in counts.most_common())

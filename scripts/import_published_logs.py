@@ -371,6 +371,8 @@ def replay_over_release_range(case: dict[str, Any], releases: list[str], evidenc
     KV memory (the safe side). The range and its evidence are kept on the case, and its note says which held."""
     if not releases:
         return case
+    from kvcalc.units import format_bytes
+
     predict = _calibration().predict
     usable = {
         version: predict({**case, "engine": {**case["engine"], "vllm_version": version}})["usable_bytes"] for version in releases
@@ -380,7 +382,7 @@ def replay_over_release_range(case: dict[str, Any], releases: list[str], evidenc
     if len(set(usable.values())) == 1:
         held = f"release not stated; its post date and log lines leave {span} (version_evidence), and kvcalc's rules give each the same budget (replayed as {chosen})"
     else:
-        ends = ", ".join(f"{version} {usable[version] / 2**30:.2f} GiB" for version in (releases[0], releases[-1]))
+        ends = ", ".join(f"{version} {format_bytes(usable[version])}" for version in (releases[0], releases[-1]))
         held = f"release not stated; its post date and log lines leave {span} (version_evidence), and kvcalc's rules differ within it ({ends}): scored at {chosen}, the least KV"
     return {
         **case,

@@ -74,10 +74,14 @@ def test_no_release_keeps_the_v1_profile_and_a_draft_model_keeps_v1(cli) -> None
     )
 
 
-@pytest.mark.parametrize(("release", "per_logit"), [("0.30.0", 38), ("0.24.0", 38), ("0.23.0", 15), ("0.19.1", 15)])
-def test_turing_v1_sampler_sorts_from_0_24(cli, release: str, per_logit: int) -> None:
+@pytest.mark.parametrize(
+    ("release", "per_logit", "gpu"),
+    [("0.30.0", 38, "t4"), ("0.24.0", 38, "t4"), ("0.23.0", 15, "t4"), ("0.19.1", 15, "t4"), ("0.30.0", 38, "v100-32gb"),
+     ("0.30.0", 38, "p40"), ("0.30.0", 15, "a100-80gb")],
+)  # fmt: skip
+def test_v1_sampler_sorts_below_sm_8_from_0_24(cli, release: str, per_logit: int, gpu: str) -> None:
     # vllm/v1/attention/backends/flashinfer.py supports_compute_capability: SM 8.0 floor from 0.24 (flashinfer#3620)
-    args = ["fit", "--model", "qwen2.5-1.5b", "--gpu", "t4", "--seq", "4096", "--engine", "vllm", "--vllm-version", release]
+    args = ["fit", "--model", "qwen2.5-1.5b", "--gpu", gpu, "--seq", "4096", "--engine", "vllm", "--vllm-version", release]
     formula = _term(cli.json(*args, "--vllm-use-v2-model-runner", "0"), "activation peak")["formula"]
     assert f"R * V * {per_logit} + 2 * T * H * b" in formula
 
@@ -93,6 +97,11 @@ def test_turing_v1_sampler_sorts_from_0_24(cli, release: str, per_logit: int) ->
         (
             ["--vllm-version", "0.7.3", "--vllm-use-v2-model-runner", "1"],
             "--vllm-use-v2-model-runner 1: vLLM 0.7.3 runs the V0 engine, which has no V2 model runner",
+        ),
+        (
+            # vllm-project/vllm#25266, "GPU Model Runner V2", first shipped in v0.12.0
+            ["--vllm-version", "0.11.2", "--vllm-use-v2-model-runner", "1"],
+            "--vllm-use-v2-model-runner 1: vLLM 0.11.2 has no V2 model runner (it came in 0.12.0)",
         ),
     ],
 )
@@ -126,7 +135,7 @@ def dense_or_moe(draw: st.DrawFn) -> ModelSpec:
 @settings(max_examples=60)
 @given(
     dense_or_moe(),
-    st.sampled_from(["0.11.0", "0.19.1", "0.22.0", "0.25.0", "0.28.0", "0.30.0"]),
+    st.sampled_from(["0.12.0", "0.19.1", "0.22.0", "0.25.0", "0.28.0", "0.30.0"]),
     st.sampled_from([None, "t4", "h100-sxm"]),
     st.booleans(),
     st.integers(8 * GiB, 200 * GiB),

@@ -78,7 +78,9 @@ def test_explain_shows_stored_and_loaded_bytes_and_vllm_source(cli, tmp_path) ->
     result = cli("fit", "--model", _config(tmp_path, GPTQ), "--gpu", "h100-sxm", "--engine", "vllm", "--explain")
     assert result.exit_code == 0, result.output
     out = " ".join(result.stdout.split())
-    assert "weights (as loaded) = as stored + Marlin repack" in out
+    assert "weights (as loaded) = as stored - dropped by Marlin = " in out
+    assert "dropped by Marlin: gptq int4 g128 sym: h100-sxm is SM 9.0: Marlin runs from 7.5" in out
+    assert "Marlin repack: stored - loaded = 3,625,975,808 - 3,598,712,832 = 27,262,976 B (26.00 MiB)" in out
     assert "gptq int4 g128 sym as stored: per 128 values: 4-bit values + 16 bits of scales + 4-bit zero point" in out
     assert "MarlinLinearKernel.process_weights_after_loading" in out
 
@@ -115,6 +117,17 @@ def test_marlin_never_holds_more_than_the_checkpoint(method, bits, group, zero_p
             "gptq int4 g128 sym",
         ),  # fmt: skip
         (W4A16, "compressed-tensors int4 g128 sym"),
+        ({**GPTQ, "group_size": 256}, "gptq int4 g256 sym"),  # vLLM's plain gptq kernel runs it as stored
+        (
+            {"quant_method": "auto-round", "bits": 4, "group_size": 128, "sym": False, "packing_format": "auto_round:auto_awq"},
+            "awq int4 g128 asym",
+        ),  # fmt: skip
+        ({"quant_method": "bitsandbytes", "load_in_8bit": True}, "bitsandbytes 8-bit per-channel"),
+        ({"quant_method": "bitsandbytes", "load_in_4bit": True}, "bitsandbytes 4-bit absmax per 64"),
+        (
+            {"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_use_double_quant": True},
+            "bitsandbytes 4-bit absmax per 64 double-quant",
+        ),
     ],
 )
 def test_quantization_config_is_read(quantization: dict, label: str) -> None:
@@ -126,7 +139,13 @@ def test_quantization_config_is_read(quantization: dict, label: str) -> None:
     "quantization, message",
     [
         ({**AWQ, "bits": 3}, "quantization_config.bits: 3 bits is not supported"),
-        ({**GPTQ, "group_size": 100}, "quantization_config.group_size: 100 is not one vLLM's Marlin kernels take"),
+        ({**GPTQ, "dynamic": 5}, "quantization_config.dynamic: expected an object of module patterns, got 5"),
+        ({**GPTQ, "dynamic": "abc"}, "quantization_config.dynamic: expected an object of module patterns, got 'abc'"),
+        ({"quant_method": "gptq", "bits": 4}, "quantization_config.group_size: expected a positive integer (or -1), got None"),
+        (
+            {"quant_method": "auto-round", "bits": 4, "group_size": 128, "sym": True, "packing_format": 5},
+            "quantization_config.packing_format: 5 is not one vLLM reads (auto_round:auto_gptq, auto_round:auto_awq)",
+        ),
         ({**GPTQ, "sym": "yes"}, "quantization_config.sym: expected true or false"),
         ({**AWQ, "group_size": 0}, "quantization_config.group_size: expected a positive integer"),
         (
@@ -233,3 +252,95 @@ def test_hybrid_checkpoint_may_keep_its_state_mixers_16_bit(tmp_path) -> None:
     kept, kept_what = weights(["linear_attn", "visual"])
     assert (what, kept_what) == ("norms and convs", "norms and convs, state mixers")
     assert kept > quantized
+
+
+def _loaded_and_stored(cli, path: str, gpu: str) -> tuple[int, int, str]:
+    answer = cli.json("fit", "--model", path, "--gpu", gpu, "--engine", "vllm", "--seq", "8192")
+    term = next(t for t in answer["budget"]["terms"] if t["name"].startswith("weights"))
+    return term["bytes"], cli.json("size", "--model", path, "--seq", "8")["weights"]["bytes"], term["formula"]
+
+
+@pytest.mark.parametrize(
+    ("quantization", "gpu", "why"),
+    [
+        # vllm marlin_utils.py (007d5005): no Marlin types below capability 75, none on ROCm
+        (GPTQ, "v100-32gb", "v100-32gb is SM 7.0, below Marlin's 7.5"),
+        (GPTQ, "mi300x", "mi300x runs ROCm, where vLLM has no Marlin"),
+        # MARLIN_SUPPORTED_GROUP_SIZES is -1, 32, 64, 128: g256 runs on vLLM's gptq kernel as stored
+        ({**GPTQ, "group_size": 256}, "h100-sxm", "not a type and group size Marlin takes"),
+        # gptq_marlin.py TYPE_MAP has (bits, sym=True) only: asymmetric GPTQ runs on the gptq kernel
+        ({**GPTQ, "sym": False}, "h100-sxm", "not a type and group size Marlin takes"),
+    ],
+)
+def test_vllm_loads_as_stored_where_marlin_does_not_run(cli, tmp_path, quantization, gpu: str, why: str) -> None:
+    loaded, stored, formula = _loaded_and_stored(cli, _config(tmp_path, quantization), gpu)
+    assert loaded == stored and why in formula
+
+
+def test_symmetric_gptq_packed_auto_round_drops_its_zero_points_on_marlin(cli, tmp_path) -> None:
+    """auto_round.py apply_gptq_quant_layer (vllm 04aa528e): Marlin whenever (bits, sym) is in its type map and
+    the group size is Marlin's, with desc_act=False, so a config without desc_act is repacked all the same."""
+    config = {"quant_method": "auto-round", "bits": 4, "group_size": 128, "sym": True}
+    loaded, stored, _ = _loaded_and_stored(cli, _config(tmp_path, config), "h100-sxm")
+    assert stored - loaded == -(-LLAMA3_8B_LAYERS * 4 // (8 * 128))
+
+
+def test_auto_awq_packed_auto_round_is_counted_as_awq(cli, tmp_path) -> None:
+    config = {"quant_method": "auto-round", "bits": 4, "group_size": 128, "sym": False, "packing_format": "auto_round:auto_awq"}
+    auto_round = cli.json("size", "--model", _config(tmp_path, config), "--seq", "8")["weights"]["bytes"]
+    assert auto_round == cli.json("size", "--model", _config(tmp_path, AWQ), "--seq", "8")["weights"]["bytes"]
+
+
+@pytest.mark.parametrize("group_size", [0, -5])
+def test_model_file_group_size_must_be_positive(cli, tmp_path, group_size: int) -> None:
+    model = tmp_path / "q.yaml"
+    model.write_text(
+        "name: q\nlayers: 2\nheads: 4\nkv_heads: 4\nhead_dim: 64\nhidden: 256\nintermediate: 512\nvocab: 1000\n"
+        f"quantization: {{method: awq, bits: 4, group_size: {group_size}, zero_points: true}}\n"
+    )
+    result = cli("size", "--model", model, "--seq", "8")
+    assert result.exit_code == 2, result.output
+    assert f"group_size: expected a positive integer (absent: one scale per output channel), got {group_size}" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_skip_list_naming_one_layer_keeps_only_that_layer_16_bit() -> None:
+    """model.layers.0.self_attn keeps layer 0's attention in bf16, not every layer's."""
+    from kvcalc.presets import load_model
+    from kvcalc.weights import count_params, weight_bytes, weight_format
+
+    def weights(skipped: list[str]) -> int:
+        model = load_model("llama3-8b").model_copy(
+            update={"quantization": linear_quantization({**AWQ, "modules_to_not_convert": skipped}), "dtype": "bf16"}
+        )
+        return weight_bytes(count_params(model), weight_format(model))
+
+    attention = 2 * 4_096 * 4_096 + 2 * 4_096 * 1_024  # one layer's q, o and k, v projections
+    quantized, one, every = weights([]), weights(["model.layers.0.self_attn"]), weights(["self_attn"])
+    assert one - quantized == pytest.approx(attention * (2 - 532 / 1024), abs=64)
+    assert every - quantized == pytest.approx(32 * attention * (2 - 532 / 1024), abs=2048)
+
+
+def test_nemotron_h_attention_named_mixer_is_attention_not_a_state_mixer() -> None:
+    from kvcalc.quantization import keeps_attention, keeps_state_mixers
+
+    q = linear_quantization({**AWQ, "modules_to_not_convert": ["backbone.layers.5.mixer.q_proj"]})
+    assert q is not None and keeps_attention(q, 5) and not keeps_state_mixers(q, 5) and not keeps_attention(q, 4)
+    mixer = linear_quantization({**AWQ, "modules_to_not_convert": ["mixer"]})
+    assert mixer is not None and keeps_state_mixers(mixer, 0)
+
+
+@given(st.integers(0, 31), st.sampled_from(["self_attn", "mlp.shared_expert", "linear_attn"]))
+def test_a_one_layer_skip_keeps_no_more_than_the_every_layer_skip(layer: int, module: str) -> None:
+    from kvcalc.presets import load_model
+    from kvcalc.weights import count_params, weight_bytes, weight_format
+
+    def weights(skipped: list[str]) -> int:
+        model = load_model("llama3-8b").model_copy(
+            update={"quantization": linear_quantization({**AWQ, "modules_to_not_convert": skipped}), "dtype": "bf16"}
+        )
+        return weight_bytes(count_params(model), weight_format(model))
+
+    one = weights([f"model.layers.{layer}.{module}"])
+    assert weights([]) <= one <= weights([module])
+    assert one == weights([f"model.layers.{(layer + 1) % 32}.{module}"])  # Llama's layers are alike

@@ -5,7 +5,7 @@ attention page per state layer, the attention block size raised until a page hol
 
 Rules follow vLLM 0.19.0 (the release of the calibration logs) and, for CUDA graphs and the default
 --gpu-memory-utilization, 0.21 and later; `--vllm-version` picks the older behaviour, the
-sampler's profile of the releases without FlashInfer (0.8-0.11.0) or on Turing (0.24 on), and the V2
+sampler's profile of the releases without FlashInfer (0.8-0.11.0) or below SM 8.0 (0.24 on), and the V2
 model runner's profile where the release runs it (model_runner; --vllm-use-v2-model-runner picks it).
 --enable-prefix-caching puts a hybrid model's state in mamba_cache_mode "align".
 Sources: vllm/v1/kv_cache_interface.py, vllm/v1/core/kv_cache_utils.py, vllm/config/cache.py,
@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from kvcalc.decode_profiles import DecodeProfile, profile_for
+from kvcalc.decode_profiles import DecodeProfile, gpu_architecture, profile_for
 from kvcalc.engines.activations import activation_bytes, forward_transient, moe_workspace, require_shapes
 from kvcalc.engines.base import (
     Budget,
@@ -41,8 +41,9 @@ from kvcalc.engines.base import (
     weights_term,
 )
 from kvcalc.errors import InvalidInput
+from kvcalc.quantization import MARLIN_GROUP_SIZES, LinearQuantization
 from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload, cache_dtypes
-from kvcalc.units import DType, GiB, MiB, format_bytes, parse_engine_version
+from kvcalc.units import PACKING, DType, GiB, MiB, format_bytes, parse_engine_version
 
 VLLM_VERSION = "0.19.0"  # the release whose start-up logs calibrate the budget
 LATEST_VERSION = (1, 0, 0)  # an absent --vllm-version: the newest rules kvcalc keeps
@@ -102,13 +103,17 @@ FLASHINFER_SM80_FLOOR_SINCE = (0, 24, 0)
 # generating model that is not MoE, hybrid or attention-free ("since v0.25.0 the default for all dense models",
 # vllm.ai blog 2026-07-23); from 0.29 every model (the test is gone; blog 2026-08-31: "the first tagged release with
 # this default will be v0.29.0"). A draft model (speculative method draft_model) keeps V1 (the unsupported features).
+# The first release with the V2 runner at all: "GPU Model Runner V2 (#25266)" in the v0.12.0 release notes
+# (vllm-project/vllm#25266; https://blog.youkuaiyun.com/problc/article/details/155613344 quotes them); kvcalc read
+# its profile in the 0.21-0.30 wheels only
+V2_RUNNER_SINCE = (0, 12, 0)
 V2_RUNNER_SOME_ARCHITECTURES_SINCE = (0, 22, 0)
 V2_RUNNER_DENSE_SINCE = (0, 25, 0)
 V2_RUNNER_ALL_SINCE = (0, 29, 0)
 # V2's Sampler copies the logits to fp32 before sampling (sample/sampler.py apply_sampling_params); from 0.28 it
 # returns them as they are when no request needs processing, as in the profile's dummy batch (needs_logits_processing)
 V2_SAMPLER_SKIPS_FP32_COPY_SINCE = (0, 28, 0)
-FP32_BYTES = 4
+FP32_BYTES = PACKING[DType.fp32].block_bytes
 # V2's profile_cudagraph_memory returns 0 before 0.29 ("TBD whether we keep this API"); from 0.29 it captures the
 # graphs into a throwaway pool and measures them (vllm/v1/worker/gpu/cudagraph_utils.py profile_cudagraph_memory)
 V2_GRAPHS_PROFILED_SINCE = (0, 29, 0)
@@ -126,7 +131,7 @@ def _version(text: str | None) -> tuple[int, int, int]:
     return LATEST_VERSION if text is None else parse_engine_version(text)
 
 
-SmFamily = Literal["turing", "ampere", "ada", "hopper", "blackwell", "blackwell-rtx"]
+SmFamily = Literal["pascal", "volta", "turing", "ampere", "ada", "hopper", "blackwell", "blackwell-rtx"]
 _SM_FAMILIES: tuple[tuple[SmFamily, tuple[str, ...]], ...] = (  # GPU preset and nvidia-smi names, lower case
     ("blackwell-rtx", ("rtx5", "rtx 5", "rtx-pro-6000", "rtx pro 6000", "dgx-spark", "gb10")),  # SM 12.x
     ("blackwell", ("b200", "b300", "gb200", "gb300")),  # SM 10.x
@@ -134,7 +139,16 @@ _SM_FAMILIES: tuple[tuple[SmFamily, tuple[str, ...]], ...] = (  # GPU preset and
     ("ada", ("l4", "l40", "l20", "rtx4", "rtx 4", "ada")),  # SM 8.9
     ("ampere", ("a100", "a10", "a30", "a40", "a6000", "a800", "rtx3", "rtx 3", "a4000", "a5000")),  # SM 8.0 / 8.6
     ("turing", ("t4", "2080", "titan rtx", "quadro rtx")),  # SM 7.5
+    ("volta", ("v100", "titan v")),  # SM 7.0
+    ("pascal", ("p40", "p100", "gtx10", "gtx 10")),  # SM 6.x
 )
+# Each family's (lowest) compute capability as vLLM compares it (capability.to_int(): 7.5 -> 75)
+SM_CAPABILITY: dict[SmFamily, int] = {
+    "pascal": 60, "volta": 70, "turing": 75, "ampere": 80, "ada": 89, "hopper": 90, "blackwell": 100, "blackwell-rtx": 120,
+}  # fmt: skip
+# marlin_utils.py query_marlin_supported_quant_types: "if device_capability < 75: return []"; check_marlin_supports_layer
+# and check_moe_marlin_supports_layer: False on ROCm (vllm 007d5005)
+MARLIN_MIN_CAPABILITY = 75
 
 
 def sm_family(gpu_name: str | None) -> SmFamily | None:
@@ -145,6 +159,26 @@ def sm_family(gpu_name: str | None) -> SmFamily | None:
     """
     name = (gpu_name or "").lower()
     return next((family for family, marks in _SM_FAMILIES if any(mark in name for mark in marks)), None)
+
+
+def marlin_runs(gpu_name: str | None) -> tuple[bool, str]:
+    """Whether vLLM's Marlin kernels run on the GPU, and why: CUDA from compute capability 7.5, never ROCm
+    (MARLIN_MIN_CAPABILITY). A GPU kvcalc cannot place (no preset name) is taken as a CUDA GPU that runs them.
+
+    >>> [marlin_runs(name)[0] for name in ("t4", "v100-32gb", "p40", "mi300x", "h100-sxm", None)]
+    [True, False, False, False, True, True]
+    """
+    if gpu_name and gpu_architecture(gpu_name.lower()).startswith("AMD"):
+        return False, f"{gpu_name} runs ROCm, where vLLM has no Marlin (marlin_utils.py check_marlin_supports_layer)"
+    family = sm_family(gpu_name)
+    if family is None:
+        return True, "GPU not named: taken as CUDA from SM 7.5, where Marlin runs"
+    capability = SM_CAPABILITY[family]
+    if capability < MARLIN_MIN_CAPABILITY:
+        return False, (
+            f"{gpu_name} is SM {capability / 10:.1f}, below Marlin's 7.5 (marlin_utils.py query_marlin_supported_quant_types)"
+        )
+    return True, f"{gpu_name} is SM {capability / 10:.1f}: Marlin runs from 7.5"
 
 
 def round_up(n: int, multiple: int) -> int:
@@ -196,13 +230,14 @@ def model_runner(model: ModelSpec, workload: Workload) -> tuple[ModelRunner, str
     """
     engine = workload.engine
     if engine.vllm_use_v2_model_runner is not None:
-        if (
-            engine.vllm_use_v2_model_runner
-            and engine.vllm_version
-            and parse_engine_version(engine.vllm_version) < V1_ENGINE_SINCE
-        ):
+        release = parse_engine_version(engine.vllm_version) if engine.vllm_version else None
+        if engine.vllm_use_v2_model_runner and release is not None and release < V1_ENGINE_SINCE:
             raise InvalidInput(
                 f"--vllm-use-v2-model-runner 1: vLLM {engine.vllm_version} runs the V0 engine, which has no V2 model runner"
+            )
+        if engine.vllm_use_v2_model_runner and release is not None and release < V2_RUNNER_SINCE:
+            raise InvalidInput(
+                f"--vllm-use-v2-model-runner 1: vLLM {engine.vllm_version} has no V2 model runner (it came in 0.12.0)"
             )
         chosen: ModelRunner = "v2" if engine.vllm_use_v2_model_runner else "v1"
         return chosen, f"VLLM_USE_V2_MODEL_RUNNER={int(engine.vllm_use_v2_model_runner)} (--vllm-use-v2-model-runner)"
@@ -232,7 +267,8 @@ def sampler_rule(
     logits (vllm/v1/sample/ops/topk_topp_sampler.py TopKTopPSampler.__init__, forward_native; 0.10.x).
     A pip-installed release from 0.8 (V1 by default) to 0.11.0 has no FlashInfer (it became a default CUDA
     requirement with vllm-project/vllm#26443, Oct 2025; 0.11.0 logs still warn "FlashInfer is not
-    available"): 38 B; on Turing from 0.24 FlashInfer refuses SM 7.5 (FLASHINFER_SM80_FLOOR_SINCE): 38 B.
+    available"): 38 B; below SM 8.0 (Turing, Volta, Pascal) from 0.24 FlashInfer refuses the GPU
+    (FLASHINFER_SM80_FLOOR_SINCE): 38 B.
     Later releases, and V0 ones (their logs fit it): 15 B. No --vllm-version: 38 B, the largest published.
     A Docker image of an older release ships FlashInfer and profiles 15 B.
     The V2 runner's dummy batch asks for no top-k, top-p or logprobs ("the sampler may skip top_k, top_p,
@@ -241,8 +277,8 @@ def sampler_rule(
 
     >>> [sampler_rule(v)[0] for v in ("0.19.1", "0.11.1", "0.11.0", "0.10.2", "0.7.3", None)]
     [15, 15, 38, 38, 15, 38]
-    >>> sampler_rule("0.30.0", family="turing")[0], sampler_rule("0.23.0", family="turing")[0]
-    (38, 15)
+    >>> sampler_rule("0.30.0", family="turing")[0], sampler_rule("0.30.0", family="volta")[0], sampler_rule("0.23.0", family="turing")[0]
+    (38, 38, 15)
     >>> sampler_rule("0.22.0", "v2")[0], sampler_rule("0.30.0", "v2")[0], sampler_rule(None, "v2")[0]
     (6, 2, 2)
     """
@@ -263,9 +299,10 @@ def sampler_rule(
         return NATIVE_SAMPLER_BYTES_PER_LOGIT, (
             f"vLLM {version} installs without FlashInfer: the PyTorch-native top-k/top-p sampler sorts the logits"
         )
-    if family == "turing" and release >= FLASHINFER_SM80_FLOOR_SINCE:
+    if family is not None and SM_CAPABILITY[family] < 80 and release >= FLASHINFER_SM80_FLOOR_SINCE:
         return NATIVE_SAMPLER_BYTES_PER_LOGIT, (
-            f"vLLM {version} on Turing: FlashInfer's sampler needs SM 8.0 from 0.24, so the native one sorts the logits"
+            f"vLLM {version} on SM {SM_CAPABILITY[family] / 10:.1f} ({family}): FlashInfer's sampler needs SM 8.0 from"
+            " 0.24, so the native one sorts the logits"
         )
     return SAMPLER_BYTES_PER_LOGIT, f"vLLM {version}: FlashInfer's sampler (a dependency since 0.11.1), or V0's"
 
@@ -386,16 +423,16 @@ MARLIN_SOURCE = (
 )
 
 
-def marlin_repack(stage: StageWeights) -> tuple[int, str]:
-    """Bytes vLLM holds beyond (or, negative, short of) one GPU's stored integer-quantized weights after
-    its Marlin repack, and why: packed values and scales keep their sizes, asymmetric zero points are
-    repacked at theirs, a symmetric GPTQ linear's qzeros are dropped and its MoE experts keep theirs in
+def marlin_dropped(stage: StageWeights, quantization: LinearQuantization, gpu_name: str | None) -> tuple[int, str]:
+    """Bytes of one GPU's stored integer-quantized weights vLLM does not hold after loading, and why (never
+    negative: Marlin keeps no more than the checkpoint stores): 0 where the layers load as stored (bitsandbytes; a config or GPU Marlin does not take: marlin_repacks,
+    marlin_runs); after a Marlin repack packed values and scales keep their sizes, asymmetric zero points are
+    repacked at theirs, a symmetric GPTQ linear's qzeros are dropped and its MoE experts keep them in
     params_dtype (half the stored int32 words); g_idx and its sort indices exist only with act order
-    (one int32 each per input feature: not counted). Marlin runs on CUDA from SM 7.5 (Turing)."""
-    q = stage.quantization
-    assert q is not None
+    (one int32 each per input feature: not counted)."""
+    q = quantization
     layers, experts = stage.quantized_params
-    if not q.marlin and q.method == "bitsandbytes":
+    if q.method == "bitsandbytes":
         return 0, (
             f"{q.label}: loaded as stored: vLLM keeps the packed weights and their quant states"
             " (quantization/bitsandbytes.py BitsAndBytesLinearMethod.create_weights, vllm 01f5395f)"
@@ -405,8 +442,19 @@ def marlin_repack(stage: StageWeights) -> tuple[int, str]:
             f"{q.label}: loaded as stored: the config lacks sym or desc_act, so vLLM runs its gptq kernel on the stored"
             " qweight, qzeros, scales and g_idx (gptq_marlin.py is_gptq_marlin_compatible)"
         )
+    if not q.marlin_repacks:
+        return 0, (
+            f"{q.label}: loaded as stored: not a type and group size Marlin takes (marlin_utils.py check_marlin_supported:"
+            f" groups {', '.join(map(str, MARLIN_GROUP_SIZES))}; 4-bit with zero points, 4- or 8-bit without), so vLLM"
+            " runs its plain gptq or awq kernel on the stored layout"
+        )
+    runs, where = marlin_runs(gpu_name)
+    if not runs:
+        return 0, f"{q.label}: loaded as stored: {where}, so vLLM runs its plain kernel on the stored layout"
     stored = q.stored_bytes(layers) + q.stored_bytes(experts)
     loaded = q.marlin_bytes(layers, experts=False) + q.marlin_bytes(experts, experts=True)
+    if loaded > stored:
+        raise ValueError(f"{q.label}: Marlin would hold {loaded:,} B of {stored:,} B stored")  # marlin_bytes' invariant
     zeros = (
         f"zero points kept ({q.bits} bits per group)"
         if q.zero_points
@@ -414,28 +462,28 @@ def marlin_repack(stage: StageWeights) -> tuple[int, str]:
         + (f" and {q.marlin_zero_bits(True)} (experts)" if experts else "")
     )
     why = (
-        f"{q.label}: loaded - stored = {loaded:,} - {stored:,} = {loaded - stored:,} B ({format_bytes(loaded - stored)})"
-        f" for {layers:,} layer and {experts:,} expert params per GPU; packed values and scales as stored, {zeros}"
+        f"{q.label}: {where}; Marlin repack: stored - loaded = {stored:,} - {loaded:,} = {stored - loaded:,} B"
+        f" ({format_bytes(stored - loaded)}) for {layers:,} layer and {experts:,} expert params per GPU; packed values"
+        f" and scales as stored, {zeros}"
         + ("; act order: g_idx and sort indices per input feature, not counted" if q.act_order else "")
     )
-    return loaded - stored, why
+    return stored - loaded, why
 
 
-def loaded_weights_term(stage: StageWeights) -> BudgetTerm:
-    """The weights term: as stored, or for integer-quantized layers as vLLM holds them after the Marlin
-    repack (stored bytes + marlin_repack's difference, which may be negative: one term, so the budget's
-    terms stay non-negative)."""
+def loaded_weights_term(stage: StageWeights, gpu_name: str | None) -> BudgetTerm:
+    """The weights term: as stored, or for integer-quantized layers as vLLM holds them: the stored bytes less
+    what its Marlin repack drops (marlin_dropped; one term, so the budget's terms stay non-negative)."""
     stored = weights_term(stage)
     if stage.quantization is None:
         return stored
-    extra, why = marlin_repack(stage)
-    loaded = stage.weights_bytes + extra
+    dropped, why = marlin_dropped(stage, stage.quantization, gpu_name)
+    loaded = stage.weights_bytes - dropped
     return BudgetTerm(
         name="weights (as loaded)",
         bytes=loaded,
         formula=(
-            f"as stored + Marlin repack = {stage.weights_bytes:,} + {extra:,} = {loaded:,} B ({format_bytes(loaded)});"
-            f" as stored: {stored.formula}; Marlin repack: {why}"
+            f"as stored - dropped by Marlin = {stage.weights_bytes:,} - {dropped:,} = {loaded:,} B ({format_bytes(loaded)});"
+            f" as stored: {stored.formula}; dropped by Marlin: {why}"
         ),
         source=MARLIN_SOURCE,
     )
@@ -724,7 +772,7 @@ class Vllm(EngineProfile):
         requested = byte_fraction(memory, fraction)
         per_stage = []
         for stage in stages:
-            weights = [loaded_weights_term(stage)]
+            weights = [loaded_weights_term(stage, gpu.name)]
             if stage.experts == DType.mxfp4:
                 extra, why = mxfp4_padding(model, stage, workload.tp, sm_family(gpu.name))
                 weights.append(
