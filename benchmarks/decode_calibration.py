@@ -14,7 +14,8 @@ The model (kvcalc.decode_profiles, kvcalc.latency.expected_seconds):
         + the prefill's share per token where a timing includes it
 
 G + u, F + K are inverse efficiencies (1 / share of peak): a GPU's architecture's and its own offset;
-no step streams above the peak (efficiencies capped at 1). R: the KV copies an engine's attention makes
+no step streams above the peak (efficiencies capped at 1; a sum of inverses below the GPU's own, which a fit
+without some source can make of F + K, even below 0, streams at the peak). R: the KV copies an engine's attention makes
 per step (transformers' repeat_kv: heads / kv_heads - 1). Y: a layer's Python dispatch where vLLM or SGLang
 run without graphs. Least squares on relative time error, linear in every constant but the product
 (G + u) * (F + K), so the two are fitted in turn. Each constant is pulled
@@ -291,14 +292,14 @@ def predict(case: Case, table: Fit) -> float:
     """The expected tokens/s of a case by `table`'s constants, through kvcalc.latency's formula."""
     n = _names(case)
     gpu_eff = 1 / (_get(table, n.architecture) + _get(table, n.gpu))
-    efficiency = min(1.0, gpu_eff / (_get(table, n.format) + _get(table, n.kernel) + _get(table, n.own)))
+    efficiency = gpu_eff / max(gpu_eff, _get(table, n.format) + _get(table, n.kernel) + _get(table, n.own))
     link = case.interconnect if case.tp > 1 else None
     comm = tp_comm_seconds(case.layers, _get(table, n.link), all_reduce_bytes(case.hidden, 1, case.tp), link)  # type: ignore[arg-type]
     fixed = _costs(case, table) + comm
     # compute never binds at batch 1: FLOPs 0 keeps the formula's max() on the memory side
     _, _, seconds = expected_seconds(
         case.weights_read_bytes, case.kv_read_bytes, 0, _bandwidth(case.gpu), 1.0, efficiency,  # type: ignore[arg-type]
-        min(1.0, gpu_eff / (_get(table, n.attention) + _get(table, n.repeat) * case.kv_repeats)), COMPUTE_EFFICIENCY, fixed + case.prefill_seconds_per_token,
+        gpu_eff / max(gpu_eff, _get(table, n.attention) + _get(table, n.repeat) * case.kv_repeats), COMPUTE_EFFICIENCY, fixed + case.prefill_seconds_per_token,
     )  # fmt: skip
     return 1 / seconds
 

@@ -275,7 +275,7 @@ MODE_EXPERT_S: dict[str, float] = {
     "transformers": 9.361e-05,
 }
 BANDS: dict[str, tuple[float, float, int]] = {
-    "all": (0.515, 1.273, 1404),
+    "all": (0.55, 1.273, 1404),
     "llamacpp 16-bit": (0.859, 1.084, 28),
     "llamacpp fp4": (0.532, 1.326, 8),
     "llamacpp ggml-2to3bit": (0.74, 1.103, 5),
@@ -299,7 +299,7 @@ BANDS: dict[str, tuple[float, float, int]] = {
     "vllm 16-bit": (0.492, 1.177, 72),
     "vllm fp4": (0.81, 1.61, 20),
     "vllm fp8": (0.944, 1.184, 43),
-    "vllm int4": (0.404, 1.364, 181),
+    "vllm int4": (0.534, 1.364, 181),
     "vllm int8": (0.57, 1.188, 62),
 }
 SOURCES: dict[str, str] = {

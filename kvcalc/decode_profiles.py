@@ -308,6 +308,11 @@ def _source(name: str) -> str:
     return f"fitted on {cases}" if cases else "no case: the prior (docs/benchmarks.md)"
 
 
+# A fitted sum of inverse efficiencies may fall below the GPU's own, even below 0 (a fit without some source:
+# issue 25's DGX Spark int4 MoE rows held out); no kernel streams faster than the peak, so it is taken at the peak
+AT_PEAK = "; the fitted inverses sum below the GPU's, so this streams at the GPU's peak"
+
+
 def terms(profile: DecodeProfile, klass: FormatClass, moe: bool, gpu: str, link: str | None, kv_repeats: float = 0.0) -> "Terms":
     """The fitted terms for a step of `profile` on `gpu` with weights of class `klass`: a kernel with no
     case of its own takes its format class's efficiency; a GPU with no case streams at its architecture's
@@ -330,18 +335,22 @@ def terms(profile: DecodeProfile, klass: FormatClass, moe: bool, gpu: str, link:
         else f"{architecture}: no case on this architecture, a typical GPU's rate"
     )
     modes = [mode for mode in (MODE_BASE.get(profile.mode), profile.mode) if mode is not None]
+    gpu_efficiency = 1 / (decode_fit.ARCHITECTURE_INVERSE.get(architecture, 1.0) + decode_fit.GPU_INVERSE.get(gpu, 0.0))
+    attention_inverse = decode_fit.ATTENTION_INVERSE.get(profile.engine_key, 1.0) + repeat_inverse * kv_repeats
     return Terms(
-        gpu_efficiency=1 / (decode_fit.ARCHITECTURE_INVERSE.get(architecture, 1.0) + decode_fit.GPU_INVERSE.get(gpu, 0.0)),
+        gpu_efficiency=gpu_efficiency,
         gpu_source=arch_source
         + (f"; {gpu}: {_source(f'gpu {gpu}')}" if gpu in decode_fit.GPU_INVERSE else f"; no case on {gpu or 'this GPU'}"),
         architecture=architecture,
-        kernel_efficiency=1 / inverse,
+        kernel_efficiency=1 / max(inverse, gpu_efficiency),
         kernel_source=f"format {klass}: {_source(f'format {klass}')}"
         + (f"; {key}: {_source(f'kernel {key}')}" if key in decode_fit.KERNEL_INVERSE else "")
-        + (f"; {own}: {_source(f'own {own}')}" if own in decode_fit.ENGINE_KERNEL_INVERSE else ""),
-        attention_efficiency=1 / (decode_fit.ATTENTION_INVERSE.get(profile.engine_key, 1.0) + repeat_inverse * kv_repeats),
+        + (f"; {own}: {_source(f'own {own}')}" if own in decode_fit.ENGINE_KERNEL_INVERSE else "")
+        + (AT_PEAK if inverse < gpu_efficiency else ""),
+        attention_efficiency=1 / max(attention_inverse, gpu_efficiency),
         attention_source=f"{profile.engine_key}: {_source(f'attention {profile.engine_key}')}"
-        + (f"; repeat_kv: {_source(f'repeat {profile.engine_key}')}" if repeat_inverse and kv_repeats else ""),
+        + (f"; repeat_kv: {_source(f'repeat {profile.engine_key}')}" if repeat_inverse and kv_repeats else "")
+        + (AT_PEAK if attention_inverse < gpu_efficiency else ""),
         kv_repeats=kv_repeats,
         kv_repeat_inverse=repeat_inverse,
         step_seconds=max(  # an engine release's offset may be negative; the step's cost is not

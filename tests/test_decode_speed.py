@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvcalc import Workload, decode_fit
-from kvcalc.decode_profiles import band, format_class, profile_for, terms
+from kvcalc.decode_profiles import AT_PEAK, band, format_class, profile_for, terms
 from kvcalc.engines import PROFILES
 from kvcalc.errors import InvalidInput
 from kvcalc.latency import all_reduce_bytes, decode, expected_seconds, tp_comm_seconds
@@ -257,6 +258,38 @@ def test_past_the_ridge_the_expected_time_is_compute_bound() -> None:
     step = decode(load_model("llama3-8b"), Workload(seq=64, batch=1024), load_gpu("h100-sxm"))
     assert step.roofline.bound == "compute" and step.expected.bound == "compute"
     assert step.expected.compute_seconds == pytest.approx(step.roofline.flops / (989e12 * 0.7))
+
+
+def test_a_held_out_fit_never_predicts_a_case_faster_than_its_bytes_at_peak() -> None:
+    # without flash7777's DGX Spark rows the int4 MoE kernel and format constants sum below 0 (issue 25): the
+    # weights then stream at the GPU's peak, not at a negative efficiency that made them faster (held out +118%)
+    group = "flash7777-vllm-marlin-sm12x"
+    held = calibration.fit([c for c in SCOPE if c.group != group])
+    mine = [c for c in SCOPE if c.group == group and c.format_class == "int4" and c.moe]
+    names = calibration._names(mine[0])
+    assert held[names.format] + held[names.kernel] + held[names.own] < 0
+    for case in mine:
+        peak = 1 / ((case.weights_read_bytes + case.kv_read_bytes) / load_gpu(case.gpu).bandwidth_bytes_per_s)
+        assert 0 < calibration.predict(case, held) <= peak
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.floats(-3.0, 3.0), st.floats(-3.0, 3.0))
+def test_no_fitted_sum_streams_weights_or_kv_above_the_peak(kernel_inverse: float, attention_inverse: float) -> None:
+    with (
+        patch.dict(decode_fit.FORMAT_INVERSE, {"int4": kernel_inverse}),
+        patch.dict(decode_fit.ATTENTION_INVERSE, {"vllm-v1": attention_inverse}),
+    ):
+        fitted = terms(profile_for("vllm", (0, 11, 0)), "int4", True, "dgx-spark", None)
+    assert 0 < fitted.weights_efficiency <= 1 and 0 < fitted.kv_efficiency <= 1
+    for efficiency, source in (
+        (fitted.weights_efficiency, fitted.kernel_source),
+        (fitted.kv_efficiency, fitted.attention_source),
+    ):
+        if AT_PEAK in source:  # --explain and the JSON say why this term is at the peak
+            assert efficiency == pytest.approx(1.0)
+    if kernel_inverse < 0:
+        assert AT_PEAK in fitted.kernel_source
 
 
 @pytest.mark.parametrize(("efficiency", "overhead"), [(0.0, None), (1.5, None), (None, -1e-3), (None, 2.0)])
