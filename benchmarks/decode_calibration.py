@@ -48,6 +48,7 @@ from kvcalc.decode_profiles import (  # noqa: E402
     LINK_BYTES_PER_S,
     MODE_BASE,
     PYTHON_EAGER_KEY,
+    capped_efficiency,
     gpu_architecture,
     kernel_key,
     kv_repeats,
@@ -292,14 +293,15 @@ def predict(case: Case, table: Fit) -> float:
     """The expected tokens/s of a case by `table`'s constants, through kvcalc.latency's formula."""
     n = _names(case)
     gpu_eff = 1 / (_get(table, n.architecture) + _get(table, n.gpu))
-    efficiency = gpu_eff / max(gpu_eff, _get(table, n.format) + _get(table, n.kernel) + _get(table, n.own))
+    efficiency = gpu_eff * capped_efficiency(_get(table, n.format) + _get(table, n.kernel) + _get(table, n.own), gpu_eff)
     link = case.interconnect if case.tp > 1 else None
     comm = tp_comm_seconds(case.layers, _get(table, n.link), all_reduce_bytes(case.hidden, 1, case.tp), link)  # type: ignore[arg-type]
     fixed = _costs(case, table) + comm
     # compute never binds at batch 1: FLOPs 0 keeps the formula's max() on the memory side
     _, _, seconds = expected_seconds(
         case.weights_read_bytes, case.kv_read_bytes, 0, _bandwidth(case.gpu), 1.0, efficiency,  # type: ignore[arg-type]
-        gpu_eff / max(gpu_eff, _get(table, n.attention) + _get(table, n.repeat) * case.kv_repeats), COMPUTE_EFFICIENCY, fixed + case.prefill_seconds_per_token,
+        gpu_eff * capped_efficiency(_get(table, n.attention) + _get(table, n.repeat) * case.kv_repeats, gpu_eff),
+        COMPUTE_EFFICIENCY, fixed + case.prefill_seconds_per_token,
     )  # fmt: skip
     return 1 / seconds
 

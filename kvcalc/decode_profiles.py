@@ -313,6 +313,16 @@ def _source(name: str) -> str:
 AT_PEAK = "; the fitted inverses sum below the GPU's, so this streams at the GPU's peak"
 
 
+def capped_efficiency(inverse: float, gpu_efficiency: float) -> float:
+    """A kernel's share of the GPU's streaming rate from its fitted inverse efficiency, taken at the GPU's
+    peak where the inverse falls below the GPU's efficiency (AT_PEAK): gpu_efficiency times it is at most 1.
+
+    >>> capped_efficiency(2.0, 0.8), capped_efficiency(-0.4, 0.8)
+    (0.5, 1.25)
+    """
+    return 1 / max(inverse, gpu_efficiency)
+
+
 def terms(profile: DecodeProfile, klass: FormatClass, moe: bool, gpu: str, link: str | None, kv_repeats: float = 0.0) -> "Terms":
     """The fitted terms for a step of `profile` on `gpu` with weights of class `klass`: a kernel with no
     case of its own takes its format class's efficiency; a GPU with no case streams at its architecture's
@@ -342,12 +352,12 @@ def terms(profile: DecodeProfile, klass: FormatClass, moe: bool, gpu: str, link:
         gpu_source=arch_source
         + (f"; {gpu}: {_source(f'gpu {gpu}')}" if gpu in decode_fit.GPU_INVERSE else f"; no case on {gpu or 'this GPU'}"),
         architecture=architecture,
-        kernel_efficiency=1 / max(inverse, gpu_efficiency),
+        kernel_efficiency=capped_efficiency(inverse, gpu_efficiency),
         kernel_source=f"format {klass}: {_source(f'format {klass}')}"
         + (f"; {key}: {_source(f'kernel {key}')}" if key in decode_fit.KERNEL_INVERSE else "")
         + (f"; {own}: {_source(f'own {own}')}" if own in decode_fit.ENGINE_KERNEL_INVERSE else "")
         + (AT_PEAK if inverse < gpu_efficiency else ""),
-        attention_efficiency=1 / max(attention_inverse, gpu_efficiency),
+        attention_efficiency=capped_efficiency(attention_inverse, gpu_efficiency),
         attention_source=f"{profile.engine_key}: {_source(f'attention {profile.engine_key}')}"
         + (f"; repeat_kv: {_source(f'repeat {profile.engine_key}')}" if repeat_inverse and kv_repeats else "")
         + (AT_PEAK if attention_inverse < gpu_efficiency else ""),
