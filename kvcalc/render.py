@@ -812,7 +812,7 @@ def throughput_lines(plan: ThroughputPlan | None, cost: Cost | None, explain: bo
         if explain:
             _explain(plan.explain)
     if cost is not None:
-        money = f"{cost.currency} " if cost.currency else ""
+        money = cost.money
         console.print(
             f"cost at {money}{cost.price_per_hour:g} per hour ({cost.gpus} GPU{'s' if cost.gpus > 1 else ''}):"
             f" [bold]{money}{cost.cost_per_million_output_tokens:.4g}[/] per million output tokens"

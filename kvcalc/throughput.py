@@ -169,6 +169,11 @@ def per_million(price_per_hour: float, tokens_per_s: float) -> float:
     return price_per_hour / (tokens_per_s * SECONDS_PER_HOUR) * PER_MILLION
 
 
+def money(currency: str | None) -> str:
+    """What a figure in `currency` is printed after: its code and a space ("USD "), nothing for any currency."""
+    return f"{currency} " if currency else ""
+
+
 class Cost(Frozen):
     """What a million output and prompt tokens cost on the deployment's GPUs at a price per GPU-hour."""
 
@@ -182,6 +187,11 @@ class Cost(Frozen):
     cost_per_million_output_tokens: float
     cost_per_million_input_tokens: float
     explain: list[str]
+
+    @property
+    def money(self) -> str:
+        """What each figure is printed after (money)."""
+        return money(self.currency)
 
 
 def cost(
@@ -202,7 +212,7 @@ def cost(
     input_rate = prompt_tokens / first.seconds
     output = per_million(price, output_tokens_per_s)
     input_ = per_million(price, input_rate)
-    money = f"{currency} " if currency else ""
+    prefix = money(currency)
     return Cost(
         price_per_gpu_hour=price_per_gpu_hour,
         price_origin=price_origin,
@@ -214,11 +224,11 @@ def cost(
         cost_per_million_output_tokens=output,
         cost_per_million_input_tokens=input_,
         explain=[
-            f"price per hour = price per GPU-hour * GPUs = {money}{price_per_gpu_hour:g} * {gpus} = {money}{price:g} (price"
+            f"price per hour = price per GPU-hour * GPUs = {prefix}{price_per_gpu_hour:g} * {gpus} = {prefix}{price:g} (price"
             f" per GPU-hour: {price_origin})",
-            f"per million output tokens = price / (tokens/s * 3600) * 1e6 = {money}{price:g} / ({output_tokens_per_s:,.1f} *"
-            f" 3600) * 1e6 = {money}{output:.4g}",
+            f"per million output tokens = price / (tokens/s * 3600) * 1e6 = {prefix}{price:g} / ({output_tokens_per_s:,.1f} *"
+            f" 3600) * 1e6 = {prefix}{output:.4g}",
             f"prompt tokens/s = B * prompt / prefill time = {prompt_tokens:,} / {format_seconds(first.seconds)} = {input_rate:,.0f}",
-            f"per million prompt tokens = price / (prompt tokens/s * 3600) * 1e6 = {money}{input_:.4g}",
+            f"per million prompt tokens = price / (prompt tokens/s * 3600) * 1e6 = {prefix}{input_:.4g}",
         ],
     )
