@@ -20,22 +20,32 @@ from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
 from kvcalc.errors import InvalidPreset
+from kvcalc.units import PACKING, DType
 
-# ggml type id -> (name, values per block, bytes per block). Source: ggml/src/ggml.c type_traits
-# (blck_size, type_size) and gguf-py/gguf/constants.py GGML_QUANT_SIZES, commit 0024aa74 of
-# ggml-org/llama.cpp. Ids 4, 5 and 31-33, 36-38 were removed types; QK_K = 256.
-GGML_TYPES: dict[int, tuple[str, int, int]] = {
-    0: ("f32", 1, 4), 1: ("f16", 1, 2),
-    2: ("q4_0", 32, 18), 3: ("q4_1", 32, 20), 6: ("q5_0", 32, 22), 7: ("q5_1", 32, 24),
-    8: ("q8_0", 32, 34), 9: ("q8_1", 32, 40),
-    10: ("q2_K", 256, 84), 11: ("q3_K", 256, 110), 12: ("q4_K", 256, 144), 13: ("q5_K", 256, 176),
-    14: ("q6_K", 256, 210), 15: ("q8_K", 256, 292),
-    16: ("iq2_xxs", 256, 66), 17: ("iq2_xs", 256, 74), 18: ("iq3_xxs", 256, 98), 19: ("iq1_s", 256, 50),
-    20: ("iq4_nl", 32, 18), 21: ("iq3_s", 256, 110), 22: ("iq2_s", 256, 82), 23: ("iq4_xs", 256, 136),
-    24: ("i8", 1, 1), 25: ("i16", 1, 2), 26: ("i32", 1, 4), 27: ("i64", 1, 8), 28: ("f64", 1, 8),
-    29: ("iq1_m", 256, 56), 30: ("bf16", 1, 2), 34: ("tq1_0", 256, 54), 35: ("tq2_0", 256, 66),
-    39: ("mxfp4", 32, 17), 40: ("nvfp4", 64, 36), 41: ("q1_0", 128, 18),
+# ggml type id -> its name, and the kvcalc dtype whose packing (kvcalc.units.PACKING: values and bytes per
+# block) it stores, or its own (values per block, bytes per block) for the types no kvcalc dtype names.
+# Source: ggml/src/ggml.c type_traits (blck_size, type_size) and gguf-py/gguf/constants.py
+# GGML_QUANT_SIZES, commit 0024aa74 of ggml-org/llama.cpp. Ids 4, 5 and 31-33, 36-38 were removed types;
+# QK_K = 256. nvfp4 keeps its own: ggml blocks 64 values (4 fp8 scales, 36 B), where kvcalc's nvfp4 dtype
+# counts the same 9 B per 16 values in blocks of 16, so a ggml row must be whole blocks of 64.
+_GGML_TYPE_TABLE: dict[int, tuple[str, DType | tuple[int, int]]] = {
+    0: ("f32", DType.fp32), 1: ("f16", DType.fp16),
+    2: ("q4_0", DType.q4_0), 3: ("q4_1", DType.q4_1), 6: ("q5_0", DType.q5_0), 7: ("q5_1", DType.q5_1),
+    8: ("q8_0", DType.q8_0), 9: ("q8_1", (32, 40)),
+    10: ("q2_K", DType.q2_k), 11: ("q3_K", DType.q3_k), 12: ("q4_K", DType.q4_k), 13: ("q5_K", DType.q5_k),
+    14: ("q6_K", DType.q6_k), 15: ("q8_K", (256, 292)),
+    16: ("iq2_xxs", DType.iq2_xxs), 17: ("iq2_xs", DType.iq2_xs), 18: ("iq3_xxs", DType.iq3_xxs),
+    19: ("iq1_s", DType.iq1_s), 20: ("iq4_nl", DType.iq4_nl), 21: ("iq3_s", DType.iq3_s),
+    22: ("iq2_s", DType.iq2_s), 23: ("iq4_xs", DType.iq4_xs),
+    24: ("i8", (1, 1)), 25: ("i16", (1, 2)), 26: ("i32", (1, 4)), 27: ("i64", (1, 8)), 28: ("f64", (1, 8)),
+    29: ("iq1_m", DType.iq1_m), 30: ("bf16", DType.bf16), 34: ("tq1_0", DType.tq1_0), 35: ("tq2_0", DType.tq2_0),
+    39: ("mxfp4", DType.mxfp4), 40: ("nvfp4", (64, 36)), 41: ("q1_0", (128, 18)),
 }  # fmt: skip
+# ggml type id -> (name, values per block, bytes per block)
+GGML_TYPES: dict[int, tuple[str, int, int]] = {
+    type_id: (name, *((PACKING[kind].block_values, PACKING[kind].block_bytes) if isinstance(kind, DType) else kind))
+    for type_id, (name, kind) in _GGML_TYPE_TABLE.items()
+}
 
 # GGUF value types: struct format of the fixed-size ones; 8 is a string, 9 an array.
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
