@@ -60,7 +60,9 @@ def with_draft(
         found = residents.mtp_draft(target, work)
     elif draft_ref == residents.NGRAM:
         if tokens is None:
-            raise InvalidInput("--speculative-model ngram: give --num-speculative-tokens, the tokens it proposes a step (vLLM requires it)")
+            raise InvalidInput(
+                "--speculative-model ngram: give --num-speculative-tokens, the tokens it proposes a step (vLLM requires it)"
+            )
         found = residents.ngram_draft(work)
     else:
         found = residents.draft(target, presets.load_model(draft_ref, presets_dir), work)
