@@ -39,9 +39,8 @@ class Draft(Frozen):
     """A speculative draft model as the engine holds it on one GPU of the target's TP group."""
 
     name: str
-    kind: Literal[
-        "model", "head", "ngram"
-    ]  # a model of its own, heads on the target's hidden states (EAGLE-3, MTP), or n-gram lookup
+    # a model of its own, heads on the target's hidden states (EAGLE-3, MTP), or n-gram lookup (no model)
+    kind: Literal["model", "head", "ngram"]
     layers: int
     weights_bytes: int  # per GPU: split over the target's tp
     kv_bytes_per_token: int  # per GPU: all its attention layers, in the target's cache dtypes
