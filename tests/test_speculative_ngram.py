@@ -73,7 +73,7 @@ def test_ngram_keeps_the_v1_runner(cli) -> None:
     plain = cli.json(*FIT, "--vllm-version", "0.30.0")
     doc = cli.json(*FIT, "--vllm-version", "0.30.0", *NGRAM, "3", "--explain")
     assert "V2" in _term(plain, "activation peak")["formula"].split("model runner ")[1][:3]
-    assert "speculative method ngram keeps the V1 runner" in _term(doc, "activation peak")["formula"]
+    assert "n-gram lookup (speculative method ngram) keeps the V1 runner" in _term(doc, "activation peak")["formula"]
 
 
 def test_ngram_decode_has_no_draft_step(cli) -> None:

@@ -245,8 +245,12 @@ def model_runner(model: ModelSpec, workload: Workload) -> tuple[ModelRunner, str
         return "v1", "no --vllm-version: the V1 runner's profile, the larger (V2 is the default for dense models from 0.25)"
     release, name = parse_engine_version(engine.vllm_version), f"vLLM {engine.vllm_version}"
     if workload.draft_kind in ("model", "ngram") and release >= V2_RUNNER_SOME_ARCHITECTURES_SINCE:
-        method = "draft_model" if workload.draft_kind == "model" else "ngram"
-        return "v1", f"{name}: speculative method {method} keeps the V1 runner (_get_v2_model_runner_unsupported_features)"
+        method = (
+            "a draft model (speculative method draft_model)"
+            if workload.draft_kind == "model"
+            else "n-gram lookup (speculative method ngram)"
+        )
+        return "v1", f"{name}: {method} keeps the V1 runner"
     if release >= V2_RUNNER_ALL_SINCE:
         return "v2", f"{name}: the V2 runner is the default for every model from 0.29"
     stateful = any(model.state_kinds())
