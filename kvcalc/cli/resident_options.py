@@ -33,7 +33,7 @@ NumSpeculativeTokensOpt = Annotated[
     typer.Option(
         "--num-speculative-tokens",
         help="With --speculative-model: the tokens it proposes per step (vLLM's num_speculative_tokens): vllm reserves"
-        " that many lookahead slots per sequence; decode times the rounds.",
+        " that many lookahead slots per sequence for a draft model, EAGLE or MTP (none for ngram); decode times the rounds.",
     ),
 ]
 AcceptanceRateOpt = Annotated[
