@@ -21,13 +21,26 @@ from kvcalc.units import PACKING, DType, format_bytes
 from kvcalc.weights import WeightFormat, mtp_params, per_gpu, require_params, weight_bytes, weight_format, weights_formula
 
 MTP = "mtp"  # --speculative-model mtp: the model's own multi-token prediction layers
+NGRAM = "ngram"  # --speculative-model ngram: prompt lookup, proposals matched in the request's own tokens
+NGRAM_TERM = "n-gram speculation"
+# vLLM's n-gram proposer, as each release holds it (read in the wheels' sources named)
+NGRAM_RULE = (
+    "no weights and no KV: proposals are n-grams matched in the request's own tokens on the CPU (V1:"
+    " vllm/v1/spec_decode/ngram_proposer.py; V0: spec_decode/ngram_worker.py, NonLLMProposerWorkerBase"
+    ".get_cache_block_size_bytes 0, so spec_decode_worker.py determine_num_available_blocks keeps the target's"
+    " blocks, 0.8.4); no lookahead slots (vllm/config/vllm.py num_lookahead_tokens: K for EAGLE, MTP and draft"
+    " models only; v1/core/sched/scheduler.py 0.9.1-0.27.1); the V1 model runner (config/vllm.py"
+    " _get_v2_model_runner_unsupported_features lists ngram, 0.27.1, 0.30.0); vLLM 0.8.x runs it on the V0 engine"
+    " unless VLLM_USE_V1=1 (engine/arg_utils.py _is_v1_supported_oracle, 0.8.4, 0.8.5)"
+)
 
 
 class Draft(Frozen):
     """A speculative draft model as the engine holds it on one GPU of the target's TP group."""
 
     name: str
-    kind: Literal["model", "head"]  # a model of its own, or heads on the target's hidden states (EAGLE-3, MTP)
+    # a model of its own, heads on the target's hidden states (EAGLE-3, MTP), or n-gram lookup (no model)
+    kind: Literal["model", "head", "ngram"]
     layers: int
     weights_bytes: int  # per GPU: split over the target's tp
     kv_bytes_per_token: int  # per GPU: all its attention layers, in the target's cache dtypes
@@ -106,8 +119,34 @@ def mtp_draft(model: ModelSpec, workload: Workload, weights: WeightFormat | None
     )
 
 
+def ngram_draft(workload: Workload) -> "Draft":
+    """vLLM's n-gram speculation (--speculative-config method ngram): no model, so no weights and no
+    KV; the target verifies K proposed tokens a step (NGRAM_RULE)."""
+    rules = engines.profile(workload.engine)
+    if rules.name not in ("vllm", "textbook"):
+        raise InvalidInput(f"--speculative-model ngram is modelled for --engine vllm and textbook, not {rules.name}")
+    return Draft(
+        name=NGRAM,
+        kind="ngram",
+        layers=0,
+        weights_bytes=0,
+        kv_bytes_per_token=0,
+        weights_formula="no weights",
+        kv_formula="no KV cache",
+        source=NGRAM_RULE,
+    )
+
+
 def draft_term(found: Draft) -> BudgetTerm:
-    """The draft's weights as a budget term (its KV is in the pool, beside the target's)."""
+    """The draft's weights as a budget term (its KV is in the pool, beside the target's); n-gram
+    speculation's term holds no bytes and says why."""
+    if found.kind == "ngram":
+        return BudgetTerm(
+            name=NGRAM_TERM,
+            bytes=0,
+            formula="prompt lookup: no weights and no KV per token; the target verifies the K proposals in its own step",
+            source=found.source,
+        )
     return BudgetTerm(
         name=f"draft model weights ({found.name})",
         bytes=found.weights_bytes,

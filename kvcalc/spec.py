@@ -716,8 +716,9 @@ class Workload(Strict):
     shared_prefix: int = Field(
         default=0, ge=0, le=MAX_COUNT, description="tokens of a prefix all sequences share (--shared-prefix)"
     )
-    draft_kind: Literal["model", "head"] | None = Field(
-        default=None, description="a speculative draft: a model of its own, or heads on the target's hidden states (EAGLE, MTP)"
+    draft_kind: Literal["model", "head", "ngram"] | None = Field(
+        default=None,
+        description="a speculative draft: a model of its own, heads on the target's hidden states (EAGLE, MTP), or n-gram lookup",
     )
     speculative_tokens: int = Field(
         default=0, ge=0, le=MAX_COUNT, description="draft tokens proposed per step (--num-speculative-tokens)"

@@ -38,13 +38,14 @@ class SpeculativeDecode(Frozen):
 
 
 def speculative_decode(
-    target: DecodeEstimate, draft: DecodeEstimate, speculative_tokens: int, acceptance_rate: float
+    target: DecodeEstimate, draft: DecodeEstimate | None, speculative_tokens: int, acceptance_rate: float
 ) -> SpeculativeDecode:
-    """The expected speed of a round: the draft's expected step K times, then the target's step with
-    K + 1 query tokens per sequence: the same weights and KV read once, its FLOPs (K + 1) times,
-    max(t_memory, (K + 1) * t_compute) + the fixed costs per step. Not modelled: the extra experts a
-    MoE's B(K + 1) tokens touch, the larger all-reduces, a tree of proposals, the draft's first step
-    over the accepted tokens."""
+    """The expected speed of a round: the draft's expected step K times (none for n-gram lookup,
+    `draft` None: it matches the request's own tokens on the CPU, which is not timed), then the
+    target's step with K + 1 query tokens per sequence: the same weights and KV read once, its FLOPs
+    (K + 1) times, max(t_memory, (K + 1) * t_compute) + the fixed costs per step. Not modelled: the
+    extra experts a MoE's B(K + 1) tokens touch, the larger all-reduces, a tree of proposals, the
+    draft's first step over the accepted tokens."""
     if speculative_tokens < 1:
         raise InvalidInput(f"--num-speculative-tokens {speculative_tokens} must be at least 1")
     if not 0 <= acceptance_rate <= 1:
@@ -52,15 +53,18 @@ def speculative_decode(
     step, k = target.expected, speculative_tokens
     fixed = step.step_seconds + step.overhead_seconds + step.expert_loop_seconds + step.tp_comm_seconds
     verify = max(step.memory_seconds, (k + 1) * step.compute_seconds) + fixed
-    draft_step = draft.expected_seconds_per_token
+    draft_step = draft.expected_seconds_per_token if draft else 0.0
+    name = draft.model if draft else "n-gram lookup"
     round_seconds = k * draft_step + verify
     per_round = tokens_per_round(k, acceptance_rate)
     per_token = round_seconds / per_round
     explain = [
-        f"speculative decoding with {draft.model}: K = {k} proposals per sequence per round, accepted at rate"
+        f"speculative decoding with {name}: K = {k} proposals per sequence per round, accepted at rate"
         f" alpha = {acceptance_rate:g} each (--acceptance-rate)",
         f"tokens per round = 1 + alpha + ... + alpha^K = {per_round:.4g} (Leviathan et al. 2023, eq. 1)",
-        f"draft step = {format_seconds(draft_step)} (the draft's expected decode step at batch {draft.batch}, seq {draft.seq:,})",
+        f"draft step = {format_seconds(draft_step)} (the draft's expected decode step at batch {draft.batch}, seq {draft.seq:,})"
+        if draft
+        else "draft step = 0 s: n-gram lookup runs no model on the GPU (its CPU matching is not timed)",
         f"verify = max(t_memory, (K + 1) * t_compute) + fixed = max({format_seconds(step.memory_seconds)},"
         f" {k + 1} * {format_seconds(step.compute_seconds)}) + {format_seconds(fixed)} = {format_seconds(verify)}",
         f"round = K * draft step + verify = {k} * {format_seconds(draft_step)} + {format_seconds(verify)}"
@@ -70,7 +74,7 @@ def speculative_decode(
         f" {format_seconds(target.expected_seconds_per_token)}",
     ]
     return SpeculativeDecode(
-        draft=draft.model,
+        draft=name,
         speculative_tokens=k,
         acceptance_rate=acceptance_rate,
         tokens_per_round=per_round,

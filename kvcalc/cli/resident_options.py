@@ -22,7 +22,8 @@ SpeculativeModelOpt = Annotated[
     typer.Option(
         "--speculative-model",
         help="A draft model for speculative decoding (a preset, YAML or config.json, or a Hub repo id; mtp: the model's own"
-        " MTP layers): its weights in the budget, its KV per token beside the target's in one pool (vllm, textbook).",
+        " MTP layers; ngram: prompt lookup, no model): its weights in the budget, its KV per token beside the target's in"
+        " one pool (vllm, textbook).",
     ),
 ]
 
@@ -32,7 +33,7 @@ NumSpeculativeTokensOpt = Annotated[
     typer.Option(
         "--num-speculative-tokens",
         help="With --speculative-model: the tokens it proposes per step (vLLM's num_speculative_tokens): vllm reserves"
-        " that many lookahead slots per sequence; decode times the rounds.",
+        " that many lookahead slots per sequence for a draft model, EAGLE or MTP (none for ngram); decode times the rounds.",
     ),
 ]
 AcceptanceRateOpt = Annotated[
@@ -57,6 +58,12 @@ def with_draft(
     positive(num_speculative_tokens=tokens)
     if draft_ref == residents.MTP:
         found = residents.mtp_draft(target, work)
+    elif draft_ref == residents.NGRAM:
+        if tokens is None:
+            raise InvalidInput(
+                "--speculative-model ngram: give --num-speculative-tokens, the tokens it proposes a step (vLLM requires it)"
+            )
+        found = residents.ngram_draft(work)
     else:
         found = residents.draft(target, presets.load_model(draft_ref, presets_dir), work)
     drafted, terms = residents.with_draft(work, found, tokens or 0)
@@ -72,9 +79,9 @@ def with_draft_pool(report: FitReport, work: Workload, found: residents.Draft | 
 
 def draft_for_decode(
     target: ModelSpec, draft_ref: str | None, tokens: int | None, acceptance: float | None, presets_dir: list[str] | None
-) -> tuple[ModelSpec, int, float] | None:
-    """The draft model, K and the acceptance rate decode times speculative rounds with; all three
-    given, or none."""
+) -> tuple[ModelSpec | None, int, float] | None:
+    """The draft model (None for n-gram lookup, which has none), K and the acceptance rate decode
+    times speculative rounds with; all three given, or none."""
     given = {"--speculative-model": draft_ref, "--num-speculative-tokens": tokens, "--acceptance-rate": acceptance}
     if all(value is None for value in given.values()):
         return None
@@ -84,6 +91,8 @@ def draft_for_decode(
     assert draft_ref is not None and tokens is not None and acceptance is not None
     if draft_ref == residents.MTP:
         raise InvalidInput("decode --speculative-model mtp is not modelled: give the draft as a model (a preset or config.json)")
+    if draft_ref == residents.NGRAM:
+        return None, tokens, acceptance
     draft = presets.load_model(draft_ref, presets_dir)
     residents.require_same_vocabulary(target, draft)
     return draft, tokens, acceptance

@@ -244,8 +244,13 @@ def model_runner(model: ModelSpec, workload: Workload) -> tuple[ModelRunner, str
     if engine.vllm_version is None:
         return "v1", "no --vllm-version: the V1 runner's profile, the larger (V2 is the default for dense models from 0.25)"
     release, name = parse_engine_version(engine.vllm_version), f"vLLM {engine.vllm_version}"
-    if workload.draft_kind == "model" and release >= V2_RUNNER_SOME_ARCHITECTURES_SINCE:
-        return "v1", f"{name}: a draft model (speculative method draft_model) keeps the V1 runner"
+    if workload.draft_kind in ("model", "ngram") and release >= V2_RUNNER_SOME_ARCHITECTURES_SINCE:
+        method = (
+            "a draft model (speculative method draft_model)"
+            if workload.draft_kind == "model"
+            else "n-gram lookup (speculative method ngram)"
+        )
+        return "v1", f"{name}: {method} keeps the V1 runner"
     if release >= V2_RUNNER_ALL_SINCE:
         return "v2", f"{name}: the V2 runner is the default for every model from 0.29"
     stateful = any(model.state_kinds())
@@ -541,8 +546,10 @@ class Vllm(EngineProfile):
             if chunked:
                 return cdiv(min(window + batched, seq), block) * block
             return (cdiv(min(window - 1 + batched, seq), block) + 1) * block
-        # a draft's K proposals need slots beyond the context: allocate_slots(num_lookahead_tokens=K)
-        return cdiv(seq + workload.speculative_tokens, block) * block
+        # a draft's K proposals need slots beyond the context: allocate_slots(num_lookahead_tokens=K); n-gram
+        # lookup writes no KV ahead (vllm/config/vllm.py num_lookahead_tokens 0)
+        lookahead = workload.speculative_tokens if workload.draft_kind != "ngram" else 0
+        return cdiv(seq + lookahead, block) * block
 
     def check_supported(self, model: ModelSpec, workload: Workload, dtype: DType) -> None:
         if dtype not in VLLM_DTYPES:
