@@ -386,6 +386,21 @@ def capture_sizes(max_num_seqs: int, query_len: int = 1) -> list[int]:
     return rounded or [query_len]
 
 
+def full_graph_sizes(max_num_seqs: int, query_len: int = 1) -> list[int]:
+    """The capture sizes vLLM also captures a FULL (uniform-decode) graph for, beside the PIECEWISE one of
+    every size: those of query_len to max_num_seqs * query_len tokens, a decode step of at most max_num_seqs
+    requests (V1: vllm/v1/cudagraph_dispatcher.py initialize_cudagraph_keys, "x <= max_num_tokens and x >=
+    uniform_decode_query_len", 0.21.0 and 0.27.1 wheels; V2: vllm/v1/worker/gpu/cudagraph_utils.py
+    CudaGraphManager._init_candidates, "rounded_num_tokens > max_decode_tokens: continue", 0.30.0 wheel). With
+    the 256 sequences of a GPU under 70 GiB: 35 FULL graphs of the 51 sizes (the 0.30.0 T4 log's "Capturing CUDA
+    graphs (FULL): 35/35" beside "(PIECEWISE): 51/51", eslam-ahmed43/llm-lab logs/vllm_server.log).
+
+    >>> len(full_graph_sizes(256)), len(full_graph_sizes(1024)), full_graph_sizes(2), full_graph_sizes(2, 4)
+    (35, 51, [1, 2], [4, 8])
+    """
+    return [size for size in capture_sizes(max_num_seqs, query_len) if query_len <= size <= max_num_seqs * query_len]
+
+
 def mla_block_size(backend: str | None, sparse: bool, requested: int | None) -> int:
     """Tokens per block of an MLA model's cache: DeepSeek sparse attention 64; else --block-size (16)
     raised to the backend's multiple when it is not one (FlashMLA by default: 64), FlashInfer MLA
@@ -701,8 +716,10 @@ class Vllm(EngineProfile):
         release = _version(engine.vllm_version)
         v2_without_estimate = runner == "v2" and release < V2_GRAPHS_PROFILED_SINCE
         graphs_applied = not eager and release >= CUDA_GRAPHS_SINCE and not v2_without_estimate
-        count = len(capture_sizes(seqs, 1 + workload.speculative_tokens))
-        graphs = CUDA_GRAPH_FIRST_BYTES + 2 * (count - 1) * CUDA_GRAPH_EACH_BYTES if graphs_applied else 0
+        query_len = 1 + workload.speculative_tokens
+        count, full = len(capture_sizes(seqs, query_len)), len(full_graph_sizes(seqs, query_len))
+        further = count - 1 + max(full - 1, 0)  # each mode's first capture shares the pool (max of the firsts)
+        graphs = CUDA_GRAPH_FIRST_BYTES + further * CUDA_GRAPH_EACH_BYTES if graphs_applied else 0
         if eager:
             why_no_graphs = "--enforce-eager: no CUDA graphs"
         elif v2_without_estimate and release >= CUDA_GRAPHS_SINCE:
@@ -737,8 +754,10 @@ class Vllm(EngineProfile):
                 name="CUDA graphs",
                 bytes=graphs,
                 formula=(
-                    f"estimate = first capture + each further graph = {format_bytes(CUDA_GRAPH_FIRST_BYTES)} + 2 * ({count} - 1)"
-                    f" * {format_bytes(CUDA_GRAPH_EACH_BYTES)} = {graphs:,} B ({count} PIECEWISE and {count} FULL sizes)"
+                    f"estimate = first capture + each further graph = {format_bytes(CUDA_GRAPH_FIRST_BYTES)} + (({count} - 1)"
+                    f" + ({full} - 1)) * {format_bytes(CUDA_GRAPH_EACH_BYTES)} = {graphs:,} B ({count} PIECEWISE sizes up to"
+                    f" min(2 * max_num_seqs * query_len, 512), {full} FULL sizes up to max_num_seqs {seqs:,} * query_len {query_len};"
+                    " vllm/v1/cudagraph_dispatcher.py initialize_cudagraph_keys)"
                     if graphs_applied
                     else why_no_graphs
                 ),
