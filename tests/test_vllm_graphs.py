@@ -45,7 +45,9 @@ def test_the_estimate_counts_the_full_graphs_a_decode_step_can_take(cli) -> None
 
 def test_on_an_h100_every_size_has_both_graphs(cli) -> None:
     # max_num_seqs 1,024: 2 * 1,024 > 512, so the FULL sizes are all 51 (the v0.19-0.21 H100 logs the constants came from)
-    doc = cli.json("fit", "--model", "llama3-8b", "--gpu", "h100-sxm", "--seq", "8192", "--engine", "vllm", "--vllm-version", "0.21.0")
+    doc = cli.json(
+        "fit", "--model", "llama3-8b", "--gpu", "h100-sxm", "--seq", "8192", "--engine", "vllm", "--vllm-version", "0.21.0"
+    )
     assert _graphs(doc)["bytes"] == CUDA_GRAPH_FIRST_BYTES + 2 * (51 - 1) * CUDA_GRAPH_EACH_BYTES
 
 

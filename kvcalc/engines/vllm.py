@@ -117,6 +117,11 @@ FP32_BYTES = PACKING[DType.fp32].block_bytes
 # V2's profile_cudagraph_memory returns 0 before 0.29 ("TBD whether we keep this API"); from 0.29 it captures the
 # graphs into a throwaway pool and measures them (vllm/v1/worker/gpu/cudagraph_utils.py profile_cudagraph_memory)
 V2_GRAPHS_PROFILED_SINCE = (0, 29, 0)
+# Prefix caching's mamba_cache_mode (vllm/model_executor/models/config.py MambaModelConfig.verify_and_update_config):
+# "all" for models that support Mamba prefix caching, else "align", in the 0.19.0, 0.21.0 and 0.27.1 wheels; "align"
+# for every model in the 0.28.0, 0.29.0 and 0.30.0 wheels ("all" only when --mamba-cache-mode all asks)
+MAMBA_ALL_MODE_SINCE = (0, 19, 0)  # the first release read; earlier ones are taken as 0.28's
+ALIGN_FOR_EVERY_MODEL_SINCE = (0, 28, 0)
 NON_TORCH_BYTES = int(0.25 * GiB)  # cuBLAS and other non-torch memory after the snapshot, one GPU (v0.19 logs 0.24-0.46)
 NON_TORCH_TP_BYTES = int(2.1 * GiB)  # tensor parallelism over NVLink/NVSwitch on Hopper or Blackwell (v0.19 H100 logs 2.06-2.21)
 NON_TORCH_PP_BYTES = int(0.07 * GiB)  # pipeline stages without tensor parallelism (logs 0.07)
@@ -353,19 +358,36 @@ def default_utilization(version: str | None) -> tuple[float, str]:
     return VLLM_UTILIZATION, f"vLLM {version}'s default (vllm/config/cache.py; 0.92 from 0.21)"
 
 
-def state_blocks_per_request(engine: Engine) -> tuple[int, str]:
+def state_blocks_per_request(engine: Engine, model: ModelSpec | None = None) -> tuple[int, str]:
     """State blocks a request holds in each Mamba group of a hybrid model, and why: mamba_cache_mode
     "align" (prefix caching on) keeps the running state and the last block-aligned one, "none" only the
     running state (vllm/v1/kv_cache_interface.py MambaSpec.max_memory_usage_bytes: page * (2 + speculative
-    blocks) for align, page * (1 + ...) for none, vllm 001cabc1; vllm/config/cache.py: align is the mode
-    prefix caching sets).
+    blocks) for align, page * (1 + ...) for none; vllm/model_executor/models/config.py MambaModelConfig sets
+    the mode prefix caching asks for). Which mode prefix caching sets depends on the release
+    (ALIGN_FOR_EVERY_MODEL_SINCE): from 0.28 align for every model (0.28.0, 0.29.0, 0.30.0 wheels); in 0.19-0.27
+    "all" for a model whose Mamba mixers support prefix caching (SupportsMambaPrefixCaching: every
+    MambaMixer/MambaMixer2 model of the 0.27.1 wheel; in 0.21.0 all but Plamo2), which keeps a state block per
+    block of tokens, cdiv(max_model_len, block), its block a multiple of the config's Mamba chunk size
+    (platforms/interface.py update_block_size_for_backend). kvcalc does not record the chunk size, so "all"
+    is not modelled: the note says so and align's 2 are counted (fewer than vLLM holds).
 
     >>> state_blocks_per_request(Engine(name="vllm", enable_prefix_caching=True))[0], state_blocks_per_request(Engine(name="vllm"))[0]
     (2, 1)
     """
-    if engine.enable_prefix_caching:
-        return 2, "mamba_cache_mode align (--enable-prefix-caching): the running state and the last block-aligned one"
-    return 1, "mamba_cache_mode none (prefix caching off): the running state"
+    if not engine.enable_prefix_caching:
+        return 1, "mamba_cache_mode none (prefix caching off): the running state"
+    align = "mamba_cache_mode align (--enable-prefix-caching): the running state and the last block-aligned one"
+    release = _version(engine.vllm_version)
+    mamba = model is not None and any(kind in ("mamba1", "mamba2") for kind in model.state_kinds())
+    if mamba and MAMBA_ALL_MODE_SINCE <= release < ALIGN_FOR_EVERY_MODEL_SINCE:
+        return 2, (
+            f"vLLM {engine.vllm_version} sets mamba_cache_mode all for a Mamba-mixer model with prefix caching (0.19-0.27,"
+            " models/config.py MambaModelConfig): a state block per block of max_model_len, blocks aligned to the config's"
+            " Mamba chunk size, which kvcalc does not record; not modelled: align's 2 counted, fewer than vLLM holds"
+        )
+    if release < MAMBA_ALL_MODE_SINCE:
+        return 2, align + f" (releases before 0.19 not read: vLLM {engine.vllm_version} taken as 0.28's)"
+    return 2, align
 
 
 def capture_sizes(max_num_seqs: int, query_len: int = 1) -> list[int]:
@@ -391,7 +413,7 @@ def full_graph_sizes(max_num_seqs: int, query_len: int = 1) -> list[int]:
     every size: those of query_len to max_num_seqs * query_len tokens, a decode step of at most max_num_seqs
     requests (V1: vllm/v1/cudagraph_dispatcher.py initialize_cudagraph_keys, "x <= max_num_tokens and x >=
     uniform_decode_query_len", 0.21.0 and 0.27.1 wheels; V2: vllm/v1/worker/gpu/cudagraph_utils.py
-    CudaGraphManager._init_candidates, "rounded_num_tokens > max_decode_tokens: continue", 0.30.0 wheel). With
+    CudaGraphManager._init_candidates, "rounded_num_tokens > max_decode_tokens: continue", 0.29.0 and 0.30.0). With
     the 256 sequences of a GPU under 70 GiB: 35 FULL graphs of the 51 sizes (the 0.30.0 T4 log's "Capturing CUDA
     graphs (FULL): 35/35" beside "(PIECEWISE): 51/51", eslam-ahmed43/llm-lab logs/vllm_server.log).
 
@@ -936,7 +958,7 @@ class Vllm(EngineProfile):
         state_groups = cdiv(state_layers, group)
         groups = sum(cdiv(count, group) for count in counts.values()) + state_groups
         blocks = max(usable_bytes, 0) // (page * group)
-        state_blocks, state_why = state_blocks_per_request(engine)
+        state_blocks, state_why = state_blocks_per_request(engine, model)
         per_request = state_blocks * state_groups + sum(
             cdiv(count, group) * self.tokens_per_unit(paged, window, workload.seq, chunked) // block
             for (window, chunked), count in counts.items()
