@@ -205,6 +205,22 @@ def test_trtllm_takes_its_fraction_of_what_is_free_after_the_peak(cli) -> None:
     )
 
 
+def test_a_tensorrt_engine_build_sizes_its_activations_for_its_max_num_tokens(cli) -> None:
+    # https://github.com/NVIDIA/TensorRT-LLM/issues/224: a 0.5 Llama-2-7B fp16 engine built with --max_batch_size 25 and
+    # build.py's default --max_input_len 2048 (no --max_num_tokens), so its inputs take up to 25 * 2,048 = 51,200 tokens;
+    # on an A10 with kv_cache_free_gpu_mem_fraction 0.95 it logged 10,718 tokens, 5.23 GiB
+    args = ("--gpu", "a10", "--seq", "4096", "--engine", "trtllm", "--free-gpu-memory-fraction", "0.95")
+    doc = cli.json("fit", "--model", "llama2-7b", *args, "--max-num-tokens", "51200")
+    assert terms(doc)["activation peak"] == 51_200 * 2 * (2 * 4096 + 3 * 11_008)  # the forward of 51,200 tokens binds
+    (activation,) = [term for term in doc["budget"]["terms"] if term["name"] == "activation peak"]
+    assert "sizes its activations when built, for the build's max_num_tokens" in activation["source"]
+    a10 = 24_146_608_128
+    assert abs(doc["budget"]["usable_bytes"] - 5.23 * GiB) < 0.02 * a10  # within 2 % of the GPU (-1.1 %)
+    # the PyTorch backend's default estimation run of 8,192 tokens leaves 2.9 GiB more than the engine had
+    default = cli.json("fit", "--model", "llama2-7b", *args)
+    assert default["budget"]["usable_bytes"] - 5.23 * GiB > 0.1 * a10
+
+
 def test_trtllm_max_tokens_caps_the_pool(cli) -> None:
     doc = fit(cli, "--memory", "79GiB", "--engine", "trtllm", "--max-tokens", "50000", "--tokens-per-block", "64")
     assert doc["pools"][0]["tokens"] == 50_000 // 64 * 64

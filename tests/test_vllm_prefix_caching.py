@@ -31,3 +31,55 @@ def test_prefix_caching_is_a_vllm_option(cli) -> None:
     result = cli("fit", "--model", "llama3.1-8b", "--memory", "79GiB", "--engine", "sglang", "--enable-prefix-caching")
     assert result.exit_code == 2, result.output
     assert "--enable-prefix-caching applies to --engine vllm, not sglang" in result.stderr
+
+
+# https://github.com/phivan3008/meeting-translator/blob/59159b20b2337c031ca934dbe07146aaf573af70/vllm_serve.log: vLLM 0.27.1,
+# Qwen3.6-27B-FP8 on an H100 with --enable-prefix-caching; it logs 71.42x concurrency for 4,096 tokens and 292,522 tokens,
+# 857 blocks at 12 a request: 6 attention blocks of 784 tokens and 2 in each of the 3 state groups (align)
+PHIVAN = (
+    "fit", "--model", "tests/fixtures/engine_logs/models/qwen3.6-27b-fp8.yaml", "--gpu", "h100-sxm", "--memory", "79.19GiB",
+    "--seq", "4096", "--engine", "vllm", "--vllm-version", "0.27.1", "--gpu-memory-utilization", "0.88",
+    "--max-num-seqs", "32", "--max-num-batched-tokens", "4096", "--enforce-eager", "--enable-prefix-caching",
+)  # fmt: skip
+
+
+def test_the_published_gated_deltanet_hybrid_holds_12_blocks_a_request(cli) -> None:
+    doc = cli.json(*PHIVAN)
+    concurrency = _log(doc, "max_concurrency")
+    assert round(_log(doc, "mamba_cache_blocks")["value"] / concurrency["value"]) == 12
+    assert "2 per state group: mamba_cache_mode align" in concurrency["note"]
+    assert abs(_log(doc, "gpu_kv_cache_tokens")["value"] / 292_522 - 1) < 0.02  # the logged token line
+
+
+def test_a_mamba_mixer_model_in_0_19_to_0_27_says_all_mode_is_not_modelled(cli) -> None:
+    # models/config.py MambaModelConfig: "all" for SupportsMambaPrefixCaching models in 0.19-0.27, "align" from 0.28
+    args = (
+        "fit",
+        "--model",
+        "nemotron-h-8b",
+        "--gpu",
+        "h100-sxm",
+        "--engine",
+        "vllm",
+        "--max-num-seqs",
+        "64",
+        "--enable-prefix-caching",
+    )
+    old = _log(cli.json(*args, "--vllm-version", "0.27.1"), "max_concurrency")["note"]
+    new = _log(cli.json(*args, "--vllm-version", "0.28.0"), "max_concurrency")["note"]
+    assert "mamba_cache_mode all for a Mamba-mixer model" in old and "not modelled" in old
+    assert "2 per state group: mamba_cache_mode align" in new
+    # a Gated DeltaNet model keeps align in every release
+    gdn = (
+        "fit",
+        "--model",
+        "qwen3.6-27b",
+        "--gpu",
+        "h100-sxm",
+        "--engine",
+        "vllm",
+        "--max-num-seqs",
+        "64",
+        "--enable-prefix-caching",
+    )
+    assert "mamba_cache_mode align" in _log(cli.json(*gdn, "--vllm-version", "0.27.1"), "max_concurrency")["note"]

@@ -72,7 +72,7 @@ class TensorRtLlm(EngineProfile):
         "KV cache block reuse shares whole blocks of tokens_per_block"
         " (cpp/tensorrt_llm/batch_manager/kvCacheManager.cpp, enable_block_reuse)"
     )
-    calibration_error_percent = 12.9  # scripts/calibration.py: 90th percentile of the held-out |errors|
+    calibration_error_percent = 1.2  # scripts/calibration.py: 90th percentile of the held-out |errors|
 
     def block_size(self, workload: Workload) -> int:
         """--tokens-per-block, default 32."""
@@ -130,7 +130,9 @@ class TensorRtLlm(EngineProfile):
     ) -> Budget:
         """available KV = (total - peak) * free_gpu_memory_fraction, the peak being the weights, the
         profiling forward of max_num_tokens tokens and non-torch memory (_cal_max_memory; the
-        temporary KV cache it profiled with is added back); --reserve replaces the last two."""
+        temporary KV cache it profiled with is added back); --reserve replaces the last two. A
+        TensorRT engine (the C++ runtime) has no profiling run: its activations are sized when it is
+        built, for the build's max_num_tokens, which --max-num-tokens gives."""
         engine, memory = workload.engine, gpu.total_bytes
         fraction = engine.free_gpu_memory_fraction or TRTLLM_FRACTION
         per_stage = []
@@ -207,7 +209,12 @@ class TensorRtLlm(EngineProfile):
                     f" + MoE workspace = max({transient:,}, {logits:,}) + {workspace:,} = {activation:,} B; forward: {transient_formula};"
                     f" MoE workspace: {workspace_formula}"
                 ),
-                source="_torch/pyexecutor/_util.py KvCacheCreator (estimation run); kvcalc's model, checked on 3 published TensorRT-LLM logs (docs/engines.md)",
+                source=(
+                    "_torch/pyexecutor/_util.py KvCacheCreator (estimation run); a TensorRT engine sizes its activations when"
+                    " built, for the build's max_num_tokens (models/generation_mixin.py get_profiles_ranges, 03ec464e; before"
+                    " the flag max_batch_size * max_input_len), which --max-num-tokens then gives; kvcalc's model, checked"
+                    " on 3 published TensorRT-LLM logs (docs/engines.md)"
+                ),
             ),
             BudgetTerm(
                 name="non-torch memory",

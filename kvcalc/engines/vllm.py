@@ -7,14 +7,16 @@ Rules follow vLLM 0.19.0 (the release of the calibration logs) and, for CUDA gra
 --gpu-memory-utilization, 0.21 and later; `--vllm-version` picks the older behaviour, the
 sampler's profile of the releases without FlashInfer (0.8-0.11.0) or below SM 8.0 (0.24 on), and the V2
 model runner's profile where the release runs it (model_runner; --vllm-use-v2-model-runner picks it).
---enable-prefix-caching puts a hybrid model's state in mamba_cache_mode "align".
+--enable-prefix-caching puts a hybrid model's state in mamba_cache_mode "align" ("all" for Mamba-mixer models in
+0.19-0.27, not modelled); the CUDA-graph estimate counts FULL graphs only up to max_num_seqs decode tokens.
 Sources: vllm/v1/kv_cache_interface.py, vllm/v1/core/kv_cache_utils.py, vllm/config/cache.py,
 vllm/v1/worker/gpu_worker.py (determine_available_memory, commit 35d5cda1), vllm/utils/mem_utils.py
 (memory_profiling, commit a6d5c390), vllm/v1/worker/gpu_model_runner.py (profile_run),
 vllm/engine/arg_utils.py (get_batch_defaults), vllm/model_executor/layers/mamba/mamba_utils.py,
 vllm/model_executor/models/config.py (HybridAttentionMambaModelConfig),
 vllm/v1/sample/ops/topk_topp_sampler.py (TopKTopPSampler), vllm/v1/kv_cache_interface.py (MambaSpec),
-vllm/config/vllm.py (use_v2_model_runner) and vllm/v1/worker/gpu/ (the V2 runner; 0.21-0.30 wheels)."""
+vllm/config/vllm.py (use_v2_model_runner), vllm/v1/worker/gpu/ (the V2 runner; 0.21-0.30 wheels),
+vllm/v1/cudagraph_dispatcher.py (initialize_cudagraph_keys) and vllm/model_executor/models/config.py (MambaModelConfig)."""
 
 from __future__ import annotations
 
@@ -117,6 +119,11 @@ FP32_BYTES = PACKING[DType.fp32].block_bytes
 # V2's profile_cudagraph_memory returns 0 before 0.29 ("TBD whether we keep this API"); from 0.29 it captures the
 # graphs into a throwaway pool and measures them (vllm/v1/worker/gpu/cudagraph_utils.py profile_cudagraph_memory)
 V2_GRAPHS_PROFILED_SINCE = (0, 29, 0)
+# Prefix caching's mamba_cache_mode (vllm/model_executor/models/config.py MambaModelConfig.verify_and_update_config):
+# "all" for models that support Mamba prefix caching, else "align", in the 0.19.0, 0.21.0 and 0.27.1 wheels; "align"
+# for every model in the 0.28.0, 0.29.0 and 0.30.0 wheels ("all" only when --mamba-cache-mode all asks)
+MAMBA_ALL_MODE_SINCE = (0, 19, 0)  # the first release read; earlier ones are taken as 0.28's
+ALIGN_FOR_EVERY_MODEL_SINCE = (0, 28, 0)
 NON_TORCH_BYTES = int(0.25 * GiB)  # cuBLAS and other non-torch memory after the snapshot, one GPU (v0.19 logs 0.24-0.46)
 NON_TORCH_TP_BYTES = int(2.1 * GiB)  # tensor parallelism over NVLink/NVSwitch on Hopper or Blackwell (v0.19 H100 logs 2.06-2.21)
 NON_TORCH_PP_BYTES = int(0.07 * GiB)  # pipeline stages without tensor parallelism (logs 0.07)
@@ -358,19 +365,36 @@ def default_utilization(version: str | None) -> tuple[float, str]:
     return VLLM_UTILIZATION, f"vLLM {version}'s default (vllm/config/cache.py; 0.92 from 0.21)"
 
 
-def state_blocks_per_request(engine: Engine) -> tuple[int, str]:
+def state_blocks_per_request(engine: Engine, model: ModelSpec | None = None) -> tuple[int, str]:
     """State blocks a request holds in each Mamba group of a hybrid model, and why: mamba_cache_mode
     "align" (prefix caching on) keeps the running state and the last block-aligned one, "none" only the
     running state (vllm/v1/kv_cache_interface.py MambaSpec.max_memory_usage_bytes: page * (2 + speculative
-    blocks) for align, page * (1 + ...) for none, vllm 001cabc1; vllm/config/cache.py: align is the mode
-    prefix caching sets).
+    blocks) for align, page * (1 + ...) for none; vllm/model_executor/models/config.py MambaModelConfig sets
+    the mode prefix caching asks for). Which mode prefix caching sets depends on the release
+    (ALIGN_FOR_EVERY_MODEL_SINCE): from 0.28 align for every model (0.28.0, 0.29.0, 0.30.0 wheels); in 0.19-0.27
+    "all" for a model whose Mamba mixers support prefix caching (SupportsMambaPrefixCaching: every
+    MambaMixer/MambaMixer2 model of the 0.27.1 wheel; in 0.21.0 all but Plamo2), which keeps a state block per
+    block of tokens, cdiv(max_model_len, block), its block a multiple of the config's Mamba chunk size
+    (platforms/interface.py update_block_size_for_backend). kvcalc does not record the chunk size, so "all"
+    is not modelled: the note says so and align's 2 are counted (fewer than vLLM holds).
 
     >>> state_blocks_per_request(Engine(name="vllm", enable_prefix_caching=True))[0], state_blocks_per_request(Engine(name="vllm"))[0]
     (2, 1)
     """
-    if engine.enable_prefix_caching:
-        return 2, "mamba_cache_mode align (--enable-prefix-caching): the running state and the last block-aligned one"
-    return 1, "mamba_cache_mode none (prefix caching off): the running state"
+    if not engine.enable_prefix_caching:
+        return 1, "mamba_cache_mode none (prefix caching off): the running state"
+    align = "mamba_cache_mode align (--enable-prefix-caching): the running state and the last block-aligned one"
+    release = _version(engine.vllm_version)
+    mamba = model is not None and any(kind in ("mamba1", "mamba2") for kind in model.state_kinds())
+    if mamba and MAMBA_ALL_MODE_SINCE <= release < ALIGN_FOR_EVERY_MODEL_SINCE:
+        return 2, (
+            f"vLLM {engine.vllm_version} sets mamba_cache_mode all for a Mamba-mixer model with prefix caching (0.19-0.27,"
+            " models/config.py MambaModelConfig): a state block per block of max_model_len, blocks aligned to the config's"
+            " Mamba chunk size, which kvcalc does not record; not modelled: align's 2 counted, fewer than vLLM holds"
+        )
+    if release < MAMBA_ALL_MODE_SINCE:
+        return 2, align + f" (releases before 0.19 not read: vLLM {engine.vllm_version} taken as 0.28's)"
+    return 2, align
 
 
 def capture_sizes(max_num_seqs: int, query_len: int = 1) -> list[int]:
@@ -389,6 +413,21 @@ def capture_sizes(max_num_seqs: int, query_len: int = 1) -> list[int]:
         return sizes
     rounded = [size for size in sorted({cdiv(size, query_len) * query_len for size in sizes}) if size <= largest]
     return rounded or [query_len]
+
+
+def full_graph_sizes(max_num_seqs: int, query_len: int = 1) -> list[int]:
+    """The capture sizes vLLM also captures a FULL (uniform-decode) graph for, beside the PIECEWISE one of
+    every size: those of query_len to max_num_seqs * query_len tokens, a decode step of at most max_num_seqs
+    requests (V1: vllm/v1/cudagraph_dispatcher.py initialize_cudagraph_keys, "x <= max_num_tokens and x >=
+    uniform_decode_query_len", 0.21.0 and 0.27.1 wheels; V2: vllm/v1/worker/gpu/cudagraph_utils.py
+    CudaGraphManager._init_candidates, "rounded_num_tokens > max_decode_tokens: continue", 0.29.0 and 0.30.0). With
+    the 256 sequences of a GPU under 70 GiB: 35 FULL graphs of the 51 sizes (the 0.30.0 T4 log's "Capturing CUDA
+    graphs (FULL): 35/35" beside "(PIECEWISE): 51/51", eslam-ahmed43/llm-lab logs/vllm_server.log).
+
+    >>> len(full_graph_sizes(256)), len(full_graph_sizes(1024)), full_graph_sizes(2), full_graph_sizes(2, 4)
+    (35, 51, [1, 2], [4, 8])
+    """
+    return [size for size in capture_sizes(max_num_seqs, query_len) if query_len <= size <= max_num_seqs * query_len]
 
 
 def mla_block_size(backend: str | None, sparse: bool, requested: int | None) -> int:
@@ -519,7 +558,7 @@ class Vllm(EngineProfile):
     )
     sparse_mla_fp8_layout = True  # fp8_ds_mla: fp8 latent, fp32 scale per 128, bf16 rope (656 B for DeepSeek-V3.2)
     max_seqs_option = "max_num_seqs"
-    calibration_error_percent = 2.6  # scripts/calibration.py: 90th percentile of the held-out |errors|
+    calibration_error_percent = 2.3  # scripts/calibration.py: 90th percentile of the held-out |errors|
 
     def block_size(self, workload: Workload) -> int:
         """--block-size, or vLLM's default 16."""
@@ -708,8 +747,10 @@ class Vllm(EngineProfile):
         release = _version(engine.vllm_version)
         v2_without_estimate = runner == "v2" and release < V2_GRAPHS_PROFILED_SINCE
         graphs_applied = not eager and release >= CUDA_GRAPHS_SINCE and not v2_without_estimate
-        count = len(capture_sizes(seqs, 1 + workload.speculative_tokens))
-        graphs = CUDA_GRAPH_FIRST_BYTES + 2 * (count - 1) * CUDA_GRAPH_EACH_BYTES if graphs_applied else 0
+        query_len = 1 + workload.speculative_tokens
+        count, full = len(capture_sizes(seqs, query_len)), len(full_graph_sizes(seqs, query_len))
+        further = count - 1 + max(full - 1, 0)  # each mode's first capture shares the pool (max of the firsts)
+        graphs = CUDA_GRAPH_FIRST_BYTES + further * CUDA_GRAPH_EACH_BYTES if graphs_applied else 0
         if eager:
             why_no_graphs = "--enforce-eager: no CUDA graphs"
         elif v2_without_estimate and release >= CUDA_GRAPHS_SINCE:
@@ -744,16 +785,18 @@ class Vllm(EngineProfile):
                 name="CUDA graphs",
                 bytes=graphs,
                 formula=(
-                    f"estimate = first capture + each further graph = {format_bytes(CUDA_GRAPH_FIRST_BYTES)} + 2 * ({count} - 1)"
-                    f" * {format_bytes(CUDA_GRAPH_EACH_BYTES)} = {graphs:,} B ({count} PIECEWISE and {count} FULL sizes)"
+                    f"estimate = first capture + each further graph = {format_bytes(CUDA_GRAPH_FIRST_BYTES)} + (({count} - 1)"
+                    f" + ({full} - 1)) * {format_bytes(CUDA_GRAPH_EACH_BYTES)} = {graphs:,} B ({count} PIECEWISE sizes up to"
+                    f" min(2 * max_num_seqs * query_len, 512), {full} FULL sizes up to max_num_seqs {seqs:,} * query_len {query_len})"
                     if graphs_applied
                     else why_no_graphs
                 ),
                 source=(
-                    "vllm/v1/worker/gpu/cudagraph_utils.py profile_cudagraph_memory (V2, 0.29 on: captured and measured);"
-                    " kvcalc's estimate from the V1 logs, 0.49-1.92 GiB"
+                    "vllm/v1/worker/gpu/cudagraph_utils.py profile_cudagraph_memory (V2, 0.29 on: captured and measured;"
+                    " FULL sizes: CudaGraphManager._init_candidates); kvcalc's estimate from the V1 logs, 0.49-1.92 GiB"
                     if runner == "v2"
-                    else "vllm/v1/worker/gpu_model_runner.py profile_cudagraph_memory (PR #30515); logged estimates 0.49-1.92 GiB"
+                    else "vllm/v1/worker/gpu_model_runner.py profile_cudagraph_memory (PR #30515; FULL sizes:"
+                    " vllm/v1/cudagraph_dispatcher.py initialize_cudagraph_keys); logged estimates 0.49-1.92 GiB"
                 ),
             ),
         ]
@@ -924,7 +967,7 @@ class Vllm(EngineProfile):
         state_groups = cdiv(state_layers, group)
         groups = sum(cdiv(count, group) for count in counts.values()) + state_groups
         blocks = max(usable_bytes, 0) // (page * group)
-        state_blocks, state_why = state_blocks_per_request(engine)
+        state_blocks, state_why = state_blocks_per_request(engine, model)
         per_request = state_blocks * state_groups + sum(
             cdiv(count, group) * self.tokens_per_unit(paged, window, workload.seq, chunked) // block
             for (window, chunked), count in counts.items()
