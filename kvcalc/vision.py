@@ -21,6 +21,29 @@ LLAMA4_MAX_TILES = 16  # Llama4ImageProcessor max_patches: 16 tiles of 336 px, a
 INTERNVL_MAX_TILES = 12  # InternVL's max_dynamic_patch default, and a thumbnail tile beside them
 
 
+# vLLM's V0 engine (before 0.8) profiles one item per modality per prompt unless --limit-mm-per-prompt
+# says otherwise (vllm/multimodal/registry.py MultiModalRegistry.init_mm_limits_per_prompt, v0.7.0).
+V0_MM_LIMIT = 1
+
+
+def v0_profile_items(batched_tokens: int, max_num_seqs: int, tokens_per_item: int, limit: int) -> tuple[int, str]:
+    """The items vLLM's V0 engine (before 0.8) feeds its encoder in the profiling run, and the formula.
+    Its decoder-only runner (vllm/worker/model_runner.py GPUModelRunnerBase.profile_run, v0.7.0) caps the
+    dummy prompts at max_num_batched_tokens // (limit * tokens per item) (the registry's
+    get_max_multimodal_tokens), at least one, at most max_num_seqs; each prompt carries `limit` items,
+    and all of them run through the encoder in one batch.
+
+    >>> v0_profile_items(8192, 256, 1280, 1)[0], v0_profile_items(2048, 256, 16384, 1)[0], v0_profile_items(65536, 8, 1024, 2)[0]
+    (6, 1, 16)
+    """
+    prompts = max(1, min(max_num_seqs, batched_tokens // (limit * tokens_per_item)))
+    return prompts * limit, (
+        f"V0: max(1, min(max_num_seqs {max_num_seqs:,}, max_num_batched_tokens {batched_tokens:,} // (limit {limit} *"
+        f" {tokens_per_item:,} tokens per item))) = {prompts:,} prompt{'s' if prompts > 1 else ''} of {limit} item{'s' if limit > 1 else ''}"
+        " (vllm/worker/model_runner.py profile_run, v0.7.0)"
+    )
+
+
 def _int(vision: dict[str, Any], key: str, default: int | None = None) -> int:
     value = vision.get(key, default)
     if value is None:
