@@ -500,7 +500,9 @@ def multimodal_profile_term(model: ModelSpec, workload: Workload, budget: Budget
     batch = f"encoder budget max(max_num_batched_tokens {tokens:,}, {item_tokens:,} tokens per item) = {encoder_budget:,}"
     if engine.vllm_version is not None and parse_engine_version(engine.vllm_version) < V1_ENGINE_SINCE:
         v0_limit = max(settings.limits.values()) if settings.limits else vision.V0_MM_LIMIT
-        items, batch = vision.v0_profile_items(tokens, engine.max_num_seqs or V0_MAX_NUM_SEQS, item_tokens, v0_limit)
+        items, batch = vision.v0_profile_items(
+            tokens, engine.max_num_seqs or V0_MAX_NUM_SEQS, item_tokens, v0_limit, tower.encoder_decoder
+        )
     b = PACKING[model.dtype].block_bytes if model.dtype in (DType.fp32, DType.fp16, DType.bf16) else 2
     h, tp = tower.hidden, workload.tp
     mlp = (3 if tower.gated else 2) * tower.intermediate // tp

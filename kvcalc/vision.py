@@ -26,20 +26,32 @@ INTERNVL_MAX_TILES = 12  # InternVL's max_dynamic_patch default, and a thumbnail
 V0_MM_LIMIT = 1
 
 
-def v0_profile_items(batched_tokens: int, max_num_seqs: int, tokens_per_item: int, limit: int) -> tuple[int, str]:
+def v0_profile_items(
+    batched_tokens: int, max_num_seqs: int, tokens_per_item: int, limit: int, encoder_decoder: bool = False
+) -> tuple[int, str]:
     """The items vLLM's V0 engine (before 0.8) feeds its encoder in the profiling run, and the formula.
     Its decoder-only runner (vllm/worker/model_runner.py GPUModelRunnerBase.profile_run, v0.7.0) caps the
     dummy prompts at max_num_batched_tokens // (limit * tokens per item) (the registry's
-    get_max_multimodal_tokens), at least one, at most max_num_seqs; each prompt carries `limit` items,
-    and all of them run through the encoder in one batch.
+    get_max_multimodal_tokens), at least one, at most max_num_seqs; its encoder-decoder runner
+    (vllm/worker/enc_dec_model_runner.py EncoderDecoderModelRunner.profile_run) does not cap them:
+    max_num_seqs prompts. Each prompt carries `limit` items, and all of them run through the encoder in
+    one batch.
 
     >>> v0_profile_items(8192, 256, 1280, 1)[0], v0_profile_items(2048, 256, 16384, 1)[0], v0_profile_items(65536, 8, 1024, 2)[0]
     (6, 1, 16)
+    >>> v0_profile_items(65536, 128, 6404, 1, encoder_decoder=True)[0]
+    128
     """
+    per = f"{limit} item{'s' if limit > 1 else ''}"
+    if encoder_decoder:
+        return max_num_seqs * limit, (
+            f"V0 encoder-decoder: max_num_seqs {max_num_seqs:,} prompts of {per}, not capped by tokens"
+            " (vllm/worker/enc_dec_model_runner.py profile_run, v0.7.0)"
+        )
     prompts = max(1, min(max_num_seqs, batched_tokens // (limit * tokens_per_item)))
     return prompts * limit, (
         f"V0: max(1, min(max_num_seqs {max_num_seqs:,}, max_num_batched_tokens {batched_tokens:,} // (limit {limit} *"
-        f" {tokens_per_item:,} tokens per item))) = {prompts:,} prompt{'s' if prompts > 1 else ''} of {limit} item{'s' if limit > 1 else ''}"
+        f" {tokens_per_item:,} tokens per item))) = {prompts:,} prompt{'s' if prompts > 1 else ''} of {per}"
         " (vllm/worker/model_runner.py profile_run, v0.7.0)"
     )
 
@@ -197,6 +209,45 @@ def llama4(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
                    "modeling_llama4.py Llama4VisionModel, Llama4MultiModalProjector", f"{LLAMA4_MAX_TILES} tiles of {size} px and a global tile")  # fmt: skip
 
 
+def mllama(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """Llama 3.2 Vision (modeling_mllama.py MllamaVisionModel, transformers v4.47.1): Conv2d patch
+    embedding without bias, a class embedding; the gated position embedding (a gate, a (P, h) table and
+    a tile table of (A + 1) rows of T * P * h, P = (image_size / patch)^2 + 1 patches per tile, T =
+    max_num_tiles, A = len(supported_aspect_ratios)); pre- and post-tile embeddings ((A + 1) rows of T *
+    h, a gate each); pre and post LayerNorms; num_hidden_layers local and num_global_layers global
+    layers, each two LayerNorms, q, k, v and o without biases, fc1 and fc2 with biases (a global layer
+    two gates more); the multi_modal_projector (vision_output_dim -> text hidden, with bias). The text
+    model reads it through cross-attention, so vLLM's V0 profiles it as an encoder-decoder model. One
+    image: T tiles of P patches, each tile padded to a multiple of 8 rows in vLLM's encoder (vllm
+    mllama.py MllamaVisionModel.forward), T * P tokens for the cross-attention (get_max_mllama_image_tokens).
+
+    >>> mllama({"hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32, "num_global_layers": 8,
+    ...         "image_size": 560, "vision_output_dim": 7680}, {"text_config": {"hidden_size": 4096}})["params"]
+    895028755
+    """
+    h, inter = _int(vision, "hidden_size"), _int(vision, "intermediate_size")
+    local, global_ = _int(vision, "num_hidden_layers"), _int(vision, "num_global_layers")
+    size, p, tiles = _int(vision, "image_size"), _int(vision, "patch_size", 14), _int(vision, "max_num_tiles", 4)
+    ratios = vision.get("supported_aspect_ratios", [[1, 1], [1, 2], [1, 3], [1, 4], [2, 1], [2, 2], [3, 1], [4, 1]])
+    if not isinstance(ratios, list) or not ratios:
+        raise InvalidPreset(f"vision_config.supported_aspect_ratios: expected a list of [rows, columns], got {ratios!r}")
+    text = _int(config.get("text_config") or {}, "hidden_size")
+    patches = (size // p) ** 2 + 1  # and the class token
+    rows = len(ratios) + 1  # max_aspect_ratio_id + 1
+    layer = 2 * _layer_norm(h) + 4 * h * h + _linear(h, inter) + _linear(inter, h)
+    params = (
+        3 * p * p * h + h  # patch embedding, class embedding
+        + 1 + patches * h + rows * tiles * patches * h  # gated position embedding and its tile table
+        + 2 * (rows * tiles * h + 1)  # pre- and post-tile embeddings
+        + 2 * _layer_norm(h) + (local + global_) * layer + 2 * global_
+        + _linear(_int(vision, "vision_output_dim"), text)
+    )  # fmt: skip
+    padded = -(-patches // 8) * 8
+    found = _fields(params, h, inter, False, tiles * padded, tiles * patches,
+                    "modeling_mllama.py MllamaVisionModel and its multi_modal_projector", f"{tiles} tiles of {size} px")  # fmt: skip
+    return {**found, "encoder_decoder": True}
+
+
 def kimi_k25(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     """Kimi K2.5's MoonViT (no transformers modeling file: vLLM's model_executor/models/kimi_k25_vit.py
     MoonViT3dPretrainedModel, KimiK25MultiModalProjector, vllm-project/vllm fd849acb): Conv2d patch
@@ -308,6 +359,7 @@ TOWERS: dict[str, Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]] = 
     "mistral3": pixtral,
     "internvl": internvl,
     "kimi_k25": kimi_k25,
+    "mllama": mllama,
 }
 
 

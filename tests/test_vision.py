@@ -256,6 +256,54 @@ def test_a_v0_release_batches_prompts_of_one_image() -> None:
     assert "V0:" not in v1 and "encoder budget max(max_num_batched_tokens 8,192" in v1
 
 
+LLAMA32_VISION = LOGS / "models" / "vision" / "llama3.2-11b-vision.yaml"
+MLLAMA_VISION = {  # transformers v4.47.1 configuration_mllama.py defaults, with the checkpoint's image_size 560
+    "hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32, "num_global_layers": 8,
+    "image_size": 560, "vision_output_dim": 7680,
+}  # fmt: skip
+
+
+def test_mllama_tower_counts_every_module() -> None:
+    # Hand-worked from modeling_mllama.py at Llama-3.2-11B-Vision's shapes (h 1280, I 5120, 32 local + 8 global
+    # layers, 1601 patches per 560-px tile, 4 tiles, 8 aspect ratios, text hidden 4096): patch conv 3*14*14*h, class
+    # embedding h; position gate 1, table 1601h, tile table 9*4*1601h; pre/post tile tables 9*4h and a gate each;
+    # 2 LayerNorms; per layer 2 LayerNorms (4h), q k v o (4h^2), fc1 and fc2 with biases; 2 gates per global
+    # layer; projector 7680*4096 + 4096.
+    h, inter = 1280, 5120
+    layer = 4 * h + 4 * h * h + (h * inter + inter) + (inter * h + h)
+    expected = (
+        3 * 14 * 14 * h + h + 1 + 1601 * h + 9 * 4 * 1601 * h + 2 * (9 * 4 * h + 1) + 4 * h
+        + 40 * layer + 2 * 8 + 7680 * 4096 + 4096
+    )  # fmt: skip
+    found = vision.mllama(MLLAMA_VISION, {"text_config": {"hidden_size": 4096}})
+    assert found["params"] == expected == 895_028_755
+    # vLLM's get_max_mllama_image_tokens: 4 tiles * 1601 = 6404 tokens; its encoder pads each tile to 1608 rows
+    assert (found["tokens_per_item"], found["patches_per_item"], found["encoder_decoder"]) == (6404, 6432, True)
+
+
+def test_llama32_vision_weights_match_the_logged_load() -> None:
+    # https://github.com/vllm-project/vllm/pull/12126: "model weights take 19.86GiB" for meta-llama/Llama-3.2-11B-Vision
+    model = presets.load_model(str(LLAMA32_VISION))
+    assert model.vision and model.vision.params == vision.mllama(MLLAMA_VISION, {"text_config": {"hidden_size": 4096}})["params"]
+    total = 2 * (model.params + model.vision.params)
+    assert abs(total / 2**30 - 19.86) < 0.02
+
+
+def test_v0_encoder_decoder_profiles_every_sequence_with_an_image() -> None:
+    # vllm/worker/enc_dec_model_runner.py profile_run (v0.7.0): max_num_seqs dummy prompts, one image each, uncapped;
+    # the vllm#12126 start-up (max_num_seqs 128) ran 128 images of 4 tiles through the encoder.
+    from kvcalc import capacity
+    from kvcalc.spec import Engine, Workload
+
+    model = presets.load_model(str(LLAMA32_VISION))
+    work = Workload(seq=65536, engine=Engine(name="vllm", vllm_version="0.7.0", max_num_seqs=128))
+    budget = capacity.budget(model, work, 80 * 2**30)
+    term = residents.multimodal_profile_term(model, work, budget, residents.Multimodal())
+    assert (
+        "V0 encoder-decoder: max_num_seqs 128 prompts of 1 item" in term.formula and "128 items of 6,432 patches" in term.formula
+    )
+
+
 def test_max_pixels_shrinks_a_qwen_image() -> None:
     model = presets.load_model(str(QWEN3_VL_235B))
     # 1,003,520 pixels / 14^2 = 5,120 patches, / 2^2 = 1,280 tokens; 8,192 // 1,280 = 6 items
@@ -308,6 +356,7 @@ TOWER_CONFIGS = {  # each architecture's published shapes (the checkpoints named
         {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24},
         {"text_config": {"hidden_size": 5120}, "multimodal_projector_bias": False},
     ),
+    "mllama": (MLLAMA_VISION, {"text_config": {"hidden_size": 4096}}),  # Llama-3.2-11B-Vision
     "internvl": (  # InternVL3-8B-hf: InternViT-300M, Qwen2.5-7B text
         {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "attention_bias": True},
         {"text_config": {"hidden_size": 3584}},
