@@ -9,6 +9,7 @@ buffers are not (they are not weights in the checkpoint)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -248,37 +249,80 @@ def mllama(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     return {**found, "encoder_decoder": True}
 
 
+def _moonvit_params(vision: dict[str, Any], h: int, inter: int, layers: int, text: int) -> int:
+    """MoonViT and its projector, as vLLM builds them (moonvit.py / kimi_k25_vit.py, kimi_vl.py /
+    kimi_k25.py): Conv2d patch embedding with bias and a learned (init_pos_emb_height,
+    init_pos_emb_width, h) position table; per layer two LayerNorms, wqkv and wo with biases, fc0 and
+    fc1 with biases; the final LayerNorm; the projector's LayerNorm(h) and its two linears with biases
+    (4h -> 4h -> the text model's hidden, after the 2 x 2 merge)."""
+    p = _int(vision, "patch_size", 14)
+    height, width = _int(vision, "init_pos_emb_height", 64), _int(vision, "init_pos_emb_width", 64)
+    merge = _merge_kernel(vision)
+    wide = h * merge[0] * merge[1]
+    layer = 2 * _layer_norm(h) + _linear(h, 3 * h) + _linear(h, h) + _linear(h, inter) + _linear(inter, h)
+    params = _linear(3 * p * p, h) + height * width * h + layers * layer + _layer_norm(h)
+    return params + _layer_norm(h) + _linear(wide, wide) + _linear(wide, text)
+
+
+def _merge_kernel(vision: dict[str, Any]) -> list[int]:
+    merge = vision.get("merge_kernel_size", [2, 2])
+    if not (isinstance(merge, list) and len(merge) == 2 and all(isinstance(k, int) and k > 0 for k in merge)):
+        raise InvalidPreset(f"vision_config.merge_kernel_size: expected two positive integers, got {merge!r}")
+    return merge
+
+
 def kimi_k25(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     """Kimi K2.5's MoonViT (no transformers modeling file: vLLM's model_executor/models/kimi_k25_vit.py
-    MoonViT3dPretrainedModel, KimiK25MultiModalProjector, vllm-project/vllm fd849acb): Conv2d patch
-    embedding with bias and a learned (init_pos_emb_height, init_pos_emb_width, h) position table (its
-    temporal table is a buffer); per layer two LayerNorms, wqkv and wo with biases, fc0 and fc1 with
-    biases; the final LayerNorm; the projector's LayerNorm(h) and its two linears with biases (4h -> 4h
-    -> the text model's hidden, after the 2 x 2 merge). The largest image its processor accepts is
-    not read, so vLLM's profiling of it is not modelled.
+    MoonViT3dPretrainedModel, KimiK25MultiModalProjector, vllm-project/vllm fd849acb; its temporal
+    table is a buffer), counted as _moonvit_params. The largest image its processor accepts is not
+    read, so vLLM's profiling of it is not modelled.
 
     >>> kimi_k25({"vt_hidden_size": 1152, "vt_intermediate_size": 4304, "vt_num_hidden_layers": 27,
     ...           "text_hidden_size": 7168}, {})["params"]
     471143920
     """
     h, inter = _int(vision, "vt_hidden_size"), _int(vision, "vt_intermediate_size")
-    layers, p = _int(vision, "vt_num_hidden_layers"), _int(vision, "patch_size", 14)
-    height, width = _int(vision, "init_pos_emb_height", 64), _int(vision, "init_pos_emb_width", 64)
-    merge = vision.get("merge_kernel_size", [2, 2])
-    if not (isinstance(merge, list) and len(merge) == 2 and all(isinstance(k, int) and k > 0 for k in merge)):
-        raise InvalidPreset(f"vision_config.merge_kernel_size: expected two positive integers, got {merge!r}")
     text = (
         _int(vision, "text_hidden_size") if "text_hidden_size" in vision else _int(config.get("text_config") or {}, "hidden_size")
     )
-    wide = h * merge[0] * merge[1]
-    layer = 2 * _layer_norm(h) + _linear(h, 3 * h) + _linear(h, h) + _linear(h, inter) + _linear(inter, h)
-    params = _linear(3 * p * p, h) + height * width * h + layers * layer + _layer_norm(h)
-    params += _layer_norm(h) + _linear(wide, wide) + _linear(wide, text)
     return {
-        "params": params, "hidden": h, "intermediate": inter, "gated": False,
+        "params": _moonvit_params(vision, h, inter, _int(vision, "vt_num_hidden_layers"), text),
+        "hidden": h, "intermediate": inter, "gated": False,
         "source": "vision_config, counted as vLLM's kimi_k25_vit.py MoonViT3dPretrainedModel, KimiK25MultiModalProjector"
         " builds it (vllm-project/vllm fd849acb); the largest image: not read, so its profiling is not modelled",
     }  # fmt: skip
+
+
+# vLLM profiles Kimi-VL with a 1024 x 1024 dummy image (model_executor/models/kimi_vl.py MaxImageTokenMeta,
+# v0.19.0); its processor shrinks an image of more than in_token_limit patches to that many (the
+# Kimi-VL-A3B-Instruct v0.19 log's "profiled with 7 image items" at a budget of 8,192 tokens: 1,089 each).
+KIMI_VL_DUMMY_PIXELS = 1024
+KIMI_VL_IN_TOKEN_LIMIT = 4096
+
+
+def kimi_vl(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """Kimi-VL's MoonViT (vLLM's model_executor/models/moonvit.py MoonVitPretrainedModel, kimi_vl.py
+    KimiVLMultiModalProjector, v0.19.0; config keys of its MoonViTConfig), counted as _moonvit_params.
+    Its largest image: the 1024-px dummy, shrunk to in_token_limit patches and padded to whole merge
+    kernels (kimi_vl.py KimiVLProcessingInfo.get_num_image_tokens).
+
+    >>> found = kimi_vl({"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27},
+    ...                 {"text_config": {"hidden_size": 2048}})
+    >>> found["params"], found["patches_per_item"], found["tokens_per_item"]
+    (447545840, 4356, 1089)
+    """
+    h, inter = _int(vision, "hidden_size"), _int(vision, "intermediate_size")
+    text = _int(config.get("text_config") or {}, "hidden_size")
+    p, merge = _int(vision, "patch_size", 14), _merge_kernel(vision)
+    side = KIMI_VL_DUMMY_PIXELS
+    if (side // p) ** 2 > KIMI_VL_IN_TOKEN_LIMIT:  # scaled so that its patches fit in_token_limit
+        side = int(side * math.sqrt(KIMI_VL_IN_TOKEN_LIMIT / (side // p) ** 2))
+    rows, columns = -(-side // (merge[0] * p)), -(-side // (merge[1] * p))  # padded to whole kernels
+    tokens = rows * columns
+    found = _fields(_moonvit_params(vision, h, inter, _int(vision, "num_hidden_layers"), text), h, inter, False,
+                    tokens * merge[0] * merge[1], tokens, "vLLM's moonvit.py MoonVitPretrainedModel, kimi_vl.py KimiVLMultiModalProjector (v0.19.0)",
+                    f"the {KIMI_VL_DUMMY_PIXELS}-px dummy image within in_token_limit {KIMI_VL_IN_TOKEN_LIMIT:,} patches")  # fmt: skip
+    return {**found, "source": found["source"].replace("transformers' ", "")}
 
 
 def pixtral(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
@@ -359,6 +403,7 @@ TOWERS: dict[str, Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]] = 
     "mistral3": pixtral,
     "internvl": internvl,
     "kimi_k25": kimi_k25,
+    "kimi_vl": kimi_vl,
     "mllama": mllama,
 }
 

@@ -304,6 +304,14 @@ def test_v0_encoder_decoder_profiles_every_sequence_with_an_image() -> None:
     )
 
 
+def test_kimi_vl_profiling_batch_matches_its_log_line() -> None:
+    # vLLM 0.19 logged for moonshotai/Kimi-VL-A3B-Instruct at max_num_batched_tokens 8192: "Encoder cache will be
+    # initialized with a budget of 8192 tokens, and profiled with 7 image items of the maximum feature size."
+    # https://github.com/llm-d-incubation/llm-d-planner/blob/d3121e059da88662db39a926a3ead964be97359b/accuracy/results/v0.19.0/logs/moonshotai-kimi-vl-a3b-i--h100-80gb--tp1pp1dp1--8192.log
+    model = presets.load_model(str(LOGS / "models" / "vision" / "kimi-vl-a3b.yaml"))
+    assert "= 8,192: 7 items of 4,356 patches" in _profile_formula(model, 8192, residents.Multimodal())
+
+
 def test_max_pixels_shrinks_a_qwen_image() -> None:
     model = presets.load_model(str(QWEN3_VL_235B))
     # 1,003,520 pixels / 14^2 = 5,120 patches, / 2^2 = 1,280 tokens; 8,192 // 1,280 = 6 items
@@ -357,6 +365,10 @@ TOWER_CONFIGS = {  # each architecture's published shapes (the checkpoints named
         {"text_config": {"hidden_size": 5120}, "multimodal_projector_bias": False},
     ),
     "mllama": (MLLAMA_VISION, {"text_config": {"hidden_size": 4096}}),  # Llama-3.2-11B-Vision
+    "kimi_vl": (  # Kimi-VL-A3B-Instruct's MoonViT
+        {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27},
+        {"text_config": {"hidden_size": 2048}},
+    ),
     "internvl": (  # InternVL3-8B-hf: InternViT-300M, Qwen2.5-7B text
         {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "attention_bias": True},
         {"text_config": {"hidden_size": 3584}},
