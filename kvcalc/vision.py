@@ -374,6 +374,59 @@ def internvl(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
                    "modeling_internvl.py InternVLVisionModel, InternVLMultiModalProjector", f"{INTERNVL_MAX_TILES} tiles of {size} px and a thumbnail")  # fmt: skip
 
 
+# transformers' LlavaNextConfig defaults, where a config leaves them out
+LLAVA_NEXT_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+
+
+def llava_next(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any] | None:
+    """LLaVA-NeXT with a SigLIP tower (Granite Vision) as vLLM builds it (llava_next.py, llava.py
+    init_vision_tower_for_llava, siglip.py; v0.19.0), None for another tower: Conv2d patch embedding
+    with bias and a position table of (image_size / patch)^2 rows; the layers up to the deepest of
+    vision_feature_layer, each two LayerNorms, qkv and out with biases, fc1 and fc2 with biases; no
+    post-LayerNorm (require_post_norm False) and no pooling head; image_newline (text hidden); the
+    projector (hidden * len(vision_feature_layer) -> text hidden -> text hidden, biases when
+    multimodal_projector_bias). The largest image: the image_grid_pinpoints entry with the most tokens,
+    h/s x w/s tiles of s = image_size and a base tile: g^2 * tiles + g * h/s newlines + the base tile's
+    g^2 (one less under the 'default' feature strategy), g = image_size / patch
+    (LlavaNextProcessingInfo.get_image_size_with_most_features).
+
+    >>> found = llava_next({"model_type": "siglip_vision_model", "hidden_size": 1152, "intermediate_size": 4304,
+    ...     "num_hidden_layers": 27, "image_size": 384}, {"text_config": {"hidden_size": 2048},
+    ...     "vision_feature_layer": [-24, -20, -12, -1], "vision_feature_select_strategy": "full",
+    ...     "image_grid_pinpoints": [[384, 3840], [3840, 384], [1152, 1152]]})
+    >>> found["params"], found["tokens_per_item"], found["patches_per_item"]
+    (426622576, 8289, 8019)
+    """
+    if vision.get("model_type") != "siglip_vision_model":
+        return None
+    h, inter, depth = _int(vision, "hidden_size"), _int(vision, "intermediate_size"), _int(vision, "num_hidden_layers")
+    size, p = _int(vision, "image_size"), _int(vision, "patch_size", 14)
+    text = _int(config.get("text_config") or {}, "hidden_size")
+    feature = config.get("vision_feature_layer", -2)
+    features = feature if isinstance(feature, list) else [feature]
+    if not features or not all(isinstance(i, int) and not isinstance(i, bool) and -depth <= i < depth for i in features):
+        raise InvalidPreset(f"vision_feature_layer: expected layer indices of the tower's {depth}, got {feature!r}")
+    kept = max(depth + i + 1 if i < 0 else i for i in features)  # vllm/model_executor/models/utils.py get_layer_index
+    g = size // p
+    layer = 2 * _layer_norm(h) + _linear(h, 3 * h) + _linear(h, h) + _linear(h, inter) + _linear(inter, h)
+    bias = bool(config.get("multimodal_projector_bias", True))
+    params = _linear(3 * p * p, h) + g * g * h + kept * layer + text
+    params += _linear(h * len(features), text, bias) + _linear(text, text, bias)
+    pinpoints = config.get("image_grid_pinpoints", LLAVA_NEXT_PINPOINTS)
+    if not (isinstance(pinpoints, list) and pinpoints and all(
+        isinstance(pin, list) and len(pin) == 2 and all(isinstance(x, int) and x >= size for x in pin) for pin in pinpoints
+    )):  # fmt: skip
+        raise InvalidPreset(f"image_grid_pinpoints: expected [height, width] pairs of at least {size} px, got {pinpoints!r}")
+    base = g * g - (1 if config.get("vision_feature_select_strategy", "default") == "default" else 0)
+    best = max(pinpoints, key=lambda pin: g * g * (pin[0] // size) * (pin[1] // size) + g * (pin[0] // size))
+    tiles, rows = (best[0] // size) * (best[1] // size), best[0] // size
+    tokens = g * g * tiles + g * rows + base
+    found = _fields(params, h, inter, False, (tiles + 1) * g * g, tokens,  # the tiles and the base tile
+                    "vLLM's llava_next.py LlavaNextForConditionalGeneration (its siglip.py tower, v0.19.0)",
+                    f"{best[0]} x {best[1]} px, the image_grid_pinpoints entry with the most tokens")  # fmt: skip
+    return {**found, "source": found["source"].replace("transformers' ", "")}
+
+
 def _fields(
     params: int, hidden: int, intermediate: int, gated: bool, patches: int, tokens: int, where: str, largest: str
 ) -> dict[str, Any]:
@@ -390,7 +443,7 @@ def _resizable(fields: dict[str, Any], patch: int, merge: int) -> dict[str, Any]
 
 
 # model_type of the wrapper -> the function that counts its tower
-TOWERS: dict[str, Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]] = {
+TOWERS: dict[str, Callable[[dict[str, Any], dict[str, Any]], dict[str, Any] | None]] = {
     "qwen2_vl": qwen2_vl,
     "qwen2_5_vl": qwen2_5_vl,
     "qwen3_vl": qwen3_vl,
@@ -404,6 +457,7 @@ TOWERS: dict[str, Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]] = 
     "internvl": internvl,
     "kimi_k25": kimi_k25,
     "kimi_vl": kimi_vl,
+    "llava_next": llava_next,
     "mllama": mllama,
 }
 
@@ -427,4 +481,9 @@ def tower(config: dict[str, Any], origin: str) -> tuple[dict[str, Any] | None, s
         fields = count(vision, config)
     except InvalidPreset as exc:
         raise InvalidPreset(f"{origin}: {exc}") from None
+    if fields is None:  # the wrapper counted, not this tower (LLaVA-NeXT: SigLIP only)
+        return None, (
+            f"its vision tower ({arch} with a {vision.get('model_type') or 'unnamed'} vision_config) is not counted;"
+            " give vision.params in a model YAML"
+        )
     return {**fields, "source": f"{origin}: {fields['source']}"}, None

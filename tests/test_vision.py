@@ -72,6 +72,15 @@ def test_a_config_json_carries_its_tower() -> None:
     assert "modeling_qwen3_5.py" in fields["vision"]["source"]
 
 
+def test_a_llava_next_tower_other_than_siglip_is_noted_not_guessed() -> None:
+    config = {
+        "model_type": "llava_next", "vision_config": {"model_type": "clip_vision_model", "hidden_size": 1024},
+        "text_config": {"model_type": "llama", "num_attention_heads": 8, "num_hidden_layers": 2, "hidden_size": 512},
+    }  # fmt: skip
+    fields = model_fields_from_hf(config, "x", "config.json")
+    assert "vision" not in fields and "llava_next with a clip_vision_model vision_config) is not counted" in fields["notes"]
+
+
 def test_an_unknown_tower_is_noted_not_guessed() -> None:
     config = {
         "model_type": "llava_next", "vision_config": {"hidden_size": 1024},
@@ -304,12 +313,26 @@ def test_v0_encoder_decoder_profiles_every_sequence_with_an_image() -> None:
     )
 
 
-def test_kimi_vl_profiling_batch_matches_its_log_line() -> None:
-    # vLLM 0.19 logged for moonshotai/Kimi-VL-A3B-Instruct at max_num_batched_tokens 8192: "Encoder cache will be
-    # initialized with a budget of 8192 tokens, and profiled with 7 image items of the maximum feature size."
-    # https://github.com/llm-d-incubation/llm-d-planner/blob/d3121e059da88662db39a926a3ead964be97359b/accuracy/results/v0.19.0/logs/moonshotai-kimi-vl-a3b-i--h100-80gb--tp1pp1dp1--8192.log
-    model = presets.load_model(str(LOGS / "models" / "vision" / "kimi-vl-a3b.yaml"))
-    assert "= 8,192: 7 items of 4,356 patches" in _profile_formula(model, 8192, residents.Multimodal())
+SWEEP = "https://github.com/llm-d-incubation/llm-d-planner/blob/d3121e059da88662db39a926a3ead964be97359b/accuracy/results/v0.19.0/logs/"
+
+
+@pytest.mark.parametrize(
+    ("model", "batch"),
+    [
+        # SWEEP + moonshotai-kimi-vl-a3b-i--h100-80gb--tp1pp1dp1--8192.log: "Encoder cache will be initialized with a
+        # budget of 8192 tokens, and profiled with 7 image items of the maximum feature size."
+        ("models/vision/kimi-vl-a3b.yaml", "= 8,192: 7 items of 4,356 patches"),
+        # SWEEP + ibm-granite-granite-visi--h100-80gb--tp1pp1dp1--8192.log: "... a budget of 8289 tokens, and profiled
+        # with 1 image items ..."
+        ("models/vision/granite-vision-3.3-2b.yaml", "8,289 tokens per item) = 8,289: 1 item of 8,019 patches"),
+        # SWEEP + meta-llama-llama-4-scout--h100-80gb--tp4pp1dp1--8192.log: "... a budget of 8192 tokens, and profiled
+        # with 3 image items ..."
+        ("llama4-scout", "= 8,192: 3 items of 9,809 patches"),
+    ],
+)
+def test_profiling_batch_matches_the_sweeps_log_lines(model: str, batch: str) -> None:
+    found = presets.load_model(str(LOGS / model) if model.startswith("models/") else model)
+    assert batch in _profile_formula(found, 8192, residents.Multimodal())
 
 
 def test_max_pixels_shrinks_a_qwen_image() -> None:
@@ -365,6 +388,20 @@ TOWER_CONFIGS = {  # each architecture's published shapes (the checkpoints named
         {"text_config": {"hidden_size": 5120}, "multimodal_projector_bias": False},
     ),
     "mllama": (MLLAMA_VISION, {"text_config": {"hidden_size": 4096}}),  # Llama-3.2-11B-Vision
+    "llava_next": (  # granite-vision-3.3-2b: SigLIP, four feature layers
+        {
+            "model_type": "siglip_vision_model",
+            "hidden_size": 1152,
+            "intermediate_size": 4304,
+            "num_hidden_layers": 27,
+            "image_size": 384,
+        },
+        {
+            "text_config": {"hidden_size": 2048},
+            "vision_feature_layer": [-24, -20, -12, -1],
+            "image_grid_pinpoints": [[384, 768], [3840, 384]],
+        },
+    ),  # fmt: skip
     "kimi_vl": (  # Kimi-VL-A3B-Instruct's MoonViT
         {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27},
         {"text_config": {"hidden_size": 2048}},
@@ -395,4 +432,6 @@ def test_a_deeper_tower_weighs_more_and_keeps_its_largest_image(arch: str, extra
     base, deeper = count(vision_config, config), count({**vision_config, key: vision_config[key] + extra}, config)
     assert deeper["params"] > base["params"] > 0
     assert (deeper["patches_per_item"], deeper["tokens_per_item"]) == (base["patches_per_item"], base["tokens_per_item"])
-    assert 0 < base["tokens_per_item"] <= base["patches_per_item"]
+    # one token per patch at most, or per merged patches; LLaVA-NeXT adds a newline token per row of patches on top
+    rows = base["patches_per_item"] // 27 if arch == "llava_next" else 0  # granite's 27 x 27 patches per tile
+    assert 0 < base["tokens_per_item"] <= base["patches_per_item"] + rows
