@@ -81,6 +81,46 @@ def test_a_llava_next_tower_other_than_siglip_is_noted_not_guessed() -> None:
     assert "vision" not in fields and "llava_next with a clip_vision_model vision_config) is not counted" in fields["notes"]
 
 
+LLAVA_SIGLIP = {
+    "model_type": "llava_next",
+    "vision_config": {"model_type": "siglip_vision_model", "hidden_size": 1152, "intermediate_size": 4304,
+                      "num_hidden_layers": 27, "image_size": 384},
+    "text_config": {"model_type": "llama", "num_attention_heads": 8, "num_hidden_layers": 2, "hidden_size": 512,
+                    "num_key_value_heads": 8, "intermediate_size": 1024, "vocab_size": 1000},
+    "image_grid_pinpoints": [[384, 768]],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"vision_feature_layer": [-30]}, "vision_feature_layer: expected layer indices of the tower's 27, got [-30]"),
+        ({"image_grid_pinpoints": [[100, 768]]}, "image_grid_pinpoints: expected [height, width] pairs of at least 384 px"),
+    ],
+)
+def test_a_bad_llava_next_config_exits_2(tmp_path: Path, change: dict, message: str) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({**LLAVA_SIGLIP, **change}))
+    result = runner.invoke(app, ["size", "--model", str(config), "--seq", "1024"])
+    assert result.exit_code == 2 and message in result.stderr
+
+
+def test_a_llava_next_siglip_config_carries_its_tower(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({**LLAVA_SIGLIP, "vision_feature_layer": [-24, -1]}))
+    model = presets.load_model(str(config))
+    assert model.vision and model.vision.params == vision.llava_next(LLAVA_SIGLIP["vision_config"], {
+        **LLAVA_SIGLIP, "vision_feature_layer": [-24, -1]})["params"]  # fmt: skip
+
+
+def test_a_non_boolean_encoder_decoder_exits_2(tmp_path: Path) -> None:
+    text = LLAMA32_VISION.read_text().replace("encoder_decoder: true", "encoder_decoder: sometimes")
+    bad = tmp_path / "mllama.yaml"
+    bad.write_text(text)
+    result = runner.invoke(app, ["size", "--model", str(bad), "--seq", "1024"])
+    assert result.exit_code == 2 and "encoder_decoder" in result.stderr
+
+
 def test_an_unknown_tower_is_noted_not_guessed() -> None:
     config = {
         "model_type": "llava_next", "vision_config": {"hidden_size": 1024},
