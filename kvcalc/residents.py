@@ -9,15 +9,15 @@ engine source it follows."""
 
 from typing import Literal
 
-from kvcalc import engines
+from kvcalc import engines, vision
 from kvcalc.base import Frozen
 from kvcalc.engines import Budget, BudgetTerm
 from kvcalc.engines.base import GpuMemory, byte_fraction, cdiv, term_lines
-from kvcalc.engines.vllm import default_max_num_seqs
+from kvcalc.engines.vllm import V0_MAX_NUM_SEQS, V1_ENGINE_SINCE, default_max_num_seqs
 from kvcalc.errors import DoesNotFit, InvalidInput
 from kvcalc.kvcache import cache_layout, kv_heads_per_rank, layer_bytes_per_token, layer_caches, settled
 from kvcalc.spec import ModelSpec, Workload, cache_dtypes
-from kvcalc.units import PACKING, DType, format_bytes
+from kvcalc.units import PACKING, DType, format_bytes, parse_engine_version
 from kvcalc.weights import WeightFormat, mtp_params, per_gpu, require_params, weight_bytes, weight_format, weights_formula
 
 MTP = "mtp"  # --speculative-model mtp: the model's own multi-token prediction layers
@@ -508,7 +508,8 @@ def multimodal_profile_term(model: ModelSpec, workload: Workload, budget: Budget
     max_num_batched_tokens, tokens per item) (vllm/v1/core/encoder_cache_manager.py
     compute_mm_encoder_budget); items = max(1, min(budget // tokens per item, max_num_seqs * per
     prompt)), per prompt = max(1, min(limit, max_model_len // tokens per item))
-    (vllm/multimodal/encoder_budget.py MultiModalBudget._get_max_items). The torch peak is max(LM
+    (vllm/multimodal/encoder_budget.py MultiModalBudget._get_max_items); a V0 release (before 0.8)
+    batches vision.v0_profile_items instead. The torch peak is max(LM
     peak + outputs, encoder peak); the term is what it adds to the LM's activation peak: max(outputs,
     encoder peak - LM peak). Encoder peak: N patches through a layer, N * b * (2h + max(q+k+v, MLP)
     / tp) as kvcalc.engines.activations sizes a decoder layer, plus the outputs; attention scores
@@ -535,6 +536,12 @@ def multimodal_profile_term(model: ModelSpec, workload: Workload, budget: Budget
     # one is not known here; the encoder budget binds long before either: per_prompt * 256 items)
     seqs = engine.max_num_seqs or default_max_num_seqs(GpuMemory(total_bytes=budget.memory_bytes))
     items = max(1, min(encoder_budget // item_tokens, seqs * per_prompt))
+    batch = f"encoder budget max(max_num_batched_tokens {tokens:,}, {item_tokens:,} tokens per item) = {encoder_budget:,}"
+    if engine.vllm_version is not None and parse_engine_version(engine.vllm_version) < V1_ENGINE_SINCE:
+        v0_limit = max(settings.limits.values()) if settings.limits else vision.V0_MM_LIMIT
+        items, batch = vision.v0_profile_items(
+            tokens, engine.max_num_seqs or V0_MAX_NUM_SEQS, item_tokens, v0_limit, tower.encoder_decoder
+        )
     b = PACKING[model.dtype].block_bytes if model.dtype in (DType.fp32, DType.fp16, DType.bf16) else 2
     h, tp = tower.hidden, workload.tp
     mlp = (3 if tower.gated else 2) * tower.intermediate // tp
@@ -547,8 +554,7 @@ def multimodal_profile_term(model: ModelSpec, workload: Workload, budget: Budget
         name=MM_PROFILE_TERM,
         bytes=extra,
         formula=f"max(encoder outputs, encoder peak - LM activation peak) = max({outputs:,}, {encoder:,} - {lm:,}) = {extra:,} B"
-        f" ({format_bytes(extra)}); encoder budget max(max_num_batched_tokens {tokens:,}, {item_tokens:,} tokens per item)"
-        f" = {encoder_budget:,}: {items} item{'s' if items > 1 else ''} of {patches_per_item:,} patches ({largest});"
+        f" ({format_bytes(extra)}); {batch}: {items} item{'s' if items > 1 else ''} of {patches_per_item:,} patches ({largest});"
         f" outputs = items * tokens per item * H * b = {items} * {item_tokens:,} * {model.hidden or 0:,} * {b};"
         f" encoder peak = N * b * (2h + max(3h, MLP) / tp) + outputs = {patches:,} * {b} * (2 * {h:,} + max({3 * h // tp:,},"
         f" {mlp:,})) + {outputs:,}; --limit-mm-per-prompt '{{\"image\":0}}' or --skip-mm-profiling removes it",

@@ -198,6 +198,11 @@ class VisionSpec(Strict):
     patches_per_token: Count | None = Field(
         default=None, description="patches merged into one language-model token (Qwen-VL: spatial_merge_size^2)"
     )
+    encoder_decoder: bool = Field(
+        default=False,
+        description="the language model reads the tower's output through cross-attention (Llama 3.2 Vision): vLLM's V0"
+        " runs it as an encoder-decoder model",
+    )
     source: str = Field(description="where the count comes from: the config and the modeling file it follows")
 
 

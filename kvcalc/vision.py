@@ -9,6 +9,7 @@ buffers are not (they are not weights in the checkpoint)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,41 @@ QWEN2_VL_MAX_PIXELS = 12_845_056  # Qwen2-VL / Qwen2.5-VL preprocessor_config.js
 QWEN3_VL_MAX_PIXELS = 16_777_216  # Qwen3-VL preprocessor_config.json size.longest_edge (4096 x 4096), Qwen3.5 likewise
 LLAMA4_MAX_TILES = 16  # Llama4ImageProcessor max_patches: 16 tiles of 336 px, and a global tile beside them
 INTERNVL_MAX_TILES = 12  # InternVL's max_dynamic_patch default, and a thumbnail tile beside them
+
+
+# vLLM's V0 engine (before 0.8) profiles one item per modality per prompt unless --limit-mm-per-prompt
+# says otherwise (vllm/multimodal/registry.py MultiModalRegistry.init_mm_limits_per_prompt, v0.7.0).
+V0_MM_LIMIT = 1
+
+
+def v0_profile_items(
+    batched_tokens: int, max_num_seqs: int, tokens_per_item: int, limit: int, encoder_decoder: bool = False
+) -> tuple[int, str]:
+    """The items vLLM's V0 engine (before 0.8) feeds its encoder in the profiling run, and the formula.
+    Its decoder-only runner (vllm/worker/model_runner.py GPUModelRunnerBase.profile_run, v0.7.0) caps the
+    dummy prompts at max_num_batched_tokens // (limit * tokens per item) (the registry's
+    get_max_multimodal_tokens), at least one, at most max_num_seqs; its encoder-decoder runner
+    (vllm/worker/enc_dec_model_runner.py EncoderDecoderModelRunner.profile_run) does not cap them:
+    max_num_seqs prompts. Each prompt carries `limit` items, and all of them run through the encoder in
+    one batch.
+
+    >>> v0_profile_items(8192, 256, 1280, 1)[0], v0_profile_items(2048, 256, 16384, 1)[0], v0_profile_items(65536, 8, 1024, 2)[0]
+    (6, 1, 16)
+    >>> v0_profile_items(65536, 128, 6404, 1, encoder_decoder=True)[0]
+    128
+    """
+    per = f"{limit} item{'s' if limit > 1 else ''}"
+    if encoder_decoder:
+        return max_num_seqs * limit, (
+            f"V0 encoder-decoder: max_num_seqs {max_num_seqs:,} prompts of {per}, not capped by tokens"
+            " (vllm/worker/enc_dec_model_runner.py profile_run, v0.7.0)"
+        )
+    prompts = max(1, min(max_num_seqs, batched_tokens // (limit * tokens_per_item)))
+    return prompts * limit, (
+        f"V0: max(1, min(max_num_seqs {max_num_seqs:,}, max_num_batched_tokens {batched_tokens:,} // (limit {limit} *"
+        f" {tokens_per_item:,} tokens per item))) = {prompts:,} prompt{'s' if prompts > 1 else ''} of {per}"
+        " (vllm/worker/model_runner.py profile_run, v0.7.0)"
+    )
 
 
 def _int(vision: dict[str, Any], key: str, default: int | None = None) -> int:
@@ -174,37 +210,119 @@ def llama4(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
                    "modeling_llama4.py Llama4VisionModel, Llama4MultiModalProjector", f"{LLAMA4_MAX_TILES} tiles of {size} px and a global tile")  # fmt: skip
 
 
+def mllama(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """Llama 3.2 Vision (modeling_mllama.py MllamaVisionModel, transformers v4.47.1): Conv2d patch
+    embedding without bias, a class embedding; the gated position embedding (a gate, a (P, h) table and
+    a tile table of (A + 1) rows of T * P * h, P = (image_size / patch)^2 + 1 patches per tile, T =
+    max_num_tiles, A = len(supported_aspect_ratios)); pre- and post-tile embeddings ((A + 1) rows of T *
+    h, a gate each); pre and post LayerNorms; num_hidden_layers local and num_global_layers global
+    layers, each two LayerNorms, q, k, v and o without biases, fc1 and fc2 with biases (a global layer
+    two gates more); the multi_modal_projector (vision_output_dim -> text hidden, with bias). The text
+    model reads it through cross-attention, so vLLM's V0 profiles it as an encoder-decoder model. One
+    image: T tiles of P patches, each tile padded to a multiple of 8 rows in vLLM's encoder (vllm
+    mllama.py MllamaVisionModel.forward), T * P tokens for the cross-attention (get_max_mllama_image_tokens).
+
+    >>> mllama({"hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32, "num_global_layers": 8,
+    ...         "image_size": 560, "vision_output_dim": 7680}, {"text_config": {"hidden_size": 4096}})["params"]
+    895028755
+    """
+    h, inter = _int(vision, "hidden_size"), _int(vision, "intermediate_size")
+    local, global_ = _int(vision, "num_hidden_layers"), _int(vision, "num_global_layers")
+    size, p, tiles = _int(vision, "image_size"), _int(vision, "patch_size", 14), _int(vision, "max_num_tiles", 4)
+    ratios = vision.get("supported_aspect_ratios", [[1, 1], [1, 2], [1, 3], [1, 4], [2, 1], [2, 2], [3, 1], [4, 1]])
+    if not isinstance(ratios, list) or not ratios:
+        raise InvalidPreset(f"vision_config.supported_aspect_ratios: expected a list of [rows, columns], got {ratios!r}")
+    text = _int(config.get("text_config") or {}, "hidden_size")
+    patches = (size // p) ** 2 + 1  # and the class token
+    rows = len(ratios) + 1  # max_aspect_ratio_id + 1
+    layer = 2 * _layer_norm(h) + 4 * h * h + _linear(h, inter) + _linear(inter, h)
+    params = (
+        3 * p * p * h + h  # patch embedding, class embedding
+        + 1 + patches * h + rows * tiles * patches * h  # gated position embedding and its tile table
+        + 2 * (rows * tiles * h + 1)  # pre- and post-tile embeddings
+        + 2 * _layer_norm(h) + (local + global_) * layer + 2 * global_
+        + _linear(_int(vision, "vision_output_dim"), text)
+    )  # fmt: skip
+    padded = -(-patches // 8) * 8
+    found = _fields(params, h, inter, False, tiles * padded, tiles * patches,
+                    "modeling_mllama.py MllamaVisionModel and its multi_modal_projector", f"{tiles} tiles of {size} px")  # fmt: skip
+    return {**found, "encoder_decoder": True}
+
+
+def _moonvit_params(vision: dict[str, Any], h: int, inter: int, layers: int, text: int) -> int:
+    """MoonViT and its projector, as vLLM builds them (moonvit.py / kimi_k25_vit.py, kimi_vl.py /
+    kimi_k25.py): Conv2d patch embedding with bias and a learned (init_pos_emb_height,
+    init_pos_emb_width, h) position table; per layer two LayerNorms, wqkv and wo with biases, fc0 and
+    fc1 with biases; the final LayerNorm; the projector's LayerNorm(h) and its two linears with biases
+    (4h -> 4h -> the text model's hidden, after the 2 x 2 merge)."""
+    p = _int(vision, "patch_size", 14)
+    height, width = _int(vision, "init_pos_emb_height", 64), _int(vision, "init_pos_emb_width", 64)
+    merge = _merge_kernel(vision)
+    wide = h * merge[0] * merge[1]
+    layer = 2 * _layer_norm(h) + _linear(h, 3 * h) + _linear(h, h) + _linear(h, inter) + _linear(inter, h)
+    params = _linear(3 * p * p, h) + height * width * h + layers * layer + _layer_norm(h)
+    return params + _layer_norm(h) + _linear(wide, wide) + _linear(wide, text)
+
+
+def _merge_kernel(vision: dict[str, Any]) -> list[int]:
+    merge = vision.get("merge_kernel_size", [2, 2])
+    if not (isinstance(merge, list) and len(merge) == 2 and all(isinstance(k, int) and k > 0 for k in merge)):
+        raise InvalidPreset(f"vision_config.merge_kernel_size: expected two positive integers, got {merge!r}")
+    return merge
+
+
 def kimi_k25(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     """Kimi K2.5's MoonViT (no transformers modeling file: vLLM's model_executor/models/kimi_k25_vit.py
-    MoonViT3dPretrainedModel, KimiK25MultiModalProjector, vllm-project/vllm fd849acb): Conv2d patch
-    embedding with bias and a learned (init_pos_emb_height, init_pos_emb_width, h) position table (its
-    temporal table is a buffer); per layer two LayerNorms, wqkv and wo with biases, fc0 and fc1 with
-    biases; the final LayerNorm; the projector's LayerNorm(h) and its two linears with biases (4h -> 4h
-    -> the text model's hidden, after the 2 x 2 merge). The largest image its processor accepts is
-    not read, so vLLM's profiling of it is not modelled.
+    MoonViT3dPretrainedModel, KimiK25MultiModalProjector, vllm-project/vllm fd849acb; its temporal
+    table is a buffer), counted as _moonvit_params. The largest image its processor accepts is not
+    read, so vLLM's profiling of it is not modelled.
 
     >>> kimi_k25({"vt_hidden_size": 1152, "vt_intermediate_size": 4304, "vt_num_hidden_layers": 27,
     ...           "text_hidden_size": 7168}, {})["params"]
     471143920
     """
     h, inter = _int(vision, "vt_hidden_size"), _int(vision, "vt_intermediate_size")
-    layers, p = _int(vision, "vt_num_hidden_layers"), _int(vision, "patch_size", 14)
-    height, width = _int(vision, "init_pos_emb_height", 64), _int(vision, "init_pos_emb_width", 64)
-    merge = vision.get("merge_kernel_size", [2, 2])
-    if not (isinstance(merge, list) and len(merge) == 2 and all(isinstance(k, int) and k > 0 for k in merge)):
-        raise InvalidPreset(f"vision_config.merge_kernel_size: expected two positive integers, got {merge!r}")
     text = (
         _int(vision, "text_hidden_size") if "text_hidden_size" in vision else _int(config.get("text_config") or {}, "hidden_size")
     )
-    wide = h * merge[0] * merge[1]
-    layer = 2 * _layer_norm(h) + _linear(h, 3 * h) + _linear(h, h) + _linear(h, inter) + _linear(inter, h)
-    params = _linear(3 * p * p, h) + height * width * h + layers * layer + _layer_norm(h)
-    params += _layer_norm(h) + _linear(wide, wide) + _linear(wide, text)
     return {
-        "params": params, "hidden": h, "intermediate": inter, "gated": False,
+        "params": _moonvit_params(vision, h, inter, _int(vision, "vt_num_hidden_layers"), text),
+        "hidden": h, "intermediate": inter, "gated": False,
         "source": "vision_config, counted as vLLM's kimi_k25_vit.py MoonViT3dPretrainedModel, KimiK25MultiModalProjector"
         " builds it (vllm-project/vllm fd849acb); the largest image: not read, so its profiling is not modelled",
     }  # fmt: skip
+
+
+# vLLM profiles Kimi-VL with a 1024 x 1024 dummy image (model_executor/models/kimi_vl.py MaxImageTokenMeta,
+# v0.19.0); its processor shrinks an image of more than in_token_limit patches to that many (the
+# Kimi-VL-A3B-Instruct v0.19 log's "profiled with 7 image items" at a budget of 8,192 tokens: 1,089 each).
+KIMI_VL_DUMMY_PIXELS = 1024
+KIMI_VL_IN_TOKEN_LIMIT = 4096
+
+
+def kimi_vl(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """Kimi-VL's MoonViT (vLLM's model_executor/models/moonvit.py MoonVitPretrainedModel, kimi_vl.py
+    KimiVLMultiModalProjector, v0.19.0; config keys of its MoonViTConfig), counted as _moonvit_params.
+    Its largest image: the 1024-px dummy, shrunk to in_token_limit patches and padded to whole merge
+    kernels (kimi_vl.py KimiVLProcessingInfo.get_num_image_tokens).
+
+    >>> found = kimi_vl({"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27},
+    ...                 {"text_config": {"hidden_size": 2048}})
+    >>> found["params"], found["patches_per_item"], found["tokens_per_item"]
+    (447545840, 4356, 1089)
+    """
+    h, inter = _int(vision, "hidden_size"), _int(vision, "intermediate_size")
+    text = _int(config.get("text_config") or {}, "hidden_size")
+    p, merge = _int(vision, "patch_size", 14), _merge_kernel(vision)
+    side = KIMI_VL_DUMMY_PIXELS
+    if (side // p) ** 2 > KIMI_VL_IN_TOKEN_LIMIT:  # scaled so that its patches fit in_token_limit
+        side = int(side * math.sqrt(KIMI_VL_IN_TOKEN_LIMIT / (side // p) ** 2))
+    rows, columns = -(-side // (merge[0] * p)), -(-side // (merge[1] * p))  # padded to whole kernels
+    tokens = rows * columns
+    found = _fields(_moonvit_params(vision, h, inter, _int(vision, "num_hidden_layers"), text), h, inter, False,
+                    tokens * merge[0] * merge[1], tokens, "vLLM's moonvit.py MoonVitPretrainedModel, kimi_vl.py KimiVLMultiModalProjector (v0.19.0)",
+                    f"the {KIMI_VL_DUMMY_PIXELS}-px dummy image within in_token_limit {KIMI_VL_IN_TOKEN_LIMIT:,} patches")  # fmt: skip
+    return {**found, "source": found["source"].replace("transformers' ", "")}
 
 
 def pixtral(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
@@ -256,6 +374,59 @@ def internvl(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
                    "modeling_internvl.py InternVLVisionModel, InternVLMultiModalProjector", f"{INTERNVL_MAX_TILES} tiles of {size} px and a thumbnail")  # fmt: skip
 
 
+# transformers' LlavaNextConfig defaults, where a config leaves them out
+LLAVA_NEXT_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+
+
+def llava_next(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any] | None:
+    """LLaVA-NeXT with a SigLIP tower (Granite Vision) as vLLM builds it (llava_next.py, llava.py
+    init_vision_tower_for_llava, siglip.py; v0.19.0), None for another tower: Conv2d patch embedding
+    with bias and a position table of (image_size / patch)^2 rows; the layers up to the deepest of
+    vision_feature_layer, each two LayerNorms, qkv and out with biases, fc1 and fc2 with biases; no
+    post-LayerNorm (require_post_norm False) and no pooling head; image_newline (text hidden); the
+    projector (hidden * len(vision_feature_layer) -> text hidden -> text hidden, biases when
+    multimodal_projector_bias). The largest image: the image_grid_pinpoints entry with the most tokens,
+    h/s x w/s tiles of s = image_size and a base tile: g^2 * tiles + g * h/s newlines + the base tile's
+    g^2 (one less under the 'default' feature strategy), g = image_size / patch
+    (LlavaNextProcessingInfo.get_image_size_with_most_features).
+
+    >>> found = llava_next({"model_type": "siglip_vision_model", "hidden_size": 1152, "intermediate_size": 4304,
+    ...     "num_hidden_layers": 27, "image_size": 384}, {"text_config": {"hidden_size": 2048},
+    ...     "vision_feature_layer": [-24, -20, -12, -1], "vision_feature_select_strategy": "full",
+    ...     "image_grid_pinpoints": [[384, 3840], [3840, 384], [1152, 1152]]})
+    >>> found["params"], found["tokens_per_item"], found["patches_per_item"]
+    (426622576, 8289, 8019)
+    """
+    if vision.get("model_type") != "siglip_vision_model":
+        return None
+    h, inter, depth = _int(vision, "hidden_size"), _int(vision, "intermediate_size"), _int(vision, "num_hidden_layers")
+    size, p = _int(vision, "image_size"), _int(vision, "patch_size", 14)
+    text = _int(config.get("text_config") or {}, "hidden_size")
+    feature = config.get("vision_feature_layer", -2)
+    features = feature if isinstance(feature, list) else [feature]
+    if not features or not all(isinstance(i, int) and not isinstance(i, bool) and -depth <= i < depth for i in features):
+        raise InvalidPreset(f"vision_feature_layer: expected layer indices of the tower's {depth}, got {feature!r}")
+    kept = max(depth + i + 1 if i < 0 else i for i in features)  # vllm/model_executor/models/utils.py get_layer_index
+    g = size // p
+    layer = 2 * _layer_norm(h) + _linear(h, 3 * h) + _linear(h, h) + _linear(h, inter) + _linear(inter, h)
+    bias = bool(config.get("multimodal_projector_bias", True))
+    params = _linear(3 * p * p, h) + g * g * h + kept * layer + text
+    params += _linear(h * len(features), text, bias) + _linear(text, text, bias)
+    pinpoints = config.get("image_grid_pinpoints", LLAVA_NEXT_PINPOINTS)
+    if not (isinstance(pinpoints, list) and pinpoints and all(
+        isinstance(pin, list) and len(pin) == 2 and all(isinstance(x, int) and x >= size for x in pin) for pin in pinpoints
+    )):  # fmt: skip
+        raise InvalidPreset(f"image_grid_pinpoints: expected [height, width] pairs of at least {size} px, got {pinpoints!r}")
+    base = g * g - (1 if config.get("vision_feature_select_strategy", "default") == "default" else 0)
+    best = max(pinpoints, key=lambda pin: g * g * (pin[0] // size) * (pin[1] // size) + g * (pin[0] // size))
+    tiles, rows = (best[0] // size) * (best[1] // size), best[0] // size
+    tokens = g * g * tiles + g * rows + base
+    found = _fields(params, h, inter, False, (tiles + 1) * g * g, tokens,  # the tiles and the base tile
+                    "vLLM's llava_next.py LlavaNextForConditionalGeneration (its siglip.py tower, v0.19.0)",
+                    f"{best[0]} x {best[1]} px, the image_grid_pinpoints entry with the most tokens")  # fmt: skip
+    return {**found, "source": found["source"].replace("transformers' ", "")}
+
+
 def _fields(
     params: int, hidden: int, intermediate: int, gated: bool, patches: int, tokens: int, where: str, largest: str
 ) -> dict[str, Any]:
@@ -272,7 +443,7 @@ def _resizable(fields: dict[str, Any], patch: int, merge: int) -> dict[str, Any]
 
 
 # model_type of the wrapper -> the function that counts its tower
-TOWERS: dict[str, Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]] = {
+TOWERS: dict[str, Callable[[dict[str, Any], dict[str, Any]], dict[str, Any] | None]] = {
     "qwen2_vl": qwen2_vl,
     "qwen2_5_vl": qwen2_5_vl,
     "qwen3_vl": qwen3_vl,
@@ -285,6 +456,9 @@ TOWERS: dict[str, Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]] = 
     "mistral3": pixtral,
     "internvl": internvl,
     "kimi_k25": kimi_k25,
+    "kimi_vl": kimi_vl,
+    "llava_next": llava_next,
+    "mllama": mllama,
 }
 
 
@@ -307,4 +481,9 @@ def tower(config: dict[str, Any], origin: str) -> tuple[dict[str, Any] | None, s
         fields = count(vision, config)
     except InvalidPreset as exc:
         raise InvalidPreset(f"{origin}: {exc}") from None
+    if fields is None:  # the wrapper counted, not this tower (LLaVA-NeXT: SigLIP only)
+        return None, (
+            f"its vision tower ({arch} with a {vision.get('model_type') or 'unnamed'} vision_config) is not counted;"
+            " give vision.params in a model YAML"
+        )
     return {**fields, "source": f"{origin}: {fields['source']}"}, None

@@ -72,6 +72,55 @@ def test_a_config_json_carries_its_tower() -> None:
     assert "modeling_qwen3_5.py" in fields["vision"]["source"]
 
 
+def test_a_llava_next_tower_other_than_siglip_is_noted_not_guessed() -> None:
+    config = {
+        "model_type": "llava_next", "vision_config": {"model_type": "clip_vision_model", "hidden_size": 1024},
+        "text_config": {"model_type": "llama", "num_attention_heads": 8, "num_hidden_layers": 2, "hidden_size": 512},
+    }  # fmt: skip
+    fields = model_fields_from_hf(config, "x", "config.json")
+    assert "vision" not in fields and "llava_next with a clip_vision_model vision_config) is not counted" in fields["notes"]
+
+
+LLAVA_SIGLIP = {
+    "model_type": "llava_next",
+    "vision_config": {"model_type": "siglip_vision_model", "hidden_size": 1152, "intermediate_size": 4304,
+                      "num_hidden_layers": 27, "image_size": 384},
+    "text_config": {"model_type": "llama", "num_attention_heads": 8, "num_hidden_layers": 2, "hidden_size": 512,
+                    "num_key_value_heads": 8, "intermediate_size": 1024, "vocab_size": 1000},
+    "image_grid_pinpoints": [[384, 768]],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"vision_feature_layer": [-30]}, "vision_feature_layer: expected layer indices of the tower's 27, got [-30]"),
+        ({"image_grid_pinpoints": [[100, 768]]}, "image_grid_pinpoints: expected [height, width] pairs of at least 384 px"),
+    ],
+)
+def test_a_bad_llava_next_config_exits_2(tmp_path: Path, change: dict, message: str) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({**LLAVA_SIGLIP, **change}))
+    result = runner.invoke(app, ["size", "--model", str(config), "--seq", "1024"])
+    assert result.exit_code == 2 and message in result.stderr
+
+
+def test_a_llava_next_siglip_config_carries_its_tower(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({**LLAVA_SIGLIP, "vision_feature_layer": [-24, -1]}))
+    model = presets.load_model(str(config))
+    assert model.vision and model.vision.params == vision.llava_next(LLAVA_SIGLIP["vision_config"], {
+        **LLAVA_SIGLIP, "vision_feature_layer": [-24, -1]})["params"]  # fmt: skip
+
+
+def test_a_non_boolean_encoder_decoder_exits_2(tmp_path: Path) -> None:
+    text = LLAMA32_VISION.read_text().replace("encoder_decoder: true", "encoder_decoder: sometimes")
+    bad = tmp_path / "mllama.yaml"
+    bad.write_text(text)
+    result = runner.invoke(app, ["size", "--model", str(bad), "--seq", "1024"])
+    assert result.exit_code == 2 and "encoder_decoder" in result.stderr
+
+
 def test_an_unknown_tower_is_noted_not_guessed() -> None:
     config = {
         "model_type": "llava_next", "vision_config": {"hidden_size": 1024},
@@ -162,7 +211,7 @@ def test_a_text_model_refuses_multimodal_options() -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=[case["name"] for case in CASES])
 def test_published_vision_startups_land_within_2_percent(case: dict) -> None:
-    assert case["url"].startswith("https://github.com/")
+    assert case["url"].startswith("https://")
     model = str(LOGS / case["model"]) if case["model"].startswith("models/") else case["model"]
     assert presets.load_model(model).vision, case["name"]  # a shipped VL preset, or a checkpoint's file adding the tower
     error = calibration.predict(case)["error_percent"]
@@ -236,6 +285,96 @@ def test_profiling_batch_matches_vllms_log_line() -> None:
     assert "= 8,192: 32 items of 4,096 patches" in _profile_formula(presets.load_model("gemma3-4b"), 8192, residents.Multimodal())
 
 
+def test_a_v0_release_batches_prompts_of_one_image() -> None:
+    # vLLM 0.7.x (V0) vllm/worker/model_runner.py profile_run: min(max_num_seqs, max_num_batched_tokens //
+    # max multimodal tokens) dummy prompts, one image each (registry.py: limit 1 per modality by default).
+    # Mistral Small 3.1's largest image: 3,080 tokens; 8,192 // 3,080 = 2 prompts; with a limit of 2: 8,192 // 6,160 = 1.
+    from kvcalc import capacity
+    from kvcalc.spec import Engine, Workload
+
+    model = presets.load_model(MISTRAL_SMALL)
+    for limits, expected in (
+        (None, "= 2 prompts of 1 item (vllm/worker/model_runner.py"),
+        ({"image": 2}, "= 1 prompt of 2 items"),
+    ):
+        work = Workload(seq=8192, engine=Engine(name="vllm", vllm_version="0.7.3"))
+        budget = capacity.budget(model, work, 80 * 2**30)
+        term = residents.multimodal_profile_term(model, work, budget, residents.Multimodal(limits=limits))
+        assert expected in term.formula and "V0: max(1, min(max_num_seqs 256, max_num_batched_tokens 8,192" in term.formula
+    v1 = _profile_formula(model, 8192, residents.Multimodal())
+    assert "V0:" not in v1 and "encoder budget max(max_num_batched_tokens 8,192" in v1
+
+
+LLAMA32_VISION = LOGS / "models" / "vision" / "llama3.2-11b-vision.yaml"
+MLLAMA_VISION = {  # transformers v4.47.1 configuration_mllama.py defaults, with the checkpoint's image_size 560
+    "hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32, "num_global_layers": 8,
+    "image_size": 560, "vision_output_dim": 7680,
+}  # fmt: skip
+
+
+def test_mllama_tower_counts_every_module() -> None:
+    # Hand-worked from modeling_mllama.py at Llama-3.2-11B-Vision's shapes (h 1280, I 5120, 32 local + 8 global
+    # layers, 1601 patches per 560-px tile, 4 tiles, 8 aspect ratios, text hidden 4096): patch conv 3*14*14*h, class
+    # embedding h; position gate 1, table 1601h, tile table 9*4*1601h; pre/post tile tables 9*4h and a gate each;
+    # 2 LayerNorms; per layer 2 LayerNorms (4h), q k v o (4h^2), fc1 and fc2 with biases; 2 gates per global
+    # layer; projector 7680*4096 + 4096.
+    h, inter = 1280, 5120
+    layer = 4 * h + 4 * h * h + (h * inter + inter) + (inter * h + h)
+    expected = (
+        3 * 14 * 14 * h + h + 1 + 1601 * h + 9 * 4 * 1601 * h + 2 * (9 * 4 * h + 1) + 4 * h
+        + 40 * layer + 2 * 8 + 7680 * 4096 + 4096
+    )  # fmt: skip
+    found = vision.mllama(MLLAMA_VISION, {"text_config": {"hidden_size": 4096}})
+    assert found["params"] == expected == 895_028_755
+    # vLLM's get_max_mllama_image_tokens: 4 tiles * 1601 = 6404 tokens; its encoder pads each tile to 1608 rows
+    assert (found["tokens_per_item"], found["patches_per_item"], found["encoder_decoder"]) == (6404, 6432, True)
+
+
+def test_llama32_vision_weights_match_the_logged_load() -> None:
+    # https://github.com/vllm-project/vllm/pull/12126: "model weights take 19.86GiB" for meta-llama/Llama-3.2-11B-Vision
+    model = presets.load_model(str(LLAMA32_VISION))
+    assert model.vision and model.vision.params == vision.mllama(MLLAMA_VISION, {"text_config": {"hidden_size": 4096}})["params"]
+    total = 2 * (model.params + model.vision.params)
+    assert abs(total / 2**30 - 19.86) < 0.02
+
+
+def test_v0_encoder_decoder_profiles_every_sequence_with_an_image() -> None:
+    # vllm/worker/enc_dec_model_runner.py profile_run (v0.7.0): max_num_seqs dummy prompts, one image each, uncapped;
+    # the vllm#12126 start-up (max_num_seqs 128) ran 128 images of 4 tiles through the encoder.
+    from kvcalc import capacity
+    from kvcalc.spec import Engine, Workload
+
+    model = presets.load_model(str(LLAMA32_VISION))
+    work = Workload(seq=65536, engine=Engine(name="vllm", vllm_version="0.7.0", max_num_seqs=128))
+    budget = capacity.budget(model, work, 80 * 2**30)
+    term = residents.multimodal_profile_term(model, work, budget, residents.Multimodal())
+    assert (
+        "V0 encoder-decoder: max_num_seqs 128 prompts of 1 item" in term.formula and "128 items of 6,432 patches" in term.formula
+    )
+
+
+SWEEP = "https://github.com/llm-d-incubation/llm-d-planner/blob/d3121e059da88662db39a926a3ead964be97359b/accuracy/results/v0.19.0/logs/"
+
+
+@pytest.mark.parametrize(
+    ("model", "batch"),
+    [
+        # SWEEP + moonshotai-kimi-vl-a3b-i--h100-80gb--tp1pp1dp1--8192.log: "Encoder cache will be initialized with a
+        # budget of 8192 tokens, and profiled with 7 image items of the maximum feature size."
+        ("models/vision/kimi-vl-a3b.yaml", "= 8,192: 7 items of 4,356 patches"),
+        # SWEEP + ibm-granite-granite-visi--h100-80gb--tp1pp1dp1--8192.log: "... a budget of 8289 tokens, and profiled
+        # with 1 image items ..."
+        ("models/vision/granite-vision-3.3-2b.yaml", "8,289 tokens per item) = 8,289: 1 item of 8,019 patches"),
+        # SWEEP + meta-llama-llama-4-scout--h100-80gb--tp4pp1dp1--8192.log: "... a budget of 8192 tokens, and profiled
+        # with 3 image items ..."
+        ("llama4-scout", "= 8,192: 3 items of 9,809 patches"),
+    ],
+)
+def test_profiling_batch_matches_the_sweeps_log_lines(model: str, batch: str) -> None:
+    found = presets.load_model(str(LOGS / model) if model.startswith("models/") else model)
+    assert batch in _profile_formula(found, 8192, residents.Multimodal())
+
+
 def test_max_pixels_shrinks_a_qwen_image() -> None:
     model = presets.load_model(str(QWEN3_VL_235B))
     # 1,003,520 pixels / 14^2 = 5,120 patches, / 2^2 = 1,280 tokens; 8,192 // 1,280 = 6 items
@@ -288,6 +427,25 @@ TOWER_CONFIGS = {  # each architecture's published shapes (the checkpoints named
         {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24},
         {"text_config": {"hidden_size": 5120}, "multimodal_projector_bias": False},
     ),
+    "mllama": (MLLAMA_VISION, {"text_config": {"hidden_size": 4096}}),  # Llama-3.2-11B-Vision
+    "llava_next": (  # granite-vision-3.3-2b: SigLIP, four feature layers
+        {
+            "model_type": "siglip_vision_model",
+            "hidden_size": 1152,
+            "intermediate_size": 4304,
+            "num_hidden_layers": 27,
+            "image_size": 384,
+        },
+        {
+            "text_config": {"hidden_size": 2048},
+            "vision_feature_layer": [-24, -20, -12, -1],
+            "image_grid_pinpoints": [[384, 768], [3840, 384]],
+        },
+    ),  # fmt: skip
+    "kimi_vl": (  # Kimi-VL-A3B-Instruct's MoonViT
+        {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27},
+        {"text_config": {"hidden_size": 2048}},
+    ),
     "internvl": (  # InternVL3-8B-hf: InternViT-300M, Qwen2.5-7B text
         {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "attention_bias": True},
         {"text_config": {"hidden_size": 3584}},
@@ -314,4 +472,6 @@ def test_a_deeper_tower_weighs_more_and_keeps_its_largest_image(arch: str, extra
     base, deeper = count(vision_config, config), count({**vision_config, key: vision_config[key] + extra}, config)
     assert deeper["params"] > base["params"] > 0
     assert (deeper["patches_per_item"], deeper["tokens_per_item"]) == (base["patches_per_item"], base["tokens_per_item"])
-    assert 0 < base["tokens_per_item"] <= base["patches_per_item"]
+    # one token per patch at most, or per merged patches; LLaVA-NeXT adds a newline token per row of patches on top
+    rows = base["patches_per_item"] // 27 if arch == "llava_next" else 0  # granite's 27 x 27 patches per tile
+    assert 0 < base["tokens_per_item"] <= base["patches_per_item"] + rows

@@ -554,7 +554,8 @@ class Vllm(EngineProfile):
     )
     mm_profile_rule = (
         "vllm/v1/worker/gpu_model_runner.py profile_run (encoder_cache['tmp']), vllm/multimodal/encoder_budget.py"
-        " MultiModalBudget, vllm/v1/core/encoder_cache_manager.py compute_mm_encoder_budget (v0.11-0.19)"
+        " MultiModalBudget, vllm/v1/core/encoder_cache_manager.py compute_mm_encoder_budget (v0.11-0.19); V0 releases (before"
+        " 0.8): vllm/worker/model_runner.py profile_run, vllm/multimodal/registry.py (v0.7.0)"
     )
     sparse_mla_fp8_layout = True  # fp8_ds_mla: fp8 latent, fp32 scale per 128, bf16 rope (656 B for DeepSeek-V3.2)
     max_seqs_option = "max_num_seqs"
