@@ -37,13 +37,20 @@ MODELS: list[tuple[str, str, str, bool, str]] = [
         True,
         "Qwen2-7B has Qwen2.5-7B's shapes (28 layers, 4 KV heads, hidden 3584, intermediate 18944, vocab 152064)",
     ),
-    (r"^openai/gpt-oss-120b$", "gpt-oss-120b", "moe", True, ""),
-    (r"^openai/gpt-oss-20b$", "gpt-oss-20b", "moe", True, ""),
+    (r"^openai/gpt-oss-120b$", "gpt-oss-120b", "sliding", True, ""),  # MoE whose layers alternate sliding (128) and full
+    (r"^openai/gpt-oss-20b$", "gpt-oss-20b", "sliding", True, ""),
     (r"^meta-llama/(Meta-)?Llama-3\.1-8B-Instruct$|/Meta-Llama-3\.1-8B-Instruct$", "llama3.1-8b", "dense", True, ""),
     (r"^meta-llama/Meta-Llama-3-8B-Instruct$", "llama3-8b", "dense", True, ""),
     (r"^meta-llama/Meta-Llama-3-8B$", "llama3-8b", "dense", True, "the base release has the instruct release's shapes"),
     (r"(^|/)Qwen2\.5-Coder-32B-Instruct$", "qwen2.5-coder-32b", "dense", True, ""),
     (r"^Qwen/Qwen3-0\.6B$", "qwen3-0.6b", "dense", True, ""),
+    (
+        r"^models/Qwen3-0\.6B$",
+        "qwen3-0.6b",
+        "dense",
+        True,
+        "a local path; the repository's README names the model Qwen3-0.6B (28 layers, 16 query and 8 KV heads of 128)",
+    ),
     (r"^Qwen/Qwen3-32B$|/Qwen3-32B$", "qwen3-32b", "dense", True, ""),
     (r"^Qwen/Qwen3-30B-A3B/?$|/Qwen/Qwen3-30B-A3B/?$", "qwen3-30b-a3b", "moe", True, ""),
     (r"/Qwen3-4B-Instruct-2507$", "qwen3-4b", "dense", True, "the 2507 release keeps Qwen3-4B's shapes"),
@@ -66,8 +73,8 @@ MODELS: list[tuple[str, str, str, bool, str]] = [
     (r"(^|/)Qwen3-Coder-30B-A3B-Instruct/?$", "qwen3-30b-a3b", "moe", True, "Qwen3-Coder-30B-A3B has Qwen3-30B-A3B's shapes"),
     (r"(^|/)Qwen2\.5-32B-Instruct/?$", "qwen2.5-32b", "dense", True, ""),
     (r"(^|/)Qwen2\.5-3B(-Instruct)?/?$|/Qwen2___5-3B/?$", "qwen2.5-3b", "dense", True, ""),
-    (r"(^|/)gpt-oss-120b/?$", "gpt-oss-120b", "moe", True, ""),
-    (r"Huihui-gpt-oss-20b-mxfp4", "gpt-oss-20b", "moe", True, "a fine-tune with gpt-oss-20b's shapes and MXFP4 experts"),
+    (r"(^|/)gpt-oss-120b/?$", "gpt-oss-120b", "sliding", True, ""),
+    (r"Huihui-gpt-oss-20b-mxfp4", "gpt-oss-20b", "sliding", True, "a fine-tune with gpt-oss-20b's shapes and MXFP4 experts"),
     (r"(^|/)DeepSeek-R1-Distill-Qwen-14B/?$", "qwen2.5-14b", "dense", True, "the distill keeps Qwen2.5-14B's shapes"),
     (r"(^|/)Meta-Llama-3-8B-Instruct$", "llama3-8b", "dense", True, ""),
     (r"(^|/)Qwen2\.5-Coder-14B-Instruct$", "qwen2.5-coder-14b", "dense", True, ""),
@@ -85,6 +92,28 @@ MODELS: list[tuple[str, str, str, bool, str]] = [
         " the preset counts the vision tower (vision)",
     ),
     (r"^google/gemma-4-26B-A4B(-it)?$", "gemma4-26b-a4b", "sliding", False, "the preset counts the vision tower (vision)"),
+    (
+        r"^Qwen/Qwen3\.6-35B-A3B$",
+        "qwen3.6-35b-a3b",
+        "hybrid",
+        False,
+        "the preset counts the vision tower (vision), which --language-model-only leaves out",
+    ),
+    (
+        r"(^|/)DeepSeek-R1-Distill-Qwen-7B/?$",
+        "qwen2.5-7b",
+        "dense",
+        True,
+        "the distill is Qwen2.5-Math-7B fine-tuned (nosana-ci/pipeline-templates templates/Deepseek-R1-Qwen-7B/README.md),"
+        " with Qwen2.5-7B's shapes (28 layers, 4 KV heads of 128, hidden 3584, intermediate 18944, vocab 152064)",
+    ),
+    (
+        r"(^|/)NVIDIA-Nemotron-3-Nano-4B",
+        "",
+        "hybrid",
+        True,
+        "Nemotron-3-Nano-4B: no stored source holds its config.json, so no model file describes it",
+    ),
     (r"(^|/)Qwen3-235B-A22B-FP8$", "models/qwen3-235b-a22b-fp8.yaml", "moe", True, ""),
     (
         r"^Qwen/Qwen2\.5-Coder-0\.5B-Instruct$",
@@ -143,12 +172,20 @@ DEVICES: list[tuple[str, str, str | None, str]] = [
     (r"RTX 5090", "rtx5090", None, "the preset's"),
     (r"\bL40S\b", "l40s", None, "the preset's"),
     (r"\bT4\b", "t4", None, "the preset's"),
+    (r"\bA10G\b", "a10g", None, "the preset's (nvidia-smi's 23,028 MiB)"),
     (r"GB10|DGX Spark", "dgx-spark", None, "the preset's (unified memory)"),
     (r"total [0-9.]+ GiB logged|Free memory on device", "", None, "the total its log prints, GPU not named"),
 ]
 # The flags of each replayed engine that `kvcalc fit` takes (the same names, dashes for underscores).
 FLAGS = {
-    "vllm": ("gpu_memory_utilization", "max_num_seqs", "max_num_batched_tokens", "enforce_eager", "enable_prefix_caching"),
+    "vllm": (
+        "gpu_memory_utilization",
+        "max_num_seqs",
+        "max_num_batched_tokens",
+        "enforce_eager",
+        "enable_prefix_caching",
+        "language_model_only",  # set only when true: --language-model-only has no negative form
+    ),
     "trtllm": ("free_gpu_memory_fraction", "max_seq_len", "max_num_tokens", "tokens_per_block"),
     "sglang": ("mem_fraction_static", "max_running_requests", "page_size", "max_total_tokens"),
 }
