@@ -186,12 +186,13 @@ def coverage() -> str:
     by_engine = {engine: sum(case["engine"]["name"] == engine for case in cases) for engine in ENGINES}
     dense = [case for case in cases if case["kind"] == "dense" and case.get("text_only")]
     within = sum(abs(predict(case)["error_percent"]) <= BAR_PERCENT for case in dense)
-    hybrid = sum(case["kind"] in ("hybrid", "sliding") for case in cases)
+    hybrid_cases = [case for case in cases if case["kind"] in ("hybrid", "sliding")]
+    hybrid_models = sorted({Path(case["model"]).name.removesuffix(".yaml") for case in hybrid_cases})
     return (
         f"Published logs: {len(cases) + len(doc['unmapped'])} collected, {len(cases)} replay"
         f" ({', '.join(f'{n} {engine}' for engine, n in by_engine.items() if n)}; {len({group(c) for c in cases})} sources)"
         f" on {len(named)} GPU models ({', '.join(sorted(named))}) and {len(unnamed)} GPUs known by their logged total, vLLM {', '.join(sorted(releases, key=lambda r: tuple(map(int, r.split('.')))))}"
-        f"{release_note}, TP {', '.join(map(str, sorted({c.get('tp', 1) for c in cases})))}; {hybrid} hybrid or sliding-window models."
+        f"{release_note}, TP {', '.join(map(str, sorted({c.get('tp', 1) for c in cases})))}; {len(hybrid_cases)} cases of {len(hybrid_models)} hybrid or sliding-window models ({', '.join(hybrid_models)})."
         f" Dense text-only: {within} of {len(dense)} within {BAR_PERCENT:g} % of GPU memory."
     )
 
