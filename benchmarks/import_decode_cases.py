@@ -531,6 +531,15 @@ def exclude_untrusted_harnesses(cases: list[dict[str, Any]]) -> None:
             )
 
 
+def cases_from(rows: list[dict[str, Any]], start: int = 0, kept: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """`kept` cases and the collected rows as cases numbered from `start`, each mapped (or excluded with its
+    reason); then the rules that judge a source's cases together (an impossible figure, an inconsistent setup)."""
+    cases = [*(kept or []), *(convert(start + i, row) for i, row in enumerate(rows))]
+    exclude_untrusted_harnesses(cases)
+    exclude_inconsistent(cases)
+    return cases
+
+
 def main() -> int:
     source = Path(sys.argv[1]) if len(sys.argv) > 1 else COLLECTED
     kept = [
@@ -539,10 +548,7 @@ def main() -> int:
         if c.get("origin", "legacy") == "legacy"
     ]
     rows = json.loads(source.read_text(encoding="utf-8"))
-    start = max(c["id"] for c in kept) + 1
-    cases = kept + [convert(start + i, row) for i, row in enumerate(rows)]
-    exclude_untrusted_harnesses(cases)
-    exclude_inconsistent(cases)
+    cases = cases_from(rows, start=max(c["id"] for c in kept) + 1, kept=kept)
     FIXTURE.write_text(json.dumps(cases, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     used = sum(1 for c in cases if not c.get("excluded_because"))
     print(f"{len(cases)} cases ({len(rows)} collected), {used} in scope")
