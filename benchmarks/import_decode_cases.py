@@ -238,7 +238,9 @@ ENGINES = {
 
 def _gpu(name: str) -> tuple[str, str] | None:
     """The GPU preset of a name as a source writes it: the table above, else the preset whose name
-    is the source's without vendor words, spaces and what is in parentheses ("NVIDIA GeForce RTX 5090")."""
+    is the source's without vendor words, spaces and what is in parentheses ("NVIDIA GeForce RTX 5090"),
+    else the preset one of whose aliases is the name without what is in parentheses, as a driver prints
+    it ("AMD Radeon 8060S Graphics (RADV GFX1151)": kvcalc.presets.recognise_gpu)."""
     known = _match(GPUS, name)
     if known is not None:
         return known  # type: ignore[return-value]
@@ -246,7 +248,8 @@ def _gpu(name: str) -> tuple[str, str] | None:
     for preset in (entry.name for entry in presets.list_presets("gpu")):
         if re.sub(r"[^a-z0-9]", "", preset) == bare:
             return preset, "pcie"
-    return None
+    device = presets.recognise_gpu(re.sub(r"\s*\(.*?\)", "", name).strip())  # a driver's name: a preset's alias
+    return (device, "pcie") if device is not None else None
 
 
 # presets whose parameters include per-layer embeddings: a step looks up one row of them per layer, while
