@@ -60,7 +60,7 @@ GPUS: list[tuple[str, str, str]] = [
 
 # GPU names that do not say which part: the reason such a row stays out (the parts differ in bandwidth)
 UNSTATED_VARIANTS: list[tuple[str, str]] = [
-    (r"A100$", "A100 variant (40 or 80 GB) not stated"),  # 1555 or 2039 GB/s
+    (r"A100( GPU)?$", "A100 variant (40 or 80 GB) not stated"),  # 1555 or 2039 GB/s
     (r"^(NVIDIA )?H100( 80G)?$", "H100 variant (SXM, PCIe or NVL) not stated"),  # 3.35, 2.0 or 3.9 TB/s
 ]
 
@@ -87,6 +87,7 @@ MODELS: list[tuple[str, str]] = [
     (r"llama-3-8b\b|^llama-3-8b", "llama3-8b"),
     (r"(llama[- ]3\.1[- ]8b|llama3\.1:8b|distill-llama-8b|hermes-3-llama-3\.1-8b|tulu-3-8b)", "llama3.1-8b"),
     (r"llama[- ]3\.1[- ]70b", "llama3.1-70b"),
+    (r"llama-3-70b", "llama3-70b"),  # the preset is meta-llama/Meta-Llama-3-70B's config.json
     (r"llama[- ]3\.1[- ]405b", "llama3.1-405b"),
     (r"llama-3\.2-1b|llama3\.2:1b", "llama3.2-1b"),
     (r"llama-3\.2-3b|llama3\.2:3b", "llama3.2-3b"),
