@@ -17,6 +17,7 @@ a URL, group, engine, GPU or a positive tokens/s is refused with the reason.
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -72,7 +73,7 @@ def refusal(row: dict[str, Any]) -> str | None:
     if not str(row["url"]).startswith("https://"):
         return f"refused: url {row['url']!r} is not an https address"
     speed = row.get("tokens_per_s")
-    if isinstance(speed, bool) or not isinstance(speed, int | float) or speed <= 0:
+    if isinstance(speed, bool) or not isinstance(speed, int | float) or not math.isfinite(speed) or speed <= 0:
         return f"refused: tokens_per_s {speed!r} is not a positive number"
     return None
 

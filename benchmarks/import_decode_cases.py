@@ -56,6 +56,7 @@ GPUS: list[tuple[str, str, str]] = [
     (r"Apple M1 Max", "apple-m1-max", "pcie"),
     (r"H100 80GB HBM3", "h100-sxm", "nvlink"),  # how nvidia-smi names the SXM5 part (the h100-sxm preset's alias)
     (r"MI350X", "mi350x", "xgmi"),
+    (r"Ryzen (AI )?Max\+ 395", "radeon-8060s", "pcie"),  # the APU's one GPU (the radeon-8060s preset's source)
 ]
 
 # GPU names that do not say which part: the reason such a row stays out (the parts differ in bandwidth)

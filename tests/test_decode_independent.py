@@ -4,6 +4,7 @@ and never fitted on: its rows' sources, the rows it refuses, and the docs sectio
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,7 @@ def test_no_row_comes_from_a_source_the_fit_saw() -> None:
         ({"tokens_per_s": 0}, "tokens_per_s 0 is not a positive number"),
         ({"tokens_per_s": "fast"}, "tokens_per_s 'fast' is not a positive number"),
         ({"tokens_per_s": True}, "tokens_per_s True is not a positive number"),
+        ({"tokens_per_s": float("nan")}, "tokens_per_s nan is not a positive number"),
     ],
 )
 def test_a_bad_row_is_refused_with_its_reason_and_the_rest_are_still_scored(changes: dict, reason: str) -> None:
@@ -79,7 +81,7 @@ def test_a_bad_row_is_refused_with_its_reason_and_the_rest_are_still_scored(chan
 
 
 TEXTS = st.sampled_from(["g", "https://example.org/t", "", "  ", None, 3])
-SPEEDS = st.sampled_from([17.1, 1, 1e-9, 0, -2.5, "17", True, False, None])
+SPEEDS = st.sampled_from([17.1, 1, 1e-9, 0, -2.5, float("nan"), float("inf"), "17", True, False, None])
 
 
 @given(st.fixed_dictionaries({"url": TEXTS, "group": TEXTS, "engine": TEXTS, "gpu_name": TEXTS, "tokens_per_s": SPEEDS}))
@@ -92,6 +94,7 @@ def test_a_row_is_scored_only_with_every_required_field_and_a_positive_speed(fie
         and row["url"].startswith("https://")
         and isinstance(speed, int | float)
         and not isinstance(speed, bool)
+        and math.isfinite(speed)
         and speed > 0
     )
     assert (independent.refusal(row) is None) == valid
