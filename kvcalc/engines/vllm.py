@@ -6,7 +6,8 @@ attention page per state layer, the attention block size raised until a page hol
 Rules follow vLLM 0.19.0 (the release of the calibration logs) and, for CUDA graphs and the default
 --gpu-memory-utilization, 0.20 and later; `--vllm-version` picks the older behaviour, the
 sampler's profile of the releases without FlashInfer (0.8-0.11.0) or below SM 8.0 (0.24 on), and the V2
-model runner's profile where the release runs it (model_runner; --vllm-use-v2-model-runner picks it).
+model runner's profile where the release runs it (model_runner; --vllm-use-v2-model-runner picks it), the batch
+defaults of `vllm serve` or the offline LLM class (--vllm-entrypoint) by release, and V0's eager forward (runs_v0).
 --enable-prefix-caching puts a hybrid model's state in mamba_cache_mode "align" ("all" for Mamba-mixer models in
 0.19-0.27, not modelled); the CUDA-graph estimate counts FULL graphs only up to max_num_seqs decode tokens.
 Sources: vllm/v1/kv_cache_interface.py, vllm/v1/core/kv_cache_utils.py, vllm/config/cache.py,
