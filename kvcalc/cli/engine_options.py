@@ -128,7 +128,8 @@ EnablePrefixCachingOpt = Annotated[
     typer.Option(
         "--enable-prefix-caching/--no-enable-prefix-caching",
         help="vllm: prefix caching; on a hybrid model it keeps each request's Mamba state in mamba_cache_mode"
-        " 'align', two state blocks a request instead of one (default: off for hybrid models).",
+        " 'align', two state blocks a request instead of one (default: off for hybrid models); a Mamba-mixer model"
+        " under 0.19-0.27 (mode 'all') is refused, not modelled.",
     ),
 ]
 AttentionBackendOpt = Annotated[
@@ -194,7 +195,12 @@ MaxSeqLenOpt = Annotated[
     ),
 ]
 MaxNumTokensOpt = Annotated[
-    int | None, tokens_option("--max-num-tokens", help="trtllm: tokens of one forward, sizes the profiling run (default 8192).")
+    int | None,
+    tokens_option(
+        "--max-num-tokens",
+        help="trtllm: tokens of one forward, sizes the profiling run (default 8192); for a TensorRT engine"
+        " build, the build's max_num_tokens (older builds: max_batch_size * max_input_len), which sized its activations.",
+    ),
 ]
 
 

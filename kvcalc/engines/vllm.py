@@ -431,7 +431,7 @@ def default_utilization(version: str | None) -> tuple[float, str]:
     return VLLM_UTILIZATION, f"vLLM {version}'s default (vllm/config/cache.py; 0.92 from 0.20)"
 
 
-def state_blocks_per_request(engine: Engine, model: ModelSpec | None = None) -> tuple[int, str]:
+def state_blocks_per_request(engine: Engine, model: ModelSpec) -> tuple[int, str]:
     """State blocks a request holds in each Mamba group of a hybrid model, and why: mamba_cache_mode
     "align" (prefix caching on) keeps the running state and the last block-aligned one, "none" only the
     running state (vllm/v1/kv_cache_interface.py MambaSpec.max_memory_usage_bytes: page * (2 + speculative
@@ -442,21 +442,24 @@ def state_blocks_per_request(engine: Engine, model: ModelSpec | None = None) -> 
     MambaMixer/MambaMixer2 model of the 0.27.1 wheel; in 0.21.0 all but Plamo2), which keeps a state block per
     block of tokens, cdiv(max_model_len, block), its block a multiple of the config's Mamba chunk size
     (platforms/interface.py update_block_size_for_backend). kvcalc does not record the chunk size, so "all"
-    is not modelled: the note says so and align's 2 are counted (fewer than vLLM holds).
+    is not modelled and refused: counting align's 2 would report more concurrency than vLLM has.
 
-    >>> state_blocks_per_request(Engine(name="vllm", enable_prefix_caching=True))[0], state_blocks_per_request(Engine(name="vllm"))[0]
+    >>> from kvcalc.presets import load_model
+    >>> qwen = load_model("qwen3.6-27b")
+    >>> state_blocks_per_request(Engine(name="vllm", enable_prefix_caching=True), qwen)[0], state_blocks_per_request(Engine(name="vllm"), qwen)[0]
     (2, 1)
     """
     if not engine.enable_prefix_caching:
         return 1, "mamba_cache_mode none (prefix caching off): the running state"
     align = "mamba_cache_mode align (--enable-prefix-caching): the running state and the last block-aligned one"
     release = _version(engine.vllm_version)
-    mamba = model is not None and any(kind in ("mamba1", "mamba2") for kind in model.state_kinds())
+    mamba = any(kind in ("mamba1", "mamba2") for kind in model.state_kinds())
     if mamba and MAMBA_ALL_MODE_SINCE <= release < ALIGN_FOR_EVERY_MODEL_SINCE:
-        return 2, (
-            f"vLLM {engine.vllm_version} sets mamba_cache_mode all for a Mamba-mixer model with prefix caching (0.19-0.27,"
-            " models/config.py MambaModelConfig): a state block per block of max_model_len, blocks aligned to the config's"
-            " Mamba chunk size, which kvcalc does not record; not modelled: align's 2 counted, fewer than vLLM holds"
+        raise InvalidInput(
+            f"--enable-prefix-caching on a Mamba-mixer model under vLLM {engine.vllm_version} is not modelled: 0.19-0.27 set"
+            " mamba_cache_mode all (models/config.py MambaModelConfig), a state block per block of max_model_len aligned"
+            " to the config's Mamba chunk size, which kvcalc does not record (modelled: 0.28+, where prefix caching uses"
+            " align, or the run without --enable-prefix-caching)"
         )
     if release < MAMBA_ALL_MODE_SINCE:
         return 2, align + f" (releases before 0.19 not read: vLLM {engine.vllm_version} taken as 0.28's)"
