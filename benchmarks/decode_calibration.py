@@ -482,6 +482,55 @@ def _worst(predictions: list[Prediction]) -> list[str]:
     return [*lines, ""]
 
 
+LEAN_MIN_CASES = 5  # a slice of fewer cases is left out of the lean table
+
+
+def _size(case: Case) -> str:
+    """A case's model size by the weight bytes one rank reads per step."""
+    gb = case.weights_read_bytes / 1e9
+    return "< 1.5 GB" if gb < 1.5 else "1.5-5 GB" if gb < 5 else "5-20 GB" if gb < 20 else ">= 20 GB"
+
+
+def _context(case: Case) -> str:
+    return "<= 2k" if case.avg_context <= 2048 else "2k-8k" if case.avg_context <= 8192 else "> 8k"
+
+
+LEAN_SLICES: dict[str, object] = {
+    "release x mode": lambda c: f"{c.engine_key} {c.mode}",
+    "GPU family": lambda c: gpu_architecture(c.gpu),
+    "format": lambda c: c.format_class + (" moe" if c.moe else ""),
+    "weights read per rank": _size,
+    "context": _context,
+    "timing (method)": lambda c: "end-to-end, prefill included" if c.prefill_seconds_per_token else "decode only",
+}
+
+
+def _lean(predictions: list[Prediction], engine: str) -> list[str]:
+    """Where `engine`'s held-out error leans: the signed median of predicted / measured - 1 by release,
+    GPU family, format, model size, context and timing method (a slice of one source is that source's lean)."""
+    mine = [p for p in predictions if band_engine(p.case) == engine]
+    lines = [
+        f"**Where the held-out error of {engine} leans** (signed: + predicts faster than measured; slices of at least"
+        f" {LEAN_MIN_CASES} cases)",
+        "",
+        "| slice | value | cases | sources | signed median | \\|error\\| median | 90th pct |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for title, key in LEAN_SLICES.items():
+        groups: dict[str, list[Prediction]] = {}
+        for p in mine:
+            groups.setdefault(key(p.case), []).append(p)  # type: ignore[operator]
+        for value, subset in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+            if len(subset) < LEAN_MIN_CASES:
+                continue
+            signed = [p.loso_error for p in subset]
+            q = quality(subset)
+            lines.append(
+                f"| {title} | {value} | {q.cases} | {q.sources} | {_percentile(signed, 0.5):+.1%} | {q.median:.1%} | {q.p90:.1%} |"
+            )
+    return [*lines, ""]
+
+
 def _link(url: str) -> str:
     short = re.sub(r"^https://(github\.com/)?", "", url)
     return f"[{short[:56]}{'…' if len(short) > 56 else ''}]({url})"
@@ -538,6 +587,9 @@ def section(cases: list[Case], predictions: list[Prediction]) -> str:
         *_table("By weight format", "format class", predictions, lambda c: c.format_class),
         *_table("By tensor parallelism", "tp", predictions, lambda c: str(c.tp)),
         *_worst(predictions),
+        *_lean(predictions, "vllm"),
+        *_lean(predictions, "sglang"),
+        *_lean(predictions, "llamacpp"),
         "**Bands** (`decode` prints the expected tokens/s times these: the 10th and 90th percentiles of measured /"
         " held-out expected tokens/s of the engine x format group; under 10 cases `decode` says so and widens"
         " the band to all cases'):",

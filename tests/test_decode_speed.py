@@ -58,6 +58,19 @@ def test_every_held_out_prediction_comes_from_a_fit_without_its_source(predictio
             assert p.held_out == pytest.approx(calibration.predict(p.case, held), rel=1e-9)
 
 
+def test_the_lean_table_is_the_signed_median_of_held_out_errors_by_slice(predictions: list) -> None:
+    # docs/benchmarks.md "Where the held-out error of vllm leans": each row's signed median is
+    # predicted / measured - 1 of exactly the held-out cases of its slice; small slices are left out
+    rows = [line.split(" | ") for line in calibration._lean(predictions, "vllm") if line.startswith("| weights read")]
+    assert rows, "the lean table has a row by model size"
+    vllm = [p for p in predictions if calibration.band_engine(p.case) == "vllm"]
+    for row in rows:
+        value, cases, signed = row[1], int(row[2]), row[4]
+        subset = [p for p in vllm if calibration._size(p.case) == value]
+        assert len(subset) == cases >= calibration.LEAN_MIN_CASES
+        assert signed == f"{calibration._percentile([p.loso_error for p in subset], 0.5):+.1%}"
+
+
 def test_the_fixture_covers_what_people_serve_with() -> None:
     engines = {e: sum(calibration.band_engine(c) == e for c in SCOPE) for e in ("vllm", "sglang", "transformers", "llamacpp")}
     assert engines["vllm"] >= 100 and engines["sglang"] >= 60 and engines["transformers"] >= 30 and engines["llamacpp"] >= 100
