@@ -544,6 +544,12 @@ class GpuSpec(Strict):
         " Infinity Fabric), pcie-p2p (PCIe with peer-to-peer), pcie (PCIe through the host, no peer-to-peer);"
         " tensor-parallel communication buffers and all-reduce costs follow it (--interconnect overrides)",
     )
+    streaming_multiprocessors: Count | None = Field(
+        default=None,
+        description="NVIDIA SMs or AMD compute units; with boost_clock_hz it caps what llama.cpp's decode kernels stream"
+        " (SMs * clock * the fitted bytes per SM per clock, docs/decode.md); absent: no such cap",
+    )
+    boost_clock_hz: Rate | None = Field(default=None, description="the maximum boost clock in Hz, with streaming_multiprocessors")
     source: str | None = None
     notes: str | None = None
     price_per_hour: Annotated[float, Field(gt=0, lt=10**6, allow_inf_nan=False), Number] | None = Field(
