@@ -186,8 +186,8 @@ LimitMmOpt = Annotated[
     str | None,
     typer.Option(
         "--limit-mm-per-prompt",
-        help="vllm: items of each modality per prompt, as JSON ('{\"image\": 2}'); every one 0 is text only: no vision tower"
-        " and no multimodal profiling.",
+        help="vllm: items of each modality per prompt, as JSON ('{\"image\": 2}'); the vision tower reads the image entry,"
+        " and image 0 is text only: no vision tower and no multimodal profiling.",
     ),
 ]
 LanguageOnlyOpt = Annotated[
