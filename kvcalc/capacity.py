@@ -62,7 +62,7 @@ def budget(
     params = require_params(model)
     fmt = weights or weight_format(model)
     gpu = GpuMemory(total_bytes=memory_bytes, name=gpu_name, interconnect=interconnect)
-    on_gpu = workload.model_copy(update={"engine": rules.defaults_on(workload.engine, gpu)})
+    on_gpu = workload.model_copy(update={"engine": rules.defaults_on(model, workload, gpu)})
     stages = stage_weights(model, workload, params, fmt)
     found = with_residents(
         rules.budget(model, on_gpu, gpu, stages, activation_dtype(model, fmt), utilization, reserve_bytes), list(residents)
