@@ -658,12 +658,13 @@ def section(cases: list[Case], predictions: list[Prediction]) -> str:
     return "\n".join([*lines, END])
 
 
-def refreshed(doc: str, new: str) -> str:
-    """`doc` with its calibration section replaced (appended when it has none)."""
-    if START not in doc:
+def refreshed(doc: str, new: str, start: str = START, end: str = END) -> str:
+    """`doc` with the section between `start` and `end` (its calibration section by default) replaced by
+    `new`, which carries both markers (appended when it has none)."""
+    if start not in doc:
         return doc.rstrip("\n") + "\n\n" + new + "\n"
-    head, rest = doc.split(START, 1)
-    return head + new + rest.split(END, 1)[1]
+    head, rest = doc.split(start, 1)
+    return head + new + rest.split(end, 1)[1]
 
 
 def main() -> int:

@@ -239,17 +239,9 @@ def section(cases: list[calibration.Case], scored: list[Scored]) -> str:
     return "\n".join(lines)
 
 
-def refreshed(doc: str, new: str) -> str:
-    """`doc` with this section replaced (appended when it has none)."""
-    if START not in doc:
-        return doc.rstrip("\n") + "\n\n" + new + "\n"
-    head, rest = doc.split(START, 1)
-    return head + new + rest.split(END, 1)[1]
-
-
 def main() -> int:
     cases, scored = score(load_rows())
-    doc = refreshed(DOC.read_text(encoding="utf-8"), section(cases, scored))
+    doc = calibration.refreshed(DOC.read_text(encoding="utf-8"), section(cases, scored), START, END)
     if "--check" in sys.argv:
         if DOC.read_text(encoding="utf-8") != doc:
             print(f"stale: {DOC.name}; run python benchmarks/decode_independent.py --write")
