@@ -52,12 +52,12 @@ from kvcalc.decode_profiles import (  # noqa: E402
     PYTHON_EAGER_KEY,
     SM_CAP_KERNELS,
     capped_efficiency,
-    gpu_architecture,
     kernel_key,
     kv_repeats,
     python_eager,
     streamed_bandwidth,
 )
+from kvcalc.gpu_families import gpu_architecture  # noqa: E402
 from kvcalc.latency import all_reduce_bytes, expected_seconds, tp_comm_seconds  # noqa: E402
 from kvcalc.presets import load_gpu, load_model  # noqa: E402
 

@@ -33,7 +33,8 @@ import import_decode_cases as importer  # noqa: E402
 
 from kvcalc import decode_fit  # noqa: E402
 from kvcalc.base import Strict  # noqa: E402
-from kvcalc.decode_profiles import band, gpu_architecture  # noqa: E402
+from kvcalc.decode_profiles import band  # noqa: E402
+from kvcalc.gpu_families import gpu_architecture  # noqa: E402
 
 ROWS = ROOT / "tests" / "fixtures" / "decode_independent.json"
 DOC = ROOT / "docs" / "benchmarks.md"

@@ -18,11 +18,11 @@ reports its leave-one-source-out errors in docs/benchmarks.md. An engine picks i
 # no `from __future__ import annotations`: pydantic takes the fields' annotations as objects rather than
 # compiling and evaluating each string (start-up, docs/benchmarks.md)
 
-import re
 from typing import Literal
 
 from kvcalc import decode_fit
 from kvcalc.base import Frozen
+from kvcalc.gpu_families import gpu_architecture
 from kvcalc.units import DType, bytes_per_value
 
 FormatClass = Literal["16-bit", "fp8", "int8", "int4", "fp4", "ggml-4to6bit", "ggml-8bit", "ggml-2to3bit"]
@@ -107,29 +107,9 @@ VLLM_GRAPHS_SINCE = (0, 2, 6)
 VLLM_04_GRAPH_CONTEXT = 8192
 
 
-# GPU architectures by preset name: a GPU streams at its architecture's share of peak bandwidth plus
-# its own offset, so a GPU with no case of its own takes its architecture's (issue 25: the sources
-# that are a GPU's only measurements were predicted at a typical GPU's rate when held out)
-GPU_ARCHITECTURES: list[tuple[str, str]] = [
-    (r"^(a100|a10g|a6000|a40|rtx30|jetson)", "NVIDIA Ampere"),
-    (r"^(h100|h200|h20$)", "NVIDIA Hopper"),
-    (r"^(b200|b300|gb|rtx50|rtx-pro|dgx)", "NVIDIA Blackwell"),
-    (r"^(rtx40|rtx-.*-ada|l4|l40|l20)", "NVIDIA Ada"),
-    (r"^(p40|p100|gtx10)", "NVIDIA Pascal"),
-    (r"^(t4|v100|rtx20)", "NVIDIA Volta/Turing"),
-    (r"^mi", "AMD Instinct"),
-    (r"^(rx|radeon)", "AMD Radeon"),
-    (r"^apple", "Apple"),
-]
-
-
-def gpu_architecture(gpu: str) -> str:
-    """The architecture family of a GPU preset, 'other' when no pattern names it.
-
-    >>> gpu_architecture("rtx3090"), gpu_architecture("gtx1050ti"), gpu_architecture("mi300x"), gpu_architecture("tpu")
-    ('NVIDIA Ampere', 'NVIDIA Pascal', 'AMD Instinct', 'other')
-    """
-    return next((family for pattern, family in GPU_ARCHITECTURES if re.search(pattern, gpu)), "other")
+# A GPU streams at its architecture's share of peak bandwidth plus its own offset, so a GPU with no case of its
+# own takes its architecture's (issue 25: the sources that are a GPU's only measurements were predicted at a
+# typical GPU's rate when held out); the architecture by name: kvcalc.gpu_families.gpu_architecture
 
 
 # llama.cpp decodes a batch-1 step with its own mat-vec kernels (ggml/src/ggml-cuda/mmvq.cu and mmv.cu: a few warps per

@@ -118,7 +118,7 @@ def calibration_error(engine: str) -> float | None:
 
 def gpu_family(case: dict[str, Any]) -> str:
     """The GPU generation a case ran on, for the summary (from its GPU preset or device)."""
-    from kvcalc.engines.vllm import sm_family
+    from kvcalc.gpu_families import sm_family
 
     return sm_family(case.get("gpu") or case.get("device")) or "unknown"
 

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "kvcalc"
 LAYERS: list[set[str]] = [
     {"base", "errors"},
     # decode_fit: generated constants, pure data; quantization: a checkpoint's integer-quantized layers
-    {"units", "decode_fit", "quantization"},
+    {"units", "decode_fit", "quantization", "gpu_families"},  # gpu_families: GPU generations by name
     {"spec", "decode_profiles", "gguf_mix"},  # gguf_mix: llama-quantize's per-tensor types, pure rules over names and shapes
     {"vision"},  # a multimodal config's tower: counted from vision_config, beneath hf_config
     {"state", "files", "hf_config"},  # files: safe YAML/JSON and validation, beneath every reader

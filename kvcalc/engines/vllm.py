@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from kvcalc.decode_profiles import DecodeProfile, gpu_architecture, profile_for
+from kvcalc.decode_profiles import DecodeProfile, profile_for
 from kvcalc.engines.activations import (
     activation_bytes,
     forward_transient,
@@ -50,6 +50,7 @@ from kvcalc.engines.base import (
     weights_term,
 )
 from kvcalc.errors import InvalidInput
+from kvcalc.gpu_families import SM_CAPABILITY, SmFamily, gpu_architecture, sm_family
 from kvcalc.quantization import MARLIN_GROUP_SIZES, LinearQuantization
 from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload, cache_dtypes
 from kvcalc.units import PACKING, DType, GiB, MiB, format_bytes, parse_engine_version
@@ -169,34 +170,9 @@ def _version(text: str | None) -> tuple[int, int, int]:
     return LATEST_VERSION if text is None else parse_engine_version(text)
 
 
-SmFamily = Literal["pascal", "volta", "turing", "ampere", "ada", "hopper", "blackwell", "blackwell-rtx"]
-_SM_FAMILIES: tuple[tuple[SmFamily, tuple[str, ...]], ...] = (  # GPU preset and nvidia-smi names, lower case
-    ("blackwell-rtx", ("rtx5", "rtx 5", "rtx-pro-6000", "rtx pro 6000", "dgx-spark", "gb10")),  # SM 12.x
-    ("blackwell", ("b200", "b300", "gb200", "gb300")),  # SM 10.x
-    ("hopper", ("h100", "h200", "h800", "h20", "gh200")),  # SM 9.0
-    ("ada", ("l4", "l40", "l20", "rtx4", "rtx 4", "ada")),  # SM 8.9
-    ("ampere", ("a100", "a10", "a30", "a40", "a6000", "a800", "rtx3", "rtx 3", "a4000", "a5000")),  # SM 8.0 / 8.6
-    ("turing", ("t4", "2080", "titan rtx", "quadro rtx")),  # SM 7.5
-    ("volta", ("v100", "titan v")),  # SM 7.0
-    ("pascal", ("p40", "p100", "gtx10", "gtx 10")),  # SM 6.x
-)
-# Each family's (lowest) compute capability as vLLM compares it (capability.to_int(): 7.5 -> 75)
-SM_CAPABILITY: dict[SmFamily, int] = {
-    "pascal": 60, "volta": 70, "turing": 75, "ampere": 80, "ada": 89, "hopper": 90, "blackwell": 100, "blackwell-rtx": 120,
-}  # fmt: skip
 # marlin_utils.py query_marlin_supported_quant_types: "if device_capability < 75: return []"; check_marlin_supports_layer
 # and check_moe_marlin_supports_layer: False on ROCm (vllm 007d5005)
 MARLIN_MIN_CAPABILITY = 75
-
-
-def sm_family(gpu_name: str | None) -> SmFamily | None:
-    """The GPU generation vLLM's kernels are chosen by, from the preset's name (None: unknown).
-
-    >>> sm_family("h100-sxm"), sm_family("NVIDIA GeForce RTX 3090"), sm_family("rtx5090"), sm_family("Tesla T4"), sm_family("mi300x")
-    ('hopper', 'ampere', 'blackwell-rtx', 'turing', None)
-    """
-    name = (gpu_name or "").lower()
-    return next((family for family, marks in _SM_FAMILIES if any(mark in name for mark in marks)), None)
 
 
 def marlin_runs(gpu_name: str | None) -> tuple[bool, str]:

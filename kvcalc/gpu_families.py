@@ -1,0 +1,78 @@
+"""GPU generations by name: one table that vLLM's kernel choices (compute capability) and the decode
+calibration's streaming rates (architecture family) both read.
+
+A name is a GPU preset's (`h100-sxm`, `rtx3090`) or what vendors' tools print (`NVIDIA GeForce RTX 3090`,
+`Tesla T4`), matched lower case by the marks each generation lists.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+SmFamily = Literal["pascal", "volta", "turing", "ampere", "ada", "hopper", "blackwell", "blackwell-rtx"]
+
+
+class Generation(NamedTuple):
+    """An NVIDIA generation: the marks of its names, its (lowest) compute capability as vLLM compares it
+    (capability.to_int(): 7.5 -> 75) and the architecture family the decode calibration fits a streaming
+    rate for."""
+
+    family: SmFamily
+    marks: tuple[str, ...]
+    capability: int
+    architecture: str
+
+
+# First match wins: the Blackwell RTX parts before "rtx" marks of older generations, Hopper's h20 after h200
+GENERATIONS: tuple[Generation, ...] = (
+    Generation("blackwell-rtx", ("rtx5", "rtx 5", "rtx-pro-6000", "rtx pro 6000", "dgx-spark", "gb10"), 120, "NVIDIA Blackwell"),
+    Generation("blackwell", ("b200", "b300", "gb200", "gb300", "jetson-thor", "jetson thor"), 100, "NVIDIA Blackwell"),
+    Generation("hopper", ("h100", "h200", "h800", "h20", "gh200"), 90, "NVIDIA Hopper"),
+    Generation("ada", ("l4", "l40", "l20", "rtx4", "rtx 4", "ada"), 89, "NVIDIA Ada"),
+    Generation(
+        "ampere",
+        ("a100", "a10", "a30", "a40", "a6000", "a800", "rtx3", "rtx 3", "a4000", "a5000", "jetson-agx-orin", "orin"),
+        80,
+        "NVIDIA Ampere",
+    ),
+    Generation("turing", ("t4", "2080", "rtx20", "titan rtx", "quadro rtx"), 75, "NVIDIA Volta/Turing"),
+    Generation("volta", ("v100", "titan v"), 70, "NVIDIA Volta/Turing"),
+    Generation("pascal", ("p40", "p100", "gtx10", "gtx 10"), 60, "NVIDIA Pascal"),
+)  # fmt: skip
+# Other vendors' families, by the start of a preset's name (no compute capability)
+OTHER_ARCHITECTURES: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("mi",), "AMD Instinct"),
+    (("rx", "radeon"), "AMD Radeon"),
+    (("apple",), "Apple"),
+)
+SM_CAPABILITY: dict[SmFamily, int] = {generation.family: generation.capability for generation in GENERATIONS}
+
+
+def generation(gpu_name: str | None) -> Generation | None:
+    """The NVIDIA generation a name marks, None for another vendor's GPU or an unknown name."""
+    name = (gpu_name or "").lower()
+    return next((g for g in GENERATIONS if any(mark in name for mark in g.marks)), None)
+
+
+def sm_family(gpu_name: str | None) -> SmFamily | None:
+    """The GPU generation vLLM's kernels are chosen by (None: not NVIDIA, or unknown).
+
+    >>> sm_family("h100-sxm"), sm_family("NVIDIA GeForce RTX 3090"), sm_family("rtx5090"), sm_family("Tesla T4"), sm_family("mi300x")
+    ('hopper', 'ampere', 'blackwell-rtx', 'turing', None)
+    """
+    found = generation(gpu_name)
+    return found.family if found else None
+
+
+def gpu_architecture(gpu_name: str) -> str:
+    """The architecture family of a GPU, whose streaming rate the decode calibration fits; 'other' when
+    no table names it.
+
+    >>> gpu_architecture("rtx3090"), gpu_architecture("gtx1050ti"), gpu_architecture("mi300x"), gpu_architecture("tpu")
+    ('NVIDIA Ampere', 'NVIDIA Pascal', 'AMD Instinct', 'other')
+    """
+    found = generation(gpu_name)
+    if found:
+        return found.architecture
+    name = gpu_name.lower()
+    return next((family for starts, family in OTHER_ARCHITECTURES if name.startswith(starts)), "other")
