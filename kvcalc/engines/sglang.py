@@ -147,7 +147,7 @@ class SGLang(EngineProfile):
     sparse_mla_fp8_layout = True  # NSA fp8 cell: kv_lora_rank + kv_lora_rank / 128 * 4 + rope * 2 (calculate_mla_kv_cache_dim)
     prefix_rule = "the radix cache shares a prefix in whole pages of --page-size (python/sglang/srt/mem_cache/radix_cache.py)"
     max_seqs_option = "max_running_requests"
-    calibration_error_percent = 2.7  # scripts/calibration.py: 90th percentile of the held-out |errors|
+    calibration_error_percent = 0.4  # scripts/calibration.py: 90th percentile of the held-out |errors|
     sizes_from_cuda_total = True  # model_runner.py init_torch_distributed: get_available_gpu_memory, torch's free memory
 
     def block_size(self, workload: Workload) -> int:
