@@ -56,11 +56,12 @@ GPUS: list[tuple[str, str, str]] = [
     (r"Apple M1 Max", "apple-m1-max", "pcie"),
     (r"H100 80GB HBM3", "h100-sxm", "nvlink"),  # how nvidia-smi names the SXM5 part (the h100-sxm preset's alias)
     (r"MI350X", "mi350x", "xgmi"),
+    (r"Ryzen (AI )?Max\+ 395", "radeon-8060s", "pcie"),  # the APU's one GPU (the radeon-8060s preset's source)
 ]
 
 # GPU names that do not say which part: the reason such a row stays out (the parts differ in bandwidth)
 UNSTATED_VARIANTS: list[tuple[str, str]] = [
-    (r"A100$", "A100 variant (40 or 80 GB) not stated"),  # 1555 or 2039 GB/s
+    (r"A100( GPU)?$", "A100 variant (40 or 80 GB) not stated"),  # 1555 or 2039 GB/s
     (r"^(NVIDIA )?H100( 80G)?$", "H100 variant (SXM, PCIe or NVL) not stated"),  # 3.35, 2.0 or 3.9 TB/s
 ]
 
@@ -87,6 +88,7 @@ MODELS: list[tuple[str, str]] = [
     (r"llama-3-8b\b|^llama-3-8b", "llama3-8b"),
     (r"(llama[- ]3\.1[- ]8b|llama3\.1:8b|distill-llama-8b|hermes-3-llama-3\.1-8b|tulu-3-8b)", "llama3.1-8b"),
     (r"llama[- ]3\.1[- ]70b", "llama3.1-70b"),
+    (r"llama-3-70b", "llama3-70b"),  # the preset is meta-llama/Meta-Llama-3-70B's config.json
     (r"llama[- ]3\.1[- ]405b", "llama3.1-405b"),
     (r"llama-3\.2-1b|llama3\.2:1b", "llama3.2-1b"),
     (r"llama-3\.2-3b|llama3\.2:3b", "llama3.2-3b"),
@@ -238,7 +240,9 @@ ENGINES = {
 
 def _gpu(name: str) -> tuple[str, str] | None:
     """The GPU preset of a name as a source writes it: the table above, else the preset whose name
-    is the source's without vendor words, spaces and what is in parentheses ("NVIDIA GeForce RTX 5090")."""
+    is the source's without vendor words, spaces and what is in parentheses ("NVIDIA GeForce RTX 5090"),
+    else the preset one of whose aliases is the name without what is in parentheses, as a driver prints
+    it ("AMD Radeon 8060S Graphics (RADV GFX1151)": kvcalc.presets.recognise_gpu)."""
     known = _match(GPUS, name)
     if known is not None:
         return known  # type: ignore[return-value]
@@ -246,7 +250,8 @@ def _gpu(name: str) -> tuple[str, str] | None:
     for preset in (entry.name for entry in presets.list_presets("gpu")):
         if re.sub(r"[^a-z0-9]", "", preset) == bare:
             return preset, "pcie"
-    return None
+    device = presets.recognise_gpu(re.sub(r"\s*\(.*?\)", "", name).strip())  # a driver's name: a preset's alias
+    return (device, "pcie") if device is not None else None
 
 
 # presets whose parameters include per-layer embeddings: a step looks up one row of them per layer, while
@@ -531,6 +536,15 @@ def exclude_untrusted_harnesses(cases: list[dict[str, Any]]) -> None:
             )
 
 
+def cases_from(rows: list[dict[str, Any]], start: int = 0, kept: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """`kept` cases and the collected rows as cases numbered from `start`, each mapped (or excluded with its
+    reason); then the rules that judge a source's cases together (an impossible figure, an inconsistent setup)."""
+    cases = [*(kept or []), *(convert(start + i, row) for i, row in enumerate(rows))]
+    exclude_untrusted_harnesses(cases)
+    exclude_inconsistent(cases)
+    return cases
+
+
 def main() -> int:
     source = Path(sys.argv[1]) if len(sys.argv) > 1 else COLLECTED
     kept = [
@@ -539,10 +553,7 @@ def main() -> int:
         if c.get("origin", "legacy") == "legacy"
     ]
     rows = json.loads(source.read_text(encoding="utf-8"))
-    start = max(c["id"] for c in kept) + 1
-    cases = kept + [convert(start + i, row) for i, row in enumerate(rows)]
-    exclude_untrusted_harnesses(cases)
-    exclude_inconsistent(cases)
+    cases = cases_from(rows, start=max(c["id"] for c in kept) + 1, kept=kept)
     FIXTURE.write_text(json.dumps(cases, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     used = sum(1 for c in cases if not c.get("excluded_because"))
     print(f"{len(cases)} cases ({len(rows)} collected), {used} in scope")

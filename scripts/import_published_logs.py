@@ -80,6 +80,7 @@ MODELS: list[tuple[str, str, str, bool, str]] = [
     (r"(^|/)Qwen2\.5-Coder-14B-Instruct$", "qwen2.5-coder-14b", "dense", True, ""),
     (r"(^|/)Qwen3-VL-30B-A3B-Instruct$", "qwen3-vl-30b-a3b", "moe", False, "the preset counts the vision tower (vision)"),
     (r"(^|/)Qwen3\.5-27B$", "qwen3.5-27b", "hybrid", False, "the preset counts the vision tower (vision)"),
+    (r"(^|/)Qwen3\.5-9B$", "qwen3.5-9b", "hybrid", False, "the checkpoint's vision tower (its config.json has a text_config) is not in the preset"),
     (r"(^|/)Qwen3\.6-27B-FP8$", "models/qwen3.6-27b-fp8.yaml", "hybrid", False, "the vision tower is not counted"),
     (r"(^|/)gemma-4-E4[bB]-it$", "gemma4-e4b", "sliding", False, "the vision and audio towers are not counted"),
     (r"^Qwen/Qwen3-14B$", "qwen3-14b", "dense", True, ""),
