@@ -13,7 +13,8 @@ The model (kvcalc.decode_profiles, kvcalc.latency.expected_seconds):
         + S[mode] + E[engine release] + layers * (P[mode] + Y[python eager]) + (tp > 1) * 2 * layers * (A[link] + bytes / link BW)
         + the prefill's share per token where a timing includes it
 
-G + u, F + K are inverse efficiencies (1 / share of peak): a GPU's architecture's and its own offset;
+BW is the GPU's peak, or for llama.cpp's kernels min(peak, SMs * clock * c), c chosen among SM_CAP_GRID by each fit's
+own error. G + u, F + K are inverse efficiencies (1 / share of peak): a GPU's architecture's and its own offset;
 no step streams above the peak (efficiencies capped at 1; a sum of inverses below the GPU's own, which a fit
 without some source can make of F + K, even below 0, streams at the peak). R: the KV copies an engine's attention makes
 per step (transformers' repeat_kv: heads / kv_heads - 1). Y: a layer's Python dispatch where vLLM or SGLang
@@ -26,6 +27,7 @@ by a fit on all the others.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -48,11 +50,13 @@ from kvcalc.decode_profiles import (  # noqa: E402
     LINK_BYTES_PER_S,
     MODE_BASE,
     PYTHON_EAGER_KEY,
+    SM_CAP_KERNELS,
     capped_efficiency,
     gpu_architecture,
     kernel_key,
     kv_repeats,
     python_eager,
+    streamed_bandwidth,
 )
 from kvcalc.latency import all_reduce_bytes, expected_seconds, tp_comm_seconds  # noqa: E402
 from kvcalc.presets import load_gpu, load_model  # noqa: E402
@@ -150,8 +154,25 @@ def _kv_repeats(engine_key: str, preset: str | None) -> float:
 
 
 @cache
-def _bandwidth(gpu: str) -> float:
-    return load_gpu(gpu).bandwidth_bytes_per_s
+def _gpu_figures(gpu: str) -> tuple[float, int | None, int | None]:
+    """A GPU preset's peak bandwidth, SM (CU) count and boost clock."""
+    spec = load_gpu(gpu)
+    return spec.bandwidth_bytes_per_s, spec.streaming_multiprocessors, spec.boost_clock_hz
+
+
+CAP = f"cap {SM_CAP_KERNELS[0]}"  # the fitted bytes per SM per clock of llama.cpp's kernels (0: no cap)
+SM_CAP_GRID = (
+    0.0,
+    8.0,
+    10.0,
+    12.0,
+)  # candidates fit() chooses among by its own cases' error (a wider grid, 6-14, picks the same)
+
+
+def _bandwidth(case: Case, cap: float) -> float:
+    """What the case's kernels stream on its GPU: the peak, or SMs * clock * cap for llama.cpp's (decode_profiles)."""
+    peak, sms, clock = _gpu_figures(case.gpu)  # type: ignore[arg-type]
+    return streamed_bandwidth(peak, sms, clock, case.kernels, cap)
 
 
 def _fixed(case: Case) -> float:
@@ -236,7 +257,21 @@ def _names(case: Case) -> Names:
 
 
 def fit(cases: list[Case]) -> Fit:
-    """The constants that best explain `cases` (in scope), relative time error, with the priors."""
+    """The constants that best explain `cases` (in scope), relative time error, with the priors; the cap on
+    llama.cpp's streaming (bytes per SM per clock) is the one of SM_CAP_GRID whose fit explains `cases` best,
+    so a held-out source never chooses it."""
+    key = hashlib.sha256("\n".join(c.model_dump_json() for c in cases).encode()).hexdigest()
+    if key not in _FITS:  # loso's full fit, constants_module's and the tests' are the same fit
+        fits = [_fit_at(cases, cap) for cap in SM_CAP_GRID]
+        _FITS[key] = min(fits, key=lambda table: sum((c.tokens_per_s / predict(c, table) - 1) ** 2 for c in cases))
+    return dict(_FITS[key])
+
+
+_FITS: dict[str, Fit] = {}  # fit() by its cases (a hash of each case as JSON)
+
+
+def _fit_at(cases: list[Case], cap: float) -> Fit:
+    """fit() with llama.cpp's streaming capped at `cap` bytes per SM per clock (0: no cap)."""
     gpus: Fit = {f"gpu {c.gpu}": 0.0 for c in cases} | {_names(c).architecture: 1.0 for c in cases}
     params: Fit = {}
     for _ in range(ITERATIONS):
@@ -245,8 +280,8 @@ def fit(cases: list[Case]) -> Fit:
             n, t = _names(c), 1 / c.tokens_per_s
             u, w, kv = (
                 gpus[n.gpu] + gpus[n.architecture],
-                c.weights_read_bytes / _bandwidth(c.gpu),
-                c.kv_read_bytes / _bandwidth(c.gpu),
+                c.weights_read_bytes / _bandwidth(c, cap),
+                c.kv_read_bytes / _bandwidth(c, cap),
             )  # type: ignore[arg-type]
             coeffs = {n.format: u * w / t, n.kernel: u * w / t, n.own: u * w / t, n.attention: u * kv / t}
             if c.kv_repeats:
@@ -267,13 +302,13 @@ def fit(cases: list[Case]) -> Fit:
             n, t = _names(c), 1 / c.tokens_per_s
             inverse = params[n.format] + params[n.kernel] + params[n.own]
             kv_inverse = params[n.attention] + _get(params, n.repeat) * c.kv_repeats
-            streamed = (c.weights_read_bytes * inverse + c.kv_read_bytes * kv_inverse) / _bandwidth(c.gpu)  # type: ignore[arg-type]
+            streamed = (c.weights_read_bytes * inverse + c.kv_read_bytes * kv_inverse) / _bandwidth(c, cap)
             rest = _costs(c, params) + _fixed(c)
             if c.tp > 1:
                 rest += ALL_REDUCES_PER_LAYER * c.layers * params[n.link]
             rows.append(({n.gpu: streamed / t, n.architecture: streamed / t}, (t - rest) / t))
         gpus = _solve_with_priors(rows)
-    return params | gpus
+    return params | gpus | {CAP: cap}
 
 
 def _get(table: Fit, name: str | None) -> float:
@@ -299,7 +334,7 @@ def predict(case: Case, table: Fit) -> float:
     fixed = _costs(case, table) + comm
     # compute never binds at batch 1: FLOPs 0 keeps the formula's max() on the memory side
     _, _, seconds = expected_seconds(
-        case.weights_read_bytes, case.kv_read_bytes, 0, _bandwidth(case.gpu), 1.0, efficiency,  # type: ignore[arg-type]
+        case.weights_read_bytes, case.kv_read_bytes, 0, _bandwidth(case, table.get(CAP, 0.0)), 1.0, efficiency,
         gpu_eff * capped_efficiency(_get(table, n.attention) + _get(table, n.repeat) * case.kv_repeats, gpu_eff),
         COMPUTE_EFFICIENCY, fixed + case.prefill_seconds_per_token,
     )  # fmt: skip
@@ -361,14 +396,15 @@ def _sig(value: float) -> float:
     return float(f"{value:.4g}")
 
 
-def _sources(cases: list[Case]) -> dict[str, str]:
-    """Each constant's cases: how many, from how many sources, and the largest sources."""
+def _sources(cases: list[Case], cap: float = 0.0) -> dict[str, str]:
+    """Each constant's cases: how many, from how many sources, and the largest sources (the cap's: the cases it binds on)."""
     by_name: dict[str, dict[str, int]] = {}
     for c in cases:
         n = _names(c)
         names = [n.format, n.kernel, n.own, n.attention, n.step, n.engine, n.layer, n.gpu, n.architecture]
         names += ([n.link] if c.tp > 1 else []) + ([n.expert] if c.experts else [])
         names += ([n.repeat] if c.kv_repeats else []) + ([n.python] if n.python else [])
+        names += [CAP] if _bandwidth(c, cap) < _gpu_figures(c.gpu)[0] else []  # type: ignore[arg-type]
         for name in names:
             by_name.setdefault(name, {}).setdefault(c.group, 0)
             by_name[name][c.group] += 1
@@ -401,7 +437,8 @@ def constants_module(cases: list[Case], predictions: list[Prediction]) -> str:
         "for kernels x format x dense/MoE; ARCHITECTURE_INVERSE by GPU architecture, plus GPU_INVERSE, each GPU's offset\n"
         "from it; KV_REPEAT_INVERSE per extra KV copy an engine's attention makes. Seconds: fixed cost per step by mode\n"
         "and by engine release, cost per layer by mode and of Python dispatch in eager (PYTHON_EAGER_LAYER_S), one\n"
-        "all-reduce's latency by link. SOURCES: each constant's cases.\n"
+        "all-reduce's latency by link. SM_BYTES_PER_CLOCK: what llama.cpp's kernels stream per SM (CU) per clock, the\n"
+        "cap on a GPU with much bandwidth per SM (0: none). SOURCES: each constant's cases.\n"
         '"""\n\n'
         f"PRIOR_FORMAT_INVERSE = {PRIOR_FORMAT_INVERSE}\n"
         + literal("FORMAT_INVERSE", "dict[str, float]", block("format"))
@@ -414,11 +451,12 @@ def constants_module(cases: list[Case], predictions: list[Prediction]) -> str:
         + literal("MODE_STEP_S", "dict[str, float]", block("step"))
         + literal("MODE_LAYER_S", "dict[str, float]", block("layer"))
         + literal("PYTHON_EAGER_LAYER_S", "dict[str, float]", block("python"))
+        + literal("SM_BYTES_PER_CLOCK", "dict[str, float]", block("cap"))
         + literal("ENGINE_STEP_S", "dict[str, float]", block("engine"))
         + literal("ALL_REDUCE_S", "dict[str, float]", block("link"))
         + literal("MODE_EXPERT_S", "dict[str, float]", block("expert"))
         + literal("BANDS", "dict[str, tuple[float, float, int]]", bands(predictions))
-        + literal("SOURCES", "dict[str, str]", _sources(scope))
+        + literal("SOURCES", "dict[str, str]", _sources(scope, table[CAP]))
     )
 
 
@@ -482,6 +520,55 @@ def _worst(predictions: list[Prediction]) -> list[str]:
     return [*lines, ""]
 
 
+LEAN_MIN_CASES = 5  # a slice of fewer cases is left out of the lean table
+
+
+def _size(case: Case) -> str:
+    """A case's model size by the weight bytes one rank reads per step."""
+    gb = case.weights_read_bytes / 1e9
+    return "< 1.5 GB" if gb < 1.5 else "1.5-5 GB" if gb < 5 else "5-20 GB" if gb < 20 else ">= 20 GB"
+
+
+def _context(case: Case) -> str:
+    return "<= 2k" if case.avg_context <= 2048 else "2k-8k" if case.avg_context <= 8192 else "> 8k"
+
+
+LEAN_SLICES: dict[str, object] = {
+    "release x mode": lambda c: f"{c.engine_key} {c.mode}",
+    "GPU family": lambda c: gpu_architecture(c.gpu),
+    "format": lambda c: c.format_class + (" moe" if c.moe else ""),
+    "weights read per rank": _size,
+    "context": _context,
+    "timing (method)": lambda c: "end-to-end, prefill included" if c.prefill_seconds_per_token else "decode only",
+}
+
+
+def _lean(predictions: list[Prediction], engine: str) -> list[str]:
+    """Where `engine`'s held-out error leans: the signed median of predicted / measured - 1 by release,
+    GPU family, format, model size, context and timing method (a slice of one source is that source's lean)."""
+    mine = [p for p in predictions if band_engine(p.case) == engine]
+    lines = [
+        f"**Where the held-out error of {engine} leans** (signed: + predicts faster than measured; slices of at least"
+        f" {LEAN_MIN_CASES} cases)",
+        "",
+        "| slice | value | cases | sources | signed median | \\|error\\| median | 90th pct |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for title, key in LEAN_SLICES.items():
+        groups: dict[str, list[Prediction]] = {}
+        for p in mine:
+            groups.setdefault(key(p.case), []).append(p)  # type: ignore[operator]
+        for value, subset in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+            if len(subset) < LEAN_MIN_CASES:
+                continue
+            signed = [p.loso_error for p in subset]
+            q = quality(subset)
+            lines.append(
+                f"| {title} | {value} | {q.cases} | {q.sources} | {_percentile(signed, 0.5):+.1%} | {q.median:.1%} | {q.p90:.1%} |"
+            )
+    return [*lines, ""]
+
+
 def _link(url: str) -> str:
     short = re.sub(r"^https://(github\.com/)?", "", url)
     return f"[{short[:56]}{'…' if len(short) > 56 else ''}]({url})"
@@ -518,7 +605,10 @@ def section(cases: list[Case], predictions: list[Prediction]) -> str:
         "",
         "gpu_eff = 1 / (architecture[family] + offset[gpu]): a GPU with no case of its own streams at its architecture's"
         " rate; attention_eff = 1 / (attention[engine release] + repeat[engine] * (heads / kv_heads - 1)): transformers"
-        " copies each KV head for its group of query heads (repeat_kv) before it attends.",
+        " copies each KV head for its group of query heads (repeat_kv) before it attends. For llama.cpp's kernels BW is"
+        " min(peak, SMs * boost clock * c) where the GPU preset gives its SM (CU) count and clock: c is chosen by each"
+        f" fit among {', '.join(f'{v:g}' for v in SM_CAP_GRID)} bytes per SM per clock (0: no cap) by its own cases' error,"
+        " so a held-out source never picks it.",
         "",
         "W and KV are kvcalc's own counts of the bytes one rank reads per step (MoE: the experts one token touches;"
         " the LM head whole, an untied input table one row). Where a published timing includes the prefill"
@@ -538,6 +628,9 @@ def section(cases: list[Case], predictions: list[Prediction]) -> str:
         *_table("By weight format", "format class", predictions, lambda c: c.format_class),
         *_table("By tensor parallelism", "tp", predictions, lambda c: str(c.tp)),
         *_worst(predictions),
+        *_lean(predictions, "vllm"),
+        *_lean(predictions, "sglang"),
+        *_lean(predictions, "llamacpp"),
         "**Bands** (`decode` prints the expected tokens/s times these: the 10th and 90th percentiles of measured /"
         " held-out expected tokens/s of the engine x format group; under 10 cases `decode` says so and widens"
         " the band to all cases'):",

@@ -5,6 +5,7 @@ engine, version, options and weight format select them. Pure data and lookups.
               + step_cost[mode] + step_cost[engine and version] + layers * (layer_cost[mode] + python_dispatch[eager vLLM/SGLang])
               + (tp > 1) * 2 * layers * (all_reduce_latency[link] + all_reduce_bytes / link_bandwidth)
 
+BW is the GPU's peak, or for llama.cpp's kernels min(peak, SMs * clock * SM_BYTES_PER_CLOCK) where the preset gives both;
 gpu_efficiency = 1 / (architecture's inverse + the GPU's offset); attention_efficiency = 1 / (the engine's inverse
 + its inverse per KV copy * the copies its attention makes: transformers' repeat_kv, heads / kv_heads - 1).
 
@@ -129,6 +130,28 @@ def gpu_architecture(gpu: str) -> str:
     ('NVIDIA Ampere', 'NVIDIA Pascal', 'AMD Instinct', 'other')
     """
     return next((family for pattern, family in GPU_ARCHITECTURES if re.search(pattern, gpu)), "other")
+
+
+# llama.cpp decodes a batch-1 step with its own mat-vec kernels (ggml/src/ggml-cuda/mmvq.cu and mmv.cu: a few warps per
+# block of rows), which keep fewer bytes in flight per SM than the serving engines' GEMMs: on a GPU with much bandwidth
+# per SM (CU) they stream at most SMs * clock * SM_BYTES_PER_CLOCK, fitted on the llama.cpp cases (issue 25; a cap for
+# every engine's kernels was tested and not kept: docs/benchmarks.md)
+SM_CAP_KERNELS = ("llamacpp",)
+
+
+def streamed_bandwidth(
+    peak: float, sms: int | None, clock_hz: int | None, kernels: str, bytes_per_sm_clock: float
+) -> float:  # fmt: skip
+    """What `kernels` stream on a GPU of `peak` bytes/s with `sms` SMs at `clock_hz`: min(peak, sms * clock *
+    bytes_per_sm_clock) for llama.cpp's kernels where the GPU preset gives both figures, else the peak
+    (a bytes_per_sm_clock of 0: no cap fitted).
+
+    >>> streamed_bandwidth(112e9, 6, 1_392_000_000, "llamacpp", 10.0), streamed_bandwidth(112e9, 6, 1_392_000_000, "fused", 10.0)
+    (83520000000.0, 112000000000.0)
+    """
+    if kernels not in SM_CAP_KERNELS or not sms or not clock_hz or bytes_per_sm_clock <= 0:
+        return peak
+    return min(peak, sms * clock_hz * bytes_per_sm_clock)
 
 
 # Engines whose model code is torch modules called layer by layer from Python (vllm/model_executor/models/*.py,
@@ -291,6 +314,8 @@ class Terms(Frozen):
     expert_seconds: float  # cost per routed expert per MoE layer: an eager MoE that loops over every expert
     all_reduce_seconds: float  # latency of one all-reduce over the link
     all_reduce_source: str
+    sm_bytes_per_clock: float  # what the kernels stream per SM per clock at most (0: no cap)
+    sm_cap_source: str
 
     @property
     def weights_efficiency(self) -> float:
@@ -375,6 +400,8 @@ def terms(profile: DecodeProfile, klass: FormatClass, moe: bool, gpu: str, link:
         expert_seconds=decode_fit.MODE_EXPERT_S.get(profile.mode, 0.0),
         all_reduce_seconds=decode_fit.ALL_REDUCE_S.get(link or "", 0.0),
         all_reduce_source=_source(f"link {link}") if link else "",
+        sm_bytes_per_clock=decode_fit.SM_BYTES_PER_CLOCK.get(profile.kernels, 0.0),
+        sm_cap_source=_source(f"cap {profile.kernels}") if profile.kernels in SM_CAP_KERNELS else "",
     )
 
 

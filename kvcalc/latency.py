@@ -24,6 +24,7 @@ from kvcalc.decode_profiles import (
     format_class,
     kv_repeats,
     stored_format_class,
+    streamed_bandwidth,
     terms,
 )
 from kvcalc.engines import profile as engine_profile
@@ -137,6 +138,8 @@ class ExpectedStep(Frozen):
     all_reduce_bytes: int  # one all-reduce's bytes over each rank's link
     tp_comm_seconds: float  # 2 all-reduces per layer * layers * (latency + bytes / link bandwidth)
     memory_seconds: float  # weights / (bandwidth * efficiency) + KV / (bandwidth * gpu_efficiency * attention_efficiency)
+    streamed_bandwidth_bytes_per_s: float  # the peak, or less where llama.cpp's kernels are capped per SM
+    sm_bytes_per_clock: float  # the cap's bytes per SM (CU) per clock where it binds (0: none)
     compute_seconds: float  # FLOPs / (peak * compute_efficiency)
     overhead_seconds: float  # overhead per layer * layers
     expert_loop_seconds: float  # layers * routed experts * the mode's cost per expert (an eager MoE's loop)
@@ -209,6 +212,12 @@ def _expected(
     else:
         gpu_eff, kernel_eff, attention_eff = fitted.gpu_efficiency, fitted.kernel_efficiency, fitted.attention_efficiency
     eff, kv_eff = min(1.0, gpu_eff * kernel_eff), min(1.0, gpu_eff * attention_eff)  # as Terms': no step streams above the peak
+    # llama.cpp's kernels stream at most SMs * clock * the fitted bytes per SM per clock; a measured GPU file's rate stands
+    measured = efficiency is not None or gpu.decode_efficiency is not None
+    cap = 0.0 if measured else fitted.sm_bytes_per_clock
+    streamed = streamed_bandwidth(
+        gpu.bandwidth_bytes_per_s, gpu.streaming_multiprocessors, gpu.boost_clock_hz, profile.kernels, cap
+    )
     compute_eff = COMPUTE_EFFICIENCY if efficiency is None else efficiency
     if overhead is not None:
         per_layer = overhead
@@ -223,9 +232,7 @@ def _expected(
     comm = tp_comm_seconds(model.layers, fitted.all_reduce_seconds, reduce_bytes, link)
     expert_loop = model.layers * model.moe.experts * fitted.expert_seconds if model.moe else 0.0
     fixed = fitted.step_seconds + per_layer * model.layers + expert_loop + comm
-    memory_s, compute_s, total = expected_seconds(
-        weights, kv_read, flops, gpu.bandwidth_bytes_per_s, peak, eff, kv_eff, compute_eff, fixed
-    )
+    memory_s, compute_s, total = expected_seconds(weights, kv_read, flops, streamed, peak, eff, kv_eff, compute_eff, fixed)
     seconds = max(total, line.seconds)
     overridden: list[Literal["efficiency", "overhead"]] = [
         term for term, value in (("efficiency", efficiency), ("overhead", overhead)) if value is not None
@@ -264,6 +271,8 @@ def _expected(
         all_reduce_bytes=reduce_bytes,
         tp_comm_seconds=comm,
         memory_seconds=memory_s,
+        streamed_bandwidth_bytes_per_s=streamed,
+        sm_bytes_per_clock=cap if streamed < gpu.bandwidth_bytes_per_s else 0.0,
         compute_seconds=compute_s,
         overhead_seconds=per_layer * model.layers,
         expert_loop_seconds=expert_loop,
@@ -304,8 +313,17 @@ def _expected(
             if fitted.kv_repeats and fitted.kv_repeat_inverse and efficiency is None and gpu.decode_efficiency is None
             else ""
         ),
+        *(
+            [
+                f"streamed bandwidth = min(peak, SMs * clock * {cap:g} B) = min({gpu.bandwidth_bytes_per_s:.4g},"
+                f" {gpu.streaming_multiprocessors} * {gpu.boost_clock_hz:.4g} * {cap:g}) = {streamed:.4g} B/s"
+                f" ({profile.kernels}'s mat-vec kernels hold only so many bytes in flight per SM: {fitted.sm_cap_source})"
+            ]
+            if streamed < gpu.bandwidth_bytes_per_s
+            else []
+        ),
         f"expected t_memory = weights / (bandwidth * {eff:.3g}) + KV / (bandwidth * {kv_eff:.3g})"
-        f" = {weights:,} / {gpu.bandwidth_bytes_per_s * eff:.4g} + {kv_read:,} / {gpu.bandwidth_bytes_per_s * kv_eff:.4g}"
+        f" = {weights:,} / {streamed * eff:.4g} + {kv_read:,} / {streamed * kv_eff:.4g}"
         f" = {format_seconds(memory_s)}",
         f"expected t_compute = FLOPs / (peak * {compute_eff:g}) = {flops:,} / {peak * compute_eff:.4g} = {format_seconds(compute_s)}",
         f"fixed cost per step = {format_seconds(fitted.step_seconds)} ({fitted.step_source})",

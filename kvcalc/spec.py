@@ -552,6 +552,12 @@ class GpuSpec(Strict):
         " Infinity Fabric), pcie-p2p (PCIe with peer-to-peer), pcie (PCIe through the host, no peer-to-peer);"
         " tensor-parallel communication buffers and all-reduce costs follow it (--interconnect overrides)",
     )
+    streaming_multiprocessors: Count | None = Field(
+        default=None,
+        description="NVIDIA SMs or AMD compute units; with boost_clock_hz it caps what llama.cpp's decode kernels stream"
+        " (SMs * clock * the fitted bytes per SM per clock, docs/decode.md); absent: no such cap",
+    )
+    boost_clock_hz: Rate | None = Field(default=None, description="the maximum boost clock in Hz, with streaming_multiprocessors")
     source: str | None = None
     notes: str | None = None
     price_per_hour: Annotated[float, Field(gt=0, lt=10**6, allow_inf_nan=False), Number] | None = Field(
@@ -621,6 +627,7 @@ ENGINE_OPTIONS: dict[str, EngineName] = {
     "kv_cache_memory_bytes": "vllm",
     "vllm_version": "vllm",
     "vllm_use_v2_model_runner": "vllm",
+    "vllm_entrypoint": "vllm",
     "enable_prefix_caching": "vllm",
     "attention_backend": "vllm",
     "mem_fraction_static": "sglang",
@@ -663,6 +670,7 @@ def _version(value: str) -> str:
     return value
 
 
+VllmEntrypoint = Literal["serve", "llm"]  # how vLLM was started: `vllm serve` or Python's LLM(...) (UsageContext)
 MlaBackend = Literal["flashmla", "cutlass_mla", "flashinfer_mla", "triton_mla", "flash_attn_mla"]
 Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False), Number]
 SizeBytes = Annotated[int, Field(gt=0, le=10**20), BeforeValidator(_read_size), Number]  # 20GiB, or bytes
@@ -685,11 +693,12 @@ class Engine(Strict):
     n_rs_seq: Annotated[int, Field(ge=0, le=4096), Number] | None = None  # llama.cpp: recurrent-state snapshots per sequence (0)
     max_num_batched_tokens: Tokens | None = None  # vLLM (default 8192, 2048 below 70 GiB or on an A100)
     max_num_seqs: Count | None = None  # vLLM (default 1024, 256 below 70 GiB or on an A100)
-    gpu_memory_utilization: Fraction | None = None  # vLLM: share of total memory (default 0.92; 0.9 before 0.21)
+    gpu_memory_utilization: Fraction | None = None  # vLLM: share of total memory (default 0.92; 0.9 before 0.20)
     enforce_eager: bool | None = None  # vLLM: no CUDA graphs (default false)
     kv_cache_memory_bytes: SizeBytes | None = None  # vLLM: the KV cache's size, overriding the profiled budget
-    vllm_version: Annotated[str, AfterValidator(_version)] | None = None  # the vLLM release (default: 0.21 or later)
+    vllm_version: Annotated[str, AfterValidator(_version)] | None = None  # the vLLM release (default: 0.20 or later)
     vllm_use_v2_model_runner: bool | None = None  # vLLM: VLLM_USE_V2_MODEL_RUNNER=1/0 (default: the release's choice)
+    vllm_entrypoint: VllmEntrypoint | None = None  # vLLM: vllm serve or the offline LLM class (default: serve)
     enable_prefix_caching: bool | None = None  # vLLM: a hybrid model's state then runs mamba_cache_mode "align"
     attention_backend: MlaBackend | None = (
         None  # vLLM's MLA backend, sets MLA block sizes (default: flashmla; cutlass_mla on B200/B300)

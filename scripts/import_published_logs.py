@@ -186,10 +186,12 @@ FLAGS = {
         "enforce_eager",
         "enable_prefix_caching",
         "language_model_only",  # set only when true: --language-model-only has no negative form
+        "vllm_entrypoint",  # llm where the log's own script builds vllm.LLM(...) (UsageContext.LLM_CLASS)
     ),
     "trtllm": ("free_gpu_memory_fraction", "max_seq_len", "max_num_tokens", "tokens_per_block"),
     "sglang": ("mem_fraction_static", "max_running_requests", "page_size", "max_total_tokens"),
 }
+TEXT_FLAGS = ("vllm_entrypoint",)  # flags whose value is a word, passed as written
 
 RELEASES = ROOT / "tests" / "fixtures" / "engine_logs" / "vllm_releases.yaml"  # each vLLM release and its day
 # Lines vLLM prints in some releases only, read in each release's source (its sdist on PyPI): (pattern on a log, the
@@ -237,6 +239,20 @@ VLLM_LOG_MARKERS: list[tuple[str, str, str | None, str]] = [
         "0.11.0",
         None,
         "vllm/v1/engine/core.py: line 708 in 0.11.0 (700 in 0.10.1.1, 718 in 0.10.2; 0.11.1-0.18.0 not read)",
+    ),
+    (
+        r"gpu_worker\.py:440\] Available KV cache memory",
+        "0.20.0",
+        "0.20.2",
+        "vllm/v1/worker/gpu_worker.py determine_available_memory: line 440 in 0.20.0, 0.20.1, 0.20.2 (436 in 0.19.0 and"
+        " 0.19.1, 462 in 0.21.0)",
+    ),
+    (
+        r"CUDA graph memory profiling is enabled \(default since",
+        "0.20.0",
+        None,
+        "vllm/v1/worker/gpu_worker.py: the estimate subtracted by default (envs.py VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS"
+        " '1') in 0.20.0-0.21.0; 0.19.x print 'is enabled (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1)' when opted in",
     ),
     (r"gpt-oss", "0.10.1", None, "vllm/model_executor/models/registry.py: GptOssForCausalLM from 0.10.1 (not in 0.10.0)"),
     (
@@ -371,6 +387,7 @@ def convert(log: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     engine: dict[str, Any] = {"name": log["engine"]}
     engine.update({k: _number(flags[k]) for k in FLAGS[log["engine"]] if _number(flags.get(k)) is not None})
     engine.update({k: flags[k] for k in FLAGS[log["engine"]] if isinstance(flags.get(k), bool)})
+    engine.update({k: flags[k] for k in FLAGS[log["engine"]] if k in TEXT_FLAGS and k in flags})
     desired = re.search(r"Desired GPU memory utilization is \(([0-9.]+),", log.get("raw") or "")
     if "gpu_memory_utilization" not in engine and desired:  # vLLM's own line, when the command line was not published
         engine["gpu_memory_utilization"] = float(desired.group(1))
@@ -385,7 +402,35 @@ def convert(log: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
         case["note"] = " ".join(notes)
     if log["engine"] == "vllm" and "vllm_version" not in engine:
         return replay_over_release_range(case, *release_range(log)), ""
+    if log["engine"] == "vllm" and ".dev" in release:
+        return replay_over_release_range(case, *development_build_range(log, release), stated=release), ""
     return case, ""
+
+
+def _narrow(log: dict[str, Any], possible: list[str], evidence: list[str]) -> tuple[list[str], list[str]]:
+    """The releases of `possible` whose code prints every VLLM_LOG_MARKERS line the log prints, with the evidence."""
+    rank = {version: i for i, (version, _) in enumerate(vllm_releases())}
+    for pattern, first, last, where in VLLM_LOG_MARKERS:
+        if re.search(pattern, log.get("raw") or ""):
+            possible = [v for v in possible if rank[first] <= rank[v] and (last is None or rank[v] <= rank[last])]
+            evidence = [*evidence, f"'{pattern.replace(chr(92), '')}' printed by {first}{'-' + last if last else ' on'}: {where}"]
+    return possible, evidence
+
+
+def development_build_range(log: dict[str, Any], release: str) -> tuple[list[str], list[str]]:
+    """The releases whose code a development build can run, oldest first, and the evidence: setuptools_scm numbers a
+    build X.devN+gHASH N commits past the last tag on main, so its code is past the newest release before X and ships
+    in the first release from X on; the log's VLLM_LOG_MARKERS lines narrow the two (kvcalc.engines.vllm
+    .development_build_note)."""
+    from kvcalc.units import parse_engine_version
+
+    base = parse_engine_version(release)
+    releases = [version for version, _ in vllm_releases()]
+    before = [version for version in releases if parse_engine_version(version) < base]
+    after = [version for version in releases if parse_engine_version(version) >= base]
+    possible = before[-1:] + after[:1]
+    evidence = [f"development build {release} (setuptools_scm): code past {possible[0]} that ships in {possible[-1]}"]
+    return _narrow(log, possible, evidence)
 
 
 def vllm_releases() -> list[tuple[str, Any]]:
@@ -408,12 +453,7 @@ def release_range(log: dict[str, Any]) -> tuple[list[str], list[str]]:
         ahead = next(version for version, day in releases if day > posted)
         possible = [possible[-1], ahead]
         evidence.append(f"a development build ({log['build_where']}): code past {possible[0]} that ships in {ahead}")
-    rank = {version: i for i, (version, _) in enumerate(releases)}
-    for pattern, first, last, where in VLLM_LOG_MARKERS:
-        if re.search(pattern, log.get("raw") or ""):
-            possible = [v for v in possible if rank[first] <= rank[v] and (last is None or rank[v] <= rank[last])]
-            evidence.append(f"'{pattern.replace(chr(92), '')}' printed by {first}{'-' + last if last else ' on'}: {where}")
-    return possible, evidence
+    return _narrow(log, possible, evidence)
 
 
 def _calibration() -> Any:
@@ -425,11 +465,14 @@ def _calibration() -> Any:
     return module
 
 
-def replay_over_release_range(case: dict[str, Any], releases: list[str], evidence: list[str]) -> dict[str, Any]:
+def replay_over_release_range(
+    case: dict[str, Any], releases: list[str], evidence: list[str], stated: str | None = None
+) -> dict[str, Any]:
     """The case replayed under the rules that hold over the releases its log could come from (release_range): where
     kvcalc gives every one of them the same budget, that release range is as good as a stated release and the case
     replays at its newest; where the rules differ within it, the case is scored at the release that leaves the least
-    KV memory (the safe side). The range and its evidence are kept on the case, and its note says which held."""
+    KV memory (the safe side). The range and its evidence are kept on the case, and its note says which held.
+    `stated`: the development build the log names (development_build_range), replayed as one of the releases."""
     if not releases:
         return case
     from kvcalc.units import format_bytes
@@ -440,11 +483,16 @@ def replay_over_release_range(case: dict[str, Any], releases: list[str], evidenc
     }
     chosen = min(reversed(releases), key=lambda version: usable[version])  # the newest among the least
     span = f"{releases[0]}-{releases[-1]}" if len(releases) > 1 else releases[0]
+    what = (
+        f"development build {stated}; its number and log lines leave {span}"
+        if stated
+        else f"release not stated; its post date and log lines leave {span}"
+    )
     if len(set(usable.values())) == 1:
-        held = f"release not stated; its post date and log lines leave {span} (version_evidence), and kvcalc's rules give each the same budget (replayed as {chosen})"
+        held = f"{what} (version_evidence), and kvcalc's rules give each the same budget (replayed as {chosen})"
     else:
         ends = ", ".join(f"{version} {format_bytes(usable[version])}" for version in (releases[0], releases[-1]))
-        held = f"release not stated; its post date and log lines leave {span} (version_evidence), and kvcalc's rules differ within it ({ends}): scored at {chosen}, the least KV"
+        held = f"{what} (version_evidence), and kvcalc's rules differ within it ({ends}): scored at {chosen}, the least KV"
     return {
         **case,
         "engine": {**case["engine"], "vllm_version": chosen},

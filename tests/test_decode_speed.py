@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvcalc import Workload, decode_fit
-from kvcalc.decode_profiles import AT_PEAK, band, format_class, profile_for, terms
+from kvcalc.decode_profiles import AT_PEAK, band, format_class, profile_for, streamed_bandwidth, terms
 from kvcalc.engines import PROFILES
 from kvcalc.errors import InvalidInput
 from kvcalc.latency import all_reduce_bytes, decode, expected_seconds, tp_comm_seconds
@@ -56,6 +56,19 @@ def test_every_held_out_prediction_comes_from_a_fit_without_its_source(predictio
     for p in predictions:
         if p.case.group == group:
             assert p.held_out == pytest.approx(calibration.predict(p.case, held), rel=1e-9)
+
+
+def test_the_lean_table_is_the_signed_median_of_held_out_errors_by_slice(predictions: list) -> None:
+    # docs/benchmarks.md "Where the held-out error of vllm leans": each row's signed median is
+    # predicted / measured - 1 of exactly the held-out cases of its slice; small slices are left out
+    rows = [line.split(" | ") for line in calibration._lean(predictions, "vllm") if line.startswith("| weights read")]
+    assert rows, "the lean table has a row by model size"
+    vllm = [p for p in predictions if calibration.band_engine(p.case) == "vllm"]
+    for row in rows:
+        value, cases, signed = row[1], int(row[2]), row[4]
+        subset = [p for p in vllm if calibration._size(p.case) == value]
+        assert len(subset) == cases >= calibration.LEAN_MIN_CASES
+        assert signed == f"{calibration._percentile([p.loso_error for p in subset], 0.5):+.1%}"
 
 
 def test_the_fixture_covers_what_people_serve_with() -> None:
@@ -133,8 +146,9 @@ def test_every_shipped_constant_names_its_cases() -> None:
     tables = (
         decode_fit.FORMAT_INVERSE, decode_fit.KERNEL_INVERSE, decode_fit.ENGINE_KERNEL_INVERSE, decode_fit.GPU_INVERSE,
         decode_fit.ARCHITECTURE_INVERSE, decode_fit.KV_REPEAT_INVERSE, decode_fit.PYTHON_EAGER_LAYER_S,
+        {k: v for k, v in decode_fit.SM_BYTES_PER_CLOCK.items() if v},
     )  # fmt: skip
-    prefixes = ("format", "kernel", "own", "gpu", "architecture", "repeat", "python")
+    prefixes = ("format", "kernel", "own", "gpu", "architecture", "repeat", "python", "cap")
     for prefix, table in zip(prefixes, tables, strict=True):
         for key in table:
             assert "cases from" in decode_fit.SOURCES[f"{prefix} {key}"], key
@@ -178,6 +192,34 @@ def test_only_transformers_pays_for_repeating_the_kv_and_more_so_for_larger_grou
     assert narrow.attention_efficiency <= wide.attention_efficiency  # more query heads per KV head: more copies
     served = decode(fewer, Workload(seq=8192, engine=Engine(name="vllm")), gpu).expected
     assert served.kv_repeats == 0 and served.python_dispatch_seconds_per_layer == 0  # graphs: no Python per layer
+
+
+def test_llamacpp_streams_at_most_sms_times_clock_times_the_fitted_bytes_per_sm() -> None:
+    # GTX 1050 Ti: 6 SMs at 1,392 MHz for 112 GB/s (its preset, from Wikipedia's GPU table via voidful/gpu-info-api):
+    # 13.4 bytes per SM per clock at the datasheet rate, above the fitted cap, so llama.cpp streams 6 * 1.392 GHz * c
+    cap = decode_fit.SM_BYTES_PER_CLOCK["llamacpp"]
+    assert 0 < cap < 112e9 / (6 * 1.392e9)
+    gpu = load_gpu("gtx1050ti")
+    step = decode(load_model("llama3-8b"), Workload(seq=1024, engine=Engine(name="llamacpp")), gpu)
+    assert step.expected.streamed_bandwidth_bytes_per_s == pytest.approx(6 * 1.392e9 * cap)
+    assert step.expected.sm_bytes_per_clock == cap
+    # the serving engines' GEMMs are not capped, nor is a GPU whose SMs stream less than the cap (RTX 4090: 3.1 B/SM/clock)
+    vllm = decode(load_model("llama3-8b"), Workload(seq=1024, engine=Engine(name="vllm")), gpu)
+    assert vllm.expected.streamed_bandwidth_bytes_per_s == gpu.bandwidth_bytes_per_s and vllm.expected.sm_bytes_per_clock == 0
+    ada = decode(load_model("llama3-8b"), Workload(seq=1024, engine=Engine(name="llamacpp")), load_gpu("rtx4090"))
+    assert ada.expected.streamed_bandwidth_bytes_per_s == 1008e9
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.floats(1e9, 1e13), st.integers(1, 400) | st.none(), st.integers(10**8, 4 * 10**9) | st.none(),
+    st.sampled_from(["llamacpp", "fused", "transformers"]), st.floats(0, 64),
+)  # fmt: skip
+def test_the_sm_cap_never_streams_above_the_peak_and_binds_only_llamacpp(peak, sms, clock, kernels, cap) -> None:  # noqa: ANN001
+    streamed = streamed_bandwidth(peak, sms, clock, kernels, cap)
+    assert 0 < streamed <= peak
+    if kernels != "llamacpp" or sms is None or clock is None or cap == 0:
+        assert streamed == peak
 
 
 def test_a_gpu_without_cases_streams_at_its_architectures_rate() -> None:
@@ -368,6 +410,10 @@ def test_decode_prints_the_terms_and_the_band(cli) -> None:
     out = cli("decode", "--model", "llama3-8b", "--gpu", "h100-sxm", "--engine", "vllm", "--explain").stdout
     for term in ("fixed cost per step", "cost per layer", "efficiency =", "band:", "cases from"):
         assert term in out, term
+    capped = cli(
+        "decode", "--model", "llama3-8b", "--gpu", "gtx1050ti", "--engine", "llamacpp", "--weight-dtype", "q4_0", "--explain"
+    )
+    assert "streamed bandwidth = min(peak, SMs * clock" in capped.stdout and "cases from" in capped.stdout
 
 
 def test_decode_engine_options_slow_the_step(cli) -> None:

@@ -58,8 +58,8 @@ def test_vllm_available_kv_is_its_fraction_of_total_less_weights_activations_and
     assert logged(doc, "max_concurrency")["value"] == pytest.approx(blocks / 512)
 
 
-def test_vllm_subtracts_its_cuda_graph_estimate_from_0_21_unless_eager(cli) -> None:
-    # PR #30515, default since 0.21: first capture + (51 - 1) further graphs of each of PIECEWISE and FULL.
+def test_vllm_subtracts_its_cuda_graph_estimate_from_0_20_unless_eager(cli) -> None:
+    # PR #30515, default since 0.20 (envs.py in the 0.20.0 wheel): first capture + (51 - 1) further graphs of each of PIECEWISE and FULL.
     default = fit(cli, "--memory", "79GiB", "--engine", "vllm")
     assert terms(default)["CUDA graphs"] == GiB // 4 + 2 * 50 * 6 * MiB
     eager = fit(cli, "--memory", "79GiB", "--engine", "vllm", "--enforce-eager")
@@ -112,7 +112,7 @@ def test_vllm_kv_cache_memory_bytes_is_the_answer(cli) -> None:
 def test_reserve_replaces_the_modelled_overheads(cli) -> None:
     doc = fit(cli, "--memory", "79GiB", "--engine", "vllm", "--reserve", "2GiB")
     assert terms(doc)["reserve (--reserve)"] == 2 * GiB and "activation peak" not in terms(doc)
-    assert doc["budget"]["usable_bytes"] == int(H100 * 0.92) - LLAMA_WEIGHTS - 2 * GiB  # 0.92: the default from vLLM 0.21
+    assert doc["budget"]["usable_bytes"] == int(H100 * 0.92) - LLAMA_WEIGHTS - 2 * GiB  # 0.92: the default from vLLM 0.20
 
 
 def test_vllm_max_num_seqs_caps_the_batch(cli) -> None:
@@ -325,11 +325,11 @@ def test_textbook_keeps_its_flat_reserve(cli) -> None:
     assert doc["budget"]["usable_bytes"] == int(H100 * 0.9) - LLAMA_WEIGHTS - GiB
 
 
-@pytest.mark.parametrize("version", ["0.20.2rc1", "0.11.0+cu128", "v0.10.1.1", "0.20.2rc1.dev9+g01d4d1ad3", "0.19"])
+@pytest.mark.parametrize("version", ["0.19.2rc1", "0.11.0+cu128", "v0.10.1.1", "0.19.2rc1.dev134+gfe9c3d6c5", "0.19"])
 def test_vllm_version_is_read_as_vllm_prints_it(cli, version: str) -> None:
     # vLLM's start-up line "vLLM API server version 0.10.1.1" and its dev builds (published logs)
     doc = fit(cli, "--memory", "79GiB", "--engine", "vllm", "--vllm-version", version)
-    assert terms(doc)["CUDA graphs"] == 0  # all before 0.21: no CUDA-graph estimate subtracted
+    assert terms(doc)["CUDA graphs"] == 0  # all before 0.20: no CUDA-graph estimate subtracted
 
 
 def test_vllm_flags_as_vllm_spells_them(cli) -> None:

@@ -40,11 +40,14 @@ def test_ngram_is_a_budget_line_of_no_bytes_with_its_source(cli) -> None:
 
 def test_ngram_takes_nothing_from_the_kv_cache_of_the_published_v0_run(cli) -> None:
     """vllm#16883: the V0 spec-decode worker keeps the target's profile (NGramWorker sizes no cache), so
-    with n-gram the budget is the plain run's, 300 proposals or not; the 131,072-token contexts hold no
+    with n-gram the budget is a plain V0 run's, 300 proposals or not (0.8.4 runs n-gram on V0: a V0
+    release's plain run, 0.7.3 with the same flags, is the same budget); the 131,072-token contexts hold no
     lookahead blocks (8 GiB per sequence per GPU: 64 layers * 2 * 2 KV heads * 128 * 2 B * 131,072)."""
-    plain = cli.json(*ISSUE_16883)["budget"]
+    plain_v0 = [arg if arg != "0.8.4" else "0.7.3" for arg in ISSUE_16883]
+    plain = cli.json(*plain_v0)["budget"]
     doc = cli.json(*ISSUE_16883, *NGRAM, "300")
     assert doc["budget"]["usable_bytes"] == plain["usable_bytes"]
+    assert cli.json(*ISSUE_16883, *NGRAM, "4")["budget"]["usable_bytes"] == plain["usable_bytes"]
     assert doc["bytes_per_sequence_per_gpu"] == 64 * 2 * 2 * 128 * 2 * 131072
 
 

@@ -91,7 +91,7 @@ GpuMemoryUtilizationOpt = Annotated[
     float | None,
     typer.Option(
         "--gpu-memory-utilization",
-        help="vllm: share of total GPU memory it may use, in (0, 1] (default 0.92 from vLLM 0.21, 0.9 before; see --vllm-version).",
+        help="vllm: share of total GPU memory it may use, in (0, 1] (default 0.92 from vLLM 0.20, 0.9 before; see --vllm-version).",
     ),
 ]
 EnforceEagerOpt = Annotated[
@@ -110,7 +110,7 @@ VllmVersionOpt = Annotated[
     typer.Option(
         "--vllm-version",
         help="vllm: its release as vLLM prints it (0.19, 0.20.2rc1, v0.10.1.1, 0.11.0+cu128): picks the memory rules"
-        " of that release: before 0.21 no CUDA-graph estimate is subtracted and --gpu-memory-utilization defaults"
+        " of that release: before 0.20 no CUDA-graph estimate is subtracted and --gpu-memory-utilization defaults"
         " to 0.9, from 0.8 to 0.11.0 (and on Turing from 0.24) the sampler sorts its logits (no FlashInfer), from 0.25"
         " dense models run the V2 model runner (see --vllm-use-v2-model-runner) (default: the newest rules).",
     ),
@@ -124,12 +124,22 @@ VllmUseV2ModelRunnerOpt = Annotated[
         " from 0.25 and for all from 0.29; V1 without --vllm-version).",
     ),
 ]
+VllmEntrypointOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--vllm-entrypoint",
+        help="vllm: how vLLM was started, serve (`vllm serve`, the API server) or llm (Python's offline LLM class):"
+        " the LLM class batches twice the server's tokens by default (16384 on a GPU of 70 GiB or more that is not"
+        " an A100, else 8192), which sizes the profiling run (default: serve).",
+    ),
+]
 EnablePrefixCachingOpt = Annotated[
     bool | None,
     typer.Option(
         "--enable-prefix-caching/--no-enable-prefix-caching",
         help="vllm: prefix caching; on a hybrid model it keeps each request's Mamba state in mamba_cache_mode"
-        " 'align', two state blocks a request instead of one (default: off for hybrid models).",
+        " 'align', two state blocks a request instead of one (default: off for hybrid models); a Mamba-mixer model"
+        " under 0.19-0.27 (mode 'all') is refused, not modelled.",
     ),
 ]
 AttentionBackendOpt = Annotated[
@@ -195,7 +205,12 @@ MaxSeqLenOpt = Annotated[
     ),
 ]
 MaxNumTokensOpt = Annotated[
-    int | None, tokens_option("--max-num-tokens", help="trtllm: tokens of one forward, sizes the profiling run (default 8192).")
+    int | None,
+    tokens_option(
+        "--max-num-tokens",
+        help="trtllm: tokens of one forward, sizes the profiling run (default 8192); for a TensorRT engine"
+        " build, the build's max_num_tokens (older builds: max_batch_size * max_input_len), which sized its activations.",
+    ),
 ]
 
 
@@ -251,6 +266,13 @@ def _switch_01(flag: str, text: str) -> bool:
     return _SWITCH_01[text.lower()]
 
 
+def _entrypoint(text: str) -> str:
+    """--vllm-entrypoint: serve or llm, as the user spells it (`vllm serve`, `LLM`)."""
+    if text.lower() not in ("serve", "llm"):
+        raise InvalidInput(f"--vllm-entrypoint {text!r}: use serve (vllm serve) or llm (the offline LLM class)")
+    return text.lower()
+
+
 def build_engine(name: str, **options: Any) -> Engine:
     """The --engine profile with its options (Engine's field names; -fa as on/off/auto text); an
     option of another engine is an error."""
@@ -262,6 +284,8 @@ def build_engine(name: str, **options: Any) -> Engine:
     positive(**counts)
     if isinstance(options.get("vllm_use_v2_model_runner"), str):
         options["vllm_use_v2_model_runner"] = _switch_01("--vllm-use-v2-model-runner", options["vllm_use_v2_model_runner"])
+    if isinstance(options.get("vllm_entrypoint"), str):
+        options["vllm_entrypoint"] = _entrypoint(options["vllm_entrypoint"])
     if isinstance(options.get("flash_attn"), str):
         options["flash_attn"] = _flash_attn(options["flash_attn"])
         if options["flash_attn"] is None:  # auto: as if not given
@@ -293,6 +317,7 @@ ENGINE_OPTION_TYPES: dict[str, Any] = {  # every engine option (spec.ENGINE_OPTI
     "kv_cache_memory_bytes": KvCacheMemoryOpt,
     "vllm_version": VllmVersionOpt,
     "vllm_use_v2_model_runner": VllmUseV2ModelRunnerOpt,
+    "vllm_entrypoint": VllmEntrypointOpt,
     "enable_prefix_caching": EnablePrefixCachingOpt,
     "attention_backend": AttentionBackendOpt,
     "mamba_cache_dtype": MambaCacheDtypeOpt,

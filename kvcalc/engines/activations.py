@@ -91,3 +91,43 @@ def moe_workspace(model: ModelSpec, layers: range, tokens: int, tp: int, act_byt
         f" + max({2 * inter:,}, {hidden:,})) + {hidden:,}) = {value:,} B"
     )
     return value, formula
+
+
+def v0_forward_transient(model: ModelSpec, layers: range, tokens: int, tp: int, act_bytes: int) -> tuple[int, str]:
+    """The largest transient of one decoder layer under vLLM's V0 engine (before 0.8, and 0.8.x where it
+    falls back to V0), which runs the model's Python code eagerly, so each tensor lives as long as a name
+    holds it (vllm/model_executor/models/llama.py and qwen2.py, layers/linear.py RowParallelLinear.forward,
+    distributed/parallel_state.py GroupCoordinator.all_reduce; the 0.6.5 and 0.8.4 wheels):
+
+    - held across a layer: the previous layer's output (the model's loop variable, normalised in place by
+      fused_add_rms_norm) and the residual, 2H;
+    - the MLP: its input H, gate_up (2I/tp) and the activation's output (I/tp), then down_proj's output H
+      and, under tensor parallelism, the all-reduce's out-of-place result H (pynccl's ncclAllReduce into
+      torch.empty_like; custom all-reduce's buffer is outside torch). Qwen2MLP names gate_up, which lives
+      until down_proj returns: (4H + 3I/tp) on one GPU, (5H + 3I/tp) under tp. LlamaMLP rebinds x and
+      frees it after the activation: max(3H + 3I/tp, 4H (5H) + I/tp). kvcalc does not record which code
+      a model runs and charges Qwen2's, the larger;
+    - attention: q, k and v (qkv_proj's output, split into views), the attention's output
+      (heads * d_v / tp) and o_proj's output H (+ H for the all-reduce under tp) beside the 2H held.
+
+    Published V0 logs: Qwen2.5-Coder-32B at tp 4 and 131,072 tokens 11.31 GiB by this rule against
+    11.32 logged (vllm-project/vllm#16883), Qwen2.5-14B at tp 2 2.83 against 2.84; Llama-3.1-8B on one
+    GPU logs LlamaMLP's 3H + 3I (2.07 GiB at 20,000 tokens; this rule charges 2.21).
+
+    >>> from kvcalc.spec import ModelSpec
+    >>> qwen32b = ModelSpec(name="q", layers=64, heads=40, kv_heads=8, head_dim=128, hidden=5120, intermediate=27648, vocab=152064)
+    >>> round(v0_forward_transient(qwen32b, range(64), 131072, 4, 2)[0] / 2**30, 2)
+    11.31
+    """
+    hidden = model.hidden or 0
+    all_reduce = hidden if tp > 1 else 0  # the all-reduce's out-of-place output (none on one GPU)
+    attention = 2 * hidden + _attention_width(model, tp) + model.heads * model.value_dim // tp + hidden + all_reduce
+    mlp_width = max(_mlp_width(model, layer, tp) for layer in layers)
+    mlp = 3 * hidden + mlp_width + hidden + all_reduce
+    value = tokens * act_bytes * max(attention, mlp)
+    n = "5H" if tp > 1 else "4H"
+    formula = (
+        f"V0, eager: T * b * max(attention 2H + q+k+v + attn out + H{' + H' if tp > 1 else ''}, MLP {n} + MLP widths / tp)"
+        f" = {tokens:,} * {act_bytes} * max({attention:,}, {mlp:,}) = {value:,} B"
+    )
+    return value, formula

@@ -4,9 +4,10 @@ hybrid models' state: in the model dtype unless --mamba-cache-dtype / --mamba-ss
 attention page per state layer, the attention block size raised until a page holds a state.
 
 Rules follow vLLM 0.19.0 (the release of the calibration logs) and, for CUDA graphs and the default
---gpu-memory-utilization, 0.21 and later; `--vllm-version` picks the older behaviour, the
+--gpu-memory-utilization, 0.20 and later; `--vllm-version` picks the older behaviour, the
 sampler's profile of the releases without FlashInfer (0.8-0.11.0) or below SM 8.0 (0.24 on), and the V2
-model runner's profile where the release runs it (model_runner; --vllm-use-v2-model-runner picks it).
+model runner's profile where the release runs it (model_runner; --vllm-use-v2-model-runner picks it), the batch
+defaults of `vllm serve` or the offline LLM class (--vllm-entrypoint) by release, and V0's eager forward (runs_v0).
 --enable-prefix-caching puts a hybrid model's state in mamba_cache_mode "align" ("all" for Mamba-mixer models in
 0.19-0.27, not modelled); the CUDA-graph estimate counts FULL graphs only up to max_num_seqs decode tokens.
 Sources: vllm/v1/kv_cache_interface.py, vllm/v1/core/kv_cache_utils.py, vllm/config/cache.py,
@@ -25,7 +26,13 @@ from collections.abc import Sequence
 from typing import Literal
 
 from kvcalc.decode_profiles import DecodeProfile, gpu_architecture, profile_for
-from kvcalc.engines.activations import activation_bytes, forward_transient, moe_workspace, require_shapes
+from kvcalc.engines.activations import (
+    activation_bytes,
+    forward_transient,
+    moe_workspace,
+    require_shapes,
+    v0_forward_transient,
+)
 from kvcalc.engines.base import (
     Budget,
     BudgetTerm,
@@ -55,10 +62,27 @@ VLLM_MAX_NUM_BATCHED_TOKENS = 8192  # the API server's default on a GPU of 70 Gi
 VLLM_SMALL_MAX_NUM_BATCHED_TOKENS = 2048  # ... below 70 GiB or on an A100 (vllm/engine/arg_utils.py)
 VLLM_MAX_NUM_SEQS, VLLM_SMALL_MAX_NUM_SEQS = 1024, 256  # likewise
 VLLM_LARGE_GPU_BYTES = 70 * GiB
-VLLM_UTILIZATION = 0.9  # --gpu-memory-utilization before 0.21 (vllm/config/cache.py CacheConfig)
-# 0.21 raised the default to 0.92 with CUDA-graph profiling on by default (vllm-project/vllm#38284,
+# The offline LLM class (UsageContext.LLM_CLASS) batches twice the API server's tokens: 16384 on a large GPU, 8192
+# below; its max_num_seqs is the server's (vllm/engine/arg_utils.py: _set_default_args_v1 in the 0.8.0-0.8.5 wheels,
+# the same table in 0.9.0, 0.9.1, 0.9.2, get_batch_defaults in 0.19.0, 0.21.0, 0.27.1, 0.28.0, 0.29.0, 0.30.0)
+VLLM_LLM_CLASS_MAX_NUM_BATCHED_TOKENS, VLLM_LLM_CLASS_SMALL_MAX_NUM_BATCHED_TOKENS = 16384, 8192
+# How a release tells a large GPU (arg_utils.py, the wheels read): 0.8.0-0.8.4 by name ("h100" or "h200" in the device
+# name); 0.8.5 by memory (70 GiB or more); from 0.9.0 by memory and not an A100 (PR #17885)
+LARGE_GPU_BY_MEMORY_SINCE = (0, 8, 5)
+A100_NOT_LARGE_SINCE = (0, 9, 0)
+LARGE_GPU_NAMES_BEFORE_0_8_5 = ("h100", "h200")
+SMALL_MAX_NUM_SEQS_SINCE = (0, 8, 4)  # 0.8.0-0.8.3: max_num_seqs 1024 on every GPU
+# 0.28 adds a tier for GPUs of 160 GiB or more (B200/B300): the API server batches 16384 tokens too (get_batch_defaults
+# in the 0.28.0, 0.29.0, 0.30.0 wheels; not in 0.27.1)
+VLLM_HUGE_GPU_BYTES = 160 * GiB
+HUGE_GPU_TIER_SINCE = (0, 28, 0)
+VLLM_HUGE_GPU_MAX_NUM_BATCHED_TOKENS = 16384
+VLLM_UTILIZATION = 0.9  # --gpu-memory-utilization before 0.20 (vllm/config/cache.py CacheConfig)
+# 0.20.0 raised the default to 0.92 with CUDA-graph profiling on by default (vllm-project/vllm#38284; read in the
+# wheels: vllm/envs.py VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS defaults to "0" and cache.py to 0.9 in 0.19.0 and 0.19.1,
+# to "1" and 0.92 in 0.20.0, 0.20.1, 0.20.2 and 0.21.0, whose log line says "enabled (default since v0.21.0)" all the same;
 # vllm/config/cache.py CacheConfig.gpu_memory_utilization = 0.92 at 002f10e0)
-VLLM_UTILIZATION_SINCE_0_21 = 0.92
+VLLM_UTILIZATION_SINCE_0_20 = 0.92
 VLLM_DTYPES = {
     DType.fp32, DType.fp16, DType.bf16, DType.fp8, DType.fp8_e4m3, DType.fp8_e5m2,
     DType.nvfp4, DType.int8_per_token_head, DType.fp8_per_token_head,
@@ -93,6 +117,7 @@ V1_ENGINE_SINCE = (0, 8, 0)  # the V1 engine (and its TopKTopPSampler) is the de
 V0_DEFAULT_MAX_NUM_BATCHED_TOKENS = 2048
 V0_LONG_CONTEXT = 32768
 V0_MAX_NUM_SEQS = 256  # EngineArgs.max_num_seqs on every GPU in V0
+NGRAM_ON_V1_SINCE = (0, 9, 0)  # 0.8.x runs n-gram speculation on V0 (runs_v0)
 FLASHINFER_DEPENDENCY_SINCE = (0, 11, 1)  # flashinfer-python a default CUDA requirement (vllm-project/vllm#26443)
 # Turing (SM 7.5): FlashInferBackend.supports_compute_capability raised its floor to SM 8.0 in 0.24 (FlashInfer broken on
 # SM75, flashinfer-ai/flashinfer#3620; vllm/v1/attention/backends/flashinfer.py of the 0.24.0, 0.25.0 and 0.30.0 wheels;
@@ -128,7 +153,7 @@ ALIGN_FOR_EVERY_MODEL_SINCE = (0, 28, 0)
 NON_TORCH_BYTES = int(0.25 * GiB)  # cuBLAS and other non-torch memory after the snapshot, one GPU (v0.19 logs 0.24-0.46)
 NON_TORCH_TP_BYTES = int(2.1 * GiB)  # tensor parallelism over NVLink/NVSwitch on Hopper or Blackwell (v0.19 H100 logs 2.06-2.21)
 NON_TORCH_PP_BYTES = int(0.07 * GiB)  # pipeline stages without tensor parallelism (logs 0.07)
-CUDA_GRAPHS_SINCE = (0, 21, 0)  # the release that subtracts the CUDA-graph estimate by default
+CUDA_GRAPHS_SINCE = (0, 20, 0)  # the release that subtracts the CUDA-graph estimate by default (above)
 HYBRID_TOKENS_FROM_CONCURRENCY_SINCE = (0, 20, 0)  # "GPU KV cache size" = concurrency * max_model_len for hybrids
 CUDA_GRAPH_FIRST_BYTES = GiB // 4  # the first capture (logs 96-262 MiB, plus the pool)
 CUDA_GRAPH_EACH_BYTES = 6 * MiB  # each further graph (logs 4-8 MiB)
@@ -320,6 +345,47 @@ def sampler_rule(
     return SAMPLER_BYTES_PER_LOGIT, f"vLLM {version}: FlashInfer's sampler (a dependency since 0.11.1), or V0's"
 
 
+def development_build_note(version: str | None) -> str | None:
+    """What kvcalc can say of a development build's rules, or None for a release. vLLM numbers its builds with
+    setuptools_scm (guess-next-dev): X.devN+gHASH is N commits past the last tag on main, code between the release
+    before X and the next one cut from main, so the number alone cannot tell which of their rules it runs. Logs show
+    both: 0.19.2rc1.dev134 prints 0.20.0's "gpu_worker.py:440] Available KV cache memory" line and subtracts the
+    CUDA-graph estimate as 0.20 does (djangodevreng/dgx-spark-benchmarks). kvcalc applies X's rules.
+
+    >>> development_build_note("0.20.0") is None, development_build_note("0.19.2rc1.dev134+gfe9c3d6c5").split(":")[0]
+    (True, 'vLLM 0.19.2rc1.dev134+gfe9c3d6c5 is a development build')
+    """
+    if version is None or ".dev" not in version:
+        return None
+    base = ".".join(str(part) for part in parse_engine_version(version))
+    return (
+        f"vLLM {version} is a development build: setuptools_scm counts its commits past the last tag on main, so its code"
+        f" lies between the release before {base} and the next one, and its number cannot tell whose rules it runs;"
+        f" kvcalc applies {base}'s. Give --vllm-version the release whose lines its log prints (the CUDA-graph line"
+        " 'CUDA graph memory profiling is enabled (default since v0.21.0)' is printed from 0.20.0)"
+    )
+
+
+def runs_v0(workload: Workload) -> tuple[bool, str]:
+    """Whether vLLM runs the request on its V0 engine, and why: every release before 0.8, and 0.8.0-0.8.5
+    for n-gram speculation, which falls back to V0 unless VLLM_USE_V1=1 (vllm/engine/arg_utils.py
+    _is_v1_supported_oracle, _warn_or_fallback("ngram"), read in the 0.8.0-0.8.5 wheels; 0.9.0 runs it on V1).
+
+    >>> v0 = lambda version, draft=None: runs_v0(Workload(seq=1, engine=Engine(name="vllm", vllm_version=version), draft_kind=draft))[0]
+    >>> v0("0.7.3"), v0("0.8.4"), v0("0.8.4", "ngram"), v0("0.9.0", "ngram"), v0(None)
+    (True, False, True, False, False)
+    """
+    version = workload.engine.vllm_version
+    if version is None:
+        return False, "no --vllm-version: the V1 engine"
+    release = parse_engine_version(version)
+    if release < V1_ENGINE_SINCE:
+        return True, f"vLLM {version}: the V0 engine (V1 is the default from 0.8)"
+    if release < NGRAM_ON_V1_SINCE and workload.draft_kind == "ngram":
+        return True, f"vLLM {version} falls back to V0 for n-gram speculation (engine/arg_utils.py, 0.8.0-0.8.5)"
+    return False, f"vLLM {version}: the V1 engine"
+
+
 def v0_batch_defaults(model: ModelSpec, engine: Engine, seq: int) -> tuple[Engine, str | None]:
     """The engine with V0's (before 0.8) scheduler defaults filled in, and why (None: not V0, or both
     given). V0 enables chunked prefill by default only for max_model_len > 32K on a model without sliding
@@ -355,18 +421,18 @@ def v0_batch_defaults(model: ModelSpec, engine: Engine, seq: int) -> tuple[Engin
 
 
 def default_utilization(version: str | None) -> tuple[float, str]:
-    """vLLM's default --gpu-memory-utilization for the release, and where it comes from: 0.92 from 0.21
+    """vLLM's default --gpu-memory-utilization for the release, and where it comes from: 0.92 from 0.20
     (vllm-project/vllm#38284 raised it as it turned CUDA-graph profiling on), 0.9 before.
 
     >>> default_utilization("0.22.1")[0], default_utilization("0.19.0")[0], default_utilization(None)[0]
     (0.92, 0.9, 0.92)
     """
     if _version(version) >= CUDA_GRAPHS_SINCE:
-        return VLLM_UTILIZATION_SINCE_0_21, "vLLM's default from 0.21 (vllm/config/cache.py, vllm-project/vllm#38284)"
-    return VLLM_UTILIZATION, f"vLLM {version}'s default (vllm/config/cache.py; 0.92 from 0.21)"
+        return VLLM_UTILIZATION_SINCE_0_20, "vLLM's default from 0.20 (vllm/config/cache.py, vllm-project/vllm#38284)"
+    return VLLM_UTILIZATION, f"vLLM {version}'s default (vllm/config/cache.py; 0.92 from 0.20)"
 
 
-def state_blocks_per_request(engine: Engine, model: ModelSpec | None = None) -> tuple[int, str]:
+def state_blocks_per_request(engine: Engine, model: ModelSpec) -> tuple[int, str]:
     """State blocks a request holds in each Mamba group of a hybrid model, and why: mamba_cache_mode
     "align" (prefix caching on) keeps the running state and the last block-aligned one, "none" only the
     running state (vllm/v1/kv_cache_interface.py MambaSpec.max_memory_usage_bytes: page * (2 + speculative
@@ -377,21 +443,24 @@ def state_blocks_per_request(engine: Engine, model: ModelSpec | None = None) -> 
     MambaMixer/MambaMixer2 model of the 0.27.1 wheel; in 0.21.0 all but Plamo2), which keeps a state block per
     block of tokens, cdiv(max_model_len, block), its block a multiple of the config's Mamba chunk size
     (platforms/interface.py update_block_size_for_backend). kvcalc does not record the chunk size, so "all"
-    is not modelled: the note says so and align's 2 are counted (fewer than vLLM holds).
+    is not modelled and refused: counting align's 2 would report more concurrency than vLLM has.
 
-    >>> state_blocks_per_request(Engine(name="vllm", enable_prefix_caching=True))[0], state_blocks_per_request(Engine(name="vllm"))[0]
+    >>> from kvcalc.presets import load_model
+    >>> qwen = load_model("qwen3.6-27b")
+    >>> state_blocks_per_request(Engine(name="vllm", enable_prefix_caching=True), qwen)[0], state_blocks_per_request(Engine(name="vllm"), qwen)[0]
     (2, 1)
     """
     if not engine.enable_prefix_caching:
         return 1, "mamba_cache_mode none (prefix caching off): the running state"
     align = "mamba_cache_mode align (--enable-prefix-caching): the running state and the last block-aligned one"
     release = _version(engine.vllm_version)
-    mamba = model is not None and any(kind in ("mamba1", "mamba2") for kind in model.state_kinds())
+    mamba = any(kind in ("mamba1", "mamba2") for kind in model.state_kinds())
     if mamba and MAMBA_ALL_MODE_SINCE <= release < ALIGN_FOR_EVERY_MODEL_SINCE:
-        return 2, (
-            f"vLLM {engine.vllm_version} sets mamba_cache_mode all for a Mamba-mixer model with prefix caching (0.19-0.27,"
-            " models/config.py MambaModelConfig): a state block per block of max_model_len, blocks aligned to the config's"
-            " Mamba chunk size, which kvcalc does not record; not modelled: align's 2 counted, fewer than vLLM holds"
+        raise InvalidInput(
+            f"--enable-prefix-caching on a Mamba-mixer model under vLLM {engine.vllm_version} is not modelled: 0.19-0.27 set"
+            " mamba_cache_mode all (models/config.py MambaModelConfig), a state block per block of max_model_len aligned"
+            " to the config's Mamba chunk size, which kvcalc does not record (modelled: 0.28+, where prefix caching uses"
+            " align, or the run without --enable-prefix-caching)"
         )
     if release < MAMBA_ALL_MODE_SINCE:
         return 2, align + f" (releases before 0.19 not read: vLLM {engine.vllm_version} taken as 0.28's)"
@@ -451,15 +520,63 @@ def mla_block_size(backend: str | None, sparse: bool, requested: int | None) -> 
     return multiple
 
 
-def large_gpu(gpu: GpuMemory) -> bool:
-    """vLLM's larger batch defaults: a GPU of 70 GiB or more that is not an A100 (vllm/engine/arg_utils.py
-    get_batch_defaults; a GPU whose name is not known counts by its memory alone)."""
-    return gpu.total_bytes >= VLLM_LARGE_GPU_BYTES and "a100" not in (gpu.name or "").lower()
+def large_gpu(gpu: GpuMemory, version: str | None = None) -> bool:
+    """vLLM's larger batch defaults (vllm/engine/arg_utils.py; a GPU whose name is not known counts by its
+    memory alone): from 0.9 a GPU of 70 GiB or more that is not an A100, in 0.8.5 any of 70 GiB or more,
+    in 0.8.0-0.8.4 an H100 or H200 by name.
+
+    >>> h100, a100 = GpuMemory(total_bytes=80 * GiB, name="h100-sxm"), GpuMemory(total_bytes=80 * GiB, name="a100-80gb")
+    >>> large_gpu(a100), large_gpu(a100, "0.8.5"), large_gpu(h100, "0.8.3"), large_gpu(GpuMemory(total_bytes=80 * GiB), "0.8.4")
+    (False, True, True, False)
+    """
+    release, name = _version(version), (gpu.name or "").lower()
+    if release < LARGE_GPU_BY_MEMORY_SINCE:
+        return any(known in name for known in LARGE_GPU_NAMES_BEFORE_0_8_5)
+    return gpu.total_bytes >= VLLM_LARGE_GPU_BYTES and (release < A100_NOT_LARGE_SINCE or "a100" not in name)
 
 
-def default_max_num_seqs(gpu: GpuMemory) -> int:
-    """--max-num-seqs when it is not given: 1024 on a large GPU (large_gpu), else 256."""
-    return VLLM_MAX_NUM_SEQS if large_gpu(gpu) else VLLM_SMALL_MAX_NUM_SEQS
+def default_max_num_seqs(gpu: GpuMemory, version: str | None = None) -> int:
+    """--max-num-seqs when it is not given: 1024 on a large GPU (large_gpu), else 256; 1024 on any GPU
+    in 0.8.0-0.8.3 (vllm/engine/arg_utils.py _set_default_args_v1). The LLM class takes the same."""
+    if V1_ENGINE_SINCE <= _version(version) < SMALL_MAX_NUM_SEQS_SINCE:
+        return VLLM_MAX_NUM_SEQS
+    return VLLM_MAX_NUM_SEQS if large_gpu(gpu, version) else VLLM_SMALL_MAX_NUM_SEQS
+
+
+def default_max_num_batched_tokens(gpu: GpuMemory, engine: Engine) -> tuple[int, str]:
+    """--max-num-batched-tokens when it is not given, for the V1 engine (0.8 on), and why: the API
+    server (`vllm serve`) 8192 on a large GPU (large_gpu) and 2048 below, from 0.28 16384 on a GPU of 160
+    GiB or more; the offline LLM class (--vllm-entrypoint llm) twice that, 16384 and 8192 (vllm/engine/
+    arg_utils.py, UsageContext.LLM_CLASS against OPENAI_API_SERVER, read in the 0.8.0-0.30.0 wheels).
+
+    >>> h100, l40s = GpuMemory(total_bytes=80 * GiB, name="h100-sxm"), GpuMemory(total_bytes=44 * GiB, name="l40s")
+    >>> tokens = lambda gpu, entrypoint=None, version=None: default_max_num_batched_tokens(gpu, Engine(name="vllm", vllm_entrypoint=entrypoint, vllm_version=version))[0]
+    >>> tokens(h100), tokens(h100, "llm"), tokens(l40s), tokens(l40s, "llm")
+    (8192, 16384, 2048, 8192)
+    >>> b200 = GpuMemory(total_bytes=179 * GiB, name="b200")
+    >>> tokens(b200), tokens(b200, version="0.27.1"), tokens(b200, "llm", "0.27.1")
+    (16384, 8192, 16384)
+    """
+    version, release = engine.vllm_version, _version(engine.vllm_version)
+    offline = engine.vllm_entrypoint == "llm"
+    who = "the offline LLM class (--vllm-entrypoint llm)" if offline else "vllm serve"
+    if release >= HUGE_GPU_TIER_SINCE and gpu.total_bytes >= VLLM_HUGE_GPU_BYTES:
+        return VLLM_HUGE_GPU_MAX_NUM_BATCHED_TOKENS, (
+            f"{who} on a GPU of 160 GiB or more (0.28 on): {VLLM_HUGE_GPU_MAX_NUM_BATCHED_TOKENS} batched tokens"
+            " (vllm/engine/arg_utils.py get_batch_defaults)"
+        )
+    large = large_gpu(gpu, version)
+    if offline:
+        tokens = VLLM_LLM_CLASS_MAX_NUM_BATCHED_TOKENS if large else VLLM_LLM_CLASS_SMALL_MAX_NUM_BATCHED_TOKENS
+    else:
+        tokens = VLLM_MAX_NUM_BATCHED_TOKENS if large else VLLM_SMALL_MAX_NUM_BATCHED_TOKENS
+    if release < LARGE_GPU_BY_MEMORY_SINCE:
+        size = "an H100 or H200 (0.8.0-0.8.4 tell by name)" if large else "a GPU other than an H100 or H200 (0.8.0-0.8.4)"
+    elif release < A100_NOT_LARGE_SINCE:
+        size = "a GPU of 70 GiB or more (0.8.5)" if large else "a GPU under 70 GiB (0.8.5)"
+    else:
+        size = "a GPU of 70 GiB or more, not an A100" if large else "a GPU under 70 GiB or an A100"
+    return tokens, f"{who} on {size}: {tokens} batched tokens (vllm/engine/arg_utils.py, UsageContext defaults)"
 
 
 MARLIN_SOURCE = (
@@ -721,16 +838,16 @@ class Vllm(EngineProfile):
         return workload.engine.max_num_seqs
 
     def defaults_on(self, engine: Engine, gpu: GpuMemory) -> Engine:
-        """max_num_batched_tokens 8192 on a GPU of 70 GiB or more that is not an A100, else 2048
-        (vllm/engine/arg_utils.py get_batch_defaults, the API server's); a V0 release's follow
-        max_model_len and are filled by budget (v0_batch_defaults)."""
+        """max_num_batched_tokens as the release and entry point default it (default_max_num_batched_tokens:
+        vllm serve 8192 on a GPU of 70 GiB or more that is not an A100, else 2048; the LLM class twice that);
+        a V0 release's follow max_model_len and are filled by budget (v0_batch_defaults)."""
         if engine.attention_backend is None and any(name in (gpu.name or "").lower() for name in BLACKWELL_NAMES):
             engine = engine.model_copy(update={"attention_backend": "cutlass_mla"})  # vllm/platforms/cuda.py: SM100
         if engine.max_num_batched_tokens is not None:
             return engine
         if engine.vllm_version is not None and parse_engine_version(engine.vllm_version) < V1_ENGINE_SINCE:
             return engine  # V0's defaults follow max_model_len: budget fills them (v0_batch_defaults)
-        batched = VLLM_MAX_NUM_BATCHED_TOKENS if large_gpu(gpu) else VLLM_SMALL_MAX_NUM_BATCHED_TOKENS
+        batched, _ = default_max_num_batched_tokens(gpu, engine)
         return engine.model_copy(update={"max_num_batched_tokens": batched})
 
     @staticmethod
@@ -757,14 +874,20 @@ class Vllm(EngineProfile):
         engine, tp, pp = workload.engine, workload.tp, workload.pp
         hidden, _, vocab = require_shapes(model, self.label)
         tokens = engine.max_num_batched_tokens or VLLM_MAX_NUM_BATCHED_TOKENS
-        seqs = engine.max_num_seqs or default_max_num_seqs(gpu)
+        seqs = engine.max_num_seqs or default_max_num_seqs(gpu, engine.vllm_version)
         requests = min(seqs, tokens)
         b = activation_bytes(act_dtype)
         layers = range(stage.first_layer, stage.last_layer + 1)
-        transient, transient_formula = forward_transient(model, layers, tokens, tp, b)
+        v0, v0_why = runs_v0(workload)
+        defaults_why = "V0's, above" if v0 else default_max_num_batched_tokens(gpu, engine)[1]
+        forward = v0_forward_transient if v0 else forward_transient
+        transient, transient_formula = forward(model, layers, tokens, tp, b)
         workspace, workspace_formula = moe_workspace(model, layers, tokens, tp, b)
         runner, runner_why = model_runner(model, workload)
-        per_logit, per_logit_why = sampler_rule(engine.vllm_version, runner, sm_family(gpu.name), b)
+        if v0:
+            per_logit, per_logit_why = SAMPLER_BYTES_PER_LOGIT, f"{v0_why}: V0's sampler"
+        else:
+            per_logit, per_logit_why = sampler_rule(engine.vllm_version, runner, sm_family(gpu.name), b)
         sampler = requests * vocab * per_logit + 2 * tokens * hidden * b if last else 0
         sampler_formula = (
             f"R * V * {per_logit} + 2 * T * H * b = {requests:,} * {vocab:,} * {per_logit}"
@@ -789,7 +912,7 @@ class Vllm(EngineProfile):
                 f"the V2 runner's profile_cudagraph_memory returns 0 before 0.29: vLLM {engine.vllm_version} subtracts none"
             )
         else:
-            why_no_graphs = f"vLLM {engine.vllm_version} does not subtract it (0.21 does)"
+            why_no_graphs = f"vLLM {engine.vllm_version} does not subtract it (0.20 does)"
         return [
             BudgetTerm(
                 name="activation peak",
@@ -798,10 +921,15 @@ class Vllm(EngineProfile):
                     f"profile run of T = max_num_batched_tokens {tokens:,} tokens over R = min(max_num_seqs {seqs:,}, T)"
                     f" requests: max(forward, sampler) + MoE workspace = max({transient:,}, {sampler:,}) + {workspace:,}"
                     f" = {activation:,} B ({format_bytes(activation)}); forward: {transient_formula}; sampler: {sampler_formula};"
-                    f" MoE workspace: {workspace_formula}; model runner {runner.upper()}: {runner_why}"
+                    f" MoE workspace: {workspace_formula}; "
+                    + (f"{v0_why};" if v0 else f"model runner {runner.upper()}: {runner_why};")
+                    + f" the default when not given: {defaults_why}"
                 ),
                 source=(
-                    "vllm/v1/worker/gpu/model_runner.py profile_run (V2: _dummy_run, _dummy_sampler_run; 0.22-0.30)"
+                    "vllm/worker/model_runner.py profile_run (V0; the forward as activations.v0_forward_transient reads"
+                    " V0's model code, 0.6.5 and 0.8.4 wheels)"
+                    if v0
+                    else "vllm/v1/worker/gpu/model_runner.py profile_run (V2: _dummy_run, _dummy_sampler_run; 0.22-0.30)"
                     if runner == "v2"
                     else "vllm/v1/worker/gpu_model_runner.py profile_run (_dummy_run, _dummy_sampler_run); fitted on v0.19 logs"
                 ),
@@ -907,6 +1035,7 @@ class Vllm(EngineProfile):
         explain = [
             *stage.explain[:-1],
             *([v0_why] if v0_why else []),
+            *([dev] if (dev := development_build_note(engine.vllm_version)) else []),
             *(line for term in terms for line in term_lines(term)),
             rule,
             *([in_use_why] if in_use_why else []),
