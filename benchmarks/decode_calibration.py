@@ -70,6 +70,24 @@ ITERATIONS = 4  # rounds of (everything but u, then u): the fit moves < 0.5% aft
 
 # (prior value, pseudo-cases, scale): a constant off its prior by `scale` costs as much as that many cases off by 100%
 PRIOR_FORMAT_INVERSE = 1.25  # a weight format with no case streams at 80% of peak
+# kvcalc/decode_fit.py's tables, in the order written, each with the prefix the fit names its constants with
+# ("format 16-bit" is FORMAT_INVERSE["16-bit"])
+TABLES: dict[str, str] = {
+    "FORMAT_INVERSE": "format",
+    "KERNEL_INVERSE": "kernel",
+    "ENGINE_KERNEL_INVERSE": "own",
+    "ATTENTION_INVERSE": "attention",
+    "ARCHITECTURE_INVERSE": "architecture",
+    "GPU_INVERSE": "gpu",
+    "KV_REPEAT_INVERSE": "repeat",
+    "MODE_STEP_S": "step",
+    "MODE_LAYER_S": "layer",
+    "PYTHON_EAGER_LAYER_S": "python",
+    "SM_BYTES_PER_CLOCK": "cap",
+    "ENGINE_STEP_S": "engine",
+    "ALL_REDUCE_S": "link",
+    "MODE_EXPERT_S": "expert",
+}
 PRIORS: dict[str, tuple[float, float, float]] = {
     "format": (PRIOR_FORMAT_INVERSE, 0.3, 1.0),
     "kernel": (0.0, 0.5, 1.0),
@@ -441,20 +459,7 @@ def constants_module(cases: list[Case], predictions: list[Prediction]) -> str:
         "cap on a GPU with much bandwidth per SM (0: none). SOURCES: each constant's cases.\n"
         '"""\n\n'
         f"PRIOR_FORMAT_INVERSE = {PRIOR_FORMAT_INVERSE}\n"
-        + literal("FORMAT_INVERSE", "dict[str, float]", block("format"))
-        + literal("KERNEL_INVERSE", "dict[str, float]", block("kernel"))
-        + literal("ENGINE_KERNEL_INVERSE", "dict[str, float]", block("own"))
-        + literal("ATTENTION_INVERSE", "dict[str, float]", block("attention"))
-        + literal("ARCHITECTURE_INVERSE", "dict[str, float]", block("architecture"))
-        + literal("GPU_INVERSE", "dict[str, float]", block("gpu"))
-        + literal("KV_REPEAT_INVERSE", "dict[str, float]", block("repeat"))
-        + literal("MODE_STEP_S", "dict[str, float]", block("step"))
-        + literal("MODE_LAYER_S", "dict[str, float]", block("layer"))
-        + literal("PYTHON_EAGER_LAYER_S", "dict[str, float]", block("python"))
-        + literal("SM_BYTES_PER_CLOCK", "dict[str, float]", block("cap"))
-        + literal("ENGINE_STEP_S", "dict[str, float]", block("engine"))
-        + literal("ALL_REDUCE_S", "dict[str, float]", block("link"))
-        + literal("MODE_EXPERT_S", "dict[str, float]", block("expert"))
+        + "".join(literal(name, "dict[str, float]", block(prefix)) for name, prefix in TABLES.items())
         + literal("BANDS", "dict[str, tuple[float, float, int]]", bands(predictions))
         + literal("SOURCES", "dict[str, str]", _sources(scope, table[CAP]))
     )
@@ -653,12 +658,13 @@ def section(cases: list[Case], predictions: list[Prediction]) -> str:
     return "\n".join([*lines, END])
 
 
-def refreshed(doc: str, new: str) -> str:
-    """`doc` with its calibration section replaced (appended when it has none)."""
-    if START not in doc:
+def refreshed(doc: str, new: str, start: str = START, end: str = END) -> str:
+    """`doc` with the section between `start` and `end` (its calibration section by default) replaced by
+    `new`, which carries both markers (appended when it has none)."""
+    if start not in doc:
         return doc.rstrip("\n") + "\n\n" + new + "\n"
-    head, rest = doc.split(START, 1)
-    return head + new + rest.split(END, 1)[1]
+    head, rest = doc.split(start, 1)
+    return head + new + rest.split(end, 1)[1]
 
 
 def main() -> int:

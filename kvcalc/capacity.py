@@ -72,7 +72,7 @@ def budget(
         raise InvalidInput(f"--memory-in-use {in_use_bytes:,} B must be at least 0 and below the GPU's total {total:,} B")
     smi = memory_bytes if total != memory_bytes else None
     gpu = GpuMemory(total_bytes=total, name=gpu_name, interconnect=interconnect, smi_bytes=smi, in_use_bytes=in_use_bytes)
-    on_gpu = workload.model_copy(update={"engine": rules.defaults_on(workload.engine, gpu)})
+    on_gpu = workload.model_copy(update={"engine": rules.defaults_on(model, workload, gpu)})
     stages = stage_weights(model, workload, params, fmt)
     found = with_residents(
         rules.budget(model, on_gpu, gpu, stages, activation_dtype(model, fmt), utilization, reserve_bytes), list(residents)

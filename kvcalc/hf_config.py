@@ -50,6 +50,9 @@ _MAX_LENGTH_KEYS = {"kimi_linear": ("model_max_length",)}  # vLLM's max-length k
 # Vision-language wrappers whose text model is an architecture kvcalc reads (vLLM KimiK25ForConditionalGeneration
 # wraps DeepSeek-V3); other wrappers name their text model in text_config.model_type.
 _WRAPPERS = {"kimi_k25": "deepseek_v3"}
+# Wrappers whose text model reads the image through cross-attention layers (Llama 3.2 Vision): refused, their
+# cross-attention KV (the image's encoder tokens, per sequence) not being modelled
+_CROSS_ATTENTION = {"mllama"}
 # Qwen's vision-language wrappers: their text models are Qwen2 / Qwen3 / Qwen3-MoE decoders (transformers
 # modeling_qwen2_vl.py, _qwen2_5_vl.py, _qwen3_vl.py, _qwen3_vl_moe.py: Qwen2 / Qwen3 attention and MLPs, M-RoPE,
 # which leaves the cache's shape alone), whether the config nests them in text_config (qwen3_vl_text, ...) or not.
@@ -210,6 +213,16 @@ def model_fields_from_hf(config: dict[str, Any], default_name: str, origin: str)
     if arch in ("gemma3n", "gemma3n_text") and isinstance(sizes, list) and sizes:  # one MLP width per layer
         cfg["intermediate_size"] = sizes[0] if all(size == sizes[0] for size in sizes) else max(sizes)
     _refuse_recurrent(arch, cfg, origin)
+    if arch in _CROSS_ATTENTION:
+        raise InvalidPreset(
+            f"{origin}: model_type {arch!r}: its text model's cross-attention layers, whose KV holds the image's encoder"
+            " tokens, are not modelled; describe it in a model YAML with vision.encoder_decoder (docs/residents.md)"
+        )
+    if arch not in SUPPORTED and inner:
+        raise InvalidPreset(
+            f"{origin}: model_type {arch!r} wraps a text model of model_type {inner!r} (text_config), which is not"
+            f" supported; supported: {', '.join(SUPPORTED)}"
+        )
     if arch not in SUPPORTED:
         raise InvalidPreset(f"{origin}: model_type {arch!r} is not supported; supported: {', '.join(SUPPORTED)}")
     defaults = {key: value for key, value in _ABSENT_DEFAULTS.get(arch, {}).items() if key not in cfg}

@@ -13,11 +13,11 @@ from kvcalc import engines, vision
 from kvcalc.base import Frozen
 from kvcalc.engines import Budget, BudgetTerm
 from kvcalc.engines.base import GpuMemory, byte_fraction, cdiv, term_lines
-from kvcalc.engines.vllm import V0_MAX_NUM_SEQS, V1_ENGINE_SINCE, default_max_num_seqs
+from kvcalc.engines.vllm import V0_MAX_NUM_SEQS, default_max_num_seqs, runs_v0
 from kvcalc.errors import DoesNotFit, InvalidInput
 from kvcalc.kvcache import cache_layout, kv_heads_per_rank, layer_bytes_per_token, layer_caches, settled
 from kvcalc.spec import ModelSpec, Workload, cache_dtypes
-from kvcalc.units import PACKING, DType, format_bytes, parse_engine_version
+from kvcalc.units import PACKING, DType, format_bytes
 from kvcalc.weights import WeightFormat, mtp_params, per_gpu, require_params, weight_bytes, weight_format, weights_formula
 
 MTP = "mtp"  # --speculative-model mtp: the model's own multi-token prediction layers
@@ -117,6 +117,17 @@ def mtp_draft(model: ModelSpec, workload: Workload, weights: WeightFormat | None
         kv_formula=f"{n} layers * {per_layer:,} B per token per layer on one GPU = {n * per_layer:,} B",
         source=rules.draft_rule,
     )
+
+
+def require_speculative_tokens(tokens: int, seq: int) -> None:
+    """Refuse a K that is not positive or that one sequence cannot hold: vLLM proposes at most
+    max_model_len - the tokens so far (vllm/v1/spec_decode/ngram_proposer.py _find_longest_matched_ngram_and_propose_tokens,
+    k = min(k, max_model_len - total_token), 0.10.2), so K proposals after a token need K < --seq."""
+    if not 0 < tokens < seq:
+        raise InvalidInput(
+            f"--num-speculative-tokens {tokens:,}: must be from 1 to --seq - 1 ({seq - 1:,}): the proposals and the token"
+            " before them fit one sequence"
+        )
 
 
 def ngram_draft(workload: Workload) -> "Draft":
@@ -455,6 +466,7 @@ MM_PROFILE_TERM = "multimodal profiling"
 # vllm/config/multimodal.py (MultiModalConfig.limit_per_prompt): a modality the user does not limit
 # is allowed this many items per prompt; the profiling run packs as many as the encoder budget holds.
 VLLM_DEFAULT_MM_LIMIT = 999
+IMAGE = "image"  # the modality a vision tower serves: kvcalc profiles its largest image (a video's frames are not read)
 
 
 class Multimodal(Frozen):
@@ -468,10 +480,16 @@ class Multimodal(Frozen):
     skip_profiling: bool = False
     max_pixels: int | None = None  # --mm-processor-kwargs '{"max_pixels": N}': a Qwen-VL processor's largest image
 
+    def image_limit(self, default: int) -> int:
+        """Items per prompt of the modality the vision tower serves and kvcalc profiles, images:
+        --limit-mm-per-prompt's "image", or the engine's `default` when it does not name it
+        (MultiModalConfig.get_limit_per_prompt); another modality's limit says nothing of the tower."""
+        return (self.limits or {}).get(IMAGE, default)
+
     @property
     def text_only(self) -> bool:
-        """Every modality limited to 0, or --language-model-only: the tower is neither built nor profiled."""
-        return self.language_only or (self.limits is not None and not any(self.limits.values()))
+        """Images limited to 0, or --language-model-only: the vision tower is neither built nor profiled."""
+        return self.language_only or self.image_limit(VLLM_DEFAULT_MM_LIMIT) == 0
 
 
 def vision_term(model: ModelSpec, workload: Workload, settings: Multimodal) -> BudgetTerm | None:
@@ -508,8 +526,9 @@ def multimodal_profile_term(model: ModelSpec, workload: Workload, budget: Budget
     max_num_batched_tokens, tokens per item) (vllm/v1/core/encoder_cache_manager.py
     compute_mm_encoder_budget); items = max(1, min(budget // tokens per item, max_num_seqs * per
     prompt)), per prompt = max(1, min(limit, max_model_len // tokens per item))
-    (vllm/multimodal/encoder_budget.py MultiModalBudget._get_max_items); a V0 release (before 0.8)
-    batches vision.v0_profile_items instead. The torch peak is max(LM
+    (vllm/multimodal/encoder_budget.py MultiModalBudget._get_max_items); on the V0 engine (vllm.runs_v0:
+    before 0.8, n-gram speculation in 0.8.x, an encoder-decoder model before 0.11) it batches
+    vision.v0_profile_items instead. The torch peak is max(LM
     peak + outputs, encoder peak); the term is what it adds to the LM's activation peak: max(outputs,
     encoder peak - LM peak). Encoder peak: N patches through a layer, N * b * (2h + max(q+k+v, MLP)
     / tp) as kvcalc.engines.activations sizes a decoder layer, plus the outputs; attention scores
@@ -530,17 +549,19 @@ def multimodal_profile_term(model: ModelSpec, workload: Workload, budget: Budget
     patches_per_item, item_tokens, largest = largest_item(model, settings)
     tokens = engine.max_num_batched_tokens or 0
     encoder_budget = max(tokens, item_tokens)
-    limit = max(settings.limits.values()) if settings.limits else VLLM_DEFAULT_MM_LIMIT
-    per_prompt = max(1, min(limit, workload.seq // item_tokens))
+    per_prompt = max(1, min(settings.image_limit(VLLM_DEFAULT_MM_LIMIT), workload.seq // item_tokens))
     # max_num_seqs: vLLM's default on this much memory (the budget does not name the GPU, so an A100's smaller
     # one is not known here; the encoder budget binds long before either: per_prompt * 256 items)
     seqs = engine.max_num_seqs or default_max_num_seqs(GpuMemory(total_bytes=budget.memory_bytes))
     items = max(1, min(encoder_budget // item_tokens, seqs * per_prompt))
     batch = f"encoder budget max(max_num_batched_tokens {tokens:,}, {item_tokens:,} tokens per item) = {encoder_budget:,}"
-    if engine.vllm_version is not None and parse_engine_version(engine.vllm_version) < V1_ENGINE_SINCE:
-        v0_limit = max(settings.limits.values()) if settings.limits else vision.V0_MM_LIMIT
+    if runs_v0(model, workload) is not None:
         items, batch = vision.v0_profile_items(
-            tokens, engine.max_num_seqs or V0_MAX_NUM_SEQS, item_tokens, v0_limit, tower.encoder_decoder
+            tokens,
+            engine.max_num_seqs or V0_MAX_NUM_SEQS,
+            item_tokens,
+            settings.image_limit(vision.V0_MM_LIMIT),
+            tower.encoder_decoder,
         )
     b = PACKING[model.dtype].block_bytes if model.dtype in (DType.fp32, DType.fp16, DType.bf16) else 2
     h, tp = tower.hidden, workload.tp

@@ -7,6 +7,7 @@ decode estimates of kvcalc.latency for the target and the draft."""
 from kvcalc.base import Frozen
 from kvcalc.errors import InvalidInput
 from kvcalc.latency import DecodeEstimate
+from kvcalc.residents import require_speculative_tokens
 from kvcalc.units import format_seconds
 
 
@@ -46,8 +47,7 @@ def speculative_decode(
     (K + 1) times, max(t_memory, (K + 1) * t_compute) + the fixed costs per step. Not modelled: the
     extra experts a MoE's B(K + 1) tokens touch, the larger all-reduces, a tree of proposals, the
     draft's first step over the accepted tokens."""
-    if speculative_tokens < 1:
-        raise InvalidInput(f"--num-speculative-tokens {speculative_tokens} must be at least 1")
+    require_speculative_tokens(speculative_tokens, target.seq)
     if not 0 <= acceptance_rate <= 1:
         raise InvalidInput(f"--acceptance-rate {acceptance_rate:g} must be in [0, 1]: the share of proposals accepted")
     step, k = target.expected, speculative_tokens
@@ -64,7 +64,8 @@ def speculative_decode(
         f"tokens per round = 1 + alpha + ... + alpha^K = {per_round:.4g} (Leviathan et al. 2023, eq. 1)",
         f"draft step = {format_seconds(draft_step)} (the draft's expected decode step at batch {draft.batch}, seq {draft.seq:,})"
         if draft
-        else "draft step = 0 s: n-gram lookup runs no model on the GPU (its CPU matching is not timed)",
+        else "draft step = 0 s: n-gram lookup runs no model on the GPU; its matching runs on the CPU in numpy and is not timed"
+        " (vllm/v1/spec_decode/ngram_proposer.py NgramProposer.propose, 0.10.2)",
         f"verify = max(t_memory, (K + 1) * t_compute) + fixed = max({format_seconds(step.memory_seconds)},"
         f" {k + 1} * {format_seconds(step.compute_seconds)}) + {format_seconds(fixed)} = {format_seconds(verify)}",
         f"round = K * draft step + verify = {k} * {format_seconds(draft_step)} + {format_seconds(verify)}"

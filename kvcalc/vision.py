@@ -22,15 +22,16 @@ LLAMA4_MAX_TILES = 16  # Llama4ImageProcessor max_patches: 16 tiles of 336 px, a
 INTERNVL_MAX_TILES = 12  # InternVL's max_dynamic_patch default, and a thumbnail tile beside them
 
 
-# vLLM's V0 engine (before 0.8) profiles one item per modality per prompt unless --limit-mm-per-prompt
-# says otherwise (vllm/multimodal/registry.py MultiModalRegistry.init_mm_limits_per_prompt, v0.7.0).
+# vLLM's V0 engine profiles one item per modality per prompt unless --limit-mm-per-prompt says otherwise
+# (vllm/multimodal/registry.py MultiModalRegistry.init_mm_limits_per_prompt, v0.7.0; vllm/config.py
+# MultiModalConfig.get_default_limit_per_prompt "999 if envs.VLLM_USE_V1 else 1", 0.8.4 to 0.10.2).
 V0_MM_LIMIT = 1
 
 
 def v0_profile_items(
     batched_tokens: int, max_num_seqs: int, tokens_per_item: int, limit: int, encoder_decoder: bool = False
 ) -> tuple[int, str]:
-    """The items vLLM's V0 engine (before 0.8) feeds its encoder in the profiling run, and the formula.
+    """The items vLLM's V0 engine (kvcalc.engines.vllm.runs_v0) feeds its encoder in the profiling run, and the formula.
     Its decoder-only runner (vllm/worker/model_runner.py GPUModelRunnerBase.profile_run, v0.7.0) caps the
     dummy prompts at max_num_batched_tokens // (limit * tokens per item) (the registry's
     get_max_multimodal_tokens), at least one, at most max_num_seqs; its encoder-decoder runner
@@ -68,12 +69,39 @@ def _int(vision: dict[str, Any], key: str, default: int | None = None) -> int:
     return value
 
 
+def _bool(mapping: dict[str, Any], key: str, default: bool, where: str = "") -> bool:
+    """A config flag: a real boolean when present (a string such as "no" is refused, not read as
+    true), `default` when absent."""
+    value = mapping.get(key, default)
+    if not isinstance(value, bool):
+        raise InvalidPreset(f"{where}{key}: expected true or false, got {value!r}")
+    return value
+
+
 def _layer_norm(width: int) -> int:
     return 2 * width  # weight and bias
 
 
 def _linear(inputs: int, outputs: int, bias: bool = True) -> int:
     return inputs * outputs + (outputs if bias else 0)
+
+
+def _vit_layer(hidden: int, intermediate: int) -> int:
+    """A ViT encoder layer: two LayerNorms, q, k, v and the output projection with biases, fc1 and
+    fc2 with biases (SigLIP, CLIP, Qwen2-VL / Qwen3-VL blocks, Llama 4's, MoonViT's)."""
+    return (
+        2 * _layer_norm(hidden)
+        + _linear(hidden, 3 * hidden)
+        + _linear(hidden, hidden)
+        + _linear(hidden, intermediate)
+        + _linear(intermediate, hidden)
+    )
+
+
+def _siglip_tower(hidden: int, intermediate: int, layers: int, patch: int, patches: int) -> int:
+    """SigLIP's tower body (modeling_siglip.py SiglipVisionEmbeddings, SiglipEncoder): the Conv2d patch
+    embedding with bias, a position table of one row per patch, and `layers` ViT layers."""
+    return _linear(3 * patch * patch, hidden) + patches * hidden + layers * _vit_layer(hidden, intermediate)
 
 
 def qwen2_5_vl(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
@@ -103,7 +131,7 @@ def qwen2_vl(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     inter = int(h * vision.get("mlp_ratio", 4))
     p, t, merge = _int(vision, "patch_size", 14), _int(vision, "temporal_patch_size", 2), _int(vision, "spatial_merge_size", 2)
     out = _int(vision, "hidden_size")
-    block = 2 * _layer_norm(h) + _linear(h, 3 * h) + _linear(h, h) + _linear(h, inter) + _linear(inter, h)
+    block = _vit_layer(h, inter)
     merger = _layer_norm(h) + _linear(h * merge**2, h * merge**2) + _linear(h * merge**2, out)
     params = 3 * t * p * p * h + depth * block + merger
     patches = QWEN2_VL_MAX_PIXELS // (p * p)
@@ -126,7 +154,7 @@ def qwen3_vl(vision: dict[str, Any], config: dict[str, Any], deepstack: bool = T
     p, t, merge = _int(vision, "patch_size", 16), _int(vision, "temporal_patch_size", 2), _int(vision, "spatial_merge_size", 2)
     out, positions = _int(vision, "out_hidden_size"), _int(vision, "num_position_embeddings", 2304)
     wide = h * merge**2
-    block = 2 * _layer_norm(h) + _linear(h, 3 * h) + _linear(h, h) + _linear(h, inter) + _linear(inter, h)
+    block = _vit_layer(h, inter)
     merger = _linear(wide, wide) + _linear(wide, out)
     stacks = len(vision.get("deepstack_visual_indexes", [8, 16, 24])) if deepstack else 0
     params = (
@@ -153,8 +181,7 @@ def siglip_gemma3(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, A
     size, p = _int(vision, "image_size", 896), _int(vision, "patch_size", 14)
     text = _int(config.get("text_config") or {}, "hidden_size")
     patches = (size // p) ** 2
-    layer = 2 * _layer_norm(h) + 4 * _linear(h, h) + _linear(h, inter) + _linear(inter, h)
-    params = _linear(3 * p * p, h) + patches * h + layers * layer + _layer_norm(h) + h + h * text
+    params = _siglip_tower(h, inter, layers, p, patches) + _layer_norm(h) + h + h * text
     return _fields(params, h, inter, False, patches, _int(config, "mm_tokens_per_image", 256),
                    "modeling_siglip.py SiglipVisionTransformer, modeling_gemma3.py Gemma3MultiModalProjector", f"one {size}-px image")  # fmt: skip
 
@@ -177,9 +204,9 @@ def gemma4(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     kv_heads, head = _int(vision, "num_key_value_heads", heads), _int(vision, "head_dim", h // heads)
     p, positions = _int(vision, "patch_size", 16), _int(vision, "position_embedding_size", 10240)
     text = _int(config.get("text_config") or {}, "hidden_size")
-    bounds = 4 * 7 if vision.get("use_clipped_linears", False) else 0  # q, k, v, o, gate, up, down
+    bounds = 4 * 7 if _bool(vision, "use_clipped_linears", False, "vision_config.") else 0  # q, k, v, o, gate, up, down
     layer = 2 * h * heads * head + 2 * h * kv_heads * head + 2 * head + 4 * h + 3 * h * inter + bounds
-    stored = 2 * h if vision.get("standardize", True) else 0
+    stored = 2 * h if _bool(vision, "standardize", True, "vision_config.") else 0
     params = 3 * p * p * h + 2 * positions * h + layers * layer + stored + h * text
     tokens = _int(config, "vision_soft_tokens_per_image", _int(vision, "default_output_length", 280))
     pool = _int(vision, "pooling_kernel_size", 3)
@@ -199,54 +226,14 @@ def llama4(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     project_in, project_out = _int(vision, "projector_input_dim"), _int(vision, "projector_output_dim")
     text = _int(config.get("text_config") or {}, "hidden_size")
     patches = (size // p) ** 2
-    layer = 2 * _layer_norm(h) + 4 * _linear(h, h) + _linear(h, inter) + _linear(inter, h)
     params = (
-        3 * p * p * h + h + (patches + 1) * h + 2 * _layer_norm(h) + layers * layer
+        3 * p * p * h + h + (patches + 1) * h + 2 * _layer_norm(h) + layers * _vit_layer(h, inter)
         + inter * project_in + project_in * project_out + _int(vision, "vision_output_dim") * text
     )  # fmt: skip
     ratio = vision.get("pixel_shuffle_ratio", 0.5)
     tiles = LLAMA4_MAX_TILES + 1
     return _fields(params, h, inter, False, tiles * (patches + 1), tiles * int(patches * ratio * ratio),
                    "modeling_llama4.py Llama4VisionModel, Llama4MultiModalProjector", f"{LLAMA4_MAX_TILES} tiles of {size} px and a global tile")  # fmt: skip
-
-
-def mllama(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
-    """Llama 3.2 Vision (modeling_mllama.py MllamaVisionModel, transformers v4.47.1): Conv2d patch
-    embedding without bias, a class embedding; the gated position embedding (a gate, a (P, h) table and
-    a tile table of (A + 1) rows of T * P * h, P = (image_size / patch)^2 + 1 patches per tile, T =
-    max_num_tiles, A = len(supported_aspect_ratios)); pre- and post-tile embeddings ((A + 1) rows of T *
-    h, a gate each); pre and post LayerNorms; num_hidden_layers local and num_global_layers global
-    layers, each two LayerNorms, q, k, v and o without biases, fc1 and fc2 with biases (a global layer
-    two gates more); the multi_modal_projector (vision_output_dim -> text hidden, with bias). The text
-    model reads it through cross-attention, so vLLM's V0 profiles it as an encoder-decoder model. One
-    image: T tiles of P patches, each tile padded to a multiple of 8 rows in vLLM's encoder (vllm
-    mllama.py MllamaVisionModel.forward), T * P tokens for the cross-attention (get_max_mllama_image_tokens).
-
-    >>> mllama({"hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32, "num_global_layers": 8,
-    ...         "image_size": 560, "vision_output_dim": 7680}, {"text_config": {"hidden_size": 4096}})["params"]
-    895028755
-    """
-    h, inter = _int(vision, "hidden_size"), _int(vision, "intermediate_size")
-    local, global_ = _int(vision, "num_hidden_layers"), _int(vision, "num_global_layers")
-    size, p, tiles = _int(vision, "image_size"), _int(vision, "patch_size", 14), _int(vision, "max_num_tiles", 4)
-    ratios = vision.get("supported_aspect_ratios", [[1, 1], [1, 2], [1, 3], [1, 4], [2, 1], [2, 2], [3, 1], [4, 1]])
-    if not isinstance(ratios, list) or not ratios:
-        raise InvalidPreset(f"vision_config.supported_aspect_ratios: expected a list of [rows, columns], got {ratios!r}")
-    text = _int(config.get("text_config") or {}, "hidden_size")
-    patches = (size // p) ** 2 + 1  # and the class token
-    rows = len(ratios) + 1  # max_aspect_ratio_id + 1
-    layer = 2 * _layer_norm(h) + 4 * h * h + _linear(h, inter) + _linear(inter, h)
-    params = (
-        3 * p * p * h + h  # patch embedding, class embedding
-        + 1 + patches * h + rows * tiles * patches * h  # gated position embedding and its tile table
-        + 2 * (rows * tiles * h + 1)  # pre- and post-tile embeddings
-        + 2 * _layer_norm(h) + (local + global_) * layer + 2 * global_
-        + _linear(_int(vision, "vision_output_dim"), text)
-    )  # fmt: skip
-    padded = -(-patches // 8) * 8
-    found = _fields(params, h, inter, False, tiles * padded, tiles * patches,
-                    "modeling_mllama.py MllamaVisionModel and its multi_modal_projector", f"{tiles} tiles of {size} px")  # fmt: skip
-    return {**found, "encoder_decoder": True}
 
 
 def _moonvit_params(vision: dict[str, Any], h: int, inter: int, layers: int, text: int) -> int:
@@ -259,8 +246,7 @@ def _moonvit_params(vision: dict[str, Any], h: int, inter: int, layers: int, tex
     height, width = _int(vision, "init_pos_emb_height", 64), _int(vision, "init_pos_emb_width", 64)
     merge = _merge_kernel(vision)
     wide = h * merge[0] * merge[1]
-    layer = 2 * _layer_norm(h) + _linear(h, 3 * h) + _linear(h, h) + _linear(h, inter) + _linear(inter, h)
-    params = _linear(3 * p * p, h) + height * width * h + layers * layer + _layer_norm(h)
+    params = _linear(3 * p * p, h) + height * width * h + layers * _vit_layer(h, inter) + _layer_norm(h)
     return params + _layer_norm(h) + _linear(wide, wide) + _linear(wide, text)
 
 
@@ -294,8 +280,9 @@ def kimi_k25(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
 
 
 # vLLM profiles Kimi-VL with a 1024 x 1024 dummy image (model_executor/models/kimi_vl.py MaxImageTokenMeta,
-# v0.19.0); its processor shrinks an image of more than in_token_limit patches to that many (the
-# Kimi-VL-A3B-Instruct v0.19 log's "profiled with 7 image items" at a budget of 8,192 tokens: 1,089 each).
+# v0.19.0). Its image processor shrinks an image of more than in_token_limit patches to about that many: 4096
+# unless vision_config gives in_token_limit (KimiVLImageProcessor.__init__ and rescale, as Blaizzy/mlx-vlm
+# mlx_vlm/models/kimi_vl/processing_kimi_vl.py ports it, 9e4016d0, reading vision_config.in_token_limit).
 KIMI_VL_DUMMY_PIXELS = 1024
 KIMI_VL_IN_TOKEN_LIMIT = 4096
 
@@ -303,8 +290,10 @@ KIMI_VL_IN_TOKEN_LIMIT = 4096
 def kimi_vl(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     """Kimi-VL's MoonViT (vLLM's model_executor/models/moonvit.py MoonVitPretrainedModel, kimi_vl.py
     KimiVLMultiModalProjector, v0.19.0; config keys of its MoonViTConfig), counted as _moonvit_params.
-    Its largest image: the 1024-px dummy, shrunk to in_token_limit patches and padded to whole merge
-    kernels (kimi_vl.py KimiVLProcessingInfo.get_num_image_tokens).
+    Its largest image: the 1024-px dummy, shrunk to in_token_limit patches when it has more (side *
+    sqrt(limit / patches)) and padded to whole merge kernels (kimi_vl.py
+    KimiVLProcessingInfo.get_num_image_tokens). A patch times merge kernel wider than the dummy image
+    is refused: it would hold no token.
 
     >>> found = kimi_vl({"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27},
     ...                 {"text_config": {"hidden_size": 2048}})
@@ -314,15 +303,19 @@ def kimi_vl(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     h, inter = _int(vision, "hidden_size"), _int(vision, "intermediate_size")
     text = _int(config.get("text_config") or {}, "hidden_size")
     p, merge = _int(vision, "patch_size", 14), _merge_kernel(vision)
+    limit = _int(vision, "in_token_limit", KIMI_VL_IN_TOKEN_LIMIT)
     side = KIMI_VL_DUMMY_PIXELS
-    if (side // p) ** 2 > KIMI_VL_IN_TOKEN_LIMIT:  # scaled so that its patches fit in_token_limit
-        side = int(side * math.sqrt(KIMI_VL_IN_TOKEN_LIMIT / (side // p) ** 2))
+    if p * max(merge) > side:
+        raise InvalidPreset(
+            f"vision_config.patch_size {p} x merge_kernel_size {merge}: wider than the {side}-px image vLLM profiles Kimi-VL with"
+        )
+    if (side // p) ** 2 > limit:  # scaled so that its patches fit in_token_limit
+        side = int(side * math.sqrt(limit / (side // p) ** 2))
     rows, columns = -(-side // (merge[0] * p)), -(-side // (merge[1] * p))  # padded to whole kernels
     tokens = rows * columns
-    found = _fields(_moonvit_params(vision, h, inter, _int(vision, "num_hidden_layers"), text), h, inter, False,
-                    tokens * merge[0] * merge[1], tokens, "vLLM's moonvit.py MoonVitPretrainedModel, kimi_vl.py KimiVLMultiModalProjector (v0.19.0)",
-                    f"the {KIMI_VL_DUMMY_PIXELS}-px dummy image within in_token_limit {KIMI_VL_IN_TOKEN_LIMIT:,} patches")  # fmt: skip
-    return {**found, "source": found["source"].replace("transformers' ", "")}
+    return _fields(_moonvit_params(vision, h, inter, _int(vision, "num_hidden_layers"), text), h, inter, False,
+                   tokens * merge[0] * merge[1], tokens, "vLLM's moonvit.py MoonVitPretrainedModel, kimi_vl.py KimiVLMultiModalProjector (v0.19.0)",
+                   f"the {KIMI_VL_DUMMY_PIXELS}-px dummy image within in_token_limit {limit:,} patches", by="")  # fmt: skip
 
 
 def pixtral(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
@@ -335,7 +328,7 @@ def pixtral(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     size, p = _int(vision, "image_size", 1540), _int(vision, "patch_size", 14)
     merge = _int(config, "spatial_merge_size", 2)
     text = _int(config.get("text_config") or {}, "hidden_size")
-    bias = bool(config.get("multimodal_projector_bias", False))
+    bias = _bool(config, "multimodal_projector_bias", False)
     layer = 2 * h + 4 * h * h + 3 * h * inter
     params = 3 * p * p * h + h + layers * layer + h + h * merge**2 * h + _linear(h, text, bias) + _linear(text, text, bias)
     side = size // p
@@ -354,8 +347,8 @@ def internvl(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     size, p = _int(vision, "image_size", 448), _int(vision, "patch_size", 14)
     text = _int(config.get("text_config") or {}, "hidden_size")
     norm = h if vision.get("norm_type", "layer_norm") == "rms_norm" else _layer_norm(h)
-    bias = bool(vision.get("attention_bias", False))
-    qk_norm = 2 * h if vision.get("use_qk_norm", False) else 0
+    bias = _bool(vision, "attention_bias", False, "vision_config.")
+    qk_norm = 2 * h if _bool(vision, "use_qk_norm", False, "vision_config.") else 0
     layer = 2 * norm + 3 * _linear(h, h, bias) + _linear(h, h) + qk_norm + 2 * h + _linear(h, inter) + _linear(inter, h)
     patches = (size // p) ** 2
     ratio = config.get("downsample_ratio", 0.5)
@@ -376,6 +369,9 @@ def internvl(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
 
 # transformers' LlavaNextConfig defaults, where a config leaves them out
 LLAVA_NEXT_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+# vision_feature_select_strategy: 'default' drops the CLS row, 'full' keeps every row (vLLM llava.py
+# _get_vision_feature_select_strategy raises on another value; transformers' LlavaNextConfig likewise)
+LLAVA_NEXT_STRATEGIES = ("default", "full")
 
 
 def llava_next(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any] | None:
@@ -408,32 +404,43 @@ def llava_next(vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]
         raise InvalidPreset(f"vision_feature_layer: expected layer indices of the tower's {depth}, got {feature!r}")
     kept = max(depth + i + 1 if i < 0 else i for i in features)  # vllm/model_executor/models/utils.py get_layer_index
     g = size // p
-    layer = 2 * _layer_norm(h) + _linear(h, 3 * h) + _linear(h, h) + _linear(h, inter) + _linear(inter, h)
-    bias = bool(config.get("multimodal_projector_bias", True))
-    params = _linear(3 * p * p, h) + g * g * h + kept * layer + text
+    bias = _bool(config, "multimodal_projector_bias", True)
+    params = _siglip_tower(h, inter, kept, p, g * g) + text
     params += _linear(h * len(features), text, bias) + _linear(text, text, bias)
     pinpoints = config.get("image_grid_pinpoints", LLAVA_NEXT_PINPOINTS)
     if not (isinstance(pinpoints, list) and pinpoints and all(
         isinstance(pin, list) and len(pin) == 2 and all(isinstance(x, int) and x >= size for x in pin) for pin in pinpoints
     )):  # fmt: skip
         raise InvalidPreset(f"image_grid_pinpoints: expected [height, width] pairs of at least {size} px, got {pinpoints!r}")
-    base = g * g - (1 if config.get("vision_feature_select_strategy", "default") == "default" else 0)
+    strategy = config.get("vision_feature_select_strategy", "default")
+    if strategy not in LLAVA_NEXT_STRATEGIES:
+        raise InvalidPreset(f"vision_feature_select_strategy: expected 'default' or 'full', got {strategy!r}")
+    base = g * g - (1 if strategy == "default" else 0)
     best = max(pinpoints, key=lambda pin: g * g * (pin[0] // size) * (pin[1] // size) + g * (pin[0] // size))
     tiles, rows = (best[0] // size) * (best[1] // size), best[0] // size
     tokens = g * g * tiles + g * rows + base
     found = _fields(params, h, inter, False, (tiles + 1) * g * g, tokens,  # the tiles and the base tile
                     "vLLM's llava_next.py LlavaNextForConditionalGeneration (its siglip.py tower, v0.19.0)",
-                    f"{best[0]} x {best[1]} px, the image_grid_pinpoints entry with the most tokens")  # fmt: skip
-    return {**found, "source": found["source"].replace("transformers' ", "")}
+                    f"{best[0]} x {best[1]} px, the image_grid_pinpoints entry with the most tokens", by="")  # fmt: skip
+    return found
 
 
 def _fields(
-    params: int, hidden: int, intermediate: int, gated: bool, patches: int, tokens: int, where: str, largest: str
+    params: int,
+    hidden: int,
+    intermediate: int,
+    gated: bool,
+    patches: int,
+    tokens: int,
+    where: str,
+    largest: str,
+    by: str = "transformers' ",
 ) -> dict[str, Any]:
+    """VisionSpec fields; `by` names whose code `where` is (empty when `where` names it: "vLLM's ...")."""
     return {
         "params": params, "hidden": hidden, "intermediate": intermediate, "gated": gated, "patches_per_item": patches,
         "tokens_per_item": tokens,
-        "source": f"vision_config, counted as transformers' {where} builds it; the largest image: {largest}",
+        "source": f"vision_config, counted as {by}{where} builds it; the largest image: {largest}",
     }  # fmt: skip
 
 
@@ -458,7 +465,6 @@ TOWERS: dict[str, Callable[[dict[str, Any], dict[str, Any]], dict[str, Any] | No
     "kimi_k25": kimi_k25,
     "kimi_vl": kimi_vl,
     "llava_next": llava_next,
-    "mllama": mllama,
 }
 
 

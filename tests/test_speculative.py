@@ -132,7 +132,7 @@ def test_speculative_decode_rejecting_everything_is_slower(cli) -> None:
         ),
         (
             ["--speculative-model", "llama3.2-1b", "--num-speculative-tokens", "0", "--acceptance-rate", "0.5"],
-            "--num-speculative-tokens 0 must be at least 1",
+            "--num-speculative-tokens 0: must be from 1 to --seq - 1 (4,095)",
         ),
         (
             ["--speculative-model", "mtp", "--num-speculative-tokens", "1", "--acceptance-rate", "0.5"],

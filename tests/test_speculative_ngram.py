@@ -64,6 +64,35 @@ def test_ngram_holds_no_lookahead_blocks(k: int, seq: int) -> None:
     assert doc["budget"]["usable_bytes"] == plain["budget"]["usable_bytes"]
 
 
+def test_ngram_on_vllm_0_8_runs_v0s_rules(cli) -> None:
+    """vLLM 0.8.4's _is_v1_supported_oracle falls back to V0 for n-gram (_warn_or_fallback("ngram"), engine/arg_utils.py
+    of the 0.8.4 wheel): V0's batch defaults (256 seqs, max(max_model_len, 2048) tokens: chunked prefill stays off
+    with speculative decoding, _set_default_args_v0) and sampler, as 0.7.3 budgets; 0.9.2 runs it on V1."""
+    qwen = ["fit", "--model", "qwen2.5-7b", "--gpu", "h100-sxm", "--seq", "32768", "--engine", "vllm", *NGRAM, "4"]
+    v0 = cli.json(*qwen, "--vllm-version", "0.7.3")
+    on_084 = cli.json(*qwen, "--vllm-version", "0.8.4")
+    on_092 = cli.json(*qwen, "--vllm-version", "0.9.2")
+    assert on_084["budget"]["usable_bytes"] == v0["budget"]["usable_bytes"] != on_092["budget"]["usable_bytes"]
+    peak = _term(on_084, "activation peak")["formula"]
+    assert "T = max_num_batched_tokens 32,768 tokens over R = min(max_num_seqs 256, T)" in peak and "V0 engine's sampler" in peak
+    assert "max_num_seqs 1,024" in _term(on_092, "activation peak")["formula"]
+
+
+def test_ngram_k_beyond_the_context_exits_2(cli) -> None:
+    """vLLM proposes at most max_model_len - the tokens so far (ngram_proposer.py, k = min(k, max_model_len - total_token))."""
+    for command in (FIT, [*DECODE, "--acceptance-rate", "0.6"]):
+        result = cli(*command, *NGRAM, "100000000")
+        assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+        assert "--num-speculative-tokens 100,000,000: must be from 1 to --seq - 1" in result.stderr
+
+
+def test_ngram_graph_line_names_the_size_it_captures(cli) -> None:
+    """K = 1000: no multiple of 1,001 is within 512, so the one size is query_len itself (capture_sizes)."""
+    doc = cli.json(*FIT, "--vllm-version", "0.21.0", *NGRAM, "1000", "--explain")
+    assert capture_sizes(1024, 1001) == [1001]
+    assert "1 PIECEWISE sizes up to 1,001" in _term(doc, "CUDA graphs")["formula"]
+
+
 def test_ngram_graphs_are_captured_for_k_plus_one_tokens(cli) -> None:
     """uniform_decode_query_len = 1 + K for every method: K = 4 captures multiples of 5 (H100: max_num_seqs 1,024)."""
     doc = cli.json(*FIT, *NGRAM, "4")
@@ -86,6 +115,14 @@ def test_ngram_decode_has_no_draft_step(cli) -> None:
     assert spec["draft"] == "n-gram lookup" and spec["draft_step_seconds"] == 0
     assert spec["round_seconds"] == spec["verify_seconds"]
     assert spec["seconds_per_token"] == pytest.approx(spec["verify_seconds"] / (1 + 0.5 + 0.25 + 0.125 + 0.0625))
+    assert any("draft step = 0 s" in line and "ngram_proposer.py" in line for line in spec["explain"])
+
+
+def test_ngram_decode_refuses_the_engines_fit_refuses(cli) -> None:
+    sglang = [arg if arg != "vllm" else "sglang" for arg in DECODE]
+    result = cli(*sglang, *NGRAM, "3", "--acceptance-rate", "0.6")
+    assert result.exit_code == 2
+    assert "--speculative-model ngram is modelled for --engine vllm and textbook, not sglang" in result.stderr
 
 
 @pytest.mark.parametrize(

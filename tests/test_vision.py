@@ -96,6 +96,13 @@ LLAVA_SIGLIP = {
     [
         ({"vision_feature_layer": [-30]}, "vision_feature_layer: expected layer indices of the tower's 27, got [-30]"),
         ({"image_grid_pinpoints": [[100, 768]]}, "image_grid_pinpoints: expected [height, width] pairs of at least 384 px"),
+        # present but invalid: refused, not read as true (bool("no")) or as 'full'
+        ({"multimodal_projector_bias": "no"}, "multimodal_projector_bias: expected true or false, got 'no'"),
+        (
+            {"vision_feature_select_strategy": "bogus"},
+            "vision_feature_select_strategy: expected 'default' or 'full', got 'bogus'",
+        ),
+        ({"vision_feature_select_strategy": None}, "vision_feature_select_strategy: expected 'default' or 'full', got None"),
     ],
 )
 def test_a_bad_llava_next_config_exits_2(tmp_path: Path, change: dict, message: str) -> None:
@@ -111,6 +118,67 @@ def test_a_llava_next_siglip_config_carries_its_tower(tmp_path: Path) -> None:
     model = presets.load_model(str(config))
     assert model.vision and model.vision.params == vision.llava_next(LLAVA_SIGLIP["vision_config"], {
         **LLAVA_SIGLIP, "vision_feature_layer": [-24, -1]})["params"]  # fmt: skip
+
+
+def test_llava_next_defaults_apply_only_to_absent_keys() -> None:
+    # transformers' LlavaNextConfig: multimodal_projector_bias True, vision_feature_select_strategy 'default' (one
+    # row fewer in the base tile than 'full')
+    vision_config, config = (
+        LLAVA_SIGLIP["vision_config"],
+        {"text_config": {"hidden_size": 512}, "image_grid_pinpoints": [[384, 768]]},
+    )
+    absent = vision.llava_next(vision_config, config)
+    assert absent == vision.llava_next(
+        vision_config, {**config, "multimodal_projector_bias": True, "vision_feature_select_strategy": "default"}
+    )
+    no_bias = vision.llava_next(vision_config, {**config, "multimodal_projector_bias": False})
+    assert absent["params"] - no_bias["params"] == 512 + 512  # the two projector linears' biases
+    full = vision.llava_next(vision_config, {**config, "vision_feature_select_strategy": "full"})
+    assert full["tokens_per_item"] == absent["tokens_per_item"] + 1
+
+
+def test_a_granite_vision_config_names_its_unsupported_text_model(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({**LLAVA_SIGLIP, "text_config": {**LLAVA_SIGLIP["text_config"], "model_type": "granite"}}))
+    result = runner.invoke(app, ["size", "--model", str(config), "--seq", "1024"])
+    assert result.exit_code == 2
+    assert (
+        "model_type 'llava_next' wraps a text model of model_type 'granite' (text_config), which is not supported"
+        in result.stderr
+    )
+
+
+def test_a_llama32_vision_config_is_refused_for_its_cross_attention(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    text = {"model_type": "mllama_text_model", "num_attention_heads": 32, "num_hidden_layers": 40, "hidden_size": 4096,
+            "cross_attention_layers": [3, 8, 13, 18, 23, 28, 33, 38]}  # fmt: skip
+    config.write_text(json.dumps({"model_type": "mllama", "text_config": text, "vision_config": {"hidden_size": 1280}}))
+    result = runner.invoke(app, ["size", "--model", str(config), "--seq", "1024"])
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert (
+        "model_type 'mllama': its text model's cross-attention layers, whose KV holds the image's encoder tokens, are not modelled"
+        in result.stderr
+    )
+
+
+KIMI_VL_VISION = {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27}  # Kimi-VL-A3B-Instruct
+
+
+def test_kimi_vl_refuses_a_patch_wider_than_its_dummy_image(tmp_path: Path) -> None:
+    with pytest.raises(InvalidPreset, match=r"patch_size 2000 x merge_kernel_size \[2, 2\]: wider than the 1024-px image"):
+        vision.kimi_vl({**KIMI_VL_VISION, "patch_size": 2000}, {"text_config": {"hidden_size": 2048}})
+    # the widest accepted: 512 x 2 = 1024 px, one token of 2 x 2 patches
+    found = vision.kimi_vl({**KIMI_VL_VISION, "patch_size": 512}, {"text_config": {"hidden_size": 2048}})
+    assert (found["tokens_per_item"], found["patches_per_item"]) == (1, 4)
+
+
+def test_kimi_vl_reads_in_token_limit_from_its_config() -> None:
+    # KimiVLImageProcessor.rescale: (1024 // 14)^2 = 5,329 patches > the limit, so the side shrinks by sqrt(limit / 5,329)
+    config = {"text_config": {"hidden_size": 2048}}
+    assert vision.kimi_vl(KIMI_VL_VISION, config)["tokens_per_item"] == 1089  # 4096 by default: 896 px, 33 x 33 tokens
+    smaller = vision.kimi_vl({**KIMI_VL_VISION, "in_token_limit": 1024}, config)
+    side = int(1024 * (1024 / 5329) ** 0.5)  # 448 px
+    assert smaller["tokens_per_item"] == (-(-side // 28)) ** 2 == 256 and "in_token_limit 1,024 patches" in smaller["source"]
 
 
 def test_a_non_boolean_encoder_decoder_exits_2(tmp_path: Path) -> None:
@@ -202,6 +270,25 @@ def test_bad_multimodal_options_exit_2(args: list[str], message: str) -> None:
     engine = [] if "--engine" in args else ["--engine", "vllm"]
     result = runner.invoke(app, ["fit", "--model", model, "--gpu", "h100-sxm", *engine, *args])
     assert result.exit_code == 2 and message in result.stderr
+
+
+def _profile_formula_of(model: str, version: str, *extra: str) -> str:
+    args = ["fit", "--model", model, "--gpu", "h100-sxm", "--engine", "vllm", "--vllm-version", version, "--seq", "8192"]
+    result = runner.invoke(app, [*args, *extra, "--json"])
+    assert result.exit_code == 0, result.output
+    terms = json.loads(result.stdout)["budget"]["terms"]
+    (formula,) = [term["formula"] for term in terms if term["name"] == residents.MM_PROFILE_TERM] or [""]
+    return formula
+
+
+def test_the_image_limit_is_read_not_another_modalitys() -> None:
+    # gemma3-4b's tower serves images: a video limit of 2 does not profile 2 images, an audio limit of 0 keeps the tower
+    default = _profile_formula_of("gemma3-4b", "0.7.0")
+    assert "limit 1 *" in default
+    assert "limit 0 *" not in _profile_formula_of("gemma3-4b", "0.7.0", "--limit-mm-per-prompt", '{"image": 1, "video": 2}')
+    assert _profile_formula_of("gemma3-4b", "0.7.0", "--limit-mm-per-prompt", '{"image": 0, "video": 2}') == ""
+    assert _profile_formula_of("gemma3-4b", "0.7.0", "--limit-mm-per-prompt", '{"audio": 0}') == default
+    assert "limit 2 *" in _profile_formula_of("gemma3-4b", "0.7.0", "--limit-mm-per-prompt", '{"image": 2, "audio": 0}')
 
 
 def test_a_text_model_refuses_multimodal_options() -> None:
@@ -306,36 +393,39 @@ def test_a_v0_release_batches_prompts_of_one_image() -> None:
 
 
 LLAMA32_VISION = LOGS / "models" / "vision" / "llama3.2-11b-vision.yaml"
-MLLAMA_VISION = {  # transformers v4.47.1 configuration_mllama.py defaults, with the checkpoint's image_size 560
-    "hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32, "num_global_layers": 8,
-    "image_size": 560, "vision_output_dim": 7680,
-}  # fmt: skip
 
 
-def test_mllama_tower_counts_every_module() -> None:
-    # Hand-worked from modeling_mllama.py at Llama-3.2-11B-Vision's shapes (h 1280, I 5120, 32 local + 8 global
-    # layers, 1601 patches per 560-px tile, 4 tiles, 8 aspect ratios, text hidden 4096): patch conv 3*14*14*h, class
-    # embedding h; position gate 1, table 1601h, tile table 9*4*1601h; pre/post tile tables 9*4h and a gate each;
-    # 2 LayerNorms; per layer 2 LayerNorms (4h), q k v o (4h^2), fc1 and fc2 with biases; 2 gates per global
-    # layer; projector 7680*4096 + 4096.
+def mllama_tower_params() -> int:
+    """Llama-3.2-11B-Vision's tower, hand-worked from transformers v4.47.1 modeling_mllama.py MllamaVisionModel at
+    configuration_mllama.py's defaults with the checkpoint's image_size 560 (h 1280, I 5120, 32 local + 8 global
+    layers, 1601 patches per 560-px tile, 4 tiles, 8 aspect ratios, text hidden 4096): patch conv 3*14*14*h, class
+    embedding h; position gate 1, table 1601h, tile table 9*4*1601h; pre/post tile tables 9*4h and a gate each;
+    2 LayerNorms; per layer 2 LayerNorms (4h), q k v o without biases (4h^2), fc1 and fc2 with biases; 2 gates per
+    global layer; projector 7680*4096 + 4096."""
     h, inter = 1280, 5120
     layer = 4 * h + 4 * h * h + (h * inter + inter) + (inter * h + h)
-    expected = (
+    return (
         3 * 14 * 14 * h + h + 1 + 1601 * h + 9 * 4 * 1601 * h + 2 * (9 * 4 * h + 1) + 4 * h
         + 40 * layer + 2 * 8 + 7680 * 4096 + 4096
     )  # fmt: skip
-    found = vision.mllama(MLLAMA_VISION, {"text_config": {"hidden_size": 4096}})
-    assert found["params"] == expected == 895_028_755
-    # vLLM's get_max_mllama_image_tokens: 4 tiles * 1601 = 6404 tokens; its encoder pads each tile to 1608 rows
-    assert (found["tokens_per_item"], found["patches_per_item"], found["encoder_decoder"]) == (6404, 6432, True)
 
 
 def test_llama32_vision_weights_match_the_logged_load() -> None:
     # https://github.com/vllm-project/vllm/pull/12126: "model weights take 19.86GiB" for meta-llama/Llama-3.2-11B-Vision
     model = presets.load_model(str(LLAMA32_VISION))
-    assert model.vision and model.vision.params == vision.mllama(MLLAMA_VISION, {"text_config": {"hidden_size": 4096}})["params"]
+    assert model.vision and model.vision.params == mllama_tower_params() == 895_028_755
+    # vLLM's get_max_mllama_image_tokens: 4 tiles * 1601 = 6404 tokens; its encoder pads each tile to 1608 rows
+    assert (model.vision.tokens_per_item, model.vision.patches_per_item, model.vision.encoder_decoder) == (6404, 6432, True)
     total = 2 * (model.params + model.vision.params)
     assert abs(total / 2**30 - 19.86) < 0.02
+
+
+@pytest.mark.parametrize(("version", "v0"), [("0.8.4", True), ("0.9.2", True), ("0.10.2", True), ("0.11.0", False)])
+def test_an_encoder_decoder_model_falls_back_to_v0_before_0_11(version: str, v0: bool) -> None:
+    # vLLM 0.8.4, 0.9.2 and 0.10.2 wheels: MllamaForConditionalGeneration is SupportsV0Only, so
+    # engine/arg_utils.py _is_v1_supported_oracle falls back to V0 (_raise_or_fallback); 0.11 removed V0
+    formula = _profile_formula_of(str(LLAMA32_VISION), version, "--max-num-seqs", "8")
+    assert ("V0 encoder-decoder: max_num_seqs 8 prompts of 1 item" in formula) is v0, formula
 
 
 def test_v0_encoder_decoder_profiles_every_sequence_with_an_image() -> None:
@@ -427,7 +517,6 @@ TOWER_CONFIGS = {  # each architecture's published shapes (the checkpoints named
         {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24},
         {"text_config": {"hidden_size": 5120}, "multimodal_projector_bias": False},
     ),
-    "mllama": (MLLAMA_VISION, {"text_config": {"hidden_size": 4096}}),  # Llama-3.2-11B-Vision
     "llava_next": (  # granite-vision-3.3-2b: SigLIP, four feature layers
         {
             "model_type": "siglip_vision_model",
@@ -473,5 +562,6 @@ def test_a_deeper_tower_weighs_more_and_keeps_its_largest_image(arch: str, extra
     assert deeper["params"] > base["params"] > 0
     assert (deeper["patches_per_item"], deeper["tokens_per_item"]) == (base["patches_per_item"], base["tokens_per_item"])
     # one token per patch at most, or per merged patches; LLaVA-NeXT adds a newline token per row of patches on top
-    rows = base["patches_per_item"] // 27 if arch == "llava_next" else 0  # granite's 27 x 27 patches per tile
+    side = vision_config.get("image_size", 0) // vision_config.get("patch_size", 14)  # patches per tile row
+    rows = base["patches_per_item"] // side if arch == "llava_next" else 0
     assert 0 < base["tokens_per_item"] <= base["patches_per_item"] + rows

@@ -152,7 +152,8 @@ def test_v0_forward_is_never_below_v1s(hidden: int, intermediate: int, tp: int, 
 def test_n_gram_speculation_falls_back_to_v0_in_0_8(version: str, draft: str | None, v0: bool) -> None:
     # vllm/engine/arg_utils.py _warn_or_fallback("ngram") in the 0.8.0-0.8.5 wheels, gone in 0.9.0
     workload = Workload(seq=1, engine=Engine(name="vllm", vllm_version=version), draft_kind=draft)
-    assert runs_v0(workload)[0] is v0
+    dense = ModelSpec(name="m", layers=1, heads=1, kv_heads=1, head_dim=64)
+    assert (runs_v0(dense, workload) is not None) is v0
 
 
 def _graphs_bytes(cli, version: str) -> int:

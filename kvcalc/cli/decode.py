@@ -123,7 +123,7 @@ def decode(
     overhead = seconds_per_layer(overhead_ms)
     step = latency.decode(spec, work, gpu_spec, weights_fmt, efficiency, overhead)
     speculation = None
-    drafting = draft_for_decode(spec, speculative_model, num_speculative_tokens, acceptance_rate, presets_dir)
+    drafting = draft_for_decode(spec, work, speculative_model, num_speculative_tokens, acceptance_rate, presets_dir)
     if drafting is not None:
         draft_spec, tokens, acceptance = drafting
         draft_step = None  # n-gram lookup: no draft model

@@ -56,6 +56,8 @@ def with_draft(
             raise InvalidInput("--num-speculative-tokens needs --speculative-model")
         return work, [], None
     positive(num_speculative_tokens=tokens)
+    if tokens is not None:
+        residents.require_speculative_tokens(tokens, work.seq)
     if draft_ref == residents.MTP:
         found = residents.mtp_draft(target, work)
     elif draft_ref == residents.NGRAM:
@@ -78,10 +80,16 @@ def with_draft_pool(report: FitReport, work: Workload, found: residents.Draft | 
 
 
 def draft_for_decode(
-    target: ModelSpec, draft_ref: str | None, tokens: int | None, acceptance: float | None, presets_dir: list[str] | None
+    target: ModelSpec,
+    work: Workload,
+    draft_ref: str | None,
+    tokens: int | None,
+    acceptance: float | None,
+    presets_dir: list[str] | None,
 ) -> tuple[ModelSpec | None, int, float] | None:
     """The draft model (None for n-gram lookup, which has none), K and the acceptance rate decode
-    times speculative rounds with; all three given, or none."""
+    times speculative rounds with; all three given, or none. n-gram lookup on an engine fit and size
+    refuse it for is refused here too (residents.ngram_draft)."""
     given = {"--speculative-model": draft_ref, "--num-speculative-tokens": tokens, "--acceptance-rate": acceptance}
     if all(value is None for value in given.values()):
         return None
@@ -89,9 +97,11 @@ def draft_for_decode(
     if missing:
         raise InvalidInput(f"decode times speculative decoding with all of {', '.join(given)}: give {', '.join(missing)}")
     assert draft_ref is not None and tokens is not None and acceptance is not None
+    residents.require_speculative_tokens(tokens, work.seq)
     if draft_ref == residents.MTP:
         raise InvalidInput("decode --speculative-model mtp is not modelled: give the draft as a model (a preset or config.json)")
     if draft_ref == residents.NGRAM:
+        residents.ngram_draft(work)
         return None, tokens, acceptance
     draft = presets.load_model(draft_ref, presets_dir)
     residents.require_same_vocabulary(target, draft)
@@ -176,8 +186,8 @@ LimitMmOpt = Annotated[
     str | None,
     typer.Option(
         "--limit-mm-per-prompt",
-        help="vllm: items of each modality per prompt, as JSON ('{\"image\": 2}'); every one 0 is text only: no vision tower"
-        " and no multimodal profiling.",
+        help="vllm: items of each modality per prompt, as JSON ('{\"image\": 2}'); the vision tower reads the image entry,"
+        " and image 0 is text only: no vision tower and no multimodal profiling.",
     ),
 ]
 LanguageOnlyOpt = Annotated[

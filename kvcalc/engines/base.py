@@ -314,9 +314,10 @@ class EngineProfile(ABC):
         (None, "unbounded") when unknown)."""
         return (model.max_positions, "max_positions") if model.max_positions else (None, "unbounded")
 
-    def defaults_on(self, engine: Engine, gpu: GpuMemory) -> Engine:
-        """The engine's options with the defaults that depend on the GPU filled in (default: as given)."""
-        return engine
+    def defaults_on(self, model: ModelSpec, workload: Workload, gpu: GpuMemory) -> Engine:
+        """The engine's options with the defaults that depend on the GPU (and, for vLLM, on the engine
+        the deployment runs) filled in (default: as given)."""
+        return workload.engine
 
     def budget(
         self,

@@ -111,13 +111,19 @@ SAMPLER_BYTES_PER_LOGIT_UNKNOWN_RELEASE = 38
 # 1,024 x 151,936 logits; the Qwen3-4B 0.10.2 log in published.yaml, 5.59 GiB), as the llm-d-planner table's.
 NATIVE_SAMPLER_BYTES_PER_LOGIT = 38
 V1_ENGINE_SINCE = (0, 8, 0)  # the V1 engine (and its TopKTopPSampler) is the default
+# From 0.8 to 0.8.x, n-gram speculation falls back to V0 unless VLLM_USE_V1=1 ("ngram is supported on V1, but off by
+# default for now": vllm/engine/arg_utils.py _is_v1_supported_oracle, _warn_or_fallback("ngram"), 0.8.4); 0.9.2 has no such line.
+NGRAM_ON_V1_SINCE = (0, 9, 0)
+# An encoder-decoder model (mllama: SupportsV0Only) is not is_v1_compatible, so _is_v1_supported_oracle falls back to V0
+# (_raise_or_fallback, "No Mamba or Encoder-Decoder so far"; vllm/engine/arg_utils.py and vllm/worker/enc_dec_model_runner.py
+# in the 0.8.4, 0.9.2 and 0.10.2 wheels); 0.11 removed the V0 engine.
+V0_REMOVED_SINCE = (0, 11, 0)
 # V0 (before 0.8): without chunked prefill the profile run batches max(max_model_len, 2048) tokens; chunked
 # prefill, and so 2048, only past 32K (vllm/config.py SchedulerConfig.__post_init__, _DEFAULT_MAX_NUM_BATCHED_TOKENS;
 # vllm/engine/arg_utils.py create_engine_config use_long_context, v0.7.x)
 V0_DEFAULT_MAX_NUM_BATCHED_TOKENS = 2048
 V0_LONG_CONTEXT = 32768
 V0_MAX_NUM_SEQS = 256  # EngineArgs.max_num_seqs on every GPU in V0
-NGRAM_ON_V1_SINCE = (0, 9, 0)  # 0.8.x runs n-gram speculation on V0 (runs_v0)
 FLASHINFER_DEPENDENCY_SINCE = (0, 11, 1)  # flashinfer-python a default CUDA requirement (vllm-project/vllm#26443)
 # Turing (SM 7.5): FlashInferBackend.supports_compute_capability raised its floor to SM 8.0 in 0.24 (FlashInfer broken on
 # SM75, flashinfer-ai/flashinfer#3620; vllm/v1/attention/backends/flashinfer.py of the 0.24.0, 0.25.0 and 0.30.0 wheels;
@@ -298,7 +304,7 @@ def model_runner(model: ModelSpec, workload: Workload) -> tuple[ModelRunner, str
 
 
 def sampler_rule(
-    version: str | None, runner: ModelRunner = "v1", family: SmFamily | None = None, logit_bytes: int = 2
+    version: str | None, runner: ModelRunner = "v1", family: SmFamily | None = None, logit_bytes: int = 2, v0: bool = False
 ) -> tuple[int, str]:
     """Bytes per logit of the profile run's sampler, and why. vLLM's V1 TopKTopPSampler samples with
     FlashInfer when it is installed and otherwise falls back to the PyTorch-native path, which sorts the
@@ -307,7 +313,7 @@ def sampler_rule(
     requirement with vllm-project/vllm#26443, Oct 2025; 0.11.0 logs still warn "FlashInfer is not
     available"): 38 B; below SM 8.0 (Turing, Volta, Pascal) from 0.24 FlashInfer refuses the GPU
     (FLASHINFER_SM80_FLOOR_SINCE): 38 B.
-    Later releases, and V0 ones (their logs fit it): 15 B. No --vllm-version: 38 B, the largest published.
+    Later releases, and the V0 engine (`v0`: its logs fit it, whatever the release, runs_v0): 15 B. No --vllm-version: 38 B, the largest published.
     A Docker image of an older release ships FlashInfer and profiles 15 B.
     The V2 runner's dummy batch asks for no top-k, top-p or logprobs ("the sampler may skip top_k, top_p,
     and logprobs", model_runner.py _dummy_sampler_run): it holds the logits in the model's dtype
@@ -333,7 +339,7 @@ def sampler_rule(
     if version is None:
         return SAMPLER_BYTES_PER_LOGIT_UNKNOWN_RELEASE, "no --vllm-version: the largest sampler profile published"
     release = parse_engine_version(version)
-    if V1_ENGINE_SINCE <= release < FLASHINFER_DEPENDENCY_SINCE:
+    if V1_ENGINE_SINCE <= release < FLASHINFER_DEPENDENCY_SINCE and not v0:
         return NATIVE_SAMPLER_BYTES_PER_LOGIT, (
             f"vLLM {version} installs without FlashInfer: the PyTorch-native top-k/top-p sampler sorts the logits"
         )
@@ -342,6 +348,8 @@ def sampler_rule(
             f"vLLM {version} on SM {SM_CAPABILITY[family] / 10:.1f} ({family}): FlashInfer's sampler needs SM 8.0 from"
             " 0.24, so the native one sorts the logits"
         )
+    if v0:
+        return SAMPLER_BYTES_PER_LOGIT, f"vLLM {version}: the V0 engine's sampler (its logs fit it)"
     return SAMPLER_BYTES_PER_LOGIT, f"vLLM {version}: FlashInfer's sampler (a dependency since 0.11.1), or V0's"
 
 
@@ -366,45 +374,58 @@ def development_build_note(version: str | None) -> str | None:
     )
 
 
-def runs_v0(workload: Workload) -> tuple[bool, str]:
-    """Whether vLLM runs the request on its V0 engine, and why: every release before 0.8, and 0.8.0-0.8.5
-    for n-gram speculation, which falls back to V0 unless VLLM_USE_V1=1 (vllm/engine/arg_utils.py
-    _is_v1_supported_oracle, _warn_or_fallback("ngram"), read in the 0.8.0-0.8.5 wheels; 0.9.0 runs it on V1).
+def runs_v0(model: ModelSpec, workload: Workload) -> str | None:
+    """Why vLLM runs this deployment on its V0 engine, or None when it runs V1 (or no --vllm-version):
+    every release before 0.8; n-gram speculation in 0.8.x and an encoder-decoder tower (mllama) before
+    0.11, which _is_v1_supported_oracle sends back to V0 (NGRAM_ON_V1_SINCE, V0_REMOVED_SINCE).
 
-    >>> v0 = lambda version, draft=None: runs_v0(Workload(seq=1, engine=Engine(name="vllm", vllm_version=version), draft_kind=draft))[0]
-    >>> v0("0.7.3"), v0("0.8.4"), v0("0.8.4", "ngram"), v0("0.9.0", "ngram"), v0(None)
+    >>> dense = ModelSpec(name="m", layers=1, heads=1, kv_heads=1, head_dim=64)
+    >>> v0 = lambda release, draft=None: runs_v0(dense, Workload(seq=1, engine=Engine(name="vllm", vllm_version=release), draft_kind=draft)) is not None
+    >>> v0("0.7.3"), v0("0.8.4"), v0("0.8.4", "ngram"), v0("0.9.2", "ngram"), v0(None, "ngram")
     (True, False, True, False, False)
     """
     version = workload.engine.vllm_version
     if version is None:
-        return False, "no --vllm-version: the V1 engine"
+        return None
     release = parse_engine_version(version)
     if release < V1_ENGINE_SINCE:
-        return True, f"vLLM {version}: the V0 engine (V1 is the default from 0.8)"
-    if release < NGRAM_ON_V1_SINCE and workload.draft_kind == "ngram":
-        return True, f"vLLM {version} falls back to V0 for n-gram speculation (engine/arg_utils.py, 0.8.0-0.8.5)"
-    return False, f"vLLM {version}: the V1 engine"
+        return f"vLLM {version} (V0)"
+    if workload.draft_kind == "ngram" and release < NGRAM_ON_V1_SINCE:
+        return (
+            f"vLLM {version} (V0: n-gram speculation falls back to it unless VLLM_USE_V1=1, vllm/engine/arg_utils.py"
+            ' _is_v1_supported_oracle, _warn_or_fallback("ngram"), 0.8.4)'
+        )
+    if model.vision is not None and model.vision.encoder_decoder and release < V0_REMOVED_SINCE:
+        return (
+            f"vLLM {version} (V0: an encoder-decoder model, SupportsV0Only, is not is_v1_compatible, vllm/engine/arg_utils.py"
+            " _is_v1_supported_oracle, _raise_or_fallback; 0.8.4, 0.9.2, 0.10.2)"
+        )
+    return None
 
 
-def v0_batch_defaults(model: ModelSpec, engine: Engine, seq: int) -> tuple[Engine, str | None]:
-    """The engine with V0's (before 0.8) scheduler defaults filled in, and why (None: not V0, or both
+def v0_batch_defaults(model: ModelSpec, workload: Workload) -> tuple[Engine, str | None]:
+    """The engine with V0's scheduler defaults filled in (runs_v0), and why (None: not V0, or both
     given). V0 enables chunked prefill by default only for max_model_len > 32K on a model without sliding
-    windows, MLA or a vision tower (arg_utils.py create_engine_config / _set_default_args_v0, v0.7.x);
+    windows, MLA, a vision tower or a draft (arg_utils.py create_engine_config / _set_default_args_v0, v0.7.x);
     without it max_num_batched_tokens is max(max_model_len, 2048), with it 2048 (config.py
     SchedulerConfig.__post_init__); max_num_seqs is 256 on every GPU (EngineArgs).
 
-    >>> tokens = lambda version, seq: v0_batch_defaults(ModelSpec(name="m", layers=1, heads=1, kv_heads=1, head_dim=64), Engine(name="vllm", vllm_version=version), seq)[0].max_num_batched_tokens
+    >>> tokens = lambda version, seq: v0_batch_defaults(ModelSpec(name="m", layers=1, heads=1, kv_heads=1, head_dim=64), Workload(seq=seq, engine=Engine(name="vllm", vllm_version=version)))[0].max_num_batched_tokens
     >>> tokens("0.7.3", 8192), tokens("0.7.2", 32768), tokens("0.7.2", 40960), tokens("0.7.2", 1024), tokens("0.8.0", 8192)
     (8192, 32768, 2048, 2048, None)
     """
-    if engine.vllm_version is None or parse_engine_version(engine.vllm_version) >= V1_ENGINE_SINCE:
+    engine, seq = workload.engine, workload.seq
+    v0 = runs_v0(model, workload)
+    if v0 is None:
         return engine, None
     if engine.max_num_batched_tokens is not None and engine.max_num_seqs is not None:
         return engine, None
-    chunked = seq > V0_LONG_CONTEXT and model.sliding_window is None and model.mla is None and model.vision is None
+    # nor with speculative decoding (use_spec_decode, _set_default_args_v0, 0.8.4)
+    plain = model.sliding_window is None and model.mla is None and model.vision is None and workload.draft_kind is None
+    chunked = seq > V0_LONG_CONTEXT and plain
     batched = V0_DEFAULT_MAX_NUM_BATCHED_TOKENS if chunked else max(seq, V0_DEFAULT_MAX_NUM_BATCHED_TOKENS)
     why = (
-        f"vLLM {engine.vllm_version} (V0): chunked prefill "
+        f"{v0}: chunked prefill "
         + (
             f"on (max_model_len {seq:,} > 32K): {batched:,} batched tokens"
             if chunked
@@ -696,12 +717,13 @@ class Vllm(EngineProfile):
 
     vision_rule = (
         "the tower loads with the language model, sharded over tp (vllm/config/multimodal.py MultiModalConfig"
-        " mm_encoder_tp_mode 'weights'); --language-model-only or every --limit-mm-per-prompt 0 leaves it out"
+        " mm_encoder_tp_mode 'weights'); --language-model-only or --limit-mm-per-prompt '{\"image\": 0}' leaves it out"
     )
     mm_profile_rule = (
         "vllm/v1/worker/gpu_model_runner.py profile_run (encoder_cache['tmp']), vllm/multimodal/encoder_budget.py"
-        " MultiModalBudget, vllm/v1/core/encoder_cache_manager.py compute_mm_encoder_budget (v0.11-0.19); V0 releases (before"
-        " 0.8): vllm/worker/model_runner.py profile_run, vllm/multimodal/registry.py (v0.7.0)"
+        " MultiModalBudget, vllm/v1/core/encoder_cache_manager.py compute_mm_encoder_budget (v0.11-0.19); the V0 engine (before"
+        " 0.8, and runs_v0's fallbacks to 0.10.2): vllm/worker/model_runner.py and enc_dec_model_runner.py profile_run,"
+        " vllm/multimodal/registry.py (v0.7.0)"
     )
     sparse_mla_fp8_layout = True  # fp8_ds_mla: fp8 latent, fp32 scale per 128, bf16 rope (656 B for DeepSeek-V3.2)
     max_seqs_option = "max_num_seqs"
@@ -837,15 +859,16 @@ class Vllm(EngineProfile):
         """--max-num-seqs caps the requests running at once."""
         return workload.engine.max_num_seqs
 
-    def defaults_on(self, engine: Engine, gpu: GpuMemory) -> Engine:
+    def defaults_on(self, model: ModelSpec, workload: Workload, gpu: GpuMemory) -> Engine:
         """max_num_batched_tokens as the release and entry point default it (default_max_num_batched_tokens:
         vllm serve 8192 on a GPU of 70 GiB or more that is not an A100, else 2048; the LLM class twice that);
-        a V0 release's follow max_model_len and are filled by budget (v0_batch_defaults)."""
+        on the V0 engine (runs_v0) they follow max_model_len and are filled by budget (v0_batch_defaults)."""
+        engine = workload.engine
         if engine.attention_backend is None and any(name in (gpu.name or "").lower() for name in BLACKWELL_NAMES):
             engine = engine.model_copy(update={"attention_backend": "cutlass_mla"})  # vllm/platforms/cuda.py: SM100
         if engine.max_num_batched_tokens is not None:
             return engine
-        if engine.vllm_version is not None and parse_engine_version(engine.vllm_version) < V1_ENGINE_SINCE:
+        if runs_v0(model, workload) is not None:
             return engine  # V0's defaults follow max_model_len: budget fills them (v0_batch_defaults)
         batched, _ = default_max_num_batched_tokens(gpu, engine)
         return engine.model_copy(update={"max_num_batched_tokens": batched})
@@ -878,16 +901,14 @@ class Vllm(EngineProfile):
         requests = min(seqs, tokens)
         b = activation_bytes(act_dtype)
         layers = range(stage.first_layer, stage.last_layer + 1)
-        v0, v0_why = runs_v0(workload)
+        v0_why = runs_v0(model, workload)
+        v0 = v0_why is not None
         defaults_why = "V0's, above" if v0 else default_max_num_batched_tokens(gpu, engine)[1]
         forward = v0_forward_transient if v0 else forward_transient
         transient, transient_formula = forward(model, layers, tokens, tp, b)
         workspace, workspace_formula = moe_workspace(model, layers, tokens, tp, b)
         runner, runner_why = model_runner(model, workload)
-        if v0:
-            per_logit, per_logit_why = SAMPLER_BYTES_PER_LOGIT, f"{v0_why}: V0's sampler"
-        else:
-            per_logit, per_logit_why = sampler_rule(engine.vllm_version, runner, sm_family(gpu.name), b)
+        per_logit, per_logit_why = sampler_rule(engine.vllm_version, runner, sm_family(gpu.name), b, v0)
         sampler = requests * vocab * per_logit + 2 * tokens * hidden * b if last else 0
         sampler_formula = (
             f"R * V * {per_logit} + 2 * T * H * b = {requests:,} * {vocab:,} * {per_logit}"
@@ -902,7 +923,8 @@ class Vllm(EngineProfile):
         v2_without_estimate = runner == "v2" and release < V2_GRAPHS_PROFILED_SINCE
         graphs_applied = not eager and release >= CUDA_GRAPHS_SINCE and not v2_without_estimate
         query_len = 1 + workload.speculative_tokens
-        count, full = len(capture_sizes(seqs, query_len)), len(full_graph_sizes(seqs, query_len))
+        sizes = capture_sizes(seqs, query_len)
+        count, full = len(sizes), len(full_graph_sizes(seqs, query_len))
         further = count - 1 + max(full - 1, 0)  # each mode's first capture shares the pool (max of the firsts)
         graphs = CUDA_GRAPH_FIRST_BYTES + further * CUDA_GRAPH_EACH_BYTES if graphs_applied else 0
         if eager:
@@ -946,7 +968,8 @@ class Vllm(EngineProfile):
                 formula=(
                     f"estimate = first capture + each further graph = {format_bytes(CUDA_GRAPH_FIRST_BYTES)} + (({count} - 1)"
                     f" + ({full} - 1)) * {format_bytes(CUDA_GRAPH_EACH_BYTES)} = {graphs:,} B ({count} PIECEWISE sizes up to"
-                    f" min(2 * max_num_seqs * query_len, 512), {full} FULL sizes up to max_num_seqs {seqs:,} * query_len {query_len})"
+                    f" {sizes[-1]:,}, multiples of query_len {query_len} within min(2 * max_num_seqs * query_len, 512) or"
+                    f" query_len alone past it, {full} FULL sizes up to max_num_seqs {seqs:,} * query_len {query_len})"
                     if graphs_applied
                     else why_no_graphs
                 ),
@@ -973,7 +996,7 @@ class Vllm(EngineProfile):
         """available KV = total * gpu_memory_utilization - weights - activation peak - non-torch
         - CUDA graphs, on the GPU of the stage that leaves the least (the last stage runs the
         sampler); --reserve replaces the three overheads; --kv-cache-memory-bytes is the answer."""
-        engine, v0_why = v0_batch_defaults(model, workload.engine, workload.seq)
+        engine, v0_why = v0_batch_defaults(model, workload)
         workload = workload.model_copy(update={"engine": engine})
         memory = gpu.total_bytes
         default_fraction, default_why = default_utilization(engine.vllm_version)
