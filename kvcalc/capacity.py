@@ -26,6 +26,7 @@ from kvcalc.kvcache import (
 )
 from kvcalc.residents import with_residents
 from kvcalc.spec import GpuSpec, Interconnect, ModelSpec, Workload, cache_dtypes
+from kvcalc.units import GiB
 from kvcalc.weights import WeightFormat, activation_dtype, require_params, stage_weights, weight_format
 
 UNBOUNDED_CONTEXT = 2**31  # search limit: the largest count a workload accepts
@@ -41,6 +42,8 @@ def budget(
     gpu_name: str | None = None,
     residents: Sequence[BudgetTerm] = (),
     interconnect: Interconnect | None = None,
+    preset: GpuSpec | None = None,
+    in_use_bytes: int = 0,
 ) -> Budget:
     """What one GPU leaves for the KV cache, by the engine's own budget (engines.<name>.budget):
     textbook, hf and llama.cpp memory * utilization - weights - reserve; vLLM, SGLang and
@@ -48,7 +51,10 @@ def budget(
     GPU are each pipeline stage's, in the checkpoint's format unless `weights` says otherwise;
     `gpu_name` picks the engine's defaults for that GPU (vLLM's for an A100), `interconnect` its
     tensor-parallel buffers (None: unknown, each engine's safe assumption); `residents`, what else the
-    deployment holds (kvcalc.residents: a draft model's weights), each taken from the cache's share."""
+    deployment holds (kvcalc.residents: a draft model's weights), each taken from the cache's share;
+    `preset`, the GPU preset when `memory_bytes` is its memory_bytes (no --memory): an engine that
+    sizes from CUDA's total takes the preset's cuda_memory_bytes (process_total); `in_use_bytes`, what
+    other processes or the OS hold when the engine starts (--memory-in-use)."""
     refuse_compressed(model, workload.engine)  # before the engine's budget asks for what it would not use
     rules = engines.profile(workload.engine)
     if utilization is not None:
@@ -61,13 +67,37 @@ def budget(
         raise InvalidInput("--reserve must not be negative")
     params = require_params(model)
     fmt = weights or weight_format(model)
-    gpu = GpuMemory(total_bytes=memory_bytes, name=gpu_name, interconnect=interconnect)
+    total, total_why = process_total(memory_bytes, preset, rules)
+    if not 0 <= in_use_bytes < total:
+        raise InvalidInput(f"--memory-in-use {in_use_bytes:,} B must be at least 0 and below the GPU's total {total:,} B")
+    smi = memory_bytes if total != memory_bytes else None
+    gpu = GpuMemory(total_bytes=total, name=gpu_name, interconnect=interconnect, smi_bytes=smi, in_use_bytes=in_use_bytes)
     on_gpu = workload.model_copy(update={"engine": rules.defaults_on(model, workload, gpu)})
     stages = stage_weights(model, workload, params, fmt)
     found = with_residents(
         rules.budget(model, on_gpu, gpu, stages, activation_dtype(model, fmt), utilization, reserve_bytes), list(residents)
     )
-    return found.model_copy(update={"explain": [*model.origin(), *found.explain]})  # first, where the model comes from
+    origin = [*model.origin(), *([total_why] if total_why else [])]  # first, where the model and the total come from
+    return found.model_copy(update={"explain": [*origin, *found.explain]})
+
+
+def process_total(memory_bytes: int, preset: GpuSpec | None, rules: engines.EngineProfile) -> tuple[int, str | None]:
+    """The total the engine's process sees, and --explain's line on which total and why: a preset's
+    cuda_memory_bytes for an engine that takes its fraction of CUDA's total (vLLM, SGLang,
+    TensorRT-LLM: torch.cuda.mem_get_info), else its nvidia-smi memory_bytes; --memory (no preset) as given."""
+    if preset is None or not rules.sizes_from_cuda_total or preset.backend != "cuda":
+        return memory_bytes, None
+    if preset.cuda_memory_bytes is not None:
+        cuda = preset.cuda_memory_bytes
+        return cuda, (
+            f"total = {cuda:,} B ({cuda / GiB:.2f} GiB), what CUDA reports on a {preset.name}, not nvidia-smi's"
+            f" {memory_bytes:,} B: {rules.label} takes its fraction of CUDA's total ({preset.cuda_memory_source})"
+        )
+    return memory_bytes, (
+        f"total = {memory_bytes:,} B ({memory_bytes / GiB:.2f} GiB), the {preset.name} preset's nvidia-smi total: it records no"
+        f" CUDA total, and CUDA may report up to ~0.5 GiB less, which {rules.label} takes its fraction of"
+        " (--memory SIZE with the total its log prints is exact)"
+    )
 
 
 Needs = list[tuple[int, int]]  # (what a workload needs, what holds it): bytes and the usable bytes, or a pool's slots
@@ -261,6 +291,7 @@ def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | N
     if states.pages is not None and workload.pp == 1:
         state_layers = sum(kind is not None for kind in model.state_kinds())
         hybrid_log, refused = rules.hybrid_pool(model, workload, usable, stage, states.pages, state_layers)
+    refused = budget_.refused or refused  # too little free memory at start-up comes first
     fits = budget_holds and _met(_needs(layout, workload, usable, pools)) and refused is None
     shortfall = _shortfall(layout, workload, usable, pools) + budget_.overcommitted_bytes
     headroom = _headroom(layout, workload, usable, pools) if fits else -shortfall

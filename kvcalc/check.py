@@ -58,6 +58,7 @@ class PlannedWorkload(Strict):
     engine: Engine = Engine()  # a name (vllm) or a mapping with options ({name: vllm, max_num_batched_tokens: 8192})
     utilization: Annotated[float, Field(gt=0, le=1), Number] | None = None  # textbook, hf, llamacpp (default 0.9)
     reserve: str | None = None  # default: 1GiB for textbook, hf and llamacpp; the engine's modelled overheads otherwise
+    memory_in_use: str | None = None  # held by other processes or the OS when the engine starts (--memory-in-use); default 0
     expect: Expect = Expect()
 
     @field_validator("engine", mode="before")
@@ -65,7 +66,7 @@ class PlannedWorkload(Strict):
     def _read_engine(cls, value: object) -> object:
         return {"name": value} if isinstance(value, str) else value
 
-    @field_validator("memory", "reserve", mode="before")
+    @field_validator("memory", "reserve", "memory_in_use", mode="before")
     @classmethod
     def _size_has_a_unit(cls, value: object) -> object:
         if isinstance(value, bool):
@@ -74,12 +75,12 @@ class PlannedWorkload(Strict):
             raise ValueError(f"write a size with its unit, e.g. {value}GiB or {value}GB")
         return value
 
-    @field_validator("memory", "reserve")
+    @field_validator("memory", "reserve", "memory_in_use")
     @classmethod
     def _read_size(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None:
             try:
-                parse_size(value, allow_zero=info.field_name == "reserve")
+                parse_size(value, allow_zero=info.field_name in ("reserve", "memory_in_use"))
             except Exception as exc:
                 raise ValueError(str(exc)) from None
         return value
@@ -157,9 +158,11 @@ def check_workload(
     weights = weight_format(model, planned.weight_dtype)
     memory = capacity.gpu_memory(gpu, parse_size(planned.memory) if planned.memory else None)
     reserve = parse_size(planned.reserve, allow_zero=True) if planned.reserve is not None else None
+    in_use = parse_size(planned.memory_in_use, allow_zero=True) if planned.memory_in_use else 0
     budget = capacity.budget(
         model, work, memory, weights, planned.utilization, reserve, gpu.name if gpu else None,
         interconnect=planned.interconnect or (gpu.interconnect if gpu else None),
+        preset=gpu if not planned.memory else None, in_use_bytes=in_use,
     )  # fmt: skip
     report = capacity.fit(model, work, budget, details=False)
     kv_bytes = batch_bytes(model, work.model_copy(update={"engine": budget.engine})).per_gpu  # size's bytes_per_gpu

@@ -535,6 +535,14 @@ class GpuSpec(Strict):
     fp8_flops: Rate | None = None
     backend: Backend = "cuda"
     memory_note: str | None = None
+    cuda_memory_bytes: Rate | None = Field(
+        default=None,
+        description="the total CUDA reports to a process (torch.cuda.mem_get_info), below nvidia-smi's memory_bytes: what"
+        " vLLM, SGLang and TensorRT-LLM take their fractions of; quoted from a published log line (cuda_memory_source)",
+    )
+    cuda_memory_source: str | None = Field(
+        default=None, description="the published log line cuda_memory_bytes is read from, with its URL"
+    )
     aliases: list[Name] | None = Field(
         default=None, description="the names vendors' tools print (nvidia-smi, amd-smi), matched case-blind by --gpu"
     )
@@ -572,6 +580,17 @@ class GpuSpec(Strict):
         description="measured fixed cost of a decode step per layer, in seconds (kvcalc measure --calibrate): the"
         " expected decode time uses it in place of the engine's decode profile overhead",
     )
+
+    @model_validator(mode="after")
+    def _cuda_total_says_where(self) -> "GpuSpec":
+        if (self.cuda_memory_bytes is None) != (self.cuda_memory_source is None):
+            raise ValueError("cuda_memory_bytes and cuda_memory_source go together: a CUDA total names the log it is read from")
+        if self.cuda_memory_bytes is not None and self.cuda_memory_bytes > self.memory_bytes:
+            raise ValueError(
+                f"cuda_memory_bytes {self.cuda_memory_bytes:,} is above memory_bytes {self.memory_bytes:,}: CUDA reports at most"
+                " the device's total"
+            )
+        return self
 
     @model_validator(mode="after")
     def _price_says_where_and_when(self) -> "GpuSpec":

@@ -69,7 +69,7 @@ def fit_args(case: dict[str, Any]) -> list[str]:
     args += ["--seq", str(case["seq"])] if "seq" in case else []
     args += ["--gpu", case["gpu"]] if "gpu" in case else []
     args += ["--memory", case["memory"]] if "memory" in case else []
-    for key in ("tp", "pp", "kv_dtype", "weight_dtype", "reserve", "block_size", "interconnect"):
+    for key in ("tp", "pp", "kv_dtype", "weight_dtype", "reserve", "memory_in_use", "block_size", "interconnect"):
         if key in case:
             args += [f"--{key.replace('_', '-')}", str(case[key])]
     options = dict(case["engine"])

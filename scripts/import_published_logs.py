@@ -292,6 +292,26 @@ def _number(value: Any) -> float | None:
     return value if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def _sglang_memory_in_use(log: dict[str, Any], logged: dict[str, Any], case: dict[str, Any]) -> int | None:
+    """What else held an SGLang GPU when its weights began to load, in bytes: the total the process
+    sees less SGLang's logged free memory ("Load weight begin. avail mem=X GB", GiB) and the CUDA
+    context kvcalc models; None when the log prints no free memory or less than that context is held."""
+    avail = _number(logged.get("avail_before_load_gib"))
+    if log["engine"] != "sglang" or avail is None:
+        return None
+    from kvcalc import capacity, engines, presets
+    from kvcalc.engines.sglang import SGLANG_CONTEXT_BYTES, SGLANG_CONTEXT_TP_BYTES
+    from kvcalc.units import GiB, parse_size
+
+    given = case.get("memory")
+    preset = None if given else presets.load_gpu(case["gpu"], None)
+    memory = parse_size(given) if given else preset.memory_bytes
+    total, _ = capacity.process_total(memory, preset, engines.PROFILES["sglang"])
+    context = SGLANG_CONTEXT_TP_BYTES if case["tp"] > 1 else SGLANG_CONTEXT_BYTES
+    in_use = total - round(avail * GiB) - context
+    return in_use if in_use > 0 else None
+
+
 def convert(log: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     """A replayable case for one collected log, or None and every reason why not ("; "-separated)."""
     logged, flags = dict(log.get("logged") or {}), log.get("flags") or {}
@@ -348,6 +368,9 @@ def convert(log: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     if memory:
         case["memory"] = memory
     case["memory_source"] = "logged total_memory" if _number(logged.get("total_memory_gib")) else device[3]
+    in_use = _sglang_memory_in_use(log, logged, case)
+    if in_use:
+        case["memory_in_use"] = str(in_use)
     seq = next(  # vLLM's, TensorRT-LLM's, SGLang's
         (
             _number(flags.get(k))

@@ -409,11 +409,11 @@ def hardware_given(gpu: str | None, memory: str | None) -> bool:
 def gpu_and_budget(
     model: ModelSpec, workload: Workload, gpu: str | None, memory: str | None, weights: weights.WeightFormat,
     utilization: float | None, reserve: str | None, extra: list[str] | None, residents: Sequence[BudgetTerm] = (),
-    interconnect: str | None = None,
+    interconnect: str | None = None, memory_in_use: str | None = None,
 ) -> tuple[GpuSpec | None, engines.Budget]:  # fmt: skip
     """The --gpu preset (if given) and the engine's memory budget per GPU from --gpu/--memory, its
-    fraction, --reserve (None: the engine's defaults) and --interconnect (None: the preset's), less what
-    else the deployment holds."""
+    fraction, --reserve (None: the engine's defaults), --interconnect (None: the preset's) and
+    --memory-in-use (None: an empty device), less what else the deployment holds."""
     from kvcalc import capacity  # with a GPU only: `size` without one never imports it
 
     hardware_given(gpu, memory)
@@ -422,7 +422,11 @@ def gpu_and_budget(
     reserve_bytes = size_option("reserve", reserve, allow_zero=True) if reserve is not None else None
     name = gpu_spec.name if gpu_spec else None
     link = interconnect_option(interconnect) or (gpu_spec.interconnect if gpu_spec else None)
-    return gpu_spec, capacity.budget(model, workload, total, weights, utilization, reserve_bytes, name, residents, link)
+    in_use = size_option("memory-in-use", memory_in_use, allow_zero=True) if memory_in_use is not None else 0
+    preset = gpu_spec if not memory else None  # --memory is the total the process sees, as given
+    return gpu_spec, capacity.budget(
+        model, workload, total, weights, utilization, reserve_bytes, name, residents, link, preset, in_use
+    )
 
 
 def interconnect_option(text: str | None) -> Interconnect | None:

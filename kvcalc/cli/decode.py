@@ -134,8 +134,9 @@ def decode(
     plan, cost = None, economics.cost(spec, work, gpu_spec, work.batch, step.expected_tokens_per_s, weights_fmt, efficiency)
     if economics.searching:  # the batch memory holds under the engine's budget caps the search
         budget = capacity.budget(
-            spec, work, gpu_spec.memory_bytes, weights_fmt, gpu_name=gpu_spec.name, interconnect=gpu_spec.interconnect
-        )
+            spec, work, gpu_spec.memory_bytes, weights_fmt, gpu_name=gpu_spec.name, interconnect=gpu_spec.interconnect,
+            preset=gpu_spec,
+        )  # fmt: skip
         held = capacity.fit(spec, work, budget, details=False).max_batch
         plan = economics.plan(spec, work, gpu_spec, held, weights_fmt, efficiency, overhead)
         cost = economics.cost(spec, work, gpu_spec, plan.batch, plan.tokens_per_s, weights_fmt, efficiency)

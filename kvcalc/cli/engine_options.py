@@ -24,6 +24,16 @@ EngineOpt = Annotated[
         " sglang, trtllm. See docs/engines.md.",
     ),
 ]
+MemoryInUseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--memory-in-use",
+        help="Memory per GPU other processes or the OS hold when the engine starts (a shared GPU, a desktop, unified memory),"
+        " e.g. 7GiB (default 0: an empty device). sglang and trtllm take their fractions of the memory left free; vllm"
+        " refuses to start when less than total * --gpu-memory-utilization is free; textbook, hf and llamacpp budget"
+        " their utilization of what is free. Units as --memory.",
+    ),
+]
 HfVersionOpt = Annotated[
     int | None, typer.Option("--hf-version", help="hf: transformers major version, 4 or 5 (default 5; DeepSeek MLA).")
 ]

@@ -44,7 +44,7 @@ from kvcalc.cli.common import (
     with_params,
     write_plot,
 )
-from kvcalc.cli.engine_options import EngineOpt, EngineOptions, build_engine, with_engine_options
+from kvcalc.cli.engine_options import EngineOpt, EngineOptions, MemoryInUseOpt, build_engine, with_engine_options
 from kvcalc.cli.resident_options import (
     KvOffloadingSizeOpt,
     LanguageOnlyOpt,
@@ -102,6 +102,7 @@ def fit(
     engine_options: EngineOptions,
     utilization: UtilOpt = None,
     reserve: ReserveOpt = None,
+    memory_in_use: MemoryInUseOpt = None,
     max_seqs: Annotated[
         int | None,
         typer.Option(
@@ -188,7 +189,7 @@ def fit(
     work, tenants, found_draft = with_draft(spec, work, speculative_model, presets_dir, num_speculative_tokens)
     tenants += lora_terms(spec, work, max_loras, max_lora_rank, lora_dtype)
     gpu_spec, budget = gpu_and_budget(
-        spec, work, first, memory, weights_fmt, utilization, reserve, presets_dir, tenants, interconnect
+        spec, work, first, memory, weights_fmt, utilization, reserve, presets_dir, tenants, interconnect, memory_in_use
     )
     budget = multimodal(spec, work, budget, limit_mm_per_prompt, language_model_only, skip_mm_profiling, mm_processor_kwargs)
     report = capacity.fit(spec, work, budget, max_seqs)

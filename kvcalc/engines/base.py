@@ -41,9 +41,11 @@ DEFAULT_RESERVE_BYTES = 1 * GiB  # --reserve: CUDA context + cuBLAS workspace + 
 class GpuMemory(Frozen):
     """One GPU as an engine's budget sees it."""
 
-    total_bytes: int  # what the process sees (--memory, or the preset's)
+    total_bytes: int  # what the process sees (--memory, or the preset's: its CUDA total where the engine sizes from CUDA's)
     name: str | None = None  # the preset's name; vLLM's defaults depend on it (an A100 gets the small ones)
     interconnect: Interconnect | None = None  # between tensor-parallel GPUs (None: unknown)
+    smi_bytes: int | None = None  # nvidia-smi's total where it differs from total_bytes (SGLang's default fraction reads it)
+    in_use_bytes: int = 0  # held by other processes or the OS when the engine starts (--memory-in-use)
 
 
 class StageWeights(Frozen):
@@ -85,6 +87,7 @@ class Budget(Frozen):
     vision_bytes: int = 0  # a multimodal model's vision tower on this GPU (kvcalc.residents), one of the terms
     stage: int = 0  # the binding pipeline stage (0-based)
     engine: Engine = Engine()  # the engine options the budget assumed, its defaults on this GPU filled in
+    refused: str | None = None  # why the engine refuses to start on this memory (vLLM: too little free), with the figures
 
     @property
     def overcommitted_bytes(self) -> int:
@@ -97,6 +100,14 @@ def weights_term(stage: StageWeights) -> "BudgetTerm":
     return BudgetTerm(
         name="weights", bytes=stage.weights_bytes, formula=stage.explain[-1].removeprefix("weights = "), source="kvcalc.capacity"
     )
+
+
+def in_use_terms(gpu: GpuMemory, source: str = "--memory-in-use") -> list[BudgetTerm]:
+    """The memory other processes or the OS hold when the engine starts, as a budget term (none when 0)."""
+    if not gpu.in_use_bytes:
+        return []
+    formula = f"{gpu.in_use_bytes:,} B ({format_bytes(gpu.in_use_bytes)}) held by other processes or the OS at start-up"
+    return [BudgetTerm(name="in use before start (--memory-in-use)", bytes=gpu.in_use_bytes, formula=formula, source=source)]
 
 
 def term_lines(term: BudgetTerm) -> list[str]:
@@ -198,6 +209,7 @@ class EngineProfile(ABC):
     name: ClassVar[str]  # the --engine name
     label: ClassVar[str]  # how the engine calls itself in its logs and docs
     fraction_option: ClassVar[str | None] = None  # the Engine field of its own memory fraction; None: --utilization
+    sizes_from_cuda_total: ClassVar[bool] = False  # takes its fraction of CUDA's total (a preset's cuda_memory_bytes)
     sparse_mla_fp8_layout: ClassVar[bool] = False  # an fp8 cache of a DeepSeek-sparse model keeps rope in bf16, scales per 128
     compressed_caches: ClassVar[bool] = False  # models DeepSeek-V4's compressed caches (ModelSpec.compressed)
     places_layers: ClassVar[bool] = False  # splits layers over GPUs and host RAM itself (llama.cpp): kvcalc.placement plans it
@@ -323,20 +335,22 @@ class EngineProfile(ABC):
         utilization = DEFAULT_UTILIZATION if utilization is None else utilization
         reserve = DEFAULT_RESERVE_BYTES if reserve_bytes is None else reserve_bytes
         stage = max(stages, key=lambda s: s.weights_bytes)
-        memory, weights = gpu.total_bytes, stage.weights_bytes
-        allowed = byte_fraction(memory, utilization)
+        memory, weights, in_use = gpu.total_bytes, stage.weights_bytes, gpu.in_use_bytes
+        allowed = byte_fraction(memory - in_use, utilization)
         usable = allowed - weights - reserve
+        less_in_use = f" - in use {in_use:,}" if in_use else ""
         explain = [
             *stage.explain,
-            f"usable = memory * utilization - weights - reserve = {memory:,} * {utilization} - {weights:,}"
-            f" - {reserve:,} = {usable:,} B ({format_bytes(usable)})",
+            f"usable = (memory{' - in use' if in_use else ''}) * utilization - weights - reserve = ({memory:,}{less_in_use})"
+            f" * {utilization} - {weights:,} - {reserve:,} = {usable:,} B ({format_bytes(usable)})",
         ]
         reserve_formula = "--reserve" if reserve_bytes is not None else f"kvcalc's default {format_bytes(DEFAULT_RESERVE_BYTES)}"
         terms = [
+            *in_use_terms(gpu),
             BudgetTerm(
                 name=f"not used (utilization {utilization:g})",
-                bytes=memory - allowed,
-                formula=f"memory * (1 - utilization) = {memory:,} * (1 - {utilization})",
+                bytes=memory - in_use - allowed,
+                formula=f"(memory - in use) * (1 - utilization) = {memory - in_use:,} * (1 - {utilization})",
                 source="--utilization",
             ),
             BudgetTerm(

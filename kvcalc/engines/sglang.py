@@ -35,6 +35,7 @@ from kvcalc.engines.base import (
     byte_fraction,
     cdiv,
     gib,
+    in_use_terms,
     term_lines,
     weights_term,
 )
@@ -146,7 +147,8 @@ class SGLang(EngineProfile):
     sparse_mla_fp8_layout = True  # NSA fp8 cell: kv_lora_rank + kv_lora_rank / 128 * 4 + rope * 2 (calculate_mla_kv_cache_dim)
     prefix_rule = "the radix cache shares a prefix in whole pages of --page-size (python/sglang/srt/mem_cache/radix_cache.py)"
     max_seqs_option = "max_running_requests"
-    calibration_error_percent = 2.7  # scripts/calibration.py: 90th percentile of the held-out |errors|
+    calibration_error_percent = 0.4  # scripts/calibration.py: 90th percentile of the held-out |errors|
+    sizes_from_cuda_total = True  # model_runner.py init_torch_distributed: get_available_gpu_memory, torch's free memory
 
     def block_size(self, workload: Workload) -> int:
         """--page-size, default 1."""
@@ -246,16 +248,20 @@ class SGLang(EngineProfile):
         reserve_bytes: int | None,
     ) -> Budget:
         """rest = free after loading - free before loading * (1 - mem_fraction_static)
-        = f * (memory - CUDA context) - weights, the least over the pipeline stages
-        (profile_max_num_token, a MIN all-reduce); --reserve replaces the CUDA context."""
-        engine, memory, tp = workload.engine, gpu.total_bytes, workload.tp
+        = f * (memory - CUDA context - memory in use) - weights, the least over the pipeline stages
+        (profile_max_num_token, a MIN all-reduce); --reserve replaces the CUDA context. The free
+        memory is torch's (get_available_gpu_memory), so what other processes hold at start-up
+        (--memory-in-use) is not free; the default fraction reads nvidia-smi's total
+        (utils/common.py get_nvgpu_memory_capacity)."""
+        engine, memory, tp, in_use = workload.engine, gpu.total_bytes, workload.tp, gpu.in_use_bytes
         given = engine.mem_fraction_static
+        smi = gpu.smi_bytes or memory
         fraction, fraction_formula = (
-            (given, "--mem-fraction-static") if given else default_fraction(memory, tp, workload.pp, workload.draft_kind)
+            (given, "--mem-fraction-static") if given else default_fraction(smi, tp, workload.pp, workload.draft_kind)
         )
         stage = max(stages, key=lambda s: s.weights_bytes)
         context = reserve_bytes if reserve_bytes is not None else SGLANG_CONTEXT_TP_BYTES if tp > 1 else SGLANG_CONTEXT_BYTES
-        free_before = memory - context
+        free_before = memory - context - in_use
         static = byte_fraction(free_before, fraction)
         usable = static - stage.weights_bytes
         context_source = (
@@ -268,6 +274,7 @@ class SGLang(EngineProfile):
                 formula=f"{format_bytes(context)}: {context_source}",
                 source="model_runner.py init_torch_distributed (min_per_gpu_memory)",
             ),
+            *in_use_terms(gpu, "model_runner.py init_torch_distributed: get_available_gpu_memory is torch's free memory"),
             BudgetTerm(
                 name=f"not used (1 - mem_fraction_static {fraction:g})",
                 bytes=free_before - static,
@@ -280,15 +287,15 @@ class SGLang(EngineProfile):
             *stage.explain[:-1],
             f"mem_fraction_static = {fraction_formula} (server_args.py _handle_gpu_memory_settings)",
             *(line for term in terms for line in term_lines(term)),
-            f"KV = f * (memory - not free before loading) - weights = {fraction} * ({memory:,} - {context:,}) - {stage.weights_bytes:,}"
-            f" = {usable:,} B ({format_bytes(usable)})",
+            f"KV = f * (memory - not free before loading{' - in use' if in_use else ''}) - weights = {fraction} * ({memory:,}"
+            f" - {context:,}{f' - {in_use:,}' if in_use else ''}) - {stage.weights_bytes:,} = {usable:,} B ({format_bytes(usable)})",
             version_note(engine.sglang_version),
         ]
         return Budget(
             memory_bytes=memory,
             utilization=fraction,
             fraction="mem_fraction_static of the memory free before loading",
-            allowed_bytes=memory - (free_before - static),
+            allowed_bytes=memory - in_use - (free_before - static),
             reserve_bytes=context,
             weights_bytes=stage.weights_bytes,
             usable_bytes=usable,

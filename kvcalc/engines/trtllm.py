@@ -27,6 +27,7 @@ from kvcalc.engines.base import (
     byte_fraction,
     cdiv,
     gib,
+    in_use_terms,
     term_lines,
     weights_term,
 )
@@ -73,6 +74,7 @@ class TensorRtLlm(EngineProfile):
         " (cpp/tensorrt_llm/batch_manager/kvCacheManager.cpp, enable_block_reuse)"
     )
     calibration_error_percent = 1.2  # scripts/calibration.py: 90th percentile of the held-out |errors|
+    sizes_from_cuda_total = True  # _cal_max_memory: torch.cuda.mem_get_info's free and total
 
     def block_size(self, workload: Workload) -> int:
         """--tokens-per-block, default 32."""
@@ -130,7 +132,9 @@ class TensorRtLlm(EngineProfile):
     ) -> Budget:
         """available KV = (total - peak) * free_gpu_memory_fraction, the peak being the weights, the
         profiling forward of max_num_tokens tokens and non-torch memory (_cal_max_memory; the
-        temporary KV cache it profiled with is added back); --reserve replaces the last two. A
+        temporary KV cache it profiled with is added back); --reserve replaces the last two. The
+        fraction is of the memory free (mem_get_info), so what other processes hold at start-up
+        (--memory-in-use) is part of the peak. A
         TensorRT engine (the C++ runtime) has no profiling run: its activations are sized when it is
         built, for the build's max_num_tokens, which --max-num-tokens gives."""
         engine, memory = workload.engine, gpu.total_bytes
@@ -149,7 +153,11 @@ class TensorRtLlm(EngineProfile):
                 ]
             else:
                 overheads = self._overheads(model, workload, stage, stage is stages[-1], activation_dtype)
-            used = [weights, *overheads]
+            used = [
+                *in_use_terms(gpu, f"_torch/pyexecutor/_util.py _cal_max_memory: mem_get_info's free ({TRTLLM_COMMIT})"),
+                weights,
+                *overheads,
+            ]
             free = memory - sum(term.bytes for term in used)
             usable = byte_fraction(free, fraction) if free > 0 else free  # nothing free: the weights do not fit
             per_stage.append((usable, free, stage, used))
@@ -176,7 +184,7 @@ class TensorRtLlm(EngineProfile):
             utilization=fraction,
             fraction="free_gpu_memory_fraction of the memory free after the profiling peak",
             allowed_bytes=memory - (free - usable),
-            reserve_bytes=sum(t.bytes for t in used) - stage.weights_bytes,
+            reserve_bytes=sum(t.bytes for t in used) - stage.weights_bytes - gpu.in_use_bytes,
             weights_bytes=stage.weights_bytes,
             usable_bytes=usable,
             terms=terms,

@@ -21,6 +21,7 @@ vllm/v1/cudagraph_dispatcher.py (initialize_cudagraph_keys) and vllm/model_execu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -647,6 +648,34 @@ def loaded_weights_term(stage: StageWeights, gpu_name: str | None) -> BudgetTerm
     )
 
 
+def start_check(gpu: GpuMemory, fraction: float) -> tuple[str | None, str | None]:
+    """vLLM's start-up check on the memory other processes hold (--memory-in-use): it asks for
+    ceil(total * gpu_memory_utilization) and refuses to start when less is free; what it asks for
+    does not shrink with the memory in use (vllm/v1/worker/utils.py request_memory; the same
+    refusal in vLLM 0.10.2's log, tests/fixtures/engine_logs/collected.yaml). Returns the refusal
+    (None: it starts) and the --explain line (None: nothing in use).
+
+    >>> start_check(GpuMemory(total_bytes=16 * GiB, in_use_bytes=4 * GiB), 0.9)[0]
+    'vLLM refuses to start: free memory on device (12.00/16.00 GiB) on startup is less than desired GPU memory utilization (0.9, 14.40 GiB); --gpu-memory-utilization 0.75 or less starts'
+    """
+    if not gpu.in_use_bytes:
+        return None, None
+    total, free = gpu.total_bytes, gpu.total_bytes - gpu.in_use_bytes
+    requested = math.ceil(total * fraction)  # as vLLM computes it, in floating point
+    why = (
+        f"memory in use before start {gpu.in_use_bytes:,} B: vLLM asks for ceil(total * gpu_memory_utilization)"
+        f" = {requested:,} B whatever is in use and refuses to start when less is free ({free:,} B free)"
+        " (vllm/v1/worker/utils.py request_memory)"
+    )
+    if free >= requested:
+        return None, why
+    largest = math.floor(free * 100 / total) / 100
+    return (
+        f"vLLM refuses to start: free memory on device ({gib(free)}/{gib(total)} GiB) on startup is less than desired GPU"
+        f" memory utilization ({fraction:g}, {gib(requested)} GiB); --gpu-memory-utilization {largest:g} or less starts"
+    ), why
+
+
 class Vllm(EngineProfile):
     name = "vllm"
     label = "vLLM"
@@ -674,7 +703,8 @@ class Vllm(EngineProfile):
     )
     sparse_mla_fp8_layout = True  # fp8_ds_mla: fp8 latent, fp32 scale per 128, bf16 rope (656 B for DeepSeek-V3.2)
     max_seqs_option = "max_num_seqs"
-    calibration_error_percent = 3.1  # scripts/calibration.py: 90th percentile of the held-out |errors|
+    calibration_error_percent = 2.9  # scripts/calibration.py: 90th percentile of the held-out |errors|
+    sizes_from_cuda_total = True  # vllm/utils/mem_utils.py MemorySnapshot: torch.cuda.mem_get_info's total
 
     def block_size(self, workload: Workload) -> int:
         """--block-size, or vLLM's default 16."""
@@ -1000,12 +1030,14 @@ class Vllm(EngineProfile):
                 f"available KV = total * gpu_memory_utilization - {' - '.join(t.name for t in used)} = {memory:,} * {fraction}"
                 f" - {' - '.join(f'{t.bytes:,}' for t in used)} = {usable:,} B ({format_bytes(usable)})"
             )
+        refused, in_use_why = start_check(gpu, fraction)
         explain = [
             *stage.explain[:-1],
             *([v0_why] if v0_why else []),
             *([dev] if (dev := development_build_note(engine.vllm_version)) else []),
             *(line for term in terms for line in term_lines(term)),
             rule,
+            *([in_use_why] if in_use_why else []),
         ]
         if len(stages) > 1:
             explain.append(
@@ -1024,6 +1056,7 @@ class Vllm(EngineProfile):
             explain=explain,
             stage=stage.stage,
             engine=engine,
+            refused=refused,
         )
 
     def decode_profile(self, gpu: GpuSpec, engine: Engine | None = None) -> DecodeProfile:
