@@ -323,8 +323,8 @@ def test_registry_names_every_engine_the_cli_and_spec_accept() -> None:
 
 def test_engine_modules_import_nothing_above_them() -> None:
     # An engine module may import the protocol, the activation formulas, spec, units, errors,
-    # kvcalc.base, the decode profiles (pure data), the state shapes (kvcalc.state, pure) and a checkpoint's
-    # quantized layers (kvcalc.quantization, pure); never kvcache,
+    # kvcalc.base, the decode profiles (pure data), GPU generations by name (kvcalc.gpu_families, pure), the state
+    # shapes (kvcalc.state, pure) and a checkpoint's quantized layers (kvcalc.quantization, pure); never kvcache,
     # capacity or the CLI, which ask the engines.
     allowed = {
         "kvcalc.base",
@@ -332,6 +332,7 @@ def test_engine_modules_import_nothing_above_them() -> None:
         "kvcalc.engines.base",
         "kvcalc.engines.activations",
         "kvcalc.errors",
+        "kvcalc.gpu_families",
         "kvcalc.quantization",
         "kvcalc.spec",
         "kvcalc.state",
