@@ -795,10 +795,17 @@ def _placement(
     )  # fmt: skip
 
 
-def placement_device(gpu: GpuSpec, margin_bytes: int, wired_limit_bytes: int | None = None) -> PlacementDevice:
-    """A GPU preset as the plan sees it: a Mac offers its working set, not its whole RAM."""
+def placement_device(
+    gpu: GpuSpec, margin_bytes: int, wired_limit_bytes: int | None = None, in_use_bytes: int = 0
+) -> PlacementDevice:
+    """A GPU preset as the plan sees it: a Mac offers its working set, not its whole RAM; `in_use_bytes`
+    (--memory-in-use), held by other processes, is not free (llama.cpp's fit reads the device's free memory,
+    llama_get_device_memory)."""
     unified = gpu.backend == "metal"
-    free = working_set_bytes(gpu.memory_bytes, wired_limit_bytes) if unified else gpu.memory_bytes
+    total = working_set_bytes(gpu.memory_bytes, wired_limit_bytes) if unified else gpu.memory_bytes
+    if not 0 <= in_use_bytes < total:
+        raise InvalidInput(f"--memory-in-use {in_use_bytes:,} B must be at least 0 and below {gpu.name}'s {total:,} B")
+    free = total - in_use_bytes
     return PlacementDevice(
         name=gpu.name, free_bytes=free, margin_bytes=margin_bytes, bandwidth_bytes_per_s=gpu.bandwidth_bytes_per_s,
         backend=gpu.backend, unified=unified,

@@ -29,9 +29,9 @@ MemoryInUseOpt = Annotated[
     typer.Option(
         "--memory-in-use",
         help="Memory per GPU other processes or the OS hold when the engine starts (a shared GPU, a desktop, unified memory),"
-        " e.g. 7GiB (default 0: an empty device). sglang and trtllm take their fractions of the memory left free; vllm"
+        " e.g. 7GiB (default 0: an empty device). sglang and trtllm take their fractions of the memory left free; vllm (V1, 0.9.1 on)"
         " refuses to start when less than total * --gpu-memory-utilization is free; textbook, hf and llamacpp budget"
-        " their utilization of what is free. Units as --memory.",
+        " their utilization of what is free (llamacpp places its layers in it). Units as --memory.",
     ),
 ]
 HfVersionOpt = Annotated[

@@ -222,7 +222,7 @@ def fit(
     if asked or (engine == "llamacpp" and gpu_specs and (metal or not report.fits)):
         devices, request, laid_out = placement_options.plan(
             spec, work, weights_fmt, gpu_specs, seq, ram, fit_target, fit_ctx, n_gpu_layers, n_cpu_moe, tensor_split,
-            wired_limit, no_mmap, mmproj, model_draft, presets_dir, mtp,
+            wired_limit, no_mmap, mmproj, model_draft, presets_dir, mtp, memory_in_use,
         )  # fmt: skip
         if ram_bandwidth is not None:
             steps = placement_options.speeds(spec, work, weights_fmt, laid_out, devices, request, gpu_specs, ram_bandwidth)

@@ -145,9 +145,10 @@ def plan(
     model: ModelSpec, workload: Workload, fmt: WeightFormat, gpus: list[GpuSpec], seq: int | None, ram: str | None,
     fit_target: str | None, fit_ctx: int | None, ngl: int | None, n_cpu_moe: int | None, tensor_split: str | None,
     wired_limit: str | None, no_mmap: bool, mmproj: str | None = None, draft: str | None = None,
-    extra: list[str] | None = None, mtp: bool = False,
+    extra: list[str] | None = None, mtp: bool = False, memory_in_use: str | None = None,
 ) -> tuple[list[placement.PlacementDevice], placement.PlacementRequest, placement.Placement]:  # fmt: skip
-    """The devices, the request and the placement the options ask for (kvcalc.placement.plan)."""
+    """The devices, the request and the placement the options ask for (kvcalc.placement.plan);
+    --memory-in-use is held on each GPU, not free."""
     from kvcalc.engines import profile
 
     if not profile(workload.engine).places_layers:
@@ -162,7 +163,8 @@ def plan(
     if wired_limit is not None and wired is None:
         raise InvalidInput(f"--wired-limit {wired_limit!r}: MiB as a whole number, as sysctl iogpu.wired_limit_mb takes it")
     margins = _margins(fit_target, len(gpus))
-    devices = [placement.placement_device(g, m, wired) for g, m in zip(gpus, margins, strict=True)]
+    in_use = size_option("memory-in-use", memory_in_use, allow_zero=True) if memory_in_use is not None else 0
+    devices = [placement.placement_device(g, m, wired, in_use) for g, m in zip(gpus, margins, strict=True)]
     ram_bytes = (available_ram() if ram == "auto" else size_option("ram", ram)) if ram is not None else None
     if ram_bytes is None and any(d.unified for d in devices):
         ram_bytes = gpus[0].memory_bytes  # a Mac's RAM holds the host's share and the GPU's
