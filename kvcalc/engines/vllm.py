@@ -119,6 +119,10 @@ NGRAM_ON_V1_SINCE = (0, 9, 0)
 # (_raise_or_fallback, "No Mamba or Encoder-Decoder so far"; vllm/engine/arg_utils.py and vllm/worker/enc_dec_model_runner.py
 # in the 0.8.4, 0.9.2 and 0.10.2 wheels); 0.11 removed the V0 engine.
 V0_REMOVED_SINCE = (0, 11, 0)
+# V1's start-up refusal when less than total * gpu_memory_utilization is free ("Free memory on device ... on startup is
+# less than desired GPU memory utilization"): vllm/v1/worker/gpu_worker.py init_device, first in the 0.9.1 wheel (0.9.0's
+# init_device has no such check; nor has V0's vllm/worker/worker.py).
+START_CHECK_SINCE = (0, 9, 1)
 # V0 (before 0.8): without chunked prefill the profile run batches max(max_model_len, 2048) tokens; chunked
 # prefill, and so 2048, only past 32K (vllm/config.py SchedulerConfig.__post_init__, _DEFAULT_MAX_NUM_BATCHED_TOKENS;
 # vllm/engine/arg_utils.py create_engine_config use_long_context, v0.7.x)
@@ -648,31 +652,44 @@ def loaded_weights_term(stage: StageWeights, gpu_name: str | None) -> BudgetTerm
     )
 
 
-def start_check(gpu: GpuMemory, fraction: float) -> tuple[str | None, str | None]:
-    """vLLM's start-up check on the memory other processes hold (--memory-in-use): it asks for
-    ceil(total * gpu_memory_utilization) and refuses to start when less is free; what it asks for
-    does not shrink with the memory in use (vllm/v1/worker/utils.py request_memory; the same
-    refusal in vLLM 0.10.2's log, tests/fixtures/engine_logs/collected.yaml). Returns the refusal
-    (None: it starts) and the --explain line (None: nothing in use).
+def start_check(gpu: GpuMemory, fraction: float, version: str | None = None) -> tuple[str | None, str | None]:
+    """vLLM's start-up check on the memory other processes hold (--memory-in-use): V1 from 0.9.1 (or no
+    --vllm-version: the latest) asks for total * gpu_memory_utilization and refuses to start when less is
+    free; what it asks for does not shrink with the memory in use (vllm/v1/worker/gpu_worker.py init_device,
+    START_CHECK_SINCE; vllm/v1/worker/utils.py request_memory in later releases; the same refusal in vLLM 0.10.2's log, tests/fixtures/engine_logs/collected.yaml).
+    `version` None or a V1 release; the caller leaves V0 out (runs_v0). Returns the refusal (None: it
+    starts) and the --explain line (None: nothing in use).
 
     >>> start_check(GpuMemory(total_bytes=16 * GiB, in_use_bytes=4 * GiB), 0.9)[0]
     'vLLM refuses to start: free memory on device (12.00/16.00 GiB) on startup is less than desired GPU memory utilization (0.9, 14.40 GiB); --gpu-memory-utilization 0.75 or less starts'
+    >>> start_check(GpuMemory(total_bytes=16 * GiB, in_use_bytes=4 * GiB), 0.9, "0.9.0")[0] is None
+    True
     """
     if not gpu.in_use_bytes:
         return None, None
     total, free = gpu.total_bytes, gpu.total_bytes - gpu.in_use_bytes
+    if version is not None and parse_engine_version(version) < START_CHECK_SINCE:
+        return None, (
+            f"memory in use before start {gpu.in_use_bytes:,} B: vLLM {version} has no start-up check on free memory"
+            " (it came in 0.9.1: vllm/v1/worker/gpu_worker.py init_device)"
+        )
     requested = math.ceil(total * fraction)  # as vLLM computes it, in floating point
     why = (
-        f"memory in use before start {gpu.in_use_bytes:,} B: vLLM asks for ceil(total * gpu_memory_utilization)"
+        f"memory in use before start {gpu.in_use_bytes:,} B: vLLM asks for total * gpu_memory_utilization"
         f" = {requested:,} B whatever is in use and refuses to start when less is free ({free:,} B free)"
-        " (vllm/v1/worker/utils.py request_memory)"
+        " (vllm/v1/worker/gpu_worker.py init_device from 0.9.1, vllm/v1/worker/utils.py request_memory later)"
     )
     if free >= requested:
         return None, why
     largest = math.floor(free * 100 / total) / 100
+    advice = (
+        f"--gpu-memory-utilization {largest:g} or less starts"
+        if largest >= 0.01
+        else "no --gpu-memory-utilization starts (even 0.01 asks for more than is free)"
+    )
     return (
         f"vLLM refuses to start: free memory on device ({gib(free)}/{gib(total)} GiB) on startup is less than desired GPU"
-        f" memory utilization ({fraction:g}, {gib(requested)} GiB); --gpu-memory-utilization {largest:g} or less starts"
+        f" memory utilization ({fraction:g}, {gib(requested)} GiB); {advice}"
     ), why
 
 
@@ -920,7 +937,7 @@ class Vllm(EngineProfile):
                     f" requests: max(forward, sampler) + MoE workspace = max({transient:,}, {sampler:,}) + {workspace:,}"
                     f" = {activation:,} B ({format_bytes(activation)}); forward: {transient_formula}; sampler: {sampler_formula};"
                     f" MoE workspace: {workspace_formula}; "
-                    + (f"{v0_why};" if v0 else f"model runner {runner.upper()}: {runner_why};")
+                    + ("the V0 engine (why: above);" if v0 else f"model runner {runner.upper()}: {runner_why};")
                     + f" the default when not given: {defaults_why}"
                 ),
                 source=(
@@ -973,6 +990,7 @@ class Vllm(EngineProfile):
         - CUDA graphs, on the GPU of the stage that leaves the least (the last stage runs the
         sampler); --reserve replaces the three overheads; --kv-cache-memory-bytes is the answer."""
         engine, v0_why = v0_batch_defaults(model, workload)
+        v0_why = v0_why or runs_v0(model, workload)  # said once, above the terms that follow it
         workload = workload.model_copy(update={"engine": engine})
         memory = gpu.total_bytes
         default_fraction, default_why = default_utilization(engine.vllm_version)
@@ -1030,7 +1048,16 @@ class Vllm(EngineProfile):
                 f"available KV = total * gpu_memory_utilization - {' - '.join(t.name for t in used)} = {memory:,} * {fraction}"
                 f" - {' - '.join(f'{t.bytes:,}' for t in used)} = {usable:,} B ({format_bytes(usable)})"
             )
-        refused, in_use_why = start_check(gpu, fraction)
+        refused, in_use_why = (
+            start_check(gpu, fraction, engine.vllm_version)
+            if v0_why is None
+            else (
+                None,
+                f"memory in use before start {gpu.in_use_bytes:,} B: V0 has no start-up check on free memory (vllm/worker/worker.py)"
+                if gpu.in_use_bytes
+                else None,
+            )
+        )
         explain = [
             *stage.explain[:-1],
             *([v0_why] if v0_why else []),
