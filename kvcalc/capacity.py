@@ -44,6 +44,7 @@ def budget(
     interconnect: Interconnect | None = None,
     preset: GpuSpec | None = None,
     in_use_bytes: int = 0,
+    in_use_name: str = "--memory-in-use",
 ) -> Budget:
     """What one GPU leaves for the KV cache, by the engine's own budget (engines.<name>.budget):
     textbook, hf and llama.cpp memory * utilization - weights - reserve; vLLM, SGLang and
@@ -54,7 +55,8 @@ def budget(
     deployment holds (kvcalc.residents: a draft model's weights), each taken from the cache's share;
     `preset`, the GPU preset when `memory_bytes` is its memory_bytes (no --memory): an engine that
     sizes from CUDA's total takes the preset's cuda_memory_bytes (process_total); `in_use_bytes`, what
-    other processes or the OS hold when the engine starts (--memory-in-use)."""
+    other processes or the OS hold when the engine starts (--memory-in-use; `in_use_name`, where it came
+    from, names it in the error)."""
     refuse_compressed(model, workload.engine)  # before the engine's budget asks for what it would not use
     rules = engines.profile(workload.engine)
     if utilization is not None:
@@ -69,7 +71,7 @@ def budget(
     fmt = weights or weight_format(model)
     total, total_why = process_total(memory_bytes, preset, rules)
     if not 0 <= in_use_bytes < total:
-        raise InvalidInput(f"--memory-in-use {in_use_bytes:,} B must be at least 0 and below the GPU's total {total:,} B")
+        raise InvalidInput(f"{in_use_name} {in_use_bytes:,} B must be at least 0 and below the GPU's total {total:,} B")
     smi = memory_bytes if total != memory_bytes else None
     gpu = GpuMemory(total_bytes=total, name=gpu_name, interconnect=interconnect, smi_bytes=smi, in_use_bytes=in_use_bytes)
     on_gpu = workload.model_copy(update={"engine": rules.defaults_on(model, workload, gpu)})
@@ -79,6 +81,11 @@ def budget(
     )
     origin = [*model.origin(), *([total_why] if total_why else [])]  # first, where the model and the total come from
     return found.model_copy(update={"explain": [*origin, *found.explain]})
+
+
+# The largest gap between nvidia-smi's total and CUDA's among the GPU presets that record both (h200: 150,754,820,096
+# - 150,110,011,392 B; tests/test_memory_seen.py holds it to the presets).
+CUDA_TOTAL_GAP_BYTES = 644_808_704
 
 
 def process_total(memory_bytes: int, preset: GpuSpec | None, rules: engines.EngineProfile) -> tuple[int, str | None]:
@@ -95,7 +102,8 @@ def process_total(memory_bytes: int, preset: GpuSpec | None, rules: engines.Engi
         )
     return memory_bytes, (
         f"total = {memory_bytes:,} B ({memory_bytes / GiB:.2f} GiB), the {preset.name} preset's nvidia-smi total: it records no"
-        f" CUDA total, and CUDA may report up to ~0.5 GiB less, which {rules.label} takes its fraction of"
+        f" CUDA total, and CUDA may report up to {CUDA_TOTAL_GAP_BYTES / GiB:.2f} GiB less (the largest gap among the"
+        f" presets that record both totals, the h200's), which {rules.label} takes its fraction of"
         " (--memory SIZE with the total its log prints is exact)"
     )
 
@@ -291,12 +299,13 @@ def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | N
     if states.pages is not None and workload.pp == 1:
         state_layers = sum(kind is not None for kind in model.state_kinds())
         hybrid_log, refused = rules.hybrid_pool(model, workload, usable, stage, states.pages, state_layers)
-    refused = budget_.refused or refused  # too little free memory at start-up comes first
+    starts = budget_.refused is None  # too little free memory at start-up: no batch, context or engine log
+    refused = budget_.refused or refused  # ... and its refusal comes first
     fits = budget_holds and _met(_needs(layout, workload, usable, pools)) and refused is None
     shortfall = _shortfall(layout, workload, usable, pools) + budget_.overcommitted_bytes
     headroom = _headroom(layout, workload, usable, pools) if fits else -shortfall
     margin = round(budget_.memory_bytes * rules.calibration_error_percent / 100) if rules.calibration_error_percent else 0
-    by_memory_alone = limited_by == "max_positions" and budget_holds and details
+    by_memory_alone = limited_by == "max_positions" and budget_holds and starts and details
     return FitReport(
         budget=budget_,
         seq=workload.seq,
@@ -313,18 +322,18 @@ def fit(model: ModelSpec, workload: Workload, budget_: Budget, max_seqs: int | N
         margin_bytes=margin,
         weights_fit=budget_holds,
         shortfall_bytes=shortfall,
-        max_batch=best_batch if budget_holds else 0,
+        max_batch=best_batch if budget_holds and starts else 0,
         max_batch_limit="max_seqs" if caps and min(caps) < by_memory else "memory",
-        max_context=context if budget_holds else 0,
+        max_context=context if budget_holds and starts else 0,
         max_context_limit=limited_by,
         max_context_by_memory=max_context(model, workload, usable, UNBOUNDED_CONTEXT, pools, layout) if by_memory_alone else None,
         paging_waste_bytes_at_max_batch=waste,
         pools=pools,
-        engine_log=rules.log_lines(model, workload, usable, stage)
-        + hybrid_log
-        + (list(states.pages.log) if states.pages else []),
+        engine_log=rules.log_lines(model, workload, usable, stage) + hybrid_log + (list(states.pages.log) if states.pages else [])
+        if starts
+        else [],
         refused=refused,
-        max_batch_by_context=_max_batch_at(model, workload, usable, pools, layout, contexts, caps) if details else {},
+        max_batch_by_context=_max_batch_at(model, workload, usable, pools, layout, contexts, caps) if details and starts else {},
         shared_prefix_tokens=shared_prefix_tokens(settled(model, workload)),
         shared_prefix_bytes_per_gpu=layout.shared_bytes(workload).per_gpu,
     )

@@ -136,6 +136,7 @@ class WorkloadVerdict(Strict):
     decode_roofline_ms: float | None
     decode_expected_ms: float | None
     assertions: list[Assertion]
+    refused: str | None = None  # why the engine would not start (FitReport.refused)
     warnings: list[str] = []
 
 
@@ -162,7 +163,7 @@ def check_workload(
     budget = capacity.budget(
         model, work, memory, weights, planned.utilization, reserve, gpu.name if gpu else None,
         interconnect=planned.interconnect or (gpu.interconnect if gpu else None),
-        preset=gpu if not planned.memory else None, in_use_bytes=in_use,
+        preset=gpu if not planned.memory else None, in_use_bytes=in_use, in_use_name="memory_in_use",
     )  # fmt: skip
     report = capacity.fit(model, work, budget, details=False)
     kv_bytes = batch_bytes(model, work.model_copy(update={"engine": budget.engine})).per_gpu  # size's bytes_per_gpu
@@ -198,5 +199,6 @@ def check_workload(
         decode_roofline_ms=step.seconds_per_token * 1e3 if step else None,
         decode_expected_ms=step.expected_seconds_per_token * 1e3 if step else None,
         assertions=checks,
+        refused=report.refused,
         warnings=[w for w in [engines.beyond_max_positions(model, work)] if w],
     )

@@ -729,6 +729,8 @@ def check_table(report: Any) -> None:
         )
     console.print(table)
     for w in report.workloads:
+        if w.refused and not w.passed:
+            console.print(f"[red]FAIL[/] {escape(w.name)}: {escape(w.refused)}", soft_wrap=True)
         for a in w.assertions:
             if not a.passed:
                 console.print(
