@@ -670,7 +670,13 @@ def _version(value: str) -> str:
     return value
 
 
-VllmEntrypoint = Literal["serve", "llm"]  # how vLLM was started: `vllm serve` or Python's LLM(...) (UsageContext)
+def _lowercase(value: object) -> object:
+    """A name in any case, as the CLI takes it (--vllm-entrypoint LLM)."""
+    return value.lower() if isinstance(value, str) else value
+
+
+# how vLLM was started: `vllm serve` or Python's LLM(...) (UsageContext); LLM or llm, as the CLI takes it
+VllmEntrypoint = Annotated[Literal["serve", "llm"], BeforeValidator(_lowercase)]
 MlaBackend = Literal["flashmla", "cutlass_mla", "flashinfer_mla", "triton_mla", "flash_attn_mla"]
 Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False), Number]
 SizeBytes = Annotated[int, Field(gt=0, le=10**20), BeforeValidator(_read_size), Number]  # 20GiB, or bytes
