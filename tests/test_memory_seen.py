@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,12 +11,24 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from kvcalc.capacity import budget
-from kvcalc.presets import load_gpu, load_model
+from kvcalc.capacity import CUDA_TOTAL_GAP_BYTES, budget
+from kvcalc.presets import list_presets, load_gpu, load_model
 from kvcalc.spec import GpuSpec, Workload
 
 GiB = 2**30
 LOGS = Path(__file__).parent / "fixtures" / "engine_logs"
+
+
+def gpu_preset_names() -> list[str]:
+    return [entry.name for entry in list_presets("gpus")]
+
+
+def refused_json(cli, *args: str) -> dict:
+    """fit --json of a deployment that does not start: exit 1, the report on stdout."""
+    result = cli(*args, "--json")
+    assert result.exit_code == 1, result.output
+    return json.loads(result.stdout)
+
 
 # (preset, CUDA's total in bytes, the log that prints it)
 CUDA_TOTALS = [
@@ -63,7 +76,12 @@ def test_cuda_engines_size_from_the_cuda_total_and_say_so(cli) -> None:
     assert cli.json(*args, "--engine", "textbook")["budget"]["memory_bytes"] == 85_520_809_984  # nvidia-smi's
     assert cli.json(*args, "--engine", "vllm", "--memory", "79.19GiB")["budget"]["memory_bytes"] == round(79.19 * GiB)
     no_cuda_total = cli.json("fit", "--model", "llama3.1-8b", "--gpu", "l40s", "--engine", "vllm")["budget"]["explain"]
-    assert any("CUDA may report up to ~0.5 GiB less" in line for line in no_cuda_total)
+    assert any("CUDA may report up to 0.60 GiB less" in line for line in no_cuda_total)
+
+
+def test_the_stated_cuda_gap_is_the_presets_largest() -> None:
+    gaps = [g.memory_bytes - g.cuda_memory_bytes for g in map(load_gpu, gpu_preset_names()) if g.cuda_memory_bytes]
+    assert max(gaps) == CUDA_TOTAL_GAP_BYTES
 
 
 def test_sglang_takes_its_fraction_of_the_memory_free_on_a_gb10(cli) -> None:
@@ -88,6 +106,37 @@ def test_vllm_refuses_to_start_when_too_little_is_free(cli) -> None:
     assert cli.json(*args, "--memory-in-use", "1GiB")["budget"]["usable_bytes"] == cli.json(*args)["budget"]["usable_bytes"]
 
 
+def test_a_refused_start_reports_no_capacity(cli) -> None:
+    args = ("fit", "--model", "qwen2.5-0.5b", "--gpu", "h100-sxm", "--engine", "vllm", "--seq", "8192", "--memory-in-use", "7GiB")
+    found = refused_json(cli, *args)
+    assert found["refused"].startswith("vLLM refuses to start")
+    assert (found["max_batch"], found["max_context"], found["max_batch_by_context"], found["engine_log"]) == (0, 0, {}, [])
+    shown = cli(*args).stdout
+    assert "Available KV cache memory" not in shown and "vLLM refuses to start" in shown
+
+
+def test_no_utilization_starts_when_almost_nothing_is_free(cli) -> None:
+    args = ("fit", "--model", "qwen2.5-0.5b", "--gpu", "h100-sxm", "--engine", "vllm", "--memory-in-use", "78.5GiB")
+    refused = refused_json(cli, *args)["refused"]
+    assert refused.endswith("no --gpu-memory-utilization starts (even 0.01 asks for more than is free)")
+    assert "0 or less" not in refused
+
+
+@pytest.mark.parametrize("release", ["0.7.3", "0.9.0"])
+def test_releases_before_the_start_check_do_not_refuse(cli, release: str) -> None:
+    # vllm/v1/worker/gpu_worker.py init_device first checks free memory in the 0.9.1 wheel; V0's worker.py never does
+    args = ("fit", "--model", "qwen2.5-0.5b", "--gpu", "h100-sxm", "--engine", "vllm", "--memory-in-use", "20GiB")
+    assert cli.json(*args, "--vllm-version", release)["refused"] is None
+    assert refused_json(cli, *args, "--vllm-version", "0.9.1")["refused"].startswith("vLLM refuses to start")
+
+
+def test_llamacpp_places_layers_in_what_is_free(cli) -> None:
+    args = ("fit", "--model", "qwen2.5-14b", "--gpu", "rtx3090", "--engine", "llamacpp", "--seq", "8192")
+    empty, shared = (json.loads(cli(*args, *more, "--json").stdout)["placement"] for more in ((), ("--memory-in-use", "20GiB")))
+    assert (empty["n_gpu_layers"], shared["n_gpu_layers"]) == (40, 3)  # 20 GiB of the 3090's 24 taken: 3 layers fit
+    assert shared["devices"][0]["free_bytes"] == empty["devices"][0]["free_bytes"] - 20 * GiB
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [
@@ -108,8 +157,27 @@ def test_a_check_plan_states_memory_in_use(cli, tmp_path: Path) -> None:
     plan.write_text(f"workloads:\n  - {row}\n")
     result = cli("check", plan)
     assert result.exit_code == 1 and "FAIL shared: fits true" in result.stdout
+    assert "FAIL shared: vLLM refuses to start: free memory on device" in result.stdout
     plan.write_text(f"workloads:\n  - {row.replace('20GiB', '20')}\n")
     assert cli("check", plan).exit_code == 2
+
+
+def test_a_refused_start_fails_max_batch_in_a_plan(cli, tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    row = "{name: busy, model: qwen2.5-0.5b, gpu: h100-sxm, seq: 8192, engine: vllm, memory_in_use: 7GiB, expect: {fits: false, max_batch_at_least: 10}}"
+    plan.write_text(f"workloads:\n  - {row}\n")
+    found = json.loads(cli("check", plan, "--json").stdout)["workloads"][0]
+    assert found["max_batch"] == 0 and found["refused"].startswith("vLLM refuses to start")
+    assert [a["name"] for a in found["assertions"] if not a["passed"]] == ["max_batch_at_least"]
+
+
+def test_a_plans_bad_memory_in_use_names_the_plan_field(cli, tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("workloads:\n  - {name: w, model: llama3.1-8b, gpu: h100-sxm, seq: 8192, memory_in_use: 90GiB}\n")
+    result = cli("check", plan)
+    assert result.exit_code == 2
+    assert "workload 'w': memory_in_use 96,636,764,160 B must be at least 0 and below" in result.stderr
+    assert "--memory-in-use" not in result.stderr
 
 
 @given(

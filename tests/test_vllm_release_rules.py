@@ -95,7 +95,9 @@ def test_a_check_plan_takes_the_entry_point(cli, tmp_path: Path) -> None:
         " engine: {name: vllm, vllm_version: 0.9.1, vllm_entrypoint: llm}, expect: {fits: true}}\n"
     )
     assert cli("check", plan).exit_code == 0
-    plan.write_text(plan.read_text().replace("vllm_entrypoint: llm", "vllm_entrypoint: offline"))
+    plan.write_text(plan.read_text().replace("vllm_entrypoint: llm", "vllm_entrypoint: LLM"))  # as the CLI takes it
+    assert cli("check", plan).exit_code == 0
+    plan.write_text(plan.read_text().replace("vllm_entrypoint: LLM", "vllm_entrypoint: offline"))
     result = cli("check", plan)
     assert result.exit_code == 2 and "vllm_entrypoint" in result.stderr
 
@@ -187,3 +189,10 @@ def test_a_development_builds_log_lines_choose_its_release() -> None:
     assert "code past 0.19.1 that ships in 0.20.0" in evidence[0]
     unmarked, _ = importer.development_build_range({"raw": ""}, "0.19.2rc1.dev134+gfe9c3d6c5")
     assert unmarked == ["0.19.1", "0.20.0"]
+
+
+@pytest.mark.parametrize("given", [(), ("--max-num-seqs", "8", "--max-num-batched-tokens", "4096")])
+def test_explain_says_why_v0_runs_once(cli, given: tuple[str, ...]) -> None:
+    args = ("fit", "--model", "qwen2.5-0.5b", "--gpu", "h100-sxm", "--engine", "vllm", "--vllm-version", "0.7.3", "--explain")
+    shown = cli(*args, *given).stdout
+    assert shown.count("vLLM 0.7.3 (V0)") == 1
