@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal, NamedTuple
 
-SmFamily = Literal["pascal", "volta", "turing", "ampere", "ada", "hopper", "blackwell", "blackwell-rtx"]
+SmFamily = Literal["pascal", "volta", "turing", "ampere", "ada", "hopper", "blackwell", "blackwell-thor", "blackwell-rtx"]
 
 
 class Generation(NamedTuple):
@@ -26,7 +26,9 @@ class Generation(NamedTuple):
 # First match wins: the Blackwell RTX parts before "rtx" marks of older generations, Hopper's h20 after h200
 GENERATIONS: tuple[Generation, ...] = (
     Generation("blackwell-rtx", ("rtx5", "rtx 5", "rtx-pro-6000", "rtx pro 6000", "dgx-spark", "gb10"), 120, "NVIDIA Blackwell"),
-    Generation("blackwell", ("b200", "b300", "gb200", "gb300", "jetson-thor", "jetson thor"), 100, "NVIDIA Blackwell"),
+    Generation("blackwell", ("b200", "b300", "gb200", "gb300"), 100, "NVIDIA Blackwell"),
+    # Jetson Thor is SM 11.0 from CUDA 13.0 (SM 10.1 before): vllm-project/vllm#39233 adds sm_110 as Jetson Thor's
+    Generation("blackwell-thor", ("jetson-thor", "jetson thor", "nvidia thor"), 110, "NVIDIA Blackwell"),
     Generation("hopper", ("h100", "h200", "h800", "h20", "gh200"), 90, "NVIDIA Hopper"),
     Generation("ada", ("l4", "l40", "l20", "rtx4", "rtx 4", "ada"), 89, "NVIDIA Ada"),
     Generation(

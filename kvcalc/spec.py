@@ -593,6 +593,15 @@ class GpuSpec(Strict):
         return self
 
     @model_validator(mode="after")
+    def _sm_cap_fields_together(self) -> "GpuSpec":
+        if (self.streaming_multiprocessors is None) != (self.boost_clock_hz is None):
+            raise ValueError(
+                "streaming_multiprocessors and boost_clock_hz go together: llama.cpp's SM-rate cap needs both (give both or"
+                " neither)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _price_says_where_and_when(self) -> "GpuSpec":
         fields = (self.price_per_hour, self.price_source, self.price_date, self.price_currency)
         given = [field is not None for field in fields]

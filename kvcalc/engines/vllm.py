@@ -94,7 +94,6 @@ VLLM_DTYPES = {
 # MLA 32 or a multiple of 64, and DeepSeek sparse attention (FlashMLA sparse) exactly 64; Triton MLA and
 # FlashAttention MLA keep --block-size (16).
 MLA_BLOCK_MULTIPLE = {"flashmla": 64, "cutlass_mla": 128, "flashinfer_mla": 64, "triton_mla": 1, "flash_attn_mla": 1}
-BLACKWELL_NAMES = ("b200", "b300", "gb200", "gb300")  # SM100: vLLM picks CUTLASS MLA by default
 # Attention kernels take block sizes in multiples of 16 (FlashAttention / FlashInfer on Hopper); the
 # hybrid page rule rounds the raised block size to it (model_executor/models/config.py
 # HybridAttentionMambaModelConfig: kernel_block_alignment_size 16; 64 for MLA, 32 for head_dim 256
@@ -857,7 +856,7 @@ class Vllm(EngineProfile):
         vllm serve 8192 on a GPU of 70 GiB or more that is not an A100, else 2048; the LLM class twice that);
         on the V0 engine (runs_v0) they follow max_model_len and are filled by budget (v0_batch_defaults)."""
         engine = workload.engine
-        if engine.attention_backend is None and any(name in (gpu.name or "").lower() for name in BLACKWELL_NAMES):
+        if engine.attention_backend is None and sm_family(gpu.name) == "blackwell":
             engine = engine.model_copy(update={"attention_backend": "cutlass_mla"})  # vllm/platforms/cuda.py: SM100
         if engine.max_num_batched_tokens is not None:
             return engine
