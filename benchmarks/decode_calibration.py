@@ -667,20 +667,29 @@ def refreshed(doc: str, new: str, start: str = START, end: str = END) -> str:
     return head + new + rest.split(end, 1)[1]
 
 
+def check_or_write(generated: dict[Path, str], script: str) -> int | None:
+    """--check: 1 (saying which files are stale) when a generated file differs from its new text, else 0;
+    --write: write them, 0; neither: None (the caller prints)."""
+    if "--check" in sys.argv:
+        stale = [path.name for path, text in generated.items() if path.read_text(encoding="utf-8") != text]
+        if stale:
+            print(f"stale: {', '.join(stale)}; run python benchmarks/{script} --write")
+            return 1
+        return 0
+    if "--write" in sys.argv:
+        for path, text in generated.items():
+            path.write_text(text, encoding="utf-8")
+        return 0
+    return None
+
+
 def main() -> int:
     cases = load_cases()
     predictions = loso(cases)
     doc, module = refreshed(DOC.read_text(encoding="utf-8"), section(cases, predictions)), constants_module(cases, predictions)
-    if "--check" in sys.argv:
-        stale = [p.name for p, new in ((DOC, doc), (CONSTANTS, module)) if p.read_text(encoding="utf-8") != new]
-        if stale:
-            print(f"stale: {', '.join(stale)}; run python benchmarks/decode_calibration.py --write")
-            return 1
-        return 0
-    if "--write" in sys.argv:
-        DOC.write_text(doc, encoding="utf-8")
-        CONSTANTS.write_text(module, encoding="utf-8")
-        return 0
+    done = check_or_write({DOC: doc, CONSTANTS: module}, "decode_calibration.py")
+    if done is not None:
+        return done
     print(section(cases, predictions))
     return 0
 

@@ -243,14 +243,9 @@ def section(cases: list[calibration.Case], scored: list[Scored]) -> str:
 def main() -> int:
     cases, scored = score(load_rows())
     doc = calibration.refreshed(DOC.read_text(encoding="utf-8"), section(cases, scored), START, END)
-    if "--check" in sys.argv:
-        if DOC.read_text(encoding="utf-8") != doc:
-            print(f"stale: {DOC.name}; run python benchmarks/decode_independent.py --write")
-            return 1
-        return 0
-    if "--write" in sys.argv:
-        DOC.write_text(doc, encoding="utf-8")
-        return 0
+    done = calibration.check_or_write({DOC: doc}, "decode_independent.py")
+    if done is not None:
+        return done
     print(section(cases, scored))
     return 0
 
