@@ -364,9 +364,7 @@ def runs_v0(model: ModelSpec, workload: Workload) -> str | None:
     (True, False, True, False, False)
     """
     version = workload.engine.vllm_version
-    if version is None:
-        return None
-    release = parse_engine_version(version)
+    release = _version(version)  # no --vllm-version: the newest rules, V1
     if release < V1_ENGINE_SINCE:
         return f"vLLM {version} (V0)"
     if workload.draft_kind == "ngram" and release < NGRAM_ON_V1_SINCE:
@@ -667,7 +665,7 @@ def start_check(gpu: GpuMemory, fraction: float, version: str | None = None) -> 
     if not gpu.in_use_bytes:
         return None, None
     total, free = gpu.total_bytes, gpu.total_bytes - gpu.in_use_bytes
-    if version is not None and parse_engine_version(version) < START_CHECK_SINCE:
+    if _version(version) < START_CHECK_SINCE:
         return None, (
             f"memory in use before start {gpu.in_use_bytes:,} B: vLLM {version} has no start-up check on free memory"
             " (it came in 0.9.1: vllm/v1/worker/gpu_worker.py init_device)"
