@@ -4,6 +4,8 @@ its flags and the MiB its log prints). kvcalc must print the same MiB to the log
 
 from __future__ import annotations
 
+import json
+import re
 from math import prod
 from pathlib import Path
 
@@ -58,6 +60,29 @@ def test_kvcalc_prints_the_logged_recurrent_state_and_kv_cache(cli, case: dict) 
     if "r" in logged:
         r, s = conv_and_recurrent_bytes(kv)
         assert (logged_mib(r), logged_mib(s)) == (f"{logged['r']:.2f}", f"{logged['s']:.2f}")
+
+
+def recurrent_line(log: str) -> str | None:
+    """The log's own "llama_memory_recurrent: size = ..." line, from the function name on, if it prints one whole."""
+    found = re.search(r"llama_memory_recurrent: size = .*S \(f32\): +[\d.]+ MiB", log)
+    return found.group(0) if found else None
+
+
+LINE_CASES = [case for case in CASES if recurrent_line(case["log"])]
+
+
+@pytest.mark.parametrize("case", LINE_CASES, ids=[case["name"] for case in LINE_CASES])
+def test_fit_prints_the_recurrent_line_as_llama_cpp_logs_it(cli, case: dict) -> None:
+    result = cli("fit", "--model", case["model"], "--gpu", "h100-sxm", "--engine", "llamacpp", *case["flags"], "--json")
+    assert result.exit_code == 0, result.output
+    (line,) = [log["line"] for log in json.loads(result.stdout)["engine_log"] if log["name"] == "recurrent_state_mib"]
+    logged = recurrent_line(case["log"])
+    assert logged is not None
+    if "rs_seq" not in logged:  # builds before n_rs_seq print "N seqs)" alone
+        line = re.sub(r" +\d+ rs_seq", "", line)
+    if "gguf_layers" in case:  # the GGUF's n_layer counts its MTP layer
+        line = line.replace(f" {load_model(case['model']).layers} layers", f" {case['gguf_layers']} layers")
+    assert "".join(line.split()) == "".join(logged.split())  # some pages print the line without its padding
 
 
 def test_kvcalc_refuses_the_sequence_count_llama_cpp_refuses(cli) -> None:
