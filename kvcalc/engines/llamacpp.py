@@ -2,8 +2,8 @@
 sequences (-np); block-quantized cache types; iSWA with --swa-full; MLA GGUFs cache a K-only latent.
 Rules follow llama.cpp from PR #17046 on (llama-cpp-python 0.3.36, as measured in
 shared/reference/engines.md); its memory budget is the textbook one. Hybrid models' recurrent state:
-f32, max(1, n_seq_max) cells of 1 + --n-rs-seq rows each, exact against 14 published start-up logs
-(tests/fixtures/engine_logs/llamacpp_recurrent.yaml, builds b9222 to b9849). Sources: src/llama-context.cpp,
+f32, max(1, n_seq_max) cells of 1 + --n-rs-seq rows each, exact against 15 published start-up logs
+(tests/fixtures/engine_logs/llamacpp_recurrent.yaml, builds b9222 to b10326). Sources: src/llama-context.cpp,
 src/llama-kv-cache.cpp, src/llama-kv-cache-iswa.cpp, ggml/src/ggml.c, src/llama-model.cpp (create_memory),
 src/llama-memory-recurrent.cpp, src/llama-hparams.cpp (n_embd_r, n_embd_s)."""
 
