@@ -2,7 +2,7 @@
 sequences (-np); block-quantized cache types; iSWA with --swa-full; MLA GGUFs cache a K-only latent.
 Rules follow llama.cpp from PR #17046 on (llama-cpp-python 0.3.36, as measured in
 shared/reference/engines.md); its memory budget is the textbook one. Hybrid models' recurrent state:
-f32, max(1, n_seq_max) cells of 1 + --n-rs-seq rows each, exact against 15 published start-up logs
+f32, max(1, n_seq_max) cells of 1 + --n-rs-seq rows each, exact against 16 published start-up logs
 (tests/fixtures/engine_logs/llamacpp_recurrent.yaml, builds b9222 to b10326). Sources: src/llama-context.cpp,
 src/llama-kv-cache.cpp, src/llama-kv-cache-iswa.cpp, ggml/src/ggml.c, src/llama-model.cpp (create_memory),
 src/llama-memory-recurrent.cpp, src/llama-hparams.cpp (n_embd_r, n_embd_s)."""
@@ -156,7 +156,8 @@ class LlamaCpp(EngineProfile):
         return [
             "llama.cpp: one recurrent cell per sequence of 1 + n_rs_seq rows (rs_size = max(1, n_seq_max), src/llama-model.cpp"
             f" create_memory; r_l, s_l of rs_size * (1 + n_rs_seq) rows, {LLAMACPP_RECURRENT_SOURCE}; published"
-            " llama-server logs with --spec-type draft-mtp --spec-draft-n-max N print N rs_seq: --n-rs-seq N);"
+            " llama-server logs with --spec-type draft-mtp --spec-draft-n-max N print N rs_seq: --n-rs-seq N, for the architectures"
+            " llm_arch_supports_rs_rollback lists (src/llama-arch.cpp: qwen35, qwen35moe; others checkpoint the state to host));"
             " r = (d_conv - 1) * (d_inner + 2 * n_group * d_state), s = d_state * d_inner values, short conv n_embd * (L - 1)"
             " (src/llama-hparams.cpp n_embd_r, n_embd_s, ggml-org/llama.cpp 01b77b57)",
         ]
