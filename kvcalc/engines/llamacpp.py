@@ -2,24 +2,42 @@
 sequences (-np); block-quantized cache types; iSWA with --swa-full; MLA GGUFs cache a K-only latent.
 Rules follow llama.cpp from PR #17046 on (llama-cpp-python 0.3.36, as measured in
 shared/reference/engines.md); its memory budget is the textbook one. Hybrid models' recurrent state:
-f32, one cell per sequence. Sources: src/llama-context.cpp, src/llama-kv-cache.cpp,
-src/llama-kv-cache-iswa.cpp, ggml/src/ggml.c, src/llama-model.cpp (create_memory),
-src/llama-hparams.cpp (n_embd_r, n_embd_s)."""
+f32, max(1, n_seq_max) cells of 1 + --n-rs-seq rows each, exact against 16 published start-up logs
+(tests/fixtures/engine_logs/llamacpp_recurrent.yaml, builds b9222 to b10326). Sources: src/llama-context.cpp,
+src/llama-kv-cache.cpp, src/llama-kv-cache-iswa.cpp, ggml/src/ggml.c, src/llama-model.cpp (create_memory),
+src/llama-memory-recurrent.cpp, src/llama-hparams.cpp (n_embd_r, n_embd_s)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from kvcalc.decode_profiles import DecodeProfile, profile_for
-from kvcalc.engines.base import EngineProfile, MlaStorage, StateDtypes, StatePages, cdiv
+from kvcalc.engines.base import EngineLogLine, EngineProfile, MlaStorage, StageLayer, StateDtypes, StatePages, cdiv
 from kvcalc.errors import InvalidInput
 from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload, cache_dtypes
-from kvcalc.units import PACKING, DType
+from kvcalc.state import layer_states
+from kvcalc.units import PACKING, DType, MiB
 
 LLAMACPP_PAD = 256  # llama.cpp pads the cache to 256 cells (src/llama-context.cpp, llama-kv-cache.cpp)
 LLAMACPP_UBATCH = 512  # llama.cpp's default n_ubatch (common/common.h)
 # llama_context refuses n_seq_max > LLAMA_MAX_SEQ ("n_seq_max must be <= 256", src/llama-context.cpp;
 # #define LLAMA_MAX_SEQ 256 in src/llama-cparams.h, ggml-org/llama.cpp master of 2026): -np and --batch at most 256.
 LLAMA_MAX_SEQ = 256
+# the llama_memory_recurrent constructor read: rows per cell, the log line's format (src/llama-memory-recurrent.cpp)
+LLAMACPP_RECURRENT_SOURCE = (
+    "src/llama-memory-recurrent.cpp llama_memory_recurrent::llama_memory_recurrent (ggml-org/llama.cpp 0054ee8c)"
+)
 LLAMACPP_DTYPES = {DType.fp32, DType.fp16, DType.bf16, DType.q8_0, DType.q4_0, DType.q4_1, DType.q5_0, DType.q5_1, DType.iq4_nl}
+
+
+def recurrent_rows_per_sequence(engine: Engine) -> int:
+    """Rows of r_l and s_l each sequence's cell holds: 1 + n_rs_seq, the extra rows the snapshots a
+    speculative draft (or MTP) rolls back to (src/llama-memory-recurrent.cpp: n_rows = mem_size * (1 + n_rs_seq)).
+
+    >>> recurrent_rows_per_sequence(Engine(name="llamacpp")), recurrent_rows_per_sequence(Engine(name="llamacpp", n_rs_seq=2))
+    (1, 3)
+    """
+    return 1 + (engine.n_rs_seq or 0)
 
 
 def pad(n: int, to: int) -> int:
@@ -97,22 +115,49 @@ class LlamaCpp(EngineProfile):
     def state_pages(
         self, workload: Workload, attention_bytes_per_token: int | None, state_bytes: int, mla: bool = False
     ) -> StatePages:
-        """Newer builds keep 1 + n_rs_seq cells per sequence: r_l and s_l have mem_size * (1 + n_rs_seq)
-        rows, the extra ones snapshots a speculative draft (or MTP) rolls back to (src/llama-memory-recurrent.cpp,
-        cparams.n_rs_seq; 0 without a draft)."""
-        snapshots = workload.engine.n_rs_seq or 0
-        if not snapshots:
+        """Newer builds keep 1 + n_rs_seq rows per sequence (recurrent_rows_per_sequence; 0 snapshots without a draft)."""
+        rows = recurrent_rows_per_sequence(workload.engine)
+        if rows == 1:
             return super().state_pages(workload, attention_bytes_per_token, state_bytes, mla)
-        cells = 1 + snapshots
         explain = [
-            f"llama.cpp: {cells} recurrent cells per sequence (1 + --n-rs-seq {snapshots}): {cells} * {state_bytes:,} B per layer"
+            f"llama.cpp: {rows} recurrent rows per sequence (1 + --n-rs-seq {rows - 1}): {rows} * {state_bytes:,} B per layer"
         ]
-        return StatePages(block_size=self.block_size(workload), page_bytes=cells * state_bytes, explain=explain)
+        return StatePages(block_size=self.block_size(workload), page_bytes=rows * state_bytes, explain=explain)
+
+    def log_lines(
+        self, model: ModelSpec, workload: Workload, usable_bytes: int, stage: Sequence[StageLayer]
+    ) -> list[EngineLogLine]:
+        """The "llama_memory_recurrent: size = ..." line a hybrid model's start-up prints: R is the conv
+        rows (n_embd_r), S the recurrent rows (n_embd_s), both f32, rs_size * (1 + n_rs_seq) rows per state layer."""
+        states = [state for state in layer_states(model, workload.tp) if state]
+        if not states:
+            return []
+        dtypes = self.state_dtypes(model, workload)
+        cells, snapshots = max(1, workload.batch), workload.engine.n_rs_seq or 0
+        rows = cells * recurrent_rows_per_sequence(workload.engine)
+        r = rows * sum(state.conv_values for state in states) * PACKING[dtypes.conv].block_bytes
+        s = rows * sum(state.recurrent_values for state in states) * PACKING[dtypes.recurrent].block_bytes
+        line = (
+            f"llama_memory_recurrent: size = {(r + s) / MiB:7.2f} MiB ({cells:6d} cells, {model.layers:3d} layers,"
+            f" {workload.batch:2d} seqs {snapshots:2d} rs_seq), R (f32): {r / MiB:7.2f} MiB, S (f32): {s / MiB:7.2f} MiB"
+        )
+        note = (
+            f"{len(states)} state layers * {rows} rows (rs_size {cells} * (1 + n_rs_seq {snapshots})); builds before n_rs_seq print"
+            " no rs_seq, a GGUF with an MTP layer one layer more; exact against tests/fixtures/engine_logs/llamacpp_recurrent.yaml"
+        )
+        return [
+            EngineLogLine(
+                engine=self.label, name="recurrent_state_mib", value=round((r + s) / MiB, 2), line=line, note=note,
+                source=LLAMACPP_RECURRENT_SOURCE,
+            )
+        ]  # fmt: skip
 
     def state_rules(self, model: ModelSpec, workload: Workload) -> list[str]:
         return [
-            "llama.cpp: 1 + n_rs_seq recurrent cells per sequence (rs_size = max(1, n_seq_max), src/llama-model.cpp"
-            " create_memory; r_l, s_l of rs_size * (1 + n_rs_seq) rows, src/llama-memory-recurrent.cpp);"
+            "llama.cpp: one recurrent cell per sequence of 1 + n_rs_seq rows (rs_size = max(1, n_seq_max), src/llama-model.cpp"
+            f" create_memory; r_l, s_l of rs_size * (1 + n_rs_seq) rows, {LLAMACPP_RECURRENT_SOURCE}; published"
+            " llama-server logs with --spec-type draft-mtp --spec-draft-n-max N print N rs_seq: --n-rs-seq N, for the architectures"
+            " llm_arch_supports_rs_rollback lists (src/llama-arch.cpp: qwen35, qwen35moe; others checkpoint the state to host));"
             " r = (d_conv - 1) * (d_inner + 2 * n_group * d_state), s = d_state * d_inner values, short conv n_embd * (L - 1)"
             " (src/llama-hparams.cpp n_embd_r, n_embd_s, ggml-org/llama.cpp 01b77b57)",
         ]
