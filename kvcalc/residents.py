@@ -17,7 +17,7 @@ from kvcalc.engines.vllm import V0_MAX_NUM_SEQS, default_max_num_seqs, runs_v0
 from kvcalc.errors import DoesNotFit, InvalidInput
 from kvcalc.kvcache import cache_layout, kv_heads_per_rank, layer_bytes_per_token, layer_caches, settled
 from kvcalc.spec import ModelSpec, Workload, cache_dtypes
-from kvcalc.units import PACKING, DType, format_bytes
+from kvcalc.units import PACKING, DType, format_bytes, parse_engine_version
 from kvcalc.weights import WeightFormat, mtp_params, per_gpu, require_params, weight_bytes, weight_format, weights_formula
 
 MTP = "mtp"  # --speculative-model mtp: the model's own multi-token prediction layers
@@ -229,6 +229,23 @@ def with_second_pool(budget: Budget, found: Draft, target_tokens: int) -> Budget
 
 LORA_TERM = "LoRA slots"
 VLLM_MAX_LORA_RANK = 16  # vLLM's default --max-lora-rank (vllm/config/lora.py)
+# vLLM 0.7.x budgets without the LoRA slots: V0's load_model measures model_memory_usage around get_model only and
+# creates the LoRA manager (its slots) after it, and 0.7.0's memory_profiling (the torch peak's increase over the
+# snapshot before the profile run, non-torch as cuda - torch memory_reserved) leaves torch tensors allocated before
+# the run out of both (vllm/worker/model_runner.py load_model, vllm/utils.py memory_profiling, the 0.7.0 and 0.7.3
+# wheels; vllm-project/vllm#14450). 0.6.6's non_torch_increase (cuda used - weights - the torch diff) still held them,
+# and 0.8.0 moved create_lora_manager inside the DeviceMemoryProfiler, so "Model loading took" counts them.
+LORA_OUTSIDE_BUDGET = ((0, 7, 0), (0, 8, 0))
+
+
+def lora_outside_budget(version: str | None) -> bool:
+    """Whether vLLM `version` sizes its KV cache without the LoRA slots (LORA_OUTSIDE_BUDGET: 0.7.x).
+
+    >>> [lora_outside_budget(v) for v in ("0.6.6.post1", "0.7.0", "0.7.3", "0.8.0", None)]
+    [False, True, True, False, False]
+    """
+    since, until = LORA_OUTSIDE_BUDGET
+    return version is not None and since <= parse_engine_version(version) < until
 
 
 def lora_term(
@@ -264,15 +281,26 @@ def lora_term(
     b_values = q_out + 2 * kv_out + h + 2 * inter // tp + h
     per_layer = max_loras * rank * (a_values + b_values) * b
     total = per_layer * model.layers
-    return BudgetTerm(
-        name=LORA_TERM,
-        bytes=total,
-        formula=f"layers * slots * rank * b * (A + B) = {model.layers} * {max_loras} * {rank} * {b} * ({a_values:,} + {b_values:,})"
+    formula = (
+        f"layers * slots * rank * b * (A + B) = {model.layers} * {max_loras} * {rank} * {b} * ({a_values:,} + {b_values:,})"
         f" = {total:,} B ({format_bytes(total)}); A: qkv 3 * h + o H*d/tp + gate_up 2 * h + down I/tp;"
-        f" B: qkv (H + 2 Hkv)*d/tp + o h + gate_up 2I/tp + down h; {lora_dtype.value}",
-        source="vllm/lora/layers/base_linear.py create_lora_weights (lora_a_stacked, lora_b_stacked per slice),"
-        " column_parallel_linear.py; --max-loras slots of --max-lora-rank",
+        f" B: qkv (H + 2 Hkv)*d/tp + o h + gate_up 2I/tp + down h; {lora_dtype.value}"
     )
+    source = (
+        "vllm/lora/layers/base_linear.py create_lora_weights (lora_a_stacked, lora_b_stacked per slice),"
+        " column_parallel_linear.py; --max-loras slots of --max-lora-rank"
+    )
+    version = workload.engine.vllm_version
+    if lora_outside_budget(version):
+        return BudgetTerm(
+            name=LORA_TERM,
+            bytes=0,
+            formula=f"0 B from the KV cache: vLLM {version} sizes it without the slots, which take their {total:,} B"
+            f" ({format_bytes(total)}) from the share gpu_memory_utilization leaves unused; {formula}",
+            source=f"{source}; vLLM 0.7.x: vllm/worker/model_runner.py load_model creates the LoRA manager after"
+            " model_memory_usage, vllm/utils.py memory_profiling counts neither (0.7.0, 0.7.3; vllm-project/vllm#14450)",
+        )
+    return BudgetTerm(name=LORA_TERM, bytes=total, formula=formula, source=source)
 
 
 TRTLLM_LORA_TERM = "LoRA device cache"
