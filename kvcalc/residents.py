@@ -58,6 +58,68 @@ def require_same_vocabulary(target: ModelSpec, draft_model: ModelSpec) -> None:
         )
 
 
+# vLLM names a draft EAGLE-1 when its path or repo id holds "eagle-" and --speculative-config gives no method
+# (vllm/config/speculative.py SpeculativeConfig.__post_init__, "yuhuili/EAGLE-LLaMA3-Instruct-8B"; 0.19.0): its
+# config.json says LlamaForCausalLM, and EAGLEConfig swaps the architecture for EagleLlamaForCausalLM.
+EAGLE_NAME_MARK = "eagle-"
+EAGLE_RULE = (
+    "vllm/model_executor/models/llama_eagle.py EagleLlamaForCausalLM (decoder layers, the first without its input norm,"
+    " fc 2h x h without bias, no final norm) and vllm/v1/spec_decode/eagle.py _maybe_share_embeddings,"
+    " _maybe_share_lm_head (the target's embedding table and LM head), 0.19.0"
+)
+
+
+def eagle_params(model: ModelSpec) -> int:
+    """The parameters vLLM builds for an EAGLE-1 head (EAGLE_RULE): per decoder layer q, k, v, o, a
+    gated MLP and two norms, less the first layer's input norm; fc from the token's embedding beside
+    the target's hidden state (2h x h). Its embedding table and LM head are the target's, so not counted.
+
+    >>> head = ModelSpec(name="e", layers=1, heads=32, kv_heads=8, head_dim=128, hidden=4096, intermediate=14336, vocab=128256)
+    >>> eagle_params(head)  # 218,112,000 for the layer, less 4,096 for its input norm, + 33,554,432 for fc
+    251662336
+    """
+    h, d = model.hidden or 0, model.key_dim
+    inter = model.intermediate or 0
+    per_layer = h * (model.heads + 2 * model.kv_heads) * d + model.heads * d * h + 3 * h * inter + 2 * h
+    return model.layers * per_layer - h + 2 * h * h
+
+
+def as_eagle_head(model: ModelSpec, ref: str, workload: Workload) -> ModelSpec:
+    """The draft as vLLM builds it: an EAGLE-1 head when `ref` (its preset, path or repo id) holds
+    "eagle-" (EAGLE_NAME_MARK) and its config is a plain decoder (an EAGLE-3 config names its own
+    architecture), with eagle_params as its params; any other draft unchanged. Only a dense
+    full-attention Llama-style decoder is counted so, and only for vllm and textbook."""
+    if EAGLE_NAME_MARK not in ref.lower() or model.speculative_head is not None:
+        return model
+    rules = engines.profile(workload.engine)
+    if rules.name not in ("vllm", "textbook"):
+        raise InvalidInput(
+            f"--speculative-model {ref}: an EAGLE-1 head ('eagle-' in its name, vLLM's rule) is modelled for --engine vllm"
+            f" and textbook, not {rules.name}"
+        )
+    if model.moe is not None or model.mla is not None or model.hidden is None or model.intermediate is None:
+        raise InvalidInput(f"--speculative-model {ref}: an EAGLE-1 head is counted for a dense Llama-style decoder only")
+    params = eagle_params(model)
+    return model.model_copy(
+        update={
+            "params": params,
+            "speculative_head": "eagle",
+            # the count stands for the shapes: counted from them again, the head would hold its own embedding table and LM head
+            "hidden": None,
+            "intermediate": None,
+            "source": "; ".join(
+                filter(
+                    None,
+                    [
+                        model.source,
+                        f"an EAGLE-1 head ('eagle-' in its name: vllm/config/speculative.py): {params:,} params as {EAGLE_RULE}",
+                    ],
+                )
+            ),
+        }
+    )
+
+
 def draft(target: ModelSpec, model: ModelSpec, workload: Workload, weights: WeightFormat | None = None) -> "Draft":
     """The draft's weights (its checkpoint's format unless `weights`) and KV bytes per token per GPU,
     both split over the target's tp; its cache takes the target's cache dtypes (one --kv-dtype for
@@ -84,7 +146,7 @@ def draft(target: ModelSpec, model: ModelSpec, workload: Workload, weights: Weig
         kv_bytes_per_token=kv,
         weights_formula=f"{weights_formula(params, fmt)}{tp}",
         kv_formula=f"{len(per_layer)} layers * {per_layer[0] if per_layer else 0:,} B per token per layer on one GPU = {kv:,} B",
-        source=rules.draft_rule,
+        source=f"an EAGLE-1 head as {EAGLE_RULE}, {rules.draft_rule}" if model.speculative_head == "eagle" else rules.draft_rule,
     )
 
 

@@ -365,10 +365,10 @@ class ModelSpec(Strict):
         description="multi-token prediction layers beside the model's (num_nextn_predict_layers, mtp_num_hidden_layers);"
         " not in its weights: a speculative draft (--speculative-model mtp)",
     )
-    speculative_head: Literal["eagle3"] | None = Field(
+    speculative_head: Literal["eagle", "eagle3"] | None = Field(
         default=None,
         description="a speculative head that reads the target's hidden states, not a model of its own (an EAGLE-3"
-        " config's architectures); its params are the head's",
+        " config's architectures; EAGLE-1: 'eagle-' in the draft's name, kvcalc.residents.as_eagle_head); its params are the head's",
     )
     kv_shared_layers: Annotated[int, Number] = Field(
         default=0, ge=0, description="the last N layers reuse earlier layers' caches and keep none of their own (Gemma-3n)"
