@@ -304,3 +304,14 @@ def test_eagle1_head_refused_where_not_modelled(cli, tmp_path) -> None:
         "an EAGLE-1 head ('eagle-' in its name, vLLM's rule) is modelled for --engine vllm and textbook, not sglang"
         in result.stderr
     )
+
+
+def test_eagle1_head_of_a_moe_config_is_refused(cli, tmp_path) -> None:
+    folder = tmp_path / "EAGLE-deepseek"
+    folder.mkdir()
+    (folder / "config.json").write_text((HF_CONFIGS / "deepseek-v3-config.json").read_text())
+    result = cli(
+        "fit", "--model", "deepseek-v3", "--gpu", "h200", "--tp", "8", "--speculative-model", str(folder / "config.json")
+    )
+    assert result.exit_code == 2
+    assert "an EAGLE-1 head is counted for a dense Llama-style decoder only" in result.stderr
