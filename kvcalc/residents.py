@@ -570,6 +570,10 @@ class Multimodal(Frozen):
     skip_profiling: bool = False
     max_pixels: int | None = None  # --mm-processor-kwargs '{"max_pixels": N}': a Qwen-VL processor's largest image
 
+    def limit(self, modality: str, default: int) -> int:
+        """Items per prompt of `modality`: --limit-mm-per-prompt's entry, or the engine's `default`."""
+        return (self.limits or {}).get(modality, default)
+
     def image_limit(self, default: int) -> int:
         """Items per prompt of the modality the vision tower serves and kvcalc profiles, images:
         --limit-mm-per-prompt's "image", or the engine's `default` when it does not name it
@@ -636,10 +640,11 @@ def multimodal_profile_term(model: ModelSpec, workload: Workload, budget: Budget
             source=rule,
         )
     engine = budget.engine
-    patches_per_item, item_tokens, largest = largest_item(model, settings)
+    item = profiled_item(model, workload, settings)
+    patches_per_item, item_tokens, largest = item.patches, item.tokens, item.what
     tokens = engine.max_num_batched_tokens or 0
     encoder_budget = max(tokens, item_tokens)
-    per_prompt = max(1, min(settings.image_limit(VLLM_DEFAULT_MM_LIMIT), workload.seq // item_tokens))
+    per_prompt = max(1, min(settings.limit(item.modality, VLLM_DEFAULT_MM_LIMIT), workload.seq // item_tokens))
     # max_num_seqs: vLLM's default on this much memory (the budget does not name the GPU, so an A100's smaller
     # one is not known here; the encoder budget binds long before either: per_prompt * 256 items)
     seqs = engine.max_num_seqs or default_max_num_seqs(GpuMemory(total_bytes=budget.memory_bytes))
@@ -657,20 +662,83 @@ def multimodal_profile_term(model: ModelSpec, workload: Workload, budget: Budget
     h, tp = tower.hidden, workload.tp
     mlp = (3 if tower.gated else 2) * tower.intermediate // tp
     patches = items * patches_per_item
-    outputs = items * item_tokens * (model.hidden or 0) * b
-    encoder = patches * b * (2 * h + max(3 * h // tp, mlp)) + outputs
+    width = tower.output_width or model.hidden or 0
+    returned = items * item.rows * width * b
+    rows, held_why = held_rows(item, encoder_budget, workload.engine.vllm_version)
+    outputs = items * rows * width * b
+    encoder = patches * b * (2 * h + max(3 * h // tp, mlp)) + returned
     lm = next((term.bytes for term in budget.terms if term.name == "activation peak"), 0)
     extra = max(outputs, encoder - lm)
     return BudgetTerm(
         name=MM_PROFILE_TERM,
         bytes=extra,
         formula=f"max(encoder outputs, encoder peak - LM activation peak) = max({outputs:,}, {encoder:,} - {lm:,}) = {extra:,} B"
-        f" ({format_bytes(extra)}); {batch}: {items} item{'s' if items > 1 else ''} of {patches_per_item:,} patches ({largest});"
-        f" outputs = items * tokens per item * H * b = {items} * {item_tokens:,} * {model.hidden or 0:,} * {b};"
+        f" ({format_bytes(extra)}); {batch}: {items} item{'s' if items > 1 else ''} of {patches_per_item:,}"
+        f" patches ({largest}); outputs = items * rows * width * b = {items} * {rows:,} * {width:,} * {b}, {held_why};"
         f" encoder peak = N * b * (2h + max(3h, MLP) / tp) + outputs = {patches:,} * {b} * (2 * {h:,} + max({3 * h // tp:,},"
-        f" {mlp:,})) + {outputs:,}; --limit-mm-per-prompt '{{\"image\":0}}' or --skip-mm-profiling removes it",
+        f" {mlp:,})) + {returned:,}; --limit-mm-per-prompt '{{\"image\":0}}' or --skip-mm-profiling removes it",
         source=rule,
     )
+
+
+VIDEO = "video"
+# vLLM 0.11-0.12 counts a Qwen3-VL video's tokens 12.5 times over for the timestamps' text (qwen3_vl.py
+# get_max_video_tokens, formatted_video_soft_tokens, in the 0.11.0 to 0.12.0 wheels, not 0.13.0), and keeps each dummy
+# encoder output it profiles padded with zeros: 0.11.x to the encoder budget's rows, 0.12.x to the modality's tokens
+# per item (gpu_model_runner.py profile_run, new_zeros; gone from 0.13.0). The zeros stay cached through the language
+# model's dummy run (encoder_cache["tmp"]).
+VIDEO_TOKEN_FACTOR_RELEASES = ((0, 11, 0), (0, 13, 0))
+PAD_TO_BUDGET_RELEASES = ((0, 11, 0), (0, 12, 0))
+PAD_TO_ITEM_RELEASES = ((0, 12, 0), (0, 13, 0))
+
+
+def _within(version: str | None, releases: tuple[tuple[int, int, int], tuple[int, int, int]]) -> bool:
+    return version is not None and releases[0] <= parse_engine_version(version) < releases[1]
+
+
+class ProfiledItem(Frozen):
+    """The item vLLM's multimodal profiling feeds the tower: of the modality whose item has the most
+    tokens (vllm/v1/worker/utils.py MultiModalBudget.get_modality_with_max_tokens, 0.12.0;
+    vllm/multimodal/encoder_budget.py, 0.19.0)."""
+
+    modality: str
+    patches: int  # the tower's input rows for one item
+    tokens: int  # vLLM's count of its tokens: the encoder budget and the items a batch holds
+    rows: int  # the embeddings the tower returns for it
+    what: str  # what sets its size
+
+
+def profiled_item(model: ModelSpec, workload: Workload, settings: Multimodal) -> "ProfiledItem":
+    """The largest image (largest_item), or the largest video where the tower gives one, video is not
+    limited to 0, and vLLM counts more tokens for it (times video_token_factor in 0.11-0.12)."""
+    tower = model.vision
+    assert tower is not None
+    patches, tokens, largest = largest_item(model, settings)
+    image = ProfiledItem(modality=IMAGE, patches=patches, tokens=tokens, rows=tokens, what=largest)
+    video_patches, video_tokens = tower.video_patches_per_item, tower.video_tokens_per_item
+    if video_patches is None or video_tokens is None or settings.limit(VIDEO, VLLM_DEFAULT_MM_LIMIT) == 0:
+        return image
+    version = workload.engine.vllm_version
+    counted, what = video_tokens, "the processor's largest video"
+    if tower.video_token_factor is not None and _within(version, VIDEO_TOKEN_FACTOR_RELEASES):
+        counted = int(video_tokens * tower.video_token_factor)
+        what += f", its {video_tokens:,} tokens counted {tower.video_token_factor:g} times over (vLLM {version}: qwen3_vl.py get_max_video_tokens)"
+    if counted <= tokens:
+        return image
+    return ProfiledItem(modality=VIDEO, patches=video_patches, tokens=counted, rows=video_tokens, what=what)
+
+
+def held_rows(item: ProfiledItem, encoder_budget: int, version: str | None) -> tuple[int, str]:
+    """The rows of each dummy encoder output vLLM keeps cached, and why: what the tower returns, padded
+    with zeros to the encoder budget (0.11.x) or to the item's tokens (0.12.x) when fewer."""
+    if _within(version, PAD_TO_BUDGET_RELEASES) and item.rows < encoder_budget:
+        return encoder_budget, f"padded to the encoder budget (vLLM {version}: gpu_model_runner.py profile_run new_zeros)"
+    if _within(version, PAD_TO_ITEM_RELEASES) and item.rows < item.tokens:
+        return (
+            item.tokens,
+            f"padded to the item's {item.tokens:,} tokens (vLLM {version}: gpu_model_runner.py profile_run new_zeros)",
+        )
+    return item.rows, "as the tower returns them"
 
 
 def largest_item(model: ModelSpec, settings: Multimodal) -> tuple[int, int, str]:

@@ -203,6 +203,20 @@ class VisionSpec(Strict):
         description="the language model reads the tower's output through cross-attention (Llama 3.2 Vision): vLLM's V0"
         " runs it as an encoder-decoder model",
     )
+    output_width: Count | None = Field(
+        default=None,
+        description="the width of the embeddings the tower hands the language model, which vLLM caches (Qwen3-VL:"
+        " out_hidden_size x (1 + DeepStack levels)); None: the language model's hidden size",
+    )
+    video_patches_per_item: Count | None = Field(
+        default=None, description="patches the tower runs on for the largest video its processor accepts (None: no video)"
+    )
+    video_tokens_per_item: Count | None = Field(default=None, description="language-model tokens that video becomes")
+    video_token_factor: Annotated[float, Field(gt=0)] | None = Field(
+        default=None,
+        description="vLLM 0.11-0.12 counts a Qwen3-VL video's tokens this many times over for the timestamps' text"
+        " (qwen3_vl.py get_max_video_tokens: 12.5), which can make video the modality it profiles",
+    )
     source: str = Field(description="where the count comes from: the config and the modeling file it follows")
 
 
