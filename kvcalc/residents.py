@@ -17,7 +17,7 @@ from kvcalc.engines.vllm import V0_MAX_NUM_SEQS, default_max_num_seqs, runs_v0
 from kvcalc.errors import DoesNotFit, InvalidInput
 from kvcalc.kvcache import cache_layout, kv_heads_per_rank, layer_bytes_per_token, layer_caches, settled
 from kvcalc.spec import ModelSpec, Workload, cache_dtypes
-from kvcalc.units import PACKING, DType, format_bytes
+from kvcalc.units import PACKING, DType, format_bytes, parse_engine_version
 from kvcalc.weights import WeightFormat, mtp_params, per_gpu, require_params, weight_bytes, weight_format, weights_formula
 
 MTP = "mtp"  # --speculative-model mtp: the model's own multi-token prediction layers
@@ -58,6 +58,68 @@ def require_same_vocabulary(target: ModelSpec, draft_model: ModelSpec) -> None:
         )
 
 
+# vLLM names a draft EAGLE-1 when its path or repo id holds "eagle-" and --speculative-config gives no method
+# (vllm/config/speculative.py SpeculativeConfig.__post_init__, "yuhuili/EAGLE-LLaMA3-Instruct-8B"; 0.19.0): its
+# config.json says LlamaForCausalLM, and EAGLEConfig swaps the architecture for EagleLlamaForCausalLM.
+EAGLE_NAME_MARK = "eagle-"
+EAGLE_RULE = (
+    "vllm/model_executor/models/llama_eagle.py EagleLlamaForCausalLM (decoder layers, the first without its input norm,"
+    " fc 2h x h without bias, no final norm) and vllm/v1/spec_decode/eagle.py _maybe_share_embeddings,"
+    " _maybe_share_lm_head (the target's embedding table and LM head), 0.19.0"
+)
+
+
+def eagle_params(model: ModelSpec) -> int:
+    """The parameters vLLM builds for an EAGLE-1 head (EAGLE_RULE): per decoder layer q, k, v, o, a
+    gated MLP and two norms, less the first layer's input norm; fc from the token's embedding beside
+    the target's hidden state (2h x h). Its embedding table and LM head are the target's, so not counted.
+
+    >>> head = ModelSpec(name="e", layers=1, heads=32, kv_heads=8, head_dim=128, hidden=4096, intermediate=14336, vocab=128256)
+    >>> eagle_params(head)  # 218,112,000 for the layer, less 4,096 for its input norm, + 33,554,432 for fc
+    251662336
+    """
+    h, d = model.hidden or 0, model.key_dim
+    inter = model.intermediate or 0
+    per_layer = h * (model.heads + 2 * model.kv_heads) * d + model.heads * d * h + 3 * h * inter + 2 * h
+    return model.layers * per_layer - h + 2 * h * h
+
+
+def as_eagle_head(model: ModelSpec, ref: str, workload: Workload) -> ModelSpec:
+    """The draft as vLLM builds it: an EAGLE-1 head when `ref` (its preset, path or repo id) holds
+    "eagle-" (EAGLE_NAME_MARK) and its config is a plain decoder (an EAGLE-3 config names its own
+    architecture), with eagle_params as its params; any other draft unchanged. Only a dense
+    full-attention Llama-style decoder is counted so, and only for vllm and textbook."""
+    if EAGLE_NAME_MARK not in ref.lower() or model.speculative_head is not None:
+        return model
+    rules = engines.profile(workload.engine)
+    if rules.name not in ("vllm", "textbook"):
+        raise InvalidInput(
+            f"--speculative-model {ref}: an EAGLE-1 head ('eagle-' in its name, vLLM's rule) is modelled for --engine vllm"
+            f" and textbook, not {rules.name}"
+        )
+    if model.moe is not None or model.mla is not None or model.hidden is None or model.intermediate is None:
+        raise InvalidInput(f"--speculative-model {ref}: an EAGLE-1 head is counted for a dense Llama-style decoder only")
+    params = eagle_params(model)
+    return model.model_copy(
+        update={
+            "params": params,
+            "speculative_head": "eagle",
+            # the count stands for the shapes: counted from them again, the head would hold its own embedding table and LM head
+            "hidden": None,
+            "intermediate": None,
+            "source": "; ".join(
+                filter(
+                    None,
+                    [
+                        model.source,
+                        f"an EAGLE-1 head ('eagle-' in its name: vllm/config/speculative.py): {params:,} params as {EAGLE_RULE}",
+                    ],
+                )
+            ),
+        }
+    )
+
+
 def draft(target: ModelSpec, model: ModelSpec, workload: Workload, weights: WeightFormat | None = None) -> "Draft":
     """The draft's weights (its checkpoint's format unless `weights`) and KV bytes per token per GPU,
     both split over the target's tp; its cache takes the target's cache dtypes (one --kv-dtype for
@@ -84,7 +146,7 @@ def draft(target: ModelSpec, model: ModelSpec, workload: Workload, weights: Weig
         kv_bytes_per_token=kv,
         weights_formula=f"{weights_formula(params, fmt)}{tp}",
         kv_formula=f"{len(per_layer)} layers * {per_layer[0] if per_layer else 0:,} B per token per layer on one GPU = {kv:,} B",
-        source=rules.draft_rule,
+        source=f"an EAGLE-1 head as {EAGLE_RULE}, {rules.draft_rule}" if model.speculative_head == "eagle" else rules.draft_rule,
     )
 
 
@@ -229,6 +291,23 @@ def with_second_pool(budget: Budget, found: Draft, target_tokens: int) -> Budget
 
 LORA_TERM = "LoRA slots"
 VLLM_MAX_LORA_RANK = 16  # vLLM's default --max-lora-rank (vllm/config/lora.py)
+# vLLM 0.7.x budgets without the LoRA slots: V0's load_model measures model_memory_usage around get_model only and
+# creates the LoRA manager (its slots) after it, and 0.7.0's memory_profiling (the torch peak's increase over the
+# snapshot before the profile run, non-torch as cuda - torch memory_reserved) leaves torch tensors allocated before
+# the run out of both (vllm/worker/model_runner.py load_model, vllm/utils.py memory_profiling, the 0.7.0 and 0.7.3
+# wheels; vllm-project/vllm#14450). 0.6.6's non_torch_increase (cuda used - weights - the torch diff) still held them,
+# and 0.8.0 moved create_lora_manager inside the DeviceMemoryProfiler, so "Model loading took" counts them.
+LORA_OUTSIDE_BUDGET = ((0, 7, 0), (0, 8, 0))
+
+
+def lora_outside_budget(version: str | None) -> bool:
+    """Whether vLLM `version` sizes its KV cache without the LoRA slots (LORA_OUTSIDE_BUDGET: 0.7.x).
+
+    >>> [lora_outside_budget(v) for v in ("0.6.6.post1", "0.7.0", "0.7.3", "0.8.0", None)]
+    [False, True, True, False, False]
+    """
+    since, until = LORA_OUTSIDE_BUDGET
+    return version is not None and since <= parse_engine_version(version) < until
 
 
 def lora_term(
@@ -264,15 +343,26 @@ def lora_term(
     b_values = q_out + 2 * kv_out + h + 2 * inter // tp + h
     per_layer = max_loras * rank * (a_values + b_values) * b
     total = per_layer * model.layers
-    return BudgetTerm(
-        name=LORA_TERM,
-        bytes=total,
-        formula=f"layers * slots * rank * b * (A + B) = {model.layers} * {max_loras} * {rank} * {b} * ({a_values:,} + {b_values:,})"
+    formula = (
+        f"layers * slots * rank * b * (A + B) = {model.layers} * {max_loras} * {rank} * {b} * ({a_values:,} + {b_values:,})"
         f" = {total:,} B ({format_bytes(total)}); A: qkv 3 * h + o H*d/tp + gate_up 2 * h + down I/tp;"
-        f" B: qkv (H + 2 Hkv)*d/tp + o h + gate_up 2I/tp + down h; {lora_dtype.value}",
-        source="vllm/lora/layers/base_linear.py create_lora_weights (lora_a_stacked, lora_b_stacked per slice),"
-        " column_parallel_linear.py; --max-loras slots of --max-lora-rank",
+        f" B: qkv (H + 2 Hkv)*d/tp + o h + gate_up 2I/tp + down h; {lora_dtype.value}"
     )
+    source = (
+        "vllm/lora/layers/base_linear.py create_lora_weights (lora_a_stacked, lora_b_stacked per slice),"
+        " column_parallel_linear.py; --max-loras slots of --max-lora-rank"
+    )
+    version = workload.engine.vllm_version
+    if lora_outside_budget(version):
+        return BudgetTerm(
+            name=LORA_TERM,
+            bytes=0,
+            formula=f"0 B from the KV cache: vLLM {version} sizes it without the slots, which take their {total:,} B"
+            f" ({format_bytes(total)}) from the share gpu_memory_utilization leaves unused; {formula}",
+            source=f"{source}; vLLM 0.7.x: vllm/worker/model_runner.py load_model creates the LoRA manager after"
+            " model_memory_usage, vllm/utils.py memory_profiling counts neither (0.7.0, 0.7.3; vllm-project/vllm#14450)",
+        )
+    return BudgetTerm(name=LORA_TERM, bytes=total, formula=formula, source=source)
 
 
 TRTLLM_LORA_TERM = "LoRA device cache"
@@ -480,6 +570,10 @@ class Multimodal(Frozen):
     skip_profiling: bool = False
     max_pixels: int | None = None  # --mm-processor-kwargs '{"max_pixels": N}': a Qwen-VL processor's largest image
 
+    def limit(self, modality: str, default: int) -> int:
+        """Items per prompt of `modality`: --limit-mm-per-prompt's entry, or the engine's `default`."""
+        return (self.limits or {}).get(modality, default)
+
     def image_limit(self, default: int) -> int:
         """Items per prompt of the modality the vision tower serves and kvcalc profiles, images:
         --limit-mm-per-prompt's "image", or the engine's `default` when it does not name it
@@ -546,10 +640,11 @@ def multimodal_profile_term(model: ModelSpec, workload: Workload, budget: Budget
             source=rule,
         )
     engine = budget.engine
-    patches_per_item, item_tokens, largest = largest_item(model, settings)
+    item = profiled_item(model, workload, settings)
+    patches_per_item, item_tokens, largest = item.patches, item.tokens, item.what
     tokens = engine.max_num_batched_tokens or 0
     encoder_budget = max(tokens, item_tokens)
-    per_prompt = max(1, min(settings.image_limit(VLLM_DEFAULT_MM_LIMIT), workload.seq // item_tokens))
+    per_prompt = max(1, min(settings.limit(item.modality, VLLM_DEFAULT_MM_LIMIT), workload.seq // item_tokens))
     # max_num_seqs: vLLM's default on this much memory (the budget does not name the GPU, so an A100's smaller
     # one is not known here; the encoder budget binds long before either: per_prompt * 256 items)
     seqs = engine.max_num_seqs or default_max_num_seqs(GpuMemory(total_bytes=budget.memory_bytes))
@@ -567,20 +662,83 @@ def multimodal_profile_term(model: ModelSpec, workload: Workload, budget: Budget
     h, tp = tower.hidden, workload.tp
     mlp = (3 if tower.gated else 2) * tower.intermediate // tp
     patches = items * patches_per_item
-    outputs = items * item_tokens * (model.hidden or 0) * b
-    encoder = patches * b * (2 * h + max(3 * h // tp, mlp)) + outputs
+    width = tower.output_width or model.hidden or 0
+    returned = items * item.rows * width * b
+    rows, held_why = held_rows(item, encoder_budget, workload.engine.vllm_version)
+    outputs = items * rows * width * b
+    encoder = patches * b * (2 * h + max(3 * h // tp, mlp)) + returned
     lm = next((term.bytes for term in budget.terms if term.name == "activation peak"), 0)
     extra = max(outputs, encoder - lm)
     return BudgetTerm(
         name=MM_PROFILE_TERM,
         bytes=extra,
         formula=f"max(encoder outputs, encoder peak - LM activation peak) = max({outputs:,}, {encoder:,} - {lm:,}) = {extra:,} B"
-        f" ({format_bytes(extra)}); {batch}: {items} item{'s' if items > 1 else ''} of {patches_per_item:,} patches ({largest});"
-        f" outputs = items * tokens per item * H * b = {items} * {item_tokens:,} * {model.hidden or 0:,} * {b};"
+        f" ({format_bytes(extra)}); {batch}: {items} item{'s' if items > 1 else ''} of {patches_per_item:,}"
+        f" patches ({largest}); outputs = items * rows * width * b = {items} * {rows:,} * {width:,} * {b}, {held_why};"
         f" encoder peak = N * b * (2h + max(3h, MLP) / tp) + outputs = {patches:,} * {b} * (2 * {h:,} + max({3 * h // tp:,},"
-        f" {mlp:,})) + {outputs:,}; --limit-mm-per-prompt '{{\"image\":0}}' or --skip-mm-profiling removes it",
+        f" {mlp:,})) + {returned:,}; --limit-mm-per-prompt '{{\"image\":0}}' or --skip-mm-profiling removes it",
         source=rule,
     )
+
+
+VIDEO = "video"
+# vLLM 0.11-0.12 counts a Qwen3-VL video's tokens 12.5 times over for the timestamps' text (qwen3_vl.py
+# get_max_video_tokens, formatted_video_soft_tokens, in the 0.11.0 to 0.12.0 wheels, not 0.13.0), and keeps each dummy
+# encoder output it profiles padded with zeros: 0.11.x to the encoder budget's rows, 0.12.x to the modality's tokens
+# per item (gpu_model_runner.py profile_run, new_zeros; gone from 0.13.0). The zeros stay cached through the language
+# model's dummy run (encoder_cache["tmp"]).
+VIDEO_TOKEN_FACTOR_RELEASES = ((0, 11, 0), (0, 13, 0))
+PAD_TO_BUDGET_RELEASES = ((0, 11, 0), (0, 12, 0))
+PAD_TO_ITEM_RELEASES = ((0, 12, 0), (0, 13, 0))
+
+
+def _within(version: str | None, releases: tuple[tuple[int, int, int], tuple[int, int, int]]) -> bool:
+    return version is not None and releases[0] <= parse_engine_version(version) < releases[1]
+
+
+class ProfiledItem(Frozen):
+    """The item vLLM's multimodal profiling feeds the tower: of the modality whose item has the most
+    tokens (vllm/v1/worker/utils.py MultiModalBudget.get_modality_with_max_tokens, 0.12.0;
+    vllm/multimodal/encoder_budget.py, 0.19.0)."""
+
+    modality: str
+    patches: int  # the tower's input rows for one item
+    tokens: int  # vLLM's count of its tokens: the encoder budget and the items a batch holds
+    rows: int  # the embeddings the tower returns for it
+    what: str  # what sets its size
+
+
+def profiled_item(model: ModelSpec, workload: Workload, settings: Multimodal) -> "ProfiledItem":
+    """The largest image (largest_item), or the largest video where the tower gives one, video is not
+    limited to 0, and vLLM counts more tokens for it (times video_token_factor in 0.11-0.12)."""
+    tower = model.vision
+    assert tower is not None
+    patches, tokens, largest = largest_item(model, settings)
+    image = ProfiledItem(modality=IMAGE, patches=patches, tokens=tokens, rows=tokens, what=largest)
+    video_patches, video_tokens = tower.video_patches_per_item, tower.video_tokens_per_item
+    if video_patches is None or video_tokens is None or settings.limit(VIDEO, VLLM_DEFAULT_MM_LIMIT) == 0:
+        return image
+    version = workload.engine.vllm_version
+    counted, what = video_tokens, "the processor's largest video"
+    if tower.video_token_factor is not None and _within(version, VIDEO_TOKEN_FACTOR_RELEASES):
+        counted = int(video_tokens * tower.video_token_factor)
+        what += f", its {video_tokens:,} tokens counted {tower.video_token_factor:g} times over (vLLM {version}: qwen3_vl.py get_max_video_tokens)"
+    if counted <= tokens:
+        return image
+    return ProfiledItem(modality=VIDEO, patches=video_patches, tokens=counted, rows=video_tokens, what=what)
+
+
+def held_rows(item: ProfiledItem, encoder_budget: int, version: str | None) -> tuple[int, str]:
+    """The rows of each dummy encoder output vLLM keeps cached, and why: what the tower returns, padded
+    with zeros to the encoder budget (0.11.x) or to the item's tokens (0.12.x) when fewer."""
+    if _within(version, PAD_TO_BUDGET_RELEASES) and item.rows < encoder_budget:
+        return encoder_budget, f"padded to the encoder budget (vLLM {version}: gpu_model_runner.py profile_run new_zeros)"
+    if _within(version, PAD_TO_ITEM_RELEASES) and item.rows < item.tokens:
+        return (
+            item.tokens,
+            f"padded to the item's {item.tokens:,} tokens (vLLM {version}: gpu_model_runner.py profile_run new_zeros)",
+        )
+    return item.rows, "as the tower returns them"
 
 
 def largest_item(model: ModelSpec, settings: Multimodal) -> tuple[int, int, str]:

@@ -203,6 +203,20 @@ class VisionSpec(Strict):
         description="the language model reads the tower's output through cross-attention (Llama 3.2 Vision): vLLM's V0"
         " runs it as an encoder-decoder model",
     )
+    output_width: Count | None = Field(
+        default=None,
+        description="the width of the embeddings the tower hands the language model, which vLLM caches (Qwen3-VL:"
+        " out_hidden_size x (1 + DeepStack levels)); None: the language model's hidden size",
+    )
+    video_patches_per_item: Count | None = Field(
+        default=None, description="patches the tower runs on for the largest video its processor accepts (None: no video)"
+    )
+    video_tokens_per_item: Count | None = Field(default=None, description="language-model tokens that video becomes")
+    video_token_factor: Annotated[float, Field(gt=0)] | None = Field(
+        default=None,
+        description="vLLM 0.11-0.12 counts a Qwen3-VL video's tokens this many times over for the timestamps' text"
+        " (qwen3_vl.py get_max_video_tokens: 12.5), which can make video the modality it profiles",
+    )
     source: str = Field(description="where the count comes from: the config and the modeling file it follows")
 
 
@@ -365,10 +379,10 @@ class ModelSpec(Strict):
         description="multi-token prediction layers beside the model's (num_nextn_predict_layers, mtp_num_hidden_layers);"
         " not in its weights: a speculative draft (--speculative-model mtp)",
     )
-    speculative_head: Literal["eagle3"] | None = Field(
+    speculative_head: Literal["eagle", "eagle3"] | None = Field(
         default=None,
         description="a speculative head that reads the target's hidden states, not a model of its own (an EAGLE-3"
-        " config's architectures); its params are the head's",
+        " config's architectures; EAGLE-1: 'eagle-' in the draft's name, kvcalc.residents.as_eagle_head); its params are the head's",
     )
     kv_shared_layers: Annotated[int, Number] = Field(
         default=0, ge=0, description="the last N layers reuse earlier layers' caches and keep none of their own (Gemma-3n)"

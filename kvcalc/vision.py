@@ -164,6 +164,8 @@ def qwen3_vl(vision: dict[str, Any], config: dict[str, Any], deepstack: bool = T
     where = "modeling_qwen3_vl.py Qwen3VLVisionModel" if deepstack else "modeling_qwen3_5.py Qwen3_5VisionModel (no DeepStack)"
     found = _fields(params, h, inter, False, patches, patches // merge**2, where,
                     f"longest_edge {QWEN3_VL_MAX_PIXELS:,} pixels (preprocessor_config.json)")  # fmt: skip
+    if stacks:  # vLLM's Qwen3_VisionTransformer returns the merger's output beside each DeepStack merger's (qwen3_vl.py)
+        found["output_width"] = out * (1 + stacks)
     return _resizable(found, p, merge)
 
 

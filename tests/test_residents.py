@@ -84,6 +84,22 @@ def test_lora_slots_split_over_tp(cli) -> None:
     assert doc["budget"]["lora_bytes"] == 32 * 16 * 2 * (a_values + b_values)
 
 
+@pytest.mark.parametrize(("release", "taken"), [("0.6.6.post1", LLAMA3_8B_LORA), ("0.7.3", 0), ("0.8.0", LLAMA3_8B_LORA)])
+def test_lora_slots_outside_the_budget_in_vllm_0_7(cli, release: str, taken: int) -> None:
+    """vLLM 0.7.x sizes the KV cache without the LoRA slots (vllm-project/vllm#14450): V0's load_model
+    creates them after measuring the weights, and 0.7.0's memory_profiling counts torch tensors allocated
+    before the profile run in neither the peak nor non-torch (vllm/worker/model_runner.py, vllm/utils.py of
+    the 0.7.0 and 0.7.3 wheels); 0.6.6.post1 held them in non_torch_increase, 0.8.0 in "Model loading took"."""
+    args = [*LORA_FIT, "--vllm-version", release]
+    plain, doc = cli.json(*args), cli.json(*args, "--max-loras", "1")
+    assert doc["budget"]["lora_bytes"] == taken
+    assert doc["budget"]["usable_bytes"] == plain["budget"]["usable_bytes"] - taken
+    if not taken:
+        result = cli(*args, "--max-loras", "1", "--explain")
+        assert "vLLM 0.7.3 sizes it without the slots, which take their 83,886,080 B (80.00 MiB)" in result.stdout
+        assert "vllm-project/vllm#14450" in result.stdout
+
+
 def test_lora_published_qwen3_8b_t4_model_loading_includes_the_slots(cli) -> None:
     """vLLM 0.22, Qwen3-8B fp16 tp 2 on T4s with --enable-lora logged "Model loading took 7.71 GiB"
     (https://github.com/trietnguyeminh/Submission---EXACT--IJCNN/blob/12af0c4ba476b15c1fb004a9aba0bf1ad60a6dfc/download.txt):

@@ -254,3 +254,64 @@ def test_size_takes_the_draft_into_its_budget(cli) -> None:
     assert _term(doc, "draft model weights")["bytes"] == EAGLE3_PARAMS * 2
     assert doc["budget"]["usable_bytes"] == plain["budget"]["usable_bytes"] - EAGLE3_PARAMS * 2
     assert doc["max_batch"] == doc["budget"]["usable_bytes"] // ((LLAMA3_8B_TOKEN + EAGLE3_TOKEN) * 8192)
+
+
+# EAGLE-1: vLLM calls a draft EAGLE-1 when its name holds "eagle-" (vllm/config/speculative.py, yuhuili/EAGLE-LLaMA3-Instruct-8B)
+# and builds EagleLlamaForCausalLM (llama_eagle.py, 0.19.0): one Llama decoder layer without its input norm, fc 2h x h,
+# the target's embedding table and LM head. Counted by hand for a one-layer head of Llama-3-8B's shapes:
+EAGLE1_PARAMS = 4096 * 6144 + 4096 * 4096 + 3 * 4096 * 14336 + 4096 + 2 * 4096 * 4096  # qkv, o, MLP, one norm, fc
+
+
+def eagle1_config(tmp_path, name: str = "EAGLE-llama3-8b") -> str:
+    """A one-layer draft config.json of Llama-3-8B's shapes (the repository's copy with num_hidden_layers 1) in a folder
+    whose name holds "eagle-" or not."""
+    config = json.loads((HF_CONFIGS / "llama3-8b-config.json").read_text())
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 1}))
+    return str(folder / "config.json")
+
+
+def test_eagle1_head_counted_as_vllm_builds_it(cli, tmp_path) -> None:
+    fit = ["fit", "--model", "llama3-8b", "--gpu", "h100-sxm", "--engine", "vllm", "--seq", "8k"]
+    plain = cli.json(*fit)
+    doc = cli.json(*fit, "--speculative-model", eagle1_config(tmp_path))
+    (term,) = [t for t in doc["budget"]["terms"] if t["name"].startswith("draft model weights")]
+    assert term["bytes"] == EAGLE1_PARAMS * 2 == 503_324_672
+    assert doc["budget"]["usable_bytes"] == plain["budget"]["usable_bytes"] - EAGLE1_PARAMS * 2
+    assert doc["max_batch"] == doc["budget"]["usable_bytes"] // ((LLAMA3_8B_TOKEN + EAGLE3_TOKEN) * 8192)
+    result = cli(*fit, "--speculative-model", eagle1_config(tmp_path, "EAGLE-again"), "--explain")
+    assert (
+        "= 251,662,336 params * bf16 = 503,324,672 B (an EAGLE-1 head as vllm/model_executor/models/llama_eagle.py"
+        in result.stdout
+    )
+
+
+def test_a_draft_without_eagle_in_its_name_is_a_model_of_its_own(cli, tmp_path) -> None:
+    """The same config under another name is a one-layer model with its own embedding table and LM head."""
+    fit = ["fit", "--model", "llama3-8b", "--gpu", "h100-sxm", "--engine", "vllm", "--seq", "8k"]
+    doc = cli.json(*fit, "--speculative-model", eagle1_config(tmp_path, "tiny-llama"))
+    (term,) = [t for t in doc["budget"]["terms"] if t["name"].startswith("draft model weights")]
+    assert term["bytes"] > EAGLE1_PARAMS * 2 + 2 * 128256 * 4096 * 2 - 2 * 4096 * 4096 * 2
+
+
+def test_eagle1_head_refused_where_not_modelled(cli, tmp_path) -> None:
+    result = cli(
+        "fit", "--model", "llama3-8b", "--gpu", "h100-sxm", "--engine", "sglang", "--speculative-model", eagle1_config(tmp_path)
+    )
+    assert result.exit_code == 2
+    assert (
+        "an EAGLE-1 head ('eagle-' in its name, vLLM's rule) is modelled for --engine vllm and textbook, not sglang"
+        in result.stderr
+    )
+
+
+def test_eagle1_head_of_a_moe_config_is_refused(cli, tmp_path) -> None:
+    folder = tmp_path / "EAGLE-deepseek"
+    folder.mkdir()
+    (folder / "config.json").write_text((HF_CONFIGS / "deepseek-v3-config.json").read_text())
+    result = cli(
+        "fit", "--model", "deepseek-v3", "--gpu", "h200", "--tp", "8", "--speculative-model", str(folder / "config.json")
+    )
+    assert result.exit_code == 2
+    assert "an EAGLE-1 head is counted for a dense Llama-style decoder only" in result.stderr

@@ -565,3 +565,46 @@ def test_a_deeper_tower_weighs_more_and_keeps_its_largest_image(arch: str, extra
     side = vision_config.get("image_size", 0) // vision_config.get("patch_size", 14)  # patches per tile row
     rows = base["patches_per_item"] // side if arch == "llava_next" else 0
     assert 0 < base["tokens_per_item"] <= base["patches_per_item"] + rows
+
+
+def _profile_term(model: str, version: str, *extra: str) -> dict:
+    args = ["fit", "--model", model, "--memory", "79.19GiB", "--tp", "2", "--engine", "vllm", "--vllm-version", version]
+    result = runner.invoke(app, [*args, "--seq", "65536", *extra, "--json"])
+    assert result.exit_code == 0, result.output
+    (term,) = [t for t in json.loads(result.stdout)["budget"]["terms"] if t["name"] == residents.MM_PROFILE_TERM]
+    return term
+
+
+def test_qwen3_vl_video_profiled_and_padded_as_vllm_0_12_logs_it() -> None:
+    """vLLM 0.12.0 with Qwen3-VL-30B-A3B logged "Encoder cache will be initialized with a budget of 153600 tokens, and
+    profiled with 1 video items of the maximum feature size"
+    (https://github.com/Zzsf11/VideoCuttingAgent/blob/4b5f0c326e790c4d43bda35b8e37ebe418b22580/vllm_serve.log): the video's
+    12,288 tokens counted 12.5 times over (qwen3_vl.py get_max_video_tokens) outnumber the image's 16,384, and profile_run
+    pads the 12,288 x 8,192 embeddings (the merger's 2,048 and three DeepStack levels) to 153,600 rows of zeros."""
+    term = _profile_term("qwen3-vl-30b-a3b", "0.12.0")
+    assert "max(max_num_batched_tokens 8,192, 153,600 tokens per item) = 153,600: 1 item of 49,152 patches" in term["formula"]
+    assert term["bytes"] == 153_600 * 8_192 * 2 == 2_516_582_400
+    assert "padded to the item's 153,600 tokens (vLLM 0.12.0" in term["formula"]
+
+
+@pytest.mark.parametrize(
+    ("version", "extra", "expected"),
+    [
+        ("0.12.0", ["--limit-mm-per-prompt", '{"video": 0}'], "16,384 tokens per item) = 16,384: 1 item of 65,536 patches"),
+        ("0.13.0", [], "16,384 tokens per item) = 16,384: 1 item of 65,536 patches"),  # no x12.5 count from 0.13.0
+    ],
+)
+def test_qwen3_vl_profiles_its_image_without_video_or_the_video_count(version: str, extra: list[str], expected: str) -> None:
+    term = _profile_term("qwen3-vl-30b-a3b", version, *extra)
+    assert expected in term["formula"]
+    assert "outputs = items * rows * width * b = 1 * 16,384 * 8,192 * 2" in term["formula"]
+
+
+def test_vllm_0_11_pads_each_dummy_output_to_the_encoder_budget() -> None:
+    """vLLM 0.11.x pads every dummy encoder output to the encoder budget's rows (gpu_model_runner.py profile_run,
+    new_zeros((encoder_budget, ...)), the 0.11.0-0.11.2 wheels); 0.19 keeps them as the tower returns them."""
+    padded = _profile_formula_of("gemma3-4b", "0.11.0")
+    assert "outputs = items * rows * width * b = 32 * 8,192 * 2,560 * 2, padded to the encoder budget (vLLM 0.11.0" in padded
+    assert "outputs = items * rows * width * b = 32 * 256 * 2,560 * 2, as the tower returns them" in _profile_formula_of(
+        "gemma3-4b", "0.19.0"
+    )

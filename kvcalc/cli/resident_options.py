@@ -67,7 +67,9 @@ def with_draft(
             )
         found = residents.ngram_draft(work)
     else:
-        found = residents.draft(target, presets.load_model(draft_ref, presets_dir), work)
+        found = residents.draft(
+            target, residents.as_eagle_head(presets.load_model(draft_ref, presets_dir), draft_ref, work), work
+        )
     drafted, terms = residents.with_draft(work, found, tokens or 0)
     return drafted, terms, found
 
@@ -103,7 +105,7 @@ def draft_for_decode(
     if draft_ref == residents.NGRAM:
         residents.ngram_draft(work)
         return None, tokens, acceptance
-    draft = presets.load_model(draft_ref, presets_dir)
+    draft = residents.as_eagle_head(presets.load_model(draft_ref, presets_dir), draft_ref, work)
     residents.require_same_vocabulary(target, draft)
     return draft, tokens, acceptance
 
