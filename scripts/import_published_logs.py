@@ -152,6 +152,13 @@ MODELS: list[tuple[str, str, str, bool, str]] = [
         False,
         "the model file counts the vision tower (vision)",
     ),
+    (
+        r"(^|/)NVIDIA-Nemotron-3-Nano-4B-FP8$",
+        "",
+        "hybrid",
+        True,
+        "a ModelOpt FP8 checkpoint whose config.json (which layers stay 16-bit) no stored source holds",
+    ),
     (r"(^|/)Qwen3-235B-A22B-FP8$", "models/qwen3-235b-a22b-fp8.yaml", "moe", True, ""),
     (
         r"^Qwen/Qwen2\.5-Coder-0\.5B-Instruct$",
