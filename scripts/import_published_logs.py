@@ -88,7 +88,13 @@ MODELS: list[tuple[str, str, str, bool, str]] = [
         "the checkpoint's vision tower (its config.json has a text_config) is not in the preset",
     ),
     (r"(^|/)Qwen3\.6-27B-FP8$", "models/qwen3.6-27b-fp8.yaml", "hybrid", False, "the vision tower is not counted"),
-    (r"(^|/)gemma-4-E4[bB]-it$", "gemma4-e4b", "sliding", False, "the vision and audio towers are not counted"),
+    (
+        r"(^|/)gemma-4-E4[bB]-it$",
+        "models/gemma4-e4b.yaml",
+        "sliding",
+        True,
+        "the preset's 8B total holds the vision and audio towers, so it counts the whole checkpoint",
+    ),
     (r"^Qwen/Qwen3-14B$", "qwen3-14b", "dense", True, ""),
     (
         r"^\./qwen36_27B$",
@@ -128,7 +134,7 @@ MODELS: list[tuple[str, str, str, bool, str]] = [
         "models/nemotron-3-nano-30b-a3b-bf16.yaml",
         "hybrid",
         True,
-        "a Kaggle model path whose name and log (NemotronHForCausalLM, 58.91 GiB) are Nemotron 3 Nano 30B-A3B in bf16",
+        "a Kaggle model path; its name and log (NemotronHForCausalLM, 58.91 GiB of weights) identify the bf16 checkpoint.",
     ),
     (
         r"^google/gemma-4-12B-it$",
@@ -214,6 +220,7 @@ DEVICES: list[tuple[str, str, str | None, str]] = [
     (r"\bB300\b", "b300", None, "the preset's"),
     (r"RTX PRO 6000 Blackwell Server Edition", "rtx-pro-6000", None, "the preset's"),
     (r"\bL4\b", "l4", None, "the preset's"),
+    (r"RTX 3090 Ti", "rtx3090ti", None, "the preset's"),
     (r"RTX 3090", "rtx3090", None, "the preset's"),
     (r"RTX 4090", "rtx4090", None, "the preset's"),
     (r"RTX 5090", "rtx5090", None, "the preset's"),
