@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kvcalc.cli import app
-from kvcalc.units import GiB
+from kvcalc.units import GiB, parse_engine_version
 from tests.scripts import load_script
 
 calibration = load_script("scripts/calibration.py")
@@ -103,3 +103,22 @@ def test_vllm_token_line_for_published_hybrid_models_is_within_10_percent_at_the
     errors = [abs(error) for _, error in calibration.token_line_errors(hybrid)]
     assert len(errors) >= 10
     assert statistics.median(errors) <= 10
+
+
+def test_vllm_token_line_follows_concurrency_from_0_20_1_for_every_model() -> None:
+    # _report_kv_cache_config: num_blocks // groups * block in the 0.20.0 wheel, int(max_concurrency * max_model_len)
+    # in the 0.20.1, 0.20.2 and 0.21.0 wheels. Gemma 4 26B-A4B on 0.20.0 logs 177,440 tokens at 35.75x of 8,192
+    # (https://github.com/jethac/dgx-spark-hijinks/blob/29166059ba96e77d33f60b7fd0e8032a40ab87e4/results/vllm_gemma4_26b_a4b_bf16_20260607T131917Z_server.log);
+    # Gemma 4 31B on 0.26.0 logs 217,116 = 13.25 * 16,384 (https://github.com/johnpfeiffer/source.johnpfeiffer.github.io/blob/13159be9b5103cdd62d8b01b68ec03f9b28efbb6/content/ai/b300-deepseek-0731.md)
+    assert 177_440 != pytest.approx(35.75 * 8192, abs=0.005 * 8192)
+    assert 217_116 == pytest.approx(13.25 * 16384, abs=0.005 * 16384)
+    args = ["--model", "gemma4-26b-a4b", "--gpu", "dgx-spark", "--seq", "8192", "--gpu-memory-utilization", "0.8"]
+    old, new = _fit(*args, "--vllm-version", "0.20.0"), _fit(*args, "--vllm-version", "0.20.1")
+    assert "// " in next(line["note"] for line in old["engine_log"] if line["name"] == "gpu_kv_cache_tokens")
+    assert _line(new, "gpu_kv_cache_tokens") == int(_line(new, "max_concurrency") * 8192)
+    # every published log from 0.20.1 on that prints both lines obeys the second formula
+    for case in calibration.published_cases():
+        logged, version = case["logged"], case["engine"].get("vllm_version")
+        both = case["engine"]["name"] == "vllm" and "kv_tokens" in logged and "max_concurrency" in logged
+        if both and version and parse_engine_version(version) >= (0, 20, 1):
+            assert logged["kv_tokens"] == pytest.approx(logged["max_concurrency"] * case["seq"], abs=0.005 * case["seq"] + 1)
