@@ -89,16 +89,32 @@ def predict(case: dict[str, Any]) -> dict[str, Any]:
     result = CliRunner().invoke(app, fit_args(case), prog_name="kvcalc")
     if result.exit_code not in (0, 1):
         raise RuntimeError(f"{case['name']}: kvcalc {' '.join(fit_args(case))}: {result.output}")
-    budget = json.loads(result.stdout)["budget"]
+    doc = json.loads(result.stdout)
+    budget = doc["budget"]
     logged = round(case["logged"]["available_kv_gib"] * GIB)
     error = budget["usable_bytes"] - logged
+    tokens = [line["value"] for line in doc.get("engine_log", []) if line["name"] == "gpu_kv_cache_tokens"]
     return {
         "usable_bytes": budget["usable_bytes"],
         "logged_bytes": logged,
         "error_gib": error / GIB,
         "error_percent": 100 * error / budget["memory_bytes"],
         "vision_bytes": budget["vision_bytes"],
+        "kv_tokens": tokens[0] if tokens else None,  # vLLM's "GPU KV cache size" line as kvcalc prints it
     }
+
+
+def token_line_errors(cases: list[dict[str, Any]]) -> list[tuple[dict[str, Any], float]]:
+    """Each vLLM case that logs its "GPU KV cache size: N tokens" line, with kvcalc's error on it in % of the
+    logged tokens (the case replayed as it is scored, at its own budget)."""
+    found = []
+    for case in cases:
+        if case["engine"]["name"] != "vllm" or not case["logged"].get("kv_tokens"):
+            continue
+        predicted = predict(case)["kv_tokens"]
+        if predicted is not None:
+            found.append((case, 100 * (predicted / case["logged"]["kv_tokens"] - 1)))
+    return found
 
 
 def counts_the_whole_model(case: dict[str, Any], prediction: dict[str, Any]) -> bool:
@@ -188,12 +204,19 @@ def coverage() -> str:
     within = sum(abs(predict(case)["error_percent"]) <= BAR_PERCENT for case in dense)
     hybrid_cases = [case for case in cases if case["kind"] in ("hybrid", "sliding")]
     hybrid_models = sorted({Path(case["model"]).name.removesuffix(".yaml") for case in hybrid_cases})
+    token_errors = sorted(abs(error) for _, error in token_line_errors(hybrid_cases))
+    token_note = (
+        f' vLLM\'s token line ("GPU KV cache size") on the {len(token_errors)} of them that log it: median |error|'
+        f" {statistics.median(token_errors):.1f} %, worst {token_errors[-1]:.0f} %."
+        if token_errors
+        else ""
+    )
     return (
         f"Published logs: {len(cases) + len(doc['unmapped'])} collected, {len(cases)} replay"
         f" ({', '.join(f'{n} {engine}' for engine, n in by_engine.items() if n)}; {len({group(c) for c in cases})} sources)"
         f" on {len(named)} GPU models ({', '.join(sorted(named))}) and {len(unnamed)} GPUs known by their logged total, vLLM {', '.join(sorted(releases, key=lambda r: tuple(map(int, r.split('.')))))}"
         f"{release_note}, TP {', '.join(map(str, sorted({c.get('tp', 1) for c in cases})))}; {len(hybrid_cases)} cases of {len(hybrid_models)} hybrid or sliding-window models ({', '.join(hybrid_models)})."
-        f" Dense text-only: {within} of {len(dense)} within {BAR_PERCENT:g} % of GPU memory."
+        f"{token_note} Dense text-only: {within} of {len(dense)} within {BAR_PERCENT:g} % of GPU memory."
     )
 
 

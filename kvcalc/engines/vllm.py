@@ -164,7 +164,11 @@ NON_TORCH_BYTES = int(0.25 * GiB)  # cuBLAS and other non-torch memory after the
 NON_TORCH_TP_BYTES = int(2.1 * GiB)  # tensor parallelism over NVLink/NVSwitch on Hopper or Blackwell (v0.19 H100 logs 2.06-2.21)
 NON_TORCH_PP_BYTES = int(0.07 * GiB)  # pipeline stages without tensor parallelism (logs 0.07)
 CUDA_GRAPHS_SINCE = (0, 20, 0)  # the release that subtracts the CUDA-graph estimate by default (above)
-HYBRID_TOKENS_FROM_CONCURRENCY_SINCE = (0, 20, 0)  # "GPU KV cache size" = concurrency * max_model_len for hybrids
+# "GPU KV cache size" = int(max_concurrency * max_model_len) for every model from 0.20.1, num_blocks // groups * block
+# before (vllm/v1/core/kv_cache_utils.py _report_kv_cache_config: the block formula in the 0.19.0 and 0.20.0 wheels,
+# the concurrency one in 0.20.1, 0.20.2 and 0.21.0; PR #40694). One group whose block divides max_model_len gives
+# the same figure either way.
+TOKENS_FROM_CONCURRENCY_SINCE = (0, 20, 1)
 CUDA_GRAPH_FIRST_BYTES = GiB // 4  # the first capture (logs 96-262 MiB, plus the pool)
 CUDA_GRAPH_EACH_BYTES = 6 * MiB  # each further graph (logs 4-8 MiB)
 
@@ -172,6 +176,14 @@ CUDA_GRAPH_EACH_BYTES = 6 * MiB  # each further graph (logs 4-8 MiB)
 def _version(text: str | None) -> tuple[int, int, int]:
     """--vllm-version as (major, minor, patch); absent: the newest rules kvcalc keeps."""
     return LATEST_VERSION if text is None else parse_engine_version(text)
+
+
+def token_line(version: str | None, blocks: int, groups: int, block: int, concurrency: float, seq: int) -> tuple[int, str]:
+    """vLLM's "GPU KV cache size" in tokens at this release, and how it follows (TOKENS_FROM_CONCURRENCY_SINCE)."""
+    if _version(version) >= TOKENS_FROM_CONCURRENCY_SINCE:
+        return int(concurrency * seq), f"int(concurrency {concurrency:.4f} * max_model_len {seq:,}) (vLLM 0.20.1 on)"
+    plural = "s" if groups > 1 else ""
+    return blocks // groups * block, f"num_blocks {blocks:,} // {groups} group{plural} * block {block} (vLLM 0.20.0 and before)"
 
 
 # marlin_utils.py query_marlin_supported_quant_types: "if device_capability < 75: return []"; check_marlin_supports_layer
@@ -1136,9 +1148,8 @@ class Vllm(EngineProfile):
         a request takes cdiv(s, block) blocks in each full-attention group (its reservation in a sliding
         one) and one block in each state group, two with prefix caching (state_blocks_per_request;
         kv_cache_utils.py get_max_concurrency_for_kv_cache_config).
-        "GPU KV cache size" is num_blocks // groups * block up to 0.19 (vllm-project/vllm#40691, logged on
-        0.19.0), int(concurrency * max_model_len) after (kv_cache_utils.py _report_kv_cache_config, PR
-        #40694). Each running request holds one state block, so vLLM refuses to capture CUDA graphs when
+        "GPU KV cache size" is num_blocks // groups * block up to 0.20.0 (vllm-project/vllm#40691, logged on
+        0.19.0), int(concurrency * max_model_len) from 0.20.1 (token_line; PR #40694). Each running request holds one state block, so vLLM refuses to capture CUDA graphs when
         max_num_seqs exceeds num_blocks ("max_num_seqs (N) exceeds available Mamba cache blocks (M)",
         vllm/config/compilation.py)."""
         if not stage or pages.block_size is None or pages.page_bytes is None or not state_layers:
@@ -1159,13 +1170,7 @@ class Vllm(EngineProfile):
             for (window, chunked), count in counts.items()
         )
         concurrency = blocks / per_request
-        derived = _version(engine.vllm_version) >= HYBRID_TOKENS_FROM_CONCURRENCY_SINCE
-        tokens = int(concurrency * workload.seq) if derived else blocks // groups * block
-        how = (
-            f"int(concurrency {concurrency:.4f} * max_model_len {workload.seq:,})"
-            if derived
-            else f"num_blocks {blocks:,} // {groups} groups * block {block} (vLLM 0.19 and before)"
-        )
+        tokens, how = token_line(engine.vllm_version, blocks, groups, block, concurrency, workload.seq)
         source = "vllm/v1/core/kv_cache_utils.py"
         lines = [
             EngineLogLine(
@@ -1239,8 +1244,8 @@ class Vllm(EngineProfile):
         # every layer's, whatever their sizes (vllm/v1/kv_cache_interface.py UniformTypeKVCacheSpecs)
         group_page = block * sum(layer.bytes_per_token for layer in stage) if groups == 1 else page * group
         blocks = max(usable_bytes, 0) // group_page
-        tokens = blocks // groups * block
         concurrency = blocks / per_request
+        tokens, how = token_line(workload.engine.vllm_version, blocks, groups, block, concurrency, workload.seq)
         source = "vllm/v1/core/kv_cache_utils.py"
         return [
             available,
@@ -1249,7 +1254,7 @@ class Vllm(EngineProfile):
                 name="gpu_kv_cache_tokens",
                 value=tokens,
                 line=f"GPU KV cache size: {tokens:,} tokens",
-                note=f"num_blocks {blocks:,} // {groups} group{'s' if groups > 1 else ''} * block {block}",
+                note=how,
                 source=f"{source} _report_kv_cache_config",
             ),
             EngineLogLine(
