@@ -196,3 +196,62 @@ def test_explain_says_why_v0_runs_once(cli, given: tuple[str, ...]) -> None:
     args = ("fit", "--model", "qwen2.5-0.5b", "--gpu", "h100-sxm", "--engine", "vllm", "--vllm-version", "0.7.3", "--explain")
     shown = cli(*args, *given).stdout
     assert shown.count("vLLM 0.7.3 (V0)") == 1
+
+
+# brendanmckeag/sglang-vllm-benchmark run_benchmarks.ipynb (vLLM 0.9.1, LLM class, 79.1 GiB, gmu 0.8): its output prints
+# "[topk_topp_sampler.py:49] Using FlashInfer for top-p & top-k sampling." and vLLM logged 46.66 GiB of KV cache
+# https://github.com/brendanmckeag/sglang-vllm-benchmark/blob/e55866de268101bf4e0c4b9691d07051707aecc1/run_benchmarks.ipynb
+NOTEBOOK = (
+    "fit", "--model", "qwen2.5-7b", "--memory", "79.1GiB", "--seq", "2048", "--engine", "vllm", "--vllm-version", "0.9.1",
+    "--vllm-entrypoint", "llm", "--gpu-memory-utilization", "0.8", "--enforce-eager",
+)  # fmt: skip
+
+
+def _activation(cli, *args: str) -> dict:
+    found = cli.json(*args)["budget"]
+    return {"usable": found["usable_bytes"], **next(t for t in found["terms"] if t["name"] == "activation peak")}
+
+
+def test_the_sampler_the_log_names_sizes_the_profile(cli) -> None:
+    # vllm/v1/sample/ops/topk_topp_sampler.py TopKTopPSampler.__init__ (0.9.1 wheel): FlashInfer whenever it imports
+    default, flashinfer = _activation(cli, *NOTEBOOK), _activation(cli, *NOTEBOOK, "--vllm-flashinfer-sampler")
+    assert "38 B per logit" in default["formula"] and "15 B per logit" in flashinfer["formula"]
+    assert "--vllm-flashinfer-sampler" in flashinfer["formula"]
+    assert default["bytes"] - flashinfer["bytes"] == 1_024 * 152_064 * (38 - 15)  # R * V * the bytes per logit saved
+    assert abs(flashinfer["usable"] - round(46.66 * GiB)) < 0.25 * GiB < 3 * GiB < round(46.66 * GiB) - default["usable"]
+    native = _activation(cli, *NOTEBOOK[:10], "0.19.1", "--no-vllm-flashinfer-sampler")
+    assert "38 B per logit" in native["formula"] and "--no-vllm-flashinfer-sampler" in native["formula"]
+
+
+def test_flashinfer_cannot_sample_on_turing_from_0_24(cli) -> None:
+    # the V1 runner's sampler (V2's dummy batch asks for no top-k/top-p); FLASHINFER_SM80_FLOOR_SINCE
+    args = ("fit", "--model", "qwen3-0.6b", "--gpu", "t4", "--engine", "vllm", "--vllm-use-v2-model-runner", "0")
+    assert "38 B per logit" in _activation(cli, *args, "--vllm-version", "0.27.1", "--vllm-flashinfer-sampler")["formula"]
+    assert "15 B per logit" in _activation(cli, *args, "--vllm-version", "0.23.0", "--vllm-flashinfer-sampler")["formula"]
+
+
+def test_the_sampler_flag_is_vllms_own(cli) -> None:
+    result = cli("fit", "--model", "qwen2.5-7b", "--gpu", "h100-sxm", "--engine", "sglang", "--vllm-flashinfer-sampler")
+    assert result.exit_code == 2 and "--vllm-flashinfer-sampler applies to --engine vllm" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("line", "ran"),
+    [
+        ("INFO 06-15 02:44:54 [topk_topp_sampler.py:49] Using FlashInfer for top-p & top-k sampling.", True),
+        (
+            "WARNING 08-06 16:56:21 [topk_topp_sampler.py:59] FlashInfer is not available. Falling back to the PyTorch-native"
+            " implementation of top-p & top-k sampling.",
+            False,
+        ),  # fmt: skip
+        ("INFO 06-15 02:45:02 [gpu_worker.py:227] Available KV cache memory: 46.66 GiB", None),
+    ],
+)
+def test_the_importer_replays_the_sampler_a_log_names(line: str, ran: bool | None) -> None:
+    log = {
+        "name": "n", "url": "https://github.com/o/r/blob/x/a.log", "group": "o/r", "engine": "vllm", "version": "0.9.1",
+        "device": "A100 80GB", "model": "Qwen/Qwen2.5-7B-Instruct", "tp": 1, "flags": {}, "logged": {"available_kv_gib": 40.0},
+        "raw": line,
+    }  # fmt: skip
+    case, _ = importer.convert(log)
+    assert case["engine"].get("vllm_flashinfer_sampler") is ran

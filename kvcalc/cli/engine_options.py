@@ -133,6 +133,16 @@ VllmEntrypointOpt = Annotated[
         " an A100, else 8192), which sizes the profiling run (default: serve).",
     ),
 ]
+VllmFlashinferSamplerOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--vllm-flashinfer-sampler/--no-vllm-flashinfer-sampler",
+        help="vllm: whether the V1 sampler ran FlashInfer, as its log says ('Using FlashInfer for top-p & top-k"
+        " sampling.') or not ('Falling back to the PyTorch-native implementation'): the native sampler sorts the"
+        " profile's logits, 38 B each against 15 (default: the release's pip install, FlashInfer from 0.11.1 and not"
+        " on Turing from 0.24; an older release beside sglang[all] or in a Docker image has it).",
+    ),
+]
 EnablePrefixCachingOpt = Annotated[
     bool | None,
     typer.Option(
@@ -318,6 +328,7 @@ ENGINE_OPTION_TYPES: dict[str, Any] = {  # every engine option (spec.ENGINE_OPTI
     "vllm_version": VllmVersionOpt,
     "vllm_use_v2_model_runner": VllmUseV2ModelRunnerOpt,
     "vllm_entrypoint": VllmEntrypointOpt,
+    "vllm_flashinfer_sampler": VllmFlashinferSamplerOpt,
     "enable_prefix_caching": EnablePrefixCachingOpt,
     "attention_backend": AttentionBackendOpt,
     "mamba_cache_dtype": MambaCacheDtypeOpt,

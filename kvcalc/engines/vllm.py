@@ -283,7 +283,12 @@ def model_runner(model: ModelSpec, workload: Workload) -> tuple[ModelRunner, str
 
 
 def sampler_rule(
-    version: str | None, runner: ModelRunner = "v1", family: SmFamily | None = None, logit_bytes: int = 2, v0: bool = False
+    version: str | None,
+    runner: ModelRunner = "v1",
+    family: SmFamily | None = None,
+    logit_bytes: int = 2,
+    v0: bool = False,
+    flashinfer: bool | None = None,
 ) -> tuple[int, str]:
     """Bytes per logit of the profile run's sampler, and why. vLLM's V1 TopKTopPSampler samples with
     FlashInfer when it is installed and otherwise falls back to the PyTorch-native path, which sorts the
@@ -293,7 +298,11 @@ def sampler_rule(
     available"): 38 B; below SM 8.0 (Turing, Volta, Pascal) from 0.24 FlashInfer refuses the GPU
     (FLASHINFER_SM80_FLOOR_SINCE): 38 B.
     Later releases, and the V0 engine (`v0`: its logs fit it, whatever the release, runs_v0): 15 B. No --vllm-version: 38 B, the largest published.
-    A Docker image of an older release ships FlashInfer and profiles 15 B.
+    A Docker image of an older release ships FlashInfer and profiles 15 B, as does a pip install beside a package that
+    pulls FlashInfer in (sglang[all]): `flashinfer` (--vllm-flashinfer-sampler) says which ran, as the log's
+    TopKTopPSampler line does ("Using FlashInfer for top-p & top-k sampling." or "Falling back to the PyTorch-native
+    implementation": __init__ picks FlashInfer whenever it imports and VLLM_USE_FLASHINFER_SAMPLER is not 0, 0.9.1
+    wheel); the SM 8.0 floor still holds.
     The V2 runner's dummy batch asks for no top-k, top-p or logprobs ("the sampler may skip top_k, top_p,
     and logprobs", model_runner.py _dummy_sampler_run): it holds the logits in the model's dtype
     (`logit_bytes`) and, before 0.28, their fp32 copy (V2_SAMPLER_SKIPS_FP32_COPY_SINCE).
@@ -304,6 +313,10 @@ def sampler_rule(
     (38, 38, 15)
     >>> sampler_rule("0.22.0", "v2")[0], sampler_rule("0.30.0", "v2")[0], sampler_rule(None, "v2")[0]
     (6, 2, 2)
+    >>> [sampler_rule(v, flashinfer=True)[0] for v in ("0.9.1", None)], sampler_rule("0.19.1", flashinfer=False)[0]
+    ([15, 15], 38)
+    >>> sampler_rule("0.30.0", family="turing", flashinfer=True)[0]
+    38
     """
     if runner == "v2":
         if version is not None and parse_engine_version(version) < V2_SAMPLER_SKIPS_FP32_COPY_SINCE:
@@ -315,9 +328,24 @@ def sampler_rule(
             logit_bytes,
             f"the V2 runner's dummy sampler: the logits only ({logit_bytes} B), no fp32 copy for a batch that needs no processing (0.28 on)",
         )
-    if version is None:
+    if flashinfer is False and not v0:
+        return NATIVE_SAMPLER_BYTES_PER_LOGIT, (
+            "--no-vllm-flashinfer-sampler: the PyTorch-native top-k/top-p sampler sorts the logits"
+            " (vllm/v1/sample/ops/topk_topp_sampler.py forward_native)"
+        )
+    if version is None and flashinfer is None:
         return SAMPLER_BYTES_PER_LOGIT_UNKNOWN_RELEASE, "no --vllm-version: the largest sampler profile published"
-    release = parse_engine_version(version)
+    release = _version(version)
+    if family is not None and SM_CAPABILITY[family] < 80 and release >= FLASHINFER_SM80_FLOOR_SINCE and flashinfer:
+        return NATIVE_SAMPLER_BYTES_PER_LOGIT, (
+            f"vLLM {version} on SM {SM_CAPABILITY[family] / 10:.1f} ({family}): FlashInfer's sampler needs SM 8.0 from"
+            " 0.24, installed or not, so the native one sorts the logits"
+        )
+    if flashinfer and not v0:
+        return SAMPLER_BYTES_PER_LOGIT, (
+            "--vllm-flashinfer-sampler: FlashInfer's top-k/top-p sampler, which TopKTopPSampler picks whenever flashinfer"
+            " imports (vllm/v1/sample/ops/topk_topp_sampler.py, 0.9.1 wheel)"
+        )
     if V1_ENGINE_SINCE <= release < FLASHINFER_DEPENDENCY_SINCE and not v0:
         return NATIVE_SAMPLER_BYTES_PER_LOGIT, (
             f"vLLM {version} installs without FlashInfer: the PyTorch-native top-k/top-p sampler sorts the logits"
@@ -717,7 +745,7 @@ class Vllm(EngineProfile):
     )
     sparse_mla_fp8_layout = True  # fp8_ds_mla: fp8 latent, fp32 scale per 128, bf16 rope (656 B for DeepSeek-V3.2)
     max_seqs_option = "max_num_seqs"
-    calibration_error_percent = 2.9  # scripts/calibration.py: 90th percentile of the held-out |errors|
+    calibration_error_percent = 2.4  # scripts/calibration.py: 90th percentile of the held-out |errors|
     sizes_from_cuda_total = True  # vllm/utils/mem_utils.py MemorySnapshot: torch.cuda.mem_get_info's total
 
     def block_size(self, workload: Workload) -> int:
@@ -898,7 +926,9 @@ class Vllm(EngineProfile):
         transient, transient_formula = forward(model, layers, tokens, tp, b)
         workspace, workspace_formula = moe_workspace(model, layers, tokens, tp, b)
         runner, runner_why = model_runner(model, workload)
-        per_logit, per_logit_why = sampler_rule(engine.vllm_version, runner, sm_family(gpu.name), b, v0)
+        per_logit, per_logit_why = sampler_rule(
+            engine.vllm_version, runner, sm_family(gpu.name), b, v0, engine.vllm_flashinfer_sampler
+        )
         sampler = requests * vocab * per_logit + 2 * tokens * hidden * b if last else 0
         sampler_formula = (
             f"R * V * {per_logit} + 2 * T * H * b = {requests:,} * {vocab:,} * {per_logit}"
