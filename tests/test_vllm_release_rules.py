@@ -255,3 +255,40 @@ def test_the_importer_replays_the_sampler_a_log_names(line: str, ran: bool | Non
     }  # fmt: skip
     case, _ = importer.convert(log)
     assert case["engine"].get("vllm_flashinfer_sampler") is ran
+
+
+def _non_torch(cli, *args: str) -> dict:
+    return next(t for t in cli.json(*args)["budget"]["terms"] if t["name"] == "non-torch memory")
+
+
+@pytest.mark.parametrize(
+    ("release", "eager", "in_window"),
+    [("0.17.1", False, False), ("0.18.0", False, True), ("0.19.1", False, True), ("0.19.1", True, False),
+     ("0.26.0", False, True), ("0.27.0", False, False), (None, False, True)],
+)  # fmt: skip
+def test_one_gpus_non_torch_memory_follows_where_the_graph_estimate_is_captured(cli, release, eager, in_window) -> None:
+    # vllm/v1/worker/gpu_worker.py determine_available_memory: profile_cudagraph_memory inside the memory_profiling
+    # window in the 0.18.0-0.26.0 wheels (graphs on), absent in 0.17.1, after the window from 0.27.0
+    args = ["fit", "--model", "qwen2.5-7b", "--gpu", "h100-sxm", "--engine", "vllm", "--vllm-use-v2-model-runner", "0"]
+    args += ["--vllm-version", release] if release else []
+    args += ["--enforce-eager"] if eager else []
+    found = _non_torch(cli, *args)
+    assert found["bytes"] == (round(0.25 * GiB) if in_window else int(0.13 * GiB))
+    assert ("the v0.19 logs" in found["formula"]) is in_window
+
+
+def test_the_v2_runner_captures_no_estimate_before_0_29(cli) -> None:
+    args = ("fit", "--model", "qwen2.5-7b", "--gpu", "h100-sxm", "--engine", "vllm", "--vllm-version", "0.26.0")
+    assert _non_torch(cli, *args, "--vllm-use-v2-model-runner", "1")["bytes"] == int(0.13 * GiB)
+    # tensor parallelism keeps its own figures (NCCL), whatever the window holds
+    assert _non_torch(cli, *args, "--tp", "2", "--enforce-eager")["bytes"] == int(2.1 * GiB)
+
+
+# Sergey-Kit/Local-inference-benchmark-Ollama-vs-llama.cpp-vs-vLLM results/vllm_longctx.log (vLLM 0.27.1, GTX 1650 SUPER,
+# --enforce-eager): "1.23 GiB for consumed memory (weights + non-torch)" with 1.12 GiB of weights, 1.92 GiB of KV cache
+def test_an_eager_run_without_the_capture_lands_on_its_log(cli) -> None:
+    found = cli.json(
+        "fit", "--model", "qwen3-0.6b", "--memory", "4.0GiB", "--seq", "4096", "--engine", "vllm", "--vllm-version", "0.27.1",
+        "--gpu-memory-utilization", "0.8", "--max-num-seqs", "1", "--enforce-eager", "--no-enable-prefix-caching",
+    )["budget"]  # fmt: skip
+    assert abs(found["usable_bytes"] - round(1.92 * GiB)) < 0.02 * 4 * GiB  # within 2 % of the 4 GiB card

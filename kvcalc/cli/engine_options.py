@@ -139,8 +139,9 @@ VllmFlashinferSamplerOpt = Annotated[
         "--vllm-flashinfer-sampler/--no-vllm-flashinfer-sampler",
         help="vllm: whether the V1 sampler ran FlashInfer, as its log says ('Using FlashInfer for top-p & top-k"
         " sampling.') or not ('Falling back to the PyTorch-native implementation'): the native sampler sorts the"
-        " profile's logits, 38 B each against 15 (default: the release's pip install, FlashInfer from 0.11.1 and not"
-        " on Turing from 0.24; an older release beside sglang[all] or in a Docker image has it).",
+        " profile's logits, 38 B each against 15 (default: kvcalc's rule by release: the sort for 0.8-0.11.0 and, from"
+        " 0.24, on Turing; 15 B from 0.11.1, as the v0.19 logs fit, though 0.11.1-0.19 run FlashInfer only with"
+        " VLLM_USE_FLASHINFER_SAMPLER=1).",
     ),
 ]
 EnablePrefixCachingOpt = Annotated[

@@ -161,6 +161,16 @@ V2_GRAPHS_PROFILED_SINCE = (0, 29, 0)
 MAMBA_ALL_MODE_SINCE = (0, 19, 0)  # the first release read; earlier ones are taken as 0.28's
 ALIGN_FOR_EVERY_MODEL_SINCE = (0, 28, 0)
 NON_TORCH_BYTES = int(0.25 * GiB)  # cuBLAS and other non-torch memory after the snapshot, one GPU (v0.19 logs 0.24-0.46)
+# From 0.18.0 to 0.26.x V1's determine_available_memory captures the CUDA-graph estimate (profile_cudagraph_memory)
+# inside the memory_profiling window, unless graphs are off (--enforce-eager), so what the capture leaves outside
+# torch's allocator is non-torch memory there (vllm/v1/worker/gpu_worker.py: no such call in the 0.17.1 wheel; inside
+# the window in the 0.18.0, 0.18.1, 0.19.1, 0.20.0, 0.22.0, 0.24.0 and 0.26.0 wheels; after it from 0.27.0). The V2
+# runner's profile_cudagraph_memory captures nothing before 0.29 (returns 0). Without that capture, one GPU's
+# non-torch memory is the llm-d-planner 0.11 table's (eight one-GPU H100 logs, 0.13-0.14 GiB); held out, a 0.10.2
+# H100 log shows 0.07 and two 0.27.1 GTX 1650 SUPER logs 0.11 and 0.13.
+NON_TORCH_NO_CAPTURE_BYTES = int(0.13 * GiB)
+GRAPH_ESTIMATE_IN_WINDOW_SINCE = (0, 18, 0)
+GRAPH_ESTIMATE_AFTER_WINDOW_SINCE = (0, 27, 0)
 NON_TORCH_TP_BYTES = int(2.1 * GiB)  # tensor parallelism over NVLink/NVSwitch on Hopper or Blackwell (v0.19 H100 logs 2.06-2.21)
 NON_TORCH_PP_BYTES = int(0.07 * GiB)  # pipeline stages without tensor parallelism (logs 0.07)
 CUDA_GRAPHS_SINCE = (0, 20, 0)  # the release that subtracts the CUDA-graph estimate by default (above)
@@ -302,7 +312,11 @@ def sampler_rule(
     pulls FlashInfer in (sglang[all]): `flashinfer` (--vllm-flashinfer-sampler) says which ran, as the log's
     TopKTopPSampler line does ("Using FlashInfer for top-p & top-k sampling." or "Falling back to the PyTorch-native
     implementation": __init__ picks FlashInfer whenever it imports and VLLM_USE_FLASHINFER_SAMPLER is not 0, 0.9.1
-    wheel); the SM 8.0 floor still holds.
+    wheel); the SM 8.0 floor still holds. Read in the wheels: from 0.11.1 to 0.19.1 (0.11.1, 0.11.2, 0.12.0, 0.13.0,
+    0.19.1) FlashInfer's sampler is opt-in (VLLM_USE_FLASHINFER_SAMPLER=1, then logged "Using FlashInfer for top-p &
+    top-k sampling." at INFO; otherwise forward_native sorts), on by default in 0.27.1 (envs.py): the 15 B kvcalc takes
+    for 0.11.1 on is fitted on v0.19 logs whose environment is not known, and a log without that INFO line in those
+    releases ran the sort (--no-vllm-flashinfer-sampler).
     The V2 runner's dummy batch asks for no top-k, top-p or logprobs ("the sampler may skip top_k, top_p,
     and logprobs", model_runner.py _dummy_sampler_run): it holds the logits in the model's dtype
     (`logit_bytes`) and, before 0.28, their fp32 copy (V2_SAMPLER_SKIPS_FP32_COPY_SINCE).
@@ -358,6 +372,32 @@ def sampler_rule(
     if v0:
         return SAMPLER_BYTES_PER_LOGIT, f"vLLM {version}: the V0 engine's sampler (its logs fit it)"
     return SAMPLER_BYTES_PER_LOGIT, f"vLLM {version}: FlashInfer's sampler (a dependency since 0.11.1), or V0's"
+
+
+def graph_capture_in_window(engine: Engine, runner: ModelRunner, v0: bool) -> tuple[bool, str]:
+    """Whether the CUDA-graph estimate is captured inside the profiling window, so that what the capture leaves
+    outside torch counts as non-torch memory, and why: V1's runner with graphs on, 0.18.0-0.26.x
+    (GRAPH_ESTIMATE_IN_WINDOW_SINCE; the V2 runner captures nothing for it before 0.29). No --vllm-version: yes,
+    the larger charge; V0: as fitted on its logs (yes).
+
+    >>> v = lambda release, eager=None, runner="v1": graph_capture_in_window(Engine(name="vllm", vllm_version=release, enforce_eager=eager), runner, False)[0]
+    >>> v("0.17.1"), v("0.18.0"), v("0.19.1", True), v("0.26.0"), v("0.26.0", runner="v2"), v("0.27.0"), v(None)
+    (False, True, False, True, False, False, True)
+    """
+    version = engine.vllm_version
+    if version is None or v0:
+        return True, "no --vllm-version: the larger figure" if version is None else "V0, as its logs show"
+    release = parse_engine_version(version)
+    where = "vllm/v1/worker/gpu_worker.py determine_available_memory"
+    if release < GRAPH_ESTIMATE_IN_WINDOW_SINCE:
+        return False, f"vLLM {version} profiles no CUDA-graph estimate ({where}: from 0.18.0)"
+    if release >= GRAPH_ESTIMATE_AFTER_WINDOW_SINCE:
+        return False, f"vLLM {version} captures the CUDA-graph estimate after the profiling window ({where}, 0.27.0 on)"
+    if engine.enforce_eager:
+        return False, "--enforce-eager: no CUDA-graph estimate is captured"
+    if runner == "v2" and release < V2_GRAPHS_PROFILED_SINCE:
+        return False, "the V2 runner's profile_cudagraph_memory captures nothing before 0.29"
+    return True, f"vLLM {version} captures the CUDA-graph estimate inside the profiling window ({where}, 0.18.0-0.26)"
 
 
 def development_build_note(version: str | None) -> str | None:
@@ -745,7 +785,7 @@ class Vllm(EngineProfile):
     )
     sparse_mla_fp8_layout = True  # fp8_ds_mla: fp8 latent, fp32 scale per 128, bf16 rope (656 B for DeepSeek-V3.2)
     max_seqs_option = "max_num_seqs"
-    calibration_error_percent = 2.4  # scripts/calibration.py: 90th percentile of the held-out |errors|
+    calibration_error_percent = 2.3  # scripts/calibration.py: 90th percentile of the held-out |errors|
     sizes_from_cuda_total = True  # vllm/utils/mem_utils.py MemorySnapshot: torch.cuda.mem_get_info's total
 
     def block_size(self, workload: Workload) -> int:
@@ -892,20 +932,25 @@ class Vllm(EngineProfile):
         return engine.model_copy(update={"max_num_batched_tokens": batched})
 
     @staticmethod
-    def _non_torch(gpu: GpuMemory, tp: int, pp: int) -> tuple[int, str]:
-        """Memory outside torch's allocator that the profiling run sees grow: cuBLAS workspaces on one
-        GPU; with tensor parallelism NCCL's buffers, which over NVLink/NVSwitch on Hopper and Blackwell
+    def _non_torch(gpu: GpuMemory, tp: int, pp: int, captured: tuple[bool, str] = (True, "")) -> tuple[int, str]:
+        """Memory outside torch's allocator that the profiling run sees grow: cuBLAS workspaces and what the
+        CUDA-graph estimate's capture leaves when it runs inside the window (`captured`, graph_capture_in_window)
+        on one GPU (the logs that show the difference are one-GPU logs); with tensor parallelism NCCL's buffers, which over NVLink/NVSwitch on Hopper and Blackwell
         (NVLS, custom all-reduce, symmetric memory) the v0.19 H100 logs put at 2.1 GiB, and without
         NVLink NCCL's channels to each peer (custom all-reduce off on more than two PCIe GPUs,
         vllm/distributed/device_communicators/custom_all_reduce.py). Unknown links: the NVLink figure."""
+        in_window, why = captured
+        one_gpu = NON_TORCH_BYTES if in_window else NON_TORCH_NO_CAPTURE_BYTES
+        one_why = f"{why}: " if why else ""
+        one_why += "the v0.19 logs" if in_window else "no capture in the window: the llm-d-planner 0.11 logs"
         if tp == 1:
-            return (NON_TORCH_PP_BYTES, "pipeline stage, one GPU") if pp > 1 else (NON_TORCH_BYTES, "on one GPU")
+            return (NON_TORCH_PP_BYTES, "pipeline stage, one GPU") if pp > 1 else (one_gpu, f"on one GPU ({one_why})")
         link = gpu.interconnect
         if link in (None, "nvlink", "xgmi") and sm_family(gpu.name) in ("hopper", "blackwell", None):
             why = "tensor parallelism over NVLink/NVSwitch (NCCL, custom all-reduce)"
             return NON_TORCH_TP_BYTES, why + (" (--interconnect not known: the larger figure)" if link is None else "")
         over = f"over {link}" if link else f"on {sm_family(gpu.name)} GPUs (no NVLS before Hopper)"
-        return NON_TORCH_BYTES, f"tensor parallelism {over}: as on one GPU, NCCL's buffers without NVLink are small"
+        return NON_TORCH_BYTES, f"tensor parallelism {over}: NCCL's buffers without NVLink are small (the v0.19 one-GPU figure)"
 
     def _overheads(
         self, model: ModelSpec, workload: Workload, gpu: GpuMemory, stage: StageWeights, last: bool, act_dtype: DType
@@ -937,7 +982,7 @@ class Vllm(EngineProfile):
             else "not the last pipeline stage: no sampler"
         )
         activation = max(transient, sampler) + workspace
-        non_torch, non_torch_why = self._non_torch(gpu, tp, pp)
+        non_torch, non_torch_why = self._non_torch(gpu, tp, pp, graph_capture_in_window(engine, runner, v0))
         eager = engine.enforce_eager
         release = _version(engine.vllm_version)
         v2_without_estimate = runner == "v2" and release < V2_GRAPHS_PROFILED_SINCE
@@ -980,7 +1025,8 @@ class Vllm(EngineProfile):
                 name="non-torch memory",
                 bytes=non_torch,
                 formula=f"{format_bytes(non_torch)} {non_torch_why}; the CUDA context before the snapshot is not charged",
-                source="vllm/utils/mem_utils.py memory_profiling (non_torch_increase); the v0.19 logs",
+                source="vllm/utils/mem_utils.py memory_profiling (non_torch_increase); vllm/v1/worker/gpu_worker.py"
+                " determine_available_memory (where the CUDA-graph estimate is captured, 0.18.0-0.27.0 wheels)",
             ),
             BudgetTerm(
                 name="CUDA graphs",
