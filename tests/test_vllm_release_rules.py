@@ -219,15 +219,19 @@ def test_the_sampler_the_log_names_sizes_the_profile(cli) -> None:
     assert "--vllm-flashinfer-sampler" in flashinfer["formula"]
     assert default["bytes"] - flashinfer["bytes"] == 1_024 * 152_064 * (38 - 15)  # R * V * the bytes per logit saved
     assert abs(flashinfer["usable"] - round(46.66 * GiB)) < 0.25 * GiB < 3 * GiB < round(46.66 * GiB) - default["usable"]
-    native = _activation(cli, *NOTEBOOK[:10], "0.19.1", "--no-vllm-flashinfer-sampler")
+    native = _activation(cli, *NOTEBOOK[:10], "0.16.0", "--no-vllm-flashinfer-sampler")
     assert "38 B per logit" in native["formula"] and "--no-vllm-flashinfer-sampler" in native["formula"]
 
 
-def test_flashinfer_cannot_sample_on_turing_from_0_24(cli) -> None:
-    # the V1 runner's sampler (V2's dummy batch asks for no top-k/top-p); FLASHINFER_SM80_FLOOR_SINCE
-    args = ("fit", "--model", "qwen3-0.6b", "--gpu", "t4", "--engine", "vllm", "--vllm-use-v2-model-runner", "0")
-    assert "38 B per logit" in _activation(cli, *args, "--vllm-version", "0.27.1", "--vllm-flashinfer-sampler")["formula"]
-    assert "15 B per logit" in _activation(cli, *args, "--vllm-version", "0.23.0", "--vllm-flashinfer-sampler")["formula"]
+def test_flashinfer_is_opt_in_from_0_11_1_and_the_native_path_stops_sorting_at_0_17(cli) -> None:
+    # vllm/v1/sample/ops/topk_topp_sampler.py (0.11.1-0.19.1 wheels): "Users must opt in explicitly via
+    # VLLM_USE_FLASHINFER_SAMPLER=1"; apply_top_k_top_p_triton from 0.17.0
+    args = ("fit", "--model", "qwen2.5-7b", "--gpu", "h100-sxm", "--engine", "vllm", "--vllm-use-v2-model-runner", "0")
+    opt_in = _activation(cli, *args, "--vllm-version", "0.12.0")["formula"]
+    assert "38 B per logit" in opt_in and "FlashInfer's sampler is opt-in from 0.11.1" in opt_in
+    assert "15 B per logit" in _activation(cli, *args, "--vllm-version", "0.12.0", "--vllm-flashinfer-sampler")["formula"]
+    triton = _activation(cli, *args, "--vllm-version", "0.17.0", "--no-vllm-flashinfer-sampler")["formula"]
+    assert "15 B per logit" in triton and "Triton top-k/top-p kernel" in triton
 
 
 def test_the_sampler_flag_is_vllms_own(cli) -> None:
