@@ -651,6 +651,7 @@ ENGINE_OPTIONS: dict[str, EngineName] = {
     "vllm_version": "vllm",
     "vllm_use_v2_model_runner": "vllm",
     "vllm_entrypoint": "vllm",
+    "vllm_flashinfer_sampler": "vllm",
     "enable_prefix_caching": "vllm",
     "attention_backend": "vllm",
     "mem_fraction_static": "sglang",
@@ -728,6 +729,7 @@ class Engine(Strict):
     vllm_version: Annotated[str, AfterValidator(_version)] | None = None  # the vLLM release (default: 0.20 or later)
     vllm_use_v2_model_runner: bool | None = None  # vLLM: VLLM_USE_V2_MODEL_RUNNER=1/0 (default: the release's choice)
     vllm_entrypoint: VllmEntrypoint | None = None  # vLLM: vllm serve or the offline LLM class (default: serve)
+    vllm_flashinfer_sampler: bool | None = None  # vLLM V1: FlashInfer's top-k/top-p sampler ran (default: the release's)
     enable_prefix_caching: bool | None = None  # vLLM: a hybrid model's state then runs mamba_cache_mode "align"
     attention_backend: MlaBackend | None = (
         None  # vLLM's MLA backend, sets MLA block sizes (default: flashmla; cutlass_mla on B200/B300)

@@ -240,11 +240,18 @@ FLAGS = {
         "enable_prefix_caching",
         "language_model_only",  # set only when true: --language-model-only has no negative form
         "vllm_entrypoint",  # llm where the log's own script builds vllm.LLM(...) (UsageContext.LLM_CLASS)
+        "vllm_flashinfer_sampler",  # which sampler the log's TopKTopPSampler line says ran (SAMPLER_LINES)
     ),
     "trtllm": ("free_gpu_memory_fraction", "max_seq_len", "max_num_tokens", "tokens_per_block"),
     "sglang": ("mem_fraction_static", "max_running_requests", "page_size", "max_total_tokens"),
 }
 TEXT_FLAGS = ("vllm_entrypoint",)  # flags whose value is a word, passed as written
+# vLLM V1's TopKTopPSampler says which sampler it runs (vllm/v1/sample/ops/topk_topp_sampler.py __init__, 0.9.1 wheel):
+# FlashInfer's, or the PyTorch-native sort; --vllm-flashinfer-sampler replays what the log says
+SAMPLER_LINES = (
+    (r"Using FlashInfer for top-p & top-k sampling", True),
+    (r"FlashInfer is not available\. Falling back to the PyTorch-native", False),
+)
 
 RELEASES = ROOT / "tests" / "fixtures" / "engine_logs" / "vllm_releases.yaml"  # each vLLM release and its day
 # Lines vLLM prints in some releases only, read in each release's source (its sdist on PyPI): (pattern on a log, the
@@ -444,6 +451,9 @@ def convert(log: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     desired = re.search(r"Desired GPU memory utilization is \(([0-9.]+),", log.get("raw") or "")
     if "gpu_memory_utilization" not in engine and desired:  # vLLM's own line, when the command line was not published
         engine["gpu_memory_utilization"] = float(desired.group(1))
+    sampler = next((ran for line, ran in SAMPLER_LINES if re.search(line, log.get("raw") or "")), None)
+    if log["engine"] == "vllm" and "vllm_flashinfer_sampler" not in engine and sampler is not None:
+        engine["vllm_flashinfer_sampler"] = sampler
     release = str(log.get("version") or "")
     if re.match(r"v?\d+\.\d+", release):  # as the engine prints it
         engine[f"{log['engine']}_version"] = release

@@ -196,9 +196,9 @@ def test_an_unstated_release_is_bounded_by_its_post_date_and_its_own_lines() -> 
 
 
 def test_a_release_range_replays_under_the_rules_that_hold_over_it() -> None:
-    # kvcalc's rules are the same over 0.7.0-0.7.2 (V0), so the case replays as 0.7.2; over 0.11.0-0.11.1 the
-    # sampler's profile changes (PyTorch-native 38 B per logit, FlashInfer's 15 B from 0.11.1), so the case is scored
-    # at the release that leaves the least KV memory, 0.11.0, and its note says so.
+    # kvcalc's rules are the same over 0.7.0-0.7.2 (V0), so the case replays as 0.7.2; over 0.16.0-0.17.0 the
+    # sampler's profile changes (the native sort's 38 B per logit, the Triton top-k/top-p path's 15 B from 0.17.0), so
+    # the case is scored at the release that leaves the least KV memory, 0.16.0, and its note says so.
     importer = _importer()
     case = {
         "name": "n", "url": "https://github.com/o/r/issues/1", "model": "llama3.1-8b", "gpu": "rtx3090", "seq": 8192,
@@ -207,9 +207,9 @@ def test_a_release_range_replays_under_the_rules_that_hold_over_it() -> None:
     same = importer.replay_over_release_range(case, ["0.7.0", "0.7.1", "0.7.2"], ["posted"])
     assert same["engine"]["vllm_version"] == "0.7.2" and same["version_range"] == ["0.7.0", "0.7.2"]
     assert "give each the same budget" in same["note"]
-    differ = importer.replay_over_release_range(case, ["0.11.0", "0.11.1"], ["posted"])
-    assert differ["engine"]["vllm_version"] == "0.11.0" and "differ within it" in differ["note"]
-    newest = calibration.predict({**case, "engine": {**case["engine"], "vllm_version": "0.11.1"}})["usable_bytes"]
+    differ = importer.replay_over_release_range(case, ["0.16.0", "0.17.0"], ["posted"])
+    assert differ["engine"]["vllm_version"] == "0.16.0" and "differ within it" in differ["note"]
+    newest = calibration.predict({**case, "engine": {**case["engine"], "vllm_version": "0.17.0"}})["usable_bytes"]
     assert calibration.predict(differ)["usable_bytes"] < newest
     assert importer.replay_over_release_range(case, [], []) == case  # no range: left as it was
 

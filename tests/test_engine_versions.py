@@ -45,11 +45,13 @@ def test_fit_help_names_both_version_options(cli) -> None:
 
 @pytest.mark.parametrize(
     ("version", "per_logit"),
-    [("0.10.2", 38), ("0.11.0", 38), ("0.8.5.post1", 38), ("0.11.1", 15), ("0.19.1", 15), ("0.7.3", 15)],
-)
+    [("0.10.2", 38), ("0.11.0", 38), ("0.8.5.post1", 38), ("0.11.1", 38), ("0.16.0", 38), ("0.17.0", 15), ("0.19.1", 15),
+     ("0.7.3", 15)],
+)  # fmt: skip
 def test_a_vllm_release_without_flashinfer_profiles_the_sorting_sampler(cli, version: str, per_logit: int) -> None:
-    # vllm/v1/sample/ops/topk_topp_sampler.py: no FlashInfer (a dependency since 0.11.1) -> the native path sorts
-    # the logits; the 0.10.2 logs that say so profile 38 B per logit, FlashInfer's sampler 15 B (the v0.19 logs)
+    # vllm/v1/sample/ops/topk_topp_sampler.py: without FlashInfer (none in a pip install before 0.11.1, opt-in from
+    # 0.11.1) the native path sorts the logits up to 0.16, 38 B per logit in the 0.10.2 logs that say so; from 0.17.0
+    # it runs a Triton top-k/top-p kernel, 15 B as the v0.19 logs fit
     def budget(release: str) -> dict:
         # the batch given, so a V0 release (0.7.3) profiles the same 1,024 requests as V1 (its defaults differ)
         args = ["--engine", "vllm", "--vllm-version", release, "--max-num-seqs", "1024", "--max-num-batched-tokens", "8192"]

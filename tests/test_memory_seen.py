@@ -46,6 +46,10 @@ CUDA_TOTALS = [
     ),
     # "GPU 1 has 23.56 GiB total", PyTorch on an RTX 3090
     ("rtx3090", 25_297_357_373, "https://github.com/noonghunna/club-3090/pull/708"),
+    # "(GPU 0; 22.20 GiB total capacity; ...)", PyTorch on a g5.12xlarge (four A10Gs)
+    ("a10g", 23_837_068_493, "https://github.com/XavierXiao/Dreambooth-Stable-Diffusion/issues/18"),
+    # "(GPU 0; 23.64 GiB total capacity; ...)", PyTorch on an NVIDIA GeForce RTX 4090 24G
+    ("rtx4090", 25_383_256_719, "https://github.com/TMElyralab/MuseTalk/issues/76"),
     # aiconfigurator gb10.yaml: 128,538,451,968 B usable to CUDA (nvidia-smi reports none on GB10)
     ("dgx-spark", 128_538_451_968, "ai-dynamo/aiconfigurator src/aiconfigurator/systems/gb10.yaml@f0f1266"),
 ]

@@ -196,3 +196,103 @@ def test_explain_says_why_v0_runs_once(cli, given: tuple[str, ...]) -> None:
     args = ("fit", "--model", "qwen2.5-0.5b", "--gpu", "h100-sxm", "--engine", "vllm", "--vllm-version", "0.7.3", "--explain")
     shown = cli(*args, *given).stdout
     assert shown.count("vLLM 0.7.3 (V0)") == 1
+
+
+# brendanmckeag/sglang-vllm-benchmark run_benchmarks.ipynb (vLLM 0.9.1, LLM class, 79.1 GiB, gmu 0.8): its output prints
+# "[topk_topp_sampler.py:49] Using FlashInfer for top-p & top-k sampling." and vLLM logged 46.66 GiB of KV cache
+# https://github.com/brendanmckeag/sglang-vllm-benchmark/blob/e55866de268101bf4e0c4b9691d07051707aecc1/run_benchmarks.ipynb
+NOTEBOOK = (
+    "fit", "--model", "qwen2.5-7b", "--memory", "79.1GiB", "--seq", "2048", "--engine", "vllm", "--vllm-version", "0.9.1",
+    "--vllm-entrypoint", "llm", "--gpu-memory-utilization", "0.8", "--enforce-eager",
+)  # fmt: skip
+
+
+def _activation(cli, *args: str) -> dict:
+    found = cli.json(*args)["budget"]
+    return {"usable": found["usable_bytes"], **next(t for t in found["terms"] if t["name"] == "activation peak")}
+
+
+def test_the_sampler_the_log_names_sizes_the_profile(cli) -> None:
+    # vllm/v1/sample/ops/topk_topp_sampler.py TopKTopPSampler.__init__ (0.9.1 wheel): FlashInfer whenever it imports
+    default, flashinfer = _activation(cli, *NOTEBOOK), _activation(cli, *NOTEBOOK, "--vllm-flashinfer-sampler")
+    assert "38 B per logit" in default["formula"] and "15 B per logit" in flashinfer["formula"]
+    assert "--vllm-flashinfer-sampler" in flashinfer["formula"]
+    assert default["bytes"] - flashinfer["bytes"] == 1_024 * 152_064 * (38 - 15)  # R * V * the bytes per logit saved
+    assert abs(flashinfer["usable"] - round(46.66 * GiB)) < 0.25 * GiB < 3 * GiB < round(46.66 * GiB) - default["usable"]
+    native = _activation(cli, *NOTEBOOK[:10], "0.16.0", "--no-vllm-flashinfer-sampler")
+    assert "38 B per logit" in native["formula"] and "--no-vllm-flashinfer-sampler" in native["formula"]
+
+
+def test_flashinfer_is_opt_in_from_0_11_1_and_the_native_path_stops_sorting_at_0_17(cli) -> None:
+    # vllm/v1/sample/ops/topk_topp_sampler.py (0.11.1-0.19.1 wheels): "Users must opt in explicitly via
+    # VLLM_USE_FLASHINFER_SAMPLER=1"; apply_top_k_top_p_triton from 0.17.0
+    args = ("fit", "--model", "qwen2.5-7b", "--gpu", "h100-sxm", "--engine", "vllm", "--vllm-use-v2-model-runner", "0")
+    opt_in = _activation(cli, *args, "--vllm-version", "0.12.0")["formula"]
+    assert "38 B per logit" in opt_in and "FlashInfer's sampler is opt-in from 0.11.1" in opt_in
+    assert "15 B per logit" in _activation(cli, *args, "--vllm-version", "0.12.0", "--vllm-flashinfer-sampler")["formula"]
+    triton = _activation(cli, *args, "--vllm-version", "0.17.0", "--no-vllm-flashinfer-sampler")["formula"]
+    assert "15 B per logit" in triton and "Triton top-k/top-p kernel" in triton
+
+
+def test_the_sampler_flag_is_vllms_own(cli) -> None:
+    result = cli("fit", "--model", "qwen2.5-7b", "--gpu", "h100-sxm", "--engine", "sglang", "--vllm-flashinfer-sampler")
+    assert result.exit_code == 2 and "--vllm-flashinfer-sampler applies to --engine vllm" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("line", "ran"),
+    [
+        ("INFO 06-15 02:44:54 [topk_topp_sampler.py:49] Using FlashInfer for top-p & top-k sampling.", True),
+        (
+            "WARNING 08-06 16:56:21 [topk_topp_sampler.py:59] FlashInfer is not available. Falling back to the PyTorch-native"
+            " implementation of top-p & top-k sampling.",
+            False,
+        ),  # fmt: skip
+        ("INFO 06-15 02:45:02 [gpu_worker.py:227] Available KV cache memory: 46.66 GiB", None),
+    ],
+)
+def test_the_importer_replays_the_sampler_a_log_names(line: str, ran: bool | None) -> None:
+    log = {
+        "name": "n", "url": "https://github.com/o/r/blob/x/a.log", "group": "o/r", "engine": "vllm", "version": "0.9.1",
+        "device": "A100 80GB", "model": "Qwen/Qwen2.5-7B-Instruct", "tp": 1, "flags": {}, "logged": {"available_kv_gib": 40.0},
+        "raw": line,
+    }  # fmt: skip
+    case, _ = importer.convert(log)
+    assert case["engine"].get("vllm_flashinfer_sampler") is ran
+
+
+def _non_torch(cli, *args: str) -> dict:
+    return next(t for t in cli.json(*args)["budget"]["terms"] if t["name"] == "non-torch memory")
+
+
+@pytest.mark.parametrize(
+    ("release", "eager", "in_window"),
+    [("0.17.1", False, False), ("0.18.0", False, True), ("0.19.1", False, True), ("0.19.1", True, False),
+     ("0.26.0", False, True), ("0.27.0", False, False), (None, False, True)],
+)  # fmt: skip
+def test_one_gpus_non_torch_memory_follows_where_the_graph_estimate_is_captured(cli, release, eager, in_window) -> None:
+    # vllm/v1/worker/gpu_worker.py determine_available_memory: profile_cudagraph_memory inside the memory_profiling
+    # window in the 0.18.0-0.26.0 wheels (graphs on), absent in 0.17.1, after the window from 0.27.0
+    args = ["fit", "--model", "qwen2.5-7b", "--gpu", "h100-sxm", "--engine", "vllm", "--vllm-use-v2-model-runner", "0"]
+    args += ["--vllm-version", release] if release else []
+    args += ["--enforce-eager"] if eager else []
+    found = _non_torch(cli, *args)
+    assert found["bytes"] == (round(0.25 * GiB) if in_window else int(0.13 * GiB))
+    assert ("the v0.19 logs" in found["formula"]) is in_window
+
+
+def test_the_v2_runner_captures_no_estimate_before_0_29(cli) -> None:
+    args = ("fit", "--model", "qwen2.5-7b", "--gpu", "h100-sxm", "--engine", "vllm", "--vllm-version", "0.26.0")
+    assert _non_torch(cli, *args, "--vllm-use-v2-model-runner", "1")["bytes"] == int(0.13 * GiB)
+    # tensor parallelism keeps its own figures (NCCL), whatever the window holds
+    assert _non_torch(cli, *args, "--tp", "2", "--enforce-eager")["bytes"] == int(2.1 * GiB)
+
+
+# Sergey-Kit/Local-inference-benchmark-Ollama-vs-llama.cpp-vs-vLLM results/vllm_longctx.log (vLLM 0.27.1, GTX 1650 SUPER,
+# --enforce-eager): "1.23 GiB for consumed memory (weights + non-torch)" with 1.12 GiB of weights, 1.92 GiB of KV cache
+def test_an_eager_run_without_the_capture_lands_on_its_log(cli) -> None:
+    found = cli.json(
+        "fit", "--model", "qwen3-0.6b", "--memory", "4.0GiB", "--seq", "4096", "--engine", "vllm", "--vllm-version", "0.27.1",
+        "--gpu-memory-utilization", "0.8", "--max-num-seqs", "1", "--enforce-eager", "--no-enable-prefix-caching",
+    )["budget"]  # fmt: skip
+    assert abs(found["usable_bytes"] - round(1.92 * GiB)) < 0.02 * 4 * GiB  # within 2 % of the 4 GiB card

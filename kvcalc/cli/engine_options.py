@@ -111,7 +111,7 @@ VllmVersionOpt = Annotated[
         "--vllm-version",
         help="vllm: its release as vLLM prints it (0.19, 0.20.2rc1, v0.10.1.1, 0.11.0+cu128): picks the memory rules"
         " of that release: before 0.20 no CUDA-graph estimate is subtracted and --gpu-memory-utilization defaults"
-        " to 0.9, from 0.8 to 0.11.0 (and on Turing from 0.24) the sampler sorts its logits (no FlashInfer), from 0.25"
+        " to 0.9, from 0.8 to 0.16 the sampler sorts its logits (unless FlashInfer ran, --vllm-flashinfer-sampler), from 0.25"
         " dense models run the V2 model runner (see --vllm-use-v2-model-runner) (default: the newest rules).",
     ),
 ]
@@ -131,6 +131,16 @@ VllmEntrypointOpt = Annotated[
         help="vllm: how vLLM was started, serve (`vllm serve`, the API server) or llm (Python's offline LLM class):"
         " the LLM class batches twice the server's tokens by default (16384 on a GPU of 70 GiB or more that is not"
         " an A100, else 8192), which sizes the profiling run (default: serve).",
+    ),
+]
+VllmFlashinferSamplerOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--vllm-flashinfer-sampler/--no-vllm-flashinfer-sampler",
+        help="vllm: whether the V1 sampler ran FlashInfer, as its log says ('Using FlashInfer for top-p & top-k"
+        " sampling.'; up to 0.11.0 'Falling back to the PyTorch-native implementation' when not): before 0.17 the"
+        " native path sorts the profile's logits, 38 B each against 15 (default: FlashInfer only where it ran by"
+        " default, none before 0.11.1 in a pip install, opt-in from 0.11.1; from 0.17 either path profiles 15 B).",
     ),
 ]
 EnablePrefixCachingOpt = Annotated[
@@ -318,6 +328,7 @@ ENGINE_OPTION_TYPES: dict[str, Any] = {  # every engine option (spec.ENGINE_OPTI
     "vllm_version": VllmVersionOpt,
     "vllm_use_v2_model_runner": VllmUseV2ModelRunnerOpt,
     "vllm_entrypoint": VllmEntrypointOpt,
+    "vllm_flashinfer_sampler": VllmFlashinferSamplerOpt,
     "enable_prefix_caching": EnablePrefixCachingOpt,
     "attention_backend": AttentionBackendOpt,
     "mamba_cache_dtype": MambaCacheDtypeOpt,

@@ -128,12 +128,14 @@ START_CHECK_SINCE = (0, 9, 1)
 V0_DEFAULT_MAX_NUM_BATCHED_TOKENS = 2048
 V0_LONG_CONTEXT = 32768
 V0_MAX_NUM_SEQS = 256  # EngineArgs.max_num_seqs on every GPU in V0
-FLASHINFER_DEPENDENCY_SINCE = (0, 11, 1)  # flashinfer-python a default CUDA requirement (vllm-project/vllm#26443)
-# Turing (SM 7.5): FlashInferBackend.supports_compute_capability raised its floor to SM 8.0 in 0.24 (FlashInfer broken on
-# SM75, flashinfer-ai/flashinfer#3620; vllm/v1/attention/backends/flashinfer.py of the 0.24.0, 0.25.0 and 0.30.0 wheels;
-# 0.23.0 still took 7.5), and the V1 TopKTopPSampler takes its check: "FlashInfer top-p/top-k sampling unavailable:
-# unsupported compute capability 7.5; falling back" (vllm/v1/sample/ops/topk_topp_sampler.py), the native sort.
-FLASHINFER_SM80_FLOOR_SINCE = (0, 24, 0)
+# Which top-k/top-p path V1's TopKTopPSampler profiles (vllm/v1/sample/ops/topk_topp_sampler.py and vllm/envs.py, read in
+# the 0.9.1, 0.11.1, 0.11.2, 0.12.0, 0.13.0-0.18.0, 0.19.1 and 0.27.1 wheels): up to 0.11.0 FlashInfer's whenever flashinfer
+# imports (a pip install has none before flashinfer-python became a CUDA requirement, vllm-project/vllm#26443); from
+# 0.11.1 FlashInfer's only with VLLM_USE_FLASHINFER_SAMPLER=1 (opt-in, "Users must opt in explicitly"; on by default
+# again in 0.27.1). Otherwise forward_native: apply_top_k_top_p sorts the logits up to 0.16.x, and from 0.17.0 runs
+# apply_top_k_top_p_triton for 8 or more rows (no sort), the profile the v0.19 logs fit at 15 B per logit.
+FLASHINFER_SAMPLER_OPT_IN_SINCE = (0, 11, 1)
+TRITON_TOP_K_TOP_P_SINCE = (0, 17, 0)
 # The V2 model runner (vllm/v1/worker/gpu/model_runner.py), read in the 0.21-0.30 wheels. Who gets it without
 # VLLM_USE_V2_MODEL_RUNNER (vllm/config/vllm.py use_v2_model_runner, _is_default_v2_model_runner_model): before 0.22
 # nobody (envs.py default 0); 0.22-0.24 the architectures DEFAULT_V2_MODEL_RUNNER_ARCHITECTURES lists (Qwen3ForCausalLM
@@ -161,6 +163,16 @@ V2_GRAPHS_PROFILED_SINCE = (0, 29, 0)
 MAMBA_ALL_MODE_SINCE = (0, 19, 0)  # the first release read; earlier ones are taken as 0.28's
 ALIGN_FOR_EVERY_MODEL_SINCE = (0, 28, 0)
 NON_TORCH_BYTES = int(0.25 * GiB)  # cuBLAS and other non-torch memory after the snapshot, one GPU (v0.19 logs 0.24-0.46)
+# From 0.18.0 to 0.26.x V1's determine_available_memory captures the CUDA-graph estimate (profile_cudagraph_memory)
+# inside the memory_profiling window, unless graphs are off (--enforce-eager), so what the capture leaves outside
+# torch's allocator is non-torch memory there (vllm/v1/worker/gpu_worker.py: no such call in the 0.17.1 wheel; inside
+# the window in the 0.18.0, 0.18.1, 0.19.1, 0.20.0, 0.22.0, 0.24.0 and 0.26.0 wheels; after it from 0.27.0). The V2
+# runner's profile_cudagraph_memory captures nothing before 0.29 (returns 0). Without that capture, one GPU's
+# non-torch memory is the llm-d-planner 0.11 table's (eight one-GPU H100 logs, 0.13-0.14 GiB); held out, a 0.10.2
+# H100 log shows 0.07 and two 0.27.1 GTX 1650 SUPER logs 0.11 and 0.13.
+NON_TORCH_NO_CAPTURE_BYTES = int(0.13 * GiB)
+GRAPH_ESTIMATE_IN_WINDOW_SINCE = (0, 18, 0)
+GRAPH_ESTIMATE_AFTER_WINDOW_SINCE = (0, 27, 0)
 NON_TORCH_TP_BYTES = int(2.1 * GiB)  # tensor parallelism over NVLink/NVSwitch on Hopper or Blackwell (v0.19 H100 logs 2.06-2.21)
 NON_TORCH_PP_BYTES = int(0.07 * GiB)  # pipeline stages without tensor parallelism (logs 0.07)
 CUDA_GRAPHS_SINCE = (0, 20, 0)  # the release that subtracts the CUDA-graph estimate by default (above)
@@ -295,27 +307,31 @@ def model_runner(model: ModelSpec, workload: Workload) -> tuple[ModelRunner, str
 
 
 def sampler_rule(
-    version: str | None, runner: ModelRunner = "v1", family: SmFamily | None = None, logit_bytes: int = 2, v0: bool = False
+    version: str | None, runner: ModelRunner = "v1", logit_bytes: int = 2, v0: bool = False, flashinfer: bool | None = None
 ) -> tuple[int, str]:
-    """Bytes per logit of the profile run's sampler, and why. vLLM's V1 TopKTopPSampler samples with
-    FlashInfer when it is installed and otherwise falls back to the PyTorch-native path, which sorts the
-    logits (vllm/v1/sample/ops/topk_topp_sampler.py TopKTopPSampler.__init__, forward_native; 0.10.x).
-    A pip-installed release from 0.8 (V1 by default) to 0.11.0 has no FlashInfer (it became a default CUDA
-    requirement with vllm-project/vllm#26443, Oct 2025; 0.11.0 logs still warn "FlashInfer is not
-    available"): 38 B; below SM 8.0 (Turing, Volta, Pascal) from 0.24 FlashInfer refuses the GPU
-    (FLASHINFER_SM80_FLOOR_SINCE): 38 B.
-    Later releases, and the V0 engine (`v0`: its logs fit it, whatever the release, runs_v0): 15 B. No --vllm-version: 38 B, the largest published.
-    A Docker image of an older release ships FlashInfer and profiles 15 B.
+    """Bytes per logit of the profile run's sampler, and why. V1's TopKTopPSampler samples the dummy batch's
+    top-k and top-p with FlashInfer or its native path (TRITON_TOP_K_TOP_P_SINCE, FLASHINFER_SAMPLER_OPT_IN_SINCE):
+    from 0.8 to 0.16 the native path sorts the logits (fp32 values, int64 indices, fp32 probabilities: 38 B in the
+    0.10.2 logs that say they ran it), and it runs unless FlashInfer did: a pip install has no FlashInfer before
+    0.11.1, and from 0.11.1 FlashInfer's sampler is opt-in. From 0.17 the native path runs a Triton kernel for 8 or
+    more rows, and either path profiles 15 B (fitted on the v0.19 logs), as the V0 engine's sampler does (`v0`, its
+    logs fit it, runs_v0). No --vllm-version: 38 B, the largest published.
+    `flashinfer` (--vllm-flashinfer-sampler) says which ran, as the log does: "Using FlashInfer for top-p & top-k
+    sampling." (at INFO; from 0.11.1 only when opted in) or "Falling back to the PyTorch-native implementation" (up to
+    0.11.0): a release before 0.11.1 installed beside a package that pulls FlashInfer in (sglang[all]), or a Docker
+    image that ships it, profiles 15 B.
     The V2 runner's dummy batch asks for no top-k, top-p or logprobs ("the sampler may skip top_k, top_p,
     and logprobs", model_runner.py _dummy_sampler_run): it holds the logits in the model's dtype
     (`logit_bytes`) and, before 0.28, their fp32 copy (V2_SAMPLER_SKIPS_FP32_COPY_SINCE).
 
-    >>> [sampler_rule(v)[0] for v in ("0.19.1", "0.11.1", "0.11.0", "0.10.2", "0.7.3", None)]
-    [15, 15, 38, 38, 15, 38]
-    >>> sampler_rule("0.30.0", family="turing")[0], sampler_rule("0.30.0", family="volta")[0], sampler_rule("0.23.0", family="turing")[0]
-    (38, 38, 15)
+    >>> [sampler_rule(v)[0] for v in ("0.19.1", "0.17.0", "0.16.0", "0.11.2", "0.11.0", "0.10.2", "0.7.3", None)]
+    [15, 15, 38, 38, 38, 38, 15, 38]
     >>> sampler_rule("0.22.0", "v2")[0], sampler_rule("0.30.0", "v2")[0], sampler_rule(None, "v2")[0]
     (6, 2, 2)
+    >>> [sampler_rule(v, flashinfer=True)[0] for v in ("0.9.1", "0.12.0", None)], sampler_rule("0.19.1", flashinfer=False)[0]
+    ([15, 15, 15], 15)
+    >>> sampler_rule("0.12.0", flashinfer=False)[0]
+    38
     """
     if runner == "v2":
         if version is not None and parse_engine_version(version) < V2_SAMPLER_SKIPS_FP32_COPY_SINCE:
@@ -327,21 +343,56 @@ def sampler_rule(
             logit_bytes,
             f"the V2 runner's dummy sampler: the logits only ({logit_bytes} B), no fp32 copy for a batch that needs no processing (0.28 on)",
         )
+    if version is not None and (v0 or _version(version) < V1_ENGINE_SINCE):
+        return SAMPLER_BYTES_PER_LOGIT, f"vLLM {version}: the V0 engine's sampler (its logs fit it)"
+    source = "vllm/v1/sample/ops/topk_topp_sampler.py"
+    if version is not None and _version(version) >= TRITON_TOP_K_TOP_P_SINCE:
+        return SAMPLER_BYTES_PER_LOGIT, (
+            f"vLLM {version}: FlashInfer's sampler or, without it, the native path's Triton top-k/top-p kernel for 8 or"
+            f" more rows, no sort ({source} apply_top_k_top_p, 0.17.0 on)"
+        )
+    if flashinfer:
+        return SAMPLER_BYTES_PER_LOGIT, f"--vllm-flashinfer-sampler: FlashInfer's top-k/top-p sampler ran ({source})"
+    if flashinfer is False:
+        return NATIVE_SAMPLER_BYTES_PER_LOGIT, (
+            f"--no-vllm-flashinfer-sampler: the native top-k/top-p path sorts the logits ({source} forward_native, before 0.17)"
+        )
     if version is None:
         return SAMPLER_BYTES_PER_LOGIT_UNKNOWN_RELEASE, "no --vllm-version: the largest sampler profile published"
+    if _version(version) < FLASHINFER_SAMPLER_OPT_IN_SINCE:
+        return NATIVE_SAMPLER_BYTES_PER_LOGIT, (
+            f"vLLM {version} installs without FlashInfer: the native top-k/top-p path sorts the logits ({source})"
+        )
+    return NATIVE_SAMPLER_BYTES_PER_LOGIT, (
+        f"vLLM {version}: FlashInfer's sampler is opt-in from 0.11.1 (VLLM_USE_FLASHINFER_SAMPLER=1), so the native path"
+        f" sorts the logits ({source} forward_native, before 0.17)"
+    )
+
+
+def graph_capture_in_window(engine: Engine, runner: ModelRunner, v0: bool) -> tuple[bool, str]:
+    """Whether the CUDA-graph estimate is captured inside the profiling window, so that what the capture leaves
+    outside torch counts as non-torch memory, and why: V1's runner with graphs on, 0.18.0-0.26.x
+    (GRAPH_ESTIMATE_IN_WINDOW_SINCE; the V2 runner captures nothing for it before 0.29). No --vllm-version: yes,
+    the larger charge; V0: as fitted on its logs (yes).
+
+    >>> v = lambda release, eager=None, runner="v1": graph_capture_in_window(Engine(name="vllm", vllm_version=release, enforce_eager=eager), runner, False)[0]
+    >>> v("0.17.1"), v("0.18.0"), v("0.19.1", True), v("0.26.0"), v("0.26.0", runner="v2"), v("0.27.0"), v(None)
+    (False, True, False, True, False, False, True)
+    """
+    version = engine.vllm_version
+    if version is None or v0:
+        return True, "no --vllm-version: the larger figure" if version is None else "V0, as its logs show"
     release = parse_engine_version(version)
-    if V1_ENGINE_SINCE <= release < FLASHINFER_DEPENDENCY_SINCE and not v0:
-        return NATIVE_SAMPLER_BYTES_PER_LOGIT, (
-            f"vLLM {version} installs without FlashInfer: the PyTorch-native top-k/top-p sampler sorts the logits"
-        )
-    if family is not None and SM_CAPABILITY[family] < 80 and release >= FLASHINFER_SM80_FLOOR_SINCE:
-        return NATIVE_SAMPLER_BYTES_PER_LOGIT, (
-            f"vLLM {version} on SM {SM_CAPABILITY[family] / 10:.1f} ({family}): FlashInfer's sampler needs SM 8.0 from"
-            " 0.24, so the native one sorts the logits"
-        )
-    if v0:
-        return SAMPLER_BYTES_PER_LOGIT, f"vLLM {version}: the V0 engine's sampler (its logs fit it)"
-    return SAMPLER_BYTES_PER_LOGIT, f"vLLM {version}: FlashInfer's sampler (a dependency since 0.11.1), or V0's"
+    where = "vllm/v1/worker/gpu_worker.py determine_available_memory"
+    if release < GRAPH_ESTIMATE_IN_WINDOW_SINCE:
+        return False, f"vLLM {version} profiles no CUDA-graph estimate ({where}: from 0.18.0)"
+    if release >= GRAPH_ESTIMATE_AFTER_WINDOW_SINCE:
+        return False, f"vLLM {version} captures the CUDA-graph estimate after the profiling window ({where}, 0.27.0 on)"
+    if engine.enforce_eager:
+        return False, "--enforce-eager: no CUDA-graph estimate is captured"
+    if runner == "v2" and release < V2_GRAPHS_PROFILED_SINCE:
+        return False, "the V2 runner's profile_cudagraph_memory captures nothing before 0.29"
+    return True, f"vLLM {version} captures the CUDA-graph estimate inside the profiling window ({where}, 0.18.0-0.26)"
 
 
 def development_build_note(version: str | None) -> str | None:
@@ -729,7 +780,7 @@ class Vllm(EngineProfile):
     )
     sparse_mla_fp8_layout = True  # fp8_ds_mla: fp8 latent, fp32 scale per 128, bf16 rope (656 B for DeepSeek-V3.2)
     max_seqs_option = "max_num_seqs"
-    calibration_error_percent = 2.9  # scripts/calibration.py: 90th percentile of the held-out |errors|
+    calibration_error_percent = 2.4  # scripts/calibration.py: 90th percentile of the held-out |errors|
     sizes_from_cuda_total = True  # vllm/utils/mem_utils.py MemorySnapshot: torch.cuda.mem_get_info's total
 
     def block_size(self, workload: Workload) -> int:
@@ -876,20 +927,25 @@ class Vllm(EngineProfile):
         return engine.model_copy(update={"max_num_batched_tokens": batched})
 
     @staticmethod
-    def _non_torch(gpu: GpuMemory, tp: int, pp: int) -> tuple[int, str]:
-        """Memory outside torch's allocator that the profiling run sees grow: cuBLAS workspaces on one
-        GPU; with tensor parallelism NCCL's buffers, which over NVLink/NVSwitch on Hopper and Blackwell
+    def _non_torch(gpu: GpuMemory, tp: int, pp: int, captured: tuple[bool, str] = (True, "")) -> tuple[int, str]:
+        """Memory outside torch's allocator that the profiling run sees grow: cuBLAS workspaces and what the
+        CUDA-graph estimate's capture leaves when it runs inside the window (`captured`, graph_capture_in_window)
+        on one GPU (the logs that show the difference are one-GPU logs); with tensor parallelism NCCL's buffers, which over NVLink/NVSwitch on Hopper and Blackwell
         (NVLS, custom all-reduce, symmetric memory) the v0.19 H100 logs put at 2.1 GiB, and without
         NVLink NCCL's channels to each peer (custom all-reduce off on more than two PCIe GPUs,
         vllm/distributed/device_communicators/custom_all_reduce.py). Unknown links: the NVLink figure."""
+        in_window, why = captured
+        one_gpu = NON_TORCH_BYTES if in_window else NON_TORCH_NO_CAPTURE_BYTES
+        one_why = f"{why}: " if why else ""
+        one_why += "the v0.19 logs" if in_window else "no capture in the window: the llm-d-planner 0.11 logs"
         if tp == 1:
-            return (NON_TORCH_PP_BYTES, "pipeline stage, one GPU") if pp > 1 else (NON_TORCH_BYTES, "on one GPU")
+            return (NON_TORCH_PP_BYTES, "pipeline stage, one GPU") if pp > 1 else (one_gpu, f"on one GPU ({one_why})")
         link = gpu.interconnect
         if link in (None, "nvlink", "xgmi") and sm_family(gpu.name) in ("hopper", "blackwell", None):
             why = "tensor parallelism over NVLink/NVSwitch (NCCL, custom all-reduce)"
             return NON_TORCH_TP_BYTES, why + (" (--interconnect not known: the larger figure)" if link is None else "")
         over = f"over {link}" if link else f"on {sm_family(gpu.name)} GPUs (no NVLS before Hopper)"
-        return NON_TORCH_BYTES, f"tensor parallelism {over}: as on one GPU, NCCL's buffers without NVLink are small"
+        return NON_TORCH_BYTES, f"tensor parallelism {over}: NCCL's buffers without NVLink are small (the v0.19 one-GPU figure)"
 
     def _overheads(
         self, model: ModelSpec, workload: Workload, gpu: GpuMemory, stage: StageWeights, last: bool, act_dtype: DType
@@ -910,7 +966,7 @@ class Vllm(EngineProfile):
         transient, transient_formula = forward(model, layers, tokens, tp, b)
         workspace, workspace_formula = moe_workspace(model, layers, tokens, tp, b)
         runner, runner_why = model_runner(model, workload)
-        per_logit, per_logit_why = sampler_rule(engine.vllm_version, runner, sm_family(gpu.name), b, v0)
+        per_logit, per_logit_why = sampler_rule(engine.vllm_version, runner, b, v0, engine.vllm_flashinfer_sampler)
         sampler = requests * vocab * per_logit + 2 * tokens * hidden * b if last else 0
         sampler_formula = (
             f"R * V * {per_logit} + 2 * T * H * b = {requests:,} * {vocab:,} * {per_logit}"
@@ -919,7 +975,7 @@ class Vllm(EngineProfile):
             else "not the last pipeline stage: no sampler"
         )
         activation = max(transient, sampler) + workspace
-        non_torch, non_torch_why = self._non_torch(gpu, tp, pp)
+        non_torch, non_torch_why = self._non_torch(gpu, tp, pp, graph_capture_in_window(engine, runner, v0))
         eager = engine.enforce_eager
         release = _version(engine.vllm_version)
         v2_without_estimate = runner == "v2" and release < V2_GRAPHS_PROFILED_SINCE
@@ -962,7 +1018,8 @@ class Vllm(EngineProfile):
                 name="non-torch memory",
                 bytes=non_torch,
                 formula=f"{format_bytes(non_torch)} {non_torch_why}; the CUDA context before the snapshot is not charged",
-                source="vllm/utils/mem_utils.py memory_profiling (non_torch_increase); the v0.19 logs",
+                source="vllm/utils/mem_utils.py memory_profiling (non_torch_increase); vllm/v1/worker/gpu_worker.py"
+                " determine_available_memory (where the CUDA-graph estimate is captured, 0.18.0-0.27.0 wheels)",
             ),
             BudgetTerm(
                 name="CUDA graphs",
