@@ -10,7 +10,7 @@ comes from) carries the bytes one step reads by kvcalc's own count (benchmarks/i
 The model (kvcalc.decode_profiles, kvcalc.latency.expected_seconds):
 
     t = (G[architecture] + u[gpu]) * (W / BW * (F[format] + K[kernels format moe]) + KV / BW * (1 + R[engine] * repeats))
-        + S[mode] + E[engine release] + layers * (P[mode] + Y[python eager]) + (tp > 1) * 2 * layers * (A[link] + bytes / link BW)
+        + S[mode] + E[engine release; vLLM's V0 releases share one] + layers * (P[mode] + Y[python eager]) + (tp > 1) * 2 * layers * (A[link] + bytes / link BW)
         + the prefill's share per token where a timing includes it
 
 BW is the GPU's peak, or for llama.cpp's kernels min(peak, SMs * clock * c), c chosen among SM_CAP_GRID by each fit's
@@ -55,6 +55,7 @@ from kvcalc.decode_profiles import (  # noqa: E402
     kernel_key,
     kv_repeats,
     python_eager,
+    step_key,
     streamed_bandwidth,
 )
 from kvcalc.gpu_families import gpu_architecture  # noqa: E402
@@ -267,7 +268,7 @@ def _names(case: Case) -> Names:
     base = MODE_BASE.get(case.mode)  # type: ignore[call-overload]
     return Names(
         format=f"format {case.format_class}", kernel=f"kernel {case.kernel}", own=f"own {case.own_kernel}",
-        attention=f"attention {case.engine_key}", step=f"step {case.mode}", engine=f"engine {case.engine_key}",
+        attention=f"attention {case.engine_key}", step=f"step {case.mode}", engine=f"engine {step_key(case.engine_key)}",
         layer=f"layer {case.mode}", base_step=f"step {base}" if base else None, base_layer=f"layer {base}" if base else None, expert=f"expert {case.mode}", link=f"link {case.interconnect}", gpu=f"gpu {case.gpu}",
         architecture=f"architecture {gpu_architecture(case.gpu)}", repeat=f"repeat {case.engine_key}",  # type: ignore[arg-type]
         python=f"python {PYTHON_EAGER_KEY}" if python_eager(case.engine_key, case.mode) else None,
@@ -604,7 +605,7 @@ def section(cases: list[Case], predictions: list[Prediction]) -> str:
         "",
         "```",
         "t = (W / (BW * gpu_eff * kernel_eff) + KV / (BW * gpu_eff * attention_eff))",
-        "    + step[mode] + step[engine release] + layers * (per_layer[mode] + python_dispatch[eager vLLM/SGLang])",
+        "    + step[mode] + step[engine release; vLLM's V0 releases one] + layers * (per_layer[mode] + python_dispatch[eager vLLM/SGLang])",
         "    + (tp > 1) * 2 * layers * (all_reduce_latency[link] + all_reduce_bytes / link_bandwidth)",
         "```",
         "",

@@ -173,6 +173,21 @@ def engine_key(engine: str, version: tuple[int, ...] | None) -> str:
     return "vllm-0.4" if version < (0, 6) else "vllm-v0" if version < (0, 8) else "vllm-v1"
 
 
+# vLLM's V0 engine runs one loop per step in one process from 0.2 to 0.7 (vllm/engine/llm_engine.py LLMEngine.step:
+# schedule, prepare the inputs, run the model, sample, detokenize, one after another); V1 (0.8, vllm/v1/engine/core.py)
+# runs the scheduler in an engine-core process of its own. The V0 releases share that loop's fixed cost per step.
+V0_ENGINE_KEYS = ("vllm-0.4", "vllm-v0")
+
+
+def step_key(engine_key: str) -> str:
+    """The key of an engine release's own fixed cost per step: vLLM's V0 releases share V0's loop.
+
+    >>> step_key("vllm-0.4"), step_key("vllm-v0"), step_key("vllm-v1"), step_key("sglang")
+    ('vllm-v0', 'vllm-v0', 'vllm-v1', 'sglang')
+    """
+    return "vllm-v0" if engine_key in V0_ENGINE_KEYS else engine_key
+
+
 def profile_for(
     engine: str, version: tuple[int, ...] | None = None, eager: bool | None = None, backend: str = "cuda",
     legacy_llamacpp: bool = False,
@@ -313,6 +328,8 @@ def _source(name: str) -> str:
     return f"fitted on {cases}" if cases else "no case: the prior (docs/benchmarks.md)"
 
 
+V0_LOOP = " (V0's engine loop, vllm/engine/llm_engine.py, shared by releases 0.2-0.7)"
+
 # A fitted sum of inverse efficiencies may fall below the GPU's own, even below 0 (a fit without some source:
 # issue 25's DGX Spark int4 MoE rows held out); no kernel streams faster than the peak, so it is taken at the peak
 AT_PEAK = "; the fitted inverses sum below the GPU's, so this streams at the GPU's peak"
@@ -338,7 +355,8 @@ def terms(profile: DecodeProfile, klass: FormatClass, moe: bool, gpu: str, link:
         + decode_fit.KERNEL_INVERSE.get(key, 0.0)
         + decode_fit.ENGINE_KERNEL_INVERSE.get(own, 0.0)
     )
-    engine_step = f"engine {profile.engine_key}"
+    step = step_key(profile.engine_key)
+    engine_step = f"engine {step}"
     architecture = gpu_architecture(gpu)
     repeat_inverse = decode_fit.KV_REPEAT_INVERSE.get(profile.engine_key, 0.0)
     python_layer = (
@@ -370,10 +388,10 @@ def terms(profile: DecodeProfile, klass: FormatClass, moe: bool, gpu: str, link:
         kv_repeat_inverse=repeat_inverse,
         step_seconds=max(  # an engine release's offset may be negative; the step's cost is not
             0.0,
-            sum(decode_fit.MODE_STEP_S.get(mode, 0.0) for mode in modes) + decode_fit.ENGINE_STEP_S.get(profile.engine_key, 0.0),
+            sum(decode_fit.MODE_STEP_S.get(mode, 0.0) for mode in modes) + decode_fit.ENGINE_STEP_S.get(step, 0.0),
         ),
         step_source="; ".join(f"{mode}: {_source(f'step {mode}')}" for mode in modes)
-        + f"; {profile.engine_key}: {_source(engine_step)}",
+        + f"; {step}{V0_LOOP if step != profile.engine_key else ''}: {_source(engine_step)}",
         layer_seconds=sum(decode_fit.MODE_LAYER_S.get(mode, 0.0) for mode in modes) + python_layer,
         python_layer_seconds=python_layer,
         python_layer_source=_source(f"python {PYTHON_EAGER_KEY}") if python_layer else "",

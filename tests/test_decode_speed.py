@@ -430,6 +430,19 @@ def test_decode_engine_options_slow_the_step(cli) -> None:
     assert logged["expected"]["engine_key"] == "vllm-v1"
 
 
+def test_vllm_v0_releases_share_one_fixed_step(cli) -> None:
+    # V0's engine loop (vllm/engine/llm_engine.py LLMEngine.step) is one fixed cost for 0.2-0.7: the 0.4 and 0.6
+    # releases keep their own keys (attention, graphs past 8k) but are charged the same step, and --explain says why
+    args = ("decode", "--model", "llama3-8b", "--gpu", "a100-80gb", "--seq", "2048", "--engine", "vllm", "--json")
+    old, v0 = (json.loads(cli(*args, "--vllm-version", v).stdout)["decode"]["expected"] for v in ("0.4.2", "0.6.3"))
+    v1 = json.loads(cli(*args, "--vllm-version", "0.11.0").stdout)["decode"]["expected"]
+    assert (old["engine_key"], v0["engine_key"]) == ("vllm-0.4", "vllm-v0")
+    assert old["step_seconds"] == v0["step_seconds"] > 0 and "engine vllm-v0" in decode_fit.SOURCES
+    assert "vllm-0.4" not in decode_fit.ENGINE_STEP_S and v1["step_source"].count("V0's engine loop") == 0
+    explained = cli(*args[:-1], "--vllm-version", "0.4.2", "--explain").stdout
+    assert "vllm-v0 (V0's engine loop, vllm/engine/llm_engine.py, shared by releases 0.2-0.7)" in explained
+
+
 @pytest.mark.parametrize(
     ("version", "seq", "mode"), [("0.4.2", 8192, "graphs"), ("0.4.2", 8193, "eager"), ("0.6.3", 16384, "graphs")]
 )
