@@ -55,6 +55,7 @@ from kvcalc.decode_profiles import (  # noqa: E402
     kernel_key,
     kv_repeats,
     python_eager,
+    rocm_moe_layer_key,
     step_key,
     streamed_bandwidth,
 )
@@ -84,6 +85,7 @@ TABLES: dict[str, str] = {
     "MODE_STEP_S": "step",
     "MODE_LAYER_S": "layer",
     "PYTHON_EAGER_LAYER_S": "python",
+    "ROCM_MOE_LAYER_S": "rocm",
     "SM_BYTES_PER_CLOCK": "cap",
     "ENGINE_STEP_S": "engine",
     "ALL_REDUCE_S": "link",
@@ -98,6 +100,7 @@ PRIORS: dict[str, tuple[float, float, float]] = {
     "gpu": (0.0, 1.0, 1.0),  # a GPU's offset from its architecture's rate
     "repeat": (0.0, 1.0, 1.0),
     "python": (0.0, 0.1, 1e-4),
+    "rocm": (0.0, 0.1, 1e-4),
     "step": (0.0, 0.1, 1e-3),
     "engine": (0.0, 3.0, 1e-3),
     "layer": (0.0, 0.1, 1e-4),
@@ -173,6 +176,12 @@ def _kv_repeats(engine_key: str, preset: str | None) -> float:
 
 
 @cache
+def _gpu_backend(gpu: str) -> str:
+    """A GPU preset's backend (cuda, rocm, metal, ...)."""
+    return load_gpu(gpu).backend
+
+
+@cache
 def _gpu_figures(gpu: str) -> tuple[float, int | None, int | None]:
     """A GPU preset's peak bandwidth, SM (CU) count and boost clock."""
     spec = load_gpu(gpu)
@@ -222,6 +231,7 @@ NON_NEGATIVE = (
     "expert",
     "repeat",
     "python",
+    "rocm",
 )  # costs in seconds: a negative one is pinned at 0 and the rest refitted
 PINNED = 1e6  # pseudo-cases that hold a pinned constant at 0
 
@@ -262,6 +272,7 @@ class Names(Strict):
     architecture: str
     repeat: str
     python: str | None  # the Python dispatch cost per layer, where the engine runs its layers eager from Python
+    rocm: str | None  # the cost per layer of the engine's MoE layers on ROCm, where one is kept (SGLang's FP8 MoE)
 
 
 def _names(case: Case) -> Names:
@@ -272,6 +283,7 @@ def _names(case: Case) -> Names:
         layer=f"layer {case.mode}", base_step=f"step {base}" if base else None, base_layer=f"layer {base}" if base else None, expert=f"expert {case.mode}", link=f"link {case.interconnect}", gpu=f"gpu {case.gpu}",
         architecture=f"architecture {gpu_architecture(case.gpu)}", repeat=f"repeat {case.engine_key}",  # type: ignore[arg-type]
         python=f"python {PYTHON_EAGER_KEY}" if python_eager(case.engine_key, case.mode) else None,
+        rocm=f"rocm {key}" if (key := rocm_moe_layer_key(case.engine, _gpu_backend(case.gpu), case.format_class, case.moe)) else None,  # type: ignore[arg-type]
     )  # fmt: skip
 
 
@@ -307,6 +319,8 @@ def _fit_at(cases: list[Case], cap: float) -> Fit:
                 coeffs[n.repeat] = u * kv * c.kv_repeats / t
             if n.python:
                 coeffs[n.python] = c.layers / t
+            if n.rocm:
+                coeffs[n.rocm] = c.layers / t
             coeffs |= {n.step: 1 / t, n.engine: 1 / t, n.layer: c.layers / t}
             if n.base_step and n.base_layer:
                 coeffs |= {n.base_step: 1 / t, n.base_layer: c.layers / t}
@@ -338,7 +352,7 @@ def _costs(case: Case, table: Fit) -> float:
     """Step, layer and expert-loop costs by `table` (a mode's base mode's too)."""
     n = _names(case)
     step = max(0.0, _get(table, n.step) + _get(table, n.base_step) + _get(table, n.engine))
-    per_layer = _get(table, n.layer) + _get(table, n.base_layer) + _get(table, n.python)
+    per_layer = _get(table, n.layer) + _get(table, n.base_layer) + _get(table, n.python) + _get(table, n.rocm)
     per_layer += case.experts * _get(table, n.expert) if case.experts else 0.0
     return step + case.layers * per_layer
 
@@ -422,7 +436,7 @@ def _sources(cases: list[Case], cap: float = 0.0) -> dict[str, str]:
         n = _names(c)
         names = [n.format, n.kernel, n.own, n.attention, n.step, n.engine, n.layer, n.gpu, n.architecture]
         names += ([n.link] if c.tp > 1 else []) + ([n.expert] if c.experts else [])
-        names += ([n.repeat] if c.kv_repeats else []) + ([n.python] if n.python else [])
+        names += ([n.repeat] if c.kv_repeats else []) + ([n.python] if n.python else []) + ([n.rocm] if n.rocm else [])
         names += [CAP] if _bandwidth(c, cap) < _gpu_figures(c.gpu)[0] else []  # type: ignore[arg-type]
         for name in names:
             by_name.setdefault(name, {}).setdefault(c.group, 0)
@@ -455,9 +469,10 @@ def constants_module(cases: list[Case], predictions: list[Prediction]) -> str:
         "Inverse efficiencies (1 / share of peak bandwidth): FORMAT_INVERSE by weight format class, plus KERNEL_INVERSE\n"
         "for kernels x format x dense/MoE; ARCHITECTURE_INVERSE by GPU architecture, plus GPU_INVERSE, each GPU's offset\n"
         "from it; KV_REPEAT_INVERSE per extra KV copy an engine's attention makes. Seconds: fixed cost per step by mode\n"
-        "and by engine release, cost per layer by mode and of Python dispatch in eager (PYTHON_EAGER_LAYER_S), one\n"
-        "all-reduce's latency by link. SM_BYTES_PER_CLOCK: what llama.cpp's kernels stream per SM (CU) per clock, the\n"
-        "cap on a GPU with much bandwidth per SM (0: none). SOURCES: each constant's cases.\n"
+        "and by engine release, cost per layer by mode and of Python dispatch in eager (PYTHON_EAGER_LAYER_S), of an\n"
+        "engine's MoE layers on ROCm (ROCM_MOE_LAYER_S), one all-reduce's latency by link. SM_BYTES_PER_CLOCK: what\n"
+        "llama.cpp's kernels stream per SM (CU) per clock, the cap on a GPU with much bandwidth per SM (0: none).\n"
+        "SOURCES: each constant's cases.\n"
         '"""\n\n'
         f"PRIOR_FORMAT_INVERSE = {PRIOR_FORMAT_INVERSE}\n"
         + "".join(literal(name, "dict[str, float]", block(prefix)) for name, prefix in TABLES.items())
@@ -605,7 +620,8 @@ def section(cases: list[Case], predictions: list[Prediction]) -> str:
         "",
         "```",
         "t = (W / (BW * gpu_eff * kernel_eff) + KV / (BW * gpu_eff * attention_eff))",
-        "    + step[mode] + step[engine release; vLLM's V0 releases one] + layers * (per_layer[mode] + python_dispatch[eager vLLM/SGLang])",
+        "    + step[mode] + step[engine release; vLLM's V0 releases one]",
+        "    + layers * (per_layer[mode] + python_dispatch[eager vLLM/SGLang] + rocm_moe_layer[SGLang FP8 MoE on ROCm])",
         "    + (tp > 1) * 2 * layers * (all_reduce_latency[link] + all_reduce_bytes / link_bandwidth)",
         "```",
         "",

@@ -2,7 +2,8 @@
 engine, version, options and weight format select them. Pure data and lookups.
 
     t_token = (W_read / (BW * gpu_efficiency * kernel_efficiency) + KV_read / (BW * gpu_efficiency * attention_efficiency))
-              + step_cost[mode] + step_cost[engine and version] + layers * (layer_cost[mode] + python_dispatch[eager vLLM/SGLang])
+              + step_cost[mode] + step_cost[engine and version]
+              + layers * (layer_cost[mode] + python_dispatch[eager vLLM/SGLang] + rocm_moe_layer[SGLang FP8 MoE on ROCm])
               + (tp > 1) * 2 * layers * (all_reduce_latency[link] + all_reduce_bytes / link_bandwidth)
 
 BW is the GPU's peak, or for llama.cpp's kernels min(peak, SMs * clock * SM_BYTES_PER_CLOCK) where the preset gives both;
@@ -143,6 +144,29 @@ PYTHON_EAGER_KEY = "torch-modules"
 def python_eager(engine_key: str, mode: str) -> bool:
     """Whether a step dispatches its layers' kernels from Python one by one: vLLM or SGLang without graphs."""
     return mode == "eager" and (engine_key.startswith("vllm") or engine_key == "sglang")
+
+
+# SGLang runs an FP8 MoE layer on ROCm through Triton kernels (aiter's under SGLANG_USE_AITER=1), not sgl-kernel's CUDA ones,
+# which python/sglang/srt/layers/quantization/fp8_kernel.py imports only on CUDA (`if _is_cuda: from sgl_kernel import
+# sgl_per_token_group_quant_fp8, ...`); the MI300X's FP8 is e4m3fnuz there (`is_fp8_fnuz`: gfx94x). Its cost is per layer,
+# not per byte: SGLang 0.5.7 on MI300X takes 0.40 ms a layer for DeepSeek-V3.1 FP8 (TP 8) and 0.36 ms for MiniMax-M2 FP8
+# (TP 4), whose weights per rank differ 2x (sgl-cookbook, issue 25). A cost per layer keyed engine x format class x MoE.
+ROCM_MOE_LAYER_ENGINES = ("sglang",)
+ROCM_MOE_LAYER_CLASSES = ("fp8",)
+
+
+def rocm_moe_layer_key(engine: str, backend: str, klass: str, moe: bool) -> str | None:
+    """The key of the cost per layer `engine`'s MoE layers of `klass` pay on `backend` where one is kept (SGLang's FP8 MoE
+    on ROCm), else None.
+
+    >>> rocm_moe_layer_key("sglang", "rocm", "fp8", True), rocm_moe_layer_key("sglang", "cuda", "fp8", True)
+    ('sglang fp8 moe', None)
+    >>> rocm_moe_layer_key("vllm", "rocm", "fp8", True), rocm_moe_layer_key("sglang", "rocm", "16-bit", True)
+    (None, None)
+    """
+    if engine in ROCM_MOE_LAYER_ENGINES and backend == "rocm" and klass in ROCM_MOE_LAYER_CLASSES and moe:
+        return f"{engine} {klass} moe"
+    return None
 
 
 # transformers' attention repeats each KV head for its group of query heads before it attends
@@ -306,6 +330,8 @@ class Terms(Frozen):
     layer_seconds: float  # cost per layer of the mode, and of Python dispatch where vLLM or SGLang run eager
     python_layer_seconds: float  # the Python dispatch's share of layer_seconds
     python_layer_source: str
+    rocm_moe_layer_seconds: float  # the share of layer_seconds an engine's MoE layers pay on ROCm (SGLang's FP8 MoE)
+    rocm_moe_layer_source: str
     expert_seconds: float  # cost per routed expert per MoE layer: an eager MoE that loops over every expert
     all_reduce_seconds: float  # latency of one all-reduce over the link
     all_reduce_source: str
@@ -345,8 +371,11 @@ def capped_efficiency(inverse: float, gpu_efficiency: float) -> float:
     return 1 / max(inverse, gpu_efficiency)
 
 
-def terms(profile: DecodeProfile, klass: FormatClass, moe: bool, gpu: str, link: str | None, kv_repeats: float = 0.0) -> "Terms":
-    """The fitted terms for a step of `profile` on `gpu` with weights of class `klass`: a kernel with no
+def terms(
+    profile: DecodeProfile, klass: FormatClass, moe: bool, gpu: str, link: str | None, kv_repeats: float = 0.0,
+    backend: str = "cuda",
+) -> "Terms":  # fmt: skip
+    """The fitted terms for a step of `profile` on `gpu` (of `backend`) with weights of class `klass`: a kernel with no
     case of its own takes its format class's efficiency; a GPU with no case streams at its architecture's
     rate (a typical GPU's when no case has it). `kv_repeats`: the KV copies the engine's attention makes."""
     key, own = kernel_key(profile.kernels, klass, moe), kernel_key(profile.engine, klass, moe)
@@ -362,6 +391,8 @@ def terms(profile: DecodeProfile, klass: FormatClass, moe: bool, gpu: str, link:
     python_layer = (
         decode_fit.PYTHON_EAGER_LAYER_S.get(PYTHON_EAGER_KEY, 0.0) if python_eager(profile.engine_key, profile.mode) else 0.0
     )
+    rocm_key = rocm_moe_layer_key(profile.engine, backend, klass, moe)
+    rocm_layer = decode_fit.ROCM_MOE_LAYER_S.get(rocm_key, 0.0) if rocm_key else 0.0
     arch_source = (
         f"{architecture}: {_source(f'architecture {architecture}')}"
         if architecture in decode_fit.ARCHITECTURE_INVERSE
@@ -392,9 +423,11 @@ def terms(profile: DecodeProfile, klass: FormatClass, moe: bool, gpu: str, link:
         ),
         step_source="; ".join(f"{mode}: {_source(f'step {mode}')}" for mode in modes)
         + f"; {step}{V0_LOOP if step != profile.engine_key else ''}: {_source(engine_step)}",
-        layer_seconds=sum(decode_fit.MODE_LAYER_S.get(mode, 0.0) for mode in modes) + python_layer,
+        layer_seconds=sum(decode_fit.MODE_LAYER_S.get(mode, 0.0) for mode in modes) + python_layer + rocm_layer,
         python_layer_seconds=python_layer,
         python_layer_source=_source(f"python {PYTHON_EAGER_KEY}") if python_layer else "",
+        rocm_moe_layer_seconds=rocm_layer,
+        rocm_moe_layer_source=_source(f"rocm {rocm_key}") if rocm_key else "",
         expert_seconds=decode_fit.MODE_EXPERT_S.get(profile.mode, 0.0),
         all_reduce_seconds=decode_fit.ALL_REDUCE_S.get(link or "", 0.0),
         all_reduce_source=_source(f"link {link}") if link else "",

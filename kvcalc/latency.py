@@ -129,6 +129,7 @@ class ExpectedStep(Frozen):
     step_source: str
     overhead_seconds_per_layer: float
     python_dispatch_seconds_per_layer: float  # its share from Python dispatching each layer (vLLM, SGLang eager)
+    rocm_moe_seconds_per_layer: float  # its share from an engine's MoE layers on ROCm (SGLang's FP8 MoE)
     overridden: list[Literal["efficiency", "overhead"]]  # terms set by --efficiency / --overhead-ms
     layers: int
     weights_read_bytes: int  # per GPU per step: the untied input embedding table read one row per sequence
@@ -203,7 +204,7 @@ def _expected(
     klass = format_class(fmt.dtype) if stored is None else stored_format_class(8 * stored.bytes / stored.params)
     link = (interconnect or gpu.interconnect or "pcie") if workload.tp > 1 else None
     repeats = kv_repeats(profile.engine_key, model.heads, model.kv_heads) if model.mla is None else 0.0
-    fitted = terms(profile, klass, model.moe is not None, gpu.name, link, repeats)
+    fitted = terms(profile, klass, model.moe is not None, gpu.name, link, repeats, gpu.backend)
     # --efficiency replaces both shares; a calibrated GPU file's measured streaming rate replaces the GPU's and the kernels'
     if efficiency is not None:
         gpu_eff, kernel_eff, attention_eff = efficiency, 1.0, 1.0
@@ -219,6 +220,7 @@ def _expected(
         gpu.bandwidth_bytes_per_s, gpu.streaming_multiprocessors, gpu.boost_clock_hz, profile.kernels, cap
     )
     compute_eff = COMPUTE_EFFICIENCY if efficiency is None else efficiency
+    fitted_layers = overhead is None and gpu.decode_overhead_s_per_layer is None  # the cost per layer is the fit's
     if overhead is not None:
         per_layer = overhead
     elif gpu.decode_overhead_s_per_layer is not None:
@@ -259,9 +261,8 @@ def _expected(
         step_seconds=fitted.step_seconds,
         step_source=fitted.step_source,
         overhead_seconds_per_layer=per_layer,
-        python_dispatch_seconds_per_layer=fitted.python_layer_seconds
-        if overhead is None and gpu.decode_overhead_s_per_layer is None
-        else 0.0,
+        python_dispatch_seconds_per_layer=fitted.python_layer_seconds if fitted_layers else 0.0,
+        rocm_moe_seconds_per_layer=fitted.rocm_moe_layer_seconds if fitted_layers else 0.0,
         overridden=overridden,
         layers=model.layers,
         weights_read_bytes=weights,
@@ -293,6 +294,12 @@ def _expected(
         + (
             f" + Python dispatch {fitted.python_layer_seconds * 1e3:.3g} ms ({profile.engine_key} eager: {fitted.python_layer_source})"
             if fitted.python_layer_seconds
+            else ""
+        )
+        + (
+            f" + MoE layer on ROCm {fitted.rocm_moe_layer_seconds * 1e3:.3g} ms ({profile.engine} {klass} MoE runs Triton/aiter"
+            f" kernels, not sgl-kernel's CUDA ones: {fitted.rocm_moe_layer_source})"
+            if fitted.rocm_moe_layer_seconds
             else ""
         )
     )  # fmt: skip

@@ -19,6 +19,7 @@ from kvcalc.latency import all_reduce_bytes, decode, expected_seconds, tp_comm_s
 from kvcalc.presets import load_gpu, load_model
 from kvcalc.spec import Engine
 from kvcalc.units import DType, parse_engine_version
+from kvcalc.weights import WeightFormat
 from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,9 +147,9 @@ def test_every_shipped_constant_names_its_cases() -> None:
     tables = (
         decode_fit.FORMAT_INVERSE, decode_fit.KERNEL_INVERSE, decode_fit.ENGINE_KERNEL_INVERSE, decode_fit.GPU_INVERSE,
         decode_fit.ARCHITECTURE_INVERSE, decode_fit.KV_REPEAT_INVERSE, decode_fit.PYTHON_EAGER_LAYER_S,
-        {k: v for k, v in decode_fit.SM_BYTES_PER_CLOCK.items() if v},
+        decode_fit.ROCM_MOE_LAYER_S, {k: v for k, v in decode_fit.SM_BYTES_PER_CLOCK.items() if v},
     )  # fmt: skip
-    prefixes = ("format", "kernel", "own", "gpu", "architecture", "repeat", "python", "cap")
+    prefixes = ("format", "kernel", "own", "gpu", "architecture", "repeat", "python", "rocm", "cap")
     for prefix, table in zip(prefixes, tables, strict=True):
         for key in table:
             assert "cases from" in decode_fit.SOURCES[f"{prefix} {key}"], key
@@ -179,6 +180,36 @@ def test_kvcalc_decode_charges_the_new_terms_as_the_calibration_does(engine: str
         assert step.expected.kv_repeats == case.kv_repeats == 6 and step.expected.kv_repeat_inverse > 0
     else:
         assert step.expected.mode == "eager" and step.expected.python_dispatch_seconds_per_layer > 0
+
+
+def test_sglang_fp8_moe_on_rocm_pays_its_cost_per_layer_as_the_calibration_does() -> None:
+    # the sgl-cookbook's MI300X FP8 MoE rows (DeepSeek-V3.1 TP 8, MiniMax-M2 TP 4): one formula in kvcalc.latency
+    table = calibration.fit(SCOPE)
+    case = next(c for c in SCOPE if c.engine == "sglang" and c.gpu == "mi300x" and c.format_class == "fp8" and c.moe)
+    fmt = WeightFormat(dtype=DType.fp8, embeddings=DType.bf16, experts=DType.fp8)  # as the importer counts the case's bytes
+    work = Workload(seq=case.avg_context, tp=case.tp, engine=Engine(name="sglang"))
+    step = decode(load_model(case.preset), work, load_gpu(case.gpu), fmt, interconnect=case.interconnect)
+    predicted = 1 / (1 / calibration.predict(case, table) - case.prefill_seconds_per_token)
+    assert step.expected_tokens_per_s == pytest.approx(predicted, rel=2e-3)
+    assert step.expected.rocm_moe_seconds_per_layer == decode_fit.ROCM_MOE_LAYER_S["sglang fp8 moe"] > 0
+    assert "cases from 2 sources" in decode_fit.SOURCES["rocm sglang fp8 moe"]
+
+
+@pytest.mark.parametrize(
+    ("engine", "gpu", "dtype", "charged"),
+    [
+        ("sglang", "mi300x", DType.fp8, True),
+        ("sglang", "h200", DType.fp8, False),  # CUDA: sgl-kernel's kernels
+        ("vllm", "mi300x", DType.fp8, False),  # another engine's MoE path
+        ("sglang", "mi300x", DType.bf16, False),  # no 16-bit MoE case showed a cost of its own (docs/benchmarks.md)
+    ],
+)
+def test_only_sglangs_fp8_moe_on_rocm_pays_the_rocm_moe_layer_cost(engine: str, gpu: str, dtype: DType, charged: bool) -> None:
+    model = load_model("deepseek-v3")
+    fmt = WeightFormat(dtype=dtype, embeddings=DType.bf16, experts=dtype)
+    step = decode(model, Workload(seq=4096, tp=8, engine=Engine(name=engine)), load_gpu(gpu), fmt).expected
+    assert (step.rocm_moe_seconds_per_layer > 0) is charged
+    assert step.overhead_seconds_per_layer >= step.rocm_moe_seconds_per_layer
 
 
 @settings(max_examples=25, deadline=None)
@@ -414,6 +445,14 @@ def test_decode_prints_the_terms_and_the_band(cli) -> None:
         "decode", "--model", "llama3-8b", "--gpu", "gtx1050ti", "--engine", "llamacpp", "--weight-dtype", "q4_0", "--explain"
     )
     assert "streamed bandwidth = min(peak, SMs * clock" in capped.stdout and "cases from" in capped.stdout
+
+
+def test_decode_explains_sglangs_fp8_moe_cost_on_rocm(cli) -> None:
+    args = ("decode", "--model", "deepseek-v3", "--gpu", "mi300x", "--tp", "8", "--engine", "sglang", "--weight-dtype", "fp8")
+    doc = cli.json(*args)["decode"]["expected"]
+    assert doc["rocm_moe_seconds_per_layer"] > 0
+    out = cli(*args, "--explain").stdout
+    assert "MoE layer on ROCm" in out and "cases from 2 sources" in out
 
 
 def test_decode_engine_options_slow_the_step(cli) -> None:
