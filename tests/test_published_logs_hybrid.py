@@ -123,3 +123,34 @@ def test_vllm_token_line_follows_concurrency_from_0_20_1_for_every_model() -> No
         both = case["engine"]["name"] == "vllm" and "kv_tokens" in logged and "max_concurrency" in logged
         if both and version and parse_engine_version(version) >= (0, 20, 1):
             assert logged["kv_tokens"] == pytest.approx(logged["max_concurrency"] * case["seq"], abs=0.005 * case["seq"] + 1)
+
+
+def test_each_published_case_is_classed_by_its_model_file() -> None:
+    # "hybrid or sliding-window models" in docs/engines.md counts cases by `kind`: a model file with state layers is
+    # hybrid, one with window (sliding or chunked) layers and no state is sliding, any other dense or MoE
+    from kvcalc import presets
+
+    for case in calibration.published_cases():
+        model = str(MODELS.parent / case["model"]) if case["model"].startswith("models/") else case["model"]
+        spec = presets.load_model(model, None)
+        windowed = any(kind in ("sliding", "chunked") for kind in spec.attention_kinds())
+        expected = "hybrid" if any(spec.state_kinds()) else "sliding" if windowed else case["kind"]
+        assert case["kind"] == expected, case["name"]
+        assert expected in ("hybrid", "sliding") or case["kind"] in ("dense", "moe"), case["name"]
+
+
+def test_phi_3_mini_4k_slides_in_vllm_as_its_log_prints() -> None:
+    # https://github.com/sridhar1804/local-ai/blob/eb08446bfa2507a2bae3d9323f1732376c475c8a/logs/vllm.log (vLLM 0.19.1,
+    # gmu 0.85, 4,096 tokens): "GPU KV cache size: 35,648 tokens", "Maximum concurrency for 4,096 tokens per request:
+    # 8.67x". 2,228 blocks of 16 over 257 blocks a request: every layer keeps its window of 2,047 (a full-attention
+    # layer would hold 256 blocks: 8.70x)
+    blocks = 35_648 // 16
+    assert round(blocks / 257, 2) == 8.67 and round(blocks / 256, 2) == 8.70
+    [case] = [case for case in calibration.published_cases() if case["url"].startswith("https://github.com/sridhar1804/")]
+    assert (case["model"], case["kind"]) == ("phi3-mini-4k", "sliding")
+    doc = _fit(
+        "--model", "phi3-mini-4k", "--gpu", "rtx3090", "--seq", "4096", "--gpu-memory-utilization", "0.85",
+        "--vllm-version", "0.19.1",
+    )  # fmt: skip
+    per_request = _line(doc, "gpu_kv_cache_tokens") / 16 / _line(doc, "max_concurrency")
+    assert per_request == pytest.approx(257)
