@@ -188,8 +188,9 @@ LimitMmOpt = Annotated[
     str | None,
     typer.Option(
         "--limit-mm-per-prompt",
-        help="vllm: items of each modality per prompt, as JSON ('{\"image\": 2}'); the vision tower reads the image entry,"
-        " and image 0 is text only: no vision tower and no multimodal profiling.",
+        help="vllm: items of each modality per prompt, as JSON ('{\"image\": 2}'); a key the model does not serve is"
+        " refused. Every modality it serves at 0 (Qwen-VL: image and video) is text only: no vision tower and no"
+        " multimodal profiling.",
     ),
 ]
 LanguageOnlyOpt = Annotated[
