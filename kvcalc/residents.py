@@ -84,11 +84,25 @@ def eagle_params(model: ModelSpec) -> int:
     return model.layers * per_layer - h + 2 * h * h
 
 
-def as_eagle_head(model: ModelSpec, ref: str, workload: Workload) -> ModelSpec:
+EAGLE_RULE_RELEASE = (0, 19, 0)  # the wheel EAGLE_RULE was read in
+
+
+def eagle_rule(workload: Workload) -> str:
+    """EAGLE_RULE, and for a --vllm-version other than the release it was read in, that the head is
+    counted as that release builds it (other releases' llama_eagle.py and eagle.py are not read)."""
+    version = workload.engine.vllm_version
+    if version is None or parse_engine_version(version) == EAGLE_RULE_RELEASE:
+        return EAGLE_RULE
+    return f"{EAGLE_RULE}; vLLM {version} is not read: its EAGLE-1 head is counted as 0.19.0 builds it"
+
+
+def as_eagle_head(target: ModelSpec, model: ModelSpec, ref: str, workload: Workload) -> ModelSpec:
     """The draft as vLLM builds it: an EAGLE-1 head when `ref` (its preset, path or repo id) holds
     "eagle-" (EAGLE_NAME_MARK) and its config is a plain decoder (an EAGLE-3 config names its own
     architecture), with eagle_params as its params; any other draft unchanged. Only a dense
-    full-attention Llama-style decoder is counted so, and only for vllm and textbook."""
+    full-attention Llama-style decoder is counted so, only for vllm and textbook, and only on a
+    `target` of its hidden size and vocabulary: the head reads the target's hidden states and
+    shares its embedding table and LM head."""
     if EAGLE_NAME_MARK not in ref.lower() or model.speculative_head is not None:
         return model
     rules = engines.profile(workload.engine)
@@ -99,6 +113,13 @@ def as_eagle_head(model: ModelSpec, ref: str, workload: Workload) -> ModelSpec:
         )
     if model.moe is not None or model.mla is not None or model.hidden is None or model.intermediate is None:
         raise InvalidInput(f"--speculative-model {ref}: an EAGLE-1 head is counted for a dense Llama-style decoder only")
+    for field in ("hidden", "vocab"):
+        own, targets = getattr(model, field), getattr(target, field)
+        if own is not None and targets is not None and own != targets:
+            raise InvalidInput(
+                f"--speculative-model {ref}: an EAGLE-1 head of {field} {own:,} cannot run on {target.name}'s {targets:,}"
+                " (it reads the target's hidden states and shares its embedding table and LM head)"
+            )
     params = eagle_params(model)
     return model.model_copy(
         update={
@@ -112,12 +133,30 @@ def as_eagle_head(model: ModelSpec, ref: str, workload: Workload) -> ModelSpec:
                     None,
                     [
                         model.source,
-                        f"an EAGLE-1 head ('eagle-' in its name: vllm/config/speculative.py): {params:,} params as {EAGLE_RULE}",
+                        f"an EAGLE-1 head ('eagle-' in its name: vllm/config/speculative.py): {params:,} params as"
+                        f" {eagle_rule(workload)}",
                     ],
                 )
             ),
         }
     )
+
+
+def eagle_step_reads(target: ModelSpec, head: ModelSpec, workload: Workload) -> tuple[ModelSpec, str]:
+    """What one decode step of an EAGLE-1 head (as_eagle_head) reads: its own params and the target's
+    LM head, V x h, which it shares (_maybe_share_lm_head, EAGLE_RULE) and runs each step to pick its
+    proposal; so the head as decode times it, with its params plus the LM head's, and the line that
+    says so. Any other draft unchanged, with no line."""
+    if head.speculative_head != "eagle" or target.vocab is None or target.hidden is None:
+        return head, ""
+    lm_head = target.vocab * target.hidden
+    params = int(head.params or 0)  # as_eagle_head's count
+    tp = f", split over tp {workload.tp}" if workload.tp > 1 else ""
+    note = (
+        f"a step reads the head's {params:,} params and the target's LM head it shares, vocab * hidden ="
+        f" {target.vocab:,} * {target.hidden:,} = {lm_head:,} params{tp} ({eagle_rule(workload)})"
+    )
+    return head.model_copy(update={"params": params + lm_head}), note
 
 
 def draft(target: ModelSpec, model: ModelSpec, workload: Workload, weights: WeightFormat | None = None) -> "Draft":
@@ -146,7 +185,9 @@ def draft(target: ModelSpec, model: ModelSpec, workload: Workload, weights: Weig
         kv_bytes_per_token=kv,
         weights_formula=f"{weights_formula(params, fmt)}{tp}",
         kv_formula=f"{len(per_layer)} layers * {per_layer[0] if per_layer else 0:,} B per token per layer on one GPU = {kv:,} B",
-        source=f"an EAGLE-1 head as {EAGLE_RULE}, {rules.draft_rule}" if model.speculative_head == "eagle" else rules.draft_rule,
+        source=f"an EAGLE-1 head as {eagle_rule(workload)}, {rules.draft_rule}"
+        if model.speculative_head == "eagle"
+        else rules.draft_rule,
     )
 
 
