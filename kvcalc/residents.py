@@ -84,11 +84,25 @@ def eagle_params(model: ModelSpec) -> int:
     return model.layers * per_layer - h + 2 * h * h
 
 
-def as_eagle_head(model: ModelSpec, ref: str, workload: Workload) -> ModelSpec:
+EAGLE_RULE_RELEASE = (0, 19, 0)  # the wheel EAGLE_RULE was read in
+
+
+def eagle_rule(workload: Workload) -> str:
+    """EAGLE_RULE, and for a --vllm-version other than the release it was read in, that the head is
+    counted as that release builds it (other releases' llama_eagle.py and eagle.py are not read)."""
+    version = workload.engine.vllm_version
+    if version is None or parse_engine_version(version) == EAGLE_RULE_RELEASE:
+        return EAGLE_RULE
+    return f"{EAGLE_RULE}; vLLM {version} is not read: its EAGLE-1 head is counted as 0.19.0 builds it"
+
+
+def as_eagle_head(target: ModelSpec, model: ModelSpec, ref: str, workload: Workload) -> ModelSpec:
     """The draft as vLLM builds it: an EAGLE-1 head when `ref` (its preset, path or repo id) holds
     "eagle-" (EAGLE_NAME_MARK) and its config is a plain decoder (an EAGLE-3 config names its own
     architecture), with eagle_params as its params; any other draft unchanged. Only a dense
-    full-attention Llama-style decoder is counted so, and only for vllm and textbook."""
+    full-attention Llama-style decoder is counted so, only for vllm and textbook, and only on a
+    `target` of its hidden size and vocabulary: the head reads the target's hidden states and
+    shares its embedding table and LM head."""
     if EAGLE_NAME_MARK not in ref.lower() or model.speculative_head is not None:
         return model
     rules = engines.profile(workload.engine)
@@ -99,6 +113,13 @@ def as_eagle_head(model: ModelSpec, ref: str, workload: Workload) -> ModelSpec:
         )
     if model.moe is not None or model.mla is not None or model.hidden is None or model.intermediate is None:
         raise InvalidInput(f"--speculative-model {ref}: an EAGLE-1 head is counted for a dense Llama-style decoder only")
+    for field in ("hidden", "vocab"):
+        own, targets = getattr(model, field), getattr(target, field)
+        if own is not None and targets is not None and own != targets:
+            raise InvalidInput(
+                f"--speculative-model {ref}: an EAGLE-1 head of {field} {own:,} cannot run on {target.name}'s {targets:,}"
+                " (it reads the target's hidden states and shares its embedding table and LM head)"
+            )
     params = eagle_params(model)
     return model.model_copy(
         update={
@@ -112,12 +133,30 @@ def as_eagle_head(model: ModelSpec, ref: str, workload: Workload) -> ModelSpec:
                     None,
                     [
                         model.source,
-                        f"an EAGLE-1 head ('eagle-' in its name: vllm/config/speculative.py): {params:,} params as {EAGLE_RULE}",
+                        f"an EAGLE-1 head ('eagle-' in its name: vllm/config/speculative.py): {params:,} params as"
+                        f" {eagle_rule(workload)}",
                     ],
                 )
             ),
         }
     )
+
+
+def eagle_step_reads(target: ModelSpec, head: ModelSpec, workload: Workload) -> tuple[ModelSpec, str]:
+    """What one decode step of an EAGLE-1 head (as_eagle_head) reads: its own params and the target's
+    LM head, V x h, which it shares (_maybe_share_lm_head, EAGLE_RULE) and runs each step to pick its
+    proposal; so the head as decode times it, with its params plus the LM head's, and the line that
+    says so. Any other draft unchanged, with no line."""
+    if head.speculative_head != "eagle" or target.vocab is None or target.hidden is None:
+        return head, ""
+    lm_head = target.vocab * target.hidden
+    params = int(head.params or 0)  # as_eagle_head's count
+    tp = f", split over tp {workload.tp}" if workload.tp > 1 else ""
+    note = (
+        f"a step reads the head's {params:,} params and the target's LM head it shares, vocab * hidden ="
+        f" {target.vocab:,} * {target.hidden:,} = {lm_head:,} params{tp} ({eagle_rule(workload)})"
+    )
+    return head.model_copy(update={"params": params + lm_head}), note
 
 
 def draft(target: ModelSpec, model: ModelSpec, workload: Workload, weights: WeightFormat | None = None) -> "Draft":
@@ -146,7 +185,9 @@ def draft(target: ModelSpec, model: ModelSpec, workload: Workload, weights: Weig
         kv_bytes_per_token=kv,
         weights_formula=f"{weights_formula(params, fmt)}{tp}",
         kv_formula=f"{len(per_layer)} layers * {per_layer[0] if per_layer else 0:,} B per token per layer on one GPU = {kv:,} B",
-        source=f"an EAGLE-1 head as {EAGLE_RULE}, {rules.draft_rule}" if model.speculative_head == "eagle" else rules.draft_rule,
+        source=f"an EAGLE-1 head as {eagle_rule(workload)}, {rules.draft_rule}"
+        if model.speculative_head == "eagle"
+        else rules.draft_rule,
     )
 
 
@@ -289,6 +330,11 @@ def with_second_pool(budget: Budget, found: Draft, target_tokens: int) -> Budget
     )
 
 
+def _within(version: str | None, releases: tuple[tuple[int, int, int], tuple[int, int, int]]) -> bool:
+    """Whether vLLM `version` is in [releases[0], releases[1])."""
+    return version is not None and releases[0] <= parse_engine_version(version) < releases[1]
+
+
 LORA_TERM = "LoRA slots"
 VLLM_MAX_LORA_RANK = 16  # vLLM's default --max-lora-rank (vllm/config/lora.py)
 # vLLM 0.7.x budgets without the LoRA slots: V0's load_model measures model_memory_usage around get_model only and
@@ -306,8 +352,7 @@ def lora_outside_budget(version: str | None) -> bool:
     >>> [lora_outside_budget(v) for v in ("0.6.6.post1", "0.7.0", "0.7.3", "0.8.0", None)]
     [False, True, True, False, False]
     """
-    since, until = LORA_OUTSIDE_BUDGET
-    return version is not None and since <= parse_engine_version(version) < until
+    return _within(version, LORA_OUTSIDE_BUDGET)
 
 
 def lora_term(
@@ -556,7 +601,7 @@ MM_PROFILE_TERM = "multimodal profiling"
 # vllm/config/multimodal.py (MultiModalConfig.limit_per_prompt): a modality the user does not limit
 # is allowed this many items per prompt; the profiling run packs as many as the encoder budget holds.
 VLLM_DEFAULT_MM_LIMIT = 999
-IMAGE = "image"  # the modality a vision tower serves: kvcalc profiles its largest image (a video's frames are not read)
+IMAGE = "image"  # every vision tower serves images; kvcalc profiles the largest (a video only where the tower gives its sizes)
 
 
 class Multimodal(Frozen):
@@ -574,16 +619,40 @@ class Multimodal(Frozen):
         """Items per prompt of `modality`: --limit-mm-per-prompt's entry, or the engine's `default`."""
         return (self.limits or {}).get(modality, default)
 
-    def image_limit(self, default: int) -> int:
-        """Items per prompt of the modality the vision tower serves and kvcalc profiles, images:
-        --limit-mm-per-prompt's "image", or the engine's `default` when it does not name it
-        (MultiModalConfig.get_limit_per_prompt); another modality's limit says nothing of the tower."""
-        return (self.limits or {}).get(IMAGE, default)
+    def text_only(self, model: ModelSpec) -> bool:
+        """--language-model-only, or every modality the model serves (served_modalities) limited to 0:
+        the vision tower is neither built nor profiled. One modality still served keeps both."""
+        return self.language_only or all(self.limit(m, VLLM_DEFAULT_MM_LIMIT) == 0 for m in served_modalities(model))
 
-    @property
-    def text_only(self) -> bool:
-        """Images limited to 0, or --language-model-only: the vision tower is neither built nor profiled."""
-        return self.language_only or self.image_limit(VLLM_DEFAULT_MM_LIMIT) == 0
+
+VIDEO = "video"
+# vLLM's Qwen-VL processing info serves images and videos (vllm/model_executor/models/qwen2_vl.py
+# Qwen2VLProcessingInfo.get_supported_mm_limits {"image": None, "video": None}, which qwen3_vl.py's
+# Qwen3VLProcessingInfo inherits, 0.11.0-0.19.0): kvcalc knows such a tower by its processor's max_pixels
+# (pixels_per_patch) or its video sizes; any other tower is taken to serve images only.
+
+
+def served_modalities(model: ModelSpec) -> tuple[str, ...]:
+    """The modalities kvcalc knows `model`'s tower to serve: image, and video for a Qwen-VL processor."""
+    tower = model.vision
+    if tower is not None and (tower.pixels_per_patch is not None or tower.video_patches_per_item is not None):
+        return (IMAGE, VIDEO)
+    return (IMAGE,)
+
+
+# vLLM's built-in modalities (vllm/multimodal/inputs.py MultiModalDataBuiltins: image, video, audio). A limit on one
+# the model does not serve is left unused, as vLLM's get_allowed_mm_limits reads only the supported ones.
+MODALITIES = (IMAGE, VIDEO, "audio")
+
+
+def require_known_modalities(model: ModelSpec, settings: Multimodal) -> None:
+    """Refuse a --limit-mm-per-prompt key that names no modality (a misspelt one would be silently unused)."""
+    unknown = sorted(set(settings.limits or {}) - set(MODALITIES) - set(served_modalities(model)))
+    if unknown:
+        raise InvalidInput(
+            f"--limit-mm-per-prompt: {', '.join(map(repr, unknown))} is not a modality; {model.name} serves"
+            f" {' and '.join(served_modalities(model))}"
+        )
 
 
 def vision_term(model: ModelSpec, workload: Workload, settings: Multimodal) -> BudgetTerm | None:
@@ -592,7 +661,7 @@ def vision_term(model: ModelSpec, workload: Workload, settings: Multimodal) -> B
     vllm/config/multimodal.py); None without a tower, in text-only mode, or for llama.cpp, whose
     projector is its own GGUF (--mmproj)."""
     tower, rule = model.vision, engines.profile(workload.engine).vision_rule
-    if tower is None or settings.text_only or rule is None:
+    if tower is None or settings.text_only(model) or rule is None:
         return None
     tp = f" / tp {workload.tp}" if workload.tp > 1 else ""
     if tower.stored_bytes is not None:
@@ -629,7 +698,7 @@ def multimodal_profile_term(model: ModelSpec, workload: Workload, budget: Budget
     are not materialised (the ViT's flash-attention path). None without a tower, for other engines,
     in text-only mode or with --skip-mm-profiling."""
     tower, rule = model.vision, engines.profile(workload.engine).mm_profile_rule
-    if tower is None or rule is None or settings.text_only or settings.skip_profiling:
+    if tower is None or rule is None or settings.text_only(model) or settings.skip_profiling:
         return None
     if tower.tokens_per_item is None or tower.patches_per_item is None or tower.hidden is None or tower.intermediate is None:
         return BudgetTerm(
@@ -641,6 +710,14 @@ def multimodal_profile_term(model: ModelSpec, workload: Workload, budget: Budget
         )
     engine = budget.engine
     item = profiled_item(model, workload, settings)
+    if item is None:
+        return BudgetTerm(
+            name=MM_PROFILE_TERM,
+            bytes=0,
+            formula="not modelled: images are limited to 0 and the tower gives no video sizes (video_patches_per_item,"
+            " video_tokens_per_item); vLLM profiles its largest video",
+            source=rule,
+        )
     patches_per_item, item_tokens, largest = item.patches, item.tokens, item.what
     tokens = engine.max_num_batched_tokens or 0
     encoder_budget = max(tokens, item_tokens)
@@ -655,7 +732,7 @@ def multimodal_profile_term(model: ModelSpec, workload: Workload, budget: Budget
             tokens,
             engine.max_num_seqs or V0_MAX_NUM_SEQS,
             item_tokens,
-            settings.image_limit(vision.V0_MM_LIMIT),
+            settings.limit(item.modality, vision.V0_MM_LIMIT),
             tower.encoder_decoder,
         )
     b = PACKING[model.dtype].block_bytes if model.dtype in (DType.fp32, DType.fp16, DType.bf16) else 2
@@ -676,12 +753,12 @@ def multimodal_profile_term(model: ModelSpec, workload: Workload, budget: Budget
         f" ({format_bytes(extra)}); {batch}: {items} item{'s' if items > 1 else ''} of {patches_per_item:,}"
         f" patches ({largest}); outputs = items * rows * width * b = {items} * {rows:,} * {width:,} * {b}, {held_why};"
         f" encoder peak = N * b * (2h + max(3h, MLP) / tp) + outputs = {patches:,} * {b} * (2 * {h:,} + max({3 * h // tp:,},"
-        f" {mlp:,})) + {returned:,}; --limit-mm-per-prompt '{{\"image\":0}}' or --skip-mm-profiling removes it",
+        f" {mlp:,})) + {returned:,}; --limit-mm-per-prompt at 0 for every modality served ({', '.join(served_modalities(model))})"
+        " or --skip-mm-profiling removes it",
         source=rule,
     )
 
 
-VIDEO = "video"
 # vLLM 0.11-0.12 counts a Qwen3-VL video's tokens 12.5 times over for the timestamps' text (qwen3_vl.py
 # get_max_video_tokens, formatted_video_soft_tokens, in the 0.11.0 to 0.12.0 wheels, not 0.13.0), and keeps each dummy
 # encoder output it profiles padded with zeros: 0.11.x to the encoder budget's rows, 0.12.x to the modality's tokens
@@ -690,10 +767,6 @@ VIDEO = "video"
 VIDEO_TOKEN_FACTOR_RELEASES = ((0, 11, 0), (0, 13, 0))
 PAD_TO_BUDGET_RELEASES = ((0, 11, 0), (0, 12, 0))
 PAD_TO_ITEM_RELEASES = ((0, 12, 0), (0, 13, 0))
-
-
-def _within(version: str | None, releases: tuple[tuple[int, int, int], tuple[int, int, int]]) -> bool:
-    return version is not None and releases[0] <= parse_engine_version(version) < releases[1]
 
 
 class ProfiledItem(Frozen):
@@ -708,13 +781,16 @@ class ProfiledItem(Frozen):
     what: str  # what sets its size
 
 
-def profiled_item(model: ModelSpec, workload: Workload, settings: Multimodal) -> "ProfiledItem":
+def profiled_item(model: ModelSpec, workload: Workload, settings: Multimodal) -> "ProfiledItem | None":
     """The largest image (largest_item), or the largest video where the tower gives one, video is not
-    limited to 0, and vLLM counts more tokens for it (times video_token_factor in 0.11-0.12)."""
+    limited to 0, and vLLM counts more tokens for it (times video_token_factor in 0.11-0.12) or images
+    are limited to 0; None when images are limited to 0 and the tower gives no video sizes."""
     tower = model.vision
     assert tower is not None
     patches, tokens, largest = largest_item(model, settings)
-    image = ProfiledItem(modality=IMAGE, patches=patches, tokens=tokens, rows=tokens, what=largest)
+    image = None
+    if settings.limit(IMAGE, VLLM_DEFAULT_MM_LIMIT) > 0:
+        image = ProfiledItem(modality=IMAGE, patches=patches, tokens=tokens, rows=tokens, what=largest)
     video_patches, video_tokens = tower.video_patches_per_item, tower.video_tokens_per_item
     if video_patches is None or video_tokens is None or settings.limit(VIDEO, VLLM_DEFAULT_MM_LIMIT) == 0:
         return image
@@ -723,7 +799,7 @@ def profiled_item(model: ModelSpec, workload: Workload, settings: Multimodal) ->
     if tower.video_token_factor is not None and _within(version, VIDEO_TOKEN_FACTOR_RELEASES):
         counted = int(video_tokens * tower.video_token_factor)
         what += f", its {video_tokens:,} tokens counted {tower.video_token_factor:g} times over (vLLM {version}: qwen3_vl.py get_max_video_tokens)"
-    if counted <= tokens:
+    if image is not None and counted <= tokens:
         return image
     return ProfiledItem(modality=VIDEO, patches=video_patches, tokens=counted, rows=video_tokens, what=what)
 
@@ -762,6 +838,7 @@ def largest_item(model: ModelSpec, settings: Multimodal) -> tuple[int, int, str]
 
 def multimodal_terms(model: ModelSpec, workload: Workload, budget: Budget, settings: Multimodal) -> list[BudgetTerm]:
     """The tower's weights and vLLM's multimodal profiling as budget terms (none for a text model)."""
+    require_known_modalities(model, settings)
     weights = vision_term(model, workload, settings)
     profile = multimodal_profile_term(model, workload, budget, settings)
     return [term for term in (weights, profile) if term is not None]

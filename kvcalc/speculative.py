@@ -39,14 +39,19 @@ class SpeculativeDecode(Frozen):
 
 
 def speculative_decode(
-    target: DecodeEstimate, draft: DecodeEstimate | None, speculative_tokens: int, acceptance_rate: float
+    target: DecodeEstimate,
+    draft: DecodeEstimate | None,
+    speculative_tokens: int,
+    acceptance_rate: float,
+    draft_reads: str = "",
 ) -> SpeculativeDecode:
     """The expected speed of a round: the draft's expected step K times (none for n-gram lookup,
     `draft` None: it matches the request's own tokens on the CPU, which is not timed), then the
     target's step with K + 1 query tokens per sequence: the same weights and KV read once, its FLOPs
     (K + 1) times, max(t_memory, (K + 1) * t_compute) + the fixed costs per step. Not modelled: the
     extra experts a MoE's B(K + 1) tokens touch, the larger all-reduces, a tree of proposals, the
-    draft's first step over the accepted tokens."""
+    draft's first step over the accepted tokens. `draft_reads` says what the draft step reads beyond
+    the draft's own weights (an EAGLE-1 head: the target's LM head, residents.eagle_step_reads)."""
     require_speculative_tokens(speculative_tokens, target.seq)
     if not 0 <= acceptance_rate <= 1:
         raise InvalidInput(f"--acceptance-rate {acceptance_rate:g} must be in [0, 1]: the share of proposals accepted")
@@ -62,7 +67,8 @@ def speculative_decode(
         f"speculative decoding with {name}: K = {k} proposals per sequence per round, accepted at rate"
         f" alpha = {acceptance_rate:g} each (--acceptance-rate)",
         f"tokens per round = 1 + alpha + ... + alpha^K = {per_round:.4g} (Leviathan et al. 2023, eq. 1)",
-        f"draft step = {format_seconds(draft_step)} (the draft's expected decode step at batch {draft.batch}, seq {draft.seq:,})"
+        f"draft step = {format_seconds(draft_step)} (the draft's expected decode step at batch {draft.batch}, seq {draft.seq:,},"
+        f" reading {draft.weights_read_bytes:,} B of weights per GPU{': ' + draft_reads if draft_reads else ''})"
         if draft
         else "draft step = 0 s: n-gram lookup runs no model on the GPU; its matching runs on the CPU in numpy and is not timed"
         " (vllm/v1/spec_decode/ngram_proposer.py NgramProposer.propose, 0.10.2)",

@@ -262,13 +262,13 @@ def test_size_takes_the_draft_into_its_budget(cli) -> None:
 EAGLE1_PARAMS = 4096 * 6144 + 4096 * 4096 + 3 * 4096 * 14336 + 4096 + 2 * 4096 * 4096  # qkv, o, MLP, one norm, fc
 
 
-def eagle1_config(tmp_path, name: str = "EAGLE-llama3-8b") -> str:
-    """A one-layer draft config.json of Llama-3-8B's shapes (the repository's copy with num_hidden_layers 1) in a folder
-    whose name holds "eagle-" or not."""
+def eagle1_config(tmp_path, name: str = "EAGLE-llama3-8b", **changed: int) -> str:
+    """A one-layer draft config.json of Llama-3-8B's shapes (the repository's copy with num_hidden_layers 1, and any
+    `changed` fields) in a folder whose name holds "eagle-" or not."""
     config = json.loads((HF_CONFIGS / "llama3-8b-config.json").read_text())
     folder = tmp_path / name
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 1}))
+    (folder / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 1, **changed}))
     return str(folder / "config.json")
 
 
@@ -315,3 +315,36 @@ def test_eagle1_head_of_a_moe_config_is_refused(cli, tmp_path) -> None:
     )
     assert result.exit_code == 2
     assert "an EAGLE-1 head is counted for a dense Llama-style decoder only" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"), [("hidden_size", 5120, "hidden 5,120"), ("vocab_size", 32000, "vocab 32,000")]
+)
+def test_eagle1_head_of_another_width_or_vocabulary_is_refused(cli, tmp_path, field: str, value: int, named: str) -> None:
+    """The head reads the target's hidden states and shares its embedding table and LM head (llama_eagle.py, eagle.py)."""
+    draft = eagle1_config(tmp_path, **{field: value})
+    result = cli("fit", "--model", "llama3-8b", "--gpu", "h100-sxm", "--engine", "vllm", "--speculative-model", draft)
+    assert result.exit_code == 2
+    assert f"an EAGLE-1 head of {named} cannot run on llama3-8b's" in result.stderr
+
+
+def test_an_eagle1_draft_step_reads_the_targets_lm_head(cli, tmp_path) -> None:
+    """Each draft step runs the target's LM head, which the head shares (eagle.py _maybe_share_lm_head, 0.19.0):
+    its weights read are the head's own and vocab x hidden, 128,256 x 4,096, in bf16."""
+    decode = ["decode", "--model", "llama3-8b", "--gpu", "h100-sxm", "--engine", "vllm", "--seq", "4k", "--batch", "8"]
+    spec = ["--num-speculative-tokens", "3", "--acceptance-rate", "0.7", "--explain"]
+    result = cli(*decode, "--speculative-model", eagle1_config(tmp_path), *spec)
+    assert result.exit_code == 0, result.output
+    lm_head = 128_256 * 4_096
+    assert lm_head * 2 <= (EAGLE1_PARAMS + lm_head) * 2 == 1_553_997_824
+    assert "reading 1,553,997,824 B of weights per GPU: a step reads the head's 251,662,336 params and the target's LM head" in (
+        result.stdout
+    )
+
+
+@pytest.mark.parametrize(("version", "noted"), [("0.6.3", True), ("0.12.0", True), ("0.19.0", False)])
+def test_eagle1_rule_says_when_the_release_was_not_read(cli, tmp_path, version: str, noted: bool) -> None:
+    fit = ["fit", "--model", "llama3-8b", "--gpu", "h100-sxm", "--engine", "vllm", "--vllm-version", version, "--explain"]
+    result = cli(*fit, "--speculative-model", eagle1_config(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert (f"vLLM {version} is not read: its EAGLE-1 head is counted as 0.19.0 builds it" in result.stdout) is noted

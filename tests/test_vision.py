@@ -608,3 +608,49 @@ def test_vllm_0_11_pads_each_dummy_output_to_the_encoder_budget() -> None:
     assert "outputs = items * rows * width * b = 32 * 256 * 2,560 * 2, as the tower returns them" in _profile_formula_of(
         "gemma3-4b", "0.19.0"
     )
+
+
+def _terms_of(model: str, limit: str) -> dict[str, int]:
+    args = ["fit", "--model", model, "--gpu", "h100-sxm", "--tp", "2", "--engine", "vllm", "--vllm-version", "0.12.0"]
+    result = runner.invoke(app, [*args, "--limit-mm-per-prompt", limit, "--json"])
+    assert result.exit_code == 0, result.output
+    return {term["name"]: term["bytes"] for term in json.loads(result.stdout)["budget"]["terms"]}
+
+
+def test_a_qwen_vl_model_is_text_only_when_image_and_video_are_both_0() -> None:
+    """vLLM's Qwen-VL processing info serves image and video (qwen2_vl.py get_supported_mm_limits, inherited by
+    qwen3_vl.py): video 1 with image 0 keeps the tower and profiles the largest video; both 0 drop them."""
+    video_only = _terms_of("qwen3-vl-30b-a3b", '{"image": 0, "video": 1}')
+    assert video_only[residents.VISION_TERM] > 0
+    assert video_only[residents.MM_PROFILE_TERM] == 153_600 * 8_192 * 2  # the video, as vllm 0.12.0 logs it (above)
+    text_only = _terms_of("qwen3-vl-30b-a3b", '{"image": 0, "video": 0}')
+    assert residents.VISION_TERM not in text_only and residents.MM_PROFILE_TERM not in text_only
+
+
+def test_an_image_0_limit_without_video_sizes_says_video_profiling_is_not_modelled() -> None:
+    result = runner.invoke(
+        app,
+        [
+            "fit",
+            "--model",
+            "qwen3-vl-8b",
+            "--gpu",
+            "h100-sxm",
+            "--engine",
+            "vllm",
+            "--limit-mm-per-prompt",
+            '{"image": 0}',
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    (term,) = [t for t in json.loads(result.stdout)["budget"]["terms"] if t["name"] == residents.MM_PROFILE_TERM]
+    assert term["bytes"] == 0 and term["formula"].startswith("not modelled: images are limited to 0")
+
+
+@pytest.mark.parametrize(("model", "served"), [("qwen3-vl-30b-a3b", "image and video"), ("gemma3-4b", "image")])
+def test_a_misspelt_modality_exits_2_naming_those_served(model: str, served: str) -> None:
+    args = ["fit", "--model", model, "--gpu", "h100-sxm", "--tp", "2", "--engine", "vllm"]
+    result = runner.invoke(app, [*args, "--limit-mm-per-prompt", '{"vidoe": 1}'])
+    assert result.exit_code == 2
+    assert f"--limit-mm-per-prompt: 'vidoe' is not a modality; {model} serves {served}" in result.stderr

@@ -125,11 +125,11 @@ def decode(
     speculation = None
     drafting = draft_for_decode(spec, work, speculative_model, num_speculative_tokens, acceptance_rate, presets_dir)
     if drafting is not None:
-        draft_spec, tokens, acceptance = drafting
+        draft_spec, tokens, acceptance, draft_reads = drafting
         draft_step = None  # n-gram lookup: no draft model
         if draft_spec is not None:
             draft_step = latency.decode(draft_spec, work, gpu_spec, None, efficiency, overhead)
-        speculation = speculative_decode(step, draft_step, tokens, acceptance)
+        speculation = speculative_decode(step, draft_step, tokens, acceptance, draft_reads)
     first = economics.prefill(spec, work, gpu_spec, work.batch, weights_fmt, efficiency)
     plan, cost = None, economics.cost(spec, work, gpu_spec, work.batch, step.expected_tokens_per_s, weights_fmt, efficiency)
     if economics.searching:  # the batch memory holds under the engine's budget caps the search

@@ -68,7 +68,7 @@ def with_draft(
         found = residents.ngram_draft(work)
     else:
         found = residents.draft(
-            target, residents.as_eagle_head(presets.load_model(draft_ref, presets_dir), draft_ref, work), work
+            target, residents.as_eagle_head(target, presets.load_model(draft_ref, presets_dir), draft_ref, work), work
         )
     drafted, terms = residents.with_draft(work, found, tokens or 0)
     return drafted, terms, found
@@ -88,9 +88,11 @@ def draft_for_decode(
     tokens: int | None,
     acceptance: float | None,
     presets_dir: list[str] | None,
-) -> tuple[ModelSpec | None, int, float] | None:
-    """The draft model (None for n-gram lookup, which has none), K and the acceptance rate decode
-    times speculative rounds with; all three given, or none. n-gram lookup on an engine fit and size
+) -> tuple[ModelSpec | None, int, float, str] | None:
+    """The draft model as a step reads it (None for n-gram lookup, which has none; an EAGLE-1 head
+    with the target's LM head, residents.eagle_step_reads), K, the acceptance rate decode times
+    speculative rounds with, and what the draft step reads beyond the draft's own weights ("" if
+    nothing); all three options given, or none. n-gram lookup on an engine fit and size
     refuse it for is refused here too (residents.ngram_draft)."""
     given = {"--speculative-model": draft_ref, "--num-speculative-tokens": tokens, "--acceptance-rate": acceptance}
     if all(value is None for value in given.values()):
@@ -104,10 +106,11 @@ def draft_for_decode(
         raise InvalidInput("decode --speculative-model mtp is not modelled: give the draft as a model (a preset or config.json)")
     if draft_ref == residents.NGRAM:
         residents.ngram_draft(work)
-        return None, tokens, acceptance
-    draft = residents.as_eagle_head(presets.load_model(draft_ref, presets_dir), draft_ref, work)
+        return None, tokens, acceptance, ""
+    draft = residents.as_eagle_head(target, presets.load_model(draft_ref, presets_dir), draft_ref, work)
     residents.require_same_vocabulary(target, draft)
-    return draft, tokens, acceptance
+    step_reads, note = residents.eagle_step_reads(target, draft, work)
+    return step_reads, tokens, acceptance, note
 
 
 MaxLorasOpt = Annotated[
@@ -188,8 +191,9 @@ LimitMmOpt = Annotated[
     str | None,
     typer.Option(
         "--limit-mm-per-prompt",
-        help="vllm: items of each modality per prompt, as JSON ('{\"image\": 2}'); the vision tower reads the image entry,"
-        " and image 0 is text only: no vision tower and no multimodal profiling.",
+        help="vllm: items of each modality per prompt, as JSON ('{\"image\": 2}'); a key the model does not serve is"
+        " refused. Every modality it serves at 0 (Qwen-VL: image and video) is text only: no vision tower and no"
+        " multimodal profiling.",
     ),
 ]
 LanguageOnlyOpt = Annotated[
