@@ -21,7 +21,7 @@ from kvcalc.base import Frozen
 from kvcalc.engines import StateDtypes, StatePages
 from kvcalc.errors import InvalidInput
 from kvcalc.spec import AttentionKind, Engine, ModelSpec, StateKind, Workload, cache_dtypes
-from kvcalc.state import LayerState, layer_states
+from kvcalc.state import LayerState, layer_states, state_parts_bytes
 from kvcalc.units import PACKING, DType, format_bytes
 
 CacheKind = Literal[
@@ -499,7 +499,7 @@ class StateLayout(Frozen):
 
 def layer_state_bytes(state: LayerState, dtypes: StateDtypes) -> int:
     """Bytes of one layer's state: conv values in the conv dtype plus recurrent values in theirs."""
-    return state.conv_values * PACKING[dtypes.conv].block_bytes + state.recurrent_values * PACKING[dtypes.recurrent].block_bytes
+    return sum(state_parts_bytes([state], dtypes.conv, dtypes.recurrent))
 
 
 def state_layout(model: ModelSpec, workload: Workload) -> "StateLayout":

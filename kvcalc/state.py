@@ -13,11 +13,13 @@ are each engine's (kvcalc.engines); this module counts elements on one tensor-pa
 # no `from __future__ import annotations`: pydantic takes the fields' annotations as objects rather than
 # compiling and evaluating each string (start-up, docs/benchmarks.md)
 
+from collections.abc import Iterable
 from math import prod
 
 from kvcalc.base import Frozen
 from kvcalc.errors import InvalidInput
 from kvcalc.spec import ModelSpec, StateKind
+from kvcalc.units import PACKING, DType
 
 
 class LayerState(Frozen):
@@ -146,3 +148,18 @@ def layer_states(model: ModelSpec, tp: int = 1) -> list[LayerState | None]:
     kinds = model.state_kinds()
     shapes = {kind: layer_state(kind, model, tp) if kind is not None else None for kind in set(kinds)}
     return list(map(shapes.__getitem__, kinds))
+
+
+def state_parts_bytes(
+    states: Iterable[LayerState | None], conv_dtype: DType, recurrent_dtype: DType, rows: int = 1
+) -> tuple[int, int]:
+    """Conv and recurrent bytes of `rows` copies of the given layers' states (None: a layer without
+    state), each part's values in its own dtype: the one formula kvcalc.kvcache and the engines' log lines use.
+
+    >>> s = LayerState(kind="mamba2", conv_shape=(14, 3), recurrent_shape=(4, 2, 3), formula="")
+    >>> state_parts_bytes([s, None, s], DType.fp32, DType.bf16, rows=2)
+    (672, 192)
+    """
+    present = [state for state in states if state]
+    conv, recurrent = sum(state.conv_values for state in present), sum(state.recurrent_values for state in present)
+    return rows * conv * PACKING[conv_dtype].block_bytes, rows * recurrent * PACKING[recurrent_dtype].block_bytes

@@ -151,3 +151,31 @@ def test_the_v2_profile_never_takes_more_than_v1s(
         return budget(model, Workload(seq=4096, engine=engine), memory, gpu_name=gpu).usable_bytes
 
     assert usable(True) >= usable(False)
+
+
+def _sampler_formula(cli, *args: str) -> str:
+    doc = cli.json("fit", "--model", "qwen2.5-7b", "--gpu", "h100-sxm", "--seq", "4096", "--engine", "vllm", *args)
+    return _term(doc, "activation peak")["formula"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--vllm-version", "0.7.3"),  # the V0 engine's sampler
+        ("--vllm-version", "0.22.0", "--vllm-use-v2-model-runner", "1"),  # the V2 runner's dummy sampler skips top-k/top-p
+    ],
+)
+@pytest.mark.parametrize("flag", ["--vllm-flashinfer-sampler", "--no-vllm-flashinfer-sampler"])
+def test_the_sampler_flag_says_it_is_ignored_where_no_flashinfer_choice_exists(cli, args: tuple[str, ...], flag: str) -> None:
+    plain, flagged = _sampler_formula(cli, *args), _sampler_formula(cli, *args, flag)
+    assert f"{flag} ignored: this sampler has no FlashInfer choice" in flagged
+    assert "ignored" not in plain
+    assert plain.split(" B per logit")[0] == flagged.split(" B per logit")[0]  # the same bytes per logit either way
+
+
+def test_a_sampler_flag_without_a_release_follows_the_newest_rule(cli) -> None:
+    # no --vllm-version = the newest release's rules: from 0.17 either sampler profiles 15 B per logit
+    for flag in ("--vllm-flashinfer-sampler", "--no-vllm-flashinfer-sampler"):
+        formula = _sampler_formula(cli, "--vllm-use-v2-model-runner", "0", flag)
+        assert "15 B per logit" in formula and "(newest rules)" in formula and "0.17.0 on" in formula
+    assert "38 B per logit" in _sampler_formula(cli, "--vllm-use-v2-model-runner", "0")  # no flag: the largest published

@@ -101,3 +101,37 @@ def test_llamacpp_state_is_rows_of_one_sequence_whatever_the_context(batch: int,
     engine = Engine(name="llamacpp", kv_unified=unified, n_rs_seq=n_rs_seq)
     kv = estimate_kv(model, Workload(seq=max(seq, batch), batch=batch, engine=engine))
     assert kv.state_bytes_per_batch == batch * (1 + n_rs_seq) * one
+
+
+def _recurrent_line(cli, *args: str) -> str:
+    doc = cli.json(
+        "fit", "--model", "qwen3.5-9b", "--gpu", "h100-sxm", "--engine", "llamacpp", "--seq", "8192", "--batch", "4", *args
+    )
+    (line,) = [log["line"] for log in doc["engine_log"] if log["name"] == "recurrent_state_mib"]
+    return line
+
+
+def test_the_recurrent_line_is_the_whole_models_state_on_several_gpus(cli) -> None:
+    # llama.cpp splits layers across GPUs (-sm layer, -ts), not heads, and logs the whole model's state: the 2-GPU
+    # Qwen3.5-27B case in llamacpp_recurrent.yaml logs the same 598.50 MiB a one-GPU run of its flags gives
+    one = _recurrent_line(cli)
+    assert "size =  201.00 MiB" in one  # 24 state layers * 4 rows: R 9.00 + S 192.00, as the b9849 -np 4 log prints
+    assert _recurrent_line(cli, "--tp", "2") == one == _recurrent_line(cli, "--pp", "2")
+
+
+def test_n_rs_seq_is_refused_on_a_model_without_state_layers(cli) -> None:
+    result = cli("size", "--model", "llama3-8b", "--engine", "llamacpp", "--seq", "4096", "--n-rs-seq", "2")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "Error: --n-rs-seq 2: llama3-8b has no recurrent-state layers, so llama.cpp keeps no rows to roll back"
+    ]
+    assert cli("size", "--model", "llama3-8b", "--engine", "llamacpp", "--seq", "4096", "--n-rs-seq", "0").exit_code == 0
+
+
+def test_help_and_explain_say_which_architectures_keep_rollback_rows(cli) -> None:
+    assert "Only the architectures llama.cpp's llm_arch_supports_rs_rollback lists keep them" in cli.help("size")
+    result = cli("size", "--model", "qwen3.5-9b", "--engine", "llamacpp", "--seq", "8192", "--n-rs-seq", "2", "--explain")
+    assert result.exit_code == 0, result.output
+    explained = " ".join(result.stdout.split())
+    assert "for any other hybrid llama_context clamps n_rs_seq to 0" in explained
+    assert "the server checkpoints the state to host memory instead" in explained

@@ -40,8 +40,11 @@ def test_nemotron_3_nano_4b_file_gives_the_pool_its_log_prints() -> None:
     assert _line(doc, "attention_block_size") == 1952
     assert round(_line(doc, "mamba_page_padding_percent"), 2) == 0.18
     assert doc["budget"]["usable_bytes"] / GiB == pytest.approx(103.39, abs=0.2)
-    # the build prints the 0.19 line, num_blocks // 7 groups * block: 991 * 1,952
-    assert _line(doc, "mamba_cache_blocks") // 7 * 1952 == pytest.approx(1_934_432, rel=0.002)
+    # the build prints the 0.19 line (num_blocks // 7 groups * block), as kvcalc's 0.20.0 line does: 1,932,480 tokens.
+    # rel 0.002: the token line scales with the budget, which is 0.13 GiB (0.12 %) below the log's 103.39 GiB
+    tokens = next(line for line in doc["engine_log"] if line["name"] == "gpu_kv_cache_tokens")
+    assert "// 7 groups * block 1952" in tokens["note"]
+    assert tokens["value"] == pytest.approx(1_934_432, rel=0.002)
 
 
 def test_nemotron_3_nano_30b_file_gives_the_pool_its_log_prints() -> None:
@@ -111,12 +114,22 @@ def test_vllm_token_line_follows_concurrency_from_0_20_1_for_every_model() -> No
     # in the 0.20.1, 0.20.2 and 0.21.0 wheels. Gemma 4 26B-A4B on 0.20.0 logs 177,440 tokens at 35.75x of 8,192
     # (https://github.com/jethac/dgx-spark-hijinks/blob/29166059ba96e77d33f60b7fd0e8032a40ab87e4/results/vllm_gemma4_26b_a4b_bf16_20260607T131917Z_server.log);
     # Gemma 4 31B on 0.26.0 logs 217,116 = 13.25 * 16,384 (https://github.com/johnpfeiffer/source.johnpfeiffer.github.io/blob/13159be9b5103cdd62d8b01b68ec03f9b28efbb6/content/ai/b300-deepseek-0731.md)
-    assert 177_440 != pytest.approx(35.75 * 8192, abs=0.005 * 8192)
-    assert 217_116 == pytest.approx(13.25 * 16384, abs=0.005 * 16384)
     args = ["--model", "gemma4-26b-a4b", "--gpu", "dgx-spark", "--seq", "8192", "--gpu-memory-utilization", "0.8"]
-    old, new = _fit(*args, "--vllm-version", "0.20.0"), _fit(*args, "--vllm-version", "0.20.1")
+    old = _fit(*args, "--max-num-batched-tokens", "4096", "--vllm-version", "0.20.0")
+    new = _fit(*args, "--vllm-version", "0.20.1")
     assert "// " in next(line["note"] for line in old["engine_log"] if line["name"] == "gpu_kv_cache_tokens")
+    # kvcalc's 0.20.0 line is blocks, not concurrency * 8,192 (as the log's 177,440 is not 35.75 * 8,192 = 292,864);
+    # rel 0.05: kvcalc's budget is 1.89 GiB (4.6 %) above the log's 40.61 GiB available and the token line follows it
+    assert _line(old, "gpu_kv_cache_tokens") < 0.9 * _line(old, "max_concurrency") * 8192
+    assert _line(old, "gpu_kv_cache_tokens") == pytest.approx(177_440, rel=0.05)
     assert _line(new, "gpu_kv_cache_tokens") == int(_line(new, "max_concurrency") * 8192)
+    # the Gemma 4 31B log (0.26.0): kvcalc prints int(concurrency * 16,384) as that log does; its concurrency, 19.46
+    # against the logged 13.25, is a documented miss (docs/engines.md), not asserted here
+    b300 = _fit(
+        "--model", "gemma4-31b", "--gpu", "b300", "--memory", "267.69GiB", "--seq", "16384",
+        "--gpu-memory-utilization", "0.92", "--vllm-version", "0.26.0",
+    )  # fmt: skip
+    assert _line(b300, "gpu_kv_cache_tokens") == int(_line(b300, "max_concurrency") * 16384)
     # every published log from 0.20.1 on that prints both lines obeys the second formula
     for case in calibration.published_cases():
         logged, version = case["logged"], case["engine"].get("vllm_version")

@@ -70,7 +70,9 @@ NRsSeqOpt = Annotated[
     typer.Option(
         "--n-rs-seq",
         help="llamacpp: recurrent-state snapshots each sequence keeps for speculative rollback (newer builds, with a draft"
-        " model or MTP; default 0): hybrid models' state takes 1 + N cells per sequence.",
+        " model or MTP; default 0): hybrid models' state takes 1 + N rows per sequence. Only the architectures llama.cpp's"
+        " llm_arch_supports_rs_rollback lists keep them (Qwen3.5/3.6 qwen35, qwen35moe); for other hybrids llama.cpp clamps N"
+        " to 0 and checkpoints to host: leave it at 0. Refused for a model without state layers.",
     ),
 ]
 MaxBatchedOpt = Annotated[

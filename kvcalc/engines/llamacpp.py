@@ -2,8 +2,9 @@
 sequences (-np); block-quantized cache types; iSWA with --swa-full; MLA GGUFs cache a K-only latent.
 Rules follow llama.cpp from PR #17046 on (llama-cpp-python 0.3.36, as measured in
 shared/reference/engines.md); its memory budget is the textbook one. Hybrid models' recurrent state:
-f32, max(1, n_seq_max) cells of 1 + --n-rs-seq rows each, exact against 16 published start-up logs
-(tests/fixtures/engine_logs/llamacpp_recurrent.yaml, builds b9222 to b10326). Sources: src/llama-context.cpp,
+f32, max(1, n_seq_max) cells of 1 + --n-rs-seq rows each, exact against 16 published start-up logs, 6 with a web
+address (the others are stored copies known by index id; tests/fixtures/engine_logs/llamacpp_recurrent.yaml, builds
+b9222 to b10326). Sources: src/llama-context.cpp,
 src/llama-kv-cache.cpp, src/llama-kv-cache-iswa.cpp, ggml/src/ggml.c, src/llama-model.cpp (create_memory),
 src/llama-memory-recurrent.cpp, src/llama-hparams.cpp (n_embd_r, n_embd_s)."""
 
@@ -15,7 +16,7 @@ from kvcalc.decode_profiles import DecodeProfile, profile_for
 from kvcalc.engines.base import EngineLogLine, EngineProfile, MlaStorage, StageLayer, StateDtypes, StatePages, cdiv
 from kvcalc.errors import InvalidInput
 from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload, cache_dtypes
-from kvcalc.state import layer_states
+from kvcalc.state import layer_states, state_parts_bytes
 from kvcalc.units import PACKING, DType, MiB
 
 LLAMACPP_PAD = 256  # llama.cpp pads the cache to 256 cells (src/llama-context.cpp, llama-kv-cache.cpp)
@@ -104,6 +105,10 @@ class LlamaCpp(EngineProfile):
             raise InvalidInput("--block-size does not apply to --engine llamacpp (it pads to 256 cells)")
         if workload.state_dtype is not None:
             raise InvalidInput("llama.cpp keeps recurrent state in f32 (hard-coded in src/llama-model.cpp): drop --state-dtype")
+        if engine.n_rs_seq and not any(model.state_kinds()):
+            raise InvalidInput(
+                f"--n-rs-seq {engine.n_rs_seq}: {model.name} has no recurrent-state layers, so llama.cpp keeps no rows to roll back"
+            )
         if "lightning" in model.state_kinds():
             raise InvalidInput("llama.cpp has no lightning-attention state (MiniMax-M1): kvcalc does not model it")
 
@@ -129,14 +134,14 @@ class LlamaCpp(EngineProfile):
     ) -> list[EngineLogLine]:
         """The "llama_memory_recurrent: size = ..." line a hybrid model's start-up prints: R is the conv
         rows (n_embd_r), S the recurrent rows (n_embd_s), both f32, rs_size * (1 + n_rs_seq) rows per state layer."""
-        states = [state for state in layer_states(model, workload.tp) if state]
+        # the whole model's state: llama.cpp splits layers across GPUs (-sm layer, -ts), not heads, and logs the total
+        states = [state for state in layer_states(model) if state]
         if not states:
             return []
         dtypes = self.state_dtypes(model, workload)
         cells, snapshots = max(1, workload.batch), workload.engine.n_rs_seq or 0
         rows = cells * recurrent_rows_per_sequence(workload.engine)
-        r = rows * sum(state.conv_values for state in states) * PACKING[dtypes.conv].block_bytes
-        s = rows * sum(state.recurrent_values for state in states) * PACKING[dtypes.recurrent].block_bytes
+        r, s = state_parts_bytes(states, dtypes.conv, dtypes.recurrent, rows)
         line = (
             f"llama_memory_recurrent: size = {(r + s) / MiB:7.2f} MiB ({cells:6d} cells, {model.layers:3d} layers,"
             f" {workload.batch:2d} seqs {snapshots:2d} rs_seq), R (f32): {r / MiB:7.2f} MiB, S (f32): {s / MiB:7.2f} MiB"
@@ -156,8 +161,10 @@ class LlamaCpp(EngineProfile):
         return [
             "llama.cpp: one recurrent cell per sequence of 1 + n_rs_seq rows (rs_size = max(1, n_seq_max), src/llama-model.cpp"
             f" create_memory; r_l, s_l of rs_size * (1 + n_rs_seq) rows, {LLAMACPP_RECURRENT_SOURCE}; published"
-            " llama-server logs with --spec-type draft-mtp --spec-draft-n-max N print N rs_seq: --n-rs-seq N, for the architectures"
-            " llm_arch_supports_rs_rollback lists (src/llama-arch.cpp: qwen35, qwen35moe; others checkpoint the state to host));"
+            " llama-server logs with --spec-type draft-mtp --spec-draft-n-max N print N rs_seq: --n-rs-seq N, only for the architectures"
+            " llm_arch_supports_rs_rollback lists (src/llama-arch.cpp: qwen35, qwen35moe, later qwen4exp, kimi-k3); for any other"
+            " hybrid llama_context clamps n_rs_seq to 0 (src/llama-context.cpp, a DEBUG line only) and the server checkpoints the"
+            " state to host memory instead: leave --n-rs-seq at 0 there, kvcalc cannot tell the GGUF's architecture);"
             " r = (d_conv - 1) * (d_inner + 2 * n_group * d_state), s = d_state * d_inner values, short conv n_embd * (L - 1)"
             " (src/llama-hparams.cpp n_embd_r, n_embd_s, ggml-org/llama.cpp 01b77b57)",
         ]

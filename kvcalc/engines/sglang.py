@@ -41,8 +41,8 @@ from kvcalc.engines.base import (
 )
 from kvcalc.errors import InvalidInput
 from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload, cache_dtypes
-from kvcalc.state import layer_states
-from kvcalc.units import PACKING, DType, GiB, MiB, format_bytes
+from kvcalc.state import layer_states, state_parts_bytes
+from kvcalc.units import DType, GiB, MiB, format_bytes
 
 SGLANG_COMMIT = "001ccef0"  # model_runner_kv_cache_mixin.py, the rules' source
 SGLANG_DTYPES = {DType.fp32, DType.fp16, DType.bf16, DType.fp8, DType.fp8_e4m3, DType.fp8_e5m2, DType.nvfp4}  # fp4_e2m1
@@ -66,8 +66,7 @@ def mamba_cache_per_req(model: ModelSpec, workload: Workload, dtypes: StateDtype
     >>> mamba_cache_per_req(m, Workload(seq=1), StateDtypes(conv=DType.bf16, recurrent=DType.fp32, why=""))
     180
     """
-    conv, ssm = PACKING[dtypes.conv].block_bytes, PACKING[dtypes.recurrent].block_bytes
-    return sum(s.conv_values * conv + s.recurrent_values * ssm for s in layer_states(model, workload.tp) if s is not None)
+    return sum(state_parts_bytes(layer_states(model, workload.tp), dtypes.conv, dtypes.recurrent))
 
 
 def gpu_class(memory_mib: float, tp: int) -> tuple[int, int]:
@@ -455,10 +454,7 @@ class SGLang(EngineProfile):
         """SGLang's "Mamba Cache is allocated" line: conv and SSM tensors of size + 1 slots per
         state layer, in GiB it labels GB (mem_cache/memory_pool.py MambaPool)."""
         dtypes = self.state_dtypes(model, workload)
-        states = [s for s in layer_states(model, workload.tp) if s is not None]
-        slots = pool.tokens + 1
-        conv = slots * sum(s.conv_values for s in states) * PACKING[dtypes.conv].block_bytes
-        ssm = slots * sum(s.recurrent_values for s in states) * PACKING[dtypes.recurrent].block_bytes
+        conv, ssm = state_parts_bytes(layer_states(model, workload.tp), dtypes.conv, dtypes.recurrent, rows=pool.tokens + 1)
         return EngineLogLine(
             engine=self.label,
             name="max_mamba_cache_size",

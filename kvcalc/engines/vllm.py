@@ -315,14 +315,15 @@ def sampler_rule(
     0.10.2 logs that say they ran it), and it runs unless FlashInfer did: a pip install has no FlashInfer before
     0.11.1, and from 0.11.1 FlashInfer's sampler is opt-in. From 0.17 the native path runs a Triton kernel for 8 or
     more rows, and either path profiles 15 B (fitted on the v0.19 logs), as the V0 engine's sampler does (`v0`, its
-    logs fit it, runs_v0). No --vllm-version: 38 B, the largest published.
+    logs fit it, runs_v0). No --vllm-version: 38 B, the largest published; with either sampler flag, the newest rule (15 B).
     `flashinfer` (--vllm-flashinfer-sampler) says which ran, as the log does: "Using FlashInfer for top-p & top-k
     sampling." (at INFO; from 0.11.1 only when opted in) or "Falling back to the PyTorch-native implementation" (up to
     0.11.0): a release before 0.11.1 installed beside a package that pulls FlashInfer in (sglang[all]), or a Docker
     image that ships it, profiles 15 B.
     The V2 runner's dummy batch asks for no top-k, top-p or logprobs ("the sampler may skip top_k, top_p,
     and logprobs", model_runner.py _dummy_sampler_run): it holds the logits in the model's dtype
-    (`logit_bytes`) and, before 0.28, their fp32 copy (V2_SAMPLER_SKIPS_FP32_COPY_SINCE).
+    (`logit_bytes`) and, before 0.28, their fp32 copy (V2_SAMPLER_SKIPS_FP32_COPY_SINCE). The V0 engine and the V2
+    runner have no FlashInfer choice here: the flag is ignored, and the reason says so.
 
     >>> [sampler_rule(v)[0] for v in ("0.19.1", "0.17.0", "0.16.0", "0.11.2", "0.11.0", "0.10.2", "0.7.3", None)]
     [15, 15, 38, 38, 38, 38, 15, 38]
@@ -330,26 +331,35 @@ def sampler_rule(
     (6, 2, 2)
     >>> [sampler_rule(v, flashinfer=True)[0] for v in ("0.9.1", "0.12.0", None)], sampler_rule("0.19.1", flashinfer=False)[0]
     ([15, 15, 15], 15)
+    >>> sampler_rule(None, flashinfer=False)[0]
+    15
     >>> sampler_rule("0.12.0", flashinfer=False)[0]
     38
     """
+    ignored = (
+        f" (--{'' if flashinfer else 'no-'}vllm-flashinfer-sampler ignored: this sampler has no FlashInfer choice)"
+        if flashinfer is not None
+        else ""
+    )
     if runner == "v2":
         if version is not None and parse_engine_version(version) < V2_SAMPLER_SKIPS_FP32_COPY_SINCE:
             return (
                 logit_bytes + FP32_BYTES,
-                f"the V2 runner's dummy sampler: the logits ({logit_bytes} B) and their fp32 copy (before 0.28)",
+                f"the V2 runner's dummy sampler: the logits ({logit_bytes} B) and their fp32 copy (before 0.28){ignored}",
             )
         return (
             logit_bytes,
-            f"the V2 runner's dummy sampler: the logits only ({logit_bytes} B), no fp32 copy for a batch that needs no processing (0.28 on)",
+            f"the V2 runner's dummy sampler: the logits only ({logit_bytes} B), no fp32 copy for a batch that needs no processing"
+            f" (0.28 on){ignored}",
         )
     if version is not None and (v0 or _version(version) < V1_ENGINE_SINCE):
-        return SAMPLER_BYTES_PER_LOGIT, f"vLLM {version}: the V0 engine's sampler (its logs fit it)"
+        return SAMPLER_BYTES_PER_LOGIT, f"vLLM {version}: the V0 engine's sampler (its logs fit it){ignored}"
     source = "vllm/v1/sample/ops/topk_topp_sampler.py"
-    if version is not None and _version(version) >= TRITON_TOP_K_TOP_P_SINCE:
+    # a sampler flag without --vllm-version follows the newest release's rule (no version = newest rules)
+    if (version is None and flashinfer is not None) or (version is not None and _version(version) >= TRITON_TOP_K_TOP_P_SINCE):
         return SAMPLER_BYTES_PER_LOGIT, (
-            f"vLLM {version}: FlashInfer's sampler or, without it, the native path's Triton top-k/top-p kernel for 8 or"
-            f" more rows, no sort ({source} apply_top_k_top_p, 0.17.0 on)"
+            f"vLLM {version or '(newest rules)'}: FlashInfer's sampler or, without it, the native path's Triton top-k/top-p"
+            f" kernel for 8 or more rows, no sort ({source} apply_top_k_top_p, 0.17.0 on; either choice profiles the same)"
         )
     if flashinfer:
         return SAMPLER_BYTES_PER_LOGIT, f"--vllm-flashinfer-sampler: FlashInfer's top-k/top-p sampler ran ({source})"
@@ -944,6 +954,7 @@ class Vllm(EngineProfile):
         if link in (None, "nvlink", "xgmi") and sm_family(gpu.name) in ("hopper", "blackwell", None):
             why = "tensor parallelism over NVLink/NVSwitch (NCCL, custom all-reduce)"
             return NON_TORCH_TP_BYTES, why + (" (--interconnect not known: the larger figure)" if link is None else "")
+        # NCCL's PCIe buffers with cuBLAS, not split by capture window as one GPU is: no TP-over-PCIe log of a release that captures nothing
         over = f"over {link}" if link else f"on {sm_family(gpu.name)} GPUs (no NVLS before Hopper)"
         return NON_TORCH_BYTES, f"tensor parallelism {over}: NCCL's buffers without NVLink are small (the v0.19 one-GPU figure)"
 
