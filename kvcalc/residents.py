@@ -647,7 +647,7 @@ MODALITIES = (IMAGE, VIDEO, "audio")
 
 def require_known_modalities(model: ModelSpec, settings: Multimodal) -> None:
     """Refuse a --limit-mm-per-prompt key that names no modality (a misspelt one would be silently unused)."""
-    unknown = sorted(set(settings.limits or {}) - set(MODALITIES) - set(served_modalities(model)))
+    unknown = sorted(set(settings.limits or {}) - set(MODALITIES))
     if unknown:
         raise InvalidInput(
             f"--limit-mm-per-prompt: {', '.join(map(repr, unknown))} is not a modality; {model.name} serves"

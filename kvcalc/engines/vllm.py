@@ -722,13 +722,13 @@ def loaded_weights_term(stage: StageWeights, gpu_name: str | None) -> BudgetTerm
     )
 
 
-def start_check(gpu: GpuMemory, fraction: float, version: str | None = None) -> tuple[str | None, str | None]:
+def start_check(gpu: GpuMemory, fraction: float, version: str | None = None, v0: bool = False) -> tuple[str | None, str | None]:
     """vLLM's start-up check on the memory other processes hold (--memory-in-use): V1 from 0.9.1 (or no
     --vllm-version: the latest) asks for total * gpu_memory_utilization and refuses to start when less is
     free; what it asks for does not shrink with the memory in use (vllm/v1/worker/gpu_worker.py init_device,
     START_CHECK_SINCE; vllm/v1/worker/utils.py request_memory in later releases; the same refusal in vLLM 0.10.2's log, tests/fixtures/engine_logs/collected.yaml).
-    `version` None or a V1 release; the caller leaves V0 out (runs_v0). Returns the refusal (None: it
-    starts) and the --explain line (None: nothing in use).
+    The V0 engine (`v0`, runs_v0) has no such check. Returns the refusal (None: it starts) and the
+    --explain line (None: nothing in use).
 
     >>> start_check(GpuMemory(total_bytes=16 * GiB, in_use_bytes=4 * GiB), 0.9)[0]
     'vLLM refuses to start: free memory on device (12.00/16.00 GiB) on startup is less than desired GPU memory utilization (0.9, 14.40 GiB); --gpu-memory-utilization 0.75 or less starts'
@@ -737,6 +737,11 @@ def start_check(gpu: GpuMemory, fraction: float, version: str | None = None) -> 
     """
     if not gpu.in_use_bytes:
         return None, None
+    if v0:
+        return (
+            None,
+            f"memory in use before start {gpu.in_use_bytes:,} B: V0 has no start-up check on free memory (vllm/worker/worker.py)",
+        )
     total, free = gpu.total_bytes, gpu.total_bytes - gpu.in_use_bytes
     if _version(version) < START_CHECK_SINCE:
         return None, (
@@ -1125,16 +1130,7 @@ class Vllm(EngineProfile):
                 f"available KV = total * gpu_memory_utilization - {' - '.join(t.name for t in used)} = {memory:,} * {fraction}"
                 f" - {' - '.join(f'{t.bytes:,}' for t in used)} = {usable:,} B ({format_bytes(usable)})"
             )
-        refused, in_use_why = (
-            start_check(gpu, fraction, engine.vllm_version)
-            if v0_why is None
-            else (
-                None,
-                f"memory in use before start {gpu.in_use_bytes:,} B: V0 has no start-up check on free memory (vllm/worker/worker.py)"
-                if gpu.in_use_bytes
-                else None,
-            )
-        )
+        refused, in_use_why = start_check(gpu, fraction, engine.vllm_version, v0=v0_why is not None)
         explain = [
             *stage.explain[:-1],
             *([v0_why] if v0_why else []),
