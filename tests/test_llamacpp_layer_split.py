@@ -43,6 +43,19 @@ def test_two_rtx_5060_ti_hold_the_recurrent_state_of_their_own_layers() -> None:
     assert sum(kv) == 8704 * MiB and kv == [9 * 8704 * MiB // 16, 7 * 8704 * MiB // 16]  # 16 attention layers: 9 and 7
 
 
+def test_two_rtx_4090_each_hold_the_cache_of_their_layers(cli) -> None:
+    """Nixiesearch's published llama.cpp start-up (a 2024 build) of a 24-layer GGUF of Qwen2.5-0.5B's shapes on two
+    RTX 4090, split by free memory, n_ctx 32768 in 4 slots, f16, no flash attention: "CUDA0 KV buffer size = 208.00 MiB",
+    "CUDA1 KV buffer size = 176.00 MiB" (13 and 11 layers of 16 MiB; the second card also holds the output layer).
+    https://github.com/nixiesearch/nixiesearch/blob/9edbb1611e7c5144be69378178ec636223f4394a/docs/docs/deployment/gpu.md
+    (also scored with its weights and compute in tests/fixtures/placement/breakdowns.yaml, nixiesearch-2x4090)."""
+    args = ["--model", "qwen2.5-0.5b", "--gpu", "rtx4090", "--tp", "2", "--seq", "32768", "--batch", "4", "-fa", "off"]
+    doc = cli.json("fit", *args, *LLAMACPP)
+    assert "llama_kv_cache:      CUDA0 KV buffer size =     208.00 MiB" in doc["placement"]["log_lines"]
+    assert "llama_kv_cache:      CUDA1 KV buffer size =     176.00 MiB" in doc["placement"]["log_lines"]
+    assert [d["layers"] for d in doc["placement"]["devices"]] == [13, 12]
+
+
 MODELS = ["llama3-8b", "qwen3-30b-a3b", "qwen3.5-27b", "gemma2-9b"]
 
 
