@@ -133,6 +133,14 @@ def test_other_engines_keep_tp_as_a_head_split(cli) -> None:
     assert result.exit_code == 2 and "--tp 3 does not divide the 32 attention heads" in result.stderr
 
 
+@pytest.mark.parametrize("command", [["size", "--engine", "llamacpp"], ["compare", "textbook", "llamacpp", "--gpu", "rtx3090"]])
+def test_commands_without_a_plan_refuse_a_llamacpp_head_split(cli, command: list[str]) -> None:
+    """size and compare budget per-GPU head shares, which llama.cpp never allocates: one line, exit 2."""
+    result = cli(*command, "--model", "llama3-8b", "--seq", "8192", "--tp", "2")
+    assert result.exit_code == 2, result.output
+    assert "llama.cpp splits whole layers over GPUs (-sm layer), not heads, so --tp 2 is no head share" in result.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
