@@ -22,8 +22,15 @@ whole ubatch (`all_logits_reserved`); before PR #23764 (2026-05-28) the attentio
 and cast to f16 on each device under flash attention (`f32_mask_reserved`); before PR #12801 (Apr 2025)
 an MLA model's cache held K and V per head (`mla_per_head`). MTP layers (`mtp`) count as layers after the model's own, before
 the output layer. Not modelled: fit.cpp's LAYER_FRACTION_ATTN fallback (a MoE layer whose up experts
-do not fit keeps only its attention), row split (`-sm row`, where fit.cpp gives up), the MTP draft
-context's own cache.
+do not fit keeps only its attention), the MTP draft context's own cache.
+
+Several GPUs follow llama.cpp's default split mode, `-sm layer` (LAYER_SPLIT_SOURCE): each device holds whole
+layers, their weights and their KV cache and recurrent state (KV_DEVICE_SOURCE), never part of a layer's heads, so a
+device's cache is the single-GPU cache of its layers, whatever the head count. The other modes are not modelled
+(SPLIT_MODES_SOURCE): `-sm row` (deprecated) splits only the dense matrices by rows over the devices, the layers'
+other tensors and caches staying where the layer split puts them, and fit.cpp gives up on it; `-sm tensor`
+(experimental, PR #19378) splits weights and KV by heads over a "meta device", needs flash attention and an
+unquantized cache, refuses --fit and a list of architectures (DeepSeek2, Mamba, Jamba, Nemotron-H...).
 """
 
 from __future__ import annotations
@@ -35,13 +42,24 @@ from kvcalc.decode_profiles import DecodeProfile, format_class, stored_format_cl
 from kvcalc.engines import profile as engine_profile
 from kvcalc.engines.llamacpp import LLAMACPP_PAD, LLAMACPP_UBATCH
 from kvcalc.errors import InvalidInput
-from kvcalc.kvcache import layer_cache_bytes, layer_caches, settled, tokens_held
+from kvcalc.kvcache import layer_cache_bytes, layer_caches, settled, state_layout, tokens_held
 from kvcalc.latency import expected_experts_touched
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
 from kvcalc.units import PACKING, GiB, MiB, format_bytes
 from kvcalc.weights import LayerWeights, WeightFormat, layer_weights
 
 FIT_SOURCE = "common/fit.cpp common_params_fit_impl, ggml-org/llama.cpp 08033df0"
+LAYER_SPLIT_SOURCE = (
+    "src/llama-model.cpp llama_model::load_tensors get_layer_buft_list: unit il on the first device whose cumulative"
+    " -ts share (default: free memory) exceeds (il - i_gpu_start) / n_gpu_layers (ggml-org/llama.cpp a5410f04; the same"
+    " rule in 2026 master, i_gpu_start moved by PR #18148)"
+)
+KV_DEVICE_SOURCE = (
+    "src/llama-kv-cache.cpp llama_kv_cache::llama_kv_cache: layer il's K and V in a buffer of model.dev_layer(il),"
+    " one 'KV buffer size' line per device (ggml-org/llama.cpp 3514e9f6); the recurrent state likewise"
+    " (src/llama-memory-recurrent.cpp, 'RS buffer size')"
+)
+SPLIT_MODES_SOURCE = "docs/multi-gpu.md (PR #22729), common/arg.cpp -sm none|layer|row|tensor, ggml-org/llama.cpp 5815cb84"
 OUTPUT_FIRST_SOURCE = (
     "src/llama-model.cpp i_gpu_start = max(n_layer_all + 1 - n_gpu_layers, 0), ggml-org/llama.cpp PR #18148 (2025-12-17)"
 )
@@ -117,7 +135,8 @@ class DevicePlan(Frozen):
     first_layer: int  # the first layer it holds (the layer count, MTP layers included, is the output layer)
     layers: int  # layers it holds, counting the output layer
     weights_bytes: int
-    kv_bytes: int
+    kv_bytes: int  # its layers' KV cache and recurrent state
+    state_bytes: int = 0  # the recurrent state's share of kv_bytes (llama.cpp's "RS buffer")
     compute_bytes: int
     resident_bytes: int  # a projector or draft model beside the layers (the first GPU)
     total_bytes: int
@@ -131,7 +150,8 @@ class HostPlan(Frozen):
     unless --no-mmap), their cache, the host compute and output buffers; checked against --ram."""
 
     weights_bytes: int
-    kv_bytes: int
+    kv_bytes: int  # the cache and recurrent state of the layers left on the CPU
+    state_bytes: int = 0  # the recurrent state's share of kv_bytes
     compute_bytes: int
     output_bytes: int
     total_bytes: int
@@ -233,6 +253,7 @@ class _Layout(Frozen):
 
     weights: LayerWeights  # MTP layers appended to layers and experts
     kv: list[int]  # per layer; an MTP layer's cache is the draft context's, not counted here
+    state: list[int]  # per layer, the recurrent state's share of kv (llama_memory_recurrent's RS buffer)
     ctx: int
     ubatch: int
     flash_attn: bool
@@ -276,17 +297,21 @@ def _layout(model: ModelSpec, workload: Workload, fmt: WeightFormat, ctx: int, b
     at_ctx = workload.model_copy(update={"seq": ctx})
     kv = layer_cache_bytes(cached, at_ctx)
     at_ctx = settled(cached, at_ctx)
+    # every sequence's state, the part of layer_cache_bytes llama.cpp allocates apart ("RS buffer size")
+    state = [at_ctx.batch * b for b in state_layout(cached, at_ctx).layer_bytes]
     caches = layer_caches(cached, at_ctx.tp, at_ctx.engine)
     layer_masks: list[str | None] = [c.kind if c.kind != "none" else None for c in caches]
     mask_cells = {c.kind: tokens_held(c, at_ctx) for c in caches if c.kind != "none"}
     if mtp:
         w = _with_mtp(model, fmt, w)
         kv = [*kv, *[0] * model.mtp_layers]
+        state = [*state, *[0] * model.mtp_layers]
         layer_masks += [None] * model.mtp_layers  # the MTP layer attends in the draft context's own graph
     ubatch = min(engine.ubatch or LLAMACPP_UBATCH, ctx)
     return _Layout(
         weights=w,
         kv=kv,
+        state=state,
         ctx=ctx,
         ubatch=ubatch,
         flash_attn=engine.flash_attn is not False,  # -fa auto turns it on where the backend supports it
@@ -301,6 +326,11 @@ def _layout(model: ModelSpec, workload: Workload, fmt: WeightFormat, ctx: int, b
 def _mask_bytes(layout: _Layout, kinds: set[str], on_device: bool) -> int:
     """The masks of these cache kinds, as a device (or the CPU running layers) holds them, or as the host's inputs."""
     return sum(kq_mask_bytes(layout.mask_cells[k], layout.ubatch, layout.flash_attn, layout.f32_mask, on_device) for k in kinds)
+
+
+def _state_on(layout: _Layout, a: _Assign, where: int) -> int:
+    """The recurrent state of the layers at `where` (a device, or CPU)."""
+    return sum(state for unit, state in enumerate(layout.state) if a.device[unit] == where)
 
 
 def _kinds_on(layout: _Layout, a: _Assign, where: int) -> set[str]:
@@ -462,6 +492,7 @@ def _evaluate(
         plans.append(
             DevicePlan(
                 name=device.name, first_layer=held[0] if held else 0, layers=len(held), weights_bytes=weights[d], kv_bytes=kv[d],
+                state_bytes=_state_on(layout, a, d),
                 compute_bytes=compute, resident_bytes=resident, total_bytes=total, free_bytes=device.free_bytes,
                 target_bytes=target, fits=total <= target,
             )
@@ -481,7 +512,8 @@ def _evaluate(
     unified = sum(p.total_bytes for p, dev in zip(plans, devices, strict=True) if dev.unified)
     ram = request.ram_bytes
     host = HostPlan(
-        weights_bytes=weights_host, kv_bytes=kv_host, compute_bytes=compute_host, output_bytes=output_host,
+        weights_bytes=weights_host, kv_bytes=kv_host, state_bytes=_state_on(layout, a, CPU), compute_bytes=compute_host,
+        output_bytes=output_host,
         total_bytes=total_host, ram_bytes=ram, mapped=request.mmap, fits=ram is None or total_host + unified <= ram,
     )  # fmt: skip
     return plans, host
@@ -551,7 +583,9 @@ def plan(
     if not engine_profile(workload.engine).places_layers:
         raise InvalidInput("a placement across GPUs and host RAM follows llama.cpp: add --engine llamacpp")
     if workload.tp != 1 or workload.pp != 1:
-        raise InvalidInput("llama.cpp splits layers (--tensor-split), not --tp/--pp: drop them")
+        raise InvalidInput(
+            "llama.cpp splits whole layers over its GPUs (-sm layer): give them as --gpu (or --tp N with one --gpu), not --pp"
+        )
     streams = 1 if workload.engine.kv_unified else workload.batch
     steps: list[str] = []
     user_fixed = any(
@@ -722,13 +756,17 @@ def _placement(
     ]  # Metal maps the file's pages (MTL0_Mapped)
     host_name = "CPU_Mapped" if request.mmap else ("CUDA_Host" if devices and devices[0].backend == "cuda" else "CPU")
     logs.append(f"load_tensors: {host_name:>10} model buffer size = {host.weights_bytes / MiB:10.2f} MiB")
+    caches = [*zip(names, plans, strict=True), ("CPU", host)]
     logs += [
-        f"llama_kv_cache: {name:>10} KV buffer size = {p.kv_bytes / MiB:10.2f} MiB"
-        for name, p in zip(names, plans, strict=True)
-        if p.kv_bytes
+        f"llama_kv_cache: {name:>10} KV buffer size = {(p.kv_bytes - p.state_bytes) / MiB:10.2f} MiB"
+        for name, p in caches
+        if p.kv_bytes > p.state_bytes
     ]
-    if host.kv_bytes:
-        logs.append(f"llama_kv_cache: {'CPU':>10} KV buffer size = {host.kv_bytes / MiB:10.2f} MiB")
+    logs += [
+        f"llama_memory_recurrent: {name:>10} RS buffer size = {p.state_bytes / MiB:10.2f} MiB"
+        for name, p in caches
+        if p.state_bytes
+    ]
     logs += [
         f"sched_reserve: {name:>10} compute buffer size = {p.compute_bytes / MiB:10.2f} MiB"
         for name, p in zip(names, plans, strict=True)
@@ -769,12 +807,13 @@ def _placement(
         f"{'' if layout.flash_attn else ', 4 B * n_ubatch * (n_ctx * n_head + 2 * n_embd) + its masks without flash attention'}) ({LOGITS_SOURCE})",
         f"host compute buffer: as a device's when layers or experts run on the CPU, else 4 B * n_ubatch * n_embd (the input rows);"
         f" it holds every mask's input; output buffer 4 B * n_vocab * {workload.batch} sequences",
+        *_split_lines(devices, counts, request),
         *request.resident_explain,
         *steps,
     ]
-    for p in plans:
+    for name, p in zip(names, plans, strict=True):
         explain.append(
-            f"{p.name}: {p.layers} layers from {p.first_layer}: weights {p.weights_bytes:,} + KV {p.kv_bytes:,} + compute"
+            f"{p.name} ({name}): {p.layers} layers from {p.first_layer}: weights {p.weights_bytes:,} + KV {p.kv_bytes:,} + compute"
             f" {p.compute_bytes:,}{f' + residents {p.resident_bytes:,}' if p.resident_bytes else ''} = {p.total_bytes:,} B ({format_bytes(p.total_bytes)}) vs free {p.free_bytes:,} - margin"
             f" {p.free_bytes - p.target_bytes:,} = {p.target_bytes:,} B: {'fits' if p.fits else 'does NOT fit'}"
         )
@@ -793,6 +832,20 @@ def _placement(
         overrides=overrides, command="llama-server " + " ".join(args), fits=all(p.fits for p in plans) and host.fits,
         steps=steps, log_lines=logs, explain=explain,
     )  # fmt: skip
+
+
+def _split_lines(devices: list[PlacementDevice], counts: list[int], request: PlacementRequest) -> list[str]:
+    """The --explain lines of a split over several GPUs: llama.cpp's -sm layer, each device's share."""
+    if len(devices) < 2:
+        return []
+    shares = request.tensor_split or [d.free_bytes for d in devices]
+    basis = "-ts " + ",".join(f"{s:g}" for s in shares) if request.tensor_split else "free memory (no -ts)"
+    return [
+        f"-sm layer (llama.cpp's default split mode): whole layers per device in proportion to {basis}, here"
+        f" {', '.join(f'{n} {c}' for n, c in zip(_names(devices), counts, strict=True))} units ({LAYER_SPLIT_SOURCE})",
+        f"each device holds its own layers' cache: no head is split, so the devices' KV sums to the one-GPU cache ({KV_DEVICE_SOURCE});"
+        f" -sm row and -sm tensor are not modelled ({SPLIT_MODES_SOURCE})",
+    ]
 
 
 def placement_device(

@@ -212,7 +212,8 @@ TpOpt = Annotated[
     typer.Option(
         "--tp",
         metavar="N|auto",
-        help="Tensor-parallel GPUs: KV heads split across them (replicated when tp > KV heads); auto: the GPUs in this machine.",
+        help="Tensor-parallel GPUs: KV heads split across them (replicated when tp > KV heads); llamacpp: N GPUs of --gpu holding"
+        " whole layers each (-sm layer); auto: the GPUs in this machine.",
     ),
 ]
 SharedPrefixOpt = Annotated[

@@ -93,7 +93,7 @@ def decode(
 ) -> None:
     """Time per output token at --batch and --seq: the roofline (bandwidth vs compute) and the expected time engines reach (the --engine's decode profile, its release and options), with the band published cases fall in, tokens/s, and prefill time.
 
-    With --engine llamacpp and several --gpu, -ngl, --n-cpu-moe or -ts, it also plans the placement (as `fit` does, keeping what you fixed) and predicts the speed of that split: each device's bytes per token over its bandwidth, the CPU's over --ram-bandwidth, and the hops.
+    With --engine llamacpp and several --gpu (or --tp N: N of --gpu, whole layers each), -ngl, --n-cpu-moe or -ts, it also plans the placement (as `fit` does, keeping what you fixed) and predicts the speed of that split: each device's bytes per token over its bandwidth, the CPU's over --ram-bandwidth, and the hops.
 
     With --speculative-model, --num-speculative-tokens and --acceptance-rate: the expected time per token of speculative decoding (rounds of draft steps and one verification; docs/residents.md).
 
@@ -101,12 +101,13 @@ def decode(
     """
     decimal = decimal_units(units)
     spec = with_params(presets.load_model(model, presets_dir), params, active_params)
+    workload_tp, split_gpus = placement_options.layer_split_tp(engine, tp)
     work = build_workload(
         spec,
         seq,
         batch,
         kv_dtype,
-        tp,
+        workload_tp,
         1,
         block_size,
         build_engine(engine, **engine_options),
@@ -115,7 +116,7 @@ def decode(
         v_dtype,
         shared_prefix,
     )
-    gpu_specs = placement_options.load_gpus(gpu, presets_dir, engine)
+    gpu_specs = placement_options.tp_devices(placement_options.load_gpus(gpu, presets_dir, engine), split_gpus)
     link = interconnect_option(interconnect)  # overrides the preset's: every figure below reads gpu.interconnect
     gpu_spec = gpu_specs[0] if link is None else gpu_specs[0].model_copy(update={"interconnect": link})
     weights_fmt = weights_format(spec, weight_dtype)

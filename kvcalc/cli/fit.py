@@ -151,7 +151,7 @@ def fit(
 
     Needs --gpu or --memory (one of them is required): the memory to budget.
 
-    With --engine llamacpp, several --gpu or any placement option (--ram, -ngl, --n-cpu-moe, -ts, --fit-*, a Mac's GPU), or a model that does not fit whole, it plans where llama.cpp puts each layer (its --fit): per GPU and in host RAM, the llama-server flags, and exit code 1 only when the plan does not fit. See docs/placement.md.
+    With --engine llamacpp, --tp N is N GPUs of --gpu holding whole layers each (llama.cpp's -sm layer; any N, whether or not it divides the heads), and several --gpu, --tp or any placement option (--ram, -ngl, --n-cpu-moe, -ts, --fit-*, a Mac's GPU), or a model that does not fit whole, it plans where llama.cpp puts each layer (its --fit): per GPU and in host RAM, the llama-server flags, and exit code 1 only when the plan does not fit. See docs/placement.md.
 
     With --max-tpot-ms / --max-ttft-ms (and --gpu): the largest batch at --seq that also meets them, and its tokens/s; with --price-per-hour: what a million output and prompt tokens cost at that batch (memory's max batch without a target).
 
@@ -162,12 +162,13 @@ def fit(
     spec = with_params(presets.load_model(model, presets_dir), params, active_params)
     default_seq = min(8192, spec.max_positions or 8192)
     engine_spec = build_engine(engine, **engine_options)
+    workload_tp, split_gpus = placement_options.layer_split_tp(engine, tp)
     work = build_workload(
         spec,
         default_seq if seq is None else seq,
         batch,
         kv_dtype,
-        tp,
+        workload_tp,
         pp,
         block_size,
         engine_spec,
@@ -186,6 +187,7 @@ def fit(
     gpus = gpu or []
     gpu_specs = placement_options.load_gpus(gpus, presets_dir, engine)
     first = gpu_specs[0].name if len(gpu_specs) > len(gpus) else (gpus[0] if gpus else None)  # --gpu auto: the first of them
+    gpu_specs = placement_options.tp_devices(gpu_specs, split_gpus)  # llama.cpp --tp N: N GPUs, whole layers each
     work, tenants, found_draft = with_draft(spec, work, speculative_model, presets_dir, num_speculative_tokens)
     tenants += lora_terms(spec, work, max_loras, max_lora_rank, lora_dtype)
     gpu_spec, budget = gpu_and_budget(
@@ -247,6 +249,11 @@ def fit(
             report, spec.name, gpu_label(gpu_spec, memory), decimal, explain, placement_follows=laid_out is not None
         )
         if laid_out is not None:
+            if len(laid_out.devices) > 1:
+                render.console.print(
+                    f"the budget above is one {gpu_label(gpu_spec, memory)} holding the whole model; llama.cpp splits the layers over"
+                    f" {len(laid_out.devices)} GPUs (-sm layer), and the exit code follows that plan:"
+                )
             render.placement_table(laid_out, decimal, explain)
         if steps is not None:
             render.speed_steps_table(steps)

@@ -9,8 +9,9 @@ from typing import Annotated
 import typer
 
 from kvcalc import placement, presets
-from kvcalc.cli.common import preset_names, size_option
+from kvcalc.cli.common import positive, preset_names, size_option
 from kvcalc.errors import InvalidInput
+from kvcalc.sources import tensor_parallel
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
 from kvcalc.units import SIZE_HELP, MiB
 from kvcalc.weights import WeightFormat
@@ -132,6 +133,36 @@ def _margins(text: str | None, devices: int) -> list[int]:
 def wants_plan(gpus: list[object], *given: object) -> bool:
     """Whether the user asked for a placement: several GPUs or any placement option."""
     return len(gpus) > 1 or any(value not in (None, False) for value in given)
+
+
+def layer_split_tp(engine: str, tp: int | str) -> tuple[int | str, int]:
+    """--tp as (the workload's tp, the GPUs llama.cpp splits layers over; 0: no such split). llama.cpp's default
+    split mode (-sm layer) gives each GPU whole layers and their cache, never a share of a layer's heads
+    (kvcalc.placement.LAYER_SPLIT_SOURCE): its --tp N is N devices at tp 1, whatever the head count. Other engines
+    keep --tp as a head split."""
+    if engine != "llamacpp":
+        return tp, 0
+    devices = tensor_parallel(tp)
+    positive(tp=devices)
+    return 1, devices if devices > 1 else 0
+
+
+def tp_devices(gpus: list[GpuSpec], devices: int) -> list[GpuSpec]:
+    """The GPUs llama.cpp splits layers over under --tp N (layer_split_tp): one --gpu N times, or the N --gpu given."""
+    if not devices:
+        return gpus
+    if not gpus:
+        raise InvalidInput(
+            f"--tp {devices} with --engine llamacpp puts whole layers on each of {devices} GPUs (-sm layer): give --gpu"
+        )
+    if len(gpus) == 1:
+        return gpus * devices
+    if len(gpus) != devices:
+        raise InvalidInput(
+            f"--tp {devices} with --engine llamacpp splits layers over {devices} GPUs, and {len(gpus)} --gpu are given:"
+            f" give one --gpu (used {devices} times) or {devices}"
+        )
+    return gpus
 
 
 def load_gpus(gpus: list[str] | None, extra: list[str] | None, engine: str = "llamacpp") -> list[GpuSpec]:

@@ -103,6 +103,11 @@ class LlamaCpp(EngineProfile):
             )
         if workload.block_size is not None:
             raise InvalidInput("--block-size does not apply to --engine llamacpp (it pads to 256 cells)")
+        if workload.tp > 1:  # kvcalc.cli.placement_options.layer_split_tp turns fit's and decode's --tp into devices
+            raise InvalidInput(
+                f"llama.cpp splits whole layers over GPUs (-sm layer), not heads, so --tp {workload.tp} is no head share:"
+                f" `kvcalc fit` or `decode --engine llamacpp --tp {workload.tp} --gpu G` plans each GPU's layers"
+            )
         if workload.state_dtype is not None:
             raise InvalidInput("llama.cpp keeps recurrent state in f32 (hard-coded in src/llama-model.cpp): drop --state-dtype")
         if engine.n_rs_seq and not any(model.state_kinds()):

@@ -1,0 +1,166 @@
+"""llama.cpp across several GPUs (`--tp N` or several `--gpu`): llama.cpp's default `-sm layer` gives each GPU
+whole layers and their cache (kvcalc.placement.LAYER_SPLIT_SOURCE, KV_DEVICE_SOURCE), never a share of the heads."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kvcalc import kvcache, placement, presets
+from kvcalc.spec import Engine, Workload
+from kvcalc.units import GiB, MiB, parse_dtype
+from kvcalc.weights import weight_format
+
+LLAMACPP = ["--engine", "llamacpp"]
+
+
+def _device(name: str, free: int) -> placement.PlacementDevice:
+    return placement.PlacementDevice(
+        name=name, free_bytes=free, margin_bytes=placement.DEFAULT_FIT_TARGET, bandwidth_bytes_per_s=448 * 10**9
+    )
+
+
+def test_two_rtx_5060_ti_hold_the_recurrent_state_of_their_own_layers() -> None:
+    """A published llama-server start-up: Qwen3.5-27B Q4_K_M with its MTP layer on 2x RTX 5060 Ti, -ts 17,13, -kvu,
+    q8_0 cache, n_ctx 262144, --spec-draft-n-max 3 (3 rs_seq). Its log prints "CUDA0 RS buffer size = 361.59,
+    CUDA1 RS buffer size = 236.91" and a KV cache of 8704.00 MiB in all. Source: a Russian VRAM-budget calculator
+    write-up (section 6), known only by the look-up index's id 57415677261 (no web address found); the same case is
+    tests/fixtures/engine_logs/llamacpp_recurrent.yaml's "2x RTX 5060 Ti (-ts 17,13)". 64 layers + MTP + output = 66
+    units: units 0-37 (17/30 of them) on CUDA0, holding 29 Gated DeltaNet and 9 attention layers; 38-65 on CUDA1."""
+    model = presets.load_model("qwen3.5-27b")
+    engine = Engine(name="llamacpp", kv_unified=True, n_rs_seq=3)
+    work = Workload(seq=262144, batch=1, kv_dtype=parse_dtype("q8_0"), engine=engine)
+    devices = [placement.placement_device(presets.load_gpu("rtx5060ti"), placement.DEFAULT_FIT_TARGET)] * 2
+    request = placement.PlacementRequest(ctx_size=262144, tensor_split=[17, 13], mtp=True)
+    plan = placement.plan(model, work, weight_format(model), devices, request)
+    assert plan.tensor_split == [38, 28]
+    assert "llama_memory_recurrent:      CUDA0 RS buffer size =     361.59 MiB" in plan.log_lines
+    assert "llama_memory_recurrent:      CUDA1 RS buffer size =     236.91 MiB" in plan.log_lines
+    kv = [d.kv_bytes - d.state_bytes for d in plan.devices]
+    assert sum(kv) == 8704 * MiB and kv == [9 * 8704 * MiB // 16, 7 * 8704 * MiB // 16]  # 16 attention layers: 9 and 7
+
+
+def test_two_rtx_4090_each_hold_the_cache_of_their_layers(cli) -> None:
+    """Nixiesearch's published llama.cpp start-up (a 2024 build) of a 24-layer GGUF of Qwen2.5-0.5B's shapes on two
+    RTX 4090, split by free memory, n_ctx 32768 in 4 slots, f16, no flash attention: "CUDA0 KV buffer size = 208.00 MiB",
+    "CUDA1 KV buffer size = 176.00 MiB" (13 and 11 layers of 16 MiB; the second card also holds the output layer).
+    https://github.com/nixiesearch/nixiesearch/blob/9edbb1611e7c5144be69378178ec636223f4394a/docs/docs/deployment/gpu.md
+    (also scored with its weights and compute in tests/fixtures/placement/breakdowns.yaml, nixiesearch-2x4090)."""
+    args = ["--model", "qwen2.5-0.5b", "--gpu", "rtx4090", "--tp", "2", "--seq", "32768", "--batch", "4", "-fa", "off"]
+    doc = cli.json("fit", *args, *LLAMACPP)
+    assert "llama_kv_cache:      CUDA0 KV buffer size =     208.00 MiB" in doc["placement"]["log_lines"]
+    assert "llama_kv_cache:      CUDA1 KV buffer size =     176.00 MiB" in doc["placement"]["log_lines"]
+    assert [d["layers"] for d in doc["placement"]["devices"]] == [13, 12]
+
+
+MODELS = ["llama3-8b", "qwen3-30b-a3b", "qwen3.5-27b", "gemma2-9b"]
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    name=st.sampled_from(MODELS),
+    shares=st.lists(st.integers(min_value=0, max_value=9), min_size=1, max_size=4).map(lambda s: s if any(s) else [1, *s[1:]]),
+    offload=st.floats(min_value=0.0, max_value=1.0),
+    batch=st.integers(min_value=1, max_value=4),
+    ctx=st.sampled_from([4096, 10000, 32768]),
+    q8=st.booleans(),
+)
+def test_devices_split_layers_and_their_cache_sums_to_one_gpus(
+    name: str, shares: list[int], offload: float, batch: int, ctx: int, q8: bool
+) -> None:
+    """Whatever the split (-ts) and -ngl: the devices' layers (the output layer counted) sum to -ngl, all of them to
+    the model's layers + 1; and the devices' and host's cache sums to the one-GPU cache (kvcalc.kvcache, same cells and
+    cache type), its recurrent state included, since no head is split."""
+    model = presets.load_model(name)
+    work = Workload(seq=ctx, batch=batch, kv_dtype=parse_dtype("q8_0") if q8 else None, engine=Engine(name="llamacpp"))
+    units = model.layers + 1
+    ngl = round(offload * units)
+    devices = [_device(f"gpu{i}", 24 * GiB) for i in range(len(shares))]
+    request = placement.PlacementRequest(ctx_size=ctx, n_gpu_layers=ngl, tensor_split=[float(s) for s in shares])
+    plan = placement.plan(model, work, weight_format(model), devices, request)
+    assert sum(d.layers for d in plan.devices) == sum(plan.tensor_split) == plan.n_gpu_layers == ngl
+    one_gpu = kvcache.estimate_kv(model, work)
+    assert sum(d.kv_bytes for d in plan.devices) + plan.host.kv_bytes == one_gpu.total_bytes_per_batch
+    assert sum(d.state_bytes for d in plan.devices) + plan.host.state_bytes == one_gpu.state_bytes_per_batch
+    every = placement.plan(model, work, weight_format(model), devices, request.model_copy(update={"n_gpu_layers": units}))
+    assert sum(d.layers for d in every.devices) == model.layers + 1 and every.host.kv_bytes == 0
+
+
+def test_tp_n_is_n_gpus_of_whole_layers_whatever_the_heads(cli) -> None:
+    """--tp 3 does not divide llama3-8b's 32 heads nor its 8 KV heads: llama.cpp runs it (-sm layer), 11 units each."""
+    doc = cli.json("fit", "--model", "llama3-8b", "--gpu", "rtx3090", "--tp", "3", "--seq", "8192", *LLAMACPP)
+    devices = doc["placement"]["devices"]
+    assert [d["layers"] for d in devices] == [11, 11, 11] and all(d["fits"] for d in devices)
+    assert sum(d["kv_bytes"] for d in devices) == 8192 * 131072  # the one-GPU cache: 128 KiB per token
+    assert doc["placement"]["command"].endswith("-ts 11,11,11")
+
+
+def test_tp_with_as_many_gpus_as_given(cli) -> None:
+    """--tp 2 with two --gpu is those two, split by their free memory."""
+    doc = cli.json("fit", "--model", "llama3-8b", "--gpu", "rtx3090", "--gpu", "rtx3060", "--tp", "2", *LLAMACPP)
+    assert [d["name"] for d in doc["placement"]["devices"]] == ["rtx3090", "rtx3060"]
+
+
+def test_explain_names_the_split_and_its_llamacpp_source(cli) -> None:
+    result = cli("fit", "--model", "llama3-8b", "--gpu", "rtx3090", "--tp", "2", "--explain", *LLAMACPP)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    assert "-sm layer (llama.cpp's default split mode): whole layers per device in proportion to free memory" in text
+    assert "CUDA0 17, CUDA1 16 units" in text
+    assert "src/llama-kv-cache.cpp llama_kv_cache::llama_kv_cache" in text and "ggml-org/llama.cpp 3514e9f6" in text
+    assert "rtx3090 (CUDA1): 16 layers from 17" in text
+
+
+def test_a_device_over_its_memory_exits_1_with_its_own_verdict(cli) -> None:
+    """-ngl 33 -ts 1,0 puts all of llama3-8b's 16 GB of bf16 weights on the first 12 GB card: it alone is over."""
+    args = ["fit", "--model", "llama3-8b", "--gpu", "rtx3060", "--tp", "2", "-ngl", "33", "-ts", "1,0", *LLAMACPP]
+    result = cli(*args, "--json")
+    assert result.exit_code == 1
+    devices = json.loads(result.stdout)["placement"]["devices"]
+    assert [d["fits"] for d in devices] == [False, True] and devices[1]["layers"] == 0
+
+
+def test_decode_times_each_device_of_the_split(cli) -> None:
+    doc = cli.json("decode", "--model", "llama3-8b", "--gpu", "rtx3090", "--tp", "2", "--seq", "8192", *LLAMACPP)
+    assert len(doc["placement"]["devices"]) == len(doc["split"]["device_seconds"]) == 2
+
+
+def test_other_engines_keep_tp_as_a_head_split(cli) -> None:
+    result = cli("fit", "--model", "llama3-8b", "--gpu", "rtx3090", "--tp", "3")
+    assert result.exit_code == 2 and "--tp 3 does not divide the 32 attention heads" in result.stderr
+
+
+@pytest.mark.parametrize("command", [["size", "--engine", "llamacpp"], ["compare", "textbook", "llamacpp", "--gpu", "rtx3090"]])
+def test_commands_without_a_plan_refuse_a_llamacpp_head_split(cli, command: list[str]) -> None:
+    """size and compare budget per-GPU head shares, which llama.cpp never allocates: one line, exit 2."""
+    result = cli(*command, "--model", "llama3-8b", "--seq", "8192", "--tp", "2")
+    assert result.exit_code == 2, result.output
+    assert "llama.cpp splits whole layers over GPUs (-sm layer), not heads, so --tp 2 is no head share" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["--gpu", "rtx3090", "--gpu", "rtx3060", "--gpu", "rtx3060", "--tp", "2"],
+            "--tp 2 with --engine llamacpp splits layers over 2 GPUs, and 3 --gpu are given: give one --gpu (used 2 times) or 2",
+        ),
+        (
+            ["--memory", "24GiB", "--tp", "2"],
+            "--tp 2 with --engine llamacpp puts whole layers on each of 2 GPUs (-sm layer): give --gpu",
+        ),
+        (["--gpu", "rtx3090", "--tp", "0"], "--tp must be a positive integer, got 0"),
+        (["--gpu", "rtx3090", "--tp", "two"], "--tp 'two': give a positive integer, or auto"),
+        (
+            ["--gpu", "rtx3090", "--tp", "2", "--pp", "2"],
+            "llama.cpp splits whole layers over its GPUs (-sm layer): give them as --gpu",
+        ),
+    ],
+)
+def test_bad_multi_gpu_input_is_one_line_and_exit_2(cli, args: list[str], expected: str) -> None:
+    result = cli("fit", "--model", "llama3-8b", *args, *LLAMACPP)
+    assert result.exit_code == 2, result.output
+    assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1
