@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from tests.llamacpp_logs import case_id, load_cases, logged_mib, where_found
+from tests.scripts import load_script
 
 CASES = load_cases("llamacpp_swa")
 # which of kvcalc's layer groups each logged cache holds: llama_kv_cache_iswa's non-SWA cache the full
@@ -67,3 +68,15 @@ def test_llama_server_and_the_library_default_differ_and_kvcalc_takes_the_librar
     assert default == kvcalc_caches(cli, case)
     server = kvcalc_caches(cli, {**case, "flags": [*flags, "--no-swa-full"]})
     assert server["swa"]["cells"] == {768}  # PAD256(128 + 512): what llama-server would have allocated
+
+
+def test_the_coverage_counts_models_through_llama_cpp_cache_lines_once_and_only_replayed_logs() -> None:
+    calibration = load_script("scripts/calibration.py")
+    models, logs = calibration.llamacpp_logged_models()
+    assert {"gemma2-2b", "gemma3-27b", "gpt-oss-20b", "qwen3.5-0.8b"} <= models
+    assert "gemma3-12b" not in models  # known from a published table only (`quoted: table`)
+    assert logs == len(EXACT) - sum("quoted" in case for case in EXACT) + len(load_cases("llamacpp_recurrent"))
+    assert calibration.counted_model("models/qwen3.6-27b-fp8.yaml") == calibration.counted_model("qwen3.6-27b")
+    line = calibration.hybrid_coverage([{"model": "gpt-oss-20b"}, {"model": "models/gemma4-e4b.yaml"}])
+    assert line.startswith(f"Hybrid or sliding-window models in published start-up logs, all engines: {len(models)} (2 through")
+    assert f"{len(models)} through llama.cpp's cache lines: {logs} logs" in line

@@ -62,7 +62,9 @@ class LlamaCpp(EngineProfile):
         """`seq` is n_ctx, padded to 256 and shared by the sequences: PAD256(PAD256(n_ctx) / n_seq)
         cells each (one unit of PAD256(n_ctx) when unified); a SWA layer with --no-swa-full keeps
         PAD256(min(n_ctx_seq, W * (unified ? n_seq : 1) + n_ubatch)) (llama-kv-cache-iswa.cpp); a chunked
-        layer (LLAMA_SWA_TYPE_CHUNKED, n_swa = the chunk) is sized the same."""
+        layer (LLAMA_SWA_TYPE_CHUNKED, n_swa = the chunk) is sized the same. Exact, cells and MiB per cache,
+        against 16 published start-ups of Gemma 2/3/4 and gpt-oss (tests/fixtures/engine_logs/llamacpp_swa.yaml);
+        builds before PR #17046 padded to 32 cells without flash attention, which kvcalc does not model."""
         engine, batch = workload.engine, workload.batch
         n_ctx = pad(seq, LLAMACPP_PAD)  # padded first, then shared out and padded again
         cells = n_ctx_seq = n_ctx if engine.kv_unified else pad(n_ctx // batch, LLAMACPP_PAD)
@@ -202,7 +204,8 @@ class LlamaCpp(EngineProfile):
         if model.mla is None and "sliding" in model.attention_kinds():
             lines.append(
                 "SWA layers: as large as the full cache with --swa-full (the default); with --no-swa-full"
-                f" PAD256(min(n_ctx_seq, W * streams + n_ubatch {engine.ubatch or LLAMACPP_UBATCH})) (src/llama-kv-cache-iswa.cpp)"
+                f" PAD256(min(n_ctx_seq, W * streams + n_ubatch {engine.ubatch or LLAMACPP_UBATCH})) (src/llama-kv-cache-iswa.cpp;"
+                " exact against 16 published logs, tests/fixtures/engine_logs/llamacpp_swa.yaml)"
             )
         if model.mla is not None:
             lines.append("MLA GGUFs cache a K-only latent of kv_lora_rank + rope per cell (src/llama-model.cpp)")
