@@ -5,9 +5,11 @@ cache and print the logged MiB to the log's two decimals."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from tests.llamacpp_logs import case_id, load_cases, logged_mib, where_found
+from tests.llamacpp_logs import case_id, kv_cache_lines, load_cases, logged_mib, where_found
 from tests.scripts import load_script
 
 CASES = load_cases("llamacpp_swa")
@@ -57,6 +59,36 @@ def test_a_documented_miss_still_misses(cli, case: dict) -> None:
     # a case kvcalc cannot reproduce says why (`miss`); should kvcalc learn its build's rule, move it to the exact ones
     predicted = kvcalc_caches(cli, case)
     assert any(predicted[cache]["cells"] != {logged["cells"]} for cache, logged in case["logged"].items())
+
+
+LINE_CASES = [case for case in [*CASES, *load_cases("llamacpp_recurrent")] if kv_cache_lines(case["log"]) and "miss" not in case]
+
+
+@pytest.mark.parametrize("case", LINE_CASES, ids=case_id)
+def test_fit_prints_the_kv_cache_lines_as_llama_cpp_logs_them(cli, case: dict) -> None:
+    result = cli("fit", "--model", case["model"], "--gpu", "h100-sxm", "--engine", "llamacpp", *case["flags"], "--json")
+    assert result.exit_code in (0, 1), result.output
+    ours = kv_cache_lines("\n".join(log["line"] for log in json.loads(result.stdout)["engine_log"]))
+    logged = kv_cache_lines(case["log"])
+    assert [line for line in ours if line in logged] == logged  # every line the log prints, in its order
+
+
+def test_the_kv_cache_lines_are_for_one_gpu(cli) -> None:
+    args = ("fit", "--model", "gpt-oss-20b", "--gpu", "h100-sxm", "--engine", "llamacpp", "--seq", "8192")
+    names = [log["name"] for log in cli.json(*args)["engine_log"]]
+    assert names == ["full_kv_cache_cells", "full_kv_cache_mib", "swa_kv_cache_cells", "swa_kv_cache_mib"]
+    assert cli.json(*args, "--tp", "2")["engine_log"] == []  # split across GPUs each device logs its own buffers
+
+
+def test_the_swa_cache_line_says_its_formula_with_its_values(cli) -> None:
+    args = ("fit", "--model", "gpt-oss-20b", "--gpu", "h100-sxm", "--engine", "llamacpp", "--seq", "131072", "--no-swa-full")
+    notes = {log["name"]: log["note"] for log in cli.json(*args, "--batch", "4", "--kv-unified")["engine_log"]}
+    assert notes["swa_kv_cache_cells"].startswith(
+        "PAD256(min(n_ctx_seq 131072, W 128 * 4 + n_ubatch 512)) = 1024 cells per stream"
+    )
+    notes = {log["name"]: log["note"] for log in cli.json(*args, "--batch", "4")["engine_log"]}
+    assert notes["swa_kv_cache_cells"].startswith("PAD256(min(n_ctx_seq 32768, W 128 * 1 + n_ubatch 512)) = 768 cells per stream")
+    assert ", 4 streams (n_seq_max 4)," in notes["swa_kv_cache_cells"]
 
 
 def test_llama_server_and_the_library_default_differ_and_kvcalc_takes_the_librarys(cli) -> None:
