@@ -80,7 +80,7 @@ class LlamaCpp(EngineProfile):
         cells each (one unit of PAD256(n_ctx) when unified); a SWA layer with --no-swa-full keeps
         PAD256(min(n_ctx_seq, W * (unified ? n_seq : 1) + n_ubatch)) (llama-kv-cache-iswa.cpp); a chunked
         layer (LLAMA_SWA_TYPE_CHUNKED, n_swa = the chunk) is sized the same. Exact, cells and MiB per cache,
-        against 16 published start-ups of Gemma 2/3/4 and gpt-oss (tests/fixtures/engine_logs/llamacpp_swa.yaml);
+        against published start-ups of Gemma 2, 3, 3n and 4 and gpt-oss (tests/fixtures/engine_logs/llamacpp_swa.yaml);
         builds before PR #17046 padded to 32 cells without flash attention, which kvcalc does not model."""
         engine, batch = workload.engine, workload.batch
         n_ctx = pad(seq, LLAMACPP_PAD)  # padded first, then shared out and padded again
@@ -215,7 +215,7 @@ class LlamaCpp(EngineProfile):
             why = (
                 f"{held} cells per stream, {streams} stream{'s' if streams > 1 else ''} (n_seq_max {seqs}"
                 f"{', unified' if engine.kv_unified else ''}), {sum(layer.bytes_per_token for layer in layers):,} B per cell over"
-                f" {len(layers)} layers; exact against tests/fixtures/engine_logs/llamacpp_swa.yaml"
+                f" {len(layers)} layers; replayed against published logs, tests/fixtures/engine_logs/llamacpp_{{swa,recurrent}}.yaml"
             )
             if which:
                 lines.append(
@@ -278,7 +278,7 @@ class LlamaCpp(EngineProfile):
             lines.append(
                 "SWA layers: as large as the full cache with --swa-full (the default); with --no-swa-full"
                 f" PAD256(min(n_ctx_seq, W * streams + n_ubatch {engine.ubatch or LLAMACPP_UBATCH})) (src/llama-kv-cache-iswa.cpp;"
-                " exact against 16 published logs, tests/fixtures/engine_logs/llamacpp_swa.yaml)"
+                " exact against the published logs in tests/fixtures/engine_logs/llamacpp_swa.yaml)"
             )
         if model.mla is not None:
             lines.append("MLA GGUFs cache a K-only latent of kv_lora_rank + rope per cell (src/llama-model.cpp)")
