@@ -78,6 +78,10 @@ def test_the_kv_cache_lines_are_for_one_gpu(cli) -> None:
     names = [log["name"] for log in cli.json(*args)["engine_log"]]
     assert names == ["full_kv_cache_cells", "full_kv_cache_mib", "swa_kv_cache_cells", "swa_kv_cache_mib"]
     assert cli.json(*args, "--tp", "2")["engine_log"] == []  # split across GPUs each device logs its own buffers
+    dsa = ("fit", "--model", "deepseek-v3.2", "--memory", "2000GiB", "--engine", "llamacpp", "--seq", "8192")
+    assert cli.json(*dsa)["engine_log"] == []  # its indexer keys are a cache of their own (llama_kv_cache_dsa)
+    mla = cli.json("fit", "--model", "deepseek-v2-lite", "--gpu", "h100-sxm", "--engine", "llamacpp", "--seq", "8192")
+    assert mla["engine_log"][0]["line"].endswith("K (f16):  243.00 MiB, V (f16):    0.00 MiB")  # a K-only latent row
 
 
 def test_the_swa_cache_line_says_its_formula_with_its_values(cli) -> None:

@@ -185,6 +185,8 @@ class LlamaCpp(EngineProfile):
         --kv-unified), the MiB all streams'; a GGUF's MTP layer is not among the layers."""
         if workload.tp != 1 or workload.pp != 1 or not stage:
             return []  # split across GPUs, each device logs its own buffers: not modelled here
+        if model.mla is not None and model.mla.indexer_head_dim:
+            return []  # the sparse-attention indexer's keys are a cache of their own (llama_kv_cache_dsa): not printed
         engine = workload.engine
         k_type, v_type = cache_dtypes(model, workload)
         k_name = ggml_type_name(k_type, workload.k_dtype or workload.kv_dtype)
