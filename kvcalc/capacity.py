@@ -18,6 +18,7 @@ from kvcalc.kvcache import (
     kv_dtype,
     layer_bytes_per_token,
     layer_caches,
+    layer_key_bytes_per_token,
     pipeline_stages,
     refuse_compressed,
     settled,
@@ -394,7 +395,12 @@ def _first_stage_layers(model: ModelSpec, workload: Workload) -> list[StageLayer
     caches = layer_caches(model, workload.tp, workload.engine)
     own = {id(c): c for c in caches if c.kind != "none" and not c.shared}  # the layers of a kind share one LayerCache
     layers = {
-        key: StageLayer(window=c.window, bytes_per_token=layer_bytes_per_token(c, *dtypes), chunked=c.kind == "chunked")
+        key: StageLayer(
+            window=c.window,
+            bytes_per_token=layer_bytes_per_token(c, *dtypes),
+            chunked=c.kind == "chunked",
+            key_bytes_per_token=layer_key_bytes_per_token(c, dtypes[0]),
+        )
         for key, c in own.items()
     }  # and one StageLayer
     first = [layers[id(caches[i])] for i in pipeline_stages(model.layers, workload.pp)[0] if id(caches[i]) in layers]

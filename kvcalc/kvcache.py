@@ -255,6 +255,18 @@ def attention_layers(caches: list[LayerCache]) -> list[LayerCache]:
     return [layer for layer in caches if layer.kind != "none"]
 
 
+def layer_key_bytes_per_token(layer: LayerCache, dtype: DType) -> int:
+    """Bytes of one token's K row in one layer, in whole blocks of `dtype` (an MLA latent's row: its K;
+    0 for a compressed layer or a layer that keeps no cache of its own).
+
+    >>> layer_key_bytes_per_token(LayerCache(kind="full", window=None, kv_heads=8, k_values=1024, v_values=1024), DType.q8_0)
+    1088
+    """
+    if layer.parts or not layer.k_values:
+        return 0
+    return PACKING[dtype].row_bytes(layer.k_values, layer.kv_heads or 1)
+
+
 def layer_bytes_per_token(layer: LayerCache, dtype: DType, v_dtype: DType | None = None) -> int:
     """Bytes one token takes in one layer: a K row in `dtype` plus a V row in `v_dtype` (default: the
     same), each in whole quantization blocks (with a scale per head where the format keeps one: an MLA
@@ -264,7 +276,7 @@ def layer_bytes_per_token(layer: LayerCache, dtype: DType, v_dtype: DType | None
     heads = layer.kv_heads or 1
     if layer.fp8_rope_values and dtype in FP8_TYPES:
         return fp8_sparse_mla_bytes(layer.k_values - layer.fp8_rope_values, layer.fp8_rope_values) + layer.extra_bytes
-    k_bytes = PACKING[dtype].row_bytes(layer.k_values, heads) if layer.k_values else 0
+    k_bytes = layer_key_bytes_per_token(layer, dtype)
     v_bytes = PACKING[v_dtype or dtype].row_bytes(layer.v_values, heads) if layer.v_values else 0
     return k_bytes + v_bytes + layer.extra_bytes
 

@@ -30,6 +30,10 @@ if str(ROOT) not in sys.path:  # this checkout's kvcalc, not an installed one
     sys.path.insert(0, str(ROOT))
 LOGS = ROOT / "tests" / "fixtures" / "engine_logs"
 ENGINES = ("vllm", "sglang", "trtllm")
+# llama.cpp's published start-ups, replayed to the log's MiB by tests/test_llamacpp_{recurrent,swa}_logs.py: they count
+# hybrid and sliding-window models through llama.cpp's cache lines, not through a budget
+LLAMACPP_LOGS = ("llamacpp_recurrent", "llamacpp_swa")
+PRECISION_SUFFIX = re.compile(r"-(bf16|fp16|fp8|nvfp4|awq|gptq|w8a8|w4a16)$")
 BAR_PERCENT = 2.0  # of GPU memory, for text-only models
 GIB = 2**30
 # Groups whose logs fitted a constant, and which: their errors are in-sample, so kept out of the calibration error.
@@ -205,7 +209,7 @@ def coverage() -> str:
     dense = [case for case in cases if case["kind"] == "dense" and case.get("text_only")]
     within = sum(abs(predict(case)["error_percent"]) <= BAR_PERCENT for case in dense)
     hybrid_cases = [case for case in cases if case["kind"] in ("hybrid", "sliding")]
-    hybrid_models = sorted({Path(case["model"]).name.removesuffix(".yaml") for case in hybrid_cases})
+    hybrid_models = sorted({counted_model(case["model"]) for case in hybrid_cases})
     token_errors = sorted(abs(error) for _, error in token_line_errors(hybrid_cases))
     token_note = (
         f' vLLM\'s token line ("GPU KV cache size") on the {len(token_errors)} of them that log it: median |error|'
@@ -218,7 +222,36 @@ def coverage() -> str:
         f" ({', '.join(f'{n} {engine}' for engine, n in by_engine.items() if n)}; {len({group(c) for c in cases})} sources)"
         f" on {len(named)} GPU models ({', '.join(sorted(named))}) and {len(unnamed)} GPUs known by their logged total, vLLM {', '.join(sorted(releases, key=lambda r: tuple(map(int, r.split('.')))))}"
         f"{release_note}, TP {', '.join(map(str, sorted({c.get('tp', 1) for c in cases})))}; {len(hybrid_cases)} cases of {len(hybrid_models)} hybrid or sliding-window models ({', '.join(hybrid_models)})."
-        f"{token_note} Dense text-only: {within} of {len(dense)} within {BAR_PERCENT:g} % of GPU memory."
+        f"{token_note} Dense text-only: {within} of {len(dense)} within {BAR_PERCENT:g} % of GPU memory.\n\n"
+        f"{hybrid_coverage(hybrid_cases)}"
+    )
+
+
+def counted_model(model: str) -> str:
+    """A case's model as the coverage counts it: its preset or model file's name less a precision suffix, so
+    a checkpoint's bf16 and fp8 copies count once (models/qwen3.6-27b-fp8.yaml is qwen3.6-27b)."""
+    return PRECISION_SUFFIX.sub("", Path(model).name.removesuffix(".yaml"))
+
+
+def llamacpp_logged_models() -> tuple[set[str], int]:
+    """The models of the published llama.cpp logs kvcalc replays exactly (every case there is a hybrid or an
+    iSWA model), and how many such logs: a case marked `miss`, or `quoted` from a table, is not counted; a
+    log replayed on a stand-in preset counts as that preset."""
+    cases = [case for name in LLAMACPP_LOGS for case in yaml.safe_load((LOGS / f"{name}.yaml").read_text(encoding="utf-8"))]
+    counted = [case for case in cases if "miss" not in case and "quoted" not in case]
+    return {counted_model(case["model"]) for case in counted}, len(counted)
+
+
+def hybrid_coverage(hybrid_cases: list[dict[str, Any]]) -> str:
+    """How many hybrid or sliding-window models the published logs of all engines cover, and through which lines."""
+    serving = {counted_model(case["model"]) for case in hybrid_cases}
+    llamacpp, logs = llamacpp_logged_models()
+    only_llamacpp = sorted(llamacpp - serving)
+    return (
+        f"Hybrid or sliding-window models in published start-up logs, all engines: {len(serving | llamacpp)}"
+        f" ({len(serving)} through vLLM/SGLang/TRT-LLM budgets: {len(hybrid_cases)} cases; {len(llamacpp)} through llama.cpp's"
+        f" cache lines: {logs} logs replayed to the logged MiB; {len(only_llamacpp)} of them only there: {', '.join(only_llamacpp)})."
+        " A checkpoint's precision variants count once; a llama.cpp log run on a stand-in preset counts as that preset."
     )
 
 

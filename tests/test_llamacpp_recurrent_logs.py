@@ -7,26 +7,17 @@ from __future__ import annotations
 import json
 import re
 from math import prod
-from pathlib import Path
 
 import pytest
-import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
 from kvcalc import Workload, estimate_kv
 from kvcalc.presets import load_model
 from kvcalc.spec import Engine
+from tests.llamacpp_logs import case_id, load_cases, logged_mib, where_found
 
-MIB = 2**20
-CASES = yaml.safe_load(
-    (Path(__file__).parent / "fixtures" / "engine_logs" / "llamacpp_recurrent.yaml").read_text(encoding="utf-8")
-)
-
-
-def logged_mib(nbytes: int) -> str:
-    """Bytes as llama.cpp prints them: %.2f of bytes / 1024 / 1024 (src/llama-memory-recurrent.cpp, llama-kv-cache.cpp)."""
-    return f"{nbytes / MIB:.2f}"
+CASES = load_cases("llamacpp_recurrent")
 
 
 def conv_and_recurrent_bytes(kv: dict) -> tuple[int, int]:
@@ -44,12 +35,12 @@ def conv_and_recurrent_bytes(kv: dict) -> tuple[int, int]:
 
 def test_every_case_names_where_it_was_found_and_what_it_logged() -> None:
     for case in CASES:
-        assert (case["found"]["index_id"] or case["url"]) and case["build"] and case["log"], case["name"]
+        assert where_found(case), case["name"]
         assert "rs" in case["logged"], case["name"]
         assert set(case["logged"]) <= {"kv", "rs", "r", "s"}, case["name"]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case["name"] for case in CASES])
+@pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_kvcalc_prints_the_logged_recurrent_state_and_kv_cache(cli, case: dict) -> None:
     kv = cli.json("size", "--model", case["model"], "--engine", "llamacpp", *case["flags"])["kv"]
     logged = case["logged"]
@@ -71,7 +62,7 @@ def recurrent_line(log: str) -> str | None:
 LINE_CASES = [case for case in CASES if recurrent_line(case["log"])]
 
 
-@pytest.mark.parametrize("case", LINE_CASES, ids=[case["name"] for case in LINE_CASES])
+@pytest.mark.parametrize("case", LINE_CASES, ids=case_id)
 def test_fit_prints_the_recurrent_line_as_llama_cpp_logs_it(cli, case: dict) -> None:
     result = cli("fit", "--model", case["model"], "--gpu", "h100-sxm", "--engine", "llamacpp", *case["flags"], "--json")
     assert result.exit_code == 0, result.output

@@ -149,6 +149,7 @@ class StageLayer(Frozen):
     window: int | None
     bytes_per_token: int
     chunked: bool = False  # `window` is a chunk (Llama 4's local layers)
+    key_bytes_per_token: int = 0  # the K rows' share of bytes_per_token (llama.cpp logs K and V apart)
 
 
 class Pool(Frozen):

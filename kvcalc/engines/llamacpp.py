@@ -28,6 +28,11 @@ LLAMA_MAX_SEQ = 256
 LLAMACPP_RECURRENT_SOURCE = (
     "src/llama-memory-recurrent.cpp llama_memory_recurrent::llama_memory_recurrent (ggml-org/llama.cpp 0054ee8c)"
 )
+# the llama_kv_cache constructors read: cells per stream, the size line's format (src/llama-kv-cache.cpp, src/llama-kv-cache-iswa.cpp)
+LLAMACPP_KV_SOURCE = (
+    "src/llama-kv-cache.cpp llama_kv_cache::llama_kv_cache, src/llama-kv-cache-iswa.cpp llama_kv_cache_iswa::llama_kv_cache_iswa"
+    " (ggml-org/llama.cpp 02c28f53)"
+)
 LLAMACPP_DTYPES = {DType.fp32, DType.fp16, DType.bf16, DType.q8_0, DType.q4_0, DType.q4_1, DType.q5_0, DType.q5_1, DType.iq4_nl}
 
 
@@ -39,6 +44,18 @@ def recurrent_rows_per_sequence(engine: Engine) -> int:
     (1, 3)
     """
     return 1 + (engine.n_rs_seq or 0)
+
+
+def ggml_type_name(dtype: DType, given: DType | None) -> str:
+    """A cache type as llama.cpp's log names it (ggml's type_name): f16 where no type was given (-ctk and -ctv
+    default to f16, as many bytes as the model's bf16 that kvcalc counts), f32 for fp32, else kvcalc's name.
+
+    >>> ggml_type_name(DType.bf16, None), ggml_type_name(DType.q8_0, DType.q8_0), ggml_type_name(DType.fp32, DType.fp32)
+    ('f16', 'q8_0', 'f32')
+    """
+    if given is None and dtype in (DType.fp16, DType.bf16):
+        return "f16"
+    return {DType.fp16: "f16", DType.fp32: "f32"}.get(dtype, dtype.value)
 
 
 def pad(n: int, to: int) -> int:
@@ -62,7 +79,9 @@ class LlamaCpp(EngineProfile):
         """`seq` is n_ctx, padded to 256 and shared by the sequences: PAD256(PAD256(n_ctx) / n_seq)
         cells each (one unit of PAD256(n_ctx) when unified); a SWA layer with --no-swa-full keeps
         PAD256(min(n_ctx_seq, W * (unified ? n_seq : 1) + n_ubatch)) (llama-kv-cache-iswa.cpp); a chunked
-        layer (LLAMA_SWA_TYPE_CHUNKED, n_swa = the chunk) is sized the same."""
+        layer (LLAMA_SWA_TYPE_CHUNKED, n_swa = the chunk) is sized the same. Exact, cells and MiB per cache,
+        against published start-ups of Gemma 2, 3, 3n and 4 and gpt-oss (tests/fixtures/engine_logs/llamacpp_swa.yaml);
+        builds before PR #17046 padded to 32 cells without flash attention, which kvcalc does not model."""
         engine, batch = workload.engine, workload.batch
         n_ctx = pad(seq, LLAMACPP_PAD)  # padded first, then shared out and padded again
         cells = n_ctx_seq = n_ctx if engine.kv_unified else pad(n_ctx // batch, LLAMACPP_PAD)
@@ -139,10 +158,11 @@ class LlamaCpp(EngineProfile):
     ) -> list[EngineLogLine]:
         """The "llama_memory_recurrent: size = ..." line a hybrid model's start-up prints: R is the conv
         rows (n_embd_r), S the recurrent rows (n_embd_s), both f32, rs_size * (1 + n_rs_seq) rows per state layer."""
+        lines = self.kv_cache_lines(model, workload, stage)
         # the whole model's state: llama.cpp splits layers across GPUs (-sm layer, -ts), not heads, and logs the total
         states = [state for state in layer_states(model) if state]
         if not states:
-            return []
+            return lines
         dtypes = self.state_dtypes(model, workload)
         cells, snapshots = max(1, workload.batch), workload.engine.n_rs_seq or 0
         rows = cells * recurrent_rows_per_sequence(workload.engine)
@@ -156,11 +176,68 @@ class LlamaCpp(EngineProfile):
             " no rs_seq, a GGUF with an MTP layer one layer more; exact against tests/fixtures/engine_logs/llamacpp_recurrent.yaml"
         )
         return [
+            *lines,
             EngineLogLine(
                 engine=self.label, name="recurrent_state_mib", value=round((r + s) / MiB, 2), line=line, note=note,
                 source=LLAMACPP_RECURRENT_SOURCE,
-            )
+            ),
         ]  # fmt: skip
+
+    def kv_cache_lines(self, model: ModelSpec, workload: Workload, stage: Sequence[StageLayer]) -> list[EngineLogLine]:
+        """The "llama_kv_cache: size = ..." line of each cache llama.cpp creates, on one GPU: an iSWA model's
+        non-SWA and SWA caches, each after its "llama_kv_cache_iswa: creating ... KV cache, size = N cells"
+        line, another model's one cache. The cells are per stream (one, or one per sequence without
+        --kv-unified), the MiB all streams'; a GGUF's MTP layer is not among the layers."""
+        if workload.tp != 1 or workload.pp != 1 or not stage:
+            return []  # split across GPUs, each device logs its own buffers: not modelled here
+        if model.mla is not None and model.mla.indexer_head_dim:
+            return []  # the sparse-attention indexer's keys are a cache of their own (llama_kv_cache_dsa): not printed
+        engine = workload.engine
+        k_type, v_type = cache_dtypes(model, workload)
+        k_name = ggml_type_name(k_type, workload.k_dtype or workload.kv_dtype)
+        v_name = ggml_type_name(v_type, workload.v_dtype or workload.kv_dtype)
+        streams, seqs = self.allocation_units(workload), workload.batch
+        windowed = [layer for layer in stage if layer.window]
+        caches = (
+            [("non-SWA", [layer for layer in stage if not layer.window]), ("SWA", windowed)] if windowed else [("", [*stage])]
+        )
+        lines = []
+        for which, layers in caches:
+            window, chunked = (layers[0].window, layers[0].chunked) if which == "SWA" else (None, False)
+            cells = self.tokens_per_unit(workload, window, workload.seq, chunked=chunked)
+            total = cells * streams * sum(layer.bytes_per_token for layer in layers)
+            keys = cells * streams * sum(layer.key_bytes_per_token for layer in layers)
+            size = (
+                f"llama_kv_cache: size = {total / MiB:7.2f} MiB ({cells:6d} cells, {len(layers):3d} layers, {seqs:2d}/{streams} seqs),"
+                f" K ({k_name}): {keys / MiB:7.2f} MiB, V ({v_name}): {(total - keys) / MiB:7.2f} MiB"
+            )
+            name = {"non-SWA": "full_", "SWA": "swa_", "": ""}[which]
+            n_ctx_seq = self.tokens_per_unit(workload, None, workload.seq)
+            held = (
+                f"PAD256(min(n_ctx_seq {n_ctx_seq}, W {window} * {seqs if engine.kv_unified else 1} + n_ubatch"
+                f" {engine.ubatch or LLAMACPP_UBATCH})) = {cells}"
+                if window and engine.swa_full is False
+                else f"n_ctx_seq {cells}"
+            )
+            why = (
+                f"{held} cells per stream, {streams} stream{'s' if streams > 1 else ''} (n_seq_max {seqs}"
+                f"{', unified' if engine.kv_unified else ''}), {sum(layer.bytes_per_token for layer in layers):,} B per cell over"
+                f" {len(layers)} layers; replayed against published logs, tests/fixtures/engine_logs/llamacpp_{{swa,recurrent}}.yaml"
+            )
+            if which:
+                lines.append(
+                    EngineLogLine(
+                        engine=self.label, name=f"{name}kv_cache_cells", value=cells, note=why, source=LLAMACPP_KV_SOURCE,
+                        line=f"llama_kv_cache_iswa: creating {which:>7} KV cache, size = {cells} cells",
+                    )
+                )  # fmt: skip
+            lines.append(
+                EngineLogLine(
+                    engine=self.label, name=f"{name}kv_cache_mib", value=round(total / MiB, 2), line=size, note=why,
+                    source=LLAMACPP_KV_SOURCE,
+                )
+            )  # fmt: skip
+        return lines
 
     def state_rules(self, model: ModelSpec, workload: Workload) -> list[str]:
         return [
@@ -207,7 +284,8 @@ class LlamaCpp(EngineProfile):
         if model.mla is None and "sliding" in model.attention_kinds():
             lines.append(
                 "SWA layers: as large as the full cache with --swa-full (the default); with --no-swa-full"
-                f" PAD256(min(n_ctx_seq, W * streams + n_ubatch {engine.ubatch or LLAMACPP_UBATCH})) (src/llama-kv-cache-iswa.cpp)"
+                f" PAD256(min(n_ctx_seq, W * streams + n_ubatch {engine.ubatch or LLAMACPP_UBATCH})) (src/llama-kv-cache-iswa.cpp;"
+                " exact against the published logs in tests/fixtures/engine_logs/llamacpp_swa.yaml)"
             )
         if model.mla is not None:
             lines.append("MLA GGUFs cache a K-only latent of kv_lora_rank + rope per cell (src/llama-model.cpp)")
