@@ -73,11 +73,12 @@ def test_fit_prints_the_kv_cache_lines_as_llama_cpp_logs_them(cli, case: dict) -
     assert [line for line in ours if line in logged] == logged  # every line the log prints, in its order
 
 
-def test_the_kv_cache_lines_are_for_one_gpu(cli) -> None:
+def test_the_kv_cache_lines_are_the_whole_cache(cli) -> None:
     args = ("fit", "--model", "gpt-oss-20b", "--gpu", "h100-sxm", "--engine", "llamacpp", "--seq", "8192")
     names = [log["name"] for log in cli.json(*args)["engine_log"]]
     assert names == ["full_kv_cache_cells", "full_kv_cache_mib", "swa_kv_cache_cells", "swa_kv_cache_mib"]
-    assert cli.json(*args, "--tp", "2")["engine_log"] == []  # split across GPUs each device logs its own buffers
+    two_gpus = cli.json(*args, "--tp", "2")["engine_log"]  # -sm layer: the same cache, its layers on two devices
+    assert [log["line"] for log in two_gpus] == [log["line"] for log in cli.json(*args)["engine_log"]]
     dsa = ("fit", "--model", "deepseek-v3.2", "--memory", "2000GiB", "--engine", "llamacpp", "--seq", "8192")
     assert cli.json(*dsa)["engine_log"] == []  # its indexer keys are a cache of their own (llama_kv_cache_dsa)
     mla = cli.json("fit", "--model", "deepseek-v2-lite", "--gpu", "h100-sxm", "--engine", "llamacpp", "--seq", "8192")

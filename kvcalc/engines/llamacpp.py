@@ -184,12 +184,14 @@ class LlamaCpp(EngineProfile):
         ]  # fmt: skip
 
     def kv_cache_lines(self, model: ModelSpec, workload: Workload, stage: Sequence[StageLayer]) -> list[EngineLogLine]:
-        """The "llama_kv_cache: size = ..." line of each cache llama.cpp creates, on one GPU: an iSWA model's
+        """The "llama_kv_cache: size = ..." line of each cache llama.cpp creates: an iSWA model's
         non-SWA and SWA caches, each after its "llama_kv_cache_iswa: creating ... KV cache, size = N cells"
         line, another model's one cache. The cells are per stream (one, or one per sequence without
-        --kv-unified), the MiB all streams'; a GGUF's MTP layer is not among the layers."""
+        --kv-unified), the MiB all streams' and all layers' whatever device holds them (llama-kv-cache.cpp sums
+        size_k_bytes/size_v_bytes over its layers; the per-device "KV buffer size" lines are the placement plan's);
+        a GGUF's MTP layer is not among the layers."""
         if workload.tp != 1 or workload.pp != 1 or not stage:
-            return []  # split across GPUs, each device logs its own buffers: not modelled here
+            return []  # llama.cpp's --tp is GPUs holding whole layers at tp 1 (cli.placement_options): a head split is refused
         if model.mla is not None and model.mla.indexer_head_dim:
             return []  # the sparse-attention indexer's keys are a cache of their own (llama_kv_cache_dsa): not printed
         engine = workload.engine
