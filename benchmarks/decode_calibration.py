@@ -9,9 +9,10 @@ Each case of tests/fixtures/decode_calibration.json (its URL, its group: the tab
 comes from) carries the bytes one step reads by kvcalc's own count (benchmarks/import_decode_cases.py).
 The model (kvcalc.decode_profiles, kvcalc.latency.expected_seconds):
 
-    t = (G[architecture] + u[gpu]) * (W / BW * (F[format] + K[kernels format moe]) + KV / BW * (1 + R[engine] * repeats))
+    t = max((G[architecture] + u[gpu]) * W / BW * (F[format] + K[kernels format moe]), layers * Q[quantized GEMM floor])
+        + (G[architecture] + u[gpu]) * KV / BW * (1 + R[engine] * repeats)
         + S[mode] + E[engine release; vLLM's V0 releases share one] + layers * (P[mode] + Y[python eager]) + (tp > 1) * 2 * layers * (A[link] + bytes / link BW)
-        + the prefill's share per token where a timing includes it
+        + the prefill's share per token where a timing includes it (times V[release] for vLLM's V0: its prefill speed)
 
 BW is the GPU's peak, or for llama.cpp's kernels min(peak, SMs * clock * c), c chosen among SM_CAP_GRID by each fit's
 own error. G + u, F + K are inverse efficiencies (1 / share of peak): a GPU's architecture's and its own offset;
@@ -54,7 +55,9 @@ from kvcalc.decode_profiles import (  # noqa: E402
     capped_efficiency,
     kernel_key,
     kv_repeats,
+    prefill_key,
     python_eager,
+    quant_floor_key,
     rocm_moe_layer_key,
     step_key,
     streamed_bandwidth,
@@ -90,6 +93,8 @@ TABLES: dict[str, str] = {
     "ENGINE_STEP_S": "engine",
     "ALL_REDUCE_S": "link",
     "MODE_EXPERT_S": "expert",
+    "QUANT_LAYER_FLOOR_S": "floor",
+    "PREFILL_INVERSE": "prefill",
 }
 PRIORS: dict[str, tuple[float, float, float]] = {
     "format": (PRIOR_FORMAT_INVERSE, 0.3, 1.0),
@@ -106,7 +111,13 @@ PRIORS: dict[str, tuple[float, float, float]] = {
     "layer": (0.0, 0.1, 1e-4),
     "link": (0.0, 0.1, 1e-5),
     "expert": (0.0, 0.1, 1e-4),
+    "floor": (0.0, 0.1, 1e-4),
+    "prefill": (1.0, 1.0, 1.0),  # a release with no end-to-end timing prefills at COMPUTE_EFFICIENCY
 }
+# The floor per layer the first round assigns cases to by (which side of max(bytes / bandwidth, layers * floor) binds);
+# later rounds use the fitted floor. 20 us: Qwen2.5-0.5B's int4 step over its bf16 step under vLLM 0.6.3 (0.6 ms) over
+# its 24 layers, a start, not a constant the fit keeps.
+FLOOR_START_S = 2e-5
 DONE_MEDIAN, DONE_P90 = 0.15, 0.40  # issue 25's bar for llama.cpp, vLLM and SGLang
 
 
@@ -204,9 +215,31 @@ def _bandwidth(case: Case, cap: float) -> float:
 
 
 def _fixed(case: Case) -> float:
-    """The seconds per token no constant multiplies: the prefill's share and the all-reduces' bytes."""
+    """The seconds per token no constant multiplies: the prefill's share (but a release's whose prefill speed
+    is fitted) and the all-reduces' bytes."""
     link = case.interconnect if case.tp > 1 else None
-    return case.prefill_seconds_per_token + tp_comm_seconds(case.layers, 0.0, all_reduce_bytes(case.hidden, 1, case.tp), link)  # type: ignore[arg-type]
+    prefill = 0.0 if _names(case).prefill else case.prefill_seconds_per_token
+    return prefill + tp_comm_seconds(case.layers, 0.0, all_reduce_bytes(case.hidden, 1, case.tp), link)  # type: ignore[arg-type]
+
+
+def _prefill(case: Case, table: Fit) -> float:
+    """The prefill's share per token of a timing that includes it: at COMPUTE_EFFICIENCY, or a fitted release's speed."""
+    name = _names(case).prefill
+    return case.prefill_seconds_per_token * (_get(table, name) if name else 1.0)
+
+
+def _weights_seconds(case: Case, table: Fit, cap: float) -> float:
+    """The weights' streaming time by `table` (the GPU's and the kernels' inverses), before any floor."""
+    n = _names(case)
+    gpu_eff = 1 / (_get(table, n.architecture) + _get(table, n.gpu))
+    efficiency = gpu_eff * capped_efficiency(_get(table, n.format) + _get(table, n.kernel) + _get(table, n.own), gpu_eff)
+    return case.weights_read_bytes / (_bandwidth(case, cap) * efficiency)
+
+
+def _floor_binds(case: Case, table: Fit, cap: float) -> bool:
+    """Whether the quantized GEMMs' floor per layer, not the weights' bytes, sets the case's weights time."""
+    name = _names(case).floor
+    return name is not None and case.layers * _get(table, name) > _weights_seconds(case, table, cap)
 
 
 Fit = dict[str, float]  # "format 16-bit", "kernel fused int4", "gpu a100-80gb", "step graphs", ... -> value
@@ -232,6 +265,7 @@ NON_NEGATIVE = (
     "repeat",
     "python",
     "rocm",
+    "floor",
 )  # costs in seconds: a negative one is pinned at 0 and the rest refitted
 PINNED = 1e6  # pseudo-cases that hold a pinned constant at 0
 
@@ -273,8 +307,11 @@ class Names(Strict):
     repeat: str
     python: str | None  # the Python dispatch cost per layer, where the engine runs its layers eager from Python
     rocm: str | None  # the cost per layer of the engine's MoE layers on ROCm, where one is kept (SGLang's FP8 MoE)
+    floor: str | None  # the floor per layer of a dense model's quantized GEMMs in fused kernels
+    prefill: str | None  # the prefill speed of a release whose end-to-end timings fit one (vLLM's V0)
 
 
+@cache  # a case's names are looked up several times a round
 def _names(case: Case) -> Names:
     base = MODE_BASE.get(case.mode)  # type: ignore[call-overload]
     return Names(
@@ -284,6 +321,8 @@ def _names(case: Case) -> Names:
         architecture=f"architecture {gpu_architecture(case.gpu)}", repeat=f"repeat {case.engine_key}",  # type: ignore[arg-type]
         python=f"python {PYTHON_EAGER_KEY}" if python_eager(case.engine_key, case.mode) else None,
         rocm=f"rocm {key}" if (key := rocm_moe_layer_key(case.engine, _gpu_backend(case.gpu), case.format_class, case.moe)) else None,  # type: ignore[arg-type]
+        floor=f"floor {floor}" if (floor := quant_floor_key(case.kernels, case.format_class, case.moe)) else None,  # type: ignore[arg-type]
+        prefill=f"prefill {prefill}" if (prefill := prefill_key(case.engine_key)) and case.prefill_seconds_per_token else None,
     )  # fmt: skip
 
 
@@ -305,8 +344,9 @@ def _fit_at(cases: list[Case], cap: float) -> Fit:
     """fit() with llama.cpp's streaming capped at `cap` bytes per SM per clock (0: no cap)."""
     gpus: Fit = {f"gpu {c.gpu}": 0.0 for c in cases} | {_names(c).architecture: 1.0 for c in cases}
     params: Fit = {}
-    for _ in range(ITERATIONS):
+    for round_ in range(ITERATIONS):
         rows = []
+        floors = {f"floor {k}": FLOOR_START_S for k in ("int4", "int8")} if round_ == 0 else params
         for c in cases:
             n, t = _names(c), 1 / c.tokens_per_s
             u, w, kv = (
@@ -314,7 +354,12 @@ def _fit_at(cases: list[Case], cap: float) -> Fit:
                 c.weights_read_bytes / _bandwidth(c, cap),
                 c.kv_read_bytes / _bandwidth(c, cap),
             )  # type: ignore[arg-type]
-            coeffs = {n.format: u * w / t, n.kernel: u * w / t, n.own: u * w / t, n.attention: u * kv / t}
+            if n.floor and _floor_binds(c, params | floors | gpus, cap):  # the floor, not the bytes, sets the weights' time
+                coeffs = {n.floor: c.layers / t, n.attention: u * kv / t}
+            else:
+                coeffs = {n.format: u * w / t, n.kernel: u * w / t, n.own: u * w / t, n.attention: u * kv / t}
+            if n.prefill:
+                coeffs[n.prefill] = c.prefill_seconds_per_token / t
             if c.kv_repeats:
                 coeffs[n.repeat] = u * kv * c.kv_repeats / t
             if n.python:
@@ -333,10 +378,12 @@ def _fit_at(cases: list[Case], cap: float) -> Fit:
         rows = []
         for c in cases:
             n, t = _names(c), 1 / c.tokens_per_s
-            inverse = params[n.format] + params[n.kernel] + params[n.own]
+            floored = _floor_binds(c, params | gpus, cap)
+            inverse = 0.0 if floored else _get(params, n.format) + _get(params, n.kernel) + _get(params, n.own)
             kv_inverse = params[n.attention] + _get(params, n.repeat) * c.kv_repeats
             streamed = (c.weights_read_bytes * inverse + c.kv_read_bytes * kv_inverse) / _bandwidth(c, cap)
-            rest = _costs(c, params) + _fixed(c)
+            rest = _costs(c, params) + _fixed(c) + (_prefill(c, params) if n.prefill else 0.0)
+            rest += c.layers * _get(params, n.floor) if floored else 0.0
             if c.tp > 1:
                 rest += ALL_REDUCES_PER_LAYER * c.layers * params[n.link]
             rows.append(({n.gpu: streamed / t, n.architecture: streamed / t}, (t - rest) / t))
@@ -369,7 +416,7 @@ def predict(case: Case, table: Fit) -> float:
     _, _, seconds = expected_seconds(
         case.weights_read_bytes, case.kv_read_bytes, 0, _bandwidth(case, table.get(CAP, 0.0)), 1.0, efficiency,
         gpu_eff * capped_efficiency(_get(table, n.attention) + _get(table, n.repeat) * case.kv_repeats, gpu_eff),
-        COMPUTE_EFFICIENCY, fixed + case.prefill_seconds_per_token,
+        COMPUTE_EFFICIENCY, fixed + _prefill(case, table), case.layers * _get(table, n.floor),
     )  # fmt: skip
     return 1 / seconds
 
@@ -429,14 +476,17 @@ def _sig(value: float) -> float:
     return float(f"{value:.4g}")
 
 
-def _sources(cases: list[Case], cap: float = 0.0) -> dict[str, str]:
-    """Each constant's cases: how many, from how many sources, and the largest sources (the cap's: the cases it binds on)."""
+def _sources(cases: list[Case], table: Fit) -> dict[str, str]:
+    """Each constant's cases: how many, from how many sources, and the largest sources (the cap's and the quantized
+    GEMMs' floor's: the cases they bind on by `table`)."""
+    cap = table.get(CAP, 0.0)
     by_name: dict[str, dict[str, int]] = {}
     for c in cases:
         n = _names(c)
         names = [n.format, n.kernel, n.own, n.attention, n.step, n.engine, n.layer, n.gpu, n.architecture]
         names += ([n.link] if c.tp > 1 else []) + ([n.expert] if c.experts else [])
         names += ([n.repeat] if c.kv_repeats else []) + ([n.python] if n.python else []) + ([n.rocm] if n.rocm else [])
+        names += ([n.floor] if _floor_binds(c, table, cap) else []) + ([n.prefill] if n.prefill else [])
         names += [CAP] if _bandwidth(c, cap) < _gpu_figures(c.gpu)[0] else []  # type: ignore[arg-type]
         for name in names:
             by_name.setdefault(name, {}).setdefault(c.group, 0)
@@ -477,7 +527,7 @@ def constants_module(cases: list[Case], predictions: list[Prediction]) -> str:
         f"PRIOR_FORMAT_INVERSE = {PRIOR_FORMAT_INVERSE}\n"
         + "".join(literal(name, "dict[str, float]", block(prefix)) for name, prefix in TABLES.items())
         + literal("BANDS", "dict[str, tuple[float, float, int]]", bands(predictions))
-        + literal("SOURCES", "dict[str, str]", _sources(scope, table[CAP]))
+        + literal("SOURCES", "dict[str, str]", _sources(scope, table))
     )
 
 
@@ -619,7 +669,7 @@ def section(cases: list[Case], predictions: list[Prediction]) -> str:
         " `benchmarks/decode_calibration.py`, which writes them to `kvcalc/decode_fit.py`:",
         "",
         "```",
-        "t = (W / (BW * gpu_eff * kernel_eff) + KV / (BW * gpu_eff * attention_eff))",
+        "t = (max(W / (BW * gpu_eff * kernel_eff), layers * quant_floor[format]) + KV / (BW * gpu_eff * attention_eff))",
         "    + step[mode] + step[engine release; vLLM's V0 releases one]",
         "    + layers * (per_layer[mode] + python_dispatch[eager vLLM/SGLang] + rocm_moe_layer[SGLang FP8 MoE on ROCm])",
         "    + (tp > 1) * 2 * layers * (all_reduce_latency[link] + all_reduce_bytes / link_bandwidth)",
@@ -635,7 +685,10 @@ def section(cases: list[Case], predictions: list[Prediction]) -> str:
         "W and KV are kvcalc's own counts of the bytes one rank reads per step (MoE: the experts one token touches;"
         " the LM head whole, an untied input table one row). Where a published timing includes the prefill"
         " (end-to-end tokens/s), its share per token is added from kvcalc's prefill roofline at the compute efficiency"
-        f" {COMPUTE_EFFICIENCY}. Link bandwidths: {', '.join(f'{k} {v / 1e9:g} GB/s' for k, v in LINK_BYTES_PER_S.items())}.",
+        f" {COMPUTE_EFFICIENCY} (for vLLM's V0 releases, at that over a fitted inverse, `PREFILL_INVERSE`). quant_floor:"
+        " the least time a layer's GPTQ/AWQ/int8 GEMMs take in the fused engines (dense models), fitted by assigning each"
+        " case to the side of the max that binds, round by round."
+        f" Link bandwidths: {', '.join(f'{k} {v / 1e9:g} GB/s' for k, v in LINK_BYTES_PER_S.items())}.",
         "",
         "**How it is tested: leave one source out.** Every table, thread or benchmark page is one group; each group's cases"
         " are predicted by a fit on all the other groups, so rows of one table never sit on both sides. Error ="

@@ -1,7 +1,8 @@
 """What engines really reach when they decode: the terms of the expected-time model and which
 engine, version, options and weight format select them. Pure data and lookups.
 
-    t_token = (W_read / (BW * gpu_efficiency * kernel_efficiency) + KV_read / (BW * gpu_efficiency * attention_efficiency))
+    t_token = (max(W_read / (BW * gpu_efficiency * kernel_efficiency), layers * quant_floor[format])
+               + KV_read / (BW * gpu_efficiency * attention_efficiency))
               + step_cost[mode] + step_cost[engine and version]
               + layers * (layer_cost[mode] + python_dispatch[eager vLLM/SGLang] + rocm_moe_layer[SGLang FP8 MoE on ROCm])
               + (tp > 1) * 2 * layers * (all_reduce_latency[link] + all_reduce_bytes / link_bandwidth)
@@ -212,6 +213,43 @@ def step_key(engine_key: str) -> str:
     return "vllm-v0" if engine_key in V0_ENGINE_KEYS else engine_key
 
 
+# vLLM's V0 releases (0.2-0.7) prefill a long prompt slower than COMPUTE_EFFICIENCY of the peak: 0.4.2 prefills
+# through xformers unless the separate flash_attn package is installed (vllm/attention/selector.py; 0.4.2's wheel
+# requires xformers, not flash-attn); 0.6.3 chunks a prompt into 512-token steps when
+# max_model_len > 32K (vllm/engine/arg_utils.py `use_long_context`: chunked prefill on by default), each step
+# reading the weights and every earlier token's KV again. The share of a published end-to-end timing that is
+# the prefill is charged at COMPUTE_EFFICIENCY / PREFILL_INVERSE[key], fitted on V0's end-to-end timings (issue 25).
+PREFILL_ENGINE_KEYS = V0_ENGINE_KEYS
+
+
+def prefill_key(engine_key: str) -> str | None:
+    """The key of an engine release's fitted prefill speed (V0's releases share one), or None: the prefill runs
+    at COMPUTE_EFFICIENCY.
+
+    >>> prefill_key("vllm-0.4"), prefill_key("vllm-v0"), prefill_key("vllm-v1"), prefill_key("sglang")
+    ('vllm-v0', 'vllm-v0', None, None)
+    """
+    return step_key(engine_key) if engine_key in PREFILL_ENGINE_KEYS else None
+
+
+# A fused engine's GPTQ/AWQ/int8 GEMM at batch 1 takes at least a fixed time per layer whatever its bytes
+# (vllm/model_executor/layers/quantization/gptq_marlin.py, awq_marlin.py, csrc/quantization/gptq_marlin/: a Marlin
+# kernel's grid is tiled over the output columns, so a layer of a small model fills few SMs): Qwen2.5-0.5B-GPTQ-Int4
+# decodes at 3.8 ms a token under vLLM 0.6.3 where its bf16 checkpoint, 2x the bytes, takes 3.2 ms. The weights' time
+# is max(bytes / streamed bandwidth, layers * QUANT_LAYER_FLOOR_S[class]): the floor binds on small models only.
+QUANT_FLOOR_KERNELS = ("fused",)
+QUANT_FLOOR_CLASSES = ("int4", "int8")
+
+
+def quant_floor_key(kernels: str, klass: str, moe: bool) -> str | None:
+    """The key of the floor per layer a dense model's quantized GEMMs take in fused kernels, or None.
+
+    >>> quant_floor_key("fused", "int4", False), quant_floor_key("fused", "int4", True), quant_floor_key("llamacpp", "int4", False)
+    ('int4', None, None)
+    """
+    return klass if kernels in QUANT_FLOOR_KERNELS and klass in QUANT_FLOOR_CLASSES and not moe else None
+
+
 def profile_for(
     engine: str, version: tuple[int, ...] | None = None, eager: bool | None = None, backend: str = "cuda",
     legacy_llamacpp: bool = False,
@@ -337,6 +375,10 @@ class Terms(Frozen):
     all_reduce_source: str
     sm_bytes_per_clock: float  # what the kernels stream per SM per clock at most (0: no cap)
     sm_cap_source: str
+    quant_layer_floor_seconds: float  # the least time a layer's quantized GEMMs take (0: no floor)
+    quant_floor_source: str
+    prefill_compute_efficiency: float  # share of peak FLOP/s a prompt's prefill reaches under this engine release
+    prefill_source: str
 
     @property
     def weights_efficiency(self) -> float:
@@ -391,6 +433,9 @@ def terms(
     python_layer = (
         decode_fit.PYTHON_EAGER_LAYER_S.get(PYTHON_EAGER_KEY, 0.0) if python_eager(profile.engine_key, profile.mode) else 0.0
     )
+    floor_key = quant_floor_key(profile.kernels, klass, moe)
+    prefill = prefill_key(profile.engine_key)
+    prefill_inverse = decode_fit.PREFILL_INVERSE.get(prefill, 1.0) if prefill else 1.0
     rocm_key = rocm_moe_layer_key(profile.engine, backend, klass, moe)
     rocm_layer = decode_fit.ROCM_MOE_LAYER_S.get(rocm_key, 0.0) if rocm_key else 0.0
     arch_source = (
@@ -433,6 +478,10 @@ def terms(
         all_reduce_source=_source(f"link {link}") if link else "",
         sm_bytes_per_clock=decode_fit.SM_BYTES_PER_CLOCK.get(profile.kernels, 0.0),
         sm_cap_source=_source(f"cap {profile.kernels}") if profile.kernels in SM_CAP_KERNELS else "",
+        quant_layer_floor_seconds=decode_fit.QUANT_LAYER_FLOOR_S.get(floor_key, 0.0) if floor_key else 0.0,
+        quant_floor_source=_source(f"floor {floor_key}") if floor_key else "",
+        prefill_compute_efficiency=COMPUTE_EFFICIENCY / max(prefill_inverse, COMPUTE_EFFICIENCY),
+        prefill_source=f"{prefill} (V0's prefill): {_source(f'prefill {prefill}')}" if prefill else "not fitted: an assumption",
     )
 
 

@@ -130,6 +130,11 @@ class ExpectedStep(Frozen):
     overhead_seconds_per_layer: float
     python_dispatch_seconds_per_layer: float  # its share from Python dispatching each layer (vLLM, SGLang eager)
     rocm_moe_seconds_per_layer: float  # its share from an engine's MoE layers on ROCm (SGLang's FP8 MoE)
+    quant_floor_seconds_per_layer: float  # the least time a layer's quantized GEMMs take in fused kernels (0: none)
+    quant_floor_seconds: float  # that floor * layers: the weights' time is at least this
+    quant_floor_source: str
+    prefill_compute_efficiency: float  # share of peak FLOP/s a prompt's prefill reaches under this release (end-to-end timings)
+    prefill_source: str
     overridden: list[Literal["efficiency", "overhead"]]  # terms set by --efficiency / --overhead-ms
     layers: int
     weights_read_bytes: int  # per GPU per step: the untied input embedding table read one row per sequence
@@ -152,15 +157,17 @@ class ExpectedStep(Frozen):
 
 def expected_seconds(
     weights_bytes: int, kv_bytes: int, flops: int, bandwidth: float, peak_flops: float, efficiency: float,
-    kv_efficiency: float, compute_efficiency: float, fixed_seconds: float,
+    kv_efficiency: float, compute_efficiency: float, fixed_seconds: float, weights_floor_seconds: float = 0.0,
 ) -> tuple[float, float, float]:  # fmt: skip
-    """(memory, compute, total) seconds of a step: max(weights / (bandwidth * efficiency) + KV /
-    (bandwidth * kv_efficiency), FLOPs / (peak * compute_efficiency)) + the fixed costs.
+    """(memory, compute, total) seconds of a step: max(max(weights / (bandwidth * efficiency), the quantized
+    GEMMs' floor) + KV / (bandwidth * kv_efficiency), FLOPs / (peak * compute_efficiency)) + the fixed costs.
 
     >>> expected_seconds(10**9, 0, 2 * 10**9, 1e12, 1e14, 0.5, 0.5, 0.5, 1e-3)
     (0.002, 4e-05, 0.003)
+    >>> expected_seconds(10**9, 0, 0, 1e12, 1e14, 0.5, 0.5, 0.5, 0.0, weights_floor_seconds=0.005)[0]
+    0.005
     """
-    memory_s = weights_bytes / (bandwidth * efficiency) + kv_bytes / (bandwidth * kv_efficiency)
+    memory_s = max(weights_bytes / (bandwidth * efficiency), weights_floor_seconds) + kv_bytes / (bandwidth * kv_efficiency)
     compute_s = flops / (peak_flops * compute_efficiency)
     return memory_s, compute_s, max(memory_s, compute_s) + fixed_seconds
 
@@ -234,7 +241,10 @@ def _expected(
     comm = tp_comm_seconds(model.layers, fitted.all_reduce_seconds, reduce_bytes, link)
     expert_loop = model.layers * model.moe.experts * fitted.expert_seconds if model.moe else 0.0
     fixed = fitted.step_seconds + per_layer * model.layers + expert_loop + comm
-    memory_s, compute_s, total = expected_seconds(weights, kv_read, flops, streamed, peak, eff, kv_eff, compute_eff, fixed)
+    floor = model.layers * fitted.quant_layer_floor_seconds if efficiency is None and gpu.decode_efficiency is None else 0.0
+    memory_s, compute_s, total = expected_seconds(
+        weights, kv_read, flops, streamed, peak, eff, kv_eff, compute_eff, fixed, weights_floor_seconds=floor
+    )  # fmt: skip
     seconds = max(total, line.seconds)
     overridden: list[Literal["efficiency", "overhead"]] = [
         term for term, value in (("efficiency", efficiency), ("overhead", overhead)) if value is not None
@@ -263,6 +273,11 @@ def _expected(
         overhead_seconds_per_layer=per_layer,
         python_dispatch_seconds_per_layer=fitted.python_layer_seconds if fitted_layers else 0.0,
         rocm_moe_seconds_per_layer=fitted.rocm_moe_layer_seconds if fitted_layers else 0.0,
+        quant_floor_seconds_per_layer=fitted.quant_layer_floor_seconds if floor else 0.0,
+        quant_floor_seconds=floor,
+        quant_floor_source=fitted.quant_floor_source if floor else "",
+        prefill_compute_efficiency=fitted.prefill_compute_efficiency,
+        prefill_source=fitted.prefill_source,
         overridden=overridden,
         layers=model.layers,
         weights_read_bytes=weights,
@@ -303,6 +318,9 @@ def _expected(
             else ""
         )
     )  # fmt: skip
+    weights_term, weights_value = f"weights / (bandwidth * {eff:.3g})", f"{weights:,} / {streamed * eff:.4g}"
+    if floor:  # the weights' time is the larger of their bytes' and the quantized GEMMs' floor
+        weights_term, weights_value = f"max({weights_term}, floor)", f"max({weights_value}, {format_seconds(floor)})"
     how = "the roofline's" if weights == line.bytes_moved - kv_read else (
         "the roofline's with the untied input embedding table read one row per sequence, not whole"
     )  # fmt: skip
@@ -329,9 +347,16 @@ def _expected(
             if streamed < gpu.bandwidth_bytes_per_s
             else []
         ),
-        f"expected t_memory = weights / (bandwidth * {eff:.3g}) + KV / (bandwidth * {kv_eff:.3g})"
-        f" = {weights:,} / {streamed * eff:.4g} + {kv_read:,} / {streamed * kv_eff:.4g}"
-        f" = {format_seconds(memory_s)}",
+        *(
+            [
+                f"quantized GEMM floor = layers * {format_seconds(fitted.quant_layer_floor_seconds)} = {format_seconds(floor)}"
+                f" ({klass} GEMMs in fused kernels take at least this per layer whatever their bytes: {fitted.quant_floor_source})"
+            ]
+            if floor
+            else []
+        ),
+        f"expected t_memory = {weights_term} + KV / (bandwidth * {kv_eff:.3g})"
+        f" = {weights_value} + {kv_read:,} / {streamed * kv_eff:.4g} = {format_seconds(memory_s)}",
         f"expected t_compute = FLOPs / (peak * {compute_eff:g}) = {flops:,} / {peak * compute_eff:.4g} = {format_seconds(compute_s)}",
         f"fixed cost per step = {format_seconds(fitted.step_seconds)} ({fitted.step_source})",
         f"cost per layer = {per_layer * 1e3:.3g} ms * {model.layers} = {format_seconds(per_layer * model.layers)} ({per_layer_by})",
@@ -352,6 +377,8 @@ def _expected(
         f" = {format_seconds(total)}"
         + (f"; below the roofline, so the roofline's {format_seconds(line.seconds)}" if total < line.seconds else "")
         + f" ({step.share_of_roofline:.0%} of the roofline's speed)",
+        f"prefill in end-to-end timings: {step.prefill_compute_efficiency:.3g} of peak FLOP/s ({fitted.prefill_source});"
+        " decode's prefill (TTFT) figure is the roofline's",
         f"band: measured / expected tokens/s of published {spread.group} cases, 10th-90th percentile, predicted without"
         f" their own source: {spread.low:.2f}-{spread.high:.2f} ({spread.cases} cases"
         + (f"; fewer than {MIN_BAND_CASES}, so widened to all cases' band" if spread.widened else "")

@@ -12,7 +12,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvcalc import Workload, decode_fit
-from kvcalc.decode_profiles import AT_PEAK, band, format_class, profile_for, streamed_bandwidth, terms
+from kvcalc.decode_profiles import (
+    AT_PEAK,
+    COMPUTE_EFFICIENCY,
+    band,
+    format_class,
+    prefill_key,
+    profile_for,
+    quant_floor_key,
+    streamed_bandwidth,
+    terms,
+)
 from kvcalc.engines import PROFILES
 from kvcalc.errors import InvalidInput
 from kvcalc.latency import all_reduce_bytes, decode, expected_seconds, tp_comm_seconds
@@ -138,7 +148,7 @@ def test_kvcalc_decode_predicts_a_case_as_the_calibration_does() -> None:
     engine = Engine(name="vllm", vllm_version=case.engine_version)
     step = decode(load_model(case.preset), Workload(seq=case.avg_context, tp=case.tp, engine=engine), load_gpu(case.gpu),
                   interconnect=case.interconnect)  # fmt: skip
-    predicted = 1 / (1 / calibration.predict(case, table) - case.prefill_seconds_per_token)
+    predicted = 1 / (1 / calibration.predict(case, table) - calibration._prefill(case, table))
     assert step.expected_tokens_per_s == pytest.approx(predicted, rel=2e-3)
     assert step.expected.tp_comm_seconds > 0 and step.expected.interconnect == "nvlink"
 
@@ -148,8 +158,9 @@ def test_every_shipped_constant_names_its_cases() -> None:
         decode_fit.FORMAT_INVERSE, decode_fit.KERNEL_INVERSE, decode_fit.ENGINE_KERNEL_INVERSE, decode_fit.GPU_INVERSE,
         decode_fit.ARCHITECTURE_INVERSE, decode_fit.KV_REPEAT_INVERSE, decode_fit.PYTHON_EAGER_LAYER_S,
         decode_fit.ROCM_MOE_LAYER_S, {k: v for k, v in decode_fit.SM_BYTES_PER_CLOCK.items() if v},
+        decode_fit.QUANT_LAYER_FLOOR_S, decode_fit.PREFILL_INVERSE,
     )  # fmt: skip
-    prefixes = ("format", "kernel", "own", "gpu", "architecture", "repeat", "python", "rocm", "cap")
+    prefixes = ("format", "kernel", "own", "gpu", "architecture", "repeat", "python", "rocm", "cap", "floor", "prefill")
     for prefix, table in zip(prefixes, tables, strict=True):
         for key in table:
             assert "cases from" in decode_fit.SOURCES[f"{prefix} {key}"], key
@@ -174,7 +185,7 @@ def test_kvcalc_decode_charges_the_new_terms_as_the_calibration_does(engine: str
     name = ENGINE_OPTIONS[engine]
     work = Workload(seq=case.avg_context, engine=Engine(name=name, **options))
     step = decode(load_model(case.preset), work, load_gpu(case.gpu))
-    predicted = 1 / (1 / calibration.predict(case, table) - case.prefill_seconds_per_token)
+    predicted = 1 / (1 / calibration.predict(case, table) - calibration._prefill(case, table))
     assert step.expected_tokens_per_s == pytest.approx(predicted, rel=2e-3)
     if engine == "transformers":
         assert step.expected.kv_repeats == case.kv_repeats == 6 and step.expected.kv_repeat_inverse > 0
@@ -189,10 +200,72 @@ def test_sglang_fp8_moe_on_rocm_pays_its_cost_per_layer_as_the_calibration_does(
     fmt = WeightFormat(dtype=DType.fp8, embeddings=DType.bf16, experts=DType.fp8)  # as the importer counts the case's bytes
     work = Workload(seq=case.avg_context, tp=case.tp, engine=Engine(name="sglang"))
     step = decode(load_model(case.preset), work, load_gpu(case.gpu), fmt, interconnect=case.interconnect)
-    predicted = 1 / (1 / calibration.predict(case, table) - case.prefill_seconds_per_token)
+    predicted = 1 / (1 / calibration.predict(case, table) - calibration._prefill(case, table))
     assert step.expected_tokens_per_s == pytest.approx(predicted, rel=2e-3)
     assert step.expected.rocm_moe_seconds_per_layer == decode_fit.ROCM_MOE_LAYER_S["sglang fp8 moe"] > 0
     assert "cases from 2 sources" in decode_fit.SOURCES["rocm sglang fp8 moe"]
+
+
+def test_a_small_quantized_model_pays_the_gemm_floor_as_the_calibration_does() -> None:
+    # Qwen2.5-0.5B-GPTQ-Int4 under vLLM 0.6.3 (Qwen's speed table): its quantized GEMMs, not its bytes, set the weights'
+    # time; kvcalc.latency charges max(bytes / bandwidth, layers * floor) as the script predicts the case
+    table = calibration.fit(SCOPE)
+    case = next(c for c in SCOPE if c.group == "qwen2.5-docs-speedbench-vllm" and c.preset == "qwen2.5-0.5b"
+                and c.weight_format == "gptq-int4" and c.avg_context == 1025)  # fmt: skip
+    assert calibration._floor_binds(case, table, table[calibration.CAP])
+    fmt = WeightFormat(dtype=DType.int4, embeddings=DType.bf16, experts=DType.int4)  # as the importer counts the case's bytes
+    work = Workload(seq=case.avg_context, engine=Engine(name="vllm", vllm_version=case.engine_version))
+    step = decode(load_model(case.preset), work, load_gpu(case.gpu), fmt)
+    predicted = 1 / (1 / calibration.predict(case, table) - calibration._prefill(case, table))
+    assert step.expected_tokens_per_s == pytest.approx(predicted, rel=2e-3)
+    floor = decode_fit.QUANT_LAYER_FLOOR_S["int4"]
+    assert step.expected.quant_floor_seconds == pytest.approx(case.layers * floor) and floor > 0
+    assert "cases from" in decode_fit.SOURCES["floor int4"] and step.expected.quant_floor_source.startswith("fitted on")
+
+
+@pytest.mark.parametrize(
+    ("preset", "dtype", "engine", "floored"),
+    [
+        ("qwen2.5-0.5b", DType.int4, "vllm", True),  # 24 small layers: the floor binds
+        ("qwen2.5-72b", DType.int4, "vllm", False),  # 80 large layers: their bytes take longer than the floor
+        ("qwen2.5-0.5b", DType.bf16, "vllm", False),  # 16-bit GEMMs have no floor of their own
+        ("qwen2.5-0.5b", DType.q4_0, "llamacpp", False),  # llama.cpp's mat-vec kernels: not the fused engines' GEMMs
+    ],
+)
+def test_only_small_quantized_models_in_fused_kernels_hit_the_gemm_floor(
+    preset: str, dtype: DType, engine: str, floored: bool
+) -> None:
+    fmt = WeightFormat(dtype=dtype, embeddings=DType.bf16, experts=dtype)
+    step = decode(load_model(preset), Workload(seq=1024, tp=2 if "72b" in preset else 1, engine=Engine(name=engine)),
+                  load_gpu("a100-80gb"), fmt).expected  # fmt: skip
+    streamed = step.weights_read_bytes / (step.streamed_bandwidth_bytes_per_s * step.efficiency)
+    assert (step.quant_floor_seconds > streamed) is floored
+    assert step.memory_seconds >= max(streamed, step.quant_floor_seconds)
+    assert quant_floor_key("fused", "int4", True) is None  # a MoE's experts run other kernels (fused_moe, Marlin MoE)
+
+
+def test_vllm_v0_releases_share_one_fitted_prefill_speed(cli) -> None:
+    # end-to-end timings of V0 (Qwen2's table on 0.4.2, Qwen2.5's on 0.6.3, ROCm/vllm's 0.7.3 benchmark_latency runs) fit
+    # one prefill speed, which each source held out takes from the others; later releases and other engines prefill at
+    # COMPUTE_EFFICIENCY
+    assert prefill_key("vllm-0.4") == prefill_key("vllm-v0") == "vllm-v0" and prefill_key("vllm-v1") is None
+    sources = decode_fit.SOURCES["prefill vllm-v0"]
+    assert "qwen2-docs-speedbench-vllm" in sources and "qwen2.5-docs-speedbench-vllm" in sources
+    args = ("decode", "--model", "qwen2.5-7b", "--gpu", "a100-80gb", "--seq", "32768", "--engine", "vllm", "--json")
+    old, v0, v1 = (json.loads(cli(*args, "--vllm-version", v).stdout)["decode"]["expected"] for v in ("0.4.2", "0.6.3", "0.11.0"))
+    fitted = COMPUTE_EFFICIENCY / decode_fit.PREFILL_INVERSE["vllm-v0"]
+    assert old["prefill_compute_efficiency"] == v0["prefill_compute_efficiency"] == pytest.approx(fitted)
+    assert v1["prefill_compute_efficiency"] == COMPUTE_EFFICIENCY and v1["prefill_source"] == "not fitted: an assumption"
+    explained = cli(*args[:-1], "--vllm-version", "0.6.3", "--explain").stdout
+    assert "prefill in end-to-end timings" in explained and "vllm-v0 (V0's prefill)" in explained
+
+
+def test_decode_explains_the_quantized_gemm_floor(cli) -> None:
+    args = ("decode", "--model", "qwen2.5-0.5b", "--gpu", "a100-80gb", "--engine", "vllm", "--weight-dtype", "int4")
+    doc = cli.json(*args)["decode"]["expected"]
+    assert doc["quant_floor_seconds"] == pytest.approx(24 * decode_fit.QUANT_LAYER_FLOOR_S["int4"])
+    out = cli(*args, "--explain").stdout
+    assert "quantized GEMM floor = layers *" in out and "max(weights / (bandwidth *" in out
 
 
 @pytest.mark.parametrize(
@@ -422,6 +495,16 @@ def test_more_bytes_or_a_larger_fixed_cost_never_make_a_step_faster(
     assert expected_seconds(weights + more_bytes, kv, flops, bandwidth, peak, eff, kv_eff, compute_eff, fixed)[2] >= base
     assert expected_seconds(weights, kv + more_bytes, flops, bandwidth, peak, eff, kv_eff, compute_eff, fixed)[2] >= base
     assert expected_seconds(weights, kv, flops, bandwidth, peak, eff, kv_eff, compute_eff, fixed + more_fixed)[2] >= base
+
+
+@given(*TERMS[:-1], st.floats(0, 1), st.floats(0, 1), st.floats(0, 1))
+def test_a_higher_gemm_floor_never_makes_a_step_faster_and_never_beats_the_bytes(
+    weights, kv, flops, bandwidth, peak, eff, kv_eff, compute_eff, fixed, floor, more  # noqa: ANN001
+) -> None:  # fmt: skip
+    memory, _, total = expected_seconds(weights, kv, flops, bandwidth, peak, eff, kv_eff, compute_eff, fixed, floor)
+    assert expected_seconds(weights, kv, flops, bandwidth, peak, eff, kv_eff, compute_eff, fixed, floor + more)[2] >= total
+    assert memory >= weights / (bandwidth * eff) + kv / (bandwidth * kv_eff)
+    assert memory >= floor
 
 
 @given(st.integers(1, 200), st.floats(0, 1e-4), st.floats(0, 1e-4), st.integers(0, 10**6), st.integers(0, 10**6))
