@@ -221,3 +221,9 @@ def test_the_lmsys_dgx_spark_rows_are_decode_only_cases_of_their_presets(engine:
     )
     assert "excluded_because" not in case and case["format_class"] == klass
     assert case["prefill_seconds_per_token"] == 0.0  # the posts give prefill and decode tokens/s apart
+
+
+def test_a_source_on_a_gpu_kvcalc_has_no_preset_for_stays_out_with_its_reason() -> None:
+    # sglang#2219: Qwen2-7B-Instruct at batch 1 on an NVIDIA A30 (bf16 and torchao int8 weight-only)
+    cases = [c for c in FIXTURE if c["url"] == "https://github.com/sgl-project/sglang/issues/2219"]
+    assert len(cases) == 2 and all(c["excluded_because"] == "no kvcalc GPU preset for 'NVIDIA A30'" for c in cases)
