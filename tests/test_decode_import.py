@@ -196,3 +196,34 @@ def test_issue_21_gpus_map_to_their_exact_preset(gpu_name: str, preset: str, ban
 @pytest.mark.parametrize("gpu_name", ["AMD Radeon RX 7900 XTX", "RTX 4070 Super", "NVIDIA GeForce RTX 4070 Laptop GPU"])
 def test_neighbouring_cards_do_not_take_the_new_presets(gpu_name: str) -> None:
     assert importer._gpu(gpu_name) not in {("rx7900xt", "pcie"), ("rtx4070", "pcie")}
+
+
+LMSYS_SPARK = (
+    "https://lmsys.org/blog/2025-10-13-nvidia-dgx-spark/",
+    "https://lmsys.org/blog/2025-11-03-gpt-oss-on-nvidia-dgx-spark/",
+)
+
+
+@pytest.mark.parametrize(
+    ("engine", "model", "gpu", "klass"),
+    [  # LMSYS's two DGX Spark posts (issue 25: SGLang's only Blackwell cases were B200 rows)
+        ("sglang", "meta-llama/Llama-3.1-8B-Instruct", "dgx-spark", "fp8"),  # --quantization fp8: online FP8 weights
+        ("sglang", "openai/gpt-oss-20b", "dgx-spark", "fp4"),
+        ("sglang", "openai/gpt-oss-120b", "dgx-spark", "fp4"),
+        ("ollama", "gpt-oss:20b", "dgx-spark", "fp4"),
+        ("ollama", "gpt-oss:20b", "rtx-pro-6000-ws", "fp4"),  # "RTX PRO 6000 Blackwell Workstation Edition"
+        ("ollama", "gpt-oss:20b", "rtx5090", "fp4"),  # "GeForce RTX 5090 (Founders Edition)"
+    ],
+)
+def test_the_lmsys_dgx_spark_rows_are_decode_only_cases_of_their_presets(engine: str, model: str, gpu: str, klass: str) -> None:
+    case = next(
+        c for c in FIXTURE if c["url"] in LMSYS_SPARK and c["engine"] == engine and c["model"] == model and c.get("gpu") == gpu
+    )
+    assert "excluded_because" not in case and case["format_class"] == klass
+    assert case["prefill_seconds_per_token"] == 0.0  # the posts give prefill and decode tokens/s apart
+
+
+def test_a_source_on_a_gpu_kvcalc_has_no_preset_for_stays_out_with_its_reason() -> None:
+    # sglang#2219: Qwen2-7B-Instruct at batch 1 on an NVIDIA A30 (bf16 and torchao int8 weight-only)
+    cases = [c for c in FIXTURE if c["url"] == "https://github.com/sgl-project/sglang/issues/2219"]
+    assert len(cases) == 2 and all(c["excluded_because"] == "no kvcalc GPU preset for 'NVIDIA A30'" for c in cases)
