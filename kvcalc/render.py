@@ -228,6 +228,7 @@ def fit_tables(report: FitReport, model: str, gpu: str, decimal: bool, explain: 
                 f"does not fit whole: the weights exceed one GPU's budget by {format_bytes(-b.usable_bytes, decimal)};"
                 " the llama.cpp placement below keeps the rest in host RAM"
             )
+            _engine_log(report)  # the cache lines hold wherever the layers go
         else:
             console.print(
                 f"[red]does not fit:[/] the weights exceed the budget by {-b.usable_bytes:,} B ({format_bytes(-b.usable_bytes, decimal)});"
@@ -285,12 +286,16 @@ def fit_tables(report: FitReport, model: str, gpu: str, decimal: bool, explain: 
         console.print(
             f"allocated beyond the textbook need at max batch: {format_bytes(report.paging_waste_bytes_at_max_batch, decimal)} (pages, padding, reservations)"
         )
-    for logged in report.engine_log:
-        console.print(f"{logged.engine} would log: {logged.line} ({logged.note})", soft_wrap=True)
+    _engine_log(report)
     if report.max_batch_by_context:
         ctx = _table("Max batch by context", "context", *[f"{s:,}" for s in report.max_batch_by_context])
         ctx.add_row("max batch", *[f"{v:,}" for v in report.max_batch_by_context.values()])
         console.print(ctx)
+
+
+def _engine_log(report: FitReport) -> None:
+    for logged in report.engine_log:
+        console.print(f"{logged.engine} would log: {logged.line} ({logged.note})", soft_wrap=True)
 
 
 def decode_tables(step: DecodeEstimate, first: PrefillEstimate | None, decimal: bool, explain: bool) -> None:
