@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Annotated
 
 import typer
 
-from kvcalc import placement, presets
+from kvcalc import placement, presets, throughput
 from kvcalc.cli.common import TP_HELP, positive, preset_names, size_option
+from kvcalc.cli.throughput_options import Economics
 from kvcalc.errors import InvalidInput
 from kvcalc.sources import tensor_parallel
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
@@ -258,6 +260,31 @@ def split_speed(
         ram = 1  # nothing but the input table's rows is read on the host
     host = placement.HostSpeed(ram_bandwidth_bytes_per_s=ram)
     return placement.split_decode(model, workload, fmt, laid_out, devices, host, profile(workload.engine).decode_profile(gpus[0]))
+
+
+def split_throughput(
+    economics: Economics, model: ModelSpec, workload: Workload, fmt: WeightFormat, laid_out: placement.Placement,
+    devices: list[placement.PlacementDevice], request: placement.PlacementRequest, gpus: list[GpuSpec],
+    bandwidth: str | None,
+) -> throughput.ThroughputPlan:  # fmt: skip
+    """--max-tpot-ms / --max-ttft-ms over llama.cpp's layer split: the largest batch B whose placement, planned
+    again at B (-np B) and the plan's context, fits and whose split speed (split_speed) meets the targets; the
+    prefill stays the first GPU's (-sm layer runs the layers one device after another)."""
+    from kvcalc.engines.llamacpp import LLAMA_MAX_SEQ
+
+    at_ctx = request.model_copy(update={"ctx_size": laid_out.ctx_size})
+
+    @functools.cache
+    def replanned(batch: int) -> tuple[Workload, placement.Placement]:
+        at_batch = workload.model_copy(update={"batch": batch})
+        return at_batch, placement.plan(model, at_batch, fmt, devices, at_ctx)
+
+    def seconds_per_token(batch: int) -> float:
+        at_batch, plan_at = replanned(batch)
+        return split_speed(model, at_batch, fmt, plan_at, devices, gpus, bandwidth).expected_seconds
+
+    memory_batch = throughput.largest_meeting(lambda b: replanned(b)[1].fits, min(LLAMA_MAX_SEQ, laid_out.ctx_size))
+    return economics.plan(model, workload, gpus[0], memory_batch, fmt, seconds_per_token=seconds_per_token)
 
 
 def residents(
