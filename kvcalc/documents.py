@@ -38,6 +38,9 @@ class FitDocument(FitReport):
     version: Literal[2] = SCHEMA_VERSION
     model: str
     gpu: str
+    # llama.cpp's layer split over several GPUs: fits and verdict are the placement's; the budget and every other
+    # figure above are ONE_GPU_SCOPE's (kvcalc.placement), one GPU holding the whole model
+    budget_scope: str | None = None
     placement: Placement | None = None  # llama.cpp's placement across GPUs and host RAM, when one was planned
     speed_steps: list[SpeedStep] | None = None  # tokens/s at each -ngl or --n-cpu-moe step (with --ram-bandwidth)
     throughput: ThroughputPlan | None = None  # --max-tpot-ms, --max-ttft-ms or --price-per-hour
@@ -51,6 +54,8 @@ class DecodeDocument(Document):
 
     decode: DecodeEstimate
     prefill: PrefillEstimate
+    # llama.cpp's layer split over several GPUs: decode and prefill are ONE_GPU_SCOPE's (kvcalc.placement); split is the split's
+    decode_scope: str | None = None
     placement: Placement | None = None  # the llama.cpp placement the split speed is for
     split: SplitDecode | None = None  # the decode speed of that placement
     throughput: ThroughputPlan | None = None

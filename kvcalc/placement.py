@@ -54,6 +54,8 @@ LAYER_SPLIT_SOURCE = (
     " -ts share (default: free memory) exceeds (il - i_gpu_start) / n_gpu_layers (ggml-org/llama.cpp a5410f04; the same"
     " rule in 2026 master, i_gpu_start moved by PR #18148)"
 )
+# what a single-GPU budget, fit report or decode estimate describes when llama.cpp splits the layers over several GPUs
+ONE_GPU_SCOPE = "one GPU holding the whole model"
 KV_DEVICE_SOURCE = (
     "src/llama-kv-cache.cpp llama_kv_cache::llama_kv_cache: layer il's K and V in a buffer of model.dev_layer(il),"
     " one 'KV buffer size' line per device (ggml-org/llama.cpp 3514e9f6); the recurrent state likewise"

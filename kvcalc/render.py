@@ -199,12 +199,26 @@ def _memory_alone(tokens: int | None) -> str:
     return f"; memory would allow {tokens:,} tokens" if tokens else "; memory would allow none"
 
 
-def fit_tables(report: FitReport, model: str, gpu: str, decimal: bool, explain: bool, placement_follows: bool = False) -> None:
+def fit_tables(
+    report: FitReport, model: str, gpu: str, decimal: bool, explain: bool, placement_follows: bool = False, split_over: int = 0
+) -> None:
     """The budget breakdown, term by term as the engine sees it, and what fits (`placement_follows`: a llama.cpp
-    placement plan is printed next, so weights that overflow one GPU are not the last word)."""
+    placement plan is printed next, so weights that overflow one GPU are not the last word; `split_over`: that plan
+    splits the layers over this many GPUs, so every figure here is one GPU holding the whole model's)."""
     b = report.budget
     engine = report.budget.engine.name
-    title = f"Budget per GPU: {gpu}" + (f" ({engine})" if engine != "textbook" else "")
+    one_gpu = ""
+    if split_over:  # `size` prints this table too, without importing kvcalc.placement
+        from kvcalc.placement import ONE_GPU_SCOPE as one_gpu
+
+        console.print(
+            f"llama.cpp splits the layers over {split_over} GPUs (-sm layer): the figures down to its placement are for {one_gpu},"
+            " and the verdict and exit code follow the placement",
+            soft_wrap=True,
+        )
+    title = (f"Budget of {one_gpu}: {gpu}" if one_gpu else f"Budget per GPU: {gpu}") + (
+        f" ({engine})" if engine != "textbook" else ""
+    )
     table = _table(title, "", "bytes")
     table.add_row("memory", _bytes_cell(b.memory_bytes, decimal))
     for term in b.terms:
@@ -228,6 +242,7 @@ def fit_tables(report: FitReport, model: str, gpu: str, decimal: bool, explain: 
                 f"does not fit whole: the weights exceed one GPU's budget by {format_bytes(-b.usable_bytes, decimal)};"
                 " the llama.cpp placement below keeps the rest in host RAM"
             )
+            _engine_log(report)  # the cache lines hold wherever the layers go
         else:
             console.print(
                 f"[red]does not fit:[/] the weights exceed the budget by {-b.usable_bytes:,} B ({format_bytes(-b.usable_bytes, decimal)});"
@@ -259,7 +274,8 @@ def fit_tables(report: FitReport, model: str, gpu: str, decimal: bool, explain: 
         verdict = f"[red]does not fit[/] (short by {format_bytes(report.shortfall_bytes, decimal)})"
     console.print(
         f"batch {report.batch} at {report.context_per_sequence:,} tokens needs {format_bytes(report.kv_bytes_per_gpu, decimal)}"
-        f" of KV{' and state' if report.state_bytes_per_sequence_per_gpu else ''} per GPU: {verdict}"
+        f" of KV{' and state' if report.state_bytes_per_sequence_per_gpu else ''}"
+        + (f" on {one_gpu}: {verdict}" if one_gpu else f" per GPU: {verdict}")
     )
     if report.shared_prefix_tokens:
         console.print(
@@ -285,12 +301,22 @@ def fit_tables(report: FitReport, model: str, gpu: str, decimal: bool, explain: 
         console.print(
             f"allocated beyond the textbook need at max batch: {format_bytes(report.paging_waste_bytes_at_max_batch, decimal)} (pages, padding, reservations)"
         )
-    for logged in report.engine_log:
-        console.print(f"{logged.engine} would log: {logged.line} ({logged.note})", soft_wrap=True)
+    _engine_log(report)
     if report.max_batch_by_context:
         ctx = _table("Max batch by context", "context", *[f"{s:,}" for s in report.max_batch_by_context])
         ctx.add_row("max batch", *[f"{v:,}" for v in report.max_batch_by_context.values()])
         console.print(ctx)
+
+
+def split_verdict(laid_out: Any) -> None:
+    """The verdict of llama.cpp's layer split over several GPUs (a kvcalc.placement.Placement), which the exit code follows."""
+    verdict = "[green]fits[/]" if laid_out.fits else "[red]does not fit[/] (a device is over)"
+    console.print(f"llama.cpp's split over {len(laid_out.devices)} GPUs (-sm layer): {verdict}")
+
+
+def _engine_log(report: FitReport) -> None:
+    for logged in report.engine_log:
+        console.print(f"{logged.engine} would log: {logged.line} ({logged.note})", soft_wrap=True)
 
 
 def decode_tables(step: DecodeEstimate, first: PrefillEstimate | None, decimal: bool, explain: bool) -> None:

@@ -100,16 +100,19 @@ def plan(
     weights: WeightFormat | None = None,
     efficiency: float | None = None,
     overhead_seconds_per_layer: float | None = None,
+    seconds_per_token: Callable[[int], float] | None = None,
 ) -> ThroughputPlan:
     """The largest batch B in [1, memory_batch] whose expected time per output token at the
     workload's context is within --max-tpot-ms and whose burst of B prompts prefills within
     --max-ttft-ms; both times grow with B (more KV, experts and FLOPs per step), so a bisection
-    finds it exactly. Its tokens/s = B / time per token."""
+    finds it exactly. Its tokens/s = B / time per token. `seconds_per_token` replaces one GPU's
+    expected time per token at B (llama.cpp's layer split: kvcalc.placement.split_decode's)."""
     step = _step(model, workload, gpu, weights, efficiency, overhead_seconds_per_layer)
+    seconds = seconds_per_token or (lambda batch: step(batch).expected_seconds_per_token)
     tpot, ttft = target.max_tpot_seconds, target.max_ttft_seconds
 
     def meets_tpot(batch: int) -> bool:
-        return tpot is None or step(batch).expected_seconds_per_token <= tpot
+        return tpot is None or seconds(batch) <= tpot
 
     def meets_ttft(batch: int) -> bool:
         return ttft is None or first_token(model, workload, gpu, target.prompt, batch, weights, efficiency).seconds <= ttft
@@ -117,7 +120,7 @@ def plan(
     by_tpot = largest_meeting(meets_tpot, memory_batch)
     batch = largest_meeting(meets_ttft, by_tpot)
     limit: BatchLimit = "memory" if batch == memory_batch else "max_tpot" if batch == by_tpot else "max_ttft"
-    at = step(batch) if batch else None
+    at = seconds(batch) if batch else None
     first = first_token(model, workload, gpu, target.prompt, batch, weights, efficiency) if batch else None
     explain = [
         f"batch = the largest B <= {memory_batch:,} (memory's max batch at {workload.seq:,} tokens)"
@@ -126,14 +129,11 @@ def plan(
         + f" = {batch:,}, limited by {limit.replace('_', ' ')} (kvcalc.throughput, bisection: both times grow with B)",
     ]
     if at is not None:
-        explain.append(
-            f"tokens/s = B / time per token = {batch:,} / {format_seconds(at.expected_seconds_per_token)}"
-            f" = {at.expected_tokens_per_s:,.1f}"
-        )
+        explain.append(f"tokens/s = B / time per token = {batch:,} / {format_seconds(at)} = {batch / at:,.1f}")
     if batch < memory_batch:  # what the next batch would take
         over = batch + 1
         beyond = (
-            step(over).expected_seconds_per_token
+            seconds(over)
             if limit == "max_tpot"
             else first_token(model, workload, gpu, target.prompt, over, weights, efficiency).seconds
         )
@@ -147,9 +147,9 @@ def plan(
         memory_batch=memory_batch,
         batch=batch,
         limit=limit,
-        seconds_per_token=at.expected_seconds_per_token if at else None,
+        seconds_per_token=at,
         ttft_seconds=first.seconds if first else None,
-        tokens_per_s=at.expected_tokens_per_s if at else 0.0,
+        tokens_per_s=batch / at if at else 0.0,
         explain=explain,
     )
 

@@ -156,7 +156,23 @@ def test_commands_without_a_plan_refuse_a_llamacpp_head_split(cli, command: list
         (["--gpu", "rtx3090", "--tp", "two"], "--tp 'two': give a positive integer, or auto"),
         (
             ["--gpu", "rtx3090", "--tp", "2", "--pp", "2"],
-            "llama.cpp splits whole layers over its GPUs (-sm layer): give them as --gpu",
+            "llama.cpp has no pipeline stages to budget (--pp 2): its layer split (-sm layer) puts whole layers on each GPU",
+        ),
+        (
+            ["--gpu", "rtx3090", "--tp", "17"],
+            "--tp 17: 17 GPUs, and llama.cpp uses at most 16 (llama_max_devices(), src/llama.cpp)",
+        ),
+        (
+            ["--gpu", "rtx3060"] * 17,
+            "--gpu: 17 GPUs, and llama.cpp uses at most 16 (llama_max_devices(), src/llama.cpp)",
+        ),
+        (
+            ["--gpu", "apple-m4-max", "--tp", "2"],
+            "--tp 2: apple-m4-max is a Mac's one GPU sharing unified memory (Metal): llama.cpp has no second one",
+        ),
+        (
+            ["--gpu", "apple-m4-max", "--gpu", "rtx3090"],
+            "--gpu: apple-m4-max is a Mac's one GPU sharing unified memory (Metal)",
         ),
     ],
 )
@@ -164,3 +180,93 @@ def test_bad_multi_gpu_input_is_one_line_and_exit_2(cli, args: list[str], expect
     result = cli("fit", "--model", "llama3-8b", *args, *LLAMACPP)
     assert result.exit_code == 2, result.output
     assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_sixteen_gpus_are_llamacpps_most() -> None:
+    """llama_max_devices() returns 16 (src/llama.cpp); GGML_CUDA_MAX_DEVICES is 16 (ggml/include/ggml-cuda.h)."""
+    from kvcalc.cli.placement_options import LLAMA_MAX_DEVICES, tp_devices
+
+    gpu = presets.load_gpu("rtx3090")
+    assert LLAMA_MAX_DEVICES == 16 and len(tp_devices([gpu], 16)) == 16
+
+
+@pytest.mark.parametrize("command", [["fit", "--gpu", "rtx3090"], ["size"], ["check"]], ids=["fit", "size", "check"])
+def test_pipeline_stages_are_refused_for_llamacpp(cli, command: list[str], tmp_path) -> None:
+    """llama.cpp has no pipeline stages: --pp 2 (or a plan's pp: 2) is one line and exit 2, pointing at --tp N."""
+    if command == ["check"]:
+        plan = tmp_path / "plan.yaml"
+        plan.write_text("workloads:\n  - {name: w, model: llama3-8b, gpu: rtx3090, seq: 8192, pp: 2, engine: llamacpp}\n")
+        result = cli("check", str(plan))
+    else:
+        result = cli(*command, "--model", "llama3-8b", "--seq", "8192", "--pp", "2", *LLAMACPP)
+    assert result.exit_code == 2, result.output
+    assert "llama.cpp has no pipeline stages to budget (--pp 2)" in result.stderr
+    assert "`kvcalc fit --engine llamacpp --tp 2 --gpu G` plans it" in result.stderr
+
+
+SPLIT_8B = ["--model", "llama3.1-8b", "--gpu", "rtx4090", "--tp", "3", *LLAMACPP]
+
+
+def test_fit_verdict_and_exit_code_follow_the_split_and_the_rest_is_one_gpus(cli) -> None:
+    """At 131,072 tokens llama3.1-8b's 16 GiB bf16 cache overflows one RTX 4090 (max batch 0) and fits three of them,
+    5.5 GiB each at most: fits and verdict are the split's, budget_scope says the other figures are one GPU's."""
+    doc = cli.json("fit", *SPLIT_8B, "--seq", "131072")
+    assert (doc["fits"], doc["verdict"], doc["placement"]["fits"]) == (True, "fits", True)
+    assert doc["budget_scope"] == "one GPU holding the whole model" and doc["max_batch"] == 0
+    one = cli.json("fit", *SPLIT_8B[:4], *LLAMACPP, "--seq", "8192")
+    assert one["budget_scope"] is None and one["placement"] is None
+
+
+def test_fit_text_says_which_figures_are_one_gpus_and_gives_the_splits_verdict(cli) -> None:
+    result = cli("fit", *SPLIT_8B, "--seq", "131072")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    assert "llama.cpp splits the layers over 3 GPUs (-sm layer): the figures down to its placement are for one GPU" in text
+    assert "Budget of one GPU holding the whole model: rtx4090 (llamacpp)" in text
+    assert "of KV on one GPU holding the whole model: does not fit" in text
+    assert "llama.cpp's split over 3 GPUs (-sm layer): fits" in text
+
+
+def test_latency_targets_over_a_split_use_the_splits_time(cli) -> None:
+    """--max-tpot-ms over --tp 3 judges the split's expected time per token (three devices and two hops), the one
+    decode's placement table gives at that batch, not one GPU's; the cost bills the three GPUs."""
+    decode = cli.json("decode", *SPLIT_8B, "--seq", "8192")
+    split_seconds, one_gpu_seconds = decode["split"]["expected_seconds"], decode["decode"]["expected_seconds_per_token"]
+    assert decode["decode_scope"] == "one GPU holding the whole model" and split_seconds > one_gpu_seconds
+    between = f"{(split_seconds + one_gpu_seconds) / 2 * 1e3:.4f}"  # one GPU meets it, the split does not
+    result = cli("fit", *SPLIT_8B, "--seq", "8192", "--max-tpot-ms", between, "--json")
+    assert result.exit_code == 1, result.output
+    assert json.loads(result.stdout)["throughput"]["batch"] == 0
+    above = f"{split_seconds * 1e3 * 1.0001:.4f}"
+    for command in ("fit", "decode"):
+        doc = cli.json(command, *SPLIT_8B, "--seq", "8192", "--max-tpot-ms", above, "--price-per-hour", "1")
+        assert doc["throughput"]["seconds_per_token"] <= split_seconds * 1.0001 and doc["throughput"]["batch"] >= 1
+        assert doc["cost"]["gpus"] == 3
+
+
+def test_decode_text_says_its_first_tables_are_one_gpus(cli) -> None:
+    result = cli("decode", *SPLIT_8B, "--seq", "8192")
+    assert result.exit_code == 0, result.output
+    assert "the decode and prefill tables first are for one GPU holding the whole model" in " ".join(result.stdout.split())
+
+
+def test_fit_text_prints_the_engine_log_when_the_model_does_not_fit_one_gpu(cli) -> None:
+    """qwen3-next-80b-a3b's weights overflow one RTX 4090 (the plan keeps the rest in host RAM); the cache and
+    state lines llama.cpp logs still print, as --json gives them."""
+    args = ["fit", "--model", "qwen3-next-80b-a3b", "--gpu", "rtx4090", "--seq", "32768", *LLAMACPP]
+    result = cli(*args)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    logged = cli(*args, "--json")
+    lines = json.loads(logged.stdout)["engine_log"]
+    assert len(lines) == 2
+    for line in lines:
+        assert f"llama.cpp would log: {' '.join(line['line'].split())}" in text
+
+
+@pytest.mark.parametrize("command", ["fit", "decode", "size", "compare"])
+def test_only_fit_and_decode_help_offer_the_llamacpp_split(cli, command: str) -> None:
+    result = cli(command, "--help")
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.replace("│", " ").split())
+    assert ("llamacpp: N GPUs of --gpu holding whole layers each" in text) == (command in ("fit", "decode"))

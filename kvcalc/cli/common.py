@@ -207,15 +207,8 @@ WeightDtypeOpt = Annotated[
         help="One dtype for every weight (default: the checkpoint's format, e.g. gpt-oss's MXFP4 experts); int4 counts group scales (4.25 bits).",
     ),
 ]
-TpOpt = Annotated[
-    str,
-    typer.Option(
-        "--tp",
-        metavar="N|auto",
-        help="Tensor-parallel GPUs: KV heads split across them (replicated when tp > KV heads); llamacpp: N GPUs of --gpu holding"
-        " whole layers each (-sm layer); auto: the GPUs in this machine.",
-    ),
-]
+TP_HELP = "Tensor-parallel GPUs: KV heads split across them (replicated when tp > KV heads); auto: the GPUs in this machine."
+TpOpt = Annotated[str, typer.Option("--tp", metavar="N|auto", help=TP_HELP)]
 SharedPrefixOpt = Annotated[
     int,
     tokens_option(

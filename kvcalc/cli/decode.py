@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from kvcalc import capacity, latency, presets
+from kvcalc import capacity, latency, placement, presets
 from kvcalc.cli import placement_options
 from kvcalc.cli.common import (
     GPU_HELP,
@@ -26,7 +26,6 @@ from kvcalc.cli.common import (
     SeqOpt,
     SharedPrefixOpt,
     StateDtypeOpt,
-    TpOpt,
     UnitsOpt,
     VDtypeOpt,
     WeightDtypeOpt,
@@ -62,7 +61,7 @@ def decode(
     v_dtype: VDtypeOpt = None,
     state_dtype: StateDtypeOpt = None,
     weight_dtype: WeightDtypeOpt = None,
-    tp: TpOpt = 1,
+    tp: placement_options.LayerSplitTpOpt = 1,
     block_size: BlockOpt = None,
     engine: EngineOpt = "textbook",
     *,
@@ -93,7 +92,7 @@ def decode(
 ) -> None:
     """Time per output token at --batch and --seq: the roofline (bandwidth vs compute) and the expected time engines reach (the --engine's decode profile, its release and options), with the band published cases fall in, tokens/s, and prefill time.
 
-    With --engine llamacpp and several --gpu (or --tp N: N of --gpu, whole layers each), -ngl, --n-cpu-moe or -ts, it also plans the placement (as `fit` does, keeping what you fixed) and predicts the speed of that split: each device's bytes per token over its bandwidth, the CPU's over --ram-bandwidth, and the hops.
+    With --engine llamacpp and several --gpu (or --tp N: N of --gpu, whole layers each), -ngl, --n-cpu-moe or -ts, it also plans the placement (as `fit` does, keeping what you fixed) and predicts the speed of that split: each device's bytes per token over its bandwidth, the CPU's over --ram-bandwidth, and the hops. The first tables are then one GPU holding the whole model; --max-tpot-ms, --max-ttft-ms and --price-per-hour judge the split's speed.
 
     With --speculative-model, --num-speculative-tokens and --acceptance-rate: the expected time per token of speculative decoding (rounds of draft steps and one verification; docs/residents.md).
 
@@ -132,18 +131,9 @@ def decode(
             draft_step = latency.decode(draft_spec, work, gpu_spec, None, efficiency, overhead)
         speculation = speculative_decode(step, draft_step, tokens, acceptance, draft_reads)
     first = economics.prefill(spec, work, gpu_spec, work.batch, weights_fmt, efficiency)
-    plan, cost = None, economics.cost(spec, work, gpu_spec, work.batch, step.expected_tokens_per_s, weights_fmt, efficiency)
-    if economics.searching:  # the batch memory holds under the engine's budget caps the search
-        budget = capacity.budget(
-            spec, work, gpu_spec.memory_bytes, weights_fmt, gpu_name=gpu_spec.name, interconnect=gpu_spec.interconnect,
-            preset=gpu_spec,
-        )  # fmt: skip
-        held = capacity.fit(spec, work, budget, details=False).max_batch
-        plan = economics.plan(spec, work, gpu_spec, held, weights_fmt, efficiency, overhead)
-        cost = economics.cost(spec, work, gpu_spec, plan.batch, plan.tokens_per_s, weights_fmt, efficiency)
     laid_out = split = None
     if placement_options.wants_plan(gpu_specs, n_gpu_layers, n_cpu_moe, tensor_split, ram_bandwidth, fit_target, wired_limit):
-        devices, _, laid_out = placement_options.plan(
+        devices, request, laid_out = placement_options.plan(
             spec,
             work,
             weights_fmt,
@@ -159,17 +149,46 @@ def decode(
             False,
         )
         split = placement_options.split_speed(spec, work, weights_fmt, laid_out, devices, gpu_specs, ram_bandwidth)
+    split_over = len(laid_out.devices) if laid_out is not None and len(laid_out.devices) > 1 else 0
+    tokens_per_s = split.tokens_per_s if split is not None and split_over else step.expected_tokens_per_s
+    plan, cost = None, economics.cost(spec, work, gpu_spec, work.batch, tokens_per_s, weights_fmt, efficiency, split_over)
+    if economics.searching:  # the batch memory holds under the engine's budget caps the search
+        if split_over and laid_out is not None:  # llama.cpp's layer split: its own fit and speed at each batch
+            plan = placement_options.split_throughput(
+                economics, spec, work, weights_fmt, laid_out, devices, request, gpu_specs, ram_bandwidth
+            )
+        else:
+            budget = capacity.budget(
+                spec, work, gpu_spec.memory_bytes, weights_fmt, gpu_name=gpu_spec.name, interconnect=gpu_spec.interconnect,
+                preset=gpu_spec,
+            )  # fmt: skip
+            held = capacity.fit(spec, work, budget, details=False).max_batch
+            plan = economics.plan(spec, work, gpu_spec, held, weights_fmt, efficiency, overhead)
+        cost = economics.cost(spec, work, gpu_spec, plan.batch, plan.tokens_per_s, weights_fmt, efficiency, split_over)
     if json_out:
         from kvcalc import documents
 
         print_json(
             documents.DecodeDocument(
-                decode=step, prefill=first, placement=laid_out, split=split, throughput=plan, cost=cost, speculative=speculation
+                decode=step,
+                prefill=first,
+                decode_scope=placement.ONE_GPU_SCOPE if split_over else None,
+                placement=laid_out,
+                split=split,
+                throughput=plan,
+                cost=cost,
+                speculative=speculation,
             )
         )
     else:
         from kvcalc import render
 
+        if split_over:
+            render.console.print(
+                f"llama.cpp splits the layers over {split_over} GPUs (-sm layer): the decode and prefill tables first are for"
+                f" {placement.ONE_GPU_SCOPE}; the split's own speed follows its placement",
+                soft_wrap=True,
+            )
         render.decode_tables(step, first, decimal, explain)
         if laid_out is not None and split is not None:
             render.placement_table(laid_out, decimal, explain)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from kvcalc import capacity, engines, presets
+from kvcalc import capacity, engines, placement, presets
 from kvcalc.cli import placement_options
 from kvcalc.cli.common import (
     ActiveParamsOpt,
@@ -24,7 +24,6 @@ from kvcalc.cli.common import (
     ReserveOpt,
     SharedPrefixOpt,
     StateDtypeOpt,
-    TpOpt,
     UnitsOpt,
     UtilOpt,
     VDtypeOpt,
@@ -93,7 +92,7 @@ def fit(
     v_dtype: VDtypeOpt = None,
     state_dtype: StateDtypeOpt = None,
     weight_dtype: WeightDtypeOpt = None,
-    tp: TpOpt = 1,
+    tp: placement_options.LayerSplitTpOpt = 1,
     pp: PpOpt = 1,
     interconnect: InterconnectOpt = None,
     block_size: BlockOpt = None,
@@ -151,7 +150,7 @@ def fit(
 
     Needs --gpu or --memory (one of them is required): the memory to budget.
 
-    With --engine llamacpp, --tp N is N GPUs of --gpu holding whole layers each (llama.cpp's -sm layer; any N, whether or not it divides the heads), and several --gpu, --tp or any placement option (--ram, -ngl, --n-cpu-moe, -ts, --fit-*, a Mac's GPU), or a model that does not fit whole, it plans where llama.cpp puts each layer (its --fit): per GPU and in host RAM, the llama-server flags, and exit code 1 only when the plan does not fit. See docs/placement.md.
+    With --engine llamacpp, --tp N is N GPUs of --gpu holding whole layers each (llama.cpp's -sm layer; any N, whether or not it divides the heads), and several --gpu, --tp or any placement option (--ram, -ngl, --n-cpu-moe, -ts, --fit-*, a Mac's GPU), or a model that does not fit whole, it plans where llama.cpp puts each layer (its --fit): per GPU and in host RAM, the llama-server flags, and exit code 1 only when the plan does not fit. Over several GPUs the verdict (and --json's fits) is the plan's, the budget above it one GPU holding the whole model's, and --max-tpot-ms / --max-ttft-ms judge the split's speed. See docs/placement.md.
 
     With --max-tpot-ms / --max-ttft-ms (and --gpu): the largest batch at --seq that also meets them, and its tokens/s; with --price-per-hour: what a million output and prompt tokens cost at that batch (memory's max batch without a target).
 
@@ -199,11 +198,6 @@ def fit(
     economics = Economics(max_tpot_ms, max_ttft_ms, prompt, price_per_hour, work.seq)
     reused = shared_prefix or economics.target.prompt
     tier = cpu_tier(spec, work, kv_offloading_size, pcie_gb_per_s, reused, lmcache_cpu_size)
-    plan = cost = None
-    if economics.asked:  # the largest batch memory holds at --seq caps the search
-        speeds = economics.need_gpu(gpu_spec)
-        plan = economics.plan(spec, work, speeds, report.max_batch, weights_fmt)
-        cost = economics.cost(spec, work, speeds, plan.batch, plan.tokens_per_s, weights_fmt)
     laid_out, steps = None, None
     asked = placement_options.wants_plan(
         gpu_specs,
@@ -228,11 +222,26 @@ def fit(
         )  # fmt: skip
         if ram_bandwidth is not None:
             steps = placement_options.speeds(spec, work, weights_fmt, laid_out, devices, request, gpu_specs, ram_bandwidth)
+    split_over = len(laid_out.devices) if laid_out is not None and len(laid_out.devices) > 1 else 0
+    plan = cost = None
+    if economics.asked:  # the largest batch memory holds at --seq caps the search
+        speeds = economics.need_gpu(gpu_spec)
+        if split_over and laid_out is not None:  # llama.cpp's layer split: its own fit and speed at each batch
+            plan = placement_options.split_throughput(
+                economics, spec, work, weights_fmt, laid_out, devices, request, gpu_specs, ram_bandwidth
+            )
+        else:
+            plan = economics.plan(spec, work, speeds, report.max_batch, weights_fmt)
+        cost = economics.cost(spec, work, speeds, plan.batch, plan.tokens_per_s, weights_fmt, gpus=split_over or None)
     if json_out:
         from kvcalc import documents
 
+        verdict = report.model_dump()
+        if split_over and laid_out is not None:  # the verdict is the split's; the rest of the report one GPU's
+            verdict.update(fits=laid_out.fits, verdict="fits" if laid_out.fits else "does not fit")
         document = documents.FitDocument(
-            **report.model_dump(),
+            **verdict,
+            budget_scope=placement.ONE_GPU_SCOPE if split_over else None,
             model=spec.name,
             gpu=gpu_label(gpu_spec, memory),
             placement=laid_out,
@@ -245,16 +254,11 @@ def fit(
     else:
         from kvcalc import render
 
-        render.fit_tables(
-            report, spec.name, gpu_label(gpu_spec, memory), decimal, explain, placement_follows=laid_out is not None
-        )
+        render.fit_tables(report, spec.name, gpu_label(gpu_spec, memory), decimal, explain, laid_out is not None, split_over)
         if laid_out is not None:
-            if len(laid_out.devices) > 1:
-                render.console.print(
-                    f"the budget above is one {gpu_label(gpu_spec, memory)} holding the whole model; llama.cpp splits the layers over"
-                    f" {len(laid_out.devices)} GPUs (-sm layer), and the exit code follows that plan:"
-                )
             render.placement_table(laid_out, decimal, explain)
+            if split_over:
+                render.split_verdict(laid_out)
         if steps is not None:
             render.speed_steps_table(steps)
         render.throughput_lines(plan, cost, explain)

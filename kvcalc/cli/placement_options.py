@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Annotated
 
 import typer
 
-from kvcalc import placement, presets
-from kvcalc.cli.common import positive, preset_names, size_option
+from kvcalc import placement, presets, throughput
+from kvcalc.cli.common import TP_HELP, positive, preset_names, size_option
+from kvcalc.cli.throughput_options import Economics
 from kvcalc.errors import InvalidInput
 from kvcalc.sources import tensor_parallel
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
@@ -20,6 +22,18 @@ GPUS_HELP = (
     "GPU preset, a name as nvidia-smi prints it, a GPU YAML file, or auto (this machine's; with --engine llamacpp each of"
     " its GPUs). Repeat it for a llama.cpp split over several GPUs, in device order (--gpu rtx3090 --gpu rtx3060)."
 )
+# llama.cpp takes at most 16 devices: llama_max_devices() returns 16 (src/llama.cpp) and the CUDA backend holds
+# GGML_CUDA_MAX_DEVICES 16 (ggml/include/ggml-cuda.h), ggml-org/llama.cpp master of 2026; -ts and --fit-target take
+# one value per device up to that count (common/arg.cpp).
+LLAMA_MAX_DEVICES = 16
+LayerSplitTpOpt = Annotated[
+    str,
+    typer.Option(
+        "--tp",
+        metavar="N|auto",
+        help=f"{TP_HELP} llamacpp: N GPUs of --gpu holding whole layers each (-sm layer), at most {LLAMA_MAX_DEVICES}.",
+    ),
+]
 GpusOpt = Annotated[
     list[str] | None,
     typer.Option("--gpu", "-g", help=GPUS_HELP, autocompletion=preset_names("gpus")),
@@ -148,19 +162,36 @@ def layer_split_tp(engine: str, tp: int | str) -> tuple[int | str, int]:
 
 
 def tp_devices(gpus: list[GpuSpec], devices: int) -> list[GpuSpec]:
-    """The GPUs llama.cpp splits layers over under --tp N (layer_split_tp): one --gpu N times, or the N --gpu given."""
+    """The GPUs llama.cpp splits layers over under --tp N (layer_split_tp): one --gpu N times, or the N --gpu given;
+    checked against llama.cpp's device cap and a Mac's single GPU (check_devices)."""
     if not devices:
-        return gpus
+        return check_devices(gpus, "--gpu")
     if not gpus:
         raise InvalidInput(
             f"--tp {devices} with --engine llamacpp puts whole layers on each of {devices} GPUs (-sm layer): give --gpu"
         )
     if len(gpus) == 1:
-        return gpus * devices
+        return check_devices(gpus * devices, f"--tp {devices}")
     if len(gpus) != devices:
         raise InvalidInput(
             f"--tp {devices} with --engine llamacpp splits layers over {devices} GPUs, and {len(gpus)} --gpu are given:"
             f" give one --gpu (used {devices} times) or {devices}"
+        )
+    return check_devices(gpus, f"--tp {devices}")
+
+
+def check_devices(gpus: list[GpuSpec], flag: str) -> list[GpuSpec]:
+    """`gpus`, refused when llama.cpp could not split layers over them: more than LLAMA_MAX_DEVICES, or a
+    unified-memory (Metal) GPU among several, since a Mac has one GPU and its RAM already holds the whole plan."""
+    if len(gpus) > LLAMA_MAX_DEVICES:
+        raise InvalidInput(
+            f"{flag}: {len(gpus)} GPUs, and llama.cpp uses at most {LLAMA_MAX_DEVICES} (llama_max_devices(), src/llama.cpp)"
+        )
+    metal = [g.name for g in gpus if g.backend == "metal"]
+    if metal and len(gpus) > 1:
+        raise InvalidInput(
+            f"{flag}: {metal[0]} is a Mac's one GPU sharing unified memory (Metal): llama.cpp has no second one to split"
+            " layers over; give it once"
         )
     return gpus
 
@@ -229,6 +260,31 @@ def split_speed(
         ram = 1  # nothing but the input table's rows is read on the host
     host = placement.HostSpeed(ram_bandwidth_bytes_per_s=ram)
     return placement.split_decode(model, workload, fmt, laid_out, devices, host, profile(workload.engine).decode_profile(gpus[0]))
+
+
+def split_throughput(
+    economics: Economics, model: ModelSpec, workload: Workload, fmt: WeightFormat, laid_out: placement.Placement,
+    devices: list[placement.PlacementDevice], request: placement.PlacementRequest, gpus: list[GpuSpec],
+    bandwidth: str | None,
+) -> throughput.ThroughputPlan:  # fmt: skip
+    """--max-tpot-ms / --max-ttft-ms over llama.cpp's layer split: the largest batch B whose placement, planned
+    again at B (-np B) and the plan's context, fits and whose split speed (split_speed) meets the targets; the
+    prefill stays the first GPU's (-sm layer runs the layers one device after another)."""
+    from kvcalc.engines.llamacpp import LLAMA_MAX_SEQ
+
+    at_ctx = request.model_copy(update={"ctx_size": laid_out.ctx_size})
+
+    @functools.cache
+    def replanned(batch: int) -> tuple[Workload, placement.Placement]:
+        at_batch = workload.model_copy(update={"batch": batch})
+        return at_batch, placement.plan(model, at_batch, fmt, devices, at_ctx)
+
+    def seconds_per_token(batch: int) -> float:
+        at_batch, plan_at = replanned(batch)
+        return split_speed(model, at_batch, fmt, plan_at, devices, gpus, bandwidth).expected_seconds
+
+    memory_batch = throughput.largest_meeting(lambda b: replanned(b)[1].fits, min(LLAMA_MAX_SEQ, laid_out.ctx_size))
+    return economics.plan(model, workload, gpus[0], memory_batch, fmt, seconds_per_token=seconds_per_token)
 
 
 def residents(

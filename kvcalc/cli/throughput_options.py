@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -76,17 +77,17 @@ class Economics:
 
     def plan(
         self, model: ModelSpec, work: Workload, gpu: GpuSpec, memory_batch: int, weights: WeightFormat,
-        efficiency: float | None = None, overhead: float | None = None,
+        efficiency: float | None = None, overhead: float | None = None, seconds_per_token: Callable[[int], float] | None = None,
     ) -> throughput.ThroughputPlan:  # fmt: skip
-        """The largest batch within the targets and memory."""
-        return throughput.plan(model, work, gpu, memory_batch, self.target, weights, efficiency, overhead)
+        """The largest batch within the targets and memory (`seconds_per_token`: a split's time per token at a batch)."""
+        return throughput.plan(model, work, gpu, memory_batch, self.target, weights, efficiency, overhead, seconds_per_token)
 
     def cost(
         self, model: ModelSpec, work: Workload, gpu: GpuSpec, batch: int, output_tokens_per_s: float, weights: WeightFormat,
-        efficiency: float | None = None,
+        efficiency: float | None = None, gpus: int | None = None,
     ) -> throughput.Cost | None:  # fmt: skip
         """The cost per million tokens at `batch` when a batch runs and a price is known: --price-per-hour,
-        else the GPU preset's public price (price_per_hour, with its page and date)."""
+        else the GPU preset's public price (price_per_hour, with its page and date); `gpus` billed (default tp * pp)."""
         if batch < 1:
             return None
         if self.price is not None:
@@ -97,4 +98,4 @@ class Economics:
         else:
             return None
         first = self.prefill(model, work, gpu, batch, weights, efficiency)
-        return throughput.cost(price, work.tp * work.pp, output_tokens_per_s, first, origin, currency)
+        return throughput.cost(price, gpus or work.tp * work.pp, output_tokens_per_s, first, origin, currency)

@@ -127,6 +127,11 @@ class LlamaCpp(EngineProfile):
                 f"llama.cpp splits whole layers over GPUs (-sm layer), not heads, so --tp {workload.tp} is no head share:"
                 f" `kvcalc fit` or `decode --engine llamacpp --tp {workload.tp} --gpu G` plans each GPU's layers"
             )
+        if workload.pp > 1:  # vLLM's pipeline stages (kvcalc.capacity) are no llama.cpp placement
+            raise InvalidInput(
+                f"llama.cpp has no pipeline stages to budget (--pp {workload.pp}): its layer split (-sm layer) puts whole layers"
+                f" on each GPU; `kvcalc fit --engine llamacpp --tp {workload.pp} --gpu G` plans it"
+            )
         if workload.state_dtype is not None:
             raise InvalidInput("llama.cpp keeps recurrent state in f32 (hard-coded in src/llama-model.cpp): drop --state-dtype")
         if engine.n_rs_seq and not any(model.state_kinds()):
