@@ -2072,6 +2072,7 @@ MODELS = {
     ),
     "glm-4.7-flash": lambda: ModelSpec.model_construct(
         {
+            "architecture",
             "dtype",
             "head_dim",
             "heads",
@@ -2109,7 +2110,7 @@ MODELS = {
         mlp="gated",
         attention_output_gate=False,
         sliding_window=None,
-        architecture=None,
+        architecture="glm4_moe_lite",
         layer_pattern=None,
         state=None,
         attention_chunk_size=None,
@@ -2147,6 +2148,7 @@ MODELS = {
     ),
     "glm-4.7": lambda: ModelSpec.model_construct(
         {
+            "architecture",
             "dtype",
             "head_dim",
             "heads",
@@ -2182,7 +2184,7 @@ MODELS = {
         mlp="gated",
         attention_output_gate=False,
         sliding_window=None,
-        architecture=None,
+        architecture="glm4_moe",
         layer_pattern=None,
         state=None,
         attention_chunk_size=None,
@@ -2697,6 +2699,7 @@ MODELS = {
     ),
     "kimi-k2.5": lambda: ModelSpec.model_construct(
         {
+            "architecture",
             "dtype",
             "head_dim",
             "heads",
@@ -2735,7 +2738,7 @@ MODELS = {
         mlp="gated",
         attention_output_gate=False,
         sliding_window=None,
-        architecture=None,
+        architecture="deepseek_v3",
         layer_pattern=None,
         state=None,
         attention_chunk_size=None,
