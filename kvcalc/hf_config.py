@@ -333,6 +333,7 @@ def _fields(arch: str, cfg: dict[str, Any], default_name: str, origin: str, defa
         "tied_embeddings": _flag(cfg, "tie_word_embeddings", arch in _TIED_BY_DEFAULT),
         "mlp": "plain" if arch in _PLAIN_MLP else "gated",
         "sliding_window": window,
+        "architecture": arch or None,  # the model_type: llama.cpp gives only some architectures their window
         "layer_pattern": pattern,
         # multi-token prediction layers beside the model's (DeepSeek-V3, GLM-4.5, MiMo; Qwen3-Next's name)
         "mtp_layers": _first(cfg, "num_nextn_predict_layers", "mtp_num_hidden_layers")[1],

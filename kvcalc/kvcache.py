@@ -20,7 +20,7 @@ from kvcalc import engines
 from kvcalc.base import Frozen
 from kvcalc.engines import StateDtypes, StatePages
 from kvcalc.errors import InvalidInput
-from kvcalc.spec import AttentionKind, Engine, ModelSpec, StateKind, Workload, cache_dtypes
+from kvcalc.spec import ENGINE_CACHE_DEFAULTS, AttentionKind, Engine, ModelSpec, StateKind, Workload, cache_dtypes
 from kvcalc.state import LayerState, layer_states, state_parts_bytes
 from kvcalc.units import PACKING, DType, format_bytes
 
@@ -170,7 +170,8 @@ def kv_heads_per_rank(model: ModelSpec, tp: int, kv_heads: int | None = None) ->
 
 
 def layer_caches(model: ModelSpec, tp: int = 1, engine: Engine | None = None) -> list[LayerCache]:
-    """Per-layer cache layout on one rank, in layer order."""
+    """Per-layer cache layout on one rank, in layer order; sliding and chunked layers are full ones under an
+    engine that gives the model's architecture no window (EngineProfile.ignored_window)."""
     engine = engine or TEXTBOOK
     if model.compressed is not None:
         return _compressed_caches(model, tp, engine)
@@ -195,6 +196,7 @@ def layer_caches(model: ModelSpec, tp: int = 1, engine: Engine | None = None) ->
         return [latent if kind else none for kind in model.attention_kinds()]
     kv_heads_per_rank(model, tp)  # decompressed MLA (transformers 4.x): per-head K and V
     windows = {"sliding": model.sliding_window, "chunked": model.attention_chunk_size}
+    windowless = engines.profile(engine).ignored_window(model) is not None  # llama.cpp's Phi-3 and Mistral: full layers
     first_shared = model.layers - model.kv_shared_layers  # Gemma-3n: later layers reuse earlier caches
 
     def cache(kind: AttentionKind | None, own: bool) -> "LayerCache":
@@ -202,8 +204,8 @@ def layer_caches(model: ModelSpec, tp: int = 1, engine: Engine | None = None) ->
             return LayerCache(kind="none", window=None, kv_heads=0, k_values=0, v_values=0)
         heads = kv_heads_per_rank(model, tp, model.kv_heads_of(kind))  # GQA: Hkv heads, not H
         return LayerCache(
-            kind=kind,
-            window=windows.get(kind),
+            kind="full" if windowless else kind,
+            window=None if windowless else windows.get(kind),
             kv_heads=heads,
             k_values=heads * model.key_dim_of(kind) if own else 0,
             v_values=heads * model.value_dim_of(kind) if own else 0,
@@ -622,9 +624,11 @@ class KvEstimate(Frozen):
 
 def exact_workload(workload: Workload) -> Workload:
     """The textbook twin of a workload: exact bytes, no pages, the same tokens (llama.cpp's n_ctx
-    is the tokens of all its sequences together: its twin is one sequence of n_ctx tokens)."""
+    is the tokens of all its sequences together: its twin is one sequence of n_ctx tokens), in the engine's
+    cache type (llama.cpp's f16 default stays f16 for an fp32 model)."""
     batch = engines.profile(workload.engine).exact_batch(workload)
-    return workload.model_copy(update={"block_size": None, "engine": TEXTBOOK, "batch": batch})
+    kv_dtype = workload.kv_dtype or ENGINE_CACHE_DEFAULTS.get(workload.engine.name)
+    return workload.model_copy(update={"block_size": None, "engine": TEXTBOOK, "batch": batch, "kv_dtype": kv_dtype})
 
 
 def estimate_kv(model: ModelSpec, workload: Workload) -> "KvEstimate":

@@ -360,6 +360,12 @@ class ModelSpec(Strict):
         " 2 * heads * head_dim wide (Qwen3-Next, Qwen3.5: config attn_output_gate)",
     )
     sliding_window: Count | None = None
+    architecture: Name | None = Field(
+        default=None,
+        description="the checkpoint's architecture as config.json's model_type names it (phi3, mistral, gemma3): an engine"
+        " that implements a window only for some architectures reads it (llama.cpp); absent, every engine keeps the"
+        " windows the layers declare",
+    )
     layer_pattern: list[LayerKind] | None = Field(
         default=None,
         description="each layer's kind, repeated over the layers: full, sliding, a state kind (mamba1, mamba2,"
@@ -789,14 +795,25 @@ class Workload(Strict):
     )
 
 
+# The cache type an engine keeps when no --kv-dtype is given, where it is not the model's dtype: llama.cpp's -ctk and
+# -ctv default to f16 whatever the GGUF's or the checkpoint's type (common/common.h: cache_type_k = cache_type_v =
+# GGML_TYPE_F16), so an fp32 checkpoint's cache is f16 there too.
+ENGINE_CACHE_DEFAULTS: dict[EngineName, DType] = {"llamacpp": DType.fp16}
+
+
 def cache_dtypes(model: ModelSpec, workload: Workload) -> tuple[DType, DType]:
-    """The K and V cache dtypes: --k-dtype and --v-dtype, else --kv-dtype, else the model's dtype.
+    """The K and V cache dtypes: --k-dtype and --v-dtype, else --kv-dtype, else the engine's default cache
+    type (ENGINE_CACHE_DEFAULTS), else the model's dtype.
 
     >>> m = ModelSpec(name="x", layers=1, heads=1, kv_heads=1, head_dim=32, dtype="bf16")
     >>> [d.value for d in cache_dtypes(m, Workload(seq=1, kv_dtype="fp8", v_dtype="q4_0"))]
     ['fp8', 'q4_0']
+    >>> fp32 = m.model_copy(update={"dtype": DType.fp32})
+    >>> [d.value for d in cache_dtypes(fp32, Workload(seq=1, engine=Engine(name="llamacpp")))]
+    ['fp16', 'fp16']
     """
-    shared = workload.kv_dtype or (DType.fp8 if model.compressed else model.dtype)
+    default = ENGINE_CACHE_DEFAULTS.get(workload.engine.name, model.dtype)
+    shared = workload.kv_dtype or (DType.fp8 if model.compressed else default)
     dtypes = workload.k_dtype or shared, workload.v_dtype or shared
     if model.compressed is not None and (dtypes[0] != dtypes[1] or dtypes[0] not in (DType.fp8, DType.fp8_e4m3)):
         raise InvalidInput(

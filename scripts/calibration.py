@@ -221,7 +221,7 @@ def coverage() -> str:
         f"Published logs: {len(cases) + len(doc['unmapped'])} collected, {len(cases)} replay"
         f" ({', '.join(f'{n} {engine}' for engine, n in by_engine.items() if n)}; {len({group(c) for c in cases})} sources)"
         f" on {len(named)} GPU models ({', '.join(sorted(named))}) and {len(unnamed)} GPUs known by their logged total, vLLM {', '.join(sorted(releases, key=lambda r: tuple(map(int, r.split('.')))))}"
-        f"{release_note}, TP {', '.join(map(str, sorted({c.get('tp', 1) for c in cases})))}; {len(hybrid_cases)} cases of {len(hybrid_models)} hybrid or sliding-window models ({', '.join(hybrid_models)})."
+        f"{release_note}, TP {', '.join(map(str, sorted({c.get('tp', 1) for c in cases})))}; {len(hybrid_cases)} cases of {len(hybrid_models)} hybrid or sliding-window models, misses included ({', '.join(hybrid_models)})."
         f"{token_note} Dense text-only: {within} of {len(dense)} within {BAR_PERCENT:g} % of GPU memory.\n\n"
         f"{hybrid_coverage(hybrid_cases)}"
     )
@@ -233,25 +233,61 @@ def counted_model(model: str) -> str:
     return PRECISION_SUFFIX.sub("", Path(model).name.removesuffix(".yaml"))
 
 
-def llamacpp_logged_models() -> tuple[set[str], int]:
-    """The models of the published llama.cpp logs kvcalc replays exactly (every case there is a hybrid or an
-    iSWA model), and how many such logs: a case marked `miss`, or `quoted` from a table, is not counted; a
-    log replayed on a stand-in preset counts as that preset."""
-    cases = [case for name in LLAMACPP_LOGS for case in yaml.safe_load((LOGS / f"{name}.yaml").read_text(encoding="utf-8"))]
-    counted = [case for case in cases if "miss" not in case and "quoted" not in case]
-    return {counted_model(case["model"]) for case in counted}, len(counted)
+def llamacpp_cases() -> list[dict[str, Any]]:
+    """The published llama.cpp start-ups of tests/fixtures/engine_logs/llamacpp_{recurrent,swa}.yaml."""
+    return [case for name in LLAMACPP_LOGS for case in yaml.safe_load((LOGS / f"{name}.yaml").read_text(encoding="utf-8"))]
+
+
+def exercises_window_or_state(case: dict[str, Any]) -> bool:
+    """Whether a case tests a model's window or state, not only its full-attention layers: a serving engine's
+    budget of a hybrid or sliding-window model (kind); a llama.cpp log that prints a recurrent state (rs) or an
+    SWA cache of fewer cells than the non-SWA one (not a build without an SWA cache, a window as large as n_ctx,
+    or an excerpt that stops before the SWA cache)."""
+    logged = case["logged"]
+    if "kind" in case:
+        return case["kind"] in ("hybrid", "sliding")
+    if "rs" in logged:
+        return True
+    return "swa" in logged and "full" in logged and logged["swa"]["cells"] < logged["full"]["cells"]
+
+
+def counts_toward_coverage(case: dict[str, Any]) -> bool:
+    """The one rule of both sides: a case that exercises its model's window or state and that kvcalc reproduces
+    (a documented `miss` is left out, and a table `quoted` from a page rather than logged)."""
+    return exercises_window_or_state(case) and "miss" not in case and "quoted" not in case
+
+
+def covered_models(cases: list[dict[str, Any]]) -> dict[str, set[bool]]:
+    """Each model the counted cases reach, with whether they have a public URL (True) or only an index id (False)."""
+    found: dict[str, set[bool]] = {}
+    for case in filter(counts_toward_coverage, cases):
+        found.setdefault(counted_model(case["model"]), set()).add(bool(case.get("url")))
+    return found
 
 
 def hybrid_coverage(hybrid_cases: list[dict[str, Any]]) -> str:
-    """How many hybrid or sliding-window models the published logs of all engines cover, and through which lines."""
-    serving = {counted_model(case["model"]) for case in hybrid_cases}
-    llamacpp, logs = llamacpp_logged_models()
-    only_llamacpp = sorted(llamacpp - serving)
+    """How many hybrid or sliding-window models the published cases of all engines cover, one rule for every
+    engine (counts_toward_coverage), and on what sources those models rest."""
+    serving_cases = [case for case in hybrid_cases if counts_toward_coverage(case)]
+    llamacpp_logs = [case for case in llamacpp_cases() if counts_toward_coverage(case)]
+    serving, llamacpp = covered_models(serving_cases), covered_models(llamacpp_logs)
+    models = {name: serving.get(name, set()) | llamacpp.get(name, set()) for name in serving | llamacpp}
+    only_llamacpp = sorted(set(llamacpp) - set(serving))
+    by_url = sorted(name for name, urls in models.items() if urls == {True})
+    by_id = sorted(name for name, urls in models.items() if urls == {False})
+    reached = {counted_model(case["model"]) for case in [*hybrid_cases, *llamacpp_cases()]}
+    left_out = sorted(reached - set(models))
     return (
-        f"Hybrid or sliding-window models in published start-up logs, all engines: {len(serving | llamacpp)}"
-        f" ({len(serving)} through vLLM/SGLang/TRT-LLM budgets: {len(hybrid_cases)} cases; {len(llamacpp)} through llama.cpp's"
-        f" cache lines: {logs} logs replayed to the logged MiB; {len(only_llamacpp)} of them only there: {', '.join(only_llamacpp)})."
-        " A checkpoint's precision variants count once; a llama.cpp log run on a stand-in preset counts as that preset."
+        f"Hybrid or sliding-window models whose window or state a published case exercises and kvcalc reproduces, all"
+        f" engines: {len(models)} ({len(serving)} through vLLM/SGLang/TRT-LLM budgets: {len(serving_cases)} cases;"
+        f" {len(llamacpp)} through llama.cpp's cache lines: {len(llamacpp_logs)} logs that print a recurrent state or an"
+        f" SWA cache smaller than the full one; {len(only_llamacpp)} of them only there: {', '.join(only_llamacpp)})."
+        f" Documented misses and tables quoted from a page are left out on both sides. {len(by_url)} of the"
+        f" {len(models)} rest only on cases with a public URL, {len(by_id)} only on stored copies known by index id"
+        f" ({', '.join(by_id)}), {len(models) - len(by_url) - len(by_id)} on both. Not counted: {', '.join(left_out)}"
+        " (their cases miss, are a table quoted from a page, or test no window: a build without an SWA cache, a window"
+        " as large as n_ctx, an excerpt that stops before it). A checkpoint's precision variants count once; a llama.cpp log run"
+        " on a stand-in preset counts as that preset."
     )
 
 

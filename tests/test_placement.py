@@ -348,6 +348,22 @@ def test_published_breakdowns(case: dict) -> None:
     assert case["url"] in DOCS and case["what"] in DOCS
 
 
+def test_a_case_its_source_lets_kvcalc_check_in_part_is_a_miss_on_the_rest() -> None:
+    """Nixiesearch's 2x RTX 4090 start-up prints no free memory nor file type, from a build whose compute kvcalc does
+    not model (`checks: [context]`): its weights and compute, 16 % off on each card, would pass the bar only by its
+    256 MiB floor; they count as a miss, and its KV split (exact) is scored on its own."""
+    from scripts import placement_cases
+
+    (case,) = [case for case in BREAKDOWNS if case["id"] == "nixiesearch-2x4090"]
+    ok, cells = placement_cases.score(case)
+    assert not ok
+    assert cells[-1] == (
+        "what the source lets kvcalc check: RTX 4090 #0 context 208.00 vs 208.00 MiB (within);"
+        " RTX 4090 #1 context 176.00 vs 176.00 MiB (within)"
+    )
+    assert placement_cases.score({k: v for k, v in case.items() if k != "checks"})[0]  # by the floor alone
+
+
 DOCS = (Path(__file__).parents[1] / "docs" / "placement.md").read_text()
 
 

@@ -200,6 +200,11 @@ class EngineProfile(ABC):
         """Why kvcalc does not model this engine's cache for the model's kinds of layer (default: it does)."""
         return None
 
+    def ignored_window(self, model: ModelSpec) -> str | None:
+        """Why the engine runs the model's sliding and chunked layers as full ones, caching and attending every
+        token there, with the source it follows (default None: it keeps the windows the layers declare)."""
+        return None
+
     def refuse_unmodelled_layers(self, model: ModelSpec) -> None:
         """Refuse a model whose layers kvcalc does not model for this engine, naming the engines that it does."""
         why = self.unmodelled_layers(model)

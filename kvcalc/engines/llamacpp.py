@@ -1,5 +1,6 @@
 """llama.cpp (`--engine llamacpp`): --seq is n_ctx, padded to 256 cells and shared by --batch
-sequences (-np); block-quantized cache types; iSWA with --swa-full; MLA GGUFs cache a K-only latent.
+sequences (-np); block-quantized cache types; iSWA with --swa-full (only for the architectures llama.cpp gives a window: not Phi-3's or Mistral's); MLA GGUFs
+cache a K-only latent; the cache is f16 unless -ctk/-ctv say otherwise (common/common.h).
 Rules follow llama.cpp from PR #17046 on (llama-cpp-python 0.3.36, as measured in
 shared/reference/engines.md); its memory budget is the textbook one. Hybrid models' recurrent state:
 f32, max(1, n_seq_max) cells of 1 + --n-rs-seq rows each, exact against 16 published start-up logs, 6 with a web
@@ -33,6 +34,21 @@ LLAMACPP_KV_SOURCE = (
     "src/llama-kv-cache.cpp llama_kv_cache::llama_kv_cache, src/llama-kv-cache-iswa.cpp llama_kv_cache_iswa::llama_kv_cache_iswa"
     " (ggml-org/llama.cpp 02c28f53)"
 )
+# The architectures (config.json's model_type, ModelSpec.architecture) whose llama.cpp architecture keeps a sliding
+# or chunked window: those whose hparams loading sets swa_type (src/llama-model.cpp load_hparams, later
+# src/models/<arch>.cpp load_arch_hparams): LLM_ARCH_GEMMA2, GEMMA3, GEMMA3N, GEMMA4, OPENAI_MOE (gpt-oss), COHERE2
+# (LLAMA_SWA_TYPE_STANDARD) and LLAMA4 (LLAMA_SWA_TYPE_CHUNKED, n_swa 8192). Any other architecture runs its windowed
+# layers as full ones: LLM_ARCH_PHI3 sets swa_type NONE and n_swa 0 ("Phi SWA is currently disabled", PR #13676),
+# and Mistral and Mixtral convert to LLM_ARCH_LLAMA (convert_hf_to_gguf.py registers MistralForCausalLM and
+# MixtralForCausalLM as LlamaModel), which reads no sliding window.
+LLAMACPP_WINDOWED_ARCHITECTURES = {
+    "gemma2", "gemma3", "gemma3_text", "gemma3n", "gemma3n_text", "gemma4", "gemma4_text", "gpt_oss", "cohere2", "llama4",
+    "llama4_text",
+}  # fmt: skip
+LLAMACPP_WINDOW_SOURCE = (
+    "src/llama-model.cpp load_hparams (LLM_ARCH_PHI3: n_swa = 0, PR #13676; LLM_ARCH_LLAMA reads no sliding window),"
+    " convert_hf_to_gguf.py (MistralForCausalLM, MixtralForCausalLM -> llama), ggml-org/llama.cpp"
+)
 LLAMACPP_DTYPES = {DType.fp32, DType.fp16, DType.bf16, DType.q8_0, DType.q4_0, DType.q4_1, DType.q5_0, DType.q5_1, DType.iq4_nl}
 
 
@@ -46,15 +62,14 @@ def recurrent_rows_per_sequence(engine: Engine) -> int:
     return 1 + (engine.n_rs_seq or 0)
 
 
-def ggml_type_name(dtype: DType, given: DType | None) -> str:
-    """A cache type as llama.cpp's log names it (ggml's type_name): f16 where no type was given (-ctk and -ctv
-    default to f16, as many bytes as the model's bf16 that kvcalc counts), f32 for fp32, else kvcalc's name.
+def ggml_type_name(dtype: DType) -> str:
+    """A cache type as llama.cpp's log names it (ggml's type_name): f16 and f32 for kvcalc's fp16 and fp32, else
+    kvcalc's name (bf16, q8_0, ...). With no --kv-dtype the cache is f16 whatever the model's dtype
+    (spec.ENGINE_CACHE_DEFAULTS, common/common.h).
 
-    >>> ggml_type_name(DType.bf16, None), ggml_type_name(DType.q8_0, DType.q8_0), ggml_type_name(DType.fp32, DType.fp32)
-    ('f16', 'q8_0', 'f32')
+    >>> ggml_type_name(DType.fp16), ggml_type_name(DType.q8_0), ggml_type_name(DType.fp32), ggml_type_name(DType.bf16)
+    ('f16', 'q8_0', 'f32', 'bf16')
     """
-    if given is None and dtype in (DType.fp16, DType.bf16):
-        return "f16"
     return {DType.fp16: "f16", DType.fp32: "f32"}.get(dtype, dtype.value)
 
 
@@ -93,6 +108,18 @@ class LlamaCpp(EngineProfile):
     def allocation_units(self, workload: Workload) -> int:
         """One buffer per sequence, or one shared by all with --kv-unified."""
         return 1 if workload.engine.kv_unified else workload.batch
+
+    def ignored_window(self, model: ModelSpec) -> str | None:
+        """Sliding or chunked layers of an architecture llama.cpp gives no window (LLAMACPP_WINDOWED_ARCHITECTURES):
+        full layers, every token cached. A model that names no architecture keeps the windows its layers declare
+        (a GGUF's are already llama.cpp's: kvcalc.sources.gguf_model)."""
+        windowed = model.sliding_window is not None or model.attention_chunk_size is not None
+        if not windowed or model.compressed is not None or model.architecture in (None, *LLAMACPP_WINDOWED_ARCHITECTURES):
+            return None
+        return (
+            f"llama.cpp gives {model.architecture} no sliding window (swa_type none): every layer is full and keeps"
+            f" n_ctx_seq cells, --swa-full or not ({LLAMACPP_WINDOW_SOURCE})"
+        )
 
     def check_supported(self, model: ModelSpec, workload: Workload, dtype: DType) -> None:
         """What llama_init_from_model refuses (src/llama-context.cpp), and flags that do not apply."""
@@ -201,8 +228,7 @@ class LlamaCpp(EngineProfile):
             return []  # the sparse-attention indexer's keys are a cache of their own (llama_kv_cache_dsa): not printed
         engine = workload.engine
         k_type, v_type = cache_dtypes(model, workload)
-        k_name = ggml_type_name(k_type, workload.k_dtype or workload.kv_dtype)
-        v_name = ggml_type_name(v_type, workload.v_dtype or workload.kv_dtype)
+        k_name, v_name = ggml_type_name(k_type), ggml_type_name(v_type)
         streams, seqs = self.allocation_units(workload), workload.batch
         windowed = [layer for layer in stage if layer.window]
         caches = (
@@ -288,7 +314,9 @@ class LlamaCpp(EngineProfile):
             "cache types are blocks of 32 values: q8_0 34 B, q4_0 18, q4_1 20, q5_0 22, q5_1 24, iq4_nl 18 (ggml/src/ggml.c type_traits)",
             f"at most {LLAMA_MAX_SEQ} sequences: llama_context refuses n_seq_max > LLAMA_MAX_SEQ (src/llama-context.cpp)",
         ]
-        if model.mla is None and "sliding" in model.attention_kinds():
+        if (ignored := self.ignored_window(model)) is not None:
+            lines.append(ignored)
+        elif model.mla is None and "sliding" in model.attention_kinds():
             lines.append(
                 "SWA layers: as large as the full cache with --swa-full (the default); with --no-swa-full"
                 f" PAD256(min(n_ctx_seq, W * streams + n_ubatch {engine.ubatch or LLAMACPP_UBATCH})) (src/llama-kv-cache-iswa.cpp;"
