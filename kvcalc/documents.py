@@ -38,9 +38,11 @@ class FitDocument(FitReport):
     version: Literal[2] = SCHEMA_VERSION
     model: str
     gpu: str
-    # llama.cpp's layer split over several GPUs: fits and verdict are the placement's; the budget and every other
-    # figure above are ONE_GPU_SCOPE's (kvcalc.placement), one GPU holding the whole model
+    # llama.cpp's placement (one GPU and host RAM, or a layer split over several GPUs): fits and verdict are the
+    # placement's; the budget and every other figure above (max_batch, shortfall_bytes, ...) are ONE_GPU_SCOPE's
+    # (kvcalc.placement), one GPU holding the whole model
     budget_scope: str | None = None
+    placement_max_batch: int | None = None  # sequences of --seq tokens the placement holds (planned again at each batch)
     placement: Placement | None = None  # llama.cpp's placement across GPUs and host RAM, when one was planned
     speed_steps: list[SpeedStep] | None = None  # tokens/s at each -ngl or --n-cpu-moe step (with --ram-bandwidth)
     throughput: ThroughputPlan | None = None  # --max-tpot-ms, --max-ttft-ms or --price-per-hour
@@ -54,7 +56,8 @@ class DecodeDocument(Document):
 
     decode: DecodeEstimate
     prefill: PrefillEstimate
-    # llama.cpp's layer split over several GPUs: decode and prefill are ONE_GPU_SCOPE's (kvcalc.placement); split is the split's
+    # llama.cpp's placement (one GPU and host RAM, or several GPUs): decode and prefill are ONE_GPU_SCOPE's
+    # (kvcalc.placement); split, throughput and cost are the placement's
     decode_scope: str | None = None
     placement: Placement | None = None  # the llama.cpp placement the split speed is for
     split: SplitDecode | None = None  # the decode speed of that placement

@@ -203,16 +203,17 @@ def fit_tables(
     report: FitReport, model: str, gpu: str, decimal: bool, explain: bool, placement_follows: bool = False, split_over: int = 0
 ) -> None:
     """The budget breakdown, term by term as the engine sees it, and what fits (`placement_follows`: a llama.cpp
-    placement plan is printed next, so weights that overflow one GPU are not the last word; `split_over`: that plan
-    splits the layers over this many GPUs, so every figure here is one GPU holding the whole model's)."""
+    placement plan is printed next, so weights that overflow one GPU are not the last word; `split_over`: that plan's
+    GPUs (1: one GPU and host RAM), so every figure here is one GPU holding the whole model's)."""
     b = report.budget
     engine = report.budget.engine.name
     one_gpu = ""
     if split_over:  # `size` prints this table too, without importing kvcalc.placement
         from kvcalc.placement import ONE_GPU_SCOPE as one_gpu
 
+        where = f"splits the layers over {split_over} GPUs (-sm layer)" if split_over > 1 else "places the layers (its --fit)"
         console.print(
-            f"llama.cpp splits the layers over {split_over} GPUs (-sm layer): the figures down to its placement are for {one_gpu},"
+            f"llama.cpp {where}: the figures down to its placement are for {one_gpu},"
             " and the verdict and exit code follow the placement",
             soft_wrap=True,
         )
@@ -308,10 +309,14 @@ def fit_tables(
         console.print(ctx)
 
 
-def split_verdict(laid_out: Any) -> None:
-    """The verdict of llama.cpp's layer split over several GPUs (a kvcalc.placement.Placement), which the exit code follows."""
+def split_verdict(laid_out: Any, max_batch: int | None = None, seq: int | None = None) -> None:
+    """The verdict of llama.cpp's placement (a kvcalc.placement.Placement), which the exit code follows, and the
+    largest batch of `seq`-token sequences it holds (placement_options.split_memory_batch)."""
     verdict = "[green]fits[/]" if laid_out.fits else "[red]does not fit[/] (a device is over)"
-    console.print(f"llama.cpp's split over {len(laid_out.devices)} GPUs (-sm layer): {verdict}")
+    n = len(laid_out.devices)
+    where = f"split over {n} GPUs (-sm layer)" if n > 1 else "placement on one GPU and host RAM"
+    held = f"; it holds {max_batch:,} sequences of {seq:,} tokens" if max_batch is not None and seq else ""
+    console.print(f"llama.cpp's {where}: {verdict}{held}", soft_wrap=True)
 
 
 def _engine_log(report: FitReport) -> None:

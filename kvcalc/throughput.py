@@ -177,10 +177,10 @@ def money(currency: str | None) -> str:
 class Cost(Frozen):
     """What a million output and prompt tokens cost on the deployment's GPUs at a price per GPU-hour."""
 
-    price_per_gpu_hour: float
+    price_per_gpu_hour: float  # the mean over the billed GPUs (a llama.cpp split's may differ)
     price_origin: str  # --price-per-hour, or the GPU preset's price page and date
     currency: str | None  # the preset price's ISO 4217 code; None for --price-per-hour (any currency)
-    gpus: int  # tp * pp
+    gpus: int  # tp * pp, or a llama.cpp split's devices
     price_per_hour: float  # all the GPUs
     output_tokens_per_s: float  # the decode batch's expected tokens/s
     input_tokens_per_s: float  # prompt tokens prefilled per second
@@ -195,26 +195,35 @@ class Cost(Frozen):
 
 
 def cost(
-    price_per_gpu_hour: float,
-    gpus: int,
+    prices_per_gpu_hour: list[float],
     output_tokens_per_s: float,
     first: PrefillEstimate,
     price_origin: str = "--price-per-hour",
     currency: str | None = None,
 ) -> Cost:
     """The cost per million output tokens from the decode speed (positive: a batch that runs), per
-    million prompt tokens from the prefill's (its batch * prompt tokens over its time), the GPUs
-    billed by the hour at `price_per_gpu_hour` (from `price_origin`: the flag, or the GPU preset's page, which
-    names its `currency`)."""
-    check_price(price_per_gpu_hour)
-    price = price_per_gpu_hour * gpus
+    million prompt tokens from the prefill's (its batch * prompt tokens over its time), each billed GPU
+    by the hour at its price in `prices_per_gpu_hour` (from `price_origin`: the flag, or the GPU presets'
+    pages, which name their `currency`), summed.
+
+    >>> round(cost([4.54, 6.03], 100.0, PrefillEstimate.model_construct(batch=1, seq=1000, seconds=0.1)).price_per_hour, 2)
+    10.57
+    """
+    for price_per_gpu_hour in prices_per_gpu_hour:
+        check_price(price_per_gpu_hour)
+    gpus = len(prices_per_gpu_hour)
+    price = sum(prices_per_gpu_hour)
     prompt_tokens = first.batch * first.seq
     input_rate = prompt_tokens / first.seconds
     output = per_million(price, output_tokens_per_s)
     input_ = per_million(price, input_rate)
     prefix = money(currency)
+    if len(set(prices_per_gpu_hour)) == 1:
+        summed = f"price per GPU-hour * GPUs = {prefix}{prices_per_gpu_hour[0]:g} * {gpus}"
+    else:
+        summed = "the GPUs' prices summed = " + " + ".join(f"{prefix}{p:g}" for p in prices_per_gpu_hour)
     return Cost(
-        price_per_gpu_hour=price_per_gpu_hour,
+        price_per_gpu_hour=price / gpus,
         price_origin=price_origin,
         currency=currency,
         gpus=gpus,
@@ -224,8 +233,7 @@ def cost(
         cost_per_million_output_tokens=output,
         cost_per_million_input_tokens=input_,
         explain=[
-            f"price per hour = price per GPU-hour * GPUs = {prefix}{price_per_gpu_hour:g} * {gpus} = {prefix}{price:g} (price"
-            f" per GPU-hour: {price_origin})",
+            f"price per hour = {summed} = {prefix}{price:g} (price per GPU-hour: {price_origin})",
             f"per million output tokens = price / (tokens/s * 3600) * 1e6 = {prefix}{price:g} / ({output_tokens_per_s:,.1f} *"
             f" 3600) * 1e6 = {prefix}{output:.4g}",
             f"prompt tokens/s = B * prompt / prefill time = {prompt_tokens:,} / {format_seconds(first.seconds)} = {input_rate:,.0f}",

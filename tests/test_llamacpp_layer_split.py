@@ -184,7 +184,8 @@ def test_bad_multi_gpu_input_is_one_line_and_exit_2(cli, args: list[str], expect
 
 def test_sixteen_gpus_are_llamacpps_most() -> None:
     """llama_max_devices() returns 16 (src/llama.cpp); GGML_CUDA_MAX_DEVICES is 16 (ggml/include/ggml-cuda.h)."""
-    from kvcalc.cli.placement_options import LLAMA_MAX_DEVICES, tp_devices
+    from kvcalc.cli.placement_options import tp_devices
+    from kvcalc.engines.llamacpp import LLAMA_MAX_DEVICES
 
     gpu = presets.load_gpu("rtx3090")
     assert LLAMA_MAX_DEVICES == 16 and len(tp_devices([gpu], 16)) == 16
@@ -201,7 +202,7 @@ def test_pipeline_stages_are_refused_for_llamacpp(cli, command: list[str], tmp_p
         result = cli(*command, "--model", "llama3-8b", "--seq", "8192", "--pp", "2", *LLAMACPP)
     assert result.exit_code == 2, result.output
     assert "llama.cpp has no pipeline stages to budget (--pp 2)" in result.stderr
-    assert "`kvcalc fit --engine llamacpp --tp 2 --gpu G` plans it" in result.stderr
+    assert "`kvcalc fit` or `decode --engine llamacpp --tp 2 --gpu G` plans each GPU's layers" in result.stderr
 
 
 SPLIT_8B = ["--model", "llama3.1-8b", "--gpu", "rtx4090", "--tp", "3", *LLAMACPP]
@@ -270,3 +271,95 @@ def test_only_fit_and_decode_help_offer_the_llamacpp_split(cli, command: str) ->
     assert result.exit_code == 0
     text = " ".join(result.stdout.replace("│", " ").split())
     assert ("llamacpp: N GPUs of --gpu holding whole layers each" in text) == (command in ("fit", "decode"))
+
+
+def _layers_and_host_weights(cli, *args: str) -> tuple[int, int]:
+    placed = cli.json("fit", *args)["placement"]
+    return placed["n_gpu_layers"], placed["host"]["weights_bytes"]
+
+
+def test_the_splits_batch_gives_each_sequence_its_own_seq_tokens(cli) -> None:
+    """Over two RTX 4090 every sequence keeps its 8,192 tokens (-np B, n_ctx = B * 8,192): the split holds 30 of them
+    with all 33 layers on the GPUs, as `fit --batch 30 --seq 245760` places them; at 31 llama.cpp's fit moves a layer to
+    the host, another deployment, so 30 is the batch. One GPU's plan holds fewer (8), never the 256 cells-sharing gave."""
+    args = ["--model", "llama3.1-8b", "--gpu", "rtx4090", *LLAMACPP]
+    doc = cli.json("fit", *args, "--tp", "2", "--seq", "8192", "--price-per-hour", "1", "--ram-bandwidth", "80GB/s")
+    held = doc["placement_max_batch"]
+    assert held == doc["throughput"]["memory_batch"] == 30 and doc["throughput"]["seq"] == 8192
+    one_gpu = cli.json("fit", *args, "--seq", "8192", "--fit-target", "1024")
+    assert one_gpu["placement"]["devices"][0]["layers"] == 33 and 1 <= one_gpu["placement_max_batch"] < held
+    at = _layers_and_host_weights(cli, *args, "--tp", "2", "--batch", str(held), "--seq", str(held * 8192))
+    over = _layers_and_host_weights(cli, *args, "--tp", "2", "--batch", str(held + 1), "--seq", str((held + 1) * 8192))
+    assert at[0] == 33 and (over[0] < 33 and over[1] > at[1])
+
+
+def test_a_split_that_keeps_every_layer_on_its_gpus_needs_no_ram_bandwidth(cli) -> None:
+    """Two RTX 3060 hold llama3.1-8b's layers at 8,192 tokens: the batch search never replans layers onto the host,
+    so it neither asks for --ram-bandwidth nor counts a batch that would."""
+    result = cli("decode", "--model", "llama3.1-8b", "--gpu", "rtx3060", "--tp", "2", "--seq", "8192", "--max-tpot-ms", "100",
+                 *LLAMACPP, "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)["throughput"]
+    assert 1 <= plan["batch"] <= plan["memory_batch"] < 256
+
+
+OFFLOAD_70B = ["--model", "llama3.1-70b", "--gpu", "rtx4090", "--seq", "8192", *LLAMACPP]
+
+
+def test_one_gpu_with_host_offload_takes_the_plans_verdict_and_speed(cli) -> None:
+    """llama3.1-70b overflows one RTX 4090: the plan keeps most layers in host RAM and fits, so fits is the plan's
+    (the one-GPU figures say they are one GPU's), and --max-tpot-ms judges the plan's seconds per token, not one
+    GPU's: a 5 s target is met, at the time decode's placement gives."""
+    doc = cli.json("fit", *OFFLOAD_70B)
+    assert (doc["fits"], doc["placement"]["fits"], doc["max_batch"]) == (True, True, 0)
+    assert doc["budget_scope"] == "one GPU holding the whole model" and doc["placement_max_batch"] >= 1
+    speed = [*OFFLOAD_70B, "--ram-bandwidth", "80GB/s"]
+    decode = cli.json("decode", *speed)
+    assert decode["decode_scope"] == "one GPU holding the whole model"
+    split_seconds = decode["split"]["expected_seconds"]
+    assert split_seconds > 10 * decode["decode"]["expected_seconds_per_token"]
+    result = cli("fit", *speed, "--max-tpot-ms", "5000", "--json")
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)["throughput"]
+    assert plan["batch"] >= 1 and plan["seconds_per_token"] >= split_seconds
+    text = " ".join(cli("decode", *speed).stdout.split())
+    assert "llama.cpp places the layers (its --fit): the decode and prefill tables first are for one GPU" in text
+
+
+def test_fit_text_gives_the_placements_batch(cli) -> None:
+    result = cli("fit", "--model", "llama3.1-8b", "--gpu", "rtx4090", "--tp", "2", "--seq", "8192", *LLAMACPP)
+    assert result.exit_code == 0, result.output
+    assert "llama.cpp's split over 2 GPUs (-sm layer): fits; it holds 30 sequences of 8,192 tokens" in result.stdout
+
+
+def test_mixed_gpus_are_billed_at_their_own_prices_whatever_their_order(cli) -> None:
+    """H200 (4.54/h) and B200 (6.03/h) presets: the split costs 10.57/h in either --gpu order, and the prompt rate
+    (the slower GPU's prefill) does not follow the order."""
+    costs = [
+        cli.json("decode", "--model", "llama3.1-70b", "--gpu", a, "--gpu", b, *LLAMACPP)["cost"]
+        for a, b in (("h200", "b200"), ("b200", "h200"))
+    ]
+    assert [c["price_per_hour"] for c in costs] == [pytest.approx(10.57)] * 2 and costs[0]["gpus"] == 2
+    assert costs[0]["input_tokens_per_s"] == costs[1]["input_tokens_per_s"]
+    explained = cli("decode", "--model", "llama3.1-70b", "--gpu", "h200", "--gpu", "b200", *LLAMACPP, "--explain")
+    assert "price per hour = the GPUs' prices summed = USD 4.54 + USD 6.03 = USD 10.57" in " ".join(explained.stdout.split())
+
+
+def test_check_names_llamacpps_device_cap_for_a_plan_over_it(cli, tmp_path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("workloads:\n  - {name: w, model: llama3-8b, gpu: rtx3090, seq: 8192, tp: 17, engine: llamacpp}\n")
+    result = cli("check", str(plan))
+    assert result.exit_code == 2, result.output
+    assert "llama.cpp uses at most 16 GPUs (llama_max_devices()), so no plan splits over 17" in result.stderr
+    assert "--tp 17 --gpu G" not in result.stderr
+
+
+def test_plot_labels_llamacpps_f16_cache_of_an_fp32_checkpoint(cli, monkeypatch, tmp_path) -> None:
+    """gpt2's checkpoint is fp32; llama.cpp keeps its cache in f16 (-ctk/-ctv default), and the chart says so."""
+    from kvcalc import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "save", lambda chart, path: drawn.append(chart))
+    result = cli("fit", "--model", "gpt2", "--gpu", "rtx4090", "--seq", "1024", *LLAMACPP, "--plot", str(tmp_path / "f.svg"))
+    assert result.exit_code == 0, result.output
+    assert drawn[0].title.startswith("Max batch: gpt2, fp16,")

@@ -69,7 +69,7 @@ def test_plan_is_exact_against_brute_force(
 def test_cost_equals_the_formula(price: float, gpus: int, tokens_per_s: float) -> None:
     """price / (tokens/s * 3600) * 1e6 with the price of every GPU, for output and prompt tokens."""
     first = prefill(MODELS["llama3-8b"], Workload(seq=2048, batch=4), GPUS["h100-sxm"])
-    bill = cost(price, gpus, tokens_per_s, first)
+    bill = cost([price] * gpus, tokens_per_s, first)
     assert bill.cost_per_million_output_tokens == pytest.approx(price * gpus / (tokens_per_s * 3600) * 1e6)
     prompt_rate = 4 * 2048 / first.seconds
     assert bill.cost_per_million_input_tokens == pytest.approx(price * gpus / (prompt_rate * 3600) * 1e6)
@@ -83,7 +83,7 @@ def test_per_million_worked_example() -> None:
 def test_cost_refuses_a_price_that_is_not_positive() -> None:
     first = prefill(MODELS["llama3-8b"], Workload(seq=128, batch=1), GPUS["h100-sxm"])
     with pytest.raises(InvalidInput, match="must be a positive, finite price per GPU-hour"):
-        cost(0.0, 1, 100.0, first)
+        cost([0.0], 100.0, first)
 
 
 def test_decode_max_tpot_batch_is_the_last_within_the_target(cli) -> None:

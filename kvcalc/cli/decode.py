@@ -149,13 +149,18 @@ def decode(
             False,
         )
         split = placement_options.split_speed(spec, work, weights_fmt, laid_out, devices, gpu_specs, ram_bandwidth)
-    split_over = len(laid_out.devices) if laid_out is not None and len(laid_out.devices) > 1 else 0
-    tokens_per_s = split.tokens_per_s if split is not None and split_over else step.expected_tokens_per_s
-    plan, cost = None, economics.cost(spec, work, gpu_spec, work.batch, tokens_per_s, weights_fmt, efficiency, split_over)
+    placed = len(laid_out.devices) if laid_out is not None else 0  # the speeds are the plan's
+    tokens_per_s = split.tokens_per_s if split is not None else step.expected_tokens_per_s
+    prefill_on, billed = gpu_spec, None
+    if laid_out is not None:
+        prefill_on = placement_options.prefill_gpu(spec, work, weights_fmt, gpu_specs)
+        billed = gpu_specs
+    plan, cost = None, economics.cost(spec, work, prefill_on, work.batch, tokens_per_s, weights_fmt, efficiency, billed)
     if economics.searching:  # the batch memory holds under the engine's budget caps the search
-        if split_over and laid_out is not None:  # llama.cpp's layer split: its own fit and speed at each batch
+        if laid_out is not None:  # llama.cpp's placement: its own fit and speed at each batch
+            held = placement_options.split_memory_batch(spec, work, weights_fmt, laid_out, devices, request)
             plan = placement_options.split_throughput(
-                economics, spec, work, weights_fmt, laid_out, devices, request, gpu_specs, ram_bandwidth
+                economics, spec, work, weights_fmt, laid_out, devices, request, gpu_specs, ram_bandwidth, held
             )
         else:
             budget = capacity.budget(
@@ -164,7 +169,7 @@ def decode(
             )  # fmt: skip
             held = capacity.fit(spec, work, budget, details=False).max_batch
             plan = economics.plan(spec, work, gpu_spec, held, weights_fmt, efficiency, overhead)
-        cost = economics.cost(spec, work, gpu_spec, plan.batch, plan.tokens_per_s, weights_fmt, efficiency, split_over)
+        cost = economics.cost(spec, work, prefill_on, plan.batch, plan.tokens_per_s, weights_fmt, efficiency, billed)
     if json_out:
         from kvcalc import documents
 
@@ -172,7 +177,7 @@ def decode(
             documents.DecodeDocument(
                 decode=step,
                 prefill=first,
-                decode_scope=placement.ONE_GPU_SCOPE if split_over else None,
+                decode_scope=placement.ONE_GPU_SCOPE if placed else None,
                 placement=laid_out,
                 split=split,
                 throughput=plan,
@@ -183,10 +188,11 @@ def decode(
     else:
         from kvcalc import render
 
-        if split_over:
+        if placed:
+            where = f"splits the layers over {placed} GPUs (-sm layer)" if placed > 1 else "places the layers (its --fit)"
             render.console.print(
-                f"llama.cpp splits the layers over {split_over} GPUs (-sm layer): the decode and prefill tables first are for"
-                f" {placement.ONE_GPU_SCOPE}; the split's own speed follows its placement",
+                f"llama.cpp {where}: the decode and prefill tables first are for"
+                f" {placement.ONE_GPU_SCOPE}; the placement's own speed follows it",
                 soft_wrap=True,
             )
         render.decode_tables(step, first, decimal, explain)

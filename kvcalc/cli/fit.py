@@ -222,26 +222,32 @@ def fit(
         )  # fmt: skip
         if ram_bandwidth is not None:
             steps = placement_options.speeds(spec, work, weights_fmt, laid_out, devices, request, gpu_specs, ram_bandwidth)
-    split_over = len(laid_out.devices) if laid_out is not None and len(laid_out.devices) > 1 else 0
-    plan = cost = None
+    placed = len(laid_out.devices) if laid_out is not None else 0  # the verdict and speeds are the plan's
+    plan = cost = placed_batch = None
+    if laid_out is not None:  # each sequence keeps --seq tokens: the plan again at each batch (-np B)
+        placed_batch = placement_options.split_memory_batch(spec, work, weights_fmt, laid_out, devices, request)
     if economics.asked:  # the largest batch memory holds at --seq caps the search
         speeds = economics.need_gpu(gpu_spec)
-        if split_over and laid_out is not None:  # llama.cpp's layer split: its own fit and speed at each batch
+        billed = None
+        if laid_out is not None and placed_batch is not None:  # llama.cpp's placement: its own fit and speed at each batch
             plan = placement_options.split_throughput(
-                economics, spec, work, weights_fmt, laid_out, devices, request, gpu_specs, ram_bandwidth
+                economics, spec, work, weights_fmt, laid_out, devices, request, gpu_specs, ram_bandwidth, placed_batch
             )
+            speeds = placement_options.prefill_gpu(spec, work, weights_fmt, gpu_specs)
+            billed = gpu_specs
         else:
             plan = economics.plan(spec, work, speeds, report.max_batch, weights_fmt)
-        cost = economics.cost(spec, work, speeds, plan.batch, plan.tokens_per_s, weights_fmt, gpus=split_over or None)
+        cost = economics.cost(spec, work, speeds, plan.batch, plan.tokens_per_s, weights_fmt, billed=billed)
     if json_out:
         from kvcalc import documents
 
         verdict = report.model_dump()
-        if split_over and laid_out is not None:  # the verdict is the split's; the rest of the report one GPU's
+        if laid_out is not None:  # the verdict is the placement's; the rest of the report one GPU's
             verdict.update(fits=laid_out.fits, verdict="fits" if laid_out.fits else "does not fit")
         document = documents.FitDocument(
             **verdict,
-            budget_scope=placement.ONE_GPU_SCOPE if split_over else None,
+            budget_scope=placement.ONE_GPU_SCOPE if laid_out is not None else None,
+            placement_max_batch=placed_batch,
             model=spec.name,
             gpu=gpu_label(gpu_spec, memory),
             placement=laid_out,
@@ -254,19 +260,19 @@ def fit(
     else:
         from kvcalc import render
 
-        render.fit_tables(report, spec.name, gpu_label(gpu_spec, memory), decimal, explain, laid_out is not None, split_over)
+        render.fit_tables(report, spec.name, gpu_label(gpu_spec, memory), decimal, explain, laid_out is not None, placed)
         if laid_out is not None:
             render.placement_table(laid_out, decimal, explain)
-            if split_over:
-                render.split_verdict(laid_out)
+            render.split_verdict(laid_out, placed_batch, request.ctx_size or laid_out.ctx_size)
         if steps is not None:
             render.speed_steps_table(steps)
         render.throughput_lines(plan, cost, explain)
         render.cpu_tier_lines(tier, decimal, explain)
     if plot_path is not None:
         from kvcalc import plots
+        from kvcalc.spec import cache_dtypes
 
-        dtype = (work.kv_dtype or spec.dtype).value
+        dtype = "/".join(dict.fromkeys(d.value for d in cache_dtypes(spec, work)))  # K/V when they differ
         curve = capacity.max_batch_curve(spec, work, report, max_seqs)
         write_plot(plots.fit_chart(report, spec.name, dtype, gpu_label(gpu_spec, memory), curve), plot_path, json_out)
     if plan is not None and plan.batch == 0:

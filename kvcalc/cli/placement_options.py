@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -12,6 +13,7 @@ import typer
 from kvcalc import placement, presets, throughput
 from kvcalc.cli.common import TP_HELP, positive, preset_names, size_option
 from kvcalc.cli.throughput_options import Economics
+from kvcalc.engines.llamacpp import LLAMA_MAX_DEVICES
 from kvcalc.errors import InvalidInput
 from kvcalc.sources import tensor_parallel
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
@@ -22,10 +24,6 @@ GPUS_HELP = (
     "GPU preset, a name as nvidia-smi prints it, a GPU YAML file, or auto (this machine's; with --engine llamacpp each of"
     " its GPUs). Repeat it for a llama.cpp split over several GPUs, in device order (--gpu rtx3090 --gpu rtx3060)."
 )
-# llama.cpp takes at most 16 devices: llama_max_devices() returns 16 (src/llama.cpp) and the CUDA backend holds
-# GGML_CUDA_MAX_DEVICES 16 (ggml/include/ggml-cuda.h), ggml-org/llama.cpp master of 2026; -ts and --fit-target take
-# one value per device up to that count (common/arg.cpp).
-LLAMA_MAX_DEVICES = 16
 LayerSplitTpOpt = Annotated[
     str,
     typer.Option(
@@ -262,29 +260,64 @@ def split_speed(
     return placement.split_decode(model, workload, fmt, laid_out, devices, host, profile(workload.engine).decode_profile(gpus[0]))
 
 
-def split_throughput(
-    economics: Economics, model: ModelSpec, workload: Workload, fmt: WeightFormat, laid_out: placement.Placement,
-    devices: list[placement.PlacementDevice], request: placement.PlacementRequest, gpus: list[GpuSpec],
-    bandwidth: str | None,
-) -> throughput.ThroughputPlan:  # fmt: skip
-    """--max-tpot-ms / --max-ttft-ms over llama.cpp's layer split: the largest batch B whose placement, planned
-    again at B (-np B) and the plan's context, fits and whose split speed (split_speed) meets the targets; the
-    prefill stays the first GPU's (-sm layer runs the layers one device after another)."""
-    from kvcalc.engines.llamacpp import LLAMA_MAX_SEQ
-
-    at_ctx = request.model_copy(update={"ctx_size": laid_out.ctx_size})
+def _replanner(
+    model: ModelSpec, workload: Workload, fmt: WeightFormat, laid_out: placement.Placement,
+    devices: list[placement.PlacementDevice], request: placement.PlacementRequest,
+) -> tuple[int, Callable[[int], tuple[Workload, placement.Placement]]]:  # fmt: skip
+    """The tokens each sequence keeps (--seq, else the plan's context) and the placement planned again at a batch
+    B of them: -np B shares n_ctx = B * seq cells (as kvcalc.capacity counts llama.cpp's cache)."""
+    per_sequence = request.ctx_size if request.ctx_size is not None else laid_out.ctx_size
 
     @functools.cache
     def replanned(batch: int) -> tuple[Workload, placement.Placement]:
-        at_batch = workload.model_copy(update={"batch": batch})
+        at_batch = workload.model_copy(update={"batch": batch, "seq": per_sequence})
+        at_ctx = request.model_copy(update={"ctx_size": batch * per_sequence})
         return at_batch, placement.plan(model, at_batch, fmt, devices, at_ctx)
+
+    return per_sequence, replanned
+
+
+def split_memory_batch(
+    model: ModelSpec, workload: Workload, fmt: WeightFormat, laid_out: placement.Placement,
+    devices: list[placement.PlacementDevice], request: placement.PlacementRequest,
+) -> int:  # fmt: skip
+    """The largest batch of sequences of --seq tokens the placement holds (at most llama.cpp's LLAMA_MAX_SEQ):
+    planned again at each batch B with n_ctx = B * seq, it fits and leaves no more weights on the CPU than the
+    plan laid out (a replan that moves layers to the host is another, slower deployment, not this one)."""
+    from kvcalc.engines.llamacpp import LLAMA_MAX_SEQ
+
+    _, replanned = _replanner(model, workload, fmt, laid_out, devices, request)
+
+    def holds(batch: int) -> bool:
+        at = replanned(batch)[1]
+        return at.fits and at.host.weights_bytes <= laid_out.host.weights_bytes
+
+    return throughput.largest_meeting(holds, LLAMA_MAX_SEQ)
+
+
+def split_throughput(
+    economics: Economics, model: ModelSpec, workload: Workload, fmt: WeightFormat, laid_out: placement.Placement,
+    devices: list[placement.PlacementDevice], request: placement.PlacementRequest, gpus: list[GpuSpec],
+    bandwidth: str | None, memory_batch: int,
+) -> throughput.ThroughputPlan:  # fmt: skip
+    """--max-tpot-ms / --max-ttft-ms over llama.cpp's placement: the largest batch B up to `memory_batch`
+    (split_memory_batch) whose placement, planned again at B, has a speed (split_speed) that meets the targets;
+    the prefill is prefill_gpu's."""
+    per_sequence, replanned = _replanner(model, workload, fmt, laid_out, devices, request)
 
     def seconds_per_token(batch: int) -> float:
         at_batch, plan_at = replanned(batch)
         return split_speed(model, at_batch, fmt, plan_at, devices, gpus, bandwidth).expected_seconds
 
-    memory_batch = throughput.largest_meeting(lambda b: replanned(b)[1].fits, min(LLAMA_MAX_SEQ, laid_out.ctx_size))
-    return economics.plan(model, workload, gpus[0], memory_batch, fmt, seconds_per_token=seconds_per_token)
+    at_seq = workload.model_copy(update={"seq": per_sequence})
+    prefill = prefill_gpu(model, at_seq, fmt, gpus)
+    return economics.plan(model, at_seq, prefill, memory_batch, fmt, seconds_per_token=seconds_per_token)
+
+
+def prefill_gpu(model: ModelSpec, workload: Workload, fmt: WeightFormat, gpus: list[GpuSpec]) -> GpuSpec:
+    """The GPU whose prefill of the whole model is slowest among `gpus`: -sm layer runs the layers one device after
+    another, so the split's prefill is no slower than it, whatever the --gpu order (an upper bound)."""
+    return max(gpus, key=lambda g: throughput.first_token(model, workload, g, workload.seq, 1, fmt).seconds)
 
 
 def residents(

@@ -41,7 +41,7 @@ PriceOpt = Annotated[
     typer.Option(
         "--price-per-hour",
         help="Price of one GPU-hour (any currency): the cost per million output and prompt tokens in it, all tp * pp GPUs billed"
-        " (default: the GPU preset's price_per_hour, where it gives a public price page).",
+        " (default: the GPU presets' price_per_hour, where they give a public price page, summed over a llama.cpp split's GPUs).",
     ),
 ]
 
@@ -84,18 +84,22 @@ class Economics:
 
     def cost(
         self, model: ModelSpec, work: Workload, gpu: GpuSpec, batch: int, output_tokens_per_s: float, weights: WeightFormat,
-        efficiency: float | None = None, gpus: int | None = None,
+        efficiency: float | None = None, billed: list[GpuSpec] | None = None,
     ) -> throughput.Cost | None:  # fmt: skip
-        """The cost per million tokens at `batch` when a batch runs and a price is known: --price-per-hour,
-        else the GPU preset's public price (price_per_hour, with its page and date); `gpus` billed (default tp * pp)."""
+        """The cost per million tokens at `batch` when a batch runs and a price is known: --price-per-hour for each
+        GPU, else the GPU presets' public prices (price_per_hour, with its page and date) summed over the `billed`
+        GPUs (a llama.cpp split's, which may differ; default `gpu` tp * pp times). `gpu` prefills the prompts."""
         if batch < 1:
             return None
+        gpus = billed or [gpu] * (work.tp * work.pp)
         if self.price is not None:
-            price, origin, currency = self.price, "--price-per-hour", None
-        elif gpu.price_per_hour is not None:
-            price, origin = gpu.price_per_hour, f"{gpu.name} preset: {gpu.price_source}, {gpu.price_date}"
-            currency = gpu.price_currency
+            prices, origin, currency = [self.price] * len(gpus), "--price-per-hour", None
+        elif all(g.price_per_hour is not None for g in gpus) and len({g.price_currency for g in gpus}) == 1:
+            prices = [g.price_per_hour for g in gpus if g.price_per_hour is not None]
+            named = {g.name: g for g in gpus}.values()
+            origin = "; ".join(f"{g.name} preset: {g.price_source}, {g.price_date}" for g in named)
+            currency = gpus[0].price_currency
         else:
             return None
         first = self.prefill(model, work, gpu, batch, weights, efficiency)
-        return throughput.cost(price, gpus or work.tp * work.pp, output_tokens_per_s, first, origin, currency)
+        return throughput.cost(prices, output_tokens_per_s, first, origin, currency)

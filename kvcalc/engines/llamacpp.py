@@ -25,6 +25,19 @@ LLAMACPP_UBATCH = 512  # llama.cpp's default n_ubatch (common/common.h)
 # llama_context refuses n_seq_max > LLAMA_MAX_SEQ ("n_seq_max must be <= 256", src/llama-context.cpp;
 # #define LLAMA_MAX_SEQ 256 in src/llama-cparams.h, ggml-org/llama.cpp master of 2026): -np and --batch at most 256.
 LLAMA_MAX_SEQ = 256
+# llama.cpp takes at most 16 devices: the CUDA backend holds #define GGML_CUDA_MAX_DEVICES 16
+# (ggml/include/ggml-cuda.h, ggml-org/llama.cpp 124d3d9428e90169a84cf903fd60d842dc3019de) and llama_max_devices()
+# returns 16 (src/llama.cpp of the builds that define it there); -ts and --fit-target take one value per device.
+LLAMA_MAX_DEVICES = 16
+
+
+def _layer_split_hint(gpus: int) -> str:
+    """How to plan a layer split over `gpus` GPUs, or why none can be (LLAMA_MAX_DEVICES)."""
+    if gpus > LLAMA_MAX_DEVICES:
+        return f"llama.cpp uses at most {LLAMA_MAX_DEVICES} GPUs (llama_max_devices()), so no plan splits over {gpus}"
+    return f"`kvcalc fit` or `decode --engine llamacpp --tp {gpus} --gpu G` plans each GPU's layers"
+
+
 # the llama_memory_recurrent constructor read: rows per cell, the log line's format (src/llama-memory-recurrent.cpp)
 LLAMACPP_RECURRENT_SOURCE = (
     "src/llama-memory-recurrent.cpp llama_memory_recurrent::llama_memory_recurrent (ggml-org/llama.cpp 0054ee8c)"
@@ -152,12 +165,12 @@ class LlamaCpp(EngineProfile):
         if workload.tp > 1:  # kvcalc.cli.placement_options.layer_split_tp turns fit's and decode's --tp into devices
             raise InvalidInput(
                 f"llama.cpp splits whole layers over GPUs (-sm layer), not heads, so --tp {workload.tp} is no head share:"
-                f" `kvcalc fit` or `decode --engine llamacpp --tp {workload.tp} --gpu G` plans each GPU's layers"
+                f" {_layer_split_hint(workload.tp)}"
             )
         if workload.pp > 1:  # vLLM's pipeline stages (kvcalc.capacity) are no llama.cpp placement
             raise InvalidInput(
                 f"llama.cpp has no pipeline stages to budget (--pp {workload.pp}): its layer split (-sm layer) puts whole layers"
-                f" on each GPU; `kvcalc fit --engine llamacpp --tp {workload.pp} --gpu G` plans it"
+                f" on each GPU; {_layer_split_hint(workload.pp)}"
             )
         if workload.state_dtype is not None:
             raise InvalidInput("llama.cpp keeps recurrent state in f32 (hard-coded in src/llama-model.cpp): drop --state-dtype")
