@@ -315,7 +315,9 @@ def split_verdict(laid_out: Any, max_batch: int | None = None, seq: int | None =
     verdict = "[green]fits[/]" if laid_out.fits else "[red]does not fit[/] (a device is over)"
     n = len(laid_out.devices)
     where = f"split over {n} GPUs (-sm layer)" if n > 1 else "placement on one GPU and host RAM"
-    held = f"; it holds {max_batch:,} sequences of {seq:,} tokens" if max_batch is not None and seq else ""
+    held = ""
+    if max_batch is not None and seq:
+        held = f"; it holds {max_batch:,} sequence{'' if max_batch == 1 else 's'} of {seq:,} tokens"
     console.print(f"llama.cpp's {where}: {verdict}{held}", soft_wrap=True)
 
 

@@ -301,6 +301,10 @@ def test_a_split_that_keeps_every_layer_on_its_gpus_needs_no_ram_bandwidth(cli) 
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)["throughput"]
     assert 1 <= plan["batch"] <= plan["memory_batch"] < 256
+    cells = str(plan["batch"] * 8192)  # the same placement asked for directly: n_ctx = B * 8,192 shared by B sequences
+    direct = cli.json("decode", "--model", "llama3.1-8b", "--gpu", "rtx3060", "--tp", "2", "--seq", cells,
+                      "--batch", str(plan["batch"]), *LLAMACPP)  # fmt: skip
+    assert plan["seconds_per_token"] == pytest.approx(direct["split"]["expected_seconds"])
 
 
 OFFLOAD_70B = ["--model", "llama3.1-70b", "--gpu", "rtx4090", "--seq", "8192", *LLAMACPP]

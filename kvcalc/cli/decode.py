@@ -92,7 +92,7 @@ def decode(
 ) -> None:
     """Time per output token at --batch and --seq: the roofline (bandwidth vs compute) and the expected time engines reach (the --engine's decode profile, its release and options), with the band published cases fall in, tokens/s, and prefill time.
 
-    With --engine llamacpp and several --gpu (or --tp N: N of --gpu, whole layers each), -ngl, --n-cpu-moe or -ts, it also plans the placement (as `fit` does, keeping what you fixed) and predicts the speed of that split: each device's bytes per token over its bandwidth, the CPU's over --ram-bandwidth, and the hops. The first tables are then one GPU holding the whole model; --max-tpot-ms, --max-ttft-ms and --price-per-hour judge the split's speed.
+    With --engine llamacpp and several --gpu (or --tp N: N of --gpu, whole layers each), -ngl, --n-cpu-moe or -ts, it also plans the placement (as `fit` does, keeping what you fixed) and predicts the speed of that split: each device's bytes per token over its bandwidth, the CPU's over --ram-bandwidth, and the hops. The first tables are then one GPU holding the whole model; --max-tpot-ms, --max-ttft-ms and --price-per-hour judge the placement's speed (each sequence keeping --seq tokens), each GPU billed at its own preset price.
 
     With --speculative-model, --num-speculative-tokens and --acceptance-rate: the expected time per token of speculative decoding (rounds of draft steps and one verification; docs/residents.md).
 

@@ -150,7 +150,7 @@ def fit(
 
     Needs --gpu or --memory (one of them is required): the memory to budget.
 
-    With --engine llamacpp, --tp N is N GPUs of --gpu holding whole layers each (llama.cpp's -sm layer; any N, whether or not it divides the heads), and several --gpu, --tp or any placement option (--ram, -ngl, --n-cpu-moe, -ts, --fit-*, a Mac's GPU), or a model that does not fit whole, it plans where llama.cpp puts each layer (its --fit): per GPU and in host RAM, the llama-server flags, and exit code 1 only when the plan does not fit. Over several GPUs the verdict (and --json's fits) is the plan's, the budget above it one GPU holding the whole model's, and --max-tpot-ms / --max-ttft-ms judge the split's speed. See docs/placement.md.
+    With --engine llamacpp, --tp N is N GPUs of --gpu holding whole layers each (llama.cpp's -sm layer; any N, whether or not it divides the heads), and several --gpu, --tp or any placement option (--ram, -ngl, --n-cpu-moe, -ts, --fit-*, a Mac's GPU), or a model that does not fit whole, it plans where llama.cpp puts each layer (its --fit): per GPU and in host RAM, the llama-server flags, and exit code 1 only when the plan does not fit. Whenever it plans, the verdict (and --json's fits, with placement_max_batch) is the plan's, the budget above it one GPU holding the whole model's, and --max-tpot-ms / --max-ttft-ms / --price-per-hour judge the plan: each sequence keeps --seq tokens (n_ctx = batch * seq), each GPU billed at its own preset price. See docs/placement.md.
 
     With --max-tpot-ms / --max-ttft-ms (and --gpu): the largest batch at --seq that also meets them, and its tokens/s; with --price-per-hour: what a million output and prompt tokens cost at that batch (memory's max batch without a target).
 

@@ -307,7 +307,8 @@ def split_throughput(
 
     def seconds_per_token(batch: int) -> float:
         at_batch, plan_at = replanned(batch)
-        return split_speed(model, at_batch, fmt, plan_at, devices, gpus, bandwidth).expected_seconds
+        cells = at_batch.model_copy(update={"seq": plan_at.ctx_size})  # split_decode reads the cache of all n_ctx cells
+        return split_speed(model, cells, fmt, plan_at, devices, gpus, bandwidth).expected_seconds
 
     at_seq = workload.model_copy(update={"seq": per_sequence})
     prefill = prefill_gpu(model, at_seq, fmt, gpus)
