@@ -241,7 +241,8 @@ def test_only_small_quantized_models_in_fused_kernels_hit_the_gemm_floor(
     streamed = step.weights_read_bytes / (step.streamed_bandwidth_bytes_per_s * step.efficiency)
     assert (step.quant_floor_seconds > streamed) is floored
     assert step.memory_seconds >= max(streamed, step.quant_floor_seconds)
-    assert quant_floor_key("fused", "int4", True, "a100-80gb") is None  # a MoE's experts run other kernels (fused_moe, Marlin MoE)
+    # a MoE's experts run other kernels (fused_moe, Marlin MoE)
+    assert quant_floor_key("fused", "int4", True, "a100-80gb") is None
 
 
 @pytest.mark.parametrize(
