@@ -321,7 +321,7 @@ def _names(case: Case) -> Names:
         architecture=f"architecture {gpu_architecture(case.gpu)}", repeat=f"repeat {case.engine_key}",  # type: ignore[arg-type]
         python=f"python {PYTHON_EAGER_KEY}" if python_eager(case.engine_key, case.mode) else None,
         rocm=f"rocm {key}" if (key := rocm_moe_layer_key(case.engine, _gpu_backend(case.gpu), case.format_class, case.moe)) else None,  # type: ignore[arg-type]
-        floor=f"floor {floor}" if (floor := quant_floor_key(case.kernels, case.format_class, case.moe)) else None,  # type: ignore[arg-type]
+        floor=f"floor {floor}" if (floor := quant_floor_key(case.kernels, case.format_class, case.moe, case.gpu)) else None,  # type: ignore[arg-type]
         prefill=f"prefill {prefill}" if (prefill := prefill_key(case.engine_key)) and case.prefill_seconds_per_token else None,
     )  # fmt: skip
 

@@ -24,7 +24,7 @@ from typing import Literal
 
 from kvcalc import decode_fit
 from kvcalc.base import Frozen
-from kvcalc.gpu_families import gpu_architecture
+from kvcalc.gpu_families import gpu_architecture, marlin_runs
 from kvcalc.units import DType, bytes_per_value
 
 FormatClass = Literal["16-bit", "fp8", "int8", "int4", "fp4", "ggml-4to6bit", "ggml-8bit", "ggml-2to3bit"]
@@ -237,17 +237,24 @@ def prefill_key(engine_key: str) -> str | None:
 # kernel's grid is tiled over the output columns, so a layer of a small model fills few SMs): Qwen2.5-0.5B-GPTQ-Int4
 # decodes at 3.8 ms a token under vLLM 0.6.3 where its bf16 checkpoint, 2x the bytes, takes 3.2 ms. The weights' time
 # is max(bytes / streamed bandwidth, layers * QUANT_LAYER_FLOOR_S[class]): the floor binds on small models only.
+# It is Marlin's, so it holds only where Marlin runs (gpu_families.marlin_runs: CUDA from SM 7.5, not ROCm, Metal or
+# SM 7.0 and older). Every fused engine takes the same rule: the cases that fit the floor (vLLM, SGLang on H20,
+# ExLlama, AutoAWQ, MLC, TinyChat) ran on CUDA GPUs of SM 8.0 and newer, so none says more about T4's 7.5.
 QUANT_FLOOR_KERNELS = ("fused",)
 QUANT_FLOOR_CLASSES = ("int4", "int8")
 
 
-def quant_floor_key(kernels: str, klass: str, moe: bool) -> str | None:
-    """The key of the floor per layer a dense model's quantized GEMMs take in fused kernels, or None.
+def quant_floor_key(kernels: str, klass: str, moe: bool, gpu: str | None) -> str | None:
+    """The key of the floor per layer a dense model's quantized GEMMs take in fused kernels on `gpu`, or None:
+    not fused kernels, not an integer class, a MoE, or a GPU where Marlin does not run.
 
-    >>> quant_floor_key("fused", "int4", False), quant_floor_key("fused", "int4", True), quant_floor_key("llamacpp", "int4", False)
-    ('int4', None, None)
+    >>> [quant_floor_key("fused", "int4", False, gpu) for gpu in ("h100-sxm", "t4", "v100-32gb", "mi300x", "apple-m4-max")]
+    ['int4', 'int4', None, None, None]
+    >>> quant_floor_key("fused", "int4", True, "h100-sxm"), quant_floor_key("llamacpp", "int4", False, "h100-sxm")
+    (None, None)
     """
-    return klass if kernels in QUANT_FLOOR_KERNELS and klass in QUANT_FLOOR_CLASSES and not moe else None
+    fused_integer = kernels in QUANT_FLOOR_KERNELS and klass in QUANT_FLOOR_CLASSES and not moe
+    return klass if fused_integer and marlin_runs(gpu)[0] else None
 
 
 def profile_for(
@@ -433,7 +440,7 @@ def terms(
     python_layer = (
         decode_fit.PYTHON_EAGER_LAYER_S.get(PYTHON_EAGER_KEY, 0.0) if python_eager(profile.engine_key, profile.mode) else 0.0
     )
-    floor_key = quant_floor_key(profile.kernels, klass, moe)
+    floor_key = quant_floor_key(profile.kernels, klass, moe, gpu)
     prefill = prefill_key(profile.engine_key)
     prefill_inverse = decode_fit.PREFILL_INVERSE.get(prefill, 1.0) if prefill else 1.0
     rocm_key = rocm_moe_layer_key(profile.engine, backend, klass, moe)

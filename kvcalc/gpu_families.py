@@ -78,3 +78,31 @@ def gpu_architecture(gpu_name: str) -> str:
         return found.architecture
     name = gpu_name.lower()
     return next((family for starts, family in OTHER_ARCHITECTURES if name.startswith(starts)), "other")
+
+
+# marlin_utils.py query_marlin_supported_quant_types: "if device_capability < 75: return []"; check_marlin_supports_layer
+# and check_moe_marlin_supports_layer: False on ROCm (vllm 007d5005). vLLM's weight repack (engines.vllm.marlin_dropped)
+# and the decode floor of fused engines' quantized GEMMs (decode_profiles.quant_floor_key) both read this one rule.
+MARLIN_MIN_CAPABILITY = 75
+
+
+def marlin_runs(gpu_name: str | None) -> tuple[bool, str]:
+    """Whether vLLM's Marlin kernels run on the GPU, and why: CUDA from compute capability 7.5 (MARLIN_MIN_CAPABILITY),
+    never ROCm, Metal or another vendor's GPU. A GPU kvcalc cannot place (no preset name) is taken as a CUDA GPU
+    that runs them.
+
+    >>> [marlin_runs(name)[0] for name in ("t4", "v100-32gb", "p40", "mi300x", "apple-m4-max", "h100-sxm", None)]
+    [True, False, False, False, False, True, True]
+    """
+    family = sm_family(gpu_name)
+    if family is None and gpu_name and (vendor := gpu_architecture(gpu_name)) != "other":
+        runs = "runs ROCm" if vendor.startswith("AMD") else f"is an {vendor} GPU"
+        return False, f"{gpu_name} {runs}, where vLLM has no Marlin (marlin_utils.py check_marlin_supports_layer: CUDA only)"
+    if family is None:
+        return True, "GPU not named: taken as CUDA from SM 7.5, where Marlin runs"
+    capability = SM_CAPABILITY[family]
+    if capability < MARLIN_MIN_CAPABILITY:
+        return False, (
+            f"{gpu_name} is SM {capability / 10:.1f}, below Marlin's 7.5 (marlin_utils.py query_marlin_supported_quant_types)"
+        )
+    return True, f"{gpu_name} is SM {capability / 10:.1f}: Marlin runs from 7.5"

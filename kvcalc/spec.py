@@ -52,6 +52,30 @@ def _plain_name(name: str) -> str:
 
 
 Name = Annotated[str, AfterValidator(_plain_name)]  # printed in tables and messages as it is
+
+# The config.json model_types kvcalc knows, the one list `architecture` is checked against: every model_type
+# hf_config reads (hf_config.SUPPORTED), the architectures llama.cpp gives a window (engines.llamacpp.
+# LLAMACPP_WINDOWED_ARCHITECTURES: cohere2, exaone4, olmo3, afmoe, smallthinker beyond those read) and the
+# windowed ones llama.cpp runs as full layers (starcoder2); tests/test_llamacpp_swa_logs.py keeps both inside it.
+MODEL_TYPES = frozenset({
+    "llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3", "gemma3_text",
+    "deepseek_v2", "deepseek_v3", "gpt_oss", "falcon", "gpt2", "gpt_bigcode", "phi3", "qwen3_next", "nemotron_h",
+    "granitemoehybrid", "jamba", "falcon_h1", "lfm2", "minimax", "minimax_m1", "minimax_text_01", "llama4",
+    "llama4_text", "gemma3n", "gemma3n_text", "qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text", "gemma4",
+    "gemma4_text", "minimax_m2", "deepseek_v32", "glm_moe_dsa", "deepseek_v4", "kimi_linear", "glm4_moe",
+    "glm4_moe_lite", "cohere2", "exaone4", "olmo3", "afmoe", "smallthinker", "starcoder2",
+})  # fmt: skip
+
+
+def _known_model_type(name: str) -> str:
+    if name not in MODEL_TYPES:
+        plain = name == name.lower() and not any(ch.isspace() for ch in name)
+        shape = "" if plain else " (model_types are lower case, without spaces, as config.json writes them)"
+        raise ValueError(f"{name!r} is not a config.json model_type kvcalc knows{shape}: one of {', '.join(sorted(MODEL_TYPES))}")
+    return name
+
+
+ModelType = Annotated[str, AfterValidator(_known_model_type)]
 MAX_COUNT = 2**31
 MAX_LAYERS = 10_000  # every figure walks the layers one by one; the deepest published models have a few hundred
 Count = Annotated[int, Field(gt=0, le=MAX_COUNT), Number]  # a positive count; the bound refuses absurd or overflowing input
@@ -360,11 +384,11 @@ class ModelSpec(Strict):
         " 2 * heads * head_dim wide (Qwen3-Next, Qwen3.5: config attn_output_gate)",
     )
     sliding_window: Count | None = None
-    architecture: Name | None = Field(
+    architecture: ModelType | None = Field(
         default=None,
         description="the checkpoint's architecture as config.json's model_type names it (phi3, mistral, gemma3): an engine"
         " that implements a window only for some architectures reads it (llama.cpp); absent, every engine keeps the"
-        " windows the layers declare",
+        " windows the layers declare; a value must be a model_type kvcalc knows (spec.MODEL_TYPES)",
     )
     layer_pattern: list[LayerKind] | None = Field(
         default=None,

@@ -241,7 +241,21 @@ def test_only_small_quantized_models_in_fused_kernels_hit_the_gemm_floor(
     streamed = step.weights_read_bytes / (step.streamed_bandwidth_bytes_per_s * step.efficiency)
     assert (step.quant_floor_seconds > streamed) is floored
     assert step.memory_seconds >= max(streamed, step.quant_floor_seconds)
-    assert quant_floor_key("fused", "int4", True) is None  # a MoE's experts run other kernels (fused_moe, Marlin MoE)
+    # a MoE's experts run other kernels (fused_moe, Marlin MoE)
+    assert quant_floor_key("fused", "int4", True, "a100-80gb") is None
+
+
+@pytest.mark.parametrize(
+    ("gpu", "engine", "dtype"),
+    [("mi300x", "vllm", DType.int4), ("v100-32gb", "vllm", DType.int8), ("apple-m4-max", "sglang", DType.int4),
+     ("mi300x", "trtllm", DType.int4)],
+)  # fmt: skip
+def test_no_gemm_floor_where_marlin_does_not_run(gpu: str, engine: str, dtype: DType) -> None:
+    # the floor is Marlin's grid (gpu_families.marlin_runs, vllm marlin_utils.py 007d5005): CUDA from SM 7.5 only
+    fmt = WeightFormat(dtype=dtype, embeddings=DType.bf16, experts=dtype)
+    model, workload = load_model("qwen2.5-0.5b"), Workload(seq=1024, engine=Engine(name=engine))
+    assert decode(model, workload, load_gpu(gpu), fmt).expected.quant_floor_seconds == 0.0
+    assert decode(model, workload, load_gpu("a100-80gb"), fmt).expected.quant_floor_seconds > 0.0
 
 
 def test_vllm_v0_releases_share_one_fitted_prefill_speed(cli) -> None:

@@ -186,3 +186,33 @@ def test_llama_cpp_caches_f16_whatever_the_checkpoints_dtype(cli) -> None:
     kv = cli.json("size", "--model", "gpt2", "--engine", "llamacpp", "--seq", "1024")["kv"]
     assert kv["bytes_per_token"] == 12 * 2 * 768 * 2  # 12 layers, K and V, 768 wide, 2 B each
     assert cli.json("size", "--model", "gpt2", "--seq", "1024")["kv"]["bytes_per_token"] == 12 * 2 * 768 * 4  # textbook: fp32
+
+
+def test_every_architecture_kvcalc_names_is_one_model_type_list() -> None:
+    # spec.MODEL_TYPES is the one list `architecture` is checked against: what hf_config reads and the
+    # architectures llama.cpp gives a window (src/llama-model.cpp 00342301, src/models/olmo2.cpp, afmoe.cpp) sit inside it
+    from kvcalc.engines.llamacpp import LLAMACPP_WINDOWED_ARCHITECTURES
+    from kvcalc.hf_config import SUPPORTED
+    from kvcalc.spec import MODEL_TYPES
+
+    assert LLAMACPP_WINDOWED_ARCHITECTURES <= MODEL_TYPES
+    assert set(SUPPORTED) <= MODEL_TYPES
+    assert {"exaone4", "olmo3", "afmoe", "smallthinker"} <= LLAMACPP_WINDOWED_ARCHITECTURES
+
+
+@pytest.mark.parametrize(
+    ("architecture", "expected"),
+    [("Gemma2", "'Gemma2' is not a config.json model_type kvcalc knows (model_types are lower case, without spaces"),
+     ("gemma 2", "'gemma 2' is not a config.json model_type kvcalc knows (model_types are lower case, without spaces"),
+     ("gemma_2", "'gemma_2' is not a config.json model_type kvcalc knows: one of ")],
+)  # fmt: skip
+def test_an_architecture_kvcalc_does_not_know_is_refused(cli, tmp_path, architecture: str, expected: str) -> None:
+    # a present-but-invalid value is an error: a typo would otherwise drop Gemma 2's windows under llama.cpp
+    text = (presets.shipped_presets_dir() / "models" / "gemma2-9b.yaml").read_text()
+    path = tmp_path / "gemma2-typo.yaml"
+    path.write_text(re.sub(r"(?m)^architecture:.*$", f"architecture: {architecture}", text))
+    result = cli("size", "--model", str(path), "--engine", "llamacpp", "--seq", "4096")
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert f"{path}: architecture: " in line and expected in line

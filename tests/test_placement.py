@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 import yaml
@@ -362,6 +363,26 @@ def test_a_case_its_source_lets_kvcalc_check_in_part_is_a_miss_on_the_rest() -> 
         " RTX 4090 #1 context 176.00 vs 176.00 MiB (within)"
     )
     assert placement_cases.score({k: v for k, v in case.items() if k != "checks"})[0]  # by the floor alone
+
+
+@pytest.mark.parametrize("checks", [["kv"], [], "context", ["context", "weights"]])
+def test_a_checks_entry_that_names_no_part_is_refused_naming_the_case(checks: object) -> None:
+    from scripts import placement_cases
+
+    (case,) = [case for case in BREAKDOWNS if case["id"] == "nixiesearch-2x4090"]
+    with pytest.raises(ValueError, match=r"^nixiesearch-2x4090: checks: .* is not a list of model, context, compute$"):
+        placement_cases.score({**case, "checks": checks})
+
+
+def test_partly_checked_cases_are_counted_among_the_misses_only() -> None:
+    from scripts import placement_cases
+
+    (case,) = [case for case in BREAKDOWNS if case["id"] == "nixiesearch-2x4090"]
+    checked_all = {**case, "checks": ["model", "context", "compute"]}  # a `checks` naming every part scores as none
+    assert placement_cases.score(checked_all)[0]
+    with patch.object(placement_cases, "breakdowns", return_value=[case, checked_all]):
+        _, explained, total, partly_checked = placement_cases.breakdown_rows()
+    assert (explained, total, partly_checked) == (1, 2, 1)
 
 
 DOCS = (Path(__file__).parents[1] / "docs" / "placement.md").read_text()

@@ -47,20 +47,26 @@ LLAMACPP_KV_SOURCE = (
     "src/llama-kv-cache.cpp llama_kv_cache::llama_kv_cache, src/llama-kv-cache-iswa.cpp llama_kv_cache_iswa::llama_kv_cache_iswa"
     " (ggml-org/llama.cpp 02c28f53)"
 )
-# The architectures (config.json's model_type, ModelSpec.architecture) whose llama.cpp architecture keeps a sliding
-# or chunked window: those whose hparams loading sets swa_type (src/llama-model.cpp load_hparams, later
-# src/models/<arch>.cpp load_arch_hparams): LLM_ARCH_GEMMA2, GEMMA3, GEMMA3N, GEMMA4, OPENAI_MOE (gpt-oss), COHERE2
-# (LLAMA_SWA_TYPE_STANDARD) and LLAMA4 (LLAMA_SWA_TYPE_CHUNKED, n_swa 8192). Any other architecture runs its windowed
-# layers as full ones: LLM_ARCH_PHI3 sets swa_type NONE and n_swa 0 ("Phi SWA is currently disabled", PR #13676),
-# and Mistral and Mixtral convert to LLM_ARCH_LLAMA (convert_hf_to_gguf.py registers MistralForCausalLM and
-# MixtralForCausalLM as LlamaModel), which reads no sliding window.
+# The architectures (config.json's model_type, ModelSpec.architecture, one of spec.MODEL_TYPES) whose llama.cpp
+# architecture keeps a sliding or chunked window: those whose hparams loading sets swa_type (src/llama-model.cpp
+# load_hparams, later src/models/<arch>.cpp load_arch_hparams). Read at ggml-org/llama.cpp 00342301: LLM_ARCH_GEMMA2,
+# GEMMA3, GEMMA3N, OPENAI_MOE (gpt-oss), EXAONE4 (the 64-layer 32B) and SMALLTHINKER (when the GGUF has a window)
+# set LLAMA_SWA_TYPE_STANDARD; GEMMA4 and COHERE2 (STANDARD) and LLAMA4 (LLAMA_SWA_TYPE_CHUNKED, n_swa 8192) as an
+# earlier reading recorded them, at a commit it did not note. OLMo 3 converts to
+# LLM_ARCH_OLMO2, which sets STANDARD when the GGUF has a window (src/models/olmo2.cpp 8a5c4e03), and AFMOE (Arcee
+# Trinity) does the same and builds its graph on the iSWA cache (src/models/afmoe.cpp 5c880d94). Any other architecture
+# runs its windowed layers as full ones: LLM_ARCH_PHI3 sets swa_type NONE and n_swa 0 ("Phi SWA is currently
+# disabled", PR #13676), STARCODER2 reads no window, and Mistral and Mixtral convert to LLM_ARCH_LLAMA
+# (convert_hf_to_gguf.py registers MistralForCausalLM and MixtralForCausalLM as LlamaModel), which reads none.
+# Not listed: MiMo-V2 (src/models/mimo2.cpp 0e703ad8 sets STANDARD), whose config.json model_type was not checked.
 LLAMACPP_WINDOWED_ARCHITECTURES = {
     "gemma2", "gemma3", "gemma3_text", "gemma3n", "gemma3n_text", "gemma4", "gemma4_text", "gpt_oss", "cohere2", "llama4",
-    "llama4_text",
+    "llama4_text", "exaone4", "smallthinker", "olmo3", "afmoe",
 }  # fmt: skip
 LLAMACPP_WINDOW_SOURCE = (
-    "src/llama-model.cpp load_hparams (LLM_ARCH_PHI3: n_swa = 0, PR #13676; LLM_ARCH_LLAMA reads no sliding window),"
-    " convert_hf_to_gguf.py (MistralForCausalLM, MixtralForCausalLM -> llama), ggml-org/llama.cpp"
+    "src/llama-model.cpp load_hparams (LLM_ARCH_PHI3: n_swa = 0, PR #13676; LLM_ARCH_LLAMA and STARCODER2 read no"
+    " sliding window; ggml-org/llama.cpp 00342301), src/models/olmo2.cpp (8a5c4e03), src/models/afmoe.cpp (5c880d94),"
+    " convert_hf_to_gguf.py (MistralForCausalLM, MixtralForCausalLM -> llama)"
 )
 LLAMACPP_DTYPES = {DType.fp32, DType.fp16, DType.bf16, DType.q8_0, DType.q4_0, DType.q4_1, DType.q5_0, DType.q5_1, DType.iq4_nl}
 

@@ -51,7 +51,7 @@ from kvcalc.engines.base import (
     weights_term,
 )
 from kvcalc.errors import InvalidInput
-from kvcalc.gpu_families import SM_CAPABILITY, SmFamily, gpu_architecture, sm_family
+from kvcalc.gpu_families import SmFamily, marlin_runs, sm_family
 from kvcalc.quantization import MARLIN_GROUP_SIZES, LinearQuantization
 from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload, cache_dtypes
 from kvcalc.units import PACKING, DType, GiB, MiB, format_bytes, parse_engine_version
@@ -196,31 +196,6 @@ def token_line(version: str | None, blocks: int, groups: int, block: int, concur
         return int(concurrency * seq), f"int(concurrency {concurrency:.4f} * max_model_len {seq:,}) (vLLM 0.20.1 on)"
     plural = "s" if groups > 1 else ""
     return blocks // groups * block, f"num_blocks {blocks:,} // {groups} group{plural} * block {block} (vLLM 0.20.0 and before)"
-
-
-# marlin_utils.py query_marlin_supported_quant_types: "if device_capability < 75: return []"; check_marlin_supports_layer
-# and check_moe_marlin_supports_layer: False on ROCm (vllm 007d5005)
-MARLIN_MIN_CAPABILITY = 75
-
-
-def marlin_runs(gpu_name: str | None) -> tuple[bool, str]:
-    """Whether vLLM's Marlin kernels run on the GPU, and why: CUDA from compute capability 7.5, never ROCm
-    (MARLIN_MIN_CAPABILITY). A GPU kvcalc cannot place (no preset name) is taken as a CUDA GPU that runs them.
-
-    >>> [marlin_runs(name)[0] for name in ("t4", "v100-32gb", "p40", "mi300x", "h100-sxm", None)]
-    [True, False, False, False, True, True]
-    """
-    if gpu_name and gpu_architecture(gpu_name.lower()).startswith("AMD"):
-        return False, f"{gpu_name} runs ROCm, where vLLM has no Marlin (marlin_utils.py check_marlin_supports_layer)"
-    family = sm_family(gpu_name)
-    if family is None:
-        return True, "GPU not named: taken as CUDA from SM 7.5, where Marlin runs"
-    capability = SM_CAPABILITY[family]
-    if capability < MARLIN_MIN_CAPABILITY:
-        return False, (
-            f"{gpu_name} is SM {capability / 10:.1f}, below Marlin's 7.5 (marlin_utils.py query_marlin_supported_quant_types)"
-        )
-    return True, f"{gpu_name} is SM {capability / 10:.1f}: Marlin runs from 7.5"
 
 
 def round_up(n: int, multiple: int) -> int:
