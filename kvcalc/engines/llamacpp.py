@@ -241,8 +241,8 @@ class LlamaCpp(EngineProfile):
         --kv-unified), the MiB all streams' and all layers' whatever device holds them (llama-kv-cache.cpp sums
         size_k_bytes/size_v_bytes over its layers; the per-device "KV buffer size" lines are the placement plan's);
         a GGUF's MTP layer is not among the layers."""
-        if workload.tp != 1 or workload.pp != 1 or not stage:
-            return []  # llama.cpp's --tp is GPUs holding whole layers at tp 1 (cli.placement_options): a head split is refused
+        if not stage:  # (--tp and --pp above 1 never reach here: check_supported refuses them for llama.cpp)
+            return []
         if model.mla is not None and model.mla.indexer_head_dim:
             return []  # the sparse-attention indexer's keys are a cache of their own (llama_kv_cache_dsa): not printed
         engine = workload.engine
@@ -253,6 +253,7 @@ class LlamaCpp(EngineProfile):
         caches = (
             [("non-SWA", [layer for layer in stage if not layer.window]), ("SWA", windowed)] if windowed else [("", [*stage])]
         )
+        n_ctx_seq = self.tokens_per_unit(workload, None, workload.seq)
         lines = []
         for which, layers in caches:
             window, chunked = (layers[0].window, layers[0].chunked) if which == "SWA" else (None, False)
@@ -264,7 +265,6 @@ class LlamaCpp(EngineProfile):
                 f" K ({k_name}): {keys / MiB:7.2f} MiB, V ({v_name}): {(total - keys) / MiB:7.2f} MiB"
             )
             name = {"non-SWA": "full_", "SWA": "swa_", "": ""}[which]
-            n_ctx_seq = self.tokens_per_unit(workload, None, workload.seq)
             held = (
                 f"PAD256(min(n_ctx_seq {n_ctx_seq}, W {window} * {seqs if engine.kv_unified else 1} + n_ubatch"
                 f" {engine.ubatch or LLAMACPP_UBATCH})) = {cells}"
