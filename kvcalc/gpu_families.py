@@ -80,6 +80,15 @@ def gpu_architecture(gpu_name: str) -> str:
     return next((family for starts, family in OTHER_ARCHITECTURES if name.startswith(starts)), "other")
 
 
+def runs_cuda(gpu_name: str | None) -> bool:
+    """Whether the GPU runs CUDA: NVIDIA's, and a GPU kvcalc cannot place (as marlin_runs takes it); not AMD's or Apple's.
+
+    >>> [runs_cuda(name) for name in ("h100-sxm", "mi300x", "apple-m4-max", None)]
+    [True, False, False, True]
+    """
+    return sm_family(gpu_name) is not None or not gpu_name or gpu_architecture(gpu_name) == "other"
+
+
 # marlin_utils.py query_marlin_supported_quant_types: "if device_capability < 75: return []"; check_marlin_supports_layer
 # and check_moe_marlin_supports_layer: False on ROCm (vllm 007d5005). vLLM's weight repack (engines.vllm.marlin_dropped)
 # and the decode floor of fused engines' quantized GEMMs (decode_profiles.quant_floor_key) both read this one rule.

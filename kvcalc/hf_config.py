@@ -102,7 +102,7 @@ _INTEGER_KEYS = {
     "conv_L_cache", "conv_dim", "shared_intermediate_size", "shared_expert_intermediate_size", "block_ff_dim",
     "attention_chunk_size", "intermediate_size_mlp", "interleave_moe_layer_step", "no_rope_layer_interval",
     "num_kv_shared_layers", "global_head_dim", "num_global_key_value_heads", "index_head_dim", "top_k_experts",
-    "num_nextn_predict_layers", "mtp_num_hidden_layers",
+    "num_nextn_predict_layers", "mtp_num_hidden_layers", "rotary_dim", "original_max_position_embeddings",
 }  # fmt: skip
 _ZERO_ALLOWED = {  # counts of layers or experts, offsets and widths that may be none
     "n_shared_experts", "num_shared_experts", "first_k_dense_replace", "attn_layer_offset", "expert_layer_offset", "num_kv_shared_layers",
@@ -117,10 +117,16 @@ _NULL_MEANS = {
 }
 _FLAG_KEYS = {
     "new_decoder_architecture", "multi_query", "use_sliding_window", "tie_word_embeddings", "attention_k_eq_v",
-    "enable_moe_block", "attn_output_gate",
+    "enable_moe_block", "attn_output_gate", "mla_use_nope", "alibi",
 }  # fmt: skip
 _STRING_KEYS = {"torch_dtype", "dtype", "_name_or_path", "mamba_ssm_dtype"}
 _LAYER_KINDS = {"full_attention": "full", "sliding_attention": "sliding"}
+# RoPE (the cos/sin tables vLLM and SGLang hold: kvcalc.engines.base.rotary_table_term). model_types whose attention
+# has no rotary embedding (learned or ALiBi positions, or none): their vLLM modeling files call no get_rope
+_NO_ROPE = {"gpt2", "gpt_bigcode", "opt", "bloom", "mpt", "jamba", "nemotron_h", "mamba", "mamba2", "falcon_mamba"}
+_ROTARY_FRACTION_KEYS = ("partial_rotary_factor", "rotary_pct")
+# Gemma 3 (and 3n)'s sliding layers rotate with rope_local_base_freq, unscaled: a second table (vLLM gemma3.py)
+_LOCAL_ROPE_TABLE = {"gemma3", "gemma3_text", "gemma3n", "gemma3n_text"}
 
 
 def _shown(value: object) -> str:
@@ -154,6 +160,12 @@ def _check_values(cfg: dict[str, Any], origin: str) -> None:
             isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < MAX_COUNT  # NaN: not in range
         ):
             expected = "a positive number"
+        elif key in _ROTARY_FRACTION_KEYS and (
+            isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1
+        ):
+            expected = "a number above 0 and at most 1"
+        elif key in ("rope_scaling", "rope_parameters") and not _rope_setting_ok(value):
+            expected = "an object whose factor, if given, is a positive number"
         elif key == "hybrid_override_pattern" and not isinstance(value, str):
             expected = 'a string of layer letters ("M-M*-")'
         elif key in ("attn_type_list", "full_attn_idxs", "no_rope_layers", "compress_ratios") and not (
@@ -163,6 +175,18 @@ def _check_values(cfg: dict[str, Any], origin: str) -> None:
         else:
             continue
         raise InvalidPreset(f"{origin}: {key}: expected {expected}, got {_shown(value)}")
+
+
+def _rope_setting_ok(value: object) -> bool:
+    """A rope_scaling (or transformers 5's rope_parameters, flat or per layer type) kvcalc can read."""
+    if not isinstance(value, dict):
+        return False
+    settings = [v for v in value.values() if isinstance(v, dict)] or [value]
+    return all(
+        s.get("factor") is None
+        or (not isinstance(s["factor"], bool) and isinstance(s["factor"], int | float) and 0 < s["factor"] < MAX_COUNT)
+        for s in settings
+    )
 
 
 def _refuse_recurrent(arch: str, cfg: dict[str, Any], origin: str) -> None:
@@ -382,8 +406,50 @@ def _fields(arch: str, cfg: dict[str, Any], default_name: str, origin: str, defa
         _deepseek_v4(cfg, fields)
     if any("eagle3" in str(name).lower() for name in cfg.get("architectures") or ()):
         _eagle3(cfg, fields)
+    _rotary(arch, cfg, fields)
     _checkpoint_format(cfg.get("quantization_config"), fields)
     return {k: v for k, v in fields.items() if v is not None}
+
+
+def _rotary(arch: str, cfg: dict[str, Any], fields: dict[str, Any]) -> None:
+    """The rotated dims and the rows of each cos/sin table as vLLM's get_rope builds them
+    (vllm/model_executor/layers/rotary_embedding/__init__.py, vllm 04458da0): rotary_dim, or the head
+    times partial_rotary_factor (rotary_pct); rows max_position_embeddings, times the factor for linear and
+    dynamic scaling, original_max_position_embeddings times it for YaRN, both lengths for Phi-3's longrope."""
+    if arch in _GEMMA4:
+        return  # its full layers rotate a fraction of a wider global head, its sliding ones the whole head: not read
+    if (
+        arch in _NO_ROPE
+        or cfg.get("alibi")
+        or cfg.get("mla_use_nope")
+        or cfg.get("position_embedding_type") in ("nope", "absolute", "alibi")
+    ):
+        fields["rotary_dims"] = 0
+        return
+    parameters = cfg.get("rope_parameters") or {}
+    full = parameters.get("full_attention") if isinstance(parameters.get("full_attention"), dict) else parameters
+    scaling = cfg.get("rope_scaling") or full
+    _, fraction = _first({**full, **cfg}, *_ROTARY_FRACTION_KEYS)
+    if cfg.get("rotary_dim") is not None:
+        fields["rotary_dims"] = cfg["rotary_dim"]
+    elif fraction is not None and "mla" not in fields:
+        fields["rotary_dims"] = int((fields.get("k_head_dim") or fields["head_dim"]) * fraction) // 2 * 2
+    rows = fields.get("max_positions")
+    kind, factor = scaling.get("rope_type") or scaling.get("type"), scaling.get("factor")
+    original = scaling.get("original_max_position_embeddings") or cfg.get("original_max_position_embeddings")
+    if not rows:
+        return
+    if kind in ("linear", "dynamic") and factor:
+        scaled = int(rows * factor)
+    elif kind in ("yarn", "deepseek_yarn") and factor and original:
+        scaled = int(original * factor)
+    elif kind in ("longrope", "su") and original:
+        scaled = original + rows  # Phi3LongRoPEScaledRotaryEmbedding: the short table, then the long one
+    else:
+        scaled = rows
+    local = [rows] if arch in _LOCAL_ROPE_TABLE else []
+    if local or scaled != rows:
+        fields["rotary_positions"] = [*local, scaled]
 
 
 def _deepseek_v4(cfg: dict[str, Any], fields: dict[str, Any]) -> None:

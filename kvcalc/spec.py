@@ -373,6 +373,17 @@ class ModelSpec(Strict):
         " compressed-tensors W4A16/W8A16): their exact bytes as stored and as vLLM loads them; weight_dtype is its int4/int8",
     )
     max_positions: Count | None = None
+    rotary_dims: Annotated[int, Field(ge=0), Number] | None = Field(
+        default=None,
+        description="the dims of each key head that RoPE rotates (config.json's partial_rotary_factor * head_dim,"
+        " rotary_dim); absent: the whole key head (MLA and DeepSeek-V4: qk_rope_head_dim); 0: no rotary embedding"
+        " (learned, ALiBi or no positions)",
+    )
+    rotary_positions: list[Count] | None = Field(
+        default=None,
+        description="the rows of each RoPE cos/sin table an engine builds, one per distinct rope setting: max_positions,"
+        " times the factor under linear or dynamic-NTK scaling (vLLM get_rope); absent: one table of max_positions rows",
+    )
     hidden: Count | None = None
     intermediate: Count | None = None
     vocab: Count | None = None
@@ -474,6 +485,8 @@ class ModelSpec(Strict):
             raise ValueError("MLA with attention_shapes or kv_shared_layers is not supported")
         if self.compressed is not None:
             self._check_compressed(self.compressed)
+        if self.rotary_dims is not None and (self.rotary_dims > self.key_dim or self.rotary_dims % 2):
+            raise ValueError(f"rotary_dims ({self.rotary_dims}) must be even and at most the key head's {self.key_dim} dims")
         if self.stored_weights is not None and self.params != self.stored_weights.params:
             raise ValueError(f"params ({self.params}) must equal stored_weights.params ({self.stored_weights.params})")
         quantized = self.quantization.dtype if self.quantization is not None else None
@@ -512,6 +525,14 @@ class ModelSpec(Strict):
     def key_dim(self) -> int:
         """Width of one K head (differs from V's in DeepSeek's decompressed MLA)."""
         return self.k_head_dim or self.head_dim or 0
+
+    @property
+    def rotary_width(self) -> int:
+        """Dims of each key head RoPE rotates: rotary_dims, else the rope part (MLA, DeepSeek-V4) or the whole head."""
+        if self.rotary_dims is not None:
+            return self.rotary_dims
+        rope = self.mla or self.compressed
+        return rope.qk_rope_head_dim if rope else self.key_dim
 
     @property
     def value_dim(self) -> int:

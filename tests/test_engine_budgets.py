@@ -17,6 +17,9 @@ SWA = str(TEST_PRESETS / "tiny-swa.yaml")  # 4 layers (S F S F), 2 KV heads of 3
 H100 = 79 * GiB  # an H100's visible total, rounded: a memory both sides of the 70 GiB rule can use
 LLAMA_WEIGHTS = 8_030_261_248 * 2  # llama3.1-8b, bf16, published count
 LLAMA_TOKEN = 2 * 32 * 8 * 128 * 2  # K and V, 32 layers, 8 KV heads of 128, bf16: 131,072 B
+# RoPE's cos/sin table: max_position_embeddings 131,072 rows of 128 rotated dims, bf16 (vLLM rotary_embedding/base.py
+# RotaryEmbedding.__init__ casts it to the model dtype; SGLang keeps it fp32 on CUDA): 32 MiB on every GPU
+LLAMA_ROTARY_BF16 = 131_072 * 128 * 2
 
 
 def fit(cli, *args: str) -> dict:
@@ -46,11 +49,12 @@ def test_vllm_available_kv_is_its_fraction_of_total_less_weights_activations_and
     assert terms(doc) == {
         "not used (1 - gpu_memory_utilization 0.95)": H100 - int(H100 * 0.95),
         "weights": LLAMA_WEIGHTS,
+        "rotary cos/sin table": LLAMA_ROTARY_BF16,
         "activation peak": sampler,
         "non-torch memory": non_torch,
         "CUDA graphs": 0,
     }
-    usable = int(H100 * 0.95) - LLAMA_WEIGHTS - sampler - non_torch
+    usable = int(H100 * 0.95) - LLAMA_WEIGHTS - LLAMA_ROTARY_BF16 - sampler - non_torch
     assert doc["budget"]["usable_bytes"] == usable and doc["budget"]["fraction"].startswith("gpu_memory_utilization")
     assert logged(doc, "available_kv_cache_memory_gib")["line"] == f"Available KV cache memory: {usable / GiB:.2f} GiB"
     blocks = usable // (16 * LLAMA_TOKEN)
@@ -112,7 +116,8 @@ def test_vllm_kv_cache_memory_bytes_is_the_answer(cli) -> None:
 def test_reserve_replaces_the_modelled_overheads(cli) -> None:
     doc = fit(cli, "--memory", "79GiB", "--engine", "vllm", "--reserve", "2GiB")
     assert terms(doc)["reserve (--reserve)"] == 2 * GiB and "activation peak" not in terms(doc)
-    assert doc["budget"]["usable_bytes"] == int(H100 * 0.92) - LLAMA_WEIGHTS - 2 * GiB  # 0.92: the default from vLLM 0.20
+    usable = int(H100 * 0.92) - LLAMA_WEIGHTS - LLAMA_ROTARY_BF16 - 2 * GiB  # 0.92: the default from vLLM 0.20
+    assert doc["budget"]["usable_bytes"] == usable  # the rotary table is the model's: --reserve does not replace it
 
 
 def test_vllm_max_num_seqs_caps_the_batch(cli) -> None:
@@ -133,7 +138,7 @@ def test_sglang_default_fraction_follows_gpu_memory(cli) -> None:
 def test_sglang_keeps_its_fraction_of_the_memory_free_before_loading(cli) -> None:
     # rest = free after loading - free before * (1 - f) = f * free before - weights; --reserve 0: all of it free.
     doc = fit(cli, "--memory", "79GiB", "--engine", "sglang", "--mem-fraction-static", "0.85", "--reserve", "0")
-    usable = int(H100 * 0.85) - LLAMA_WEIGHTS
+    usable = int(H100 * 0.85) - LLAMA_WEIGHTS - 2 * LLAMA_ROTARY_BF16  # SGLang keeps the rotary table in fp32 on CUDA
     assert doc["budget"]["usable_bytes"] == usable
     [pool] = doc["pools"]
     assert pool["tokens"] == usable // LLAMA_TOKEN and pool["window"] is None

@@ -102,6 +102,26 @@ def weights_term(stage: StageWeights) -> "BudgetTerm":
     )
 
 
+def rotary_table_term(model: ModelSpec, value_bytes: int, why: str, source: str) -> "BudgetTerm | None":
+    """RoPE's cos/sin tables as vLLM and SGLang hold them on every GPU: per distinct rope setting one table of
+    max_position_embeddings rows (times the factor of linear or dynamic-NTK scaling: `rotary_positions`) by the
+    rotated dims (cos and sin, half each), built once per model (get_rope keeps one table per setting) and not
+    sharded. None where the model has no rotary attention or states no max_position_embeddings."""
+    rows = model.rotary_positions or ([model.max_positions] if model.max_positions else [])
+    width = model.rotary_width
+    if not rows or not width or not any(model.attention_kinds()):
+        return None
+    table = sum(rows) * width * value_bytes
+    positions = " + ".join(f"{r:,}" for r in rows)
+    return BudgetTerm(
+        name="rotary cos/sin table" + ("s" if len(rows) > 1 else ""),
+        bytes=table,
+        formula=f"positions * rotary dims * {value_bytes} B ({why}) = {f'({positions})' if len(rows) > 1 else positions}"
+        f" * {width} * {value_bytes} = {table:,} B ({format_bytes(table)}), on every GPU",
+        source=source,
+    )
+
+
 def in_use_terms(gpu: GpuMemory, source: str = "--memory-in-use") -> list[BudgetTerm]:
     """The memory other processes or the OS hold when the engine starts, as a budget term (none when 0)."""
     if not gpu.in_use_bytes:

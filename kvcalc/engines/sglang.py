@@ -36,13 +36,15 @@ from kvcalc.engines.base import (
     cdiv,
     gib,
     in_use_terms,
+    rotary_table_term,
     term_lines,
     weights_term,
 )
 from kvcalc.errors import InvalidInput
+from kvcalc.gpu_families import runs_cuda
 from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload, cache_dtypes
 from kvcalc.state import layer_states, state_parts_bytes
-from kvcalc.units import DType, GiB, MiB, format_bytes
+from kvcalc.units import PACKING, DType, GiB, MiB, format_bytes
 
 SGLANG_COMMIT = "001ccef0"  # model_runner_kv_cache_mixin.py, the rules' source
 SGLANG_DTYPES = {DType.fp32, DType.fp16, DType.bf16, DType.fp8, DType.fp8_e4m3, DType.fp8_e5m2, DType.nvfp4}  # fp4_e2m1
@@ -120,6 +122,20 @@ def default_fraction(memory_bytes: int, tp: int, pp: int, draft_kind: str | None
         + (f", + {draft:,} MiB for the draft ({'STANDALONE' if draft_kind == 'model' else 'EAGLE-style'})" if draft else "")
     )
     return fraction, formula
+
+
+# RotaryEmbedding.__init__: "cache needs to be in FP32 for numerical stability": on CUDA the cos/sin cache stays
+# fp32, elsewhere it is cast to the model dtype; registered as a buffer while the model loads
+ROTARY_SOURCE = "python/sglang/srt/layers/rotary_embedding.py RotaryEmbedding.__init__ (sglang 00a66ebe)"
+
+
+def rotary_table(model: ModelSpec, gpu_name: str | None, activation_dtype: DType) -> BudgetTerm | None:
+    """SGLang's RoPE cos/sin tables on one GPU: fp32 on CUDA, the model dtype elsewhere."""
+    if runs_cuda(gpu_name):
+        return rotary_table_term(model, 4, "fp32 on CUDA", ROTARY_SOURCE)
+    return rotary_table_term(
+        model, PACKING[activation_dtype].bytes_for(1), f"{activation_dtype.value}, the model dtype, off CUDA", ROTARY_SOURCE
+    )
 
 
 def version_note(version: str | None) -> str:
@@ -259,10 +275,12 @@ class SGLang(EngineProfile):
             (given, "--mem-fraction-static") if given else default_fraction(smi, tp, workload.pp, workload.draft_kind)
         )
         stage = max(stages, key=lambda s: s.weights_bytes)
+        rotary = rotary_table(model, gpu.name, activation_dtype)
+        loaded = stage.weights_bytes + (rotary.bytes if rotary else 0)
         context = reserve_bytes if reserve_bytes is not None else SGLANG_CONTEXT_TP_BYTES if tp > 1 else SGLANG_CONTEXT_BYTES
         free_before = memory - context - in_use
         static = byte_fraction(free_before, fraction)
-        usable = static - stage.weights_bytes
+        usable = static - loaded
         context_source = (
             "--reserve" if reserve_bytes is not None else "the CUDA context (and NCCL buffers with tp) measured by vLLM on H100"
         )
@@ -281,13 +299,15 @@ class SGLang(EngineProfile):
                 source=f"model_runner_kv_cache_mixin.py profile_max_num_token ({SGLANG_COMMIT})",
             ),
             weights_term(stage),
+            *([rotary] if rotary else []),
         ]
         explain = [
             *stage.explain[:-1],
             f"mem_fraction_static = {fraction_formula} (server_args.py _handle_gpu_memory_settings)",
             *(line for term in terms for line in term_lines(term)),
-            f"KV = f * (memory - not free before loading{' - in use' if in_use else ''}) - weights = {fraction} * ({memory:,}"
-            f" - {context:,}{f' - {in_use:,}' if in_use else ''}) - {stage.weights_bytes:,} = {usable:,} B ({format_bytes(usable)})",
+            f"KV = f * (memory - not free before loading{' - in use' if in_use else ''}) - weights{' - rotary' if rotary else ''}"
+            f" = {fraction} * ({memory:,} - {context:,}{f' - {in_use:,}' if in_use else ''}) - {stage.weights_bytes:,}"
+            f"{f' - {rotary.bytes:,}' if rotary else ''} = {usable:,} B ({format_bytes(usable)})",
             version_note(engine.sglang_version),
         ]
         return Budget(
@@ -295,7 +315,7 @@ class SGLang(EngineProfile):
             utilization=fraction,
             fraction="mem_fraction_static of the memory free before loading",
             allowed_bytes=memory - in_use - (free_before - static),
-            reserve_bytes=context,
+            reserve_bytes=context + (rotary.bytes if rotary else 0),
             weights_bytes=stage.weights_bytes,
             usable_bytes=usable,
             terms=terms,

@@ -47,6 +47,7 @@ from kvcalc.engines.base import (
     byte_fraction,
     cdiv,
     gib,
+    rotary_table_term,
     term_lines,
     weights_term,
 )
@@ -697,6 +698,12 @@ def loaded_weights_term(stage: StageWeights, gpu_name: str | None) -> BudgetTerm
     )
 
 
+# RotaryEmbedding.__init__: cache = self._compute_cos_sin_cache(); cache.to(dtype); register_buffer("cos_sin_cache")
+# while the model loads (in "Model loading took"); get_rope caches one RotaryEmbedding per (head size, rotary dim,
+# max position, base, scaling, dtype): one table per rope setting, shared by the layers; not sharded over TP
+ROTARY_SOURCE = "vllm/model_executor/layers/rotary_embedding/base.py RotaryEmbedding.__init__, get_rope (vllm 04458da0)"
+
+
 def start_check(gpu: GpuMemory, fraction: float, version: str | None = None, v0: bool = False) -> tuple[str | None, str | None]:
     """vLLM's start-up check on the memory other processes hold (--memory-in-use): V1 from 0.9.1 (or no
     --vllm-version: the latest) asks for total * gpu_memory_utilization and refuses to start when less is
@@ -1066,6 +1073,13 @@ class Vllm(EngineProfile):
                         source="vllm/model_executor/layers/quantization/mxfp4.py Mxfp4MoEMethod.create_weights (vllm 007d5005)",
                     )
                 )
+            rotary = rotary_table_term(
+                model,
+                PACKING[activation_dtype].bytes_for(1),
+                f"the model dtype, {activation_dtype.value}",
+                ROTARY_SOURCE,
+            )
+            weights += [rotary] if rotary else []
             if reserve_bytes is not None:
                 overheads = [
                     BudgetTerm(
