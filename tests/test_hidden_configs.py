@@ -65,6 +65,8 @@ def test_hidden_configs_agree_with_their_presets(name: str, preset: str, per_tok
 def test_presets_made_from_hidden_configs_match_them_field_by_field(name: str) -> None:
     config, preset = imported(name), load_model(name)
     skip = {"name": True, "source": True, "notes": True, "vision": {"source"}}  # provenance differs, not the fields
+    if name == "glm-4.7":  # the copy keeps only what parameter counting needs: no partial_rotary_factor
+        skip["rotary_dims"] = True
     assert config.model_dump(exclude=skip) == preset.model_dump(exclude=skip)
 
 

@@ -474,16 +474,18 @@ def test_sglang_refuses_what_it_does_not_model(model: str, work: Workload, messa
 
 
 def test_cli_sglang_fit_logs_the_mamba_pool(cli) -> None:
-    # the h200 preset's CUDA total (139.80 GiB) leaves SGLang less than the 54,540,965,812 B of the tests above
+    # the h200 preset's CUDA total (139.80 GiB) leaves SGLang less than the 54,540,965,812 B of the tests above, and
+    # so does RoPE's fp32 cos/sin table (262,144 positions x 64 rotated dims x 4 B = 64 MiB; one slot of 661)
     args = ["fit", "--model", "qwen3-next-80b-a3b", "--gpu", "h200", "--tp", "2", "--engine", "sglang", "--seq", "131072"]
     doc = cli.json(*args)
     assert doc["max_batch"] == 17
+    assert {t["name"]: t["bytes"] for t in doc["budget"]["terms"]}["rotary cos/sin table"] == 262_144 * 64 * 4
     logged = {line["name"]: line["value"] for line in doc["engine_log"]}
-    assert logged["max_mamba_cache_size"] == 661
+    assert logged["max_mamba_cache_size"] == 660
     assert logged["req_to_token_bytes"] == 220 * (262_144 + 4) * 4  # max_running_requests = 661 // 3
     text = cli(*args).output
-    assert "Mamba Cache is allocated. max_mamba_cache_size: 661" in text
-    assert "pool mamba: 661 state slots of 36 state layers" in text
+    assert "Mamba Cache is allocated. max_mamba_cache_size: 660" in text
+    assert "pool mamba: 660 state slots of 36 state layers" in text
     bf16 = cli.json(*args, "--mamba-ssm-dtype", "bf16", "--mamba-full-memory-ratio", "0.5")
     assert bf16["state_bytes_per_sequence_per_gpu"] == 36 * 548_864
 
