@@ -104,7 +104,8 @@ def marlin_runs(gpu_name: str | None) -> tuple[bool, str]:
     [True, False, False, False, False, True, True]
     """
     family = sm_family(gpu_name)
-    if family is None and gpu_name and (vendor := gpu_architecture(gpu_name)) != "other":
+    if not runs_cuda(gpu_name):
+        vendor = gpu_architecture(gpu_name or "")
         runs = "runs ROCm" if vendor.startswith("AMD") else f"is an {vendor} GPU"
         return False, f"{gpu_name} {runs}, where vLLM has no Marlin (marlin_utils.py check_marlin_supports_layer: CUDA only)"
     if family is None:

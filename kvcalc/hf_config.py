@@ -127,6 +127,7 @@ _NO_ROPE = {"gpt2", "gpt_bigcode", "opt", "bloom", "mpt", "jamba", "nemotron_h",
 _ROTARY_FRACTION_KEYS = ("partial_rotary_factor", "rotary_pct")
 # Gemma 3 (and 3n)'s sliding layers rotate with rope_local_base_freq, unscaled: a second table (vLLM gemma3.py)
 _LOCAL_ROPE_TABLE = {"gemma3", "gemma3_text", "gemma3n", "gemma3n_text"}
+_MINIMAX_LIGHTNING = {"minimax", "minimax_m1", "minimax_text_01"}  # minimax_text_01.py: get_rope(dtype=torch.float32)
 
 
 def _shown(value: object) -> str:
@@ -160,12 +161,10 @@ def _check_values(cfg: dict[str, Any], origin: str) -> None:
             isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < MAX_COUNT  # NaN: not in range
         ):
             expected = "a positive number"
-        elif key in _ROTARY_FRACTION_KEYS and (
-            isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1
-        ):
+        elif key in _ROTARY_FRACTION_KEYS and not (_number(value) and 0 < value <= 1):
             expected = "a number above 0 and at most 1"
-        elif key in ("rope_scaling", "rope_parameters") and not _rope_setting_ok(value):
-            expected = "an object whose factor, if given, is a positive number"
+        elif key in ("rope_scaling", "rope_parameters") and (problem := _rope_setting_problem(value)):
+            expected = problem
         elif key == "hybrid_override_pattern" and not isinstance(value, str):
             expected = 'a string of layer letters ("M-M*-")'
         elif key in ("attn_type_list", "full_attn_idxs", "no_rope_layers", "compress_ratios") and not (
@@ -177,16 +176,29 @@ def _check_values(cfg: dict[str, Any], origin: str) -> None:
         raise InvalidPreset(f"{origin}: {key}: expected {expected}, got {_shown(value)}")
 
 
-def _rope_setting_ok(value: object) -> bool:
-    """A rope_scaling (or transformers 5's rope_parameters, flat or per layer type) kvcalc can read."""
+def _number(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float)
+
+
+def _rope_setting_problem(value: object) -> str | None:
+    """What is wrong with a rope_scaling (or transformers 5's rope_parameters, flat or per layer type), None if
+    kvcalc can read it: a factor of at least 1, an original_max_position_embeddings that is a positive integer,
+    a partial_rotary_factor above 0 and at most 1."""
     if not isinstance(value, dict):
-        return False
-    settings = [v for v in value.values() if isinstance(v, dict)] or [value]
-    return all(
-        s.get("factor") is None
-        or (not isinstance(s["factor"], bool) and isinstance(s["factor"], int | float) and 0 < s["factor"] < MAX_COUNT)
-        for s in settings
-    )
+        return "an object (rope_type, factor, ...)"
+    for setting in [v for v in value.values() if isinstance(v, dict)] or [value]:
+        factor, original, fraction = (
+            setting.get(k) for k in ("factor", "original_max_position_embeddings", "partial_rotary_factor")
+        )
+        if factor is not None and not (_number(factor) and 1 <= factor < MAX_COUNT):
+            return f"a factor of at least 1, not {_shown(factor)}"
+        if original is not None and not (
+            isinstance(original, int) and not isinstance(original, bool) and 0 < original <= MAX_COUNT
+        ):
+            return f"an original_max_position_embeddings that is a positive integer, not {_shown(original)}"
+        if fraction is not None and not (_number(fraction) and 0 < fraction <= 1):
+            return f"a partial_rotary_factor above 0 and at most 1, not {_shown(fraction)}"
+    return None
 
 
 def _refuse_recurrent(arch: str, cfg: dict[str, Any], origin: str) -> None:
@@ -412,12 +424,13 @@ def _fields(arch: str, cfg: dict[str, Any], default_name: str, origin: str, defa
 
 
 def _rotary(arch: str, cfg: dict[str, Any], fields: dict[str, Any]) -> None:
-    """The rotated dims and the rows of each cos/sin table as vLLM's get_rope builds them
+    """The rotated dims and the cos/sin tables as vLLM's get_rope builds them
     (vllm/model_executor/layers/rotary_embedding/__init__.py, vllm 04458da0): rotary_dim, or the head
     times partial_rotary_factor (rotary_pct); rows max_position_embeddings, times the factor for linear and
-    dynamic scaling, original_max_position_embeddings times it for YaRN, both lengths for Phi-3's longrope."""
-    if arch in _GEMMA4:
-        return  # its full layers rotate a fraction of a wider global head, its sliding ones the whole head: not read
+    dynamic scaling (dynamic with alpha: unscaled), original_max_position_embeddings times it for YaRN, both
+    lengths for Phi-3's longrope; Gemma 3's sliding layers a second, unscaled table (gemma3.py), Gemma 4's full
+    layers a table of their global head (gemma4.py); gpt-oss builds its table in fp32 (gpt_oss.py), MiniMax-M1
+    for max_model_len rows in fp32 (minimax_text_01.py)."""
     if (
         arch in _NO_ROPE
         or cfg.get("alibi")
@@ -426,6 +439,14 @@ def _rotary(arch: str, cfg: dict[str, Any], fields: dict[str, Any]) -> None:
     ):
         fields["rotary_dims"] = 0
         return
+    rows = fields.get("max_positions")
+    if arch in _GEMMA4:
+        if rows:  # its sliding layers rotate their 256-wide heads, its full layers their global heads
+            full = fields["attention_shapes"]["full"]["head_dim"]
+            fields["rotary_tables"] = [{"rows": rows, "dims": fields["head_dim"]}, {"rows": rows, "dims": full}]
+        return
+    if arch in _MINIMAX_LIGHTNING:
+        fields["rotary_tables"] = [{"rows": "context", "dtype": "fp32"}]
     parameters = cfg.get("rope_parameters") or {}
     full = parameters.get("full_attention") if isinstance(parameters.get("full_attention"), dict) else parameters
     scaling = cfg.get("rope_scaling") or full
@@ -433,13 +454,12 @@ def _rotary(arch: str, cfg: dict[str, Any], fields: dict[str, Any]) -> None:
     if cfg.get("rotary_dim") is not None:
         fields["rotary_dims"] = cfg["rotary_dim"]
     elif fraction is not None and "mla" not in fields:
-        fields["rotary_dims"] = int((fields.get("k_head_dim") or fields["head_dim"]) * fraction) // 2 * 2
-    rows = fields.get("max_positions")
+        fields["rotary_dims"] = max(2, int((fields.get("k_head_dim") or fields["head_dim"]) * fraction) // 2 * 2)
     kind, factor = scaling.get("rope_type") or scaling.get("type"), scaling.get("factor")
     original = scaling.get("original_max_position_embeddings") or cfg.get("original_max_position_embeddings")
-    if not rows:
+    if not rows or arch in _MINIMAX_LIGHTNING:
         return
-    if kind in ("linear", "dynamic") and factor:
+    if kind in ("linear", "dynamic") and factor and not (kind == "dynamic" and scaling.get("alpha")):
         scaled = int(rows * factor)
     elif kind in ("yarn", "deepseek_yarn") and factor and original:
         scaled = int(original * factor)
@@ -447,9 +467,12 @@ def _rotary(arch: str, cfg: dict[str, Any], fields: dict[str, Any]) -> None:
         scaled = original + rows  # Phi3LongRoPEScaledRotaryEmbedding: the short table, then the long one
     else:
         scaled = rows
-    local = [rows] if arch in _LOCAL_ROPE_TABLE else []
-    if local or scaled != rows:
-        fields["rotary_positions"] = [*local, scaled]
+    if scaled > MAX_COUNT:
+        raise ValueError(f"rope_scaling: {scaled:,} positions, more than kvcalc takes ({MAX_COUNT:,})")
+    local = [{"rows": rows}] if arch in _LOCAL_ROPE_TABLE else []
+    table = {"rows": scaled, **({"dtype": "fp32"} if arch == "gpt_oss" else {})}
+    if local or table != {"rows": rows}:
+        fields["rotary_tables"] = [*local, table]
 
 
 def _deepseek_v4(cfg: dict[str, Any], fields: dict[str, Any]) -> None:

@@ -348,6 +348,24 @@ class StateSpec(Strict):
 DERIVED_FIELDS = {"head_dim": "hidden / heads", "params": "stored_weights.params"}  # what a validator fills in when absent
 
 
+class RotaryTable(Strict):
+    """One RoPE cos/sin table as vLLM's get_rope builds it: rows of positions by rotated dims (cos and sin halves)."""
+
+    rows: Count | Literal["context"] = Field(
+        description="the positions it covers: max_position_embeddings, times the factor under linear or dynamic-NTK"
+        " scaling (original_max_position_embeddings times it under YaRN; both lengths for Phi-3's longrope); 'context':"
+        " the served context (vLLM's minimax_text_01.py builds max_model_len rows)"
+    )
+    dims: Count | None = Field(default=None, description="the dims it rotates; absent: the model's rotary_width")
+    dtype: DTypeName | None = Field(default=None, description="as built (gpt-oss, MiniMax: fp32); absent: the model dtype")
+
+    @model_validator(mode="after")
+    def _even(self) -> "RotaryTable":
+        if self.dims is not None and self.dims % 2:
+            raise ValueError(f"dims ({self.dims}) must be even: cos and sin halves")
+        return self
+
+
 class ModelSpec(Strict):
     """A model's shape. The KV cache needs only layers, heads, kv_heads, head_dim and dtype;
     the optional fields unlock weights, limits and MoE/MLA/window figures."""
@@ -379,10 +397,10 @@ class ModelSpec(Strict):
         " rotary_dim); absent: the whole key head (MLA and DeepSeek-V4: qk_rope_head_dim); 0: no rotary embedding"
         " (learned, ALiBi or no positions)",
     )
-    rotary_positions: list[Count] | None = Field(
+    rotary_tables: Annotated[list[RotaryTable], Field(min_length=1)] | None = Field(
         default=None,
-        description="the rows of each RoPE cos/sin table an engine builds, one per distinct rope setting: max_positions,"
-        " times the factor under linear or dynamic-NTK scaling (vLLM get_rope); absent: one table of max_positions rows",
+        description="each RoPE cos/sin table an engine builds, one per distinct rope setting (Gemma 3: its sliding"
+        " layers' and its full layers'); absent: one table of max_positions rows by rotary_width dims in the model dtype",
     )
     hidden: Count | None = None
     intermediate: Count | None = None
@@ -485,8 +503,11 @@ class ModelSpec(Strict):
             raise ValueError("MLA with attention_shapes or kv_shared_layers is not supported")
         if self.compressed is not None:
             self._check_compressed(self.compressed)
-        if self.rotary_dims is not None and (self.rotary_dims > self.key_dim or self.rotary_dims % 2):
-            raise ValueError(f"rotary_dims ({self.rotary_dims}) must be even and at most the key head's {self.key_dim} dims")
+        rope_part = self.mla or self.compressed
+        widest = rope_part.qk_rope_head_dim if rope_part else self.key_dim
+        if self.rotary_dims is not None and (self.rotary_dims > widest or self.rotary_dims % 2):
+            what = "the rope part's" if rope_part else "the key head's"
+            raise ValueError(f"rotary_dims ({self.rotary_dims}) must be even and at most {what} {widest} dims")
         if self.stored_weights is not None and self.params != self.stored_weights.params:
             raise ValueError(f"params ({self.params}) must equal stored_weights.params ({self.stored_weights.params})")
         quantized = self.quantization.dtype if self.quantization is not None else None

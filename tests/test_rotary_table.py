@@ -54,12 +54,25 @@ def test_sglang_keeps_the_table_in_fp32_on_cuda_and_in_the_model_dtype_on_rocm(c
 
 
 def test_explain_names_the_formula_and_the_source(cli) -> None:
-    result = cli("fit", "--model", "minimax-m1", "--gpu", "h200", "--tp", "8", "--engine", "vllm", "--explain")
-    assert result.exit_code in (0, 1), result.output
+    result = cli("fit", "--model", "llama3.1-8b", "--gpu", "h100-sxm", "--engine", "vllm", "--explain")
+    assert result.exit_code == 0, result.output
     line = " ".join(result.output.split())
-    # MiniMax-M1: rotary_dim 64 of its 128-wide heads, max_position_embeddings 10,240,000
-    assert "rotary cos/sin table = positions * rotary dims * 2 B (the model dtype, bf16) = 10,240,000 * 64 * 2" in line
+    assert "rotary cos/sin table = positions * rotary dims * bytes (bf16, the model dtype) = 131,072 * 128 * 2" in line
     assert "rotary_embedding/base.py RotaryEmbedding.__init__" in line
+
+
+def test_tables_the_model_files_build_their_own_way(cli) -> None:
+    def table(model: str, *args: str) -> int:
+        doc = cli.json("fit", "--model", model, "--gpu", "h200", "--engine", "vllm", *args)
+        return next(t["bytes"] for t in doc["budget"]["terms"] if t["name"].startswith("rotary"))
+
+    # minimax_text_01.py: max_model_len rows, get_rope(dtype=torch.float32), whatever max_position_embeddings (10,240,000)
+    assert table("minimax-m1", "--tp", "8", "--seq", "8192") == 8192 * 64 * 4
+    assert table("minimax-m1", "--tp", "8", "--seq", "65536") == 65_536 * 64 * 4
+    # gpt_oss.py: get_rope(dtype=torch.float32), YaRN's original 4096 x factor 32 rows of 64 dims
+    assert table("gpt-oss-20b") == 131_072 * 64 * 4
+    # gemma4.py: one get_rope per layer type, the sliding layers' 256-wide heads and the full layers' 512-wide ones
+    assert table("gemma4-31b") == 262_144 * (256 + 512) * 2
 
 
 def test_models_without_rotary_attention_hold_no_table(cli) -> None:
@@ -69,13 +82,14 @@ def test_models_without_rotary_attention_hold_no_table(cli) -> None:
 
 
 @pytest.mark.parametrize(
-    ("fields", "dims", "positions"),
+    ("fields", "dims", "rows"),
     [
         ({"partial_rotary_factor": 0.5}, 64, None),  # GLM-4.5: half of each 128-wide head
         ({"rotary_dim": 32}, 32, None),  # MiniMax's and GPT-J's key
         ({"rotary_pct": 0.25}, 32, None),  # GPT-NeoX's
         ({"rope_scaling": {"rope_type": "linear", "factor": 4.0}}, None, [131_072]),  # LinearScalingRotaryEmbedding
         ({"rope_scaling": {"type": "dynamic", "factor": 2}}, None, [65_536]),
+        ({"rope_scaling": {"type": "dynamic", "factor": 2, "alpha": 1.0}}, None, None),  # the alpha path: unscaled
         ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8192}}, None, None),
         ({"rope_scaling": {"rope_type": "longrope", "original_max_position_embeddings": 4096}}, None, [36_864]),
         ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, None, None),  # Llama 3.1: max_position rows
@@ -84,10 +98,11 @@ def test_models_without_rotary_attention_hold_no_table(cli) -> None:
         ({"model_type": "gpt2", "n_positions": 1024}, 0, None),
     ],
 )
-def test_config_json_gives_the_rotated_dims_and_the_table_rows(cli, tmp_path, fields, dims, positions) -> None:
+def test_config_json_gives_the_rotated_dims_and_the_table_rows(cli, tmp_path, fields, dims, rows) -> None:
     doc = cli.json("size", "--model", config(tmp_path, **fields), "--seq", "1024")
     assert doc["model"].get("rotary_dims") == dims
-    assert doc["model"].get("rotary_positions") == positions
+    tables = doc["model"].get("rotary_tables")
+    assert (tables and [t["rows"] for t in tables]) == rows
 
 
 def test_gemma3_keeps_a_local_table_beside_its_scaled_global_one(cli, tmp_path) -> None:
@@ -96,7 +111,8 @@ def test_gemma3_keeps_a_local_table_beside_its_scaled_global_one(cli, tmp_path) 
         tmp_path, model_type="gemma3_text", head_dim=256, sliding_window=1024, max_position_embeddings=131072,
         rope_scaling={"rope_type": "linear", "factor": 8.0},
     )  # fmt: skip
-    assert cli.json("size", "--model", path, "--seq", "1024")["model"]["rotary_positions"] == [131_072, 1_048_576]
+    tables = cli.json("size", "--model", path, "--seq", "1024")["model"]["rotary_tables"]
+    assert [t["rows"] for t in tables] == [131_072, 1_048_576]
     doc = cli.json("fit", "--model", path, "--gpu", "h100-sxm", "--engine", "vllm", "--seq", "1024")
     assert terms(doc)["rotary cos/sin tables"] == (131_072 + 1_048_576) * 256 * 2
 
@@ -109,6 +125,18 @@ def test_gemma3_keeps_a_local_table_beside_its_scaled_global_one(cli, tmp_path) 
         ({"rotary_dim": 31.5}, "rotary_dim"),
         ({"rope_scaling": {"rope_type": "linear", "factor": -2}}, "rope_scaling"),
         ({"rope_scaling": "linear"}, "rope_scaling"),
+        ({"rope_scaling": {"rope_type": "yarn", "factor": 4, "original_max_position_embeddings": "4096"}}, "rope_scaling"),
+        ({"rope_scaling": {"rope_type": "longrope", "original_max_position_embeddings": [1]}}, "rope_scaling"),
+        ({"rope_scaling": {"rope_type": "longrope", "original_max_position_embeddings": -4096}}, "rope_scaling"),
+        ({"rope_scaling": {"rope_type": "linear", "factor": 1e-9}}, "rope_scaling"),
+        ({"rope_parameters": {"rope_type": "default", "partial_rotary_factor": 1e400}}, "rope_parameters"),
+        ({"rope_parameters": {"rope_type": "default", "partial_rotary_factor": 0}}, "rope_parameters"),
+        ({"rope_parameters": {"full_attention": {"partial_rotary_factor": True}}}, "rope_parameters"),
+        (
+            {"original_max_position_embeddings": 8192.5, "rope_scaling": {"rope_type": "longrope"}},
+            "original_max_position_embeddings",
+        ),
+        ({"max_position_embeddings": 2_000_000_000, "rope_scaling": {"rope_type": "linear", "factor": 8}}, "rope_scaling"),
     ],
 )
 def test_a_bad_rope_value_in_a_config_exits_2(cli, tmp_path, fields, key) -> None:
@@ -116,14 +144,25 @@ def test_a_bad_rope_value_in_a_config_exits_2(cli, tmp_path, fields, key) -> Non
     assert result.exit_code == 2 and key in result.output and "Traceback" not in result.output
 
 
-@pytest.mark.parametrize("dims", [33, 256])
-def test_a_preset_with_impossible_rotary_dims_exits_2(cli, tmp_path, dims) -> None:
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ("rotary_dims: 33", "rotary_dims"),
+        ("rotary_dims: 256", "rotary_dims"),
+        ("rotary_tables: []", "rotary_tables"),
+        ("rotary_tables: [{rows: 0}]", "rotary_tables"),
+        ("rotary_tables: [{rows: 4096, dims: 63}]", "rotary_tables"),
+        ("rotary_tables: [{rows: everything}]", "rotary_tables"),
+        ("mla: {kv_lora_rank: 512, qk_rope_head_dim: 64}\nrotary_dims: 128", "rotary_dims"),  # MLA rotates its rope part only
+    ],
+)
+def test_a_preset_with_impossible_rotary_fields_exits_2(cli, tmp_path, extra, key) -> None:
     preset = tmp_path / "m.yaml"
     preset.write_text(
-        f"name: m\nlayers: 2\nheads: 8\nkv_heads: 2\nhead_dim: 128\nmax_positions: 4096\nrotary_dims: {dims}\nparams: 1000000000\n"
+        f"name: m\nlayers: 2\nheads: 8\nkv_heads: 2\nhead_dim: 128\nmax_positions: 4096\n{extra}\nparams: 1000000000\n"
     )
     result = cli("size", "--model", str(preset), "--seq", "1024")
-    assert result.exit_code == 2 and "rotary_dims" in result.output
+    assert result.exit_code == 2 and key in result.output and "Traceback" not in result.output, result.output
 
 
 @settings(max_examples=40)

@@ -18,8 +18,8 @@ from kvcalc.base import Frozen
 from kvcalc.decode_profiles import DecodeProfile, profile_for
 from kvcalc.errors import InvalidInput
 from kvcalc.quantization import LinearQuantization
-from kvcalc.spec import Engine, GpuSpec, Interconnect, ModelSpec, Workload
-from kvcalc.units import DType, GiB, format_bytes
+from kvcalc.spec import Engine, GpuSpec, Interconnect, ModelSpec, RotaryTable, Workload
+from kvcalc.units import PACKING, DType, GiB, format_bytes
 
 MlaStorage = Literal["k_only", "k_and_v", "decompressed"]
 ContextLimit = Literal["max_positions", "max_cache_len", "max_seq_len", "unbounded"]
@@ -102,22 +102,31 @@ def weights_term(stage: StageWeights) -> "BudgetTerm":
     )
 
 
-def rotary_table_term(model: ModelSpec, value_bytes: int, why: str, source: str) -> "BudgetTerm | None":
-    """RoPE's cos/sin tables as vLLM and SGLang hold them on every GPU: per distinct rope setting one table of
-    max_position_embeddings rows (times the factor of linear or dynamic-NTK scaling: `rotary_positions`) by the
-    rotated dims (cos and sin, half each), built once per model (get_rope keeps one table per setting) and not
-    sharded. None where the model has no rotary attention or states no max_position_embeddings."""
-    rows = model.rotary_positions or ([model.max_positions] if model.max_positions else [])
-    width = model.rotary_width
-    if not rows or not width or not any(model.attention_kinds()):
+def rotary_table_term(
+    model: ModelSpec, context: int, model_dtype: DType, forced: tuple[DType, str] | None, source: str
+) -> "BudgetTerm | None":
+    """RoPE's cos/sin tables as vLLM and SGLang hold them on every GPU, built while the model loads and not
+    sharded: one per distinct rope setting (get_rope keeps one per setting), rows of positions by rotated dims
+    (cos and sin, half each), in the table's dtype (the model's unless the model file builds it otherwise, or the
+    engine forces one: `forced`). None where the model has no rotary attention or states no max_position_embeddings."""
+    if not model.rotary_width or not any(model.attention_kinds()):
         return None
-    table = sum(rows) * width * value_bytes
-    positions = " + ".join(f"{r:,}" for r in rows)
+    tables = model.rotary_tables or ([RotaryTable(rows=model.max_positions)] if model.max_positions else [])
+    parts = []
+    for table in tables:
+        rows = min(model.max_positions or context, context) if table.rows == "context" else table.rows
+        dtype = forced[0] if forced else table.dtype or model_dtype
+        parts.append((rows, table.dims or model.rotary_width, PACKING[dtype].bytes_for(1), dtype))
+    if not parts:
+        return None
+    total = sum(rows * dims * size for rows, dims, size, _ in parts)
+    dtypes = sorted({dtype.value for *_, dtype in parts})
+    why = forced[1] if forced else f"{', '.join(dtypes)}{', the model dtype' if dtypes == [model_dtype.value] else ''}"
     return BudgetTerm(
-        name="rotary cos/sin table" + ("s" if len(rows) > 1 else ""),
-        bytes=table,
-        formula=f"positions * rotary dims * {value_bytes} B ({why}) = {f'({positions})' if len(rows) > 1 else positions}"
-        f" * {width} * {value_bytes} = {table:,} B ({format_bytes(table)}), on every GPU",
+        name="rotary cos/sin table" + ("s" if len(parts) > 1 else ""),
+        bytes=total,
+        formula=f"positions * rotary dims * bytes ({why}) = {' + '.join(f'{r:,} * {d} * {b}' for r, d, b, _ in parts)}"
+        f" = {total:,} B ({format_bytes(total)}), on every GPU",
         source=source,
     )
 

@@ -44,7 +44,7 @@ from kvcalc.errors import InvalidInput
 from kvcalc.gpu_families import runs_cuda
 from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload, cache_dtypes
 from kvcalc.state import layer_states, state_parts_bytes
-from kvcalc.units import PACKING, DType, GiB, MiB, format_bytes
+from kvcalc.units import DType, GiB, MiB, format_bytes
 
 SGLANG_COMMIT = "001ccef0"  # model_runner_kv_cache_mixin.py, the rules' source
 SGLANG_DTYPES = {DType.fp32, DType.fp16, DType.bf16, DType.fp8, DType.fp8_e4m3, DType.fp8_e5m2, DType.nvfp4}  # fp4_e2m1
@@ -129,13 +129,10 @@ def default_fraction(memory_bytes: int, tp: int, pp: int, draft_kind: str | None
 ROTARY_SOURCE = "python/sglang/srt/layers/rotary_embedding.py RotaryEmbedding.__init__ (sglang 00a66ebe)"
 
 
-def rotary_table(model: ModelSpec, gpu_name: str | None, activation_dtype: DType) -> BudgetTerm | None:
-    """SGLang's RoPE cos/sin tables on one GPU: fp32 on CUDA, the model dtype elsewhere."""
-    if runs_cuda(gpu_name):
-        return rotary_table_term(model, 4, "fp32 on CUDA", ROTARY_SOURCE)
-    return rotary_table_term(
-        model, PACKING[activation_dtype].bytes_for(1), f"{activation_dtype.value}, the model dtype, off CUDA", ROTARY_SOURCE
-    )
+def rotary_table(model: ModelSpec, workload: Workload, gpu_name: str | None, activation_dtype: DType) -> BudgetTerm | None:
+    """SGLang's RoPE cos/sin tables on one GPU: fp32 on CUDA, as the model builds them elsewhere."""
+    forced = (DType.fp32, "fp32 on CUDA") if runs_cuda(gpu_name) else None
+    return rotary_table_term(model, workload.seq, activation_dtype, forced, ROTARY_SOURCE)
 
 
 def version_note(version: str | None) -> str:
@@ -275,7 +272,7 @@ class SGLang(EngineProfile):
             (given, "--mem-fraction-static") if given else default_fraction(smi, tp, workload.pp, workload.draft_kind)
         )
         stage = max(stages, key=lambda s: s.weights_bytes)
-        rotary = rotary_table(model, gpu.name, activation_dtype)
+        rotary = rotary_table(model, workload, gpu.name, activation_dtype)
         loaded = stage.weights_bytes + (rotary.bytes if rotary else 0)
         context = reserve_bytes if reserve_bytes is not None else SGLANG_CONTEXT_TP_BYTES if tp > 1 else SGLANG_CONTEXT_BYTES
         free_before = memory - context - in_use

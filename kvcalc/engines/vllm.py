@@ -1073,12 +1073,7 @@ class Vllm(EngineProfile):
                         source="vllm/model_executor/layers/quantization/mxfp4.py Mxfp4MoEMethod.create_weights (vllm 007d5005)",
                     )
                 )
-            rotary = rotary_table_term(
-                model,
-                PACKING[activation_dtype].bytes_for(1),
-                f"the model dtype, {activation_dtype.value}",
-                ROTARY_SOURCE,
-            )
+            rotary = rotary_table_term(model, workload.seq, activation_dtype, None, ROTARY_SOURCE)
             weights += [rotary] if rotary else []
             if reserve_bytes is not None:
                 overheads = [
