@@ -11,7 +11,8 @@ The model (kvcalc.decode_profiles, kvcalc.latency.expected_seconds):
 
     t = max((G[architecture] + u[gpu]) * W / BW * (F[format] + K[kernels format moe]), layers * Q[quantized GEMM floor])
         + (G[architecture] + u[gpu]) * KV / BW * (1 + R[engine] * repeats)
-        + S[mode] + E[engine release; vLLM's V0 releases share one] + layers * (P[mode] + Y[python eager]) + (tp > 1) * 2 * layers * (A[link] + bytes / link BW)
+        + S[mode] + E[engine release; vLLM's V0 releases share one] + layers * (P[mode] + Y[python eager])
+        + recurrent layers * C[llama.cpp] + (tp > 1) * 2 * layers * (A[link] + bytes / link BW)
         + the prefill's share per token where a timing includes it (times V[release] for vLLM's V0: its prefill speed)
 
 BW is the GPU's peak, or for llama.cpp's kernels min(peak, SMs * clock * c), c chosen among SM_CAP_GRID by each fit's
@@ -58,6 +59,7 @@ from kvcalc.decode_profiles import (  # noqa: E402
     prefill_key,
     python_eager,
     quant_floor_key,
+    recurrent_layer_key,
     rocm_moe_layer_key,
     step_key,
     streamed_bandwidth,
@@ -95,6 +97,7 @@ TABLES: dict[str, str] = {
     "MODE_EXPERT_S": "expert",
     "QUANT_LAYER_FLOOR_S": "floor",
     "PREFILL_INVERSE": "prefill",
+    "RECURRENT_LAYER_S": "recurrent",
 }
 PRIORS: dict[str, tuple[float, float, float]] = {
     "format": (PRIOR_FORMAT_INVERSE, 0.3, 1.0),
@@ -113,6 +116,7 @@ PRIORS: dict[str, tuple[float, float, float]] = {
     "expert": (0.0, 0.1, 1e-4),
     "floor": (0.0, 0.1, 1e-4),
     "prefill": (1.0, 1.0, 1.0),  # a release with no end-to-end timing prefills at COMPUTE_EFFICIENCY
+    "recurrent": (0.0, 0.1, 1e-4),
 }
 # The floor per layer the first round assigns cases to by (which side of max(bytes / bandwidth, layers * floor) binds);
 # later rounds use the fitted floor. 20 us: Qwen2.5-0.5B's int4 step over its bf16 step under vLLM 0.6.3 (0.6 ms) over
@@ -184,6 +188,12 @@ def _kv_repeats(engine_key: str, preset: str | None) -> float:
         return 0.0  # a first-fixture case without a preset: none is a transformers case with grouped KV heads
     model = load_model(preset)
     return kv_repeats(engine_key, model.heads, model.kv_heads) if model.mla is None else 0.0
+
+
+@cache
+def _recurrent_layers(preset: str | None) -> int:
+    """The layers of a preset that keep a recurrent state (Gated DeltaNet, short conv, Mamba): none without a preset."""
+    return 0 if preset is None else sum(kind is not None for kind in load_model(preset).state_kinds())
 
 
 @cache
@@ -266,6 +276,7 @@ NON_NEGATIVE = (
     "python",
     "rocm",
     "floor",
+    "recurrent",
 )  # costs in seconds: a negative one is pinned at 0 and the rest refitted
 PINNED = 1e6  # pseudo-cases that hold a pinned constant at 0
 
@@ -308,6 +319,7 @@ class Names(Strict):
     python: str | None  # the Python dispatch cost per layer, where the engine runs its layers eager from Python
     rocm: str | None  # the cost per layer of the engine's MoE layers on ROCm, where one is kept (SGLang's FP8 MoE)
     floor: str | None  # the floor per layer of a dense model's quantized GEMMs in fused kernels
+    recurrent: str | None  # the extra cost of a recurrent-state layer in llama.cpp's kernels (recurrent_layer_key)
     prefill: str | None  # the prefill speed of a release whose end-to-end timings fit one (vLLM's V0)
 
 
@@ -322,6 +334,7 @@ def _names(case: Case) -> Names:
         python=f"python {PYTHON_EAGER_KEY}" if python_eager(case.engine_key, case.mode) else None,
         rocm=f"rocm {key}" if (key := rocm_moe_layer_key(case.engine, _gpu_backend(case.gpu), case.format_class, case.moe)) else None,  # type: ignore[arg-type]
         floor=f"floor {floor}" if (floor := quant_floor_key(case.kernels, case.format_class, case.moe, case.gpu)) else None,  # type: ignore[arg-type]
+        recurrent=f"recurrent {key}" if (key := recurrent_layer_key(case.kernels)) and _recurrent_layers(case.preset) else None,
         prefill=f"prefill {prefill}" if (prefill := prefill_key(case.engine_key)) and case.prefill_seconds_per_token else None,
     )  # fmt: skip
 
@@ -366,6 +379,8 @@ def _fit_at(cases: list[Case], cap: float) -> Fit:
                 coeffs[n.python] = c.layers / t
             if n.rocm:
                 coeffs[n.rocm] = c.layers / t
+            if n.recurrent:
+                coeffs[n.recurrent] = _recurrent_layers(c.preset) / t
             coeffs |= {n.step: 1 / t, n.engine: 1 / t, n.layer: c.layers / t}
             if n.base_step and n.base_layer:
                 coeffs |= {n.base_step: 1 / t, n.base_layer: c.layers / t}
@@ -401,7 +416,7 @@ def _costs(case: Case, table: Fit) -> float:
     step = max(0.0, _get(table, n.step) + _get(table, n.base_step) + _get(table, n.engine))
     per_layer = _get(table, n.layer) + _get(table, n.base_layer) + _get(table, n.python) + _get(table, n.rocm)
     per_layer += case.experts * _get(table, n.expert) if case.experts else 0.0
-    return step + case.layers * per_layer
+    return step + case.layers * per_layer + _recurrent_layers(case.preset) * _get(table, n.recurrent)
 
 
 def predict(case: Case, table: Fit) -> float:
@@ -486,6 +501,7 @@ def _sources(cases: list[Case], table: Fit) -> dict[str, str]:
         names = [n.format, n.kernel, n.own, n.attention, n.step, n.engine, n.layer, n.gpu, n.architecture]
         names += ([n.link] if c.tp > 1 else []) + ([n.expert] if c.experts else [])
         names += ([n.repeat] if c.kv_repeats else []) + ([n.python] if n.python else []) + ([n.rocm] if n.rocm else [])
+        names += [n.recurrent] if n.recurrent else []
         names += ([n.floor] if _floor_binds(c, table, cap) else []) + ([n.prefill] if n.prefill else [])
         names += [CAP] if _bandwidth(c, cap) < _gpu_figures(c.gpu)[0] else []  # type: ignore[arg-type]
         for name in names:
@@ -520,7 +536,8 @@ def constants_module(cases: list[Case], predictions: list[Prediction]) -> str:
         "for kernels x format x dense/MoE; ARCHITECTURE_INVERSE by GPU architecture, plus GPU_INVERSE, each GPU's offset\n"
         "from it; KV_REPEAT_INVERSE per extra KV copy an engine's attention makes. Seconds: fixed cost per step by mode\n"
         "and by engine release, cost per layer by mode and of Python dispatch in eager (PYTHON_EAGER_LAYER_S), of an\n"
-        "engine's MoE layers on ROCm (ROCM_MOE_LAYER_S), one all-reduce's latency by link. SM_BYTES_PER_CLOCK: what\n"
+        "engine's MoE layers on ROCm (ROCM_MOE_LAYER_S), one all-reduce's latency by link, of a recurrent-state layer in\n"
+        "llama.cpp (RECURRENT_LAYER_S). SM_BYTES_PER_CLOCK: what\n"
         "llama.cpp's kernels stream per SM (CU) per clock, the cap on a GPU with much bandwidth per SM (0: none).\n"
         "SOURCES: each constant's cases.\n"
         '"""\n\n'
@@ -672,6 +689,7 @@ def section(cases: list[Case], predictions: list[Prediction]) -> str:
         "t = (max(W / (BW * gpu_eff * kernel_eff), layers * quant_floor[format]) + KV / (BW * gpu_eff * attention_eff))",
         "    + step[mode] + step[engine release; vLLM's V0 releases one]",
         "    + layers * (per_layer[mode] + python_dispatch[eager vLLM/SGLang] + rocm_moe_layer[SGLang FP8 MoE on ROCm])",
+        "    + recurrent_layers * recurrent_layer[llama.cpp]",
         "    + (tp > 1) * 2 * layers * (all_reduce_latency[link] + all_reduce_bytes / link_bandwidth)",
         "```",
         "",
@@ -680,7 +698,9 @@ def section(cases: list[Case], predictions: list[Prediction]) -> str:
         " copies each KV head for its group of query heads (repeat_kv) before it attends. For llama.cpp's kernels BW is"
         " min(peak, SMs * boost clock * c) where the GPU preset gives its SM (CU) count and clock: c is chosen by each"
         f" fit among {', '.join(f'{v:g}' for v in SM_CAP_GRID)} bytes per SM per clock (0: no cap) by its own cases' error,"
-        " so a held-out source never picks it.",
+        " so a held-out source never picks it. llama.cpp on a GPU its CUDA graphs skip (Pascal; Volta/Turing before"
+        " 2026-07-16) is charged mode llamacpp-cuda-legacy's costs, launch by launch; recurrent_layers are a model's"
+        " recurrent-state layers (Gated DeltaNet, short conv, Mamba), which llama.cpp builds from more small ops.",
         "",
         "W and KV are kvcalc's own counts of the bytes one rank reads per step (MoE: the experts one token touches;"
         " the LM head whole, an untied input table one row). Where a published timing includes the prefill"

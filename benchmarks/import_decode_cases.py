@@ -23,7 +23,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from kvcalc import latency, presets  # noqa: E402
-from kvcalc.decode_profiles import COMPUTE_EFFICIENCY, at_context, profile_for, stored_format_class  # noqa: E402
+from kvcalc.decode_profiles import (  # noqa: E402
+    COMPUTE_EFFICIENCY,
+    at_context,
+    llamacpp_launches_per_kernel,
+    profile_for,
+    stored_format_class,
+)
 from kvcalc.errors import InvalidInput  # noqa: E402
 from kvcalc.spec import StoredWeights, Workload  # noqa: E402
 from kvcalc.units import DType, parse_engine_version  # noqa: E402
@@ -291,7 +297,17 @@ def _match(table: list[tuple[str, Any, Any]] | list[tuple[str, Any]], text: str)
     return None
 
 
+# llama-bench's test names, as a submitter quotes them: "tg32 test at d250000", "tg128 @ d4096" (tools/llama-bench: a
+# tg test at depth N decodes its tokens after N tokens of context, `-d N`)
+LLAMA_BENCH_DEPTH = re.compile(r"\btg(\d+)\b[^;]*?(?:@|\bat)\s*d(\d+)\b")
+
+
 def _context(row: dict[str, Any]) -> int:
+    """The mean context of the row's decode: its prompt and half its output, or a llama-bench test's depth and
+    half its tokens where the note states one (LLAMA_BENCH_DEPTH)."""
+    depth = LLAMA_BENCH_DEPTH.search(row.get("note") or "")
+    if depth:
+        return int(depth[2]) + int(depth[1]) // 2
     prompt = row.get("input_len") or DEFAULT_PROMPT
     return prompt + (row.get("output_len") or 256) // 2
 
@@ -368,6 +384,9 @@ def convert(index: int, row: dict[str, Any]) -> dict[str, Any]:
 
 # the collector's notes on rows with EAGLE/MTP drafts on (decode_published_NOTES), and the submitters' own words
 SPECULATIVE = r"speculative decoding|speculative tokens|num_speculative_tokens|mtp active"
+# llama.cpp's flags that keep tensors in host memory, as a note quotes them (common/arg.cpp: -ot PATTERN=CPU, --cpu-moe,
+# --n-cpu-moe N above 0), and a submitter's words for it ("layers 0-32 GPU / 33-39 CPU"); "no -ot needed" is not one
+ON_THE_CPU = r"=CPU\b|\b\d+-\d+ CPU\b|--n-cpu-moe [1-9]|--cpu-moe\b"
 # the release date of vLLM v0.2.6, its first with CUDA graphs (kvcalc.decode_profiles.VLLM_GRAPHS_SINCE):
 # a row that names no version, from a source dated before it, ran eager
 VLLM_GRAPHS_RELEASED = "2023-12-17"
@@ -382,6 +401,8 @@ def _exclusion(row: dict[str, Any]) -> str | None:
         return f"batch {row['batch']}: the calibration is batch 1"
     if "device_map" in (row.get("note") or "") or (row.get("gpu_count") or 1) > (row.get("tp") or 1):
         return "split over GPUs without tensor parallelism (or the split is not stated)"
+    if re.search(ON_THE_CPU, row.get("note") or ""):
+        return "tensors or layers kept on the CPU, as the source states (-ot/--override-tensor, --n-cpu-moe): partly offloaded"
     if not row.get("tokens_per_s"):
         return "no tokens/s"
     if row["engine"] in ("other:mlx", "other:ollama") and not row.get("weight_format"):
@@ -417,6 +438,12 @@ def measure_case(
     context = _context(row)
     work = Workload(seq=context, batch=1, tp=tp)
     step = latency.decode(model, work, gpu, fmt)
+    kv = step.expected.bytes_moved - step.expected.weights_read_bytes  # the cache one rank holds at the row's context
+    if stored + kv > gpu.memory_bytes:
+        return {
+            "excluded_because": f"weights {stored / 2**30:.1f} GiB and the KV cache of {context:,} tokens {kv / 2**30:.1f} GiB"
+            f" per GPU exceed the {gpu.name}'s memory: partly offloaded"
+        }
     if row["tokens_per_s"] * step.expected.bytes_moved > gpu.bandwidth_bytes_per_s * ROOFLINE_SLACK:
         return {
             "excluded_because": f"{row['tokens_per_s']:g} tok/s {FASTER_THAN_PEAK} at the {gpu.name}'s peak bandwidth"
@@ -442,12 +469,13 @@ def measure_case(
         "experts": model.moe.experts if model.moe else 0,
         "hidden": model.hidden or 0,
         "prefill_seconds_per_token": prefill,
-        **_profile(row, gpu.backend),
+        **_profile(row, gpu.backend, gpu_preset),
     }
 
 
-def _profile(row: dict[str, Any], backend: str) -> dict[str, str]:
-    """The decode profile of a row: its engine, release, graphs on or off, and the GPU's backend."""
+def _profile(row: dict[str, Any], backend: str, gpu: str) -> dict[str, str]:
+    """The decode profile of a row: its engine, release, graphs on or off, and the GPU's backend (and for llama.cpp's
+    CUDA backend, whether it skips CUDA graphs on that GPU at the source's date: llamacpp_launches_per_kernel)."""
     version = row.get("engine_version")
     try:
         parsed = parse_engine_version(version) if version and row["engine"] == "vllm" else None
@@ -455,7 +483,8 @@ def _profile(row: dict[str, Any], backend: str) -> dict[str, str]:
         parsed = None
     engine = row["engine"].removeprefix("other:")
     eager = row.get("enforce_eager") or "disable-cuda-graph" in (row.get("backend") or "").lower() or _before_graphs(row)
-    profile = profile_for(engine, parsed, eager, backend, legacy_llamacpp=row.get("legacy_llamacpp", False))
+    legacy = row.get("legacy_llamacpp", False) or llamacpp_launches_per_kernel(gpu, row.get("date"))
+    profile = profile_for(engine, parsed, eager, backend, legacy_llamacpp=legacy)
     if "input_len" in row:  # a collected row: the step at its mean context (a legacy case's profile is its own)
         profile = at_context(profile, _context(row))
     return {"mode": profile.mode, "engine_key": profile.engine_key, "kernels": profile.kernels}
@@ -489,7 +518,7 @@ def legacy_case(case: dict[str, Any]) -> dict[str, Any]:
         "weights_bytes_source": case["weights_bytes_source"], "kv_read_bytes": case["kv_bytes_per_token"] * case["avg_context"],
         "avg_context": case["avg_context"], "layers": case["layers"], "hidden": 0,
         "experts": 8 if "mixtral" in case["model"].lower() else 0, "prefill_seconds_per_token": 0.0,
-        **_profile(row, gpu.backend),
+        **_profile(row, gpu.backend, case["gpu"]),
         **({"excluded_because": case["excluded_because"]} if case.get("excluded_because") else {}),
     }  # fmt: skip
 

@@ -5,6 +5,7 @@ engine, version, options and weight format select them. Pure data and lookups.
                + KV_read / (BW * gpu_efficiency * attention_efficiency))
               + step_cost[mode] + step_cost[engine and version]
               + layers * (layer_cost[mode] + python_dispatch[eager vLLM/SGLang] + rocm_moe_layer[SGLang FP8 MoE on ROCm])
+              + recurrent_layers * recurrent_layer_cost[llama.cpp]
               + (tp > 1) * 2 * layers * (all_reduce_latency[link] + all_reduce_bytes / link_bandwidth)
 
 BW is the GPU's peak, or for llama.cpp's kernels min(peak, SMs * clock * SM_BYTES_PER_CLOCK) where the preset gives both;
@@ -24,7 +25,7 @@ from typing import Literal
 
 from kvcalc import decode_fit
 from kvcalc.base import Frozen
-from kvcalc.gpu_families import gpu_architecture, marlin_runs
+from kvcalc.gpu_families import SM_CAPABILITY, generation, gpu_architecture, marlin_runs
 from kvcalc.units import DType, bytes_per_value
 
 FormatClass = Literal["16-bit", "fp8", "int8", "int4", "fp4", "ggml-4to6bit", "ggml-8bit", "ggml-2to3bit"]
@@ -64,8 +65,9 @@ MODE_LABELS: dict[Mode, str] = {
     "eager": "fused kernels launched from Python one by one (vLLM --enforce-eager, SGLang --disable-cuda-graph, ExLlama,"
     " AutoAWQ, TinyChat)",
     "transformers": "transformers generate() in eager PyTorch: a Python call per op",
-    "llamacpp-cuda": "llama.cpp CUDA builds with CUDA graphs (mid-2024 and later)",
-    "llamacpp-cuda-legacy": "llama.cpp CUDA builds before CUDA graphs",
+    "llamacpp-cuda": "llama.cpp CUDA builds with CUDA graphs (mid-2024 and later, Ampere and newer; Volta/Turing from 2026-07)",
+    "llamacpp-cuda-legacy": "llama.cpp CUDA launching kernel by kernel: builds before CUDA graphs, or a GPU they skip"
+    " (Pascal; Volta/Turing before 2026-07: ggml-cuda.cu disable_due_to_gpu_arch)",
     "llamacpp-metal": "llama.cpp on Apple silicon (Metal)",
     "llamacpp-rocm-vulkan": "llama.cpp on ROCm/HIP or Vulkan",
     "mlx": "Apple MLX",
@@ -136,6 +138,36 @@ def streamed_bandwidth(
     return min(peak, sms * clock_hz * bytes_per_sm_clock)
 
 
+# llama.cpp's CUDA backend captures a step's kernels in a CUDA graph only on the GPUs it allows: none older than Ampere
+# (compute capability 8.0) from CUDA graphs' first build (PR #6766, 2024-05) until PR #25749 (merged 2026-07-16) let
+# Volta and Turing (7.x) in; Pascal and older never. Without the graph every node of a step is launched on its own, as
+# in the builds before CUDA graphs (the llamacpp-cuda-legacy mode). ggml/src/ggml-cuda/ggml-cuda.cu
+# `disable_due_to_gpu_arch` (`cc < GGML_CUDA_CC_AMPERE`, then `cc < GGML_CUDA_CC_VOLTA`), ggml-org/llama.cpp.
+LLAMACPP_GRAPH_GPUS_SOURCE = (
+    "ggml/src/ggml-cuda/ggml-cuda.cu disable_due_to_gpu_arch: no CUDA graph below compute capability 8.0 until"
+    " ggml-org/llama.cpp PR #25749 (2026-07-16), below 7.0 since"
+)
+LLAMACPP_VOLTA_GRAPHS_SINCE = "2026-07-16"  # PR #25749's merge: a build (or a source) dated before it has none on 7.x
+
+
+def llamacpp_launches_per_kernel(gpu: str | None, date: str | None = None) -> bool:
+    """Whether llama.cpp's CUDA backend launches a step kernel by kernel on `gpu` (no CUDA graph: LLAMACPP_GRAPH_GPUS_SOURCE):
+    always below Volta (Pascal: compute capability 6.x), on Volta and Turing before PR #25749 (a build or source dated
+    before LLAMACPP_VOLTA_GRAPHS_SINCE; None: a current build).
+
+    >>> [llamacpp_launches_per_kernel(g) for g in ("gtx1050ti", "p40", "rtx2080", "rtx3090", "mi300x")]
+    [True, True, False, False, False]
+    >>> llamacpp_launches_per_kernel("rtx2080", "2026-05-01"), llamacpp_launches_per_kernel("t4", "2026-07-16")
+    (True, False)
+    """
+    found = generation(gpu)
+    if found is None or found.capability >= SM_CAPABILITY["ampere"]:
+        return False
+    if found.capability >= SM_CAPABILITY["volta"]:
+        return date is not None and date < LLAMACPP_VOLTA_GRAPHS_SINCE
+    return True
+
+
 # Engines whose model code is torch modules called layer by layer from Python (vllm/model_executor/models/*.py,
 # sglang/srt/models/*.py): without graphs each layer's kernels are dispatched by Python, a cost per layer on
 # top of the eager mode's (vLLM 0.4.2 past 8k tokens, vLLM --enforce-eager; SGLang --disable-cuda-graph shares it)
@@ -168,6 +200,28 @@ def rocm_moe_layer_key(engine: str, backend: str, klass: str, moe: bool) -> str 
     if engine in ROCM_MOE_LAYER_ENGINES and backend == "rocm" and klass in ROCM_MOE_LAYER_CLASSES and moe:
         return f"{engine} {klass} moe"
     return None
+
+
+# llama.cpp builds a recurrent-state layer (Gated DeltaNet: Qwen3.5/3.6, Qwen3-Next, Kimi-Linear; LFM2's short conv;
+# Mamba2: Granite 4.0-H) from more small ggml ops than an attention layer: the causal conv (ggml_ssm_conv), the gates and
+# norms around the recurrence, and the recurrence itself, which before ggml_gated_delta_net (PR #19504, 2026-02) was a
+# dozen element-wise ops several of which pass over the whole S_v x S_v x H_v state (src/models/delta-net-base.cpp
+# build_delta_net_autoregressive against build_delta_net_fused, ggml-org/llama.cpp 156ce1c1). At batch 1 each op is a
+# small kernel, so a recurrent layer costs a fixed time on top of a layer's, fitted on llama.cpp's hybrid cases (issue 25).
+RECURRENT_LAYER_KERNELS = ("llamacpp",)
+RECURRENT_LAYER_SOURCE = (
+    "src/models/delta-net-base.cpp build_delta_net_autoregressive / build_delta_net_fused, src/models/lfm2.cpp,"
+    " src/models/granite-hybrid.cpp (ggml-org/llama.cpp 156ce1c1)"
+)
+
+
+def recurrent_layer_key(kernels: str) -> str | None:
+    """The key of the extra cost per recurrent-state layer `kernels` pay (llama.cpp's), or None.
+
+    >>> recurrent_layer_key("llamacpp"), recurrent_layer_key("fused")
+    ('llamacpp', None)
+    """
+    return kernels if kernels in RECURRENT_LAYER_KERNELS else None
 
 
 # transformers' attention repeats each KV head for its group of query heads before it attends
@@ -377,6 +431,8 @@ class Terms(Frozen):
     python_layer_source: str
     rocm_moe_layer_seconds: float  # the share of layer_seconds an engine's MoE layers pay on ROCm (SGLang's FP8 MoE)
     rocm_moe_layer_source: str
+    recurrent_layer_seconds: float  # the extra cost of each recurrent-state layer (llama.cpp's small ops), not in layer_seconds
+    recurrent_layer_source: str
     expert_seconds: float  # cost per routed expert per MoE layer: an eager MoE that loops over every expert
     all_reduce_seconds: float  # latency of one all-reduce over the link
     all_reduce_source: str
@@ -444,6 +500,7 @@ def terms(
     prefill = prefill_key(profile.engine_key)
     prefill_inverse = decode_fit.PREFILL_INVERSE.get(prefill, 1.0) if prefill else 1.0
     rocm_key = rocm_moe_layer_key(profile.engine, backend, klass, moe)
+    recurrent_key = recurrent_layer_key(profile.kernels)
     rocm_layer = decode_fit.ROCM_MOE_LAYER_S.get(rocm_key, 0.0) if rocm_key else 0.0
     arch_source = (
         f"{architecture}: {_source(f'architecture {architecture}')}"
@@ -480,6 +537,8 @@ def terms(
         python_layer_source=_source(f"python {PYTHON_EAGER_KEY}") if python_layer else "",
         rocm_moe_layer_seconds=rocm_layer,
         rocm_moe_layer_source=_source(f"rocm {rocm_key}") if rocm_key else "",
+        recurrent_layer_seconds=decode_fit.RECURRENT_LAYER_S.get(recurrent_key, 0.0) if recurrent_key else 0.0,
+        recurrent_layer_source=f"{RECURRENT_LAYER_SOURCE}; {_source(f'recurrent {recurrent_key}')}" if recurrent_key else "",
         expert_seconds=decode_fit.MODE_EXPERT_S.get(profile.mode, 0.0),
         all_reduce_seconds=decode_fit.ALL_REDUCE_S.get(link or "", 0.0),
         all_reduce_source=_source(f"link {link}") if link else "",

@@ -130,6 +130,10 @@ class ExpectedStep(Frozen):
     overhead_seconds_per_layer: float
     python_dispatch_seconds_per_layer: float  # its share from Python dispatching each layer (vLLM, SGLang eager)
     rocm_moe_seconds_per_layer: float  # its share from an engine's MoE layers on ROCm (SGLang's FP8 MoE)
+    recurrent_layers: int  # layers that keep a recurrent state (Gated DeltaNet, short conv, Mamba)
+    recurrent_seconds_per_layer: float  # the extra cost of each, in llama.cpp's kernels (0: none)
+    recurrent_seconds: float  # recurrent_layers * recurrent_seconds_per_layer
+    recurrent_source: str
     quant_floor_seconds_per_layer: float  # the least time a layer's quantized GEMMs take in fused kernels (0: none)
     quant_floor_seconds: float  # that floor * layers: the weights' time is at least this
     quant_floor_source: str
@@ -240,7 +244,9 @@ def _expected(
     reduce_bytes = all_reduce_bytes(model.hidden or 0, workload.batch, workload.tp)
     comm = tp_comm_seconds(model.layers, fitted.all_reduce_seconds, reduce_bytes, link)
     expert_loop = model.layers * model.moe.experts * fitted.expert_seconds if model.moe else 0.0
-    fixed = fitted.step_seconds + per_layer * model.layers + expert_loop + comm
+    recurrent_layers = sum(kind is not None for kind in model.state_kinds())
+    recurrent = recurrent_layers * fitted.recurrent_layer_seconds if fitted_layers else 0.0
+    fixed = fitted.step_seconds + per_layer * model.layers + recurrent + expert_loop + comm
     floor = model.layers * fitted.quant_layer_floor_seconds if efficiency is None and gpu.decode_efficiency is None else 0.0
     memory_s, compute_s, total = expected_seconds(
         weights, kv_read, flops, streamed, peak, eff, kv_eff, compute_eff, fixed, weights_floor_seconds=floor
@@ -273,6 +279,10 @@ def _expected(
         overhead_seconds_per_layer=per_layer,
         python_dispatch_seconds_per_layer=fitted.python_layer_seconds if fitted_layers else 0.0,
         rocm_moe_seconds_per_layer=fitted.rocm_moe_layer_seconds if fitted_layers else 0.0,
+        recurrent_layers=recurrent_layers,
+        recurrent_seconds_per_layer=fitted.recurrent_layer_seconds if recurrent else 0.0,
+        recurrent_seconds=recurrent,
+        recurrent_source=fitted.recurrent_layer_source if recurrent else "",
         quant_floor_seconds_per_layer=fitted.quant_layer_floor_seconds if floor else 0.0,
         quant_floor_seconds=floor,
         quant_floor_source=fitted.quant_floor_source if floor else "",
@@ -361,6 +371,12 @@ def _expected(
         f"fixed cost per step = {format_seconds(fitted.step_seconds)} ({fitted.step_source})",
         f"cost per layer = {per_layer * 1e3:.3g} ms * {model.layers} = {format_seconds(per_layer * model.layers)} ({per_layer_by})",
     ]
+    if recurrent:
+        explain.append(
+            f"recurrent layers = {recurrent_layers} * {format_seconds(fitted.recurrent_layer_seconds)} = {format_seconds(recurrent)}"
+            f" ({profile.kernels} runs a recurrent-state layer as more small ops than an attention layer:"
+            f" {fitted.recurrent_layer_source})"
+        )
     if expert_loop:
         explain.append(
             f"expert loop = layers * experts * {format_seconds(fitted.expert_seconds)} = {model.layers} * {model.moe.experts}"  # type: ignore[union-attr]
@@ -373,7 +389,8 @@ def _expected(
             f" ({fitted.all_reduce_source})"
         )
     explain += [
-        f"expected time per token = max(t_memory, t_compute) + fixed + layers{' + all-reduces' if link else ''}"
+        f"expected time per token = max(t_memory, t_compute) + fixed + layers{' + recurrent layers' if recurrent else ''}"
+        f"{' + all-reduces' if link else ''}"
         f" = {format_seconds(total)}"
         + (f"; below the roofline, so the roofline's {format_seconds(line.seconds)}" if total < line.seconds else "")
         + f" ({step.share_of_roofline:.0%} of the roofline's speed)",

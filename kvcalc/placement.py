@@ -875,8 +875,8 @@ def placement_device(
 # turn, against the one constant of before (no hop cost) and against a cap of cores * a fitted rate per core,
 # which was tested and not adopted: one rate per core does not hold from a Comet Lake or Zen 2 core (~5 GB/s)
 # to a Zen 5 one (over 11 GB/s, the Ryzen 5 9600X rows).
-HOST_EFFICIENCY = 0.59
-HOP_SECONDS = 230e-6
+HOST_EFFICIENCY = 0.6
+HOP_SECONDS = 240e-6
 PCIE_BYTES_PER_S = 32 * 10**9  # PCIe 4.0 x16, one direction (PCI-SIG: 16 GT/s * 16 lanes, 128b/130b)
 
 
@@ -980,7 +980,8 @@ def split_decode(
     host_s = host_bytes / host_rate
     hop_bytes_s = hops * F32 * (model.hidden or 0) * workload.batch / PCIE_BYTES_PER_S
     hop_s = hop_bytes_s + hops * host.hop_seconds
-    overhead = fixed.step_seconds + fixed.layer_seconds * model.layers
+    recurrent_layers = sum(kind is not None for kind in model.state_kinds())
+    overhead = fixed.step_seconds + fixed.layer_seconds * model.layers + fixed.recurrent_layer_seconds * recurrent_layers
     roofline_s = sum(roof_device) + host_roof + hop_bytes_s
     expected = max(roofline_s, sum(device_s) + host_s + hop_s + overhead)
     explain = [
@@ -993,7 +994,12 @@ def split_decode(
         _host_line(host, host_bytes, host_rate, host_bound, host_s),
         f"hops: {hops} * ({F32 * (model.hidden or 0) * workload.batch:,} B / PCIe {PCIE_BYTES_PER_S:,} B/s"
         f" + {host.hop_seconds * 1e6:.0f} µs fixed) = {hop_s * 1e3:.4f} ms;"
-        f" fixed cost {fixed.step_seconds * 1e3:.3f} ms per step + {fixed.layer_seconds * 1e3:.3f} ms * {model.layers} layers",
+        f" fixed cost {fixed.step_seconds * 1e3:.3f} ms per step + {fixed.layer_seconds * 1e3:.3f} ms * {model.layers} layers"
+        + (
+            f" + {fixed.recurrent_layer_seconds * 1e3:.3f} ms * {recurrent_layers} recurrent layers"
+            if fixed.recurrent_layer_seconds and recurrent_layers
+            else ""
+        ),
         f"expected {expected * 1e3:.3f} ms per token = {workload.batch / expected:.2f} tok/s (roofline {roofline_s * 1e3:.3f} ms)",
     ]
     return SplitDecode(

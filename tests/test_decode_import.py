@@ -227,3 +227,59 @@ def test_a_source_on_a_gpu_kvcalc_has_no_preset_for_stays_out_with_its_reason() 
     # sglang#2219: Qwen2-7B-Instruct at batch 1 on an NVIDIA A30 (bf16 and torchao int8 weight-only)
     cases = [c for c in FIXTURE if c["url"] == "https://github.com/sgl-project/sglang/issues/2219"]
     assert len(cases) == 2 and all(c["excluded_because"] == "no kvcalc GPU preset for 'NVIDIA A30'" for c in cases)
+
+
+def _llamacpp_row(**changes: Any) -> dict[str, Any]:
+    """A llama.cpp row as localmaxxing's leaderboard gives it: Qwen3.5-9B Q8_0 on an RTX 3080 Ti (12 GB), no prompt stated."""
+    row = {"engine": "llamacpp", "engine_version": None, "backend": "cuda", "gpu_name": "RTX 3080 Ti", "model": "Qwen/Qwen3.5-9B",
+           "weight_format": "gguf:q8_0", "input_len": 0, "output_len": 0, "tokens_per_s": 60.0, "date": "2026-05-02"}  # fmt: skip
+    return _row(**row) | changes
+
+
+@pytest.mark.parametrize(
+    ("note", "context"),
+    [
+        ("Benchmarked Qwen3.5-9B-Q8_0.gguf with tg32 test at d250000 context on RTX 3080 Ti.", 250_016),  # 250000 + 32 / 2
+        ("llama-bench tg128 @ d4096", 4_160),
+        ("llama-bench; tg128 metric; depth not stated", importer.DEFAULT_PROMPT + 128),  # no prompt: 32 + 256 / 2
+    ],
+)
+def test_a_llama_bench_depth_is_the_context_the_decode_ran_at(note: str, context: int) -> None:
+    assert importer._context(_llamacpp_row(note=note)) == context
+
+
+def test_weights_and_the_kv_cache_of_the_context_beyond_the_gpu_memory_are_a_partial_offload() -> None:
+    # 8.9 GiB of Q8_0 weights fit the 12 GB card; with the KV of 250,000 tokens (7.7 GiB) they do not
+    deep = importer.convert(0, _llamacpp_row(note="tg32 test at d250000 context"))
+    assert "KV cache of 250,016 tokens" in deep["excluded_because"] and "partly offloaded" in deep["excluded_because"]
+    assert "excluded_because" not in importer.convert(0, _llamacpp_row(note="tg32 test at d4096 context"))
+
+
+@pytest.mark.parametrize(
+    ("note", "offloaded"),
+    [
+        ("-ot cutoff=33 (layers 0-32 GPU / 33-39 CPU) gives 3x better prefill", True),
+        ('-ot "blk\\.(3[3-9])\\.ffn_.*_exps=CPU"', True),
+        ("llama-server --n-cpu-moe 12 -ngl 99", True),
+        ("all-GPU no -ot needed (15.68 GiB fits 24 GB VRAM)", False),  # the flag named, not used
+        ("--n-cpu-moe 0 --main-gpu 0", False),
+        ("16 CPU cores, Ryzen 9 9950X", False),
+    ],
+)
+def test_tensors_the_source_keeps_on_the_cpu_are_a_partial_offload(note: str, offloaded: bool) -> None:
+    reason = importer.convert(0, _llamacpp_row(note=note)).get("excluded_because") or ""
+    assert ("kept on the CPU, as the source states" in reason) is offloaded
+
+
+@pytest.mark.parametrize(
+    ("gpu_name", "date", "mode"),
+    [
+        ("NVIDIA GeForce GTX 1050 Ti", "2026-07-30", "llamacpp-cuda-legacy"),  # Pascal: never a CUDA graph
+        ("NVIDIA GeForce RTX 2080", "2026-05-01", "llamacpp-cuda-legacy"),  # Turing before PR #25749
+        ("NVIDIA GeForce RTX 2080", "2026-07-21", "llamacpp-cuda"),
+        ("RTX 3080 Ti", "2024-01-01", "llamacpp-cuda"),  # Ampere: graphs since they landed
+    ],
+)
+def test_llama_cpp_on_gpus_its_cuda_graphs_skip_is_charged_launch_by_launch(gpu_name: str, date: str, mode: str) -> None:
+    row = _llamacpp_row(gpu_name=gpu_name, date=date, model="Qwen/Qwen2.5-0.5B-Instruct", weight_format="gguf:q4_k_m")
+    assert importer.convert(0, row)["mode"] == mode

@@ -328,6 +328,41 @@ def test_llamacpp_streams_at_most_sms_times_clock_times_the_fitted_bytes_per_sm(
     assert ada.expected.streamed_bandwidth_bytes_per_s == 1008e9
 
 
+@pytest.mark.parametrize(
+    ("gpu", "mode"),
+    [("gtx1050ti", "llamacpp-cuda-legacy"), ("p40", "llamacpp-cuda-legacy"), ("rtx2080", "llamacpp-cuda"), ("t4", "llamacpp-cuda"),
+     ("rtx3090", "llamacpp-cuda"), ("mi300x", "llamacpp-rocm-vulkan")],
+)  # fmt: skip
+def test_llamacpp_launches_kernel_by_kernel_on_gpus_its_cuda_graphs_skip(gpu: str, mode: str) -> None:
+    # ggml-cuda.cu disable_due_to_gpu_arch: no CUDA graph below compute capability 7.0 (8.0 before PR #25749, 2026-07-16)
+    step = decode(load_model("qwen2.5-0.5b"), Workload(seq=512, engine=Engine(name="llamacpp")), load_gpu(gpu)).expected
+    assert step.mode == mode
+    graphs = decode(load_model("qwen2.5-0.5b"), Workload(seq=512, engine=Engine(name="llamacpp")), load_gpu("rtx3090")).expected
+    if mode == "llamacpp-cuda-legacy":  # the legacy mode pays a step and more per layer than the graphs' mode
+        assert (
+            step.step_seconds + step.overhead_seconds_per_layer * 24
+            > graphs.step_seconds + graphs.overhead_seconds_per_layer * 24
+        )
+
+
+@pytest.mark.parametrize(
+    ("model", "recurrent"), [("qwen3.5-9b", 24), ("lfm2-1.2b", 10), ("qwen3.6-35b-a3b", 30), ("llama3-8b", 0)]
+)
+def test_llamacpp_charges_each_recurrent_state_layer_its_fitted_cost(model: str, recurrent: int) -> None:
+    # Qwen3.5-9B: 24 Gated DeltaNet layers of 32 (every 4th is full attention); LFM2-1.2B: 10 short-conv layers of 16
+    per_layer = decode_fit.RECURRENT_LAYER_S["llamacpp"]
+    assert per_layer > 0
+    spec, gpu = load_model(model), load_gpu("rtx3090")
+    step = decode(spec, Workload(seq=512, engine=Engine(name="llamacpp")), gpu)
+    assert step.expected.recurrent_layers == recurrent
+    assert step.expected.recurrent_seconds == pytest.approx(recurrent * per_layer)
+    assert any(line.startswith("recurrent layers = ") for line in step.explain) is (recurrent > 0)
+    served = decode(spec, Workload(seq=512, engine=Engine(name="vllm")), gpu).expected  # fused engines: no such cost
+    assert served.recurrent_seconds == 0 and served.recurrent_layers == recurrent
+    overridden = decode(spec, Workload(seq=512, engine=Engine(name="llamacpp")), gpu, overhead_seconds_per_layer=1e-4).expected
+    assert overridden.recurrent_seconds == 0  # --overhead-ms replaces every fitted cost per layer
+
+
 @settings(max_examples=50, deadline=None)
 @given(
     st.floats(1e9, 1e13), st.integers(1, 400) | st.none(), st.integers(10**8, 4 * 10**9) | st.none(),

@@ -94,6 +94,8 @@ def decode(
 
     With --engine llamacpp and several --gpu (or --tp N: N of --gpu, whole layers each), -ngl, --n-cpu-moe or -ts, it also plans the placement (as `fit` does, keeping what you fixed) and predicts the speed of that split: each device's bytes per token over its bandwidth, the CPU's over --ram-bandwidth, and the hops. The first tables are then one GPU holding the whole model; --max-tpot-ms, --max-ttft-ms and --price-per-hour judge the placement's speed (each sequence keeping --seq tokens), each GPU billed at its own preset price.
 
+    With --engine llamacpp the profile follows the GPU: CUDA with graphs, launch by launch on Pascal (llama.cpp captures no CUDA graph below compute capability 7.0), Metal, or ROCm/Vulkan; each recurrent-state layer of a hybrid model (Gated DeltaNet, short conv, Mamba) adds a fitted cost (--explain shows both).
+
     With --speculative-model, --num-speculative-tokens and --acceptance-rate: the expected time per token of speculative decoding (rounds of draft steps and one verification; docs/residents.md).
 
     With --max-tpot-ms or --max-ttft-ms: the largest batch that meets them and fits the engine's memory budget, and its tokens/s (exit code 1 when not even one sequence meets them); with --price-per-hour: the cost per million output and prompt tokens.

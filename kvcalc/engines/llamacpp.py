@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from kvcalc.decode_profiles import DecodeProfile, profile_for
+from kvcalc.decode_profiles import DecodeProfile, llamacpp_launches_per_kernel, profile_for
 from kvcalc.engines.base import EngineLogLine, EngineProfile, MlaStorage, StageLayer, StateDtypes, StatePages, cdiv
 from kvcalc.errors import InvalidInput
 from kvcalc.spec import Engine, GpuSpec, ModelSpec, Workload, cache_dtypes
@@ -347,5 +347,6 @@ class LlamaCpp(EngineProfile):
 
     def decode_profile(self, gpu: GpuSpec, engine: Engine | None = None) -> DecodeProfile:
         """The GPU's backend decides: Metal and ROCm/Vulkan pay more per layer than CUDA, where
-        current builds capture CUDA graphs (builds before mid-2024: the llamacpp-cuda-legacy mode)."""
-        return profile_for("llamacpp", backend=gpu.backend)
+        current builds capture CUDA graphs but on GPUs older than Volta (builds before mid-2024, and Pascal: the
+        llamacpp-cuda-legacy mode, kvcalc.decode_profiles.llamacpp_launches_per_kernel)."""
+        return profile_for("llamacpp", backend=gpu.backend, legacy_llamacpp=llamacpp_launches_per_kernel(gpu.name))
