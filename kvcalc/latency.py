@@ -23,6 +23,7 @@ from kvcalc.decode_profiles import (
     band,
     format_class,
     kv_repeats,
+    mla_decode_kernel,
     stored_format_class,
     streamed_bandwidth,
     terms,
@@ -130,6 +131,10 @@ class ExpectedStep(Frozen):
     overhead_seconds_per_layer: float
     python_dispatch_seconds_per_layer: float  # its share from Python dispatching each layer (vLLM, SGLang eager)
     rocm_moe_seconds_per_layer: float  # its share from an engine's MoE layers on ROCm (SGLang's FP8 MoE)
+    mla_kernel: str | None  # the MLA decode kernel whose cost grows per layer and context token (Triton's), or None
+    mla_seconds_per_layer_token: float  # its cost per MLA layer and context token
+    mla_layers: int  # the layers that attend through MLA
+    mla_context_seconds: float  # mla_layers * context * that cost: the step's share from the Triton MLA loop
     quant_floor_seconds_per_layer: float  # the least time a layer's quantized GEMMs take in fused kernels (0: none)
     quant_floor_seconds: float  # that floor * layers: the weights' time is at least this
     quant_floor_source: str
@@ -188,6 +193,11 @@ def tp_comm_seconds(layers: int, latency_seconds: float, reduce_bytes: int, link
     return ALL_REDUCES_PER_LAYER * layers * (latency_seconds + reduce_bytes / LINK_BYTES_PER_S[link])
 
 
+def mla_layers(model: ModelSpec) -> int:
+    """The layers of an MLA model that attend through its latent (every attention layer; 0 for another model)."""
+    return sum(kind is not None for kind in model.attention_kinds()) if model.mla is not None else 0
+
+
 def expected_read(model: ModelSpec, read: ParamCount, batch: int) -> ParamCount:
     """The parameters a step really reads: of an untied input embedding table only the `batch` rows
     it looks up (the LM head is read whole, and a tied table is the LM head). The calibration's
@@ -211,7 +221,10 @@ def _expected(
     klass = format_class(fmt.dtype) if stored is None else stored_format_class(8 * stored.bytes / stored.params)
     link = (interconnect or gpu.interconnect or "pcie") if workload.tp > 1 else None
     repeats = kv_repeats(profile.engine_key, model.heads, model.kv_heads) if model.mla is None else 0.0
-    fitted = terms(profile, klass, model.moe is not None, gpu.name, link, repeats, gpu.backend)
+    # vLLM's --attention-backend (spec.MlaBackend) where given; SGLang's has no kvcalc option, so its default applies
+    chosen = workload.engine.attention_backend if workload.engine.name == "vllm" else None
+    mla_kernel = mla_decode_kernel(workload.engine.name, gpu.name, chosen, model.mla is not None)
+    fitted = terms(profile, klass, model.moe is not None, gpu.name, link, repeats, gpu.backend, mla_kernel)
     # --efficiency replaces both shares; a calibrated GPU file's measured streaming rate replaces the GPU's and the kernels'
     if efficiency is not None:
         gpu_eff, kernel_eff, attention_eff = efficiency, 1.0, 1.0
@@ -240,7 +253,9 @@ def _expected(
     reduce_bytes = all_reduce_bytes(model.hidden or 0, workload.batch, workload.tp)
     comm = tp_comm_seconds(model.layers, fitted.all_reduce_seconds, reduce_bytes, link)
     expert_loop = model.layers * model.moe.experts * fitted.expert_seconds if model.moe else 0.0
-    fixed = fitted.step_seconds + per_layer * model.layers + expert_loop + comm
+    # Triton's MLA decode walks each sequence's context on its own programs: one sequence's context, fitted at batch 1
+    mla_context = mla_layers(model) * workload.seq * fitted.mla_token_seconds if fitted_layers else 0.0
+    fixed = fitted.step_seconds + per_layer * model.layers + expert_loop + mla_context + comm
     floor = model.layers * fitted.quant_layer_floor_seconds if efficiency is None and gpu.decode_efficiency is None else 0.0
     memory_s, compute_s, total = expected_seconds(
         weights, kv_read, flops, streamed, peak, eff, kv_eff, compute_eff, fixed, weights_floor_seconds=floor
@@ -273,6 +288,10 @@ def _expected(
         overhead_seconds_per_layer=per_layer,
         python_dispatch_seconds_per_layer=fitted.python_layer_seconds if fitted_layers else 0.0,
         rocm_moe_seconds_per_layer=fitted.rocm_moe_layer_seconds if fitted_layers else 0.0,
+        mla_kernel=fitted.mla_kernel,
+        mla_seconds_per_layer_token=fitted.mla_token_seconds if fitted_layers else 0.0,
+        mla_layers=mla_layers(model),
+        mla_context_seconds=mla_context,
         quant_floor_seconds_per_layer=fitted.quant_layer_floor_seconds if floor else 0.0,
         quant_floor_seconds=floor,
         quant_floor_source=fitted.quant_floor_source if floor else "",
@@ -366,6 +385,13 @@ def _expected(
             f"expert loop = layers * experts * {format_seconds(fitted.expert_seconds)} = {model.layers} * {model.moe.experts}"  # type: ignore[union-attr]
             f" * ... = {format_seconds(expert_loop)} (mode {profile.mode} loops over every routed expert)"
         )
+    if mla_context:
+        explain.append(
+            f"MLA context loop = MLA layers * context * {fitted.mla_token_seconds * 1e9:.3g} ns = {mla_layers(model)} *"
+            f" {workload.seq:,} * ... = {format_seconds(mla_context)} ({fitted.mla_kernel}: Triton's MLA decode walks the"
+            f" context a block at a time on a few SMs, vllm/attention/ops/triton_decode_attention.py; vLLM runs it where"
+            f" no FlashMLA/FlashInfer/CUTLASS MLA does, vllm/platforms/cuda.py: {fitted.mla_source})"
+        )
     if link is not None:
         explain.append(
             f"tp all-reduces = {ALL_REDUCES_PER_LAYER} per layer * {model.layers} * (latency {format_seconds(fitted.all_reduce_seconds)}"
@@ -373,7 +399,8 @@ def _expected(
             f" ({fitted.all_reduce_source})"
         )
     explain += [
-        f"expected time per token = max(t_memory, t_compute) + fixed + layers{' + all-reduces' if link else ''}"
+        f"expected time per token = max(t_memory, t_compute) + fixed + layers{' + MLA context' if mla_context else ''}"
+        f"{' + all-reduces' if link else ''}"
         f" = {format_seconds(total)}"
         + (f"; below the roofline, so the roofline's {format_seconds(line.seconds)}" if total < line.seconds else "")
         + f" ({step.share_of_roofline:.0%} of the roofline's speed)",
