@@ -19,7 +19,13 @@ def test_every_preset_of_a_capped_family_carries_both_fields_or_says_why_not() -
     capped presets carries streaming_multiprocessors and boost_clock_hz, or its notes say the source lacks them."""
     gpus = {name: make() for name, make in GPUS.items()}
     capped = {gpu_architecture(name) for name, gpu in gpus.items() if gpu.streaming_multiprocessors is not None}
-    assert {"NVIDIA Ampere", "NVIDIA Hopper", "NVIDIA Blackwell", "AMD Instinct"} <= capped
+    assert {
+        "NVIDIA Ampere (HBM)",
+        "NVIDIA Ampere (GDDR6, LPDDR5)",
+        "NVIDIA Hopper",
+        "NVIDIA Blackwell (GDDR7, LPDDR5X)",
+    } <= capped
+    assert "AMD Instinct" in capped
     unexplained = [
         name
         for name, gpu in gpus.items()
