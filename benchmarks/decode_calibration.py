@@ -67,7 +67,7 @@ from kvcalc.decode_profiles import (  # noqa: E402
     streamed_bandwidth,
 )
 from kvcalc.gpu_families import gpu_architecture  # noqa: E402
-from kvcalc.latency import all_reduce_bytes, expected_seconds, tp_comm_seconds  # noqa: E402
+from kvcalc.latency import all_reduce_bytes, expected_seconds, mla_layers, tp_comm_seconds  # noqa: E402
 from kvcalc.presets import load_gpu, load_model  # noqa: E402
 
 CASES = ROOT / "tests" / "fixtures" / "decode_calibration.json"
@@ -209,10 +209,9 @@ def _mla_kernel(engine: str, gpu: str | None, text: str, preset: str | None) -> 
 
 
 @cache
-def mla_layers(preset: str | None) -> int:
-    """The layers of a preset that attend through MLA (every attention layer of an MLA model)."""
-    model = load_model(preset) if preset else None
-    return sum(kind is not None for kind in model.attention_kinds()) if model and model.mla is not None else 0
+def preset_mla_layers(preset: str | None) -> int:
+    """The layers of a preset that attend through MLA (kvcalc.latency.mla_layers; 0 without a preset)."""
+    return mla_layers(load_model(preset)) if preset else 0
 
 
 @cache
@@ -399,7 +398,7 @@ def _fit_at(cases: list[Case], cap: float) -> Fit:
             if n.rocm:
                 coeffs[n.rocm] = c.layers / t
             if n.mla:
-                coeffs[n.mla] = mla_layers(c.preset) * c.avg_context / t
+                coeffs[n.mla] = preset_mla_layers(c.preset) * c.avg_context / t
             coeffs |= {n.step: 1 / t, n.engine: 1 / t, n.layer: c.layers / t}
             if n.base_step and n.base_layer:
                 coeffs |= {n.base_step: 1 / t, n.base_layer: c.layers / t}
@@ -435,7 +434,7 @@ def _costs(case: Case, table: Fit) -> float:
     step = max(0.0, _get(table, n.step) + _get(table, n.base_step) + _get(table, n.engine))
     per_layer = _get(table, n.layer) + _get(table, n.base_layer) + _get(table, n.python) + _get(table, n.rocm)
     per_layer += case.experts * _get(table, n.expert) if case.experts else 0.0
-    mla = mla_layers(case.preset) * case.avg_context * _get(table, n.mla) if n.mla else 0.0
+    mla = preset_mla_layers(case.preset) * case.avg_context * _get(table, n.mla) if n.mla else 0.0
     return step + case.layers * per_layer + mla
 
 

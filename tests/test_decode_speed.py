@@ -535,7 +535,7 @@ def test_vllms_triton_mla_rows_pay_the_context_loop_as_the_calibration_does() ->
     table = calibration.fit(SCOPE)
     case = max((c for c in SCOPE if c.group == "flash7777-vllm-marlin-sm12x" and c.preset == "glm-4.7-flash" and c.tp == 1),
                key=lambda c: c.avg_context)  # fmt: skip
-    assert case.mla_kernel == TRITON_MLA and calibration.mla_layers(case.preset) == 47
+    assert case.mla_kernel == TRITON_MLA and calibration.preset_mla_layers(case.preset) == 47
     fmt = WeightFormat(dtype=DType.int4, embeddings=DType.bf16, experts=DType.int4)  # as the importer counts the case's bytes
     assert case.engine_key == "vllm-v1"  # vLLM 0.15 and 0.16 builds
     work = Workload(seq=case.avg_context, engine=Engine(name="vllm", vllm_version="0.16.0"))
@@ -606,6 +606,17 @@ def test_vllm_and_sglang_eager_moe_runs_the_fused_kernel_not_a_loop_over_experts
     # eager adds its step and per-layer costs (Python dispatch), not the 61 * 256 expert launches of a loop
     added = step.step_seconds - graphs.step_seconds + step.overhead_seconds - graphs.overhead_seconds
     assert step.seconds - graphs.seconds == pytest.approx(added)
+
+
+def test_vllm_v0_releases_share_one_attention_efficiency() -> None:
+    # vLLM 0.4 had its own, fitted on Qwen2's table alone (held out: the prior); every V0 release now takes V0's
+    model, gpu = load_model("qwen2.5-7b"), load_gpu("a100-80gb")
+    old, v0, v1 = (
+        decode(model, Workload(seq=4096, engine=Engine(name="vllm", vllm_version=v)), gpu).expected
+        for v in ("0.4.2", "0.6.3", "0.11.0")
+    )
+    assert old.attention_efficiency == v0.attention_efficiency != v1.attention_efficiency
+    assert "vllm-0.4" not in decode_fit.ATTENTION_INVERSE and "shared by releases 0.2-0.7" in old.attention_efficiency_source
 
 
 def test_decode_prints_the_terms_and_the_band(cli) -> None:
