@@ -221,9 +221,9 @@ def _expected(
     klass = format_class(fmt.dtype) if stored is None else stored_format_class(8 * stored.bytes / stored.params)
     link = (interconnect or gpu.interconnect or "pcie") if workload.tp > 1 else None
     repeats = kv_repeats(profile.engine_key, model.heads, model.kv_heads) if model.mla is None else 0.0
-    # vLLM's --attention-backend (spec.MlaBackend) where given; SGLang's has no kvcalc option, so its default applies
-    chosen = workload.engine.attention_backend if workload.engine.name == "vllm" else None
-    mla_kernel = mla_decode_kernel(workload.engine.name, gpu.name, chosen, model.mla is not None)
+    # --attention-backend is vLLM's (spec.ENGINE_OPTIONS refuses it for another engine); SGLang's has no kvcalc option,
+    # so an SGLang step runs its default backends
+    mla_kernel = mla_decode_kernel(workload.engine.name, gpu.name, workload.engine.attention_backend, model.mla is not None)
     fitted = terms(profile, klass, model.moe is not None, gpu.name, link, repeats, gpu.backend, mla_kernel)
     # --efficiency replaces both shares; a calibrated GPU file's measured streaming rate replaces the GPU's and the kernels'
     if efficiency is not None:
