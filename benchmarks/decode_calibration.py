@@ -13,6 +13,7 @@ The model (kvcalc.decode_profiles, kvcalc.latency.expected_seconds):
         + (G[architecture] + u[gpu]) * KV / BW * (1 + R[engine] * repeats)
         + S[mode] + E[engine release; vLLM's V0 releases share one] + layers * (P[mode] + Y[python eager])
         + recurrent layers * C[llama.cpp] + (tp > 1) * 2 * layers * (A[link] + bytes / link BW)
+        + M[Triton's MLA decode] * MLA layers * context (kvcalc.decode_profiles.mla_decode_kernel)
         + the prefill's share per token where a timing includes it (times V[release] for vLLM's V0: its prefill speed)
 
 BW is the GPU's peak, or for llama.cpp's kernels min(peak, SMs * clock * c), c chosen among SM_CAP_GRID by each fit's
@@ -53,9 +54,12 @@ from kvcalc.decode_profiles import (  # noqa: E402
     MODE_BASE,
     PYTHON_EAGER_KEY,
     SM_CAP_KERNELS,
+    attention_key,
     capped_efficiency,
+    expert_mode,
     kernel_key,
     kv_repeats,
+    mla_decode_kernel,
     prefill_key,
     python_eager,
     quant_floor_key,
@@ -65,7 +69,7 @@ from kvcalc.decode_profiles import (  # noqa: E402
     streamed_bandwidth,
 )
 from kvcalc.gpu_families import gpu_architecture  # noqa: E402
-from kvcalc.latency import all_reduce_bytes, expected_seconds, tp_comm_seconds  # noqa: E402
+from kvcalc.latency import all_reduce_bytes, expected_seconds, mla_layers, tp_comm_seconds  # noqa: E402
 from kvcalc.presets import load_gpu, load_model  # noqa: E402
 
 CASES = ROOT / "tests" / "fixtures" / "decode_calibration.json"
@@ -91,6 +95,7 @@ TABLES: dict[str, str] = {
     "MODE_LAYER_S": "layer",
     "PYTHON_EAGER_LAYER_S": "python",
     "ROCM_MOE_LAYER_S": "rocm",
+    "MLA_TOKEN_S": "mla",
     "SM_BYTES_PER_CLOCK": "cap",
     "ENGINE_STEP_S": "engine",
     "ALL_REDUCE_S": "link",
@@ -109,6 +114,7 @@ PRIORS: dict[str, tuple[float, float, float]] = {
     "repeat": (0.0, 1.0, 1.0),
     "python": (0.0, 0.1, 1e-4),
     "rocm": (0.0, 0.1, 1e-4),
+    "mla": (0.0, 0.1, 1e-7),
     "step": (0.0, 0.1, 1e-3),
     "engine": (0.0, 3.0, 1e-3),
     "layer": (0.0, 0.1, 1e-4),
@@ -170,6 +176,12 @@ class Case(Strict):
         return _kv_repeats(self.engine_key, self.preset)
 
     @property
+    def mla_kernel(self) -> str | None:
+        """The MLA decode kernel class whose cost grows per layer and context token (decode_profiles.mla_decode_kernel):
+        the attention backend the source's server command names, else the engine's choice on the GPU."""
+        return _mla_kernel(self.engine, self.gpu, f"{self.backend} {self.note}", self.preset)
+
+    @property
     def own_kernel(self) -> str:
         return kernel_key("llamacpp" if self.engine == "ollama" else self.engine, self.format_class, self.moe)  # type: ignore[arg-type]
 
@@ -188,6 +200,22 @@ def _kv_repeats(engine_key: str, preset: str | None) -> float:
         return 0.0  # a first-fixture case without a preset: none is a transformers case with grouped KV heads
     model = load_model(preset)
     return kv_repeats(engine_key, model.heads, model.kv_heads) if model.mla is None else 0.0
+
+
+ATTENTION_BACKEND = re.compile(r"--attention-backend[= ]([A-Za-z_]+)|VLLM_ATTENTION_BACKEND=([A-Za-z_]+)")
+
+
+@cache
+def _mla_kernel(engine: str, gpu: str | None, text: str, preset: str | None) -> str | None:
+    named = ATTENTION_BACKEND.search(text)
+    mla = preset is not None and load_model(preset).mla is not None
+    return mla_decode_kernel(engine, gpu, (named[1] or named[2]) if named else None, mla)
+
+
+@cache
+def preset_mla_layers(preset: str | None) -> int:
+    """The layers of a preset that attend through MLA (kvcalc.latency.mla_layers; 0 without a preset)."""
+    return mla_layers(load_model(preset)) if preset else 0
 
 
 @cache
@@ -277,6 +305,7 @@ NON_NEGATIVE = (
     "rocm",
     "floor",
     "recurrent",
+    "mla",
 )  # costs in seconds: a negative one is pinned at 0 and the rest refitted
 PINNED = 1e6  # pseudo-cases that hold a pinned constant at 0
 
@@ -318,6 +347,7 @@ class Names(Strict):
     repeat: str
     python: str | None  # the Python dispatch cost per layer, where the engine runs its layers eager from Python
     rocm: str | None  # the cost per layer of the engine's MoE layers on ROCm, where one is kept (SGLang's FP8 MoE)
+    mla: str | None  # the cost per MLA layer and context token of Triton's MLA decode
     floor: str | None  # the floor per layer of a dense model's quantized GEMMs in fused kernels
     recurrent: str | None  # the extra cost of a recurrent-state layer in llama.cpp's kernels (recurrent_layer_key)
     prefill: str | None  # the prefill speed of a release whose end-to-end timings fit one (vLLM's V0)
@@ -328,11 +358,12 @@ def _names(case: Case) -> Names:
     base = MODE_BASE.get(case.mode)  # type: ignore[call-overload]
     return Names(
         format=f"format {case.format_class}", kernel=f"kernel {case.kernel}", own=f"own {case.own_kernel}",
-        attention=f"attention {case.engine_key}", step=f"step {case.mode}", engine=f"engine {step_key(case.engine_key)}",
-        layer=f"layer {case.mode}", base_step=f"step {base}" if base else None, base_layer=f"layer {base}" if base else None, expert=f"expert {case.mode}", link=f"link {case.interconnect}", gpu=f"gpu {case.gpu}",
+        attention=f"attention {attention_key(case.engine_key)}", step=f"step {case.mode}", engine=f"engine {step_key(case.engine_key)}",
+        layer=f"layer {case.mode}", base_step=f"step {base}" if base else None, base_layer=f"layer {base}" if base else None, expert=f"expert {expert_mode(case.engine_key, case.mode)}", link=f"link {case.interconnect}", gpu=f"gpu {case.gpu}",
         architecture=f"architecture {gpu_architecture(case.gpu)}", repeat=f"repeat {case.engine_key}",  # type: ignore[arg-type]
         python=f"python {PYTHON_EAGER_KEY}" if python_eager(case.engine_key, case.mode) else None,
         rocm=f"rocm {key}" if (key := rocm_moe_layer_key(case.engine, _gpu_backend(case.gpu), case.format_class, case.moe)) else None,  # type: ignore[arg-type]
+        mla=f"mla {case.mla_kernel}" if case.mla_kernel else None,
         floor=f"floor {floor}" if (floor := quant_floor_key(case.kernels, case.format_class, case.moe, case.gpu)) else None,  # type: ignore[arg-type]
         recurrent=f"recurrent {key}" if (key := recurrent_layer_key(case.kernels)) and _recurrent_layers(case.preset) else None,
         prefill=f"prefill {prefill}" if (prefill := prefill_key(case.engine_key)) and case.prefill_seconds_per_token else None,
@@ -381,6 +412,8 @@ def _fit_at(cases: list[Case], cap: float) -> Fit:
                 coeffs[n.rocm] = c.layers / t
             if n.recurrent:
                 coeffs[n.recurrent] = _recurrent_layers(c.preset) / t
+            if n.mla:
+                coeffs[n.mla] = preset_mla_layers(c.preset) * c.avg_context / t
             coeffs |= {n.step: 1 / t, n.engine: 1 / t, n.layer: c.layers / t}
             if n.base_step and n.base_layer:
                 coeffs |= {n.base_step: 1 / t, n.base_layer: c.layers / t}
@@ -416,7 +449,8 @@ def _costs(case: Case, table: Fit) -> float:
     step = max(0.0, _get(table, n.step) + _get(table, n.base_step) + _get(table, n.engine))
     per_layer = _get(table, n.layer) + _get(table, n.base_layer) + _get(table, n.python) + _get(table, n.rocm)
     per_layer += case.experts * _get(table, n.expert) if case.experts else 0.0
-    return step + case.layers * per_layer + _recurrent_layers(case.preset) * _get(table, n.recurrent)
+    mla = preset_mla_layers(case.preset) * case.avg_context * _get(table, n.mla) if n.mla else 0.0
+    return step + case.layers * per_layer + _recurrent_layers(case.preset) * _get(table, n.recurrent) + mla
 
 
 def predict(case: Case, table: Fit) -> float:
@@ -502,6 +536,7 @@ def _sources(cases: list[Case], table: Fit) -> dict[str, str]:
         names += ([n.link] if c.tp > 1 else []) + ([n.expert] if c.experts else [])
         names += ([n.repeat] if c.kv_repeats else []) + ([n.python] if n.python else []) + ([n.rocm] if n.rocm else [])
         names += [n.recurrent] if n.recurrent else []
+        names += [n.mla] if n.mla else []
         names += ([n.floor] if _floor_binds(c, table, cap) else []) + ([n.prefill] if n.prefill else [])
         names += [CAP] if _bandwidth(c, cap) < _gpu_figures(c.gpu)[0] else []  # type: ignore[arg-type]
         for name in names:
@@ -537,7 +572,8 @@ def constants_module(cases: list[Case], predictions: list[Prediction]) -> str:
         "from it; KV_REPEAT_INVERSE per extra KV copy an engine's attention makes. Seconds: fixed cost per step by mode\n"
         "and by engine release, cost per layer by mode and of Python dispatch in eager (PYTHON_EAGER_LAYER_S), of an\n"
         "engine's MoE layers on ROCm (ROCM_MOE_LAYER_S), one all-reduce's latency by link, of a recurrent-state layer in\n"
-        "llama.cpp (RECURRENT_LAYER_S). SM_BYTES_PER_CLOCK: what\n"
+        "llama.cpp (RECURRENT_LAYER_S), per MLA layer and context token of Triton's MLA decode (MLA_TOKEN_S).\n"
+        "SM_BYTES_PER_CLOCK: what\n"
         "llama.cpp's kernels stream per SM (CU) per clock, the cap on a GPU with much bandwidth per SM (0: none).\n"
         "SOURCES: each constant's cases.\n"
         '"""\n\n'
@@ -690,6 +726,7 @@ def section(cases: list[Case], predictions: list[Prediction]) -> str:
         "    + step[mode] + step[engine release; vLLM's V0 releases one]",
         "    + layers * (per_layer[mode] + python_dispatch[eager vLLM/SGLang] + rocm_moe_layer[SGLang FP8 MoE on ROCm])",
         "    + recurrent_layers * recurrent_layer[llama.cpp]",
+        "    + mla_layers * context * mla_token[Triton's MLA decode: vLLM off Hopper and SM 10.x, SGLang --attention-backend triton]",
         "    + (tp > 1) * 2 * layers * (all_reduce_latency[link] + all_reduce_bytes / link_bandwidth)",
         "```",
         "",

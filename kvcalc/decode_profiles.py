@@ -7,6 +7,7 @@ engine, version, options and weight format select them. Pure data and lookups.
               + layers * (layer_cost[mode] + python_dispatch[eager vLLM/SGLang] + rocm_moe_layer[SGLang FP8 MoE on ROCm])
               + recurrent_layers * recurrent_layer_cost[llama.cpp]
               + (tp > 1) * 2 * layers * (all_reduce_latency[link] + all_reduce_bytes / link_bandwidth)
+              + mla_layers * context * mla_token[Triton's MLA decode, where it runs]
 
 BW is the GPU's peak, or for llama.cpp's kernels min(peak, SMs * clock * SM_BYTES_PER_CLOCK) where the preset gives both;
 gpu_efficiency = 1 / (architecture's inverse + the GPU's offset); attention_efficiency = 1 / (the engine's inverse
@@ -25,7 +26,7 @@ from typing import Literal
 
 from kvcalc import decode_fit
 from kvcalc.base import Frozen
-from kvcalc.gpu_families import SM_CAPABILITY, generation, gpu_architecture, marlin_runs
+from kvcalc.gpu_families import SM_CAPABILITY, generation, gpu_architecture, marlin_runs, sm_family
 from kvcalc.units import DType, bytes_per_value
 
 FormatClass = Literal["16-bit", "fp8", "int8", "int4", "fp4", "ggml-4to6bit", "ggml-8bit", "ggml-2to3bit"]
@@ -224,6 +225,40 @@ def recurrent_layer_key(kernels: str) -> str | None:
     return kernels if kernels in RECURRENT_LAYER_KERNELS else None
 
 
+# Triton's MLA decode: SGLang's python/sglang/srt/layers/attention/triton_ops/decode_attention.py, which vLLM's
+# vllm/attention/ops/triton_decode_attention.py is "Adapted from", launches (batch, ceil(heads / 16), kv splits) programs
+# for the 576-wide latent, each walking its share of the context a block of tokens at a time: at batch 1 a few SMs run a
+# loop whose length grows with the context, a cost per MLA layer and context token that the bandwidth-bound MLA kernels
+# (FlashMLA, FlashAttention MLA, FlashInfer and CUTLASS MLA) do not have. vLLM runs it where none of those runs
+# (vllm/platforms/cuda.py `_get_backend_priorities`, V1 releases: FLASH_ATTN_MLA and FLASHMLA on Hopper, FlashInfer and
+# CUTLASS MLA on compute capability 10.x, else TRITON_MLA: Ampere, Ada and the SM 12.x parts, DGX Spark and RTX 50);
+# SGLang when its server is told `--attention-backend triton` (its defaults on Hopper and SM 10.x are FA3 and TRT-LLM MLA).
+TRITON_MLA = "triton-mla"
+VLLM_BANDWIDTH_MLA_FAMILIES = ("hopper", "blackwell")  # FLASH_ATTN_MLA / FlashMLA (9.0), FlashInfer / CUTLASS MLA (10.x)
+TRITON_ATTENTION_BACKENDS = ("triton", "triton_mla")  # SGLang's --attention-backend and vLLM's backend name
+
+
+def mla_decode_kernel(engine: str, gpu: str | None, attention_backend: str | None, mla: bool) -> str | None:
+    """The MLA decode kernel class whose cost grows per MLA layer and context token (TRITON_MLA), or None: the
+    attention backend the server was given, else vLLM's choice by GPU; SGLang's defaults are bandwidth-bound kernels.
+
+    >>> mla_decode_kernel("vllm", "dgx-spark", None, True), mla_decode_kernel("vllm", "h100-sxm", None, True)
+    ('triton-mla', None)
+    >>> mla_decode_kernel("sglang", "b200", "triton", True), mla_decode_kernel("sglang", "b200", None, True)
+    ('triton-mla', None)
+    >>> mla_decode_kernel("vllm", "b200", "triton_mla", True), mla_decode_kernel("vllm", "rtx5090", None, False)
+    ('triton-mla', None)
+    """
+    if not mla:
+        return None
+    if attention_backend is not None:
+        return TRITON_MLA if attention_backend.lower() in TRITON_ATTENTION_BACKENDS else None
+    if engine != "vllm":
+        return None
+    family = sm_family(gpu)
+    return TRITON_MLA if family is not None and family not in VLLM_BANDWIDTH_MLA_FAMILIES else None
+
+
 # transformers' attention repeats each KV head for its group of query heads before it attends
 # (models/llama/modeling_llama.py and models/qwen2/modeling_qwen2.py repeat_kv, expand then reshape, a copy,
 # in 4.38.2, 4.46.0 and 4.51.3, the releases of the fitted tables): a step writes and reads the KV (heads / kv_heads - 1) more times
@@ -265,6 +300,34 @@ def step_key(engine_key: str) -> str:
     ('vllm-v0', 'vllm-v0', 'vllm-v1', 'sglang')
     """
     return "vllm-v0" if engine_key in V0_ENGINE_KEYS else engine_key
+
+
+def attention_key(engine_key: str) -> str:
+    """The key of an engine release's attention efficiency: vLLM's V0 releases share one. Every V0 release reads the
+    paged KV once per KV head through a CUDA kernel (0.4.2: csrc/attention/attention_kernels.cu paged_attention v1/v2;
+    from 0.4.3 vllm_flash_attn's flash_attn_with_kvcache, vllm/attention/backends/flash_attn.py), so a release with no
+    source of its own (vLLM 0.4: Qwen2's table alone) takes V0's figure rather than the prior.
+
+    >>> attention_key("vllm-0.4"), attention_key("vllm-v0"), attention_key("vllm-v1"), attention_key("sglang")
+    ('vllm-v0', 'vllm-v0', 'vllm-v1', 'sglang')
+    """
+    return step_key(engine_key)
+
+
+# vLLM's and SGLang's MoE layers run one fused kernel for all the experts with or without graphs (vLLM 0.4.2's
+# vllm/model_executor/layers/fused_moe/fused_moe.py `fused_moe`, a Triton kernel over the routed experts; SGLang's
+# python/sglang/srt/layers/moe/fused_moe_triton): their eager mode never loops over experts from Python, so it pays the
+# graphs mode's cost per expert, not the eager engines' loop (MODE_EXPERT_S["eager"]).
+
+
+def expert_mode(engine_key: str, mode: str) -> str:
+    """The mode whose cost per routed expert a step pays: vLLM's and SGLang's eager steps run the fused MoE kernel
+    as their graphs do.
+
+    >>> expert_mode("vllm-0.4", "eager"), expert_mode("sglang", "eager"), expert_mode("exllama", "eager")
+    ('graphs', 'graphs', 'eager')
+    """
+    return "graphs" if python_eager(engine_key, mode) else mode
 
 
 # vLLM's V0 releases (0.2-0.7) prefill a long prompt slower than COMPUTE_EFFICIENCY of the peak: 0.4.2 prefills
@@ -433,6 +496,9 @@ class Terms(Frozen):
     rocm_moe_layer_source: str
     recurrent_layer_seconds: float  # the extra cost of each recurrent-state layer (llama.cpp's small ops), not in layer_seconds
     recurrent_layer_source: str
+    mla_kernel: str | None  # the MLA decode kernel whose cost grows per layer and context token (TRITON_MLA), or None
+    mla_token_seconds: float  # its cost per MLA layer and context token
+    mla_source: str
     expert_seconds: float  # cost per routed expert per MoE layer: an eager MoE that loops over every expert
     all_reduce_seconds: float  # latency of one all-reduce over the link
     all_reduce_source: str
@@ -460,6 +526,7 @@ def _source(name: str) -> str:
 
 
 V0_LOOP = " (V0's engine loop, vllm/engine/llm_engine.py, shared by releases 0.2-0.7)"
+V0_ATTENTION = " (V0's paged attention, shared by releases 0.2-0.7)"
 
 # A fitted sum of inverse efficiencies may fall below the GPU's own, even below 0 (a fit without some source:
 # issue 25's DGX Spark int4 MoE rows held out); no kernel streams faster than the peak, so it is taken at the peak
@@ -478,11 +545,12 @@ def capped_efficiency(inverse: float, gpu_efficiency: float) -> float:
 
 def terms(
     profile: DecodeProfile, klass: FormatClass, moe: bool, gpu: str, link: str | None, kv_repeats: float = 0.0,
-    backend: str = "cuda",
+    backend: str = "cuda", mla_kernel: str | None = None,
 ) -> "Terms":  # fmt: skip
     """The fitted terms for a step of `profile` on `gpu` (of `backend`) with weights of class `klass`: a kernel with no
     case of its own takes its format class's efficiency; a GPU with no case streams at its architecture's
-    rate (a typical GPU's when no case has it). `kv_repeats`: the KV copies the engine's attention makes."""
+    rate (a typical GPU's when no case has it). `kv_repeats`: the KV copies the engine's attention makes;
+    `mla_kernel`: the MLA decode kernel class (mla_decode_kernel) whose cost grows with the context."""
     key, own = kernel_key(profile.kernels, klass, moe), kernel_key(profile.engine, klass, moe)
     inverse = (
         decode_fit.FORMAT_INVERSE.get(klass, decode_fit.PRIOR_FORMAT_INVERSE)
@@ -509,7 +577,8 @@ def terms(
     )
     modes = [mode for mode in (MODE_BASE.get(profile.mode), profile.mode) if mode is not None]
     gpu_efficiency = 1 / (decode_fit.ARCHITECTURE_INVERSE.get(architecture, 1.0) + decode_fit.GPU_INVERSE.get(gpu, 0.0))
-    attention_inverse = decode_fit.ATTENTION_INVERSE.get(profile.engine_key, 1.0) + repeat_inverse * kv_repeats
+    attention = attention_key(profile.engine_key)
+    attention_inverse = decode_fit.ATTENTION_INVERSE.get(attention, 1.0) + repeat_inverse * kv_repeats
     return Terms(
         gpu_efficiency=gpu_efficiency,
         gpu_source=arch_source
@@ -521,7 +590,7 @@ def terms(
         + (f"; {own}: {_source(f'own {own}')}" if own in decode_fit.ENGINE_KERNEL_INVERSE else "")
         + (AT_PEAK if inverse < gpu_efficiency else ""),
         attention_efficiency=capped_efficiency(attention_inverse, gpu_efficiency),
-        attention_source=f"{profile.engine_key}: {_source(f'attention {profile.engine_key}')}"
+        attention_source=f"{attention}{V0_ATTENTION if attention != profile.engine_key else ''}: {_source(f'attention {attention}')}"
         + (f"; repeat_kv: {_source(f'repeat {profile.engine_key}')}" if repeat_inverse and kv_repeats else "")
         + (AT_PEAK if attention_inverse < gpu_efficiency else ""),
         kv_repeats=kv_repeats,
@@ -539,7 +608,10 @@ def terms(
         rocm_moe_layer_source=_source(f"rocm {rocm_key}") if rocm_key else "",
         recurrent_layer_seconds=decode_fit.RECURRENT_LAYER_S.get(recurrent_key, 0.0) if recurrent_key else 0.0,
         recurrent_layer_source=f"{RECURRENT_LAYER_SOURCE}; {_source(f'recurrent {recurrent_key}')}" if recurrent_key else "",
-        expert_seconds=decode_fit.MODE_EXPERT_S.get(profile.mode, 0.0),
+        mla_kernel=mla_kernel,
+        mla_token_seconds=decode_fit.MLA_TOKEN_S.get(mla_kernel, 0.0) if mla_kernel else 0.0,
+        mla_source=_source(f"mla {mla_kernel}") if mla_kernel else "",
+        expert_seconds=decode_fit.MODE_EXPERT_S.get(expert_mode(profile.engine_key, profile.mode), 0.0),
         all_reduce_seconds=decode_fit.ALL_REDUCE_S.get(link or "", 0.0),
         all_reduce_source=_source(f"link {link}") if link else "",
         sm_bytes_per_clock=decode_fit.SM_BYTES_PER_CLOCK.get(profile.kernels, 0.0),

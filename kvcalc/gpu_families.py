@@ -23,23 +23,29 @@ class Generation(NamedTuple):
     architecture: str
 
 
-# First match wins: the Blackwell RTX parts before "rtx" marks of older generations, Hopper's h20 after h200
+# First match wins: the Blackwell RTX parts before "rtx" marks of older generations, Hopper's h20 after h200, the
+# GA100 parts before "a10". The architecture family is the die line and its memory: NVIDIA's datacenter dies with HBM
+# (GP100, GV100, GA100, GH100, GB100) stream their datasheet bandwidth at another share than the same generation's
+# GDDR or LPDDR dies (GP10x, TU10x, GA10x, GB20x and GB10), whose memory controllers and SM counts differ
+# (docs/benchmarks.md: the split was judged leave one source out, issue 25).
 GENERATIONS: tuple[Generation, ...] = (
-    Generation("blackwell-rtx", ("rtx5", "rtx 5", "rtx-pro-6000", "rtx pro 6000", "dgx-spark", "gb10"), 120, "NVIDIA Blackwell"),
-    Generation("blackwell", ("b200", "b300", "gb200", "gb300"), 100, "NVIDIA Blackwell"),
+    Generation("blackwell-rtx", ("rtx5", "rtx 5", "rtx-pro-6000", "rtx pro 6000", "dgx-spark", "gb10"), 120, "NVIDIA Blackwell (GDDR7, LPDDR5X)"),
+    Generation("blackwell", ("b200", "b300", "gb200", "gb300"), 100, "NVIDIA Blackwell (HBM)"),
     # Jetson Thor is SM 11.0 from CUDA 13.0 (SM 10.1 before): vllm-project/vllm#39233 adds sm_110 as Jetson Thor's
-    Generation("blackwell-thor", ("jetson-thor", "jetson thor", "nvidia thor"), 110, "NVIDIA Blackwell"),
+    Generation("blackwell-thor", ("jetson-thor", "jetson thor", "nvidia thor"), 110, "NVIDIA Blackwell (GDDR7, LPDDR5X)"),
     Generation("hopper", ("h100", "h200", "h800", "h20", "gh200"), 90, "NVIDIA Hopper"),
     Generation("ada", ("l4", "l40", "l20", "rtx4", "rtx 4", "ada"), 89, "NVIDIA Ada"),
+    Generation("ampere", ("a100", "a30", "a800"), 80, "NVIDIA Ampere (HBM)"),
     Generation(
         "ampere",
-        ("a100", "a10", "a30", "a40", "a6000", "a800", "rtx3", "rtx 3", "a4000", "a5000", "jetson-agx-orin", "orin"),
+        ("a10", "a40", "a6000", "rtx3", "rtx 3", "a4000", "a5000", "jetson-agx-orin", "orin"),
         80,
-        "NVIDIA Ampere",
+        "NVIDIA Ampere (GDDR6, LPDDR5)",
     ),
-    Generation("turing", ("t4", "2080", "rtx20", "titan rtx", "quadro rtx"), 75, "NVIDIA Volta/Turing"),
-    Generation("volta", ("v100", "titan v"), 70, "NVIDIA Volta/Turing"),
-    Generation("pascal", ("p40", "p100", "gtx10", "gtx 10"), 60, "NVIDIA Pascal"),
+    Generation("turing", ("t4", "2080", "rtx20", "titan rtx", "quadro rtx"), 75, "NVIDIA Turing"),
+    Generation("volta", ("v100", "titan v"), 70, "NVIDIA Volta (HBM)"),
+    Generation("pascal", ("p100",), 60, "NVIDIA Pascal (HBM)"),
+    Generation("pascal", ("p40", "gtx10", "gtx 10"), 60, "NVIDIA Pascal"),
 )  # fmt: skip
 # Other vendors' families, by the start of a preset's name (no compute capability)
 OTHER_ARCHITECTURES: tuple[tuple[tuple[str, ...], str], ...] = (
@@ -70,8 +76,10 @@ def gpu_architecture(gpu_name: str) -> str:
     """The architecture family of a GPU, whose streaming rate the decode calibration fits; 'other' when
     no table names it.
 
-    >>> gpu_architecture("rtx3090"), gpu_architecture("gtx1050ti"), gpu_architecture("mi300x"), gpu_architecture("tpu")
-    ('NVIDIA Ampere', 'NVIDIA Pascal', 'AMD Instinct', 'other')
+    >>> gpu_architecture("rtx3090"), gpu_architecture("a100-80gb"), gpu_architecture("gtx1050ti"), gpu_architecture("mi300x")
+    ('NVIDIA Ampere (GDDR6, LPDDR5)', 'NVIDIA Ampere (HBM)', 'NVIDIA Pascal', 'AMD Instinct')
+    >>> gpu_architecture("tpu")
+    'other'
     """
     found = generation(gpu_name)
     if found:

@@ -23,6 +23,7 @@ from kvcalc.decode_profiles import (
     band,
     format_class,
     kv_repeats,
+    mla_decode_kernel,
     stored_format_class,
     streamed_bandwidth,
     terms,
@@ -134,6 +135,10 @@ class ExpectedStep(Frozen):
     recurrent_seconds_per_layer: float  # the extra cost of each, in llama.cpp's kernels (0: none)
     recurrent_seconds: float  # recurrent_layers * recurrent_seconds_per_layer
     recurrent_source: str
+    mla_kernel: str | None  # the MLA decode kernel whose cost grows per layer and context token (Triton's), or None
+    mla_seconds_per_layer_token: float  # its cost per MLA layer and context token
+    mla_layers: int  # the layers that attend through MLA
+    mla_context_seconds: float  # mla_layers * context * that cost: the step's share from the Triton MLA loop
     quant_floor_seconds_per_layer: float  # the least time a layer's quantized GEMMs take in fused kernels (0: none)
     quant_floor_seconds: float  # that floor * layers: the weights' time is at least this
     quant_floor_source: str
@@ -192,6 +197,11 @@ def tp_comm_seconds(layers: int, latency_seconds: float, reduce_bytes: int, link
     return ALL_REDUCES_PER_LAYER * layers * (latency_seconds + reduce_bytes / LINK_BYTES_PER_S[link])
 
 
+def mla_layers(model: ModelSpec) -> int:
+    """The layers of an MLA model that attend through its latent (every attention layer; 0 for another model)."""
+    return sum(kind is not None for kind in model.attention_kinds()) if model.mla is not None else 0
+
+
 def expected_read(model: ModelSpec, read: ParamCount, batch: int) -> ParamCount:
     """The parameters a step really reads: of an untied input embedding table only the `batch` rows
     it looks up (the LM head is read whole, and a tied table is the LM head). The calibration's
@@ -215,7 +225,10 @@ def _expected(
     klass = format_class(fmt.dtype) if stored is None else stored_format_class(8 * stored.bytes / stored.params)
     link = (interconnect or gpu.interconnect or "pcie") if workload.tp > 1 else None
     repeats = kv_repeats(profile.engine_key, model.heads, model.kv_heads) if model.mla is None else 0.0
-    fitted = terms(profile, klass, model.moe is not None, gpu.name, link, repeats, gpu.backend)
+    # --attention-backend is vLLM's (spec.ENGINE_OPTIONS refuses it for another engine); SGLang's has no kvcalc option,
+    # so an SGLang step runs its default backends
+    mla_kernel = mla_decode_kernel(workload.engine.name, gpu.name, workload.engine.attention_backend, model.mla is not None)
+    fitted = terms(profile, klass, model.moe is not None, gpu.name, link, repeats, gpu.backend, mla_kernel)
     # --efficiency replaces both shares; a calibrated GPU file's measured streaming rate replaces the GPU's and the kernels'
     if efficiency is not None:
         gpu_eff, kernel_eff, attention_eff = efficiency, 1.0, 1.0
@@ -246,7 +259,9 @@ def _expected(
     expert_loop = model.layers * model.moe.experts * fitted.expert_seconds if model.moe else 0.0
     recurrent_layers = sum(kind is not None for kind in model.state_kinds())
     recurrent = recurrent_layers * fitted.recurrent_layer_seconds if fitted_layers else 0.0
-    fixed = fitted.step_seconds + per_layer * model.layers + recurrent + expert_loop + comm
+    # Triton's MLA decode walks each sequence's context on its own programs: one sequence's context, fitted at batch 1
+    mla_context = mla_layers(model) * workload.seq * fitted.mla_token_seconds if fitted_layers else 0.0
+    fixed = fitted.step_seconds + per_layer * model.layers + recurrent + expert_loop + mla_context + comm
     floor = model.layers * fitted.quant_layer_floor_seconds if efficiency is None and gpu.decode_efficiency is None else 0.0
     memory_s, compute_s, total = expected_seconds(
         weights, kv_read, flops, streamed, peak, eff, kv_eff, compute_eff, fixed, weights_floor_seconds=floor
@@ -283,6 +298,10 @@ def _expected(
         recurrent_seconds_per_layer=fitted.recurrent_layer_seconds if recurrent else 0.0,
         recurrent_seconds=recurrent,
         recurrent_source=fitted.recurrent_layer_source if recurrent else "",
+        mla_kernel=fitted.mla_kernel,
+        mla_seconds_per_layer_token=fitted.mla_token_seconds if fitted_layers else 0.0,
+        mla_layers=mla_layers(model),
+        mla_context_seconds=mla_context,
         quant_floor_seconds_per_layer=fitted.quant_layer_floor_seconds if floor else 0.0,
         quant_floor_seconds=floor,
         quant_floor_source=fitted.quant_floor_source if floor else "",
@@ -382,6 +401,13 @@ def _expected(
             f"expert loop = layers * experts * {format_seconds(fitted.expert_seconds)} = {model.layers} * {model.moe.experts}"  # type: ignore[union-attr]
             f" * ... = {format_seconds(expert_loop)} (mode {profile.mode} loops over every routed expert)"
         )
+    if mla_context:
+        explain.append(
+            f"MLA context loop = MLA layers * context * {fitted.mla_token_seconds * 1e9:.3g} ns = {mla_layers(model)} *"
+            f" {workload.seq:,} * ... = {format_seconds(mla_context)} ({fitted.mla_kernel}: Triton's MLA decode walks the"
+            f" context a block at a time on a few SMs, vllm/attention/ops/triton_decode_attention.py; vLLM runs it where"
+            f" no FlashMLA/FlashInfer/CUTLASS MLA does, vllm/platforms/cuda.py: {fitted.mla_source})"
+        )
     if link is not None:
         explain.append(
             f"tp all-reduces = {ALL_REDUCES_PER_LAYER} per layer * {model.layers} * (latency {format_seconds(fitted.all_reduce_seconds)}"
@@ -390,6 +416,7 @@ def _expected(
         )
     explain += [
         f"expected time per token = max(t_memory, t_compute) + fixed + layers{' + recurrent layers' if recurrent else ''}"
+        f"{' + MLA context' if mla_context else ''}"
         f"{' + all-reduces' if link else ''}"
         f" = {format_seconds(total)}"
         + (f"; below the roofline, so the roofline's {format_seconds(line.seconds)}" if total < line.seconds else "")

@@ -875,8 +875,8 @@ def placement_device(
 # turn, against the one constant of before (no hop cost) and against a cap of cores * a fitted rate per core,
 # which was tested and not adopted: one rate per core does not hold from a Comet Lake or Zen 2 core (~5 GB/s)
 # to a Zen 5 one (over 11 GB/s, the Ryzen 5 9600X rows).
-HOST_EFFICIENCY = 0.6
-HOP_SECONDS = 240e-6
+HOST_EFFICIENCY = 0.59
+HOP_SECONDS = 230e-6
 PCIE_BYTES_PER_S = 32 * 10**9  # PCIe 4.0 x16, one direction (PCI-SIG: 16 GT/s * 16 lanes, 128b/130b)
 
 

@@ -15,8 +15,10 @@ from kvcalc import Workload, decode_fit
 from kvcalc.decode_profiles import (
     AT_PEAK,
     COMPUTE_EFFICIENCY,
+    TRITON_MLA,
     band,
     format_class,
+    mla_decode_kernel,
     prefill_key,
     profile_for,
     quant_floor_key,
@@ -456,13 +458,12 @@ def test_past_the_ridge_the_expected_time_is_compute_bound() -> None:
 
 
 def test_a_held_out_fit_never_predicts_a_case_faster_than_its_bytes_at_peak() -> None:
-    # without flash7777's DGX Spark rows the int4 MoE kernel and format constants sum below 0 (issue 25): the
-    # weights then stream at the GPU's peak, not at a negative efficiency that made them faster (held out +118%)
+    # without flash7777's DGX Spark rows the int4 MoE kernel and format constants summed below 0 (issue 25, before
+    # Triton's MLA term took the GLM-4.7-Flash rows' context cost off them; test_no_fitted_sum_streams_weights_or_kv_above_
+    # the_peak covers any sum): whatever a held-out fit makes of them, no case is predicted faster than its bytes at peak
     group = "flash7777-vllm-marlin-sm12x"
     held = calibration.fit([c for c in SCOPE if c.group != group])
     mine = [c for c in SCOPE if c.group == group and c.format_class == "int4" and c.moe]
-    names = calibration._names(mine[0])
-    assert held[names.format] + held[names.kernel] + held[names.own] < 0
     for case in mine:
         peak = 1 / ((case.weights_read_bytes + case.kv_read_bytes) / load_gpu(case.gpu).bandwidth_bytes_per_s)
         assert 0 < calibration.predict(case, held) <= peak
@@ -561,6 +562,96 @@ def test_slower_or_bigger_all_reduces_never_make_a_step_faster(layers, latency, 
     for link in ("nvlink", "xgmi", "pcie-p2p", "pcie"):
         base = tp_comm_seconds(layers, latency, size, link)
         assert tp_comm_seconds(layers, latency + more, size + extra, link) >= base >= 0
+
+
+def test_vllms_triton_mla_rows_pay_the_context_loop_as_the_calibration_does() -> None:
+    # flash7777's GLM-4.7-Flash INT4 rows on the DGX Spark (SM 12.1: vLLM falls back to TRITON_MLA, vllm/platforms/cuda.py);
+    # one formula in kvcalc.latency: MLA layers * context * the fitted cost per layer and context token
+    table = calibration.fit(SCOPE)
+    case = max((c for c in SCOPE if c.group == "flash7777-vllm-marlin-sm12x" and c.preset == "glm-4.7-flash" and c.tp == 1),
+               key=lambda c: c.avg_context)  # fmt: skip
+    assert case.mla_kernel == TRITON_MLA and calibration.preset_mla_layers(case.preset) == 47
+    fmt = WeightFormat(dtype=DType.int4, embeddings=DType.bf16, experts=DType.int4)  # as the importer counts the case's bytes
+    assert case.engine_key == "vllm-v1"  # vLLM 0.15 and 0.16 builds
+    work = Workload(seq=case.avg_context, engine=Engine(name="vllm", vllm_version="0.16.0"))
+    step = decode(load_model(case.preset), work, load_gpu(case.gpu), fmt)
+    predicted = 1 / (1 / calibration.predict(case, table) - calibration._prefill(case, table))
+    assert step.expected_tokens_per_s == pytest.approx(predicted, rel=2e-3)
+    cost = decode_fit.MLA_TOKEN_S[TRITON_MLA]
+    assert step.expected.mla_context_seconds == pytest.approx(47 * case.avg_context * cost) and cost > 0
+    # both engines' Triton MLA rows fit it: SGLang's GLM-4.7-Flash on a B200 with --attention-backend triton
+    assert "flash7777-vllm-marlin-sm12x" in decode_fit.SOURCES["mla triton-mla"]
+    assert "sgl-cookbook-glm-4.7-flash" in decode_fit.SOURCES["mla triton-mla"]
+
+
+@pytest.mark.parametrize(
+    ("engine", "gpu", "backend", "kernel"),
+    [
+        ("vllm", "dgx-spark", None, TRITON_MLA),  # SM 12.x: no FlashMLA, FlashInfer or CUTLASS MLA
+        ("vllm", "rtx5090", None, TRITON_MLA),
+        ("vllm", "a100-80gb", None, TRITON_MLA),  # SM 8.0: FLASH_ATTN_MLA and FlashMLA need Hopper
+        ("vllm", "h100-sxm", None, None),  # FLASH_ATTN_MLA / FlashMLA
+        ("vllm", "b200", None, None),  # FlashInfer / CUTLASS MLA
+        ("vllm", "b200", "triton_mla", TRITON_MLA),  # as the server was told
+        ("vllm", "mi300x", None, None),  # no ROCm case: not charged
+        ("sglang", "b200", None, None),  # SGLang's defaults are not Triton's
+        ("sglang", "b200", "triton", TRITON_MLA),
+    ],
+)
+def test_the_triton_mla_loop_is_charged_where_the_engine_runs_it(
+    engine: str, gpu: str, backend: str | None, kernel: str | None
+) -> None:
+    assert mla_decode_kernel(engine, gpu, backend, mla=True) == kernel
+    assert mla_decode_kernel(engine, gpu, backend, mla=False) is None  # a model without MLA never runs it
+
+
+@given(seq=st.integers(min_value=1, max_value=131072))
+@settings(max_examples=20, deadline=None)
+def test_the_mla_context_loop_grows_with_the_context_and_only_for_mla(seq: int) -> None:
+    gpu = load_gpu("dgx-spark")
+    mla = decode(load_model("glm-4.7-flash"), Workload(seq=seq, engine=Engine(name="vllm")), gpu).expected
+    longer = decode(load_model("glm-4.7-flash"), Workload(seq=seq + 1024, engine=Engine(name="vllm")), gpu).expected
+    assert 0 < mla.mla_context_seconds < longer.mla_context_seconds and mla.seconds < longer.seconds
+    assert decode(load_model("llama3-8b"), Workload(seq=seq, engine=Engine(name="vllm")), gpu).expected.mla_context_seconds == 0
+
+
+def test_decode_explains_the_triton_mla_loop(cli) -> None:
+    args = ("decode", "--model", "glm-4.7-flash", "--gpu", "dgx-spark", "--seq", "16384", "--engine", "vllm")
+    doc = cli.json(*args)["decode"]["expected"]
+    assert doc["mla_kernel"] == TRITON_MLA and doc["mla_layers"] == 47
+    assert doc["mla_context_seconds"] == pytest.approx(47 * 16384 * doc["mla_seconds_per_layer_token"])
+    out = cli(*args, "--explain").stdout
+    assert "MLA context loop = MLA layers * context" in out and "cases from" in out
+    hopper = cli.json("decode", "--model", "glm-4.7-flash", "--gpu", "h100-sxm", "--seq", "16384", "--engine", "vllm")
+    assert hopper["decode"]["expected"]["mla_context_seconds"] == 0
+    told = cli.json(*args[:4], "b200", *args[5:], "--attention-backend", "triton_mla")["decode"]["expected"]
+    assert told["mla_kernel"] == TRITON_MLA and told["mla_context_seconds"] > 0
+    bad = cli(*args, "--attention-backend", "triton")  # SGLang's name: vLLM calls it triton_mla
+    assert bad.exit_code == 2 and "--attention-backend" in bad.stderr
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang"])
+def test_vllm_and_sglang_eager_moe_runs_the_fused_kernel_not_a_loop_over_experts(engine: str) -> None:
+    # vllm/model_executor/layers/fused_moe/fused_moe.py runs all routed experts in one kernel with or without graphs
+    model, gpu = load_model("deepseek-v3"), load_gpu("h200")
+    eager = Engine(name="vllm", enforce_eager=True) if engine == "vllm" else Engine(name="sglang", disable_cuda_graph=True)
+    step = decode(model, Workload(seq=4096, tp=8, engine=eager), gpu).expected
+    graphs = decode(model, Workload(seq=4096, tp=8, engine=Engine(name=engine)), gpu).expected
+    assert step.mode == "eager" and step.expert_loop_seconds == graphs.expert_loop_seconds
+    # eager adds its step and per-layer costs (Python dispatch), not the 61 * 256 expert launches of a loop
+    added = step.step_seconds - graphs.step_seconds + step.overhead_seconds - graphs.overhead_seconds
+    assert step.seconds - graphs.seconds == pytest.approx(added)
+
+
+def test_vllm_v0_releases_share_one_attention_efficiency() -> None:
+    # vLLM 0.4 had its own, fitted on Qwen2's table alone (held out: the prior); every V0 release now takes V0's
+    model, gpu = load_model("qwen2.5-7b"), load_gpu("a100-80gb")
+    old, v0, v1 = (
+        decode(model, Workload(seq=4096, engine=Engine(name="vllm", vllm_version=v)), gpu).expected
+        for v in ("0.4.2", "0.6.3", "0.11.0")
+    )
+    assert old.attention_efficiency == v0.attention_efficiency != v1.attention_efficiency
+    assert "vllm-0.4" not in decode_fit.ATTENTION_INVERSE and "shared by releases 0.2-0.7" in old.attention_efficiency_source
 
 
 def test_decode_prints_the_terms_and_the_band(cli) -> None:

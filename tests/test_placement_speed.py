@@ -23,13 +23,13 @@ DDR4_2133X2 = 2133 * 10**6 * 8 * 2  # the Ryzen 7 5800X of llama.cpp PR #12922: 
 
 
 def test_the_host_streams_its_rams_fitted_share() -> None:
-    """Hand-worked: DDR5-6000 on two channels (96 GB/s) at 0.59 is 56.64 GB/s, bound by the RAM."""
+    """Hand-worked: DDR5-6000 on two channels (96 GB/s) at 0.63 is 60.48 GB/s, bound by the RAM."""
     rate, bound = placement.host_bytes_per_s(placement.HostSpeed(ram_bandwidth_bytes_per_s=96 * 10**9))
     assert bound == "RAM" and rate == pytest.approx(96 * 10**9 * placement.HOST_EFFICIENCY)
 
 
 def test_the_tested_core_cap_binds_only_below_the_ram() -> None:
-    """The variant docs/placement.md scores: eight cores at 5 GB/s (40 GB/s) bind below 56.64 GB/s; sixteen
+    """The variant docs/placement.md scores: eight cores at 5 GB/s (40 GB/s) bind below 60.48 GB/s; sixteen
     (80 GB/s) leave the RAM binding. A core count without a rate per core caps nothing (none is shipped)."""
     ram, per_core = 96 * 10**9, 5 * 10**9
     eight = placement.HostSpeed(ram_bandwidth_bytes_per_s=ram, cpu_cores=8, core_bytes_per_s=per_core)

@@ -49,6 +49,7 @@ from kvcalc.speculative import speculative_decode
     "hf_version", "max_cache_len", "swa_full", "ubatch", "kv_unified", "flash_attn", "max_num_batched_tokens",
     "enforce_eager",
     "vllm_version",
+    "attention_backend",
     "disable_cuda_graph",
 )  # fmt: skip
 def decode(

@@ -159,7 +159,8 @@ AttentionBackendOpt = Annotated[
     typer.Option(
         "--attention-backend",
         help="vllm: the MLA backend, which sets an MLA model's block size: flashmla (64, the default), cutlass_mla"
-        " (128, the default on B200/B300), flashinfer_mla (64 or 32), triton_mla or flash_attn_mla (--block-size, 16).",
+        " (128, the default on B200/B300), flashinfer_mla (64 or 32), triton_mla or flash_attn_mla (--block-size, 16);"
+        " decode charges triton_mla a cost per layer and context token (its default off Hopper and SM 10.x).",
     ),
 ]
 SglangVersionOpt = Annotated[
