@@ -68,9 +68,11 @@ from kvcalc.decode_profiles import (  # noqa: E402
     step_key,
     streamed_bandwidth,
 )
+from kvcalc.errors import InvalidInput  # noqa: E402
 from kvcalc.gpu_families import gpu_architecture  # noqa: E402
-from kvcalc.latency import all_reduce_bytes, expected_seconds, mla_layers, tp_comm_seconds  # noqa: E402
+from kvcalc.latency import all_reduce_bytes, expected_seconds, mla_layers, recurrent_layers, tp_comm_seconds  # noqa: E402
 from kvcalc.presets import load_gpu, load_model  # noqa: E402
+from kvcalc.units import parse_engine_version  # noqa: E402
 
 CASES = ROOT / "tests" / "fixtures" / "decode_calibration.json"
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -179,7 +181,7 @@ class Case(Strict):
     def mla_kernel(self) -> str | None:
         """The MLA decode kernel class whose cost grows per layer and context token (decode_profiles.mla_decode_kernel):
         the attention backend the source's server command names, else the engine's choice on the GPU."""
-        return _mla_kernel(self.engine, self.gpu, f"{self.backend} {self.note}", self.preset)
+        return _mla_kernel(self.engine, self.gpu, f"{self.backend} {self.note}", self.preset, self.engine_version)
 
     @property
     def own_kernel(self) -> str:
@@ -206,10 +208,14 @@ ATTENTION_BACKEND = re.compile(r"--attention-backend[= ]([A-Za-z_]+)|VLLM_ATTENT
 
 
 @cache
-def _mla_kernel(engine: str, gpu: str | None, text: str, preset: str | None) -> str | None:
+def _mla_kernel(engine: str, gpu: str | None, text: str, preset: str | None, version: str | None) -> str | None:
     named = ATTENTION_BACKEND.search(text)
     mla = preset is not None and load_model(preset).mla is not None
-    return mla_decode_kernel(engine, gpu, (named[1] or named[2]) if named else None, mla)
+    try:  # a release the source states; a text that names none (a date, "main") is taken as the latest
+        parse_engine_version(version or "")
+    except InvalidInput:
+        version = None
+    return mla_decode_kernel(engine, gpu, (named[1] or named[2]) if named else None, mla, version)
 
 
 @cache
@@ -221,7 +227,7 @@ def preset_mla_layers(preset: str | None) -> int:
 @cache
 def _recurrent_layers(preset: str | None) -> int:
     """The layers of a preset that keep a recurrent state (Gated DeltaNet, short conv, Mamba): none without a preset."""
-    return 0 if preset is None else sum(kind is not None for kind in load_model(preset).state_kinds())
+    return 0 if preset is None else recurrent_layers(load_model(preset))
 
 
 @cache

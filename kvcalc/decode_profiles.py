@@ -26,8 +26,8 @@ from typing import Literal
 
 from kvcalc import decode_fit
 from kvcalc.base import Frozen
-from kvcalc.gpu_families import SM_CAPABILITY, generation, gpu_architecture, marlin_runs, sm_family
-from kvcalc.units import DType, bytes_per_value
+from kvcalc.gpu_families import SM_CAPABILITY, generation, gpu_architecture, marlin_runs, same_generation, sm_family
+from kvcalc.units import DType, bytes_per_value, parse_engine_version
 
 FormatClass = Literal["16-bit", "fp8", "int8", "int4", "fp4", "ggml-4to6bit", "ggml-8bit", "ggml-2to3bit"]
 Mode = Literal[
@@ -234,13 +234,23 @@ def recurrent_layer_key(kernels: str) -> str | None:
 # CUTLASS MLA on compute capability 10.x, else TRITON_MLA: Ampere, Ada and the SM 12.x parts, DGX Spark and RTX 50);
 # SGLang when its server is told `--attention-backend triton` (its defaults on Hopper and SM 10.x are FA3 and TRT-LLM MLA).
 TRITON_MLA = "triton-mla"
-VLLM_BANDWIDTH_MLA_FAMILIES = ("hopper", "blackwell")  # FLASH_ATTN_MLA / FlashMLA (9.0), FlashInfer / CUTLASS MLA (10.x)
+VLLM_BANDWIDTH_MLA_BACKENDS = {"hopper": "flashmla", "blackwell": "cutlass_mla"}  # by compute capability: 9.0, 10.x
 TRITON_ATTENTION_BACKENDS = ("triton", "triton_mla")  # SGLang's --attention-backend and vLLM's backend name
 
 
-def mla_decode_kernel(engine: str, gpu: str | None, attention_backend: str | None, mla: bool) -> str | None:
+# vLLM's MLA decode by release: none before 0.7.1 (DeepSeek ran its attention as expanded MHA), Triton's MLA decode on
+# every GPU in 0.7.1 and 0.7.2 (vllm-project/vllm#12601), FlashMLA on Hopper from 0.7.3 (#13747); on ROCm Triton's MLA
+# unless AITER's is switched on (vllm/platforms/rocm.py get_attn_backend_cls: TRITON_MLA by default)
+VLLM_MLA_SINCE = (0, 7, 1)
+VLLM_BANDWIDTH_MLA_SINCE = (0, 7, 3)
+
+
+def mla_decode_kernel(
+    engine: str, gpu: str | None, attention_backend: str | None, mla: bool, version: str | None = None
+) -> str | None:
     """The MLA decode kernel class whose cost grows per MLA layer and context token (TRITON_MLA), or None: the
-    attention backend the server was given, else vLLM's choice by GPU; SGLang's defaults are bandwidth-bound kernels.
+    attention backend the server was given, else vLLM's choice by release and GPU (`version` None: the latest);
+    SGLang's defaults are bandwidth-bound kernels.
 
     >>> mla_decode_kernel("vllm", "dgx-spark", None, True), mla_decode_kernel("vllm", "h100-sxm", None, True)
     ('triton-mla', None)
@@ -248,6 +258,8 @@ def mla_decode_kernel(engine: str, gpu: str | None, attention_backend: str | Non
     ('triton-mla', None)
     >>> mla_decode_kernel("vllm", "b200", "triton_mla", True), mla_decode_kernel("vllm", "rtx5090", None, False)
     ('triton-mla', None)
+    >>> [mla_decode_kernel("vllm", gpu, None, True, v) for gpu, v in (("h100-sxm", "0.7.2"), ("rtx3090", "0.6.6"), ("mi300x", None))]
+    ['triton-mla', None, 'triton-mla']
     """
     if not mla:
         return None
@@ -255,8 +267,32 @@ def mla_decode_kernel(engine: str, gpu: str | None, attention_backend: str | Non
         return TRITON_MLA if attention_backend.lower() in TRITON_ATTENTION_BACKENDS else None
     if engine != "vllm":
         return None
+    return TRITON_MLA if vllm_mla_backend(gpu, version) == "triton_mla" else None
+
+
+def vllm_mla_backend(gpu: str | None, version: str | None) -> str | None:
+    """The MLA attention backend vLLM picks by release and GPU when --attention-backend is not given (None: the
+    release has no MLA kernel): Triton's in 0.7.1 and 0.7.2 and on ROCm, FlashMLA on Hopper, CUTLASS MLA on SM 10.x,
+    Triton's MLA elsewhere (Ampere, Ada, SM 12.x: vllm/platforms/cuda.py `_get_backend_priorities`); FlashMLA for a
+    GPU kvcalc cannot place. The budget's block size (engines.vllm.mla_block_size) and decode's Triton MLA term
+    both read this one rule.
+
+    >>> [vllm_mla_backend(gpu, None) for gpu in ("h100-sxm", "b200", "rtx3090", "dgx-spark", "mi300x", None)]
+    ['flashmla', 'cutlass_mla', 'triton_mla', 'triton_mla', 'triton_mla', 'flashmla']
+    >>> vllm_mla_backend("h100-sxm", "0.7.2"), vllm_mla_backend("h100-sxm", "0.6.6")
+    ('triton_mla', None)
+    """
+    release = parse_engine_version(version) if version else None
+    if release is not None and release < VLLM_MLA_SINCE:
+        return None
+    if release is not None and release < VLLM_BANDWIDTH_MLA_SINCE:
+        return "triton_mla"
+    if gpu_architecture(gpu or "").startswith("AMD"):
+        return "triton_mla"
     family = sm_family(gpu)
-    return TRITON_MLA if family is not None and family not in VLLM_BANDWIDTH_MLA_FAMILIES else None
+    if family is None:
+        return "flashmla"
+    return VLLM_BANDWIDTH_MLA_BACKENDS.get(family, "triton_mla")
 
 
 # transformers' attention repeats each KV head for its group of query heads before it attends
@@ -549,7 +585,7 @@ def terms(
 ) -> "Terms":  # fmt: skip
     """The fitted terms for a step of `profile` on `gpu` (of `backend`) with weights of class `klass`: a kernel with no
     case of its own takes its format class's efficiency; a GPU with no case streams at its architecture's
-    rate (a typical GPU's when no case has it). `kv_repeats`: the KV copies the engine's attention makes;
+    rate (its generation's other die line's, else the prior, when no case has it). `kv_repeats`: the KV copies the engine's attention makes;
     `mla_kernel`: the MLA decode kernel class (mla_decode_kernel) whose cost grows with the context."""
     key, own = kernel_key(profile.kernels, klass, moe), kernel_key(profile.engine, klass, moe)
     inverse = (
@@ -570,13 +606,17 @@ def terms(
     rocm_key = rocm_moe_layer_key(profile.engine, backend, klass, moe)
     recurrent_key = recurrent_layer_key(profile.kernels)
     rocm_layer = decode_fit.ROCM_MOE_LAYER_S.get(rocm_key, 0.0) if rocm_key else 0.0
+    fitted = next((a for a in (architecture, *same_generation(architecture)) if a in decode_fit.ARCHITECTURE_INVERSE), None)
     arch_source = (
         f"{architecture}: {_source(f'architecture {architecture}')}"
-        if architecture in decode_fit.ARCHITECTURE_INVERSE
-        else f"{architecture}: no case on this architecture, a typical GPU's rate"
+        if fitted == architecture
+        else f"{architecture}: no case on this die line, its generation's {fitted}: {_source(f'architecture {fitted}')}"
+        if fitted
+        else f"{architecture}: no case on this architecture or its generation, the prior 1.0 (its kernels' own rate)"
     )
     modes = [mode for mode in (MODE_BASE.get(profile.mode), profile.mode) if mode is not None]
-    gpu_efficiency = 1 / (decode_fit.ARCHITECTURE_INVERSE.get(architecture, 1.0) + decode_fit.GPU_INVERSE.get(gpu, 0.0))
+    arch_inverse = decode_fit.ARCHITECTURE_INVERSE[fitted] if fitted else 1.0
+    gpu_efficiency = 1 / (arch_inverse + decode_fit.GPU_INVERSE.get(gpu, 0.0))
     attention = attention_key(profile.engine_key)
     attention_inverse = decode_fit.ATTENTION_INVERSE.get(attention, 1.0) + repeat_inverse * kv_repeats
     return Terms(

@@ -21,6 +21,7 @@ class Generation(NamedTuple):
     marks: tuple[str, ...]
     capability: int
     architecture: str
+    unless: tuple[str, ...] = ()  # marks of names this generation does not take (an RTX A1000 is no A100)
 
 
 # First match wins: the Blackwell RTX parts before "rtx" marks of older generations, Hopper's h20 after h200, the
@@ -35,10 +36,10 @@ GENERATIONS: tuple[Generation, ...] = (
     Generation("blackwell-thor", ("jetson-thor", "jetson thor", "nvidia thor"), 110, "NVIDIA Blackwell (GDDR7, LPDDR5X)"),
     Generation("hopper", ("h100", "h200", "h800", "h20", "gh200"), 90, "NVIDIA Hopper"),
     Generation("ada", ("l4", "l40", "l20", "rtx4", "rtx 4", "ada"), 89, "NVIDIA Ada"),
-    Generation("ampere", ("a100", "a30", "a800"), 80, "NVIDIA Ampere (HBM)"),
+    Generation("ampere", ("a100", "a30", "a800"), 80, "NVIDIA Ampere (HBM)", unless=("rtx",)),
     Generation(
         "ampere",
-        ("a10", "a40", "a6000", "rtx3", "rtx 3", "a4000", "a5000", "jetson-agx-orin", "orin"),
+        ("a10", "a40", "a6000", "rtx3", "rtx 3", "rtx a", "rtx-a", "a4000", "a5000", "jetson-agx-orin", "orin"),
         80,
         "NVIDIA Ampere (GDDR6, LPDDR5)",
     ),
@@ -59,7 +60,9 @@ SM_CAPABILITY: dict[SmFamily, int] = {generation.family: generation.capability f
 def generation(gpu_name: str | None) -> Generation | None:
     """The NVIDIA generation a name marks, None for another vendor's GPU or an unknown name."""
     name = (gpu_name or "").lower()
-    return next((g for g in GENERATIONS if any(mark in name for mark in g.marks)), None)
+    return next(
+        (g for g in GENERATIONS if any(mark in name for mark in g.marks) and not any(mark in name for mark in g.unless)), None
+    )
 
 
 def sm_family(gpu_name: str | None) -> SmFamily | None:
@@ -78,14 +81,25 @@ def gpu_architecture(gpu_name: str) -> str:
 
     >>> gpu_architecture("rtx3090"), gpu_architecture("a100-80gb"), gpu_architecture("gtx1050ti"), gpu_architecture("mi300x")
     ('NVIDIA Ampere (GDDR6, LPDDR5)', 'NVIDIA Ampere (HBM)', 'NVIDIA Pascal', 'AMD Instinct')
-    >>> gpu_architecture("tpu")
-    'other'
+    >>> gpu_architecture("tpu"), gpu_architecture("NVIDIA RTX A3000 Laptop GPU"), gpu_architecture("rtx-a1000")
+    ('other', 'NVIDIA Ampere (GDDR6, LPDDR5)', 'NVIDIA Ampere (GDDR6, LPDDR5)')
     """
     found = generation(gpu_name)
     if found:
         return found.architecture
     name = gpu_name.lower()
     return next((family for starts, family in OTHER_ARCHITECTURES if name.startswith(starts)), "other")
+
+
+def same_generation(architecture: str) -> list[str]:
+    """The other die lines of an architecture's generation (NVIDIA Ampere (HBM): the GDDR6 / LPDDR5 parts').
+
+    >>> same_generation("NVIDIA Pascal (HBM)"), same_generation("NVIDIA Volta (HBM)"), same_generation("AMD Instinct")
+    (['NVIDIA Pascal'], [], [])
+    """
+    line = architecture.split(" (")[0]
+    named = dict.fromkeys(g.architecture for g in GENERATIONS)
+    return [other for other in named if other != architecture and other.split(" (")[0] == line]
 
 
 def runs_cuda(gpu_name: str | None) -> bool:

@@ -21,6 +21,7 @@ from kvcalc.decode_profiles import (
     ProfileName,
     at_context,
     band,
+    expert_mode,
     format_class,
     kv_repeats,
     mla_decode_kernel,
@@ -202,6 +203,11 @@ def mla_layers(model: ModelSpec) -> int:
     return sum(kind is not None for kind in model.attention_kinds()) if model.mla is not None else 0
 
 
+def recurrent_layers(model: ModelSpec) -> int:
+    """The layers of a model that keep a recurrent state (Gated DeltaNet, short conv, Mamba, lightning)."""
+    return sum(kind is not None for kind in model.state_kinds())
+
+
 def expected_read(model: ModelSpec, read: ParamCount, batch: int) -> ParamCount:
     """The parameters a step really reads: of an untied input embedding table only the `batch` rows
     it looks up (the LM head is read whole, and a tied table is the LM head). The calibration's
@@ -227,7 +233,8 @@ def _expected(
     repeats = kv_repeats(profile.engine_key, model.heads, model.kv_heads) if model.mla is None else 0.0
     # --attention-backend is vLLM's (spec.ENGINE_OPTIONS refuses it for another engine); SGLang's has no kvcalc option,
     # so an SGLang step runs its default backends
-    mla_kernel = mla_decode_kernel(workload.engine.name, gpu.name, workload.engine.attention_backend, model.mla is not None)
+    engine = workload.engine
+    mla_kernel = mla_decode_kernel(engine.name, gpu.name, engine.attention_backend, model.mla is not None, engine.vllm_version)
     fitted = terms(profile, klass, model.moe is not None, gpu.name, link, repeats, gpu.backend, mla_kernel)
     # --efficiency replaces both shares; a calibrated GPU file's measured streaming rate replaces the GPU's and the kernels'
     if efficiency is not None:
@@ -257,8 +264,8 @@ def _expected(
     reduce_bytes = all_reduce_bytes(model.hidden or 0, workload.batch, workload.tp)
     comm = tp_comm_seconds(model.layers, fitted.all_reduce_seconds, reduce_bytes, link)
     expert_loop = model.layers * model.moe.experts * fitted.expert_seconds if model.moe else 0.0
-    recurrent_layers = sum(kind is not None for kind in model.state_kinds())
-    recurrent = recurrent_layers * fitted.recurrent_layer_seconds if fitted_layers else 0.0
+    stateful = recurrent_layers(model)
+    recurrent = stateful * fitted.recurrent_layer_seconds if fitted_layers else 0.0
     # Triton's MLA decode walks each sequence's context on its own programs: one sequence's context, fitted at batch 1
     mla_context = mla_layers(model) * workload.seq * fitted.mla_token_seconds if fitted_layers else 0.0
     fixed = fitted.step_seconds + per_layer * model.layers + recurrent + expert_loop + mla_context + comm
@@ -294,7 +301,7 @@ def _expected(
         overhead_seconds_per_layer=per_layer,
         python_dispatch_seconds_per_layer=fitted.python_layer_seconds if fitted_layers else 0.0,
         rocm_moe_seconds_per_layer=fitted.rocm_moe_layer_seconds if fitted_layers else 0.0,
-        recurrent_layers=recurrent_layers,
+        recurrent_layers=stateful,
         recurrent_seconds_per_layer=fitted.recurrent_layer_seconds if recurrent else 0.0,
         recurrent_seconds=recurrent,
         recurrent_source=fitted.recurrent_layer_source if recurrent else "",
@@ -392,14 +399,16 @@ def _expected(
     ]
     if recurrent:
         explain.append(
-            f"recurrent layers = {recurrent_layers} * {format_seconds(fitted.recurrent_layer_seconds)} = {format_seconds(recurrent)}"
+            f"recurrent layers = {stateful} * {format_seconds(fitted.recurrent_layer_seconds)} = {format_seconds(recurrent)}"
             f" ({profile.kernels} runs a recurrent-state layer as more small ops than an attention layer:"
             f" {fitted.recurrent_layer_source})"
         )
     if expert_loop:
         explain.append(
             f"expert loop = layers * experts * {format_seconds(fitted.expert_seconds)} = {model.layers} * {model.moe.experts}"  # type: ignore[union-attr]
-            f" * ... = {format_seconds(expert_loop)} (mode {profile.mode} loops over every routed expert)"
+            f" * ... = {format_seconds(expert_loop)} (a cost per routed expert and MoE layer fitted for mode"
+            f" {expert_mode(profile.engine_key, profile.mode)}: a loop over every expert where the engine runs one, a"
+            " per-expert share of the fused MoE kernel's setup where it does not)"
         )
     if mla_context:
         explain.append(

@@ -43,7 +43,7 @@ from kvcalc.engines import profile as engine_profile
 from kvcalc.engines.llamacpp import LLAMACPP_PAD, LLAMACPP_UBATCH
 from kvcalc.errors import InvalidInput
 from kvcalc.kvcache import layer_cache_bytes, layer_caches, settled, state_layout, tokens_held
-from kvcalc.latency import expected_experts_touched
+from kvcalc.latency import expected_experts_touched, recurrent_layers
 from kvcalc.spec import GpuSpec, ModelSpec, Workload
 from kvcalc.units import PACKING, GiB, MiB, format_bytes
 from kvcalc.weights import LayerWeights, WeightFormat, layer_weights
@@ -919,7 +919,8 @@ class SplitDecode(Frozen):
     host_seconds: float
     hops: int  # places a step's activations change device: between layers, and there and back for experts elsewhere
     hop_seconds: float
-    overhead_seconds: float
+    overhead_seconds: float  # the fixed costs per step, per layer and per recurrent-state layer together
+    recurrent_seconds: float  # their share from recurrent-state layers (llama.cpp's small ops)
     roofline_seconds: float
     expected_seconds: float
     tokens_per_s: float  # expected, all sequences
@@ -980,8 +981,8 @@ def split_decode(
     host_s = host_bytes / host_rate
     hop_bytes_s = hops * F32 * (model.hidden or 0) * workload.batch / PCIE_BYTES_PER_S
     hop_s = hop_bytes_s + hops * host.hop_seconds
-    recurrent_layers = sum(kind is not None for kind in model.state_kinds())
-    overhead = fixed.step_seconds + fixed.layer_seconds * model.layers + fixed.recurrent_layer_seconds * recurrent_layers
+    recurrent = fixed.recurrent_layer_seconds * recurrent_layers(model)
+    overhead = fixed.step_seconds + fixed.layer_seconds * model.layers + recurrent
     roofline_s = sum(roof_device) + host_roof + hop_bytes_s
     expected = max(roofline_s, sum(device_s) + host_s + hop_s + overhead)
     explain = [
@@ -995,15 +996,11 @@ def split_decode(
         f"hops: {hops} * ({F32 * (model.hidden or 0) * workload.batch:,} B / PCIe {PCIE_BYTES_PER_S:,} B/s"
         f" + {host.hop_seconds * 1e6:.0f} µs fixed) = {hop_s * 1e3:.4f} ms;"
         f" fixed cost {fixed.step_seconds * 1e3:.3f} ms per step + {fixed.layer_seconds * 1e3:.3f} ms * {model.layers} layers"
-        + (
-            f" + {fixed.recurrent_layer_seconds * 1e3:.3f} ms * {recurrent_layers} recurrent layers"
-            if fixed.recurrent_layer_seconds and recurrent_layers
-            else ""
-        ),
+        + (f" + {fixed.recurrent_layer_seconds * 1e3:.3f} ms * {recurrent_layers(model)} recurrent layers" if recurrent else ""),
         f"expected {expected * 1e3:.3f} ms per token = {workload.batch / expected:.2f} tok/s (roofline {roofline_s * 1e3:.3f} ms)",
     ]
     return SplitDecode(
-        device_seconds=device_s, host_bytes=host_bytes, host_bytes_per_s=host_rate, host_bound=host_bound, host_seconds=host_s, hops=hops, hop_seconds=hop_s, overhead_seconds=overhead, roofline_seconds=roofline_s,
+        device_seconds=device_s, host_bytes=host_bytes, host_bytes_per_s=host_rate, host_bound=host_bound, host_seconds=host_s, hops=hops, hop_seconds=hop_s, overhead_seconds=overhead, recurrent_seconds=recurrent, roofline_seconds=roofline_s,
         expected_seconds=expected, tokens_per_s=workload.batch / expected, roofline_tokens_per_s=workload.batch / roofline_s,
         explain=explain,
     )  # fmt: skip

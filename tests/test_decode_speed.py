@@ -593,7 +593,7 @@ def test_vllms_triton_mla_rows_pay_the_context_loop_as_the_calibration_does() ->
         ("vllm", "h100-sxm", None, None),  # FLASH_ATTN_MLA / FlashMLA
         ("vllm", "b200", None, None),  # FlashInfer / CUTLASS MLA
         ("vllm", "b200", "triton_mla", TRITON_MLA),  # as the server was told
-        ("vllm", "mi300x", None, None),  # no ROCm case: not charged
+        ("vllm", "mi300x", None, TRITON_MLA),  # vllm/platforms/rocm.py: TRITON_MLA unless AITER's MLA is switched on
         ("sglang", "b200", None, None),  # SGLang's defaults are not Triton's
         ("sglang", "b200", "triton", TRITON_MLA),
     ],
@@ -603,6 +603,32 @@ def test_the_triton_mla_loop_is_charged_where_the_engine_runs_it(
 ) -> None:
     assert mla_decode_kernel(engine, gpu, backend, mla=True) == kernel
     assert mla_decode_kernel(engine, gpu, backend, mla=False) is None  # a model without MLA never runs it
+
+
+@pytest.mark.parametrize(
+    ("version", "gpu", "kernel"),
+    [
+        ("0.6.6", "rtx3090", None),  # before 0.7.1 DeepSeek ran as expanded MHA: no MLA kernel (vllm-project/vllm#12601)
+        ("0.7.2", "h100-sxm", TRITON_MLA),  # 0.7.1 and 0.7.2 decode MLA with Triton everywhere; FlashMLA from 0.7.3 (#13747)
+        ("0.7.3", "h100-sxm", None),
+        ("0.19.0", "a100-80gb", TRITON_MLA),
+    ],
+)
+def test_vllm_s_mla_kernel_follows_the_release(version: str, gpu: str, kernel: str | None) -> None:
+    assert mla_decode_kernel("vllm", gpu, None, True, version) == kernel
+
+
+def test_the_budget_s_block_size_and_decode_read_one_backend_rule(cli) -> None:
+    # Ampere runs Triton's MLA (--block-size kept) and is charged its decode loop; Hopper FlashMLA (64-token blocks)
+    def backend(gpu: str) -> str:
+        return cli.json("fit", "--model", "deepseek-v2-lite", "--gpu", gpu, "--engine", "vllm")["budget"]["engine"][
+            "attention_backend"
+        ]
+
+    assert (backend("a100-80gb"), backend("h100-sxm"), backend("b200")) == ("triton_mla", "flashmla", "cutlass_mla")
+    for gpu, charged in (("a100-80gb", True), ("h100-sxm", False)):
+        doc = cli.json("decode", "--model", "deepseek-v2-lite", "--gpu", gpu, "--engine", "vllm", "--seq", "8192")
+        assert (doc["decode"]["expected"]["mla_kernel"] == TRITON_MLA) is charged
 
 
 @given(seq=st.integers(min_value=1, max_value=131072))

@@ -137,3 +137,24 @@ def test_split_of_a_gpu_keeps_the_host_share_only() -> None:
         for n in (1, 64)
     ]  # fmt: skip
     assert speeds[0] == pytest.approx(speeds[1], rel=0.01)
+
+
+def test_a_hybrids_split_pays_llama_cpps_cost_per_recurrent_layer() -> None:
+    """A split decode charges each recurrent-state layer llama.cpp's fitted cost (decode_fit.RECURRENT_LAYER_S), as
+    kvcalc decode does on one GPU: qwen3.5-9b's 24 Gated DeltaNet layers; a dense model none."""
+    from kvcalc import decode_fit
+    from kvcalc.latency import recurrent_layers
+
+    def split(name: str) -> placement.SplitDecode:
+        model = presets.load_model(name)
+        fmt = weight_format(model, parse_dtype("q4_k_m"))
+        work = Workload(seq=4096, engine=Engine(name="llamacpp"))
+        devices = [placement.PlacementDevice(name="gpu", free_bytes=4 * GiB, margin_bytes=0, bandwidth_bytes_per_s=360 * 10**9)]
+        plan = placement.plan(model, work, fmt, devices, placement.PlacementRequest(ctx_size=4096))
+        host = placement.HostSpeed(ram_bandwidth_bytes_per_s=60 * 10**9)
+        return placement.split_decode(model, work, fmt, plan, devices, host, profile_for("llamacpp"))
+
+    hybrid = presets.load_model("qwen3.5-9b")
+    assert recurrent_layers(hybrid) == 24
+    assert split("qwen3.5-9b").recurrent_seconds == pytest.approx(24 * decode_fit.RECURRENT_LAYER_S["llamacpp"])
+    assert split("llama3-8b").recurrent_seconds == 0

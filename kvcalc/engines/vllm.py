@@ -25,7 +25,7 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
-from kvcalc.decode_profiles import DecodeProfile, profile_for
+from kvcalc.decode_profiles import DecodeProfile, profile_for, vllm_mla_backend
 from kvcalc.engines.activations import (
     activation_bytes,
     forward_transient,
@@ -914,8 +914,12 @@ class Vllm(EngineProfile):
         vllm serve 8192 on a GPU of 70 GiB or more that is not an A100, else 2048; the LLM class twice that);
         on the V0 engine (runs_v0) they follow max_model_len and are filled by budget (v0_batch_defaults)."""
         engine = workload.engine
-        if engine.attention_backend is None and sm_family(gpu.name) == "blackwell":
-            engine = engine.model_copy(update={"attention_backend": "cutlass_mla"})  # vllm/platforms/cuda.py: SM100
+        if (
+            engine.attention_backend is None
+            and model.mla is not None
+            and (default := vllm_mla_backend(gpu.name, engine.vllm_version))
+        ):
+            engine = engine.model_copy(update={"attention_backend": default})  # the release's choice on this GPU
         if engine.max_num_batched_tokens is not None:
             return engine
         if runs_v0(model, workload) is not None:
@@ -1159,9 +1163,10 @@ class Vllm(EngineProfile):
         backend = workload.engine.attention_backend or "flashmla"
         multiple = MLA_BLOCK_MULTIPLE[backend]
         if multiple == 1:
-            return f"{backend} keeps --block-size"
+            return f"{backend} keeps --block-size (vLLM's choice on Ampere, Ada, SM 12.x and ROCm)"
         return (
-            f"{backend} pages in multiples of {multiple} tokens (--attention-backend; default flashmla, cutlass_mla on B200/B300)"
+            f"{backend} pages in multiples of {multiple} tokens (--attention-backend; by default vLLM's choice on the GPU:"
+            " flashmla on Hopper, cutlass_mla on B200/B300, triton_mla on Ampere, Ada, SM 12.x and ROCm)"
         )
 
     def rules(self, model: ModelSpec, workload: Workload) -> list[str]:
