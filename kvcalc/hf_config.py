@@ -123,7 +123,7 @@ _STRING_KEYS = {"torch_dtype", "dtype", "_name_or_path", "mamba_ssm_dtype"}
 _LAYER_KINDS = {"full_attention": "full", "sliding_attention": "sliding"}
 # RoPE (the cos/sin tables vLLM and SGLang hold: kvcalc.engines.base.rotary_table_term). model_types whose attention
 # has no rotary embedding (learned or ALiBi positions, or none): their vLLM modeling files call no get_rope
-_NO_ROPE = {"gpt2", "gpt_bigcode", "opt", "bloom", "mpt", "jamba", "nemotron_h", "mamba", "mamba2", "falcon_mamba"}
+_NO_ROPE = {"gpt2", "gpt_neo", "gpt_bigcode", "opt", "bloom", "mpt", "jamba", "nemotron_h", "mamba", "mamba2", "falcon_mamba"}
 _ROTARY_FRACTION_KEYS = ("partial_rotary_factor", "rotary_pct")
 # Gemma 3 (and 3n)'s sliding layers rotate with rope_local_base_freq, unscaled: a second table (vLLM gemma3.py)
 _LOCAL_ROPE_TABLE = {"gemma3", "gemma3_text", "gemma3n", "gemma3n_text"}
