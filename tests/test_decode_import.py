@@ -229,6 +229,12 @@ def test_a_source_on_a_gpu_kvcalc_has_no_preset_for_stays_out_with_its_reason() 
     assert len(cases) == 2 and all(c["excluded_because"] == "no kvcalc GPU preset for 'NVIDIA A30'" for c in cases)
 
 
+def test_a_sweep_on_an_a100_of_no_stated_variant_stays_out() -> None:
+    # tt-inference-server#340: vLLM at concurrency 1 on "A100" (Qwen3-0.6B, 1.7B, 30B-A3B); 40 or 80 GB not stated
+    cases = [c for c in FIXTURE if c["url"] == "https://github.com/tenstorrent/tt-inference-server/issues/340"]
+    assert len(cases) == 14 and all(c["excluded_because"] == "A100 variant (40 or 80 GB) not stated" for c in cases)
+
+
 def _llamacpp_row(**changes: Any) -> dict[str, Any]:
     """A llama.cpp row as localmaxxing's leaderboard gives it: Qwen3.5-9B Q8_0 on an RTX 3080 Ti (12 GB), no prompt stated."""
     row = {"engine": "llamacpp", "engine_version": None, "backend": "cuda", "gpu_name": "RTX 3080 Ti", "model": "Qwen/Qwen3.5-9B",
