@@ -31,6 +31,7 @@ from kvcalc.decode_profiles import (  # noqa: E402
     stored_format_class,
 )
 from kvcalc.errors import InvalidInput  # noqa: E402
+from kvcalc.kvcache import batch_bytes  # noqa: E402
 from kvcalc.spec import StoredWeights, Workload  # noqa: E402
 from kvcalc.units import DType, parse_engine_version  # noqa: E402
 from kvcalc.weights import WeightFormat, require_params, weight_bytes  # noqa: E402
@@ -300,14 +301,19 @@ def _match(table: list[tuple[str, Any, Any]] | list[tuple[str, Any]], text: str)
 # llama-bench's test names, as a submitter quotes them: "tg32 test at d250000", "tg128 @ d4096" (tools/llama-bench: a
 # tg test at depth N decodes its tokens after N tokens of context, `-d N`)
 LLAMA_BENCH_DEPTH = re.compile(r"\btg(\d+)\b[^;]*?(?:@|\bat)\s*d(\d+)\b")
+# a depth given without llama-bench's tgN @ dN label: its -d / --n-depth flag, or "at depth N" in words
+DEPTH_ALONE = re.compile(r"(?:(?<![\w-])-d\s+|--n-depth[= ]|\bat depth\s+)(\d+)\b")
 
 
 def _context(row: dict[str, Any]) -> int:
     """The mean context of the row's decode: its prompt and half its output, or a llama-bench test's depth and
     half its tokens where the note states one (LLAMA_BENCH_DEPTH)."""
-    depth = LLAMA_BENCH_DEPTH.search(row.get("note") or "")
+    note = row.get("note") or ""
+    depth = LLAMA_BENCH_DEPTH.search(note)
     if depth:
         return int(depth[2]) + int(depth[1]) // 2
+    if alone := DEPTH_ALONE.search(note):
+        return int(alone[1]) + (row.get("output_len") or 256) // 2
     prompt = row.get("input_len") or DEFAULT_PROMPT
     return prompt + (row.get("output_len") or 256) // 2
 
@@ -386,7 +392,7 @@ def convert(index: int, row: dict[str, Any]) -> dict[str, Any]:
 SPECULATIVE = r"speculative decoding|speculative tokens|num_speculative_tokens|mtp active"
 # llama.cpp's flags that keep tensors in host memory, as a note quotes them (common/arg.cpp: -ot PATTERN=CPU, --cpu-moe,
 # --n-cpu-moe N above 0), and a submitter's words for it ("layers 0-32 GPU / 33-39 CPU"); "no -ot needed" is not one
-ON_THE_CPU = r"=CPU\b|\b\d+-\d+ CPU\b|--n-cpu-moe [1-9]|--cpu-moe\b"
+ON_THE_CPU = r"=CPU\b|\b\d+-\d+ CPU\b(?! (?:threads|cores))|(?:--n-cpu-moe|-ncmoe)[= ]?[1-9]|(?:--cpu-moe|-cmoe)\b"
 # the release date of vLLM v0.2.6, its first with CUDA graphs (kvcalc.decode_profiles.VLLM_GRAPHS_SINCE):
 # a row that names no version, from a source dated before it, ran eager
 VLLM_GRAPHS_RELEASED = "2023-12-17"
@@ -438,7 +444,7 @@ def measure_case(
     context = _context(row)
     work = Workload(seq=context, batch=1, tp=tp)
     step = latency.decode(model, work, gpu, fmt)
-    kv = step.expected.bytes_moved - step.expected.weights_read_bytes  # the cache one rank holds at the row's context
+    kv = batch_bytes(model, work).per_gpu  # the cache (and a hybrid's state, once) one rank holds at the row's context
     if stored + kv > gpu.memory_bytes:
         return {
             "excluded_because": f"weights {stored / 2**30:.1f} GiB and the KV cache of {context:,} tokens {kv / 2**30:.1f} GiB"

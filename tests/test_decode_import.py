@@ -248,6 +248,10 @@ def _llamacpp_row(**changes: Any) -> dict[str, Any]:
         ("Benchmarked Qwen3.5-9B-Q8_0.gguf with tg32 test at d250000 context on RTX 3080 Ti.", 250_016),  # 250000 + 32 / 2
         ("llama-bench tg128 @ d4096", 4_160),
         ("llama-bench; tg128 metric; depth not stated", importer.DEFAULT_PROMPT + 128),  # no prompt: 32 + 256 / 2
+        ("llama-bench -m model.gguf -d 8192 -n 128", 8192 + 128),  # its -d flag; the row's output 0: 256 / 2
+        ("decode measured at depth 4096", 4096 + 128),
+        ("llama-bench --n-depth=16384", 16_384 + 128),
+        ("ran with -dev CUDA0 -ngl 99", importer.DEFAULT_PROMPT + 128),  # -dev is no depth
     ],
 )
 def test_a_llama_bench_depth_is_the_context_the_decode_ran_at(note: str, context: int) -> None:
@@ -270,6 +274,10 @@ def test_weights_and_the_kv_cache_of_the_context_beyond_the_gpu_memory_are_a_par
         ("all-GPU no -ot needed (15.68 GiB fits 24 GB VRAM)", False),  # the flag named, not used
         ("--n-cpu-moe 0 --main-gpu 0", False),
         ("16 CPU cores, Ryzen 9 9950X", False),
+        ("8-16 CPU threads, -ngl 99", False),
+        ("llama-server --n-cpu-moe=20 -ngl 99", True),
+        ("llama-server -ncmoe 20", True),
+        ("llama-server -cmoe -ngl 99", True),
     ],
 )
 def test_tensors_the_source_keeps_on_the_cpu_are_a_partial_offload(note: str, offloaded: bool) -> None:
