@@ -200,7 +200,9 @@ def test_trtllm_takes_its_fraction_of_what_is_free_after_the_peak(cli) -> None:
     forward = 8192 * 2 * (2 * 4096 + 3 * 14_336)  # logits of one request: 8192 tokens over max_seq_len 131,072
     non_torch = int(0.76 * GiB)
     assert terms(doc)["activation peak"] == forward and terms(doc)["non-torch memory"] == non_torch
-    free = H100 - LLAMA_WEIGHTS - forward - non_torch
+    rotary = 2 * LLAMA_ROTARY_BF16  # RopeParams.create_rope_const_params: fp32, once per model
+    assert terms(doc)["rotary cos/sin table"] == rotary
+    free = H100 - LLAMA_WEIGHTS - rotary - forward - non_torch
     assert doc["budget"]["usable_bytes"] == int(free * 0.9)
     [pool] = doc["pools"]
     assert pool["tokens"] == int(free * 0.9) // (32 * LLAMA_TOKEN) * 32

@@ -28,6 +28,7 @@ from kvcalc.engines.base import (
     cdiv,
     gib,
     in_use_terms,
+    rotary_table_term,
     term_lines,
     weights_term,
 )
@@ -58,6 +59,12 @@ def version_note(version: str | None) -> str:
         if version
         else f"TensorRT-LLM release not given: {follows}"
     )
+
+
+# RopeParams.create_rope_const_params: the cos/sin table as an fp32 tensor of max_positions x rotary dim on the GPU, kept
+# once per model in the model's extra attributes, keyed by its rope settings and layout (interleave); a model whose
+# layers ask for both layouts holds two, which kvcalc does not count
+ROTARY_SOURCE = "tensorrt_llm/_torch/attention_backend/interface.py RopeParams.create_rope_const_params (TensorRT-LLM 000a01de)"
 
 
 class TensorRtLlm(EngineProfile):
@@ -153,9 +160,11 @@ class TensorRtLlm(EngineProfile):
                 ]
             else:
                 overheads = self._overheads(model, workload, stage, stage is stages[-1], activation_dtype)
+            rotary = rotary_table_term(model, workload.seq, activation_dtype, (DType.fp32, "fp32"), ROTARY_SOURCE)
             used = [
                 *in_use_terms(gpu, f"_torch/pyexecutor/_util.py _cal_max_memory: mem_get_info's free ({TRTLLM_COMMIT})"),
                 weights,
+                *([rotary] if rotary else []),
                 *overheads,
             ]
             free = memory - sum(term.bytes for term in used)
