@@ -157,9 +157,7 @@ def _check_values(cfg: dict[str, Any], origin: str) -> None:
             isinstance(value, list) and all(isinstance(t, str) for t in value)
         ):
             expected = 'a list of layer types ("full_attention", "sliding_attention")'
-        elif key == "mamba_expand" and (
-            isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < MAX_COUNT  # NaN: not in range
-        ):
+        elif key == "mamba_expand" and not (_number(value) and 0 < value < MAX_COUNT):  # NaN: not in range
             expected = "a positive number"
         elif key in _ROTARY_FRACTION_KEYS and not (_number(value) and 0 < value <= 1):
             expected = "a number above 0 and at most 1"

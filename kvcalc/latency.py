@@ -267,7 +267,8 @@ def _expected(
     stateful = recurrent_layers(model)
     recurrent = stateful * fitted.recurrent_layer_seconds if fitted_layers else 0.0
     # Triton's MLA decode walks each sequence's context on its own programs: one sequence's context, fitted at batch 1
-    mla_context = mla_layers(model) * workload.seq * fitted.mla_token_seconds if fitted_layers else 0.0
+    latent_layers = mla_layers(model)
+    mla_context = latent_layers * workload.seq * fitted.mla_token_seconds if fitted_layers else 0.0
     fixed = fitted.step_seconds + per_layer * model.layers + recurrent + expert_loop + mla_context + comm
     floor = model.layers * fitted.quant_layer_floor_seconds if efficiency is None and gpu.decode_efficiency is None else 0.0
     memory_s, compute_s, total = expected_seconds(
@@ -307,7 +308,7 @@ def _expected(
         recurrent_source=fitted.recurrent_layer_source if recurrent else "",
         mla_kernel=fitted.mla_kernel,
         mla_seconds_per_layer_token=fitted.mla_token_seconds if fitted_layers else 0.0,
-        mla_layers=mla_layers(model),
+        mla_layers=latent_layers,
         mla_context_seconds=mla_context,
         quant_floor_seconds_per_layer=fitted.quant_layer_floor_seconds if floor else 0.0,
         quant_floor_seconds=floor,
@@ -412,7 +413,7 @@ def _expected(
         )
     if mla_context:
         explain.append(
-            f"MLA context loop = MLA layers * context * {fitted.mla_token_seconds * 1e9:.3g} ns = {mla_layers(model)} *"
+            f"MLA context loop = MLA layers * context * {fitted.mla_token_seconds * 1e9:.3g} ns = {latent_layers} *"
             f" {workload.seq:,} * ... = {format_seconds(mla_context)} ({fitted.mla_kernel}: Triton's MLA decode walks the"
             f" context a block at a time on a few SMs, vllm/attention/ops/triton_decode_attention.py; vLLM runs it where"
             f" no FlashMLA/FlashInfer/CUTLASS MLA does, vllm/platforms/cuda.py: {fitted.mla_source})"

@@ -981,7 +981,8 @@ def split_decode(
     host_s = host_bytes / host_rate
     hop_bytes_s = hops * F32 * (model.hidden or 0) * workload.batch / PCIE_BYTES_PER_S
     hop_s = hop_bytes_s + hops * host.hop_seconds
-    recurrent = fixed.recurrent_layer_seconds * recurrent_layers(model)
+    stateful = recurrent_layers(model)
+    recurrent = fixed.recurrent_layer_seconds * stateful
     overhead = fixed.step_seconds + fixed.layer_seconds * model.layers + recurrent
     roofline_s = sum(roof_device) + host_roof + hop_bytes_s
     expected = max(roofline_s, sum(device_s) + host_s + hop_s + overhead)
@@ -996,7 +997,7 @@ def split_decode(
         f"hops: {hops} * ({F32 * (model.hidden or 0) * workload.batch:,} B / PCIe {PCIE_BYTES_PER_S:,} B/s"
         f" + {host.hop_seconds * 1e6:.0f} µs fixed) = {hop_s * 1e3:.4f} ms;"
         f" fixed cost {fixed.step_seconds * 1e3:.3f} ms per step + {fixed.layer_seconds * 1e3:.3f} ms * {model.layers} layers"
-        + (f" + {fixed.recurrent_layer_seconds * 1e3:.3f} ms * {recurrent_layers(model)} recurrent layers" if recurrent else ""),
+        + (f" + {fixed.recurrent_layer_seconds * 1e3:.3f} ms * {stateful} recurrent layers" if recurrent else ""),
         f"expected {expected * 1e3:.3f} ms per token = {workload.batch / expected:.2f} tok/s (roofline {roofline_s * 1e3:.3f} ms)",
     ]
     return SplitDecode(

@@ -503,10 +503,9 @@ class ModelSpec(Strict):
             raise ValueError("MLA with attention_shapes or kv_shared_layers is not supported")
         if self.compressed is not None:
             self._check_compressed(self.compressed)
-        rope_part = self.mla or self.compressed
-        widest = rope_part.qk_rope_head_dim if rope_part else self.key_dim
+        widest = self._whole_rotary_width()
         if self.rotary_dims is not None and (self.rotary_dims > widest or self.rotary_dims % 2):
-            what = "the rope part's" if rope_part else "the key head's"
+            what = "the rope part's" if self.mla or self.compressed else "the key head's"
             raise ValueError(f"rotary_dims ({self.rotary_dims}) must be even and at most {what} {widest} dims")
         if self.stored_weights is not None and self.params != self.stored_weights.params:
             raise ValueError(f"params ({self.params}) must equal stored_weights.params ({self.stored_weights.params})")
@@ -550,8 +549,10 @@ class ModelSpec(Strict):
     @property
     def rotary_width(self) -> int:
         """Dims of each key head RoPE rotates: rotary_dims, else the rope part (MLA, DeepSeek-V4) or the whole head."""
-        if self.rotary_dims is not None:
-            return self.rotary_dims
+        return self._whole_rotary_width() if self.rotary_dims is None else self.rotary_dims
+
+    def _whole_rotary_width(self) -> int:
+        """The most a key head can rotate: its rope part (MLA, DeepSeek-V4), else the whole head."""
         rope = self.mla or self.compressed
         return rope.qk_rope_head_dim if rope else self.key_dim
 

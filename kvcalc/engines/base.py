@@ -109,16 +109,14 @@ def rotary_table_term(
     sharded: one per distinct rope setting (get_rope keeps one per setting), rows of positions by rotated dims
     (cos and sin, half each), in the table's dtype (the model's unless the model file builds it otherwise, or the
     engine forces one: `forced`). None where the model has no rotary attention or states no max_position_embeddings."""
-    if not model.rotary_width or not any(model.attention_kinds()):
-        return None
     tables = model.rotary_tables or ([RotaryTable(rows=model.max_positions)] if model.max_positions else [])
+    if not tables or not model.rotary_width or not any(model.attention_kinds()):
+        return None
     parts = []
     for table in tables:
         rows = min(model.max_positions or context, context) if table.rows == "context" else table.rows
         dtype = forced[0] if forced else table.dtype or model_dtype
         parts.append((rows, table.dims or model.rotary_width, PACKING[dtype].bytes_for(1), dtype))
-    if not parts:
-        return None
     total = sum(rows * dims * size for rows, dims, size, _ in parts)
     dtypes = sorted({dtype.value for *_, dtype in parts})
     why = forced[1] if forced else f"{', '.join(dtypes)}{', the model dtype' if dtypes == [model_dtype.value] else ''}"
