@@ -235,6 +235,9 @@ def recurrent_layer_key(kernels: str) -> str | None:
 # SGLang when its server is told `--attention-backend triton` (its defaults on Hopper and SM 10.x are FA3 and TRT-LLM MLA).
 TRITON_MLA = "triton-mla"
 VLLM_BANDWIDTH_MLA_BACKENDS = {"hopper": "flashmla", "blackwell": "cutlass_mla"}  # by compute capability: 9.0, 10.x
+# The MLA backend assumed where neither the GPU nor --attention-backend says which runs (an unknown GPU, a release before
+# 0.7.1): FlashMLA, vLLM's choice on the Hopper parts most MLA deployments run on
+VLLM_FALLBACK_MLA_BACKEND = "flashmla"
 TRITON_ATTENTION_BACKENDS = ("triton", "triton_mla")  # SGLang's --attention-backend and vLLM's backend name
 
 
@@ -291,7 +294,7 @@ def vllm_mla_backend(gpu: str | None, version: str | None) -> str | None:
         return "triton_mla"
     family = sm_family(gpu)
     if family is None:
-        return "flashmla"
+        return VLLM_FALLBACK_MLA_BACKEND
     return VLLM_BANDWIDTH_MLA_BACKENDS.get(family, "triton_mla")
 
 

@@ -25,7 +25,7 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
-from kvcalc.decode_profiles import DecodeProfile, profile_for, vllm_mla_backend
+from kvcalc.decode_profiles import VLLM_FALLBACK_MLA_BACKEND, DecodeProfile, profile_for, vllm_mla_backend
 from kvcalc.engines.activations import (
     activation_bytes,
     forward_transient,
@@ -560,7 +560,7 @@ def mla_block_size(backend: str | None, sparse: bool, requested: int | None) -> 
     block = requested or VLLM_BLOCK_SIZE
     if sparse:
         return 64
-    backend = backend or "flashmla"
+    backend = backend or VLLM_FALLBACK_MLA_BACKEND
     multiple = MLA_BLOCK_MULTIPLE[backend]
     if block % multiple == 0 or (backend == "flashinfer_mla" and block == 32):
         return block
@@ -854,7 +854,9 @@ class Vllm(EngineProfile):
                 explain=["vLLM: no attention layers: each state layer keeps one page of its own state per request (MambaSpec)"],
             )
         # MLA kernels align the raised block to their own multiple (64 FlashMLA, 128 CUTLASS MLA)
-        align = MLA_BLOCK_MULTIPLE[workload.engine.attention_backend or "flashmla"] if mla else VLLM_HYBRID_ALIGNMENT
+        align = (
+            MLA_BLOCK_MULTIPLE[workload.engine.attention_backend or VLLM_FALLBACK_MLA_BACKEND] if mla else VLLM_HYBRID_ALIGNMENT
+        )
         align = max(align, VLLM_HYBRID_ALIGNMENT)
         needed = align * cdiv(state_bytes, align * attention_bytes_per_token)
         user = workload.block_size
@@ -1160,7 +1162,7 @@ class Vllm(EngineProfile):
             return "none (no MLA layers)"
         if model.mla.indexer_head_dim:
             return "64 tokens, as FlashMLA sparse forces for DeepSeek sparse attention"
-        backend = workload.engine.attention_backend or "flashmla"
+        backend = workload.engine.attention_backend or VLLM_FALLBACK_MLA_BACKEND
         multiple = MLA_BLOCK_MULTIPLE[backend]
         if multiple == 1:
             return f"{backend} keeps --block-size (vLLM's choice on Ampere, Ada, SM 12.x and ROCm)"
