@@ -39,6 +39,7 @@ from kvcalc.weights import WeightFormat, require_params, weight_bytes  # noqa: E
 FIXTURE = ROOT / "tests" / "fixtures" / "decode_calibration.json"
 COLLECTED = ROOT / "tests" / "fixtures" / "decode_published.json"  # the collected rows as published, each with its URL
 DEFAULT_PROMPT = 32  # tokens, where a source gives no prompt length (a chat prompt of a sentence or two)
+DEFAULT_OUTPUT = 256  # tokens, where a source gives no output length
 
 # GPU as the source names it -> kvcalc GPU preset, and the link its TP ranks talk over
 GPUS: list[tuple[str, str, str]] = [
@@ -312,10 +313,10 @@ def _context(row: dict[str, Any]) -> int:
     depth = LLAMA_BENCH_DEPTH.search(note)
     if depth:
         return int(depth[2]) + int(depth[1]) // 2
+    half_output = (row.get("output_len") or DEFAULT_OUTPUT) // 2
     if alone := DEPTH_ALONE.search(note):
-        return int(alone[1]) + (row.get("output_len") or 256) // 2
-    prompt = row.get("input_len") or DEFAULT_PROMPT
-    return prompt + (row.get("output_len") or 256) // 2
+        return int(alone[1]) + half_output
+    return (row.get("input_len") or DEFAULT_PROMPT) + half_output
 
 
 OUTPUT_AND_TOTAL_RATES = re.compile(r"tokSOut ([0-9.]+) \(tokSTotal ([0-9.]+)")  # localmaxxing's two published rates
